@@ -1,0 +1,292 @@
+// Package sut starts and measures the systems under test: meridian-proxy,
+// nginx and HAProxy processes pinned to their own CPU, read through /proc.
+package sut
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of utime/stime in /proc/PID/stat. It is 100
+// on every Linux ABI Go supports, and reading it properly needs cgo (sysconf).
+const clockTicks = 100
+
+// Proc is one started process.
+type Proc struct {
+	Name string
+	Cmd  *exec.Cmd
+	Log  string // file holding its stdout and stderr
+	done chan struct{}
+	err  error // exit status, valid once done is closed
+}
+
+// Start runs bin with args, pinned to cpus (a taskset list such as "1") when
+// cpus is not empty. taskset execs the program, so the PID is the program's.
+func Start(name, cpus, logDir, bin string, args ...string) (*Proc, error) {
+	argv := append([]string{bin}, args...)
+	if cpus != "" {
+		argv = append([]string{"taskset", "-c", cpus}, argv...)
+	}
+	logPath := filepath.Join(logDir, name+".log")
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	// Its own process group, so a Ctrl-C to the benchmark reaches us first
+	// and we stop our children in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &Proc{Name: name, Cmd: cmd, Log: logPath, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); lf.Close(); close(p.done) }()
+	return p, nil
+}
+
+// PID of the process.
+func (p *Proc) PID() int { return p.Cmd.Process.Pid }
+
+// Exited reports whether the process has ended, and how.
+func (p *Proc) Exited() (bool, error) {
+	select {
+	case <-p.done:
+		return true, p.err
+	default:
+		return false, nil
+	}
+}
+
+// Stop sends SIGTERM, waits up to grace, then kills. It returns the exit
+// error unless the process ended because of our signal.
+func (p *Proc) Stop(grace time.Duration) error {
+	if exited, err := p.Exited(); exited {
+		return fmt.Errorf("%s had already exited: %v", p.Name, err)
+	}
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(grace):
+		_ = p.Cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s ignored SIGTERM for %v; killed", p.Name, grace)
+	}
+}
+
+// LogTail is the last n lines of the process's output.
+func (p *Proc) LogTail(n int) string {
+	b, _ := os.ReadFile(p.Log)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// CPUSeconds is user+system CPU time used so far, from /proc/PID/stat.
+func (p *Proc) CPUSeconds() (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID()))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; fields are counted after its ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, errors.New("malformed stat")
+	}
+	f := strings.Fields(s[i+1:])
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return 0, errors.New("short stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return float64(ut+st) / clockTicks, nil
+}
+
+// Status holds the /proc/PID/status and fd figures a benchmark reports.
+type Status struct {
+	RSS, PeakRSS int64 // bytes: VmRSS and VmHWM
+	Threads      int
+	FDs          int
+}
+
+// Status reads /proc/PID/status and counts /proc/PID/fd.
+func (p *Proc) Status() (Status, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.PID()))
+	if err != nil {
+		return Status{}, err
+	}
+	defer f.Close()
+	var st Status
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(v)
+		if len(fields) == 0 {
+			continue
+		}
+		n, _ := strconv.ParseInt(fields[0], 10, 64)
+		switch k {
+		case "VmRSS":
+			st.RSS = n * 1024
+		case "VmHWM":
+			st.PeakRSS = n * 1024
+		case "Threads":
+			st.Threads = int(n)
+		}
+	}
+	if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.PID())); err == nil {
+		st.FDs = len(ents)
+	}
+	return st, sc.Err()
+}
+
+// ResetPeak resets VmHWM to the current RSS (Linux >= 4.0, "5" in clear_refs),
+// so a later Status().PeakRSS is the peak of one load level alone.
+func (p *Proc) ResetPeak() error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.PID()), []byte("5"), 0)
+}
+
+// MB formats bytes as MiB with one decimal.
+func MB(b int64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
+
+// FreePort returns a loopback port that was free a moment ago. Another process
+// could take it before we use it; on a benchmark box that is good enough.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Addr is "127.0.0.1:port".
+func Addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// WaitTCP waits until addr accepts connections or p exits.
+func WaitTCP(p *Proc, addr string, timeout time.Duration) error {
+	return poll(p, timeout, func() bool {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
+// WaitHTTP200 waits until url answers 200 or p exits.
+func WaitHTTP200(p *Proc, url string, timeout time.Duration) error {
+	c := &http.Client{Timeout: 500 * time.Millisecond}
+	return poll(p, timeout, func() bool {
+		resp, err := c.Get(url)
+		if err != nil {
+			return false
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+func poll(p *Proc, timeout time.Duration, ok func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if exited, err := p.Exited(); exited {
+			return fmt.Errorf("%s exited during start-up (%v):\n%s", p.Name, err, p.LogTail(20))
+		}
+		if ok() {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not ready after %v:\n%s", p.Name, timeout, p.LogTail(20))
+}
+
+// Scrape fetches a Prometheus text endpoint and returns the sum of the
+// samples of metric (all label sets), and whether any was found.
+func Scrape(ctx context.Context, url, metric string) (float64, bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, false, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, false, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, false, err
+	}
+	var sum float64
+	found := false
+	for _, line := range bytes.Split(body, []byte("\n")) {
+		s := string(line)
+		if !strings.HasPrefix(s, metric) {
+			continue
+		}
+		rest := s[len(metric):]
+		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue // a longer metric name with this prefix
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		sum += v
+		found = true
+	}
+	return sum, found, nil
+}
+
+// PinSelf re-executes the running program under `taskset -c cpus`, once, so
+// the load generator and the systems under test never share a core. Go sizes
+// GOMAXPROCS from the affinity mask at start-up, which is why this re-execs
+// rather than calling sched_setaffinity on a running process. It does nothing
+// when cpus is empty or the machine has a single CPU.
+func PinSelf(cpus string) error {
+	const marker = "MERIDIAN_BENCH_PINNED"
+	if cpus == "" || os.Getenv(marker) != "" || runtime.NumCPU() < 2 {
+		return nil
+	}
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		return fmt.Errorf("taskset not found (util-linux): %w", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	argv := append([]string{taskset, "-c", cpus, self}, os.Args[1:]...)
+	return syscall.Exec(taskset, argv, append(os.Environ(), marker+"=1"))
+}

@@ -1,0 +1,99 @@
+// Command meridian-proxy is Meridian's data plane: the sidecar that sits
+// beside every meshed application. It imports nothing from Kubernetes.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meridian-mesh/meridian/proxy/balance"
+	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/sidecar"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "meridian-proxy:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("meridian-proxy", flag.ContinueOnError)
+	var cfg sidecar.Config
+	fs.StringVar(&cfg.OutboundAddr, "outbound-addr", "127.0.0.1:4140", "outbound listener (applications' connections are redirected here)")
+	fs.StringVar(&cfg.InboundAddr, "inbound-addr", "0.0.0.0:4143", "inbound listener")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", "0.0.0.0:4191", "admin listener: /metrics, /ready, /live")
+	fs.StringVar(&cfg.InboundForward, "inbound-forward", "", "application address for inbound traffic (default: each connection's original destination)")
+	destFile := fs.String("destinations", "", "static destinations YAML file, reloaded when it changes")
+	var flagDests []discover.Destination
+	fs.Func("dst", "static destination AUTHORITY=ADDR[,ADDR...] (repeatable)", func(v string) error {
+		d, err := discover.ParseFlag(v)
+		if err == nil {
+			flagDests = append(flagDests, d)
+		}
+		return err
+	})
+	fs.Func("opaque-ports", "comma-separated destination ports never to detect (copied as bytes)", func(v string) error {
+		for _, s := range strings.Split(v, ",") {
+			n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 16)
+			if err != nil || n == 0 {
+				return fmt.Errorf("%q is not a port (1-65535)", s)
+			}
+			cfg.OpaquePorts = append(cfg.OpaquePorts, uint16(n))
+		}
+		return nil
+	})
+	lb := fs.String("balancer", "p2c-ewma", "load balancing: p2c-ewma or round-robin")
+	fs.DurationVar(&cfg.DetectTimeout, "detect-timeout", time.Second, "how long to wait for a client's first bytes before treating the connection as opaque")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long in-flight requests may take to finish after SIGTERM")
+	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", time.Second, "timeout for connecting to an endpoint")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("--log-level %q: use debug, info, warn or error", *level)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	strategy, err := balance.ParseStrategy(*lb)
+	if err != nil {
+		return fmt.Errorf("--balancer: %w", err)
+	}
+	cfg.Balancer = strategy
+	cfg.Log = log
+
+	dests := flagDests
+	if *destFile != "" {
+		fromFile, err := discover.ParseFile(*destFile)
+		if err != nil {
+			return err
+		}
+		dests = append(fromFile, flagDests...)
+	}
+	static, err := discover.NewStatic(dests)
+	if err != nil {
+		return err
+	}
+	cfg.Resolver = static
+
+	p, err := sidecar.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if *destFile != "" {
+		go static.WatchFile(ctx, *destFile, flagDests, 2*time.Second, log)
+	}
+	return p.Run(ctx)
+}

@@ -1,0 +1,45 @@
+// Package admin serves the proxy's operational endpoints: /metrics for
+// Prometheus, /ready for the kubelet's readiness probe and /live for liveness.
+package admin
+
+import (
+	"net"
+	"net/http"
+	"time"
+)
+
+// Server is a running admin endpoint.
+type Server struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+// Listen binds addr. ready reports whether the proxy can serve traffic.
+func Listen(addr string, metrics http.Handler, ready func() bool) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("live\n"))
+	})
+	return &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve blocks until Close.
+func (s *Server) Serve() error { return s.srv.Serve(s.ln) }
+
+// Close stops the server.
+func (s *Server) Close() error { return s.srv.Close() }

@@ -1,0 +1,51 @@
+// Package discover is how the proxy learns where an authority's endpoints are.
+//
+// The proxy depends only on the Resolver interface. This package implements it with
+// static configuration (a YAML file and flags); the control plane implements it with
+// the destination API. Updates always carry the whole endpoint set, so a consumer
+// never has to reconcile deltas.
+package discover
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+)
+
+// ErrNotFound means the resolver knows nothing about the authority.
+var ErrNotFound = errors.New("destination not found")
+
+// Protocol hints tell the proxy how an endpoint wants to be spoken to.
+const (
+	HintNone   = ""       // detect / preserve the client's protocol
+	HintH2     = "h2"     // the endpoint speaks HTTP/2 with prior knowledge
+	HintOpaque = "opaque" // never detect: copy bytes
+)
+
+// Endpoint is one address that serves an authority.
+type Endpoint struct {
+	Addr     string            `yaml:"addr"`               // host:port
+	Weight   uint32            `yaml:"weight,omitempty"`   // relative; 0 means the default weight of 1
+	Protocol string            `yaml:"protocol,omitempty"` // a Hint*
+	Labels   map[string]string `yaml:"labels,omitempty"`
+}
+
+// Resolver finds endpoint sets.
+type Resolver interface {
+	// Resolve starts watching authority (host:port). The first value on Updates is
+	// the current set (possibly empty); later values replace it. ErrNotFound when
+	// the authority is unknown to the resolver.
+	Resolve(ctx context.Context, authority string) (Watch, error)
+	// LookupAddr maps an original destination (a service's virtual address) to
+	// the authority that owns it, so connections redirected by iptables find
+	// their service even without a Host header.
+	LookupAddr(addr netip.AddrPort) (authority string, ok bool)
+}
+
+// Watch is a subscription to one authority's endpoints.
+type Watch interface {
+	// Updates delivers whole endpoint sets. It is closed when the watch ends.
+	Updates() <-chan []Endpoint
+	// Close ends the watch.
+	Close()
+}

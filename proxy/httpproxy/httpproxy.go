@@ -1,0 +1,309 @@
+// Package httpproxy forwards HTTP/1 requests and HTTP/2 streams (gRPC
+// included) to a balanced set of endpoints, one request at a time, and
+// records the golden metrics of each.
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meridian-mesh/meridian/proxy/balance"
+	"github.com/meridian-mesh/meridian/proxy/metrics"
+)
+
+// DstOverrideHeader, when a client sets it, names the authority to route to
+// instead of Host / :authority (as l5d-dst-override does for Linkerd).
+const DstOverrideHeader = "Meridian-Dst-Override"
+
+// ErrorHeader tells the client that the proxy, not the application, produced the response.
+const ErrorHeader = "Meridian-Proxy-Error"
+
+// Target is where one request goes: a named set of endpoints.
+type Target struct {
+	Authority string // for metrics and errors
+	Balancer  *balance.Balancer[*Upstream]
+}
+
+// RouteError is a request that cannot be routed; Status is the HTTP answer.
+type RouteError struct {
+	Status int
+	Reason string // short, for the metric and the error header
+	Err    error
+}
+
+func (e *RouteError) Error() string { return e.Reason + ": " + e.Err.Error() }
+
+// Router maps a request to its target.
+type Router interface {
+	Route(r *http.Request) (*Target, error)
+}
+
+// Handler is the forwarding http.Handler for one direction of a proxy.
+type Handler struct {
+	direction string
+	router    Router
+	metrics   *metrics.Registry
+	log       *slog.Logger
+	rp        *httputil.ReverseProxy
+}
+
+// maxConnectAttempts bounds how many endpoints one request tries when
+// connecting fails; nothing has been sent, so trying another is safe.
+const maxConnectAttempts = 3
+
+type ctxKey struct{}
+
+// reqState travels with a request through the ReverseProxy.
+type reqState struct {
+	target  *Target
+	mreq    metrics.Request
+	start   time.Time
+	errOnce sync.Once
+}
+
+// New returns a handler forwarding requests for direction ("inbound" or "outbound").
+func New(direction string, router Router, m *metrics.Registry, log *slog.Logger) *Handler {
+	h := &Handler{direction: direction, router: router, metrics: m, log: log}
+	h.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			// A sidecar is transparent: keep the client's forwarding headers,
+			// which Rewrite would otherwise strip.
+			for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+				if v, ok := pr.In.Header[k]; ok {
+					pr.Out.Header[k] = v
+				}
+			}
+			pr.Out.Header.Del(DstOverrideHeader)
+			pr.Out.URL.Scheme = "http"
+			pr.Out.Host = pr.In.Host
+		},
+		Transport:     roundTripper{h},
+		FlushInterval: -1, // stream everything: gRPC and server-sent events must not wait
+		BufferPool:    bufferPool{},
+		ErrorHandler:  h.proxyError,
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return h
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t, err := h.router.Route(r)
+	if err != nil {
+		var re *RouteError
+		if !errors.As(err, &re) {
+			re = &RouteError{Status: http.StatusBadGateway, Reason: "route", Err: err}
+		}
+		h.metrics.Unavailable(h.direction, r.Host, re.Reason)
+		writeError(w, r, re.Status, re.Reason, err)
+		return
+	}
+	st := &reqState{target: t, start: time.Now(),
+		mreq: metrics.Request{Direction: h.direction, Authority: t.Authority}}
+	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+}
+
+type roundTripper struct{ h *Handler }
+
+func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	st := r.Context().Value(ctxKey{}).(*reqState)
+	h := rt.h
+	body := &guardedBody{rc: r.Body}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = body
+	}
+	var lastErr error
+	for attempt := 0; attempt < maxConnectAttempts; attempt++ {
+		ep, err := st.target.Balancer.Pick()
+		if err != nil {
+			h.metrics.Unavailable(h.direction, st.target.Authority, unavailableReason(err))
+			if lastErr != nil {
+				return nil, lastErr
+			}
+			return nil, &RouteError{Status: http.StatusServiceUnavailable, Reason: unavailableReason(err), Err: err}
+		}
+		up := ep.Value()
+		st.mreq.Target = up.Addr
+		r.URL.Host = up.Addr
+		h.metrics.RequestStarted(st.mreq)
+		done := ep.Start()
+		resp, err := up.transportFor(r).RoundTrip(r)
+		done()
+		if err != nil {
+			var de *DialError
+			if errors.As(err, &de) {
+				ep.Fail()
+				h.metrics.ResponseDone(st.mreq, metrics.Response{Error: "connect", Latency: time.Since(st.start)})
+				lastErr = err
+				if !body.touched() {
+					continue
+				}
+				return nil, err
+			}
+			return nil, err // counted by proxyError
+		}
+		ep.Succeed()
+		h.observe(st, resp)
+		return resp, nil
+	}
+	return nil, lastErr
+}
+
+// observe arranges for the response to be counted when its body ends, when
+// gRPC's status (often a trailer) is known.
+func (h *Handler) observe(st *reqState, resp *http.Response) {
+	lat := time.Since(st.start)
+	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Body == nil {
+		// An upgraded body is the raw connection; ReverseProxy needs it unwrapped.
+		h.metrics.ResponseDone(st.mreq, metrics.Response{Status: resp.StatusCode, Latency: lat})
+		st.errOnce.Do(func() {})
+		return
+	}
+	resp.Body = &observedBody{ReadCloser: resp.Body, end: func(err error) {
+		st.errOnce.Do(func() {
+			o := metrics.Response{Status: resp.StatusCode, Latency: lat, GRPCStatus: grpcStatus(resp)}
+			if err != nil {
+				o.Error = "stream"
+			}
+			h.metrics.ResponseDone(st.mreq, o)
+		})
+	}}
+}
+
+// proxyError answers a request that got no response from upstream.
+func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	st, _ := r.Context().Value(ctxKey{}).(*reqState)
+	status, reason := http.StatusBadGateway, "upstream"
+	var re *RouteError
+	var de *DialError
+	switch {
+	case errors.As(err, &re):
+		status, reason = re.Status, re.Reason
+	case errors.As(err, &de):
+		status, reason = http.StatusServiceUnavailable, "connect"
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		status, reason = 499, "canceled" // the client went away; nobody reads this answer
+	case errors.Is(err, context.DeadlineExceeded):
+		status, reason = http.StatusGatewayTimeout, "timeout"
+	}
+	if st != nil && st.mreq.Target != "" && de == nil {
+		st.errOnce.Do(func() {
+			h.metrics.ResponseDone(st.mreq, metrics.Response{Error: reason, Latency: time.Since(st.start)})
+		})
+	}
+	if status != 499 {
+		h.log.Debug("proxy error", "direction", h.direction, "authority", r.Host, "err", err)
+	}
+	writeError(w, r, status, reason, err)
+}
+
+func unavailableReason(err error) string {
+	if errors.Is(err, balance.ErrNoEndpoints) {
+		return "no_endpoints"
+	}
+	return "unavailable"
+}
+
+// writeError answers in the client's protocol: gRPC clients get a
+// trailers-only response with a gRPC status, others an HTTP status.
+func writeError(w http.ResponseWriter, r *http.Request, status int, reason string, err error) {
+	w.Header().Set(ErrorHeader, reason)
+	if isGRPC(r) {
+		code := "14" // UNAVAILABLE
+		if status == http.StatusGatewayTimeout {
+			code = "4" // DEADLINE_EXCEEDED
+		}
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Status", code)
+		w.Header().Set("Grpc-Message", "meridian proxy: "+reason)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	http.Error(w, "meridian proxy: "+err.Error(), status)
+}
+
+func isGRPC(r *http.Request) bool {
+	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+}
+
+// grpcStatus reads grpc-status from trailers, or from headers for a trailers-only response.
+func grpcStatus(resp *http.Response) string {
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc") {
+		return ""
+	}
+	if s := resp.Trailer.Get("Grpc-Status"); s != "" {
+		return s
+	}
+	if s := resp.Header.Get("Grpc-Status"); s != "" {
+		return s
+	}
+	return strconv.Itoa(2) // UNKNOWN: the stream ended without a status
+}
+
+// observedBody calls end once, at EOF, error or close.
+type observedBody struct {
+	io.ReadCloser
+	end func(error)
+}
+
+func (b *observedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.end(nil)
+	} else if err != nil {
+		b.end(err)
+	}
+	return n, err
+}
+
+func (b *observedBody) Close() error {
+	b.end(nil)
+	return b.ReadCloser.Close()
+}
+
+// guardedBody remembers whether any byte was read, and defers closing the
+// client's body, so that a request whose connection attempt failed can be
+// sent again to another endpoint.
+type guardedBody struct {
+	mu   sync.Mutex
+	rc   io.ReadCloser
+	read bool
+}
+
+func (b *guardedBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	b.read = true
+	b.mu.Unlock()
+	return b.rc.Read(p)
+}
+
+// Close passes through once the body has been read from, which is when a
+// retry is off the table anyway; before that the server closes it when the
+// handler returns.
+func (b *guardedBody) Close() error {
+	if b.touched() {
+		return b.rc.Close()
+	}
+	return nil
+}
+
+func (b *guardedBody) touched() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.read
+}
+
+// bufferPool reuses copy buffers; ReverseProxy allocates 32 KiB per body otherwise.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }

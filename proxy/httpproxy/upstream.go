@@ -1,0 +1,82 @@
+package httpproxy
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// DialFunc opens a transport connection to an endpoint.
+type DialFunc func(ctx context.Context, addr string) (net.Conn, error)
+
+// DialError marks a failure to connect, which is always safe to retry on
+// another endpoint because nothing was sent.
+type DialError struct {
+	Addr string
+	Err  error
+}
+
+func (e *DialError) Error() string { return fmt.Sprintf("connect %s: %v", e.Addr, e.Err) }
+func (e *DialError) Unwrap() error { return e.Err }
+
+// Upstream is one endpoint's connection pools: keep-alive HTTP/1 and
+// multiplexed HTTP/2 (prior knowledge). A request keeps the protocol its
+// client used unless the endpoint is known to speak HTTP/2.
+type Upstream struct {
+	Addr   string
+	H2Only bool // the destination says the endpoint speaks h2
+	h1, h2 *http.Transport
+}
+
+// NewUpstream builds the pools for addr. dial wraps connections (metrics, TLS later).
+func NewUpstream(addr string, h2only bool, dial DialFunc) *Upstream {
+	dialCtx := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		c, err := dial(ctx, addr)
+		if err != nil {
+			return nil, &DialError{Addr: addr, Err: err}
+		}
+		return c, nil
+	}
+	base := func() *http.Transport {
+		return &http.Transport{
+			Proxy:                 nil, // a sidecar never chains to an environment proxy
+			DialContext:           dialCtx,
+			DisableCompression:    true, // pass encodings through untouched
+			MaxIdleConns:          0,
+			MaxIdleConnsPerHost:   256, // the default of 2 churns connections under load
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: 0, // per-route timeouts come from profiles, not here
+			ExpectContinueTimeout: time.Second,
+			WriteBufferSize:       16 << 10,
+			ReadBufferSize:        16 << 10,
+		}
+	}
+	h1 := base()
+	h1.Protocols = new(http.Protocols)
+	h1.Protocols.SetHTTP1(true)
+	h2 := base()
+	h2.Protocols = new(http.Protocols)
+	h2.Protocols.SetUnencryptedHTTP2(true)
+	h2.HTTP2 = &http.HTTP2Config{
+		// Keep a dead peer from holding streams forever.
+		SendPingTimeout: 10 * time.Second,
+		PingTimeout:     5 * time.Second,
+	}
+	return &Upstream{Addr: addr, H2Only: h2only, h1: h1, h2: h2}
+}
+
+// transportFor picks the pool for a request.
+func (u *Upstream) transportFor(r *http.Request) *http.Transport {
+	if r.ProtoMajor == 2 || (u.H2Only && r.Header.Get("Upgrade") == "") {
+		return u.h2
+	}
+	return u.h1
+}
+
+// Close drops idle connections; requests in flight finish on theirs.
+func (u *Upstream) Close() {
+	u.h1.CloseIdleConnections()
+	u.h2.CloseIdleConnections()
+}

@@ -1,0 +1,189 @@
+// Package metrics holds the proxy's golden metrics, named and labelled like
+// Linkerd's proxy metrics so existing dashboards and queries carry over.
+package metrics
+
+import (
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Latency buckets in milliseconds, the same bounds Linkerd's proxy uses.
+var latencyBuckets = []float64{1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500,
+	1000, 2000, 3000, 4000, 5000, 10000, 20000, 30000, 40000, 50000}
+
+// Registry is one proxy's metrics. Each proxy owns one, so several proxies in
+// one process (the demo, tests) keep separate numbers.
+type Registry struct {
+	reg *prometheus.Registry
+
+	requests    *prometheus.CounterVec
+	responses   *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	unavailable *prometheus.CounterVec
+
+	tcpOpen  *prometheus.CounterVec
+	tcpClose *prometheus.CounterVec
+	tcpConns *prometheus.GaugeVec
+	tcpRead  *prometheus.CounterVec
+	tcpWrite *prometheus.CounterVec
+}
+
+var (
+	reqLabels  = []string{"direction", "authority", "target_addr", "route"}
+	respLabels = []string{"direction", "authority", "target_addr", "route", "status_code", "grpc_status", "classification", "error"}
+	latLabels  = []string{"direction", "authority", "target_addr", "route", "status_code"}
+	tcpLabels  = []string{"direction", "peer", "target_addr"}
+)
+
+// New builds a registry with the golden metrics and the Go runtime/process collectors.
+func New() *Registry {
+	r := &Registry{reg: prometheus.NewRegistry()}
+	r.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "request_total", Help: "Requests sent (outbound) or received (inbound)."}, reqLabels)
+	r.responses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "response_total", Help: "Responses, classified as success or failure."}, respLabels)
+	r.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "response_latency_ms", Help: "Time from request to response headers, in milliseconds.",
+		Buckets: latencyBuckets}, latLabels)
+	r.unavailable = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "endpoint_unavailable_total", Help: "Requests failed fast because no endpoint could take them."},
+		[]string{"direction", "authority", "reason"})
+	r.tcpOpen = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tcp_open_total", Help: "TCP connections opened."}, tcpLabels)
+	r.tcpClose = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tcp_close_total", Help: "TCP connections closed."}, append(tcpLabels, "classification"))
+	r.tcpConns = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcp_open_connections", Help: "TCP connections currently open."}, tcpLabels)
+	r.tcpRead = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tcp_read_bytes_total", Help: "Bytes read from TCP connections."}, tcpLabels)
+	r.tcpWrite = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tcp_write_bytes_total", Help: "Bytes written to TCP connections."}, tcpLabels)
+	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable,
+		r.tcpOpen, r.tcpClose, r.tcpConns, r.tcpRead, r.tcpWrite,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return r
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (r *Registry) Handler() http.Handler {
+	return promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{})
+}
+
+// Gatherer exposes the registry to tests and in-process consumers.
+func (r *Registry) Gatherer() prometheus.Gatherer { return r.reg }
+
+// Request identifies one request's metric series.
+type Request struct {
+	Direction string // "inbound" or "outbound"
+	Authority string
+	Target    string // endpoint address, empty when none was chosen
+	Route     string // profile route name, empty when none matched
+}
+
+// RequestStarted counts a request.
+func (r *Registry) RequestStarted(q Request) {
+	r.requests.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route).Inc()
+}
+
+// Response is the outcome of one request.
+type Response struct {
+	Status     int    // HTTP status; 0 when the request failed before a response
+	GRPCStatus string // grpc-status, empty for non-gRPC
+	Error      string // short reason when no response came (e.g. "connect", "timeout")
+	Latency    time.Duration
+}
+
+// Failure reports whether a response counts against the success rate: a 5xx,
+// a gRPC status other than OK, or no response at all.
+func (o Response) Failure() bool {
+	return o.Status == 0 || o.Status >= 500 || o.Error != "" || (o.GRPCStatus != "" && o.GRPCStatus != "0")
+}
+
+// ResponseDone counts a response and its latency.
+func (r *Registry) ResponseDone(q Request, o Response) {
+	class := "success"
+	if o.Failure() {
+		class = "failure"
+	}
+	code := ""
+	if o.Status != 0 {
+		code = strconv.Itoa(o.Status)
+	}
+	r.responses.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, code, o.GRPCStatus, class, o.Error).Inc()
+	r.latency.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, code).
+		Observe(float64(o.Latency) / float64(time.Millisecond))
+}
+
+// Unavailable counts a request failed fast for want of an endpoint.
+func (r *Registry) Unavailable(direction, authority, reason string) {
+	r.unavailable.WithLabelValues(direction, authority, reason).Inc()
+}
+
+// Conn wraps c so its lifetime and bytes are counted. peer is "src" for
+// accepted connections and "dst" for connections the proxy opened.
+func (r *Registry) Conn(c net.Conn, direction, peer, target string) net.Conn {
+	lv := []string{direction, peer, target}
+	r.tcpOpen.WithLabelValues(lv...).Inc()
+	r.tcpConns.WithLabelValues(lv...).Inc()
+	return &meteredConn{Conn: c, r: r, lv: lv,
+		read: r.tcpRead.WithLabelValues(lv...), write: r.tcpWrite.WithLabelValues(lv...)}
+}
+
+type meteredConn struct {
+	net.Conn
+	r           *Registry
+	lv          []string
+	read, write prometheus.Counter
+	once        sync.Once
+	failed      atomic.Bool
+}
+
+func (c *meteredConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.read.Add(float64(n))
+	}
+	return n, err
+}
+
+func (c *meteredConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.write.Add(float64(n))
+	}
+	return n, err
+}
+
+// CloseWrite keeps half-close working through the wrapper.
+func (c *meteredConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// MarkFailed records that the connection ended in an error rather than a clean close.
+func (c *meteredConn) MarkFailed() { c.failed.Store(true) }
+
+func (c *meteredConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		class := "success"
+		if c.failed.Load() {
+			class = "failure"
+		}
+		c.r.tcpClose.WithLabelValues(append(c.lv[:3:3], class)...).Inc()
+		c.r.tcpConns.WithLabelValues(c.lv...).Dec()
+	})
+	return err
+}
+
+// Unwrap gives access to the underlying connection (e.g. for SO_ORIGINAL_DST).
+func (c *meteredConn) Unwrap() net.Conn { return c.Conn }

@@ -1,0 +1,232 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meridian-mesh/meridian/proxy/balance"
+	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+)
+
+// firstUpdateWait bounds how long a request waits for a new destination's
+// first endpoint set before it is answered with what is known (maybe nothing).
+const firstUpdateWait = 3 * time.Second
+
+// dest is one authority's live endpoint set, fed by a discovery watch.
+type dest struct {
+	target   httpproxy.Target
+	watch    discover.Watch
+	ready    chan struct{} // closed once the first set is applied
+	readyOne sync.Once
+	lastUsed atomic.Int64
+	err      error // set before ready closes when resolving failed
+
+	mu     sync.Mutex
+	hints  map[string]string // addr → protocol hint, read by newUpstream
+	closed bool
+	// opaque is true when every endpoint asks for opaque transport.
+	opaque atomic.Bool
+}
+
+// dests caches a dest per authority; entries unused for idleTTL are dropped
+// so that a proxy that once talked to many services does not watch them forever.
+type dests struct {
+	resolver discover.Resolver
+	strategy balance.Strategy
+	dial     httpproxy.DialFunc
+	idleTTL  time.Duration
+
+	mu sync.Mutex
+	m  map[string]*dest
+}
+
+func newDests(r discover.Resolver, s balance.Strategy, dial httpproxy.DialFunc) *dests {
+	return &dests{resolver: r, strategy: s, dial: dial, idleTTL: 10 * time.Minute, m: map[string]*dest{}}
+}
+
+// get returns the dest for authority, resolving it on first use.
+// discover.ErrNotFound means the resolver does not know it.
+func (ds *dests) get(ctx context.Context, authority string) (*dest, error) {
+	ds.mu.Lock()
+	d, ok := ds.m[authority]
+	if !ok {
+		d = ds.start(authority)
+		ds.m[authority] = d
+	}
+	ds.mu.Unlock()
+	d.lastUsed.Store(time.Now().UnixNano())
+	select {
+	case <-d.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return d, nil
+}
+
+// start begins resolving in the background; callers wait on ready.
+func (ds *dests) start(authority string) *dest {
+	d := &dest{ready: make(chan struct{}), hints: map[string]string{}}
+	d.target.Authority = authority
+	d.target.Balancer = balance.New(balance.Options[*httpproxy.Upstream]{
+		Strategy: ds.strategy,
+		New: func(s balance.Spec) *httpproxy.Upstream {
+			d.mu.Lock()
+			hint := d.hints[s.Addr]
+			d.mu.Unlock()
+			return httpproxy.NewUpstream(s.Addr, hint == discover.HintH2, ds.dial)
+		},
+		Close: (*httpproxy.Upstream).Close,
+	})
+	go func() {
+		w, err := ds.resolver.Resolve(context.Background(), authority)
+		if err != nil {
+			d.err = err
+			d.markReady()
+			ds.forget(authority, d)
+			return
+		}
+		d.mu.Lock()
+		d.watch = w
+		closed := d.closed
+		d.mu.Unlock()
+		if closed { // evicted while resolving
+			w.Close()
+		}
+		timer := time.AfterFunc(firstUpdateWait, func() { d.markReady() })
+		for eps := range w.Updates() {
+			d.apply(eps)
+			timer.Stop()
+			d.markReady()
+		}
+	}()
+	return d
+}
+
+func (d *dest) markReady() { d.readyOne.Do(func() { close(d.ready) }) }
+
+func (d *dest) apply(eps []discover.Endpoint) {
+	specs := make([]balance.Spec, 0, len(eps))
+	opaque := len(eps) > 0
+	d.mu.Lock()
+	for _, ep := range eps {
+		d.hints[ep.Addr] = ep.Protocol
+		specs = append(specs, balance.Spec{Addr: ep.Addr, Weight: ep.Weight})
+		opaque = opaque && ep.Protocol == discover.HintOpaque
+	}
+	d.mu.Unlock()
+	d.opaque.Store(opaque)
+	d.target.Balancer.Update(specs)
+}
+
+func (ds *dests) forget(authority string, d *dest) {
+	ds.mu.Lock()
+	if ds.m[authority] == d {
+		delete(ds.m, authority)
+	}
+	ds.mu.Unlock()
+}
+
+// passthrough returns a single-endpoint dest for an address the resolver does
+// not know (an original destination outside the mesh, or an IP authority).
+func (ds *dests) passthrough(addr string) *dest {
+	key := "passthrough:" + addr
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	if d, ok := ds.m[key]; ok {
+		d.lastUsed.Store(time.Now().UnixNano())
+		return d
+	}
+	d := &dest{ready: make(chan struct{}), hints: map[string]string{}}
+	d.target.Authority = addr
+	d.target.Balancer = balance.New(balance.Options[*httpproxy.Upstream]{
+		Strategy: ds.strategy,
+		New:      func(s balance.Spec) *httpproxy.Upstream { return httpproxy.NewUpstream(s.Addr, false, ds.dial) },
+		Close:    (*httpproxy.Upstream).Close,
+	})
+	d.target.Balancer.Update([]balance.Spec{{Addr: addr}})
+	d.markReady()
+	d.lastUsed.Store(time.Now().UnixNano())
+	ds.m[key] = d
+	return d
+}
+
+// resolveAddr finds the dest for a connection redirected to orig: the service
+// that owns that virtual address, or the address itself.
+func (ds *dests) resolveAddr(ctx context.Context, orig netip.AddrPort) (*dest, error) {
+	if auth, ok := ds.resolver.LookupAddr(orig); ok {
+		d, err := ds.get(ctx, auth)
+		if err == nil {
+			return d, nil
+		}
+		if !errors.Is(err, discover.ErrNotFound) {
+			return nil, err
+		}
+	}
+	return ds.passthrough(orig.String()), nil
+}
+
+// evictIdle drops dests not used for idleTTL. It runs until ctx ends.
+func (ds *dests) evictIdle(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cutoff := time.Now().Add(-ds.idleTTL).UnixNano()
+		ds.mu.Lock()
+		var drop []*dest
+		for k, d := range ds.m {
+			if d.lastUsed.Load() < cutoff {
+				delete(ds.m, k)
+				drop = append(drop, d)
+			}
+		}
+		ds.mu.Unlock()
+		for _, d := range drop {
+			d.close()
+		}
+	}
+}
+
+func (d *dest) close() {
+	d.mu.Lock()
+	w := d.watch
+	d.closed = true
+	d.mu.Unlock()
+	if w != nil {
+		w.Close()
+	}
+	d.target.Balancer.Close()
+}
+
+func (ds *dests) closeAll() {
+	ds.mu.Lock()
+	all := ds.m
+	ds.m = map[string]*dest{}
+	ds.mu.Unlock()
+	for _, d := range all {
+		d.close()
+	}
+}
+
+// isIPAuthority reports whether authority names an address rather than a service.
+func isIPAuthority(authority string) bool {
+	host, _, err := net.SplitHostPort(authority)
+	if err != nil {
+		return false
+	}
+	_, err = netip.ParseAddr(host)
+	return err == nil
+}

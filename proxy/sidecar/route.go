@@ -1,0 +1,62 @@
+package sidecar
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+)
+
+// outboundRouter routes by the request's authority: the override header,
+// else Host / :authority, else the connection's original destination.
+type outboundRouter struct{ p *Proxy }
+
+func (r outboundRouter) Route(req *http.Request) (*httpproxy.Target, error) {
+	s := r.p.out
+	a, _ := req.Context().Value(acceptedKey{}).(*accepted)
+	authority := req.Header.Get(httpproxy.DstOverrideHeader)
+	if authority == "" {
+		authority = req.Host
+	}
+	if authority != "" {
+		auth, err := discover.CanonicalAuthority(authority, 80)
+		if err != nil {
+			return nil, &httpproxy.RouteError{Status: http.StatusBadRequest, Reason: "bad_authority", Err: err}
+		}
+		d, err := s.dests.get(req.Context(), auth)
+		switch {
+		case err == nil:
+			return &d.target, nil
+		case !errors.Is(err, discover.ErrNotFound):
+			return nil, &httpproxy.RouteError{Status: http.StatusServiceUnavailable, Reason: "resolve", Err: err}
+		case isIPAuthority(auth):
+			return &s.dests.passthrough(auth).target, nil
+		}
+	}
+	if a != nil && a.origDst.IsValid() {
+		d, err := s.dests.resolveAddr(req.Context(), a.origDst)
+		if err != nil {
+			return nil, &httpproxy.RouteError{Status: http.StatusServiceUnavailable, Reason: "resolve", Err: err}
+		}
+		return &d.target, nil
+	}
+	return nil, &httpproxy.RouteError{Status: http.StatusServiceUnavailable, Reason: "unknown_authority",
+		Err: fmt.Errorf("no destination is known for authority %q", authority)}
+}
+
+// inboundRouter sends everything to the local application.
+type inboundRouter struct{ p *Proxy }
+
+func (r inboundRouter) Route(req *http.Request) (*httpproxy.Target, error) {
+	s := r.p.in
+	if r.p.cfg.InboundForward != "" {
+		return &s.dests.passthrough(r.p.cfg.InboundForward).target, nil
+	}
+	if a, _ := req.Context().Value(acceptedKey{}).(*accepted); a != nil && a.origDst.IsValid() {
+		return &s.dests.passthrough(a.origDst.String()).target, nil
+	}
+	return nil, &httpproxy.RouteError{Status: http.StatusBadGateway, Reason: "no_forward_target",
+		Err: errors.New("no inbound forward address is configured and the connection was not redirected")}
+}

@@ -1,0 +1,341 @@
+// Package sidecar assembles a sidecar proxy: the outbound and inbound
+// listeners, protocol detection, HTTP and opaque forwarding, and the admin
+// server. It is used by cmd/meridian-proxy and, in-process, by `meridian demo`.
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meridian-mesh/meridian/proxy/admin"
+	"github.com/meridian-mesh/meridian/proxy/balance"
+	"github.com/meridian-mesh/meridian/proxy/detect"
+	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+	"github.com/meridian-mesh/meridian/proxy/metrics"
+	"github.com/meridian-mesh/meridian/proxy/origdst"
+	"github.com/meridian-mesh/meridian/proxy/tcpproxy"
+)
+
+// Config is what a sidecar needs. Zero values take the documented defaults.
+type Config struct {
+	OutboundAddr string // default 127.0.0.1:4140
+	InboundAddr  string // default 0.0.0.0:4143
+	AdminAddr    string // default 0.0.0.0:4191
+	// InboundForward is the application's address. Empty: each inbound
+	// connection goes to its original destination (iptables redirect).
+	InboundForward string
+	// OpaquePorts are destination ports whose traffic is never detected,
+	// only copied (server-speaks-first protocols such as MySQL or SMTP).
+	OpaquePorts    []uint16
+	Resolver       discover.Resolver
+	Balancer       balance.Strategy
+	DetectTimeout  time.Duration // default 1s
+	DrainTimeout   time.Duration // default 30s
+	ConnectTimeout time.Duration // default 1s
+	Log            *slog.Logger
+	// OrigDst recovers a redirected connection's destination; tests replace it.
+	OrigDst func(net.Conn) (netip.AddrPort, error)
+}
+
+// Proxy is a running sidecar.
+type Proxy struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics.Registry
+	out     *side
+	in      *side
+	admin   *admin.Server
+	ready   atomic.Bool
+}
+
+// side is one direction: a listener, its HTTP server and its open TCP streams.
+type side struct {
+	direction string
+	ln        net.Listener
+	httpLn    *chanListener
+	http      *http.Server
+	dests     *dests
+	tcp       sync.WaitGroup
+	conns     sync.Map // net.Conn → struct{}: opaque streams, closed at the drain deadline
+}
+
+// New binds every listener, so that ports are known and errors surface
+// before Run.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.OutboundAddr == "" {
+		cfg.OutboundAddr = "127.0.0.1:4140"
+	}
+	if cfg.InboundAddr == "" {
+		cfg.InboundAddr = "0.0.0.0:4143"
+	}
+	if cfg.AdminAddr == "" {
+		cfg.AdminAddr = "0.0.0.0:4191"
+	}
+	if cfg.DetectTimeout == 0 {
+		cfg.DetectTimeout = time.Second
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.OrigDst == nil {
+		cfg.OrigDst = origdst.Lookup
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver, _ = discover.NewStatic(nil)
+	}
+	p := &Proxy{cfg: cfg, log: cfg.Log, metrics: metrics.New()}
+	var err error
+	if p.out, err = p.newSide("outbound", cfg.OutboundAddr); err != nil {
+		return nil, err
+	}
+	if p.in, err = p.newSide("inbound", cfg.InboundAddr); err != nil {
+		p.out.ln.Close()
+		return nil, err
+	}
+	p.out.http.Handler = httpproxy.New("outbound", outboundRouter{p}, p.metrics, p.log)
+	p.in.http.Handler = httpproxy.New("inbound", inboundRouter{p}, p.metrics, p.log)
+	p.admin, err = admin.Listen(cfg.AdminAddr, p.metrics.Handler(), p.ready.Load)
+	if err != nil {
+		p.out.ln.Close()
+		p.in.ln.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Proxy) newSide(direction, addr string) (*side, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s listener: %w", direction, err)
+	}
+	s := &side{direction: direction, ln: ln, httpLn: newChanListener(ln.Addr())}
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: p.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return p.metrics.Conn(c, direction, "dst", addr), nil
+	}
+	s.dests = newDests(p.cfg.Resolver, p.cfg.Balancer, dial)
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	s.http = &http.Server{
+		Protocols:         protocols,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: 1000, // gRPC clients multiplex everything on one connection
+		},
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if a, ok := c.(*accepted); ok {
+				return context.WithValue(ctx, acceptedKey{}, a)
+			}
+			return ctx
+		},
+		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+// Addrs returns the bound outbound, inbound and admin addresses.
+func (p *Proxy) Addrs() (outbound, inbound, admin net.Addr) {
+	return p.out.ln.Addr(), p.in.ln.Addr(), p.admin.Addr()
+}
+
+// Metrics returns the proxy's registry (the demo and tests read it in-process).
+func (p *Proxy) Metrics() *metrics.Registry { return p.metrics }
+
+// Run serves until ctx ends, then drains: it stops accepting, lets requests
+// in flight finish within DrainTimeout, and closes what is left.
+func (p *Proxy) Run(ctx context.Context) error {
+	bg, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range []*side{p.out, p.in} {
+		wg.Add(2)
+		go func() { defer wg.Done(); s.http.Serve(s.httpLn) }()
+		go func() { defer wg.Done(); p.accept(bg, s) }()
+		go s.dests.evictIdle(bg)
+	}
+	go p.admin.Serve()
+	p.ready.Store(true)
+	p.log.Info("proxy ready", "outbound", p.out.ln.Addr(), "inbound", p.in.ln.Addr(), "admin", p.admin.Addr())
+
+	<-ctx.Done()
+	p.ready.Store(false)
+	p.log.Info("draining", "timeout", p.cfg.DrainTimeout)
+	drainCtx, stop := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
+	defer stop()
+	for _, s := range []*side{p.out, p.in} {
+		s.ln.Close()
+	}
+	var drained sync.WaitGroup
+	for _, s := range []*side{p.out, p.in} {
+		drained.Add(2)
+		go func() { defer drained.Done(); s.http.Shutdown(drainCtx) }()
+		go func() {
+			defer drained.Done()
+			done := make(chan struct{})
+			go func() { s.tcp.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-drainCtx.Done():
+				s.conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
+				<-done
+			}
+		}()
+	}
+	drained.Wait()
+	for _, s := range []*side{p.out, p.in} {
+		s.http.Close() // whatever outlived the deadline
+		s.dests.closeAll()
+	}
+	cancel()
+	wg.Wait()
+	p.admin.Close()
+	p.log.Info("stopped")
+	return nil
+}
+
+// accepted is a client connection with what the proxy learned at accept time.
+type accepted struct {
+	net.Conn
+	origDst netip.AddrPort // invalid when not redirected
+}
+
+type acceptedKey struct{}
+
+func (p *Proxy) accept(ctx context.Context, s *side) {
+	var delay time.Duration
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				s.httpLn.Close()
+				return
+			}
+			// Out of file descriptors and the like: back off, as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			p.log.Warn("accept", "direction", s.direction, "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		go p.handle(ctx, s, c)
+	}
+}
+
+func (p *Proxy) handle(ctx context.Context, s *side, c net.Conn) {
+	orig, _ := p.cfg.OrigDst(c)
+	mc := p.metrics.Conn(c, s.direction, "src", "")
+	a := &accepted{Conn: mc, origDst: orig}
+	if p.opaquePort(s, orig) {
+		p.serveOpaque(ctx, s, a)
+		return
+	}
+	proto, dc, err := detect.Detect(mc, p.cfg.DetectTimeout)
+	if err != nil {
+		mc.Close()
+		return
+	}
+	a.Conn = dc
+	switch proto {
+	case detect.HTTP1, detect.HTTP2:
+		if !s.httpLn.push(a) {
+			a.Close()
+		}
+	default:
+		p.serveOpaque(ctx, s, a)
+	}
+}
+
+func (p *Proxy) opaquePort(s *side, orig netip.AddrPort) bool {
+	port := orig.Port()
+	if s.direction == "inbound" && p.cfg.InboundForward != "" {
+		if _, ps, err := net.SplitHostPort(p.cfg.InboundForward); err == nil {
+			n, _ := strconv.Atoi(ps)
+			port = uint16(n)
+		}
+	}
+	for _, op := range p.cfg.OpaquePorts {
+		if op == port && port != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// serveOpaque forwards a connection as bytes to its destination.
+func (p *Proxy) serveOpaque(ctx context.Context, s *side, a *accepted) {
+	s.tcp.Add(1)
+	defer s.tcp.Done()
+	s.conns.Store(net.Conn(a), struct{}{})
+	defer s.conns.Delete(net.Conn(a))
+	d, err := p.opaqueDest(ctx, s, a)
+	if err != nil {
+		p.log.Debug("opaque connection has no destination", "direction", s.direction, "err", err)
+		a.Close()
+		return
+	}
+	var up net.Conn
+	for attempt := 0; attempt < 3; attempt++ {
+		ep, perr := d.target.Balancer.Pick()
+		if perr != nil {
+			p.metrics.Unavailable(s.direction, d.target.Authority, "no_endpoints")
+			a.Close()
+			return
+		}
+		done := ep.Start()
+		dialer := net.Dialer{Timeout: p.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+		up, err = dialer.DialContext(ctx, "tcp", ep.Addr())
+		done()
+		if err == nil {
+			ep.Succeed()
+			up = p.metrics.Conn(up, s.direction, "dst", ep.Addr())
+			break
+		}
+		ep.Fail()
+	}
+	if up == nil {
+		p.log.Debug("opaque connect failed", "direction", s.direction, "authority", d.target.Authority, "err", err)
+		a.Close()
+		return
+	}
+	s.conns.Store(up, struct{}{})
+	defer s.conns.Delete(up)
+	tcpproxy.Splice(a, up)
+}
+
+func (p *Proxy) opaqueDest(ctx context.Context, s *side, a *accepted) (*dest, error) {
+	if s.direction == "inbound" {
+		if p.cfg.InboundForward != "" {
+			return s.dests.passthrough(p.cfg.InboundForward), nil
+		}
+		if a.origDst.IsValid() {
+			return s.dests.passthrough(a.origDst.String()), nil
+		}
+		return nil, errors.New("no inbound forward address and no original destination")
+	}
+	if !a.origDst.IsValid() {
+		return nil, errors.New("no original destination (was the connection redirected?)")
+	}
+	return s.dests.resolveAddr(ctx, a.origDst)
+}
