@@ -14,8 +14,12 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/dstclient"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
 )
 
@@ -34,6 +38,8 @@ func run(args []string) error {
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", "0.0.0.0:4191", "admin listener: /metrics, /ready, /live")
 	fs.StringVar(&cfg.InboundForward, "inbound-forward", "", "application address for inbound traffic (default: each connection's original destination)")
 	destFile := fs.String("destinations", "", "static destinations YAML file, reloaded when it changes")
+	dstAddr := fs.String("destination-addr", "", "the control plane's destination API (host:port); replaces static destinations")
+	token := fs.String("workload", "", "this workload's name, sent to the control plane for logs and policy")
 	var flagDests []discover.Destination
 	fs.Func("dst", "static destination AUTHORITY=ADDR[,ADDR...] (repeatable)", func(v string) error {
 		d, err := discover.ParseFlag(v)
@@ -72,6 +78,18 @@ func run(args []string) error {
 	cfg.Balancer = strategy
 	cfg.Log = log
 
+	if *dstAddr != "" {
+		if *destFile != "" || len(flagDests) > 0 {
+			return fmt.Errorf("--destination-addr and static destinations (--destinations, --dst) exclude each other")
+		}
+		cc, err := grpc.NewClient("passthrough:///"+*dstAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return fmt.Errorf("--destination-addr: %w", err)
+		}
+		defer cc.Close()
+		cfg.Resolver = dstclient.New(cc, dstclient.Options{Token: *token, Log: log})
+		return serve(cfg, nil, "", nil)
+	}
 	dests := flagDests
 	if *destFile != "" {
 		fromFile, err := discover.ParseFile(*destFile)
@@ -85,15 +103,19 @@ func run(args []string) error {
 		return err
 	}
 	cfg.Resolver = static
+	return serve(cfg, static, *destFile, flagDests)
+}
 
+// serve runs the proxy until SIGTERM or Ctrl-C, then drains.
+func serve(cfg sidecar.Config, static *discover.Static, destFile string, flagDests []discover.Destination) error {
 	p, err := sidecar.New(cfg)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if *destFile != "" {
-		go static.WatchFile(ctx, *destFile, flagDests, 2*time.Second, log)
+	if destFile != "" {
+		go static.WatchFile(ctx, destFile, flagDests, 2*time.Second, cfg.Log)
 	}
 	return p.Run(ctx)
 }

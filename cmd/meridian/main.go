@@ -23,6 +23,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDemoCmd(), newVersionCmd())
+	root.AddCommand(newDemoCmd(), newVersionCmd(), newControllerCmd())
 	return root
 }

@@ -28,6 +28,9 @@ type Endpoint struct {
 	Weight   uint32            `yaml:"weight,omitempty"`   // relative; 0 means the default weight of 1
 	Protocol string            `yaml:"protocol,omitempty"` // a Hint*
 	Labels   map[string]string `yaml:"labels,omitempty"`
+	// Identity is the SPIFFE ID the endpoint's proxy presents; empty when
+	// the endpoint is not meshed.
+	Identity string `yaml:"identity,omitempty"`
 }
 
 // Resolver finds endpoint sets.

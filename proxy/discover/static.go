@@ -32,6 +32,7 @@ type file struct {
 // Static is a Resolver over a fixed set of destinations that can be replaced
 // as a whole (a file reload). Watches see every replacement.
 type Static struct {
+	setMu   sync.Mutex // serialises Set
 	mu      sync.Mutex
 	byAuth  map[string][]Endpoint
 	byAddr  map[netip.AddrPort]string
@@ -48,39 +49,49 @@ func NewStatic(dests []Destination) (*Static, error) {
 }
 
 // Set replaces every destination. An invalid set is rejected as a whole and
-// the previous one keeps serving.
+// the previous one keeps serving; the error names the offending field.
 func (s *Static) Set(dests []Destination) error {
 	byAuth := map[string][]Endpoint{}
 	byAddr := map[netip.AddrPort]string{}
 	for i, d := range dests {
 		auth, err := CanonicalAuthority(d.Authority, 80)
 		if err != nil {
-			return fmt.Errorf("destinations[%d].authority: %w", i, err)
+			return &FieldError{Dest: i, Field: "authority", Err: err}
 		}
 		if _, dup := byAuth[auth]; dup {
-			return fmt.Errorf("destinations[%d].authority: %q is listed twice", i, auth)
+			return &FieldError{Dest: i, Field: "authority", Err: fmt.Errorf("%q is listed twice", auth)}
 		}
 		eps := make([]Endpoint, 0, len(d.Endpoints))
 		for j, ep := range d.Endpoints {
-			if _, _, err := net.SplitHostPort(ep.Addr); err != nil {
-				return fmt.Errorf("destinations[%d] (%s).endpoints[%d].addr: %q is not host:port", i, auth, j, ep.Addr)
+			if err := checkHostPort(ep.Addr); err != nil {
+				return &FieldError{Dest: i, Authority: auth, List: "endpoints", Item: j, Field: "addr", Err: err}
 			}
 			switch ep.Protocol {
 			case HintNone, HintH2, HintOpaque:
 			default:
-				return fmt.Errorf("destinations[%d] (%s).endpoints[%d].protocol: %q is not allowed (use h2, opaque or leave it empty)", i, auth, j, ep.Protocol)
+				return &FieldError{Dest: i, Authority: auth, List: "endpoints", Item: j, Field: "protocol",
+					Err: fmt.Errorf("%q is not allowed (use h2, opaque or leave it empty)", ep.Protocol)}
 			}
 			eps = append(eps, ep)
 		}
 		byAuth[auth] = eps
 		for j, a := range d.Addresses {
 			ap, err := netip.ParseAddrPort(a)
-			if err != nil {
-				return fmt.Errorf("destinations[%d] (%s).addresses[%d]: %q is not ip:port", i, auth, j, a)
+			if err != nil || ap.Port() == 0 {
+				return &FieldError{Dest: i, Authority: auth, List: "addresses", Item: j, Err: fmt.Errorf("%q is not ip:port", a)}
+			}
+			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) // as LookupAddr looks it up
+			if other, dup := byAddr[ap]; dup {
+				return &FieldError{Dest: i, Authority: auth, List: "addresses", Item: j,
+					Err: fmt.Errorf("%s already belongs to %s", ap, other)}
 			}
 			byAddr[ap] = auth
 		}
 	}
+	// Sets are applied one at a time, notifications included, so that
+	// every watch ends on the set the resolver serves.
+	s.setMu.Lock()
+	defer s.setMu.Unlock()
 	s.mu.Lock()
 	s.byAuth, s.byAddr = byAuth, byAddr
 	var notify []func()
@@ -95,6 +106,84 @@ func (s *Static) Set(dests []Destination) error {
 		f()
 	}
 	return nil
+}
+
+// FieldError is a destination set rejected for one field:
+// destinations[Dest].Field, or destinations[Dest].List[Item].Field.
+type FieldError struct {
+	Dest      int
+	Authority string // canonical, once known
+	List      string // "endpoints" or "addresses"; empty for the destination's own fields
+	Item      int
+	Field     string // empty for an item that is a plain value (an address)
+	Err       error
+}
+
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "destinations[%d]", e.Dest)
+	if e.Authority != "" {
+		fmt.Fprintf(&b, " (%s)", e.Authority)
+	}
+	if e.List != "" {
+		fmt.Fprintf(&b, ".%s[%d]", e.List, e.Item)
+	}
+	if e.Field != "" {
+		b.WriteString("." + e.Field)
+	}
+	return b.String() + ": " + e.Err.Error()
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// line finds the field in a parsed document: its line, else its item's or
+// destination's line, else 0.
+func (e *FieldError) line(doc *yaml.Node) int {
+	n := doc
+	if n != nil && n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	n = yamlItem(yamlValue(n, "destinations"), e.Dest)
+	if e.List != "" {
+		n = yamlItem(yamlValue(n, e.List), e.Item)
+	}
+	if v := yamlValue(n, e.Field); v != nil {
+		n = v
+	}
+	if n == nil {
+		return 0
+	}
+	return n.Line
+}
+
+func yamlValue(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode || key == "" {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+func yamlItem(n *yaml.Node, i int) *yaml.Node {
+	if n == nil || n.Kind != yaml.SequenceNode || i < 0 || i >= len(n.Content) {
+		return nil
+	}
+	return n.Content[i]
+}
+
+// checkHostPort accepts host:port with a host and a port in 1-65535.
+func checkHostPort(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err == nil && host != "" {
+		if n, perr := strconv.Atoi(port); perr == nil && n >= 1 && n <= 65535 {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not host:port", a)
 }
 
 // Resolve implements Resolver.
@@ -171,7 +260,10 @@ func CanonicalAuthority(a string, defPort int) (string, error) {
 	host, port, err := net.SplitHostPort(a)
 	if err != nil {
 		host, port = a, strconv.Itoa(defPort)
-		if strings.Count(a, ":") > 1 && !strings.HasPrefix(a, "[") {
+		switch {
+		case strings.HasPrefix(a, "[") && strings.HasSuffix(a, "]"):
+			host = a[1 : len(a)-1] // a bracketed IPv6 address without a port
+		case strings.Count(a, ":") > 1:
 			return "", fmt.Errorf("authority %q: an IPv6 address needs brackets", a)
 		}
 	}
@@ -195,9 +287,16 @@ func ParseFile(path string) ([]Destination, error) {
 	dec.KnownFields(true)
 	var f file
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err) // yaml's errors name the line
 	}
 	if _, err := NewStatic(f.Destinations); err != nil {
+		var fe *FieldError
+		var doc yaml.Node
+		if errors.As(err, &fe) && yaml.Unmarshal(b, &doc) == nil {
+			if line := fe.line(&doc); line > 0 {
+				return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+			}
+		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return f.Destinations, nil

@@ -13,7 +13,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
@@ -67,6 +70,9 @@ type reqState struct {
 	mreq    metrics.Request
 	start   time.Time
 	errOnce sync.Once
+	inBody  io.Closer // the client's HTTP/2 request body; see guardedBody.Close
+	// trailersOnly: the response is a gRPC trailers-only response; see flushGate.
+	trailersOnly atomic.Bool
 }
 
 // New returns a handler forwarding requests for direction ("inbound" or "outbound").
@@ -75,9 +81,10 @@ func New(direction string, router Router, m *metrics.Registry, log *slog.Logger)
 	h.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			// A sidecar is transparent: keep the client's forwarding headers,
-			// which Rewrite would otherwise strip.
+			// which Rewrite would otherwise strip (unless the client made
+			// them hop-by-hop by naming them in Connection).
 			for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-				if v, ok := pr.In.Header[k]; ok {
+				if v, ok := pr.In.Header[k]; ok && !httpguts.HeaderValuesContainsToken(pr.In.Header["Connection"], k) {
 					pr.Out.Header[k] = v
 				}
 			}
@@ -85,11 +92,14 @@ func New(direction string, router Router, m *metrics.Registry, log *slog.Logger)
 			pr.Out.URL.Scheme = "http"
 			pr.Out.Host = pr.In.Host
 		},
-		Transport:     roundTripper{h},
-		FlushInterval: -1, // stream everything: gRPC and server-sent events must not wait
-		BufferPool:    bufferPool{},
-		ErrorHandler:  h.proxyError,
-		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Transport:    roundTripper{h},
+		BufferPool:   bufferPool{},
+		ErrorHandler: h.proxyError,
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// Stream everything: gRPC, server-sent events and slow bodies must
+		// not wait in a buffer. (flushGate keeps gRPC trailers-only
+		// responses whole.)
+		FlushInterval: -1,
 	}
 	return h
 }
@@ -107,15 +117,48 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st := &reqState{target: t, start: time.Now(),
 		mreq: metrics.Request{Direction: h.direction, Authority: t.Authority}}
-	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+	if r.ProtoMajor == 2 && r.Body != nil && r.Body != http.NoBody {
+		st.inBody = r.Body
+	}
+	if r.ProtoMajor == 1 {
+		// A proxy streams the request body and the response at once. Left
+		// half-duplex, the server would read the rest of the body and close
+		// it as soon as the response's headers are flushed, while the
+		// transport may still be reading it: that read fails, and the
+		// transport closes the upstream connection under the response.
+		http.NewResponseController(w).EnableFullDuplex()
+	}
+	h.rp.ServeHTTP(flushGate{w, st}, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 }
+
+// flushGate is the ResponseWriter given to ReverseProxy. It drops the
+// flushes of a gRPC trailers-only response: ReverseProxy flushes the
+// headers before copying the (empty) body, which would send them as a
+// HEADERS frame of their own followed by an empty end of stream, and the
+// client would lose grpc-status ("server closed the stream without sending
+// trailers"). Unflushed, the headers go out with END_STREAM when the
+// handler returns, as the server sent them.
+type flushGate struct {
+	http.ResponseWriter
+	st *reqState
+}
+
+func (w flushGate) FlushError() error {
+	if w.st.trailersOnly.Load() {
+		return nil
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Unwrap gives http.ResponseController the rest (Hijack for upgrades).
+func (w flushGate) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 type roundTripper struct{ h *Handler }
 
 func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	st := r.Context().Value(ctxKey{}).(*reqState)
 	h := rt.h
-	body := &guardedBody{rc: r.Body}
+	body := &guardedBody{rc: r.Body, abort: st.inBody}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
 	}
@@ -160,6 +203,10 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 // gRPC's status (often a trailer) is known.
 func (h *Handler) observe(st *reqState, resp *http.Response) {
 	lat := time.Since(st.start)
+	if isGRPCResponse(resp) && resp.Header.Get("Grpc-Status") != "" {
+		// grpc-status among the headers: a trailers-only response.
+		st.trailersOnly.Store(true)
+	}
 	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Body == nil {
 		// An upgraded body is the raw connection; ReverseProxy needs it unwrapped.
 		h.metrics.ResponseDone(st.mreq, metrics.Response{Status: resp.StatusCode, Latency: lat})
@@ -235,7 +282,7 @@ func isGRPC(r *http.Request) bool {
 
 // grpcStatus reads grpc-status from trailers, or from headers for a trailers-only response.
 func grpcStatus(resp *http.Response) string {
-	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc") {
+	if !isGRPCResponse(resp) {
 		return ""
 	}
 	if s := resp.Trailer.Get("Grpc-Status"); s != "" {
@@ -245,6 +292,10 @@ func grpcStatus(resp *http.Response) string {
 		return s
 	}
 	return strconv.Itoa(2) // UNKNOWN: the stream ended without a status
+}
+
+func isGRPCResponse(resp *http.Response) bool {
+	return strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc")
 }
 
 // observedBody calls end once, at EOF, error or close.
@@ -272,9 +323,10 @@ func (b *observedBody) Close() error {
 // client's body, so that a request whose connection attempt failed can be
 // sent again to another endpoint.
 type guardedBody struct {
-	mu   sync.Mutex
-	rc   io.ReadCloser
-	read bool
+	mu    sync.Mutex
+	rc    io.ReadCloser
+	abort io.Closer // nil, or the client's HTTP/2 body underneath rc
+	read  bool
 }
 
 func (b *guardedBody) Read(p []byte) (int, error) {
@@ -287,11 +339,23 @@ func (b *guardedBody) Read(p []byte) (int, error) {
 // Close passes through once the body has been read from, which is when a
 // retry is off the table anyway; before that the server closes it when the
 // handler returns.
+//
+// The transport closes the body to stop the goroutine that copies it
+// upstream when the exchange ends or breaks. ReverseProxy's wrapper (rc)
+// ignores Close, because closing an HTTP/1 server body can block reading
+// what is left of it, so a Read waiting for the client's next message would
+// never return; the HTTP/2 transport releases the response body only after
+// that goroutine ends, and a stream whose endpoint died (a gRPC
+// bidirectional stream, idle on the client's side) hung forever. Closing an
+// HTTP/2 server body does not block and makes a pending Read return.
 func (b *guardedBody) Close() error {
-	if b.touched() {
-		return b.rc.Close()
+	if !b.touched() {
+		return nil
 	}
-	return nil
+	if b.abort != nil {
+		b.abort.Close()
+	}
+	return b.rc.Close()
 }
 
 func (b *guardedBody) touched() bool {

@@ -3,8 +3,11 @@
 package metrics
 
 import (
+	"errors"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -150,6 +153,9 @@ func (c *meteredConn) Read(p []byte) (int, error) {
 	if n > 0 {
 		c.read.Add(float64(n))
 	}
+	if err != nil {
+		c.noteErr(err)
+	}
 	return n, err
 }
 
@@ -158,7 +164,20 @@ func (c *meteredConn) Write(p []byte) (int, error) {
 	if n > 0 {
 		c.write.Add(float64(n))
 	}
+	if err != nil {
+		c.noteErr(err)
+	}
 	return n, err
+}
+
+// noteErr marks the connection failed unless err is an orderly end: EOF,
+// a close by the proxy itself, or a deadline the proxy set (protocol
+// detection, idle timeouts). A reset or a broken pipe is a failure.
+func (c *meteredConn) noteErr(err error) {
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return
+	}
+	c.failed.Store(true)
 }
 
 // CloseWrite keeps half-close working through the wrapper.

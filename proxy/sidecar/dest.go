@@ -3,7 +3,6 @@ package sidecar
 import (
 	"context"
 	"errors"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -219,14 +218,4 @@ func (ds *dests) closeAll() {
 	for _, d := range all {
 		d.close()
 	}
-}
-
-// isIPAuthority reports whether authority names an address rather than a service.
-func isIPAuthority(authority string) bool {
-	host, _, err := net.SplitHostPort(authority)
-	if err != nil {
-		return false
-	}
-	_, err = netip.ParseAddr(host)
-	return err == nil
 }

@@ -4,13 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 )
 
 // outboundRouter routes by the request's authority: the override header,
-// else Host / :authority, else the connection's original destination.
+// else Host / :authority, else the connection's original destination. An
+// authority that is an IP address is looked up as a service's virtual
+// address first, as an original destination is.
 type outboundRouter struct{ p *Proxy }
 
 func (r outboundRouter) Route(req *http.Request) (*httpproxy.Target, error) {
@@ -31,8 +34,15 @@ func (r outboundRouter) Route(req *http.Request) (*httpproxy.Target, error) {
 			return &d.target, nil
 		case !errors.Is(err, discover.ErrNotFound):
 			return nil, &httpproxy.RouteError{Status: http.StatusServiceUnavailable, Reason: "resolve", Err: err}
-		case isIPAuthority(auth):
-			return &s.dests.passthrough(auth).target, nil
+		}
+		if ip, err := netip.ParseAddrPort(auth); err == nil {
+			// An address, not a name: a service's virtual IP (the
+			// application dialled a ClusterIP) or some address outside the mesh.
+			d, err := s.dests.resolveAddr(req.Context(), ip)
+			if err != nil {
+				return nil, &httpproxy.RouteError{Status: http.StatusServiceUnavailable, Reason: "resolve", Err: err}
+			}
+			return &d.target, nil
 		}
 	}
 	if a != nil && a.origDst.IsValid() {

@@ -65,8 +65,17 @@ type side struct {
 	httpLn    *chanListener
 	http      *http.Server
 	dests     *dests
-	tcp       sync.WaitGroup
-	conns     sync.Map // net.Conn → struct{}: opaque streams, closed at the drain deadline
+	accepting sync.WaitGroup // the accept loop
+	tcp       sync.WaitGroup // accepted connections in detection or forwarded as opaque streams
+	conns     sync.Map       // net.Conn → struct{}: opaque streams, closed at the drain deadline
+	cut       atomic.Bool    // the drain deadline has passed: no opaque stream may start
+}
+
+// track registers an opaque stream's connection to be closed at the drain
+// deadline. It reports false when that has passed already.
+func (s *side) track(c net.Conn) bool {
+	s.conns.Store(c, struct{}{})
+	return !s.cut.Load()
 }
 
 // New binds every listener, so that ports are known and errors surface
@@ -170,9 +179,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, s := range []*side{p.out, p.in} {
-		wg.Add(2)
+		wg.Add(1)
 		go func() { defer wg.Done(); s.http.Serve(s.httpLn) }()
-		go func() { defer wg.Done(); p.accept(bg, s) }()
+		s.accepting.Add(1)
+		go func() { defer s.accepting.Done(); p.accept(bg, s) }()
 		go s.dests.evictIdle(bg)
 	}
 	go p.admin.Serve()
@@ -187,6 +197,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 	for _, s := range []*side{p.out, p.in} {
 		s.ln.Close()
 	}
+	// Every connection accepted from now on has been counted in s.tcp:
+	// those still in protocol detection are drained too.
+	for _, s := range []*side{p.out, p.in} {
+		s.accepting.Wait()
+	}
 	var drained sync.WaitGroup
 	for _, s := range []*side{p.out, p.in} {
 		drained.Add(2)
@@ -198,8 +213,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 			select {
 			case <-done:
 			case <-drainCtx.Done():
+				s.cut.Store(true)
 				s.conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
-				<-done
+				<-done // connections still in detection end within DetectTimeout
 			}
 		}()
 	}
@@ -221,6 +237,17 @@ type accepted struct {
 	origDst netip.AddrPort // invalid when not redirected
 }
 
+// CloseWrite half-closes the client connection. Embedding the net.Conn
+// interface hides the method of the connection underneath, and without it
+// an opaque stream would answer a server's half-close by closing the client
+// connection outright, losing whatever the client still had to send.
+func (a *accepted) CloseWrite() error {
+	if cw, ok := a.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return a.Conn.Close()
+}
+
 type acceptedKey struct{}
 
 func (p *Proxy) accept(ctx context.Context, s *side) {
@@ -239,7 +266,8 @@ func (p *Proxy) accept(ctx context.Context, s *side) {
 			continue
 		}
 		delay = 0
-		go p.handle(ctx, s, c)
+		s.tcp.Add(1)
+		go func() { defer s.tcp.Done(); p.handle(ctx, s, c) }()
 	}
 }
 
@@ -285,10 +313,11 @@ func (p *Proxy) opaquePort(s *side, orig netip.AddrPort) bool {
 
 // serveOpaque forwards a connection as bytes to its destination.
 func (p *Proxy) serveOpaque(ctx context.Context, s *side, a *accepted) {
-	s.tcp.Add(1)
-	defer s.tcp.Done()
-	s.conns.Store(net.Conn(a), struct{}{})
 	defer s.conns.Delete(net.Conn(a))
+	if !s.track(a) {
+		a.Close()
+		return
+	}
 	d, err := p.opaqueDest(ctx, s, a)
 	if err != nil {
 		p.log.Debug("opaque connection has no destination", "direction", s.direction, "err", err)
@@ -299,7 +328,11 @@ func (p *Proxy) serveOpaque(ctx context.Context, s *side, a *accepted) {
 	for attempt := 0; attempt < 3; attempt++ {
 		ep, perr := d.target.Balancer.Pick()
 		if perr != nil {
-			p.metrics.Unavailable(s.direction, d.target.Authority, "no_endpoints")
+			reason := "unavailable" // every endpoint is in backoff
+			if errors.Is(perr, balance.ErrNoEndpoints) {
+				reason = "no_endpoints"
+			}
+			p.metrics.Unavailable(s.direction, d.target.Authority, reason)
 			a.Close()
 			return
 		}
@@ -319,8 +352,12 @@ func (p *Proxy) serveOpaque(ctx context.Context, s *side, a *accepted) {
 		a.Close()
 		return
 	}
-	s.conns.Store(up, struct{}{})
 	defer s.conns.Delete(up)
+	if !s.track(up) {
+		a.Close()
+		up.Close()
+		return
+	}
 	tcpproxy.Splice(a, up)
 }
 

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/meridian-mesh/meridian/api/proto/destination"
+)
+
+const controllerYAML = `
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: demo
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- addresses: ["10.1.0.1"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-stable, namespace: demo}
+spec:
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-canary, namespace: demo}
+spec:
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: split.smi-spec.io/v1alpha1
+kind: TrafficSplit
+metadata: {name: web-rollout, namespace: demo}
+spec:
+  service: web
+  backends:
+  - {service: web-stable, weight: 900m}
+  - {service: web-canary, weight: 100m}
+`
+
+// The controller in local mode, end to end: a directory of YAML in, the
+// destination API, registration and the admin server out.
+func TestControllerLocal(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "demo.yaml"), []byte(controllerYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan [2]string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- runController(ctx, controllerOptions{
+			Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+			ClusterDomain: "cluster.local", TrustDomain: "example.org", DefaultNamespace: "demo",
+			DefaultOpaquePorts: linkerdDefaultOpaquePorts, Resync: time.Second,
+			ShutdownGrace: time.Second, LogLevel: "warn",
+		}, func(d, a string) { addrs <- [2]string{d, a} })
+	}()
+	var dstAddr, adminAddr string
+	select {
+	case a := <-addrs:
+		dstAddr, adminAddr = a[0], a[1]
+	case err := <-done:
+		t.Fatalf("controller exited: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("controller did not start")
+	}
+
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + adminAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if code, _ := get("/ready"); code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/ready never answered 200")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, _ := get("/live"); code != http.StatusOK {
+		t.Fatalf("/live = %d", code)
+	}
+
+	conn, err := grpc.NewClient(dstAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := pb.NewDestinationClient(conn)
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+
+	// Get by short name (local mode, default namespace).
+	g, err := c.Get(sctx, &pb.GetDestination{Authority: "web:80"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := g.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := u.GetAdd(); a == nil || len(a.Addrs) != 1 || a.Addrs[0].Addr.Ip != "10.1.0.1" || a.Addrs[0].Addr.Port != 8080 {
+		t.Fatalf("first update = %v", u)
+	}
+
+	// The profile carries the split's 90/10 weights.
+	p, err := c.GetProfile(sctx, &pb.GetDestination{Authority: "10.96.0.10:80"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof, err := p.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(prof.DstOverrides) != 2 ||
+		prof.DstOverrides[0].Authority != "web-stable.demo.svc.cluster.local:80" || prof.DstOverrides[0].Weight != 900 ||
+		prof.DstOverrides[1].Authority != "web-canary.demo.svc.cluster.local:80" || prof.DstOverrides[1].Weight != 100 {
+		t.Fatalf("profile = %v", prof)
+	}
+
+	// A registered workload joins the endpoints, with its identity.
+	r, err := c.Register(sctx, &pb.Workload{Name: "web-local", Namespace: "demo", Service: "web", ServiceAccount: "web", Address: "127.0.0.1:4143"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	u, err = g.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := u.GetAdd(); a == nil || len(a.Addrs) != 1 || a.Addrs[0].Addr.Ip != "127.0.0.1" || a.Addrs[0].Identity != "spiffe://example.org/ns/demo/sa/web" {
+		t.Fatalf("update after Register = %v", u)
+	}
+
+	// Metrics count the open streams.
+	_, metrics := get("/metrics")
+	for _, want := range []string{`meridian_destination_streams{rpc="get"} 1`, `meridian_destination_streams{rpc="register"} 1`, "go_goroutines"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	// Shutdown: streams end, runController returns.
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("runController: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("controller did not stop")
+	}
+	if _, err := g.Recv(); err == nil {
+		t.Fatal("Get stream still open after shutdown")
+	}
+}
+
+func TestControllerFlags(t *testing.T) {
+	for _, tc := range []struct {
+		store string
+		ok    bool
+	}{
+		{"kube", true}, {"dir:" + t.TempDir(), true}, {"dir:", false}, {"dir:/nonexistent", false}, {"etcd", false},
+	} {
+		_, err := parseStoreFlag(tc.store, "")
+		if (err == nil) != tc.ok {
+			t.Errorf("--store=%s: err = %v", tc.store, err)
+		}
+	}
+	err := runController(context.Background(), controllerOptions{Store: "dir:" + t.TempDir(), DefaultOpaquePorts: "x-y", LogLevel: "info"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "--default-opaque-ports") {
+		t.Fatalf("bad opaque ports: %v", err)
+	}
+}

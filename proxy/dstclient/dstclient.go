@@ -1,0 +1,230 @@
+// Package dstclient resolves destinations through the control plane's
+// destination API. It implements discover.Resolver, so the proxy follows the
+// control plane exactly as it follows static configuration.
+package dstclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/meridian-mesh/meridian/api/proto/destination"
+	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/profile"
+)
+
+// Options tune a Client.
+type Options struct {
+	// Token identifies the asking workload (context_token), for logs and policy.
+	Token string
+	// FirstAnswer bounds how long Resolve waits for the control plane's
+	// first answer. Default 3s.
+	FirstAnswer time.Duration
+	// BackoffMin and BackoffMax bound reconnection delays. Defaults 100ms, 10s.
+	BackoffMin, BackoffMax time.Duration
+	Log                    *slog.Logger
+}
+
+// Client is a discover.Resolver over a destination API connection.
+type Client struct {
+	api pb.DestinationClient
+	o   Options
+}
+
+// New returns a resolver using conn (a grpc.ClientConn to the controller).
+func New(conn grpc.ClientConnInterface, o Options) *Client {
+	if o.FirstAnswer == 0 {
+		o.FirstAnswer = 3 * time.Second
+	}
+	if o.BackoffMin == 0 {
+		o.BackoffMin = 100 * time.Millisecond
+	}
+	if o.BackoffMax == 0 {
+		o.BackoffMax = 10 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return &Client{api: pb.NewDestinationClient(conn), o: o}
+}
+
+// LookupAddr lets the control plane decide: a service's cluster IP:port is an
+// authority the destination API resolves like any name.
+func (c *Client) LookupAddr(addr netip.AddrPort) (string, bool) {
+	return netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()).String(), true
+}
+
+// Resolve opens a Get stream for authority and returns once the first answer
+// arrives. An authority the control plane does not know is ErrNotFound.
+// After that the watch survives control-plane outages: it reconnects with
+// backoff and keeps serving the last known endpoints meanwhile.
+func (c *Client) Resolve(ctx context.Context, authority string) (discover.Watch, error) {
+	wctx, cancel := context.WithCancel(context.Background())
+	w := &watch{c: c, authority: authority, cancel: cancel,
+		ch: make(chan []discover.Endpoint, 1), first: make(chan error, 1)}
+	go w.run(wctx)
+	timer := time.NewTimer(c.o.FirstAnswer)
+	defer timer.Stop()
+	select {
+	case err := <-w.first:
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		return w, nil
+	case <-timer.C:
+		cancel()
+		return nil, fmt.Errorf("resolve %s: no answer from the control plane within %s", authority, c.o.FirstAnswer)
+	case <-ctx.Done():
+		cancel()
+		return nil, ctx.Err()
+	}
+}
+
+type watch struct {
+	c         *Client
+	authority string
+	cancel    context.CancelFunc
+	first     chan error // one value: nil, ErrNotFound or the first stream's error
+	firstOnce sync.Once
+
+	mu     sync.Mutex
+	ch     chan []discover.Endpoint
+	closed bool
+}
+
+func (w *watch) Updates() <-chan []discover.Endpoint { return w.ch }
+
+func (w *watch) Close() {
+	w.cancel()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.closed = true
+		close(w.ch)
+	}
+}
+
+func (w *watch) answerFirst(err error) { w.firstOnce.Do(func() { w.first <- err }) }
+
+// push replaces any undelivered set: consumers only want the newest.
+func (w *watch) push(set map[string]discover.Endpoint) {
+	eps := make([]discover.Endpoint, 0, len(set))
+	for _, ep := range set {
+		eps = append(eps, ep)
+	}
+	sort.Slice(eps, func(i, j int) bool { return eps[i].Addr < eps[j].Addr })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	select {
+	case <-w.ch:
+	default:
+	}
+	w.ch <- eps
+}
+
+func (w *watch) run(ctx context.Context) {
+	backoff := w.c.o.BackoffMin
+	for ctx.Err() == nil {
+		got, err := w.stream(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, discover.ErrNotFound) {
+			return
+		}
+		if got {
+			backoff = w.c.o.BackoffMin
+		}
+		w.c.o.Log.Warn("destination stream ended; keeping the last known endpoints", "authority", w.authority, "err", err, "retry_in", backoff)
+		// Jitter so that every proxy does not reconnect in the same instant.
+		d := time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64()))
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, w.c.o.BackoffMax)
+	}
+}
+
+// stream follows one Get stream until it fails. got reports whether any
+// message arrived (to reset the backoff).
+func (w *watch) stream(ctx context.Context) (got bool, err error) {
+	s, err := w.c.api.Get(ctx, &pb.GetDestination{Authority: w.authority, ContextToken: w.c.o.Token})
+	if err != nil {
+		return false, err
+	}
+	// Each stream starts from the server's full state, so the set is rebuilt
+	// from scratch; the previous one keeps serving until the first message.
+	set := map[string]discover.Endpoint{}
+	for {
+		u, err := s.Recv()
+		if err != nil {
+			w.answerFirst(err)
+			return got, err
+		}
+		got = true
+		switch u := u.Update.(type) {
+		case *pb.Update_Add:
+			for _, a := range u.Add.GetAddrs() {
+				ep, ok := endpoint(a, u.Add.GetMetricLabels())
+				if ok {
+					set[ep.Addr] = ep
+				}
+			}
+		case *pb.Update_Remove:
+			for _, a := range u.Remove.GetAddrs() {
+				delete(set, hostPort(a))
+			}
+		case *pb.Update_NoEndpoints:
+			if !u.NoEndpoints.GetExists() {
+				w.answerFirst(discover.ErrNotFound)
+				return got, discover.ErrNotFound
+			}
+			clear(set)
+		}
+		w.push(set)
+		w.answerFirst(nil)
+	}
+}
+
+func hostPort(a *pb.TcpAddress) string {
+	return net.JoinHostPort(a.GetIp(), strconv.Itoa(int(a.GetPort())))
+}
+
+func endpoint(a *pb.WeightedAddr, setLabels map[string]string) (discover.Endpoint, bool) {
+	if a.GetAddr() == nil {
+		return discover.Endpoint{}, false
+	}
+	labels := make(map[string]string, len(setLabels)+len(a.GetMetricLabels()))
+	for k, v := range setLabels {
+		labels[k] = v
+	}
+	for k, v := range a.GetMetricLabels() {
+		labels[k] = v
+	}
+	ep := discover.Endpoint{Addr: hostPort(a.GetAddr()), Weight: a.GetWeight(), Labels: labels, Identity: a.GetIdentity()}
+	switch a.GetProtocolHint() {
+	case pb.ProtocolHint_PROTOCOL_HINT_H2:
+		ep.Protocol = discover.HintH2
+	case pb.ProtocolHint_PROTOCOL_HINT_OPAQUE:
+		ep.Protocol = discover.HintOpaque
+	}
+	return ep, true
+}
+
+var _ profile.Source = (*Client)(nil)

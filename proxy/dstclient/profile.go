@@ -1,0 +1,79 @@
+package dstclient
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/meridian-mesh/meridian/api/proto/destination"
+	"github.com/meridian-mesh/meridian/proxy/profile"
+)
+
+// Profile follows authority's profile. It returns once the first profile
+// arrives (an authority without one gets an empty profile). A profile that
+// does not compile is logged and ignored: the previous one keeps serving.
+func (c *Client) Profile(ctx context.Context, authority string) (*profile.Watch, error) {
+	wctx, cancel := context.WithCancel(context.Background())
+	w := profile.NewWatch(cancel)
+	first := make(chan error, 1)
+	var once sync.Once
+	answer := func(err error) { once.Do(func() { first <- err }) }
+	go func() {
+		backoff := c.o.BackoffMin
+		var last *pb.DestinationProfile
+		for wctx.Err() == nil {
+			s, err := c.api.GetProfile(wctx, &pb.GetDestination{Authority: authority, ContextToken: c.o.Token})
+			for err == nil {
+				var m *pb.DestinationProfile
+				if m, err = s.Recv(); err != nil {
+					break
+				}
+				backoff = c.o.BackoffMin
+				if last != nil && proto.Equal(last, m) {
+					answer(nil)
+					continue
+				}
+				p, perr := profile.FromProto(m)
+				if perr != nil {
+					c.o.Log.Error("profile rejected; the previous one keeps serving", "authority", authority, "err", perr)
+					answer(nil)
+					continue
+				}
+				last = m
+				w.Set(p)
+				answer(nil)
+			}
+			answer(err)
+			if wctx.Err() != nil {
+				return
+			}
+			d := time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64()))
+			select {
+			case <-time.After(d):
+			case <-wctx.Done():
+				return
+			}
+			backoff = min(2*backoff, c.o.BackoffMax)
+		}
+	}()
+	timer := time.NewTimer(c.o.FirstAnswer)
+	defer timer.Stop()
+	select {
+	case err := <-first:
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("profile %s: %w", authority, err)
+		}
+		return w, nil
+	case <-timer.C:
+		cancel()
+		return nil, fmt.Errorf("profile %s: no answer from the control plane within %s", authority, c.o.FirstAnswer)
+	case <-ctx.Done():
+		cancel()
+		return nil, ctx.Err()
+	}
+}

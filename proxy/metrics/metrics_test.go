@@ -1,0 +1,269 @@
+package metrics
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+func TestFailureClassification(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		r       Response
+		failure bool
+	}{
+		{"200", Response{Status: 200}, false},
+		{"204", Response{Status: 204}, false},
+		{"301", Response{Status: 301}, false},
+		{"404 is the client's problem", Response{Status: 404}, false},
+		{"429", Response{Status: 429}, false},
+		{"500", Response{Status: 500}, true},
+		{"502", Response{Status: 502}, true},
+		{"503", Response{Status: 503}, true},
+		{"599", Response{Status: 599}, true},
+		{"grpc OK", Response{Status: 200, GRPCStatus: "0"}, false},
+		{"grpc NOT_FOUND", Response{Status: 200, GRPCStatus: "5"}, true},
+		{"grpc UNAVAILABLE", Response{Status: 200, GRPCStatus: "14"}, true},
+		{"grpc CANCELLED", Response{Status: 200, GRPCStatus: "1"}, true},
+		{"connection error", Response{Error: "connect"}, true},
+		{"no response", Response{}, true},
+		{"stream broke after a 200", Response{Status: 200, Error: "stream"}, true},
+		{"grpc OK but the stream broke", Response{Status: 200, GRPCStatus: "0", Error: "stream"}, true},
+	} {
+		if got := c.r.Failure(); got != c.failure {
+			t.Errorf("%s: Failure() = %v, want %v", c.name, got, c.failure)
+		}
+	}
+}
+
+func gather(t *testing.T, r *Registry) map[string]*dto.MetricFamily {
+	t.Helper()
+	srv := httptest.NewServer(r.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
+}
+
+// series returns the one series of name whose labels are exactly lbls.
+func series(t *testing.T, fams map[string]*dto.MetricFamily, name string, lbls map[string]string) *dto.Metric {
+	t.Helper()
+	f, ok := fams[name]
+	if !ok {
+		t.Fatalf("no %s", name)
+	}
+next:
+	for _, m := range f.GetMetric() {
+		if len(m.GetLabel()) != len(lbls) {
+			continue
+		}
+		for _, lp := range m.GetLabel() {
+			if v, ok := lbls[lp.GetName()]; !ok || v != lp.GetValue() {
+				continue next
+			}
+		}
+		return m
+	}
+	t.Fatalf("no %s%v among %v", name, lbls, f.GetMetric())
+	return nil
+}
+
+func TestRequestMetrics(t *testing.T) {
+	r := New()
+	q := Request{Direction: "outbound", Authority: "web.test:80", Target: "10.0.0.1:8080"}
+	r.RequestStarted(q)
+	r.RequestStarted(q)
+	r.RequestStarted(q)
+	r.ResponseDone(q, Response{Status: 200, Latency: 3 * time.Millisecond})
+	r.ResponseDone(q, Response{Status: 503, Latency: 250 * time.Millisecond})
+	r.ResponseDone(q, Response{Error: "connect", Latency: time.Millisecond})
+	g := Request{Direction: "inbound", Authority: "grpc.test:80", Target: "127.0.0.1:9000"}
+	r.RequestStarted(g)
+	r.ResponseDone(g, Response{Status: 200, GRPCStatus: "5", Latency: time.Millisecond})
+	r.Unavailable("outbound", "empty.test:80", "no_endpoints")
+
+	fams := gather(t, r)
+	base := map[string]string{"direction": "outbound", "authority": "web.test:80", "target_addr": "10.0.0.1:8080", "route": ""}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	if v := series(t, fams, "request_total", base).GetCounter().GetValue(); v != 3 {
+		t.Errorf("request_total = %v, want 3", v)
+	}
+	for _, c := range []struct {
+		lbls map[string]string
+	}{
+		{with("status_code", "200", "grpc_status", "", "classification", "success", "error", "")},
+		{with("status_code", "503", "grpc_status", "", "classification", "failure", "error", "")},
+		{with("status_code", "", "grpc_status", "", "classification", "failure", "error", "connect")},
+	} {
+		if v := series(t, fams, "response_total", c.lbls).GetCounter().GetValue(); v != 1 {
+			t.Errorf("response_total%v = %v, want 1", c.lbls, v)
+		}
+	}
+	h := series(t, fams, "response_latency_ms", with("status_code", "503")).GetHistogram()
+	if h.GetSampleCount() != 1 || h.GetSampleSum() != 250 {
+		t.Errorf("response_latency_ms{503}: count %d sum %v, want 1 and 250 (ms)", h.GetSampleCount(), h.GetSampleSum())
+	}
+	for _, b := range h.GetBucket() {
+		want := uint64(0)
+		if b.GetUpperBound() >= 300 {
+			want = 1
+		}
+		if b.GetCumulativeCount() != want {
+			t.Errorf("bucket le=%v holds %d, want %d", b.GetUpperBound(), b.GetCumulativeCount(), want)
+		}
+	}
+	grpcLbls := map[string]string{"direction": "inbound", "authority": "grpc.test:80", "target_addr": "127.0.0.1:9000", "route": "",
+		"status_code": "200", "grpc_status": "5", "classification": "failure", "error": ""}
+	if v := series(t, fams, "response_total", grpcLbls).GetCounter().GetValue(); v != 1 {
+		t.Errorf("response_total for NOT_FOUND = %v, want 1", v)
+	}
+	if v := series(t, fams, "endpoint_unavailable_total", map[string]string{"direction": "outbound", "authority": "empty.test:80", "reason": "no_endpoints"}).GetCounter().GetValue(); v != 1 {
+		t.Errorf("endpoint_unavailable_total = %v, want 1", v)
+	}
+}
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (client, server *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	c.SetDeadline(deadline)
+	s.SetDeadline(deadline)
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+func TestConnMetrics(t *testing.T) {
+	r := New()
+	lbls := map[string]string{"direction": "inbound", "peer": "src", "target_addr": ""}
+	client, server := tcpPair(t)
+	mc := r.Conn(server, "inbound", "src", "")
+
+	if _, err := client.Write([]byte("hello, proxy")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 12)
+	if _, err := io.ReadFull(mc, buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mc.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	// Half-close passes through the wrapper.
+	if err := mc.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(client)
+	if err != nil || string(got) != "hi" {
+		t.Fatalf("client read %q, %v after the half-close", got, err)
+	}
+	if u, ok := mc.(interface{ Unwrap() net.Conn }); !ok || u.Unwrap() != server {
+		t.Error("Unwrap does not return the wrapped connection")
+	}
+
+	fams := gather(t, r)
+	for name, want := range map[string]float64{
+		"tcp_open_total": 1, "tcp_open_connections": 1, "tcp_read_bytes_total": 12, "tcp_write_bytes_total": 2,
+	} {
+		m := series(t, fams, name, lbls)
+		if v := m.GetCounter().GetValue() + m.GetGauge().GetValue(); v != want {
+			t.Errorf("%s = %v, want %v", name, v, want)
+		}
+	}
+	client.Close()
+	if _, err := mc.Read(buf); err != io.EOF {
+		t.Fatalf("read after the peer closed: %v", err)
+	}
+	mc.Close()
+	mc.Close() // counted once
+	fams = gather(t, r)
+	if v := series(t, fams, "tcp_close_total", map[string]string{"direction": "inbound", "peer": "src", "target_addr": "", "classification": "success"}).GetCounter().GetValue(); v != 1 {
+		t.Errorf("tcp_close_total{success} = %v, want 1", v)
+	}
+	if v := series(t, fams, "tcp_open_connections", lbls).GetGauge().GetValue(); v != 0 {
+		t.Errorf("tcp_open_connections = %v after close, want 0", v)
+	}
+}
+
+// A connection the peer resets closes as a failure; the proxy's own
+// deadlines do not make one.
+func TestConnResetIsFailure(t *testing.T) {
+	r := New()
+	client, server := tcpPair(t)
+	mc := r.Conn(client, "outbound", "dst", "10.0.0.1:80")
+
+	mc.SetReadDeadline(time.Now().Add(-time.Second)) // as protocol detection times out
+	if _, err := mc.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read past its deadline succeeded")
+	}
+	mc.SetReadDeadline(time.Now().Add(10 * time.Second))
+
+	server.SetLinger(0)
+	server.Close() // RST
+	if _, err := mc.Read(make([]byte, 1)); err == nil || err == io.EOF {
+		t.Fatalf("read from a reset connection: %v, want a reset error", err)
+	}
+	mc.Close()
+	fams := gather(t, r)
+	m := series(t, fams, "tcp_close_total", map[string]string{"direction": "outbound", "peer": "dst", "target_addr": "10.0.0.1:80", "classification": "failure"})
+	if v := m.GetCounter().GetValue(); v != 1 {
+		t.Errorf("tcp_close_total{failure} = %v, want 1", v)
+	}
+	if f := fams["tcp_close_total"]; len(f.GetMetric()) != 1 {
+		t.Errorf("tcp_close_total has %d series, want only the failure", len(f.GetMetric()))
+	}
+}
+
+// Each registry is separate, so that several proxies in one process keep
+// their own numbers.
+func TestRegistriesAreSeparate(t *testing.T) {
+	a, b := New(), New()
+	a.RequestStarted(Request{Direction: "outbound", Authority: "x:80"})
+	if f, ok := gather(t, b)["request_total"]; ok && len(f.GetMetric()) > 0 {
+		t.Error("a request counted in one registry shows in another")
+	}
+	var sb strings.Builder
+	for name := range gather(t, a) {
+		sb.WriteString(name + " ")
+	}
+	if !strings.Contains(sb.String(), "request_total") {
+		t.Errorf("request_total missing from %s", sb.String())
+	}
+}
