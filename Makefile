@@ -4,7 +4,7 @@ BIN     ?= bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test deps unit lint fuzz bench generate demo clean
+.PHONY: all build test deps unit lint fuzz bench generate demo clean e2e cluster-up cluster-down
 
 all: build
 
@@ -23,8 +23,28 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# The tests against a real kube-apiserver (envtest) take etcd and
+# kube-apiserver from KUBEBUILDER_ASSETS: hack/kube-assets.sh finds them in
+# hack/cluster's cache (building them if it can). KUBEBUILDER_ASSETS=DIR uses
+# other binaries; KUBEBUILDER_ASSETS=skip skips those tests.
 unit:
-	$(GO) test -race -count=1 ./...
+	@assets='$(KUBEBUILDER_ASSETS)'; \
+	if [ -z "$$assets" ]; then assets="$$(./hack/kube-assets.sh)" || exit 1; fi; \
+	if [ "$$assets" = skip ]; then assets=; fi; \
+	echo "KUBEBUILDER_ASSETS=$$assets"; \
+	KUBEBUILDER_ASSETS="$$assets" $(GO) test -race -count=1 ./...
+
+# End-to-end tests (test/e2e, build tag e2e) against the real single-node
+# Kubernetes cluster that hack/cluster runs on this machine: `make cluster-up`
+# first, `make cluster-down` after. See docs/development.md.
+e2e:
+	$(GO) test -tags e2e -count=1 -p 1 -timeout 30m -v ./test/e2e/...
+
+cluster-up:
+	./hack/cluster up
+
+cluster-down:
+	./hack/cluster down
 
 # A short run of every fuzz target (the corpus in testdata/ is replayed by `unit`).
 fuzz:
@@ -35,9 +55,10 @@ bench:
 	$(GO) test -run XXX -bench . -benchmem ./proxy/...
 	./bench/run.sh
 
-# Regenerate committed code (protobuf/gRPC stubs).
+# Regenerate committed code (protobuf/gRPC stubs; Kubernetes API deepcopy and CRDs).
 generate:
 	./hack/genproto.sh
+	./hack/gencrd.sh
 
 demo:
 	$(GO) run ./cmd/meridian demo

@@ -4,6 +4,7 @@
 package httpproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -20,19 +21,28 @@ import (
 
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
+	"github.com/meridian-mesh/meridian/proxy/profile"
 )
 
 // DstOverrideHeader, when a client sets it, names the authority to route to
 // instead of Host / :authority (as l5d-dst-override does for Linkerd).
 const DstOverrideHeader = "Meridian-Dst-Override"
 
+// OrigProtoHeader travels between two proxies when the outbound one carries
+// an HTTP/1 request over HTTP/2: the inbound proxy removes it and speaks
+// HTTP/1 to its application again (Linkerd's l5d-orig-proto).
+const OrigProtoHeader = "Meridian-Orig-Proto"
+
 // ErrorHeader tells the client that the proxy, not the application, produced the response.
 const ErrorHeader = "Meridian-Proxy-Error"
 
-// Target is where one request goes: a named set of endpoints.
+// Target is where one request goes: a named set of endpoints and, when the
+// control plane has one, the authority's profile.
 type Target struct {
 	Authority string // for metrics and errors
 	Balancer  *balance.Balancer[*Upstream]
+	// Profile returns the current profile; nil means none.
+	Profile func() *profile.Profile
 }
 
 // RouteError is a request that cannot be routed; Status is the HTTP answer.
@@ -47,6 +57,9 @@ func (e *RouteError) Error() string { return e.Reason + ": " + e.Err.Error() }
 // Router maps a request to its target.
 type Router interface {
 	Route(r *http.Request) (*Target, error)
+	// Backend resolves a traffic-split backend authority. Its own profile's
+	// splits are not applied again.
+	Backend(ctx context.Context, authority string) (*Target, error)
 }
 
 // Handler is the forwarding http.Handler for one direction of a proxy.
@@ -67,10 +80,16 @@ type ctxKey struct{}
 // reqState travels with a request through the ReverseProxy.
 type reqState struct {
 	target  *Target
+	backend *Target // the traffic-split backend chosen, or target itself
+	route   *profile.Route
+	budget  *profile.Budget // non-nil when the request may be retried
+	body    []byte          // the whole request body, kept for retries
 	mreq    metrics.Request
 	start   time.Time
 	errOnce sync.Once
-	inBody  io.Closer // the client's HTTP/2 request body; see guardedBody.Close
+	inBody  io.Closer   // the client's HTTP/2 request body; see guardedBody.Close
+	timeout *time.Timer // the route timeout, stopped once headers arrive
+	origH1  bool        // the request came over HTTP/2 from a peer proxy but was HTTP/1
 	// trailersOnly: the response is a gRPC trailers-only response; see flushGate.
 	trailersOnly atomic.Bool
 }
@@ -115,8 +134,52 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, re.Status, re.Reason, err)
 		return
 	}
-	st := &reqState{target: t, start: time.Now(),
+	st := &reqState{target: t, backend: t, start: time.Now(),
 		mreq: metrics.Request{Direction: h.direction, Authority: t.Authority}}
+	if v := r.Header.Get(OrigProtoHeader); v != "" {
+		// Only a peer proxy's word counts, and only on the way in.
+		r.Header.Del(OrigProtoHeader)
+		st.origH1 = h.direction == "inbound" && strings.HasPrefix(v, "HTTP/1")
+	}
+	var prof *profile.Profile
+	if t.Profile != nil {
+		prof = t.Profile()
+	}
+	ctx := r.Context()
+	if prof != nil {
+		if st.route = prof.Match(r); st.route != nil {
+			st.mreq.Route = st.route.Name
+		}
+		if split := prof.Pick(); split != "" {
+			bt, err := h.router.Backend(ctx, split)
+			if err != nil {
+				// A broken backend is reported, never an outage: the apex serves.
+				h.log.Warn("traffic split backend unavailable; using the apex", "authority", t.Authority, "backend", split, "err", err)
+			} else {
+				st.backend = bt
+			}
+		}
+		if st.route != nil && st.route.Timeout > 0 {
+			var cancel context.CancelCauseFunc
+			ctx, cancel = context.WithCancelCause(ctx)
+			defer cancel(nil)
+			st.timeout = time.AfterFunc(st.route.Timeout, func() { cancel(errRouteTimeout) })
+			defer st.timeout.Stop()
+		}
+		if st.route != nil && st.route.Retryable && r.Header.Get("Upgrade") == "" {
+			prof.Budget().Deposit()
+			ok, err := st.bufferBody(r)
+			if err != nil {
+				writeError(w, r, http.StatusBadRequest, "request_body", err)
+				return
+			}
+			if ok {
+				st.budget = prof.Budget()
+			} else {
+				h.metrics.Retry(st.mreq, "body_too_large")
+			}
+		}
+	}
 	if r.ProtoMajor == 2 && r.Body != nil && r.Body != http.NoBody {
 		st.inBody = r.Body
 	}
@@ -128,8 +191,41 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// transport closes the upstream connection under the response.
 		http.NewResponseController(w).EnableFullDuplex()
 	}
-	h.rp.ServeHTTP(flushGate{w, st}, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+	h.rp.ServeHTTP(flushGate{w, st}, r.WithContext(context.WithValue(ctx, ctxKey{}, st)))
 }
+
+// errRouteTimeout is the cause when a route's timeout expires before the
+// response headers arrive.
+var errRouteTimeout = errors.New("route timeout")
+
+// maxRetries bounds retries of one request, on top of the budget.
+const maxRetries = 3
+
+// bufferBody reads a retryable request's body into memory, up to
+// RetryBufferSize. A larger body is not retried: it is sent as it streams,
+// the part already read first. ok reports whether the body is buffered.
+func (st *reqState) bufferBody(r *http.Request) (ok bool, err error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return true, nil
+	}
+	buf, err := io.ReadAll(io.LimitReader(r.Body, RetryBufferSize+1))
+	if err != nil {
+		return false, err
+	}
+	if len(buf) > RetryBufferSize {
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
+		return false, nil
+	}
+	st.body = buf
+	return true, nil
+}
+
+// RetryBufferSize bounds the request body kept for retries. A request whose
+// body is larger is never retried.
+const RetryBufferSize = 64 << 10
 
 // flushGate is the ResponseWriter given to ReverseProxy. It drops the
 // flushes of a gRPC trailers-only response: ReverseProxy flushes the
@@ -158,15 +254,51 @@ type roundTripper struct{ h *Handler }
 func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	st := r.Context().Value(ctxKey{}).(*reqState)
 	h := rt.h
+	for retry := 0; ; retry++ {
+		if st.budget != nil && st.body != nil {
+			r.Body = io.NopCloser(bytes.NewReader(st.body))
+			r.ContentLength = int64(len(st.body))
+		}
+		resp, err := rt.send(r, st)
+		if err != nil {
+			if st.timeout != nil && errors.Is(context.Cause(r.Context()), errRouteTimeout) {
+				return nil, errRouteTimeout
+			}
+			return nil, err
+		}
+		if st.budget == nil || !st.route.IsFailure(resp.StatusCode) || isGRPCResponse(resp) {
+			if st.timeout != nil {
+				st.timeout.Stop() // the route timeout bounds the wait for headers, not the body
+			}
+			h.observe(st, resp)
+			return resp, nil
+		}
+		// A retryable failure: count it, and retry while the budget allows.
+		h.metrics.ResponseDone(st.mreq, metrics.Response{Status: resp.StatusCode, Latency: time.Since(st.start)})
+		if retry >= maxRetries || !st.budget.Withdraw() {
+			h.metrics.Retry(st.mreq, "budget_exhausted")
+			h.observe(st, resp)
+			return resp, nil
+		}
+		h.metrics.Retry(st.mreq, "retried")
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
+		resp.Body.Close()
+	}
+}
+
+// send makes one attempt on the chosen backend's endpoints, moving to
+// another endpoint when connecting fails (nothing was sent).
+func (rt roundTripper) send(r *http.Request, st *reqState) (*http.Response, error) {
+	h := rt.h
 	body := &guardedBody{rc: r.Body, abort: st.inBody}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
 	}
 	var lastErr error
 	for attempt := 0; attempt < maxConnectAttempts; attempt++ {
-		ep, err := st.target.Balancer.Pick()
+		ep, err := st.backend.Balancer.Pick()
 		if err != nil {
-			h.metrics.Unavailable(h.direction, st.target.Authority, unavailableReason(err))
+			h.metrics.Unavailable(h.direction, st.backend.Authority, unavailableReason(err))
 			if lastErr != nil {
 				return nil, lastErr
 			}
@@ -176,8 +308,14 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 		st.mreq.Target = up.Addr
 		r.URL.Host = up.Addr
 		h.metrics.RequestStarted(st.mreq)
+		tr, upgraded := up.transportFor(r, st.origH1)
+		if upgraded {
+			r.Header.Set(OrigProtoHeader, "HTTP/1.1")
+		} else {
+			r.Header.Del(OrigProtoHeader)
+		}
 		done := ep.Start()
-		resp, err := up.transportFor(r).RoundTrip(r)
+		resp, err := tr.RoundTrip(r)
 		done()
 		if err != nil {
 			var de *DialError
@@ -193,7 +331,6 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 			return nil, err // counted by proxyError
 		}
 		ep.Succeed()
-		h.observe(st, resp)
 		return resp, nil
 	}
 	return nil, lastErr
@@ -235,6 +372,8 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		status, reason = re.Status, re.Reason
 	case errors.As(err, &de):
 		status, reason = http.StatusServiceUnavailable, "connect"
+	case errors.Is(err, errRouteTimeout):
+		status, reason = http.StatusGatewayTimeout, "timeout"
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		status, reason = 499, "canceled" // the client went away; nobody reads this answer
 	case errors.Is(err, context.DeadlineExceeded):

@@ -67,12 +67,21 @@ func NewUpstream(addr string, h2only bool, dial DialFunc) *Upstream {
 	return &Upstream{Addr: addr, H2Only: h2only, h1: h1, h2: h2}
 }
 
-// transportFor picks the pool for a request.
-func (u *Upstream) transportFor(r *http.Request) *http.Transport {
-	if r.ProtoMajor == 2 || (u.H2Only && r.Header.Get("Upgrade") == "") {
-		return u.h2
+// transportFor picks the pool for a request: HTTP/1 when the client spoke
+// it (origH1: a peer proxy said so), HTTP/2 when the client did or when the
+// endpoint is a meshed proxy, which multiplexes HTTP/1 requests over HTTP/2.
+// upgraded reports an HTTP/1 request carried over HTTP/2, which the peer
+// must be told about (OrigProtoHeader).
+func (u *Upstream) transportFor(r *http.Request, origH1 bool) (t *http.Transport, upgraded bool) {
+	switch {
+	case origH1:
+		return u.h1, false
+	case r.ProtoMajor == 2:
+		return u.h2, false
+	case u.H2Only && r.Header.Get("Upgrade") == "":
+		return u.h2, true
 	}
-	return u.h1
+	return u.h1, false
 }
 
 // Close drops idle connections; requests in flight finish on theirs.

@@ -30,6 +30,7 @@ type Registry struct {
 	responses   *prometheus.CounterVec
 	latency     *prometheus.HistogramVec
 	unavailable *prometheus.CounterVec
+	retries     *prometheus.CounterVec
 
 	tcpOpen  *prometheus.CounterVec
 	tcpClose *prometheus.CounterVec
@@ -68,7 +69,10 @@ func New() *Registry {
 		Name: "tcp_read_bytes_total", Help: "Bytes read from TCP connections."}, tcpLabels)
 	r.tcpWrite = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tcp_write_bytes_total", Help: "Bytes written to TCP connections."}, tcpLabels)
-	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable,
+	r.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "retry_total", Help: "Retry decisions for retryable routes: retried, budget_exhausted or body_too_large."},
+		[]string{"direction", "authority", "route", "outcome"})
+	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.retries,
 		r.tcpOpen, r.tcpClose, r.tcpConns, r.tcpRead, r.tcpWrite,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return r
@@ -122,6 +126,11 @@ func (r *Registry) ResponseDone(q Request, o Response) {
 	r.responses.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, code, o.GRPCStatus, class, o.Error).Inc()
 	r.latency.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, code).
 		Observe(float64(o.Latency) / float64(time.Millisecond))
+}
+
+// Retry counts a retry decision for a request on a retryable route.
+func (r *Registry) Retry(q Request, outcome string) {
+	r.retries.WithLabelValues(q.Direction, q.Authority, q.Route, outcome).Inc()
 }
 
 // Unavailable counts a request failed fast for want of an endpoint.

@@ -6,9 +6,11 @@ package profile
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
@@ -17,9 +19,42 @@ import (
 // Profile is a compiled destination profile. The zero value (no routes, no
 // split) means "forward as is".
 type Profile struct {
-	Routes []*Route
-	Budget BudgetSpec
-	Splits []Split // empty: all traffic goes to the authority itself
+	Routes     []*Route
+	BudgetSpec BudgetSpec
+	Splits     []Split // empty: all traffic goes to the authority itself
+
+	budgetOnce sync.Once
+	budget     *Budget
+}
+
+// Budget returns the profile's retry budget, shared by every request that
+// uses this profile.
+func (p *Profile) Budget() *Budget {
+	p.budgetOnce.Do(func() { p.budget = NewBudget(p.BudgetSpec, nil) })
+	return p.budget
+}
+
+// Pick chooses a traffic-split backend for one request by weight, or ""
+// when the profile has no split (or every weight is 0).
+func (p *Profile) Pick() string {
+	if p == nil || len(p.Splits) == 0 {
+		return ""
+	}
+	var total uint64
+	for _, s := range p.Splits {
+		total += uint64(s.Weight)
+	}
+	if total == 0 {
+		return ""
+	}
+	n := rand.Uint64N(total)
+	for _, s := range p.Splits {
+		if n < uint64(s.Weight) {
+			return s.Authority
+		}
+		n -= uint64(s.Weight)
+	}
+	return ""
 }
 
 // Route is one named class of requests.
@@ -83,11 +118,11 @@ type responseClass struct {
 // FromProto compiles a DestinationProfile. An invalid route (a bad regex)
 // is an error naming it; the caller keeps its previous profile.
 func FromProto(m *pb.DestinationProfile) (*Profile, error) {
-	p := &Profile{Budget: DefaultBudget}
+	p := &Profile{BudgetSpec: DefaultBudget}
 	if b := m.GetRetryBudget(); b != nil {
-		p.Budget = BudgetSpec{Ratio: float64(b.GetRetryRatio()), MinPerSecond: b.GetMinRetriesPerSecond(), TTL: b.GetTtl().AsDuration()}
-		if p.Budget.TTL <= 0 {
-			p.Budget.TTL = DefaultBudget.TTL
+		p.BudgetSpec = BudgetSpec{Ratio: float64(b.GetRetryRatio()), MinPerSecond: b.GetMinRetriesPerSecond(), TTL: b.GetTtl().AsDuration()}
+		if p.BudgetSpec.TTL <= 0 {
+			p.BudgetSpec.TTL = DefaultBudget.TTL
 		}
 	}
 	for i, r := range m.GetRoutes() {

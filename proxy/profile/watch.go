@@ -22,7 +22,7 @@ type Watch struct {
 
 // NewWatch returns a watch holding an empty profile; cancel is called on Close.
 func NewWatch(cancel func()) *Watch {
-	return &Watch{cancel: cancel, cur: &Profile{Budget: DefaultBudget}, ch: make(chan *Profile, 1)}
+	return &Watch{cancel: cancel, cur: &Profile{BudgetSpec: DefaultBudget}, ch: make(chan *Profile, 1)}
 }
 
 // Updates delivers each new profile (coalesced: only the newest waits).

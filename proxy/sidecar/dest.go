@@ -11,6 +11,7 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+	"github.com/meridian-mesh/meridian/proxy/profile"
 )
 
 // firstUpdateWait bounds how long a request waits for a new destination's
@@ -26,9 +27,14 @@ type dest struct {
 	lastUsed atomic.Int64
 	err      error // set before ready closes when resolving failed
 
-	mu     sync.Mutex
-	hints  map[string]string // addr → protocol hint, read by newUpstream
-	closed bool
+	// profileDone is closed once the first profile answer (or its absence)
+	// is known; nil when the resolver has no profiles.
+	profileDone chan struct{}
+
+	mu      sync.Mutex
+	hints   map[string]string // addr → protocol hint, read by newUpstream
+	profile *profile.Watch
+	closed  bool
 	// opaque is true when every endpoint asks for opaque transport.
 	opaque atomic.Bool
 }
@@ -37,6 +43,7 @@ type dest struct {
 // so that a proxy that once talked to many services does not watch them forever.
 type dests struct {
 	resolver discover.Resolver
+	profiles profile.Source // nil when the resolver has none
 	strategy balance.Strategy
 	dial     httpproxy.DialFunc
 	idleTTL  time.Duration
@@ -46,7 +53,9 @@ type dests struct {
 }
 
 func newDests(r discover.Resolver, s balance.Strategy, dial httpproxy.DialFunc) *dests {
-	return &dests{resolver: r, strategy: s, dial: dial, idleTTL: 10 * time.Minute, m: map[string]*dest{}}
+	ds := &dests{resolver: r, strategy: s, dial: dial, idleTTL: 10 * time.Minute, m: map[string]*dest{}}
+	ds.profiles, _ = r.(profile.Source)
+	return ds
 }
 
 // get returns the dest for authority, resolving it on first use.
@@ -68,6 +77,15 @@ func (ds *dests) get(ctx context.Context, authority string) (*dest, error) {
 	if d.err != nil {
 		return nil, d.err
 	}
+	if d.profileDone != nil {
+		// Wait for the profile too, so that a new destination's first
+		// requests already follow its routes and split.
+		select {
+		case <-d.profileDone:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	return d, nil
 }
 
@@ -85,6 +103,26 @@ func (ds *dests) start(authority string) *dest {
 		},
 		Close: (*httpproxy.Upstream).Close,
 	})
+	if ds.profiles != nil {
+		d.profileDone = make(chan struct{})
+		d.target.Profile = d.currentProfile
+		go func() {
+			defer close(d.profileDone)
+			pw, err := ds.profiles.Profile(context.Background(), authority)
+			if err != nil {
+				return // no profile: requests are forwarded as they are
+			}
+			d.mu.Lock()
+			closed := d.closed
+			if !closed {
+				d.profile = pw
+			}
+			d.mu.Unlock()
+			if closed {
+				pw.Close()
+			}
+		}()
+	}
 	go func() {
 		w, err := ds.resolver.Resolve(context.Background(), authority)
 		if err != nil {
@@ -108,6 +146,17 @@ func (ds *dests) start(authority string) *dest {
 		}
 	}()
 	return d
+}
+
+// currentProfile is the dest's profile now, or nil.
+func (d *dest) currentProfile() *profile.Profile {
+	d.mu.Lock()
+	pw := d.profile
+	d.mu.Unlock()
+	if pw == nil {
+		return nil
+	}
+	return pw.Current()
 }
 
 func (d *dest) markReady() { d.readyOne.Do(func() { close(d.ready) }) }
@@ -201,11 +250,14 @@ func (ds *dests) evictIdle(ctx context.Context) {
 
 func (d *dest) close() {
 	d.mu.Lock()
-	w := d.watch
+	w, pw := d.watch, d.profile
 	d.closed = true
 	d.mu.Unlock()
 	if w != nil {
 		w.Close()
+	}
+	if pw != nil {
+		pw.Close()
 	}
 	d.target.Balancer.Close()
 }

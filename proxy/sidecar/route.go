@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -56,6 +57,19 @@ func (r outboundRouter) Route(req *http.Request) (*httpproxy.Target, error) {
 		Err: fmt.Errorf("no destination is known for authority %q", authority)}
 }
 
+// Backend resolves a traffic-split backend by name.
+func (r outboundRouter) Backend(ctx context.Context, authority string) (*httpproxy.Target, error) {
+	auth, err := discover.CanonicalAuthority(authority, 80)
+	if err != nil {
+		return nil, err
+	}
+	d, err := r.p.out.dests.get(ctx, auth)
+	if err != nil {
+		return nil, err
+	}
+	return &d.target, nil
+}
+
 // inboundRouter sends everything to the local application.
 type inboundRouter struct{ p *Proxy }
 
@@ -69,4 +83,9 @@ func (r inboundRouter) Route(req *http.Request) (*httpproxy.Target, error) {
 	}
 	return nil, &httpproxy.RouteError{Status: http.StatusBadGateway, Reason: "no_forward_target",
 		Err: errors.New("no inbound forward address is configured and the connection was not redirected")}
+}
+
+// Backend is never asked for inbound: inbound targets carry no profile.
+func (inboundRouter) Backend(context.Context, string) (*httpproxy.Target, error) {
+	return nil, errors.New("inbound traffic is not split")
 }

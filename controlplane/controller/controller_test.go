@@ -1,4 +1,4 @@
-package main
+package controller
 
 import (
 	"context"
@@ -68,11 +68,11 @@ func TestControllerLocal(t *testing.T) {
 	addrs := make(chan [2]string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- runController(ctx, controllerOptions{
+		done <- Run(ctx, Options{
 			Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 			ClusterDomain: "cluster.local", TrustDomain: "example.org", DefaultNamespace: "demo",
-			DefaultOpaquePorts: linkerdDefaultOpaquePorts, Resync: time.Second,
-			ShutdownGrace: time.Second, LogLevel: "warn",
+			DefaultOpaquePorts: DefaultOpaquePorts, Resync: time.Second,
+			ShutdownGrace: time.Second,
 		}, func(d, a string) { addrs <- [2]string{d, a} })
 	}()
 	var dstAddr, adminAddr string
@@ -196,7 +196,7 @@ func TestControllerFlags(t *testing.T) {
 			t.Errorf("--store=%s: err = %v", tc.store, err)
 		}
 	}
-	err := runController(context.Background(), controllerOptions{Store: "dir:" + t.TempDir(), DefaultOpaquePorts: "x-y", LogLevel: "info"}, nil)
+	err := Run(context.Background(), Options{Store: "dir:" + t.TempDir(), DefaultOpaquePorts: "x-y"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "--default-opaque-ports") {
 		t.Fatalf("bad opaque ports: %v", err)
 	}

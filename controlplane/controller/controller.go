@@ -1,0 +1,283 @@
+// Package controller assembles Meridian's control plane: a store filled by
+// a source (the Kubernetes API or a directory), the destination API over it,
+// and an admin server. `meridian controller` runs it; `meridian demo` and
+// the integration tests run it in-process.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	pb "github.com/meridian-mesh/meridian/api/proto/destination"
+	"github.com/meridian-mesh/meridian/controlplane/compile"
+	"github.com/meridian-mesh/meridian/controlplane/destination"
+	"github.com/meridian-mesh/meridian/controlplane/store"
+	"github.com/meridian-mesh/meridian/controlplane/store/kube"
+	"github.com/meridian-mesh/meridian/controlplane/store/local"
+)
+
+// Options configure a controller; the fields mirror `meridian controller`'s flags.
+type Options struct {
+	Store              string // "kube" or "dir:PATH"
+	Kubeconfig         string
+	DestinationAddr    string
+	AdminAddr          string // empty: no admin server
+	ClusterDomain      string
+	TrustDomain        string
+	DefaultNamespace   string
+	DefaultOpaquePorts string
+	Resync             time.Duration
+	ShutdownGrace      time.Duration
+	Log                *slog.Logger
+}
+
+// DefaultOpaquePorts are the ports Linkerd treats as opaque unless told
+// otherwise: SMTP, MySQL, Galera, PostgreSQL, Redis, Elasticsearch and
+// memcached, whose server-speaks-first protocols defeat detection.
+const DefaultOpaquePorts = "25,587,3306,4444,5432,6379,9300,11211"
+
+// Ready is told the addresses a running controller listens on (callers use
+// it with :0 addresses).
+type Ready func(destinationAddr, adminAddr string)
+
+// Run runs the controller until ctx ends or a component fails.
+func Run(ctx context.Context, o Options, onListen Ready) error {
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if o.ClusterDomain == "" {
+		o.ClusterDomain = compile.DefaultClusterDomain
+	}
+	if o.TrustDomain == "" {
+		o.TrustDomain = compile.DefaultTrustDomain
+	}
+	if o.DefaultNamespace == "" {
+		o.DefaultNamespace = local.DefaultNamespace
+	}
+	if o.Resync == 0 {
+		o.Resync = destination.DefaultResync
+	}
+	if o.ShutdownGrace == 0 {
+		o.ShutdownGrace = 5 * time.Second
+	}
+	if o.DefaultOpaquePorts == "" {
+		o.DefaultOpaquePorts = DefaultOpaquePorts
+	}
+
+	opaque, errs := compile.ParsePorts(o.DefaultOpaquePorts)
+	if len(errs) > 0 {
+		return fmt.Errorf("--default-opaque-ports: %v", errors.Join(errs...))
+	}
+	src, err := parseStoreFlag(o.Store, o.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	copts := compile.Options{
+		ClusterDomain:      o.ClusterDomain,
+		TrustDomain:        o.TrustDomain,
+		Local:              src.local,
+		DefaultNamespace:   o.DefaultNamespace,
+		DefaultOpaquePorts: opaque,
+	}
+
+	st := store.New(store.WithClusterDomain(o.ClusterDomain))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	dopts := destination.Options{Compile: copts, Resync: o.Resync, Log: log, Metrics: reg}
+	if src.local {
+		dopts.Registry = destination.RegistryFunc(st.RegisterWorkload)
+	}
+	dst := destination.New(st, st, dopts)
+
+	lis, err := net.Listen("tcp", o.DestinationAddr)
+	if err != nil {
+		return fmt.Errorf("--destination-addr: %w", err)
+	}
+	defer lis.Close()
+	var adminLis net.Listener
+	if o.AdminAddr != "" {
+		adminLis, err = net.Listen("tcp", o.AdminAddr)
+		if err != nil {
+			return fmt.Errorf("--admin-addr: %w", err)
+		}
+		defer adminLis.Close()
+	}
+
+	g := grpc.NewServer(
+		// Streams live for as long as proxies do: find dead peers, and let
+		// proxies keep idle connections alive through NATs and balancers.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	pb.RegisterDestinationServer(g, dst)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+
+	var ready atomic.Bool
+	errc := make(chan error, 3)
+	srcCtx, stopSource := context.WithCancel(ctx)
+	defer stopSource()
+	go func() {
+		err := src.run(srcCtx, st, log, func() {
+			ready.Store(true)
+			hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			log.Info("controller: store synced", "store", o.Store)
+		})
+		if err != nil && srcCtx.Err() == nil {
+			errc <- fmt.Errorf("store %s: %w", o.Store, err)
+		}
+	}()
+	go func() {
+		if err := g.Serve(lis); err != nil {
+			errc <- fmt.Errorf("destination API: %w", err)
+		}
+	}()
+	var admin *http.Server
+	if adminLis != nil {
+		admin = &http.Server{Handler: adminMux(reg, &ready), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := admin.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin server: %w", err)
+			}
+		}()
+	}
+	adminAddr := ""
+	if adminLis != nil {
+		adminAddr = adminLis.Addr().String()
+	}
+	log.Info("controller: serving", "destination", lis.Addr().String(), "admin", adminAddr, "store", o.Store)
+	if onListen != nil {
+		onListen(lis.Addr().String(), adminAddr)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("controller: shutting down")
+	case runErr = <-errc:
+		log.Error("controller: stopping", "err", runErr)
+	}
+	// Not ready first, so balancers stop sending new proxies here; then
+	// end the streams (proxies reconnect to another replica), bounded by
+	// the grace period since streams never end by themselves.
+	ready.Store(false)
+	hs.Shutdown()
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(o.ShutdownGrace):
+		g.Stop()
+		<-stopped
+	}
+	stopSource()
+	if admin != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = admin.Shutdown(sctx)
+		cancel()
+	}
+	return runErr
+}
+
+func adminMux(reg *prometheus.Registry, ready *atomic.Bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "live")
+	})
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready: the store has not synced", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// source fills the store: run blocks until ctx ends, and calls synced once
+// the store holds a complete first view.
+type source struct {
+	local bool
+	run   func(ctx context.Context, st *store.Store, log *slog.Logger, synced func()) error
+}
+
+func parseStoreFlag(v, kubeconfig string) (source, error) {
+	switch {
+	case v == "kube":
+		return kubeSource(kubeconfig), nil
+	case strings.HasPrefix(v, "dir:"):
+		dir := strings.TrimPrefix(v, "dir:")
+		if dir == "" {
+			return source{}, fmt.Errorf("--store=dir:PATH needs a path")
+		}
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return source{}, fmt.Errorf("--store: %w", err)
+		}
+		if !fi.IsDir() {
+			return source{}, fmt.Errorf("--store: %s is not a directory", dir)
+		}
+		return dirSource(dir), nil
+	}
+	return source{}, fmt.Errorf("--store=%q: use kube or dir:PATH", v)
+}
+
+func dirSource(dir string) source {
+	return source{local: true, run: func(ctx context.Context, st *store.Store, log *slog.Logger, synced func()) error {
+		var once sync.Once
+		return local.Watch(ctx, dir, st, log, local.OnReload(func(_ int, err error) {
+			if err == nil {
+				once.Do(synced)
+			}
+		}))
+	}}
+}
+
+func kubeSource(kubeconfig string) source {
+	return source{run: func(ctx context.Context, st *store.Store, log *slog.Logger, synced func()) error {
+		cfg, err := restConfig(kubeconfig)
+		if err != nil {
+			return err
+		}
+		return kube.Run(ctx, cfg, st, kube.WithLogger(log), kube.WithReady(synced))
+	}}
+}
+
+// restConfig is the in-cluster config, or the kubeconfig (the --kubeconfig
+// file, else $KUBECONFIG, else ~/.kube/config) outside a cluster.
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		if cfg, err := rest.InClusterConfig(); err == nil {
+			return cfg, nil
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no Kubernetes configuration (not in a cluster, and no usable kubeconfig): %w", err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,264 @@
+// Package kube is the store's Kubernetes source: controller-runtime
+// informers over Services, EndpointSlices, Pods, ServiceAccounts,
+// Namespaces, ServiceProfiles and SMI TrafficSplits whose events write into
+// a store.Store.
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+
+	splitv1alpha1 "github.com/meridian-mesh/meridian/api/split/v1alpha1"
+	splitv1alpha2 "github.com/meridian-mesh/meridian/api/split/v1alpha2"
+	splitv1alpha3 "github.com/meridian-mesh/meridian/api/split/v1alpha3"
+	splitv1alpha4 "github.com/meridian-mesh/meridian/api/split/v1alpha4"
+	"github.com/meridian-mesh/meridian/api/v1alpha1"
+	"github.com/meridian-mesh/meridian/controlplane/store"
+)
+
+// Scheme returns a scheme with every type the source reads: core/v1,
+// discovery/v1, meridian.io/v1alpha1 and split.smi-spec.io v1alpha1 to
+// v1alpha4.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{
+		corev1.AddToScheme,
+		discoveryv1.AddToScheme,
+		v1alpha1.AddToScheme,
+		splitv1alpha1.AddToScheme,
+		splitv1alpha2.AddToScheme,
+		splitv1alpha3.AddToScheme,
+		splitv1alpha4.AddToScheme,
+	} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Option configures Run.
+type Option func(*options)
+
+type options struct {
+	log   *slog.Logger
+	ready func()
+}
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithReady calls f once every informer has synced, that is once the store
+// holds the cluster's state.
+func WithReady(f func()) Option { return func(o *options) { o.ready = f } }
+
+// splitVersions are the TrafficSplit versions Run can watch, in order of
+// preference. All versions are views of the same objects (the CRD converts
+// with strategy None), so one is watched. v1alpha1 comes first because its
+// quantity weights also decode the integers later versions write, while a
+// v1alpha2+ view of an object written as v1alpha1 would carry a string
+// weight its integer field cannot hold.
+var splitVersions = []struct {
+	version string
+	obj     func() client.Object
+}{
+	{"v1alpha1", func() client.Object { return &splitv1alpha1.TrafficSplit{} }},
+	{"v1alpha4", func() client.Object { return &splitv1alpha4.TrafficSplit{} }},
+	{"v1alpha3", func() client.Object { return &splitv1alpha3.TrafficSplit{} }},
+	{"v1alpha2", func() client.Object { return &splitv1alpha2.TrafficSplit{} }},
+}
+
+var (
+	profileGK = schema.GroupKind{Group: v1alpha1.GroupVersion.Group, Kind: "ServiceProfile"}
+	splitGK   = schema.GroupKind{Group: splitv1alpha1.GroupVersion.Group, Kind: "TrafficSplit"}
+)
+
+// Run fills st from the cluster cfg points at and keeps it up to date until
+// ctx is done. It calls the WithReady func once the initial state is in the
+// store. Kinds whose CRDs are not installed (ServiceProfile, TrafficSplit)
+// are skipped with a log line; installing them later takes a restart. Run
+// returns nil when ctx is done, or an error if the informers cannot start.
+func Run(ctx context.Context, cfg *rest.Config, st *store.Store, opts ...Option) error {
+	o := options{log: slog.New(slog.DiscardHandler)}
+	for _, f := range opts {
+		f(&o)
+	}
+	scheme, err := Scheme()
+	if err != nil {
+		return err
+	}
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return fmt.Errorf("kube: %w", err)
+	}
+	mapper, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
+	if err != nil {
+		return fmt.Errorf("kube: %w", err)
+	}
+	c, err := cache.New(cfg, cache.Options{
+		HTTPClient:       httpClient,
+		Scheme:           scheme,
+		Mapper:           mapper,
+		DefaultTransform: cache.TransformStripManagedFields(),
+	})
+	if err != nil {
+		return fmt.Errorf("kube: %w", err)
+	}
+
+	watched := []client.Object{
+		&corev1.Namespace{},
+		&corev1.Service{},
+		&discoveryv1.EndpointSlice{},
+		&corev1.Pod{},
+		&corev1.ServiceAccount{},
+	}
+	if _, err := mapper.RESTMapping(profileGK, v1alpha1.GroupVersion.Version); err != nil {
+		if !meta.IsNoMatchError(err) {
+			return fmt.Errorf("kube: looking up %s: %w", profileGK, err)
+		}
+		o.log.Warn("ServiceProfile CRD not installed: profiles are not read", "crd", "serviceprofiles.meridian.io")
+	} else {
+		watched = append(watched, &v1alpha1.ServiceProfile{})
+	}
+	split, err := splitVersion(mapper)
+	if err != nil {
+		return err
+	}
+	if split == nil {
+		o.log.Warn("TrafficSplit CRD not installed: SMI traffic splits are not read", "crd", "trafficsplits.split.smi-spec.io")
+	} else {
+		o.log.Info("reading SMI TrafficSplits", "version", split.GetObjectKind().GroupVersionKind().Version)
+		watched = append(watched, split)
+	}
+
+	h := handler{st: st, log: o.log}
+	for _, obj := range watched {
+		inf, err := c.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("kube: informer for %T: %w", obj, err)
+		}
+		if _, err := inf.AddEventHandler(h); err != nil {
+			return fmt.Errorf("kube: informer for %T: %w", obj, err)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	startErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		startErr <- c.Start(ctx)
+	}()
+	defer wg.Wait()
+
+	synced := make(chan bool, 1)
+	go func() { synced <- c.WaitForCacheSync(ctx) }()
+	select {
+	case err := <-startErr:
+		if err == nil {
+			err = errors.New("informers stopped")
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("kube: %w", err)
+	case ok := <-synced:
+		if !ok {
+			return nil // ctx done before the caches synced
+		}
+	}
+	o.log.Info("kubernetes store synced", "kinds", len(watched))
+	if o.ready != nil {
+		o.ready()
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-startErr:
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("kube: %w", err)
+		}
+		return nil
+	}
+}
+
+// splitVersion returns an object of the TrafficSplit version to watch, or nil
+// if the CRD is not installed.
+func splitVersion(mapper meta.RESTMapper) (client.Object, error) {
+	mappings, err := mapper.RESTMappings(splitGK)
+	if err != nil {
+		if meta.IsNoMatchError(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("kube: looking up %s: %w", splitGK, err)
+	}
+	served := map[string]bool{}
+	for _, m := range mappings {
+		served[m.GroupVersionKind.Version] = true
+	}
+	for _, v := range splitVersions {
+		if served[v.version] {
+			obj := v.obj()
+			obj.GetObjectKind().SetGroupVersionKind(splitGK.WithVersion(v.version))
+			return obj, nil
+		}
+	}
+	versions := make([]string, 0, len(served))
+	for v := range served {
+		versions = append(versions, v)
+	}
+	slices.Sort(versions)
+	return nil, fmt.Errorf("kube: TrafficSplit is served in versions %v, none of which Meridian reads", versions)
+}
+
+// handler writes informer events into the store.
+type handler struct {
+	st  *store.Store
+	log *slog.Logger
+}
+
+func (h handler) OnAdd(obj any, _ bool) { h.upsert(obj) }
+
+func (h handler) OnUpdate(_, obj any) { h.upsert(obj) }
+
+func (h handler) OnDelete(obj any) {
+	if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	o, ok := obj.(runtime.Object)
+	if !ok {
+		h.log.Error("kube: deleted object of unexpected type", "type", fmt.Sprintf("%T", obj))
+		return
+	}
+	if err := h.st.Delete(o); err != nil {
+		h.log.Error("kube: cannot delete from the store", "err", err)
+	}
+}
+
+func (h handler) upsert(obj any) {
+	o, ok := obj.(runtime.Object)
+	if !ok {
+		h.log.Error("kube: object of unexpected type", "type", fmt.Sprintf("%T", obj))
+		return
+	}
+	if err := h.st.Upsert(o); err != nil {
+		h.log.Error("kube: cannot store object", "err", err)
+	}
+}

@@ -1,0 +1,68 @@
+package store
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/meridian-mesh/meridian/api/v1alpha1"
+)
+
+// Key names a namespaced object.
+type Key struct{ Namespace, Name string }
+
+func (k Key) String() string { return k.Namespace + "/" + k.Name }
+
+// TrafficSplit is the normalized form of an SMI TrafficSplit of any version
+// (split.smi-spec.io v1alpha1 with string weights through v1alpha4): the
+// apex service's traffic goes to the backends by weight.
+type TrafficSplit struct {
+	Key      Key
+	Service  string // apex service name, in Key.Namespace
+	Backends []Backend
+}
+
+// Backend is one weighted service of a TrafficSplit.
+type Backend struct {
+	Service string
+	Weight  int64 // any scale; 0 receives nothing
+}
+
+// Workload is a process that registered itself in local mode.
+type Workload struct {
+	Name, Namespace string
+	Service         string // the service it serves; empty for a client-only workload
+	ServiceAccount  string
+	Address         string // ip:port of its proxy's inbound listener
+	AppPort         uint32
+	Labels          map[string]string
+}
+
+// Reader is the read side the compilers use. Every method returns objects
+// the caller must not modify. Implementations are safe for concurrent use.
+type Reader interface {
+	Service(k Key) (*corev1.Service, bool)
+	// ServiceByClusterIP finds the service owning a cluster IP.
+	ServiceByClusterIP(ip string) (Key, bool)
+	// EndpointSlices returns the slices labelled kubernetes.io/service-name=k.Name in k.Namespace.
+	EndpointSlices(k Key) []*discoveryv1.EndpointSlice
+	Pod(k Key) (*corev1.Pod, bool)
+	Namespace(name string) (*corev1.Namespace, bool)
+	// ServiceProfile returns the profile named for the service's FQDN
+	// (<svc>.<ns>.svc.<cluster-domain>) in the service's namespace.
+	ServiceProfile(k Key) (*v1alpha1.ServiceProfile, bool)
+	// TrafficSplits returns the splits whose apex is the service k.
+	TrafficSplits(k Key) []TrafficSplit
+	// Workloads returns the registered workloads serving service k (local mode).
+	Workloads(k Key) []Workload
+}
+
+// Notifier tells subscribers that something a service's compiled state
+// depends on changed: its Service, its EndpointSlices, the Pods behind them,
+// its ServiceProfile, TrafficSplits naming it (as apex or backend), its
+// registered Workloads, or its Namespace's labels or annotations.
+type Notifier interface {
+	// Watch returns a channel that receives a value (coalesced: at most one
+	// pending) after every change affecting service k, and a cancel func.
+	// Subscribers re-read the store when woken; they never block writers.
+	Watch(k Key) (changed <-chan struct{}, cancel func())
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Regenerates the Kubernetes API code under api/ with controller-gen:
+# zz_generated.deepcopy.go beside the types, and the CRD manifests in
+# api/crds/ (meridian.io ServiceProfile, and the SMI TrafficSplit with every
+# served version).
+#
+# Usage: hack/gencrd.sh   (from anywhere; needs go on PATH)
+set -euo pipefail
+
+# Pinned so that regenerating is reproducible; v0.19 is the release built
+# against Kubernetes 1.34, the API version in go.mod.
+CONTROLLER_GEN_VERSION=v0.19.0
+
+# API packages: each Go package with +kubebuilder markers. Packages of one
+# group (api/split/...) become one CRD with a version per package.
+APIS=(./api/v1alpha1/... ./api/split/...)
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+gobin="$(go env GOBIN)"
+if [[ -z "$gobin" ]]; then
+	gobin="$(go env GOPATH)/bin"
+fi
+
+have=""
+if [[ -x "$gobin/controller-gen" ]]; then
+	have="$("$gobin/controller-gen" --version 2>/dev/null | awk '{print $NF}')"
+fi
+if [[ "$have" != "$CONTROLLER_GEN_VERSION" ]]; then
+	echo "gencrd: installing controller-gen@$CONTROLLER_GEN_VERSION" >&2
+	# `go install pkg@version` builds outside this module: go.mod is untouched.
+	GOBIN="$gobin" GOFLAGS= go install "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION"
+fi
+
+paths=()
+for p in "${APIS[@]}"; do
+	paths+=("paths=$p")
+done
+
+echo "gencrd: deepcopy and CRDs for ${APIS[*]}" >&2
+"$gobin/controller-gen" object "${paths[@]}"
+# Remove stale manifests first, so that a renamed or deleted kind does not
+# leave its CRD behind.
+rm -f api/crds/*.yaml
+"$gobin/controller-gen" crd "${paths[@]}" output:crd:dir=api/crds
