@@ -39,7 +39,12 @@ func run(args []string) error {
 	fs.StringVar(&cfg.InboundForward, "inbound-forward", "", "application address for inbound traffic (default: each connection's original destination)")
 	destFile := fs.String("destinations", "", "static destinations YAML file, reloaded when it changes")
 	dstAddr := fs.String("destination-addr", "", "the control plane's destination API (host:port); replaces static destinations")
-	token := fs.String("workload", "", "this workload's name, sent to the control plane for logs and policy")
+	var wl dstclient.Workload
+	fs.StringVar(&wl.Name, "workload-name", "", "local mode: register this workload with the control plane under this name")
+	fs.StringVar(&wl.Namespace, "workload-namespace", "default", "local mode: the workload's namespace")
+	fs.StringVar(&wl.Service, "workload-service", "", "local mode: the service the workload serves (empty: a client only)")
+	fs.StringVar(&wl.ServiceAccount, "workload-service-account", "default", "local mode: the workload's service account")
+	advertise := fs.String("advertise-addr", "", "local mode: the inbound address peers should dial (default: the inbound listener's address)")
 	var flagDests []discover.Destination
 	fs.Func("dst", "static destination AUTHORITY=ADDR[,ADDR...] (repeatable)", func(v string) error {
 		d, err := discover.ParseFlag(v)
@@ -87,8 +92,21 @@ func run(args []string) error {
 			return fmt.Errorf("--destination-addr: %w", err)
 		}
 		defer cc.Close()
-		cfg.Resolver = dstclient.New(cc, dstclient.Options{Token: *token, Log: log})
-		return serve(cfg, nil, "", nil)
+		client := dstclient.New(cc, dstclient.Options{Token: wl.Namespace + "/" + wl.Name, Log: log})
+		cfg.Resolver = client
+		var register func(ctx context.Context, inbound string)
+		if wl.Name != "" {
+			register = func(ctx context.Context, inbound string) {
+				wl.Address = inbound
+				if *advertise != "" {
+					wl.Address = *advertise
+				}
+				client.Register(ctx, wl, func() {
+					log.Info("registered with the control plane", "workload", wl.Namespace+"/"+wl.Name, "address", wl.Address)
+				})
+			}
+		}
+		return serve(cfg, nil, "", nil, register)
 	}
 	dests := flagDests
 	if *destFile != "" {
@@ -103,17 +121,21 @@ func run(args []string) error {
 		return err
 	}
 	cfg.Resolver = static
-	return serve(cfg, static, *destFile, flagDests)
+	return serve(cfg, static, *destFile, flagDests, nil)
 }
 
 // serve runs the proxy until SIGTERM or Ctrl-C, then drains.
-func serve(cfg sidecar.Config, static *discover.Static, destFile string, flagDests []discover.Destination) error {
+func serve(cfg sidecar.Config, static *discover.Static, destFile string, flagDests []discover.Destination, register func(context.Context, string)) error {
 	p, err := sidecar.New(cfg)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if register != nil {
+		_, in, _ := p.Addrs()
+		go register(ctx, in.String())
+	}
 	if destFile != "" {
 		go static.WatchFile(ctx, destFile, flagDests, 2*time.Second, cfg.Log)
 	}

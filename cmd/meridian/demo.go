@@ -22,10 +22,11 @@ func newDemoCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the emojivoto demo meshed on this machine, no cluster needed",
-		Long: `Starts the emojivoto demo application on loopback with a Meridian sidecar
-proxy beside every service, and a bot that votes steadily. Services reach each
-other only through their proxies, which balance every request and record
-golden metrics. Ctrl-C stops everything.`,
+		Long: `Starts the control plane in local mode and the emojivoto demo application on
+loopback with a Meridian sidecar proxy beside every service, and a bot that
+votes steadily. Proxies register their workloads and follow the control plane;
+services reach each other only through their proxies, which balance every
+request and record golden metrics. Ctrl-C stops everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var lvl slog.Level
@@ -51,7 +52,8 @@ golden metrics. Ctrl-C stops everything.`,
 	cmd.Flags().StringVar(&o.WebAddr, "web-addr", "127.0.0.1:8080", "address of the web UI (the web service's proxy)")
 	cmd.Flags().Float64Var(&o.VoteRate, "vote-rate", 5, "votes per second from the vote bot (0 to disable)")
 	cmd.Flags().DurationVar(&every, "stats-every", 10*time.Second, "how often to print each service's success rate and request rate (0 to disable)")
-	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "proxy log level: debug, info, warn or error")
+	cmd.Flags().StringVar(&o.Manifests, "manifests", "", "directory of objects for the control plane (default: the demo's own, in a temporary directory); edits apply live")
+	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "proxy and controller log level: debug, info, warn or error")
 	return cmd
 }
 

@@ -1,23 +1,30 @@
-// Package launch runs the demo application meshed on one machine: every
-// service on loopback with its own sidecar proxy beside it, services talking
-// to each other only through those proxies, and a bot generating traffic.
-// It is what `meridian demo` runs.
+// Package launch runs the demo application meshed on one machine: the
+// control plane in local mode over the demo's manifests, every service on
+// loopback with its own sidecar proxy beside it (each proxy registers its
+// workload and follows the destination API), services talking to each other
+// only through those proxies, and a bot generating traffic. It is what
+// `meridian demo` runs.
 package launch
 
 import (
 	"context"
+	"embed"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"text/tabwriter"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/meridian-mesh/meridian/controlplane/controller"
 	"github.com/meridian-mesh/meridian/demo/dial"
 	"github.com/meridian-mesh/meridian/demo/emoji"
 	pb "github.com/meridian-mesh/meridian/demo/proto/emojivotopb"
@@ -25,7 +32,7 @@ import (
 	"github.com/meridian-mesh/meridian/demo/voting"
 	"github.com/meridian-mesh/meridian/demo/web"
 	"github.com/meridian-mesh/meridian/proxy/balance"
-	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/dstclient"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
 )
 
@@ -37,6 +44,9 @@ const (
 	WebAuthority    = "web-svc.emojivoto:80"
 )
 
+//go:embed manifests
+var manifests embed.FS
+
 // Options configure a demo run.
 type Options struct {
 	// WebAddr is where the browser reaches the web UI: the web service's
@@ -44,7 +54,11 @@ type Options struct {
 	WebAddr string
 	// VoteRate is the bot's votes per second; 0 disables the bot.
 	VoteRate float64
-	Log      *slog.Logger
+	// Manifests is a directory of objects for the control plane's local
+	// store; empty: the demo's own (manifests/), copied to a temporary
+	// directory. Edit the files while the demo runs and the mesh follows.
+	Manifests string
+	Log       *slog.Logger
 }
 
 // Service is one running demo workload and its proxy.
@@ -55,6 +69,8 @@ type Service struct {
 	Inbound  net.Addr
 	Admin    net.Addr
 	Proxy    *sidecar.Proxy
+
+	registered chan struct{} // closed once the control plane knows the workload
 }
 
 // Demo is a running demo.
@@ -62,7 +78,11 @@ type Demo struct {
 	Services []*Service
 	WebURL   string
 	Bot      *votebot.Bot
+	// Manifests is the directory the control plane serves; Destination its API.
+	Manifests   string
+	Destination string
 
+	cc      *grpc.ClientConn // to the control plane
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
 	cleanup []func()
@@ -85,26 +105,24 @@ func Start(ctx context.Context, o Options) (_ *Demo, err error) {
 		}
 	}()
 
-	// emoji and voting: gRPC servers behind their proxies.
-	emojiSvc, err := d.grpcService(runCtx, o, "emoji", func(s *grpc.Server) { emoji.Register(s) }, nil)
-	if err != nil {
+	if err := d.startControlPlane(runCtx, &o); err != nil {
 		return nil, err
 	}
-	votingSvc, err := d.grpcService(runCtx, o, "voting", func(s *grpc.Server) { voting.Register(s) }, nil)
-	if err != nil {
+
+	// emoji and voting: gRPC servers behind their proxies.
+	if _, err := d.grpcService(runCtx, o, "emoji", "emoji-svc", func(s *grpc.Server) { emoji.Register(s) }); err != nil {
+		return nil, err
+	}
+	if _, err := d.grpcService(runCtx, o, "voting", "voting-svc", func(s *grpc.Server) { voting.Register(s) }); err != nil {
 		return nil, err
 	}
 
 	// web: calls emoji and voting through its own proxy's outbound listener.
-	webDests := []discover.Destination{
-		{Authority: EmojiAuthority, Endpoints: []discover.Endpoint{{Addr: emojiSvc.Inbound.String(), Protocol: discover.HintH2}}},
-		{Authority: VotingAuthority, Endpoints: []discover.Endpoint{{Addr: votingSvc.Inbound.String(), Protocol: discover.HintH2}}},
-	}
 	webApp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	webSvc, err := d.proxy(runCtx, o, "web", webApp.Addr(), o.WebAddr, webDests)
+	webSvc, err := d.proxy(runCtx, o, "web", "web-svc", webApp.Addr(), o.WebAddr)
 	if err != nil {
 		webApp.Close()
 		return nil, err
@@ -130,12 +148,12 @@ func Start(ctx context.Context, o Options) (_ *Demo, err error) {
 	})
 	d.WebURL = "http://" + webSvc.Inbound.String()
 
-	// vote-bot: a client-only workload; its proxy routes web-svc to web's proxy.
-	botDests := []discover.Destination{
-		{Authority: WebAuthority, Endpoints: []discover.Endpoint{{Addr: webSvc.Inbound.String()}}},
-	}
-	botSvc, err := d.proxy(runCtx, o, "vote-bot", nil, "127.0.0.1:0", botDests)
+	// vote-bot: a client-only workload; the control plane routes web-svc.
+	botSvc, err := d.proxy(runCtx, o, "vote-bot", "", nil, "127.0.0.1:0")
 	if err != nil {
+		return nil, err
+	}
+	if err := d.awaitRegistrations(ctx); err != nil {
 		return nil, err
 	}
 	if o.VoteRate > 0 {
@@ -145,8 +163,69 @@ func Start(ctx context.Context, o Options) (_ *Demo, err error) {
 	return d, nil
 }
 
+// startControlPlane runs the controller in local mode over the manifests.
+func (d *Demo) startControlPlane(ctx context.Context, o *Options) error {
+	dir := o.Manifests
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "meridian-demo-")
+		if err != nil {
+			return err
+		}
+		d.cleanup = append(d.cleanup, func() { os.RemoveAll(tmp) })
+		b, err := manifests.ReadFile("manifests/emojivoto.yaml")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(tmp, "emojivoto.yaml"), b, 0o644); err != nil {
+			return err
+		}
+		dir = tmp
+	}
+	d.Manifests = dir
+	addrs := make(chan string, 1)
+	d.goServe("controller", func() error {
+		return controller.Run(ctx, controller.Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0",
+			DefaultNamespace: "emojivoto", ShutdownGrace: time.Second, Log: o.Log.With("component", "controller")},
+			func(dst, _ string) { addrs <- dst })
+	})
+	select {
+	case d.Destination = <-addrs:
+	case err := <-d.errs:
+		return err
+	case <-time.After(10 * time.Second):
+		return errors.New("the control plane did not start within 10s")
+	}
+	cc, err := grpc.NewClient("passthrough:///"+d.Destination, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	d.cc = cc
+	d.cleanup = append(d.cleanup, func() { cc.Close() })
+	return nil
+}
+
+// awaitRegistrations waits until every served workload is registered, so
+// that the first requests find their endpoints.
+func (d *Demo) awaitRegistrations(ctx context.Context) error {
+	for _, s := range d.Services {
+		if s.registered == nil {
+			continue
+		}
+		select {
+		case <-s.registered:
+		case err := <-d.errs:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("%s did not register with the control plane within 10s", s.Name)
+		}
+	}
+	return nil
+}
+
 // grpcService starts a gRPC application on loopback and its proxy.
-func (d *Demo) grpcService(ctx context.Context, o Options, name string, register func(*grpc.Server), dests []discover.Destination) (*Service, error) {
+func (d *Demo) grpcService(ctx context.Context, o Options, name, service string, register func(*grpc.Server)) (*Service, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -155,16 +234,14 @@ func (d *Demo) grpcService(ctx context.Context, o Options, name string, register
 	register(srv)
 	d.goServe(name, func() error { return srv.Serve(ln) })
 	d.cleanup = append(d.cleanup, srv.GracefulStop)
-	return d.proxy(ctx, o, name, ln.Addr(), "127.0.0.1:0", dests)
+	return d.proxy(ctx, o, name, service, ln.Addr(), "127.0.0.1:0")
 }
 
 // proxy starts a sidecar for the application at app (nil for a client-only
-// workload), with static destinations for its outbound traffic.
-func (d *Demo) proxy(ctx context.Context, o Options, name string, app net.Addr, inboundAddr string, dests []discover.Destination) (*Service, error) {
-	resolver, err := discover.NewStatic(dests)
-	if err != nil {
-		return nil, err
-	}
+// workload) that follows the control plane and registers its workload as
+// serving service.
+func (d *Demo) proxy(ctx context.Context, o Options, name, service string, app net.Addr, inboundAddr string) (*Service, error) {
+	resolver := dstclient.New(d.cc, dstclient.Options{Token: "emojivoto/" + name, Log: o.Log.With("proxy", name)})
 	cfg := sidecar.Config{
 		OutboundAddr: "127.0.0.1:0",
 		InboundAddr:  inboundAddr,
@@ -185,6 +262,17 @@ func (d *Demo) proxy(ctx context.Context, o Options, name string, app net.Addr, 
 	s := &Service{Name: name, App: app, Outbound: out, Inbound: in, Admin: admin, Proxy: p}
 	d.Services = append(d.Services, s)
 	d.goServe(name+" proxy", func() error { return p.Run(ctx) })
+	if app != nil {
+		s.registered = make(chan struct{})
+		var once sync.Once
+		w := dstclient.Workload{Name: name, Namespace: "emojivoto", Service: service, ServiceAccount: name,
+			Address: in.String(), Labels: map[string]string{"app": name}}
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			resolver.Register(ctx, w, func() { once.Do(func() { close(s.registered) }) })
+		}()
+	}
 	return s, nil
 }
 
@@ -218,7 +306,8 @@ func (d *Demo) stop() {
 // PrintSummary writes where to look.
 func (d *Demo) PrintSummary(w io.Writer) {
 	fmt.Fprintf(w, "Meridian demo: emojivoto, meshed on loopback (Ctrl-C to stop)\n\n")
-	fmt.Fprintf(w, "  web UI      %s\n\n", d.WebURL)
+	fmt.Fprintf(w, "  web UI         %s\n", d.WebURL)
+	fmt.Fprintf(w, "  control plane  %s (destination API), serving %s\n\n", d.Destination, d.Manifests)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  SERVICE\tAPP\tPROXY OUTBOUND\tPROXY INBOUND\tMETRICS")
 	for _, s := range d.Services {

@@ -1,0 +1,52 @@
+package dstclient
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	pb "github.com/meridian-mesh/meridian/api/proto/destination"
+)
+
+// Workload is what a local-mode proxy announces about the workload it fronts.
+type Workload struct {
+	Name, Namespace string
+	Service         string // the service it serves; empty for a client-only workload
+	ServiceAccount  string
+	Address         string // ip:port of the proxy's inbound listener
+	AppPort         uint32
+	Labels          map[string]string
+}
+
+// Register keeps w registered with the control plane until ctx ends: the
+// workload exists while the stream is open, so a broken stream is opened
+// again with backoff. registered, when not nil, is called after every
+// successful registration. Register returns when ctx ends.
+func (c *Client) Register(ctx context.Context, w Workload, registered func()) {
+	msg := &pb.Workload{Name: w.Name, Namespace: w.Namespace, Service: w.Service,
+		ServiceAccount: w.ServiceAccount, Address: w.Address, AppPort: w.AppPort, Labels: w.Labels}
+	backoff := c.o.BackoffMin
+	for ctx.Err() == nil {
+		s, err := c.api.Register(ctx, msg)
+		if err == nil {
+			if _, err = s.Recv(); err == nil {
+				backoff = c.o.BackoffMin
+				if registered != nil {
+					registered()
+				}
+				_, err = s.Recv() // blocks while registered; the server sends nothing more
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		c.o.Log.Warn("workload registration ended; registering again", "workload", w.Namespace+"/"+w.Name, "err", err, "retry_in", backoff)
+		d := time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64()))
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, c.o.BackoffMax)
+	}
+}
