@@ -37,8 +37,11 @@ import (
 
 // Options configure a controller; the fields mirror `meridian controller`'s flags.
 type Options struct {
-	Store              string // "kube" or "dir:PATH"
-	Kubeconfig         string
+	Store      string // "kube" or "dir:PATH"
+	Kubeconfig string
+	// RestConfig, when set, is used for --store=kube instead of Kubeconfig
+	// (tests and embedders that already hold one).
+	RestConfig         *rest.Config
 	DestinationAddr    string
 	AdminAddr          string // empty: no admin server
 	ClusterDomain      string
@@ -88,7 +91,7 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	if len(errs) > 0 {
 		return fmt.Errorf("--default-opaque-ports: %v", errors.Join(errs...))
 	}
-	src, err := parseStoreFlag(o.Store, o.Kubeconfig)
+	src, err := parseStoreFlag(o.Store, o.Kubeconfig, o.RestConfig)
 	if err != nil {
 		return err
 	}
@@ -223,10 +226,10 @@ type source struct {
 	run   func(ctx context.Context, st *store.Store, log *slog.Logger, synced func()) error
 }
 
-func parseStoreFlag(v, kubeconfig string) (source, error) {
+func parseStoreFlag(v, kubeconfig string, restCfg *rest.Config) (source, error) {
 	switch {
 	case v == "kube":
-		return kubeSource(kubeconfig), nil
+		return kubeSource(kubeconfig, restCfg), nil
 	case strings.HasPrefix(v, "dir:"):
 		dir := strings.TrimPrefix(v, "dir:")
 		if dir == "" {
@@ -255,11 +258,13 @@ func dirSource(dir string) source {
 	}}
 }
 
-func kubeSource(kubeconfig string) source {
+func kubeSource(kubeconfig string, cfg *rest.Config) source {
 	return source{run: func(ctx context.Context, st *store.Store, log *slog.Logger, synced func()) error {
-		cfg, err := restConfig(kubeconfig)
-		if err != nil {
-			return err
+		if cfg == nil {
+			var err error
+			if cfg, err = restConfig(kubeconfig); err != nil {
+				return err
+			}
 		}
 		return kube.Run(ctx, cfg, st, kube.WithLogger(log), kube.WithReady(synced))
 	}}
