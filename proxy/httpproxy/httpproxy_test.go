@@ -18,7 +18,9 @@ type routeFunc func(*http.Request) (*Target, error)
 
 func (f routeFunc) Route(r *http.Request) (*Target, error) { return f(r) }
 
-func (routeFunc) Backend(context.Context, string) (*Target, error) { return nil, errors.New("no backends") }
+func (routeFunc) Backend(context.Context, string) (*Target, error) {
+	return nil, errors.New("no backends")
+}
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
