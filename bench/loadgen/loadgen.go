@@ -252,3 +252,25 @@ func micros(d time.Duration) int64 {
 // Ms formats a duration as milliseconds with three decimals, the unit the
 // benchmark tables use.
 func Ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
+
+// Merge adds o's requests and histograms to r, so a measurement split into
+// slices (interleaved with other targets' slices) reports as one run.
+func (r *Result) Merge(o *Result) {
+	r.Latency.Merge(o.Latency)
+	r.Service.Merge(o.Service)
+	r.Lag.Merge(o.Lag)
+	r.Scheduled += o.Scheduled
+	r.Sent += o.Sent
+	r.OK += o.OK
+	r.Errors += o.Errors
+	for k, n := range o.ErrorKind {
+		r.ErrorKind[k] += n
+	}
+	r.Elapsed += o.Elapsed
+	r.Options.Duration += o.Options.Duration
+}
+
+// NewResult is an empty Result to Merge slices into.
+func NewResult(o Options) *Result {
+	return &Result{Options: o, Latency: newHist(), Service: newHist(), Lag: newHist(), ErrorKind: map[string]int64{}}
+}

@@ -214,3 +214,25 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("took %v, ok=%d", time.Since(t0), res.OK)
 	}
 }
+
+func TestMerge(t *testing.T) {
+	run := func(d time.Duration) *loadgen.Result {
+		r, err := loadgen.Run(context.Background(), loadgen.Options{Rate: 1000, Duration: 100 * time.Millisecond},
+			func(context.Context) error { time.Sleep(d); return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	all := loadgen.NewResult(loadgen.Options{Rate: 1000})
+	all.Merge(run(0))
+	all.Merge(run(20 * time.Millisecond))
+	s := all.Summary()
+	if s.OK != 200 || all.Scheduled != 200 || all.Options.Duration != 200*time.Millisecond {
+		t.Fatalf("merged ok=%d scheduled=%d duration=%v", s.OK, all.Scheduled, all.Options.Duration)
+	}
+	// Half the requests took >= 20 ms: p90 reflects the slow slice.
+	if s.P90 < 20*time.Millisecond || s.Rate < 500 {
+		t.Fatalf("p90 %v rate %.0f", s.P90, s.Rate)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -101,8 +102,13 @@ func (p *Proc) LogTail(n int) string {
 }
 
 // CPUSeconds is user+system CPU time used so far, from /proc/PID/stat.
-func (p *Proc) CPUSeconds() (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID()))
+func (p *Proc) CPUSeconds() (float64, error) { return pidCPU(strconv.Itoa(p.PID())) }
+
+// SelfCPUSeconds is the calling process's CPU time.
+func SelfCPUSeconds() (float64, error) { return pidCPU("self") }
+
+func pidCPU(pid string) (float64, error) {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
 	if err != nil {
 		return 0, err
 	}
@@ -123,6 +129,32 @@ func (p *Proc) CPUSeconds() (float64, error) {
 		return 0, err
 	}
 	return float64(ut+st) / clockTicks, nil
+}
+
+// MachineBusySeconds is the CPU time all CPUs spent not idle, from the "cpu"
+// line of /proc/stat. Minus what the benchmark's own processes used, it shows
+// whether something else on the machine (a build, a test run) competed with
+// a measurement.
+func MachineBusySeconds() (float64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, errors.New("unexpected /proc/stat")
+	}
+	var busy int64
+	// user nice system idle iowait irq softirq steal: all but idle and iowait.
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		busy += v
+	}
+	return float64(busy) / clockTicks, nil
 }
 
 // Status holds the /proc/PID/status and fd figures a benchmark reports.
@@ -269,24 +301,102 @@ func Scrape(ctx context.Context, url, metric string) (float64, bool, error) {
 	return sum, found, nil
 }
 
-// PinSelf re-executes the running program under `taskset -c cpus`, once, so
-// the load generator and the systems under test never share a core. Go sizes
-// GOMAXPROCS from the affinity mask at start-up, which is why this re-execs
-// rather than calling sched_setaffinity on a running process. It does nothing
-// when cpus is empty or the machine has a single CPU.
-func PinSelf(cpus string) error {
+// PinSelf is PinSelfPriority with the normal priority.
+func PinSelf(cpus string) error { return PinSelfPriority(cpus, PrioNormal) }
+
+// PinSelfPriority re-executes the running program, once, under `taskset -c
+// cpus` so the load generator and the systems under test never share a core,
+// and under a scheduling priority (see Priority). Go sizes GOMAXPROCS from the
+// affinity mask at start-up, which is why this re-execs rather than calling
+// sched_setaffinity on a running process. Children started later inherit the
+// priority. It pins nothing when cpus is empty or the machine has one CPU.
+func PinSelfPriority(cpus string, prio Priority) error {
 	const marker = "MERIDIAN_BENCH_PINNED"
-	if cpus == "" || os.Getenv(marker) != "" || runtime.NumCPU() < 2 {
+	if os.Getenv(marker) != "" {
 		return nil
 	}
-	taskset, err := exec.LookPath("taskset")
-	if err != nil {
-		return fmt.Errorf("taskset not found (util-linux): %w", err)
+	var argv []string
+	switch prio {
+	case "", PrioNormal:
+	case PrioFIFO:
+		argv = append(argv, "chrt", "--fifo", "10")
+	case PrioNice:
+		argv = append(argv, "nice", "-n", "-20")
+	default:
+		return fmt.Errorf("unknown priority %q (normal, nice, fifo)", prio)
+	}
+	if cpus != "" && runtime.NumCPU() >= 2 {
+		argv = append(argv, "taskset", "-c", cpus)
+	}
+	if len(argv) == 0 {
+		return nil
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	argv := append([]string{taskset, "-c", cpus, self}, os.Args[1:]...)
-	return syscall.Exec(taskset, argv, append(os.Environ(), marker+"=1"))
+	bin, err := exec.LookPath(argv[0])
+	if err != nil {
+		return fmt.Errorf("%s not found: %w", argv[0], err)
+	}
+	argv = append(append(argv, self), os.Args[1:]...)
+	return syscall.Exec(bin, argv, append(os.Environ(), marker+"=1"))
+}
+
+// Priority is how the benchmark's processes are scheduled against whatever
+// else runs on the machine.
+type Priority string
+
+const (
+	// PrioNormal: like any process. Right on a dedicated machine.
+	PrioNormal Priority = "normal"
+	// PrioNice: nice -20, a large CFS share but no guaranteed preemption.
+	PrioNice Priority = "nice"
+	// PrioFIFO: SCHED_FIFO priority 10 for the harness and everything it
+	// starts, so a build or test run sharing the machine cannot delay a
+	// request (it only gets the CPU time the benchmark leaves idle). Kernel
+	// RT throttling still reserves 5% of each CPU for everything else.
+	PrioFIFO Priority = "fifo"
+)
+
+// RunDelay is the time the process's threads spent runnable but waiting for
+// a CPU, from /proc/PID/task/*/schedstat: the direct measure of how much CPU
+// contention delayed it.
+func (p *Proc) RunDelay() float64 { return runDelay(strconv.Itoa(p.PID())) }
+
+// SelfRunDelay is RunDelay of the calling process.
+func SelfRunDelay() float64 { return runDelay("self") }
+
+func runDelay(pid string) float64 {
+	tasks, _ := filepath.Glob("/proc/" + pid + "/task/*/schedstat")
+	var ns int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread exited
+		}
+		f := strings.Fields(string(b))
+		if len(f) >= 2 {
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			ns += v
+		}
+	}
+	return float64(ns) / 1e9
+}
+
+// CollectNow runs a full collection. Call it between measurements: with
+// QuietGC the heap otherwise grows to the memory limit and the collection
+// that then happens (with the allocations that must scavenge to stay under
+// the limit) stalls whatever measurement it lands in for 100-200 ms.
+func CollectNow() { runtime.GC() }
+
+// QuietGC keeps the harness's own garbage collector out of the measurements.
+// With the load generator and backends on one CPU, the default GOGC collects
+// a ~4 MB heap several times a second and each cycle delays the requests due
+// meanwhile by milliseconds, which the corrected latency rightly counts. The
+// harness allocates some tens of MB/s, so collecting only near 1 GiB means a
+// cycle a minute at most.
+func QuietGC() {
+	debug.SetGCPercent(-1)
+	debug.SetMemoryLimit(1 << 30)
 }

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs Meridian's proxy benchmarks: meshed-hop latency and cost against nginx
+# and HAProxy, then balancing with one slow endpoint. Output goes to the
+# terminal and to $OUT. Bounded: every run has a fixed rate and duration.
+#
+#   bench/run.sh                      # full run, 10 s per measurement (~8 min)
+#   DURATION=1s WARMUP=0.5s bench/run.sh   # CI smoke (~1-2 min)
+#
+# Environment: DURATION, WARMUP, RATES (default 100,1000,5000), PEERS
+# (default nginx,haproxy), PROTOCOLS (default http1,grpc), RETRIES (repeat a
+# run disturbed by other processes, default 1), OUT (default
+# /tmp/meridian-bench), CLIENT_CPU / SUT_CPU (default 0 / 1), PRIORITY
+# (default fifo: the harness, the backends and every proxy run SCHED_FIFO so
+# builds and tests that share the machine cannot delay a request; use normal
+# on a dedicated machine to measure plain CFS scheduling).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-1s}
+RATES=${RATES:-100,1000,5000}
+PEERS=${PEERS-nginx,haproxy}
+PROTOCOLS=${PROTOCOLS:-http1,grpc}
+RETRIES=${RETRIES:-1}
+OUT=${OUT:-/tmp/meridian-bench}
+CLIENT_CPU=${CLIENT_CPU-0}
+SUT_CPU=${SUT_CPU-1}
+PRIORITY=${PRIORITY:-fifo}
+mkdir -p "$OUT"
+
+# The peers and taskset. A fresh machine has neither nginx nor HAProxy.
+need=()
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v taskset >/dev/null || need+=(util-linux) # taskset, chrt
+if ((${#need[@]})); then
+	echo "installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+if [ "$(nproc)" -lt 2 ]; then
+	echo "warning: $(nproc) CPU; load generator and proxies will share it" >&2
+	CLIENT_CPU= SUT_CPU=
+fi
+
+go build -o "$OUT/meridian-proxy" ./cmd/meridian-proxy
+go build -o "$OUT/meshhop" ./bench/cmd/meshhop
+go build -o "$OUT/balance" ./bench/cmd/balance
+
+{
+	echo "## Machine"
+	echo
+	echo "- nproc: $(nproc)"
+	echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+	echo "- kernel: $(uname -r)"
+	echo "- $(go version)"
+	echo "- nginx: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy: $(haproxy -v | head -1 | awk '{print $3}')"
+	echo "- meridian-proxy: built from $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git status --porcelain -- cmd proxy 2>/dev/null | grep -q . && echo ' + uncommitted changes in cmd/ proxy/')"
+	echo "- date: $(date -u +%FT%TZ); scheduling: $PRIORITY; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo
+} | tee "$OUT/machine.md"
+
+"$OUT/meshhop" -proxy "$OUT/meridian-proxy" -peers "$PEERS" -protocols "$PROTOCOLS" \
+	-rates "$RATES" -duration "$DURATION" -warmup "$WARMUP" -retries "$RETRIES" \
+	-client-cpu "$CLIENT_CPU" -sut-cpu "$SUT_CPU" -priority "$PRIORITY" -logdir "$OUT/meshhop-logs" 2>&1 |
+	tee "$OUT/meshhop.txt"
+
+"$OUT/balance" -proxy "$OUT/meridian-proxy" -protocols "$PROTOCOLS" \
+	-duration "$DURATION" -warmup "$WARMUP" \
+	-client-cpu "$CLIENT_CPU" -sut-cpu "$SUT_CPU" -priority "$PRIORITY" -logdir "$OUT/balance-logs" 2>&1 |
+	tee "$OUT/balance.txt"
+
+echo
+echo "results in $OUT:"
+grep -h '^RESULT' "$OUT/meshhop.txt" "$OUT/balance.txt"

@@ -1,0 +1,176 @@
+package sut
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/meridian-mesh/meridian/bench/backend"
+	"github.com/meridian-mesh/meridian/bench/loadgen"
+)
+
+func TestProcStats(t *testing.T) {
+	// A shell that burns a little CPU, then waits.
+	p, err := Start("busy", "", t.TempDir(), "sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 30")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(time.Second)
+	time.Sleep(500 * time.Millisecond)
+	cpu, err := p.CPUSeconds()
+	if err != nil || cpu <= 0 {
+		t.Fatalf("cpu %v, %v", cpu, err)
+	}
+	st, err := p.Status()
+	if err != nil || st.RSS <= 0 || st.PeakRSS < st.RSS || st.Threads < 1 || st.FDs < 3 {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+	if err := p.ResetPeak(); err != nil {
+		t.Logf("clear_refs not supported here: %v", err)
+	}
+	if self, err := SelfCPUSeconds(); err != nil || self <= 0 {
+		t.Fatalf("self cpu %v, %v", self, err)
+	}
+	if busy, err := MachineBusySeconds(); err != nil || busy <= 0 {
+		t.Fatalf("machine busy %v, %v", busy, err)
+	}
+	if err := p.Stop(time.Second); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if exited, _ := p.Exited(); !exited {
+		t.Fatal("not exited after Stop")
+	}
+}
+
+func TestScrape(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "# HELP go_goroutines x\ngo_goroutines 17\ngo_goroutines_total 99\n"+
+			"request_total{direction=\"outbound\"} 3\nrequest_total{direction=\"inbound\",x=\"}\"} 4\n")
+	}))
+	defer srv.Close()
+	for metric, want := range map[string]float64{"go_goroutines": 17, "request_total": 7} {
+		v, ok, err := Scrape(context.Background(), srv.URL, metric)
+		if err != nil || !ok || v != want {
+			t.Errorf("%s = %v %v %v, want %v", metric, v, ok, err, want)
+		}
+	}
+	if _, ok, _ := Scrape(context.Background(), srv.URL, "absent"); ok {
+		t.Error("absent metric found")
+	}
+}
+
+// The peer chains start and carry both protocols end to end.
+func TestPeerChains(t *testing.T) {
+	hb, err := backend.StartHTTP("127.0.0.1:0", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Close()
+	gb, err := backend.StartGRPC("127.0.0.1:0", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gb.Close()
+	for _, kind := range []string{"nginx", "haproxy"} {
+		if _, err := exec.LookPath(kind); err != nil {
+			t.Logf("%s not installed; skipped", kind)
+			continue
+		}
+		for _, proto := range []Protocol{HTTP1, GRPC} {
+			t.Run(kind+"/"+string(proto), func(t *testing.T) {
+				server, b := hb.Addr, hb
+				if proto == GRPC {
+					server, b = gb.Addr, gb
+				}
+				c, err := Peer(kind, proto, server, "", t.TempDir())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() {
+					if err := c.Stop(); err != nil {
+						t.Error(err)
+					}
+				}()
+				var do func(context.Context) error
+				if proto == GRPC {
+					cc, err := loadgen.GRPCConn(c.Entry, Authority)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer cc.Close()
+					do = loadgen.GRPCHealth(cc)
+				} else {
+					do = loadgen.HTTPGet(loadgen.HTTPClient(8), "http://"+c.Entry+"/", Authority)
+				}
+				before := b.Count()
+				res, err := loadgen.Run(context.Background(), loadgen.Options{Rate: 200, Duration: 250 * time.Millisecond}, do)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Errors != 0 || res.OK != 50 || b.Count()-before != 50 {
+					t.Fatalf("ok=%d errors=%d (%s), backend saw %d", res.OK, res.Errors, res.ErrorString(), b.Count()-before)
+				}
+			})
+		}
+	}
+}
+
+// The meridian chain, when a built proxy is given:
+//
+//	go build -o /tmp/meridian-proxy ./cmd/meridian-proxy
+//	MERIDIAN_PROXY=/tmp/meridian-proxy go test ./bench/sut -run Meridian
+func TestMeridianChain(t *testing.T) {
+	bin := os.Getenv("MERIDIAN_PROXY")
+	if bin == "" {
+		t.Skip("MERIDIAN_PROXY not set")
+	}
+	hb, err := backend.StartHTTP("127.0.0.1:0", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Close()
+	gb, err := backend.StartGRPC("127.0.0.1:0", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gb.Close()
+	for _, proto := range []Protocol{HTTP1, GRPC} {
+		t.Run(string(proto), func(t *testing.T) {
+			server, b := hb.Addr, hb
+			if proto == GRPC {
+				server, b = gb.Addr, gb
+			}
+			c, err := Meridian(bin, proto, server, "", t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := c.Stop(); err != nil {
+					t.Error(err)
+				}
+			}()
+			do := loadgen.HTTPGet(loadgen.HTTPClient(8), "http://"+c.Entry+"/", Authority)
+			if proto == GRPC {
+				cc, err := loadgen.GRPCConn(c.Entry, Authority)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer cc.Close()
+				do = loadgen.GRPCHealth(cc)
+			}
+			before := b.Count()
+			res, err := loadgen.Run(context.Background(), loadgen.Options{Rate: 200, Duration: 250 * time.Millisecond}, do)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Errors != 0 || res.OK != 50 || b.Count()-before != 50 {
+				t.Fatalf("ok=%d errors=%d (%s), backend saw %d", res.OK, res.Errors, res.ErrorString(), b.Count()-before)
+			}
+		})
+	}
+}
