@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -14,13 +16,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/dstclient"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
+	"github.com/meridian-mesh/meridian/proxy/tlsid"
 )
 
 func main() {
@@ -63,6 +68,10 @@ func run(args []string) error {
 		}
 		return nil
 	})
+	anchors := fs.String("identity-trust-anchors", "", "PEM file of the mesh's trust anchors; set, the proxy gets a workload certificate and speaks mTLS with meshed peers")
+	idAddr := fs.String("identity-addr", "", "the control plane's identity API (default: --destination-addr)")
+	trustDomain := fs.String("identity-trust-domain", "cluster.local", "the SPIFFE trust domain")
+	tokenFile := fs.String("identity-token-file", "", "the proof of identity: a projected ServiceAccount token file (Kubernetes); empty: the token of the local-mode registration")
 	lb := fs.String("balancer", "p2c-ewma", "load balancing: p2c-ewma or round-robin")
 	fs.DurationVar(&cfg.DetectTimeout, "detect-timeout", time.Second, "how long to wait for a client's first bytes before treating the connection as opaque")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long in-flight requests may take to finish after SIGTERM")
@@ -94,6 +103,22 @@ func run(args []string) error {
 		defer cc.Close()
 		client := dstclient.New(cc, dstclient.Options{Token: wl.Namespace + "/" + wl.Name, Log: log})
 		cfg.Resolver = client
+		if *anchors != "" {
+			token := client.RegistrationToken
+			if *tokenFile != "" {
+				token = func() ([]byte, error) { return os.ReadFile(*tokenFile) }
+			}
+			addr := *idAddr
+			if addr == "" {
+				addr = *dstAddr
+			}
+			id, closeID, err := newIdentity(*anchors, addr, *trustDomain, wl.Namespace, wl.ServiceAccount, token, log)
+			if err != nil {
+				return err
+			}
+			defer closeID()
+			cfg.Identity = id
+		}
 		var register func(ctx context.Context, inbound string)
 		if wl.Name != "" {
 			register = func(ctx context.Context, inbound string) {
@@ -132,6 +157,9 @@ func serve(cfg sidecar.Config, static *discover.Static, destFile string, flagDes
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if cfg.Identity != nil {
+		go cfg.Identity.Run(ctx)
+	}
 	if register != nil {
 		_, in, _ := p.Addrs()
 		go register(ctx, in.String())
@@ -140,4 +168,42 @@ func serve(cfg sidecar.Config, static *discover.Static, destFile string, flagDes
 		go static.WatchFile(ctx, destFile, flagDests, 2*time.Second, cfg.Log)
 	}
 	return p.Run(ctx)
+}
+
+// newIdentity builds the proxy's workload identity for ns/sa of trustDomain.
+func newIdentity(anchorsFile, addr, trustDomain, ns, sa string, token func() ([]byte, error), log *slog.Logger) (*tlsid.Identity, func(), error) {
+	b, err := os.ReadFile(anchorsFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--identity-trust-anchors: %w", err)
+	}
+	var roots []*x509.Certificate
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--identity-trust-anchors: %w", err)
+		}
+		roots = append(roots, c)
+	}
+	td, err := spiffeid.TrustDomainFromString(trustDomain)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--identity-trust-domain: %w", err)
+	}
+	id, err := spiffeid.FromSegments(td, "ns", ns, "sa", sa)
+	if err != nil {
+		return nil, nil, fmt.Errorf("identity of %s/%s: %w", ns, sa, err)
+	}
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("--identity-addr: %w", err)
+	}
+	ident, err := tlsid.New(tlsid.Config{ID: id, Roots: roots, Client: idpb.NewIdentityClient(cc), Token: token, Log: log})
+	if err != nil {
+		cc.Close()
+		return nil, nil, err
+	}
+	return ident, func() { cc.Close() }, nil
 }

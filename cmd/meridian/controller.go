@@ -53,6 +53,9 @@ SIGTERM drains it gracefully.`,
 	f.StringVar(&o.DefaultOpaquePorts, "default-opaque-ports", controller.DefaultOpaquePorts, "ports that are opaque unless a service's or namespace's "+compile.AnnotationOpaquePorts+" annotation says otherwise")
 	f.DurationVar(&o.Resync, "resync", destination.DefaultResync, "how often a stream for an authority that resolves to no service yet (a cluster IP, a short name) tries again")
 	f.DurationVar(&o.ShutdownGrace, "shutdown-grace", 5*time.Second, "how long SIGTERM waits for streams to end before closing them")
+	f.StringVar(&o.IdentityIssuerDir, "identity-issuer-dir", "", "the identity issuer (tls.crt, tls.key, ca.crt: a cert-manager Secret mounted); local mode generates one there when missing")
+	f.DurationVar(&o.IdentityLifetime, "identity-lifetime", 24*time.Hour, "lifetime of workload certificates")
+	f.StringVar(&o.IdentityAudience, "identity-audience", "identity.meridian.io", "kube mode: the audience of the ServiceAccount tokens proxies present")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -23,6 +23,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDemoCmd(), newVersionCmd(), newControllerCmd())
+	root.AddCommand(newDemoCmd(), newVersionCmd(), newControllerCmd(), newIdentityCmd())
 	return root
 }

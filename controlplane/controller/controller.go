@@ -20,16 +20,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
+	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
 	"github.com/meridian-mesh/meridian/controlplane/compile"
 	"github.com/meridian-mesh/meridian/controlplane/destination"
+	"github.com/meridian-mesh/meridian/controlplane/identity"
+	"github.com/meridian-mesh/meridian/controlplane/identity/tokenreview"
 	"github.com/meridian-mesh/meridian/controlplane/store"
 	"github.com/meridian-mesh/meridian/controlplane/store/kube"
 	"github.com/meridian-mesh/meridian/controlplane/store/local"
@@ -51,6 +56,20 @@ type Options struct {
 	Resync             time.Duration
 	ShutdownGrace      time.Duration
 	Log                *slog.Logger
+
+	// IdentityIssuerDir holds the identity issuer in the shape of a
+	// cert-manager Secret (tls.crt, tls.key, ca.crt). In local mode a missing
+	// or empty directory gets a generated trust anchor and issuer written to
+	// it; empty: generated and kept in memory. In kube mode, without it the
+	// identity service is off.
+	IdentityIssuerDir string
+	// IdentityCA, when set, is the CA to sign with (embedders that made one).
+	IdentityCA *identity.CA
+	// IdentityLifetime is the workload certificates' lifetime (default 24h).
+	IdentityLifetime time.Duration
+	// IdentityAudience is the audience of the ServiceAccount tokens proxies
+	// present in kube mode (default identity.meridian.io).
+	IdentityAudience string
 }
 
 // DefaultOpaquePorts are the ports Linkerd treats as opaque unless told
@@ -133,6 +152,13 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	pb.RegisterDestinationServer(g, dst)
+	idSrv, err := identityServer(o, src, dst, log)
+	if err != nil {
+		return err
+	}
+	if idSrv != nil {
+		idpb.RegisterIdentityServer(g, idSrv)
+	}
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(g, hs)
@@ -201,6 +227,62 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 		cancel()
 	}
 	return runErr
+}
+
+// identityServer builds the identity service, or returns nil when it is off
+// (kube mode without an issuer).
+func identityServer(o Options, src source, dst *destination.Server, log *slog.Logger) (*identity.Server, error) {
+	td, err := spiffeid.TrustDomainFromString(o.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("--trust-domain: %w", err)
+	}
+	ca := o.IdentityCA
+	if ca == nil && o.IdentityIssuerDir != "" {
+		ca, err = identity.Load(td, o.IdentityIssuerDir)
+		if err != nil && src.local && errors.Is(err, os.ErrNotExist) {
+			ca = nil // generated below, and written there
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	if ca == nil {
+		if !src.local {
+			log.Warn("controller: identity service off: no issuer (--identity-issuer-dir)")
+			return nil, nil
+		}
+		if ca, err = identity.Generate(td); err != nil {
+			return nil, err
+		}
+		if o.IdentityIssuerDir != "" {
+			if err := os.MkdirAll(o.IdentityIssuerDir, 0o700); err != nil {
+				return nil, err
+			}
+			if err := ca.WriteDir(o.IdentityIssuerDir); err != nil {
+				return nil, err
+			}
+		}
+		log.Info("controller: generated an identity trust anchor and issuer", "trust_domain", td.Name(), "dir", o.IdentityIssuerDir)
+	}
+	var v identity.Verifier
+	if src.local {
+		v = identity.LocalVerifier(func(token string) (identity.Subject, bool) {
+			w, ok := dst.WorkloadByToken(token)
+			return identity.Subject{Namespace: w.Namespace, ServiceAccount: w.ServiceAccount}, ok
+		})
+	} else {
+		cfg := o.RestConfig
+		if cfg == nil {
+			if cfg, err = restConfig(o.Kubeconfig); err != nil {
+				return nil, err
+			}
+		}
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		v = tokenreview.Verifier(cs, o.IdentityAudience)
+	}
+	return identity.NewServer(ca, v, identity.Options{Lifetime: o.IdentityLifetime, Log: log}), nil
 }
 
 func adminMux(reg *prometheus.Registry, ready *atomic.Bool) *http.ServeMux {

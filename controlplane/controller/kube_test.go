@@ -2,6 +2,10 @@ package controller
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -10,20 +14,24 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
+	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
+	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/controlplane/store/kube"
 )
 
@@ -71,11 +79,18 @@ func TestControllerKube(t *testing.T) {
 	}
 	must(c.Create(ctx, slice))
 
+	// The identity issuer, as cert-manager would mount it.
+	issuerDir := t.TempDir()
+	ca, err := identity.Generate(spiffeid.RequireTrustDomainFromString("cluster.local"))
+	must(err)
+	must(ca.WriteDir(issuerDir))
+
 	addrs := make(chan string, 1)
 	done := make(chan error, 1)
 	runCtx, stop := context.WithCancel(ctx)
 	go func() {
-		done <- Run(runCtx, Options{Store: "kube", RestConfig: cfg, DestinationAddr: "127.0.0.1:0", ShutdownGrace: time.Second},
+		done <- Run(runCtx, Options{Store: "kube", RestConfig: cfg, DestinationAddr: "127.0.0.1:0", ShutdownGrace: time.Second,
+			IdentityIssuerDir: issuerDir},
 			func(d, _ string) { addrs <- d })
 	}()
 	defer func() { stop(); <-done }()
@@ -91,6 +106,25 @@ func TestControllerKube(t *testing.T) {
 	must(err)
 	defer cc.Close()
 	api := pb.NewDestinationClient(cc)
+
+	// Identity: a pod's projected token (TokenRequest, audience
+	// identity.meridian.io) is certified through TokenReview.
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	_, err = cs.CoreV1().ServiceAccounts("shop").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "web"}}, metav1.CreateOptions{})
+	must(err)
+	tr, err := cs.CoreV1().ServiceAccounts("shop").CreateToken(ctx, "web", &authnv1.TokenRequest{
+		Spec: authnv1.TokenRequestSpec{Audiences: []string{"identity.meridian.io"}}}, metav1.CreateOptions{})
+	must(err)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	cert, err := idpb.NewIdentityClient(cc).Certify(ctx, &idpb.CertifyRequest{Token: []byte(tr.Status.Token), CertificateSigningRequest: csr})
+	must(err)
+	leaf, err := x509.ParseCertificate(cert.GetLeafCertificate())
+	must(err)
+	if got := leaf.URIs[0].String(); got != "spiffe://cluster.local/ns/shop/sa/web" {
+		t.Fatalf("certified %s", got)
+	}
+
 	const authority = "web.shop.svc.cluster.local:80"
 
 	// Endpoints: the current set first, then the slice's changes.

@@ -21,10 +21,14 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
+	"github.com/meridian-mesh/meridian/controlplane/compile"
 	"github.com/meridian-mesh/meridian/controlplane/controller"
+	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/demo/dial"
 	"github.com/meridian-mesh/meridian/demo/emoji"
 	pb "github.com/meridian-mesh/meridian/demo/proto/emojivotopb"
@@ -34,6 +38,7 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/dstclient"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
+	"github.com/meridian-mesh/meridian/proxy/tlsid"
 )
 
 // The authorities the services use for each other, shaped like Kubernetes
@@ -69,6 +74,8 @@ type Service struct {
 	Inbound  net.Addr
 	Admin    net.Addr
 	Proxy    *sidecar.Proxy
+	// Identity is the proxy's workload identity (mTLS with every peer).
+	Identity *tlsid.Identity
 
 	registered chan struct{} // closed once the control plane knows the workload
 }
@@ -81,6 +88,8 @@ type Demo struct {
 	// Manifests is the directory the control plane serves; Destination its API.
 	Manifests   string
 	Destination string
+	// CA is the control plane's identity issuer, generated for the run.
+	CA *identity.CA
 
 	cc      *grpc.ClientConn // to the control plane
 	wg      sync.WaitGroup
@@ -182,10 +191,16 @@ func (d *Demo) startControlPlane(ctx context.Context, o *Options) error {
 		dir = tmp
 	}
 	d.Manifests = dir
+	ca, err := identity.Generate(spiffeid.RequireTrustDomainFromString(compile.DefaultTrustDomain))
+	if err != nil {
+		return err
+	}
+	d.CA = ca
 	addrs := make(chan string, 1)
 	d.goServe("controller", func() error {
 		return controller.Run(ctx, controller.Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0",
-			DefaultNamespace: "emojivoto", ShutdownGrace: time.Second, Log: o.Log.With("component", "controller")},
+			DefaultNamespace: "emojivoto", ShutdownGrace: time.Second, Log: o.Log.With("component", "controller"),
+			IdentityCA: ca},
 			func(dst, _ string) { addrs <- dst })
 	})
 	select {
@@ -204,21 +219,22 @@ func (d *Demo) startControlPlane(ctx context.Context, o *Options) error {
 	return nil
 }
 
-// awaitRegistrations waits until every served workload is registered, so
-// that the first requests find their endpoints.
+// awaitRegistrations waits until every workload is registered and its
+// proxy holds its certificate, so that the first requests find their
+// endpoints and go over mTLS.
 func (d *Demo) awaitRegistrations(ctx context.Context) error {
 	for _, s := range d.Services {
-		if s.registered == nil {
-			continue
-		}
-		select {
-		case <-s.registered:
-		case err := <-d.errs:
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Second):
-			return fmt.Errorf("%s did not register with the control plane within 10s", s.Name)
+		for what, ch := range map[string]<-chan struct{}{"register with the control plane": s.registered,
+			"obtain its certificate": s.Identity.Ready()} {
+			select {
+			case <-ch:
+			case err := <-d.errs:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(10 * time.Second):
+				return fmt.Errorf("%s did not %s within 10s", s.Name, what)
+			}
 		}
 	}
 	return nil
@@ -242,6 +258,19 @@ func (d *Demo) grpcService(ctx context.Context, o Options, name, service string,
 // serving service.
 func (d *Demo) proxy(ctx context.Context, o Options, name, service string, app net.Addr, inboundAddr string) (*Service, error) {
 	resolver := dstclient.New(d.cc, dstclient.Options{Token: "emojivoto/" + name, Log: o.Log.With("proxy", name)})
+	// The proxy's identity: the service account named after the workload,
+	// proven by the token its registration returns.
+	spiffeID, err := identity.ID(d.CA.TrustDomain, "emojivoto", name)
+	if err != nil {
+		return nil, err
+	}
+	id, err := tlsid.New(tlsid.Config{ID: spiffeID, Roots: d.CA.Roots, Client: idpb.NewIdentityClient(d.cc),
+		Token: resolver.RegistrationToken, RetryMin: 50 * time.Millisecond, RetryMax: 2 * time.Second,
+		Log: o.Log.With("proxy", name)})
+	if err != nil {
+		return nil, err
+	}
+	d.goServe(name+" identity", func() error { id.Run(ctx); return nil })
 	cfg := sidecar.Config{
 		OutboundAddr: "127.0.0.1:0",
 		InboundAddr:  inboundAddr,
@@ -250,6 +279,7 @@ func (d *Demo) proxy(ctx context.Context, o Options, name, service string, app n
 		Balancer:     balance.PeakEWMA,
 		DrainTimeout: 2 * time.Second,
 		Log:          o.Log.With("proxy", name),
+		Identity:     id,
 	}
 	if app != nil {
 		cfg.InboundForward = app.String()
@@ -259,20 +289,20 @@ func (d *Demo) proxy(ctx context.Context, o Options, name, service string, app n
 		return nil, fmt.Errorf("%s proxy: %w", name, err)
 	}
 	out, in, admin := p.Addrs()
-	s := &Service{Name: name, App: app, Outbound: out, Inbound: in, Admin: admin, Proxy: p}
+	s := &Service{Name: name, App: app, Outbound: out, Inbound: in, Admin: admin, Proxy: p, Identity: id}
 	d.Services = append(d.Services, s)
 	d.goServe(name+" proxy", func() error { return p.Run(ctx) })
-	if app != nil {
-		s.registered = make(chan struct{})
-		var once sync.Once
-		w := dstclient.Workload{Name: name, Namespace: "emojivoto", Service: service, ServiceAccount: name,
-			Address: in.String(), Labels: map[string]string{"app": name}}
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			resolver.Register(ctx, w, func() { once.Do(func() { close(s.registered) }) })
-		}()
-	}
+	// Every workload registers, client-only ones too (without a service):
+	// the registration's token is their proof of identity.
+	s.registered = make(chan struct{})
+	var once sync.Once
+	w := dstclient.Workload{Name: name, Namespace: "emojivoto", Service: service, ServiceAccount: name,
+		Address: in.String(), Labels: map[string]string{"app": name}}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		resolver.Register(ctx, w, func() { once.Do(func() { close(s.registered) }) })
+	}()
 	return s, nil
 }
 
@@ -305,7 +335,7 @@ func (d *Demo) stop() {
 
 // PrintSummary writes where to look.
 func (d *Demo) PrintSummary(w io.Writer) {
-	fmt.Fprintf(w, "Meridian demo: emojivoto, meshed on loopback (Ctrl-C to stop)\n\n")
+	fmt.Fprintf(w, "Meridian demo: emojivoto, meshed on loopback with mutual TLS (Ctrl-C to stop)\n\n")
 	fmt.Fprintf(w, "  web UI         %s\n", d.WebURL)
 	fmt.Fprintf(w, "  control plane  %s (destination API), serving %s\n\n", d.Destination, d.Manifests)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -67,6 +67,28 @@ func TestDemoMeshed(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
+	// Every hop between proxies was mutual TLS.
+	for _, s := range d.Services {
+		in, out := s.Proxy.MTLSHandshakes()
+		switch s.Name {
+		case "emoji", "voting":
+			if in == 0 {
+				t.Errorf("%s proxy accepted no mTLS connection", s.Name)
+			}
+		case "web":
+			if in == 0 || out == 0 {
+				t.Errorf("web proxy: %d mTLS accepted, %d originated", in, out)
+			}
+		case "vote-bot":
+			if out == 0 {
+				t.Errorf("vote-bot proxy originated no mTLS connection")
+			}
+		}
+		if !s.Identity.HasCert() {
+			t.Errorf("%s proxy has no certificate", s.Name)
+		}
+	}
+
 	// The same numbers are on the admin endpoint in Prometheus text.
 	var votingSvc *Service
 	for _, s := range d.Services {
@@ -83,8 +105,9 @@ func TestDemoMeshed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(body), `classification="failure",direction="inbound"`) {
-		t.Errorf("voting proxy /metrics has no inbound failure series:\n%s", string(body))
+	if !strings.Contains(string(body), `classification="failure",client_id="spiffe://cluster.local/ns/emojivoto/sa/web",direction="inbound"`) ||
+		!strings.Contains(string(body), `tls="true"`) {
+		t.Errorf("voting proxy /metrics has no inbound failure series over mTLS from web:\n%s", string(body))
 	}
 
 	d.Stop()

@@ -12,7 +12,11 @@ import (
 type Server struct {
 	ln  net.Listener
 	srv *http.Server
+	mux *http.ServeMux
 }
+
+// Handle adds an endpoint; call it before Serve.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // Listen binds addr. ready reports whether the proxy can serve traffic.
 func Listen(addr string, metrics http.Handler, ready func() bool) (*Server, error) {
@@ -32,7 +36,7 @@ func Listen(addr string, metrics http.Handler, ready func() bool) (*Server, erro
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("live\n"))
 	})
-	return &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
+	return &Server{ln: ln, mux: mux, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
 }
 
 // Addr is the bound address.

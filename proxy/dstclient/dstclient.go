@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -37,8 +38,9 @@ type Options struct {
 
 // Client is a discover.Resolver over a destination API connection.
 type Client struct {
-	api pb.DestinationClient
-	o   Options
+	api   pb.DestinationClient
+	o     Options
+	token atomic.Value // string: the open registration's token
 }
 
 // New returns a resolver using conn (a grpc.ClientConn to the controller).

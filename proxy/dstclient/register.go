@@ -2,6 +2,7 @@ package dstclient
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"time"
 
@@ -29,7 +30,9 @@ func (c *Client) Register(ctx context.Context, w Workload, registered func()) {
 	for ctx.Err() == nil {
 		s, err := c.api.Register(ctx, msg)
 		if err == nil {
-			if _, err = s.Recv(); err == nil {
+			var reg *pb.Registration
+			if reg, err = s.Recv(); err == nil {
+				c.token.Store(reg.GetToken())
 				backoff = c.o.BackoffMin
 				if registered != nil {
 					registered()
@@ -37,6 +40,7 @@ func (c *Client) Register(ctx context.Context, w Workload, registered func()) {
 				_, err = s.Recv() // blocks while registered; the server sends nothing more
 			}
 		}
+		c.token.Store("") // the token dies with the registration
 		if ctx.Err() != nil {
 			return
 		}
@@ -49,4 +53,16 @@ func (c *Client) Register(ctx context.Context, w Workload, registered func()) {
 		}
 		backoff = min(2*backoff, c.o.BackoffMax)
 	}
+}
+
+// ErrNotRegistered is RegistrationToken's answer while no registration is open.
+var ErrNotRegistered = errors.New("workload not registered with the control plane")
+
+// RegistrationToken returns the token of the open registration: the local
+// mode proof of identity for the identity service (tlsid.Config.Token).
+func (c *Client) RegistrationToken() ([]byte, error) {
+	if t, _ := c.token.Load().(string); t != "" {
+		return []byte(t), nil
+	}
+	return nil, ErrNotRegistered
 }

@@ -43,6 +43,23 @@ type Target struct {
 	Balancer  *balance.Balancer[*Upstream]
 	// Profile returns the current profile; nil means none.
 	Profile func() *profile.Profile
+	// TLS, when set, gives the metrics' tls label and the server's SPIFFE
+	// ID for a request sent to the endpoint at addr (outbound).
+	TLS func(addr string) (tls, serverID string)
+}
+
+type peerKey struct{}
+
+// Peer is what the inbound side knows about the client of a connection.
+type Peer struct {
+	TLS      string // the metrics' tls label (metrics.TLSTrue or a reason)
+	ClientID string // the client proxy's SPIFFE ID over mTLS
+}
+
+// WithPeer records the client of the connection a request came on, for
+// its metrics (an http.Server's ConnContext calls it).
+func WithPeer(ctx context.Context, p Peer) context.Context {
+	return context.WithValue(ctx, peerKey{}, p)
 }
 
 // RouteError is a request that cannot be routed; Status is the HTTP answer.
@@ -136,6 +153,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st := &reqState{target: t, backend: t, start: time.Now(),
 		mreq: metrics.Request{Direction: h.direction, Authority: t.Authority}}
+	if p, ok := r.Context().Value(peerKey{}).(Peer); ok {
+		st.mreq.TLS, st.mreq.ClientID = p.TLS, p.ClientID
+	}
 	if v := r.Header.Get(OrigProtoHeader); v != "" {
 		// Only a peer proxy's word counts, and only on the way in.
 		r.Header.Del(OrigProtoHeader)
@@ -306,6 +326,9 @@ func (rt roundTripper) send(r *http.Request, st *reqState) (*http.Response, erro
 		}
 		up := ep.Value()
 		st.mreq.Target = up.Addr
+		if st.backend.TLS != nil && h.direction == "outbound" {
+			st.mreq.TLS, st.mreq.ServerID = st.backend.TLS(up.Addr)
+		}
 		r.URL.Host = up.Addr
 		h.metrics.RequestStarted(st.mreq)
 		tr, upgraded := up.transportFor(r, st.origH1)

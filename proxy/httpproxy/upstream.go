@@ -30,19 +30,29 @@ type Upstream struct {
 	h1, h2 *http.Transport
 }
 
-// NewUpstream builds the pools for addr. dial wraps connections (metrics, TLS later).
+type dialProtocolKey struct{}
+
+// DialProtocol tells a DialFunc which protocol the connection it opens will
+// carry, as an ALPN name: "h2" or "http/1.1" (mTLS offers it to the peer).
+func DialProtocol(ctx context.Context) string {
+	p, _ := ctx.Value(dialProtocolKey{}).(string)
+	return p
+}
+
+// NewUpstream builds the pools for addr. dial wraps connections (metrics, mTLS).
 func NewUpstream(addr string, h2only bool, dial DialFunc) *Upstream {
-	dialCtx := func(ctx context.Context, _, _ string) (net.Conn, error) {
-		c, err := dial(ctx, addr)
-		if err != nil {
-			return nil, &DialError{Addr: addr, Err: err}
+	dialFor := func(proto string) func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return func(ctx context.Context, _, _ string) (net.Conn, error) {
+			c, err := dial(context.WithValue(ctx, dialProtocolKey{}, proto), addr)
+			if err != nil {
+				return nil, &DialError{Addr: addr, Err: err}
+			}
+			return c, nil
 		}
-		return c, nil
 	}
 	base := func() *http.Transport {
 		return &http.Transport{
-			Proxy:                 nil, // a sidecar never chains to an environment proxy
-			DialContext:           dialCtx,
+			Proxy:                 nil,  // a sidecar never chains to an environment proxy
 			DisableCompression:    true, // pass encodings through untouched
 			MaxIdleConns:          0,
 			MaxIdleConnsPerHost:   256, // the default of 2 churns connections under load
@@ -54,9 +64,11 @@ func NewUpstream(addr string, h2only bool, dial DialFunc) *Upstream {
 		}
 	}
 	h1 := base()
+	h1.DialContext = dialFor("http/1.1")
 	h1.Protocols = new(http.Protocols)
 	h1.Protocols.SetHTTP1(true)
 	h2 := base()
+	h2.DialContext = dialFor("h2")
 	h2.Protocols = new(http.Protocols)
 	h2.Protocols.SetUnencryptedHTTP2(true)
 	h2.HTTP2 = &http.HTTP2Config{

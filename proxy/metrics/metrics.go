@@ -40,9 +40,9 @@ type Registry struct {
 }
 
 var (
-	reqLabels  = []string{"direction", "authority", "target_addr", "route"}
-	respLabels = []string{"direction", "authority", "target_addr", "route", "status_code", "grpc_status", "classification", "error"}
-	latLabels  = []string{"direction", "authority", "target_addr", "route", "status_code"}
+	reqLabels  = []string{"direction", "authority", "target_addr", "route", "tls", "client_id", "server_id"}
+	respLabels = []string{"direction", "authority", "target_addr", "route", "tls", "client_id", "server_id", "status_code", "grpc_status", "classification", "error"}
+	latLabels  = []string{"direction", "authority", "target_addr", "route", "tls", "client_id", "server_id", "status_code"}
 	tcpLabels  = []string{"direction", "peer", "target_addr"}
 )
 
@@ -92,11 +92,28 @@ type Request struct {
 	Authority string
 	Target    string // endpoint address, empty when none was chosen
 	Route     string // profile route name, empty when none matched
+	// TLS is "true" when the hop to the peer proxy is mutual TLS, else the
+	// reason it is not: TLSNoLocalIdentity, TLSNotProvidedByRemote,
+	// TLSNotProvidedByServiceDiscovery.
+	TLS      string
+	ClientID string // inbound: the client proxy's SPIFFE ID over mTLS
+	ServerID string // outbound: the server proxy's SPIFFE ID over mTLS
 }
+
+// Values of the tls label.
+const (
+	TLSTrue = "true"
+	// TLSNoLocalIdentity: this proxy has no identity (mTLS is off).
+	TLSNoLocalIdentity = "no_local_identity"
+	// TLSNotProvidedByRemote: inbound, the client did not speak mTLS.
+	TLSNotProvidedByRemote = "not_provided_by_remote"
+	// TLSNotProvidedByServiceDiscovery: outbound, the endpoint is not meshed.
+	TLSNotProvidedByServiceDiscovery = "not_provided_by_service_discovery"
+)
 
 // RequestStarted counts a request.
 func (r *Registry) RequestStarted(q Request) {
-	r.requests.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route).Inc()
+	r.requests.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, q.TLS, q.ClientID, q.ServerID).Inc()
 }
 
 // Response is the outcome of one request.
@@ -123,8 +140,8 @@ func (r *Registry) ResponseDone(q Request, o Response) {
 	if o.Status != 0 {
 		code = strconv.Itoa(o.Status)
 	}
-	r.responses.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, code, o.GRPCStatus, class, o.Error).Inc()
-	r.latency.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, code).
+	r.responses.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, q.TLS, q.ClientID, q.ServerID, code, o.GRPCStatus, class, o.Error).Inc()
+	r.latency.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, q.TLS, q.ClientID, q.ServerID, code).
 		Observe(float64(o.Latency) / float64(time.Millisecond))
 }
 

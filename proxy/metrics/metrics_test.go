@@ -99,7 +99,7 @@ func TestRequestMetrics(t *testing.T) {
 	r.Unavailable("outbound", "empty.test:80", "no_endpoints")
 
 	fams := gather(t, r)
-	base := map[string]string{"direction": "outbound", "authority": "web.test:80", "target_addr": "10.0.0.1:8080", "route": ""}
+	base := map[string]string{"direction": "outbound", "authority": "web.test:80", "target_addr": "10.0.0.1:8080", "route": "", "tls": "", "client_id": "", "server_id": ""}
 	with := func(kv ...string) map[string]string {
 		m := map[string]string{}
 		for k, v := range base {
@@ -137,7 +137,7 @@ func TestRequestMetrics(t *testing.T) {
 			t.Errorf("bucket le=%v holds %d, want %d", b.GetUpperBound(), b.GetCumulativeCount(), want)
 		}
 	}
-	grpcLbls := map[string]string{"direction": "inbound", "authority": "grpc.test:80", "target_addr": "127.0.0.1:9000", "route": "",
+	grpcLbls := map[string]string{"direction": "inbound", "authority": "grpc.test:80", "target_addr": "127.0.0.1:9000", "route": "", "tls": "", "client_id": "", "server_id": "",
 		"status_code": "200", "grpc_status": "5", "classification": "failure", "error": ""}
 	if v := series(t, fams, "response_total", grpcLbls).GetCounter().GetValue(); v != 1 {
 		t.Errorf("response_total for NOT_FOUND = %v, want 1", v)

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/profile"
 )
 
@@ -33,6 +35,7 @@ type dest struct {
 
 	mu      sync.Mutex
 	hints   map[string]string // addr → protocol hint, read by newUpstream
+	ids     map[string]string // addr → the endpoint proxy's SPIFFE ID ("" unmeshed)
 	profile *profile.Watch
 	closed  bool
 	// opaque is true when every endpoint asks for opaque transport.
@@ -46,7 +49,10 @@ type dests struct {
 	profiles profile.Source // nil when the resolver has none
 	strategy balance.Strategy
 	dial     httpproxy.DialFunc
-	idleTTL  time.Duration
+	// secure wraps a connection to a meshed endpoint in mTLS (nil: this
+	// proxy has no identity, connections stay as they are).
+	secure  func(ctx context.Context, c net.Conn, serverID, alpn string) (net.Conn, error)
+	idleTTL time.Duration
 
 	mu sync.Mutex
 	m  map[string]*dest
@@ -91,15 +97,41 @@ func (ds *dests) get(ctx context.Context, authority string) (*dest, error) {
 
 // start begins resolving in the background; callers wait on ready.
 func (ds *dests) start(authority string) *dest {
-	d := &dest{ready: make(chan struct{}), hints: map[string]string{}}
+	d := &dest{ready: make(chan struct{}), hints: map[string]string{}, ids: map[string]string{}}
 	d.target.Authority = authority
+	dial := ds.dial
+	if ds.secure != nil {
+		dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			c, err := ds.dial(ctx, addr)
+			if err != nil {
+				return nil, err
+			}
+			id := d.identity(addr)
+			if id == "" {
+				return c, nil
+			}
+			return ds.secure(ctx, c, id, httpproxy.DialProtocol(ctx))
+		}
+	}
+	d.target.TLS = func(addr string) (string, string) {
+		if ds.secure == nil {
+			return metrics.TLSNoLocalIdentity, ""
+		}
+		if id := d.identity(addr); id != "" {
+			return metrics.TLSTrue, id
+		}
+		return metrics.TLSNotProvidedByServiceDiscovery, ""
+	}
 	d.target.Balancer = balance.New(balance.Options[*httpproxy.Upstream]{
 		Strategy: ds.strategy,
 		New: func(s balance.Spec) *httpproxy.Upstream {
 			d.mu.Lock()
-			hint := d.hints[s.Addr]
+			hint, meshed := d.hints[s.Addr], d.ids[s.Addr] != ""
 			d.mu.Unlock()
-			return httpproxy.NewUpstream(s.Addr, hint == discover.HintH2, ds.dial)
+			// A meshed peer over mTLS is a proxy: HTTP/1 requests to it are
+			// carried over one multiplexed HTTP/2 connection (and restored to
+			// HTTP/1 on its side), sparing a handshake per pooled connection.
+			return httpproxy.NewUpstream(s.Addr, hint == discover.HintH2 || (meshed && ds.secure != nil), dial)
 		},
 		Close: (*httpproxy.Upstream).Close,
 	})
@@ -159,6 +191,16 @@ func (d *dest) currentProfile() *profile.Profile {
 	return pw.Current()
 }
 
+// identity is the SPIFFE ID the endpoint at addr presents, "" if unmeshed.
+func (d *dest) identity(addr string) string {
+	if d.ids == nil {
+		return ""
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ids[addr]
+}
+
 func (d *dest) markReady() { d.readyOne.Do(func() { close(d.ready) }) }
 
 func (d *dest) apply(eps []discover.Endpoint) {
@@ -167,6 +209,7 @@ func (d *dest) apply(eps []discover.Endpoint) {
 	d.mu.Lock()
 	for _, ep := range eps {
 		d.hints[ep.Addr] = ep.Protocol
+		d.ids[ep.Addr] = ep.Identity
 		specs = append(specs, balance.Spec{Addr: ep.Addr, Weight: ep.Weight})
 		opaque = opaque && ep.Protocol == discover.HintOpaque
 	}
@@ -195,6 +238,12 @@ func (ds *dests) passthrough(addr string) *dest {
 	}
 	d := &dest{ready: make(chan struct{}), hints: map[string]string{}}
 	d.target.Authority = addr
+	d.target.TLS = func(string) (string, string) {
+		if ds.secure == nil {
+			return metrics.TLSNoLocalIdentity, ""
+		}
+		return metrics.TLSNotProvidedByServiceDiscovery, ""
+	}
 	d.target.Balancer = balance.New(balance.Options[*httpproxy.Upstream]{
 		Strategy: ds.strategy,
 		New:      func(s balance.Spec) *httpproxy.Upstream { return httpproxy.NewUpstream(s.Addr, false, ds.dial) },

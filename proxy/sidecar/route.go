@@ -70,11 +70,21 @@ func (r outboundRouter) Backend(ctx context.Context, authority string) (*httppro
 	return &d.target, nil
 }
 
+// ClientIDHeader carries, on requests to the application, the SPIFFE ID of
+// the meshed client proxy that sent them over mTLS.
+const ClientIDHeader = "Meridian-Client-Id"
+
 // inboundRouter sends everything to the local application.
 type inboundRouter struct{ p *Proxy }
 
 func (r inboundRouter) Route(req *http.Request) (*httpproxy.Target, error) {
 	s := r.p.in
+	// The application learns who called: the client proxy's SPIFFE ID when
+	// the request came over mTLS, never a value a client made up.
+	req.Header.Del(ClientIDHeader)
+	if a, _ := req.Context().Value(acceptedKey{}).(*accepted); a != nil && a.peer != "" {
+		req.Header.Set(ClientIDHeader, a.peer)
+	}
 	if r.p.cfg.InboundForward != "" {
 		return &s.dests.passthrough(r.p.cfg.InboundForward).target, nil
 	}

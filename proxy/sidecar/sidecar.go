@@ -24,6 +24,7 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/origdst"
 	"github.com/meridian-mesh/meridian/proxy/tcpproxy"
+	"github.com/meridian-mesh/meridian/proxy/tlsid"
 )
 
 // Config is what a sidecar needs. Zero values take the documented defaults.
@@ -45,6 +46,11 @@ type Config struct {
 	Log            *slog.Logger
 	// OrigDst recovers a redirected connection's destination; tests replace it.
 	OrigDst func(net.Conn) (netip.AddrPort, error)
+	// Identity, when set, is the proxy's workload identity: connections to
+	// meshed endpoints are mutual TLS, the inbound listener terminates mTLS
+	// from meshed peers (and still takes plaintext from others), and the
+	// proxy is not ready before it holds a certificate. The caller runs it.
+	Identity *tlsid.Identity
 }
 
 // Proxy is a running sidecar.
@@ -56,6 +62,15 @@ type Proxy struct {
 	in      *side
 	admin   *admin.Server
 	ready   atomic.Bool
+
+	// mTLS handshakes completed with meshed peers, by direction.
+	mtlsIn, mtlsOut atomic.Int64
+}
+
+// MTLSHandshakes returns how many mTLS sessions with meshed peers the proxy
+// has accepted (inbound) and originated (outbound).
+func (p *Proxy) MTLSHandshakes() (inbound, outbound int64) {
+	return p.mtlsIn.Load(), p.mtlsOut.Load()
 }
 
 // side is one direction: a listener, its HTTP server and its open TCP streams.
@@ -119,11 +134,18 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.out.http.Handler = httpproxy.New("outbound", outboundRouter{p}, p.metrics, p.log)
 	p.in.http.Handler = httpproxy.New("inbound", inboundRouter{p}, p.metrics, p.log)
-	p.admin, err = admin.Listen(cfg.AdminAddr, p.metrics.Handler(), p.ready.Load)
+	ready := p.ready.Load
+	if cfg.Identity != nil {
+		ready = func() bool { return p.ready.Load() && cfg.Identity.HasCert() }
+	}
+	p.admin, err = admin.Listen(cfg.AdminAddr, p.metrics.Handler(), ready)
 	if err != nil {
 		p.out.ln.Close()
 		p.in.ln.Close()
 		return nil, err
+	}
+	if cfg.Identity != nil {
+		p.admin.Handle("GET /identity", identityHandler(cfg.Identity))
 	}
 	return p, nil
 }
@@ -143,6 +165,9 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 		return p.metrics.Conn(c, direction, "dst", addr), nil
 	}
 	s.dests = newDests(p.cfg.Resolver, p.cfg.Balancer, dial)
+	if p.cfg.Identity != nil && direction == "outbound" {
+		s.dests.secure = p.secureOutbound
+	}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -155,7 +180,14 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if a, ok := c.(*accepted); ok {
-				return context.WithValue(ctx, acceptedKey{}, a)
+				peer := httpproxy.Peer{TLS: metrics.TLSNoLocalIdentity}
+				switch {
+				case a.peer != "":
+					peer = httpproxy.Peer{TLS: metrics.TLSTrue, ClientID: a.peer}
+				case p.cfg.Identity != nil:
+					peer.TLS = metrics.TLSNotProvidedByRemote
+				}
+				return httpproxy.WithPeer(context.WithValue(ctx, acceptedKey{}, a), peer)
 			}
 			return ctx
 		},
@@ -235,6 +267,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 type accepted struct {
 	net.Conn
 	origDst netip.AddrPort // invalid when not redirected
+	// peer is the client proxy's SPIFFE ID when the connection is mTLS from
+	// a meshed peer; empty otherwise.
+	peer string
 }
 
 // CloseWrite half-closes the client connection. Embedding the net.Conn
@@ -275,7 +310,10 @@ func (p *Proxy) handle(ctx context.Context, s *side, c net.Conn) {
 	orig, _ := p.cfg.OrigDst(c)
 	mc := p.metrics.Conn(c, s.direction, "src", "")
 	a := &accepted{Conn: mc, origDst: orig}
-	if p.opaquePort(s, orig) {
+	meshedIn := s.direction == "inbound" && p.cfg.Identity != nil
+	// With an identity, inbound connections to opaque ports are still
+	// peeked at: meshed peers send them as mTLS.
+	if p.opaquePort(s, orig) && !meshedIn {
 		p.serveOpaque(ctx, s, a)
 		return
 	}
@@ -285,6 +323,17 @@ func (p *Proxy) handle(ctx context.Context, s *side, c net.Conn) {
 		return
 	}
 	a.Conn = dc
+	if meshedIn && proto == detect.TLS {
+		if proto, err = p.terminateMTLS(ctx, a); err != nil {
+			p.log.Debug("inbound mTLS handshake failed", "err", err, "client", c.RemoteAddr())
+			a.Close()
+			return
+		}
+	}
+	if meshedIn && p.opaquePort(s, orig) && a.peer == "" {
+		p.serveOpaque(ctx, s, a)
+		return
+	}
 	switch proto {
 	case detect.HTTP1, detect.HTTP2:
 		if !s.httpLn.push(a) {
@@ -339,12 +388,18 @@ func (p *Proxy) serveOpaque(ctx context.Context, s *side, a *accepted) {
 		done := ep.Start()
 		dialer := net.Dialer{Timeout: p.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
 		up, err = dialer.DialContext(ctx, "tcp", ep.Addr())
+		if err == nil {
+			up = p.metrics.Conn(up, s.direction, "dst", ep.Addr())
+			if id := d.identity(ep.Addr()); id != "" && s.dests.secure != nil {
+				up, err = s.dests.secure(ctx, up, id, tlsid.ALPNOpaque)
+			}
+		}
 		done()
 		if err == nil {
 			ep.Succeed()
-			up = p.metrics.Conn(up, s.direction, "dst", ep.Addr())
 			break
 		}
+		up = nil
 		ep.Fail()
 	}
 	if up == nil {

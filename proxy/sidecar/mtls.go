@@ -1,0 +1,167 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/meridian-mesh/meridian/proxy/detect"
+	"github.com/meridian-mesh/meridian/proxy/tlsid"
+)
+
+// handshakeTimeout bounds an mTLS handshake between proxies.
+const handshakeTimeout = 10 * time.Second
+
+// secureOutbound originates mTLS on c to a meshed endpoint whose proxy must
+// present serverID, offering alpn (the protocol spoken inside; empty: opaque).
+func (p *Proxy) secureOutbound(ctx context.Context, c net.Conn, serverID, alpn string) (net.Conn, error) {
+	id, err := tlsid.ParseID(serverID)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("endpoint identity %q: %w", serverID, err)
+	}
+	if alpn == "" {
+		alpn = tlsid.ALPNOpaque
+	}
+	tc := tls.Client(c, p.cfg.Identity.ClientConfig(id, alpn))
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("mTLS to %s: %w", serverID, err)
+	}
+	p.mtlsOut.Add(1)
+	return tc, nil
+}
+
+// identityHandler serves the proxy's identity on the admin server: its
+// SPIFFE ID, expiry, and the certificate chain in PEM (`meridian identity`).
+func identityHandler(id *tlsid.Identity) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		chain := id.Chain()
+		if len(chain) == 0 {
+			http.Error(w, "no certificate yet", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "# SPIFFE ID: %s\n# Not before: %s\n# Not after:  %s\n# Renewals: %d\n",
+			id.ID(), chain[0].NotBefore.UTC().Format(time.RFC3339), chain[0].NotAfter.UTC().Format(time.RFC3339), id.Renewals())
+		for _, c := range chain {
+			fmt.Fprintf(w, "# Subject: %q Issuer: %q\n", c.Subject.String(), c.Issuer.String())
+			pem.Encode(w, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+		}
+	})
+}
+
+var errNotMeshed = errors.New("not a meshed client")
+
+// terminateMTLS looks at an inbound TLS ClientHello. From a meshed peer (its
+// SNI names an identity of our trust domain) it terminates mTLS: a.Conn
+// becomes the decrypted stream, a.peer the client's SPIFFE ID, and the
+// protocol inside is what ALPN said. Any other TLS is left untouched for the
+// application (a.Conn replays the bytes read) and reported as detect.TLS.
+func (p *Proxy) terminateMTLS(ctx context.Context, a *accepted) (detect.Protocol, error) {
+	rc := &helloConn{Conn: a.Conn, recording: true}
+	base := p.cfg.Identity.ServerConfig()
+	td := p.cfg.Identity.ID().TrustDomain()
+	meshed := false
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+			if !tlsid.IsMeshedServerName(chi.ServerName, td) {
+				return nil, errNotMeshed
+			}
+			meshed = true
+			rc.recording = false
+			rc.buf = nil
+			return base, nil
+		},
+	}
+	tc := tls.Server(rc, cfg)
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	err := tc.HandshakeContext(hctx)
+	if !meshed {
+		// Not ours: replay what the handshake read, to whoever is behind.
+		a.Conn = &replayConn{Conn: a.Conn, r: io.MultiReader(bytes.NewReader(rc.buf), a.Conn)}
+		return detect.TLS, nil
+	}
+	if err != nil {
+		return detect.Opaque, err
+	}
+	p.mtlsIn.Add(1)
+	cs := tc.ConnectionState()
+	if id, ok := tlsid.PeerID(cs); ok {
+		a.peer = id.String()
+	}
+	a.Conn = tc
+	switch cs.NegotiatedProtocol {
+	case tlsid.ALPNH2:
+		return p.detectInside(a, detect.HTTP2)
+	case tlsid.ALPNHTTP1:
+		return p.detectInside(a, detect.HTTP1)
+	case tlsid.ALPNOpaque:
+		return detect.Opaque, nil
+	}
+	return p.detectInside(a, detect.Opaque)
+}
+
+// detectInside runs protocol detection on the decrypted stream when ALPN
+// did not settle it (want Opaque), else trusts ALPN.
+func (p *Proxy) detectInside(a *accepted, want detect.Protocol) (detect.Protocol, error) {
+	if want != detect.Opaque {
+		return want, nil
+	}
+	proto, dc, err := detect.Detect(a.Conn, p.cfg.DetectTimeout)
+	if err != nil {
+		return detect.Opaque, err
+	}
+	a.Conn = dc
+	return proto, nil
+}
+
+// helloConn records what a TLS server reads until it has seen the
+// ClientHello, and swallows what it writes until it is known to be meshed
+// (so a refused ClientHello draws no alert).
+type helloConn struct {
+	net.Conn
+	recording bool
+	buf       []byte
+}
+
+func (c *helloConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if c.recording {
+		c.buf = append(c.buf, b[:n]...)
+	}
+	return n, err
+}
+
+func (c *helloConn) Write(b []byte) (int, error) {
+	if c.recording {
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
+}
+
+// replayConn reads r (bytes already consumed, then the connection).
+type replayConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+func (c *replayConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}

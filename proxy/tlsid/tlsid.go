@@ -1,0 +1,275 @@
+// Package tlsid is the proxy's workload identity: a private key made in
+// memory (never written anywhere), a certificate for the workload's SPIFFE ID
+// obtained from the control plane's identity service and renewed at 70% of
+// its lifetime, and the TLS configurations of mutual TLS between meshed
+// proxies built on it with go-spiffe.
+package tlsid
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	pb "github.com/meridian-mesh/meridian/api/proto/identity"
+)
+
+// ALPN protocols between meshed proxies: the protocol spoken inside the
+// TLS session. HTTP keeps its standard names; opaque TCP has its own.
+const (
+	ALPNH2     = "h2"
+	ALPNHTTP1  = "http/1.1"
+	ALPNOpaque = "meridian.io/opaque"
+)
+
+// DefaultRefresh is the fraction of a certificate's remaining lifetime after
+// which it is renewed.
+const DefaultRefresh = 0.7
+
+// Config configures an Identity.
+type Config struct {
+	// ID is the SPIFFE ID the proxy asks for.
+	ID spiffeid.ID
+	// Roots are the trust anchors of ID's trust domain.
+	Roots []*x509.Certificate
+	// Client reaches the identity service.
+	Client pb.IdentityClient
+	// Token returns the current proof of identity (read again for each
+	// request: projected tokens are rotated by the kubelet).
+	Token func() ([]byte, error)
+	// Refresh is the fraction of the lifetime after which the certificate
+	// is renewed; DefaultRefresh when 0.
+	Refresh float64
+	// RetryMin and RetryMax bound the delay between failed attempts
+	// (defaults 100ms and 10s). The current certificate is kept meanwhile.
+	RetryMin, RetryMax time.Duration
+	Log                *slog.Logger
+}
+
+// Identity holds the proxy's key and current certificate.
+type Identity struct {
+	cfg    Config
+	bundle *x509bundle.Bundle
+	key    *ecdsa.PrivateKey
+	csr    []byte
+
+	svid      atomic.Pointer[x509svid.SVID]
+	ready     chan struct{}
+	readyOnce sync.Once
+	renewals  atomic.Int64
+}
+
+// New makes the key and the CSR. Run obtains the certificates.
+func New(cfg Config) (*Identity, error) {
+	if cfg.ID.IsZero() {
+		return nil, errors.New("tlsid: no SPIFFE ID")
+	}
+	if len(cfg.Roots) == 0 {
+		return nil, errors.New("tlsid: no trust anchors")
+	}
+	if cfg.Client == nil || cfg.Token == nil {
+		return nil, errors.New("tlsid: no identity service client or token source")
+	}
+	if cfg.Refresh <= 0 || cfg.Refresh >= 1 {
+		cfg.Refresh = DefaultRefresh
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 100 * time.Millisecond
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{cfg.ID.URL()}}, key)
+	if err != nil {
+		return nil, err
+	}
+	return &Identity{cfg: cfg, bundle: x509bundle.FromX509Authorities(cfg.ID.TrustDomain(), cfg.Roots),
+		key: key, csr: csr, ready: make(chan struct{})}, nil
+}
+
+// ID is the proxy's SPIFFE ID.
+func (i *Identity) ID() spiffeid.ID { return i.cfg.ID }
+
+// Bundle is the trust anchors peers are verified against.
+func (i *Identity) Bundle() *x509bundle.Bundle { return i.bundle }
+
+// Ready is closed once the first certificate is in hand.
+func (i *Identity) Ready() <-chan struct{} { return i.ready }
+
+// HasCert reports whether a certificate is in hand.
+func (i *Identity) HasCert() bool { return i.svid.Load() != nil }
+
+// Renewals counts certificates obtained so far.
+func (i *Identity) Renewals() int64 { return i.renewals.Load() }
+
+// GetX509SVID returns the current certificate chain and key
+// (x509svid.Source, for go-spiffe's tlsconfig).
+func (i *Identity) GetX509SVID() (*x509svid.SVID, error) {
+	s := i.svid.Load()
+	if s == nil {
+		return nil, errors.New("tlsid: no certificate yet")
+	}
+	return s, nil
+}
+
+// Chain returns the current certificate chain (leaf first), or nil.
+func (i *Identity) Chain() []*x509.Certificate {
+	if s := i.svid.Load(); s != nil {
+		return s.Certificates
+	}
+	return nil
+}
+
+var errNoToken = errors.New("no proof of identity")
+
+// Run obtains a certificate, then renews it at Refresh of its remaining
+// lifetime, until ctx ends. Failures are retried with backoff; the current
+// certificate keeps serving meanwhile.
+func (i *Identity) Run(ctx context.Context) {
+	backoff := i.cfg.RetryMin
+	for {
+		var wait time.Duration
+		leaf, err := i.renew(ctx)
+		if err == nil {
+			backoff = i.cfg.RetryMin
+			wait = time.Duration(float64(time.Until(leaf.NotAfter)) * i.cfg.Refresh)
+			i.cfg.Log.Debug("identity: certificate obtained", "id", i.cfg.ID.String(), "expires", leaf.NotAfter, "renew_in", wait)
+		} else {
+			if ctx.Err() != nil {
+				return
+			}
+			wait = time.Duration(float64(backoff) * (0.8 + 0.4*mrand.Float64()))
+			if cur := i.svid.Load(); cur != nil {
+				// Never wait past expiry for lack of backoff room.
+				wait = min(wait, max(time.Until(cur.Certificates[0].NotAfter)/4, 10*time.Millisecond))
+			}
+			switch {
+			case i.svid.Load() == nil && errors.Is(err, errNoToken):
+				// Starting up: the proof of identity (local mode: the
+				// registration) is not there yet.
+				i.cfg.Log.Debug("identity: waiting for a token", "err", err, "retry_in", wait)
+			case i.svid.Load() == nil:
+				i.cfg.Log.Warn("identity: certify failed; no certificate yet", "err", err, "retry_in", wait)
+			default:
+				i.cfg.Log.Warn("identity: certify failed; keeping the current certificate", "err", err, "retry_in", wait)
+			}
+			backoff = min(2*backoff, i.cfg.RetryMax)
+		}
+		t := time.NewTimer(max(wait, time.Millisecond))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (i *Identity) renew(ctx context.Context) (*x509.Certificate, error) {
+	tok, err := i.cfg.Token()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errNoToken, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := i.cfg.Client.Certify(cctx, &pb.CertifyRequest{Identity: i.cfg.ID.String(), Token: tok, CertificateSigningRequest: i.csr})
+	if err != nil {
+		return nil, err
+	}
+	var certs []*x509.Certificate
+	for _, der := range append([][]byte{resp.GetLeafCertificate()}, resp.GetIntermediateCertificates()...) {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("certificate from the identity service: %w", err)
+		}
+		certs = append(certs, c)
+	}
+	id, _, err := x509svid.Verify(certs, i.bundle)
+	if err != nil {
+		return nil, fmt.Errorf("certificate from the identity service does not verify: %w", err)
+	}
+	if id != i.cfg.ID {
+		return nil, fmt.Errorf("identity service certified %s, not %s", id, i.cfg.ID)
+	}
+	if !i.key.PublicKey.Equal(certs[0].PublicKey) {
+		return nil, errors.New("identity service certified another key")
+	}
+	i.svid.Store(&x509svid.SVID{ID: id, Certificates: certs, PrivateKey: i.key})
+	i.renewals.Add(1)
+	i.readyOnce.Do(func() { close(i.ready) })
+	return certs[0], nil
+}
+
+// ServerConfig terminates mTLS from meshed peers: TLS 1.3, the current
+// certificate (read at each handshake, so rotation needs no restart), and a
+// client certificate required to be a SPIFFE ID of the proxy's trust domain.
+func (i *Identity) ServerConfig() *tls.Config {
+	c := tlsconfig.MTLSServerConfig(i, i.bundle, tlsconfig.AuthorizeMemberOf(i.cfg.ID.TrustDomain()))
+	c.MinVersion = tls.VersionTLS13
+	c.NextProtos = []string{ALPNH2, ALPNHTTP1, ALPNOpaque}
+	return c
+}
+
+// ClientConfig originates mTLS to a meshed peer that must present server,
+// speaking alpn inside.
+func (i *Identity) ClientConfig(server spiffeid.ID, alpn string) *tls.Config {
+	c := tlsconfig.MTLSClientConfig(i, i.bundle, tlsconfig.AuthorizeID(server))
+	c.MinVersion = tls.VersionTLS13
+	c.ServerName = ServerName(server)
+	c.NextProtos = []string{alpn}
+	return c
+}
+
+// serverNameInfix marks a TLS ClientHello as one from a meshed proxy: its
+// SNI is "<sa>.<ns>.serviceaccount.identity.meridian.<trust-domain>", as
+// Linkerd names identities in DNS form.
+const serverNameInfix = ".serviceaccount.identity.meridian."
+
+// ServerName is the SNI a meshed client sends to reach id.
+func ServerName(id spiffeid.ID) string {
+	segs := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
+	if len(segs) == 4 && segs[0] == "ns" && segs[2] == "sa" {
+		return segs[3] + "." + segs[1] + serverNameInfix + id.TrustDomain().Name()
+	}
+	return "workload" + serverNameInfix + id.TrustDomain().Name()
+}
+
+// IsMeshedServerName reports whether sni is one a meshed proxy of td sends.
+func IsMeshedServerName(sni string, td spiffeid.TrustDomain) bool {
+	return strings.HasSuffix(sni, serverNameInfix+td.Name())
+}
+
+// PeerID is the SPIFFE ID of a verified TLS peer.
+func PeerID(cs tls.ConnectionState) (spiffeid.ID, bool) {
+	if len(cs.PeerCertificates) == 0 {
+		return spiffeid.ID{}, false
+	}
+	id, err := x509svid.IDFromCert(cs.PeerCertificates[0])
+	return id, err == nil
+}
+
+// ParseID parses a SPIFFE ID such as a destination's endpoint identity.
+func ParseID(s string) (spiffeid.ID, error) { return spiffeid.FromString(s) }
