@@ -6,9 +6,7 @@ package dstclient
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sort"
@@ -75,22 +73,10 @@ func (c *Client) Resolve(ctx context.Context, authority string) (discover.Watch,
 	w := &watch{c: c, authority: authority, cancel: cancel,
 		ch: make(chan []discover.Endpoint, 1), first: make(chan error, 1)}
 	go w.run(wctx)
-	timer := time.NewTimer(c.o.FirstAnswer)
-	defer timer.Stop()
-	select {
-	case err := <-w.first:
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		return w, nil
-	case <-timer.C:
-		cancel()
-		return nil, fmt.Errorf("resolve %s: no answer from the control plane within %s", authority, c.o.FirstAnswer)
-	case <-ctx.Done():
-		cancel()
-		return nil, ctx.Err()
+	if err := c.awaitFirst(ctx, w.first, cancel, "resolve "+authority); err != nil {
+		return nil, err
 	}
+	return w, nil
 }
 
 type watch struct {
@@ -139,27 +125,19 @@ func (w *watch) push(set map[string]discover.Endpoint) {
 }
 
 func (w *watch) run(ctx context.Context) {
-	backoff := w.c.o.BackoffMin
+	b := w.c.newBackoff()
 	for ctx.Err() == nil {
 		got, err := w.stream(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if errors.Is(err, discover.ErrNotFound) {
+		if ctx.Err() != nil || errors.Is(err, discover.ErrNotFound) {
 			return
 		}
 		if got {
-			backoff = w.c.o.BackoffMin
+			b.reset()
 		}
-		w.c.o.Log.Warn("destination stream ended; keeping the last known endpoints", "authority", w.authority, "err", err, "retry_in", backoff)
-		// Jitter so that every proxy does not reconnect in the same instant.
-		d := time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64()))
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
+		w.c.o.Log.Warn("destination stream ended; keeping the last known endpoints", "authority", w.authority, "err", err, "retry_in", b.cur)
+		if !b.wait(ctx) {
 			return
 		}
-		backoff = min(2*backoff, w.c.o.BackoffMax)
 	}
 }
 

@@ -2,10 +2,7 @@ package dstclient
 
 import (
 	"context"
-	"fmt"
-	"math/rand/v2"
 	"sync"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -23,7 +20,7 @@ func (c *Client) Profile(ctx context.Context, authority string) (*profile.Watch,
 	var once sync.Once
 	answer := func(err error) { once.Do(func() { first <- err }) }
 	go func() {
-		backoff := c.o.BackoffMin
+		b := c.newBackoff()
 		var last *pb.DestinationProfile
 		for wctx.Err() == nil {
 			s, err := c.api.GetProfile(wctx, &pb.GetDestination{Authority: authority, ContextToken: c.o.Token})
@@ -32,7 +29,7 @@ func (c *Client) Profile(ctx context.Context, authority string) (*profile.Watch,
 				if m, err = s.Recv(); err != nil {
 					break
 				}
-				backoff = c.o.BackoffMin
+				b.reset()
 				if last != nil && proto.Equal(last, m) {
 					answer(nil)
 					continue
@@ -48,32 +45,13 @@ func (c *Client) Profile(ctx context.Context, authority string) (*profile.Watch,
 				answer(nil)
 			}
 			answer(err)
-			if wctx.Err() != nil {
+			if wctx.Err() != nil || !b.wait(wctx) {
 				return
 			}
-			d := time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64()))
-			select {
-			case <-time.After(d):
-			case <-wctx.Done():
-				return
-			}
-			backoff = min(2*backoff, c.o.BackoffMax)
 		}
 	}()
-	timer := time.NewTimer(c.o.FirstAnswer)
-	defer timer.Stop()
-	select {
-	case err := <-first:
-		if err != nil {
-			cancel()
-			return nil, fmt.Errorf("profile %s: %w", authority, err)
-		}
-		return w, nil
-	case <-timer.C:
-		cancel()
-		return nil, fmt.Errorf("profile %s: no answer from the control plane within %s", authority, c.o.FirstAnswer)
-	case <-ctx.Done():
-		cancel()
-		return nil, ctx.Err()
+	if err := c.awaitFirst(ctx, first, cancel, "profile "+authority); err != nil {
+		return nil, err
 	}
+	return w, nil
 }

@@ -3,8 +3,6 @@ package dstclient
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
-	"time"
 
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
 )
@@ -26,14 +24,14 @@ type Workload struct {
 func (c *Client) Register(ctx context.Context, w Workload, registered func()) {
 	msg := &pb.Workload{Name: w.Name, Namespace: w.Namespace, Service: w.Service,
 		ServiceAccount: w.ServiceAccount, Address: w.Address, AppPort: w.AppPort, Labels: w.Labels}
-	backoff := c.o.BackoffMin
+	b := c.newBackoff()
 	for ctx.Err() == nil {
 		s, err := c.api.Register(ctx, msg)
 		if err == nil {
 			var reg *pb.Registration
 			if reg, err = s.Recv(); err == nil {
 				c.token.Store(reg.GetToken())
-				backoff = c.o.BackoffMin
+				b.reset()
 				if registered != nil {
 					registered()
 				}
@@ -44,14 +42,10 @@ func (c *Client) Register(ctx context.Context, w Workload, registered func()) {
 		if ctx.Err() != nil {
 			return
 		}
-		c.o.Log.Warn("workload registration ended; registering again", "workload", w.Namespace+"/"+w.Name, "err", err, "retry_in", backoff)
-		d := time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64()))
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
+		c.o.Log.Warn("workload registration ended; registering again", "workload", w.Namespace+"/"+w.Name, "err", err, "retry_in", b.cur)
+		if !b.wait(ctx) {
 			return
 		}
-		backoff = min(2*backoff, c.o.BackoffMax)
 	}
 }
 
