@@ -4,7 +4,7 @@ BIN     ?= bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test deps unit lint fuzz bench generate demo clean e2e cluster-up cluster-down
+.PHONY: all build test deps unit lint fuzz bench generate demo clean e2e cluster-up cluster-down images
 
 all: build
 
@@ -39,6 +39,18 @@ unit:
 # first, `make cluster-down` after. See docs/development.md.
 e2e:
 	$(GO) test -tags e2e -count=1 -p 1 -timeout 30m -v ./test/e2e/...
+
+# The product's images (controller, proxy, proxy-init) and the demo's, built
+# without Docker (one static binary per image) and loaded into the node that
+# hack/cluster runs, tagged with the version `make build` stamps into
+# bin/meridian, so `bin/meridian install` refers to them.
+REGISTRY ?= ghcr.io/meridian-mesh
+images:
+	./hack/cluster load-images \
+	  $(REGISTRY)/controller:$(VERSION)=./cmd/meridian \
+	  $(REGISTRY)/proxy:$(VERSION)=./cmd/meridian-proxy \
+	  $(REGISTRY)/proxy-init:$(VERSION)=./cmd/meridian-init \
+	  $(REGISTRY)/emojivoto:dev=./demo/emojivoto
 
 cluster-up:
 	./hack/cluster up

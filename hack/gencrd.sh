@@ -2,7 +2,8 @@
 # Regenerates the Kubernetes API code under api/ with controller-gen:
 # zz_generated.deepcopy.go beside the types, and the CRD manifests in
 # api/crds/ (meridian.io ServiceProfile, and the SMI TrafficSplit with every
-# served version).
+# served version), copied as they are into the Helm chart's
+# charts/meridian/crds/ (charts/charts_test.go checks the two are the same).
 #
 # Usage: hack/gencrd.sh   (from anywhere; needs go on PATH)
 set -euo pipefail
@@ -43,3 +44,9 @@ echo "gencrd: deepcopy and CRDs for ${APIS[*]}" >&2
 # leave its CRD behind.
 rm -f api/crds/*.yaml
 "$gobin/controller-gen" crd "${paths[@]}" output:crd:dir=api/crds
+
+# The chart installs the same CRDs (Helm applies crds/ before templates;
+# `meridian install --crds` prints them).
+rm -f charts/meridian/crds/*.yaml
+mkdir -p charts/meridian/crds
+cp api/crds/*.yaml charts/meridian/crds/

@@ -68,7 +68,7 @@ func run(args []string) error {
 		}
 		return nil
 	})
-	anchors := fs.String("identity-trust-anchors", "", "PEM file of the mesh's trust anchors; set, the proxy gets a workload certificate and speaks mTLS with meshed peers")
+	anchors := fs.String("identity-trust-anchors", "", "PEM file of the mesh's trust anchors (or $"+EnvTrustAnchors+" holding the PEM); set, the proxy gets a workload certificate and speaks mTLS with meshed peers")
 	idAddr := fs.String("identity-addr", "", "the control plane's identity API (default: --destination-addr)")
 	trustDomain := fs.String("identity-trust-domain", "cluster.local", "the SPIFFE trust domain")
 	tokenFile := fs.String("identity-token-file", "", "the proof of identity: a projected ServiceAccount token file (Kubernetes); empty: the token of the local-mode registration")
@@ -103,16 +103,24 @@ func run(args []string) error {
 		defer cc.Close()
 		client := dstclient.New(cc, dstclient.Options{Token: wl.Namespace + "/" + wl.Name, Log: log})
 		cfg.Resolver = client
-		if *anchors != "" {
+		anchorsPEM, err := trustAnchors(*anchors)
+		if err != nil {
+			return err
+		}
+		if anchorsPEM != nil {
 			token := client.RegistrationToken
 			if *tokenFile != "" {
 				token = func() ([]byte, error) { return os.ReadFile(*tokenFile) }
+				// In Kubernetes the token says who the pod runs as.
+				if wl.Namespace, wl.ServiceAccount, err = tokenSubject(*tokenFile); err != nil {
+					return err
+				}
 			}
 			addr := *idAddr
 			if addr == "" {
 				addr = *dstAddr
 			}
-			id, closeID, err := newIdentity(*anchors, addr, *trustDomain, wl.Namespace, wl.ServiceAccount, token, log)
+			id, closeID, err := newIdentity(anchorsPEM, addr, *trustDomain, wl.Namespace, wl.ServiceAccount, token, log)
 			if err != nil {
 				return err
 			}
@@ -170,12 +178,24 @@ func serve(cfg sidecar.Config, static *discover.Static, destFile string, flagDes
 	return p.Run(ctx)
 }
 
-// newIdentity builds the proxy's workload identity for ns/sa of trustDomain.
-func newIdentity(anchorsFile, addr, trustDomain, ns, sa string, token func() ([]byte, error), log *slog.Logger) (*tlsid.Identity, func(), error) {
-	b, err := os.ReadFile(anchorsFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--identity-trust-anchors: %w", err)
+// trustAnchors reads the trust anchors PEM from the flag's file, or from
+// $MERIDIAN_PROXY_TRUST_ANCHORS; nil when neither is set (no identity).
+func trustAnchors(file string) ([]byte, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--identity-trust-anchors: %w", err)
+		}
+		return b, nil
 	}
+	if v := os.Getenv(EnvTrustAnchors); v != "" {
+		return []byte(v), nil
+	}
+	return nil, nil
+}
+
+// newIdentity builds the proxy's workload identity for ns/sa of trustDomain.
+func newIdentity(b []byte, addr, trustDomain, ns, sa string, token func() ([]byte, error), log *slog.Logger) (*tlsid.Identity, func(), error) {
 	var roots []*x509.Certificate
 	for {
 		var blk *pem.Block
@@ -187,6 +207,9 @@ func newIdentity(anchorsFile, addr, trustDomain, ns, sa string, token func() ([]
 			return nil, nil, fmt.Errorf("--identity-trust-anchors: %w", err)
 		}
 		roots = append(roots, c)
+	}
+	if len(roots) == 0 {
+		return nil, nil, fmt.Errorf("--identity-trust-anchors: no PEM certificates")
 	}
 	td, err := spiffeid.TrustDomainFromString(trustDomain)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/compile"
 	"github.com/meridian-mesh/meridian/controlplane/controller"
 	"github.com/meridian-mesh/meridian/controlplane/destination"
+	"github.com/meridian-mesh/meridian/controlplane/inject"
 	"github.com/meridian-mesh/meridian/controlplane/store/local"
 )
 
@@ -27,6 +28,12 @@ func newControllerCmd() *cobra.Command {
 YAML objects (--store=dir:PATH, local mode, where proxies register the workloads
 they front). The destination API (gRPC) serves endpoint sets and profiles to
 proxies; the admin server serves /metrics, /ready and /live.
+
+With --webhook-addr (kube mode) it also runs the proxy injector, a mutating
+admission webhook at /inject: pods created in namespaces or with templates
+annotated meridian.io/inject: enabled get the proxy. The controller creates and
+renews the webhook's serving certificate itself (Secret --webhook-secret, shared
+by the replicas) and writes its CA into the caBundle of --webhook-config.
 
 The controller keeps no state of its own: run as many replicas as you like.
 SIGTERM drains it gracefully.`,
@@ -57,5 +64,14 @@ SIGTERM drains it gracefully.`,
 	f.DurationVar(&o.IdentityLifetime, "identity-lifetime", 24*time.Hour, "lifetime of workload certificates")
 	f.StringVar(&o.IdentityAudience, "identity-audience", "identity.meridian.io", "kube mode: the audience of the ServiceAccount tokens proxies present")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	w := &o.Webhook
+	f.StringVar(&w.Addr, "webhook-addr", "", "address of the proxy injector, a mutating admission webhook (HTTPS, path /inject; kube mode, needs --identity-issuer-dir); empty to disable")
+	f.StringVar(&w.Secret, "webhook-secret", controller.DefaultWebhookSecret, "the Secret in --namespace holding the webhook's serving certificate (created and renewed by the controller)")
+	f.StringVar(&w.Config, "webhook-config", controller.DefaultWebhookConfig, "the MutatingWebhookConfiguration whose caBundle the controller keeps")
+	f.StringVar(&w.Service, "webhook-service", controller.DefaultWebhookService, "the controller's Service: the webhook certificate's name, and the address injected proxies dial")
+	f.StringVar(&w.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the controller's namespace (default $POD_NAMESPACE)")
+	f.StringVar(&w.ProxyImage, "proxy-image", "", "the injected proxy's image (default "+inject.ProxyImageRepo+":<control-plane-version>)")
+	f.StringVar(&w.ProxyInitImage, "proxy-init-image", "", "the injected init container's image (default "+inject.ProxyInitImageRepo+":<control-plane-version>)")
+	f.StringVar(&w.ControlPlaneVersion, "control-plane-version", injectVersion(), "the version injected proxies are marked with (meridian.io/proxy-version) and the default image tag")
 	return cmd
 }

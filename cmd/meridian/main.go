@@ -24,5 +24,8 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newDemoCmd(), newVersionCmd(), newControllerCmd(), newIdentityCmd())
+	root.AddCommand(newInstallCmd(), newUninstallCmd())
+	root.AddCommand(newCheckCmd())
+	root.AddCommand(newInjectCmd(), newUninjectCmd())
 	return root
 }

@@ -70,6 +70,10 @@ type Options struct {
 	// IdentityAudience is the audience of the ServiceAccount tokens proxies
 	// present in kube mode (default identity.meridian.io).
 	IdentityAudience string
+
+	// Webhook are the proxy injector's options (kube mode only; it needs
+	// the identity issuer, whose trust anchors it gives the proxies).
+	Webhook WebhookOptions
 }
 
 // DefaultOpaquePorts are the ports Linkerd treats as opaque unless told
@@ -152,19 +156,23 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	pb.RegisterDestinationServer(g, dst)
-	idSrv, err := identityServer(o, src, dst, log)
+	idSrv, ca, err := identityServer(o, src, dst, log)
 	if err != nil {
 		return err
 	}
 	if idSrv != nil {
 		idpb.RegisterIdentityServer(g, idSrv)
 	}
+	startWebhook, err := proxyInjector(o, src, ca, log)
+	if err != nil {
+		return err
+	}
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(g, hs)
 
 	var ready atomic.Bool
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	srcCtx, stopSource := context.WithCancel(ctx)
 	defer stopSource()
 	go func() {
@@ -182,6 +190,15 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 			errc <- fmt.Errorf("destination API: %w", err)
 		}
 	}()
+	webhookCtx, stopWebhook := context.WithCancel(ctx)
+	webhookDone := make(chan struct{})
+	go func() {
+		defer close(webhookDone)
+		if err := startWebhook(webhookCtx); err != nil && webhookCtx.Err() == nil {
+			errc <- err
+		}
+	}()
+	defer func() { stopWebhook(); <-webhookDone }()
 	var admin *http.Server
 	if adminLis != nil {
 		admin = &http.Server{Handler: adminMux(reg, &ready), ReadHeaderTimeout: 10 * time.Second}
@@ -229,12 +246,12 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	return runErr
 }
 
-// identityServer builds the identity service, or returns nil when it is off
-// (kube mode without an issuer).
-func identityServer(o Options, src source, dst *destination.Server, log *slog.Logger) (*identity.Server, error) {
+// identityServer builds the identity service and returns it with its CA,
+// or nils when it is off (kube mode without an issuer).
+func identityServer(o Options, src source, dst *destination.Server, log *slog.Logger) (*identity.Server, *identity.CA, error) {
 	td, err := spiffeid.TrustDomainFromString(o.TrustDomain)
 	if err != nil {
-		return nil, fmt.Errorf("--trust-domain: %w", err)
+		return nil, nil, fmt.Errorf("--trust-domain: %w", err)
 	}
 	ca := o.IdentityCA
 	if ca == nil && o.IdentityIssuerDir != "" {
@@ -242,23 +259,23 @@ func identityServer(o Options, src source, dst *destination.Server, log *slog.Lo
 		if err != nil && src.local && errors.Is(err, os.ErrNotExist) {
 			ca = nil // generated below, and written there
 		} else if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if ca == nil {
 		if !src.local {
 			log.Warn("controller: identity service off: no issuer (--identity-issuer-dir)")
-			return nil, nil
+			return nil, nil, nil
 		}
 		if ca, err = identity.Generate(td); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if o.IdentityIssuerDir != "" {
 			if err := os.MkdirAll(o.IdentityIssuerDir, 0o700); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if err := ca.WriteDir(o.IdentityIssuerDir); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		log.Info("controller: generated an identity trust anchor and issuer", "trust_domain", td.Name(), "dir", o.IdentityIssuerDir)
@@ -273,16 +290,16 @@ func identityServer(o Options, src source, dst *destination.Server, log *slog.Lo
 		cfg := o.RestConfig
 		if cfg == nil {
 			if cfg, err = restConfig(o.Kubeconfig); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		cs, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		v = tokenreview.Verifier(cs, o.IdentityAudience)
 	}
-	return identity.NewServer(ca, v, identity.Options{Lifetime: o.IdentityLifetime, Log: log}), nil
+	return identity.NewServer(ca, v, identity.Options{Lifetime: o.IdentityLifetime, Log: log}), ca, nil
 }
 
 func adminMux(reg *prometheus.Registry, ready *atomic.Bool) *http.ServeMux {

@@ -43,7 +43,7 @@ var (
 	reqLabels  = []string{"direction", "authority", "target_addr", "route", "tls", "client_id", "server_id"}
 	respLabels = []string{"direction", "authority", "target_addr", "route", "tls", "client_id", "server_id", "status_code", "grpc_status", "classification", "error"}
 	latLabels  = []string{"direction", "authority", "target_addr", "route", "tls", "client_id", "server_id", "status_code"}
-	tcpLabels  = []string{"direction", "peer", "target_addr"}
+	tcpLabels  = []string{"direction", "peer", "target_addr", "tls", "client_id", "server_id"}
 )
 
 // New builds a registry with the golden metrics and the Go runtime/process collectors.
@@ -109,6 +109,9 @@ const (
 	TLSNotProvidedByRemote = "not_provided_by_remote"
 	// TLSNotProvidedByServiceDiscovery: outbound, the endpoint is not meshed.
 	TLSNotProvidedByServiceDiscovery = "not_provided_by_service_discovery"
+	// TLSLoopback: the hop between the application and its own proxy
+	// (tcp_* only: outbound accepted, inbound opened), never TLS.
+	TLSLoopback = "loopback"
 )
 
 // RequestStarted counts a request.
@@ -155,41 +158,141 @@ func (r *Registry) Unavailable(direction, authority, reason string) {
 	r.unavailable.WithLabelValues(direction, authority, reason).Inc()
 }
 
-// Conn wraps c so its lifetime and bytes are counted. peer is "src" for
-// accepted connections and "dst" for connections the proxy opened.
-func (r *Registry) Conn(c net.Conn, direction, peer, target string) net.Conn {
-	lv := []string{direction, peer, target}
-	r.tcpOpen.WithLabelValues(lv...).Inc()
-	r.tcpConns.WithLabelValues(lv...).Inc()
-	return &meteredConn{Conn: c, r: r, lv: lv,
-		read: r.tcpRead.WithLabelValues(lv...), write: r.tcpWrite.WithLabelValues(lv...)}
+// Values of the peer label.
+const (
+	PeerSrc = "src" // a connection the proxy accepted
+	PeerDst = "dst" // a connection the proxy opened
+)
+
+// ConnLabels name a TCP connection's series.
+type ConnLabels struct {
+	Direction string // "inbound" or "outbound"
+	Peer      string // PeerSrc or PeerDst
+	Target    string // the endpoint's host:port (PeerDst); empty for accepted connections
+	// TLS is TLSTrue when the connection is mutual TLS with a peer proxy,
+	// else the reason it is not (TLSLoopback for the hop between the
+	// application and its own proxy).
+	TLS string
+	// PeerID is the SPIFFE ID of the proxy at the other end over mTLS: the
+	// client_id label of an accepted connection, the server_id label of a
+	// connection the proxy opened. Empty without mTLS.
+	PeerID string
 }
 
-type meteredConn struct {
+func (l ConnLabels) values() []string {
+	clientID, serverID := l.PeerID, ""
+	if l.Peer != PeerSrc {
+		clientID, serverID = "", l.PeerID
+	}
+	return []string{l.Direction, l.Peer, l.Target, l.TLS, clientID, serverID}
+}
+
+// Conn meters c under l from now on: it is counted open at once.
+func (r *Registry) Conn(c net.Conn, l ConnLabels) *Conn {
+	mc := &Conn{Conn: c, r: r, labels: l}
+	mc.mu.Lock()
+	mc.openLocked()
+	mc.mu.Unlock()
+	return mc
+}
+
+// PendingConn meters c before its TLS labels are known (an accepted
+// connection before protocol detection and the mTLS handshake). Nothing is
+// counted, and no series exists, until Identify settles the labels: then
+// the connection is counted open and the bytes it moved so far are added.
+// Closed before that, it is counted under l as given.
+func (r *Registry) PendingConn(c net.Conn, l ConnLabels) *Conn {
+	return &Conn{Conn: c, r: r, labels: l}
+}
+
+// Conn is a metered connection: its lifetime and bytes are counted in one
+// set of series, whose labels never change once the connection is counted.
+type Conn struct {
 	net.Conn
-	r           *Registry
+	r      *Registry
+	failed atomic.Bool
+	// series is nil while the connection is pending.
+	series atomic.Pointer[connSeries]
+
+	mu      sync.Mutex // guards what follows, and the transition to counted
+	labels  ConnLabels
+	pending [2]int64 // bytes read and written while pending
+	closed  bool
+}
+
+type connSeries struct {
 	lv          []string
 	read, write prometheus.Counter
-	once        sync.Once
-	failed      atomic.Bool
 }
 
-func (c *meteredConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.read.Add(float64(n))
+// Identify settles a pending connection's tls label and peer identity (see
+// ConnLabels.PeerID) and counts it. It reports false, changing nothing, when
+// the connection was counted already (Conn, an earlier Identify, or Close).
+func (c *Conn) Identify(tls, peerID string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.series.Load() != nil {
+		return false
 	}
+	c.labels.TLS, c.labels.PeerID = tls, peerID
+	c.openLocked()
+	return true
+}
+
+// openLocked counts the connection open under its labels, once.
+func (c *Conn) openLocked() *connSeries {
+	if s := c.series.Load(); s != nil {
+		return s
+	}
+	r, lv := c.r, c.labels.values()
+	s := &connSeries{lv: lv, read: r.tcpRead.WithLabelValues(lv...), write: r.tcpWrite.WithLabelValues(lv...)}
+	r.tcpOpen.WithLabelValues(lv...).Inc()
+	r.tcpConns.WithLabelValues(lv...).Inc()
+	if n := c.pending[0]; n > 0 {
+		s.read.Add(float64(n))
+	}
+	if n := c.pending[1]; n > 0 {
+		s.write.Add(float64(n))
+	}
+	c.pending = [2]int64{}
+	c.series.Store(s)
+	return s
+}
+
+// count adds n bytes read (dir 0) or written (dir 1).
+func (c *Conn) count(dir, n int) {
+	if n <= 0 {
+		return
+	}
+	s := c.series.Load()
+	if s == nil {
+		c.mu.Lock()
+		if s = c.series.Load(); s == nil {
+			c.pending[dir] += int64(n)
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+	}
+	if dir == 0 {
+		s.read.Add(float64(n))
+	} else {
+		s.write.Add(float64(n))
+	}
+}
+
+func (c *Conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.count(0, n)
 	if err != nil {
 		c.noteErr(err)
 	}
 	return n, err
 }
 
-func (c *meteredConn) Write(p []byte) (int, error) {
+func (c *Conn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
-	if n > 0 {
-		c.write.Add(float64(n))
-	}
+	c.count(1, n)
 	if err != nil {
 		c.noteErr(err)
 	}
@@ -199,7 +302,7 @@ func (c *meteredConn) Write(p []byte) (int, error) {
 // noteErr marks the connection failed unless err is an orderly end: EOF,
 // a close by the proxy itself, or a deadline the proxy set (protocol
 // detection, idle timeouts). A reset or a broken pipe is a failure.
-func (c *meteredConn) noteErr(err error) {
+func (c *Conn) noteErr(err error) {
 	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return
 	}
@@ -207,28 +310,36 @@ func (c *meteredConn) noteErr(err error) {
 }
 
 // CloseWrite keeps half-close working through the wrapper.
-func (c *meteredConn) CloseWrite() error {
+func (c *Conn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return nil
 }
 
-// MarkFailed records that the connection ended in an error rather than a clean close.
-func (c *meteredConn) MarkFailed() { c.failed.Store(true) }
+// MarkFailed records that the connection ended in an error rather than a
+// clean close (e.g. its mTLS handshake failed).
+func (c *Conn) MarkFailed() { c.failed.Store(true) }
 
-func (c *meteredConn) Close() error {
+// Close closes the connection and counts it closed, once, under the labels
+// it was counted open with (a pending connection is counted open first).
+func (c *Conn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() {
-		class := "success"
-		if c.failed.Load() {
-			class = "failure"
-		}
-		c.r.tcpClose.WithLabelValues(append(c.lv[:3:3], class)...).Inc()
-		c.r.tcpConns.WithLabelValues(c.lv...).Dec()
-	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return err
+	}
+	c.closed = true
+	s := c.openLocked()
+	class := "success"
+	if c.failed.Load() {
+		class = "failure"
+	}
+	c.r.tcpClose.WithLabelValues(append(s.lv[:len(s.lv):len(s.lv)], class)...).Inc()
+	c.r.tcpConns.WithLabelValues(s.lv...).Dec()
 	return err
 }
 
 // Unwrap gives access to the underlying connection (e.g. for SO_ORIGINAL_DST).
-func (c *meteredConn) Unwrap() net.Conn { return c.Conn }
+func (c *Conn) Unwrap() net.Conn { return c.Conn }

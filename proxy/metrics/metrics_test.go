@@ -170,11 +170,20 @@ func tcpPair(t *testing.T) (client, server *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
+// tcpLbls is the full label set of a tcp_* series (classification aside).
+func tcpLbls(direction, peer, target, tls, clientID, serverID string, kv ...string) map[string]string {
+	m := map[string]string{"direction": direction, "peer": peer, "target_addr": target, "tls": tls, "client_id": clientID, "server_id": serverID}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return m
+}
+
 func TestConnMetrics(t *testing.T) {
 	r := New()
-	lbls := map[string]string{"direction": "inbound", "peer": "src", "target_addr": ""}
+	lbls := tcpLbls("inbound", "src", "", "not_provided_by_remote", "", "")
 	client, server := tcpPair(t)
-	mc := r.Conn(server, "inbound", "src", "")
+	mc := r.Conn(server, ConnLabels{Direction: "inbound", Peer: PeerSrc, TLS: TLSNotProvidedByRemote})
 
 	if _, err := client.Write([]byte("hello, proxy")); err != nil {
 		t.Fatal(err)
@@ -187,15 +196,18 @@ func TestConnMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Half-close passes through the wrapper.
-	if err := mc.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+	if err := mc.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
 	got, err := io.ReadAll(client)
 	if err != nil || string(got) != "hi" {
 		t.Fatalf("client read %q, %v after the half-close", got, err)
 	}
-	if u, ok := mc.(interface{ Unwrap() net.Conn }); !ok || u.Unwrap() != server {
+	if mc.Unwrap() != server {
 		t.Error("Unwrap does not return the wrapped connection")
+	}
+	if mc.Identify(TLSTrue, "spiffe://cluster.local/ns/a/sa/b") {
+		t.Error("Identify relabelled a connection already counted")
 	}
 
 	fams := gather(t, r)
@@ -206,6 +218,9 @@ func TestConnMetrics(t *testing.T) {
 		if v := m.GetCounter().GetValue() + m.GetGauge().GetValue(); v != want {
 			t.Errorf("%s = %v, want %v", name, v, want)
 		}
+		if n := len(fams[name].GetMetric()); n != 1 {
+			t.Errorf("%s has %d series, want 1", name, n)
+		}
 	}
 	client.Close()
 	if _, err := mc.Read(buf); err != io.EOF {
@@ -214,11 +229,144 @@ func TestConnMetrics(t *testing.T) {
 	mc.Close()
 	mc.Close() // counted once
 	fams = gather(t, r)
-	if v := series(t, fams, "tcp_close_total", map[string]string{"direction": "inbound", "peer": "src", "target_addr": "", "classification": "success"}).GetCounter().GetValue(); v != 1 {
+	if v := series(t, fams, "tcp_close_total", tcpLbls("inbound", "src", "", "not_provided_by_remote", "", "", "classification", "success")).GetCounter().GetValue(); v != 1 {
 		t.Errorf("tcp_close_total{success} = %v, want 1", v)
 	}
 	if v := series(t, fams, "tcp_open_connections", lbls).GetGauge().GetValue(); v != 0 {
 		t.Errorf("tcp_open_connections = %v after close, want 0", v)
+	}
+}
+
+// A pending connection has no series until Identify; then it is counted
+// once, under the identified labels, with the bytes it moved before.
+func TestPendingConnIdentified(t *testing.T) {
+	r := New()
+	client, server := tcpPair(t)
+	const web = "spiffe://cluster.local/ns/emojivoto/sa/web"
+	mc := r.PendingConn(server, ConnLabels{Direction: "inbound", Peer: PeerSrc, TLS: TLSNotProvidedByRemote})
+
+	client.Write([]byte("hello")) // the ClientHello, say
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(mc, buf); err != nil {
+		t.Fatal(err)
+	}
+	mc.Write([]byte("hi"))
+	fams := gather(t, r)
+	for _, name := range []string{"tcp_open_total", "tcp_open_connections", "tcp_read_bytes_total", "tcp_write_bytes_total", "tcp_close_total"} {
+		if f, ok := fams[name]; ok && len(f.GetMetric()) > 0 {
+			t.Errorf("%s has a series before the connection is identified: %v", name, f.GetMetric())
+		}
+	}
+
+	if !mc.Identify(TLSTrue, web) {
+		t.Fatal("Identify of a pending connection reported false")
+	}
+	if mc.Identify(TLSNotProvidedByRemote, "") {
+		t.Fatal("a second Identify changed the labels")
+	}
+	client.Write([]byte("more"))
+	if _, err := io.ReadFull(mc, buf[:4]); err != nil {
+		t.Fatal(err)
+	}
+	lbls := tcpLbls("inbound", "src", "", "true", web, "")
+	fams = gather(t, r)
+	for name, want := range map[string]float64{
+		"tcp_open_total": 1, "tcp_open_connections": 1, "tcp_read_bytes_total": 9, "tcp_write_bytes_total": 2,
+	} {
+		m := series(t, fams, name, lbls)
+		if v := m.GetCounter().GetValue() + m.GetGauge().GetValue(); v != want {
+			t.Errorf("%s = %v, want %v", name, v, want)
+		}
+		if n := len(fams[name].GetMetric()); n != 1 {
+			t.Errorf("%s has %d series, want only the identified one", name, n)
+		}
+	}
+	mc.Close()
+	fams = gather(t, r)
+	if v := series(t, fams, "tcp_close_total", tcpLbls("inbound", "src", "", "true", web, "", "classification", "success")).GetCounter().GetValue(); v != 1 {
+		t.Errorf("tcp_close_total = %v, want 1", v)
+	}
+	if v := series(t, fams, "tcp_open_connections", lbls).GetGauge().GetValue(); v != 0 {
+		t.Errorf("tcp_open_connections = %v after close, want 0", v)
+	}
+}
+
+// A pending connection closed before it is identified (a failed handshake)
+// is counted under the labels it was given, open and closed at once.
+func TestPendingConnClosedUnidentified(t *testing.T) {
+	r := New()
+	client, server := tcpPair(t)
+	mc := r.PendingConn(server, ConnLabels{Direction: "inbound", Peer: PeerSrc, TLS: TLSNotProvidedByRemote})
+	client.Write([]byte("junk"))
+	io.ReadFull(mc, make([]byte, 4))
+	mc.MarkFailed()
+	mc.Close()
+	if mc.Identify(TLSTrue, "spiffe://cluster.local/ns/a/sa/b") {
+		t.Fatal("Identify after Close relabelled the connection")
+	}
+	lbls := tcpLbls("inbound", "src", "", "not_provided_by_remote", "", "")
+	fams := gather(t, r)
+	for name, want := range map[string]float64{
+		"tcp_open_total": 1, "tcp_open_connections": 0, "tcp_read_bytes_total": 4,
+	} {
+		m := series(t, fams, name, lbls)
+		if v := m.GetCounter().GetValue() + m.GetGauge().GetValue(); v != want {
+			t.Errorf("%s = %v, want %v", name, v, want)
+		}
+	}
+	if v := series(t, fams, "tcp_close_total", tcpLbls("inbound", "src", "", "not_provided_by_remote", "", "", "classification", "failure")).GetCounter().GetValue(); v != 1 {
+		t.Errorf("tcp_close_total{failure} = %v, want 1", v)
+	}
+}
+
+// The peer's identity is client_id on an accepted connection and
+// server_id on one the proxy opened.
+func TestConnPeerIDLabel(t *testing.T) {
+	r := New()
+	const emoji = "spiffe://cluster.local/ns/emojivoto/sa/emoji"
+	_, s := tcpPair(t)
+	mc := r.Conn(s, ConnLabels{Direction: "outbound", Peer: PeerDst, Target: "10.0.0.1:4143", TLS: TLSTrue, PeerID: emoji})
+	mc.Close()
+	fams := gather(t, r)
+	series(t, fams, "tcp_open_total", tcpLbls("outbound", "dst", "10.0.0.1:4143", "true", "", emoji))
+}
+
+// Bytes moved while Identify runs are counted exactly once (and the race
+// detector sees no race).
+func TestPendingConnConcurrentIdentify(t *testing.T) {
+	r := New()
+	client, server := tcpPair(t)
+	mc := r.PendingConn(server, ConnLabels{Direction: "inbound", Peer: PeerSrc, TLS: TLSNotProvidedByRemote})
+	const total = 1 << 20
+	go func() {
+		client.Write(make([]byte, total))
+		client.CloseWrite()
+	}()
+	started, done := make(chan struct{}), make(chan int64)
+	go func() {
+		buf := make([]byte, 4096)
+		var n int64
+		for {
+			k, err := mc.Read(buf)
+			if n == 0 && k > 0 {
+				close(started) // some bytes are pending now
+			}
+			n += int64(k)
+			if err != nil {
+				break
+			}
+		}
+		done <- n
+	}()
+	<-started
+	mc.Identify(TLSTrue, "spiffe://cluster.local/ns/a/sa/b")
+	if n := <-done; n != total {
+		t.Fatalf("read %d bytes, want %d", n, total)
+	}
+	mc.Close()
+	fams := gather(t, r)
+	if v := series(t, fams, "tcp_read_bytes_total", tcpLbls("inbound", "src", "", "true", "spiffe://cluster.local/ns/a/sa/b", "")).GetCounter().GetValue(); v != total {
+		t.Errorf("tcp_read_bytes_total = %v, want %v", v, total)
 	}
 }
 
@@ -227,7 +375,7 @@ func TestConnMetrics(t *testing.T) {
 func TestConnResetIsFailure(t *testing.T) {
 	r := New()
 	client, server := tcpPair(t)
-	mc := r.Conn(client, "outbound", "dst", "10.0.0.1:80")
+	mc := r.Conn(client, ConnLabels{Direction: "outbound", Peer: PeerDst, Target: "10.0.0.1:80", TLS: TLSNoLocalIdentity})
 
 	mc.SetReadDeadline(time.Now().Add(-time.Second)) // as protocol detection times out
 	if _, err := mc.Read(make([]byte, 1)); err == nil {
@@ -242,7 +390,7 @@ func TestConnResetIsFailure(t *testing.T) {
 	}
 	mc.Close()
 	fams := gather(t, r)
-	m := series(t, fams, "tcp_close_total", map[string]string{"direction": "outbound", "peer": "dst", "target_addr": "10.0.0.1:80", "classification": "failure"})
+	m := series(t, fams, "tcp_close_total", tcpLbls("outbound", "dst", "10.0.0.1:80", "no_local_identity", "", "", "classification", "failure"))
 	if v := m.GetCounter().GetValue(); v != 1 {
 		t.Errorf("tcp_close_total{failure} = %v, want 1", v)
 	}

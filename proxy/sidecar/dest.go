@@ -22,6 +22,7 @@ const firstUpdateWait = 3 * time.Second
 
 // dest is one authority's live endpoint set, fed by a discovery watch.
 type dest struct {
+	ds       *dests // the cache it belongs to (its dialer, meter and mTLS)
 	target   httpproxy.Target
 	watch    discover.Watch
 	ready    chan struct{} // closed once the first set is applied
@@ -48,7 +49,10 @@ type dests struct {
 	resolver discover.Resolver
 	profiles profile.Source // nil when the resolver has none
 	strategy balance.Strategy
-	dial     httpproxy.DialFunc
+	dial     httpproxy.DialFunc // a bare TCP connection
+	// meter wraps a connection to the endpoint at addr in metrics, labelled
+	// with the TLS it gets (tls, serverID: dest.target.TLS's answer).
+	meter func(c net.Conn, addr, tls, serverID string) net.Conn
 	// secure wraps a connection to a meshed endpoint in mTLS (nil: this
 	// proxy has no identity, connections stay as they are).
 	secure  func(ctx context.Context, c net.Conn, serverID, alpn string) (net.Conn, error)
@@ -97,21 +101,10 @@ func (ds *dests) get(ctx context.Context, authority string) (*dest, error) {
 
 // start begins resolving in the background; callers wait on ready.
 func (ds *dests) start(authority string) *dest {
-	d := &dest{ready: make(chan struct{}), hints: map[string]string{}, ids: map[string]string{}}
+	d := &dest{ds: ds, ready: make(chan struct{}), hints: map[string]string{}, ids: map[string]string{}}
 	d.target.Authority = authority
-	dial := ds.dial
-	if ds.secure != nil {
-		dial = func(ctx context.Context, addr string) (net.Conn, error) {
-			c, err := ds.dial(ctx, addr)
-			if err != nil {
-				return nil, err
-			}
-			id := d.identity(addr)
-			if id == "" {
-				return c, nil
-			}
-			return ds.secure(ctx, c, id, httpproxy.DialProtocol(ctx))
-		}
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		return d.connect(ctx, addr, httpproxy.DialProtocol(ctx))
 	}
 	d.target.TLS = func(addr string) (string, string) {
 		if ds.secure == nil {
@@ -191,6 +184,26 @@ func (d *dest) currentProfile() *profile.Profile {
 	return pw.Current()
 }
 
+// connect opens a connection to the endpoint at addr: metered under the
+// TLS labels the HTTP metrics give it too, and mutual TLS offering alpn
+// when the endpoint is meshed. The server_id label is the identity the
+// handshake then requires the server to prove, exactly; a connection whose
+// handshake fails closes as a failure, having carried nothing.
+func (d *dest) connect(ctx context.Context, addr, alpn string) (net.Conn, error) {
+	c, err := d.ds.dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	tls, serverID := d.target.TLS(addr)
+	if d.ds.meter != nil {
+		c = d.ds.meter(c, addr, tls, serverID)
+	}
+	if serverID == "" || d.ds.secure == nil {
+		return c, nil
+	}
+	return d.ds.secure(ctx, c, serverID, alpn)
+}
+
 // identity is the SPIFFE ID the endpoint at addr presents, "" if unmeshed.
 func (d *dest) identity(addr string) string {
 	if d.ids == nil {
@@ -236,7 +249,7 @@ func (ds *dests) passthrough(addr string) *dest {
 		d.lastUsed.Store(time.Now().UnixNano())
 		return d
 	}
-	d := &dest{ready: make(chan struct{}), hints: map[string]string{}}
+	d := &dest{ds: ds, ready: make(chan struct{}), hints: map[string]string{}}
 	d.target.Authority = addr
 	d.target.TLS = func(string) (string, string) {
 		if ds.secure == nil {
@@ -246,8 +259,12 @@ func (ds *dests) passthrough(addr string) *dest {
 	}
 	d.target.Balancer = balance.New(balance.Options[*httpproxy.Upstream]{
 		Strategy: ds.strategy,
-		New:      func(s balance.Spec) *httpproxy.Upstream { return httpproxy.NewUpstream(s.Addr, false, ds.dial) },
-		Close:    (*httpproxy.Upstream).Close,
+		New: func(s balance.Spec) *httpproxy.Upstream {
+			return httpproxy.NewUpstream(s.Addr, false, func(ctx context.Context, addr string) (net.Conn, error) {
+				return d.connect(ctx, addr, "")
+			})
+		},
+		Close: (*httpproxy.Upstream).Close,
 	})
 	d.target.Balancer.Update([]balance.Spec{{Addr: addr}})
 	d.markReady()

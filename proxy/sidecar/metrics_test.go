@@ -138,8 +138,9 @@ func TestTCPMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 4 + 10000
-	src := labels("direction", "outbound", "peer", "src", "target_addr", "")
-	dst := labels("direction", "outbound", "peer", "dst", "target_addr", echo.addr)
+	// Without an identity every connection says so.
+	src := labels("direction", "outbound", "peer", "src", "target_addr", "", "tls", "no_local_identity", "client_id", "", "server_id", "")
+	dst := labels("direction", "outbound", "peer", "dst", "target_addr", echo.addr, "tls", "no_local_identity", "client_id", "", "server_id", "")
 	for _, l := range []map[string]string{src, dst} {
 		expectMetric(t, a.admin, "tcp_open_total", l, 1)
 		expectMetric(t, a.admin, "tcp_open_connections", l, 1)
@@ -152,6 +153,9 @@ func TestTCPMetrics(t *testing.T) {
 		expectMetric(t, a.admin, "tcp_open_connections", l, 0)
 	}
 	expectMetric(t, a.admin, "tcp_close_total", labels("classification", "success"), 2)
+	if _, n := metricSum(scrape(t, a.admin), "tcp_open_total", nil); n != 2 {
+		t.Errorf("tcp_open_total has %d series, want 2\n%s", n, dumpFamily(scrape(t, a.admin), "tcp_open_total"))
+	}
 }
 
 // The admin server's probes.

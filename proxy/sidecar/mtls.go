@@ -22,9 +22,16 @@ const handshakeTimeout = 10 * time.Second
 // secureOutbound originates mTLS on c to a meshed endpoint whose proxy must
 // present serverID, offering alpn (the protocol spoken inside; empty: opaque).
 func (p *Proxy) secureOutbound(ctx context.Context, c net.Conn, serverID, alpn string) (net.Conn, error) {
+	fail := func() {
+		// The connection carried nothing: it closes as a failure.
+		if mc, ok := c.(interface{ MarkFailed() }); ok {
+			mc.MarkFailed()
+		}
+		c.Close()
+	}
 	id, err := tlsid.ParseID(serverID)
 	if err != nil {
-		c.Close()
+		fail()
 		return nil, fmt.Errorf("endpoint identity %q: %w", serverID, err)
 	}
 	if alpn == "" {
@@ -34,7 +41,7 @@ func (p *Proxy) secureOutbound(ctx context.Context, c net.Conn, serverID, alpn s
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
-		c.Close()
+		fail()
 		return nil, fmt.Errorf("mTLS to %s: %w", serverID, err)
 	}
 	p.mtlsOut.Add(1)

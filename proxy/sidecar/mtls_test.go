@@ -7,16 +7,22 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/tlsid"
@@ -308,4 +314,157 @@ func TestMTLSMetricsLabels(t *testing.T) {
 		plain, _ := metricSum(scrape(t, server.admin), "response_total", labels("direction", "inbound", "tls", "not_provided_by_remote", "client_id", ""))
 		return out == 1 && in == 1 && plain == 1
 	})
+	// The connections under those requests: the client's to the server
+	// proxy and the server's from it are mTLS with the peer's identity; the
+	// plaintext client's is not.
+	expectMetric(t, client.admin, "tcp_open_total", labels("direction", "outbound", "peer", "dst", "target_addr", server.in, "tls", "true", "client_id", "", "server_id", emoji), 1)
+	expectMetric(t, client.admin, "tcp_open_total", labels("direction", "outbound", "peer", "src", "tls", "loopback"), 1)
+	expectMetric(t, server.admin, "tcp_open_total", labels("direction", "inbound", "peer", "src", "tls", "true", "client_id", web, "server_id", ""), 1)
+	expectMetric(t, server.admin, "tcp_open_total", labels("direction", "inbound", "peer", "src", "tls", "not_provided_by_remote", "client_id", ""), 1)
+	// And nothing else: the server's connections to the application are
+	// the loopback hop, however many its pool opened.
+	want := []string{tcpKey("inbound", "dst", app.addr, "loopback", "", ""), tcpKey("inbound", "src", "", "not_provided_by_remote", "", ""),
+		tcpKey("inbound", "src", "", "true", web, "")}
+	if got := tcpSeries(scrape(t, server.admin), "tcp_open_total"); !slices.Equal(got, want) {
+		t.Errorf("server tcp_open_total series:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// tcpSeries lists every series of name as "label=value,..." strings, for
+// checking that no connection was counted under labels it should not have.
+func tcpSeries(fams map[string]*dto.MetricFamily, name string) []string {
+	var out []string
+	for _, m := range fams[name].GetMetric() {
+		var kv []string
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() != "classification" {
+				kv = append(kv, lp.GetName()+"="+lp.GetValue())
+			}
+		}
+		sort.Strings(kv)
+		out = append(out, strings.Join(kv, ","))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func tcpKey(direction, peer, target, tls, clientID, serverID string) string {
+	return fmt.Sprintf("client_id=%s,direction=%s,peer=%s,server_id=%s,target_addr=%s,tls=%s",
+		clientID, direction, peer, serverID, target, tls)
+}
+
+// An opaque TCP connection between two meshed proxies: on each side every
+// connection is counted once, under the labels of its own hop: mTLS with
+// the client's SPIFFE ID (inbound) or the server's (outbound) between the
+// proxies, loopback between a proxy and its application. A plaintext
+// client is counted as not_provided_by_remote. Every gauge returns to zero.
+func TestMTLSTCPMetricsLabels(t *testing.T) {
+	svc := tlsidtest.Start(t, time.Hour)
+	echo := startTCP(t, func(c net.Conn) { io.Copy(c, c) })
+	web, emoji := tlsidtest.ID("emojivoto", "web").String(), tlsidtest.ID("emojivoto", "emoji").String()
+	server := startProxy(t, Config{InboundForward: echo.addr, Identity: svc.Identity(t, "emojivoto", "emoji")})
+	d := discover.Destination{Authority: "kv.test:6379", Addresses: []string{vip}, Endpoints: []discover.Endpoint{
+		{Addr: server.in, Identity: emoji, Protocol: discover.HintOpaque}}}
+	client := startProxy(t, Config{Resolver: staticResolver(t, d), OrigDst: fixedOrigDst(vip), Identity: svc.Identity(t, "emojivoto", "web")})
+
+	outSrc := tcpKey("outbound", "src", "", "loopback", "", "")
+	outDst := tcpKey("outbound", "dst", server.in, "true", "", emoji)
+	inSrc := tcpKey("inbound", "src", "", "true", web, "")
+	inDst := tcpKey("inbound", "dst", echo.addr, "loopback", "", "")
+
+	c := dialTCP(t, client.out)
+	payload := make([]byte, 5000) // a zero byte first: not HTTP, not TLS
+	if err := writeFrame(c, payload); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readFrame(c); err != nil || len(got) != len(payload) {
+		t.Fatalf("echo: %d bytes, %v", len(got), err)
+	}
+	// While the stream is open: one connection per hop, each under its labels.
+	const n = 4 + 5000
+	for _, x := range []struct {
+		p    *testProxy
+		want []string
+	}{{client, []string{outDst, outSrc}}, {server, []string{inDst, inSrc}}} {
+		eventually(t, "open connections labelled", func() bool {
+			fams := scrape(t, x.p.admin)
+			for _, name := range []string{"tcp_open_total", "tcp_open_connections"} {
+				if got := tcpSeries(fams, name); !slices.Equal(got, x.want) {
+					return false
+				}
+				if v, _ := metricSum(fams, name, nil); v != 2 {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	// The application's bytes, in the clear on the loopback hops.
+	expectMetric(t, client.admin, "tcp_read_bytes_total", labels("direction", "outbound", "peer", "src", "tls", "loopback"), n)
+	expectMetric(t, server.admin, "tcp_write_bytes_total", labels("direction", "inbound", "peer", "dst", "tls", "loopback"), n)
+	// More than that between the proxies: TLS records and the handshake.
+	if v, _ := metricSum(scrape(t, client.admin), "tcp_write_bytes_total", labels("peer", "dst", "server_id", emoji)); v <= n {
+		t.Errorf("outbound mTLS connection wrote %v bytes, want more than the %d of the payload", v, n)
+	}
+	if v, _ := metricSum(scrape(t, server.admin), "tcp_read_bytes_total", labels("peer", "src", "client_id", web)); v <= n {
+		t.Errorf("inbound mTLS connection read %v bytes, want more than the %d of the payload", v, n)
+	}
+
+	c.Close()
+	for _, x := range []struct {
+		p    *testProxy
+		want []string
+	}{{client, []string{outDst, outSrc}}, {server, []string{inDst, inSrc}}} {
+		eventually(t, "connections closed", func() bool {
+			fams := scrape(t, x.p.admin)
+			open, _ := metricSum(fams, "tcp_open_connections", nil)
+			closed, _ := metricSum(fams, "tcp_close_total", labels("classification", "success"))
+			return open == 0 && closed == 2 && slices.Equal(tcpSeries(fams, "tcp_close_total"), x.want) &&
+				slices.Equal(tcpSeries(fams, "tcp_open_connections"), x.want)
+		})
+	}
+
+	// A client outside the mesh, straight to the server's inbound port.
+	p := dialTCP(t, server.in)
+	if err := writeFrame(p, payload); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readFrame(p); err != nil {
+		t.Fatal(err)
+	}
+	plain := tcpKey("inbound", "src", "", "not_provided_by_remote", "", "")
+	expectMetric(t, server.admin, "tcp_open_connections", labels("peer", "src", "tls", "not_provided_by_remote", "client_id", ""), 1)
+	expectMetric(t, server.admin, "tcp_read_bytes_total", labels("peer", "src", "tls", "not_provided_by_remote"), n)
+	p.Close()
+	eventually(t, "plaintext connection closed", func() bool {
+		fams := scrape(t, server.admin)
+		open, _ := metricSum(fams, "tcp_open_connections", nil)
+		return open == 0 && slices.Equal(tcpSeries(fams, "tcp_open_total"), []string{inDst, plain, inSrc})
+	})
+	expectMetric(t, server.admin, "tcp_open_total", labels("peer", "src", "tls", "true", "client_id", web), 1)
+	expectMetric(t, server.admin, "tcp_open_total", labels("peer", "dst"), 2)
+}
+
+// A server that fails to prove the announced identity: the outbound
+// connection closes as a failure under the identity it was required to
+// have, the server's side of it as a failure without mTLS, and nothing
+// stays open.
+func TestMTLSTCPMetricsWrongIdentity(t *testing.T) {
+	svc := tlsidtest.Start(t, time.Hour)
+	echo := startTCP(t, func(c net.Conn) { io.Copy(c, c) })
+	voting := tlsidtest.ID("emojivoto", "voting").String()
+	server := startProxy(t, Config{InboundForward: echo.addr, Identity: svc.Identity(t, "emojivoto", "emoji")})
+	d := discover.Destination{Authority: "kv.test:6379", Addresses: []string{vip}, Endpoints: []discover.Endpoint{
+		{Addr: server.in, Identity: voting, Protocol: discover.HintOpaque}}}
+	client := startProxy(t, Config{Resolver: staticResolver(t, d), OrigDst: fixedOrigDst(vip), Identity: svc.Identity(t, "emojivoto", "web")})
+	c := dialTCP(t, client.out)
+	writeFrame(c, []byte("x"))
+	if got, _ := io.ReadAll(c); len(got) != 0 {
+		t.Fatalf("a stream to the wrong identity carried %q", got)
+	}
+	expectMetric(t, client.admin, "tcp_close_total", labels("peer", "dst", "tls", "true", "server_id", voting, "classification", "failure"), 1)
+	expectMetric(t, server.admin, "tcp_close_total", labels("peer", "src", "tls", "not_provided_by_remote", "classification", "failure"), 1)
+	expectMetric(t, client.admin, "tcp_open_connections", nil, 0)
+	expectMetric(t, server.admin, "tcp_open_connections", nil, 0)
+	expectMetric(t, server.admin, "tcp_open_total", labels("peer", "dst"), 0)
 }

@@ -158,13 +158,16 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 	s := &side{direction: direction, ln: ln, httpLn: newChanListener(ln.Addr())}
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
 		d := net.Dialer{Timeout: p.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		return p.metrics.Conn(c, direction, "dst", addr), nil
+		return d.DialContext(ctx, "tcp", addr)
 	}
 	s.dests = newDests(p.cfg.Resolver, p.cfg.Balancer, dial)
+	s.dests.meter = func(c net.Conn, addr, tls, serverID string) net.Conn {
+		if direction == "inbound" {
+			// To the application: the loopback hop, whoever the client was.
+			tls, serverID = p.loopbackTLS(), ""
+		}
+		return p.metrics.Conn(c, metrics.ConnLabels{Direction: direction, Peer: metrics.PeerDst, Target: addr, TLS: tls, PeerID: serverID})
+	}
 	if p.cfg.Identity != nil && direction == "outbound" {
 		s.dests.secure = p.secureOutbound
 	}
@@ -180,13 +183,8 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if a, ok := c.(*accepted); ok {
-				peer := httpproxy.Peer{TLS: metrics.TLSNoLocalIdentity}
-				switch {
-				case a.peer != "":
-					peer = httpproxy.Peer{TLS: metrics.TLSTrue, ClientID: a.peer}
-				case p.cfg.Identity != nil:
-					peer.TLS = metrics.TLSNotProvidedByRemote
-				}
+				tls, clientID := p.acceptedTLS(direction, a)
+				peer := httpproxy.Peer{TLS: tls, ClientID: clientID}
 				return httpproxy.WithPeer(context.WithValue(ctx, acceptedKey{}, a), peer)
 			}
 			return ctx
@@ -306,11 +304,45 @@ func (p *Proxy) accept(ctx context.Context, s *side) {
 	}
 }
 
+// acceptedTLS is the tls label of an accepted connection and the client's
+// SPIFFE ID: mTLS from a meshed peer, else the reason there is none.
+func (p *Proxy) acceptedTLS(direction string, a *accepted) (tls, clientID string) {
+	switch {
+	case p.cfg.Identity == nil:
+		return metrics.TLSNoLocalIdentity, ""
+	case a.peer != "":
+		return metrics.TLSTrue, a.peer
+	case direction == "outbound":
+		return metrics.TLSLoopback, "" // the application's own connection
+	}
+	return metrics.TLSNotProvidedByRemote, ""
+}
+
+// loopbackTLS is the tls label of the hop between the application and its
+// proxy.
+func (p *Proxy) loopbackTLS() string {
+	if p.cfg.Identity == nil {
+		return metrics.TLSNoLocalIdentity
+	}
+	return metrics.TLSLoopback
+}
+
 func (p *Proxy) handle(ctx context.Context, s *side, c net.Conn) {
 	orig, _ := p.cfg.OrigDst(c)
-	mc := p.metrics.Conn(c, s.direction, "src", "")
-	a := &accepted{Conn: mc, origDst: orig}
+	a := &accepted{origDst: orig}
 	meshedIn := s.direction == "inbound" && p.cfg.Identity != nil
+	tls, _ := p.acceptedTLS(s.direction, a)
+	l := metrics.ConnLabels{Direction: s.direction, Peer: metrics.PeerSrc, TLS: tls}
+	var mc *metrics.Conn
+	if meshedIn {
+		// Whether the client is a meshed peer, and who, is known after
+		// detection and the mTLS handshake: the connection is counted then
+		// (as not_provided_by_remote if it ends before).
+		mc = p.metrics.PendingConn(c, l)
+	} else {
+		mc = p.metrics.Conn(c, l)
+	}
+	a.Conn = mc
 	// With an identity, inbound connections to opaque ports are still
 	// peeked at: meshed peers send them as mTLS.
 	if p.opaquePort(s, orig) && !meshedIn {
@@ -324,11 +356,18 @@ func (p *Proxy) handle(ctx context.Context, s *side, c net.Conn) {
 	}
 	a.Conn = dc
 	if meshedIn && proto == detect.TLS {
-		if proto, err = p.terminateMTLS(ctx, a); err != nil {
-			p.log.Debug("inbound mTLS handshake failed", "err", err, "client", c.RemoteAddr())
-			a.Close()
-			return
+		proto, err = p.terminateMTLS(ctx, a)
+	}
+	if meshedIn {
+		mc.Identify(p.acceptedTLS(s.direction, a))
+	}
+	if err != nil {
+		p.log.Debug("inbound mTLS failed", "err", err, "client", c.RemoteAddr())
+		if a.peer == "" {
+			mc.MarkFailed() // the handshake itself failed
 		}
+		a.Close()
+		return
 	}
 	if meshedIn && p.opaquePort(s, orig) && a.peer == "" {
 		p.serveOpaque(ctx, s, a)
@@ -386,14 +425,7 @@ func (p *Proxy) serveOpaque(ctx context.Context, s *side, a *accepted) {
 			return
 		}
 		done := ep.Start()
-		dialer := net.Dialer{Timeout: p.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
-		up, err = dialer.DialContext(ctx, "tcp", ep.Addr())
-		if err == nil {
-			up = p.metrics.Conn(up, s.direction, "dst", ep.Addr())
-			if id := d.identity(ep.Addr()); id != "" && s.dests.secure != nil {
-				up, err = s.dests.secure(ctx, up, id, tlsid.ALPNOpaque)
-			}
-		}
+		up, err = d.connect(ctx, ep.Addr(), tlsid.ALPNOpaque)
 		done()
 		if err == nil {
 			ep.Succeed()

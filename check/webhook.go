@@ -1,0 +1,225 @@
+package check
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func webhookChecks(o Options) []Check {
+	ns := o.Namespace
+	logs := fmt.Sprintf("the controller makes the certificate and writes the caBundle at startup: kubectl -n %s logs deploy/%s", ns, ControllerName)
+	return []Check{
+		{
+			Group:       GroupWebhook,
+			Description: "proxy injector webhook configuration exists",
+			Hint:        installCommand,
+			Retry:       true,
+			Run: func(ctx context.Context, s *State) error {
+				_, err := injectorWebhook(ctx, s)
+				return err
+			},
+		},
+		{
+			Group:       GroupWebhook,
+			Description: "proxy injector webhook caBundle is set",
+			Hint:        logs,
+			Retry:       true,
+			Run: func(ctx context.Context, s *State) error {
+				wh, err := injectorWebhook(ctx, s)
+				if err != nil {
+					return Skip(err.Error())
+				}
+				_, err = caBundle(wh)
+				return err
+			},
+		},
+		{
+			Group:       GroupWebhook,
+			Description: "proxy injector serving certificate Secret exists",
+			Hint:        logs,
+			Retry:       true,
+			Run: func(ctx context.Context, s *State) error {
+				_, err := webhookSecret(ctx, s)
+				return err
+			},
+		},
+		{
+			Group:       GroupWebhook,
+			Description: "proxy injector serving certificate is valid and chains to the caBundle",
+			Hint:        fmt.Sprintf("delete Secret %s/%s and restart the controller (kubectl -n %s rollout restart deploy/%s): it makes a new certificate and caBundle", ns, WebhookSecretName, ns, ControllerName),
+			Retry:       true,
+			Run: func(ctx context.Context, s *State) error {
+				wh, sec, err := webhookPrereqs(ctx, s)
+				if err != nil {
+					return err
+				}
+				roots, err := caBundle(wh)
+				if err != nil {
+					return Skip(err.Error())
+				}
+				certs, err := parseCertsPEM(sec.Data[corev1.TLSCertKey])
+				if err != nil {
+					return fmt.Errorf("secret %s/%s: tls.crt: %w", s.Namespace, WebhookSecretName, err)
+				}
+				key, err := parseKeyPEM(sec.Data[corev1.TLSPrivateKeyKey])
+				if err != nil {
+					return fmt.Errorf("secret %s/%s: tls.key: %w", s.Namespace, WebhookSecretName, err)
+				}
+				leaf := certs[0]
+				if !publicKeysEqual(key.Public(), leaf.PublicKey) {
+					return fmt.Errorf("secret %s/%s: tls.key is not the key of tls.crt", s.Namespace, WebhookSecretName)
+				}
+				if err := validNow("serving certificate", certs[:1], s.now()); err != nil {
+					return err
+				}
+				if _, err := verifyChain(leaf, certs[1:], roots, s.now(), "", x509.ExtKeyUsageServerAuth); err != nil {
+					return fmt.Errorf("serving certificate %s does not chain to the webhook's caBundle (the API server would refuse to call the injector): %w", certName(leaf), err)
+				}
+				return nil
+			},
+		},
+		{
+			Group:       GroupWebhook,
+			Description: "proxy injector serving certificate covers the Service's DNS name",
+			Hint:        fmt.Sprintf("delete Secret %s/%s and restart the controller (kubectl -n %s rollout restart deploy/%s): it makes a new certificate", ns, WebhookSecretName, ns, ControllerName),
+			Retry:       true,
+			Run: func(ctx context.Context, s *State) error {
+				wh, sec, err := webhookPrereqs(ctx, s)
+				if err != nil {
+					return err
+				}
+				certs, err := parseCertsPEM(sec.Data[corev1.TLSCertKey])
+				if err != nil {
+					return Skip(err.Error())
+				}
+				svcNS, svcName := webhookService(wh, s.Namespace)
+				name := fmt.Sprintf("%s.%s.svc", svcName, svcNS)
+				if err := certs[0].VerifyHostname(name); err != nil {
+					return fmt.Errorf("serving certificate %s does not cover %s (DNS names %v)", certName(certs[0]), name, certs[0].DNSNames)
+				}
+				return nil
+			},
+		},
+		{
+			Group:       GroupWebhook,
+			Description: "proxy injector Service has ready endpoints",
+			Hint:        fmt.Sprintf("kubectl -n %s describe pods -l %s=%s", ns, controllerNameLabel, ControllerName),
+			Retry:       true,
+			Run: func(ctx context.Context, s *State) error {
+				wh, err := injectorWebhook(ctx, s)
+				if err != nil {
+					return Skip(err.Error())
+				}
+				if wh.ClientConfig.Service == nil {
+					return fmt.Errorf("webhook %s calls a URL (%s), not the controller's Service", WebhookName, deref(wh.ClientConfig.URL))
+				}
+				svcNS, svcName := webhookService(wh, s.Namespace)
+				port := int32(443)
+				if wh.ClientConfig.Service.Port != nil {
+					port = *wh.ClientConfig.Service.Port
+				}
+				svc, err := s.Kube.CoreV1().Services(svcNS).Get(ctx, svcName, metav1.GetOptions{})
+				if apierrors.IsNotFound(err) {
+					return fmt.Errorf("no service %s/%s (the webhook's)", svcNS, svcName)
+				}
+				if err != nil {
+					return err
+				}
+				for _, p := range svc.Spec.Ports {
+					if p.Port == port {
+						return serviceReady(ctx, s, svcNS, svcName, p.Name)
+					}
+				}
+				return fmt.Errorf("service %s/%s has no port %d (the webhook's)", svcNS, svcName, port)
+			},
+		},
+	}
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+// injectorWebhook gets the injector's webhook from its configuration.
+func injectorWebhook(ctx context.Context, s *State) (*admissionv1.MutatingWebhook, error) {
+	if err := s.needClient(); err != nil {
+		return nil, err
+	}
+	cfg, err := s.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, WebhookConfigName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("no MutatingWebhookConfiguration %s", WebhookConfigName)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for i := range cfg.Webhooks {
+		if cfg.Webhooks[i].Name == WebhookName {
+			return &cfg.Webhooks[i], nil
+		}
+	}
+	return nil, fmt.Errorf("MutatingWebhookConfiguration %s has no webhook %s", WebhookConfigName, WebhookName)
+}
+
+// caBundle parses the webhook's caBundle.
+func caBundle(wh *admissionv1.MutatingWebhook) ([]*x509.Certificate, error) {
+	if len(wh.ClientConfig.CABundle) == 0 {
+		return nil, fmt.Errorf("webhook %s of MutatingWebhookConfiguration %s has no caBundle", WebhookName, WebhookConfigName)
+	}
+	certs, err := parseCertsPEM(wh.ClientConfig.CABundle)
+	if err != nil {
+		return nil, fmt.Errorf("webhook %s: caBundle: %w", WebhookName, err)
+	}
+	return certs, nil
+}
+
+// webhookSecret gets the injector's serving Secret.
+func webhookSecret(ctx context.Context, s *State) (*corev1.Secret, error) {
+	if err := s.needClient(); err != nil {
+		return nil, err
+	}
+	sec, err := s.Kube.CoreV1().Secrets(s.Namespace).Get(ctx, WebhookSecretName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("no secret %s/%s", s.Namespace, WebhookSecretName)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey} {
+		if len(sec.Data[k]) == 0 {
+			return nil, fmt.Errorf("secret %s/%s has no %s", s.Namespace, WebhookSecretName, k)
+		}
+	}
+	return sec, nil
+}
+
+// webhookPrereqs gets the webhook and the Secret, skipping the check when
+// either is missing (an earlier check of the group says so).
+func webhookPrereqs(ctx context.Context, s *State) (*admissionv1.MutatingWebhook, *corev1.Secret, error) {
+	wh, err := injectorWebhook(ctx, s)
+	if err != nil {
+		return nil, nil, Skip(err.Error())
+	}
+	sec, err := webhookSecret(ctx, s)
+	if err != nil {
+		return nil, nil, Skip(err.Error())
+	}
+	return wh, sec, nil
+}
+
+// webhookService is the Service the webhook calls: the configuration's, or
+// the contract's when it names none.
+func webhookService(wh *admissionv1.MutatingWebhook, ns string) (string, string) {
+	if ref := wh.ClientConfig.Service; ref != nil {
+		return ref.Namespace, ref.Name
+	}
+	return ns, ControllerName
+}

@@ -1,0 +1,117 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/meridian-mesh/meridian/controlplane/identity"
+	"github.com/meridian-mesh/meridian/controlplane/inject"
+	"github.com/meridian-mesh/meridian/controlplane/inject/webhook"
+)
+
+// WebhookOptions configure the proxy injector, a mutating admission
+// webhook; the fields mirror `meridian controller`'s --webhook-* flags and
+// their companions (docs/kubernetes.md).
+type WebhookOptions struct {
+	// Addr is the webhook's listen address (HTTPS); empty: no injector.
+	Addr string
+	// Secret holds the serving certificate, created and renewed by the
+	// controller (default meridian-proxy-injector-tls).
+	Secret string
+	// Config is the MutatingWebhookConfiguration whose caBundle the
+	// controller keeps (default meridian-proxy-injector).
+	Config string
+	// Service is the controller's Service: the certificate's name, and the
+	// address proxies dial (default meridian-controller).
+	Service string
+	// Namespace is the controller's namespace (the Secret's; proxies dial
+	// <Service>.<Namespace>.svc.<cluster domain>:8086).
+	Namespace string
+	// ProxyImage and ProxyInitImage default to ghcr.io/meridian-mesh/proxy
+	// and proxy-init tagged with ControlPlaneVersion.
+	ProxyImage, ProxyInitImage string
+	// ControlPlaneVersion is the injected proxies' meridian.io/proxy-version
+	// (default dev).
+	ControlPlaneVersion string
+	// ExtraHosts are more names or IP addresses for the serving certificate
+	// (tests that reach the webhook on loopback).
+	ExtraHosts []string
+	// Ready, when set, is told the address the webhook listens on.
+	Ready func(addr string)
+}
+
+// Defaults of WebhookOptions.
+const (
+	DefaultWebhookSecret  = "meridian-proxy-injector-tls"
+	DefaultWebhookConfig  = "meridian-proxy-injector"
+	DefaultWebhookService = "meridian-controller"
+)
+
+// proxyInjector checks the injector's options and returns what runs it
+// (a no-op when it is off).
+func proxyInjector(o Options, src source, ca *identity.CA, log *slog.Logger) (func(context.Context) error, error) {
+	w := o.Webhook
+	if w.Addr == "" {
+		return func(context.Context) error { return nil }, nil
+	}
+	if src.local {
+		return nil, errors.New("--webhook-addr: the proxy injector needs --store=kube")
+	}
+	if w.Namespace == "" {
+		return nil, errors.New("--webhook-addr: the proxy injector needs the controller's namespace (--namespace or $POD_NAMESPACE)")
+	}
+	if ca == nil {
+		return nil, errors.New("--webhook-addr: the proxy injector gives proxies the identity trust anchors: set --identity-issuer-dir")
+	}
+	if w.Secret == "" {
+		w.Secret = DefaultWebhookSecret
+	}
+	if w.Config == "" {
+		w.Config = DefaultWebhookConfig
+	}
+	if w.Service == "" {
+		w.Service = DefaultWebhookService
+	}
+	if w.ControlPlaneVersion == "" {
+		w.ControlPlaneVersion = "dev"
+	}
+	cfg := inject.DefaultConfig(w.ControlPlaneVersion, w.Namespace)
+	if w.ProxyImage != "" {
+		cfg.ProxyImage = w.ProxyImage
+	}
+	if w.ProxyInitImage != "" {
+		cfg.ProxyInitImage = w.ProxyInitImage
+	}
+	cfg.ControllerAddr = inject.ControllerAddr(w.Service, w.Namespace, o.ClusterDomain)
+	cfg.TrustDomain = o.TrustDomain
+	cfg.TrustAnchorsPEM = string(ca.RootsPEM())
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("proxy injector: %w", err)
+	}
+	rc := o.RestConfig
+	if rc == nil {
+		var err error
+		if rc, err = restConfig(o.Kubeconfig); err != nil {
+			return nil, err
+		}
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	wo := webhook.Options{
+		Addr:      w.Addr,
+		Client:    cs,
+		Namespace: w.Namespace,
+		Secret:    w.Secret,
+		Config:    w.Config,
+		Hosts:     append(webhook.Hosts(w.Service, w.Namespace, o.ClusterDomain), w.ExtraHosts...),
+		Inject:    cfg,
+		Log:       log,
+	}
+	return func(ctx context.Context) error { return webhook.Run(ctx, wo, w.Ready) }, nil
+}

@@ -1,0 +1,367 @@
+package inject
+
+import (
+	"encoding/json"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+const testAnchors = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+func testConfig() Config {
+	c := DefaultConfig("v1.2.3", "meridian")
+	c.TrustAnchorsPEM = testAnchors
+	return c
+}
+
+func testPod(ann map[string]string) (*metav1.ObjectMeta, *corev1.PodSpec) {
+	meta := &metav1.ObjectMeta{Name: "web-1", Namespace: "shop", Annotations: ann}
+	spec := &corev1.PodSpec{
+		InitContainers: []corev1.Container{{Name: "migrate", Image: "migrate:1"}},
+		Containers: []corev1.Container{{Name: "web", Image: "web:1", Ports: []corev1.ContainerPort{
+			{Name: "http", ContainerPort: 8080}, {Name: "mysql", ContainerPort: 3306},
+		}}},
+		Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+	}
+	return meta, spec
+}
+
+func names(cs []corev1.Container) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+func find(cs []corev1.Container, name string) *corev1.Container {
+	for i := range cs {
+		if cs[i].Name == name {
+			return &cs[i]
+		}
+	}
+	return nil
+}
+
+func TestPodInjectsTheContract(t *testing.T) {
+	meta, spec := testPod(nil)
+	changed, rep, err := Pod(meta, spec, map[string]string{AnnotationInject: Enabled}, testConfig())
+	if err != nil || !changed || !rep.Injected {
+		t.Fatalf("Pod = %v, %v, %v", changed, rep, err)
+	}
+	if got, want := names(spec.InitContainers), []string{"meridian-init", "meridian-proxy", "migrate"}; !slices.Equal(got, want) {
+		t.Fatalf("init containers %v, want %v", got, want)
+	}
+	if got := names(spec.Containers); !slices.Equal(got, []string{"web"}) {
+		t.Fatalf("containers %v", got)
+	}
+	if meta.Annotations[AnnotationProxyVersion] != "v1.2.3" {
+		t.Fatalf("annotations %v", meta.Annotations)
+	}
+
+	init := spec.InitContainers[0]
+	if init.Image != "ghcr.io/meridian-mesh/proxy-init:v1.2.3" || init.RestartPolicy != nil {
+		t.Fatalf("meridian-init: image %s restartPolicy %v", init.Image, init.RestartPolicy)
+	}
+	wantInit := []string{"--inbound-port=4143", "--outbound-port=4140", "--proxy-uid=2102", "--skip-inbound-ports=4190,4191"}
+	if !slices.Equal(init.Args, wantInit) {
+		t.Fatalf("meridian-init args %q, want %q", init.Args, wantInit)
+	}
+	sc := init.SecurityContext
+	if *sc.RunAsUser != 0 || *sc.RunAsNonRoot || !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"NET_ADMIN", "NET_RAW"}) {
+		t.Fatalf("meridian-init security context %+v", sc)
+	}
+
+	p := spec.InitContainers[1]
+	if p.Image != "ghcr.io/meridian-mesh/proxy:v1.2.3" || p.RestartPolicy == nil || *p.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Fatalf("meridian-proxy: image %s restartPolicy %v", p.Image, p.RestartPolicy)
+	}
+	wantArgs := []string{
+		"--outbound-addr=127.0.0.1:4140", "--inbound-addr=0.0.0.0:4143", "--admin-addr=0.0.0.0:4191",
+		"--destination-addr=meridian-controller.meridian.svc.cluster.local:8086",
+		"--identity-trust-domain=cluster.local",
+		"--identity-token-file=/var/run/meridian/identity/token/token",
+		"--log-level=info",
+	}
+	if !slices.Equal(p.Args, wantArgs) {
+		t.Fatalf("meridian-proxy args\n%q\nwant\n%q", p.Args, wantArgs)
+	}
+	if *p.SecurityContext.RunAsUser != 2102 || !*p.SecurityContext.RunAsNonRoot {
+		t.Fatalf("meridian-proxy security context %+v", p.SecurityContext)
+	}
+	if len(p.Env) != 1 || p.Env[0].Name != "MERIDIAN_PROXY_TRUST_ANCHORS" || p.Env[0].Value != testAnchors {
+		t.Fatalf("meridian-proxy env %+v", p.Env)
+	}
+	if len(p.Ports) != 2 || p.Ports[0].Name != "meridian-proxy" || p.Ports[0].ContainerPort != 4143 ||
+		p.Ports[1].Name != "meridian-admin" || p.Ports[1].ContainerPort != 4191 {
+		t.Fatalf("meridian-proxy ports %+v", p.Ports)
+	}
+	for what, pr := range map[string]*corev1.Probe{"/live": p.StartupProbe, "/live ": p.LivenessProbe, "/ready": p.ReadinessProbe} {
+		if pr == nil || pr.HTTPGet == nil || pr.HTTPGet.Path != strings.TrimSpace(what) || pr.HTTPGet.Port.IntValue() != 4191 {
+			t.Fatalf("probe %s: %+v", what, pr)
+		}
+	}
+	if len(p.VolumeMounts) != 1 || p.VolumeMounts[0].Name != TokenVolumeName || p.VolumeMounts[0].MountPath != "/var/run/meridian/identity/token" || !p.VolumeMounts[0].ReadOnly {
+		t.Fatalf("meridian-proxy mounts %+v", p.VolumeMounts)
+	}
+	if len(p.Resources.Requests)+len(p.Resources.Limits) != 0 {
+		t.Fatalf("meridian-proxy resources without config %+v", p.Resources)
+	}
+
+	if len(spec.Volumes) != 2 || spec.Volumes[0].Name != "data" {
+		t.Fatalf("volumes %+v", spec.Volumes)
+	}
+	v := spec.Volumes[1]
+	if v.Name != "meridian-identity-token" || v.Projected == nil || len(v.Projected.Sources) != 1 {
+		t.Fatalf("token volume %+v", v)
+	}
+	tok := v.Projected.Sources[0].ServiceAccountToken
+	if tok == nil || tok.Audience != "identity.meridian.io" || tok.Path != "token" {
+		t.Fatalf("token projection %+v", tok)
+	}
+}
+
+func TestPodAnnotationPrecedence(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		pod, ns  map[string]string
+		injected bool
+		skipped  string
+	}{
+		{"nothing", nil, nil, false, SkipNotEnabled},
+		{"namespace enabled", nil, map[string]string{AnnotationInject: Enabled}, true, ""},
+		{"pod enabled", map[string]string{AnnotationInject: Enabled}, nil, true, ""},
+		{"pod disabled wins over namespace", map[string]string{AnnotationInject: Disabled}, map[string]string{AnnotationInject: Enabled}, false, SkipDisabled},
+		{"pod enabled wins over namespace", map[string]string{AnnotationInject: Enabled}, map[string]string{AnnotationInject: Disabled}, true, ""},
+		{"namespace disabled", nil, map[string]string{AnnotationInject: Disabled}, false, SkipDisabled},
+		// A bad namespace value does not matter when the pod says.
+		{"pod over bad namespace value", map[string]string{AnnotationInject: Disabled}, map[string]string{AnnotationInject: "yes"}, false, SkipDisabled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			meta, spec := testPod(tc.pod)
+			before := spec.DeepCopy()
+			changed, rep, err := Pod(meta, spec, tc.ns, testConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if changed != tc.injected || rep.Injected != tc.injected || rep.Skipped != tc.skipped {
+				t.Fatalf("Pod = %v, %+v; want injected %v skipped %q", changed, rep, tc.injected, tc.skipped)
+			}
+			if !tc.injected && !reflect.DeepEqual(before, spec) {
+				t.Fatal("a skipped pod was changed")
+			}
+		})
+	}
+}
+
+func TestPodConfigAnnotations(t *testing.T) {
+	ns := map[string]string{
+		AnnotationInject:            Enabled,
+		AnnotationSkipOutboundPorts: "5432",
+		AnnotationProxyLogLevel:     "warn",
+		AnnotationProxyCPURequest:   "50m",
+	}
+	meta, spec := testPod(map[string]string{
+		AnnotationSkipInboundPorts:   "25, 4000-4002,4191",
+		AnnotationOpaquePorts:        "mysql,9000-9001",
+		AnnotationProxyLogLevel:      "debug", // wins over the namespace's
+		AnnotationProxyMemoryRequest: "32Mi",
+		AnnotationProxyMemoryLimit:   "128Mi",
+		AnnotationProxyCPULimit:      "1",
+	})
+	cfg := testConfig()
+	cfg.Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m")}
+	if _, _, err := Pod(meta, spec, ns, cfg); err != nil {
+		t.Fatal(err)
+	}
+	init := find(spec.InitContainers, InitContainerName)
+	want := []string{"--inbound-port=4143", "--outbound-port=4140", "--proxy-uid=2102",
+		"--skip-inbound-ports=4190,4191,25,4000-4002", "--skip-outbound-ports=5432"}
+	if !slices.Equal(init.Args, want) {
+		t.Fatalf("meridian-init args\n%q\nwant\n%q", init.Args, want)
+	}
+	p := find(spec.InitContainers, ProxyContainerName)
+	if !slices.Contains(p.Args, "--opaque-ports=3306,9000,9001") || !slices.Contains(p.Args, "--log-level=debug") {
+		t.Fatalf("meridian-proxy args %q", p.Args)
+	}
+	r := p.Resources
+	for what, got := range map[string]resource.Quantity{
+		"50m": r.Requests[corev1.ResourceCPU], "1": r.Limits[corev1.ResourceCPU],
+		"32Mi": r.Requests[corev1.ResourceMemory], "128Mi": r.Limits[corev1.ResourceMemory],
+	} {
+		if got.Cmp(resource.MustParse(what)) != 0 {
+			t.Fatalf("resources %+v: want %s", r, what)
+		}
+	}
+	// The config's default resources are not changed by annotations.
+	if len(cfg.Resources.Requests) != 1 || len(cfg.Resources.Limits) != 0 {
+		t.Fatalf("config resources changed: %+v", cfg.Resources)
+	}
+}
+
+func TestPodBadAnnotations(t *testing.T) {
+	for _, tc := range []struct {
+		ann, value string
+		want       string // what the error says is allowed
+	}{
+		{AnnotationInject, "true", "use enabled or disabled"},
+		{AnnotationSkipInboundPorts, "25,smtp", `"smtp" is not a port`},
+		{AnnotationSkipOutboundPorts, "70000", `"70000" is not a port`},
+		{AnnotationSkipOutboundPorts, "10-5", `"10-5" is not a range`},
+		{AnnotationOpaquePorts, "redis", `"redis" names no container port`},
+		{AnnotationOpaquePorts, "1-5000", "more than 1024 ports"},
+		{AnnotationProxyLogLevel, "verbose", "use debug, info, warn or error"},
+		{AnnotationProxyCPURequest, "lots", "Kubernetes quantity"},
+		{AnnotationProxyMemoryLimit, "-1Mi", "Kubernetes quantity"},
+	} {
+		t.Run(tc.ann+"="+tc.value, func(t *testing.T) {
+			meta, spec := testPod(map[string]string{AnnotationInject: Enabled, tc.ann: tc.value})
+			before := spec.DeepCopy()
+			changed, _, err := Pod(meta, spec, nil, testConfig())
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, s := range []string{tc.ann, `"` + tc.value + `"`, tc.want, "on the pod"} {
+				if !strings.Contains(err.Error(), s) {
+					t.Fatalf("error %q does not say %q", err, s)
+				}
+			}
+			if changed || !reflect.DeepEqual(before, spec) {
+				t.Fatal("pod changed despite the error")
+			}
+		})
+	}
+	// From the namespace, the error says so.
+	meta, spec := testPod(nil)
+	_, _, err := Pod(meta, spec, map[string]string{AnnotationInject: Enabled, AnnotationProxyLogLevel: "loud"}, testConfig())
+	if err == nil || !strings.Contains(err.Error(), "on the namespace") {
+		t.Fatalf("error %v", err)
+	}
+	// Requests above limits.
+	meta, spec = testPod(map[string]string{AnnotationInject: Enabled, AnnotationProxyCPURequest: "2", AnnotationProxyCPULimit: "1"})
+	_, _, err = Pod(meta, spec, nil, testConfig())
+	if err == nil || !strings.Contains(err.Error(), "exceeds its limit") || !strings.Contains(err.Error(), AnnotationProxyCPULimit) {
+		t.Fatalf("error %v", err)
+	}
+}
+
+func TestPodIdempotent(t *testing.T) {
+	meta, spec := testPod(map[string]string{AnnotationInject: Enabled})
+	if _, _, err := Pod(meta, spec, nil, testConfig()); err != nil {
+		t.Fatal(err)
+	}
+	m1, s1 := meta.DeepCopy(), spec.DeepCopy()
+	changed, rep, err := Pod(meta, spec, nil, testConfig())
+	if err != nil || changed || rep.Skipped != SkipAlreadyInjected {
+		t.Fatalf("second Pod = %v, %+v, %v", changed, rep, err)
+	}
+	if !reflect.DeepEqual(m1, meta) || !reflect.DeepEqual(s1, spec) {
+		t.Fatal("second Pod changed the pod")
+	}
+	// A pod with a hand-written meridian-proxy counts as injected too.
+	meta, spec = testPod(map[string]string{AnnotationInject: Enabled})
+	spec.Containers = append(spec.Containers, corev1.Container{Name: ProxyContainerName})
+	if changed, rep, _ := Pod(meta, spec, nil, testConfig()); changed || rep.Skipped != SkipAlreadyInjected {
+		t.Fatalf("Pod = %v, %+v", changed, rep)
+	}
+}
+
+func TestPodHostNetwork(t *testing.T) {
+	meta, spec := testPod(map[string]string{AnnotationInject: Enabled})
+	spec.HostNetwork = true
+	changed, rep, err := Pod(meta, spec, nil, testConfig())
+	if err != nil || changed || rep.Skipped != SkipHostNetwork || rep.String() != "skipped: hostNetwork" {
+		t.Fatalf("Pod = %v, %+v, %v", changed, rep, err)
+	}
+}
+
+func TestPodBadConfig(t *testing.T) {
+	meta, spec := testPod(map[string]string{AnnotationInject: Enabled})
+	cfg := testConfig()
+	cfg.TrustAnchorsPEM = ""
+	if _, _, err := Pod(meta, spec, nil, cfg); err == nil || !strings.Contains(err.Error(), "trust anchors") {
+		t.Fatalf("error %v", err)
+	}
+	// A pod that is not injected needs no valid config.
+	meta, spec = testPod(nil)
+	if _, _, err := Pod(meta, spec, nil, Config{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUninjectUndoesPod(t *testing.T) {
+	for _, ann := range []map[string]string{nil, {AnnotationInject: Enabled, "team": "a"}} {
+		meta, spec := testPod(ann)
+		m0, s0 := meta.DeepCopy(), spec.DeepCopy()
+		if _, _, err := Pod(meta, spec, map[string]string{AnnotationInject: Enabled}, testConfig()); err != nil {
+			t.Fatal(err)
+		}
+		if !Uninject(meta, spec) {
+			t.Fatal("Uninject changed nothing")
+		}
+		if !reflect.DeepEqual(m0, meta) || !reflect.DeepEqual(s0, spec) {
+			t.Fatalf("Uninject(Pod(p)) != p:\n%+v\n%+v", meta, spec)
+		}
+		if Uninject(meta, spec) {
+			t.Fatal("second Uninject changed something")
+		}
+	}
+	// Without other init containers or volumes, the lists go away.
+	meta := &metav1.ObjectMeta{Annotations: map[string]string{AnnotationInject: Enabled}}
+	spec := &corev1.PodSpec{Containers: []corev1.Container{{Name: "web"}}}
+	if _, _, err := Pod(meta, spec, nil, testConfig()); err != nil {
+		t.Fatal(err)
+	}
+	Uninject(meta, spec)
+	if spec.InitContainers != nil || spec.Volumes != nil || len(meta.Annotations) != 1 {
+		t.Fatalf("left %+v %+v", meta, spec)
+	}
+}
+
+func TestDiffAndApply(t *testing.T) {
+	meta, spec := testPod(map[string]string{AnnotationInject: Enabled})
+	before, _ := json.Marshal(corev1.Pod{ObjectMeta: *meta, Spec: *spec})
+	if _, _, err := Pod(meta, spec, nil, testConfig()); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := json.Marshal(corev1.Pod{ObjectMeta: *meta, Spec: *spec})
+	ops, err := Diff(before, after, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, op := range ops {
+		paths = append(paths, op.Op+" "+op.Path)
+	}
+	want := []string{"add /metadata/annotations", "add /spec/initContainers", "add /spec/volumes"}
+	if !slices.Equal(paths, want) {
+		t.Fatalf("ops %v, want %v", paths, want)
+	}
+	var doc, wantDoc map[string]any
+	_ = json.Unmarshal(before, &doc)
+	_ = json.Unmarshal(after, &wantDoc)
+	if err := Apply(doc, ops); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(doc)
+	exp, _ := json.Marshal(wantDoc)
+	if string(got) != string(exp) {
+		t.Fatalf("Apply(before, Diff(before, after)) != after")
+	}
+
+	// Removal, escaping, and null values.
+	ops, err = Diff([]byte(`{"metadata":{"a/b":1,"keep":2}}`), []byte(`{"metadata":{"keep":2,"n":null}}`), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(ops)
+	if string(b) != `[{"op":"remove","path":"/metadata/a~1b"},{"op":"add","path":"/metadata/n","value":null}]` {
+		t.Fatalf("patch %s", b)
+	}
+}

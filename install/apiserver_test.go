@@ -1,0 +1,301 @@
+package install
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	authnv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/meridian-mesh/meridian/controlplane/store"
+	"github.com/meridian-mesh/meridian/controlplane/store/kube"
+)
+
+// startAPIServer starts a real kube-apiserver and etcd (envtest, with RBAC
+// authorization), with no CRDs: the test installs them. It needs
+// KUBEBUILDER_ASSETS (hack/kube-assets.sh; `make test` sets it).
+func startAPIServer(t *testing.T) *rest.Config {
+	t.Helper()
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Skip("KUBEBUILDER_ASSETS is not set: this test needs the etcd and kube-apiserver binaries; `make test` sets it (see hack/kube-assets.sh)")
+	}
+	ctrllog.SetLogger(logr.Discard())
+	env := &envtest.Environment{}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("starting kube-apiserver and etcd from KUBEBUILDER_ASSETS=%s: %v", os.Getenv("KUBEBUILDER_ASSETS"), err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Logf("stopping envtest: %v", err)
+		}
+	})
+	return cfg
+}
+
+// apply server-side applies every object of a YAML stream, as
+// `kubectl apply --server-side -f -` does, and returns them.
+func apply(t *testing.T, ctx context.Context, c client.Client, stream string) []*unstructured.Unstructured {
+	t.Helper()
+	var out []*unstructured.Unstructured
+	for _, o := range parse(t, stream) {
+		u := &unstructured.Unstructured{Object: o.obj}
+		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("meridian-install-test"), client.ForceOwnership); err != nil {
+			t.Fatalf("the API server refused %s (from %s): %v", o.key(), o.source, err)
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+const controllerSA = "system:serviceaccount:meridian:meridian-controller"
+
+// Every object `meridian install --crds` and `meridian install` print is
+// accepted by a real API server, applied twice (as re-running install
+// does); the RBAC grants the controller what it uses and no more, and is
+// enough for the Kubernetes store to sync as the controller's service
+// account.
+func TestAPIServerAcceptsInstall(t *testing.T) {
+	cfg := startAPIServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	crds, err := Options{}.CRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var crdStream bytes.Buffer
+	if err := Write(&crdStream, crds); err != nil {
+		t.Fatal(err)
+	}
+	o := issuerFiles(t)
+	o.Version = "v0.1.0"
+	plane := renderOut(t, o)
+
+	for range 2 {
+		applied := apply(t, ctx, c, crdStream.String())
+		for _, crd := range applied {
+			waitEstablished(t, ctx, c, crd.GetName())
+		}
+		apply(t, ctx, c, plane)
+	}
+
+	// Read back what the API server stored.
+	for _, ob := range parse(t, plane) {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion(ob.obj["apiVersion"].(string))
+		u.SetKind(ob.kind())
+		key := types.NamespacedName{Namespace: str(ob.obj, "metadata", "namespace"), Name: ob.name()}
+		if err := c.Get(ctx, key, u); err != nil {
+			t.Errorf("%s: %v", ob.key(), err)
+		}
+	}
+	wh := &unstructured.Unstructured{}
+	wh.SetAPIVersion("admissionregistration.k8s.io/v1")
+	wh.SetKind("MutatingWebhookConfiguration")
+	if err := c.Get(ctx, types.NamespacedName{Name: "meridian-proxy-injector"}, wh); err != nil {
+		t.Fatal(err)
+	}
+	ws, _, _ := unstructured.NestedSlice(wh.Object, "webhooks")
+	if len(ws) != 1 || get(ws[0], "failurePolicy") != "Ignore" || get(ws[0], "clientConfig", "caBundle") != nil {
+		t.Errorf("stored webhook: %v", ws)
+	}
+
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("RBAC", func(t *testing.T) { checkRBAC(t, ctx, cs) })
+	t.Run("ControllerAsItsServiceAccount", func(t *testing.T) { runAsController(t, ctx, cfg) })
+	t.Run("ClusterCheck", func(t *testing.T) { checkCluster(t, ctx, cfg) })
+}
+
+func waitEstablished(t *testing.T, ctx context.Context, c client.Client, name string) {
+	t.Helper()
+	for {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion("apiextensions.k8s.io/v1")
+		u.SetKind("CustomResourceDefinition")
+		if err := c.Get(ctx, types.NamespacedName{Name: name}, u); err != nil {
+			t.Fatal(err)
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, cd := range conds {
+			if get(cd, "type") == "Established" && get(cd, "status") == "True" {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("CRD %s not established", name)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func checkRBAC(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
+	type check struct {
+		verb, group, resource, ns, name string
+		allowed                         bool
+	}
+	var checks []check
+	for _, r := range []struct{ group, resource string }{
+		{"", "namespaces"}, {"", "pods"}, {"", "serviceaccounts"}, {"", "services"},
+		{"discovery.k8s.io", "endpointslices"}, {"meridian.io", "serviceprofiles"}, {"split.smi-spec.io", "trafficsplits"},
+	} {
+		for _, v := range []string{"get", "list", "watch"} {
+			checks = append(checks, check{v, r.group, r.resource, "", "", true})
+		}
+		for _, v := range []string{"create", "update", "patch", "delete"} {
+			checks = append(checks, check{v, r.group, r.resource, "shop", "x", false})
+		}
+	}
+	checks = append(checks,
+		check{"create", "authentication.k8s.io", "tokenreviews", "", "", true},
+		check{"get", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "meridian-proxy-injector", true},
+		check{"patch", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "meridian-proxy-injector", true},
+		check{"patch", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "someone-elses", false},
+		check{"list", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "", false},
+		check{"delete", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "meridian-proxy-injector", false},
+		check{"create", "", "secrets", "meridian", "", true},
+		check{"get", "", "secrets", "meridian", "meridian-proxy-injector-tls", true},
+		check{"update", "", "secrets", "meridian", "meridian-proxy-injector-tls", true},
+		check{"get", "", "secrets", "meridian", "meridian-identity-issuer", false},
+		check{"list", "", "secrets", "meridian", "", false},
+		check{"delete", "", "secrets", "meridian", "meridian-proxy-injector-tls", false},
+		check{"get", "", "secrets", "kube-system", "meridian-proxy-injector-tls", false},
+		check{"create", "", "secrets", "kube-system", "", false},
+		check{"create", "", "events", "meridian", "", false},
+		check{"get", "", "configmaps", "meridian", "x", false},
+	)
+	for _, ck := range checks {
+		sar, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+			User:               controllerSA,
+			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:meridian", "system:authenticated"},
+			ResourceAttributes: &authzv1.ResourceAttributes{Verb: ck.verb, Group: ck.group, Resource: ck.resource, Namespace: ck.ns, Name: ck.name},
+		}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sar.Status.Allowed != ck.allowed {
+			t.Errorf("%s %s.%s %s/%s: allowed=%v, want %v", ck.verb, ck.resource, ck.group, ck.ns, ck.name, sar.Status.Allowed, ck.allowed)
+		}
+	}
+}
+
+// runAsController does, as the controller's service account, what the
+// controller does through the API: it syncs the Kubernetes store (every
+// kind it watches, both CRDs found), reviews a token, and patches the
+// webhook configuration's caBundle.
+func runAsController(t *testing.T, ctx context.Context, admin *rest.Config) {
+	cfg := rest.CopyConfig(admin)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: controllerSA, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:meridian", "system:authenticated"}}
+
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	rctx, stop := context.WithCancel(ctx)
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- kube.Run(rctx, cfg, store.New(), kube.WithLogger(log), kube.WithReady(func() { close(ready) }))
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("the Kubernetes store stopped as %s: %v\n%s", controllerSA, err, logs.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the Kubernetes store did not sync as %s in 60s:\n%s", controllerSA, logs.String())
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := logs.String(); strings.Contains(s, "not installed") || strings.Contains(s, "forbidden") {
+		t.Errorf("store log:\n%s", s)
+	}
+
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := cs.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: "not-a-token"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("TokenReview as %s: %v", controllerSA, err)
+	}
+	if tr.Status.Authenticated {
+		t.Error("a bogus token authenticated")
+	}
+	patch := []byte(fmt.Sprintf(`{"webhooks":[{"name":"inject.meridian.io","clientConfig":{"caBundle":%q}}]}`, "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="))
+	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx, "meridian-proxy-injector", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Errorf("patching the webhook's caBundle as %s: %v", controllerSA, err)
+	}
+	_, err = cs.CoreV1().Secrets("meridian").Get(ctx, "meridian-identity-issuer", metav1.GetOptions{})
+	if !apierrors.IsForbidden(err) {
+		t.Errorf("reading the issuer Secret through the API as %s: %v, want forbidden", controllerSA, err)
+	}
+}
+
+func checkCluster(t *testing.T, ctx context.Context, cfg *rest.Config) {
+	check := ClusterChecker(cfg, 10*time.Second)
+	if err := check(ctx, "meridian"); !errors.Is(err, ErrInstalled) {
+		t.Errorf("check of an installed namespace: %v, want ErrInstalled", err)
+	}
+	if err := check(ctx, "elsewhere"); err != nil {
+		t.Errorf("check of a namespace without meridian: %v", err)
+	}
+	_, err := Install(ctx, Options{CheckCluster: check})
+	if !errors.Is(err, ErrInstalled) || !strings.Contains(err.Error(), "--ignore-cluster") {
+		t.Errorf("install over an installed cluster: %v", err)
+	}
+	// Given the issuer, install does not generate one and does not look.
+	o := issuerFiles(t)
+	o.CheckCluster = check
+	if _, err := Install(ctx, o); err != nil {
+		t.Errorf("install with an issuer: %v", err)
+	}
+	down := rest.CopyConfig(cfg)
+	down.Host = "https://127.0.0.1:1"
+	if err := ClusterChecker(down, 2*time.Second)(ctx, "meridian"); err == nil || errors.Is(err, ErrInstalled) {
+		t.Errorf("check of an unreachable cluster: %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the store's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
