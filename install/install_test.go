@@ -232,7 +232,7 @@ func TestRenderDefaults(t *testing.T) {
 	wantArgs := []string{"controller", "--store=kube",
 		"--destination-addr=:8086", "--admin-addr=:9996",
 		"--identity-issuer-dir=/var/run/meridian/identity/issuer",
-		"--trust-domain=cluster.local", "--cluster-domain=cluster.local",
+		"--trust-domain=cluster.local", "--api-identity=spiffe://cluster.local/ns/meridian/sa/meridian-controller", "--cluster-domain=cluster.local",
 		"--webhook-addr=:8443", "--webhook-secret=meridian-proxy-injector-tls",
 		"--webhook-config=meridian-proxy-injector", "--webhook-service=meridian-controller",
 		"--namespace=$(POD_NAMESPACE)",

@@ -1,11 +1,20 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // EnvTrustAnchors holds the trust anchors PEM when they are not in a file:
@@ -41,4 +50,49 @@ func tokenSubject(path string) (ns, sa string, err error) {
 		return "", "", fmt.Errorf("--identity-token-file %s: subject %q is not system:serviceaccount:NAMESPACE:NAME", path, claims.Sub)
 	}
 	return f[2], f[3], nil
+}
+
+// parseAnchors reads the trust anchors' PEM certificates.
+func parseAnchors(b []byte) ([]*x509.Certificate, error) {
+	var roots []*x509.Certificate
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("--identity-trust-anchors: %w", err)
+		}
+		roots = append(roots, c)
+	}
+	if len(roots) == 0 {
+		return nil, fmt.Errorf("--identity-trust-anchors: no PEM certificates")
+	}
+	return roots, nil
+}
+
+// controlPlaneCreds are the credentials for the destination and identity
+// APIs: TLS verifying the controller's SPIFFE ID against the trust anchors
+// when id is set (Kubernetes: tokens cross the pod network), else plaintext
+// (local mode on loopback).
+func controlPlaneCreds(id string, anchorsPEM []byte) (credentials.TransportCredentials, error) {
+	if id == "" {
+		return insecure.NewCredentials(), nil
+	}
+	sid, err := spiffeid.FromString(id)
+	if err != nil {
+		return nil, fmt.Errorf("--destination-identity %q: %w", id, err)
+	}
+	if anchorsPEM == nil {
+		return nil, fmt.Errorf("--destination-identity needs the trust anchors (--identity-trust-anchors or $%s)", EnvTrustAnchors)
+	}
+	roots, err := parseAnchors(anchorsPEM)
+	if err != nil {
+		return nil, err
+	}
+	bundle := x509bundle.FromX509Authorities(sid.TrustDomain(), roots)
+	cfg := tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(sid))
+	cfg.MinVersion = tls.VersionTLS13
+	return credentials.NewTLS(cfg), nil
 }

@@ -39,3 +39,18 @@ func TestTokenSubject(t *testing.T) {
 		t.Errorf("opaque token: err %v, want not a JWT", err)
 	}
 }
+
+func TestControlPlaneCreds(t *testing.T) {
+	if c, err := controlPlaneCreds("", nil); err != nil || c.Info().SecurityProtocol != "insecure" {
+		t.Errorf("no identity: %v, %v; want plaintext", c, err)
+	}
+	if _, err := controlPlaneCreds("spiffe://cluster.local/ns/meridian/sa/meridian-controller", nil); err == nil || !strings.Contains(err.Error(), "needs the trust anchors") {
+		t.Errorf("identity without anchors: err %v", err)
+	}
+	if _, err := controlPlaneCreds("meridian-controller", []byte("x")); err == nil || !strings.Contains(err.Error(), "--destination-identity") {
+		t.Errorf("malformed identity: err %v", err)
+	}
+	if _, err := controlPlaneCreds("spiffe://cluster.local/ns/meridian/sa/meridian-controller", []byte("not pem")); err == nil || !strings.Contains(err.Error(), "no PEM certificates") {
+		t.Errorf("bad anchors: err %v", err)
+	}
+}

@@ -4,8 +4,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -18,7 +16,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
 	"github.com/meridian-mesh/meridian/proxy/balance"
@@ -44,6 +42,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.InboundForward, "inbound-forward", "", "application address for inbound traffic (default: each connection's original destination)")
 	destFile := fs.String("destinations", "", "static destinations YAML file, reloaded when it changes")
 	dstAddr := fs.String("destination-addr", "", "the control plane's destination API (host:port); replaces static destinations")
+	dstID := fs.String("destination-identity", "", "the control plane's SPIFFE ID: set, the destination and identity APIs are reached over TLS, verified with the trust anchors")
 	var wl dstclient.Workload
 	fs.StringVar(&wl.Name, "workload-name", "", "local mode: register this workload with the control plane under this name")
 	fs.StringVar(&wl.Namespace, "workload-namespace", "default", "local mode: the workload's namespace")
@@ -96,17 +95,21 @@ func run(args []string) error {
 		if *destFile != "" || len(flagDests) > 0 {
 			return fmt.Errorf("--destination-addr and static destinations (--destinations, --dst) exclude each other")
 		}
-		cc, err := grpc.NewClient("passthrough:///"+*dstAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		anchorsPEM, err := trustAnchors(*anchors)
+		if err != nil {
+			return err
+		}
+		creds, err := controlPlaneCreds(*dstID, anchorsPEM)
+		if err != nil {
+			return err
+		}
+		cc, err := grpc.NewClient("passthrough:///"+*dstAddr, grpc.WithTransportCredentials(creds))
 		if err != nil {
 			return fmt.Errorf("--destination-addr: %w", err)
 		}
 		defer cc.Close()
 		client := dstclient.New(cc, dstclient.Options{Token: wl.Namespace + "/" + wl.Name, Log: log})
 		cfg.Resolver = client
-		anchorsPEM, err := trustAnchors(*anchors)
-		if err != nil {
-			return err
-		}
 		if anchorsPEM != nil {
 			token := client.RegistrationToken
 			if *tokenFile != "" {
@@ -120,7 +123,7 @@ func run(args []string) error {
 			if addr == "" {
 				addr = *dstAddr
 			}
-			id, closeID, err := newIdentity(anchorsPEM, addr, *trustDomain, wl.Namespace, wl.ServiceAccount, token, log)
+			id, closeID, err := newIdentity(anchorsPEM, addr, creds, *trustDomain, wl.Namespace, wl.ServiceAccount, token, log)
 			if err != nil {
 				return err
 			}
@@ -195,21 +198,10 @@ func trustAnchors(file string) ([]byte, error) {
 }
 
 // newIdentity builds the proxy's workload identity for ns/sa of trustDomain.
-func newIdentity(b []byte, addr, trustDomain, ns, sa string, token func() ([]byte, error), log *slog.Logger) (*tlsid.Identity, func(), error) {
-	var roots []*x509.Certificate
-	for {
-		var blk *pem.Block
-		if blk, b = pem.Decode(b); blk == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--identity-trust-anchors: %w", err)
-		}
-		roots = append(roots, c)
-	}
-	if len(roots) == 0 {
-		return nil, nil, fmt.Errorf("--identity-trust-anchors: no PEM certificates")
+func newIdentity(b []byte, addr string, creds credentials.TransportCredentials, trustDomain, ns, sa string, token func() ([]byte, error), log *slog.Logger) (*tlsid.Identity, func(), error) {
+	roots, err := parseAnchors(b)
+	if err != nil {
+		return nil, nil, err
 	}
 	td, err := spiffeid.TrustDomainFromString(trustDomain)
 	if err != nil {
@@ -219,7 +211,7 @@ func newIdentity(b []byte, addr, trustDomain, ns, sa string, token func() ([]byt
 	if err != nil {
 		return nil, nil, fmt.Errorf("identity of %s/%s: %w", ns, sa, err)
 	}
-	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, nil, fmt.Errorf("--identity-addr: %w", err)
 	}

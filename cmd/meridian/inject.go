@@ -127,6 +127,7 @@ func (o injectFlags) config() (inject.Config, error) {
 	}
 	cfg.ControllerAddr = inject.ControllerAddr("", o.controllerNamespace, o.clusterDomain)
 	cfg.TrustDomain = o.trustDomain
+	cfg.ControllerIdentity = inject.ControllerIdentity(o.trustDomain, o.controllerNamespace)
 	cfg.TrustAnchorsPEM = string(pemBytes)
 	if err := cfg.Validate(); err != nil {
 		if !strings.Contains(cfg.TrustAnchorsPEM, "-----BEGIN CERTIFICATE-----") {

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -70,6 +71,13 @@ type Options struct {
 	// IdentityAudience is the audience of the ServiceAccount tokens proxies
 	// present in kube mode (default identity.meridian.io).
 	IdentityAudience string
+
+	// APIIdentity, when set, is the SPIFFE ID of the controller's own
+	// certificate: the gRPC API (destination and identity) is then served
+	// over TLS with a certificate from the identity issuer, and proxies
+	// verify it (meridian-proxy --destination-identity). Empty: plaintext
+	// (local mode on loopback).
+	APIIdentity string
 
 	// Webhook are the proxy injector's options (kube mode only; it needs
 	// the identity issuer, whose trust anchors it gives the proxies).
@@ -149,17 +157,29 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 		defer adminLis.Close()
 	}
 
-	g := grpc.NewServer(
-		// Streams live for as long as proxies do: find dead peers, and let
-		// proxies keep idle connections alive through NATs and balancers.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
-	pb.RegisterDestinationServer(g, dst)
 	idSrv, ca, err := identityServer(o, src, dst, log)
 	if err != nil {
 		return err
 	}
+	sopts := []grpc.ServerOption{
+		// Streams live for as long as proxies do: find dead peers, and let
+		// proxies keep idle connections alive through NATs and balancers.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	if o.APIIdentity != "" {
+		if ca == nil {
+			return fmt.Errorf("--api-identity needs the identity issuer (--identity-issuer-dir)")
+		}
+		cert, err := newAPICert(ca, o.APIIdentity, o.IdentityLifetime)
+		if err != nil {
+			return err
+		}
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(cert.tlsConfig())))
+		log.Info("controller: API served over TLS", "identity", o.APIIdentity)
+	}
+	g := grpc.NewServer(sopts...)
+	pb.RegisterDestinationServer(g, dst)
 	if idSrv != nil {
 		idpb.RegisterIdentityServer(g, idSrv)
 	}

@@ -88,6 +88,7 @@ func proxyInjector(o Options, src source, ca *identity.CA, log *slog.Logger) (fu
 	}
 	cfg.ControllerAddr = inject.ControllerAddr(w.Service, w.Namespace, o.ClusterDomain)
 	cfg.TrustDomain = o.TrustDomain
+	cfg.ControllerIdentity = o.APIIdentity
 	cfg.TrustAnchorsPEM = string(ca.RootsPEM())
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("proxy injector: %w", err)

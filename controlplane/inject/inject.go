@@ -83,6 +83,15 @@ const (
 	ProxyInitImageRepo = "ghcr.io/meridian-mesh/proxy-init"
 )
 
+// ControllerIdentity is the SPIFFE ID of the chart's controller: its
+// service account meridian-controller in namespace.
+func ControllerIdentity(trustDomain, namespace string) string {
+	if trustDomain == "" {
+		trustDomain = compile.DefaultTrustDomain
+	}
+	return "spiffe://" + trustDomain + "/ns/" + namespace + "/sa/meridian-controller"
+}
+
 // ControllerAddr is the address proxies dial:
 // <service>.<namespace>.svc.<clusterDomain>:8086.
 func ControllerAddr(service, namespace, clusterDomain string) string {
@@ -106,7 +115,10 @@ type Config struct {
 	// ControllerAddr is the controller's destination and identity API,
 	// host:port (see ControllerAddr).
 	ControllerAddr string
-	TrustDomain    string // default cluster.local
+	// ControllerIdentity is the SPIFFE ID the controller's API presents
+	// (its --api-identity); set, proxies reach it over TLS and verify it.
+	ControllerIdentity string
+	TrustDomain        string // default cluster.local
 	// TrustAnchorsPEM are the identity trust anchors, given to the proxy
 	// in $MERIDIAN_PROXY_TRUST_ANCHORS.
 	TrustAnchorsPEM string
@@ -564,6 +576,9 @@ func proxyContainer(cfg Config, s settings) corev1.Container {
 		"--destination-addr=" + cfg.ControllerAddr,
 		"--identity-trust-domain=" + cfg.TrustDomain,
 		"--identity-token-file=" + TokenFile,
+	}
+	if cfg.ControllerIdentity != "" {
+		args = append(args, "--destination-identity="+cfg.ControllerIdentity)
 	}
 	if len(s.opaque) > 0 {
 		ps := make([]string, len(s.opaque))

@@ -365,3 +365,25 @@ func TestDiffAndApply(t *testing.T) {
 		t.Fatalf("patch %s", b)
 	}
 }
+
+// With the controller's identity known, the proxy reaches the control plane
+// over TLS and verifies it; without it, the flag is left out.
+func TestPodControllerIdentity(t *testing.T) {
+	cfg := testConfig()
+	cfg.ControllerIdentity = ControllerIdentity("cluster.local", "meridian")
+	meta, spec := testPod(map[string]string{AnnotationInject: Enabled})
+	if _, _, err := Pod(meta, spec, nil, cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := "--destination-identity=spiffe://cluster.local/ns/meridian/sa/meridian-controller"
+	if args := strings.Join(find(spec.InitContainers, ProxyContainerName).Args, " "); !strings.Contains(args, want) {
+		t.Errorf("proxy args %q lack %s", args, want)
+	}
+	meta, spec = testPod(map[string]string{AnnotationInject: Enabled})
+	if _, _, err := Pod(meta, spec, nil, testConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if args := strings.Join(find(spec.InitContainers, ProxyContainerName).Args, " "); strings.Contains(args, "--destination-identity") {
+		t.Errorf("proxy args %q name a controller identity nobody configured", args)
+	}
+}
