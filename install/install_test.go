@@ -238,7 +238,8 @@ func TestRenderDefaults(t *testing.T) {
 		"--namespace=$(POD_NAMESPACE)",
 		"--proxy-image=ghcr.io/meridian-mesh/proxy:v1.2.3",
 		"--proxy-init-image=ghcr.io/meridian-mesh/proxy-init:v1.2.3",
-		"--control-plane-version=v1.2.3", "--log-level=info"}
+		"--control-plane-version=v1.2.3", "--log-level=info",
+		"--proxy-cpu-request=10m", "--proxy-memory-request=20Mi"}
 	if !slices.Equal(args, wantArgs) {
 		t.Errorf("args:\n got %q\nwant %q", args, wantArgs)
 	}

@@ -5,10 +5,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/meridian-mesh/meridian/controlplane/compile"
 	"github.com/meridian-mesh/meridian/controlplane/controller"
@@ -73,6 +76,52 @@ SIGTERM drains it gracefully.`,
 	f.StringVar(&w.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the controller's namespace (default $POD_NAMESPACE)")
 	f.StringVar(&w.ProxyImage, "proxy-image", "", "the injected proxy's image (default "+inject.ProxyImageRepo+":<control-plane-version>)")
 	f.StringVar(&w.ProxyInitImage, "proxy-init-image", "", "the injected init container's image (default "+inject.ProxyInitImageRepo+":<control-plane-version>)")
+	proxyRes := map[string]*string{}
+	for _, r := range []struct{ flag, what string }{
+		{"proxy-cpu-request", "CPU request"}, {"proxy-cpu-limit", "CPU limit"},
+		{"proxy-memory-request", "memory request"}, {"proxy-memory-limit", "memory limit"},
+	} {
+		proxyRes[r.flag] = f.String(r.flag, "", "the injected proxies' default "+r.what+" (a Kubernetes quantity; the pod's config.meridian.io/"+r.flag+" annotation wins)")
+	}
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		var err error
+		w.ProxyResources, err = proxyResources(proxyRes)
+		return err
+	}
 	f.StringVar(&w.ControlPlaneVersion, "control-plane-version", injectVersion(), "the version injected proxies are marked with (meridian.io/proxy-version) and the default image tag")
 	return cmd
+}
+
+// proxyResources reads the --proxy-{cpu,memory}-{request,limit} flags.
+func proxyResources(flags map[string]*string) (corev1.ResourceRequirements, error) {
+	var rr corev1.ResourceRequirements
+	for flag, v := range flags {
+		if *v == "" {
+			continue
+		}
+		q, err := resource.ParseQuantity(*v)
+		if err != nil {
+			return rr, fmt.Errorf("--%s %q: not a Kubernetes quantity (e.g. 100m, 0.5 for CPU; 64Mi, 1Gi for memory)", flag, *v)
+		}
+		name := corev1.ResourceCPU
+		if strings.Contains(flag, "memory") {
+			name = corev1.ResourceMemory
+		}
+		list := &rr.Requests
+		if strings.HasSuffix(flag, "-limit") {
+			list = &rr.Limits
+		}
+		if *list == nil {
+			*list = corev1.ResourceList{}
+		}
+		(*list)[name] = q
+	}
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		req, okReq := rr.Requests[name]
+		lim, okLim := rr.Limits[name]
+		if okReq && okLim && req.Cmp(lim) > 0 {
+			return rr, fmt.Errorf("--proxy-%s-request %s is above --proxy-%s-limit %s", name, req.String(), name, lim.String())
+		}
+	}
+	return rr, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meridian-mesh/meridian/controlplane/identity"
@@ -34,6 +35,9 @@ type WebhookOptions struct {
 	// ProxyImage and ProxyInitImage default to ghcr.io/meridian-mesh/proxy
 	// and proxy-init tagged with ControlPlaneVersion.
 	ProxyImage, ProxyInitImage string
+	// ProxyResources are the injected proxies' default resources (the
+	// config.meridian.io/proxy-* annotations override them one by one).
+	ProxyResources corev1.ResourceRequirements
 	// ControlPlaneVersion is the injected proxies' meridian.io/proxy-version
 	// (default dev).
 	ControlPlaneVersion string
@@ -89,6 +93,7 @@ func proxyInjector(o Options, src source, ca *identity.CA, log *slog.Logger) (fu
 	cfg.ControllerAddr = inject.ControllerAddr(w.Service, w.Namespace, o.ClusterDomain)
 	cfg.TrustDomain = o.TrustDomain
 	cfg.ControllerIdentity = o.APIIdentity
+	cfg.Resources = w.ProxyResources
 	cfg.TrustAnchorsPEM = string(ca.RootsPEM())
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("proxy injector: %w", err)

@@ -602,12 +602,20 @@ func proxyContainer(cfg Config, s settings) corev1.Container {
 	if len(s.resources.Requests) > 0 || len(s.resources.Limits) > 0 {
 		res = s.resources
 	}
+	env := []corev1.EnvVar{{Name: EnvTrustAnchors, Value: cfg.TrustAnchorsPEM}}
+	if _, ok := res.Limits[corev1.ResourceMemory]; ok {
+		// The Go runtime's soft limit, so the proxy collects garbage
+		// before the kernel kills it.
+		env = append(env, corev1.EnvVar{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{
+			ResourceFieldRef: &corev1.ResourceFieldSelector{ContainerName: ProxyContainerName, Resource: "limits.memory"},
+		}})
+	}
 	return corev1.Container{
 		Name:          ProxyContainerName,
 		Image:         cfg.ProxyImage,
 		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
 		Args:          args,
-		Env:           []corev1.EnvVar{{Name: EnvTrustAnchors, Value: cfg.TrustAnchorsPEM}},
+		Env:           env,
 		Ports: []corev1.ContainerPort{
 			{Name: InboundPortName, ContainerPort: cfg.InboundPort, Protocol: corev1.ProtocolTCP},
 			{Name: AdminPortName, ContainerPort: cfg.AdminPort, Protocol: corev1.ProtocolTCP},

@@ -387,3 +387,30 @@ func TestPodControllerIdentity(t *testing.T) {
 		t.Errorf("proxy args %q name a controller identity nobody configured", args)
 	}
 }
+
+// A memory limit on the proxy becomes its Go runtime's soft limit.
+func TestPodGOMEMLIMIT(t *testing.T) {
+	meta, spec := testPod(map[string]string{AnnotationInject: Enabled, AnnotationProxyMemoryLimit: "128Mi"})
+	if _, _, err := Pod(meta, spec, nil, testConfig()); err != nil {
+		t.Fatal(err)
+	}
+	var got *corev1.EnvVar
+	for i, e := range find(spec.InitContainers, ProxyContainerName).Env {
+		if e.Name == "GOMEMLIMIT" {
+			got = &find(spec.InitContainers, ProxyContainerName).Env[i]
+		}
+	}
+	if got == nil || got.ValueFrom == nil || got.ValueFrom.ResourceFieldRef == nil ||
+		got.ValueFrom.ResourceFieldRef.Resource != "limits.memory" || got.ValueFrom.ResourceFieldRef.ContainerName != ProxyContainerName {
+		t.Fatalf("GOMEMLIMIT = %+v, want limits.memory of %s", got, ProxyContainerName)
+	}
+	meta, spec = testPod(map[string]string{AnnotationInject: Enabled})
+	if _, _, err := Pod(meta, spec, nil, testConfig()); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range find(spec.InitContainers, ProxyContainerName).Env {
+		if e.Name == "GOMEMLIMIT" {
+			t.Error("GOMEMLIMIT set without a memory limit")
+		}
+	}
+}
