@@ -27,7 +27,7 @@ func TestProxyResourcesFlags(t *testing.T) {
 		t.Error("an empty flag set a CPU limit")
 	}
 	for flags, want := range map[[2]string]string{
-		{"proxy-cpu-request", "lots"}:  `--proxy-cpu-request "lots": not a Kubernetes quantity`,
+		{"proxy-cpu-request", "lots"}: `--proxy-cpu-request "lots": not a Kubernetes quantity`,
 		{"proxy-memory-limit", "1Mi"}: "--proxy-memory-request 20Mi is above --proxy-memory-limit 1Mi",
 	} {
 		_, err := proxyResources(map[string]*string{"proxy-memory-request": s("20Mi"), flags[0]: s(flags[1])})
