@@ -57,9 +57,36 @@ type dests struct {
 	// proxy has no identity, connections stay as they are).
 	secure  func(ctx context.Context, c net.Conn, serverID, alpn string) (net.Conn, error)
 	idleTTL time.Duration
+	// self are this pod's own addresses (see Config.LocalIPs).
+	self map[netip.Addr]bool
 
 	mu sync.Mutex
 	m  map[string]*dest
+}
+
+// selfSet is ips, or the host's non-loopback interface addresses.
+func selfSet(ips []netip.Addr) map[netip.Addr]bool {
+	set := map[netip.Addr]bool{}
+	if ips == nil {
+		addrs, _ := net.InterfaceAddrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok && !ip.Unmap().IsLoopback() {
+					ips = append(ips, ip)
+				}
+			}
+		}
+	}
+	for _, ip := range ips {
+		set[ip.Unmap()] = true
+	}
+	return set
+}
+
+// isSelf says whether the endpoint at addr is this pod.
+func (ds *dests) isSelf(addr string) bool {
+	ap, err := netip.ParseAddrPort(addr)
+	return err == nil && ds.self[ap.Addr().Unmap()]
 }
 
 func newDests(r discover.Resolver, s balance.Strategy, dial httpproxy.DialFunc) *dests {
@@ -107,6 +134,9 @@ func (ds *dests) start(authority string) *dest {
 		return d.connect(ctx, addr, httpproxy.DialProtocol(ctx))
 	}
 	d.target.TLS = func(addr string) (string, string) {
+		if ds.isSelf(addr) {
+			return metrics.TLSLoopback, ""
+		}
 		if ds.secure == nil {
 			return metrics.TLSNoLocalIdentity, ""
 		}
@@ -223,6 +253,9 @@ func (d *dest) apply(eps []discover.Endpoint) {
 	for _, ep := range eps {
 		d.hints[ep.Addr] = ep.Protocol
 		d.ids[ep.Addr] = ep.Identity
+		if d.ds.isSelf(ep.Addr) {
+			d.ids[ep.Addr] = "" // straight to the application: no mTLS, no orig-proto
+		}
 		specs = append(specs, balance.Spec{Addr: ep.Addr, Weight: ep.Weight})
 		opaque = opaque && ep.Protocol == discover.HintOpaque
 	}

@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/http/httptest"
 	"net/url"
 	"slices"
@@ -467,4 +468,30 @@ func TestMTLSTCPMetricsWrongIdentity(t *testing.T) {
 	expectMetric(t, client.admin, "tcp_open_connections", nil, 0)
 	expectMetric(t, server.admin, "tcp_open_connections", nil, 0)
 	expectMetric(t, server.admin, "tcp_open_total", labels("peer", "dst"), 0)
+}
+
+// An endpoint that is this pod (a Service whose endpoint is the caller
+// itself): the proxy's connection goes straight to the application, which
+// speaks plaintext, so the proxy must not originate mTLS (nor HTTP/2
+// orig-proto) to it, and labels the hop tls="loopback".
+func TestMTLSEndpointIsSelf(t *testing.T) {
+	svc := tlsidtest.Start(t, time.Hour)
+	app := startHTTP(t, whoCalled())
+	web := tlsidtest.ID("emojivoto", "web").String()
+	d := discover.Destination{Authority: "web.test:80", Endpoints: []discover.Endpoint{{Addr: app.addr, Identity: web}}}
+	self := []netip.Addr{netip.MustParseAddr("127.0.0.1")} // the pod's IP, as far as this proxy knows
+	client := startProxy(t, Config{Resolver: staticResolver(t, d), Identity: svc.Identity(t, "emojivoto", "web"), LocalIPs: self})
+	h1, _ := h1Client(t, client.out)
+	resp, body := get(t, h1, "web.test:80")
+	if resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("call to self: %d %q (%s)", resp.StatusCode, body, resp.Header.Get("Meridian-Proxy-Error"))
+	}
+	if got := resp.Header.Get("X-Proto"); got != "HTTP/1.1" {
+		t.Errorf("the application got %s, want the client's HTTP/1.1", got)
+	}
+	expectMetric(t, client.admin, "tcp_open_total", labels("direction", "outbound", "peer", "dst", "target_addr", app.addr, "tls", "loopback", "server_id", ""), 1)
+	eventually(t, "response_total labelled loopback", func() bool {
+		n, _ := metricSum(scrape(t, client.admin), "response_total", labels("direction", "outbound", "tls", "loopback", "server_id", ""))
+		return n == 1
+	})
 }

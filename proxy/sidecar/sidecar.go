@@ -51,6 +51,12 @@ type Config struct {
 	// from meshed peers (and still takes plaintext from others), and the
 	// proxy is not ready before it holds a certificate. The caller runs it.
 	Identity *tlsid.Identity
+	// LocalIPs are this pod's own addresses; nil: the host's non-loopback
+	// interface addresses at start. An endpoint at one of them is this pod:
+	// the proxy's connection to it goes over lo straight to the application
+	// (meridian-init never redirects lo), with no inbound proxy to meet
+	// mTLS, so it is plaintext and labelled tls="loopback".
+	LocalIPs []netip.Addr
 }
 
 // Proxy is a running sidecar.
@@ -161,6 +167,7 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 		return d.DialContext(ctx, "tcp", addr)
 	}
 	s.dests = newDests(p.cfg.Resolver, p.cfg.Balancer, dial)
+	s.dests.self = selfSet(p.cfg.LocalIPs)
 	s.dests.meter = func(c net.Conn, addr, tls, serverID string) net.Conn {
 		if direction == "inbound" {
 			// To the application: the loopback hop, whoever the client was.
