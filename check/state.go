@@ -1,7 +1,6 @@
 package check
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -9,7 +8,9 @@ import (
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/meridian-mesh/meridian/controlplane/compile"
+	"github.com/meridian-mesh/meridian/kubeclient"
 )
 
 // The names docs/kubernetes.md fixes for the chart, the controller, the
@@ -21,8 +22,8 @@ const (
 	WebhookSecretName       = "meridian-proxy-injector-tls"
 	WebhookConfigName       = "meridian-proxy-injector"
 	WebhookName             = "inject.meridian.io"
-	ProxyContainerName      = "meridian-proxy"
-	ProxyVersionAnnotation  = "meridian.io/proxy-version"
+	ProxyContainerName      = compile.ProxyContainerName
+	ProxyVersionAnnotation  = compile.AnnotationProxyVersion
 	ControlPlaneVersionKey  = "meridian.io/control-plane-version" // label on the Deployment and its pods
 	DestinationPortName     = "grpc"
 	controllerNameLabel     = "app.kubernetes.io/name"
@@ -91,14 +92,8 @@ func (s *State) now() time.Time {
 func (s *State) connect() error {
 	cfg := s.RESTConfig
 	if cfg == nil {
-		rules := clientcmd.NewDefaultClientConfigLoadingRules()
-		rules.ExplicitPath = s.Kubeconfig
-		overrides := &clientcmd.ConfigOverrides{CurrentContext: s.Context}
-		c, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
+		c, _, err := kubeclient.Load(s.Kubeconfig, s.Context, "")
 		if err != nil {
-			if clientcmd.IsEmptyConfig(err) {
-				return errors.New("no kubeconfig found ($KUBECONFIG, ~/.kube/config) and not running in a cluster")
-			}
 			return err
 		}
 		cfg = c

@@ -65,23 +65,35 @@ type Client struct {
 
 // Connect loads the configuration the flags select and builds a client.
 func (f Flags) Connect() (*Client, error) {
+	cfg, ns, err := Load(f.Kubeconfig, f.Context, f.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	return NewClient(cfg, ns)
+}
+
+// Load reads the REST configuration and namespace that kubeconfig
+// (empty: $KUBECONFIG, ~/.kube/config, then in-cluster), context (empty:
+// the current one) and namespace (empty: the context's, else "default")
+// select, as kubectl does.
+func Load(kubeconfig, context, namespace string) (*rest.Config, string, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = f.Kubeconfig
-	overrides := &clientcmd.ConfigOverrides{CurrentContext: f.Context}
-	overrides.Context.Namespace = f.Namespace
+	rules.ExplicitPath = kubeconfig
+	overrides := &clientcmd.ConfigOverrides{CurrentContext: context}
+	overrides.Context.Namespace = namespace
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
 	cfg, err := cc.ClientConfig()
 	if err != nil {
 		if clientcmd.IsEmptyConfig(err) {
-			return nil, errors.New("no kubeconfig found ($KUBECONFIG, ~/.kube/config) and not running in a cluster: pass --kubeconfig")
+			return nil, "", errors.New("no kubeconfig found ($KUBECONFIG, ~/.kube/config) and not running in a cluster: pass --kubeconfig")
 		}
-		return nil, fmt.Errorf("kubeconfig: %w", err)
+		return nil, "", fmt.Errorf("kubeconfig: %w", err)
 	}
 	ns, _, err := cc.Namespace()
 	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: namespace: %w", err)
+		return nil, "", fmt.Errorf("kubeconfig: namespace: %w", err)
 	}
-	return NewClient(cfg, ns)
+	return cfg, ns, nil
 }
 
 // NewClient builds a client from a REST configuration.

@@ -88,7 +88,7 @@ SIGTERM drains it gracefully.`,
 		w.ProxyResources, err = proxyResources(proxyRes)
 		return err
 	}
-	f.StringVar(&w.ControlPlaneVersion, "control-plane-version", injectVersion(), "the version injected proxies are marked with (meridian.io/proxy-version) and the default image tag")
+	f.StringVar(&w.ControlPlaneVersion, "control-plane-version", cliVersion(), "the version injected proxies are marked with (meridian.io/proxy-version) and the default image tag")
 	return cmd
 }
 

@@ -24,15 +24,6 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/inject"
 )
 
-// injectVersion is this binary's version ("dev" when unstamped): the
-// default tag of the images inject and the controller refer to.
-func injectVersion() string {
-	if version != "" {
-		return version
-	}
-	return "dev"
-}
-
 func newInjectCmd() *cobra.Command {
 	var o injectFlags
 	cmd := &cobra.Command{
@@ -73,7 +64,7 @@ not a workload'.
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.manual, "manual", false, "add the proxy to the pod templates instead of annotating them")
-	f.StringVar(&o.proxyVersion, "proxy-version", injectVersion(), "--manual: the proxy's version (meridian.io/proxy-version) and the default image tag")
+	f.StringVar(&o.proxyVersion, "proxy-version", cliVersion(), "--manual: the proxy's version (meridian.io/proxy-version) and the default image tag")
 	f.StringVar(&o.proxyImage, "proxy-image", "", "--manual: the proxy's image (default "+inject.ProxyImageRepo+":<proxy-version>)")
 	f.StringVar(&o.proxyInitImage, "proxy-init-image", "", "--manual: the init container's image (default "+inject.ProxyInitImageRepo+":<proxy-version>)")
 	f.StringVar(&o.controllerNamespace, "controller-namespace", "meridian", "--manual: the control plane's namespace")
