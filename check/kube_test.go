@@ -184,6 +184,24 @@ func allPass(t *testing.T, rep *Report) {
 	}
 }
 
+const dryRunCheck = "proxy injector injects a pod (server-side dry run)"
+
+// allPassButDryRun is allPass for webhookFixture's configuration, whose
+// namespaceSelector matches no namespace: the dry-run check warns so.
+func allPassButDryRun(t *testing.T, rep *Report) {
+	t.Helper()
+	for _, r := range rep.Results {
+		if r.Description == dryRunCheck {
+			expect(t, rep, dryRunCheck, Warning, "no namespace matches the namespaceSelector of webhook inject.meridian.io")
+			continue
+		}
+		if r.Result != Success {
+			t.Fatalf("%s / %q: %s: %v", r.Group, r.Description, r.Result, r.Err)
+		}
+	}
+	result(t, rep, dryRunCheck)
+}
+
 func createNS(t *testing.T, kube kubernetes.Interface, names ...string) {
 	t.Helper()
 	for _, n := range names {
@@ -697,7 +715,7 @@ func TestWebhook(t *testing.T) {
 	expect(t, rep, "proxy injector Service has ready endpoints", Success)
 
 	webhookFixture(t, kube, ns, ca.certPEM(), serving, true)
-	allPass(t, run(t, o, Runner{}, GroupWebhook))
+	allPassButDryRun(t, run(t, o, Runner{}, GroupWebhook))
 
 	// A certificate of another CA, or for another name.
 	other := newCert(t, "other-ca", nil, true, now.Add(-time.Hour), now.Add(365*day))
@@ -775,7 +793,10 @@ func TestDataPlane(t *testing.T) {
 	expect(t, run(t, o, Runner{}, GroupDataPlane), "data plane namespace exists", Error, "namespace dp-nowhere does not exist")
 }
 
-// A healthy install passes every post-install check, without a warning.
+// A healthy install passes every post-install check, without a warning but
+// the one envtest cannot give: the API server here cannot reach a Service, so
+// the fixture's webhook selects no namespace and the dry-run pod is not
+// created (TestWebhookDryRun checks that path with the webhook on a URL).
 func TestPostHealthyInstall(t *testing.T) {
 	_, cfg := sharedEnv(t)
 	kube := kubernetes.NewForConfigOrDie(cfg)
@@ -794,7 +815,7 @@ func TestPostHealthyInstall(t *testing.T) {
 
 	o := Options{RESTConfig: cfg, Namespace: ns, DataPlaneNamespace: app, CLIVersion: version}
 	rep := run(t, o, Runner{Wait: 30 * time.Second}, PostGroups...)
-	allPass(t, rep)
+	allPassButDryRun(t, rep)
 	groups := map[string]bool{}
 	for _, r := range rep.Results {
 		groups[r.Group] = true

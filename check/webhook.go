@@ -4,11 +4,16 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"slices"
+	"strings"
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/meridian-mesh/meridian/controlplane/inject"
 )
 
 func webhookChecks(o Options) []Check {
@@ -139,7 +144,99 @@ func webhookChecks(o Options) []Check {
 				return fmt.Errorf("service %s/%s has no port %d (the webhook's)", svcNS, svcName, port)
 			},
 		},
+		{
+			Group:       GroupWebhook,
+			Description: "proxy injector injects a pod (server-side dry run)",
+			Hint:        fmt.Sprintf("the API server could not call the injector (its log says why: \"Failed calling webhook\"); pods created until this passes are not meshed. kubectl -n %s logs deploy/%s", ns, ControllerName),
+			Retry:       true,
+			Run:         injectsDryRunPod,
+		},
 	}
+}
+
+// injectsDryRunPod creates a pod with server-side dry run, as a user's
+// would be, in a namespace the webhook applies to, and looks for the proxy
+// in what the API server returns. It is the one check of the whole path:
+// the API server resolving the Service, the node's Service routing, TLS
+// with the caBundle, the handler. The configuration checks above can all
+// pass while the API server still cannot reach the injector (for a second
+// after the endpoint turns ready, Service routing may not have caught up);
+// with failurePolicy Ignore, pods created then come out unmeshed.
+func injectsDryRunPod(ctx context.Context, s *State) error {
+	wh, err := injectorWebhook(ctx, s)
+	if err != nil {
+		return Skip(err.Error())
+	}
+	ns, err := dryRunNamespace(ctx, s, wh)
+	if err != nil {
+		return Warn(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: "meridian-check-",
+			Labels:       map[string]string{controllerNameLabel: "meridian-check"},
+			Annotations:  map[string]string{inject.AnnotationInject: inject.Enabled},
+		},
+		// Never scheduled (dry run), so the image is never pulled.
+		Spec: corev1.PodSpec{ServiceAccountName: "default", Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}},
+	}
+	got, err := s.Kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if err != nil && strings.Contains(err.Error(), "failed calling webhook") {
+		// failurePolicy Fail: the API server says so itself.
+		return fmt.Errorf("a dry-run pod in namespace %s was refused: %w", ns, err)
+	}
+	if err != nil {
+		// Not allowed to create pods there, or another admission plugin
+		// refused it: the injector's reachability is unknown, not broken.
+		return Warnf("cannot create a dry-run pod in namespace %s, so the injector was not called: %v", ns, err)
+	}
+	for _, cs := range [][]corev1.Container{got.Spec.InitContainers, got.Spec.Containers} {
+		for _, c := range cs {
+			if c.Name == ProxyContainerName {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("a dry-run pod in namespace %s annotated %s=%s came back without the %s container: the API server did not get an answer from webhook %s, and its failurePolicy %s let the pod through unmeshed",
+		ns, inject.AnnotationInject, inject.Enabled, ProxyContainerName, WebhookName, failurePolicy(wh))
+}
+
+// dryRunNamespace picks a namespace the webhook's namespaceSelector
+// selects: "default" when it does, else the first by name.
+func dryRunNamespace(ctx context.Context, s *State, wh *admissionv1.MutatingWebhook) (string, error) {
+	sel := labels.Everything()
+	if wh.NamespaceSelector != nil {
+		var err error
+		if sel, err = metav1.LabelSelectorAsSelector(wh.NamespaceSelector); err != nil {
+			return "", fmt.Errorf("webhook %s: namespaceSelector: %w", WebhookName, err)
+		}
+	}
+	list, err := s.Kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return "", fmt.Errorf("cannot list the namespaces webhook %s applies to, so no dry-run pod was created: %w", WebhookName, err)
+	}
+	var names []string
+	for _, n := range list.Items {
+		if n.Status.Phase == corev1.NamespaceTerminating || n.DeletionTimestamp != nil {
+			continue
+		}
+		if n.Name == metav1.NamespaceDefault {
+			return n.Name, nil
+		}
+		names = append(names, n.Name)
+	}
+	if len(names) == 0 {
+		return "", fmt.Errorf("no namespace matches the namespaceSelector of webhook %s (%s), so no dry-run pod was created", WebhookName, sel)
+	}
+	slices.Sort(names)
+	return names[0], nil
+}
+
+func failurePolicy(wh *admissionv1.MutatingWebhook) string {
+	if wh.FailurePolicy == nil {
+		return string(admissionv1.Fail)
+	}
+	return string(*wh.FailurePolicy)
 }
 
 func deref(p *string) string {

@@ -103,6 +103,11 @@ func TestMeshOnKubernetes(t *testing.T) {
 	if strings.Contains(out, "×") {
 		t.Errorf("check passed but printed a failure:\n%s", out)
 	}
+	// The API server reaches the injector through the Service: without
+	// this, the pods below could be created unmeshed (failurePolicy Ignore).
+	if !strings.Contains(out, "√ proxy injector injects a pod (server-side dry run)") {
+		t.Errorf("check did not see the injector inject a dry-run pod:\n%s", out)
+	}
 
 	// The demo application, injected on its way to the cluster.
 	n := newNamespace(t)
