@@ -219,7 +219,14 @@ func TestMTLSNotReadyWithoutCertificate(t *testing.T) {
 // Certificates rotate (1s lifetime, renewed at 70%) while requests flow,
 // and not one request fails.
 func TestMTLSRotationUnderLoad(t *testing.T) {
-	svc := tlsidtest.Start(t, time.Second)
+	// Many rotations in 3s, each with time to spare: in production a
+	// certificate lives 24h and the proxy renews it with 7h left. X.509
+	// times have whole seconds, so a 1s certificate may have 1ms left when
+	// it arrives, and a renewal at 70% can then land after expiry on a busy
+	// machine (peers then refuse the handshake: "bad certificate"). A 2s
+	// certificate lives 1–2s; renewed at 30%, it has 0.7s or more to spare.
+	svc := tlsidtest.Start(t, 2*time.Second)
+	svc.Refresh = 0.3
 	app := startHTTP(t, whoCalled())
 	serverID := svc.Identity(t, "emojivoto", "emoji")
 	server := startProxy(t, Config{InboundForward: app.addr, Identity: serverID})

@@ -31,6 +31,8 @@ type Service struct {
 	// Down makes Certify fail with UNAVAILABLE (an outage).
 	Down      atomic.Bool
 	Certified atomic.Int64
+	// Refresh is the Identities' tlsid.Config.Refresh (0: the default).
+	Refresh float64
 }
 
 type flaky struct {
@@ -93,6 +95,7 @@ func (s *Service) Identity(t testing.TB, ns, sa string) *tlsid.Identity {
 	t.Helper()
 	id, err := tlsid.New(tlsid.Config{ID: ID(ns, sa), Roots: s.CA.Roots, Client: s.Client,
 		Token:    func() ([]byte, error) { return []byte(ns + "/" + sa), nil },
+		Refresh:  s.Refresh,
 		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
