@@ -36,9 +36,9 @@ func main() {
 func run(args []string) error {
 	fs := flag.NewFlagSet("meridian-proxy", flag.ContinueOnError)
 	var cfg sidecar.Config
-	fs.StringVar(&cfg.OutboundAddr, "outbound-addr", "127.0.0.1:4140", "outbound listener (applications' connections are redirected here)")
-	fs.StringVar(&cfg.InboundAddr, "inbound-addr", "0.0.0.0:4143", "inbound listener")
-	fs.StringVar(&cfg.AdminAddr, "admin-addr", "0.0.0.0:4191", "admin listener: /metrics, /ready, /live")
+	fs.StringVar(&cfg.OutboundAddr, "outbound-addr", sidecar.DefaultOutboundAddr, "outbound listeners, comma-separated (applications' connections are redirected here); IPv6 ones are skipped where there is no IPv6")
+	fs.StringVar(&cfg.InboundAddr, "inbound-addr", sidecar.DefaultInboundAddr, "inbound listeners, comma-separated")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", sidecar.DefaultAdminAddr, "admin listeners, comma-separated: /metrics, /ready, /live")
 	fs.StringVar(&cfg.InboundForward, "inbound-forward", "", "application address for inbound traffic (default: each connection's original destination)")
 	destFile := fs.String("destinations", "", "static destinations YAML file, reloaded when it changes")
 	dstAddr := fs.String("destination-addr", "", "the control plane's destination API (host:port); replaces static destinations")

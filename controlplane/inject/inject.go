@@ -570,9 +570,12 @@ func initContainer(cfg Config, s settings) corev1.Container {
 
 func proxyContainer(cfg Config, s settings) corev1.Container {
 	args := []string{
-		fmt.Sprintf("--outbound-addr=127.0.0.1:%d", cfg.OutboundPort),
-		fmt.Sprintf("--inbound-addr=0.0.0.0:%d", cfg.InboundPort),
-		fmt.Sprintf("--admin-addr=0.0.0.0:%d", cfg.AdminPort),
+		// Both families: meridian-init redirects IPv6 too, and the kubelet
+		// probes an IPv6 pod IP on IPv6. The proxy skips the IPv6 addresses
+		// in a pod without IPv6.
+		fmt.Sprintf("--outbound-addr=127.0.0.1:%d,[::1]:%d", cfg.OutboundPort, cfg.OutboundPort),
+		fmt.Sprintf("--inbound-addr=0.0.0.0:%d,[::]:%d", cfg.InboundPort, cfg.InboundPort),
+		fmt.Sprintf("--admin-addr=0.0.0.0:%d,[::]:%d", cfg.AdminPort, cfg.AdminPort),
 		"--destination-addr=" + cfg.ControllerAddr,
 		"--identity-trust-domain=" + cfg.TrustDomain,
 		"--identity-token-file=" + TokenFile,

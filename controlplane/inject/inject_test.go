@@ -83,7 +83,7 @@ func TestPodInjectsTheContract(t *testing.T) {
 		t.Fatalf("meridian-proxy: image %s restartPolicy %v", p.Image, p.RestartPolicy)
 	}
 	wantArgs := []string{
-		"--outbound-addr=127.0.0.1:4140", "--inbound-addr=0.0.0.0:4143", "--admin-addr=0.0.0.0:4191",
+		"--outbound-addr=127.0.0.1:4140,[::1]:4140", "--inbound-addr=0.0.0.0:4143,[::]:4143", "--admin-addr=0.0.0.0:4191,[::]:4191",
 		"--destination-addr=meridian-controller.meridian.svc.cluster.local:8086",
 		"--identity-trust-domain=cluster.local",
 		"--identity-token-file=/var/run/meridian/identity/token/token",

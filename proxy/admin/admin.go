@@ -3,9 +3,12 @@
 package admin
 
 import (
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/meridian-mesh/meridian/proxy/listen"
 )
 
 // Server is a running admin endpoint.
@@ -18,9 +21,9 @@ type Server struct {
 // Handle adds an endpoint; call it before Serve.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
-// Listen binds addr. ready reports whether the proxy can serve traffic.
-func Listen(addr string, metrics http.Handler, ready func() bool) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
+// Listen binds addr (comma-separated addresses, see proxy/listen). ready reports whether the proxy can serve traffic.
+func Listen(addr string, log *slog.Logger, metrics http.Handler, ready func() bool) (*Server, error) {
+	ln, err := listen.Listen(addr, log.With("listener", "admin"))
 	if err != nil {
 		return nil, err
 	}
@@ -39,8 +42,11 @@ func Listen(addr string, metrics http.Handler, ready func() bool) (*Server, erro
 	return &Server{ln: ln, mux: mux, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
 }
 
-// Addr is the bound address.
+// Addr is the first bound address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Addrs are all the bound addresses.
+func (s *Server) Addrs() []net.Addr { return listen.Addrs(s.ln) }
 
 // Serve blocks until Close.
 func (s *Server) Serve() error { return s.srv.Serve(s.ln) }

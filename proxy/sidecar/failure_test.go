@@ -159,7 +159,7 @@ func TestGRPCEndpointDiesMidStream(t *testing.T) {
 // deadAddr is a loopback address that refuses connections.
 func deadAddr(t *testing.T) string {
 	t.Helper()
-	ln := listen(t)
+	ln := loopbackListener(t)
 	ln.Close()
 	return ln.Addr().String()
 }

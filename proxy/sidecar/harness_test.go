@@ -175,8 +175,8 @@ func roundRobinProxy(t *testing.T, dests ...discover.Destination) *testProxy {
 	return startProxy(t, Config{Resolver: staticResolver(t, dests...), Balancer: balance.RoundRobin})
 }
 
-// listen opens a loopback listener closed at the end of the test.
-func listen(t *testing.T) net.Listener {
+// loopbackListener opens a loopback listener closed at the end of the test.
+func loopbackListener(t *testing.T) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -195,7 +195,7 @@ type httpBackend struct {
 
 func startHTTP(t *testing.T, h http.Handler) *httpBackend {
 	t.Helper()
-	ln := listen(t)
+	ln := loopbackListener(t)
 	protos := new(http.Protocols)
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
@@ -274,7 +274,7 @@ type grpcBackend struct {
 
 func startGRPC(t *testing.T, name string) *grpcBackend {
 	t.Helper()
-	ln := listen(t)
+	ln := loopbackListener(t)
 	b := &grpcBackend{name: name, addr: ln.Addr().String(), srv: grpc.NewServer(), streamDone: make(chan error, 16)}
 	testgrpc.RegisterTestServiceServer(b.srv, b)
 	go b.srv.Serve(ln)
@@ -467,7 +467,7 @@ type tcpBackend struct {
 
 func startTCP(t *testing.T, serve func(net.Conn)) *tcpBackend {
 	t.Helper()
-	ln := listen(t)
+	ln := loopbackListener(t)
 	b := &tcpBackend{addr: ln.Addr().String(), ln: ln, cs: map[net.Conn]struct{}{}}
 	b.wg.Add(1)
 	go func() {

@@ -21,6 +21,7 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/detect"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+	"github.com/meridian-mesh/meridian/proxy/listen"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/origdst"
 	"github.com/meridian-mesh/meridian/proxy/tcpproxy"
@@ -29,9 +30,11 @@ import (
 
 // Config is what a sidecar needs. Zero values take the documented defaults.
 type Config struct {
-	OutboundAddr string // default 127.0.0.1:4140
-	InboundAddr  string // default 0.0.0.0:4143
-	AdminAddr    string // default 0.0.0.0:4191
+	// The listeners: comma-separated addresses, one socket each (see
+	// proxy/listen: IPv6 ones are skipped in a pod without IPv6).
+	OutboundAddr string // default 127.0.0.1:4140,[::1]:4140
+	InboundAddr  string // default 0.0.0.0:4143,[::]:4143
+	AdminAddr    string // default 0.0.0.0:4191,[::]:4191
 	// InboundForward is the application's address. Empty: each inbound
 	// connection goes to its original destination (iptables redirect).
 	InboundForward string
@@ -99,17 +102,24 @@ func (s *side) track(c net.Conn) bool {
 	return !s.cut.Load()
 }
 
+// The default listeners: both families, as meridian-init redirects both.
+const (
+	DefaultOutboundAddr = "127.0.0.1:4140,[::1]:4140"
+	DefaultInboundAddr  = "0.0.0.0:4143,[::]:4143"
+	DefaultAdminAddr    = "0.0.0.0:4191,[::]:4191"
+)
+
 // New binds every listener, so that ports are known and errors surface
 // before Run.
 func New(cfg Config) (*Proxy, error) {
 	if cfg.OutboundAddr == "" {
-		cfg.OutboundAddr = "127.0.0.1:4140"
+		cfg.OutboundAddr = DefaultOutboundAddr
 	}
 	if cfg.InboundAddr == "" {
-		cfg.InboundAddr = "0.0.0.0:4143"
+		cfg.InboundAddr = DefaultInboundAddr
 	}
 	if cfg.AdminAddr == "" {
-		cfg.AdminAddr = "0.0.0.0:4191"
+		cfg.AdminAddr = DefaultAdminAddr
 	}
 	if cfg.DetectTimeout == 0 {
 		cfg.DetectTimeout = time.Second
@@ -144,7 +154,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Identity != nil {
 		ready = func() bool { return p.ready.Load() && cfg.Identity.HasCert() }
 	}
-	p.admin, err = admin.Listen(cfg.AdminAddr, p.metrics.Handler(), ready)
+	p.admin, err = admin.Listen(cfg.AdminAddr, p.log, p.metrics.Handler(), ready)
 	if err != nil {
 		p.out.ln.Close()
 		p.in.ln.Close()
@@ -157,7 +167,7 @@ func New(cfg Config) (*Proxy, error) {
 }
 
 func (p *Proxy) newSide(direction, addr string) (*side, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listen.Listen(addr, p.log.With("listener", direction))
 	if err != nil {
 		return nil, fmt.Errorf("%s listener: %w", direction, err)
 	}
@@ -224,7 +234,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	go p.admin.Serve()
 	p.ready.Store(true)
-	p.log.Info("proxy ready", "outbound", p.out.ln.Addr(), "inbound", p.in.ln.Addr(), "admin", p.admin.Addr())
+	p.log.Info("proxy ready", "outbound", listen.Addrs(p.out.ln), "inbound", listen.Addrs(p.in.ln), "admin", p.admin.Addrs())
 
 	<-ctx.Done()
 	p.ready.Store(false)
