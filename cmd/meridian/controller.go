@@ -65,6 +65,7 @@ SIGTERM drains it gracefully.`,
 	f.DurationVar(&o.ShutdownGrace, "shutdown-grace", 5*time.Second, "how long SIGTERM waits for streams to end before closing them")
 	f.StringVar(&o.IdentityIssuerDir, "identity-issuer-dir", "", "the identity issuer (tls.crt, tls.key, ca.crt: a cert-manager Secret mounted); local mode generates one there when missing")
 	f.DurationVar(&o.IdentityLifetime, "identity-lifetime", 24*time.Hour, "lifetime of workload certificates")
+	f.DurationVar(&o.IdentityIssuerReload, "identity-issuer-reload", time.Minute, "how often --identity-issuer-dir is read again for a renewed issuer (cert-manager's renewal is taken without a restart)")
 	f.StringVar(&o.APIIdentity, "api-identity", "", "serve the gRPC API over TLS with a certificate for this SPIFFE ID from the identity issuer (e.g. spiffe://cluster.local/ns/meridian/sa/meridian-controller); empty: plaintext")
 	f.StringVar(&o.IdentityAudience, "identity-audience", "identity.meridian.io", "kube mode: the audience of the ServiceAccount tokens proxies present")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

@@ -21,7 +21,7 @@ import (
 // with a new key, once 70% of its lifetime has passed; handshakes in
 // flight keep the certificate they started with.
 type apiCert struct {
-	ca       *identity.CA
+	ca       identity.CASource // the issuer may be renewed meanwhile
 	id       spiffeid.ID
 	lifetime time.Duration
 	now      func() time.Time
@@ -31,13 +31,13 @@ type apiCert struct {
 	renewAt time.Time
 }
 
-func newAPICert(ca *identity.CA, id string, lifetime time.Duration) (*apiCert, error) {
+func newAPICert(ca identity.CASource, id string, lifetime time.Duration) (*apiCert, error) {
 	sid, err := spiffeid.FromString(id)
 	if err != nil {
 		return nil, fmt.Errorf("--api-identity %q: %w", id, err)
 	}
-	if sid.TrustDomain() != ca.TrustDomain {
-		return nil, fmt.Errorf("--api-identity %q: trust domain %q is not the identity issuer's %q", id, sid.TrustDomain().Name(), ca.TrustDomain.Name())
+	if td := ca.Current().TrustDomain; sid.TrustDomain() != td {
+		return nil, fmt.Errorf("--api-identity %q: trust domain %q is not the identity issuer's %q", id, sid.TrustDomain().Name(), td.Name())
 	}
 	if lifetime <= 0 {
 		lifetime = 24 * time.Hour
@@ -59,7 +59,7 @@ func (c *apiCert) get() (*tls.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	leaf, chain, err := c.ca.Issue(c.id, key.Public(), c.lifetime)
+	leaf, chain, err := c.ca.Current().Issue(c.id, key.Public(), c.lifetime)
 	if err != nil {
 		if c.cert != nil {
 			return c.cert, nil // keep serving on the old one

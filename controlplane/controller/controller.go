@@ -66,6 +66,10 @@ type Options struct {
 	IdentityIssuerDir string
 	// IdentityCA, when set, is the CA to sign with (embedders that made one).
 	IdentityCA *identity.CA
+	// IdentityIssuerReload is how often IdentityIssuerDir is looked at for a
+	// renewed issuer (default 1m; the kubelet updates a mounted Secret about
+	// as often).
+	IdentityIssuerReload time.Duration
 	// IdentityLifetime is the workload certificates' lifetime (default 24h).
 	IdentityLifetime time.Duration
 	// IdentityAudience is the audience of the ServiceAccount tokens proxies
@@ -157,9 +161,12 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 		defer adminLis.Close()
 	}
 
-	idSrv, ca, err := identityServer(o, src, dst, log)
+	idSrv, auth, err := identityServer(o, src, dst, log)
 	if err != nil {
 		return err
+	}
+	if auth != nil {
+		watchIssuer(ctx, o, auth, reg, log)
 	}
 	sopts := []grpc.ServerOption{
 		// Streams live for as long as proxies do: find dead peers, and let
@@ -168,10 +175,10 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	}
 	if o.APIIdentity != "" {
-		if ca == nil {
+		if auth == nil {
 			return fmt.Errorf("--api-identity needs the identity issuer (--identity-issuer-dir)")
 		}
-		cert, err := newAPICert(ca, o.APIIdentity, o.IdentityLifetime)
+		cert, err := newAPICert(auth, o.APIIdentity, o.IdentityLifetime)
 		if err != nil {
 			return err
 		}
@@ -183,7 +190,7 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	if idSrv != nil {
 		idpb.RegisterIdentityServer(g, idSrv)
 	}
-	startWebhook, err := proxyInjector(o, src, ca, log)
+	startWebhook, err := proxyInjector(o, src, auth, log)
 	if err != nil {
 		return err
 	}
@@ -268,7 +275,7 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 
 // identityServer builds the identity service and returns it with its CA,
 // or nils when it is off (kube mode without an issuer).
-func identityServer(o Options, src source, dst *destination.Server, log *slog.Logger) (*identity.Server, *identity.CA, error) {
+func identityServer(o Options, src source, dst *destination.Server, log *slog.Logger) (*identity.Server, *identity.Authority, error) {
 	td, err := spiffeid.TrustDomainFromString(o.TrustDomain)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--trust-domain: %w", err)
@@ -319,7 +326,42 @@ func identityServer(o Options, src source, dst *destination.Server, log *slog.Lo
 		}
 		v = tokenreview.Verifier(cs, o.IdentityAudience)
 	}
-	return identity.NewServer(ca, v, identity.Options{Lifetime: o.IdentityLifetime, Log: log}), ca, nil
+	auth := identity.NewAuthority(ca)
+	return identity.NewServer(auth, v, identity.Options{Lifetime: o.IdentityLifetime, Log: log}), auth, nil
+}
+
+// watchIssuer exports the issuer's expiry and, when the issuer comes from
+// --identity-issuer-dir (a mounted Secret), takes a renewed one without a
+// restart: cert-manager renews the issuer before it expires, and a refused
+// renewal (bad files, other trust anchors) is logged and counted while the
+// current issuer keeps signing.
+func watchIssuer(ctx context.Context, o Options, auth *identity.Authority, reg *prometheus.Registry, log *slog.Logger) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "identity_issuer_expiration_timestamp_seconds",
+		Help: "When the identity issuer certificate in use expires (Unix seconds).",
+	}, func() float64 { return float64(auth.Current().Issuer.NotAfter.Unix()) }))
+	if o.IdentityCA != nil || o.IdentityIssuerDir == "" {
+		return
+	}
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "identity_issuer_reloads_total",
+		Help: "Changes of --identity-issuer-dir seen, by result: loaded, or refused (the issuer in use kept).",
+	}, []string{"result"})
+	reg.MustRegister(reloads)
+	every := o.IdentityIssuerReload
+	if every <= 0 {
+		every = time.Minute
+	}
+	go auth.WatchDir(ctx, o.IdentityIssuerDir, every, func(ca *identity.CA, err error) {
+		if err != nil {
+			reloads.WithLabelValues("refused").Inc()
+			log.Error("identity: the issuer in --identity-issuer-dir changed but was not taken; still signing with the previous one",
+				"err", err, "dir", o.IdentityIssuerDir, "issuer_expires", ca.Issuer.NotAfter)
+			return
+		}
+		reloads.WithLabelValues("loaded").Inc()
+		log.Info("identity: issuer renewed", "dir", o.IdentityIssuerDir, "issuer", ca.Issuer.Subject.String(), "expires", ca.Issuer.NotAfter)
+	})
 }
 
 func adminMux(reg *prometheus.Registry, ready *atomic.Bool) *http.ServeMux {

@@ -7,8 +7,12 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +24,7 @@ import (
 
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
 	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
+	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/proxy/tlsid"
 )
 
@@ -120,5 +125,73 @@ func parseRoots(b []byte) ([]*x509.Certificate, error) {
 			return nil, err
 		}
 		out = append(out, c)
+	}
+}
+
+// The controller looks at --identity-issuer-dir again while it runs: the
+// issuer's expiry is exported, and a change it must refuse (an issuer under
+// other trust anchors) is counted and leaves the issuer in use signing.
+// (controlplane/identity's tests renew the issuer for real.)
+func TestControllerWatchesIssuerDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "demo.yaml"), []byte(controllerYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	issuerDir := t.TempDir()
+	ca, err := identity.Generate(spiffeid.RequireTrustDomainFromString("example.org"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.WriteDir(issuerDir); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", TrustDomain: "example.org",
+			DefaultNamespace: "demo", ShutdownGrace: time.Second, IdentityIssuerDir: issuerDir, IdentityIssuerReload: 20 * time.Millisecond},
+			func(_, a string) { addrs <- a })
+	}()
+	var admin string
+	select {
+	case admin = <-addrs:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	defer func() { cancel(); <-done }()
+	metric := func(name string) string {
+		t.Helper()
+		resp, err := http.Get("http://" + admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, name+" "); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	got, err := strconv.ParseFloat(metric("identity_issuer_expiration_timestamp_seconds"), 64)
+	if err != nil || int64(got) != ca.Issuer.NotAfter.Unix() {
+		t.Fatalf("identity_issuer_expiration_timestamp_seconds = %v (%v), want %d", got, err, ca.Issuer.NotAfter.Unix())
+	}
+
+	stranger, _ := identity.Generate(spiffeid.RequireTrustDomainFromString("example.org"))
+	if err := stranger.WriteDir(issuerDir); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for metric(`identity_issuer_reloads_total{result="refused"}`) != "1" {
+		if time.Now().After(deadline) {
+			t.Fatal(`identity_issuer_reloads_total{result="refused"} never reached 1`)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := metric(`identity_issuer_reloads_total{result="loaded"}`); got != "" {
+		t.Fatalf("a refused issuer was counted as loaded: %s", got)
 	}
 }

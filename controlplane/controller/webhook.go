@@ -57,7 +57,7 @@ const (
 
 // proxyInjector checks the injector's options and returns what runs it
 // (a no-op when it is off).
-func proxyInjector(o Options, src source, ca *identity.CA, log *slog.Logger) (func(context.Context) error, error) {
+func proxyInjector(o Options, src source, ca *identity.Authority, log *slog.Logger) (func(context.Context) error, error) {
 	w := o.Webhook
 	if w.Addr == "" {
 		return func(context.Context) error { return nil }, nil
@@ -94,7 +94,7 @@ func proxyInjector(o Options, src source, ca *identity.CA, log *slog.Logger) (fu
 	cfg.TrustDomain = o.TrustDomain
 	cfg.ControllerIdentity = o.APIIdentity
 	cfg.Resources = w.ProxyResources
-	cfg.TrustAnchorsPEM = string(ca.RootsPEM())
+	cfg.TrustAnchorsPEM = string(ca.Current().RootsPEM()) // the anchors never change under an Authority
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("proxy injector: %w", err)
 	}

@@ -40,7 +40,7 @@ func csr(t *testing.T, uri string) ([]byte, *ecdsa.PrivateKey) {
 	return der, key
 }
 
-func localServer(t *testing.T, ca *identity.CA, lifetime time.Duration) *identity.Server {
+func localServer(t *testing.T, ca identity.CASource, lifetime time.Duration) *identity.Server {
 	tokens := map[string]identity.Subject{"good": {Namespace: "emojivoto", ServiceAccount: "web"}}
 	return identity.NewServer(ca, identity.LocalVerifier(func(tok string) (identity.Subject, bool) {
 		s, ok := tokens[tok]

@@ -46,13 +46,14 @@ type Options struct {
 // Server implements pb.IdentityServer.
 type Server struct {
 	pb.UnimplementedIdentityServer
-	ca *CA
+	ca CASource
 	v  Verifier
 	o  Options
 }
 
-// NewServer returns a Certify server signing with ca for the subjects v proves.
-func NewServer(ca *CA, v Verifier, o Options) *Server {
+// NewServer returns a Certify server signing with ca (the CA current at
+// each request) for the subjects v proves.
+func NewServer(ca CASource, v Verifier, o Options) *Server {
 	if o.Lifetime <= 0 {
 		o.Lifetime = DefaultLeafLifetime
 	}
@@ -88,7 +89,8 @@ func (s *Server) Certify(ctx context.Context, req *pb.CertifyRequest) (*pb.Certi
 		}
 		return nil, status.Errorf(codes.Unavailable, "checking the token: %v", err)
 	}
-	id, err := ID(s.ca.TrustDomain, subj.Namespace, subj.ServiceAccount)
+	ca := s.ca.Current()
+	id, err := ID(ca.TrustDomain, subj.Namespace, subj.ServiceAccount)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "identity: %v", err)
 	}
@@ -100,7 +102,7 @@ func (s *Server) Certify(ctx context.Context, req *pb.CertifyRequest) (*pb.Certi
 			return nil, status.Errorf(codes.PermissionDenied, "the CSR asks for %s; the token proves %s", u, id)
 		}
 	}
-	leaf, chain, err := s.ca.Issue(id, csr.PublicKey, s.o.Lifetime)
+	leaf, chain, err := ca.Issue(id, csr.PublicKey, s.o.Lifetime)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "issuing: %v", err)
 	}
