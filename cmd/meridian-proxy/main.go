@@ -39,6 +39,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.OutboundAddr, "outbound-addr", sidecar.DefaultOutboundAddr, "outbound listeners, comma-separated (applications' connections are redirected here); IPv6 ones are skipped where there is no IPv6")
 	fs.StringVar(&cfg.InboundAddr, "inbound-addr", sidecar.DefaultInboundAddr, "inbound listeners, comma-separated")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", sidecar.DefaultAdminAddr, "admin listeners, comma-separated: /metrics, /ready, /live")
+	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", sidecar.DefaultMaxInFlight, "HTTP requests and gRPC streams each direction handles at once; more are refused at once with 503 (gRPC UNAVAILABLE); -1: no bound")
 	fs.StringVar(&cfg.InboundForward, "inbound-forward", "", "application address for inbound traffic (default: each connection's original destination)")
 	destFile := fs.String("destinations", "", "static destinations YAML file, reloaded when it changes")
 	dstAddr := fs.String("destination-addr", "", "the control plane's destination API (host:port); replaces static destinations")

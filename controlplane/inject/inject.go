@@ -41,6 +41,7 @@ const (
 	AnnotationProxyMemoryRequest = "config.meridian.io/proxy-memory-request"
 	AnnotationProxyMemoryLimit   = "config.meridian.io/proxy-memory-limit"
 	AnnotationProxyLogLevel      = "config.meridian.io/proxy-log-level"
+	AnnotationProxyMaxInFlight   = "config.meridian.io/proxy-max-in-flight"
 
 	// Enabled and Disabled are AnnotationInject's values.
 	Enabled  = "enabled"
@@ -341,6 +342,7 @@ type settings struct {
 	opaque       []uint16 // expanded: the proxy takes single ports
 	resources    corev1.ResourceRequirements
 	logLevel     string
+	maxInFlight  string // empty: the proxy's default
 }
 
 func settingsFor(podAnn, nsAnn map[string]string, spec *corev1.PodSpec, cfg Config) (settings, error) {
@@ -362,6 +364,13 @@ func settingsFor(podAnn, nsAnn map[string]string, spec *corev1.PodSpec, cfg Conf
 		if err == nil {
 			s.opaque, err = expandRanges(AnnotationOpaquePorts, v, where, rs)
 			errs = append(errs, err)
+		}
+	}
+	if v, where, ok := lookup(AnnotationProxyMaxInFlight, podAnn, nsAnn); ok {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			s.maxInFlight = strconv.Itoa(n)
+		} else {
+			errs = append(errs, badValue(AnnotationProxyMaxInFlight, v, where, "use a positive number of requests, e.g. 10000"))
 		}
 	}
 	if v, where, ok := lookup(AnnotationProxyLogLevel, podAnn, nsAnn); ok {
@@ -589,6 +598,9 @@ func proxyContainer(cfg Config, s settings) corev1.Container {
 			ps[i] = strconv.Itoa(int(p))
 		}
 		args = append(args, "--opaque-ports="+strings.Join(ps, ","))
+	}
+	if s.maxInFlight != "" {
+		args = append(args, "--max-in-flight="+s.maxInFlight)
 	}
 	args = append(args, "--log-level="+s.logLevel)
 	probe := func(path string, period, failures int32) *corev1.Probe {

@@ -174,6 +174,7 @@ func TestPodConfigAnnotations(t *testing.T) {
 		AnnotationProxyMemoryRequest: "32Mi",
 		AnnotationProxyMemoryLimit:   "128Mi",
 		AnnotationProxyCPULimit:      "1",
+		AnnotationProxyMaxInFlight:   "500",
 	})
 	cfg := testConfig()
 	cfg.Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m")}
@@ -187,7 +188,7 @@ func TestPodConfigAnnotations(t *testing.T) {
 		t.Fatalf("meridian-init args\n%q\nwant\n%q", init.Args, want)
 	}
 	p := find(spec.InitContainers, ProxyContainerName)
-	if !slices.Contains(p.Args, "--opaque-ports=3306,9000,9001") || !slices.Contains(p.Args, "--log-level=debug") {
+	if !slices.Contains(p.Args, "--opaque-ports=3306,9000,9001") || !slices.Contains(p.Args, "--log-level=debug") || !slices.Contains(p.Args, "--max-in-flight=500") {
 		t.Fatalf("meridian-proxy args %q", p.Args)
 	}
 	r := p.Resources
@@ -217,6 +218,8 @@ func TestPodBadAnnotations(t *testing.T) {
 		{AnnotationOpaquePorts, "redis", `"redis" names no container port`},
 		{AnnotationOpaquePorts, "1-5000", "more than 1024 ports"},
 		{AnnotationProxyLogLevel, "verbose", "use debug, info, warn or error"},
+		{AnnotationProxyMaxInFlight, "0", "use a positive number of requests"},
+		{AnnotationProxyMaxInFlight, "many", "use a positive number of requests"},
 		{AnnotationProxyCPURequest, "lots", "Kubernetes quantity"},
 		{AnnotationProxyMemoryLimit, "-1Mi", "Kubernetes quantity"},
 	} {

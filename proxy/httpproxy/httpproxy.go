@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/meridian-mesh/meridian/proxy/balance"
@@ -81,11 +82,19 @@ type Router interface {
 
 // Handler is the forwarding http.Handler for one direction of a proxy.
 type Handler struct {
+	// MaxInFlight bounds the requests (gRPC streams included) handled at
+	// once; beyond it a request is refused at once with 503 (gRPC
+	// UNAVAILABLE) instead of queueing without bound while the proxy or
+	// its endpoints are saturated. 0: no bound. Set it before serving.
+	MaxInFlight int64
+
 	direction string
 	router    Router
 	metrics   *metrics.Registry
 	log       *slog.Logger
 	rp        *httputil.ReverseProxy
+	inFlight  atomic.Int64
+	gauge     prometheus.Gauge
 }
 
 // maxConnectAttempts bounds how many endpoints one request tries when
@@ -113,7 +122,7 @@ type reqState struct {
 
 // New returns a handler forwarding requests for direction ("inbound" or "outbound").
 func New(direction string, router Router, m *metrics.Registry, log *slog.Logger) *Handler {
-	h := &Handler{direction: direction, router: router, metrics: m, log: log}
+	h := &Handler{direction: direction, router: router, metrics: m, log: log, gauge: m.InFlight(direction)}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			// A sidecar is transparent: keep the client's forwarding headers,
@@ -140,7 +149,19 @@ func New(direction string, router Router, m *metrics.Registry, log *slog.Logger)
 	return h
 }
 
+// errMaxInFlight is the answer to a request shed because the handler had
+// MaxInFlight requests already.
+var errMaxInFlight = errors.New("the proxy has its maximum of requests in flight")
+
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if n := h.inFlight.Add(1); h.MaxInFlight > 0 && n > h.MaxInFlight {
+		h.inFlight.Add(-1)
+		h.metrics.Shed(h.direction)
+		writeError(w, r, http.StatusServiceUnavailable, "max_in_flight", errMaxInFlight)
+		return
+	}
+	h.gauge.Inc()
+	defer func() { h.inFlight.Add(-1); h.gauge.Dec() }()
 	t, err := h.router.Route(r)
 	if err != nil {
 		var re *RouteError

@@ -31,6 +31,8 @@ type Registry struct {
 	latency     *prometheus.HistogramVec
 	unavailable *prometheus.CounterVec
 	retries     *prometheus.CounterVec
+	inFlight    *prometheus.GaugeVec
+	shed        *prometheus.CounterVec
 
 	tcpOpen  *prometheus.CounterVec
 	tcpClose *prometheus.CounterVec
@@ -72,7 +74,12 @@ func New() *Registry {
 	r.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "retry_total", Help: "Retry decisions for retryable routes: retried, budget_exhausted or body_too_large."},
 		[]string{"direction", "authority", "route", "outcome"})
-	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.retries,
+	r.inFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "request_in_flight", Help: "HTTP requests and gRPC streams the proxy is handling now."}, []string{"direction"})
+	r.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "request_shed_total", Help: "Requests refused at once (503, gRPC UNAVAILABLE) because the proxy had its maximum in flight."},
+		[]string{"direction"})
+	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.retries, r.inFlight, r.shed,
 		r.tcpOpen, r.tcpClose, r.tcpConns, r.tcpRead, r.tcpWrite,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return r
@@ -152,6 +159,14 @@ func (r *Registry) ResponseDone(q Request, o Response) {
 func (r *Registry) Retry(q Request, outcome string) {
 	r.retries.WithLabelValues(q.Direction, q.Authority, q.Route, outcome).Inc()
 }
+
+// InFlight is the gauge of the requests direction is handling.
+func (r *Registry) InFlight(direction string) prometheus.Gauge {
+	return r.inFlight.WithLabelValues(direction)
+}
+
+// Shed counts a request refused because direction had its maximum in flight.
+func (r *Registry) Shed(direction string) { r.shed.WithLabelValues(direction).Inc() }
 
 // Unavailable counts a request failed fast for want of an endpoint.
 func (r *Registry) Unavailable(direction, authority, reason string) {

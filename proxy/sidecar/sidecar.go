@@ -38,6 +38,11 @@ type Config struct {
 	// InboundForward is the application's address. Empty: each inbound
 	// connection goes to its original destination (iptables redirect).
 	InboundForward string
+	// MaxInFlight bounds the HTTP requests and gRPC streams each direction
+	// handles at once; beyond it requests are refused at once (503, gRPC
+	// UNAVAILABLE) rather than queued without bound. Default
+	// DefaultMaxInFlight; negative: no bound.
+	MaxInFlight int
 	// OpaquePorts are destination ports whose traffic is never detected,
 	// only copied (server-speaks-first protocols such as MySQL or SMTP).
 	OpaquePorts    []uint16
@@ -109,6 +114,11 @@ const (
 	DefaultAdminAddr    = "0.0.0.0:4191,[::]:4191"
 )
 
+// DefaultMaxInFlight is Config.MaxInFlight's default: far above what one
+// pod serves in normal times, low enough that a saturated proxy sheds load
+// before its memory runs away.
+const DefaultMaxInFlight = 10000
+
 // New binds every listener, so that ports are known and errors surface
 // before Run.
 func New(cfg Config) (*Proxy, error) {
@@ -120,6 +130,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.AdminAddr == "" {
 		cfg.AdminAddr = DefaultAdminAddr
+	}
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
 	}
 	if cfg.DetectTimeout == 0 {
 		cfg.DetectTimeout = time.Second
@@ -148,8 +161,15 @@ func New(cfg Config) (*Proxy, error) {
 		p.out.ln.Close()
 		return nil, err
 	}
-	p.out.http.Handler = httpproxy.New("outbound", outboundRouter{p}, p.metrics, p.log)
-	p.in.http.Handler = httpproxy.New("inbound", inboundRouter{p}, p.metrics, p.log)
+	for _, s := range []*side{p.out, p.in} {
+		var r httpproxy.Router = outboundRouter{p}
+		if s == p.in {
+			r = inboundRouter{p}
+		}
+		h := httpproxy.New(s.direction, r, p.metrics, p.log)
+		h.MaxInFlight = int64(max(cfg.MaxInFlight, 0))
+		s.http.Handler = h
+	}
 	ready := p.ready.Load
 	if cfg.Identity != nil {
 		ready = func() bool { return p.ready.Load() && cfg.Identity.HasCert() }
