@@ -21,7 +21,8 @@ type Server struct {
 // Handle adds an endpoint; call it before Serve.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
-// Listen binds addr (comma-separated addresses, see proxy/listen). ready reports whether the proxy can serve traffic.
+// Listen binds addr (comma-separated addresses, see proxy/listen). ready
+// reports whether the proxy can serve traffic.
 func Listen(addr string, log *slog.Logger, metrics http.Handler, ready func() bool) (*Server, error) {
 	ln, err := listen.Listen(addr, log.With("listener", "admin"))
 	if err != nil {

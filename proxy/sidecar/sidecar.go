@@ -217,6 +217,12 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 		IdleTimeout:       5 * time.Minute,
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams: 1000, // gRPC clients multiplex everything on one connection
+			// The protocol's default frame size, as grpc-go's. Go's default
+			// (1MB) makes every Go client, the next proxy's transport
+			// included, hold a scratch buffer of up to 512KB per stream
+			// whose request body is open: 256 gRPC calls in flight cost
+			// 128MB there.
+			MaxReadFrameSize: 16 << 10,
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if a, ok := c.(*accepted); ok {
