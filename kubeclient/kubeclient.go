@@ -147,7 +147,7 @@ func ParseRef(s string) (Ref, error) {
 		}
 		kind, name = KindPod, s
 	}
-	k, ok := kinds[strings.ToLower(kind)]
+	k, ok := ParseKind(kind)
 	if !ok {
 		return Ref{}, fmt.Errorf("%q: unknown kind %q (want a pod name, or pod/, deploy/, sts/ or ds/ and a name)", s, kind)
 	}
@@ -155,6 +155,13 @@ func ParseRef(s string) (Ref, error) {
 		return Ref{}, fmt.Errorf("%q: want a name after %s/", s, kind)
 	}
 	return Ref{Kind: k, Name: name}, nil
+}
+
+// ParseKind reads a kind as kubectl spells it (po, pods, deploy, sts,
+// daemonsets, ...).
+func ParseKind(s string) (string, bool) {
+	k, ok := kinds[strings.ToLower(s)]
+	return k, ok
 }
 
 // Pods returns the pods ref names in c.Namespace, sorted by name: the pod

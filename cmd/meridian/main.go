@@ -27,5 +27,6 @@ func newRoot() *cobra.Command {
 	root.AddCommand(newInstallCmd(), newUninstallCmd())
 	root.AddCommand(newCheckCmd())
 	root.AddCommand(newInjectCmd(), newUninjectCmd())
+	root.AddCommand(newVizCmd())
 	return root
 }

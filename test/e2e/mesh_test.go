@@ -171,6 +171,37 @@ func TestMeshOnKubernetes(t *testing.T) {
 		t.Errorf("meridian check --proxy: %v\n%s\n%s", err, out, errOut)
 	}
 
+	// viz stat reads the golden metrics from the proxies through the API
+	// server: every workload meshed, and the ones vote-bot's traffic
+	// reaches (web, and through it emoji and voting) serving requests.
+	statOut := mustMeridian(t, "", "viz", "stat", "deploy", "-n", n.name, "--window", "5s", "-o", "json")
+	var stats []struct {
+		Name        string   `json:"name"`
+		MeshedPods  int      `json:"meshedPods"`
+		TotalPods   int      `json:"totalPods"`
+		Requests    *float64 `json:"requests"`
+		SuccessRate *float64 `json:"successRate"`
+		LatencyP99  *float64 `json:"latencyMsP99"`
+	}
+	if err := json.Unmarshal([]byte(statOut), &stats); err != nil {
+		t.Fatalf("viz stat -o json: %v\n%s", err, statOut)
+	}
+	served := map[string]bool{}
+	for _, s := range stats {
+		if s.MeshedPods != 1 || s.TotalPods != 1 {
+			t.Errorf("viz stat: %s is %d/%d meshed, want 1/1", s.Name, s.MeshedPods, s.TotalPods)
+		}
+		if s.Requests != nil && *s.Requests > 0 && s.SuccessRate != nil && s.LatencyP99 != nil {
+			served[s.Name] = true
+		}
+	}
+	for _, d := range []string{"web", "emoji", "voting"} {
+		if !served[d] {
+			t.Errorf("viz stat: no requests, success rate and latency for %s in 5s:\n%s", d, statOut)
+		}
+	}
+	t.Logf("meridian viz stat deploy:\n%s", mustMeridian(t, "", "viz", "stat", "deploy", "-n", n.name, "--window", "2s"))
+
 	// Uninject restores plain pods.
 	current := n.must("get", "deployments", "-o", "yaml")
 	plain, report, err := meridian(t, current, "uninject", "-")

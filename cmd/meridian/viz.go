@@ -1,0 +1,365 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/meridian-mesh/meridian/kubeclient"
+	"github.com/meridian-mesh/meridian/viz/stat"
+)
+
+func newVizCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "viz",
+		Short: "Observe the mesh: golden metrics of meshed workloads",
+	}
+	cmd.AddCommand(newVizStatCmd())
+	return cmd
+}
+
+func newVizStatCmd() *cobra.Command {
+	var (
+		kf     kubeclient.Flags
+		window time.Duration
+		output string
+		dir    string
+	)
+	cmd := &cobra.Command{
+		Use:   "stat (deploy|sts|ds|pod|ns)[/NAME]",
+		Short: "Golden metrics of workloads: success rate, requests per second, latency, connections",
+		Long: `Shows, for each workload of a kind (or the one named), the golden metrics of the
+requests it served over a window: success rate, requests per second, latency
+percentiles to the response headers, and the TCP connections open to it.
+
+The figures come from the workload's own proxies: each meshed pod's proxy
+metrics are read twice, --window apart, through the API server's pod proxy (the
+right to get pods/proxy is all it needs; no Prometheus), and the difference is
+computed as Prometheus's rate() and histogram_quantile() would. MESHED counts
+the running pods with a proxy against all the workload's pods.
+
+--direction outbound shows the requests the workload made instead.`,
+		Example: `  meridian viz stat deploy -n emojivoto
+  meridian viz stat deploy/web -n emojivoto --window 30s
+  meridian viz stat ns/emojivoto -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "table" && output != "json" {
+				return fmt.Errorf("--output %q: use table or json", output)
+			}
+			if dir != "inbound" && dir != "outbound" {
+				return fmt.Errorf("--direction %q: use inbound or outbound", dir)
+			}
+			if window < time.Second {
+				return fmt.Errorf("--window %s: use 1s or more", window)
+			}
+			c, err := kf.Connect()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			rows, err := statRows(ctx, c, args[0])
+			if err != nil {
+				return err
+			}
+			scrapeRows(ctx, rows, dir, window, func(ctx context.Context, p *corev1.Pod) ([]byte, error) {
+				return c.ProxyGet(ctx, p, "metrics")
+			})
+			var failed []string
+			for _, r := range rows {
+				for _, e := range r.errs {
+					failed = append(failed, e.Error())
+				}
+			}
+			if output == "json" {
+				err = writeStatJSON(cmd.OutOrStdout(), rows)
+			} else {
+				err = writeStatTable(cmd.OutOrStdout(), rows)
+			}
+			if err != nil {
+				return err
+			}
+			for _, f := range failed {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", f)
+			}
+			return nil
+		},
+	}
+	kf.Register(cmd)
+	cmd.Flags().DurationVar(&window, "window", 10*time.Second, "how long to measure (the proxies are read at its start and its end)")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.Flags().StringVar(&dir, "direction", "inbound", "inbound (requests the workload served) or outbound (requests it made)")
+	return cmd
+}
+
+// statRow is one line of `viz stat`: a workload, its pods, and what their
+// proxies did over the window.
+type statRow struct {
+	Namespace, Kind, Name string
+	pods                  []corev1.Pod
+	meshed                int
+	golden                *stat.Golden
+	errs                  []error
+}
+
+// statRows resolves TYPE or TYPE/NAME to one row per workload, with its pods.
+func statRows(ctx context.Context, c *kubeclient.Client, arg string) ([]*statRow, error) {
+	kind, name, _ := strings.Cut(arg, "/")
+	if k := strings.ToLower(kind); k == "ns" || k == "namespace" || k == "namespaces" {
+		names := []string{name}
+		if name == "" {
+			l, err := c.Kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("listing namespaces: %w", err)
+			}
+			names = names[:0]
+			for _, n := range l.Items {
+				names = append(names, n.Name)
+			}
+		}
+		var rows []*statRow
+		for _, n := range names {
+			l, err := c.Kube.CoreV1().Pods(n).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("listing the pods of namespace %s: %w", n, err)
+			}
+			rows = append(rows, &statRow{Namespace: n, Kind: "namespace", Name: n, pods: l.Items})
+		}
+		return rows, nil
+	}
+	k, ok := kubeclient.ParseKind(kind)
+	if !ok || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("%q: want deploy, sts, ds, pod or ns, optionally /NAME", arg)
+	}
+	rows, err := workloadRows(ctx, c, k)
+	if err != nil || name == "" {
+		return rows, err
+	}
+	for _, r := range rows {
+		if r.Name == name {
+			return []*statRow{r}, nil
+		}
+	}
+	return nil, fmt.Errorf("%s %s/%s not found", k, c.Namespace, name)
+}
+
+// workloadRows lists every workload of kind in the client's namespace.
+func workloadRows(ctx context.Context, c *kubeclient.Client, kind string) ([]*statRow, error) {
+	ns := c.Namespace
+	all, err := c.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing the pods of namespace %s: %w", ns, err)
+	}
+	type workload struct {
+		name string
+		sel  *metav1.LabelSelector
+	}
+	var ws []workload
+	switch kind {
+	case kubeclient.KindPod:
+		var rows []*statRow
+		for _, p := range all.Items {
+			rows = append(rows, &statRow{Namespace: ns, Kind: kind, Name: p.Name, pods: []corev1.Pod{p}})
+		}
+		return rows, nil
+	case kubeclient.KindDeployment:
+		l, err := c.Kube.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("listing deployments in %s: %w", ns, err)
+		}
+		for _, d := range l.Items {
+			ws = append(ws, workload{d.Name, d.Spec.Selector})
+		}
+	case kubeclient.KindStatefulSet:
+		l, err := c.Kube.AppsV1().StatefulSets(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("listing statefulsets in %s: %w", ns, err)
+		}
+		for _, s := range l.Items {
+			ws = append(ws, workload{s.Name, s.Spec.Selector})
+		}
+	case kubeclient.KindDaemonSet:
+		l, err := c.Kube.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("listing daemonsets in %s: %w", ns, err)
+		}
+		for _, d := range l.Items {
+			ws = append(ws, workload{d.Name, d.Spec.Selector})
+		}
+	}
+	var rows []*statRow
+	for _, w := range ws {
+		r := &statRow{Namespace: ns, Kind: kind, Name: w.name}
+		sel, err := metav1.LabelSelectorAsSelector(w.sel)
+		if err != nil || sel.Empty() {
+			r.errs = append(r.errs, fmt.Errorf("%s %s/%s: no usable selector", kind, ns, w.name))
+		} else {
+			for _, p := range all.Items {
+				if sel.Matches(labels.Set(p.Labels)) {
+					r.pods = append(r.pods, p)
+				}
+			}
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+// scrapeRows reads every meshed, running pod's proxy metrics twice, window
+// apart, and sums each row's golden metrics for direction.
+func scrapeRows(ctx context.Context, rows []*statRow, direction string, window time.Duration, get func(context.Context, *corev1.Pod) ([]byte, error)) {
+	type target struct {
+		row      *statRow
+		pod      *corev1.Pod
+		before   stat.Scrape
+		ok       bool
+		err      error
+		finalErr error
+	}
+	var ts []*target
+	for _, r := range rows {
+		r.golden = stat.NewGolden(direction)
+		for i := range r.pods {
+			p := &r.pods[i]
+			if _, err := kubeclient.ProxyAdminPort(p); err != nil || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
+				continue
+			}
+			r.meshed++
+			ts = append(ts, &target{row: r, pod: p})
+		}
+	}
+	read := func(t *target) (stat.Scrape, error) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		b, err := get(ctx, t.pod)
+		if err != nil {
+			return stat.Scrape{}, err
+		}
+		return stat.Parse(bytes.NewReader(b), time.Now())
+	}
+	each := func(f func(*target)) {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 16)
+		for _, t := range ts {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() { defer wg.Done(); defer func() { <-sem }(); f(t) }()
+		}
+		wg.Wait()
+	}
+	each(func(t *target) { t.before, t.err = read(t); t.ok = t.err == nil })
+	select {
+	case <-ctx.Done():
+	case <-time.After(window):
+	}
+	var mu sync.Mutex
+	each(func(t *target) {
+		if !t.ok {
+			return
+		}
+		after, err := read(t)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			t.finalErr = err
+			return
+		}
+		t.row.golden.Add(t.before, after)
+	})
+	for _, t := range ts {
+		if err := errors.Join(t.err, t.finalErr); err != nil {
+			t.row.errs = append(t.row.errs, fmt.Errorf("pod %s/%s: %w", t.pod.Namespace, t.pod.Name, err))
+		}
+	}
+}
+
+func writeStatTable(w io.Writer, rows []*statRow) error {
+	if len(rows) == 0 {
+		_, err := fmt.Fprintln(w, "No resources found.")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "NAME\tMESHED\tSUCCESS\tRPS\tLATENCY_P50\tLATENCY_P95\tLATENCY_P99\tTCP_CONN\t")
+	for _, r := range sortedRows(rows) {
+		g := r.golden
+		sr, ok := g.SuccessRate()
+		rps := "-"
+		if g.Proxies > 0 {
+			rps = fmt.Sprintf("%.1frps", g.RPS())
+		}
+		tcp := "-"
+		if g.Proxies > 0 {
+			tcp = fmt.Sprintf("%.0f", g.TCPConns)
+		}
+		p50, ok50 := g.Quantile(0.5)
+		p95, ok95 := g.Quantile(0.95)
+		p99, ok99 := g.Quantile(0.99)
+		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Name, r.meshed, len(r.pods), stat.Percent(sr, ok), rps,
+			stat.Millis(p50, ok50), stat.Millis(p95, ok95), stat.Millis(p99, ok99), tcp)
+	}
+	return tw.Flush()
+}
+
+// statJSON is a row of `viz stat -o json`; absent figures are null.
+type statJSON struct {
+	Namespace   string   `json:"namespace"`
+	Kind        string   `json:"kind"`
+	Name        string   `json:"name"`
+	MeshedPods  int      `json:"meshedPods"`
+	TotalPods   int      `json:"totalPods"`
+	Direction   string   `json:"direction"`
+	Requests    *float64 `json:"requests"`
+	SuccessRate *float64 `json:"successRate"`
+	RPS         *float64 `json:"rps"`
+	LatencyP50  *float64 `json:"latencyMsP50"`
+	LatencyP95  *float64 `json:"latencyMsP95"`
+	LatencyP99  *float64 `json:"latencyMsP99"`
+	TCPConns    *float64 `json:"tcpConnections"`
+	Errors      []string `json:"errors,omitempty"`
+}
+
+func writeStatJSON(w io.Writer, rows []*statRow) error {
+	out := []statJSON{}
+	opt := func(v float64, ok bool) *float64 {
+		if !ok || math.IsNaN(v) {
+			return nil
+		}
+		return &v
+	}
+	for _, r := range sortedRows(rows) {
+		g := r.golden
+		scraped := g.Proxies > 0
+		j := statJSON{Namespace: r.Namespace, Kind: r.Kind, Name: r.Name, MeshedPods: r.meshed, TotalPods: len(r.pods), Direction: g.Direction,
+			Requests: opt(g.Requests, scraped), SuccessRate: opt(g.SuccessRate()), RPS: opt(g.RPS(), scraped), TCPConns: opt(g.TCPConns, scraped)}
+		j.LatencyP50, j.LatencyP95, j.LatencyP99 = opt(g.Quantile(0.5)), opt(g.Quantile(0.95)), opt(g.Quantile(0.99))
+		for _, e := range r.errs {
+			j.Errors = append(j.Errors, e.Error())
+		}
+		out = append(out, j)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+func sortedRows(rows []*statRow) []*statRow {
+	s := slices.Clone(rows)
+	slices.SortFunc(s, func(a, b *statRow) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	return s
+}

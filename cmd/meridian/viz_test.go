@@ -1,0 +1,269 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/meridian-mesh/meridian/proxy/sidecar"
+)
+
+// `meridian viz stat` against a real kube-apiserver, whose pod proxy
+// requests reach real proxies on loopback (envtest runs no kubelet): the
+// workloads' pods resolve through the API server, each meshed pod's proxy
+// is read at both ends of the window, and the traffic sent in between shows
+// up as it was: per workload, requests, success rate, connections.
+func TestVizStatKube(t *testing.T) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Skip("KUBEBUILDER_ASSETS is not set: this test needs the etcd and kube-apiserver binaries; `make test` sets it (see hack/kube-assets.sh)")
+	}
+	ctrllog.SetLogger(logr.Discard())
+	env := &envtest.Environment{}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("envtest: %v", err)
+	}
+	defer env.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{})
+	must(err)
+	for _, app := range []string{"web", "voting", "idle"} {
+		sel := &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}
+		_, err := cs.AppsV1().Deployments("shop").Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: app},
+			Spec: appsv1.DeploymentSpec{Selector: sel, Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: sel.MatchLabels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}}}, metav1.CreateOptions{})
+		must(err)
+	}
+
+	// The application behind every proxy fails /fail.
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fail" {
+			http.Error(w, "no", http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer app.Close()
+	proxies := map[string]*sidecar.Proxy{} // "ns/pod:4191" → its proxy
+	for _, p := range []struct {
+		name, app string
+		meshed    bool
+	}{{"web-1", "web", true}, {"web-2", "web", true}, {"voting-1", "voting", true}, {"voting-2", "voting", false}} {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: "shop", Labels: map[string]string{"app": p.app}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+		if p.meshed {
+			pod.Spec.InitContainers = []corev1.Container{{Name: "meridian-proxy", Image: "proxy", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
+				Ports: []corev1.ContainerPort{{Name: "meridian-admin", ContainerPort: 4191}}}}
+			px, err := sidecar.New(sidecar.Config{OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+				InboundForward: strings.TrimPrefix(app.URL, "http://"), DrainTimeout: time.Second})
+			must(err)
+			pctx, stop := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); px.Run(pctx) }()
+			defer func() { stop(); <-done }()
+			proxies["shop/"+p.name+":4191"] = px
+		}
+		created, err := cs.CoreV1().Pods("shop").Create(ctx, pod, metav1.CreateOptions{})
+		must(err)
+		created.Status.Phase = corev1.PodRunning
+		_, err = cs.CoreV1().Pods("shop").UpdateStatus(ctx, created, metav1.UpdateOptions{})
+		must(err)
+	}
+
+	// The API server, with pod proxy requests for the proxies' admin ports
+	// answered by the real proxies. After the first round of reads (one
+	// per meshed pod), the traffic: 12 requests to each web proxy (3 of
+	// them failing), 4 to voting-1.
+	front := newPodProxyFront(t, cfg, proxies)
+	traffic := func() {
+		c := &http.Client{Timeout: 5 * time.Second}
+		send := func(pod string, n, failing int) {
+			_, in, _ := proxies["shop/"+pod+":4191"].Addrs()
+			for i := 0; i < n; i++ {
+				path := "/"
+				if i < failing {
+					path = "/fail"
+				}
+				resp, err := c.Get("http://" + in.String() + path)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+		send("web-1", 12, 3)
+		send("web-2", 12, 3)
+		send("voting-1", 4, 0)
+	}
+	kc := writeKubeconfig(t, front.URL)
+
+	front.afterReads(3, traffic)
+	out, err := runViz(ctx, "stat", "deploy", "--kubeconfig", kc, "--window", "1s", "-o", "json")
+	must(err)
+	var rows []statJSON
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	byName := map[string]statJSON{}
+	for _, r := range rows {
+		byName[r.Name] = r
+	}
+	num := func(p *float64) float64 {
+		if p == nil {
+			return -1
+		}
+		return *p
+	}
+	web, voting, idle := byName["web"], byName["voting"], byName["idle"]
+	if web.MeshedPods != 2 || web.TotalPods != 2 || num(web.Requests) != 24 || num(web.SuccessRate) != 0.75 || num(web.TCPConns) < 1 {
+		t.Errorf("web: %+v", web)
+	}
+	if r := num(web.RPS); r <= 24.0/3 || r > 24 {
+		t.Errorf("web: %v rps for 24 requests in a 1s window", r)
+	}
+	if web.LatencyP50 == nil || web.LatencyP99 == nil || *web.LatencyP99 < *web.LatencyP50 {
+		t.Errorf("web latency: p50 %v p99 %v", web.LatencyP50, web.LatencyP99)
+	}
+	if voting.MeshedPods != 1 || voting.TotalPods != 2 || num(voting.Requests) != 4 || num(voting.SuccessRate) != 1 {
+		t.Errorf("voting: %+v", voting)
+	}
+	if idle.MeshedPods != 0 || idle.TotalPods != 0 || idle.Requests != nil || idle.SuccessRate != nil {
+		t.Errorf("idle (no pods): %+v", idle)
+	}
+	if len(rows) != 3 {
+		t.Errorf("%d rows, want web, voting and idle:\n%s", len(rows), out)
+	}
+
+	// The table, for one workload, with no traffic in its window.
+	front.afterReads(0, nil)
+	out, err = runViz(ctx, "stat", "deploy/voting", "--kubeconfig", kc, "--window", "1s")
+	must(err)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NAME MESHED SUCCESS RPS LATENCY_P50 LATENCY_P95 LATENCY_P99 TCP_CONN" {
+		t.Fatalf("table:\n%s", out)
+	}
+	// No request in the window: no success rate and no latency; the
+	// connections column counts whatever is still open.
+	if f := strings.Fields(lines[1]); len(f) != 8 || strings.Join(f[:7], " ") != "voting 1/2 - 0.0rps - - -" {
+		t.Errorf("table:\n%s", out)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"stat", "deploy/nope"}, "deployment shop/nope not found"},
+		{[]string{"stat", "svc/web"}, `"svc/web": want deploy, sts, ds, pod or ns`},
+		{[]string{"stat", "deploy", "--window", "10ms"}, "--window 10ms: use 1s or more"},
+		{[]string{"stat", "deploy", "-o", "yaml"}, `--output "yaml": use table or json`},
+	} {
+		if _, err := runViz(ctx, append(tc.args, "--kubeconfig", kc)...); err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%v: %v, want %q", tc.args, err, tc.err)
+		}
+	}
+}
+
+func runViz(ctx context.Context, args ...string) (string, error) {
+	cmd := newVizCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs(args)
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	err := cmd.ExecuteContext(ctx)
+	return out.String(), err
+}
+
+// podProxyFront is the API server, except that pod proxy requests to the
+// named pods' admin ports go to real proxies' admin servers.
+type podProxyFront struct {
+	*httptest.Server
+	mu    sync.Mutex
+	reads int
+	after int
+	then  func()
+}
+
+// afterReads runs then (synchronously, before the read is answered) once n
+// pod proxy reads have been served from now on.
+func (f *podProxyFront) afterReads(n int, then func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reads, f.after, f.then = 0, n, then
+}
+
+func newPodProxyFront(t *testing.T, cfg *rest.Config, proxies map[string]*sidecar.Proxy) *podProxyFront {
+	t.Helper()
+	target, _, err := rest.DefaultServerUrlFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := rest.TransportFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &httputil.ReverseProxy{Transport: rt, Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(target) }}
+	f := &podProxyFront{}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m := podProxyPath.FindStringSubmatch(r.URL.Path)
+		var px *sidecar.Proxy
+		if m != nil {
+			px = proxies[m[1]+"/"+m[2]+":"+m[3]]
+		}
+		if px == nil {
+			api.ServeHTTP(w, r)
+			return
+		}
+		_, _, admin := px.Addrs()
+		resp, err := http.Get((&url.URL{Scheme: "http", Host: admin.String(), Path: "/" + m[4]}).String())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+		f.mu.Lock()
+		f.reads++
+		var then func()
+		if f.reads == f.after && f.then != nil {
+			then, f.then = f.then, nil
+		}
+		f.mu.Unlock()
+		if then != nil {
+			then()
+		}
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
