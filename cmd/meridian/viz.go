@@ -28,16 +28,14 @@ func newVizCmd() *cobra.Command {
 		Use:   "viz",
 		Short: "Observe the mesh: golden metrics of meshed workloads",
 	}
-	cmd.AddCommand(newVizStatCmd())
+	cmd.AddCommand(newVizStatCmd(), newVizRoutesCmd(), newVizEdgesCmd())
 	return cmd
 }
 
 func newVizStatCmd() *cobra.Command {
 	var (
-		kf     kubeclient.Flags
-		window time.Duration
-		output string
-		dir    string
+		f   vizFlags
+		dir string
 	)
 	cmd := &cobra.Command{
 		Use:   "stat (deploy|sts|ds|pod|ns)[/NAME]",
@@ -58,50 +56,20 @@ the running pods with a proxy against all the workload's pods.
   meridian viz stat ns/emojivoto -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "table" && output != "json" {
-				return fmt.Errorf("--output %q: use table or json", output)
-			}
 			if dir != "inbound" && dir != "outbound" {
 				return fmt.Errorf("--direction %q: use inbound or outbound", dir)
 			}
-			if window < time.Second {
-				return fmt.Errorf("--window %s: use 1s or more", window)
-			}
-			c, err := kf.Connect()
+			rows, err := f.measure(cmd, args[0])
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			rows, err := statRows(ctx, c, args[0])
-			if err != nil {
-				return err
+			if f.output == "json" {
+				return writeStatJSON(cmd.OutOrStdout(), rows, dir)
 			}
-			scrapeRows(ctx, rows, dir, window, func(ctx context.Context, p *corev1.Pod) ([]byte, error) {
-				return c.ProxyGet(ctx, p, "metrics")
-			})
-			var failed []string
-			for _, r := range rows {
-				for _, e := range r.errs {
-					failed = append(failed, e.Error())
-				}
-			}
-			if output == "json" {
-				err = writeStatJSON(cmd.OutOrStdout(), rows)
-			} else {
-				err = writeStatTable(cmd.OutOrStdout(), rows)
-			}
-			if err != nil {
-				return err
-			}
-			for _, f := range failed {
-				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", f)
-			}
-			return nil
+			return writeStatTable(cmd.OutOrStdout(), rows, dir)
 		},
 	}
-	kf.Register(cmd)
-	cmd.Flags().DurationVar(&window, "window", 10*time.Second, "how long to measure (the proxies are read at its start and its end)")
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	f.register(cmd)
 	cmd.Flags().StringVar(&dir, "direction", "inbound", "inbound (requests the workload served) or outbound (requests it made)")
 	return cmd
 }
@@ -112,8 +80,17 @@ type statRow struct {
 	Namespace, Kind, Name string
 	pods                  []corev1.Pod
 	meshed                int
-	golden                *stat.Golden
+	pairs                 []stat.Pair // one per pod read at both ends of the window
 	errs                  []error
+}
+
+// golden sums the row's proxies' golden metrics for direction.
+func (r *statRow) golden(direction string) *stat.Golden {
+	g := stat.NewGolden(direction)
+	for _, p := range r.pairs {
+		g.Add(p.Before, p.After)
+	}
+	return g
 }
 
 // statRows resolves TYPE or TYPE/NAME to one row per workload, with its pods.
@@ -220,8 +197,8 @@ func workloadRows(ctx context.Context, c *kubeclient.Client, kind string) ([]*st
 }
 
 // scrapeRows reads every meshed, running pod's proxy metrics twice, window
-// apart, and sums each row's golden metrics for direction.
-func scrapeRows(ctx context.Context, rows []*statRow, direction string, window time.Duration, get func(context.Context, *corev1.Pod) ([]byte, error)) {
+// apart, into each row's pairs.
+func scrapeRows(ctx context.Context, rows []*statRow, window time.Duration, get func(context.Context, *corev1.Pod) ([]byte, error)) {
 	type target struct {
 		row      *statRow
 		pod      *corev1.Pod
@@ -232,7 +209,6 @@ func scrapeRows(ctx context.Context, rows []*statRow, direction string, window t
 	}
 	var ts []*target
 	for _, r := range rows {
-		r.golden = stat.NewGolden(direction)
 		for i := range r.pods {
 			p := &r.pods[i]
 			if _, err := kubeclient.ProxyAdminPort(p); err != nil || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
@@ -278,7 +254,7 @@ func scrapeRows(ctx context.Context, rows []*statRow, direction string, window t
 			t.finalErr = err
 			return
 		}
-		t.row.golden.Add(t.before, after)
+		t.row.pairs = append(t.row.pairs, stat.Pair{Before: t.before, After: after})
 	})
 	for _, t := range ts {
 		if err := errors.Join(t.err, t.finalErr); err != nil {
@@ -287,7 +263,21 @@ func scrapeRows(ctx context.Context, rows []*statRow, direction string, window t
 	}
 }
 
-func writeStatTable(w io.Writer, rows []*statRow) error {
+// proxyMetrics reads a pod's proxy metrics through the API server.
+func proxyMetrics(c *kubeclient.Client) func(context.Context, *corev1.Pod) ([]byte, error) {
+	return func(ctx context.Context, p *corev1.Pod) ([]byte, error) { return c.ProxyGet(ctx, p, "metrics") }
+}
+
+// warnRows names, on stderr, the pods that could not be read.
+func warnRows(w io.Writer, rows []*statRow) {
+	for _, r := range rows {
+		for _, e := range r.errs {
+			fmt.Fprintln(w, "warning:", e)
+		}
+	}
+}
+
+func writeStatTable(w io.Writer, rows []*statRow, direction string) error {
 	if len(rows) == 0 {
 		_, err := fmt.Fprintln(w, "No resources found.")
 		return err
@@ -295,7 +285,7 @@ func writeStatTable(w io.Writer, rows []*statRow) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "NAME\tMESHED\tSUCCESS\tRPS\tLATENCY_P50\tLATENCY_P95\tLATENCY_P99\tTCP_CONN\t")
 	for _, r := range sortedRows(rows) {
-		g := r.golden
+		g := r.golden(direction)
 		sr, ok := g.SuccessRate()
 		rps := "-"
 		if g.Proxies > 0 {
@@ -305,11 +295,8 @@ func writeStatTable(w io.Writer, rows []*statRow) error {
 		if g.Proxies > 0 {
 			tcp = fmt.Sprintf("%.0f", g.TCPConns)
 		}
-		p50, ok50 := g.Quantile(0.5)
-		p95, ok95 := g.Quantile(0.95)
-		p99, ok99 := g.Quantile(0.99)
-		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Name, r.meshed, len(r.pods), stat.Percent(sr, ok), rps,
-			stat.Millis(p50, ok50), stat.Millis(p95, ok95), stat.Millis(p99, ok99), tcp)
+		args := append([]any{r.Name, r.meshed, len(r.pods), stat.Percent(sr, ok), rps}, latencies(g)...)
+		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", append(args, tcp)...)
 	}
 	return tw.Flush()
 }
@@ -332,16 +319,11 @@ type statJSON struct {
 	Errors      []string `json:"errors,omitempty"`
 }
 
-func writeStatJSON(w io.Writer, rows []*statRow) error {
+func writeStatJSON(w io.Writer, rows []*statRow, direction string) error {
 	out := []statJSON{}
-	opt := func(v float64, ok bool) *float64 {
-		if !ok || math.IsNaN(v) {
-			return nil
-		}
-		return &v
-	}
+	opt := known
 	for _, r := range sortedRows(rows) {
-		g := r.golden
+		g := r.golden(direction)
 		scraped := g.Proxies > 0
 		j := statJSON{Namespace: r.Namespace, Kind: r.Kind, Name: r.Name, MeshedPods: r.meshed, TotalPods: len(r.pods), Direction: g.Direction,
 			Requests: opt(g.Requests, scraped), SuccessRate: opt(g.SuccessRate()), RPS: opt(g.RPS(), scraped), TCPConns: opt(g.TCPConns, scraped)}
@@ -354,6 +336,23 @@ func writeStatJSON(w io.Writer, rows []*statRow) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
+}
+
+// known is v, or nil (JSON null) when it is not known.
+func known(v float64, ok bool) *float64 {
+	if !ok || math.IsNaN(v) {
+		return nil
+	}
+	return &v
+}
+
+// latencies formats the p50, p95 and p99 columns.
+func latencies(g *stat.Golden) []any {
+	var cols []any
+	for _, q := range []float64{0.5, 0.95, 0.99} {
+		cols = append(cols, stat.Millis(g.Quantile(q)))
+	}
+	return cols
 }
 
 func sortedRows(rows []*statRow) []*statRow {

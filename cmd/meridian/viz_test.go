@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -25,7 +26,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
+	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
 )
 
 // `meridian viz stat` against a real kube-apiserver, whose pod proxy
@@ -72,19 +75,35 @@ func TestVizStatKube(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))
 	defer app.Close()
+	// Meshed with real identities: web's proxies call voting-1's over
+	// mutual TLS.
+	ids := tlsidtest.Start(t, time.Hour)
 	proxies := map[string]*sidecar.Proxy{} // "ns/pod:4191" → its proxy
+	var votingIn string
 	for _, p := range []struct {
 		name, app string
 		meshed    bool
-	}{{"web-1", "web", true}, {"web-2", "web", true}, {"voting-1", "voting", true}, {"voting-2", "voting", false}} {
+	}{{"voting-1", "voting", true}, {"voting-2", "voting", false}, {"web-1", "web", true}, {"web-2", "web", true}} {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: "shop", Labels: map[string]string{"app": p.app}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
 		if p.meshed {
 			pod.Spec.InitContainers = []corev1.Container{{Name: "meridian-proxy", Image: "proxy", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
 				Ports: []corev1.ContainerPort{{Name: "meridian-admin", ContainerPort: 4191}}}}
-			px, err := sidecar.New(sidecar.Config{OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-				InboundForward: strings.TrimPrefix(app.URL, "http://"), DrainTimeout: time.Second})
+			pcfg := sidecar.Config{OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+				InboundForward: strings.TrimPrefix(app.URL, "http://"), DrainTimeout: time.Second,
+				Identity: ids.Identity(t, "shop", p.app)}
+			if p.app == "web" {
+				r, err := discover.NewStatic([]discover.Destination{{Authority: "voting.shop.svc.cluster.local:80",
+					Endpoints: []discover.Endpoint{{Addr: votingIn, Identity: tlsidtest.ID("shop", "voting").String()}}}})
+				must(err)
+				pcfg.Resolver = r
+			}
+			px, err := sidecar.New(pcfg)
 			must(err)
+			if p.name == "voting-1" {
+				_, in, _ := px.Addrs()
+				votingIn = in.String()
+			}
 			pctx, stop := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() { defer close(done); px.Run(pctx) }()
@@ -100,19 +119,20 @@ func TestVizStatKube(t *testing.T) {
 
 	// The API server, with pod proxy requests for the proxies' admin ports
 	// answered by the real proxies. After the first round of reads (one
-	// per meshed pod), the traffic: 12 requests to each web proxy (3 of
-	// them failing), 4 to voting-1.
+	// per meshed pod), the traffic: 12 plaintext requests to each web
+	// proxy (3 of them failing), and 4 from web-1's proxy to voting's.
 	front := newPodProxyFront(t, cfg, proxies)
 	traffic := func() {
 		c := &http.Client{Timeout: 5 * time.Second}
-		send := func(pod string, n, failing int) {
-			_, in, _ := proxies["shop/"+pod+":4191"].Addrs()
+		send := func(addr, host string, n, failing int) {
 			for i := 0; i < n; i++ {
 				path := "/"
 				if i < failing {
 					path = "/fail"
 				}
-				resp, err := c.Get("http://" + in.String() + path)
+				req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+				req.Host = host
+				resp, err := c.Do(req)
 				if err != nil {
 					t.Error(err)
 					return
@@ -121,9 +141,11 @@ func TestVizStatKube(t *testing.T) {
 				resp.Body.Close()
 			}
 		}
-		send("web-1", 12, 3)
-		send("web-2", 12, 3)
-		send("voting-1", 4, 0)
+		inbound := func(pod string) string { _, in, _ := proxies["shop/"+pod+":4191"].Addrs(); return in.String() }
+		send(inbound("web-1"), "web.shop.svc.cluster.local:80", 12, 3)
+		send(inbound("web-2"), "web.shop.svc.cluster.local:80", 12, 3)
+		out, _, _ := proxies["shop/web-1:4191"].Addrs()
+		send(out.String(), "voting.shop.svc.cluster.local:80", 4, 0)
 	}
 	kc := writeKubeconfig(t, front.URL)
 
@@ -178,10 +200,36 @@ func TestVizStatKube(t *testing.T) {
 		t.Errorf("table:\n%s", out)
 	}
 
+	// Edges into every deployment: plaintext clients into web, web into
+	// voting over mTLS.
+	front.afterReads(3, traffic)
+	out, err = runViz(ctx, "edges", "deploy", "--kubeconfig", kc, "--window", "1s")
+	must(err)
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+		f := strings.Fields(l)
+		got = append(got, strings.Join(f[:len(f)-1], " ")) // not RPS
+	}
+	if want := []string{"web shop voting shop √", "- - web shop × (not_provided_by_remote)"}; !slices.Equal(got, want) {
+		t.Errorf("edges:\n%s\nwant rows %q", out, want)
+	}
+
+	// Routes of web's requests out: no profile, so [DEFAULT], per service.
+	front.afterReads(2, traffic)
+	out, err = runViz(ctx, "routes", "deploy/web", "--direction", "outbound", "--kubeconfig", kc, "--window", "1s", "-o", "json")
+	must(err)
+	var routes []routeJSON
+	must(json.Unmarshal([]byte(out), &routes))
+	if len(routes) != 1 || routes[0].Route != "[DEFAULT]" || routes[0].Authority != "voting.shop.svc.cluster.local:80" ||
+		routes[0].Requests != 4 || num(routes[0].SuccessRate) != 1 {
+		t.Errorf("routes:\n%s", out)
+	}
+
 	for _, tc := range []struct {
 		args []string
 		err  string
 	}{
+		{[]string{"routes", "deploy"}, `"deploy": name one workload, e.g. deploy/web`},
 		{[]string{"stat", "deploy/nope"}, "deployment shop/nope not found"},
 		{[]string{"stat", "svc/web"}, `"svc/web": want deploy, sts, ds, pod or ns`},
 		{[]string{"stat", "deploy", "--window", "10ms"}, "--window 10ms: use 1s or more"},

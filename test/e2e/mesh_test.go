@@ -202,6 +202,26 @@ func TestMeshOnKubernetes(t *testing.T) {
 	}
 	t.Logf("meridian viz stat deploy:\n%s", mustMeridian(t, "", "viz", "stat", "deploy", "-n", n.name, "--window", "2s"))
 
+	// viz edges: who calls whom, over mutual TLS.
+	edgesOut := mustMeridian(t, "", "viz", "edges", "deploy", "-n", n.name, "--window", "5s", "-o", "json")
+	var edges []struct {
+		Src     string `json:"src"`
+		Dst     string `json:"dst"`
+		Secured bool   `json:"secured"`
+	}
+	if err := json.Unmarshal([]byte(edgesOut), &edges); err != nil {
+		t.Fatalf("viz edges -o json: %v\n%s", err, edgesOut)
+	}
+	secured := map[string]bool{}
+	for _, e := range edges {
+		secured[e.Src+" → "+e.Dst] = e.Secured
+	}
+	for _, e := range []string{"vote-bot → web", "web → emoji", "web → voting"} {
+		if !secured[e] {
+			t.Errorf("viz edges: no mTLS edge %s in 5s:\n%s", e, edgesOut)
+		}
+	}
+
 	// Uninject restores plain pods.
 	current := n.must("get", "deployments", "-o", "yaml")
 	plain, report, err := meridian(t, current, "uninject", "-")

@@ -45,6 +45,9 @@ func Parse(r io.Reader, at time.Time) (Scrape, error) {
 // (requests it made).
 type Golden struct {
 	Direction string
+	// Match, when set, keeps only the series it accepts (one route, one
+	// client): see Group.
+	Match func(*dto.Metric) bool
 
 	Requests  float64 // responses in the window (each attempt of a retried request counts)
 	Successes float64 // of which successes (not 5xx, gRPC OK, not broken off)
@@ -181,9 +184,44 @@ func (g *Golden) series(s Scrape, name string) []*dto.Metric {
 	}
 	var out []*dto.Metric
 	for _, m := range f.GetMetric() {
-		if label(m, "direction") == g.Direction {
+		if label(m, "direction") == g.Direction && (g.Match == nil || g.Match(m)) {
 			out = append(out, m)
 		}
+	}
+	return out
+}
+
+// Pair is one proxy's two scrapes, at the start and at the end of a window.
+type Pair struct{ Before, After Scrape }
+
+// Group splits the golden metrics of direction by the values of labels
+// (e.g. "route", or "client_id" and "tls"): one Golden per combination that
+// has a response in any proxy's window. Keys join the values with "|".
+func Group(pairs []Pair, direction string, labels ...string) map[string]*Golden {
+	key := func(m *dto.Metric) string {
+		vs := make([]string, len(labels))
+		for i, l := range labels {
+			vs[i] = label(m, l)
+		}
+		return strings.Join(vs, "|")
+	}
+	keys := map[string]bool{}
+	for _, p := range pairs {
+		probe := NewGolden(direction)
+		for _, m := range probe.series(p.After, responseTotal) {
+			if delta(counter(m), counter(find(p.Before, responseTotal, m))) > 0 {
+				keys[key(m)] = true
+			}
+		}
+	}
+	out := map[string]*Golden{}
+	for k := range keys {
+		g := NewGolden(direction)
+		g.Match = func(m *dto.Metric) bool { return key(m) == k }
+		for _, p := range pairs {
+			g.Add(p.Before, p.After)
+		}
+		out[k] = g
 	}
 	return out
 }

@@ -201,3 +201,34 @@ func TestFormat(t *testing.T) {
 		}
 	}
 }
+
+// Group splits by label values and keeps only the combinations with
+// responses in the window; each group's figures are its own series'.
+func TestGroup(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	b := parse(t, `
+# TYPE response_total counter
+response_total{direction="inbound",route="GET /a",classification="success"} 10
+response_total{direction="inbound",route="GET /b",classification="success"} 5
+response_total{direction="inbound",route="",classification="failure"} 1
+`, t0)
+	a := parse(t, `
+# TYPE response_total counter
+response_total{direction="inbound",route="GET /a",classification="success"} 30
+response_total{direction="inbound",route="GET /a",classification="failure"} 5
+response_total{direction="inbound",route="GET /b",classification="success"} 5
+response_total{direction="inbound",route="",classification="failure"} 2
+response_total{direction="outbound",route="GET /c",classification="success"} 9
+`, t0.Add(5*time.Second))
+	groups := Group([]Pair{{b, a}, {b, a}}, "inbound", "route")
+	if len(groups) != 2 || groups["GET /b"] != nil || groups["GET /c"] != nil {
+		t.Fatalf("groups %v: want GET /a and the default route only", groups)
+	}
+	ga, gd := groups["GET /a"], groups[""]
+	if ga.Requests != 50 || ga.Successes != 40 || ga.RPS() != 10 {
+		t.Fatalf("GET /a over two proxies: %v requests, %v successes, %v rps", ga.Requests, ga.Successes, ga.RPS())
+	}
+	if gd.Requests != 2 || gd.Successes != 0 {
+		t.Fatalf("default route: %v requests, %v successes", gd.Requests, gd.Successes)
+	}
+}

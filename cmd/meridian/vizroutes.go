@@ -1,0 +1,234 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meridian-mesh/meridian/kubeclient"
+	"github.com/meridian-mesh/meridian/viz/stat"
+)
+
+// vizFlags are the flags `viz routes` and `viz edges` share with stat.
+type vizFlags struct {
+	kf     kubeclient.Flags
+	window time.Duration
+	output string
+}
+
+func (f *vizFlags) register(cmd *cobra.Command) {
+	f.kf.Register(cmd)
+	cmd.Flags().DurationVar(&f.window, "window", 10*time.Second, "how long to measure (the proxies are read at its start and its end)")
+	cmd.Flags().StringVarP(&f.output, "output", "o", "table", "table or json")
+}
+
+// measure checks the flags, resolves arg to rows and reads their proxies
+// over the window.
+func (f *vizFlags) measure(cmd *cobra.Command, arg string) ([]*statRow, error) {
+	if f.output != "table" && f.output != "json" {
+		return nil, fmt.Errorf("--output %q: use table or json", f.output)
+	}
+	if f.window < time.Second {
+		return nil, fmt.Errorf("--window %s: use 1s or more", f.window)
+	}
+	c, err := f.kf.Connect()
+	if err != nil {
+		return nil, err
+	}
+	rows, err := statRows(cmd.Context(), c, arg)
+	if err != nil {
+		return nil, err
+	}
+	scrapeRows(cmd.Context(), rows, f.window, proxyMetrics(c))
+	warnRows(cmd.ErrOrStderr(), rows)
+	return rows, nil
+}
+
+func newVizRoutesCmd() *cobra.Command {
+	var (
+		f   vizFlags
+		dir string
+	)
+	cmd := &cobra.Command{
+		Use:   "routes (deploy|sts|ds|pod)/NAME",
+		Short: "Golden metrics per route of a workload (the routes of its ServiceProfiles)",
+		Long: `Shows the golden metrics of a workload's requests per route: the routes of the
+ServiceProfile of the service called, [DEFAULT] for requests no route matched.
+Inbound (the default): the requests the workload served, by route. Outbound:
+the requests it made, by service (AUTHORITY) and route. Read from the proxies
+like 'viz stat', over --window.`,
+		Example: `  meridian viz routes deploy/web -n emojivoto
+  meridian viz routes deploy/web -n emojivoto --direction outbound`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if dir != "inbound" && dir != "outbound" {
+				return fmt.Errorf("--direction %q: use inbound or outbound", dir)
+			}
+			if !strings.Contains(args[0], "/") {
+				return fmt.Errorf("%q: name one workload, e.g. deploy/web", args[0])
+			}
+			rows, err := f.measure(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			var pairs []stat.Pair
+			for _, r := range rows {
+				pairs = append(pairs, r.pairs...)
+			}
+			return writeRoutes(cmd.OutOrStdout(), stat.Group(pairs, dir, "authority", "route"), f.output)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVar(&dir, "direction", "inbound", "inbound (requests the workload served) or outbound (requests it made)")
+	return cmd
+}
+
+type routeJSON struct {
+	Route       string   `json:"route"`
+	Authority   string   `json:"authority"`
+	Requests    float64  `json:"requests"`
+	SuccessRate *float64 `json:"successRate"`
+	RPS         float64  `json:"rps"`
+	LatencyP50  *float64 `json:"latencyMsP50"`
+	LatencyP95  *float64 `json:"latencyMsP95"`
+	LatencyP99  *float64 `json:"latencyMsP99"`
+}
+
+func writeRoutes(w io.Writer, groups map[string]*stat.Golden, output string) error {
+	keys := slices.Sorted(func(yield func(string) bool) {
+		for k := range groups {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	var out []routeJSON
+	for _, k := range keys {
+		g := groups[k]
+		authority, route, _ := strings.Cut(k, "|")
+		if route == "" {
+			route = "[DEFAULT]"
+		}
+		j := routeJSON{Route: route, Authority: authority, Requests: g.Requests, SuccessRate: known(g.SuccessRate()), RPS: g.RPS()}
+		j.LatencyP50, j.LatencyP95, j.LatencyP99 = known(g.Quantile(0.5)), known(g.Quantile(0.95)), known(g.Quantile(0.99))
+		out = append(out, j)
+	}
+	if output == "json" {
+		if out == nil {
+			out = []routeJSON{}
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	if len(out) == 0 {
+		_, err := fmt.Fprintln(w, "No requests in the window.")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "ROUTE\tAUTHORITY\tSUCCESS\tRPS\tLATENCY_P50\tLATENCY_P95\tLATENCY_P99\t")
+	for _, k := range keys {
+		g := groups[k]
+		authority, route, _ := strings.Cut(k, "|")
+		if route == "" {
+			route = "[DEFAULT]"
+		}
+		args := append([]any{route, authority, stat.Percent(g.SuccessRate()), fmt.Sprintf("%.1frps", g.RPS())}, latencies(g)...)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", args...)
+	}
+	return tw.Flush()
+}
+
+func newVizEdgesCmd() *cobra.Command {
+	var f vizFlags
+	cmd := &cobra.Command{
+		Use:   "edges (deploy|sts|ds|pod|ns)[/NAME]",
+		Short: "Who calls whom, and whether the connection is mutual TLS",
+		Long: `Shows the edges into the workloads named: for each client seen by their proxies
+in the window, the client (the service account of its SPIFFE ID, with its
+namespace) and whether the hop was mutual TLS (SECURED), else why not, as the
+inbound proxy's tls label says (not_provided_by_remote: an unmeshed client).
+Read from the proxies like 'viz stat', over --window.`,
+		Example: `  meridian viz edges deploy -n emojivoto`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rows, err := f.measure(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			return writeEdges(cmd.OutOrStdout(), rows, f.output)
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+type edgeJSON struct {
+	Src      string  `json:"src"`
+	SrcNS    string  `json:"srcNamespace"`
+	Dst      string  `json:"dst"`
+	DstNS    string  `json:"dstNamespace"`
+	ClientID string  `json:"clientId"`
+	TLS      string  `json:"tls"`
+	Secured  bool    `json:"secured"`
+	RPS      float64 `json:"rps"`
+}
+
+func writeEdges(w io.Writer, rows []*statRow, output string) error {
+	var edges []edgeJSON
+	for _, r := range sortedRows(rows) {
+		groups := stat.Group(r.pairs, "inbound", "client_id", "tls")
+		for k, g := range groups {
+			clientID, tls, _ := strings.Cut(k, "|")
+			e := edgeJSON{Src: "-", SrcNS: "-", Dst: r.Name, DstNS: r.Namespace, ClientID: clientID, TLS: tls, Secured: tls == "true", RPS: g.RPS()}
+			if ns, sa, ok := serviceAccountOf(clientID); ok {
+				e.Src, e.SrcNS = sa, ns
+			}
+			edges = append(edges, e)
+		}
+	}
+	slices.SortFunc(edges, func(a, b edgeJSON) int {
+		return strings.Compare(a.DstNS+"/"+a.Dst+"/"+a.SrcNS+"/"+a.Src+"/"+a.TLS, b.DstNS+"/"+b.Dst+"/"+b.SrcNS+"/"+b.Src+"/"+b.TLS)
+	})
+	if output == "json" {
+		if edges == nil {
+			edges = []edgeJSON{}
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(edges)
+	}
+	if len(edges) == 0 {
+		_, err := fmt.Fprintln(w, "No requests in the window.")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "SRC\tSRC_NS\tDST\tDST_NS\tSECURED\tRPS")
+	for _, e := range edges {
+		secured := "√"
+		if !e.Secured {
+			secured = "× (" + e.TLS + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1frps\n", e.Src, e.SrcNS, e.Dst, e.DstNS, secured, e.RPS)
+	}
+	return tw.Flush()
+}
+
+// serviceAccountOf reads spiffe://<td>/ns/<ns>/sa/<sa>.
+func serviceAccountOf(id string) (ns, sa string, ok bool) {
+	rest, found := strings.CutPrefix(id, "spiffe://")
+	if !found {
+		return "", "", false
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 5 || parts[1] != "ns" || parts[3] != "sa" {
+		return "", "", false
+	}
+	return parts[2], parts[4], true
+}
