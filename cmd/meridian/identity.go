@@ -56,7 +56,7 @@ only the right to get pods/proxy. Each pod's identity follows a line
 			case len(args) == 1 && selector != "":
 				return errors.New("give either a name or --selector, not both")
 			case len(args) == 1 && isAdminAddr(args[0]):
-				body, err := adminIdentity(ctx, args[0])
+				body, err := adminGet(ctx, args[0], "identity")
 				if err != nil {
 					return err
 				}
@@ -92,11 +92,12 @@ func isAdminAddr(s string) bool {
 	return err == nil
 }
 
-// adminIdentity GETs /identity from a proxy admin server at addr.
-func adminIdentity(ctx context.Context, addr string) ([]byte, error) {
+// adminGet GETs /path (e.g. "identity", "metrics") from a proxy admin
+// server at addr.
+func adminGet(ctx context.Context, addr, path string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/identity", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/"+path, nil)
 	if err != nil {
 		return nil, err
 	}

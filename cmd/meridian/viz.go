@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
+
 	"fmt"
 	"io"
 	"math"
@@ -38,7 +38,7 @@ func newVizStatCmd() *cobra.Command {
 		dir string
 	)
 	cmd := &cobra.Command{
-		Use:   "stat (deploy|sts|ds|pod|ns)[/NAME]",
+		Use:   "stat ((deploy|sts|ds|pod|ns)[/NAME] | [NAME=]ADMIN_ADDR...)",
 		Short: "Golden metrics of workloads: success rate, requests per second, latency, connections",
 		Long: `Shows, for each workload of a kind (or the one named), the golden metrics of the
 requests it served over a window: success rate, requests per second, latency
@@ -50,16 +50,20 @@ right to get pods/proxy is all it needs; no Prometheus), and the difference is
 computed as Prometheus's rate() and histogram_quantile() would. MESHED counts
 the running pods with a proxy against all the workload's pods.
 
---direction outbound shows the requests the workload made instead.`,
+--direction outbound shows the requests the workload made instead.
+
+Without a cluster ('meridian demo'), name the proxies by their admin addresses,
+each optionally with a name for its row: web=127.0.0.1:4191.`,
 		Example: `  meridian viz stat deploy -n emojivoto
   meridian viz stat deploy/web -n emojivoto --window 30s
-  meridian viz stat ns/emojivoto -o json`,
-		Args: cobra.ExactArgs(1),
+  meridian viz stat ns/emojivoto -o json
+  meridian viz stat web=127.0.0.1:4191 emoji=127.0.0.1:4192`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dir != "inbound" && dir != "outbound" {
 				return fmt.Errorf("--direction %q: use inbound or outbound", dir)
 			}
-			rows, err := f.measure(cmd, args[0])
+			rows, err := f.measure(cmd, args)
 			if err != nil {
 				return err
 			}
@@ -79,8 +83,9 @@ the running pods with a proxy against all the workload's pods.
 type statRow struct {
 	Namespace, Kind, Name string
 	pods                  []corev1.Pod
-	meshed                int
-	pairs                 []stat.Pair // one per pod read at both ends of the window
+	total                 int         // the workload's pods
+	sources               []source    // its meshed, running pods' proxies
+	pairs                 []stat.Pair // one per source read at both ends of the window
 	errs                  []error
 }
 
@@ -196,32 +201,46 @@ func workloadRows(ctx context.Context, c *kubeclient.Client, kind string) ([]*st
 	return rows, nil
 }
 
-// scrapeRows reads every meshed, running pod's proxy metrics twice, window
-// apart, into each row's pairs.
-func scrapeRows(ctx context.Context, rows []*statRow, window time.Duration, get func(context.Context, *corev1.Pod) ([]byte, error)) {
-	type target struct {
-		row      *statRow
-		pod      *corev1.Pod
-		before   stat.Scrape
-		ok       bool
-		err      error
-		finalErr error
-	}
-	var ts []*target
+// source is one proxy whose metrics a row sums.
+type source struct {
+	name string // for errors: "pod NS/NAME" or the admin address
+	read func(context.Context) ([]byte, error)
+}
+
+// podSources makes a source of each meshed, running pod of each row.
+func podSources(rows []*statRow, c *kubeclient.Client) {
 	for _, r := range rows {
+		r.total = len(r.pods)
 		for i := range r.pods {
 			p := &r.pods[i]
 			if _, err := kubeclient.ProxyAdminPort(p); err != nil || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
 				continue
 			}
-			r.meshed++
-			ts = append(ts, &target{row: r, pod: p})
+			r.sources = append(r.sources, source{name: "pod " + p.Namespace + "/" + p.Name,
+				read: func(ctx context.Context) ([]byte, error) { return c.ProxyGet(ctx, p, "metrics") }})
+		}
+	}
+}
+
+// scrapeRows reads every source's proxy metrics twice, window apart, into
+// each row's pairs.
+func scrapeRows(ctx context.Context, rows []*statRow, window time.Duration) {
+	type target struct {
+		row    *statRow
+		src    source
+		before stat.Scrape
+		err    error
+	}
+	var ts []*target
+	for _, r := range rows {
+		for _, s := range r.sources {
+			ts = append(ts, &target{row: r, src: s})
 		}
 	}
 	read := func(t *target) (stat.Scrape, error) {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		b, err := get(ctx, t.pod)
+		b, err := t.src.read(ctx)
 		if err != nil {
 			return stat.Scrape{}, err
 		}
@@ -231,41 +250,36 @@ func scrapeRows(ctx context.Context, rows []*statRow, window time.Duration, get 
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 16)
 		for _, t := range ts {
+			if t.err != nil {
+				continue
+			}
 			wg.Add(1)
 			sem <- struct{}{}
 			go func() { defer wg.Done(); defer func() { <-sem }(); f(t) }()
 		}
 		wg.Wait()
 	}
-	each(func(t *target) { t.before, t.err = read(t); t.ok = t.err == nil })
+	each(func(t *target) { t.before, t.err = read(t) })
 	select {
 	case <-ctx.Done():
 	case <-time.After(window):
 	}
 	var mu sync.Mutex
 	each(func(t *target) {
-		if !t.ok {
-			return
-		}
 		after, err := read(t)
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
-			t.finalErr = err
+			t.err = err
 			return
 		}
 		t.row.pairs = append(t.row.pairs, stat.Pair{Before: t.before, After: after})
 	})
 	for _, t := range ts {
-		if err := errors.Join(t.err, t.finalErr); err != nil {
-			t.row.errs = append(t.row.errs, fmt.Errorf("pod %s/%s: %w", t.pod.Namespace, t.pod.Name, err))
+		if t.err != nil {
+			t.row.errs = append(t.row.errs, fmt.Errorf("%s: %w", t.src.name, t.err))
 		}
 	}
-}
-
-// proxyMetrics reads a pod's proxy metrics through the API server.
-func proxyMetrics(c *kubeclient.Client) func(context.Context, *corev1.Pod) ([]byte, error) {
-	return func(ctx context.Context, p *corev1.Pod) ([]byte, error) { return c.ProxyGet(ctx, p, "metrics") }
 }
 
 // warnRows names, on stderr, the pods that could not be read.
@@ -295,7 +309,7 @@ func writeStatTable(w io.Writer, rows []*statRow, direction string) error {
 		if g.Proxies > 0 {
 			tcp = fmt.Sprintf("%.0f", g.TCPConns)
 		}
-		args := append([]any{r.Name, r.meshed, len(r.pods), stat.Percent(sr, ok), rps}, latencies(g)...)
+		args := append([]any{r.Name, len(r.sources), r.total, stat.Percent(sr, ok), rps}, latencies(g)...)
 		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", append(args, tcp)...)
 	}
 	return tw.Flush()
@@ -325,7 +339,7 @@ func writeStatJSON(w io.Writer, rows []*statRow, direction string) error {
 	for _, r := range sortedRows(rows) {
 		g := r.golden(direction)
 		scraped := g.Proxies > 0
-		j := statJSON{Namespace: r.Namespace, Kind: r.Kind, Name: r.Name, MeshedPods: r.meshed, TotalPods: len(r.pods), Direction: g.Direction,
+		j := statJSON{Namespace: r.Namespace, Kind: r.Kind, Name: r.Name, MeshedPods: len(r.sources), TotalPods: r.total, Direction: g.Direction,
 			Requests: opt(g.Requests, scraped), SuccessRate: opt(g.SuccessRate()), RPS: opt(g.RPS(), scraped), TCPConns: opt(g.TCPConns, scraped)}
 		j.LatencyP50, j.LatencyP95, j.LatencyP99 = opt(g.Quantile(0.5)), opt(g.Quantile(0.95)), opt(g.Quantile(0.99))
 		for _, e := range r.errs {

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/meridian-mesh/meridian/demo/launch"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
 	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
@@ -314,4 +315,76 @@ func newPodProxyFront(t *testing.T, cfg *rest.Config, proxies map[string]*sideca
 	}))
 	t.Cleanup(f.Close)
 	return f
+}
+
+// Local mode: `meridian demo`'s proxies named by their admin addresses, as
+// its summary prints them. The demo's bot votes all the time, so every
+// service serves in the window, and web calls emoji and voting over mTLS.
+func TestVizLocalDemo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	d, err := launch.Start(ctx, launch.Options{WebAddr: "127.0.0.1:0", VoteRate: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	var summary bytes.Buffer
+	d.PrintSummary(&summary)
+	var proxies []string
+	for _, l := range strings.Split(summary.String(), "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(l), "Golden metrics:  meridian viz stat "); ok {
+			proxies = strings.Fields(rest)
+		}
+	}
+	if len(proxies) < 3 {
+		t.Fatalf("the summary names no proxies for viz stat:\n%s", summary.String())
+	}
+
+	out, err := runViz(ctx, append([]string{"stat", "--window", "2s", "-o", "json"}, proxies...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []statJSON
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	served := map[string]bool{}
+	for _, r := range rows {
+		if r.MeshedPods != 1 || r.TotalPods != 1 || r.Kind != "proxy" {
+			t.Errorf("%s: %+v", r.Name, r)
+		}
+		if r.Requests != nil && *r.Requests > 0 && r.SuccessRate != nil && r.LatencyP99 != nil {
+			served[r.Name] = true
+		}
+	}
+	for _, s := range []string{"web", "emoji", "voting"} {
+		if !served[s] {
+			t.Errorf("viz stat: %s served nothing in 2s:\n%s", s, out)
+		}
+	}
+
+	out, err = runViz(ctx, append([]string{"edges", "--window", "2s", "-o", "json"}, proxies...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var edges []edgeJSON
+	if err := json.Unmarshal([]byte(out), &edges); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	secured := map[string]bool{}
+	for _, e := range edges {
+		secured[e.Src+" → "+e.Dst] = e.Secured
+	}
+	for _, e := range []string{"web → emoji", "web → voting"} {
+		if !secured[e] {
+			t.Errorf("viz edges: no mTLS edge %s:\n%s", e, out)
+		}
+	}
+
+	// Mixing the two forms, or a name without an address, is refused.
+	for _, args := range [][]string{{"stat", proxies[0], "deploy"}, {"stat", "web=nowhere"}} {
+		if _, err := runViz(ctx, args...); err == nil || !strings.Contains(err.Error(), "a proxy's admin address") {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
 }

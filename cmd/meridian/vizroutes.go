@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,25 +29,57 @@ func (f *vizFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVarP(&f.output, "output", "o", "table", "table or json")
 }
 
-// measure checks the flags, resolves arg to rows and reads their proxies
-// over the window.
-func (f *vizFlags) measure(cmd *cobra.Command, arg string) ([]*statRow, error) {
+// measure checks the flags, resolves args to rows (one kind of workload
+// in Kubernetes, or proxies' admin addresses) and reads their proxies over
+// the window.
+func (f *vizFlags) measure(cmd *cobra.Command, args []string) ([]*statRow, error) {
 	if f.output != "table" && f.output != "json" {
 		return nil, fmt.Errorf("--output %q: use table or json", f.output)
 	}
 	if f.window < time.Second {
 		return nil, fmt.Errorf("--window %s: use 1s or more", f.window)
 	}
-	c, err := f.kf.Connect()
+	rows, err := adminRows(args)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := statRows(cmd.Context(), c, arg)
-	if err != nil {
-		return nil, err
+	if rows == nil {
+		if len(args) != 1 {
+			return nil, fmt.Errorf("name one kind of workload (e.g. deploy, or deploy/web), or proxies' admin addresses; not %q", args)
+		}
+		c, err := f.kf.Connect()
+		if err != nil {
+			return nil, err
+		}
+		if rows, err = statRows(cmd.Context(), c, args[0]); err != nil {
+			return nil, err
+		}
+		podSources(rows, c)
 	}
-	scrapeRows(cmd.Context(), rows, f.window, proxyMetrics(c))
+	scrapeRows(cmd.Context(), rows, f.window)
 	warnRows(cmd.ErrOrStderr(), rows)
+	return rows, nil
+}
+
+// adminRows reads [NAME=]ADMIN_ADDR arguments (local mode: the proxies
+// 'meridian demo' prints), one row each; nil when the arguments are not
+// addresses.
+func adminRows(args []string) ([]*statRow, error) {
+	var rows []*statRow
+	for _, a := range args {
+		name, addr, named := strings.Cut(a, "=")
+		if !named {
+			name, addr = a, a
+		}
+		if !isAdminAddr(addr) {
+			if rows != nil || named {
+				return nil, fmt.Errorf("%q: want NAME=HOST:PORT or HOST:PORT, a proxy's admin address, like the others", a)
+			}
+			return nil, nil
+		}
+		rows = append(rows, &statRow{Kind: "proxy", Name: name, total: 1, sources: []source{{name: addr,
+			read: func(ctx context.Context) ([]byte, error) { return adminGet(ctx, addr, "metrics") }}}})
+	}
 	return rows, nil
 }
 
@@ -56,7 +89,7 @@ func newVizRoutesCmd() *cobra.Command {
 		dir string
 	)
 	cmd := &cobra.Command{
-		Use:   "routes (deploy|sts|ds|pod)/NAME",
+		Use:   "routes ((deploy|sts|ds|pod)/NAME | ADMIN_ADDR...)",
 		Short: "Golden metrics per route of a workload (the routes of its ServiceProfiles)",
 		Long: `Shows the golden metrics of a workload's requests per route: the routes of the
 ServiceProfile of the service called, [DEFAULT] for requests no route matched.
@@ -65,15 +98,15 @@ the requests it made, by service (AUTHORITY) and route. Read from the proxies
 like 'viz stat', over --window.`,
 		Example: `  meridian viz routes deploy/web -n emojivoto
   meridian viz routes deploy/web -n emojivoto --direction outbound`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dir != "inbound" && dir != "outbound" {
 				return fmt.Errorf("--direction %q: use inbound or outbound", dir)
 			}
-			if !strings.Contains(args[0], "/") {
+			if len(args) == 1 && !strings.Contains(args[0], "/") && !isAdminAddr(args[0]) && !strings.Contains(args[0], "=") {
 				return fmt.Errorf("%q: name one workload, e.g. deploy/web", args[0])
 			}
-			rows, err := f.measure(cmd, args[0])
+			rows, err := f.measure(cmd, args)
 			if err != nil {
 				return err
 			}
@@ -148,7 +181,7 @@ func writeRoutes(w io.Writer, groups map[string]*stat.Golden, output string) err
 func newVizEdgesCmd() *cobra.Command {
 	var f vizFlags
 	cmd := &cobra.Command{
-		Use:   "edges (deploy|sts|ds|pod|ns)[/NAME]",
+		Use:   "edges ((deploy|sts|ds|pod|ns)[/NAME] | [NAME=]ADMIN_ADDR...)",
 		Short: "Who calls whom, and whether the connection is mutual TLS",
 		Long: `Shows the edges into the workloads named: for each client seen by their proxies
 in the window, the client (the service account of its SPIFFE ID, with its
@@ -156,9 +189,9 @@ namespace) and whether the hop was mutual TLS (SECURED), else why not, as the
 inbound proxy's tls label says (not_provided_by_remote: an unmeshed client).
 Read from the proxies like 'viz stat', over --window.`,
 		Example: `  meridian viz edges deploy -n emojivoto`,
-		Args:    cobra.ExactArgs(1),
+		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rows, err := f.measure(cmd, args[0])
+			rows, err := f.measure(cmd, args)
 			if err != nil {
 				return err
 			}

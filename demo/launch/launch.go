@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -348,7 +349,12 @@ func (d *Demo) PrintSummary(w io.Writer) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\thttp://%s/metrics\n", s.Name, app, s.Outbound, s.Inbound, s.Admin)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\n  Golden metrics, e.g.: curl -s http://%s/metrics | grep ^response_total\n", d.Services[0].Admin)
+	var proxies []string
+	for _, s := range d.Services {
+		proxies = append(proxies, s.Name+"="+s.Admin.String())
+	}
+	fmt.Fprintf(w, "\n  Golden metrics:  meridian viz stat %s\n", strings.Join(proxies, " "))
+	fmt.Fprintf(w, "  Who calls whom:  meridian viz edges %s\n", strings.Join(proxies, " "))
 }
 
 // Counts are a service's inbound responses so far, by classification.
