@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -219,7 +220,7 @@ func writeEdges(w io.Writer, rows []*statRow, output string) error {
 		groups := stat.Group(r.pairs, "inbound", "client_id", "tls")
 		for k, g := range groups {
 			clientID, tls, _ := strings.Cut(k, "|")
-			e := edgeJSON{Src: "-", SrcNS: "-", Dst: r.Name, DstNS: r.Namespace, ClientID: clientID, TLS: tls, Secured: tls == "true", RPS: g.RPS()}
+			e := edgeJSON{Src: "-", SrcNS: "-", Dst: r.Name, DstNS: cmp.Or(r.Namespace, "-"), ClientID: clientID, TLS: tls, Secured: tls == "true", RPS: g.RPS()}
 			if ns, sa, ok := serviceAccountOf(clientID); ok {
 				e.Src, e.SrcNS = sa, ns
 			}

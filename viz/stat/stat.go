@@ -291,7 +291,7 @@ func Millis(v float64, ok bool) string {
 	switch {
 	case !ok:
 		return "-"
-	case v < 1:
+	case math.Round(v*10) < 10: // 0.96 is "1ms", not "1.0ms"
 		return fmt.Sprintf("%.1fms", v)
 	}
 	return fmt.Sprintf("%.0fms", math.Round(v))

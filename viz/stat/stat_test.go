@@ -194,7 +194,7 @@ func TestGoldenFromARealProxy(t *testing.T) {
 func TestFormat(t *testing.T) {
 	for got, want := range map[string]string{
 		Percent(0.975, true): "97.50%", Percent(0, false): "-",
-		Millis(12.4, true): "12ms", Millis(0.46, true): "0.5ms", Millis(0, false): "-",
+		Millis(12.4, true): "12ms", Millis(0.46, true): "0.5ms", Millis(0.96, true): "1ms", Millis(0, false): "-",
 	} {
 		if got != want {
 			t.Errorf("%q, want %q", got, want)
