@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"sort"
@@ -13,12 +15,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meridian-mesh/meridian/demo/launch"
+	"github.com/meridian-mesh/meridian/viz/dashboard"
 )
 
 func newDemoCmd() *cobra.Command {
 	var o launch.Options
 	var every time.Duration
-	var logLevel string
+	var logLevel, dashAddr string
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the emojivoto demo meshed on this machine, no cluster needed",
@@ -42,6 +45,14 @@ request and record golden metrics. Ctrl-C stops everything.`,
 			}
 			out := cmd.OutOrStdout()
 			d.PrintSummary(out)
+			if dashAddr != "" {
+				url, err := serveDemoDashboard(ctx, d, dashAddr)
+				if err != nil {
+					d.Stop()
+					return err
+				}
+				fmt.Fprintf(out, "  Dashboard:       %s\n", url)
+			}
 			fmt.Fprintln(out)
 			err = watch(ctx, d, every, out)
 			fmt.Fprintln(out, "stopping...")
@@ -54,7 +65,29 @@ request and record golden metrics. Ctrl-C stops everything.`,
 	cmd.Flags().DurationVar(&every, "stats-every", 10*time.Second, "how often to print each service's success rate and request rate (0 to disable)")
 	cmd.Flags().StringVar(&o.Manifests, "manifests", "", "directory of objects for the control plane (default: the demo's own, in a temporary directory); edits apply live")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "proxy and controller log level: debug, info, warn or error")
+	cmd.Flags().StringVar(&dashAddr, "dashboard-addr", "127.0.0.1:50750", "address of the viz dashboard (empty: none)")
 	return cmd
+}
+
+// serveDemoDashboard serves the viz dashboard of the demo's services until
+// ctx ends, and returns its URL.
+func serveDemoDashboard(ctx context.Context, d *launch.Demo, addr string) (string, error) {
+	var ws []dashboard.Workload
+	for _, s := range d.Services {
+		admin := s.Admin.String()
+		ws = append(ws, dashboard.Workload{Namespace: launch.Namespace, Kind: "proxy", Name: s.Name, Total: 1, Proxies: []dashboard.Proxy{{Key: admin,
+			Read: func(ctx context.Context) ([]byte, error) { return adminGet(ctx, admin, "metrics") }}}})
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("--dashboard-addr: %w", err)
+	}
+	dash := dashboard.New(dashboard.Options{List: func(context.Context) ([]dashboard.Workload, error) { return ws, nil }, Refresh: 2 * time.Second})
+	srv := &http.Server{Handler: dash, ReadHeaderTimeout: 10 * time.Second}
+	go dash.Run(ctx)
+	go srv.Serve(ln)
+	go func() { <-ctx.Done(); srv.Close() }()
+	return "http://" + ln.Addr().String(), nil
 }
 
 // watch prints golden metrics per service until ctx ends or a component fails.

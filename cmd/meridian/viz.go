@@ -7,7 +7,6 @@ import (
 
 	"fmt"
 	"io"
-	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -28,7 +27,7 @@ func newVizCmd() *cobra.Command {
 		Use:   "viz",
 		Short: "Observe the mesh: golden metrics of meshed workloads",
 	}
-	cmd.AddCommand(newVizStatCmd(), newVizRoutesCmd(), newVizEdgesCmd())
+	cmd.AddCommand(newVizStatCmd(), newVizRoutesCmd(), newVizEdgesCmd(), newVizDashboardCmd())
 	return cmd
 }
 
@@ -315,33 +314,10 @@ func writeStatTable(w io.Writer, rows []*statRow, direction string) error {
 	return tw.Flush()
 }
 
-// statJSON is a row of `viz stat -o json`; absent figures are null.
-type statJSON struct {
-	Namespace   string   `json:"namespace"`
-	Kind        string   `json:"kind"`
-	Name        string   `json:"name"`
-	MeshedPods  int      `json:"meshedPods"`
-	TotalPods   int      `json:"totalPods"`
-	Direction   string   `json:"direction"`
-	Requests    *float64 `json:"requests"`
-	SuccessRate *float64 `json:"successRate"`
-	RPS         *float64 `json:"rps"`
-	LatencyP50  *float64 `json:"latencyMsP50"`
-	LatencyP95  *float64 `json:"latencyMsP95"`
-	LatencyP99  *float64 `json:"latencyMsP99"`
-	TCPConns    *float64 `json:"tcpConnections"`
-	Errors      []string `json:"errors,omitempty"`
-}
-
 func writeStatJSON(w io.Writer, rows []*statRow, direction string) error {
-	out := []statJSON{}
-	opt := known
+	out := []stat.Row{}
 	for _, r := range sortedRows(rows) {
-		g := r.golden(direction)
-		scraped := g.Proxies > 0
-		j := statJSON{Namespace: r.Namespace, Kind: r.Kind, Name: r.Name, MeshedPods: len(r.sources), TotalPods: r.total, Direction: g.Direction,
-			Requests: opt(g.Requests, scraped), SuccessRate: opt(g.SuccessRate()), RPS: opt(g.RPS(), scraped), TCPConns: opt(g.TCPConns, scraped)}
-		j.LatencyP50, j.LatencyP95, j.LatencyP99 = opt(g.Quantile(0.5)), opt(g.Quantile(0.95)), opt(g.Quantile(0.99))
+		j := stat.Summarize(r.Namespace, r.Kind, r.Name, len(r.sources), r.total, direction, r.pairs)
 		for _, e := range r.errs {
 			j.Errors = append(j.Errors, e.Error())
 		}
@@ -350,14 +326,6 @@ func writeStatJSON(w io.Writer, rows []*statRow, direction string) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
-}
-
-// known is v, or nil (JSON null) when it is not known.
-func known(v float64, ok bool) *float64 {
-	if !ok || math.IsNaN(v) {
-		return nil
-	}
-	return &v
 }
 
 // latencies formats the p50, p95 and p99 columns.

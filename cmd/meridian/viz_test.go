@@ -27,9 +27,12 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meridian-mesh/meridian/demo/launch"
+	"github.com/meridian-mesh/meridian/kubeclient"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
 	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
+	"github.com/meridian-mesh/meridian/viz/dashboard"
+	"github.com/meridian-mesh/meridian/viz/stat"
 )
 
 // `meridian viz stat` against a real kube-apiserver, whose pod proxy
@@ -153,11 +156,11 @@ func TestVizStatKube(t *testing.T) {
 	front.afterReads(3, traffic)
 	out, err := runViz(ctx, "stat", "deploy", "--kubeconfig", kc, "--window", "1s", "-o", "json")
 	must(err)
-	var rows []statJSON
+	var rows []stat.Row
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	byName := map[string]statJSON{}
+	byName := map[string]stat.Row{}
 	for _, r := range rows {
 		byName[r.Name] = r
 	}
@@ -344,7 +347,7 @@ func TestVizLocalDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rows []statJSON
+	var rows []stat.Row
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -367,7 +370,7 @@ func TestVizLocalDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var edges []edgeJSON
+	var edges []stat.Edge
 	if err := json.Unmarshal([]byte(out), &edges); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -379,6 +382,47 @@ func TestVizLocalDemo(t *testing.T) {
 		if !secured[e] {
 			t.Errorf("viz edges: no mTLS edge %s:\n%s", e, out)
 		}
+	}
+
+	// The demo's dashboard, and `viz dashboard` with the same addresses:
+	// after two refreshes the services' figures are there.
+	url, err := serveDemoDashboard(ctx, d, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := dashboardList(kubeclient.Flags{}, proxies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, _ := list(ctx)
+	if len(ws) != len(proxies) || ws[0].Kind != "proxy" || len(ws[0].Proxies) != 1 {
+		t.Fatalf("viz dashboard's workloads for %v: %+v", proxies, ws)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(url + "/api/snapshot")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var snap dashboard.Snapshot
+		err = json.NewDecoder(resp.Body).Decode(&snap)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := 0
+		for _, w := range snap.Workloads {
+			if w.Requests != nil && *w.Requests > 0 && w.Namespace == "emojivoto" {
+				ok++
+			}
+		}
+		if ok >= 3 && len(snap.Edges) >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the demo's dashboard shows no traffic after 20s: %+v", snap)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 
 	// Mixing the two forms, or a name without an address, is refused.

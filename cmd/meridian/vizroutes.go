@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -149,8 +148,8 @@ func writeRoutes(w io.Writer, groups map[string]*stat.Golden, output string) err
 		if route == "" {
 			route = "[DEFAULT]"
 		}
-		j := routeJSON{Route: route, Authority: authority, Requests: g.Requests, SuccessRate: known(g.SuccessRate()), RPS: g.RPS()}
-		j.LatencyP50, j.LatencyP95, j.LatencyP99 = known(g.Quantile(0.5)), known(g.Quantile(0.95)), known(g.Quantile(0.99))
+		j := routeJSON{Route: route, Authority: authority, Requests: g.Requests, SuccessRate: stat.Known(g.SuccessRate()), RPS: g.RPS()}
+		j.LatencyP50, j.LatencyP95, j.LatencyP99 = stat.Known(g.Quantile(0.5)), stat.Known(g.Quantile(0.95)), stat.Known(g.Quantile(0.99))
 		out = append(out, j)
 	}
 	if output == "json" {
@@ -203,37 +202,13 @@ Read from the proxies like 'viz stat', over --window.`,
 	return cmd
 }
 
-type edgeJSON struct {
-	Src      string  `json:"src"`
-	SrcNS    string  `json:"srcNamespace"`
-	Dst      string  `json:"dst"`
-	DstNS    string  `json:"dstNamespace"`
-	ClientID string  `json:"clientId"`
-	TLS      string  `json:"tls"`
-	Secured  bool    `json:"secured"`
-	RPS      float64 `json:"rps"`
-}
-
 func writeEdges(w io.Writer, rows []*statRow, output string) error {
-	var edges []edgeJSON
-	for _, r := range sortedRows(rows) {
-		groups := stat.Group(r.pairs, "inbound", "client_id", "tls")
-		for k, g := range groups {
-			clientID, tls, _ := strings.Cut(k, "|")
-			e := edgeJSON{Src: "-", SrcNS: "-", Dst: r.Name, DstNS: cmp.Or(r.Namespace, "-"), ClientID: clientID, TLS: tls, Secured: tls == "true", RPS: g.RPS()}
-			if ns, sa, ok := serviceAccountOf(clientID); ok {
-				e.Src, e.SrcNS = sa, ns
-			}
-			edges = append(edges, e)
-		}
+	edges := []stat.Edge{}
+	for _, r := range rows {
+		edges = append(edges, stat.Edges(r.Namespace, r.Name, r.pairs)...)
 	}
-	slices.SortFunc(edges, func(a, b edgeJSON) int {
-		return strings.Compare(a.DstNS+"/"+a.Dst+"/"+a.SrcNS+"/"+a.Src+"/"+a.TLS, b.DstNS+"/"+b.Dst+"/"+b.SrcNS+"/"+b.Src+"/"+b.TLS)
-	})
+	stat.SortEdges(edges)
 	if output == "json" {
-		if edges == nil {
-			edges = []edgeJSON{}
-		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(edges)
@@ -252,17 +227,4 @@ func writeEdges(w io.Writer, rows []*statRow, output string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1frps\n", e.Src, e.SrcNS, e.Dst, e.DstNS, secured, e.RPS)
 	}
 	return tw.Flush()
-}
-
-// serviceAccountOf reads spiffe://<td>/ns/<ns>/sa/<sa>.
-func serviceAccountOf(id string) (ns, sa string, ok bool) {
-	rest, found := strings.CutPrefix(id, "spiffe://")
-	if !found {
-		return "", "", false
-	}
-	parts := strings.Split(rest, "/")
-	if len(parts) != 5 || parts[1] != "ns" || parts[3] != "sa" {
-		return "", "", false
-	}
-	return parts[2], parts[4], true
 }

@@ -53,6 +53,9 @@ const (
 //go:embed manifests
 var manifests embed.FS
 
+// Namespace is the demo's workloads' namespace.
+const Namespace = "emojivoto"
+
 // Options configure a demo run.
 type Options struct {
 	// WebAddr is where the browser reaches the web UI: the web service's
@@ -200,7 +203,7 @@ func (d *Demo) startControlPlane(ctx context.Context, o *Options) error {
 	addrs := make(chan string, 1)
 	d.goServe("controller", func() error {
 		return controller.Run(ctx, controller.Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0",
-			DefaultNamespace: "emojivoto", ShutdownGrace: time.Second, Log: o.Log.With("component", "controller"),
+			DefaultNamespace: Namespace, ShutdownGrace: time.Second, Log: o.Log.With("component", "controller"),
 			IdentityCA: ca},
 			func(dst, _ string) { addrs <- dst })
 	})
@@ -261,7 +264,7 @@ func (d *Demo) proxy(ctx context.Context, o Options, name, service string, app n
 	resolver := dstclient.New(d.cc, dstclient.Options{Token: "emojivoto/" + name, Log: o.Log.With("proxy", name)})
 	// The proxy's identity: the service account named after the workload,
 	// proven by the token its registration returns.
-	spiffeID, err := identity.ID(d.CA.TrustDomain, "emojivoto", name)
+	spiffeID, err := identity.ID(d.CA.TrustDomain, Namespace, name)
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +300,7 @@ func (d *Demo) proxy(ctx context.Context, o Options, name, service string, app n
 	// the registration's token is their proof of identity.
 	s.registered = make(chan struct{})
 	var once sync.Once
-	w := dstclient.Workload{Name: name, Namespace: "emojivoto", Service: service, ServiceAccount: name,
+	w := dstclient.Workload{Name: name, Namespace: Namespace, Service: service, ServiceAccount: name,
 		Address: in.String(), Labels: map[string]string{"app": name}}
 	d.wg.Add(1)
 	go func() {

@@ -1,0 +1,192 @@
+// Package dashboard is viz's web dashboard: it reads the proxies of a set
+// of workloads every refresh, computes each workload's golden metrics and
+// the edges between workloads over the last interval (viz/stat), and serves
+// them as JSON (/api/snapshot) and as a page that shows them live (/).
+package dashboard
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meridian-mesh/meridian/viz/stat"
+)
+
+// Proxy is one proxy to read: Key identifies it across refreshes (a pod's
+// namespace/name, an admin address).
+type Proxy struct {
+	Key  string
+	Read func(context.Context) ([]byte, error)
+}
+
+// Workload is one row: a workload and the proxies of its meshed pods.
+type Workload struct {
+	Namespace, Kind, Name string
+	Total                 int // all its pods, meshed or not
+	Proxies               []Proxy
+}
+
+// Options configure a Dashboard.
+type Options struct {
+	// List returns the workloads to show; called at every refresh, so that
+	// pods coming and going are followed.
+	List func(context.Context) ([]Workload, error)
+	// Refresh is how often the proxies are read (default 5s).
+	Refresh time.Duration
+	Log     *slog.Logger
+}
+
+// Dashboard serves the snapshot; Run refreshes it.
+type Dashboard struct {
+	o    Options
+	mux  *http.ServeMux
+	mu   sync.Mutex
+	snap Snapshot
+	last map[string]stat.Scrape // by Proxy.Key, from the previous refresh
+}
+
+// Snapshot is what /api/snapshot returns.
+type Snapshot struct {
+	Time      time.Time   `json:"time"`
+	Window    float64     `json:"windowSeconds"` // between the last two refreshes; 0 before the second
+	Workloads []stat.Row  `json:"workloads"`
+	Edges     []stat.Edge `json:"edges"`
+	Errors    []string    `json:"errors"`
+}
+
+//go:embed index.html
+var indexHTML []byte
+
+// New returns a dashboard; call Run to refresh it.
+func New(o Options) *Dashboard {
+	if o.Refresh <= 0 {
+		o.Refresh = 5 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	d := &Dashboard{o: o, mux: http.NewServeMux(), last: map[string]stat.Scrape{}}
+	d.snap = Snapshot{Workloads: []stat.Row{}, Edges: []stat.Edge{}, Errors: []string{}}
+	d.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(bytes.ReplaceAll(indexHTML, []byte("{{REFRESH_MS}}"), fmt.Appendf(nil, "%d", o.Refresh.Milliseconds())))
+	})
+	d.mux.HandleFunc("GET /api/snapshot", func(w http.ResponseWriter, _ *http.Request) {
+		d.mu.Lock()
+		b, err := json.Marshal(d.snap)
+		d.mu.Unlock()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(b)
+	})
+	return d
+}
+
+func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.mux.ServeHTTP(w, r) }
+
+// Snapshot returns the latest snapshot.
+func (d *Dashboard) Snapshot() Snapshot {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.snap
+}
+
+// Run refreshes every Options.Refresh until ctx ends.
+func (d *Dashboard) Run(ctx context.Context) {
+	t := time.NewTicker(d.o.Refresh)
+	defer t.Stop()
+	for {
+		d.Refresh(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Refresh reads every proxy once and computes the snapshot from the
+// previous reads.
+func (d *Dashboard) Refresh(ctx context.Context) {
+	now := time.Now()
+	snap := Snapshot{Time: now, Workloads: []stat.Row{}, Edges: []stat.Edge{}, Errors: []string{}}
+	ws, err := d.o.List(ctx)
+	if err != nil {
+		snap.Errors = append(snap.Errors, err.Error())
+	}
+	type read struct {
+		s   stat.Scrape
+		err error
+	}
+	reads := map[string]*read{}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	sem := make(chan struct{}, 16)
+	for _, w := range ws {
+		for _, p := range w.Proxies {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				r := &read{}
+				b, err := p.Read(rctx)
+				if err == nil {
+					r.s, err = stat.Parse(bytes.NewReader(b), time.Now())
+				}
+				r.err = err
+				mu.Lock()
+				reads[p.Key] = r
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+
+	d.mu.Lock()
+	prev := d.last
+	d.mu.Unlock()
+	next := map[string]stat.Scrape{}
+	var windows []float64
+	for _, w := range ws {
+		var pairs []stat.Pair
+		for _, p := range w.Proxies {
+			r := reads[p.Key]
+			if r.err != nil {
+				snap.Errors = append(snap.Errors, fmt.Sprintf("%s: %v", p.Key, r.err))
+				continue
+			}
+			next[p.Key] = r.s
+			if before, ok := prev[p.Key]; ok {
+				pairs = append(pairs, stat.Pair{Before: before, After: r.s})
+				windows = append(windows, r.s.Time.Sub(before.Time).Seconds())
+			}
+		}
+		snap.Workloads = append(snap.Workloads, stat.Summarize(w.Namespace, w.Kind, w.Name, len(w.Proxies), w.Total, "inbound", pairs))
+		snap.Edges = append(snap.Edges, stat.Edges(w.Namespace, w.Name, pairs)...)
+	}
+	if len(windows) > 0 {
+		snap.Window = slices.Max(windows)
+	}
+	slices.SortFunc(snap.Workloads, func(a, b stat.Row) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	stat.SortEdges(snap.Edges)
+	d.mu.Lock()
+	d.snap, d.last = snap, next
+	d.mu.Unlock()
+}

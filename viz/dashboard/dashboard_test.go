@@ -1,0 +1,106 @@
+package dashboard
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-mesh/meridian/proxy/sidecar"
+)
+
+// A workload behind a real proxy, read by the dashboard: nothing to show
+// after the first read, the traffic sent between two reads after the
+// second; a proxy that cannot be read is an error of the snapshot, not of
+// the others; the page and the JSON are served.
+func TestDashboard(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fail" {
+			http.Error(w, "no", http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer app.Close()
+	p, err := sidecar.New(sidecar.Config{OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		InboundForward: strings.TrimPrefix(app.URL, "http://"), DrainTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	_, in, admin := p.Addrs()
+	get := func(url string) ([]byte, error) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		return io.ReadAll(resp.Body)
+	}
+	d := New(Options{List: func(context.Context) ([]Workload, error) {
+		return []Workload{
+			{Namespace: "shop", Kind: "deployment", Name: "web", Total: 2, Proxies: []Proxy{{Key: "shop/web-1",
+				Read: func(context.Context) ([]byte, error) { return get("http://" + admin.String() + "/metrics") }}}},
+			{Namespace: "shop", Kind: "deployment", Name: "gone", Total: 1, Proxies: []Proxy{{Key: "shop/gone-1",
+				Read: func(context.Context) ([]byte, error) { return get("http://127.0.0.1:1/metrics") }}}},
+		}, nil
+	}})
+	srv := httptest.NewServer(d)
+	defer srv.Close()
+	snapshot := func() Snapshot {
+		t.Helper()
+		b, err := get(srv.URL + "/api/snapshot")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s Snapshot
+		if err := json.Unmarshal(b, &s); err != nil {
+			t.Fatalf("%v: %s", err, b)
+		}
+		return s
+	}
+
+	d.Refresh(context.Background())
+	s := snapshot()
+	if len(s.Workloads) != 2 || s.Workloads[1].Name != "web" || s.Workloads[1].Requests != nil || s.Window != 0 {
+		t.Fatalf("after one read: %+v", s)
+	}
+	if len(s.Errors) != 1 || !strings.Contains(s.Errors[0], "shop/gone-1") {
+		t.Fatalf("errors %q, want the unreadable proxy's", s.Errors)
+	}
+
+	c := &http.Client{Timeout: 5 * time.Second}
+	for i := 0; i < 10; i++ {
+		path := "/"
+		if i < 2 {
+			path = "/fail"
+		}
+		resp, err := c.Get("http://" + in.String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	d.Refresh(context.Background())
+	s = snapshot()
+	web := s.Workloads[1]
+	if web.MeshedPods != 1 || web.TotalPods != 2 || web.Requests == nil || *web.Requests != 10 || *web.SuccessRate != 0.8 || s.Window <= 0 {
+		t.Fatalf("after the traffic: %+v (window %v)", web, s.Window)
+	}
+	if len(s.Edges) != 1 || s.Edges[0].Dst != "web" || s.Edges[0].Src != "-" || s.Edges[0].Secured || s.Edges[0].TLS != "no_local_identity" {
+		t.Fatalf("edges %+v: want one plaintext client of web", s.Edges)
+	}
+
+	page, err := get(srv.URL + "/")
+	if err != nil || !strings.Contains(string(page), "api/snapshot") || !strings.Contains(string(page), "const refreshMs = 5000;") {
+		t.Fatalf("page: %v\n%s", err, page)
+	}
+}

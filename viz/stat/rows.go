@@ -1,0 +1,98 @@
+package stat
+
+import (
+	"cmp"
+	"math"
+	"slices"
+	"strings"
+)
+
+// Row is a workload's golden metrics over a window, as `viz stat -o json`
+// and the dashboard give them; nil figures are unknown (no response in the
+// window, or no proxy read at both ends of it).
+type Row struct {
+	Namespace   string   `json:"namespace"`
+	Kind        string   `json:"kind"`
+	Name        string   `json:"name"`
+	MeshedPods  int      `json:"meshedPods"`
+	TotalPods   int      `json:"totalPods"`
+	Direction   string   `json:"direction"`
+	Requests    *float64 `json:"requests"`
+	SuccessRate *float64 `json:"successRate"`
+	RPS         *float64 `json:"rps"`
+	LatencyP50  *float64 `json:"latencyMsP50"`
+	LatencyP95  *float64 `json:"latencyMsP95"`
+	LatencyP99  *float64 `json:"latencyMsP99"`
+	TCPConns    *float64 `json:"tcpConnections"`
+	Errors      []string `json:"errors,omitempty"`
+}
+
+// Summarize makes the row of a workload from its proxies' pairs of reads.
+func Summarize(namespace, kind, name string, meshed, total int, direction string, pairs []Pair) Row {
+	g := NewGolden(direction)
+	for _, p := range pairs {
+		g.Add(p.Before, p.After)
+	}
+	read := len(pairs) > 0
+	r := Row{Namespace: namespace, Kind: kind, Name: name, MeshedPods: meshed, TotalPods: total, Direction: direction,
+		Requests: Known(g.Requests, read), SuccessRate: Known(g.SuccessRate()), RPS: Known(g.RPS(), read), TCPConns: Known(g.TCPConns, read)}
+	r.LatencyP50, r.LatencyP95, r.LatencyP99 = Known(g.Quantile(0.5)), Known(g.Quantile(0.95)), Known(g.Quantile(0.99))
+	return r
+}
+
+// Known is v, or nil (JSON null) when it is not known.
+func Known(v float64, ok bool) *float64 {
+	if !ok || math.IsNaN(v) {
+		return nil
+	}
+	return &v
+}
+
+// Edge is a client a workload's proxies saw in the window.
+type Edge struct {
+	Src      string  `json:"src"` // the client's service account; "-" without an identity
+	SrcNS    string  `json:"srcNamespace"`
+	Dst      string  `json:"dst"`
+	DstNS    string  `json:"dstNamespace"` // "-" when unknown (local mode)
+	ClientID string  `json:"clientId"`
+	TLS      string  `json:"tls"` // the inbound proxy's tls label: "true", or why not
+	Secured  bool    `json:"secured"`
+	RPS      float64 `json:"rps"`
+}
+
+// Edges are the clients of the workload namespace/name in its proxies'
+// pairs of reads, by client identity and TLS status.
+func Edges(namespace, name string, pairs []Pair) []Edge {
+	var out []Edge
+	for k, g := range Group(pairs, "inbound", "client_id", "tls") {
+		clientID, tls, _ := strings.Cut(k, "|")
+		e := Edge{Src: "-", SrcNS: "-", Dst: name, DstNS: cmp.Or(namespace, "-"), ClientID: clientID, TLS: tls, Secured: tls == "true", RPS: g.RPS()}
+		if ns, sa, ok := ServiceAccountOf(clientID); ok {
+			e.Src, e.SrcNS = sa, ns
+		}
+		out = append(out, e)
+	}
+	SortEdges(out)
+	return out
+}
+
+// SortEdges orders edges by destination, then source.
+func SortEdges(es []Edge) {
+	key := func(e Edge) string {
+		return strings.Join([]string{e.DstNS, e.Dst, e.SrcNS, e.Src, e.TLS}, "\x00")
+	}
+	slices.SortFunc(es, func(a, b Edge) int { return strings.Compare(key(a), key(b)) })
+}
+
+// ServiceAccountOf reads spiffe://<trust domain>/ns/<ns>/sa/<sa>.
+func ServiceAccountOf(id string) (ns, sa string, ok bool) {
+	rest, found := strings.CutPrefix(id, "spiffe://")
+	if !found {
+		return "", "", false
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 5 || parts[1] != "ns" || parts[3] != "sa" {
+		return "", "", false
+	}
+	return parts[2], parts[4], true
+}
