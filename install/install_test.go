@@ -239,6 +239,8 @@ func TestRenderDefaults(t *testing.T) {
 		"--proxy-image=ghcr.io/meridian-mesh/proxy:v1.2.3",
 		"--proxy-init-image=ghcr.io/meridian-mesh/proxy-init:v1.2.3",
 		"--control-plane-version=v1.2.3", "--log-level=info",
+		"--default-inbound-policy=all-unauthenticated",
+		"--cluster-networks=10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8",
 		"--proxy-cpu-request=10m", "--proxy-memory-request=20Mi"}
 	if !slices.Equal(args, wantArgs) {
 		t.Errorf("args:\n got %q\nwant %q", args, wantArgs)
@@ -585,6 +587,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"namespace=Not_A_Namespace", "/namespace"},
 		{"controller.logLevel=verbose", "/controller/logLevel"},
 		{"identity.externalIssuer=maybe", "/identity/externalIssuer"},
+		{"proxy.defaultInboundPolicy=open", "/proxy/defaultInboundPolicy"},
+		{"clusterNetworks=everywhere", "/clusterNetworks"},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			o := o

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
+	"github.com/meridian-mesh/meridian/proxy/authz"
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/dstclient"
@@ -67,6 +69,27 @@ func run(args []string) error {
 			cfg.OpaquePorts = append(cfg.OpaquePorts, uint16(n))
 		}
 		return nil
+	})
+	fs.Func("default-inbound-policy", "who may reach the application: all-unauthenticated (default), cluster-unauthenticated, all-authenticated (meshed clients only), cluster-authenticated or deny; the --probe-paths are always allowed", func(v string) error {
+		pol, err := authz.ParsePolicy(v)
+		cfg.Authz.Default = pol
+		return err
+	})
+	fs.Func("cluster-networks", "comma-separated CIDRs of the cluster's pods and nodes, for the cluster-* policies (default: the private ranges 10/8, 100.64/10, 172.16/12, 192.168/16, fd00::/8)", func(v string) error {
+		cfg.Authz.ClusterNetworks = nil
+		for _, s := range strings.Split(v, ",") {
+			pfx, err := netip.ParsePrefix(strings.TrimSpace(s))
+			if err != nil {
+				return fmt.Errorf("%q is not a CIDR (like 10.0.0.0/8)", s)
+			}
+			cfg.Authz.ClusterNetworks = append(cfg.Authz.ClusterNetworks, pfx.Masked())
+		}
+		return nil
+	})
+	fs.Func("probe-paths", "comma-separated PORT/PATH of the application's HTTP probes, always allowed whatever the policy (e.g. 8080/healthz)", func(v string) error {
+		ps, err := authz.ParseProbes(v)
+		cfg.Authz.Probes = append(cfg.Authz.Probes, ps...)
+		return err
 	})
 	anchors := fs.String("identity-trust-anchors", "", "PEM file of the mesh's trust anchors (or $"+EnvTrustAnchors+" holding the PEM); set, the proxy gets a workload certificate and speaks mTLS with meshed peers")
 	idAddr := fs.String("identity-addr", "", "the control plane's identity API (default: --destination-addr)")

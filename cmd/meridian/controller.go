@@ -17,6 +17,7 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/controller"
 	"github.com/meridian-mesh/meridian/controlplane/destination"
 	"github.com/meridian-mesh/meridian/controlplane/inject"
+	"github.com/meridian-mesh/meridian/proxy/authz"
 	"github.com/meridian-mesh/meridian/controlplane/store/local"
 )
 
@@ -77,6 +78,8 @@ SIGTERM drains it gracefully.`,
 	f.StringVar(&w.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the controller's namespace (default $POD_NAMESPACE)")
 	f.StringVar(&w.ProxyImage, "proxy-image", "", "the injected proxy's image (default "+inject.ProxyImageRepo+":<control-plane-version>)")
 	f.StringVar(&w.ProxyInitImage, "proxy-init-image", "", "the injected init container's image (default "+inject.ProxyInitImageRepo+":<control-plane-version>)")
+	f.StringVar(&w.DefaultInboundPolicy, "default-inbound-policy", string(authz.AllUnauthenticated), "injected proxies' default inbound policy unless a pod or namespace annotates "+inject.AnnotationDefaultInbound+": all-unauthenticated, cluster-unauthenticated, all-authenticated, cluster-authenticated or deny")
+	f.StringVar(&w.ClusterNetworks, "cluster-networks", "", "the cluster's pod and node CIDRs (comma-separated) for the cluster-* policies; empty: the proxy's default, the private ranges")
 	proxyRes := map[string]*string{}
 	for _, r := range []struct{ flag, what string }{
 		{"proxy-cpu-request", "CPU request"}, {"proxy-cpu-limit", "CPU limit"},

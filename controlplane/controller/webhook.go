@@ -35,6 +35,9 @@ type WebhookOptions struct {
 	// ProxyImage and ProxyInitImage default to ghcr.io/meridian-mesh/proxy
 	// and proxy-init tagged with ControlPlaneVersion.
 	ProxyImage, ProxyInitImage string
+	// DefaultInboundPolicy and ClusterNetworks are the injected proxies'
+	// (inject.Config's fields of the same names).
+	DefaultInboundPolicy, ClusterNetworks string
 	// ProxyResources are the injected proxies' default resources (the
 	// config.meridian.io/proxy-* annotations override them one by one).
 	ProxyResources corev1.ResourceRequirements
@@ -94,6 +97,7 @@ func proxyInjector(o Options, src source, ca *identity.Authority, log *slog.Logg
 	cfg.TrustDomain = o.TrustDomain
 	cfg.ControllerIdentity = o.APIIdentity
 	cfg.Resources = w.ProxyResources
+	cfg.DefaultInboundPolicy, cfg.ClusterNetworks = w.DefaultInboundPolicy, w.ClusterNetworks
 	cfg.TrustAnchorsPEM = string(ca.Current().RootsPEM()) // the anchors never change under an Authority
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("proxy injector: %w", err)

@@ -12,6 +12,7 @@ package inject
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/meridian-mesh/meridian/controlplane/compile"
+	"github.com/meridian-mesh/meridian/proxy/authz"
 )
 
 // Annotations (docs/kubernetes.md).
@@ -42,6 +44,7 @@ const (
 	AnnotationProxyMemoryLimit   = "config.meridian.io/proxy-memory-limit"
 	AnnotationProxyLogLevel      = "config.meridian.io/proxy-log-level"
 	AnnotationProxyMaxInFlight   = "config.meridian.io/proxy-max-in-flight"
+	AnnotationDefaultInbound     = "config.meridian.io/default-inbound-policy"
 
 	// Enabled and Disabled are AnnotationInject's values.
 	Enabled  = "enabled"
@@ -128,6 +131,13 @@ type Config struct {
 	Resources corev1.ResourceRequirements
 	LogLevel  string // default info
 	ProxyUID  int64  // default 2102
+	// DefaultInboundPolicy is the proxies' default inbound policy unless
+	// the pod or its namespace says otherwise (proxy/authz; empty:
+	// all-unauthenticated).
+	DefaultInboundPolicy string
+	// ClusterNetworks are the cluster's pod and node CIDRs, for the
+	// cluster-* policies (empty: the proxy's default, the private ranges).
+	ClusterNetworks string
 
 	OutboundPort, InboundPort, AdminPort int32 // default 4140, 4143, 4191
 }
@@ -191,6 +201,18 @@ func (c Config) Validate() error {
 	}
 	if c.ProxyUID < 0 {
 		errs = append(errs, fmt.Errorf("proxy uid %d is negative", c.ProxyUID))
+	}
+	if c.DefaultInboundPolicy != "" {
+		if _, err := authz.ParsePolicy(c.DefaultInboundPolicy); err != nil {
+			errs = append(errs, fmt.Errorf("default inbound policy: %w", err))
+		}
+	}
+	for _, n := range strings.Split(c.ClusterNetworks, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			if _, err := netip.ParsePrefix(n); err != nil {
+				errs = append(errs, fmt.Errorf("cluster networks: %q is not a CIDR (like 10.0.0.0/8)", n))
+			}
+		}
 	}
 	for _, p := range []int32{c.OutboundPort, c.InboundPort, c.AdminPort} {
 		if p < 1 || p > 65535 {
@@ -342,11 +364,13 @@ type settings struct {
 	opaque       []uint16 // expanded: the proxy takes single ports
 	resources    corev1.ResourceRequirements
 	logLevel     string
-	maxInFlight  string // empty: the proxy's default
+	maxInFlight  string   // empty: the proxy's default
+	policy       string   // empty: the proxy's default
+	probes       []string // the application's HTTP probes: PORT/PATH
 }
 
 func settingsFor(podAnn, nsAnn map[string]string, spec *corev1.PodSpec, cfg Config) (settings, error) {
-	s := settings{logLevel: cfg.LogLevel, resources: *cfg.Resources.DeepCopy()}
+	s := settings{logLevel: cfg.LogLevel, resources: *cfg.Resources.DeepCopy(), policy: cfg.DefaultInboundPolicy, probes: httpProbes(spec)}
 	var errs []error
 	if v, where, ok := lookup(AnnotationSkipInboundPorts, podAnn, nsAnn); ok {
 		rs, err := parsePortRanges(AnnotationSkipInboundPorts, v, where, nil)
@@ -364,6 +388,13 @@ func settingsFor(podAnn, nsAnn map[string]string, spec *corev1.PodSpec, cfg Conf
 		if err == nil {
 			s.opaque, err = expandRanges(AnnotationOpaquePorts, v, where, rs)
 			errs = append(errs, err)
+		}
+	}
+	if v, where, ok := lookup(AnnotationDefaultInbound, podAnn, nsAnn); ok {
+		if _, err := authz.ParsePolicy(v); err == nil {
+			s.policy = v
+		} else {
+			errs = append(errs, badValue(AnnotationDefaultInbound, v, where, "use all-unauthenticated, cluster-unauthenticated, all-authenticated, cluster-authenticated or deny"))
 		}
 	}
 	if v, where, ok := lookup(AnnotationProxyMaxInFlight, podAnn, nsAnn); ok {
@@ -523,6 +554,36 @@ func expandRanges(ann, v, where string, rs []portRange) ([]uint16, error) {
 }
 
 // containerPorts maps the names of the pod's container ports to numbers.
+// httpProbes are the application containers' HTTP probes, as PORT/PATH
+// (named ports resolved; the query string is not part of the path the
+// proxy compares).
+func httpProbes(spec *corev1.PodSpec) []string {
+	named := containerPorts(spec)
+	var out []string
+	for _, c := range spec.Containers {
+		for _, pr := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
+			if pr == nil || pr.HTTPGet == nil {
+				continue
+			}
+			port := pr.HTTPGet.Port.IntValue()
+			if pr.HTTPGet.Port.Type == intstr.String {
+				port = int(named[pr.HTTPGet.Port.StrVal])
+			}
+			path, _, _ := strings.Cut(pr.HTTPGet.Path, "?")
+			if port <= 0 || port > 65535 || strings.Contains(path, ",") {
+				continue
+			}
+			if !strings.HasPrefix(path, "/") {
+				path = "/" + path
+			}
+			if p := strconv.Itoa(port) + path; !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
 func containerPorts(spec *corev1.PodSpec) map[string]uint16 {
 	m := map[string]uint16{}
 	for _, cs := range [][]corev1.Container{spec.Containers, spec.InitContainers} {
@@ -601,6 +662,17 @@ func proxyContainer(cfg Config, s settings) corev1.Container {
 	}
 	if s.maxInFlight != "" {
 		args = append(args, "--max-in-flight="+s.maxInFlight)
+	}
+	if s.policy != "" {
+		args = append(args, "--default-inbound-policy="+s.policy)
+	}
+	if cfg.ClusterNetworks != "" {
+		args = append(args, "--cluster-networks="+cfg.ClusterNetworks)
+	}
+	if len(s.probes) > 0 {
+		// Allowed whatever the policy: the kubelet probes from the node,
+		// without mTLS.
+		args = append(args, "--probe-paths="+strings.Join(s.probes, ","))
 	}
 	args = append(args, "--log-level="+s.logLevel)
 	probe := func(path string, period, failures int32) *corev1.Probe {

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 const testAnchors = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -219,6 +220,7 @@ func TestPodBadAnnotations(t *testing.T) {
 		{AnnotationOpaquePorts, "1-5000", "more than 1024 ports"},
 		{AnnotationProxyLogLevel, "verbose", "use debug, info, warn or error"},
 		{AnnotationProxyMaxInFlight, "0", "use a positive number of requests"},
+		{AnnotationDefaultInbound, "allow-all", "use all-unauthenticated, cluster-unauthenticated, all-authenticated, cluster-authenticated or deny"},
 		{AnnotationProxyMaxInFlight, "many", "use a positive number of requests"},
 		{AnnotationProxyCPURequest, "lots", "Kubernetes quantity"},
 		{AnnotationProxyMemoryLimit, "-1Mi", "Kubernetes quantity"},
@@ -415,5 +417,55 @@ func TestPodGOMEMLIMIT(t *testing.T) {
 		if e.Name == "GOMEMLIMIT" {
 			t.Error("GOMEMLIMIT set without a memory limit")
 		}
+	}
+}
+
+// The default inbound policy: the config's, the namespace's over it, the
+// pod's over both; the application's HTTP probes are always allowed, named
+// ports resolved, the query string dropped; the cluster networks passed on.
+func TestPodDefaultInboundPolicy(t *testing.T) {
+	cfg := testConfig()
+	cfg.DefaultInboundPolicy = "cluster-unauthenticated"
+	cfg.ClusterNetworks = "10.0.0.0/8,fd00::/8"
+	policyArgs := func(podAnn, nsAnn map[string]string) []string {
+		t.Helper()
+		meta, spec := testPod(podAnn)
+		web := &spec.Containers[0]
+		web.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz?full=1", Port: intstr.FromString("http")}}}
+		web.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "ready", Port: intstr.FromInt32(9090)}}}
+		web.StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}}
+		if _, _, err := Pod(meta, spec, nsAnn, cfg); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, a := range find(spec.InitContainers, ProxyContainerName).Args {
+			if strings.HasPrefix(a, "--default-inbound-policy=") || strings.HasPrefix(a, "--probe-paths=") || strings.HasPrefix(a, "--cluster-networks=") {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	probes := "--probe-paths=8080/healthz,9090/ready"
+	nets := "--cluster-networks=10.0.0.0/8,fd00::/8"
+	for _, c := range []struct {
+		pod, ns map[string]string
+		want    string
+	}{
+		{map[string]string{AnnotationInject: Enabled}, nil, "cluster-unauthenticated"},
+		{nil, map[string]string{AnnotationInject: Enabled, AnnotationDefaultInbound: "all-authenticated"}, "all-authenticated"},
+		{map[string]string{AnnotationDefaultInbound: "deny"}, map[string]string{AnnotationInject: Enabled, AnnotationDefaultInbound: "all-authenticated"}, "deny"},
+	} {
+		want := []string{"--default-inbound-policy=" + c.want, nets, probes}
+		if got := policyArgs(c.pod, c.ns); !slices.Equal(got, want) {
+			t.Errorf("pod %v, namespace %v: %q, want %q", c.pod, c.ns, got, want)
+		}
+	}
+	cfg.DefaultInboundPolicy = "open"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "default inbound policy") {
+		t.Fatalf("a bad default policy in the config: %v", err)
+	}
+	cfg.DefaultInboundPolicy, cfg.ClusterNetworks = "", "10.0.0.0"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), `"10.0.0.0" is not a CIDR`) {
+		t.Fatalf("bad cluster networks in the config: %v", err)
 	}
 }

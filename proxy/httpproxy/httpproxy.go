@@ -168,7 +168,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !errors.As(err, &re) {
 			re = &RouteError{Status: http.StatusBadGateway, Reason: "route", Err: err}
 		}
-		h.metrics.Unavailable(h.direction, r.Host, re.Reason)
+		if re.Status != http.StatusForbidden { // refused by policy: counted by the router
+			h.metrics.Unavailable(h.direction, r.Host, re.Reason)
+		}
 		writeError(w, r, re.Status, re.Reason, err)
 		return
 	}
@@ -447,8 +449,11 @@ func writeError(w http.ResponseWriter, r *http.Request, status int, reason strin
 	w.Header().Set(ErrorHeader, reason)
 	if isGRPC(r) {
 		code := "14" // UNAVAILABLE
-		if status == http.StatusGatewayTimeout {
+		switch status {
+		case http.StatusGatewayTimeout:
 			code = "4" // DEADLINE_EXCEEDED
+		case http.StatusForbidden:
+			code = "7" // PERMISSION_DENIED
 		}
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Grpc-Status", code)

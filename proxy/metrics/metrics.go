@@ -33,6 +33,7 @@ type Registry struct {
 	retries     *prometheus.CounterVec
 	inFlight    *prometheus.GaugeVec
 	shed        *prometheus.CounterVec
+	authzDeny   *prometheus.CounterVec
 
 	tcpOpen  *prometheus.CounterVec
 	tcpClose *prometheus.CounterVec
@@ -79,7 +80,10 @@ func New() *Registry {
 	r.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "request_shed_total", Help: "Requests refused at once (503, gRPC UNAVAILABLE) because the proxy had its maximum in flight."},
 		[]string{"direction"})
-	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.retries, r.inFlight, r.shed,
+	r.authzDeny = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "inbound_authz_deny_total", Help: "Inbound requests (protocol http) and connections (protocol tcp) the default inbound policy refused."},
+		[]string{"protocol", "policy", "target_port", "tls", "client_id"})
+	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.retries, r.inFlight, r.shed, r.authzDeny,
 		r.tcpOpen, r.tcpClose, r.tcpConns, r.tcpRead, r.tcpWrite,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return r
@@ -167,6 +171,12 @@ func (r *Registry) InFlight(direction string) prometheus.Gauge {
 
 // Shed counts a request refused because direction had its maximum in flight.
 func (r *Registry) Shed(direction string) { r.shed.WithLabelValues(direction).Inc() }
+
+// AuthzDenied counts an inbound request ("http") or connection ("tcp")
+// refused by policy.
+func (r *Registry) AuthzDenied(protocol, policy string, port uint16, tls, clientID string) {
+	r.authzDeny.WithLabelValues(protocol, policy, strconv.Itoa(int(port)), tls, clientID).Inc()
+}
 
 // Unavailable counts a request failed fast for want of an endpoint.
 func (r *Registry) Unavailable(direction, authority, reason string) {

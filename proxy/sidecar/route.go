@@ -79,6 +79,14 @@ type inboundRouter struct{ p *Proxy }
 
 func (r inboundRouter) Route(req *http.Request) (*httpproxy.Target, error) {
 	s := r.p.in
+	if a, _ := req.Context().Value(acceptedKey{}).(*accepted); a != nil {
+		if port := r.p.inboundPort(a); !r.p.cfg.Authz.HTTP(client(a), port, req.URL.Path) {
+			tls, clientID := r.p.acceptedTLS("inbound", a)
+			r.p.metrics.AuthzDenied("http", r.p.cfg.Authz.Name(), port, tls, clientID)
+			return nil, &httpproxy.RouteError{Status: http.StatusForbidden, Reason: "unauthorized",
+				Err: fmt.Errorf("the default inbound policy %s refuses this client", r.p.cfg.Authz.Name())}
+		}
+	}
 	// The application learns who called: the client proxy's SPIFFE ID when
 	// the request came over mTLS, never a value a client made up.
 	req.Header.Del(ClientIDHeader)

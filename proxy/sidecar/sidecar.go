@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/proxy/admin"
+	"github.com/meridian-mesh/meridian/proxy/authz"
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/detect"
 	"github.com/meridian-mesh/meridian/proxy/discover"
@@ -38,6 +39,9 @@ type Config struct {
 	// InboundForward is the application's address. Empty: each inbound
 	// connection goes to its original destination (iptables redirect).
 	InboundForward string
+	// Authz is who may reach the application: the default inbound policy,
+	// the cluster's networks, the probes always allowed. Zero: everyone.
+	Authz authz.Config
 	// MaxInFlight bounds the HTTP requests and gRPC streams each direction
 	// handles at once; beyond it requests are refused at once (503, gRPC
 	// UNAVAILABLE) rather than queued without bound. Default
@@ -428,11 +432,8 @@ func (p *Proxy) handle(ctx context.Context, s *side, c net.Conn) {
 
 func (p *Proxy) opaquePort(s *side, orig netip.AddrPort) bool {
 	port := orig.Port()
-	if s.direction == "inbound" && p.cfg.InboundForward != "" {
-		if _, ps, err := net.SplitHostPort(p.cfg.InboundForward); err == nil {
-			n, _ := strconv.Atoi(ps)
-			port = uint16(n)
-		}
+	if fp, ok := p.forwardPort(); ok && s.direction == "inbound" {
+		port = fp
 	}
 	for _, op := range p.cfg.OpaquePorts {
 		if op == port && port != 0 {
@@ -442,8 +443,42 @@ func (p *Proxy) opaquePort(s *side, orig netip.AddrPort) bool {
 	return false
 }
 
+// forwardPort is InboundForward's port, when it is set.
+func (p *Proxy) forwardPort() (uint16, bool) {
+	if p.cfg.InboundForward == "" {
+		return 0, false
+	}
+	_, ps, err := net.SplitHostPort(p.cfg.InboundForward)
+	n, _ := strconv.Atoi(ps)
+	return uint16(n), err == nil
+}
+
+// inboundPort is the application port an inbound connection is for.
+func (p *Proxy) inboundPort(a *accepted) uint16 {
+	if port, ok := p.forwardPort(); ok {
+		return port
+	}
+	return a.origDst.Port()
+}
+
+// client is who opened an inbound connection, for the policy.
+func client(a *accepted) authz.Client {
+	c := authz.Client{ID: a.peer}
+	if ap, err := netip.ParseAddrPort(a.RemoteAddr().String()); err == nil {
+		c.Addr = ap.Addr()
+	}
+	return c
+}
+
 // serveOpaque forwards a connection as bytes to its destination.
 func (p *Proxy) serveOpaque(ctx context.Context, s *side, a *accepted) {
+	if s.direction == "inbound" && !p.cfg.Authz.Conn(client(a)) {
+		tls, clientID := p.acceptedTLS(s.direction, a)
+		p.metrics.AuthzDenied("tcp", p.cfg.Authz.Name(), p.inboundPort(a), tls, clientID)
+		p.log.Debug("inbound connection refused by policy", "policy", p.cfg.Authz.Name(), "client", a.RemoteAddr(), "client_id", a.peer)
+		a.Close()
+		return
+	}
 	defer s.conns.Delete(net.Conn(a))
 	if !s.track(a) {
 		a.Close()

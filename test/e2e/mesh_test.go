@@ -222,6 +222,36 @@ func TestMeshOnKubernetes(t *testing.T) {
 		}
 	}
 
+	// The default inbound policy: web takes only meshed clients. Its pod
+	// still turns ready (the kubelet's HTTP probe, plaintext from the node,
+	// is allowed), vote-bot still reaches it over mTLS, and a plaintext
+	// client, the API server's pod proxy from the node, is refused.
+	n.must("patch", "deployment/web", "--type=merge", "-p",
+		`{"spec":{"template":{"metadata":{"annotations":{"config.meridian.io/default-inbound-policy":"all-authenticated"}}}}}`)
+	n.must("rollout", "status", "deployment/web", "--timeout=180s")
+	n.eventually("every demo pod 2/2 ready, web all-authenticated", 2*time.Minute, func() error { return allPodsReady(n, 2) })
+	webPod := n.must("get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}")
+	appURL := "/api/v1/namespaces/" + n.name + "/pods/" + webPod + ":8080/proxy/"
+	if out, err := runKubectl("", "get", "--raw", appURL+"api/list"); err == nil {
+		t.Errorf("a plaintext client got web's /api/list under all-authenticated:\n%s", out)
+	}
+	if _, err := runKubectl("", "get", "--raw", appURL); err != nil {
+		t.Errorf("web's probe path / under all-authenticated: %v", err)
+	}
+	n.eventually("web's proxy counts the refusal, and serves vote-bot over mTLS", time.Minute, func() error {
+		metrics, err := proxyMetrics(n, "web")
+		if err != nil {
+			return err
+		}
+		if v := sumSeries(metrics, "inbound_authz_deny_total", map[string]string{"protocol": "http", "policy": "all-authenticated"}); v < 1 {
+			return fmt.Errorf("no inbound_authz_deny_total for the plaintext request")
+		}
+		if v := sumSeries(metrics, "response_total", map[string]string{"direction": "inbound", "tls": "true", "client_id": id("vote-bot")}); v < 1 {
+			return fmt.Errorf("no mTLS response to vote-bot since web's new pod started")
+		}
+		return nil
+	})
+
 	// Uninject restores plain pods.
 	current := n.must("get", "deployments", "-o", "yaml")
 	plain, report, err := meridian(t, current, "uninject", "-")
