@@ -17,8 +17,8 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/controller"
 	"github.com/meridian-mesh/meridian/controlplane/destination"
 	"github.com/meridian-mesh/meridian/controlplane/inject"
-	"github.com/meridian-mesh/meridian/proxy/authz"
 	"github.com/meridian-mesh/meridian/controlplane/store/local"
+	"github.com/meridian-mesh/meridian/proxy/authz"
 )
 
 func newControllerCmd() *cobra.Command {
