@@ -2,12 +2,16 @@ package check
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"sort"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meridian-mesh/meridian/controlplane/inject"
 )
 
 // maxListed bounds the pods a data plane failure names.
@@ -97,7 +101,75 @@ func dataPlaneChecks(o Options) []Check {
 				return joinProblems(truncate(probs, "pods"))
 			},
 		},
+		Check{
+			Group:       GroupDataPlane,
+			Description: "data plane proxies trust the identity issuer",
+			Hint:        "restart the workloads (kubectl rollout restart deploy -n NAMESPACE NAME): the injector gives new pods the control plane's trust anchors; until then their mutual TLS with proxies certified by the current issuer fails",
+			Run:         proxiesTrustIssuer,
+		},
 	)
+}
+
+// proxiesTrustIssuer checks that every meshed pod's proxy was given trust
+// anchors that verify the current issuer: after the trust anchors change,
+// pods injected before keep the old ones until they are restarted.
+func proxiesTrustIssuer(ctx context.Context, s *State) error {
+	pods, err := meshedPods(ctx, s)
+	if err != nil {
+		return err
+	}
+	if len(pods) == 0 {
+		return Skip("no meshed pod")
+	}
+	sec, err := s.Kube.CoreV1().Secrets(s.Namespace).Get(ctx, IssuerSecretName, metav1.GetOptions{})
+	if err != nil {
+		return Skip(fmt.Sprintf("cannot read the issuer Secret %s/%s: %v", s.Namespace, IssuerSecretName, err))
+	}
+	chain, err := parseCertsPEM(sec.Data[corev1.TLSCertKey])
+	if err != nil {
+		return Skip(fmt.Sprintf("issuer Secret %s/%s: tls.crt: %v", s.Namespace, IssuerSecretName, err))
+	}
+	var probs []string
+	for _, p := range pods {
+		pem := proxyEnv(&p, inject.EnvTrustAnchors)
+		anchors, err := parseCertsPEM([]byte(pem))
+		switch {
+		case pem == "":
+			probs = append(probs, fmt.Sprintf("pod %s/%s: its proxy has no trust anchors ($%s)", p.Namespace, p.Name, inject.EnvTrustAnchors))
+		case err != nil:
+			probs = append(probs, fmt.Sprintf("pod %s/%s: its proxy's trust anchors do not parse: %v", p.Namespace, p.Name, err))
+		default:
+			if _, err := verifyChain(chain[0], chain[1:], anchors, s.now(), "", x509.ExtKeyUsageAny); err != nil {
+				probs = append(probs, fmt.Sprintf("pod %s/%s: its proxy's trust anchors (%s) do not verify the issuer %s", p.Namespace, p.Name, certNames(anchors), certName(chain[0])))
+			}
+		}
+	}
+	return joinProblems(truncate(probs, "pods"))
+}
+
+// proxyEnv is the value of the proxy container's environment variable name.
+func proxyEnv(p *corev1.Pod, name string) string {
+	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+		for _, c := range cs {
+			if c.Name != ProxyContainerName {
+				continue
+			}
+			for _, e := range c.Env {
+				if e.Name == name {
+					return e.Value
+				}
+			}
+		}
+	}
+	return ""
+}
+
+func certNames(cs []*x509.Certificate) string {
+	names := make([]string, len(cs))
+	for i, c := range cs {
+		names[i] = certName(c)
+	}
+	return strings.Join(names, ", ")
 }
 
 func (s *State) where() string {

@@ -26,7 +26,7 @@ type issuerState struct {
 
 func identityChecks(o Options) []Check {
 	ns := o.Namespace
-	replace := fmt.Sprintf("replace Secret %s/%s (keys tls.crt, tls.key, ca.crt) with a valid trust anchor and issuer, e.g. from cert-manager; the controller rereads it on restart (kubectl -n %s rollout restart deploy/%s)",
+	replace := fmt.Sprintf("replace Secret %s/%s (keys tls.crt, tls.key, ca.crt) with a valid trust anchor and issuer, e.g. from cert-manager; the controller takes a renewed issuer within a minute; new trust anchors need a restart of it (kubectl -n %s rollout restart deploy/%s) and then of the meshed workloads",
 		ns, IssuerSecretName, ns, ControllerName)
 	needSecret := func(s *State) error {
 		if s.issuer.secret == nil {

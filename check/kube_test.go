@@ -734,10 +734,20 @@ func TestWebhook(t *testing.T) {
 // status set.
 func meshedPod(t *testing.T, kube kubernetes.Interface, ns, name, proxyVersion string, ready bool) {
 	t.Helper()
+	meshedPodAnchors(t, kube, ns, name, proxyVersion, ready, "")
+}
+
+// meshedPodAnchors is meshedPod with trust anchors (PEM) given to the proxy.
+func meshedPodAnchors(t *testing.T, kube kubernetes.Interface, ns, name, proxyVersion string, ready bool, anchors string) {
+	t.Helper()
+	var env []corev1.EnvVar
+	if anchors != "" {
+		env = []corev1.EnvVar{{Name: "MERIDIAN_PROXY_TRUST_ANCHORS", Value: anchors}}
+	}
 	pod, err := kube.CoreV1().Pods(ns).Create(testCtx(t), &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{ProxyVersionAnnotation: proxyVersion}},
 		Spec: corev1.PodSpec{
-			InitContainers: []corev1.Container{{Name: ProxyContainerName, Image: "ghcr.io/meridian-mesh/proxy:" + proxyVersion, RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways)}},
+			InitContainers: []corev1.Container{{Name: ProxyContainerName, Image: "ghcr.io/meridian-mesh/proxy:" + proxyVersion, RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways), Env: env}},
 			Containers:     []corev1.Container{{Name: "app", Image: "app"}},
 		},
 	}, metav1.CreateOptions{})
@@ -811,7 +821,7 @@ func TestPostHealthyInstall(t *testing.T) {
 	serving := newCert(t, "meridian-controller", &ca, false, now.Add(-time.Hour), now.Add(365*day), "meridian-controller."+ns+".svc")
 	webhookFixture(t, kube, ns, ca.certPEM(), serving, true)
 	createNS(t, kube, app)
-	meshedPod(t, kube, app, "app-1", version, true)
+	meshedPodAnchors(t, kube, app, "app-1", version, true, string(anchor.certPEM()))
 
 	o := Options{RESTConfig: cfg, Namespace: ns, DataPlaneNamespace: app, CLIVersion: version}
 	rep := run(t, o, Runner{Wait: 30 * time.Second}, PostGroups...)
@@ -830,5 +840,38 @@ func TestPostHealthyInstall(t *testing.T) {
 	must(t, rep.WriteJSON(&buf))
 	if !strings.Contains(buf.String(), `"success": true`) {
 		t.Fatal(buf.String())
+	}
+}
+
+// After the trust anchors change, the pods injected before keep the old
+// ones: the check names them (and the pods without any), not the others.
+func TestDataPlaneTrustAnchors(t *testing.T) {
+	_, cfg := sharedEnv(t)
+	kube := kubernetes.NewForConfigOrDie(cfg)
+	cp, apps := uniq("ta-cp"), uniq("ta-apps")
+	controlPlane(t, kube, cp, "v2.0.0", true)
+	now := time.Now()
+	oldAnchor := newCert(t, "root-old.meridian.cluster.local", nil, true, now.Add(-day), now.Add(3650*day))
+	newAnchor := newCert(t, "root-new.meridian.cluster.local", nil, true, now.Add(-day), now.Add(3650*day))
+	issuer := newCert(t, "issuer.meridian.cluster.local", &newAnchor, true, now.Add(-day), now.Add(365*day))
+	createIssuerSecret(t, kube, cp, newAnchor, issuer, issuer.keyPEM(t))
+	createNS(t, kube, apps)
+	both := string(oldAnchor.certPEM()) + string(newAnchor.certPEM())
+	meshedPodAnchors(t, kube, apps, "fresh-1", "v2.0.0", true, string(newAnchor.certPEM()))
+	meshedPodAnchors(t, kube, apps, "bundle-1", "v2.0.0", true, both)
+	meshedPodAnchors(t, kube, apps, "stale-1", "v2.0.0", true, string(oldAnchor.certPEM()))
+	meshedPod(t, kube, apps, "bare-1", "v2.0.0", true)
+
+	o := Options{RESTConfig: cfg, Namespace: cp, DataPlaneNamespace: apps}
+	r := expect(t, run(t, o, Runner{}, GroupDataPlane), "data plane proxies trust the identity issuer", Error,
+		"pod "+apps+"/stale-1: its proxy's trust anchors (\"CN=root-old.meridian.cluster.local\") do not verify the issuer \"CN=issuer.meridian.cluster.local\"",
+		"pod "+apps+"/bare-1: its proxy has no trust anchors ($MERIDIAN_PROXY_TRUST_ANCHORS)")
+	for _, ok := range []string{"fresh-1", "bundle-1"} {
+		if strings.Contains(r.Err.Error(), ok) {
+			t.Errorf("%s trusts the issuer but was named: %v", ok, r.Err)
+		}
+	}
+	if !strings.Contains(r.Hint, "rollout restart") {
+		t.Errorf("hint %q does not say to restart", r.Hint)
 	}
 }

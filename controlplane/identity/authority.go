@@ -50,7 +50,8 @@ func (a *Authority) Replace(next *CA, now time.Time) (bool, error) {
 	}
 	if !sameCerts(next.Roots, cur.Roots) {
 		return false, errors.New("identity issuer: ca.crt holds other trust anchors than the ones proxies were given; " +
-			"an issuer is renewed under the same anchors, and changing the anchors needs a new install (docs/kubernetes.md)")
+			"an issuer is renewed under the same anchors; to change the anchors, restart the controller, then the meshed workloads " +
+			"(meridian check --proxy names the pods still on the old ones)")
 	}
 	if now.Before(next.Issuer.NotBefore) || !now.Before(next.Issuer.NotAfter) {
 		return false, fmt.Errorf("identity issuer: tls.crt is valid from %s to %s, not now", next.Issuer.NotBefore.UTC().Format(time.RFC3339), next.Issuer.NotAfter.UTC().Format(time.RFC3339))
