@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-
 	"fmt"
 	"io"
 	"slices"
@@ -86,15 +85,6 @@ type statRow struct {
 	sources               []source    // its meshed, running pods' proxies
 	pairs                 []stat.Pair // one per source read at both ends of the window
 	errs                  []error
-}
-
-// golden sums the row's proxies' golden metrics for direction.
-func (r *statRow) golden(direction string) *stat.Golden {
-	g := stat.NewGolden(direction)
-	for _, p := range r.pairs {
-		g.Add(p.Before, p.After)
-	}
-	return g
 }
 
 // statRows resolves TYPE or TYPE/NAME to one row per workload, with its pods.
@@ -298,20 +288,23 @@ func writeStatTable(w io.Writer, rows []*statRow, direction string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "NAME\tMESHED\tSUCCESS\tRPS\tLATENCY_P50\tLATENCY_P95\tLATENCY_P99\tTCP_CONN\t")
 	for _, r := range sortedRows(rows) {
-		g := r.golden(direction)
-		sr, ok := g.SuccessRate()
-		rps := "-"
-		if g.Proxies > 0 {
-			rps = fmt.Sprintf("%.1frps", g.RPS())
+		row := stat.Summarize(r.Namespace, r.Kind, r.Name, len(r.sources), r.total, direction, r.pairs)
+		rps, tcp := "-", "-"
+		if row.RPS != nil {
+			rps, tcp = fmt.Sprintf("%.1frps", *row.RPS), fmt.Sprintf("%.0f", *row.TCPConns)
 		}
-		tcp := "-"
-		if g.Proxies > 0 {
-			tcp = fmt.Sprintf("%.0f", g.TCPConns)
-		}
-		args := append([]any{r.Name, len(r.sources), r.total, stat.Percent(sr, ok), rps}, latencies(g)...)
-		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", append(args, tcp)...)
+		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Name, row.MeshedPods, row.TotalPods, stat.Percent(value(row.SuccessRate)), rps,
+			stat.Millis(value(row.LatencyP50)), stat.Millis(value(row.LatencyP95)), stat.Millis(value(row.LatencyP99)), tcp)
 	}
 	return tw.Flush()
+}
+
+// value reads a figure that may be unknown (nil).
+func value(p *float64) (float64, bool) {
+	if p == nil {
+		return 0, false
+	}
+	return *p, true
 }
 
 func writeStatJSON(w io.Writer, rows []*statRow, direction string) error {
@@ -326,15 +319,6 @@ func writeStatJSON(w io.Writer, rows []*statRow, direction string) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
-}
-
-// latencies formats the p50, p95 and p99 columns.
-func latencies(g *stat.Golden) []any {
-	var cols []any
-	for _, q := range []float64{0.5, 0.95, 0.99} {
-		cols = append(cols, stat.Millis(g.Quantile(q)))
-	}
-	return cols
 }
 
 func sortedRows(rows []*statRow) []*statRow {

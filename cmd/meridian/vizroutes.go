@@ -228,3 +228,12 @@ func writeEdges(w io.Writer, rows []*statRow, output string) error {
 	}
 	return tw.Flush()
 }
+
+// latencies formats the p50, p95 and p99 columns.
+func latencies(g *stat.Golden) []any {
+	var cols []any
+	for _, q := range []float64{0.5, 0.95, 0.99} {
+		cols = append(cols, stat.Millis(g.Quantile(q)))
+	}
+	return cols
+}

@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/meridian-mesh/meridian/proxy/balance"
@@ -94,7 +93,6 @@ type Handler struct {
 	log       *slog.Logger
 	rp        *httputil.ReverseProxy
 	inFlight  atomic.Int64
-	gauge     prometheus.Gauge
 }
 
 // maxConnectAttempts bounds how many endpoints one request tries when
@@ -122,7 +120,8 @@ type reqState struct {
 
 // New returns a handler forwarding requests for direction ("inbound" or "outbound").
 func New(direction string, router Router, m *metrics.Registry, log *slog.Logger) *Handler {
-	h := &Handler{direction: direction, router: router, metrics: m, log: log, gauge: m.InFlight(direction)}
+	h := &Handler{direction: direction, router: router, metrics: m, log: log}
+	m.InFlight(direction, h.inFlight.Load)
 	h.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			// A sidecar is transparent: keep the client's forwarding headers,
@@ -160,8 +159,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusServiceUnavailable, "max_in_flight", errMaxInFlight)
 		return
 	}
-	h.gauge.Inc()
-	defer func() { h.inFlight.Add(-1); h.gauge.Dec() }()
+	defer h.inFlight.Add(-1)
 	t, err := h.router.Route(r)
 	if err != nil {
 		var re *RouteError

@@ -31,7 +31,6 @@ type Registry struct {
 	latency     *prometheus.HistogramVec
 	unavailable *prometheus.CounterVec
 	retries     *prometheus.CounterVec
-	inFlight    *prometheus.GaugeVec
 	shed        *prometheus.CounterVec
 	authzDeny   *prometheus.CounterVec
 
@@ -75,15 +74,13 @@ func New() *Registry {
 	r.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "retry_total", Help: "Retry decisions for retryable routes: retried, budget_exhausted or body_too_large."},
 		[]string{"direction", "authority", "route", "outcome"})
-	r.inFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "request_in_flight", Help: "HTTP requests and gRPC streams the proxy is handling now."}, []string{"direction"})
 	r.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "request_shed_total", Help: "Requests refused at once (503, gRPC UNAVAILABLE) because the proxy had its maximum in flight."},
 		[]string{"direction"})
 	r.authzDeny = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "inbound_authz_deny_total", Help: "Inbound requests (protocol http) and connections (protocol tcp) the default inbound policy refused."},
 		[]string{"protocol", "policy", "target_port", "tls", "client_id"})
-	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.retries, r.inFlight, r.shed, r.authzDeny,
+	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.retries, r.shed, r.authzDeny,
 		r.tcpOpen, r.tcpClose, r.tcpConns, r.tcpRead, r.tcpWrite,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return r
@@ -164,9 +161,13 @@ func (r *Registry) Retry(q Request, outcome string) {
 	r.retries.WithLabelValues(q.Direction, q.Authority, q.Route, outcome).Inc()
 }
 
-// InFlight is the gauge of the requests direction is handling.
-func (r *Registry) InFlight(direction string) prometheus.Gauge {
-	return r.inFlight.WithLabelValues(direction)
+// InFlight exports n, the number of requests direction is handling, read
+// at each scrape.
+func (r *Registry) InFlight(direction string, n func() int64) {
+	r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "request_in_flight", Help: "HTTP requests and gRPC streams the proxy is handling now.",
+		ConstLabels: prometheus.Labels{"direction": direction},
+	}, func() float64 { return float64(n()) }))
 }
 
 // Shed counts a request refused because direction had its maximum in flight.

@@ -96,13 +96,6 @@ func New(o Options) *Dashboard {
 
 func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.mux.ServeHTTP(w, r) }
 
-// Snapshot returns the latest snapshot.
-func (d *Dashboard) Snapshot() Snapshot {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.snap
-}
-
 // Run refreshes every Options.Refresh until ctx ends.
 func (d *Dashboard) Run(ctx context.Context) {
 	t := time.NewTicker(d.o.Refresh)
