@@ -554,14 +554,25 @@ func expandRanges(ann, v, where string, rs []portRange) ([]uint16, error) {
 }
 
 // containerPorts maps the names of the pod's container ports to numbers.
-// httpProbes are the application containers' HTTP probes, as PORT/PATH
-// (named ports resolved; the query string is not part of the path the
-// proxy compares).
+// grpcHealthPath is the method a kubelet gRPC probe calls.
+const grpcHealthPath = "/grpc.health.v1.Health/Check"
+
+// httpProbes are the application containers' HTTP and gRPC probes, as
+// PORT/PATH (named ports resolved; the query string is not part of the
+// path the proxy compares).
 func httpProbes(spec *corev1.PodSpec) []string {
 	named := containerPorts(spec)
 	var out []string
+	add := func(port int, path string) {
+		if p := strconv.Itoa(port) + path; !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
 	for _, c := range spec.Containers {
 		for _, pr := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
+			if pr != nil && pr.GRPC != nil && pr.GRPC.Port > 0 && pr.GRPC.Port <= 65535 {
+				add(int(pr.GRPC.Port), grpcHealthPath)
+			}
 			if pr == nil || pr.HTTPGet == nil {
 				continue
 			}
@@ -576,9 +587,7 @@ func httpProbes(spec *corev1.PodSpec) []string {
 			if !strings.HasPrefix(path, "/") {
 				path = "/" + path
 			}
-			if p := strconv.Itoa(port) + path; !slices.Contains(out, p) {
-				out = append(out, p)
-			}
+			add(port, path)
 		}
 	}
 	return out

@@ -421,8 +421,9 @@ func TestPodGOMEMLIMIT(t *testing.T) {
 }
 
 // The default inbound policy: the config's, the namespace's over it, the
-// pod's over both; the application's HTTP probes are always allowed, named
-// ports resolved, the query string dropped; the cluster networks passed on.
+// pod's over both; the application's HTTP and gRPC probes are always
+// allowed, named ports resolved, the query string dropped; the cluster
+// networks passed on.
 func TestPodDefaultInboundPolicy(t *testing.T) {
 	cfg := testConfig()
 	cfg.DefaultInboundPolicy = "cluster-unauthenticated"
@@ -434,6 +435,8 @@ func TestPodDefaultInboundPolicy(t *testing.T) {
 		web.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz?full=1", Port: intstr.FromString("http")}}}
 		web.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "ready", Port: intstr.FromInt32(9090)}}}
 		web.StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}}
+		spec.Containers = append(spec.Containers, corev1.Container{Name: "api", Image: "api:1",
+			LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 9000}}}})
 		if _, _, err := Pod(meta, spec, nsAnn, cfg); err != nil {
 			t.Fatal(err)
 		}
@@ -445,7 +448,7 @@ func TestPodDefaultInboundPolicy(t *testing.T) {
 		}
 		return out
 	}
-	probes := "--probe-paths=8080/healthz,9090/ready"
+	probes := "--probe-paths=8080/healthz,9090/ready,9000/grpc.health.v1.Health/Check"
 	nets := "--cluster-networks=10.0.0.0/8,fd00::/8"
 	for _, c := range []struct {
 		pod, ns map[string]string
