@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
@@ -35,19 +36,28 @@ func runCheckCLI2(t *testing.T, args ...string) (string, string, error) {
 	return out.String(), errOut.String(), err
 }
 
-// checkKubeconfig starts a kube-apiserver and writes a kubeconfig for its
-// admin (the current context is "envtest").
-func checkKubeconfig(t *testing.T) string {
+// startAPIServerEnv starts a kube-apiserver and etcd (envtest), stopped
+// when the test ends, or skips the test when their binaries are not there.
+func startAPIServerEnv(t *testing.T) (*envtest.Environment, *rest.Config) {
 	t.Helper()
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		t.Skip("KUBEBUILDER_ASSETS is not set: this test needs the etcd and kube-apiserver binaries; `make test` sets it (see hack/kube-assets.sh)")
 	}
 	ctrllog.SetLogger(logr.Discard())
 	env := &envtest.Environment{}
-	if _, err := env.Start(); err != nil {
+	cfg, err := env.Start()
+	if err != nil {
 		t.Fatalf("envtest: %v", err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
+	return env, cfg
+}
+
+// checkKubeconfig starts a kube-apiserver and writes a kubeconfig for its
+// admin (the current context is "envtest").
+func checkKubeconfig(t *testing.T) string {
+	t.Helper()
+	env, _ := startAPIServerEnv(t)
 	admin, err := env.AddUser(envtest.User{Name: "check-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -16,15 +16,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meridian-mesh/meridian/kubeclient"
 )
@@ -199,16 +196,7 @@ func identityBody(ns, name string) string {
 // API server, unmeshed and missing objects fail clearly, and each pod's
 // proxy is asked for /identity through the pod proxy subresource.
 func TestIdentityKube(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: this test needs the etcd and kube-apiserver binaries; `make test` sets it (see hack/kube-assets.sh)")
-	}
-	ctrllog.SetLogger(logr.Discard())
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("envtest: %v", err)
-	}
-	defer env.Stop()
+	_, cfg := startAPIServerEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cs := kubernetes.NewForConfigOrDie(cfg)
@@ -235,7 +223,7 @@ func TestIdentityKube(t *testing.T) {
 			Spec: appsv1.DeploymentSpec{Selector: sel(app), Template: tmpl(app)}}, metav1.CreateOptions{})
 		must(err)
 	}
-	_, err = cs.AppsV1().StatefulSets("shop").Create(ctx, &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db"},
+	_, err := cs.AppsV1().StatefulSets("shop").Create(ctx, &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db"},
 		Spec: appsv1.StatefulSetSpec{Selector: sel("db"), Template: tmpl("db")}}, metav1.CreateOptions{})
 	must(err)
 	_, err = cs.AppsV1().DaemonSets("shop").Create(ctx, &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "agent"},

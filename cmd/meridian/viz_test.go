@@ -9,22 +9,18 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meridian-mesh/meridian/demo/launch"
 	"github.com/meridian-mesh/meridian/kubeclient"
@@ -41,16 +37,7 @@ import (
 // is read at both ends of the window, and the traffic sent in between shows
 // up as it was: per workload, requests, success rate, connections.
 func TestVizStatKube(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: this test needs the etcd and kube-apiserver binaries; `make test` sets it (see hack/kube-assets.sh)")
-	}
-	ctrllog.SetLogger(logr.Discard())
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("envtest: %v", err)
-	}
-	defer env.Stop()
+	_, cfg := startAPIServerEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cs := kubernetes.NewForConfigOrDie(cfg)
@@ -60,7 +47,7 @@ func TestVizStatKube(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{})
+	_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{})
 	must(err)
 	for _, app := range []string{"web", "voting", "idle"} {
 		sel := &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}
