@@ -115,7 +115,9 @@ type apiServer struct {
 	asked []string // "ns/name:port/path" of every pod proxy request
 }
 
-func startAPIServer(t *testing.T, cfg *rest.Config, admin map[string]string) *apiServer {
+// realAPIServer forwards requests to the API server cfg reaches, with
+// cfg's credentials.
+func realAPIServer(t *testing.T, cfg *rest.Config) *httputil.ReverseProxy {
 	t.Helper()
 	target, _, err := rest.DefaultServerUrlFor(cfg)
 	if err != nil {
@@ -125,7 +127,12 @@ func startAPIServer(t *testing.T, cfg *rest.Config, admin map[string]string) *ap
 	if err != nil {
 		t.Fatal(err)
 	}
-	rp := &httputil.ReverseProxy{Transport: rt, Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(target) }}
+	return &httputil.ReverseProxy{Transport: rt, Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(target) }}
+}
+
+func startAPIServer(t *testing.T, cfg *rest.Config, admin map[string]string) *apiServer {
+	t.Helper()
+	rp := realAPIServer(t, cfg)
 	a := &apiServer{}
 	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m := podProxyPath.FindStringSubmatch(r.URL.Path)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"slices"
 	"strings"
@@ -263,15 +262,7 @@ func (f *podProxyFront) afterReads(n int, then func()) {
 
 func newPodProxyFront(t *testing.T, cfg *rest.Config, proxies map[string]*sidecar.Proxy) *podProxyFront {
 	t.Helper()
-	target, _, err := rest.DefaultServerUrlFor(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt, err := rest.TransportFor(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := &httputil.ReverseProxy{Transport: rt, Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(target) }}
+	api := realAPIServer(t, cfg)
 	f := &podProxyFront{}
 	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m := podProxyPath.FindStringSubmatch(r.URL.Path)
