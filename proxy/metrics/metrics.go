@@ -39,6 +39,8 @@ type Registry struct {
 	tcpConns *prometheus.GaugeVec
 	tcpRead  *prometheus.CounterVec
 	tcpWrite *prometheus.CounterVec
+
+	connRefused *prometheus.CounterVec
 }
 
 var (
@@ -80,6 +82,10 @@ func New() *Registry {
 	r.authzDeny = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "inbound_authz_deny_total", Help: "Inbound requests (protocol http) and connections (protocol tcp) the default inbound policy refused."},
 		[]string{"protocol", "policy", "target_port", "tls", "client_id"})
+	r.connRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tcp_connections_refused_total", Help: "Connections a listener accepted and closed at once (reason max_connections: it held its maximum open)."},
+		[]string{"direction", "reason"})
+	r.reg.MustRegister(r.connRefused)
 	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.retries, r.shed, r.authzDeny,
 		r.tcpOpen, r.tcpClose, r.tcpConns, r.tcpRead, r.tcpWrite,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
@@ -369,3 +375,23 @@ func (c *Conn) Close() error {
 
 // Unwrap gives access to the underlying connection (e.g. for SO_ORIGINAL_DST).
 func (c *Conn) Unwrap() net.Conn { return c.Conn }
+
+// ConnRefused counts a connection direction's listener closed at accept.
+func (r *Registry) ConnRefused(direction, reason string) {
+	r.connRefused.WithLabelValues(direction, reason).Inc()
+}
+
+// Listener exports, at each scrape, the connections direction's listener
+// holds open (open) and its bound (max; 0: none). Unlike
+// tcp_open_connections they include connections still in protocol
+// detection and HTTP connections, whatever their labels.
+func (r *Registry) Listener(direction string, open func() int64, max int64) {
+	r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tcp_listener_open_connections", Help: "Connections a listener has accepted and not yet closed.",
+		ConstLabels: prometheus.Labels{"direction": direction},
+	}, func() float64 { return float64(open()) }))
+	r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tcp_listener_max_connections", Help: "The most connections a listener holds open (0: no bound); more are refused.",
+		ConstLabels: prometheus.Labels{"direction": direction},
+	}, func() float64 { return float64(max) }))
+}

@@ -370,3 +370,19 @@ func (ds *dests) closeAll() {
 		d.close()
 	}
 }
+
+// opaqueAddr says whether orig is a service address whose endpoints all
+// ask for opaque transport (the destination hint protocol: opaque, "never
+// detect"). It waits for the service's first endpoint set, as a request to
+// it would; an address no service owns is not opaque.
+func (ds *dests) opaqueAddr(ctx context.Context, orig netip.AddrPort) bool {
+	if !orig.IsValid() {
+		return false
+	}
+	auth, ok := ds.resolver.LookupAddr(orig)
+	if !ok {
+		return false
+	}
+	d, err := ds.get(ctx, auth)
+	return err == nil && d.opaque.Load()
+}

@@ -69,6 +69,20 @@ type Config struct {
 	// (meridian-init never redirects lo), with no inbound proxy to meet
 	// mTLS, so it is plaintext and labelled tls="loopback".
 	LocalIPs []netip.Addr
+	// HeaderTimeout bounds the time from accept to the end of an HTTP/1
+	// request's headers, protocol detection included, on both sides: a
+	// client that trickles its request line or headers is closed then,
+	// as by net/http's ReadHeaderTimeout. Default 30s.
+	HeaderTimeout time.Duration
+	// OpaqueIdleTimeout closes an opaque stream over which no byte has
+	// gone either way for this long. Default DefaultOpaqueIdleTimeout;
+	// negative: never.
+	OpaqueIdleTimeout time.Duration
+	// MaxConnections bounds the connections each listener holds open
+	// (outbound and inbound each); beyond it a new connection is accepted
+	// and closed at once, and counted in tcp_connections_refused_total.
+	// Default DefaultMaxConnections(); negative: no bound.
+	MaxConnections int
 }
 
 // Proxy is a running sidecar.
@@ -102,6 +116,28 @@ type side struct {
 	tcp       sync.WaitGroup // accepted connections in detection or forwarded as opaque streams
 	conns     sync.Map       // net.Conn → struct{}: opaque streams, closed at the drain deadline
 	cut       atomic.Bool    // the drain deadline has passed: no opaque stream may start
+	open      atomic.Int64   // accepted connections not yet closed
+	maxConns  int64          // Config.MaxConnections; 0: no bound
+}
+
+// counted is an accepted connection counted in its side's open connections
+// until it is closed.
+type counted struct {
+	net.Conn
+	s    *side
+	once sync.Once
+}
+
+func (c *counted) Close() error {
+	c.once.Do(func() { c.s.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+func (c *counted) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
 }
 
 // track registers an opaque stream's connection to be closed at the drain
@@ -122,6 +158,24 @@ const (
 // pod serves in normal times, low enough that a saturated proxy sheds load
 // before its memory runs away.
 const DefaultMaxInFlight = 10000
+
+// DefaultOpaqueIdleTimeout is Config.OpaqueIdleTimeout's default: Envoy's
+// tcp_proxy idle timeout, long enough for quiet database connections.
+const DefaultOpaqueIdleTimeout = time.Hour
+
+// DefaultMaxConnections is Config.MaxConnections' default: 20000 per
+// listener, or a quarter of the process's file descriptor limit when that
+// is lower (each connection costs two descriptors, the client's and the
+// one to its destination, and the two listeners share the limit), so that
+// the proxy refuses connections before accept fails for want of
+// descriptors.
+func DefaultMaxConnections() int {
+	n := 20000
+	if lim, ok := fdLimit(); ok && lim/4 < uint64(n) {
+		n = max(int(lim/4), 1)
+	}
+	return n
+}
 
 // New binds every listener, so that ports are known and errors surface
 // before Run.
@@ -149,6 +203,15 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.HeaderTimeout == 0 {
+		cfg.HeaderTimeout = 30 * time.Second
+	}
+	if cfg.OpaqueIdleTimeout == 0 {
+		cfg.OpaqueIdleTimeout = DefaultOpaqueIdleTimeout
+	}
+	if cfg.MaxConnections == 0 {
+		cfg.MaxConnections = DefaultMaxConnections()
 	}
 	if cfg.OrigDst == nil {
 		cfg.OrigDst = origdst.Lookup
@@ -195,7 +258,8 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s listener: %w", direction, err)
 	}
-	s := &side{direction: direction, ln: ln, httpLn: newChanListener(ln.Addr())}
+	s := &side{direction: direction, ln: ln, httpLn: newChanListener(ln.Addr()), maxConns: int64(max(p.cfg.MaxConnections, 0))}
+	p.metrics.Listener(direction, s.open.Load, s.maxConns)
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
 		d := net.Dialer{Timeout: p.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
 		return d.DialContext(ctx, "tcp", addr)
@@ -217,7 +281,7 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 	protocols.SetUnencryptedHTTP2(true)
 	s.http = &http.Server{
 		Protocols:         protocols,
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: p.cfg.HeaderTimeout,
 		IdleTimeout:       5 * time.Minute,
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams: 1000, // gRPC clients multiplex everything on one connection
@@ -315,6 +379,19 @@ type accepted struct {
 	// peer is the client proxy's SPIFFE ID when the connection is mTLS from
 	// a meshed peer; empty otherwise.
 	peer string
+	// headerDeadline (Unix ns, 0: none) caps the first read deadline the
+	// HTTP/1 server sets, its request header deadline, so that the header
+	// timeout counts from accept and not from the end of detection.
+	headerDeadline atomic.Int64
+}
+
+func (a *accepted) SetReadDeadline(t time.Time) error {
+	if hd := a.headerDeadline.Swap(0); hd != 0 && !t.IsZero() {
+		if d := time.Unix(0, hd); d.Before(t) {
+			t = d
+		}
+	}
+	return a.Conn.SetReadDeadline(t)
 }
 
 // CloseWrite half-closes the client connection. Embedding the net.Conn
@@ -346,8 +423,18 @@ func (p *Proxy) accept(ctx context.Context, s *side) {
 			continue
 		}
 		delay = 0
+		if s.maxConns > 0 && s.open.Load() >= s.maxConns {
+			// Closed at once rather than left in the backlog: the client
+			// learns now, and the proxy keeps descriptors for the
+			// connections it serves.
+			c.Close()
+			p.metrics.ConnRefused(s.direction, "max_connections")
+			continue
+		}
+		s.open.Add(1)
+		at := time.Now()
 		s.tcp.Add(1)
-		go func() { defer s.tcp.Done(); p.handle(ctx, s, c) }()
+		go func() { defer s.tcp.Done(); p.handle(ctx, s, c, at) }()
 	}
 }
 
@@ -374,8 +461,9 @@ func (p *Proxy) loopbackTLS() string {
 	return metrics.TLSLoopback
 }
 
-func (p *Proxy) handle(ctx context.Context, s *side, c net.Conn) {
-	orig, _ := p.cfg.OrigDst(c)
+func (p *Proxy) handle(ctx context.Context, s *side, raw net.Conn, acceptedAt time.Time) {
+	orig, _ := p.cfg.OrigDst(raw)
+	c := &counted{Conn: raw, s: s}
 	a := &accepted{origDst: orig}
 	meshedIn := s.direction == "inbound" && p.cfg.Identity != nil
 	tls, _ := p.acceptedTLS(s.direction, a)
@@ -396,8 +484,17 @@ func (p *Proxy) handle(ctx context.Context, s *side, c net.Conn) {
 		p.serveOpaque(ctx, s, a)
 		return
 	}
-	proto, dc, err := detect.Detect(mc, p.cfg.DetectTimeout)
+	// A destination announced as opaque is never detected: a
+	// server-speaks-first protocol gets its greeting through at once.
+	if s.direction == "outbound" && s.dests.opaqueAddr(ctx, orig) {
+		p.serveOpaque(ctx, s, a)
+		return
+	}
+	headerDeadline := acceptedAt.Add(p.cfg.HeaderTimeout)
+	proto, dc, err := detect.DetectUntil(mc, p.cfg.DetectTimeout, headerDeadline)
 	if err != nil {
+		// ErrIncomplete included: a request line trickled past the
+		// header timeout is closed, as net/http would.
 		mc.Close()
 		return
 	}
@@ -422,6 +519,9 @@ func (p *Proxy) handle(ctx context.Context, s *side, c net.Conn) {
 	}
 	switch proto {
 	case detect.HTTP1, detect.HTTP2:
+		if proto == detect.HTTP1 {
+			a.headerDeadline.Store(headerDeadline.UnixNano())
+		}
 		if !s.httpLn.push(a) {
 			a.Close()
 		}
@@ -523,7 +623,10 @@ func (p *Proxy) serveOpaque(ctx context.Context, s *side, a *accepted) {
 		up.Close()
 		return
 	}
-	tcpproxy.Splice(a, up)
+	idle := max(p.cfg.OpaqueIdleTimeout, 0)
+	if err := tcpproxy.SpliceIdle(a, up, idle); errors.Is(err, tcpproxy.ErrIdle) {
+		p.log.Debug("opaque stream idle: closed", "direction", s.direction, "authority", d.target.Authority, "idle_timeout", idle)
+	}
 }
 
 func (p *Proxy) opaqueDest(ctx context.Context, s *side, a *accepted) (*dest, error) {
