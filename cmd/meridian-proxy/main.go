@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
+	"github.com/meridian-mesh/meridian/internal/ports"
 	"github.com/meridian-mesh/meridian/proxy/authz"
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
@@ -60,16 +60,7 @@ func run(args []string) error {
 		}
 		return err
 	})
-	fs.Func("opaque-ports", "comma-separated destination ports never to detect (copied as bytes)", func(v string) error {
-		for _, s := range strings.Split(v, ",") {
-			n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 16)
-			if err != nil || n == 0 {
-				return fmt.Errorf("%q is not a port (1-65535)", s)
-			}
-			cfg.OpaquePorts = append(cfg.OpaquePorts, uint16(n))
-		}
-		return nil
-	})
+	opaquePorts := fs.String("opaque-ports", ports.DefaultOpaque, "comma-separated destination ports never to detect, only copied as bytes (server-speaks-first protocols such as SMTP or MySQL); the default is Linkerd's list, applied in static mode only: with --destination-addr the control plane's opaque hints apply and the default list is empty unless this flag is given; empty (--opaque-ports=): none")
 	fs.Func("default-inbound-policy", "who may reach the application: all-unauthenticated (default), cluster-unauthenticated, all-authenticated (meshed clients only), cluster-authenticated or deny; the --probe-paths are always allowed", func(v string) error {
 		pol, err := authz.ParsePolicy(v)
 		cfg.Authz.Default = pol
@@ -97,10 +88,17 @@ func run(args []string) error {
 	tokenFile := fs.String("identity-token-file", "", "the proof of identity: a projected ServiceAccount token file (Kubernetes); empty: the token of the local-mode registration")
 	lb := fs.String("balancer", "p2c-ewma", "load balancing: p2c-ewma or round-robin")
 	fs.DurationVar(&cfg.DetectTimeout, "detect-timeout", time.Second, "how long to wait for a client's first bytes before treating the connection as opaque")
+	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", 30*time.Second, "how long a client has, from accept and protocol detection included, to send an HTTP/1 request line and headers; a request line still incomplete then is closed")
+	fs.DurationVar(&cfg.OpaqueIdleTimeout, "opaque-idle-timeout", sidecar.DefaultOpaqueIdleTimeout, "close an opaque TCP stream that carried no byte either way for this long; -1s: never")
+	fs.IntVar(&cfg.MaxConnections, "max-connections", sidecar.DefaultMaxConnections(), "connections each listener (outbound, inbound) holds open; more are accepted and closed at once and counted in tcp_connections_refused_total; default 20000 or a quarter of the file descriptor limit if lower; -1: no bound")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long in-flight requests may take to finish after SIGTERM")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", time.Second, "timeout for connecting to an endpoint")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if err != nil {
+		return err
+	}
+	if cfg.OpaquePorts, err = opaquePortsFlag(fs, *opaquePorts, *dstAddr != ""); err != nil {
 		return err
 	}
 	var lvl slog.Level
@@ -182,6 +180,22 @@ func run(args []string) error {
 	}
 	cfg.Resolver = static
 	return serve(cfg, static, *destFile, flagDests, nil)
+}
+
+// opaquePortsFlag is --opaque-ports: its value when given, else Linkerd's
+// default list in static mode and none with a control plane, whose
+// destination API says which endpoints are opaque.
+func opaquePortsFlag(fs *flag.FlagSet, value string, controlPlane bool) ([]uint16, error) {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "opaque-ports" })
+	if !set && controlPlane {
+		return nil, nil
+	}
+	ps, err := ports.Parse(value)
+	if err != nil {
+		return nil, fmt.Errorf("--opaque-ports: %w", err)
+	}
+	return ps, nil
 }
 
 // serve runs the proxy until SIGTERM or Ctrl-C, then drains.

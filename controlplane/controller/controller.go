@@ -39,6 +39,7 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/store"
 	"github.com/meridian-mesh/meridian/controlplane/store/kube"
 	"github.com/meridian-mesh/meridian/controlplane/store/local"
+	"github.com/meridian-mesh/meridian/internal/ports"
 )
 
 // Options configure a controller; the fields mirror `meridian controller`'s flags.
@@ -90,8 +91,9 @@ type Options struct {
 
 // DefaultOpaquePorts are the ports Linkerd treats as opaque unless told
 // otherwise: SMTP, MySQL, Galera, PostgreSQL, Redis, Elasticsearch and
-// memcached, whose server-speaks-first protocols defeat detection.
-const DefaultOpaquePorts = "25,587,3306,4444,5432,6379,9300,11211"
+// memcached, whose server-speaks-first protocols defeat detection. The list
+// lives in internal/ports, shared with meridian-proxy's static mode.
+const DefaultOpaquePorts = ports.DefaultOpaque
 
 // Ready is told the addresses a running controller listens on (callers use
 // it with :0 addresses).

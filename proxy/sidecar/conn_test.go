@@ -252,8 +252,12 @@ func TestTrickledRequestLineClosedAtHeaderTimeout(t *testing.T) {
 	for _, direction := range []string{"inbound", "outbound"} {
 		for _, partial := range []string{"GE", "GET /slow HT"} {
 			t.Run(direction+"/"+partial, func(t *testing.T) {
+				t.Parallel()
 				app := startConnApp(t)
-				cfg := Config{DetectTimeout: 20 * time.Millisecond, HeaderTimeout: 300 * time.Millisecond}
+				// The partial line must reach the proxy within the detection
+				// timeout (else it is a silent client, opaque): generous
+				// against a loaded machine.
+				cfg := Config{DetectTimeout: time.Second, HeaderTimeout: 2 * time.Second}
 				if direction == "inbound" {
 					cfg.InboundForward = app.addr
 				} else {
