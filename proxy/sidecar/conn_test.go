@@ -229,11 +229,11 @@ func TestSilentConnectionsClosedWhenIdle(t *testing.T) {
 // An opaque stream that carries bytes is not idle, however long it lasts.
 func TestActiveOpaqueStreamNotIdle(t *testing.T) {
 	echo := startTCP(t, func(c net.Conn) { io.Copy(c, c) })
-	p := startProxy(t, Config{InboundForward: echo.addr, OpaqueIdleTimeout: 200 * time.Millisecond})
+	p := startProxy(t, Config{InboundForward: echo.addr, OpaqueIdleTimeout: 500 * time.Millisecond})
 	c := dialTCP(t, p.in)
 	buf := make([]byte, 5)
-	// Ten round trips spread over well past the idle timeout.
-	for i := range 10 {
+	// Round trips spread over three times the idle timeout.
+	for i := range 30 {
 		if _, err := c.Write([]byte("\x00ping")); err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}

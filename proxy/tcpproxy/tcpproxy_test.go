@@ -147,3 +147,46 @@ func TestSpliceReset(t *testing.T) {
 		t.Fatal("the client's side was left open after the server's reset")
 	}
 }
+
+// A stream with no byte either way for the idle timeout is closed on both
+// sides, and SpliceIdle says why.
+func TestSpliceIdleCloses(t *testing.T) {
+	client, proxyIn := pair(t)
+	proxyOut, server := pair(t)
+	done := make(chan error, 1)
+	go func() { done <- SpliceIdle(proxyIn, proxyOut, 100*time.Millisecond) }()
+	if err := wait(t, done); !errors.Is(err, ErrIdle) {
+		t.Fatalf("SpliceIdle = %v, want ErrIdle", err)
+	}
+	for name, c := range map[string]net.Conn{"client": client, "server": server} {
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("%s read %v, want EOF", name, err)
+		}
+	}
+}
+
+// Traffic in one direction only keeps the stream alive.
+func TestSpliceIdleOneWayTrafficIsActive(t *testing.T) {
+	client, proxyIn := pair(t)
+	proxyOut, server := pair(t)
+	done := make(chan error, 1)
+	go func() { done <- SpliceIdle(proxyIn, proxyOut, 500*time.Millisecond) }()
+	// The server sends for well past the idle timeout; the client only reads.
+	go func() {
+		for range 40 {
+			if _, err := server.Write([]byte("tick")); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond) // pacing below the idle timeout, not synchronisation
+		}
+		server.CloseWrite()
+	}()
+	got, err := io.ReadAll(client)
+	if err != nil || string(got) != string(bytes.Repeat([]byte("tick"), 40)) {
+		t.Fatalf("client read %q, %v", got, err)
+	}
+	client.CloseWrite()
+	if err := wait(t, done); err != nil {
+		t.Fatalf("SpliceIdle = %v, want a clean end", err)
+	}
+}
