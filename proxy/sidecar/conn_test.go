@@ -335,3 +335,56 @@ func TestMaxConnections(t *testing.T) {
 		t.Fatalf("connection after one closed: %v", err)
 	}
 }
+
+// A client trickling its request line at the drain deadline is closed then:
+// Run does not wait for its header deadline.
+func TestDrainCutsTricklingClient(t *testing.T) {
+	app := startConnApp(t)
+	b := startProxy(t, Config{InboundForward: app.addr, DetectTimeout: 50 * time.Millisecond,
+		HeaderTimeout: 25 * time.Second, DrainTimeout: 200 * time.Millisecond})
+	c := dialTCP(t, b.in)
+	io.WriteString(c, "GE")
+	eventually(t, "connection accepted", func() bool {
+		v, _ := metricSum(scrape(t, b.admin), "tcp_listener_open_connections", labels("direction", "inbound"))
+		return v == 1
+	})
+	b.cancel()
+	select {
+	case err := <-b.done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		close(b.done)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return at the drain deadline with a client in detection")
+	}
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF && !isReset(err) {
+		t.Fatalf("client read %v, want the connection closed", err)
+	}
+}
+
+// The header timeout counts from accept: a client whose request line took
+// most of it (completed after the detection timeout) has only the rest for
+// its headers, not a fresh ReadHeaderTimeout from the HTTP server.
+func TestHeaderTimeoutCountsFromAccept(t *testing.T) {
+	app := startHTTP(t, named("app"))
+	const headerTimeout = 3 * time.Second
+	p := startProxy(t, Config{InboundForward: app.addr, DetectTimeout: 100 * time.Millisecond, HeaderTimeout: headerTimeout})
+	start := time.Now()
+	c := dialTCP(t, p.in)
+	io.WriteString(c, "GET / HT")
+	// Complete the line two thirds into the header timeout, well after
+	// detection's own timeout; then stall in the headers.
+	time.Sleep(2 * time.Second) // the client's pace, not synchronisation
+	io.WriteString(c, "TP/1.1\r\nHost: a\r\n")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := c.Read(make([]byte, 1))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("the stalled client was never closed")
+	}
+	// A fresh timeout after detection would close it at 2s+3s; from accept,
+	// at 3s. The bound between leaves 1.5s for a loaded machine.
+	if took := time.Since(start); took > headerTimeout+1500*time.Millisecond {
+		t.Fatalf("closed %v after accept, want about the header timeout (%v) from accept", took, headerTimeout)
+	}
+}

@@ -356,7 +356,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 			case <-drainCtx.Done():
 				s.cut.Store(true)
 				s.conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
-				<-done // connections still in detection end within DetectTimeout
+				<-done // those in detection were closed too; mTLS handshakes are bounded
 			}
 		}()
 	}
@@ -491,7 +491,14 @@ func (p *Proxy) handle(ctx context.Context, s *side, raw net.Conn, acceptedAt ti
 		return
 	}
 	headerDeadline := acceptedAt.Add(p.cfg.HeaderTimeout)
+	// A client in detection at the drain deadline is closed as opaque
+	// streams are: a trickling one could hold Run until its header deadline.
+	if !s.track(mc) {
+		mc.Close()
+		return
+	}
 	proto, dc, err := detect.DetectUntil(mc, p.cfg.DetectTimeout, headerDeadline)
+	s.conns.Delete(net.Conn(mc))
 	if err != nil {
 		// ErrIncomplete included: a request line trickled past the
 		// header timeout is closed, as net/http would.
