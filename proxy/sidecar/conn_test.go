@@ -388,3 +388,21 @@ func TestHeaderTimeoutCountsFromAccept(t *testing.T) {
 		t.Fatalf("closed %v after accept, want about the header timeout (%v) from accept", took, headerTimeout)
 	}
 }
+
+// The first lines of other client-speaks-first text protocols (IRC, Redis
+// inline commands, SMTP-like commands) go through the outbound proxy as
+// bytes, as they would directly, rather than being answered with a 400.
+func TestTextProtocolFirstLines(t *testing.T) {
+	echo := startTCP(t, func(c net.Conn) { io.Copy(c, c) })
+	const vip = "127.0.0.253:7000"
+	d := discover.Destination{Authority: "text.test:7000", Addresses: []string{vip},
+		Endpoints: []discover.Endpoint{{Addr: echo.addr}}}
+	client := startProxy(t, Config{Resolver: staticResolver(t, d), OrigDst: fixedOrigDst(vip)})
+	for _, line := range []string{"NICK alice\r\n", "PING\r\n", "SET k v\r\n", "EHLO client.example.com\r\n",
+		"get k\r\n", "GET /\r\n", "A001 LOGIN alice secret\r\n"} {
+		c := dialTCP(t, client.out)
+		io.WriteString(c, line)
+		readLine(t, c, line)
+		c.Close()
+	}
+}
