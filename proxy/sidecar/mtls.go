@@ -126,7 +126,7 @@ func (p *Proxy) detectInside(a *accepted, want detect.Protocol) (detect.Protocol
 	if want != detect.Opaque {
 		return want, nil
 	}
-	proto, dc, err := detect.Detect(a.Conn, p.cfg.DetectTimeout)
+	proto, dc, err := detect.DetectUntil(a.Conn, p.cfg.DetectTimeout, a.lineDeadline)
 	if err != nil {
 		return detect.Opaque, err
 	}

@@ -379,6 +379,9 @@ type accepted struct {
 	// peer is the client proxy's SPIFFE ID when the connection is mTLS from
 	// a meshed peer; empty otherwise.
 	peer string
+	// lineDeadline is when a request line must be complete: accept plus
+	// HeaderTimeout (detection inside mTLS uses it too).
+	lineDeadline time.Time
 	// headerDeadline (Unix ns, 0: none) caps the first read deadline the
 	// HTTP/1 server sets, its request header deadline, so that the header
 	// timeout counts from accept and not from the end of detection.
@@ -491,6 +494,7 @@ func (p *Proxy) handle(ctx context.Context, s *side, raw net.Conn, acceptedAt ti
 		return
 	}
 	headerDeadline := acceptedAt.Add(p.cfg.HeaderTimeout)
+	a.lineDeadline = headerDeadline
 	// A client in detection at the drain deadline is closed as opaque
 	// streams are: a trickling one could hold Run until its header deadline.
 	if !s.track(mc) {
