@@ -87,7 +87,7 @@ func run(args []string) error {
 	trustDomain := fs.String("identity-trust-domain", "cluster.local", "the SPIFFE trust domain")
 	tokenFile := fs.String("identity-token-file", "", "the proof of identity: a projected ServiceAccount token file (Kubernetes); empty: the token of the local-mode registration")
 	lb := fs.String("balancer", "p2c-ewma", "load balancing: p2c-ewma or round-robin")
-	fs.DurationVar(&cfg.DetectTimeout, "detect-timeout", time.Second, "how long to wait for a client's first bytes before treating the connection as opaque")
+	fs.DurationVar(&cfg.DetectTimeout, "detect-timeout", time.Second, "how long to wait for a client's first bytes before treating the connection as opaque (a server-speaks-first protocol); a client that has sent part of a request line by then gets until --header-timeout to complete it")
 	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", 30*time.Second, "how long a client has, from accept and protocol detection included, to send an HTTP/1 request line and headers; a request line still incomplete then is closed")
 	fs.DurationVar(&cfg.OpaqueIdleTimeout, "opaque-idle-timeout", sidecar.DefaultOpaqueIdleTimeout, "close an opaque TCP stream that carried no byte either way for this long; -1s: never")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", sidecar.DefaultMaxConnections(), "connections each listener (outbound, inbound) holds open; more are accepted and closed at once and counted in tcp_connections_refused_total; default 20000 or a quarter of the file descriptor limit if lower; -1: no bound")
