@@ -452,6 +452,8 @@ func writeError(w http.ResponseWriter, r *http.Request, status int, reason strin
 			code = "4" // DEADLINE_EXCEEDED
 		case http.StatusForbidden:
 			code = "7" // PERMISSION_DENIED
+		case http.StatusLoopDetected:
+			code = "9" // FAILED_PRECONDITION: a misconfiguration, not worth a retry
 		}
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Grpc-Status", code)

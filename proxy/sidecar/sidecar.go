@@ -80,6 +80,8 @@ type Proxy struct {
 	in      *side
 	admin   *admin.Server
 	ready   atomic.Bool
+	id      string    // this instance, in HopHeader
+	own     *ownAddrs // the listeners' addresses: a target there is a loop
 
 	// mTLS handshakes completed with meshed peers, by direction.
 	mtlsIn, mtlsOut atomic.Int64
@@ -156,7 +158,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Resolver == nil {
 		cfg.Resolver, _ = discover.NewStatic(nil)
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Log, metrics: metrics.New()}
+	p := &Proxy{cfg: cfg, log: cfg.Log, metrics: metrics.New(), id: newInstanceID()}
 	var err error
 	if p.out, err = p.newSide("outbound", cfg.OutboundAddr); err != nil {
 		return nil, err
@@ -187,6 +189,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Identity != nil {
 		p.admin.Handle("GET /identity", identityHandler(cfg.Identity))
 	}
+	p.collectOwnAddrs()
 	return p, nil
 }
 
@@ -527,6 +530,9 @@ func (p *Proxy) serveOpaque(ctx context.Context, s *side, a *accepted) {
 }
 
 func (p *Proxy) opaqueDest(ctx context.Context, s *side, a *accepted) (*dest, error) {
+	if err := p.opaqueLoop(s, a); err != nil {
+		return nil, err
+	}
 	if s.direction == "inbound" {
 		if p.cfg.InboundForward != "" {
 			return s.dests.passthrough(p.cfg.InboundForward), nil
