@@ -47,6 +47,13 @@ type Config struct {
 	// UNAVAILABLE) rather than queued without bound. Default
 	// DefaultMaxInFlight; negative: no bound.
 	MaxInFlight int
+	// H2StreamWindow and H2ConnectionWindow bound what an HTTP/2 peer
+	// (client or endpoint) may send the proxy before it is read: per
+	// stream and per connection, both directions. Memory held for slow
+	// readers is bounded by them, throughput of one stream by
+	// H2StreamWindow/RTT. Defaults httpproxy.DefaultH2StreamWindow (256
+	// KiB) and DefaultH2ConnectionWindow (4 MiB).
+	H2StreamWindow, H2ConnectionWindow int
 	// OpaquePorts are destination ports whose traffic is never detected,
 	// only copied (server-speaks-first protocols such as MySQL or SMTP).
 	OpaquePorts    []uint16
@@ -140,6 +147,12 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
+	if cfg.H2StreamWindow == 0 {
+		cfg.H2StreamWindow = httpproxy.DefaultH2StreamWindow
+	}
+	if cfg.H2ConnectionWindow == 0 {
+		cfg.H2ConnectionWindow = httpproxy.DefaultH2ConnectionWindow
+	}
 	if cfg.DetectTimeout == 0 {
 		cfg.DetectTimeout = time.Second
 	}
@@ -205,6 +218,7 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 	}
 	s.dests = newDests(p.cfg.Resolver, p.cfg.Balancer, dial)
 	s.dests.self = selfSet(p.cfg.LocalIPs)
+	s.dests.h2Stream, s.dests.h2Conn = p.cfg.H2StreamWindow, p.cfg.H2ConnectionWindow
 	s.dests.meter = func(c net.Conn, addr, tls, serverID string) net.Conn {
 		if direction == "inbound" {
 			// To the application: the loopback hop, whoever the client was.
@@ -230,6 +244,11 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 			// whose request body is open: 256 gRPC calls in flight cost
 			// 128MB there.
 			MaxReadFrameSize: 16 << 10,
+			// What a client may send ahead of the application's reading
+			// (request bodies), bounded per stream and per connection:
+			// see httpproxy.DefaultH2StreamWindow.
+			MaxReceiveBufferPerStream:     p.cfg.H2StreamWindow,
+			MaxReceiveBufferPerConnection: p.cfg.H2ConnectionWindow,
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if a, ok := c.(*accepted); ok {
