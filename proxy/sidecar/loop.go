@@ -17,10 +17,11 @@ import (
 // instance IDs of the proxies it went out through. An outbound proxy that
 // finds its own ID there has seen the request before (a loop the address
 // check missed: a name or a second address leading back to the proxy). The
-// inbound side removes it before the application, so that an application
-// which copies headers onto its own calls (A→B→A chains) is not mistaken
-// for a loop.
-const HopHeader = "Meridian-Hop"
+// inbound side removes it before the application (and the outbound side
+// does not send it to this pod's own application, reached without the
+// inbound side), so that an application which copies headers onto its own
+// calls (A→B→A chains) is not mistaken for a loop.
+const HopHeader = httpproxy.HopHeader
 
 // loopReason is the ErrorHeader value and the endpoint_unavailable_total
 // reason of a refused loop.

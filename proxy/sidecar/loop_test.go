@@ -194,3 +194,29 @@ func TestHopHeaderStrippedInbound(t *testing.T) {
 		t.Fatalf("the application saw %s: %q", HopHeader, h)
 	}
 }
+
+// Nor does it reach this pod's own application when the outbound side
+// sends it there directly (an endpoint that is this pod), with no inbound
+// proxy on the way to remove it.
+func TestHopHeaderNotSentToOwnPod(t *testing.T) {
+	ctx := testContext(t)
+	seen := make(chan []string, 1)
+	app := startHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Values(HopHeader)
+	}))
+	p := startProxy(t, Config{Resolver: staticResolver(t, dst("self.test:80", app.addr)),
+		LocalIPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}})
+	c, _ := h1Client(t, p.out)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://self.test/", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %s", resp.Status)
+	}
+	if h := <-seen; len(h) != 0 {
+		t.Fatalf("this pod's application saw %s: %q", HopHeader, h)
+	}
+}
