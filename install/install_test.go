@@ -241,7 +241,7 @@ func TestRenderDefaults(t *testing.T) {
 		"--control-plane-version=v1.2.3", "--log-level=info",
 		"--default-inbound-policy=all-unauthenticated",
 		"--cluster-networks=10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8",
-		"--proxy-cpu-request=10m", "--proxy-memory-request=20Mi"}
+		"--proxy-cpu-request=10m", "--proxy-memory-request=20Mi", "--proxy-memory-limit=250Mi"}
 	if !slices.Equal(args, wantArgs) {
 		t.Errorf("args:\n got %q\nwant %q", args, wantArgs)
 	}

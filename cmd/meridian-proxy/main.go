@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -24,6 +25,7 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/dstclient"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
 	"github.com/meridian-mesh/meridian/proxy/tlsid"
 )
@@ -41,7 +43,9 @@ func run(args []string) error {
 	fs.StringVar(&cfg.OutboundAddr, "outbound-addr", sidecar.DefaultOutboundAddr, "outbound listeners, comma-separated (applications' connections are redirected here); IPv6 ones are skipped where there is no IPv6")
 	fs.StringVar(&cfg.InboundAddr, "inbound-addr", sidecar.DefaultInboundAddr, "inbound listeners, comma-separated")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", sidecar.DefaultAdminAddr, "admin listeners, comma-separated: /metrics, /ready, /live")
-	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", sidecar.DefaultMaxInFlight, "HTTP requests and gRPC streams each direction handles at once; more are refused at once with 503 (gRPC UNAVAILABLE); -1: no bound")
+	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, fmt.Sprintf("HTTP requests and gRPC streams each direction handles at once; more are refused at once with 503 (gRPC UNAVAILABLE). 0: derived from the memory limit (the container's cgroup limit, else GOMEMLIMIT) as (limit - %d MiB) / (2 x %d KiB), within [100, %d]; %d without a limit. -1: no bound", sidecar.MemoryBaseline>>20, sidecar.InFlightBudget>>10, sidecar.DefaultMaxInFlight, sidecar.DefaultMaxInFlight))
+	fs.IntVar(&cfg.H2StreamWindow, "h2-stream-window", httpproxy.DefaultH2StreamWindow, "bytes an HTTP/2 peer (client or endpoint) may send per stream before the proxy reads them: bounds the memory a slow reader holds, and one stream's throughput to this/RTT (1-2147483647)")
+	fs.IntVar(&cfg.H2ConnectionWindow, "h2-connection-window", httpproxy.DefaultH2ConnectionWindow, "bytes an HTTP/2 peer may send per connection, all streams together, before the proxy reads them (65535-2147483647)")
 	fs.StringVar(&cfg.InboundForward, "inbound-forward", "", "application address for inbound traffic (default: each connection's original destination)")
 	destFile := fs.String("destinations", "", "static destinations YAML file, reloaded when it changes")
 	dstAddr := fs.String("destination-addr", "", "the control plane's destination API (host:port); replaces static destinations")
@@ -101,6 +105,14 @@ func run(args []string) error {
 	if cfg.OpaquePorts, err = opaquePortsFlag(fs, *opaquePorts, *dstAddr != ""); err != nil {
 		return err
 	}
+	for _, w := range []struct {
+		name   string
+		v, min int
+	}{{"h2-stream-window", cfg.H2StreamWindow, 1}, {"h2-connection-window", cfg.H2ConnectionWindow, 65535}} {
+		if w.v < w.min || w.v > math.MaxInt32 {
+			return fmt.Errorf("--%s %d: must be %d-%d bytes", w.name, w.v, w.min, math.MaxInt32)
+		}
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("--log-level %q: use debug, info, warn or error", *level)
@@ -112,6 +124,14 @@ func run(args []string) error {
 	}
 	cfg.Balancer = strategy
 	cfg.Log = log
+	// Shed before the kernel kills the proxy: the runtime collects harder
+	// near the limit, and the in-flight bound fits in it.
+	memLimit, memSource := sidecar.MemoryLimit()
+	soft := sidecar.SetGoMemoryLimit(memLimit, memSource)
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = sidecar.MaxInFlightFor(memLimit)
+	}
+	log.Info("memory", "limit", memLimit, "source", memSource, "gomemlimit", soft, "max_in_flight", cfg.MaxInFlight)
 
 	if *dstAddr != "" {
 		if *destFile != "" || len(flagDests) > 0 {

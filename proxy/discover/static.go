@@ -48,9 +48,28 @@ func NewStatic(dests []Destination) (*Static, error) {
 	return s, nil
 }
 
+// Limits on static configuration, so that a runaway file (generated, or a
+// wrong one) is refused with a clear error rather than taking the proxy's
+// memory: parsing YAML costs several times the file's size.
+const (
+	MaxFileSize     = 4 << 20 // bytes of a destinations file
+	MaxDestinations = 10000   // authorities in one set
+	MaxEndpoints    = 100000  // endpoints in one set, all authorities together
+)
+
 // Set replaces every destination. An invalid set is rejected as a whole and
 // the previous one keeps serving; the error names the offending field.
 func (s *Static) Set(dests []Destination) error {
+	if len(dests) > MaxDestinations {
+		return fmt.Errorf("%d destinations, more than the %d allowed", len(dests), MaxDestinations)
+	}
+	total := 0
+	for _, d := range dests {
+		total += len(d.Endpoints)
+	}
+	if total > MaxEndpoints {
+		return fmt.Errorf("%d endpoints in all, more than the %d allowed", total, MaxEndpoints)
+	}
 	byAuth := map[string][]Endpoint{}
 	byAddr := map[netip.AddrPort]string{}
 	for i, d := range dests {
@@ -279,27 +298,40 @@ func CanonicalAuthority(a string, defPort int) (string, error) {
 // ParseFile reads a destinations YAML document. Errors name the file, the
 // line and the field.
 func ParseFile(path string) ([]Destination, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close()
+	// Read at most one byte past the limit: the file may grow meanwhile.
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(b) > MaxFileSize {
+		size := "more than " + strconv.Itoa(MaxFileSize)
+		if fi, err := f.Stat(); err == nil {
+			size = strconv.FormatInt(fi.Size(), 10)
+		}
+		return nil, fmt.Errorf("%s: %s bytes, more than the %d (%d MiB) a destinations file may have", path, size, MaxFileSize, MaxFileSize>>20)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	var f file
-	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+	var doc file
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s: %w", path, err) // yaml's errors name the line
 	}
-	if _, err := NewStatic(f.Destinations); err != nil {
+	if _, err := NewStatic(doc.Destinations); err != nil {
 		var fe *FieldError
-		var doc yaml.Node
-		if errors.As(err, &fe) && yaml.Unmarshal(b, &doc) == nil {
-			if line := fe.line(&doc); line > 0 {
+		var node yaml.Node
+		if errors.As(err, &fe) && yaml.Unmarshal(b, &node) == nil {
+			if line := fe.line(&node); line > 0 {
 				return nil, fmt.Errorf("%s:%d: %w", path, line, err)
 			}
 		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return f.Destinations, nil
+	return doc.Destinations, nil
 }
 
 // ParseFlag parses the flag form AUTHORITY=ADDR[,ADDR...].

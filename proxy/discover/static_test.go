@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -500,5 +501,47 @@ func waitLog(t *testing.T, logs <-chan string, want string) {
 		case <-timeout:
 			t.Fatalf("no %q log", want)
 		}
+	}
+}
+
+// A destinations file over MaxFileSize is refused, naming the file, its
+// size and the limit, before it is parsed (a 50 MB file took a proxy from
+// 19 MB to 253 MB).
+func TestParseFileTooLarge(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "destinations.yaml")
+	var b strings.Builder
+	b.WriteString("destinations:\n")
+	for i := 0; b.Len() <= MaxFileSize; i++ {
+		fmt.Fprintf(&b, "  - authority: svc-%d.test:80\n    endpoints: [{addr: \"10.%d.%d.%d:8080\"}]\n", i, i>>16&255, i>>8&255, i&255)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ParseFile(path)
+	if err == nil {
+		t.Fatalf("a %d-byte destinations file was accepted; the limit is %d", b.Len(), MaxFileSize)
+	}
+	for _, want := range []string{path, strconv.Itoa(b.Len()) + " bytes", strconv.Itoa(MaxFileSize)} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+}
+
+// Too many destinations or endpoints in one set are refused as a whole.
+func TestStaticSetCounts(t *testing.T) {
+	many := make([]Destination, MaxDestinations+1)
+	for i := range many {
+		many[i] = Destination{Authority: fmt.Sprintf("svc-%d.test:80", i), Endpoints: eps("10.0.0.1:80")}
+	}
+	if _, err := NewStatic(many); err == nil || !strings.Contains(err.Error(), strconv.Itoa(MaxDestinations)) {
+		t.Errorf("%d destinations: %v, want an error naming the limit %d", len(many), err, MaxDestinations)
+	}
+	big := Destination{Authority: "big.test:80"}
+	for i := 0; i <= MaxEndpoints; i++ {
+		big.Endpoints = append(big.Endpoints, Endpoint{Addr: fmt.Sprintf("10.%d.%d.%d:80", i>>16&255, i>>8&255, i&255)})
+	}
+	if _, err := NewStatic([]Destination{big}); err == nil || !strings.Contains(err.Error(), strconv.Itoa(MaxEndpoints)) {
+		t.Errorf("%d endpoints: %v, want an error naming the limit %d", len(big.Endpoints), err, MaxEndpoints)
 	}
 }

@@ -33,6 +33,11 @@ const DstOverrideHeader = "Meridian-Dst-Override"
 // HTTP/1 to its application again (Linkerd's l5d-orig-proto).
 const OrigProtoHeader = "Meridian-Orig-Proto"
 
+// HopHeader marks the requests an outbound proxy forwards with its instance
+// ID, so that it can refuse one that comes back (a loop); the inbound side
+// removes it (see proxy/sidecar).
+const HopHeader = "Meridian-Hop"
+
 // ErrorHeader tells the client that the proxy, not the application, produced the response.
 const ErrorHeader = "Meridian-Proxy-Error"
 
@@ -349,6 +354,11 @@ func (rt roundTripper) send(r *http.Request, st *reqState) (*http.Response, erro
 		st.mreq.Target = up.Addr
 		if st.backend.TLS != nil && h.direction == "outbound" {
 			st.mreq.TLS, st.mreq.ServerID = st.backend.TLS(up.Addr)
+			if st.mreq.TLS == metrics.TLSLoopback {
+				// This pod's own application, reached with no inbound
+				// proxy to remove the loop mark: it must not see it.
+				r.Header.Del(HopHeader)
+			}
 		}
 		r.URL.Host = up.Addr
 		h.metrics.RequestStarted(st.mreq)
@@ -452,6 +462,8 @@ func writeError(w http.ResponseWriter, r *http.Request, status int, reason strin
 			code = "4" // DEADLINE_EXCEEDED
 		case http.StatusForbidden:
 			code = "7" // PERMISSION_DENIED
+		case http.StatusLoopDetected:
+			code = "9" // FAILED_PRECONDITION: a misconfiguration, not worth a retry
 		}
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Grpc-Status", code)

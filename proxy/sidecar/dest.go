@@ -59,6 +59,8 @@ type dests struct {
 	idleTTL time.Duration
 	// self are this pod's own addresses (see Config.LocalIPs).
 	self map[netip.Addr]bool
+	// h2Stream, h2Conn: the upstreams' HTTP/2 receive windows (Config.H2StreamWindow).
+	h2Stream, h2Conn int
 
 	mu sync.Mutex
 	m  map[string]*dest
@@ -154,7 +156,9 @@ func (ds *dests) start(authority string) *dest {
 			// A meshed peer over mTLS is a proxy: HTTP/1 requests to it are
 			// carried over one multiplexed HTTP/2 connection (and restored to
 			// HTTP/1 on its side), sparing a handshake per pooled connection.
-			return httpproxy.NewUpstream(s.Addr, hint == discover.HintH2 || (meshed && ds.secure != nil), dial)
+			u := httpproxy.NewUpstream(s.Addr, hint == discover.HintH2 || (meshed && ds.secure != nil), dial)
+			u.SetH2Windows(ds.h2Stream, ds.h2Conn)
+			return u
 		},
 		Close: (*httpproxy.Upstream).Close,
 	})
@@ -293,9 +297,11 @@ func (ds *dests) passthrough(addr string) *dest {
 	d.target.Balancer = balance.New(balance.Options[*httpproxy.Upstream]{
 		Strategy: ds.strategy,
 		New: func(s balance.Spec) *httpproxy.Upstream {
-			return httpproxy.NewUpstream(s.Addr, false, func(ctx context.Context, addr string) (net.Conn, error) {
+			u := httpproxy.NewUpstream(s.Addr, false, func(ctx context.Context, addr string) (net.Conn, error) {
 				return d.connect(ctx, addr, "")
 			})
+			u.SetH2Windows(ds.h2Stream, ds.h2Conn)
+			return u
 		},
 		Close: (*httpproxy.Upstream).Close,
 	})

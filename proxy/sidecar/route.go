@@ -17,7 +17,20 @@ import (
 // address first, as an original destination is.
 type outboundRouter struct{ p *Proxy }
 
+// Route refuses a loop: a request this proxy forwarded before, or one whose
+// target is one of its own listeners. It marks the others (HopHeader).
 func (r outboundRouter) Route(req *http.Request) (*httpproxy.Target, error) {
+	if r.p.sawBefore(req.Header) {
+		return nil, loopError(fmt.Errorf("the request came back to the proxy that forwarded it (%s: %s)", HopHeader, r.p.id))
+	}
+	t, err := r.route(req)
+	if err == nil {
+		req.Header.Add(HopHeader, r.p.id)
+	}
+	return t, err
+}
+
+func (r outboundRouter) route(req *http.Request) (*httpproxy.Target, error) {
 	s := r.p.out
 	a, _ := req.Context().Value(acceptedKey{}).(*accepted)
 	authority := req.Header.Get(httpproxy.DstOverrideHeader)
@@ -28,6 +41,11 @@ func (r outboundRouter) Route(req *http.Request) (*httpproxy.Target, error) {
 		auth, err := discover.CanonicalAuthority(authority, 80)
 		if err != nil {
 			return nil, &httpproxy.RouteError{Status: http.StatusBadRequest, Reason: "bad_authority", Err: err}
+		}
+		if ip, err := netip.ParseAddrPort(auth); err == nil {
+			if err := r.p.checkTarget("the authority", ip); err != nil {
+				return nil, loopError(err)
+			}
 		}
 		d, err := s.dests.get(req.Context(), auth)
 		switch {
@@ -47,6 +65,9 @@ func (r outboundRouter) Route(req *http.Request) (*httpproxy.Target, error) {
 		}
 	}
 	if a != nil && a.origDst.IsValid() {
+		if err := r.p.checkTarget("the original destination", a.origDst); err != nil {
+			return nil, loopError(err)
+		}
 		d, err := s.dests.resolveAddr(req.Context(), a.origDst)
 		if err != nil {
 			return nil, &httpproxy.RouteError{Status: http.StatusServiceUnavailable, Reason: "resolve", Err: err}
@@ -90,13 +111,22 @@ func (r inboundRouter) Route(req *http.Request) (*httpproxy.Target, error) {
 	// The application learns who called: the client proxy's SPIFFE ID when
 	// the request came over mTLS, never a value a client made up.
 	req.Header.Del(ClientIDHeader)
+	req.Header.Del(HopHeader) // see HopHeader
 	if a, _ := req.Context().Value(acceptedKey{}).(*accepted); a != nil && a.peer != "" {
 		req.Header.Set(ClientIDHeader, a.peer)
 	}
 	if r.p.cfg.InboundForward != "" {
+		if ap, err := netip.ParseAddrPort(r.p.cfg.InboundForward); err == nil {
+			if err := r.p.checkTarget("the inbound forward address", ap); err != nil {
+				return nil, loopError(err)
+			}
+		}
 		return &s.dests.passthrough(r.p.cfg.InboundForward).target, nil
 	}
 	if a, _ := req.Context().Value(acceptedKey{}).(*accepted); a != nil && a.origDst.IsValid() {
+		if err := r.p.checkTarget("the original destination", a.origDst); err != nil {
+			return nil, loopError(err)
+		}
 		return &s.dests.passthrough(a.origDst.String()).target, nil
 	}
 	return nil, &httpproxy.RouteError{Status: http.StatusBadGateway, Reason: "no_forward_target",

@@ -47,6 +47,13 @@ type Config struct {
 	// UNAVAILABLE) rather than queued without bound. Default
 	// DefaultMaxInFlight; negative: no bound.
 	MaxInFlight int
+	// H2StreamWindow and H2ConnectionWindow bound what an HTTP/2 peer
+	// (client or endpoint) may send the proxy before it is read: per
+	// stream and per connection, both directions. Memory held for slow
+	// readers is bounded by them, throughput of one stream by
+	// H2StreamWindow/RTT. Defaults httpproxy.DefaultH2StreamWindow (256
+	// KiB) and DefaultH2ConnectionWindow (4 MiB).
+	H2StreamWindow, H2ConnectionWindow int
 	// OpaquePorts are destination ports whose traffic is never detected,
 	// only copied (server-speaks-first protocols such as MySQL or SMTP).
 	OpaquePorts    []uint16
@@ -94,6 +101,8 @@ type Proxy struct {
 	in      *side
 	admin   *admin.Server
 	ready   atomic.Bool
+	id      string    // this instance, in HopHeader
+	own     *ownAddrs // the listeners' addresses: a target there is a loop
 
 	// mTLS handshakes completed with meshed peers, by direction.
 	mtlsIn, mtlsOut atomic.Int64
@@ -192,6 +201,12 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
+	if cfg.H2StreamWindow == 0 {
+		cfg.H2StreamWindow = httpproxy.DefaultH2StreamWindow
+	}
+	if cfg.H2ConnectionWindow == 0 {
+		cfg.H2ConnectionWindow = httpproxy.DefaultH2ConnectionWindow
+	}
 	if cfg.DetectTimeout == 0 {
 		cfg.DetectTimeout = time.Second
 	}
@@ -219,7 +234,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Resolver == nil {
 		cfg.Resolver, _ = discover.NewStatic(nil)
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Log, metrics: metrics.New()}
+	p := &Proxy{cfg: cfg, log: cfg.Log, metrics: metrics.New(), id: newInstanceID()}
 	var err error
 	if p.out, err = p.newSide("outbound", cfg.OutboundAddr); err != nil {
 		return nil, err
@@ -250,6 +265,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Identity != nil {
 		p.admin.Handle("GET /identity", identityHandler(cfg.Identity))
 	}
+	p.collectOwnAddrs()
 	return p, nil
 }
 
@@ -266,6 +282,7 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 	}
 	s.dests = newDests(p.cfg.Resolver, p.cfg.Balancer, dial)
 	s.dests.self = selfSet(p.cfg.LocalIPs)
+	s.dests.h2Stream, s.dests.h2Conn = p.cfg.H2StreamWindow, p.cfg.H2ConnectionWindow
 	s.dests.meter = func(c net.Conn, addr, tls, serverID string) net.Conn {
 		if direction == "inbound" {
 			// To the application: the loopback hop, whoever the client was.
@@ -291,6 +308,11 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 			// whose request body is open: 256 gRPC calls in flight cost
 			// 128MB there.
 			MaxReadFrameSize: 16 << 10,
+			// What a client may send ahead of the application's reading
+			// (request bodies), bounded per stream and per connection:
+			// see httpproxy.DefaultH2StreamWindow.
+			MaxReceiveBufferPerStream:     p.cfg.H2StreamWindow,
+			MaxReceiveBufferPerConnection: p.cfg.H2ConnectionWindow,
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if a, ok := c.(*accepted); ok {
@@ -641,6 +663,9 @@ func (p *Proxy) serveOpaque(ctx context.Context, s *side, a *accepted) {
 }
 
 func (p *Proxy) opaqueDest(ctx context.Context, s *side, a *accepted) (*dest, error) {
+	if err := p.opaqueLoop(s, a); err != nil {
+		return nil, err
+	}
 	if s.direction == "inbound" {
 		if p.cfg.InboundForward != "" {
 			return s.dests.passthrough(p.cfg.InboundForward), nil
