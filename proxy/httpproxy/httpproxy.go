@@ -165,6 +165,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.inFlight.Add(-1)
+	if ambiguousFraming(r) {
+		// Content-Length and Transfer-Encoding: forwarded by the latter
+		// alone (net/http dropped Content-Length), and the connection is
+		// closed after the response (RFC 9112 §6.1).
+		w.Header().Set("Connection", "close")
+	}
 	t, err := h.router.Route(r)
 	if err != nil {
 		var re *RouteError

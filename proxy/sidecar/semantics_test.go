@@ -47,6 +47,7 @@ type wireResponse struct {
 	status int
 	header http.Header
 	body   string
+	close  bool // Connection: close
 }
 
 // readResponses reads responses from br until the connection ends (EOF,
@@ -60,7 +61,7 @@ func readResponses(t *testing.T, br *bufio.Reader, method string, max int) (rs [
 		}
 		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		rs = append(rs, wireResponse{resp.StatusCode, resp.Header, string(body)})
+		rs = append(rs, wireResponse{resp.StatusCode, resp.Header, string(body), resp.Close})
 		if err != nil {
 			return rs, true
 		}
@@ -110,7 +111,7 @@ func TestMalformedChunkedBody(t *testing.T) {
 				io.WriteString(c, "POST /bad HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n"+body+
 					"GET /next HTTP/1.1\r\nHost: app.test\r\n\r\n")
 				rs, closed := readResponses(t, bufio.NewReader(c), http.MethodPost, 3)
-				if len(rs) != 1 || rs[0].status != http.StatusBadRequest || !closed {
+				if len(rs) != 1 || rs[0].status != http.StatusBadRequest || !rs[0].close || !closed {
 					t.Fatalf("%s: responses %v (closed %v), want one 400 and the connection closed", name, statuses(rs), closed)
 				}
 				if got := rs[0].header.Get(httpproxy.ErrorHeader); got != "bad_request" {
@@ -192,7 +193,7 @@ func expectClient(t *testing.T, addr, mode, body string, onContinue func()) []wi
 			t.Fatalf("%s: after %v: %v", mode, statuses(rs), err)
 		}
 		b, _ := io.ReadAll(resp.Body)
-		rs = append(rs, wireResponse{resp.StatusCode, resp.Header, string(b)})
+		rs = append(rs, wireResponse{resp.StatusCode, resp.Header, string(b), resp.Close})
 		if resp.StatusCode == http.StatusContinue && len(rs) == 1 {
 			if onContinue != nil {
 				onContinue()

@@ -232,6 +232,7 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 			if a, ok := c.(*accepted); ok {
 				tls, clientID := p.acceptedTLS(direction, a)
 				peer := httpproxy.Peer{TLS: tls, ClientID: clientID}
+				ctx = httpproxy.WithFraming(ctx, a.framing)
 				return httpproxy.WithPeer(context.WithValue(ctx, acceptedKey{}, a), peer)
 			}
 			return ctx
@@ -315,6 +316,9 @@ type accepted struct {
 	// peer is the client proxy's SPIFFE ID when the connection is mTLS from
 	// a meshed peer; empty otherwise.
 	peer string
+	// framing follows an HTTP/1 connection's request heads (see
+	// httpproxy.FramingConn); nil for other protocols.
+	framing *httpproxy.FramingConn
 }
 
 // CloseWrite half-closes the client connection. Embedding the net.Conn
@@ -422,6 +426,10 @@ func (p *Proxy) handle(ctx context.Context, s *side, c net.Conn) {
 	}
 	switch proto {
 	case detect.HTTP1, detect.HTTP2:
+		if proto == detect.HTTP1 {
+			a.framing = httpproxy.NewFramingConn(a.Conn)
+			a.Conn = a.framing
+		}
 		if !s.httpLn.push(a) {
 			a.Close()
 		}
