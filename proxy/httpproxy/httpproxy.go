@@ -267,9 +267,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NewResponseController(w).EnableFullDuplex()
 	}
 	h.rp.ServeHTTP(flushGate{w, st}, r.WithContext(context.WithValue(ctx, ctxKey{}, st)))
-	if st.clientError() != nil {
-		// The response went out before the client's body broke: the rest
-		// of the connection cannot be framed, so close it after the response.
+	if st.client != nil && !st.client.complete() {
+		// The response is out but the client's body is not over (the
+		// application answered early) or broke: what is left of it must
+		// not be parsed as the next request, and draining it, as the
+		// server would, can end in an error the server answers with an
+		// unsolicited 400. Close the connection after the response.
 		closeAfterResponse(w)
 	}
 }

@@ -27,13 +27,18 @@ type clientBody struct {
 	io.ReadCloser
 	mu  sync.Mutex
 	err error
+	eof bool
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	// ErrBodyReadAfterClose is the server closing the body when the
 	// handler ends, not the client.
-	if err != nil && err != io.EOF && !errors.Is(err, http.ErrBodyReadAfterClose) {
+	if err == io.EOF {
+		b.mu.Lock()
+		b.eof = true
+		b.mu.Unlock()
+	} else if err != nil && !errors.Is(err, http.ErrBodyReadAfterClose) {
 		b.mu.Lock()
 		if b.err == nil {
 			b.err = err
@@ -41,6 +46,13 @@ func (b *clientBody) Read(p []byte) (int, error) {
 		b.mu.Unlock()
 	}
 	return n, err
+}
+
+// complete reports whether the body was read to its end, intact.
+func (b *clientBody) complete() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.eof && b.err == nil
 }
 
 // failed is the client's error, or nil.

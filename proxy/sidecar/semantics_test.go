@@ -322,3 +322,35 @@ type blockingWatch struct {
 
 func (w *blockingWatch) Updates() <-chan []discover.Endpoint { return w.updates }
 func (w *blockingWatch) Close()                              { w.once.Do(func() { close(w.updates) }) }
+
+// A client whose body breaks after the application has answered (an
+// application that answers before reading all of it) still gets no
+// second response: the connection is closed after the first.
+func TestMalformedChunkedBodyAfterResponse(t *testing.T) {
+	for _, topo := range topologies {
+		t.Run(topo.name, func(t *testing.T) {
+			app := startHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.NewResponseController(w).EnableFullDuplex()
+				w.Header().Set("X-Path", r.URL.Path)
+				b := make([]byte, 5)
+				if _, err := io.ReadFull(r.Body, b); err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+				w.Write(b)
+			}))
+			a := topo.start(t, app.addr)
+			c := dialTCP(t, a.out)
+			br := bufio.NewReader(c)
+			io.WriteString(c, "POST /early HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+			rs, _ := readResponses(t, br, http.MethodPost, 1)
+			if len(rs) != 1 || rs[0].status != http.StatusOK || rs[0].body != "hello" {
+				t.Fatalf("responses %v, want the application's 200", statuses(rs))
+			}
+			io.WriteString(c, "zz\r\nGET /next HTTP/1.1\r\nHost: app.test\r\n\r\n")
+			if more, closed := readResponses(t, br, http.MethodGet, 2); len(more) != 0 || !closed {
+				t.Errorf("after the response, the broken body got responses %v (closed %v), want none and the connection closed", statuses(more), closed)
+			}
+		})
+	}
+}
