@@ -121,6 +121,9 @@ type reqState struct {
 	origH1  bool        // the request came over HTTP/2 from a peer proxy but was HTTP/1
 	// trailersOnly: the response is a gRPC trailers-only response; see flushGate.
 	trailersOnly atomic.Bool
+	// clientCtx is the client's own request context (no route timeout):
+	// done when the client went away.
+	clientCtx context.Context
 }
 
 // New returns a handler forwarding requests for direction ("inbound" or "outbound").
@@ -189,7 +192,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, re.Status, re.Reason, err)
 		return
 	}
-	st := &reqState{target: t, backend: t, start: time.Now(),
+	st := &reqState{target: t, backend: t, start: time.Now(), clientCtx: r.Context(),
 		mreq: metrics.Request{Direction: h.direction, Authority: t.Authority}}
 	if p, ok := r.Context().Value(peerKey{}).(Peer); ok {
 		st.mreq.TLS, st.mreq.ClientID = p.TLS, p.ClientID
@@ -203,7 +206,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// A peer proxy's client expects 100-continue; the HTTP/2 server
 		// consumed the Expect header: ask the application again.
 		r.Header.Del(ExpectHeader)
-		if h.direction == "inbound" {
+		if h.direction == "inbound" && r.ProtoMajor == 2 {
 			r.Header.Set("Expect", "100-continue")
 		}
 	}
@@ -459,6 +462,11 @@ func (h *Handler) observe(st *reqState, resp *http.Response) {
 				h.metrics.ClientError(h.direction, st.mreq.Authority, "bad_request")
 				return
 			}
+			if err != nil && st.clientCtx.Err() != nil {
+				// The client went away mid-response: not the application's failure.
+				h.metrics.ClientError(h.direction, st.mreq.Authority, "canceled")
+				return
+			}
 			o := metrics.Response{Status: resp.StatusCode, Latency: lat, GRPCStatus: grpcStatus(resp)}
 			if err != nil {
 				o.Error = "stream"
@@ -494,6 +502,12 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	if st != nil && st.mreq.Target != "" && de == nil {
 		st.errOnce.Do(func() {
+			if status == 499 {
+				// A cancellation is the client's doing: it does not count
+				// against the application's success rate.
+				h.metrics.ClientError(h.direction, st.mreq.Authority, reason)
+				return
+			}
 			h.metrics.ResponseDone(st.mreq, metrics.Response{Error: reason, Latency: time.Since(st.start)})
 		})
 	}

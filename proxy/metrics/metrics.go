@@ -82,7 +82,7 @@ func New() *Registry {
 		Name: "inbound_authz_deny_total", Help: "Inbound requests (protocol http) and connections (protocol tcp) the default inbound policy refused."},
 		[]string{"protocol", "policy", "target_port", "tls", "client_id"})
 	r.clientErr = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "request_client_error_total", Help: "Requests that failed by their client's doing (bad_request: a malformed or truncated body; canceled: the client went away before a response), not counted in response_total."},
+		Name: "request_client_error_total", Help: "Requests that failed by their client's doing (bad_request: a malformed or truncated body; canceled: the client went away before the response ended), not counted in response_total."},
 		[]string{"direction", "authority", "reason"})
 	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.retries, r.shed, r.authzDeny, r.clientErr,
 		r.tcpOpen, r.tcpClose, r.tcpConns, r.tcpRead, r.tcpWrite,

@@ -29,17 +29,26 @@ type topology struct {
 	// start puts proxies in front of app and returns the client's proxy,
 	// which knows the application as app.test:80.
 	start func(t *testing.T, app string) *testProxy
+	// proxies returns the client's proxy and the server's, if any.
+	proxies func(t *testing.T, app string) []*testProxy
 }
 
 var topologies = []topology{
-	{"h1", func(t *testing.T, app string) *testProxy {
-		return clientProxy(t, dst("app.test:80", app))
+	{name: "h1", proxies: func(t *testing.T, app string) []*testProxy {
+		return []*testProxy{clientProxy(t, dst("app.test:80", app))}
 	}},
-	{"h2hop", func(t *testing.T, app string) *testProxy {
-		in := serverSidecars(t, app)[0]
-		return clientProxy(t, discover.Destination{Authority: "app.test:80",
-			Endpoints: []discover.Endpoint{{Addr: in, Protocol: discover.HintH2}}})
+	{name: "h2hop", proxies: func(t *testing.T, app string) []*testProxy {
+		in := startProxy(t, Config{InboundForward: app})
+		return []*testProxy{clientProxy(t, discover.Destination{Authority: "app.test:80",
+			Endpoints: []discover.Endpoint{{Addr: in.in, Protocol: discover.HintH2}}}), in}
 	}},
+}
+
+func init() {
+	for i := range topologies {
+		proxies := topologies[i].proxies
+		topologies[i].start = func(t *testing.T, app string) *testProxy { return proxies(t, app)[0] }
+	}
 }
 
 // wireResponse is one response read off a raw connection, body included.
@@ -77,6 +86,18 @@ func statuses(rs []wireResponse) []int {
 	return s
 }
 
+// settled waits until every request p sent has its outcome counted.
+func settled(t *testing.T, p *testProxy) {
+	t.Helper()
+	eventually(t, "every request's outcome is counted", func() bool {
+		fams := scrape(t, p.admin)
+		sent, _ := metricSum(fams, "request_total", nil)
+		done, _ := metricSum(fams, "response_total", nil)
+		client, _ := metricSum(fams, "request_client_error_total", nil)
+		return done+client >= sent
+	})
+}
+
 // countingApp echoes request bodies and counts the requests it served.
 func countingApp(n *atomic.Int32) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -104,7 +125,8 @@ func TestMalformedChunkedBody(t *testing.T) {
 		t.Run(topo.name, func(t *testing.T) {
 			var served atomic.Int32
 			app := startHTTP(t, countingApp(&served))
-			a := topo.start(t, app.addr)
+			ps := topo.proxies(t, app.addr)
+			a := ps[0]
 			for name, body := range bodies {
 				c := dialTCP(t, a.out)
 				// A request the proxy reads but must not answer follows the bad one.
@@ -118,10 +140,16 @@ func TestMalformedChunkedBody(t *testing.T) {
 					t.Errorf("%s: %s: %q, want bad_request", name, httpproxy.ErrorHeader, got)
 				}
 			}
-			fams := scrape(t, a.admin)
-			if v, _ := metricSum(fams, "response_total", labels("direction", "outbound", "classification", "failure")); v != 0 {
-				t.Errorf("response_total{classification=failure} = %v, want 0:\n%s", v, dumpFamily(fams, "response_total"))
+			// Neither the client's proxy nor the server's (which sees the
+			// request cancelled) counts a failure of the application.
+			for _, p := range ps {
+				settled(t, p)
+				fams := scrape(t, p.admin)
+				if v, _ := metricSum(fams, "response_total", labels("classification", "failure")); v != 0 {
+					t.Errorf("response_total{classification=failure} = %v, want 0:\n%s", v, dumpFamily(fams, "response_total"))
+				}
 			}
+			fams := scrape(t, a.admin)
 			if v, _ := metricSum(fams, "request_client_error_total", labels("direction", "outbound", "authority", "app.test:80", "reason", "bad_request")); v != float64(len(bodies)) {
 				t.Errorf("request_client_error_total{reason=bad_request} = %v, want %d", v, len(bodies))
 			}
@@ -350,6 +378,43 @@ func TestMalformedChunkedBodyAfterResponse(t *testing.T) {
 			io.WriteString(c, "zz\r\nGET /next HTTP/1.1\r\nHost: app.test\r\n\r\n")
 			if more, closed := readResponses(t, br, http.MethodGet, 2); len(more) != 0 || !closed {
 				t.Errorf("after the response, the broken body got responses %v (closed %v), want none and the connection closed", statuses(more), closed)
+			}
+		})
+	}
+}
+
+// A client that goes away in the middle of a response is a cancellation,
+// counted as the client's, never as a failure of the application, by the
+// client's proxy and the server's.
+func TestCancelMidResponse(t *testing.T) {
+	for _, topo := range topologies {
+		t.Run(topo.name, func(t *testing.T) {
+			app := startHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Write([]byte("first part"))
+				http.NewResponseController(w).Flush()
+				<-r.Context().Done() // the rest never comes: the client leaves first
+			}))
+			ps := topo.proxies(t, app.addr)
+			c := dialTCP(t, ps[0].out)
+			io.WriteString(c, "GET /stream HTTP/1.1\r\nHost: app.test\r\n\r\n")
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(resp.Body, make([]byte, len("first part"))); err != nil {
+				t.Fatalf("first part: %v", err)
+			}
+			c.Close()
+			for _, p := range ps {
+				eventually(t, "the cancellation is counted", func() bool {
+					v, _ := metricSum(scrape(t, p.admin), "request_client_error_total", labels("reason", "canceled"))
+					return v == 1
+				})
+				fams := scrape(t, p.admin)
+				if v, _ := metricSum(fams, "response_total", nil); v != 0 {
+					t.Errorf("response_total = %v, want 0:\n%s", v, dumpFamily(fams, "response_total"))
+				}
 			}
 		})
 	}
