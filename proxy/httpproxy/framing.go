@@ -210,12 +210,19 @@ func (c *FramingConn) endHead() {
 }
 
 // ambiguous reports whether r's head carried both Content-Length and
-// Transfer-Encoding. The handler asks for every request, in order, so
+// Transfer-Encoding. The handler asks for every request first thing, so
 // heads and requests stay paired; heads it never saw (the server answered
 // them itself, e.g. OPTIONS *) are skipped by matching method and target.
 func (c *FramingConn) ambiguous(r *http.Request) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if r.Header.Get("Upgrade") != "" {
+		// Once the protocol is switched (101) the bytes are not HTTP/1
+		// and no handler asks about them: stop following instead of
+		// scanning, say, a WebSocket's frames for lines. (Were the upgrade
+		// refused, the rest of the connection goes unchecked.)
+		c.state, c.line = lost, nil
+	}
 	for i, h := range c.heads {
 		if h.method == r.Method && h.target == r.RequestURI {
 			c.heads = c.heads[i+1:]
@@ -240,5 +247,6 @@ func WithFraming(ctx context.Context, c *FramingConn) context.Context {
 // Transfer-Encoding.
 func ambiguousFraming(r *http.Request) bool {
 	c, _ := r.Context().Value(framingKey{}).(*FramingConn)
+	// Asked for every request, so that heads and requests stay paired.
 	return c != nil && r.ProtoMajor == 1 && c.ambiguous(r) && len(r.TransferEncoding) > 0
 }

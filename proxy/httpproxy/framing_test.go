@@ -58,3 +58,19 @@ func TestFramingConnHeads(t *testing.T) {
 		}
 	}
 }
+
+// After a request to switch protocols, the connection's bytes are no longer
+// followed (a WebSocket's frames are not scanned for lines).
+func TestFramingConnStopsAtUpgrade(t *testing.T) {
+	c := NewFramingConn(&chunkedConn{data: []byte("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"), n: 4096})
+	c.Read(make([]byte, 4096))
+	r := &http.Request{Method: "GET", RequestURI: "/ws", Header: http.Header{"Upgrade": {"websocket"}}}
+	if c.ambiguous(r) {
+		t.Error("an upgrade request is not ambiguous")
+	}
+	c.Conn = &chunkedConn{data: []byte("\x81\x05hello no newline in sight"), n: 4096}
+	c.Read(make([]byte, 4096))
+	if c.state != lost || len(c.line) != 0 {
+		t.Errorf("after the upgrade: state %d, %d bytes kept; want lost, none", c.state, len(c.line))
+	}
+}

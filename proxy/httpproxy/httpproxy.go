@@ -161,6 +161,12 @@ func New(direction string, router Router, m *metrics.Registry, log *slog.Logger)
 var errMaxInFlight = errors.New("the proxy has its maximum of requests in flight")
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if ambiguousFraming(r) {
+		// Content-Length and Transfer-Encoding: forwarded by the latter
+		// alone (net/http dropped Content-Length), and the connection is
+		// closed after the response, whatever it is (RFC 9112 §6.1).
+		w.Header().Set("Connection", "close")
+	}
 	if n := h.inFlight.Add(1); h.MaxInFlight > 0 && n > h.MaxInFlight {
 		h.inFlight.Add(-1)
 		h.metrics.Shed(h.direction)
@@ -168,12 +174,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.inFlight.Add(-1)
-	if ambiguousFraming(r) {
-		// Content-Length and Transfer-Encoding: forwarded by the latter
-		// alone (net/http dropped Content-Length), and the connection is
-		// closed after the response (RFC 9112 §6.1).
-		w.Header().Set("Connection", "close")
-	}
 	t, err := h.router.Route(r)
 	if err != nil {
 		var re *RouteError
