@@ -71,10 +71,14 @@ func WithPeer(ctx context.Context, p Peer) context.Context {
 type RouteError struct {
 	Status int
 	Reason string // short, for the metric and the error header
-	Err    error
+	// Authority is the canonical authority the request was for, when the
+	// router got that far (the metric's label); else Host is made canonical.
+	Authority string
+	Err       error
 }
 
 func (e *RouteError) Error() string { return e.Reason + ": " + e.Err.Error() }
+func (e *RouteError) Unwrap() error { return e.Err }
 
 // Router maps a request to its target.
 type Router interface {
@@ -117,10 +121,14 @@ type reqState struct {
 	start   time.Time
 	errOnce sync.Once
 	inBody  io.Closer   // the client's HTTP/2 request body; see guardedBody.Close
+	client  *clientBody // the client's HTTP/1 request body, nil without one
 	timeout *time.Timer // the route timeout, stopped once headers arrive
 	origH1  bool        // the request came over HTTP/2 from a peer proxy but was HTTP/1
 	// trailersOnly: the response is a gRPC trailers-only response; see flushGate.
 	trailersOnly atomic.Bool
+	// clientCtx is the client's own request context (no route timeout):
+	// done when the client went away.
+	clientCtx context.Context
 }
 
 // New returns a handler forwarding requests for direction ("inbound" or "outbound").
@@ -158,6 +166,12 @@ func New(direction string, router Router, m *metrics.Registry, log *slog.Logger)
 var errMaxInFlight = errors.New("the proxy has its maximum of requests in flight")
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if ambiguousFraming(r) {
+		// Content-Length and Transfer-Encoding: forwarded by the latter
+		// alone (net/http dropped Content-Length), and the connection is
+		// closed after the response, whatever it is (RFC 9112 §6.1).
+		w.Header().Set("Connection", "close")
+	}
 	if n := h.inFlight.Add(1); h.MaxInFlight > 0 && n > h.MaxInFlight {
 		h.inFlight.Add(-1)
 		h.metrics.Shed(h.direction)
@@ -171,13 +185,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !errors.As(err, &re) {
 			re = &RouteError{Status: http.StatusBadGateway, Reason: "route", Err: err}
 		}
-		if re.Status != http.StatusForbidden { // refused by policy: counted by the router
-			h.metrics.Unavailable(h.direction, r.Host, re.Reason)
+		switch {
+		case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+			// The client went away while its destination was resolved:
+			// a cancellation, not an unavailable destination.
+			re = &RouteError{Status: 499, Reason: "canceled", Authority: re.Authority, Err: err}
+			h.metrics.ClientError(h.direction, routeAuthority(re, r), re.Reason)
+		case re.Status != http.StatusForbidden: // refused by policy: counted by the router
+			h.metrics.Unavailable(h.direction, routeAuthority(re, r), re.Reason)
 		}
 		writeError(w, r, re.Status, re.Reason, err)
 		return
 	}
-	st := &reqState{target: t, backend: t, start: time.Now(),
+	st := &reqState{target: t, backend: t, start: time.Now(), clientCtx: r.Context(),
 		mreq: metrics.Request{Direction: h.direction, Authority: t.Authority}}
 	if p, ok := r.Context().Value(peerKey{}).(Peer); ok {
 		st.mreq.TLS, st.mreq.ClientID = p.TLS, p.ClientID
@@ -186,6 +206,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Only a peer proxy's word counts, and only on the way in.
 		r.Header.Del(OrigProtoHeader)
 		st.origH1 = h.direction == "inbound" && strings.HasPrefix(v, "HTTP/1")
+	}
+	if r.Header.Get(ExpectHeader) != "" {
+		// A peer proxy's client expects 100-continue; the HTTP/2 server
+		// consumed the Expect header: ask the application again.
+		r.Header.Del(ExpectHeader)
+		if h.direction == "inbound" && r.ProtoMajor == 2 {
+			r.Header.Set("Expect", "100-continue")
+		}
+	}
+	if r.ProtoMajor == 1 && r.Body != nil && r.Body != http.NoBody {
+		// On a copy: the server looks at its own request's Body after the
+		// handler (an unread 100-continue body closes the connection).
+		r = r.WithContext(r.Context())
+		st.client = &clientBody{ReadCloser: r.Body}
+		r.Body = st.client
 	}
 	var prof *profile.Profile
 	if t.Profile != nil {
@@ -212,11 +247,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			st.timeout = time.AfterFunc(st.route.Timeout, func() { cancel(errRouteTimeout) })
 			defer st.timeout.Stop()
 		}
-		if st.route != nil && st.route.Retryable && r.Header.Get("Upgrade") == "" {
+		// A client waiting for 100 Continue gets the application's
+		// decision, so its body is not read ahead for retries.
+		if st.route != nil && st.route.Retryable && r.Header.Get("Upgrade") == "" && !expectsContinue(r.Header) {
 			prof.Budget().Deposit()
 			ok, err := st.bufferBody(r)
 			if err != nil {
-				writeError(w, r, http.StatusBadRequest, "request_body", err)
+				h.answerBadRequest(w, r, st, err)
 				return
 			}
 			if ok {
@@ -238,6 +275,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NewResponseController(w).EnableFullDuplex()
 	}
 	h.rp.ServeHTTP(flushGate{w, st}, r.WithContext(context.WithValue(ctx, ctxKey{}, st)))
+	if st.client != nil && !st.client.complete() {
+		// The response is out but the client's body is not over (the
+		// application answered early) or broke: what is left of it must
+		// not be parsed as the next request, and draining it, as the
+		// server would, can end in an error the server answers with an
+		// unsolicited 400. Close the connection after the response.
+		closeAfterResponse(w)
+	}
 }
 
 // errRouteTimeout is the cause when a route's timeout expires before the
@@ -292,6 +337,17 @@ func (w flushGate) FlushError() error {
 	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
+// WriteHeader drops the 100 Continue that ReverseProxy relays from
+// upstream: the server sends its own when the transport first reads the
+// client's body, which the transport does once upstream said 100 (or its
+// ExpectContinueTimeout passed), so relaying it too would send it twice.
+func (w flushGate) WriteHeader(code int) {
+	if code == http.StatusContinue {
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
 // Unwrap gives http.ResponseController the rest (Hijack for upgrades).
 func (w flushGate) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
@@ -316,6 +372,7 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 			if st.timeout != nil {
 				st.timeout.Stop() // the route timeout bounds the wait for headers, not the body
 			}
+			noContent(resp)
 			h.observe(st, resp)
 			return resp, nil
 		}
@@ -323,6 +380,7 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 		h.metrics.ResponseDone(st.mreq, metrics.Response{Status: resp.StatusCode, Latency: time.Since(st.start)})
 		if retry >= maxRetries || !st.budget.Withdraw() {
 			h.metrics.Retry(st.mreq, "budget_exhausted")
+			noContent(resp)
 			h.observe(st, resp)
 			return resp, nil
 		}
@@ -365,8 +423,12 @@ func (rt roundTripper) send(r *http.Request, st *reqState) (*http.Response, erro
 		tr, upgraded := up.transportFor(r, st.origH1)
 		if upgraded {
 			r.Header.Set(OrigProtoHeader, "HTTP/1.1")
+			if expectsContinue(r.Header) {
+				r.Header.Set(ExpectHeader, "100-continue")
+			}
 		} else {
 			r.Header.Del(OrigProtoHeader)
+			r.Header.Del(ExpectHeader)
 		}
 		done := ep.Start()
 		resp, err := tr.RoundTrip(r)
@@ -406,6 +468,15 @@ func (h *Handler) observe(st *reqState, resp *http.Response) {
 	}
 	resp.Body = &observedBody{ReadCloser: resp.Body, end: func(err error) {
 		st.errOnce.Do(func() {
+			if err != nil && st.clientError() != nil {
+				h.metrics.ClientError(h.direction, st.mreq.Authority, "bad_request")
+				return
+			}
+			if err != nil && st.clientCtx.Err() != nil {
+				// The client went away mid-response: not the application's failure.
+				h.metrics.ClientError(h.direction, st.mreq.Authority, "canceled")
+				return
+			}
 			o := metrics.Response{Status: resp.StatusCode, Latency: lat, GRPCStatus: grpcStatus(resp)}
 			if err != nil {
 				o.Error = "stream"
@@ -418,6 +489,12 @@ func (h *Handler) observe(st *reqState, resp *http.Response) {
 // proxyError answers a request that got no response from upstream.
 func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	st, _ := r.Context().Value(ctxKey{}).(*reqState)
+	if st != nil {
+		if cerr := st.clientError(); cerr != nil {
+			h.answerBadRequest(w, r, st, cerr)
+			return
+		}
+	}
 	status, reason := http.StatusBadGateway, "upstream"
 	var re *RouteError
 	var de *DialError
@@ -435,6 +512,12 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	if st != nil && st.mreq.Target != "" && de == nil {
 		st.errOnce.Do(func() {
+			if status == 499 {
+				// A cancellation is the client's doing: it does not count
+				// against the application's success rate.
+				h.metrics.ClientError(h.direction, st.mreq.Authority, reason)
+				return
+			}
 			h.metrics.ResponseDone(st.mreq, metrics.Response{Error: reason, Latency: time.Since(st.start)})
 		})
 	}

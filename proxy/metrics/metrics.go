@@ -33,6 +33,7 @@ type Registry struct {
 	retries     *prometheus.CounterVec
 	shed        *prometheus.CounterVec
 	authzDeny   *prometheus.CounterVec
+	clientErr   *prometheus.CounterVec
 
 	tcpOpen  *prometheus.CounterVec
 	tcpClose *prometheus.CounterVec
@@ -86,7 +87,10 @@ func New() *Registry {
 		Name: "tcp_connections_refused_total", Help: "Connections a listener accepted and closed at once (reason max_connections: it held its maximum open)."},
 		[]string{"direction", "reason"})
 	r.reg.MustRegister(r.connRefused)
-	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.retries, r.shed, r.authzDeny,
+	r.clientErr = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "request_client_error_total", Help: "Requests that failed by their client's doing (bad_request: a malformed or truncated body; canceled: the client went away before the response ended), not counted in response_total."},
+		[]string{"direction", "authority", "reason"})
+	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.retries, r.shed, r.authzDeny, r.clientErr,
 		r.tcpOpen, r.tcpClose, r.tcpConns, r.tcpRead, r.tcpWrite,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return r
@@ -188,6 +192,12 @@ func (r *Registry) AuthzDenied(protocol, policy string, port uint16, tls, client
 // Unavailable counts a request failed fast for want of an endpoint.
 func (r *Registry) Unavailable(direction, authority, reason string) {
 	r.unavailable.WithLabelValues(direction, authority, reason).Inc()
+}
+
+// ClientError counts a request that failed by its client's doing, which
+// must not count against the application's success rate.
+func (r *Registry) ClientError(direction, authority, reason string) {
+	r.clientErr.WithLabelValues(direction, authority, reason).Inc()
 }
 
 // Values of the peer label.

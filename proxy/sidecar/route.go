@@ -40,7 +40,7 @@ func (r outboundRouter) route(req *http.Request) (*httpproxy.Target, error) {
 	if authority != "" {
 		auth, err := discover.CanonicalAuthority(authority, 80)
 		if err != nil {
-			return nil, &httpproxy.RouteError{Status: http.StatusBadRequest, Reason: "bad_authority", Err: err}
+			return nil, &httpproxy.RouteError{Status: http.StatusBadRequest, Reason: "bad_authority", Authority: authority, Err: err}
 		}
 		if ip, err := netip.ParseAddrPort(auth); err == nil {
 			if err := r.p.checkTarget("the authority", ip); err != nil {
@@ -52,14 +52,14 @@ func (r outboundRouter) route(req *http.Request) (*httpproxy.Target, error) {
 		case err == nil:
 			return &d.target, nil
 		case !errors.Is(err, discover.ErrNotFound):
-			return nil, &httpproxy.RouteError{Status: http.StatusServiceUnavailable, Reason: "resolve", Err: err}
+			return nil, resolveError(auth, err)
 		}
 		if ip, err := netip.ParseAddrPort(auth); err == nil {
 			// An address, not a name: a service's virtual IP (the
 			// application dialled a ClusterIP) or some address outside the mesh.
 			d, err := s.dests.resolveAddr(req.Context(), ip)
 			if err != nil {
-				return nil, &httpproxy.RouteError{Status: http.StatusServiceUnavailable, Reason: "resolve", Err: err}
+				return nil, resolveError(auth, err)
 			}
 			return &d.target, nil
 		}
@@ -70,12 +70,22 @@ func (r outboundRouter) route(req *http.Request) (*httpproxy.Target, error) {
 		}
 		d, err := s.dests.resolveAddr(req.Context(), a.origDst)
 		if err != nil {
-			return nil, &httpproxy.RouteError{Status: http.StatusServiceUnavailable, Reason: "resolve", Err: err}
+			return nil, resolveError(a.origDst.String(), err)
 		}
 		return &d.target, nil
 	}
 	return nil, &httpproxy.RouteError{Status: http.StatusServiceUnavailable, Reason: "unknown_authority",
 		Err: fmt.Errorf("no destination is known for authority %q", authority)}
+}
+
+// resolveError is a failure to resolve authority. A request whose client
+// went away meanwhile is a cancellation (499, counted as the client's), not
+// an unavailable destination.
+func resolveError(authority string, err error) *httpproxy.RouteError {
+	if errors.Is(err, context.Canceled) {
+		return &httpproxy.RouteError{Status: 499, Reason: "canceled", Authority: authority, Err: err}
+	}
+	return &httpproxy.RouteError{Status: http.StatusServiceUnavailable, Reason: "resolve", Authority: authority, Err: err}
 }
 
 // Backend resolves a traffic-split backend by name.

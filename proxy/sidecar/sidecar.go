@@ -318,6 +318,7 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 			if a, ok := c.(*accepted); ok {
 				tls, clientID := p.acceptedTLS(direction, a)
 				peer := httpproxy.Peer{TLS: tls, ClientID: clientID}
+				ctx = httpproxy.WithFraming(ctx, a.framing)
 				return httpproxy.WithPeer(context.WithValue(ctx, acceptedKey{}, a), peer)
 			}
 			return ctx
@@ -408,6 +409,9 @@ type accepted struct {
 	// HTTP/1 server sets, its request header deadline, so that the header
 	// timeout counts from accept and not from the end of detection.
 	headerDeadline atomic.Int64
+	// framing follows an HTTP/1 connection's request heads (see
+	// httpproxy.FramingConn); nil for other protocols.
+	framing *httpproxy.FramingConn
 }
 
 func (a *accepted) SetReadDeadline(t time.Time) error {
@@ -554,6 +558,8 @@ func (p *Proxy) handle(ctx context.Context, s *side, raw net.Conn, acceptedAt ti
 	case detect.HTTP1, detect.HTTP2:
 		if proto == detect.HTTP1 {
 			a.headerDeadline.Store(headerDeadline.UnixNano())
+			a.framing = httpproxy.NewFramingConn(a.Conn)
+			a.Conn = a.framing
 		}
 		if !s.httpLn.push(a) {
 			a.Close()
