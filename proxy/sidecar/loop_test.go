@@ -167,7 +167,7 @@ func TestLoopSecondPassRefused(t *testing.T) {
 		resp, err := shortClient(c).Do(req)
 		expectLoop(t, resp, err)
 	}
-	expectMetric(t, p.admin, "endpoint_unavailable_total", labels("direction", "outbound", "authority", "loop.test", "reason", "loop"), 2)
+	expectMetric(t, p.admin, "endpoint_unavailable_total", labels("direction", "outbound", "authority", "loop.test:80", "reason", "loop"), 2)
 	fdsSettle(t, before)
 }
 
