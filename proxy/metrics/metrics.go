@@ -30,6 +30,7 @@ type Registry struct {
 	responses   *prometheus.CounterVec
 	latency     *prometheus.HistogramVec
 	unavailable *prometheus.CounterVec
+	ejections   *prometheus.CounterVec
 	retries     *prometheus.CounterVec
 	shed        *prometheus.CounterVec
 	authzDeny   *prometheus.CounterVec
@@ -61,6 +62,9 @@ func New() *Registry {
 	r.unavailable = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "endpoint_unavailable_total", Help: "Requests failed fast because no endpoint could take them."},
 		[]string{"direction", "authority", "reason"})
+	r.ejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "endpoint_ejections_total", Help: "Endpoints ejected from balancing after consecutive failures (failure accrual), by the reason of the last one."},
+		[]string{"direction", "authority", "reason"})
 	r.tcpOpen = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tcp_open_total", Help: "TCP connections opened."}, tcpLabels)
 	r.tcpClose = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -80,7 +84,7 @@ func New() *Registry {
 	r.authzDeny = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "inbound_authz_deny_total", Help: "Inbound requests (protocol http) and connections (protocol tcp) the default inbound policy refused."},
 		[]string{"protocol", "policy", "target_port", "tls", "client_id"})
-	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.retries, r.shed, r.authzDeny,
+	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.ejections, r.retries, r.shed, r.authzDeny,
 		r.tcpOpen, r.tcpClose, r.tcpConns, r.tcpRead, r.tcpWrite,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return r
@@ -177,6 +181,12 @@ func (r *Registry) Shed(direction string) { r.shed.WithLabelValues(direction).In
 // refused by policy.
 func (r *Registry) AuthzDenied(protocol, policy string, port uint16, tls, clientID string) {
 	r.authzDeny.WithLabelValues(protocol, policy, strconv.Itoa(int(port)), tls, clientID).Inc()
+}
+
+// Ejection counts an endpoint of authority ejected by failure accrual
+// (again after a failed probe included); reason is the last failure's.
+func (r *Registry) Ejection(direction, authority, reason string) {
+	r.ejections.WithLabelValues(direction, authority, reason).Inc()
 }
 
 // Unavailable counts a request failed fast for want of an endpoint.

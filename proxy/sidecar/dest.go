@@ -59,6 +59,8 @@ type dests struct {
 	idleTTL time.Duration
 	// self are this pod's own addresses (see Config.LocalIPs).
 	self map[netip.Addr]bool
+	// onEject counts an endpoint of authority ejected by failure accrual.
+	onEject func(authority, addr, reason string)
 
 	mu sync.Mutex
 	m  map[string]*dest
@@ -147,6 +149,11 @@ func (ds *dests) start(authority string) *dest {
 	}
 	d.target.Balancer = balance.New(balance.Options[*httpproxy.Upstream]{
 		Strategy: ds.strategy,
+		OnEject: func(addr, reason string) {
+			if ds.onEject != nil {
+				ds.onEject(authority, addr, reason)
+			}
+		},
 		New: func(s balance.Spec) *httpproxy.Upstream {
 			d.mu.Lock()
 			hint, meshed := d.hints[s.Addr], d.ids[s.Addr] != ""
