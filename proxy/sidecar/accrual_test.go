@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+
+	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 )
 
 // Issue 10: a replica that fails fast must not draw the traffic. Two
@@ -204,6 +206,22 @@ func TestInboundReadinessFollowsApp(t *testing.T) {
 	if isReady(in.admin) {
 		t.Fatal("ready while the application refuses connections")
 	}
+	// Each refused connect grows the inbound side's backoff (100ms, 200ms,
+	// 400ms...); three of them put it near a second.
+	connects := 0
+	eventually(t, "three refused connects", func() bool {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://app.test/", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.Header.Get(httpproxy.ErrorHeader) == "connect" {
+			connects++
+		}
+		return connects >= 3
+	})
 	// The application comes back on its address; the probe sees it.
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -213,6 +231,10 @@ func TestInboundReadinessFollowsApp(t *testing.T) {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	eventually(t, "ready once the application listens again", func() bool { return isReady(in.admin) })
+	// Ready means served: the backoff of the refused connects is over.
+	if s := get(); s != http.StatusOK {
+		t.Errorf("status %d once ready again, want 200", s)
+	}
 	if up, _ := in.AppReady(); !up {
 		t.Error("AppReady false after the application came back")
 	}

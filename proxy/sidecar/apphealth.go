@@ -25,6 +25,9 @@ type appHealth struct {
 	interval time.Duration
 	dial     func(ctx context.Context, addr string) (net.Conn, error)
 	log      func(msg string, args ...any)
+	// onUp runs (without the lock) when the application is back: the
+	// inbound side's connect backoff must not keep refusing it.
+	onUp func()
 
 	mu      sync.Mutex
 	down    bool
@@ -66,12 +69,21 @@ func (a *appHealth) observe(addr string, err error) {
 
 func (a *appHealth) set(down bool, addr string) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	up := a.setLocked(down, addr)
+	a.mu.Unlock()
+	if up && a.onUp != nil {
+		a.onUp()
+	}
+}
+
+// setLocked records the state; it reports whether the application just came
+// back up. Called with a.mu held.
+func (a *appHealth) setLocked(down bool, addr string) (up bool) {
 	if down {
 		a.addr = addr
 	}
 	if a.down == down {
-		return
+		return false
 	}
 	a.down = down
 	close(a.changed)
@@ -82,6 +94,7 @@ func (a *appHealth) set(down bool, addr string) {
 	} else {
 		a.log("application accepts connections again: ready", "addr", addr)
 	}
+	return !down
 }
 
 // probeLocked starts the probe loop if the application is down and none

@@ -368,6 +368,23 @@ func (d *dest) close() {
 	d.target.Balancer.Close()
 }
 
+// endBackoff ends the connect backoff of every endpoint: the inbound side
+// calls it when its application is back, which would otherwise be refused
+// for up to the backoff's 10s more.
+func (ds *dests) endBackoff() {
+	ds.mu.Lock()
+	all := make([]*dest, 0, len(ds.m))
+	for _, d := range ds.m {
+		all = append(all, d)
+	}
+	ds.mu.Unlock()
+	for _, d := range all {
+		for _, e := range d.target.Balancer.Endpoints() {
+			e.Succeed()
+		}
+	}
+}
+
 func (ds *dests) closeAll() {
 	ds.mu.Lock()
 	all := ds.m

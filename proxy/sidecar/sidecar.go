@@ -169,6 +169,7 @@ func New(cfg Config) (*Proxy, error) {
 		d := net.Dialer{Timeout: cfg.ConnectTimeout}
 		return d.DialContext(ctx, "tcp", addr)
 	}, p.log.Warn)
+	p.app.onUp = func() { p.in.dests.endBackoff() }
 	var err error
 	if p.out, err = p.newSide("outbound", cfg.OutboundAddr); err != nil {
 		return nil, err
