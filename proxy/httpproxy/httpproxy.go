@@ -402,8 +402,7 @@ func (h *Handler) observe(st *reqState, resp *http.Response) {
 		st.out.report(headerFailure(resp))
 		return
 	}
-	resp.Body = &observedBody{ReadCloser: resp.Body, end: func(err error) {
-		st.out.report(endFailure(resp, err))
+	resp.Body = &observedBody{ReadCloser: st.out.watch(resp), end: func(err error) {
 		st.errOnce.Do(func() {
 			o := metrics.Response{Status: resp.StatusCode, Latency: lat, GRPCStatus: grpcStatus(resp)}
 			if err != nil {

@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"sync"
 
@@ -19,6 +20,9 @@ type outcome struct {
 }
 
 func (o *outcome) report(failure string) {
+	if o == nil {
+		return
+	}
 	o.once.Do(func() {
 		if o.ep == nil || (failure != "" && clientCanceled(o.ctx)) {
 			return
@@ -89,4 +93,41 @@ func errorFailure(ctx context.Context, err error) string {
 		return "timeout"
 	}
 	return "reset"
+}
+
+// watch wraps resp's body so that its end reports the outcome: at EOF, when
+// the status (gRPC's trailers included) is known, or at a read error (a
+// reset). A body closed before its end (the client went away, or stopped
+// reading) reports what the headers said, and nothing for gRPC, whose
+// status was never seen.
+func (o *outcome) watch(resp *http.Response) io.ReadCloser {
+	if o == nil {
+		return resp.Body
+	}
+	return &outcomeBody{ReadCloser: resp.Body, o: o, resp: resp}
+}
+
+type outcomeBody struct {
+	io.ReadCloser
+	o    *outcome
+	resp *http.Response
+}
+
+func (b *outcomeBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case err == io.EOF:
+		b.o.report(endFailure(b.resp, nil))
+	case err != nil:
+		b.o.report(endFailure(b.resp, err))
+	}
+	return n, err
+}
+
+func (b *outcomeBody) Close() error {
+	if !isGRPCResponse(b.resp) || headerFailure(b.resp) != "" {
+		b.o.report(headerFailure(b.resp))
+	}
+	b.o.once.Do(func() {}) // unknown: nothing to report
+	return b.ReadCloser.Close()
 }

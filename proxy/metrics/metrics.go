@@ -189,6 +189,31 @@ func (r *Registry) Ejection(direction, authority, reason string) {
 	r.ejections.WithLabelValues(direction, authority, reason).Inc()
 }
 
+// EjectedEndpoints exposes endpoint_ejected: how many endpoints of each
+// authority are ejected now in direction, as n reports them (authority →
+// count) at scrape time, so that a destination dropped from the proxy's
+// cache leaves no stale series.
+func (r *Registry) EjectedEndpoints(direction string, n func() map[string]int) {
+	r.reg.MustRegister(ejectedCollector{
+		desc: prometheus.NewDesc("endpoint_ejected", "Endpoints ejected from balancing now (failure accrual), by authority.",
+			[]string{"authority"}, prometheus.Labels{"direction": direction}),
+		n: n,
+	})
+}
+
+type ejectedCollector struct {
+	desc *prometheus.Desc
+	n    func() map[string]int
+}
+
+func (c ejectedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c ejectedCollector) Collect(ch chan<- prometheus.Metric) {
+	for authority, v := range c.n() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v), authority)
+	}
+}
+
 // Unavailable counts a request failed fast for want of an endpoint.
 func (r *Registry) Unavailable(direction, authority, reason string) {
 	r.unavailable.WithLabelValues(direction, authority, reason).Inc()

@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
@@ -75,6 +77,10 @@ func assertTail(t *testing.T, ok []bool, client *testProxy, authority, reason st
 	fams := scrape(t, client.admin)
 	if v, _ := metricSum(fams, "endpoint_ejections_total", labels("direction", "outbound", "authority", authority, "reason", reason)); v < 1 {
 		t.Errorf("endpoint_ejections_total{authority=%s,reason=%s} = %v, want ≥ 1", authority, reason, v)
+	}
+	// Ejected now, or being probed: the second ejection lasts 2s and more.
+	if v, _ := metricSum(fams, "endpoint_ejected", labels("direction", "outbound", "authority", authority)); v != 1 {
+		t.Errorf("endpoint_ejected{authority=%s} = %v, want 1", authority, v)
 	}
 }
 
@@ -143,32 +149,77 @@ func TestReplicaWithDeadAppIsEjected(t *testing.T) {
 	}
 }
 
-// gRPC servers report failure in grpc-status, not in the HTTP status (200).
+// gRPC servers report failure in grpc-status, not in the HTTP status (200):
+// in a trailers-only response (an error before anything was sent), or in
+// the trailers after the response headers.
 func TestReplicaAnsweringGRPCUnavailableIsEjected(t *testing.T) {
-	ctx := testContext(t)
-	good := startGRPC(t, "good")
-	bad := startGRPC(t, "bad")
-	bad.unary = func(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
-		return nil, status.Error(codes.Unavailable, "overloaded")
+	for _, trailersOnly := range []bool{true, false} {
+		name := map[bool]string{true: "trailers-only", false: "trailers"}[trailersOnly]
+		t.Run(name, func(t *testing.T) {
+			ctx := testContext(t)
+			good := startGRPC(t, "good")
+			bad := startGRPC(t, "bad")
+			bad.unary = func(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+				if !trailersOnly {
+					if err := grpc.SendHeader(ctx, metadata.Pairs("x-server", "bad")); err != nil {
+						return nil, err
+					}
+				}
+				return nil, status.Error(codes.Unavailable, "overloaded")
+			}
+			a := clientProxy(t, dst("grpc.test:80", serverSidecars(t, good.addr, bad.addr)...))
+			client, _ := grpcClient(t, a.out, "grpc.test:80")
+			var served tally
+			ok := sendAll(ctx, t, accrualRequests, func() bool {
+				resp, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+				if err != nil {
+					served.add(status.Code(err).String())
+					return false
+				}
+				served.add(resp.GetServerId())
+				return true
+			})
+			t.Logf("served: %v", &served)
+			assertTail(t, ok, a, "grpc.test:80", "grpc")
+		})
 	}
-	a := clientProxy(t, dst("grpc.test:80", serverSidecars(t, good.addr, bad.addr)...))
-	client, _ := grpcClient(t, a.out, "grpc.test:80")
-	var served tally
-	ok := sendAll(ctx, t, accrualRequests, func() bool {
-		resp, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
-		if err != nil {
-			served.add(status.Code(err).String())
-			return false
-		}
-		served.add(resp.GetServerId())
-		return true
-	})
-	t.Logf("served: %v", &served)
-	assertTail(t, ok, a, "grpc.test:80", "grpc")
 }
 
-// The inbound proxy's readiness follows its application: false once a
-// connection to it is refused, true again once the probe connects.
+// Requests their clients cancel say nothing about the endpoint: an endpoint
+// whose every request is cancelled (slow, and the clients impatient) is not
+// ejected. Its slowness is the latency estimate's business.
+func TestClientCancellationsDoNotEject(t *testing.T) {
+	ctx := testContext(t)
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	a := clientProxy(t, dst("slow.test:80", serverSidecars(t, startHTTP(t, slow).addr, startHTTP(t, slow).addr)...))
+	client, _ := h2cClient(t, a.out)
+	for range 20 {
+		rctx, cancel := context.WithCancel(ctx)
+		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, "http://slow.test/", nil)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if resp, err := client.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		// Cancel once the request is in flight at the client proxy.
+		eventually(t, "request in flight", func() bool {
+			v, _ := metricSum(scrape(t, a.admin), "request_in_flight", labels("direction", "outbound"))
+			return v == 1
+		})
+		cancel()
+		<-done
+		eventually(t, "request ended", func() bool {
+			v, _ := metricSum(scrape(t, a.admin), "request_in_flight", labels("direction", "outbound"))
+			return v == 0
+		})
+	}
+	if v, _ := metricSum(scrape(t, a.admin), "endpoint_ejections_total", nil); v != 0 {
+		t.Errorf("endpoint_ejections_total = %v after client cancellations, want 0", v)
+	}
+}
+
 func isReady(admin string) bool { return ready(admin) == http.StatusOK }
 
 func TestInboundReadinessFollowsApp(t *testing.T) {

@@ -368,6 +368,24 @@ func (d *dest) close() {
 	d.target.Balancer.Close()
 }
 
+// ejected counts the endpoints ejected now, by authority (authorities with
+// none are left out).
+func (ds *dests) ejected() map[string]int {
+	ds.mu.Lock()
+	all := make([]*dest, 0, len(ds.m))
+	for _, d := range ds.m {
+		all = append(all, d)
+	}
+	ds.mu.Unlock()
+	n := map[string]int{}
+	for _, d := range all {
+		if k := d.target.Balancer.Ejected(); k > 0 {
+			n[d.target.Authority] += k
+		}
+	}
+	return n
+}
+
 // endBackoff ends the connect backoff of every endpoint: the inbound side
 // calls it when its application is back, which would otherwise be refused
 // for up to the backoff's 10s more.

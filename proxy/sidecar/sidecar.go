@@ -218,6 +218,7 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 		return c, err
 	}
 	s.dests = newDests(p.cfg.Resolver, p.cfg.Balancer, dial)
+	p.metrics.EjectedEndpoints(direction, s.dests.ejected)
 	s.dests.onEject = func(authority, addr, reason string) {
 		p.metrics.Ejection(direction, authority, reason)
 		p.log.Info("endpoint ejected after consecutive failures", "direction", direction, "authority", authority, "addr", addr, "reason", reason)
