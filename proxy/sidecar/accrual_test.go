@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -222,11 +223,20 @@ func TestClientCancellationsDoNotEject(t *testing.T) {
 
 func isReady(admin string) bool { return ready(admin) == http.StatusOK }
 
+// The inbound proxy's readiness follows its application: false once a
+// connection to it is refused, true again once the probe connects. A port
+// that never accepted a connection (nothing was ever served there) does not
+// count: a scan of the pod's ports must not take it out of service.
 func TestInboundReadinessFollowsApp(t *testing.T) {
 	ctx := testContext(t)
 	app := startHTTP(t, named("app"))
 	addr := app.addr
+	closed := loopbackListener(t).Addr().String()
 	in := startProxy(t, Config{InboundForward: addr, AppProbeInterval: 20 * time.Millisecond})
+	in.app.observe(closed, syscall.ECONNREFUSED) // as a redirected connection to a closed port
+	if !isReady(in.admin) {
+		t.Fatal("a port that never served made the proxy not ready")
+	}
 	client, _ := h1Client(t, in.in)
 	get := func() int {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://app.test/", nil)

@@ -21,6 +21,12 @@ const DefaultAppProbeInterval = time.Second
 // connection that succeeds, the probe's or a request's, marks it up. Other
 // errors (timeouts, resets) say nothing about whether it listens and are
 // left to the balancers of the proxies that call this one.
+//
+// Only an address that has accepted a connection before counts: without
+// --inbound-forward every port of the pod is reached through the proxy, and
+// a connection to a port nothing ever served (a scan, a port the
+// application does not use) must not take the pod out of service. An
+// application that has not listened yet is starting, not down.
 type appHealth struct {
 	interval time.Duration
 	dial     func(ctx context.Context, addr string) (net.Conn, error)
@@ -35,10 +41,14 @@ type appHealth struct {
 	changed chan struct{} // closed and replaced at every change
 	probing bool
 	ctx     context.Context // the proxy's run; nil before Run
+	served  map[string]bool // addresses that accepted a connection (bounded)
 }
 
+// maxServed bounds appHealth.served: a pod serves a handful of ports.
+const maxServed = 1024
+
 func newAppHealth(interval time.Duration, dial func(ctx context.Context, addr string) (net.Conn, error), log func(string, ...any)) *appHealth {
-	return &appHealth{interval: interval, dial: dial, log: log, changed: make(chan struct{})}
+	return &appHealth{interval: interval, dial: dial, log: log, changed: make(chan struct{}), served: map[string]bool{}}
 }
 
 // state reports whether the application is up (as far as is known) and a
@@ -79,7 +89,13 @@ func (a *appHealth) set(down bool, addr string) {
 // setLocked records the state; it reports whether the application just came
 // back up. Called with a.mu held.
 func (a *appHealth) setLocked(down bool, addr string) (up bool) {
+	if !down && !a.served[addr] && len(a.served) < maxServed {
+		a.served[addr] = true
+	}
 	if down {
+		if !a.served[addr] {
+			return false // never served: not the application going down
+		}
 		a.addr = addr
 	}
 	if a.down == down {

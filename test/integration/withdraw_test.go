@@ -93,15 +93,23 @@ func TestDeadAppWithdrawnFromControlPlane(t *testing.T) {
 	}
 	waitSet(ws[0].in, ws[1].in)
 
-	// web-1's application dies; a request reaches its proxy and is refused.
-	ws[1].app.Close()
-	resp, err := http.Get("http://" + ws[1].in + "/")
-	if err != nil {
-		t.Fatal(err)
+	status := func(addr string) int {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("request to the dead application: %s, want 503", resp.Status)
+	// web-1's application serves, then dies; a request reaches its proxy
+	// and is refused.
+	if s := status(ws[1].in); s != http.StatusNotFound {
+		t.Fatalf("request to the application: %d, want its 404", s)
+	}
+	ws[1].app.Close()
+	if s := status(ws[1].in); s != http.StatusServiceUnavailable {
+		t.Fatalf("request to the dead application: %d, want 503", s)
 	}
 	waitSet(ws[0].in)
 
