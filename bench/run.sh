@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs Meridian's proxy benchmarks: meshed-hop latency and cost against nginx
-# and HAProxy, then balancing with one slow endpoint. Output goes to the
-# terminal and to $OUT. Bounded: every run has a fixed rate and duration.
+# and HAProxy, balancing with one slow endpoint, then failover with one
+# failing replica of two. Output goes to the terminal and to $OUT. Bounded:
+# every run has a fixed rate and duration.
 #
-#   bench/run.sh                      # full run, 10 s per measurement (~8 min)
-#   DURATION=1s WARMUP=0.5s bench/run.sh   # CI smoke (~1-2 min)
+#   bench/run.sh                      # full run, 10 s per measurement, failover 2×60 s (~10 min)
+#   DURATION=1s WARMUP=0.5s FAILOVER_DURATION=10s bench/run.sh   # CI smoke (~2 min)
 #
-# Environment: DURATION, WARMUP, RATES (default 100,1000,5000), PEERS
+# Environment: DURATION, WARMUP, RATES (default 100,1000,5000), FAILOVER_DURATION
+# (default 60s; must exceed the 5 s fault time), PEERS
 # (default nginx,haproxy), PROTOCOLS (default http1,grpc), RETRIES (repeat a
 # run disturbed by other processes, default 1), OUT (default
 # /tmp/meridian-bench), CLIENT_CPU / SUT_CPU (default 0 / 1), PRIORITY
@@ -47,6 +49,7 @@ fi
 go build -o "$OUT/meridian-proxy" ./cmd/meridian-proxy
 go build -o "$OUT/meshhop" ./bench/cmd/meshhop
 go build -o "$OUT/balance" ./bench/cmd/balance
+go build -o "$OUT/failover" ./bench/cmd/failover
 
 {
 	echo "## Machine"
@@ -71,6 +74,13 @@ go build -o "$OUT/balance" ./bench/cmd/balance
 	-client-cpu "$CLIENT_CPU" -sut-cpu "$SUT_CPU" -priority "$PRIORITY" -logdir "$OUT/balance-logs" 2>&1 |
 	tee "$OUT/balance.txt"
 
+# One replica of two failing: 60 s each (FAILOVER_DURATION), as the target is stated.
+for mode in 500 down; do
+	"$OUT/failover" -proxy "$OUT/meridian-proxy" -mode "$mode" -duration "${FAILOVER_DURATION:-60s}" \
+		-client-cpu "$CLIENT_CPU" -sut-cpu "$SUT_CPU" -priority "$PRIORITY" -logdir "$OUT/failover-logs" 2>&1 |
+		tee "$OUT/failover-$mode.txt"
+done
+
 echo
 echo "results in $OUT:"
-grep -h '^RESULT' "$OUT/meshhop.txt" "$OUT/balance.txt"
+grep -h '^RESULT' "$OUT/meshhop.txt" "$OUT/balance.txt" "$OUT/failover-500.txt" "$OUT/failover-down.txt"

@@ -97,6 +97,7 @@ func run(args []string) error {
 	fs.IntVar(&cfg.MaxConnections, "max-connections", sidecar.DefaultMaxConnections(), "connections each listener (outbound, inbound) holds open; more are accepted and closed at once and counted in tcp_connections_refused_total; default 20000 or a quarter of the file descriptor limit if lower; -1: no bound")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long in-flight requests may take to finish after SIGTERM")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", time.Second, "timeout for connecting to an endpoint")
+	fs.DurationVar(&cfg.AppProbeInterval, "app-probe-interval", sidecar.DefaultAppProbeInterval, "when the application refuses an inbound connection, /ready fails (and in local mode the workload's registration is withdrawn) until a TCP probe sent this often connects again")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	err := fs.Parse(args)
 	if err != nil {
@@ -172,14 +173,23 @@ func run(args []string) error {
 			defer closeID()
 			cfg.Identity = id
 		}
-		var register func(ctx context.Context, inbound string)
+		var register func(ctx context.Context, inbound string, appReady dstclient.Readiness)
 		if wl.Name != "" {
-			register = func(ctx context.Context, inbound string) {
+			register = func(ctx context.Context, inbound string, appReady dstclient.Readiness) {
 				wl.Address = inbound
 				if *advertise != "" {
 					wl.Address = *advertise
 				}
-				client.Register(ctx, wl, func() {
+				ready := appReady
+				if id := cfg.Identity; id != nil && *tokenFile == "" {
+					// The registration's token is the proof for the first
+					// certificate: withdraw only once the proxy holds one.
+					ready = func() (bool, <-chan struct{}) {
+						ok, changed := appReady()
+						return ok || !id.HasCert(), changed
+					}
+				}
+				client.RegisterWhile(ctx, wl, ready, func() {
 					log.Info("registered with the control plane", "workload", wl.Namespace+"/"+wl.Name, "address", wl.Address)
 				})
 			}
@@ -219,7 +229,7 @@ func opaquePortsFlag(fs *flag.FlagSet, value string, controlPlane bool) ([]uint1
 }
 
 // serve runs the proxy until SIGTERM or Ctrl-C, then drains.
-func serve(cfg sidecar.Config, static *discover.Static, destFile string, flagDests []discover.Destination, register func(context.Context, string)) error {
+func serve(cfg sidecar.Config, static *discover.Static, destFile string, flagDests []discover.Destination, register func(context.Context, string, dstclient.Readiness)) error {
 	p, err := sidecar.New(cfg)
 	if err != nil {
 		return err
@@ -231,7 +241,7 @@ func serve(cfg sidecar.Config, static *discover.Static, destFile string, flagDes
 	}
 	if register != nil {
 		_, in, _ := p.Addrs()
-		go register(ctx, in.String())
+		go register(ctx, in.String(), p.AppReady)
 	}
 	if destFile != "" {
 		go static.WatchFile(ctx, destFile, flagDests, 2*time.Second, cfg.Log)

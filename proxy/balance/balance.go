@@ -7,7 +7,10 @@
 //
 // Endpoints whose connections fail are put in exponential backoff and skipped
 // until it expires, so a dead endpoint costs one failed connect per backoff
-// period rather than a share of the traffic.
+// period rather than a share of the traffic. Endpoints whose requests fail
+// (Result) are penalised in their load at once and, after consecutive
+// failures, ejected for a growing backoff and then probed (failure accrual,
+// as Linkerd's proxy; outlier detection in Envoy's terms).
 package balance
 
 import (
@@ -36,6 +39,18 @@ const (
 	DefaultRTT        = 30 * time.Millisecond // Linkerd's seed for an unmeasured endpoint
 	DefaultBackoffMin = 100 * time.Millisecond
 	DefaultBackoffMax = 10 * time.Second
+
+	DefaultFailureAccrual  = 5 // consecutive failures that eject an endpoint
+	DefaultEjectBackoffMin = time.Second
+	DefaultEjectBackoffMax = 60 * time.Second
+	DefaultMaxEjectedShare = 0.5
+
+	// successAlpha is the weight of one result in the success ratio: about
+	// the last 1/α results count, so a handful of failures are felt at once.
+	successAlpha = 0.25
+	// minSuccess bounds the load's divisor: an endpoint that only fails
+	// weighs at most 1/minSuccess times its latency-based load.
+	minSuccess = 0.01
 
 	// backoffJitter spreads retries of many proxies that lost the same endpoint at
 	// the same moment: each backoff is scaled by a factor in [1-j, 1+j).
@@ -81,9 +96,23 @@ type Options[T any] struct {
 	Strategy   Strategy      // an unknown value behaves as PeakEWMA
 	Decay      time.Duration // τ of the EWMA
 	DefaultRTT time.Duration // cost of an endpoint with no samples yet
-	BackoffMin time.Duration
+	BackoffMin time.Duration // connect-failure backoff
 	BackoffMax time.Duration
-	Now        func() time.Time // must be safe for concurrent use
+	// FailureAccrual is how many consecutive failed requests (Result) eject
+	// an endpoint; negative: never eject (failures still weigh on the load).
+	FailureAccrual int
+	// An ejection lasts EjectBackoffMin, doubling (with jitter) each time
+	// the probe sent when it ends fails, up to EjectBackoffMax.
+	EjectBackoffMin time.Duration
+	EjectBackoffMax time.Duration
+	// MaxEjectedShare caps the share of the set ejected at once (0 < s ≤ 1);
+	// an ejection beyond it, or one that would leave no ready endpoint, does
+	// not happen. A set of one endpoint is never ejected.
+	MaxEjectedShare float64
+	// OnEject, when set, is called (without locks held) each time an
+	// endpoint is ejected, with the reason of the failure that ejected it.
+	OnEject func(addr, reason string)
+	Now     func() time.Time // must be safe for concurrent use
 	// Rand is only used with the balancer's lock held, so it must not be shared
 	// with anything else. The default is a PCG seeded from the runtime.
 	Rand  *rand.Rand
@@ -125,6 +154,19 @@ func New[T any](o Options[T]) *Balancer[T] {
 		o.BackoffMax = DefaultBackoffMax
 	}
 	o.BackoffMax = max(o.BackoffMax, o.BackoffMin)
+	if o.FailureAccrual == 0 {
+		o.FailureAccrual = DefaultFailureAccrual
+	}
+	if o.EjectBackoffMin <= 0 {
+		o.EjectBackoffMin = DefaultEjectBackoffMin
+	}
+	if o.EjectBackoffMax <= 0 {
+		o.EjectBackoffMax = DefaultEjectBackoffMax
+	}
+	o.EjectBackoffMax = max(o.EjectBackoffMax, o.EjectBackoffMin)
+	if o.MaxEjectedShare <= 0 || o.MaxEjectedShare > 1 {
+		o.MaxEjectedShare = DefaultMaxEjectedShare
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -151,6 +193,7 @@ func (b *Balancer[T]) Update(specs []Spec) {
 		return
 	}
 	now := b.o.Now()
+	seed := b.seed(now)
 	next := make(map[string]*Endpoint[T], len(specs))
 	eps := make([]*Endpoint[T], 0, len(specs))
 	for _, s := range specs {
@@ -162,7 +205,7 @@ func (b *Balancer[T]) Update(specs []Spec) {
 		if ok {
 			e.setWeight(s.Weight)
 		} else {
-			e = b.newEndpoint(s, now)
+			e = b.newEndpoint(s, now, seed)
 		}
 		next[s.Addr] = e
 		eps = append(eps, e)
@@ -211,12 +254,35 @@ func (b *Balancer[T]) closeValues(eps []*Endpoint[T]) {
 	}
 }
 
-func (b *Balancer[T]) newEndpoint(s Spec, now time.Time) *Endpoint[T] {
+// seed is the cost a new endpoint starts with: the mean of the current
+// (decayed) costs of the endpoints that have been measured, or DefaultRTT
+// when none has. A fixed seed far above its peers' costs kept a new replica
+// out of P2C's comparisons for τ·ln(seed/cost) (34s at 30ms against 1ms);
+// at the mean it is as attractive as a typical peer and takes its share at
+// once, and its first response replaces the guess. Called with updateMu held.
+func (b *Balancer[T]) seed(now time.Time) float64 {
+	sum, n := 0.0, 0
+	for _, e := range b.byAddr {
+		e.mu.Lock()
+		if e.measured {
+			sum += e.cost * b.weightSince(e.stamp, now)
+			n++
+		}
+		e.mu.Unlock()
+	}
+	if n == 0 {
+		return float64(b.o.DefaultRTT)
+	}
+	return sum / float64(n)
+}
+
+func (b *Balancer[T]) newEndpoint(s Spec, now time.Time, seed float64) *Endpoint[T] {
 	e := &Endpoint[T]{
-		addr:  s.Addr,
-		b:     b,
-		cost:  float64(b.o.DefaultRTT),
-		stamp: now,
+		addr:    s.Addr,
+		b:       b,
+		cost:    seed,
+		stamp:   now,
+		success: 1,
 	}
 	e.setWeight(s.Weight)
 	if b.o.New != nil {
@@ -245,7 +311,7 @@ func (b *Balancer[T]) pickP2C(now time.Time) (*Endpoint[T], error) {
 	eps := b.eps
 	if len(eps) == 1 {
 		if eps[0].ready(now) {
-			return eps[0], nil
+			return eps[0].claim(now), nil
 		}
 		return nil, ErrUnavailable
 	}
@@ -254,7 +320,7 @@ func (b *Balancer[T]) pickP2C(now time.Time) (*Endpoint[T], error) {
 	// is the slow path's, so the mix of the two is uniform too.
 	i, j := b.pair(len(eps))
 	if e, ok := lesser(eps[i], eps[j], now); ok {
-		return e, nil
+		return e.claim(now), nil
 	}
 	// Slow path, O(n): some endpoint is in backoff; sample from the ready ones.
 	ready := b.scratch[:0]
@@ -269,11 +335,11 @@ func (b *Balancer[T]) pickP2C(now time.Time) (*Endpoint[T], error) {
 	case 0:
 		return nil, ErrUnavailable
 	case 1:
-		return ready[0], nil
+		return ready[0].claim(now), nil
 	}
 	i, j = b.pair(len(ready))
 	e, _ := lesser(ready[i], ready[j], now)
-	return e, nil
+	return e.claim(now), nil
 }
 
 // pair draws two distinct indices in [0, n), n ≥ 2, uniformly. Called with mu held.
@@ -308,7 +374,7 @@ func (b *Balancer[T]) pickRoundRobin(now time.Time) (*Endpoint[T], error) {
 		i := (b.next + k) % n
 		if e := b.eps[i]; e.ready(now) {
 			b.next = (i + 1) % n
-			return e, nil
+			return e.claim(now), nil
 		}
 	}
 	return nil, ErrUnavailable
@@ -319,6 +385,20 @@ func (b *Balancer[T]) Len() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.eps)
+}
+
+// Ejected returns the number of endpoints ejected by failure accrual now
+// (probing ones included).
+func (b *Balancer[T]) Ejected() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, e := range b.eps {
+		if e.ejectState.Load() != 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // Ready returns the number of endpoints not in backoff now.
@@ -365,7 +445,30 @@ type Endpoint[T any] struct {
 	pending int
 	backoff time.Duration // base of the current backoff; 0 when healthy
 	retryAt time.Time     // not ready before this
+	// measured: cost comes from a response, not from the seed.
+	measured bool
+
+	// success is the EWMA of results (1 success, 0 failure) as of resultAt;
+	// read, it recovers toward 1 with τ, so an idle endpoint is forgiven.
+	success  float64
+	resultAt time.Time
+	// Failure accrual: consecutive failures; while ejected (ejectState !=
+	// 0), the base of the ejection backoff and its end. At the end the
+	// endpoint is half-open: the first Pick claims it as the probe and the
+	// probe's Result decides.
+	failures     int
+	ejectBackoff time.Duration
+	ejectedUntil time.Time
+	// ejectState lets Pick skip e.mu for the common, healthy case.
+	ejectState atomic.Int32
 }
+
+// Ejection states.
+const (
+	healthy int32 = iota
+	ejected       // until ejectedUntil; then the next Pick claims the probe
+	probing       // the probe is in flight, its Result decides; if none comes by ejectedUntil, another probe is claimed
+)
 
 // Addr returns the endpoint's address.
 func (e *Endpoint[T]) Addr() string { return e.addr }
@@ -391,21 +494,45 @@ func (e *Endpoint[T]) setWeight(w uint32) {
 // response arrives: it records the RTT since Start and ends the request. Only the
 // first call counts, so it is safe to both defer it and call it early.
 func (e *Endpoint[T]) Start() (done func()) {
+	start := e.begin()
+	var fired atomic.Bool
+	return func() {
+		if !fired.Swap(true) {
+			e.end(start, false)
+		}
+	}
+}
+
+// StartRequest is Start for a caller that knows, when the response's headers
+// arrive, whether it failed: a failure's RTT may raise the cost (a slow
+// failure is slowness) but never lowers it, so an endpoint that fails fast
+// never looks fast. The outcome itself is reported with Result.
+func (e *Endpoint[T]) StartRequest() (done func(failed bool)) {
+	start := e.begin()
+	var fired atomic.Bool
+	return func(failed bool) {
+		if !fired.Swap(true) {
+			e.end(start, failed)
+		}
+	}
+}
+
+func (e *Endpoint[T]) begin() time.Time {
 	start := e.b.o.Now()
 	e.mu.Lock()
 	e.pending++
 	e.mu.Unlock()
-	var fired atomic.Bool
-	return func() {
-		if fired.Swap(true) {
-			return
-		}
-		now := e.b.o.Now()
-		e.mu.Lock()
-		e.pending--
+	return start
+}
+
+func (e *Endpoint[T]) end(start time.Time, failed bool) {
+	now := e.b.o.Now()
+	e.mu.Lock()
+	e.pending--
+	if rtt := float64(max(now.Sub(start), 0)); !failed || rtt > e.cost {
 		e.observe(now, now.Sub(start))
-		e.mu.Unlock()
 	}
+	e.mu.Unlock()
 }
 
 // observe folds one RTT sample into cost. Called with e.mu held.
@@ -415,6 +542,7 @@ func (e *Endpoint[T]) Start() (done func()) {
 // allows, so it regains traffic cautiously.
 func (e *Endpoint[T]) observe(now time.Time, rtt time.Duration) {
 	r := float64(max(rtt, 0))
+	e.measured = true
 	if r > e.cost {
 		e.cost = r
 	} else {
@@ -445,24 +573,74 @@ func (b *Balancer[T]) weightSince(stamp, now time.Time) float64 {
 // the weight a later real sample gets depend on how often the endpoint happened
 // to be considered. Keeping the read pure makes the estimate a function of the
 // samples and the clock alone.
+//
+// The load is divided by the success ratio (see successNow), so failures
+// weigh on it at once, before any ejection: an endpoint failing one request
+// in two counts twice its latency-based load.
 func (e *Endpoint[T]) load(now time.Time) float64 {
 	cost := e.cost * e.b.weightSince(e.stamp, now)
-	return cost * float64(e.pending+1) / e.wdiv
+	l := cost * float64(e.pending+1) / e.wdiv
+	if e.success < 1 {
+		l /= max(e.successNow(now), minSuccess)
+	}
+	return l
+}
+
+// successNow is the success ratio recovered toward 1 for the time since the
+// last result, with the same τ as the cost: an endpoint that failed and was
+// then left alone (ejected, or merely avoided) is gradually trusted again.
+// Called with e.mu held.
+func (e *Endpoint[T]) successNow(now time.Time) float64 {
+	return 1 - (1-e.success)*e.b.weightSince(e.resultAt, now)
 }
 
 func (e *Endpoint[T]) ready(now time.Time) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return !now.Before(e.retryAt)
+	return e.readyLocked(now)
+}
+
+// readyLocked: not in connect backoff, not ejected, not probing. Called with
+// e.mu held.
+func (e *Endpoint[T]) readyLocked(now time.Time) bool {
+	if now.Before(e.retryAt) {
+		return false
+	}
+	// Ejected, or probing with the probe's time up: half-open.
+	return e.ejectState.Load() == healthy || !now.Before(e.ejectedUntil)
 }
 
 func (e *Endpoint[T]) loadIfReady(now time.Time) (float64, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if now.Before(e.retryAt) {
+	if !e.readyLocked(now) {
 		return 0, false
 	}
+	if e.ejectState.Load() != healthy {
+		// Half-open: the probe goes now, whatever the penalty the failures
+		// that ejected it left on its load, or a set whose other endpoint is
+		// barely loaded would not probe it for τ.
+		return 0, true
+	}
 	return e.load(now), true
+}
+
+// claim is called by Pick on the endpoint it chose (with the balancer's lock
+// held). An ejected endpoint whose ejection has ended is half-open: this
+// request is its probe, and no other is sent until the probe's Result. If
+// the probe never reports (its client went away), the endpoint is probed
+// again after another ejection period.
+func (e *Endpoint[T]) claim(now time.Time) *Endpoint[T] {
+	if e.ejectState.Load() == healthy {
+		return e
+	}
+	e.mu.Lock()
+	if e.ejectState.Load() != healthy && !now.Before(e.ejectedUntil) {
+		e.ejectState.Store(probing)
+		e.ejectedUntil = now.Add(e.ejectBackoff)
+	}
+	e.mu.Unlock()
+	return e
 }
 
 // Load returns the endpoint's current load: its decayed cost (ns) times
@@ -488,13 +666,16 @@ func (e *Endpoint[T]) Pending() int {
 // Failures reported while the endpoint is already backing off are ignored: they
 // come from requests sent before the first failure was noticed, and counting
 // them would push a briefly unreachable endpoint straight to BackoffMax.
+//
+// A counted connect failure is also a failed request for failure accrual
+// (Result("connect")), so an endpoint that keeps refusing is ejected.
 func (e *Endpoint[T]) Fail() {
 	now := e.b.o.Now()
 	f := e.b.jitter() // before e.mu: the balancer lock is never taken under it
 	lo, hi := e.b.o.BackoffMin, e.b.o.BackoffMax
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if now.Before(e.retryAt) {
+		e.mu.Unlock()
 		return
 	}
 	if e.backoff == 0 {
@@ -504,6 +685,8 @@ func (e *Endpoint[T]) Fail() {
 	}
 	d := min(time.Duration(float64(e.backoff)*f), hi)
 	e.retryAt = now.Add(d)
+	e.mu.Unlock()
+	e.Result("connect")
 }
 
 // Succeed records a successful connection, ending any backoff.
@@ -520,4 +703,114 @@ func (e *Endpoint[T]) RetryAt() time.Time {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.retryAt
+}
+
+// Result records the outcome of one request to the endpoint, once it is
+// known (for gRPC, after the trailers): "" for a success, else a short
+// reason ("5xx", "grpc", "reset", "connect", "timeout", ...). A request the
+// client cancelled has no outcome and must not be reported.
+//
+// Each result moves the success ratio that divides the load. FailureAccrual
+// consecutive failures eject the endpoint for EjectBackoffMin (±20%), within
+// MaxEjectedShare; when the ejection ends one request probes it: a success
+// makes it healthy again, a failure ejects it for twice as long, up to
+// EjectBackoffMax. Results of requests sent before an ejection, arriving
+// during it, move only the success ratio.
+func (e *Endpoint[T]) Result(failure string) {
+	b := e.b
+	now := b.o.Now()
+	x := 1.0
+	if failure != "" {
+		x = 0
+	}
+	e.mu.Lock()
+	if failure != "" || e.success < 1 {
+		s := e.successNow(now)
+		e.success = s + successAlpha*(x-s)
+		e.resultAt = now
+		if failure == "" && e.success > 1-1e-6 {
+			e.success = 1 // back on the fast path of load
+		}
+	}
+	state := e.ejectState.Load()
+	var eject bool
+	switch {
+	case state == probing && failure == "":
+		e.ejectState.Store(healthy)
+		e.failures, e.ejectBackoff, e.ejectedUntil = 0, 0, time.Time{}
+	case state == probing:
+		eject = true // again, for longer
+	case state == ejected:
+		// A request sent before the ejection: the probe decides.
+	case failure == "":
+		e.failures = 0
+	default:
+		e.failures++
+		eject = b.o.FailureAccrual > 0 && e.failures >= b.o.FailureAccrual
+	}
+	e.mu.Unlock()
+	if eject && b.eject(e, now) && b.o.OnEject != nil {
+		b.o.OnEject(e.addr, failure)
+	}
+}
+
+// eject ejects e if it still qualifies and the set allows it, and reports
+// whether it did. It takes the balancer's lock, then e's, as Pick does.
+func (b *Balancer[T]) eject(e *Endpoint[T], now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f := 1 + backoffJitter*(2*b.rnd.Float64()-1)
+	e.mu.Lock()
+	state := e.ejectState.Load()
+	e.mu.Unlock()
+	switch state {
+	case ejected:
+		return false // another failure got here first
+	case healthy:
+		if !b.mayEject(e, now) {
+			return false // it keeps its load penalty instead
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ejectState.Load() != state {
+		return false
+	}
+	if state == probing {
+		e.ejectBackoff = min(2*e.ejectBackoff, b.o.EjectBackoffMax)
+	} else {
+		e.ejectBackoff = b.o.EjectBackoffMin
+	}
+	d := min(time.Duration(float64(e.ejectBackoff)*f), b.o.EjectBackoffMax)
+	e.ejectedUntil = now.Add(d)
+	e.ejectState.Store(ejected)
+	return true
+}
+
+// mayEject reports whether ejecting e keeps the set within MaxEjectedShare
+// and leaves some other endpoint ready. Called with b.mu held, not e.mu.
+func (b *Balancer[T]) mayEject(e *Endpoint[T], now time.Time) bool {
+	n := len(b.eps)
+	if !slices.Contains(b.eps, e) {
+		return false // removed from the set meanwhile
+	}
+	ejectedN, readyOthers := 0, 0
+	for _, o := range b.eps {
+		if o.ejectState.Load() != healthy {
+			ejectedN++
+		}
+		if o != e && o.ready(now) {
+			readyOthers++
+		}
+	}
+	limit := min(int(math.Floor(b.o.MaxEjectedShare*float64(n))), n-1)
+	return ejectedN+1 <= limit && readyOthers > 0
+}
+
+// Ejected reports whether the endpoint is ejected (or being probed) by
+// failure accrual, and until when.
+func (e *Endpoint[T]) Ejected() (bool, time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.ejectState.Load() != healthy, e.ejectedUntil
 }

@@ -541,7 +541,8 @@ func TestUpdate(t *testing.T) {
 	if b2 == b || b2.Value() == bConn || len(h.created) != 4 {
 		t.Errorf("re-added b was not rebuilt")
 	}
-	approx(t, "re-added b's load", b2.Load(), float64(DefaultRTT))
+	// seeded from the measured peer (a: 1e8, decayed 1ms), not from DefaultRTT
+	approx(t, "re-added b's load", b2.Load(), 1e8*math.Exp(-float64(time.Millisecond)/float64(DefaultDecay)))
 	if bConn.closed.Load() != 1 {
 		t.Errorf("old b closed %d times", bConn.closed.Load())
 	}
@@ -667,6 +668,11 @@ func TestConcurrent(t *testing.T) {
 							e.Fail()
 						case 1:
 							e.Succeed()
+						case 3, 4, 5, 6, 7, 8:
+							e.Result("5xx")
+						case 9:
+							e.Result("")
+							h.b.Ejected()
 						case 2:
 							e.Load()
 							h.b.Ready()
@@ -698,6 +704,308 @@ func TestConcurrent(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A new replica joining peers warmed at 1ms takes requests within its first
+// second at 200 RPS. Seeded at the fixed 30ms it needed τ·ln(30) ≈ 34s.
+func TestNewEndpointSeededFromPeers(t *testing.T) {
+	h := newHarness(PeakEWMA)
+	h.b.Update(specs("a", "b"))
+	for range 2000 { // 10s at 200 RPS
+		h.request(mustPick(t, h.b), time.Millisecond)
+		h.clock.Advance(4 * time.Millisecond)
+	}
+	h.b.Update(specs("a", "b", "c"))
+	c := h.ep(t, "c")
+	if l, a := c.Load(), h.ep(t, "a").Load(); l > 1.01*a {
+		t.Errorf("new endpoint's load %v, want about its peers' (%v)", l, a)
+	}
+	got := 0
+	for range 200 { // its first second
+		e := mustPick(t, h.b)
+		if e == c {
+			got++
+		}
+		h.request(e, time.Millisecond)
+		h.clock.Advance(4 * time.Millisecond)
+	}
+	if got < 200/3/2 {
+		t.Errorf("new endpoint got %d of 200 requests in its first second, want about a third", got)
+	}
+	// With no measured peer the seed is DefaultRTT.
+	h2 := newHarness(PeakEWMA)
+	h2.b.Update(specs("a"))
+	h2.b.Update(specs("a", "b"))
+	approx(t, "unmeasured seed", h2.ep(t, "b").Load(), float64(DefaultRTT))
+}
+
+// failingRequest runs one request against e that takes rtt and fails.
+func (h *harness) failingRequest(e *Endpoint[*conn], rtt time.Duration, reason string) {
+	done := e.StartRequest()
+	h.clock.Advance(rtt)
+	done(true)
+	e.Result(reason)
+}
+
+// okRequest runs one successful request through StartRequest and Result.
+func (h *harness) okRequest(e *Endpoint[*conn], rtt time.Duration) {
+	done := e.StartRequest()
+	h.clock.Advance(rtt)
+	done(false)
+	e.Result("")
+}
+
+// An endpoint answering 500 in 0.1ms against a healthy one at 1ms: before
+// any ejection (accrual off here) the failures weigh on its load, so it
+// loses. Counted as ordinary latency it drew 93% of the requests.
+func TestFastFailureLoses(t *testing.T) {
+	h := newHarness(PeakEWMA, func(o *Options[*conn]) { o.FailureAccrual = -1 })
+	h.b.Update(specs("bad", "good"))
+	for range 100 { // both healthy at 1ms first
+		h.okRequest(mustPick(t, h.b), time.Millisecond)
+	}
+	bad := 0
+	const n = 2000
+	for range n {
+		e := mustPick(t, h.b)
+		if e.Addr() == "bad" {
+			bad++
+			h.failingRequest(e, 100*time.Microsecond, "5xx")
+		} else {
+			h.okRequest(e, time.Millisecond)
+		}
+		h.clock.Advance(time.Millisecond)
+	}
+	share := float64(bad) / n
+	t.Logf("failing endpoint's share: %.3f", share)
+	if share > 0.05 {
+		t.Errorf("failing endpoint got %.1f%% of requests, want < 5%%", 100*share)
+	}
+	if h.b.Ejected() != 0 {
+		t.Errorf("ejected with accrual off")
+	}
+	// A failure's latency never lowers the cost; a slower one raises it.
+	e := h.ep(t, "bad")
+	before := e.Load()
+	h.failingRequest(e, time.Microsecond, "5xx")
+	if e.Load() < before {
+		t.Errorf("a fast failure lowered the load from %v to %v", before, e.Load())
+	}
+}
+
+func TestSuccessRatioRecoversWhenIdle(t *testing.T) {
+	h := newHarness(PeakEWMA, func(o *Options[*conn]) { o.FailureAccrual = -1 })
+	h.b.Update(specs("a"))
+	a := h.ep(t, "a")
+	h.okRequest(a, time.Millisecond)
+	l0 := a.Load()
+	h.failingRequest(a, 0, "5xx")
+	h.failingRequest(a, 0, "5xx")
+	s := 1.0
+	for range 2 {
+		s += successAlpha * (0 - s)
+	}
+	approx(t, "load after two failures", a.Load(), l0/s)
+	h.clock.Advance(DefaultDecay)
+	want := l0 * math.Exp(-1) / (1 - (1-s)*math.Exp(-1))
+	approx(t, "load after τ idle", a.Load(), want)
+}
+
+type ejection struct{ addr, reason string }
+
+func accrualHarness(ej *[]ejection, mu *sync.Mutex) *harness {
+	return newHarness(PeakEWMA, func(o *Options[*conn]) {
+		o.OnEject = func(addr, reason string) {
+			mu.Lock()
+			*ej = append(*ej, ejection{addr, reason})
+			mu.Unlock()
+		}
+	})
+}
+
+func TestAccrualEjectsProbesAndRestores(t *testing.T) {
+	var ej []ejection
+	var mu sync.Mutex
+	h := accrualHarness(&ej, &mu)
+	h.b.Update(specs("a", "b"))
+	a, b := h.ep(t, "a"), h.ep(t, "b")
+	for range DefaultFailureAccrual - 1 {
+		h.failingRequest(a, time.Millisecond, "5xx")
+	}
+	h.okRequest(a, time.Millisecond) // a success resets the count
+	for range DefaultFailureAccrual - 1 {
+		h.failingRequest(a, time.Millisecond, "5xx")
+	}
+	if h.b.Ejected() != 0 {
+		t.Fatalf("ejected after %d consecutive failures", DefaultFailureAccrual-1)
+	}
+	stale := a.StartRequest() // sent before the ejection, reported during it
+	h.failingRequest(a, time.Millisecond, "grpc")
+	if h.b.Ejected() != 1 || len(ej) != 1 || ej[0] != (ejection{"a", "grpc"}) {
+		t.Fatalf("after %d failures: ejected %d, OnEject %v", DefaultFailureAccrual, h.b.Ejected(), ej)
+	}
+	_, until := a.Ejected()
+	d := until.Sub(h.clock.Now())
+	if d < 800*time.Millisecond || d >= 1200*time.Millisecond {
+		t.Fatalf("first ejection %v, want 1s ± 20%%", d)
+	}
+	stale(true)
+	a.Result("5xx")
+	if _, u := a.Ejected(); !u.Equal(until) {
+		t.Errorf("a request sent before the ejection moved it from %v to %v", until, u)
+	}
+	for range 100 {
+		if e := mustPick(t, h.b); e != b {
+			t.Fatalf("picked %s while ejected", e.Addr())
+		}
+	}
+	// Half-open: exactly one probe once the ejection ends.
+	h.clock.Advance(until.Sub(h.clock.Now()))
+	for range 3 {
+		b.Start() // make a the better choice
+	}
+	probe := mustPick(t, h.b)
+	if probe != a {
+		t.Fatalf("picked %s, want a probed", probe.Addr())
+	}
+	for range 100 {
+		if e := mustPick(t, h.b); e != b {
+			t.Fatalf("picked %s while its probe is in flight", e.Addr())
+		}
+	}
+	// The probe fails: ejected again, for twice as long.
+	h.failingRequest(a, time.Millisecond, "5xx")
+	_, until = a.Ejected()
+	if d := until.Sub(h.clock.Now()); d < 1600*time.Millisecond || d >= 2400*time.Millisecond {
+		t.Fatalf("second ejection %v, want 2s ± 20%%", d)
+	}
+	if len(ej) != 2 {
+		t.Errorf("OnEject calls %v, want 2", ej)
+	}
+	// It keeps doubling up to the maximum.
+	for k := 2; k < 10; k++ {
+		h.clock.Advance(until.Sub(h.clock.Now()))
+		if e := mustPick(t, h.b); e != a {
+			t.Fatalf("probe %d: picked %s", k, e.Addr())
+		}
+		h.failingRequest(a, time.Millisecond, "5xx")
+		_, until = a.Ejected()
+		base := min(DefaultEjectBackoffMin<<k, DefaultEjectBackoffMax)
+		if d := until.Sub(h.clock.Now()); d < base*8/10 || d > DefaultEjectBackoffMax {
+			t.Fatalf("ejection %d: %v, want %v ± 20%% and ≤ %v", k+1, d, base, DefaultEjectBackoffMax)
+		}
+	}
+	// A successful probe restores it, and the next failures start afresh.
+	h.clock.Advance(until.Sub(h.clock.Now()))
+	if e := mustPick(t, h.b); e != a {
+		t.Fatalf("picked %s, want the probe", e.Addr())
+	}
+	h.okRequest(a, time.Millisecond)
+	if ok, _ := a.Ejected(); ok || h.b.Ready() != 2 {
+		t.Fatalf("not restored after a successful probe")
+	}
+	for range DefaultFailureAccrual {
+		h.failingRequest(a, time.Millisecond, "reset")
+	}
+	_, until = a.Ejected()
+	if d := until.Sub(h.clock.Now()); d >= 1200*time.Millisecond {
+		t.Errorf("ejection after recovery %v, want back at 1s ± 20%%", d)
+	}
+}
+
+// A probe whose client went away reports nothing: the endpoint is probed
+// again later rather than staying out forever.
+func TestAbandonedProbe(t *testing.T) {
+	var ej []ejection
+	var mu sync.Mutex
+	h := accrualHarness(&ej, &mu)
+	h.b.Update(specs("a", "b"))
+	a := h.ep(t, "a")
+	for range DefaultFailureAccrual {
+		h.failingRequest(a, 0, "5xx")
+	}
+	h.clock.Advance(DefaultEjectBackoffMax)
+	if e := mustPick(t, h.b); e != a {
+		t.Fatalf("picked %s, want the probe", e.Addr())
+	}
+	h.clock.Advance(DefaultEjectBackoffMax)
+	if e := mustPick(t, h.b); e != a {
+		t.Fatalf("picked %s, want a probed again", e.Addr())
+	}
+}
+
+func TestMaxEjectedShare(t *testing.T) {
+	fail := func(h *harness, addr string) {
+		for range DefaultFailureAccrual + 3 {
+			h.failingRequest(h.ep(t, addr), 0, "5xx")
+		}
+	}
+	var ej []ejection
+	var mu sync.Mutex
+
+	h := accrualHarness(&ej, &mu)
+	h.b.Update(specs("a"))
+	fail(h, "a")
+	if h.b.Ejected() != 0 || len(ej) != 0 {
+		t.Errorf("a single endpoint was ejected")
+	}
+	if _, err := h.b.Pick(); err != nil {
+		t.Errorf("Pick: %v", err)
+	}
+
+	h = accrualHarness(&ej, &mu)
+	h.b.Update(specs("a", "b"))
+	fail(h, "a")
+	fail(h, "b")
+	if h.b.Ejected() != 1 || h.b.Ready() != 1 {
+		t.Errorf("two failing endpoints: ejected %d, ready %d; want 1, 1", h.b.Ejected(), h.b.Ready())
+	}
+
+	// The last ready endpoint is kept even within the share: b is in
+	// connect backoff, so a is not ejected.
+	h = accrualHarness(&ej, &mu)
+	h.b.Update(specs("a", "b", "c", "d"))
+	h.ep(t, "b").Fail()
+	h.ep(t, "c").Fail()
+	h.ep(t, "d").Fail()
+	fail(h, "a")
+	if h.b.Ejected() != 0 {
+		t.Errorf("ejected the last ready endpoint")
+	}
+
+	h = accrualHarness(&ej, &mu)
+	h.b.Update(specs("a", "b", "c", "d", "e"))
+	for _, a := range []string{"a", "b", "c", "d"} {
+		fail(h, a)
+	}
+	if h.b.Ejected() != 2 {
+		t.Errorf("5 endpoints, 4 failing, share 0.5: ejected %d, want 2", h.b.Ejected())
+	}
+	h = newHarness(PeakEWMA, func(o *Options[*conn]) { o.MaxEjectedShare = 1 })
+	h.b.Update(specs("a", "b", "c"))
+	fail(h, "a")
+	fail(h, "b")
+	fail(h, "c")
+	if h.b.Ejected() != 2 {
+		t.Errorf("share 1: ejected %d of 3, want 2 (never the last)", h.b.Ejected())
+	}
+}
+
+// Connect failures count toward accrual: an endpoint refusing connections is
+// ejected, not just backed off for 100ms at a time.
+func TestConnectFailuresAccrue(t *testing.T) {
+	var ej []ejection
+	var mu sync.Mutex
+	h := accrualHarness(&ej, &mu)
+	h.b.Update(specs("a", "b"))
+	a := h.ep(t, "a")
+	for range DefaultFailureAccrual {
+		a.Fail()
+		h.clock.Advance(a.RetryAt().Sub(h.clock.Now()))
+	}
+	if ok, _ := a.Ejected(); !ok || len(ej) != 1 || ej[0].reason != "connect" {
+		t.Errorf("after %d connect failures: ejected %v, OnEject %v", DefaultFailureAccrual, ok, ej)
 	}
 }
 

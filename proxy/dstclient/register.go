@@ -22,12 +22,60 @@ type Workload struct {
 // again with backoff. registered, when not nil, is called after every
 // successful registration. Register returns when ctx ends.
 func (c *Client) Register(ctx context.Context, w Workload, registered func()) {
+	c.RegisterWhile(ctx, w, nil, registered)
+}
+
+// Readiness reports whether the workload can serve now, and a channel
+// closed at its next change (see sidecar.Proxy.AppReady).
+type Readiness func() (ready bool, changed <-chan struct{})
+
+// RegisterWhile is Register for a workload that is only registered while
+// ready says so: when the application stops answering its registration is
+// withdrawn (the stream closed, so peers' endpoint sets drop it), and it is
+// made again when the application is back. nil ready: always.
+//
+// While withdrawn the registration token (the local-mode proof of identity)
+// is gone too, so certificate renewals fail until the workload is back; a
+// certificate lasts 24h and is renewed well before it ends.
+func (c *Client) RegisterWhile(ctx context.Context, w Workload, ready Readiness, registered func()) {
 	msg := &pb.Workload{Name: w.Name, Namespace: w.Namespace, Service: w.Service,
 		ServiceAccount: w.ServiceAccount, Address: w.Address, AppPort: w.AppPort, Labels: w.Labels}
+	name := w.Namespace + "/" + w.Name
 	b := c.newBackoff()
 	for ctx.Err() == nil {
-		s, err := c.api.Register(ctx, msg)
-		if err == nil {
+		var changed <-chan struct{}
+		if ready != nil {
+			var ok bool
+			if ok, changed = ready(); !ok {
+				c.o.Log.Info("application not ready: workload registration withdrawn until it is", "workload", name)
+				select {
+				case <-ctx.Done():
+					return
+				case <-changed:
+				}
+				continue
+			}
+		}
+		// The registration lasts until the stream breaks or readiness changes.
+		sctx, cancel := context.WithCancel(ctx)
+		stop := make(chan struct{})
+		go func() {
+			for ch := changed; ; { // nil: never changes
+				select {
+				case <-ch:
+					var ok bool
+					if ok, ch = ready(); !ok {
+						cancel()
+						return
+					}
+				case <-stop:
+					return
+				}
+			}
+		}()
+		var err error
+		var s pb.Destination_RegisterClient
+		if s, err = c.api.Register(sctx, msg); err == nil {
 			var reg *pb.Registration
 			if reg, err = s.Recv(); err == nil {
 				c.token.Store(reg.GetToken())
@@ -38,11 +86,17 @@ func (c *Client) Register(ctx context.Context, w Workload, registered func()) {
 				_, err = s.Recv() // blocks while registered; the server sends nothing more
 			}
 		}
+		close(stop)
+		withdrawn := sctx.Err() != nil && ctx.Err() == nil
+		cancel()
 		c.token.Store("") // the token dies with the registration
 		if ctx.Err() != nil {
 			return
 		}
-		c.o.Log.Warn("workload registration ended; registering again", "workload", w.Namespace+"/"+w.Name, "err", err, "retry_in", b.cur)
+		if withdrawn {
+			continue // readiness changed; the loop waits for it
+		}
+		c.o.Log.Warn("workload registration ended; registering again", "workload", name, "err", err, "retry_in", b.cur)
 		if !b.wait(ctx) {
 			return
 		}

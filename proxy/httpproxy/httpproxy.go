@@ -129,6 +129,7 @@ type reqState struct {
 	// clientCtx is the client's own request context (no route timeout):
 	// done when the client went away.
 	clientCtx context.Context
+	out       *outcome // the latest attempt's, for the balancer (outcome.go)
 }
 
 // New returns a handler forwarding requests for direction ("inbound" or "outbound").
@@ -385,6 +386,7 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		h.metrics.Retry(st.mreq, "retried")
+		st.out.report(headerFailure(resp))
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
 		resp.Body.Close()
 	}
@@ -430,13 +432,16 @@ func (rt roundTripper) send(r *http.Request, st *reqState) (*http.Response, erro
 			r.Header.Del(OrigProtoHeader)
 			r.Header.Del(ExpectHeader)
 		}
-		done := ep.Start()
+		done := ep.StartRequest()
+		st.out = &outcome{ep: ep, ctx: r.Context()}
 		resp, err := tr.RoundTrip(r)
-		done()
 		if err != nil {
+			done(true) // a failure's RTT may raise the estimate, never lower it
 			var de *DialError
 			if errors.As(err, &de) {
-				ep.Fail()
+				if !clientCanceled(r.Context()) {
+					ep.Fail() // backoff; a "connect" failure for accrual too
+				}
 				h.metrics.ResponseDone(st.mreq, metrics.Response{Error: "connect", Latency: time.Since(st.start)})
 				lastErr = err
 				if !body.touched() {
@@ -444,8 +449,10 @@ func (rt roundTripper) send(r *http.Request, st *reqState) (*http.Response, erro
 				}
 				return nil, err
 			}
+			st.out.report(errorFailure(r.Context(), err))
 			return nil, err // counted by proxyError
 		}
+		done(headerFailure(resp) != "")
 		ep.Succeed()
 		return resp, nil
 	}
@@ -464,9 +471,10 @@ func (h *Handler) observe(st *reqState, resp *http.Response) {
 		// An upgraded body is the raw connection; ReverseProxy needs it unwrapped.
 		h.metrics.ResponseDone(st.mreq, metrics.Response{Status: resp.StatusCode, Latency: lat})
 		st.errOnce.Do(func() {})
+		st.out.report(headerFailure(resp))
 		return
 	}
-	resp.Body = &observedBody{ReadCloser: resp.Body, end: func(err error) {
+	resp.Body = &observedBody{ReadCloser: st.out.watch(resp), end: func(err error) {
 		st.errOnce.Do(func() {
 			if err != nil && st.clientError() != nil {
 				h.metrics.ClientError(h.direction, st.mreq.Authority, "bad_request")

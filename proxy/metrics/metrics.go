@@ -30,6 +30,7 @@ type Registry struct {
 	responses   *prometheus.CounterVec
 	latency     *prometheus.HistogramVec
 	unavailable *prometheus.CounterVec
+	ejections   *prometheus.CounterVec
 	retries     *prometheus.CounterVec
 	shed        *prometheus.CounterVec
 	authzDeny   *prometheus.CounterVec
@@ -64,6 +65,9 @@ func New() *Registry {
 	r.unavailable = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "endpoint_unavailable_total", Help: "Requests failed fast because no endpoint could take them."},
 		[]string{"direction", "authority", "reason"})
+	r.ejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "endpoint_ejections_total", Help: "Endpoints ejected from balancing after consecutive failures (failure accrual), by the reason of the last one."},
+		[]string{"direction", "authority", "reason"})
 	r.tcpOpen = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tcp_open_total", Help: "TCP connections opened."}, tcpLabels)
 	r.tcpClose = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -90,7 +94,7 @@ func New() *Registry {
 	r.clientErr = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "request_client_error_total", Help: "Requests that failed by their client's doing (bad_request: a malformed or truncated body; canceled: the client went away before the response ended), not counted in response_total."},
 		[]string{"direction", "authority", "reason"})
-	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.retries, r.shed, r.authzDeny, r.clientErr,
+	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.ejections, r.retries, r.shed, r.authzDeny, r.clientErr,
 		r.tcpOpen, r.tcpClose, r.tcpConns, r.tcpRead, r.tcpWrite,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return r
@@ -187,6 +191,37 @@ func (r *Registry) Shed(direction string) { r.shed.WithLabelValues(direction).In
 // refused by policy.
 func (r *Registry) AuthzDenied(protocol, policy string, port uint16, tls, clientID string) {
 	r.authzDeny.WithLabelValues(protocol, policy, strconv.Itoa(int(port)), tls, clientID).Inc()
+}
+
+// Ejection counts an endpoint of authority ejected by failure accrual
+// (again after a failed probe included); reason is the last failure's.
+func (r *Registry) Ejection(direction, authority, reason string) {
+	r.ejections.WithLabelValues(direction, authority, reason).Inc()
+}
+
+// EjectedEndpoints exposes endpoint_ejected: how many endpoints of each
+// authority are ejected now in direction, as n reports them (authority →
+// count) at scrape time, so that a destination dropped from the proxy's
+// cache leaves no stale series.
+func (r *Registry) EjectedEndpoints(direction string, n func() map[string]int) {
+	r.reg.MustRegister(ejectedCollector{
+		desc: prometheus.NewDesc("endpoint_ejected", "Endpoints ejected from balancing now (failure accrual), by authority.",
+			[]string{"authority"}, prometheus.Labels{"direction": direction}),
+		n: n,
+	})
+}
+
+type ejectedCollector struct {
+	desc *prometheus.Desc
+	n    func() map[string]int
+}
+
+func (c ejectedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c ejectedCollector) Collect(ch chan<- prometheus.Metric) {
+	for authority, v := range c.n() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v), authority)
+	}
 }
 
 // Unavailable counts a request failed fast for want of an endpoint.

@@ -61,6 +61,8 @@ type dests struct {
 	self map[netip.Addr]bool
 	// h2Stream, h2Conn: the upstreams' HTTP/2 receive windows (Config.H2StreamWindow).
 	h2Stream, h2Conn int
+	// onEject counts an endpoint of authority ejected by failure accrual.
+	onEject func(authority, addr, reason string)
 
 	mu sync.Mutex
 	m  map[string]*dest
@@ -149,6 +151,11 @@ func (ds *dests) start(authority string) *dest {
 	}
 	d.target.Balancer = balance.New(balance.Options[*httpproxy.Upstream]{
 		Strategy: ds.strategy,
+		OnEject: func(addr, reason string) {
+			if ds.onEject != nil {
+				ds.onEject(authority, addr, reason)
+			}
+		},
 		New: func(s balance.Spec) *httpproxy.Upstream {
 			d.mu.Lock()
 			hint, meshed := d.hints[s.Addr], d.ids[s.Addr] != ""
@@ -365,6 +372,41 @@ func (d *dest) close() {
 		pw.Close()
 	}
 	d.target.Balancer.Close()
+}
+
+// ejected counts the endpoints ejected now, by authority (authorities with
+// none are left out).
+func (ds *dests) ejected() map[string]int {
+	ds.mu.Lock()
+	all := make([]*dest, 0, len(ds.m))
+	for _, d := range ds.m {
+		all = append(all, d)
+	}
+	ds.mu.Unlock()
+	n := map[string]int{}
+	for _, d := range all {
+		if k := d.target.Balancer.Ejected(); k > 0 {
+			n[d.target.Authority] += k
+		}
+	}
+	return n
+}
+
+// endBackoff ends the connect backoff of every endpoint: the inbound side
+// calls it when its application is back, which would otherwise be refused
+// for up to the backoff's 10s more.
+func (ds *dests) endBackoff() {
+	ds.mu.Lock()
+	all := make([]*dest, 0, len(ds.m))
+	for _, d := range ds.m {
+		all = append(all, d)
+	}
+	ds.mu.Unlock()
+	for _, d := range all {
+		for _, e := range d.target.Balancer.Endpoints() {
+			e.Succeed()
+		}
+	}
 }
 
 func (ds *dests) closeAll() {

@@ -90,6 +90,10 @@ type Config struct {
 	// and closed at once, and counted in tcp_connections_refused_total.
 	// Default DefaultMaxConnections(); negative: no bound.
 	MaxConnections int
+	// AppProbeInterval is how often an application that refused an inbound
+	// connection is probed (TCP connect) while the proxy reports not ready.
+	// Default DefaultAppProbeInterval.
+	AppProbeInterval time.Duration
 }
 
 // Proxy is a running sidecar.
@@ -101,8 +105,9 @@ type Proxy struct {
 	in      *side
 	admin   *admin.Server
 	ready   atomic.Bool
-	id      string    // this instance, in HopHeader
-	own     *ownAddrs // the listeners' addresses: a target there is a loop
+	id      string     // this instance, in HopHeader
+	own     *ownAddrs  // the listeners' addresses: a target there is a loop
+	app     *appHealth // the application behind the inbound side (apphealth.go)
 
 	// mTLS handshakes completed with meshed peers, by direction.
 	mtlsIn, mtlsOut atomic.Int64
@@ -234,7 +239,15 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Resolver == nil {
 		cfg.Resolver, _ = discover.NewStatic(nil)
 	}
+	if cfg.AppProbeInterval <= 0 {
+		cfg.AppProbeInterval = DefaultAppProbeInterval
+	}
 	p := &Proxy{cfg: cfg, log: cfg.Log, metrics: metrics.New(), id: newInstanceID()}
+	p.app = newAppHealth(cfg.AppProbeInterval, func(ctx context.Context, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: cfg.ConnectTimeout}
+		return d.DialContext(ctx, "tcp", addr)
+	}, p.log.Warn)
+	p.app.onUp = func() { p.in.dests.endBackoff() }
 	var err error
 	if p.out, err = p.newSide("outbound", cfg.OutboundAddr); err != nil {
 		return nil, err
@@ -252,9 +265,9 @@ func New(cfg Config) (*Proxy, error) {
 		h.MaxInFlight = int64(max(cfg.MaxInFlight, 0))
 		s.http.Handler = h
 	}
-	ready := p.ready.Load
+	ready := func() bool { up, _ := p.app.state(); return p.ready.Load() && up }
 	if cfg.Identity != nil {
-		ready = func() bool { return p.ready.Load() && cfg.Identity.HasCert() }
+		ready = func() bool { up, _ := p.app.state(); return p.ready.Load() && up && cfg.Identity.HasCert() }
 	}
 	p.admin, err = admin.Listen(cfg.AdminAddr, p.log, p.metrics.Handler(), ready)
 	if err != nil {
@@ -278,9 +291,18 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 	p.metrics.Listener(direction, s.open.Load, s.maxConns)
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
 		d := net.Dialer{Timeout: p.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
-		return d.DialContext(ctx, "tcp", addr)
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if direction == "inbound" {
+			p.app.observe(addr, err) // a refusal: the application is down
+		}
+		return c, err
 	}
 	s.dests = newDests(p.cfg.Resolver, p.cfg.Balancer, dial)
+	p.metrics.EjectedEndpoints(direction, s.dests.ejected)
+	s.dests.onEject = func(authority, addr, reason string) {
+		p.metrics.Ejection(direction, authority, reason)
+		p.log.Info("endpoint ejected after consecutive failures", "direction", direction, "authority", authority, "addr", addr, "reason", reason)
+	}
 	s.dests.self = selfSet(p.cfg.LocalIPs)
 	s.dests.h2Stream, s.dests.h2Conn = p.cfg.H2StreamWindow, p.cfg.H2ConnectionWindow
 	s.dests.meter = func(c net.Conn, addr, tls, serverID string) net.Conn {
@@ -333,6 +355,12 @@ func (p *Proxy) Addrs() (outbound, inbound, admin net.Addr) {
 	return p.out.ln.Addr(), p.in.ln.Addr(), p.admin.Addr()
 }
 
+// AppReady reports whether the application behind the inbound side takes
+// connections, as far as the proxy knows (it is assumed to until one is
+// refused), and a channel closed at the next change. Local mode withdraws
+// the workload's registration while it does not.
+func (p *Proxy) AppReady() (ready bool, changed <-chan struct{}) { return p.app.state() }
+
 // Metrics returns the proxy's registry (the demo and tests read it in-process).
 func (p *Proxy) Metrics() *metrics.Registry { return p.metrics }
 
@@ -350,6 +378,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		go s.dests.evictIdle(bg)
 	}
 	go p.admin.Serve()
+	p.app.start(bg)
 	p.ready.Store(true)
 	p.log.Info("proxy ready", "outbound", listen.Addrs(p.out.ln), "inbound", listen.Addrs(p.in.ln), "admin", p.admin.Addrs())
 
@@ -641,15 +670,16 @@ func (p *Proxy) serveOpaque(ctx context.Context, s *side, a *accepted) {
 			a.Close()
 			return
 		}
-		done := ep.Start()
+		done := ep.StartRequest()
 		up, err = d.connect(ctx, ep.Addr(), tlsid.ALPNOpaque)
-		done()
+		done(err != nil)
 		if err == nil {
 			ep.Succeed()
+			ep.Result("") // an opaque stream's outcome is its connection's
 			break
 		}
 		up = nil
-		ep.Fail()
+		ep.Fail() // backoff, and a "connect" failure for accrual
 	}
 	if up == nil {
 		p.log.Debug("opaque connect failed", "direction", s.direction, "authority", d.target.Authority, "err", err)

@@ -1,0 +1,133 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/meridian-mesh/meridian/proxy/balance"
+)
+
+// outcome reports one request's result to the endpoint that served it, for
+// the balancer's failure accrual (balance.Endpoint.Result): once, when the
+// result is known, and never for a request its client cancelled.
+type outcome struct {
+	once sync.Once
+	ep   *balance.Endpoint[*Upstream]
+	ctx  context.Context // the upstream request's, to tell a cancellation
+}
+
+func (o *outcome) report(failure string) {
+	if o == nil {
+		return
+	}
+	o.once.Do(func() {
+		if o.ep == nil || (failure != "" && clientCanceled(o.ctx)) {
+			return
+		}
+		o.ep.Result(failure)
+	})
+}
+
+// clientCanceled: the request's context ended for another reason than the
+// route's timeout, which means its client went away.
+func clientCanceled(ctx context.Context) bool {
+	return ctx != nil && ctx.Err() != nil && !errors.Is(context.Cause(ctx), errRouteTimeout)
+}
+
+// gRPC codes that say the server (not the request) failed, as Linkerd's
+// proxy and Envoy's retry-on/outlier classification treat them.
+var grpcFailures = map[string]bool{
+	"2":  true, // UNKNOWN
+	"13": true, // INTERNAL
+	"14": true, // UNAVAILABLE
+	"15": true, // DATA_LOSS
+}
+
+// appUnavailable are the reasons a peer proxy gives (ErrorHeader) when it
+// could not reach its application: the endpoint is up but useless.
+var appUnavailable = map[string]bool{"connect": true, "unavailable": true, "no_endpoints": true}
+
+// headerFailure classifies a response by its status line and headers: a
+// 5xx, a peer proxy's own failure to reach its application, or a gRPC
+// trailers-only response with a failing status. "" means not failed (yet:
+// a gRPC status in the trailers is judged at the body's end).
+func headerFailure(resp *http.Response) string {
+	failing := resp.StatusCode >= 500
+	if isGRPCResponse(resp) {
+		if s := resp.Header.Get("Grpc-Status"); grpcFailures[s] {
+			failing = true
+		}
+	}
+	if !failing {
+		return ""
+	}
+	if appUnavailable[resp.Header.Get(ErrorHeader)] {
+		return "app_unavailable"
+	}
+	if resp.StatusCode >= 500 {
+		return "5xx"
+	}
+	return "grpc"
+}
+
+// endFailure classifies a response whose body ended with err (nil at EOF).
+func endFailure(resp *http.Response, err error) string {
+	if f := headerFailure(resp); f != "" {
+		return f
+	}
+	if err != nil {
+		return "reset"
+	}
+	if isGRPCResponse(resp) && grpcFailures[grpcStatus(resp)] {
+		return "grpc"
+	}
+	return ""
+}
+
+// errorFailure classifies a request that got no response (ctx is its own).
+func errorFailure(ctx context.Context, err error) string {
+	if errors.Is(err, errRouteTimeout) || errors.Is(context.Cause(ctx), errRouteTimeout) {
+		return "timeout"
+	}
+	return "reset"
+}
+
+// watch wraps resp's body so that its end reports the outcome: at EOF, when
+// the status (gRPC's trailers included) is known, or at a read error (a
+// reset). A body closed before its end (the client went away, or stopped
+// reading) reports what the headers said, and nothing for gRPC, whose
+// status was never seen.
+func (o *outcome) watch(resp *http.Response) io.ReadCloser {
+	if o == nil {
+		return resp.Body
+	}
+	return &outcomeBody{ReadCloser: resp.Body, o: o, resp: resp}
+}
+
+type outcomeBody struct {
+	io.ReadCloser
+	o    *outcome
+	resp *http.Response
+}
+
+func (b *outcomeBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case err == io.EOF:
+		b.o.report(endFailure(b.resp, nil))
+	case err != nil:
+		b.o.report(endFailure(b.resp, err))
+	}
+	return n, err
+}
+
+func (b *outcomeBody) Close() error {
+	if !isGRPCResponse(b.resp) || headerFailure(b.resp) != "" {
+		b.o.report(headerFailure(b.resp))
+	}
+	b.o.once.Do(func() {}) // unknown: nothing to report
+	return b.ReadCloser.Close()
+}
