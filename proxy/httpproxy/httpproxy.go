@@ -454,6 +454,12 @@ func (rt roundTripper) send(r *http.Request, st *reqState) (*http.Response, erro
 		}
 		done(headerFailure(resp) != "")
 		ep.Succeed()
+		if resp.ProtoMajor == 1 && claimsContent(resp) {
+			// Whatever content the application sent anyway follows on the
+			// connection, which the transport has already put back in its
+			// pool: the next request there would read it as its response.
+			tr.CloseIdleConnections()
+		}
 		return resp, nil
 	}
 	return nil, lastErr

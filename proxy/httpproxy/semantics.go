@@ -120,6 +120,20 @@ func noContent(resp *http.Response) {
 	}
 }
 
+// claimsContent reports a response that cannot have content (1xx, 204,
+// 304) but declares some: a non-zero Content-Length, or Transfer-Encoding.
+func claimsContent(resp *http.Response) bool {
+	s := resp.StatusCode
+	if !(s >= 100 && s < 200) && s != http.StatusNoContent && s != http.StatusNotModified {
+		return false
+	}
+	if len(resp.TransferEncoding) > 0 {
+		return true
+	}
+	cl := resp.Header.Get("Content-Length")
+	return cl != "" && cl != "0"
+}
+
 // expectsContinue reports "Expect: 100-continue" on a request.
 func expectsContinue(h http.Header) bool {
 	return httpguts.HeaderValuesContainsToken(h["Expect"], "100-continue")
