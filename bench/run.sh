@@ -14,7 +14,9 @@
 # /tmp/meridian-bench), CLIENT_CPU / SUT_CPU (default 0 / 1), PRIORITY
 # (default fifo: the harness, the backends and every proxy run SCHED_FIFO so
 # builds and tests that share the machine cannot delay a request; use normal
-# on a dedicated machine to measure plain CFS scheduling).
+# on a dedicated machine to measure plain CFS scheduling), BASELINE (another
+# meridian-proxy binary, e.g. built from the commit before a change: meshhop
+# measures it as target "baseline" in the same interleaved slices).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,6 +30,7 @@ OUT=${OUT:-/tmp/meridian-bench}
 CLIENT_CPU=${CLIENT_CPU-0}
 SUT_CPU=${SUT_CPU-1}
 PRIORITY=${PRIORITY:-fifo}
+BASELINE=${BASELINE:-}
 mkdir -p "$OUT"
 
 # The peers and taskset. A fresh machine has neither nginx nor HAProxy.
@@ -64,7 +67,7 @@ go build -o "$OUT/failover" ./bench/cmd/failover
 	echo
 } | tee "$OUT/machine.md"
 
-"$OUT/meshhop" -proxy "$OUT/meridian-proxy" -peers "$PEERS" -protocols "$PROTOCOLS" \
+"$OUT/meshhop" -proxy "$OUT/meridian-proxy" ${BASELINE:+-baseline "$BASELINE"} -peers "$PEERS" -protocols "$PROTOCOLS" \
 	-rates "$RATES" -duration "$DURATION" -warmup "$WARMUP" -retries "$RETRIES" \
 	-client-cpu "$CLIENT_CPU" -sut-cpu "$SUT_CPU" -priority "$PRIORITY" -logdir "$OUT/meshhop-logs" 2>&1 |
 	tee "$OUT/meshhop.txt"

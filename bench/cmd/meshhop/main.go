@@ -16,6 +16,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,6 +30,7 @@ import (
 
 var (
 	proxyBin    = flag.String("proxy", "", "meridian-proxy binary; empty or missing runs the peers only")
+	baseline    = flag.String("baseline", "", "another meridian-proxy binary (e.g. built from the commit before a change), measured as target \"baseline\" in the same interleaved slices: a before/after in one run")
 	peersFlag   = flag.String("peers", "nginx,haproxy", "peer chains to run: nginx, haproxy (comma-separated, may be empty)")
 	protosFlag  = flag.String("protocols", "http1,grpc", "protocols: http1, grpc")
 	ratesFlag   = flag.String("rates", "100,1000,5000", "request rates (RPS), each run for -duration")
@@ -90,6 +92,10 @@ func (r row) addedP99(direct row) (time.Duration, bool) {
 	return (d[n/2-1] + d[n/2]) / 2, true
 }
 
+// isMeridian says whether a target's proxies are meridian-proxy (the
+// binary under test or the baseline one), which serve /metrics.
+func isMeridian(kind string) bool { return kind == "meridian" || kind == "baseline" }
+
 func main() {
 	flag.Parse()
 	log.SetFlags(log.Ltime)
@@ -115,6 +121,12 @@ func main() {
 		log.Fatal(err)
 	}
 	kinds := splitList(*peersFlag)
+	if *baseline != "" {
+		if _, err := os.Stat(*baseline); err != nil {
+			log.Fatalf("-baseline: %v", err)
+		}
+		kinds = append([]string{"baseline"}, kinds...)
+	}
 	if *proxyBin != "" {
 		if _, err := os.Stat(*proxyBin); err == nil {
 			kinds = append([]string{"meridian"}, kinds...)
@@ -150,9 +162,19 @@ func main() {
 		for _, k := range kinds {
 			var c *sut.Chain
 			var err error
-			if k == "meridian" {
+			switch k {
+			case "meridian":
 				c, err = sut.Meridian(*proxyBin, proto, server, *sutCPU, dir)
-			} else {
+			case "baseline":
+				// The same chain from the other binary, under its own name
+				// (its configs and logs go to a directory of their own).
+				bdir := filepath.Join(dir, "baseline")
+				if err = os.MkdirAll(bdir, 0o755); err == nil {
+					if c, err = sut.Meridian(*baseline, proto, server, *sutCPU, bdir); err == nil {
+						c.Kind = "baseline"
+					}
+				}
+			default:
 				c, err = sut.Peer(k, proto, server, *sutCPU, dir)
 			}
 			if err != nil {
@@ -211,7 +233,7 @@ func main() {
 				if *linger > 0 {
 					after.idleCores = (v - lingerCPU[i][j]) / linger.Seconds()
 				}
-				if c.Kind == "meridian" {
+				if isMeridian(c.Kind) {
 					if g, ok, _ := sut.Scrape(ctx, "http://"+c.Admin[j]+"/metrics", "go_goroutines"); ok {
 						after.goroutines = g
 					}
@@ -317,7 +339,7 @@ func measureRate(ctx context.Context, proto sut.Protocol, rate float64, targets 
 			if st, err := p.Status(); err == nil {
 				ps.FDs = st.FDs
 			}
-			if t.kind == "meridian" {
+			if isMeridian(t.kind) {
 				if g, ok, _ := sut.Scrape(ctx, "http://"+t.chain.Admin[i]+"/metrics", "go_goroutines"); ok {
 					ps.Goroutines = g
 				}
