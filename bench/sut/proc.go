@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -399,4 +401,28 @@ func CollectNow() { runtime.GC() }
 func QuietGC() {
 	debug.SetGCPercent(-1)
 	debug.SetMemoryLimit(1 << 30)
+}
+
+// Harness starts a benchmark program the way every one here starts: the
+// process pinned to cpus at prio (re-executing itself if needed), its GC
+// held off, a context ended by Ctrl-C or SIGTERM, and the directory for
+// proxy logs and configs (logDir, or a new temporary one named after
+// name). It exits the program on failure.
+func Harness(name, cpus string, prio Priority, logDir string) (ctx context.Context, stop context.CancelFunc, dir string) {
+	if err := PinSelfPriority(cpus, prio); err != nil {
+		log.Fatal(err)
+	}
+	QuietGC()
+	ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	dir = logDir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", name+"-"); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		log.Fatal(err)
+	}
+	return ctx, stop, dir
 }

@@ -11,10 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/meridian-mesh/meridian/bench/backend"
@@ -54,22 +51,8 @@ func main() {
 	if *proxyBin == "" {
 		log.Fatal("-proxy is required")
 	}
-	if err := sut.PinSelfPriority(*clientCPU, sut.Priority(*priority)); err != nil {
-		log.Fatal(err)
-	}
-	sut.QuietGC()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop, dir := sut.Harness("balance", *clientCPU, sut.Priority(*priority), *logDir)
 	defer stop()
-	dir := *logDir
-	if dir == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "balance-"); err != nil {
-			log.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		log.Fatal(err)
-	}
 
 	var results []result
 	var problems []string

@@ -18,12 +18,9 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/meridian-mesh/meridian/bench/loadgen"
@@ -57,22 +54,8 @@ func main() {
 	if *faultAt >= *duration {
 		log.Fatalf("-fault-at %v must be within -duration %v", *faultAt, *duration)
 	}
-	if err := sut.PinSelfPriority(*clientCPU, sut.Priority(*priority)); err != nil {
-		log.Fatal(err)
-	}
-	sut.QuietGC()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop, dir := sut.Harness("failover", *clientCPU, sut.Priority(*priority), *logDir)
 	defer stop()
-	dir := *logDir
-	if dir == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "failover-"); err != nil {
-			log.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		log.Fatal(err)
-	}
 	if err := run(ctx, dir); err != nil {
 		log.Fatal(err)
 	}

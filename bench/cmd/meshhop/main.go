@@ -15,12 +15,10 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/meridian-mesh/meridian/bench/backend"
@@ -99,23 +97,8 @@ func isMeridian(kind string) bool { return kind == "meridian" || kind == "baseli
 func main() {
 	flag.Parse()
 	log.SetFlags(log.Ltime)
-	if err := sut.PinSelfPriority(*clientCPU, sut.Priority(*priority)); err != nil {
-		log.Fatal(err)
-	}
-	sut.QuietGC()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop, dir := sut.Harness("meshhop", *clientCPU, sut.Priority(*priority), *logDir)
 	defer stop()
-
-	dir := *logDir
-	if dir == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "meshhop-"); err != nil {
-			log.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		log.Fatal(err)
-	}
 	rates, err := parseRates(*ratesFlag)
 	if err != nil {
 		log.Fatal(err)
