@@ -61,6 +61,25 @@ func sendAll(ctx context.Context, t *testing.T, n int, send func() bool) []bool 
 	return ok
 }
 
+// sendUntilEjected sends rounds of accrualRequests until the client's proxy
+// has counted an ejection of authority (at most 10 rounds) and returns the
+// last round's results. One round is usually enough; but when a few fast
+// failures happen to be slow ones on a loaded machine, the failure weighting
+// alone keeps the failing replica out of the P2C comparisons for seconds
+// (no traffic, so no five failures in a row yet), and it is ejected only
+// once its penalty has decayed and it is tried again.
+func sendUntilEjected(ctx context.Context, t *testing.T, client *testProxy, authority string, send func() bool) []bool {
+	t.Helper()
+	var ok []bool
+	for range 10 {
+		ok = sendAll(ctx, t, accrualRequests, send)
+		if v, _ := metricSum(scrape(t, client.admin), "endpoint_ejections_total", labels("direction", "outbound", "authority", authority)); v >= 1 {
+			break
+		}
+	}
+	return ok
+}
+
 // assertTail checks that the last accrualTail requests succeeded (99%: one
 // probe of the ejected replica may fail among them) and that the client's
 // proxy counted an ejection of authority for reason.
@@ -112,7 +131,7 @@ func TestReplicaAnswering500IsEjected(t *testing.T) {
 	a := clientProxy(t, dst("web.test:80", serverSidecars(t, good.addr, bad.addr)...))
 	client, _ := h2cClient(t, a.out)
 	var served tally
-	ok := sendAll(ctx, t, accrualRequests, httpSender(ctx, t, client, "http://web.test/", &served))
+	ok := sendUntilEjected(ctx, t, a, "web.test:80", httpSender(ctx, t, client, "http://web.test/", &served))
 	t.Logf("served: %v", &served)
 	assertTail(t, ok, a, "web.test:80", "5xx")
 }
@@ -139,7 +158,7 @@ func TestReplicaWithDeadAppIsEjected(t *testing.T) {
 		t.Fatalf("warm-up never reached the second replica: %v", &served)
 	}
 	bad.kill()
-	ok := sendAll(ctx, t, accrualRequests, send)
+	ok := sendUntilEjected(ctx, t, a, "web.test:80", send)
 	t.Logf("served: %v", &served)
 	assertTail(t, ok, a, "web.test:80", "app_unavailable")
 	if isReady(badIn.admin) {
@@ -171,7 +190,7 @@ func TestReplicaAnsweringGRPCUnavailableIsEjected(t *testing.T) {
 			a := clientProxy(t, dst("grpc.test:80", serverSidecars(t, good.addr, bad.addr)...))
 			client, _ := grpcClient(t, a.out, "grpc.test:80")
 			var served tally
-			ok := sendAll(ctx, t, accrualRequests, func() bool {
+			ok := sendUntilEjected(ctx, t, a, "grpc.test:80", func() bool {
 				resp, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
 				if err != nil {
 					served.add(status.Code(err).String())
