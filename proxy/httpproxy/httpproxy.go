@@ -519,8 +519,12 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		status, reason = http.StatusServiceUnavailable, "connect"
 	case errors.Is(err, errRouteTimeout):
 		status, reason = http.StatusGatewayTimeout, "timeout"
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		status, reason = 499, "canceled" // the client went away; nobody reads this answer
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil,
+		st != nil && st.clientCtx != nil && st.clientCtx.Err() != nil:
+		// The client went away; nobody reads this answer. Over HTTP/2 the
+		// error may be the request body's (the stream was reset), but the
+		// server cancels the request's context before it closes the body.
+		status, reason = 499, "canceled"
 	case errors.Is(err, context.DeadlineExceeded):
 		status, reason = http.StatusGatewayTimeout, "timeout"
 	}

@@ -485,8 +485,8 @@ func (p *Proxy) accept(ctx context.Context, s *side) {
 			// Closed at once rather than left in the backlog: the client
 			// learns now, and the proxy keeps descriptors for the
 			// connections it serves.
+			p.metrics.ConnRefused(s.direction, "max_connections") // before the client can see the close
 			c.Close()
-			p.metrics.ConnRefused(s.direction, "max_connections")
 			continue
 		}
 		s.open.Add(1)
