@@ -83,8 +83,12 @@ func localStoreChecks(o Options) []Check {
 				}
 				var errs []string
 				for _, f := range rep.Files {
-					if f.Error != "" {
-						errs = append(errs, fmt.Sprintf("rejected (serving %d objects of its last good content): %s", f.Objects, f.Error))
+					switch {
+					case f.Error == "":
+					case f.Objects > 0:
+						errs = append(errs, fmt.Sprintf("%s (the %d objects of its last good content keep serving)", f.Error, f.Objects))
+					default:
+						errs = append(errs, f.Error+" (none of its objects are served)")
 					}
 				}
 				if len(errs) > 0 {

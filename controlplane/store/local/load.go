@@ -238,7 +238,7 @@ func (l *loader) load() (objs []runtime.Object, st Status, changed bool, err err
 		}
 	}
 	l.files = next
-	if changed || l.files == nil {
+	if changed {
 		// Objects served stay claimed by their files; new content that
 		// clashes with them is rejected, and the clash is tried again on
 		// the next change (the other file may drop the object).
