@@ -57,6 +57,9 @@ type Options struct {
 	CLIVersion string
 	// Now is the clock the certificate checks use (default time.Now).
 	Now func() time.Time
+	// LocalAdmin is the admin server (HOST:PORT) of a local-mode controller,
+	// for GroupLocalStore (default DefaultLocalAdmin).
+	LocalAdmin string
 }
 
 // State is what the checks share during a run: the options, the clients,
@@ -157,6 +160,8 @@ func Groups(o Options, names ...string) ([]Check, error) {
 			g = webhookChecks(o)
 		case GroupDataPlane:
 			g = dataPlaneChecks(o)
+		case GroupLocalStore:
+			g = localStoreChecks(o)
 		default:
 			return nil, fmt.Errorf("no check group %q", n)
 		}

@@ -47,7 +47,7 @@ func run(args []string) error {
 	fs.IntVar(&cfg.H2StreamWindow, "h2-stream-window", httpproxy.DefaultH2StreamWindow, "bytes an HTTP/2 peer (client or endpoint) may send per stream before the proxy reads them: bounds the memory a slow reader holds, and one stream's throughput to this/RTT (1-2147483647)")
 	fs.IntVar(&cfg.H2ConnectionWindow, "h2-connection-window", httpproxy.DefaultH2ConnectionWindow, "bytes an HTTP/2 peer may send per connection, all streams together, before the proxy reads them (65535-2147483647)")
 	fs.StringVar(&cfg.InboundForward, "inbound-forward", "", "application address for inbound traffic (default: each connection's original destination)")
-	destFile := fs.String("destinations", "", "static destinations YAML file, reloaded when it changes")
+	destFile := fs.String("destinations", "", "static destinations YAML file (one document with a destinations list; empty files are refused), reloaded when it changes; a bad reload keeps the last good set")
 	dstAddr := fs.String("destination-addr", "", "the control plane's destination API (host:port); replaces static destinations")
 	dstID := fs.String("destination-identity", "", "the control plane's SPIFFE ID: set, the destination and identity APIs are reached over TLS, verified with the trust anchors")
 	var wl dstclient.Workload

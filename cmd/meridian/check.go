@@ -21,6 +21,7 @@ func newCheckCmd() *cobra.Command {
 		o      check.Options
 		pre    bool
 		proxy  bool
+		local  string
 		wait   time.Duration
 		output string
 	)
@@ -36,6 +37,10 @@ func newCheckCmd() *cobra.Command {
   meridian check           after installing: CRDs, control plane, identity, proxy
                            injector webhook and data plane
   meridian check --proxy   only the data plane (meshed pods), optionally in -n NS
+  meridian check --local   a controller in local mode (--store=dir:PATH), through
+                           its admin server (default 127.0.0.1:9996; another one:
+                           --local=HOST:PORT): is every file of its store
+                           directory applied, or which are rejected and why
 
 After an install, failing checks that can become true by themselves (pods
 starting, the controller writing certificates) are retried for up to --wait
@@ -47,6 +52,9 @@ The exit status is non-zero when a check failed; warnings do not fail.`,
 			if pre && proxy {
 				return errors.New("--pre and --proxy do not go together")
 			}
+			if local != "" && (pre || proxy) {
+				return errors.New("--local does not go with --pre or --proxy")
+			}
 			if output != "table" && output != "json" {
 				return fmt.Errorf("--output %q: want table or json", output)
 			}
@@ -56,6 +64,9 @@ The exit status is non-zero when a check failed; warnings do not fail.`,
 				groups = check.PreGroups
 			case proxy:
 				groups = check.ProxyGroups
+			case local != "":
+				groups = check.LocalGroups
+				o.LocalAdmin = local
 			}
 			o.ProxyOnly = proxy
 			o.CLIVersion = cliVersion() // install.go: what `meridian install` tags the control plane with
@@ -90,6 +101,8 @@ The exit status is non-zero when a check failed; warnings do not fail.`,
 	f := cmd.Flags()
 	f.BoolVar(&pre, "pre", false, "check whether Meridian can be installed (instead of checking an installed Meridian)")
 	f.BoolVar(&proxy, "proxy", false, "check only the data plane: the meshed pods' proxies")
+	f.StringVar(&local, "local", "", "check a controller in local mode through its admin server: --local (at "+check.DefaultLocalAdmin+") or --local=HOST:PORT")
+	f.Lookup("local").NoOptDefVal = check.DefaultLocalAdmin
 	f.DurationVar(&wait, "wait", 5*time.Minute, "retry failing checks that may still become true for this long (0: no retries)")
 	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
 	f.StringVar(&o.Namespace, "controller-namespace", check.DefaultNamespace, "the control plane's namespace")

@@ -57,7 +57,7 @@ SIGTERM drains it gracefully.`,
 	f.StringVar(&o.Store, "store", "kube", "where objects come from: kube (the Kubernetes API) or dir:PATH (a directory of YAML, local mode)")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for --store=kube (default: in-cluster config, then $KUBECONFIG)")
 	f.StringVar(&o.DestinationAddr, "destination-addr", ":8086", "address of the destination API (gRPC)")
-	f.StringVar(&o.AdminAddr, "admin-addr", ":9996", "address of the admin server (/metrics, /ready, /live); empty to disable")
+	f.StringVar(&o.AdminAddr, "admin-addr", ":9996", "address of the admin server (/metrics, /ready, /live; in local mode also /store: the store directory's files, applied or rejected, which meridian check --local reads); empty to disable")
 	f.StringVar(&o.ClusterDomain, "cluster-domain", compile.DefaultClusterDomain, "the cluster's DNS domain")
 	f.StringVar(&o.TrustDomain, "trust-domain", compile.DefaultTrustDomain, "the SPIFFE trust domain of workload identities")
 	f.StringVar(&o.DefaultNamespace, "default-namespace", local.DefaultNamespace, "local mode: the namespace where short names (\"web:80\") are looked up first")

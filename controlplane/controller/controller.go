@@ -143,6 +143,9 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	st := store.New(store.WithClusterDomain(o.ClusterDomain))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if src.files != nil {
+		reg.MustRegister(src.files)
+	}
 	dopts := destination.Options{Compile: copts, Resync: o.Resync, Log: log, Metrics: reg}
 	if src.local {
 		dopts.Registry = destination.RegistryFunc(st.RegisterWorkload)
@@ -230,7 +233,11 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	defer func() { stopWebhook(); <-webhookDone }()
 	var admin *http.Server
 	if adminLis != nil {
-		admin = &http.Server{Handler: adminMux(reg, &ready), ReadHeaderTimeout: 10 * time.Second}
+		mux := adminMux(reg, &ready)
+		if src.files != nil {
+			mux.Handle("GET /store", src.files)
+		}
+		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := admin.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("admin server: %w", err)
@@ -386,6 +393,7 @@ func adminMux(reg *prometheus.Registry, ready *atomic.Bool) *http.ServeMux {
 // the store holds a complete first view.
 type source struct {
 	local bool
+	files *storeFiles // local mode: the directory's files, as last loaded
 	run   func(ctx context.Context, st *store.Store, log *slog.Logger, synced func()) error
 }
 
@@ -411,12 +419,14 @@ func parseStoreFlag(v, kubeconfig string, restCfg *rest.Config) (source, error) 
 }
 
 func dirSource(dir string) source {
-	return source{local: true, run: func(ctx context.Context, st *store.Store, log *slog.Logger, synced func()) error {
+	files := &storeFiles{dir: dir}
+	return source{local: true, files: files, run: func(ctx context.Context, st *store.Store, log *slog.Logger, synced func()) error {
 		var once sync.Once
-		return local.Watch(ctx, dir, st, log, local.OnReload(func(_ int, err error) {
-			if err == nil {
-				once.Do(synced)
-			}
+		// Synced after the first load, rejected files or not: the
+		// controller serves whatever is valid (see local.Watch).
+		return local.Watch(ctx, dir, st, log, local.OnStatus(func(s local.Status) {
+			files.set(s)
+			once.Do(synced)
 		}))
 	}}
 }

@@ -295,8 +295,10 @@ func CanonicalAuthority(a string, defPort int) (string, error) {
 	return net.JoinHostPort(strings.ToLower(strings.TrimSuffix(host, ".")), port), nil
 }
 
-// ParseFile reads a destinations YAML document. Errors name the file, the
-// line and the field.
+// ParseFile reads a destinations file: one YAML document with a
+// destinations list (`destinations: []` for none). An empty file, one of
+// only comments, one without the list and one with a second document are
+// refused. Errors name the file, the line and the field.
 func ParseFile(path string) ([]Destination, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -315,23 +317,48 @@ func ParseFile(path string) ([]Destination, error) {
 		}
 		return nil, fmt.Errorf("%s: %s bytes, more than the %d (%d MiB) a destinations file may have", path, size, MaxFileSize, MaxFileSize>>20)
 	}
+	// The file's shape first: one document, with a destinations list. An
+	// empty file would otherwise read as no destinations (every request a
+	// 503), and a second document would be ignored.
 	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var root yaml.Node
+	if err := dec.Decode(&root); errors.Is(err, io.EOF) || err == nil && emptyDoc(&root) {
+		return nil, fmt.Errorf("%s: no destinations: the file is empty or only comments; want a document with a destinations list", path)
+	} else if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err) // yaml's errors name the line
+	}
+	var second yaml.Node
+	if err := dec.Decode(&second); err == nil && !emptyDoc(&second) {
+		return nil, fmt.Errorf("%s:%d: a second YAML document: a destinations file holds one document (list every destination under the first one's destinations)", path, second.Content[0].Line)
+	} else if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: a second YAML document: %w", path, err)
+	}
+	dec = yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	var doc file
-	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+	if err := dec.Decode(&doc); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err) // yaml's errors name the line
+	}
+	top := root.Content[0]
+	if list := yamlValue(top, "destinations"); top.Kind == yaml.MappingNode && (list == nil || list.Tag == "!!null") {
+		return nil, fmt.Errorf("%s:%d: destinations: required: the list of destinations (destinations: [] for none)", path, top.Line)
 	}
 	if _, err := NewStatic(doc.Destinations); err != nil {
 		var fe *FieldError
-		var node yaml.Node
-		if errors.As(err, &fe) && yaml.Unmarshal(b, &node) == nil {
-			if line := fe.line(&node); line > 0 {
+		if errors.As(err, &fe) {
+			if line := fe.line(&root); line > 0 {
 				return nil, fmt.Errorf("%s:%d: %w", path, line, err)
 			}
 		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return doc.Destinations, nil
+}
+
+// emptyDoc reports whether a document has no content (only comments, a
+// bare "---", or a null).
+func emptyDoc(n *yaml.Node) bool {
+	return n.Kind == 0 || len(n.Content) == 0 || n.Content[0].Kind == yaml.ScalarNode && n.Content[0].Tag == "!!null"
 }
 
 // ParseFlag parses the flag form AUTHORITY=ADDR[,ADDR...].

@@ -342,8 +342,9 @@ func TestParseFile(t *testing.T) {
 		t.Errorf("ParseFile =\n%+v\nwant\n%+v", dests, want)
 	}
 
-	if dests, err := ParseFile(writeFile(t, "")); err != nil || len(dests) != 0 {
-		t.Errorf("empty file: %v, %v", dests, err)
+	// None, said explicitly; a trailing "---" is no second document.
+	if dests, err := ParseFile(writeFile(t, "destinations: []\n---\n# end\n")); err != nil || len(dests) != 0 {
+		t.Errorf("destinations: []: %v, %v", dests, err)
 	}
 	if _, err := ParseFile(filepath.Join(t.TempDir(), "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
@@ -405,6 +406,110 @@ func TestParseFileErrorsNameFileAndLine(t *testing.T) {
 		})
 	}
 }
+
+// A file that says nothing, or says more than one document, is refused: an
+// empty one would serve no destinations (every request a 503), and a
+// second document was ignored.
+func TestParseFileRefusesEmptyAndMultipleDocuments(t *testing.T) {
+	good := "destinations:\n  - authority: web.test\n    endpoints: [{addr: \"10.0.0.1:80\"}]\n"
+	for _, c := range []struct{ name, doc, want string }{
+		{"empty", "", ": no destinations: the file is empty or only comments"},
+		{"only comments", "# destinations:\n#   - authority: web\n", ": no destinations: the file is empty or only comments"},
+		{"only a separator", "---\n# nothing\n", ": no destinations: the file is empty or only comments"},
+		{"null", "~\n", ": no destinations: the file is empty or only comments"},
+		{"no list", "destinations:\n", ":1: destinations: required"},
+		{"empty mapping", "{}\n", ":1: destinations: required"},
+		{"second document", good + "---\ndestinations:\n  - authority: api.test\n    endpoints: [{addr: \"10.0.0.2:80\"}]\n",
+			":5: a second YAML document: a destinations file holds one document"},
+		{"second document, broken", good + "---\n  - [\n", ": a second YAML document: yaml: line"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := writeFile(t, c.doc)
+			dests, err := ParseFile(p)
+			if err == nil {
+				t.Fatalf("accepted as %d destinations", len(dests))
+			}
+			if !strings.HasPrefix(err.Error(), p+c.want) {
+				t.Errorf("error %q\nwant it to start with %q", err, p+c.want)
+			}
+		})
+	}
+}
+
+// WatchFile keeps the last good set when the file becomes empty or gains a
+// second document, and says why in the log.
+func TestWatchFileKeepsTheLastGoodOnEmptyOrMultiDocument(t *testing.T) {
+	good := "destinations:\n  - authority: web.test\n    endpoints: [{addr: \"10.0.0.1:80\"}]\n"
+	p := writeFile(t, good)
+	dests, err := ParseFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewStatic(dests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.Resolve(context.Background(), "web.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	next(t, w)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	logs := make(chan string, 100)
+	go func() { defer close(done); s.WatchFile(ctx, p, nil, 10*time.Millisecond, slog.New(errHandler(logs))) }()
+
+	mtime := time.Now()
+	for _, c := range []struct{ doc, want string }{
+		{"# emptied\n", "no destinations: the file is empty or only comments"},
+		{good + "---\ndestinations: []\n", ":5: a second YAML document"},
+	} {
+		// The watcher notes the file's mtime when it starts, which may be
+		// after a first write: write with later mtimes until it reacts.
+		var got string
+		for i := 0; i < 100 && got == ""; i++ {
+			mtime = mtime.Add(time.Second)
+			writeAt(t, p, c.doc, mtime)
+			select {
+			case got = <-logs:
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		if !strings.HasPrefix(got, "destinations rejected") || !strings.Contains(got, c.want) {
+			t.Fatalf("log %q, want a rejection with %q", got, c.want)
+		}
+		noUpdate(t, w)
+		if _, err := s.Resolve(context.Background(), "web.test"); err != nil {
+			t.Fatalf("web.test no longer served after a rejected file: %v", err)
+		}
+	}
+	cancel()
+	<-done
+}
+
+// errHandler sends each log message with its err attribute to ch (dropping
+// it when ch is full).
+type errHandler chan string
+
+func (h errHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h errHandler) Handle(_ context.Context, r slog.Record) error {
+	m := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" {
+			m += ": " + a.Value.String()
+		}
+		return true
+	})
+	select {
+	case h <- m:
+	default:
+	}
+	return nil
+}
+func (h errHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h errHandler) WithGroup(string) slog.Handler      { return h }
 
 // WatchFile applies a changed file and keeps the last good set when the
 // file goes bad.

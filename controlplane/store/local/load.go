@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -99,58 +101,239 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// MaxFileSize is the largest file a store directory may hold (4 MiB, as
+// a ConfigMap holds at most 1 MiB): a larger one is rejected without being
+// read, so that a stray dump in the directory cannot take the controller's
+// memory.
+const MaxFileSize = 4 << 20
+
 // Load reads every *.yaml and *.yml file under dir (recursively; names
 // starting with a dot are skipped, symbolic links to files are followed, so
 // a mounted ConfigMap works) and decodes the objects in them. Decoding is
 // strict: an unknown or duplicated field, a value of the wrong type, an
 // invalid ServiceProfile or TrafficSplit, a kind other than those of
-// AllowedKinds, or two objects with the same kind, namespace and name
-// reject the whole directory, with errors (each an *Error, joined) naming
-// the file, the line and the field. Objects without a namespace get
-// DefaultNamespace.
+// AllowedKinds, two objects with the same kind, namespace and name, or a
+// file larger than MaxFileSize reject the whole directory, with errors (each
+// an *Error, joined) naming the file, the line and the field. Objects
+// without a namespace get DefaultNamespace. Watch, unlike Load, rejects only
+// the files in error (see Status).
 func Load(dir string) ([]runtime.Object, error) {
-	files, err := yamlFiles(dir)
+	objs, st, err := LoadFiles(dir)
 	if err != nil {
 		return nil, err
 	}
-	var (
-		objs []runtime.Object
-		errs []error
-		seen = map[string]string{} // kind/namespace/name → file:line
-	)
-	for _, f := range files {
-		data, err := os.ReadFile(f.path)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		docs, ferrs := decodeFile(f.path, data)
-		errs = append(errs, ferrs...)
-		for _, d := range docs {
-			m := d.obj.(metav1.Object)
-			id := d.gvk.Kind + " " + m.GetNamespace() + "/" + m.GetName()
-			if m.GetNamespace() == "" {
-				id = d.gvk.Kind + " " + m.GetName()
-			}
-			here := f.path + ":" + strconv.Itoa(d.line)
-			if first, dup := seen[id]; dup {
-				errs = append(errs, &Error{File: f.path, Line: d.line, Msg: "duplicate " + id + " (first at " + first + ")"})
-				continue
-			}
-			seen[id] = here
-			objs = append(objs, d.obj)
-		}
-		if len(errs) >= maxErrors {
-			break
-		}
-	}
-	if len(errs) > 0 {
-		if len(errs) > maxErrors {
-			errs = append(errs[:maxErrors], fmt.Errorf("(more errors not shown)"))
-		}
-		return nil, errors.Join(errs...)
+	if err := st.Err(); err != nil {
+		return nil, err
 	}
 	return objs, nil
+}
+
+// LoadFiles loads dir as Watch's first load does: each file is applied
+// whole or rejected whole, and the objects of the files applied are
+// returned with the status of every file. err is set only when the
+// directory cannot be listed.
+func LoadFiles(dir string) ([]runtime.Object, Status, error) {
+	l := loader{dir: dir}
+	objs, st, _, err := l.load()
+	return objs, st, err
+}
+
+// FileStatus is the outcome of one file of a store directory.
+type FileStatus struct {
+	Path string
+	// Objects is how many objects of the file are served: those of its
+	// current content, or of its last good content when that is rejected.
+	Objects int
+	// Err says why the file's current content is rejected (joined *Errors);
+	// nil when it is applied.
+	Err error
+}
+
+// Status is the outcome of a load: the objects served and every file.
+type Status struct {
+	Objects int
+	Files   []FileStatus // in path order
+}
+
+// Rejected returns the files whose current content is rejected.
+func (s Status) Rejected() []FileStatus {
+	var out []FileStatus
+	for _, f := range s.Files {
+		if f.Err != nil {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Err joins the errors of the rejected files, or is nil.
+func (s Status) Err() error {
+	var errs []error
+	for _, f := range s.Rejected() {
+		errs = append(errs, f.Err)
+	}
+	return errors.Join(errs...)
+}
+
+// loader keeps, across the loads of one directory, each file's last good
+// content, so that a file broken later keeps serving what it served.
+type loader struct {
+	dir   string
+	files map[string]*fileState
+}
+
+type fileState struct {
+	size  int64
+	mtime time.Time
+	// served is the content applied: the current one, or the last good
+	// one while the current one is rejected.
+	served []doc
+	// pending is current content that decoded but clashes with another
+	// file's objects: it is tried again on every change of the directory.
+	pending []doc
+	err     error
+}
+
+// load reads the files that changed since the last load (path, size or
+// modification time) and returns the objects to serve; changed is false
+// when nothing did.
+func (l *loader) load() (objs []runtime.Object, st Status, changed bool, err error) {
+	files, err := yamlFiles(l.dir)
+	if err != nil {
+		return nil, Status{}, false, err
+	}
+	next := make(map[string]*fileState, len(files))
+	var cands []string // files with content to apply, in path order
+	for _, f := range files {
+		old := l.files[f.path]
+		if old != nil && old.size == f.info.Size() && old.mtime.Equal(f.info.ModTime()) {
+			next[f.path] = old
+			if old.pending != nil {
+				cands = append(cands, f.path)
+			}
+			continue
+		}
+		changed = true
+		fs := &fileState{size: f.info.Size(), mtime: f.info.ModTime()}
+		if old != nil {
+			fs.served = old.served
+		}
+		next[f.path] = fs
+		data, err := readFile(f)
+		if err != nil {
+			fs.err = err
+			continue
+		}
+		docs, errs := decodeFile(f.path, data)
+		if len(errs) > 0 {
+			fs.err = joinCapped(errs)
+			continue
+		}
+		fs.pending = docs
+		cands = append(cands, f.path)
+	}
+	for p := range l.files {
+		if next[p] == nil {
+			changed = true // removed
+		}
+	}
+	l.files = next
+	if changed {
+		// Objects served stay claimed by their files; new content that
+		// clashes with them is rejected, and the clash is tried again on
+		// the next change (the other file may drop the object).
+		claimed := map[string]string{} // id → file:line
+		pending := map[string]bool{}
+		for _, p := range cands {
+			pending[p] = true
+		}
+		for _, f := range files {
+			if !pending[f.path] {
+				claim(claimed, f.path, next[f.path].served)
+			}
+		}
+		for _, p := range cands {
+			fs := next[p]
+			if errs := claim(claimed, p, fs.pending); len(errs) > 0 {
+				fs.err = joinCapped(errs)
+				if errs := claim(claimed, p, fs.served); len(errs) > 0 {
+					fs.served = nil // its last good objects now clash too
+				}
+				continue
+			}
+			fs.served, fs.pending, fs.err = fs.pending, nil, nil
+		}
+	}
+	for _, f := range files {
+		fs := next[f.path]
+		for _, d := range fs.served {
+			objs = append(objs, d.obj)
+		}
+		st.Files = append(st.Files, FileStatus{Path: f.path, Objects: len(fs.served), Err: fs.err})
+	}
+	st.Objects = len(objs)
+	return objs, st, changed, nil
+}
+
+// claim records the ids of docs, all or none: it returns the clashes (with
+// claimed, or within docs) and records nothing if there are any.
+func claim(claimed map[string]string, path string, docs []doc) []error {
+	var errs []error
+	mine := map[string]string{}
+	for _, d := range docs {
+		m := d.obj.(metav1.Object)
+		id := d.gvk.Kind + " " + m.GetNamespace() + "/" + m.GetName()
+		if m.GetNamespace() == "" {
+			id = d.gvk.Kind + " " + m.GetName()
+		}
+		first, dup := claimed[id]
+		if !dup {
+			first, dup = mine[id]
+		}
+		if dup {
+			errs = append(errs, &Error{File: path, Line: d.line, Msg: "duplicate " + id + " (first at " + first + ")"})
+			continue
+		}
+		mine[id] = path + ":" + strconv.Itoa(d.line)
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	for id, at := range mine {
+		claimed[id] = at
+	}
+	return nil
+}
+
+func joinCapped(errs []error) error {
+	if len(errs) > maxErrors {
+		errs = append(errs[:maxErrors], fmt.Errorf("(more errors not shown)"))
+	}
+	return errors.Join(errs...)
+}
+
+// readFile reads one file of the directory, refusing one larger than
+// MaxFileSize before reading it (and if it grows while being read).
+func readFile(f file) ([]byte, error) {
+	tooBig := func(size string) error {
+		return &Error{File: f.path, Msg: fmt.Sprintf("file is %s bytes; the limit is %d bytes (4 MiB)", size, MaxFileSize)}
+	}
+	if f.info.Size() > MaxFileSize {
+		return nil, tooBig(strconv.FormatInt(f.info.Size(), 10))
+	}
+	fh, err := os.Open(f.path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	data, err := io.ReadAll(io.LimitReader(fh, MaxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileSize {
+		return nil, tooBig("more than " + strconv.Itoa(MaxFileSize))
+	}
+	return data, nil
 }
 
 type file struct {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -341,12 +342,177 @@ func TestWatchReloadsAndKeepsServingOnError(t *testing.T) {
 	}
 }
 
-func TestWatchFailsOnABrokenDirectory(t *testing.T) {
+// watchDir runs Watch on dir until the test ends, and returns a function
+// that waits for a load whose status satisfies ok.
+func watchDir(t *testing.T, dir string, s *store.Store) func(what string, ok func(Status) bool) Status {
+	t.Helper()
+	statuses := make(chan Status, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Watch(ctx, dir, s, nil, Interval(5*time.Millisecond), OnStatus(func(st Status) { statuses <- st }))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Watch returned %v", err)
+		}
+	})
+	return func(what string, ok func(Status) bool) Status {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case st := <-statuses:
+				if ok(st) {
+					return st
+				}
+			case err := <-done:
+				t.Fatalf("%s: Watch returned %v", what, err)
+			case <-timeout:
+				t.Fatalf("%s: no such load", what)
+			}
+		}
+	}
+}
+
+// rejected returns the error of the file named name, or "" when it is
+// applied or absent.
+func rejected(st Status, name string) string {
+	for _, f := range st.Files {
+		if filepath.Base(f.Path) == name && f.Err != nil {
+			return f.Err.Error()
+		}
+	}
+	return ""
+}
+
+func TestWatchStartsWithTheValidFilesAndRejectsPerFile(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "svc.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: [}\n")
-	err := Watch(context.Background(), dir, store.New(), nil)
-	if err == nil || !strings.Contains(err.Error(), "svc.yaml:4") {
-		t.Fatalf("Watch = %v, want the first load's error", err)
+	write(t, dir, "a.yaml", service("a", "10.96.0.1"))
+	write(t, dir, "b.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: ns}\nspec: {clusterIP: [}\n")
+	write(t, dir, "c.yaml", service("c", "10.96.0.3"))
+	s := store.New()
+	until := watchDir(t, dir, s)
+	a, b, c := store.Key{Namespace: "ns", Name: "a"}, store.Key{Namespace: "ns", Name: "b"}, store.Key{Namespace: "ns", Name: "c"}
+
+	// A syntax error in one file does not stop the start: the others serve.
+	st := until("first load", func(Status) bool { return true })
+	if e := rejected(st, "b.yaml"); !strings.Contains(e, filepath.Join(dir, "b.yaml")+":4: invalid YAML") {
+		t.Fatalf("b.yaml's rejection = %q, want its file and line", e)
+	}
+	if st.Objects != 2 || len(st.Rejected()) != 1 {
+		t.Fatalf("status = %+v, want 2 objects and b.yaml rejected", st)
+	}
+	for _, k := range []store.Key{a, c} {
+		if _, ok := s.Service(k); !ok {
+			t.Fatalf("%v not served while b.yaml is broken", k)
+		}
+	}
+
+	// Fixing the bad file applies it.
+	put(t, dir, "b.yaml", service("b", "10.96.0.2"))
+	until("fix", func(st Status) bool { return len(st.Rejected()) == 0 })
+	if _, ok := s.Service(b); !ok {
+		t.Fatal("b not served after its file was fixed")
+	}
+
+	// Breaking a file later keeps its last good objects, and the other
+	// files' changes still apply.
+	put(t, dir, "a.yaml", service("a", "10.96.0.9")+"bogus: true\n")
+	until("a broken", func(st Status) bool {
+		return strings.Contains(rejected(st, "a.yaml"), "a.yaml:5: bogus: unknown field")
+	})
+	put(t, dir, "c.yaml", service("c", "10.96.0.33"))
+	st = until("c changed", func(Status) bool {
+		_, ok := s.ServiceByClusterIP("10.96.0.33")
+		return ok
+	})
+	if k, ok := s.ServiceByClusterIP("10.96.0.1"); !ok || k != a {
+		t.Fatal("a's last good content no longer served while a.yaml is broken")
+	}
+	if rejected(st, "a.yaml") == "" {
+		t.Fatal("a.yaml no longer reported as rejected")
+	}
+
+	// A new file declaring an object another file serves is rejected; the
+	// object stays with the file that served it.
+	put(t, dir, "d.yaml", service("c", "10.96.0.44"))
+	until("duplicate", func(st Status) bool {
+		return strings.Contains(rejected(st, "d.yaml"), "d.yaml:1: duplicate Service ns/c (first at "+filepath.Join(dir, "c.yaml")+":1)")
+	})
+	if _, ok := s.ServiceByClusterIP("10.96.0.33"); !ok {
+		t.Fatal("c's object taken over by a duplicate in another file")
+	}
+	// Once c.yaml drops it, d.yaml's version applies without d.yaml changing.
+	put(t, dir, "c.yaml", service("other", "10.96.0.55"))
+	until("duplicate resolved", func(st Status) bool { return rejected(st, "d.yaml") == "" })
+	if k, ok := s.ServiceByClusterIP("10.96.0.44"); !ok || k != c {
+		t.Fatal("d.yaml's c not served once the clash is gone")
+	}
+
+	// Removing a broken file removes its last good objects.
+	if err := os.Remove(filepath.Join(dir, "a.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	until("removal", func(st Status) bool { return len(st.Rejected()) == 0 })
+	if _, ok := s.Service(a); ok {
+		t.Fatal("a still served after its file was removed")
+	}
+}
+
+func TestWatchRefusesLargeFilesWithoutReadingThem(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "a.yaml", service("a", "10.96.0.1"))
+	big := filepath.Join(dir, "dump.yaml")
+	// 50 MB, sparse: the file system holds no data for it.
+	if err := os.WriteFile(big, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big, 50<<20); err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	objs, st, err := LoadFiles(dir)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// TotalAlloc counts every allocation, freed or not: the file must not
+	// have been read.
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 4<<20 {
+		t.Errorf("loading allocated %d bytes (heap in use %d → %d), want under 4 MiB", grew, before.HeapInuse, after.HeapInuse)
+	}
+	want := big + ": file is 52428800 bytes; the limit is 4194304 bytes (4 MiB)"
+	if e := rejected(st, "dump.yaml"); e != want {
+		t.Fatalf("rejection = %q, want %q", e, want)
+	}
+	if len(objs) != 1 {
+		t.Fatalf("served %d objects, want a.yaml's one", len(objs))
+	}
+
+	// In the watch, the other files serve and removing the file clears it.
+	s := store.New()
+	until := watchDir(t, dir, s)
+	until("first load", func(st Status) bool { return rejected(st, "dump.yaml") == want })
+	if _, ok := s.Service(store.Key{Namespace: "ns", Name: "a"}); !ok {
+		t.Fatal("a not served next to a file too large")
+	}
+	if err := os.Remove(big); err != nil {
+		t.Fatal(err)
+	}
+	until("removal", func(st Status) bool { return len(st.Rejected()) == 0 })
+}
+
+func TestLoadAcceptsAFileAtTheLimit(t *testing.T) {
+	dir := t.TempDir()
+	content := service("a", "10.96.0.1")
+	content += "#" + strings.Repeat("x", MaxFileSize-len(content)-2) + "\n"
+	write(t, dir, "a.yaml", content)
+	if objs, err := Load(dir); err != nil || len(objs) != 1 {
+		t.Fatalf("Load = %d objects, %v; want a file of exactly MaxFileSize loaded", len(objs), err)
 	}
 }
 

@@ -2,8 +2,6 @@ package local
 
 import (
 	"context"
-	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"time"
 
@@ -19,6 +17,7 @@ type Option func(*options)
 type options struct {
 	interval time.Duration
 	onReload func(objects int, err error)
+	onStatus func(Status)
 }
 
 // Interval sets how often Watch looks for changes (default DefaultInterval).
@@ -30,18 +29,28 @@ func Interval(d time.Duration) Option {
 	}
 }
 
-// OnReload calls f after every load, the first included: with the number of
-// objects now served, or with the error that rejected the load.
+// OnReload calls f after every load that changed something, the first
+// included: with the number of objects now served and the errors of the
+// files rejected (Status.Err; nil when every file is applied), or with -1
+// and the error that stopped the load (the directory cannot be listed).
 func OnReload(f func(objects int, err error)) Option {
 	return func(o *options) { o.onReload = f }
 }
 
+// OnStatus calls f with every file's status after every load that changed
+// something, the first included.
+func OnStatus(f func(Status)) Option {
+	return func(o *options) { o.onStatus = f }
+}
+
 // Watch loads dir into st with ReplaceAll, then polls the directory's files
-// (paths, sizes and modification times) and reloads it whenever they change,
-// until ctx is done. A reload that fails (see Load) is logged and changes
-// nothing: the previous content keeps serving until the files are fixed.
-// Only the first load's error is returned, so that a broken directory fails
-// startup; Watch returns nil when ctx is done.
+// (paths, sizes and modification times) and reloads the files that change,
+// until ctx is done. Each file is applied whole or rejected whole: a file in
+// error (see Load) is logged and reported (OnStatus, OnReload) and keeps
+// serving its last good content, if it had one, while the other files'
+// changes apply; a removed file's objects go. The controller thus starts
+// with whatever is valid. Watch returns an error only when the first load
+// cannot list the directory, and nil when ctx is done.
 func Watch(ctx context.Context, dir string, st *store.Store, log *slog.Logger, opts ...Option) error {
 	o := options{interval: DefaultInterval}
 	for _, f := range opts {
@@ -52,29 +61,49 @@ func Watch(ctx context.Context, dir string, st *store.Store, log *slog.Logger, o
 	}
 	log = log.With("dir", dir)
 
-	load := func() error {
-		objs, err := Load(dir)
-		if err == nil {
+	l := loader{dir: dir}
+	var prev map[string]string // rejected file → its error, as last logged
+	load := func(first bool) error {
+		objs, status, changed, err := l.load()
+		if err == nil && (changed || first) {
 			err = st.ReplaceAll(objs)
 		}
-		if o.onReload != nil {
-			n := len(objs)
-			if err != nil {
-				n = -1
+		if err != nil {
+			l.files = nil // read everything again next time
+			if o.onReload != nil {
+				o.onReload(-1, err)
 			}
-			o.onReload(n, err)
+			return err
 		}
-		if err == nil {
-			log.Info("local store loaded", "objects", len(objs))
+		if !changed && !first {
+			return nil
 		}
-		return err
+		rejected := map[string]string{}
+		for _, f := range status.Files {
+			if f.Err == nil {
+				if _, was := prev[f.Path]; was {
+					log.Info("local store: file applied", "file", f.Path, "objects", f.Objects)
+				}
+				continue
+			}
+			rejected[f.Path] = f.Err.Error()
+			if prev[f.Path] != rejected[f.Path] {
+				log.Error("local store: file rejected; its last good objects, if any, keep serving",
+					"file", f.Path, "serving", f.Objects, "err", f.Err)
+			}
+		}
+		prev = rejected
+		log.Info("local store loaded", "objects", status.Objects, "files", len(status.Files), "rejected", len(rejected))
+		if o.onStatus != nil {
+			o.onStatus(status)
+		}
+		if o.onReload != nil {
+			o.onReload(status.Objects, status.Err())
+		}
+		return nil
 	}
 
-	last, err := fingerprint(dir)
-	if err != nil {
-		return err
-	}
-	if err := load(); err != nil {
+	if err := load(true); err != nil {
 		return err
 	}
 	t := time.NewTicker(o.interval)
@@ -85,31 +114,8 @@ func Watch(ctx context.Context, dir string, st *store.Store, log *slog.Logger, o
 			return nil
 		case <-t.C:
 		}
-		fp, err := fingerprint(dir)
-		if err != nil {
-			log.Error("local store: cannot read the directory; still serving the previous content", "err", err)
-			continue
-		}
-		if fp == last {
-			continue
-		}
-		last = fp
-		if err := load(); err != nil {
-			log.Error("local store: reload rejected; still serving the previous content", "err", err)
+		if err := load(false); err != nil {
+			log.Error("local store: cannot load the directory; still serving the previous content", "err", err)
 		}
 	}
-}
-
-// fingerprint summarizes the directory's YAML files: a change to any path,
-// size or modification time changes it.
-func fingerprint(dir string) (uint64, error) {
-	files, err := yamlFiles(dir)
-	if err != nil {
-		return 0, err
-	}
-	h := fnv.New64a()
-	for _, f := range files {
-		fmt.Fprintf(h, "%s\x00%d\x00%d\x00", f.path, f.info.Size(), f.info.ModTime().UnixNano())
-	}
-	return h.Sum64(), nil
 }
