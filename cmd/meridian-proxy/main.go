@@ -55,6 +55,7 @@ func run(args []string) error {
 	fs.StringVar(&wl.Namespace, "workload-namespace", "default", "local mode: the workload's namespace")
 	fs.StringVar(&wl.Service, "workload-service", "", "local mode: the service the workload serves (empty: a client only)")
 	fs.StringVar(&wl.ServiceAccount, "workload-service-account", "default", "local mode: the workload's service account")
+	credFile := fs.String("workload-credential-file", "", "local mode: file holding the workload's credential, whose SHA-256 the operator declared on the workload's Pod in the controller's directory (annotation local.meridian.io/credential-sha256; or $"+EnvWorkloadCredential+" holding the credential); without it the controller refuses the registration")
 	advertise := fs.String("advertise-addr", "", "local mode: the inbound address peers should dial (default: the inbound listener's address)")
 	var flagDests []discover.Destination
 	fs.Func("dst", "static destination AUTHORITY=ADDR[,ADDR...] (repeatable)", func(v string) error {
@@ -175,6 +176,10 @@ func run(args []string) error {
 		}
 		var register func(ctx context.Context, inbound string, appReady dstclient.Readiness)
 		if wl.Name != "" {
+			credential, err := workloadCredential(*credFile)
+			if err != nil {
+				return err
+			}
 			register = func(ctx context.Context, inbound string, appReady dstclient.Readiness) {
 				wl.Address = inbound
 				if *advertise != "" {
@@ -189,6 +194,7 @@ func run(args []string) error {
 						return ok || !id.HasCert(), changed
 					}
 				}
+				wl.Credential = credential
 				client.RegisterWhile(ctx, wl, ready, func() {
 					log.Info("registered with the control plane", "workload", wl.Namespace+"/"+wl.Name, "address", wl.Address)
 				})
@@ -210,6 +216,28 @@ func run(args []string) error {
 	}
 	cfg.Resolver = static
 	return serve(cfg, static, *destFile, flagDests, nil)
+}
+
+// EnvWorkloadCredential holds the local-mode workload credential when
+// --workload-credential-file is not given (a file keeps it out of the
+// process's environment, which other processes of the user may read).
+const EnvWorkloadCredential = "MERIDIAN_PROXY_WORKLOAD_CREDENTIAL"
+
+// workloadCredential is the credential of --workload-credential-file, else
+// of $MERIDIAN_PROXY_WORKLOAD_CREDENTIAL.
+func workloadCredential(file string) (string, error) {
+	if file == "" {
+		return os.Getenv(EnvWorkloadCredential), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--workload-credential-file: %w", err)
+	}
+	c := strings.TrimSpace(string(b))
+	if c == "" {
+		return "", fmt.Errorf("--workload-credential-file %s: empty; it must hold the credential whose SHA-256 the workload's Pod declares", file)
+	}
+	return c, nil
 }
 
 // opaquePortsFlag is --opaque-ports: its value when given, else Linkerd's
