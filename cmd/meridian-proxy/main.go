@@ -42,7 +42,7 @@ func run(args []string) error {
 	var cfg sidecar.Config
 	fs.StringVar(&cfg.OutboundAddr, "outbound-addr", sidecar.DefaultOutboundAddr, "outbound listeners, comma-separated (applications' connections are redirected here); IPv6 ones are skipped where there is no IPv6")
 	fs.StringVar(&cfg.InboundAddr, "inbound-addr", sidecar.DefaultInboundAddr, "inbound listeners, comma-separated")
-	fs.StringVar(&cfg.AdminAddr, "admin-addr", sidecar.DefaultAdminAddr, "admin listeners, comma-separated: /metrics, /ready, /live")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", sidecar.DefaultAdminAddr, "admin listeners, comma-separated: /metrics, /identity, /ready, /live; /ready and /live are open to all, the rest follows --default-inbound-policy (meshed clients over mTLS under the authenticated ones and deny)")
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, fmt.Sprintf("HTTP requests and gRPC streams each direction handles at once; more are refused at once with 503 (gRPC UNAVAILABLE). 0: derived from the memory limit (the container's cgroup limit, else GOMEMLIMIT) as (limit - %d MiB) / (2 x %d KiB), within [100, %d]; %d without a limit. -1: no bound", sidecar.MemoryBaseline>>20, sidecar.InFlightBudget>>10, sidecar.DefaultMaxInFlight, sidecar.DefaultMaxInFlight))
 	fs.IntVar(&cfg.H2StreamWindow, "h2-stream-window", httpproxy.DefaultH2StreamWindow, "bytes an HTTP/2 peer (client or endpoint) may send per stream before the proxy reads them: bounds the memory a slow reader holds, and one stream's throughput to this/RTT (1-2147483647)")
 	fs.IntVar(&cfg.H2ConnectionWindow, "h2-connection-window", httpproxy.DefaultH2ConnectionWindow, "bytes an HTTP/2 peer may send per connection, all streams together, before the proxy reads them (65535-2147483647)")
