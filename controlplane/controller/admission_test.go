@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -225,5 +226,28 @@ func TestLocalAPIRefusesPlaintextWithAPIIdentity(t *testing.T) {
 	}
 	if err == nil {
 		t.Fatal("a plaintext client registered with a controller serving TLS")
+	}
+}
+
+// Local mode's API listens on loopback unless told otherwise (it listened
+// on every interface); kube mode's on every interface, where pods reach it.
+func TestLocalAPIOnLoopbackByDefault(t *testing.T) {
+	if got := destinationAddr("", true); got != "127.0.0.1:8086" {
+		t.Errorf("local mode's default: %s", got)
+	}
+	if got := destinationAddr("", false); got != ":8086" {
+		t.Errorf("kube mode's default: %s", got)
+	}
+	if got := destinationAddr("0.0.0.0:9000", true); got != "0.0.0.0:9000" {
+		t.Errorf("an explicit address: %s", got)
+	}
+	for addr, want := range map[string]bool{"127.0.0.1:1": true, "[::1]:1": true, "0.0.0.0:1": false, "[::]:1": false} {
+		a, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if loopback(a) != want {
+			t.Errorf("loopback(%s) = %v", addr, !want)
+		}
 	}
 }

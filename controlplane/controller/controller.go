@@ -105,6 +105,17 @@ const (
 	DefaultLocalDestinationAddr = "127.0.0.1:8086"
 )
 
+// destinationAddr is the API's address: addr, else the mode's default.
+func destinationAddr(addr string, local bool) string {
+	switch {
+	case addr != "":
+		return addr
+	case local:
+		return DefaultLocalDestinationAddr
+	}
+	return DefaultKubeDestinationAddr
+}
+
 func loopback(a net.Addr) bool {
 	ta, ok := a.(*net.TCPAddr)
 	return ok && ta.IP.IsLoopback()
@@ -185,12 +196,7 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	}
 	dst := destination.New(st, st, dopts)
 
-	if o.DestinationAddr == "" {
-		o.DestinationAddr = DefaultKubeDestinationAddr
-		if src.local {
-			o.DestinationAddr = DefaultLocalDestinationAddr
-		}
-	}
+	o.DestinationAddr = destinationAddr(o.DestinationAddr, src.local)
 	lis, err := net.Listen("tcp", o.DestinationAddr)
 	if err != nil {
 		return fmt.Errorf("--destination-addr: %w", err)
