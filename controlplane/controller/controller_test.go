@@ -208,8 +208,17 @@ func TestControllerLocal(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("controller did not stop")
 	}
-	if _, err := g.Recv(); err == nil {
-		t.Fatal("Get stream still open after shutdown")
+	// The stream may still deliver what shutdown itself changed (the
+	// registration ends with its stream, so web loses that endpoint) before
+	// it ends: read until it does, a bounded number of messages.
+	for i := 0; ; i++ {
+		u, err := g.Recv()
+		if err != nil {
+			break
+		}
+		if i == 10 {
+			t.Fatalf("Get stream still open after shutdown (last update %v)", u)
+		}
 	}
 }
 
