@@ -42,7 +42,7 @@ func run(args []string) error {
 	var cfg sidecar.Config
 	fs.StringVar(&cfg.OutboundAddr, "outbound-addr", sidecar.DefaultOutboundAddr, "outbound listeners, comma-separated (applications' connections are redirected here); IPv6 ones are skipped where there is no IPv6")
 	fs.StringVar(&cfg.InboundAddr, "inbound-addr", sidecar.DefaultInboundAddr, "inbound listeners, comma-separated")
-	fs.StringVar(&cfg.AdminAddr, "admin-addr", sidecar.DefaultAdminAddr, "admin listeners, comma-separated: /metrics, /ready, /live")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", sidecar.DefaultAdminAddr, "admin listeners, comma-separated: /metrics, /identity, /ready, /live; /ready and /live are open to all, the rest follows --default-inbound-policy (meshed clients over mTLS under the authenticated ones and deny)")
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, fmt.Sprintf("HTTP requests and gRPC streams each direction handles at once; more are refused at once with 503 (gRPC UNAVAILABLE). 0: derived from the memory limit (the container's cgroup limit, else GOMEMLIMIT) as (limit - %d MiB) / (2 x %d KiB), within [100, %d]; %d without a limit. -1: no bound", sidecar.MemoryBaseline>>20, sidecar.InFlightBudget>>10, sidecar.DefaultMaxInFlight, sidecar.DefaultMaxInFlight))
 	fs.IntVar(&cfg.H2StreamWindow, "h2-stream-window", httpproxy.DefaultH2StreamWindow, "bytes an HTTP/2 peer (client or endpoint) may send per stream before the proxy reads them: bounds the memory a slow reader holds, and one stream's throughput to this/RTT (1-2147483647)")
 	fs.IntVar(&cfg.H2ConnectionWindow, "h2-connection-window", httpproxy.DefaultH2ConnectionWindow, "bytes an HTTP/2 peer may send per connection, all streams together, before the proxy reads them (65535-2147483647)")
@@ -55,6 +55,7 @@ func run(args []string) error {
 	fs.StringVar(&wl.Namespace, "workload-namespace", "default", "local mode: the workload's namespace")
 	fs.StringVar(&wl.Service, "workload-service", "", "local mode: the service the workload serves (empty: a client only)")
 	fs.StringVar(&wl.ServiceAccount, "workload-service-account", "default", "local mode: the workload's service account")
+	credFile := fs.String("workload-credential-file", "", "local mode: file holding the workload's credential, whose SHA-256 the operator declared on the workload's Pod in the controller's directory (annotation local.meridian.io/credential-sha256; or $"+EnvWorkloadCredential+" holding the credential); without it the controller refuses the registration")
 	advertise := fs.String("advertise-addr", "", "local mode: the inbound address peers should dial (default: the inbound listener's address)")
 	var flagDests []discover.Destination
 	fs.Func("dst", "static destination AUTHORITY=ADDR[,ADDR...] (repeatable)", func(v string) error {
@@ -175,6 +176,10 @@ func run(args []string) error {
 		}
 		var register func(ctx context.Context, inbound string, appReady dstclient.Readiness)
 		if wl.Name != "" {
+			credential, err := workloadCredential(*credFile)
+			if err != nil {
+				return err
+			}
 			register = func(ctx context.Context, inbound string, appReady dstclient.Readiness) {
 				wl.Address = inbound
 				if *advertise != "" {
@@ -189,6 +194,7 @@ func run(args []string) error {
 						return ok || !id.HasCert(), changed
 					}
 				}
+				wl.Credential = credential
 				client.RegisterWhile(ctx, wl, ready, func() {
 					log.Info("registered with the control plane", "workload", wl.Namespace+"/"+wl.Name, "address", wl.Address)
 				})
@@ -210,6 +216,28 @@ func run(args []string) error {
 	}
 	cfg.Resolver = static
 	return serve(cfg, static, *destFile, flagDests, nil)
+}
+
+// EnvWorkloadCredential holds the local-mode workload credential when
+// --workload-credential-file is not given (a file keeps it out of the
+// process's environment, which other processes of the user may read).
+const EnvWorkloadCredential = "MERIDIAN_PROXY_WORKLOAD_CREDENTIAL"
+
+// workloadCredential is the credential of --workload-credential-file, else
+// of $MERIDIAN_PROXY_WORKLOAD_CREDENTIAL.
+func workloadCredential(file string) (string, error) {
+	if file == "" {
+		return os.Getenv(EnvWorkloadCredential), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--workload-credential-file: %w", err)
+	}
+	c := strings.TrimSpace(string(b))
+	if c == "" {
+		return "", fmt.Errorf("--workload-credential-file %s: empty; it must hold the credential whose SHA-256 the workload's Pod declares", file)
+	}
+	return c, nil
 }
 
 // opaquePortsFlag is --opaque-ports: its value when given, else Linkerd's

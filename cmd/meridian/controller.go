@@ -30,7 +30,8 @@ func newControllerCmd() *cobra.Command {
 		Long: `Runs Meridian's control plane. Its store is filled from the Kubernetes API
 (--store=kube, in-cluster or with --kubeconfig) or from a directory of the same
 YAML objects (--store=dir:PATH, local mode, where proxies register the workloads
-they front). The destination API (gRPC) serves endpoint sets and profiles to
+they front: only the workloads declared in the directory, each with its own
+credential; see controlplane/store/local's README). The destination API (gRPC) serves endpoint sets and profiles to
 proxies; the admin server serves /metrics, /ready and /live.
 
 With --webhook-addr (kube mode) it also runs the proxy injector, a mutating
@@ -56,7 +57,7 @@ SIGTERM drains it gracefully.`,
 	f := cmd.Flags()
 	f.StringVar(&o.Store, "store", "kube", "where objects come from: kube (the Kubernetes API) or dir:PATH (a directory of YAML, local mode)")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for --store=kube (default: in-cluster config, then $KUBECONFIG)")
-	f.StringVar(&o.DestinationAddr, "destination-addr", ":8086", "address of the destination API (gRPC)")
+	f.StringVar(&o.DestinationAddr, "destination-addr", "", "address of the destination API (gRPC); default "+controller.DefaultKubeDestinationAddr+" with --store=kube, "+controller.DefaultLocalDestinationAddr+" (loopback only) with --store=dir:PATH, where a non-loopback address is warned about")
 	f.StringVar(&o.AdminAddr, "admin-addr", ":9996", "address of the admin server (/metrics, /ready, /live; in local mode also /store: the store directory's files, applied or rejected, which meridian check --local reads); empty to disable")
 	f.StringVar(&o.ClusterDomain, "cluster-domain", compile.DefaultClusterDomain, "the cluster's DNS domain")
 	f.StringVar(&o.TrustDomain, "trust-domain", compile.DefaultTrustDomain, "the SPIFFE trust domain of workload identities")

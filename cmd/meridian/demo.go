@@ -27,7 +27,11 @@ func newDemoCmd() *cobra.Command {
 		Short: "Run the emojivoto demo meshed on this machine, no cluster needed",
 		Long: `Starts the control plane in local mode and the emojivoto demo application on
 loopback with a Meridian sidecar proxy beside every service, and a bot that
-votes steadily. Proxies register their workloads and follow the control plane;
+votes steadily. Proxies register their workloads and follow the control plane,
+over TLS with the controller's identity; each workload is declared in the
+served directory (demo-workloads.yaml, written for the run) with a credential
+generated for it and given only to its proxy, so no other process can register
+or obtain its identity;
 services reach each other only through their proxies, which balance every
 request and record golden metrics. Ctrl-C stops everything.`,
 		Args: cobra.NoArgs,
@@ -63,7 +67,7 @@ request and record golden metrics. Ctrl-C stops everything.`,
 	cmd.Flags().StringVar(&o.WebAddr, "web-addr", "127.0.0.1:8080", "address of the web UI (the web service's proxy)")
 	cmd.Flags().Float64Var(&o.VoteRate, "vote-rate", 5, "votes per second from the vote bot (0 to disable)")
 	cmd.Flags().DurationVar(&every, "stats-every", 10*time.Second, "how often to print each service's success rate and request rate (0 to disable)")
-	cmd.Flags().StringVar(&o.Manifests, "manifests", "", "directory of objects for the control plane (default: the demo's own, in a temporary directory); edits apply live")
+	cmd.Flags().StringVar(&o.Manifests, "manifests", "", "directory of objects for the control plane (default: the demo's own, in a temporary directory); edits apply live; the demo writes demo-workloads.yaml there for the run and removes it at exit")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "proxy and controller log level: debug, info, warn or error")
 	cmd.Flags().StringVar(&dashAddr, "dashboard-addr", "127.0.0.1:50750", "address of the viz dashboard (empty: none)")
 	return cmd

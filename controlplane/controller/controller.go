@@ -48,7 +48,9 @@ type Options struct {
 	Kubeconfig string
 	// RestConfig, when set, is used for --store=kube instead of Kubeconfig
 	// (tests and embedders that already hold one).
-	RestConfig         *rest.Config
+	RestConfig *rest.Config
+	// DestinationAddr is the gRPC API's address; empty: DefaultKubeDestinationAddr
+	// or, in local mode, DefaultLocalDestinationAddr.
 	DestinationAddr    string
 	AdminAddr          string // empty: no admin server
 	ClusterDomain      string
@@ -94,6 +96,30 @@ type Options struct {
 // memcached, whose server-speaks-first protocols defeat detection. The list
 // lives in internal/ports, shared with meridian-proxy's static mode.
 const DefaultOpaquePorts = ports.DefaultOpaque
+
+// The destination API's default addresses: every interface in a pod (kube
+// mode), loopback in local mode, where the API admits processes of this
+// machine.
+const (
+	DefaultKubeDestinationAddr  = ":8086"
+	DefaultLocalDestinationAddr = "127.0.0.1:8086"
+)
+
+// destinationAddr is the API's address: addr, else the mode's default.
+func destinationAddr(addr string, local bool) string {
+	switch {
+	case addr != "":
+		return addr
+	case local:
+		return DefaultLocalDestinationAddr
+	}
+	return DefaultKubeDestinationAddr
+}
+
+func loopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
 
 // Ready is told the addresses a running controller listens on (callers use
 // it with :0 addresses).
@@ -141,6 +167,8 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	}
 
 	st := store.New(store.WithClusterDomain(o.ClusterDomain))
+	synced := make(chan struct{}) // closed once the source's first view is in st
+	var syncedOnce sync.Once
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if src.files != nil {
@@ -149,14 +177,39 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	dopts := destination.Options{Compile: copts, Resync: o.Resync, Log: log, Metrics: reg}
 	if src.local {
 		dopts.Registry = destination.RegistryFunc(st.RegisterWorkload)
+		// Any process that reaches the API may ask: admit only the
+		// workloads the directory declares, with their credential, and
+		// never as the controller itself.
+		dopts.Admit = func(ctx context.Context, w store.Workload, credential string) (store.Workload, error) {
+			// The declarations are in the directory: wait for its first load.
+			select {
+			case <-synced:
+			case <-ctx.Done():
+				return w, ctx.Err()
+			}
+			w, err := local.Admit(st, w, credential)
+			if err == nil && o.APIIdentity != "" {
+				td, _ := spiffeid.TrustDomainFromString(o.TrustDomain) // checked by identityServer
+				if id, ierr := identity.ID(td, w.Namespace, w.ServiceAccount); ierr == nil && id.String() == o.APIIdentity {
+					err = fmt.Errorf("workload %s/%s: service account %s/%s is the controller's identity (--api-identity %s)", w.Namespace, w.Name, w.Namespace, w.ServiceAccount, o.APIIdentity)
+				}
+			}
+			return w, err
+		}
 	}
 	dst := destination.New(st, st, dopts)
 
+	o.DestinationAddr = destinationAddr(o.DestinationAddr, src.local)
 	lis, err := net.Listen("tcp", o.DestinationAddr)
 	if err != nil {
 		return fmt.Errorf("--destination-addr: %w", err)
 	}
 	defer lis.Close()
+	if src.local && !loopback(lis.Addr()) {
+		log.Warn("controller: local mode's API listens beyond loopback: any host that reaches it can ask for registration "+
+			"(only declared workloads with their credential are admitted); serve it over TLS (--api-identity) or bind it to 127.0.0.1",
+			"destination_addr", lis.Addr().String(), "tls", o.APIIdentity != "")
+	}
 	var adminLis net.Listener
 	if o.AdminAddr != "" {
 		adminLis, err = net.Listen("tcp", o.AdminAddr)
@@ -210,6 +263,7 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	go func() {
 		err := src.run(srcCtx, st, log, func() {
 			ready.Store(true)
+			syncedOnce.Do(func() { close(synced) })
 			hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 			log.Info("controller: store synced", "store", o.Store)
 		})

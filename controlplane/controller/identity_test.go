@@ -20,10 +20,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
 	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
+	"github.com/meridian-mesh/meridian/controlplane/destination"
 	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/proxy/tlsid"
 )
@@ -69,7 +71,7 @@ func TestControllerIdentityLocal(t *testing.T) {
 	}
 
 	rctx, unregister := context.WithCancel(ctx)
-	reg, err := pb.NewDestinationClient(cc).Register(rctx, &pb.Workload{Name: "web-1", Namespace: "demo", Service: "web",
+	reg, err := pb.NewDestinationClient(cc).Register(metadata.AppendToOutgoingContext(rctx, destination.CredentialMetadata, web1Credential), &pb.Workload{Name: "web-1", Namespace: "demo", Service: "web",
 		ServiceAccount: "web", Address: "127.0.0.1:4143"})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@
 package destination
 
 import (
+	"context"
 	crand "crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
@@ -45,6 +48,15 @@ type Options struct {
 	// Registry serves the Register RPC; nil answers it Unimplemented (kube
 	// mode: pods do not register).
 	Registry WorkloadRegistry
+	// Admit, when set, decides whether a registration may be made, from the
+	// workload claimed and the credential presented (gRPC metadata
+	// CredentialMetadata), and returns the workload to record (the declared
+	// service account and labels): local.Admit over the store. A refusal
+	// is PermissionDenied. nil admits any workload (tests only: the token a
+	// registration returns proves the claimed identity).
+	// A ctx error (the stream ended while Admit waited, e.g. for the store's
+	// first load) is returned as Unavailable.
+	Admit func(ctx context.Context, w store.Workload, credential string) (store.Workload, error)
 	// Resync is how often a stream whose authority names no service key
 	// resolves it again; DefaultResync when 0.
 	Resync time.Duration
@@ -239,6 +251,15 @@ func (s *Server) Register(w *pb.Workload, stream pb.Destination_RegisterServer) 
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
+	if s.o.Admit != nil {
+		if sw, err = s.o.Admit(stream.Context(), sw, credential(stream.Context())); err != nil {
+			if ctxErr := stream.Context().Err(); ctxErr != nil {
+				return status.FromContextError(ctxErr).Err()
+			}
+			s.log.Warn("destination: registration refused", "workload", w.GetNamespace()+"/"+w.GetName(), "peer", peerAddr(stream.Context()), "err", err)
+			return status.Error(codes.PermissionDenied, err.Error())
+		}
+	}
 	unregister, err := s.o.Registry.Register(sw)
 	if err != nil {
 		return status.Error(codes.FailedPrecondition, err.Error())
@@ -268,6 +289,25 @@ func (s *Server) Register(w *pb.Workload, stream pb.Destination_RegisterServer) 
 }
 
 var cryptoRead = crand.Read
+
+// CredentialMetadata is the gRPC metadata key of the credential a local-mode
+// proxy presents with Register (proxy/dstclient sends it).
+const CredentialMetadata = "meridian-workload-credential"
+
+func credential(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(CredentialMetadata); len(v) == 1 {
+		return v[0]
+	}
+	return ""
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}
 
 func workloadFromProto(w *pb.Workload) (store.Workload, error) {
 	if w.GetName() == "" || w.GetNamespace() == "" {

@@ -6,6 +6,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"net"
 	"net/url"
 	"testing"
 	"time"
@@ -94,6 +96,10 @@ func TestCertifyRefuses(t *testing.T) {
 	s := localServer(t, ca, 0)
 	good, _ := csr(t, "spiffe://cluster.local/ns/emojivoto/sa/web")
 	other, _ := csr(t, "spiffe://cluster.local/ns/emojivoto/sa/voting")
+	foreignTD, _ := csr(t, "spiffe://evil.example/ns/emojivoto/sa/web")
+	controller, _ := csr(t, "spiffe://cluster.local/ns/meridian/sa/meridian-controller")
+	twoIDs := csrWith(t, &x509.CertificateRequest{URIs: []*url.URL{
+		mustURL("spiffe://cluster.local/ns/emojivoto/sa/web"), mustURL("spiffe://cluster.local/ns/meridian/sa/meridian-controller")}})
 	for _, tc := range []struct {
 		name string
 		req  *pb.CertifyRequest
@@ -104,12 +110,67 @@ func TestCertifyRefuses(t *testing.T) {
 		{"other identity asked", &pb.CertifyRequest{Identity: "spiffe://cluster.local/ns/emojivoto/sa/voting", Token: []byte("good"), CertificateSigningRequest: good}, codes.PermissionDenied},
 		{"CSR for other identity", &pb.CertifyRequest{Token: []byte("good"), CertificateSigningRequest: other}, codes.PermissionDenied},
 		{"garbage CSR", &pb.CertifyRequest{Token: []byte("good"), CertificateSigningRequest: []byte("nope")}, codes.InvalidArgument},
+		{"other trust domain asked", &pb.CertifyRequest{Identity: "spiffe://evil.example/ns/emojivoto/sa/web", Token: []byte("good"), CertificateSigningRequest: good}, codes.PermissionDenied},
+		{"CSR for other trust domain", &pb.CertifyRequest{Token: []byte("good"), CertificateSigningRequest: foreignTD}, codes.PermissionDenied},
+		{"CSR for the controller", &pb.CertifyRequest{Token: []byte("good"), CertificateSigningRequest: controller}, codes.PermissionDenied},
+		{"CSR with its identity and another", &pb.CertifyRequest{Token: []byte("good"), CertificateSigningRequest: twoIDs}, codes.PermissionDenied},
 	} {
 		_, err := s.Certify(context.Background(), tc.req)
 		if status.Code(err) != tc.code {
 			t.Errorf("%s: got %v, want %v", tc.name, err, tc.code)
 		}
 	}
+}
+
+// A CSR's other names (DNS names, such as the controller's Service, IP
+// addresses, e-mail, a subject) are never signed: the leaf carries the
+// identity the token proves and nothing else.
+func TestCertifySignsOnlyTheProvenIdentity(t *testing.T) {
+	ca, err := identity.Generate(td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := localServer(t, ca, 0)
+	der := csrWith(t, &x509.CertificateRequest{
+		Subject:        pkix.Name{CommonName: "meridian-controller.meridian.svc"},
+		DNSNames:       []string{"meridian-controller.meridian.svc", "kubernetes.default.svc"},
+		IPAddresses:    []net.IP{net.ParseIP("127.0.0.1")},
+		EmailAddresses: []string{"admin@example.org"},
+	})
+	resp, err := s.Certify(context.Background(), &pb.CertifyRequest{Token: []byte("good"), CertificateSigningRequest: der})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(resp.GetLeafCertificate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leaf.DNSNames)+len(leaf.IPAddresses)+len(leaf.EmailAddresses) != 0 || leaf.Subject.CommonName == "meridian-controller.meridian.svc" ||
+		len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://cluster.local/ns/emojivoto/sa/web" || leaf.IsCA {
+		t.Fatalf("leaf carries more than the proven identity: CN %q DNS %v IP %v email %v URIs %v CA %v",
+			leaf.Subject.CommonName, leaf.DNSNames, leaf.IPAddresses, leaf.EmailAddresses, leaf.URIs, leaf.IsCA)
+	}
+}
+
+func csrWith(t *testing.T, tmpl *x509.CertificateRequest) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
 }
 
 func TestLoadSecretShapedDir(t *testing.T) {

@@ -8,7 +8,10 @@ package launch
 
 import (
 	"context"
+	crand "crypto/rand"
+	"crypto/tls"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,14 +25,17 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
 	"github.com/meridian-mesh/meridian/controlplane/compile"
 	"github.com/meridian-mesh/meridian/controlplane/controller"
 	"github.com/meridian-mesh/meridian/controlplane/identity"
+	"github.com/meridian-mesh/meridian/controlplane/store/local"
 	"github.com/meridian-mesh/meridian/demo/dial"
 	"github.com/meridian-mesh/meridian/demo/emoji"
 	pb "github.com/meridian-mesh/meridian/demo/proto/emojivotopb"
@@ -95,11 +101,13 @@ type Demo struct {
 	// CA is the control plane's identity issuer, generated for the run.
 	CA *identity.CA
 
-	cc      *grpc.ClientConn // to the control plane
-	wg      sync.WaitGroup
-	cancel  context.CancelFunc
-	cleanup []func()
-	errs    chan error
+	cc *grpc.ClientConn // to the control plane
+	// credentials are the workloads' registration secrets, by name.
+	credentials map[string]string
+	wg          sync.WaitGroup
+	cancel      context.CancelFunc
+	cleanup     []func()
+	errs        chan error
 }
 
 // Start brings the demo up and returns once every proxy is serving.
@@ -200,11 +208,22 @@ func (d *Demo) startControlPlane(ctx context.Context, o *Options) error {
 		return err
 	}
 	d.CA = ca
+	// Each workload the demo starts is declared with a credential of its
+	// own, handed only to its proxy: the controller admits no other process.
+	decl, err := d.declareWorkloads(dir)
+	if err != nil {
+		return err
+	}
+	d.cleanup = append(d.cleanup, func() { os.Remove(decl) })
+	apiID, err := identity.ID(ca.TrustDomain, ControllerNamespace, ControllerServiceAccount)
+	if err != nil {
+		return err
+	}
 	addrs := make(chan string, 1)
 	d.goServe("controller", func() error {
 		return controller.Run(ctx, controller.Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0",
 			DefaultNamespace: Namespace, ShutdownGrace: time.Second, Log: o.Log.With("component", "controller"),
-			IdentityCA: ca},
+			IdentityCA: ca, APIIdentity: apiID.String()},
 			func(dst, _ string) { addrs <- dst })
 	})
 	select {
@@ -214,13 +233,52 @@ func (d *Demo) startControlPlane(ctx context.Context, o *Options) error {
 	case <-time.After(10 * time.Second):
 		return errors.New("the control plane did not start within 10s")
 	}
-	cc, err := grpc.NewClient("passthrough:///"+d.Destination, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The API is served over TLS with the controller's identity, verified
+	// with the mesh's trust anchors, as meridian-proxy --destination-identity does.
+	tlsCfg := tlsconfig.TLSClientConfig(x509bundle.FromX509Authorities(ca.TrustDomain, ca.Roots), tlsconfig.AuthorizeID(apiID))
+	tlsCfg.MinVersion = tls.VersionTLS13
+	cc, err := grpc.NewClient("passthrough:///"+d.Destination, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	if err != nil {
 		return err
 	}
 	d.cc = cc
 	d.cleanup = append(d.cleanup, func() { cc.Close() })
 	return nil
+}
+
+// The controller's identity in the demo, as the chart names it.
+const (
+	ControllerNamespace      = "meridian"
+	ControllerServiceAccount = "meridian-controller"
+)
+
+// demoWorkloads are the workloads the demo starts and the service each serves.
+var demoWorkloads = []struct{ name, service string }{
+	{"emoji", "emoji-svc"}, {"voting", "voting-svc"}, {"web", "web-svc"}, {"vote-bot", ""},
+}
+
+// declareWorkloads writes the declaration of every demo workload into dir
+// (a Pod each, with the SHA-256 of a credential generated for this run) and
+// keeps the credentials for the proxies. It returns the file written.
+func (d *Demo) declareWorkloads(dir string) (string, error) {
+	d.credentials = map[string]string{}
+	var b strings.Builder
+	b.WriteString("# Written by meridian demo for this run: the workloads its proxies may register,\n" +
+		"# each with the SHA-256 of a credential only that proxy was given.\n")
+	for _, w := range demoWorkloads {
+		var raw [32]byte
+		if _, err := crand.Read(raw[:]); err != nil {
+			return "", err
+		}
+		cred := hex.EncodeToString(raw[:])
+		d.credentials[w.name] = cred
+		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n  namespace: %s\n  labels: {app: %s}\n"+
+			"  annotations:\n    %s: %q\n    %s: %q\nspec:\n  serviceAccountName: %s\n  containers: [{name: %s}]\n",
+			w.name, Namespace, w.name, local.AnnotationCredentialSHA256, local.CredentialSHA256(cred),
+			local.AnnotationServices, w.service, w.name, w.name)
+	}
+	path := filepath.Join(dir, "demo-workloads.yaml")
+	return path, os.WriteFile(path, []byte(b.String()), 0o600)
 }
 
 // awaitRegistrations waits until every workload is registered and its
@@ -301,7 +359,7 @@ func (d *Demo) proxy(ctx context.Context, o Options, name, service string, app n
 	s.registered = make(chan struct{})
 	var once sync.Once
 	w := dstclient.Workload{Name: name, Namespace: Namespace, Service: service, ServiceAccount: name,
-		Address: in.String(), Labels: map[string]string{"app": name}}
+		Address: in.String(), Labels: map[string]string{"app": name}, Credential: d.credentials[name]}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()

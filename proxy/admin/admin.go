@@ -3,6 +3,7 @@
 package admin
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ type Server struct {
 	ln  net.Listener
 	srv *http.Server
 	mux *http.ServeMux
+	tls *tls.Config // set by Protect: mTLS for meshed clients
 }
 
 // Handle adds an endpoint; call it before Serve.
@@ -50,7 +52,16 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 func (s *Server) Addrs() []net.Addr { return listen.Addrs(s.ln) }
 
 // Serve blocks until Close.
-func (s *Server) Serve() error { return s.srv.Serve(s.ln) }
+func (s *Server) Serve() error {
+	if s.tls != nil {
+		return s.serveDetecting()
+	}
+	return s.srv.Serve(s.ln)
+}
 
 // Close stops the server.
-func (s *Server) Close() error { return s.srv.Close() }
+func (s *Server) Close() error {
+	err := s.srv.Close()
+	s.ln.Close() // the detecting accept loop's listener
+	return err
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 
+	"google.golang.org/grpc/metadata"
+
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
 )
 
@@ -15,7 +17,15 @@ type Workload struct {
 	Address         string // ip:port of the proxy's inbound listener
 	AppPort         uint32
 	Labels          map[string]string
+	// Credential is the workload's secret, declared (as its SHA-256) to the
+	// control plane by the operator: without it a local-mode controller
+	// refuses the registration.
+	Credential string
 }
+
+// CredentialMetadata is the gRPC metadata key that carries
+// Workload.Credential (controlplane/destination reads the same key).
+const CredentialMetadata = "meridian-workload-credential"
 
 // Register keeps w registered with the control plane until ctx ends: the
 // workload exists while the stream is open, so a broken stream is opened
@@ -75,7 +85,11 @@ func (c *Client) RegisterWhile(ctx context.Context, w Workload, ready Readiness,
 		}()
 		var err error
 		var s pb.Destination_RegisterClient
-		if s, err = c.api.Register(sctx, msg); err == nil {
+		rctx := sctx
+		if w.Credential != "" {
+			rctx = metadata.AppendToOutgoingContext(sctx, CredentialMetadata, w.Credential)
+		}
+		if s, err = c.api.Register(rctx, msg); err == nil {
 			var reg *pb.Registration
 			if reg, err = s.Recv(); err == nil {
 				c.token.Store(reg.GetToken())

@@ -25,6 +25,7 @@ func TestDefaultInboundPolicyHTTP(t *testing.T) {
 	port, _ := strconv.Atoi(appPort)
 	server := startProxy(t, Config{InboundForward: app.addr, Identity: svc.Identity(t, "emojivoto", "emoji"),
 		Authz: authz.Config{Default: authz.AllAuthenticated, Probes: []authz.Probe{{Port: uint16(port), Path: "/healthz"}}}})
+	meshedScraper(t, svc, server, "monitoring", "prometheus")
 	d := discover.Destination{Authority: "emoji.test:80", Endpoints: []discover.Endpoint{{Addr: server.in, Identity: tlsidtest.ID("emojivoto", "emoji").String()}}}
 	client := startProxy(t, Config{Resolver: staticResolver(t, d), Identity: svc.Identity(t, "emojivoto", "web")})
 
@@ -81,6 +82,9 @@ func TestDefaultInboundPolicyTCP(t *testing.T) {
 		pass   bool
 	}{{"", true}, {authz.Deny, false}} {
 		server := startProxy(t, Config{InboundForward: echo.addr, Identity: svc.Identity(t, "emojivoto", "emoji"), Authz: authz.Config{Default: c.policy}})
+		if c.policy == authz.Deny {
+			meshedScraper(t, svc, server, "monitoring", "prometheus")
+		}
 		d := discover.Destination{Authority: "kv.test:6379", Addresses: []string{vip}, Endpoints: []discover.Endpoint{
 			{Addr: server.in, Identity: tlsidtest.ID("emojivoto", "emoji").String(), Protocol: discover.HintOpaque}}}
 		client := startProxy(t, Config{Resolver: staticResolver(t, d), OrigDst: fixedOrigDst(vip), Identity: svc.Identity(t, "emojivoto", "web")})

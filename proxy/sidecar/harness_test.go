@@ -29,6 +29,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
 )
 
 // testTimeout bounds every test's context; nothing in these tests should
@@ -342,7 +343,11 @@ func grpcClient(t *testing.T, proxy, authority string) (testgrpc.TestServiceClie
 // scrape fetches and parses a proxy's /metrics.
 func scrape(t *testing.T, admin string) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := http.Get("http://" + admin + "/metrics")
+	get, url := http.Get, "http://"+admin+"/metrics"
+	if c, ok := adminScrapers.Load(admin); ok { // the admin port follows an authenticated policy
+		get, url = c.(*http.Client).Get, "https://"+admin+"/metrics"
+	}
+	resp, err := get(url)
 	if err != nil {
 		t.Fatalf("scrape: %v", err)
 	}
@@ -356,6 +361,21 @@ func scrape(t *testing.T, admin string) map[string]*dto.MetricFamily {
 		t.Fatalf("parse /metrics: %v", err)
 	}
 	return fams
+}
+
+// adminScrapers are the mTLS clients scrape uses, by admin address, for
+// proxies whose admin port refuses plaintext clients.
+var adminScrapers sync.Map
+
+// meshedScraper makes scrape read p's admin port over mTLS as a meshed
+// client (ns/sa of svc's mesh), which an authenticated policy admits.
+func meshedScraper(t *testing.T, svc *tlsidtest.Service, p *testProxy, ns, sa string) *http.Client {
+	t.Helper()
+	cfg := svc.Identity(t, ns, sa).ClientConfig(p.cfg.Identity.ID(), "http/1.1")
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+	adminScrapers.Store(p.admin, c)
+	t.Cleanup(func() { adminScrapers.Delete(p.admin); c.CloseIdleConnections() })
+	return c
 }
 
 // metricSum adds the values of every series of name whose labels include

@@ -502,3 +502,39 @@ func TestMTLSEndpointIsSelf(t *testing.T) {
 		return n == 1
 	})
 }
+
+// A certificate from another mesh's CA, for an identity of the same trust
+// domain name, is refused by the inbound side and by the admin port: only
+// the proxy's trust anchors vouch for a client.
+func TestMTLSForeignCARefused(t *testing.T) {
+	svc := tlsidtest.Start(t, time.Hour)
+	foreign := tlsidtest.Start(t, time.Hour) // same trust domain, other anchors
+	var hits atomic.Int32
+	app := startHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	_, server := meshedPair(t, svc, app.addr, tlsidtest.ID("emojivoto", "emoji").String())
+	svid, err := foreign.Identity(t, "emojivoto", "web").GetX509SVID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chain [][]byte
+	for _, c := range svid.Certificates {
+		chain = append(chain, c.Raw)
+	}
+	for name, addr := range map[string]string{"inbound": server.in, "admin": server.admin} {
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13,
+			ServerName: tlsid.ServerName(tlsidtest.ID("emojivoto", "emoji")), NextProtos: []string{tlsid.ALPNHTTP1},
+			Certificates: []tls.Certificate{{Certificate: chain, PrivateKey: svid.PrivateKey}}})
+		if err == nil {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+			_, err = c.Read(make([]byte, 1))
+			c.Close()
+		}
+		if err == nil {
+			t.Errorf("%s: a client with another mesh's certificate got an answer", name)
+		}
+	}
+	if hits.Load() != 0 {
+		t.Fatal("a foreign client's request reached the application")
+	}
+}

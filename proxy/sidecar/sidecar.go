@@ -5,6 +5,7 @@ package sidecar
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -278,6 +279,21 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Identity != nil {
 		p.admin.Handle("GET /identity", identityHandler(cfg.Identity))
 	}
+	// The admin port follows the inbound policy (probes stay open); meshed
+	// scrapers may use mTLS to pass an authenticated one.
+	var adminTLS *tls.Config
+	if cfg.Identity != nil {
+		adminTLS = cfg.Identity.ServerConfig()
+	}
+	p.admin.Protect(cfg.Authz, adminTLS, func(port uint16, clientID string) {
+		t := metrics.TLSNotProvidedByRemote
+		if cfg.Identity == nil {
+			t = metrics.TLSNoLocalIdentity
+		} else if clientID != "" {
+			t = metrics.TLSTrue
+		}
+		p.metrics.AuthzDenied("http", cfg.Authz.Name(), port, t, clientID)
+	})
 	p.collectOwnAddrs()
 	return p, nil
 }

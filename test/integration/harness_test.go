@@ -13,14 +13,19 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
 	"github.com/meridian-mesh/meridian/controlplane/controller"
+	"github.com/meridian-mesh/meridian/controlplane/store/local"
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/dstclient"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
@@ -60,23 +65,56 @@ func controlPlane(t *testing.T, yaml string) *grpc.ClientConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
+	dirs.Store(cc, dir)
 	return cc
+}
+
+// dirs are the control planes' store directories, by client connection.
+var dirs sync.Map
+
+// declare returns the YAML declaring a workload of the default namespace
+// (service account sa, serving service) whose credential is credential: a
+// local-mode controller admits only declared workloads.
+func declare(name, sa, service, credential string) string {
+	return fmt.Sprintf(`---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+  namespace: default
+  annotations: {%s: %q, %s: %q}
+spec: {serviceAccountName: %s}
+`, name, local.AnnotationCredentialSHA256, local.CredentialSHA256(credential), local.AnnotationServices, service, sa)
 }
 
 // register announces a workload serving service at addr for the test's life.
 func register(t *testing.T, cc *grpc.ClientConn, service, addr string) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := pb.NewDestinationClient(cc).Register(ctx, &pb.Workload{
-		Name: service + "-" + strconv.Itoa(int(time.Now().UnixNano()%1e6)), Namespace: "default",
-		Service: service, ServiceAccount: service, Address: addr})
-	if err != nil {
+	name := service + "-" + strconv.Itoa(int(time.Now().UnixNano()%1e6))
+	cred := name + "-credential"
+	dir, _ := dirs.Load(cc)
+	if err := os.WriteFile(filepath.Join(dir.(string), name+".yaml"), []byte(declare(name, service, service, cred)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Recv(); err != nil { // the acknowledgement
-		t.Fatalf("register %s: %v", service, err)
-	}
+	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
+	// Refused until the controller has read the declaration (it polls the
+	// directory every second).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := pb.NewDestinationClient(cc).Register(metadata.AppendToOutgoingContext(ctx, dstclient.CredentialMetadata, cred),
+			&pb.Workload{Name: name, Namespace: "default", Service: service, ServiceAccount: service, Address: addr})
+		if err == nil {
+			_, err = s.Recv() // the acknowledgement
+		}
+		if err == nil {
+			return
+		}
+		if status.Code(err) != codes.PermissionDenied || time.Now().After(deadline) {
+			t.Fatalf("register %s: %v", service, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // meshed runs h as a meshed workload of service: the application on

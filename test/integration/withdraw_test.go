@@ -18,7 +18,7 @@ import (
 // again when the application is back, as meridian-proxy does with
 // --workload-name.
 func TestDeadAppWithdrawnFromControlPlane(t *testing.T) {
-	cc := controlPlane(t, service("web"))
+	cc := controlPlane(t, service("web")+declare("web-0", "web", "web", "web-0-credential")+declare("web-1", "web", "web", "web-1-credential"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -57,7 +57,7 @@ func TestDeadAppWithdrawnFromControlPlane(t *testing.T) {
 		go func() {
 			defer close(regDone)
 			rc.RegisterWhile(pctx, dstclient.Workload{Name: name, Namespace: "default", Service: "web",
-				ServiceAccount: "web", Address: w.in}, w.p.AppReady, nil)
+				ServiceAccount: "web", Address: w.in, Credential: name + "-credential"}, w.p.AppReady, nil)
 		}()
 		t.Cleanup(func() { stop(); <-regDone })
 		ws = append(ws, w)
