@@ -57,7 +57,14 @@ type Options struct {
 	DefaultOpaquePorts string
 	Resync             time.Duration
 	ShutdownGrace      time.Duration
-	Log                *slog.Logger
+	// StartupGrace (local mode) is how long after the store is loaded an
+	// empty endpoint set is not sent as a stream's first answer, so that a
+	// restarted controller does not tell proxies to drop workloads that
+	// have not registered again yet; 0 is DefaultStartupGrace, negative
+	// none. Kubernetes mode needs none: nothing is answered before the
+	// informer caches sync.
+	StartupGrace time.Duration
+	Log          *slog.Logger
 
 	// IdentityIssuerDir holds the identity issuer in the shape of a
 	// cert-manager Secret (tls.crt, tls.key, ca.crt). In local mode a missing
@@ -94,6 +101,10 @@ type Options struct {
 // memcached, whose server-speaks-first protocols defeat detection. The list
 // lives in internal/ports, shared with meridian-proxy's static mode.
 const DefaultOpaquePorts = ports.DefaultOpaque
+
+// DefaultStartupGrace is Options.StartupGrace's default: proxies reconnect
+// within 10 s (dstclient.ConnectParams) and register at once.
+const DefaultStartupGrace = 15 * time.Second
 
 // Ready is told the addresses a running controller listens on (callers use
 // it with :0 addresses).
@@ -143,9 +154,16 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	st := store.New(store.WithClusterDomain(o.ClusterDomain))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	dopts := destination.Options{Compile: copts, Resync: o.Resync, Log: log, Metrics: reg}
+	// Streams are answered once the source has filled the store.
+	synced := make(chan struct{})
+	var syncOnce sync.Once
+	dopts := destination.Options{Compile: copts, Resync: o.Resync, Log: log, Metrics: reg, Synced: synced}
 	if src.local {
 		dopts.Registry = destination.RegistryFunc(st.RegisterWorkload)
+		dopts.StartupGrace = o.StartupGrace
+		if dopts.StartupGrace == 0 {
+			dopts.StartupGrace = DefaultStartupGrace
+		}
 	}
 	dst := destination.New(st, st, dopts)
 
@@ -207,6 +225,7 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	go func() {
 		err := src.run(srcCtx, st, log, func() {
 			ready.Store(true)
+			syncOnce.Do(func() { close(synced) })
 			hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 			log.Info("controller: store synced", "store", o.Store)
 		})

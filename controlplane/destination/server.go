@@ -4,6 +4,7 @@
 package destination
 
 import (
+	"context"
 	crand "crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -51,6 +52,18 @@ type Options struct {
 	Log    *slog.Logger
 	// Metrics registers the server's metrics when not nil.
 	Metrics prometheus.Registerer
+	// Synced, when not nil, is closed once the store holds the source's
+	// state (Kubernetes: the informer caches synced; a directory: loaded).
+	// Until then no Get stream is answered: an answer from a store still
+	// filling would tell proxies to drop endpoints that exist. nil: the
+	// store is complete from the start.
+	Synced <-chan struct{}
+	// StartupGrace is how long after Synced a stream's first answer that
+	// has no endpoints is held, until the set has endpoints or the period
+	// ends: a restarted local-mode controller knows its workloads only once
+	// they register again, and an empty first answer would make proxies
+	// drop endpoints that are about to come back. 0: none.
+	StartupGrace time.Duration
 }
 
 // Server implements pb.DestinationServer over a store.
@@ -66,6 +79,9 @@ type Server struct {
 	endpoints *hub[compile.EndpointSet]
 	profiles  *hub[profileResult]
 
+	synced   chan struct{} // closed when Options.Synced is
+	syncedAt time.Time     // written before synced is closed
+
 	mu     sync.Mutex
 	tokens map[string]store.Workload
 }
@@ -79,7 +95,18 @@ func New(r store.Reader, n store.Notifier, o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{r: r, n: n, o: o, log: o.Log, m: newMetrics(o.Metrics), tokens: map[string]store.Workload{}}
+	s := &Server{r: r, n: n, o: o, log: o.Log, m: newMetrics(o.Metrics), tokens: map[string]store.Workload{},
+		synced: make(chan struct{})}
+	if o.Synced == nil {
+		s.syncedAt = time.Now()
+		close(s.synced)
+	} else {
+		go func() {
+			<-o.Synced
+			s.syncedAt = time.Now()
+			close(s.synced)
+		}()
+	}
 	s.endpoints = newHub(n, o.Resync, o.Log, "get", s.m.computes.WithLabelValues("get"),
 		func(authority string) (compile.EndpointSet, []store.Key, []string) {
 			es := compile.Endpoints(r, authority, o.Compile)
@@ -110,6 +137,9 @@ func (s *Server) WorkloadByToken(token string) (store.Workload, bool) {
 // known service gets NoEndpoints{exists: false} and the stream stays open:
 // the service may appear later.
 //
+// The first answer waits for the store to be synced (Options.Synced), and
+// during Options.StartupGrace an empty first answer waits for endpoints.
+//
 // A stream that cannot send (a slow or stuck client) blocks only itself: the
 // authority's answer is computed by the hub, and the stream catches up with
 // the latest answer, whatever happened meanwhile, when it can send again.
@@ -123,7 +153,13 @@ func (s *Server) Get(req *pb.GetDestination, stream pb.Destination_GetServer) er
 
 	var last *compile.EndpointSet // what the client has: nil before the first message
 	for {
-		cur, ok := sub.latest(ctx)
+		var cur *compile.EndpointSet
+		var ok bool
+		if last == nil {
+			cur, ok = s.firstAnswer(ctx, sub, req.GetAuthority())
+		} else {
+			cur, ok = sub.latest(ctx)
+		}
 		if !ok {
 			return nil
 		}
@@ -136,6 +172,53 @@ func (s *Server) Get(req *pb.GetDestination, stream pb.Destination_GetServer) er
 			return nil
 		case <-sub.wake:
 		}
+	}
+}
+
+// firstAnswer is a stream's first set: once the store is synced, and, for
+// a known service that is not a traffic split's apex, not empty while the
+// startup grace period lasts unless it stays empty to the end of it.
+func (s *Server) firstAnswer(ctx context.Context, sub *subscription[compile.EndpointSet], authority string) (*compile.EndpointSet, bool) {
+	select {
+	case <-s.synced:
+	case <-ctx.Done():
+		return nil, false
+	}
+	end := s.syncedAt.Add(s.o.StartupGrace)
+	held := false
+	for {
+		cur, ok := sub.latest(ctx)
+		if !ok {
+			return nil, false
+		}
+		left := time.Until(end)
+		// Only a known service's empty set is held: an unknown authority's
+		// proxy falls back to the original destination at once.
+		if len(cur.Endpoints) > 0 || !cur.Exists || left <= 0 {
+			if held {
+				s.log.Info("destination: startup grace: answering", "authority", authority, "endpoints", len(cur.Endpoints))
+			}
+			return cur, true
+		}
+		if !held {
+			// A traffic split's apex routes to its backends: its own
+			// empty set is expected and is not worth a wait.
+			if len(compile.Profile(s.r, authority, s.o.Compile).DstOverrides) > 0 {
+				return cur, true
+			}
+			held = true
+			s.m.held.Inc()
+			s.log.Info("destination: startup grace: holding an empty first answer until endpoints register", "authority", authority, "for", left.Round(time.Millisecond))
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, false
+		case <-sub.wake:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
 
@@ -198,6 +281,11 @@ func (s *Server) GetProfile(req *pb.GetDestination, stream pb.Destination_GetPro
 	open := s.m.streams.WithLabelValues("get_profile")
 	open.Inc()
 	defer open.Dec()
+	select { // a profile from a store still filling would be the default
+	case <-s.synced:
+	case <-ctx.Done():
+		return nil
+	}
 	sub := s.profiles.subscribe(req.GetAuthority())
 	defer sub.close()
 
