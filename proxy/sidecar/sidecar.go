@@ -277,6 +277,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.Identity != nil {
 		p.admin.Handle("GET /identity", identityHandler(cfg.Identity))
+		p.metrics.Identity(cfg.Identity.Expiry, cfg.Identity.Renewals, cfg.Identity.Failures)
 	}
 	p.collectOwnAddrs()
 	return p, nil
