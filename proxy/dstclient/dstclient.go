@@ -171,8 +171,8 @@ func (w *watch) confirmLater() (cancel func(), ok bool) {
 
 func (w *watch) run(ctx context.Context) {
 	b := w.c.newBackoff()
-	for ctx.Err() == nil {
-		got, err := w.stream(ctx)
+	for again := false; ctx.Err() == nil; again = true {
+		got, err := w.stream(ctx, again)
 		if ctx.Err() != nil || errors.Is(err, discover.ErrNotFound) {
 			return
 		}
@@ -186,10 +186,10 @@ func (w *watch) run(ctx context.Context) {
 	}
 }
 
-// stream follows one Get stream until it fails. got reports whether any
+// stream follows one Get stream until it fails (again: it reopens one). got reports whether any
 // message arrived (to reset the backoff).
-func (w *watch) stream(ctx context.Context) (got bool, err error) {
-	s, err := w.c.api.Get(ctx, &pb.GetDestination{Authority: w.authority, ContextToken: w.c.o.Token})
+func (w *watch) stream(ctx context.Context, again bool) (got bool, err error) {
+	s, err := w.c.api.Get(ctx, &pb.GetDestination{Authority: w.authority, ContextToken: w.c.o.Token}, reopen(again)...)
 	if err != nil {
 		return false, err
 	}

@@ -75,7 +75,9 @@ func (c *Client) RegisterWhile(ctx context.Context, w Workload, ready Readiness,
 		}()
 		var err error
 		var s pb.Destination_RegisterClient
-		if s, err = c.api.Register(sctx, msg); err == nil {
+		// Waits for the connection (see reopen): registered as soon as the
+		// control plane is reachable again.
+		if s, err = c.api.Register(sctx, msg, reopen(true)...); err == nil {
 			var reg *pb.Registration
 			if reg, err = s.Recv(); err == nil {
 				c.token.Store(reg.GetToken())

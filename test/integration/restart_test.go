@@ -191,3 +191,71 @@ func TestControllerRestartUnderLoad(t *testing.T) {
 		t.Fatalf("%d requests failed during the restart (first: %v)", f, firstErr.Load())
 	}
 }
+
+// Issue 11: a proxy started while the controller was down became ready
+// 33-39 s after the controller returned (gRPC's reconnect backoff had grown
+// past 30 s). Here the controller is away for the proxies' first 30 s; once
+// it is up, the backend is registered again and the client proxy serves the
+// service within the 10 s reconnect cap (12 s here, for a loaded machine).
+func TestProxyStartedWhileControllerDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("keeps the controller down for 30 s")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "objects.yaml"), []byte(service("web")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens: the controller is down
+	dial := func() *grpc.ClientConn {
+		cc, err := grpc.NewClient("passthrough:///"+addr, dstclient.DialOptions(insecure.NewCredentials())...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var registeredAt atomic.Int64
+	p := proxyFor(t, dial(), backend(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) })))
+	_, in, _ := p.Addrs()
+	rc := dstclient.New(dial(), dstclient.Options{Log: quiet})
+	regDone := make(chan struct{})
+	go func() {
+		defer close(regDone)
+		rc.Register(ctx, dstclient.Workload{Name: "web-0", Namespace: "default", Service: "web", ServiceAccount: "web", Address: in.String()},
+			func() { registeredAt.CompareAndSwap(0, time.Now().UnixNano()) })
+	}()
+	t.Cleanup(func() { cancel(); <-regDone })
+	client := proxyFor(t, dial(), "")
+	hc := &http.Client{Timeout: 5 * time.Second}
+	t.Cleanup(hc.CloseIdleConnections)
+	// The client's application keeps asking (and failing), as applications do.
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if code, _, err := get(hc, client, "web.default:80", "/"); err == nil && code == 200 {
+			t.Fatal("served without a controller")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	runController(t, dir, addr)
+	back := time.Now()
+	for {
+		code, _, err := get(hc, client, "web.default:80", "/")
+		if err == nil && code == 200 && registeredAt.Load() != 0 {
+			break
+		}
+		if time.Since(back) > 12*time.Second {
+			t.Fatalf("12s after the controller returned: registered %v, last answer %d %v", registeredAt.Load() != 0, code, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("registered %s and serving %s after the controller returned",
+		time.Unix(0, registeredAt.Load()).Sub(back).Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
+}
