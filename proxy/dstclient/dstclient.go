@@ -230,10 +230,15 @@ func (w *watch) stream(ctx context.Context, again bool) (got bool, err error) {
 				delete(set, hostPort(a))
 			}
 		case *pb.Update_NoEndpoints:
-			if !u.NoEndpoints.GetExists() {
+			if !u.NoEndpoints.GetExists() && !again {
 				w.answerFirst(discover.ErrNotFound)
 				return got, discover.ErrNotFound
 			}
+			// On a stream opened again, an authority the control plane
+			// does not know (yet: a restarted local-mode controller knows a
+			// service without a Service object once its workloads register)
+			// is an empty set: the stream stays open for it to appear, and
+			// the watch does not end with stale endpoints.
 			clear(set)
 		}
 		wasFirst := first

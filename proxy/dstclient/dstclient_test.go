@@ -260,3 +260,45 @@ func TestRestartEmptyAnswerAppliedOnceConfirmed(t *testing.T) {
 		t.Fatalf("want the confirmed empty set, got %v", addrs(got))
 	}
 }
+
+// A restarted controller may not know a service yet (local mode: one that
+// exists through its registered workloads only). The watch used to end
+// there for good, keeping stale endpoints and missing every later change;
+// it keeps its endpoints and follows the service when it appears.
+func TestRestartUnknownAuthorityKeepsWatching(t *testing.T) {
+	f := &fakeAPI{initial: map[string][]*pb.Update{"web:80": {add(0, 1, 2)}}, updates: make(chan *pb.Update), started: make(chan string, 4)}
+	addr, stop := serve(t, f, "127.0.0.1:0")
+	c := clientWith(t, addr, Options{FirstAnswer: 5 * time.Second, BackoffMin: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
+		ConfirmEmpty: time.Minute})
+	w, err := c.Resolve(context.Background(), "web:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	next(t, w)
+	<-f.started
+	stop()
+	f.mu.Lock()
+	f.initial["web:80"] = []*pb.Update{{Update: &pb.Update_NoEndpoints{NoEndpoints: &pb.NoEndpoints{Exists: false}}}}
+	f.mu.Unlock()
+	_, stop2 := serve(t, f, addr)
+	defer stop2()
+	select {
+	case <-f.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not reconnect within 10s")
+	}
+	select {
+	case eps := <-w.Updates():
+		t.Fatalf("the unknown authority replaced the endpoints at once: %v", addrs(eps))
+	case <-time.After(300 * time.Millisecond):
+	}
+	select {
+	case f.updates <- add(0, 7): // the service's workload registered
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch's stream is gone: it stopped following the authority")
+	}
+	if got := addrs(next(t, w)); len(got) != 1 || got[0] != "10.0.0.1:7" {
+		t.Fatalf("after the service appeared: %v", got)
+	}
+}
