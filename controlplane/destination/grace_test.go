@@ -100,7 +100,14 @@ func TestNoAnswerBeforeSynced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	computed(t, reg, 1) // the stream read the store, still empty
+	// Both streams are open, waiting for the sync.
+	deadline := time.Now().Add(5 * time.Second)
+	for gauge(t, reg, "meridian_destination_streams", "get")+gauge(t, reg, "meridian_destination_streams", "get_profile") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the streams did not open within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	h.st.upsertService(service("emojivoto", "web-svc", "10.96.0.10", 80))
 	h.st.upsertSlice(endpointSlice("emojivoto", "web-svc", "web-svc-1", "10.0.0.1"))
 	close(synced)
@@ -110,4 +117,25 @@ func TestNoAnswerBeforeSynced(t *testing.T) {
 	if fqn := recv(t, p, 5*time.Second).GetFullyQualifiedName(); fqn != "web-svc.emojivoto.svc.cluster.local" {
 		t.Fatalf("first profile names %q, want the synced service", fqn)
 	}
+}
+
+func gauge(t *testing.T, g prometheus.Gatherer, name, rpc string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "rpc" && l.GetValue() == rpc {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

@@ -148,6 +148,13 @@ func (s *Server) Get(req *pb.GetDestination, stream pb.Destination_GetServer) er
 	open := s.m.streams.WithLabelValues("get")
 	open.Inc()
 	defer open.Dec()
+	// Subscribed only once synced, so that the answer is computed from the
+	// synced store (a result computed before might still be the latest).
+	select {
+	case <-s.synced:
+	case <-ctx.Done():
+		return nil
+	}
 	sub := s.endpoints.subscribe(req.GetAuthority())
 	defer sub.close()
 
@@ -175,15 +182,10 @@ func (s *Server) Get(req *pb.GetDestination, stream pb.Destination_GetServer) er
 	}
 }
 
-// firstAnswer is a stream's first set: once the store is synced, and, for
+// firstAnswer is a stream's first set (the store is synced): for
 // a known service that is not a traffic split's apex, not empty while the
 // startup grace period lasts unless it stays empty to the end of it.
 func (s *Server) firstAnswer(ctx context.Context, sub *subscription[compile.EndpointSet], authority string) (*compile.EndpointSet, bool) {
-	select {
-	case <-s.synced:
-	case <-ctx.Done():
-		return nil, false
-	}
 	end := s.syncedAt.Add(s.o.StartupGrace)
 	held := false
 	for {
