@@ -198,7 +198,7 @@ func (s *Server) firstAnswer(ctx context.Context, sub *subscription[compile.Endp
 		// proxy falls back to the original destination at once.
 		if len(cur.Endpoints) > 0 || !cur.Exists || left <= 0 {
 			if held {
-				s.log.Info("destination: startup grace: answering", "authority", authority, "endpoints", len(cur.Endpoints))
+				s.log.Debug("destination: startup grace: answering", "authority", authority, "endpoints", len(cur.Endpoints))
 			}
 			return cur, true
 		}
@@ -210,7 +210,7 @@ func (s *Server) firstAnswer(ctx context.Context, sub *subscription[compile.Endp
 			}
 			held = true
 			s.m.held.Inc()
-			s.log.Info("destination: startup grace: holding an empty first answer until endpoints register", "authority", authority, "for", left.Round(time.Millisecond))
+			s.log.Debug("destination: startup grace: holding an empty first answer until endpoints register", "authority", authority, "for", left.Round(time.Millisecond))
 		}
 		t := time.NewTimer(left)
 		select {
