@@ -147,7 +147,7 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		cc, err := grpc.NewClient("passthrough:///"+*dstAddr, grpc.WithTransportCredentials(creds))
+		cc, err := grpc.NewClient("passthrough:///"+*dstAddr, dstclient.DialOptions(creds)...)
 		if err != nil {
 			return fmt.Errorf("--destination-addr: %w", err)
 		}
@@ -307,7 +307,7 @@ func newIdentity(b []byte, addr string, creds credentials.TransportCredentials, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("identity of %s/%s: %w", ns, sa, err)
 	}
-	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds))
+	cc, err := grpc.NewClient("passthrough:///"+addr, dstclient.DialOptions(creds)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--identity-addr: %w", err)
 	}

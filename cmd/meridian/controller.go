@@ -51,6 +51,9 @@ SIGTERM drains it gracefully.`,
 				return fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
 			}
 			o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			if o.StartupGrace == 0 { // the flag's 0 is none; Options' 0 is the default
+				o.StartupGrace = -1
+			}
 			return controller.Run(ctx, o, nil)
 		},
 	}
@@ -65,6 +68,7 @@ SIGTERM drains it gracefully.`,
 	f.StringVar(&o.DefaultOpaquePorts, "default-opaque-ports", controller.DefaultOpaquePorts, "ports that are opaque unless a service's or namespace's "+compile.AnnotationOpaquePorts+" annotation says otherwise")
 	f.DurationVar(&o.Resync, "resync", destination.DefaultResync, "how often a stream for an authority that resolves to no service yet (a cluster IP, a short name) tries again")
 	f.DurationVar(&o.ShutdownGrace, "shutdown-grace", 5*time.Second, "how long SIGTERM waits for streams to end before closing them")
+	f.DurationVar(&o.StartupGrace, "startup-grace", controller.DefaultStartupGrace, "local mode: for this long after the directory is loaded, a service's empty endpoint set is not sent as a stream's first answer, until its workloads have registered again (proxies reconnect within 10s of a restart); 0: none")
 	f.StringVar(&o.IdentityIssuerDir, "identity-issuer-dir", "", "the identity issuer (tls.crt, tls.key, ca.crt: a cert-manager Secret mounted); local mode generates one there when missing")
 	f.DurationVar(&o.IdentityLifetime, "identity-lifetime", 24*time.Hour, "lifetime of workload certificates")
 	f.DurationVar(&o.IdentityIssuerReload, "identity-issuer-reload", time.Minute, "how often --identity-issuer-dir is read again for a renewed issuer (cert-manager's renewal is taken without a restart)")

@@ -59,7 +59,14 @@ type Options struct {
 	DefaultOpaquePorts string
 	Resync             time.Duration
 	ShutdownGrace      time.Duration
-	Log                *slog.Logger
+	// StartupGrace (local mode) is how long after the store is loaded an
+	// empty endpoint set is not sent as a stream's first answer, so that a
+	// restarted controller does not tell proxies to drop workloads that
+	// have not registered again yet; 0 is DefaultStartupGrace, negative
+	// none. Kubernetes mode needs none: nothing is answered before the
+	// informer caches sync.
+	StartupGrace time.Duration
+	Log          *slog.Logger
 
 	// IdentityIssuerDir holds the identity issuer in the shape of a
 	// cert-manager Secret (tls.crt, tls.key, ca.crt). In local mode a missing
@@ -121,6 +128,10 @@ func loopback(a net.Addr) bool {
 	return ok && ta.IP.IsLoopback()
 }
 
+// DefaultStartupGrace is Options.StartupGrace's default: proxies reconnect
+// within 10 s (dstclient.ConnectParams) and register at once.
+const DefaultStartupGrace = 15 * time.Second
+
 // Ready is told the addresses a running controller listens on (callers use
 // it with :0 addresses).
 type Ready func(destinationAddr, adminAddr string)
@@ -174,9 +185,14 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	if src.files != nil {
 		reg.MustRegister(src.files)
 	}
-	dopts := destination.Options{Compile: copts, Resync: o.Resync, Log: log, Metrics: reg}
+	// Streams are answered once the source has filled the store.
+	dopts := destination.Options{Compile: copts, Resync: o.Resync, Log: log, Metrics: reg, Synced: synced}
 	if src.local {
 		dopts.Registry = destination.RegistryFunc(st.RegisterWorkload)
+		dopts.StartupGrace = o.StartupGrace
+		if dopts.StartupGrace == 0 {
+			dopts.StartupGrace = DefaultStartupGrace
+		}
 		// Any process that reaches the API may ask: admit only the
 		// workloads the directory declares, with their credential, and
 		// never as the controller itself.

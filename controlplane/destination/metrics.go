@@ -6,6 +6,7 @@ type metrics struct {
 	streams  *prometheus.GaugeVec
 	updates  *prometheus.CounterVec
 	computes *prometheus.CounterVec
+	held     prometheus.Counter
 
 	adds, removes, noEndpoints, profiles prometheus.Counter
 }
@@ -24,6 +25,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meridian_destination_computes_total",
 			Help: "Computations of an authority's answer (shared by the streams asking for it) on a store change or a resync, by RPC.",
 		}, []string{"rpc"}),
+		held: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_destination_startup_held_total",
+			Help: "Get streams whose empty first answer was held during the startup grace period (--startup-grace).",
+		}),
 	}
 	// Present from the start, so dashboards see zeros rather than nothing.
 	for _, rpc := range []string{"get", "get_profile", "register"} {
@@ -36,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.noEndpoints = m.updates.WithLabelValues("get", "no_endpoints")
 	m.profiles = m.updates.WithLabelValues("get_profile", "profile")
 	if reg != nil {
-		reg.MustRegister(m.streams, m.updates, m.computes)
+		reg.MustRegister(m.streams, m.updates, m.computes, m.held)
 	}
 	return m
 }

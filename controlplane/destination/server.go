@@ -63,6 +63,18 @@ type Options struct {
 	Log    *slog.Logger
 	// Metrics registers the server's metrics when not nil.
 	Metrics prometheus.Registerer
+	// Synced, when not nil, is closed once the store holds the source's
+	// state (Kubernetes: the informer caches synced; a directory: loaded).
+	// Until then no Get stream is answered: an answer from a store still
+	// filling would tell proxies to drop endpoints that exist. nil: the
+	// store is complete from the start.
+	Synced <-chan struct{}
+	// StartupGrace is how long after Synced a stream's first answer that
+	// has no endpoints is held, until the set has endpoints or the period
+	// ends: a restarted local-mode controller knows its workloads only once
+	// they register again, and an empty first answer would make proxies
+	// drop endpoints that are about to come back. 0: none.
+	StartupGrace time.Duration
 }
 
 // Server implements pb.DestinationServer over a store.
@@ -78,6 +90,9 @@ type Server struct {
 	endpoints *hub[compile.EndpointSet]
 	profiles  *hub[profileResult]
 
+	synced   chan struct{} // closed when Options.Synced is
+	syncedAt time.Time     // written before synced is closed
+
 	mu     sync.Mutex
 	tokens map[string]store.Workload
 }
@@ -91,7 +106,18 @@ func New(r store.Reader, n store.Notifier, o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{r: r, n: n, o: o, log: o.Log, m: newMetrics(o.Metrics), tokens: map[string]store.Workload{}}
+	s := &Server{r: r, n: n, o: o, log: o.Log, m: newMetrics(o.Metrics), tokens: map[string]store.Workload{},
+		synced: make(chan struct{})}
+	if o.Synced == nil {
+		s.syncedAt = time.Now()
+		close(s.synced)
+	} else {
+		go func() {
+			<-o.Synced
+			s.syncedAt = time.Now()
+			close(s.synced)
+		}()
+	}
 	s.endpoints = newHub(n, o.Resync, o.Log, "get", s.m.computes.WithLabelValues("get"),
 		func(authority string) (compile.EndpointSet, []store.Key, []string) {
 			es := compile.Endpoints(r, authority, o.Compile)
@@ -122,6 +148,9 @@ func (s *Server) WorkloadByToken(token string) (store.Workload, bool) {
 // known service gets NoEndpoints{exists: false} and the stream stays open:
 // the service may appear later.
 //
+// The first answer waits for the store to be synced (Options.Synced), and
+// during Options.StartupGrace an empty first answer waits for endpoints.
+//
 // A stream that cannot send (a slow or stuck client) blocks only itself: the
 // authority's answer is computed by the hub, and the stream catches up with
 // the latest answer, whatever happened meanwhile, when it can send again.
@@ -130,12 +159,25 @@ func (s *Server) Get(req *pb.GetDestination, stream pb.Destination_GetServer) er
 	open := s.m.streams.WithLabelValues("get")
 	open.Inc()
 	defer open.Dec()
+	// Subscribed only once synced, so that the answer is computed from the
+	// synced store (a result computed before might still be the latest).
+	select {
+	case <-s.synced:
+	case <-ctx.Done():
+		return nil
+	}
 	sub := s.endpoints.subscribe(req.GetAuthority())
 	defer sub.close()
 
 	var last *compile.EndpointSet // what the client has: nil before the first message
 	for {
-		cur, ok := sub.latest(ctx)
+		var cur *compile.EndpointSet
+		var ok bool
+		if last == nil {
+			cur, ok = s.firstAnswer(ctx, sub, req.GetAuthority())
+		} else {
+			cur, ok = sub.latest(ctx)
+		}
 		if !ok {
 			return nil
 		}
@@ -148,6 +190,48 @@ func (s *Server) Get(req *pb.GetDestination, stream pb.Destination_GetServer) er
 			return nil
 		case <-sub.wake:
 		}
+	}
+}
+
+// firstAnswer is a stream's first set (the store is synced): for
+// a known service that is not a traffic split's apex, not empty while the
+// startup grace period lasts unless it stays empty to the end of it.
+func (s *Server) firstAnswer(ctx context.Context, sub *subscription[compile.EndpointSet], authority string) (*compile.EndpointSet, bool) {
+	end := s.syncedAt.Add(s.o.StartupGrace)
+	held := false
+	for {
+		cur, ok := sub.latest(ctx)
+		if !ok {
+			return nil, false
+		}
+		left := time.Until(end)
+		// Only a known service's empty set is held: an unknown authority's
+		// proxy falls back to the original destination at once.
+		if len(cur.Endpoints) > 0 || !cur.Exists || left <= 0 {
+			if held {
+				s.log.Debug("destination: startup grace: answering", "authority", authority, "endpoints", len(cur.Endpoints))
+			}
+			return cur, true
+		}
+		if !held {
+			// A traffic split's apex routes to its backends: its own
+			// empty set is expected and is not worth a wait.
+			if len(compile.Profile(s.r, authority, s.o.Compile).DstOverrides) > 0 {
+				return cur, true
+			}
+			held = true
+			s.m.held.Inc()
+			s.log.Debug("destination: startup grace: holding an empty first answer until endpoints register", "authority", authority, "for", left.Round(time.Millisecond))
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, false
+		case <-sub.wake:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
 
@@ -210,6 +294,11 @@ func (s *Server) GetProfile(req *pb.GetDestination, stream pb.Destination_GetPro
 	open := s.m.streams.WithLabelValues("get_profile")
 	open.Inc()
 	defer open.Dec()
+	select { // a profile from a store still filling would be the default
+	case <-s.synced:
+	case <-ctx.Done():
+		return nil
+	}
 	sub := s.profiles.subscribe(req.GetAuthority())
 	defer sub.close()
 

@@ -31,7 +31,12 @@ type Options struct {
 	FirstAnswer time.Duration
 	// BackoffMin and BackoffMax bound reconnection delays. Defaults 100ms, 10s.
 	BackoffMin, BackoffMax time.Duration
-	Log                    *slog.Logger
+	// ConfirmEmpty is how long an empty set must last before it replaces
+	// endpoints the watch had, when it is the first answer of a new stream
+	// (a restarted controller whose workloads have not registered again
+	// yet). Default 5s.
+	ConfirmEmpty time.Duration
+	Log          *slog.Logger
 }
 
 // Client is a discover.Resolver over a destination API connection.
@@ -51,6 +56,9 @@ func New(conn grpc.ClientConnInterface, o Options) *Client {
 	}
 	if o.BackoffMax == 0 {
 		o.BackoffMax = 10 * time.Second
+	}
+	if o.ConfirmEmpty == 0 {
+		o.ConfirmEmpty = 5 * time.Second
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -89,6 +97,8 @@ type watch struct {
 	mu     sync.Mutex
 	ch     chan []discover.Endpoint
 	closed bool
+	had    bool   // the last set delivered had endpoints
+	gen    uint64 // bumped by every delivery: a pending empty set is stale once it moved
 }
 
 func (w *watch) Updates() <-chan []discover.Endpoint { return w.ch }
@@ -114,6 +124,12 @@ func (w *watch) push(set map[string]discover.Endpoint) {
 	sort.Slice(eps, func(i, j int) bool { return eps[i].Addr < eps[j].Addr })
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.deliver(eps)
+}
+
+// deliver is push with w.mu held.
+func (w *watch) deliver(eps []discover.Endpoint) {
+	w.gen++
 	if w.closed {
 		return
 	}
@@ -122,12 +138,41 @@ func (w *watch) push(set map[string]discover.Endpoint) {
 	default:
 	}
 	w.ch <- eps
+	w.had = len(eps) > 0
+}
+
+// confirmLater delivers an empty set after ConfirmEmpty unless something
+// else was delivered, or cancel was called, first; it reports false (and
+// does nothing) when the watch has no endpoints to keep.
+func (w *watch) confirmLater() (cancel func(), ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.had {
+		return nil, false
+	}
+	gen := w.gen
+	t := time.AfterFunc(w.c.o.ConfirmEmpty, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.gen == gen {
+			w.c.o.Log.Info("destination: the control plane confirmed an empty endpoint set", "authority", w.authority, "after", w.c.o.ConfirmEmpty)
+			w.deliver([]discover.Endpoint{})
+		}
+	})
+	return func() {
+		t.Stop()
+		w.mu.Lock()
+		if w.gen == gen {
+			w.gen++ // a callback already running finds it stale
+		}
+		w.mu.Unlock()
+	}, true
 }
 
 func (w *watch) run(ctx context.Context) {
 	b := w.c.newBackoff()
-	for ctx.Err() == nil {
-		got, err := w.stream(ctx)
+	for again := false; ctx.Err() == nil; again = true {
+		got, err := w.stream(ctx, again)
 		if ctx.Err() != nil || errors.Is(err, discover.ErrNotFound) {
 			return
 		}
@@ -141,16 +186,26 @@ func (w *watch) run(ctx context.Context) {
 	}
 }
 
-// stream follows one Get stream until it fails. got reports whether any
+// stream follows one Get stream until it fails (again: it reopens one). got reports whether any
 // message arrived (to reset the backoff).
-func (w *watch) stream(ctx context.Context) (got bool, err error) {
-	s, err := w.c.api.Get(ctx, &pb.GetDestination{Authority: w.authority, ContextToken: w.c.o.Token})
+func (w *watch) stream(ctx context.Context, again bool) (got bool, err error) {
+	s, err := w.c.api.Get(ctx, &pb.GetDestination{Authority: w.authority, ContextToken: w.c.o.Token}, reopen(again)...)
 	if err != nil {
 		return false, err
 	}
 	// Each stream starts from the server's full state, so the set is rebuilt
 	// from scratch; the previous one keeps serving until the first message.
 	set := map[string]discover.Endpoint{}
+	// An empty first answer on a new stream does not at once replace the
+	// endpoints the watch had: a controller that has just started may not
+	// know them again yet. It applies if it lasts ConfirmEmpty.
+	var pending func()
+	defer func() {
+		if pending != nil {
+			pending()
+		}
+	}()
+	first := true
 	for {
 		u, err := s.Recv()
 		if err != nil {
@@ -158,6 +213,10 @@ func (w *watch) stream(ctx context.Context) (got bool, err error) {
 			return got, err
 		}
 		got = true
+		if pending != nil {
+			pending()
+			pending = nil
+		}
 		switch u := u.Update.(type) {
 		case *pb.Update_Add:
 			for _, a := range u.Add.GetAddrs() {
@@ -171,11 +230,26 @@ func (w *watch) stream(ctx context.Context) (got bool, err error) {
 				delete(set, hostPort(a))
 			}
 		case *pb.Update_NoEndpoints:
-			if !u.NoEndpoints.GetExists() {
+			if !u.NoEndpoints.GetExists() && !again {
 				w.answerFirst(discover.ErrNotFound)
 				return got, discover.ErrNotFound
 			}
+			// On a stream opened again, an authority the control plane
+			// does not know (yet: a restarted local-mode controller knows a
+			// service without a Service object once its workloads register)
+			// is an empty set: the stream stays open for it to appear, and
+			// the watch does not end with stale endpoints.
 			clear(set)
+		}
+		wasFirst := first
+		first = false
+		if wasFirst && len(set) == 0 {
+			if cancel, ok := w.confirmLater(); ok {
+				w.c.o.Log.Info("destination: a new stream's first answer has no endpoints; keeping the last known until it is confirmed",
+					"authority", w.authority, "confirm_after", w.c.o.ConfirmEmpty)
+				pending = cancel
+				continue
+			}
 		}
 		w.push(set)
 		w.answerFirst(nil)

@@ -22,6 +22,7 @@ type fakeAPI struct {
 	mu      sync.Mutex
 	initial map[string][]*pb.Update
 	updates chan *pb.Update
+	started chan string // when not nil, told each Get's authority once its initial script is sent
 }
 
 func (f *fakeAPI) Get(req *pb.GetDestination, s grpc.ServerStreamingServer[pb.Update]) error {
@@ -35,6 +36,9 @@ func (f *fakeAPI) Get(req *pb.GetDestination, s grpc.ServerStreamingServer[pb.Up
 		if err := s.Send(u); err != nil {
 			return err
 		}
+	}
+	if f.started != nil {
+		f.started <- req.GetAuthority()
 	}
 	for {
 		select {
@@ -81,12 +85,17 @@ func serve(t *testing.T, f *fakeAPI, addr string) (string, func()) {
 
 func client(t *testing.T, addr string) *Client {
 	t.Helper()
+	return clientWith(t, addr, Options{FirstAnswer: 5 * time.Second, BackoffMin: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond})
+}
+
+func clientWith(t *testing.T, addr string, o Options) *Client {
+	t.Helper()
 	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return New(cc, Options{FirstAnswer: 5 * time.Second, BackoffMin: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond})
+	return New(cc, o)
 }
 
 func next(t *testing.T, w discover.Watch) []discover.Endpoint {
@@ -187,5 +196,109 @@ func TestOutageKeepsLastEndpoints(t *testing.T) {
 	defer stop2()
 	if got := addrs(next(t, w)); len(got) != 1 || got[0] != "10.0.0.1:7" {
 		t.Fatalf("after reconnect: %v", got)
+	}
+}
+
+// Issue 11: a restarted controller answered a new stream with an empty set
+// before the backends had registered again, and proxies replaced their
+// endpoints with it (503 no_endpoints). The empty first answer of a new
+// stream is held back: the endpoints come back, and replace the old ones,
+// with no empty set in between.
+func TestRestartEmptyFirstAnswerKeepsEndpoints(t *testing.T) {
+	f := &fakeAPI{initial: map[string][]*pb.Update{"web:80": {add(0, 1, 2)}}, updates: make(chan *pb.Update), started: make(chan string, 4)}
+	addr, stop := serve(t, f, "127.0.0.1:0")
+	c := clientWith(t, addr, Options{FirstAnswer: 5 * time.Second, BackoffMin: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
+		ConfirmEmpty: time.Minute})
+	w, err := c.Resolve(context.Background(), "web:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	next(t, w)
+	<-f.started
+	stop()
+	f.mu.Lock()
+	f.initial["web:80"] = []*pb.Update{{Update: &pb.Update_NoEndpoints{NoEndpoints: &pb.NoEndpoints{Exists: true}}}}
+	f.mu.Unlock()
+	_, stop2 := serve(t, f, addr)
+	defer stop2()
+	select { // the restarted server's empty answer has been sent
+	case <-f.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not reconnect within 10s")
+	}
+	select {
+	case eps := <-w.Updates():
+		t.Fatalf("a new stream's empty first answer replaced the endpoints at once: %v", addrs(eps))
+	case <-time.After(300 * time.Millisecond):
+	}
+	f.updates <- add(0, 7) // the backend registered again
+	if got := addrs(next(t, w)); len(got) != 1 || got[0] != "10.0.0.1:7" {
+		t.Fatalf("after the backend came back: %v", got)
+	}
+}
+
+// An empty set that lasts ConfirmEmpty is the truth, and is applied.
+func TestRestartEmptyAnswerAppliedOnceConfirmed(t *testing.T) {
+	f := &fakeAPI{initial: map[string][]*pb.Update{"web:80": {add(0, 1, 2)}}, updates: make(chan *pb.Update)}
+	addr, stop := serve(t, f, "127.0.0.1:0")
+	c := clientWith(t, addr, Options{FirstAnswer: 5 * time.Second, BackoffMin: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
+		ConfirmEmpty: 200 * time.Millisecond})
+	w, err := c.Resolve(context.Background(), "web:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	next(t, w)
+	stop()
+	f.mu.Lock()
+	f.initial["web:80"] = []*pb.Update{{Update: &pb.Update_NoEndpoints{NoEndpoints: &pb.NoEndpoints{Exists: true}}}}
+	f.mu.Unlock()
+	_, stop2 := serve(t, f, addr)
+	defer stop2()
+	if got := next(t, w); len(got) != 0 {
+		t.Fatalf("want the confirmed empty set, got %v", addrs(got))
+	}
+}
+
+// A restarted controller may not know a service yet (local mode: one that
+// exists through its registered workloads only). The watch used to end
+// there for good, keeping stale endpoints and missing every later change;
+// it keeps its endpoints and follows the service when it appears.
+func TestRestartUnknownAuthorityKeepsWatching(t *testing.T) {
+	f := &fakeAPI{initial: map[string][]*pb.Update{"web:80": {add(0, 1, 2)}}, updates: make(chan *pb.Update), started: make(chan string, 4)}
+	addr, stop := serve(t, f, "127.0.0.1:0")
+	c := clientWith(t, addr, Options{FirstAnswer: 5 * time.Second, BackoffMin: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
+		ConfirmEmpty: time.Minute})
+	w, err := c.Resolve(context.Background(), "web:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	next(t, w)
+	<-f.started
+	stop()
+	f.mu.Lock()
+	f.initial["web:80"] = []*pb.Update{{Update: &pb.Update_NoEndpoints{NoEndpoints: &pb.NoEndpoints{Exists: false}}}}
+	f.mu.Unlock()
+	_, stop2 := serve(t, f, addr)
+	defer stop2()
+	select {
+	case <-f.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not reconnect within 10s")
+	}
+	select {
+	case eps := <-w.Updates():
+		t.Fatalf("the unknown authority replaced the endpoints at once: %v", addrs(eps))
+	case <-time.After(300 * time.Millisecond):
+	}
+	select {
+	case f.updates <- add(0, 7): // the service's workload registered
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch's stream is gone: it stopped following the authority")
+	}
+	if got := addrs(next(t, w)); len(got) != 1 || got[0] != "10.0.0.1:7" {
+		t.Fatalf("after the service appeared: %v", got)
 	}
 }

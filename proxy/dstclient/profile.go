@@ -22,8 +22,8 @@ func (c *Client) Profile(ctx context.Context, authority string) (*profile.Watch,
 	go func() {
 		b := c.newBackoff()
 		var last *pb.DestinationProfile
-		for wctx.Err() == nil {
-			s, err := c.api.GetProfile(wctx, &pb.GetDestination{Authority: authority, ContextToken: c.o.Token})
+		for again := false; wctx.Err() == nil; again = true {
+			s, err := c.api.GetProfile(wctx, &pb.GetDestination{Authority: authority, ContextToken: c.o.Token}, reopen(again)...)
 			for err == nil {
 				var m *pb.DestinationProfile
 				if m, err = s.Recv(); err != nil {

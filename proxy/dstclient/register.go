@@ -89,7 +89,9 @@ func (c *Client) RegisterWhile(ctx context.Context, w Workload, ready Readiness,
 		if w.Credential != "" {
 			rctx = metadata.AppendToOutgoingContext(sctx, CredentialMetadata, w.Credential)
 		}
-		if s, err = c.api.Register(rctx, msg); err == nil {
+		// Waits for the connection (see reopen): registered as soon as the
+		// control plane is reachable again.
+		if s, err = c.api.Register(rctx, msg, reopen(true)...); err == nil {
 			var reg *pb.Registration
 			if reg, err = s.Recv(); err == nil {
 				c.token.Store(reg.GetToken())

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"google.golang.org/grpc"
 )
 
 // backoff is the reconnection delay every stream of a Client uses:
@@ -21,11 +23,17 @@ func (c *Client) newBackoff() *backoff {
 // reset is called once a stream has delivered something.
 func (b *backoff) reset() { b.cur = b.min }
 
-// wait sleeps for the current delay and doubles it; false when ctx ended first.
-func (b *backoff) wait(ctx context.Context) bool {
-	d := time.Duration(float64(b.cur) * (0.8 + 0.4*rand.Float64()))
+// next returns the current delay, jittered ±20% but never past max (the
+// documented bound), and doubles it.
+func (b *backoff) next() time.Duration {
+	d := min(time.Duration(float64(b.cur)*(0.8+0.4*rand.Float64())), b.max)
 	b.cur = min(2*b.cur, b.max)
-	t := time.NewTimer(d)
+	return d
+}
+
+// wait sleeps for the next delay; false when ctx ended first.
+func (b *backoff) wait(ctx context.Context) bool {
+	t := time.NewTimer(b.next())
 	defer t.Stop()
 	select {
 	case <-t.C:
@@ -33,6 +41,19 @@ func (b *backoff) wait(ctx context.Context) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// reopen are the call options of a stream opened again after one broke:
+// it waits for the connection to be ready instead of failing at once while
+// it is down, so the stream is back as soon as gRPC has reconnected
+// (ConnectParams) rather than at the stream's next backoff, which may be
+// 10 s later. A first stream fails fast: a request is waiting for it
+// (awaitFirst bounds it anyway).
+func reopen(again bool) []grpc.CallOption {
+	if again {
+		return []grpc.CallOption{grpc.WaitForReady(true)}
+	}
+	return nil
 }
 
 // awaitFirst waits for a stream's first answer, bounded by FirstAnswer and

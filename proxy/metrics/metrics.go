@@ -184,6 +184,28 @@ func (r *Registry) InFlight(direction string, n func() int64) {
 	}, func() float64 { return float64(n()) }))
 }
 
+// Identity exports the workload certificate's state, read at each scrape:
+// its expiry (Unix seconds; 0 before the first certificate), the
+// certificates obtained and the failed attempts to obtain one.
+func (r *Registry) Identity(expiry func() time.Time, renewals, failures func() int64) {
+	r.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "identity_cert_expiration_timestamp_seconds", Help: "When the proxy's workload certificate expires (Unix time); 0 before the first.",
+		}, func() float64 {
+			if e := expiry(); !e.IsZero() {
+				return float64(e.UnixNano()) / 1e9
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "identity_cert_refresh_count", Help: "Workload certificates obtained from the identity service.",
+		}, func() float64 { return float64(renewals()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "identity_cert_refresh_failures_total", Help: "Failed attempts to obtain a workload certificate (retried with backoff).",
+		}, func() float64 { return float64(failures()) }),
+	)
+}
+
 // Shed counts a request refused because direction had its maximum in flight.
 func (r *Registry) Shed(direction string) { r.shed.WithLabelValues(direction).Inc() }
 

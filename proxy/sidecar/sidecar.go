@@ -278,6 +278,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.Identity != nil {
 		p.admin.Handle("GET /identity", identityHandler(cfg.Identity))
+		p.metrics.Identity(cfg.Identity.Expiry, cfg.Identity.Renewals, cfg.Identity.Failures)
 	}
 	// The admin port follows the inbound policy (probes stay open); meshed
 	// scrapers may use mTLS to pass an authenticated one.

@@ -57,9 +57,13 @@ type Config struct {
 	// is renewed; DefaultRefresh when 0.
 	Refresh float64
 	// RetryMin and RetryMax bound the delay between failed attempts
-	// (defaults 100ms and 10s). The current certificate is kept meanwhile.
+	// (defaults 100ms and 10s): it doubles from RetryMin after each
+	// failure, jittered by ±20%. The current certificate is kept meanwhile.
 	RetryMin, RetryMax time.Duration
-	Log                *slog.Logger
+	// LogEvery is the least time between two logged renewal failures
+	// (default 1m); the failures in between are counted in the next line.
+	LogEvery time.Duration
+	Log      *slog.Logger
 }
 
 // Identity holds the proxy's key and current certificate.
@@ -73,6 +77,7 @@ type Identity struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 	renewals  atomic.Int64
+	failures  atomic.Int64
 }
 
 // New makes the key and the CSR. Run obtains the certificates.
@@ -94,6 +99,9 @@ func New(cfg Config) (*Identity, error) {
 	}
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = 10 * time.Second
+	}
+	if cfg.LogEvery <= 0 {
+		cfg.LogEvery = time.Minute
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -119,11 +127,27 @@ func (i *Identity) Bundle() *x509bundle.Bundle { return i.bundle }
 // Ready is closed once the first certificate is in hand.
 func (i *Identity) Ready() <-chan struct{} { return i.ready }
 
-// HasCert reports whether a certificate is in hand.
-func (i *Identity) HasCert() bool { return i.svid.Load() != nil }
+// HasCert reports whether a certificate that has not expired is in hand:
+// with an expired one every new mutual TLS connection fails, so the proxy
+// is not ready.
+func (i *Identity) HasCert() bool {
+	s := i.svid.Load()
+	return s != nil && time.Now().Before(s.Certificates[0].NotAfter)
+}
 
 // Renewals counts certificates obtained so far.
 func (i *Identity) Renewals() int64 { return i.renewals.Load() }
+
+// Failures counts failed attempts to obtain a certificate.
+func (i *Identity) Failures() int64 { return i.failures.Load() }
+
+// Expiry is when the current certificate expires; zero before the first.
+func (i *Identity) Expiry() time.Time {
+	if s := i.svid.Load(); s != nil {
+		return s.Certificates[0].NotAfter
+	}
+	return time.Time{}
+}
 
 // GetX509SVID returns the current certificate chain and key
 // (x509svid.Source, for go-spiffe's tlsconfig).
@@ -150,33 +174,57 @@ var errNoToken = errors.New("no proof of identity")
 // certificate keeps serving meanwhile.
 func (i *Identity) Run(ctx context.Context) {
 	backoff := i.cfg.RetryMin
+	var lastLog time.Time
+	var unlogged int // failures since the last logged one
 	for {
 		var wait time.Duration
 		leaf, err := i.renew(ctx)
 		if err == nil {
 			backoff = i.cfg.RetryMin
 			wait = time.Duration(float64(time.Until(leaf.NotAfter)) * i.cfg.Refresh)
+			if unlogged > 0 || !lastLog.IsZero() {
+				i.cfg.Log.Info("identity: certificate obtained after failures", "id", i.cfg.ID.String(), "expires", leaf.NotAfter, "failures_not_logged", unlogged)
+				unlogged, lastLog = 0, time.Time{}
+			}
 			i.cfg.Log.Debug("identity: certificate obtained", "id", i.cfg.ID.String(), "expires", leaf.NotAfter, "renew_in", wait)
 		} else {
 			if ctx.Err() != nil {
 				return
 			}
+			startingUp := i.svid.Load() == nil && errors.Is(err, errNoToken)
+			if !startingUp {
+				i.failures.Add(1)
+			}
 			wait = time.Duration(float64(backoff) * (0.8 + 0.4*mrand.Float64()))
 			if cur := i.svid.Load(); cur != nil {
-				// Never wait past expiry for lack of backoff room.
-				wait = min(wait, max(time.Until(cur.Certificates[0].NotAfter)/4, 10*time.Millisecond))
-			}
-			switch {
-			case i.svid.Load() == nil && errors.Is(err, errNoToken):
-				// Starting up: the proof of identity (local mode: the
-				// registration) is not there yet.
-				i.cfg.Log.Debug("identity: waiting for a token", "err", err, "retry_in", wait)
-			case i.svid.Load() == nil:
-				i.cfg.Log.Warn("identity: certify failed; no certificate yet", "err", err, "retry_in", wait)
-			default:
-				i.cfg.Log.Warn("identity: certify failed; keeping the current certificate", "err", err, "retry_in", wait)
+				// Before expiry, never wait past it for lack of backoff
+				// room; after it (an outage), the backoff alone decides, so
+				// a proxy does not ask (and, in Kubernetes mode, cost a
+				// TokenReview) more than once per RetryMax.
+				if left := time.Until(cur.Certificates[0].NotAfter); left > 0 {
+					wait = min(wait, max(left/4, i.cfg.RetryMin))
+				}
 			}
 			backoff = min(2*backoff, i.cfg.RetryMax)
+			switch {
+			case startingUp:
+				// The proof of identity (local mode: the registration) is
+				// not there yet.
+				i.cfg.Log.Debug("identity: waiting for a token", "err", err, "retry_in", wait)
+			case time.Since(lastLog) < i.cfg.LogEvery:
+				unlogged++ // logged at most once per LogEvery
+			default:
+				state := "keeping the current certificate"
+				switch cur := i.svid.Load(); {
+				case cur == nil:
+					state = "no certificate yet"
+				case !time.Now().Before(cur.Certificates[0].NotAfter):
+					state = "the certificate has expired: not ready"
+				}
+				i.cfg.Log.Warn("identity: certify failed; "+state, "id", i.cfg.ID.String(), "err", err, "retry_in", wait,
+					"failures_not_logged", unlogged, "next_log_after", i.cfg.LogEvery)
+				lastLog, unlogged = time.Now(), 0
+			}
 		}
 		t := time.NewTimer(max(wait, time.Millisecond))
 		select {

@@ -154,7 +154,7 @@ func TestRotationAndOutage(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	cur := web.Chain()[0]
 	time.Sleep(300 * time.Millisecond)
-	if !web.HasCert() || web.Chain()[0] != cur {
+	if web.Chain()[0] != cur {
 		t.Fatal("certificate lost during an outage")
 	}
 	svc.Down.Store(false)
@@ -174,5 +174,43 @@ func TestServerName(t *testing.T) {
 	}
 	if tlsid.IsMeshedServerName("example.com", tlsidtest.TrustDomain) {
 		t.Fatal("example.com is meshed?")
+	}
+}
+
+// Issue 11: once the certificate had expired during an outage, the proxy
+// asked the identity service every 10 ms (about 90 log lines a second, and a
+// TokenReview per try in Kubernetes mode) and stayed ready. After expiry the
+// retries follow the backoff (here RetryMax 200 ms), the proxy is not ready,
+// and the failures and the expiry are there for metrics.
+func TestExpiredDuringOutage(t *testing.T) {
+	svc := tlsidtest.Start(t, time.Second)
+	web := svc.Identity(t, "emojivoto", "web")
+	svc.Down.Store(true)
+	deadline := time.Now().Add(5 * time.Second)
+	for web.HasCert() {
+		if time.Now().After(deadline) {
+			t.Fatal("HasCert still true 5s into an outage with 1s certificates")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if exp := web.Expiry(); exp.IsZero() || time.Now().Before(exp) {
+		t.Fatalf("HasCert false with a certificate that expires at %v", exp)
+	}
+	// Past expiry, the attempts in a second are bounded by the backoff.
+	before := svc.Attempts.Load()
+	time.Sleep(time.Second) // the window attempts are counted in
+	if n := svc.Attempts.Load() - before; n > 12 {
+		t.Fatalf("%d Certify attempts in 1s after expiry; the backoff (at most 200ms) allows about 6", n)
+	}
+	if web.Failures() == 0 {
+		t.Fatal("failed renewals not counted")
+	}
+	svc.Down.Store(false)
+	deadline = time.Now().Add(5 * time.Second)
+	for !web.HasCert() {
+		if time.Now().After(deadline) {
+			t.Fatal("no certificate 5s after the identity service came back")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

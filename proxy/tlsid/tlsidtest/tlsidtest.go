@@ -31,6 +31,8 @@ type Service struct {
 	// Down makes Certify fail with UNAVAILABLE (an outage).
 	Down      atomic.Bool
 	Certified atomic.Int64
+	// Attempts counts Certify calls, failed ones included.
+	Attempts atomic.Int64
 	// Refresh is the Identities' tlsid.Config.Refresh (0: the default).
 	Refresh float64
 }
@@ -41,6 +43,7 @@ type flaky struct {
 }
 
 func (f flaky) Certify(ctx context.Context, r *pb.CertifyRequest) (*pb.CertifyResponse, error) {
+	f.s.Attempts.Add(1)
 	if f.s.Down.Load() {
 		return nil, status.Error(codes.Unavailable, "identity service down (test)")
 	}
