@@ -71,7 +71,8 @@ func TestLocalRegistrationAdmitsOnlyDeclaredWorkloads(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", TrustDomain: "example.org",
-			DefaultNamespace: "demo", ShutdownGrace: time.Second, IdentityCA: ca, APIIdentity: testAPIIdentity},
+			DefaultNamespace: "demo", ShutdownGrace: time.Second, IdentityCA: ca, APIIdentity: testAPIIdentity,
+			StartupGrace: -1}, // the refused registrations leave web-stable empty, said at once
 			func(d, _ string) { addrs <- d })
 	}()
 	var addr string

@@ -65,7 +65,7 @@ func (g *gate) dial(ctx context.Context, addr string) (net.Conn, error) {
 // 15 s of the restart.
 func TestControllerRestartUnderLoad(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "objects.yaml"), []byte(service("web")), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "objects.yaml"), []byte(service("web")+declare("web-0", "web", "web", "web-0-credential")+declare("web-1", "web", "web", "web-1-credential")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -100,7 +100,7 @@ func TestControllerRestartUnderLoad(t *testing.T) {
 		regDone := make(chan struct{})
 		go func() {
 			defer close(regDone)
-			rc.Register(ctx, dstclient.Workload{Name: name, Namespace: "default", Service: "web", ServiceAccount: "web", Address: in.String()},
+			rc.Register(ctx, dstclient.Workload{Name: name, Namespace: "default", Service: "web", ServiceAccount: "web", Address: in.String(), Credential: name + "-credential"},
 				func() {
 					mu.Lock()
 					registered[name] = time.Now()
@@ -202,7 +202,7 @@ func TestProxyStartedWhileControllerDown(t *testing.T) {
 		t.Skip("keeps the controller down for 30 s")
 	}
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "objects.yaml"), []byte(service("web")), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "objects.yaml"), []byte(service("web")+declare("web-0", "web", "web", "web-0-credential")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -228,7 +228,7 @@ func TestProxyStartedWhileControllerDown(t *testing.T) {
 	regDone := make(chan struct{})
 	go func() {
 		defer close(regDone)
-		rc.Register(ctx, dstclient.Workload{Name: "web-0", Namespace: "default", Service: "web", ServiceAccount: "web", Address: in.String()},
+		rc.Register(ctx, dstclient.Workload{Name: "web-0", Namespace: "default", Service: "web", ServiceAccount: "web", Address: in.String(), Credential: "web-0-credential"},
 			func() { registeredAt.CompareAndSwap(0, time.Now().UnixNano()) })
 	}()
 	t.Cleanup(func() { cancel(); <-regDone })
