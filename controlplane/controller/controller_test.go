@@ -72,7 +72,7 @@ func TestControllerLocal(t *testing.T) {
 			Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 			ClusterDomain: "cluster.local", TrustDomain: "example.org", DefaultNamespace: "demo",
 			DefaultOpaquePorts: DefaultOpaquePorts, Resync: time.Second,
-			ShutdownGrace: time.Second,
+			ShutdownGrace: 200 * time.Millisecond, // streams never end by themselves: the grace always runs out
 		}, func(d, a string) { addrs <- [2]string{d, a} })
 	}()
 	var dstAddr, adminAddr string
@@ -114,7 +114,12 @@ func TestControllerLocal(t *testing.T) {
 	}
 	defer conn.Close()
 	c := pb.NewDestinationClient(conn)
-	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	// The streams' context is not the controller's: cancelling ctx must
+	// stop the controller, not the client. (Derived from ctx, the client
+	// cancelled its own streams at shutdown, and a removal sent on the
+	// cancelled Register stream's behalf could still be read from the Get
+	// stream: 5 failures in 300 runs.)
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer scancel()
 
 	// Get by short name (local mode, default namespace).
@@ -179,8 +184,14 @@ func TestControllerLocal(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("controller did not stop")
 	}
-	if _, err := g.Recv(); err == nil {
-		t.Fatal("Get stream still open after shutdown")
+	// The server ended the streams: the next read fails, and the registered
+	// workload was not withdrawn from the Get stream on the way out (a
+	// stopping controller must not tell proxies a workload has left).
+	if u, err := g.Recv(); err == nil {
+		t.Fatalf("Get stream still open after shutdown: read %v", u)
+	}
+	if _, err := r.Recv(); err == nil {
+		t.Fatal("Register stream still open after shutdown")
 	}
 }
 
