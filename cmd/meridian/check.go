@@ -35,7 +35,8 @@ func newCheckCmd() *cobra.Command {
                            and you may create everything the install creates
   meridian check           after installing: CRDs, control plane, identity, proxy
                            injector webhook and data plane
-  meridian check --proxy   only the data plane (meshed pods), optionally in -n NS
+  meridian check --proxy   only the data plane (meshed pods: their proxies and
+                           every container ready), optionally in -n NS
 
 After an install, failing checks that can become true by themselves (pods
 starting, the controller writing certificates) are retried for up to --wait
@@ -89,7 +90,7 @@ The exit status is non-zero when a check failed; warnings do not fail.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&pre, "pre", false, "check whether Meridian can be installed (instead of checking an installed Meridian)")
-	f.BoolVar(&proxy, "proxy", false, "check only the data plane: the meshed pods' proxies")
+	f.BoolVar(&proxy, "proxy", false, "check only the data plane: the meshed pods, their proxies and every other container ready (waits up to --wait)")
 	f.DurationVar(&wait, "wait", 5*time.Minute, "retry failing checks that may still become true for this long (0: no retries)")
 	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
 	f.StringVar(&o.Namespace, "controller-namespace", check.DefaultNamespace, "the control plane's namespace")
