@@ -221,6 +221,8 @@ func TestVizStatKube(t *testing.T) {
 	}{
 		{[]string{"routes", "deploy"}, `"deploy": name one workload, e.g. deploy/web`},
 		{[]string{"stat", "deploy/nope"}, "deployment shop/nope not found"},
+		{[]string{"stat", "deploy", "-n", "doesnotexist"}, "namespace doesnotexist does not exist"},
+		{[]string{"stat", "ns/doesnotexist"}, "namespace doesnotexist does not exist"},
 		{[]string{"stat", "svc/web"}, `"svc/web": want deploy, sts, ds, pod or ns`},
 		{[]string{"stat", "deploy", "--window", "10ms"}, "--window 10ms: use 1s or more"},
 		{[]string{"stat", "deploy", "-o", "yaml"}, `--output "yaml": use table or json`},
@@ -355,6 +357,10 @@ func TestVizLocalDemo(t *testing.T) {
 	secured := map[string]bool{}
 	for _, e := range edges {
 		secured[e.Src+" → "+e.Dst] = e.Secured
+		// The destination's namespace comes from its proxy's identity.
+		if e.Secured && e.DstNS != "emojivoto" {
+			t.Errorf("viz edges: %s → %s in namespace %q, want emojivoto", e.Src, e.Dst, e.DstNS)
+		}
 	}
 	for _, e := range []string{"web → emoji", "web → voting"} {
 		if !secured[e] {
@@ -407,6 +413,17 @@ func TestVizLocalDemo(t *testing.T) {
 	for _, args := range [][]string{{"stat", proxies[0], "deploy"}, {"stat", "web=nowhere"}} {
 		if _, err := runViz(ctx, args...); err == nil || !strings.Contains(err.Error(), "a proxy's admin address") {
 			t.Errorf("%v: %v", args, err)
+		}
+	}
+}
+
+// A viz command without its argument says how to call it (the root command
+// silences cobra's usage on errors).
+func TestVizUsage(t *testing.T) {
+	for _, sub := range []string{"routes", "stat", "edges"} {
+		_, err := runViz(context.Background(), sub)
+		if err == nil || !strings.Contains(err.Error(), "Usage:\n  viz "+sub+" (") || !strings.Contains(err.Error(), "Examples:") {
+			t.Errorf("viz %s: %v, want the usage and examples", sub, err)
 		}
 	}
 }
