@@ -221,6 +221,8 @@ func newVizEdgesCmd() *cobra.Command {
 in the window, the client (the service account of its SPIFFE ID, with its
 namespace) and whether the hop was mutual TLS (SECURED), else why not, as the
 inbound proxy's tls label says (not_provided_by_remote: an unmeshed client).
+The kubelet's probes of the pods are shown as probes (SRC kubelet, SECURED
+"- (probe)"); 'viz stat' leaves them out of the workload's figures.
 Read from the proxies like 'viz stat', over --window.`,
 		Example: `  meridian viz edges deploy -n emojivoto`,
 		Args:    needArgs,
@@ -255,7 +257,10 @@ func writeEdges(w io.Writer, rows []*statRow, output string) error {
 	fmt.Fprintln(tw, "SRC\tSRC_NS\tDST\tDST_NS\tSECURED\tRPS")
 	for _, e := range edges {
 		secured := "√"
-		if !e.Secured {
+		switch {
+		case e.Probe:
+			secured = "- (probe)" // the kubelet probes in plaintext: not a fault
+		case !e.Secured:
 			secured = "× (" + e.TLS + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1frps\n", e.Src, e.SrcNS, e.Dst, e.DstNS, secured, e.RPS)
