@@ -144,8 +144,25 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	dopts := destination.Options{Compile: copts, Resync: o.Resync, Log: log, Metrics: reg}
+	// stopping is set once shutdown begins: from then on, registrations
+	// are not withdrawn. The streams end one connection at a time, and a
+	// workload withdrawn because its Register stream ended first would
+	// reach the proxies still connected as the removal of a healthy
+	// endpoint, just before they reconnect elsewhere. The store goes with
+	// the process anyway.
+	var stopping atomic.Bool
 	if src.local {
-		dopts.Registry = destination.RegistryFunc(st.RegisterWorkload)
+		dopts.Registry = destination.RegistryFunc(func(w store.Workload) (func(), error) {
+			unregister, err := st.RegisterWorkload(w)
+			if err != nil {
+				return nil, err
+			}
+			return func() {
+				if !stopping.Load() {
+					unregister()
+				}
+			}, nil
+		})
 	}
 	dst := destination.New(st, st, dopts)
 
@@ -257,6 +274,7 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	// end the streams (proxies reconnect to another replica), bounded by
 	// the grace period since streams never end by themselves.
 	ready.Store(false)
+	stopping.Store(true)
 	hs.Shutdown()
 	stopped := make(chan struct{})
 	go func() { g.GracefulStop(); close(stopped) }()
