@@ -72,6 +72,34 @@ func dataPlaneChecks(o Options) []Check {
 			},
 		},
 		Check{
+			// A ready proxy is not a ready workload: right after a rollout the
+			// application containers may still be pulling or starting, and a
+			// check that passes then tells the user to send traffic too soon.
+			Group:       GroupDataPlane,
+			Description: "data plane pods are ready",
+			Hint:        "kubectl describe pod -n NAMESPACE POD; kubectl logs -n NAMESPACE POD -c CONTAINER (the pod's Ready condition: every container ready, native sidecars included)",
+			Retry:       true,
+			Run: func(ctx context.Context, s *State) error {
+				pods, err := meshedPods(ctx, s)
+				if err != nil {
+					return err
+				}
+				if len(pods) == 0 {
+					return Skip("no meshed pod")
+				}
+				var probs []string
+				for i := range pods {
+					if cs := proxyStatus(&pods[i]); cs == nil || !cs.Ready {
+						continue // named by "data plane proxies are ready"
+					}
+					if p := podNotReady(&pods[i]); p != "" {
+						probs = append(probs, p)
+					}
+				}
+				return joinProblems(truncate(probs, "pods"))
+			},
+		},
+		Check{
 			Group:       GroupDataPlane,
 			Description: "data plane proxies are at the control plane's version",
 			Hint:        "restart the workloads (kubectl rollout restart deploy -n NAMESPACE NAME): the injector gives new pods the control plane's proxy",
@@ -216,6 +244,56 @@ func meshedPods(ctx context.Context, s *State) ([]corev1.Pod, error) {
 		return out[i].Name < out[j].Name
 	})
 	return out, nil
+}
+
+// podNotReady says why a pod is not Ready ("" when it is): the containers
+// that are not ready (the regular ones and the native sidecars, whose
+// readiness counts in the pod's), or the Ready condition when the containers
+// are all ready but the pod is not (readiness gates).
+func podNotReady(p *corev1.Pod) string {
+	var cond *corev1.PodCondition
+	for i := range p.Status.Conditions {
+		if p.Status.Conditions[i].Type == corev1.PodReady {
+			cond = &p.Status.Conditions[i]
+		}
+	}
+	if cond != nil && cond.Status == corev1.ConditionTrue {
+		return ""
+	}
+	sidecar := map[string]bool{}
+	for _, c := range p.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			sidecar[c.Name] = true
+		}
+	}
+	seen := map[string]bool{}
+	var notReady []string
+	for _, cs := range p.Status.InitContainerStatuses {
+		seen[cs.Name] = true
+		if sidecar[cs.Name] && !cs.Ready {
+			notReady = append(notReady, containerStatus(&cs))
+		}
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		seen[cs.Name] = true
+		if !cs.Ready {
+			notReady = append(notReady, containerStatus(&cs))
+		}
+	}
+	for _, c := range p.Spec.Containers {
+		if !seen[c.Name] {
+			notReady = append(notReady, c.Name+" has no status yet")
+		}
+	}
+	where := fmt.Sprintf("pod %s/%s", p.Namespace, p.Name)
+	switch {
+	case len(notReady) > 0:
+		return fmt.Sprintf("%s (phase %s): %s", where, orDash(string(p.Status.Phase)), strings.Join(notReady, "; "))
+	case cond == nil:
+		return fmt.Sprintf("%s (phase %s): no Ready condition yet", where, orDash(string(p.Status.Phase)))
+	default:
+		return fmt.Sprintf("%s: not Ready (%s)", where, strings.TrimSpace(orDash(cond.Reason)+" "+cond.Message))
+	}
 }
 
 // proxyStatus finds the proxy's status: among the init containers (it is a

@@ -608,6 +608,11 @@ func containerStatusFor(name string, ready bool) corev1.ContainerStatus {
 // has no kubelet).
 func setPodStatus(t *testing.T, kube kubernetes.Interface, pod *corev1.Pod, ready bool, containers, inits []corev1.ContainerStatus) {
 	t.Helper()
+	must(t, setPodStatusErr(kube, pod, ready, containers, inits))
+}
+
+// setPodStatusErr is setPodStatus for goroutines other than the test's.
+func setPodStatusErr(kube kubernetes.Interface, pod *corev1.Pod, ready bool, containers, inits []corev1.ContainerStatus) error {
 	cond := corev1.ConditionFalse
 	if ready {
 		cond = corev1.ConditionTrue
@@ -619,8 +624,10 @@ func setPodStatus(t *testing.T, kube kubernetes.Interface, pod *corev1.Pod, read
 		ContainerStatuses:     containers,
 		InitContainerStatuses: inits,
 	}
-	_, err := kube.CoreV1().Pods(pod.Namespace).UpdateStatus(testCtx(t), pod, metav1.UpdateOptions{})
-	must(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := kube.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{})
+	return err
 }
 
 func TestControlPlane(t *testing.T) {
@@ -788,7 +795,9 @@ func TestDataPlane(t *testing.T) {
 	o.DataPlaneNamespace = ""
 	rep = run(t, o, Runner{}, GroupDataPlane)
 	expect(t, rep, "data plane proxies are at the control plane's version", Warning, old+"/legacy-1")
-	if len(rep.Results) != 2 {
+	// The pods check does not name broken-1 again: its proxy is not ready.
+	expect(t, rep, "data plane pods are ready", Success)
+	if len(rep.Results) != 3 {
 		t.Fatal(descriptions(rep))
 	}
 
@@ -874,4 +883,80 @@ func TestDataPlaneTrustAnchors(t *testing.T) {
 	if !strings.Contains(r.Hint, "rollout restart") {
 		t.Errorf("hint %q does not say to restart", r.Hint)
 	}
+}
+
+// onWaiting calls f the first time a check starts waiting (the runner is
+// about to retry it): the test changes the world only after the check has
+// seen it unready, without sleeping.
+type onWaiting struct {
+	once sync.Once
+	f    func(desc string, err error)
+}
+
+func (o *onWaiting) Waiting(c *Check, err error, _ time.Time) {
+	o.once.Do(func() { o.f(c.Description, err) })
+}
+func (o *onWaiting) Done(CheckResult) {}
+
+// `meridian check --proxy` waits for the meshed pods themselves, not only
+// their proxies: a pod whose proxy is ready while its application container
+// is still starting fails the check, which names the container, and passes
+// once the pod is Ready (retried under --wait).
+func TestDataPlanePodsReady(t *testing.T) {
+	_, cfg := sharedEnv(t)
+	kube := kubernetes.NewForConfigOrDie(cfg)
+	cp, apps := uniq("pr-cp"), uniq("pr-apps")
+	controlPlane(t, kube, cp, "v2.0.0", true)
+	createNS(t, kube, apps)
+	meshedPod(t, kube, apps, "ready-1", "v2.0.0", true)
+	meshedPod(t, kube, apps, "starting-1", "v2.0.0", true)
+	pod, err := kube.CoreV1().Pods(apps).Get(testCtx(t), "starting-1", metav1.GetOptions{})
+	must(t, err)
+	creating := corev1.ContainerStatus{Name: "app", Image: "app", Started: ptr.To(false),
+		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}}
+	setPodStatus(t, kube, pod, false, []corev1.ContainerStatus{creating}, []corev1.ContainerStatus{containerStatusFor(ProxyContainerName, true)})
+
+	o := Options{RESTConfig: cfg, Namespace: cp, DataPlaneNamespace: apps, ProxyOnly: true}
+	rep := run(t, o, Runner{}, ProxyGroups...)
+	expect(t, rep, "data plane proxies are ready", Success)
+	r := expect(t, rep, "data plane pods are ready", Error, "pod "+apps+"/starting-1 (phase Running): app not ready, waiting (ContainerCreating)")
+	if strings.Contains(r.Err.Error(), "ready-1") {
+		t.Fatalf("a ready pod was flagged: %v", r.Err)
+	}
+	if rep.Success() {
+		t.Fatal("the run succeeded with a pod not ready")
+	}
+
+	// Under --wait the check is retried until the pod becomes Ready.
+	var changed error
+	obs := &onWaiting{f: func(desc string, _ error) {
+		if desc != "data plane pods are ready" {
+			changed = fmt.Errorf("waited on %q", desc)
+			return
+		}
+		pod, err := kube.CoreV1().Pods(apps).Get(context.Background(), "starting-1", metav1.GetOptions{})
+		if err == nil {
+			err = setPodStatusErr(kube, pod, true, []corev1.ContainerStatus{containerStatusFor("app", true)}, []corev1.ContainerStatus{containerStatusFor(ProxyContainerName, true)})
+		}
+		changed = err
+	}}
+	checks, err := Groups(o, ProxyGroups...)
+	must(t, err)
+	rep = (&Runner{Wait: time.Minute, Interval: 100 * time.Millisecond, Observer: obs}).Run(testCtx(t), checks, NewState(o))
+	must(t, changed)
+	allPass(t, rep)
+	if r := result(t, rep, "data plane pods are ready"); r.Retries == 0 {
+		t.Fatal("passed without a retry: the pod was ready from the start")
+	}
+
+	// A pod whose containers are ready but whose Ready condition is not
+	// (a readiness gate) is named with the condition.
+	gated := uniq("pr-gated")
+	createNS(t, kube, gated)
+	meshedPod(t, kube, gated, "gated-1", "v2.0.0", true)
+	pod, err = kube.CoreV1().Pods(gated).Get(testCtx(t), "gated-1", metav1.GetOptions{})
+	must(t, err)
+	must(t, setPodStatusErr(kube, pod, false, []corev1.ContainerStatus{containerStatusFor("app", true)}, []corev1.ContainerStatus{containerStatusFor(ProxyContainerName, true)}))
+	o.DataPlaneNamespace = gated
+	expect(t, run(t, o, Runner{}, GroupDataPlane), "data plane pods are ready", Error, "pod "+gated+"/gated-1: not Ready")
 }

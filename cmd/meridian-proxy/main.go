@@ -82,7 +82,7 @@ func run(args []string) error {
 		}
 		return nil
 	})
-	fs.Func("probe-paths", "comma-separated PORT/PATH of the application's HTTP probes, always allowed whatever the policy (e.g. 8080/healthz)", func(v string) error {
+	fs.Func("probe-paths", "comma-separated PORT/PATH of the application's HTTP probes, always allowed whatever the policy (e.g. 8080/healthz); plaintext requests to them are counted with route=\"probe\" in the inbound metrics", func(v string) error {
 		ps, err := authz.ParseProbes(v)
 		cfg.Authz.Probes = append(cfg.Authz.Probes, ps...)
 		return err

@@ -36,7 +36,8 @@ func newCheckCmd() *cobra.Command {
                            and you may create everything the install creates
   meridian check           after installing: CRDs, control plane, identity, proxy
                            injector webhook and data plane
-  meridian check --proxy   only the data plane (meshed pods), optionally in -n NS
+  meridian check --proxy   only the data plane (meshed pods: their proxies and
+                           every container ready), optionally in -n NS
   meridian check --local   a controller in local mode (--store=dir:PATH), through
                            its admin server (default 127.0.0.1:9996; another one:
                            --local=HOST:PORT): is every file of its store
@@ -100,7 +101,7 @@ The exit status is non-zero when a check failed; warnings do not fail.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&pre, "pre", false, "check whether Meridian can be installed (instead of checking an installed Meridian)")
-	f.BoolVar(&proxy, "proxy", false, "check only the data plane: the meshed pods' proxies")
+	f.BoolVar(&proxy, "proxy", false, "check only the data plane: the meshed pods, their proxies and every other container ready (waits up to --wait)")
 	f.StringVar(&local, "local", "", "check a controller in local mode through its admin server: --local (at "+check.DefaultLocalAdmin+") or --local=HOST:PORT")
 	f.Lookup("local").NoOptDefVal = check.DefaultLocalAdmin
 	f.DurationVar(&wait, "wait", 5*time.Minute, "retry failing checks that may still become true for this long (0: no retries)")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -56,7 +57,7 @@ each optionally with a name for its row: web=127.0.0.1:4191.`,
   meridian viz stat deploy/web -n emojivoto --window 30s
   meridian viz stat ns/emojivoto -o json
   meridian viz stat web=127.0.0.1:4191 emoji=127.0.0.1:4192`,
-		Args: cobra.MinimumNArgs(1),
+		Args: needArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dir != "inbound" && dir != "outbound" {
 				return fmt.Errorf("--direction %q: use inbound or outbound", dir)
@@ -104,6 +105,11 @@ func statRows(ctx context.Context, c *kubeclient.Client, arg string) ([]*statRow
 		}
 		var rows []*statRow
 		for _, n := range names {
+			if name != "" {
+				if err := namespaceExists(ctx, c, n); err != nil {
+					return nil, err
+				}
+			}
 			l, err := c.Kube.CoreV1().Pods(n).List(ctx, metav1.ListOptions{})
 			if err != nil {
 				return nil, fmt.Errorf("listing the pods of namespace %s: %w", n, err)
@@ -117,8 +123,19 @@ func statRows(ctx context.Context, c *kubeclient.Client, arg string) ([]*statRow
 		return nil, fmt.Errorf("%q: want deploy, sts, ds, pod or ns, optionally /NAME", arg)
 	}
 	rows, err := workloadRows(ctx, c, k)
-	if err != nil || name == "" {
-		return rows, err
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		// Listing in a namespace that does not exist finds nothing, as
+		// kubectl does; say so rather than "No resources found." (a typo
+		// in -n looked like an idle namespace).
+		if err := namespaceExists(ctx, c, c.Namespace); err != nil {
+			return nil, err
+		}
+	}
+	if name == "" {
+		return rows, nil
 	}
 	for _, r := range rows {
 		if r.Name == name {
@@ -126,6 +143,16 @@ func statRows(ctx context.Context, c *kubeclient.Client, arg string) ([]*statRow
 		}
 	}
 	return nil, fmt.Errorf("%s %s/%s not found", k, c.Namespace, name)
+}
+
+// namespaceExists fails when ns does not exist; a client not allowed to
+// get namespaces is not stopped (it can still list what it may).
+func namespaceExists(ctx context.Context, c *kubeclient.Client, ns string) error {
+	_, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("namespace %s does not exist", ns)
+	}
+	return nil
 }
 
 // workloadRows lists every workload of kind in the client's namespace.

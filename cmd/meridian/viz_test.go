@@ -23,6 +23,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/demo/launch"
 	"github.com/meridian-mesh/meridian/kubeclient"
+	"github.com/meridian-mesh/meridian/proxy/authz"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
 	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
@@ -221,6 +222,8 @@ func TestVizStatKube(t *testing.T) {
 	}{
 		{[]string{"routes", "deploy"}, `"deploy": name one workload, e.g. deploy/web`},
 		{[]string{"stat", "deploy/nope"}, "deployment shop/nope not found"},
+		{[]string{"stat", "deploy", "-n", "doesnotexist"}, "namespace doesnotexist does not exist"},
+		{[]string{"stat", "ns/doesnotexist"}, "namespace doesnotexist does not exist"},
 		{[]string{"stat", "svc/web"}, `"svc/web": want deploy, sts, ds, pod or ns`},
 		{[]string{"stat", "deploy", "--window", "10ms"}, "--window 10ms: use 1s or more"},
 		{[]string{"stat", "deploy", "-o", "yaml"}, `--output "yaml": use table or json`},
@@ -355,6 +358,10 @@ func TestVizLocalDemo(t *testing.T) {
 	secured := map[string]bool{}
 	for _, e := range edges {
 		secured[e.Src+" → "+e.Dst] = e.Secured
+		// The destination's namespace comes from its proxy's identity.
+		if e.Secured && e.DstNS != "emojivoto" {
+			t.Errorf("viz edges: %s → %s in namespace %q, want emojivoto", e.Src, e.Dst, e.DstNS)
+		}
 	}
 	for _, e := range []string{"web → emoji", "web → voting"} {
 		if !secured[e] {
@@ -408,5 +415,82 @@ func TestVizLocalDemo(t *testing.T) {
 		if _, err := runViz(ctx, args...); err == nil || !strings.Contains(err.Error(), "a proxy's admin address") {
 			t.Errorf("%v: %v", args, err)
 		}
+	}
+}
+
+// A viz command without its argument says how to call it (the root command
+// silences cobra's usage on errors).
+func TestVizUsage(t *testing.T) {
+	for _, sub := range []string{"routes", "stat", "edges"} {
+		_, err := runViz(context.Background(), sub)
+		if err == nil || !strings.Contains(err.Error(), "Usage:\n  viz "+sub+" (") || !strings.Contains(err.Error(), "Examples:") {
+			t.Errorf("viz %s: %v, want the usage and examples", sub, err)
+		}
+	}
+}
+
+// The kubelet's probes through a meshed pod's inbound proxy are shown as
+// probes in `viz edges` (SRC kubelet, not a red × not_provided_by_remote
+// from "-") and are left out of the workload's figures in `viz stat`.
+func TestVizProbes(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer app.Close()
+	appAddr := strings.TrimPrefix(app.URL, "http://")
+	_, appPort, _ := strings.Cut(appAddr, ":")
+	probes, err := authz.ParseProbes(appPort + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := tlsidtest.Start(t, time.Hour)
+	px, err := sidecar.New(sidecar.Config{OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		InboundForward: appAddr, DrainTimeout: time.Second, Identity: ids.Identity(t, "shop", "web"), Authz: authz.Config{Probes: probes}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); px.Run(ctx) }()
+	defer func() { stop(); <-done }()
+	_, in, admin := px.Addrs()
+
+	read := func() stat.Scrape {
+		b, err := adminGet(ctx, admin.String(), "metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := stat.Parse(bytes.NewReader(b), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	before := read()
+	c := &http.Client{Timeout: 5 * time.Second}
+	for i := 0; i < 5; i++ { // the kubelet: plaintext GETs of the probe path
+		resp, err := c.Get("http://" + in.String() + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	pairs := []stat.Pair{{Before: before, After: read()}}
+
+	row := stat.Summarize("shop", "deployment", "web", 1, 1, "inbound", pairs)
+	if row.Requests == nil || *row.Requests != 0 || row.RPS == nil || *row.RPS != 0 {
+		j, _ := json.Marshal(row)
+		t.Errorf("probes counted in the workload's figures: %s", j)
+	}
+	var out bytes.Buffer
+	if err := writeEdges(&out, []*statRow{{Namespace: "shop", Name: "web", pairs: pairs}}, "table"); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("edges:\n%s", out.String())
+	}
+	f := strings.Fields(lines[1])
+	if got := strings.Join(f[:len(f)-1], " "); got != "kubelet - web shop - (probe)" {
+		t.Errorf("edges: %q, want the kubelet's probes\n%s", got, out.String())
 	}
 }

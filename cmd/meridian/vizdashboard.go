@@ -22,6 +22,7 @@ func newVizDashboardCmd() *cobra.Command {
 		kf      kubeclient.Flags
 		addr    string
 		refresh time.Duration
+		window  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "dashboard ((deploy|sts|ds|pod|ns)[/NAME] | [NAME=]ADMIN_ADDR...)",
@@ -29,11 +30,12 @@ func newVizDashboardCmd() *cobra.Command {
 		Long: `Serves, on --addr, a page that shows what 'viz stat' and 'viz edges' show for
 the workloads named, refreshed every --refresh: the proxies are read at each
 refresh (through the API server's pod proxy, or at their admin addresses
-without a cluster) and the figures are over the time since the previous one.
+without a cluster) and the figures are over the last --window (30s: a failure
+now and then stays in view), shown on the page.
 The workloads' pods are looked up again at each refresh. Ctrl-C stops it.`,
 		Example: `  meridian viz dashboard deploy -n emojivoto
   meridian viz dashboard web=127.0.0.1:4191 emoji=127.0.0.1:4192`,
-		Args: cobra.MinimumNArgs(1),
+		Args: needArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if refresh < time.Second {
 				return fmt.Errorf("--refresh %s: use 1s or more", refresh)
@@ -48,7 +50,10 @@ The workloads' pods are looked up again at each refresh. Ctrl-C stops it.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			d := dashboard.New(dashboard.Options{List: list, Refresh: refresh})
+			if window < refresh {
+				return fmt.Errorf("--window %s: use --refresh (%s) or more", window, refresh)
+			}
+			d := dashboard.New(dashboard.Options{List: list, Refresh: refresh, Window: window})
 			srv := &http.Server{Handler: d, ReadHeaderTimeout: 10 * time.Second}
 			go d.Run(ctx)
 			go func() { <-ctx.Done(); srv.Close() }()
@@ -62,6 +67,7 @@ The workloads' pods are looked up again at each refresh. Ctrl-C stops it.`,
 	kf.Register(cmd)
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:50750", "address to serve the dashboard on")
 	cmd.Flags().DurationVar(&refresh, "refresh", 5*time.Second, "how often the proxies are read")
+	cmd.Flags().DurationVar(&window, "window", dashboard.DefaultWindow, "how far back the figures go (at least --refresh)")
 	return cmd
 }
 

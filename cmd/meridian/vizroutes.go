@@ -43,6 +43,9 @@ func (f *vizFlags) measure(cmd *cobra.Command, args []string) ([]*statRow, error
 	if err != nil {
 		return nil, err
 	}
+	if rows != nil {
+		adminNamespaces(cmd.Context(), rows)
+	}
 	if rows == nil {
 		if len(args) != 1 {
 			return nil, fmt.Errorf("name one kind of workload (e.g. deploy, or deploy/web), or proxies' admin addresses; not %q", args)
@@ -83,6 +86,37 @@ func adminRows(args []string) ([]*statRow, error) {
 	return rows, nil
 }
 
+// adminNamespaces gives local-mode rows the namespace of their proxy's
+// identity (its SPIFFE ID names it), so that `viz edges` and `viz stat -o
+// json` say where a workload is, as they do in Kubernetes. A proxy without
+// an identity keeps none ("-").
+func adminNamespaces(ctx context.Context, rows []*statRow) {
+	for _, r := range rows {
+		b, err := adminGet(ctx, r.sources[0].name, "identity")
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if id, ok := strings.CutPrefix(l, "# SPIFFE ID: "); ok {
+				if ns, _, ok := stat.ServiceAccountOf(strings.TrimSpace(id)); ok {
+					r.Namespace = ns
+				}
+				break
+			}
+		}
+	}
+}
+
+// needArgs is cobra.MinimumNArgs(1) that shows how to call the command: the
+// root command silences usage on errors, so a bare "requires at least 1
+// arg(s)" left the user guessing.
+func needArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return nil
+	}
+	return fmt.Errorf("%s needs a workload or proxies' admin addresses\n\nUsage:\n  %s\n\nExamples:\n%s", cmd.CommandPath(), cmd.UseLine(), cmd.Example)
+}
+
 func newVizRoutesCmd() *cobra.Command {
 	var (
 		f   vizFlags
@@ -98,7 +132,7 @@ the requests it made, by service (AUTHORITY) and route. Read from the proxies
 like 'viz stat', over --window.`,
 		Example: `  meridian viz routes deploy/web -n emojivoto
   meridian viz routes deploy/web -n emojivoto --direction outbound`,
-		Args: cobra.MinimumNArgs(1),
+		Args: needArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dir != "inbound" && dir != "outbound" {
 				return fmt.Errorf("--direction %q: use inbound or outbound", dir)
@@ -187,9 +221,11 @@ func newVizEdgesCmd() *cobra.Command {
 in the window, the client (the service account of its SPIFFE ID, with its
 namespace) and whether the hop was mutual TLS (SECURED), else why not, as the
 inbound proxy's tls label says (not_provided_by_remote: an unmeshed client).
+The kubelet's probes of the pods are shown as probes (SRC kubelet, SECURED
+"- (probe)"); 'viz stat' leaves them out of the workload's figures.
 Read from the proxies like 'viz stat', over --window.`,
 		Example: `  meridian viz edges deploy -n emojivoto`,
-		Args:    cobra.MinimumNArgs(1),
+		Args:    needArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rows, err := f.measure(cmd, args)
 			if err != nil {
@@ -221,7 +257,10 @@ func writeEdges(w io.Writer, rows []*statRow, output string) error {
 	fmt.Fprintln(tw, "SRC\tSRC_NS\tDST\tDST_NS\tSECURED\tRPS")
 	for _, e := range edges {
 		secured := "√"
-		if !e.Secured {
+		switch {
+		case e.Probe:
+			secured = "- (probe)" // the kubelet probes in plaintext: not a fault
+		case !e.Secured:
 			secured = "× (" + e.TLS + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1frps\n", e.Src, e.SrcNS, e.Dst, e.DstNS, secured, e.RPS)

@@ -185,10 +185,27 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	if src.files != nil {
 		reg.MustRegister(src.files)
 	}
+	// stopping is set once shutdown begins: from then on, registrations
+	// are not withdrawn. The streams end one connection at a time, and a
+	// workload withdrawn because its Register stream ended first would
+	// reach the proxies still connected as the removal of a healthy
+	// endpoint, just before they reconnect elsewhere. The store goes with
+	// the process anyway.
+	var stopping atomic.Bool
 	// Streams are answered once the source has filled the store.
 	dopts := destination.Options{Compile: copts, Resync: o.Resync, Log: log, Metrics: reg, Synced: synced}
 	if src.local {
-		dopts.Registry = destination.RegistryFunc(st.RegisterWorkload)
+		dopts.Registry = destination.RegistryFunc(func(w store.Workload) (func(), error) {
+			unregister, err := st.RegisterWorkload(w)
+			if err != nil {
+				return nil, err
+			}
+			return func() {
+				if !stopping.Load() {
+					unregister()
+				}
+			}, nil
+		})
 		dopts.StartupGrace = o.StartupGrace
 		if dopts.StartupGrace == 0 {
 			dopts.StartupGrace = DefaultStartupGrace
@@ -334,6 +351,7 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	// end the streams (proxies reconnect to another replica), bounded by
 	// the grace period since streams never end by themselves.
 	ready.Store(false)
+	stopping.Store(true)
 	hs.Shutdown()
 	stopped := make(chan struct{})
 	go func() { g.GracefulStop(); close(stopped) }()

@@ -101,7 +101,7 @@ func TestControllerLocal(t *testing.T) {
 			Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 			ClusterDomain: "cluster.local", TrustDomain: "example.org", DefaultNamespace: "demo",
 			DefaultOpaquePorts: DefaultOpaquePorts, Resync: time.Second,
-			ShutdownGrace: time.Second,
+			ShutdownGrace: 200 * time.Millisecond, // streams never end by themselves: the grace always runs out
 		}, func(d, a string) { addrs <- [2]string{d, a} })
 	}()
 	var dstAddr, adminAddr string
@@ -143,7 +143,12 @@ func TestControllerLocal(t *testing.T) {
 	}
 	defer conn.Close()
 	c := pb.NewDestinationClient(conn)
-	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	// The streams' context is not the controller's: cancelling ctx must
+	// stop the controller, not the client. (Derived from ctx, the client
+	// cancelled its own streams at shutdown, and a removal sent on the
+	// cancelled Register stream's behalf could still be read from the Get
+	// stream: 5 failures in 300 runs.)
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer scancel()
 
 	// Get by short name (local mode, default namespace).
@@ -208,17 +213,14 @@ func TestControllerLocal(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("controller did not stop")
 	}
-	// The stream may still deliver what shutdown itself changed (the
-	// registration ends with its stream, so web loses that endpoint) before
-	// it ends: read until it does, a bounded number of messages.
-	for i := 0; ; i++ {
-		u, err := g.Recv()
-		if err != nil {
-			break
-		}
-		if i == 10 {
-			t.Fatalf("Get stream still open after shutdown (last update %v)", u)
-		}
+	// The server ended the streams: the next read fails, and the registered
+	// workload was not withdrawn from the Get stream on the way out (a
+	// stopping controller must not tell proxies a workload has left).
+	if u, err := g.Recv(); err == nil {
+		t.Fatalf("Get stream still open after shutdown: read %v", u)
+	}
+	if _, err := r.Recv(); err == nil {
+		t.Fatal("Register stream still open after shutdown")
 	}
 }
 
@@ -237,5 +239,108 @@ func TestControllerFlags(t *testing.T) {
 	err := Run(context.Background(), Options{Store: "dir:" + t.TempDir(), DefaultOpaquePorts: "x-y"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "--default-opaque-ports") {
 		t.Fatalf("bad opaque ports: %v", err)
+	}
+}
+
+// A stopping controller does not withdraw the registered workloads from
+// the other proxies' endpoint sets on its way out: its streams end one
+// connection at a time, and a registration whose connection ended first
+// was withdrawn from the Get streams still open, so proxies dropped a
+// healthy endpoint just before they reconnected elsewhere.
+func TestControllerShutdownKeepsRegistrations(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "demo.yaml"), []byte(controllerYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrs := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0",
+			TrustDomain: "example.org", DefaultNamespace: "demo", ShutdownGrace: 50 * time.Millisecond,
+		}, func(d, _ string) { addrs <- d })
+	}()
+	var dstAddr string
+	select {
+	case dstAddr = <-addrs:
+	case err := <-done:
+		t.Fatalf("controller exited: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("controller did not start")
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer scancel()
+	client := func() pb.DestinationClient {
+		conn, err := grpc.NewClient(dstAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return pb.NewDestinationClient(conn)
+	}
+	// until reads g until its endpoint set holds want (and nothing is
+	// left unread).
+	until := func(g pb.Destination_GetClient, want ...string) {
+		t.Helper()
+		have := map[string]bool{}
+		for {
+			u, err := g.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range u.GetAdd().GetAddrs() {
+				have[a.Addr.Ip] = true
+			}
+			for _, a := range u.GetRemove().GetAddrs() {
+				delete(have, a.Ip)
+			}
+			if len(have) == len(want) && func() bool {
+				for _, w := range want {
+					if !have[w] {
+						return false
+					}
+				}
+				return true
+			}() {
+				return
+			}
+		}
+	}
+	// The directory is loaded: the slice's endpoint is served.
+	first, err := client().Get(sctx, &pb.GetDestination{Authority: "web:80"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	until(first, "10.1.0.1")
+	r, err := client().Register(sctx, &pb.Workload{Name: "web-local", Namespace: "demo", Service: "web", ServiceAccount: "web", Address: "127.0.0.1:4143"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	// Many watchers, each on its own connection, all seeing the workload.
+	const watchers = 40
+	var gets []pb.Destination_GetClient
+	for i := 0; i < watchers; i++ {
+		g, err := client().Get(sctx, &pb.GetDestination{Authority: "web:80"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		until(g, "10.1.0.1", "127.0.0.1")
+		gets = append(gets, g)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("controller did not stop")
+	}
+	for i, g := range gets {
+		if u, err := g.Recv(); err == nil {
+			t.Fatalf("watcher %d read %v after shutdown, want the stream ended", i, u)
+		}
 	}
 }

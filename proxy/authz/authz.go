@@ -114,9 +114,11 @@ func (cfg Config) Conn(c Client) bool {
 // HTTP decides a request from c to port and path: a probe's path is
 // allowed whatever the policy.
 func (cfg Config) HTTP(c Client, port uint16, path string) bool {
-	if cfg.Conn(c) {
-		return true
-	}
+	return cfg.Conn(c) || cfg.IsProbe(port, path)
+}
+
+// IsProbe reports whether port and path are one of the pod's probes.
+func (cfg Config) IsProbe(port uint16, path string) bool {
 	for _, p := range cfg.Probes {
 		if p.Port == port && p.Path == path {
 			return true

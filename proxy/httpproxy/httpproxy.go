@@ -59,6 +59,9 @@ type peerKey struct{}
 type Peer struct {
 	TLS      string // the metrics' tls label (metrics.TLSTrue or a reason)
 	ClientID string // the client proxy's SPIFFE ID over mTLS
+	// Probe, when set, tells a kubelet probe of the application: a request
+	// no profile route matched gets route="probe" in its metrics.
+	Probe func(*http.Request) bool
 }
 
 // WithPeer records the client of the connection a request came on, for
@@ -200,9 +203,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st := &reqState{target: t, backend: t, start: time.Now(), clientCtx: r.Context(),
 		mreq: metrics.Request{Direction: h.direction, Authority: t.Authority}}
-	if p, ok := r.Context().Value(peerKey{}).(Peer); ok {
-		st.mreq.TLS, st.mreq.ClientID = p.TLS, p.ClientID
-	}
+	peer, _ := r.Context().Value(peerKey{}).(Peer)
+	st.mreq.TLS, st.mreq.ClientID = peer.TLS, peer.ClientID
 	if v := r.Header.Get(OrigProtoHeader); v != "" {
 		// Only a peer proxy's word counts, and only on the way in.
 		r.Header.Del(OrigProtoHeader)
@@ -228,6 +230,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		prof = t.Profile()
 	}
 	ctx := r.Context()
+	if peer.Probe != nil && peer.Probe(r) {
+		st.mreq.Route = metrics.RouteProbe // unless a profile route matches
+	}
 	if prof != nil {
 		if st.route = prof.Match(r); st.route != nil {
 			st.mreq.Route = st.route.Name

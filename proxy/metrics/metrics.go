@@ -122,6 +122,12 @@ type Request struct {
 	ServerID string // outbound: the server proxy's SPIFFE ID over mTLS
 }
 
+// RouteProbe is the route label of an inbound request that is one of the
+// pod's kubelet probes (a probe path of authz.Config.Probes, unauthenticated):
+// as Linkerd labels its probe route, so that views can show probes as
+// probes and keep them out of the workload's figures.
+const RouteProbe = "probe"
+
 // Values of the tls label.
 const (
 	TLSTrue = "true"

@@ -99,3 +99,43 @@ func TestDefaultInboundPolicyTCP(t *testing.T) {
 		}
 	}
 }
+
+// The kubelet's probes (plaintext GETs of the pod's probe paths) are
+// labelled route="probe" in the inbound metrics, so that viz shows them as
+// probes and not as an unmeshed client of the workload; the same path over
+// mTLS, or another path in plaintext, is an ordinary request.
+func TestProbesLabelled(t *testing.T) {
+	svc := tlsidtest.Start(t, time.Hour)
+	app := startHTTP(t, whoCalled())
+	_, appPort, _ := net.SplitHostPort(app.addr)
+	port, _ := strconv.Atoi(appPort)
+	server := startProxy(t, Config{InboundForward: app.addr, Identity: svc.Identity(t, "emojivoto", "emoji"),
+		Authz: authz.Config{Probes: []authz.Probe{{Port: uint16(port), Path: "/healthz"}}}})
+	d := discover.Destination{Authority: "emoji.test:80", Endpoints: []discover.Endpoint{{Addr: server.in, Identity: tlsidtest.ID("emojivoto", "emoji").String()}}}
+	client := startProxy(t, Config{Resolver: staticResolver(t, d), Identity: svc.Identity(t, "emojivoto", "web")})
+
+	plain, _ := h1Client(t, server.in)
+	for _, path := range []string{"/healthz", "/healthz", "/"} {
+		resp, err := plain.Get("http://emoji.test:80" + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	meshed, _ := h1Client(t, client.out)
+	resp, err := meshed.Get("http://emoji.test:80/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+	in := func(kv ...string) map[string]string {
+		return labels(append([]string{"direction", "inbound"}, kv...)...)
+	}
+	expectMetric(t, server.admin, "response_total", in("route", "probe", "tls", "not_provided_by_remote"), 2)
+	expectMetric(t, server.admin, "response_total", in("route", "", "tls", "not_provided_by_remote"), 1)
+	expectMetric(t, server.admin, "response_total", in("route", "", "tls", "true"), 1)
+	expectMetric(t, server.admin, "response_total", in("route", "probe", "tls", "true"), 0)
+}

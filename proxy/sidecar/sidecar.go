@@ -357,6 +357,13 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 			if a, ok := c.(*accepted); ok {
 				tls, clientID := p.acceptedTLS(direction, a)
 				peer := httpproxy.Peer{TLS: tls, ClientID: clientID}
+				if direction == "inbound" && a.peer == "" && len(p.cfg.Authz.Probes) > 0 {
+					// The kubelet probes in plaintext: labelled as probes,
+					// they do not read as an unmeshed client of the workload.
+					peer.Probe = func(r *http.Request) bool {
+						return p.cfg.Authz.IsProbe(p.inboundPort(a), r.URL.Path) // HTTP GETs, and gRPC probes' POSTs
+					}
+				}
 				ctx = httpproxy.WithFraming(ctx, a.framing)
 				return httpproxy.WithPeer(context.WithValue(ctx, acceptedKey{}, a), peer)
 			}

@@ -135,7 +135,7 @@ func (i *Identity) HasCert() bool {
 	return s != nil && time.Now().Before(s.Certificates[0].NotAfter)
 }
 
-// Renewals counts certificates obtained so far.
+// Renewals counts the certificates obtained after the first.
 func (i *Identity) Renewals() int64 { return i.renewals.Load() }
 
 // Failures counts failed attempts to obtain a certificate.
@@ -265,8 +265,9 @@ func (i *Identity) renew(ctx context.Context) (*x509.Certificate, error) {
 	if !i.key.PublicKey.Equal(certs[0].PublicKey) {
 		return nil, errors.New("identity service certified another key")
 	}
-	i.svid.Store(&x509svid.SVID{ID: id, Certificates: certs, PrivateKey: i.key})
-	i.renewals.Add(1)
+	if i.svid.Swap(&x509svid.SVID{ID: id, Certificates: certs, PrivateKey: i.key}) != nil {
+		i.renewals.Add(1) // the first certificate is not a renewal
+	}
 	i.readyOnce.Do(func() { close(i.ready) })
 	return certs[0], nil
 }

@@ -132,6 +132,16 @@ func impostor(t *testing.T, id string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
+// A certificate that has not been renewed yet shows no renewal (`meridian
+// identity` printed "Renewals: 1" for the first certificate).
+func TestRenewalsLeaveOutTheFirst(t *testing.T) {
+	svc := tlsidtest.Start(t, time.Hour)
+	web := svc.Identity(t, "emojivoto", "web")
+	if n := web.Renewals(); n != 0 {
+		t.Fatalf("Renewals() = %d with only the first certificate, want 0", n)
+	}
+}
+
 // Certificates are renewed at 70% of their lifetime, and the current one
 // keeps serving while the identity service is down.
 func TestRotationAndOutage(t *testing.T) {

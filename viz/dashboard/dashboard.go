@@ -1,6 +1,6 @@
 // Package dashboard is viz's web dashboard: it reads the proxies of a set
 // of workloads every refresh, computes each workload's golden metrics and
-// the edges between workloads over the last interval (viz/stat), and serves
+// the edges between workloads over the last Window (viz/stat), and serves
 // them as JSON (/api/snapshot) and as a page that shows them live (/).
 package dashboard
 
@@ -42,8 +42,18 @@ type Options struct {
 	List func(context.Context) ([]Workload, error)
 	// Refresh is how often the proxies are read (default 5s).
 	Refresh time.Duration
-	Log     *slog.Logger
+	// Window is how far back the figures go (default DefaultWindow, at
+	// least Refresh): each refresh compares the latest read with the one
+	// Window earlier, so that occasional failures stay in view for Window,
+	// not only for the one refresh interval in which they happened.
+	Window time.Duration
+	Log    *slog.Logger
 }
+
+// DefaultWindow is the dashboard's default window: long enough that a
+// failure now and then (the demo's deliberate ones) shows in the success
+// rate, short enough to follow a change.
+const DefaultWindow = 30 * time.Second
 
 // Dashboard serves the snapshot; Run refreshes it.
 type Dashboard struct {
@@ -51,13 +61,16 @@ type Dashboard struct {
 	mux  *http.ServeMux
 	mu   sync.Mutex
 	snap Snapshot
-	last map[string]stat.Scrape // by Proxy.Key, from the previous refresh
+	// hist are the reads of each proxy (by Proxy.Key) within the window,
+	// oldest first: the oldest is the start of the figures.
+	hist map[string][]stat.Scrape
 }
 
 // Snapshot is what /api/snapshot returns.
 type Snapshot struct {
 	Time      time.Time   `json:"time"`
-	Window    float64     `json:"windowSeconds"` // between the last two refreshes; 0 before the second
+	Window    float64     `json:"windowSeconds"`    // what the figures cover (up to Options.Window); 0 before the second read
+	WindowMax float64     `json:"windowMaxSeconds"` // Options.Window
 	Workloads []stat.Row  `json:"workloads"`
 	Edges     []stat.Edge `json:"edges"`
 	Errors    []string    `json:"errors"`
@@ -71,11 +84,15 @@ func New(o Options) *Dashboard {
 	if o.Refresh <= 0 {
 		o.Refresh = 5 * time.Second
 	}
+	if o.Window <= 0 {
+		o.Window = DefaultWindow
+	}
+	o.Window = max(o.Window, o.Refresh)
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	d := &Dashboard{o: o, mux: http.NewServeMux(), last: map[string]stat.Scrape{}}
-	d.snap = Snapshot{Workloads: []stat.Row{}, Edges: []stat.Edge{}, Errors: []string{}}
+	d := &Dashboard{o: o, mux: http.NewServeMux(), hist: map[string][]stat.Scrape{}}
+	d.snap = Snapshot{Workloads: []stat.Row{}, Edges: []stat.Edge{}, Errors: []string{}, WindowMax: o.Window.Seconds()}
 	d.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(bytes.ReplaceAll(indexHTML, []byte("{{REFRESH_MS}}"), fmt.Appendf(nil, "%d", o.Refresh.Milliseconds())))
@@ -114,7 +131,7 @@ func (d *Dashboard) Run(ctx context.Context) {
 // previous reads.
 func (d *Dashboard) Refresh(ctx context.Context) {
 	now := time.Now()
-	snap := Snapshot{Time: now, Workloads: []stat.Row{}, Edges: []stat.Edge{}, Errors: []string{}}
+	snap := Snapshot{Time: now, Workloads: []stat.Row{}, Edges: []stat.Edge{}, Errors: []string{}, WindowMax: d.o.Window.Seconds()}
 	ws, err := d.o.List(ctx)
 	if err != nil {
 		snap.Errors = append(snap.Errors, err.Error())
@@ -151,9 +168,9 @@ func (d *Dashboard) Refresh(ctx context.Context) {
 	wg.Wait()
 
 	d.mu.Lock()
-	prev := d.last
+	prev := d.hist
 	d.mu.Unlock()
-	next := map[string]stat.Scrape{}
+	next := map[string][]stat.Scrape{}
 	var windows []float64
 	for _, w := range ws {
 		var pairs []stat.Pair
@@ -163,11 +180,13 @@ func (d *Dashboard) Refresh(ctx context.Context) {
 				snap.Errors = append(snap.Errors, fmt.Sprintf("%s: %v", p.Key, r.err))
 				continue
 			}
-			next[p.Key] = r.s
-			if before, ok := prev[p.Key]; ok {
+			h := trim(prev[p.Key], r.s.Time.Add(-d.o.Window))
+			if len(h) > 0 {
+				before := h[0]
 				pairs = append(pairs, stat.Pair{Before: before, After: r.s})
 				windows = append(windows, r.s.Time.Sub(before.Time).Seconds())
 			}
+			next[p.Key] = append(h, r.s)
 		}
 		snap.Workloads = append(snap.Workloads, stat.Summarize(w.Namespace, w.Kind, w.Name, len(w.Proxies), w.Total, "inbound", pairs))
 		snap.Edges = append(snap.Edges, stat.Edges(w.Namespace, w.Name, pairs)...)
@@ -180,6 +199,17 @@ func (d *Dashboard) Refresh(ctx context.Context) {
 	})
 	stat.SortEdges(snap.Edges)
 	d.mu.Lock()
-	d.snap, d.last = snap, next
+	d.snap, d.hist = snap, next
 	d.mu.Unlock()
+}
+
+// trim drops the reads that the window no longer needs: it keeps the
+// latest read at or before start (the window's beginning) and the ones
+// after it.
+func trim(h []stat.Scrape, start time.Time) []stat.Scrape {
+	i := 0
+	for i+1 < len(h) && !h[i+1].Time.After(start) {
+		i++
+	}
+	return slices.Clone(h[i:])
 }

@@ -104,3 +104,83 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("page: %v\n%s", err, page)
 	}
 }
+
+// The figures cover the window (30s by default), not only the last refresh
+// interval: a failure stays in the success rate for the window (the demo's
+// deliberate failures were hidden by a 2s refresh most of the time), and
+// reads older than the window are dropped.
+func TestDashboardWindow(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fail" {
+			http.Error(w, "no", http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer app.Close()
+	p, err := sidecar.New(sidecar.Config{OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		InboundForward: strings.TrimPrefix(app.URL, "http://"), DrainTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	_, in, admin := p.Addrs()
+	c := &http.Client{Timeout: 5 * time.Second}
+	send := func(path string, n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			resp, err := c.Get("http://" + in.String() + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	list := func(context.Context) ([]Workload, error) {
+		return []Workload{{Namespace: "shop", Kind: "deployment", Name: "web", Total: 1, Proxies: []Proxy{{Key: "shop/web-1",
+			Read: func(context.Context) ([]byte, error) {
+				resp, err := c.Get("http://" + admin.String() + "/metrics")
+				if err != nil {
+					return nil, err
+				}
+				defer resp.Body.Close()
+				return io.ReadAll(resp.Body)
+			}}}}}, nil
+	}
+	// Refreshes 2s apart as in the demo; the default window.
+	d := New(Options{List: list, Refresh: 2 * time.Second})
+	d.Refresh(ctx)
+	send("/fail", 1)
+	send("/", 4)
+	d.Refresh(ctx)
+	send("/", 5)
+	d.Refresh(ctx)
+	s := d.snap
+	web := s.Workloads[0]
+	if web.Requests == nil || *web.Requests != 10 || web.SuccessRate == nil || *web.SuccessRate != 0.9 {
+		j, _ := json.Marshal(web)
+		t.Fatalf("over the window: %s, want the 10 requests of both intervals, 1 failed", j)
+	}
+	if s.WindowMax != DefaultWindow.Seconds() || s.Window <= 0 {
+		t.Fatalf("window %v of %v", s.Window, s.WindowMax)
+	}
+
+	// A window shorter than the time between reads: only the last interval.
+	d = New(Options{List: list, Refresh: time.Nanosecond, Window: time.Nanosecond})
+	d.Refresh(ctx)
+	send("/fail", 1)
+	d.Refresh(ctx)
+	send("/", 3)
+	d.Refresh(ctx)
+	if web := d.snap.Workloads[0]; web.Requests == nil || *web.Requests != 3 || *web.SuccessRate != 1 {
+		j, _ := json.Marshal(web)
+		t.Fatalf("window shorter than a refresh: %s, want the last interval's 3 requests", j)
+	}
+	if n := len(d.hist["shop/web-1"]); n != 2 {
+		t.Fatalf("%d reads kept, want 2 (the window's start and the latest)", n)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -50,27 +51,43 @@ func Known(v float64, ok bool) *float64 {
 
 // Edge is a client a workload's proxies saw in the window.
 type Edge struct {
-	Src      string  `json:"src"` // the client's service account; "-" without an identity
-	SrcNS    string  `json:"srcNamespace"`
-	Dst      string  `json:"dst"`
-	DstNS    string  `json:"dstNamespace"` // "-" when unknown (local mode)
-	ClientID string  `json:"clientId"`
-	TLS      string  `json:"tls"` // the inbound proxy's tls label: "true", or why not
-	Secured  bool    `json:"secured"`
-	RPS      float64 `json:"rps"`
+	Src      string `json:"src"` // the client's service account; "-" without an identity
+	SrcNS    string `json:"srcNamespace"`
+	Dst      string `json:"dst"`
+	DstNS    string `json:"dstNamespace"` // "-" when unknown (local mode)
+	ClientID string `json:"clientId"`
+	TLS      string `json:"tls"` // the inbound proxy's tls label: "true", or why not
+	Secured  bool   `json:"secured"`
+	// Probe: the kubelet's probes of the workload (plaintext by design,
+	// not an unmeshed client); Src is "kubelet".
+	Probe bool    `json:"probe,omitempty"`
+	RPS   float64 `json:"rps"`
 }
 
 // Edges are the clients of the workload namespace/name in its proxies'
 // pairs of reads, by client identity and TLS status.
+// The kubelet's probes make an edge of their own (Probe, from "kubelet").
 func Edges(namespace, name string, pairs []Pair) []Edge {
-	var out []Edge
-	for k, g := range Group(pairs, "inbound", "client_id", "tls") {
-		clientID, tls, _ := strings.Cut(k, "|")
-		e := Edge{Src: "-", SrcNS: "-", Dst: name, DstNS: cmp.Or(namespace, "-"), ClientID: clientID, TLS: tls, Secured: tls == "true", RPS: g.RPS()}
+	byKey := map[string]*Edge{}
+	for k, g := range Group(pairs, "inbound", "client_id", "tls", "route") {
+		parts := strings.SplitN(k, "|", 3)
+		clientID, tls, probe := parts[0], parts[1], parts[2] == RouteProbe
+		key := clientID + "|" + tls + "|" + strconv.FormatBool(probe) // other routes: one edge
+		if e := byKey[key]; e != nil {
+			e.RPS += g.RPS()
+			continue
+		}
+		e := &Edge{Src: "-", SrcNS: "-", Dst: name, DstNS: cmp.Or(namespace, "-"), ClientID: clientID, TLS: tls, Secured: tls == "true", RPS: g.RPS()}
 		if ns, sa, ok := ServiceAccountOf(clientID); ok {
 			e.Src, e.SrcNS = sa, ns
+		} else if probe {
+			e.Src, e.Probe = "kubelet", true
 		}
-		out = append(out, e)
+		byKey[key] = e
+	}
+	out := make([]Edge, 0, len(byKey))
+	for _, e := range byKey {
+		out = append(out, *e)
 	}
 	SortEdges(out)
 	return out

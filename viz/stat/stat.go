@@ -184,12 +184,22 @@ func (g *Golden) series(s Scrape, name string) []*dto.Metric {
 	}
 	var out []*dto.Metric
 	for _, m := range f.GetMetric() {
-		if label(m, "direction") == g.Direction && (g.Match == nil || g.Match(m)) {
-			out = append(out, m)
+		if label(m, "direction") != g.Direction {
+			continue
 		}
+		// The kubelet's probes are not the workload's traffic: left out
+		// unless Match asks for them (Group keeps them under their route).
+		if g.Match == nil && label(m, "route") == RouteProbe || g.Match != nil && !g.Match(m) {
+			continue
+		}
+		out = append(out, m)
 	}
 	return out
 }
+
+// RouteProbe is the route label the inbound proxy gives the kubelet's
+// probes (proxy/metrics.RouteProbe).
+const RouteProbe = "probe"
 
 // Pair is one proxy's two scrapes, at the start and at the end of a window.
 type Pair struct{ Before, After Scrape }
@@ -207,8 +217,9 @@ func Group(pairs []Pair, direction string, labels ...string) map[string]*Golden 
 	}
 	keys := map[string]bool{}
 	for _, p := range pairs {
-		probe := NewGolden(direction)
-		for _, m := range probe.series(p.After, responseTotal) {
+		all := NewGolden(direction)
+		all.Match = func(*dto.Metric) bool { return true } // the kubelet's probes included
+		for _, m := range all.series(p.After, responseTotal) {
 			if delta(counter(m), counter(find(p.Before, responseTotal, m))) > 0 {
 				keys[key(m)] = true
 			}
