@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/meridian-mesh/meridian/controlplane/inject"
@@ -37,31 +38,34 @@ func TestWebhookDryRun(t *testing.T) {
 	var url string
 	configure := func() {
 		t.Helper()
-		c, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, WebhookConfigName, metav1.GetOptions{})
-		if err != nil {
-			c = &admissionv1.MutatingWebhookConfiguration{
-				ObjectMeta: metav1.ObjectMeta{Name: WebhookConfigName},
-				Webhooks: []admissionv1.MutatingWebhook{{
-					Name: WebhookName,
-					Rules: []admissionv1.RuleWithOperations{{
-						Operations: []admissionv1.OperationType{admissionv1.Create},
-						Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+		// The injector patches the caBundle meanwhile: retry on a conflict.
+		must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			c, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, WebhookConfigName, metav1.GetOptions{})
+			if err != nil {
+				c = &admissionv1.MutatingWebhookConfiguration{
+					ObjectMeta: metav1.ObjectMeta{Name: WebhookConfigName},
+					Webhooks: []admissionv1.MutatingWebhook{{
+						Name: WebhookName,
+						Rules: []admissionv1.RuleWithOperations{{
+							Operations: []admissionv1.OperationType{admissionv1.Create},
+							Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+						}},
+						SideEffects:             ptr.To(admissionv1.SideEffectClassNone),
+						AdmissionReviewVersions: []string{"v1"},
 					}},
-					SideEffects:             ptr.To(admissionv1.SideEffectClassNone),
-					AdmissionReviewVersions: []string{"v1"},
-				}},
+				}
 			}
-		}
-		wh := &c.Webhooks[0]
-		wh.ClientConfig.URL = ptr.To(url)
-		wh.NamespaceSelector = &metav1.LabelSelector{MatchLabels: selector}
-		wh.FailurePolicy = ptr.To(policy)
-		if c.ResourceVersion == "" {
-			_, err = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, c, metav1.CreateOptions{})
-		} else {
-			_, err = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, c, metav1.UpdateOptions{})
-		}
-		must(t, err)
+			wh := &c.Webhooks[0]
+			wh.ClientConfig.URL = ptr.To(url)
+			wh.NamespaceSelector = &metav1.LabelSelector{MatchLabels: selector}
+			wh.FailurePolicy = ptr.To(policy)
+			if c.ResourceVersion == "" {
+				_, err = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, c, metav1.CreateOptions{})
+			} else {
+				_, err = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, c, metav1.UpdateOptions{})
+			}
+			return err
+		}))
 	}
 	t.Cleanup(func() {
 		_ = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), WebhookConfigName, metav1.DeleteOptions{})

@@ -314,7 +314,7 @@ func TestControllerShutdownKeepsRegistrations(t *testing.T) {
 		t.Fatal(err)
 	}
 	until(first, "10.1.0.1")
-	r, err := client().Register(sctx, &pb.Workload{Name: "web-local", Namespace: "demo", Service: "web", ServiceAccount: "web", Address: "127.0.0.1:4143"})
+	r, err := client().Register(metadata.AppendToOutgoingContext(sctx, destination.CredentialMetadata, webLocalCredential), &pb.Workload{Name: "web-local", Namespace: "demo", Service: "web", ServiceAccount: "web", Address: "127.0.0.1:4143"})
 	if err != nil {
 		t.Fatal(err)
 	}
