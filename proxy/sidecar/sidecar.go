@@ -278,7 +278,15 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.Identity != nil {
 		p.admin.Handle("GET /identity", identityHandler(cfg.Identity))
-		p.metrics.Identity(cfg.Identity.Expiry, cfg.Identity.Renewals, cfg.Identity.Failures)
+		// identity_cert_refresh_count counts every certificate obtained, as
+		// Linkerd's does; Renewals leaves out the first.
+		obtained := func() int64 {
+			if cfg.Identity.Expiry().IsZero() {
+				return 0
+			}
+			return cfg.Identity.Renewals() + 1
+		}
+		p.metrics.Identity(cfg.Identity.Expiry, obtained, cfg.Identity.Failures)
 	}
 	// The admin port follows the inbound policy (probes stay open); meshed
 	// scrapers may use mTLS to pass an authenticated one.
