@@ -66,22 +66,9 @@ func TestLocalRegistrationAdmitsOnlyDeclaredWorkloads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", TrustDomain: "example.org",
-			DefaultNamespace: "demo", ShutdownGrace: time.Second, IdentityCA: ca, APIIdentity: testAPIIdentity,
-			StartupGrace: -1}, // the refused registrations leave web-stable empty, said at once
-			func(d, _ string) { addrs <- d })
-	}()
-	var addr string
-	select {
-	case addr = <-addrs:
-	case err := <-done:
-		t.Fatal(err)
-	}
-	defer func() { cancel(); <-done }()
+	ctx, addr, _ := runLocal(t, Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", TrustDomain: "example.org",
+		DefaultNamespace: "demo", ShutdownGrace: time.Second, IdentityCA: ca, APIIdentity: testAPIIdentity,
+		StartupGrace: -1}) // the refused registrations leave web-stable empty, said at once
 
 	tlsCfg := tlsconfig.TLSClientConfig(x509bundle.FromX509Authorities(td, ca.Roots), tlsconfig.AuthorizeID(spiffeid.RequireFromString(testAPIIdentity)))
 	tlsCfg.MinVersion = tls.VersionTLS13
@@ -198,21 +185,8 @@ func TestLocalAPIRefusesPlaintextWithAPIIdentity(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "demo.yaml"), []byte(controllerYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", TrustDomain: "example.org",
-			DefaultNamespace: "demo", ShutdownGrace: time.Second, APIIdentity: testAPIIdentity},
-			func(d, _ string) { addrs <- d })
-	}()
-	var addr string
-	select {
-	case addr = <-addrs:
-	case err := <-done:
-		t.Fatal(err)
-	}
-	defer func() { cancel(); <-done }()
+	ctx, addr, _ := runLocal(t, Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", TrustDomain: "example.org",
+		DefaultNamespace: "demo", ShutdownGrace: time.Second, APIIdentity: testAPIIdentity})
 	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -30,22 +30,8 @@ func TestControllerAPITLS(t *testing.T) {
 	}
 	issuer := filepath.Join(t.TempDir(), "issuer")
 	const apiID = "spiffe://example.org/ns/meridian/sa/meridian-controller"
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	addrs := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", TrustDomain: "example.org",
-			DefaultNamespace: "demo", ShutdownGrace: time.Second, IdentityIssuerDir: issuer, APIIdentity: apiID},
-			func(d, _ string) { addrs <- d })
-	}()
-	var addr string
-	select {
-	case addr = <-addrs:
-	case err := <-done:
-		t.Fatal(err)
-	}
-	defer func() { cancel(); <-done }()
+	ctx, addr, _ := runLocal(t, Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", TrustDomain: "example.org",
+		DefaultNamespace: "demo", ShutdownGrace: time.Second, IdentityIssuerDir: issuer, APIIdentity: apiID})
 	rootsPEM, err := os.ReadFile(filepath.Join(issuer, "ca.crt"))
 	if err != nil {
 		t.Fatal(err)

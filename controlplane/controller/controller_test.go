@@ -344,3 +344,23 @@ func TestControllerShutdownKeepsRegistrations(t *testing.T) {
 		}
 	}
 }
+
+// runLocal runs a controller with o until the test ends and returns its
+// context (done when the test ends) and its destination and admin
+// addresses.
+func runLocal(t *testing.T, o Options) (ctx context.Context, dst, admin string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan [2]string, 1)
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, o, func(d, a string) { addrs <- [2]string{d, a} }) }()
+	select {
+	case a := <-addrs:
+		t.Cleanup(func() { cancel(); <-done })
+		return ctx, a[0], a[1]
+	case err := <-done:
+		cancel()
+		t.Fatalf("controller: %v", err)
+	}
+	return nil, "", ""
+}

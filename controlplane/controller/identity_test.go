@@ -40,22 +40,8 @@ func TestControllerIdentityLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	issuer := filepath.Join(t.TempDir(), "issuer")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	addrs := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", TrustDomain: "example.org",
-			DefaultNamespace: "demo", ShutdownGrace: time.Second, IdentityIssuerDir: issuer},
-			func(d, _ string) { addrs <- d })
-	}()
-	var addr string
-	select {
-	case addr = <-addrs:
-	case err := <-done:
-		t.Fatal(err)
-	}
-	defer func() { cancel(); <-done }()
+	ctx, addr, _ := runLocal(t, Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", TrustDomain: "example.org",
+		DefaultNamespace: "demo", ShutdownGrace: time.Second, IdentityIssuerDir: issuer})
 	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -147,21 +133,8 @@ func TestControllerWatchesIssuerDir(t *testing.T) {
 	if err := ca.WriteDir(issuerDir); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", TrustDomain: "example.org",
-			DefaultNamespace: "demo", ShutdownGrace: time.Second, IdentityIssuerDir: issuerDir, IdentityIssuerReload: 20 * time.Millisecond},
-			func(_, a string) { addrs <- a })
-	}()
-	var admin string
-	select {
-	case admin = <-addrs:
-	case err := <-done:
-		t.Fatal(err)
-	}
-	defer func() { cancel(); <-done }()
+	_, _, admin := runLocal(t, Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", TrustDomain: "example.org",
+		DefaultNamespace: "demo", ShutdownGrace: time.Second, IdentityIssuerDir: issuerDir, IdentityIssuerReload: 20 * time.Millisecond})
 	metric := func(name string) string {
 		t.Helper()
 		resp, err := http.Get("http://" + admin + "/metrics")
