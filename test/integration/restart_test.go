@@ -205,12 +205,7 @@ func TestProxyStartedWhileControllerDown(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "objects.yaml"), []byte(service("web")+declare("web-0", "web", "web", "web-0-credential")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens: the controller is down
+	addr, release := reserveAddr(t) // nothing listens: the controller is down
 	dial := func() *grpc.ClientConn {
 		cc, err := grpc.NewClient("passthrough:///"+addr, dstclient.DialOptions(insecure.NewCredentials())...)
 		if err != nil {
@@ -244,6 +239,7 @@ func TestProxyStartedWhileControllerDown(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
+	release()
 	runController(t, dir, addr)
 	back := time.Now()
 	for {
