@@ -21,6 +21,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
+	"github.com/meridian-mesh/meridian/proxy/outbound/connect"
 	"github.com/meridian-mesh/meridian/proxy/profile"
 )
 
@@ -106,10 +107,6 @@ type Handler struct {
 	rp        *httputil.ReverseProxy
 	inFlight  atomic.Int64
 }
-
-// maxConnectAttempts bounds how many endpoints one request tries when
-// connecting fails; nothing has been sent, so trying another is safe.
-const maxConnectAttempts = 3
 
 type ctxKey struct{}
 
@@ -406,14 +403,14 @@ func (rt roundTripper) send(r *http.Request, st *reqState) (*http.Response, erro
 		r.Body = body
 	}
 	var lastErr error
-	for attempt := 0; attempt < maxConnectAttempts; attempt++ {
+	for attempt := 0; attempt < connect.MaxAttempts; attempt++ {
 		ep, err := st.backend.Balancer.Pick()
 		if err != nil {
-			h.metrics.Unavailable(h.direction, st.backend.Authority, unavailableReason(err))
+			h.metrics.Unavailable(h.direction, st.backend.Authority, connect.UnavailableReason(err))
 			if lastErr != nil {
 				return nil, lastErr
 			}
-			return nil, &RouteError{Status: http.StatusServiceUnavailable, Reason: unavailableReason(err), Err: err}
+			return nil, &RouteError{Status: http.StatusServiceUnavailable, Reason: connect.UnavailableReason(err), Err: err}
 		}
 		up := ep.Value()
 		st.mreq.Target = up.Addr
@@ -548,13 +545,6 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		h.log.Debug("proxy error", "direction", h.direction, "authority", r.Host, "err", err)
 	}
 	writeError(w, r, status, reason, err)
-}
-
-func unavailableReason(err error) string {
-	if errors.Is(err, balance.ErrNoEndpoints) {
-		return "no_endpoints"
-	}
-	return "unavailable"
 }
 
 // writeError answers in the client's protocol: gRPC clients get a

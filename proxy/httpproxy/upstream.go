@@ -2,10 +2,11 @@ package httpproxy
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/meridian-mesh/meridian/proxy/outbound/connect"
 )
 
 // How much an HTTP/2 peer may send the proxy before the proxy reads it
@@ -26,14 +27,9 @@ const (
 type DialFunc func(ctx context.Context, addr string) (net.Conn, error)
 
 // DialError marks a failure to connect, which is always safe to retry on
-// another endpoint because nothing was sent.
-type DialError struct {
-	Addr string
-	Err  error
-}
-
-func (e *DialError) Error() string { return fmt.Sprintf("connect %s: %v", e.Addr, e.Err) }
-func (e *DialError) Unwrap() error { return e.Err }
+// another endpoint because nothing was sent. It is connect.DialError, so
+// that the opaque path's connect loop and this one agree on it.
+type DialError = connect.DialError
 
 // Upstream is one endpoint's connection pools: keep-alive HTTP/1 and
 // multiplexed HTTP/2 (prior knowledge). A request keeps the protocol its

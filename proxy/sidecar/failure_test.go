@@ -230,3 +230,18 @@ func TestOpaqueConnectFailure(t *testing.T) {
 	}
 	expectMetric(t, e.admin, "endpoint_unavailable_total", labels("direction", "outbound", "authority", "empty.test:6379", "reason", "no_endpoints"), 1)
 }
+
+// Opaque connections whose only endpoint refuses: the connection is
+// closed, and once the endpoint is in backoff the stream is counted as
+// unavailable (the same reason an HTTP request gets).
+func TestOpaqueOnlyEndpointRefuses(t *testing.T) {
+	down := dst("down.test:6379", deadAddr(t))
+	down.Addresses = []string{"127.0.0.251:6379"}
+	p := startProxy(t, Config{Resolver: staticResolver(t, down), OrigDst: fixedOrigDst("127.0.0.251:6379")})
+	c := dialTCP(t, p.out)
+	writeFrame(c, []byte("ping"))
+	if got, err := io.ReadAll(c); err != nil || len(got) != 0 {
+		t.Fatalf("a connection whose only endpoint refuses got %q, %v; want it closed", got, err)
+	}
+	expectMetric(t, p.admin, "endpoint_unavailable_total", labels("direction", "outbound", "authority", "down.test:6379", "reason", "unavailable"), 1)
+}

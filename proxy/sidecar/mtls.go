@@ -13,40 +13,9 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/proxy/detect"
+	"github.com/meridian-mesh/meridian/proxy/outbound"
 	"github.com/meridian-mesh/meridian/proxy/tlsid"
 )
-
-// handshakeTimeout bounds an mTLS handshake between proxies.
-const handshakeTimeout = 10 * time.Second
-
-// secureOutbound originates mTLS on c to a meshed endpoint whose proxy must
-// present serverID, offering alpn (the protocol spoken inside; empty: opaque).
-func (p *Proxy) secureOutbound(ctx context.Context, c net.Conn, serverID, alpn string) (net.Conn, error) {
-	fail := func() {
-		// The connection carried nothing: it closes as a failure.
-		if mc, ok := c.(interface{ MarkFailed() }); ok {
-			mc.MarkFailed()
-		}
-		c.Close()
-	}
-	id, err := tlsid.ParseID(serverID)
-	if err != nil {
-		fail()
-		return nil, fmt.Errorf("endpoint identity %q: %w", serverID, err)
-	}
-	if alpn == "" {
-		alpn = tlsid.ALPNOpaque
-	}
-	tc := tls.Client(c, p.cfg.Identity.ClientConfig(id, alpn))
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
-	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
-		fail()
-		return nil, fmt.Errorf("mTLS to %s: %w", serverID, err)
-	}
-	p.mtlsOut.Add(1)
-	return tc, nil
-}
 
 // identityHandler serves the proxy's identity on the admin server: its
 // SPIFFE ID, expiry, and the certificate chain in PEM (`meridian identity`).
@@ -92,7 +61,7 @@ func (p *Proxy) terminateMTLS(ctx context.Context, a *accepted) (detect.Protocol
 		},
 	}
 	tc := tls.Server(rc, cfg)
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	hctx, cancel := context.WithTimeout(ctx, outbound.HandshakeTimeout)
 	defer cancel()
 	err := tc.HandshakeContext(hctx)
 	if !meshed {

@@ -47,32 +47,32 @@ func (r outboundRouter) route(req *http.Request) (*httpproxy.Target, error) {
 				return nil, loopError(err)
 			}
 		}
-		d, err := s.dests.get(req.Context(), auth)
+		d, err := s.dests.Get(req.Context(), auth)
 		switch {
 		case err == nil:
-			return &d.target, nil
+			return d.Target(), nil
 		case !errors.Is(err, discover.ErrNotFound):
 			return nil, resolveError(auth, err)
 		}
 		if ip, err := netip.ParseAddrPort(auth); err == nil {
 			// An address, not a name: a service's virtual IP (the
 			// application dialled a ClusterIP) or some address outside the mesh.
-			d, err := s.dests.resolveAddr(req.Context(), ip)
+			d, err := s.dests.ResolveAddr(req.Context(), ip)
 			if err != nil {
 				return nil, resolveError(auth, err)
 			}
-			return &d.target, nil
+			return d.Target(), nil
 		}
 	}
 	if a != nil && a.origDst.IsValid() {
 		if err := r.p.checkTarget("the original destination", a.origDst); err != nil {
 			return nil, loopError(err)
 		}
-		d, err := s.dests.resolveAddr(req.Context(), a.origDst)
+		d, err := s.dests.ResolveAddr(req.Context(), a.origDst)
 		if err != nil {
 			return nil, resolveError(a.origDst.String(), err)
 		}
-		return &d.target, nil
+		return d.Target(), nil
 	}
 	return nil, &httpproxy.RouteError{Status: http.StatusServiceUnavailable, Reason: "unknown_authority",
 		Err: fmt.Errorf("no destination is known for authority %q", authority)}
@@ -94,11 +94,11 @@ func (r outboundRouter) Backend(ctx context.Context, authority string) (*httppro
 	if err != nil {
 		return nil, err
 	}
-	d, err := r.p.out.dests.get(ctx, auth)
+	d, err := r.p.out.dests.Get(ctx, auth)
 	if err != nil {
 		return nil, err
 	}
-	return &d.target, nil
+	return d.Target(), nil
 }
 
 // ClientIDHeader carries, on requests to the application, the SPIFFE ID of
@@ -131,13 +131,13 @@ func (r inboundRouter) Route(req *http.Request) (*httpproxy.Target, error) {
 				return nil, loopError(err)
 			}
 		}
-		return &s.dests.passthrough(r.p.cfg.InboundForward).target, nil
+		return s.dests.Passthrough(r.p.cfg.InboundForward).Target(), nil
 	}
 	if a, _ := req.Context().Value(acceptedKey{}).(*accepted); a != nil && a.origDst.IsValid() {
 		if err := r.p.checkTarget("the original destination", a.origDst); err != nil {
 			return nil, loopError(err)
 		}
-		return &s.dests.passthrough(a.origDst.String()).target, nil
+		return s.dests.Passthrough(a.origDst.String()).Target(), nil
 	}
 	return nil, &httpproxy.RouteError{Status: http.StatusBadGateway, Reason: "no_forward_target",
 		Err: errors.New("no inbound forward address is configured and the connection was not redirected")}

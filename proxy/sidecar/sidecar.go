@@ -26,6 +26,8 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/listen"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/origdst"
+	"github.com/meridian-mesh/meridian/proxy/outbound"
+	"github.com/meridian-mesh/meridian/proxy/outbound/connect"
 	"github.com/meridian-mesh/meridian/proxy/tcpproxy"
 	"github.com/meridian-mesh/meridian/proxy/tlsid"
 )
@@ -110,14 +112,15 @@ type Proxy struct {
 	own     *ownAddrs  // the listeners' addresses: a target there is a loop
 	app     *appHealth // the application behind the inbound side (apphealth.go)
 
-	// mTLS handshakes completed with meshed peers, by direction.
-	mtlsIn, mtlsOut atomic.Int64
+	// mTLS handshakes accepted from meshed peers (the outbound ones are
+	// counted by the outbound side's cache).
+	mtlsIn atomic.Int64
 }
 
 // MTLSHandshakes returns how many mTLS sessions with meshed peers the proxy
 // has accepted (inbound) and originated (outbound).
 func (p *Proxy) MTLSHandshakes() (inbound, outbound int64) {
-	return p.mtlsIn.Load(), p.mtlsOut.Load()
+	return p.mtlsIn.Load(), p.out.dests.Handshakes()
 }
 
 // side is one direction: a listener, its HTTP server and its open TCP streams.
@@ -126,7 +129,7 @@ type side struct {
 	ln        net.Listener
 	httpLn    *chanListener
 	http      *http.Server
-	dests     *dests
+	dests     *outbound.Cache
 	accepting sync.WaitGroup // the accept loop
 	tcp       sync.WaitGroup // accepted connections in detection or forwarded as opaque streams
 	conns     sync.Map       // net.Conn → struct{}: opaque streams, closed at the drain deadline
@@ -248,7 +251,7 @@ func New(cfg Config) (*Proxy, error) {
 		d := net.Dialer{Timeout: cfg.ConnectTimeout}
 		return d.DialContext(ctx, "tcp", addr)
 	}, p.log.Warn)
-	p.app.onUp = func() { p.in.dests.endBackoff() }
+	p.app.onUp = func() { p.in.dests.EndBackoff() }
 	var err error
 	if p.out, err = p.newSide("outbound", cfg.OutboundAddr); err != nil {
 		return nil, err
@@ -322,24 +325,30 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 		}
 		return c, err
 	}
-	s.dests = newDests(p.cfg.Resolver, p.cfg.Balancer, dial)
-	p.metrics.EjectedEndpoints(direction, s.dests.ejected)
-	s.dests.onEject = func(authority, addr, reason string) {
-		p.metrics.Ejection(direction, authority, reason)
-		p.log.Info("endpoint ejected after consecutive failures", "direction", direction, "authority", authority, "addr", addr, "reason", reason)
+	o := outbound.Options{
+		Resolver:           p.cfg.Resolver,
+		Balancer:           p.cfg.Balancer,
+		Dial:               dial,
+		Local:              localIPs(p.cfg.LocalIPs),
+		H2StreamWindow:     p.cfg.H2StreamWindow,
+		H2ConnectionWindow: p.cfg.H2ConnectionWindow,
+		OnEject: func(authority, addr, reason string) {
+			p.metrics.Ejection(direction, authority, reason)
+			p.log.Info("endpoint ejected after consecutive failures", "direction", direction, "authority", authority, "addr", addr, "reason", reason)
+		},
+		Meter: func(c net.Conn, addr, tls, serverID string) net.Conn {
+			if direction == "inbound" {
+				// To the application: the loopback hop, whoever the client was.
+				tls, serverID = p.loopbackTLS(), ""
+			}
+			return p.metrics.Conn(c, metrics.ConnLabels{Direction: direction, Peer: metrics.PeerDst, Target: addr, TLS: tls, PeerID: serverID})
+		},
 	}
-	s.dests.self = selfSet(p.cfg.LocalIPs)
-	s.dests.h2Stream, s.dests.h2Conn = p.cfg.H2StreamWindow, p.cfg.H2ConnectionWindow
-	s.dests.meter = func(c net.Conn, addr, tls, serverID string) net.Conn {
-		if direction == "inbound" {
-			// To the application: the loopback hop, whoever the client was.
-			tls, serverID = p.loopbackTLS(), ""
-		}
-		return p.metrics.Conn(c, metrics.ConnLabels{Direction: direction, Peer: metrics.PeerDst, Target: addr, TLS: tls, PeerID: serverID})
+	if direction == "outbound" {
+		o.Identity = p.cfg.Identity // inbound, the application is reached in plaintext
 	}
-	if p.cfg.Identity != nil && direction == "outbound" {
-		s.dests.secure = p.secureOutbound
-	}
+	s.dests = outbound.New(o)
+	p.metrics.EjectedEndpoints(direction, s.dests.Ejected)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -407,7 +416,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); s.http.Serve(s.httpLn) }()
 		s.accepting.Add(1)
 		go func() { defer s.accepting.Done(); p.accept(bg, s) }()
-		go s.dests.evictIdle(bg)
+		go s.dests.EvictIdle(bg)
 	}
 	go p.admin.Serve()
 	p.app.start(bg)
@@ -447,7 +456,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	drained.Wait()
 	for _, s := range []*side{p.out, p.in} {
 		s.http.Close() // whatever outlived the deadline
-		s.dests.closeAll()
+		s.dests.Close()
 	}
 	cancel()
 	wg.Wait()
@@ -576,7 +585,7 @@ func (p *Proxy) handle(ctx context.Context, s *side, raw net.Conn, acceptedAt ti
 	}
 	// A destination announced as opaque is never detected: a
 	// server-speaks-first protocol gets its greeting through at once.
-	if s.direction == "outbound" && s.dests.opaqueAddr(ctx, orig) {
+	if s.direction == "outbound" && s.dests.OpaqueAddr(ctx, orig) {
 		p.serveOpaque(ctx, s, a)
 		return
 	}
@@ -690,31 +699,14 @@ func (p *Proxy) serveOpaque(ctx context.Context, s *side, a *accepted) {
 		a.Close()
 		return
 	}
-	var up net.Conn
-	for attempt := 0; attempt < 3; attempt++ {
-		ep, perr := d.target.Balancer.Pick()
-		if perr != nil {
-			reason := "unavailable" // every endpoint is in backoff
-			if errors.Is(perr, balance.ErrNoEndpoints) {
-				reason = "no_endpoints"
-			}
-			p.metrics.Unavailable(s.direction, d.target.Authority, reason)
-			a.Close()
-			return
+	up, err := d.Dial(ctx)
+	if err != nil {
+		var ue *connect.UnavailableError
+		if errors.As(err, &ue) {
+			p.metrics.Unavailable(s.direction, d.Authority(), ue.Reason)
+		} else {
+			p.log.Debug("opaque connect failed", "direction", s.direction, "authority", d.Authority(), "err", err)
 		}
-		done := ep.StartRequest()
-		up, err = d.connect(ctx, ep.Addr(), tlsid.ALPNOpaque)
-		done(err != nil)
-		if err == nil {
-			ep.Succeed()
-			ep.Result("") // an opaque stream's outcome is its connection's
-			break
-		}
-		up = nil
-		ep.Fail() // backoff, and a "connect" failure for accrual
-	}
-	if up == nil {
-		p.log.Debug("opaque connect failed", "direction", s.direction, "authority", d.target.Authority, "err", err)
 		a.Close()
 		return
 	}
@@ -726,25 +718,51 @@ func (p *Proxy) serveOpaque(ctx context.Context, s *side, a *accepted) {
 	}
 	idle := max(p.cfg.OpaqueIdleTimeout, 0)
 	if err := tcpproxy.SpliceIdle(a, up, idle); errors.Is(err, tcpproxy.ErrIdle) {
-		p.log.Debug("opaque stream idle: closed", "direction", s.direction, "authority", d.target.Authority, "idle_timeout", idle)
+		p.log.Debug("opaque stream idle: closed", "direction", s.direction, "authority", d.Authority(), "idle_timeout", idle)
 	}
 }
 
-func (p *Proxy) opaqueDest(ctx context.Context, s *side, a *accepted) (*dest, error) {
+func (p *Proxy) opaqueDest(ctx context.Context, s *side, a *accepted) (*outbound.Dest, error) {
 	if err := p.opaqueLoop(s, a); err != nil {
 		return nil, err
 	}
 	if s.direction == "inbound" {
 		if p.cfg.InboundForward != "" {
-			return s.dests.passthrough(p.cfg.InboundForward), nil
+			return s.dests.Passthrough(p.cfg.InboundForward), nil
 		}
 		if a.origDst.IsValid() {
-			return s.dests.passthrough(a.origDst.String()), nil
+			return s.dests.Passthrough(a.origDst.String()), nil
 		}
 		return nil, errors.New("no inbound forward address and no original destination")
 	}
 	if !a.origDst.IsValid() {
 		return nil, errors.New("no original destination (was the connection redirected?)")
 	}
-	return s.dests.resolveAddr(ctx, a.origDst)
+	return s.dests.ResolveAddr(ctx, a.origDst)
+}
+
+// localIPs are ips, or, when nil, the host's non-loopback interface
+// addresses: this pod's own (see Config.LocalIPs).
+func localIPs(ips []netip.Addr) []netip.Addr {
+	if ips != nil {
+		return ips
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && !ip.Unmap().IsLoopback() {
+				ips = append(ips, ip)
+			}
+		}
+	}
+	return ips
+}
+
+// selfSet is localIPs(ips) as a set, unmapped.
+func selfSet(ips []netip.Addr) map[netip.Addr]bool {
+	set := map[netip.Addr]bool{}
+	for _, ip := range localIPs(ips) {
+		set[ip.Unmap()] = true
+	}
+	return set
 }
