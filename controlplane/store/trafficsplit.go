@@ -79,13 +79,14 @@ func decodeSplit(obj runtime.Object) (Key, any, bool, error) {
 	if !ok || err != nil {
 		return Key{}, nil, ok, err
 	}
-	if err := ts.Key.valid(); err != nil {
+	if err := splitKey(ts.Key); err != nil {
 		return Key{}, nil, true, err
 	}
 	return ts.Key, ts, true, nil
 }
 
-func (k Key) valid() error {
+// splitKey checks a TrafficSplit's key.
+func splitKey(k Key) error {
 	if k.Namespace == "" || k.Name == "" {
 		return fmt.Errorf("store: TrafficSplit %q needs a namespace and a name", k.String())
 	}
@@ -110,7 +111,7 @@ func (s *Store) TrafficSplits(k Key) []TrafficSplit {
 // UpsertTrafficSplit adds or replaces a normalized TrafficSplit (by
 // ts.Key). The store keeps ts.Backends: do not modify it afterwards.
 func (s *Store) UpsertTrafficSplit(ts TrafficSplit) error {
-	if err := ts.Key.valid(); err != nil {
+	if err := splitKey(ts.Key); err != nil {
 		return err
 	}
 	s.write(func(a affected) { s.tables[splitKind.id].upsert(ts.Key, ts, a) })
