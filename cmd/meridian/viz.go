@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/meridian-mesh/meridian/kubeclient"
+	"github.com/meridian-mesh/meridian/viz/golden"
 	"github.com/meridian-mesh/meridian/viz/stat"
 )
 
@@ -82,9 +81,9 @@ each optionally with a name for its row: web=127.0.0.1:4191.`,
 type statRow struct {
 	Namespace, Kind, Name string
 	pods                  []corev1.Pod
-	total                 int         // the workload's pods
-	sources               []source    // its meshed, running pods' proxies
-	pairs                 []stat.Pair // one per source read at both ends of the window
+	total                 int             // the workload's pods
+	sources               []golden.Source // its meshed, running pods' proxies
+	pairs                 []stat.Pair     // one per source read at both ends of the window
 	errs                  []error
 }
 
@@ -217,10 +216,27 @@ func workloadRows(ctx context.Context, c *kubeclient.Client, kind string) ([]*st
 	return rows, nil
 }
 
-// source is one proxy whose metrics a row sums.
-type source struct {
-	name string // for errors: "pod NS/NAME" or the admin address
-	read func(context.Context) ([]byte, error)
+// podSource reads a meshed pod's proxy through the API server's pod proxy
+// (the right to get pods/proxy is all it needs).
+type podSource struct {
+	c   *kubeclient.Client
+	pod *corev1.Pod
+}
+
+func (s podSource) Name() string { return "pod " + s.pod.Namespace + "/" + s.pod.Name }
+
+func (s podSource) Metrics(ctx context.Context) ([]byte, error) {
+	return s.c.ProxyGet(ctx, s.pod, "metrics")
+}
+
+// adminSource reads a proxy at its admin address: local mode, without a
+// cluster (the proxies 'meridian demo' prints).
+type adminSource string
+
+func (a adminSource) Name() string { return string(a) }
+
+func (a adminSource) Metrics(ctx context.Context) ([]byte, error) {
+	return adminGet(ctx, string(a), "metrics")
 }
 
 // podSources makes a source of each meshed, running pod of each row.
@@ -232,69 +248,28 @@ func podSources(rows []*statRow, c *kubeclient.Client) {
 			if _, err := kubeclient.ProxyAdminPort(p); err != nil || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
 				continue
 			}
-			r.sources = append(r.sources, source{name: "pod " + p.Namespace + "/" + p.Name,
-				read: func(ctx context.Context) ([]byte, error) { return c.ProxyGet(ctx, p, "metrics") }})
+			r.sources = append(r.sources, podSource{c: c, pod: p})
 		}
 	}
 }
 
 // scrapeRows reads every source's proxy metrics twice, window apart, into
-// each row's pairs.
+// each row's pairs (viz/golden).
 func scrapeRows(ctx context.Context, rows []*statRow, window time.Duration) {
-	type target struct {
-		row    *statRow
-		src    source
-		before stat.Scrape
-		err    error
-	}
-	var ts []*target
+	var srcs []golden.Source
 	for _, r := range rows {
-		for _, s := range r.sources {
-			ts = append(ts, &target{row: r, src: s})
-		}
+		srcs = append(srcs, r.sources...)
 	}
-	read := func(t *target) (stat.Scrape, error) {
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		b, err := t.src.read(ctx)
-		if err != nil {
-			return stat.Scrape{}, err
-		}
-		return stat.Parse(bytes.NewReader(b), time.Now())
-	}
-	each := func(f func(*target)) {
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 16)
-		for _, t := range ts {
-			if t.err != nil {
+	results := golden.Measure(ctx, srcs, window)
+	for _, r := range rows {
+		for _, res := range results[:len(r.sources)] {
+			if res.Err != nil {
+				r.errs = append(r.errs, res.Err)
 				continue
 			}
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() { defer wg.Done(); defer func() { <-sem }(); f(t) }()
+			r.pairs = append(r.pairs, res.Pair)
 		}
-		wg.Wait()
-	}
-	each(func(t *target) { t.before, t.err = read(t) })
-	select {
-	case <-ctx.Done():
-	case <-time.After(window):
-	}
-	var mu sync.Mutex
-	each(func(t *target) {
-		after, err := read(t)
-		mu.Lock()
-		defer mu.Unlock()
-		if err != nil {
-			t.err = err
-			return
-		}
-		t.row.pairs = append(t.row.pairs, stat.Pair{Before: t.before, After: after})
-	})
-	for _, t := range ts {
-		if t.err != nil {
-			t.row.errs = append(t.row.errs, fmt.Errorf("%s: %w", t.src.name, t.err))
-		}
+		results = results[len(r.sources):]
 	}
 }
 

@@ -105,7 +105,7 @@ func dashboardWorkloads(rows []*statRow) []dashboard.Workload {
 	for _, r := range rows {
 		w := dashboard.Workload{Namespace: r.Namespace, Kind: r.Kind, Name: r.Name, Total: r.total}
 		for _, s := range r.sources {
-			w.Proxies = append(w.Proxies, dashboard.Proxy{Key: s.name, Read: s.read})
+			w.Proxies = append(w.Proxies, dashboard.Proxy{Key: s.Name(), Read: s.Metrics})
 		}
 		ws = append(ws, w)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meridian-mesh/meridian/kubeclient"
+	"github.com/meridian-mesh/meridian/viz/golden"
 	"github.com/meridian-mesh/meridian/viz/stat"
 )
 
@@ -80,8 +81,7 @@ func adminRows(args []string) ([]*statRow, error) {
 			}
 			return nil, nil
 		}
-		rows = append(rows, &statRow{Kind: "proxy", Name: name, total: 1, sources: []source{{name: addr,
-			read: func(ctx context.Context) ([]byte, error) { return adminGet(ctx, addr, "metrics") }}}})
+		rows = append(rows, &statRow{Kind: "proxy", Name: name, total: 1, sources: []golden.Source{adminSource(addr)}})
 	}
 	return rows, nil
 }
@@ -92,7 +92,7 @@ func adminRows(args []string) ([]*statRow, error) {
 // an identity keeps none ("-").
 func adminNamespaces(ctx context.Context, rows []*statRow) {
 	for _, r := range rows {
-		b, err := adminGet(ctx, r.sources[0].name, "identity")
+		b, err := adminGet(ctx, r.sources[0].Name(), "identity")
 		if err != nil {
 			continue
 		}

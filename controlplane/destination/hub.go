@@ -25,9 +25,9 @@ type hub[T any] struct {
 	log      *slog.Logger
 	rpc      string
 	computes prometheus.Counter
-	// compute answers for an authority: the result, the services it
+	// compute answers for an authority: the result, the topics it
 	// depends on, and warnings for the log.
-	compute func(authority string) (T, []store.Key, []string)
+	compute func(authority string) (T, []store.Topic, []string)
 	equal   func(a, b *T) bool
 	// prepare, when not nil, completes a result about to be published
 	// (say, its proto form, built once for every stream).
@@ -50,7 +50,7 @@ type entry[T any] struct {
 }
 
 func newHub[T any](n store.Notifier, resync time.Duration, log *slog.Logger, rpc string, computes prometheus.Counter,
-	compute func(string) (T, []store.Key, []string), equal func(a, b *T) bool) *hub[T] {
+	compute func(string) (T, []store.Topic, []string), equal func(a, b *T) bool) *hub[T] {
 	return &hub[T]{n: n, resync: resync, log: log, rpc: rpc, computes: computes, compute: compute, equal: equal, entries: map[string]*entry[T]{}}
 }
 
@@ -119,7 +119,7 @@ func (h *hub[T]) follow(ctx context.Context, e *entry[T]) {
 	for {
 		var (
 			res   T
-			deps  []store.Key
+			deps  []store.Topic
 			warns []string
 		)
 		for range 4 {

@@ -119,15 +119,15 @@ func New(r store.Reader, n store.Notifier, o Options) *Server {
 		}()
 	}
 	s.endpoints = newHub(n, o.Resync, o.Log, "get", s.m.computes.WithLabelValues("get"),
-		func(authority string) (compile.EndpointSet, []store.Key, []string) {
+		func(authority string) (compile.EndpointSet, []store.Topic, []string) {
 			es := compile.Endpoints(r, authority, o.Compile)
-			return es, es.Deps, es.Warnings
+			return es, store.ServiceTopics(es.Deps), es.Warnings
 		},
 		func(a, b *compile.EndpointSet) bool { return a.Equal(*b) })
 	s.profiles = newHub(n, o.Resync, o.Log, "get_profile", s.m.computes.WithLabelValues("get_profile"),
-		func(authority string) (profileResult, []store.Key, []string) {
+		func(authority string) (profileResult, []store.Topic, []string) {
 			p := compile.Profile(r, authority, o.Compile)
-			return profileResult{p: p}, p.Deps, p.Warnings
+			return profileResult{p: p}, store.ServiceTopics(p.Deps), p.Warnings
 		},
 		func(a, b *profileResult) bool { return a.p.Equal(b.p) })
 	s.profiles.prepare = func(r *profileResult) { r.msg = r.p.ToProto() }

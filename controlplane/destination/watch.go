@@ -9,14 +9,14 @@ import (
 )
 
 // watchSet follows the store's change notifications for a changing set of
-// services. The store's channels coalesce (at most one pending wake each),
+// topics (the services an answer depends on). The store's channels coalesce (at most one pending wake each),
 // so however many changes happen while a stream is busy (say, blocked
 // sending to a slow client), the stream recomputes the latest state once.
 // Nothing queues per change, and no goroutine runs per watch.
 type watchSet struct {
 	n    store.Notifier
-	subs map[store.Key]sub
-	keys []store.Key // in the order given, for a stable select
+	subs map[store.Topic]sub
+	keys []store.Topic // in the order given, for a stable select
 }
 
 type sub struct {
@@ -25,14 +25,14 @@ type sub struct {
 }
 
 func newWatchSet(n store.Notifier) *watchSet {
-	return &watchSet{n: n, subs: map[store.Key]sub{}}
+	return &watchSet{n: n, subs: map[store.Topic]sub{}}
 }
 
-// set makes keys the watched services. It reports whether a key was added:
+// set makes keys the watched topics. It reports whether a key was added:
 // a change may have happened between the caller's read of the store and the
 // new subscription, so the caller must read again.
-func (w *watchSet) set(keys []store.Key) (added bool) {
-	want := make(map[store.Key]bool, len(keys))
+func (w *watchSet) set(keys []store.Topic) (added bool) {
+	want := make(map[store.Topic]bool, len(keys))
 	w.keys = w.keys[:0]
 	for _, k := range keys {
 		if want[k] {
@@ -56,7 +56,7 @@ func (w *watchSet) set(keys []store.Key) (added bool) {
 	return added
 }
 
-// wait blocks until a watched service changes (true), poll delivers (true;
+// wait blocks until a watched topic changes (true), poll delivers (true;
 // nil never does), or ctx ends (false).
 func (w *watchSet) wait(ctx context.Context, poll <-chan time.Time) bool {
 	switch len(w.keys) {

@@ -56,13 +56,14 @@ type Reader interface {
 	Workloads(k Key) []Workload
 }
 
-// Notifier tells subscribers that something a service's compiled state
-// depends on changed: its Service, its EndpointSlices, the Pods behind them,
-// its ServiceProfile, TrafficSplits naming it (as apex or backend), its
-// registered Workloads, or its Namespace's labels or annotations.
+// Notifier tells subscribers that something they depend on changed, by
+// topic (topic.go). A Service topic wakes on a change to the Service, its
+// EndpointSlices, the Pods behind them, its ServiceProfile, TrafficSplits
+// naming it (as apex or backend), its registered Workloads, or its
+// Namespace's labels or annotations; a change wakes no other topic.
 type Notifier interface {
 	// Watch returns a channel that receives a value (coalesced: at most one
-	// pending) after every change affecting service k, and a cancel func.
+	// pending) after every change affecting topic t, and a cancel func.
 	// Subscribers re-read the store when woken; they never block writers.
-	Watch(k Key) (changed <-chan struct{}, cancel func())
+	Watch(t Topic) (changed <-chan struct{}, cancel func())
 }

@@ -68,7 +68,7 @@ type watchers struct {
 func watch(t *testing.T, s *Store, keys ...Key) *watchers {
 	w := &watchers{t: t, chs: map[Key]<-chan struct{}{}}
 	for _, k := range keys {
-		ch, cancel := s.Watch(k)
+		ch, cancel := s.Watch(ServiceTopic(k))
 		w.chs[k] = ch
 		w.stop = append(w.stop, cancel)
 	}
@@ -184,8 +184,8 @@ func TestSlicesAndPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.expect("delete unreferenced p2")
-	if n := len(s.podRefs); n != 2 {
-		t.Errorf("podRefs has %d pods, want 2 (p1, p3): %v", n, s.podRefs)
+	if n := len(s.sliceTable().podRefs); n != 2 {
+		t.Errorf("podRefs has %d pods, want 2 (p1, p3): %v", n, s.sliceTable().podRefs)
 	}
 	if _, ok := s.Pod(Key{"ns", "p3"}); !ok {
 		t.Error("pod p3 missing")
@@ -345,9 +345,9 @@ func TestNamespaceChangeWakesItsServices(t *testing.T) {
 
 func TestCoalescingAndStuckWatcher(t *testing.T) {
 	s := New()
-	stuck, cancelStuck := s.Watch(kA) // never read
+	stuck, cancelStuck := s.Watch(ServiceTopic(kA)) // never read
 	defer cancelStuck()
-	ch, cancel := s.Watch(kA)
+	ch, cancel := s.Watch(ServiceTopic(kA))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -377,11 +377,11 @@ func TestCoalescingAndStuckWatcher(t *testing.T) {
 	default:
 	}
 	cancel() // idempotent
-	if n := len(s.watchers[kA]); n != 1 {
+	if n := len(s.watchers[ServiceTopic(kA)]); n != 1 {
 		t.Fatalf("%d watchers of a left, want 1", n)
 	}
 	cancelStuck()
-	if _, ok := s.watchers[kA]; ok {
+	if _, ok := s.watchers[ServiceTopic(kA)]; ok {
 		t.Fatal("empty watcher set not removed")
 	}
 }
@@ -450,8 +450,9 @@ func TestReplaceAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.expect("empty reload", kA, kB, kD)
-	if len(s.byIP) != 0 || len(s.podRefs) != 0 || len(s.svcSlices) != 0 || len(s.nsServices) != 0 {
-		t.Fatalf("indexes not empty: byIP=%v podRefs=%v slices=%v ns=%v", s.byIP, s.podRefs, s.svcSlices, s.nsServices)
+	svcs, slices := s.serviceTable(), s.sliceTable()
+	if len(svcs.byIP) != 0 || len(slices.podRefs) != 0 || len(slices.svcSlices) != 0 || len(svcs.nsServices) != 0 {
+		t.Fatalf("indexes not empty: byIP=%v podRefs=%v slices=%v ns=%v", svcs.byIP, slices.podRefs, slices.svcSlices, svcs.nsServices)
 	}
 }
 
@@ -479,7 +480,7 @@ func TestConcurrentReadersAndWriters(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			k := Key{"ns", fmt.Sprintf("s%d", r)}
-			ch, cancel := s.Watch(k)
+			ch, cancel := s.Watch(ServiceTopic(k))
 			defer cancel()
 			for {
 				select {
@@ -525,7 +526,7 @@ func populated(b *testing.B, n int) (*Store, []func()) {
 			mustUpsert(b, s, pod("ns", pods[j]))
 		}
 		mustUpsert(b, s, service("ns", name, fmt.Sprintf("10.96.%d.%d", i/256, i%256)), slice("ns", name+"-x", name, pods...))
-		_, cancel := s.Watch(Key{"ns", name})
+		_, cancel := s.Watch(ServiceTopic(Key{"ns", name}))
 		cancels = append(cancels, cancel)
 	}
 	return s, cancels

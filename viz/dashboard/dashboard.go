@@ -1,6 +1,6 @@
 // Package dashboard is viz's web dashboard: it reads the proxies of a set
 // of workloads every refresh, computes each workload's golden metrics and
-// the edges between workloads over the last Window (viz/stat), and serves
+// the edges between workloads over the last Window (viz/golden, viz/stat), and serves
 // them as JSON (/api/snapshot) and as a page that shows them live (/).
 package dashboard
 
@@ -18,15 +18,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meridian-mesh/meridian/viz/golden"
 	"github.com/meridian-mesh/meridian/viz/stat"
 )
 
 // Proxy is one proxy to read: Key identifies it across refreshes (a pod's
 // namespace/name, an admin address).
-type Proxy struct {
-	Key  string
-	Read func(context.Context) ([]byte, error)
-}
+type Proxy = golden.Proxy
 
 // Workload is one row: a workload and the proxies of its meshed pods.
 type Workload struct {
@@ -61,9 +59,9 @@ type Dashboard struct {
 	mux  *http.ServeMux
 	mu   sync.Mutex
 	snap Snapshot
-	// hist are the reads of each proxy (by Proxy.Key) within the window,
-	// oldest first: the oldest is the start of the figures.
-	hist map[string][]stat.Scrape
+	// win keeps each proxy's reads (by Proxy.Key) within the window: the
+	// oldest is the start of the figures.
+	win *golden.Window
 }
 
 // Snapshot is what /api/snapshot returns.
@@ -91,7 +89,7 @@ func New(o Options) *Dashboard {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	d := &Dashboard{o: o, mux: http.NewServeMux(), hist: map[string][]stat.Scrape{}}
+	d := &Dashboard{o: o, mux: http.NewServeMux(), win: golden.NewWindow(o.Window)}
 	d.snap = Snapshot{Workloads: []stat.Row{}, Edges: []stat.Edge{}, Errors: []string{}, WindowMax: o.Window.Seconds()}
 	d.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -136,58 +134,26 @@ func (d *Dashboard) Refresh(ctx context.Context) {
 	if err != nil {
 		snap.Errors = append(snap.Errors, err.Error())
 	}
-	type read struct {
-		s   stat.Scrape
-		err error
-	}
-	reads := map[string]*read{}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	sem := make(chan struct{}, 16)
+	var srcs []golden.Source
 	for _, w := range ws {
 		for _, p := range w.Proxies {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				defer cancel()
-				r := &read{}
-				b, err := p.Read(rctx)
-				if err == nil {
-					r.s, err = stat.Parse(bytes.NewReader(b), time.Now())
-				}
-				r.err = err
-				mu.Lock()
-				reads[p.Key] = r
-				mu.Unlock()
-			}()
+			srcs = append(srcs, p)
 		}
 	}
-	wg.Wait()
-
-	d.mu.Lock()
-	prev := d.hist
-	d.mu.Unlock()
-	next := map[string][]stat.Scrape{}
+	results := d.win.Add(srcs, golden.ReadAll(ctx, srcs))
 	var windows []float64
 	for _, w := range ws {
 		var pairs []stat.Pair
-		for _, p := range w.Proxies {
-			r := reads[p.Key]
-			if r.err != nil {
-				snap.Errors = append(snap.Errors, fmt.Sprintf("%s: %v", p.Key, r.err))
-				continue
+		for _, r := range results[:len(w.Proxies)] {
+			switch {
+			case r.Err != nil:
+				snap.Errors = append(snap.Errors, r.Err.Error())
+			case r.OK:
+				pairs = append(pairs, r.Pair)
+				windows = append(windows, r.Pair.After.Time.Sub(r.Pair.Before.Time).Seconds())
 			}
-			h := trim(prev[p.Key], r.s.Time.Add(-d.o.Window))
-			if len(h) > 0 {
-				before := h[0]
-				pairs = append(pairs, stat.Pair{Before: before, After: r.s})
-				windows = append(windows, r.s.Time.Sub(before.Time).Seconds())
-			}
-			next[p.Key] = append(h, r.s)
 		}
+		results = results[len(w.Proxies):]
 		snap.Workloads = append(snap.Workloads, stat.Summarize(w.Namespace, w.Kind, w.Name, len(w.Proxies), w.Total, "inbound", pairs))
 		snap.Edges = append(snap.Edges, stat.Edges(w.Namespace, w.Name, pairs)...)
 	}
@@ -199,17 +165,6 @@ func (d *Dashboard) Refresh(ctx context.Context) {
 	})
 	stat.SortEdges(snap.Edges)
 	d.mu.Lock()
-	d.snap, d.hist = snap, next
+	d.snap = snap
 	d.mu.Unlock()
-}
-
-// trim drops the reads that the window no longer needs: it keeps the
-// latest read at or before start (the window's beginning) and the ones
-// after it.
-func trim(h []stat.Scrape, start time.Time) []stat.Scrape {
-	i := 0
-	for i+1 < len(h) && !h[i+1].Time.After(start) {
-		i++
-	}
-	return slices.Clone(h[i:])
 }

@@ -180,7 +180,7 @@ func TestDashboardWindow(t *testing.T) {
 		j, _ := json.Marshal(web)
 		t.Fatalf("window shorter than a refresh: %s, want the last interval's 3 requests", j)
 	}
-	if n := len(d.hist["shop/web-1"]); n != 2 {
+	if n := d.win.Kept("shop/web-1"); n != 2 {
 		t.Fatalf("%d reads kept, want 2 (the window's start and the latest)", n)
 	}
 }

@@ -393,7 +393,7 @@ func TestRunFillsTheStore(t *testing.T) {
 	}
 
 	web := store.Key{Namespace: ns, Name: "web"}
-	changed, stop := st.Watch(web)
+	changed, stop := st.Watch(store.ServiceTopic(web))
 	defer stop()
 
 	svc := &corev1.Service{
@@ -481,7 +481,7 @@ func TestRunFillsTheStore(t *testing.T) {
 		}},
 	}
 	canary := store.Key{Namespace: ns, Name: "web-canary"}
-	canaryChanged, stopCanary := st.Watch(canary)
+	canaryChanged, stopCanary := st.Watch(store.ServiceTopic(canary))
 	defer stopCanary()
 	drain(changed)
 	for _, obj := range []client.Object{v2, v1} {

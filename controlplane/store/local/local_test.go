@@ -290,7 +290,7 @@ func TestWatchReloadsAndKeepsServingOnError(t *testing.T) {
 	until("first load", succeeded)
 	a := store.Key{Namespace: "ns", Name: "a"}
 	b := store.Key{Namespace: "ns", Name: "b"}
-	changed, stop := s.Watch(a)
+	changed, stop := s.Watch(store.ServiceTopic(a))
 	defer stop()
 
 	// A change is picked up and wakes the service's watchers.
