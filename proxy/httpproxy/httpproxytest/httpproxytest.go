@@ -13,6 +13,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/meridian-mesh/meridian/api/proto/destination"
 
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
@@ -125,4 +130,34 @@ func Sum(tb testing.TB, m *metrics.Registry, name string, labels map[string]stri
 		}
 	}
 	return sum
+}
+
+// Route is a profile route, as the destination API sends it.
+type Route struct {
+	Name      string
+	Path      string // a path regex; "": every request
+	Timeout   time.Duration
+	Retryable bool
+}
+
+// Profile compiles routes as the proxy does the destination API's; the
+// caller may add Splits.
+func Profile(tb testing.TB, routes ...Route) *profile.Profile {
+	tb.Helper()
+	m := &pb.DestinationProfile{}
+	for _, r := range routes {
+		rt := &pb.Route{MetricsLabels: map[string]string{"route": r.Name}, IsRetryable: r.Retryable}
+		if r.Path != "" {
+			rt.Condition = &pb.RequestMatch{Match: &pb.RequestMatch_Path{Path: &pb.PathMatch{Regex: r.Path}}}
+		}
+		if r.Timeout > 0 {
+			rt.Timeout = durationpb.New(r.Timeout)
+		}
+		m.Routes = append(m.Routes, rt)
+	}
+	p, err := profile.FromProto(m)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
 }
