@@ -21,16 +21,16 @@ func TestRetry(t *testing.T) {
 	small := "hello"
 	large := strings.Repeat("x", retry.BufferSize+1)
 	for _, c := range []struct {
-		name      string
-		path      string // /retry is retryable
-		body      string
-		header    http.Header
-		grpc      bool
-		failures  int32 // the application fails this many first
-		budget    profile.BudgetSpec
-		status    int
-		attempts  int32
-		outcomes  map[string]float64 // retry_total by outcome
+		name     string
+		path     string // /retry is retryable
+		body     string
+		header   http.Header
+		grpc     bool
+		failures int32 // the application fails this many first
+		budget   profile.BudgetSpec
+		status   int
+		attempts int32
+		outcomes map[string]float64 // retry_total by outcome
 		// response_total: every attempt, and (as before the retry loop
 		// moved here) the last failure once more when the retries or the
 		// budget ran out: once by the loop, once at its body's end.
