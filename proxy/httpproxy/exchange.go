@@ -28,11 +28,12 @@ type Exchange struct {
 	// route the request matched, nil for none (middleware/route).
 	Profile *profile.Profile
 	Route   *profile.Route
-	// Peer is what the side knows about the client of the request's
-	// connection (WithPeer).
-	Peer Peer
-	// Labels are the request's metric labels: direction and peer from the
-	// start, authority and route once routed, the endpoint once picked.
+	// Probe is the connection's Peer.Probe (WithPeer), nil for none.
+	Probe func(*http.Request) bool
+	// Labels are the request's metric labels: direction and the client's
+	// connection (Peer's tls and client ID) from the start, authority and
+	// route once routed, the endpoint (and, with LabelTargetTLS, its tls
+	// and server ID) once picked.
 	Labels metrics.Request
 	// Start is when the request was routed: its latency counts from there.
 	Start time.Time
@@ -46,17 +47,19 @@ type Exchange struct {
 	Retry Retrier
 	Body  []byte
 
-	errOnce sync.Once   // the request's metric, counted once
-	inBody  io.Closer   // the client's HTTP/2 request body; see guardedBody.Close
-	client  *clientBody // the client's HTTP/1 request body, nil without one
-	origH1  bool        // the request came over HTTP/2 from a peer proxy but was HTTP/1
-	out     *outcome    // the latest attempt's, for the balancer (outcome.go)
+	inBody    io.Closer       // the client's HTTP/2 request body; see guardedBody.Close
+	client    *clientBody     // the client's HTTP/1 request body, nil without one
+	out       *outcome        // the latest attempt's, for the balancer (outcome.go)
+	clientCtx context.Context // the client's own (no route timeout): done when it went away
+	errOnce   sync.Once       // the request's metric, counted once
 	// trailersOnly: the response is a gRPC trailers-only response; see flushGate.
 	trailersOnly atomic.Bool
-	// clientCtx is the client's own request context (no route timeout):
-	// done when the client went away.
-	clientCtx context.Context
+	origH1       bool // the request came over HTTP/2 from a peer proxy but was HTTP/1
 }
+
+// The Exchange is allocated once per request: keep it small (fields are
+// ordered to pack; today 288 bytes, a size class of its own, as the state
+// of the single handler before the middlewares was).
 
 type exchangeKey struct{}
 
@@ -76,9 +79,9 @@ func ExchangeFor(w http.ResponseWriter, r *http.Request, direction string) (*Exc
 		// closed after the response, whatever it is (RFC 9112 §6.1).
 		w.Header().Set("Connection", "close")
 	}
-	x := &Exchange{clientCtx: r.Context()}
-	x.Peer, _ = r.Context().Value(peerKey{}).(Peer)
-	x.Labels = metrics.Request{Direction: direction, TLS: x.Peer.TLS, ClientID: x.Peer.ClientID}
+	peer, _ := r.Context().Value(peerKey{}).(Peer)
+	x := &Exchange{clientCtx: r.Context(), Probe: peer.Probe,
+		Labels: metrics.Request{Direction: direction, TLS: peer.TLS, ClientID: peer.ClientID}}
 	r = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
 	if r.ProtoMajor == 1 && r.Body != nil && r.Body != http.NoBody {
 		x.client = &clientBody{ReadCloser: r.Body}
@@ -110,10 +113,9 @@ var ErrRouteTimeout = errors.New("route timeout")
 // Retrier sends a request as many times as its policy allows
 // (proxy/middleware/retry). The Forwarder calls it, when a middleware set
 // one on the exchange, in place of a single attempt: it returns the
-// response to pass on, or the error of the attempt that failed.
-type Retrier interface {
-	Retry(r *http.Request, x *Exchange, a Attempts) (*http.Response, error)
-}
+// response to pass on, or the error of the attempt that failed. (A func,
+// not an interface: it keeps the Exchange in a smaller size class.)
+type Retrier func(r *http.Request, x *Exchange, a Attempts) (*http.Response, error)
 
 // Attempts is the Forwarder's side of a retry loop.
 type Attempts interface {

@@ -234,7 +234,7 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	var resp *http.Response
 	var err error
 	if x.Retry != nil {
-		resp, err = x.Retry.Retry(r, x, rt)
+		resp, err = x.Retry(r, x, rt)
 	} else {
 		resp, err = rt.Send(r, x)
 		if err == nil && x.Timeout != nil {

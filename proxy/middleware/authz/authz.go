@@ -22,7 +22,8 @@ type Options struct {
 	// Direction is the metrics' direction label (of the exchange).
 	Direction string
 	// Metrics counts the refusals in inbound_authz_deny_total{protocol="http"},
-	// labelled with the connection's tls and client ID.
+	// labelled with the connection's tls and client ID (the exchange's
+	// labels, which are the connection's until the forwarder runs).
 	Metrics *metrics.Registry
 }
 
@@ -32,7 +33,7 @@ func New(o Options) func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if c, port, ok := o.Client(r); ok && !o.Policy.HTTP(c, port, r.URL.Path) {
 				x, r := httpproxy.ExchangeFor(w, r, o.Direction)
-				o.Metrics.AuthzDenied("http", o.Policy.Name(), port, x.Peer.TLS, x.Peer.ClientID)
+				o.Metrics.AuthzDenied("http", o.Policy.Name(), port, x.Labels.TLS, x.Labels.ClientID)
 				httpproxy.WriteError(w, r, http.StatusForbidden, "unauthorized",
 					fmt.Errorf("unauthorized: the default inbound policy %s refuses this client", o.Policy.Name()))
 				return

@@ -40,6 +40,7 @@ type Options struct {
 // still be dropped before it reaches the client.
 func New(o Options) func(http.Handler) http.Handler {
 	l := &loop{metrics: o.Metrics}
+	retrier := httpproxy.Retrier(l.Retry) // once: a method value allocates
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			x, r := httpproxy.ExchangeFor(w, r, o.Direction)
@@ -53,7 +54,7 @@ func New(o Options) func(http.Handler) http.Handler {
 					return
 				}
 				if ok {
-					x.Retry = l
+					x.Retry = retrier
 				} else {
 					o.Metrics.Retry(x.Labels, "body_too_large")
 				}

@@ -47,7 +47,7 @@ func New(o Options) func(http.Handler) http.Handler {
 				prof = t.Profile()
 			}
 			x.Profile = prof
-			if x.Peer.Probe != nil && x.Peer.Probe(r) {
+			if x.Probe != nil && x.Probe(r) {
 				x.Labels.Route = metrics.RouteProbe // unless a profile route matches
 			}
 			if prof != nil {
