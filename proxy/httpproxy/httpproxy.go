@@ -1,6 +1,8 @@
-// Package httpproxy forwards HTTP/1 requests and HTTP/2 streams (gRPC
-// included) to a balanced set of endpoints, one request at a time, and
-// records the golden metrics of each.
+// Package httpproxy is the end of the proxy's HTTP pipeline: the Forwarder
+// sends HTTP/1 requests and HTTP/2 streams (gRPC included) to a balanced set
+// of endpoints, one request at a time, and records the golden metrics of
+// each. The request policies before it are proxy/middleware's; the state
+// they share with it is the request's Exchange.
 package httpproxy
 
 import (
