@@ -1,10 +1,11 @@
-// Package httpproxy forwards HTTP/1 requests and HTTP/2 streams (gRPC
-// included) to a balanced set of endpoints, one request at a time, and
-// records the golden metrics of each.
+// Package httpproxy is the end of the proxy's HTTP pipeline: the Forwarder
+// sends HTTP/1 requests and HTTP/2 streams (gRPC included) to a balanced set
+// of endpoints, one request at a time, and records the golden metrics of
+// each. The request policies before it are proxy/middleware's; the state
+// they share with it is the request's Exchange.
 package httpproxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -14,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -84,59 +84,43 @@ type RouteError struct {
 func (e *RouteError) Error() string { return e.Reason + ": " + e.Err.Error() }
 func (e *RouteError) Unwrap() error { return e.Err }
 
-// Router maps a request to its target.
-type Router interface {
-	Route(r *http.Request) (*Target, error)
-	// Backend resolves a traffic-split backend authority. Its own profile's
-	// splits are not applied again.
-	Backend(ctx context.Context, authority string) (*Target, error)
+// Options configure a Forwarder. The booleans are what tells one side of a
+// sidecar from the other.
+type Options struct {
+	// Direction is the metrics' direction label: "inbound" or "outbound".
+	Direction string
+	// AcceptPeerHeaders honours what a peer proxy says about a request it
+	// carried over HTTP/2 (OrigProtoHeader, ExpectHeader): the side that
+	// receives from peer proxies (inbound). Without it both are removed.
+	AcceptPeerHeaders bool
+	// LabelTargetTLS takes the tls and server_id labels from the backend
+	// (Target.TLS) rather than from the client's connection: the side that
+	// originates mTLS (outbound). A request to this pod's own application
+	// (tls="loopback") then loses its HopHeader, as no inbound proxy will.
+	LabelTargetTLS bool
+	Metrics        *metrics.Registry
+	Log            *slog.Logger
 }
 
-// Handler is the forwarding http.Handler for one direction of a proxy.
-type Handler struct {
-	// MaxInFlight bounds the requests (gRPC streams included) handled at
-	// once; beyond it a request is refused at once with 503 (gRPC
-	// UNAVAILABLE) instead of queueing without bound while the proxy or
-	// its endpoints are saturated. 0: no bound. Set it before serving.
-	MaxInFlight int64
-
-	direction string
-	router    Router
-	metrics   *metrics.Registry
-	log       *slog.Logger
-	rp        *httputil.ReverseProxy
-	inFlight  atomic.Int64
+// Forwarder is the http.Handler at the end of a chain: it sends the
+// request to an endpoint of its exchange's Backend (connecting to another
+// when connecting fails), streams the response back, records its metrics
+// and reports its outcome to the balancer. Policies (load shedding, routing,
+// authorization, splits, timeouts, retries) are middlewares in front of it
+// (proxy/middleware), which fill the request's Exchange.
+type Forwarder struct {
+	direction   string
+	peerHeaders bool
+	targetTLS   bool
+	metrics     *metrics.Registry
+	log         *slog.Logger
+	rp          *httputil.ReverseProxy
 }
 
-type ctxKey struct{}
-
-// reqState travels with a request through the ReverseProxy.
-type reqState struct {
-	target  *Target
-	backend *Target // the traffic-split backend chosen, or target itself
-	route   *profile.Route
-	budget  *profile.Budget // non-nil when the request may be retried
-	body    []byte          // the whole request body, kept for retries
-	mreq    metrics.Request
-	start   time.Time
-	errOnce sync.Once
-	inBody  io.Closer   // the client's HTTP/2 request body; see guardedBody.Close
-	client  *clientBody // the client's HTTP/1 request body, nil without one
-	timeout *time.Timer // the route timeout, stopped once headers arrive
-	origH1  bool        // the request came over HTTP/2 from a peer proxy but was HTTP/1
-	// trailersOnly: the response is a gRPC trailers-only response; see flushGate.
-	trailersOnly atomic.Bool
-	// clientCtx is the client's own request context (no route timeout):
-	// done when the client went away.
-	clientCtx context.Context
-	out       *outcome // the latest attempt's, for the balancer (outcome.go)
-}
-
-// New returns a handler forwarding requests for direction ("inbound" or "outbound").
-func New(direction string, router Router, m *metrics.Registry, log *slog.Logger) *Handler {
-	h := &Handler{direction: direction, router: router, metrics: m, log: log}
-	m.InFlight(direction, h.inFlight.Load)
-	h.rp = &httputil.ReverseProxy{
+// New returns a forwarder.
+func New(o Options) *Forwarder {
+	f := &Forwarder{direction: o.Direction, peerHeaders: o.AcceptPeerHeaders, targetTLS: o.LabelTargetTLS, metrics: o.Metrics, log: o.Log}
+	f.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			// A sidecar is transparent: keep the client's forwarding headers,
 			// which Rewrite would otherwise strip (unless the client made
@@ -150,124 +134,43 @@ func New(direction string, router Router, m *metrics.Registry, log *slog.Logger)
 			pr.Out.URL.Scheme = "http"
 			pr.Out.Host = pr.In.Host
 		},
-		Transport:    roundTripper{h},
+		Transport:    roundTripper{f},
 		BufferPool:   bufferPool{},
-		ErrorHandler: h.proxyError,
-		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ErrorHandler: f.proxyError,
+		ErrorLog:     slog.NewLogLogger(o.Log.Handler(), slog.LevelDebug),
 		// Stream everything: gRPC, server-sent events and slow bodies must
 		// not wait in a buffer. (flushGate keeps gRPC trailers-only
 		// responses whole.)
 		FlushInterval: -1,
 	}
-	return h
+	return f
 }
 
-// errMaxInFlight is the answer to a request shed because the handler had
-// MaxInFlight requests already.
-var errMaxInFlight = errors.New("the proxy has its maximum of requests in flight")
+// errNoTarget answers a request that reached the forwarder unrouted: a
+// chain assembled without a route middleware.
+var errNoTarget = errors.New("the request reached the forwarder without a target (no route middleware)")
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if ambiguousFraming(r) {
-		// Content-Length and Transfer-Encoding: forwarded by the latter
-		// alone (net/http dropped Content-Length), and the connection is
-		// closed after the response, whatever it is (RFC 9112 §6.1).
-		w.Header().Set("Connection", "close")
-	}
-	if n := h.inFlight.Add(1); h.MaxInFlight > 0 && n > h.MaxInFlight {
-		h.inFlight.Add(-1)
-		h.metrics.Shed(h.direction)
-		writeError(w, r, http.StatusServiceUnavailable, "max_in_flight", errMaxInFlight)
+func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	x, r := ExchangeFor(w, r, f.direction)
+	if x.Backend == nil {
+		WriteError(w, r, http.StatusInternalServerError, "no_target", errNoTarget)
 		return
 	}
-	defer h.inFlight.Add(-1)
-	t, err := h.router.Route(r)
-	if err != nil {
-		var re *RouteError
-		if !errors.As(err, &re) {
-			re = &RouteError{Status: http.StatusBadGateway, Reason: "route", Err: err}
-		}
-		switch {
-		case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-			// The client went away while its destination was resolved:
-			// a cancellation, not an unavailable destination.
-			re = &RouteError{Status: 499, Reason: "canceled", Authority: re.Authority, Err: err}
-			h.metrics.ClientError(h.direction, routeAuthority(re, r), re.Reason)
-		case re.Status != http.StatusForbidden: // refused by policy: counted by the router
-			h.metrics.Unavailable(h.direction, routeAuthority(re, r), re.Reason)
-		}
-		writeError(w, r, re.Status, re.Reason, err)
-		return
-	}
-	st := &reqState{target: t, backend: t, start: time.Now(), clientCtx: r.Context(),
-		mreq: metrics.Request{Direction: h.direction, Authority: t.Authority}}
-	peer, _ := r.Context().Value(peerKey{}).(Peer)
-	st.mreq.TLS, st.mreq.ClientID = peer.TLS, peer.ClientID
 	if v := r.Header.Get(OrigProtoHeader); v != "" {
 		// Only a peer proxy's word counts, and only on the way in.
 		r.Header.Del(OrigProtoHeader)
-		st.origH1 = h.direction == "inbound" && strings.HasPrefix(v, "HTTP/1")
+		x.origH1 = f.peerHeaders && strings.HasPrefix(v, "HTTP/1")
 	}
 	if r.Header.Get(ExpectHeader) != "" {
 		// A peer proxy's client expects 100-continue; the HTTP/2 server
 		// consumed the Expect header: ask the application again.
 		r.Header.Del(ExpectHeader)
-		if h.direction == "inbound" && r.ProtoMajor == 2 {
+		if f.peerHeaders && r.ProtoMajor == 2 {
 			r.Header.Set("Expect", "100-continue")
 		}
 	}
-	if r.ProtoMajor == 1 && r.Body != nil && r.Body != http.NoBody {
-		// On a copy: the server looks at its own request's Body after the
-		// handler (an unread 100-continue body closes the connection).
-		r = r.WithContext(r.Context())
-		st.client = &clientBody{ReadCloser: r.Body}
-		r.Body = st.client
-	}
-	var prof *profile.Profile
-	if t.Profile != nil {
-		prof = t.Profile()
-	}
-	ctx := r.Context()
-	if peer.Probe != nil && peer.Probe(r) {
-		st.mreq.Route = metrics.RouteProbe // unless a profile route matches
-	}
-	if prof != nil {
-		if st.route = prof.Match(r); st.route != nil {
-			st.mreq.Route = st.route.Name
-		}
-		if split := prof.Pick(); split != "" {
-			bt, err := h.router.Backend(ctx, split)
-			if err != nil {
-				// A broken backend is reported, never an outage: the apex serves.
-				h.log.Warn("traffic split backend unavailable; using the apex", "authority", t.Authority, "backend", split, "err", err)
-			} else {
-				st.backend = bt
-			}
-		}
-		if st.route != nil && st.route.Timeout > 0 {
-			var cancel context.CancelCauseFunc
-			ctx, cancel = context.WithCancelCause(ctx)
-			defer cancel(nil)
-			st.timeout = time.AfterFunc(st.route.Timeout, func() { cancel(errRouteTimeout) })
-			defer st.timeout.Stop()
-		}
-		// A client waiting for 100 Continue gets the application's
-		// decision, so its body is not read ahead for retries.
-		if st.route != nil && st.route.Retryable && r.Header.Get("Upgrade") == "" && !expectsContinue(r.Header) {
-			prof.Budget().Deposit()
-			ok, err := st.bufferBody(r)
-			if err != nil {
-				h.answerBadRequest(w, r, st, err)
-				return
-			}
-			if ok {
-				st.budget = prof.Budget()
-			} else {
-				h.metrics.Retry(st.mreq, "body_too_large")
-			}
-		}
-	}
 	if r.ProtoMajor == 2 && r.Body != nil && r.Body != http.NoBody {
-		st.inBody = r.Body
+		x.inBody = r.Body
 	}
 	if r.ProtoMajor == 1 {
 		// A proxy streams the request body and the response at once. Left
@@ -277,8 +180,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// transport closes the upstream connection under the response.
 		http.NewResponseController(w).EnableFullDuplex()
 	}
-	h.rp.ServeHTTP(flushGate{w, st}, r.WithContext(context.WithValue(ctx, ctxKey{}, st)))
-	if st.client != nil && !st.client.complete() {
+	f.rp.ServeHTTP(flushGate{w, x}, r)
+	if x.client != nil && !x.client.complete() {
 		// The response is out but the client's body is not over (the
 		// application answered early) or broke: what is left of it must
 		// not be parsed as the next request, and draining it, as the
@@ -287,39 +190,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		closeAfterResponse(w)
 	}
 }
-
-// errRouteTimeout is the cause when a route's timeout expires before the
-// response headers arrive.
-var errRouteTimeout = errors.New("route timeout")
-
-// maxRetries bounds retries of one request, on top of the budget.
-const maxRetries = 3
-
-// bufferBody reads a retryable request's body into memory, up to
-// RetryBufferSize. A larger body is not retried: it is sent as it streams,
-// the part already read first. ok reports whether the body is buffered.
-func (st *reqState) bufferBody(r *http.Request) (ok bool, err error) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return true, nil
-	}
-	buf, err := io.ReadAll(io.LimitReader(r.Body, RetryBufferSize+1))
-	if err != nil {
-		return false, err
-	}
-	if len(buf) > RetryBufferSize {
-		r.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
-		return false, nil
-	}
-	st.body = buf
-	return true, nil
-}
-
-// RetryBufferSize bounds the request body kept for retries. A request whose
-// body is larger is never retried.
-const RetryBufferSize = 64 << 10
 
 // flushGate is the ResponseWriter given to ReverseProxy. It drops the
 // flushes of a gRPC trailers-only response: ReverseProxy flushes the
@@ -330,11 +200,11 @@ const RetryBufferSize = 64 << 10
 // handler returns, as the server sent them.
 type flushGate struct {
 	http.ResponseWriter
-	st *reqState
+	x *Exchange
 }
 
 func (w flushGate) FlushError() error {
-	if w.st.trailersOnly.Load() {
+	if w.x.trailersOnly.Load() {
 		return nil
 	}
 	return http.NewResponseController(w.ResponseWriter).Flush()
@@ -354,80 +224,75 @@ func (w flushGate) WriteHeader(code int) {
 // Unwrap gives http.ResponseController the rest (Hijack for upgrades).
 func (w flushGate) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-type roundTripper struct{ h *Handler }
+// roundTripper is the ReverseProxy's transport: the request's attempts,
+// and its Attempts for a Retrier.
+type roundTripper struct{ f *Forwarder }
 
 func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
-	st := r.Context().Value(ctxKey{}).(*reqState)
-	h := rt.h
-	for retry := 0; ; retry++ {
-		if st.budget != nil && st.body != nil {
-			r.Body = io.NopCloser(bytes.NewReader(st.body))
-			r.ContentLength = int64(len(st.body))
+	x := exchangeOf(r.Context())
+	var resp *http.Response
+	var err error
+	if x.Retry != nil {
+		resp, err = x.Retry(r, x, rt)
+	} else {
+		resp, err = rt.Send(r, x)
+		if err == nil && x.Timeout != nil {
+			x.Timeout.Stop() // the route timeout bounds the wait for headers, not the body
 		}
-		resp, err := rt.send(r, st)
-		if err != nil {
-			if st.timeout != nil && errors.Is(context.Cause(r.Context()), errRouteTimeout) {
-				return nil, errRouteTimeout
-			}
-			return nil, err
-		}
-		if st.budget == nil || !st.route.IsFailure(resp.StatusCode) || isGRPCResponse(resp) {
-			if st.timeout != nil {
-				st.timeout.Stop() // the route timeout bounds the wait for headers, not the body
-			}
-			noContent(resp)
-			h.observe(st, resp)
-			return resp, nil
-		}
-		// A retryable failure: count it, and retry while the budget allows.
-		h.metrics.ResponseDone(st.mreq, metrics.Response{Status: resp.StatusCode, Latency: time.Since(st.start)})
-		if retry >= maxRetries || !st.budget.Withdraw() {
-			h.metrics.Retry(st.mreq, "budget_exhausted")
-			noContent(resp)
-			h.observe(st, resp)
-			return resp, nil
-		}
-		h.metrics.Retry(st.mreq, "retried")
-		st.out.report(headerFailure(resp))
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
-		resp.Body.Close()
 	}
+	if err != nil {
+		if x.Timeout != nil && errors.Is(context.Cause(r.Context()), ErrRouteTimeout) {
+			return nil, ErrRouteTimeout
+		}
+		return nil, err
+	}
+	noContent(resp)
+	rt.f.observe(x, resp)
+	return resp, nil
 }
 
-// send makes one attempt on the chosen backend's endpoints, moving to
-// another endpoint when connecting fails (nothing was sent).
-func (rt roundTripper) send(r *http.Request, st *reqState) (*http.Response, error) {
-	h := rt.h
-	body := &guardedBody{rc: r.Body, abort: st.inBody}
+// Discard implements Attempts.
+func (rt roundTripper) Discard(x *Exchange, resp *http.Response) {
+	x.out.report(headerFailure(resp))
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
+	resp.Body.Close()
+}
+
+// Send makes one attempt on the chosen backend's endpoints, moving to
+// another endpoint when connecting fails (nothing was sent). It is the
+// connect-attempt loop: one place, whatever policy sends the request.
+func (rt roundTripper) Send(r *http.Request, x *Exchange) (*http.Response, error) {
+	f := rt.f
+	body := &guardedBody{rc: r.Body, abort: x.inBody}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
 	}
 	var lastErr error
 	for attempt := 0; attempt < connect.MaxAttempts; attempt++ {
-		ep, err := st.backend.Balancer.Pick()
+		ep, err := x.Backend.Balancer.Pick()
 		if err != nil {
-			h.metrics.Unavailable(h.direction, st.backend.Authority, connect.UnavailableReason(err))
+			f.metrics.Unavailable(f.direction, x.Backend.Authority, connect.UnavailableReason(err))
 			if lastErr != nil {
 				return nil, lastErr
 			}
 			return nil, &RouteError{Status: http.StatusServiceUnavailable, Reason: connect.UnavailableReason(err), Err: err}
 		}
 		up := ep.Value()
-		st.mreq.Target = up.Addr
-		if st.backend.TLS != nil && h.direction == "outbound" {
-			st.mreq.TLS, st.mreq.ServerID = st.backend.TLS(up.Addr)
-			if st.mreq.TLS == metrics.TLSLoopback {
+		x.Labels.Target = up.Addr
+		if x.Backend.TLS != nil && f.targetTLS {
+			x.Labels.TLS, x.Labels.ServerID = x.Backend.TLS(up.Addr)
+			if x.Labels.TLS == metrics.TLSLoopback {
 				// This pod's own application, reached with no inbound
 				// proxy to remove the loop mark: it must not see it.
 				r.Header.Del(HopHeader)
 			}
 		}
 		r.URL.Host = up.Addr
-		h.metrics.RequestStarted(st.mreq)
-		tr, upgraded := up.transportFor(r, st.origH1)
+		f.metrics.RequestStarted(x.Labels)
+		tr, upgraded := up.transportFor(r, x.origH1)
 		if upgraded {
 			r.Header.Set(OrigProtoHeader, "HTTP/1.1")
-			if expectsContinue(r.Header) {
+			if ExpectsContinue(r.Header) {
 				r.Header.Set(ExpectHeader, "100-continue")
 			}
 		} else {
@@ -435,7 +300,7 @@ func (rt roundTripper) send(r *http.Request, st *reqState) (*http.Response, erro
 			r.Header.Del(ExpectHeader)
 		}
 		done := ep.StartRequest()
-		st.out = &outcome{ep: ep, ctx: r.Context()}
+		x.out = &outcome{ep: ep, ctx: r.Context()}
 		resp, err := tr.RoundTrip(r)
 		if err != nil {
 			done(true) // a failure's RTT may raise the estimate, never lower it
@@ -444,14 +309,14 @@ func (rt roundTripper) send(r *http.Request, st *reqState) (*http.Response, erro
 				if !clientCanceled(r.Context()) {
 					ep.Fail() // backoff; a "connect" failure for accrual too
 				}
-				h.metrics.ResponseDone(st.mreq, metrics.Response{Error: "connect", Latency: time.Since(st.start)})
+				f.metrics.ResponseDone(x.Labels, metrics.Response{Error: "connect", Latency: time.Since(x.Start)})
 				lastErr = err
 				if !body.touched() {
 					continue
 				}
 				return nil, err
 			}
-			st.out.report(errorFailure(r.Context(), err))
+			x.out.report(errorFailure(r.Context(), err))
 			return nil, err // counted by proxyError
 		}
 		done(headerFailure(resp) != "")
@@ -469,45 +334,45 @@ func (rt roundTripper) send(r *http.Request, st *reqState) (*http.Response, erro
 
 // observe arranges for the response to be counted when its body ends, when
 // gRPC's status (often a trailer) is known.
-func (h *Handler) observe(st *reqState, resp *http.Response) {
-	lat := time.Since(st.start)
+func (f *Forwarder) observe(x *Exchange, resp *http.Response) {
+	lat := time.Since(x.Start)
 	if isGRPCResponse(resp) && resp.Header.Get("Grpc-Status") != "" {
 		// grpc-status among the headers: a trailers-only response.
-		st.trailersOnly.Store(true)
+		x.trailersOnly.Store(true)
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Body == nil {
 		// An upgraded body is the raw connection; ReverseProxy needs it unwrapped.
-		h.metrics.ResponseDone(st.mreq, metrics.Response{Status: resp.StatusCode, Latency: lat})
-		st.errOnce.Do(func() {})
-		st.out.report(headerFailure(resp))
+		f.metrics.ResponseDone(x.Labels, metrics.Response{Status: resp.StatusCode, Latency: lat})
+		x.errOnce.Do(func() {})
+		x.out.report(headerFailure(resp))
 		return
 	}
-	resp.Body = &observedBody{ReadCloser: st.out.watch(resp), end: func(err error) {
-		st.errOnce.Do(func() {
-			if err != nil && st.clientError() != nil {
-				h.metrics.ClientError(h.direction, st.mreq.Authority, "bad_request")
+	resp.Body = &observedBody{ReadCloser: x.out.watch(resp), end: func(err error) {
+		x.errOnce.Do(func() {
+			if err != nil && x.clientError() != nil {
+				f.metrics.ClientError(f.direction, x.Labels.Authority, "bad_request")
 				return
 			}
-			if err != nil && st.clientCtx.Err() != nil {
+			if err != nil && x.clientCtx.Err() != nil {
 				// The client went away mid-response: not the application's failure.
-				h.metrics.ClientError(h.direction, st.mreq.Authority, "canceled")
+				f.metrics.ClientError(f.direction, x.Labels.Authority, "canceled")
 				return
 			}
 			o := metrics.Response{Status: resp.StatusCode, Latency: lat, GRPCStatus: grpcStatus(resp)}
 			if err != nil {
 				o.Error = "stream"
 			}
-			h.metrics.ResponseDone(st.mreq, o)
+			f.metrics.ResponseDone(x.Labels, o)
 		})
 	}}
 }
 
 // proxyError answers a request that got no response from upstream.
-func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	st, _ := r.Context().Value(ctxKey{}).(*reqState)
-	if st != nil {
-		if cerr := st.clientError(); cerr != nil {
-			h.answerBadRequest(w, r, st, cerr)
+func (f *Forwarder) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	x := exchangeOf(r.Context())
+	if x != nil {
+		if cerr := x.clientError(); cerr != nil {
+			BadRequest(w, r, x, f.metrics, f.log, cerr)
 			return
 		}
 	}
@@ -519,10 +384,10 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		status, reason = re.Status, re.Reason
 	case errors.As(err, &de):
 		status, reason = http.StatusServiceUnavailable, "connect"
-	case errors.Is(err, errRouteTimeout):
+	case errors.Is(err, ErrRouteTimeout):
 		status, reason = http.StatusGatewayTimeout, "timeout"
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil,
-		st != nil && st.clientCtx != nil && st.clientCtx.Err() != nil:
+		x != nil && x.clientCtx != nil && x.clientCtx.Err() != nil:
 		// The client went away; nobody reads this answer. Over HTTP/2 the
 		// error may be the request body's (the stream was reset), but the
 		// server cancels the request's context before it closes the body.
@@ -530,26 +395,27 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	case errors.Is(err, context.DeadlineExceeded):
 		status, reason = http.StatusGatewayTimeout, "timeout"
 	}
-	if st != nil && st.mreq.Target != "" && de == nil {
-		st.errOnce.Do(func() {
+	if x != nil && x.Labels.Target != "" && de == nil {
+		x.errOnce.Do(func() {
 			if status == 499 {
 				// A cancellation is the client's doing: it does not count
 				// against the application's success rate.
-				h.metrics.ClientError(h.direction, st.mreq.Authority, reason)
+				f.metrics.ClientError(f.direction, x.Labels.Authority, reason)
 				return
 			}
-			h.metrics.ResponseDone(st.mreq, metrics.Response{Error: reason, Latency: time.Since(st.start)})
+			f.metrics.ResponseDone(x.Labels, metrics.Response{Error: reason, Latency: time.Since(x.Start)})
 		})
 	}
 	if status != 499 {
-		h.log.Debug("proxy error", "direction", h.direction, "authority", r.Host, "err", err)
+		f.log.Debug("proxy error", "direction", f.direction, "authority", r.Host, "err", err)
 	}
-	writeError(w, r, status, reason, err)
+	WriteError(w, r, status, reason, err)
 }
 
-// writeError answers in the client's protocol: gRPC clients get a
-// trailers-only response with a gRPC status, others an HTTP status.
-func writeError(w http.ResponseWriter, r *http.Request, status int, reason string, err error) {
+// WriteError is the proxy's own answer to a request, marked with
+// ErrorHeader: reason. It answers in the client's protocol: gRPC clients get
+// a trailers-only response with a gRPC status, others the HTTP status.
+func WriteError(w http.ResponseWriter, r *http.Request, status int, reason string, err error) {
 	w.Header().Set(ErrorHeader, reason)
 	if isGRPC(r) {
 		code := "14" // UNAVAILABLE

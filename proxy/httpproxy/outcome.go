@@ -34,7 +34,7 @@ func (o *outcome) report(failure string) {
 // clientCanceled: the request's context ended for another reason than the
 // route's timeout, which means its client went away.
 func clientCanceled(ctx context.Context) bool {
-	return ctx != nil && ctx.Err() != nil && !errors.Is(context.Cause(ctx), errRouteTimeout)
+	return ctx != nil && ctx.Err() != nil && !errors.Is(context.Cause(ctx), ErrRouteTimeout)
 }
 
 // gRPC codes that say the server (not the request) failed, as Linkerd's
@@ -89,7 +89,7 @@ func endFailure(resp *http.Response, err error) string {
 
 // errorFailure classifies a request that got no response (ctx is its own).
 func errorFailure(ctx context.Context, err error) string {
-	if errors.Is(err, errRouteTimeout) || errors.Is(context.Cause(ctx), errRouteTimeout) {
+	if errors.Is(err, ErrRouteTimeout) || errors.Is(context.Cause(ctx), ErrRouteTimeout) {
 		return "timeout"
 	}
 	return "reset"

@@ -3,13 +3,14 @@ package httpproxy
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
 
 	"golang.org/x/net/http/httpguts"
 
-	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/metrics"
 )
 
 // ExpectHeader carries a client's "Expect: 100-continue" across the HTTP/2
@@ -66,19 +67,19 @@ func (b *clientBody) failed() error {
 }
 
 // clientError reports the error the client's request body failed with, if any.
-func (st *reqState) clientError() error { return st.client.failed() }
+func (x *Exchange) clientError() error { return x.client.failed() }
 
-// answerBadRequest answers a request whose body the client broke: one 400,
-// and the connection closed after it, since what follows on the
-// connection cannot be framed (RFC 9112 §6.3, §7.1). It is counted as a
-// client error, not as a response of the application.
-func (h *Handler) answerBadRequest(w http.ResponseWriter, r *http.Request, st *reqState, err error) {
-	st.errOnce.Do(func() {
-		h.metrics.ClientError(h.direction, st.mreq.Authority, "bad_request")
+// BadRequest answers a request whose body the client broke: one 400, and
+// the connection closed after it, since what follows on the connection
+// cannot be framed (RFC 9112 §6.3, §7.1). It is counted (once for x) as a
+// client error in m, not as a response of the application.
+func BadRequest(w http.ResponseWriter, r *http.Request, x *Exchange, m *metrics.Registry, log *slog.Logger, err error) {
+	x.errOnce.Do(func() {
+		m.ClientError(x.Labels.Direction, x.Labels.Authority, "bad_request")
 	})
-	h.log.Debug("malformed request", "direction", h.direction, "authority", st.mreq.Authority, "err", err)
+	log.Debug("malformed request", "direction", x.Labels.Direction, "authority", x.Labels.Authority, "err", err)
 	w.Header().Set("Connection", "close")
-	writeError(w, r, http.StatusBadRequest, "bad_request", err)
+	WriteError(w, r, http.StatusBadRequest, "bad_request", err)
 }
 
 // closeAfterResponse makes the HTTP/1 server close the client's connection
@@ -134,20 +135,7 @@ func claimsContent(resp *http.Response) bool {
 	return cl != "" && cl != "0"
 }
 
-// expectsContinue reports "Expect: 100-continue" on a request.
-func expectsContinue(h http.Header) bool {
+// ExpectsContinue reports "Expect: 100-continue" on a request.
+func ExpectsContinue(h http.Header) bool {
 	return httpguts.HeaderValuesContainsToken(h["Expect"], "100-continue")
-}
-
-// routeAuthority is the authority label of a request that was not routed:
-// the router's canonical form when it got that far, else Host made
-// canonical (default port 80) when it can be.
-func routeAuthority(re *RouteError, r *http.Request) string {
-	if re != nil && re.Authority != "" {
-		return re.Authority
-	}
-	if a, err := discover.CanonicalAuthority(r.Host, 80); err == nil {
-		return a
-	}
-	return r.Host
 }

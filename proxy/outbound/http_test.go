@@ -16,6 +16,7 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
+	"github.com/meridian-mesh/meridian/proxy/middleware/route"
 	"github.com/meridian-mesh/meridian/proxy/outbound/connect"
 	"github.com/meridian-mesh/meridian/proxy/tlsid"
 	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
@@ -33,12 +34,11 @@ func (r hostRouter) Route(req *http.Request) (*httpproxy.Target, error) {
 	return d.Target(), nil
 }
 
-func (r hostRouter) Backend(ctx context.Context, authority string) (*httpproxy.Target, error) {
-	d, err := r.c.Get(ctx, authority)
-	if err != nil {
-		return nil, err
-	}
-	return d.Target(), nil
+// gateway is the route middleware over hostRouter in front of the
+// forwarder: the smallest chain that reaches a Dest.
+func gateway(c *Cache, reg *metrics.Registry) http.Handler {
+	fwd := httpproxy.New(httpproxy.Options{Direction: "outbound", LabelTargetTLS: true, Metrics: reg, Log: slog.New(slog.DiscardHandler)})
+	return route.New(route.Options{Router: hostRouter{c}, Direction: "outbound", Metrics: reg})(fwd)
 }
 
 // meshedHTTP serves HTTP over mTLS with id, answering with the protocol,
@@ -83,7 +83,7 @@ func TestHTTPThroughTarget(t *testing.T) {
 	c := New(Options{Resolver: r, Identity: client})
 	defer c.Close()
 	reg := metrics.New()
-	fwd := httptest.NewServer(httpproxy.New("outbound", hostRouter{c}, reg, slog.New(slog.DiscardHandler)))
+	fwd := httptest.NewServer(gateway(c, reg))
 	defer fwd.Close()
 
 	for _, tc := range []struct {
@@ -119,7 +119,7 @@ func TestHTTPConnectReasons(t *testing.T) {
 	)
 	c := New(Options{Resolver: r})
 	defer c.Close()
-	fwd := httptest.NewServer(httpproxy.New("outbound", hostRouter{c}, metrics.New(), slog.New(slog.DiscardHandler)))
+	fwd := httptest.NewServer(gateway(c, metrics.New()))
 	defer fwd.Close()
 	for _, tc := range []struct {
 		host   string

@@ -105,19 +105,12 @@ func (r outboundRouter) Backend(ctx context.Context, authority string) (*httppro
 // the meshed client proxy that sent them over mTLS.
 const ClientIDHeader = "Meridian-Client-Id"
 
-// inboundRouter sends everything to the local application.
+// inboundRouter sends everything to the local application. The policy
+// has allowed the request already (middleware/authz, before it).
 type inboundRouter struct{ p *Proxy }
 
 func (r inboundRouter) Route(req *http.Request) (*httpproxy.Target, error) {
 	s := r.p.in
-	if a, _ := req.Context().Value(acceptedKey{}).(*accepted); a != nil {
-		if port := r.p.inboundPort(a); !r.p.cfg.Authz.HTTP(client(a), port, req.URL.Path) {
-			tls, clientID := r.p.acceptedTLS("inbound", a)
-			r.p.metrics.AuthzDenied("http", r.p.cfg.Authz.Name(), port, tls, clientID)
-			return nil, &httpproxy.RouteError{Status: http.StatusForbidden, Reason: "unauthorized",
-				Err: fmt.Errorf("the default inbound policy %s refuses this client", r.p.cfg.Authz.Name())}
-		}
-	}
 	// The application learns who called: the client proxy's SPIFFE ID when
 	// the request came over mTLS, never a value a client made up.
 	req.Header.Del(ClientIDHeader)
@@ -141,9 +134,4 @@ func (r inboundRouter) Route(req *http.Request) (*httpproxy.Target, error) {
 	}
 	return nil, &httpproxy.RouteError{Status: http.StatusBadGateway, Reason: "no_forward_target",
 		Err: errors.New("no inbound forward address is configured and the connection was not redirected")}
-}
-
-// Backend is never asked for inbound: inbound targets carry no profile.
-func (inboundRouter) Backend(context.Context, string) (*httpproxy.Target, error) {
-	return nil, errors.New("inbound traffic is not split")
 }

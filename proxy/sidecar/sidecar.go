@@ -260,15 +260,8 @@ func New(cfg Config) (*Proxy, error) {
 		p.out.ln.Close()
 		return nil, err
 	}
-	for _, s := range []*side{p.out, p.in} {
-		var r httpproxy.Router = outboundRouter{p}
-		if s == p.in {
-			r = inboundRouter{p}
-		}
-		h := httpproxy.New(s.direction, r, p.metrics, p.log)
-		h.MaxInFlight = int64(max(cfg.MaxInFlight, 0))
-		s.http.Handler = h
-	}
+	p.out.http.Handler = p.outboundHandler()
+	p.in.http.Handler = p.inboundHandler()
 	ready := func() bool { up, _ := p.app.state(); return p.ready.Load() && up }
 	if cfg.Identity != nil {
 		ready = func() bool { up, _ := p.app.state(); return p.ready.Load() && up && cfg.Identity.HasCert() }
