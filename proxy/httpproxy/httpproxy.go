@@ -259,77 +259,81 @@ func (rt roundTripper) Discard(x *Exchange, resp *http.Response) {
 }
 
 // Send makes one attempt on the chosen backend's endpoints, moving to
-// another endpoint when connecting fails (nothing was sent). It is the
-// connect-attempt loop: one place, whatever policy sends the request.
+// another endpoint when connecting fails (nothing was sent), on
+// connect.Loop: the loop and its failure reasons are the opaque path's too.
 func (rt roundTripper) Send(r *http.Request, x *Exchange) (*http.Response, error) {
 	f := rt.f
 	body := &guardedBody{rc: r.Body, abort: x.inBody}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
 	}
-	var lastErr error
-	for attempt := 0; attempt < connect.MaxAttempts; attempt++ {
-		ep, err := x.Backend.Balancer.Pick()
-		if err != nil {
-			f.metrics.Unavailable(f.direction, x.Backend.Authority, connect.UnavailableReason(err))
-			if lastErr != nil {
-				return nil, lastErr
-			}
-			return nil, &RouteError{Status: http.StatusServiceUnavailable, Reason: connect.UnavailableReason(err), Err: err}
+	resp, err := connect.Loop(x.Backend.Balancer, func(ep *balance.Endpoint[*Upstream]) (*http.Response, error) {
+		return rt.attempt(r, x, ep, body)
+	})
+	var ue *connect.UnavailableError
+	if errors.As(err, &ue) {
+		f.metrics.Unavailable(f.direction, x.Backend.Authority, ue.Reason)
+		if ue.Last != nil {
+			return nil, ue.Last // the connect failure: the request's answer is 502
 		}
-		up := ep.Value()
-		x.Labels.Target = up.Addr
-		if x.Backend.TLS != nil && f.targetTLS {
-			x.Labels.TLS, x.Labels.ServerID = x.Backend.TLS(up.Addr)
-			if x.Labels.TLS == metrics.TLSLoopback {
-				// This pod's own application, reached with no inbound
-				// proxy to remove the loop mark: it must not see it.
-				r.Header.Del(HopHeader)
-			}
-		}
-		r.URL.Host = up.Addr
-		f.metrics.RequestStarted(x.Labels)
-		tr, upgraded := up.transportFor(r, x.origH1)
-		if upgraded {
-			r.Header.Set(OrigProtoHeader, "HTTP/1.1")
-			if ExpectsContinue(r.Header) {
-				r.Header.Set(ExpectHeader, "100-continue")
-			}
-		} else {
-			r.Header.Del(OrigProtoHeader)
-			r.Header.Del(ExpectHeader)
-		}
-		done := ep.StartRequest()
-		x.out = &outcome{ep: ep, ctx: r.Context()}
-		resp, err := tr.RoundTrip(r)
-		if err != nil {
-			done(true) // a failure's RTT may raise the estimate, never lower it
-			var de *DialError
-			if errors.As(err, &de) {
-				if !clientCanceled(r.Context()) {
-					ep.Fail() // backoff; a "connect" failure for accrual too
-				}
-				f.metrics.ResponseDone(x.Labels, metrics.Response{Error: "connect", Latency: time.Since(x.Start)})
-				lastErr = err
-				if !body.touched() {
-					continue
-				}
-				return nil, err
-			}
-			x.out.report(errorFailure(r.Context(), err))
-			return nil, err // counted by proxyError
-		}
-		done(headerFailure(resp) != "")
-		ep.Succeed()
-		if resp.ProtoMajor == 1 && claimsContent(resp) {
-			// Whatever content the application sent anyway follows on the
-			// connection, which the transport has already put back in its
-			// pool: the next request there would read it as its response.
-			tr.CloseIdleConnections()
-		}
-		return resp, nil
+		return nil, &RouteError{Status: http.StatusServiceUnavailable, Reason: ue.Reason, Err: ue.Err}
 	}
-	return nil, lastErr
+	return resp, err
+}
+
+// attempt sends r to the endpoint ep: one try of connect.Loop.
+func (rt roundTripper) attempt(r *http.Request, x *Exchange, ep *balance.Endpoint[*Upstream], body *guardedBody) (*http.Response, error) {
+	f := rt.f
+	up := ep.Value()
+	x.Labels.Target = up.Addr
+	if x.Backend.TLS != nil && f.targetTLS {
+		x.Labels.TLS, x.Labels.ServerID = x.Backend.TLS(up.Addr)
+		if x.Labels.TLS == metrics.TLSLoopback {
+			// This pod's own application, reached with no inbound
+			// proxy to remove the loop mark: it must not see it.
+			r.Header.Del(HopHeader)
+		}
+	}
+	r.URL.Host = up.Addr
+	f.metrics.RequestStarted(x.Labels)
+	tr, upgraded := up.transportFor(r, x.origH1)
+	if upgraded {
+		r.Header.Set(OrigProtoHeader, "HTTP/1.1")
+		if ExpectsContinue(r.Header) {
+			r.Header.Set(ExpectHeader, "100-continue")
+		}
+	} else {
+		r.Header.Del(OrigProtoHeader)
+		r.Header.Del(ExpectHeader)
+	}
+	done := ep.StartRequest()
+	x.out = &outcome{ep: ep, ctx: r.Context()}
+	resp, err := tr.RoundTrip(r)
+	if err != nil {
+		done(true) // a failure's RTT may raise the estimate, never lower it
+		var de *DialError
+		if errors.As(err, &de) {
+			if !clientCanceled(r.Context()) {
+				ep.Fail() // backoff; a "connect" failure for accrual too
+			}
+			f.metrics.ResponseDone(x.Labels, metrics.Response{Error: connect.ReasonConnect, Latency: time.Since(x.Start)})
+			if body.touched() {
+				return nil, connect.Final(err) // the body cannot be sent again
+			}
+			return nil, err // another endpoint is tried
+		}
+		x.out.report(errorFailure(r.Context(), err))
+		return nil, err // counted by proxyError
+	}
+	done(headerFailure(resp) != "")
+	ep.Succeed()
+	if resp.ProtoMajor == 1 && claimsContent(resp) {
+		// Whatever content the application sent anyway follows on the
+		// connection, which the transport has already put back in its
+		// pool: the next request there would read it as its response.
+		tr.CloseIdleConnections()
+	}
+	return resp, nil
 }
 
 // observe arranges for the response to be counted when its body ends, when

@@ -74,8 +74,18 @@ func (e *UnavailableError) Unwrap() []error {
 	return []error{e.Err, e.Last}
 }
 
+// Final marks a connect failure that Loop must return rather than retry
+// (Loop returns err itself): an HTTP request whose body the failed attempt
+// already started to read cannot be sent again.
+func Final(err error) error { return &finalError{err} }
+
+type finalError struct{ err error }
+
+func (e *finalError) Error() string { return e.err.Error() }
+func (e *finalError) Unwrap() error { return e.err }
+
 // Loop picks an endpoint of b and calls try on it. When try fails with a
-// *DialError (nothing was sent) Loop picks again, up to MaxAttempts tries
+// *DialError (nothing was sent) and not Final, Loop picks again, up to MaxAttempts tries
 // in all, and returns the last failure; any other result of try is
 // returned as it is. When Pick fails Loop returns an *UnavailableError.
 //
@@ -93,6 +103,9 @@ func Loop[T, R any](b *balance.Balancer[T], try func(ep *balance.Endpoint[T]) (R
 		var de *DialError
 		if err == nil || !errors.As(err, &de) {
 			return r, err
+		}
+		if f, ok := err.(*finalError); ok {
+			return r, f.err
 		}
 		last = err
 	}

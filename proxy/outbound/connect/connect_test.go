@@ -54,6 +54,7 @@ func TestLoop(t *testing.T) {
 		addrs []string
 		down  map[string]bool // connecting to these fails
 		other map[string]bool // these fail with an error that is not a DialError
+		final map[string]bool // connecting to these fails, marked Final
 		// want: the address that answered; else the error's shape.
 		want        string
 		wantTries   int
@@ -69,6 +70,8 @@ func TestLoop(t *testing.T) {
 			wantTries: 1, wantReason: "unavailable", wantLast: true, wantDialErr: true},
 		{name: "every try fails", addrs: []string{"a", "b", "c", "d"}, down: map[string]bool{"a": true, "b": true, "c": true, "d": true},
 			wantTries: MaxAttempts, wantDialErr: true},
+		{name: "a final connect failure is returned, not retried", addrs: []string{"a", "b"}, final: map[string]bool{"a": true},
+			wantTries: 1, wantDialErr: true},
 		{name: "another failure is not retried", addrs: []string{"a", "b"}, other: map[string]bool{"a": true},
 			wantTries: 1, wantErr: errOther},
 	} {
@@ -83,6 +86,9 @@ func TestLoop(t *testing.T) {
 					return "", &DialError{Addr: ep.Addr(), Err: errors.New("connection refused")}
 				case tc.other[ep.Value()]:
 					return "", errOther
+				case tc.final[ep.Value()]:
+					ep.Fail()
+					return "", Final(&DialError{Addr: ep.Addr(), Err: errors.New("connection reset")})
 				}
 				return ep.Value(), nil
 			})
@@ -110,6 +116,9 @@ func TestLoop(t *testing.T) {
 				t.Errorf("Loop error %v is an UnavailableError", err)
 			}
 			var de *DialError
+			if _, final := err.(*finalError); final {
+				t.Errorf("Loop returned the Final mark itself: %v", err)
+			}
 			if errors.As(err, &de) != tc.wantDialErr {
 				t.Errorf("Loop error %v: a DialError: %v, want %v", err, !tc.wantDialErr, tc.wantDialErr)
 			}
