@@ -256,4 +256,6 @@ func TestElectorCheck(t *testing.T) {
 	}
 }
 
-type fakeLeases struct{ coordinationv1client.LeasesGetter }
+type fakeLeases struct {
+	coordinationv1client.LeasesGetter
+}
