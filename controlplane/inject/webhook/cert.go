@@ -372,7 +372,7 @@ func (c *Certs) patchCABundle(ctx context.Context, caPEM []byte) error {
 // polls rather than watches so that it needs only get on the two objects
 // (the chart's RBAC names them).
 func (c *Certs) Run(ctx context.Context, resync time.Duration) {
-	c.loop(ctx, resync, c.Sync, func(err error, backoff time.Duration) {
+	c.loop(ctx, resync, c.Sync, 30*time.Second, func(err error, backoff time.Duration) {
 		if errors.Is(err, ErrNoWebhookConfig) {
 			// Soon, to patch it as soon as it appears.
 			c.log().Debug("webhook: waiting for the webhook configuration", "name", c.WebhookConfig)
@@ -383,10 +383,12 @@ func (c *Certs) Run(ctx context.Context, resync time.Duration) {
 }
 
 // Follow is Run for the replicas that do not write: it Loads the Secret at
-// once and again every resync, and with the same backoff while there is no
-// usable certificate yet, until ctx ends.
+// once and again every resync, until ctx ends. Until it has a certificate
+// it tries every second (the API server may already route admission
+// requests here, and they fail until then); after a failure with one, with
+// Run's backoff.
 func (c *Certs) Follow(ctx context.Context, resync time.Duration) {
-	c.loop(ctx, resync, c.Load, func(err error, backoff time.Duration) {
+	c.loop(ctx, resync, c.Load, 0, func(err error, backoff time.Duration) {
 		if errors.Is(err, ErrNoSecret) {
 			c.log().Debug("webhook: waiting for the leader to make the serving certificate", "err", err, "retry_in", backoff)
 		} else {
@@ -396,8 +398,9 @@ func (c *Certs) Follow(ctx context.Context, resync time.Duration) {
 }
 
 // loop runs step at once and every resync (default DefaultResync), and
-// after a failure again with backoff (1s doubling to 30s), until ctx ends.
-func (c *Certs) loop(ctx context.Context, resync time.Duration, step func(context.Context) error, failed func(err error, retryIn time.Duration)) {
+// after a failure again with backoff (1s doubling to maxBackoff; 0: 1s
+// while no certificate is served, else 30s), until ctx ends.
+func (c *Certs) loop(ctx context.Context, resync time.Duration, step func(context.Context) error, maxBackoff time.Duration, failed func(err error, retryIn time.Duration)) {
 	if resync <= 0 {
 		resync = DefaultResync
 	}
@@ -408,8 +411,16 @@ func (c *Certs) loop(ctx context.Context, resync time.Duration, step func(contex
 			if ctx.Err() != nil {
 				return
 			}
+			most := maxBackoff
+			if most == 0 {
+				most = 30 * time.Second
+				if c.cur.Load() == nil {
+					most = time.Second
+				}
+			}
+			backoff = min(backoff, most)
 			failed(err, backoff)
-			wait, backoff = min(backoff, resync), min(2*backoff, 30*time.Second)
+			wait, backoff = min(backoff, resync), min(2*backoff, most)
 		} else {
 			backoff = time.Second
 		}
