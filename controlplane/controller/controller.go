@@ -277,10 +277,10 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	if err != nil {
 		return err
 	}
-	var readers runnable.Group
+	var parts runnable.Group
 	if auth != nil {
 		if w := watchIssuer(o, auth, reg, log); w != nil {
-			readers = append(readers, w)
+			parts = append(parts, w)
 		}
 	}
 	sopts := []grpc.ServerOption{
@@ -311,7 +311,7 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	}
 	writers := runnable.Group(o.Writers)
 	if injector.serve != nil {
-		readers = append(readers, runnable.Named("proxy injector", injector.serve))
+		parts = append(parts, runnable.Named("proxy injector", injector.serve))
 		writers = append(writers, runnable.Named("proxy injector certificate", injector.keep))
 	}
 	elected, err := electWriters(o, src, writers, reg, log)
@@ -343,7 +343,7 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 		}
 		return nil
 	})
-	readers = append(readers,
+	parts = append(parts,
 		runnable.Named("destination API", api),
 		stopsAfter(apiStopped, source))
 	if adminLis != nil {
@@ -352,10 +352,10 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 			mux.Handle("GET /store", src.files)
 		}
 		admin := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		readers = append(readers, stopsAfter(apiStopped, runnable.Named("admin server", serveHTTP(admin, adminLis))))
+		parts = append(parts, stopsAfter(apiStopped, runnable.Named("admin server", serveHTTP(admin, adminLis))))
 	}
 	if elected != nil {
-		readers = append(readers, elected)
+		parts = append(parts, elected)
 	}
 	adminAddr := ""
 	if adminLis != nil {
@@ -367,7 +367,7 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	}
 	stopped := context.AfterFunc(ctx, func() { log.Info("controller: shutting down") })
 	defer stopped()
-	err = readers.Start(ctx)
+	err = parts.Start(ctx)
 	if err != nil {
 		log.Error("controller: stopped", "err", err)
 	}

@@ -197,7 +197,7 @@ func (c *Certs) syncSecret(ctx context.Context) (*servingCert, error) {
 }
 
 type parsed struct {
-	*servingCert // set when the certificate can be served, even if it is to be replaced
+	*servingCert                     // set when the certificate can be served, even if it is to be replaced
 	cas          []*x509.Certificate // ca.crt's certificates still valid
 }
 
