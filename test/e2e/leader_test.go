@@ -59,9 +59,12 @@ func TestControllerLeaderFailover(t *testing.T) {
 	if follower == leader {
 		follower = pods[1]
 	}
-	if m := leaderMetric(t, leader); m != "1" {
-		t.Errorf("leader %s: meridian_controller_leader %q, want 1", leader, m)
-	}
+	eventuallyValue(t, "the leader's meridian_controller_leader 1", 10*time.Second, func() (string, error) {
+		if m := leaderMetric(t, leader); m != "1" {
+			return "", fmt.Errorf("%s: meridian_controller_leader %q", leader, m)
+		}
+		return "", nil
+	})
 	if m := leaderMetric(t, follower); m != "0" {
 		t.Errorf("follower %s: meridian_controller_leader %q, want 0", follower, m)
 	}
@@ -91,9 +94,13 @@ func TestControllerLeaderFailover(t *testing.T) {
 	if took > leaseDuration {
 		t.Errorf("hand-over took %v, more than the lease duration %v", took, leaseDuration)
 	}
-	if m := leaderMetric(t, follower); m != "1" {
-		t.Errorf("new leader %s: meridian_controller_leader %q, want 1", follower, m)
-	}
+	// The metric follows once its writers have started.
+	eventuallyValue(t, "the new leader's meridian_controller_leader 1", 10*time.Second, func() (string, error) {
+		if m := leaderMetric(t, follower); m != "1" {
+			return "", fmt.Errorf("%s: meridian_controller_leader %q", follower, m)
+		}
+		return "", nil
+	})
 
 	// The injector still injects, through the Service (the new leader is
 	// ready; the deleted pod's replacement may not be yet).
