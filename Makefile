@@ -10,6 +10,7 @@ all: build
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meridian ./cmd/meridian
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meridian-controller ./cmd/meridian-controller
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meridian-proxy ./cmd/meridian-proxy
 
 # The README's test command: formatting, vet, and every test with the race detector.
@@ -41,13 +42,14 @@ e2e:
 	$(GO) test -tags e2e -count=1 -p 1 -timeout 30m -v ./test/e2e/...
 
 # The product's images (controller, proxy, proxy-init) and the demo's, built
-# without Docker (one static binary per image) and loaded into the node that
+# without Docker (one static binary per image: the controller image's is
+# cmd/meridian-controller, without the CLI) and loaded into the node that
 # hack/cluster runs, tagged with the version `make build` stamps into
 # bin/meridian, so `bin/meridian install` refers to them.
 REGISTRY ?= ghcr.io/meridian-mesh
 images:
 	./hack/cluster load-images \
-	  $(REGISTRY)/controller:$(VERSION)=./cmd/meridian \
+	  $(REGISTRY)/controller:$(VERSION)=./cmd/meridian-controller \
 	  $(REGISTRY)/proxy:$(VERSION)=./cmd/meridian-proxy \
 	  $(REGISTRY)/proxy-init:$(VERSION)=./cmd/meridian-init \
 	  $(REGISTRY)/emojivoto:dev=./demo/emojivoto

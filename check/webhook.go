@@ -18,7 +18,8 @@ import (
 
 func webhookChecks(o Options) []Check {
 	ns := o.Namespace
-	logs := fmt.Sprintf("the controller makes the certificate and writes the caBundle at startup: kubectl -n %s logs deploy/%s", ns, ControllerName)
+	// Of the replicas, the Lease's holder writes (controlplane/controller/leader).
+	logs := fmt.Sprintf("the controller replica holding the Lease %s makes the certificate and writes the caBundle: kubectl -n %s get lease %s (its holder is POD_RANDOM); kubectl -n %s logs POD", ControllerName, ns, ControllerName, ns)
 	return []Check{
 		{
 			Group:       GroupWebhook,

@@ -25,6 +25,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/meridian-mesh/meridian/controlplane/controller/leader"
+	"github.com/meridian-mesh/meridian/controlplane/controller/runnable"
 	"github.com/meridian-mesh/meridian/controlplane/store"
 	"github.com/meridian-mesh/meridian/controlplane/store/kube"
 )
@@ -187,6 +189,12 @@ func checkRBAC(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 		check{"delete", "", "secrets", "meridian", "meridian-proxy-injector-tls", false},
 		check{"get", "", "secrets", "kube-system", "meridian-proxy-injector-tls", false},
 		check{"create", "", "secrets", "kube-system", "", false},
+		check{"create", "coordination.k8s.io", "leases", "meridian", "", true},
+		check{"get", "coordination.k8s.io", "leases", "meridian", "meridian-controller", true},
+		check{"update", "coordination.k8s.io", "leases", "meridian", "meridian-controller", true},
+		check{"update", "coordination.k8s.io", "leases", "meridian", "someone-elses", false},
+		check{"delete", "coordination.k8s.io", "leases", "meridian", "meridian-controller", false},
+		check{"create", "coordination.k8s.io", "leases", "kube-system", "", false},
 		check{"create", "", "events", "meridian", "", false},
 		check{"get", "", "configmaps", "meridian", "x", false},
 	)
@@ -207,8 +215,8 @@ func checkRBAC(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 
 // runAsController does, as the controller's service account, what the
 // controller does through the API: it syncs the Kubernetes store (every
-// kind it watches, both CRDs found), reviews a token, and patches the
-// webhook configuration's caBundle.
+// kind it watches, both CRDs found), reviews a token, patches the
+// webhook configuration's caBundle, and wins the replicas' Lease.
 func runAsController(t *testing.T, ctx context.Context, admin *rest.Config) {
 	cfg := rest.CopyConfig(admin)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: controllerSA, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:meridian", "system:authenticated"}}
@@ -251,6 +259,22 @@ func runAsController(t *testing.T, ctx context.Context, admin *rest.Config) {
 	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx, "meridian-proxy-injector", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Errorf("patching the webhook's caBundle as %s: %v", controllerSA, err)
 	}
+	// The replicas elect the writer with the Lease meridian-controller.
+	lctx, stopElector := context.WithCancel(ctx)
+	elected := make(chan struct{})
+	e := &leader.Elector{Client: cs.CoordinationV1(), Namespace: "meridian", Name: "meridian-controller", Identity: "install-test",
+		Writers: runnable.Func(func(ctx context.Context) error { close(elected); <-ctx.Done(); return nil })}
+	electorDone := make(chan error, 1)
+	go func() { electorDone <- e.Start(lctx) }()
+	select {
+	case <-elected:
+	case err := <-electorDone:
+		t.Errorf("leader election as %s: %v", controllerSA, err)
+	case <-time.After(30 * time.Second):
+		t.Errorf("leader election as %s: not elected in 30s", controllerSA)
+	}
+	stopElector()
+	<-electorDone
 	_, err = cs.CoreV1().Secrets("meridian").Get(ctx, "meridian-identity-issuer", metav1.GetOptions{})
 	if !apierrors.IsForbidden(err) {
 		t.Errorf("reading the issuer Secret through the API as %s: %v, want forbidden", controllerSA, err)

@@ -229,13 +229,13 @@ func TestRenderDefaults(t *testing.T) {
 	for _, a := range c["args"].([]any) {
 		args = append(args, a.(string))
 	}
-	wantArgs := []string{"controller", "--store=kube",
+	wantArgs := []string{"--store=kube",
 		"--destination-addr=:8086", "--admin-addr=:9996",
 		"--identity-issuer-dir=/var/run/meridian/identity/issuer",
 		"--trust-domain=cluster.local", "--api-identity=spiffe://cluster.local/ns/meridian/sa/meridian-controller", "--cluster-domain=cluster.local",
 		"--webhook-addr=:8443", "--webhook-secret=meridian-proxy-injector-tls",
 		"--webhook-config=meridian-proxy-injector", "--webhook-service=meridian-controller",
-		"--namespace=$(POD_NAMESPACE)",
+		"--namespace=$(POD_NAMESPACE)", "--leader-election-lease=meridian-controller",
 		"--proxy-image=ghcr.io/meridian-mesh/proxy:v1.2.3",
 		"--proxy-init-image=ghcr.io/meridian-mesh/proxy-init:v1.2.3",
 		"--control-plane-version=v1.2.3", "--log-level=info",
@@ -373,6 +373,21 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
   - meridian-proxy-injector-tls
   resources:
   - secrets
+  verbs:
+  - get
+  - update
+- apiGroups:
+  - coordination.k8s.io
+  resources:
+  - leases
+  verbs:
+  - create
+- apiGroups:
+  - coordination.k8s.io
+  resourceNames:
+  - meridian-controller
+  resources:
+  - leases
   verbs:
   - get
   - update

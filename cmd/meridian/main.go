@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	controllercmd "github.com/meridian-mesh/meridian/controlplane/controller/command"
 )
 
 func main() {
@@ -23,7 +25,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDemoCmd(), newVersionCmd(), newControllerCmd(), newIdentityCmd())
+	root.AddCommand(newDemoCmd(), newVersionCmd(), controllercmd.New("controller", cliVersion()), newIdentityCmd())
 	root.AddCommand(newInstallCmd(), newUninstallCmd())
 	root.AddCommand(newCheckCmd())
 	root.AddCommand(newInjectCmd(), newUninjectCmd())

@@ -33,6 +33,7 @@ import (
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
 	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
 	"github.com/meridian-mesh/meridian/controlplane/compile"
+	"github.com/meridian-mesh/meridian/controlplane/controller/runnable"
 	"github.com/meridian-mesh/meridian/controlplane/destination"
 	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/controlplane/identity/tokenreview"
@@ -96,6 +97,15 @@ type Options struct {
 	// Webhook are the proxy injector's options (kube mode only; it needs
 	// the identity issuer, whose trust anchors it gives the proxies).
 	Webhook WebhookOptions
+
+	// Writers are more runnables that write to the API server (rollouts
+	// attach here), beside the injector's certificate keeper: in kube mode
+	// they run only on the replica that holds the Lease, in local mode at
+	// once.
+	Writers []runnable.Runnable
+	// LeaderElection configures the Lease the writers run under (kube mode,
+	// when there are writers).
+	LeaderElection LeaderElectionOptions
 }
 
 // DefaultOpaquePorts are the ports Linkerd treats as opaque unless told
@@ -136,7 +146,14 @@ const DefaultStartupGrace = 15 * time.Second
 // it with :0 addresses).
 type Ready func(destinationAddr, adminAddr string)
 
-// Run runs the controller until ctx ends or a component fails.
+// Run runs the controller until ctx ends or a component fails. The
+// components are runnables (see the runnable package): the readers (the
+// store's source, the destination and identity API, the admin server, the
+// issuer watch, the injector's server) run on every replica; the writers
+// (the injector's certificate and caBundle, Options.Writers) run in kube
+// mode only on the replica that holds the Lease (see the leader package),
+// in local mode at once. One failing stops the others, and Run returns
+// only once every one has returned.
 func Run(ctx context.Context, o Options, onListen Ready) error {
 	log := o.Log
 	if log == nil {
@@ -180,6 +197,10 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	st := store.New(store.WithClusterDomain(o.ClusterDomain))
 	synced := make(chan struct{}) // closed once the source's first view is in st
 	var syncedOnce sync.Once
+	// destination.New waits for synced in a goroutine of its own: release
+	// it when the store never synced (stopped first), so that it does not
+	// outlive Run.
+	defer syncedOnce.Do(func() { close(synced) })
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if src.files != nil {
@@ -256,8 +277,11 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	if err != nil {
 		return err
 	}
+	var parts runnable.Group
 	if auth != nil {
-		watchIssuer(ctx, o, auth, reg, log)
+		if w := watchIssuer(o, auth, reg, log); w != nil {
+			parts = append(parts, w)
+		}
 	}
 	sopts := []grpc.ServerOption{
 		// Streams live for as long as proxies do: find dead peers, and let
@@ -281,7 +305,16 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	if idSrv != nil {
 		idpb.RegisterIdentityServer(g, idSrv)
 	}
-	startWebhook, err := proxyInjector(o, src, auth, log)
+	injector, err := proxyInjector(o, src, auth, log)
+	if err != nil {
+		return err
+	}
+	writers := runnable.Group(o.Writers)
+	if injector.serve != nil {
+		parts = append(parts, runnable.Named("proxy injector", injector.serve))
+		writers = append(writers, runnable.Named("proxy injector certificate", injector.keep))
+	}
+	elected, err := electWriters(o, src, writers, reg, log)
 	if err != nil {
 		return err
 	}
@@ -290,46 +323,39 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	healthpb.RegisterHealthServer(g, hs)
 
 	var ready atomic.Bool
-	errc := make(chan error, 4)
-	srcCtx, stopSource := context.WithCancel(ctx)
-	defer stopSource()
-	go func() {
-		err := src.run(srcCtx, st, log, func() {
+	// The API stops first (not ready, then its streams drained); the
+	// store's source and the admin server keep going until it has, as
+	// streams still open may see changes and balancers still probe.
+	apiStopped := make(chan struct{})
+	api := runnable.Func(func(ctx context.Context) error {
+		defer close(apiStopped)
+		return serveAPI(ctx, g, lis, hs, o.ShutdownGrace, func() { ready.Store(false); stopping.Store(true) })
+	})
+	source := runnable.Func(func(ctx context.Context) error {
+		err := src.run(ctx, st, log, func() {
 			ready.Store(true)
 			syncedOnce.Do(func() { close(synced) })
 			hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 			log.Info("controller: store synced", "store", o.Store)
 		})
-		if err != nil && srcCtx.Err() == nil {
-			errc <- fmt.Errorf("store %s: %w", o.Store, err)
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("store %s: %w", o.Store, err)
 		}
-	}()
-	go func() {
-		if err := g.Serve(lis); err != nil {
-			errc <- fmt.Errorf("destination API: %w", err)
-		}
-	}()
-	webhookCtx, stopWebhook := context.WithCancel(ctx)
-	webhookDone := make(chan struct{})
-	go func() {
-		defer close(webhookDone)
-		if err := startWebhook(webhookCtx); err != nil && webhookCtx.Err() == nil {
-			errc <- err
-		}
-	}()
-	defer func() { stopWebhook(); <-webhookDone }()
-	var admin *http.Server
+		return nil
+	})
+	parts = append(parts,
+		runnable.Named("destination API", api),
+		stopsAfter(apiStopped, source))
 	if adminLis != nil {
 		mux := adminMux(reg, &ready)
 		if src.files != nil {
 			mux.Handle("GET /store", src.files)
 		}
-		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := admin.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("admin server: %w", err)
-			}
-		}()
+		admin := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		parts = append(parts, stopsAfter(apiStopped, runnable.Named("admin server", serveHTTP(admin, adminLis))))
+	}
+	if elected != nil {
+		parts = append(parts, elected)
 	}
 	adminAddr := ""
 	if adminLis != nil {
@@ -339,35 +365,71 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	if onListen != nil {
 		onListen(lis.Addr().String(), adminAddr)
 	}
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("controller: shutting down")
-	case runErr = <-errc:
-		log.Error("controller: stopping", "err", runErr)
+	stopped := context.AfterFunc(ctx, func() { log.Info("controller: shutting down") })
+	defer stopped()
+	err = parts.Start(ctx)
+	if err != nil {
+		log.Error("controller: stopped", "err", err)
 	}
-	// Not ready first, so balancers stop sending new proxies here; then
-	// end the streams (proxies reconnect to another replica), bounded by
-	// the grace period since streams never end by themselves.
-	ready.Store(false)
-	stopping.Store(true)
+	return err
+}
+
+// serveAPI serves the gRPC API on lis until ctx ends. Then, not ready
+// first (notReady, and the health service), so balancers stop sending new
+// proxies here; then it ends the streams (proxies reconnect to another
+// replica), bounded by grace since streams never end by themselves.
+func serveAPI(ctx context.Context, g *grpc.Server, lis net.Listener, hs *health.Server, grace time.Duration, notReady func()) error {
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(lis) }()
+	select {
+	case err := <-served:
+		return err // Serve returns only on a listener's failure here
+	case <-ctx.Done():
+	}
+	notReady()
 	hs.Shutdown()
 	stopped := make(chan struct{})
 	go func() { g.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
-	case <-time.After(o.ShutdownGrace):
+	case <-time.After(grace):
 		g.Stop()
 		<-stopped
 	}
-	stopSource()
-	if admin != nil {
+	<-served
+	return nil
+}
+
+// serveHTTP serves srv on lis until ctx ends.
+func serveHTTP(srv *http.Server, lis net.Listener) runnable.Runnable {
+	return runnable.Func(func(ctx context.Context) error {
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(lis) }()
+		select {
+		case err := <-served:
+			return err
+		case <-ctx.Done():
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = admin.Shutdown(sctx)
-		cancel()
-	}
-	return runErr
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+}
+
+// stopsAfter runs r under a context that ends once ctx has ended and done
+// is closed: r outlasts the runnable that closes done.
+func stopsAfter(done <-chan struct{}, r runnable.Runnable) runnable.Runnable {
+	return runnable.Func(func(ctx context.Context) error {
+		rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		stop := context.AfterFunc(ctx, func() { <-done; cancel() })
+		defer stop()
+		return r.Start(rctx)
+	})
 }
 
 // identityServer builds the identity service and returns it with its CA,
@@ -432,13 +494,13 @@ func identityServer(o Options, src source, dst *destination.Server, log *slog.Lo
 // restart: cert-manager renews the issuer before it expires, and a refused
 // renewal (bad files, other trust anchors) is logged and counted while the
 // current issuer keeps signing.
-func watchIssuer(ctx context.Context, o Options, auth *identity.Authority, reg *prometheus.Registry, log *slog.Logger) {
+func watchIssuer(o Options, auth *identity.Authority, reg *prometheus.Registry, log *slog.Logger) runnable.Runnable {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "identity_issuer_expiration_timestamp_seconds",
 		Help: "When the identity issuer certificate in use expires (Unix seconds).",
 	}, func() float64 { return float64(auth.Current().Issuer.NotAfter.Unix()) }))
 	if o.IdentityCA != nil || o.IdentityIssuerDir == "" {
-		return
+		return nil
 	}
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "identity_issuer_reloads_total",
@@ -449,15 +511,18 @@ func watchIssuer(ctx context.Context, o Options, auth *identity.Authority, reg *
 	if every <= 0 {
 		every = time.Minute
 	}
-	go auth.WatchDir(ctx, o.IdentityIssuerDir, every, func(ca *identity.CA, err error) {
-		if err != nil {
-			reloads.WithLabelValues("refused").Inc()
-			log.Error("identity: the issuer in --identity-issuer-dir changed but was not taken; still signing with the previous one",
-				"err", err, "dir", o.IdentityIssuerDir, "issuer_expires", ca.Issuer.NotAfter)
-			return
-		}
-		reloads.WithLabelValues("loaded").Inc()
-		log.Info("identity: issuer renewed", "dir", o.IdentityIssuerDir, "issuer", ca.Issuer.Subject.String(), "expires", ca.Issuer.NotAfter)
+	return runnable.Func(func(ctx context.Context) error {
+		auth.WatchDir(ctx, o.IdentityIssuerDir, every, func(ca *identity.CA, err error) {
+			if err != nil {
+				reloads.WithLabelValues("refused").Inc()
+				log.Error("identity: the issuer in --identity-issuer-dir changed but was not taken; still signing with the previous one",
+					"err", err, "dir", o.IdentityIssuerDir, "issuer_expires", ca.Issuer.NotAfter)
+				return
+			}
+			reloads.WithLabelValues("loaded").Inc()
+			log.Info("identity: issuer renewed", "dir", o.IdentityIssuerDir, "issuer", ca.Issuer.Subject.String(), "expires", ca.Issuer.NotAfter)
+		})
+		return nil
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/meridian-mesh/meridian/controlplane/controller/runnable"
 	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/controlplane/inject"
 	"github.com/meridian-mesh/meridian/controlplane/inject/webhook"
@@ -58,21 +59,28 @@ const (
 	DefaultWebhookService = "meridian-controller"
 )
 
-// proxyInjector checks the injector's options and returns what runs it
-// (a no-op when it is off).
-func proxyInjector(o Options, src source, ca *identity.Authority, log *slog.Logger) (func(context.Context) error, error) {
+// injector is the proxy injector's two parts: serve runs on every replica
+// (the webhook, with the certificate the Secret holds), keep on the leader
+// only (creates and renews the Secret, patches the caBundle). Both nil:
+// the injector is off.
+type injector struct {
+	serve, keep runnable.Runnable
+}
+
+// proxyInjector checks the injector's options and returns its parts.
+func proxyInjector(o Options, src source, ca *identity.Authority, log *slog.Logger) (injector, error) {
 	w := o.Webhook
 	if w.Addr == "" {
-		return func(context.Context) error { return nil }, nil
+		return injector{}, nil
 	}
 	if src.local {
-		return nil, errors.New("--webhook-addr: the proxy injector needs --store=kube")
+		return injector{}, errors.New("--webhook-addr: the proxy injector needs --store=kube")
 	}
 	if w.Namespace == "" {
-		return nil, errors.New("--webhook-addr: the proxy injector needs the controller's namespace (--namespace or $POD_NAMESPACE)")
+		return injector{}, errors.New("--webhook-addr: the proxy injector needs the controller's namespace (--namespace or $POD_NAMESPACE)")
 	}
 	if ca == nil {
-		return nil, errors.New("--webhook-addr: the proxy injector gives proxies the identity trust anchors: set --identity-issuer-dir")
+		return injector{}, errors.New("--webhook-addr: the proxy injector gives proxies the identity trust anchors: set --identity-issuer-dir")
 	}
 	if w.Secret == "" {
 		w.Secret = DefaultWebhookSecret
@@ -100,18 +108,18 @@ func proxyInjector(o Options, src source, ca *identity.Authority, log *slog.Logg
 	cfg.DefaultInboundPolicy, cfg.ClusterNetworks = w.DefaultInboundPolicy, w.ClusterNetworks
 	cfg.TrustAnchorsPEM = string(ca.Current().RootsPEM()) // the anchors never change under an Authority
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("proxy injector: %w", err)
+		return injector{}, fmt.Errorf("proxy injector: %w", err)
 	}
 	rc := o.RestConfig
 	if rc == nil {
 		var err error
 		if rc, err = restConfig(o.Kubeconfig); err != nil {
-			return nil, err
+			return injector{}, err
 		}
 	}
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return nil, err
+		return injector{}, err
 	}
 	wo := webhook.Options{
 		Addr:      w.Addr,
@@ -123,5 +131,9 @@ func proxyInjector(o Options, src source, ca *identity.Authority, log *slog.Logg
 		Inject:    cfg,
 		Log:       log,
 	}
-	return func(ctx context.Context) error { return webhook.Run(ctx, wo, w.Ready) }, nil
+	certs := webhook.NewCerts(wo)
+	return injector{
+		serve: runnable.Func(func(ctx context.Context) error { return webhook.Serve(ctx, wo, certs, w.Ready) }),
+		keep:  runnable.Func(func(ctx context.Context) error { certs.Run(ctx, wo.Resync); return nil }),
+	}, nil
 }

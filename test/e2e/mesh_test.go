@@ -23,7 +23,7 @@ const meshVersion = "e2e"
 
 func init() {
 	for ref, pkg := range map[string]string{
-		"ghcr.io/meridian-mesh/controller:" + meshVersion: "./cmd/meridian",
+		"ghcr.io/meridian-mesh/controller:" + meshVersion: "./cmd/meridian-controller",
 		"ghcr.io/meridian-mesh/proxy:" + meshVersion:      "./cmd/meridian-proxy",
 		"ghcr.io/meridian-mesh/proxy-init:" + meshVersion: "./cmd/meridian-init",
 		"ghcr.io/meridian-mesh/emojivoto:dev":             "./demo/emojivoto",

@@ -111,11 +111,39 @@ func (c *Certs) Sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.serve(s)
+	return c.patchCABundle(ctx, s.caPEM)
+}
+
+// ErrNoSecret is Load's error when the Secret does not exist or holds no
+// usable certificate (yet: the leader makes it).
+var ErrNoSecret = errors.New("webhook: no usable serving certificate in the secret yet")
+
+// Load serves the certificate the Secret holds, if it is usable (even when
+// it is due for renewal: the leader renews it), and writes nothing: it is
+// what replicas that are not the leader run (see Follow).
+func (c *Certs) Load(ctx context.Context) error {
+	sec, err := c.Client.CoreV1().Secrets(c.Namespace).Get(ctx, c.Secret, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return ErrNoSecret
+	}
+	if err != nil {
+		return fmt.Errorf("webhook: reading secret %s/%s: %w", c.Namespace, c.Secret, err)
+	}
+	p, why := c.parse(sec.Data)
+	if p.servingCert == nil {
+		return fmt.Errorf("%w (secret %s/%s: %s)", ErrNoSecret, c.Namespace, c.Secret, why)
+	}
+	c.serve(p.servingCert)
+	return nil
+}
+
+// serve makes s the certificate handshakes get.
+func (c *Certs) serve(s *servingCert) {
 	if old := c.cur.Load(); old == nil || !bytes.Equal(old.leaf.Raw, s.leaf.Raw) {
 		c.log().Info("webhook: serving certificate loaded", "secret", c.Namespace+"/"+c.Secret, "expires", s.leaf.NotAfter.Format(time.RFC3339))
 	}
 	c.cur.Store(s)
-	return c.patchCABundle(ctx, s.caPEM)
 }
 
 func (c *Certs) syncSecret(ctx context.Context) (*servingCert, error) {
@@ -169,12 +197,12 @@ func (c *Certs) syncSecret(ctx context.Context) (*servingCert, error) {
 }
 
 type parsed struct {
-	*servingCert
-	cas []*x509.Certificate // ca.crt's certificates still valid
+	*servingCert                     // set when the certificate can be served, even if it is to be replaced
+	cas          []*x509.Certificate // ca.crt's certificates still valid
 }
 
 // parse reads a Secret's data; why says why it must be replaced ("" when it
-// is good, and servingCert is set).
+// is good, and servingCert is then set).
 func (c *Certs) parse(data map[string][]byte) (*parsed, string) {
 	now := c.now()
 	var cas []*x509.Certificate
@@ -207,6 +235,8 @@ func (c *Certs) parse(data map[string][]byte) (*parsed, string) {
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 		return pc, "tls.crt does not verify with ca.crt: " + err.Error()
 	}
+	// Usable from here on (Load serves it while the leader renews it).
+	pc.servingCert = &servingCert{cert: &cert, leaf: leaf, caPEM: data["ca.crt"]}
 	if leaf.NotAfter.Sub(now) < RenewBefore {
 		return pc, "expires " + leaf.NotAfter.Format(time.RFC3339)
 	}
@@ -215,7 +245,6 @@ func (c *Certs) parse(data map[string][]byte) (*parsed, string) {
 			return pc, "does not cover " + h
 		}
 	}
-	pc.servingCert = &servingCert{cert: &cert, leaf: leaf, caPEM: data["ca.crt"]}
 	return pc, ""
 }
 
@@ -343,23 +372,55 @@ func (c *Certs) patchCABundle(ctx context.Context, caPEM []byte) error {
 // polls rather than watches so that it needs only get on the two objects
 // (the chart's RBAC names them).
 func (c *Certs) Run(ctx context.Context, resync time.Duration) {
+	c.loop(ctx, resync, c.Sync, 30*time.Second, func(err error, backoff time.Duration) {
+		if errors.Is(err, ErrNoWebhookConfig) {
+			// Soon, to patch it as soon as it appears.
+			c.log().Debug("webhook: waiting for the webhook configuration", "name", c.WebhookConfig)
+		} else {
+			c.log().Error("webhook: keeping the serving certificate", "err", err, "retry_in", backoff)
+		}
+	})
+}
+
+// Follow is Run for the replicas that do not write: it Loads the Secret at
+// once and again every resync, until ctx ends. Until it has a certificate
+// it tries every second (the API server may already route admission
+// requests here, and they fail until then); after a failure with one, with
+// Run's backoff.
+func (c *Certs) Follow(ctx context.Context, resync time.Duration) {
+	c.loop(ctx, resync, c.Load, 0, func(err error, backoff time.Duration) {
+		if errors.Is(err, ErrNoSecret) {
+			c.log().Debug("webhook: waiting for the leader to make the serving certificate", "err", err, "retry_in", backoff)
+		} else {
+			c.log().Error("webhook: reading the serving certificate", "err", err, "retry_in", backoff)
+		}
+	})
+}
+
+// loop runs step at once and every resync (default DefaultResync), and
+// after a failure again with backoff (1s doubling to maxBackoff; 0: 1s
+// while no certificate is served, else 30s), until ctx ends.
+func (c *Certs) loop(ctx context.Context, resync time.Duration, step func(context.Context) error, maxBackoff time.Duration, failed func(err error, retryIn time.Duration)) {
 	if resync <= 0 {
 		resync = DefaultResync
 	}
 	backoff := time.Second
 	for {
 		wait := resync
-		if err := c.Sync(ctx); err != nil {
+		if err := step(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			if errors.Is(err, ErrNoWebhookConfig) {
-				// Soon, to patch it as soon as it appears.
-				c.log().Debug("webhook: waiting for the webhook configuration", "name", c.WebhookConfig)
-			} else {
-				c.log().Error("webhook: keeping the serving certificate", "err", err, "retry_in", backoff)
+			most := maxBackoff
+			if most == 0 {
+				most = 30 * time.Second
+				if c.cur.Load() == nil {
+					most = time.Second
+				}
 			}
-			wait, backoff = min(backoff, resync), min(2*backoff, 30*time.Second)
+			backoff = min(backoff, most)
+			failed(err, backoff)
+			wait, backoff = min(backoff, resync), min(2*backoff, most)
 		} else {
 			backoff = time.Second
 		}

@@ -44,10 +44,31 @@ func Hosts(service, namespace, clusterDomain string) []string {
 	}
 }
 
+// NewCerts is the certificate keeper o describes.
+func NewCerts(o Options) *Certs {
+	return &Certs{Client: o.Client, Namespace: o.Namespace, Secret: o.Secret, WebhookConfig: o.Config, Hosts: o.Hosts, Log: o.Log}
+}
+
 // Run serves the injector over TLS on o.Addr until ctx ends, keeping its
-// certificate with Certs. ready, when not nil, is told the address it
-// listens on. The handler is at Path.
+// certificate with Certs (creating and renewing the Secret, patching the
+// caBundle). ready, when not nil, is told the address it listens on. The
+// handler is at Path. A single replica runs it; replicated, the leader runs
+// Certs.Run and every replica Serve.
 func Run(ctx context.Context, o Options, ready func(addr string)) error {
+	certs := NewCerts(o)
+	return serve(ctx, o, certs, func(ctx context.Context) { certs.Run(ctx, o.Resync) }, ready)
+}
+
+// Serve is Run without the writes: it serves with the certificate certs
+// loads from the Secret (Certs.Follow), which another runner keeps (the
+// leader's Certs.Run, that may share certs so that it serves at once what
+// it writes).
+func Serve(ctx context.Context, o Options, certs *Certs, ready func(addr string)) error {
+	return serve(ctx, o, certs, func(ctx context.Context) { certs.Follow(ctx, o.Resync) }, ready)
+}
+
+// serve serves the injector with certs' certificate while keep runs.
+func serve(ctx context.Context, o Options, certs *Certs, keep func(context.Context), ready func(addr string)) error {
 	if err := o.Inject.Validate(); err != nil {
 		return err
 	}
@@ -62,7 +83,6 @@ func Run(ctx context.Context, o Options, ready func(addr string)) error {
 	if err != nil {
 		return fmt.Errorf("--webhook-addr: %w", err)
 	}
-	certs := &Certs{Client: o.Client, Namespace: o.Namespace, Secret: o.Secret, WebhookConfig: o.Config, Hosts: o.Hosts, Log: log}
 	nsAnn := func(ctx context.Context, name string) (map[string]string, error) {
 		ns, err := o.Client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
@@ -80,7 +100,7 @@ func Run(ctx context.Context, o Options, ready func(addr string)) error {
 	}
 	kctx, stopKeeper := context.WithCancel(ctx)
 	keeperDone := make(chan struct{})
-	go func() { defer close(keeperDone); certs.Run(kctx, o.Resync) }()
+	go func() { defer close(keeperDone); keep(kctx) }()
 	defer func() { stopKeeper(); <-keeperDone }()
 
 	errc := make(chan error, 1)

@@ -1,4 +1,8 @@
-package main
+// Package command is the controller's command line: the one flag set and
+// run function that both `meridian-controller` (the control plane image)
+// and `meridian controller` (the CLI, local mode and development) use, so
+// that the two cannot drift apart.
+package command
 
 import (
 	"fmt"
@@ -15,17 +19,21 @@ import (
 
 	"github.com/meridian-mesh/meridian/controlplane/compile"
 	"github.com/meridian-mesh/meridian/controlplane/controller"
+	"github.com/meridian-mesh/meridian/controlplane/controller/leader"
 	"github.com/meridian-mesh/meridian/controlplane/destination"
 	"github.com/meridian-mesh/meridian/controlplane/inject"
 	"github.com/meridian-mesh/meridian/controlplane/store/local"
 	"github.com/meridian-mesh/meridian/proxy/authz"
 )
 
-func newControllerCmd() *cobra.Command {
+// New returns the controller's command, named use ("meridian-controller",
+// or "controller" under the CLI). version is the default of
+// --control-plane-version.
+func New(use, version string) *cobra.Command {
 	var o controller.Options
 	var logLevel string
 	cmd := &cobra.Command{
-		Use:   "controller",
+		Use:   use,
 		Short: "Run the control plane: the destination API over a Kubernetes cluster or a directory",
 		Long: `Runs Meridian's control plane. Its store is filled from the Kubernetes API
 (--store=kube, in-cluster or with --kubeconfig) or from a directory of the same
@@ -40,8 +48,12 @@ annotated meridian.io/inject: enabled get the proxy. The controller creates and
 renews the webhook's serving certificate itself (Secret --webhook-secret, shared
 by the replicas) and writes its CA into the caBundle of --webhook-config.
 
-The controller keeps no state of its own: run as many replicas as you like.
-SIGTERM drains it gracefully.`,
+Run as many replicas as you like: every replica serves the APIs and the
+webhook; what writes to the API server (the webhook's certificate and
+caBundle) runs only on the replica that holds the Lease
+--leader-election-lease in --namespace, and moves to another replica within
+--leader-election-lease-duration when it goes. SIGTERM drains it gracefully
+(and releases the Lease at once).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -80,7 +92,7 @@ SIGTERM drains it gracefully.`,
 	f.StringVar(&w.Secret, "webhook-secret", controller.DefaultWebhookSecret, "the Secret in --namespace holding the webhook's serving certificate (created and renewed by the controller)")
 	f.StringVar(&w.Config, "webhook-config", controller.DefaultWebhookConfig, "the MutatingWebhookConfiguration whose caBundle the controller keeps")
 	f.StringVar(&w.Service, "webhook-service", controller.DefaultWebhookService, "the controller's Service: the webhook certificate's name, and the address injected proxies dial")
-	f.StringVar(&w.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the controller's namespace (default $POD_NAMESPACE)")
+	f.StringVar(&w.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the controller's namespace, where the webhook's Secret and the Lease are (default $POD_NAMESPACE)")
 	f.StringVar(&w.ProxyImage, "proxy-image", "", "the injected proxy's image (default "+inject.ProxyImageRepo+":<control-plane-version>)")
 	f.StringVar(&w.ProxyInitImage, "proxy-init-image", "", "the injected init container's image (default "+inject.ProxyInitImageRepo+":<control-plane-version>)")
 	f.StringVar(&w.DefaultInboundPolicy, "default-inbound-policy", string(authz.AllUnauthenticated), "injected proxies' default inbound policy unless a pod or namespace annotates "+inject.AnnotationDefaultInbound+": all-unauthenticated, cluster-unauthenticated, all-authenticated, cluster-authenticated or deny")
@@ -97,7 +109,12 @@ SIGTERM drains it gracefully.`,
 		w.ProxyResources, err = proxyResources(proxyRes)
 		return err
 	}
-	f.StringVar(&w.ControlPlaneVersion, "control-plane-version", cliVersion(), "the version injected proxies are marked with (meridian.io/proxy-version) and the default image tag")
+	le := &o.LeaderElection
+	f.StringVar(&le.Lease, "leader-election-lease", controller.DefaultLease, "kube mode: the Lease in --namespace whose holder runs the writers (the webhook's certificate and caBundle); the replicas share it")
+	f.DurationVar(&le.LeaseDuration, "leader-election-lease-duration", leader.DefaultLeaseDuration, "kube mode: how long a leader that stopped renewing keeps the Lease (a leader that dies is replaced within it)")
+	f.DurationVar(&le.RenewDeadline, "leader-election-renew-deadline", leader.DefaultRenewDeadline, "kube mode: how long the leader retries renewing before it stops its writers (below the lease duration)")
+	f.DurationVar(&le.RetryPeriod, "leader-election-retry-period", leader.DefaultRetryPeriod, "kube mode: how often replicas try to take, and the leader to renew, the Lease")
+	f.StringVar(&w.ControlPlaneVersion, "control-plane-version", version, "the version injected proxies are marked with (meridian.io/proxy-version) and the default image tag")
 	return cmd
 }
 
