@@ -324,26 +324,39 @@ func TestVizLocalDemo(t *testing.T) {
 		t.Fatalf("the summary names no proxies for viz stat:\n%s", summary.String())
 	}
 
-	out, err := runViz(ctx, append([]string{"stat", "--window", "2s", "-o", "json"}, proxies...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rows []stat.Row
-	if err := json.Unmarshal([]byte(out), &rows); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	served := map[string]bool{}
-	for _, r := range rows {
-		if r.MeshedPods != 1 || r.TotalPods != 1 || r.Kind != "proxy" {
-			t.Errorf("%s: %+v", r.Name, r)
+	// The demo's traffic may still be starting on a loaded machine: a
+	// window in which a service served nothing is measured again, up to
+	// five times, before that counts as a failure.
+	var out string
+	for try := 1; ; try++ {
+		out, err = runViz(ctx, append([]string{"stat", "--window", "2s", "-o", "json"}, proxies...)...)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if r.Requests != nil && *r.Requests > 0 && r.SuccessRate != nil && r.LatencyP99 != nil {
-			served[r.Name] = true
+		var rows []stat.Row
+		if err := json.Unmarshal([]byte(out), &rows); err != nil {
+			t.Fatalf("%v\n%s", err, out)
 		}
-	}
-	for _, s := range []string{"web", "emoji", "voting"} {
-		if !served[s] {
-			t.Errorf("viz stat: %s served nothing in 2s:\n%s", s, out)
+		served := map[string]bool{}
+		for _, r := range rows {
+			if r.MeshedPods != 1 || r.TotalPods != 1 || r.Kind != "proxy" {
+				t.Errorf("%s: %+v", r.Name, r)
+			}
+			if r.Requests != nil && *r.Requests > 0 && r.SuccessRate != nil && r.LatencyP99 != nil {
+				served[r.Name] = true
+			}
+		}
+		var idle []string
+		for _, s := range []string{"web", "emoji", "voting"} {
+			if !served[s] {
+				idle = append(idle, s)
+			}
+		}
+		if len(idle) == 0 {
+			break
+		}
+		if try == 5 {
+			t.Fatalf("viz stat: %v served nothing in five 2s windows:\n%s", idle, out)
 		}
 	}
 
