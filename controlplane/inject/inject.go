@@ -24,6 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/meridian-mesh/meridian/controlplane/compile"
+	"github.com/meridian-mesh/meridian/internal/ports"
 	"github.com/meridian-mesh/meridian/proxy/authz"
 )
 
@@ -474,36 +475,26 @@ func validLogLevel(v string) bool {
 	return false
 }
 
-type portRange struct{ lo, hi uint16 }
-
-// parsePortRanges reads "25,3306,4000-4010". With names non-nil, items that
-// are not numbers are container port names, looked up there.
-func parsePortRanges(ann, v, where string, names map[string]uint16) ([]portRange, error) {
+// parsePortRanges reads "25,3306,4000-4010" (internal/ports' grammar). With
+// names non-nil, items that are not ports are container port names, looked
+// up there.
+func parsePortRanges(ann, v, where string, names map[string]uint16) ([]ports.Range, error) {
 	allowed := "use comma-separated ports (1-65535) and ranges such as 4000-4010"
 	if names != nil {
 		allowed = "use comma-separated ports (1-65535), ranges such as 4000-4010, and names of the pod's container ports"
 	}
-	var rs []portRange
-	for _, item := range strings.Split(v, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
+	var rs []ports.Range
+	for _, item := range ports.Items(v) {
+		r, err := ports.ParseRange(item)
+		switch {
+		case err == nil:
+			rs = append(rs, r)
 			continue
-		}
-		if lo, hi, ok := strings.Cut(item, "-"); ok {
-			a, err1 := parsePort(lo)
-			b, err2 := parsePort(hi)
-			if err1 != nil || err2 != nil || a > b {
-				return nil, badValue(ann, v, where, fmt.Sprintf("%q is not a range <low>-<high> within 1-65535; %s", item, allowed))
-			}
-			rs = append(rs, portRange{a, b})
-			continue
-		}
-		if p, err := parsePort(item); err == nil {
-			rs = append(rs, portRange{p, p})
-			continue
+		case strings.Contains(item, "-"):
+			return nil, badValue(ann, v, where, fmt.Sprintf("%q is not a range <low>-<high> within 1-65535; %s", item, allowed))
 		}
 		if p, ok := names[item]; ok {
-			rs = append(rs, portRange{p, p})
+			rs = append(rs, ports.Range{First: p, Last: p})
 			continue
 		}
 		if names != nil && item[0] >= 'a' && item[0] <= 'z' {
@@ -514,22 +505,10 @@ func parsePortRanges(ann, v, where string, names map[string]uint16) ([]portRange
 	return rs, nil
 }
 
-func parsePort(s string) (uint16, error) {
-	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 16)
-	if err != nil || n == 0 {
-		return 0, fmt.Errorf("bad port %q", s)
-	}
-	return uint16(n), nil
-}
-
-func formatRanges(rs []portRange) []string {
+func formatRanges(rs []ports.Range) []string {
 	var out []string
 	for _, r := range rs {
-		if r.lo == r.hi {
-			out = append(out, strconv.Itoa(int(r.lo)))
-		} else {
-			out = append(out, fmt.Sprintf("%d-%d", r.lo, r.hi))
-		}
+		out = append(out, r.String())
 	}
 	return out
 }
@@ -538,10 +517,10 @@ func formatRanges(rs []portRange) []string {
 // --opaque-ports takes single ports.
 const maxOpaquePorts = 1024
 
-func expandRanges(ann, v, where string, rs []portRange) ([]uint16, error) {
+func expandRanges(ann, v, where string, rs []ports.Range) ([]uint16, error) {
 	var out []uint16
 	for _, r := range rs {
-		for p := int(r.lo); p <= int(r.hi); p++ {
+		for p := int(r.First); p <= int(r.Last); p++ {
 			if !slices.Contains(out, uint16(p)) {
 				out = append(out, uint16(p))
 			}
