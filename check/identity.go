@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math"
@@ -14,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meridian-mesh/meridian/internal/pemutil"
 )
 
 // issuerState is what the identity checks learn, for the later ones.
@@ -137,7 +138,7 @@ func identityChecks(o Options) []Check {
 				if err != nil {
 					return fmt.Errorf("tls.crt: %w", err)
 				}
-				key, err := parseKeyPEM(s.issuer.secret.Data[corev1.TLSPrivateKeyKey])
+				key, err := pemutil.Key(s.issuer.secret.Data[corev1.TLSPrivateKeyKey])
 				if err != nil {
 					return fmt.Errorf("tls.key: %w", err)
 				}
@@ -198,47 +199,14 @@ func identityChecks(o Options) []Check {
 
 // parseCertsPEM parses every CERTIFICATE block; there must be one.
 func parseCertsPEM(b []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
+	out, err := pemutil.Certs(b)
+	if err != nil {
+		return nil, err
 	}
 	if len(out) == 0 {
 		return nil, errors.New("no PEM CERTIFICATE block")
 	}
 	return out, nil
-}
-
-// parseKeyPEM parses the first PEM block as a PKCS#8, EC or PKCS#1 key.
-func parseKeyPEM(b []byte) (crypto.Signer, error) {
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, errors.New("no PEM block")
-	}
-	if k, err := x509.ParsePKCS8PrivateKey(blk.Bytes); err == nil {
-		if s, ok := k.(crypto.Signer); ok {
-			return s, nil
-		}
-		return nil, fmt.Errorf("unsupported key type %T", k)
-	}
-	if k, err := x509.ParseECPrivateKey(blk.Bytes); err == nil {
-		return k, nil
-	}
-	if k, err := x509.ParsePKCS1PrivateKey(blk.Bytes); err == nil {
-		return k, nil
-	}
-	return nil, errors.New("not a PKCS#8, EC or PKCS#1 private key")
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/meridian-mesh/meridian/controlplane/inject"
+	"github.com/meridian-mesh/meridian/internal/pemutil"
 )
 
 func webhookChecks(o Options) []Check {
@@ -72,7 +73,7 @@ func webhookChecks(o Options) []Check {
 				if err != nil {
 					return fmt.Errorf("secret %s/%s: tls.crt: %w", s.Namespace, WebhookSecretName, err)
 				}
-				key, err := parseKeyPEM(sec.Data[corev1.TLSPrivateKeyKey])
+				key, err := pemutil.Key(sec.Data[corev1.TLSPrivateKeyKey])
 				if err != nil {
 					return fmt.Errorf("secret %s/%s: tls.key: %w", s.Namespace, WebhookSecretName, err)
 				}

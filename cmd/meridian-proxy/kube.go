@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"strings"
@@ -15,6 +14,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meridian-mesh/meridian/internal/pemutil"
 )
 
 // EnvTrustAnchors holds the trust anchors PEM when they are not in a file:
@@ -54,17 +55,9 @@ func tokenSubject(path string) (ns, sa string, err error) {
 
 // parseAnchors reads the trust anchors' PEM certificates.
 func parseAnchors(b []byte) ([]*x509.Certificate, error) {
-	var roots []*x509.Certificate
-	for {
-		var blk *pem.Block
-		if blk, b = pem.Decode(b); blk == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("--identity-trust-anchors: %w", err)
-		}
-		roots = append(roots, c)
+	roots, err := pemutil.Certs(b)
+	if err != nil {
+		return nil, fmt.Errorf("--identity-trust-anchors: %w", err)
 	}
 	if len(roots) == 0 {
 		return nil, fmt.Errorf("--identity-trust-anchors: no PEM certificates")
