@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/meridian-mesh/meridian/internal/latest"
 )
 
 // Destination is one authority in static configuration.
@@ -217,8 +219,8 @@ func (s *Static) Resolve(ctx context.Context, authority string) (Watch, error) {
 	if !ok {
 		return nil, ErrNotFound
 	}
-	w := &staticWatch{s: s, auth: auth, ch: make(chan []Endpoint, 1)}
-	w.ch <- eps
+	w := &staticWatch{s: s, auth: auth, ch: latest.New[[]Endpoint]()}
+	w.ch.Set(eps)
 	if s.watches[auth] == nil {
 		s.watches[auth] = map[*staticWatch]struct{}{}
 	}
@@ -235,39 +237,20 @@ func (s *Static) LookupAddr(addr netip.AddrPort) (string, bool) {
 }
 
 type staticWatch struct {
-	s      *Static
-	auth   string
-	mu     sync.Mutex
-	ch     chan []Endpoint
-	closed bool
+	s    *Static
+	auth string
+	ch   *latest.Chan[[]Endpoint] // consumers only need the newest set
 }
 
-func (w *staticWatch) Updates() <-chan []Endpoint { return w.ch }
+func (w *staticWatch) Updates() <-chan []Endpoint { return w.ch.Updates() }
 
-// push replaces any undelivered set with the newest: consumers only need the latest.
-func (w *staticWatch) push(eps []Endpoint) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		return
-	}
-	select {
-	case <-w.ch:
-	default:
-	}
-	w.ch <- eps
-}
+func (w *staticWatch) push(eps []Endpoint) { w.ch.Set(eps) }
 
 func (w *staticWatch) Close() {
 	w.s.mu.Lock()
 	delete(w.s.watches[w.auth], w)
 	w.s.mu.Unlock()
-	w.mu.Lock()
-	if !w.closed {
-		w.closed = true
-		close(w.ch)
-	}
-	w.mu.Unlock()
+	w.ch.Close()
 }
 
 // CanonicalAuthority lower-cases host:port and adds defPort when the port is
