@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/meridian-mesh/meridian/internal/filewatch"
 	"github.com/meridian-mesh/meridian/internal/latest"
 )
 
@@ -364,31 +365,18 @@ func ParseFlag(v string) (Destination, error) {
 // destinations) are appended to the file's. A bad file is logged and
 // rejected; the last good configuration keeps serving.
 func (s *Static) WatchFile(ctx context.Context, path string, extra []Destination, every time.Duration, log *slog.Logger) {
-	var last time.Time
-	if fi, err := os.Stat(path); err == nil {
-		last = fi.ModTime()
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		fi, err := os.Stat(path)
-		if err != nil || fi.ModTime().Equal(last) {
-			continue
-		}
-		last = fi.ModTime()
+	last, _ := filewatch.ModTime(path)
+	look := func() (int64, bool) { return filewatch.ModTime(path) }
+	filewatch.Poll(ctx, every, last, look, func(mtime int64) int64 {
 		dests, err := ParseFile(path)
 		if err == nil {
 			err = s.Set(append(dests, extra...))
 		}
 		if err != nil {
 			log.Error("destinations rejected; the previous ones keep serving", "err", err)
-			continue
+			return mtime
 		}
 		log.Info("destinations reloaded", "file", path, "count", len(dests)+len(extra))
-	}
+		return mtime
+	})
 }
