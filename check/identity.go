@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/internal/pemutil"
 )
 
@@ -28,7 +29,7 @@ type issuerState struct {
 func identityChecks(o Options) []Check {
 	ns := o.Namespace
 	replace := fmt.Sprintf("replace Secret %s/%s (keys tls.crt, tls.key, ca.crt) with a valid trust anchor and issuer, e.g. from cert-manager; the controller takes a renewed issuer within a minute; new trust anchors need a restart of it (kubectl -n %s rollout restart deploy/%s) and then of the meshed workloads",
-		ns, IssuerSecretName, ns, ControllerName)
+		ns, names.IssuerSecretName, ns, names.ControllerName)
 	needSecret := func(s *State) error {
 		if s.issuer.secret == nil {
 			return Skip("no issuer Secret")
@@ -58,9 +59,9 @@ func identityChecks(o Options) []Check {
 				if err := s.needClient(); err != nil {
 					return err
 				}
-				sec, err := s.Kube.CoreV1().Secrets(s.Namespace).Get(ctx, IssuerSecretName, metav1.GetOptions{})
+				sec, err := s.Kube.CoreV1().Secrets(s.Namespace).Get(ctx, names.IssuerSecretName, metav1.GetOptions{})
 				if apierrors.IsNotFound(err) {
-					return fmt.Errorf("no secret %s/%s", s.Namespace, IssuerSecretName)
+					return fmt.Errorf("no secret %s/%s", s.Namespace, names.IssuerSecretName)
 				}
 				if err != nil {
 					return err
@@ -72,7 +73,7 @@ func identityChecks(o Options) []Check {
 					}
 				}
 				if len(missing) > 0 {
-					return fmt.Errorf("secret %s/%s has no %s", s.Namespace, IssuerSecretName, strings.Join(missing, ", "))
+					return fmt.Errorf("secret %s/%s has no %s", s.Namespace, names.IssuerSecretName, strings.Join(missing, ", "))
 				}
 				s.issuer.secret = sec
 				return nil

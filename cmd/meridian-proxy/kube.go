@@ -15,13 +15,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/internal/pemutil"
 )
-
-// EnvTrustAnchors holds the trust anchors PEM when they are not in a file:
-// the injector puts them in the pod spec (the anchors live in the control
-// plane's namespace, which the pod cannot mount from).
-const EnvTrustAnchors = "MERIDIAN_PROXY_TRUST_ANCHORS"
 
 // tokenSubject reads the namespace and service account a projected
 // ServiceAccount token names (sub: system:serviceaccount:NS:SA). The proxy
@@ -46,11 +42,11 @@ func tokenSubject(path string) (ns, sa string, err error) {
 	if err := json.Unmarshal(payload, &claims); err != nil {
 		return "", "", fmt.Errorf("--identity-token-file %s: payload: %w", path, err)
 	}
-	f := strings.Split(claims.Sub, ":")
-	if len(f) != 4 || f[0] != "system" || f[1] != "serviceaccount" || f[2] == "" || f[3] == "" {
+	ns, sa, ok := names.ParseServiceAccountUser(claims.Sub)
+	if !ok {
 		return "", "", fmt.Errorf("--identity-token-file %s: subject %q is not system:serviceaccount:NAMESPACE:NAME", path, claims.Sub)
 	}
-	return f[2], f[3], nil
+	return ns, sa, nil
 }
 
 // parseAnchors reads the trust anchors' PEM certificates.
@@ -78,7 +74,7 @@ func controlPlaneCreds(id string, anchorsPEM []byte) (credentials.TransportCrede
 		return nil, fmt.Errorf("--destination-identity %q: %w", id, err)
 	}
 	if anchorsPEM == nil {
-		return nil, fmt.Errorf("--destination-identity needs the trust anchors (--identity-trust-anchors or $%s)", EnvTrustAnchors)
+		return nil, fmt.Errorf("--destination-identity needs the trust anchors (--identity-trust-anchors or $%s)", names.EnvTrustAnchors)
 	}
 	roots, err := parseAnchors(anchorsPEM)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/controlplane/inject"
 	"github.com/meridian-mesh/meridian/controlplane/inject/webhook"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 // WebhookOptions configure the proxy injector, a mutating admission
@@ -53,9 +54,9 @@ type WebhookOptions struct {
 
 // Defaults of WebhookOptions.
 const (
-	DefaultWebhookSecret  = "meridian-proxy-injector-tls"
-	DefaultWebhookConfig  = "meridian-proxy-injector"
-	DefaultWebhookService = "meridian-controller"
+	DefaultWebhookSecret  = names.WebhookSecretName
+	DefaultWebhookConfig  = names.WebhookConfigName
+	DefaultWebhookService = names.ControllerName
 )
 
 // proxyInjector checks the injector's options and returns what runs it

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/internal/pemutil"
 )
 
@@ -131,7 +132,7 @@ func (c *Certs) syncSecret(ctx context.Context) (*servingCert, error) {
 			}
 			sec = &corev1.Secret{
 				ObjectMeta: metav1.ObjectMeta{Name: c.Secret, Namespace: c.Namespace,
-					Labels: map[string]string{"app.kubernetes.io/part-of": "meridian"}},
+					Labels: map[string]string{names.LabelPartOf: names.PartOf}},
 				Type: corev1.SecretTypeTLS,
 				Data: data,
 			}
