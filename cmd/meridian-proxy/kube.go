@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -28,23 +29,32 @@ func tokenSubject(path string) (ns, sa string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("--identity-token-file: %w", err)
 	}
-	parts := strings.Split(strings.TrimSpace(string(b)), ".")
+	if ns, sa, err = jwtSubject(b); err != nil {
+		return "", "", fmt.Errorf("--identity-token-file %s: %w", path, err)
+	}
+	return ns, sa, nil
+}
+
+// jwtSubject reads the ServiceAccount a JWT's sub claim names, without
+// verifying the token.
+func jwtSubject(token []byte) (ns, sa string, err error) {
+	parts := strings.Split(strings.TrimSpace(string(token)), ".")
 	if len(parts) != 3 {
-		return "", "", fmt.Errorf("--identity-token-file %s: not a JWT (want header.payload.signature)", path)
+		return "", "", errors.New("not a JWT (want header.payload.signature)")
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
 	if err != nil {
-		return "", "", fmt.Errorf("--identity-token-file %s: payload: %w", path, err)
+		return "", "", fmt.Errorf("payload: %w", err)
 	}
 	var claims struct {
 		Sub string `json:"sub"`
 	}
 	if err := json.Unmarshal(payload, &claims); err != nil {
-		return "", "", fmt.Errorf("--identity-token-file %s: payload: %w", path, err)
+		return "", "", fmt.Errorf("payload: %w", err)
 	}
 	ns, sa, ok := names.ParseServiceAccountUser(claims.Sub)
 	if !ok {
-		return "", "", fmt.Errorf("--identity-token-file %s: subject %q is not system:serviceaccount:NAMESPACE:NAME", path, claims.Sub)
+		return "", "", fmt.Errorf("subject %q is not system:serviceaccount:NAMESPACE:NAME", claims.Sub)
 	}
 	return ns, sa, nil
 }
