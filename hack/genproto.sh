@@ -54,7 +54,7 @@ ensure_plugin() {
 	fi
 	if [[ "${have#v}" != "${version#v}" ]]; then
 		echo "genproto: installing $pkg@$version" >&2
-		GOBIN="$gobin" go install "$pkg@$version"
+		GOBIN="$gobin" GOFLAGS= go install "$pkg@$version"
 	fi
 }
 
