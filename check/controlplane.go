@@ -12,12 +12,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 func controlPlaneChecks(o Options) []Check {
 	ns := o.Namespace
 	describe := fmt.Sprintf("kubectl -n %s describe pods -l %s=%s; kubectl -n %s logs deploy/%s",
-		ns, controllerNameLabel, ControllerName, ns, ControllerName)
+		ns, names.LabelName, names.ControllerName, ns, names.ControllerName)
 	return []Check{
 		{
 			Group:       GroupControlPlane,
@@ -61,7 +63,7 @@ func controlPlaneChecks(o Options) []Check {
 					return err
 				}
 				if len(pods) == 0 {
-					return fmt.Errorf("no pod of deployment %s/%s yet", s.Namespace, ControllerName)
+					return fmt.Errorf("no pod of deployment %s/%s yet", s.Namespace, names.ControllerName)
 				}
 				var probs []string
 				for i := range pods {
@@ -81,7 +83,7 @@ func controlPlaneChecks(o Options) []Check {
 				if err := s.needClient(); err != nil {
 					return err
 				}
-				return serviceReady(ctx, s, s.Namespace, ControllerName, DestinationPortName)
+				return serviceReady(ctx, s, s.Namespace, names.ControllerName, DestinationPortName)
 			},
 		},
 		{
@@ -100,11 +102,11 @@ func controlPlaneChecks(o Options) []Check {
 				}
 				versions := map[string][]string{} // version → pods
 				for _, p := range pods {
-					v := p.Labels[ControlPlaneVersionKey]
+					v := p.Labels[names.LabelControlPlaneVersion]
 					versions[v] = append(versions[v], p.Name)
 				}
 				if len(pods) == 0 {
-					versions[d.Labels[ControlPlaneVersionKey]] = []string{"deployment " + d.Name}
+					versions[d.Labels[names.LabelControlPlaneVersion]] = []string{"deployment " + d.Name}
 				}
 				var probs []string
 				for _, v := range sortedKeys(versions) {
@@ -113,7 +115,7 @@ func controlPlaneChecks(o Options) []Check {
 					}
 					shown := v
 					if v == "" {
-						shown = "an unknown version (no " + ControlPlaneVersionKey + " label)"
+						shown = "an unknown version (no " + names.LabelControlPlaneVersion + " label)"
 					}
 					probs = append(probs, fmt.Sprintf("%s: control plane is at %s, this CLI is %s", strings.Join(versions[v], ", "), shown, orUnknown(s.CLIVersion)))
 				}
@@ -144,16 +146,16 @@ func controllerDeployment(ctx context.Context, s *State) (*appsv1.Deployment, er
 	if err := s.needClient(); err != nil {
 		return nil, err
 	}
-	d, err := s.Kube.AppsV1().Deployments(s.Namespace).Get(ctx, ControllerName, metav1.GetOptions{})
+	d, err := s.Kube.AppsV1().Deployments(s.Namespace).Get(ctx, names.ControllerName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("no deployment %s/%s", s.Namespace, ControllerName)
+		return nil, fmt.Errorf("no deployment %s/%s", s.Namespace, names.ControllerName)
 	}
 	return d, err
 }
 
 // controllerPods lists the Deployment's pods that are not being deleted.
 func controllerPods(ctx context.Context, s *State, d *appsv1.Deployment) ([]corev1.Pod, error) {
-	sel := labels.SelectorFromSet(labels.Set{controllerNameLabel: ControllerName})
+	sel := labels.SelectorFromSet(labels.Set{names.LabelName: names.ControllerName})
 	if d.Spec.Selector != nil {
 		ls, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
 		if err != nil {

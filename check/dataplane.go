@@ -11,7 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/meridian-mesh/meridian/controlplane/inject"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 // maxListed bounds the pods a data plane failure names.
@@ -44,7 +44,7 @@ func dataPlaneChecks(o Options) []Check {
 		Check{
 			Group:       GroupDataPlane,
 			Description: "data plane proxies are ready",
-			Hint:        fmt.Sprintf("kubectl describe pod -n NAMESPACE POD; kubectl logs -n NAMESPACE POD -c %s (meshed pods: kubectl get pods %s -o custom-columns=NAME:.metadata.name,PROXY:.metadata.annotations.meridian\\.io/proxy-version)", ProxyContainerName, scope),
+			Hint:        fmt.Sprintf("kubectl describe pod -n NAMESPACE POD; kubectl logs -n NAMESPACE POD -c %s (meshed pods: kubectl get pods %s -o custom-columns=NAME:.metadata.name,PROXY:.metadata.annotations.meridian\\.io/proxy-version)", names.ProxyContainerName, scope),
 			Retry:       true,
 			Run: func(ctx context.Context, s *State) error {
 				pods, err := meshedPods(ctx, s)
@@ -53,7 +53,7 @@ func dataPlaneChecks(o Options) []Check {
 				}
 				if len(pods) == 0 {
 					if s.ProxyOnly {
-						return Warnf("no meshed pod (annotated %s) %s", ProxyVersionAnnotation, s.where())
+						return Warnf("no meshed pod (annotated %s) %s", names.AnnotationProxyVersion, s.where())
 					}
 					return nil
 				}
@@ -63,7 +63,7 @@ func dataPlaneChecks(o Options) []Check {
 					cs := proxyStatus(p)
 					switch {
 					case cs == nil:
-						probs = append(probs, fmt.Sprintf("pod %s/%s: no status for container %s yet (phase %s)", p.Namespace, p.Name, ProxyContainerName, orDash(string(p.Status.Phase))))
+						probs = append(probs, fmt.Sprintf("pod %s/%s: no status for container %s yet (phase %s)", p.Namespace, p.Name, names.ProxyContainerName, orDash(string(p.Status.Phase))))
 					case !cs.Ready:
 						probs = append(probs, fmt.Sprintf("pod %s/%s: %s", p.Namespace, p.Name, containerStatus(cs)))
 					}
@@ -116,13 +116,13 @@ func dataPlaneChecks(o Options) []Check {
 				if err != nil {
 					return fmt.Errorf("cannot tell the control plane's version: %w", err)
 				}
-				cp := d.Labels[ControlPlaneVersionKey]
+				cp := d.Labels[names.LabelControlPlaneVersion]
 				if cp == "" {
-					return fmt.Errorf("cannot tell the control plane's version: deployment %s/%s has no %s label", d.Namespace, d.Name, ControlPlaneVersionKey)
+					return fmt.Errorf("cannot tell the control plane's version: deployment %s/%s has no %s label", d.Namespace, d.Name, names.LabelControlPlaneVersion)
 				}
 				var probs []string
 				for _, p := range pods {
-					if v := p.Annotations[ProxyVersionAnnotation]; v != cp {
+					if v := p.Annotations[names.AnnotationProxyVersion]; v != cp {
 						probs = append(probs, fmt.Sprintf("pod %s/%s runs proxy %s, the control plane is %s", p.Namespace, p.Name, v, cp))
 					}
 				}
@@ -149,21 +149,21 @@ func proxiesTrustIssuer(ctx context.Context, s *State) error {
 	if len(pods) == 0 {
 		return Skip("no meshed pod")
 	}
-	sec, err := s.Kube.CoreV1().Secrets(s.Namespace).Get(ctx, IssuerSecretName, metav1.GetOptions{})
+	sec, err := s.Kube.CoreV1().Secrets(s.Namespace).Get(ctx, names.IssuerSecretName, metav1.GetOptions{})
 	if err != nil {
-		return Skip(fmt.Sprintf("cannot read the issuer Secret %s/%s: %v", s.Namespace, IssuerSecretName, err))
+		return Skip(fmt.Sprintf("cannot read the issuer Secret %s/%s: %v", s.Namespace, names.IssuerSecretName, err))
 	}
 	chain, err := parseCertsPEM(sec.Data[corev1.TLSCertKey])
 	if err != nil {
-		return Skip(fmt.Sprintf("issuer Secret %s/%s: tls.crt: %v", s.Namespace, IssuerSecretName, err))
+		return Skip(fmt.Sprintf("issuer Secret %s/%s: tls.crt: %v", s.Namespace, names.IssuerSecretName, err))
 	}
 	var probs []string
 	for _, p := range pods {
-		pem := proxyEnv(&p, inject.EnvTrustAnchors)
+		pem := proxyEnv(&p, names.EnvTrustAnchors)
 		anchors, err := parseCertsPEM([]byte(pem))
 		switch {
 		case pem == "":
-			probs = append(probs, fmt.Sprintf("pod %s/%s: its proxy has no trust anchors ($%s)", p.Namespace, p.Name, inject.EnvTrustAnchors))
+			probs = append(probs, fmt.Sprintf("pod %s/%s: its proxy has no trust anchors ($%s)", p.Namespace, p.Name, names.EnvTrustAnchors))
 		case err != nil:
 			probs = append(probs, fmt.Sprintf("pod %s/%s: its proxy's trust anchors do not parse: %v", p.Namespace, p.Name, err))
 		default:
@@ -179,7 +179,7 @@ func proxiesTrustIssuer(ctx context.Context, s *State) error {
 func proxyEnv(p *corev1.Pod, name string) string {
 	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
 		for _, c := range cs {
-			if c.Name != ProxyContainerName {
+			if c.Name != names.ProxyContainerName {
 				continue
 			}
 			for _, e := range c.Env {
@@ -224,7 +224,7 @@ func meshedPods(ctx context.Context, s *State) ([]corev1.Pod, error) {
 			return nil, err
 		}
 		for _, p := range list.Items {
-			if _, ok := p.Annotations[ProxyVersionAnnotation]; !ok || p.DeletionTimestamp != nil {
+			if _, ok := p.Annotations[names.AnnotationProxyVersion]; !ok || p.DeletionTimestamp != nil {
 				continue
 			}
 			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
@@ -301,7 +301,7 @@ func podNotReady(p *corev1.Pod) string {
 func proxyStatus(p *corev1.Pod) *corev1.ContainerStatus {
 	for _, l := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
 		for i := range l {
-			if l[i].Name == ProxyContainerName {
+			if l[i].Name == names.ProxyContainerName {
 				return &l[i]
 			}
 		}

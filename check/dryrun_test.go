@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/controlplane/inject"
 	"github.com/meridian-mesh/meridian/controlplane/inject/webhook"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 // The dry-run check sees what the API server does with a user's pod: with
@@ -40,12 +41,12 @@ func TestWebhookDryRun(t *testing.T) {
 		t.Helper()
 		// The injector patches the caBundle meanwhile: retry on a conflict.
 		must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			c, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, WebhookConfigName, metav1.GetOptions{})
+			c, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, names.WebhookConfigName, metav1.GetOptions{})
 			if err != nil {
 				c = &admissionv1.MutatingWebhookConfiguration{
-					ObjectMeta: metav1.ObjectMeta{Name: WebhookConfigName},
+					ObjectMeta: metav1.ObjectMeta{Name: names.WebhookConfigName},
 					Webhooks: []admissionv1.MutatingWebhook{{
-						Name: WebhookName,
+						Name: names.WebhookName,
 						Rules: []admissionv1.RuleWithOperations{{
 							Operations: []admissionv1.OperationType{admissionv1.Create},
 							Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
@@ -68,7 +69,7 @@ func TestWebhookDryRun(t *testing.T) {
 		}))
 	}
 	t.Cleanup(func() {
-		_ = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), WebhookConfigName, metav1.DeleteOptions{})
+		_ = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), names.WebhookConfigName, metav1.DeleteOptions{})
 	})
 
 	o := Options{RESTConfig: cfg, Namespace: ns}
@@ -105,7 +106,7 @@ func TestWebhookDryRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- webhook.Run(runCtx, webhook.Options{Addr: "127.0.0.1:0", Client: kube, Namespace: ns,
-			Secret: WebhookSecretName, Config: WebhookConfigName, Hosts: []string{"127.0.0.1"}, Inject: icfg}, func(a string) { addr <- a })
+			Secret: names.WebhookSecretName, Config: names.WebhookConfigName, Hosts: []string{"127.0.0.1"}, Inject: icfg}, func(a string) { addr <- a })
 	}()
 	stopped := false
 	stopInjector := func() {
@@ -125,9 +126,9 @@ func TestWebhookDryRun(t *testing.T) {
 	configure()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		c, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, WebhookConfigName, metav1.GetOptions{})
+		c, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, names.WebhookConfigName, metav1.GetOptions{})
 		must(t, err)
-		sec, err := kube.CoreV1().Secrets(ns).Get(ctx, WebhookSecretName, metav1.GetOptions{})
+		sec, err := kube.CoreV1().Secrets(ns).Get(ctx, names.WebhookSecretName, metav1.GetOptions{})
 		if err == nil && len(c.Webhooks[0].ClientConfig.CABundle) > 0 && bytes.Equal(c.Webhooks[0].ClientConfig.CABundle, sec.Data["ca.crt"]) {
 			break
 		}

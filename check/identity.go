@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math"
@@ -14,6 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meridian-mesh/meridian/internal/names"
+	"github.com/meridian-mesh/meridian/internal/pemutil"
 )
 
 // issuerState is what the identity checks learn, for the later ones.
@@ -27,7 +29,7 @@ type issuerState struct {
 func identityChecks(o Options) []Check {
 	ns := o.Namespace
 	replace := fmt.Sprintf("replace Secret %s/%s (keys tls.crt, tls.key, ca.crt) with a valid trust anchor and issuer, e.g. from cert-manager; the controller takes a renewed issuer within a minute; new trust anchors need a restart of it (kubectl -n %s rollout restart deploy/%s) and then of the meshed workloads",
-		ns, IssuerSecretName, ns, ControllerName)
+		ns, names.IssuerSecretName, ns, names.ControllerName)
 	needSecret := func(s *State) error {
 		if s.issuer.secret == nil {
 			return Skip("no issuer Secret")
@@ -57,9 +59,9 @@ func identityChecks(o Options) []Check {
 				if err := s.needClient(); err != nil {
 					return err
 				}
-				sec, err := s.Kube.CoreV1().Secrets(s.Namespace).Get(ctx, IssuerSecretName, metav1.GetOptions{})
+				sec, err := s.Kube.CoreV1().Secrets(s.Namespace).Get(ctx, names.IssuerSecretName, metav1.GetOptions{})
 				if apierrors.IsNotFound(err) {
-					return fmt.Errorf("no secret %s/%s", s.Namespace, IssuerSecretName)
+					return fmt.Errorf("no secret %s/%s", s.Namespace, names.IssuerSecretName)
 				}
 				if err != nil {
 					return err
@@ -71,7 +73,7 @@ func identityChecks(o Options) []Check {
 					}
 				}
 				if len(missing) > 0 {
-					return fmt.Errorf("secret %s/%s has no %s", s.Namespace, IssuerSecretName, strings.Join(missing, ", "))
+					return fmt.Errorf("secret %s/%s has no %s", s.Namespace, names.IssuerSecretName, strings.Join(missing, ", "))
 				}
 				s.issuer.secret = sec
 				return nil
@@ -137,7 +139,7 @@ func identityChecks(o Options) []Check {
 				if err != nil {
 					return fmt.Errorf("tls.crt: %w", err)
 				}
-				key, err := parseKeyPEM(s.issuer.secret.Data[corev1.TLSPrivateKeyKey])
+				key, err := pemutil.Key(s.issuer.secret.Data[corev1.TLSPrivateKeyKey])
 				if err != nil {
 					return fmt.Errorf("tls.key: %w", err)
 				}
@@ -198,47 +200,14 @@ func identityChecks(o Options) []Check {
 
 // parseCertsPEM parses every CERTIFICATE block; there must be one.
 func parseCertsPEM(b []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
+	out, err := pemutil.Certs(b)
+	if err != nil {
+		return nil, err
 	}
 	if len(out) == 0 {
 		return nil, errors.New("no PEM CERTIFICATE block")
 	}
 	return out, nil
-}
-
-// parseKeyPEM parses the first PEM block as a PKCS#8, EC or PKCS#1 key.
-func parseKeyPEM(b []byte) (crypto.Signer, error) {
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, errors.New("no PEM block")
-	}
-	if k, err := x509.ParsePKCS8PrivateKey(blk.Bytes); err == nil {
-		if s, ok := k.(crypto.Signer); ok {
-			return s, nil
-		}
-		return nil, fmt.Errorf("unsupported key type %T", k)
-	}
-	if k, err := x509.ParseECPrivateKey(blk.Bytes); err == nil {
-		return k, nil
-	}
-	if k, err := x509.ParsePKCS1PrivateKey(blk.Bytes); err == nil {
-		return k, nil
-	}
-	return nil, errors.New("not a PKCS#8, EC or PKCS#1 private key")
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {

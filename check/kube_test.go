@@ -32,6 +32,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 // The tests below run against a real kube-apiserver and etcd (envtest): one
@@ -461,7 +463,7 @@ func createIssuerSecret(t *testing.T, kube kubernetes.Interface, ns string, anch
 	t.Helper()
 	createNS(t, kube, ns)
 	_, err := kube.CoreV1().Secrets(ns).Create(testCtx(t), &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: IssuerSecretName},
+		ObjectMeta: metav1.ObjectMeta{Name: names.IssuerSecretName},
 		Type:       corev1.SecretTypeTLS,
 		Data:       map[string][]byte{"tls.crt": issuer.certPEM(), "tls.key": issuerKey, "ca.crt": anchor.certPEM()},
 	}, metav1.CreateOptions{})
@@ -550,13 +552,13 @@ func controlPlane(t *testing.T, kube kubernetes.Interface, ns, version string, r
 	ctx := testCtx(t)
 	createNS(t, kube, ns)
 	lbls := map[string]string{
-		controllerNameLabel: ControllerName, "app.kubernetes.io/part-of": "meridian",
-		"meridian.io/control-plane-component": "controller", ControlPlaneVersionKey: version,
+		names.LabelName: names.ControllerName, "app.kubernetes.io/part-of": "meridian",
+		"meridian.io/control-plane-component": "controller", names.LabelControlPlaneVersion: version,
 	}
 	_, err := kube.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: ControllerName, Labels: lbls},
+		ObjectMeta: metav1.ObjectMeta{Name: names.ControllerName, Labels: lbls},
 		Spec: appsv1.DeploymentSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{controllerNameLabel: ControllerName}},
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{names.LabelName: names.ControllerName}},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: lbls},
 				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "controller", Image: "ghcr.io/meridian-mesh/controller:" + version}}},
@@ -565,16 +567,16 @@ func controlPlane(t *testing.T, kube kubernetes.Interface, ns, version string, r
 	}, metav1.CreateOptions{})
 	must(t, err)
 	pod, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: ControllerName + "-7d4b9c-x2x9z", Labels: lbls},
+		ObjectMeta: metav1.ObjectMeta{Name: names.ControllerName + "-7d4b9c-x2x9z", Labels: lbls},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "controller", Image: "ghcr.io/meridian-mesh/controller:" + version}}},
 	}, metav1.CreateOptions{})
 	must(t, err)
 	setPodStatus(t, kube, pod, ready, []corev1.ContainerStatus{containerStatusFor("controller", ready)}, nil)
 
 	_, err = kube.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: ControllerName},
+		ObjectMeta: metav1.ObjectMeta{Name: names.ControllerName},
 		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{controllerNameLabel: ControllerName},
+			Selector: map[string]string{names.LabelName: names.ControllerName},
 			Ports: []corev1.ServicePort{
 				{Name: "grpc", Port: 8086}, {Name: "webhook", Port: 443}, {Name: "admin", Port: 9996},
 			},
@@ -582,7 +584,7 @@ func controlPlane(t *testing.T, kube kubernetes.Interface, ns, version string, r
 	}, metav1.CreateOptions{})
 	must(t, err)
 	_, err = kube.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: ControllerName + "-abcde", Labels: map[string]string{discoveryv1.LabelServiceName: ControllerName}},
+		ObjectMeta:  metav1.ObjectMeta{Name: names.ControllerName + "-abcde", Labels: map[string]string{discoveryv1.LabelServiceName: names.ControllerName}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Ports: []discoveryv1.EndpointPort{
 			{Name: ptr.To("grpc"), Port: ptr.To[int32](8086)}, {Name: ptr.To("webhook"), Port: ptr.To[int32](8443)}, {Name: ptr.To("admin"), Port: ptr.To[int32](9996)},
@@ -664,14 +666,14 @@ func TestControlPlane(t *testing.T) {
 func webhookFixture(t *testing.T, kube kubernetes.Interface, ns string, bundle []byte, serving keyPair, withSecret bool) {
 	t.Helper()
 	ctx := testCtx(t)
-	_ = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, WebhookConfigName, metav1.DeleteOptions{})
-	_ = kube.CoreV1().Secrets(ns).Delete(ctx, WebhookSecretName, metav1.DeleteOptions{})
+	_ = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, names.WebhookConfigName, metav1.DeleteOptions{})
+	_ = kube.CoreV1().Secrets(ns).Delete(ctx, names.WebhookSecretName, metav1.DeleteOptions{})
 	_, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: WebhookConfigName},
+		ObjectMeta: metav1.ObjectMeta{Name: names.WebhookConfigName},
 		Webhooks: []admissionv1.MutatingWebhook{{
-			Name: WebhookName,
+			Name: names.WebhookName,
 			ClientConfig: admissionv1.WebhookClientConfig{
-				Service:  &admissionv1.ServiceReference{Namespace: ns, Name: ControllerName, Path: ptr.To("/inject")},
+				Service:  &admissionv1.ServiceReference{Namespace: ns, Name: names.ControllerName, Path: ptr.To("/inject")},
 				CABundle: bundle,
 			},
 			Rules: []admissionv1.RuleWithOperations{{
@@ -688,11 +690,11 @@ func webhookFixture(t *testing.T, kube kubernetes.Interface, ns string, bundle [
 	}, metav1.CreateOptions{})
 	must(t, err)
 	t.Cleanup(func() {
-		_ = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), WebhookConfigName, metav1.DeleteOptions{})
+		_ = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), names.WebhookConfigName, metav1.DeleteOptions{})
 	})
 	if withSecret {
 		_, err = kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: WebhookSecretName},
+			ObjectMeta: metav1.ObjectMeta{Name: names.WebhookSecretName},
 			Type:       corev1.SecretTypeTLS,
 			Data:       map[string][]byte{"tls.crt": serving.certPEM(), "tls.key": serving.keyPEM(t)},
 		}, metav1.CreateOptions{})
@@ -710,7 +712,7 @@ func TestWebhook(t *testing.T) {
 	ca := newCert(t, "webhook-ca", nil, true, now.Add(-time.Hour), now.Add(365*day))
 	serving := newCert(t, "meridian-controller", &ca, false, now.Add(-time.Hour), now.Add(365*day), "meridian-controller."+ns+".svc")
 
-	_ = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(testCtx(t), WebhookConfigName, metav1.DeleteOptions{})
+	_ = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(testCtx(t), names.WebhookConfigName, metav1.DeleteOptions{})
 	rep := run(t, o, Runner{}, GroupWebhook)
 	expect(t, rep, "proxy injector webhook configuration exists", Error, "no MutatingWebhookConfiguration meridian-proxy-injector")
 
@@ -752,14 +754,14 @@ func meshedPodAnchors(t *testing.T, kube kubernetes.Interface, ns, name, proxyVe
 		env = []corev1.EnvVar{{Name: "MERIDIAN_PROXY_TRUST_ANCHORS", Value: anchors}}
 	}
 	pod, err := kube.CoreV1().Pods(ns).Create(testCtx(t), &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{ProxyVersionAnnotation: proxyVersion}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{names.AnnotationProxyVersion: proxyVersion}},
 		Spec: corev1.PodSpec{
-			InitContainers: []corev1.Container{{Name: ProxyContainerName, Image: "ghcr.io/meridian-mesh/proxy:" + proxyVersion, RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways), Env: env}},
+			InitContainers: []corev1.Container{{Name: names.ProxyContainerName, Image: "ghcr.io/meridian-mesh/proxy:" + proxyVersion, RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways), Env: env}},
 			Containers:     []corev1.Container{{Name: "app", Image: "app"}},
 		},
 	}, metav1.CreateOptions{})
 	must(t, err)
-	setPodStatus(t, kube, pod, ready, []corev1.ContainerStatus{containerStatusFor("app", true)}, []corev1.ContainerStatus{containerStatusFor(ProxyContainerName, ready)})
+	setPodStatus(t, kube, pod, ready, []corev1.ContainerStatus{containerStatusFor("app", true)}, []corev1.ContainerStatus{containerStatusFor(names.ProxyContainerName, ready)})
 }
 
 func TestDataPlane(t *testing.T) {
@@ -914,7 +916,7 @@ func TestDataPlanePodsReady(t *testing.T) {
 	must(t, err)
 	creating := corev1.ContainerStatus{Name: "app", Image: "app", Started: ptr.To(false),
 		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}}
-	setPodStatus(t, kube, pod, false, []corev1.ContainerStatus{creating}, []corev1.ContainerStatus{containerStatusFor(ProxyContainerName, true)})
+	setPodStatus(t, kube, pod, false, []corev1.ContainerStatus{creating}, []corev1.ContainerStatus{containerStatusFor(names.ProxyContainerName, true)})
 
 	o := Options{RESTConfig: cfg, Namespace: cp, DataPlaneNamespace: apps, ProxyOnly: true}
 	rep := run(t, o, Runner{}, ProxyGroups...)
@@ -936,7 +938,7 @@ func TestDataPlanePodsReady(t *testing.T) {
 		}
 		pod, err := kube.CoreV1().Pods(apps).Get(context.Background(), "starting-1", metav1.GetOptions{})
 		if err == nil {
-			err = setPodStatusErr(kube, pod, true, []corev1.ContainerStatus{containerStatusFor("app", true)}, []corev1.ContainerStatus{containerStatusFor(ProxyContainerName, true)})
+			err = setPodStatusErr(kube, pod, true, []corev1.ContainerStatus{containerStatusFor("app", true)}, []corev1.ContainerStatus{containerStatusFor(names.ProxyContainerName, true)})
 		}
 		changed = err
 	}}
@@ -956,7 +958,7 @@ func TestDataPlanePodsReady(t *testing.T) {
 	meshedPod(t, kube, gated, "gated-1", "v2.0.0", true)
 	pod, err = kube.CoreV1().Pods(gated).Get(testCtx(t), "gated-1", metav1.GetOptions{})
 	must(t, err)
-	must(t, setPodStatusErr(kube, pod, false, []corev1.ContainerStatus{containerStatusFor("app", true)}, []corev1.ContainerStatus{containerStatusFor(ProxyContainerName, true)}))
+	must(t, setPodStatusErr(kube, pod, false, []corev1.ContainerStatus{containerStatusFor("app", true)}, []corev1.ContainerStatus{containerStatusFor(names.ProxyContainerName, true)}))
 	o.DataPlaneNamespace = gated
 	expect(t, run(t, o, Runner{}, GroupDataPlane), "data plane pods are ready", Error, "pod "+gated+"/gated-1: not Ready")
 }

@@ -9,7 +9,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/meridian-mesh/meridian/controlplane/compile"
 	"github.com/meridian-mesh/meridian/kubeclient"
 )
 
@@ -17,16 +16,7 @@ import (
 // injector and this command.
 const (
 	DefaultNamespace        = "meridian"
-	ControllerName          = "meridian-controller" // Deployment, ServiceAccount, Service
-	IssuerSecretName        = "meridian-identity-issuer"
-	WebhookSecretName       = "meridian-proxy-injector-tls"
-	WebhookConfigName       = "meridian-proxy-injector"
-	WebhookName             = "inject.meridian.io"
-	ProxyContainerName      = compile.ProxyContainerName
-	ProxyVersionAnnotation  = compile.AnnotationProxyVersion
-	ControlPlaneVersionKey  = "meridian.io/control-plane-version" // label on the Deployment and its pods
 	DestinationPortName     = "grpc"
-	controllerNameLabel     = "app.kubernetes.io/name"
 	installCRDsCommand      = "meridian install --crds | kubectl apply -f -"
 	installCommand          = "meridian install | kubectl apply -f -"
 	expiryWarningWindow     = 60 * 24 * time.Hour

@@ -13,13 +13,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/meridian-mesh/meridian/controlplane/inject"
+	"github.com/meridian-mesh/meridian/internal/names"
+	"github.com/meridian-mesh/meridian/internal/pemutil"
 )
 
 func webhookChecks(o Options) []Check {
 	ns := o.Namespace
 	// Of the replicas, the Lease's holder writes (controlplane/controller/leader).
-	logs := fmt.Sprintf("the controller replica holding the Lease %s makes the certificate and writes the caBundle: kubectl -n %s get lease %s (its holder is POD_RANDOM); kubectl -n %s logs POD", ControllerName, ns, ControllerName, ns)
+	logs := fmt.Sprintf("the controller replica holding the Lease %s makes the certificate and writes the caBundle: kubectl -n %s get lease %s (its holder is POD_RANDOM); kubectl -n %s logs POD", names.ControllerName, ns, names.ControllerName, ns)
 	return []Check{
 		{
 			Group:       GroupWebhook,
@@ -58,7 +59,7 @@ func webhookChecks(o Options) []Check {
 		{
 			Group:       GroupWebhook,
 			Description: "proxy injector serving certificate is valid and chains to the caBundle",
-			Hint:        fmt.Sprintf("delete Secret %s/%s and restart the controller (kubectl -n %s rollout restart deploy/%s): it makes a new certificate and caBundle", ns, WebhookSecretName, ns, ControllerName),
+			Hint:        fmt.Sprintf("delete Secret %s/%s and restart the controller (kubectl -n %s rollout restart deploy/%s): it makes a new certificate and caBundle", ns, names.WebhookSecretName, ns, names.ControllerName),
 			Retry:       true,
 			Run: func(ctx context.Context, s *State) error {
 				wh, sec, err := webhookPrereqs(ctx, s)
@@ -71,15 +72,15 @@ func webhookChecks(o Options) []Check {
 				}
 				certs, err := parseCertsPEM(sec.Data[corev1.TLSCertKey])
 				if err != nil {
-					return fmt.Errorf("secret %s/%s: tls.crt: %w", s.Namespace, WebhookSecretName, err)
+					return fmt.Errorf("secret %s/%s: tls.crt: %w", s.Namespace, names.WebhookSecretName, err)
 				}
-				key, err := parseKeyPEM(sec.Data[corev1.TLSPrivateKeyKey])
+				key, err := pemutil.Key(sec.Data[corev1.TLSPrivateKeyKey])
 				if err != nil {
-					return fmt.Errorf("secret %s/%s: tls.key: %w", s.Namespace, WebhookSecretName, err)
+					return fmt.Errorf("secret %s/%s: tls.key: %w", s.Namespace, names.WebhookSecretName, err)
 				}
 				leaf := certs[0]
 				if !publicKeysEqual(key.Public(), leaf.PublicKey) {
-					return fmt.Errorf("secret %s/%s: tls.key is not the key of tls.crt", s.Namespace, WebhookSecretName)
+					return fmt.Errorf("secret %s/%s: tls.key is not the key of tls.crt", s.Namespace, names.WebhookSecretName)
 				}
 				if err := validNow("serving certificate", certs[:1], s.now()); err != nil {
 					return err
@@ -93,7 +94,7 @@ func webhookChecks(o Options) []Check {
 		{
 			Group:       GroupWebhook,
 			Description: "proxy injector serving certificate covers the Service's DNS name",
-			Hint:        fmt.Sprintf("delete Secret %s/%s and restart the controller (kubectl -n %s rollout restart deploy/%s): it makes a new certificate", ns, WebhookSecretName, ns, ControllerName),
+			Hint:        fmt.Sprintf("delete Secret %s/%s and restart the controller (kubectl -n %s rollout restart deploy/%s): it makes a new certificate", ns, names.WebhookSecretName, ns, names.ControllerName),
 			Retry:       true,
 			Run: func(ctx context.Context, s *State) error {
 				wh, sec, err := webhookPrereqs(ctx, s)
@@ -115,7 +116,7 @@ func webhookChecks(o Options) []Check {
 		{
 			Group:       GroupWebhook,
 			Description: "proxy injector Service has ready endpoints",
-			Hint:        fmt.Sprintf("kubectl -n %s describe pods -l %s=%s", ns, controllerNameLabel, ControllerName),
+			Hint:        fmt.Sprintf("kubectl -n %s describe pods -l %s=%s", ns, names.LabelName, names.ControllerName),
 			Retry:       true,
 			Run: func(ctx context.Context, s *State) error {
 				wh, err := injectorWebhook(ctx, s)
@@ -123,7 +124,7 @@ func webhookChecks(o Options) []Check {
 					return Skip(err.Error())
 				}
 				if wh.ClientConfig.Service == nil {
-					return fmt.Errorf("webhook %s calls a URL (%s), not the controller's Service", WebhookName, deref(wh.ClientConfig.URL))
+					return fmt.Errorf("webhook %s calls a URL (%s), not the controller's Service", names.WebhookName, deref(wh.ClientConfig.URL))
 				}
 				svcNS, svcName := webhookService(wh, s.Namespace)
 				port := int32(443)
@@ -148,7 +149,7 @@ func webhookChecks(o Options) []Check {
 		{
 			Group:       GroupWebhook,
 			Description: "proxy injector injects a pod (server-side dry run)",
-			Hint:        fmt.Sprintf("the API server could not call the injector (its log says why: \"Failed calling webhook\"); pods created until this passes are not meshed. kubectl -n %s logs deploy/%s", ns, ControllerName),
+			Hint:        fmt.Sprintf("the API server could not call the injector (its log says why: \"Failed calling webhook\"); pods created until this passes are not meshed. kubectl -n %s logs deploy/%s", ns, names.ControllerName),
 			Retry:       true,
 			Run:         injectsDryRunPod,
 		},
@@ -175,8 +176,8 @@ func injectsDryRunPod(ctx context.Context, s *State) error {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: "meridian-check-",
-			Labels:       map[string]string{controllerNameLabel: "meridian-check"},
-			Annotations:  map[string]string{inject.AnnotationInject: inject.Enabled},
+			Labels:       map[string]string{names.LabelName: "meridian-check"},
+			Annotations:  map[string]string{names.AnnotationInject: names.InjectEnabled},
 		},
 		// Never scheduled (dry run), so the image is never pulled.
 		Spec: corev1.PodSpec{ServiceAccountName: "default", Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}},
@@ -193,13 +194,13 @@ func injectsDryRunPod(ctx context.Context, s *State) error {
 	}
 	for _, cs := range [][]corev1.Container{got.Spec.InitContainers, got.Spec.Containers} {
 		for _, c := range cs {
-			if c.Name == ProxyContainerName {
+			if c.Name == names.ProxyContainerName {
 				return nil
 			}
 		}
 	}
 	return fmt.Errorf("a dry-run pod in namespace %s annotated %s=%s came back without the %s container: the API server did not get an answer from webhook %s, and its failurePolicy %s let the pod through unmeshed",
-		ns, inject.AnnotationInject, inject.Enabled, ProxyContainerName, WebhookName, failurePolicy(wh))
+		ns, names.AnnotationInject, names.InjectEnabled, names.ProxyContainerName, names.WebhookName, failurePolicy(wh))
 }
 
 // dryRunNamespace picks a namespace the webhook's namespaceSelector
@@ -209,14 +210,14 @@ func dryRunNamespace(ctx context.Context, s *State, wh *admissionv1.MutatingWebh
 	if wh.NamespaceSelector != nil {
 		var err error
 		if sel, err = metav1.LabelSelectorAsSelector(wh.NamespaceSelector); err != nil {
-			return "", fmt.Errorf("webhook %s: namespaceSelector: %w", WebhookName, err)
+			return "", fmt.Errorf("webhook %s: namespaceSelector: %w", names.WebhookName, err)
 		}
 	}
 	list, err := s.Kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
 	if err != nil {
-		return "", fmt.Errorf("cannot list the namespaces webhook %s applies to, so no dry-run pod was created: %w", WebhookName, err)
+		return "", fmt.Errorf("cannot list the namespaces webhook %s applies to, so no dry-run pod was created: %w", names.WebhookName, err)
 	}
-	var names []string
+	var matching []string
 	for _, n := range list.Items {
 		if n.Status.Phase == corev1.NamespaceTerminating || n.DeletionTimestamp != nil {
 			continue
@@ -224,13 +225,13 @@ func dryRunNamespace(ctx context.Context, s *State, wh *admissionv1.MutatingWebh
 		if n.Name == metav1.NamespaceDefault {
 			return n.Name, nil
 		}
-		names = append(names, n.Name)
+		matching = append(matching, n.Name)
 	}
-	if len(names) == 0 {
-		return "", fmt.Errorf("no namespace matches the namespaceSelector of webhook %s (%s), so no dry-run pod was created", WebhookName, sel)
+	if len(matching) == 0 {
+		return "", fmt.Errorf("no namespace matches the namespaceSelector of webhook %s (%s), so no dry-run pod was created", names.WebhookName, sel)
 	}
-	slices.Sort(names)
-	return names[0], nil
+	slices.Sort(matching)
+	return matching[0], nil
 }
 
 func failurePolicy(wh *admissionv1.MutatingWebhook) string {
@@ -252,29 +253,29 @@ func injectorWebhook(ctx context.Context, s *State) (*admissionv1.MutatingWebhoo
 	if err := s.needClient(); err != nil {
 		return nil, err
 	}
-	cfg, err := s.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, WebhookConfigName, metav1.GetOptions{})
+	cfg, err := s.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, names.WebhookConfigName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("no MutatingWebhookConfiguration %s", WebhookConfigName)
+		return nil, fmt.Errorf("no MutatingWebhookConfiguration %s", names.WebhookConfigName)
 	}
 	if err != nil {
 		return nil, err
 	}
 	for i := range cfg.Webhooks {
-		if cfg.Webhooks[i].Name == WebhookName {
+		if cfg.Webhooks[i].Name == names.WebhookName {
 			return &cfg.Webhooks[i], nil
 		}
 	}
-	return nil, fmt.Errorf("MutatingWebhookConfiguration %s has no webhook %s", WebhookConfigName, WebhookName)
+	return nil, fmt.Errorf("MutatingWebhookConfiguration %s has no webhook %s", names.WebhookConfigName, names.WebhookName)
 }
 
 // caBundle parses the webhook's caBundle.
 func caBundle(wh *admissionv1.MutatingWebhook) ([]*x509.Certificate, error) {
 	if len(wh.ClientConfig.CABundle) == 0 {
-		return nil, fmt.Errorf("webhook %s of MutatingWebhookConfiguration %s has no caBundle", WebhookName, WebhookConfigName)
+		return nil, fmt.Errorf("webhook %s of MutatingWebhookConfiguration %s has no caBundle", names.WebhookName, names.WebhookConfigName)
 	}
 	certs, err := parseCertsPEM(wh.ClientConfig.CABundle)
 	if err != nil {
-		return nil, fmt.Errorf("webhook %s: caBundle: %w", WebhookName, err)
+		return nil, fmt.Errorf("webhook %s: caBundle: %w", names.WebhookName, err)
 	}
 	return certs, nil
 }
@@ -284,16 +285,16 @@ func webhookSecret(ctx context.Context, s *State) (*corev1.Secret, error) {
 	if err := s.needClient(); err != nil {
 		return nil, err
 	}
-	sec, err := s.Kube.CoreV1().Secrets(s.Namespace).Get(ctx, WebhookSecretName, metav1.GetOptions{})
+	sec, err := s.Kube.CoreV1().Secrets(s.Namespace).Get(ctx, names.WebhookSecretName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("no secret %s/%s", s.Namespace, WebhookSecretName)
+		return nil, fmt.Errorf("no secret %s/%s", s.Namespace, names.WebhookSecretName)
 	}
 	if err != nil {
 		return nil, err
 	}
 	for _, k := range []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey} {
 		if len(sec.Data[k]) == 0 {
-			return nil, fmt.Errorf("secret %s/%s has no %s", s.Namespace, WebhookSecretName, k)
+			return nil, fmt.Errorf("secret %s/%s has no %s", s.Namespace, names.WebhookSecretName, k)
 		}
 	}
 	return sec, nil
@@ -319,5 +320,5 @@ func webhookService(wh *admissionv1.MutatingWebhook, ns string) (string, string)
 	if ref := wh.ClientConfig.Service; ref != nil {
 		return ref.Namespace, ref.Name
 	}
-	return ns, ControllerName
+	return ns, names.ControllerName
 }

@@ -10,10 +10,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 // IssuerSecret is the Secret that holds the identity issuer.
-const IssuerSecret = "meridian-identity-issuer"
+const IssuerSecret = names.IssuerSecretName
 
 // ErrInstalled is wrapped by the error ClusterChecker's func returns when
 // the cluster already has an identity issuer.

@@ -26,18 +26,12 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/meridian-mesh/meridian/controlplane/compile"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
-// The injected proxy's names (docs/kubernetes.md).
-const (
-	// ProxyContainer is the sidecar container of a meshed pod.
-	ProxyContainer = compile.ProxyContainerName
-	// AdminPortName names the proxy's admin port on that container.
-	AdminPortName = "meridian-admin"
-	// AdminPort is the admin port when the container does not name one.
-	AdminPort = 4191
-)
+// AdminPort is the proxy's admin port when its container does not name one
+// (names.AdminPortName).
+const AdminPort = 4191
 
 // requestTimeout bounds each request to the API server.
 const requestTimeout = 30 * time.Second
@@ -252,17 +246,17 @@ func (c *Client) list(ctx context.Context, s labels.Selector) ([]corev1.Pod, err
 // so, when the pod is not meshed.
 func ProxyAdminPort(pod *corev1.Pod) (int32, error) {
 	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
-		if c.Name != ProxyContainer {
+		if c.Name != names.ProxyContainerName {
 			continue
 		}
 		for _, p := range c.Ports {
-			if p.Name == AdminPortName {
+			if p.Name == names.AdminPortName {
 				return p.ContainerPort, nil
 			}
 		}
 		return AdminPort, nil
 	}
-	return 0, fmt.Errorf("pod %s/%s is not meshed: no %s container; inject it with meridian inject", pod.Namespace, pod.Name, ProxyContainer)
+	return 0, fmt.Errorf("pod %s/%s is not meshed: no %s container; inject it with meridian inject", pod.Namespace, pod.Name, names.ProxyContainerName)
 }
 
 // ProxyGet GETs path (e.g. "identity") from pod's proxy admin server

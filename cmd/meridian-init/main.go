@@ -17,6 +17,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/meridian-mesh/meridian/internal/ports"
 	"github.com/meridian-mesh/meridian/proxy/redirect"
 )
 
@@ -95,7 +96,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // portFlag defines a flag holding one port, 1-65535.
 func portFlag(fs *flag.FlagSet, p *uint16, name, usage string) {
 	fs.Func(name, fmt.Sprintf("%s (default %d)", usage, *p), func(v string) error {
-		n, err := redirect.ParsePort(v)
+		n, err := ports.ParsePort(v)
 		*p = n
 		return err
 	})
@@ -103,9 +104,9 @@ func portFlag(fs *flag.FlagSet, p *uint16, name, usage string) {
 
 // portsFlag defines a flag holding a list of ports and ranges; repeating
 // the flag adds to the list.
-func portsFlag(fs *flag.FlagSet, p *[]redirect.PortRange, name, usage string) {
+func portsFlag(fs *flag.FlagSet, p *[]ports.Range, name, usage string) {
 	fs.Func(name, usage, func(v string) error {
-		rs, err := redirect.ParsePorts(v)
+		rs, err := ports.ParseRanges(v)
 		*p = append(*p, rs...)
 		return err
 	})

@@ -5,7 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -15,12 +15,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-)
 
-// EnvTrustAnchors holds the trust anchors PEM when they are not in a file:
-// the injector puts them in the pod spec (the anchors live in the control
-// plane's namespace, which the pod cannot mount from).
-const EnvTrustAnchors = "MERIDIAN_PROXY_TRUST_ANCHORS"
+	"github.com/meridian-mesh/meridian/internal/names"
+	"github.com/meridian-mesh/meridian/internal/pemutil"
+)
 
 // tokenSubject reads the namespace and service account a projected
 // ServiceAccount token names (sub: system:serviceaccount:NS:SA). The proxy
@@ -31,40 +29,41 @@ func tokenSubject(path string) (ns, sa string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("--identity-token-file: %w", err)
 	}
-	parts := strings.Split(strings.TrimSpace(string(b)), ".")
+	if ns, sa, err = jwtSubject(b); err != nil {
+		return "", "", fmt.Errorf("--identity-token-file %s: %w", path, err)
+	}
+	return ns, sa, nil
+}
+
+// jwtSubject reads the ServiceAccount a JWT's sub claim names, without
+// verifying the token.
+func jwtSubject(token []byte) (ns, sa string, err error) {
+	parts := strings.Split(strings.TrimSpace(string(token)), ".")
 	if len(parts) != 3 {
-		return "", "", fmt.Errorf("--identity-token-file %s: not a JWT (want header.payload.signature)", path)
+		return "", "", errors.New("not a JWT (want header.payload.signature)")
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
 	if err != nil {
-		return "", "", fmt.Errorf("--identity-token-file %s: payload: %w", path, err)
+		return "", "", fmt.Errorf("payload: %w", err)
 	}
 	var claims struct {
 		Sub string `json:"sub"`
 	}
 	if err := json.Unmarshal(payload, &claims); err != nil {
-		return "", "", fmt.Errorf("--identity-token-file %s: payload: %w", path, err)
+		return "", "", fmt.Errorf("payload: %w", err)
 	}
-	f := strings.Split(claims.Sub, ":")
-	if len(f) != 4 || f[0] != "system" || f[1] != "serviceaccount" || f[2] == "" || f[3] == "" {
-		return "", "", fmt.Errorf("--identity-token-file %s: subject %q is not system:serviceaccount:NAMESPACE:NAME", path, claims.Sub)
+	ns, sa, ok := names.ParseServiceAccountUser(claims.Sub)
+	if !ok {
+		return "", "", fmt.Errorf("subject %q is not system:serviceaccount:NAMESPACE:NAME", claims.Sub)
 	}
-	return f[2], f[3], nil
+	return ns, sa, nil
 }
 
 // parseAnchors reads the trust anchors' PEM certificates.
 func parseAnchors(b []byte) ([]*x509.Certificate, error) {
-	var roots []*x509.Certificate
-	for {
-		var blk *pem.Block
-		if blk, b = pem.Decode(b); blk == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("--identity-trust-anchors: %w", err)
-		}
-		roots = append(roots, c)
+	roots, err := pemutil.Certs(b)
+	if err != nil {
+		return nil, fmt.Errorf("--identity-trust-anchors: %w", err)
 	}
 	if len(roots) == 0 {
 		return nil, fmt.Errorf("--identity-trust-anchors: no PEM certificates")
@@ -85,7 +84,7 @@ func controlPlaneCreds(id string, anchorsPEM []byte) (credentials.TransportCrede
 		return nil, fmt.Errorf("--destination-identity %q: %w", id, err)
 	}
 	if anchorsPEM == nil {
-		return nil, fmt.Errorf("--destination-identity needs the trust anchors (--identity-trust-anchors or $%s)", EnvTrustAnchors)
+		return nil, fmt.Errorf("--destination-identity needs the trust anchors (--identity-trust-anchors or $%s)", names.EnvTrustAnchors)
 	}
 	roots, err := parseAnchors(anchorsPEM)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
+	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/internal/ports"
 	"github.com/meridian-mesh/meridian/proxy/authz"
 	"github.com/meridian-mesh/meridian/proxy/balance"
@@ -55,7 +56,7 @@ func run(args []string) error {
 	fs.StringVar(&wl.Namespace, "workload-namespace", "default", "local mode: the workload's namespace")
 	fs.StringVar(&wl.Service, "workload-service", "", "local mode: the service the workload serves (empty: a client only)")
 	fs.StringVar(&wl.ServiceAccount, "workload-service-account", "default", "local mode: the workload's service account")
-	credFile := fs.String("workload-credential-file", "", "local mode: file holding the workload's credential, whose SHA-256 the operator declared on the workload's Pod in the controller's directory (annotation local.meridian.io/credential-sha256; or $"+EnvWorkloadCredential+" holding the credential); without it the controller refuses the registration")
+	credFile := fs.String("workload-credential-file", "", "local mode: file holding the workload's credential, whose SHA-256 the operator declared on the workload's Pod in the controller's directory (annotation "+names.AnnotationCredentialSHA256+"; or $"+EnvWorkloadCredential+" holding the credential); without it the controller refuses the registration")
 	advertise := fs.String("advertise-addr", "", "local mode: the inbound address peers should dial (default: the inbound listener's address)")
 	var flagDests []discover.Destination
 	fs.Func("dst", "static destination AUTHORITY=ADDR[,ADDR...] (repeatable)", func(v string) error {
@@ -87,7 +88,7 @@ func run(args []string) error {
 		cfg.Authz.Probes = append(cfg.Authz.Probes, ps...)
 		return err
 	})
-	anchors := fs.String("identity-trust-anchors", "", "PEM file of the mesh's trust anchors (or $"+EnvTrustAnchors+" holding the PEM); set, the proxy gets a workload certificate and speaks mTLS with meshed peers")
+	anchors := fs.String("identity-trust-anchors", "", "PEM file of the mesh's trust anchors (or $"+names.EnvTrustAnchors+" holding the PEM); set, the proxy gets a workload certificate and speaks mTLS with meshed peers")
 	idAddr := fs.String("identity-addr", "", "the control plane's identity API (default: --destination-addr)")
 	trustDomain := fs.String("identity-trust-domain", "cluster.local", "the SPIFFE trust domain")
 	tokenFile := fs.String("identity-token-file", "", "the proof of identity: a projected ServiceAccount token file (Kubernetes); empty: the token of the local-mode registration")
@@ -287,7 +288,7 @@ func trustAnchors(file string) ([]byte, error) {
 		}
 		return b, nil
 	}
-	if v := os.Getenv(EnvTrustAnchors); v != "" {
+	if v := os.Getenv(names.EnvTrustAnchors); v != "" {
 		return []byte(v), nil
 	}
 	return nil, nil

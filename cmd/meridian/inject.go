@@ -22,6 +22,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/controlplane/compile"
 	"github.com/meridian-mesh/meridian/controlplane/inject"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 func newInjectCmd() *cobra.Command {
@@ -372,11 +373,11 @@ func (t transformer) namespace(obj map[string]any, what string, report func(stri
 	}
 	ann, _ := meta["annotations"].(map[string]any)
 	if t.mode == modeUninject {
-		if _, ok := ann[inject.AnnotationInject]; !ok {
+		if _, ok := ann[names.AnnotationInject]; !ok {
 			report(what + " skipped: not annotated")
 			return false
 		}
-		delete(ann, inject.AnnotationInject)
+		delete(ann, names.AnnotationInject)
 		if len(ann) == 0 {
 			delete(meta, "annotations")
 		}
@@ -387,11 +388,11 @@ func (t transformer) namespace(obj map[string]any, what string, report func(stri
 		ann = map[string]any{}
 		meta["annotations"] = ann
 	}
-	if ann[inject.AnnotationInject] == inject.Enabled {
+	if ann[names.AnnotationInject] == names.InjectEnabled {
 		report(what + " annotated")
 		return false
 	}
-	ann[inject.AnnotationInject] = inject.Enabled
+	ann[names.AnnotationInject] = names.InjectEnabled
 	report(what + " annotated")
 	return true
 }
@@ -418,8 +419,8 @@ func (t transformer) podTemplate(tmpl map[string]any) (bool, string, error) {
 	switch t.mode {
 	case modeUninject:
 		changed := inject.Uninject(meta, spec)
-		if _, ok := meta.Annotations[inject.AnnotationInject]; ok {
-			delete(meta.Annotations, inject.AnnotationInject)
+		if _, ok := meta.Annotations[names.AnnotationInject]; ok {
+			delete(meta.Annotations, names.AnnotationInject)
 			changed = true
 		}
 		if !changed {
@@ -436,7 +437,7 @@ func (t transformer) podTemplate(tmpl map[string]any) (bool, string, error) {
 		if meta.Annotations == nil {
 			meta.Annotations = map[string]string{}
 		}
-		meta.Annotations[inject.AnnotationInject] = inject.Enabled
+		meta.Annotations[names.AnnotationInject] = names.InjectEnabled
 		result = "injected"
 	case modeManual:
 		// Asking for the proxy explicitly is an enabled annotation,
@@ -444,7 +445,7 @@ func (t transformer) podTemplate(tmpl map[string]any) (bool, string, error) {
 		if meta.Annotations == nil {
 			meta.Annotations = map[string]string{}
 		}
-		meta.Annotations[inject.AnnotationInject] = inject.Enabled
+		meta.Annotations[names.AnnotationInject] = names.InjectEnabled
 		changed, rep, err := inject.Pod(meta, spec, nil, t.cfg)
 		if err != nil {
 			return false, "", err

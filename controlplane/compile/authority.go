@@ -91,6 +91,9 @@ func ParseAuthority(authority string, o Options) (Name, error) {
 		if l == "" {
 			return Name{}, fmt.Errorf("%w: authority %q: empty DNS label", ErrNotFound, authority)
 		}
+		if i := strings.IndexFunc(l, notDNSChar); i >= 0 {
+			return Name{}, fmt.Errorf("%w: authority %q: %q may not be in a DNS name", ErrNotFound, authority, []rune(l[i:])[0])
+		}
 	}
 	suffix := ".svc." + o.clusterDomain()
 	switch {
@@ -112,6 +115,13 @@ func ParseAuthority(authority string, o Options) (Name, error) {
 		return Name{}, fmt.Errorf("%w: %q is not a service name in cluster domain %q", ErrNotFound, host, o.clusterDomain())
 	}
 	return n, nil
+}
+
+// notDNSChar reports a character that no DNS name (nor any service a store
+// holds) has: anything but lower-case letters, digits, '-' and '_'. (Host
+// is lower-cased first.)
+func notDNSChar(r rune) bool {
+	return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_')
 }
 
 // ServiceIndex is an optional interface of a store.Reader: the namespaces in

@@ -150,3 +150,33 @@ func TestParsePorts(t *testing.T) {
 		t.Error("zero PortSet is not empty")
 	}
 }
+
+// Found by FuzzParseAuthority: "]" was taken as the short service name "]",
+// and "]:80" as the service "]:80"; a name with characters no DNS name has
+// is not a service.
+func TestParseAuthorityRefusesNonDNSNames(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		host string // "" for ErrNotFound
+	}{
+		{"]", ""},
+		{"]:80", ""},
+		{"web shop", ""},
+		{"web/x:80", ""},
+		{"wéb", ""},
+		{"web_1.shop", "web_1.shop"},
+		{"Web-1", "web-1"},
+		{"[::1]:80", "::1"},
+	} {
+		n, err := compile.ParseAuthority(tc.in, compile.Options{})
+		if tc.host == "" {
+			if !errors.Is(err, compile.ErrNotFound) {
+				t.Errorf("ParseAuthority(%q) = %+v, %v; want ErrNotFound", tc.in, n, err)
+			}
+			continue
+		}
+		if err != nil || n.Host != tc.host {
+			t.Errorf("ParseAuthority(%q) = %+v, %v; want host %q", tc.in, n, err, tc.host)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/meridian-mesh/meridian/controlplane/store"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 // Protocol is a hint telling a client proxy how an endpoint wants to be
@@ -228,13 +229,13 @@ func serviceOpaque(r store.Reader, t Target, svc *corev1.Service, o Options, war
 }
 
 func annotationPorts(ann map[string]string, warn *[]string, where string) (PortSet, bool) {
-	v, ok := ann[AnnotationOpaquePorts]
+	v, ok := ann[names.AnnotationOpaquePorts]
 	if !ok {
 		return PortSet{}, false
 	}
 	ps, errs := ParsePorts(v)
 	for _, e := range errs {
-		*warn = append(*warn, fmt.Sprintf("%s: %s: %v", where, AnnotationOpaquePorts, e))
+		*warn = append(*warn, fmt.Sprintf("%s: %s: %v", where, names.AnnotationOpaquePorts, e))
 	}
 	return ps, true
 }
@@ -304,16 +305,16 @@ func ready(ep *discoveryv1.Endpoint) bool {
 }
 
 func meshed(p *corev1.Pod) bool {
-	if _, ok := p.Annotations[AnnotationProxyVersion]; ok {
+	if _, ok := p.Annotations[names.AnnotationProxyVersion]; ok {
 		return true
 	}
 	for _, c := range p.Spec.Containers {
-		if c.Name == ProxyContainerName {
+		if c.Name == names.ProxyContainerName {
 			return true
 		}
 	}
 	for _, c := range p.Spec.InitContainers { // native sidecar
-		if c.Name == ProxyContainerName {
+		if c.Name == names.ProxyContainerName {
 			return true
 		}
 	}

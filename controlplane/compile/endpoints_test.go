@@ -13,6 +13,7 @@ import (
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
 	"github.com/meridian-mesh/meridian/controlplane/compile"
 	"github.com/meridian-mesh/meridian/controlplane/store"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 // summary is an endpoint in one comparable line.
@@ -46,7 +47,7 @@ func emojivoto() *fakeReader {
 			map[string]int32{"http": 8080},
 			ep{ip: "fd00::2", pod: "web-2"})).
 		addPod(pod("emojivoto", "web-1", "web", true, nil)).
-		addPod(pod("emojivoto", "web-2", "", false, map[string]string{compile.AnnotationProxyVersion: "v1"})).
+		addPod(pod("emojivoto", "web-2", "", false, map[string]string{names.AnnotationProxyVersion: "v1"})).
 		addPod(pod("emojivoto", "web-10", "web", false, nil))
 	return f
 }
@@ -102,7 +103,7 @@ func TestEndpoints(t *testing.T) {
 			name: "opaque service port (service annotation)",
 			f: func() *fakeReader {
 				f := emojivoto()
-				f.services[store.Key{Namespace: "emojivoto", Name: "web-svc"}].Annotations = map[string]string{compile.AnnotationOpaquePorts: "80"}
+				f.services[store.Key{Namespace: "emojivoto", Name: "web-svc"}].Annotations = map[string]string{names.AnnotationOpaquePorts: "80"}
 				return f
 			},
 			authority: "web-svc.emojivoto:80", exists: true,
@@ -116,8 +117,8 @@ func TestEndpoints(t *testing.T) {
 			name: "opaque by port name; namespace annotation overridden by service's",
 			f: func() *fakeReader {
 				f := emojivoto()
-				f.namespaces["emojivoto"] = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "emojivoto", Annotations: map[string]string{compile.AnnotationOpaquePorts: "80"}}}
-				f.services[store.Key{Namespace: "emojivoto", Name: "web-svc"}].Annotations = map[string]string{compile.AnnotationOpaquePorts: "admin"}
+				f.namespaces["emojivoto"] = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "emojivoto", Annotations: map[string]string{names.AnnotationOpaquePorts: "80"}}}
+				f.services[store.Key{Namespace: "emojivoto", Name: "web-svc"}].Annotations = map[string]string{names.AnnotationOpaquePorts: "admin"}
 				return f
 			},
 			authority: "web-svc.emojivoto:9990", exists: true,
@@ -131,9 +132,9 @@ func TestEndpoints(t *testing.T) {
 			name: "namespace annotation: service port and pods' target ports",
 			f: func() *fakeReader {
 				f := emojivoto()
-				f.namespaces["emojivoto"] = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "emojivoto", Annotations: map[string]string{compile.AnnotationOpaquePorts: "8080"}}}
+				f.namespaces["emojivoto"] = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "emojivoto", Annotations: map[string]string{names.AnnotationOpaquePorts: "8080"}}}
 				// web-2 overrides the namespace default with its own annotation.
-				f.pods[store.Key{Namespace: "emojivoto", Name: "web-2"}].Annotations[compile.AnnotationOpaquePorts] = "3306"
+				f.pods[store.Key{Namespace: "emojivoto", Name: "web-2"}].Annotations[names.AnnotationOpaquePorts] = "3306"
 				return f
 			},
 			authority: "web-svc.emojivoto:80", exists: true,

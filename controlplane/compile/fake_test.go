@@ -21,7 +21,6 @@ type fakeReader struct {
 	profiles   map[store.Key]*v1alpha1.ServiceProfile
 	splits     map[store.Key][]store.TrafficSplit
 	workloads  map[store.Key][]store.Workload
-	noIndex    bool
 }
 
 func newFake() *fakeReader {

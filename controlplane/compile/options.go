@@ -10,19 +10,6 @@ const (
 	DefaultTrustDomain   = "cluster.local"
 )
 
-// Annotations and names the compilers read.
-const (
-	// AnnotationOpaquePorts lists ports (numbers, ranges "4000-4010", or, on
-	// a Service, port names) whose traffic is never protocol-detected. On a
-	// Service it names service ports; on a Pod, container ports; on a
-	// Namespace it is the default for both.
-	AnnotationOpaquePorts = "config.meridian.io/opaque-ports"
-	// AnnotationProxyVersion is set on pods by the proxy injector.
-	AnnotationProxyVersion = "meridian.io/proxy-version"
-	// ProxyContainerName is the injected sidecar's container name.
-	ProxyContainerName = "meridian-proxy"
-)
-
 // Options configure the compilers.
 type Options struct {
 	// ClusterDomain is the DNS suffix of services: <svc>.<ns>.svc.<ClusterDomain>.

@@ -2,8 +2,9 @@ package compile
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
+
+	"github.com/meridian-mesh/meridian/internal/ports"
 )
 
 // PortSet is a set of ports written as an opaque-ports annotation:
@@ -11,41 +12,33 @@ import (
 // or a container port name, depending on where the annotation is). The zero
 // value is empty.
 type PortSet struct {
-	ranges [][2]uint32
+	ranges []ports.Range
 	names  []string
 }
 
 // ParsePorts reads a comma-separated list of ports, inclusive ranges and
-// names. Invalid items are skipped and reported; the rest still count, so a
-// typo in one item does not make every port detectable.
+// names (internal/ports' grammar, plus names: an item that neither starts
+// with a digit nor holds a '-'). Invalid items are skipped and reported; the
+// rest still count, so a typo in one item does not make every port
+// detectable.
 func ParsePorts(s string) (PortSet, []error) {
 	var p PortSet
 	var errs []error
-	for _, item := range strings.Split(s, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
+	for _, item := range ports.Items(s) {
+		isRange := strings.Contains(item, "-")
+		if !isRange && (item[0] < '0' || item[0] > '9') {
+			p.names = append(p.names, item)
 			continue
 		}
-		if lo, hi, ok := strings.Cut(item, "-"); ok {
-			a, err1 := parsePort(lo)
-			b, err2 := parsePort(hi)
-			if err1 != nil || err2 != nil || a > b {
-				errs = append(errs, fmt.Errorf("port range %q is not <low>-<high> within 1-65535", item))
-				continue
-			}
-			p.ranges = append(p.ranges, [2]uint32{a, b})
-			continue
+		r, err := ports.ParseRange(item)
+		switch {
+		case err != nil && isRange:
+			errs = append(errs, fmt.Errorf("port range %q is not <low>-<high> within 1-65535", item))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("port %q is not within 1-65535", item))
+		default:
+			p.ranges = append(p.ranges, r)
 		}
-		if item[0] >= '0' && item[0] <= '9' {
-			n, err := parsePort(item)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("port %q is not within 1-65535", item))
-				continue
-			}
-			p.ranges = append(p.ranges, [2]uint32{n, n})
-			continue
-		}
-		p.names = append(p.names, item)
 	}
 	return p, errs
 }
@@ -59,18 +52,10 @@ func MustParsePorts(s string) PortSet {
 	return p
 }
 
-func parsePort(s string) (uint32, error) {
-	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 16)
-	if err != nil || n == 0 {
-		return 0, fmt.Errorf("bad port %q", s)
-	}
-	return uint32(n), nil
-}
-
 // Contains reports whether port (or its name, when not empty) is in the set.
 func (p PortSet) Contains(port uint32, name string) bool {
 	for _, r := range p.ranges {
-		if port >= r[0] && port <= r[1] {
+		if r.Contains(port) {
 			return true
 		}
 	}
@@ -89,14 +74,12 @@ func (p PortSet) Empty() bool { return len(p.ranges) == 0 && len(p.names) == 0 }
 
 // String is the set in annotation form.
 func (p PortSet) String() string {
-	var parts []string
-	for _, r := range p.ranges {
-		if r[0] == r[1] {
-			parts = append(parts, strconv.FormatUint(uint64(r[0]), 10))
-		} else {
-			parts = append(parts, fmt.Sprintf("%d-%d", r[0], r[1]))
+	s := ports.Join(p.ranges)
+	if len(p.names) > 0 {
+		if s != "" {
+			s += ","
 		}
+		s += strings.Join(p.names, ",")
 	}
-	parts = append(parts, p.names...)
-	return strings.Join(parts, ",")
+	return s
 }

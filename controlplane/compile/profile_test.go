@@ -19,6 +19,7 @@ import (
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
 	"github.com/meridian-mesh/meridian/controlplane/compile"
 	"github.com/meridian-mesh/meridian/controlplane/store"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 var podinfo = store.Key{Namespace: "test", Name: "podinfo"}
@@ -286,7 +287,7 @@ func TestProfileDefaults(t *testing.T) {
 		t.Fatalf("invalid budget: %v, warnings %q", p.ToProto().RetryBudget, p.Warnings)
 	}
 	// Opaque from the service annotation.
-	f.services[podinfo].Annotations = map[string]string{compile.AnnotationOpaquePorts: "9898"}
+	f.services[podinfo].Annotations = map[string]string{names.AnnotationOpaquePorts: "9898"}
 	if p := compile.Profile(f, "podinfo.test:9898", compile.Options{}); !p.OpaqueProtocol {
 		t.Fatal("opaque-ports annotation not applied to the profile")
 	}

@@ -40,6 +40,7 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/store"
 	"github.com/meridian-mesh/meridian/controlplane/store/kube"
 	"github.com/meridian-mesh/meridian/controlplane/store/local"
+	"github.com/meridian-mesh/meridian/internal/adminmux"
 	"github.com/meridian-mesh/meridian/internal/ports"
 )
 
@@ -526,20 +527,15 @@ func watchIssuer(o Options, auth *identity.Authority, reg *prometheus.Registry, 
 	})
 }
 
+var errNotSynced = errors.New("not ready: the store has not synced")
+
 func adminMux(reg *prometheus.Registry, ready *atomic.Bool) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "live")
-	})
-	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+	return adminmux.New(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), func() error {
 		if !ready.Load() {
-			http.Error(w, "not ready: the store has not synced", http.StatusServiceUnavailable)
-			return
+			return errNotSynced
 		}
-		fmt.Fprintln(w, "ready")
+		return nil
 	})
-	return mux
 }
 
 // source fills the store: run blocks until ctx ends, and calls synced once

@@ -13,6 +13,7 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/controlplane/inject"
 	"github.com/meridian-mesh/meridian/controlplane/inject/webhook"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 // WebhookOptions configure the proxy injector, a mutating admission
@@ -54,9 +55,9 @@ type WebhookOptions struct {
 
 // Defaults of WebhookOptions.
 const (
-	DefaultWebhookSecret  = "meridian-proxy-injector-tls"
-	DefaultWebhookConfig  = "meridian-proxy-injector"
-	DefaultWebhookService = "meridian-controller"
+	DefaultWebhookSecret  = names.WebhookSecretName
+	DefaultWebhookConfig  = names.WebhookConfigName
+	DefaultWebhookService = names.ControllerName
 )
 
 // injector is the proxy injector's two parts: serve runs on every replica

@@ -25,6 +25,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/controlplane/inject"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 // The proxy injector end to end against a real kube-apiserver: the
@@ -55,9 +56,9 @@ func TestControllerProxyInjector(t *testing.T) {
 	}
 	for _, ns := range []*corev1.Namespace{
 		{ObjectMeta: metav1.ObjectMeta{Name: "meridian", Labels: map[string]string{"meridian.io/is-control-plane": "true"},
-			Annotations: map[string]string{inject.AnnotationInject: inject.Disabled}}},
+			Annotations: map[string]string{names.AnnotationInject: names.InjectDisabled}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{
-			inject.AnnotationInject: inject.Enabled, inject.AnnotationProxyLogLevel: "debug"}}},
+			names.AnnotationInject: names.InjectEnabled, names.AnnotationProxyLogLevel: "debug"}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "plain"}},
 	} {
 		_, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
@@ -170,12 +171,12 @@ func TestControllerProxyInjector(t *testing.T) {
 
 	web, err := cs.CoreV1().Pods("shop").Create(ctx, pod("web", nil), metav1.CreateOptions{})
 	must(err)
-	var names []string
+	var containers []string
 	for _, c := range web.Spec.InitContainers {
-		names = append(names, c.Name)
+		containers = append(containers, c.Name)
 	}
-	if !slices.Equal(names, []string{"meridian-init", "meridian-proxy", "migrate"}) {
-		t.Fatalf("init containers %v", names)
+	if !slices.Equal(containers, []string{"meridian-init", "meridian-proxy", "migrate"}) {
+		t.Fatalf("init containers %v", containers)
 	}
 	proxy := web.Spec.InitContainers[1]
 	if proxy.RestartPolicy == nil || *proxy.RestartPolicy != corev1.ContainerRestartPolicyAlways ||
@@ -187,10 +188,10 @@ func TestControllerProxyInjector(t *testing.T) {
 			t.Fatalf("proxy args %q lack %q", proxy.Args, want)
 		}
 	}
-	if len(proxy.Env) != 1 || proxy.Env[0].Name != inject.EnvTrustAnchors || proxy.Env[0].Value != string(ca.RootsPEM()) {
+	if len(proxy.Env) != 1 || proxy.Env[0].Name != names.EnvTrustAnchors || proxy.Env[0].Value != string(ca.RootsPEM()) {
 		t.Fatalf("proxy env %+v", proxy.Env)
 	}
-	if web.Annotations[inject.AnnotationProxyVersion] != "v0.9.0" {
+	if web.Annotations[names.AnnotationProxyVersion] != "v0.9.0" {
 		t.Fatalf("annotations %v", web.Annotations)
 	}
 	if !slices.ContainsFunc(web.Spec.Volumes, func(v corev1.Volume) bool {
@@ -202,20 +203,20 @@ func TestControllerProxyInjector(t *testing.T) {
 	// Left alone: a pod annotated disabled, a pod in a namespace that does
 	// not ask, and the control plane's own namespace.
 	for ns, p := range map[string]*corev1.Pod{
-		"shop":     pod("opted-out", map[string]string{inject.AnnotationInject: inject.Disabled}),
+		"shop":     pod("opted-out", map[string]string{names.AnnotationInject: names.InjectDisabled}),
 		"plain":    pod("plain", nil),
-		"meridian": pod("controller", map[string]string{inject.AnnotationInject: inject.Enabled}),
+		"meridian": pod("controller", map[string]string{names.AnnotationInject: names.InjectEnabled}),
 	} {
 		got, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
 		must(err)
-		if len(got.Spec.InitContainers) != 1 || got.Annotations[inject.AnnotationProxyVersion] != "" {
+		if len(got.Spec.InitContainers) != 1 || got.Annotations[names.AnnotationProxyVersion] != "" {
 			t.Fatalf("%s/%s was injected", ns, p.Name)
 		}
 	}
 
 	// A pod that asks with a bad annotation value is refused, with why.
-	_, err = cs.CoreV1().Pods("shop").Create(ctx, pod("bad", map[string]string{inject.AnnotationProxyCPULimit: "lots"}), metav1.CreateOptions{})
-	if err == nil || !strings.Contains(err.Error(), inject.AnnotationProxyCPULimit) || !strings.Contains(err.Error(), `"lots"`) {
+	_, err = cs.CoreV1().Pods("shop").Create(ctx, pod("bad", map[string]string{names.AnnotationProxyCPULimit: "lots"}), metav1.CreateOptions{})
+	if err == nil || !strings.Contains(err.Error(), names.AnnotationProxyCPULimit) || !strings.Contains(err.Error(), `"lots"`) {
 		t.Fatalf("bad annotation: %v", err)
 	}
 }

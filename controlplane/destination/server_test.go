@@ -458,7 +458,6 @@ func TestStreamsShareComputation(t *testing.T) {
 	defer cancel()
 	const n = 20
 	var gets []pb.Destination_GetClient
-	var profs []pb.Destination_GetProfileClient
 	for range n {
 		g, err := h.client.Get(ctx, &pb.GetDestination{Authority: "web.ns:80"})
 		if err != nil {
@@ -471,7 +470,6 @@ func TestStreamsShareComputation(t *testing.T) {
 			t.Fatal(err)
 		}
 		recv(t, p, 2*time.Second)
-		profs = append(profs, p)
 	}
 	before := counter(t, reg, "meridian_destination_computes_total", "get")
 	profBefore := counter(t, reg, "meridian_destination_updates_total", "get_profile")

@@ -6,10 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
+
+	"github.com/meridian-mesh/meridian/internal/filewatch"
 )
 
 // CASource gives the CA to sign with now. A *CA is its own source; an
@@ -89,34 +90,23 @@ func (a *Authority) WatchDir(ctx context.Context, dir string, interval time.Dura
 	// Nothing seen yet: the first look loads the files and compares the
 	// issuer with the one in use, so that a renewal between the caller's
 	// Load and this call is not missed until the next one.
-	var last []byte
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		files := readIssuerFiles(dir)
-		if bytes.Equal(files, last) {
-			continue
-		}
+	look := func() (string, bool) { return readIssuerFiles(dir), true }
+	filewatch.Poll(ctx, interval, "", look, func(files string) string {
 		changed, err := a.load(dir)
 		if err != nil {
 			select {
 			case <-ctx.Done():
-				return
+				return files
 			case <-time.After(min(interval, time.Second) / 2):
 			}
 			files = readIssuerFiles(dir)
 			changed, err = a.load(dir)
 		}
-		last = files
 		if changed || err != nil {
 			report(a.Current(), err)
 		}
-	}
+		return files
+	})
 }
 
 func (a *Authority) load(dir string) (bool, error) {
@@ -129,11 +119,10 @@ func (a *Authority) load(dir string) (bool, error) {
 
 // readIssuerFiles is the files' contents, to see a change (a missing file
 // reads as empty).
-func readIssuerFiles(dir string) []byte {
-	var all []byte
-	for _, f := range IssuerFiles {
-		b, _ := os.ReadFile(filepath.Join(dir, f))
-		all = append(append(all, b...), 0)
+func readIssuerFiles(dir string) string {
+	paths := make([]string, len(IssuerFiles))
+	for i, f := range IssuerFiles {
+		paths[i] = filepath.Join(dir, f)
 	}
-	return all
+	return filewatch.Contents(paths...)
 }

@@ -4,7 +4,6 @@
 package identity
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meridian-mesh/meridian/internal/pemutil"
 )
 
 // DefaultLeafLifetime is how long a workload certificate is valid.
@@ -39,13 +40,7 @@ type CA struct {
 }
 
 // RootsPEM returns the trust anchors, PEM-encoded (what proxies are given).
-func (ca *CA) RootsPEM() []byte {
-	var b bytes.Buffer
-	for _, r := range ca.Roots {
-		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: r.Raw})
-	}
-	return b.Bytes()
-}
+func (ca *CA) RootsPEM() []byte { return pemutil.EncodeCerts(ca.Roots) }
 
 // Generate creates a trust anchor (valid 10 years) and an issuer signed by
 // it (valid 1 year), both ECDSA P-256: local mode and the quick start.
@@ -122,11 +117,11 @@ func Load(td spiffeid.TrustDomain, dir string) (*CA, error) {
 
 // Parse builds a CA from PEM: the issuer certificate, its key, the roots.
 func Parse(td spiffeid.TrustDomain, crtPEM, keyPEM, caPEM []byte) (*CA, error) {
-	crts, err := parseCerts(crtPEM)
+	crts, err := pemutil.Certs(crtPEM)
 	if err != nil || len(crts) == 0 {
 		return nil, fmt.Errorf("identity issuer: tls.crt: no certificate (%v)", err)
 	}
-	roots, err := parseCerts(caPEM)
+	roots, err := pemutil.Certs(caPEM)
 	if err != nil || len(roots) == 0 {
 		return nil, fmt.Errorf("identity issuer: ca.crt: no certificate (%v)", err)
 	}
@@ -134,7 +129,7 @@ func Parse(td spiffeid.TrustDomain, crtPEM, keyPEM, caPEM []byte) (*CA, error) {
 	if kb == nil {
 		return nil, errors.New("identity issuer: tls.key: no PEM block")
 	}
-	key, err := parseKey(kb.Bytes)
+	key, err := pemutil.ParseKey(kb.Bytes)
 	if err != nil {
 		return nil, fmt.Errorf("identity issuer: tls.key: %w", err)
 	}
@@ -211,41 +206,6 @@ func (ca *CA) Issue(id spiffeid.ID, pub crypto.PublicKey, lifetime time.Duration
 func serial() *big.Int {
 	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	return n
-}
-
-func parseCerts(b []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			return out, nil
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-}
-
-func parseKey(der []byte) (crypto.Signer, error) {
-	if k, err := x509.ParsePKCS8PrivateKey(der); err == nil {
-		if s, ok := k.(crypto.Signer); ok {
-			return s, nil
-		}
-		return nil, errors.New("unsupported key type")
-	}
-	if k, err := x509.ParseECPrivateKey(der); err == nil {
-		return k, nil
-	}
-	if k, err := x509.ParsePKCS1PrivateKey(der); err == nil {
-		return k, nil
-	}
-	return nil, errors.New("not a PKCS#8, EC or PKCS#1 private key")
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {

@@ -24,49 +24,20 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/meridian-mesh/meridian/controlplane/compile"
+	"github.com/meridian-mesh/meridian/internal/names"
+	"github.com/meridian-mesh/meridian/internal/ports"
 	"github.com/meridian-mesh/meridian/proxy/authz"
 )
 
-// Annotations (docs/kubernetes.md).
+// Names in the injected pod; the names other parts share (annotations,
+// containers, ports) are in internal/names.
 const (
-	// AnnotationInject is "enabled" or "disabled", on a Namespace, a
-	// workload's pod template or a Pod; the pod's value wins.
-	AnnotationInject = "meridian.io/inject"
-	// AnnotationProxyVersion is set by Pod on the pods it injects.
-	AnnotationProxyVersion = compile.AnnotationProxyVersion
-
-	AnnotationSkipInboundPorts   = "config.meridian.io/skip-inbound-ports"
-	AnnotationSkipOutboundPorts  = "config.meridian.io/skip-outbound-ports"
-	AnnotationOpaquePorts        = compile.AnnotationOpaquePorts
-	AnnotationProxyCPURequest    = "config.meridian.io/proxy-cpu-request"
-	AnnotationProxyCPULimit      = "config.meridian.io/proxy-cpu-limit"
-	AnnotationProxyMemoryRequest = "config.meridian.io/proxy-memory-request"
-	AnnotationProxyMemoryLimit   = "config.meridian.io/proxy-memory-limit"
-	AnnotationProxyLogLevel      = "config.meridian.io/proxy-log-level"
-	AnnotationProxyMaxInFlight   = "config.meridian.io/proxy-max-in-flight"
-	AnnotationDefaultInbound     = "config.meridian.io/default-inbound-policy"
-
-	// Enabled and Disabled are AnnotationInject's values.
-	Enabled  = "enabled"
-	Disabled = "disabled"
-)
-
-// Names in the injected pod.
-const (
-	InitContainerName  = "meridian-init"
-	ProxyContainerName = compile.ProxyContainerName
-	TokenVolumeName    = "meridian-identity-token"
-	TokenMountPath     = "/var/run/meridian/identity/token"
-	TokenFile          = TokenMountPath + "/token"
-	TokenAudience      = "identity.meridian.io"
+	TokenVolumeName = "meridian-identity-token"
+	TokenMountPath  = "/var/run/meridian/identity/token"
+	TokenFile       = TokenMountPath + "/token"
 	// TokenExpirationSeconds is the projected token's lifetime; the kubelet
 	// refreshes it at 80%.
 	TokenExpirationSeconds = 86400
-	EnvTrustAnchors        = "MERIDIAN_PROXY_TRUST_ANCHORS"
-	// InboundPortName names the proxy's inbound port (port names have at
-	// most 15 characters: "meridian-inbound" is refused).
-	InboundPortName = "meridian-proxy"
-	AdminPortName   = "meridian-admin"
 )
 
 // Defaults of Config's zero values, and the images' repositories.
@@ -93,14 +64,14 @@ func ControllerIdentity(trustDomain, namespace string) string {
 	if trustDomain == "" {
 		trustDomain = compile.DefaultTrustDomain
 	}
-	return "spiffe://" + trustDomain + "/ns/" + namespace + "/sa/meridian-controller"
+	return "spiffe://" + trustDomain + "/ns/" + namespace + "/sa/" + names.ControllerName
 }
 
 // ControllerAddr is the address proxies dial:
 // <service>.<namespace>.svc.<clusterDomain>:8086.
 func ControllerAddr(service, namespace, clusterDomain string) string {
 	if service == "" {
-		service = "meridian-controller"
+		service = names.ControllerName
 	}
 	if clusterDomain == "" {
 		clusterDomain = compile.DefaultClusterDomain
@@ -253,7 +224,7 @@ func (r Report) String() string {
 func Injected(spec *corev1.PodSpec) bool {
 	for _, cs := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
 		for _, c := range cs {
-			if c.Name == InitContainerName || c.Name == ProxyContainerName {
+			if c.Name == names.InitContainerName || c.Name == names.ProxyContainerName {
 				return true
 			}
 		}
@@ -265,17 +236,17 @@ func Injected(spec *corev1.PodSpec) bool {
 // meridian.io/inject annotation, else its namespace's, is "enabled". An
 // annotation with another value than enabled or disabled is an error.
 func Requested(podAnnotations, nsAnnotations map[string]string) (enabled bool, skipped string, err error) {
-	v, where, ok := lookup(AnnotationInject, podAnnotations, nsAnnotations)
+	v, where, ok := lookup(names.AnnotationInject, podAnnotations, nsAnnotations)
 	if !ok {
 		return false, SkipNotEnabled, nil
 	}
 	switch v {
-	case Enabled:
+	case names.InjectEnabled:
 		return true, "", nil
-	case Disabled:
+	case names.InjectDisabled:
 		return false, SkipDisabled, nil
 	}
-	return false, "", badValue(AnnotationInject, v, where, "use enabled or disabled")
+	return false, "", badValue(names.AnnotationInject, v, where, "use enabled or disabled")
 }
 
 // Pod injects the proxy into the pod described by meta and spec, in place,
@@ -315,7 +286,7 @@ func Pod(meta *metav1.ObjectMeta, spec *corev1.PodSpec, nsAnnotations map[string
 	if meta.Annotations == nil {
 		meta.Annotations = map[string]string{}
 	}
-	meta.Annotations[AnnotationProxyVersion] = cfg.ProxyVersion
+	meta.Annotations[names.AnnotationProxyVersion] = cfg.ProxyVersion
 	return true, Report{Injected: true}, nil
 }
 
@@ -326,7 +297,7 @@ func Pod(meta *metav1.ObjectMeta, spec *corev1.PodSpec, nsAnnotations map[string
 func Uninject(meta *metav1.ObjectMeta, spec *corev1.PodSpec) bool {
 	changed := false
 	ours := func(c corev1.Container) bool {
-		if c.Name == InitContainerName || c.Name == ProxyContainerName {
+		if c.Name == names.InitContainerName || c.Name == names.ProxyContainerName {
 			changed = true
 			return true
 		}
@@ -347,8 +318,8 @@ func Uninject(meta *metav1.ObjectMeta, spec *corev1.PodSpec) bool {
 	if len(spec.Volumes) == 0 {
 		spec.Volumes = nil
 	}
-	if _, ok := meta.Annotations[AnnotationProxyVersion]; ok {
-		delete(meta.Annotations, AnnotationProxyVersion)
+	if _, ok := meta.Annotations[names.AnnotationProxyVersion]; ok {
+		delete(meta.Annotations, names.AnnotationProxyVersion)
 		changed = true
 		if len(meta.Annotations) == 0 {
 			meta.Annotations = nil
@@ -372,43 +343,43 @@ type settings struct {
 func settingsFor(podAnn, nsAnn map[string]string, spec *corev1.PodSpec, cfg Config) (settings, error) {
 	s := settings{logLevel: cfg.LogLevel, resources: *cfg.Resources.DeepCopy(), policy: cfg.DefaultInboundPolicy, probes: httpProbes(spec)}
 	var errs []error
-	if v, where, ok := lookup(AnnotationSkipInboundPorts, podAnn, nsAnn); ok {
-		rs, err := parsePortRanges(AnnotationSkipInboundPorts, v, where, nil)
+	if v, where, ok := lookup(names.AnnotationSkipInboundPorts, podAnn, nsAnn); ok {
+		rs, err := parsePortRanges(names.AnnotationSkipInboundPorts, v, where, nil)
 		errs = append(errs, err)
 		s.skipInbound = formatRanges(rs)
 	}
-	if v, where, ok := lookup(AnnotationSkipOutboundPorts, podAnn, nsAnn); ok {
-		rs, err := parsePortRanges(AnnotationSkipOutboundPorts, v, where, nil)
+	if v, where, ok := lookup(names.AnnotationSkipOutboundPorts, podAnn, nsAnn); ok {
+		rs, err := parsePortRanges(names.AnnotationSkipOutboundPorts, v, where, nil)
 		errs = append(errs, err)
 		s.skipOutbound = formatRanges(rs)
 	}
-	if v, where, ok := lookup(AnnotationOpaquePorts, podAnn, nsAnn); ok {
-		rs, err := parsePortRanges(AnnotationOpaquePorts, v, where, containerPorts(spec))
+	if v, where, ok := lookup(names.AnnotationOpaquePorts, podAnn, nsAnn); ok {
+		rs, err := parsePortRanges(names.AnnotationOpaquePorts, v, where, containerPorts(spec))
 		errs = append(errs, err)
 		if err == nil {
-			s.opaque, err = expandRanges(AnnotationOpaquePorts, v, where, rs)
+			s.opaque, err = expandRanges(names.AnnotationOpaquePorts, v, where, rs)
 			errs = append(errs, err)
 		}
 	}
-	if v, where, ok := lookup(AnnotationDefaultInbound, podAnn, nsAnn); ok {
+	if v, where, ok := lookup(names.AnnotationDefaultInbound, podAnn, nsAnn); ok {
 		if _, err := authz.ParsePolicy(v); err == nil {
 			s.policy = v
 		} else {
-			errs = append(errs, badValue(AnnotationDefaultInbound, v, where, "use all-unauthenticated, cluster-unauthenticated, all-authenticated, cluster-authenticated or deny"))
+			errs = append(errs, badValue(names.AnnotationDefaultInbound, v, where, "use all-unauthenticated, cluster-unauthenticated, all-authenticated, cluster-authenticated or deny"))
 		}
 	}
-	if v, where, ok := lookup(AnnotationProxyMaxInFlight, podAnn, nsAnn); ok {
+	if v, where, ok := lookup(names.AnnotationProxyMaxInFlight, podAnn, nsAnn); ok {
 		if n, err := strconv.Atoi(v); err == nil && n > 0 {
 			s.maxInFlight = strconv.Itoa(n)
 		} else {
-			errs = append(errs, badValue(AnnotationProxyMaxInFlight, v, where, "use a positive number of requests, e.g. 10000"))
+			errs = append(errs, badValue(names.AnnotationProxyMaxInFlight, v, where, "use a positive number of requests, e.g. 10000"))
 		}
 	}
-	if v, where, ok := lookup(AnnotationProxyLogLevel, podAnn, nsAnn); ok {
+	if v, where, ok := lookup(names.AnnotationProxyLogLevel, podAnn, nsAnn); ok {
 		if validLogLevel(v) {
 			s.logLevel = v
 		} else {
-			errs = append(errs, badValue(AnnotationProxyLogLevel, v, where, "use debug, info, warn or error"))
+			errs = append(errs, badValue(names.AnnotationProxyLogLevel, v, where, "use debug, info, warn or error"))
 		}
 	}
 	for _, q := range []struct {
@@ -416,10 +387,10 @@ func settingsFor(podAnn, nsAnn map[string]string, spec *corev1.PodSpec, cfg Conf
 		list *corev1.ResourceList
 		name corev1.ResourceName
 	}{
-		{AnnotationProxyCPURequest, &s.resources.Requests, corev1.ResourceCPU},
-		{AnnotationProxyCPULimit, &s.resources.Limits, corev1.ResourceCPU},
-		{AnnotationProxyMemoryRequest, &s.resources.Requests, corev1.ResourceMemory},
-		{AnnotationProxyMemoryLimit, &s.resources.Limits, corev1.ResourceMemory},
+		{names.AnnotationProxyCPURequest, &s.resources.Requests, corev1.ResourceCPU},
+		{names.AnnotationProxyCPULimit, &s.resources.Limits, corev1.ResourceCPU},
+		{names.AnnotationProxyMemoryRequest, &s.resources.Requests, corev1.ResourceMemory},
+		{names.AnnotationProxyMemoryLimit, &s.resources.Limits, corev1.ResourceMemory},
 	} {
 		v, where, ok := lookup(q.ann, podAnn, nsAnn)
 		if !ok {
@@ -439,8 +410,8 @@ func settingsFor(podAnn, nsAnn map[string]string, spec *corev1.PodSpec, cfg Conf
 		name       corev1.ResourceName
 		req, limit string
 	}{
-		{corev1.ResourceCPU, AnnotationProxyCPURequest, AnnotationProxyCPULimit},
-		{corev1.ResourceMemory, AnnotationProxyMemoryRequest, AnnotationProxyMemoryLimit},
+		{corev1.ResourceCPU, names.AnnotationProxyCPURequest, names.AnnotationProxyCPULimit},
+		{corev1.ResourceMemory, names.AnnotationProxyMemoryRequest, names.AnnotationProxyMemoryLimit},
 	} {
 		req, okr := s.resources.Requests[r.name]
 		lim, okl := s.resources.Limits[r.name]
@@ -474,36 +445,26 @@ func validLogLevel(v string) bool {
 	return false
 }
 
-type portRange struct{ lo, hi uint16 }
-
-// parsePortRanges reads "25,3306,4000-4010". With names non-nil, items that
-// are not numbers are container port names, looked up there.
-func parsePortRanges(ann, v, where string, names map[string]uint16) ([]portRange, error) {
+// parsePortRanges reads "25,3306,4000-4010" (internal/ports' grammar). With
+// names non-nil, items that are not ports are container port names, looked
+// up there.
+func parsePortRanges(ann, v, where string, names map[string]uint16) ([]ports.Range, error) {
 	allowed := "use comma-separated ports (1-65535) and ranges such as 4000-4010"
 	if names != nil {
 		allowed = "use comma-separated ports (1-65535), ranges such as 4000-4010, and names of the pod's container ports"
 	}
-	var rs []portRange
-	for _, item := range strings.Split(v, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
+	var rs []ports.Range
+	for _, item := range ports.Items(v) {
+		r, err := ports.ParseRange(item)
+		switch {
+		case err == nil:
+			rs = append(rs, r)
 			continue
-		}
-		if lo, hi, ok := strings.Cut(item, "-"); ok {
-			a, err1 := parsePort(lo)
-			b, err2 := parsePort(hi)
-			if err1 != nil || err2 != nil || a > b {
-				return nil, badValue(ann, v, where, fmt.Sprintf("%q is not a range <low>-<high> within 1-65535; %s", item, allowed))
-			}
-			rs = append(rs, portRange{a, b})
-			continue
-		}
-		if p, err := parsePort(item); err == nil {
-			rs = append(rs, portRange{p, p})
-			continue
+		case strings.Contains(item, "-"):
+			return nil, badValue(ann, v, where, fmt.Sprintf("%q is not a range <low>-<high> within 1-65535; %s", item, allowed))
 		}
 		if p, ok := names[item]; ok {
-			rs = append(rs, portRange{p, p})
+			rs = append(rs, ports.Range{First: p, Last: p})
 			continue
 		}
 		if names != nil && item[0] >= 'a' && item[0] <= 'z' {
@@ -514,22 +475,10 @@ func parsePortRanges(ann, v, where string, names map[string]uint16) ([]portRange
 	return rs, nil
 }
 
-func parsePort(s string) (uint16, error) {
-	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 16)
-	if err != nil || n == 0 {
-		return 0, fmt.Errorf("bad port %q", s)
-	}
-	return uint16(n), nil
-}
-
-func formatRanges(rs []portRange) []string {
+func formatRanges(rs []ports.Range) []string {
 	var out []string
 	for _, r := range rs {
-		if r.lo == r.hi {
-			out = append(out, strconv.Itoa(int(r.lo)))
-		} else {
-			out = append(out, fmt.Sprintf("%d-%d", r.lo, r.hi))
-		}
+		out = append(out, r.String())
 	}
 	return out
 }
@@ -538,10 +487,10 @@ func formatRanges(rs []portRange) []string {
 // --opaque-ports takes single ports.
 const maxOpaquePorts = 1024
 
-func expandRanges(ann, v, where string, rs []portRange) ([]uint16, error) {
+func expandRanges(ann, v, where string, rs []ports.Range) ([]uint16, error) {
 	var out []uint16
 	for _, r := range rs {
-		for p := int(r.lo); p <= int(r.hi); p++ {
+		for p := int(r.First); p <= int(r.Last); p++ {
 			if !slices.Contains(out, uint16(p)) {
 				out = append(out, uint16(p))
 			}
@@ -626,7 +575,7 @@ func initContainer(cfg Config, s settings) corev1.Container {
 		args = append(args, "--skip-outbound-ports="+strings.Join(s.skipOutbound, ","))
 	}
 	return corev1.Container{
-		Name:  InitContainerName,
+		Name:  names.InitContainerName,
 		Image: cfg.ProxyInitImage,
 		Args:  args,
 		Resources: corev1.ResourceRequirements{
@@ -698,23 +647,23 @@ func proxyContainer(cfg Config, s settings) corev1.Container {
 	if len(s.resources.Requests) > 0 || len(s.resources.Limits) > 0 {
 		res = s.resources
 	}
-	env := []corev1.EnvVar{{Name: EnvTrustAnchors, Value: cfg.TrustAnchorsPEM}}
+	env := []corev1.EnvVar{{Name: names.EnvTrustAnchors, Value: cfg.TrustAnchorsPEM}}
 	if _, ok := res.Limits[corev1.ResourceMemory]; ok {
 		// The Go runtime's soft limit, so the proxy collects garbage
 		// before the kernel kills it.
 		env = append(env, corev1.EnvVar{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{
-			ResourceFieldRef: &corev1.ResourceFieldSelector{ContainerName: ProxyContainerName, Resource: "limits.memory"},
+			ResourceFieldRef: &corev1.ResourceFieldSelector{ContainerName: names.ProxyContainerName, Resource: "limits.memory"},
 		}})
 	}
 	return corev1.Container{
-		Name:          ProxyContainerName,
+		Name:          names.ProxyContainerName,
 		Image:         cfg.ProxyImage,
 		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
 		Args:          args,
 		Env:           env,
 		Ports: []corev1.ContainerPort{
-			{Name: InboundPortName, ContainerPort: cfg.InboundPort, Protocol: corev1.ProtocolTCP},
-			{Name: AdminPortName, ContainerPort: cfg.AdminPort, Protocol: corev1.ProtocolTCP},
+			{Name: names.InboundPortName, ContainerPort: cfg.InboundPort, Protocol: corev1.ProtocolTCP},
+			{Name: names.AdminPortName, ContainerPort: cfg.AdminPort, Protocol: corev1.ProtocolTCP},
 		},
 		Resources:    res,
 		VolumeMounts: []corev1.VolumeMount{{Name: TokenVolumeName, MountPath: TokenMountPath, ReadOnly: true}},
@@ -741,7 +690,7 @@ func tokenVolume() corev1.Volume {
 		Name: TokenVolumeName,
 		VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-				Audience:          TokenAudience,
+				Audience:          names.TokenAudience,
 				ExpirationSeconds: ptr.To[int64](TokenExpirationSeconds),
 				Path:              "token",
 			}}},

@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 const testAnchors = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -33,7 +35,7 @@ func testPod(ann map[string]string) (*metav1.ObjectMeta, *corev1.PodSpec) {
 	return meta, spec
 }
 
-func names(cs []corev1.Container) []string {
+func containerNames(cs []corev1.Container) []string {
 	var out []string
 	for _, c := range cs {
 		out = append(out, c.Name)
@@ -52,17 +54,17 @@ func find(cs []corev1.Container, name string) *corev1.Container {
 
 func TestPodInjectsTheContract(t *testing.T) {
 	meta, spec := testPod(nil)
-	changed, rep, err := Pod(meta, spec, map[string]string{AnnotationInject: Enabled}, testConfig())
+	changed, rep, err := Pod(meta, spec, map[string]string{names.AnnotationInject: names.InjectEnabled}, testConfig())
 	if err != nil || !changed || !rep.Injected {
 		t.Fatalf("Pod = %v, %v, %v", changed, rep, err)
 	}
-	if got, want := names(spec.InitContainers), []string{"meridian-init", "meridian-proxy", "migrate"}; !slices.Equal(got, want) {
+	if got, want := containerNames(spec.InitContainers), []string{"meridian-init", "meridian-proxy", "migrate"}; !slices.Equal(got, want) {
 		t.Fatalf("init containers %v, want %v", got, want)
 	}
-	if got := names(spec.Containers); !slices.Equal(got, []string{"web"}) {
+	if got := containerNames(spec.Containers); !slices.Equal(got, []string{"web"}) {
 		t.Fatalf("containers %v", got)
 	}
-	if meta.Annotations[AnnotationProxyVersion] != "v1.2.3" {
+	if meta.Annotations[names.AnnotationProxyVersion] != "v1.2.3" {
 		t.Fatalf("annotations %v", meta.Annotations)
 	}
 
@@ -136,13 +138,13 @@ func TestPodAnnotationPrecedence(t *testing.T) {
 		skipped  string
 	}{
 		{"nothing", nil, nil, false, SkipNotEnabled},
-		{"namespace enabled", nil, map[string]string{AnnotationInject: Enabled}, true, ""},
-		{"pod enabled", map[string]string{AnnotationInject: Enabled}, nil, true, ""},
-		{"pod disabled wins over namespace", map[string]string{AnnotationInject: Disabled}, map[string]string{AnnotationInject: Enabled}, false, SkipDisabled},
-		{"pod enabled wins over namespace", map[string]string{AnnotationInject: Enabled}, map[string]string{AnnotationInject: Disabled}, true, ""},
-		{"namespace disabled", nil, map[string]string{AnnotationInject: Disabled}, false, SkipDisabled},
+		{"namespace enabled", nil, map[string]string{names.AnnotationInject: names.InjectEnabled}, true, ""},
+		{"pod enabled", map[string]string{names.AnnotationInject: names.InjectEnabled}, nil, true, ""},
+		{"pod disabled wins over namespace", map[string]string{names.AnnotationInject: names.InjectDisabled}, map[string]string{names.AnnotationInject: names.InjectEnabled}, false, SkipDisabled},
+		{"pod enabled wins over namespace", map[string]string{names.AnnotationInject: names.InjectEnabled}, map[string]string{names.AnnotationInject: names.InjectDisabled}, true, ""},
+		{"namespace disabled", nil, map[string]string{names.AnnotationInject: names.InjectDisabled}, false, SkipDisabled},
 		// A bad namespace value does not matter when the pod says.
-		{"pod over bad namespace value", map[string]string{AnnotationInject: Disabled}, map[string]string{AnnotationInject: "yes"}, false, SkipDisabled},
+		{"pod over bad namespace value", map[string]string{names.AnnotationInject: names.InjectDisabled}, map[string]string{names.AnnotationInject: "yes"}, false, SkipDisabled},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			meta, spec := testPod(tc.pod)
@@ -163,32 +165,32 @@ func TestPodAnnotationPrecedence(t *testing.T) {
 
 func TestPodConfigAnnotations(t *testing.T) {
 	ns := map[string]string{
-		AnnotationInject:            Enabled,
-		AnnotationSkipOutboundPorts: "5432",
-		AnnotationProxyLogLevel:     "warn",
-		AnnotationProxyCPURequest:   "50m",
+		names.AnnotationInject:            names.InjectEnabled,
+		names.AnnotationSkipOutboundPorts: "5432",
+		names.AnnotationProxyLogLevel:     "warn",
+		names.AnnotationProxyCPURequest:   "50m",
 	}
 	meta, spec := testPod(map[string]string{
-		AnnotationSkipInboundPorts:   "25, 4000-4002,4191",
-		AnnotationOpaquePorts:        "mysql,9000-9001",
-		AnnotationProxyLogLevel:      "debug", // wins over the namespace's
-		AnnotationProxyMemoryRequest: "32Mi",
-		AnnotationProxyMemoryLimit:   "128Mi",
-		AnnotationProxyCPULimit:      "1",
-		AnnotationProxyMaxInFlight:   "500",
+		names.AnnotationSkipInboundPorts:   "25, 4000-4002,4191",
+		names.AnnotationOpaquePorts:        "mysql,9000-9001",
+		names.AnnotationProxyLogLevel:      "debug", // wins over the namespace's
+		names.AnnotationProxyMemoryRequest: "32Mi",
+		names.AnnotationProxyMemoryLimit:   "128Mi",
+		names.AnnotationProxyCPULimit:      "1",
+		names.AnnotationProxyMaxInFlight:   "500",
 	})
 	cfg := testConfig()
 	cfg.Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m")}
 	if _, _, err := Pod(meta, spec, ns, cfg); err != nil {
 		t.Fatal(err)
 	}
-	init := find(spec.InitContainers, InitContainerName)
+	init := find(spec.InitContainers, names.InitContainerName)
 	want := []string{"--inbound-port=4143", "--outbound-port=4140", "--proxy-uid=2102",
 		"--skip-inbound-ports=4190,4191,25,4000-4002", "--skip-outbound-ports=5432"}
 	if !slices.Equal(init.Args, want) {
 		t.Fatalf("meridian-init args\n%q\nwant\n%q", init.Args, want)
 	}
-	p := find(spec.InitContainers, ProxyContainerName)
+	p := find(spec.InitContainers, names.ProxyContainerName)
 	if !slices.Contains(p.Args, "--opaque-ports=3306,9000,9001") || !slices.Contains(p.Args, "--log-level=debug") || !slices.Contains(p.Args, "--max-in-flight=500") {
 		t.Fatalf("meridian-proxy args %q", p.Args)
 	}
@@ -212,21 +214,21 @@ func TestPodBadAnnotations(t *testing.T) {
 		ann, value string
 		want       string // what the error says is allowed
 	}{
-		{AnnotationInject, "true", "use enabled or disabled"},
-		{AnnotationSkipInboundPorts, "25,smtp", `"smtp" is not a port`},
-		{AnnotationSkipOutboundPorts, "70000", `"70000" is not a port`},
-		{AnnotationSkipOutboundPorts, "10-5", `"10-5" is not a range`},
-		{AnnotationOpaquePorts, "redis", `"redis" names no container port`},
-		{AnnotationOpaquePorts, "1-5000", "more than 1024 ports"},
-		{AnnotationProxyLogLevel, "verbose", "use debug, info, warn or error"},
-		{AnnotationProxyMaxInFlight, "0", "use a positive number of requests"},
-		{AnnotationDefaultInbound, "allow-all", "use all-unauthenticated, cluster-unauthenticated, all-authenticated, cluster-authenticated or deny"},
-		{AnnotationProxyMaxInFlight, "many", "use a positive number of requests"},
-		{AnnotationProxyCPURequest, "lots", "Kubernetes quantity"},
-		{AnnotationProxyMemoryLimit, "-1Mi", "Kubernetes quantity"},
+		{names.AnnotationInject, "true", "use enabled or disabled"},
+		{names.AnnotationSkipInboundPorts, "25,smtp", `"smtp" is not a port`},
+		{names.AnnotationSkipOutboundPorts, "70000", `"70000" is not a port`},
+		{names.AnnotationSkipOutboundPorts, "10-5", `"10-5" is not a range`},
+		{names.AnnotationOpaquePorts, "redis", `"redis" names no container port`},
+		{names.AnnotationOpaquePorts, "1-5000", "more than 1024 ports"},
+		{names.AnnotationProxyLogLevel, "verbose", "use debug, info, warn or error"},
+		{names.AnnotationProxyMaxInFlight, "0", "use a positive number of requests"},
+		{names.AnnotationDefaultInbound, "allow-all", "use all-unauthenticated, cluster-unauthenticated, all-authenticated, cluster-authenticated or deny"},
+		{names.AnnotationProxyMaxInFlight, "many", "use a positive number of requests"},
+		{names.AnnotationProxyCPURequest, "lots", "Kubernetes quantity"},
+		{names.AnnotationProxyMemoryLimit, "-1Mi", "Kubernetes quantity"},
 	} {
 		t.Run(tc.ann+"="+tc.value, func(t *testing.T) {
-			meta, spec := testPod(map[string]string{AnnotationInject: Enabled, tc.ann: tc.value})
+			meta, spec := testPod(map[string]string{names.AnnotationInject: names.InjectEnabled, tc.ann: tc.value})
 			before := spec.DeepCopy()
 			changed, _, err := Pod(meta, spec, nil, testConfig())
 			if err == nil {
@@ -244,20 +246,20 @@ func TestPodBadAnnotations(t *testing.T) {
 	}
 	// From the namespace, the error says so.
 	meta, spec := testPod(nil)
-	_, _, err := Pod(meta, spec, map[string]string{AnnotationInject: Enabled, AnnotationProxyLogLevel: "loud"}, testConfig())
+	_, _, err := Pod(meta, spec, map[string]string{names.AnnotationInject: names.InjectEnabled, names.AnnotationProxyLogLevel: "loud"}, testConfig())
 	if err == nil || !strings.Contains(err.Error(), "on the namespace") {
 		t.Fatalf("error %v", err)
 	}
 	// Requests above limits.
-	meta, spec = testPod(map[string]string{AnnotationInject: Enabled, AnnotationProxyCPURequest: "2", AnnotationProxyCPULimit: "1"})
+	meta, spec = testPod(map[string]string{names.AnnotationInject: names.InjectEnabled, names.AnnotationProxyCPURequest: "2", names.AnnotationProxyCPULimit: "1"})
 	_, _, err = Pod(meta, spec, nil, testConfig())
-	if err == nil || !strings.Contains(err.Error(), "exceeds its limit") || !strings.Contains(err.Error(), AnnotationProxyCPULimit) {
+	if err == nil || !strings.Contains(err.Error(), "exceeds its limit") || !strings.Contains(err.Error(), names.AnnotationProxyCPULimit) {
 		t.Fatalf("error %v", err)
 	}
 }
 
 func TestPodIdempotent(t *testing.T) {
-	meta, spec := testPod(map[string]string{AnnotationInject: Enabled})
+	meta, spec := testPod(map[string]string{names.AnnotationInject: names.InjectEnabled})
 	if _, _, err := Pod(meta, spec, nil, testConfig()); err != nil {
 		t.Fatal(err)
 	}
@@ -270,15 +272,15 @@ func TestPodIdempotent(t *testing.T) {
 		t.Fatal("second Pod changed the pod")
 	}
 	// A pod with a hand-written meridian-proxy counts as injected too.
-	meta, spec = testPod(map[string]string{AnnotationInject: Enabled})
-	spec.Containers = append(spec.Containers, corev1.Container{Name: ProxyContainerName})
+	meta, spec = testPod(map[string]string{names.AnnotationInject: names.InjectEnabled})
+	spec.Containers = append(spec.Containers, corev1.Container{Name: names.ProxyContainerName})
 	if changed, rep, _ := Pod(meta, spec, nil, testConfig()); changed || rep.Skipped != SkipAlreadyInjected {
 		t.Fatalf("Pod = %v, %+v", changed, rep)
 	}
 }
 
 func TestPodHostNetwork(t *testing.T) {
-	meta, spec := testPod(map[string]string{AnnotationInject: Enabled})
+	meta, spec := testPod(map[string]string{names.AnnotationInject: names.InjectEnabled})
 	spec.HostNetwork = true
 	changed, rep, err := Pod(meta, spec, nil, testConfig())
 	if err != nil || changed || rep.Skipped != SkipHostNetwork || rep.String() != "skipped: hostNetwork" {
@@ -287,7 +289,7 @@ func TestPodHostNetwork(t *testing.T) {
 }
 
 func TestPodBadConfig(t *testing.T) {
-	meta, spec := testPod(map[string]string{AnnotationInject: Enabled})
+	meta, spec := testPod(map[string]string{names.AnnotationInject: names.InjectEnabled})
 	cfg := testConfig()
 	cfg.TrustAnchorsPEM = ""
 	if _, _, err := Pod(meta, spec, nil, cfg); err == nil || !strings.Contains(err.Error(), "trust anchors") {
@@ -301,10 +303,10 @@ func TestPodBadConfig(t *testing.T) {
 }
 
 func TestUninjectUndoesPod(t *testing.T) {
-	for _, ann := range []map[string]string{nil, {AnnotationInject: Enabled, "team": "a"}} {
+	for _, ann := range []map[string]string{nil, {names.AnnotationInject: names.InjectEnabled, "team": "a"}} {
 		meta, spec := testPod(ann)
 		m0, s0 := meta.DeepCopy(), spec.DeepCopy()
-		if _, _, err := Pod(meta, spec, map[string]string{AnnotationInject: Enabled}, testConfig()); err != nil {
+		if _, _, err := Pod(meta, spec, map[string]string{names.AnnotationInject: names.InjectEnabled}, testConfig()); err != nil {
 			t.Fatal(err)
 		}
 		if !Uninject(meta, spec) {
@@ -318,7 +320,7 @@ func TestUninjectUndoesPod(t *testing.T) {
 		}
 	}
 	// Without other init containers or volumes, the lists go away.
-	meta := &metav1.ObjectMeta{Annotations: map[string]string{AnnotationInject: Enabled}}
+	meta := &metav1.ObjectMeta{Annotations: map[string]string{names.AnnotationInject: names.InjectEnabled}}
 	spec := &corev1.PodSpec{Containers: []corev1.Container{{Name: "web"}}}
 	if _, _, err := Pod(meta, spec, nil, testConfig()); err != nil {
 		t.Fatal(err)
@@ -330,7 +332,7 @@ func TestUninjectUndoesPod(t *testing.T) {
 }
 
 func TestDiffAndApply(t *testing.T) {
-	meta, spec := testPod(map[string]string{AnnotationInject: Enabled})
+	meta, spec := testPod(map[string]string{names.AnnotationInject: names.InjectEnabled})
 	before, _ := json.Marshal(corev1.Pod{ObjectMeta: *meta, Spec: *spec})
 	if _, _, err := Pod(meta, spec, nil, testConfig()); err != nil {
 		t.Fatal(err)
@@ -376,44 +378,44 @@ func TestDiffAndApply(t *testing.T) {
 func TestPodControllerIdentity(t *testing.T) {
 	cfg := testConfig()
 	cfg.ControllerIdentity = ControllerIdentity("cluster.local", "meridian")
-	meta, spec := testPod(map[string]string{AnnotationInject: Enabled})
+	meta, spec := testPod(map[string]string{names.AnnotationInject: names.InjectEnabled})
 	if _, _, err := Pod(meta, spec, nil, cfg); err != nil {
 		t.Fatal(err)
 	}
 	want := "--destination-identity=spiffe://cluster.local/ns/meridian/sa/meridian-controller"
-	if args := strings.Join(find(spec.InitContainers, ProxyContainerName).Args, " "); !strings.Contains(args, want) {
+	if args := strings.Join(find(spec.InitContainers, names.ProxyContainerName).Args, " "); !strings.Contains(args, want) {
 		t.Errorf("proxy args %q lack %s", args, want)
 	}
-	meta, spec = testPod(map[string]string{AnnotationInject: Enabled})
+	meta, spec = testPod(map[string]string{names.AnnotationInject: names.InjectEnabled})
 	if _, _, err := Pod(meta, spec, nil, testConfig()); err != nil {
 		t.Fatal(err)
 	}
-	if args := strings.Join(find(spec.InitContainers, ProxyContainerName).Args, " "); strings.Contains(args, "--destination-identity") {
+	if args := strings.Join(find(spec.InitContainers, names.ProxyContainerName).Args, " "); strings.Contains(args, "--destination-identity") {
 		t.Errorf("proxy args %q name a controller identity nobody configured", args)
 	}
 }
 
 // A memory limit on the proxy becomes its Go runtime's soft limit.
 func TestPodGOMEMLIMIT(t *testing.T) {
-	meta, spec := testPod(map[string]string{AnnotationInject: Enabled, AnnotationProxyMemoryLimit: "128Mi"})
+	meta, spec := testPod(map[string]string{names.AnnotationInject: names.InjectEnabled, names.AnnotationProxyMemoryLimit: "128Mi"})
 	if _, _, err := Pod(meta, spec, nil, testConfig()); err != nil {
 		t.Fatal(err)
 	}
 	var got *corev1.EnvVar
-	for i, e := range find(spec.InitContainers, ProxyContainerName).Env {
+	for i, e := range find(spec.InitContainers, names.ProxyContainerName).Env {
 		if e.Name == "GOMEMLIMIT" {
-			got = &find(spec.InitContainers, ProxyContainerName).Env[i]
+			got = &find(spec.InitContainers, names.ProxyContainerName).Env[i]
 		}
 	}
 	if got == nil || got.ValueFrom == nil || got.ValueFrom.ResourceFieldRef == nil ||
-		got.ValueFrom.ResourceFieldRef.Resource != "limits.memory" || got.ValueFrom.ResourceFieldRef.ContainerName != ProxyContainerName {
-		t.Fatalf("GOMEMLIMIT = %+v, want limits.memory of %s", got, ProxyContainerName)
+		got.ValueFrom.ResourceFieldRef.Resource != "limits.memory" || got.ValueFrom.ResourceFieldRef.ContainerName != names.ProxyContainerName {
+		t.Fatalf("GOMEMLIMIT = %+v, want limits.memory of %s", got, names.ProxyContainerName)
 	}
-	meta, spec = testPod(map[string]string{AnnotationInject: Enabled})
+	meta, spec = testPod(map[string]string{names.AnnotationInject: names.InjectEnabled})
 	if _, _, err := Pod(meta, spec, nil, testConfig()); err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range find(spec.InitContainers, ProxyContainerName).Env {
+	for _, e := range find(spec.InitContainers, names.ProxyContainerName).Env {
 		if e.Name == "GOMEMLIMIT" {
 			t.Error("GOMEMLIMIT set without a memory limit")
 		}
@@ -441,7 +443,7 @@ func TestPodDefaultInboundPolicy(t *testing.T) {
 			t.Fatal(err)
 		}
 		var out []string
-		for _, a := range find(spec.InitContainers, ProxyContainerName).Args {
+		for _, a := range find(spec.InitContainers, names.ProxyContainerName).Args {
 			if strings.HasPrefix(a, "--default-inbound-policy=") || strings.HasPrefix(a, "--probe-paths=") || strings.HasPrefix(a, "--cluster-networks=") {
 				out = append(out, a)
 			}
@@ -454,9 +456,9 @@ func TestPodDefaultInboundPolicy(t *testing.T) {
 		pod, ns map[string]string
 		want    string
 	}{
-		{map[string]string{AnnotationInject: Enabled}, nil, "cluster-unauthenticated"},
-		{nil, map[string]string{AnnotationInject: Enabled, AnnotationDefaultInbound: "all-authenticated"}, "all-authenticated"},
-		{map[string]string{AnnotationDefaultInbound: "deny"}, map[string]string{AnnotationInject: Enabled, AnnotationDefaultInbound: "all-authenticated"}, "deny"},
+		{map[string]string{names.AnnotationInject: names.InjectEnabled}, nil, "cluster-unauthenticated"},
+		{nil, map[string]string{names.AnnotationInject: names.InjectEnabled, names.AnnotationDefaultInbound: "all-authenticated"}, "all-authenticated"},
+		{map[string]string{names.AnnotationDefaultInbound: "deny"}, map[string]string{names.AnnotationInject: names.InjectEnabled, names.AnnotationDefaultInbound: "all-authenticated"}, "deny"},
 	} {
 		want := []string{"--default-inbound-policy=" + c.want, nets, probes}
 		if got := policyArgs(c.pod, c.ns); !slices.Equal(got, want) {

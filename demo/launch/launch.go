@@ -42,6 +42,7 @@ import (
 	"github.com/meridian-mesh/meridian/demo/votebot"
 	"github.com/meridian-mesh/meridian/demo/voting"
 	"github.com/meridian-mesh/meridian/demo/web"
+	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/dstclient"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
@@ -274,8 +275,8 @@ func (d *Demo) declareWorkloads(dir string) (string, error) {
 		d.credentials[w.name] = cred
 		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n  namespace: %s\n  labels: {app: %s}\n"+
 			"  annotations:\n    %s: %q\n    %s: %q\nspec:\n  serviceAccountName: %s\n  containers: [{name: %s}]\n",
-			w.name, Namespace, w.name, local.AnnotationCredentialSHA256, local.CredentialSHA256(cred),
-			local.AnnotationServices, w.service, w.name, w.name)
+			w.name, Namespace, w.name, names.AnnotationCredentialSHA256, local.CredentialSHA256(cred),
+			names.AnnotationServices, w.service, w.name, w.name)
 	}
 	path := filepath.Join(dir, "demo-workloads.yaml")
 	return path, os.WriteFile(path, []byte(b.String()), 0o600)

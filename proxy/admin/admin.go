@@ -4,11 +4,13 @@ package admin
 
 import (
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
+	"github.com/meridian-mesh/meridian/internal/adminmux"
 	"github.com/meridian-mesh/meridian/proxy/listen"
 )
 
@@ -30,20 +32,16 @@ func Listen(addr string, log *slog.Logger, metrics http.Handler, ready func() bo
 	if err != nil {
 		return nil, err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", metrics)
-	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+	mux := adminmux.New(metrics, func() error {
 		if !ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
+			return errNotReady
 		}
-		w.Write([]byte("ready\n"))
-	})
-	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
-		w.Write([]byte("live\n"))
+		return nil
 	})
 	return &Server{ln: ln, mux: mux, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
 }
+
+var errNotReady = errors.New("not ready")
 
 // Addr is the first bound address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }

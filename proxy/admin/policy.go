@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/proxy/authz"
 )
 
@@ -55,7 +56,7 @@ func (s *Server) Protect(pol authz.Config, tlsCfg *tls.Config, denied func(port 
 		if denied != nil {
 			denied(port, c.ID)
 		}
-		w.Header().Set("Meridian-Proxy-Error", "unauthorized")
+		w.Header().Set(names.HeaderProxyError, "unauthorized")
 		http.Error(w, "the admin port follows the pod's default inbound policy ("+pol.Name()+" here), which refuses this client; /live and /ready are open to all, the rest to meshed clients over mTLS", http.StatusForbidden)
 	})
 }

@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/meridian-mesh/meridian/internal/filewatch"
+	"github.com/meridian-mesh/meridian/internal/latest"
 )
 
 // Destination is one authority in static configuration.
@@ -217,8 +220,8 @@ func (s *Static) Resolve(ctx context.Context, authority string) (Watch, error) {
 	if !ok {
 		return nil, ErrNotFound
 	}
-	w := &staticWatch{s: s, auth: auth, ch: make(chan []Endpoint, 1)}
-	w.ch <- eps
+	w := &staticWatch{s: s, auth: auth, ch: latest.New[[]Endpoint]()}
+	w.ch.Set(eps)
 	if s.watches[auth] == nil {
 		s.watches[auth] = map[*staticWatch]struct{}{}
 	}
@@ -235,39 +238,20 @@ func (s *Static) LookupAddr(addr netip.AddrPort) (string, bool) {
 }
 
 type staticWatch struct {
-	s      *Static
-	auth   string
-	mu     sync.Mutex
-	ch     chan []Endpoint
-	closed bool
+	s    *Static
+	auth string
+	ch   *latest.Chan[[]Endpoint] // consumers only need the newest set
 }
 
-func (w *staticWatch) Updates() <-chan []Endpoint { return w.ch }
+func (w *staticWatch) Updates() <-chan []Endpoint { return w.ch.Updates() }
 
-// push replaces any undelivered set with the newest: consumers only need the latest.
-func (w *staticWatch) push(eps []Endpoint) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		return
-	}
-	select {
-	case <-w.ch:
-	default:
-	}
-	w.ch <- eps
-}
+func (w *staticWatch) push(eps []Endpoint) { w.ch.Set(eps) }
 
 func (w *staticWatch) Close() {
 	w.s.mu.Lock()
 	delete(w.s.watches[w.auth], w)
 	w.s.mu.Unlock()
-	w.mu.Lock()
-	if !w.closed {
-		w.closed = true
-		close(w.ch)
-	}
-	w.mu.Unlock()
+	w.ch.Close()
 }
 
 // CanonicalAuthority lower-cases host:port and adds defPort when the port is
@@ -286,13 +270,21 @@ func CanonicalAuthority(a string, defPort int) (string, error) {
 			return "", fmt.Errorf("authority %q: an IPv6 address needs brackets", a)
 		}
 	}
+	// Lower-cased, without the root's dot, before the checks: "." has no host.
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	if host == "" {
 		return "", fmt.Errorf("authority %q has no host", a)
+	}
+	if strings.ContainsAny(host, "[]") {
+		return "", fmt.Errorf("authority %q: brackets go only around a whole IPv6 address", a)
+	}
+	if strings.HasSuffix(host, ".") {
+		return "", fmt.Errorf("authority %q: empty DNS label", a)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return "", fmt.Errorf("authority %q: port must be 1-65535", a)
 	}
-	return net.JoinHostPort(strings.ToLower(strings.TrimSuffix(host, ".")), port), nil
+	return net.JoinHostPort(host, port), nil
 }
 
 // ParseFile reads a destinations file: one YAML document with a
@@ -317,40 +309,46 @@ func ParseFile(path string) ([]Destination, error) {
 		}
 		return nil, fmt.Errorf("%s: %s bytes, more than the %d (%d MiB) a destinations file may have", path, size, MaxFileSize, MaxFileSize>>20)
 	}
+	return Parse(path, b)
+}
+
+// Parse reads the content b of a destinations file (see ParseFile); errors
+// begin with name.
+func Parse(name string, b []byte) ([]Destination, error) {
 	// The file's shape first: one document, with a destinations list. An
 	// empty file would otherwise read as no destinations (every request a
 	// 503), and a second document would be ignored.
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	var root yaml.Node
 	if err := dec.Decode(&root); errors.Is(err, io.EOF) || err == nil && emptyDoc(&root) {
-		return nil, fmt.Errorf("%s: no destinations: the file is empty or only comments; want a document with a destinations list", path)
+		return nil, fmt.Errorf("%s: no destinations: the file is empty or only comments; want a document with a destinations list", name)
 	} else if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err) // yaml's errors name the line
+		return nil, fmt.Errorf("%s: %w", name, err) // yaml's errors name the line
 	}
 	var second yaml.Node
 	if err := dec.Decode(&second); err == nil && !emptyDoc(&second) {
-		return nil, fmt.Errorf("%s:%d: a second YAML document: a destinations file holds one document (list every destination under the first one's destinations)", path, second.Content[0].Line)
+		return nil, fmt.Errorf("%s:%d: a second YAML document: a destinations file holds one document (list every destination under the first one's destinations)", name, second.Content[0].Line)
 	} else if err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s: a second YAML document: %w", path, err)
+		return nil, fmt.Errorf("%s: a second YAML document: %w", name, err)
 	}
 	dec = yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	var doc file
 	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err) // yaml's errors name the line
+		return nil, fmt.Errorf("%s: %w", name, err) // yaml's errors name the line
 	}
 	top := root.Content[0]
 	if list := yamlValue(top, "destinations"); top.Kind == yaml.MappingNode && (list == nil || list.Tag == "!!null") {
-		return nil, fmt.Errorf("%s:%d: destinations: required: the list of destinations (destinations: [] for none)", path, top.Line)
+		return nil, fmt.Errorf("%s:%d: destinations: required: the list of destinations (destinations: [] for none)", name, top.Line)
 	}
 	if _, err := NewStatic(doc.Destinations); err != nil {
 		var fe *FieldError
 		if errors.As(err, &fe) {
 			if line := fe.line(&root); line > 0 {
-				return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+				return nil, fmt.Errorf("%s:%d: %w", name, line, err)
 			}
 		}
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return doc.Destinations, nil
 }
@@ -381,31 +379,18 @@ func ParseFlag(v string) (Destination, error) {
 // destinations) are appended to the file's. A bad file is logged and
 // rejected; the last good configuration keeps serving.
 func (s *Static) WatchFile(ctx context.Context, path string, extra []Destination, every time.Duration, log *slog.Logger) {
-	var last time.Time
-	if fi, err := os.Stat(path); err == nil {
-		last = fi.ModTime()
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		fi, err := os.Stat(path)
-		if err != nil || fi.ModTime().Equal(last) {
-			continue
-		}
-		last = fi.ModTime()
+	last, _ := filewatch.ModTime(path)
+	look := func() (int64, bool) { return filewatch.ModTime(path) }
+	filewatch.Poll(ctx, every, last, look, func(mtime int64) int64 {
 		dests, err := ParseFile(path)
 		if err == nil {
 			err = s.Set(append(dests, extra...))
 		}
 		if err != nil {
 			log.Error("destinations rejected; the previous ones keep serving", "err", err)
-			continue
+			return mtime
 		}
 		log.Info("destinations reloaded", "file", path, "count", len(dests)+len(extra))
-	}
+		return mtime
+	})
 }

@@ -274,6 +274,11 @@ func TestCanonicalAuthority(t *testing.T) {
 		{"web:http", ""},
 		{"web:", ""},
 		{"a:b:c", ""},
+		{".", ""},    // found by FuzzCanonicalAuthority: was ":80"
+		{".:80", ""}, // likewise
+		{"[", ""},    // found by FuzzCanonicalAuthority: was "[:80"
+		{"[[::1]]:80", ""},
+		{"web..:80", ""}, // found by FuzzCanonicalAuthority: was "web.:80", which canonicalised again to "web:80"
 	} {
 		got, err := CanonicalAuthority(c.in, 80)
 		if c.want == "" {

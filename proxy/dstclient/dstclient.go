@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
+	"github.com/meridian-mesh/meridian/internal/latest"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/profile"
 )
@@ -79,7 +80,7 @@ func (c *Client) LookupAddr(addr netip.AddrPort) (string, bool) {
 func (c *Client) Resolve(ctx context.Context, authority string) (discover.Watch, error) {
 	wctx, cancel := context.WithCancel(context.Background())
 	w := &watch{c: c, authority: authority, cancel: cancel,
-		ch: make(chan []discover.Endpoint, 1), first: make(chan error, 1)}
+		ch: latest.New[[]discover.Endpoint](), first: make(chan error, 1)}
 	go w.run(wctx)
 	if err := c.awaitFirst(ctx, w.first, cancel, "resolve "+authority); err != nil {
 		return nil, err
@@ -94,23 +95,18 @@ type watch struct {
 	first     chan error // one value: nil, ErrNotFound or the first stream's error
 	firstOnce sync.Once
 
-	mu     sync.Mutex
-	ch     chan []discover.Endpoint
-	closed bool
-	had    bool   // the last set delivered had endpoints
-	gen    uint64 // bumped by every delivery: a pending empty set is stale once it moved
+	ch *latest.Chan[[]discover.Endpoint] // consumers only want the newest set
+
+	mu  sync.Mutex
+	had bool   // the last set delivered had endpoints
+	gen uint64 // bumped by every delivery: a pending empty set is stale once it moved
 }
 
-func (w *watch) Updates() <-chan []discover.Endpoint { return w.ch }
+func (w *watch) Updates() <-chan []discover.Endpoint { return w.ch.Updates() }
 
 func (w *watch) Close() {
 	w.cancel()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.closed {
-		w.closed = true
-		close(w.ch)
-	}
+	w.ch.Close()
 }
 
 func (w *watch) answerFirst(err error) { w.firstOnce.Do(func() { w.first <- err }) }
@@ -130,14 +126,7 @@ func (w *watch) push(set map[string]discover.Endpoint) {
 // deliver is push with w.mu held.
 func (w *watch) deliver(eps []discover.Endpoint) {
 	w.gen++
-	if w.closed {
-		return
-	}
-	select {
-	case <-w.ch:
-	default:
-	}
-	w.ch <- eps
+	w.ch.Set(eps)
 	w.had = len(eps) > 0
 }
 

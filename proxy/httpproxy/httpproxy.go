@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/outbound/connect"
@@ -27,20 +28,20 @@ import (
 
 // DstOverrideHeader, when a client sets it, names the authority to route to
 // instead of Host / :authority (as l5d-dst-override does for Linkerd).
-const DstOverrideHeader = "Meridian-Dst-Override"
+const DstOverrideHeader = names.HeaderDstOverride
 
 // OrigProtoHeader travels between two proxies when the outbound one carries
 // an HTTP/1 request over HTTP/2: the inbound proxy removes it and speaks
 // HTTP/1 to its application again (Linkerd's l5d-orig-proto).
-const OrigProtoHeader = "Meridian-Orig-Proto"
+const OrigProtoHeader = names.HeaderOrigProto
 
 // HopHeader marks the requests an outbound proxy forwards with its instance
 // ID, so that it can refuse one that comes back (a loop); the inbound side
 // removes it (see proxy/sidecar).
-const HopHeader = "Meridian-Hop"
+const HopHeader = names.HeaderHop
 
 // ErrorHeader tells the client that the proxy, not the application, produced the response.
-const ErrorHeader = "Meridian-Proxy-Error"
+const ErrorHeader = names.HeaderProxyError
 
 // Target is where one request goes: a named set of endpoints and, when the
 // control plane has one, the authority's profile.

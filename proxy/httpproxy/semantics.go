@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 )
 
@@ -17,7 +18,7 @@ import (
 // hop between two proxies: Go's HTTP/2 server consumes Expect (it answers
 // 100 itself when the handler first reads the body), so without it the
 // inbound proxy could not ask its application. Only honoured inbound.
-const ExpectHeader = "Meridian-Expect"
+const ExpectHeader = names.HeaderExpect
 
 // clientBody is an HTTP/1 client's request body as the server reads it. It
 // remembers the first error that is the client's doing (a malformed chunk,

@@ -96,6 +96,7 @@ func New() *Registry {
 		[]string{"direction", "authority", "reason"})
 	r.reg.MustRegister(r.requests, r.responses, r.latency, r.unavailable, r.ejections, r.retries, r.shed, r.authzDeny, r.clientErr,
 		r.tcpOpen, r.tcpClose, r.tcpConns, r.tcpRead, r.tcpWrite,
+		//lint:ignore SA1019 the same functions as package collectors', which would link database/sql into the proxy
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return r
 }

@@ -106,8 +106,10 @@ func TestBudget(t *testing.T) {
 		b.Deposit()
 	}
 	// 10 requests × 0.2 = 2 retries.
-	if !b.Withdraw() || !b.Withdraw() {
-		t.Fatal("budget of 2 refused a retry")
+	for range 2 {
+		if !b.Withdraw() {
+			t.Fatal("budget of 2 refused a retry")
+		}
 	}
 	if b.Withdraw() {
 		t.Fatal("a third retry passed a budget of 2")

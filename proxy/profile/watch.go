@@ -3,6 +3,8 @@ package profile
 import (
 	"context"
 	"sync"
+
+	"github.com/meridian-mesh/meridian/internal/latest"
 )
 
 // Source finds profiles; the destination API client implements it.
@@ -16,17 +18,17 @@ type Watch struct {
 	cancel func()
 	mu     sync.Mutex
 	cur    *Profile
-	ch     chan *Profile
+	ch     *latest.Chan[*Profile]
 	closed bool
 }
 
 // NewWatch returns a watch holding an empty profile; cancel is called on Close.
 func NewWatch(cancel func()) *Watch {
-	return &Watch{cancel: cancel, cur: &Profile{BudgetSpec: DefaultBudget}, ch: make(chan *Profile, 1)}
+	return &Watch{cancel: cancel, cur: &Profile{BudgetSpec: DefaultBudget}, ch: latest.New[*Profile]()}
 }
 
 // Updates delivers each new profile (coalesced: only the newest waits).
-func (w *Watch) Updates() <-chan *Profile { return w.ch }
+func (w *Watch) Updates() <-chan *Profile { return w.ch.Updates() }
 
 // Current returns the latest profile (never nil).
 func (w *Watch) Current() *Profile {
@@ -43,11 +45,7 @@ func (w *Watch) Set(p *Profile) {
 		return
 	}
 	w.cur = p
-	select {
-	case <-w.ch:
-	default:
-	}
-	w.ch <- p
+	w.ch.Set(p)
 }
 
 // Close ends the watch.
@@ -59,6 +57,6 @@ func (w *Watch) Close() {
 	defer w.mu.Unlock()
 	if !w.closed {
 		w.closed = true
-		close(w.ch)
+		w.ch.Close()
 	}
 }

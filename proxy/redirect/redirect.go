@@ -15,6 +15,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/meridian-mesh/meridian/internal/ports"
 )
 
 // TableName is the nftables table (family inet) that holds all our rules.
@@ -30,7 +32,7 @@ const (
 // AdminPorts are the proxy's own ports (4190, 4191: admin, probes, metrics).
 // Their inbound traffic is never redirected, whatever the configuration, so
 // that the kubelet's probes and Prometheus reach the proxy itself.
-var AdminPorts = PortRange{4190, 4191}
+var AdminPorts = ports.Range{First: 4190, Last: 4191}
 
 // Config says where to redirect and what to leave alone.
 type Config struct {
@@ -38,8 +40,8 @@ type Config struct {
 	OutboundPort uint16 // the proxy's outbound listener
 	ProxyUID     uint32 // the proxy's own connections are never redirected
 
-	SkipInboundPorts  []PortRange    // destination ports whose inbound traffic bypasses the proxy
-	SkipOutboundPorts []PortRange    // destination ports whose outbound traffic bypasses the proxy
+	SkipInboundPorts  []ports.Range  // destination ports whose inbound traffic bypasses the proxy
+	SkipOutboundPorts []ports.Range  // destination ports whose outbound traffic bypasses the proxy
 	SkipOutboundCIDRs []netip.Prefix // destinations whose outbound traffic bypasses the proxy
 }
 
@@ -94,14 +96,14 @@ type (
 	match interface{ String() string }
 
 	tcpMatch     struct{}     // every TCP packet
-	dportMatch   PortRange    // TCP destination port(s)
+	dportMatch   ports.Range  // TCP destination port(s)
 	skuidMatch   uint32       // the sending socket's owner
 	oifnameMatch string       // the outgoing interface
 	daddrMatch   netip.Prefix // the destination address
 )
 
 func (tcpMatch) String() string       { return "meta l4proto tcp" }
-func (m dportMatch) String() string   { return "tcp dport " + PortRange(m).String() }
+func (m dportMatch) String() string   { return "tcp dport " + ports.Range(m).String() }
 func (m skuidMatch) String() string   { return fmt.Sprintf("meta skuid %d", uint32(m)) }
 func (m oifnameMatch) String() string { return fmt.Sprintf("oifname %q", string(m)) }
 func (m daddrMatch) String() string {
@@ -133,7 +135,7 @@ func (c Config) chains() []chain {
 	inbound := chain{name: "inbound", hook: "prerouting", priority: "dstnat"}
 	// The inbound port itself would be redirected onto itself: skip it so
 	// that a peer dialling it directly is not NATed for nothing.
-	skipIn := mergePorts(append(slices.Clone(c.SkipInboundPorts), AdminPorts, PortRange{c.InboundPort, c.InboundPort}))
+	skipIn := mergePorts(append(slices.Clone(c.SkipInboundPorts), AdminPorts, ports.Range{First: c.InboundPort, Last: c.InboundPort}))
 	for _, r := range skipIn {
 		inbound.rules = append(inbound.rules, rule{match: dportMatch(r)})
 	}

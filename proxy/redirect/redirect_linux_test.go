@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/nftables"
 
+	"github.com/meridian-mesh/meridian/internal/ports"
 	"github.com/meridian-mesh/meridian/proxy/origdst"
 )
 
@@ -27,8 +28,8 @@ func TestRedirect(t *testing.T) {
 		return
 	}
 	cfg := DefaultConfig()
-	cfg.SkipInboundPorts = []PortRange{{3306, 3306}}
-	cfg.SkipOutboundPorts = []PortRange{{9000, 9001}}
+	cfg.SkipInboundPorts = []ports.Range{{First: 3306, Last: 3306}}
+	cfg.SkipOutboundPorts = []ports.Range{{First: 9000, Last: 9001}}
 	cfg.SkipOutboundCIDRs = []netip.Prefix{netip.MustParsePrefix(peerIP4b + "/32"), netip.MustParsePrefix(peerIP6b + "/128")}
 	if err := Apply(cfg); err != nil {
 		t.Fatalf("Apply: %v\nnftables NAT must work on this kernel for Meridian's init container to work at all", err)

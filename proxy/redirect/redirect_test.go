@@ -5,42 +5,9 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-)
 
-func TestParsePorts(t *testing.T) {
-	for _, tc := range []struct {
-		in, want string // want: the ranges, or the error
-	}{
-		{"", "[]"},
-		{" ", "[]"},
-		{"25", "[25]"},
-		{"25,3306,4000-4010", "[25 3306 4000-4010]"},
-		{" 25 , 4000 - 4010 ,", "[25 4000-4010]"},
-		{"25,,26", "[25 26]"},
-		{"1,65535,7-7", "[1 65535 7]"},
-		{"0", "error: port 0 is out of range 1-65535"},
-		{"65536", "error: port 65536 is out of range 1-65535"},
-		{"99999999999999999999", `error: "99999999999999999999" is not a port number`},
-		{"mysql", `error: "mysql" is not a port number`},
-		{"25,http", `error: "http" is not a port number`},
-		{"-5", `error: range "-5": missing port number`},
-		{"5-", `error: range "5-": missing port number`},
-		{"10-5", `error: range "10-5": it ends before it starts`},
-		{"1-2-3", `error: range "1-2-3": "2-3" is not a port number`},
-		{"4000-70000", `error: range "4000-70000": port 70000 is out of range 1-65535`},
-		{"+25", `error: "+25" is not a port number`},
-		{"25.0", `error: "25.0" is not a port number`},
-	} {
-		got, err := ParsePorts(tc.in)
-		s := fmt.Sprint(got)
-		if err != nil {
-			s = "error: " + err.Error()
-		}
-		if s != tc.want {
-			t.Errorf("ParsePorts(%q) = %s, want %s", tc.in, s, tc.want)
-		}
-	}
-}
+	"github.com/meridian-mesh/meridian/internal/ports"
+)
 
 func TestParseCIDRs(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
@@ -66,7 +33,7 @@ func TestParseCIDRs(t *testing.T) {
 }
 
 func TestMergePorts(t *testing.T) {
-	in := []PortRange{{4191, 4191}, {25, 25}, {4190, 4190}, {4000, 4010}, {4005, 4020}, {26, 26}, {4143, 4143}}
+	in := []ports.Range{{First: 4191, Last: 4191}, {First: 25, Last: 25}, {First: 4190, Last: 4190}, {First: 4000, Last: 4010}, {First: 4005, Last: 4020}, {First: 26, Last: 26}, {First: 4143, Last: 4143}}
 	if got, want := fmt.Sprint(mergePorts(in)), "[25-26 4000-4020 4143 4190-4191]"; got != want {
 		t.Errorf("mergePorts = %s, want %s", got, want)
 	}
@@ -86,8 +53,8 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.InboundPort = 0 }, "inbound port must be 1-65535"},
 		{func(c *Config) { c.OutboundPort = 0 }, "outbound port must be 1-65535"},
 		{func(c *Config) { c.OutboundPort = c.InboundPort }, "inbound and outbound ports are both 4143"},
-		{func(c *Config) { c.SkipInboundPorts = []PortRange{{10, 5}} }, "invalid port range 10-5"},
-		{func(c *Config) { c.SkipOutboundPorts = []PortRange{{0, 5}} }, "invalid port range 0-5"},
+		{func(c *Config) { c.SkipInboundPorts = []ports.Range{{First: 10, Last: 5}} }, "invalid port range 10-5"},
+		{func(c *Config) { c.SkipOutboundPorts = []ports.Range{{First: 0, Last: 5}} }, "invalid port range 0-5"},
 		{func(c *Config) { c.SkipOutboundCIDRs = []netip.Prefix{{}} }, "invalid CIDR"},
 	} {
 		c := DefaultConfig()
@@ -122,8 +89,8 @@ func TestString(t *testing.T) {
 	}
 
 	c := Config{InboundPort: 15006, OutboundPort: 15001, ProxyUID: 1337,
-		SkipInboundPorts:  []PortRange{{4191, 4191}, {22, 22}},
-		SkipOutboundPorts: []PortRange{{5432, 5432}, {3306, 3306}},
+		SkipInboundPorts:  []ports.Range{{First: 4191, Last: 4191}, {First: 22, Last: 22}},
+		SkipOutboundPorts: []ports.Range{{First: 5432, Last: 5432}, {First: 3306, Last: 3306}},
 		SkipOutboundCIDRs: []netip.Prefix{netip.MustParsePrefix("169.254.169.254/32"), netip.MustParsePrefix("fd00::/8")},
 	}
 	got := c.Rules()

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 
+	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 )
@@ -103,7 +104,7 @@ func (r outboundRouter) Backend(ctx context.Context, authority string) (*httppro
 
 // ClientIDHeader carries, on requests to the application, the SPIFFE ID of
 // the meshed client proxy that sent them over mTLS.
-const ClientIDHeader = "Meridian-Client-Id"
+const ClientIDHeader = names.HeaderClientID
 
 // inboundRouter sends everything to the local application. The policy
 // has allowed the request already (middleware/authz, before it).

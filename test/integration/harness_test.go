@@ -26,6 +26,7 @@ import (
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
 	"github.com/meridian-mesh/meridian/controlplane/controller"
 	"github.com/meridian-mesh/meridian/controlplane/store/local"
+	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/dstclient"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
@@ -84,7 +85,7 @@ metadata:
   namespace: default
   annotations: {%s: %q, %s: %q}
 spec: {serviceAccountName: %s}
-`, name, local.AnnotationCredentialSHA256, local.CredentialSHA256(credential), local.AnnotationServices, service, sa)
+`, name, names.AnnotationCredentialSHA256, local.CredentialSHA256(credential), names.AnnotationServices, service, sa)
 }
 
 // register announces a workload serving service at addr for the test's life.

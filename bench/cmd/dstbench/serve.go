@@ -22,6 +22,7 @@ import (
 	"github.com/meridian-mesh/meridian/bench/sut"
 	"github.com/meridian-mesh/meridian/controlplane/destination"
 	"github.com/meridian-mesh/meridian/controlplane/store"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 // serve is the controller process: a store filled as the Kubernetes source
@@ -171,7 +172,7 @@ func serviceObjects(svc int) []k8sruntime.Object {
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace: ns(svc), Name: podName(svc, e), ResourceVersion: "1",
 				Labels:      map[string]string{"app": name(svc), "pod-template-hash": "5d9f7c"},
-				Annotations: map[string]string{"meridian.io/proxy-version": "dev"},
+				Annotations: map[string]string{names.AnnotationProxyVersion: "dev"},
 				OwnerReferences: []metav1.OwnerReference{{
 					APIVersion: "apps/v1", Kind: "ReplicaSet", Name: name(svc) + "-5d9f7c", Controller: ptr(true),
 				}},

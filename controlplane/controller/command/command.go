@@ -23,6 +23,7 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/destination"
 	"github.com/meridian-mesh/meridian/controlplane/inject"
 	"github.com/meridian-mesh/meridian/controlplane/store/local"
+	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/proxy/authz"
 )
 
@@ -77,7 +78,7 @@ caBundle) runs only on the replica that holds the Lease
 	f.StringVar(&o.ClusterDomain, "cluster-domain", compile.DefaultClusterDomain, "the cluster's DNS domain")
 	f.StringVar(&o.TrustDomain, "trust-domain", compile.DefaultTrustDomain, "the SPIFFE trust domain of workload identities")
 	f.StringVar(&o.DefaultNamespace, "default-namespace", local.DefaultNamespace, "local mode: the namespace where short names (\"web:80\") are looked up first")
-	f.StringVar(&o.DefaultOpaquePorts, "default-opaque-ports", controller.DefaultOpaquePorts, "ports that are opaque unless a service's or namespace's "+compile.AnnotationOpaquePorts+" annotation says otherwise")
+	f.StringVar(&o.DefaultOpaquePorts, "default-opaque-ports", controller.DefaultOpaquePorts, "ports that are opaque unless a service's or namespace's "+names.AnnotationOpaquePorts+" annotation says otherwise")
 	f.DurationVar(&o.Resync, "resync", destination.DefaultResync, "how often a stream for an authority that resolves to no service yet (a cluster IP, a short name) tries again")
 	f.DurationVar(&o.ShutdownGrace, "shutdown-grace", 5*time.Second, "how long SIGTERM waits for streams to end before closing them")
 	f.DurationVar(&o.StartupGrace, "startup-grace", controller.DefaultStartupGrace, "local mode: for this long after the directory is loaded, a service's empty endpoint set is not sent as a stream's first answer, until its workloads have registered again (proxies reconnect within 10s of a restart); 0: none")
@@ -95,7 +96,7 @@ caBundle) runs only on the replica that holds the Lease
 	f.StringVar(&w.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the controller's namespace, where the webhook's Secret and the Lease are (default $POD_NAMESPACE)")
 	f.StringVar(&w.ProxyImage, "proxy-image", "", "the injected proxy's image (default "+inject.ProxyImageRepo+":<control-plane-version>)")
 	f.StringVar(&w.ProxyInitImage, "proxy-init-image", "", "the injected init container's image (default "+inject.ProxyInitImageRepo+":<control-plane-version>)")
-	f.StringVar(&w.DefaultInboundPolicy, "default-inbound-policy", string(authz.AllUnauthenticated), "injected proxies' default inbound policy unless a pod or namespace annotates "+inject.AnnotationDefaultInbound+": all-unauthenticated, cluster-unauthenticated, all-authenticated, cluster-authenticated or deny")
+	f.StringVar(&w.DefaultInboundPolicy, "default-inbound-policy", string(authz.AllUnauthenticated), "injected proxies' default inbound policy unless a pod or namespace annotates "+names.AnnotationDefaultInbound+": all-unauthenticated, cluster-unauthenticated, all-authenticated, cluster-authenticated or deny")
 	f.StringVar(&w.ClusterNetworks, "cluster-networks", "", "the cluster's pod and node CIDRs (comma-separated) for the cluster-* policies; empty: the proxy's default, the private ranges")
 	proxyRes := map[string]*string{}
 	for _, r := range []struct{ flag, what string }{

@@ -8,24 +8,20 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 
 	authnv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meridian-mesh/meridian/controlplane/identity"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
-
-// DefaultAudience is the audience of the projected ServiceAccount token a
-// pod's proxy presents; a token for any other audience is refused.
-const DefaultAudience = "identity.meridian.io"
 
 // Verifier checks a pod's projected ServiceAccount token with the
 // API server's TokenReview, for audience.
 func Verifier(cs kubernetes.Interface, audience string) identity.Verifier {
 	if audience == "" {
-		audience = DefaultAudience
+		audience = names.TokenAudience
 	}
 	return identity.VerifierFunc(func(ctx context.Context, token []byte) (identity.Subject, error) {
 		tr, err := cs.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{
@@ -45,11 +41,10 @@ func Verifier(cs kubernetes.Interface, audience string) identity.Verifier {
 		if !slices.Contains(st.Audiences, audience) {
 			return identity.Subject{}, fmt.Errorf("%w: token is not for audience %s", identity.ErrUnauthenticated, audience)
 		}
-		// system:serviceaccount:<ns>:<sa>
-		parts := strings.Split(st.User.Username, ":")
-		if len(parts) != 4 || parts[0] != "system" || parts[1] != "serviceaccount" || parts[2] == "" || parts[3] == "" {
+		ns, sa, ok := names.ParseServiceAccountUser(st.User.Username)
+		if !ok {
 			return identity.Subject{}, fmt.Errorf("%w: %q is not a service account", identity.ErrUnauthenticated, st.User.Username)
 		}
-		return identity.Subject{Namespace: parts[2], ServiceAccount: parts[3]}, nil
+		return identity.Subject{Namespace: ns, ServiceAccount: sa}, nil
 	})
 }

@@ -24,6 +24,7 @@ import (
 	pb "github.com/meridian-mesh/meridian/api/proto/identity"
 	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/controlplane/identity/tokenreview"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 // TokenReview against a real kube-apiserver (envtest; KUBEBUILDER_ASSETS,
@@ -63,11 +64,11 @@ func TestCertifyWithTokenReview(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := identity.NewServer(ca, tokenreview.Verifier(cs, tokenreview.DefaultAudience), identity.Options{})
+	srv := identity.NewServer(ca, tokenreview.Verifier(cs, names.TokenAudience), identity.Options{})
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 
-	resp, err := srv.Certify(ctx, &pb.CertifyRequest{Token: token(tokenreview.DefaultAudience), CertificateSigningRequest: csr})
+	resp, err := srv.Certify(ctx, &pb.CertifyRequest{Token: token(names.TokenAudience), CertificateSigningRequest: csr})
 	if err != nil {
 		t.Fatalf("a real token was refused: %v", err)
 	}

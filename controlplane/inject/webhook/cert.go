@@ -25,6 +25,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/meridian-mesh/meridian/internal/names"
+	"github.com/meridian-mesh/meridian/internal/pemutil"
 )
 
 // Lifetimes of the serving certificate.
@@ -157,7 +160,7 @@ func (c *Certs) syncSecret(ctx context.Context) (*servingCert, error) {
 			}
 			sec = &corev1.Secret{
 				ObjectMeta: metav1.ObjectMeta{Name: c.Secret, Namespace: c.Namespace,
-					Labels: map[string]string{"app.kubernetes.io/part-of": "meridian"}},
+					Labels: map[string]string{names.LabelPartOf: names.PartOf}},
 				Type: corev1.SecretTypeTLS,
 				Data: data,
 			}
@@ -206,14 +209,9 @@ type parsed struct {
 func (c *Certs) parse(data map[string][]byte) (*parsed, string) {
 	now := c.now()
 	var cas []*x509.Certificate
-	rest := data["ca.crt"]
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if crt, err := x509.ParseCertificate(b.Bytes); err == nil && crt.IsCA && now.Before(crt.NotAfter) {
+	all, _ := pemutil.Certs(data["ca.crt"]) // one bad certificate must not hide the good ones
+	for _, crt := range all {
+		if crt.IsCA && now.Before(crt.NotAfter) {
 			cas = append(cas, crt)
 		}
 	}

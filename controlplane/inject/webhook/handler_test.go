@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/meridian-mesh/meridian/controlplane/inject"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 const testAnchors = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -29,7 +30,7 @@ func testInjectConfig() inject.Config {
 }
 
 var namespaces = map[string]map[string]string{
-	"shop":  {inject.AnnotationInject: inject.Enabled},
+	"shop":  {names.AnnotationInject: names.InjectEnabled},
 	"plain": nil,
 }
 
@@ -119,17 +120,17 @@ func TestHandler(t *testing.T) {
 		t.Fatalf("response %+v", resp)
 	}
 	pod := applyPatch(t, req, resp)
-	var names []string
+	var containers []string
 	for _, c := range pod.Spec.InitContainers {
-		names = append(names, c.Name)
+		containers = append(containers, c.Name)
 	}
-	if !slices.Equal(names, []string{"meridian-init", "meridian-proxy"}) || pod.Annotations[inject.AnnotationProxyVersion] != "v1.0.0" {
+	if !slices.Equal(containers, []string{"meridian-init", "meridian-proxy"}) || pod.Annotations[names.AnnotationProxyVersion] != "v1.0.0" {
 		t.Fatalf("patched pod %+v", pod)
 	}
 
 	// Disabled on the pod, or a namespace that does not ask: no patch.
 	for _, req := range []*admissionv1.AdmissionRequest{
-		podRequest("shop", newPod(map[string]string{inject.AnnotationInject: inject.Disabled})),
+		podRequest("shop", newPod(map[string]string{names.AnnotationInject: names.InjectDisabled})),
 		podRequest("plain", newPod(nil)),
 	} {
 		resp, _ := review(t, h, req)
@@ -147,8 +148,8 @@ func TestHandler(t *testing.T) {
 	}
 
 	// A bad annotation value: denied, saying why.
-	resp, _ = review(t, h, podRequest("shop", newPod(map[string]string{inject.AnnotationSkipInboundPorts: "http"})))
-	if resp.Allowed || resp.Result == nil || !strings.Contains(resp.Result.Message, inject.AnnotationSkipInboundPorts) ||
+	resp, _ = review(t, h, podRequest("shop", newPod(map[string]string{names.AnnotationSkipInboundPorts: "http"})))
+	if resp.Allowed || resp.Result == nil || !strings.Contains(resp.Result.Message, names.AnnotationSkipInboundPorts) ||
 		resp.Result.Code != http.StatusBadRequest {
 		t.Fatalf("bad annotation response %+v", resp)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/controlplane/store"
+	"github.com/meridian-mesh/meridian/internal/filewatch"
 )
 
 // DefaultInterval is how often Watch looks for changed files.
@@ -106,16 +107,10 @@ func Watch(ctx context.Context, dir string, st *store.Store, log *slog.Logger, o
 	if err := load(true); err != nil {
 		return err
 	}
-	t := time.NewTicker(o.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	filewatch.Every(ctx, o.interval, func() {
 		if err := load(false); err != nil {
 			log.Error("local store: cannot load the directory; still serving the previous content", "err", err)
 		}
-	}
+	})
+	return nil
 }

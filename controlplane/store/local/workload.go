@@ -9,19 +9,17 @@ import (
 	"strings"
 
 	"github.com/meridian-mesh/meridian/controlplane/store"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
-// The annotations of a Pod in the store directory that declare a local-mode
-// workload: the process registering as that Pod's namespace/name must hold
-// the credential whose SHA-256 is AnnotationCredentialSHA256, runs as the
-// Pod's spec.serviceAccountName, and may serve only the services listed in
-// AnnotationServices. The directory holds the hash, never the credential.
-const (
-	AnnotationCredentialSHA256 = "local.meridian.io/credential-sha256"
-	AnnotationServices         = "local.meridian.io/services"
-)
+// A Pod in the store directory declares a local-mode workload with the
+// annotations names.AnnotationCredentialSHA256 and names.AnnotationServices:
+// the process registering as that Pod's namespace/name must hold the
+// credential whose SHA-256 the first holds, runs as the Pod's
+// spec.serviceAccountName, and may serve only the services the second lists.
+// The directory holds the hash, never the credential.
 
-// CredentialSHA256 is the value of AnnotationCredentialSHA256 for credential.
+// CredentialSHA256 is the value of names.AnnotationCredentialSHA256 for credential.
 func CredentialSHA256(credential string) string {
 	sum := sha256.Sum256([]byte(credential))
 	return hex.EncodeToString(sum[:])
@@ -37,17 +35,17 @@ func Admit(r store.Reader, w store.Workload, credential string) (store.Workload,
 	k := store.Key{Namespace: w.Namespace, Name: w.Name}
 	pod, ok := r.Pod(k)
 	if !ok {
-		return w, fmt.Errorf("workload %s is not declared: the store directory needs a Pod %s with the annotation %s", k, k, AnnotationCredentialSHA256)
+		return w, fmt.Errorf("workload %s is not declared: the store directory needs a Pod %s with the annotation %s", k, k, names.AnnotationCredentialSHA256)
 	}
-	want := strings.ToLower(strings.TrimSpace(pod.Annotations[AnnotationCredentialSHA256]))
+	want := strings.ToLower(strings.TrimSpace(pod.Annotations[names.AnnotationCredentialSHA256]))
 	if want == "" {
-		return w, fmt.Errorf("Pod %s: annotation %s is missing: the workload cannot register until its credential's SHA-256 is declared", k, AnnotationCredentialSHA256)
+		return w, fmt.Errorf("Pod %s: annotation %s is missing: the workload cannot register until its credential's SHA-256 is declared", k, names.AnnotationCredentialSHA256)
 	}
 	if credential == "" {
 		return w, fmt.Errorf("workload %s: no credential presented", k)
 	}
 	if subtle.ConstantTimeCompare([]byte(CredentialSHA256(credential)), []byte(want)) != 1 {
-		return w, fmt.Errorf("workload %s: the credential does not match Pod %s's annotation %s", k, k, AnnotationCredentialSHA256)
+		return w, fmt.Errorf("workload %s: the credential does not match Pod %s's annotation %s", k, k, names.AnnotationCredentialSHA256)
 	}
 	sa := pod.Spec.ServiceAccountName
 	if sa == "" {
@@ -57,8 +55,8 @@ func Admit(r store.Reader, w store.Workload, credential string) (store.Workload,
 		return w, fmt.Errorf("workload %s: service account %q is not the declared %q (Pod %s spec.serviceAccountName)", k, w.ServiceAccount, sa, k)
 	}
 	w.ServiceAccount = sa
-	if w.Service != "" && !slices.Contains(declaredServices(pod.Annotations[AnnotationServices]), w.Service) {
-		return w, fmt.Errorf("workload %s: service %q is not declared for it (Pod %s annotation %s: %q)", k, w.Service, k, AnnotationServices, pod.Annotations[AnnotationServices])
+	if w.Service != "" && !slices.Contains(declaredServices(pod.Annotations[names.AnnotationServices]), w.Service) {
+		return w, fmt.Errorf("workload %s: service %q is not declared for it (Pod %s annotation %s: %q)", k, w.Service, k, names.AnnotationServices, pod.Annotations[names.AnnotationServices])
 	}
 	if len(pod.Labels) > 0 {
 		labels := make(map[string]string, len(pod.Labels))
