@@ -12,7 +12,7 @@ import (
 	"helm.sh/helm/v3/pkg/lint/support"
 
 	"github.com/meridian-mesh/meridian/charts"
-	"github.com/meridian-mesh/meridian/install"
+	"github.com/meridian-mesh/meridian/cli/install"
 )
 
 // charts/meridian/crds is a copy of api/crds, which `make generate`

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meridian-mesh/meridian/check"
+	"github.com/meridian-mesh/meridian/cli/check"
 )
 
 // errChecksFailed is returned when a check failed; the report says which.

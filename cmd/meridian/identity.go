@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/meridian-mesh/meridian/kubeclient"
+	"github.com/meridian-mesh/meridian/cli/kubeclient"
 )
 
 func newIdentityCmd() *cobra.Command {

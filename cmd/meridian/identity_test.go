@@ -23,7 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
-	"github.com/meridian-mesh/meridian/kubeclient"
+	"github.com/meridian-mesh/meridian/cli/kubeclient"
 )
 
 // runIdentity runs `meridian identity args...` and returns its output.

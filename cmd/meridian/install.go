@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/meridian-mesh/meridian/install"
+	"github.com/meridian-mesh/meridian/cli/install"
 )
 
 // cliVersion is the version the CLI was stamped with, or install's default

@@ -11,7 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"sigs.k8s.io/yaml"
 
-	"github.com/meridian-mesh/meridian/install"
+	"github.com/meridian-mesh/meridian/cli/install"
 )
 
 // run runs the CLI with args and returns its standard output and error.

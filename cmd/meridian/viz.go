@@ -16,7 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/meridian-mesh/meridian/kubeclient"
+	"github.com/meridian-mesh/meridian/cli/kubeclient"
 	"github.com/meridian-mesh/meridian/viz/golden"
 	"github.com/meridian-mesh/meridian/viz/stat"
 )

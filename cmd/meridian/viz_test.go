@@ -21,8 +21,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
+	"github.com/meridian-mesh/meridian/cli/kubeclient"
 	"github.com/meridian-mesh/meridian/demo/launch"
-	"github.com/meridian-mesh/meridian/kubeclient"
 	"github.com/meridian-mesh/meridian/proxy/authz"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meridian-mesh/meridian/kubeclient"
+	"github.com/meridian-mesh/meridian/cli/kubeclient"
 	"github.com/meridian-mesh/meridian/viz/golden"
 	"github.com/meridian-mesh/meridian/viz/stat"
 )

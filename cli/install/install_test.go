@@ -635,7 +635,7 @@ func TestCRDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := parse(t, b.String())
-	files, err := filepath.Glob("../charts/meridian/crds/*.yaml")
+	files, err := filepath.Glob("../../charts/meridian/crds/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no CRDs in charts/meridian/crds (%v)", err)
 	}
@@ -715,7 +715,7 @@ func TestUninstall(t *testing.T) {
 // Helm's own install action over the chart directory on disk.
 func helmInstall(t *testing.T, appVersion string, vals map[string]any) (string, error) {
 	t.Helper()
-	ch, err := loader.Load("../charts/meridian")
+	ch, err := loader.Load("../../charts/meridian")
 	if err != nil {
 		t.Fatal(err)
 	}

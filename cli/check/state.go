@@ -9,7 +9,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/meridian-mesh/meridian/kubeclient"
+	"github.com/meridian-mesh/meridian/cli/kubeclient"
 )
 
 // The names docs/kubernetes.md fixes for the chart, the controller, the
