@@ -141,8 +141,10 @@ func (c *Cache) start(authority string) *Dest {
 		w, err := c.o.Resolver.Resolve(context.Background(), authority)
 		if err != nil {
 			d.err = err
-			d.markReady()
+			// Forgotten before its waiters wake: a Get after theirs
+			// resolves again instead of finding this failure cached.
 			c.forget(authority, d)
+			d.markReady()
 			return
 		}
 		d.mu.Lock()
