@@ -18,6 +18,7 @@ import (
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/meridian-mesh/meridian/controlplane/controller/runnable"
 )
@@ -154,7 +155,14 @@ func (e *Elector) term(ctx context.Context, cfg leaderelection.LeaderElectionCon
 	}
 	electorDone := make(chan struct{})
 	go func() { defer close(electorDone); le.Run(ectx) }()
-	defer func() { endCampaign(); <-electorDone }()
+	elected := false
+	defer func() {
+		endCampaign()
+		<-electorDone
+		if elected {
+			e.release(cfg)
+		}
+	}()
 
 	var lctx context.Context
 	select {
@@ -167,6 +175,7 @@ func (e *Elector) term(ctx context.Context, cfg leaderelection.LeaderElectionCon
 	if ctx.Err() != nil {
 		return nil
 	}
+	elected = true
 	id := cfg.Lock.Identity()
 	log.Info("leader: elected: starting the writers", "lease", cfg.Name, "identity", id)
 	if e.Leading != nil {
@@ -190,4 +199,35 @@ func (e *Elector) term(ctx context.Context, cfg leaderelection.LeaderElectionCon
 		log.Warn("leader: lost the lease: writers stopped; campaigning again", "lease", cfg.Name, "identity", id)
 	}
 	return err
+}
+
+// release gives the lease up if this replica still holds it, as client-go's
+// ReleaseOnCancel does, but from a fresh read and again on a conflict:
+// client-go releases with the record it last saw, and a renewal that reached
+// the API server while its caller gave up (a loaded API server) leaves that
+// record stale, so its release failed with a conflict and the other replica
+// waited out the whole lease duration.
+func (e *Elector) release(cfg leaderelection.LeaderElectionConfig) {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.RenewDeadline)
+	defer cancel()
+	id := cfg.Lock.Identity()
+	leases := e.Client.Leases(e.Namespace)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		l, err := leases.Get(ctx, e.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != id {
+			return nil // released already, or another replica's now
+		}
+		// What client-go's release writes: no holder, a 1 s lease, now.
+		none, one, now := "", int32(1), metav1.NewMicroTime(time.Now())
+		l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds = &none, &one
+		l.Spec.AcquireTime, l.Spec.RenewTime = &now, &now
+		_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil && e.Log != nil {
+		e.Log.Warn("leader: could not release the lease; the other replica takes it when it expires", "lease", cfg.Name, "identity", id, "err", err)
+	}
 }
