@@ -91,7 +91,8 @@ type loop struct{ metrics *metrics.Registry }
 
 // Retry sends r until its response is not a failure of its route, is gRPC
 // (whose status comes in trailers, after the body), or the retries or the
-// budget are used up; each failure dropped is counted as a response.
+// budget are used up; each failure dropped is counted as a response, and
+// the one passed on once, like any response.
 func (l *loop) Retry(r *http.Request, x *httpproxy.Exchange, a httpproxy.Attempts) (*http.Response, error) {
 	for retry := 0; ; retry++ {
 		if x.Body != nil {
@@ -102,20 +103,20 @@ func (l *loop) Retry(r *http.Request, x *httpproxy.Exchange, a httpproxy.Attempt
 		if err != nil {
 			return nil, err
 		}
-		if !x.Route.IsFailure(resp.StatusCode) || isGRPC(resp) {
+		failed := x.Route.IsFailure(resp.StatusCode) && !isGRPC(resp)
+		if failed && (retry >= MaxRetries || !x.Profile.Budget().Withdraw()) {
+			l.metrics.Retry(x.Labels, "budget_exhausted")
+			failed = false // passed on as it is
+		}
+		if !failed {
 			if x.Timeout != nil {
 				x.Timeout.Stop() // the route timeout bounds the wait for headers, not the body
 			}
-			return resp, nil
+			return resp, nil // counted once, by the forwarder, when its body ends
 		}
-		// A retryable failure: count it, and retry while the budget allows.
+		// A failure dropped for a retry: counted here, as the client never
+		// sees it.
 		l.metrics.ResponseDone(x.Labels, metrics.Response{Status: resp.StatusCode, Latency: time.Since(x.Start)})
-		if retry >= MaxRetries || !x.Profile.Budget().Withdraw() {
-			// Passed on as it is; the route timeout (unlike above) still
-			// runs over its body, as before the middlewares were split out.
-			l.metrics.Retry(x.Labels, "budget_exhausted")
-			return resp, nil
-		}
 		l.metrics.Retry(x.Labels, "retried")
 		a.Discard(x, resp)
 	}

@@ -7,11 +7,13 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/httpproxytest"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/middleware/retry"
+	"github.com/meridian-mesh/meridian/proxy/middleware/timeout"
 	"github.com/meridian-mesh/meridian/proxy/profile"
 )
 
@@ -31,9 +33,8 @@ func TestRetry(t *testing.T) {
 		status   int
 		attempts int32
 		outcomes map[string]float64 // retry_total by outcome
-		// response_total: every attempt, and (as before the retry loop
-		// moved here) the last failure once more when the retries or the
-		// budget ran out: once by the loop, once at its body's end.
+		// response_total: every attempt once (it counted the last failure
+		// twice when the retries or the budget ran out).
 		responses float64
 	}{
 		{name: "success at once", path: "/retry", body: small, status: 200, attempts: 1, responses: 1},
@@ -41,9 +42,9 @@ func TestRetry(t *testing.T) {
 			outcomes: map[string]float64{"retried": 2}, responses: 3},
 		{name: "no body", path: "/retry", failures: 1, status: 200, attempts: 2, outcomes: map[string]float64{"retried": 1}, responses: 2},
 		{name: "retries used up", path: "/retry", body: small, failures: 10, status: 500, attempts: 1 + retry.MaxRetries,
-			outcomes: map[string]float64{"retried": retry.MaxRetries, "budget_exhausted": 1}, responses: 2 + retry.MaxRetries},
+			outcomes: map[string]float64{"retried": retry.MaxRetries, "budget_exhausted": 1}, responses: 1 + retry.MaxRetries},
 		{name: "budget used up", path: "/retry", body: small, failures: 10, budget: profile.BudgetSpec{Ratio: 0, MinPerSecond: 0, TTL: 10e9},
-			status: 500, attempts: 1, outcomes: map[string]float64{"budget_exhausted": 1}, responses: 2},
+			status: 500, attempts: 1, outcomes: map[string]float64{"budget_exhausted": 1}, responses: 1},
 		{name: "body too large", path: "/retry", body: large, failures: 1, status: 500, attempts: 1,
 			outcomes: map[string]float64{"body_too_large": 1}, responses: 1},
 		{name: "not a retryable route", path: "/once", body: small, failures: 1, status: 500, attempts: 1, responses: 1},
@@ -104,5 +105,42 @@ func TestRetry(t *testing.T) {
 				t.Errorf("response_total = %v, want %v", got, c.responses)
 			}
 		})
+	}
+}
+
+// A failure passed on when the retries are used up is the client's
+// response like any other: the route timeout bounds the wait for its
+// headers, not its body (it cut that body short before).
+func TestRetryUsedUpKeepsItsBody(t *testing.T) {
+	const body = "the application's own error page"
+	app := httpproxytest.App(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(500)
+		w.(http.Flusher).Flush()
+		time.Sleep(400 * time.Millisecond) // the body outlives the route timeout
+		io.WriteString(w, body)
+	}))
+	prof := httpproxytest.Profile(t, httpproxytest.Route{Name: "retry", Retryable: true, Timeout: 200 * time.Millisecond})
+	prof.BudgetSpec = profile.BudgetSpec{Ratio: 0, MinPerSecond: 0, TTL: 10e9} // no retry: passed on at once
+	m := metrics.New()
+	h := httpproxytest.Routed("outbound", httpproxytest.Target(t, "web.test:80", prof, app))(
+		timeout.New(timeout.Options{})(
+			retry.New(retry.Options{Direction: "outbound", Metrics: m, Log: httpproxytest.Log()})(
+				httpproxy.New(httpproxy.Options{Direction: "outbound", Metrics: m, Log: httpproxytest.Log()}))))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/", strings.NewReader("x"))
+	req.Host = "web.test"
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 500 || err != nil || string(got) != body {
+		t.Fatalf("%d %q (%v), want 500 %q", resp.StatusCode, got, err, body)
+	}
+	if n := httpproxytest.Sum(t, m, "response_total", nil); n != 1 {
+		t.Errorf("response_total = %v, want 1", n)
 	}
 }
