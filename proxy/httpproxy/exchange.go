@@ -52,9 +52,9 @@ type Exchange struct {
 	out       *outcome        // the latest attempt's, for the balancer (outcome.go)
 	clientCtx context.Context // the client's own (no route timeout): done when it went away
 	errOnce   sync.Once       // the request's metric, counted once
-	// trailersOnly: the response is a gRPC trailers-only response; see flushGate.
-	trailersOnly atomic.Bool
-	origH1       bool // the request came over HTTP/2 from a peer proxy but was HTTP/1
+	// flush is what flushGate needs to know of the response (flag bits).
+	flush  atomic.Uint32
+	origH1 bool // the request came over HTTP/2 from a peer proxy but was HTTP/1
 }
 
 // The Exchange is allocated once per request: keep it small (fields are
@@ -127,3 +127,14 @@ type Attempts interface {
 	// 64 KiB) so that the connection can be reused.
 	Discard(x *Exchange, resp *http.Response)
 }
+
+// The bits of Exchange.flush.
+const (
+	// trailersOnly: the response is a gRPC trailers-only response.
+	trailersOnly uint32 = 1 << iota
+	// holdHeaders: its body has a known length, so a flush of its headers
+	// alone waits for the body's first bytes.
+	holdHeaders
+	// bodyWritten: they came.
+	bodyWritten
+)

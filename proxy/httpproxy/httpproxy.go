@@ -204,11 +204,24 @@ type flushGate struct {
 	x *Exchange
 }
 
+//
+// It also holds back a flush of the headers alone when a body of known
+// length follows (ReverseProxy flushes the headers as soon as it has
+// written them): they leave with the body's first bytes, in one write
+// instead of two, a write syscall less per response and hop. A body of
+// unknown length (a stream, gRPC) gets its headers at once.
 func (w flushGate) FlushError() error {
-	if w.x.trailersOnly.Load() {
+	if f := w.x.flush.Load(); f&trailersOnly != 0 || f&(holdHeaders|bodyWritten) == holdHeaders {
 		return nil
 	}
 	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w flushGate) Write(p []byte) (int, error) {
+	if len(p) > 0 && w.x.flush.Load()&bodyWritten == 0 {
+		w.x.flush.Or(bodyWritten)
+	}
+	return w.ResponseWriter.Write(p)
 }
 
 // WriteHeader drops the 100 Continue that ReverseProxy relays from
@@ -343,7 +356,10 @@ func (f *Forwarder) observe(x *Exchange, resp *http.Response) {
 	lat := time.Since(x.Start)
 	if isGRPCResponse(resp) && resp.Header.Get("Grpc-Status") != "" {
 		// grpc-status among the headers: a trailers-only response.
-		x.trailersOnly.Store(true)
+		x.flush.Or(trailersOnly)
+	}
+	if resp.ContentLength > 0 && resp.StatusCode != http.StatusSwitchingProtocols {
+		x.flush.Or(holdHeaders)
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Body == nil {
 		// An upgraded body is the raw connection; ReverseProxy needs it unwrapped.
