@@ -204,7 +204,6 @@ type flushGate struct {
 	x *Exchange
 }
 
-//
 // It also holds back a flush of the headers alone when a body of known
 // length follows (ReverseProxy flushes the headers as soon as it has
 // written them): they leave with the body's first bytes, in one write
