@@ -204,7 +204,8 @@ type flushGate struct {
 	x *Exchange
 }
 
-// It also holds back a flush of the headers alone when a body of known
+// FlushError drops the flushes of a gRPC trailers-only response (above),
+// and holds back a flush of the headers alone when a body of known
 // length follows (ReverseProxy flushes the headers as soon as it has
 // written them): they leave with the body's first bytes, in one write
 // instead of two, a write syscall less per response and hop. A body of
@@ -216,6 +217,7 @@ func (w flushGate) FlushError() error {
 	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
+// Write notes that the body has begun: flushes go through from then on.
 func (w flushGate) Write(p []byte) (int, error) {
 	if len(p) > 0 && w.x.flush.Load()&bodyWritten == 0 {
 		w.x.flush.Or(bodyWritten)
