@@ -16,38 +16,10 @@ import (
 // over HTTP/1 and h2c. allocs/op counts the whole process (client and
 // application included), the same in every run.
 func BenchmarkMeshedRequest(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	protos := new(http.Protocols)
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Protocols: protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	aout := meshedHop(b, "web.test:80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Write([]byte("ok"))
-	})}
-	go srv.Serve(ln)
-	defer srv.Close()
-	run := func(cfg Config) *Proxy {
-		cfg.OutboundAddr, cfg.InboundAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-		cfg.OrigDst, cfg.Log = notRedirected, testLogger()
-		p, err := New(cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { p.Run(ctx); close(done) }()
-		b.Cleanup(func() { cancel(); <-done })
-		return p
-	}
-	_, bin, _ := run(Config{InboundForward: ln.Addr().String()}).Addrs()
-	r, err := discover.NewStatic([]discover.Destination{dst("web.test:80", bin.String())})
-	if err != nil {
-		b.Fatal(err)
-	}
-	aout, _, _ := run(Config{Resolver: r}).Addrs()
+	}))
 	for _, proto := range []string{"http1", "h2c"} {
 		b.Run(proto, func(b *testing.B) {
 			cp := new(http.Protocols)
@@ -58,7 +30,7 @@ func BenchmarkMeshedRequest(b *testing.B) {
 			}
 			tr := &http.Transport{Protocols: cp, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var d net.Dialer
-				return d.DialContext(ctx, "tcp", aout.String())
+				return d.DialContext(ctx, "tcp", aout)
 			}}
 			defer tr.CloseIdleConnections()
 			b.ReportAllocs()
@@ -77,4 +49,26 @@ func BenchmarkMeshedRequest(b *testing.B) {
 			}
 		})
 	}
+}
+
+// meshedHop runs an application (HTTP/1 and h2c) behind an inbound proxy,
+// and an outbound proxy that knows authority as that inbound proxy; it
+// returns the outbound proxy's address. All stop when the benchmark ends.
+func meshedHop(b *testing.B, authority string, app http.Handler) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	protos := new(http.Protocols)
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: protos, Handler: app}
+	go srv.Serve(ln)
+	b.Cleanup(func() { srv.Close() })
+	in := startProxy(b, Config{InboundForward: ln.Addr().String()})
+	r, err := discover.NewStatic([]discover.Destination{dst(authority, in.in)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return startProxy(b, Config{Resolver: r}).out
 }

@@ -63,7 +63,7 @@ type testProxy struct {
 // startProxy builds and runs a sidecar on ephemeral loopback ports. Zero
 // fields of cfg get test-friendly defaults. The proxy is stopped (and
 // waited for) when the test ends.
-func startProxy(t *testing.T, cfg Config) *testProxy {
+func startProxy(t testing.TB, cfg Config) *testProxy {
 	t.Helper()
 	if cfg.OutboundAddr == "" {
 		cfg.OutboundAddr = "127.0.0.1:0"
@@ -104,7 +104,7 @@ func startProxy(t *testing.T, cfg Config) *testProxy {
 }
 
 // stop cancels Run and waits for it to return. It is safe to call twice.
-func (tp *testProxy) stop(t *testing.T) {
+func (tp *testProxy) stop(t testing.TB) {
 	t.Helper()
 	tp.cancel()
 	select {

@@ -3,7 +3,6 @@ package sidecar
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"runtime"
 	"sync/atomic"
@@ -137,38 +136,10 @@ func TestSlowReadersBoundedMemory(t *testing.T) {
 // is bounded by H2StreamWindow / RTT.
 func BenchmarkH2StreamThroughput(b *testing.B) {
 	const size = 64 << 20
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	protos := new(http.Protocols)
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: &bigBody{size: size}, Protocols: protos}
-	go srv.Serve(ln)
-	defer srv.Close()
-	run := func(cfg Config) *Proxy {
-		cfg.OutboundAddr, cfg.InboundAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-		cfg.OrigDst, cfg.Log = notRedirected, testLogger()
-		p, err := New(cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { p.Run(ctx); close(done) }()
-		b.Cleanup(func() { cancel(); <-done })
-		return p
-	}
-	_, bin, _ := run(Config{InboundForward: ln.Addr().String()}).Addrs()
-	r, err := discover.NewStatic([]discover.Destination{dst("big.test:80", bin.String())})
-	if err != nil {
-		b.Fatal(err)
-	}
-	aout, _, _ := run(Config{Resolver: r}).Addrs()
+	aout := meshedHop(b, "big.test:80", &bigBody{size: size})
 	cp := new(http.Protocols)
 	cp.SetUnencryptedHTTP2(true)
-	tr := &http.Transport{Protocols: cp, DialContext: (&countingDialer{addr: aout.String()}).DialContext}
+	tr := &http.Transport{Protocols: cp, DialContext: (&countingDialer{addr: aout}).DialContext}
 	defer tr.CloseIdleConnections()
 	b.SetBytes(size)
 	b.ResetTimer()
