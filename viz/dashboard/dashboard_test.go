@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,24 +19,7 @@ import (
 // second; a proxy that cannot be read is an error of the snapshot, not of
 // the others; the page and the JSON are served.
 func TestDashboard(t *testing.T) {
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/fail" {
-			http.Error(w, "no", http.StatusInternalServerError)
-			return
-		}
-		io.WriteString(w, "ok")
-	}))
-	defer app.Close()
-	p, err := sidecar.New(sidecar.Config{OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		InboundForward: strings.TrimPrefix(app.URL, "http://"), DrainTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	_, in, admin := p.Addrs()
+	in, admin := proxiedApp(t)
 	get := func(url string) ([]byte, error) {
 		resp, err := http.Get(url)
 		if err != nil {
@@ -110,24 +94,8 @@ func TestDashboard(t *testing.T) {
 // deliberate failures were hidden by a 2s refresh most of the time), and
 // reads older than the window are dropped.
 func TestDashboardWindow(t *testing.T) {
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/fail" {
-			http.Error(w, "no", http.StatusInternalServerError)
-			return
-		}
-		io.WriteString(w, "ok")
-	}))
-	defer app.Close()
-	p, err := sidecar.New(sidecar.Config{OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		InboundForward: strings.TrimPrefix(app.URL, "http://"), DrainTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	_, in, admin := p.Addrs()
+	ctx := context.Background()
+	in, admin := proxiedApp(t)
 	c := &http.Client{Timeout: 5 * time.Second}
 	send := func(path string, n int) {
 		t.Helper()
@@ -183,4 +151,30 @@ func TestDashboardWindow(t *testing.T) {
 	if n := d.win.Kept("shop/web-1"); n != 2 {
 		t.Fatalf("%d reads kept, want 2 (the window's start and the latest)", n)
 	}
+}
+
+// proxiedApp runs an application behind a real sidecar proxy (it answers
+// 500 on /fail, else "ok") and returns the proxy's inbound and admin
+// addresses; both stop when the test ends.
+func proxiedApp(t *testing.T) (in, admin net.Addr) {
+	t.Helper()
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fail" {
+			http.Error(w, "no", http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(app.Close)
+	p, err := sidecar.New(sidecar.Config{OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		InboundForward: strings.TrimPrefix(app.URL, "http://"), DrainTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	_, in, admin = p.Addrs()
+	return in, admin
 }
