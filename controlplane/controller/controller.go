@@ -183,7 +183,15 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	if len(errs) > 0 {
 		return fmt.Errorf("--default-opaque-ports: %v", errors.Join(errs...))
 	}
-	src, err := parseStoreFlag(o.Store, o.Kubeconfig, o.RestConfig)
+	if o.Store == "kube" && o.RestConfig == nil {
+		// Read once: the store's source, token reviews, the injector and
+		// the leader election all use it.
+		var err error
+		if o.RestConfig, err = restConfig(o.Kubeconfig); err != nil {
+			return err
+		}
+	}
+	src, err := parseStoreFlag(o.Store, o.RestConfig)
 	if err != nil {
 		return err
 	}
@@ -474,13 +482,7 @@ func identityServer(o Options, src source, dst *destination.Server, log *slog.Lo
 			return identity.Subject{Namespace: w.Namespace, ServiceAccount: w.ServiceAccount}, ok
 		})
 	} else {
-		cfg := o.RestConfig
-		if cfg == nil {
-			if cfg, err = restConfig(o.Kubeconfig); err != nil {
-				return nil, nil, err
-			}
-		}
-		cs, err := kubernetes.NewForConfig(cfg)
+		cs, err := kubernetes.NewForConfig(o.RestConfig)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -546,10 +548,10 @@ type source struct {
 	run   func(ctx context.Context, st *store.Store, log *slog.Logger, synced func()) error
 }
 
-func parseStoreFlag(v, kubeconfig string, restCfg *rest.Config) (source, error) {
+func parseStoreFlag(v string, restCfg *rest.Config) (source, error) {
 	switch {
 	case v == "kube":
-		return kubeSource(kubeconfig, restCfg), nil
+		return kubeSource(restCfg), nil
 	case strings.HasPrefix(v, "dir:"):
 		dir := strings.TrimPrefix(v, "dir:")
 		if dir == "" {
@@ -580,14 +582,8 @@ func dirSource(dir string) source {
 	}}
 }
 
-func kubeSource(kubeconfig string, cfg *rest.Config) source {
+func kubeSource(cfg *rest.Config) source {
 	return source{run: func(ctx context.Context, st *store.Store, log *slog.Logger, synced func()) error {
-		if cfg == nil {
-			var err error
-			if cfg, err = restConfig(kubeconfig); err != nil {
-				return err
-			}
-		}
 		return kube.Run(ctx, cfg, st, kube.WithLogger(log), kube.WithReady(synced))
 	}}
 }

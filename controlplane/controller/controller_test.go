@@ -231,7 +231,7 @@ func TestControllerFlags(t *testing.T) {
 	}{
 		{"kube", true}, {"dir:" + t.TempDir(), true}, {"dir:", false}, {"dir:/nonexistent", false}, {"etcd", false},
 	} {
-		_, err := parseStoreFlag(tc.store, "", nil)
+		_, err := parseStoreFlag(tc.store, nil)
 		if (err == nil) != tc.ok {
 			t.Errorf("--store=%s: err = %v", tc.store, err)
 		}

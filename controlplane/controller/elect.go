@@ -52,14 +52,7 @@ func electWriters(o Options, src source, writers runnable.Group, reg *prometheus
 	if le.Lease == "" {
 		le.Lease = DefaultLease
 	}
-	cfg := o.RestConfig
-	if cfg == nil {
-		var err error
-		if cfg, err = restConfig(o.Kubeconfig); err != nil {
-			return nil, err
-		}
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := kubernetes.NewForConfig(o.RestConfig)
 	if err != nil {
 		return nil, err
 	}

@@ -111,14 +111,7 @@ func proxyInjector(o Options, src source, ca *identity.Authority, log *slog.Logg
 	if err := cfg.Validate(); err != nil {
 		return injector{}, fmt.Errorf("proxy injector: %w", err)
 	}
-	rc := o.RestConfig
-	if rc == nil {
-		var err error
-		if rc, err = restConfig(o.Kubeconfig); err != nil {
-			return injector{}, err
-		}
-	}
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := kubernetes.NewForConfig(o.RestConfig)
 	if err != nil {
 		return injector{}, err
 	}
