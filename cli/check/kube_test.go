@@ -956,6 +956,12 @@ func TestDataPlanePodsReady(t *testing.T) {
 	gated := uniq("pr-gated")
 	createNS(t, kube, gated)
 	meshedPod(t, kube, gated, "gated-1", "v2.0.0", true)
+	// Gone when the test ends: the checks of every namespace that other
+	// tests (and this one, run again) share the API server with would
+	// find it not Ready.
+	t.Cleanup(func() {
+		kube.CoreV1().Pods(gated).Delete(context.Background(), "gated-1", metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+	})
 	pod, err = kube.CoreV1().Pods(gated).Get(testCtx(t), "gated-1", metav1.GetOptions{})
 	must(t, err)
 	must(t, setPodStatusErr(kube, pod, false, []corev1.ContainerStatus{containerStatusFor("app", true)}, []corev1.ContainerStatus{containerStatusFor(names.ProxyContainerName, true)}))
