@@ -119,6 +119,54 @@ func Meridian(bin string, proto Protocol, server, cpus, logDir string, extra ...
 	return &Chain{Kind: "meridian", Proto: proto, Entry: aOut, Out: out, In: in, Admin: []string{aAdmin, bAdmin}}, nil
 }
 
+// MeridianMTLS is Meridian's chain with mutual TLS between the hops, as in
+// the mesh: each proxy gets its certificate from the identity API at idAddr
+// (trust anchors in anchorsFile), proving service account "client" (A) or
+// "server" (B) in namespace "bench" with a token file of that name, and A
+// dials B expecting B's identity.
+func MeridianMTLS(bin string, proto Protocol, server, cpus, logDir, idAddr, anchorsFile string, extra ...string) (*Chain, error) {
+	identityArgs := func(sa string) ([]string, error) {
+		tok := filepath.Join(logDir, "token-"+sa)
+		if err := os.WriteFile(tok, []byte(sa), 0o600); err != nil {
+			return nil, err
+		}
+		return []string{"--identity-addr", idAddr, "--identity-trust-anchors", anchorsFile, "--identity-token-file", tok,
+			"--workload-namespace", "bench", "--workload-service-account", sa}, nil
+	}
+	_, bIn, bAdmin, bArgs, err := MeridianArgs()
+	if err != nil {
+		return nil, err
+	}
+	ids, err := identityArgs("server")
+	if err != nil {
+		return nil, err
+	}
+	bArgs = append(append(append(bArgs, "--inbound-forward", server), ids...), extra...)
+	in, err := StartMeridian("meridian-mtls-"+string(proto)+"-in", cpus, logDir, bin, bAdmin, bArgs)
+	if err != nil {
+		return nil, err
+	}
+	aOut, _, aAdmin, aArgs, err := MeridianArgs()
+	if err == nil {
+		ids, err = identityArgs("client")
+	}
+	dests := filepath.Join(logDir, "destinations-mtls-"+string(proto)+".yaml")
+	if err == nil {
+		err = os.WriteFile(dests, []byte(fmt.Sprintf("destinations:\n- authority: %s\n  endpoints:\n  - addr: %s\n    identity: spiffe://cluster.local/ns/bench/sa/server\n", Authority, bIn)), 0o600)
+	}
+	if err != nil {
+		in.Stop(time.Second)
+		return nil, err
+	}
+	aArgs = append(append(append(aArgs, "--inbound-forward", server, "--destinations", dests), ids...), extra...)
+	out, err := StartMeridian("meridian-mtls-"+string(proto)+"-out", cpus, logDir, bin, aAdmin, aArgs)
+	if err != nil {
+		in.Stop(time.Second)
+		return nil, err
+	}
+	return &Chain{Kind: "meridian-mtls", Proto: proto, Entry: aOut, Out: out, In: in, Admin: []string{aAdmin, bAdmin}}, nil
+}
+
 // nginx: one process per hop (master_process off, so CPU and RSS are that
 // process's alone), keep-alive upstream connections, logging off.
 // keepalive_requests is raised because its default (1000) closes a client

@@ -89,7 +89,7 @@ func run(args []string) error {
 		return err
 	})
 	anchors := fs.String("identity-trust-anchors", "", "PEM file of the mesh's trust anchors (or $"+names.EnvTrustAnchors+" holding the PEM); set, the proxy gets a workload certificate and speaks mTLS with meshed peers")
-	idAddr := fs.String("identity-addr", "", "the control plane's identity API (default: --destination-addr)")
+	idAddr := fs.String("identity-addr", "", "the control plane's identity API (default: --destination-addr); with static destinations (--dst, --destinations) it alone gives the proxy its certificate, for the identity --workload-namespace/--workload-service-account proven by --identity-token-file, and mTLS goes to the endpoints whose destinations name an identity")
 	trustDomain := fs.String("identity-trust-domain", "cluster.local", "the SPIFFE trust domain")
 	tokenFile := fs.String("identity-token-file", "", "the proof of identity: a projected ServiceAccount token file (Kubernetes); empty: the token of the local-mode registration")
 	lb := fs.String("balancer", "p2c-ewma", "load balancing: p2c-ewma or round-robin")
@@ -216,7 +216,41 @@ func run(args []string) error {
 		return err
 	}
 	cfg.Resolver = static
+	if *idAddr != "" {
+		// Static destinations with mTLS: the identity API alone issues the
+		// certificate (benchmarks, and meshes without a destination API).
+		// The endpoints' identities come from the destinations file.
+		id, closeID, err := staticIdentity(*anchors, *idAddr, *dstID, *tokenFile, *trustDomain, wl.Namespace, wl.ServiceAccount, log)
+		if err != nil {
+			return err
+		}
+		defer closeID()
+		cfg.Identity = id
+	}
 	return serve(cfg, static, *destFile, flagDests, nil)
+}
+
+// staticIdentity is the workload certificate of a proxy with static
+// destinations: ns/sa are --workload-namespace and
+// --workload-service-account, proven by the token file's content.
+func staticIdentity(anchorsFile, addr, serverID, tokenFile, trustDomain, ns, sa string, log *slog.Logger) (*tlsid.Identity, func(), error) {
+	anchorsPEM, err := trustAnchors(anchorsFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	if anchorsPEM == nil {
+		return nil, nil, fmt.Errorf("--identity-addr with static destinations needs the trust anchors (--identity-trust-anchors or $%s)", names.EnvTrustAnchors)
+	}
+	if tokenFile == "" {
+		return nil, nil, fmt.Errorf("--identity-addr with static destinations needs --identity-token-file (the proof of the identity --workload-namespace/--workload-service-account)")
+	}
+	creds, err := controlPlaneCreds(serverID, anchorsPEM)
+	if err != nil {
+		return nil, nil, err
+	}
+	token := func() ([]byte, error) { return os.ReadFile(tokenFile) }
+	// /ready waits for the first certificate (sidecar.New).
+	return newIdentity(anchorsPEM, addr, creds, trustDomain, ns, sa, token, log)
 }
 
 // EnvWorkloadCredential holds the local-mode workload credential when

@@ -11,9 +11,11 @@ package main
 
 import (
 	"context"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,13 +23,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+
+	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
 	"github.com/meridian-mesh/meridian/bench/backend"
 	"github.com/meridian-mesh/meridian/bench/loadgen"
 	"github.com/meridian-mesh/meridian/bench/sut"
+	"github.com/meridian-mesh/meridian/controlplane/identity"
 )
 
 var (
 	proxyBin    = flag.String("proxy", "", "meridian-proxy binary; empty or missing runs the peers only")
+	mtlsFlag    = flag.Bool("mtls", true, "also measure Meridian's chain with mutual TLS between the hops (target \"meridian-mtls\"; certificates from an identity API this program serves)")
 	baseline    = flag.String("baseline", "", "another meridian-proxy binary (e.g. built from the commit before a change), measured as target \"baseline\" in the same interleaved slices: a before/after in one run")
 	peersFlag   = flag.String("peers", "nginx,haproxy", "peer chains to run: nginx, haproxy (comma-separated, may be empty)")
 	protosFlag  = flag.String("protocols", "http1,grpc", "protocols: http1, grpc")
@@ -92,7 +100,9 @@ func (r row) addedP99(direct row) (time.Duration, bool) {
 
 // isMeridian says whether a target's proxies are meridian-proxy (the
 // binary under test or the baseline one), which serve /metrics.
-func isMeridian(kind string) bool { return kind == "meridian" || kind == "baseline" }
+func isMeridian(kind string) bool {
+	return kind == "meridian" || kind == "meridian-mtls" || kind == "baseline"
+}
 
 func main() {
 	flag.Parse()
@@ -112,6 +122,9 @@ func main() {
 	}
 	if *proxyBin != "" {
 		if _, err := os.Stat(*proxyBin); err == nil {
+			if *mtlsFlag {
+				kinds = append([]string{"meridian-mtls"}, kinds...)
+			}
 			kinds = append([]string{"meridian"}, kinds...)
 		} else {
 			log.Printf("meridian-proxy not found at %s: running peers only", *proxyBin)
@@ -130,7 +143,15 @@ func main() {
 	}
 	defer grpcB.Close()
 
+	var idAddr, anchorsFile string
+	if slices.Contains(kinds, "meridian-mtls") {
+		if idAddr, anchorsFile, err = identityService(ctx, dir); err != nil {
+			log.Fatal(err)
+		}
+	}
+
 	var rows []row
+	var sweepRows []sweepRow
 	idle := map[string][]sut.Status{}  // kind/proto → out, in at idle
 	final := map[string][]sut.Status{} // after all runs and -linger
 	extra := map[string][]finalExtra{}
@@ -148,6 +169,8 @@ func main() {
 			switch k {
 			case "meridian":
 				c, err = sut.Meridian(*proxyBin, proto, server, *sutCPU, dir)
+			case "meridian-mtls":
+				c, err = sut.MeridianMTLS(*proxyBin, proto, server, *sutCPU, dir, idAddr, anchorsFile)
 			case "baseline":
 				// The same chain from the other binary, under its own name
 				// (its configs and logs go to a directory of their own).
@@ -173,8 +196,19 @@ func main() {
 			idle[c.Kind+"/"+string(proto)] = statuses(c)
 		}
 
+		if *sweepFlag {
+			targets := []target{{kind: "direct", addr: server}}
+			for _, c := range chains {
+				targets = append(targets, target{kind: c.Kind, addr: c.Entry, chain: c})
+			}
+			for _, t := range targets {
+				if ctx.Err() == nil {
+					sweepRows = append(sweepRows, sweep(ctx, proto, t))
+				}
+			}
+		}
 		for _, rate := range rates {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || *sweepFlag {
 				break
 			}
 			targets := []target{{kind: "direct", addr: server}}
@@ -229,6 +263,10 @@ func main() {
 		}
 	}
 
+	if *sweepFlag {
+		printSweep(sweepRows)
+		return
+	}
 	printReport(rows, idle, final, extra, kinds, problems, dir)
 }
 
@@ -505,8 +543,11 @@ func printReport(rows []row, idle, final map[string][]sut.Status, extra map[stri
 	add := func(k string, v float64, format string) { kv = append(kv, k+"="+fmt.Sprintf(format, v)) }
 	prefix := func(kind string, proto sut.Protocol) string {
 		p := kind + "_"
-		if kind == "meridian" {
+		switch kind {
+		case "meridian":
 			p = "" // the proxy's own figures carry no prefix
+		case "meridian-mtls":
+			p = "mtls_"
 		}
 		if proto == sut.GRPC {
 			p += "grpc_"
@@ -576,4 +617,33 @@ func parseRates(s string) ([]float64, error) {
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// identityService serves the identity API for the mTLS chain on the
+// harness's CPU, from a new CA: a token is the service account it proves,
+// in namespace bench. It returns the API's address and the trust anchors'
+// PEM file.
+func identityService(ctx context.Context, dir string) (addr, anchorsFile string, err error) {
+	td := spiffeid.RequireTrustDomainFromString("cluster.local")
+	ca, err := identity.Generate(td)
+	if err != nil {
+		return "", "", err
+	}
+	v := identity.VerifierFunc(func(_ context.Context, tok []byte) (identity.Subject, error) {
+		return identity.Subject{Namespace: "bench", ServiceAccount: strings.TrimSpace(string(tok))}, nil
+	})
+	g := grpc.NewServer()
+	idpb.RegisterIdentityServer(g, identity.NewServer(ca, v, identity.Options{}))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", "", err
+	}
+	go g.Serve(l)
+	context.AfterFunc(ctx, g.Stop)
+	var b []byte
+	for _, c := range ca.Roots {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	anchorsFile = filepath.Join(dir, "trust-anchors.pem")
+	return l.Addr().String(), anchorsFile, os.WriteFile(anchorsFile, b, 0o600)
 }
