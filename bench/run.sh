@@ -7,7 +7,8 @@
 #   bench/run.sh                      # full run, 10 s per measurement, failover 2×60 s (~10 min)
 #   DURATION=1s WARMUP=0.5s FAILOVER_DURATION=10s bench/run.sh   # CI smoke (~2 min)
 #
-# Environment: DURATION, WARMUP, RATES (default 100,1000,5000), FAILOVER_DURATION
+# Environment: DURATION, WARMUP, RATES (default 100,1000,5000), SWEEP (0: no
+# saturation sweep), SWEEP_STEP (RPS, default 1000), SWEEP_DURATION (default 2s), FAILOVER_DURATION
 # (default 60s; must exceed the 5 s fault time), PEERS
 # (default nginx,haproxy), PROTOCOLS (default http1,grpc), RETRIES (repeat a
 # run disturbed by other processes, default 1), OUT (default
@@ -72,6 +73,15 @@ go build -o "$OUT/failover" ./bench/cmd/failover
 	-client-cpu "$CLIENT_CPU" -sut-cpu "$SUT_CPU" -priority "$PRIORITY" -logdir "$OUT/meshhop-logs" 2>&1 |
 	tee "$OUT/meshhop.txt"
 
+# Saturation: each chain's highest rate with p99 under 10 ms, and its p99 at
+# 80% of that (SWEEP=0 skips it; ~5 min).
+if [ "${SWEEP:-1}" != 0 ]; then
+	"$OUT/meshhop" -proxy "$OUT/meridian-proxy" -peers "$PEERS" -protocols "$PROTOCOLS" -sweep \
+		-sweep-step "${SWEEP_STEP:-1000}" -sweep-duration "${SWEEP_DURATION:-2s}" -warmup "$WARMUP" -linger 0s \
+		-client-cpu "$CLIENT_CPU" -sut-cpu "$SUT_CPU" -priority "$PRIORITY" -logdir "$OUT/sweep-logs" 2>&1 |
+		tee "$OUT/sweep.txt"
+fi
+
 "$OUT/balance" -proxy "$OUT/meridian-proxy" -protocols "$PROTOCOLS" \
 	-duration "$DURATION" -warmup "$WARMUP" \
 	-client-cpu "$CLIENT_CPU" -sut-cpu "$SUT_CPU" -priority "$PRIORITY" -logdir "$OUT/balance-logs" 2>&1 |
@@ -86,4 +96,5 @@ done
 
 echo
 echo "results in $OUT:"
+if [ "${SWEEP:-1}" != 0 ]; then grep -h '^RESULT' "$OUT/sweep.txt"; fi
 grep -h '^RESULT' "$OUT/meshhop.txt" "$OUT/balance.txt" "$OUT/failover-500.txt" "$OUT/failover-down.txt"
