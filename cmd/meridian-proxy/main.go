@@ -163,6 +163,8 @@ func run(args []string) error {
 				if wl.Namespace, wl.ServiceAccount, err = tokenSubject(*tokenFile); err != nil {
 					return err
 				}
+				// Short names are the pod's namespace's services.
+				cfg.Namespace = wl.Namespace
 			}
 			addr := *idAddr
 			if addr == "" {

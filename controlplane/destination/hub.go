@@ -33,8 +33,60 @@ type hub[T any] struct {
 	// (say, its proto form, built once for every stream).
 	prepare func(*T)
 
+	// warn limits repeated warnings; shared by the hubs of one server,
+	// which compute the same authorities.
+	warn *warnLimiter
+
 	mu      sync.Mutex
 	entries map[string]*entry[T]
+}
+
+// warnEvery is how often the same warnings of one authority are logged:
+// a proxy that asks again and again for a name the store does not know
+// (a short name, by every request of its application) must not fill the
+// log with one line per stream, nor one per RPC (Get and GetProfile).
+const warnEvery = 10 * time.Minute
+
+// warnLimiter remembers when each authority's warnings were last logged,
+// and how many identical lines were not logged since.
+type warnLimiter struct {
+	mu     sync.Mutex
+	warned map[string]warning
+}
+
+type warning struct {
+	text       string
+	at         time.Time
+	suppressed int
+}
+
+// allow says whether text, a warning about authority, is logged now, and
+// how many identical lines were suppressed before it.
+func (l *warnLimiter) allow(authority, text string, now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.warned == nil {
+		l.warned = map[string]warning{}
+	}
+	w, ok := l.warned[authority]
+	if ok && w.text == text && now.Sub(w.at) < warnEvery {
+		w.suppressed++
+		l.warned[authority] = w
+		return false, 0
+	}
+	if len(l.warned) >= 10000 {
+		// Bounded: forget the lines whose window has passed.
+		for a, w := range l.warned {
+			if now.Sub(w.at) >= warnEvery {
+				delete(l.warned, a)
+			}
+		}
+	}
+	l.warned[authority] = warning{text: text, at: now}
+	if ok && w.text == text {
+		return true, w.suppressed
+	}
+	return true, 0
 }
 
 // entry is one authority's shared state.
@@ -49,9 +101,9 @@ type entry[T any] struct {
 	subs map[chan struct{}]struct{}
 }
 
-func newHub[T any](n store.Notifier, resync time.Duration, log *slog.Logger, rpc string, computes prometheus.Counter,
+func newHub[T any](n store.Notifier, resync time.Duration, log *slog.Logger, warn *warnLimiter, rpc string, computes prometheus.Counter,
 	compute func(string) (T, []store.Topic, []string), equal func(a, b *T) bool) *hub[T] {
-	return &hub[T]{n: n, resync: resync, log: log, rpc: rpc, computes: computes, compute: compute, equal: equal, entries: map[string]*entry[T]{}}
+	return &hub[T]{n: n, resync: resync, log: log, warn: warn, rpc: rpc, computes: computes, compute: compute, equal: equal, entries: map[string]*entry[T]{}}
 }
 
 // subscription is one stream's view of an entry.
@@ -132,7 +184,10 @@ func (h *hub[T]) follow(ctx context.Context, e *entry[T]) {
 		}
 		h.computes.Inc()
 		if len(warns) > 0 && !slices.Equal(warns, lastWarn) {
-			h.log.Info("destination: "+strings.Join(warns, "; "), "rpc", h.rpc, "authority", e.authority)
+			text := strings.Join(warns, "; ")
+			if ok, suppressed := h.warn.allow(e.authority, text, time.Now()); ok {
+				h.log.Info("destination: "+text, "rpc", h.rpc, "authority", e.authority, "repeats_not_logged", suppressed)
+			}
 		}
 		lastWarn = warns
 		e.mu.Lock()

@@ -7,6 +7,7 @@ type metrics struct {
 	updates  *prometheus.CounterVec
 	computes *prometheus.CounterVec
 	held     prometheus.Counter
+	notFound prometheus.Counter
 
 	adds, removes, noEndpoints, profiles prometheus.Counter
 }
@@ -29,6 +30,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meridian_destination_startup_held_total",
 			Help: "Get streams whose empty first answer was held during the startup grace period (--startup-grace).",
 		}),
+		notFound: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_destination_not_found_total",
+			Help: "Get streams for an authority that names no service the control plane knows (their first answer was no_endpoints with exists=false).",
+		}),
 	}
 	// Present from the start, so dashboards see zeros rather than nothing.
 	for _, rpc := range []string{"get", "get_profile", "register"} {
@@ -41,7 +46,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.noEndpoints = m.updates.WithLabelValues("get", "no_endpoints")
 	m.profiles = m.updates.WithLabelValues("get_profile", "profile")
 	if reg != nil {
-		reg.MustRegister(m.streams, m.updates, m.computes, m.held)
+		reg.MustRegister(m.streams, m.updates, m.computes, m.held, m.notFound)
 	}
 	return m
 }

@@ -118,13 +118,14 @@ func New(r store.Reader, n store.Notifier, o Options) *Server {
 			close(s.synced)
 		}()
 	}
-	s.endpoints = newHub(n, o.Resync, o.Log, "get", s.m.computes.WithLabelValues("get"),
+	warn := &warnLimiter{}
+	s.endpoints = newHub(n, o.Resync, o.Log, warn, "get", s.m.computes.WithLabelValues("get"),
 		func(authority string) (compile.EndpointSet, []store.Topic, []string) {
 			es := compile.Endpoints(r, authority, o.Compile)
 			return es, store.ServiceTopics(es.Deps), es.Warnings
 		},
 		func(a, b *compile.EndpointSet) bool { return a.Equal(*b) })
-	s.profiles = newHub(n, o.Resync, o.Log, "get_profile", s.m.computes.WithLabelValues("get_profile"),
+	s.profiles = newHub(n, o.Resync, o.Log, warn, "get_profile", s.m.computes.WithLabelValues("get_profile"),
 		func(authority string) (profileResult, []store.Topic, []string) {
 			p := compile.Profile(r, authority, o.Compile)
 			return profileResult{p: p}, store.ServiceTopics(p.Deps), p.Warnings
@@ -174,7 +175,9 @@ func (s *Server) Get(req *pb.GetDestination, stream pb.Destination_GetServer) er
 		var cur *compile.EndpointSet
 		var ok bool
 		if last == nil {
-			cur, ok = s.firstAnswer(ctx, sub, req.GetAuthority())
+			if cur, ok = s.firstAnswer(ctx, sub, req.GetAuthority()); ok && !cur.Exists {
+				s.m.notFound.Inc()
+			}
 		} else {
 			cur, ok = sub.latest(ctx)
 		}

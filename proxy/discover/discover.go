@@ -15,6 +15,22 @@ import (
 // ErrNotFound means the resolver knows nothing about the authority.
 var ErrNotFound = errors.New("destination not found")
 
+// NotFoundError is ErrNotFound (errors.Is) from a resolver that keeps
+// watching the authority: Appeared is closed once the resolver may know it
+// (the caller should resolve it again), and Stop ends the watch. A caller
+// can therefore keep the answer for as long as it stays true, instead of
+// asking again on every use.
+type NotFoundError struct {
+	Authority string
+	Appeared  <-chan struct{}
+	Stop      func()
+}
+
+func (e *NotFoundError) Error() string { return ErrNotFound.Error() + ": " + e.Authority }
+
+// Is makes errors.Is(err, ErrNotFound) true.
+func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+
 // Protocol hints tell the proxy how an endpoint wants to be spoken to.
 const (
 	HintNone   = ""       // detect / preserve the client's protocol
@@ -37,7 +53,8 @@ type Endpoint struct {
 type Resolver interface {
 	// Resolve starts watching authority (host:port). The first value on Updates is
 	// the current set (possibly empty); later values replace it. ErrNotFound when
-	// the authority is unknown to the resolver.
+	// the authority is unknown to the resolver (a *NotFoundError when the
+	// resolver can tell when that changes).
 	Resolve(ctx context.Context, authority string) (Watch, error)
 	// LookupAddr maps an original destination (a service's virtual address) to
 	// the authority that owns it, so connections redirected by iptables find

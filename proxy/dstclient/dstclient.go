@@ -92,7 +92,7 @@ type watch struct {
 	c         *Client
 	authority string
 	cancel    context.CancelFunc
-	first     chan error // one value: nil, ErrNotFound or the first stream's error
+	first     chan error // one value: nil, a *discover.NotFoundError or the first stream's error
 	firstOnce sync.Once
 
 	ch *latest.Chan[[]discover.Endpoint] // consumers only want the newest set
@@ -220,8 +220,7 @@ func (w *watch) stream(ctx context.Context, again bool) (got bool, err error) {
 			}
 		case *pb.Update_NoEndpoints:
 			if !u.NoEndpoints.GetExists() && !again {
-				w.answerFirst(discover.ErrNotFound)
-				return got, discover.ErrNotFound
+				return got, w.notFound(s)
 			}
 			// On a stream opened again, an authority the control plane
 			// does not know (yet: a restarted local-mode controller knows a
@@ -242,6 +241,28 @@ func (w *watch) stream(ctx context.Context, again bool) (got bool, err error) {
 		}
 		w.push(set)
 		w.answerFirst(nil)
+	}
+}
+
+// notFound answers Resolve that the control plane does not know the
+// authority, and follows the stream on until that changes: the caller
+// keeps the answer (a lookup per use would cost a round trip to the
+// controller and a log line there each time) until Appeared is closed, at
+// the first message that is not "unknown" or when the stream ends (the
+// controller restarted: ask again). It returns discover.ErrNotFound, which
+// ends the watch.
+func (w *watch) notFound(s pb.Destination_GetClient) error {
+	appeared := make(chan struct{})
+	w.answerFirst(&discover.NotFoundError{Authority: w.authority, Appeared: appeared, Stop: w.Close})
+	defer close(appeared)
+	for {
+		u, err := s.Recv()
+		if err != nil {
+			return discover.ErrNotFound
+		}
+		if ne, ok := u.Update.(*pb.Update_NoEndpoints); !ok || ne.NoEndpoints.GetExists() {
+			return discover.ErrNotFound
+		}
 	}
 }
 

@@ -23,6 +23,9 @@ type fakeAPI struct {
 	initial map[string][]*pb.Update
 	updates chan *pb.Update
 	started chan string // when not nil, told each Get's authority once its initial script is sent
+	// follow keeps an unknown authority's stream open after its "unknown"
+	// answer, sending updates, as the controller does.
+	follow bool
 }
 
 func (f *fakeAPI) Get(req *pb.GetDestination, s grpc.ServerStreamingServer[pb.Update]) error {
@@ -30,7 +33,10 @@ func (f *fakeAPI) Get(req *pb.GetDestination, s grpc.ServerStreamingServer[pb.Up
 	init, ok := f.initial[req.GetAuthority()]
 	f.mu.Unlock()
 	if !ok {
-		return s.Send(&pb.Update{Update: &pb.Update_NoEndpoints{NoEndpoints: &pb.NoEndpoints{Exists: false}}})
+		err := s.Send(&pb.Update{Update: &pb.Update_NoEndpoints{NoEndpoints: &pb.NoEndpoints{Exists: false}}})
+		if !f.follow || err != nil {
+			return err
+		}
 	}
 	for _, u := range init {
 		if err := s.Send(u); err != nil {
@@ -158,6 +164,51 @@ func TestResolveUnknownIsNotFound(t *testing.T) {
 	_, err := client(t, addr).Resolve(context.Background(), "nope:80")
 	if !errors.Is(err, discover.ErrNotFound) {
 		t.Fatalf("err = %v, want ErrNotFound", err)
+	}
+}
+
+// An unknown authority's answer is a NotFoundError whose watch goes on:
+// another "unknown" leaves it be, the first answer that knows the
+// authority closes Appeared; Stop ends the stream.
+func TestResolveUnknownWatchedUntilItAppears(t *testing.T) {
+	f := &fakeAPI{initial: map[string][]*pb.Update{}, updates: make(chan *pb.Update), follow: true}
+	addr, stop := serve(t, f, "127.0.0.1:0")
+	defer stop()
+	_, err := client(t, addr).Resolve(context.Background(), "web.ns.svc:80")
+	var nf *discover.NotFoundError
+	if !errors.As(err, &nf) || !errors.Is(err, discover.ErrNotFound) || nf.Appeared == nil {
+		t.Fatalf("err = %v, want a *discover.NotFoundError with a watch", err)
+	}
+	defer nf.Stop()
+	f.updates <- &pb.Update{Update: &pb.Update_NoEndpoints{NoEndpoints: &pb.NoEndpoints{Exists: false}}}
+	select {
+	case <-nf.Appeared:
+		t.Fatal("Appeared closed while the control plane still does not know the authority")
+	case <-time.After(100 * time.Millisecond):
+	}
+	f.updates <- add(pb.ProtocolHint_PROTOCOL_HINT_UNSPECIFIED, 1)
+	select {
+	case <-nf.Appeared:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Appeared not closed after the control plane sent endpoints")
+	}
+}
+
+// Stop ends the watch of an unknown authority (its stream closes).
+func TestResolveUnknownStop(t *testing.T) {
+	f := &fakeAPI{initial: map[string][]*pb.Update{}, updates: make(chan *pb.Update), follow: true}
+	addr, stop := serve(t, f, "127.0.0.1:0")
+	defer stop()
+	_, err := client(t, addr).Resolve(context.Background(), "web.ns.svc:80")
+	var nf *discover.NotFoundError
+	if !errors.As(err, &nf) {
+		t.Fatalf("err = %v, want a *discover.NotFoundError", err)
+	}
+	nf.Stop()
+	select {
+	case <-nf.Appeared: // the stream ended
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch of the unknown authority did not end on Stop")
 	}
 }
 

@@ -2,11 +2,14 @@ package dstclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
 
 	"google.golang.org/grpc"
+
+	"github.com/meridian-mesh/meridian/proxy/discover"
 )
 
 // backoff is the reconnection delay every stream of a Client uses:
@@ -69,6 +72,10 @@ func (c *Client) awaitFirst(ctx context.Context, first <-chan error, cancel cont
 		err = fmt.Errorf("no answer from the control plane within %s", c.o.FirstAnswer)
 	case <-ctx.Done():
 		err = ctx.Err()
+	}
+	var nf *discover.NotFoundError
+	if errors.As(err, &nf) {
+		return err // its watch goes on: nf.Stop ends it
 	}
 	if err != nil {
 		cancel()

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,9 @@ import (
 
 // DefaultIdleTTL is Options.IdleTTL's default.
 const DefaultIdleTTL = 10 * time.Minute
+
+// DefaultNotFoundTTL is Options.NotFoundTTL's default.
+const DefaultNotFoundTTL = 5 * time.Second
 
 // firstUpdateWait bounds how long a request waits for a new destination's
 // first endpoint set before it is answered with what is known (maybe nothing).
@@ -63,6 +67,16 @@ type Options struct {
 	// OnEject, when set, is told of each endpoint of authority that
 	// failure accrual ejects.
 	OnEject func(authority, addr, reason string)
+	// Namespace is the proxy's own namespace when it is known (Kubernetes):
+	// a short name (a single DNS label, "web:80") is then looked up as
+	// <name>.<namespace>.svc, as the pod's resolver search path would
+	// resolve it. Empty: authorities are looked up as they are.
+	Namespace string
+	// NotFoundTTL is how long the answer "not found" of a resolver that
+	// cannot say when it changes (static destinations) is kept before the
+	// authority is resolved again; a discover.NotFoundError is kept until
+	// its Appeared fires. Default DefaultNotFoundTTL.
+	NotFoundTTL time.Duration
 }
 
 // Cache holds a Dest per authority (and per passthrough address). It is
@@ -86,6 +100,9 @@ func New(o Options) *Cache {
 	if o.IdleTTL <= 0 {
 		o.IdleTTL = DefaultIdleTTL
 	}
+	if o.NotFoundTTL <= 0 {
+		o.NotFoundTTL = DefaultNotFoundTTL
+	}
 	c := &Cache{o: o, local: map[netip.Addr]bool{}, m: map[string]*Dest{}}
 	c.profiles, _ = o.Resolver.(profile.Source)
 	for _, ip := range o.Local {
@@ -108,15 +125,26 @@ func (c *Cache) Handshakes() int64 { return c.mtls.Load() }
 // first use: it waits for the first endpoint set (at most 3s, then it
 // answers with what it knows, maybe nothing) and, when the resolver has
 // profiles, for the first profile answer. discover.ErrNotFound means the
-// resolver does not know authority; ctx's error, that it ended first.
+// resolver does not know authority (kept, so that asking again costs
+// nothing: see Options.NotFoundTTL); ctx's error, that it ended first.
+// With Options.Namespace a short name is looked up in that namespace.
 func (c *Cache) Get(ctx context.Context, authority string) (*Dest, error) {
+	authority = c.qualify(authority)
+	var stale *Dest
 	c.mu.Lock()
 	d, ok := c.m[authority]
+	if ok && d.expired() {
+		delete(c.m, authority)
+		stale, ok = d, false
+	}
 	if !ok {
 		d = c.start(authority)
 		c.m[authority] = d
 	}
 	c.mu.Unlock()
+	if stale != nil {
+		stale.close()
+	}
 	d.lastUsed.Store(time.Now().UnixNano())
 	select {
 	case <-d.ready:
@@ -136,6 +164,23 @@ func (c *Cache) Get(ctx context.Context, authority string) (*Dest, error) {
 		}
 	}
 	return d, nil
+}
+
+// qualify is authority with a short name's namespace added
+// (Options.Namespace): "web:80" → "web.<namespace>.svc:80". Names with a
+// dot, IP addresses and localhost stay as they are.
+func (c *Cache) qualify(authority string) string {
+	if c.o.Namespace == "" {
+		return authority
+	}
+	host, port, err := net.SplitHostPort(authority)
+	if err != nil || host == "" || host == "localhost" || strings.ContainsAny(host, ".:") {
+		return authority
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return authority
+	}
+	return net.JoinHostPort(host+"."+c.o.Namespace+".svc", port)
 }
 
 // Passthrough returns a single-endpoint destination for an address the
@@ -264,10 +309,12 @@ func (c *Cache) all() []*Dest {
 	return all
 }
 
-func (c *Cache) forget(authority string, d *Dest) {
+func (c *Cache) forget(authority string, d *Dest) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.m[authority] == d {
 		delete(c.m, authority)
+		return true
 	}
-	c.mu.Unlock()
+	return false
 }

@@ -2,6 +2,7 @@ package outbound
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,10 @@ type Dest struct {
 	readyOne sync.Once
 	lastUsed atomic.Int64
 	err      error // set before ready closes when resolving failed
+	// notFoundUntil is when a kept "not found" answer (err) expires, in
+	// Unix ns; 0 while there is none, or while the resolver watches it
+	// (stopNotFound).
+	notFoundUntil atomic.Int64
 
 	// profileDone is closed once the first profile answer (or its absence)
 	// is known; nil when the resolver has no profiles.
@@ -36,6 +41,8 @@ type Dest struct {
 	ids     map[string]string // addr → the endpoint proxy's SPIFFE ID ("" unmeshed); nil for passthrough
 	profile *profile.Watch
 	closed  bool
+	// stopNotFound ends the resolver's watch of a kept "not found".
+	stopNotFound func()
 	// opaque is true when every endpoint asks for opaque transport.
 	opaque atomic.Bool
 }
@@ -141,6 +148,10 @@ func (c *Cache) start(authority string) *Dest {
 		w, err := c.o.Resolver.Resolve(context.Background(), authority)
 		if err != nil {
 			d.err = err
+			if errors.Is(err, discover.ErrNotFound) && d.keepNotFound(authority, err) {
+				d.markReady()
+				return
+			}
 			// Forgotten before its waiters wake: a Get after theirs
 			// resolves again instead of finding this failure cached.
 			c.forget(authority, d)
@@ -162,6 +173,42 @@ func (c *Cache) start(authority string) *Dest {
 		}
 	}()
 	return d
+}
+
+// keepNotFound keeps d, whose authority the resolver does not know, in the
+// cache: until the resolver says it may know it now (a NotFoundError's
+// Appeared), or for NotFoundTTL. Every request by that name would
+// otherwise ask the resolver again (a round trip to the control plane).
+// It reports false when d was evicted meanwhile.
+func (d *Dest) keepNotFound(authority string, err error) bool {
+	var nf *discover.NotFoundError
+	if !errors.As(err, &nf) || nf.Appeared == nil {
+		d.notFoundUntil.Store(time.Now().Add(d.c.o.NotFoundTTL).UnixNano())
+		return true
+	}
+	d.mu.Lock()
+	closed := d.closed
+	if !closed {
+		d.stopNotFound = nf.Stop
+	}
+	d.mu.Unlock()
+	if closed {
+		nf.Stop()
+		return false
+	}
+	go func() {
+		<-nf.Appeared
+		if d.c.forget(authority, d) {
+			d.close()
+		}
+	}()
+	return true
+}
+
+// expired says whether d holds a "not found" kept past its time.
+func (d *Dest) expired() bool {
+	until := d.notFoundUntil.Load()
+	return until != 0 && time.Now().UnixNano() > until
 }
 
 // passthrough builds the destination of a single address (Cache.Passthrough).
@@ -253,9 +300,12 @@ func (d *Dest) apply(eps []discover.Endpoint) {
 
 func (d *Dest) close() {
 	d.mu.Lock()
-	w, pw := d.watch, d.profile
+	w, pw, stop := d.watch, d.profile, d.stopNotFound
 	d.closed = true
 	d.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 	if w != nil {
 		w.Close()
 	}

@@ -59,7 +59,11 @@ type Config struct {
 	H2StreamWindow, H2ConnectionWindow int
 	// OpaquePorts are destination ports whose traffic is never detected,
 	// only copied (server-speaks-first protocols such as MySQL or SMTP).
-	OpaquePorts    []uint16
+	OpaquePorts []uint16
+	// Namespace is the pod's namespace when known (Kubernetes): outbound
+	// short names ("web:80") are looked up as web.<namespace>.svc, as the
+	// pod's resolver would (outbound.Options.Namespace).
+	Namespace      string
 	Resolver       discover.Resolver
 	Balancer       balance.Strategy
 	DetectTimeout  time.Duration // default 1s
@@ -325,6 +329,7 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 		Local:              localIPs(p.cfg.LocalIPs),
 		H2StreamWindow:     p.cfg.H2StreamWindow,
 		H2ConnectionWindow: p.cfg.H2ConnectionWindow,
+		Namespace:          p.cfg.Namespace,
 		OnEject: func(authority, addr, reason string) {
 			p.metrics.Ejection(direction, authority, reason)
 			p.log.Info("endpoint ejected after consecutive failures", "direction", direction, "authority", authority, "addr", addr, "reason", reason)

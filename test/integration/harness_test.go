@@ -38,20 +38,29 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // returns a client connection to its destination API.
 func controlPlane(t *testing.T, yaml string) *grpc.ClientConn {
 	t.Helper()
+	cc, _ := controlPlaneLogged(t, yaml, quiet)
+	return cc
+}
+
+// controlPlaneLogged is controlPlane logging to log, with an admin server
+// (/metrics) whose address it returns too.
+func controlPlaneLogged(t *testing.T, yaml string, log *slog.Logger) (*grpc.ClientConn, string) {
+	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "objects.yaml"), []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan string, 1)
+	addrs := make(chan [2]string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- controller.Run(ctx, controller.Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", Log: quiet},
-			func(d, _ string) { addrs <- d })
+		done <- controller.Run(ctx, controller.Options{Store: "dir:" + dir, DestinationAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Log: log},
+			func(d, a string) { addrs <- [2]string{d, a} })
 	}()
-	var addr string
+	var addr, admin string
 	select {
-	case addr = <-addrs:
+	case a := <-addrs:
+		addr, admin = a[0], a[1]
 	case err := <-done:
 		t.Fatalf("controller: %v", err)
 	case <-time.After(10 * time.Second):
@@ -67,7 +76,7 @@ func controlPlane(t *testing.T, yaml string) *grpc.ClientConn {
 	}
 	t.Cleanup(func() { cc.Close() })
 	dirs.Store(cc, dir)
-	return cc
+	return cc, admin
 }
 
 // dirs are the control planes' store directories, by client connection.
