@@ -1,8 +1,8 @@
 // Command microbench runs the forwarding-path micro-benchmark
 // (BenchmarkMeshedRequest in proxy/sidecar) with a fixed -benchtime, count
 // times, passes the output through (and saves it for benchstat), and ends
-// with one RESULT line: for each case, the median ns/op, B/op and
-// allocs/op over the runs. It exits non-zero when the benchmark fails or
+// with one RESULT line: for each case, the median ns/op, cpu-ns/op, B/op
+// and allocs/op over the runs. It exits non-zero when the benchmark fails or
 // reports no result.
 //
 //	go run ./bench/cmd/microbench                         # what `make bench` runs
@@ -190,11 +190,16 @@ func parseLine(line string) (string, figures, bool) {
 	return name, values, true
 }
 
-// units are the RESULT line's figures per case: unit, key suffix.
-var units = []struct{ unit, suffix string }{{"ns/op", "ns"}, {"B/op", "bytes"}, {"allocs/op", "allocs"}}
+// units are the RESULT line's figures per case: unit, key suffix, and
+// whether every case must have it.
+var units = []struct {
+	unit, suffix string
+	required     bool
+}{{"ns/op", "ns", true}, {"cpu-ns/op", "cpu_ns", false}, {"B/op", "bytes", true}, {"allocs/op", "allocs", true}}
 
-// printResult writes one RESULT line to w: extra, then <case>_ns, <case>_bytes
-// and <case>_allocs per case, each the median over the case's runs.
+// printResult writes one RESULT line to w: extra, then <case>_ns,
+// <case>_cpu_ns (when reported), <case>_bytes and <case>_allocs per case,
+// each the median over the case's runs.
 func printResult(w io.Writer, res *results, extra []string) error {
 	kv := slices.Clone(extra)
 	for _, name := range res.order {
@@ -205,6 +210,9 @@ func printResult(w io.Writer, res *results, extra []string) error {
 				if v, ok := r[u.unit]; ok {
 					vs = append(vs, v)
 				}
+			}
+			if len(vs) == 0 && !u.required {
+				continue
 			}
 			if len(vs) == 0 {
 				return fmt.Errorf("benchmark %s: no %s figure (run with -benchmem or b.ReportAllocs)", name, u.unit)
