@@ -61,6 +61,7 @@ func BenchmarkMeshedRequest(b *testing.B) {
 					if err := call(); err != nil { // opens every connection on the way
 						b.Fatal(err)
 					}
+					opened := meshes[mode].opened(b)
 					b.ReportAllocs()
 					cpu0, cpuOK := processCPU()
 					b.ResetTimer()
@@ -72,6 +73,9 @@ func BenchmarkMeshedRequest(b *testing.B) {
 					b.StopTimer()
 					if cpu1, ok := processCPU(); ok && cpuOK {
 						b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/op")
+					}
+					if n := meshes[mode].opened(b) - opened; n != 0 {
+						b.Fatalf("the outbound proxy opened %v connections during the timed requests, want 0: the figures are of reused connections", n)
 					}
 					meshes[mode].checkTLS(b)
 				})
@@ -86,6 +90,13 @@ func BenchmarkMeshedRequest(b *testing.B) {
 type benchMesh struct {
 	out, admin string // the outbound proxy's listener and admin port
 	mtls       bool
+}
+
+// opened is how many connections the outbound proxy has accepted and
+// dialed so far.
+func (m benchMesh) opened(b *testing.B) float64 {
+	n, _ := metricSum(scrape(b, m.admin), "tcp_open_total", labels("direction", "outbound"))
+	return n
 }
 
 // checkTLS fails the benchmark unless every response the outbound proxy
