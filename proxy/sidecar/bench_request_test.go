@@ -27,7 +27,8 @@ import (
 //
 // on loopback, for each protocol the client speaks and with the hop
 // between the proxies in plaintext or mTLS (the outbound proxy originating
-// it with certificates from the project's CA, as in the mesh). Every
+// it with certificates from the project's CA, as in the mesh, where
+// HTTP/1 requests cross that hop over HTTP/2). Every
 // connection is open before the timer starts (one request outside it) and
 // reused. allocs/op, B/op and cpu-ns/op (CPU time, user and system, per
 // request) count the whole process: client, both proxies and application.
