@@ -208,7 +208,7 @@ func httpCall(h2c bool, method string) func(b *testing.B, out string) func() err
 			if err != nil {
 				return err
 			}
-			if resp.StatusCode != http.StatusOK || string(got.Bytes()) != "ok" {
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(got.Bytes(), []byte("ok")) {
 				return &benchError{what: method + " http://web.test/", status: resp.Status, detail: resp.Header.Get("Meridian-Proxy-Error")}
 			}
 			return nil
