@@ -34,6 +34,10 @@ func main() {
 		parse     = flag.String("parse", "", "read saved go test -bench output from this file ('-': stdin) instead of running it")
 	)
 	flag.Parse()
+	if *count < 1 {
+		fmt.Fprintf(os.Stderr, "microbench: -count %d: must be at least 1\n", *count)
+		os.Exit(2)
+	}
 	if err := run(*goCmd, *pkg, *bench, *benchtime, *count, *out, *parse); err != nil {
 		fmt.Fprintln(os.Stderr, "microbench:", err)
 		os.Exit(1)
@@ -98,6 +102,7 @@ func run(goCmd, pkg, bench, benchtime string, count int, out, parse string) erro
 			return err
 		}
 		res, perr := collect(stdout, sink)
+		io.Copy(io.Discard, stdout) // after a parse error: let the run end
 		if err := cmd.Wait(); err != nil {
 			return fmt.Errorf("%s (package %s): %w", bench, pkg, err)
 		}
