@@ -4,7 +4,7 @@ BIN     ?= bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test deps unit lint fuzz bench generate verify-generate demo clean e2e cluster-up cluster-down images
+.PHONY: all build test deps unit lint fuzz bench bench-all generate verify-generate demo clean e2e cluster-up cluster-down images
 
 all: build
 
@@ -76,8 +76,16 @@ fuzz:
 	  done; \
 	done
 
-# Benchmarks: micro-benchmarks, then the proxy benchmarks whose figures live in bench/README.md.
+# The forwarding-path micro-benchmark (bench/README.md): time, bytes and
+# allocations per request through two in-process proxies, HTTP/1.1, HTTP/2
+# and gRPC, plaintext and mTLS; about a minute, one RESULT line, for review.
+# MICROBENCH adds flags, e.g. MICROBENCH='-count 10 -out new.txt' for benchstat.
 bench:
+	$(GO) run ./bench/cmd/microbench -go '$(GO)' $(MICROBENCH)
+
+# Every benchmark under proxy/, then the proxy benchmarks against nginx and
+# HAProxy whose figures live in bench/README.md (bench/run.sh, ~10 min).
+bench-all:
 	$(GO) test -run XXX -bench . -benchmem ./proxy/...
 	./bench/run.sh
 

@@ -341,7 +341,7 @@ func grpcClient(t *testing.T, proxy, authority string) (testgrpc.TestServiceClie
 }
 
 // scrape fetches and parses a proxy's /metrics.
-func scrape(t *testing.T, admin string) map[string]*dto.MetricFamily {
+func scrape(t testing.TB, admin string) map[string]*dto.MetricFamily {
 	t.Helper()
 	get, url := http.Get, "http://"+admin+"/metrics"
 	if c, ok := adminScrapers.Load(admin); ok { // the admin port follows an authenticated policy
