@@ -13,6 +13,7 @@ package h1client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -295,10 +296,30 @@ func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	ex := &exchange{pc: pc, req: req, stop: stop}
 	start := pc.cr.n
-	if req.Body == nil || req.Body == http.NoBody {
-		err := req.Write(pc.bw)
+	small, err := readSmallBody(req)
+	if err != nil {
+		// Nothing was sent: the connection is as good as before.
+		ex.end(true)
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		return nil, err
+	}
+	if small != nil || req.Body == nil || req.Body == http.NoBody {
+		w := req
+		if small != nil {
+			// A known in-memory body: the head and the body leave in one
+			// write, with nothing to wait for from another goroutine.
+			r := *req
+			r.Body = small.rc
+			w = &r
+		}
+		err := w.Write(pc.bw)
 		if err == nil {
 			err = pc.bw.Flush()
+		}
+		if small != nil {
+			small.release()
 		}
 		if err != nil {
 			ex.end(false)
@@ -465,6 +486,59 @@ func (b *body) Close() error {
 	b.closed.Store(true)
 	b.ex.end(false)
 	return nil
+}
+
+// smallBodyMax bounds the request bodies read whole before the request is
+// sent: the server cannot answer a request it has not seen, so waiting
+// for such a body loses nothing, and spares a goroutine.
+const smallBodyMax = 4 << 10
+
+var smallBodies = sync.Pool{New: func() any {
+	b := new(smallBody)
+	b.rc = io.NopCloser(&b.r)
+	return b
+}}
+
+// smallBody is a request body read whole. (*http.Request).Write writes an
+// io.NopCloser of a *bytes.Reader with the head, where it flushes the head
+// on its own before any other body.
+type smallBody struct {
+	r   bytes.Reader
+	rc  io.ReadCloser          // io.NopCloser(&r)
+	buf [smallBodyMax + 1]byte // one more, to see the body's EOF
+}
+
+func (b *smallBody) release() {
+	b.r.Reset(nil)
+	smallBodies.Put(b)
+}
+
+// readSmallBody reads a body of a known length up to smallBodyMax whole,
+// and closes it; nil for other bodies, which are streamed. An error is the
+// body's: its client sent less than it said, or broke off.
+func readSmallBody(req *http.Request) (*smallBody, error) {
+	n := req.ContentLength
+	if n <= 0 || n > smallBodyMax || req.Body == nil || req.Body == http.NoBody || len(req.TransferEncoding) > 0 || req.Trailer != nil {
+		return nil, nil
+	}
+	b := smallBodies.Get().(*smallBody)
+	_, err := io.ReadFull(req.Body, b.buf[:n])
+	if err == nil {
+		// As net/http does: a body longer than its ContentLength is an error.
+		if m, _ := req.Body.Read(b.buf[n : n+1]); m > 0 {
+			err = fmt.Errorf("http: ContentLength=%d with a longer Body", n)
+		}
+	}
+	req.Body.Close()
+	if err != nil {
+		b.release()
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			err = fmt.Errorf("http: ContentLength=%d with a shorter Body: %w", n, err)
+		}
+		return nil, err
+	}
+	b.r.Reset(b.buf[:n])
+	return b, nil
 }
 
 // check refuses what net/http's Transport refuses, and what this client

@@ -218,7 +218,10 @@ func TestDialError(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	cancel(boom)
-	c = h1client.New(h1client.Options{Dial: func(context.Context) (net.Conn, error) { t.Error("dialled for a cancelled request"); return nil, io.EOF }})
+	c = h1client.New(h1client.Options{Dial: func(context.Context) (net.Conn, error) {
+		t.Error("dialled for a cancelled request")
+		return nil, io.EOF
+	}})
 	if _, err := c.RoundTrip(request(t, ctx, http.MethodGet, "x.test", nil)); err != boom {
 		t.Errorf("cancelled request: %v, want its context's cause", err)
 	}
@@ -664,4 +667,74 @@ func TestConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// writeCounter counts the writes on a client's connections.
+type writeCounter struct {
+	net.Conn
+	n *atomic.Int32
+}
+
+func (c writeCounter) Write(p []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(p)
+}
+
+// A request without a body, or with a small one of known length, leaves in
+// one write; a large body streams and comes whole.
+func TestWrites(t *testing.T) {
+	s, ln := server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprint(w, len(b))
+	}))
+	var writes atomic.Int32
+	c := h1client.New(h1client.Options{Dial: func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, "tcp", addrOf(s))
+		return writeCounter{nc, &writes}, err
+	}})
+	t.Cleanup(c.CloseIdleConnections)
+	for _, x := range []struct {
+		size      int
+		maxWrites int32
+	}{{0, 1}, {5, 1}, {1 << 10, 1}, {4 << 10, 2}, {64 << 10, 100}} {
+		writes.Store(0)
+		var body io.Reader
+		method := http.MethodGet
+		if x.size > 0 {
+			method, body = http.MethodPost, strings.NewReader(strings.Repeat("a", x.size))
+		}
+		resp, got := do(t, c, request(t, context.Background(), method, addrOf(s), body))
+		if resp.StatusCode != 200 || got != fmt.Sprint(x.size) {
+			t.Fatalf("%d bytes: %d, the server read %s", x.size, resp.StatusCode, got)
+		}
+		if n := writes.Load(); n > x.maxWrites {
+			t.Errorf("%d bytes: %d writes, want at most %d", x.size, n, x.maxWrites)
+		}
+	}
+	if n := ln.n.Load(); n != 1 {
+		t.Errorf("%d connections, want 1", n)
+	}
+}
+
+// A small body shorter than its Content-Length fails the request before
+// anything is sent; the connection stays usable.
+func TestShortSmallBody(t *testing.T) {
+	s, ln := server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}))
+	c := client(t, addrOf(s), h1client.Options{})
+	do(t, c, request(t, context.Background(), http.MethodGet, addrOf(s), nil))
+	r := request(t, context.Background(), http.MethodPost, addrOf(s), strings.NewReader("hello"))
+	r.ContentLength = 10
+	if _, err := c.RoundTrip(r); err == nil || !strings.Contains(err.Error(), "ContentLength=10") {
+		t.Fatalf("%v, want a short body error", err)
+	}
+	if resp, body := do(t, c, request(t, context.Background(), http.MethodPost, addrOf(s), strings.NewReader("next"))); body != "next" {
+		t.Fatalf("next request: %d %q", resp.StatusCode, body)
+	}
+	if n := ln.n.Load(); n != 1 {
+		t.Errorf("%d connections, want 1", n)
+	}
 }
