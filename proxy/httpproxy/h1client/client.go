@@ -183,7 +183,7 @@ func (c *Client) get(ctx context.Context, dial, check bool) (*conn, error) {
 		return nil, err
 	}
 	pc := &conn{c: c, nc: nc, raw: rawConn(nc)}
-	pc.cr = connReader{pc: pc}
+	pc.cr = connReader{pc: pc, limit: -1}
 	pc.br = bufio.NewReaderSize(&pc.cr, c.o.ReadBufferSize)
 	pc.bw = bufio.NewWriterSize(nc, c.o.WriteBufferSize)
 	return pc, nil

@@ -249,8 +249,9 @@ func halfClosingServer(t *testing.T, closed chan<- struct{}, extra chan<- string
 // again on a new connection; a POST is never sent on it (the pool looks
 // at the socket first).
 func TestStaleIdleConnection(t *testing.T) {
-	for _, method := range []string{http.MethodGet, http.MethodPost} {
-		t.Run(method, func(t *testing.T) {
+	for _, x := range []struct{ method, body string }{{http.MethodGet, ""}, {http.MethodPost, ""}, {http.MethodPost, "small"}} {
+		method := x.method
+		t.Run(method+x.body, func(t *testing.T) {
 			closed, extra := make(chan struct{}, 2), make(chan string, 2)
 			addr, accepted := halfClosingServer(t, closed, extra)
 			c := client(t, addr, h1client.Options{})
@@ -258,7 +259,11 @@ func TestStaleIdleConnection(t *testing.T) {
 			<-closed
 			// The FIN is on its way: wait until the client's kernel has it.
 			time.Sleep(20 * time.Millisecond)
-			resp, body := do(t, c, request(t, context.Background(), method, addr, nil))
+			var reqBody io.Reader
+			if x.body != "" {
+				reqBody = strings.NewReader(x.body)
+			}
+			resp, body := do(t, c, request(t, context.Background(), method, addr, reqBody))
 			if resp.StatusCode != 200 || body != "ok" {
 				t.Fatalf("%s after a close: %d %q", method, resp.StatusCode, body)
 			}
