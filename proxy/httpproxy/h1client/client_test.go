@@ -743,3 +743,31 @@ func TestShortSmallBody(t *testing.T) {
 		t.Errorf("%d connections, want 1", n)
 	}
 }
+
+// wrapped hides the socket as a metered connection does, and gives it
+// back with NetConn.
+type wrapped struct{ net.Conn }
+
+func (w wrapped) NetConn() net.Conn { return w.Conn }
+
+// The socket under a wrapped connection is found for the probe: a POST is
+// not sent on a connection the server closed.
+func TestStaleWrappedConnection(t *testing.T) {
+	closed, extra := make(chan struct{}, 2), make(chan string, 2)
+	addr, accepted := halfClosingServer(t, closed, extra)
+	c := h1client.New(h1client.Options{Dial: func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, "tcp", addr)
+		return wrapped{nc}, err
+	}})
+	t.Cleanup(c.CloseIdleConnections)
+	do(t, c, request(t, context.Background(), http.MethodGet, addr, nil))
+	<-closed
+	time.Sleep(20 * time.Millisecond)
+	if resp, body := do(t, c, request(t, context.Background(), http.MethodPost, addr, strings.NewReader("x"))); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("POST after a close: %d %q", resp.StatusCode, body)
+	}
+	if rest := <-extra; rest != "" || accepted.Load() != 2 {
+		t.Errorf("the POST was sent on the closed connection (%q), %d connections", rest, accepted.Load())
+	}
+}
