@@ -36,11 +36,15 @@ func (pc *conn) idleAlive() bool {
 	if pc.raw == nil {
 		return true
 	}
-	alive := true
-	err := pc.raw.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), pc.peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		alive = errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK)
-		return true // never wait for readiness
-	})
-	return err == nil && alive
+	if pc.peekFn == nil {
+		pc.peekFn = pc.peekIdle // once per connection: a method value allocates
+	}
+	err := pc.raw.Read(pc.peekFn)
+	return err == nil && pc.peekAlive
+}
+
+func (pc *conn) peekIdle(fd uintptr) bool {
+	_, _, err := syscall.Recvfrom(int(fd), pc.peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	pc.peekAlive = errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK)
+	return true // never wait for readiness
 }

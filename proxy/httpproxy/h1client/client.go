@@ -248,7 +248,10 @@ type conn struct {
 	bw     *bufio.Writer
 	reused bool
 	idleAt time.Time
-	peek   [1]byte
+	// idleAlive's, so that a probe allocates nothing.
+	peek      [1]byte
+	peekAlive bool
+	peekFn    func(fd uintptr) bool
 }
 
 // connReader counts what is read from the connection, to tell a request
@@ -362,7 +365,8 @@ func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 		ex.end(ex.alive)
 		return resp, nil
 	}
-	resp.Body = &body{ex: ex, rc: resp.Body}
+	ex.body = body{ex: ex, rc: resp.Body}
+	resp.Body = &ex.body
 	return resp, nil
 }
 
@@ -409,6 +413,7 @@ type exchange struct {
 	werr  error         // the body writer's error, set before wrote is closed
 	alive bool          // both sides allow another request on the connection
 	once  sync.Once
+	body  body // the response's, allocated with the exchange
 }
 
 // end releases the connection once: back to the pool when reuse is
