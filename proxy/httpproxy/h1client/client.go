@@ -299,30 +299,10 @@ func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	ex := &exchange{pc: pc, req: req, stop: stop}
 	start := pc.cr.n
-	small, err := readSmallBody(req)
-	if err != nil {
-		// Nothing was sent: the connection is as good as before.
-		ex.end(true)
-		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
-		}
-		return nil, err
-	}
-	if small != nil || req.Body == nil || req.Body == http.NoBody {
-		w := req
-		if small != nil {
-			// A known in-memory body: the head and the body leave in one
-			// write, with nothing to wait for from another goroutine.
-			r := *req
-			r.Body = small.rc
-			w = &r
-		}
-		err := w.Write(pc.bw)
+	if req.Body == nil || req.Body == http.NoBody {
+		err := req.Write(pc.bw)
 		if err == nil {
 			err = pc.bw.Flush()
-		}
-		if small != nil {
-			small.release()
 		}
 		if err != nil {
 			ex.end(false)
@@ -330,33 +310,49 @@ func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 		}
 	} else {
 		// The server may answer before it has read the body (413, 401 on
-		// an upload): the body is written while the response is read.
+		// an upload): the body is written while the response is read. The
+		// body is read on this goroutine, not the caller's, so that a
+		// cancellation or a route timeout ends the request even while its
+		// client is still sending the body.
 		ex.wrote = make(chan struct{})
 		go func() {
-			err := req.Write(pc.bw)
+			w := req
+			small, err := readSmallBody(req)
+			if small != nil {
+				// A small body of known length, now in memory: the head and
+				// the body leave in one write.
+				r := *req
+				r.Body = small.rc
+				w = &r
+			}
+			if err == nil {
+				err = w.Write(pc.bw)
+			}
 			if err == nil {
 				err = pc.bw.Flush()
 			}
+			if small != nil {
+				small.release()
+			}
+			ex.werr = err
 			if err != nil {
+				// Told before the connection closes: the response read
+				// fails of the close and must report this cause.
+				ex.failed.Store(&err)
 				// The rest of the request will not come: a response
 				// wait would be endless (net/http closes it too).
 				pc.nc.Close()
 			}
-			ex.werr = err
 			close(ex.wrote)
 		}()
 	}
 	resp, err := pc.readResponse(req)
 	if err != nil {
 		ex.end(false)
-		if ex.wrote != nil {
-			select {
-			case <-ex.wrote:
-				if ex.werr != nil && req.Context().Err() == nil {
-					err = ex.werr // the cause; the read failed of it
-				}
-			default:
-			}
+		if werr := ex.failed.Load(); werr != nil && req.Context().Err() == nil {
+			// The body failed (its client sent less than it said, or
+			// broke off): the cause, and not a stale connection's.
+			return nil, *werr
 		}
 		return nil, pc.mapError(req, start, err)
 	}
@@ -411,9 +407,12 @@ type exchange struct {
 	stop  func() bool   // stops the cancellation; nil without one
 	wrote chan struct{} // closed when the body writer ends; nil without a body
 	werr  error         // the body writer's error, set before wrote is closed
-	alive bool          // both sides allow another request on the connection
-	once  sync.Once
-	body  body // the response's, allocated with the exchange
+	// failed is the body writer's error too, stored before it closes the
+	// connection, for the response read that fails of that close.
+	failed atomic.Pointer[error]
+	alive  bool // both sides allow another request on the connection
+	once   sync.Once
+	body   body // the response's, allocated with the exchange
 }
 
 // end releases the connection once: back to the pool when reuse is
@@ -494,8 +493,7 @@ func (b *body) Close() error {
 }
 
 // smallBodyMax bounds the request bodies read whole before the request is
-// sent: the server cannot answer a request it has not seen, so waiting
-// for such a body loses nothing, and spares a goroutine.
+// sent, so that head and body leave in one write.
 const smallBodyMax = 4 << 10
 
 var smallBodies = sync.Pool{New: func() any {

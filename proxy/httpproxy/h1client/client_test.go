@@ -722,8 +722,8 @@ func TestWrites(t *testing.T) {
 	}
 }
 
-// A small body shorter than its Content-Length fails the request before
-// anything is sent; the connection stays usable.
+// A small body shorter than its Content-Length fails the request with
+// that cause; the next request is served.
 func TestShortSmallBody(t *testing.T) {
 	s, ln := server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -739,8 +739,11 @@ func TestShortSmallBody(t *testing.T) {
 	if resp, body := do(t, c, request(t, context.Background(), http.MethodPost, addrOf(s), strings.NewReader("next"))); body != "next" {
 		t.Fatalf("next request: %d %q", resp.StatusCode, body)
 	}
-	if n := ln.n.Load(); n != 1 {
-		t.Errorf("%d connections, want 1", n)
+	// The body is read while the response is awaited (so that a timeout
+	// is not held up by a client trickling it in): its failure closes the
+	// connection, as net/http's Transport does.
+	if n := ln.n.Load(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
 	}
 }
 
@@ -769,5 +772,33 @@ func TestStaleWrappedConnection(t *testing.T) {
 	}
 	if rest := <-extra; rest != "" || accepted.Load() != 2 {
 		t.Errorf("the POST was sent on the closed connection (%q), %d connections", rest, accepted.Load())
+	}
+}
+
+// A request whose client is still sending its small body ends when its
+// context does (a route timeout), not when the body arrives.
+func TestCancelWhileBodyTrickles(t *testing.T) {
+	s, _ := server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+	}))
+	c := client(t, addrOf(s), h1client.Options{})
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	r := request(t, ctx, http.MethodPost, addrOf(s), pr)
+	r.ContentLength = 5
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.RoundTrip(r)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("RoundTrip: %v, want the context's deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("RoundTrip still waits for the body 10s after its context ended")
 	}
 }
