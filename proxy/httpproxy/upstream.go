@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1client"
 	"github.com/meridian-mesh/meridian/proxy/outbound/connect"
 )
 
@@ -37,7 +38,16 @@ type DialError = connect.DialError
 type Upstream struct {
 	Addr   string
 	H2Only bool // the destination says the endpoint speaks h2
+	// h1c carries HTTP/1 requests on its caller's goroutine; h1, net/http's
+	// Transport, the few it leaves to it (Expect: 100-continue, upgrades).
+	h1c    *h1client.Client
 	h1, h2 *http.Transport
+}
+
+// pool is a connection pool that transportFor picks.
+type pool interface {
+	http.RoundTripper
+	CloseIdleConnections()
 }
 
 type dialProtocolKey struct{}
@@ -91,7 +101,13 @@ func NewUpstream(addr string, h2only bool, dial DialFunc) *Upstream {
 		MaxReceiveBufferPerStream:     DefaultH2StreamWindow,
 		MaxReceiveBufferPerConnection: DefaultH2ConnectionWindow,
 	}
-	return &Upstream{Addr: addr, H2Only: h2only, h1: h1, h2: h2}
+	h1cDial := dialFor("http/1.1")
+	h1c := h1client.New(h1client.Options{
+		Dial:        func(ctx context.Context) (net.Conn, error) { return h1cDial(ctx, "", "") },
+		MaxIdle:     h1.MaxIdleConnsPerHost,
+		IdleTimeout: h1.IdleConnTimeout,
+	})
+	return &Upstream{Addr: addr, H2Only: h2only, h1c: h1c, h1: h1, h2: h2}
 }
 
 // SetH2Windows replaces the HTTP/2 receive windows (DefaultH2StreamWindow,
@@ -111,20 +127,30 @@ func (u *Upstream) SetH2Windows(stream, conn int) {
 // endpoint is a meshed proxy, which multiplexes HTTP/1 requests over HTTP/2.
 // upgraded reports an HTTP/1 request carried over HTTP/2, which the peer
 // must be told about (OrigProtoHeader).
-func (u *Upstream) transportFor(r *http.Request, origH1 bool) (t *http.Transport, upgraded bool) {
+func (u *Upstream) transportFor(r *http.Request, origH1 bool) (t pool, upgraded bool) {
 	switch {
 	case origH1:
-		return u.h1, false
+		return u.h1For(r), false
 	case r.ProtoMajor == 2:
 		return u.h2, false
 	case u.H2Only && r.Header.Get("Upgrade") == "":
 		return u.h2, true
 	}
-	return u.h1, false
+	return u.h1For(r), false
+}
+
+// h1For picks the HTTP/1 pool: net/http's Transport for what h1client
+// leaves to it (it waits for 100 Continue, and gives a 101 a writable body).
+func (u *Upstream) h1For(r *http.Request) pool {
+	if r.Header.Get("Upgrade") != "" || ExpectsContinue(r.Header) {
+		return u.h1
+	}
+	return u.h1c
 }
 
 // Close drops idle connections; requests in flight finish on theirs.
 func (u *Upstream) Close() {
+	u.h1c.CloseIdleConnections()
 	u.h1.CloseIdleConnections()
 	u.h2.CloseIdleConnections()
 }

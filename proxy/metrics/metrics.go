@@ -415,6 +415,10 @@ func (c *Conn) noteErr(err error) {
 	c.failed.Store(true)
 }
 
+// NetConn is the connection underneath, as crypto/tls.Conn's is: a client
+// pool looks at its socket (proxy/httpproxy/h1client).
+func (c *Conn) NetConn() net.Conn { return c.Conn }
+
 // CloseWrite keeps half-close working through the wrapper.
 func (c *Conn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
