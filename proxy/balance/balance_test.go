@@ -151,7 +151,7 @@ func TestPeakReplacesAtOnce(t *testing.T) {
 }
 
 func TestDecayTowardSmallerRTT(t *testing.T) {
-	const tau = 10 * time.Second
+	const tau = DefaultDecay
 	h := newHarness(PeakEWMA)
 	h.b.Update(specs("a"))
 	a := h.ep(t, "a")
@@ -183,9 +183,9 @@ func TestDecayWithoutSamples(t *testing.T) {
 	h.b.Update(specs("a"))
 	a := h.ep(t, "a")
 	h.request(a, 100*time.Millisecond)
-	h.clock.Advance(10 * time.Second)
+	h.clock.Advance(DefaultDecay)
 	approx(t, "after τ", a.Load(), 1e8*math.Exp(-1))
-	h.clock.Advance(10 * time.Second)
+	h.clock.Advance(DefaultDecay)
 	approx(t, "after 2τ", a.Load(), 1e8*math.Exp(-2))
 
 	// Reading the load (as Pick does) leaves the estimate alone: a history with
@@ -596,7 +596,7 @@ func TestDoneOnlyCountsOnce(t *testing.T) {
 	if a.Pending() != 0 {
 		t.Errorf("pending %d, want 0", a.Pending())
 	}
-	approx(t, "load", a.Load(), 5e7*math.Exp(-0.1))
+	approx(t, "load", a.Load(), 5e7*math.Exp(-float64(time.Second)/float64(DefaultDecay)))
 }
 
 func TestPickDoesNotAllocate(t *testing.T) {
@@ -795,7 +795,10 @@ func TestFastFailureLoses(t *testing.T) {
 }
 
 func TestSuccessRatioRecoversWhenIdle(t *testing.T) {
-	h := newHarness(PeakEWMA, func(o *Options[*conn]) { o.FailureAccrual = -1 })
+	h := newHarness(PeakEWMA, func(o *Options[*conn]) {
+		o.FailureAccrual = -1
+		o.Decay = successDecay // the cost decays by exp(-1) over the same time
+	})
 	h.b.Update(specs("a"))
 	a := h.ep(t, "a")
 	h.okRequest(a, time.Millisecond)
@@ -807,7 +810,7 @@ func TestSuccessRatioRecoversWhenIdle(t *testing.T) {
 		s += successAlpha * (0 - s)
 	}
 	approx(t, "load after two failures", a.Load(), l0/s)
-	h.clock.Advance(DefaultDecay)
+	h.clock.Advance(successDecay)
 	want := l0 * math.Exp(-1) / (1 - (1-s)*math.Exp(-1))
 	approx(t, "load after τ idle", a.Load(), want)
 }
