@@ -708,7 +708,7 @@ func TestConcurrent(t *testing.T) {
 }
 
 // A new replica joining peers warmed at 1ms takes requests within its first
-// second at 200 RPS. Seeded at the fixed 30ms it needed τ·ln(30) ≈ 34s.
+// second at 200 RPS. Seeded at the fixed 30ms it needed τ·ln(30) ≈ 34s with τ = 10s.
 func TestNewEndpointSeededFromPeers(t *testing.T) {
 	h := newHarness(PeakEWMA)
 	h.b.Update(specs("a", "b"))
