@@ -273,9 +273,10 @@ func (b *Balancer[T]) closeValues(eps []*Endpoint[T]) {
 // seed is the cost a new endpoint starts with: the mean of the current
 // (decayed) costs of the endpoints that have been measured, or DefaultRTT
 // when none has. A fixed seed far above its peers' costs kept a new replica
-// out of P2C's comparisons for τ·ln(seed/cost) (34s at 30ms against 1ms with τ = 10s);
-// at the mean it is as attractive as a typical peer and takes its share at
-// once, and its first response replaces the guess. Called with updateMu held.
+// out of P2C's comparisons for τ·ln(seed/cost) (34s at 30ms against 1ms, with
+// τ = 10s); at the mean it is as attractive as a typical peer and takes its
+// share at once, and its first response replaces the guess. Called with
+// updateMu held.
 func (b *Balancer[T]) seed(now time.Time) float64 {
 	sum, n := 0.0, 0
 	for _, e := range b.byAddr {
