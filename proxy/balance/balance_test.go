@@ -139,6 +139,30 @@ func TestSeededAtDefaultRTT(t *testing.T) {
 	approx(t, "custom seed", h.ep(t, "a").Load(), float64(5*time.Millisecond))
 }
 
+// The seed is a guess: the first response replaces it even when smaller
+// (blended in, a 30ms seed kept a 1.5ms endpoint above 10ms for τ); later
+// smaller samples blend in as usual. A failed first response never lowers it.
+func TestFirstSampleReplacesSeed(t *testing.T) {
+	h := newHarness(PeakEWMA)
+	h.b.Update(specs("a", "b"))
+	a, b := h.ep(t, "a"), h.ep(t, "b")
+	h.clock.Advance(time.Second)
+	h.request(a, time.Millisecond)
+	approx(t, "after the first sample", a.Load(), 1e6)
+	h.clock.Advance(time.Second)
+	h.request(a, 500*time.Microsecond)
+	w := math.Exp(-float64(time.Second+500*time.Microsecond) / float64(DefaultDecay))
+	approx(t, "after a smaller second sample", a.Load(), 1e6*w+5e5*(1-w))
+
+	h.failingRequest(b, time.Millisecond, "5xx")
+	seed := float64(DefaultRTT) * math.Exp(-float64(h.clock.Now().Sub(t0))/float64(DefaultDecay))
+	if got := b.Load() * b.successNow(h.clock.Now()); math.Abs(got-seed) > 1e-6*seed {
+		t.Errorf("a fast failure moved the seed: cost %v, want %v", got, seed)
+	}
+	h.okRequest(b, 2*time.Millisecond)
+	approx(t, "b after its first success", b.Load()*b.successNow(h.clock.Now()), 2e6)
+}
+
 func TestPeakReplacesAtOnce(t *testing.T) {
 	h := newHarness(PeakEWMA)
 	h.b.Update(specs("a"))

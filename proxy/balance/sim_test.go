@@ -98,13 +98,15 @@ var benchRTTs = map[string]time.Duration{
 // would differ from them by a few percent, and P2C would in effect compare
 // pending counts: the slow endpoint would win whenever it is idle and its
 // partner has one request in flight, ≈ 8% of the requests (the bench's
-// 7.8–13.1%). The first response replaces the seed.
+// 7.8–13.1%). The first response replaces the seed, whatever τ is.
 func TestSlowEndpointAfterColdStart(t *testing.T) {
-	h := newHarness(PeakEWMA)
-	got := simulate(t, h, benchRTTs, "slow", time.Millisecond, time.Second, 5*time.Second)
-	t.Logf("slow share after a cold start: %.2f%%", 100*got)
-	if got > 0.01 {
-		t.Errorf("slow endpoint got %.2f%% of the requests, want < 1%%", 100*got)
+	for _, decay := range []time.Duration{0, 10 * time.Second} { // the default; Linkerd's
+		h := newHarness(PeakEWMA, func(o *Options[*conn]) { o.Decay = decay })
+		got := simulate(t, h, benchRTTs, "slow", time.Millisecond, time.Second, 5*time.Second)
+		t.Logf("decay %v: slow share after a cold start: %.2f%%", cmp.Or(decay, DefaultDecay), 100*got)
+		if got > 0.01 {
+			t.Errorf("decay %v: slow endpoint got %.2f%% of the requests, want < 1%%", cmp.Or(decay, DefaultDecay), 100*got)
+		}
 	}
 }
 
