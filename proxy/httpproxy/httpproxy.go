@@ -342,10 +342,11 @@ func (rt roundTripper) attempt(r *http.Request, x *Exchange, ep *balance.Endpoin
 	}
 	done(headerFailure(resp) != "")
 	ep.Succeed()
-	if resp.ProtoMajor == 1 && claimsContent(resp) {
+	if resp.ProtoMajor == 1 && claimsContent(resp) && tr != up.h1c {
 		// Whatever content the application sent anyway follows on the
-		// connection, which the transport has already put back in its
-		// pool: the next request there would read it as its response.
+		// connection, which net/http's Transport has already put back in
+		// its pool: the next request there would read it as its response.
+		// (h1client never pools such a connection.)
 		tr.CloseIdleConnections()
 	}
 	return resp, nil
