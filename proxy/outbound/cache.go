@@ -86,6 +86,7 @@ type Cache struct {
 	profiles profile.Source // nil when the resolver has none
 	local    map[netip.Addr]bool
 	mtls     atomic.Int64 // mTLS handshakes completed
+	resumed  atomic.Int64 // of which resumed an earlier session
 
 	mu sync.Mutex
 	m  map[string]*Dest
@@ -120,6 +121,9 @@ func (c *Cache) IsLocal(addr string) bool {
 // Handshakes is how many mTLS sessions the cache's connections have
 // completed with meshed endpoints.
 func (c *Cache) Handshakes() int64 { return c.mtls.Load() }
+
+// Resumed is how many of those handshakes resumed an earlier session.
+func (c *Cache) Resumed() int64 { return c.resumed.Load() }
 
 // Get returns the destination of authority (host:port), resolving it on
 // first use: it waits for the first endpoint set (at most 3s, then it

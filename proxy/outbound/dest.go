@@ -115,10 +115,14 @@ func (c *Cache) start(authority string) *Dest {
 			d.mu.Lock()
 			hint, meshed := d.hints[s.Addr], d.ids[s.Addr] != ""
 			d.mu.Unlock()
-			// A meshed peer over mTLS is a proxy: HTTP/1 requests to it are
-			// carried over one multiplexed HTTP/2 connection (and restored to
-			// HTTP/1 on its side), sparing a handshake per pooled connection.
-			u := httpproxy.NewUpstream(s.Addr, hint == discover.HintH2 || (meshed && c.o.Identity != nil), dial)
+			// An endpoint with an identity is a meshed proxy: it speaks
+			// both protocols, and HTTP/1 requests go to it as HTTP/1 over a
+			// pool of (mTLS) connections, resumed when new ones are needed.
+			// Carrying them over HTTP/2 instead doubled a meshed HTTP/1
+			// request's CPU (Go's HTTP/2 runs each stream on goroutines of
+			// its own; docs/design-notes.md). The h2 hint, which the
+			// control plane gives meshed pods, is for everyone else's.
+			u := httpproxy.NewUpstream(s.Addr, hint == discover.HintH2 && !meshed, dial)
 			u.SetH2Windows(c.o.H2StreamWindow, c.o.H2ConnectionWindow)
 			return u
 		},
@@ -265,7 +269,7 @@ func (d *Dest) connect(ctx context.Context, addr, alpn string) (net.Conn, error)
 	if serverID == "" || d.c.o.Identity == nil {
 		return c, nil
 	}
-	return d.c.secure(ctx, c, serverID, alpn)
+	return d.c.secure(ctx, c, addr, serverID, alpn)
 }
 
 // identity is the SPIFFE ID the endpoint at addr presents, "" if unmeshed.
@@ -289,6 +293,11 @@ func (d *Dest) apply(eps []discover.Endpoint) {
 		d.ids[ep.Addr] = ep.Identity
 		if d.c.IsLocal(ep.Addr) {
 			d.ids[ep.Addr] = "" // straight to the application: no mTLS, no orig-proto
+			if ep.Protocol == discover.HintH2 {
+				// The hint says the pod's proxy speaks HTTP/2; the
+				// application behind it may not.
+				d.hints[ep.Addr] = discover.HintNone
+			}
 		}
 		specs = append(specs, balance.Spec{Addr: ep.Addr, Weight: ep.Weight})
 		opaque = opaque && ep.Protocol == discover.HintOpaque

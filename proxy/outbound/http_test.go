@@ -66,7 +66,8 @@ func meshedHTTP(t *testing.T, id *tlsid.Identity) string {
 
 // TestHTTPThroughTarget forwards HTTP requests with httpproxy to a Dest's
 // Target: plaintext to an unmeshed endpoint, and, to a meshed one, over
-// mTLS with HTTP/1 carried in HTTP/2 (Meridian-Orig-Proto).
+// mTLS, HTTP/1 staying HTTP/1 (no Meridian-Orig-Proto); a new connection
+// to it resumes the first one's TLS session.
 func TestHTTPThroughTarget(t *testing.T) {
 	svc := tlsidtest.Start(t, time.Hour)
 	client := svc.Identity(t, "gw", "gateway")
@@ -89,7 +90,7 @@ func TestHTTPThroughTarget(t *testing.T) {
 	for _, tc := range []struct {
 		host, want string
 	}{
-		{"web.ns:80", "HTTP/2.0 " + tlsidtest.ID("gw", "gateway").String() + " HTTP/1.1"},
+		{"web.ns:80", "HTTP/1.1 " + tlsidtest.ID("gw", "gateway").String() + " "},
 		{"legacy.ns:80", "HTTP/1.1 plain"},
 	} {
 		req, _ := http.NewRequest("GET", fwd.URL+"/", nil)
@@ -106,6 +107,25 @@ func TestHTTPThroughTarget(t *testing.T) {
 	}
 	if n := c.Handshakes(); n != 1 {
 		t.Errorf("Handshakes() = %d, want 1", n)
+	}
+	// A new connection (the pool emptied) resumes the session.
+	d, err := c.Get(context.Background(), "web.ns:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range d.Target().Balancer.Endpoints() {
+		e.Value().Close()
+	}
+	req, _ := http.NewRequest("GET", fwd.URL+"/", nil)
+	req.Host = "web.ns:80"
+	resp, err := fwd.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if n, r := c.Handshakes(), c.Resumed(); n != 2 || r != 1 {
+		t.Errorf("after the pool emptied: %d handshakes, %d resumed; want 2 and 1", n, r)
 	}
 }
 

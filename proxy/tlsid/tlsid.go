@@ -74,6 +74,11 @@ type Identity struct {
 	csr    []byte
 
 	svid      atomic.Pointer[x509svid.SVID]
+	// ticketKey encrypts the session tickets this proxy's server side
+	// issues (one key for every connection, so that they resume), and
+	// sessions are the tickets its client side holds.
+	ticketKey [32]byte
+	sessions  tls.ClientSessionCache
 	ready     chan struct{}
 	readyOnce sync.Once
 	renewals  atomic.Int64
@@ -114,9 +119,17 @@ func New(cfg Config) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Identity{cfg: cfg, bundle: x509bundle.FromX509Authorities(cfg.ID.TrustDomain(), cfg.Roots),
-		key: key, csr: csr, ready: make(chan struct{})}, nil
+	i := &Identity{cfg: cfg, bundle: x509bundle.FromX509Authorities(cfg.ID.TrustDomain(), cfg.Roots),
+		key: key, csr: csr, ready: make(chan struct{}), sessions: tls.NewLRUClientSessionCache(sessionCacheSize)}
+	if _, err := rand.Read(i.ticketKey[:]); err != nil {
+		return nil, err
+	}
+	return i, nil
 }
+
+// sessionCacheSize bounds the TLS sessions a proxy keeps to resume: one
+// per endpoint it talks to.
+const sessionCacheSize = 4096
 
 // ID is the proxy's SPIFFE ID.
 func (i *Identity) ID() spiffeid.ID { return i.cfg.ID }
@@ -275,21 +288,82 @@ func (i *Identity) renew(ctx context.Context) (*x509.Certificate, error) {
 // ServerConfig terminates mTLS from meshed peers: TLS 1.3, the current
 // certificate (read at each handshake, so rotation needs no restart), and a
 // client certificate required to be a SPIFFE ID of the proxy's trust domain.
+//
+// A client that connected before may resume its TLS session (TLS 1.3 PSK
+// with a fresh key exchange): no certificates are sent or verified again,
+// which makes a new connection to a known peer several times cheaper. The
+// peer's certificate was verified when the session began, under the same
+// trust anchors (they do not change in a running proxy); a resumed
+// connection is still checked to carry a SPIFFE ID of the trust domain in
+// a certificate that has not expired.
 func (i *Identity) ServerConfig() *tls.Config {
-	c := tlsconfig.MTLSServerConfig(i, i.bundle, tlsconfig.AuthorizeMemberOf(i.cfg.ID.TrustDomain()))
+	td := i.cfg.ID.TrustDomain()
+	c := tlsconfig.MTLSServerConfig(i, i.bundle, tlsconfig.AuthorizeMemberOf(td))
 	c.MinVersion = tls.VersionTLS13
 	c.NextProtos = []string{ALPNH2, ALPNHTTP1, ALPNOpaque}
+	c.SetSessionTicketKeys([][32]byte{i.ticketKey})
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if !cs.DidResume {
+			return nil // VerifyPeerCertificate checked the chain
+		}
+		return resumedPeer(cs, func(id spiffeid.ID) bool { return id.MemberOf(td) })
+	}
 	return c
 }
 
 // ClientConfig originates mTLS to a meshed peer that must present server,
-// speaking alpn inside.
+// speaking alpn inside. It resumes no session: see ClientConfigTo.
 func (i *Identity) ClientConfig(server spiffeid.ID, alpn string) *tls.Config {
 	c := tlsconfig.MTLSClientConfig(i, i.bundle, tlsconfig.AuthorizeID(server))
 	c.MinVersion = tls.VersionTLS13
 	c.ServerName = ServerName(server)
 	c.NextProtos = []string{alpn}
 	return c
+}
+
+// ClientConfigTo is ClientConfig for a connection to addr (host:port) that
+// resumes the TLS session of an earlier connection to that address and
+// identity when there is one (see ServerConfig). Sessions are kept per
+// address, not only per identity: the endpoints of one service share an
+// identity but not their ticket keys.
+func (i *Identity) ClientConfigTo(addr string, server spiffeid.ID, alpn string) *tls.Config {
+	c := i.ClientConfig(server, alpn)
+	c.ClientSessionCache = addrSessions{c: i.sessions, addr: addr}
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if !cs.DidResume {
+			return nil // VerifyPeerCertificate checked the chain and the ID
+		}
+		return resumedPeer(cs, func(id spiffeid.ID) bool { return id == server })
+	}
+	return c
+}
+
+// addrSessions is the session cache of one address.
+type addrSessions struct {
+	c    tls.ClientSessionCache
+	addr string
+}
+
+func (a addrSessions) Get(key string) (*tls.ClientSessionState, bool) {
+	return a.c.Get(a.addr + "|" + key)
+}
+
+func (a addrSessions) Put(key string, cs *tls.ClientSessionState) { a.c.Put(a.addr+"|"+key, cs) }
+
+// resumedPeer checks a resumed connection's peer: a SPIFFE ID that ok
+// accepts, in a certificate that has not expired.
+func resumedPeer(cs tls.ConnectionState, ok func(spiffeid.ID) bool) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("tlsid: resumed session without the peer's certificate")
+	}
+	if now := time.Now(); now.After(cs.PeerCertificates[0].NotAfter) {
+		return fmt.Errorf("tlsid: resumed session: the peer's certificate expired at %s", cs.PeerCertificates[0].NotAfter.Format(time.RFC3339))
+	}
+	id, found := PeerID(cs)
+	if !found || !ok(id) {
+		return fmt.Errorf("tlsid: resumed session: peer %q is not allowed", id)
+	}
+	return nil
 }
 
 // serverNameInfix marks a TLS ClientHello as one from a meshed proxy: its

@@ -226,3 +226,35 @@ func TestExpiredDuringOutage(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A second connection to the same address resumes the first one's session:
+// the server still sees the client's identity, and the client checks the
+// server's on the resumed connection too.
+func TestResumption(t *testing.T) {
+	svc := tlsidtest.Start(t, time.Hour)
+	web := svc.Identity(t, "emojivoto", "web")
+	emoji := svc.Identity(t, "emojivoto", "emoji")
+	server := emoji.ServerConfig()
+	for i, want := range []bool{false, true} {
+		// The server's config is built per connection, as the sidecar's is:
+		// the ticket key is the identity's, not the config's.
+		if i > 0 {
+			server = emoji.ServerConfig()
+		}
+		cerr, serr, cs := handshake(t, web.ClientConfigTo("10.0.0.1:4143", emoji.ID(), tlsid.ALPNHTTP1), server)
+		if cerr != nil || serr != nil {
+			t.Fatalf("handshake %d: client %v, server %v", i, cerr, serr)
+		}
+		if cs.DidResume != want {
+			t.Errorf("handshake %d: resumed %v, want %v", i, cs.DidResume, want)
+		}
+		if id, ok := tlsid.PeerID(cs); !ok || id != web.ID() {
+			t.Errorf("handshake %d: server saw client %v, want %v", i, id, web.ID())
+		}
+	}
+	// Another address does not reuse the session.
+	_, _, cs := handshake(t, web.ClientConfigTo("10.0.0.2:4143", emoji.ID(), tlsid.ALPNHTTP1), server)
+	if cs.DidResume {
+		t.Error("a connection to another address resumed the session")
+	}
+}
