@@ -73,7 +73,7 @@ type Identity struct {
 	key    *ecdsa.PrivateKey
 	csr    []byte
 
-	svid      atomic.Pointer[x509svid.SVID]
+	svid atomic.Pointer[x509svid.SVID]
 	// ticketKey encrypts the session tickets this proxy's server side
 	// issues (one key for every connection, so that they resume), and
 	// sessions are the tickets its client side holds.
