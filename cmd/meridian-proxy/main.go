@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
+	"github.com/meridian-mesh/meridian/internal/memrelease"
 	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/internal/ports"
 	"github.com/meridian-mesh/meridian/proxy/authz"
@@ -100,6 +101,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long in-flight requests may take to finish after SIGTERM")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", time.Second, "timeout for connecting to an endpoint")
 	fs.DurationVar(&cfg.AppProbeInterval, "app-probe-interval", sidecar.DefaultAppProbeInterval, "when the application refuses an inbound connection, /ready fails (and in local mode the workload's registration is withdrawn) until a TCP probe sent this often connects again")
+	releaseAfter := fs.Duration("release-memory-after", 5*time.Second, "once the proxy has allocated less than 1 MiB/s for this long after its heap grew (by 4 MiB, or a quarter of its connections closed), return the free heap to the OS at once, at most every 10s, instead of the minutes Go takes by itself; 0: never")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	err := fs.Parse(args)
 	if err != nil {
@@ -201,7 +203,7 @@ func run(args []string) error {
 				})
 			}
 		}
-		return serve(cfg, nil, "", nil, register)
+		return serve(cfg, *releaseAfter, nil, "", nil, register)
 	}
 	dests := flagDests
 	if *destFile != "" {
@@ -216,7 +218,7 @@ func run(args []string) error {
 		return err
 	}
 	cfg.Resolver = static
-	return serve(cfg, static, *destFile, flagDests, nil)
+	return serve(cfg, *releaseAfter, static, *destFile, flagDests, nil)
 }
 
 // EnvWorkloadCredential holds the local-mode workload credential when
@@ -257,8 +259,9 @@ func opaquePortsFlag(fs *flag.FlagSet, value string, controlPlane bool) ([]uint1
 	return ps, nil
 }
 
-// serve runs the proxy until SIGTERM or Ctrl-C, then drains.
-func serve(cfg sidecar.Config, static *discover.Static, destFile string, flagDests []discover.Destination, register func(context.Context, string, dstclient.Readiness)) error {
+// serve runs the proxy until SIGTERM or Ctrl-C, then drains. Once quiet
+// for releaseAfter after a burst it returns the heap to the OS.
+func serve(cfg sidecar.Config, releaseAfter time.Duration, static *discover.Static, destFile string, flagDests []discover.Destination, register func(context.Context, string, dstclient.Readiness)) error {
 	p, err := sidecar.New(cfg)
 	if err != nil {
 		return err
@@ -274,6 +277,11 @@ func serve(cfg sidecar.Config, static *discover.Static, destFile string, flagDes
 	}
 	if destFile != "" {
 		go static.WatchFile(ctx, destFile, flagDests, 2*time.Second, cfg.Log)
+	}
+	if releaseAfter > 0 {
+		go memrelease.Run(ctx, memrelease.Config{Quiet: releaseAfter, Released: func(before, after uint64) {
+			cfg.Log.Debug("heap returned to the OS", "retained_before", before, "retained_after", after)
+		}})
 	}
 	return p.Run(ctx)
 }
