@@ -93,9 +93,11 @@ func Release() {
 // cfg.Quiet and has grown since the last release: at least cfg.Slack more
 // heap retained, or a quarter (and at least 16) of its goroutines gone
 // (idle connections closed: their buffers are garbage the collector has
-// not seen yet). The
-// start counts as such a growth: what initialisation left is released
-// once the process is first quiet. Run returns when ctx ends.
+// not seen yet). Run returns when ctx ends.
+//
+// What the process retains when Run starts is its first floor: releasing
+// what initialisation left is not worth it (a few hundred KiB, less than
+// the mark workers and work buffers a first collection costs).
 func Run(ctx context.Context, cfg Config) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
@@ -113,8 +115,7 @@ func Run(ctx context.Context, cfg Config) {
 		cfg.MinInterval = 10 * time.Second
 	}
 	s := newStats()
-	_, lastAllocs, _ := s.read()
-	var floor, floorG uint64 // after the last release; none yet: release at the first quiet
+	floor, lastAllocs, floorG := s.read() // retained and goroutines after the last release
 	last := time.Now()
 	var quietSince, lastRelease time.Time // zero: not quiet; never released
 	t := time.NewTicker(cfg.Interval)
@@ -135,9 +136,8 @@ func Run(ctx context.Context, cfg Config) {
 				quietSince = now
 			}
 			floor = min(floor, retained) // the runtime returned some itself
-			first := lastRelease.IsZero()
-			grown := first || retained-floor >= cfg.Slack || g+max(floorG/4, 16) <= floorG
-			if now.Sub(quietSince) < cfg.Quiet || !grown || (!first && now.Sub(lastRelease) < cfg.MinInterval) {
+			grown := retained >= floor+cfg.Slack || g+max(floorG/4, 16) <= floorG
+			if now.Sub(quietSince) < cfg.Quiet || !grown || (!lastRelease.IsZero() && now.Sub(lastRelease) < cfg.MinInterval) {
 				continue
 			}
 			Release()
