@@ -51,7 +51,7 @@ func TestReleaseAfterBurst(t *testing.T) {
 		if r[1] > size/4 {
 			t.Errorf("retained %d MiB after the release, want under a quarter of the burst's %d MiB", r[1]>>20, size>>20)
 		}
-		case <-time.After(20 * time.Second):
+	case <-time.After(20 * time.Second):
 		t.Fatalf("no release within 20s of a %d MiB burst (retained %d MiB)", size>>20, Retained()>>20)
 	}
 }
