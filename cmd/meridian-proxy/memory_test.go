@@ -121,23 +121,28 @@ func TestMemoryReturnedAfterLoad(t *testing.T) {
 	})}
 	go app.Serve(ln)
 	defer app.Close()
-	proc, out := startProxy(t, ln.Addr().String(), "--release-memory-after", "1s")
+	proc, out := startProxy(t, ln.Addr().String(), "--release-memory-after", "1s",
+		"--detect-timeout", "10s") // a loaded machine may delay a first request that long
 	idle := anonKiB(t, proc.Pid)
 
 	// The burst: many requests in flight at once, each with a body both
-	// ways. Bounded in count and time.
+	// ways, over one connection per client (a connection a shared
+	// Transport dialled but left idle unused would be taken, after
+	// --detect-timeout, for a server-speaks-first protocol). Bounded in
+	// count and time.
 	const clients, each = 256, 20
-	tr := &http.Transport{MaxIdleConnsPerHost: clients, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "tcp", out)
-	}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var failed error
-	for range clients {
+	trs := make([]*http.Transport, clients)
+	for i := range trs {
+		trs[i] = &http.Transport{MaxConnsPerHost: 1, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", out)
+		}}
 		wg.Add(1)
-		go func() {
+		go func(tr *http.Transport) {
 			defer wg.Done()
 			for range each {
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://app.test/", bytes.NewReader(body))
@@ -153,14 +158,16 @@ func TestMemoryReturnedAfterLoad(t *testing.T) {
 					return
 				}
 			}
-		}()
+		}(trs[i])
 	}
 	wg.Wait()
 	if failed != nil {
 		t.Fatalf("the burst: %v", failed)
 	}
 	peak := anonKiB(t, proc.Pid)
-	tr.CloseIdleConnections()
+	for _, tr := range trs {
+		tr.CloseIdleConnections()
+	}
 
 	// The proxy's idle connections to the application (up to 256, for
 	// 90s) stay, with their buffers (about 10 MB); the rest of the heap is
