@@ -137,6 +137,15 @@ func run(args []string) error {
 		cfg.MaxInFlight = sidecar.MaxInFlightFor(memLimit)
 	}
 	log.Info("memory", "limit", memLimit, "source", memSource, "gomemlimit", soft, "max_in_flight", cfg.MaxInFlight)
+	// After a burst, give the heap back to the OS once quiet rather than
+	// over the minutes the runtime takes.
+	if *releaseAfter > 0 {
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		go memrelease.Run(ctx, memrelease.Config{Quiet: *releaseAfter, Released: func(before, after uint64) {
+			log.Debug("heap returned to the OS", "retained_before", before, "retained_after", after)
+		}})
+	}
 
 	if *dstAddr != "" {
 		if *destFile != "" || len(flagDests) > 0 {
@@ -203,7 +212,7 @@ func run(args []string) error {
 				})
 			}
 		}
-		return serve(cfg, *releaseAfter, nil, "", nil, register)
+		return serve(cfg, nil, "", nil, register)
 	}
 	dests := flagDests
 	if *destFile != "" {
@@ -218,7 +227,7 @@ func run(args []string) error {
 		return err
 	}
 	cfg.Resolver = static
-	return serve(cfg, *releaseAfter, static, *destFile, flagDests, nil)
+	return serve(cfg, static, *destFile, flagDests, nil)
 }
 
 // EnvWorkloadCredential holds the local-mode workload credential when
@@ -259,9 +268,8 @@ func opaquePortsFlag(fs *flag.FlagSet, value string, controlPlane bool) ([]uint1
 	return ps, nil
 }
 
-// serve runs the proxy until SIGTERM or Ctrl-C, then drains. Once quiet
-// for releaseAfter after a burst it returns the heap to the OS.
-func serve(cfg sidecar.Config, releaseAfter time.Duration, static *discover.Static, destFile string, flagDests []discover.Destination, register func(context.Context, string, dstclient.Readiness)) error {
+// serve runs the proxy until SIGTERM or Ctrl-C, then drains.
+func serve(cfg sidecar.Config, static *discover.Static, destFile string, flagDests []discover.Destination, register func(context.Context, string, dstclient.Readiness)) error {
 	p, err := sidecar.New(cfg)
 	if err != nil {
 		return err
@@ -277,11 +285,6 @@ func serve(cfg sidecar.Config, releaseAfter time.Duration, static *discover.Stat
 	}
 	if destFile != "" {
 		go static.WatchFile(ctx, destFile, flagDests, 2*time.Second, cfg.Log)
-	}
-	if releaseAfter > 0 {
-		go memrelease.Run(ctx, memrelease.Config{Quiet: releaseAfter, Released: func(before, after uint64) {
-			cfg.Log.Debug("heap returned to the OS", "retained_before", before, "retained_after", after)
-		}})
 	}
 	return p.Run(ctx)
 }
