@@ -39,8 +39,8 @@ func anonKiB(t *testing.T, pid int) int {
 	return 0
 }
 
-// freeAddr is a loopback address nothing listens on (for a moment).
-func freeAddr(t *testing.T) string {
+// unboundAddr is a loopback address nothing listens on (for a moment).
+func unboundAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -50,16 +50,16 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startProxy builds meridian-proxy and runs it with args and a static
+// startBuiltProxy builds meridian-proxy and runs it with args and a static
 // destination app.test to backend, until the test ends. It returns the
 // process and its outbound address once it is ready.
-func startProxy(t *testing.T, backend string, args ...string) (*os.Process, string) {
+func startBuiltProxy(t *testing.T, backend string, args ...string) (*os.Process, string) {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "meridian-proxy")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	out, in, admin := freeAddr(t), freeAddr(t), freeAddr(t)
+	out, in, admin := unboundAddr(t), unboundAddr(t), unboundAddr(t)
 	var log bytes.Buffer
 	cmd := exec.Command(bin, append([]string{"--outbound-addr", out, "--inbound-addr", in, "--admin-addr", admin,
 		"--dst", "app.test:80=" + backend, "--drain-timeout", "1s", "--log-level", "debug"}, args...)...)
@@ -110,6 +110,9 @@ func TestMemoryReturnedAfterLoad(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("reads /proc")
 	}
+	if testing.Short() {
+		t.Skip("builds and runs the proxy binary")
+	}
 	body := bytes.Repeat([]byte("x"), 64<<10)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -121,7 +124,7 @@ func TestMemoryReturnedAfterLoad(t *testing.T) {
 	})}
 	go app.Serve(ln)
 	defer app.Close()
-	proc, out := startProxy(t, ln.Addr().String(), "--release-memory-after", "1s",
+	proc, out := startBuiltProxy(t, ln.Addr().String(), "--release-memory-after", "1s",
 		"--detect-timeout", "10s") // a loaded machine may delay a first request that long
 	idle := anonKiB(t, proc.Pid)
 
