@@ -3,6 +3,11 @@ GO      ?= go
 BIN     ?= bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+# The proxy is built as its image is (CGO_ENABLED=0: no libc mapped) and
+# without grpc-go's request tracing (golang.org/x/net/trace and the
+# html/template it pulls in), which it never serves: 2.5 MB less binary
+# and 1.5 MB less idle RSS (proxy/sidecar/README.md, Memory).
+PROXY_TAGS := grpcnotrace
 
 .PHONY: all build test deps unit lint fuzz bench bench-all generate verify-generate demo clean e2e cluster-up cluster-down images
 
@@ -11,7 +16,7 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meridian ./cmd/meridian
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meridian-controller ./cmd/meridian-controller
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meridian-proxy ./cmd/meridian-proxy
+	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(PROXY_TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/meridian-proxy ./cmd/meridian-proxy
 
 # The README's test command: formatting, vet, and every test with the race detector.
 test: deps lint unit

@@ -50,7 +50,9 @@ if [ "$(nproc)" -lt 2 ]; then
 	CLIENT_CPU= SUT_CPU=
 fi
 
-go build -o "$OUT/meridian-proxy" ./cmd/meridian-proxy
+# As the Makefile and the images build it: no libc, no grpc request tracing
+# (proxy/sidecar/README.md, Memory).
+CGO_ENABLED=0 go build -tags grpcnotrace -o "$OUT/meridian-proxy" ./cmd/meridian-proxy
 go build -o "$OUT/meshhop" ./bench/cmd/meshhop
 go build -o "$OUT/balance" ./bench/cmd/balance
 go build -o "$OUT/failover" ./bench/cmd/failover
