@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -39,27 +38,13 @@ func anonKiB(t *testing.T, pid int) int {
 	return 0
 }
 
-// unboundAddr is a loopback address nothing listens on (for a moment).
-func unboundAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // startBuiltProxy builds meridian-proxy and runs it with args and a static
 // destination app.test to backend, until the test ends. It returns the
 // process and its outbound address once it is ready.
 func startBuiltProxy(t *testing.T, backend string, args ...string) (*os.Process, string) {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "meridian-proxy")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	out, in, admin := unboundAddr(t), unboundAddr(t), unboundAddr(t)
+	bin := buildProxy(t)
+	out, in, admin := freeAddr(t), freeAddr(t), freeAddr(t)
 	var log bytes.Buffer
 	cmd := exec.Command(bin, append([]string{"--outbound-addr", out, "--inbound-addr", in, "--admin-addr", admin,
 		"--dst", "app.test:80=" + backend, "--drain-timeout", "1s", "--log-level", "debug"}, args...)...)

@@ -32,10 +32,7 @@ func TestStaticDestinationsWithIdentity(t *testing.T) {
 		t.Skip("builds and runs the proxy binary")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "meridian-proxy")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildProxy(t)
 
 	// The identity API: a token is the service account it proves, in
 	// namespace bench; "nobody" is refused.
@@ -127,6 +124,16 @@ func readyStatus(t *testing.T, admin string) int {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// buildProxy builds this command into the test's temporary directory.
+func buildProxy(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "meridian-proxy")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }
 
 func listen(t *testing.T) net.Listener {
