@@ -31,6 +31,7 @@ import (
 
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
 	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
+	"github.com/meridian-mesh/meridian/controlplane/conversion/conversiontest"
 	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/controlplane/store/kube"
 )
@@ -44,7 +45,14 @@ func TestControllerKube(t *testing.T) {
 	}
 	ctrllog.SetLogger(logr.Discard())
 	_, file, _, _ := runtime.Caller(0)
-	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(filepath.Dir(file), "..", "..", "api", "crds")}, ErrorIfCRDPathMissing: true}
+	// The TrafficSplit CRD converts with a webhook: serve it.
+	conv := conversiontest.NewServer()
+	defer conv.Close()
+	crds, err := conv.CRDs(filepath.Join(filepath.Dir(file), "..", "..", "api", "crds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &envtest.Environment{CRDs: crds}
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("envtest: %v", err)
