@@ -48,16 +48,15 @@ func TestControllerKube(t *testing.T) {
 	// The TrafficSplit CRD converts with a webhook: serve it.
 	conv := conversiontest.NewServer()
 	defer conv.Close()
-	crds, err := conv.CRDs(filepath.Join(filepath.Dir(file), "..", "..", "api", "crds"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := &envtest.Environment{CRDs: crds}
+	env := &envtest.Environment{}
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("envtest: %v", err)
 	}
 	defer env.Stop()
+	if err := conv.Install(cfg, filepath.Join(filepath.Dir(file), "..", "..", "api", "crds")); err != nil {
+		t.Fatal(err)
+	}
 	scheme, err := kube.Scheme()
 	if err != nil {
 		t.Fatal(err)

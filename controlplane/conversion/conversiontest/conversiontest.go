@@ -14,7 +14,9 @@ import (
 	"path/filepath"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meridian-mesh/meridian/controlplane/conversion"
@@ -38,6 +40,20 @@ func NewServer() *Server {
 // ClientConfig is a CRD webhook client configuration that reaches s.
 func (s *Server) ClientConfig() *apiextensionsv1.WebhookClientConfig {
 	return &apiextensionsv1.WebhookClientConfig{URL: ptr.To(s.URL + conversion.Path), CABundle: s.CABundle}
+}
+
+// Install installs the CRDs in dir into the API server of cfg, pointed at
+// s (CRDs), and waits until they are served. Install them this way rather
+// than with envtest.Environment's CRD options: when the Environment
+// starts, it removes the conversion of every CRD whose types its scheme
+// does not know as controller-runtime convertibles.
+func (s *Server) Install(cfg *rest.Config, dir string) error {
+	crds, err := s.CRDs(dir)
+	if err != nil {
+		return err
+	}
+	_, err = envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{CRDs: crds})
+	return err
 }
 
 // CRDs reads the CRDs in dir (*.yaml, one CRD a file, as api/crds holds

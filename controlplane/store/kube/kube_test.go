@@ -77,12 +77,11 @@ func apiserver(t *testing.T) *rest.Config {
 	envOnce.Do(func() {
 		ctrllog.SetLogger(logr.Discard())
 		convSrv = conversiontest.NewServer()
-		var crds []*apiextensionsv1.CustomResourceDefinition
-		if crds, envErr = convSrv.CRDs(crdDir()); envErr != nil {
+		testEnv = &envtest.Environment{}
+		if envCfg, envErr = testEnv.Start(); envErr != nil {
 			return
 		}
-		testEnv = &envtest.Environment{CRDs: crds}
-		envCfg, envErr = testEnv.Start()
+		envErr = convSrv.Install(envCfg, crdDir())
 	})
 	if envErr != nil {
 		t.Fatalf("starting kube-apiserver and etcd from KUBEBUILDER_ASSETS=%s: %v", os.Getenv("KUBEBUILDER_ASSETS"), envErr)
