@@ -45,7 +45,7 @@ func convertingCRD(name string, strategy apiextensionsv1.ConversionStrategyType)
 // apply JSON patches to CRDs (no structured-merge schema for the type in
 // the fake), hence the older constructor.
 func newCRDClient(objs ...runtime.Object) *apiextensionsfake.Clientset {
-	return apiextensionsfake.NewSimpleClientset(objs...) //nolint:staticcheck // see above
+	return apiextensionsfake.NewSimpleClientset(objs...)
 }
 
 func ptrTo[T any](v T) *T { return &v }
