@@ -602,6 +602,7 @@ func TestSplitVersionPreference(t *testing.T) {
 		want   string
 	}{
 		{[]string{"v1alpha2", "v1alpha1", "v1alpha3"}, "v1alpha1"},
+		{[]string{"v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"}, "v1alpha4"}, // the storage version: no conversion webhook
 		{[]string{"v1alpha2", "v1alpha3"}, "v1alpha3"},
 		{[]string{"v1alpha2"}, "v1alpha2"},
 		{nil, ""},
