@@ -123,9 +123,14 @@ func (c *Certs) Sync(ctx context.Context) error {
 		return err
 	}
 	c.serve(s)
-	// Both, even when the webhook configuration is not there yet.
-	err = c.patchCABundle(ctx, s.caPEM)
-	return errors.Join(err, c.patchCRDs(ctx, s.caPEM))
+	// Both, even when the webhook configuration is not there yet; a CRD
+	// that failed is the error to report (Run only waits quietly for a
+	// missing configuration, ErrNoWebhookConfig alone).
+	werr := c.patchCABundle(ctx, s.caPEM)
+	if cerr := c.patchCRDs(ctx, s.caPEM); cerr != nil {
+		return errors.Join(cerr, werr)
+	}
+	return werr
 }
 
 // ErrNoSecret is Load's error when the Secret does not exist or holds no
@@ -430,7 +435,7 @@ func (c *Certs) patchCRDs(ctx context.Context, caPEM []byte) error {
 // objects it keeps (the chart's RBAC names them).
 func (c *Certs) Run(ctx context.Context, resync time.Duration) {
 	c.loop(ctx, resync, c.Sync, 30*time.Second, func(err error, backoff time.Duration) {
-		if errors.Is(err, ErrNoWebhookConfig) {
+		if err == ErrNoWebhookConfig { // alone: joined with a CRD's error it is logged (Sync)
 			// Soon, to patch it as soon as it appears.
 			c.log().Debug("webhook: waiting for the webhook configuration", "name", c.WebhookConfig)
 		} else {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	goruntime "runtime"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
@@ -96,6 +98,18 @@ func TestCertsPatchCRD(t *testing.T) {
 	}
 	if n := patches(); n != 1 {
 		t.Fatalf("a Sync in steady state patched the CRD (%d patches)", n)
+	}
+
+	// A CRD that cannot be read is Sync's error, not hidden behind a
+	// missing webhook configuration (Run waits quietly for that one only).
+	broken := newCRDClient()
+	broken.PrependReactor("get", "customresourcedefinitions", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("etcd is down")
+	})
+	c3 := keeper(fake.NewClientset())
+	c3.CRDClient, c3.CRDs = broken, []string{testCRD}
+	if err := c3.Sync(ctx); err == nil || err == ErrNoWebhookConfig || !strings.Contains(err.Error(), "reading CustomResourceDefinition "+testCRD+": etcd is down") {
+		t.Fatalf("Sync with an unreadable CRD: %v", err)
 	}
 
 	// The CRD patched even while the webhook configuration is missing.
