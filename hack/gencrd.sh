@@ -45,6 +45,36 @@ echo "gencrd: deepcopy and CRDs for ${APIS[*]}" >&2
 rm -f api/crds/*.yaml
 "$gobin/controller-gen" crd "${paths[@]}" output:crd:dir=api/crds
 
+# The TrafficSplit CRD converts between its versions with the controller's
+# conversion webhook (controlplane/conversion): controller-gen has no marker
+# for spec.conversion, so it is added here. The Service is the controller's
+# webhook Service in the default install namespace, meridian: the CRDs are
+# static files (`meridian install --crds` prints them as they are), and an
+# install to another namespace must patch clientConfig.service.namespace.
+# The controller patches the caBundle in (controlplane/inject/webhook).
+split_crd=api/crds/split.smi-spec.io_trafficsplits.yaml
+awk '
+	!done && $0 == "spec:" {
+		print
+		print "  conversion:"
+		print "    strategy: Webhook"
+		print "    webhook:"
+		print "      clientConfig:"
+		print "        service:"
+		print "          name: meridian-controller"
+		print "          namespace: meridian"
+		print "          path: /convert/trafficsplits"
+		print "          port: 443"
+		print "      conversionReviewVersions:"
+		print "      - v1"
+		done = 1
+		next
+	}
+	{ print }
+	END { if (!done) { print "gencrd: no top-level spec: in the TrafficSplit CRD" > "/dev/stderr"; exit 1 } }
+' "$split_crd" >"$split_crd.tmp"
+mv "$split_crd.tmp" "$split_crd"
+
 # The chart installs the same CRDs (Helm applies crds/ before templates;
 # `meridian install --crds` prints them).
 rm -f charts/meridian/crds/*.yaml

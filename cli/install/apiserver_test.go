@@ -181,6 +181,13 @@ func checkRBAC(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 		check{"patch", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "someone-elses", false},
 		check{"list", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "", false},
 		check{"delete", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "meridian-proxy-injector", false},
+		// The TrafficSplit CRD's conversion caBundle, and no other CRD.
+		check{"get", "apiextensions.k8s.io", "customresourcedefinitions", "", "trafficsplits.split.smi-spec.io", true},
+		check{"patch", "apiextensions.k8s.io", "customresourcedefinitions", "", "trafficsplits.split.smi-spec.io", true},
+		check{"patch", "apiextensions.k8s.io", "customresourcedefinitions", "", "serviceprofiles.meridian.io", false},
+		check{"update", "apiextensions.k8s.io", "customresourcedefinitions", "", "trafficsplits.split.smi-spec.io", false},
+		check{"delete", "apiextensions.k8s.io", "customresourcedefinitions", "", "trafficsplits.split.smi-spec.io", false},
+		check{"list", "apiextensions.k8s.io", "customresourcedefinitions", "", "", false},
 		check{"create", "", "secrets", "meridian", "", true},
 		check{"get", "", "secrets", "meridian", "meridian-proxy-injector-tls", true},
 		check{"update", "", "secrets", "meridian", "meridian-proxy-injector-tls", true},

@@ -339,6 +339,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		"split.smi-spec.io/trafficsplits":    read,
 		"authentication.k8s.io/tokenreviews": {"create"},
 		"admissionregistration.k8s.io/mutatingwebhookconfigurations[meridian-proxy-injector]": {"get", "patch"},
+		"apiextensions.k8s.io/customresourcedefinitions[trafficsplits.split.smi-spec.io]":     {"get", "patch"},
 	}
 	ch, err := LoadChart("")
 	if err != nil {

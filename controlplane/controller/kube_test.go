@@ -31,6 +31,7 @@ import (
 
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
 	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
+	"github.com/meridian-mesh/meridian/controlplane/conversion/conversiontest"
 	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/controlplane/store/kube"
 )
@@ -44,12 +45,18 @@ func TestControllerKube(t *testing.T) {
 	}
 	ctrllog.SetLogger(logr.Discard())
 	_, file, _, _ := runtime.Caller(0)
-	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(filepath.Dir(file), "..", "..", "api", "crds")}, ErrorIfCRDPathMissing: true}
+	// The TrafficSplit CRD converts with a webhook: serve it.
+	conv := conversiontest.NewServer()
+	defer conv.Close()
+	env := &envtest.Environment{}
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("envtest: %v", err)
 	}
 	defer env.Stop()
+	if err := conv.Install(cfg, filepath.Join(filepath.Dir(file), "..", "..", "api", "crds")); err != nil {
+		t.Fatal(err)
+	}
 	scheme, err := kube.Scheme()
 	if err != nil {
 		t.Fatal(err)

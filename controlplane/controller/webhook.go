@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meridian-mesh/meridian/controlplane/controller/runnable"
+	"github.com/meridian-mesh/meridian/controlplane/conversion"
 	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/controlplane/inject"
 	"github.com/meridian-mesh/meridian/controlplane/inject/webhook"
@@ -115,6 +118,10 @@ func proxyInjector(o Options, src source, ca *identity.Authority, log *slog.Logg
 	if err != nil {
 		return injector{}, err
 	}
+	crdClient, err := apiextensionsclient.NewForConfig(o.RestConfig)
+	if err != nil {
+		return injector{}, err
+	}
 	wo := webhook.Options{
 		Addr:      w.Addr,
 		Client:    cs,
@@ -124,6 +131,11 @@ func proxyInjector(o Options, src source, ca *identity.Authority, log *slog.Logg
 		Hosts:     append(webhook.Hosts(w.Service, w.Namespace, o.ClusterDomain), w.ExtraHosts...),
 		Inject:    cfg,
 		Log:       log,
+		// The TrafficSplit CRD's conversion webhook shares the server and
+		// its certificate (the CRD names the same Service).
+		CRDClient: crdClient,
+		CRDs:      []string{conversion.CRDName},
+		Handlers:  map[string]http.Handler{conversion.Path: conversion.Handler(log)},
 	}
 	certs := webhook.NewCerts(wo)
 	return injector{

@@ -21,6 +21,8 @@ import (
 
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -55,11 +57,17 @@ const (
 type Certs struct {
 	Client        kubernetes.Interface
 	Namespace     string
-	Secret        string   // e.g. meridian-proxy-injector-tls
-	WebhookConfig string   // e.g. meridian-proxy-injector; empty: no caBundle to keep
-	Hosts         []string // DNS names and IP addresses the leaf must cover; the first is its CN
-	Log           *slog.Logger
-	Now           func() time.Time // default time.Now
+	Secret        string // e.g. meridian-proxy-injector-tls
+	WebhookConfig string // e.g. meridian-proxy-injector; empty: no caBundle to keep
+	// CRDClient and CRDs: CustomResourceDefinitions whose conversion
+	// webhook (spec.conversion.webhook.clientConfig) this server also
+	// answers, and whose caBundle is kept the same way. A CRD that is
+	// missing, or does not convert with a webhook, is left alone.
+	CRDClient apiextensionsclient.Interface
+	CRDs      []string
+	Hosts     []string // DNS names and IP addresses the leaf must cover; the first is its CN
+	Log       *slog.Logger
+	Now       func() time.Time // default time.Now
 
 	cur atomic.Pointer[servingCert]
 }
@@ -108,14 +116,21 @@ func (c *Certs) CABundle() []byte {
 var ErrNoWebhookConfig = errors.New("webhook: no MutatingWebhookConfiguration to give the CA to")
 
 // Sync makes the Secret hold a usable certificate, serves it, and writes
-// its CA into the webhook configuration.
+// its CA into the webhook configuration and the CRDs' conversion webhooks.
 func (c *Certs) Sync(ctx context.Context) error {
 	s, err := c.syncSecret(ctx)
 	if err != nil {
 		return err
 	}
 	c.serve(s)
-	return c.patchCABundle(ctx, s.caPEM)
+	// Both, even when the webhook configuration is not there yet; a CRD
+	// that failed is the error to report (Run only waits quietly for a
+	// missing configuration, ErrNoWebhookConfig alone).
+	werr := c.patchCABundle(ctx, s.caPEM)
+	if cerr := c.patchCRDs(ctx, s.caPEM); cerr != nil {
+		return errors.Join(cerr, werr)
+	}
+	return werr
 }
 
 // ErrNoSecret is Load's error when the Secret does not exist or holds no
@@ -362,16 +377,65 @@ func (c *Certs) patchCABundle(ctx context.Context, caPEM []byte) error {
 	return fmt.Errorf("webhook: patching the caBundle of %s: %w", c.WebhookConfig, err)
 }
 
+// patchCRDs writes caPEM into the conversion webhook of each of CRDs whose
+// caBundle differs, with a JSON patch that tests the strategy is still
+// Webhook (it may have been re-applied since it was read).
+func (c *Certs) patchCRDs(ctx context.Context, caPEM []byte) error {
+	if c.CRDClient == nil {
+		return nil
+	}
+	api := c.CRDClient.ApiextensionsV1().CustomResourceDefinitions()
+	var errs []error
+	for _, name := range c.CRDs {
+		var err error
+		for range 5 {
+			var crd *apiextensionsv1.CustomResourceDefinition
+			crd, err = api.Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				// Not installed (yet: Run comes back every resync).
+				c.log().Debug("webhook: no CustomResourceDefinition to give the CA to", "crd", name)
+				err = nil
+				break
+			}
+			if err != nil {
+				err = fmt.Errorf("webhook: reading CustomResourceDefinition %s: %w", name, err)
+				break
+			}
+			conv := crd.Spec.Conversion
+			if conv == nil || conv.Strategy != apiextensionsv1.WebhookConverter || conv.Webhook == nil || conv.Webhook.ClientConfig == nil {
+				// Installed without our conversion (another project's
+				// CRD): not ours to change.
+				c.log().Debug("webhook: CustomResourceDefinition does not convert with a webhook: caBundle not kept", "crd", name)
+				break
+			}
+			if bytes.Equal(conv.Webhook.ClientConfig.CABundle, caPEM) {
+				break
+			}
+			patch, _ := json.Marshal([]map[string]any{
+				{"op": "test", "path": "/spec/conversion/strategy", "value": apiextensionsv1.WebhookConverter},
+				{"op": "add", "path": "/spec/conversion/webhook/clientConfig/caBundle", "value": caPEM},
+			})
+			if _, err = api.Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{}); err == nil {
+				c.log().Info("webhook: patched the conversion caBundle", "crd", name)
+				break
+			}
+			err = fmt.Errorf("webhook: patching the conversion caBundle of CustomResourceDefinition %s: %w", name, err)
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
 // Run keeps the certificate and the caBundle until ctx ends: it syncs at
 // once and again every resync (default DefaultResync), which picks up
 // another replica's renewal, renews in time and restores a caBundle that a
 // re-applied configuration lost; failures, and a configuration not there
 // yet, are retried with backoff (1s doubling to 30s). It
-// polls rather than watches so that it needs only get on the two objects
-// (the chart's RBAC names them).
+// polls rather than watches so that it needs only get (and patch) on the
+// objects it keeps (the chart's RBAC names them).
 func (c *Certs) Run(ctx context.Context, resync time.Duration) {
 	c.loop(ctx, resync, c.Sync, 30*time.Second, func(err error, backoff time.Duration) {
-		if errors.Is(err, ErrNoWebhookConfig) {
+		if err == ErrNoWebhookConfig { // alone: joined with a CRD's error it is logged (Sync)
 			// Soon, to patch it as soon as it appears.
 			c.log().Debug("webhook: waiting for the webhook configuration", "name", c.WebhookConfig)
 		} else {

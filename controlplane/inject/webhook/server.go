@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -24,6 +25,13 @@ type Options struct {
 	Namespace string
 	Secret    string // the serving certificate's Secret
 	Config    string // the MutatingWebhookConfiguration whose caBundle is kept
+	// CRDClient and CRDs: the CustomResourceDefinitions whose conversion
+	// webhook caBundle is kept as well (the ones Handlers convert for).
+	CRDClient apiextensionsclient.Interface
+	CRDs      []string
+	// Handlers are more handlers on the same TLS server, by path (e.g. the
+	// TrafficSplit conversion webhook, controlplane/conversion).
+	Handlers map[string]http.Handler
 	// Hosts are the names the certificate covers, e.g.
 	// meridian-controller.meridian.svc (see Hosts).
 	Hosts  []string
@@ -46,7 +54,8 @@ func Hosts(service, namespace, clusterDomain string) []string {
 
 // NewCerts is the certificate keeper o describes.
 func NewCerts(o Options) *Certs {
-	return &Certs{Client: o.Client, Namespace: o.Namespace, Secret: o.Secret, WebhookConfig: o.Config, Hosts: o.Hosts, Log: o.Log}
+	return &Certs{Client: o.Client, Namespace: o.Namespace, Secret: o.Secret, WebhookConfig: o.Config,
+		CRDClient: o.CRDClient, CRDs: o.CRDs, Hosts: o.Hosts, Log: o.Log}
 }
 
 // Run serves the injector over TLS on o.Addr until ctx ends, keeping its
@@ -92,6 +101,10 @@ func serve(ctx context.Context, o Options, certs *Certs, keep func(context.Conte
 	}
 	mux := http.NewServeMux()
 	mux.Handle(Path, Handler(o.Inject, nsAnn, log))
+	for path, h := range o.Handlers {
+		mux.Handle(path, h)
+		log.Info("webhook: serving", "path", path)
+	}
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
@@ -23,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 
+	splitconversion "github.com/meridian-mesh/meridian/api/split/conversion"
 	splitv1alpha1 "github.com/meridian-mesh/meridian/api/split/v1alpha1"
 	splitv1alpha2 "github.com/meridian-mesh/meridian/api/split/v1alpha2"
 	splitv1alpha3 "github.com/meridian-mesh/meridian/api/split/v1alpha3"
@@ -68,17 +70,29 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 func WithReady(f func()) Option { return func(o *options) { o.ready = f } }
 
 // splitVersions are the TrafficSplit versions Run can watch, in order of
-// preference. All versions are views of the same objects (the CRD converts
-// with strategy None), so one is watched. v1alpha1 comes first because its
-// quantity weights also decode the integers later versions write, while a
-// v1alpha2+ view of an object written as v1alpha1 would carry a string
-// weight its integer field cannot hold.
+// preference; one is watched, as every version holds the same objects.
+//
+// v1alpha4 comes first: it is the storage version of Meridian's CRD, which
+// the API server reads without calling the conversion webhook. Watching
+// another version would make this store (and so the controller's
+// readiness) depend on the controller's own webhook, reached through the
+// controller's Service, which has no endpoint until a controller is ready:
+// with TrafficSplits in the cluster, no controller would ever become ready
+// on a cold start or an upgrade. It is watched unstructured and decoded
+// with api/split/conversion, which also reads the v1alpha1 string weights
+// that objects written while the CRD converted with strategy None (as SMI
+// shipped it, and as other projects' copies of it still do) hold under
+// v1alpha4; a typed informer would fail its whole list on one of them.
+//
+// Then v1alpha1, whose quantity weights also decode the integers later
+// versions write, while a v1alpha2+ view of an object written as v1alpha1
+// under strategy None would carry a string its integer field cannot hold.
 var splitVersions = []struct {
 	version string
 	obj     func() client.Object
 }{
+	{"v1alpha4", func() client.Object { return &unstructured.Unstructured{} }},
 	{"v1alpha1", func() client.Object { return &splitv1alpha1.TrafficSplit{} }},
-	{"v1alpha4", func() client.Object { return &splitv1alpha4.TrafficSplit{} }},
 	{"v1alpha3", func() client.Object { return &splitv1alpha3.TrafficSplit{} }},
 	{"v1alpha2", func() client.Object { return &splitv1alpha2.TrafficSplit{} }},
 }
@@ -247,6 +261,11 @@ func (h handler) OnDelete(obj any) {
 		h.log.Error("kube: deleted object of unexpected type", "type", fmt.Sprintf("%T", obj))
 		return
 	}
+	o, err := typed(o)
+	if err != nil {
+		h.log.Error("kube: cannot read deleted object", "err", err)
+		return
+	}
 	if err := h.st.Delete(o); err != nil {
 		h.log.Error("kube: cannot delete from the store", "err", err)
 	}
@@ -258,7 +277,29 @@ func (h handler) upsert(obj any) {
 		h.log.Error("kube: object of unexpected type", "type", fmt.Sprintf("%T", obj))
 		return
 	}
+	o, err := typed(o)
+	if err != nil {
+		h.log.Error("kube: cannot read object", "err", err)
+		return
+	}
 	if err := h.st.Upsert(o); err != nil {
 		h.log.Error("kube: cannot store object", "err", err)
 	}
+}
+
+// typed returns the typed TrafficSplit an unstructured one (the v1alpha4
+// informer's, see splitVersions) decodes to, and any other object as it is.
+func typed(o runtime.Object) (runtime.Object, error) {
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		return o, nil
+	}
+	if u.GroupVersionKind().GroupKind() != splitGK {
+		return nil, fmt.Errorf("unstructured %s %s/%s: only TrafficSplits are watched unstructured", u.GroupVersionKind(), u.GetNamespace(), u.GetName())
+	}
+	raw, err := u.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	return splitconversion.Decode(raw)
 }

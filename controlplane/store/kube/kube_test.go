@@ -16,6 +16,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -33,6 +34,7 @@ import (
 	splitv1alpha1 "github.com/meridian-mesh/meridian/api/split/v1alpha1"
 	splitv1alpha2 "github.com/meridian-mesh/meridian/api/split/v1alpha2"
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
+	"github.com/meridian-mesh/meridian/controlplane/conversion/conversiontest"
 	"github.com/meridian-mesh/meridian/controlplane/store"
 )
 
@@ -45,7 +47,20 @@ var (
 	testEnv *envtest.Environment
 	envCfg  *rest.Config
 	envErr  error
+	// convSrv is the TrafficSplit conversion webhook the CRD is pointed at
+	// (its strategy is Webhook), for the life of the test binary.
+	convSrv *conversiontest.Server
 )
+
+// testCRDs are api/crds with the conversion webhook at convSrv.
+func testCRDs(t *testing.T) []*apiextensionsv1.CustomResourceDefinition {
+	t.Helper()
+	crds, err := convSrv.CRDs(crdDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return crds
+}
 
 func crdDir() string {
 	_, file, _, _ := runtime.Caller(0)
@@ -61,11 +76,12 @@ func apiserver(t *testing.T) *rest.Config {
 	}
 	envOnce.Do(func() {
 		ctrllog.SetLogger(logr.Discard())
-		testEnv = &envtest.Environment{
-			CRDDirectoryPaths:     []string{crdDir()},
-			ErrorIfCRDPathMissing: true,
+		convSrv = conversiontest.NewServer()
+		testEnv = &envtest.Environment{}
+		if envCfg, envErr = testEnv.Start(); envErr != nil {
+			return
 		}
-		envCfg, envErr = testEnv.Start()
+		envErr = convSrv.Install(envCfg, crdDir())
 	})
 	if envErr != nil {
 		t.Fatalf("starting kube-apiserver and etcd from KUBEBUILDER_ASSETS=%s: %v", os.Getenv("KUBEBUILDER_ASSETS"), envErr)
@@ -534,12 +550,12 @@ func drain(ch <-chan struct{}) {
 // after the others in this file.
 func TestRunWithoutOptionalCRDs(t *testing.T) {
 	cfg := apiserver(t)
-	opts := envtest.CRDInstallOptions{Paths: []string{crdDir()}, ErrorIfPathMissing: true}
+	opts := envtest.CRDInstallOptions{CRDs: testCRDs(t)}
 	if err := envtest.UninstallCRDs(cfg, opts); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{crdDir()}, ErrorIfPathMissing: true}); err != nil {
+		if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{CRDs: testCRDs(t)}); err != nil {
 			t.Errorf("reinstalling the CRDs: %v", err)
 		}
 	})
@@ -586,6 +602,7 @@ func TestSplitVersionPreference(t *testing.T) {
 		want   string
 	}{
 		{[]string{"v1alpha2", "v1alpha1", "v1alpha3"}, "v1alpha1"},
+		{[]string{"v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"}, "v1alpha4"}, // the storage version: no conversion webhook
 		{[]string{"v1alpha2", "v1alpha3"}, "v1alpha3"},
 		{[]string{"v1alpha2"}, "v1alpha2"},
 		{nil, ""},
