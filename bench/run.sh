@@ -8,7 +8,8 @@
 #   DURATION=1s WARMUP=0.5s FAILOVER_DURATION=10s bench/run.sh   # CI smoke (~2 min)
 #
 # Environment: DURATION, WARMUP, RATES (default 100,1000,5000), SWEEP (0: no
-# saturation sweep), SWEEP_STEP (RPS, default 1000), SWEEP_DURATION (default 2s), FAILOVER_DURATION
+# saturation sweep), SWEEP_STEP (RPS, default 1000), SWEEP_DURATION (default 2s),
+# BALANCE_RUNS (default 10), BALANCE_DURATION (default 5s), FAILOVER_DURATION
 # (default 60s; must exceed the 5 s fault time), PEERS
 # (default nginx,haproxy), PROTOCOLS (default http1,grpc), RETRIES (repeat a
 # run disturbed by other processes, default 1), OUT (default
@@ -84,8 +85,10 @@ if [ "${SWEEP:-1}" != 0 ]; then
 		tee "$OUT/sweep.txt"
 fi
 
-"$OUT/balance" -proxy "$OUT/meridian-proxy" -protocols "$PROTOCOLS" \
-	-duration "$DURATION" -warmup "$WARMUP" \
+# The balancing target is stated over 10 runs (median and worst): BALANCE_RUNS
+# fresh proxies per balancer and protocol, each BALANCE_DURATION.
+"$OUT/balance" -proxy "$OUT/meridian-proxy" -protocols "$PROTOCOLS" -runs "${BALANCE_RUNS:-10}" \
+	-duration "${BALANCE_DURATION:-5s}" -warmup "$WARMUP" \
 	-client-cpu "$CLIENT_CPU" -sut-cpu "$SUT_CPU" -priority "$PRIORITY" -logdir "$OUT/balance-logs" 2>&1 |
 	tee "$OUT/balance.txt"
 
