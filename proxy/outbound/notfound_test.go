@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -42,7 +41,6 @@ func TestNotFoundKept(t *testing.T) {
 // after that the authority resolves to no endpoints (it exists).
 type watchingResolver struct {
 	appeared chan struct{}
-	once     sync.Once
 	resolves atomic.Int64
 	stops    atomic.Int64
 	asked    chan string
