@@ -5,12 +5,6 @@
 // request to the one whose latency estimate times in-flight requests is lower.
 // Round-robin is kept as a baseline for benchmarks.
 //
-// The estimate decays with τ = 1s (Linkerd and Finagle: 10s) and an endpoint's
-// first response replaces its seed. With 10s, and a first sample blended into a
-// 30ms seed, a cold start or a single 10ms pause of the proxy left 1.5ms
-// endpoints costing about as much as a 10ms peer for ~10s, and P2C sent that
-// peer ≈ 8% of the requests (README.md, "Why τ is 1s").
-//
 // Endpoints whose connections fail are put in exponential backoff and skipped
 // until it expires, so a dead endpoint costs one failed connect per backoff
 // period rather than a share of the traffic. Endpoints whose requests fail
@@ -41,13 +35,7 @@ var (
 
 // Defaults for the zero values of Options.
 const (
-	// DefaultDecay is τ of the latency estimate. Linkerd and Finagle use 10s;
-	// here a pause of the proxy or its host, which every request in flight
-	// sees at once, raised 1.5ms endpoints to a 10× slower peer's cost for
-	// about τ, during which P2C sent that peer ≈ 8% of the requests (see
-	// README.md). With 1s the estimate forgets such a peak within a second or
-	// two and still averages hundreds of samples at a few hundred RPS.
-	DefaultDecay      = time.Second
+	DefaultDecay      = 10 * time.Second
 	DefaultRTT        = 30 * time.Millisecond // Linkerd's seed for an unmeasured endpoint
 	DefaultBackoffMin = 100 * time.Millisecond
 	DefaultBackoffMax = 10 * time.Second
@@ -63,10 +51,6 @@ const (
 	// minSuccess bounds the load's divisor: an endpoint that only fails
 	// weighs at most 1/minSuccess times its latency-based load.
 	minSuccess = 0.01
-	// successDecay is τ of the success ratio's recovery while no result
-	// arrives. It stays at 10s, independent of Decay: a failure should weigh
-	// on an endpoint seldom used for longer than a latency peak does.
-	successDecay = 10 * time.Second
 
 	// backoffJitter spreads retries of many proxies that lost the same endpoint at
 	// the same moment: each backoff is scaled by a factor in [1-j, 1+j).
@@ -140,7 +124,7 @@ type Options[T any] struct {
 // concurrent use.
 type Balancer[T any] struct {
 	o       Options[T] // defaults applied; read-only after New
-	decayNS float64    // τ of the latency estimate
+	decayNS float64
 
 	// updateMu serialises Update and Close so that New and Close callbacks run
 	// without mu held: building or tearing down a transport never stalls Pick.
@@ -273,10 +257,9 @@ func (b *Balancer[T]) closeValues(eps []*Endpoint[T]) {
 // seed is the cost a new endpoint starts with: the mean of the current
 // (decayed) costs of the endpoints that have been measured, or DefaultRTT
 // when none has. A fixed seed far above its peers' costs kept a new replica
-// out of P2C's comparisons for τ·ln(seed/cost) (34s at 30ms against 1ms, with
-// τ = 10s); at the mean it is as attractive as a typical peer and takes its
-// share at once, and its first response replaces the guess. Called with
-// updateMu held.
+// out of P2C's comparisons for τ·ln(seed/cost) (34s at 30ms against 1ms);
+// at the mean it is as attractive as a typical peer and takes its share at
+// once, and its first response replaces the guess. Called with updateMu held.
 func (b *Balancer[T]) seed(now time.Time) float64 {
 	sum, n := 0.0, 0
 	for _, e := range b.byAddr {
@@ -557,16 +540,10 @@ func (e *Endpoint[T]) end(start time.Time, failed bool) {
 // Peak: a sample above the estimate replaces it at once, so a slowing endpoint
 // is penalised immediately; smaller samples pull it down only as fast as τ
 // allows, so it regains traffic cautiously.
-//
-// The first sample replaces the seed whatever its size, as in Finagle (whose
-// unmeasured cost is 0, so its first sample is a peak): the seed is a guess,
-// not a measurement to recover from. Blended in at the rate τ allows, a 30ms
-// seed kept a 1.5ms endpoint above 10ms for 10s after a cold start, and P2C
-// then sent a 10× slower peer ≈ 8% of the requests.
 func (e *Endpoint[T]) observe(now time.Time, rtt time.Duration) {
 	r := float64(max(rtt, 0))
-	if !e.measured || r > e.cost {
-		e.measured = true
+	e.measured = true
+	if r > e.cost {
 		e.cost = r
 	} else {
 		w := e.b.weightSince(e.stamp, now)
@@ -579,18 +556,13 @@ func (e *Endpoint[T]) observe(now time.Time, rtt time.Duration) {
 	}
 }
 
-// weightSince is exp(-Δt/τ) for the latency estimate, with Δt clamped at 0.
+// weightSince is exp(-Δt/τ), with Δt clamped at 0.
 func (b *Balancer[T]) weightSince(stamp, now time.Time) float64 {
-	return decayWeight(stamp, now, b.decayNS)
-}
-
-// decayWeight is exp(-Δt/tau), with Δt clamped at 0; tau in ns.
-func decayWeight(stamp, now time.Time, tau float64) float64 {
 	dt := now.Sub(stamp)
 	if dt <= 0 {
 		return 1
 	}
-	return math.Exp(-float64(dt) / tau)
+	return math.Exp(-float64(dt) / b.decayNS)
 }
 
 // load is cost decayed to now, times (pending+1), over weight. Called with e.mu
@@ -615,11 +587,11 @@ func (e *Endpoint[T]) load(now time.Time) float64 {
 }
 
 // successNow is the success ratio recovered toward 1 for the time since the
-// last result, with τ = successDecay: an endpoint that failed and was then
-// left alone (ejected, or merely avoided) is gradually trusted again.
+// last result, with the same τ as the cost: an endpoint that failed and was
+// then left alone (ejected, or merely avoided) is gradually trusted again.
 // Called with e.mu held.
 func (e *Endpoint[T]) successNow(now time.Time) float64 {
-	return 1 - (1-e.success)*decayWeight(e.resultAt, now, float64(successDecay))
+	return 1 - (1-e.success)*e.b.weightSince(e.resultAt, now)
 }
 
 func (e *Endpoint[T]) ready(now time.Time) bool {
