@@ -2,8 +2,10 @@
 // endpoint: three backends behind one authority, one of them -slow (10 ms)
 // against -fast (1 ms) for the others. The client sends at a fixed rate to the
 // proxy's outbound listener; the backends count what they get. Peak-EWMA
-// should starve the slow one, round-robin gives it a third. Ends with one
-// RESULT line.
+// should starve the slow one, round-robin gives it a third. With -runs N each
+// balancer and protocol is measured N times (a fresh proxy and backends each
+// time) and the RESULT line gives the median share and the largest. Ends with
+// one RESULT line.
 package main
 
 import (
@@ -11,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +29,7 @@ var (
 	rate       = flag.Float64("rate", 1000, "requests per second")
 	duration   = flag.Duration("duration", 10*time.Second, "measured duration per balancer and protocol")
 	warmup     = flag.Duration("warmup", time.Second, "unmeasured run first (backend counters are reset after it)")
+	runs       = flag.Int("runs", 1, "measurements per balancer and protocol, each with a fresh proxy and backends")
 	fast       = flag.Duration("fast", time.Millisecond, "service time of the two fast endpoints")
 	slow       = flag.Duration("slow", 10*time.Millisecond, "service time of the slow endpoint")
 	clientCPU  = flag.String("client-cpu", "0", "CPUs for this program (load generator + backends); empty: no pinning")
@@ -51,6 +55,9 @@ func main() {
 	if *proxyBin == "" {
 		log.Fatal("-proxy is required")
 	}
+	if *runs < 1 {
+		log.Fatalf("-runs %d: must be at least 1", *runs)
+	}
 	ctx, stop, dir := sut.Harness("balance", *clientCPU, sut.Priority(*priority), *logDir)
 	defer stop()
 
@@ -59,19 +66,21 @@ func main() {
 	for _, proto := range strings.Split(*protosFlag, ",") {
 		proto := sut.Protocol(strings.TrimSpace(proto))
 		for _, bal := range strings.Split(*balancers, ",") {
-			if ctx.Err() != nil {
-				break
+			for range *runs {
+				if ctx.Err() != nil {
+					break
+				}
+				r, err := run(ctx, proto, strings.TrimSpace(bal), dir)
+				if err != nil {
+					problems = append(problems, fmt.Sprintf("%s %s: %v", bal, proto, err))
+					log.Print(problems[len(problems)-1])
+					continue
+				}
+				if r.errs != "" {
+					problems = append(problems, fmt.Sprintf("%s %s: %d errors: %s", bal, proto, r.sum.Errors, r.errs))
+				}
+				results = append(results, r)
 			}
-			r, err := run(ctx, proto, strings.TrimSpace(bal), dir)
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("%s %s: %v", bal, proto, err))
-				log.Print(problems[len(problems)-1])
-				continue
-			}
-			if r.errs != "" {
-				problems = append(problems, fmt.Sprintf("%s %s: %d errors: %s", bal, proto, r.sum.Errors, r.errs))
-			}
-			results = append(results, r)
 		}
 	}
 
@@ -94,20 +103,61 @@ func main() {
 
 	kv := []string{fmt.Sprintf("rps=%.0f", *rate)}
 	var totalErr int64
-	for _, r := range results {
-		p := map[string]string{"p2c-ewma": "ewma", "round-robin": "rr"}[r.balancer]
+	for _, g := range groups(results) {
+		p := map[string]string{"p2c-ewma": "ewma", "round-robin": "rr"}[g[0].balancer]
 		if p == "" {
-			p = r.balancer
+			p = g[0].balancer
 		}
-		if r.proto == sut.GRPC {
+		if g[0].proto == sut.GRPC {
 			p += "_grpc"
 		}
-		kv = append(kv, fmt.Sprintf("%s_slow_share=%.3f", p, r.slowShare),
-			fmt.Sprintf("%s_p99_ms=%s", p, ms(r.sum.P99)))
-		totalErr += r.sum.Errors
+		shares, p99s := make([]float64, len(g)), make([]float64, len(g))
+		for i, r := range g {
+			shares[i], p99s[i] = r.slowShare, float64(r.sum.P99)
+			totalErr += r.sum.Errors
+		}
+		kv = append(kv, fmt.Sprintf("%s_slow_share=%.3f", p, median(shares)),
+			fmt.Sprintf("%s_p99_ms=%s", p, ms(time.Duration(median(p99s)))))
+		if len(g) > 1 {
+			kv = append(kv, fmt.Sprintf("%s_slow_share_max=%.3f", p, slices.Max(shares)),
+				fmt.Sprintf("%s_runs=%d", p, len(g)))
+			fmt.Printf("%s %s: slow share per run %s; median %.1f%%, max %.1f%%\n", g[0].balancer, g[0].proto,
+				percents(shares), 100*median(shares), 100*slices.Max(shares))
+		}
 	}
 	kv = append(kv, fmt.Sprintf("errors=%d", totalErr), fmt.Sprintf("problems=%d", len(problems)))
 	fmt.Println("RESULT " + strings.Join(kv, " "))
+}
+
+// groups splits results, in order, into runs of the same balancer and protocol.
+func groups(results []result) [][]result {
+	var gs [][]result
+	for _, r := range results {
+		if n := len(gs); n > 0 && gs[n-1][0].balancer == r.balancer && gs[n-1][0].proto == r.proto {
+			gs[n-1] = append(gs[n-1], r)
+			continue
+		}
+		gs = append(gs, []result{r})
+	}
+	return gs
+}
+
+// median of xs (the mean of the middle two for an even count); xs is not modified.
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func percents(xs []float64) string {
+	p := make([]string, len(xs))
+	for i, x := range xs {
+		p[i] = fmt.Sprintf("%.1f%%", 100*x)
+	}
+	return strings.Join(p, " ")
 }
 
 // run starts fresh backends and a fresh proxy, so no balancer inherits
