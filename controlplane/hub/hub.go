@@ -123,10 +123,10 @@ func (l *WarnLimiter) allow(authority, text string, now time.Time) (bool, int) {
 
 // entry is one authority's shared state.
 type entry[T any] struct {
-	key string
-	refs      int // guarded by hub.mu
-	stop      context.CancelFunc
-	ready     chan struct{} // closed once cur is set
+	key   string
+	refs  int // guarded by hub.mu
+	stop  context.CancelFunc
+	ready chan struct{} // closed once cur is set
 
 	mu   sync.Mutex
 	cur  *T // the latest result; never modified once published
