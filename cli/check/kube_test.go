@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -31,9 +30,9 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meridian-mesh/meridian/internal/names"
+	"github.com/meridian-mesh/meridian/test/apiserver"
 )
 
 // The tests below run against a real kube-apiserver and etcd (envtest): one
@@ -55,18 +54,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func needAssets(t *testing.T) {
-	t.Helper()
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: this test needs the etcd and kube-apiserver binaries; `make test` sets it (see hack/kube-assets.sh)")
-	}
-	ctrllog.SetLogger(logr.Discard())
-}
-
 // sharedEnv returns the shared API server's admin config.
 func sharedEnv(t *testing.T) (*envtest.Environment, *rest.Config) {
 	t.Helper()
-	needAssets(t)
+	apiserver.Need(t)
 	shared.once.Do(func() {
 		shared.env = &envtest.Environment{}
 		shared.cfg, shared.err = shared.env.Start()
@@ -75,19 +66,6 @@ func sharedEnv(t *testing.T) (*envtest.Environment, *rest.Config) {
 		t.Fatalf("envtest: %v", shared.err)
 	}
 	return shared.env, shared.cfg
-}
-
-// freshEnv starts an API server of the test's own.
-func freshEnv(t *testing.T) *rest.Config {
-	t.Helper()
-	needAssets(t)
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	return cfg
 }
 
 var uniqNames struct {
@@ -323,7 +301,7 @@ func installCRDs(t *testing.T, cfg *rest.Config) {
 }
 
 func TestPostOnEmptyClusterThenCRDs(t *testing.T) {
-	cfg := freshEnv(t)
+	cfg := apiserver.Start(t)
 	o := Options{RESTConfig: cfg}
 	rep := run(t, o, Runner{}, PostGroups...)
 	if rep.Success() {

@@ -10,10 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/meridian-mesh/meridian/test/apiserver"
 )
 
 // runCheckCLI runs `meridian check ARGS` and returns its standard output.
@@ -36,28 +35,11 @@ func runCheckCLI2(t *testing.T, args ...string) (string, string, error) {
 	return out.String(), errOut.String(), err
 }
 
-// startAPIServerEnv starts a kube-apiserver and etcd (envtest), stopped
-// when the test ends, or skips the test when their binaries are not there.
-func startAPIServerEnv(t *testing.T) (*envtest.Environment, *rest.Config) {
-	t.Helper()
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: this test needs the etcd and kube-apiserver binaries; `make test` sets it (see hack/kube-assets.sh)")
-	}
-	ctrllog.SetLogger(logr.Discard())
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	return env, cfg
-}
-
 // checkKubeconfig starts a kube-apiserver and writes a kubeconfig for its
 // admin (the current context is "envtest").
 func checkKubeconfig(t *testing.T) string {
 	t.Helper()
-	env, _ := startAPIServerEnv(t)
+	env, _ := apiserver.StartEnv(t)
 	admin, err := env.AddUser(envtest.User{Name: "check-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		t.Fatal(err)

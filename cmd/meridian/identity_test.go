@@ -24,6 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/meridian-mesh/meridian/cli/kubeclient"
+	"github.com/meridian-mesh/meridian/test/apiserver"
 )
 
 // runIdentity runs `meridian identity args...` and returns its output.
@@ -203,7 +204,7 @@ func identityBody(ns, name string) string {
 // API server, unmeshed and missing objects fail clearly, and each pod's
 // proxy is asked for /identity through the pod proxy subresource.
 func TestIdentityKube(t *testing.T) {
-	_, cfg := startAPIServerEnv(t)
+	cfg := apiserver.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cs := kubernetes.NewForConfigOrDie(cfg)

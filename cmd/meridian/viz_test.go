@@ -27,6 +27,7 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
 	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
+	"github.com/meridian-mesh/meridian/test/apiserver"
 	"github.com/meridian-mesh/meridian/viz/dashboard"
 	"github.com/meridian-mesh/meridian/viz/stat"
 )
@@ -37,7 +38,7 @@ import (
 // is read at both ends of the window, and the traffic sent in between shows
 // up as it was: per workload, requests, success rate, connections.
 func TestVizStatKube(t *testing.T) {
-	_, cfg := startAPIServerEnv(t)
+	cfg := apiserver.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cs := kubernetes.NewForConfigOrDie(cfg)

@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
@@ -21,10 +19,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meridian-mesh/meridian/controlplane/conversion"
 	"github.com/meridian-mesh/meridian/controlplane/identity"
+	"github.com/meridian-mesh/meridian/test/apiserver"
 )
 
 // The TrafficSplit conversion webhook served by the controller against a
@@ -34,16 +32,7 @@ import (
 // converts a v1alpha1 split with string weights to v1alpha4 integers
 // through it.
 func TestControllerConvertsTrafficSplits(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: this test needs the etcd and kube-apiserver binaries; `make test` sets it (see hack/kube-assets.sh)")
-	}
-	ctrllog.SetLogger(logr.Discard())
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("envtest: %v", err)
-	}
-	defer env.Stop()
+	cfg := apiserver.Start(t)
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -53,7 +42,7 @@ func TestControllerConvertsTrafficSplits(t *testing.T) {
 	// After the start: the Environment's CRD options would drop the
 	// conversion (see conversiontest.Server.Install).
 	_, file, _, _ := runtime.Caller(0)
-	_, err = envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{filepath.Join(filepath.Dir(file), "..", "..", "api", "crds")}, ErrorIfPathMissing: true})
+	_, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{filepath.Join(filepath.Dir(file), "..", "..", "api", "crds")}, ErrorIfPathMissing: true})
 	must(err)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	crds := apiextensionsclient.NewForConfigOrDie(cfg).ApiextensionsV1().CustomResourceDefinitions()

@@ -6,14 +6,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -25,8 +23,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
@@ -34,26 +30,18 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/conversion/conversiontest"
 	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/controlplane/store/kube"
+	"github.com/meridian-mesh/meridian/test/apiserver"
 )
 
 // The controller against a real kube-apiserver and etcd: a proxy-shaped
 // client subscribed to the destination API sees EndpointSlice, ServiceProfile
 // and TrafficSplit changes as they are made through the API server.
 func TestControllerKube(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: this test needs the etcd and kube-apiserver binaries; `make test` sets it (see hack/kube-assets.sh)")
-	}
-	ctrllog.SetLogger(logr.Discard())
 	_, file, _, _ := runtime.Caller(0)
 	// The TrafficSplit CRD converts with a webhook: serve it.
 	conv := conversiontest.NewServer()
 	defer conv.Close()
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("envtest: %v", err)
-	}
-	defer env.Stop()
+	cfg := apiserver.Start(t)
 	if err := conv.Install(cfg, filepath.Join(filepath.Dir(file), "..", "..", "api", "crds")); err != nil {
 		t.Fatal(err)
 	}

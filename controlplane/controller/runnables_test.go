@@ -13,18 +13,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meridian-mesh/meridian/controlplane/controller/runnable"
 	"github.com/meridian-mesh/meridian/controlplane/identity"
+	"github.com/meridian-mesh/meridian/test/apiserver"
 )
 
 // leakOptions ignore what is not Run's: goroutines from before the test.
@@ -133,17 +131,8 @@ func TestControllerComponentFails(t *testing.T) {
 // writers, both serve; the leader stopping hands the writers to the other
 // within the lease time; every goroutine of the stopped one is gone.
 func TestControllerKubeTwoReplicas(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: this test needs the etcd and kube-apiserver binaries; `make test` sets it (see hack/kube-assets.sh)")
-	}
-	ctrllog.SetLogger(logr.Discard())
 	_, file, _, _ := runtime.Caller(0)
-	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(filepath.Dir(file), "..", "..", "api", "crds")}, ErrorIfCRDPathMissing: true}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("envtest: %v", err)
-	}
-	defer env.Stop()
+	cfg := apiserver.Start(t, filepath.Join(filepath.Dir(file), "..", "..", "api", "crds"))
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()

@@ -6,9 +6,6 @@
 package conversion
 
 import (
-	"encoding/json"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 
@@ -17,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	splitconversion "github.com/meridian-mesh/meridian/api/split/conversion"
+	"github.com/meridian-mesh/meridian/controlplane/webhookreview"
 )
 
 // Path is where the TrafficSplit CRD's spec.conversion sends reviews.
@@ -43,40 +41,18 @@ func Handler(log *slog.Logger) http.Handler {
 type handler struct{ log *slog.Logger }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		http.Error(w, "POST a ConversionReview", http.StatusMethodNotAllowed)
+	var in apiextensionsv1.ConversionReview
+	if !webhookreview.Decode(w, r, maxReview, "apiextensions.k8s.io/v1 ConversionReview", &in, func() bool { return in.Request != nil }) {
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxReview+1))
-	if err != nil {
-		http.Error(w, "reading the request: "+err.Error(), http.StatusBadRequest)
-		return
-	}
-	if len(body) > maxReview {
-		http.Error(w, "ConversionReview too large", http.StatusRequestEntityTooLarge)
-		return
-	}
-	var review apiextensionsv1.ConversionReview
-	if err := json.Unmarshal(body, &review); err != nil || review.Request == nil {
-		http.Error(w, fmt.Sprintf("not an apiextensions.k8s.io/v1 ConversionReview with a request (%v)", err), http.StatusBadRequest)
-		return
-	}
-	resp := Review(review.Request)
+	resp := Review(in.Request)
 	if resp.Result.Status == metav1.StatusFailure {
-		h.log.Warn("conversion: failed", "to", review.Request.DesiredAPIVersion, "err", resp.Result.Message)
+		h.log.Warn("conversion: failed", "to", in.Request.DesiredAPIVersion, "err", resp.Result.Message)
 	}
-	out := apiextensionsv1.ConversionReview{
+	webhookreview.Encode(w, apiextensionsv1.ConversionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: apiextensionsv1.SchemeGroupVersion.String(), Kind: "ConversionReview"},
 		Response: resp,
-	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(b)
+	})
 }
 
 // Review converts a request's objects: all of them, or none and a Failure

@@ -3,26 +3,23 @@ package conversion_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meridian-mesh/meridian/api/split/conversion"
 	"github.com/meridian-mesh/meridian/controlplane/conversion/conversiontest"
+	"github.com/meridian-mesh/meridian/test/apiserver"
 )
 
 func gvr(version string) schema.GroupVersionResource {
@@ -78,16 +75,7 @@ func dump(u *unstructured.Unstructured) string {
 // written as v1alpha1 with string weights is then updated through v1alpha2
 // (Argo Rollouts' --traffic-split-api-version=v1alpha2).
 func TestKubeAPIServerConverts(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: this test needs the etcd and kube-apiserver binaries; `make test` sets it (see hack/kube-assets.sh)")
-	}
-	ctrllog.SetLogger(logr.Discard())
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("envtest: %v", err)
-	}
-	defer env.Stop()
+	cfg := apiserver.Start(t)
 	srv := conversiontest.NewServer()
 	defer srv.Close()
 	_, file, _, _ := runtime.Caller(0)

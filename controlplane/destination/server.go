@@ -21,6 +21,7 @@ import (
 
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
 	"github.com/meridian-mesh/meridian/controlplane/compile"
+	"github.com/meridian-mesh/meridian/controlplane/hub"
 	"github.com/meridian-mesh/meridian/controlplane/store"
 )
 
@@ -87,8 +88,8 @@ type Server struct {
 	log *slog.Logger
 	m   *metrics
 
-	endpoints *hub[compile.EndpointSet]
-	profiles  *hub[profileResult]
+	endpoints *hub.Hub[compile.EndpointSet]
+	profiles  *hub.Hub[profileResult]
 
 	synced   chan struct{} // closed when Options.Synced is
 	syncedAt time.Time     // written before synced is closed
@@ -118,20 +119,26 @@ func New(r store.Reader, n store.Notifier, o Options) *Server {
 			close(s.synced)
 		}()
 	}
-	warn := &warnLimiter{}
-	s.endpoints = newHub(n, o.Resync, o.Log, warn, "get", s.m.computes.WithLabelValues("get"),
-		func(authority string) (compile.EndpointSet, []store.Topic, []string) {
+	warn := &hub.WarnLimiter{}
+	s.endpoints = hub.New(hub.Options[compile.EndpointSet]{
+		Notifier: n, Resync: o.Resync, Log: o.Log, Name: "destination", RPC: "get", KeyName: "authority", Warn: warn,
+		Computes: s.m.computes.WithLabelValues("get"),
+		Compute: func(authority string) (compile.EndpointSet, []store.Topic, []string) {
 			es := compile.Endpoints(r, authority, o.Compile)
 			return es, store.ServiceTopics(es.Deps), es.Warnings
 		},
-		func(a, b *compile.EndpointSet) bool { return a.Equal(*b) })
-	s.profiles = newHub(n, o.Resync, o.Log, warn, "get_profile", s.m.computes.WithLabelValues("get_profile"),
-		func(authority string) (profileResult, []store.Topic, []string) {
+		Equal: func(a, b *compile.EndpointSet) bool { return a.Equal(*b) },
+	})
+	s.profiles = hub.New(hub.Options[profileResult]{
+		Notifier: n, Resync: o.Resync, Log: o.Log, Name: "destination", RPC: "get_profile", KeyName: "authority", Warn: warn,
+		Computes: s.m.computes.WithLabelValues("get_profile"),
+		Compute: func(authority string) (profileResult, []store.Topic, []string) {
 			p := compile.Profile(r, authority, o.Compile)
 			return profileResult{p: p}, store.ServiceTopics(p.Deps), p.Warnings
 		},
-		func(a, b *profileResult) bool { return a.p.Equal(b.p) })
-	s.profiles.prepare = func(r *profileResult) { r.msg = r.p.ToProto() }
+		Equal:   func(a, b *profileResult) bool { return a.p.Equal(b.p) },
+		Prepare: func(r *profileResult) { r.msg = r.p.ToProto() },
+	})
 	return s
 }
 
@@ -167,8 +174,8 @@ func (s *Server) Get(req *pb.GetDestination, stream pb.Destination_GetServer) er
 	case <-ctx.Done():
 		return nil
 	}
-	sub := s.endpoints.subscribe(req.GetAuthority())
-	defer sub.close()
+	sub := s.endpoints.Subscribe(req.GetAuthority())
+	defer sub.Close()
 
 	var last *compile.EndpointSet // what the client has: nil before the first message
 	for {
@@ -179,7 +186,7 @@ func (s *Server) Get(req *pb.GetDestination, stream pb.Destination_GetServer) er
 				s.m.notFound.Inc()
 			}
 		} else {
-			cur, ok = sub.latest(ctx)
+			cur, ok = sub.Latest(ctx)
 		}
 		if !ok {
 			return nil
@@ -191,7 +198,7 @@ func (s *Server) Get(req *pb.GetDestination, stream pb.Destination_GetServer) er
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-sub.wake:
+		case <-sub.Wake():
 		}
 	}
 }
@@ -199,11 +206,11 @@ func (s *Server) Get(req *pb.GetDestination, stream pb.Destination_GetServer) er
 // firstAnswer is a stream's first set (the store is synced): for
 // a known service that is not a traffic split's apex, not empty while the
 // startup grace period lasts unless it stays empty to the end of it.
-func (s *Server) firstAnswer(ctx context.Context, sub *subscription[compile.EndpointSet], authority string) (*compile.EndpointSet, bool) {
+func (s *Server) firstAnswer(ctx context.Context, sub *hub.Subscription[compile.EndpointSet], authority string) (*compile.EndpointSet, bool) {
 	end := s.syncedAt.Add(s.o.StartupGrace)
 	held := false
 	for {
-		cur, ok := sub.latest(ctx)
+		cur, ok := sub.Latest(ctx)
 		if !ok {
 			return nil, false
 		}
@@ -231,7 +238,7 @@ func (s *Server) firstAnswer(ctx context.Context, sub *subscription[compile.Endp
 		case <-ctx.Done():
 			t.Stop()
 			return nil, false
-		case <-sub.wake:
+		case <-sub.Wake():
 		case <-t.C:
 		}
 		t.Stop()
@@ -302,12 +309,12 @@ func (s *Server) GetProfile(req *pb.GetDestination, stream pb.Destination_GetPro
 	case <-ctx.Done():
 		return nil
 	}
-	sub := s.profiles.subscribe(req.GetAuthority())
-	defer sub.close()
+	sub := s.profiles.Subscribe(req.GetAuthority())
+	defer sub.Close()
 
 	var last *profileResult
 	for {
-		cur, ok := sub.latest(ctx)
+		cur, ok := sub.Latest(ctx)
 		if !ok {
 			return nil
 		}
@@ -321,7 +328,7 @@ func (s *Server) GetProfile(req *pb.GetDestination, stream pb.Destination_GetPro
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-sub.wake:
+		case <-sub.Wake():
 		}
 	}
 }

@@ -282,7 +282,7 @@ func Pod(meta *metav1.ObjectMeta, spec *corev1.PodSpec, nsAnnotations map[string
 
 	init := []corev1.Container{initContainer(cfg, s), proxyContainer(cfg, s)}
 	spec.InitContainers = append(init, spec.InitContainers...)
-	spec.Volumes = append(spec.Volumes, tokenVolume())
+	spec.Volumes = append(spec.Volumes, TokenVolume())
 	if meta.Annotations == nil {
 		meta.Annotations = map[string]string{}
 	}
@@ -685,7 +685,9 @@ func proxyContainer(cfg Config, s settings) corev1.Container {
 	}
 }
 
-func tokenVolume() corev1.Volume {
+// TokenVolume is the projected service-account token for the identity
+// API (audience names.TokenAudience) that proxies mount at TokenMountPath.
+func TokenVolume() corev1.Volume {
 	return corev1.Volume{
 		Name: TokenVolumeName,
 		VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{

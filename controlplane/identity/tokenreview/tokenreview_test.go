@@ -7,10 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
-	"os"
 	"testing"
 
-	"github.com/go-logr/logr"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -18,13 +16,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	pb "github.com/meridian-mesh/meridian/api/proto/identity"
 	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/controlplane/identity/tokenreview"
 	"github.com/meridian-mesh/meridian/internal/names"
+	"github.com/meridian-mesh/meridian/test/apiserver"
 )
 
 // TokenReview against a real kube-apiserver (envtest; KUBEBUILDER_ASSETS,
@@ -32,16 +29,7 @@ import (
 // audience is certified as its service account; a forged one, or a real one
 // for another audience, is refused.
 func TestCertifyWithTokenReview(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: this test needs the etcd and kube-apiserver binaries (hack/kube-assets.sh)")
-	}
-	ctrllog.SetLogger(logr.Discard())
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Stop()
+	cfg := apiserver.Start(t)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	ctx := context.Background()
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "emojivoto"}}, metav1.CreateOptions{}); err != nil {

@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
@@ -22,7 +20,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/meridian-mesh/meridian/test/apiserver"
 )
 
 const testCRD = "trafficsplits.split.smi-spec.io"
@@ -129,17 +128,8 @@ func TestCertsPatchCRD(t *testing.T) {
 // it: Run patches its conversion caBundle in, and back after a re-apply
 // that dropped it.
 func TestCertsKubeCRD(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: this test needs the etcd and kube-apiserver binaries; `make test` sets it (see hack/kube-assets.sh)")
-	}
-	ctrllog.SetLogger(logr.Discard())
 	_, file, _, _ := goruntime.Caller(0)
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("envtest: %v", err)
-	}
-	defer env.Stop()
+	cfg := apiserver.Start(t)
 	// Installed after the start: the Environment's own CRD options would
 	// drop the conversion (see conversiontest.Server.Install).
 	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{

@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 
@@ -17,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meridian-mesh/meridian/controlplane/inject"
+	"github.com/meridian-mesh/meridian/controlplane/webhookreview"
 )
 
 // Path is where the webhook configuration sends pods.
@@ -50,38 +50,21 @@ type handler struct {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		http.Error(w, "POST an AdmissionReview", http.StatusMethodNotAllowed)
+	var in admissionv1.AdmissionReview
+	if !webhookreview.Decode(w, r, maxReview, "admission.k8s.io/v1 AdmissionReview", &in, func() bool { return in.Request != nil }) {
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxReview+1))
+	resp, err := h.review(r.Context(), in.Request)
 	if err != nil {
-		http.Error(w, "reading the request: "+err.Error(), http.StatusBadRequest)
-		return
-	}
-	if len(body) > maxReview {
-		http.Error(w, "AdmissionReview too large", http.StatusRequestEntityTooLarge)
-		return
-	}
-	var review admissionv1.AdmissionReview
-	if err := json.Unmarshal(body, &review); err != nil || review.Request == nil {
-		http.Error(w, fmt.Sprintf("not an admission.k8s.io/v1 AdmissionReview with a request (%v)", err), http.StatusBadRequest)
-		return
-	}
-	resp, err := h.review(r.Context(), review.Request)
-	if err != nil {
-		h.log.Error("inject: failed", "namespace", review.Request.Namespace, "err", err)
+		h.log.Error("inject: failed", "namespace", in.Request.Namespace, "err", err)
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	resp.UID = review.Request.UID
-	out := admissionv1.AdmissionReview{
+	resp.UID = in.Request.UID
+	webhookreview.Encode(w, admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: admissionv1.SchemeGroupVersion.String(), Kind: "AdmissionReview"},
 		Response: resp,
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(out)
+	})
 }
 
 var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}

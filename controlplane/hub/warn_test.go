@@ -1,4 +1,4 @@
-package destination
+package hub
 
 import (
 	"testing"
@@ -9,7 +9,7 @@ import (
 // count of lines not logged meanwhile; another text, or another authority,
 // is logged at once.
 func TestWarnLimiter(t *testing.T) {
-	var l warnLimiter
+	var l WarnLimiter
 	t0 := time.Unix(1000, 0)
 	steps := []struct {
 		authority, text string

@@ -1,0 +1,283 @@
+// Package provision renders what a Gateway of Meridian's GatewayClass runs
+// on: a ServiceAccount (the gateway's mesh identity), a Deployment of
+// meridian-proxy in gateway mode, and a Service whose ports are the
+// Gateway's listener ports. It is pure: the writer that applies the objects
+// (owned by the Gateway, so that deleting the Gateway deletes them) lives
+// beside the status writer.
+package provision
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/meridian-mesh/meridian/controlplane/inject"
+	"github.com/meridian-mesh/meridian/internal/names"
+)
+
+// ControllerName is the GatewayClass controllerName Meridian serves.
+const ControllerName = "meridian.io/gateway-controller"
+
+// AnnotationServiceType on a Gateway chooses its Service's type
+// (ClusterIP, NodePort or LoadBalancer), over any parameters.
+const AnnotationServiceType = "gateway.meridian.io/service-type"
+
+// Keys of a parameters ConfigMap (a GatewayClass's spec.parametersRef, or a
+// Gateway's spec.infrastructure.parametersRef, which wins key by key).
+const (
+	ParamServiceType           = "serviceType"
+	ParamExternalTrafficPolicy = "externalTrafficPolicy"
+	ParamReplicas              = "replicas"
+)
+
+// Params are a gateway's provisioning settings.
+type Params struct {
+	ServiceType           corev1.ServiceType                  // default LoadBalancer
+	ExternalTrafficPolicy corev1.ServiceExternalTrafficPolicy // Cluster or Local; NodePort and LoadBalancer only
+	Replicas              int32                               // default 1
+}
+
+// Merge returns p with the values set in data (a parameters ConfigMap's
+// data) applied, or an error naming the key and what is allowed; where
+// says whose parameters they are, for the error.
+func (p Params) Merge(data map[string]string, where string) (Params, error) {
+	for _, k := range slices.Sorted(maps.Keys(data)) {
+		v := data[k]
+		switch k {
+		case ParamServiceType:
+			t, err := serviceType(v)
+			if err != nil {
+				return p, fmt.Errorf("%s: data.%s: %w", where, k, err)
+			}
+			p.ServiceType = t
+		case ParamExternalTrafficPolicy:
+			switch corev1.ServiceExternalTrafficPolicy(v) {
+			case corev1.ServiceExternalTrafficPolicyCluster, corev1.ServiceExternalTrafficPolicyLocal:
+				p.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicy(v)
+			default:
+				return p, fmt.Errorf("%s: data.%s: %q is not Cluster or Local", where, k, v)
+			}
+		case ParamReplicas:
+			n, err := strconv.ParseInt(v, 10, 32)
+			if err != nil || n < 1 || n > 100 {
+				return p, fmt.Errorf("%s: data.%s: %q is not a number of replicas from 1 to 100", where, k, v)
+			}
+			p.Replicas = int32(n)
+		default:
+			return p, fmt.Errorf("%s: data.%s: unknown key; the keys are %s, %s and %s", where, k, ParamServiceType, ParamExternalTrafficPolicy, ParamReplicas)
+		}
+	}
+	return p, nil
+}
+
+func serviceType(v string) (corev1.ServiceType, error) {
+	switch t := corev1.ServiceType(v); t {
+	case corev1.ServiceTypeClusterIP, corev1.ServiceTypeNodePort, corev1.ServiceTypeLoadBalancer:
+		return t, nil
+	}
+	return "", fmt.Errorf("%q is not ClusterIP, NodePort or LoadBalancer", v)
+}
+
+// Objects are what one Gateway runs on.
+type Objects struct {
+	ServiceAccount *corev1.ServiceAccount
+	Deployment     *appsv1.Deployment
+	Service        *corev1.Service
+}
+
+// Name is the name of the objects of Gateway gw (a DNS label: Gateway names
+// may be longer, and then end in a hash of the whole name).
+func Name(gw string) string {
+	const suffix = "-meridian"
+	if n := gw + suffix; len(n) <= 63 {
+		return n
+	}
+	h := sha256.Sum256([]byte(gw))
+	return strings.TrimRight(gw[:63-len(suffix)-9], "-.") + "-" + hex.EncodeToString(h[:])[:8] + suffix
+}
+
+// selector is the label every object of gw carries and its pods are
+// selected by: the Gateway's name, or for a name longer than a label value
+// may be, Name(gw).
+func selector(gw string) map[string]string {
+	if len(gw) > 63 {
+		gw = Name(gw)
+	}
+	return map[string]string{gatewayv1.GatewayNameLabelKey: gw}
+}
+
+// Render returns the objects of gw with params p, its proxies configured
+// as cfg says (images, the controller's address and identity, the trust
+// anchors). The objects are owned by gw. An error names the field.
+func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config) (Objects, error) {
+	if v, ok := gw.Annotations[AnnotationServiceType]; ok {
+		t, err := serviceType(v)
+		if err != nil {
+			return Objects{}, fmt.Errorf("Gateway %s/%s: metadata.annotations[%s]: %w", gw.Namespace, gw.Name, AnnotationServiceType, err)
+		}
+		p.ServiceType = t
+	}
+	if p.ServiceType == "" {
+		p.ServiceType = corev1.ServiceTypeLoadBalancer
+	}
+	if p.Replicas == 0 {
+		p.Replicas = 1
+	}
+	if cfg.AdminPort == 0 {
+		cfg.AdminPort = inject.DefaultAdminPort
+	}
+	if cfg.ProxyUID == 0 {
+		cfg.ProxyUID = inject.DefaultProxyUID
+	}
+	name := Name(gw.Name)
+	labels := map[string]string{}
+	annotations := map[string]string{}
+	if inf := gw.Spec.Infrastructure; inf != nil {
+		for k, v := range inf.Labels {
+			labels[string(k)] = string(v)
+		}
+		for k, v := range inf.Annotations {
+			annotations[string(k)] = string(v)
+		}
+	}
+	maps.Copy(labels, selector(gw.Name))
+	labels["app.kubernetes.io/name"] = "meridian-gateway"
+	labels["app.kubernetes.io/managed-by"] = "meridian"
+	meta := func() metav1.ObjectMeta {
+		return metav1.ObjectMeta{
+			Name: name, Namespace: gw.Namespace,
+			Labels: maps.Clone(labels), Annotations: maps.Clone(annotations),
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: gatewayv1.GroupVersion.String(), Kind: "Gateway", Name: gw.Name, UID: gw.UID,
+				Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
+			}},
+		}
+	}
+
+	var svcPorts []corev1.ServicePort
+	seen := map[gatewayv1.PortNumber]bool{}
+	for i, l := range gw.Spec.Listeners {
+		if l.Port < 1 || l.Port > 65535 {
+			return Objects{}, fmt.Errorf("Gateway %s/%s: spec.listeners[%d].port: %d is not a port (1-65535)", gw.Namespace, gw.Name, i, l.Port)
+		}
+		if seen[l.Port] {
+			continue // listeners share a port by hostname
+		}
+		seen[l.Port] = true
+		svcPorts = append(svcPorts, corev1.ServicePort{
+			Name:       fmt.Sprintf("%s-%d", strings.ToLower(string(l.Protocol)), l.Port),
+			Port:       int32(l.Port),
+			TargetPort: intstr.FromInt32(int32(l.Port)),
+			Protocol:   corev1.ProtocolTCP,
+		})
+	}
+	slices.SortFunc(svcPorts, func(a, b corev1.ServicePort) int { return int(a.Port - b.Port) })
+
+	svc := &corev1.Service{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: meta(),
+		Spec: corev1.ServiceSpec{
+			Type:     p.ServiceType,
+			Selector: selector(gw.Name),
+			Ports:    svcPorts,
+		},
+	}
+	if p.ServiceType != corev1.ServiceTypeClusterIP {
+		svc.Spec.ExternalTrafficPolicy = p.ExternalTrafficPolicy
+	}
+
+	args := []string{
+		"gateway",
+		"--gateway-namespace=" + gw.Namespace,
+		"--gateway-name=" + gw.Name,
+		fmt.Sprintf("--admin-addr=0.0.0.0:%d,[::]:%d", cfg.AdminPort, cfg.AdminPort),
+		"--destination-addr=" + cfg.ControllerAddr,
+		"--identity-trust-domain=" + cfg.TrustDomain,
+		"--identity-token-file=" + inject.TokenFile,
+	}
+	if cfg.ControllerIdentity != "" {
+		args = append(args, "--destination-identity="+cfg.ControllerIdentity)
+	}
+	if cfg.LogLevel != "" {
+		args = append(args, "--log-level="+cfg.LogLevel)
+	}
+	ports := []corev1.ContainerPort{{Name: names.AdminPortName, ContainerPort: cfg.AdminPort, Protocol: corev1.ProtocolTCP}}
+	for _, sp := range svcPorts {
+		ports = append(ports, corev1.ContainerPort{ContainerPort: sp.Port, Protocol: corev1.ProtocolTCP})
+	}
+	probe := func(path string, period, failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(cfg.AdminPort)}},
+			PeriodSeconds:    period,
+			FailureThreshold: failures,
+			TimeoutSeconds:   1,
+		}
+	}
+	podMeta := meta()
+	podMeta.Name, podMeta.Namespace, podMeta.OwnerReferences = "", "", nil
+	dep := &appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: meta(),
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(p.Replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: selector(gw.Name)},
+			Strategy: appsv1.DeploymentStrategy{
+				Type: appsv1.RollingUpdateDeploymentStrategyType,
+				// A new proxy is ready before an old one stops.
+				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: ptr.To(intstr.FromInt32(0)), MaxSurge: ptr.To(intstr.FromInt32(1))},
+			},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: podMeta,
+				Spec: corev1.PodSpec{
+					ServiceAccountName:           name,
+					AutomountServiceAccountToken: ptr.To(false),
+					// In-flight requests and streams drain after SIGTERM.
+					TerminationGracePeriodSeconds: ptr.To[int64](60),
+					SecurityContext: &corev1.PodSecurityContext{
+						// Listener ports below 1024 without a capability.
+						Sysctls: []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: "0"}},
+					},
+					Containers: []corev1.Container{{
+						Name:                     "meridian-gateway",
+						Image:                    cfg.ProxyImage,
+						Args:                     args,
+						Env:                      []corev1.EnvVar{{Name: names.EnvTrustAnchors, Value: cfg.TrustAnchorsPEM}},
+						Ports:                    ports,
+						Resources:                cfg.Resources,
+						VolumeMounts:             []corev1.VolumeMount{{Name: inject.TokenVolumeName, MountPath: inject.TokenMountPath, ReadOnly: true}},
+						StartupProbe:             probe("/live", 1, 120),
+						LivenessProbe:            probe("/live", 10, 3),
+						ReadinessProbe:           probe("/ready", 2, 3),
+						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+						SecurityContext: &corev1.SecurityContext{
+							RunAsUser:                ptr.To(cfg.ProxyUID),
+							RunAsNonRoot:             ptr.To(true),
+							AllowPrivilegeEscalation: ptr.To(false),
+							ReadOnlyRootFilesystem:   ptr.To(true),
+							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+							SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+						},
+					}},
+					Volumes: []corev1.Volume{inject.TokenVolume()},
+				},
+			},
+		},
+	}
+	sa := &corev1.ServiceAccount{
+		TypeMeta:                     metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
+		ObjectMeta:                   meta(),
+		AutomountServiceAccountToken: ptr.To(false),
+	}
+	return Objects{ServiceAccount: sa, Deployment: dep, Service: svc}, nil
+}

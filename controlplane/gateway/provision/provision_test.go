@@ -1,0 +1,165 @@
+package provision
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/meridian-mesh/meridian/controlplane/inject"
+	"github.com/meridian-mesh/meridian/test/apiserver"
+)
+
+func gateway(name string, ports ...gatewayv1.PortNumber) *gatewayv1.Gateway {
+	gw := &gatewayv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "edge", UID: "uid-1"},
+		Spec:       gatewayv1.GatewaySpec{GatewayClassName: "meridian"},
+	}
+	for i, p := range ports {
+		proto := gatewayv1.HTTPProtocolType
+		if p == 443 {
+			proto = gatewayv1.HTTPSProtocolType
+		}
+		gw.Spec.Listeners = append(gw.Spec.Listeners, gatewayv1.Listener{Name: gatewayv1.SectionName("l" + string(rune('a'+i))), Port: p, Protocol: proto})
+	}
+	return gw
+}
+
+func config() inject.Config {
+	cfg := inject.DefaultConfig("v1.0.0", "meridian")
+	cfg.TrustAnchorsPEM = "anchors"
+	return cfg
+}
+
+func TestRender(t *testing.T) {
+	gw := gateway("public", 443, 80, 80) // two listeners share port 80 by hostname
+	gw.Spec.Infrastructure = &gatewayv1.GatewayInfrastructure{
+		Labels:      map[gatewayv1.LabelKey]gatewayv1.LabelValue{"team": "edge"},
+		Annotations: map[gatewayv1.AnnotationKey]gatewayv1.AnnotationValue{"example.com/owner": "edge-team"},
+	}
+	objs, err := Render(gw, Params{}, config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, dep, sa := objs.Service, objs.Deployment, objs.ServiceAccount
+	if svc.Name != "public-meridian" || dep.Name != svc.Name || sa.Name != svc.Name || svc.Namespace != "edge" {
+		t.Fatalf("names %s %s %s in %s", svc.Name, dep.Name, sa.Name, svc.Namespace)
+	}
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		t.Fatalf("default Service type %s, want LoadBalancer", svc.Spec.Type)
+	}
+	if len(svc.Spec.Ports) != 2 || svc.Spec.Ports[0].Port != 80 || svc.Spec.Ports[1].Port != 443 || svc.Spec.Ports[1].TargetPort.IntValue() != 443 {
+		t.Fatalf("service ports %+v, want 80 and 443 once each", svc.Spec.Ports)
+	}
+	for _, m := range []metav1.ObjectMeta{svc.ObjectMeta, dep.ObjectMeta, sa.ObjectMeta, dep.Spec.Template.ObjectMeta} {
+		if m.Labels["team"] != "edge" || m.Annotations["example.com/owner"] != "edge-team" || m.Labels[gatewayv1.GatewayNameLabelKey] != "public" {
+			t.Fatalf("%q: labels %v annotations %v: the infrastructure's and the gateway-name label must be on every object", m.Name, m.Labels, m.Annotations)
+		}
+	}
+	for _, m := range []metav1.ObjectMeta{svc.ObjectMeta, dep.ObjectMeta, sa.ObjectMeta} {
+		if len(m.OwnerReferences) != 1 || m.OwnerReferences[0].Kind != "Gateway" || m.OwnerReferences[0].UID != "uid-1" || !*m.OwnerReferences[0].Controller {
+			t.Fatalf("%s owner %+v, want the Gateway as controller", m.Name, m.OwnerReferences)
+		}
+	}
+	if got := svc.Spec.Selector[gatewayv1.GatewayNameLabelKey]; got != "public" || dep.Spec.Template.Labels[gatewayv1.GatewayNameLabelKey] != "public" {
+		t.Fatalf("selector %v", svc.Spec.Selector)
+	}
+	pod := dep.Spec.Template.Spec
+	c := pod.Containers[0]
+	if pod.ServiceAccountName != "public-meridian" || !strings.Contains(strings.Join(c.Args, " "), "--gateway-name=public") || c.Image != inject.ProxyImageRepo+":v1.0.0" {
+		t.Fatalf("pod: sa %s, args %v, image %s", pod.ServiceAccountName, c.Args, c.Image)
+	}
+}
+
+func TestParams(t *testing.T) {
+	p, err := Params{}.Merge(map[string]string{ParamServiceType: "NodePort", ParamExternalTrafficPolicy: "Local", ParamReplicas: "2"}, "GatewayClass meridian")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err = p.Merge(map[string]string{ParamServiceType: "ClusterIP"}, "Gateway edge/public")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.ServiceType != corev1.ServiceTypeClusterIP || p.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal || p.Replicas != 2 {
+		t.Fatalf("merged %+v", p)
+	}
+	objs, err := Render(gateway("public", 80), p, config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if objs.Service.Spec.ExternalTrafficPolicy != "" || *objs.Deployment.Spec.Replicas != 2 {
+		t.Fatalf("ClusterIP service with policy %q, replicas %d", objs.Service.Spec.ExternalTrafficPolicy, *objs.Deployment.Spec.Replicas)
+	}
+	gw := gateway("public", 80)
+	gw.Annotations = map[string]string{AnnotationServiceType: "NodePort"}
+	if objs, err = Render(gw, p, config()); err != nil || objs.Service.Spec.Type != corev1.ServiceTypeNodePort || objs.Service.Spec.ExternalTrafficPolicy != "Local" {
+		t.Fatalf("annotation: %v %+v", err, objs.Service)
+	}
+
+	for _, tc := range []struct {
+		data map[string]string
+		want string
+	}{
+		{map[string]string{ParamServiceType: "ExternalName"}, `GatewayClass meridian: data.serviceType: "ExternalName" is not ClusterIP, NodePort or LoadBalancer`},
+		{map[string]string{ParamExternalTrafficPolicy: "local"}, `data.externalTrafficPolicy: "local" is not Cluster or Local`},
+		{map[string]string{ParamReplicas: "0"}, `data.replicas: "0" is not a number of replicas from 1 to 100`},
+		{map[string]string{"service-type": "ClusterIP"}, `data.service-type: unknown key`},
+	} {
+		if _, err := (Params{}).Merge(tc.data, "GatewayClass meridian"); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Merge(%v) = %v, want %q", tc.data, err, tc.want)
+		}
+	}
+	gw.Annotations[AnnotationServiceType] = "Public"
+	if _, err := Render(gw, Params{}, config()); err == nil || !strings.Contains(err.Error(), "Gateway edge/public: metadata.annotations[gateway.meridian.io/service-type]") {
+		t.Fatalf("bad annotation: %v", err)
+	}
+}
+
+// Names are DNS labels whatever the Gateway's name, and distinct for
+// distinct long names.
+func TestName(t *testing.T) {
+	long := strings.Repeat("a", 100)
+	a, b := Name(long), Name(long+"b")
+	if len(a) > 63 || len(b) > 63 || a == b || !strings.HasSuffix(a, "-meridian") {
+		t.Fatalf("%q (%d) %q (%d)", a, len(a), b, len(b))
+	}
+	if Name("web") != "web-meridian" {
+		t.Fatal(Name("web"))
+	}
+}
+
+// The API server accepts what Render makes (its own validation of
+// Deployments, Services and ServiceAccounts).
+func TestRenderAccepted(t *testing.T) {
+	cfg := apiserver.Start(t)
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "edge"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	gw := gateway(strings.Repeat("g", 80), 80, 443, 8443)
+	gw.Spec.Infrastructure = &gatewayv1.GatewayInfrastructure{Labels: map[gatewayv1.LabelKey]gatewayv1.LabelValue{"team": "edge"}}
+	for _, p := range []Params{{}, {ServiceType: corev1.ServiceTypeNodePort, ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal}} {
+		objs, err := Render(gw, p, config())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Owner references to a Gateway that does not exist here are
+		// accepted (the garbage collector is not running).
+		if _, err := cs.CoreV1().ServiceAccounts("edge").Create(ctx, objs.ServiceAccount, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+			t.Fatalf("ServiceAccount: %v", err)
+		}
+		if _, err := cs.AppsV1().Deployments("edge").Create(ctx, objs.Deployment, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+			t.Fatalf("Deployment: %v", err)
+		}
+		if _, err := cs.CoreV1().Services("edge").Create(ctx, objs.Service, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+			t.Fatalf("Service %+v: %v", p, err)
+		}
+	}
+}

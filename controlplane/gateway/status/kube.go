@@ -1,0 +1,139 @@
+package status
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+)
+
+// Writer writes the merged statuses through the API server: read, merge,
+// and update only when something changed, again on a conflict (another
+// controller wrote a route's status meanwhile). An object that is gone is
+// not an error: its status went with it.
+type Writer struct {
+	Client     gwclient.Interface
+	Controller gwv1.GatewayController
+	// Now stamps changed conditions; nil is time.Now.
+	Now func() time.Time
+}
+
+func (w *Writer) now() time.Time {
+	if w.Now != nil {
+		return w.Now()
+	}
+	return time.Now()
+}
+
+// GatewayClass sets a GatewayClass's conditions; wrote reports whether an
+// update was made.
+func (w *Writer) GatewayClass(ctx context.Context, name string, conds []metav1.Condition) (wrote bool, err error) {
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		gc, err := w.Client.GatewayV1().GatewayClasses().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		next := Conditions(gc.Status.Conditions, conds, w.now())
+		if Same(gc.Status.Conditions, next, ConditionsTimes) {
+			return nil
+		}
+		gc.Status.Conditions = next
+		_, err = w.Client.GatewayV1().GatewayClasses().UpdateStatus(ctx, gc, metav1.UpdateOptions{FieldManager: fieldManager})
+		wrote = err == nil
+		return err
+	})
+	return wrote, ignoreGone(err)
+}
+
+const fieldManager = "meridian-gateway"
+
+// Gateway sets a Gateway's status.
+func (w *Writer) Gateway(ctx context.Context, gw Key, computed gwv1.GatewayStatus, addresses []gwv1.GatewayStatusAddress) (wrote bool, err error) {
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		g, err := w.Client.GatewayV1().Gateways(gw.Namespace).Get(ctx, gw.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		next := Gateway(g.Status, computed, addresses, w.now())
+		if Same(g.Status, next, GatewayTimes) {
+			return nil
+		}
+		g.Status = next
+		_, err = w.Client.GatewayV1().Gateways(gw.Namespace).UpdateStatus(ctx, g, metav1.UpdateOptions{FieldManager: fieldManager})
+		wrote = err == nil
+		return err
+	})
+	return wrote, ignoreGone(err)
+}
+
+// Route sets the parent statuses of Gateway gw in a route of kind
+// (HTTPRoute, GRPCRoute or TLSRoute); ours empty removes them (the route
+// no longer names gw).
+func (w *Writer) Route(ctx context.Context, kind string, ns, name string, gw Key, ours []gwv1.RouteParentStatus) (wrote bool, err error) {
+	var get func() (*[]gwv1.RouteParentStatus, func() error, error)
+	v1 := w.Client.GatewayV1()
+	switch kind {
+	case "HTTPRoute":
+		get = func() (*[]gwv1.RouteParentStatus, func() error, error) {
+			r, err := v1.HTTPRoutes(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return nil, nil, err
+			}
+			return &r.Status.Parents, func() error {
+				_, err := v1.HTTPRoutes(ns).UpdateStatus(ctx, r, metav1.UpdateOptions{FieldManager: fieldManager})
+				return err
+			}, nil
+		}
+	case "GRPCRoute":
+		get = func() (*[]gwv1.RouteParentStatus, func() error, error) {
+			r, err := v1.GRPCRoutes(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return nil, nil, err
+			}
+			return &r.Status.Parents, func() error {
+				_, err := v1.GRPCRoutes(ns).UpdateStatus(ctx, r, metav1.UpdateOptions{FieldManager: fieldManager})
+				return err
+			}, nil
+		}
+	case "TLSRoute":
+		get = func() (*[]gwv1.RouteParentStatus, func() error, error) {
+			r, err := v1.TLSRoutes(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return nil, nil, err
+			}
+			return &r.Status.Parents, func() error {
+				_, err := v1.TLSRoutes(ns).UpdateStatus(ctx, r, metav1.UpdateOptions{FieldManager: fieldManager})
+				return err
+			}, nil
+		}
+	default:
+		return false, fmt.Errorf("route kind %q: the kinds are HTTPRoute, GRPCRoute and TLSRoute", kind)
+	}
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		parents, update, err := get()
+		if err != nil {
+			return err
+		}
+		next := RouteParents(*parents, ours, w.Controller, ns, gw, w.now())
+		if Same(*parents, next, ParentsTimes) {
+			return nil
+		}
+		*parents = next
+		err = update()
+		wrote = err == nil
+		return err
+	})
+	return wrote, ignoreGone(err)
+}
+
+func ignoreGone(err error) error {
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
