@@ -147,7 +147,9 @@ func tlsSecret(t testing.TB, ns, name string) *corev1.Secret {
 	}
 }
 
-func key(ns, name string) types.NamespacedName { return types.NamespacedName{Namespace: ns, Name: name} }
+func key(ns, name string) types.NamespacedName {
+	return types.NamespacedName{Namespace: ns, Name: name}
+}
 
 // find returns condition typ of conds, or fails.
 func find(t testing.TB, conds []metav1.Condition, typ string) metav1.Condition {
