@@ -4,9 +4,6 @@ import (
 	"slices"
 	"testing"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
-
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 )
 
@@ -249,6 +246,3 @@ func rejected(s *gatewaypb.Snapshot, kind, ns, name, reason string) bool {
 	}
 	return false
 }
-
-var _ = metav1.ConditionTrue
-var _ = gwv1.GroupName
