@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -54,13 +55,21 @@ func (c *compiler) namesGateway(p gwv1.ParentReference, ns string) bool {
 }
 
 func (c *compiler) routes() {
+	// HTTPRoutes and GRPCRoutes attach oldest first (then by
+	// namespace/name): when both kinds claim a hostname on one listener,
+	// the spec keeps the older route.
+	type pending struct {
+		o  routeObj
+		cr *compiled
+	}
+	var http []pending
 	for _, r := range c.in.HTTPRoutes {
 		if r == nil {
 			continue
 		}
 		o := routeObj{kind: "HTTPRoute", meta: &r.ObjectMeta, parents: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames}
 		if c.mentioned(o) {
-			c.attach(o, c.httpRoute(r))
+			http = append(http, pending{o, c.httpRoute(r)})
 		}
 	}
 	for _, r := range c.in.GRPCRoutes {
@@ -69,8 +78,24 @@ func (c *compiler) routes() {
 		}
 		o := routeObj{kind: "GRPCRoute", meta: &r.ObjectMeta, parents: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames}
 		if c.mentioned(o) {
-			c.attach(o, c.grpcRoute(r))
+			http = append(http, pending{o, c.grpcRoute(r)})
 		}
+	}
+	sort.SliceStable(http, func(i, j int) bool {
+		a, b := http[i].o, http[j].o
+		if !a.meta.CreationTimestamp.Equal(&b.meta.CreationTimestamp) {
+			return a.meta.CreationTimestamp.Before(&b.meta.CreationTimestamp)
+		}
+		if a.meta.Namespace != b.meta.Namespace {
+			return a.meta.Namespace < b.meta.Namespace
+		}
+		if a.meta.Name != b.meta.Name {
+			return a.meta.Name < b.meta.Name
+		}
+		return a.kind < b.kind
+	})
+	for _, p := range http {
+		c.attach(p.o, p.cr)
 	}
 	for _, r := range c.in.TLSRoutes {
 		if r == nil {
@@ -153,10 +178,18 @@ func (c *compiler) attachParent(o routeObj, cr *compiled, p gwv1.ParentReference
 		return false, string(gwv1.RouteReasonNotAllowedByListeners), fmt.Sprintf("%s: no accepted listener%s allows %s from namespace %s (see the listeners' allowedRoutes)", who, sectionSuffix(p), o.kind, ns)
 	}
 	attached := false
+	var conflict string
 	for _, l := range allowed {
 		hosts := effectiveHostnames(l.hostname, o.hostnames)
 		if len(hosts) == 0 {
 			continue
+		}
+		if other := l.otherKindClaims(o.kind, hosts); other != "" {
+			conflict = fmt.Sprintf("%s: listener %s already serves an older %s on hostname %q, and HTTPRoutes and GRPCRoutes cannot share a hostname on a listener (the older route is kept)", who, l.spec.Name, otherKind(o.kind), other)
+			continue
+		}
+		if o.kind == "HTTPRoute" || o.kind == "GRPCRoute" {
+			l.claims[o.kind] = append(l.claims[o.kind], hosts...)
 		}
 		attached = true
 		if done[l] {
@@ -174,6 +207,9 @@ func (c *compiler) attachParent(o routeObj, cr *compiled, p gwv1.ParentReference
 			l.hosts[h] = append(l.hosts[h], cr.rules...)
 		}
 	}
+	if !attached && conflict != "" {
+		return false, string(gwv1.RouteReasonNotAllowedByListeners), conflict
+	}
 	if !attached {
 		var hs []string
 		for _, h := range o.hostnames {
@@ -182,6 +218,36 @@ func (c *compiler) attachParent(o routeObj, cr *compiled, p gwv1.ParentReference
 		return false, string(gwv1.RouteReasonNoMatchingListenerHostname), fmt.Sprintf("%s: spec.hostnames [%s] intersect no allowed listener's hostname", who, strings.Join(hs, ", "))
 	}
 	return true, string(gwv1.RouteReasonAccepted), "accepted"
+}
+
+// otherKindClaims returns a hostname of hosts that the listener already
+// serves with the other of HTTPRoute and GRPCRoute, or "".
+func (l *listener) otherKindClaims(kind string, hosts []string) string {
+	other := otherKind(kind)
+	if other == "" {
+		return ""
+	}
+	for _, h := range hosts {
+		for _, c := range l.claims[other] {
+			if _, ok := intersect(c, h); ok {
+				return h
+			}
+			if _, ok := intersect(h, c); ok {
+				return h
+			}
+		}
+	}
+	return ""
+}
+
+func otherKind(kind string) string {
+	switch kind {
+	case "HTTPRoute":
+		return "GRPCRoute"
+	case "GRPCRoute":
+		return "HTTPRoute"
+	}
+	return ""
 }
 
 func sectionAndPort(p gwv1.ParentReference) string {

@@ -32,6 +32,7 @@ type listener struct {
 	nsFrom              gwv1.FromNamespaces
 
 	attached  map[string]struct{} // routes attached ("kind/ns/name")
+	claims    map[string][]string // HTTPRoute, GRPCRoute → hostnames attached
 	hosts     map[string][]*rule  // effective hostname → rules
 	tlsRoutes []*tlsRoute
 }
@@ -81,7 +82,7 @@ func (c *compiler) listeners() {
 	gwName := c.gw.Namespace + "/" + c.gw.Name
 	for i := range c.gw.Spec.Listeners {
 		s := c.gw.Spec.Listeners[i]
-		l := &listener{spec: s, accepted: true, attached: map[string]struct{}{}, hosts: map[string][]*rule{}, kinds: []gwv1.RouteGroupKind{}}
+		l := &listener{spec: s, accepted: true, attached: map[string]struct{}{}, claims: map[string][]string{}, hosts: map[string][]*rule{}, kinds: []gwv1.RouteGroupKind{}}
 		if s.Hostname != nil {
 			l.hostname = strings.ToLower(string(*s.Hostname))
 		}

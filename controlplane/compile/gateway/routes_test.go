@@ -487,3 +487,88 @@ func TestVersion(t *testing.T) {
 		t.Error("snapshot.gateway")
 	}
 }
+
+// An HTTPRoute and a GRPCRoute whose hostnames intersect on a listener:
+// the older is kept, the other is not accepted; on distinct hostnames
+// both are.
+func TestHTTPAndGRPCShareNoHostname(t *testing.T) {
+	grpc := func(created int64, hostnames ...string) *gwv1.GRPCRoute {
+		g := &gwv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "gw", Name: "g", Generation: 1, CreationTimestamp: metav1.Unix(created, 0)}}
+		g.Spec.ParentRefs = []gwv1.ParentReference{{Name: "gw"}}
+		for _, h := range hostnames {
+			g.Spec.Hostnames = append(g.Spec.Hostnames, gwv1.Hostname(h))
+		}
+		g.Spec.Rules = []gwv1.GRPCRouteRule{{BackendRefs: []gwv1.GRPCBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{Name: "a", Port: ptr(gwv1.PortNumber(80))}}}}}}
+		return g
+	}
+	http := func(created int64, hostnames ...string) *gwv1.HTTPRoute {
+		h := hroute("gw", "h", hostnames)
+		h.CreationTimestamp = metav1.Unix(created, 0)
+		return h
+	}
+	tests := []struct {
+		name       string
+		http       *gwv1.HTTPRoute
+		grpc       *gwv1.GRPCRoute
+		httpOK     bool
+		grpcOK     bool
+		grpcReason string
+	}{
+		{"http older, same hostname", http(1, "x.com"), grpc(2, "x.com"), true, false, "NotAllowedByListeners"},
+		{"grpc older, same hostname", http(2, "x.com"), grpc(1, "x.com"), false, true, "Accepted"},
+		{"wildcard intersects", http(1, "*.x.com"), grpc(2, "a.x.com"), true, false, "NotAllowedByListeners"},
+		{"no hostnames intersect everything", http(1), grpc(2, "a.x.com"), true, false, "NotAllowedByListeners"},
+		{"distinct hostnames", http(1, "x.com"), grpc(2, "y.com"), true, true, "Accepted"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := compile(base(t, httpGW(), tc.http, tc.grpc))
+			hp := parent(t, r, "HTTPRoute", "gw", "h")
+			gp := parent(t, r, "GRPCRoute", "gw", "g")
+			if tc.httpOK {
+				wantCond(t, "http", hp.Conditions, "Accepted", true, "Accepted")
+			} else {
+				wantCond(t, "http", hp.Conditions, "Accepted", false, "NotAllowedByListeners")
+			}
+			wantCond(t, "grpc", gp.Conditions, "Accepted", tc.grpcOK, tc.grpcReason)
+			want := 0
+			if tc.httpOK {
+				want++
+			}
+			if tc.grpcOK {
+				want++
+			}
+			if got := listenerStatus(t, r, "http").AttachedRoutes; got != int32(want) {
+				t.Errorf("attachedRoutes %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+// Compile only reads its input: concurrent compiles of shared objects (as
+// the store hands them out) race with nothing.
+func TestCompileConcurrently(t *testing.T) {
+	in := add(load(t, "conformance/manifests.yaml", "conformance/httproute-matching-across-routes.yaml", "conformance/httproute-hostname-intersection.yaml", "conformance/tlsroute-simple-same-namespace.yaml"),
+		tlsSecret(t, infra, "tls-validity-checks-certificate"))
+	want := map[string]string{}
+	for _, g := range in.Gateways {
+		want[g.Name] = Compile(in, key(g.Namespace, g.Name), Options{}).Snapshot.Version
+	}
+	done := make(chan string, len(in.Gateways)*4)
+	for range 4 {
+		for _, g := range in.Gateways {
+			go func() {
+				if v := Compile(in, key(g.Namespace, g.Name), Options{}).Snapshot.Version; v != want[g.Name] {
+					done <- g.Name
+					return
+				}
+				done <- ""
+			}()
+		}
+	}
+	for range len(in.Gateways) * 4 {
+		if bad := <-done; bad != "" {
+			t.Errorf("%s compiled differently concurrently", bad)
+		}
+	}
+}
