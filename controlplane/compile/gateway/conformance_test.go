@@ -246,3 +246,102 @@ func rejected(s *gatewaypb.Snapshot, kind, ns, name, reason string) bool {
 	}
 	return false
 }
+
+func TestConformanceGatewayStatus(t *testing.T) {
+	web := "gateway-conformance-web-backend"
+	// Each test's manifests apart, as the suite applies them.
+	inputs := map[string]Input{}
+	for _, f := range []string{
+		"gateway-invalid-listeners-unsupported-protocol.yaml",
+		"gateway-with-attached-routes.yaml",
+		"gateway-secret-missing-reference-grant.yaml",
+		"gateway-secret-reference-grant-specific.yaml",
+	} {
+		in := add(load(t, "conformance/manifests.yaml", "conformance/"+f),
+			tlsSecret(t, infra, "tls-validity-checks-certificate"), tlsSecret(t, web, "certificate"))
+		// The namespaces carry kubernetes.io/metadata.name in a cluster.
+		for _, n := range in.Namespaces {
+			n.Labels["kubernetes.io/metadata.name"] = n.Name
+		}
+		for _, g := range in.Gateways {
+			if _, ok := inputs[g.Name]; !ok {
+				inputs[g.Name] = in
+			}
+		}
+	}
+	compileGW := func(name string) Result { return Compile(inputs[name], key(infra, name), Options{}) }
+
+	t.Run("GatewayInvalidListenersUnsupportedProtocol", func(t *testing.T) {
+		r := compileGW("gateway-only-unsupported-protocols")
+		wantCond(t, "gw", r.Gateway.Conditions, "Accepted", false, "ListenersNotValid")
+		l := listenerStatus(t, r, "invalid")
+		wantCond(t, "invalid", l.Conditions, "Accepted", false, "UnsupportedProtocol")
+		if l.SupportedKinds == nil || len(l.SupportedKinds) != 0 {
+			t.Errorf("supportedKinds %v", l.SupportedKinds)
+		}
+		r = compileGW("gateway-supported-and-unsupported-protocols")
+		wantCond(t, "gw", r.Gateway.Conditions, "Accepted", true, "ListenersNotValid")
+		wantCond(t, "http", listenerStatus(t, r, "http").Conditions, "Accepted", true, "Accepted")
+		wantCond(t, "invalid", listenerStatus(t, r, "invalid").Conditions, "Accepted", false, "UnsupportedProtocol")
+	})
+	t.Run("GatewayWithAttachedRoutes", func(t *testing.T) {
+		if n := listenerStatus(t, compileGW("gateway-with-one-attached-route"), "http").AttachedRoutes; n != 1 {
+			t.Errorf("one: attachedRoutes %d", n)
+		}
+		r := compileGW("gateway-with-two-attached-routes")
+		if n := listenerStatus(t, r, "http").AttachedRoutes; n != 2 {
+			t.Errorf("two: attachedRoutes %d", n)
+		}
+		wantCond(t, "route", parent(t, r, "HTTPRoute", infra, "http-route-not-accepted").Conditions, "Accepted", false, "NoMatchingListenerHostname")
+		r = compileGW("unresolved-gateway-with-one-attached-unresolved-route")
+		l := listenerStatus(t, r, "tls")
+		if l.AttachedRoutes != 1 {
+			t.Errorf("unresolved: attachedRoutes %d", l.AttachedRoutes)
+		}
+		wantCond(t, "tls", l.Conditions, "Programmed", false, "Invalid")
+		wantCond(t, "tls", l.Conditions, "ResolvedRefs", false, "InvalidCertificateRef")
+		for _, rs := range r.Routes {
+			for _, p := range rs.Parents {
+				wantCond(t, rs.Route.String(), p.Conditions, "ResolvedRefs", false, "BackendNotFound")
+			}
+		}
+	})
+	t.Run("GatewaySecretMissingReferenceGrant", func(t *testing.T) {
+		l := listenerStatus(t, compileGW("gateway-secret-missing-reference-grant"), "https")
+		wantCond(t, "https", l.Conditions, "ResolvedRefs", false, "RefNotPermitted")
+		if len(l.SupportedKinds) != 2 {
+			t.Errorf("supportedKinds %v", l.SupportedKinds)
+		}
+	})
+	t.Run("GatewaySecretReferenceGrantSpecific", func(t *testing.T) {
+		r := compileGW("gateway-secret-reference-grant-specific")
+		l := listenerStatus(t, r, "https")
+		wantCond(t, "https", l.Conditions, "ResolvedRefs", true, "ResolvedRefs")
+		wantCond(t, "https", l.Conditions, "Programmed", true, "Programmed")
+		if c := snapListener(t, r.Snapshot, "https").Certificates; len(c) != 1 || c[0] != web+"/certificate" {
+			t.Errorf("certificates %v", c)
+		}
+	})
+}
+
+func TestConformancePartiallyInvalidViaInvalidReferenceGrant(t *testing.T) {
+	in := load(t, "conformance/manifests.yaml", "conformance/httproute-partially-invalid-via-invalid-reference-grant.yaml")
+	r := Compile(in, key(infra, "same-namespace"), Options{})
+	p := parent(t, r, "HTTPRoute", infra, "invalid-reference-grant")
+	wantCond(t, "route", p.Conditions, "Accepted", true, "Accepted")
+	wantCond(t, "route", p.Conditions, "ResolvedRefs", false, "RefNotPermitted")
+	// The granted backend serves; the other rule answers 500.
+	var ok, bad int
+	for _, rl := range host(t, r.Snapshot, "http", "").Rules {
+		for _, b := range rl.Backends {
+			if b.Authority == "" {
+				bad++
+			} else {
+				ok++
+			}
+		}
+	}
+	if ok != 1 || bad != 1 {
+		t.Errorf("backends: %d valid, %d invalid; want 1 and 1", ok, bad)
+	}
+}

@@ -267,8 +267,8 @@ func (c *compiler) conflicts() {
 	}
 	for i, a := range c.ls {
 		for j, b := range c.ls {
-			if i == j || a.spec.Port != b.spec.Port {
-				continue
+			if i == j || a.spec.Port != b.spec.Port || routeKinds(a.spec.Protocol) == nil || routeKinds(b.spec.Protocol) == nil {
+				continue // an unsupported protocol is refused as such
 			}
 			switch {
 			case family(a) != family(b):
