@@ -84,21 +84,41 @@ func hosts(own map[string][]*rule) []*gatewaypb.Host {
 	}
 	sort.Slice(names, func(i, j int) bool { return hostBefore(names[i], names[j]) })
 	out := make([]*gatewaypb.Host, 0, len(names))
-	for i, h := range names {
+	for _, h := range names {
 		host := &gatewaypb.Host{Hostname: h}
 		for _, r := range own[h] {
 			host.Rules = append(host.Rules, r.pb)
 		}
-		for _, less := range names[i+1:] {
-			if less == "" || covers(less, h) {
-				for _, r := range own[less] {
-					host.Rules = append(host.Rules, r.pb)
-				}
+		// The less specific hostnames matching h are its wildcard
+		// suffixes, longest first, then "": looked up, not searched, so
+		// that a listener's cost grows with its hostnames, not their square.
+		for _, less := range lessSpecific(h) {
+			for _, r := range own[less] {
+				host.Rules = append(host.Rules, r.pb)
 			}
 		}
 		out = append(out, host)
 	}
 	return out
+}
+
+// lessSpecific lists the hostnames that cover h, most specific first:
+// "a.b.c" → "*.b.c", "*.c", ""; "*.b.c" → "*.c", "".
+func lessSpecific(h string) []string {
+	if h == "" {
+		return nil
+	}
+	var out []string
+	rest := strings.TrimPrefix(h, "*.") // a wildcard's own label is "*"
+	for rest != "" {
+		if i := strings.IndexByte(rest, '.'); i >= 0 {
+			rest = rest[i+1:]
+			out = append(out, "*."+rest)
+			continue
+		}
+		break
+	}
+	return append(out, "")
 }
 
 func tlsRoutes(ts []*tlsRoute) []*gatewaypb.TLSRoute {
