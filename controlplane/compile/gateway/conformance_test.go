@@ -345,3 +345,33 @@ func TestConformancePartiallyInvalidViaInvalidReferenceGrant(t *testing.T) {
 		t.Errorf("backends: %d valid, %d invalid; want 1 and 1", ok, bad)
 	}
 }
+
+func TestConformanceTLSRoutes(t *testing.T) {
+	cert := func(in Input) Input { return add(in, tlsSecret(t, infra, "tls-validity-checks-certificate")) }
+	t.Run("TLSRouteInvalidNoMatchingListener", func(t *testing.T) {
+		in := cert(load(t, "conformance/manifests.yaml", "conformance/tlsroute-invalid-no-matching-listener.yaml"))
+		for _, tc := range []struct{ gw, route, reason string }{
+			{"gateway-tlsroute-http-only", "tlsroute-not-allowed-protocol-http", "NotAllowedByListeners"},
+			{"gateway-tlsroute-https-only", "tlsroute-not-allowed-protocol-https", "NotAllowedByListeners"},
+			{"gateway-tlsroute-tls-passthrough-only", "tlsroute-no-matching-section-name", "NoMatchingParent"},
+		} {
+			r := Compile(in, key(infra, tc.gw), Options{})
+			wantCond(t, tc.route, parent(t, r, "TLSRoute", infra, tc.route).Conditions, "Accepted", false, tc.reason)
+		}
+	})
+	t.Run("TLSRouteListenerPassthroughSupportedKinds", func(t *testing.T) {
+		in := load(t, "conformance/manifests.yaml", "conformance/tlsroute-listener-passthrough-supported-kinds.yaml")
+		l := listenerStatus(t, Compile(in, key(infra, "gateway-tlsroute-passthrough-supported-kind"), Options{}), "tls-passthrough")
+		wantCond(t, "listener", l.Conditions, "ResolvedRefs", false, "InvalidRouteKinds")
+		if len(l.SupportedKinds) != 1 || l.SupportedKinds[0].Kind != "TLSRoute" {
+			t.Errorf("supportedKinds %v", l.SupportedKinds)
+		}
+	})
+	t.Run("TLSRouteInvalidBackendRefUnknownKind", func(t *testing.T) {
+		in := load(t, "conformance/manifests.yaml", "conformance/tlsroute-invalid-backendref-unknown-kind.yaml")
+		r := Compile(in, key(infra, "gateway-tlsroute-invalid-backend-ref-unknown-kind"), Options{})
+		p := parent(t, r, "TLSRoute", infra, "invalid-backend-ref-unknown-kind")
+		wantCond(t, "route", p.Conditions, "Accepted", true, "Accepted")
+		wantCond(t, "route", p.Conditions, "ResolvedRefs", false, "InvalidKind")
+	})
+}
