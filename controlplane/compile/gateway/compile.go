@@ -142,6 +142,15 @@ func Compile(in Input, gw types.NamespacedName, opts Options) Result {
 	c.listeners()
 	c.routes()
 	snap := c.snapshot()
+	// The input's order (a store's map) must not show in the result.
+	sort.Slice(c.routeStatuses, func(i, j int) bool {
+		a, b := c.routeStatuses[i], c.routeStatuses[j]
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		return a.Route.String() < b.Route.String()
+	})
+	sort.Slice(c.policies, func(i, j int) bool { return c.policies[i].Policy.String() < c.policies[j].Policy.String() })
 	return Result{
 		Owned:        true,
 		Snapshot:     snap,

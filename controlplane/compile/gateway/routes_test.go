@@ -431,7 +431,14 @@ func TestBackendTLSPolicy(t *testing.T) {
 			wantCond(t, ps.Policy.String(), ps.Ancestor.Conditions, "Accepted", tc.accepted == "Accepted", tc.accepted)
 			wantCond(t, ps.Policy.String(), ps.Ancestor.Conditions, "ResolvedRefs", tc.refs == "ResolvedRefs", tc.refs)
 			if len(tc.policies) > 1 {
-				wantCond(t, "older", r.Policies[0].Ancestor.Conditions, "Accepted", false, "Conflicted")
+				for _, x := range r.Policies {
+					if x.Policy.Name == "old" {
+						wantCond(t, "older", x.Ancestor.Conditions, "Accepted", false, "Conflicted")
+					}
+				}
+				if len(r.Policies) != 2 {
+					t.Errorf("policies %v", r.Policies)
+				}
 			}
 		})
 	}
