@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -576,6 +577,24 @@ func TestCompileConcurrently(t *testing.T) {
 	for range len(in.Gateways) * 4 {
 		if bad := <-done; bad != "" {
 			t.Errorf("%s compiled differently concurrently", bad)
+		}
+	}
+}
+
+// The input's order never shows in the result.
+func TestInputOrder(t *testing.T) {
+	in := add(load(t, "conformance/manifests.yaml", "conformance/httproute-matching-across-routes.yaml", "conformance/httproute-hostname-intersection.yaml", "conformance/grpcroute-exact-method-matching.yaml"),
+		tlsSecret(t, infra, "tls-validity-checks-certificate"))
+	for _, g := range []string{"same-namespace", "httproute-hostname-intersection"} {
+		a := Compile(in, key(infra, g), Options{})
+		rev := in
+		rev.HTTPRoutes = slices.Clone(in.HTTPRoutes)
+		slices.Reverse(rev.HTTPRoutes)
+		rev.Services = slices.Clone(in.Services)
+		slices.Reverse(rev.Services)
+		b := Compile(rev, key(infra, g), Options{})
+		if !proto.Equal(a.Snapshot, b.Snapshot) || !reflect.DeepEqual(a.Routes, b.Routes) || !reflect.DeepEqual(a.Gateway, b.Gateway) || !reflect.DeepEqual(a.Dependencies, b.Dependencies) {
+			t.Errorf("%s: the input's order changed the result", g)
 		}
 	}
 }
