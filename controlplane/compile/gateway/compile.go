@@ -6,7 +6,6 @@ package gateway
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -94,7 +93,8 @@ type Dependency struct {
 
 // ClassConditions returns a GatewayClass's conditions when it names
 // ControllerName (ours true), else ours false and nothing: another
-// controller owns its status.
+// controller owns its status. Acceptance here is the controller name's;
+// parametersRef is judged by provisioning.
 func ClassConditions(gc *gwv1.GatewayClass) (ours bool, conds []metav1.Condition) {
 	if gc == nil || gc.Spec.ControllerName != ControllerName {
 		return false, nil
@@ -106,11 +106,9 @@ func ClassConditions(gc *gwv1.GatewayClass) (ours bool, conds []metav1.Condition
 		Message:            "accepted by " + string(ControllerName),
 		ObservedGeneration: gc.Generation,
 	}
-	if ref := gc.Spec.ParametersRef; ref != nil && !(string(ref.Group) == "" && ref.Kind == "ConfigMap") {
-		c.Status = metav1.ConditionFalse
-		c.Reason = string(gwv1.GatewayClassReasonInvalidParameters)
-		c.Message = fmt.Sprintf("GatewayClass %s: spec.parametersRef %s/%s is not supported (allowed: a core ConfigMap)", gc.Name, ref.Group, ref.Kind)
-	}
+	// spec.parametersRef is provisioning's to resolve (it knows its kind
+	// and reads the object): it turns this False with InvalidParameters
+	// when it cannot.
 	return true, []metav1.Condition{c}
 }
 

@@ -141,10 +141,6 @@ func TestClass(t *testing.T) {
 		t.Fatal("class not ours")
 	}
 	wantCond(t, "class", conds, "Accepted", true, "Accepted")
-	bad := class()
-	bad.Spec.ParametersRef = &gwv1.ParametersReference{Group: "example.com", Kind: "Params", Name: "p"}
-	_, conds = ClassConditions(bad)
-	wantCond(t, "class", conds, "Accepted", false, "InvalidParameters")
 
 	// A Gateway of another class, or a missing one, is not ours: nothing
 	// may be written.
