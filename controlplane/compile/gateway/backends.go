@@ -101,7 +101,8 @@ func (c *compiler) backend(cr *compiled, fromKind, ns, field string, ref gwv1.Ba
 
 // backendTLS finds the BackendTLSPolicy of a Service port: one that names
 // the port (sectionName) over one that names the whole Service, then the
-// oldest, then by name. ok is false when that policy is invalid (requests
+// oldest, then by name; the others of the winner's kind (port or whole
+// Service) are Conflicted. ok is false when that policy is invalid (requests
 // get 500 rather than plaintext).
 func (c *compiler) backendTLS(svc *corev1.Service, port *corev1.ServicePort) (*gatewaypb.BackendTLS, bool) {
 	type cand struct {
@@ -142,7 +143,9 @@ func (c *compiler) backendTLS(svc *corev1.Service, port *corev1.ServicePort) (*g
 	p := cands[0].p
 	c.dep("BackendTLSPolicy", p.Namespace, p.Name)
 	for _, other := range cands[1:] {
-		if other.p != p {
+		// A policy for the whole Service is not in conflict with one for
+		// this port: it still serves the Service's other ports.
+		if other.p != p && other.section == cands[0].section {
 			c.policyStatus(other.p, false, string(gwv1.PolicyReasonConflicted), fmt.Sprintf("BackendTLSPolicy %s/%s: Service %s/%s port %d is targeted by the older or more specific BackendTLSPolicy %s", other.p.Namespace, other.p.Name, svc.Namespace, svc.Name, port.Port, p.Name), "", "")
 		}
 	}

@@ -4,6 +4,9 @@ import (
 	"slices"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 )
 
@@ -374,4 +377,42 @@ func TestConformanceTLSRoutes(t *testing.T) {
 		wantCond(t, "route", p.Conditions, "Accepted", true, "Accepted")
 		wantCond(t, "route", p.Conditions, "ResolvedRefs", false, "InvalidKind")
 	})
+}
+
+func TestConformanceBackendTLSPolicyConflictResolution(t *testing.T) {
+	crt, _ := certPEM(t, "abc.example.com")
+	ca := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: infra, Name: "tls-checks-ca-certificate"}, Data: map[string]string{"ca.crt": string(crt)}}
+	in := add(load(t, "conformance/manifests.yaml", "conformance/backendtlspolicy-conflict-resolution.yaml"), ca)
+	// The suite creates the policies in manifest order: the first is older.
+	for i, p := range in.BackendTLSPolicies {
+		p.CreationTimestamp = metav1.Unix(int64(100+i), 0)
+	}
+	r := Compile(in, key(infra, "same-namespace"), Options{})
+	got := map[string]string{}
+	for _, ps := range r.Policies {
+		c := find(t, ps.Ancestor.Conditions, "Accepted")
+		got[ps.Policy.Name] = string(c.Status) + "/" + c.Reason
+	}
+	want := map[string]string{
+		"conflicted-without-section-name-1":   "True/Accepted",
+		"conflicted-without-section-name-2":   "False/Conflicted",
+		"conflicted-with-section-name-1":      "True/Accepted",
+		"conflicted-with-section-name-2":      "False/Conflicted",
+		"not-conflicted-with-section-name":    "True/Accepted",
+		"not-conflicted-without-section-name": "True/Accepted",
+	}
+	for name, w := range want {
+		if got[name] != w {
+			t.Errorf("%s: %s, want %s", name, got[name], w)
+		}
+	}
+	p := parent(t, r, "HTTPRoute", infra, "backendtlspolicy-conflict-resolution")
+	wantCond(t, "route", p.Conditions, "ResolvedRefs", true, "ResolvedRefs")
+	for _, rl := range host(t, r.Snapshot, "http", "abc.example.com").Rules {
+		for _, b := range rl.Backends {
+			if b.Authority == "" || b.Tls == nil || len(b.Tls.CaCertificates) == 0 {
+				t.Errorf("backend %s without the accepted policy's TLS: %v", b.Name, b)
+			}
+		}
+	}
 }
