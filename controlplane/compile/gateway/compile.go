@@ -50,6 +50,10 @@ type Options struct {
 	// ClusterDomain completes backend authorities
 	// (<svc>.<ns>.svc.<ClusterDomain>:<port>); "" means cluster.local.
 	ClusterDomain string
+	// TrustedHops and MaxRequestHeaderBytes are copied into the snapshot
+	// (the proxy's X-Forwarded-For trust and its 431 limit; 0: defaults).
+	TrustedHops           uint32
+	MaxRequestHeaderBytes uint32
 }
 
 // Result is one compile of one Gateway.

@@ -490,6 +490,10 @@ func TestVersion(t *testing.T) {
 	if !strings.Contains(compile(in).Snapshot.Gateway, "gw/gw") {
 		t.Error("snapshot.gateway")
 	}
+	s := Compile(in, key("gw", "gw"), Options{TrustedHops: 2, MaxRequestHeaderBytes: 1 << 20}).Snapshot
+	if s.TrustedHops != 2 || s.MaxRequestHeaderBytes != 1<<20 || s.Version == v1 {
+		t.Errorf("options not in the snapshot (or its version): %v", s)
+	}
 }
 
 // An HTTPRoute and a GRPCRoute whose hostnames intersect on a listener:
