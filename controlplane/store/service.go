@@ -12,7 +12,8 @@ var serviceKind = kind{
 
 // serviceTable holds Services, indexed by cluster IP (every entry of
 // spec.clusterIPs; None is not an address) and by namespace (for the
-// namespace kind). A change wakes the Service's own topic.
+// namespace kind). A change wakes the Service's own topic and the Gateways
+// whose routes name it (gatewayapi.go).
 type serviceTable struct {
 	s          *Store
 	services   map[Key]*corev1.Service
