@@ -23,13 +23,10 @@ func TestRewrite(t *testing.T) {
 	}))
 	defer up.Close()
 	u, _ := url.Parse(up.URL)
-	upstream := httputil.NewSingleHostReverseProxy(u)
-	director := upstream.Director
-	upstream.Director = func(r *http.Request) {
-		host := r.Host // NewSingleHostReverseProxy sends the client's Host
-		director(r)
-		r.Host = host
-	}
+	upstream := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+		pr.SetURL(u)
+		pr.Out.Host = pr.In.Host // the Host as the filter left it
+	}}
 	for _, c := range []struct {
 		name   string
 		config rewrite.Config
