@@ -60,7 +60,16 @@ standard error. Given the same issuer, the output is the same every time.
 Before generating an issuer, install looks in the cluster of the current
 kubeconfig, if there is one, for the issuer of an earlier install and stops
 if it finds one (a new trust anchor would break mTLS between meshed pods);
---ignore-cluster skips that look.`,
+--ignore-cluster skips that look.
+
+--crds also prints the Gateway API's standard-channel CRDs (v1.6.3:
+GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant, BackendTLSPolicy,
+ListenerSet, TLSRoute, TCPRoute, UDPRoute) unless the cluster of the current
+kubeconfig already has Gateway API CRDs (another implementation's, perhaps of
+another version, which Meridian's would replace): then it leaves them out and
+says so on standard error. Without a cluster to ask (no kubeconfig, or
+--ignore-cluster) it prints them. --gateway-api-crds=always or never decides
+without asking.`,
 		Example: `  meridian install --crds | kubectl apply -f -
   meridian install | kubectl apply -f -
   meridian install --set controller.replicas=3 -f my-values.yaml \
@@ -71,11 +80,17 @@ if it finds one (a new trust anchor would break mTLS between meshed pods);
 			o.Version = cliVersion()
 			o.Log = cmd.ErrOrStderr()
 			if crds {
-				ms, err := o.CRDs()
+				if !ignoreCluster {
+					o.GatewayAPIInstalled = gatewayAPICheck()
+				}
+				ms, err := o.PrintedCRDs(cmd.Context())
 				if err != nil {
 					return err
 				}
 				return install.Write(cmd.OutOrStdout(), ms)
+			}
+			if cmd.Flags().Changed("gateway-api-crds") {
+				return errors.New("--gateway-api-crds goes with --crds: the control plane has no CRDs")
 			}
 			if !ignoreCluster {
 				o.CheckCluster = clusterCheck(cmd.ErrOrStderr())
@@ -89,7 +104,8 @@ if it finds one (a new trust anchor would break mTLS between meshed pods);
 	}
 	f := cmd.Flags()
 	f.BoolVar(&crds, "crds", false, "print the CRDs (the chart's crds/) instead of the control plane")
-	f.BoolVar(&ignoreCluster, "ignore-cluster", false, "do not look in the current kubeconfig's cluster for an earlier install before generating an identity issuer")
+	f.Var(&o.GatewayAPICRDs, "gateway-api-crds", "with --crds, whether to print the Gateway API CRDs: auto (unless the cluster has Gateway API CRDs already), always or never")
+	f.BoolVar(&ignoreCluster, "ignore-cluster", false, "do not look in the current kubeconfig's cluster for an earlier install before generating an identity issuer (nor, with --crds, for Gateway API CRDs)")
 	addValueFlags(f, &o)
 	return cmd
 }
@@ -126,6 +142,17 @@ with
 	}
 	addValueFlags(cmd.Flags(), &o)
 	return cmd
+}
+
+// gatewayAPICheck asks the cluster of the current kubeconfig whether it has
+// Gateway API CRDs; with no kubeconfig it returns nil: nothing to ask.
+func gatewayAPICheck() func(ctx context.Context) (string, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil
+	}
+	return install.GatewayAPIChecker(cfg, 5*time.Second)
 }
 
 // clusterCheck looks for an earlier install in the cluster of the current
