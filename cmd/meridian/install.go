@@ -44,9 +44,10 @@ func newInstallCmd() *cobra.Command {
 		Long: `Renders Meridian's Helm chart (charts/meridian, built into this binary) with
 Helm's own template engine and prints the objects as YAML, in Helm's install
 order: no helm binary and no cluster are needed. Apply them in two steps, the
-CRDs first, as Helm installs a chart's crds/ before its templates:
+CRDs first, as Helm installs a chart's crds/ before its templates (server-side:
+the HTTPRoute CRD is too large for a client-side apply's annotation):
 
-    meridian install --crds | kubectl apply -f -
+    meridian install --crds | kubectl apply --server-side -f -
     meridian install | kubectl apply -f -
 
 The images' tag is this CLI's version unless --set image.tag=... says
@@ -70,7 +71,8 @@ another version, which Meridian's would replace): then it leaves them out and
 says so on standard error. Without a cluster to ask (no kubeconfig, or
 --ignore-cluster) it prints them. --gateway-api-crds=always or never decides
 without asking.`,
-		Example: `  meridian install --crds | kubectl apply -f -
+		Example: `  meridian install --crds | kubectl apply --server-side -f -
+  meridian install --crds --gateway-api-crds=never | kubectl apply --server-side -f -
   meridian install | kubectl apply -f -
   meridian install --set controller.replicas=3 -f my-values.yaml \
     --identity-trust-anchors-file ca.crt --identity-issuer-certificate-file issuer.crt \
@@ -125,7 +127,10 @@ The CRDs are not included, since deleting a CRD deletes every object of its
 kind (every ServiceProfile and TrafficSplit): remove them, when you mean to,
 with
 
-    meridian install --crds | kubectl delete -f -`,
+    meridian install --crds | kubectl delete -f -
+
+(which leaves installed Gateway API CRDs alone unless --gateway-api-crds=always
+is given).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Version = cliVersion()
