@@ -8,7 +8,6 @@ import (
 	"bufio"
 	"net"
 	"net/http"
-	"strings"
 )
 
 // Header is one field: Name is matched case-insensitively.
@@ -57,15 +56,15 @@ func compile(m Modifier) *compiled {
 func (m Modifier) Apply(h http.Header) { compile(m).apply(h) }
 
 func (c *compiled) apply(h http.Header) {
+	canonical(h)
 	for _, n := range c.remove {
-		delHeader(h, n)
+		delete(h, n)
 	}
 	for _, f := range c.set {
-		delHeader(h, f.Name)
 		h[f.Name] = []string{f.Value}
 	}
 	for _, f := range c.add {
-		vs := lookup(h, f.Name)
+		vs := h[f.Name]
 		switch {
 		case len(vs) == 0:
 			h[f.Name] = []string{f.Value}
@@ -73,32 +72,20 @@ func (c *compiled) apply(h http.Header) {
 			h[f.Name] = append(vs, f.Value)
 		case vs[len(vs)-1] == "":
 			vs[len(vs)-1] = f.Value
-			h[f.Name] = vs
 		default:
 			vs[len(vs)-1] += "," + f.Value
-			h[f.Name] = vs
 		}
 	}
 }
 
-// lookup returns the values of the canonical name n, moving the values a
-// non-canonical key (one set directly in the map, as an HTTP/2 server or a
-// handler can) holds under n, so that case never splits a field.
-func lookup(h http.Header, n string) []string {
-	vs := h[n]
-	for k, more := range h {
-		if k != n && strings.EqualFold(k, n) {
-			vs = append(vs, more...)
-			delete(h, k)
-		}
-	}
-	return vs
-}
-
-// delHeader removes every key that names n, whatever its case.
-func delHeader(h http.Header, n string) {
-	for k := range h {
-		if strings.EqualFold(k, n) {
+// canonical moves the values of keys not in canonical form (set directly
+// in the map, as a handler may) under their canonical key, so that case
+// never splits a field nor hides one from Remove. net/http's parsers
+// canonicalise already: one pass, allocating nothing then.
+func canonical(h http.Header) {
+	for k, vs := range h {
+		if c := http.CanonicalHeaderKey(k); c != k {
+			h[c] = append(h[c], vs...)
 			delete(h, k)
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/httpproxytest"
+	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/middleware/headers"
 )
 
@@ -237,5 +239,44 @@ func TestRequestHost(t *testing.T) {
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "http://a.example/", nil))
 	if host != "other.example" {
 		t.Errorf("r.Host = %q, want other.example", host)
+	}
+}
+
+// In front of the proxy's own forwarder (proxy/httpproxy), the response
+// modifier applies to the upstream's responses and to the forwarder's own
+// error when the endpoint cannot be reached; the request modifier's
+// fields reach the upstream.
+func TestThroughForwarder(t *testing.T) {
+	app := httpproxytest.App(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Remove", "r")
+		w.Header().Set("X-Seen", r.Header.Get("X-Req"))
+		w.Write([]byte("ok"))
+	}))
+	for _, c := range []struct {
+		name   string
+		addr   string
+		status int
+		seen   string
+	}{
+		{"upstream response", app, 200, "set"},
+		{"forwarder error (no endpoint answers)", httpproxytest.DeadAddr(t), 503, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fw := httpproxy.New(httpproxy.Options{Direction: "outbound", Metrics: metrics.New(), Log: httpproxytest.Log()})
+			target := httpproxytest.Target(t, "svc.test:80", nil, c.addr)
+			h := headers.Response(headers.Modifier{Set: []headers.Header{{Name: "X-Set", Value: "s"}}, Remove: []string{"X-Remove"}})(
+				httpproxytest.Routed("outbound", target)(
+					headers.Request(headers.Modifier{Set: []headers.Header{{Name: "X-Req", Value: "set"}}})(fw)))
+			front := httptest.NewServer(h)
+			defer front.Close()
+			resp, err := front.Client().Get(front.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != c.status || resp.Header.Get("X-Set") != "s" || resp.Header.Get("X-Remove") != "" || resp.Header.Get("X-Seen") != c.seen {
+				t.Errorf("%d X-Set %q X-Remove %q X-Seen %q, want %d s \"\" %q", resp.StatusCode, resp.Header.Get("X-Set"), resp.Header.Get("X-Remove"), resp.Header.Get("X-Seen"), c.status, c.seen)
+			}
+		})
 	}
 }

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/httpproxytest"
+	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/middleware/rewrite"
 )
 
@@ -105,4 +108,28 @@ func FuzzRewrite(f *testing.F) {
 			}
 		})).ServeHTTP(httptest.NewRecorder(), r)
 	})
+}
+
+// Through the proxy's own forwarder (proxy/httpproxy), the upstream gets
+// the rewritten Host and path, escapes and query kept.
+func TestThroughForwarder(t *testing.T) {
+	app := httpproxytest.App(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Host+" "+r.RequestURI)
+	}))
+	fw := httpproxy.New(httpproxy.Options{Direction: "outbound", Metrics: metrics.New(), Log: httpproxytest.Log()})
+	h := httpproxytest.Routed("outbound", httpproxytest.Target(t, "svc.test:80", nil, app))(
+		rewrite.New(rewrite.Config{Hostname: "one.example.org", ReplacePrefix: ptr("/b"), MatchedPrefix: "/a"})(fw))
+	front := httptest.NewServer(h)
+	defer front.Close()
+	req, _ := http.NewRequest(http.MethodGet, front.URL, nil)
+	req.URL.Opaque = "/a/x%2Fy?q=1"
+	resp, err := front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "one.example.org /b/x%2Fy?q=1"; string(b) != want {
+		t.Errorf("upstream got %q, want %q", b, want)
+	}
 }
