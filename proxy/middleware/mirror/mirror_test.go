@@ -255,3 +255,38 @@ func TestCloneIsOwn(t *testing.T) {
 		t.Errorf("primary saw %q, want %q", seen, "primary /p")
 	}
 }
+
+// Two mirror filters on one rule (HTTPRouteRequestMultipleMirrors): each
+// mirror backend gets the request, body included, and so does the primary.
+func TestMultipleMirrors(t *testing.T) {
+	for _, chunked := range []bool{false, true} {
+		primary, primaryGot := upstream(t)
+		m1, m1Got := upstream(t)
+		m2, m2Got := upstream(t)
+		pu, _ := url.Parse(primary.URL)
+		h := mirror.New(mirror.Config{Send: sender(t, m1.URL)})(
+			mirror.New(mirror.Config{Send: sender(t, m2.URL)})(httputil.NewSingleHostReverseProxy(pu)))
+		front := httptest.NewServer(h)
+		var body io.Reader = strings.NewReader("both")
+		if chunked {
+			body = io.MultiReader(body)
+		}
+		resp, err := front.Client().Post(front.URL+"/multi", "text/plain", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		for name, ch := range map[string]chan got{"primary": primaryGot, "mirror 1": m1Got, "mirror 2": m2Got} {
+			select {
+			case g := <-ch:
+				if g.path != "/multi" || g.body != "both" {
+					t.Errorf("chunked %v: %s got %+v", chunked, name, g)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("chunked %v: %s got nothing", chunked, name)
+			}
+		}
+		front.Close()
+	}
+}
