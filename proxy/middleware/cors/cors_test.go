@@ -232,3 +232,36 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// Whatever the Origin, the filter answers with no origin but that one: an
+// Access-Control-Allow-Origin is absent or the request's own, and only
+// for an origin that is https on port 443 under www.foo.com or bar.com.
+func FuzzOrigin(f *testing.F) {
+	f.Add("https://www.foo.com")
+	f.Add("https://a.b.bar.com:443")
+	f.Add("https://bar.com")
+	f.Add("null")
+	f.Add("https://www.foo.com@evil.com")
+	h := cors.New(cors1)(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	f.Fuzz(func(t *testing.T, origin string) {
+		for _, method := range []string{http.MethodGet, http.MethodOptions} {
+			r := httptest.NewRequest(method, "/", nil)
+			r.Header["Origin"] = []string{origin}
+			r.Header.Set("Access-Control-Request-Method", "GET")
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			got := w.Header().Values("Access-Control-Allow-Origin")
+			if len(got) == 0 {
+				continue
+			}
+			if len(got) != 1 || got[0] != origin {
+				t.Fatalf("%s from %q: Access-Control-Allow-Origin %q", method, origin, got)
+			}
+			u, err := url.Parse(origin)
+			if err != nil || !strings.EqualFold(u.Scheme, "https") || (u.Port() != "" && u.Port() != "443") || u.User != nil ||
+				!(strings.EqualFold(u.Hostname(), "www.foo.com") || strings.HasSuffix(strings.ToLower(u.Hostname()), ".bar.com")) {
+				t.Fatalf("%s from %q allowed", method, origin)
+			}
+		}
+	})
+}
