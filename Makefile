@@ -95,10 +95,12 @@ bench-all:
 	./bench/run.sh
 
 # Regenerate committed code (protobuf/gRPC stubs; Kubernetes API deepcopy and
-# CRDs). The scripts install the pinned generators (and protoc) they need.
+# CRDs; the Gateway API CRDs copied from their module). The scripts install
+# the pinned generators (and protoc) they need.
 generate:
 	./hack/genproto.sh
 	./hack/gencrd.sh
+	./hack/gengatewaycrds.sh
 
 # make generate, then fail with the list of files it changed (CI runs it).
 verify-generate:

@@ -636,10 +636,18 @@ func TestCRDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := parse(t, b.String())
+	// Meridian's CRDs and, in crds/gateway-api/, the Gateway API's, in
+	// the order of their paths in the chart.
 	files, err := filepath.Glob("../../charts/meridian/crds/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no CRDs in charts/meridian/crds (%v)", err)
 	}
+	gw, err := filepath.Glob("../../charts/meridian/crds/gateway-api/*.yaml")
+	if err != nil || len(gw) == 0 {
+		t.Fatalf("no CRDs in charts/meridian/crds/gateway-api (%v)", err)
+	}
+	files = append(files, gw...)
+	slices.Sort(files)
 	if len(got) != len(files) {
 		t.Fatalf("%d CRDs printed, %d files", len(got), len(files))
 	}
@@ -647,8 +655,8 @@ func TestCRDs(t *testing.T) {
 		if got[i].kind() != "CustomResourceDefinition" {
 			t.Errorf("%s is a %s", got[i].source, got[i].kind())
 		}
-		if got[i].source != "meridian/crds/"+filepath.Base(f) {
-			t.Errorf("source %s, want meridian/crds/%s", got[i].source, filepath.Base(f))
+		if want := strings.TrimPrefix(f, "../../charts/"); got[i].source != want {
+			t.Errorf("source %s, want %s", got[i].source, want)
 		}
 		raw, err := os.ReadFile(f)
 		if err != nil {

@@ -45,6 +45,12 @@ type Options struct {
 	// Log is told what install decides on its own, such as generating the
 	// identity issuer (the CLI's standard error). Nil: discarded.
 	Log io.Writer
+	// GatewayAPICRDs says whether PrintedCRDs includes the Gateway API's
+	// CRDs (empty: auto), and GatewayAPIInstalled, when set, is how auto
+	// asks the cluster whether it has them already (see
+	// GatewayAPIChecker): it names what it found, "" for nothing.
+	GatewayAPICRDs      GatewayAPIMode
+	GatewayAPIInstalled func(ctx context.Context) (string, error)
 }
 
 // Chart loads the embedded chart with the options' version as appVersion.

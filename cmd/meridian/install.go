@@ -44,9 +44,10 @@ func newInstallCmd() *cobra.Command {
 		Long: `Renders Meridian's Helm chart (charts/meridian, built into this binary) with
 Helm's own template engine and prints the objects as YAML, in Helm's install
 order: no helm binary and no cluster are needed. Apply them in two steps, the
-CRDs first, as Helm installs a chart's crds/ before its templates:
+CRDs first, as Helm installs a chart's crds/ before its templates (server-side:
+the HTTPRoute CRD is too large for a client-side apply's annotation):
 
-    meridian install --crds | kubectl apply -f -
+    meridian install --crds | kubectl apply --server-side -f -
     meridian install | kubectl apply -f -
 
 The images' tag is this CLI's version unless --set image.tag=... says
@@ -60,8 +61,18 @@ standard error. Given the same issuer, the output is the same every time.
 Before generating an issuer, install looks in the cluster of the current
 kubeconfig, if there is one, for the issuer of an earlier install and stops
 if it finds one (a new trust anchor would break mTLS between meshed pods);
---ignore-cluster skips that look.`,
-		Example: `  meridian install --crds | kubectl apply -f -
+--ignore-cluster skips that look.
+
+--crds also prints the Gateway API's standard-channel CRDs (v1.6.3:
+GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant, BackendTLSPolicy,
+ListenerSet, TLSRoute, TCPRoute, UDPRoute) unless the cluster of the current
+kubeconfig already has Gateway API CRDs (another implementation's, perhaps of
+another version, which Meridian's would replace): then it leaves them out and
+says so on standard error. Without a cluster to ask (no kubeconfig, or
+--ignore-cluster) it prints them. --gateway-api-crds=always or never decides
+without asking.`,
+		Example: `  meridian install --crds | kubectl apply --server-side -f -
+  meridian install --crds --gateway-api-crds=never | kubectl apply --server-side -f -
   meridian install | kubectl apply -f -
   meridian install --set controller.replicas=3 -f my-values.yaml \
     --identity-trust-anchors-file ca.crt --identity-issuer-certificate-file issuer.crt \
@@ -71,11 +82,17 @@ if it finds one (a new trust anchor would break mTLS between meshed pods);
 			o.Version = cliVersion()
 			o.Log = cmd.ErrOrStderr()
 			if crds {
-				ms, err := o.CRDs()
+				if !ignoreCluster {
+					o.GatewayAPIInstalled = gatewayAPICheck()
+				}
+				ms, err := o.PrintedCRDs(cmd.Context())
 				if err != nil {
 					return err
 				}
 				return install.Write(cmd.OutOrStdout(), ms)
+			}
+			if cmd.Flags().Changed("gateway-api-crds") {
+				return errors.New("--gateway-api-crds goes with --crds: the control plane has no CRDs")
 			}
 			if !ignoreCluster {
 				o.CheckCluster = clusterCheck(cmd.ErrOrStderr())
@@ -89,7 +106,8 @@ if it finds one (a new trust anchor would break mTLS between meshed pods);
 	}
 	f := cmd.Flags()
 	f.BoolVar(&crds, "crds", false, "print the CRDs (the chart's crds/) instead of the control plane")
-	f.BoolVar(&ignoreCluster, "ignore-cluster", false, "do not look in the current kubeconfig's cluster for an earlier install before generating an identity issuer")
+	f.Var(&o.GatewayAPICRDs, "gateway-api-crds", "with --crds, whether to print the Gateway API CRDs: auto (unless the cluster has Gateway API CRDs already), always or never")
+	f.BoolVar(&ignoreCluster, "ignore-cluster", false, "do not look in the current kubeconfig's cluster for an earlier install before generating an identity issuer (nor, with --crds, for Gateway API CRDs)")
 	addValueFlags(f, &o)
 	return cmd
 }
@@ -109,7 +127,10 @@ The CRDs are not included, since deleting a CRD deletes every object of its
 kind (every ServiceProfile and TrafficSplit): remove them, when you mean to,
 with
 
-    meridian install --crds | kubectl delete -f -`,
+    meridian install --crds | kubectl delete -f -
+
+(which leaves installed Gateway API CRDs alone unless --gateway-api-crds=always
+is given).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Version = cliVersion()
@@ -126,6 +147,17 @@ with
 	}
 	addValueFlags(cmd.Flags(), &o)
 	return cmd
+}
+
+// gatewayAPICheck asks the cluster of the current kubeconfig whether it has
+// Gateway API CRDs; with no kubeconfig it returns nil: nothing to ask.
+func gatewayAPICheck() func(ctx context.Context) (string, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil
+	}
+	return install.GatewayAPIChecker(cfg, 5*time.Second)
 }
 
 // clusterCheck looks for an earlier install in the cluster of the current

@@ -166,6 +166,7 @@ func TestInstallCLIGeneratesIssuer(t *testing.T) {
 }
 
 func TestInstallCLICRDs(t *testing.T) {
+	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "none")) // no cluster to ask: all of them
 	out, _, err := runInstallCLI(t, "install", "--crds")
 	if err != nil {
 		t.Fatal(err)
@@ -192,6 +193,31 @@ func TestInstallCLICRDs(t *testing.T) {
 	}
 }
 
+// --gateway-api-crds=never leaves out exactly the Gateway API's CRDs;
+// always prints them without asking a cluster.
+func TestInstallCLIGatewayAPICRDs(t *testing.T) {
+	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "none"))
+	kinds := func(args ...string) (own, gateway int) {
+		out, stderr, err := runInstallCLI(t, args...)
+		if err != nil || stderr != "" {
+			t.Fatalf("%v: %v %s", args, err, stderr)
+		}
+		for _, o := range installDocs(t, out) {
+			if o["spec"].(map[string]any)["group"] == install.GatewayAPIGroup {
+				gateway++
+			} else {
+				own++
+			}
+		}
+		return own, gateway
+	}
+	ownAll, gwAll := kinds("install", "--crds", "--gateway-api-crds=always")
+	ownNever, gwNever := kinds("install", "--crds", "--gateway-api-crds=never")
+	if gwAll < 8 || gwNever != 0 || ownAll == 0 || ownNever != ownAll {
+		t.Errorf("always: %d own + %d Gateway API; never: %d + %d", ownAll, gwAll, ownNever, gwNever)
+	}
+}
+
 func TestInstallCLIErrors(t *testing.T) {
 	flags := installIssuerFlags(t)
 	for _, tc := range []struct {
@@ -202,6 +228,8 @@ func TestInstallCLIErrors(t *testing.T) {
 		{append([]string{"install", "--ignore-cluster", "--set", "controller.replicas=lots"}, flags...), "/controller/replicas"},
 		{[]string{"install", "--ignore-cluster", "--set", "identity.issuer.tlsKeyPEM=x"}, "identity.issuer.tlsCrtPEM is required"},
 		{[]string{"install", "extra"}, "unknown command"},
+		{[]string{"install", "--crds", "--gateway-api-crds", "sometimes"}, "allowed are auto, always and never"},
+		{append([]string{"install", "--ignore-cluster", "--gateway-api-crds", "never"}, flags...), "--gateway-api-crds goes with --crds"},
 	} {
 		_, _, err := runInstallCLI(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
