@@ -31,11 +31,13 @@ func parseSnapshot(path string, b []byte) (*gatewaypb.Snapshot, error) {
 }
 
 // WatchFile applies the snapshot in path whenever its contents change,
-// looking every interval until ctx ends (the caller applied it once
-// already). A file that cannot be parsed or applied is logged and
-// rejected (Diagnostics' refused snapshots); the current one keeps serving.
+// looking every interval until ctx ends. Its first look applies what the
+// file holds then (a no-op when the caller applied that version already:
+// equal versions are equal snapshots). A file that cannot be parsed or
+// applied is logged and refused (Diagnostics' refused snapshots); the
+// current snapshot keeps serving.
 func (g *Gateway) WatchFile(ctx context.Context, path string, every time.Duration) {
-	filewatch.Poll(ctx, every, filewatch.Contents(path), func() (string, bool) {
+	filewatch.Poll(ctx, every, "", func() (string, bool) {
 		return filewatch.Contents(path), true
 	}, func(contents string) string {
 		s, err := parseSnapshot(path, []byte(contents[:len(contents)-1])) // Contents ends each file with NUL
