@@ -43,7 +43,8 @@ func (b *backend) label() string {
 // builder compiles the parts of a snapshot that need the gateway: backends
 // (their caches) and filters (their handlers).
 type builder struct {
-	g *Gateway
+	g       *Gateway
+	gateway string // the snapshot's, for metrics labels
 	// caches are the caches the table uses: those it does not use any more
 	// are closed once it replaced the previous one.
 	caches map[string]*outbound.Cache

@@ -38,6 +38,7 @@ type port struct {
 
 type listener struct {
 	name     string
+	port     uint32
 	hostname string // "", "foo.example.com" or "*.example.com", lower case
 	mode     gatewaypb.Listener_Mode
 	scheme   string // "http" or "https" (X-Forwarded-Proto, redirects)
@@ -70,6 +71,7 @@ type tlsRoute struct {
 func compile(s *gatewaypb.Snapshot, b *builder) (*table, error) {
 	t := &table{snap: s, version: s.GetVersion(), gateway: s.GetGateway(), trustedHops: int(s.GetTrustedHops()),
 		maxHeader: int(s.GetMaxRequestHeaderBytes()), ports: map[uint32]*port{}, certs: map[string]*certificate{}}
+	b.gateway = t.gateway
 	if t.maxHeader == 0 {
 		t.maxHeader = DefaultMaxRequestHeaderBytes
 	}
@@ -145,7 +147,7 @@ func (t *table) compileListener(p *gatewaypb.Port, l *gatewaypb.Listener, b *bui
 	if err != nil {
 		return nil, fmt.Errorf("hostname: %w", err)
 	}
-	cl := &listener{name: l.GetName(), hostname: hn, mode: l.GetMode(), scheme: "http"}
+	cl := &listener{name: l.GetName(), port: p.GetPort(), hostname: hn, mode: l.GetMode(), scheme: "http"}
 	switch {
 	case p.GetProtocol() == gatewaypb.Port_HTTP && l.GetMode() == gatewaypb.Listener_HTTP:
 	case p.GetProtocol() == gatewaypb.Port_TLS && l.GetMode() == gatewaypb.Listener_HTTPS:
