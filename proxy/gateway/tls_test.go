@@ -129,3 +129,35 @@ func TestTLSListeners(t *testing.T) {
 	}
 	raw.Close()
 }
+
+// Within a listener, the certificate is the first that supports the
+// ClientHello: a client that can only verify RSA signatures gets the RSA
+// certificate of the same name, others the ECDSA one listed first.
+func TestCertificateSupportsHello(t *testing.T) {
+	e := startEcho(t, "web", nil)
+	ecChain, ecKey := certPEM(t, "dual.test")
+	rsaChain, rsaKey := rsaCertPEM(t, "dual.test")
+	pn := freePort(t)
+	s := snap("v1", tlsPort(pn, &gatewaypb.Listener{Name: "dual", Hostname: "dual.test", Mode: gatewaypb.Listener_HTTPS, Certificates: []string{"ns/ec", "ns/rsa"},
+		Hosts: []*gatewaypb.Host{hostOf("", ruleTo("web", nil, to("web.svc:80", 1)))}}))
+	s.Certificates = []*gatewaypb.Certificate{{Name: "ns/ec", CertChain: ecChain, PrivateKey: ecKey}, {Name: "ns/rsa", CertChain: rsaChain, PrivateKey: rsaKey}}
+	startGateway(t, dsts(t, map[string][]string{"web.svc:80": {e.addr}}), s)
+	for _, c := range []struct {
+		name   string
+		cfg    *tls.Config
+		wantPK x509.PublicKeyAlgorithm
+	}{
+		{"any", &tls.Config{}, x509.ECDSA},
+		{"RSA only (TLS 1.2 ECDHE-RSA)", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}}, x509.RSA},
+	} {
+		c.cfg.ServerName, c.cfg.InsecureSkipVerify = "dual.test", true
+		conn, err := tls.Dial("tcp", "127.0.0.1:"+itoa(pn), c.cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got := conn.ConnectionState().PeerCertificates[0].PublicKeyAlgorithm; got != c.wantPK {
+			t.Errorf("%s: a %v certificate, want %v", c.name, got, c.wantPK)
+		}
+		conn.Close()
+	}
+}
