@@ -6,7 +6,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -208,16 +207,6 @@ func certPEM(t testing.TB, names ...string) (chain, key []byte) {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
-}
-
-// tlsClient trusts no one (the tests look at the certificate themselves)
-// and speaks HTTP/2 when the server agrees.
-func tlsClient(serverName string) *http.Client {
-	tr := &http.Transport{
-		TLSClientConfig:   &tls.Config{ServerName: serverName, InsecureSkipVerify: true},
-		ForceAttemptHTTP2: true,
-	}
-	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
 
 func itoa(n uint32) string { return strconv.Itoa(int(n)) }
