@@ -63,7 +63,7 @@ func startEcho(t *testing.T, name string, h http.HandlerFunc) *echo {
 }
 
 // freePort is a loopback port number nothing listens on now.
-func freePort(t *testing.T) uint32 {
+func freePort(t testing.TB) uint32 {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -74,7 +74,7 @@ func freePort(t *testing.T) uint32 {
 }
 
 // dsts is a static resolver: authority → endpoint addresses.
-func dsts(t *testing.T, m map[string][]string) *discover.Static {
+func dsts(t testing.TB, m map[string][]string) *discover.Static {
 	t.Helper()
 	var ds []discover.Destination
 	for a, addrs := range m {
@@ -91,8 +91,19 @@ func dsts(t *testing.T, m map[string][]string) *discover.Static {
 	return s
 }
 
+func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// startGatewayB is startGateway for benchmarks.
+func startGatewayB(b *testing.B, res discover.Resolver, s *gatewaypb.Snapshot) *Gateway {
+	return startGatewayTB(b, res, s)
+}
+
 // startGateway runs a gateway on loopback with the resolver and snapshot.
 func startGateway(t *testing.T, res discover.Resolver, s *gatewaypb.Snapshot) *Gateway {
+	return startGatewayTB(t, res, s)
+}
+
+func startGatewayTB(t testing.TB, res discover.Resolver, s *gatewaypb.Snapshot) *Gateway {
 	t.Helper()
 	g, err := New(Config{
 		Bind:         func(p uint32) string { return "127.0.0.1:" + strconv.Itoa(int(p)) },

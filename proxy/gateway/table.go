@@ -46,6 +46,11 @@ type listener struct {
 	tls      *tls.Config // HTTPS: terminates with the certificate the hello supports
 	hosts    []*host     // in match order
 	routes   []*tlsRoute // TLS_PASSTHROUGH, in match order
+	// The hosts by hostname, so that finding a request's costs a few map
+	// lookups however many there are: exact names, wildcards by their
+	// "*.suffix", and the host of any name.
+	exact, wild map[string]*host
+	any         *host
 }
 
 type certificate struct {
@@ -188,16 +193,24 @@ func (t *table) compileListener(p *gatewaypb.Port, l *gatewaypb.Listener, b *bui
 	if len(l.GetTlsRoutes()) > 0 {
 		return nil, errors.New("tls_routes: only a TLS_PASSTHROUGH listener has them")
 	}
-	seen := map[string]bool{}
+	cl.exact, cl.wild = map[string]*host{}, map[string]*host{}
 	for i, h := range l.GetHosts() {
 		ch, err := compileHost(t, cl, h, b)
 		if err != nil {
 			return nil, fmt.Errorf("hosts[%d] (%s): %w", i, h.GetHostname(), err)
 		}
-		if seen[ch.hostname] {
+		m := cl.exact
+		if strings.HasPrefix(ch.hostname, "*.") {
+			m = cl.wild
+		}
+		if _, dup := m[ch.hostname]; dup || (ch.hostname == "" && cl.any != nil) {
 			return nil, fmt.Errorf("hosts[%d] (%s): hostname: a second host of that name in the listener", i, h.GetHostname())
 		}
-		seen[ch.hostname] = true
+		if ch.hostname == "" {
+			cl.any = ch
+		} else {
+			m[ch.hostname] = ch
+		}
 		cl.hosts = append(cl.hosts, ch)
 	}
 	sort.SliceStable(cl.hosts, func(i, j int) bool {
@@ -335,14 +348,30 @@ func (p *port) listenerFor(name string, modes ...gatewaypb.Listener_Mode) *liste
 	return nil
 }
 
-// hostFor is the listener's first Host matching name.
+// hostFor is the listener's first Host matching name in match order: the
+// exact name, else the wildcard of the longest suffix (one label or more
+// before it), else the host of any name.
 func (l *listener) hostFor(name string) *host {
-	for _, h := range l.hosts {
-		if hostMatches(h.hostname, name) {
-			return h
+	if h := l.exact[name]; h != nil {
+		return h
+	}
+	if len(l.wild) > 0 {
+		var buf [256]byte
+		for i := strings.IndexByte(name, '.'); i >= 0; {
+			// "*" + name[i:] without allocating (names are < 256 bytes).
+			if k := append(append(buf[:0], '*'), name[i:]...); len(k) <= len(buf) {
+				if h := l.wild[string(k)]; h != nil {
+					return h
+				}
+			}
+			j := strings.IndexByte(name[i+1:], '.')
+			if j < 0 {
+				break
+			}
+			i += 1 + j
 		}
 	}
-	return nil
+	return l.any
 }
 
 // routeFor is the passthrough listener's first TLS route matching sni.
