@@ -120,14 +120,30 @@ func (ps *portServer) handle(c net.Conn) {
 		mc.Close() // the port is going away
 		return
 	}
+	var conn net.Conn = mc
+	if p.proxyProtocol {
+		mc.SetReadDeadline(time.Now().Add(g.cfg.HeaderTimeout))
+		br := bufio.NewReaderSize(mc, 5+maxRecord)
+		client, err := readProxyHeader(br)
+		mc.SetReadDeadline(time.Time{})
+		if err != nil {
+			g.log.Debug("PROXY protocol", "port", ps.number, "peer", c.RemoteAddr(), "err", err)
+			mc.Close()
+			return
+		}
+		if client == nil {
+			client = c.RemoteAddr()
+		}
+		conn = &clientConn{replayConn: replayConn{Conn: mc, r: br}, client: client}
+	}
 	if p.protocol == gatewaypb.Port_HTTP {
-		if !ps.httpLn.push(mc) {
+		if !ps.httpLn.push(conn) {
 			mc.Close()
 		}
 		return
 	}
 	mc.SetReadDeadline(time.Now().Add(g.cfg.HeaderTimeout))
-	hello, rc, err := peekHello(mc)
+	hello, rc, err := peekHello(conn)
 	mc.SetReadDeadline(time.Time{})
 	if err != nil {
 		g.log.Debug("no TLS ClientHello", "port", ps.number, "client", c.RemoteAddr(), "err", err)

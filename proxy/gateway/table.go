@@ -31,9 +31,10 @@ type table struct {
 }
 
 type port struct {
-	number    uint32
-	protocol  gatewaypb.Port_Protocol
-	listeners []*listener // in match order (listenerOrder)
+	number        uint32
+	protocol      gatewaypb.Port_Protocol
+	proxyProtocol bool        // every connection starts with a PROXY header
+	listeners     []*listener // in match order (listenerOrder)
 }
 
 type listener struct {
@@ -130,10 +131,7 @@ func (t *table) compilePort(p *gatewaypb.Port, b *builder) (*port, error) {
 	if p.GetPort() == 0 || p.GetPort() > 65535 {
 		return nil, fmt.Errorf("port: %d is not a port number (1-65535)", p.GetPort())
 	}
-	if p.GetProxyProtocol() {
-		return nil, errors.New("proxy_protocol: not supported by this proxy yet; leave it false")
-	}
-	cp := &port{number: p.GetPort(), protocol: p.GetProtocol()}
+	cp := &port{number: p.GetPort(), protocol: p.GetProtocol(), proxyProtocol: p.GetProxyProtocol()}
 	for i, l := range p.GetListeners() {
 		cl, err := t.compileListener(p, l, b)
 		if err != nil {
