@@ -69,12 +69,16 @@ func (b *builder) backend(be *gatewaypb.Backend) (*backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls.%w", err)
 	}
-	if c := b.caches[key]; c != nil {
-		cb.cache = c
-		return cb, nil
+	// One cache per policy, kept across snapshots (its connection pools
+	// and endpoint state with it).
+	c := b.caches[key]
+	if c == nil {
+		c = b.g.caches[key]
 	}
-	cb.cache = b.g.cache(key, cfg)
-	b.caches[key] = cb.cache
+	if c == nil {
+		c = b.g.cache(key, cfg)
+	}
+	b.caches[key], cb.cache = c, c
 	return cb, nil
 }
 

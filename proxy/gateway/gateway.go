@@ -87,8 +87,9 @@ type Gateway struct {
 
 	mu       sync.Mutex // serializes Apply and guards what follows
 	ports    map[uint32]*portServer
-	caches   map[string]*outbound.Cache // by backendTLS key; "" is the mesh's
-	rejected []rejection                // the last snapshots refused, newest first
+	caches   map[string]*outbound.Cache             // by backendTLS key; "" is the mesh's
+	evicting map[*outbound.Cache]context.CancelFunc // ends each cache's EvictIdle
+	rejected []rejection                            // the last snapshots refused, newest first
 	stopped  bool
 
 	bg     context.Context // the servers' lifetime: canceled at the end of Run
@@ -133,7 +134,8 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Log, metrics: metrics.NewGateway(), ports: map[uint32]*portServer{}, caches: map[string]*outbound.Cache{}}
+	g := &Gateway{cfg: cfg, log: cfg.Log, metrics: metrics.NewGateway(), ports: map[uint32]*portServer{},
+		caches: map[string]*outbound.Cache{}, evicting: map[*outbound.Cache]context.CancelFunc{}}
 	g.bg, g.cancel = context.WithCancel(context.Background())
 	g.fwd = httpproxy.New(httpproxy.Options{Direction: direction, LabelTargetTLS: true, AcceptPeerHeaders: true, Metrics: g.metrics, Log: g.log})
 	g.handler = inflight.New(inflight.Options{Direction: direction, Max: int64(max(cfg.MaxInFlight, 0)), Metrics: g.metrics})(http.HandlerFunc(g.route))
@@ -186,7 +188,9 @@ func (g *Gateway) cache(key string, cfg *tls.Config) *outbound.Cache {
 		o.Dial = tlsDial(dial, cfg)
 	}
 	c := outbound.New(o)
-	go c.EvictIdle(g.bg)
+	ctx, stop := context.WithCancel(g.bg)
+	g.evicting[c] = stop
+	go c.EvictIdle(ctx)
 	g.log.Debug("backend cache", "key", key)
 	return c
 }
@@ -232,6 +236,7 @@ func (g *Gateway) Apply(s *gatewaypb.Snapshot) (err error) {
 	b := &builder{g: g, caches: map[string]*outbound.Cache{"": g.caches[""]}}
 	t, err := compile(s, b)
 	if err != nil {
+		g.closeCaches(b.caches)
 		return fmt.Errorf("snapshot %q: %w", s.GetVersion(), err)
 	}
 	var opened []*portServer
@@ -244,6 +249,7 @@ func (g *Gateway) Apply(s *gatewaypb.Snapshot) (err error) {
 			for _, o := range opened {
 				o.ln.Close()
 			}
+			g.closeCaches(b.caches)
 			return fmt.Errorf("snapshot %q: ports (%d): %w", s.GetVersion(), n, err)
 		}
 		opened = append(opened, ps)
@@ -260,14 +266,23 @@ func (g *Gateway) Apply(s *gatewaypb.Snapshot) (err error) {
 			go func() { defer g.drains.Done(); ps.drain(g.cfg.DrainTimeout) }()
 		}
 	}
-	for k, c := range g.caches {
-		if b.caches[k] == nil {
-			c.Close() // requests in flight finish on their connections
-		}
-	}
+	old := g.caches
 	g.caches = b.caches
+	g.closeCaches(old)
 	g.log.Info("gateway snapshot applied", "version", t.version, "ports", len(t.ports))
 	return nil
+}
+
+// closeCaches closes those of cs the gateway does not use (g.caches):
+// requests in flight finish on their connections. Called with g.mu held.
+func (g *Gateway) closeCaches(cs map[string]*outbound.Cache) {
+	for k, c := range cs {
+		if g.caches[k] != c {
+			g.evicting[c]()
+			delete(g.evicting, c)
+			c.Close()
+		}
+	}
 }
 
 // Ports returns the open ports' bound addresses, by port number.

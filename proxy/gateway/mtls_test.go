@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/outbound"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
 	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
 )
@@ -121,12 +123,15 @@ func TestBackendTLS(t *testing.T) {
 	be := func(path string, bt *gatewaypb.BackendTLS) *gatewaypb.Rule {
 		return ruleTo(path, prefix(path), &gatewaypb.Backend{Authority: "secure.svc:443", Weight: 1, Name: "ns/secure:443", Tls: bt})
 	}
-	startGateway(t, dsts(t, map[string][]string{"secure.svc:443": {srv.Listener.Addr().String()}}), snap("v1", httpPort(pn, httpListener("l", "", hostOf("",
-		be("/name", &gatewaypb.BackendTLS{ServerName: "example.com", CaCertificates: ca}),
-		be("/san", &gatewaypb.BackendTLS{ServerName: "backend.test", CaCertificates: ca, SubjectAltNames: []string{"example.com"}}),
-		be("/wrong", &gatewaypb.BackendTLS{ServerName: "other.test", CaCertificates: ca}),
-		be("/untrusted", &gatewaypb.BackendTLS{ServerName: "example.com"}),
-	)))))
+	version := func(v string) *gatewaypb.Snapshot {
+		return snap(v, httpPort(pn, httpListener("l", "", hostOf("",
+			be("/name", &gatewaypb.BackendTLS{ServerName: "example.com", CaCertificates: ca}),
+			be("/san", &gatewaypb.BackendTLS{ServerName: "backend.test", CaCertificates: ca, SubjectAltNames: []string{"example.com"}}),
+			be("/wrong", &gatewaypb.BackendTLS{ServerName: "other.test", CaCertificates: ca}),
+			be("/untrusted", &gatewaypb.BackendTLS{ServerName: "example.com"}),
+		))))
+	}
+	g := startGateway(t, dsts(t, map[string][]string{"secure.svc:443": {srv.Listener.Addr().String()}}), version("v1"))
 	for _, c := range []struct {
 		path, want string
 		status     int
@@ -143,5 +148,31 @@ func TestBackendTLS(t *testing.T) {
 		if resp.StatusCode != c.status || (c.want != "" && body != c.want) {
 			t.Errorf("%s: %s %q, want %d %q", c.path, resp.Status, body, c.status, c.want)
 		}
+	}
+	// One cache per policy (and the mesh's), kept by the next snapshot
+	// with the same policies, closed when no snapshot uses it.
+	caches := func() map[string]*outbound.Cache {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if len(g.evicting) != len(g.caches) {
+			t.Errorf("%d caches evicting, %d in use", len(g.evicting), len(g.caches))
+		}
+		return maps.Clone(g.caches)
+	}
+	before := caches()
+	if len(before) != 5 {
+		t.Fatalf("%d caches, want 5 (4 policies and the mesh's)", len(before))
+	}
+	if err := g.Apply(version("v2")); err != nil {
+		t.Fatal(err)
+	}
+	if after := caches(); !maps.Equal(before, after) {
+		t.Error("the same policies got new caches")
+	}
+	if err := g.Apply(snap("v3", httpPort(pn))); err != nil {
+		t.Fatal(err)
+	}
+	if after := caches(); len(after) != 1 || after[""] != before[""] {
+		t.Errorf("caches after the policies went: %v", after)
 	}
 }
