@@ -62,9 +62,18 @@ func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
 		answer(w, r, http.StatusNotFound, "no_route", fmt.Errorf("no route for %s %s on host %q", r.Method, r.URL.Path, name))
 		return
 	}
+	if g.sawBefore(r.Header) {
+		// A backend that leads back here (the gateway's own address, or
+		// another gateway routing to this one) would loop until the file
+		// descriptors run out.
+		g.metrics.Unavailable(direction, rl.ref, "loop")
+		answer(w, r, http.StatusLoopDetected, "loop", fmt.Errorf("the request came back to the gateway that forwarded it (%s: %s)", httpproxy.HopHeader, g.id))
+		return
+	}
 	x, r := httpproxy.ExchangeFor(w, r, direction)
 	x.Labels.Route = rl.noBackend
 	forwarded(r, t.trustedHops, l.scheme)
+	r.Header.Add(httpproxy.HopHeader, g.id)
 	if rl.request > 0 {
 		// From the request's arrival to its response's headers, across
 		// retries; the forwarder stops it once they are in.
@@ -89,6 +98,18 @@ func headerBytes(r *http.Request) int {
 	return n
 }
 
+// sawBefore says whether this gateway forwarded the request already.
+func (g *Gateway) sawBefore(h http.Header) bool {
+	for _, v := range h.Values(httpproxy.HopHeader) {
+		for _, id := range strings.Split(v, ",") {
+			if strings.TrimSpace(id) == g.id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // forwarded removes what no client may tell the mesh (Meridian's and
 // Linkerd's own headers: an override header from outside would make the
 // gateway an open relay) and appends the client to X-Forwarded-For,
@@ -97,7 +118,9 @@ func headerBytes(r *http.Request) int {
 // are replaced.
 func forwarded(r *http.Request, trustedHops int, scheme string) {
 	for k := range r.Header {
-		if strings.HasPrefix(k, "Meridian-") || strings.HasPrefix(k, "L5d-") {
+		// Meridian-Hop stays: it can only make a request refused as a
+		// loop, and removing it would hide a loop through two gateways.
+		if (strings.HasPrefix(k, "Meridian-") && k != httpproxy.HopHeader) || strings.HasPrefix(k, "L5d-") {
 			delete(r.Header, k)
 		}
 	}

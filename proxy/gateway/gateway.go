@@ -8,7 +8,9 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,6 +84,7 @@ type Gateway struct {
 	admin   *admin.Server
 	handler http.Handler // inflight, then route
 	fwd     *httpproxy.Forwarder
+	id      string // this instance, in Meridian-Hop (loops)
 
 	table atomic.Pointer[table] // nil before the first snapshot
 
@@ -137,6 +140,9 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, log: cfg.Log, metrics: metrics.NewGateway(), ports: map[uint32]*portServer{},
 		caches: map[string]*outbound.Cache{}, evicting: map[*outbound.Cache]context.CancelFunc{}}
 	g.bg, g.cancel = context.WithCancel(context.Background())
+	var id [8]byte
+	rand.Read(id[:])
+	g.id = hex.EncodeToString(id[:])
 	g.fwd = httpproxy.New(httpproxy.Options{Direction: direction, LabelTargetTLS: true, AcceptPeerHeaders: true, Metrics: g.metrics, Log: g.log})
 	g.handler = inflight.New(inflight.Options{Direction: direction, Max: int64(max(cfg.MaxInFlight, 0)), Metrics: g.metrics})(http.HandlerFunc(g.route))
 	g.caches[""] = g.cache("", nil)

@@ -197,9 +197,12 @@ func TestForwardedHeaders(t *testing.T) {
 				t.Errorf("X-Forwarded-Host %q, want app.test", got)
 			}
 			for k := range resp.Header {
-				if strings.HasPrefix(k, "X-Got-Meridian-") || strings.HasPrefix(k, "X-Got-L5d-") {
+				if (strings.HasPrefix(k, "X-Got-Meridian-") && k != "X-Got-Meridian-Hop") || strings.HasPrefix(k, "X-Got-L5d-") {
 					t.Errorf("the backend got %s from outside", strings.TrimPrefix(k, "X-Got-"))
 				}
+			}
+			if hop := resp.Header.Values("X-Got-Meridian-Hop"); len(hop) != 1 || len(hop[0]) != 16 {
+				t.Errorf("Meridian-Hop %q, want the gateway's instance ID alone", hop)
 			}
 		})
 	}
@@ -231,5 +234,24 @@ func TestHeaderLimit431(t *testing.T) {
 			}
 		}
 		_ = g
+	}
+}
+
+// A backend that leads back to the gateway is refused at once (508), not
+// forwarded until the file descriptors run out; so is a loop through a
+// second gateway.
+func TestLoopRefused(t *testing.T) {
+	p1, p2 := freePort(t), freePort(t)
+	self := map[string][]string{"self.svc:80": {"127.0.0.1:" + itoa(p1)}, "other.svc:80": {"127.0.0.1:" + itoa(p2)}}
+	startGateway(t, dsts(t, self), snap("v1", httpPort(p1, httpListener("l", "", hostOf("",
+		ruleTo("self", prefix("/self"), to("self.svc:80", 1)),
+		ruleTo("other", prefix("/other"), to("other.svc:80", 1)))))))
+	startGateway(t, dsts(t, self), snap("v1", httpPort(p2, httpListener("l", "", hostOf("",
+		ruleTo("back", prefix("/"), to("self.svc:80", 1)))))))
+	for _, path := range []string{"/self", "/other"} {
+		resp, _ := get(t, nil, p1, "x.test", path)
+		if resp.StatusCode != http.StatusLoopDetected || resp.Header.Get("Meridian-Proxy-Error") != "loop" {
+			t.Errorf("%s: %s (%s), want 508 loop", path, resp.Status, resp.Header.Get("Meridian-Proxy-Error"))
+		}
 	}
 }
