@@ -408,3 +408,43 @@ func TestDiagnosticsPage(t *testing.T) {
 		}
 	}
 }
+
+// A port a snapshot removes stops accepting at once but lets the request
+// in flight on it finish.
+func TestRemovedPortDrains(t *testing.T) {
+	started := make(chan struct{})
+	slow := startEcho(t, "slow", func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		time.Sleep(300 * time.Millisecond)
+		io.WriteString(w, "done")
+	})
+	p1, p2 := freePort(t), freePort(t)
+	rt := httpListener("l", "", hostOf("", ruleTo("slow", nil, to("slow.svc:80", 1))))
+	g := startGateway(t, dsts(t, map[string][]string{"slow.svc:80": {slow.addr}}), snap("v1", httpPort(p1, rt)))
+	type result struct {
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := http.Get("http://127.0.0.1:" + itoa(p1) + "/")
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res <- result{string(b), err}
+	}()
+	<-started
+	if err := g.Apply(snap("v2", httpPort(p2, rt))); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-res; r.err != nil || r.body != "done" {
+		t.Errorf("the request in flight on the removed port: %q %v", r.body, r.err)
+	}
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:"+itoa(p1), time.Second); err == nil {
+		c.Close()
+		t.Error("the removed port still accepts")
+	}
+}
