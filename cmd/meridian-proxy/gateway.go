@@ -13,7 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
@@ -177,7 +179,19 @@ func runGateway(args []string) error {
 		}
 		go g.WatchFile(ctx, *configFile, 2*time.Second)
 	} else {
-		cc, err := grpc.NewClient("passthrough:///"+*gwAddr, dstclient.DialOptions(creds)...)
+		gwCreds := creds
+		if cfg.Identity != nil && *dstID != "" {
+			// The gateway API serves a Gateway's snapshot (its
+			// certificates' keys included) to that Gateway's workload:
+			// the connection presents the gateway's certificate, and
+			// still verifies the controller's.
+			sid, err := spiffeid.FromString(*dstID)
+			if err != nil {
+				return fmt.Errorf("--destination-identity %q: %w", *dstID, err)
+			}
+			gwCreds = credentials.NewTLS(cfg.Identity.ClientConfig(sid, "h2"))
+		}
+		cc, err := grpc.NewClient("passthrough:///"+*gwAddr, dstclient.DialOptions(gwCreds)...)
 		if err != nil {
 			return fmt.Errorf("--gateway-addr: %w", err)
 		}
