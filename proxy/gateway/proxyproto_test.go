@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 )
 
 func proxyV2(src netip.AddrPort, local bool) []byte {
@@ -71,5 +74,35 @@ func TestProxyProtocol(t *testing.T) {
 		if got := strings.Join(resp.Header.Values("X-Got-X-Forwarded-For"), ","); got != c.wantXFF {
 			t.Errorf("%s: X-Forwarded-For %q, want %q", c.name, got, c.wantXFF)
 		}
+	}
+}
+
+// On a TLS port the PROXY header comes before the ClientHello; the
+// terminated requests carry the client it names.
+func TestProxyProtocolTLS(t *testing.T) {
+	e := startEcho(t, "web", nil)
+	chain, key := certPEM(t, "a.test")
+	pn := freePort(t)
+	s := snap("v1", tlsPort(pn, &gatewaypb.Listener{Name: "a", Hostname: "a.test", Mode: gatewaypb.Listener_HTTPS, Certificates: []string{"ns/a"},
+		Hosts: []*gatewaypb.Host{hostOf("", ruleTo("web", nil, to("web.svc:80", 1)))}}))
+	s.Certificates = []*gatewaypb.Certificate{{Name: "ns/a", CertChain: chain, PrivateKey: key}}
+	s.Ports[0].ProxyProtocol = true
+	startGateway(t, dsts(t, map[string][]string{"web.svc:80": {e.addr}}), s)
+	raw, err := net.Dial("tcp", "127.0.0.1:"+itoa(pn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(raw, "PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n")
+	conn := tls.Client(raw, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true})
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if got := resp.Header.Get("X-Got-X-Forwarded-For"); got != "203.0.113.7" || resp.Header.Get("X-Got-X-Forwarded-Proto") != "https" {
+		t.Errorf("X-Forwarded-For %q, X-Forwarded-Proto %q; want 203.0.113.7, https", got, resp.Header.Get("X-Got-X-Forwarded-Proto"))
 	}
 }
