@@ -1,5 +1,7 @@
 // Command meridian-proxy is Meridian's data plane: the sidecar that sits
-// beside every meshed application. It imports nothing from Kubernetes.
+// beside every meshed application, and, as `meridian-proxy gateway`, the
+// gateway proxy at the front door (gateway.go). It imports nothing from
+// Kubernetes.
 package main
 
 import (
@@ -40,6 +42,9 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "gateway" {
+		return runGateway(args[1:])
+	}
 	fs := flag.NewFlagSet("meridian-proxy", flag.ContinueOnError)
 	var cfg sidecar.Config
 	fs.StringVar(&cfg.OutboundAddr, "outbound-addr", sidecar.DefaultOutboundAddr, "outbound listeners, comma-separated (applications' connections are redirected here); IPv6 ones are skipped where there is no IPv6")

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,10 @@ type Registry struct {
 	tcpWrite *prometheus.CounterVec
 
 	connRefused *prometheus.CounterVec
+
+	// gateway: the request metrics carry gateway, listener and backend
+	// labels, read from the route label (NewGateway, GatewayRoute).
+	gateway bool
 }
 
 var (
@@ -53,15 +58,29 @@ var (
 )
 
 // New builds a registry with the golden metrics and the Go runtime/process collectors.
-func New() *Registry {
-	r := &Registry{reg: prometheus.NewRegistry()}
+func New() *Registry { return newRegistry(false) }
+
+// NewGateway builds the registry of a gateway proxy: the request metrics
+// (request_total, response_total, response_latency_ms, retry_total) carry
+// the labels gateway, listener, route and backend besides the others, taken
+// apart from the Request's Route, which the gateway sets to GatewayRoute's
+// key. (The labels travel inside Route so that the per-request state,
+// Request in httpproxy.Exchange, does not grow.)
+func NewGateway() *Registry { return newRegistry(true) }
+
+func newRegistry(gateway bool) *Registry {
+	r := &Registry{reg: prometheus.NewRegistry(), gateway: gateway}
+	req, resp, lat, retry := reqLabels, respLabels, latLabels, []string{"direction", "authority", "route", "outcome"}
+	if gateway {
+		req, resp, lat, retry = append(gwLabels, req...), append(gwLabels, resp...), append(gwLabels, lat...), append(gwLabels, retry...)
+	}
 	r.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "request_total", Help: "Requests sent (outbound) or received (inbound)."}, reqLabels)
+		Name: "request_total", Help: "Requests sent (outbound) or received (inbound)."}, req)
 	r.responses = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "response_total", Help: "Responses, classified as success or failure."}, respLabels)
+		Name: "response_total", Help: "Responses, classified as success or failure."}, resp)
 	r.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "response_latency_ms", Help: "Time from request to response headers, in milliseconds.",
-		Buckets: latencyBuckets}, latLabels)
+		Buckets: latencyBuckets}, lat)
 	r.unavailable = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "endpoint_unavailable_total", Help: "Requests failed fast because no endpoint could take them."},
 		[]string{"direction", "authority", "reason"})
@@ -80,7 +99,7 @@ func New() *Registry {
 		Name: "tcp_write_bytes_total", Help: "Bytes written to TCP connections."}, tcpLabels)
 	r.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "retry_total", Help: "Retry decisions for retryable routes: retried, budget_exhausted or body_too_large."},
-		[]string{"direction", "authority", "route", "outcome"})
+		retry)
 	r.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "request_shed_total", Help: "Requests refused at once (503, gRPC UNAVAILABLE) because the proxy had its maximum in flight."},
 		[]string{"direction"})
@@ -143,8 +162,36 @@ const (
 	TLSLoopback = "loopback"
 )
 
+// gwLabels are the gateway registry's extra labels, first.
+var gwLabels = []string{"gateway", "listener", "backend"}
+
+// gatewaySep separates GatewayRoute's parts: no Kubernetes name, listener
+// name or authority contains it.
+const gatewaySep = "|"
+
+// GatewayRoute is the Route of a gateway's Request: gateway
+// ("namespace/name"), listener (its name), route ("kind/namespace/name/rule")
+// and backend ("namespace/service:port"). A NewGateway registry labels the
+// request's series with each part; another shows it as the route.
+func GatewayRoute(gateway, listener, route, backend string) string {
+	return gateway + gatewaySep + listener + gatewaySep + route + gatewaySep + backend
+}
+
+// splitGateway takes GatewayRoute's key apart (without allocating).
+func splitGateway(key string) (gateway, listener, route, backend string) {
+	gateway, rest, _ := strings.Cut(key, gatewaySep)
+	listener, rest, _ = strings.Cut(rest, gatewaySep)
+	route, backend, _ = strings.Cut(rest, gatewaySep)
+	return
+}
+
 // RequestStarted counts a request.
 func (r *Registry) RequestStarted(q Request) {
+	if r.gateway {
+		g, l, rt, b := splitGateway(q.Route)
+		r.requests.WithLabelValues(g, l, b, q.Direction, q.Authority, q.Target, rt, q.TLS, q.ClientID, q.ServerID).Inc()
+		return
+	}
 	r.requests.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, q.TLS, q.ClientID, q.ServerID).Inc()
 }
 
@@ -172,13 +219,24 @@ func (r *Registry) ResponseDone(q Request, o Response) {
 	if o.Status != 0 {
 		code = strconv.Itoa(o.Status)
 	}
+	ms := float64(o.Latency) / float64(time.Millisecond)
+	if r.gateway {
+		g, l, rt, b := splitGateway(q.Route)
+		r.responses.WithLabelValues(g, l, b, q.Direction, q.Authority, q.Target, rt, q.TLS, q.ClientID, q.ServerID, code, o.GRPCStatus, class, o.Error).Inc()
+		r.latency.WithLabelValues(g, l, b, q.Direction, q.Authority, q.Target, rt, q.TLS, q.ClientID, q.ServerID, code).Observe(ms)
+		return
+	}
 	r.responses.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, q.TLS, q.ClientID, q.ServerID, code, o.GRPCStatus, class, o.Error).Inc()
-	r.latency.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, q.TLS, q.ClientID, q.ServerID, code).
-		Observe(float64(o.Latency) / float64(time.Millisecond))
+	r.latency.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, q.TLS, q.ClientID, q.ServerID, code).Observe(ms)
 }
 
 // Retry counts a retry decision for a request on a retryable route.
 func (r *Registry) Retry(q Request, outcome string) {
+	if r.gateway {
+		g, l, rt, b := splitGateway(q.Route)
+		r.retries.WithLabelValues(g, l, b, q.Direction, q.Authority, rt, outcome).Inc()
+		return
+	}
 	r.retries.WithLabelValues(q.Direction, q.Authority, q.Route, outcome).Inc()
 }
 

@@ -1,0 +1,354 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+	"github.com/meridian-mesh/meridian/proxy/metrics"
+)
+
+// route serves a request with the table current when it arrived: the
+// listener its Host selects on its port (for HTTPS the one its SNI chose
+// too), that listener's Host, and that host's first matching rule.
+func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
+	t := g.table.Load()
+	var p *port
+	if t != nil {
+		p = t.ports[portOf(r.Context())]
+	}
+	if p == nil {
+		answer(w, r, http.StatusNotFound, "no_listener", errors.New("no listener on this port"))
+		return
+	}
+	if n := headerBytes(r); n > t.maxHeader {
+		// net/http bounds the head at the most any snapshot may allow;
+		// the snapshot's own limit is answered here, the same way.
+		w.Header().Set("Connection", "close")
+		http.Error(w, fmt.Sprintf("431 Request Header Fields Too Large: %d bytes of headers, at most %d", n, t.maxHeader), http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
+	name := requestHost(r.Host)
+	var l *listener
+	if r.TLS != nil {
+		l = p.listenerFor(name, gatewaypb.Listener_HTTPS)
+		if sni := requestHost(r.TLS.ServerName); sni != "" && l != p.listenerFor(sni, gatewaypb.Listener_HTTPS) {
+			// The connection was set up for another listener (its
+			// certificate, its routes): RFC 9110 §15.5.20.
+			answer(w, r, http.StatusMisdirectedRequest, "misdirected", fmt.Errorf("host %q is not served on the connection made for %q", name, sni))
+			return
+		}
+	} else {
+		l = p.listenerFor(name, gatewaypb.Listener_HTTP)
+	}
+	if l == nil {
+		answer(w, r, http.StatusNotFound, "no_listener", fmt.Errorf("no listener for host %q", name))
+		return
+	}
+	var rl *rule
+	if h := l.hostFor(name); h != nil {
+		rl = h.rule(r)
+	}
+	if rl == nil {
+		answer(w, r, http.StatusNotFound, "no_route", fmt.Errorf("no route for %s %s on host %q", r.Method, r.URL.Path, name))
+		return
+	}
+	if g.sawBefore(r.Header) {
+		// A backend that leads back here (the gateway's own address, or
+		// another gateway routing to this one) would loop until the file
+		// descriptors run out.
+		g.metrics.Unavailable(direction, rl.ref, "loop")
+		answer(w, r, http.StatusLoopDetected, "loop", fmt.Errorf("the request came back to the gateway that forwarded it (%s: %s)", httpproxy.HopHeader, g.id))
+		return
+	}
+	x, r := httpproxy.ExchangeFor(w, r, direction)
+	x.Labels.Route = rl.noBackend
+	forwarded(r, t.trustedHops, l.scheme)
+	r.Header.Add(httpproxy.HopHeader, g.id)
+	if rl.request > 0 {
+		// From the request's arrival to its response's headers, across
+		// retries; the forwarder stops it once they are in.
+		ctx, cancel := context.WithCancelCause(r.Context())
+		defer cancel(nil)
+		x.Timeout = time.AfterFunc(rl.request, func() { cancel(httpproxy.ErrRouteTimeout) })
+		defer x.Timeout.Stop()
+		r = r.WithContext(ctx)
+	}
+	rl.serve.ServeHTTP(w, r)
+}
+
+// headerBytes is the size of r's head as HTTP/1 would carry it: the
+// request line and each field line.
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4 + len(r.Host) + 8
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// sawBefore says whether this gateway forwarded the request already.
+func (g *Gateway) sawBefore(h http.Header) bool {
+	for _, v := range h.Values(httpproxy.HopHeader) {
+		for _, id := range strings.Split(v, ",") {
+			if strings.TrimSpace(id) == g.id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// forwarded removes what no client may tell the mesh (Meridian's and
+// Linkerd's own headers: an override header from outside would make the
+// gateway an open relay) and appends the client to X-Forwarded-For,
+// trusting the last trustedHops entries already there (the proxies in
+// front of the gateway); with none, the client's own forwarding headers
+// are replaced.
+func forwarded(r *http.Request, trustedHops int, scheme string) {
+	for k := range r.Header {
+		// Meridian-Hop stays: it can only make a request refused as a
+		// loop, and removing it would hide a loop through two gateways.
+		if (strings.HasPrefix(k, "Meridian-") && k != httpproxy.HopHeader) || strings.HasPrefix(k, "L5d-") {
+			delete(r.Header, k)
+		}
+	}
+	client, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		client = r.RemoteAddr
+	}
+	var hops []string
+	if trustedHops > 0 {
+		for _, v := range r.Header.Values("X-Forwarded-For") {
+			for _, h := range strings.Split(v, ",") {
+				if h = strings.TrimSpace(h); h != "" {
+					hops = append(hops, h)
+				}
+			}
+		}
+		hops = hops[max(len(hops)-trustedHops, 0):]
+	}
+	if len(hops) == 0 {
+		r.Header["X-Forwarded-For"] = []string{client}
+	} else {
+		r.Header["X-Forwarded-For"] = []string{strings.Join(hops, ", ") + ", " + client}
+	}
+	if trustedHops == 0 || r.Header.Get("X-Forwarded-Proto") == "" {
+		r.Header["X-Forwarded-Proto"] = []string{scheme}
+	}
+	if trustedHops == 0 || r.Header.Get("X-Forwarded-Host") == "" {
+		r.Header["X-Forwarded-Host"] = []string{r.Host}
+	}
+	if trustedHops == 0 {
+		delete(r.Header, "Forwarded")
+	}
+}
+
+// pick serves a rule after its filters: a backend by weight (or the one a
+// session is pinned to), then that backend's handler. No backend with a
+// weight: 500 (gRPC UNAVAILABLE), as the spec says.
+func (g *Gateway) pick(rl *rule) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var be *backend
+		if rl.session != nil {
+			be = rl.session.pinned(r, rl)
+		}
+		if be == nil {
+			be = pickWeighted(rl.backends, rl.total)
+			if be != nil && rl.session != nil {
+				rl.session.pin(w, be)
+			}
+		}
+		if be == nil {
+			g.invalid(w, r, rl, errors.New("the rule has no backend with a weight"))
+			return
+		}
+		be.serve.ServeHTTP(w, r)
+	})
+}
+
+// forward sends a request to the backend be of rule rl: resolved through
+// the destination API, with the rule's retries and per-try timeout.
+func (g *Gateway) forward(rl *rule, be *backend) http.Handler {
+	key := be.key
+	retrier := httpproxy.Retrier((&retryLoop{g: g, rule: rl}).retry)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		x, r := httpproxy.ExchangeFor(w, r, direction)
+		x.Labels.Route = key
+		if be.authority == "" {
+			g.invalid(w, r, rl, fmt.Errorf("backend %s is invalid", be.label()))
+			return
+		}
+		d, err := be.cache.Get(r.Context(), be.authority)
+		switch {
+		case errors.Is(err, discover.ErrNotFound):
+			g.invalid(w, r, rl, fmt.Errorf("backend %s: the destination API does not know %s", be.label(), be.authority))
+			return
+		case err != nil && r.Context().Err() != nil:
+			g.metrics.ClientError(direction, be.authority, "canceled")
+			answer(w, r, 499, "canceled", err)
+			return
+		case err != nil:
+			g.metrics.Unavailable(direction, be.authority, "resolve")
+			answer(w, r, http.StatusServiceUnavailable, "resolve", err)
+			return
+		}
+		x.SetTarget(d.Target())
+		if !be.h2 {
+			// The backend speaks HTTP/1.1 whatever the client spoke (an
+			// HTTP/2 client says nothing of the backend): the forwarder
+			// takes this from the gateway as from a peer proxy
+			// (httpproxy.Options.AcceptPeerHeaders). Clients' own
+			// Meridian-* headers were removed (forwarded).
+			r.Header.Set(httpproxy.OrigProtoHeader, "HTTP/1.1")
+		}
+		if (rl.retry != nil && rl.retry.attempts > 0) || rl.perTry > 0 {
+			if r.Header.Get("Upgrade") == "" && !httpproxy.ExpectsContinue(r.Header) {
+				ok, err := readAhead(r, x)
+				if err != nil {
+					httpproxy.BadRequest(w, r, x, g.metrics, g.log, err)
+					return
+				}
+				if ok {
+					x.Retry = retrier
+				}
+			}
+		}
+		g.fwd.ServeHTTP(w, r)
+	})
+}
+
+// invalid answers a request of a rule without a valid backend: 500, or
+// UNAVAILABLE to gRPC (the spec's answers), counted as unavailable.
+func (g *Gateway) invalid(w http.ResponseWriter, r *http.Request, rl *rule, err error) {
+	g.metrics.Unavailable(direction, rl.ref, "invalid_backend")
+	answer(w, r, http.StatusInternalServerError, "invalid_backend", err)
+}
+
+// answer is the gateway's own answer: the HTTP status, or to a gRPC
+// client a gRPC status (404: UNIMPLEMENTED, a method nothing routes; 500:
+// UNAVAILABLE, as GRPCRoute's spec says of invalid backends).
+func answer(w http.ResponseWriter, r *http.Request, status int, reason string, err error) {
+	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		httpproxy.WriteError(w, r, status, reason, err)
+		return
+	}
+	code := "14"
+	switch status {
+	case http.StatusNotFound:
+		code = "12"
+	case http.StatusRequestHeaderFieldsTooLarge:
+		code = "8" // RESOURCE_EXHAUSTED
+	case 499:
+		code = "1"
+	}
+	h := w.Header()
+	h.Set(httpproxy.ErrorHeader, reason)
+	h.Set("Content-Type", "application/grpc")
+	h.Set("Grpc-Status", code)
+	h.Set("Grpc-Message", "meridian gateway: "+reason)
+	w.WriteHeader(http.StatusOK)
+}
+
+// readAheadLimit bounds the request body kept to send again.
+const readAheadLimit = 64 << 10
+
+// readAhead reads a request's body into x.Body, up to readAheadLimit, so
+// that it can be sent again; ok is false for a larger one (streamed, never
+// retried).
+func readAhead(r *http.Request, x *httpproxy.Exchange) (ok bool, err error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return true, nil
+	}
+	buf, err := io.ReadAll(io.LimitReader(r.Body, readAheadLimit+1))
+	if err != nil {
+		return false, err
+	}
+	if len(buf) > readAheadLimit {
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
+		return false, nil
+	}
+	x.Body = buf
+	return true, nil
+}
+
+// retryLoop is a rule's retries: its attempts, codes and backoff, and its
+// per-try timeout (Rule.timeouts.backend_request).
+type retryLoop struct {
+	g    *Gateway
+	rule *rule
+}
+
+func (l *retryLoop) retry(r *http.Request, x *httpproxy.Exchange, a httpproxy.Attempts) (*http.Response, error) {
+	rl := l.rule
+	attempts, backoff := 0, time.Duration(0)
+	if rl.retry != nil {
+		attempts, backoff = rl.retry.attempts, rl.retry.backoff
+	}
+	for try := 0; ; try++ {
+		if x.Body != nil {
+			r.Body = io.NopCloser(bytes.NewReader(x.Body))
+			r.ContentLength = int64(len(x.Body))
+		}
+		// This try's timeout bounds the wait for its response's headers.
+		// A try that fails ends its context; the one passed on keeps it
+		// until the request ends (it is its parent's).
+		tr, cancel := r, context.CancelCauseFunc(func(error) {})
+		var timer *time.Timer
+		if rl.perTry > 0 {
+			var ctx context.Context
+			ctx, cancel = context.WithCancelCause(r.Context())
+			timer = time.AfterFunc(rl.perTry, func() { cancel(httpproxy.ErrRouteTimeout) })
+			tr = r.WithContext(ctx)
+		}
+		resp, err := a.Send(tr, x)
+		if timer != nil {
+			timer.Stop()
+		}
+		if err != nil && context.Cause(tr.Context()) == httpproxy.ErrRouteTimeout && r.Context().Err() == nil {
+			err = httpproxy.ErrRouteTimeout // this try's timeout
+		}
+		last := try >= attempts || r.Context().Err() != nil
+		if err != nil {
+			// A connection error (refused, reset before a response) or this
+			// try's timeout: retried while attempts remain.
+			cancel(nil)
+			if last || errors.Is(err, context.Canceled) {
+				return nil, err
+			}
+		} else {
+			retryable := rl.retry != nil && rl.retry.codes[resp.StatusCode] && !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc")
+			if !retryable || last {
+				if x.Timeout != nil {
+					x.Timeout.Stop()
+				}
+				return resp, nil
+			}
+			l.g.metrics.ResponseDone(x.Labels, metrics.Response{Status: resp.StatusCode, Latency: time.Since(x.Start)})
+			a.Discard(x, resp)
+			cancel(nil)
+		}
+		l.g.metrics.Retry(x.Labels, "retried")
+		if backoff > 0 {
+			select {
+			case <-time.After(backoff):
+			case <-r.Context().Done():
+				return nil, context.Cause(r.Context())
+			}
+		}
+	}
+}

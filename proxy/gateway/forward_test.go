@@ -1,0 +1,130 @@
+package gateway
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+)
+
+// The golden metrics carry gateway, listener, route and backend.
+func TestMetricsLabels(t *testing.T) {
+	e := startEcho(t, "web", nil)
+	pn := freePort(t)
+	g := startGateway(t, dsts(t, map[string][]string{"web.svc:80": {e.addr}}), snap("v1", httpPort(pn,
+		httpListener("http", "", hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1)))))))
+	for range 3 {
+		get(t, nil, pn, "x.test", "/")
+	}
+	fams, err := g.Metrics().Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"gateway": "gw-ns/gw", "listener": "http", "route": "HTTPRoute/ns/web/0", "backend": "ns/web:80",
+		"direction": "outbound", "authority": "web.svc:80", "target_addr": e.addr, "status_code": "200", "classification": "success"}
+	found := false
+	for _, f := range fams {
+		if f.GetName() != "response_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if labelsMatch(m, want) && m.GetCounter().GetValue() == 3 {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no response_total with %v and value 3 in %v", want, fams)
+	}
+}
+
+func labelsMatch(m *dto.Metric, want map[string]string) bool {
+	n := 0
+	for _, l := range m.GetLabel() {
+		if v, ok := want[l.GetName()]; ok {
+			if v != l.GetValue() {
+				return false
+			}
+			n++
+		}
+	}
+	return n == len(want)
+}
+
+// Rule.retry: responses with a listed code and connection errors are
+// tried again, up to attempts more times, bodies included; other codes are
+// passed on at once. Rule.timeouts: backend_request bounds each try,
+// request the whole exchange until the response headers (504).
+func TestRetriesAndTimeouts(t *testing.T) {
+	var calls atomic.Int64
+	flaky := startEcho(t, "flaky", func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		switch {
+		case r.URL.Path == "/slow-first" && n == 1, r.URL.Path == "/slow":
+			time.Sleep(300 * time.Millisecond)
+		case r.URL.Path == "/fail-twice" && n <= 2:
+			w.WriteHeader(503)
+			return
+		case r.URL.Path == "/reset-first" && n == 1:
+			c, _, _ := http.NewResponseController(w).Hijack()
+			c.Close() // no response: a connection error
+			return
+		case r.URL.Path == "/always-500":
+			w.WriteHeader(500)
+			return
+		}
+		w.Write(body)
+	})
+	pn := freePort(t)
+	retry := &gatewaypb.Retry{Attempts: 2, Codes: []uint32{503}, Backoff: dur(10 * time.Millisecond)}
+	r1 := ruleTo("retry", prefix("/fail-twice"), to("flaky.svc:80", 1))
+	r1.Retry = retry
+	r2 := ruleTo("500", prefix("/always-500"), to("flaky.svc:80", 1))
+	r2.Retry = retry
+	r3 := ruleTo("per-try", prefix("/slow-first"), to("flaky.svc:80", 1))
+	r3.Retry = &gatewaypb.Retry{Attempts: 1}
+	r3.Timeouts = &gatewaypb.Timeouts{BackendRequest: dur(100 * time.Millisecond)}
+	r4 := ruleTo("request", prefix("/slow"), to("flaky.svc:80", 1))
+	r4.Timeouts = &gatewaypb.Timeouts{Request: dur(100 * time.Millisecond)}
+	r5 := ruleTo("reset", prefix("/reset-first"), to("flaky.svc:80", 1))
+	r5.Retry = &gatewaypb.Retry{Attempts: 1}
+	startGateway(t, dsts(t, map[string][]string{"flaky.svc:80": {flaky.addr}}), snap("v1", httpPort(pn,
+		httpListener("l", "", hostOf("", r1, r2, r3, r4, r5)))))
+	post := func(path, body string) (*http.Response, string) {
+		t.Helper()
+		calls.Store(0)
+		req, _ := http.NewRequest("POST", "http://127.0.0.1:"+itoa(pn)+path, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	for _, c := range []struct {
+		path       string
+		wantStatus int
+		wantCalls  int64
+	}{
+		{"/fail-twice", 200, 3}, // 503, 503, then the body echoed
+		{"/always-500", 500, 1}, // 500 is not a listed code
+		{"/slow-first", 200, 2}, // the first try timed out
+		{"/slow", 504, 1},       // the request timeout
+	} {
+		resp, body := post(c.path, "payload")
+		if resp.StatusCode != c.wantStatus || calls.Load() != c.wantCalls {
+			t.Errorf("%s: %s after %d calls, want %d after %d", c.path, resp.Status, calls.Load(), c.wantStatus, c.wantCalls)
+		}
+		if c.wantStatus == 200 && body != "payload" {
+			t.Errorf("%s: body %q, want the request's echoed on the last try", c.path, body)
+		}
+	}
+}

@@ -1,0 +1,346 @@
+// Package gateway is Meridian's gateway proxy, a sibling of proxy/sidecar
+// assembled from the same parts: it applies gatewaypb.Snapshots (listeners,
+// certificates and route tables compiled from Gateway API objects) whole
+// and atomically, terminates or passes through TLS, routes requests by
+// listener, host and rule, and forwards them through proxy/outbound and
+// proxy/httpproxy as the sidecar's outbound side does.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/proxy/admin"
+	"github.com/meridian-mesh/meridian/proxy/balance"
+	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+	"github.com/meridian-mesh/meridian/proxy/listen"
+	"github.com/meridian-mesh/meridian/proxy/metrics"
+	"github.com/meridian-mesh/meridian/proxy/middleware/inflight"
+	"github.com/meridian-mesh/meridian/proxy/outbound"
+	"github.com/meridian-mesh/meridian/proxy/tlsid"
+)
+
+// direction is the metrics' direction label of the gateway's requests:
+// they leave the gateway for backends, as the sidecar's outbound ones.
+const direction = "outbound"
+
+// Config is what a gateway needs. Zero values take the documented defaults.
+type Config struct {
+	// Bind gives the addresses (comma-separated, see proxy/listen) a
+	// snapshot's port is opened on. Default DefaultBind.
+	Bind func(port uint32) string
+	// AdminAddr serves /metrics, /ready, /live and /gateway. Default
+	// "0.0.0.0:4191,[::]:4191".
+	AdminAddr string
+	Resolver  discover.Resolver // default: a static resolver with nothing
+	Balancer  balance.Strategy
+	// Identity, when set, is the gateway's workload identity: connections
+	// to meshed endpoints are mutual TLS, and the gateway is not ready
+	// before it holds a certificate. The caller runs it.
+	Identity *tlsid.Identity
+	// Namespace is the gateway's namespace (short backend names).
+	Namespace      string
+	ConnectTimeout time.Duration // default 1s
+	// DrainTimeout bounds how long a port that a snapshot removed, and
+	// every port when Run ends, waits for its requests and streams.
+	// Default 30s.
+	DrainTimeout time.Duration
+	// HeaderTimeout bounds the time from accept to the end of a request's
+	// headers (and to a TLS ClientHello). Default 30s.
+	HeaderTimeout time.Duration
+	// IdleTimeout closes a passthrough stream idle that long. Default 1h.
+	IdleTimeout time.Duration
+	// MaxInFlight bounds requests handled at once; beyond it 503. Default
+	// 10000; negative: no bound.
+	MaxInFlight int
+	Log         *slog.Logger
+}
+
+// DefaultBind listens on every address of both families.
+func DefaultBind(port uint32) string {
+	p := strconv.FormatUint(uint64(port), 10)
+	return "0.0.0.0:" + p + ",[::]:" + p
+}
+
+// Gateway is a running gateway proxy.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics.Registry
+	admin   *admin.Server
+	handler http.Handler // inflight, then route
+	fwd     *httpproxy.Forwarder
+	id      string // this instance, in Meridian-Hop (loops)
+
+	table atomic.Pointer[table] // nil before the first snapshot
+
+	mu       sync.Mutex // serializes Apply and guards what follows
+	ports    map[uint32]*portServer
+	caches   map[string]*outbound.Cache             // by backendTLS key; "" is the mesh's
+	evicting map[*outbound.Cache]context.CancelFunc // ends each cache's EvictIdle
+	rejected []rejection                            // the last snapshots refused, newest first
+	stopped  bool
+
+	bg     context.Context // the servers' lifetime: canceled at the end of Run
+	cancel context.CancelFunc
+	ready  atomic.Bool
+	drains sync.WaitGroup // ports closing in the background
+}
+
+// rejection is a snapshot Apply refused.
+type rejection struct {
+	Version string    `json:"version"`
+	At      time.Time `json:"at"`
+	Error   string    `json:"error"`
+}
+
+// New binds the admin listener; ports come with snapshots (Apply).
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Bind == nil {
+		cfg.Bind = DefaultBind
+	}
+	if cfg.AdminAddr == "" {
+		cfg.AdminAddr = "0.0.0.0:4191,[::]:4191"
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver, _ = discover.NewStatic(nil)
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = time.Second
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
+	if cfg.HeaderTimeout == 0 {
+		cfg.HeaderTimeout = 30 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = time.Hour
+	}
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = 10000
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Log, metrics: metrics.NewGateway(), ports: map[uint32]*portServer{},
+		caches: map[string]*outbound.Cache{}, evicting: map[*outbound.Cache]context.CancelFunc{}}
+	g.bg, g.cancel = context.WithCancel(context.Background())
+	var id [8]byte
+	rand.Read(id[:])
+	g.id = hex.EncodeToString(id[:])
+	g.fwd = httpproxy.New(httpproxy.Options{Direction: direction, LabelTargetTLS: true, AcceptPeerHeaders: true, Metrics: g.metrics, Log: g.log})
+	g.handler = inflight.New(inflight.Options{Direction: direction, Max: int64(max(cfg.MaxInFlight, 0)), Metrics: g.metrics})(http.HandlerFunc(g.route))
+	g.caches[""] = g.cache("", nil)
+	ready := func() bool {
+		return g.ready.Load() && g.table.Load() != nil && (cfg.Identity == nil || cfg.Identity.HasCert())
+	}
+	var err error
+	if g.admin, err = admin.Listen(cfg.AdminAddr, g.log, g.metrics.Handler(), ready); err != nil {
+		return nil, fmt.Errorf("admin listener: %w", err)
+	}
+	g.admin.Handle("GET /gateway", http.HandlerFunc(g.diagnostics))
+	if cfg.Identity != nil {
+		obtained := func() int64 {
+			if cfg.Identity.Expiry().IsZero() {
+				return 0
+			}
+			return cfg.Identity.Renewals() + 1
+		}
+		g.metrics.Identity(cfg.Identity.Expiry, obtained, cfg.Identity.Failures)
+	}
+	return g, nil
+}
+
+// cache builds the outbound cache of backends with the BackendTLS key
+// (nil cfg: the mesh's, mTLS to meshed endpoints with the gateway's
+// identity, plaintext to others).
+func (g *Gateway) cache(key string, cfg *tls.Config) *outbound.Cache {
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: g.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	o := outbound.Options{
+		Resolver:  g.cfg.Resolver,
+		Balancer:  g.cfg.Balancer,
+		Namespace: g.cfg.Namespace,
+		OnEject: func(authority, addr, reason string) {
+			g.metrics.Ejection(direction, authority, reason)
+		},
+		Meter: func(c net.Conn, addr, tls, serverID string) net.Conn {
+			return g.metrics.Conn(c, metrics.ConnLabels{Direction: direction, Peer: metrics.PeerDst, Target: addr, TLS: tls, PeerID: serverID})
+		},
+	}
+	if cfg == nil {
+		o.Identity = g.cfg.Identity
+		o.Dial = dial
+	} else {
+		// The policy's TLS replaces mTLS: these backends are not meshed
+		// (the compiler attaches a BackendTLSPolicy only to those).
+		o.Dial = tlsDial(dial, cfg)
+	}
+	c := outbound.New(o)
+	ctx, stop := context.WithCancel(g.bg)
+	g.evicting[c] = stop
+	go c.EvictIdle(ctx)
+	g.log.Debug("backend cache", "key", key)
+	return c
+}
+
+// Metrics returns the gateway's registry.
+func (g *Gateway) Metrics() *metrics.Registry { return g.metrics }
+
+// AdminAddr is the admin listener's first address.
+func (g *Gateway) AdminAddr() net.Addr { return g.admin.Addr() }
+
+// Version is the version of the snapshot serving now, "" before the first.
+func (g *Gateway) Version() string {
+	if t := g.table.Load(); t != nil {
+		return t.version
+	}
+	return ""
+}
+
+// Apply compiles s and, when it is valid, serves it in place of the
+// current snapshot: ports it adds are opened first (a port that cannot be
+// opened fails the snapshot), then the table is swapped in one store (a
+// request or handshake sees the old table or the new one, whole), then the
+// ports it removes stop accepting and drain in the background. Ports that
+// stay keep their sockets and connections. A snapshot that fails is
+// rejected with an error naming the part and the version; the current one
+// keeps serving.
+func (g *Gateway) Apply(s *gatewaypb.Snapshot) (err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	defer func() {
+		if err != nil {
+			g.rejected = append([]rejection{{Version: s.GetVersion(), At: time.Now(), Error: err.Error()}}, g.rejected...)
+			g.rejected = g.rejected[:min(len(g.rejected), 10)]
+			g.log.Warn("gateway snapshot rejected; the previous one keeps serving", "version", s.GetVersion(), "err", err)
+		}
+	}()
+	if t := g.table.Load(); t != nil && s.GetVersion() != "" && t.version == s.GetVersion() {
+		return nil // equal versions are equal snapshots
+	}
+	if g.stopped {
+		return errors.New("the gateway has stopped")
+	}
+	b := &builder{g: g, caches: map[string]*outbound.Cache{"": g.caches[""]}}
+	t, err := compile(s, b)
+	if err != nil {
+		g.closeCaches(b.caches)
+		return fmt.Errorf("snapshot %q: %w", s.GetVersion(), err)
+	}
+	var opened []*portServer
+	for n := range t.ports {
+		if g.ports[n] != nil {
+			continue
+		}
+		ps, err := g.openPort(n)
+		if err != nil {
+			for _, o := range opened {
+				o.ln.Close()
+			}
+			g.closeCaches(b.caches)
+			return fmt.Errorf("snapshot %q: ports (%d): %w", s.GetVersion(), n, err)
+		}
+		opened = append(opened, ps)
+	}
+	g.table.Store(t)
+	for _, ps := range opened {
+		g.ports[ps.number] = ps
+		ps.start()
+	}
+	for n, ps := range g.ports {
+		if t.ports[n] == nil {
+			delete(g.ports, n)
+			g.drains.Add(1)
+			go func() { defer g.drains.Done(); ps.drain(g.cfg.DrainTimeout) }()
+		}
+	}
+	old := g.caches
+	g.caches = b.caches
+	g.closeCaches(old)
+	g.log.Info("gateway snapshot applied", "version", t.version, "ports", len(t.ports))
+	return nil
+}
+
+// closeCaches closes those of cs the gateway does not use (g.caches):
+// requests in flight finish on their connections. Called with g.mu held.
+func (g *Gateway) closeCaches(cs map[string]*outbound.Cache) {
+	for k, c := range cs {
+		if g.caches[k] != c {
+			g.evicting[c]()
+			delete(g.evicting, c)
+			c.Close()
+		}
+	}
+}
+
+// Ports returns the open ports' bound addresses, by port number.
+func (g *Gateway) Ports() map[uint32]net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := map[uint32]net.Addr{}
+	for n, ps := range g.ports {
+		m[n] = ps.ln.Addr()
+	}
+	return m
+}
+
+// Run serves the admin port until ctx ends, then drains every port within
+// DrainTimeout and returns.
+func (g *Gateway) Run(ctx context.Context) error {
+	go g.admin.Serve()
+	g.ready.Store(true)
+	g.log.Info("gateway ready", "admin", g.admin.Addrs())
+	<-ctx.Done()
+	g.ready.Store(false)
+	g.mu.Lock()
+	g.stopped = true
+	ports := g.ports
+	g.ports = map[uint32]*portServer{}
+	g.mu.Unlock()
+	for _, ps := range ports {
+		g.drains.Add(1)
+		go func() { defer g.drains.Done(); ps.drain(g.cfg.DrainTimeout) }()
+	}
+	g.drains.Wait()
+	g.cancel()
+	g.mu.Lock()
+	for _, c := range g.caches {
+		c.Close()
+	}
+	g.mu.Unlock()
+	g.admin.Close()
+	return nil
+}
+
+// sortedPorts are a table's port numbers in order, for diagnostics.
+func sortedPorts(t *table) []uint32 {
+	ns := make([]uint32, 0, len(t.ports))
+	for n := range t.ports {
+		ns = append(ns, n)
+	}
+	sort.Slice(ns, func(i, j int) bool { return ns[i] < ns[j] })
+	return ns
+}
+
+// listenAddr opens a port's sockets.
+func (g *Gateway) listenAddr(n uint32) (net.Listener, error) {
+	return listen.Listen(g.cfg.Bind(n), g.log.With("port", n))
+}

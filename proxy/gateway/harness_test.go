@@ -1,0 +1,253 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/proxy/balance"
+	"github.com/meridian-mesh/meridian/proxy/discover"
+)
+
+// echo is a backend that answers with its name and what it received.
+type echo struct {
+	name string
+	addr string
+	srv  *httptest.Server
+}
+
+// startEcho serves on loopback: X-Backend says who answered, X-Path,
+// X-Host and X-Got-<header> what came.
+func startEcho(t *testing.T, name string, h http.HandlerFunc) *echo {
+	t.Helper()
+	if h == nil {
+		h = func(w http.ResponseWriter, r *http.Request) {
+			for k, vs := range r.Header {
+				if k == "X-Big" {
+					continue
+				}
+				w.Header()["X-Got-"+k] = vs
+			}
+			w.Header().Set("X-Path", r.URL.RequestURI())
+			w.Header().Set("X-Host", r.Host)
+			io.Copy(io.Discard, r.Body)
+			fmt.Fprint(w, name)
+		}
+	}
+	wrapped := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Backend", name)
+		h(w, r)
+	})
+	srv := httptest.NewServer(wrapped)
+	t.Cleanup(srv.Close)
+	return &echo{name: name, addr: srv.Listener.Addr().String(), srv: srv}
+}
+
+// freePort is a loopback port number nothing listens on now.
+func freePort(t testing.TB) uint32 {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return uint32(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// dsts is a static resolver: authority → endpoint addresses.
+func dsts(t testing.TB, m map[string][]string) *discover.Static {
+	t.Helper()
+	var ds []discover.Destination
+	for a, addrs := range m {
+		d := discover.Destination{Authority: a}
+		for _, ad := range addrs {
+			d.Endpoints = append(d.Endpoints, discover.Endpoint{Addr: ad})
+		}
+		ds = append(ds, d)
+	}
+	s, err := discover.NewStatic(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// startGatewayB is startGateway for benchmarks.
+func startGatewayB(b *testing.B, res discover.Resolver, s *gatewaypb.Snapshot) *Gateway {
+	return startGatewayTB(b, res, s)
+}
+
+// startGateway runs a gateway on loopback with the resolver and snapshot.
+func startGateway(t *testing.T, res discover.Resolver, s *gatewaypb.Snapshot) *Gateway {
+	return startGatewayTB(t, res, s)
+}
+
+func startGatewayTB(t testing.TB, res discover.Resolver, s *gatewaypb.Snapshot) *Gateway {
+	t.Helper()
+	g, err := New(Config{
+		Bind:         func(p uint32) string { return "127.0.0.1:" + strconv.Itoa(int(p)) },
+		AdminAddr:    "127.0.0.1:0",
+		Resolver:     res,
+		Balancer:     balance.RoundRobin,
+		DrainTimeout: 2 * time.Second,
+		Log:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s != nil {
+		if err := g.Apply(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { g.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return g
+}
+
+// Snapshot builders.
+
+func snap(version string, ports ...*gatewaypb.Port) *gatewaypb.Snapshot {
+	return &gatewaypb.Snapshot{Version: version, Gateway: "gw-ns/gw", Ports: ports}
+}
+
+func httpPort(n uint32, ls ...*gatewaypb.Listener) *gatewaypb.Port {
+	return &gatewaypb.Port{Port: n, Protocol: gatewaypb.Port_HTTP, Listeners: ls}
+}
+
+func tlsPort(n uint32, ls ...*gatewaypb.Listener) *gatewaypb.Port {
+	return &gatewaypb.Port{Port: n, Protocol: gatewaypb.Port_TLS, Listeners: ls}
+}
+
+func httpListener(name, hostname string, hosts ...*gatewaypb.Host) *gatewaypb.Listener {
+	return &gatewaypb.Listener{Name: name, Hostname: hostname, Mode: gatewaypb.Listener_HTTP, Hosts: hosts}
+}
+
+func hostOf(name string, rules ...*gatewaypb.Rule) *gatewaypb.Host {
+	return &gatewaypb.Host{Hostname: name, Rules: rules}
+}
+
+// ruleTo is a rule of HTTPRoute ns/name matching m, to the backends.
+func ruleTo(name string, m *gatewaypb.Match, backends ...*gatewaypb.Backend) *gatewaypb.Rule {
+	if m == nil {
+		m = &gatewaypb.Match{}
+	}
+	return &gatewaypb.Rule{Route: &gatewaypb.RouteRef{Kind: "HTTPRoute", Namespace: "ns", Name: name, Rule: "0"}, Match: m, Backends: backends}
+}
+
+func to(authority string, weight uint32) *gatewaypb.Backend {
+	name := "ns/" + strings.Split(authority, ".")[0] + ":80"
+	return &gatewaypb.Backend{Authority: authority, Weight: weight, Name: name}
+}
+
+func prefix(p string) *gatewaypb.Match {
+	return &gatewaypb.Match{Path: &gatewaypb.PathMatch{Type: gatewaypb.PathMatch_PREFIX, Value: p}}
+}
+
+func dur(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
+
+// get sends a request through the gateway's port and returns the
+// response with its body read.
+func get(t *testing.T, c *http.Client, port uint32, host, path string, hdr ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://127.0.0.1:"+strconv.Itoa(int(port))+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Add(hdr[i], hdr[i+1])
+	}
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s%s: %v", host, path, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+// certPEM is a self-signed ECDSA certificate for names, and its key.
+func certPEM(t testing.TB, names ...string) (chain, key []byte) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: names[0]},
+		DNSNames:     names,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
+}
+
+func itoa(n uint32) string { return strconv.Itoa(int(n)) }
+
+// h2cClient speaks HTTP/2 with prior knowledge over cleartext.
+func h2cClient() *http.Client {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: p}, Timeout: 10 * time.Second}
+}
+
+// rsaCertPEM is certPEM with an RSA key.
+func rsaCertPEM(t testing.TB, names ...string) (chain, key []byte) {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: names[0]},
+		DNSNames:     names,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
+}

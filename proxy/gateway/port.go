@@ -1,0 +1,370 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/proxy/metrics"
+	"github.com/meridian-mesh/meridian/proxy/outbound/connect"
+	"github.com/meridian-mesh/meridian/proxy/tcpproxy"
+)
+
+// portServer is one open port: its sockets, the HTTP server its HTTP and
+// terminated HTTPS connections go to, and its passthrough streams. What a
+// new connection gets is decided by the table current when it arrives, so
+// a port keeps its socket and its connections across snapshots.
+type portServer struct {
+	g      *Gateway
+	number uint32
+	ln     net.Listener
+	httpLn *chanListener
+	srv    *http.Server
+
+	serving sync.WaitGroup // the accept loop and the HTTP server
+	streams sync.WaitGroup // connections being sorted, and passthrough streams
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{} // passthrough streams, closed at the drain deadline
+	cut     bool                  // the drain deadline has passed
+}
+
+// accepted labels the connections the gateway accepts (tcp_* metrics):
+// clients from outside the mesh.
+var accepted = metrics.ConnLabels{Direction: "inbound", Peer: metrics.PeerSrc, TLS: metrics.TLSNotProvidedByRemote}
+
+type portKey struct{}
+
+// portOf is the port number a request arrived on.
+func portOf(ctx context.Context) uint32 {
+	n, _ := ctx.Value(portKey{}).(uint32)
+	return n
+}
+
+func (g *Gateway) openPort(n uint32) (*portServer, error) {
+	ln, err := g.listenAddr(n)
+	if err != nil {
+		return nil, err
+	}
+	ps := &portServer{g: g, number: n, ln: ln, httpLn: newChanListener(ln.Addr()), conns: map[net.Conn]struct{}{}}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)            // over TLS, by ALPN
+	protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
+	ps.srv = &http.Server{
+		Handler:           g.handler,
+		Protocols:         protocols,
+		ReadHeaderTimeout: g.cfg.HeaderTimeout,
+		IdleTimeout:       5 * time.Minute,
+		// The snapshot's limit (431) is applied per request (route); this
+		// is the most a snapshot may set.
+		MaxHeaderBytes: maxHeaderCap,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:      1000,
+			MaxReadFrameSize:          16 << 10,
+			MaxDecoderHeaderTableSize: 4 << 10,
+		},
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, portKey{}, n)
+		},
+		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+	}
+	return ps, nil
+}
+
+func (ps *portServer) start() {
+	ps.serving.Add(2)
+	go func() { defer ps.serving.Done(); ps.srv.Serve(ps.httpLn) }()
+	go func() { defer ps.serving.Done(); ps.accept() }()
+}
+
+func (ps *portServer) accept() {
+	var delay time.Duration
+	for {
+		c, err := ps.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				ps.httpLn.Close()
+				return
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			ps.g.log.Warn("accept", "port", ps.number, "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		ps.streams.Add(1)
+		go func() { defer ps.streams.Done(); ps.handle(c) }()
+	}
+}
+
+// handle sorts a new connection by the current table: HTTP ports hand it
+// to the HTTP server; TLS ports read the ClientHello (without consuming
+// it) and pick the listener by SNI: passthrough streams are spliced to a
+// backend, HTTPS connections terminated and handed to the HTTP server.
+func (ps *portServer) handle(c net.Conn) {
+	g := ps.g
+	mc := g.metrics.Conn(c, accepted)
+	t := g.table.Load()
+	p := t.ports[ps.number]
+	if p == nil {
+		mc.Close() // the port is going away
+		return
+	}
+	var conn net.Conn = mc
+	if p.proxyProtocol {
+		mc.SetReadDeadline(time.Now().Add(g.cfg.HeaderTimeout))
+		br := bufio.NewReaderSize(mc, 5+maxRecord)
+		client, err := readProxyHeader(br)
+		mc.SetReadDeadline(time.Time{})
+		if err != nil {
+			g.log.Debug("PROXY protocol", "port", ps.number, "peer", c.RemoteAddr(), "err", err)
+			mc.Close()
+			return
+		}
+		if client == nil {
+			client = c.RemoteAddr()
+		}
+		conn = &clientConn{replayConn: replayConn{Conn: mc, r: br}, client: client}
+	}
+	if p.protocol == gatewaypb.Port_HTTP {
+		if !ps.httpLn.push(conn) {
+			mc.Close()
+		}
+		return
+	}
+	mc.SetReadDeadline(time.Now().Add(g.cfg.HeaderTimeout))
+	hello, rc, err := peekHello(conn)
+	mc.SetReadDeadline(time.Time{})
+	if err != nil {
+		g.log.Debug("no TLS ClientHello", "port", ps.number, "client", c.RemoteAddr(), "err", err)
+		mc.Close()
+		return
+	}
+	sni := requestHost(hello.ServerName)
+	l := p.listenerFor(sni, gatewaypb.Listener_HTTPS, gatewaypb.Listener_TLS_PASSTHROUGH)
+	if l == nil {
+		g.log.Debug("no listener for the server name", "port", ps.number, "sni", sni)
+		mc.Close()
+		return
+	}
+	if l.mode == gatewaypb.Listener_TLS_PASSTHROUGH {
+		ps.passthrough(rc, l, sni)
+		return
+	}
+	// The handshake happens in the HTTP server (which then reads ALPN), with
+	// this listener's configuration: chosen by this table, whichever is
+	// current by then.
+	if !ps.httpLn.push(tls.Server(rc, l.tls)) {
+		mc.Close()
+	}
+}
+
+// passthrough splices a TLS stream to a backend of the listener's first
+// TLS route whose hostnames match the SNI.
+func (ps *portServer) passthrough(c net.Conn, l *listener, sni string) {
+	g := ps.g
+	r := l.routeFor(sni)
+	var be *backend
+	if r != nil {
+		be = pickWeighted(r.backends, r.total)
+	}
+	if be == nil || be.authority == "" {
+		g.log.Debug("no TLS route backend for the server name", "listener", l.name, "sni", sni)
+		c.Close()
+		return
+	}
+	if !ps.track(c) {
+		c.Close()
+		return
+	}
+	defer ps.untrack(c)
+	ctx, cancel := context.WithTimeout(g.bg, 10*time.Second)
+	d, err := be.cache.Get(ctx, be.authority)
+	var up net.Conn
+	if err == nil {
+		up, err = d.Dial(ctx)
+	}
+	cancel()
+	if err != nil {
+		var ue *connect.UnavailableError
+		if errors.As(err, &ue) {
+			g.metrics.Unavailable(direction, be.authority, ue.Reason)
+		}
+		g.log.Debug("TLS passthrough: no connection to the backend", "backend", be.label(), "err", err)
+		c.Close()
+		return
+	}
+	if !ps.track(up) {
+		c.Close()
+		up.Close()
+		return
+	}
+	defer ps.untrack(up)
+	tcpproxy.SpliceIdle(c, up, g.cfg.IdleTimeout)
+}
+
+func (ps *portServer) track(c net.Conn) bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.conns[c] = struct{}{}
+	return !ps.cut
+}
+
+func (ps *portServer) untrack(c net.Conn) {
+	ps.mu.Lock()
+	delete(ps.conns, c)
+	ps.mu.Unlock()
+}
+
+// drain stops accepting, lets requests and streams finish within timeout,
+// then closes what is left.
+func (ps *portServer) drain(timeout time.Duration) {
+	ps.ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { ps.streams.Wait(); close(done) }()
+	ps.srv.Shutdown(ctx)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		ps.mu.Lock()
+		ps.cut = true
+		for c := range ps.conns {
+			c.Close()
+		}
+		ps.mu.Unlock()
+		<-done
+	}
+	ps.srv.Close()
+	ps.serving.Wait()
+}
+
+// pickWeighted picks one of bs by weight; nil when every weight is 0.
+func pickWeighted(bs []*backend, total uint64) *backend {
+	if total == 0 {
+		return nil
+	}
+	n := rand.Uint64N(total)
+	for _, b := range bs {
+		if n < uint64(b.weight) {
+			return b
+		}
+		n -= uint64(b.weight)
+	}
+	return nil
+}
+
+// peekHello reads a TLS ClientHello from c without consuming it: the
+// returned connection replays every byte read.
+func peekHello(c net.Conn) (*tls.ClientHelloInfo, net.Conn, error) {
+	br := bufio.NewReaderSize(c, 5+maxRecord)
+	rc := &replayConn{Conn: c, r: br}
+	head, err := br.Peek(5)
+	if err != nil {
+		return nil, rc, err
+	}
+	if head[0] != 0x16 || head[1] != 3 {
+		return nil, rc, errors.New("not a TLS handshake record")
+	}
+	n := int(head[3])<<8 | int(head[4])
+	if n > maxRecord {
+		return nil, rc, errors.New("TLS record too long")
+	}
+	rec, err := br.Peek(5 + n)
+	if err != nil {
+		return nil, rc, err
+	}
+	var hello *tls.ClientHelloInfo
+	// crypto/tls parses the hello; the handshake stops there.
+	tls.Server(readOnly{bytes.NewReader(rec)}, &tls.Config{
+		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			hello = &tls.ClientHelloInfo{ServerName: h.ServerName, SupportedProtos: h.SupportedProtos}
+			return nil, errHelloRead
+		},
+	}).Handshake()
+	if hello == nil {
+		return nil, rc, errors.New("no ClientHello in the first TLS record")
+	}
+	return hello, rc, nil
+}
+
+// maxRecord is the longest TLS plaintext record (RFC 8446 §5.1).
+const maxRecord = 16 << 10
+
+var errHelloRead = errors.New("ClientHello read")
+
+// replayConn reads what was peeked before the rest.
+type replayConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *replayConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+// readOnly is a net.Conn that reads a buffer and writes nothing, for
+// parsing a ClientHello.
+type readOnly struct{ r io.Reader }
+
+func (c readOnly) Read(p []byte) (int, error)     { return c.r.Read(p) }
+func (readOnly) Write(p []byte) (int, error)      { return len(p), nil }
+func (readOnly) Close() error                     { return nil }
+func (readOnly) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (readOnly) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (readOnly) SetDeadline(time.Time) error      { return nil }
+func (readOnly) SetReadDeadline(time.Time) error  { return nil }
+func (readOnly) SetWriteDeadline(time.Time) error { return nil }
+
+// chanListener hands accepted, sorted connections to an http.Server.
+type chanListener struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *chanListener) push(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }

@@ -1,0 +1,654 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/proxy/metrics"
+)
+
+// DefaultMaxRequestHeaderBytes is Snapshot.max_request_header_bytes' default.
+const DefaultMaxRequestHeaderBytes = 64 << 10
+
+// table is a compiled snapshot. It is never changed once built: requests
+// and handshakes read the one they loaded, whole.
+type table struct {
+	snap        *gatewaypb.Snapshot
+	version     string
+	gateway     string
+	trustedHops int
+	maxHeader   int
+	ports       map[uint32]*port
+	certs       map[string]*certificate
+}
+
+type port struct {
+	number        uint32
+	protocol      gatewaypb.Port_Protocol
+	proxyProtocol bool        // every connection starts with a PROXY header
+	listeners     []*listener // in match order (listenerOrder)
+}
+
+type listener struct {
+	name     string
+	port     uint32
+	hostname string // "", "foo.example.com" or "*.example.com", lower case
+	mode     gatewaypb.Listener_Mode
+	scheme   string // "http" or "https" (X-Forwarded-Proto, redirects)
+	certs    []*certificate
+	tls      *tls.Config // HTTPS: terminates with the certificate the hello supports
+	hosts    []*host     // in match order
+	routes   []*tlsRoute // TLS_PASSTHROUGH, in match order
+	// The hosts by hostname, so that finding a request's costs a few map
+	// lookups however many there are: exact names, wildcards by their
+	// "*.suffix", and the host of any name.
+	exact, wild map[string]*host
+	any         *host
+}
+
+type certificate struct {
+	name string
+	cert *tls.Certificate // Leaf set
+}
+
+type host struct {
+	hostname string
+	rules    []*rule
+}
+
+type tlsRoute struct {
+	ref       string // "kind/namespace/name/rule"
+	hostnames []string
+	backends  []*backend
+	total     uint64
+}
+
+// compile validates s and builds its table. Its error names the part that
+// is wrong (ports[1].listeners[0].hosts[2].rules[0].match.path: ...); the
+// caller keeps the table it has.
+func compile(s *gatewaypb.Snapshot, b *builder) (*table, error) {
+	t := &table{snap: s, version: s.GetVersion(), gateway: s.GetGateway(), trustedHops: int(s.GetTrustedHops()),
+		maxHeader: int(s.GetMaxRequestHeaderBytes()), ports: map[uint32]*port{}, certs: map[string]*certificate{}}
+	b.gateway = t.gateway
+	if t.maxHeader == 0 {
+		t.maxHeader = DefaultMaxRequestHeaderBytes
+	}
+	if t.maxHeader > maxHeaderCap {
+		return nil, fmt.Errorf("max_request_header_bytes: %d is more than the allowed %d", t.maxHeader, maxHeaderCap)
+	}
+	for i, c := range s.GetCertificates() {
+		cert, err := parseCertificate(c)
+		if err != nil {
+			return nil, fmt.Errorf("certificates[%d] (%s): %w", i, c.GetName(), err)
+		}
+		if _, dup := t.certs[c.GetName()]; dup {
+			return nil, fmt.Errorf("certificates[%d] (%s): name: a second certificate of that name; names must be unique", i, c.GetName())
+		}
+		t.certs[c.GetName()] = cert
+	}
+	for i, p := range s.GetPorts() {
+		cp, err := t.compilePort(p, b)
+		if err != nil {
+			return nil, fmt.Errorf("ports[%d] (%d): %w", i, p.GetPort(), err)
+		}
+		if _, dup := t.ports[cp.number]; dup {
+			return nil, fmt.Errorf("ports[%d] (%d): port: a second port of that number; numbers must be unique", i, p.GetPort())
+		}
+		t.ports[cp.number] = cp
+	}
+	return t, nil
+}
+
+// maxHeaderCap is the most max_request_header_bytes may be: the servers'
+// own bound (http.Server.MaxHeaderBytes), set once per port.
+const maxHeaderCap = 1 << 20
+
+func parseCertificate(c *gatewaypb.Certificate) (*certificate, error) {
+	if c.GetName() == "" {
+		return nil, errors.New("name: empty; a certificate needs the name listeners refer to it by")
+	}
+	kp, err := tls.X509KeyPair(c.GetCertChain(), c.GetPrivateKey())
+	if err != nil {
+		return nil, fmt.Errorf("cert_chain, private_key: %w", err)
+	}
+	if kp.Leaf == nil {
+		if kp.Leaf, err = x509.ParseCertificate(kp.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("cert_chain: %w", err)
+		}
+	}
+	return &certificate{name: c.GetName(), cert: &kp}, nil
+}
+
+func (t *table) compilePort(p *gatewaypb.Port, b *builder) (*port, error) {
+	if p.GetPort() == 0 || p.GetPort() > 65535 {
+		return nil, fmt.Errorf("port: %d is not a port number (1-65535)", p.GetPort())
+	}
+	cp := &port{number: p.GetPort(), protocol: p.GetProtocol(), proxyProtocol: p.GetProxyProtocol()}
+	for i, l := range p.GetListeners() {
+		cl, err := t.compileListener(p, l, b)
+		if err != nil {
+			return nil, fmt.Errorf("listeners[%d] (%s): %w", i, l.GetName(), err)
+		}
+		cp.listeners = append(cp.listeners, cl)
+	}
+	sort.SliceStable(cp.listeners, func(i, j int) bool {
+		return hostnameRank(cp.listeners[i].hostname) < hostnameRank(cp.listeners[j].hostname)
+	})
+	return cp, nil
+}
+
+func (t *table) compileListener(p *gatewaypb.Port, l *gatewaypb.Listener, b *builder) (*listener, error) {
+	hn, err := checkHostname(l.GetHostname())
+	if err != nil {
+		return nil, fmt.Errorf("hostname: %w", err)
+	}
+	cl := &listener{name: l.GetName(), port: p.GetPort(), hostname: hn, mode: l.GetMode(), scheme: "http"}
+	switch {
+	case p.GetProtocol() == gatewaypb.Port_HTTP && l.GetMode() == gatewaypb.Listener_HTTP:
+	case p.GetProtocol() == gatewaypb.Port_TLS && l.GetMode() == gatewaypb.Listener_HTTPS:
+		cl.scheme = "https"
+		if len(l.GetCertificates()) == 0 {
+			return nil, errors.New("certificates: empty; an HTTPS listener needs at least one")
+		}
+		for i, name := range l.GetCertificates() {
+			c := t.certs[name]
+			if c == nil {
+				return nil, fmt.Errorf("certificates[%d]: %q is not in the snapshot's certificates", i, name)
+			}
+			cl.certs = append(cl.certs, c)
+		}
+		cl.tls = &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			NextProtos:     []string{"h2", "http/1.1"},
+			GetCertificate: cl.certificate,
+		}
+	case p.GetProtocol() == gatewaypb.Port_TLS && l.GetMode() == gatewaypb.Listener_TLS_PASSTHROUGH:
+		if len(l.GetHosts()) > 0 {
+			return nil, errors.New("hosts: a TLS_PASSTHROUGH listener has tls_routes, not hosts")
+		}
+		for i, r := range l.GetTlsRoutes() {
+			cr, err := compileTLSRoute(r, b)
+			if err != nil {
+				return nil, fmt.Errorf("tls_routes[%d] (%s): %w", i, refLabel(r.GetRoute()), err)
+			}
+			cl.routes = append(cl.routes, cr)
+		}
+		sort.SliceStable(cl.routes, func(i, j int) bool {
+			return routeRank(cl.routes[i].hostnames) < routeRank(cl.routes[j].hostnames)
+		})
+		return cl, nil
+	default:
+		return nil, fmt.Errorf("mode: %v is not allowed on a port of protocol %v (HTTP ports take HTTP listeners; TLS ports HTTPS and TLS_PASSTHROUGH)", l.GetMode(), p.GetProtocol())
+	}
+	if len(l.GetTlsRoutes()) > 0 {
+		return nil, errors.New("tls_routes: only a TLS_PASSTHROUGH listener has them")
+	}
+	cl.exact, cl.wild = map[string]*host{}, map[string]*host{}
+	for i, h := range l.GetHosts() {
+		ch, err := compileHost(t, cl, h, b)
+		if err != nil {
+			return nil, fmt.Errorf("hosts[%d] (%s): %w", i, h.GetHostname(), err)
+		}
+		m := cl.exact
+		if strings.HasPrefix(ch.hostname, "*.") {
+			m = cl.wild
+		}
+		if _, dup := m[ch.hostname]; dup || (ch.hostname == "" && cl.any != nil) {
+			return nil, fmt.Errorf("hosts[%d] (%s): hostname: a second host of that name in the listener", i, h.GetHostname())
+		}
+		if ch.hostname == "" {
+			cl.any = ch
+		} else {
+			m[ch.hostname] = ch
+		}
+		cl.hosts = append(cl.hosts, ch)
+	}
+	sort.SliceStable(cl.hosts, func(i, j int) bool {
+		return hostnameRank(cl.hosts[i].hostname) < hostnameRank(cl.hosts[j].hostname)
+	})
+	return cl, nil
+}
+
+// certificate picks the listener's certificate for a ClientHello: the
+// first that supports it (its names, signature schemes and curves), else
+// the first, whose failure the client then reports.
+func (l *listener) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	for _, c := range l.certs {
+		if hello.SupportsCertificate(c.cert) == nil {
+			return c.cert, nil
+		}
+	}
+	return l.certs[0].cert, nil
+}
+
+func compileHost(t *table, l *listener, h *gatewaypb.Host, b *builder) (*host, error) {
+	hn, err := checkHostname(h.GetHostname())
+	if err != nil {
+		return nil, fmt.Errorf("hostname: %w", err)
+	}
+	ch := &host{hostname: hn}
+	for i, r := range h.GetRules() {
+		cr, err := compileRule(t, l, r, b)
+		if err != nil {
+			return nil, fmt.Errorf("rules[%d] (%s): %w", i, refLabel(r.GetRoute()), err)
+		}
+		ch.rules = append(ch.rules, cr)
+	}
+	return ch, nil
+}
+
+func compileTLSRoute(r *gatewaypb.TLSRoute, b *builder) (*tlsRoute, error) {
+	cr := &tlsRoute{ref: refLabel(r.GetRoute())}
+	for i, h := range r.GetHostnames() {
+		hn, err := checkHostname(h)
+		if err != nil {
+			return nil, fmt.Errorf("hostnames[%d]: %w", i, err)
+		}
+		cr.hostnames = append(cr.hostnames, hn)
+	}
+	for i, be := range r.GetBackends() {
+		if len(be.GetFilters()) > 0 {
+			return nil, fmt.Errorf("backends[%d].filters: a TLS route's backend takes no filters", i)
+		}
+		cb, err := b.backend(be)
+		if err != nil {
+			return nil, fmt.Errorf("backends[%d] (%s): %w", i, be.GetName(), err)
+		}
+		cr.backends = append(cr.backends, cb)
+		cr.total += uint64(cb.weight)
+	}
+	return cr, nil
+}
+
+// refLabel is a RouteRef as the route label: kind/namespace/name/rule.
+func refLabel(r *gatewaypb.RouteRef) string {
+	return r.GetKind() + "/" + r.GetNamespace() + "/" + r.GetName() + "/" + r.GetRule()
+}
+
+// checkHostname validates a listener, host or route hostname and returns
+// it in lower case without a trailing dot.
+func checkHostname(h string) (string, error) {
+	h = strings.TrimSuffix(strings.ToLower(h), ".")
+	if h == "" {
+		return "", nil
+	}
+	name := strings.TrimPrefix(h, "*.")
+	if strings.Contains(name, "*") {
+		return "", fmt.Errorf("%q: a wildcard is allowed only as the whole first label (*.example.com)", h)
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 {
+			return "", fmt.Errorf("%q: labels must have 1 to 63 characters", h)
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return "", fmt.Errorf("%q: %q is not allowed in a hostname (letters, digits, '-' and '.')", h, c)
+			}
+		}
+	}
+	return h, nil
+}
+
+// hostnameRank orders hostnames as they are matched: exact names first (in
+// the order given), then wildcards, the longest suffix first, then "".
+func hostnameRank(h string) int {
+	switch {
+	case h == "":
+		return 1 << 20
+	case strings.HasPrefix(h, "*."):
+		return 1<<10 - len(h)
+	}
+	return 0
+}
+
+// routeRank is a TLS route's rank: that of its most specific hostname.
+func routeRank(hs []string) int {
+	r := hostnameRank("")
+	for _, h := range hs {
+		r = min(r, hostnameRank(h))
+	}
+	return r
+}
+
+// hostMatches says whether hostname pattern h ("", exact or "*.suffix")
+// matches the request's host (lower case, no port). A wildcard matches one
+// label or more before its suffix, never the suffix alone.
+func hostMatches(h, name string) bool {
+	switch {
+	case h == "":
+		return true
+	case strings.HasPrefix(h, "*."):
+		return len(name) > len(h)-1 && strings.HasSuffix(name, h[1:])
+	}
+	return h == name
+}
+
+// listenerFor is the first listener of the port whose hostname matches
+// name and whose mode is one of modes.
+func (p *port) listenerFor(name string, modes ...gatewaypb.Listener_Mode) *listener {
+	for _, l := range p.listeners {
+		if hostMatches(l.hostname, name) {
+			for _, m := range modes {
+				if l.mode == m {
+					return l
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// hostFor is the listener's first Host matching name in match order: the
+// exact name, else the wildcard of the longest suffix (one label or more
+// before it), else the host of any name.
+func (l *listener) hostFor(name string) *host {
+	if h := l.exact[name]; h != nil {
+		return h
+	}
+	if len(l.wild) > 0 {
+		var buf [256]byte
+		for i := strings.IndexByte(name, '.'); i >= 0; {
+			// "*" + name[i:] without allocating (names are < 256 bytes).
+			if k := append(append(buf[:0], '*'), name[i:]...); len(k) <= len(buf) {
+				if h := l.wild[string(k)]; h != nil {
+					return h
+				}
+			}
+			j := strings.IndexByte(name[i+1:], '.')
+			if j < 0 {
+				break
+			}
+			i += 1 + j
+		}
+	}
+	return l.any
+}
+
+// routeFor is the passthrough listener's first TLS route matching sni.
+func (l *listener) routeFor(sni string) *tlsRoute {
+	for _, r := range l.routes {
+		if len(r.hostnames) == 0 {
+			return r
+		}
+		for _, h := range r.hostnames {
+			if hostMatches(h, sni) {
+				return r
+			}
+		}
+	}
+	return nil
+}
+
+// requestHost is r's host as listeners and hosts match it: lower case,
+// without port or trailing dot.
+func requestHost(h string) string {
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
+		h = h[:i]
+	}
+	h = strings.TrimSuffix(h, ".")
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; c >= 'A' && c <= 'Z' {
+			return strings.ToLower(h)
+		}
+	}
+	return h
+}
+
+// A rule is a compiled Rule: its match and the handler that serves it
+// (filters, then a backend picked by weight).
+type rule struct {
+	ref      string // the route label, kind/namespace/name/rule
+	match    *matcher
+	serve    http.Handler
+	backends []*backend
+	total    uint64 // the sum of the backends' weights
+	request  time.Duration
+	perTry   time.Duration
+	retry    *retryPolicy
+	grpc     bool
+	session  *session
+	// noBackend is the metrics' route key of a request that got no backend.
+	noBackend string
+	listener  *listener
+	prefix    string // the PREFIX match's value, for ReplacePrefixMatch filters
+}
+
+type retryPolicy struct {
+	attempts int
+	codes    map[int]bool
+	backoff  time.Duration
+}
+
+func compileRule(t *table, l *listener, r *gatewaypb.Rule, b *builder) (*rule, error) {
+	m, err := compileMatch(r.GetMatch())
+	if err != nil {
+		return nil, fmt.Errorf("match.%w", err)
+	}
+	cr := &rule{ref: refLabel(r.GetRoute()), match: m, grpc: r.GetGrpc(), listener: l,
+		request: r.GetTimeouts().GetRequest().AsDuration(), perTry: r.GetTimeouts().GetBackendRequest().AsDuration()}
+	if r.GetMatch().GetPath().GetType() == gatewaypb.PathMatch_PREFIX {
+		cr.prefix = r.GetMatch().GetPath().GetValue()
+	}
+	if cr.request < 0 || cr.perTry < 0 {
+		return nil, errors.New("timeouts: durations must not be negative")
+	}
+	if rt := r.GetRetry(); rt != nil {
+		cr.retry = &retryPolicy{attempts: int(rt.GetAttempts()), codes: map[int]bool{}, backoff: rt.GetBackoff().AsDuration()}
+		for i, c := range rt.GetCodes() {
+			if c < 400 || c > 599 {
+				return nil, fmt.Errorf("retry.codes[%d]: %d is not retryable (400-599)", i, c)
+			}
+			cr.retry.codes[int(c)] = true
+		}
+		if cr.retry.backoff < 0 {
+			return nil, errors.New("retry.backoff: must not be negative")
+		}
+	}
+	if sp := r.GetSessionPersistence(); sp != nil {
+		if cr.session, err = compileSession(sp); err != nil {
+			return nil, fmt.Errorf("session_persistence.%w", err)
+		}
+	}
+	cr.noBackend = metrics.GatewayRoute(t.gateway, l.name, cr.ref, "")
+	for i, be := range r.GetBackends() {
+		cb, err := b.backend(be)
+		if err != nil {
+			return nil, fmt.Errorf("backends[%d] (%s): %w", i, be.GetName(), err)
+		}
+		if cb.protocol != gatewaypb.Backend_PROTOCOL_UNSPECIFIED && cr.grpc && cb.protocol != gatewaypb.Backend_H2C {
+			return nil, fmt.Errorf("backends[%d] (%s).protocol: %v; a GRPCRoute's backends speak H2C", i, be.GetName(), cb.protocol)
+		}
+		cb.h2 = cb.protocol == gatewaypb.Backend_H2C || cr.grpc
+		cb.key = metrics.GatewayRoute(t.gateway, l.name, cr.ref, cb.label())
+		if cb.serve, err = b.backendFilters(cr, be.GetFilters(), cb); err != nil {
+			return nil, fmt.Errorf("backends[%d] (%s).%w", i, be.GetName(), err)
+		}
+		cr.backends = append(cr.backends, cb)
+		cr.total += uint64(cb.weight)
+	}
+	if cr.serve, err = b.ruleFilters(cr, r.GetFilters()); err != nil {
+		return nil, err
+	}
+	return cr, nil
+}
+
+// matcher is a compiled Match: every part present must match.
+type matcher struct {
+	pathType gatewaypb.PathMatch_Type
+	path     string // EXACT, PREFIX (without a trailing slash)
+	pathRE   *regexp.Regexp
+	headers  []headerMatch
+	query    []queryMatch
+	method   string
+}
+
+type headerMatch struct {
+	name  string // canonical
+	value string
+	re    *regexp.Regexp
+}
+
+type queryMatch struct {
+	name  string
+	value string
+	re    *regexp.Regexp
+}
+
+func compileMatch(m *gatewaypb.Match) (*matcher, error) {
+	cm := &matcher{pathType: m.GetPath().GetType(), method: m.GetMethod()}
+	v := m.GetPath().GetValue()
+	switch cm.pathType {
+	case gatewaypb.PathMatch_TYPE_UNSPECIFIED:
+		if v != "" {
+			return nil, errors.New("path.type: unset while path.value is set; EXACT, PREFIX or REGEX")
+		}
+	case gatewaypb.PathMatch_EXACT, gatewaypb.PathMatch_PREFIX:
+		if !strings.HasPrefix(v, "/") {
+			return nil, fmt.Errorf("path.value: %q must start with '/'", v)
+		}
+		cm.path = v
+		if cm.pathType == gatewaypb.PathMatch_PREFIX {
+			cm.path = strings.TrimRight(v, "/")
+		}
+	case gatewaypb.PathMatch_REGEX:
+		re, err := anchored(v)
+		if err != nil {
+			return nil, fmt.Errorf("path.value: %w", err)
+		}
+		cm.pathRE = re
+	default:
+		return nil, fmt.Errorf("path.type: %v is not EXACT, PREFIX or REGEX", cm.pathType)
+	}
+	for i, h := range m.GetHeaders() {
+		if h.GetName() == "" {
+			return nil, fmt.Errorf("headers[%d].name: empty", i)
+		}
+		hm := headerMatch{name: http.CanonicalHeaderKey(h.GetName()), value: h.GetValue()}
+		if h.GetRegex() {
+			re, err := anchored(h.GetValue())
+			if err != nil {
+				return nil, fmt.Errorf("headers[%d] (%s).value: %w", i, h.GetName(), err)
+			}
+			hm.re = re
+		}
+		cm.headers = append(cm.headers, hm)
+	}
+	for i, q := range m.GetQueryParams() {
+		if q.GetName() == "" {
+			return nil, fmt.Errorf("query_params[%d].name: empty", i)
+		}
+		qm := queryMatch{name: q.GetName(), value: q.GetValue()}
+		if q.GetRegex() {
+			re, err := anchored(q.GetValue())
+			if err != nil {
+				return nil, fmt.Errorf("query_params[%d] (%s).value: %w", i, q.GetName(), err)
+			}
+			qm.re = re
+		}
+		cm.query = append(cm.query, qm)
+	}
+	return cm, nil
+}
+
+// anchored compiles an RE2 expression anchored at both ends.
+func anchored(expr string) (*regexp.Regexp, error) {
+	re, err := regexp.Compile(`^(?:` + expr + `)$`)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a valid RE2 expression: %w", expr, err)
+	}
+	return re, nil
+}
+
+// matches says whether r matches every part of m.
+func (m *matcher) matches(r *http.Request) bool {
+	if m.method != "" && r.Method != m.method {
+		return false
+	}
+	if m.pathType != gatewaypb.PathMatch_TYPE_UNSPECIFIED {
+		p := r.URL.EscapedPath()
+		if p == "" {
+			p = "/"
+		}
+		switch m.pathType {
+		case gatewaypb.PathMatch_EXACT:
+			if p != m.path {
+				return false
+			}
+		case gatewaypb.PathMatch_PREFIX:
+			// Path elements: "/foo" matches "/foo" and "/foo/bar", not "/foobar".
+			if m.path != "" && p != m.path && !(strings.HasPrefix(p, m.path) && p[len(m.path)] == '/') {
+				return false
+			}
+		case gatewaypb.PathMatch_REGEX:
+			if !m.pathRE.MatchString(p) {
+				return false
+			}
+		}
+	}
+	for _, h := range m.headers {
+		v, ok := headerValue(r, h.name)
+		if !ok {
+			return false
+		}
+		if h.re != nil {
+			if !h.re.MatchString(v) {
+				return false
+			}
+		} else if v != h.value {
+			return false
+		}
+	}
+	if len(m.query) > 0 {
+		q := r.URL.Query()
+		for _, qm := range m.query {
+			vs, ok := q[qm.name]
+			if !ok {
+				return false
+			}
+			// The first value: what the spec leaves to implementations,
+			// and what Envoy and most servers read.
+			if qm.re != nil {
+				if !qm.re.MatchString(vs[0]) {
+					return false
+				}
+			} else if vs[0] != qm.value {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// headerValue is a request header's value as matched: several field lines
+// joined by commas (RFC 9110 §5.3); Host from the request line.
+func headerValue(r *http.Request, name string) (string, bool) {
+	if name == "Host" {
+		return r.Host, r.Host != ""
+	}
+	vs := r.Header[name]
+	switch len(vs) {
+	case 0:
+		return "", false
+	case 1:
+		return vs[0], true
+	}
+	return strings.Join(vs, ","), true
+}
+
+// rule finds the first rule of h matching r.
+func (h *host) rule(r *http.Request) *rule {
+	for _, rl := range h.rules {
+		if rl.match.matches(r) {
+			return rl
+		}
+	}
+	return nil
+}
