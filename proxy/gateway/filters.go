@@ -1,5 +1,3 @@
-//go:build gatewayfilters
-
 package gateway
 
 // The mapping from gatewaypb.Filter to the filter middlewares of
