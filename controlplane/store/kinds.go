@@ -22,6 +22,16 @@ var kinds = []*kind{
 	&profileKind,   // serviceprofile.go
 	&splitKind,     // trafficsplit.go
 	&workloadKind,  // workload.go
+	// The gateway's (gatewayapi.go holds their shared table).
+	&gatewayClassKind,     // gatewayclass.go
+	&gatewayKind,          // gateway.go
+	&httpRouteKind,        // httproute.go
+	&grpcRouteKind,        // grpcroute.go
+	&tlsRouteKind,         // tlsroute.go
+	&referenceGrantKind,   // referencegrant.go
+	&backendTLSPolicyKind, // backendtlspolicy.go
+	&secretKind,           // secret.go
+	&configMapKind,        // configmap.go
 }
 
 func init() {

@@ -286,9 +286,9 @@ func TestKindsRegistry(t *testing.T) {
 			t.Errorf("%T claimed by %v, want one kind", obj, claims)
 		}
 	}
-	_, err := decode(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "cm"}})
-	if err == nil || !strings.Contains(err.Error(), "ConfigMap") || !strings.Contains(err.Error(), "Service, EndpointSlice") {
-		t.Errorf("decode(ConfigMap) = %v, want an error naming it and the kinds held", err)
+	_, err := decode(&corev1.LimitRange{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "lr"}})
+	if err == nil || !strings.Contains(err.Error(), "LimitRange") || !strings.Contains(err.Error(), "Service, EndpointSlice") {
+		t.Errorf("decode(LimitRange) = %v, want an error naming it and the kinds held", err)
 	}
 	// A cluster-scoped kind's key has no namespace; a namespaced one needs it.
 	if it, err := decode(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "ns"}}); err != nil || it.key != (Key{Name: "ns"}) {

@@ -62,4 +62,6 @@ func (t *namespaceTable) affects(ns string, a affected) {
 	for name := range t.s.serviceTable().nsServices[ns] {
 		a.service(Key{ns, name})
 	}
+	// Labels decide listeners' allowedRoutes selectors.
+	allGateways(t.s, a)
 }

@@ -5,8 +5,8 @@ import corev1 "k8s.io/api/core/v1"
 var serviceKind = kind{
 	name:   "Service",
 	decode: object[*corev1.Service]("Service", false),
-	newTable: func(*Store) table {
-		return &serviceTable{services: map[Key]*corev1.Service{}, byIP: map[string]Key{}, nsServices: map[string]map[string]struct{}{}}
+	newTable: func(s *Store) table {
+		return &serviceTable{s: s, services: map[Key]*corev1.Service{}, byIP: map[string]Key{}, nsServices: map[string]map[string]struct{}{}}
 	},
 }
 
@@ -14,6 +14,7 @@ var serviceKind = kind{
 // spec.clusterIPs; None is not an address) and by namespace (for the
 // namespace kind). A change wakes the Service's own topic.
 type serviceTable struct {
+	s          *Store
 	services   map[Key]*corev1.Service
 	byIP       map[string]Key
 	nsServices map[string]map[string]struct{} // namespace → service names
@@ -58,6 +59,7 @@ func (t *serviceTable) upsert(k Key, v any, a affected) {
 	}
 	names[k.Name] = struct{}{}
 	a.service(k)
+	serviceGateways(t.s, k, a)
 }
 
 func (t *serviceTable) delete(k Key, a affected) {
@@ -74,6 +76,7 @@ func (t *serviceTable) delete(k Key, a affected) {
 		}
 	}
 	a.service(k)
+	serviceGateways(t.s, k, a)
 }
 
 func (t *serviceTable) each(f func(Key)) {

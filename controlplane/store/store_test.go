@@ -436,9 +436,9 @@ func TestReplaceAll(t *testing.T) {
 	}
 
 	// A bad object rejects the whole reload.
-	bad := append([]runtime.Object{service("ns", "z")}, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "cm"}})
+	bad := append([]runtime.Object{service("ns", "z")}, &corev1.LimitRange{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "cm"}})
 	if err := s.ReplaceAll(bad); err == nil {
-		t.Fatal("ReplaceAll accepted a ConfigMap")
+		t.Fatal("ReplaceAll accepted a LimitRange")
 	}
 	w.expect("rejected reload")
 	if _, ok := s.Service(kA); !ok {
@@ -459,7 +459,7 @@ func TestReplaceAll(t *testing.T) {
 func TestUpsertRejects(t *testing.T) {
 	s := New()
 	for _, o := range []runtime.Object{
-		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "x"}},
+		&corev1.LimitRange{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "x"}},
 		service("", "no-namespace"),
 		service("ns", ""),
 		&splitv1alpha2.TrafficSplit{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "x"}},

@@ -1,7 +1,8 @@
 // Package kube is the store's Kubernetes source: controller-runtime
 // informers over Services, EndpointSlices, Pods, ServiceAccounts,
-// Namespaces, ServiceProfiles and SMI TrafficSplits whose events write into
-// a store.Store.
+// Namespaces, ServiceProfiles and SMI TrafficSplits (and, with
+// WithGatewayAPI, the Gateway API kinds, TLS Secrets and CA ConfigMaps)
+// whose events write into a store.Store.
 package kube
 
 import (
@@ -16,6 +17,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
@@ -23,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	splitconversion "github.com/meridian-mesh/meridian/api/split/conversion"
 	splitv1alpha1 "github.com/meridian-mesh/meridian/api/split/v1alpha1"
@@ -34,8 +37,8 @@ import (
 )
 
 // Scheme returns a scheme with every type the source reads: core/v1,
-// discovery/v1, meridian.io/v1alpha1 and split.smi-spec.io v1alpha1 to
-// v1alpha4.
+// discovery/v1, meridian.io/v1alpha1, split.smi-spec.io v1alpha1 to
+// v1alpha4 and gateway.networking.k8s.io/v1.
 func Scheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
@@ -46,6 +49,7 @@ func Scheme() (*runtime.Scheme, error) {
 		splitv1alpha2.AddToScheme,
 		splitv1alpha3.AddToScheme,
 		splitv1alpha4.AddToScheme,
+		gwv1.Install,
 	} {
 		if err := add(s); err != nil {
 			return nil, err
@@ -58,8 +62,9 @@ func Scheme() (*runtime.Scheme, error) {
 type Option func(*options)
 
 type options struct {
-	log   *slog.Logger
-	ready func()
+	log     *slog.Logger
+	ready   func()
+	gateway bool
 }
 
 // WithLogger sets the logger (default: discard).
@@ -68,6 +73,63 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 // WithReady calls f once every informer has synced, that is once the store
 // holds the cluster's state.
 func WithReady(f func()) Option { return func(o *options) { o.ready = f } }
+
+// WithGatewayAPI also watches the Gateway API kinds the gateway compiler
+// reads (gateway.networking.k8s.io/v1 GatewayClasses, Gateways,
+// HTTPRoutes, GRPCRoutes, TLSRoutes, ReferenceGrants, BackendTLSPolicies),
+// kubernetes.io/tls Secrets and the ca.crt of ConfigMaps, those whose CRDs
+// are installed (discovery says which; the others are logged once and
+// skipped, and never hold up the sync). It is an option because it needs
+// cluster-wide list and watch on those, which only a controller running
+// the gateway is granted.
+func WithGatewayAPI() Option { return func(o *options) { o.gateway = true } }
+
+// gatewayKinds are the Gateway API kinds WithGatewayAPI watches, when
+// served in v1.
+var gatewayKinds = []struct {
+	kind string
+	obj  func() client.Object
+}{
+	{"GatewayClass", func() client.Object { return &gwv1.GatewayClass{} }},
+	{"Gateway", func() client.Object { return &gwv1.Gateway{} }},
+	{"HTTPRoute", func() client.Object { return &gwv1.HTTPRoute{} }},
+	{"GRPCRoute", func() client.Object { return &gwv1.GRPCRoute{} }},
+	{"TLSRoute", func() client.Object { return &gwv1.TLSRoute{} }},
+	{"ReferenceGrant", func() client.Object { return &gwv1.ReferenceGrant{} }},
+	{"BackendTLSPolicy", func() client.Object { return &gwv1.BackendTLSPolicy{} }},
+}
+
+// gatewayObjects returns the Gateway API kinds to watch (those served in
+// gateway.networking.k8s.io/v1) and the names of those that are not.
+func gatewayObjects(mapper meta.RESTMapper) (watch []client.Object, missing []string, err error) {
+	for _, k := range gatewayKinds {
+		gk := schema.GroupKind{Group: gwv1.GroupName, Kind: k.kind}
+		if _, err := mapper.RESTMapping(gk, gwv1.GroupVersion.Version); err != nil {
+			if !meta.IsNoMatchError(err) {
+				return nil, nil, fmt.Errorf("kube: looking up %s: %w", gk, err)
+			}
+			missing = append(missing, k.kind)
+			continue
+		}
+		watch = append(watch, k.obj())
+	}
+	return watch, missing, nil
+}
+
+// caOnly keeps only a ConfigMap's ca.crt (what a BackendTLSPolicy reads),
+// so that the cache of every ConfigMap in the cluster stays small.
+func caOnly(obj any) (any, error) {
+	cm, ok := obj.(*corev1.ConfigMap)
+	if !ok {
+		return obj, nil
+	}
+	ca, has := cm.Data["ca.crt"]
+	cm.Data, cm.BinaryData = nil, nil
+	if has {
+		cm.Data = map[string]string{"ca.crt": ca}
+	}
+	return cm, nil
+}
 
 // splitVersions are the TrafficSplit versions Run can watch, in order of
 // preference; one is watched, as every version holds the same objects.
@@ -124,12 +186,27 @@ func Run(ctx context.Context, cfg *rest.Config, st *store.Store, opts ...Option)
 	if err != nil {
 		return fmt.Errorf("kube: %w", err)
 	}
-	c, err := cache.New(cfg, cache.Options{
+	copts := cache.Options{
 		HTTPClient:       httpClient,
 		Scheme:           scheme,
 		Mapper:           mapper,
 		DefaultTransform: cache.TransformStripManagedFields(),
-	})
+	}
+	if o.gateway {
+		strip := cache.TransformStripManagedFields()
+		copts.ByObject = map[client.Object]cache.ByObject{
+			// Certificates only: the API server filters by type.
+			&corev1.Secret{}: {Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))},
+			&corev1.ConfigMap{}: {Transform: func(obj any) (any, error) {
+				obj, err := strip(obj)
+				if err != nil {
+					return nil, err
+				}
+				return caOnly(obj)
+			}},
+		}
+	}
+	c, err := cache.New(cfg, copts)
 	if err != nil {
 		return fmt.Errorf("kube: %w", err)
 	}
@@ -158,6 +235,18 @@ func Run(ctx context.Context, cfg *rest.Config, st *store.Store, opts ...Option)
 	} else {
 		o.log.Info("reading SMI TrafficSplits", "version", split.GetObjectKind().GroupVersionKind().Version)
 		watched = append(watched, split)
+	}
+
+	if o.gateway {
+		gws, missing, err := gatewayObjects(mapper)
+		if err != nil {
+			return err
+		}
+		if len(missing) > 0 {
+			o.log.Warn("Gateway API CRDs not installed: those kinds are not read", "group", gwv1.GroupName, "version", gwv1.GroupVersion.Version, "kinds", missing)
+		}
+		watched = append(watched, gws...)
+		watched = append(watched, &corev1.Secret{}, &corev1.ConfigMap{})
 	}
 
 	h := handler{st: st, log: o.log}

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	kjson "sigs.k8s.io/json"
 	kyaml "sigs.k8s.io/yaml"
 
@@ -55,7 +56,24 @@ var kinds = map[schema.GroupVersionKind]func() runtime.Object{
 	splitv1alpha2.GroupVersion.WithKind("TrafficSplit"): func() runtime.Object { return &splitv1alpha2.TrafficSplit{} },
 	splitv1alpha3.GroupVersion.WithKind("TrafficSplit"): func() runtime.Object { return &splitv1alpha3.TrafficSplit{} },
 	splitv1alpha4.GroupVersion.WithKind("TrafficSplit"): func() runtime.Object { return &splitv1alpha4.TrafficSplit{} },
+	// The gateway's: the Gateway API (v1) and the certificates and CA
+	// bundles it reads.
+	gatewayV1.WithKind("GatewayClass"):              func() runtime.Object { return &gwv1.GatewayClass{} },
+	gatewayV1.WithKind("Gateway"):                   func() runtime.Object { return &gwv1.Gateway{} },
+	gatewayV1.WithKind("HTTPRoute"):                 func() runtime.Object { return &gwv1.HTTPRoute{} },
+	gatewayV1.WithKind("GRPCRoute"):                 func() runtime.Object { return &gwv1.GRPCRoute{} },
+	gatewayV1.WithKind("TLSRoute"):                  func() runtime.Object { return &gwv1.TLSRoute{} },
+	gatewayV1.WithKind("ReferenceGrant"):            func() runtime.Object { return &gwv1.ReferenceGrant{} },
+	gatewayV1.WithKind("BackendTLSPolicy"):          func() runtime.Object { return &gwv1.BackendTLSPolicy{} },
+	corev1.SchemeGroupVersion.WithKind("Secret"):    func() runtime.Object { return &corev1.Secret{} },
+	corev1.SchemeGroupVersion.WithKind("ConfigMap"): func() runtime.Object { return &corev1.ConfigMap{} },
 }
+
+// gatewayV1 is gateway.networking.k8s.io/v1.
+var gatewayV1 = schema.GroupVersion(gwv1.GroupVersion)
+
+// clusterScoped kinds get no namespace.
+var clusterScoped = map[string]bool{"Namespace": true, "GatewayClass": true}
 
 // AllowedKinds describes the kinds a directory may hold, for error messages
 // and documentation: "Kind (apiVersion[, apiVersion...])", sorted.
@@ -518,7 +536,7 @@ func decodeDoc(path string, first int, data []byte) (*doc, []error) {
 		return nil, errs
 	}
 	m := obj.(metav1.Object)
-	if gvk.Kind != "Namespace" && m.GetNamespace() == "" {
+	if !clusterScoped[gvk.Kind] && m.GetNamespace() == "" {
 		m.SetNamespace(DefaultNamespace)
 	}
 	for _, fe := range validate(obj) {

@@ -242,9 +242,9 @@ spec:
 func TestLoadReportsErrorsOfEveryFile(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, "a.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {bogus: 1}\n")
-	write(t, dir, "b.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: b}\n")
+	write(t, dir, "b.yaml", "apiVersion: v1\nkind: LimitRange\nmetadata: {name: b}\n")
 	_, err := Load(dir)
-	if err == nil || !strings.Contains(err.Error(), "a.yaml:4: spec.bogus") || !strings.Contains(err.Error(), `b.yaml:2: kind: unknown kind "Secret"`) {
+	if err == nil || !strings.Contains(err.Error(), "a.yaml:4: spec.bogus") || !strings.Contains(err.Error(), `b.yaml:2: kind: unknown kind "LimitRange"`) {
 		t.Fatalf("error = %v", err)
 	}
 }

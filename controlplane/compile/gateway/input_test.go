@@ -1,0 +1,59 @@
+package gateway
+
+import (
+	"testing"
+
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/meridian-mesh/meridian/controlplane/store"
+)
+
+// InputFrom over a store holding the conformance manifests compiles to
+// what the same objects compile to when passed whole.
+func TestInputFromStore(t *testing.T) {
+	in := add(load(t, "conformance/manifests.yaml", "conformance/httproute-reference-grant.yaml", "conformance/httproute-matching-across-routes.yaml", "conformance/tlsroute-simple-same-namespace.yaml"),
+		tlsSecret(t, infra, "tls-validity-checks-certificate"))
+	st := store.New()
+	var objs []runtime.Object
+	for _, o := range in.GatewayClasses {
+		objs = append(objs, o)
+	}
+	for _, o := range in.Gateways {
+		objs = append(objs, o)
+	}
+	for _, o := range in.HTTPRoutes {
+		objs = append(objs, o)
+	}
+	for _, o := range in.TLSRoutes {
+		objs = append(objs, o)
+	}
+	for _, o := range in.ReferenceGrants {
+		objs = append(objs, o)
+	}
+	for _, o := range in.Services {
+		objs = append(objs, o)
+	}
+	for _, o := range in.Secrets {
+		objs = append(objs, o)
+	}
+	for _, o := range in.Namespaces {
+		objs = append(objs, o)
+	}
+	if err := st.ReplaceAll(objs); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []string{"same-namespace", "same-namespace-with-https-listener", "gateway-tlsroute", "backend-namespaces"} {
+		want := Compile(in, key(infra, g), Options{})
+		from := InputFrom(st, key(infra, g))
+		got := Compile(from, key(infra, g), Options{})
+		if !got.Owned || got.Snapshot.Version != want.Snapshot.Version {
+			t.Errorf("%s: from the store %v, whole %v", g, got.Snapshot, want.Snapshot)
+		}
+		if len(from.Services) >= len(in.Services) && g == "same-namespace" {
+			t.Errorf("%s: read %d services, want only those routes name", g, len(from.Services))
+		}
+	}
+	if got := InputFrom(st, key(infra, "nope")); got.Gateways != nil {
+		t.Error("a missing gateway yields objects")
+	}
+}

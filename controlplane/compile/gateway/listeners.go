@@ -1,0 +1,359 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+)
+
+// listener is one of the Gateway's listeners as validated, with the routes
+// attached to it.
+type listener struct {
+	spec     gwv1.Listener
+	hostname string
+	mode     gatewaypb.Listener_Mode
+
+	// Accepted (False: the listener serves nothing).
+	accepted               bool
+	acceptReason, acceptMs string
+	conflict               string // ProtocolConflict, HostnameConflict or ""
+	// ResolvedRefs.
+	refsReason, refsMsg string // "" when resolved
+	kinds               []gwv1.RouteGroupKind
+	certs               []string // names in the snapshot's certificates
+	selector            labels.Selector
+	nsFrom              gwv1.FromNamespaces
+
+	attached  map[string]struct{} // routes attached ("kind/ns/name")
+	hosts     map[string][]*rule  // effective hostname → rules
+	tlsRoutes []*tlsRoute
+}
+
+// programmed: the listener is in the snapshot.
+func (l *listener) programmed() bool {
+	return l.accepted && (l.mode != gatewaypb.Listener_HTTPS || len(l.certs) > 0)
+}
+
+func (l *listener) allowsKind(kind string) bool {
+	for _, k := range l.kinds {
+		if string(k.Kind) == kind {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *listener) allowsNamespace(c *compiler, ns string) bool {
+	switch l.nsFrom {
+	case gwv1.NamespacesFromAll:
+		return true
+	case gwv1.NamespacesFromSame:
+		return ns == c.gw.Namespace
+	case gwv1.NamespacesFromSelector:
+		c.dep("Namespace", "", ns)
+		n, ok := c.namespaces[ns]
+		return ok && l.selector != nil && l.selector.Matches(labels.Set(n.Labels))
+	}
+	return false
+}
+
+// routeKinds: the kinds each protocol serves.
+func routeKinds(p gwv1.ProtocolType) []string {
+	switch p {
+	case gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
+		return []string{"HTTPRoute", "GRPCRoute"}
+	case gwv1.TLSProtocolType:
+		return []string{"TLSRoute"}
+	}
+	return nil
+}
+
+// listeners validates the Gateway's listeners: protocol and TLS mode,
+// conflicts on a port, allowedRoutes, certificates.
+func (c *compiler) listeners() {
+	gwName := c.gw.Namespace + "/" + c.gw.Name
+	for i := range c.gw.Spec.Listeners {
+		s := c.gw.Spec.Listeners[i]
+		l := &listener{spec: s, accepted: true, attached: map[string]struct{}{}, hosts: map[string][]*rule{}, kinds: []gwv1.RouteGroupKind{}}
+		if s.Hostname != nil {
+			l.hostname = strings.ToLower(string(*s.Hostname))
+		}
+		c.ls = append(c.ls, l)
+		field := fmt.Sprintf("Gateway %s: spec.listeners[%s]", gwName, s.Name)
+		switch s.Protocol {
+		case gwv1.HTTPProtocolType:
+			l.mode = gatewaypb.Listener_HTTP
+		case gwv1.HTTPSProtocolType:
+			l.mode = gatewaypb.Listener_HTTPS
+			if s.TLS != nil && s.TLS.Mode != nil && *s.TLS.Mode != gwv1.TLSModeTerminate {
+				l.fail(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("%s.tls.mode %q is not supported for protocol HTTPS (allowed: Terminate)", field, *s.TLS.Mode))
+			}
+		case gwv1.TLSProtocolType:
+			l.mode = gatewaypb.Listener_TLS_PASSTHROUGH
+			if s.TLS == nil || s.TLS.Mode == nil || *s.TLS.Mode != gwv1.TLSModePassthrough {
+				m := "unset"
+				if s.TLS != nil && s.TLS.Mode != nil {
+					m = string(*s.TLS.Mode)
+				}
+				l.fail(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("%s.tls.mode %s is not supported for protocol TLS (allowed: Passthrough)", field, m))
+			}
+		default:
+			l.fail(string(gwv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("%s.protocol %q is not supported (allowed: HTTP, HTTPS, TLS)", field, s.Protocol))
+			continue
+		}
+		c.allowedRoutes(l, field)
+		if l.mode == gatewaypb.Listener_HTTPS {
+			c.certificates(l, field)
+		}
+	}
+	c.conflicts()
+	for _, l := range c.ls {
+		if !l.accepted {
+			c.reject("Gateway", c.gw.Namespace, c.gw.Name, l.acceptReason, l.acceptMs)
+		} else if l.refsReason != "" {
+			c.reject("Gateway", c.gw.Namespace, c.gw.Name, l.refsReason, l.refsMsg)
+		}
+	}
+}
+
+func (l *listener) fail(reason, msg string) {
+	if !l.accepted {
+		return
+	}
+	l.accepted, l.acceptReason, l.acceptMs = false, reason, msg
+}
+
+func (l *listener) unresolved(reason, msg string) {
+	if l.refsReason == "" {
+		l.refsReason, l.refsMsg = reason, msg
+	}
+}
+
+func (c *compiler) allowedRoutes(l *listener, field string) {
+	valid := routeKinds(l.spec.Protocol)
+	l.nsFrom = gwv1.NamespacesFromSame
+	ar := l.spec.AllowedRoutes
+	if ar != nil && ar.Namespaces != nil && ar.Namespaces.From != nil {
+		l.nsFrom = *ar.Namespaces.From
+	}
+	switch l.nsFrom {
+	case gwv1.NamespacesFromAll, gwv1.NamespacesFromSame, gwv1.NamespacesFromNone:
+	case gwv1.NamespacesFromSelector:
+		var sel *metav1.LabelSelector
+		if ar.Namespaces.Selector != nil {
+			sel = ar.Namespaces.Selector
+		}
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil || sel == nil {
+			why := "is missing"
+			if err != nil {
+				why = "is invalid: " + err.Error()
+			}
+			l.fail(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("%s.allowedRoutes.namespaces.selector %s (required with from: Selector)", field, why))
+		}
+		l.selector = s
+	default:
+		l.fail(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("%s.allowedRoutes.namespaces.from %q is not supported (allowed: All, Same, Selector, None)", field, l.nsFrom))
+	}
+	if ar == nil || len(ar.Kinds) == 0 {
+		for _, k := range valid {
+			l.kinds = append(l.kinds, gwv1.RouteGroupKind{Group: groupPtr(Group), Kind: gwv1.Kind(k)})
+		}
+		return
+	}
+	for _, k := range ar.Kinds {
+		g := Group
+		if k.Group != nil {
+			g = string(*k.Group)
+		}
+		ok := false
+		if g == Group {
+			for _, v := range valid {
+				ok = ok || string(k.Kind) == v
+			}
+		}
+		if !ok {
+			l.unresolved(string(gwv1.ListenerReasonInvalidRouteKinds), fmt.Sprintf("%s.allowedRoutes.kinds: %s/%s is not a route kind of protocol %s (allowed: %s)", field, g, k.Kind, l.spec.Protocol, strings.Join(valid, ", ")))
+			continue
+		}
+		dup := false
+		for _, have := range l.kinds {
+			dup = dup || have.Kind == k.Kind
+		}
+		if !dup {
+			l.kinds = append(l.kinds, gwv1.RouteGroupKind{Group: groupPtr(Group), Kind: k.Kind})
+		}
+	}
+}
+
+func groupPtr(g string) *gwv1.Group { x := gwv1.Group(g); return &x }
+
+// certificates resolves an HTTPS listener's certificateRefs. A ref that is
+// not a Secret, is not permitted, is missing or holds no valid key pair
+// makes ResolvedRefs False; the listener is programmed with the valid ones
+// and is not programmed without any.
+func (c *compiler) certificates(l *listener, field string) {
+	if l.spec.TLS == nil || len(l.spec.TLS.CertificateRefs) == 0 {
+		l.unresolved(string(gwv1.ListenerReasonInvalidCertificateRef), field+".tls.certificateRefs is empty (an HTTPS listener needs at least one kubernetes.io/tls Secret)")
+		return
+	}
+	for i, ref := range l.spec.TLS.CertificateRefs {
+		f := fmt.Sprintf("%s.tls.certificateRefs[%d]", field, i)
+		group, kind := "", "Secret"
+		if ref.Group != nil {
+			group = string(*ref.Group)
+		}
+		if ref.Kind != nil {
+			kind = string(*ref.Kind)
+		}
+		if group != "" || kind != "Secret" {
+			l.unresolved(string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("%s: %s/%s is not supported (allowed: core Secret)", f, group, kind))
+			continue
+		}
+		ns := c.gw.Namespace
+		if ref.Namespace != nil && *ref.Namespace != "" {
+			ns = string(*ref.Namespace)
+		}
+		if ns != c.gw.Namespace && !c.granted(Group, "Gateway", c.gw.Namespace, "", "Secret", ns, string(ref.Name)) {
+			l.unresolved(string(gwv1.ListenerReasonRefNotPermitted), fmt.Sprintf("%s: Secret %s/%s is in another namespace and no ReferenceGrant in %s allows Gateways from %s to refer to it", f, ns, ref.Name, ns, c.gw.Namespace))
+			continue
+		}
+		c.dep("Secret", ns, string(ref.Name))
+		sec, ok := c.secrets[nn(ns, string(ref.Name))]
+		if !ok {
+			l.unresolved(string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("%s: Secret %s/%s does not exist", f, ns, ref.Name))
+			continue
+		}
+		crt, key := sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]
+		if _, err := tls.X509KeyPair(crt, key); err != nil {
+			l.unresolved(string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("%s: Secret %s/%s holds no valid certificate and key in tls.crt and tls.key: %v", f, ns, ref.Name, err))
+			continue
+		}
+		name := ns + "/" + string(ref.Name)
+		c.certs[name] = &gatewaypb.Certificate{Name: name, CertChain: crt, PrivateKey: key}
+		l.certs = append(l.certs, name)
+	}
+}
+
+// conflicts marks listeners that cannot share their port: a port serves
+// one protocol family (HTTP, or TLS: HTTPS and TLS passthrough chosen per
+// listener by SNI), TLS Terminate and Passthrough listeners cannot mix
+// (a TLS listener that terminates is not supported, see listeners), and
+// two listeners on a port must not claim the same hostname. All the
+// listeners of a conflict are refused: none wins.
+func (c *compiler) conflicts() {
+	family := func(l *listener) string {
+		switch l.spec.Protocol {
+		case gwv1.HTTPProtocolType:
+			return "HTTP"
+		case gwv1.HTTPSProtocolType, gwv1.TLSProtocolType:
+			return "TLS"
+		}
+		return string(l.spec.Protocol)
+	}
+	tlsMode := func(l *listener) string {
+		if l.spec.Protocol == gwv1.TLSProtocolType && l.spec.TLS != nil && l.spec.TLS.Mode != nil {
+			return string(*l.spec.TLS.Mode)
+		}
+		return ""
+	}
+	for i, a := range c.ls {
+		for j, b := range c.ls {
+			if i == j || a.spec.Port != b.spec.Port {
+				continue
+			}
+			switch {
+			case family(a) != family(b):
+				a.conflict = string(gwv1.ListenerReasonProtocolConflict)
+			case tlsMode(a) != "" && tlsMode(b) != "" && tlsMode(a) != tlsMode(b):
+				a.conflict = string(gwv1.ListenerReasonProtocolConflict)
+			case a.hostname == b.hostname && a.conflict == "":
+				a.conflict = string(gwv1.ListenerReasonHostnameConflict)
+			}
+		}
+	}
+	for _, l := range c.ls {
+		if l.conflict == "" {
+			continue
+		}
+		what := "another listener on port %d serves a different protocol"
+		if l.conflict == string(gwv1.ListenerReasonHostnameConflict) {
+			what = "another listener on port %d has the same hostname"
+		}
+		// A conflict takes precedence over other reasons: it is what the
+		// user must fix first.
+		l.accepted = false
+		l.acceptReason = l.conflict
+		l.acceptMs = fmt.Sprintf("Gateway %s/%s: spec.listeners[%s]: "+what+" (listeners on one port must share a protocol family and have distinct hostnames)", c.gw.Namespace, c.gw.Name, l.spec.Name, l.spec.Port)
+	}
+}
+
+// listenerStatus is the listener's status.
+func (c *compiler) listenerStatus(l *listener) gwv1.ListenerStatus {
+	gen := c.gw.Generation
+	st := gwv1.ListenerStatus{Name: l.spec.Name, SupportedKinds: l.kinds, AttachedRoutes: int32(len(l.attached))}
+	if l.accepted {
+		st.Conditions = append(st.Conditions, cond(string(gwv1.ListenerConditionAccepted), true, string(gwv1.ListenerReasonAccepted), "listener accepted", gen))
+	} else {
+		st.Conditions = append(st.Conditions, cond(string(gwv1.ListenerConditionAccepted), false, l.acceptReason, l.acceptMs, gen))
+	}
+	if l.conflict != "" {
+		st.Conditions = append(st.Conditions, cond(string(gwv1.ListenerConditionConflicted), true, l.conflict, l.acceptMs, gen))
+	} else {
+		st.Conditions = append(st.Conditions, cond(string(gwv1.ListenerConditionConflicted), false, string(gwv1.ListenerReasonNoConflicts), "no conflicts", gen))
+	}
+	if l.refsReason == "" {
+		st.Conditions = append(st.Conditions, cond(string(gwv1.ListenerConditionResolvedRefs), true, string(gwv1.ListenerReasonResolvedRefs), "all references resolved", gen))
+	} else {
+		st.Conditions = append(st.Conditions, cond(string(gwv1.ListenerConditionResolvedRefs), false, l.refsReason, l.refsMsg, gen))
+	}
+	if l.programmed() {
+		st.Conditions = append(st.Conditions, cond(string(gwv1.ListenerConditionProgrammed), true, string(gwv1.ListenerReasonProgrammed), "listener programmed", gen))
+	} else {
+		msg := l.acceptMs
+		if l.accepted {
+			msg = l.refsMsg
+		}
+		st.Conditions = append(st.Conditions, cond(string(gwv1.ListenerConditionProgrammed), false, string(gwv1.ListenerReasonInvalid), msg, gen))
+	}
+	return st
+}
+
+// gatewayStatus: Accepted (ListenersNotValid when some listener is not
+// accepted: True while one is, False when none is) and Programmed (True
+// when at least one listener is programmed).
+func (c *compiler) gatewayStatus() gwv1.GatewayStatus {
+	gen := c.gw.Generation
+	var st gwv1.GatewayStatus
+	var bad []string
+	programmed := 0
+	for _, l := range c.ls {
+		st.Listeners = append(st.Listeners, c.listenerStatus(l))
+		if !l.accepted {
+			bad = append(bad, fmt.Sprintf("%s (%s)", l.spec.Name, l.acceptReason))
+		}
+		if l.programmed() {
+			programmed++
+		}
+	}
+	switch {
+	case len(bad) == 0:
+		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonAccepted), "Gateway accepted", gen))
+	default:
+		msg := fmt.Sprintf("Gateway %s/%s: listeners not accepted: %s", c.gw.Namespace, c.gw.Name, strings.Join(bad, ", "))
+		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionAccepted), len(bad) < len(c.ls), string(gwv1.GatewayReasonListenersNotValid), msg, gen))
+	}
+	if programmed > 0 {
+		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "Gateway programmed", gen))
+	} else {
+		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonInvalid), fmt.Sprintf("Gateway %s/%s: no listener is programmed", c.gw.Namespace, c.gw.Name), gen))
+	}
+	return st
+}

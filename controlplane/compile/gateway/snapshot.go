@@ -1,0 +1,153 @@
+package gateway
+
+import (
+	"sort"
+	"strings"
+
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+)
+
+// hostBefore orders hostnames as the proxy matches them: exact names,
+// then wildcards (longest first), then "" (any).
+func hostBefore(a, b string) bool {
+	ra, rb := hostRank(a), hostRank(b)
+	if ra != rb {
+		return ra < rb
+	}
+	if len(a) != len(b) {
+		return len(a) > len(b)
+	}
+	return a < b
+}
+
+func hostRank(h string) int {
+	switch {
+	case h == "":
+		return 2
+	case strings.HasPrefix(h, "*."):
+		return 1
+	}
+	return 0
+}
+
+// snapshot assembles the programmed listeners by port.
+func (c *compiler) snapshot() *gatewaypb.Snapshot {
+	s := &gatewaypb.Snapshot{Gateway: c.gw.Namespace + "/" + c.gw.Name}
+	ports := map[uint32]*gatewaypb.Port{}
+	for _, l := range c.ls {
+		if !l.programmed() {
+			continue
+		}
+		p := ports[uint32(l.spec.Port)]
+		if p == nil {
+			p = &gatewaypb.Port{Port: uint32(l.spec.Port), Protocol: gatewaypb.Port_HTTP}
+			if l.mode != gatewaypb.Listener_HTTP {
+				p.Protocol = gatewaypb.Port_TLS
+			}
+			ports[p.Port] = p
+			s.Ports = append(s.Ports, p)
+		}
+		pl := &gatewaypb.Listener{Name: string(l.spec.Name), Hostname: l.hostname, Mode: l.mode, Certificates: l.certs}
+		if l.mode == gatewaypb.Listener_TLS_PASSTHROUGH {
+			pl.TlsRoutes = tlsRoutes(l.tlsRoutes)
+		} else {
+			pl.Hosts = hosts(l.hosts)
+		}
+		p.Listeners = append(p.Listeners, pl)
+	}
+	sort.Slice(s.Ports, func(i, j int) bool { return s.Ports[i].Port < s.Ports[j].Port })
+	for _, p := range s.Ports {
+		sort.SliceStable(p.Listeners, func(i, j int) bool { return hostBefore(p.Listeners[i].Hostname, p.Listeners[j].Hostname) })
+	}
+	names := make([]string, 0, len(c.certs))
+	for n := range c.certs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		s.Certificates = append(s.Certificates, c.certs[n])
+	}
+	s.Rejected = dedupe(c.rejected)
+	s.Version = version(s)
+	return s
+}
+
+// hosts orders a listener's hostnames and resolves precedence: a Host's
+// rules are its own (in rule precedence), then those of each less specific
+// hostname that also matches it, so that a request the specific routes do
+// not match still reaches a wildcard's or the catch-all's.
+func hosts(own map[string][]*rule) []*gatewaypb.Host {
+	names := make([]string, 0, len(own))
+	for h, rs := range own {
+		names = append(names, h)
+		sortRules(rs)
+	}
+	sort.Slice(names, func(i, j int) bool { return hostBefore(names[i], names[j]) })
+	out := make([]*gatewaypb.Host, 0, len(names))
+	for i, h := range names {
+		host := &gatewaypb.Host{Hostname: h}
+		for _, r := range own[h] {
+			host.Rules = append(host.Rules, r.pb)
+		}
+		for _, less := range names[i+1:] {
+			if less == "" || covers(less, h) {
+				for _, r := range own[less] {
+					host.Rules = append(host.Rules, r.pb)
+				}
+			}
+		}
+		out = append(out, host)
+	}
+	return out
+}
+
+func tlsRoutes(ts []*tlsRoute) []*gatewaypb.TLSRoute {
+	best := func(t *tlsRoute) string {
+		b := t.hostnames[0]
+		for _, h := range t.hostnames[1:] {
+			if hostBefore(h, b) {
+				b = h
+			}
+		}
+		return b
+	}
+	sort.SliceStable(ts, func(i, j int) bool {
+		a, b := ts[i], ts[j]
+		ba, bb := best(a), best(b)
+		if ba != bb {
+			return hostBefore(ba, bb)
+		}
+		if a.created != b.created {
+			return a.created < b.created
+		}
+		if a.ns != b.ns {
+			return a.ns < b.ns
+		}
+		return a.name < b.name
+	})
+	out := make([]*gatewaypb.TLSRoute, 0, len(ts))
+	for _, t := range ts {
+		hs := append([]string(nil), t.hostnames...)
+		if len(hs) == 1 && hs[0] == "" {
+			hs = nil
+		}
+		sort.Slice(hs, func(i, j int) bool { return hostBefore(hs[i], hs[j]) })
+		out = append(out, &gatewaypb.TLSRoute{Route: t.pb.Route, Hostnames: hs, Backends: t.pb.Backends})
+	}
+	return out
+}
+
+func dedupe(rs []*gatewaypb.Rejected) []*gatewaypb.Rejected {
+	key := func(r *gatewaypb.Rejected) string {
+		return r.Kind + "\x00" + r.Namespace + "\x00" + r.Name + "\x00" + r.Reason + "\x00" + r.Message
+	}
+	sort.SliceStable(rs, func(i, j int) bool { return key(rs[i]) < key(rs[j]) })
+	var out []*gatewaypb.Rejected
+	for i, r := range rs {
+		if i > 0 && key(rs[i-1]) == key(r) {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}

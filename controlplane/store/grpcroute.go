@@ -1,0 +1,40 @@
+package store
+
+import gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+var grpcRouteKind = kind{
+	name:   "GRPCRoute",
+	decode: object[*gwv1.GRPCRoute]("GRPCRoute", false),
+	newTable: func(s *Store) table {
+		t := newObjTable(s, func(_ *Store, old, cur *gwv1.GRPCRoute, a affected) {
+			for _, r := range []*gwv1.GRPCRoute{old, cur} {
+				if r != nil {
+					parentGateways(r.Namespace, r.Spec.ParentRefs, a)
+				}
+			}
+		})
+		t.services = func(r *gwv1.GRPCRoute) []Key {
+			var refs []gwv1.BackendObjectReference
+			for _, rule := range r.Spec.Rules {
+				for _, b := range rule.BackendRefs {
+					refs = append(refs, b.BackendObjectReference)
+				}
+				for _, f := range rule.Filters {
+					if f.RequestMirror != nil {
+						refs = append(refs, f.RequestMirror.BackendRef)
+					}
+				}
+			}
+			return backendServices(r.Namespace, refs)
+		}
+		return t
+	},
+}
+
+// GRPCRoutes returns every GRPCRoute. A change wakes its parent Gateways,
+// old and new.
+func (s *Store) GRPCRoutes() []*gwv1.GRPCRoute {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return objects[*gwv1.GRPCRoute](s, &grpcRouteKind).list()
+}

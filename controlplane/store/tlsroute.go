@@ -1,0 +1,35 @@
+package store
+
+import gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+var tlsRouteKind = kind{
+	name:   "TLSRoute",
+	decode: object[*gwv1.TLSRoute]("TLSRoute", false),
+	newTable: func(s *Store) table {
+		t := newObjTable(s, func(_ *Store, old, cur *gwv1.TLSRoute, a affected) {
+			for _, r := range []*gwv1.TLSRoute{old, cur} {
+				if r != nil {
+					parentGateways(r.Namespace, r.Spec.ParentRefs, a)
+				}
+			}
+		})
+		t.services = func(r *gwv1.TLSRoute) []Key {
+			var refs []gwv1.BackendObjectReference
+			for _, rule := range r.Spec.Rules {
+				for _, b := range rule.BackendRefs {
+					refs = append(refs, b.BackendObjectReference)
+				}
+			}
+			return backendServices(r.Namespace, refs)
+		}
+		return t
+	},
+}
+
+// TLSRoutes returns every TLSRoute. A change wakes its parent Gateways,
+// old and new.
+func (s *Store) TLSRoutes() []*gwv1.TLSRoute {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return objects[*gwv1.TLSRoute](s, &tlsRouteKind).list()
+}
