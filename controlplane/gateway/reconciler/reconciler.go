@@ -45,6 +45,10 @@ type Options struct {
 	Proxy   inject.Config
 	Compile gateway.Options
 	Log     *slog.Logger
+	// Synced, when not nil, is closed once the store is filled: nothing
+	// is written before (a Gateway compiled from a store still filling
+	// would lose routes that exist).
+	Synced <-chan struct{}
 	// Pending is how soon a Gateway whose proxies or address are not
 	// ready yet is looked at again (default 2s); Resync how often every
 	// Gateway is (default 30s), for what the store does not carry (the
@@ -81,6 +85,13 @@ const fieldManager = "meridian-gateway"
 // Gateway (or anything it depends on, or the set of Gateways) changed,
 // every Pending while one is not ready, and every Resync; until ctx ends.
 func (r *Reconciler) Start(ctx context.Context) error {
+	if r.o.Synced != nil {
+		select {
+		case <-r.o.Synced:
+		case <-ctx.Done():
+			return nil
+		}
+	}
 	watches := map[store.Topic]func(){}
 	defer func() {
 		for _, cancel := range watches {
