@@ -146,9 +146,34 @@ func checkRBAC(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 			checks = append(checks, check{v, r.group, r.resource, "", "", true})
 		}
 		for _, v := range []string{"create", "update", "patch", "delete"} {
-			checks = append(checks, check{v, r.group, r.resource, "shop", "x", false})
+			// The gateway applies a ServiceAccount and a Service per Gateway
+			// (server-side apply: create and patch), and deletes nothing.
+			applied := (v == "create" || v == "patch") && r.group == "" && (r.resource == "serviceaccounts" || r.resource == "services")
+			checks = append(checks, check{v, r.group, r.resource, "shop", "x", applied})
 		}
 	}
+	// The gateway: reads the Gateway API kinds, writes their statuses (and
+	// nothing else of them), applies Deployments, reads certificate
+	// Secrets and CA ConfigMaps.
+	for _, res := range []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes", "referencegrants", "backendtlspolicies"} {
+		for _, v := range []string{"get", "list", "watch"} {
+			checks = append(checks, check{v, "gateway.networking.k8s.io", res, "", "", true})
+		}
+		checks = append(checks, check{"update", "gateway.networking.k8s.io", res, "shop", "x", false},
+			check{"delete", "gateway.networking.k8s.io", res, "shop", "x", false})
+		if res != "referencegrants" {
+			checks = append(checks, check{"update", "gateway.networking.k8s.io", res + "/status", "shop", "x", true})
+		}
+	}
+	checks = append(checks,
+		check{"create", "apps", "deployments", "shop", "", true},
+		check{"patch", "apps", "deployments", "shop", "x", true},
+		check{"delete", "apps", "deployments", "shop", "x", false},
+		check{"update", "apps", "deployments", "shop", "x", false},
+		check{"list", "", "secrets", "shop", "", true},
+		check{"delete", "", "secrets", "shop", "x", false},
+		check{"update", "", "configmaps", "shop", "x", false},
+	)
 	checks = append(checks,
 		check{"create", "authentication.k8s.io", "tokenreviews", "", "", true},
 		check{"get", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "meridian-proxy-injector", true},
@@ -166,10 +191,12 @@ func checkRBAC(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 		check{"create", "", "secrets", "meridian", "", true},
 		check{"get", "", "secrets", "meridian", "meridian-proxy-injector-tls", true},
 		check{"update", "", "secrets", "meridian", "meridian-proxy-injector-tls", true},
-		check{"get", "", "secrets", "meridian", "meridian-identity-issuer", false},
-		check{"list", "", "secrets", "meridian", "", false},
+		// Secrets are read in every namespace: a Gateway's certificates may
+		// be anywhere (the controller holds the identity issuer anyway).
+		check{"get", "", "secrets", "meridian", "meridian-identity-issuer", true},
+		check{"update", "", "secrets", "meridian", "meridian-identity-issuer", false},
 		check{"delete", "", "secrets", "meridian", "meridian-proxy-injector-tls", false},
-		check{"get", "", "secrets", "kube-system", "meridian-proxy-injector-tls", false},
+		check{"update", "", "secrets", "kube-system", "meridian-proxy-injector-tls", false},
 		check{"create", "", "secrets", "kube-system", "", false},
 		check{"create", "coordination.k8s.io", "leases", "meridian", "", true},
 		check{"get", "coordination.k8s.io", "leases", "meridian", "meridian-controller", true},
@@ -178,7 +205,7 @@ func checkRBAC(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 		check{"delete", "coordination.k8s.io", "leases", "meridian", "meridian-controller", false},
 		check{"create", "coordination.k8s.io", "leases", "kube-system", "", false},
 		check{"create", "", "events", "meridian", "", false},
-		check{"get", "", "configmaps", "meridian", "x", false},
+		check{"get", "", "configmaps", "meridian", "x", true},
 	)
 	for _, ck := range checks {
 		sar, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
@@ -257,9 +284,11 @@ func runAsController(t *testing.T, ctx context.Context, admin *rest.Config) {
 	}
 	stopElector()
 	<-electorDone
-	_, err = cs.CoreV1().Secrets("meridian").Get(ctx, "meridian-identity-issuer", metav1.GetOptions{})
+	// Secrets are read in every namespace (a Gateway's certificates may be
+	// anywhere), but the issuer's is never written through the API.
+	err = cs.CoreV1().Secrets("meridian").Delete(ctx, "meridian-identity-issuer", metav1.DeleteOptions{})
 	if !apierrors.IsForbidden(err) {
-		t.Errorf("reading the issuer Secret through the API as %s: %v, want forbidden", controllerSA, err)
+		t.Errorf("deleting the issuer Secret through the API as %s: %v, want forbidden", controllerSA, err)
 	}
 }
 

@@ -311,7 +311,7 @@ func TestRenderDefaults(t *testing.T) {
 }
 
 // The ClusterRole reads every meridian.io CRD in the chart and nothing
-// more than the controller's store watches.
+// more than the controller's store watches and the gateway writes.
 func TestRBACIsLeastPrivilege(t *testing.T) {
 	objs := parse(t, renderOut(t, issuerFiles(t)))
 	cr := find(t, objs, "ClusterRole", "meridian-controller")
@@ -330,16 +330,26 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		}
 	}
 	read := []string{"get", "list", "watch"}
+	apply := []string{"create", "patch"}
 	want := map[string][]string{
 		"/namespaces":                        read,
 		"/pods":                              read,
-		"/serviceaccounts":                   read,
-		"/services":                          read,
+		"/serviceaccounts":                   append(read, apply...),
+		"/services":                          append(read, apply...),
+		"/configmaps":                        read,
+		"/secrets":                           read,
+		"apps/deployments":                   {"get", "create", "patch"},
 		"discovery.k8s.io/endpointslices":    read,
 		"split.smi-spec.io/trafficsplits":    read,
 		"authentication.k8s.io/tokenreviews": {"create"},
 		"admissionregistration.k8s.io/mutatingwebhookconfigurations[meridian-proxy-injector]": {"get", "patch"},
 		"apiextensions.k8s.io/customresourcedefinitions[trafficsplits.split.smi-spec.io]":     {"get", "patch"},
+	}
+	for _, k := range []string{"backendtlspolicies", "gatewayclasses", "gateways", "grpcroutes", "httproutes", "referencegrants", "tlsroutes"} {
+		want["gateway.networking.k8s.io/"+k] = read
+		if k != "referencegrants" {
+			want["gateway.networking.k8s.io/"+k+"/status"] = []string{"update"}
+		}
 	}
 	ch, err := LoadChart("")
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"sync"
 	"time"
@@ -71,13 +72,21 @@ func (c *apiCert) get() (*tls.Certificate, error) {
 	return c.cert, nil
 }
 
-// tlsConfig serves the API over TLS 1.3. Proxies present no client
-// certificate here: the identity API's proof is the token, and destination
-// answers are not secret.
-func (c *apiCert) tlsConfig() *tls.Config {
+// tlsConfig serves the API over TLS 1.3. Proxies need present no client
+// certificate: the identity API's proof is the token, and destination
+// answers are not secret. A gateway proxy presents its workload
+// certificate, verified against the trust anchors roots, to read its
+// Gateway's snapshot (which carries private keys).
+func (c *apiCert) tlsConfig(roots []*x509.Certificate) *tls.Config {
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		NextProtos:     []string{"h2"},
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.get() },
+		ClientAuth:     tls.VerifyClientCertIfGiven,
+		ClientCAs:      pool,
 	}
 }

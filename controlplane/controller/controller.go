@@ -26,15 +26,20 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
 	"github.com/meridian-mesh/meridian/controlplane/compile"
+	compilegateway "github.com/meridian-mesh/meridian/controlplane/compile/gateway"
 	"github.com/meridian-mesh/meridian/controlplane/controller/runnable"
 	"github.com/meridian-mesh/meridian/controlplane/destination"
+	gatewayserver "github.com/meridian-mesh/meridian/controlplane/gateway"
+	"github.com/meridian-mesh/meridian/controlplane/gateway/provision"
 	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/controlplane/identity/tokenreview"
 	"github.com/meridian-mesh/meridian/controlplane/store"
@@ -306,7 +311,7 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 		if err != nil {
 			return err
 		}
-		sopts = append(sopts, grpc.Creds(credentials.NewTLS(cert.tlsConfig())))
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(cert.tlsConfig(auth.Current().Roots))))
 		log.Info("controller: API served over TLS", "identity", o.APIIdentity)
 	}
 	g := grpc.NewServer(sopts...)
@@ -314,6 +319,28 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	if idSrv != nil {
 		idpb.RegisterIdentityServer(g, idSrv)
 	}
+	// The gateway API: each gateway proxy watches its Gateway's snapshot,
+	// which only the Gateway's own workload identity may read.
+	td, err := spiffeid.TrustDomainFromString(o.TrustDomain)
+	if err != nil {
+		return fmt.Errorf("--trust-domain %q: %w", o.TrustDomain, err)
+	}
+	gatewaypb.RegisterGatewayServer(g, gatewayserver.New(st, gatewayserver.Options{
+		Compile: func(key string) (*gatewaypb.Snapshot, []store.Topic, []string) {
+			ns, name, _ := strings.Cut(key, "/")
+			k := types.NamespacedName{Namespace: ns, Name: name}
+			res := compilegateway.Compile(compilegateway.InputFrom(st, k), k, compilegateway.Options{ClusterDomain: o.ClusterDomain})
+			topics := []store.Topic{store.GatewayTopic(store.Key{Namespace: ns, Name: name})}
+			if !res.Owned {
+				return nil, topics, nil
+			}
+			return res.Snapshot, topics, nil
+		},
+		Authorize: gatewayserver.IdentityAuthorizer(td, func(_, name string) string { return provision.Name(name) }),
+		Synced:    synced,
+		Log:       log,
+		Metrics:   reg,
+	}))
 	injector, err := proxyInjector(o, src, auth, log)
 	if err != nil {
 		return err
@@ -322,6 +349,13 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 	if injector.serve != nil {
 		parts = append(parts, runnable.Named("proxy injector", injector.serve))
 		writers = append(writers, runnable.Named("proxy injector certificate", injector.keep))
+		// Gateways of Meridian's class run proxies configured as the
+		// injected ones are.
+		rec, err := gatewayReconciler(o, st, synced, injector.proxy, log)
+		if err != nil {
+			return err
+		}
+		writers = append(writers, runnable.Named("gateway provisioning and status", rec))
 	}
 	elected, err := electWriters(o, src, writers, reg, log)
 	if err != nil {
@@ -584,7 +618,7 @@ func dirSource(dir string) source {
 
 func kubeSource(cfg *rest.Config) source {
 	return source{run: func(ctx context.Context, st *store.Store, log *slog.Logger, synced func()) error {
-		return kube.Run(ctx, cfg, st, kube.WithLogger(log), kube.WithReady(synced))
+		return kube.Run(ctx, cfg, st, kube.WithLogger(log), kube.WithReady(synced), kube.WithGatewayAPI())
 	}}
 }
 

@@ -69,6 +69,9 @@ const (
 // the injector is off.
 type injector struct {
 	serve, keep runnable.Runnable
+	// proxy is how injected proxies are configured; provisioned gateway
+	// proxies are configured the same way.
+	proxy inject.Config
 }
 
 // proxyInjector checks the injector's options and returns its parts.
@@ -141,5 +144,6 @@ func proxyInjector(o Options, src source, ca *identity.Authority, log *slog.Logg
 	return injector{
 		serve: runnable.Func(func(ctx context.Context) error { return webhook.Serve(ctx, wo, certs, w.Ready) }),
 		keep:  runnable.Func(func(ctx context.Context) error { certs.Run(ctx, wo.Resync); return nil }),
+		proxy: cfg,
 	}, nil
 }

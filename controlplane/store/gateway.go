@@ -7,6 +7,7 @@ var gatewayKind = kind{
 	decode: object[*gwv1.Gateway]("Gateway", false),
 	newTable: func(s *Store) table {
 		return newObjTable(s, func(_ *Store, old, cur *gwv1.Gateway, a affected) {
+			a.add(GatewaysTopic)
 			for _, g := range []*gwv1.Gateway{old, cur} {
 				if g != nil {
 					a.add(GatewayTopic(Key{g.Namespace, g.Name}))

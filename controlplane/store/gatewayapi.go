@@ -17,6 +17,11 @@ import (
 // they depend on.
 func GatewayTopic(k Key) Topic { return Topic{Kind: TopicGateway, Key: k} }
 
+// GatewaysTopic wakes on every change of any Gateway (one added, changed
+// or deleted): for the writer that provisions every Gateway and must learn
+// of new ones.
+var GatewaysTopic = Topic{Kind: TopicGateway}
+
 // gatewayObject is what every Gateway API object is.
 type gatewayObject interface {
 	runtime.Object

@@ -74,14 +74,14 @@ func TestGatewayKinds(t *testing.T) {
 		steps []step
 	}{
 		{kind: "Gateway", steps: []step{
-			{"add", up(testGateway("ns", "g1")), gwTopics(g1), func(s *Store) error {
+			{"add", up(testGateway("ns", "g1")), join(gwTopics(g1), []string{GatewaysTopic.String()}), func(s *Store) error {
 				if _, ok := s.Gateway(g1); !ok || len(s.Gateways()) != 1 {
 					return fmt.Errorf("gateway missing")
 				}
 				return nil
 			}},
 			{"same again", up(testGateway("ns", "g1")), nil, nil},
-			{"delete", del(testGateway("ns", "g1")), gwTopics(g1), nil},
+			{"delete", del(testGateway("ns", "g1")), join(gwTopics(g1), []string{GatewaysTopic.String()}), nil},
 		}},
 		{kind: "GatewayClass", setup: gws, steps: []step{
 			{"add", up(&gwv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "meridian"}}), gwTopics(g1, g2), func(s *Store) error {

@@ -26,9 +26,6 @@ import (
 	"github.com/meridian-mesh/meridian/internal/names"
 )
 
-// ControllerName is the GatewayClass controllerName Meridian serves.
-const ControllerName = "meridian.io/gateway-controller"
-
 // AnnotationServiceType on a Gateway chooses its Service's type
 // (ClusterIP, NodePort or LoadBalancer), over any parameters.
 const AnnotationServiceType = "gateway.meridian.io/service-type"

@@ -58,7 +58,7 @@ func Gateway(stored, computed gwv1.GatewayStatus, addresses []gwv1.GatewayStatus
 // parentRef. Entries of other controllers, and of this controller for
 // other Gateways, are kept as they are and where they are.
 func RouteParents(stored, ours []gwv1.RouteParentStatus, controller gwv1.GatewayController, routeNS string, gw Key, now time.Time) []gwv1.RouteParentStatus {
-	var out []gwv1.RouteParentStatus
+	out := []gwv1.RouteParentStatus{} // not nil: status.parents is required, [] when empty
 	var mine []gwv1.RouteParentStatus
 	for _, s := range stored {
 		if s.ControllerName == controller && ForGateway(s.ParentRef, routeNS, gw) {

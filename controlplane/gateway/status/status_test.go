@@ -183,6 +183,22 @@ func TestWriter(t *testing.T) {
 	if r, _ = gc.GatewayV1().HTTPRoutes("edge").Get(ctx, "web", metav1.GetOptions{}); len(r.Status.Parents) != 1 || r.Status.Parents[0].ControllerName != "example.com/other" {
 		t.Fatalf("after removal %+v", r.Status.Parents)
 	}
+	// The last entry removed: status.parents is required, and written as [].
+	solo := &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Name: "solo", Namespace: "edge"}, Spec: gwv1.HTTPRouteSpec{
+		CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{ref("", "public")}},
+	}}
+	if _, err := gc.GatewayV1().HTTPRoutes("edge").Create(ctx, solo, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if wrote, err := w.Route(ctx, "HTTPRoute", "edge", "solo", Key{"edge", "public"}, []gwv1.RouteParentStatus{parent(ours, ref("", "public"), true)}); err != nil || !wrote {
+		t.Fatalf("solo route: wrote %v, %v", wrote, err)
+	}
+	if wrote, err := w.Route(ctx, "HTTPRoute", "edge", "solo", Key{"edge", "public"}, nil); err != nil || !wrote {
+		t.Fatalf("solo route's last parent removed: wrote %v, %v", wrote, err)
+	}
+	if r, _ = gc.GatewayV1().HTTPRoutes("edge").Get(ctx, "solo", metav1.GetOptions{}); len(r.Status.Parents) != 0 {
+		t.Fatalf("solo route after removal %+v", r.Status.Parents)
+	}
 	if wrote, err := w.Route(ctx, "HTTPRoute", "edge", "gone", Key{"edge", "public"}, nil); err != nil || wrote {
 		t.Fatalf("a deleted route: wrote %v, %v", wrote, err)
 	}

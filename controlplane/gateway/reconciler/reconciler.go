@@ -1,0 +1,369 @@
+// Package reconciler is the gateway's writer: for every Gateway of
+// Meridian's GatewayClass it applies what the Gateway runs on
+// (gateway/provision) and writes the statuses the compiler decided
+// (gateway/status), and it accepts Meridian's GatewayClasses. It runs under
+// the controller's leader election: one replica writes.
+package reconciler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/meridian-mesh/meridian/controlplane/compile/gateway"
+	"github.com/meridian-mesh/meridian/controlplane/gateway/provision"
+	"github.com/meridian-mesh/meridian/controlplane/gateway/status"
+	"github.com/meridian-mesh/meridian/controlplane/inject"
+	"github.com/meridian-mesh/meridian/controlplane/store"
+)
+
+// Store is what the reconciler reads; *store.Store implements it.
+type Store interface {
+	gateway.Reader
+	store.Notifier
+	Gateways() []*gwv1.Gateway
+}
+
+// Options configure a Reconciler.
+type Options struct {
+	Store   Store
+	Kube    kubernetes.Interface
+	Gateway gwclient.Interface
+	// Proxy is how provisioned gateway proxies are configured (image,
+	// controller address and identity, trust anchors).
+	Proxy   inject.Config
+	Compile gateway.Options
+	Log     *slog.Logger
+	// Synced, when not nil, is closed once the store is filled: nothing
+	// is written before (a Gateway compiled from a store still filling
+	// would lose routes that exist).
+	Synced <-chan struct{}
+	// Pending is how soon a Gateway whose proxies or address are not
+	// ready yet is looked at again (default 2s); Resync how often every
+	// Gateway is (default 30s), for what the store does not carry (the
+	// Deployments' readiness, parameter ConfigMaps).
+	Pending, Resync time.Duration
+}
+
+// Reconciler is a runnable (Start); see the package doc.
+type Reconciler struct {
+	o      Options
+	status *status.Writer
+	// known: the Gateways last reconciled, so that a deleted one's route
+	// parent statuses are removed.
+	known map[store.Key]bool
+}
+
+// New returns a reconciler.
+func New(o Options) *Reconciler {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Pending <= 0 {
+		o.Pending = 2 * time.Second
+	}
+	if o.Resync <= 0 {
+		o.Resync = 30 * time.Second
+	}
+	return &Reconciler{o: o, status: &status.Writer{Client: o.Gateway, Controller: gateway.ControllerName}, known: map[store.Key]bool{}}
+}
+
+const fieldManager = "meridian-gateway"
+
+// Start reconciles every Gateway now, again whenever the store says a
+// Gateway (or anything it depends on, or the set of Gateways) changed,
+// every Pending while one is not ready, and every Resync; until ctx ends.
+func (r *Reconciler) Start(ctx context.Context) error {
+	if r.o.Synced != nil {
+		select {
+		case <-r.o.Synced:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	watches := map[store.Topic]func(){}
+	defer func() {
+		for _, cancel := range watches {
+			cancel()
+		}
+	}()
+	wake := make(chan struct{}, 1)
+	follow := func(t store.Topic) {
+		if _, ok := watches[t]; ok {
+			return
+		}
+		ch, cancel := r.o.Store.Watch(t)
+		stop := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-ch:
+					select {
+					case wake <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}()
+		watches[t] = func() { cancel(); close(stop) }
+	}
+	follow(store.GatewaysTopic)
+	for {
+		pending := r.reconcileAll(ctx, follow)
+		wait := r.o.Resync
+		if pending {
+			wait = r.o.Pending
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// reconcileAll reconciles every class and Gateway; pending reports whether
+// one is waiting for its proxies or address.
+func (r *Reconciler) reconcileAll(ctx context.Context, follow func(store.Topic)) (pending bool) {
+	for _, gc := range r.o.Store.GatewayClasses() {
+		if ours, conds := gateway.ClassConditions(gc); ours {
+			if _, err := r.status.GatewayClass(ctx, gc.Name, conds); err != nil {
+				r.o.Log.Warn("gateway: writing a GatewayClass status", "gatewayclass", gc.Name, "err", err)
+				pending = true
+			}
+		}
+	}
+	owned := map[store.Key]bool{}
+	for _, g := range r.o.Store.Gateways() {
+		k := store.Key{Namespace: g.Namespace, Name: g.Name}
+		follow(store.GatewayTopic(k))
+		follow(store.ServiceTopic(store.Key{Namespace: g.Namespace, Name: provision.Name(g.Name)}))
+		ok, p, err := r.reconcile(ctx, g)
+		if err != nil {
+			r.o.Log.Warn("gateway: reconciling", "gateway", k.String(), "err", err)
+			pending = true
+		}
+		pending = pending || p
+		if ok {
+			owned[k] = true
+		}
+	}
+	// Route parent statuses of ours for Gateways that are gone (or no
+	// longer ours) are removed.
+	for k := range r.known {
+		if !owned[k] {
+			r.clearRoutes(ctx, k, nil)
+		}
+	}
+	r.known = owned
+	return pending
+}
+
+// reconcile provisions Gateway g and writes its statuses; owned reports
+// whether g is of Meridian's class, pending whether it is not yet ready.
+func (r *Reconciler) reconcile(ctx context.Context, g *gwv1.Gateway) (owned, pending bool, err error) {
+	k := types.NamespacedName{Namespace: g.Namespace, Name: g.Name}
+	res := gateway.Compile(gateway.InputFrom(r.o.Store, k), k, r.o.Compile)
+	if !res.Owned {
+		return false, false, nil
+	}
+	gst := res.Gateway
+	params, perr := r.params(ctx, g)
+	var objs provision.Objects
+	if perr == nil {
+		objs, perr = provision.Render(g, params, r.o.Proxy)
+	}
+	var addrs []gwv1.GatewayStatusAddress
+	ready := false
+	if perr != nil {
+		setCondition(&gst.Conditions, string(gwv1.GatewayConditionAccepted), metav1.ConditionFalse, string(gwv1.GatewayReasonInvalidParameters), perr.Error(), g.Generation)
+		setCondition(&gst.Conditions, string(gwv1.GatewayConditionProgrammed), metav1.ConditionFalse, string(gwv1.GatewayReasonInvalid), "not provisioned: "+perr.Error(), g.Generation)
+	} else {
+		svc, dep, err := r.apply(ctx, objs)
+		if err != nil {
+			return true, true, err
+		}
+		addrs = addresses(svc)
+		ready = dep.Status.ReadyReplicas > 0
+		switch {
+		case len(addrs) == 0:
+			setCondition(&gst.Conditions, string(gwv1.GatewayConditionProgrammed), metav1.ConditionFalse, string(gwv1.GatewayReasonAddressNotAssigned), fmt.Sprintf("Service %s/%s has no address yet", svc.Namespace, svc.Name), g.Generation)
+		case !ready:
+			setCondition(&gst.Conditions, string(gwv1.GatewayConditionProgrammed), metav1.ConditionFalse, string(gwv1.GatewayReasonPending), fmt.Sprintf("Deployment %s/%s has no ready proxy yet", dep.Namespace, dep.Name), g.Generation)
+		}
+	}
+	if _, err := r.status.Gateway(ctx, status.Key{Namespace: g.Namespace, Name: g.Name}, gst, addrs); err != nil {
+		return true, true, fmt.Errorf("writing the status: %w", err)
+	}
+	written := map[string]bool{}
+	for _, rs := range res.Routes {
+		written[rs.Kind+"/"+rs.Route.String()] = true
+		if _, err := r.status.Route(ctx, rs.Kind, rs.Route.Namespace, rs.Route.Name, status.Key{Namespace: g.Namespace, Name: g.Name}, rs.Parents); err != nil {
+			return true, true, fmt.Errorf("writing %s %s's status: %w", rs.Kind, rs.Route, err)
+		}
+	}
+	r.clearRoutes(ctx, store.Key{Namespace: g.Namespace, Name: g.Name}, written)
+	return true, perr == nil && (len(addrs) == 0 || !ready), nil
+}
+
+// clearRoutes removes Gateway gw's parent statuses (ours) from the routes
+// that carry one and are not in keep (kind/namespace/name).
+func (r *Reconciler) clearRoutes(ctx context.Context, gw store.Key, keep map[string]bool) {
+	sk := status.Key{Namespace: gw.Namespace, Name: gw.Name}
+	has := func(ns string, ps []gwv1.RouteParentStatus) bool {
+		for _, p := range ps {
+			if p.ControllerName == gateway.ControllerName && status.ForGateway(p.ParentRef, ns, sk) {
+				return true
+			}
+		}
+		return false
+	}
+	clear := func(kind, ns, name string) {
+		if keep[kind+"/"+ns+"/"+name] {
+			return
+		}
+		if _, err := r.status.Route(ctx, kind, ns, name, sk, nil); err != nil {
+			r.o.Log.Warn("gateway: clearing a route's status", "kind", kind, "route", ns+"/"+name, "gateway", gw.String(), "err", err)
+		}
+	}
+	for _, o := range r.o.Store.HTTPRoutes() {
+		if has(o.Namespace, o.Status.Parents) {
+			clear("HTTPRoute", o.Namespace, o.Name)
+		}
+	}
+	for _, o := range r.o.Store.GRPCRoutes() {
+		if has(o.Namespace, o.Status.Parents) {
+			clear("GRPCRoute", o.Namespace, o.Name)
+		}
+	}
+	for _, o := range r.o.Store.TLSRoutes() {
+		if has(o.Namespace, o.Status.Parents) {
+			clear("TLSRoute", o.Namespace, o.Name)
+		}
+	}
+}
+
+// params are g's provisioning parameters: its class's ConfigMap, then its
+// own, key by key.
+func (r *Reconciler) params(ctx context.Context, g *gwv1.Gateway) (provision.Params, error) {
+	var p provision.Params
+	for _, gc := range r.o.Store.GatewayClasses() {
+		if gc.Name != string(g.Spec.GatewayClassName) || gc.Spec.ParametersRef == nil {
+			continue
+		}
+		ref := gc.Spec.ParametersRef
+		if ref.Namespace == nil {
+			return p, fmt.Errorf("GatewayClass %s: spec.parametersRef: a ConfigMap needs its namespace", gc.Name)
+		}
+		data, err := r.configMap(ctx, string(*ref.Namespace), ref.Name, "GatewayClass "+gc.Name+": spec.parametersRef")
+		if err != nil {
+			return p, err
+		}
+		if p, err = p.Merge(data, fmt.Sprintf("ConfigMap %s/%s (GatewayClass %s's parameters)", *ref.Namespace, ref.Name, gc.Name)); err != nil {
+			return p, err
+		}
+	}
+	if inf := g.Spec.Infrastructure; inf != nil && inf.ParametersRef != nil {
+		ref := inf.ParametersRef
+		if ref.Group != "" || ref.Kind != "ConfigMap" {
+			return p, fmt.Errorf("Gateway %s/%s: spec.infrastructure.parametersRef: %s/%s is not supported (allowed: a core ConfigMap)", g.Namespace, g.Name, ref.Group, ref.Kind)
+		}
+		data, err := r.configMap(ctx, g.Namespace, ref.Name, "Gateway "+g.Namespace+"/"+g.Name+": spec.infrastructure.parametersRef")
+		if err != nil {
+			return p, err
+		}
+		return p.Merge(data, fmt.Sprintf("ConfigMap %s/%s (Gateway %s/%s's parameters)", g.Namespace, ref.Name, g.Namespace, g.Name))
+	}
+	return p, nil
+}
+
+func (r *Reconciler) configMap(ctx context.Context, ns, name, where string) (map[string]string, error) {
+	cm, err := r.o.Kube.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("%s: ConfigMap %s/%s not found", where, ns, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cm.Data, nil
+}
+
+// apply server-side applies the objects (forcing: the controller owns
+// them) and returns the Service and Deployment as stored.
+func (r *Reconciler) apply(ctx context.Context, o provision.Objects) (*corev1.Service, *appsv1.Deployment, error) {
+	opts := metav1.PatchOptions{FieldManager: fieldManager, Force: ptrTrue()}
+	patch := func(v any) []byte {
+		b, _ := json.Marshal(v) // typed objects always marshal
+		return b
+	}
+	if _, err := r.o.Kube.CoreV1().ServiceAccounts(o.ServiceAccount.Namespace).Patch(ctx, o.ServiceAccount.Name, types.ApplyPatchType, patch(o.ServiceAccount), opts); err != nil {
+		return nil, nil, fmt.Errorf("applying ServiceAccount %s/%s: %w", o.ServiceAccount.Namespace, o.ServiceAccount.Name, err)
+	}
+	svc, err := r.o.Kube.CoreV1().Services(o.Service.Namespace).Patch(ctx, o.Service.Name, types.ApplyPatchType, patch(o.Service), opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("applying Service %s/%s: %w", o.Service.Namespace, o.Service.Name, err)
+	}
+	dep, err := r.o.Kube.AppsV1().Deployments(o.Deployment.Namespace).Patch(ctx, o.Deployment.Name, types.ApplyPatchType, patch(o.Deployment), opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("applying Deployment %s/%s: %w", o.Deployment.Namespace, o.Deployment.Name, err)
+	}
+	return svc, dep, nil
+}
+
+func ptrTrue() *bool { t := true; return &t }
+
+// addresses are where clients reach the Gateway: its Service's load
+// balancer ingress, else its cluster IPs.
+func addresses(svc *corev1.Service) []gwv1.GatewayStatusAddress {
+	ip, host := gwv1.IPAddressType, gwv1.HostnameAddressType
+	var out []gwv1.GatewayStatusAddress
+	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+		for _, in := range svc.Status.LoadBalancer.Ingress {
+			switch {
+			case in.IP != "":
+				out = append(out, gwv1.GatewayStatusAddress{Type: &ip, Value: in.IP})
+			case in.Hostname != "":
+				out = append(out, gwv1.GatewayStatusAddress{Type: &host, Value: in.Hostname})
+			}
+		}
+		if len(out) > 0 {
+			return out
+		}
+		// No load balancer (yet): the cluster IP still reaches it.
+	}
+	for _, c := range svc.Spec.ClusterIPs {
+		if c != "" && c != corev1.ClusterIPNone {
+			out = append(out, gwv1.GatewayStatusAddress{Type: &ip, Value: c})
+		}
+	}
+	return out
+}
+
+// setCondition replaces (or adds) the condition of type typ.
+func setCondition(cs *[]metav1.Condition, typ string, s metav1.ConditionStatus, reason, msg string, gen int64) {
+	c := metav1.Condition{Type: typ, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen}
+	for i := range *cs {
+		if (*cs)[i].Type == typ {
+			(*cs)[i] = c
+			return
+		}
+	}
+	*cs = append(*cs, c)
+}
