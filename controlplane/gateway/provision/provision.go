@@ -196,8 +196,7 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config) (Objects, error)
 
 	args := []string{
 		"gateway",
-		"--gateway-namespace=" + gw.Namespace,
-		"--gateway-name=" + gw.Name,
+		"--gateway-name=" + gw.Namespace + "/" + gw.Name,
 		fmt.Sprintf("--admin-addr=0.0.0.0:%d,[::]:%d", cfg.AdminPort, cfg.AdminPort),
 		"--destination-addr=" + cfg.ControllerAddr,
 		"--identity-trust-domain=" + cfg.TrustDomain,

@@ -71,7 +71,7 @@ func TestRender(t *testing.T) {
 	}
 	pod := dep.Spec.Template.Spec
 	c := pod.Containers[0]
-	if pod.ServiceAccountName != "public-meridian" || !strings.Contains(strings.Join(c.Args, " "), "--gateway-name=public") || c.Image != inject.ProxyImageRepo+":v1.0.0" {
+	if pod.ServiceAccountName != "public-meridian" || !strings.Contains(strings.Join(c.Args, " "), "--gateway-name=edge/public") || c.Image != inject.ProxyImageRepo+":v1.0.0" {
 		t.Fatalf("pod: sa %s, args %v, image %s", pod.ServiceAccountName, c.Args, c.Image)
 	}
 }
