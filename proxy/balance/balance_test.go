@@ -139,6 +139,34 @@ func TestSeededAtDefaultRTT(t *testing.T) {
 	approx(t, "custom seed", h.ep(t, "a").Load(), float64(5*time.Millisecond))
 }
 
+// The seed is a guess: the first response replaces it even when smaller
+// (blended in, a 30ms seed kept 1.5ms endpoints near a 10ms peer's cost for
+// seconds); later smaller samples blend in with SampleDecay. Until then an
+// endpoint costs its measured peers' mean. A failed response is a sample only
+// if it is slower than that.
+func TestFirstSampleReplacesSeed(t *testing.T) {
+	h := newHarness(PeakEWMA)
+	h.b.Update(specs("a", "b"))
+	a, b := h.ep(t, "a"), h.ep(t, "b")
+	h.clock.Advance(time.Second)
+	approx(t, "b before any response", b.Load(), float64(DefaultRTT)*math.Exp(-float64(time.Second)/float64(DefaultDecay)))
+	h.request(a, time.Millisecond)
+	approx(t, "a after its first sample", a.Load(), 1e6)
+	approx(t, "b, unmeasured, at its peer's cost", b.Load(), 1e6)
+	h.clock.Advance(time.Second)
+	h.request(a, 500*time.Microsecond)
+	w := math.Exp(-float64(time.Second+500*time.Microsecond) / float64(DefaultSampleDecay))
+	approx(t, "a after a smaller second sample", a.Load(), 1e6*w+5e5*(1-w))
+
+	h.failingRequest(b, time.Microsecond, "5xx")
+	if b.measured.Load() {
+		t.Errorf("a fast failure measured b")
+	}
+	approx(t, "b after a fast failure, without the failure's weight", b.Load()*b.successNow(h.clock.Now()), a.Load())
+	h.failingRequest(b, 50*time.Millisecond, "5xx")
+	approx(t, "b after a slow failure, without the failure's weight", b.Load()*b.successNow(h.clock.Now()), 5e7)
+}
+
 func TestPeakReplacesAtOnce(t *testing.T) {
 	h := newHarness(PeakEWMA)
 	h.b.Update(specs("a"))
@@ -152,7 +180,7 @@ func TestPeakReplacesAtOnce(t *testing.T) {
 
 func TestDecayTowardSmallerRTT(t *testing.T) {
 	const tau = 10 * time.Second
-	h := newHarness(PeakEWMA)
+	h := newHarness(PeakEWMA, func(o *Options[*conn]) { o.SampleDecay = tau })
 	h.b.Update(specs("a"))
 	a := h.ep(t, "a")
 	h.request(a, 100*time.Millisecond) // cost 1e8, stamped now
