@@ -5,6 +5,19 @@
 // request to the one whose latency estimate times in-flight requests is lower.
 // Round-robin is kept as a baseline for benchmarks.
 //
+// Three choices differ from Linkerd's peak-EWMA (tower's, with a 10s τ and a
+// 30ms seed), each for a cause measured in issue 13, where a 10× slower
+// endpoint drew 8–9% of the requests (README.md, "The slow endpoint's
+// share"): an endpoint's first response replaces its seed, as in Finagle; an
+// endpoint with no response yet costs its measured peers' mean when it is
+// compared, so it is tried at once even at one request at a time; and
+// samples below the estimate pull it down with SampleDecay (250ms), while an
+// estimate that takes no samples decays with Linkerd's 10s (Decay). A pause
+// of the proxy, which every request in flight sees at once, thus raises the
+// busy fast endpoints' cost for a few hundred milliseconds rather than
+// seconds, and an avoided slow endpoint is still retried as seldom as in
+// Linkerd.
+//
 // Endpoints whose connections fail are put in exponential backoff and skipped
 // until it expires, so a dead endpoint costs one failed connect per backoff
 // period rather than a share of the traffic. Endpoints whose requests fail
@@ -35,8 +48,13 @@ var (
 
 // Defaults for the zero values of Options.
 const (
-	DefaultDecay       = 10 * time.Second // Linkerd's EWMA_DECAY
-	DefaultSampleDecay = time.Second
+	DefaultDecay = 10 * time.Second // Linkerd's EWMA_DECAY
+	// DefaultSampleDecay is τ of the samples' blending. At Linkerd's 10s a
+	// 5–17ms pause of the proxy (several a second on a loaded host) kept
+	// 1.5ms endpoints within 2× of a 10ms peer's cost for seconds, and P2C
+	// sent that peer 8–9% of the requests; at 1s the worst of 10 bench runs
+	// still gave it 10–12%, at 250ms under 7% (README.md).
+	DefaultSampleDecay = 250 * time.Millisecond
 	DefaultRTT         = 30 * time.Millisecond // Linkerd's seed for an unmeasured endpoint
 	DefaultBackoffMin  = 100 * time.Millisecond
 	DefaultBackoffMax  = 10 * time.Second

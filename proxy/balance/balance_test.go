@@ -689,7 +689,16 @@ func TestConcurrent(t *testing.T) {
 							continue
 						}
 						seen.Store(e, true)
-						done := e.Start()
+						var done func()
+						if i%5 == 4 {
+							// A failed response: on an endpoint not measured
+							// yet it is compared with its peers' mean, under
+							// the balancer's lock.
+							d := e.StartRequest()
+							done = func() { d(true) }
+						} else {
+							done = e.Start()
+						}
 						h.clock.Advance(time.Duration(g+1) * time.Microsecond)
 						switch i % 40 {
 						case 0:
