@@ -401,8 +401,18 @@ func (b *Balancer[T]) pair(n int) (i, j int) {
 // is in backoff. Ties go to x, which is itself a random draw. Called with mu
 // held.
 func (b *Balancer[T]) lesser(x, y *Endpoint[T], now time.Time) (e *Endpoint[T], ok bool) {
-	lx, okx := x.loadIfReady(now, b.seedFor(x, now))
-	ly, oky := y.loadIfReady(now, b.seedFor(y, now))
+	sx, sy := math.NaN(), math.NaN()
+	if mx, my := x.measured.Load(), y.measured.Load(); !mx || !my {
+		seed := b.peerCost(now) // once for the pair
+		if !mx {
+			sx = seed
+		}
+		if !my {
+			sy = seed
+		}
+	}
+	lx, okx := x.loadIfReady(now, sx)
+	ly, oky := y.loadIfReady(now, sy)
 	if !okx || !oky {
 		return nil, false
 	}

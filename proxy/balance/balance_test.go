@@ -2,6 +2,7 @@ package balance
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -1094,6 +1095,31 @@ func BenchmarkPickStartDone(b *testing.B) {
 				return
 			}
 			e.Start()()
+		}
+	})
+}
+
+// Picks in a set of 100 measured endpoints that one new endpoint has just
+// joined: while it has no response, a pair that draws it computes its
+// peers' mean, O(n) (peerCost).
+func BenchmarkPickWithNewEndpoint(b *testing.B) {
+	bal := New(Options[struct{}]{})
+	var sp []Spec
+	for i := range 100 {
+		sp = append(sp, Spec{Addr: fmt.Sprintf("10.0.0.%d:80", i)})
+	}
+	bal.Update(sp)
+	for _, e := range bal.Endpoints() {
+		e.Start()()
+	}
+	bal.Update(append(sp, Spec{Addr: "10.0.1.0:80"}))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := bal.Pick(); err != nil {
+				b.Error(err)
+				return
+			}
 		}
 	})
 }
