@@ -5,6 +5,19 @@
 // request to the one whose latency estimate times in-flight requests is lower.
 // Round-robin is kept as a baseline for benchmarks.
 //
+// Three choices differ from Linkerd's peak-EWMA (tower's, with a 10s τ and a
+// 30ms seed), each for a cause measured in issue 13, where a 10× slower
+// endpoint drew 8–9% of the requests (README.md, "The slow endpoint's
+// share"): an endpoint's first response replaces its seed, as in Finagle; an
+// endpoint with no response yet costs its measured peers' mean when it is
+// compared, so it is tried at once even at one request at a time; and
+// samples below the estimate pull it down with SampleDecay (250ms), while an
+// estimate that takes no samples decays with Linkerd's 10s (Decay). A pause
+// of the proxy, which every request in flight sees at once, thus raises the
+// busy fast endpoints' cost for a few hundred milliseconds rather than
+// seconds, and an avoided slow endpoint is still retried as seldom as in
+// Linkerd.
+//
 // Endpoints whose connections fail are put in exponential backoff and skipped
 // until it expires, so a dead endpoint costs one failed connect per backoff
 // period rather than a share of the traffic. Endpoints whose requests fail
@@ -35,10 +48,16 @@ var (
 
 // Defaults for the zero values of Options.
 const (
-	DefaultDecay      = 10 * time.Second
-	DefaultRTT        = 30 * time.Millisecond // Linkerd's seed for an unmeasured endpoint
-	DefaultBackoffMin = 100 * time.Millisecond
-	DefaultBackoffMax = 10 * time.Second
+	DefaultDecay = 10 * time.Second // Linkerd's EWMA_DECAY
+	// DefaultSampleDecay is τ of the samples' blending. At Linkerd's 10s a
+	// 5–17ms pause of the proxy (several a second on a loaded host) kept
+	// 1.5ms endpoints within 2× of a 10ms peer's cost for seconds, and P2C
+	// sent that peer 8–9% of the requests; at 1s the worst of 10 bench runs
+	// still gave it 10–12%, at 250ms under 7% (README.md).
+	DefaultSampleDecay = 250 * time.Millisecond
+	DefaultRTT         = 30 * time.Millisecond // Linkerd's seed for an unmeasured endpoint
+	DefaultBackoffMin  = 100 * time.Millisecond
+	DefaultBackoffMax  = 10 * time.Second
 
 	DefaultFailureAccrual  = 5 // consecutive failures that eject an endpoint
 	DefaultEjectBackoffMin = time.Second
@@ -93,11 +112,18 @@ type Spec struct {
 
 // Options configures a Balancer. Zero values take the defaults.
 type Options[T any] struct {
-	Strategy   Strategy      // an unknown value behaves as PeakEWMA
-	Decay      time.Duration // τ of the EWMA
-	DefaultRTT time.Duration // cost of an endpoint with no samples yet
-	BackoffMin time.Duration // connect-failure backoff
-	BackoffMax time.Duration
+	Strategy Strategy // an unknown value behaves as PeakEWMA
+	// Decay is τ of an estimate's decay toward 0 while it takes no samples
+	// (tower's zero-RTT update): how soon an endpoint avoided for its
+	// slowness is tried again. It is also τ of the success ratio's recovery.
+	Decay time.Duration
+	// SampleDecay is τ with which samples below the estimate pull it down:
+	// how soon an endpoint whose responses are fast again, after a peak,
+	// costs what they say. tower and Finagle use one τ for both.
+	SampleDecay time.Duration
+	DefaultRTT  time.Duration // cost of an endpoint with no samples yet
+	BackoffMin  time.Duration // connect-failure backoff
+	BackoffMax  time.Duration
 	// FailureAccrual is how many consecutive failed requests (Result) eject
 	// an endpoint; negative: never eject (failures still weigh on the load).
 	FailureAccrual int
@@ -123,8 +149,9 @@ type Options[T any] struct {
 // Balancer holds a set of endpoints and picks one per request. It is safe for
 // concurrent use.
 type Balancer[T any] struct {
-	o       Options[T] // defaults applied; read-only after New
-	decayNS float64
+	o        Options[T] // defaults applied; read-only after New
+	decayNS  float64    // Decay
+	sampleNS float64    // SampleDecay
 
 	// updateMu serialises Update and Close so that New and Close callbacks run
 	// without mu held: building or tearing down a transport never stalls Pick.
@@ -143,6 +170,9 @@ type Balancer[T any] struct {
 func New[T any](o Options[T]) *Balancer[T] {
 	if o.Decay <= 0 {
 		o.Decay = DefaultDecay
+	}
+	if o.SampleDecay <= 0 {
+		o.SampleDecay = DefaultSampleDecay
 	}
 	if o.DefaultRTT <= 0 {
 		o.DefaultRTT = DefaultRTT
@@ -174,10 +204,11 @@ func New[T any](o Options[T]) *Balancer[T] {
 		o.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
 	return &Balancer[T]{
-		o:       o,
-		decayNS: float64(o.Decay),
-		byAddr:  map[string]*Endpoint[T]{},
-		rnd:     o.Rand,
+		o:        o,
+		decayNS:  float64(o.Decay),
+		sampleNS: float64(o.SampleDecay),
+		byAddr:   map[string]*Endpoint[T]{},
+		rnd:      o.Rand,
 	}
 }
 
@@ -193,7 +224,6 @@ func (b *Balancer[T]) Update(specs []Spec) {
 		return
 	}
 	now := b.o.Now()
-	seed := b.seed(now)
 	next := make(map[string]*Endpoint[T], len(specs))
 	eps := make([]*Endpoint[T], 0, len(specs))
 	for _, s := range specs {
@@ -205,7 +235,7 @@ func (b *Balancer[T]) Update(specs []Spec) {
 		if ok {
 			e.setWeight(s.Weight)
 		} else {
-			e = b.newEndpoint(s, now, seed)
+			e = b.newEndpoint(s, now)
 		}
 		next[s.Addr] = e
 		eps = append(eps, e)
@@ -254,33 +284,48 @@ func (b *Balancer[T]) closeValues(eps []*Endpoint[T]) {
 	}
 }
 
-// seed is the cost a new endpoint starts with: the mean of the current
-// (decayed) costs of the endpoints that have been measured, or DefaultRTT
-// when none has. A fixed seed far above its peers' costs kept a new replica
-// out of P2C's comparisons for τ·ln(seed/cost) (34s at 30ms against 1ms);
-// at the mean it is as attractive as a typical peer and takes its share at
-// once, and its first response replaces the guess. Called with updateMu held.
-func (b *Balancer[T]) seed(now time.Time) float64 {
+// peerCost is the cost of an endpoint that has no response yet: the mean of
+// the current (decayed) costs of the endpoints in the set that have one, or
+// NaN when none has (the endpoint then keeps its DefaultRTT seed). Computed at
+// pick time, not when the endpoint joins: a seed fixed at DefaultRTT, or at
+// the peers' mean of that moment, falls behind a peer whose first response
+// replaces its own seed, and P2C never picks the endpoint whose cost is far
+// above every peer's until it decays (τ·ln(30ms/0.3ms) at one request at a
+// time; TestUnmeasuredEndpointTriedPromptly). At the mean it ties with a
+// typical peer and takes its share at once; (pending+1) still counts, so it
+// is not flooded before its first response. O(n), and only while some
+// endpoint of the pair is unmeasured. Called with b.mu held, no e.mu.
+func (b *Balancer[T]) peerCost(now time.Time) float64 {
 	sum, n := 0.0, 0
-	for _, e := range b.byAddr {
-		e.mu.Lock()
-		if e.measured {
-			sum += e.cost * b.weightSince(e.stamp, now)
-			n++
+	for _, e := range b.eps {
+		if !e.measured.Load() {
+			continue
 		}
+		e.mu.Lock()
+		sum += e.cost * b.weightSince(e.stamp, now)
 		e.mu.Unlock()
+		n++
 	}
 	if n == 0 {
-		return float64(b.o.DefaultRTT)
+		return math.NaN()
 	}
 	return sum / float64(n)
 }
 
-func (b *Balancer[T]) newEndpoint(s Spec, now time.Time, seed float64) *Endpoint[T] {
+// seedFor returns peerCost if e is unmeasured, else NaN (unused). Called
+// with b.mu held, no e.mu.
+func (b *Balancer[T]) seedFor(e *Endpoint[T], now time.Time) float64 {
+	if e.measured.Load() {
+		return math.NaN()
+	}
+	return b.peerCost(now)
+}
+
+func (b *Balancer[T]) newEndpoint(s Spec, now time.Time) *Endpoint[T] {
 	e := &Endpoint[T]{
 		addr:    s.Addr,
 		b:       b,
-		cost:    seed,
+		cost:    float64(b.o.DefaultRTT),
 		stamp:   now,
 		success: 1,
 	}
@@ -319,7 +364,7 @@ func (b *Balancer[T]) pickP2C(now time.Time) (*Endpoint[T], error) {
 	// ready. Given that both are ready the pair is uniform over ready pairs, as
 	// is the slow path's, so the mix of the two is uniform too.
 	i, j := b.pair(len(eps))
-	if e, ok := lesser(eps[i], eps[j], now); ok {
+	if e, ok := b.lesser(eps[i], eps[j], now); ok {
 		return e.claim(now), nil
 	}
 	// Slow path, O(n): some endpoint is in backoff; sample from the ready ones.
@@ -338,7 +383,7 @@ func (b *Balancer[T]) pickP2C(now time.Time) (*Endpoint[T], error) {
 		return ready[0].claim(now), nil
 	}
 	i, j = b.pair(len(ready))
-	e, _ := lesser(ready[i], ready[j], now)
+	e, _ := b.lesser(ready[i], ready[j], now)
 	return e.claim(now), nil
 }
 
@@ -353,10 +398,21 @@ func (b *Balancer[T]) pair(n int) (i, j int) {
 }
 
 // lesser returns whichever of x and y has the lower load, or ok=false if either
-// is in backoff. Ties go to x, which is itself a random draw.
-func lesser[T any](x, y *Endpoint[T], now time.Time) (e *Endpoint[T], ok bool) {
-	lx, okx := x.loadIfReady(now)
-	ly, oky := y.loadIfReady(now)
+// is in backoff. Ties go to x, which is itself a random draw. Called with mu
+// held.
+func (b *Balancer[T]) lesser(x, y *Endpoint[T], now time.Time) (e *Endpoint[T], ok bool) {
+	sx, sy := math.NaN(), math.NaN()
+	if mx, my := x.measured.Load(), y.measured.Load(); !mx || !my {
+		seed := b.peerCost(now) // once for the pair
+		if !mx {
+			sx = seed
+		}
+		if !my {
+			sy = seed
+		}
+	}
+	lx, okx := x.loadIfReady(now, sx)
+	ly, oky := y.loadIfReady(now, sy)
 	if !okx || !oky {
 		return nil, false
 	}
@@ -445,8 +501,10 @@ type Endpoint[T any] struct {
 	pending int
 	backoff time.Duration // base of the current backoff; 0 when healthy
 	retryAt time.Time     // not ready before this
-	// measured: cost comes from a response, not from the seed.
-	measured bool
+	// measured: cost comes from a response, not from the seed. It only
+	// ever becomes true; atomic so that Pick knows without e.mu whether it
+	// needs the peers' mean (peerCost).
+	measured atomic.Bool
 
 	// success is the EWMA of results (1 success, 0 failure) as of resultAt;
 	// read, it recovers toward 1 with τ, so an idle endpoint is forgiven.
@@ -527,9 +585,21 @@ func (e *Endpoint[T]) begin() time.Time {
 
 func (e *Endpoint[T]) end(start time.Time, failed bool) {
 	now := e.b.o.Now()
+	seed := math.NaN()
+	if failed && !e.measured.Load() {
+		// A failure only counts if it is slower than the cost P2C gave the
+		// endpoint, which for an unmeasured one is its peers' mean.
+		e.b.mu.Lock()
+		seed = e.b.peerCost(now)
+		e.b.mu.Unlock()
+	}
 	e.mu.Lock()
 	e.pending--
-	if rtt := float64(max(now.Sub(start), 0)); !failed || rtt > e.cost {
+	ref := e.cost // as observe's peak test: the stored estimate
+	if !e.measured.Load() && !math.IsNaN(seed) {
+		ref = seed
+	}
+	if rtt := float64(max(now.Sub(start), 0)); !failed || rtt > ref {
 		e.observe(now, now.Sub(start))
 	}
 	e.mu.Unlock()
@@ -538,15 +608,21 @@ func (e *Endpoint[T]) end(start time.Time, failed bool) {
 // observe folds one RTT sample into cost. Called with e.mu held.
 //
 // Peak: a sample above the estimate replaces it at once, so a slowing endpoint
-// is penalised immediately; smaller samples pull it down only as fast as τ
-// allows, so it regains traffic cautiously.
+// is penalised immediately; smaller samples pull it down with SampleDecay, so
+// it regains traffic gradually, as its responses show it is fast again.
+//
+// The first sample replaces the seed whatever its size, as in Finagle (whose
+// unmeasured cost is 0, so its first sample is a peak): the seed is a guess,
+// not a measurement to recover from. Blended in, a 30ms seed kept 1.5ms
+// endpoints within a few percent of a 10ms peer for seconds after a cold
+// start, and P2C sent that peer ≈ 8% of the requests.
 func (e *Endpoint[T]) observe(now time.Time, rtt time.Duration) {
 	r := float64(max(rtt, 0))
-	e.measured = true
-	if r > e.cost {
+	if !e.measured.Load() || r > e.cost {
+		e.measured.Store(true)
 		e.cost = r
 	} else {
-		w := e.b.weightSince(e.stamp, now)
+		w := decayWeight(e.stamp, now, e.b.sampleNS)
 		e.cost = e.cost*w + r*(1-w)
 	}
 	// Concurrent done funcs may read the clock in one order and lock in the
@@ -556,13 +632,18 @@ func (e *Endpoint[T]) observe(now time.Time, rtt time.Duration) {
 	}
 }
 
-// weightSince is exp(-Δt/τ), with Δt clamped at 0.
+// weightSince is exp(-Δt/τ), τ = Decay, with Δt clamped at 0.
 func (b *Balancer[T]) weightSince(stamp, now time.Time) float64 {
+	return decayWeight(stamp, now, b.decayNS)
+}
+
+// decayWeight is exp(-Δt/tau), with Δt clamped at 0; tau in ns.
+func decayWeight(stamp, now time.Time, tau float64) float64 {
 	dt := now.Sub(stamp)
 	if dt <= 0 {
 		return 1
 	}
-	return math.Exp(-float64(dt) / b.decayNS)
+	return math.Exp(-float64(dt) / tau)
 }
 
 // load is cost decayed to now, times (pending+1), over weight. Called with e.mu
@@ -577,13 +658,22 @@ func (b *Balancer[T]) weightSince(stamp, now time.Time) float64 {
 // The load is divided by the success ratio (see successNow), so failures
 // weigh on it at once, before any ejection: an endpoint failing one request
 // in two counts twice its latency-based load.
-func (e *Endpoint[T]) load(now time.Time) float64 {
-	cost := e.cost * e.b.weightSince(e.stamp, now)
-	l := cost * float64(e.pending+1) / e.wdiv
+func (e *Endpoint[T]) load(now time.Time, seed float64) float64 {
+	l := e.costNow(now, seed) * float64(e.pending+1) / e.wdiv
 	if e.success < 1 {
 		l /= max(e.successNow(now), minSuccess)
 	}
 	return l
+}
+
+// costNow is the cost decayed to now; for an endpoint with no response yet,
+// seed (its peers' mean, see peerCost) unless that is NaN. Called with e.mu
+// held.
+func (e *Endpoint[T]) costNow(now time.Time, seed float64) float64 {
+	if !e.measured.Load() && !math.IsNaN(seed) {
+		return seed
+	}
+	return e.cost * e.b.weightSince(e.stamp, now)
 }
 
 // successNow is the success ratio recovered toward 1 for the time since the
@@ -610,7 +700,7 @@ func (e *Endpoint[T]) readyLocked(now time.Time) bool {
 	return e.ejectState.Load() == healthy || !now.Before(e.ejectedUntil)
 }
 
-func (e *Endpoint[T]) loadIfReady(now time.Time) (float64, bool) {
+func (e *Endpoint[T]) loadIfReady(now time.Time, seed float64) (float64, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if !e.readyLocked(now) {
@@ -622,7 +712,7 @@ func (e *Endpoint[T]) loadIfReady(now time.Time) (float64, bool) {
 		// barely loaded would not probe it for τ.
 		return 0, true
 	}
-	return e.load(now), true
+	return e.load(now, seed), true
 }
 
 // claim is called by Pick on the endpoint it chose (with the balancer's lock
@@ -647,9 +737,12 @@ func (e *Endpoint[T]) claim(now time.Time) *Endpoint[T] {
 // (pending+1), divided by its weight.
 func (e *Endpoint[T]) Load() float64 {
 	now := e.b.o.Now()
+	e.b.mu.Lock()
+	seed := e.b.seedFor(e, now)
+	e.b.mu.Unlock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.load(now)
+	return e.load(now, seed)
 }
 
 // Pending returns the number of requests in flight.

@@ -2,6 +2,7 @@ package balance
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -139,6 +140,34 @@ func TestSeededAtDefaultRTT(t *testing.T) {
 	approx(t, "custom seed", h.ep(t, "a").Load(), float64(5*time.Millisecond))
 }
 
+// The seed is a guess: the first response replaces it even when smaller
+// (blended in, a 30ms seed kept 1.5ms endpoints near a 10ms peer's cost for
+// seconds); later smaller samples blend in with SampleDecay. Until then an
+// endpoint costs its measured peers' mean. A failed response is a sample only
+// if it is slower than that.
+func TestFirstSampleReplacesSeed(t *testing.T) {
+	h := newHarness(PeakEWMA)
+	h.b.Update(specs("a", "b"))
+	a, b := h.ep(t, "a"), h.ep(t, "b")
+	h.clock.Advance(time.Second)
+	approx(t, "b before any response", b.Load(), float64(DefaultRTT)*math.Exp(-float64(time.Second)/float64(DefaultDecay)))
+	h.request(a, time.Millisecond)
+	approx(t, "a after its first sample", a.Load(), 1e6)
+	approx(t, "b, unmeasured, at its peer's cost", b.Load(), 1e6)
+	h.clock.Advance(time.Second)
+	h.request(a, 500*time.Microsecond)
+	w := math.Exp(-float64(time.Second+500*time.Microsecond) / float64(DefaultSampleDecay))
+	approx(t, "a after a smaller second sample", a.Load(), 1e6*w+5e5*(1-w))
+
+	h.failingRequest(b, time.Microsecond, "5xx")
+	if b.measured.Load() {
+		t.Errorf("a fast failure measured b")
+	}
+	approx(t, "b after a fast failure, without the failure's weight", b.Load()*b.successNow(h.clock.Now()), a.Load())
+	h.failingRequest(b, 50*time.Millisecond, "5xx")
+	approx(t, "b after a slow failure, without the failure's weight", b.Load()*b.successNow(h.clock.Now()), 5e7)
+}
+
 func TestPeakReplacesAtOnce(t *testing.T) {
 	h := newHarness(PeakEWMA)
 	h.b.Update(specs("a"))
@@ -152,7 +181,7 @@ func TestPeakReplacesAtOnce(t *testing.T) {
 
 func TestDecayTowardSmallerRTT(t *testing.T) {
 	const tau = 10 * time.Second
-	h := newHarness(PeakEWMA)
+	h := newHarness(PeakEWMA, func(o *Options[*conn]) { o.SampleDecay = tau })
 	h.b.Update(specs("a"))
 	a := h.ep(t, "a")
 	h.request(a, 100*time.Millisecond) // cost 1e8, stamped now
@@ -661,7 +690,16 @@ func TestConcurrent(t *testing.T) {
 							continue
 						}
 						seen.Store(e, true)
-						done := e.Start()
+						var done func()
+						if i%5 == 4 {
+							// A failed response: on an endpoint not measured
+							// yet it is compared with its peers' mean, under
+							// the balancer's lock.
+							d := e.StartRequest()
+							done = func() { d(true) }
+						} else {
+							done = e.Start()
+						}
 						h.clock.Advance(time.Duration(g+1) * time.Microsecond)
 						switch i % 40 {
 						case 0:
@@ -1057,6 +1095,31 @@ func BenchmarkPickStartDone(b *testing.B) {
 				return
 			}
 			e.Start()()
+		}
+	})
+}
+
+// Picks in a set of 100 measured endpoints that one new endpoint has just
+// joined: while it has no response, a pair that draws it computes its
+// peers' mean, O(n) (peerCost).
+func BenchmarkPickWithNewEndpoint(b *testing.B) {
+	bal := New(Options[struct{}]{})
+	var sp []Spec
+	for i := range 100 {
+		sp = append(sp, Spec{Addr: fmt.Sprintf("10.0.0.%d:80", i)})
+	}
+	bal.Update(sp)
+	for _, e := range bal.Endpoints() {
+		e.Start()()
+	}
+	bal.Update(append(sp, Spec{Addr: "10.0.1.0:80"}))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := bal.Pick(); err != nil {
+				b.Error(err)
+				return
+			}
 		}
 	})
 }
