@@ -200,7 +200,7 @@ func TestRunnerTimeout(t *testing.T) {
 func TestTableAndJSON(t *testing.T) {
 	checks := []Check{
 		{Group: "kubernetes-api", Description: "can query", Run: pass},
-		{Group: "meridian-crds", Description: "crds exist", Hint: "meridian install --crds | kubectl apply -f -", Run: fail("missing a\nmissing b")},
+		{Group: "meridian-crds", Description: "crds exist", Hint: "meridian install --crds | kubectl apply --server-side -f -", Run: fail("missing a\nmissing b")},
 		{Group: "meridian-crds", Description: "soon", Hint: "rotate", Warning: true, Run: fail("expires")},
 		{Group: "meridian-crds", Description: "flaky", Retry: true, Run: fail("not yet")},
 	}
@@ -217,7 +217,7 @@ meridian-crds
 × crds exist
     missing a
     missing b
-    see: meridian install --crds | kubectl apply -f -
+    see: meridian install --crds | kubectl apply --server-side -f -
 ‼ soon
     expires
     see: rotate
@@ -253,7 +253,7 @@ Status check results are ×
 		t.Fatalf("success check: %v", ok)
 	}
 	bad := doc.Categories[1].Checks[0]
-	if bad["result"] != "error" || bad["hint"] != "meridian install --crds | kubectl apply -f -" || bad["error"] != "missing a\nmissing b" {
+	if bad["result"] != "error" || bad["hint"] != "meridian install --crds | kubectl apply --server-side -f -" || bad["error"] != "missing a\nmissing b" {
 		t.Fatalf("failed check: %v", bad)
 	}
 	if w := doc.Categories[1].Checks[1]; w["result"] != "warning" {

@@ -308,7 +308,7 @@ func TestPostOnEmptyClusterThenCRDs(t *testing.T) {
 		t.Fatal("post checks passed on an empty cluster")
 	}
 	r := expect(t, rep, "control plane CustomResourceDefinitions exist", Error, "serviceprofiles.meridian.io", "trafficsplits.split.smi-spec.io")
-	if r.Hint != "meridian install --crds | kubectl apply -f -" {
+	if r.Hint != "meridian install --crds | kubectl apply --server-side -f -" {
 		t.Fatalf("hint %q", r.Hint)
 	}
 	expect(t, rep, "control plane namespace exists", Error, "namespace meridian does not exist")

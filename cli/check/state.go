@@ -17,7 +17,7 @@ import (
 const (
 	DefaultNamespace        = "meridian"
 	DestinationPortName     = "grpc"
-	installCRDsCommand      = "meridian install --crds | kubectl apply -f -"
+	installCRDsCommand      = "meridian install --crds | kubectl apply --server-side -f -"
 	installCommand          = "meridian install | kubectl apply -f -"
 	expiryWarningWindow     = 60 * 24 * time.Hour
 	defaultClientTimeout    = 30 * time.Second

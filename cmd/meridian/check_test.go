@@ -108,7 +108,7 @@ func TestCheckCLI(t *testing.T) {
 	}
 	for _, want := range []string{
 		"kubernetes-api\n--------------\n√ can initialize the client\n√ can query the Kubernetes API\n",
-		"× control plane CustomResourceDefinitions exist\n    missing CustomResourceDefinitions: serviceprofiles.meridian.io, trafficsplits.split.smi-spec.io\n    see: meridian install --crds | kubectl apply -f -\n",
+		"× control plane CustomResourceDefinitions exist\n    missing CustomResourceDefinitions: serviceprofiles.meridian.io, trafficsplits.split.smi-spec.io\n    see: meridian install --crds | kubectl apply --server-side -f -\n",
 		"× control plane namespace exists\n    namespace meridian does not exist",
 		"Status check results are ×\n",
 	} {
@@ -130,7 +130,7 @@ func TestCheckCLI(t *testing.T) {
 		t.Fatalf("%+v", doc)
 	}
 	crd := doc.Categories[2].Checks[0]
-	if crd.Result != "error" || crd.Hint != "meridian install --crds | kubectl apply -f -" || !strings.Contains(crd.Error, "serviceprofiles.meridian.io") {
+	if crd.Result != "error" || crd.Hint != "meridian install --crds | kubectl apply --server-side -f -" || !strings.Contains(crd.Error, "serviceprofiles.meridian.io") {
 		t.Fatalf("%+v", crd)
 	}
 	if ns := doc.Categories[3].Checks[0]; !strings.Contains(ns.Error, "namespace elsewhere does not exist") {
