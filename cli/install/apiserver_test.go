@@ -236,7 +236,7 @@ func runAsController(t *testing.T, ctx context.Context, admin *rest.Config) {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- kube.Run(rctx, cfg, store.New(), kube.WithLogger(log), kube.WithReady(func() { close(ready) }))
+		done <- kube.Run(rctx, cfg, store.New(), kube.WithLogger(log), kube.WithReady(func() { close(ready) }), kube.WithGatewayAPI())
 	}()
 	select {
 	case <-ready:
