@@ -222,6 +222,9 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config) (Objects, error)
 	}
 	podMeta := meta()
 	podMeta.Name, podMeta.Namespace, podMeta.OwnerReferences = "", "", nil
+	// The gateway is its own mesh proxy: no sidecar beside it, even in a
+	// namespace that asks for injection.
+	podMeta.Annotations[names.AnnotationInject] = names.InjectDisabled
 	dep := &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: meta(),

@@ -69,6 +69,9 @@ func TestRender(t *testing.T) {
 	if got := svc.Spec.Selector[gatewayv1.GatewayNameLabelKey]; got != "public" || dep.Spec.Template.Labels[gatewayv1.GatewayNameLabelKey] != "public" {
 		t.Fatalf("selector %v", svc.Spec.Selector)
 	}
+	if got := dep.Spec.Template.Annotations["meridian.io/inject"]; got != "disabled" {
+		t.Fatalf("pod template meridian.io/inject %q, want disabled: the gateway is its own proxy", got)
+	}
 	pod := dep.Spec.Template.Spec
 	c := pod.Containers[0]
 	if pod.ServiceAccountName != "public-meridian" || !strings.Contains(strings.Join(c.Args, " "), "--gateway-name=edge/public") || c.Image != inject.ProxyImageRepo+":v1.0.0" {
