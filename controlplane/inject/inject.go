@@ -674,14 +674,21 @@ func proxyContainer(cfg Config, s settings) corev1.Container {
 		LivenessProbe:            probe("/live", 10, 3),
 		ReadinessProbe:           probe("/ready", 2, 3),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-		SecurityContext: &corev1.SecurityContext{
-			RunAsUser:                ptr.To(cfg.ProxyUID),
-			RunAsNonRoot:             ptr.To(true),
-			AllowPrivilegeEscalation: ptr.To(false),
-			ReadOnlyRootFilesystem:   ptr.To(true),
-			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		},
+		SecurityContext:          ProxySecurityContext(cfg.ProxyUID),
+	}
+}
+
+// ProxySecurityContext is every proxy container's (the sidecar's and the
+// gateway's): user uid, no privilege, a read-only root, no capabilities,
+// the runtime's seccomp profile.
+func ProxySecurityContext(uid int64) *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		RunAsUser:                ptr.To(uid),
+		RunAsNonRoot:             ptr.To(true),
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
 }
 

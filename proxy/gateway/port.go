@@ -15,6 +15,7 @@ import (
 	"time"
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/proxy/listen"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/outbound/connect"
 	"github.com/meridian-mesh/meridian/proxy/tcpproxy"
@@ -28,7 +29,7 @@ type portServer struct {
 	g      *Gateway
 	number uint32
 	ln     net.Listener
-	httpLn *chanListener
+	httpLn *listen.Chan
 	srv    *http.Server
 
 	serving sync.WaitGroup // the accept loop and the HTTP server
@@ -55,7 +56,7 @@ func (g *Gateway) openPort(n uint32) (*portServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	ps := &portServer{g: g, number: n, ln: ln, httpLn: newChanListener(ln.Addr()), conns: map[net.Conn]struct{}{}}
+	ps := &portServer{g: g, number: n, ln: ln, httpLn: listen.NewChan(ln.Addr()), conns: map[net.Conn]struct{}{}}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)            // over TLS, by ALPN
@@ -137,7 +138,7 @@ func (ps *portServer) handle(c net.Conn) {
 		conn = &clientConn{replayConn: replayConn{Conn: mc, r: br}, client: client}
 	}
 	if p.protocol == gatewaypb.Port_HTTP {
-		if !ps.httpLn.push(conn) {
+		if !ps.httpLn.Push(conn) {
 			mc.Close()
 		}
 		return
@@ -164,7 +165,7 @@ func (ps *portServer) handle(c net.Conn) {
 	// The handshake happens in the HTTP server (which then reads ALPN), with
 	// this listener's configuration: chosen by this table, whichever is
 	// current by then.
-	if !ps.httpLn.push(tls.Server(rc, l.tls)) {
+	if !ps.httpLn.Push(tls.Server(rc, l.tls)) {
 		mc.Close()
 	}
 }
@@ -331,40 +332,3 @@ func (readOnly) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
 func (readOnly) SetDeadline(time.Time) error      { return nil }
 func (readOnly) SetReadDeadline(time.Time) error  { return nil }
 func (readOnly) SetWriteDeadline(time.Time) error { return nil }
-
-// chanListener hands accepted, sorted connections to an http.Server.
-type chanListener struct {
-	addr   net.Addr
-	ch     chan net.Conn
-	once   sync.Once
-	closed chan struct{}
-}
-
-func newChanListener(addr net.Addr) *chanListener {
-	return &chanListener{addr: addr, ch: make(chan net.Conn), closed: make(chan struct{})}
-}
-
-func (l *chanListener) push(c net.Conn) bool {
-	select {
-	case l.ch <- c:
-		return true
-	case <-l.closed:
-		return false
-	}
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *chanListener) Addr() net.Addr { return l.addr }

@@ -131,7 +131,7 @@ func (p *Proxy) MTLSHandshakes() (inbound, outbound int64) {
 type side struct {
 	direction string
 	ln        net.Listener
-	httpLn    *chanListener
+	httpLn    *listen.Chan
 	http      *http.Server
 	dests     *outbound.Cache
 	accepting sync.WaitGroup // the accept loop
@@ -312,7 +312,7 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s listener: %w", direction, err)
 	}
-	s := &side{direction: direction, ln: ln, httpLn: newChanListener(ln.Addr()), maxConns: int64(max(p.cfg.MaxConnections, 0))}
+	s := &side{direction: direction, ln: ln, httpLn: listen.NewChan(ln.Addr()), maxConns: int64(max(p.cfg.MaxConnections, 0))}
 	p.metrics.Listener(direction, s.open.Load, s.maxConns)
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
 		d := net.Dialer{Timeout: p.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
@@ -629,7 +629,7 @@ func (p *Proxy) handle(ctx context.Context, s *side, raw net.Conn, acceptedAt ti
 			a.framing = httpproxy.NewFramingConn(a.Conn)
 			a.Conn = a.framing
 		}
-		if !s.httpLn.push(a) {
+		if !s.httpLn.Push(a) {
 			a.Close()
 		}
 	default:

@@ -7,6 +7,8 @@ package apiserver
 
 import (
 	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -50,4 +52,12 @@ func StartEnv(t testing.TB, crdDirs ...string) (*envtest.Environment, *rest.Conf
 		}
 	})
 	return env, cfg
+}
+
+// GatewayAPICRDs is the directory of the Gateway API CRDs the chart ships
+// (charts/meridian/crds/gateway-api, copied from the module by make
+// generate), for Start.
+func GatewayAPICRDs() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "charts", "meridian", "crds", "gateway-api")
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,15 +22,6 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/store/kube"
 	"github.com/meridian-mesh/meridian/test/apiserver"
 )
-
-func gatewayAPICRDs(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
-	if err != nil {
-		t.Fatalf("locating the gateway-api module: %v", err)
-	}
-	return filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard")
-}
 
 // eventually polls f until it returns nil, for up to 30s.
 func eventually(t *testing.T, what string, f func() error) {
@@ -78,7 +67,7 @@ func want(cs []metav1.Condition, typ string, s metav1.ConditionStatus, reason st
 // parameters are refused in the Gateway's status.
 func TestReconciler(t *testing.T) {
 	apiserver.Need(t)
-	cfg := apiserver.Start(t, gatewayAPICRDs(t))
+	cfg := apiserver.Start(t, apiserver.GatewayAPICRDs())
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	gc := gwclient.NewForConfigOrDie(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)

@@ -2,8 +2,6 @@ package status
 
 import (
 	"context"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -84,21 +82,12 @@ func TestRouteParents(t *testing.T) {
 	}
 }
 
-func gatewayAPICRDs(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
-	if err != nil {
-		t.Fatalf("locating the gateway-api module: %v", err)
-	}
-	return filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard")
-}
-
 // Against a real API server with the Gateway API CRDs: statuses are
 // written, written again only when they change, and keep other
 // controllers' route parents.
 func TestWriter(t *testing.T) {
 	apiserver.Need(t)
-	cfg := apiserver.Start(t, gatewayAPICRDs(t))
+	cfg := apiserver.Start(t, apiserver.GatewayAPICRDs())
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	gc := gwclient.NewForConfigOrDie(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -14,11 +14,8 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meridian-mesh/meridian/controlplane/store"
+	"github.com/meridian-mesh/meridian/test/apiserver"
 )
-
-// gatewayCRDs is the Gateway API v1.6.3 standard channel in the module
-// cache.
-const gatewayCRDs = "/root/go/pkg/mod/sigs.k8s.io/gateway-api@v1.6.3/config/crd/standard"
 
 func startGateway(t *testing.T, cfg *rest.Config) *store.Store {
 	t.Helper()
@@ -50,7 +47,7 @@ func startGateway(t *testing.T, cfg *rest.Config) *store.Store {
 // still reads certificates); with them it reads every kind, TLS Secrets
 // only and the ca.crt of ConfigMaps, and a route wakes its Gateway.
 func TestRunGatewayAPI(t *testing.T) {
-	cfg := apiserver(t)
+	cfg := sharedAPIServer(t)
 	c := newClient(t, cfg)
 	ctx := context.Background()
 	createNamespace(t, c, "gwapi")
@@ -74,7 +71,7 @@ func TestRunGatewayAPI(t *testing.T) {
 		}
 	})
 
-	crds, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{gatewayCRDs}})
+	crds, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{apiserver.GatewayAPICRDs()}, ErrorIfPathMissing: true})
 	if err != nil {
 		t.Fatal(err)
 	}

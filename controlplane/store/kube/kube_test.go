@@ -67,9 +67,9 @@ func crdDir() string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "..", "api", "crds")
 }
 
-// apiserver starts the shared envtest control plane with our CRDs and the
+// sharedAPIServer starts the shared envtest control plane with our CRDs and the
 // SMI CRD installed, or skips the test without KUBEBUILDER_ASSETS.
-func apiserver(t *testing.T) *rest.Config {
+func sharedAPIServer(t *testing.T) *rest.Config {
 	t.Helper()
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		t.Skip("KUBEBUILDER_ASSETS is not set: this test needs the etcd and kube-apiserver binaries; `make test` sets it (see hack/kube-assets.sh)")
@@ -139,7 +139,7 @@ spec:
 `
 
 func TestAPIServerValidatesServiceProfiles(t *testing.T) {
-	cfg := apiserver(t)
+	cfg := sharedAPIServer(t)
 	c := newClient(t, cfg)
 	ctx := context.Background()
 	createNamespace(t, c, "validation")
@@ -279,7 +279,7 @@ func TestAPIServerValidatesServiceProfiles(t *testing.T) {
 }
 
 func TestAPIServerValidatesTrafficSplits(t *testing.T) {
-	c := newClient(t, apiserver(t))
+	c := newClient(t, sharedAPIServer(t))
 	createNamespace(t, c, "split-validation")
 	for _, tc := range []struct{ name, manifest, want string }{
 		{"no backends", `apiVersion: split.smi-spec.io/v1alpha2
@@ -385,7 +385,7 @@ func addresses(st *store.Store, k store.Key) []string {
 }
 
 func TestRunFillsTheStore(t *testing.T) {
-	cfg := apiserver(t)
+	cfg := sharedAPIServer(t)
 	c := newClient(t, cfg)
 	ctx := context.Background()
 	const ns = "fill"
@@ -549,7 +549,7 @@ func drain(ch <-chan struct{}) {
 // This test uninstalls the CRDs (and reinstalls them when done), so it runs
 // after the others in this file.
 func TestRunWithoutOptionalCRDs(t *testing.T) {
-	cfg := apiserver(t)
+	cfg := sharedAPIServer(t)
 	opts := envtest.CRDInstallOptions{CRDs: testCRDs(t)}
 	if err := envtest.UninstallCRDs(cfg, opts); err != nil {
 		t.Fatal(err)

@@ -26,7 +26,7 @@ import (
 // including one stored as SMI's CRD (strategy None) left it: v1alpha1's
 // string weights under v1alpha4.
 func TestRunReadsSplitsWithoutTheWebhook(t *testing.T) {
-	cfg := apiserver(t)
+	cfg := sharedAPIServer(t)
 	c := newClient(t, cfg)
 	const ns = "nowebhook"
 	createNamespace(t, c, ns)
