@@ -13,20 +13,7 @@ var grpcRouteKind = kind{
 				}
 			}
 		})
-		t.services = func(r *gwv1.GRPCRoute) []Key {
-			var refs []gwv1.BackendObjectReference
-			for _, rule := range r.Spec.Rules {
-				for _, b := range rule.BackendRefs {
-					refs = append(refs, b.BackendObjectReference)
-				}
-				for _, f := range rule.Filters {
-					if f.RequestMirror != nil {
-						refs = append(refs, f.RequestMirror.BackendRef)
-					}
-				}
-			}
-			return backendServices(r.Namespace, refs)
-		}
+		t.services = GRPCRouteServices
 		return t
 	},
 }
@@ -37,4 +24,21 @@ func (s *Store) GRPCRoutes() []*gwv1.GRPCRoute {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return objects[*gwv1.GRPCRoute](s, &grpcRouteKind).list()
+}
+
+// GRPCRouteServices are the Services r's backendRefs and mirrors name (the store indexes
+// routes by them; the gateway compiler reads them).
+func GRPCRouteServices(r *gwv1.GRPCRoute) []Key {
+	var refs []gwv1.BackendObjectReference
+	for _, rule := range r.Spec.Rules {
+		for _, b := range rule.BackendRefs {
+			refs = append(refs, b.BackendObjectReference)
+		}
+		for _, f := range rule.Filters {
+			if f.RequestMirror != nil {
+				refs = append(refs, f.RequestMirror.BackendRef)
+			}
+		}
+	}
+	return backendServices(r.Namespace, refs)
 }

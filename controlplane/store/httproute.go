@@ -13,20 +13,7 @@ var httpRouteKind = kind{
 				}
 			}
 		})
-		t.services = func(r *gwv1.HTTPRoute) []Key {
-			var refs []gwv1.BackendObjectReference
-			for _, rule := range r.Spec.Rules {
-				for _, b := range rule.BackendRefs {
-					refs = append(refs, b.BackendObjectReference)
-				}
-				for _, f := range rule.Filters {
-					if f.RequestMirror != nil {
-						refs = append(refs, f.RequestMirror.BackendRef)
-					}
-				}
-			}
-			return backendServices(r.Namespace, refs)
-		}
+		t.services = HTTPRouteServices
 		return t
 	},
 }
@@ -37,4 +24,21 @@ func (s *Store) HTTPRoutes() []*gwv1.HTTPRoute {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return objects[*gwv1.HTTPRoute](s, &httpRouteKind).list()
+}
+
+// HTTPRouteServices are the Services r's backendRefs and mirrors name (the store indexes
+// routes by them; the gateway compiler reads them).
+func HTTPRouteServices(r *gwv1.HTTPRoute) []Key {
+	var refs []gwv1.BackendObjectReference
+	for _, rule := range r.Spec.Rules {
+		for _, b := range rule.BackendRefs {
+			refs = append(refs, b.BackendObjectReference)
+		}
+		for _, f := range rule.Filters {
+			if f.RequestMirror != nil {
+				refs = append(refs, f.RequestMirror.BackendRef)
+			}
+		}
+	}
+	return backendServices(r.Namespace, refs)
 }

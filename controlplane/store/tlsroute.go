@@ -13,15 +13,7 @@ var tlsRouteKind = kind{
 				}
 			}
 		})
-		t.services = func(r *gwv1.TLSRoute) []Key {
-			var refs []gwv1.BackendObjectReference
-			for _, rule := range r.Spec.Rules {
-				for _, b := range rule.BackendRefs {
-					refs = append(refs, b.BackendObjectReference)
-				}
-			}
-			return backendServices(r.Namespace, refs)
-		}
+		t.services = TLSRouteServices
 		return t
 	},
 }
@@ -32,4 +24,16 @@ func (s *Store) TLSRoutes() []*gwv1.TLSRoute {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return objects[*gwv1.TLSRoute](s, &tlsRouteKind).list()
+}
+
+// TLSRouteServices are the Services r's backendRefs name (the store indexes
+// routes by them; the gateway compiler reads them).
+func TLSRouteServices(r *gwv1.TLSRoute) []Key {
+	var refs []gwv1.BackendObjectReference
+	for _, rule := range r.Spec.Rules {
+		for _, b := range rule.BackendRefs {
+			refs = append(refs, b.BackendObjectReference)
+		}
+	}
+	return backendServices(r.Namespace, refs)
 }

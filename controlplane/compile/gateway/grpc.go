@@ -113,28 +113,18 @@ func grpcMatch(gm gwv1.GRPCRouteMatch) (*gatewaypb.Match, rule, string) {
 		}
 		k.pathLen = len(svc) + len(meth)
 	}
-	seen := map[string]bool{}
-	for i, h := range gm.Headers {
-		name := strings.ToLower(string(h.Name))
-		if seen[name] {
-			continue
-		}
-		seen[name] = true
-		re := false
+	hdrs, bad := headerMatches(len(gm.Headers), func(i int) (string, string, string) {
+		h := gm.Headers[i]
+		typ := ""
 		if h.Type != nil {
-			switch *h.Type {
-			case gwv1.GRPCHeaderMatchExact:
-			case gwv1.GRPCHeaderMatchRegularExpression:
-				if _, err := regexp.Compile(h.Value); err != nil {
-					return nil, k, fmt.Sprintf("headers[%d].value %q is not a valid RE2 regular expression: %v", i, h.Value, err)
-				}
-				re = true
-			default:
-				return nil, k, fmt.Sprintf("headers[%d].type %q is not supported (allowed: Exact, RegularExpression)", i, *h.Type)
-			}
+			typ = string(*h.Type)
 		}
-		pm.Headers = append(pm.Headers, &gatewaypb.HeaderMatch{Name: string(h.Name), Regex: re, Value: h.Value})
+		return string(h.Name), typ, h.Value
+	})
+	if bad != "" {
+		return nil, k, bad
 	}
+	pm.Headers = hdrs
 	k.headers = len(pm.Headers)
 	return pm, k, ""
 }

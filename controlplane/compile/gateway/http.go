@@ -180,28 +180,18 @@ func httpMatch(hm gwv1.HTTPRouteMatch) (*gatewaypb.Match, rule, string) {
 		return nil, k, fmt.Sprintf("path.type %q is not supported (allowed: Exact, PathPrefix, RegularExpression)", typ)
 	}
 	k.pathLen = len(val)
-	seen := map[string]bool{}
-	for i, h := range hm.Headers {
-		name := strings.ToLower(string(h.Name))
-		if seen[name] { // the spec: only the first of equivalent names counts
-			continue
-		}
-		seen[name] = true
-		re := false
+	hdrs, bad := headerMatches(len(hm.Headers), func(i int) (string, string, string) {
+		h := hm.Headers[i]
+		typ := ""
 		if h.Type != nil {
-			switch *h.Type {
-			case gwv1.HeaderMatchExact:
-			case gwv1.HeaderMatchRegularExpression:
-				if _, err := regexp.Compile(h.Value); err != nil {
-					return nil, k, fmt.Sprintf("headers[%d].value %q is not a valid RE2 regular expression: %v", i, h.Value, err)
-				}
-				re = true
-			default:
-				return nil, k, fmt.Sprintf("headers[%d].type %q is not supported (allowed: Exact, RegularExpression)", i, *h.Type)
-			}
+			typ = string(*h.Type)
 		}
-		pm.Headers = append(pm.Headers, &gatewaypb.HeaderMatch{Name: string(h.Name), Regex: re, Value: h.Value})
+		return string(h.Name), typ, h.Value
+	})
+	if bad != "" {
+		return nil, k, bad
 	}
+	pm.Headers = hdrs
 	k.headers = len(pm.Headers)
 	seenQ := map[string]bool{}
 	for i, q := range hm.QueryParams {
@@ -485,4 +475,34 @@ func (c *compiler) session(cr *compiled, field string, s *gwv1.SessionPersistenc
 		pb.PermanentCookie = true
 	}
 	return pb
+}
+
+// headerMatches converts a route match's header matches (HTTPRoute's and
+// GRPCRoute's differ only in their types' names): at(i) is the i-th
+// match's name, type ("" is Exact) and value. Only the first of names that
+// are equal but for case counts, as the spec says. A bad match is the
+// message naming its field.
+func headerMatches(n int, at func(i int) (name, typ, value string)) ([]*gatewaypb.HeaderMatch, string) {
+	var out []*gatewaypb.HeaderMatch
+	seen := map[string]bool{}
+	for i := range n {
+		name, typ, value := at(i)
+		if seen[strings.ToLower(name)] {
+			continue
+		}
+		seen[strings.ToLower(name)] = true
+		re := false
+		switch typ {
+		case "", "Exact":
+		case "RegularExpression":
+			if _, err := regexp.Compile(value); err != nil {
+				return nil, fmt.Sprintf("headers[%d].value %q is not a valid RE2 regular expression: %v", i, value, err)
+			}
+			re = true
+		default:
+			return nil, fmt.Sprintf("headers[%d].type %q is not supported (allowed: Exact, RegularExpression)", i, typ)
+		}
+		out = append(out, &gatewaypb.HeaderMatch{Name: name, Regex: re, Value: value})
+	}
+	return out, ""
 }

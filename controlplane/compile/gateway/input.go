@@ -42,16 +42,9 @@ func InputFrom(r Reader, gw types.NamespacedName) Input {
 	c := &compiler{gw: g}
 	namespaces := map[string]bool{}
 	services := map[store.Key]bool{}
-	addRefs := func(ns string, refs []gwv1.BackendObjectReference) {
+	addRefs := func(ns string, keys []store.Key) {
 		namespaces[ns] = true
-		for _, b := range refs {
-			if (b.Group != nil && *b.Group != "") || (b.Kind != nil && *b.Kind != "Service") {
-				continue
-			}
-			k := store.Key{Namespace: ns, Name: string(b.Name)}
-			if b.Namespace != nil && *b.Namespace != "" {
-				k.Namespace = string(*b.Namespace)
-			}
+		for _, k := range keys {
 			services[k] = true
 		}
 	}
@@ -64,53 +57,22 @@ func InputFrom(r Reader, gw types.NamespacedName) Input {
 		return false
 	}
 	for _, rt := range r.HTTPRoutes() {
-		if !names(rt.Namespace, rt.Spec.ParentRefs) {
-			continue
+		if names(rt.Namespace, rt.Spec.ParentRefs) {
+			in.HTTPRoutes = append(in.HTTPRoutes, rt)
+			addRefs(rt.Namespace, store.HTTPRouteServices(rt))
 		}
-		in.HTTPRoutes = append(in.HTTPRoutes, rt)
-		var refs []gwv1.BackendObjectReference
-		for _, rule := range rt.Spec.Rules {
-			for _, b := range rule.BackendRefs {
-				refs = append(refs, b.BackendObjectReference)
-			}
-			for _, f := range rule.Filters {
-				if f.RequestMirror != nil {
-					refs = append(refs, f.RequestMirror.BackendRef)
-				}
-			}
-		}
-		addRefs(rt.Namespace, refs)
 	}
 	for _, rt := range r.GRPCRoutes() {
-		if !names(rt.Namespace, rt.Spec.ParentRefs) {
-			continue
+		if names(rt.Namespace, rt.Spec.ParentRefs) {
+			in.GRPCRoutes = append(in.GRPCRoutes, rt)
+			addRefs(rt.Namespace, store.GRPCRouteServices(rt))
 		}
-		in.GRPCRoutes = append(in.GRPCRoutes, rt)
-		var refs []gwv1.BackendObjectReference
-		for _, rule := range rt.Spec.Rules {
-			for _, b := range rule.BackendRefs {
-				refs = append(refs, b.BackendObjectReference)
-			}
-			for _, f := range rule.Filters {
-				if f.RequestMirror != nil {
-					refs = append(refs, f.RequestMirror.BackendRef)
-				}
-			}
-		}
-		addRefs(rt.Namespace, refs)
 	}
 	for _, rt := range r.TLSRoutes() {
-		if !names(rt.Namespace, rt.Spec.ParentRefs) {
-			continue
+		if names(rt.Namespace, rt.Spec.ParentRefs) {
+			in.TLSRoutes = append(in.TLSRoutes, rt)
+			addRefs(rt.Namespace, store.TLSRouteServices(rt))
 		}
-		in.TLSRoutes = append(in.TLSRoutes, rt)
-		var refs []gwv1.BackendObjectReference
-		for _, rule := range rt.Spec.Rules {
-			for _, b := range rule.BackendRefs {
-				refs = append(refs, b.BackendObjectReference)
-			}
-		}
-		addRefs(rt.Namespace, refs)
 	}
 	for k := range services {
 		if s, ok := r.Service(k); ok {

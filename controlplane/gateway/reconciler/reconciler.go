@@ -122,7 +122,16 @@ func (r *Reconciler) Start(ctx context.Context) error {
 	}
 	follow(store.GatewaysTopic)
 	for {
-		pending := r.reconcileAll(ctx, follow)
+		// Follow exactly the topics of the Gateways there are: a deleted
+		// Gateway's watches stop.
+		want := map[store.Topic]bool{store.GatewaysTopic: true}
+		pending := r.reconcileAll(ctx, func(t store.Topic) { want[t] = true; follow(t) })
+		for t, cancel := range watches {
+			if !want[t] {
+				cancel()
+				delete(watches, t)
+			}
+		}
 		wait := r.o.Resync
 		if pending {
 			wait = r.o.Pending
