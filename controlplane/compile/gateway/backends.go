@@ -163,7 +163,9 @@ func (c *compiler) backendTLS(svc *corev1.Service, port *corev1.ServicePort) (*g
 	if v.WellKnownCACertificates != nil {
 		if *v.WellKnownCACertificates != gwv1.WellKnownCACertificatesSystem {
 			msg := fmt.Sprintf("%s: spec.validation.wellKnownCACertificates %q is not supported (allowed: System)", who, *v.WellKnownCACertificates)
-			c.policyStatus(p, false, string(gwv1.PolicyReasonInvalid), msg, string(gwv1.BackendTLSPolicyReasonInvalidCACertificateRef), msg)
+			// Accepted False with Invalid is the spec's answer to an
+			// unrecognized value; there is no reference to resolve.
+			c.policyStatus(p, false, string(gwv1.PolicyReasonInvalid), msg, "", "")
 			return nil, false
 		}
 		c.policyStatus(p, true, "", "", "", "")

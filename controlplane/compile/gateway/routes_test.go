@@ -388,6 +388,8 @@ func TestBackendTLSPolicy(t *testing.T) {
 	}
 	system := policy("sys", 1, "")
 	system.Spec.Validation.WellKnownCACertificates = ptr(gwv1.WellKnownCACertificatesSystem)
+	custom := policy("custom", 1, "")
+	custom.Spec.Validation.WellKnownCACertificates = ptr(gwv1.WellKnownCACertificatesType("example.com/roots"))
 	tests := []struct {
 		name     string
 		policies []any
@@ -399,6 +401,8 @@ func TestBackendTLSPolicy(t *testing.T) {
 		{"none", nil, nil, false, "", ""},
 		{"ca from configmap", []any{policy("p", 1, "", cmRef("ca"))}, &gatewaypb.BackendTLS{ServerName: "a.example.com", CaCertificates: crt, SubjectAltNames: []string{"spiffe://x/y"}}, false, "Accepted", "ResolvedRefs"},
 		{"system roots", []any{system}, &gatewaypb.BackendTLS{ServerName: "a.example.com", SubjectAltNames: []string{"spiffe://x/y"}}, false, "Accepted", "ResolvedRefs"},
+		// The spec: an unrecognized set is Accepted False, Invalid.
+		{"unknown well-known set", []any{custom}, nil, true, "Invalid", "ResolvedRefs"},
 		{"missing configmap", []any{policy("p", 1, "", cmRef("nope"))}, nil, true, "NoValidCACertificate", "InvalidCACertificateRef"},
 		{"invalid kind", []any{policy("p", 1, "", gwv1.LocalObjectReference{Kind: "Secret", Name: "ca"})}, nil, true, "NoValidCACertificate", "InvalidKind"},
 		{"section name wins over age", []any{policy("old", 1, "", cmRef("nope")), policy("new", 2, "p", cmRef("ca"))}, &gatewaypb.BackendTLS{ServerName: "a.example.com", CaCertificates: crt, SubjectAltNames: []string{"spiffe://x/y"}}, false, "Accepted", "ResolvedRefs"},

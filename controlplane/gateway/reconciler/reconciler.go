@@ -8,6 +8,7 @@ package reconciler
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -174,11 +175,12 @@ func (r *Reconciler) reconcileAll(ctx context.Context, follow func(store.Topic))
 			owned[k] = true
 		}
 	}
-	// Route parent statuses of ours for Gateways that are gone (or no
-	// longer ours) are removed.
+	// Route parent and policy ancestor statuses of ours for Gateways that
+	// are gone (or no longer ours) are removed.
 	for k := range r.known {
 		if !owned[k] {
 			r.clearRoutes(ctx, k, nil)
+			r.clearPolicies(ctx, k, nil)
 		}
 	}
 	r.known = owned
@@ -229,7 +231,43 @@ func (r *Reconciler) reconcile(ctx context.Context, g *gwv1.Gateway) (owned, pen
 		}
 	}
 	r.clearRoutes(ctx, store.Key{Namespace: g.Namespace, Name: g.Name}, written)
+	applied := map[store.Key]bool{}
+	for _, ps := range res.Policies {
+		applied[store.Key{Namespace: ps.Policy.Namespace, Name: ps.Policy.Name}] = true
+		anc := ps.Ancestor
+		if _, err := r.status.BackendTLSPolicy(ctx, ps.Policy.Namespace, ps.Policy.Name, status.Key{Namespace: g.Namespace, Name: g.Name}, &anc); err != nil {
+			if errors.Is(err, status.ErrAncestorsFull) {
+				// Not retried: only another controller's or Gateway's
+				// entry going away makes room.
+				r.o.Log.Warn("gateway: a BackendTLSPolicy's status is full", "gateway", k.String(), "err", err)
+				continue
+			}
+			return true, true, fmt.Errorf("writing BackendTLSPolicy %s's status: %w", ps.Policy, err)
+		}
+	}
+	r.clearPolicies(ctx, store.Key{Namespace: g.Namespace, Name: g.Name}, applied)
 	return true, perr == nil && (len(addrs) == 0 || !ready), nil
+}
+
+// clearPolicies removes Gateway gw's ancestor statuses (ours) from the
+// BackendTLSPolicies that carry one and are not in keep: the policy no
+// longer applies to gw's backends, or gw is gone.
+func (r *Reconciler) clearPolicies(ctx context.Context, gw store.Key, keep map[store.Key]bool) {
+	sk := status.Key{Namespace: gw.Namespace, Name: gw.Name}
+	for _, p := range r.o.Store.BackendTLSPolicies() {
+		pk := store.Key{Namespace: p.Namespace, Name: p.Name}
+		if keep[pk] {
+			continue
+		}
+		for _, a := range p.Status.Ancestors {
+			if a.ControllerName == gateway.ControllerName && status.ForGateway(a.AncestorRef, p.Namespace, sk) {
+				if _, err := r.status.BackendTLSPolicy(ctx, p.Namespace, p.Name, sk, nil); err != nil {
+					r.o.Log.Warn("gateway: clearing a BackendTLSPolicy's status", "policy", pk.String(), "gateway", gw.String(), "err", err)
+				}
+				break
+			}
+		}
+	}
 }
 
 // clearRoutes removes Gateway gw's parent statuses (ours) from the routes

@@ -137,3 +137,36 @@ func ignoreGone(err error) error {
 	}
 	return err
 }
+
+// ErrAncestorsFull is returned by BackendTLSPolicy when the policy's
+// status.ancestors already holds MaxAncestors entries of other Gateways or
+// controllers: the spec forbids adding one, and the policy is
+// unimplementable for this Gateway.
+var ErrAncestorsFull = fmt.Errorf("status.ancestors holds %d entries, the most allowed: no entry for this Gateway can be added", MaxAncestors)
+
+// BackendTLSPolicy sets Gateway gw's entry (ours) in a BackendTLSPolicy's
+// status.ancestors; nil removes it (the policy no longer applies to gw's
+// backends).
+func (w *Writer) BackendTLSPolicy(ctx context.Context, ns, name string, gw Key, ours *gwv1.PolicyAncestorStatus) (wrote bool, err error) {
+	v1 := w.Client.GatewayV1()
+	full := false
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p, err := v1.BackendTLSPolicies(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		var next []gwv1.PolicyAncestorStatus
+		next, full = PolicyAncestors(p.Status.Ancestors, ours, w.Controller, ns, gw, w.now())
+		if Same(p.Status.Ancestors, next, AncestorsTimes) {
+			return nil
+		}
+		p.Status.Ancestors = next
+		_, err = v1.BackendTLSPolicies(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{FieldManager: fieldManager})
+		wrote = err == nil
+		return err
+	})
+	if err == nil && full {
+		return wrote, fmt.Errorf("BackendTLSPolicy %s/%s: %w", ns, name, ErrAncestorsFull)
+	}
+	return wrote, ignoreGone(err)
+}

@@ -169,3 +169,52 @@ func ConditionsTimes(cs *[]metav1.Condition) []*metav1.Time {
 	}
 	return ts
 }
+
+// MaxAncestors is the most entries a policy's status.ancestors may hold
+// (the CRD's maxItems).
+const MaxAncestors = 16
+
+// PolicyAncestors returns a policy's new status.ancestors: stored, without
+// the entry of controller for Gateway gw, plus ours when not nil (its
+// ancestorRef names gw), keeping the transition times of the entry it
+// replaces. The list is a map keyed by ancestorRef and controllerName:
+// other controllers' entries, and this controller's for other Gateways,
+// are kept as they are and where they are. full reports that ours was
+// not added because the list already holds MaxAncestors entries (the
+// spec's "MUST NOT add further entries").
+func PolicyAncestors(stored []gwv1.PolicyAncestorStatus, ours *gwv1.PolicyAncestorStatus, controller gwv1.GatewayController, policyNS string, gw Key, now time.Time) (out []gwv1.PolicyAncestorStatus, full bool) {
+	out = []gwv1.PolicyAncestorStatus{} // status.ancestors is required: [] when empty
+	var old []metav1.Condition
+	had := false
+	for _, s := range stored {
+		if s.ControllerName == controller && ForGateway(s.AncestorRef, policyNS, gw) {
+			old, had = s.Conditions, true
+			continue
+		}
+		out = append(out, s)
+	}
+	if ours == nil {
+		return out, false
+	}
+	if !had && len(out) >= MaxAncestors {
+		return out, true
+	}
+	p := *ours
+	p.AncestorRef = defaulted(p.AncestorRef)
+	p.Conditions = Conditions(old, p.Conditions, now)
+	return append(out, p), false
+}
+
+// AncestorsTimes lists policy ancestor statuses' transition times (for
+// Same).
+func AncestorsTimes(as *[]gwv1.PolicyAncestorStatus) []*metav1.Time {
+	*as = slices.Clone(*as)
+	var ts []*metav1.Time
+	for i := range *as {
+		(*as)[i].Conditions = slices.Clone((*as)[i].Conditions)
+		for j := range (*as)[i].Conditions {
+			ts = append(ts, &(*as)[i].Conditions[j].LastTransitionTime)
+		}
+	}
+	return ts
+}

@@ -195,3 +195,45 @@ func TestWriter(t *testing.T) {
 		t.Fatalf("unknown kind: %v", err)
 	}
 }
+
+// A policy's status.ancestors is a map keyed by ancestorRef and
+// controllerName: ours for the Gateway is replaced (times kept when the
+// status holds) or removed; other entries stay where they are; a full list
+// (16) gets no new entry.
+func TestPolicyAncestors(t *testing.T) {
+	gw := Key{Namespace: "ns", Name: "edge"}
+	ref := func(name string) gwv1.ParentReference {
+		return gwv1.ParentReference{Namespace: ptr.To(gwv1.Namespace("ns")), Name: gwv1.ObjectName(name)}
+	}
+	entry := func(ctrl gwv1.GatewayController, name string, ok bool) gwv1.PolicyAncestorStatus {
+		return gwv1.PolicyAncestorStatus{AncestorRef: ref(name), ControllerName: ctrl, Conditions: []metav1.Condition{cond("Accepted", ok, "Accepted")}}
+	}
+	mine := entry(ours, "edge", true)
+	stored, full := PolicyAncestors([]gwv1.PolicyAncestorStatus{entry("example.com/x", "edge", false)}, &mine, ours, "ns", gw, t0)
+	if full || len(stored) != 2 || stored[0].ControllerName != "example.com/x" || stored[1].ControllerName != ours {
+		t.Fatalf("first write: %+v", stored)
+	}
+	if *stored[1].AncestorRef.Kind != "Gateway" || *stored[1].AncestorRef.Group != gwv1.GroupName {
+		t.Fatalf("ancestorRef not defaulted: %+v", stored[1].AncestorRef)
+	}
+	next, _ := PolicyAncestors(stored, &mine, ours, "ns", gw, t1)
+	if !Same(stored, next, AncestorsTimes) || !next[1].Conditions[0].LastTransitionTime.Time.Equal(t0) {
+		t.Fatalf("an unchanged entry changed: %+v", next)
+	}
+	next, _ = PolicyAncestors(stored, nil, ours, "ns", gw, t1)
+	if len(next) != 1 || next[0].ControllerName != "example.com/x" {
+		t.Fatalf("removal: %+v", next)
+	}
+	var many []gwv1.PolicyAncestorStatus
+	for i := range MaxAncestors {
+		many = append(many, entry("example.com/x", "gw"+string(rune('a'+i)), true))
+	}
+	if out, full := PolicyAncestors(many, &mine, ours, "ns", gw, t0); !full || len(out) != MaxAncestors {
+		t.Fatalf("a full list: full=%v, %d entries", full, len(out))
+	}
+	// Our own entry in a full list is still updated.
+	many[3] = entry(ours, "edge", false)
+	if out, full := PolicyAncestors(many, &mine, ours, "ns", gw, t0); full || len(out) != MaxAncestors || out[MaxAncestors-1].Conditions[0].Status != metav1.ConditionTrue {
+		t.Fatalf("updating ours in a full list: full=%v, %+v", full, out)
+	}
+}
