@@ -17,7 +17,7 @@ import (
 // it connects when no check of the kubernetes-api group did (a run of other
 // groups only).
 func (s *State) needClient() error {
-	if s.Kube == nil || s.APIExt == nil {
+	if s.Kube == nil || s.APIExt == nil || s.Gateway == nil {
 		return s.connect()
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/meridian-mesh/meridian/cli/kubeclient"
 )
@@ -60,6 +61,7 @@ type State struct {
 	Config        *rest.Config
 	Kube          kubernetes.Interface
 	APIExt        apiextclient.Interface
+	Gateway       gwclient.Interface
 	ServerVersion *version.Info
 
 	// Filled by the identity checks for the later ones of their group.
@@ -109,7 +111,11 @@ func (s *State) connect() error {
 	if err != nil {
 		return fmt.Errorf("apiextensions client: %w", err)
 	}
-	s.Config, s.Kube, s.APIExt = cfg, kube, ext
+	gw, err := gwclient.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("gateway API client: %w", err)
+	}
+	s.Config, s.Kube, s.APIExt, s.Gateway = cfg, kube, ext, gw
 	return nil
 }
 
@@ -123,6 +129,7 @@ const (
 	GroupIdentity          = "meridian-identity"
 	GroupWebhook           = "meridian-webhook"
 	GroupDataPlane         = "meridian-data-plane"
+	GroupGateway           = "meridian-gateway"
 )
 
 // Groups returns the checks of the named groups, in the order given.
@@ -150,6 +157,8 @@ func Groups(o Options, names ...string) ([]Check, error) {
 			g = webhookChecks(o)
 		case GroupDataPlane:
 			g = dataPlaneChecks(o)
+		case GroupGateway:
+			g = gatewayChecks(o)
 		case GroupLocalStore:
 			g = localStoreChecks(o)
 		default:
@@ -165,7 +174,7 @@ var (
 	// PreGroups: can Meridian be installed?
 	PreGroups = []string{GroupKubernetesAPI, GroupKubernetesVersion, GroupPreSetup}
 	// PostGroups: is the installed Meridian healthy?
-	PostGroups = []string{GroupKubernetesAPI, GroupKubernetesVersion, GroupCRDs, GroupControlPlane, GroupIdentity, GroupWebhook, GroupDataPlane}
+	PostGroups = []string{GroupKubernetesAPI, GroupKubernetesVersion, GroupCRDs, GroupControlPlane, GroupIdentity, GroupWebhook, GroupDataPlane, GroupGateway}
 	// ProxyGroups: are the meshed pods healthy?
 	ProxyGroups = []string{GroupKubernetesAPI, GroupKubernetesVersion, GroupDataPlane}
 )

@@ -79,6 +79,9 @@ const (
 	WebhookSecretName = "meridian-proxy-injector-tls"
 	WebhookConfigName = "meridian-proxy-injector"
 	WebhookName       = "inject.meridian.io"
+	// GatewayController is the controllerName of Meridian's GatewayClasses:
+	// the controller serves their Gateways, `meridian check` checks them.
+	GatewayController = "meridian.io/gateway-controller"
 )
 
 // HTTP headers between proxies, and from a proxy to its application.

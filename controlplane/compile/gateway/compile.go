@@ -16,10 +16,11 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/internal/names"
 )
 
 // ControllerName is the GatewayClass controllerName Meridian serves.
-const ControllerName gwv1.GatewayController = "meridian.io/gateway-controller"
+const ControllerName gwv1.GatewayController = names.GatewayController
 
 // Group is the Gateway API's group.
 const Group = gwv1.GroupName
