@@ -239,4 +239,3 @@ func TestGatewayChecks(t *testing.T) {
 
 // ignore drops a value, keeping the error.
 func ignore[T any](_ T, err error) error { return err }
-

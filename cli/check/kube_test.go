@@ -820,7 +820,9 @@ func TestPostHealthyInstall(t *testing.T) {
 		groups[r.Group] = true
 	}
 	for _, g := range PostGroups {
-		if !groups[g] {
+		// No Gateway API CRDs here: the gateway group has nothing to say
+		// (TestGatewayChecks runs it).
+		if !groups[g] && g != GroupGateway {
 			t.Fatalf("group %s did not run", g)
 		}
 	}
