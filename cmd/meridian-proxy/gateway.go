@@ -33,7 +33,9 @@ import (
 func runGateway(args []string) error {
 	fs := flag.NewFlagSet("meridian-proxy gateway", flag.ContinueOnError)
 	var cfg gateway.Config
-	fs.StringVar(&cfg.AdminAddr, "admin-addr", sidecar.DefaultAdminAddr, "admin listeners, comma-separated: /metrics, /ready, /live, /gateway (the snapshot serving, its listeners, routes and certificates, and what was rejected)")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", sidecar.DefaultAdminAddr, "admin listeners, comma-separated: /metrics, /ready, /live, /gateway (the snapshot serving, its listeners, routes and certificates, and what was rejected); /ready and /live are open to all, the rest follows --default-inbound-policy (meshed clients over mTLS under the authenticated ones and deny)")
+	policyFlags(fs, &cfg.Authz, "who may read the admin port beyond /live and /ready, as a sidecar's: "+policies)
+	fs.IntVar(&cfg.MaxConnections, "max-connections", sidecar.DefaultMaxConnections(), "connections each of the snapshot's ports holds open; more are accepted and closed at once, before a byte is read, and counted in tcp_connections_refused_total; default 20000 or a quarter of the file descriptor limit if lower; -1: no bound")
 	bindHost := fs.String("bind-host", "", "the address the snapshot's ports are opened on (default: every address of both families)")
 	configFile := fs.String("gateway-config", "", "a gateway snapshot in protojson (api/proto/gateway Snapshot), reloaded when it changes; a file that does not parse or compile is refused and the last good snapshot keeps serving")
 	gwAddr := fs.String("gateway-addr", "", "the control plane's gateway API (host:port; default --destination-addr when --gateway-name is set)")

@@ -73,22 +73,7 @@ func run(args []string) error {
 		return err
 	})
 	opaquePorts := fs.String("opaque-ports", ports.DefaultOpaque, "comma-separated destination ports never to detect, only copied as bytes (server-speaks-first protocols such as SMTP or MySQL); the default is Linkerd's list, applied in static mode only: with --destination-addr the control plane's opaque hints apply and the default list is empty unless this flag is given; empty (--opaque-ports=): none")
-	fs.Func("default-inbound-policy", "who may reach the application: all-unauthenticated (default), cluster-unauthenticated, all-authenticated (meshed clients only), cluster-authenticated or deny; the --probe-paths are always allowed", func(v string) error {
-		pol, err := authz.ParsePolicy(v)
-		cfg.Authz.Default = pol
-		return err
-	})
-	fs.Func("cluster-networks", "comma-separated CIDRs of the cluster's pods and nodes, for the cluster-* policies (default: the private ranges 10/8, 100.64/10, 172.16/12, 192.168/16, fd00::/8)", func(v string) error {
-		cfg.Authz.ClusterNetworks = nil
-		for _, s := range strings.Split(v, ",") {
-			pfx, err := netip.ParsePrefix(strings.TrimSpace(s))
-			if err != nil {
-				return fmt.Errorf("%q is not a CIDR (like 10.0.0.0/8)", s)
-			}
-			cfg.Authz.ClusterNetworks = append(cfg.Authz.ClusterNetworks, pfx.Masked())
-		}
-		return nil
-	})
+	policyFlags(fs, &cfg.Authz, "who may reach the application: "+policies+"; the --probe-paths are always allowed")
 	fs.Func("probe-paths", "comma-separated PORT/PATH of the application's HTTP probes, always allowed whatever the policy (e.g. 8080/healthz); plaintext requests to them are counted with route=\"probe\" in the inbound metrics", func(v string) error {
 		ps, err := authz.ParseProbes(v)
 		cfg.Authz.Probes = append(cfg.Authz.Probes, ps...)
@@ -370,4 +355,29 @@ func newIdentity(b []byte, addr string, creds credentials.TransportCredentials, 
 		return nil, nil, err
 	}
 	return ident, func() { cc.Close() }, nil
+}
+
+// policies lists the default inbound policies, for flag usages.
+const policies = "all-unauthenticated (default), cluster-unauthenticated, all-authenticated (meshed clients only), cluster-authenticated or deny"
+
+// policyFlags are the default inbound policy's flags, the sidecar's and the
+// gateway's (whose admin port follows it); usage says what the policy
+// governs.
+func policyFlags(fs *flag.FlagSet, cfg *authz.Config, usage string) {
+	fs.Func("default-inbound-policy", usage, func(v string) error {
+		pol, err := authz.ParsePolicy(v)
+		cfg.Default = pol
+		return err
+	})
+	fs.Func("cluster-networks", "comma-separated CIDRs of the cluster's pods and nodes, for the cluster-* policies (default: the private ranges 10/8, 100.64/10, 172.16/12, 192.168/16, fd00::/8)", func(v string) error {
+		cfg.ClusterNetworks = nil
+		for _, s := range strings.Split(v, ",") {
+			pfx, err := netip.ParsePrefix(strings.TrimSpace(s))
+			if err != nil {
+				return fmt.Errorf("%q is not a CIDR (like 10.0.0.0/8)", s)
+			}
+			cfg.ClusterNetworks = append(cfg.ClusterNetworks, pfx.Masked())
+		}
+		return nil
+	})
 }

@@ -24,6 +24,7 @@ import (
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/proxy/admin"
+	"github.com/meridian-mesh/meridian/proxy/authz"
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
@@ -67,8 +68,23 @@ type Config struct {
 	// MaxInFlight bounds requests handled at once; beyond it 503. Default
 	// 10000; negative: no bound.
 	MaxInFlight int
-	Log         *slog.Logger
+	// MaxConnections bounds the connections each port holds open (HTTP
+	// keep-alive and HTTP/2 connections, TLS handshakes, passthrough
+	// streams); beyond it a new connection is accepted and closed at once,
+	// before a byte of it is read, and counted in
+	// tcp_connections_refused_total. Default DefaultMaxConnections;
+	// negative: no bound.
+	MaxConnections int
+	// Authz is who may read the admin port beyond /live and /ready (the
+	// default inbound policy, as the sidecar's admin port follows); a meshed
+	// client passes the authenticated policies over mTLS with Identity.
+	Authz authz.Config
+	Log   *slog.Logger
 }
+
+// DefaultMaxConnections is Config.MaxConnections' default, the sidecar's
+// default bound per listener.
+const DefaultMaxConnections = 20000
 
 // DefaultBind listens on every address of both families.
 func DefaultBind(port uint32) string {
@@ -134,6 +150,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = 10000
 	}
+	if cfg.MaxConnections == 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -154,6 +173,23 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}
 	g.admin.Handle("GET /gateway", http.HandlerFunc(g.diagnostics))
+	// As the sidecar's: /live and /ready open to all (the kubelet), the
+	// rest (/metrics, /gateway: the routes, backends and certificates'
+	// names) to the clients the policy admits.
+	var adminTLS *tls.Config
+	if cfg.Identity != nil {
+		adminTLS = cfg.Identity.ServerConfig()
+	}
+	g.admin.Protect(cfg.Authz, adminTLS, func(port uint16, clientID string) {
+		t := metrics.TLSNotProvidedByRemote
+		if cfg.Identity == nil {
+			t = metrics.TLSNoLocalIdentity
+		} else if clientID != "" {
+			t = metrics.TLSTrue
+		}
+		g.metrics.AuthzDenied("http", cfg.Authz.Name(), port, t, clientID)
+	})
+	g.metrics.PortListeners("inbound", g.openConns, int64(max(cfg.MaxConnections, 0)))
 	if cfg.Identity != nil {
 		obtained := func() int64 {
 			if cfg.Identity.Expiry().IsZero() {
@@ -199,6 +235,17 @@ func (g *Gateway) cache(key string, cfg *tls.Config) *outbound.Cache {
 	go c.EvictIdle(ctx)
 	g.log.Debug("backend cache", "key", key)
 	return c
+}
+
+// openConns is, for each open port, the connections it holds open.
+func (g *Gateway) openConns() map[uint32]int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[uint32]int64, len(g.ports))
+	for n, ps := range g.ports {
+		out[n] = ps.open.Load()
+	}
+	return out
 }
 
 // Metrics returns the gateway's registry.

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
@@ -37,6 +38,29 @@ type portServer struct {
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{} // passthrough streams, closed at the drain deadline
 	cut     bool                  // the drain deadline has passed
+
+	open     atomic.Int64 // accepted connections not yet closed
+	maxConns int64        // Config.MaxConnections; 0: no bound
+}
+
+// counted is an accepted connection counted in its port's open
+// connections until it is closed.
+type counted struct {
+	net.Conn
+	ps   *portServer
+	once sync.Once
+}
+
+func (c *counted) Close() error {
+	c.once.Do(func() { c.ps.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+func (c *counted) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
 }
 
 // accepted labels the connections the gateway accepts (tcp_* metrics):
@@ -56,7 +80,8 @@ func (g *Gateway) openPort(n uint32) (*portServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	ps := &portServer{g: g, number: n, ln: ln, httpLn: listen.NewChan(ln.Addr()), conns: map[net.Conn]struct{}{}}
+	ps := &portServer{g: g, number: n, ln: ln, httpLn: listen.NewChan(ln.Addr()), conns: map[net.Conn]struct{}{},
+		maxConns: int64(max(g.cfg.MaxConnections, 0))}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)            // over TLS, by ALPN
@@ -103,6 +128,17 @@ func (ps *portServer) accept() {
 			continue
 		}
 		delay = 0
+		if ps.maxConns > 0 && ps.open.Load() >= ps.maxConns {
+			// Closed at once, before a byte is read (no request is ever
+			// half served), rather than left in the backlog: the client
+			// learns now, and the descriptors stay with the connections
+			// served.
+			ps.g.metrics.ConnRefused("inbound", "max_connections") // before the client can see the close
+			c.Close()
+			continue
+		}
+		ps.open.Add(1)
+		c = &counted{Conn: c, ps: ps}
 		ps.streams.Add(1)
 		go func() { defer ps.streams.Done(); ps.handle(c) }()
 	}

@@ -517,6 +517,36 @@ func (r *Registry) ConnRefused(direction, reason string) {
 	r.connRefused.WithLabelValues(direction, reason).Inc()
 }
 
+// PortListeners exports, at each scrape, the connections each of the
+// gateway's ports holds open (open: by port number, the ports open now)
+// and the bound of each (max; 0: none), as Listener does for the sidecar's
+// two listeners, with a port label. Refusals are counted by ConnRefused.
+func (r *Registry) PortListeners(direction string, open func() map[uint32]int64, max int64) {
+	r.reg.MustRegister(portListeners{
+		open: prometheus.NewDesc("tcp_listener_open_connections", "Connections a listener has accepted and not yet closed.",
+			[]string{"port"}, prometheus.Labels{"direction": direction}),
+		max: prometheus.NewDesc("tcp_listener_max_connections", "The most connections a listener holds open (0: no bound); more are refused.",
+			[]string{"port"}, prometheus.Labels{"direction": direction}),
+		read: open, bound: float64(max),
+	})
+}
+
+type portListeners struct {
+	open, max *prometheus.Desc
+	read      func() map[uint32]int64
+	bound     float64
+}
+
+func (p portListeners) Describe(ch chan<- *prometheus.Desc) { ch <- p.open; ch <- p.max }
+
+func (p portListeners) Collect(ch chan<- prometheus.Metric) {
+	for port, n := range p.read() {
+		l := strconv.FormatUint(uint64(port), 10)
+		ch <- prometheus.MustNewConstMetric(p.open, prometheus.GaugeValue, float64(n), l)
+		ch <- prometheus.MustNewConstMetric(p.max, prometheus.GaugeValue, p.bound, l)
+	}
+}
+
 // Listener exports, at each scrape, the connections direction's listener
 // holds open (open) and its bound (max; 0: none). Unlike
 // tcp_open_connections they include connections still in protocol

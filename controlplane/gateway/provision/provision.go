@@ -208,6 +208,14 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config) (Objects, error)
 	if cfg.LogLevel != "" {
 		args = append(args, "--log-level="+cfg.LogLevel)
 	}
+	// The admin port follows the cluster's default inbound policy, as an
+	// injected sidecar's does.
+	if cfg.DefaultInboundPolicy != "" {
+		args = append(args, "--default-inbound-policy="+cfg.DefaultInboundPolicy)
+	}
+	if cfg.ClusterNetworks != "" {
+		args = append(args, "--cluster-networks="+cfg.ClusterNetworks)
+	}
 	ports := []corev1.ContainerPort{{Name: names.AdminPortName, ContainerPort: cfg.AdminPort, Protocol: corev1.ProtocolTCP}}
 	for _, sp := range svcPorts {
 		ports = append(ports, corev1.ContainerPort{ContainerPort: sp.Port, Protocol: corev1.ProtocolTCP})

@@ -77,6 +77,19 @@ func TestRender(t *testing.T) {
 	if pod.ServiceAccountName != "public-meridian" || !strings.Contains(strings.Join(c.Args, " "), "--gateway-name=edge/public") || c.Image != inject.ProxyImageRepo+":v1.0.0" {
 		t.Fatalf("pod: sa %s, args %v, image %s", pod.ServiceAccountName, c.Args, c.Image)
 	}
+
+	// The admin port follows the cluster's default inbound policy, as a
+	// sidecar's.
+	cfg := config()
+	cfg.DefaultInboundPolicy, cfg.ClusterNetworks = "all-authenticated", "10.0.0.0/8"
+	objs, err = Render(gw, Params{}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Join(objs.Deployment.Spec.Template.Spec.Containers[0].Args, " ")
+	if !strings.Contains(args, "--default-inbound-policy=all-authenticated") || !strings.Contains(args, "--cluster-networks=10.0.0.0/8") {
+		t.Fatalf("args %s: no policy", args)
+	}
 }
 
 func TestParams(t *testing.T) {
