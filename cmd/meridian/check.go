@@ -35,7 +35,9 @@ func newCheckCmd() *cobra.Command {
                            version is recent enough (v1.29+, for native sidecars),
                            and you may create everything the install creates
   meridian check           after installing: CRDs, control plane, identity, proxy
-                           injector webhook and data plane
+                           injector webhook and data plane; with the Gateway API
+                           installed, Meridian's GatewayClasses, Gateways and the
+                           routes attached to them (each rejected one named)
   meridian check --proxy   only the data plane (meshed pods: their proxies and
                            every container ready), optionally in -n NS
   meridian check --local   a controller in local mode (--store=dir:PATH), through
