@@ -146,7 +146,10 @@ func (c *compiler) backendTLS(svc *corev1.Service, port *corev1.ServicePort) (*g
 		// A policy for the whole Service is not in conflict with one for
 		// this port: it still serves the Service's other ports.
 		if other.p != p && other.section == cands[0].section {
-			c.policyStatus(other.p, false, string(gwv1.PolicyReasonConflicted), fmt.Sprintf("BackendTLSPolicy %s/%s: Service %s/%s port %d is targeted by the older or more specific BackendTLSPolicy %s", other.p.Namespace, other.p.Name, svc.Namespace, svc.Name, port.Port, p.Name), "", "")
+			// Its references are still judged: ResolvedRefs says what
+			// to fix should it take over.
+			_, badReason, bad := c.caCertificates(other.p)
+			c.policyStatus(other.p, false, string(gwv1.PolicyReasonConflicted), fmt.Sprintf("BackendTLSPolicy %s/%s: Service %s/%s port %d is targeted by the older or more specific BackendTLSPolicy %s", other.p.Namespace, other.p.Name, svc.Namespace, svc.Name, port.Port, p.Name), badReason, bad)
 		}
 	}
 	v := p.Spec.Validation
@@ -171,8 +174,25 @@ func (c *compiler) backendTLS(svc *corev1.Service, port *corev1.ServicePort) (*g
 		c.policyStatus(p, true, "", "", "", "")
 		return pb, true
 	}
-	var bad, badReason string
-	for i, ref := range v.CACertificateRefs {
+	var badReason, bad string
+	pb.CaCertificates, badReason, bad = c.caCertificates(p)
+	if len(pb.CaCertificates) == 0 {
+		if bad == "" {
+			bad, badReason = who+": spec.validation needs caCertificateRefs or wellKnownCACertificates", string(gwv1.BackendTLSPolicyReasonInvalidCACertificateRef)
+		}
+		c.policyStatus(p, false, string(gwv1.BackendTLSPolicyReasonNoValidCACertificate), bad, badReason, bad)
+		return nil, false
+	}
+	c.policyStatus(p, true, "", "", badReason, bad)
+	return pb, true
+}
+
+// caCertificates reads policy p's CA certificates (caCertificateRefs), and
+// says why a reference does not resolve (the last one that does not, its
+// ResolvedRefs reason and message), if one does not.
+func (c *compiler) caCertificates(p *gwv1.BackendTLSPolicy) (pem []byte, badReason, bad string) {
+	who := fmt.Sprintf("BackendTLSPolicy %s/%s", p.Namespace, p.Name)
+	for i, ref := range p.Spec.Validation.CACertificateRefs {
 		f := fmt.Sprintf("%s: spec.validation.caCertificateRefs[%d]", who, i)
 		if ref.Group != "" || ref.Kind != "ConfigMap" {
 			bad, badReason = fmt.Sprintf("%s: %s/%s is not supported (allowed: core ConfigMap)", f, ref.Group, ref.Kind), string(gwv1.BackendTLSPolicyReasonInvalidKind)
@@ -184,25 +204,17 @@ func (c *compiler) backendTLS(svc *corev1.Service, port *corev1.ServicePort) (*g
 			bad, badReason = fmt.Sprintf("%s: ConfigMap %s/%s does not exist", f, p.Namespace, ref.Name), string(gwv1.BackendTLSPolicyReasonInvalidCACertificateRef)
 			continue
 		}
-		pem := []byte(cm.Data["ca.crt"])
-		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		one := []byte(cm.Data["ca.crt"])
+		if !x509.NewCertPool().AppendCertsFromPEM(one) {
 			bad, badReason = fmt.Sprintf("%s: ConfigMap %s/%s has no PEM certificate under ca.crt", f, p.Namespace, ref.Name), string(gwv1.BackendTLSPolicyReasonInvalidCACertificateRef)
 			continue
 		}
-		pb.CaCertificates = append(pb.CaCertificates, pem...)
-		if pem[len(pem)-1] != '\n' {
-			pb.CaCertificates = append(pb.CaCertificates, '\n')
+		pem = append(pem, one...)
+		if one[len(one)-1] != '\n' {
+			pem = append(pem, '\n')
 		}
 	}
-	if len(pb.CaCertificates) == 0 {
-		if bad == "" {
-			bad, badReason = who+": spec.validation needs caCertificateRefs or wellKnownCACertificates", string(gwv1.BackendTLSPolicyReasonInvalidCACertificateRef)
-		}
-		c.policyStatus(p, false, string(gwv1.BackendTLSPolicyReasonNoValidCACertificate), bad, badReason, bad)
-		return nil, false
-	}
-	c.policyStatus(p, true, "", "", badReason, bad)
-	return pb, true
+	return pem, badReason, bad
 }
 
 // policyStatus records a BackendTLSPolicy's conditions for this Gateway

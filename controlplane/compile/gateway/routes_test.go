@@ -602,3 +602,26 @@ func TestInputOrder(t *testing.T) {
 		}
 	}
 }
+
+// Of two policies on the same Service, the younger is Conflicted; its
+// references are still judged, so ResolvedRefs says what is wrong with
+// them rather than claiming they resolve.
+func TestBackendTLSPolicyConflictedRefs(t *testing.T) {
+	crt, _ := certPEM(t, "a.example.com")
+	ca := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "gw", Name: "ca"}, Data: map[string]string{"ca.crt": string(crt)}}
+	policy := func(name string, created int64, cm string) *gwv1.BackendTLSPolicy {
+		p := &gwv1.BackendTLSPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "gw", Name: name, Generation: 2, CreationTimestamp: metav1.Unix(created, 0)}}
+		p.Spec.TargetRefs = []gwv1.LocalPolicyTargetReferenceWithSectionName{{LocalPolicyTargetReference: gwv1.LocalPolicyTargetReference{Kind: "Service", Name: "a"}}}
+		p.Spec.Validation = gwv1.BackendTLSPolicyValidation{Hostname: "a.example.com", CACertificateRefs: []gwv1.LocalObjectReference{{Kind: "ConfigMap", Name: gwv1.ObjectName(cm)}}}
+		return p
+	}
+	r := compile(base(t, httpGW(), hroute("gw", "r", nil), ca, policy("old", 1, "ca"), policy("young", 2, "missing")))
+	got := map[string][]metav1.Condition{}
+	for _, ps := range r.Policies {
+		got[ps.Policy.Name] = ps.Ancestor.Conditions
+	}
+	wantCond(t, "old", got["old"], "Accepted", true, "Accepted")
+	wantCond(t, "old", got["old"], "ResolvedRefs", true, "ResolvedRefs")
+	wantCond(t, "young", got["young"], "Accepted", false, "Conflicted")
+	wantCond(t, "young", got["young"], "ResolvedRefs", false, "InvalidCACertificateRef")
+}
