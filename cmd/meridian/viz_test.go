@@ -308,7 +308,7 @@ func newPodProxyFront(t *testing.T, cfg *rest.Config, proxies map[string]*sideca
 func TestVizLocalDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	d, err := launch.Start(ctx, launch.Options{WebAddr: "127.0.0.1:0", VoteRate: 50})
+	d, err := launch.Start(ctx, launch.Options{WebAddr: "127.0.0.1:0", GatewayAddr: "127.0.0.1:0", GatewayHTTPAddr: "127.0.0.1:0", VoteRate: 50})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +348,8 @@ func TestVizLocalDemo(t *testing.T) {
 			}
 		}
 		var idle []string
-		for _, s := range []string{"web", "emoji", "voting"} {
+		// The gateway like any workload: what it served to the bot.
+		for _, s := range []string{"web", "emoji", "voting", launch.GatewayWorkload} {
 			if !served[s] {
 				idle = append(idle, s)
 			}
@@ -377,7 +378,8 @@ func TestVizLocalDemo(t *testing.T) {
 			t.Errorf("viz edges: %s → %s in namespace %q, want emojivoto", e.Src, e.Dst, e.DstNS)
 		}
 	}
-	for _, e := range []string{"web → emoji", "web → voting"} {
+	// The gateway's calls are web's edge from it, by its own identity.
+	for _, e := range []string{"web → emoji", "web → voting", launch.GatewayWorkload + " → web"} {
 		if !secured[e] {
 			t.Errorf("viz edges: no mTLS edge %s:\n%s", e, out)
 		}
@@ -409,13 +411,17 @@ func TestVizLocalDemo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ok := 0
+		ok, gateway, gatewayEdge := 0, false, false
 		for _, w := range snap.Workloads {
 			if w.Requests != nil && *w.Requests > 0 && w.Namespace == "emojivoto" {
 				ok++
+				gateway = gateway || w.Name == launch.GatewayWorkload
 			}
 		}
-		if ok >= 3 && len(snap.Edges) >= 3 {
+		for _, e := range snap.Edges {
+			gatewayEdge = gatewayEdge || e.Src == launch.GatewayWorkload && e.Dst == "web" && e.Secured
+		}
+		if ok >= 4 && gateway && gatewayEdge && len(snap.Edges) >= 3 {
 			break
 		}
 		if time.Now().After(deadline) {
