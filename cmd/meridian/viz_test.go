@@ -340,7 +340,8 @@ func TestVizLocalDemo(t *testing.T) {
 		}
 		served := map[string]bool{}
 		for _, r := range rows {
-			if r.MeshedPods != 1 || r.TotalPods != 1 || r.Kind != "proxy" {
+			// Each row's namespace is its proxy's identity's (/identity), the gateway's too.
+			if r.MeshedPods != 1 || r.TotalPods != 1 || r.Kind != "proxy" || r.Namespace != "emojivoto" {
 				t.Errorf("%s: %+v", r.Name, r)
 			}
 			if r.Requests != nil && *r.Requests > 0 && r.SuccessRate != nil && r.LatencyP99 != nil {

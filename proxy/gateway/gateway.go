@@ -155,6 +155,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.admin.Handle("GET /gateway", http.HandlerFunc(g.diagnostics))
 	if cfg.Identity != nil {
+		g.admin.Handle("GET /identity", tlsid.Handler(cfg.Identity))
 		obtained := func() int64 {
 			if cfg.Identity.Expiry().IsZero() {
 				return 0
