@@ -352,9 +352,8 @@ func (d *Demo) grpcService(ctx context.Context, o Options, name, service string,
 	return d.proxy(ctx, o, name, service, ln.Addr(), "127.0.0.1:0")
 }
 
-// proxy starts a sidecar for the application at app (nil for a client-only
-// workload) that follows the control plane and registers its workload as
-// serving service.
+// proxy starts a sidecar for the application at app that follows the
+// control plane and registers its workload as serving service.
 func (d *Demo) proxy(ctx context.Context, o Options, name, service string, app net.Addr, inboundAddr string) (*Service, error) {
 	resolver := dstclient.New(d.cc, dstclient.Options{Token: "emojivoto/" + name, Log: o.Log.With("proxy", name)})
 	// The proxy's identity: the service account named after the workload,
@@ -371,17 +370,15 @@ func (d *Demo) proxy(ctx context.Context, o Options, name, service string, app n
 	}
 	d.goServe(name+" identity", func() error { id.Run(ctx); return nil })
 	cfg := sidecar.Config{
-		OutboundAddr: "127.0.0.1:0",
-		InboundAddr:  inboundAddr,
-		AdminAddr:    "127.0.0.1:0",
-		Resolver:     resolver,
-		Balancer:     balance.PeakEWMA,
-		DrainTimeout: 2 * time.Second,
-		Log:          o.Log.With("proxy", name),
-		Identity:     id,
-	}
-	if app != nil {
-		cfg.InboundForward = app.String()
+		OutboundAddr:   "127.0.0.1:0",
+		InboundAddr:    inboundAddr,
+		AdminAddr:      "127.0.0.1:0",
+		Resolver:       resolver,
+		Balancer:       balance.PeakEWMA,
+		DrainTimeout:   2 * time.Second,
+		Log:            o.Log.With("proxy", name),
+		Identity:       id,
+		InboundForward: app.String(),
 	}
 	p, err := sidecar.New(cfg)
 	if err != nil {
@@ -391,8 +388,7 @@ func (d *Demo) proxy(ctx context.Context, o Options, name, service string, app n
 	s := &Service{Name: name, App: app, Outbound: out, Inbound: in, Admin: admin, Proxy: p, Identity: id}
 	d.Services = append(d.Services, s)
 	d.goServe(name+" proxy", func() error { return p.Run(ctx) })
-	// Every workload registers, client-only ones too (without a service):
-	// the registration's token is their proof of identity.
+	// The registration's token is the workload's proof of identity.
 	s.registered = make(chan struct{})
 	var once sync.Once
 	w := dstclient.Workload{Name: name, Namespace: Namespace, Service: service, ServiceAccount: name,
@@ -441,11 +437,7 @@ func (d *Demo) PrintSummary(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  SERVICE\tAPP\tPROXY OUTBOUND\tPROXY INBOUND\tMETRICS")
 	for _, s := range d.Services {
-		app := "-"
-		if s.App != nil {
-			app = s.App.String()
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\thttp://%s/metrics\n", s.Name, app, s.Outbound, s.Inbound, s.Admin)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\thttp://%s/metrics\n", s.Name, s.App, s.Outbound, s.Inbound, s.Admin)
 	}
 	g := d.Gateway
 	fmt.Fprintf(tw, "  %s\t(gateway %s/%s)\t-\t%s %s\thttp://%s/metrics\n", g.Name, Namespace, GatewayName, g.HTTPS, g.HTTP, g.Admin)
