@@ -59,7 +59,6 @@ import (
 const (
 	EmojiAuthority  = "emoji-svc.emojivoto:8080"
 	VotingAuthority = "voting-svc.emojivoto:8080"
-	WebAuthority    = "web-svc.emojivoto:80"
 )
 
 //go:embed manifests
