@@ -113,7 +113,12 @@ func TestVizStatKube(t *testing.T) {
 	// answered by the real proxies. After the first round of reads (one
 	// per meshed pod), the traffic: 12 plaintext requests to each web
 	// proxy (3 of them failing), and 4 from web-1's proxy to voting's.
-	front := newPodProxyFront(t, cfg, proxies)
+	admins := map[string]string{}
+	for k, px := range proxies {
+		_, _, admin := px.Addrs()
+		admins[k] = admin.String()
+	}
+	front := newPodProxyFront(t, cfg, admins)
 	traffic := func() {
 		c := &http.Client{Timeout: 5 * time.Second}
 		send := func(addr, host string, n, failing int) {
@@ -247,7 +252,8 @@ func runViz(ctx context.Context, args ...string) (string, error) {
 }
 
 // podProxyFront is the API server, except that pod proxy requests to the
-// named pods' admin ports go to real proxies' admin servers.
+// named pods' admin ports ("ns/pod:port") go to real proxies' admin
+// servers (at their addresses).
 type podProxyFront struct {
 	*httptest.Server
 	mu    sync.Mutex
@@ -264,22 +270,21 @@ func (f *podProxyFront) afterReads(n int, then func()) {
 	f.reads, f.after, f.then = 0, n, then
 }
 
-func newPodProxyFront(t *testing.T, cfg *rest.Config, proxies map[string]*sidecar.Proxy) *podProxyFront {
+func newPodProxyFront(t *testing.T, cfg *rest.Config, admins map[string]string) *podProxyFront {
 	t.Helper()
 	api := realAPIServer(t, cfg)
 	f := &podProxyFront{}
 	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m := podProxyPath.FindStringSubmatch(r.URL.Path)
-		var px *sidecar.Proxy
+		var admin string
 		if m != nil {
-			px = proxies[m[1]+"/"+m[2]+":"+m[3]]
+			admin = admins[m[1]+"/"+m[2]+":"+m[3]]
 		}
-		if px == nil {
+		if admin == "" {
 			api.ServeHTTP(w, r)
 			return
 		}
-		_, _, admin := px.Addrs()
-		resp, err := http.Get((&url.URL{Scheme: "http", Host: admin.String(), Path: "/" + m[4]}).String())
+		resp, err := http.Get((&url.URL{Scheme: "http", Host: admin, Path: "/" + m[4]}).String())
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
