@@ -72,7 +72,7 @@ request and record golden metrics. Ctrl-C stops everything.`,
 	cmd.Flags().StringVar(&o.WebAddr, "web-addr", "127.0.0.1:0", "address of the web service's proxy's inbound listener (plaintext, beside the gateway)")
 	cmd.Flags().Float64Var(&o.VoteRate, "vote-rate", 5, "votes per second from the vote bot (0 to disable)")
 	cmd.Flags().DurationVar(&every, "stats-every", 10*time.Second, "how often to print each service's success rate and request rate (0 to disable)")
-	cmd.Flags().StringVar(&o.Manifests, "manifests", "", "directory of objects for the control plane (default: the demo's own, in a temporary directory); edits apply live; the demo writes demo-workloads.yaml and demo-gateway-cert.yaml (the gateway's certificate) there for the run and removes them at exit")
+	cmd.Flags().StringVar(&o.Manifests, "manifests", "", "directory of objects for the control plane (default: the demo's own, in a temporary directory); edits apply live; it needs the Gateway emojivoto/edge of the demo's own; the demo writes demo-workloads.yaml and demo-gateway-cert.yaml (the gateway's certificate) there for the run and removes them at exit")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "proxy and controller log level: debug, info, warn or error")
 	cmd.Flags().StringVar(&dashAddr, "dashboard-addr", "127.0.0.1:50750", "address of the viz dashboard (empty: none)")
 	return cmd

@@ -200,8 +200,10 @@ func (d *Demo) startGateway(ctx, startCtx context.Context, o Options, roots *x50
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the gateway did not open its listeners (ports %d and %d of Gateway %s/%s) within 10s: %+v",
-				GatewayHTTPSPort, GatewayHTTPPort, Namespace, GatewayName, g.Diagnostics())
+			diag := g.Diagnostics()
+			return fmt.Errorf("the gateway did not open its listeners within 10s: the served directory needs the Gateway %s/%s "+
+				"with listeners on ports %d and %d, as demo/launch/manifests/emojivoto.yaml has (serving: version %q, rejected %+v, refused %+v)",
+				Namespace, GatewayName, GatewayHTTPSPort, GatewayHTTPPort, diag.Version, diag.Rejected, diag.Refused)
 		}
 		select {
 		case err := <-d.errs:
