@@ -242,11 +242,12 @@ func (c *Client) list(ctx context.Context, s labels.Selector) ([]corev1.Pod, err
 	return pods, nil
 }
 
-// ProxyAdminPort is the port of pod's proxy admin server. It fails, saying
-// so, when the pod is not meshed.
+// ProxyAdminPort is the port of pod's proxy admin server: its injected
+// proxy's, or a Gateway's pod's gateway proxy's. It fails, saying so, when
+// the pod is not meshed.
 func ProxyAdminPort(pod *corev1.Pod) (int32, error) {
 	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
-		if c.Name != names.ProxyContainerName {
+		if c.Name != names.ProxyContainerName && c.Name != names.GatewayContainerName {
 			continue
 		}
 		for _, p := range c.Ports {

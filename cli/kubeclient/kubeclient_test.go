@@ -52,6 +52,9 @@ func TestProxyAdminPort(t *testing.T) {
 		"regular container, named port": {pod(nil, []corev1.Container{app, {Name: "meridian-proxy",
 			Ports: []corev1.ContainerPort{{Name: "meridian-admin", ContainerPort: 4192}}}}), 4192},
 		"no named port": {pod([]corev1.Container{{Name: "meridian-proxy"}}, nil), AdminPort},
+		// A Gateway's pod (controlplane/gateway/provision) is its own proxy.
+		"gateway": {pod(nil, []corev1.Container{{Name: "meridian-gateway",
+			Ports: []corev1.ContainerPort{{Name: "meridian-admin", ContainerPort: 4191}, {ContainerPort: 8443}}}}), 4191},
 	} {
 		if got, err := ProxyAdminPort(c.pod); err != nil || got != c.want {
 			t.Errorf("%s: %d, %v; want %d", name, got, err, c.want)

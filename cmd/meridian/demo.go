@@ -26,8 +26,11 @@ func newDemoCmd() *cobra.Command {
 		Use:   "demo",
 		Short: "Run the emojivoto demo meshed on this machine, no cluster needed",
 		Long: `Starts the control plane in local mode and the emojivoto demo application on
-loopback with a Meridian sidecar proxy beside every service, and a bot that
-votes steadily. Proxies register their workloads and follow the control plane,
+loopback with a Meridian sidecar proxy beside every service, the edge gateway
+in front of web (HTTPS on --gateway-addr with a self-signed certificate made
+for the run, written as the Secret edge-cert into the served directory; HTTP on
+--gateway-http-addr redirects to it), and a bot that votes steadily through the
+gateway. Proxies register their workloads and follow the control plane,
 over TLS with the controller's identity; each workload is declared in the
 served directory (demo-workloads.yaml, written for the run) with a credential
 generated for it and given only to its proxy, so no other process can register
@@ -64,10 +67,12 @@ request and record golden metrics. Ctrl-C stops everything.`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&o.WebAddr, "web-addr", "127.0.0.1:8080", "address of the web UI (the web service's proxy)")
+	cmd.Flags().StringVar(&o.GatewayAddr, "gateway-addr", "127.0.0.1:8443", "address of the web UI: the edge gateway's HTTPS listener (the Gateway's port 8443)")
+	cmd.Flags().StringVar(&o.GatewayHTTPAddr, "gateway-http-addr", "127.0.0.1:8080", "address of the gateway's HTTP listener (the Gateway's port 8080), which redirects to HTTPS")
+	cmd.Flags().StringVar(&o.WebAddr, "web-addr", "127.0.0.1:0", "address of the web service's proxy's inbound listener (plaintext, beside the gateway)")
 	cmd.Flags().Float64Var(&o.VoteRate, "vote-rate", 5, "votes per second from the vote bot (0 to disable)")
 	cmd.Flags().DurationVar(&every, "stats-every", 10*time.Second, "how often to print each service's success rate and request rate (0 to disable)")
-	cmd.Flags().StringVar(&o.Manifests, "manifests", "", "directory of objects for the control plane (default: the demo's own, in a temporary directory); edits apply live; the demo writes demo-workloads.yaml there for the run and removes it at exit")
+	cmd.Flags().StringVar(&o.Manifests, "manifests", "", "directory of objects for the control plane (default: the demo's own, in a temporary directory); edits apply live; it needs the Gateway emojivoto/edge of the demo's own; the demo writes demo-workloads.yaml and demo-gateway-cert.yaml (the gateway's certificate) there for the run and removes them at exit")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "proxy and controller log level: debug, info, warn or error")
 	cmd.Flags().StringVar(&dashAddr, "dashboard-addr", "127.0.0.1:50750", "address of the viz dashboard (empty: none)")
 	return cmd
@@ -77,9 +82,9 @@ request and record golden metrics. Ctrl-C stops everything.`,
 // ctx ends, and returns its URL.
 func serveDemoDashboard(ctx context.Context, d *launch.Demo, addr string) (string, error) {
 	var ws []dashboard.Workload
-	for _, s := range d.Services {
-		admin := s.Admin.String()
-		ws = append(ws, dashboard.Workload{Namespace: launch.Namespace, Kind: "proxy", Name: s.Name, Total: 1, Proxies: []dashboard.Proxy{{Key: admin,
+	for _, p := range d.Proxies() {
+		admin := p.Admin.String()
+		ws = append(ws, dashboard.Workload{Namespace: launch.Namespace, Kind: "proxy", Name: p.Name, Total: 1, Proxies: []dashboard.Proxy{{Key: admin,
 			Read: func(ctx context.Context) ([]byte, error) { return adminGet(ctx, admin, "metrics") }}}})
 	}
 	ln, err := net.Listen("tcp", addr)

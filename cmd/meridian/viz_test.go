@@ -113,7 +113,12 @@ func TestVizStatKube(t *testing.T) {
 	// answered by the real proxies. After the first round of reads (one
 	// per meshed pod), the traffic: 12 plaintext requests to each web
 	// proxy (3 of them failing), and 4 from web-1's proxy to voting's.
-	front := newPodProxyFront(t, cfg, proxies)
+	admins := map[string]string{}
+	for k, px := range proxies {
+		_, _, admin := px.Addrs()
+		admins[k] = admin.String()
+	}
+	front := newPodProxyFront(t, cfg, admins)
 	traffic := func() {
 		c := &http.Client{Timeout: 5 * time.Second}
 		send := func(addr, host string, n, failing int) {
@@ -247,7 +252,8 @@ func runViz(ctx context.Context, args ...string) (string, error) {
 }
 
 // podProxyFront is the API server, except that pod proxy requests to the
-// named pods' admin ports go to real proxies' admin servers.
+// named pods' admin ports ("ns/pod:port") go to real proxies' admin
+// servers (at their addresses).
 type podProxyFront struct {
 	*httptest.Server
 	mu    sync.Mutex
@@ -264,22 +270,21 @@ func (f *podProxyFront) afterReads(n int, then func()) {
 	f.reads, f.after, f.then = 0, n, then
 }
 
-func newPodProxyFront(t *testing.T, cfg *rest.Config, proxies map[string]*sidecar.Proxy) *podProxyFront {
+func newPodProxyFront(t *testing.T, cfg *rest.Config, admins map[string]string) *podProxyFront {
 	t.Helper()
 	api := realAPIServer(t, cfg)
 	f := &podProxyFront{}
 	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m := podProxyPath.FindStringSubmatch(r.URL.Path)
-		var px *sidecar.Proxy
+		var admin string
 		if m != nil {
-			px = proxies[m[1]+"/"+m[2]+":"+m[3]]
+			admin = admins[m[1]+"/"+m[2]+":"+m[3]]
 		}
-		if px == nil {
+		if admin == "" {
 			api.ServeHTTP(w, r)
 			return
 		}
-		_, _, admin := px.Addrs()
-		resp, err := http.Get((&url.URL{Scheme: "http", Host: admin.String(), Path: "/" + m[4]}).String())
+		resp, err := http.Get((&url.URL{Scheme: "http", Host: admin, Path: "/" + m[4]}).String())
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
@@ -308,7 +313,7 @@ func newPodProxyFront(t *testing.T, cfg *rest.Config, proxies map[string]*sideca
 func TestVizLocalDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	d, err := launch.Start(ctx, launch.Options{WebAddr: "127.0.0.1:0", VoteRate: 50})
+	d, err := launch.Start(ctx, launch.Options{WebAddr: "127.0.0.1:0", GatewayAddr: "127.0.0.1:0", GatewayHTTPAddr: "127.0.0.1:0", VoteRate: 50})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +345,8 @@ func TestVizLocalDemo(t *testing.T) {
 		}
 		served := map[string]bool{}
 		for _, r := range rows {
-			if r.MeshedPods != 1 || r.TotalPods != 1 || r.Kind != "proxy" {
+			// Each row's namespace is its proxy's identity's (/identity), the gateway's too.
+			if r.MeshedPods != 1 || r.TotalPods != 1 || r.Kind != "proxy" || r.Namespace != "emojivoto" {
 				t.Errorf("%s: %+v", r.Name, r)
 			}
 			if r.Requests != nil && *r.Requests > 0 && r.SuccessRate != nil && r.LatencyP99 != nil {
@@ -348,7 +354,8 @@ func TestVizLocalDemo(t *testing.T) {
 			}
 		}
 		var idle []string
-		for _, s := range []string{"web", "emoji", "voting"} {
+		// The gateway like any workload: what it served to the bot.
+		for _, s := range []string{"web", "emoji", "voting", launch.GatewayWorkload} {
 			if !served[s] {
 				idle = append(idle, s)
 			}
@@ -377,7 +384,8 @@ func TestVizLocalDemo(t *testing.T) {
 			t.Errorf("viz edges: %s → %s in namespace %q, want emojivoto", e.Src, e.Dst, e.DstNS)
 		}
 	}
-	for _, e := range []string{"web → emoji", "web → voting"} {
+	// The gateway's calls are web's edge from it, by its own identity.
+	for _, e := range []string{"web → emoji", "web → voting", launch.GatewayWorkload + " → web"} {
 		if !secured[e] {
 			t.Errorf("viz edges: no mTLS edge %s:\n%s", e, out)
 		}
@@ -409,13 +417,17 @@ func TestVizLocalDemo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ok := 0
+		ok, gateway, gatewayEdge := 0, false, false
 		for _, w := range snap.Workloads {
 			if w.Requests != nil && *w.Requests > 0 && w.Namespace == "emojivoto" {
 				ok++
+				gateway = gateway || w.Name == launch.GatewayWorkload
 			}
 		}
-		if ok >= 3 && len(snap.Edges) >= 3 {
+		for _, e := range snap.Edges {
+			gatewayEdge = gatewayEdge || e.Src == launch.GatewayWorkload && e.Dst == "web" && e.Secured
+		}
+		if ok >= 4 && gateway && gatewayEdge && len(snap.Edges) >= 3 {
 			break
 		}
 		if time.Now().After(deadline) {

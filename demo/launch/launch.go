@@ -2,14 +2,17 @@
 // control plane in local mode over the demo's manifests, every service on
 // loopback with its own sidecar proxy beside it (each proxy registers its
 // workload and follows the destination API), services talking to each other
-// only through those proxies, and a bot generating traffic. It is what
-// `meridian demo` runs.
+// only through those proxies, an edge gateway in front of web (HTTPS with a
+// certificate generated for the run) and a bot sending its traffic through
+// the gateway. It is what `meridian demo` runs.
 package launch
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"embed"
 	"encoding/hex"
 	"errors"
@@ -20,11 +23,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -54,7 +59,6 @@ import (
 const (
 	EmojiAuthority  = "emoji-svc.emojivoto:8080"
 	VotingAuthority = "voting-svc.emojivoto:8080"
-	WebAuthority    = "web-svc.emojivoto:80"
 )
 
 //go:embed manifests
@@ -65,9 +69,15 @@ const Namespace = "emojivoto"
 
 // Options configure a demo run.
 type Options struct {
-	// WebAddr is where the browser reaches the web UI: the web service's
-	// sidecar inbound listener (a non-meshed client, like an ingress).
+	// WebAddr is the web service's sidecar inbound listener. Default
+	// 127.0.0.1:0: browsers and the bot come through the gateway.
 	WebAddr string
+	// GatewayAddr is where the gateway's HTTPS listener (the Gateway's
+	// port 8443) is opened: the web UI's address. Default 127.0.0.1:8443.
+	GatewayAddr string
+	// GatewayHTTPAddr is where its HTTP listener (port 8080), which
+	// redirects to HTTPS, is opened. Default 127.0.0.1:8080.
+	GatewayHTTPAddr string
 	// VoteRate is the bot's votes per second; 0 disables the bot.
 	VoteRate float64
 	// Manifests is a directory of objects for the control plane's local
@@ -94,8 +104,13 @@ type Service struct {
 // Demo is a running demo.
 type Demo struct {
 	Services []*Service
-	WebURL   string
-	Bot      *votebot.Bot
+	// Gateway is the edge gateway in front of web; URL its HTTPS address.
+	Gateway *Gateway
+	URL     string
+	// WebURL is web's proxy's inbound listener, plaintext (not the way in
+	// from outside: that is URL).
+	WebURL string
+	Bot    *votebot.Bot
 	// Manifests is the directory the control plane serves; Destination its API.
 	Manifests   string
 	Destination string
@@ -114,7 +129,13 @@ type Demo struct {
 // Start brings the demo up and returns once every proxy is serving.
 func Start(ctx context.Context, o Options) (_ *Demo, err error) {
 	if o.WebAddr == "" {
-		o.WebAddr = "127.0.0.1:8080"
+		o.WebAddr = "127.0.0.1:0"
+	}
+	if o.GatewayAddr == "" {
+		o.GatewayAddr = "127.0.0.1:8443"
+	}
+	if o.GatewayHTTPAddr == "" {
+		o.GatewayHTTPAddr = "127.0.0.1:8080"
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -127,7 +148,8 @@ func Start(ctx context.Context, o Options) (_ *Demo, err error) {
 		}
 	}()
 
-	if err := d.startControlPlane(runCtx, &o); err != nil {
+	roots, err := d.startControlPlane(runCtx, &o)
+	if err != nil {
 		return nil, err
 	}
 
@@ -170,55 +192,67 @@ func Start(ctx context.Context, o Options) (_ *Demo, err error) {
 	})
 	d.WebURL = "http://" + webSvc.Inbound.String()
 
-	// vote-bot: a client-only workload; the control plane routes web-svc.
-	botSvc, err := d.proxy(runCtx, o, "vote-bot", "", nil, "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
 	if err := d.awaitRegistrations(ctx); err != nil {
 		return nil, err
 	}
+	// The edge gateway in front of web, and the bot, a client from outside
+	// the mesh, sending its traffic through it over HTTPS.
+	if err := d.startGateway(runCtx, ctx, o, roots); err != nil {
+		return nil, err
+	}
+	d.URL = "https://" + d.Gateway.HTTPS.String()
 	if o.VoteRate > 0 {
-		d.Bot = &votebot.Bot{Target: "http://" + botSvc.Outbound.String(), Host: WebAuthority, Rate: o.VoteRate}
+		d.Bot = &votebot.Bot{Target: d.URL, Rate: o.VoteRate, Client: d.Gateway.Client(10 * time.Second)}
 		d.goServe("vote-bot", func() error { return d.Bot.Run(runCtx) })
 	}
 	return d, nil
 }
 
-// startControlPlane runs the controller in local mode over the manifests.
-func (d *Demo) startControlPlane(ctx context.Context, o *Options) error {
+// startControlPlane runs the controller in local mode over the manifests,
+// with the gateway's certificate written beside them; it returns the
+// certificate as a trust anchor.
+func (d *Demo) startControlPlane(ctx context.Context, o *Options) (*x509.CertPool, error) {
 	dir := o.Manifests
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "meridian-demo-")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		d.cleanup = append(d.cleanup, func() { os.RemoveAll(tmp) })
 		b, err := manifests.ReadFile("manifests/emojivoto.yaml")
 		if err != nil {
-			return err
+			return nil, err
+		}
+		b, err = redirectPort(b, o.GatewayAddr)
+		if err != nil {
+			return nil, err
 		}
 		if err := os.WriteFile(filepath.Join(tmp, "emojivoto.yaml"), b, 0o644); err != nil {
-			return err
+			return nil, err
 		}
 		dir = tmp
 	}
 	d.Manifests = dir
+	certFile, roots, err := writeGatewayCert(dir)
+	if err != nil {
+		return nil, fmt.Errorf("the gateway's certificate: %w", err)
+	}
+	d.cleanup = append(d.cleanup, func() { os.Remove(certFile) })
 	ca, err := identity.Generate(spiffeid.RequireTrustDomainFromString(compile.DefaultTrustDomain))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	d.CA = ca
 	// Each workload the demo starts is declared with a credential of its
 	// own, handed only to its proxy: the controller admits no other process.
 	decl, err := d.declareWorkloads(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	d.cleanup = append(d.cleanup, func() { os.Remove(decl) })
 	apiID, err := identity.ID(ca.TrustDomain, ControllerNamespace, ControllerServiceAccount)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	addrs := make(chan string, 1)
 	d.goServe("controller", func() error {
@@ -230,9 +264,9 @@ func (d *Demo) startControlPlane(ctx context.Context, o *Options) error {
 	select {
 	case d.Destination = <-addrs:
 	case err := <-d.errs:
-		return err
+		return nil, err
 	case <-time.After(10 * time.Second):
-		return errors.New("the control plane did not start within 10s")
+		return nil, errors.New("the control plane did not start within 10s")
 	}
 	// The API is served over TLS with the controller's identity, verified
 	// with the mesh's trust anchors, as meridian-proxy --destination-identity does.
@@ -240,11 +274,11 @@ func (d *Demo) startControlPlane(ctx context.Context, o *Options) error {
 	tlsCfg.MinVersion = tls.VersionTLS13
 	cc, err := grpc.NewClient("passthrough:///"+d.Destination, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	d.cc = cc
 	d.cleanup = append(d.cleanup, func() { cc.Close() })
-	return nil
+	return roots, nil
 }
 
 // The controller's identity in the demo, as the chart names it.
@@ -255,7 +289,8 @@ const (
 
 // demoWorkloads are the workloads the demo starts and the service each serves.
 var demoWorkloads = []struct{ name, service string }{
-	{"emoji", "emoji-svc"}, {"voting", "voting-svc"}, {"web", "web-svc"}, {"vote-bot", ""},
+	{"emoji", "emoji-svc"}, {"voting", "voting-svc"}, {"web", "web-svc"},
+	{GatewayWorkload, ""}, // client-only: the gateway is no endpoint of any service
 }
 
 // declareWorkloads writes the declaration of every demo workload into dir
@@ -316,9 +351,8 @@ func (d *Demo) grpcService(ctx context.Context, o Options, name, service string,
 	return d.proxy(ctx, o, name, service, ln.Addr(), "127.0.0.1:0")
 }
 
-// proxy starts a sidecar for the application at app (nil for a client-only
-// workload) that follows the control plane and registers its workload as
-// serving service.
+// proxy starts a sidecar for the application at app that follows the
+// control plane and registers its workload as serving service.
 func (d *Demo) proxy(ctx context.Context, o Options, name, service string, app net.Addr, inboundAddr string) (*Service, error) {
 	resolver := dstclient.New(d.cc, dstclient.Options{Token: "emojivoto/" + name, Log: o.Log.With("proxy", name)})
 	// The proxy's identity: the service account named after the workload,
@@ -335,17 +369,15 @@ func (d *Demo) proxy(ctx context.Context, o Options, name, service string, app n
 	}
 	d.goServe(name+" identity", func() error { id.Run(ctx); return nil })
 	cfg := sidecar.Config{
-		OutboundAddr: "127.0.0.1:0",
-		InboundAddr:  inboundAddr,
-		AdminAddr:    "127.0.0.1:0",
-		Resolver:     resolver,
-		Balancer:     balance.PeakEWMA,
-		DrainTimeout: 2 * time.Second,
-		Log:          o.Log.With("proxy", name),
-		Identity:     id,
-	}
-	if app != nil {
-		cfg.InboundForward = app.String()
+		OutboundAddr:   "127.0.0.1:0",
+		InboundAddr:    inboundAddr,
+		AdminAddr:      "127.0.0.1:0",
+		Resolver:       resolver,
+		Balancer:       balance.PeakEWMA,
+		DrainTimeout:   2 * time.Second,
+		Log:            o.Log.With("proxy", name),
+		Identity:       id,
+		InboundForward: app.String(),
 	}
 	p, err := sidecar.New(cfg)
 	if err != nil {
@@ -355,8 +387,7 @@ func (d *Demo) proxy(ctx context.Context, o Options, name, service string, app n
 	s := &Service{Name: name, App: app, Outbound: out, Inbound: in, Admin: admin, Proxy: p, Identity: id}
 	d.Services = append(d.Services, s)
 	d.goServe(name+" proxy", func() error { return p.Run(ctx) })
-	// Every workload registers, client-only ones too (without a service):
-	// the registration's token is their proof of identity.
+	// The registration's token is the workload's proof of identity.
 	s.registered = make(chan struct{})
 	var once sync.Once
 	w := dstclient.Workload{Name: name, Namespace: Namespace, Service: service, ServiceAccount: name,
@@ -399,38 +430,56 @@ func (d *Demo) stop() {
 // PrintSummary writes where to look.
 func (d *Demo) PrintSummary(w io.Writer) {
 	fmt.Fprintf(w, "Meridian demo: emojivoto, meshed on loopback with mutual TLS (Ctrl-C to stop)\n\n")
-	fmt.Fprintf(w, "  web UI         %s\n", d.WebURL)
-	fmt.Fprintf(w, "  control plane  %s (destination API), serving %s\n\n", d.Destination, d.Manifests)
+	fmt.Fprintf(w, "  web UI         %s (the edge gateway; its certificate is self-signed, made for this run)\n", d.URL)
+	fmt.Fprintf(w, "                 http://%s redirects there\n", d.Gateway.HTTP)
+	fmt.Fprintf(w, "  control plane  %s (destination, identity and gateway APIs), serving %s\n\n", d.Destination, d.Manifests)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  SERVICE\tAPP\tPROXY OUTBOUND\tPROXY INBOUND\tMETRICS")
 	for _, s := range d.Services {
-		app := "-"
-		if s.App != nil {
-			app = s.App.String()
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\thttp://%s/metrics\n", s.Name, app, s.Outbound, s.Inbound, s.Admin)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\thttp://%s/metrics\n", s.Name, s.App, s.Outbound, s.Inbound, s.Admin)
 	}
+	g := d.Gateway
+	fmt.Fprintf(tw, "  %s\t(gateway %s/%s)\t-\t%s %s\thttp://%s/metrics\n", g.Name, Namespace, GatewayName, g.HTTPS, g.HTTP, g.Admin)
 	tw.Flush()
 	var proxies []string
-	for _, s := range d.Services {
-		proxies = append(proxies, s.Name+"="+s.Admin.String())
+	for _, p := range d.Proxies() {
+		proxies = append(proxies, p.Name+"="+p.Admin.String())
 	}
 	fmt.Fprintf(w, "\n  Golden metrics:  meridian viz stat %s\n", strings.Join(proxies, " "))
 	fmt.Fprintf(w, "  Who calls whom:  meridian viz edges %s\n", strings.Join(proxies, " "))
 }
 
+// Proxy names a proxy of the demo (a sidecar or the gateway) and its admin
+// listener (/metrics).
+type Proxy struct {
+	Name    string
+	Admin   net.Addr
+	Metrics prometheus.Gatherer
+	Gateway bool
+}
+
+// Proxies are the demo's sidecars, then its gateway.
+func (d *Demo) Proxies() []Proxy {
+	var out []Proxy
+	for _, s := range d.Services {
+		out = append(out, Proxy{Name: s.Name, Admin: s.Admin, Metrics: s.Proxy.Metrics().Gatherer()})
+	}
+	if g := d.Gateway; g != nil {
+		out = append(out, Proxy{Name: g.Name, Admin: g.Admin, Metrics: g.Proxy.Metrics().Gatherer(), Gateway: true})
+	}
+	return out
+}
+
 // Counts are a service's inbound responses so far, by classification.
 type Counts struct{ Success, Failure float64 }
 
-// Inbound returns each served service's inbound response counts, read from
-// its proxy's metrics, the same numbers /metrics exposes.
+// Inbound returns the response counts of each served service's proxy
+// (inbound) and of the gateway (the requests it forwarded from outside),
+// read from their metrics, the same numbers /metrics exposes.
 func (d *Demo) Inbound() (map[string]Counts, error) {
 	out := map[string]Counts{}
-	for _, s := range d.Services {
-		if s.App == nil {
-			continue
-		}
-		mfs, err := s.Proxy.Metrics().Gatherer().Gather()
+	for _, p := range d.Proxies() {
+		mfs, err := p.Metrics.Gather()
 		if err != nil {
 			return nil, err
 		}
@@ -444,7 +493,9 @@ func (d *Demo) Inbound() (map[string]Counts, error) {
 				for _, l := range m.GetLabel() {
 					labels[l.GetName()] = l.GetValue()
 				}
-				if labels["direction"] != "inbound" {
+				// The gateway's requests leave it for backends: its series
+				// are outbound, each labelled with the Gateway.
+				if labels["direction"] != "inbound" && (!p.Gateway || labels["gateway"] == "") {
 					continue
 				}
 				if labels["classification"] == "success" {
@@ -454,7 +505,29 @@ func (d *Demo) Inbound() (map[string]Counts, error) {
 				}
 			}
 		}
-		out[s.Name] = c
+		out[p.Name] = c
 	}
 	return out, nil
+}
+
+// redirectPort makes the HTTP listener's redirect of the demo's own
+// manifests name the port the HTTPS listener is served on (--gateway-addr),
+// when that is not the Gateway's own 8443 (nor chosen by the system).
+func redirectPort(manifest []byte, gatewayAddr string) ([]byte, error) {
+	_, port, err := net.SplitHostPort(gatewayAddr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway address %q: %w", gatewayAddr, err)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("gateway address %q: port %q is not a port number", gatewayAddr, port)
+	}
+	if n == 0 || n == GatewayHTTPSPort {
+		return manifest, nil
+	}
+	const redirect = "requestRedirect: {scheme: https, port: 8443, statusCode: 301}"
+	if !bytes.Contains(manifest, []byte(redirect)) {
+		return nil, errors.New("the demo's manifest has no HTTP redirect to port 8443 to point to the gateway's address")
+	}
+	return bytes.Replace(manifest, []byte(redirect), []byte(fmt.Sprintf("requestRedirect: {scheme: https, port: %d, statusCode: 301}", n)), 1), nil
 }

@@ -13,14 +13,20 @@ import (
 	"github.com/meridian-mesh/meridian/demo/voting"
 )
 
-// The demo brought up end to end: the browser path reaches web through its
-// proxy, web reaches emoji and voting through proxies, the bot's traffic
-// shows up in every proxy's golden metrics, and the deliberate voting
-// failure is counted as a failure.
+// testOptions are the demo's, with every listener on a port of the
+// system's choosing.
+func testOptions(voteRate float64) Options {
+	return Options{WebAddr: "127.0.0.1:0", GatewayAddr: "127.0.0.1:0", GatewayHTTPAddr: "127.0.0.1:0", VoteRate: voteRate}
+}
+
+// The demo brought up end to end: web's proxy answers a plaintext client,
+// web reaches emoji and voting through proxies, the bot's traffic (through
+// the gateway) shows up in every proxy's golden metrics, and the
+// deliberate voting failure is counted as a failure.
 func TestDemoMeshed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := Start(ctx, Options{WebAddr: "127.0.0.1:0", VoteRate: 50})
+	d, err := Start(ctx, testOptions(50))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,10 +84,6 @@ func TestDemoMeshed(t *testing.T) {
 		case "web":
 			if in == 0 || out == 0 {
 				t.Errorf("web proxy: %d mTLS accepted, %d originated", in, out)
-			}
-		case "vote-bot":
-			if out == 0 {
-				t.Errorf("vote-bot proxy originated no mTLS connection")
 			}
 		}
 		if !s.Identity.HasCert() {

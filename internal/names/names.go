@@ -58,7 +58,11 @@ const (
 // Names in an injected pod.
 const (
 	ProxyContainerName = "meridian-proxy"
-	InitContainerName  = "meridian-init"
+	// GatewayContainerName is the gateway proxy's container in a Gateway's
+	// pods (controlplane/gateway/provision): a proxy too, with the same
+	// admin port.
+	GatewayContainerName = "meridian-gateway"
+	InitContainerName    = "meridian-init"
 	// InboundPortName names the proxy's inbound port (port names have at
 	// most 15 characters: "meridian-inbound" is refused).
 	InboundPortName = "meridian-proxy"

@@ -38,6 +38,7 @@ func TestObjectAndPortNames(t *testing.T) {
 		max        int
 	}{
 		{"container", ProxyContainerName, dnsLabel, 63},
+		{"container", GatewayContainerName, dnsLabel, 63},
 		{"container", InitContainerName, dnsLabel, 63},
 		{"port", InboundPortName, ianaSvcName, 15},
 		{"port", AdminPortName, ianaSvcName, 15},

@@ -191,6 +191,7 @@ func New(cfg Config) (*Gateway, error) {
 	})
 	g.metrics.PortListeners("inbound", g.openConns, int64(max(cfg.MaxConnections, 0)))
 	if cfg.Identity != nil {
+		g.admin.Handle("GET /identity", tlsid.Handler(cfg.Identity))
 		obtained := func() int64 {
 			if cfg.Identity.Expiry().IsZero() {
 				return 0

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,6 +106,18 @@ func TestMTLSToMeshedBackends(t *testing.T) {
 	}
 	if seen != 2 {
 		t.Errorf("%d response_total series for the two backends, want 2", seen)
+	}
+
+	// Its admin port says who it is, as a sidecar's does (meridian
+	// identity, and viz's namespace of a proxy named by its address).
+	ar, err := http.Get("http://" + g.AdminAddr().String() + "/identity")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(ar.Body)
+	ar.Body.Close()
+	if want := "# SPIFFE ID: " + tlsidtest.ID("gw-ns", "gateway").String() + "\n"; ar.StatusCode != 200 || !strings.Contains(string(body), want) {
+		t.Errorf("GET /identity: %s\n%s\nwant %q", ar.Status, body, want)
 	}
 }
 

@@ -277,7 +277,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	if cfg.Identity != nil {
-		p.admin.Handle("GET /identity", identityHandler(cfg.Identity))
+		p.admin.Handle("GET /identity", tlsid.Handler(cfg.Identity))
 		// identity_cert_refresh_count counts every certificate obtained, as
 		// Linkerd's does; Renewals leaves out the first.
 		obtained := func() int64 {

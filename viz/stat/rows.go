@@ -67,10 +67,15 @@ type Edge struct {
 // Edges are the clients of the workload namespace/name in its proxies'
 // pairs of reads, by client identity and TLS status.
 // The kubelet's probes make an edge of their own (Probe, from "kubelet").
+// A gateway's clients from outside the mesh make none: its requests are
+// edges of the workloads it calls, as its own mTLS identity.
 func Edges(namespace, name string, pairs []Pair) []Edge {
 	byKey := map[string]*Edge{}
-	for k, g := range Group(pairs, "inbound", "client_id", "tls", "route") {
-		parts := strings.SplitN(k, "|", 3)
+	for k, g := range Group(pairs, "inbound", "client_id", "tls", "route", GatewayLabel) {
+		parts := strings.SplitN(k, "|", 4)
+		if parts[3] != "" {
+			continue // a gateway's series: its tls and identities are its backends'
+		}
 		clientID, tls, probe := parts[0], parts[1], parts[2] == RouteProbe
 		key := clientID + "|" + tls + "|" + strconv.FormatBool(probe) // other routes: one edge
 		if e := byKey[key]; e != nil {

@@ -184,7 +184,7 @@ func (g *Golden) series(s Scrape, name string) []*dto.Metric {
 	}
 	var out []*dto.Metric
 	for _, m := range f.GetMetric() {
-		if label(m, "direction") != g.Direction {
+		if !inDirection(m, g.Direction) {
 			continue
 		}
 		// The kubelet's probes are not the workload's traffic: left out
@@ -196,6 +196,19 @@ func (g *Golden) series(s Scrape, name string) []*dto.Metric {
 	}
 	return out
 }
+
+// inDirection says whether m is traffic of direction. A gateway proxy's
+// request series are outbound (they leave it for backends) and carry its
+// Gateway's name (the gateway label, proxy/metrics.NewGateway): each is
+// also a request it served to a client from outside, so they count as
+// inbound too, and the gateway shows like any workload.
+func inDirection(m *dto.Metric, direction string) bool {
+	d := label(m, "direction")
+	return d == direction || direction == "inbound" && d == "outbound" && label(m, GatewayLabel) != ""
+}
+
+// GatewayLabel names the Gateway on a gateway proxy's request series.
+const GatewayLabel = "gateway"
 
 // RouteProbe is the route label the inbound proxy gives the kubelet's
 // probes (proxy/metrics.RouteProbe).

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
 )
 
@@ -230,5 +231,44 @@ response_total{direction="outbound",route="GET /c",classification="success"} 9
 	}
 	if gd.Requests != 2 || gd.Successes != 0 {
 		t.Fatalf("default route: %v requests, %v successes", gd.Requests, gd.Successes)
+	}
+}
+
+// A gateway proxy's registry (proxy/metrics.NewGateway) labels its requests
+// outbound, with its Gateway: they are what it served to clients from
+// outside, so its row counts them; its edges are its backends', so the
+// gateway makes none into itself (web's proxy shows the gateway as a
+// client, by its identity).
+func TestGatewayServes(t *testing.T) {
+	reg := metrics.NewGateway()
+	scrape := func(at time.Time) Scrape {
+		rec := httptest.NewRecorder()
+		reg.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return parse(t, rec.Body.String(), at)
+	}
+	t0 := time.Unix(1000, 0)
+	s0 := scrape(t0)
+	q := metrics.Request{Direction: "outbound", Authority: "web-svc.emojivoto.svc.cluster.local:80", Target: "127.0.0.1:4143",
+		Route: metrics.GatewayRoute("emojivoto/edge", "https", "HTTPRoute/emojivoto/web/0", "emojivoto/web-svc:80"),
+		TLS:   "true", ServerID: "spiffe://cluster.local/ns/emojivoto/sa/web"}
+	for i := range 20 {
+		reg.RequestStarted(q)
+		status := 200
+		if i%4 == 0 {
+			status = 500
+		}
+		reg.ResponseDone(q, metrics.Response{Status: status, Latency: 3 * time.Millisecond})
+	}
+	s1 := scrape(t0.Add(10 * time.Second))
+
+	row := Summarize("emojivoto", "deployment", "edge-meridian", 1, 1, "inbound", []Pair{{s0, s1}})
+	if row.Requests == nil || *row.Requests != 20 || *row.SuccessRate != 0.75 || *row.RPS != 2 || row.LatencyP50 == nil {
+		t.Fatalf("the gateway's row: %+v", row)
+	}
+	if out := Summarize("emojivoto", "deployment", "edge-meridian", 1, 1, "outbound", []Pair{{s0, s1}}); *out.Requests != 20 {
+		t.Fatalf("the gateway's outbound row: %v requests, want 20", *out.Requests)
+	}
+	if es := Edges("emojivoto", "edge-meridian", []Pair{{s0, s1}}); len(es) != 0 {
+		t.Fatalf("edges into the gateway from its own series: %+v", es)
 	}
 }

@@ -256,7 +256,7 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config) (Objects, error)
 						Sysctls: []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: "0"}},
 					},
 					Containers: []corev1.Container{{
-						Name:                     "meridian-gateway",
+						Name:                     names.GatewayContainerName,
 						Image:                    cfg.ProxyImage,
 						Args:                     args,
 						Env:                      []corev1.EnvVar{{Name: names.EnvTrustAnchors, Value: cfg.TrustAnchorsPEM}},
