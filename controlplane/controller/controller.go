@@ -627,7 +627,7 @@ func kubeSource(cfg *rest.Config) source {
 func restConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig == "" {
 		if cfg, err := rest.InClusterConfig(); err == nil {
-			return cfg, nil
+			return withRate(cfg), nil
 		}
 	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
@@ -636,5 +636,16 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("no Kubernetes configuration (not in a cluster, and no usable kubeconfig): %w", err)
 	}
-	return cfg, nil
+	return withRate(cfg), nil
+}
+
+// withRate lifts client-go's default client-side limit (5 requests per
+// second, bursts of 10), which made the writers (gateway statuses and
+// provisioning, webhook caBundles) queue behind each other; the API
+// server's own priority and fairness still applies. kubectl uses the same.
+func withRate(cfg *rest.Config) *rest.Config {
+	if cfg.QPS == 0 {
+		cfg.QPS, cfg.Burst = 50, 100
+	}
+	return cfg
 }

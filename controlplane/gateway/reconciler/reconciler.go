@@ -7,6 +7,7 @@ package reconciler
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +35,7 @@ type Store interface {
 	gateway.Reader
 	store.Notifier
 	Gateways() []*gwv1.Gateway
+	Service(store.Key) (*corev1.Service, bool)
 }
 
 // Options configure a Reconciler.
@@ -64,6 +66,16 @@ type Reconciler struct {
 	// known: the Gateways last reconciled, so that a deleted one's route
 	// parent statuses are removed.
 	known map[store.Key]bool
+	// done: per Gateway, a digest of what its last complete reconcile
+	// computed (provisioned objects, statuses, its Service as the store
+	// has it). A Gateway whose digest is unchanged costs no API call
+	// until the next resync: without it every change anywhere rewrote
+	// every Gateway, 5+ API calls each, and a few dozen Gateways took
+	// tens of seconds a round under client-go's rate limit.
+	done map[store.Key]string
+	// cms: ConfigMaps read for provisioning parameters, kept until the
+	// next resync (they are not in the store).
+	cms map[string]map[string]string
 }
 
 // New returns a reconciler.
@@ -77,7 +89,7 @@ func New(o Options) *Reconciler {
 	if o.Resync <= 0 {
 		o.Resync = 30 * time.Second
 	}
-	return &Reconciler{o: o, status: &status.Writer{Client: o.Gateway, Controller: gateway.ControllerName}, known: map[store.Key]bool{}}
+	return &Reconciler{o: o, status: &status.Writer{Client: o.Gateway, Controller: gateway.ControllerName}, known: map[store.Key]bool{}, done: map[store.Key]string{}, cms: map[string]map[string]string{}}
 }
 
 const fieldManager = "meridian-gateway"
@@ -144,6 +156,12 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			return nil
 		case <-wake:
 		case <-t.C:
+			if !pending {
+				// A resync looks again at what the store does not
+				// carry: Deployments, parameters, statuses others wrote.
+				clear(r.done)
+				clear(r.cms)
+			}
 		}
 		t.Stop()
 	}
@@ -154,10 +172,17 @@ func (r *Reconciler) Start(ctx context.Context) error {
 func (r *Reconciler) reconcileAll(ctx context.Context, follow func(store.Topic)) (pending bool) {
 	for _, gc := range r.o.Store.GatewayClasses() {
 		if ours, conds := gateway.ClassConditions(gc); ours {
+			ck := store.Key{Name: "GatewayClass/" + gc.Name}
+			d := digestOf(conds)
+			if r.done[ck] == d {
+				continue
+			}
 			if _, err := r.status.GatewayClass(ctx, gc.Name, conds); err != nil {
 				r.o.Log.Warn("gateway: writing a GatewayClass status", "gatewayclass", gc.Name, "err", err)
 				pending = true
+				continue
 			}
+			r.done[ck] = d
 		}
 	}
 	owned := map[store.Key]bool{}
@@ -166,6 +191,9 @@ func (r *Reconciler) reconcileAll(ctx context.Context, follow func(store.Topic))
 		follow(store.GatewayTopic(k))
 		follow(store.ServiceTopic(store.Key{Namespace: g.Namespace, Name: provision.Name(g.Name)}))
 		ok, p, err := r.reconcile(ctx, g)
+		if err != nil || p || !ok {
+			delete(r.done, k)
+		}
 		if err != nil {
 			r.o.Log.Warn("gateway: reconciling", "gateway", k.String(), "err", err)
 			pending = true
@@ -200,6 +228,11 @@ func (r *Reconciler) reconcile(ctx context.Context, g *gwv1.Gateway) (owned, pen
 	var objs provision.Objects
 	if perr == nil {
 		objs, perr = provision.Render(g, params, r.o.Proxy)
+	}
+	gk := store.Key{Namespace: g.Namespace, Name: g.Name}
+	digest := r.digest(gk, objs, perr, gst, res)
+	if r.done[gk] == digest {
+		return true, false, nil
 	}
 	var addrs []gwv1.GatewayStatusAddress
 	ready := false
@@ -246,7 +279,34 @@ func (r *Reconciler) reconcile(ctx context.Context, g *gwv1.Gateway) (owned, pen
 		}
 	}
 	r.clearPolicies(ctx, store.Key{Namespace: g.Namespace, Name: g.Name}, applied)
-	return true, perr == nil && (len(addrs) == 0 || !ready), nil
+	pending = perr == nil && (len(addrs) == 0 || !ready)
+	if !pending {
+		r.done[gk] = digest
+	}
+	return true, pending, nil
+}
+
+// digest sums what reconciling Gateway gk would write, and its Service as
+// the store has it (its addresses; the store follows it).
+func (r *Reconciler) digest(gk store.Key, objs provision.Objects, perr error, gst gwv1.GatewayStatus, res gateway.Result) string {
+	perrs := ""
+	if perr != nil {
+		perrs = perr.Error()
+	}
+	var addrs []any
+	if svc, ok := r.o.Store.Service(store.Key{Namespace: gk.Namespace, Name: provision.Name(gk.Name)}); ok {
+		addrs = []any{svc.Spec.ClusterIPs, svc.Status.LoadBalancer.Ingress}
+	}
+	return digestOf(objs, perrs, gst, res.Routes, res.Policies, addrs)
+}
+
+func digestOf(vs ...any) string {
+	h := sha256.New()
+	enc := json.NewEncoder(h)
+	for _, v := range vs {
+		_ = enc.Encode(v) // typed API objects always marshal
+	}
+	return string(h.Sum(nil))
 }
 
 // clearPolicies removes Gateway gw's ancestor statuses (ours) from the
@@ -342,6 +402,9 @@ func (r *Reconciler) params(ctx context.Context, g *gwv1.Gateway) (provision.Par
 }
 
 func (r *Reconciler) configMap(ctx context.Context, ns, name, where string) (map[string]string, error) {
+	if data, ok := r.cms[ns+"/"+name]; ok {
+		return data, nil
+	}
 	cm, err := r.o.Kube.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("%s: ConfigMap %s/%s not found", where, ns, name)
@@ -349,6 +412,7 @@ func (r *Reconciler) configMap(ctx context.Context, ns, name, where string) (map
 	if err != nil {
 		return nil, err
 	}
+	r.cms[ns+"/"+name] = cm.Data
 	return cm.Data, nil
 }
 

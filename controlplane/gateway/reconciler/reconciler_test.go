@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
@@ -112,7 +115,18 @@ func TestReconciler(t *testing.T) {
 	}
 	proxy := inject.DefaultConfig("v1.0.0", "meridian")
 	proxy.TrustAnchorsPEM = "anchors"
-	r := New(Options{Store: st, Kube: cs, Gateway: gc, Proxy: proxy, Log: log, Pending: 200 * time.Millisecond})
+	// The reconciler's clients count the requests about Gateway public.
+	var aboutPublic atomic.Int64
+	counted := rest.CopyConfig(cfg)
+	counted.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			if strings.Contains(req.URL.Path, "/public") {
+				aboutPublic.Add(1)
+			}
+			return rt.RoundTrip(req)
+		})
+	}
+	r := New(Options{Store: st, Kube: kubernetes.NewForConfigOrDie(counted), Gateway: gwclient.NewForConfigOrDie(counted), Proxy: proxy, Log: log, Pending: 200 * time.Millisecond})
 	recCtx, stopRec := context.WithCancel(ctx)
 	recDone := make(chan error, 1)
 	go func() { recDone <- r.Start(recCtx) }()
@@ -190,6 +204,23 @@ func TestReconciler(t *testing.T) {
 		return want(g.Status.Conditions, "Programmed", metav1.ConditionTrue, "Programmed")
 	})
 
+	// Another Gateway comes and is reconciled (many rounds, while it is
+	// pending): Gateway public, unchanged, costs no API request.
+	before := aboutPublic.Load()
+	must(gc.GatewayV1().Gateways("edge").Create(ctx, &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "second", Namespace: "edge"},
+		Spec: gwv1.GatewaySpec{GatewayClassName: "meridian", Listeners: []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))
+	eventually(t, "the second Gateway is accepted and pending", func() error {
+		g, err := gc.GatewayV1().Gateways("edge").Get(ctx, "second", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		return want(g.Status.Conditions, "Programmed", metav1.ConditionFalse, "Pending")
+	})
+	time.Sleep(500 * time.Millisecond) // a few more pending rounds (Pending is 200ms)
+	if n := aboutPublic.Load() - before; n != 0 {
+		t.Fatalf("reconciling other Gateways made %d requests about the unchanged Gateway public", n)
+	}
+
 	// The route leaves the Gateway: its parent status goes.
 	rt, err := gc.GatewayV1().HTTPRoutes("edge").Get(ctx, "web", metav1.GetOptions{})
 	if err != nil {
@@ -237,3 +268,7 @@ func TestReconciler(t *testing.T) {
 		t.Fatalf("the other controller's Gateway status was written: %+v", o.Status.Conditions)
 	}
 }
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# hack/conformance.sh — the upstream Gateway API conformance suite (conformance/)
+# against Meridian's gateway on the node hack/cluster runs: installs Meridian
+# and a GatewayClass `meridian` (ClusterIP Services: the test process reaches
+# cluster IPs on this node), loads the suite's images built from source (the
+# node cannot pull registry.k8s.io), runs the GATEWAY-HTTP, GATEWAY-GRPC and
+# GATEWAY-TLS profiles with every feature but those conformance/README.md
+# lists as not supported, and writes the report to conformance/report.yaml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(hack/cluster env)"
+VERSION=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
+
+make build images
+bin/meridian install --crds | kubectl apply --server-side -f -
+# Installed already (by hand, a run before): keep its identity issuer, which
+# running proxies trust.
+args=()
+if kubectl -n meridian get secret meridian-identity-issuer >/dev/null 2>&1; then
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  for f in ca.crt tls.crt tls.key; do
+    kubectl -n meridian get secret meridian-identity-issuer -o "jsonpath={.data.${f//./\\.}}" | base64 -d >"$tmp/$f"
+  done
+  args=(--identity-trust-anchors-file "$tmp/ca.crt" --identity-issuer-certificate-file "$tmp/tls.crt" --identity-issuer-key-file "$tmp/tls.key")
+fi
+bin/meridian install "${args[@]}" | kubectl apply -f -
+bin/meridian check --wait 5m
+
+(cd conformance && ../hack/cluster load-images \
+  registry.k8s.io/gateway-api/echo-basic:v1.5.1=sigs.k8s.io/gateway-api/conformance/echo-basic \
+  registry.k8s.io/gateway-api/echo-basic:v1.6.0-dev.2=sigs.k8s.io/gateway-api/conformance/echo-basic \
+  registry.k8s.io/gateway-api/echo-basic:v1.6.0-dev.3=sigs.k8s.io/gateway-api/conformance/echo-basic)
+(cd hack/cluster-tools/coredns && ../../cluster load-images registry.k8s.io/coredns/coredns:v1.12.2=.)
+
+kubectl apply -f - <<'YAML'
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: meridian-gateway-params, namespace: meridian}
+data: {serviceType: ClusterIP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: meridian}
+spec:
+  controllerName: meridian.io/gateway-controller
+  parametersRef: {group: "", kind: ConfigMap, name: meridian-gateway-params, namespace: meridian}
+YAML
+
+# Features Meridian does not claim (conformance/README.md says why).
+exempt=$(grep -v '^#' conformance/exempt-features | grep -v '^$' | paste -sd, -)
+cd conformance
+go test -tags conformance -count=1 -timeout 45m -v . -args \
+  -gateway-class=meridian -allow-crds-mismatch \
+  -conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS \
+  -all-features -exempt-features="$exempt" \
+  -organization=meridian-mesh -project=meridian \
+  -url=https://github.com/meridian-mesh/meridian -version="$VERSION" \
+  -contact=https://github.com/meridian-mesh/meridian/issues \
+  -report-output=report.yaml "$@"
