@@ -61,16 +61,17 @@ type Config struct {
 	// Default 30s.
 	DrainTimeout time.Duration
 	// HeaderTimeout bounds the time from accept to the end of a request's
-	// headers (and to a TLS ClientHello). Default 30s.
+	// headers (and to a TLS ClientHello; a TLS terminate handshake gets
+	// as long again). Default 30s.
 	HeaderTimeout time.Duration
-	// IdleTimeout closes a passthrough stream idle that long. Default 1h.
+	// IdleTimeout closes a TLS stream (passthrough or terminated) idle
+	// that long. Default 1h.
 	IdleTimeout time.Duration
 	// MaxInFlight bounds requests handled at once; beyond it 503. Default
 	// 10000; negative: no bound.
 	MaxInFlight int
 	// MaxConnections bounds the connections each port holds open (HTTP
-	// keep-alive and HTTP/2 connections, TLS handshakes, passthrough
-	// streams); beyond it a new connection is accepted and closed at once,
+	// keep-alive and HTTP/2 connections, TLS handshakes, TLS streams); beyond it a new connection is accepted and closed at once,
 	// before a byte of it is read, and counted in
 	// tcp_connections_refused_total. Default DefaultMaxConnections;
 	// negative: no bound.

@@ -23,7 +23,8 @@ import (
 )
 
 // portServer is one open port: its sockets, the HTTP server its HTTP and
-// terminated HTTPS connections go to, and its passthrough streams. What a
+// terminated HTTPS connections go to, and its TLS streams (passthrough and
+// terminate). What a
 // new connection gets is decided by the table current when it arrives, so
 // a port keeps its socket and its connections across snapshots.
 type portServer struct {
@@ -34,9 +35,9 @@ type portServer struct {
 	srv    *http.Server
 
 	serving sync.WaitGroup // the accept loop and the HTTP server
-	streams sync.WaitGroup // connections being sorted, and passthrough streams
+	streams sync.WaitGroup // connections being sorted, and TLS streams
 	mu      sync.Mutex
-	conns   map[net.Conn]struct{} // passthrough streams, closed at the drain deadline
+	conns   map[net.Conn]struct{} // TLS streams, closed at the drain deadline
 	cut     bool                  // the drain deadline has passed
 
 	open     atomic.Int64 // accepted connections not yet closed
@@ -147,7 +148,8 @@ func (ps *portServer) accept() {
 // handle sorts a new connection by the current table: HTTP ports hand it
 // to the HTTP server; TLS ports read the ClientHello (without consuming
 // it) and pick the listener by SNI: passthrough streams are spliced to a
-// backend, HTTPS connections terminated and handed to the HTTP server.
+// backend, TLS terminate streams decrypted and spliced to a backend, HTTPS
+// connections terminated and handed to the HTTP server.
 func (ps *portServer) handle(c net.Conn) {
 	g := ps.g
 	mc := g.metrics.Conn(c, accepted)
@@ -188,14 +190,18 @@ func (ps *portServer) handle(c net.Conn) {
 		return
 	}
 	sni := requestHost(hello.ServerName)
-	l := p.listenerFor(sni, gatewaypb.Listener_HTTPS, gatewaypb.Listener_TLS_PASSTHROUGH)
+	l := p.listenerFor(sni, gatewaypb.Listener_HTTPS, gatewaypb.Listener_TLS_PASSTHROUGH, gatewaypb.Listener_TLS_TERMINATE)
 	if l == nil {
 		g.log.Debug("no listener for the server name", "port", ps.number, "sni", sni)
 		mc.Close()
 		return
 	}
-	if l.mode == gatewaypb.Listener_TLS_PASSTHROUGH {
-		ps.passthrough(rc, l, sni)
+	switch l.mode {
+	case gatewaypb.Listener_TLS_PASSTHROUGH:
+		ps.stream(rc, l, sni, false)
+		return
+	case gatewaypb.Listener_TLS_TERMINATE:
+		ps.stream(rc, l, sni, true)
 		return
 	}
 	// The handshake happens in the HTTP server (which then reads ALPN), with
@@ -206,10 +212,20 @@ func (ps *portServer) handle(c net.Conn) {
 	}
 }
 
-// passthrough splices a TLS stream to a backend of the listener's first
-// TLS route whose hostnames match the SNI.
-func (ps *portServer) passthrough(c net.Conn, l *listener, sni string) {
+// stream serves a TLS listener's connection: the listener's first TLS
+// route whose hostnames match the SNI picks a backend by weight, and the
+// stream is spliced to it. Passthrough splices the client's TLS as is;
+// terminate first completes the handshake with the listener's certificate
+// for the SNI, then splices the decrypted bytes (plaintext to the backend,
+// or mTLS to a meshed one, or the BackendTLSPolicy's TLS: the backend's
+// cache says). No route or backend: the connection is closed before a
+// handshake, as the spec's "reject the connection".
+func (ps *portServer) stream(c net.Conn, l *listener, sni string, terminate bool) {
 	g := ps.g
+	what := "TLS passthrough"
+	if terminate {
+		what = "TLS terminate"
+	}
 	r := l.routeFor(sni)
 	var be *backend
 	if r != nil {
@@ -225,6 +241,20 @@ func (ps *portServer) passthrough(c net.Conn, l *listener, sni string) {
 		return
 	}
 	defer ps.untrack(c)
+	if terminate {
+		tc := tls.Server(c, l.tls)
+		// The handshake is bounded as the ClientHello was: a client that
+		// stalls it holds no connection for long.
+		ctx, cancel := context.WithTimeout(g.bg, g.cfg.HeaderTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			g.log.Debug("TLS terminate: handshake", "listener", l.name, "sni", sni, "err", err)
+			c.Close()
+			return
+		}
+		c = &terminated{tc}
+	}
 	ctx, cancel := context.WithTimeout(g.bg, 10*time.Second)
 	d, err := be.cache.Get(ctx, be.authority)
 	var up net.Conn
@@ -237,7 +267,7 @@ func (ps *portServer) passthrough(c net.Conn, l *listener, sni string) {
 		if errors.As(err, &ue) {
 			g.metrics.Unavailable(direction, be.authority, ue.Reason)
 		}
-		g.log.Debug("TLS passthrough: no connection to the backend", "backend", be.label(), "err", err)
+		g.log.Debug(what+": no connection to the backend", "backend", be.label(), "err", err)
 		c.Close()
 		return
 	}
@@ -248,6 +278,21 @@ func (ps *portServer) passthrough(c net.Conn, l *listener, sni string) {
 	}
 	defer ps.untrack(up)
 	tcpproxy.SpliceIdle(c, up, g.cfg.IdleTimeout)
+}
+
+// terminated is a terminated TLS stream whose half-close reaches the
+// client both ways: close_notify, then the TCP FIN that tls.Conn's own
+// CloseWrite leaves out.
+type terminated struct{ *tls.Conn }
+
+func (c *terminated) CloseWrite() error {
+	err := c.Conn.CloseWrite()
+	if cw, ok := c.NetConn().(interface{ CloseWrite() error }); ok {
+		if e := cw.CloseWrite(); err == nil {
+			err = e
+		}
+	}
+	return err
 }
 
 func (ps *portServer) track(c net.Conn) bool {

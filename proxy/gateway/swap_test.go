@@ -49,6 +49,10 @@ func TestBadSnapshotRejected(t *testing.T) {
 		{"bad hostname", snap("v6", httpPort(other, httpListener("h", "a.*.test"))),
 			`snapshot "v6": ports[0] (` + itoa(other) + `): listeners[0] (h): hostname: "a.*.test": a wildcard is allowed only as the whole first label`},
 		{"port 0", snap("v7", httpPort(0)), `snapshot "v7": ports[0] (0): port: 0 is not a port number (1-65535)`},
+		{"tls terminate without certificates", snap("v8", tlsPort(other, &gatewaypb.Listener{Name: "t", Mode: gatewaypb.Listener_TLS_TERMINATE})),
+			`snapshot "v8": ports[0] (` + itoa(other) + `): listeners[0] (t): certificates: empty; a TLS_TERMINATE listener needs at least one`},
+		{"tls terminate with hosts", snap("v9", tlsPort(other, &gatewaypb.Listener{Name: "t", Mode: gatewaypb.Listener_TLS_TERMINATE, Hosts: []*gatewaypb.Host{hostOf("")}})),
+			`snapshot "v9": ports[0] (` + itoa(other) + `): listeners[0] (t): hosts: a TLS_TERMINATE listener has tls_routes, not hosts`},
 	} {
 		err := g.Apply(c.s)
 		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
@@ -65,8 +69,8 @@ func TestBadSnapshotRejected(t *testing.T) {
 		}
 	}
 	d := g.Diagnostics()
-	if len(d.Refused) != 6 || d.Refused[0].Version != "v7" {
-		t.Errorf("diagnostics: refused %+v, want the 6 snapshots, newest first", d.Refused)
+	if len(d.Refused) != 8 || d.Refused[0].Version != "v9" {
+		t.Errorf("diagnostics: refused %+v, want the 8 snapshots, newest first", d.Refused)
 	}
 }
 

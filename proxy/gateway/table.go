@@ -44,9 +44,9 @@ type listener struct {
 	mode     gatewaypb.Listener_Mode
 	scheme   string // "http" or "https" (X-Forwarded-Proto, redirects)
 	certs    []*certificate
-	tls      *tls.Config // HTTPS: terminates with the certificate the hello supports
+	tls      *tls.Config // HTTPS, TLS_TERMINATE: terminates with the certificate the hello supports
 	hosts    []*host     // in match order
-	routes   []*tlsRoute // TLS_PASSTHROUGH, in match order
+	routes   []*tlsRoute // TLS_PASSTHROUGH, TLS_TERMINATE: in match order
 	// The hosts by hostname, so that finding a request's costs a few map
 	// lookups however many there are: exact names, wildcards by their
 	// "*.suffix", and the host of any name.
@@ -155,24 +155,22 @@ func (t *table) compileListener(p *gatewaypb.Port, l *gatewaypb.Listener, b *bui
 	case p.GetProtocol() == gatewaypb.Port_HTTP && l.GetMode() == gatewaypb.Listener_HTTP:
 	case p.GetProtocol() == gatewaypb.Port_TLS && l.GetMode() == gatewaypb.Listener_HTTPS:
 		cl.scheme = "https"
-		if len(l.GetCertificates()) == 0 {
-			return nil, errors.New("certificates: empty; an HTTPS listener needs at least one")
+		if err := t.listenerCerts(cl, l); err != nil {
+			return nil, err
 		}
-		for i, name := range l.GetCertificates() {
-			c := t.certs[name]
-			if c == nil {
-				return nil, fmt.Errorf("certificates[%d]: %q is not in the snapshot's certificates", i, name)
-			}
-			cl.certs = append(cl.certs, c)
-		}
-		cl.tls = &tls.Config{
-			MinVersion:     tls.VersionTLS12,
-			NextProtos:     []string{"h2", "http/1.1"},
-			GetCertificate: cl.certificate,
-		}
-	case p.GetProtocol() == gatewaypb.Port_TLS && l.GetMode() == gatewaypb.Listener_TLS_PASSTHROUGH:
+		cl.tls.NextProtos = []string{"h2", "http/1.1"}
+	case p.GetProtocol() == gatewaypb.Port_TLS && (l.GetMode() == gatewaypb.Listener_TLS_PASSTHROUGH || l.GetMode() == gatewaypb.Listener_TLS_TERMINATE):
 		if len(l.GetHosts()) > 0 {
-			return nil, errors.New("hosts: a TLS_PASSTHROUGH listener has tls_routes, not hosts")
+			return nil, fmt.Errorf("hosts: a %v listener has tls_routes, not hosts", l.GetMode())
+		}
+		if l.GetMode() == gatewaypb.Listener_TLS_TERMINATE {
+			// No ALPN: the decrypted stream is opaque, whatever the client
+			// offers.
+			if err := t.listenerCerts(cl, l); err != nil {
+				return nil, err
+			}
+		} else if len(l.GetCertificates()) > 0 {
+			return nil, errors.New("certificates: a TLS_PASSTHROUGH listener terminates nothing; it has none")
 		}
 		for i, r := range l.GetTlsRoutes() {
 			cr, err := compileTLSRoute(r, b)
@@ -186,10 +184,10 @@ func (t *table) compileListener(p *gatewaypb.Port, l *gatewaypb.Listener, b *bui
 		})
 		return cl, nil
 	default:
-		return nil, fmt.Errorf("mode: %v is not allowed on a port of protocol %v (HTTP ports take HTTP listeners; TLS ports HTTPS and TLS_PASSTHROUGH)", l.GetMode(), p.GetProtocol())
+		return nil, fmt.Errorf("mode: %v is not allowed on a port of protocol %v (HTTP ports take HTTP listeners; TLS ports HTTPS, TLS_PASSTHROUGH and TLS_TERMINATE)", l.GetMode(), p.GetProtocol())
 	}
 	if len(l.GetTlsRoutes()) > 0 {
-		return nil, errors.New("tls_routes: only a TLS_PASSTHROUGH listener has them")
+		return nil, errors.New("tls_routes: only TLS_PASSTHROUGH and TLS_TERMINATE listeners have them")
 	}
 	cl.exact, cl.wild = map[string]*host{}, map[string]*host{}
 	for i, h := range l.GetHosts() {
@@ -215,6 +213,23 @@ func (t *table) compileListener(p *gatewaypb.Port, l *gatewaypb.Listener, b *bui
 		return hostnameRank(cl.hosts[i].hostname) < hostnameRank(cl.hosts[j].hostname)
 	})
 	return cl, nil
+}
+
+// listenerCerts resolves a terminating listener's certificates and builds
+// its server configuration.
+func (t *table) listenerCerts(cl *listener, l *gatewaypb.Listener) error {
+	if len(l.GetCertificates()) == 0 {
+		return fmt.Errorf("certificates: empty; a %v listener needs at least one", l.GetMode())
+	}
+	for i, name := range l.GetCertificates() {
+		c := t.certs[name]
+		if c == nil {
+			return fmt.Errorf("certificates[%d]: %q is not in the snapshot's certificates", i, name)
+		}
+		cl.certs = append(cl.certs, c)
+	}
+	cl.tls = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cl.certificate}
+	return nil
 }
 
 // certificate picks the listener's certificate for a ClientHello: the
@@ -372,7 +387,7 @@ func (l *listener) hostFor(name string) *host {
 	return l.any
 }
 
-// routeFor is the passthrough listener's first TLS route matching sni.
+// routeFor is the TLS listener's first TLS route matching sni.
 func (l *listener) routeFor(sni string) *tlsRoute {
 	for _, r := range l.routes {
 		if len(r.hostnames) == 0 {

@@ -35,7 +35,7 @@ type Port_Protocol int32
 const (
 	Port_PROTOCOL_UNSPECIFIED Port_Protocol = 0
 	Port_HTTP                 Port_Protocol = 1 // cleartext HTTP/1.1 and h2c (prior knowledge)
-	Port_TLS                  Port_Protocol = 2 // a TLS listener family: HTTPS (terminate) and TLS passthrough
+	Port_TLS                  Port_Protocol = 2 // a TLS listener family: HTTPS (terminate), TLS passthrough and TLS terminate
 )
 
 // Enum value maps for Port_Protocol.
@@ -86,6 +86,9 @@ const (
 	Listener_HTTP             Listener_Mode = 1 // plaintext HTTP
 	Listener_HTTPS            Listener_Mode = 2 // TLS terminated here, then HTTP (ALPN h2 and http/1.1)
 	Listener_TLS_PASSTHROUGH  Listener_Mode = 3 // the TLS stream is forwarded as is, chosen by SNI
+	// TLS terminated here with the listener's certificates, then the
+	// decrypted bytes are forwarded as opaque TCP, the route chosen by SNI.
+	Listener_TLS_TERMINATE Listener_Mode = 4
 )
 
 // Enum value maps for Listener_Mode.
@@ -95,12 +98,14 @@ var (
 		1: "HTTP",
 		2: "HTTPS",
 		3: "TLS_PASSTHROUGH",
+		4: "TLS_TERMINATE",
 	}
 	Listener_Mode_value = map[string]int32{
 		"MODE_UNSPECIFIED": 0,
 		"HTTP":             1,
 		"HTTPS":            2,
 		"TLS_PASSTHROUGH":  3,
+		"TLS_TERMINATE":    4,
 	}
 )
 
@@ -444,8 +449,8 @@ func (x *Snapshot) GetMaxRequestHeaderBytes() uint32 {
 }
 
 // A Port is one socket the proxy listens on. All listeners on a port share
-// its protocol family: HTTP, or TLS (terminated HTTPS, passthrough, or both
-// chosen per listener by SNI).
+// its protocol family: HTTP, or TLS (terminated HTTPS, passthrough, terminated
+// TLS, any mix chosen per listener by SNI).
 type Port struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Port     uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
@@ -524,12 +529,13 @@ type Listener struct {
 	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`         // the Gateway's listener (section) name
 	Hostname string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"` // "" (any), "foo.example.com" or "*.example.com"
 	Mode     Listener_Mode          `protobuf:"varint,3,opt,name=mode,proto3,enum=meridian.gateway.v1.Listener_Mode" json:"mode,omitempty"`
-	// certificates (HTTPS): names in Snapshot.certificates; the proxy picks
+	// certificates (HTTPS, TLS_TERMINATE): names in Snapshot.certificates; the proxy picks
 	// the one that supports the ClientHello (server name, signature schemes).
 	Certificates []string `protobuf:"bytes,4,rep,name=certificates,proto3" json:"certificates,omitempty"`
 	// hosts (HTTP, HTTPS): the route table, most specific hostname first.
 	Hosts []*Host `protobuf:"bytes,5,rep,name=hosts,proto3" json:"hosts,omitempty"`
-	// tls_routes (TLS_PASSTHROUGH): by SNI, most specific hostname first.
+	// tls_routes (TLS_PASSTHROUGH, TLS_TERMINATE): by SNI, most specific
+	// hostname first.
 	TlsRoutes     []*TLSRoute `protobuf:"bytes,6,rep,name=tls_routes,json=tlsRoutes,proto3" json:"tls_routes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2262,7 +2268,7 @@ const file_gateway_gateway_proto_rawDesc = "" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04HTTP\x10\x01\x12\a\n" +
-	"\x03TLS\x10\x02\"\xcd\x02\n" +
+	"\x03TLS\x10\x02\"\xe0\x02\n" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x126\n" +
@@ -2270,12 +2276,13 @@ const file_gateway_gateway_proto_rawDesc = "" +
 	"\fcertificates\x18\x04 \x03(\tR\fcertificates\x12/\n" +
 	"\x05hosts\x18\x05 \x03(\v2\x19.meridian.gateway.v1.HostR\x05hosts\x12<\n" +
 	"\n" +
-	"tls_routes\x18\x06 \x03(\v2\x1d.meridian.gateway.v1.TLSRouteR\ttlsRoutes\"F\n" +
+	"tls_routes\x18\x06 \x03(\v2\x1d.meridian.gateway.v1.TLSRouteR\ttlsRoutes\"Y\n" +
 	"\x04Mode\x12\x14\n" +
 	"\x10MODE_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04HTTP\x10\x01\x12\t\n" +
 	"\x05HTTPS\x10\x02\x12\x13\n" +
-	"\x0fTLS_PASSTHROUGH\x10\x03\"a\n" +
+	"\x0fTLS_PASSTHROUGH\x10\x03\x12\x11\n" +
+	"\rTLS_TERMINATE\x10\x04\"a\n" +
 	"\vCertificate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +

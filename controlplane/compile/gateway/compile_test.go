@@ -174,8 +174,17 @@ func TestListeners(t *testing.T) {
 		From: []gwv1.ReferenceGrantFrom{{Group: Group, Kind: "Gateway", Namespace: "gw"}},
 		To:   []gwv1.ReferenceGrantTo{{Group: "", Kind: "Secret"}},
 	}}
-	terminate := lis("t", 443, gwv1.TLSProtocolType, "")
-	terminate.TLS.Mode = ptr(gwv1.TLSModeTerminate)
+	terminate := func(name, hostname string) gwv1.Listener {
+		l := withCert(lis(name, 443, gwv1.TLSProtocolType, hostname), "", "cert")
+		l.TLS.Mode = ptr(gwv1.TLSModeTerminate)
+		return l
+	}
+	noCerts := terminate("t", "")
+	noCerts.TLS.CertificateRefs = nil
+	crossNS := withCert(terminate("t", ""), "other", "cert")
+	crossNS.TLS.Mode = ptr(gwv1.TLSModeTerminate)
+	badMode := lis("t", 443, gwv1.TLSProtocolType, "")
+	badMode.TLS.Mode = ptr(gwv1.TLSModeType("Reencrypt"))
 	kinds := lis("k", 80, gwv1.HTTPProtocolType, "")
 	kinds.AllowedRoutes = &gwv1.AllowedRoutes{Kinds: []gwv1.RouteGroupKind{{Kind: "TLSRoute"}, {Kind: "HTTPRoute"}}}
 	tests := []struct {
@@ -195,7 +204,16 @@ func TestListeners(t *testing.T) {
 			map[string]want{"a": {programmed: true}, "b": {programmed: true}}},
 		{"https and tls same hostname", []gwv1.Listener{lis("a", 443, gwv1.HTTPSProtocolType, "x.com"), lis("b", 443, gwv1.TLSProtocolType, "x.com")}, nil,
 			map[string]want{"a": {accepted: "HostnameConflict", conflicted: "HostnameConflict"}, "b": {accepted: "HostnameConflict", conflicted: "HostnameConflict"}}},
-		{"tls terminate unsupported", []gwv1.Listener{terminate}, nil, map[string]want{"t": {accepted: "UnsupportedValue"}}},
+		{"tls terminate", []gwv1.Listener{terminate("t", "")}, nil, map[string]want{"t": {programmed: true}}},
+		{"tls terminate without certificates", []gwv1.Listener{noCerts}, nil, map[string]want{"t": {refs: "InvalidCertificateRef"}}},
+		{"tls terminate, cross-namespace secret without grant", []gwv1.Listener{crossNS}, []any{other}, map[string]want{"t": {refs: "RefNotPermitted"}}},
+		{"tls terminate, cross-namespace secret with grant", []gwv1.Listener{crossNS}, []any{other, grant}, map[string]want{"t": {programmed: true}}},
+		{"tls mode not known", []gwv1.Listener{badMode}, nil, map[string]want{"t": {accepted: "UnsupportedValue"}}},
+		{"https, tls terminate and passthrough share a port by SNI", []gwv1.Listener{lis("a", 443, gwv1.HTTPSProtocolType, "x.com"), terminate("b", "y.com"), lis("c", 443, gwv1.TLSProtocolType, "z.com")}, nil,
+			map[string]want{"a": {programmed: true}, "b": {programmed: true}, "c": {programmed: true}}},
+		// Listeners that differ only in TLS config conflict (the spec).
+		{"tls terminate and passthrough same hostname", []gwv1.Listener{terminate("a", "x.com"), lis("b", 443, gwv1.TLSProtocolType, "x.com")}, nil,
+			map[string]want{"a": {accepted: "HostnameConflict", conflicted: "HostnameConflict"}, "b": {accepted: "HostnameConflict", conflicted: "HostnameConflict"}}},
 		{"missing secret", []gwv1.Listener{withCert(lis("a", 443, gwv1.HTTPSProtocolType, ""), "", "nope")}, nil, map[string]want{"a": {refs: "InvalidCertificateRef"}}},
 		{"malformed secret", []gwv1.Listener{withCert(lis("a", 443, gwv1.HTTPSProtocolType, ""), "", "bad")}, []any{badCert}, map[string]want{"a": {refs: "InvalidCertificateRef"}}},
 		{"cross-namespace secret without grant", []gwv1.Listener{withCert(lis("a", 443, gwv1.HTTPSProtocolType, ""), "other", "cert")}, []any{other}, map[string]want{"a": {refs: "RefNotPermitted"}}},

@@ -19,7 +19,8 @@ const infra = "gateway-conformance-infra"
 func TestConformanceManifests(t *testing.T) {
 	base := "conformance/manifests.yaml"
 	withCert := func(t *testing.T, in Input) Input {
-		return add(in, tlsSecret(t, infra, "tls-validity-checks-certificate"))
+		// The suite creates these Secrets itself.
+		return add(in, tlsSecret(t, infra, "tls-validity-checks-certificate"), tlsSecret(t, infra, "tls-terminate-checks-certificate"))
 	}
 	tests := []struct {
 		name  string
@@ -72,18 +73,72 @@ func TestConformanceManifests(t *testing.T) {
 				t.Errorf("supportedKinds %v", l.SupportedKinds)
 			}
 		}},
-		{"TLSRouteListenerMixedTerminationNotSupported", []string{"conformance/tlsroute-listener-mixed-termination-not-supported.yaml"}, "gateway-tlsroute-mixed-termination-not-supported", func(t *testing.T, r Result) {
+		// With TLSRouteModeMixed supported, the upstream test is skipped and
+		// its Gateway is served: listeners of both modes share a port, by
+		// hostname.
+		{"TLSRouteListenerMixedTerminationNotSupported/mixed-supported", []string{"conformance/tlsroute-listener-mixed-termination-not-supported.yaml"}, "gateway-tlsroute-mixed-termination-not-supported", func(t *testing.T, r Result) {
 			for _, n := range []string{"tls-terminate", "tls-passthrough"} {
 				l := listenerStatus(t, r, n)
-				wantCond(t, n, l.Conditions, "Accepted", false, "ProtocolConflict")
-				wantCond(t, n, l.Conditions, "Conflicted", true, "ProtocolConflict")
-				if l.AttachedRoutes != 0 {
-					t.Errorf("%s: attachedRoutes %d", n, l.AttachedRoutes)
+				wantCond(t, n, l.Conditions, "Accepted", true, "Accepted")
+				wantCond(t, n, l.Conditions, "Conflicted", false, "NoConflicts")
+				wantCond(t, n, l.Conditions, "Programmed", true, "Programmed")
+			}
+			wantCond(t, "gateway", r.Gateway.Conditions, "Accepted", true, "Accepted")
+			if len(r.Snapshot.Ports) != 1 || r.Snapshot.Ports[0].Protocol != gatewaypb.Port_TLS || len(r.Snapshot.Ports[0].Listeners) != 2 {
+				t.Errorf("ports %v, want one TLS port with both listeners", r.Snapshot.Ports)
+			}
+		}},
+		{"TLSRouteListenerTerminateSupportedKinds", []string{"conformance/tlsroute-listener-terminate-supported-kinds.yaml"}, "gateway-tlsroute-terminate-supported", func(t *testing.T, r Result) {
+			l := listenerStatus(t, r, "tls-terminate")
+			wantCond(t, "listener", l.Conditions, "Accepted", true, "Accepted")
+			wantCond(t, "listener", l.Conditions, "ResolvedRefs", true, "ResolvedRefs")
+			wantCond(t, "listener", l.Conditions, "Programmed", true, "Programmed")
+			if len(l.SupportedKinds) != 1 || l.SupportedKinds[0].Kind != "TLSRoute" || *l.SupportedKinds[0].Group != Group || l.AttachedRoutes != 0 {
+				t.Errorf("supportedKinds %v, attachedRoutes %d", l.SupportedKinds, l.AttachedRoutes)
+			}
+			sl := snapListener(t, r.Snapshot, "tls-terminate")
+			if sl.Mode != gatewaypb.Listener_TLS_TERMINATE || !slices.Equal(sl.Certificates, []string{infra + "/tls-terminate-checks-certificate"}) {
+				t.Errorf("listener %v", sl)
+			}
+		}},
+		{"TLSRouteTerminateSimpleSameNamespace", []string{"conformance/tlsroute-terminate-simple-same-namespace.yaml"}, "gateway-tlsroute-terminate", func(t *testing.T, r Result) {
+			p := parent(t, r, "TLSRoute", infra, "tlsroute-terminated-test")
+			wantCond(t, "route", p.Conditions, "Accepted", true, "Accepted")
+			wantCond(t, "route", p.Conditions, "ResolvedRefs", true, "ResolvedRefs")
+			wantCond(t, "gateway", r.Gateway.Conditions, "Programmed", true, "Programmed")
+			if n := listenerStatus(t, r, "tlsterminate").AttachedRoutes; n != 1 {
+				t.Errorf("attachedRoutes %d", n)
+			}
+			l := snapListener(t, r.Snapshot, "tlsterminate")
+			if l.Mode != gatewaypb.Listener_TLS_TERMINATE || l.Hostname != "tls.example.com" || len(l.Certificates) != 1 || len(l.TlsRoutes) != 1 || len(l.Hosts) != 0 {
+				t.Fatalf("listener %v", l)
+			}
+			tr := l.TlsRoutes[0]
+			// The plaintext port: the gateway sends the decrypted bytes.
+			if !slices.Equal(tr.Hostnames, []string{"tls.example.com"}) || len(tr.Backends) != 1 || tr.Backends[0].Authority != "tcp-backend.gateway-conformance-infra.svc.cluster.local:3000" || tr.Backends[0].Tls != nil {
+				t.Errorf("tls route %v", tr)
+			}
+		}},
+		{"TLSRouteMixedTerminationSameNamespace", []string{"conformance/tlsroute-mixed-termination-same-namespace.yaml"}, "gateway-tlsroute-mixed-termination", func(t *testing.T, r Result) {
+			for _, rt := range []string{"gateway-conformance-mixed-terminateroute", "gateway-conformance-mixed-passthroughroute"} {
+				wantCond(t, rt, parent(t, r, "TLSRoute", infra, rt).Conditions, "Accepted", true, "Accepted")
+			}
+			for _, n := range []string{"tls-terminate", "tls-passthrough"} {
+				l := listenerStatus(t, r, n)
+				wantCond(t, n, l.Conditions, "Accepted", true, "Accepted")
+				if l.AttachedRoutes != 1 || len(l.SupportedKinds) != 1 || l.SupportedKinds[0].Kind != "TLSRoute" {
+					t.Errorf("%s: attachedRoutes %d, supportedKinds %v", n, l.AttachedRoutes, l.SupportedKinds)
 				}
 			}
-			wantCond(t, "gateway", r.Gateway.Conditions, "Accepted", false, "ListenersNotValid")
-			if len(r.Snapshot.Ports) != 0 {
-				t.Errorf("conflicted listeners programmed: %v", r.Snapshot.Ports)
+			if len(r.Snapshot.Ports) != 1 || r.Snapshot.Ports[0].Port != 8883 || r.Snapshot.Ports[0].Protocol != gatewaypb.Port_TLS {
+				t.Fatalf("ports %v", r.Snapshot.Ports)
+			}
+			term, pass := snapListener(t, r.Snapshot, "tls-terminate"), snapListener(t, r.Snapshot, "tls-passthrough")
+			if term.Mode != gatewaypb.Listener_TLS_TERMINATE || len(term.TlsRoutes) != 1 || term.TlsRoutes[0].Backends[0].Authority != "tcp-backend.gateway-conformance-infra.svc.cluster.local:3000" {
+				t.Errorf("terminate listener %v", term)
+			}
+			if pass.Mode != gatewaypb.Listener_TLS_PASSTHROUGH || len(pass.Certificates) != 0 || len(pass.TlsRoutes) != 1 || pass.TlsRoutes[0].Backends[0].Authority != "tcp-backend.gateway-conformance-infra.svc.cluster.local:8443" {
+				t.Errorf("passthrough listener %v", pass)
 			}
 		}},
 		{"HTTPRouteInvalidReferenceGrant", []string{"conformance/httproute-invalid-reference-grant.yaml"}, "same-namespace", func(t *testing.T, r Result) {

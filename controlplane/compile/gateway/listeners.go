@@ -39,7 +39,12 @@ type listener struct {
 
 // programmed: the listener is in the snapshot.
 func (l *listener) programmed() bool {
-	return l.accepted && (l.mode != gatewaypb.Listener_HTTPS || len(l.certs) > 0)
+	return l.accepted && (!l.terminates() || len(l.certs) > 0)
+}
+
+// terminates: the listener completes TLS handshakes with its certificates.
+func (l *listener) terminates() bool {
+	return l.mode == gatewaypb.Listener_HTTPS || l.mode == gatewaypb.Listener_TLS_TERMINATE
 }
 
 func (l *listener) allowsKind(kind string) bool {
@@ -97,20 +102,24 @@ func (c *compiler) listeners() {
 				l.fail(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("%s.tls.mode %q is not supported for protocol HTTPS (allowed: Terminate)", field, *s.TLS.Mode))
 			}
 		case gwv1.TLSProtocolType:
-			l.mode = gatewaypb.Listener_TLS_PASSTHROUGH
-			if s.TLS == nil || s.TLS.Mode == nil || *s.TLS.Mode != gwv1.TLSModePassthrough {
-				m := "unset"
-				if s.TLS != nil && s.TLS.Mode != nil {
-					m = string(*s.TLS.Mode)
+			// Terminate is the field's default (the CRD sets it).
+			l.mode = gatewaypb.Listener_TLS_TERMINATE
+			if s.TLS != nil && s.TLS.Mode != nil {
+				switch *s.TLS.Mode {
+				case gwv1.TLSModePassthrough:
+					l.mode = gatewaypb.Listener_TLS_PASSTHROUGH
+				case gwv1.TLSModeTerminate:
+				default:
+					l.mode = gatewaypb.Listener_MODE_UNSPECIFIED // neither: no certificates to judge
+					l.fail(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("%s.tls.mode %q is not supported for protocol TLS (allowed: Terminate, Passthrough)", field, *s.TLS.Mode))
 				}
-				l.fail(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("%s.tls.mode %s is not supported for protocol TLS (allowed: Passthrough)", field, m))
 			}
 		default:
 			l.fail(string(gwv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("%s.protocol %q is not supported (allowed: HTTP, HTTPS, TLS)", field, s.Protocol))
 			continue
 		}
 		c.allowedRoutes(l, field)
-		if l.mode == gatewaypb.Listener_HTTPS {
+		if l.terminates() {
 			c.certificates(l, field)
 		}
 	}
@@ -196,13 +205,14 @@ func (c *compiler) allowedRoutes(l *listener, field string) {
 
 func groupPtr(g string) *gwv1.Group { x := gwv1.Group(g); return &x }
 
-// certificates resolves an HTTPS listener's certificateRefs. A ref that is
+// certificates resolves the certificateRefs of a listener that terminates
+// TLS (HTTPS, or TLS with mode Terminate). A ref that is
 // not a Secret, is not permitted, is missing or holds no valid key pair
 // makes ResolvedRefs False; the listener is programmed with the valid ones
 // and is not programmed without any.
 func (c *compiler) certificates(l *listener, field string) {
 	if l.spec.TLS == nil || len(l.spec.TLS.CertificateRefs) == 0 {
-		l.unresolved(string(gwv1.ListenerReasonInvalidCertificateRef), field+".tls.certificateRefs is empty (an HTTPS listener needs at least one kubernetes.io/tls Secret)")
+		l.unresolved(string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("%s.tls.certificateRefs is empty (a listener of protocol %s that terminates TLS needs at least one kubernetes.io/tls Secret)", field, l.spec.Protocol))
 		return
 	}
 	for i, ref := range l.spec.TLS.CertificateRefs {
@@ -244,11 +254,12 @@ func (c *compiler) certificates(l *listener, field string) {
 }
 
 // conflicts marks listeners that cannot share their port: a port serves
-// one protocol family (HTTP, or TLS: HTTPS and TLS passthrough chosen per
-// listener by SNI), TLS Terminate and Passthrough listeners cannot mix
-// (a TLS listener that terminates is not supported, see listeners), and
-// two listeners on a port must not claim the same hostname. All the
-// listeners of a conflict are refused: none wins.
+// one protocol family (HTTP, or TLS: HTTPS, TLS Terminate and TLS
+// Passthrough listeners, chosen per connection by SNI, so they may mix:
+// the TLSRouteModeMixed feature), and two listeners on a port must not
+// claim the same hostname, whatever their TLS settings (the spec: listeners
+// that differ only in TLS config conflict). All the listeners of a conflict
+// are refused: none wins.
 func (c *compiler) conflicts() {
 	family := func(l *listener) string {
 		switch l.spec.Protocol {
@@ -259,12 +270,6 @@ func (c *compiler) conflicts() {
 		}
 		return string(l.spec.Protocol)
 	}
-	tlsMode := func(l *listener) string {
-		if l.spec.Protocol == gwv1.TLSProtocolType && l.spec.TLS != nil && l.spec.TLS.Mode != nil {
-			return string(*l.spec.TLS.Mode)
-		}
-		return ""
-	}
 	for i, a := range c.ls {
 		for j, b := range c.ls {
 			if i == j || a.spec.Port != b.spec.Port || routeKinds(a.spec.Protocol) == nil || routeKinds(b.spec.Protocol) == nil {
@@ -272,8 +277,6 @@ func (c *compiler) conflicts() {
 			}
 			switch {
 			case family(a) != family(b):
-				a.conflict = string(gwv1.ListenerReasonProtocolConflict)
-			case tlsMode(a) != "" && tlsMode(b) != "" && tlsMode(a) != tlsMode(b):
 				a.conflict = string(gwv1.ListenerReasonProtocolConflict)
 			case a.hostname == b.hostname && a.conflict == "":
 				a.conflict = string(gwv1.ListenerReasonHostnameConflict)

@@ -625,3 +625,35 @@ func TestBackendTLSPolicyConflictedRefs(t *testing.T) {
 	wantCond(t, "young", got["young"], "Accepted", false, "Conflicted")
 	wantCond(t, "young", got["young"], "ResolvedRefs", false, "InvalidCACertificateRef")
 }
+
+// A TLSRoute attached to a Terminate and a Passthrough listener: the
+// terminating one originates the backend's BackendTLSPolicy TLS (the
+// spec's re-encryption), the passthrough one sends the client's TLS as is.
+func TestTLSRouteTerminateAndPassthrough(t *testing.T) {
+	crt, _ := certPEM(t, "a.example.com")
+	ca := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "gw", Name: "ca"}, Data: map[string]string{"ca.crt": string(crt)}}
+	p := &gwv1.BackendTLSPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "gw", Name: "p", Generation: 1}}
+	p.Spec.TargetRefs = []gwv1.LocalPolicyTargetReferenceWithSectionName{{LocalPolicyTargetReference: gwv1.LocalPolicyTargetReference{Kind: "Service", Name: "a"}}}
+	p.Spec.Validation = gwv1.BackendTLSPolicyValidation{Hostname: "a.example.com", CACertificateRefs: []gwv1.LocalObjectReference{{Kind: "ConfigMap", Name: "ca"}}}
+	term := lis("term", 443, gwv1.TLSProtocolType, "t.example.com")
+	term.TLS = &gwv1.ListenerTLSConfig{Mode: ptr(gwv1.TLSModeTerminate), CertificateRefs: []gwv1.SecretObjectReference{{Name: "cert"}}}
+	pass := lis("pass", 443, gwv1.TLSProtocolType, "p.example.com")
+	r := &gwv1.TLSRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "gw", Name: "r", Generation: 1}}
+	r.Spec.ParentRefs = []gwv1.ParentReference{{Name: "gw"}}
+	r.Spec.Rules = []gwv1.TLSRouteRule{{BackendRefs: []gwv1.BackendRef{{BackendObjectReference: gwv1.BackendObjectReference{Name: "a", Port: ptr(gwv1.PortNumber(80))}}}}}
+	res := compile(base(t, gw(term, pass), r, p, ca))
+	wantCond(t, "route", parent(t, res, "TLSRoute", "gw", "r").Conditions, "Accepted", true, "Accepted")
+	tl, pl := snapListener(t, res.Snapshot, "term"), snapListener(t, res.Snapshot, "pass")
+	if tl.Mode != gatewaypb.Listener_TLS_TERMINATE || len(tl.TlsRoutes) != 1 || !slices.Equal(tl.TlsRoutes[0].Hostnames, []string{"t.example.com"}) {
+		t.Fatalf("terminate listener %v", tl)
+	}
+	if b := tl.TlsRoutes[0].Backends[0]; b.Tls == nil || b.Tls.ServerName != "a.example.com" || b.Protocol != gatewaypb.Backend_PROTOCOL_UNSPECIFIED {
+		t.Errorf("terminate backend %v: the policy's TLS expected", b)
+	}
+	if pl.Mode != gatewaypb.Listener_TLS_PASSTHROUGH || len(pl.TlsRoutes) != 1 || pl.TlsRoutes[0].Backends[0].Tls != nil || pl.TlsRoutes[0].Backends[0].Authority == "" {
+		t.Errorf("passthrough listener %v: its backend carries no TLS of its own", pl)
+	}
+	if len(res.Snapshot.Ports) != 1 || len(res.Snapshot.Ports[0].Listeners) != 2 {
+		t.Errorf("ports %v", res.Snapshot.Ports)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"sort"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
+
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 )
 
@@ -48,8 +50,8 @@ func (c *compiler) snapshot() *gatewaypb.Snapshot {
 			s.Ports = append(s.Ports, p)
 		}
 		pl := &gatewaypb.Listener{Name: string(l.spec.Name), Hostname: l.hostname, Mode: l.mode, Certificates: l.certs}
-		if l.mode == gatewaypb.Listener_TLS_PASSTHROUGH {
-			pl.TlsRoutes = tlsRoutes(l.tlsRoutes)
+		if l.mode == gatewaypb.Listener_TLS_PASSTHROUGH || l.mode == gatewaypb.Listener_TLS_TERMINATE {
+			pl.TlsRoutes = tlsRoutes(l.tlsRoutes, l.mode == gatewaypb.Listener_TLS_PASSTHROUGH)
 		} else {
 			pl.Hosts = hosts(l.hosts)
 		}
@@ -121,7 +123,10 @@ func lessSpecific(h string) []string {
 	return append(out, "")
 }
 
-func tlsRoutes(ts []*tlsRoute) []*gatewaypb.TLSRoute {
+// tlsRoutes orders a TLS listener's routes by their most specific hostname.
+// passthrough: the backends carry no TLS of their own (the client's TLS
+// goes through as is).
+func tlsRoutes(ts []*tlsRoute, passthrough bool) []*gatewaypb.TLSRoute {
 	best := func(t *tlsRoute) string {
 		b := t.hostnames[0]
 		for _, h := range t.hostnames[1:] {
@@ -152,7 +157,18 @@ func tlsRoutes(ts []*tlsRoute) []*gatewaypb.TLSRoute {
 			hs = nil
 		}
 		sort.Slice(hs, func(i, j int) bool { return hostBefore(hs[i], hs[j]) })
-		out = append(out, &gatewaypb.TLSRoute{Route: t.pb.Route, Hostnames: hs, Backends: t.pb.Backends})
+		bs := t.pb.Backends
+		if passthrough {
+			bs = make([]*gatewaypb.Backend, len(t.pb.Backends))
+			for i, b := range t.pb.Backends {
+				if b.Tls != nil {
+					b = proto.CloneOf(b)
+					b.Tls = nil
+				}
+				bs[i] = b
+			}
+		}
+		out = append(out, &gatewaypb.TLSRoute{Route: t.pb.Route, Hostnames: hs, Backends: bs})
 	}
 	return out
 }

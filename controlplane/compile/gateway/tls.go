@@ -16,7 +16,9 @@ type tlsRoute struct {
 	ns, name  string
 }
 
-// tlsRoute compiles a TLSRoute (passthrough): its backends, across rules.
+// tlsRoute compiles a TLSRoute: its backends, across rules. A backend keeps
+// its BackendTLSPolicy's TLS, which a Terminate listener originates (the
+// spec's re-encryption) and a Passthrough listener drops (see snapshot).
 func (c *compiler) tlsRoute(r *gwv1.TLSRoute) *compiled {
 	cr := &compiled{}
 	who := fmt.Sprintf("TLSRoute %s/%s", r.Namespace, r.Name)
@@ -28,7 +30,6 @@ func (c *compiler) tlsRoute(r *gwv1.TLSRoute) *compiled {
 		for bi, br := range rr.BackendRefs {
 			b := c.backend(cr, "TLSRoute", r.Namespace, fmt.Sprintf("%s: spec.rules[%d].backendRefs[%d]", who, ri, bi), br, false)
 			b.Protocol = gatewaypb.Backend_PROTOCOL_UNSPECIFIED // bytes, not HTTP
-			b.Tls = nil                                         // passthrough: the client's TLS goes through
 			pb.Backends = append(pb.Backends, b)
 		}
 	}
