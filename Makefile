@@ -1,7 +1,11 @@
 # Meridian — build, test, bench, generate.
 GO      ?= go
 BIN     ?= bin
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Evaluated once: a recursive variable was re-read by each recipe, and an
+# edit during a build gave the images a tag that bin/meridian did not know.
+ifndef VERSION
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # The proxy is built as its image is (CGO_ENABLED=0: no libc mapped) and
 # without grpc-go's request tracing (golang.org/x/net/trace and the
@@ -9,7 +13,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # and 1.5 MB less idle RSS (proxy/sidecar/README.md, Memory).
 PROXY_TAGS := grpcnotrace
 
-.PHONY: all build test deps unit lint fuzz bench bench-all generate verify-generate demo clean e2e cluster-up cluster-down images
+.PHONY: all build test deps unit lint fuzz bench bench-all generate verify-generate demo clean e2e conformance cluster-up cluster-down images
 
 all: build
 
@@ -49,6 +53,11 @@ unit:
 # first, `make cluster-down` after. See docs/development.md.
 e2e:
 	$(GO) test -tags e2e -count=1 -p 1 -timeout 30m -v ./test/e2e/...
+
+# The upstream Gateway API conformance suite against the gateway on the node
+# hack/cluster runs; writes conformance/report.yaml (conformance/README.md).
+conformance:
+	./hack/conformance.sh
 
 # The product's images (controller, proxy, proxy-init) and the demo's, built
 # without Docker (one static binary per image: the controller image's is
