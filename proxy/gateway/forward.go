@@ -183,6 +183,7 @@ func (g *Gateway) pick(rl *rule) http.Handler {
 func (g *Gateway) forward(rl *rule, be *backend) http.Handler {
 	key := be.key
 	retrier := httpproxy.Retrier((&retryLoop{g: g, rule: rl}).retry)
+	connRetrier := httpproxy.Retrier((&retryLoop{g: g, rule: rl, connAttempts: connErrorRetries}).retry)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		x, r := httpproxy.ExchangeFor(w, r, direction)
 		x.Labels.Route = key
@@ -213,16 +214,23 @@ func (g *Gateway) forward(rl *rule, be *backend) http.Handler {
 			// Meridian-* headers were removed (forwarded).
 			r.Header.Set(httpproxy.OrigProtoHeader, "HTTP/1.1")
 		}
-		if (rl.retry != nil && rl.retry.attempts > 0) || rl.perTry > 0 {
-			if r.Header.Get("Upgrade") == "" && !httpproxy.ExpectsContinue(r.Header) {
-				ok, err := readAhead(r, x)
-				if err != nil {
-					httpproxy.BadRequest(w, r, x, g.metrics, g.log, err)
-					return
-				}
-				if ok {
-					x.Retry = retrier
-				}
+		policy := (rl.retry != nil && rl.retry.attempts > 0) || rl.perTry > 0
+		// With no policy, an idempotent request without a body (RFC 9110
+		// 9.2.2) is still tried again when its connection fails before a
+		// response (an endpoint going away in a rolling restart): another
+		// endpoint answers it instead of the client seeing a 502.
+		connOnly := !policy && idempotent[r.Method] && (r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0)
+		if (policy || connOnly) && r.Header.Get("Upgrade") == "" && !httpproxy.ExpectsContinue(r.Header) {
+			ok, err := readAhead(r, x)
+			if err != nil {
+				httpproxy.BadRequest(w, r, x, g.metrics, g.log, err)
+				return
+			}
+			switch {
+			case ok && policy:
+				x.Retry = retrier
+			case ok && len(x.Body) == 0:
+				x.Retry = connRetrier
 			}
 		}
 		g.fwd.ServeHTTP(w, r)
@@ -291,11 +299,24 @@ func readAhead(r *http.Request, x *httpproxy.Exchange) (ok bool, err error) {
 type retryLoop struct {
 	g    *Gateway
 	rule *rule
+	// connAttempts: with no retry policy, the tries again after a
+	// connection error (never after a response).
+	connAttempts int
+}
+
+// connErrorRetries is how many times a request with no retry policy is
+// tried again after connection errors (idempotent, bodiless requests only).
+const connErrorRetries = 2
+
+// idempotent are RFC 9110 9.2.2's idempotent methods.
+var idempotent = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodOptions: true, http.MethodTrace: true,
+	http.MethodPut: true, http.MethodDelete: true,
 }
 
 func (l *retryLoop) retry(r *http.Request, x *httpproxy.Exchange, a httpproxy.Attempts) (*http.Response, error) {
 	rl := l.rule
-	attempts, backoff := 0, time.Duration(0)
+	attempts, backoff := l.connAttempts, time.Duration(0)
 	if rl.retry != nil {
 		attempts, backoff = rl.retry.attempts, rl.retry.backoff
 	}

@@ -127,4 +127,31 @@ func TestRetriesAndTimeouts(t *testing.T) {
 			t.Errorf("%s: body %q, want the request's echoed on the last try", c.path, body)
 		}
 	}
+
+	// No retry policy: a GET whose connection fails before a response is
+	// tried again (idempotent, no body); a POST is not.
+	r6 := ruleTo("none", prefix("/"), to("flaky.svc:80", 1))
+	pn2 := freePort(t)
+	startGateway(t, dsts(t, map[string][]string{"flaky.svc:80": {flaky.addr}}), snap("v1", httpPort(pn2,
+		httpListener("l", "", hostOf("", r6)))))
+	for _, c := range []struct {
+		method     string
+		wantStatus int
+		wantCalls  int64
+	}{{"GET", 200, 2}, {"POST", 502, 1}} {
+		calls.Store(0)
+		req, _ := http.NewRequest(c.method, "http://127.0.0.1:"+itoa(pn2)+"/reset-first", nil)
+		if c.method == "POST" {
+			req.Body, req.ContentLength = io.NopCloser(strings.NewReader("x")), 1
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.wantStatus || calls.Load() != c.wantCalls {
+			t.Errorf("%s /reset-first with no retry policy: %s after %d calls, want %d after %d", c.method, resp.Status, calls.Load(), c.wantStatus, c.wantCalls)
+		}
+	}
 }

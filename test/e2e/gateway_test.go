@@ -64,6 +64,8 @@ spec:
 // forwards to the meshed backend over mTLS; the Gateway and its routes get
 // the statuses the spec asks for (an HTTPRoute with a bad regular
 // expression is refused in its own status while the other keeps serving).
+// Then HTTPS under load through a certificate change and a rolling restart
+// of the backend, with no failed request (gatewayUnderChange).
 func TestGatewayOnKubernetes(t *testing.T) {
 	gone(t, "meridian", 3*time.Minute)
 	crds := mustMeridian(t, "", "install", "--crds")
@@ -158,4 +160,6 @@ func TestGatewayOnKubernetes(t *testing.T) {
 	if v := sumSeries(metrics, "response_total", map[string]string{"tls": "true", "server_id": echoID}); v < 20 {
 		t.Errorf("the gateway's response_total with tls=\"true\" and server_id=%q is %v, want at least 20\n%s", echoID, v, metrics)
 	}
+
+	gatewayUnderChange(t, n, addr)
 }
