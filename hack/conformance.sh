@@ -47,6 +47,11 @@ spec:
   parametersRef: {group: "", kind: ConfigMap, name: meridian-gateway-params, namespace: meridian}
 YAML
 
+# A clean slate: a run stopped half-way leaves its objects behind (routes
+# still attached to the base Gateways fail later runs' "no routes attached").
+kubectl delete namespace --ignore-not-found --timeout=5m \
+  gateway-conformance-infra gateway-conformance-app-backend gateway-conformance-web-backend
+
 # Features Meridian does not claim (conformance/README.md says why).
 exempt=$(grep -v '^#' conformance/exempt-features | grep -v '^$' | paste -sd, -)
 cd conformance
