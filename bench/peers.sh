@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds the Go peers of the gateway benchmark, Caddy and Traefik, from the
+# wrapper module bench/peers (their versions are its go.mod's) into a cache,
+# once per version: a second run finds them and prints their paths.
+#
+#   bench/peers.sh            # → $PEERS_CACHE/caddy-<v>, $PEERS_CACHE/traefik-<v>
+#
+# PEERS_CACHE defaults to ${XDG_CACHE_HOME:-$HOME/.cache}/meridian-bench-peers.
+# A cold build downloads and compiles some 600 modules (Traefik's providers
+# and ACME DNS clients): several minutes on two cores.
+set -euo pipefail
+cd "$(dirname "$0")/peers"
+cache=${PEERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meridian-bench-peers}
+mkdir -p "$cache"
+for tool in github.com/caddyserver/caddy/v2/cmd/caddy github.com/traefik/traefik/v3/cmd/traefik; do
+	name=${tool##*/}
+	mod=$(go list -m -f '{{.Path}}' "${tool%/cmd/*}")
+	ver=$(go list -m -f '{{.Version}}' "$mod")
+	bin="$cache/$name-$ver"
+	if [ ! -x "$bin" ]; then
+		echo "building $name $ver into $bin" >&2
+		# Stripped and without cgo, as both projects ship their binaries.
+		CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$bin.tmp" "$tool"
+		mv "$bin.tmp" "$bin"
+	fi
+	echo "$bin"
+done
