@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the Go peers of the gateway benchmark, Caddy and Traefik, from the
-# wrapper module bench/peers (their versions are its go.mod's) into a cache,
-# once per version: a second run finds them and prints their paths.
+# Builds the Go peers of the gateway benchmark, Caddy and Traefik, each from
+# its wrapper module (bench/peers/caddy, bench/peers/traefik: their versions
+# are those go.mod's) into a cache, once per version: a second run finds
+# them and prints their paths.
 #
 #   bench/peers.sh            # → $PEERS_CACHE/caddy-<v>, $PEERS_CACHE/traefik-<v>
 #
@@ -9,11 +10,12 @@
 # A cold build downloads and compiles some 600 modules (Traefik's providers
 # and ACME DNS clients): several minutes on two cores.
 set -euo pipefail
-cd "$(dirname "$0")/peers"
+peers="$(cd "$(dirname "$0")/peers" && pwd)"
 cache=${PEERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meridian-bench-peers}
 mkdir -p "$cache"
 for tool in github.com/caddyserver/caddy/v2/cmd/caddy github.com/traefik/traefik/v3/cmd/traefik; do
 	name=${tool##*/}
+	cd "$peers/$name"
 	mod=$(go list -m -f '{{.Path}}' "${tool%/cmd/*}")
 	ver=$(go list -m -f '{{.Version}}' "$mod")
 	bin="$cache/$name-$ver"
