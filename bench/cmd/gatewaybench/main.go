@@ -55,7 +55,7 @@ var (
 	sweepP99    = flag.Duration("sweep-p99", 10*time.Millisecond, "p99 above which a peer counts as saturated")
 	sweepDur    = flag.Duration("sweep-duration", 2*time.Second, "measured time of each sweep step (0: no sweep)")
 	rssRoutes   = flag.Int("rss-routes", 10000, "routes in the gateway snapshot whose RSS is measured (0: skip)")
-	rssSettle   = flag.Duration("rss-settle", 10*time.Second, "wait after the sampled requests before the RSS figure is read")
+	rssSettle   = flag.Duration("rss-settle", 20*time.Second, "wait after the sampled requests before the RSS figure is read")
 	rssSample   = flag.Int("rss-sample", 500, "routes of those that get a request before RSS is read")
 	clientCPU   = flag.String("client-cpu", "0", "CPUs for this program (load generator + backends); empty: no pinning")
 	sutCPU      = flag.String("sut-cpu", "1", "CPUs for the peers; empty: no pinning")
