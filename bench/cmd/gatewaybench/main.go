@@ -31,8 +31,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/meridian-mesh/meridian/bench/backend"
 	"github.com/meridian-mesh/meridian/bench/loadgen"
 	"github.com/meridian-mesh/meridian/bench/sut"
@@ -89,10 +87,12 @@ func client(proto protocol, r *running, roots *x509.CertPool) (func(context.Cont
 			IdleConnTimeout: 90 * time.Second, DisableCompression: true}
 		url = "https://" + r.tls + "/api/x"
 	case pH2:
-		tlsConf.NextProtos = []string{"h2"}
-		// One connection, more only when the peer's stream limit is
-		// reached: as a browser or an HTTP/2 client library does.
-		rt = &http2.Transport{TLSClientConfig: tlsConf, DisableCompression: true}
+		// HTTP/2 only; one connection, more only when the peer's stream
+		// limit is reached: as a browser or an HTTP/2 client library does.
+		var only http.Protocols
+		only.SetHTTP2(true)
+		rt = &http.Transport{DialContext: dial, TLSClientConfig: tlsConf, Protocols: &only, DisableCompression: true,
+			IdleConnTimeout: 90 * time.Second}
 		url = "https://" + r.tls + "/api/x"
 	default:
 		return nil, nil, fmt.Errorf("unknown protocol %q (http1, https, h2)", proto)
