@@ -13,7 +13,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # and 1.5 MB less idle RSS (proxy/sidecar/README.md, Memory).
 PROXY_TAGS := grpcnotrace
 
-.PHONY: all build test deps unit lint fuzz bench bench-all generate verify-generate demo clean e2e conformance cluster-up cluster-down images
+.PHONY: all build test deps unit lint fuzz bench bench-gateway bench-all generate verify-generate demo clean e2e conformance cluster-up cluster-down images
 
 all: build
 
@@ -96,6 +96,13 @@ fuzz:
 # MICROBENCH adds flags, e.g. MICROBENCH='-count 10 -out new.txt' for benchstat.
 bench:
 	$(GO) run ./bench/cmd/microbench -go '$(GO)' $(MICROBENCH)
+
+# The edge gateway against nginx, HAProxy, Caddy and Traefik, its RSS with
+# 10,000 routes, and 1,000 HTTPRoutes applied at once (bench/gateway.sh;
+# bench/README.md, "Edge gateway"). GATEWAYBENCH sets its environment, e.g.
+# GATEWAYBENCH='DURATION=2s SWEEP_DURATION=0.5s' for a smoke run.
+bench-gateway:
+	$(GATEWAYBENCH) ./bench/gateway.sh
 
 # Every benchmark under proxy/, then the proxy benchmarks against nginx and
 # HAProxy whose figures live in bench/README.md (bench/run.sh, ~10 min).

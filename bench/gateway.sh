@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The edge gateway's benchmarks (bench/README.md, "Edge gateway"): the gateway
+# against nginx, HAProxy, Caddy and Traefik, each on one pinned core routing
+# /api/ to three backends, over HTTP/1.1, HTTPS and HTTP/2 (saturation sweep
+# and p99 at a fixed rate); its RSS with 10,000 routes; and 1,000 HTTPRoutes
+# applied at once to a real kube-apiserver until all serve. Output goes to
+# the terminal and to $OUT; every RESULT line is repeated at the end.
+#
+#   bench/gateway.sh                                   # ~15 min (plus a first build of the Go peers)
+#   DURATION=2s SWEEP_DURATION=0.5s bench/gateway.sh   # smoke run, ~5 min
+#
+# Environment: DURATION (fixed-rate time per peer and protocol, default 10s),
+# RATE (default 1000), SWEEP_DURATION (per step, default 2s; 0: no sweep),
+# SWEEP_STEP (default 1000), PEERS (default meridian,nginx,haproxy,caddy,traefik),
+# PROTOCOLS (default http1,https,h2), ROUTES (RSS, default 10000),
+# APPLY_ROUTES (default 1000; 0 skips the kube-apiserver part), OUT
+# (default /tmp/meridian-gateway-bench), CLIENT_CPU / SUT_CPU (default 0 / 1),
+# PRIORITY (default fifo, as bench/run.sh).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/meridian-gateway-bench}
+PRIORITY=${PRIORITY:-fifo}
+mkdir -p "$OUT"
+
+need=()
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v taskset >/dev/null || need+=(util-linux)
+if ((${#need[@]})); then
+	echo "installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+# nginx-light carries ssl and http2 (both needed here).
+mapfile -t gopeers < <(bench/peers.sh)
+
+CGO_ENABLED=0 go build -tags grpcnotrace -o "$OUT/meridian-proxy" ./cmd/meridian-proxy
+go build -o "$OUT/gatewaybench" ./bench/cmd/gatewaybench
+
+{
+	echo "- $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); kernel $(uname -r); $(go version)"
+	echo "- nginx $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), ${gopeers[*]##*/}"
+	echo "- meridian-proxy from $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git status --porcelain -- cmd proxy 2>/dev/null | grep -q . && echo ' + uncommitted changes')"
+	echo "- $(date -u +%FT%TZ); scheduling $PRIORITY; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee "$OUT/machine.md"
+
+"$OUT/gatewaybench" -proxy "$OUT/meridian-proxy" -caddy "${gopeers[0]}" -traefik "${gopeers[1]}" \
+	-peers "${PEERS:-meridian,nginx,haproxy,caddy,traefik}" -protocols "${PROTOCOLS:-http1,https,h2}" \
+	-rate "${RATE:-1000}" -duration "${DURATION:-10s}" -sweep-duration "${SWEEP_DURATION:-2s}" \
+	-sweep-step "${SWEEP_STEP:-1000}" -rss-routes "${ROUTES:-10000}" \
+	-client-cpu "${CLIENT_CPU-0}" -sut-cpu "${SUT_CPU-1}" -priority "$PRIORITY" -logdir "$OUT/logs" 2>&1 |
+	tee "$OUT/gatewaybench.txt"
+
+if [ "${APPLY_ROUTES:-1000}" != 0 ]; then
+	KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-$(hack/kube-assets.sh)}
+	KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS go test -run '^$' -bench RoutesApplied -benchtime 1x \
+		./bench/gatewayscale -args -routes "${APPLY_ROUTES:-1000}" 2>&1 | tee "$OUT/routes.txt"
+fi
+
+echo
+echo "results in $OUT:"
+grep -h '^RESULT' "$OUT"/gatewaybench.txt "$OUT"/routes.txt 2>/dev/null
