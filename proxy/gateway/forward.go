@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -308,6 +309,14 @@ type retryLoop struct {
 // tried again after connection errors (idempotent, bodiless requests only).
 const connErrorRetries = 2
 
+// verificationFailed: a TLS handshake refused a certificate, which trying
+// again will not change (connection-error retries skip it).
+func verificationFailed(err error) bool {
+	var cv *tls.CertificateVerificationError
+	var alert tls.AlertError
+	return errors.As(err, &cv) || errors.As(err, &alert)
+}
+
 // idempotent are RFC 9110 9.2.2's idempotent methods.
 var idempotent = map[string]bool{
 	http.MethodGet: true, http.MethodHead: true, http.MethodOptions: true, http.MethodTrace: true,
@@ -348,7 +357,7 @@ func (l *retryLoop) retry(r *http.Request, x *httpproxy.Exchange, a httpproxy.At
 			// A connection error (refused, reset before a response) or this
 			// try's timeout: retried while attempts remain.
 			cancel(nil)
-			if last || errors.Is(err, context.Canceled) {
+			if last || errors.Is(err, context.Canceled) || (rl.retry == nil && verificationFailed(err)) {
 				return nil, err
 			}
 		} else {
