@@ -98,6 +98,26 @@ func InputFrom(r Reader, gw types.NamespacedName) Input {
 			}
 		}
 	}
+	if t := g.Spec.TLS; t != nil && t.Frontend != nil {
+		cfgs := []gwv1.TLSConfig{t.Frontend.Default}
+		for _, p := range t.Frontend.PerPort {
+			cfgs = append(cfgs, p.TLS)
+		}
+		for _, cfg := range cfgs {
+			if cfg.Validation == nil {
+				continue
+			}
+			for _, ref := range cfg.Validation.CACertificateRefs {
+				k := store.Key{Namespace: g.Namespace, Name: string(ref.Name)}
+				if ref.Namespace != nil && *ref.Namespace != "" {
+					k.Namespace = string(*ref.Namespace)
+				}
+				if cm, ok := r.ConfigMap(k); ok && ref.Group == "" && ref.Kind == "ConfigMap" {
+					in.ConfigMaps = append(in.ConfigMaps, cm)
+				}
+			}
+		}
+	}
 	for _, p := range in.BackendTLSPolicies {
 		for _, ref := range p.Spec.Validation.CACertificateRefs {
 			if cm, ok := r.ConfigMap(store.Key{Namespace: p.Namespace, Name: string(ref.Name)}); ok {
