@@ -31,8 +31,8 @@ type listener struct {
 	// clientValidation: the Gateway's frontend TLS validation for the
 	// listener's port (HTTPS), nil when none applies.
 	clientValidation *gatewaypb.ClientValidation
-	selector            labels.Selector
-	nsFrom              gwv1.FromNamespaces
+	selector         labels.Selector
+	nsFrom           gwv1.FromNamespaces
 
 	attached  map[string]struct{} // routes attached ("kind/ns/name")
 	claims    map[string][]string // HTTPRoute, GRPCRoute → hostnames attached
