@@ -27,8 +27,8 @@ var _ Reader = (*store.Store)(nil)
 
 // InputFrom reads what Compile needs for Gateway gw: the classes, the
 // Gateway, the routes naming it, every ReferenceGrant and
-// BackendTLSPolicy, and the Services, Secrets, ConfigMaps and Namespaces
-// those name.
+// BackendTLSPolicy, and the Services, Secrets, ConfigMaps (the policies'
+// and the frontend validation's CAs) and Namespaces those name.
 func InputFrom(r Reader, gw types.NamespacedName) Input {
 	var in Input
 	g, ok := r.Gateway(store.Key{Namespace: gw.Namespace, Name: gw.Name})
