@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -30,11 +31,14 @@ type PortInfo struct {
 }
 
 type ListenerInfo struct {
-	Name         string     `json:"name"`
-	Hostname     string     `json:"hostname"`
-	Mode         string     `json:"mode"`
-	Certificates []string   `json:"certificates,omitempty"`
-	Routes       []RuleInfo `json:"routes"`
+	Name         string   `json:"name"`
+	Hostname     string   `json:"hostname"`
+	Mode         string   `json:"mode"`
+	Certificates []string `json:"certificates,omitempty"`
+	// ClientValidation: AllowValidOnly or AllowInsecureFallback when the
+	// listener asks for client certificates.
+	ClientValidation string     `json:"clientValidation,omitempty"`
+	Routes           []RuleInfo `json:"routes"`
 }
 
 // RuleInfo is one rule of a listener, in match order.
@@ -77,6 +81,12 @@ func (g *Gateway) Diagnostics() Diagnostics {
 			li := ListenerInfo{Name: l.name, Hostname: l.hostname, Mode: l.mode.String(), Routes: []RuleInfo{}}
 			for _, c := range l.certs {
 				li.Certificates = append(li.Certificates, c.name)
+			}
+			switch {
+			case l.tls != nil && l.tls.ClientAuth == tls.RequireAndVerifyClientCert:
+				li.ClientValidation = "AllowValidOnly"
+			case l.tls != nil && l.tls.ClientAuth == tls.RequestClientCert:
+				li.ClientValidation = "AllowInsecureFallback"
 			}
 			for _, h := range l.hosts {
 				for _, rl := range h.rules {

@@ -159,6 +159,9 @@ func (t *table) compileListener(p *gatewaypb.Port, l *gatewaypb.Listener, b *bui
 			return nil, err
 		}
 		cl.tls.NextProtos = []string{"h2", "http/1.1"}
+		if err := clientValidation(cl.tls, l.GetClientValidation()); err != nil {
+			return nil, fmt.Errorf("client_validation: %w", err)
+		}
 	case p.GetProtocol() == gatewaypb.Port_TLS && (l.GetMode() == gatewaypb.Listener_TLS_PASSTHROUGH || l.GetMode() == gatewaypb.Listener_TLS_TERMINATE):
 		if len(l.GetHosts()) > 0 {
 			return nil, fmt.Errorf("hosts: a %v listener has tls_routes, not hosts", l.GetMode())
@@ -171,6 +174,9 @@ func (t *table) compileListener(p *gatewaypb.Port, l *gatewaypb.Listener, b *bui
 			}
 		} else if len(l.GetCertificates()) > 0 {
 			return nil, errors.New("certificates: a TLS_PASSTHROUGH listener terminates nothing; it has none")
+		}
+		if l.GetClientValidation() != nil {
+			return nil, fmt.Errorf("client_validation: only HTTPS listeners validate client certificates, not %v", l.GetMode())
 		}
 		for i, r := range l.GetTlsRoutes() {
 			cr, err := compileTLSRoute(r, b)
@@ -188,6 +194,9 @@ func (t *table) compileListener(p *gatewaypb.Port, l *gatewaypb.Listener, b *bui
 	}
 	if len(l.GetTlsRoutes()) > 0 {
 		return nil, errors.New("tls_routes: only TLS_PASSTHROUGH and TLS_TERMINATE listeners have them")
+	}
+	if l.GetClientValidation() != nil && l.GetMode() != gatewaypb.Listener_HTTPS {
+		return nil, fmt.Errorf("client_validation: only HTTPS listeners validate client certificates, not %v", l.GetMode())
 	}
 	cl.exact, cl.wild = map[string]*host{}, map[string]*host{}
 	for i, h := range l.GetHosts() {
@@ -229,6 +238,28 @@ func (t *table) listenerCerts(cl *listener, l *gatewaypb.Listener) error {
 		cl.certs = append(cl.certs, c)
 	}
 	cl.tls = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cl.certificate}
+	return nil
+}
+
+// clientValidation makes an HTTPS listener's handshake ask for a client
+// certificate (the Gateway's frontend validation). AllowValidOnly: the
+// handshake fails without one that chains to the CAs. Insecure fallback:
+// asked for, not required, and not verified, so that a missing or
+// untrusted certificate is served alike (the spec leaves authorization to
+// the backend in that mode).
+func clientValidation(cfg *tls.Config, cv *gatewaypb.ClientValidation) error {
+	if cv == nil {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(cv.GetCaCertificates()) {
+		return errors.New("ca_certificates: no PEM certificate (a listener that validates clients needs at least one CA)")
+	}
+	cfg.ClientCAs = pool
+	cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	if cv.GetInsecureFallback() {
+		cfg.ClientAuth = tls.RequestClientCert
+	}
 	return nil
 }
 

@@ -185,7 +185,7 @@ func (x PathMatch_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PathMatch_Type.Descriptor instead.
 func (PathMatch_Type) EnumDescriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{9, 0}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{10, 0}
 }
 
 type Backend_Protocol int32
@@ -234,7 +234,7 @@ func (x Backend_Protocol) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Backend_Protocol.Descriptor instead.
 func (Backend_Protocol) EnumDescriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{20, 0}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{21, 0}
 }
 
 type SessionPersistence_Type int32
@@ -283,7 +283,7 @@ func (x SessionPersistence_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionPersistence_Type.Descriptor instead.
 func (SessionPersistence_Type) EnumDescriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{24, 0}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{25, 0}
 }
 
 type WatchRequest struct {
@@ -536,9 +536,13 @@ type Listener struct {
 	Hosts []*Host `protobuf:"bytes,5,rep,name=hosts,proto3" json:"hosts,omitempty"`
 	// tls_routes (TLS_PASSTHROUGH, TLS_TERMINATE): by SNI, most specific
 	// hostname first.
-	TlsRoutes     []*TLSRoute `protobuf:"bytes,6,rep,name=tls_routes,json=tlsRoutes,proto3" json:"tls_routes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TlsRoutes []*TLSRoute `protobuf:"bytes,6,rep,name=tls_routes,json=tlsRoutes,proto3" json:"tls_routes,omitempty"`
+	// client_validation (HTTPS): the Gateway's spec.tls.frontend for the
+	// listener's port (its perPort entry, else its default); unset: no client
+	// certificate is asked for.
+	ClientValidation *ClientValidation `protobuf:"bytes,7,opt,name=client_validation,json=clientValidation,proto3" json:"client_validation,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Listener) Reset() {
@@ -613,6 +617,71 @@ func (x *Listener) GetTlsRoutes() []*TLSRoute {
 	return nil
 }
 
+func (x *Listener) GetClientValidation() *ClientValidation {
+	if x != nil {
+		return x.ClientValidation
+	}
+	return nil
+}
+
+// ClientValidation is how an HTTPS listener checks client certificates
+// (Gateway API frontend TLS validation).
+type ClientValidation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ca_certificates: PEM trust anchors a client certificate must chain to.
+	CaCertificates []byte `protobuf:"bytes,1,opt,name=ca_certificates,json=caCertificates,proto3" json:"ca_certificates,omitempty"`
+	// insecure_fallback (mode AllowInsecureFallback): a client that presents
+	// no certificate, or one that does not verify, is served all the same;
+	// false (AllowValidOnly): the handshake fails without a valid one.
+	InsecureFallback bool `protobuf:"varint,2,opt,name=insecure_fallback,json=insecureFallback,proto3" json:"insecure_fallback,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ClientValidation) Reset() {
+	*x = ClientValidation{}
+	mi := &file_gateway_gateway_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientValidation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientValidation) ProtoMessage() {}
+
+func (x *ClientValidation) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_gateway_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientValidation.ProtoReflect.Descriptor instead.
+func (*ClientValidation) Descriptor() ([]byte, []int) {
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ClientValidation) GetCaCertificates() []byte {
+	if x != nil {
+		return x.CaCertificates
+	}
+	return nil
+}
+
+func (x *ClientValidation) GetInsecureFallback() bool {
+	if x != nil {
+		return x.InsecureFallback
+	}
+	return false
+}
+
 type Certificate struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`                               // "namespace/secret-name"
@@ -624,7 +693,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_gateway_gateway_proto_msgTypes[4]
+	mi := &file_gateway_gateway_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +705,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[4]
+	mi := &file_gateway_gateway_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +718,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{4}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Certificate) GetName() string {
@@ -688,7 +757,7 @@ type Host struct {
 
 func (x *Host) Reset() {
 	*x = Host{}
-	mi := &file_gateway_gateway_proto_msgTypes[5]
+	mi := &file_gateway_gateway_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +769,7 @@ func (x *Host) String() string {
 func (*Host) ProtoMessage() {}
 
 func (x *Host) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[5]
+	mi := &file_gateway_gateway_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +782,7 @@ func (x *Host) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Host.ProtoReflect.Descriptor instead.
 func (*Host) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{5}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Host) GetHostname() string {
@@ -755,7 +824,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_gateway_gateway_proto_msgTypes[6]
+	mi := &file_gateway_gateway_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +836,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[6]
+	mi := &file_gateway_gateway_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +849,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{6}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Rule) GetRoute() *RouteRef {
@@ -851,7 +920,7 @@ type RouteRef struct {
 
 func (x *RouteRef) Reset() {
 	*x = RouteRef{}
-	mi := &file_gateway_gateway_proto_msgTypes[7]
+	mi := &file_gateway_gateway_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +932,7 @@ func (x *RouteRef) String() string {
 func (*RouteRef) ProtoMessage() {}
 
 func (x *RouteRef) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[7]
+	mi := &file_gateway_gateway_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +945,7 @@ func (x *RouteRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteRef.ProtoReflect.Descriptor instead.
 func (*RouteRef) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{7}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RouteRef) GetKind() string {
@@ -920,7 +989,7 @@ type Match struct {
 
 func (x *Match) Reset() {
 	*x = Match{}
-	mi := &file_gateway_gateway_proto_msgTypes[8]
+	mi := &file_gateway_gateway_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1001,7 @@ func (x *Match) String() string {
 func (*Match) ProtoMessage() {}
 
 func (x *Match) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[8]
+	mi := &file_gateway_gateway_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1014,7 @@ func (x *Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Match.ProtoReflect.Descriptor instead.
 func (*Match) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{8}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Match) GetPath() *PathMatch {
@@ -986,7 +1055,7 @@ type PathMatch struct {
 
 func (x *PathMatch) Reset() {
 	*x = PathMatch{}
-	mi := &file_gateway_gateway_proto_msgTypes[9]
+	mi := &file_gateway_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1067,7 @@ func (x *PathMatch) String() string {
 func (*PathMatch) ProtoMessage() {}
 
 func (x *PathMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[9]
+	mi := &file_gateway_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1080,7 @@ func (x *PathMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathMatch.ProtoReflect.Descriptor instead.
 func (*PathMatch) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{9}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PathMatch) GetType() PathMatch_Type {
@@ -1039,7 +1108,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_gateway_gateway_proto_msgTypes[10]
+	mi := &file_gateway_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1120,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[10]
+	mi := &file_gateway_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1133,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{10}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HeaderMatch) GetName() string {
@@ -1099,7 +1168,7 @@ type QueryMatch struct {
 
 func (x *QueryMatch) Reset() {
 	*x = QueryMatch{}
-	mi := &file_gateway_gateway_proto_msgTypes[11]
+	mi := &file_gateway_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1180,7 @@ func (x *QueryMatch) String() string {
 func (*QueryMatch) ProtoMessage() {}
 
 func (x *QueryMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[11]
+	mi := &file_gateway_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1193,7 @@ func (x *QueryMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryMatch.ProtoReflect.Descriptor instead.
 func (*QueryMatch) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{11}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *QueryMatch) GetName() string {
@@ -1165,7 +1234,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_gateway_gateway_proto_msgTypes[12]
+	mi := &file_gateway_gateway_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1246,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[12]
+	mi := &file_gateway_gateway_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1259,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{12}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Filter) GetFilter() isFilter_Filter {
@@ -1305,7 +1374,7 @@ type HeaderModifier struct {
 
 func (x *HeaderModifier) Reset() {
 	*x = HeaderModifier{}
-	mi := &file_gateway_gateway_proto_msgTypes[13]
+	mi := &file_gateway_gateway_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1386,7 @@ func (x *HeaderModifier) String() string {
 func (*HeaderModifier) ProtoMessage() {}
 
 func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[13]
+	mi := &file_gateway_gateway_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1399,7 @@ func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
 func (*HeaderModifier) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{13}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HeaderModifier) GetSet() map[string]string {
@@ -1364,7 +1433,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_gateway_gateway_proto_msgTypes[14]
+	mi := &file_gateway_gateway_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1445,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[14]
+	mi := &file_gateway_gateway_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1458,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{14}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Header) GetName() string {
@@ -1421,7 +1490,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_gateway_gateway_proto_msgTypes[15]
+	mi := &file_gateway_gateway_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1502,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[15]
+	mi := &file_gateway_gateway_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1515,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{15}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Redirect) GetScheme() string {
@@ -1494,7 +1563,7 @@ type Rewrite struct {
 
 func (x *Rewrite) Reset() {
 	*x = Rewrite{}
-	mi := &file_gateway_gateway_proto_msgTypes[16]
+	mi := &file_gateway_gateway_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1575,7 @@ func (x *Rewrite) String() string {
 func (*Rewrite) ProtoMessage() {}
 
 func (x *Rewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[16]
+	mi := &file_gateway_gateway_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1588,7 @@ func (x *Rewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rewrite.ProtoReflect.Descriptor instead.
 func (*Rewrite) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{16}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Rewrite) GetHostname() string {
@@ -1549,7 +1618,7 @@ type PathModifier struct {
 
 func (x *PathModifier) Reset() {
 	*x = PathModifier{}
-	mi := &file_gateway_gateway_proto_msgTypes[17]
+	mi := &file_gateway_gateway_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1630,7 @@ func (x *PathModifier) String() string {
 func (*PathModifier) ProtoMessage() {}
 
 func (x *PathModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[17]
+	mi := &file_gateway_gateway_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1643,7 @@ func (x *PathModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathModifier.ProtoReflect.Descriptor instead.
 func (*PathModifier) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{17}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PathModifier) GetModifier() isPathModifier_Modifier {
@@ -1632,7 +1701,7 @@ type Mirror struct {
 
 func (x *Mirror) Reset() {
 	*x = Mirror{}
-	mi := &file_gateway_gateway_proto_msgTypes[18]
+	mi := &file_gateway_gateway_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1713,7 @@ func (x *Mirror) String() string {
 func (*Mirror) ProtoMessage() {}
 
 func (x *Mirror) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[18]
+	mi := &file_gateway_gateway_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1726,7 @@ func (x *Mirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mirror.ProtoReflect.Descriptor instead.
 func (*Mirror) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{18}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Mirror) GetBackend() *Backend {
@@ -1695,7 +1764,7 @@ type CORS struct {
 
 func (x *CORS) Reset() {
 	*x = CORS{}
-	mi := &file_gateway_gateway_proto_msgTypes[19]
+	mi := &file_gateway_gateway_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1776,7 @@ func (x *CORS) String() string {
 func (*CORS) ProtoMessage() {}
 
 func (x *CORS) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[19]
+	mi := &file_gateway_gateway_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1789,7 @@ func (x *CORS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CORS.ProtoReflect.Descriptor instead.
 func (*CORS) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{19}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CORS) GetAllowOrigins() []string {
@@ -1786,7 +1855,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_gateway_gateway_proto_msgTypes[20]
+	mi := &file_gateway_gateway_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1867,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[20]
+	mi := &file_gateway_gateway_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1880,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{20}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Backend) GetAuthority() string {
@@ -1867,7 +1936,7 @@ type BackendTLS struct {
 
 func (x *BackendTLS) Reset() {
 	*x = BackendTLS{}
-	mi := &file_gateway_gateway_proto_msgTypes[21]
+	mi := &file_gateway_gateway_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +1948,7 @@ func (x *BackendTLS) String() string {
 func (*BackendTLS) ProtoMessage() {}
 
 func (x *BackendTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[21]
+	mi := &file_gateway_gateway_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +1961,7 @@ func (x *BackendTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendTLS.ProtoReflect.Descriptor instead.
 func (*BackendTLS) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{21}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BackendTLS) GetServerName() string {
@@ -1929,7 +1998,7 @@ type Timeouts struct {
 
 func (x *Timeouts) Reset() {
 	*x = Timeouts{}
-	mi := &file_gateway_gateway_proto_msgTypes[22]
+	mi := &file_gateway_gateway_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2010,7 @@ func (x *Timeouts) String() string {
 func (*Timeouts) ProtoMessage() {}
 
 func (x *Timeouts) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[22]
+	mi := &file_gateway_gateway_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2023,7 @@ func (x *Timeouts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeouts.ProtoReflect.Descriptor instead.
 func (*Timeouts) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{22}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Timeouts) GetRequest() *durationpb.Duration {
@@ -1982,7 +2051,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_gateway_gateway_proto_msgTypes[23]
+	mi := &file_gateway_gateway_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1994,7 +2063,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[23]
+	mi := &file_gateway_gateway_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2007,7 +2076,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{23}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Retry) GetAttempts() uint32 {
@@ -2044,7 +2113,7 @@ type SessionPersistence struct {
 
 func (x *SessionPersistence) Reset() {
 	*x = SessionPersistence{}
-	mi := &file_gateway_gateway_proto_msgTypes[24]
+	mi := &file_gateway_gateway_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2125,7 @@ func (x *SessionPersistence) String() string {
 func (*SessionPersistence) ProtoMessage() {}
 
 func (x *SessionPersistence) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[24]
+	mi := &file_gateway_gateway_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2138,7 @@ func (x *SessionPersistence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionPersistence.ProtoReflect.Descriptor instead.
 func (*SessionPersistence) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{24}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SessionPersistence) GetType() SessionPersistence_Type {
@@ -2118,7 +2187,7 @@ type TLSRoute struct {
 
 func (x *TLSRoute) Reset() {
 	*x = TLSRoute{}
-	mi := &file_gateway_gateway_proto_msgTypes[25]
+	mi := &file_gateway_gateway_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2130,7 +2199,7 @@ func (x *TLSRoute) String() string {
 func (*TLSRoute) ProtoMessage() {}
 
 func (x *TLSRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[25]
+	mi := &file_gateway_gateway_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2143,7 +2212,7 @@ func (x *TLSRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TLSRoute.ProtoReflect.Descriptor instead.
 func (*TLSRoute) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{25}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TLSRoute) GetRoute() *RouteRef {
@@ -2180,7 +2249,7 @@ type Rejected struct {
 
 func (x *Rejected) Reset() {
 	*x = Rejected{}
-	mi := &file_gateway_gateway_proto_msgTypes[26]
+	mi := &file_gateway_gateway_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +2261,7 @@ func (x *Rejected) String() string {
 func (*Rejected) ProtoMessage() {}
 
 func (x *Rejected) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[26]
+	mi := &file_gateway_gateway_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +2274,7 @@ func (x *Rejected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejected.ProtoReflect.Descriptor instead.
 func (*Rejected) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{26}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Rejected) GetKind() string {
@@ -2268,7 +2337,7 @@ const file_gateway_gateway_proto_rawDesc = "" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04HTTP\x10\x01\x12\a\n" +
-	"\x03TLS\x10\x02\"\xe0\x02\n" +
+	"\x03TLS\x10\x02\"\xb4\x03\n" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x126\n" +
@@ -2276,13 +2345,17 @@ const file_gateway_gateway_proto_rawDesc = "" +
 	"\fcertificates\x18\x04 \x03(\tR\fcertificates\x12/\n" +
 	"\x05hosts\x18\x05 \x03(\v2\x19.meridian.gateway.v1.HostR\x05hosts\x12<\n" +
 	"\n" +
-	"tls_routes\x18\x06 \x03(\v2\x1d.meridian.gateway.v1.TLSRouteR\ttlsRoutes\"Y\n" +
+	"tls_routes\x18\x06 \x03(\v2\x1d.meridian.gateway.v1.TLSRouteR\ttlsRoutes\x12R\n" +
+	"\x11client_validation\x18\a \x01(\v2%.meridian.gateway.v1.ClientValidationR\x10clientValidation\"Y\n" +
 	"\x04Mode\x12\x14\n" +
 	"\x10MODE_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04HTTP\x10\x01\x12\t\n" +
 	"\x05HTTPS\x10\x02\x12\x13\n" +
 	"\x0fTLS_PASSTHROUGH\x10\x03\x12\x11\n" +
-	"\rTLS_TERMINATE\x10\x04\"a\n" +
+	"\rTLS_TERMINATE\x10\x04\"h\n" +
+	"\x10ClientValidation\x12'\n" +
+	"\x0fca_certificates\x18\x01 \x01(\fR\x0ecaCertificates\x12+\n" +
+	"\x11insecure_fallback\x18\x02 \x01(\bR\x10insecureFallback\"a\n" +
 	"\vCertificate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -2435,7 +2508,7 @@ func file_gateway_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_gateway_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_gateway_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_gateway_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_gateway_gateway_proto_goTypes = []any{
 	(Port_Protocol)(0),           // 0: meridian.gateway.v1.Port.Protocol
 	(Listener_Mode)(0),           // 1: meridian.gateway.v1.Listener.Mode
@@ -2446,82 +2519,84 @@ var file_gateway_gateway_proto_goTypes = []any{
 	(*Snapshot)(nil),             // 6: meridian.gateway.v1.Snapshot
 	(*Port)(nil),                 // 7: meridian.gateway.v1.Port
 	(*Listener)(nil),             // 8: meridian.gateway.v1.Listener
-	(*Certificate)(nil),          // 9: meridian.gateway.v1.Certificate
-	(*Host)(nil),                 // 10: meridian.gateway.v1.Host
-	(*Rule)(nil),                 // 11: meridian.gateway.v1.Rule
-	(*RouteRef)(nil),             // 12: meridian.gateway.v1.RouteRef
-	(*Match)(nil),                // 13: meridian.gateway.v1.Match
-	(*PathMatch)(nil),            // 14: meridian.gateway.v1.PathMatch
-	(*HeaderMatch)(nil),          // 15: meridian.gateway.v1.HeaderMatch
-	(*QueryMatch)(nil),           // 16: meridian.gateway.v1.QueryMatch
-	(*Filter)(nil),               // 17: meridian.gateway.v1.Filter
-	(*HeaderModifier)(nil),       // 18: meridian.gateway.v1.HeaderModifier
-	(*Header)(nil),               // 19: meridian.gateway.v1.Header
-	(*Redirect)(nil),             // 20: meridian.gateway.v1.Redirect
-	(*Rewrite)(nil),              // 21: meridian.gateway.v1.Rewrite
-	(*PathModifier)(nil),         // 22: meridian.gateway.v1.PathModifier
-	(*Mirror)(nil),               // 23: meridian.gateway.v1.Mirror
-	(*CORS)(nil),                 // 24: meridian.gateway.v1.CORS
-	(*Backend)(nil),              // 25: meridian.gateway.v1.Backend
-	(*BackendTLS)(nil),           // 26: meridian.gateway.v1.BackendTLS
-	(*Timeouts)(nil),             // 27: meridian.gateway.v1.Timeouts
-	(*Retry)(nil),                // 28: meridian.gateway.v1.Retry
-	(*SessionPersistence)(nil),   // 29: meridian.gateway.v1.SessionPersistence
-	(*TLSRoute)(nil),             // 30: meridian.gateway.v1.TLSRoute
-	(*Rejected)(nil),             // 31: meridian.gateway.v1.Rejected
-	nil,                          // 32: meridian.gateway.v1.HeaderModifier.SetEntry
-	(*durationpb.Duration)(nil),  // 33: google.protobuf.Duration
+	(*ClientValidation)(nil),     // 9: meridian.gateway.v1.ClientValidation
+	(*Certificate)(nil),          // 10: meridian.gateway.v1.Certificate
+	(*Host)(nil),                 // 11: meridian.gateway.v1.Host
+	(*Rule)(nil),                 // 12: meridian.gateway.v1.Rule
+	(*RouteRef)(nil),             // 13: meridian.gateway.v1.RouteRef
+	(*Match)(nil),                // 14: meridian.gateway.v1.Match
+	(*PathMatch)(nil),            // 15: meridian.gateway.v1.PathMatch
+	(*HeaderMatch)(nil),          // 16: meridian.gateway.v1.HeaderMatch
+	(*QueryMatch)(nil),           // 17: meridian.gateway.v1.QueryMatch
+	(*Filter)(nil),               // 18: meridian.gateway.v1.Filter
+	(*HeaderModifier)(nil),       // 19: meridian.gateway.v1.HeaderModifier
+	(*Header)(nil),               // 20: meridian.gateway.v1.Header
+	(*Redirect)(nil),             // 21: meridian.gateway.v1.Redirect
+	(*Rewrite)(nil),              // 22: meridian.gateway.v1.Rewrite
+	(*PathModifier)(nil),         // 23: meridian.gateway.v1.PathModifier
+	(*Mirror)(nil),               // 24: meridian.gateway.v1.Mirror
+	(*CORS)(nil),                 // 25: meridian.gateway.v1.CORS
+	(*Backend)(nil),              // 26: meridian.gateway.v1.Backend
+	(*BackendTLS)(nil),           // 27: meridian.gateway.v1.BackendTLS
+	(*Timeouts)(nil),             // 28: meridian.gateway.v1.Timeouts
+	(*Retry)(nil),                // 29: meridian.gateway.v1.Retry
+	(*SessionPersistence)(nil),   // 30: meridian.gateway.v1.SessionPersistence
+	(*TLSRoute)(nil),             // 31: meridian.gateway.v1.TLSRoute
+	(*Rejected)(nil),             // 32: meridian.gateway.v1.Rejected
+	nil,                          // 33: meridian.gateway.v1.HeaderModifier.SetEntry
+	(*durationpb.Duration)(nil),  // 34: google.protobuf.Duration
 }
 var file_gateway_gateway_proto_depIdxs = []int32{
 	7,  // 0: meridian.gateway.v1.Snapshot.ports:type_name -> meridian.gateway.v1.Port
-	9,  // 1: meridian.gateway.v1.Snapshot.certificates:type_name -> meridian.gateway.v1.Certificate
-	31, // 2: meridian.gateway.v1.Snapshot.rejected:type_name -> meridian.gateway.v1.Rejected
+	10, // 1: meridian.gateway.v1.Snapshot.certificates:type_name -> meridian.gateway.v1.Certificate
+	32, // 2: meridian.gateway.v1.Snapshot.rejected:type_name -> meridian.gateway.v1.Rejected
 	0,  // 3: meridian.gateway.v1.Port.protocol:type_name -> meridian.gateway.v1.Port.Protocol
 	8,  // 4: meridian.gateway.v1.Port.listeners:type_name -> meridian.gateway.v1.Listener
 	1,  // 5: meridian.gateway.v1.Listener.mode:type_name -> meridian.gateway.v1.Listener.Mode
-	10, // 6: meridian.gateway.v1.Listener.hosts:type_name -> meridian.gateway.v1.Host
-	30, // 7: meridian.gateway.v1.Listener.tls_routes:type_name -> meridian.gateway.v1.TLSRoute
-	11, // 8: meridian.gateway.v1.Host.rules:type_name -> meridian.gateway.v1.Rule
-	12, // 9: meridian.gateway.v1.Rule.route:type_name -> meridian.gateway.v1.RouteRef
-	13, // 10: meridian.gateway.v1.Rule.match:type_name -> meridian.gateway.v1.Match
-	17, // 11: meridian.gateway.v1.Rule.filters:type_name -> meridian.gateway.v1.Filter
-	25, // 12: meridian.gateway.v1.Rule.backends:type_name -> meridian.gateway.v1.Backend
-	27, // 13: meridian.gateway.v1.Rule.timeouts:type_name -> meridian.gateway.v1.Timeouts
-	28, // 14: meridian.gateway.v1.Rule.retry:type_name -> meridian.gateway.v1.Retry
-	29, // 15: meridian.gateway.v1.Rule.session_persistence:type_name -> meridian.gateway.v1.SessionPersistence
-	14, // 16: meridian.gateway.v1.Match.path:type_name -> meridian.gateway.v1.PathMatch
-	15, // 17: meridian.gateway.v1.Match.headers:type_name -> meridian.gateway.v1.HeaderMatch
-	16, // 18: meridian.gateway.v1.Match.query_params:type_name -> meridian.gateway.v1.QueryMatch
-	2,  // 19: meridian.gateway.v1.PathMatch.type:type_name -> meridian.gateway.v1.PathMatch.Type
-	18, // 20: meridian.gateway.v1.Filter.request_headers:type_name -> meridian.gateway.v1.HeaderModifier
-	18, // 21: meridian.gateway.v1.Filter.response_headers:type_name -> meridian.gateway.v1.HeaderModifier
-	20, // 22: meridian.gateway.v1.Filter.redirect:type_name -> meridian.gateway.v1.Redirect
-	21, // 23: meridian.gateway.v1.Filter.rewrite:type_name -> meridian.gateway.v1.Rewrite
-	23, // 24: meridian.gateway.v1.Filter.mirror:type_name -> meridian.gateway.v1.Mirror
-	24, // 25: meridian.gateway.v1.Filter.cors:type_name -> meridian.gateway.v1.CORS
-	32, // 26: meridian.gateway.v1.HeaderModifier.set:type_name -> meridian.gateway.v1.HeaderModifier.SetEntry
-	19, // 27: meridian.gateway.v1.HeaderModifier.add:type_name -> meridian.gateway.v1.Header
-	22, // 28: meridian.gateway.v1.Redirect.path:type_name -> meridian.gateway.v1.PathModifier
-	22, // 29: meridian.gateway.v1.Rewrite.path:type_name -> meridian.gateway.v1.PathModifier
-	25, // 30: meridian.gateway.v1.Mirror.backend:type_name -> meridian.gateway.v1.Backend
-	3,  // 31: meridian.gateway.v1.Backend.protocol:type_name -> meridian.gateway.v1.Backend.Protocol
-	17, // 32: meridian.gateway.v1.Backend.filters:type_name -> meridian.gateway.v1.Filter
-	26, // 33: meridian.gateway.v1.Backend.tls:type_name -> meridian.gateway.v1.BackendTLS
-	33, // 34: meridian.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
-	33, // 35: meridian.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
-	33, // 36: meridian.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
-	4,  // 37: meridian.gateway.v1.SessionPersistence.type:type_name -> meridian.gateway.v1.SessionPersistence.Type
-	33, // 38: meridian.gateway.v1.SessionPersistence.absolute_timeout:type_name -> google.protobuf.Duration
-	33, // 39: meridian.gateway.v1.SessionPersistence.idle_timeout:type_name -> google.protobuf.Duration
-	12, // 40: meridian.gateway.v1.TLSRoute.route:type_name -> meridian.gateway.v1.RouteRef
-	25, // 41: meridian.gateway.v1.TLSRoute.backends:type_name -> meridian.gateway.v1.Backend
-	5,  // 42: meridian.gateway.v1.Gateway.Watch:input_type -> meridian.gateway.v1.WatchRequest
-	6,  // 43: meridian.gateway.v1.Gateway.Watch:output_type -> meridian.gateway.v1.Snapshot
-	43, // [43:44] is the sub-list for method output_type
-	42, // [42:43] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	11, // 6: meridian.gateway.v1.Listener.hosts:type_name -> meridian.gateway.v1.Host
+	31, // 7: meridian.gateway.v1.Listener.tls_routes:type_name -> meridian.gateway.v1.TLSRoute
+	9,  // 8: meridian.gateway.v1.Listener.client_validation:type_name -> meridian.gateway.v1.ClientValidation
+	12, // 9: meridian.gateway.v1.Host.rules:type_name -> meridian.gateway.v1.Rule
+	13, // 10: meridian.gateway.v1.Rule.route:type_name -> meridian.gateway.v1.RouteRef
+	14, // 11: meridian.gateway.v1.Rule.match:type_name -> meridian.gateway.v1.Match
+	18, // 12: meridian.gateway.v1.Rule.filters:type_name -> meridian.gateway.v1.Filter
+	26, // 13: meridian.gateway.v1.Rule.backends:type_name -> meridian.gateway.v1.Backend
+	28, // 14: meridian.gateway.v1.Rule.timeouts:type_name -> meridian.gateway.v1.Timeouts
+	29, // 15: meridian.gateway.v1.Rule.retry:type_name -> meridian.gateway.v1.Retry
+	30, // 16: meridian.gateway.v1.Rule.session_persistence:type_name -> meridian.gateway.v1.SessionPersistence
+	15, // 17: meridian.gateway.v1.Match.path:type_name -> meridian.gateway.v1.PathMatch
+	16, // 18: meridian.gateway.v1.Match.headers:type_name -> meridian.gateway.v1.HeaderMatch
+	17, // 19: meridian.gateway.v1.Match.query_params:type_name -> meridian.gateway.v1.QueryMatch
+	2,  // 20: meridian.gateway.v1.PathMatch.type:type_name -> meridian.gateway.v1.PathMatch.Type
+	19, // 21: meridian.gateway.v1.Filter.request_headers:type_name -> meridian.gateway.v1.HeaderModifier
+	19, // 22: meridian.gateway.v1.Filter.response_headers:type_name -> meridian.gateway.v1.HeaderModifier
+	21, // 23: meridian.gateway.v1.Filter.redirect:type_name -> meridian.gateway.v1.Redirect
+	22, // 24: meridian.gateway.v1.Filter.rewrite:type_name -> meridian.gateway.v1.Rewrite
+	24, // 25: meridian.gateway.v1.Filter.mirror:type_name -> meridian.gateway.v1.Mirror
+	25, // 26: meridian.gateway.v1.Filter.cors:type_name -> meridian.gateway.v1.CORS
+	33, // 27: meridian.gateway.v1.HeaderModifier.set:type_name -> meridian.gateway.v1.HeaderModifier.SetEntry
+	20, // 28: meridian.gateway.v1.HeaderModifier.add:type_name -> meridian.gateway.v1.Header
+	23, // 29: meridian.gateway.v1.Redirect.path:type_name -> meridian.gateway.v1.PathModifier
+	23, // 30: meridian.gateway.v1.Rewrite.path:type_name -> meridian.gateway.v1.PathModifier
+	26, // 31: meridian.gateway.v1.Mirror.backend:type_name -> meridian.gateway.v1.Backend
+	3,  // 32: meridian.gateway.v1.Backend.protocol:type_name -> meridian.gateway.v1.Backend.Protocol
+	18, // 33: meridian.gateway.v1.Backend.filters:type_name -> meridian.gateway.v1.Filter
+	27, // 34: meridian.gateway.v1.Backend.tls:type_name -> meridian.gateway.v1.BackendTLS
+	34, // 35: meridian.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
+	34, // 36: meridian.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
+	34, // 37: meridian.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
+	4,  // 38: meridian.gateway.v1.SessionPersistence.type:type_name -> meridian.gateway.v1.SessionPersistence.Type
+	34, // 39: meridian.gateway.v1.SessionPersistence.absolute_timeout:type_name -> google.protobuf.Duration
+	34, // 40: meridian.gateway.v1.SessionPersistence.idle_timeout:type_name -> google.protobuf.Duration
+	13, // 41: meridian.gateway.v1.TLSRoute.route:type_name -> meridian.gateway.v1.RouteRef
+	26, // 42: meridian.gateway.v1.TLSRoute.backends:type_name -> meridian.gateway.v1.Backend
+	5,  // 43: meridian.gateway.v1.Gateway.Watch:input_type -> meridian.gateway.v1.WatchRequest
+	6,  // 44: meridian.gateway.v1.Gateway.Watch:output_type -> meridian.gateway.v1.Snapshot
+	44, // [44:45] is the sub-list for method output_type
+	43, // [43:44] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_gateway_gateway_proto_init() }
@@ -2529,7 +2604,7 @@ func file_gateway_gateway_proto_init() {
 	if File_gateway_gateway_proto != nil {
 		return
 	}
-	file_gateway_gateway_proto_msgTypes[12].OneofWrappers = []any{
+	file_gateway_gateway_proto_msgTypes[13].OneofWrappers = []any{
 		(*Filter_RequestHeaders)(nil),
 		(*Filter_ResponseHeaders)(nil),
 		(*Filter_Redirect)(nil),
@@ -2537,7 +2612,7 @@ func file_gateway_gateway_proto_init() {
 		(*Filter_Mirror)(nil),
 		(*Filter_Cors)(nil),
 	}
-	file_gateway_gateway_proto_msgTypes[17].OneofWrappers = []any{
+	file_gateway_gateway_proto_msgTypes[18].OneofWrappers = []any{
 		(*PathModifier_FullPath)(nil),
 		(*PathModifier_ReplacePrefix)(nil),
 	}
@@ -2547,7 +2622,7 @@ func file_gateway_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gateway_gateway_proto_rawDesc), len(file_gateway_gateway_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

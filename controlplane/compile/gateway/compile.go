@@ -42,7 +42,8 @@ type Input struct {
 	Secrets []*corev1.Secret
 	// Namespaces: their labels decide allowedRoutes selectors.
 	Namespaces []*corev1.Namespace
-	// ConfigMaps: CA certificates (key ca.crt) of BackendTLSPolicies.
+	// ConfigMaps: CA certificates (key ca.crt) of BackendTLSPolicies and
+	// of the Gateway's frontend client certificate validation.
 	ConfigMaps []*corev1.ConfigMap
 }
 

@@ -27,8 +27,8 @@ var _ Reader = (*store.Store)(nil)
 
 // InputFrom reads what Compile needs for Gateway gw: the classes, the
 // Gateway, the routes naming it, every ReferenceGrant and
-// BackendTLSPolicy, and the Services, Secrets, ConfigMaps and Namespaces
-// those name.
+// BackendTLSPolicy, and the Services, Secrets, ConfigMaps (the policies'
+// and the frontend validation's CAs) and Namespaces those name.
 func InputFrom(r Reader, gw types.NamespacedName) Input {
 	var in Input
 	g, ok := r.Gateway(store.Key{Namespace: gw.Namespace, Name: gw.Name})
@@ -95,6 +95,26 @@ func InputFrom(r Reader, gw types.NamespacedName) Input {
 			}
 			if s, ok := r.Secret(k); ok {
 				in.Secrets = append(in.Secrets, s)
+			}
+		}
+	}
+	if t := g.Spec.TLS; t != nil && t.Frontend != nil {
+		cfgs := []gwv1.TLSConfig{t.Frontend.Default}
+		for _, p := range t.Frontend.PerPort {
+			cfgs = append(cfgs, p.TLS)
+		}
+		for _, cfg := range cfgs {
+			if cfg.Validation == nil {
+				continue
+			}
+			for _, ref := range cfg.Validation.CACertificateRefs {
+				k := store.Key{Namespace: g.Namespace, Name: string(ref.Name)}
+				if ref.Namespace != nil && *ref.Namespace != "" {
+					k.Namespace = string(*ref.Namespace)
+				}
+				if cm, ok := r.ConfigMap(k); ok && ref.Group == "" && ref.Kind == "ConfigMap" {
+					in.ConfigMaps = append(in.ConfigMaps, cm)
+				}
 			}
 		}
 	}

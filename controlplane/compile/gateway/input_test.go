@@ -57,3 +57,53 @@ func TestInputFromStore(t *testing.T) {
 		t.Error("a missing gateway yields objects")
 	}
 }
+
+// InputFrom reads the CA ConfigMaps of the Gateway's spec.tls.frontend,
+// its own namespace's and another's: the snapshot (which carries the CAs)
+// and the listeners' status equal the whole input's.
+func TestInputFromStoreFrontend(t *testing.T) {
+	for _, f := range []struct{ file, gw string }{
+		{"gateway-with-clientcertificate-validation.yaml", "client-validation-default"},
+		{"gateway-with-invalid-clientcertificate-validation.yaml", "gateway-with-invalid-client-cert-validation"},
+	} {
+		in, _ := frontendInput(t, f.file)
+		st := store.New()
+		var objs []runtime.Object
+		for _, o := range in.GatewayClasses {
+			objs = append(objs, o)
+		}
+		for _, o := range in.Gateways {
+			objs = append(objs, o)
+		}
+		for _, o := range in.HTTPRoutes {
+			objs = append(objs, o)
+		}
+		for _, o := range in.Secrets {
+			objs = append(objs, o)
+		}
+		for _, o := range in.ConfigMaps {
+			objs = append(objs, o)
+		}
+		for _, o := range in.Services {
+			objs = append(objs, o)
+		}
+		for _, o := range in.ReferenceGrants {
+			objs = append(objs, o)
+		}
+		for _, o := range in.Namespaces {
+			objs = append(objs, o)
+		}
+		if err := st.ReplaceAll(objs); err != nil {
+			t.Fatal(err)
+		}
+		want := Compile(in, key(infra, f.gw), Options{})
+		from := InputFrom(st, key(infra, f.gw))
+		got := Compile(from, key(infra, f.gw), Options{})
+		if !got.Owned || got.Snapshot.Version != want.Snapshot.Version {
+			t.Errorf("%s: from the store %v, whole %v", f.gw, got.Snapshot, want.Snapshot)
+		}
+		if len(from.ConfigMaps) == 0 {
+			t.Errorf("%s: no CA ConfigMap read", f.gw)
+		}
+	}
+}

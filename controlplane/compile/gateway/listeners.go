@@ -28,8 +28,11 @@ type listener struct {
 	refsReason, refsMsg string // "" when resolved
 	kinds               []gwv1.RouteGroupKind
 	certs               []string // names in the snapshot's certificates
-	selector            labels.Selector
-	nsFrom              gwv1.FromNamespaces
+	// clientValidation: the Gateway's frontend TLS validation for the
+	// listener's port (HTTPS), nil when none applies.
+	clientValidation *gatewaypb.ClientValidation
+	selector         labels.Selector
+	nsFrom           gwv1.FromNamespaces
 
 	attached  map[string]struct{} // routes attached ("kind/ns/name")
 	claims    map[string][]string // HTTPRoute, GRPCRoute → hostnames attached
@@ -121,6 +124,9 @@ func (c *compiler) listeners() {
 		c.allowedRoutes(l, field)
 		if l.terminates() {
 			c.certificates(l, field)
+		}
+		if l.mode == gatewaypb.Listener_HTTPS {
+			c.frontend(l)
 		}
 	}
 	c.conflicts()
@@ -358,6 +364,10 @@ func (c *compiler) gatewayStatus() gwv1.GatewayStatus {
 		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "Gateway programmed", gen))
 	} else {
 		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonInvalid), fmt.Sprintf("Gateway %s/%s: no listener is programmed", c.gw.Namespace, c.gw.Name), gen))
+	}
+	if in := c.insecureFrontend(); len(in) > 0 {
+		msg := fmt.Sprintf("Gateway %s/%s: validation.mode AllowInsecureFallback in %s: clients without a valid certificate are served (AllowValidOnly refuses them)", c.gw.Namespace, c.gw.Name, strings.Join(in, ", "))
+		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionInsecureFrontendValidationMode), true, string(gwv1.GatewayReasonConfigurationChanged), msg, gen))
 	}
 	return st
 }

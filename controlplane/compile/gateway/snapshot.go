@@ -49,7 +49,7 @@ func (c *compiler) snapshot() *gatewaypb.Snapshot {
 			ports[p.Port] = p
 			s.Ports = append(s.Ports, p)
 		}
-		pl := &gatewaypb.Listener{Name: string(l.spec.Name), Hostname: l.hostname, Mode: l.mode, Certificates: l.certs}
+		pl := &gatewaypb.Listener{Name: string(l.spec.Name), Hostname: l.hostname, Mode: l.mode, Certificates: l.certs, ClientValidation: l.clientValidation}
 		if l.mode == gatewaypb.Listener_TLS_PASSTHROUGH || l.mode == gatewaypb.Listener_TLS_TERMINATE {
 			pl.TlsRoutes = tlsRoutes(l.tlsRoutes, l.mode == gatewaypb.Listener_TLS_PASSTHROUGH)
 		} else {
