@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -175,6 +176,45 @@ func gatewayUnderChange(t *testing.T, n *ns, addr string) {
 	})
 	time.Sleep(3 * time.Second)
 	report("certificate replaced")
+
+	// viz, under this load: the gateway is a workload with its own golden
+	// metrics, and its calls to echo are mutual TLS edges.
+	statOut := mustMeridian(t, "", "viz", "stat", "deploy", "-n", n.name, "--window", "5s", "-o", "json")
+	var stats []struct {
+		Name        string   `json:"name"`
+		Requests    *float64 `json:"requests"`
+		SuccessRate *float64 `json:"successRate"`
+	}
+	if err := json.Unmarshal([]byte(statOut), &stats); err != nil {
+		t.Fatalf("viz stat -o json: %v\n%s", err, statOut)
+	}
+	gwServed := false
+	for _, st := range stats {
+		if st.Name == "edge-meridian" && st.Requests != nil && *st.Requests > 0 && st.SuccessRate != nil && *st.SuccessRate == 1 {
+			gwServed = true
+		}
+	}
+	if !gwServed {
+		t.Errorf("viz stat: the gateway edge-meridian has no requests at 100%% success in 5s:\n%s", statOut)
+	}
+	edgesOut := mustMeridian(t, "", "viz", "edges", "deploy", "-n", n.name, "--window", "5s", "-o", "json")
+	var edges []struct {
+		Src     string `json:"src"`
+		Dst     string `json:"dst"`
+		Secured bool   `json:"secured"`
+	}
+	if err := json.Unmarshal([]byte(edgesOut), &edges); err != nil {
+		t.Fatalf("viz edges -o json: %v\n%s", err, edgesOut)
+	}
+	gwEdge := false
+	for _, e := range edges {
+		if e.Src == "edge-meridian" && e.Dst == "echo" && e.Secured {
+			gwEdge = true
+		}
+	}
+	if !gwEdge {
+		t.Errorf("viz edges: no mTLS edge edge-meridian → echo in 5s:\n%s", edgesOut)
+	}
 
 	// (2) The backend goes through a rolling restart under load.
 	before := ok.Load()
