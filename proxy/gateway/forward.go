@@ -301,7 +301,8 @@ type retryLoop struct {
 	g    *Gateway
 	rule *rule
 	// connAttempts: with no retry policy, the tries again after a
-	// connection error (never after a response).
+	// connection error, or a meshed backend's proxy's answer that its
+	// application is unreachable (never after the application's response).
 	connAttempts int
 }
 
@@ -362,6 +363,10 @@ func (l *retryLoop) retry(r *http.Request, x *httpproxy.Exchange, a httpproxy.At
 			}
 		} else {
 			retryable := rl.retry != nil && rl.retry.codes[resp.StatusCode] && !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc")
+			// A meshed backend's proxy that could not reach its application
+			// (it is shutting down in a rolling restart) is a connection
+			// failure one hop further: the request never got there.
+			retryable = retryable || (rl.retry == nil && l.connAttempts > 0 && httpproxy.AppUnavailable(resp))
 			if !retryable || last {
 				if x.Timeout != nil {
 					x.Timeout.Stop()

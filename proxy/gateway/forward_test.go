@@ -11,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 )
 
 // The golden metrics carry gateway, listener, route and backend.
@@ -76,6 +77,12 @@ func TestRetriesAndTimeouts(t *testing.T) {
 			c, _, _ := http.NewResponseController(w).Hijack()
 			c.Close() // no response: a connection error
 			return
+		case r.URL.Path == "/app-gone-first" && n == 1:
+			// What a meshed backend's proxy answers when its application
+			// has exited (a rolling restart).
+			w.Header().Set(httpproxy.ErrorHeader, "connect")
+			w.WriteHeader(503)
+			return
 		case r.URL.Path == "/always-500":
 			w.WriteHeader(500)
 			return
@@ -128,7 +135,8 @@ func TestRetriesAndTimeouts(t *testing.T) {
 		}
 	}
 
-	// No retry policy: a GET whose connection fails before a response is
+	// No retry policy: a GET whose connection fails before a response, or
+	// whose meshed backend's proxy could not reach its application, is
 	// tried again (idempotent, no body); a POST is not.
 	r6 := ruleTo("none", prefix("/"), to("flaky.svc:80", 1))
 	pn2 := freePort(t)
@@ -138,9 +146,10 @@ func TestRetriesAndTimeouts(t *testing.T) {
 		method     string
 		wantStatus int
 		wantCalls  int64
-	}{{"GET", 200, 2}, {"POST", 502, 1}} {
+		path       string
+	}{{"GET", 200, 2, "/reset-first"}, {"POST", 502, 1, "/reset-first"}, {"GET", 200, 2, "/app-gone-first"}, {"POST", 503, 1, "/app-gone-first"}} {
 		calls.Store(0)
-		req, _ := http.NewRequest(c.method, "http://127.0.0.1:"+itoa(pn2)+"/reset-first", nil)
+		req, _ := http.NewRequest(c.method, "http://127.0.0.1:"+itoa(pn2)+c.path, nil)
 		if c.method == "POST" {
 			req.Body, req.ContentLength = io.NopCloser(strings.NewReader("x")), 1
 		}
@@ -151,7 +160,7 @@ func TestRetriesAndTimeouts(t *testing.T) {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != c.wantStatus || calls.Load() != c.wantCalls {
-			t.Errorf("%s /reset-first with no retry policy: %s after %d calls, want %d after %d", c.method, resp.Status, calls.Load(), c.wantStatus, c.wantCalls)
+			t.Errorf("%s %s with no retry policy: %s after %d calls, want %d after %d", c.method, c.path, resp.Status, calls.Load(), c.wantStatus, c.wantCalls)
 		}
 	}
 }

@@ -50,6 +50,12 @@ var grpcFailures = map[string]bool{
 // could not reach its application: the endpoint is up but useless.
 var appUnavailable = map[string]bool{"connect": true, "unavailable": true, "no_endpoints": true}
 
+// AppUnavailable reports whether resp is a peer proxy's own answer that it
+// could not reach its application: the request never got there.
+func AppUnavailable(resp *http.Response) bool {
+	return resp.StatusCode >= 500 && appUnavailable[resp.Header.Get(ErrorHeader)]
+}
+
 // headerFailure classifies a response by its status line and headers: a
 // 5xx, a peer proxy's own failure to reach its application, or a gRPC
 // trailers-only response with a failing status. "" means not failed (yet:
