@@ -94,6 +94,13 @@ func compile(s *gatewaypb.Snapshot, b *builder) (*table, error) {
 		}
 		t.certs[c.GetName()] = cert
 	}
+	if c := s.GetBackendClientCertificate(); c != nil {
+		cert, err := parseCertificate(c)
+		if err != nil {
+			return nil, fmt.Errorf("backend_client_certificate (%s): %w", c.GetName(), err)
+		}
+		b.clientCert = cert
+	}
 	for i, p := range s.GetPorts() {
 		cp, err := t.compilePort(p, b)
 		if err != nil {
