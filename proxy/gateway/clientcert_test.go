@@ -95,6 +95,9 @@ func TestBackendTLSClientCertificate(t *testing.T) {
 	if resp, body := get(t, nil, pn, "x.test", "/"); resp.StatusCode != 200 || body != "client gateway-one" {
 		t.Errorf("client certificate one: %s %q, want 200 %q", resp.Status, body, "client gateway-one")
 	}
+	if d := g.Diagnostics().BackendClientCertificate; d == nil || d.Name != "ns/client-one" || d.Subject != "CN=gateway-one" {
+		t.Errorf("diagnostics: backend client certificate %+v", d)
+	}
 
 	// The connections that presented the first certificate are not reused
 	// for the second.

@@ -28,6 +28,7 @@ type table struct {
 	maxHeader   int
 	ports       map[uint32]*port
 	certs       map[string]*certificate
+	clientCert  *certificate // presented to BackendTLSPolicy backends; nil: none
 }
 
 type port struct {
@@ -99,7 +100,7 @@ func compile(s *gatewaypb.Snapshot, b *builder) (*table, error) {
 		if err != nil {
 			return nil, fmt.Errorf("backend_client_certificate (%s): %w", c.GetName(), err)
 		}
-		b.clientCert = cert
+		t.clientCert, b.clientCert = cert, cert
 	}
 	for i, p := range s.GetPorts() {
 		cp, err := t.compilePort(p, b)
