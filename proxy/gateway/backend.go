@@ -48,6 +48,10 @@ type builder struct {
 	// caches are the caches the table uses: those it does not use any more
 	// are closed once it replaced the previous one.
 	caches map[string]*outbound.Cache
+	// clientCert is presented by the connections that originate a
+	// BackendTLSPolicy's TLS (Snapshot.backend_client_certificate); nil:
+	// none. Mesh mTLS presents the workload identity instead.
+	clientCert *certificate
 }
 
 func (b *builder) backend(be *gatewaypb.Backend) (*backend, error) {
@@ -65,7 +69,7 @@ func (b *builder) backend(be *gatewaypb.Backend) (*backend, error) {
 		return nil, fmt.Errorf("protocol: %v is not PROTOCOL_UNSPECIFIED, H2C or WEBSOCKET", cb.protocol)
 	}
 	cb.token = token(cb)
-	key, cfg, err := backendTLS(be.GetTls())
+	key, cfg, err := backendTLS(be.GetTls(), b.clientCert)
 	if err != nil {
 		return nil, fmt.Errorf("tls.%w", err)
 	}
@@ -83,9 +87,11 @@ func (b *builder) backend(be *gatewaypb.Backend) (*backend, error) {
 }
 
 // backendTLS compiles a BackendTLS into the client configuration of its
-// connections and a key naming it: backends with the same policy share a
-// cache. No policy: the key "" (the mesh's cache: mTLS to meshed endpoints).
-func backendTLS(bt *gatewaypb.BackendTLS) (string, *tls.Config, error) {
+// connections and a key naming it: backends with the same policy (and the
+// same client certificate) share a cache. No policy: the key "" (the mesh's
+// cache: mTLS to meshed endpoints). client, when not nil, is the
+// certificate the connections present.
+func backendTLS(bt *gatewaypb.BackendTLS, client *certificate) (string, *tls.Config, error) {
 	if bt == nil {
 		return "", nil, nil
 	}
@@ -130,7 +136,20 @@ func backendTLS(bt *gatewaypb.BackendTLS) (string, *tls.Config, error) {
 			return fmt.Errorf("the backend's certificate has none of the subject alternative names %q", sans)
 		}
 	}
-	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%q", bt.GetServerName(), bt.GetCaCertificates(), bt.GetSubjectAltNames())))
+	var clientChain []byte
+	if client != nil {
+		// Presented whatever CAs the backend says it accepts (a
+		// tls.Config.Certificates entry would be withheld when its issuer
+		// is not among them): the backend's answer is its own to give.
+		cert := client.cert
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+		for _, der := range cert.Certificate {
+			clientChain = append(clientChain, der...)
+		}
+	}
+	// A new client certificate makes a new cache: the old one's
+	// connections, which present the old certificate, close with it.
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%q\x00%x", bt.GetServerName(), bt.GetCaCertificates(), bt.GetSubjectAltNames(), clientChain)))
 	return "tls:" + hex.EncodeToString(sum[:8]), cfg, nil
 }
 

@@ -18,6 +18,9 @@ type Diagnostics struct {
 	Gateway      string            `json:"gateway"`
 	Ports        []PortInfo        `json:"ports"`
 	Certificates []CertificateInfo `json:"certificates"`
+	// BackendClientCertificate is what the gateway presents to the
+	// backends it originates TLS to (Snapshot.backend_client_certificate).
+	BackendClientCertificate *CertificateInfo `json:"backend_client_certificate,omitempty"`
 	// Rejected is Snapshot.rejected: objects the control plane refused.
 	Rejected []RejectedInfo `json:"rejected"`
 	// Refused are the last snapshots this proxy could not apply, newest first.
@@ -112,6 +115,9 @@ func (g *Gateway) Diagnostics() Diagnostics {
 		leaf := t.certs[c.GetName()].cert.Leaf
 		d.Certificates = append(d.Certificates, CertificateInfo{Name: c.GetName(), Subject: leaf.Subject.String(), DNSNames: leaf.DNSNames, NotAfter: leaf.NotAfter.UTC()})
 	}
+	if c := t.clientCert; c != nil {
+		d.BackendClientCertificate = &CertificateInfo{Name: c.name, Subject: c.cert.Leaf.Subject.String(), DNSNames: c.cert.Leaf.DNSNames, NotAfter: c.cert.Leaf.NotAfter.UTC()}
+	}
 	for _, r := range t.snap.GetRejected() {
 		d.Rejected = append(d.Rejected, RejectedInfo{Kind: r.GetKind(), Namespace: r.GetNamespace(), Name: r.GetName(), Reason: r.GetReason(), Message: r.GetMessage()})
 	}
@@ -146,6 +152,9 @@ func (g *Gateway) diagnostics(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(tw, "\nCERTIFICATE\tSUBJECT\tNAMES\tEXPIRES")
 	for _, c := range d.Certificates {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Name, c.Subject, strings.Join(c.DNSNames, ","), c.NotAfter.Format(time.RFC3339))
+	}
+	if c := d.BackendClientCertificate; c != nil {
+		fmt.Fprintf(tw, "%s (to backends)\t%s\t%s\t%s\n", c.Name, c.Subject, strings.Join(c.DNSNames, ","), c.NotAfter.Format(time.RFC3339))
 	}
 	fmt.Fprintln(tw, "\nREJECTED\tREASON\tMESSAGE")
 	for _, rj := range d.Rejected {

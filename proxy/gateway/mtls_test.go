@@ -60,9 +60,14 @@ func TestMTLSToMeshedBackends(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Apply(snap("v1", httpPort(pn, httpListener("l", "", hostOf("",
+	s := snap("v1", httpPort(pn, httpListener("l", "", hostOf("",
 		ruleTo("web", prefix("/web"), to("web.svc:80", 1)),
-		ruleTo("plain", prefix("/plain"), to("plain.svc:80", 1))))))); err != nil {
+		ruleTo("plain", prefix("/plain"), to("plain.svc:80", 1))))))
+	// The Gateway's backend client certificate is for BackendTLSPolicy
+	// backends only: mesh mTLS still presents the workload identity.
+	chain, key, _ := clientCertPEM(t, "not-the-identity")
+	s.BackendClientCertificate = &gatewaypb.Certificate{Name: "ns/client", CertChain: chain, PrivateKey: key}
+	if err := g.Apply(s); err != nil {
 		t.Fatal(err)
 	}
 	gctx, gcancel := context.WithCancel(context.Background())

@@ -28,6 +28,7 @@ type table struct {
 	maxHeader   int
 	ports       map[uint32]*port
 	certs       map[string]*certificate
+	clientCert  *certificate // presented to BackendTLSPolicy backends; nil: none
 }
 
 type port struct {
@@ -93,6 +94,13 @@ func compile(s *gatewaypb.Snapshot, b *builder) (*table, error) {
 			return nil, fmt.Errorf("certificates[%d] (%s): name: a second certificate of that name; names must be unique", i, c.GetName())
 		}
 		t.certs[c.GetName()] = cert
+	}
+	if c := s.GetBackendClientCertificate(); c != nil {
+		cert, err := parseCertificate(c)
+		if err != nil {
+			return nil, fmt.Errorf("backend_client_certificate (%s): %w", c.GetName(), err)
+		}
+		t.clientCert, b.clientCert = cert, cert
 	}
 	for i, p := range s.GetPorts() {
 		cp, err := t.compilePort(p, b)

@@ -365,8 +365,13 @@ type Snapshot struct {
 	// max_request_header_bytes: a larger request head is answered 431
 	// (0: the default, 64 KiB).
 	MaxRequestHeaderBytes uint32 `protobuf:"varint,7,opt,name=max_request_header_bytes,json=maxRequestHeaderBytes,proto3" json:"max_request_header_bytes,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// backend_client_certificate (the Gateway's spec.tls.backend
+	// clientCertificateRef): the certificate the proxy presents when it
+	// originates TLS to a backend (Backend.tls), not on mesh mTLS, which
+	// presents the workload identity. Absent: no client certificate.
+	BackendClientCertificate *Certificate `protobuf:"bytes,8,opt,name=backend_client_certificate,json=backendClientCertificate,proto3" json:"backend_client_certificate,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -446,6 +451,13 @@ func (x *Snapshot) GetMaxRequestHeaderBytes() uint32 {
 		return x.MaxRequestHeaderBytes
 	}
 	return 0
+}
+
+func (x *Snapshot) GetBackendClientCertificate() *Certificate {
+	if x != nil {
+		return x.BackendClientCertificate
+	}
+	return nil
 }
 
 // A Port is one socket the proxy listens on. All listeners on a port share
@@ -2320,7 +2332,7 @@ const file_gateway_gateway_proto_rawDesc = "" +
 	"\fWatchRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12#\n" +
-	"\rcontext_token\x18\x03 \x01(\tR\fcontextToken\"\xcc\x02\n" +
+	"\rcontext_token\x18\x03 \x01(\tR\fcontextToken\"\xac\x03\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12/\n" +
 	"\x05ports\x18\x02 \x03(\v2\x19.meridian.gateway.v1.PortR\x05ports\x12D\n" +
@@ -2328,7 +2340,8 @@ const file_gateway_gateway_proto_rawDesc = "" +
 	"\brejected\x18\x04 \x03(\v2\x1d.meridian.gateway.v1.RejectedR\brejected\x12\x18\n" +
 	"\agateway\x18\x05 \x01(\tR\agateway\x12!\n" +
 	"\ftrusted_hops\x18\x06 \x01(\rR\vtrustedHops\x127\n" +
-	"\x18max_request_header_bytes\x18\a \x01(\rR\x15maxRequestHeaderBytes\"\xf7\x01\n" +
+	"\x18max_request_header_bytes\x18\a \x01(\rR\x15maxRequestHeaderBytes\x12^\n" +
+	"\x1abackend_client_certificate\x18\b \x01(\v2 .meridian.gateway.v1.CertificateR\x18backendClientCertificate\"\xf7\x01\n" +
 	"\x04Port\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x12>\n" +
 	"\bprotocol\x18\x02 \x01(\x0e2\".meridian.gateway.v1.Port.ProtocolR\bprotocol\x12;\n" +
@@ -2550,53 +2563,54 @@ var file_gateway_gateway_proto_depIdxs = []int32{
 	7,  // 0: meridian.gateway.v1.Snapshot.ports:type_name -> meridian.gateway.v1.Port
 	10, // 1: meridian.gateway.v1.Snapshot.certificates:type_name -> meridian.gateway.v1.Certificate
 	32, // 2: meridian.gateway.v1.Snapshot.rejected:type_name -> meridian.gateway.v1.Rejected
-	0,  // 3: meridian.gateway.v1.Port.protocol:type_name -> meridian.gateway.v1.Port.Protocol
-	8,  // 4: meridian.gateway.v1.Port.listeners:type_name -> meridian.gateway.v1.Listener
-	1,  // 5: meridian.gateway.v1.Listener.mode:type_name -> meridian.gateway.v1.Listener.Mode
-	11, // 6: meridian.gateway.v1.Listener.hosts:type_name -> meridian.gateway.v1.Host
-	31, // 7: meridian.gateway.v1.Listener.tls_routes:type_name -> meridian.gateway.v1.TLSRoute
-	9,  // 8: meridian.gateway.v1.Listener.client_validation:type_name -> meridian.gateway.v1.ClientValidation
-	12, // 9: meridian.gateway.v1.Host.rules:type_name -> meridian.gateway.v1.Rule
-	13, // 10: meridian.gateway.v1.Rule.route:type_name -> meridian.gateway.v1.RouteRef
-	14, // 11: meridian.gateway.v1.Rule.match:type_name -> meridian.gateway.v1.Match
-	18, // 12: meridian.gateway.v1.Rule.filters:type_name -> meridian.gateway.v1.Filter
-	26, // 13: meridian.gateway.v1.Rule.backends:type_name -> meridian.gateway.v1.Backend
-	28, // 14: meridian.gateway.v1.Rule.timeouts:type_name -> meridian.gateway.v1.Timeouts
-	29, // 15: meridian.gateway.v1.Rule.retry:type_name -> meridian.gateway.v1.Retry
-	30, // 16: meridian.gateway.v1.Rule.session_persistence:type_name -> meridian.gateway.v1.SessionPersistence
-	15, // 17: meridian.gateway.v1.Match.path:type_name -> meridian.gateway.v1.PathMatch
-	16, // 18: meridian.gateway.v1.Match.headers:type_name -> meridian.gateway.v1.HeaderMatch
-	17, // 19: meridian.gateway.v1.Match.query_params:type_name -> meridian.gateway.v1.QueryMatch
-	2,  // 20: meridian.gateway.v1.PathMatch.type:type_name -> meridian.gateway.v1.PathMatch.Type
-	19, // 21: meridian.gateway.v1.Filter.request_headers:type_name -> meridian.gateway.v1.HeaderModifier
-	19, // 22: meridian.gateway.v1.Filter.response_headers:type_name -> meridian.gateway.v1.HeaderModifier
-	21, // 23: meridian.gateway.v1.Filter.redirect:type_name -> meridian.gateway.v1.Redirect
-	22, // 24: meridian.gateway.v1.Filter.rewrite:type_name -> meridian.gateway.v1.Rewrite
-	24, // 25: meridian.gateway.v1.Filter.mirror:type_name -> meridian.gateway.v1.Mirror
-	25, // 26: meridian.gateway.v1.Filter.cors:type_name -> meridian.gateway.v1.CORS
-	33, // 27: meridian.gateway.v1.HeaderModifier.set:type_name -> meridian.gateway.v1.HeaderModifier.SetEntry
-	20, // 28: meridian.gateway.v1.HeaderModifier.add:type_name -> meridian.gateway.v1.Header
-	23, // 29: meridian.gateway.v1.Redirect.path:type_name -> meridian.gateway.v1.PathModifier
-	23, // 30: meridian.gateway.v1.Rewrite.path:type_name -> meridian.gateway.v1.PathModifier
-	26, // 31: meridian.gateway.v1.Mirror.backend:type_name -> meridian.gateway.v1.Backend
-	3,  // 32: meridian.gateway.v1.Backend.protocol:type_name -> meridian.gateway.v1.Backend.Protocol
-	18, // 33: meridian.gateway.v1.Backend.filters:type_name -> meridian.gateway.v1.Filter
-	27, // 34: meridian.gateway.v1.Backend.tls:type_name -> meridian.gateway.v1.BackendTLS
-	34, // 35: meridian.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
-	34, // 36: meridian.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
-	34, // 37: meridian.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
-	4,  // 38: meridian.gateway.v1.SessionPersistence.type:type_name -> meridian.gateway.v1.SessionPersistence.Type
-	34, // 39: meridian.gateway.v1.SessionPersistence.absolute_timeout:type_name -> google.protobuf.Duration
-	34, // 40: meridian.gateway.v1.SessionPersistence.idle_timeout:type_name -> google.protobuf.Duration
-	13, // 41: meridian.gateway.v1.TLSRoute.route:type_name -> meridian.gateway.v1.RouteRef
-	26, // 42: meridian.gateway.v1.TLSRoute.backends:type_name -> meridian.gateway.v1.Backend
-	5,  // 43: meridian.gateway.v1.Gateway.Watch:input_type -> meridian.gateway.v1.WatchRequest
-	6,  // 44: meridian.gateway.v1.Gateway.Watch:output_type -> meridian.gateway.v1.Snapshot
-	44, // [44:45] is the sub-list for method output_type
-	43, // [43:44] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	10, // 3: meridian.gateway.v1.Snapshot.backend_client_certificate:type_name -> meridian.gateway.v1.Certificate
+	0,  // 4: meridian.gateway.v1.Port.protocol:type_name -> meridian.gateway.v1.Port.Protocol
+	8,  // 5: meridian.gateway.v1.Port.listeners:type_name -> meridian.gateway.v1.Listener
+	1,  // 6: meridian.gateway.v1.Listener.mode:type_name -> meridian.gateway.v1.Listener.Mode
+	11, // 7: meridian.gateway.v1.Listener.hosts:type_name -> meridian.gateway.v1.Host
+	31, // 8: meridian.gateway.v1.Listener.tls_routes:type_name -> meridian.gateway.v1.TLSRoute
+	9,  // 9: meridian.gateway.v1.Listener.client_validation:type_name -> meridian.gateway.v1.ClientValidation
+	12, // 10: meridian.gateway.v1.Host.rules:type_name -> meridian.gateway.v1.Rule
+	13, // 11: meridian.gateway.v1.Rule.route:type_name -> meridian.gateway.v1.RouteRef
+	14, // 12: meridian.gateway.v1.Rule.match:type_name -> meridian.gateway.v1.Match
+	18, // 13: meridian.gateway.v1.Rule.filters:type_name -> meridian.gateway.v1.Filter
+	26, // 14: meridian.gateway.v1.Rule.backends:type_name -> meridian.gateway.v1.Backend
+	28, // 15: meridian.gateway.v1.Rule.timeouts:type_name -> meridian.gateway.v1.Timeouts
+	29, // 16: meridian.gateway.v1.Rule.retry:type_name -> meridian.gateway.v1.Retry
+	30, // 17: meridian.gateway.v1.Rule.session_persistence:type_name -> meridian.gateway.v1.SessionPersistence
+	15, // 18: meridian.gateway.v1.Match.path:type_name -> meridian.gateway.v1.PathMatch
+	16, // 19: meridian.gateway.v1.Match.headers:type_name -> meridian.gateway.v1.HeaderMatch
+	17, // 20: meridian.gateway.v1.Match.query_params:type_name -> meridian.gateway.v1.QueryMatch
+	2,  // 21: meridian.gateway.v1.PathMatch.type:type_name -> meridian.gateway.v1.PathMatch.Type
+	19, // 22: meridian.gateway.v1.Filter.request_headers:type_name -> meridian.gateway.v1.HeaderModifier
+	19, // 23: meridian.gateway.v1.Filter.response_headers:type_name -> meridian.gateway.v1.HeaderModifier
+	21, // 24: meridian.gateway.v1.Filter.redirect:type_name -> meridian.gateway.v1.Redirect
+	22, // 25: meridian.gateway.v1.Filter.rewrite:type_name -> meridian.gateway.v1.Rewrite
+	24, // 26: meridian.gateway.v1.Filter.mirror:type_name -> meridian.gateway.v1.Mirror
+	25, // 27: meridian.gateway.v1.Filter.cors:type_name -> meridian.gateway.v1.CORS
+	33, // 28: meridian.gateway.v1.HeaderModifier.set:type_name -> meridian.gateway.v1.HeaderModifier.SetEntry
+	20, // 29: meridian.gateway.v1.HeaderModifier.add:type_name -> meridian.gateway.v1.Header
+	23, // 30: meridian.gateway.v1.Redirect.path:type_name -> meridian.gateway.v1.PathModifier
+	23, // 31: meridian.gateway.v1.Rewrite.path:type_name -> meridian.gateway.v1.PathModifier
+	26, // 32: meridian.gateway.v1.Mirror.backend:type_name -> meridian.gateway.v1.Backend
+	3,  // 33: meridian.gateway.v1.Backend.protocol:type_name -> meridian.gateway.v1.Backend.Protocol
+	18, // 34: meridian.gateway.v1.Backend.filters:type_name -> meridian.gateway.v1.Filter
+	27, // 35: meridian.gateway.v1.Backend.tls:type_name -> meridian.gateway.v1.BackendTLS
+	34, // 36: meridian.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
+	34, // 37: meridian.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
+	34, // 38: meridian.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
+	4,  // 39: meridian.gateway.v1.SessionPersistence.type:type_name -> meridian.gateway.v1.SessionPersistence.Type
+	34, // 40: meridian.gateway.v1.SessionPersistence.absolute_timeout:type_name -> google.protobuf.Duration
+	34, // 41: meridian.gateway.v1.SessionPersistence.idle_timeout:type_name -> google.protobuf.Duration
+	13, // 42: meridian.gateway.v1.TLSRoute.route:type_name -> meridian.gateway.v1.RouteRef
+	26, // 43: meridian.gateway.v1.TLSRoute.backends:type_name -> meridian.gateway.v1.Backend
+	5,  // 44: meridian.gateway.v1.Gateway.Watch:input_type -> meridian.gateway.v1.WatchRequest
+	6,  // 45: meridian.gateway.v1.Gateway.Watch:output_type -> meridian.gateway.v1.Snapshot
+	45, // [45:46] is the sub-list for method output_type
+	44, // [44:45] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_gateway_gateway_proto_init() }

@@ -144,6 +144,7 @@ func Compile(in Input, gw types.NamespacedName, opts Options) Result {
 	}
 	c := newCompiler(in, g, opts)
 	c.listeners()
+	c.backendClientCertificate()
 	c.routes()
 	snap := c.snapshot()
 	// The input's order (a store's map) must not show in the result.
@@ -183,6 +184,10 @@ type compiler struct {
 	rejected      []*gatewaypb.Rejected
 	certs         map[string]*gatewaypb.Certificate
 	deps          map[Dependency]struct{}
+	// clientCert: spec.tls.backend's, when it resolves; refsReason and
+	// refsMsg say why it does not.
+	clientCert          *gatewaypb.Certificate
+	refsReason, refsMsg string
 }
 
 func newCompiler(in Input, g *gwv1.Gateway, opts Options) *compiler {

@@ -1,11 +1,14 @@
 package gateway
 
 import (
+	"bytes"
 	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 )
@@ -365,8 +368,11 @@ func TestConformanceGatewayStatus(t *testing.T) {
 		}
 	})
 	t.Run("GatewaySecretMissingReferenceGrant", func(t *testing.T) {
-		l := listenerStatus(t, compileGW("gateway-secret-missing-reference-grant"), "https")
+		r := compileGW("gateway-secret-missing-reference-grant")
+		l := listenerStatus(t, r, "https")
 		wantCond(t, "https", l.Conditions, "ResolvedRefs", false, "RefNotPermitted")
+		// The Gateway's ResolvedRefs sums up its listeners'.
+		wantCond(t, "gateway", r.Gateway.Conditions, "ResolvedRefs", false, "ListenersNotResolved")
 		if len(l.SupportedKinds) != 2 {
 			t.Errorf("supportedKinds %v", l.SupportedKinds)
 		}
@@ -469,5 +475,82 @@ func TestConformanceBackendTLSPolicyConflictResolution(t *testing.T) {
 				t.Errorf("backend %s without the accepted policy's TLS: %v", b.Name, b)
 			}
 		}
+	}
+}
+
+// GatewayTLSBackendClientCertificate: the Gateway's client certificate
+// (spec.tls.backend) resolves, the Gateway says ResolvedRefs, and the
+// snapshot carries it for the BackendTLSPolicy's backend.
+func TestConformanceGatewayTLSBackendClientCertificate(t *testing.T) {
+	crt, _ := certPEM(t, "abc.example.com")
+	ca := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: infra, Name: "tls-checks-ca-certificate"}, Data: map[string]string{"ca.crt": string(crt)}}
+	// The suite creates the client certificate's Secret itself.
+	client := tlsSecret(t, infra, "tls-checks-client-certificate")
+	in := add(load(t, "conformance/manifests.yaml", "conformance/gateway-tls-backend-client-certificate.yaml"), ca, client)
+	r := Compile(in, key(infra, "gateway-tls-backend-client-certificate"), Options{})
+	wantCond(t, "gateway", r.Gateway.Conditions, "Accepted", true, "Accepted")
+	wantCond(t, "gateway", r.Gateway.Conditions, "ResolvedRefs", true, "ResolvedRefs")
+	p := parent(t, r, "HTTPRoute", infra, "gateway-tls-backend-client-certificate")
+	wantCond(t, "route", p.Conditions, "Accepted", true, "Accepted")
+	wantCond(t, "route", p.Conditions, "ResolvedRefs", true, "ResolvedRefs")
+	if len(r.Policies) != 1 {
+		t.Fatalf("policies %v", r.Policies)
+	}
+	wantCond(t, "policy", r.Policies[0].Ancestor.Conditions, "Accepted", true, "Accepted")
+	cc := r.Snapshot.BackendClientCertificate
+	if cc == nil || cc.Name != infra+"/tls-checks-client-certificate" || !bytes.Equal(cc.CertChain, client.Data["tls.crt"]) || !bytes.Equal(cc.PrivateKey, client.Data["tls.key"]) {
+		t.Errorf("backend client certificate %v, want the Secret's", cc)
+	}
+	b := host(t, r.Snapshot, "http", "abc.example.com").Rules[0].Backends[0]
+	if b.Tls == nil || b.Tls.ServerName != "abc.example.com" {
+		t.Errorf("backend %v without the policy's TLS", b)
+	}
+	if !slices.Contains(r.Dependencies, Dependency{Kind: "Secret", Key: key(infra, "tls-checks-client-certificate")}) {
+		t.Errorf("dependencies %v do not follow the client certificate's Secret", r.Dependencies)
+	}
+}
+
+// GatewayInvalidTLSBackendConfiguration: each bad clientCertificateRef
+// makes the Gateway's ResolvedRefs False with the spec's reason, keeps it
+// accepted and programmed, and leaves the snapshot without a client
+// certificate.
+func TestConformanceGatewayInvalidTLSBackendConfiguration(t *testing.T) {
+	in := add(load(t, "conformance/manifests.yaml", "conformance/gateway-invalid-tls-backend-configuration.yaml"),
+		// The suite creates these Secrets itself: the references fail
+		// for their kind or grant, not for a missing Secret.
+		tlsSecret(t, infra, "tls-validity-checks-certificate"), tlsSecret(t, "gateway-conformance-web-backend", "certificate"))
+	for _, tc := range []struct{ gw, reason, msg string }{
+		{"gateway-client-certificate-nonexistent-secret", "InvalidClientCertificateRef", "Secret gateway-conformance-infra/nonexistent-certificate does not exist"},
+		{"gateway-client-certificate-unsupported-group", "InvalidClientCertificateRef", "wrong.group.company.io/Secret is not supported (allowed: core Secret)"},
+		{"gateway-client-certificate-unsupported-kind", "InvalidClientCertificateRef", "/WrongKind is not supported (allowed: core Secret)"},
+		{"gateway-client-certificate-malformed-secret", "InvalidClientCertificateRef", "holds no valid certificate and key in tls.crt and tls.key"},
+		{"gateway-client-certificate-missing-reference-grant", "RefNotPermitted", "no ReferenceGrant in gateway-conformance-web-backend allows Gateways from gateway-conformance-infra"},
+	} {
+		t.Run(tc.gw, func(t *testing.T) {
+			r := Compile(in, key(infra, tc.gw), Options{})
+			wantCond(t, "gateway", r.Gateway.Conditions, "ResolvedRefs", false, tc.reason)
+			wantCond(t, "gateway", r.Gateway.Conditions, "Accepted", true, "Accepted")
+			wantCond(t, "gateway", r.Gateway.Conditions, "Programmed", true, "Programmed")
+			c := find(t, r.Gateway.Conditions, "ResolvedRefs")
+			if want := "Gateway " + infra + "/" + tc.gw + ": spec.tls.backend.clientCertificateRef: "; !strings.HasPrefix(c.Message, want) || !strings.Contains(c.Message, tc.msg) {
+				t.Errorf("message %q, want %q ... %q", c.Message, want, tc.msg)
+			}
+			if r.Snapshot.BackendClientCertificate != nil {
+				t.Errorf("snapshot has client certificate %s", r.Snapshot.BackendClientCertificate.Name)
+			}
+		})
+	}
+	// A ReferenceGrant makes the other namespace's Secret usable.
+	grant := &gwv1.ReferenceGrant{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "gateway-conformance-web-backend", Name: "client-cert"},
+		Spec: gwv1.ReferenceGrantSpec{
+			From: []gwv1.ReferenceGrantFrom{{Group: Group, Kind: "Gateway", Namespace: infra}},
+			To:   []gwv1.ReferenceGrantTo{{Group: "", Kind: "Secret"}},
+		},
+	}
+	r := Compile(add(in, grant), key(infra, "gateway-client-certificate-missing-reference-grant"), Options{})
+	wantCond(t, "gateway", r.Gateway.Conditions, "ResolvedRefs", true, "ResolvedRefs")
+	if cc := r.Snapshot.BackendClientCertificate; cc == nil || cc.Name != "gateway-conformance-web-backend/certificate" {
+		t.Errorf("granted client certificate %v", cc)
 	}
 }

@@ -27,8 +27,9 @@ var _ Reader = (*store.Store)(nil)
 
 // InputFrom reads what Compile needs for Gateway gw: the classes, the
 // Gateway, the routes naming it, every ReferenceGrant and
-// BackendTLSPolicy, and the Services, Secrets, ConfigMaps (the policies'
-// and the frontend validation's CAs) and Namespaces those name.
+// BackendTLSPolicy, and the Services, Secrets (the listeners' and
+// spec.tls.backend's), ConfigMaps (the policies' and the frontend
+// validation's CAs) and Namespaces those name.
 func InputFrom(r Reader, gw types.NamespacedName) Input {
 	var in Input
 	g, ok := r.Gateway(store.Key{Namespace: gw.Namespace, Name: gw.Name})
@@ -116,6 +117,16 @@ func InputFrom(r Reader, gw types.NamespacedName) Input {
 					in.ConfigMaps = append(in.ConfigMaps, cm)
 				}
 			}
+		}
+	}
+	if g.Spec.TLS != nil && g.Spec.TLS.Backend != nil && g.Spec.TLS.Backend.ClientCertificateRef != nil {
+		ref := g.Spec.TLS.Backend.ClientCertificateRef
+		k := store.Key{Namespace: g.Namespace, Name: string(ref.Name)}
+		if ref.Namespace != nil && *ref.Namespace != "" {
+			k.Namespace = string(*ref.Namespace)
+		}
+		if s, ok := r.Secret(k); ok {
+			in.Secrets = append(in.Secrets, s)
 		}
 	}
 	for _, p := range in.BackendTLSPolicies {

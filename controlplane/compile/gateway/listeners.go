@@ -337,14 +337,19 @@ func (c *compiler) listenerStatus(l *listener) gwv1.ListenerStatus {
 }
 
 // gatewayStatus: Accepted (ListenersNotValid when some listener is not
-// accepted: True while one is, False when none is) and Programmed (True
-// when at least one listener is programmed).
+// accepted: True while one is, False when none is), Programmed (True
+// when at least one listener is programmed) and ResolvedRefs (the
+// Gateway's own references, spec.tls.backend's, then a summary of the
+// listeners' ResolvedRefs; it does not change the other two).
 func (c *compiler) gatewayStatus() gwv1.GatewayStatus {
 	gen := c.gw.Generation
 	var st gwv1.GatewayStatus
-	var bad []string
+	var bad, unresolved []string
 	programmed := 0
 	for _, l := range c.ls {
+		if l.refsReason != "" {
+			unresolved = append(unresolved, fmt.Sprintf("%s (%s)", l.spec.Name, l.refsReason))
+		}
 		st.Listeners = append(st.Listeners, c.listenerStatus(l))
 		if !l.accepted {
 			bad = append(bad, fmt.Sprintf("%s (%s)", l.spec.Name, l.acceptReason))
@@ -368,6 +373,15 @@ func (c *compiler) gatewayStatus() gwv1.GatewayStatus {
 	if in := c.insecureFrontend(); len(in) > 0 {
 		msg := fmt.Sprintf("Gateway %s/%s: validation.mode AllowInsecureFallback in %s: clients without a valid certificate are served (AllowValidOnly refuses them)", c.gw.Namespace, c.gw.Name, strings.Join(in, ", "))
 		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionInsecureFrontendValidationMode), true, string(gwv1.GatewayReasonConfigurationChanged), msg, gen))
+	}
+	switch {
+	case c.refsReason != "":
+		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionResolvedRefs), false, c.refsReason, c.refsMsg, gen))
+	case len(unresolved) > 0:
+		msg := fmt.Sprintf("Gateway %s/%s: listeners with unresolved references: %s", c.gw.Namespace, c.gw.Name, strings.Join(unresolved, ", "))
+		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionResolvedRefs), false, string(gwv1.GatewayReasonListenersNotResolved), msg, gen))
+	default:
+		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionResolvedRefs), true, string(gwv1.GatewayReasonResolvedRefs), "all references resolved", gen))
 	}
 	return st
 }

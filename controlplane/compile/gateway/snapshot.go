@@ -34,7 +34,8 @@ func hostRank(h string) int {
 
 // snapshot assembles the programmed listeners by port.
 func (c *compiler) snapshot() *gatewaypb.Snapshot {
-	s := &gatewaypb.Snapshot{Gateway: c.gw.Namespace + "/" + c.gw.Name, TrustedHops: c.opts.TrustedHops, MaxRequestHeaderBytes: c.opts.MaxRequestHeaderBytes}
+	s := &gatewaypb.Snapshot{Gateway: c.gw.Namespace + "/" + c.gw.Name, TrustedHops: c.opts.TrustedHops, MaxRequestHeaderBytes: c.opts.MaxRequestHeaderBytes,
+		BackendClientCertificate: c.clientCert}
 	ports := map[uint32]*gatewaypb.Port{}
 	for _, l := range c.ls {
 		if !l.programmed() {
