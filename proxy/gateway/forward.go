@@ -318,6 +318,19 @@ func verificationFailed(err error) bool {
 	return errors.As(err, &cv) || errors.As(err, &alert)
 }
 
+// peerFailed: resp is a meshed backend's proxy's own answer that it could
+// not reach its application or lost it mid-exchange (502/503 with
+// Meridian-Proxy-Error connect, unavailable, no_endpoints or upstream):
+// the application is going away, and an idempotent request may be tried
+// again elsewhere (RFC 9110 9.2.2). A backend that forges the header only
+// gets an idempotent request sent again.
+func peerFailed(resp *http.Response) bool {
+	if resp.StatusCode != http.StatusBadGateway && resp.StatusCode != http.StatusServiceUnavailable {
+		return false
+	}
+	return httpproxy.AppUnavailable(resp) || resp.Header.Get(httpproxy.ErrorHeader) == "upstream"
+}
+
 // idempotent are RFC 9110 9.2.2's idempotent methods.
 var idempotent = map[string]bool{
 	http.MethodGet: true, http.MethodHead: true, http.MethodOptions: true, http.MethodTrace: true,
@@ -366,7 +379,7 @@ func (l *retryLoop) retry(r *http.Request, x *httpproxy.Exchange, a httpproxy.At
 			// A meshed backend's proxy that could not reach its application
 			// (it is shutting down in a rolling restart) is a connection
 			// failure one hop further: the request never got there.
-			retryable = retryable || (rl.retry == nil && l.connAttempts > 0 && httpproxy.AppUnavailable(resp))
+			retryable = retryable || (rl.retry == nil && l.connAttempts > 0 && peerFailed(resp))
 			if !retryable || last {
 				if x.Timeout != nil {
 					x.Timeout.Stop()

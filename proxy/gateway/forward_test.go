@@ -83,6 +83,12 @@ func TestRetriesAndTimeouts(t *testing.T) {
 			w.Header().Set(httpproxy.ErrorHeader, "connect")
 			w.WriteHeader(503)
 			return
+		case r.URL.Path == "/app-lost-first" && n == 1:
+			// A meshed backend's proxy whose application closed the
+			// connection mid-exchange.
+			w.Header().Set(httpproxy.ErrorHeader, "upstream")
+			w.WriteHeader(502)
+			return
 		case r.URL.Path == "/always-500":
 			w.WriteHeader(500)
 			return
@@ -147,7 +153,7 @@ func TestRetriesAndTimeouts(t *testing.T) {
 		wantStatus int
 		wantCalls  int64
 		path       string
-	}{{"GET", 200, 2, "/reset-first"}, {"POST", 502, 1, "/reset-first"}, {"GET", 200, 2, "/app-gone-first"}, {"POST", 503, 1, "/app-gone-first"}} {
+	}{{"GET", 200, 2, "/reset-first"}, {"POST", 502, 1, "/reset-first"}, {"GET", 200, 2, "/app-gone-first"}, {"POST", 503, 1, "/app-gone-first"}, {"GET", 200, 2, "/app-lost-first"}} {
 		calls.Store(0)
 		req, _ := http.NewRequest(c.method, "http://127.0.0.1:"+itoa(pn2)+c.path, nil)
 		if c.method == "POST" {

@@ -148,7 +148,7 @@ func gatewayUnderChange(t *testing.T, n *ns, addr string) {
 					_, err = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 					if err == nil && resp.StatusCode != 200 {
-						err = fmt.Errorf("%s", resp.Status)
+						err = fmt.Errorf("%s (Meridian-Proxy-Error %q)", resp.Status, resp.Header.Get("Meridian-Proxy-Error"))
 					}
 				}
 				if err != nil {
