@@ -306,6 +306,9 @@ type retryLoop struct {
 	connAttempts int
 }
 
+// connRetryBackoff is the wait before the first retry without a policy.
+const connRetryBackoff = 100 * time.Millisecond
+
 // connErrorRetries is how many times a request with no retry policy is
 // tried again after connection errors (idempotent, bodiless requests only).
 const connErrorRetries = 2
@@ -339,7 +342,11 @@ var idempotent = map[string]bool{
 
 func (l *retryLoop) retry(r *http.Request, x *httpproxy.Exchange, a httpproxy.Attempts) (*http.Response, error) {
 	rl := l.rule
-	attempts, backoff := l.connAttempts, time.Duration(0)
+	// Without a policy the tries wait a little (connRetryBackoff, then
+	// twice that): an endpoint set mid-rollout, every endpoint briefly in
+	// connect backoff or the destination's update still on its way, is
+	// fixed by time, not by trying again at once.
+	attempts, backoff := l.connAttempts, connRetryBackoff
 	if rl.retry != nil {
 		attempts, backoff = rl.retry.attempts, rl.retry.backoff
 	}
@@ -392,8 +399,12 @@ func (l *retryLoop) retry(r *http.Request, x *httpproxy.Exchange, a httpproxy.At
 		}
 		l.g.metrics.Retry(x.Labels, "retried")
 		if backoff > 0 {
+			wait := backoff
+			if rl.retry == nil {
+				wait = backoff * time.Duration(try+1)
+			}
 			select {
-			case <-time.After(backoff):
+			case <-time.After(wait):
 			case <-r.Context().Done():
 				return nil, context.Cause(r.Context())
 			}
