@@ -216,10 +216,11 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config) (Objects, error)
 	if cfg.ClusterNetworks != "" {
 		args = append(args, "--cluster-networks="+cfg.ClusterNetworks)
 	}
+	// Only the admin port is declared: the listener ports follow the
+	// snapshot (the Service targets them by number), so a listener added or
+	// removed changes no pod template and rolls no gateway pod: a config
+	// change drops no connection.
 	ports := []corev1.ContainerPort{{Name: names.AdminPortName, ContainerPort: cfg.AdminPort, Protocol: corev1.ProtocolTCP}}
-	for _, sp := range svcPorts {
-		ports = append(ports, corev1.ContainerPort{ContainerPort: sp.Port, Protocol: corev1.ProtocolTCP})
-	}
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(cfg.AdminPort)}},

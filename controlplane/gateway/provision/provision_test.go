@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -177,5 +178,25 @@ func TestRenderAccepted(t *testing.T) {
 		if _, err := cs.CoreV1().Services("edge").Create(ctx, objs.Service, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
 			t.Fatalf("Service %+v: %v", p, err)
 		}
+	}
+}
+
+// A listener added or removed changes the Service, never the pod template:
+// the proxies follow the snapshot, and no gateway pod is rolled (which
+// would drop its connections) for a config change.
+func TestListenersDoNotRollPods(t *testing.T) {
+	one, err := Render(gateway("public", 80), Params{}, config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	two, err := Render(gateway("public", 80, 443), Params{}, config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equality.Semantic.DeepEqual(one.Deployment.Spec.Template, two.Deployment.Spec.Template) {
+		t.Errorf("adding a listener changed the pod template:\n%+v\n%+v", one.Deployment.Spec.Template, two.Deployment.Spec.Template)
+	}
+	if len(two.Service.Spec.Ports) != 2 {
+		t.Errorf("service ports %+v, want the two listeners'", two.Service.Spec.Ports)
 	}
 }
