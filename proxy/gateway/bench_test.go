@@ -88,19 +88,28 @@ func BenchmarkRoute(b *testing.B) {
 }
 
 // BenchmarkRequest is a request through the gateway to a loopback backend
-// over HTTP/1.1 keep-alive, compared with the same request straight to the
+// over HTTP/1.1 keep-alive and over h2c, compared with the same request straight to the
 // backend.
 func BenchmarkRequest(b *testing.B) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	defer backend.Close()
 	pn := freePort(b)
 	startGatewayB(b, dsts(b, map[string][]string{"web.svc:80": {backend.Listener.Addr().String()}}), manyHosts(pn, 1000))
-	for _, c := range []struct{ name, url string }{
-		{"direct", backend.URL + "/"},
-		{"gateway", "http://127.0.0.1:" + itoa(pn) + "/"},
+	// h2c: one HTTP/2 connection carries every request, as the h2 load of
+	// bench/gateway.sh; the backend stays HTTP/1.1.
+	h2c := new(http.Protocols)
+	h2c.SetUnencryptedHTTP2(true)
+	for _, c := range []struct {
+		name, url string
+		protos    *http.Protocols
+	}{
+		{"direct", backend.URL + "/", nil},
+		{"gateway", "http://127.0.0.1:" + itoa(pn) + "/", nil},
+		{"gateway-h2c", "http://127.0.0.1:" + itoa(pn) + "/", h2c},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, Protocols: c.protos}}
+			defer client.CloseIdleConnections()
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -108,6 +117,9 @@ func BenchmarkRequest(b *testing.B) {
 					if err != nil {
 						b.Error(err)
 						return
+					}
+					if c.protos != nil && resp.ProtoMajor != 2 {
+						b.Errorf("%s: answered over %s, want HTTP/2", c.name, resp.Proto)
 					}
 					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
