@@ -29,11 +29,11 @@ const Group = gwv1.GroupName
 // modified. Only the objects that matter for the Gateway are used; the
 // rest are ignored, so a caller may pass whole kinds.
 type Input struct {
-	GatewayClasses     []*gwv1.GatewayClass
-	Gateways           []*gwv1.Gateway
-	HTTPRoutes         []*gwv1.HTTPRoute
-	GRPCRoutes         []*gwv1.GRPCRoute
-	TLSRoutes          []*gwv1.TLSRoute
+	GatewayClasses []*gwv1.GatewayClass
+	Gateways       []*gwv1.Gateway
+	HTTPRoutes     []*gwv1.HTTPRoute
+	GRPCRoutes     []*gwv1.GRPCRoute
+	TLSRoutes      []*gwv1.TLSRoute
 	// ListenerSets: those whose spec.parentRef names the Gateway are
 	// judged against its spec.allowedListeners and merged into it.
 	ListenerSets       []*gwv1.ListenerSet

@@ -2,8 +2,8 @@ package gateway
 
 import (
 	"slices"
-	"testing"
 	"strings"
+	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
