@@ -50,7 +50,10 @@ YAML
 # A clean slate: a run stopped half-way leaves its objects behind (routes
 # still attached to the base Gateways fail later runs' "no routes attached").
 kubectl delete namespace --ignore-not-found --timeout=5m \
-  gateway-conformance-infra gateway-conformance-app-backend gateway-conformance-web-backend
+  gateway-conformance-infra gateway-conformance-app-backend gateway-conformance-web-backend \
+  gateway-api-listenerset-not-allowed-ns gateway-api-listenerset-selector-allowed-ns \
+  gateway-api-listenerset-selector-not-allowed-ns gateway-api-ls-cross-ns gateway-api-routes-allowed-ns \
+  gateway-api-routes-not-allowed-ns gateway-api-listener-sets-test-reference-grant-ns
 
 # Features Meridian does not claim (conformance/README.md says why).
 exempt=$(grep -v '^#' conformance/exempt-features | grep -v '^$' | paste -sd, -)

@@ -14,7 +14,8 @@ import (
 )
 
 // The Gateway API checks (GroupGateway): Meridian's GatewayClasses, the
-// Gateways of those classes and the routes attached to them carry the
+// Gateways of those classes, the ListenerSets and the routes attached to
+// them carry the
 // statuses the controller writes; a check fails naming each object whose
 // status says it is not working, why (condition, reason, message), and what
 // to do. The whole group is left out when the Gateway API's CRDs are not
@@ -146,6 +147,30 @@ func gatewayChecks(o Options) []Check {
 		},
 		{
 			Group:       GroupGateway,
+			Description: "ListenerSets attached to Meridian's Gateways are accepted",
+			Hint:        "kubectl describe listenerset -n NAMESPACE NAME: the conditions say why it (or a listener of it) is not accepted",
+			Retry:       true,
+			Run: func(ctx context.Context, s *State) error {
+				gws, err := ourGateways(ctx, s)
+				if err != nil {
+					return err
+				}
+				sets, err := ourListenerSets(ctx, s, gws)
+				if err != nil {
+					return err
+				}
+				if len(sets) == 0 {
+					return Skip("no ListenerSet names a Gateway of Meridian's GatewayClasses")
+				}
+				var probs []string
+				for _, k := range sortedKeys(sets) {
+					probs = append(probs, listenerSetProblems(sets[k], s.Namespace)...)
+				}
+				return joinProblems(probs)
+			},
+		},
+		{
+			Group:       GroupGateway,
 			Description: "routes attached to Meridian's Gateways are accepted",
 			Hint:        "kubectl describe KIND -n NAMESPACE NAME: status.parents says, for each Gateway, why the route is not accepted or its backends not resolved",
 			Retry:       true,
@@ -156,6 +181,10 @@ func gatewayChecks(o Options) []Check {
 				}
 				if len(gws) == 0 {
 					return Skip("no Gateway of Meridian's GatewayClasses")
+				}
+				sets, err := ourListenerSets(ctx, s, gws)
+				if err != nil {
+					return err
 				}
 				var probs []string
 				attached := 0
@@ -172,7 +201,7 @@ func gatewayChecks(o Options) []Check {
 						return err
 					}
 					for _, r := range routes {
-						n, p := routeProblems(r, gws, s.Namespace)
+						n, p := routeProblems(r, gws, sets, s.Namespace)
 						attached += n
 						probs = append(probs, p...)
 					}
@@ -213,31 +242,127 @@ func gatewayProblems(g *gwv1.Gateway, ns string) []string {
 			probs = append(probs, lw+": no status from "+names.GatewayController+" yet", "    fix: "+notReconciled(ns))
 			continue
 		}
-		var lp []string
-		reason := ""
-		for _, c := range []struct {
-			typ string
-			ok  bool
-		}{{"Accepted", true}, {"Programmed", true}, {"ResolvedRefs", true}, {"Conflicted", false}} {
-			cond := findCondition(st.Conditions, c.typ)
-			if cond == nil {
-				if c.ok && c.typ != "ResolvedRefs" {
-					lp = append(lp, "no "+c.typ+" condition")
-				}
-				continue
-			}
-			if (cond.Status == metav1.ConditionTrue) != c.ok {
-				lp = append(lp, describeCondition(cond))
-				// The most specific reason decides the fix: a
-				// ResolvedRefs or Conflicted reason says more than
-				// Programmed's Invalid.
-				if reason == "" || c.typ == "ResolvedRefs" || c.typ == "Conflicted" {
-					reason = cond.Reason
-				}
-			}
-		}
+		lp, reason := listenerConditionProblems(st.Conditions)
 		if len(lp) > 0 {
 			probs = append(probs, lw+": "+strings.Join(lp, "; "), "    fix: "+fixFor(listenerFixes, reason, "kubectl describe gateway -n "+g.Namespace+" "+g.Name))
+		}
+	}
+	return probs
+}
+
+// listenerConditionProblems are a listener's conditions that are not as
+// they should be (Accepted, Programmed, ResolvedRefs True; Conflicted
+// False), and the reason that decides the fix.
+func listenerConditionProblems(conds []metav1.Condition) (lp []string, reason string) {
+	for _, c := range []struct {
+		typ string
+		ok  bool
+	}{{"Accepted", true}, {"Programmed", true}, {"ResolvedRefs", true}, {"Conflicted", false}} {
+		cond := findCondition(conds, c.typ)
+		if cond == nil {
+			if c.ok && c.typ != "ResolvedRefs" {
+				lp = append(lp, "no "+c.typ+" condition")
+			}
+			continue
+		}
+		if (cond.Status == metav1.ConditionTrue) != c.ok {
+			lp = append(lp, describeCondition(cond))
+			// The most specific reason decides the fix: a ResolvedRefs
+			// or Conflicted reason says more than Programmed's Invalid.
+			if reason == "" || c.typ == "ResolvedRefs" || c.typ == "Conflicted" {
+				reason = cond.Reason
+			}
+		}
+	}
+	return lp, reason
+}
+
+// listenerSetCRD is the ListenerSet CRD (a cluster without it has none to
+// check).
+const listenerSetCRD = "listenersets.gateway.networking.k8s.io"
+
+// ourListenerSets returns the ListenerSets whose parentRef names one of
+// gws, by namespace/name; none when the CRD is not installed.
+func ourListenerSets(ctx context.Context, s *State, gws map[string]*gwv1.Gateway) (map[string]*gwv1.ListenerSet, error) {
+	ok, err := hasCRD(ctx, s, listenerSetCRD)
+	if err != nil || !ok {
+		return nil, err
+	}
+	list, err := s.Gateway.GatewayV1().ListenerSets("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list ListenerSets: %w", err)
+	}
+	out := map[string]*gwv1.ListenerSet{}
+	for i := range list.Items {
+		ls := &list.Items[i]
+		if k, ok := listenerSetParent(ls); ok && gws[k] != nil {
+			out[ls.Namespace+"/"+ls.Name] = ls
+		}
+	}
+	return out, nil
+}
+
+// listenerSetParent is the namespace/name of the Gateway ls's parentRef
+// names.
+func listenerSetParent(ls *gwv1.ListenerSet) (string, bool) {
+	p := ls.Spec.ParentRef
+	if (p.Group != nil && *p.Group != gwv1.GroupName) || (p.Kind != nil && *p.Kind != "Gateway") {
+		return "", false
+	}
+	ns := ls.Namespace
+	if p.Namespace != nil && *p.Namespace != "" {
+		ns = string(*p.Namespace)
+	}
+	return ns + "/" + string(p.Name), true
+}
+
+// listenerSetProblems are a ListenerSet's: its Accepted and Programmed
+// conditions, then each listener's, as a Gateway's.
+func listenerSetProblems(ls *gwv1.ListenerSet, ns string) []string {
+	what := fmt.Sprintf("ListenerSet %s/%s", ls.Namespace, ls.Name)
+	parent, _ := listenerSetParent(ls)
+	var probs []string
+	for _, typ := range []string{"Accepted", "Programmed"} {
+		p, pending := conditionProblem(what, ls.Generation, ls.Status.Conditions, typ, true)
+		if p == "" {
+			continue
+		}
+		if pending {
+			return append(probs, p, "    fix: "+notReconciled(ns))
+		}
+		reason := conditionReason(ls.Status.Conditions, typ)
+		fix := fixFor(listenerSetFixes, reason, "kubectl describe listenerset -n "+ls.Namespace+" "+ls.Name)
+		switch reason {
+		case string(gwv1.ListenerSetReasonNotAllowed):
+			fix = fmt.Sprintf("Gateway %s's spec.allowedListeners.namespaces does not admit namespace %s (the default admits none): set from to Same, All or a Selector matching it, or attach the ListenerSet to another Gateway", parent, ls.Namespace)
+		case string(gwv1.ListenerSetReasonParentNotAccepted), "ParentNotProgrammed":
+			fix = "see Gateway " + parent + "'s own lines: the ListenerSet follows its Gateway"
+		}
+		probs = append(probs, p, "    fix: "+fix)
+		if reason == string(gwv1.ListenerSetReasonNotAllowed) || reason == string(gwv1.ListenerSetReasonParentNotAccepted) {
+			return probs // its listeners were not judged
+		}
+	}
+	statuses := map[gwv1.SectionName]gwv1.ListenerEntryStatus{}
+	for _, l := range ls.Status.Listeners {
+		statuses[l.Name] = l
+	}
+	for _, l := range ls.Spec.Listeners {
+		lw := fmt.Sprintf("%s listener %s (port %d, %s)", what, l.Name, l.Port, l.Protocol)
+		st, ok := statuses[l.Name]
+		if !ok {
+			probs = append(probs, lw+": no status from "+names.GatewayController+" yet", "    fix: "+notReconciled(ns))
+			continue
+		}
+		if lp, reason := listenerConditionProblems(st.Conditions); len(lp) > 0 {
+			fix := fixFor(listenerFixes, reason, "kubectl describe listenerset -n "+ls.Namespace+" "+ls.Name)
+			switch reason {
+			case string(gwv1.ListenerReasonHostnameConflict), string(gwv1.ListenerReasonProtocolConflict):
+				fix = "a listener of higher precedence (the Gateway's, or an older ListenerSet's) holds this port and hostname or another protocol on it: the message names it; use another port or hostname"
+			case string(gwv1.ListenerReasonRefNotPermitted):
+				fix = "a certificateRef names a Secret of another namespace: add a ReferenceGrant there allowing ListenerSets of this namespace to refer to it (a Gateway's grant does not extend to its ListenerSets)"
+			}
+			probs = append(probs, lw+": "+strings.Join(lp, "; "), "    fix: "+fix)
 		}
 	}
 	return probs
@@ -301,17 +426,18 @@ func listRoutes(ctx context.Context, s *State, kind string) ([]routeObject, erro
 	return out, nil
 }
 
-// routeProblems checks each of r's parentRefs that names one of gws: our
-// controller's entry for it in status.parents must say Accepted and
-// ResolvedRefs True. attached counts those parentRefs.
-func routeProblems(r routeObject, gws map[string]*gwv1.Gateway, ns string) (attached int, probs []string) {
+// routeProblems checks each of r's parentRefs that names one of gws, or
+// one of sets (ListenerSets of gws): our controller's entry for it in
+// status.parents must say Accepted and ResolvedRefs True. attached counts
+// those parentRefs.
+func routeProblems(r routeObject, gws map[string]*gwv1.Gateway, sets map[string]*gwv1.ListenerSet, ns string) (attached int, probs []string) {
 	for _, ref := range r.parentRefs {
-		key, ok := gatewayKey(ref, r.meta.Namespace)
-		if !ok || gws[key] == nil {
+		kind, key, ok := parentKey(ref, r.meta.Namespace)
+		if !ok || (kind == "Gateway" && gws[key] == nil) || (kind == "ListenerSet" && sets[key] == nil) {
 			continue
 		}
 		attached++
-		what := fmt.Sprintf("%s %s/%s → %s", r.kind, r.meta.Namespace, r.meta.Name, describeParent(ref, key))
+		what := fmt.Sprintf("%s %s/%s → %s", r.kind, r.meta.Namespace, r.meta.Name, describeParent(ref, kind, key))
 		st := parentStatus(r.parents, ref, r.meta.Namespace)
 		if st == nil {
 			probs = append(probs, what+": no status from "+names.GatewayController+" yet", "    fix: "+notReconciled(ns))
@@ -330,23 +456,28 @@ func routeProblems(r routeObject, gws map[string]*gwv1.Gateway, ns string) (atta
 	return attached, probs
 }
 
-// gatewayKey is the namespace/name of the Gateway ref names, from a route
-// of namespace ns; ok is false when ref names something else.
-func gatewayKey(ref gwv1.ParentReference, ns string) (string, bool) {
+// parentKey is the kind (Gateway or ListenerSet) and namespace/name of the
+// parent ref names, from a route of namespace ns; ok is false when ref
+// names something else.
+func parentKey(ref gwv1.ParentReference, ns string) (kind, key string, ok bool) {
 	if ref.Group != nil && *ref.Group != gwv1.GroupName {
-		return "", false
+		return "", "", false
 	}
-	if ref.Kind != nil && *ref.Kind != "Gateway" {
-		return "", false
+	kind = "Gateway"
+	if ref.Kind != nil {
+		kind = string(*ref.Kind)
+	}
+	if kind != "Gateway" && kind != "ListenerSet" {
+		return "", "", false
 	}
 	if ref.Namespace != nil && *ref.Namespace != "" {
 		ns = string(*ref.Namespace)
 	}
-	return ns + "/" + string(ref.Name), true
+	return kind, ns + "/" + string(ref.Name), true
 }
 
-func describeParent(ref gwv1.ParentReference, key string) string {
-	s := "Gateway " + key
+func describeParent(ref gwv1.ParentReference, kind, key string) string {
+	s := kind + " " + key
 	if ref.SectionName != nil && *ref.SectionName != "" {
 		s += " listener " + string(*ref.SectionName)
 	}
@@ -356,15 +487,15 @@ func describeParent(ref gwv1.ParentReference, key string) string {
 	return s
 }
 
-// parentStatus finds our controller's entry for ref (the same Gateway,
+// parentStatus finds our controller's entry for ref (the same parent,
 // sectionName and port).
 func parentStatus(ps []gwv1.RouteParentStatus, ref gwv1.ParentReference, ns string) *gwv1.RouteParentStatus {
-	want, _ := gatewayKey(ref, ns)
+	wk, want, _ := parentKey(ref, ns)
 	for i, p := range ps {
 		if p.ControllerName != names.GatewayController {
 			continue
 		}
-		if k, ok := gatewayKey(p.ParentRef, ns); !ok || k != want {
+		if k, key, ok := parentKey(p.ParentRef, ns); !ok || k != wk || key != want {
 			continue
 		}
 		if ptrString(p.ParentRef.SectionName) != ptrString(ref.SectionName) || ptrPort(p.ParentRef.Port) != ptrPort(ref.Port) {
@@ -454,6 +585,9 @@ var (
 		string(gwv1.ListenerReasonUnsupportedProtocol):   "the listener's protocol is not supported (allowed: HTTP, HTTPS, TLS)",
 		string(gwv1.ListenerReasonUnsupportedValue):      "a field of the listener has a value Meridian does not support: the message names it and what is allowed",
 		string(gwv1.ListenerReasonPortUnavailable):       "the port cannot be opened: use another",
+	}
+	listenerSetFixes = map[string]string{
+		string(gwv1.ListenerSetReasonListenersNotValid): "see the listener lines below; fix the listeners they name",
 	}
 	routeFixes = map[string]string{
 		string(gwv1.RouteReasonNotAllowedByListeners):      "the Gateway's listeners do not admit this route: widen their allowedRoutes (namespaces, kinds) or attach the route elsewhere",

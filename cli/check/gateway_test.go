@@ -239,3 +239,81 @@ func TestGatewayChecks(t *testing.T) {
 
 // ignore drops a value, keeping the error.
 func ignore[T any](_ T, err error) error { return err }
+
+// ListenerSets of Meridian's Gateways, with the statuses the controller
+// would write: one not allowed and a listener refused by a conflict are
+// named with a fix, a route whose ListenerSet parent is not accepted too;
+// a ListenerSet of another controller's Gateway is not looked at.
+func TestGatewayListenerSetChecks(t *testing.T) {
+	apiserver.Need(t)
+	cfg := apiserver.Start(t, apiserver.GatewayAPICRDs())
+	kube := kubernetes.NewForConfigOrDie(cfg)
+	gc := gwclient.NewForConfigOrDie(cfg)
+	ctx := testCtx(t)
+	v1 := gc.GatewayV1()
+	createNS(t, kube, "edge")
+	createNS(t, kube, "team")
+	o := Options{RESTConfig: cfg}
+	for class, ctrl := range map[string]gwv1.GatewayController{"meridian": names.GatewayController, "theirs": "example.com/other"} {
+		c, err := v1.GatewayClasses().Create(ctx, &gwv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: class}, Spec: gwv1.GatewayClassSpec{ControllerName: ctrl}}, metav1.CreateOptions{})
+		must(t, err)
+		c.Status.Conditions = []metav1.Condition{gwCond("Accepted", true, "Accepted", "", c.Generation)}
+		must(t, ignore(v1.GatewayClasses().UpdateStatus(ctx, c, metav1.UpdateOptions{})))
+	}
+	http := gwv1.Listener{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}
+	for name, class := range map[string]string{"public": "meridian", "other": "theirs"} {
+		g, err := v1.Gateways("edge").Create(ctx, &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "edge"},
+			Spec: gwv1.GatewaySpec{GatewayClassName: gwv1.ObjectName(class), Listeners: []gwv1.Listener{http}}}, metav1.CreateOptions{})
+		must(t, err)
+		g.Status = gwv1.GatewayStatus{Conditions: []metav1.Condition{gwCond("Accepted", true, "Accepted", "", 1), gwCond("Programmed", true, "Programmed", "", 1)},
+			Listeners: []gwv1.ListenerStatus{{Name: "http", SupportedKinds: []gwv1.RouteGroupKind{}, Conditions: []metav1.Condition{
+				gwCond("Accepted", true, "Accepted", "", 1), gwCond("Programmed", true, "Programmed", "", 1),
+				gwCond("ResolvedRefs", true, "ResolvedRefs", "", 1), gwCond("Conflicted", false, "NoConflicts", "", 1)}}}}
+		must(t, ignore(v1.Gateways("edge").UpdateStatus(ctx, g, metav1.UpdateOptions{})))
+	}
+	edge := gwv1.Namespace("edge")
+	listenerSet := func(ns, name, gw string, st gwv1.ListenerSetStatus) {
+		t.Helper()
+		ls, err := v1.ListenerSets(ns).Create(ctx, &gwv1.ListenerSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: gwv1.ListenerSetSpec{
+			ParentRef: gwv1.ParentGatewayReference{Name: gwv1.ObjectName(gw), Namespace: &edge},
+			Listeners: []gwv1.ListenerEntry{{Name: "a", Port: 80, Protocol: gwv1.HTTPProtocolType}, {Name: "b", Port: 8080, Protocol: gwv1.HTTPProtocolType}}}}, metav1.CreateOptions{})
+		must(t, err)
+		ls.Status = st
+		must(t, ignore(v1.ListenerSets(ns).UpdateStatus(ctx, ls, metav1.UpdateOptions{})))
+	}
+	notAllowed := "ListenerSet team/outside: Gateway edge/public's spec.allowedListeners allows no ListenerSet"
+	listenerSet("team", "outside", "public", gwv1.ListenerSetStatus{Conditions: []metav1.Condition{
+		gwCond("Accepted", false, "NotAllowed", notAllowed, 1), gwCond("Programmed", false, "NotAllowed", notAllowed, 1)}})
+	conflict := "ListenerSet edge/inside: spec.listeners[a]: the Gateway's listener http on port 80 has the same hostname and takes precedence"
+	listenerSet("edge", "inside", "public", gwv1.ListenerSetStatus{
+		Conditions: []metav1.Condition{gwCond("Accepted", true, "ListenersNotValid", "listeners not programmed: a (HostnameConflict)", 1), gwCond("Programmed", true, "Programmed", "", 1)},
+		Listeners: []gwv1.ListenerEntryStatus{
+			{Name: "a", SupportedKinds: []gwv1.RouteGroupKind{}, Conditions: []metav1.Condition{gwCond("Accepted", false, "HostnameConflict", conflict, 1),
+				gwCond("Programmed", false, "HostnameConflict", conflict, 1), gwCond("ResolvedRefs", true, "ResolvedRefs", "", 1), gwCond("Conflicted", true, "HostnameConflict", conflict, 1)}},
+			{Name: "b", SupportedKinds: []gwv1.RouteGroupKind{}, Conditions: []metav1.Condition{gwCond("Accepted", true, "Accepted", "", 1),
+				gwCond("Programmed", true, "Programmed", "", 1), gwCond("ResolvedRefs", true, "ResolvedRefs", "", 1), gwCond("Conflicted", false, "NoConflicts", "", 1)}},
+		}})
+	listenerSet("edge", "foreign", "other", gwv1.ListenerSetStatus{Conditions: []metav1.Condition{gwCond("Accepted", false, "Invalid", "their business", 1)}})
+
+	team := gwv1.Namespace("team")
+	ref := gwv1.ParentReference{Group: ptr.To(gwv1.Group(gwv1.GroupName)), Kind: ptr.To(gwv1.Kind("ListenerSet")), Name: "outside", Namespace: &team}
+	r, err := v1.HTTPRoutes("team").Create(ctx, &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team"}, Spec: gwv1.HTTPRouteSpec{
+		CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{ref}}}}, metav1.CreateOptions{})
+	must(t, err)
+	r.Status.Parents = []gwv1.RouteParentStatus{{ParentRef: ref, ControllerName: names.GatewayController, Conditions: []metav1.Condition{
+		gwCond("Accepted", false, "NotAllowedByListeners", "the ListenerSet is not attached to Gateway edge/public (NotAllowed)", 1), gwCond("ResolvedRefs", true, "ResolvedRefs", "", 1)}}}
+	must(t, ignore(v1.HTTPRoutes("team").UpdateStatus(ctx, r, metav1.UpdateOptions{})))
+
+	rep := run(t, o, Runner{}, GroupGateway)
+	res := expect(t, rep, "ListenerSets attached to Meridian's Gateways are accepted", Error,
+		"ListenerSet team/outside: Accepted False (NotAllowed): "+notAllowed,
+		"fix: Gateway edge/public's spec.allowedListeners.namespaces does not admit namespace team",
+		"ListenerSet edge/inside listener a (port 80, HTTP): Accepted False (HostnameConflict)",
+		"fix: a listener of higher precedence")
+	for _, not := range []string{"edge/foreign", "listener b", "team/outside listener"} {
+		if strings.Contains(res.Err.Error(), not) {
+			t.Errorf("%q reported: %v", not, res.Err)
+		}
+	}
+	expect(t, rep, checkRoutes, Error, "HTTPRoute team/web → ListenerSet team/outside: Accepted False (NotAllowedByListeners)")
+}

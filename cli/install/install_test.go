@@ -345,7 +345,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		"admissionregistration.k8s.io/mutatingwebhookconfigurations[meridian-proxy-injector]": {"get", "patch"},
 		"apiextensions.k8s.io/customresourcedefinitions[trafficsplits.split.smi-spec.io]":     {"get", "patch"},
 	}
-	for _, k := range []string{"backendtlspolicies", "gatewayclasses", "gateways", "grpcroutes", "httproutes", "referencegrants", "tlsroutes"} {
+	for _, k := range []string{"backendtlspolicies", "gatewayclasses", "gateways", "grpcroutes", "httproutes", "listenersets", "referencegrants", "tlsroutes"} {
 		want["gateway.networking.k8s.io/"+k] = read
 		if k != "referencegrants" {
 			want["gateway.networking.k8s.io/"+k+"/status"] = []string{"update"}

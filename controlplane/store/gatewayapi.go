@@ -7,7 +7,8 @@ import (
 )
 
 // The Gateway API kinds (gatewayclass.go, gateway.go, httproute.go,
-// grpcroute.go, tlsroute.go, referencegrant.go, backendtlspolicy.go) and
+// grpcroute.go, tlsroute.go, listenerset.go, referencegrant.go,
+// backendtlspolicy.go) and
 // the objects only the gateway reads (secret.go, configmap.go) share this
 // table: objects by key, the Services each refers to (routes: backendRefs
 // and mirrors) indexed so that a Service's change wakes only the Gateways
@@ -143,20 +144,28 @@ func allGateways(s *Store, a affected) {
 	}
 }
 
-// parentGateways wakes the Gateways a route's parentRefs name.
-func parentGateways(ns string, refs []gwv1.ParentReference, a affected) {
+// parentGateways wakes the Gateways a route's parentRefs name, directly
+// or through a ListenerSet (its parent Gateway as the store holds it; a
+// ListenerSet added later wakes its Gateway itself).
+func parentGateways(s *Store, ns string, refs []gwv1.ParentReference, a affected) {
 	for _, p := range refs {
 		if p.Group != nil && *p.Group != gwv1.GroupName {
-			continue
-		}
-		if p.Kind != nil && *p.Kind != "Gateway" {
 			continue
 		}
 		pns := ns
 		if p.Namespace != nil && *p.Namespace != "" {
 			pns = string(*p.Namespace)
 		}
-		a.add(GatewayTopic(Key{pns, string(p.Name)}))
+		switch {
+		case p.Kind == nil || *p.Kind == "Gateway":
+			a.add(GatewayTopic(Key{pns, string(p.Name)}))
+		case *p.Kind == "ListenerSet":
+			if ls, ok := objects[*gwv1.ListenerSet](s, &listenerSetKind).get(Key{pns, string(p.Name)}); ok {
+				if k, ok := ListenerSetParent(ls); ok {
+					a.add(GatewayTopic(k))
+				}
+			}
+		}
 	}
 }
 
@@ -180,14 +189,14 @@ func backendServices(ns string, refs []gwv1.BackendObjectReference) []Key {
 func serviceGateways(s *Store, k Key, a affected) {
 	for rk := range objects[*gwv1.HTTPRoute](s, &httpRouteKind).byService[k] {
 		r := objects[*gwv1.HTTPRoute](s, &httpRouteKind).objs[rk]
-		parentGateways(r.Namespace, r.Spec.ParentRefs, a)
+		parentGateways(s, r.Namespace, r.Spec.ParentRefs, a)
 	}
 	for rk := range objects[*gwv1.GRPCRoute](s, &grpcRouteKind).byService[k] {
 		r := objects[*gwv1.GRPCRoute](s, &grpcRouteKind).objs[rk]
-		parentGateways(r.Namespace, r.Spec.ParentRefs, a)
+		parentGateways(s, r.Namespace, r.Spec.ParentRefs, a)
 	}
 	for rk := range objects[*gwv1.TLSRoute](s, &tlsRouteKind).byService[k] {
 		r := objects[*gwv1.TLSRoute](s, &tlsRouteKind).objs[rk]
-		parentGateways(r.Namespace, r.Spec.ParentRefs, a)
+		parentGateways(s, r.Namespace, r.Spec.ParentRefs, a)
 	}
 }

@@ -45,6 +45,11 @@ func testRoute(ns, name string, svc string, parents ...string) *gwv1.HTTPRoute {
 	return r
 }
 
+func testListenerSet(ns, name, gwNS, gw string) *gwv1.ListenerSet {
+	n := gwv1.Namespace(gwNS)
+	return &gwv1.ListenerSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: gwv1.ListenerSetSpec{ParentRef: gwv1.ParentGatewayReference{Name: gwv1.ObjectName(gw), Namespace: &n}}}
+}
+
 // The gateway's kinds: add, update, delete and exactly the Gateway topics
 // each write wakes.
 func TestGatewayKinds(t *testing.T) {
@@ -60,6 +65,12 @@ func TestGatewayKinds(t *testing.T) {
 	ns := gwv1.Namespace("ns")
 	crossNS.Spec.ParentRefs[0].Namespace = &ns
 	meshParent := testRoute("ns", "mesh", "")
+	lsKind := gwv1.Kind("ListenerSet")
+	lsRoute := testRoute("app", "via-ls", "", "ls")
+	lsRoute.Spec.ParentRefs[0].Kind = &lsKind
+	lsRoute2 := testRoute("app", "via-ls", "", "ls")
+	lsRoute2.Spec.ParentRefs[0].Kind = &lsKind
+	lsRoute2.Spec.ParentRefs[0].Port = new(gwv1.PortNumber(80))
 	group, kind := gwv1.Group(""), gwv1.Kind("Service")
 	meshParent.Spec.ParentRefs = []gwv1.ParentReference{{Group: &group, Kind: &kind, Name: "a"}}
 	type step struct {
@@ -116,6 +127,18 @@ func TestGatewayKinds(t *testing.T) {
 		}},
 		{kind: "TLSRoute", setup: gws, steps: []step{
 			{"add", up(tlsr), gwTopics(g1), nil},
+		}},
+		{kind: "ListenerSet", setup: gws, steps: []step{
+			{"add", up(testListenerSet("app", "ls", "ns", "g1")), gwTopics(g1), func(s *Store) error {
+				if _, ok := s.ListenerSet(Key{"app", "ls"}); !ok || len(s.ListenerSets()) != 1 {
+					return fmt.Errorf("listenerset missing")
+				}
+				return nil
+			}},
+			{"move to g2", up(testListenerSet("app", "ls", "ns", "g2")), gwTopics(g1, g2), nil},
+			{"a route naming it wakes its gateway", up(lsRoute), gwTopics(g2), nil},
+			{"delete", del(testListenerSet("app", "ls", "ns", "g2")), gwTopics(g2), nil},
+			{"a route naming a missing one wakes no one", up(lsRoute2), nil, nil},
 		}},
 		{kind: "ReferenceGrant", setup: gws, steps: []step{
 			{"add", up(&gwv1.ReferenceGrant{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: "g"}}), gwTopics(g1, g2), nil},

@@ -6,10 +6,10 @@ var grpcRouteKind = kind{
 	name:   "GRPCRoute",
 	decode: object[*gwv1.GRPCRoute]("GRPCRoute", false),
 	newTable: func(s *Store) table {
-		t := newObjTable(s, func(_ *Store, old, cur *gwv1.GRPCRoute, a affected) {
+		t := newObjTable(s, func(s *Store, old, cur *gwv1.GRPCRoute, a affected) {
 			for _, r := range []*gwv1.GRPCRoute{old, cur} {
 				if r != nil {
-					parentGateways(r.Namespace, r.Spec.ParentRefs, a)
+					parentGateways(s, r.Namespace, r.Spec.ParentRefs, a)
 				}
 			}
 		})

@@ -6,10 +6,10 @@ var httpRouteKind = kind{
 	name:   "HTTPRoute",
 	decode: object[*gwv1.HTTPRoute]("HTTPRoute", false),
 	newTable: func(s *Store) table {
-		t := newObjTable(s, func(_ *Store, old, cur *gwv1.HTTPRoute, a affected) {
+		t := newObjTable(s, func(s *Store, old, cur *gwv1.HTTPRoute, a affected) {
 			for _, r := range []*gwv1.HTTPRoute{old, cur} {
 				if r != nil {
-					parentGateways(r.Namespace, r.Spec.ParentRefs, a)
+					parentGateways(s, r.Namespace, r.Spec.ParentRefs, a)
 				}
 			}
 		})

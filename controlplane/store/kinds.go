@@ -28,6 +28,7 @@ var kinds = []*kind{
 	&httpRouteKind,        // httproute.go
 	&grpcRouteKind,        // grpcroute.go
 	&tlsRouteKind,         // tlsroute.go
+	&listenerSetKind,      // listenerset.go
 	&referenceGrantKind,   // referencegrant.go
 	&backendTLSPolicyKind, // backendtlspolicy.go
 	&secretKind,           // secret.go

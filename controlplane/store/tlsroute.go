@@ -6,10 +6,10 @@ var tlsRouteKind = kind{
 	name:   "TLSRoute",
 	decode: object[*gwv1.TLSRoute]("TLSRoute", false),
 	newTable: func(s *Store) table {
-		t := newObjTable(s, func(_ *Store, old, cur *gwv1.TLSRoute, a affected) {
+		t := newObjTable(s, func(s *Store, old, cur *gwv1.TLSRoute, a affected) {
 			for _, r := range []*gwv1.TLSRoute{old, cur} {
 				if r != nil {
-					parentGateways(r.Namespace, r.Spec.ParentRefs, a)
+					parentGateways(s, r.Namespace, r.Spec.ParentRefs, a)
 				}
 			}
 		})

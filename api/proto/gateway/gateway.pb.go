@@ -538,7 +538,7 @@ func (x *Port) GetProxyProtocol() bool {
 
 type Listener struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
-	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`         // the Gateway's listener (section) name
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`         // the Gateway's listener (section) name; a ListenerSet's: <namespace>/<ListenerSet>/<name>
 	Hostname string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"` // "" (any), "foo.example.com" or "*.example.com"
 	Mode     Listener_Mode          `protobuf:"varint,3,opt,name=mode,proto3,enum=meridian.gateway.v1.Listener_Mode" json:"mode,omitempty"`
 	// certificates (HTTPS, TLS_TERMINATE): names in Snapshot.certificates; the proxy picks

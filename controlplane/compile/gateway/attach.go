@@ -39,19 +39,28 @@ func (cr *compiled) unresolved(reason, msg string) {
 	}
 }
 
-// namesGateway reports whether parentRef p (of a route in ns) is this
-// Gateway.
-func (c *compiler) namesGateway(p gwv1.ParentReference, ns string) bool {
+// parent reports whether parentRef p (of a route in ns) is this Gateway
+// (set nil) or one of the ListenerSets naming it (set).
+func (c *compiler) parent(p gwv1.ParentReference, ns string) (set *lset, ok bool) {
 	if p.Group != nil && string(*p.Group) != Group {
-		return false
-	}
-	if p.Kind != nil && string(*p.Kind) != "Gateway" {
-		return false
+		return nil, false
 	}
 	if p.Namespace != nil && *p.Namespace != "" {
 		ns = string(*p.Namespace)
 	}
-	return ns == c.gw.Namespace && string(p.Name) == c.gw.Name
+	if p.Kind == nil || *p.Kind == "Gateway" {
+		return nil, ns == c.gw.Namespace && string(p.Name) == c.gw.Name
+	}
+	if *p.Kind == "ListenerSet" {
+		set, ok = c.setByKey[nn(ns, string(p.Name))]
+		return set, ok
+	}
+	return nil, false
+}
+
+func (c *compiler) names(p gwv1.ParentReference, ns string) bool {
+	_, ok := c.parent(p, ns)
+	return ok
 }
 
 func (c *compiler) routes() {
@@ -110,7 +119,7 @@ func (c *compiler) routes() {
 
 func (c *compiler) mentioned(o routeObj) bool {
 	for _, p := range o.parents {
-		if c.namesGateway(p, o.meta.Namespace) {
+		if c.names(p, o.meta.Namespace) {
 			return true
 		}
 	}
@@ -125,7 +134,7 @@ func (c *compiler) attach(o routeObj, cr *compiled) {
 	st := RouteStatus{Kind: o.kind, Route: nn(ns, name)}
 	done := map[*listener]bool{}
 	for _, p := range o.parents {
-		if !c.namesGateway(p, ns) {
+		if !c.names(p, ns) {
 			continue
 		}
 		ok, reason, msg := c.attachParent(o, cr, p, key, done)
@@ -151,9 +160,22 @@ func (c *compiler) attach(o routeObj, cr *compiled) {
 
 func (c *compiler) attachParent(o routeObj, cr *compiled, p gwv1.ParentReference, key string, done map[*listener]bool) (bool, string, string) {
 	ns, name := o.meta.Namespace, o.meta.Name
+	set, _ := c.parent(p, ns)
 	who := fmt.Sprintf("%s %s/%s: parentRef Gateway %s/%s", o.kind, ns, name, c.gw.Namespace, c.gw.Name)
+	if set != nil {
+		who = fmt.Sprintf("%s %s/%s: parentRef ListenerSet %s/%s", o.kind, ns, name, set.obj.Namespace, set.obj.Name)
+		if !set.attached() {
+			return false, string(gwv1.RouteReasonNotAllowedByListeners), fmt.Sprintf("%s: the ListenerSet is not attached to Gateway %s/%s (%s): %s", who, c.gw.Namespace, c.gw.Name, set.reason, set.msg)
+		}
+	}
+	// A Gateway parentRef reaches the Gateway's own listeners only, a
+	// ListenerSet's its own (the spec: sectionName names a listener of
+	// the parent resource).
 	var cands []*listener
-	for _, l := range c.ls {
+	for _, l := range c.all {
+		if l.set != set {
+			continue
+		}
 		if p.SectionName != nil && *p.SectionName != "" && *p.SectionName != l.spec.Name {
 			continue
 		}

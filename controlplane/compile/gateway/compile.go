@@ -29,11 +29,14 @@ const Group = gwv1.GroupName
 // modified. Only the objects that matter for the Gateway are used; the
 // rest are ignored, so a caller may pass whole kinds.
 type Input struct {
-	GatewayClasses     []*gwv1.GatewayClass
-	Gateways           []*gwv1.Gateway
-	HTTPRoutes         []*gwv1.HTTPRoute
-	GRPCRoutes         []*gwv1.GRPCRoute
-	TLSRoutes          []*gwv1.TLSRoute
+	GatewayClasses []*gwv1.GatewayClass
+	Gateways       []*gwv1.Gateway
+	HTTPRoutes     []*gwv1.HTTPRoute
+	GRPCRoutes     []*gwv1.GRPCRoute
+	TLSRoutes      []*gwv1.TLSRoute
+	// ListenerSets: those whose spec.parentRef names the Gateway are
+	// judged against its spec.allowedListeners and merged into it.
+	ListenerSets       []*gwv1.ListenerSet
 	ReferenceGrants    []*gwv1.ReferenceGrant
 	BackendTLSPolicies []*gwv1.BackendTLSPolicy
 	Services           []*corev1.Service
@@ -71,11 +74,17 @@ type Result struct {
 	// lastTransitionTime: the writer keeps the stored time when a
 	// condition's status is unchanged and stamps it otherwise.
 	Gateway gwv1.GatewayStatus
-	// Routes: for each route naming this Gateway in a parentRef, the
-	// parent statuses of those parentRefs (one per parentRef naming this
-	// Gateway, in spec order). Other parents' entries are not this
-	// compile's.
+	// Routes: for each route naming this Gateway, or a ListenerSet whose
+	// parentRef names it, in a parentRef, the parent statuses of those
+	// parentRefs (one per parentRef, in spec order). Other parents'
+	// entries are not this compile's.
 	Routes []RouteStatus
+	// ListenerSets: the status of every ListenerSet whose parentRef names
+	// this Gateway (allowed or not), by namespace/name.
+	ListenerSets []ListenerSetStatus
+	// ListenerSetPorts: the ports the ListenerSets' programmed listeners
+	// add to the Gateway's (its Service must expose them).
+	ListenerSetPorts []ListenerPort
 	// Policies: the BackendTLSPolicies this Gateway's backends use, with
 	// their conditions for this Gateway as ancestor.
 	Policies []PolicyStatus
@@ -84,7 +93,8 @@ type Result struct {
 	Dependencies []Dependency
 }
 
-// RouteStatus is what one route must carry for this Gateway.
+// RouteStatus is what one route must carry for this Gateway and its
+// ListenerSets.
 type RouteStatus struct {
 	Kind    string // "HTTPRoute", "GRPCRoute", "TLSRoute"
 	Route   types.NamespacedName
@@ -93,7 +103,7 @@ type RouteStatus struct {
 
 // Dependency is an object kind and key a compile read.
 type Dependency struct {
-	Kind string // "Service", "Secret", "ConfigMap", "Namespace", "ReferenceGrant", "BackendTLSPolicy"
+	Kind string // "Service", "Secret", "ConfigMap", "Namespace", "ReferenceGrant", "BackendTLSPolicy", "ListenerSet"
 	Key  types.NamespacedName
 }
 
@@ -143,6 +153,7 @@ func Compile(in Input, gw types.NamespacedName, opts Options) Result {
 		return Result{}
 	}
 	c := newCompiler(in, g, opts)
+	c.indexListenerSets(in.ListenerSets)
 	c.listeners()
 	c.backendClientCertificate()
 	c.routes()
@@ -156,13 +167,20 @@ func Compile(in Input, gw types.NamespacedName, opts Options) Result {
 		return a.Route.String() < b.Route.String()
 	})
 	sort.Slice(c.policies, func(i, j int) bool { return c.policies[i].Policy.String() < c.policies[j].Policy.String() })
+	var sets []ListenerSetStatus
+	for _, s := range c.sets {
+		sets = append(sets, c.listenerSetStatus(s))
+	}
+	sort.Slice(sets, func(i, j int) bool { return sets[i].ListenerSet.String() < sets[j].ListenerSet.String() })
 	return Result{
-		Owned:        true,
-		Snapshot:     snap,
-		Gateway:      c.gatewayStatus(),
-		Routes:       c.routeStatuses,
-		Policies:     c.policies,
-		Dependencies: c.dependencies(),
+		Owned:            true,
+		Snapshot:         snap,
+		Gateway:          c.gatewayStatus(),
+		Routes:           c.routeStatuses,
+		ListenerSets:     sets,
+		ListenerSetPorts: c.listenerSetPorts(),
+		Policies:         c.policies,
+		Dependencies:     c.dependencies(),
 	}
 }
 
@@ -178,7 +196,12 @@ type compiler struct {
 	namespaces map[string]*corev1.Namespace
 	grants     map[string][]*gwv1.ReferenceGrant // by namespace
 
+	// ls: the Gateway's own listeners; all: those and the attached
+	// ListenerSets' (in precedence order), which the snapshot serves.
 	ls            []*listener
+	all           []*listener
+	sets          []*lset // ListenerSets naming the Gateway, in precedence order
+	setByKey      map[types.NamespacedName]*lset
 	routeStatuses []RouteStatus
 	policies      []PolicyStatus
 	rejected      []*gatewaypb.Rejected

@@ -90,6 +90,8 @@ func base(t testing.TB, objs ...any) Input {
 			in.ReferenceGrants = append(in.ReferenceGrants, o)
 		case *gwv1.BackendTLSPolicy:
 			in.BackendTLSPolicies = append(in.BackendTLSPolicies, o)
+		case *gwv1.ListenerSet:
+			in.ListenerSets = append(in.ListenerSets, o)
 		case *corev1.Service:
 			in.Services = append(in.Services, o)
 		case *corev1.Secret:
@@ -243,6 +245,8 @@ func TestListeners(t *testing.T) {
 				}
 				if w.programmed {
 					wantCond(t, name, l.Conditions, "Programmed", true, "Programmed")
+				} else if w.conflicted != "" {
+					wantCond(t, name, l.Conditions, "Programmed", false, w.conflicted)
 				} else {
 					wantCond(t, name, l.Conditions, "Programmed", false, "Invalid")
 				}

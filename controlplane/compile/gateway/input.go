@@ -15,6 +15,7 @@ type Reader interface {
 	HTTPRoutes() []*gwv1.HTTPRoute
 	GRPCRoutes() []*gwv1.GRPCRoute
 	TLSRoutes() []*gwv1.TLSRoute
+	ListenerSets() []*gwv1.ListenerSet
 	ReferenceGrants() []*gwv1.ReferenceGrant
 	BackendTLSPolicies() []*gwv1.BackendTLSPolicy
 	Service(k store.Key) (*corev1.Service, bool)
@@ -26,7 +27,8 @@ type Reader interface {
 var _ Reader = (*store.Store)(nil)
 
 // InputFrom reads what Compile needs for Gateway gw: the classes, the
-// Gateway, the routes naming it, every ReferenceGrant and
+// Gateway, every ListenerSet, the routes naming it or a ListenerSet that
+// names it, every ReferenceGrant and
 // BackendTLSPolicy, and the Services, Secrets (the listeners' and
 // spec.tls.backend's), ConfigMaps (the policies' and the frontend
 // validation's CAs) and Namespaces those name.
@@ -41,6 +43,8 @@ func InputFrom(r Reader, gw types.NamespacedName) Input {
 	in.ReferenceGrants = r.ReferenceGrants()
 	in.BackendTLSPolicies = r.BackendTLSPolicies()
 	c := &compiler{gw: g}
+	in.ListenerSets = r.ListenerSets()
+	c.indexListenerSets(in.ListenerSets)
 	namespaces := map[string]bool{}
 	services := map[store.Key]bool{}
 	addRefs := func(ns string, keys []store.Key) {
@@ -51,7 +55,7 @@ func InputFrom(r Reader, gw types.NamespacedName) Input {
 	}
 	names := func(ns string, ps []gwv1.ParentReference) bool {
 		for _, p := range ps {
-			if c.namesGateway(p, ns) {
+			if c.names(p, ns) {
 				return true
 			}
 		}
@@ -80,17 +84,33 @@ func InputFrom(r Reader, gw types.NamespacedName) Input {
 			in.Services = append(in.Services, s)
 		}
 	}
+	// The ListenerSets' namespaces (allowedListeners selectors) and
+	// certificates, as the Gateway's.
+	type tlsOf struct {
+		ns  string
+		tls *gwv1.ListenerTLSConfig
+	}
+	var tlss []tlsOf
+	for _, l := range g.Spec.Listeners {
+		tlss = append(tlss, tlsOf{g.Namespace, l.TLS})
+	}
+	for _, s := range c.sets {
+		namespaces[s.obj.Namespace] = true
+		for _, l := range s.obj.Spec.Listeners {
+			tlss = append(tlss, tlsOf{s.obj.Namespace, l.TLS})
+		}
+	}
 	for ns := range namespaces {
 		if n, ok := r.Namespace(ns); ok {
 			in.Namespaces = append(in.Namespaces, n)
 		}
 	}
-	for _, l := range g.Spec.Listeners {
-		if l.TLS == nil {
+	for _, l := range tlss {
+		if l.tls == nil {
 			continue
 		}
-		for _, ref := range l.TLS.CertificateRefs {
-			k := store.Key{Namespace: g.Namespace, Name: string(ref.Name)}
+		for _, ref := range l.tls.CertificateRefs {
+			k := store.Key{Namespace: l.ns, Name: string(ref.Name)}
 			if ref.Namespace != nil && *ref.Namespace != "" {
 				k.Namespace = string(*ref.Namespace)
 			}

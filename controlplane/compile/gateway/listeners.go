@@ -19,6 +19,12 @@ type listener struct {
 	spec     gwv1.Listener
 	hostname string
 	mode     gatewaypb.Listener_Mode
+	// set: the ListenerSet the listener comes from, nil for the Gateway's
+	// own; ns its owner's namespace (allowedRoutes Same, certificateRefs);
+	// field names it in messages.
+	set   *lset
+	ns    string
+	field string
 
 	// Accepted (False: the listener serves nothing).
 	accepted               bool
@@ -64,7 +70,7 @@ func (l *listener) allowsNamespace(c *compiler, ns string) bool {
 	case gwv1.NamespacesFromAll:
 		return true
 	case gwv1.NamespacesFromSame:
-		return ns == c.gw.Namespace
+		return ns == l.ns
 	case gwv1.NamespacesFromSelector:
 		c.dep("Namespace", "", ns)
 		n, ok := c.namespaces[ns]
@@ -84,50 +90,12 @@ func routeKinds(p gwv1.ProtocolType) []string {
 	return nil
 }
 
-// listeners validates the Gateway's listeners: protocol and TLS mode,
-// conflicts on a port, allowedRoutes, certificates.
+// listeners validates the Gateway's listeners (protocol and TLS mode,
+// conflicts on a port, allowedRoutes, certificates), then those of the
+// ListenerSets it allows (listenersets.go), which yield to it.
 func (c *compiler) listeners() {
-	gwName := c.gw.Namespace + "/" + c.gw.Name
 	for i := range c.gw.Spec.Listeners {
-		s := c.gw.Spec.Listeners[i]
-		l := &listener{spec: s, accepted: true, attached: map[string]struct{}{}, claims: map[string][]string{}, hosts: map[string][]*rule{}, kinds: []gwv1.RouteGroupKind{}}
-		if s.Hostname != nil {
-			l.hostname = strings.ToLower(string(*s.Hostname))
-		}
-		c.ls = append(c.ls, l)
-		field := fmt.Sprintf("Gateway %s: spec.listeners[%s]", gwName, s.Name)
-		switch s.Protocol {
-		case gwv1.HTTPProtocolType:
-			l.mode = gatewaypb.Listener_HTTP
-		case gwv1.HTTPSProtocolType:
-			l.mode = gatewaypb.Listener_HTTPS
-			if s.TLS != nil && s.TLS.Mode != nil && *s.TLS.Mode != gwv1.TLSModeTerminate {
-				l.fail(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("%s.tls.mode %q is not supported for protocol HTTPS (allowed: Terminate)", field, *s.TLS.Mode))
-			}
-		case gwv1.TLSProtocolType:
-			// Terminate is the field's default (the CRD sets it).
-			l.mode = gatewaypb.Listener_TLS_TERMINATE
-			if s.TLS != nil && s.TLS.Mode != nil {
-				switch *s.TLS.Mode {
-				case gwv1.TLSModePassthrough:
-					l.mode = gatewaypb.Listener_TLS_PASSTHROUGH
-				case gwv1.TLSModeTerminate:
-				default:
-					l.mode = gatewaypb.Listener_MODE_UNSPECIFIED // neither: no certificates to judge
-					l.fail(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("%s.tls.mode %q is not supported for protocol TLS (allowed: Terminate, Passthrough)", field, *s.TLS.Mode))
-				}
-			}
-		default:
-			l.fail(string(gwv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("%s.protocol %q is not supported (allowed: HTTP, HTTPS, TLS)", field, s.Protocol))
-			continue
-		}
-		c.allowedRoutes(l, field)
-		if l.terminates() {
-			c.certificates(l, field)
-		}
-		if l.mode == gatewaypb.Listener_HTTPS {
-			c.frontend(l)
-		}
+		c.ls = append(c.ls, c.newListener(c.gw.Spec.Listeners[i], nil))
 	}
 	c.conflicts()
 	for _, l := range c.ls {
@@ -137,6 +105,56 @@ func (c *compiler) listeners() {
 			c.reject("Gateway", c.gw.Namespace, c.gw.Name, l.refsReason, l.refsMsg)
 		}
 	}
+	c.all = append(c.all, c.ls...)
+	c.listenerSets()
+}
+
+// newListener validates one listener of the Gateway (set nil) or of
+// ListenerSet set, but not its conflicts with the others.
+func (c *compiler) newListener(s gwv1.Listener, set *lset) *listener {
+	l := &listener{spec: s, set: set, ns: c.gw.Namespace, accepted: true, attached: map[string]struct{}{}, claims: map[string][]string{}, hosts: map[string][]*rule{}, kinds: []gwv1.RouteGroupKind{}}
+	l.field = fmt.Sprintf("Gateway %s/%s: spec.listeners[%s]", c.gw.Namespace, c.gw.Name, s.Name)
+	if set != nil {
+		l.ns = set.obj.Namespace
+		l.field = fmt.Sprintf("ListenerSet %s/%s: spec.listeners[%s]", set.obj.Namespace, set.obj.Name, s.Name)
+	}
+	if s.Hostname != nil {
+		l.hostname = strings.ToLower(string(*s.Hostname))
+	}
+	field := l.field
+	switch s.Protocol {
+	case gwv1.HTTPProtocolType:
+		l.mode = gatewaypb.Listener_HTTP
+	case gwv1.HTTPSProtocolType:
+		l.mode = gatewaypb.Listener_HTTPS
+		if s.TLS != nil && s.TLS.Mode != nil && *s.TLS.Mode != gwv1.TLSModeTerminate {
+			l.fail(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("%s.tls.mode %q is not supported for protocol HTTPS (allowed: Terminate)", field, *s.TLS.Mode))
+		}
+	case gwv1.TLSProtocolType:
+		// Terminate is the field's default (the CRD sets it).
+		l.mode = gatewaypb.Listener_TLS_TERMINATE
+		if s.TLS != nil && s.TLS.Mode != nil {
+			switch *s.TLS.Mode {
+			case gwv1.TLSModePassthrough:
+				l.mode = gatewaypb.Listener_TLS_PASSTHROUGH
+			case gwv1.TLSModeTerminate:
+			default:
+				l.mode = gatewaypb.Listener_MODE_UNSPECIFIED // neither: no certificates to judge
+				l.fail(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("%s.tls.mode %q is not supported for protocol TLS (allowed: Terminate, Passthrough)", field, *s.TLS.Mode))
+			}
+		}
+	default:
+		l.fail(string(gwv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("%s.protocol %q is not supported (allowed: HTTP, HTTPS, TLS)", field, s.Protocol))
+		return l
+	}
+	c.allowedRoutes(l, field)
+	if l.terminates() {
+		c.certificates(l, field)
+	}
+	if l.mode == gatewaypb.Listener_HTTPS {
+		c.frontend(l)
+	}
+	return l
 }
 
 func (l *listener) fail(reason, msg string) {
@@ -234,12 +252,17 @@ func (c *compiler) certificates(l *listener, field string) {
 			l.unresolved(string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("%s: %s/%s is not supported (allowed: core Secret)", f, group, kind))
 			continue
 		}
-		ns := c.gw.Namespace
+		// A ListenerSet's references are its own: a grant to its
+		// Gateway does not extend to it (nor the other way round).
+		ns, from := l.ns, "Gateway"
+		if l.set != nil {
+			from = "ListenerSet"
+		}
 		if ref.Namespace != nil && *ref.Namespace != "" {
 			ns = string(*ref.Namespace)
 		}
-		if ns != c.gw.Namespace && !c.granted(Group, "Gateway", c.gw.Namespace, "", "Secret", ns, string(ref.Name)) {
-			l.unresolved(string(gwv1.ListenerReasonRefNotPermitted), fmt.Sprintf("%s: Secret %s/%s is in another namespace and no ReferenceGrant in %s allows Gateways from %s to refer to it", f, ns, ref.Name, ns, c.gw.Namespace))
+		if ns != l.ns && !c.granted(Group, from, l.ns, "", "Secret", ns, string(ref.Name)) {
+			l.unresolved(string(gwv1.ListenerReasonRefNotPermitted), fmt.Sprintf("%s: Secret %s/%s is in another namespace and no ReferenceGrant in %s allows %ss from %s to refer to it", f, ns, ref.Name, ns, from, l.ns))
 			continue
 		}
 		c.dep("Secret", ns, string(ref.Name))
@@ -267,15 +290,6 @@ func (c *compiler) certificates(l *listener, field string) {
 // that differ only in TLS config conflict). All the listeners of a conflict
 // are refused: none wins.
 func (c *compiler) conflicts() {
-	family := func(l *listener) string {
-		switch l.spec.Protocol {
-		case gwv1.HTTPProtocolType:
-			return "HTTP"
-		case gwv1.HTTPSProtocolType, gwv1.TLSProtocolType:
-			return "TLS"
-		}
-		return string(l.spec.Protocol)
-	}
 	for i, a := range c.ls {
 		for j, b := range c.ls {
 			if i == j || a.spec.Port != b.spec.Port || routeKinds(a.spec.Protocol) == nil || routeKinds(b.spec.Protocol) == nil {
@@ -308,6 +322,9 @@ func (c *compiler) conflicts() {
 // listenerStatus is the listener's status.
 func (c *compiler) listenerStatus(l *listener) gwv1.ListenerStatus {
 	gen := c.gw.Generation
+	if l.set != nil {
+		gen = l.set.obj.Generation
+	}
 	st := gwv1.ListenerStatus{Name: l.spec.Name, SupportedKinds: l.kinds, AttachedRoutes: int32(len(l.attached))}
 	if l.accepted {
 		st.Conditions = append(st.Conditions, cond(string(gwv1.ListenerConditionAccepted), true, string(gwv1.ListenerReasonAccepted), "listener accepted", gen))
@@ -331,9 +348,26 @@ func (c *compiler) listenerStatus(l *listener) gwv1.ListenerStatus {
 		if l.accepted {
 			msg = l.refsMsg
 		}
-		st.Conditions = append(st.Conditions, cond(string(gwv1.ListenerConditionProgrammed), false, string(gwv1.ListenerReasonInvalid), msg, gen))
+		// A conflict is the reason it is not programmed either (the
+		// ListenerSet conformance tests read it there).
+		reason := string(gwv1.ListenerReasonInvalid)
+		if l.conflict != "" {
+			reason = l.conflict
+		}
+		st.Conditions = append(st.Conditions, cond(string(gwv1.ListenerConditionProgrammed), false, reason, msg, gen))
 	}
 	return st
+}
+
+// ownAccepted: the Gateway is accepted as far as its listeners go (one of
+// them is, as gatewayStatus says).
+func (c *compiler) ownAccepted() bool {
+	for _, l := range c.ls {
+		if l.accepted {
+			return true
+		}
+	}
+	return len(c.ls) == 0
 }
 
 // gatewayStatus: Accepted (ListenersNotValid when some listener is not
@@ -354,6 +388,8 @@ func (c *compiler) gatewayStatus() gwv1.GatewayStatus {
 		if !l.accepted {
 			bad = append(bad, fmt.Sprintf("%s (%s)", l.spec.Name, l.acceptReason))
 		}
+	}
+	for _, l := range c.all {
 		if l.programmed() {
 			programmed++
 		}
@@ -370,6 +406,13 @@ func (c *compiler) gatewayStatus() gwv1.GatewayStatus {
 	} else {
 		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonInvalid), fmt.Sprintf("Gateway %s/%s: no listener is programmed", c.gw.Namespace, c.gw.Name), gen))
 	}
+	attached := int32(0)
+	for _, set := range c.sets {
+		if set.accepted() {
+			attached++
+		}
+	}
+	st.AttachedListenerSets = &attached
 	if in := c.insecureFrontend(); len(in) > 0 {
 		msg := fmt.Sprintf("Gateway %s/%s: validation.mode AllowInsecureFallback in %s: clients without a valid certificate are served (AllowValidOnly refuses them)", c.gw.Namespace, c.gw.Name, strings.Join(in, ", "))
 		st.Conditions = append(st.Conditions, cond(string(gwv1.GatewayConditionInsecureFrontendValidationMode), true, string(gwv1.GatewayReasonConfigurationChanged), msg, gen))

@@ -37,7 +37,7 @@ func (c *compiler) snapshot() *gatewaypb.Snapshot {
 	s := &gatewaypb.Snapshot{Gateway: c.gw.Namespace + "/" + c.gw.Name, TrustedHops: c.opts.TrustedHops, MaxRequestHeaderBytes: c.opts.MaxRequestHeaderBytes,
 		BackendClientCertificate: c.clientCert}
 	ports := map[uint32]*gatewaypb.Port{}
-	for _, l := range c.ls {
+	for _, l := range c.all {
 		if !l.programmed() {
 			continue
 		}
@@ -50,7 +50,7 @@ func (c *compiler) snapshot() *gatewaypb.Snapshot {
 			ports[p.Port] = p
 			s.Ports = append(s.Ports, p)
 		}
-		pl := &gatewaypb.Listener{Name: string(l.spec.Name), Hostname: l.hostname, Mode: l.mode, Certificates: l.certs, ClientValidation: l.clientValidation}
+		pl := &gatewaypb.Listener{Name: l.snapshotName(), Hostname: l.hostname, Mode: l.mode, Certificates: l.certs, ClientValidation: l.clientValidation}
 		if l.mode == gatewaypb.Listener_TLS_PASSTHROUGH || l.mode == gatewaypb.Listener_TLS_TERMINATE {
 			pl.TlsRoutes = tlsRoutes(l.tlsRoutes, l.mode == gatewaypb.Listener_TLS_PASSTHROUGH)
 		} else {
@@ -73,6 +73,15 @@ func (c *compiler) snapshot() *gatewaypb.Snapshot {
 	s.Rejected = dedupe(c.rejected)
 	s.Version = version(s)
 	return s
+}
+
+// snapshotName: the Gateway's listeners by name; a ListenerSet's, whose
+// names may repeat the Gateway's, as "<namespace>/<ListenerSet>/<name>".
+func (l *listener) snapshotName() string {
+	if l.set == nil {
+		return string(l.spec.Name)
+	}
+	return l.set.obj.Namespace + "/" + l.set.obj.Name + "/" + string(l.spec.Name)
 }
 
 // hosts orders a listener's hostnames and resolves precedence: a Host's

@@ -114,10 +114,19 @@ func selector(gw string) map[string]string {
 	return map[string]string{gatewayv1.GatewayNameLabelKey: gw}
 }
 
+// Port is a port a ListenerSet attached to the Gateway adds (its
+// listener's protocol names the Service port).
+type Port struct {
+	Port     gatewayv1.PortNumber
+	Protocol gatewayv1.ProtocolType
+}
+
 // Render returns the objects of gw with params p, its proxies configured
 // as cfg says (images, the controller's address and identity, the trust
-// anchors). The objects are owned by gw. An error names the field.
-func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config) (Objects, error) {
+// anchors); the Service exposes gw's listeners' ports and extra (the
+// ports of its ListenerSets' listeners). The objects are owned by gw. An
+// error names the field.
+func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config, extra ...Port) (Objects, error) {
 	if v, ok := gw.Annotations[AnnotationServiceType]; ok {
 		t, err := serviceType(v)
 		if err != nil {
@@ -170,6 +179,18 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config) (Objects, error)
 		}
 		if seen[l.Port] {
 			continue // listeners share a port by hostname
+		}
+		seen[l.Port] = true
+		svcPorts = append(svcPorts, corev1.ServicePort{
+			Name:       fmt.Sprintf("%s-%d", strings.ToLower(string(l.Protocol)), l.Port),
+			Port:       int32(l.Port),
+			TargetPort: intstr.FromInt32(int32(l.Port)),
+			Protocol:   corev1.ProtocolTCP,
+		})
+	}
+	for _, l := range extra {
+		if l.Port < 1 || seen[l.Port] {
+			continue // the Gateway's own listener names a shared port
 		}
 		seen[l.Port] = true
 		svcPorts = append(svcPorts, corev1.ServicePort{

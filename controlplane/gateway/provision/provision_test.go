@@ -2,6 +2,8 @@ package provision
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -198,5 +200,28 @@ func TestListenersDoNotRollPods(t *testing.T) {
 	}
 	if len(two.Service.Spec.Ports) != 2 {
 		t.Errorf("service ports %+v, want the two listeners'", two.Service.Spec.Ports)
+	}
+}
+
+// The ports of the Gateway's ListenerSets join its own on the Service
+// (each once); the pod template does not change.
+func TestListenerSetPorts(t *testing.T) {
+	one, err := Render(gateway("public", 80), Params{}, config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	two, err := Render(gateway("public", 80), Params{}, config(), Port{80, gatewayv1.HTTPProtocolType}, Port{8443, gatewayv1.HTTPSProtocolType})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range two.Service.Spec.Ports {
+		got = append(got, fmt.Sprintf("%s %d->%s", p.Name, p.Port, p.TargetPort.String()))
+	}
+	if want := []string{"http-80 80->80", "https-8443 8443->8443"}; !slices.Equal(got, want) {
+		t.Errorf("service ports %q, want %q", got, want)
+	}
+	if !equality.Semantic.DeepEqual(one.Deployment.Spec.Template, two.Deployment.Spec.Template) {
+		t.Error("a ListenerSet's port changed the pod template")
 	}
 }

@@ -12,11 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -186,11 +188,15 @@ func (r *Reconciler) reconcileAll(ctx context.Context, follow func(store.Topic))
 		}
 	}
 	owned := map[store.Key]bool{}
+	sets := map[status.Key]bool{} // the ListenerSets naming an owned Gateway
 	for _, g := range r.o.Store.Gateways() {
 		k := store.Key{Namespace: g.Namespace, Name: g.Name}
 		follow(store.GatewayTopic(k))
 		follow(store.ServiceTopic(store.Key{Namespace: g.Namespace, Name: provision.Name(g.Name)}))
-		ok, p, err := r.reconcile(ctx, g)
+		ok, p, owner, err := r.reconcile(ctx, g)
+		for _, s := range owner.ListenerSets {
+			sets[s] = true
+		}
 		if err != nil || p || !ok {
 			delete(r.done, k)
 		}
@@ -207,32 +213,42 @@ func (r *Reconciler) reconcileAll(ctx context.Context, follow func(store.Topic))
 	// are gone (or no longer ours) are removed.
 	for k := range r.known {
 		if !owned[k] {
-			r.clearRoutes(ctx, k, nil)
+			r.clearRoutes(ctx, status.Key{Namespace: k.Namespace, Name: k.Name}, nil)
 			r.clearPolicies(ctx, k, nil)
 		}
 	}
 	r.known = owned
+	r.clearListenerSetParents(ctx, sets)
 	return pending
 }
 
 // reconcile provisions Gateway g and writes its statuses; owned reports
-// whether g is of Meridian's class, pending whether it is not yet ready.
-func (r *Reconciler) reconcile(ctx context.Context, g *gwv1.Gateway) (owned, pending bool, err error) {
+// whether g is of Meridian's class, pending whether it is not yet ready,
+// owner g and the ListenerSets naming it.
+func (r *Reconciler) reconcile(ctx context.Context, g *gwv1.Gateway) (owned, pending bool, owner status.Owner, err error) {
 	k := types.NamespacedName{Namespace: g.Namespace, Name: g.Name}
 	res := gateway.Compile(gateway.InputFrom(r.o.Store, k), k, r.o.Compile)
 	if !res.Owned {
-		return false, false, nil
+		return false, false, owner, nil
+	}
+	owner.Gateway = status.Key{Namespace: g.Namespace, Name: g.Name}
+	for _, ls := range res.ListenerSets {
+		owner.ListenerSets = append(owner.ListenerSets, status.Key{Namespace: ls.ListenerSet.Namespace, Name: ls.ListenerSet.Name})
 	}
 	gst := res.Gateway
 	params, perr := r.params(ctx, g)
 	var objs provision.Objects
 	if perr == nil {
-		objs, perr = provision.Render(g, params, r.o.Proxy)
+		var extra []provision.Port
+		for _, p := range res.ListenerSetPorts {
+			extra = append(extra, provision.Port{Port: p.Port, Protocol: p.Protocol})
+		}
+		objs, perr = provision.Render(g, params, r.o.Proxy, extra...)
 	}
 	gk := store.Key{Namespace: g.Namespace, Name: g.Name}
 	digest := r.digest(gk, objs, perr, gst, res)
 	if r.done[gk] == digest {
-		return true, false, nil
+		return true, false, owner, nil
 	}
 	var addrs []gwv1.GatewayStatusAddress
 	ready := false
@@ -242,7 +258,7 @@ func (r *Reconciler) reconcile(ctx context.Context, g *gwv1.Gateway) (owned, pen
 	} else {
 		svc, dep, err := r.apply(ctx, objs)
 		if err != nil {
-			return true, true, err
+			return true, true, owner, err
 		}
 		addrs = addresses(svc)
 		ready = dep.Status.ReadyReplicas > 0
@@ -253,17 +269,27 @@ func (r *Reconciler) reconcile(ctx context.Context, g *gwv1.Gateway) (owned, pen
 			setCondition(&gst.Conditions, string(gwv1.GatewayConditionProgrammed), metav1.ConditionFalse, string(gwv1.GatewayReasonPending), fmt.Sprintf("Deployment %s/%s has no ready proxy yet", dep.Namespace, dep.Name), g.Generation)
 		}
 	}
+	if perr != nil {
+		zero := int32(0)
+		gst.AttachedListenerSets = &zero // nothing is served
+	}
 	if _, err := r.status.Gateway(ctx, status.Key{Namespace: g.Namespace, Name: g.Name}, gst, addrs); err != nil {
-		return true, true, fmt.Errorf("writing the status: %w", err)
+		return true, true, owner, fmt.Errorf("writing the status: %w", err)
+	}
+	for _, ls := range res.ListenerSets {
+		st := parentState(ls.Status, g, perr, len(addrs) > 0 && ready)
+		if _, err := r.status.ListenerSet(ctx, status.Key{Namespace: ls.ListenerSet.Namespace, Name: ls.ListenerSet.Name}, st); err != nil {
+			return true, true, owner, fmt.Errorf("writing ListenerSet %s's status: %w", ls.ListenerSet, err)
+		}
 	}
 	written := map[string]bool{}
 	for _, rs := range res.Routes {
 		written[rs.Kind+"/"+rs.Route.String()] = true
-		if _, err := r.status.Route(ctx, rs.Kind, rs.Route.Namespace, rs.Route.Name, status.Key{Namespace: g.Namespace, Name: g.Name}, rs.Parents); err != nil {
-			return true, true, fmt.Errorf("writing %s %s's status: %w", rs.Kind, rs.Route, err)
+		if _, err := r.status.Route(ctx, rs.Kind, rs.Route.Namespace, rs.Route.Name, owner, rs.Parents); err != nil {
+			return true, true, owner, fmt.Errorf("writing %s %s's status: %w", rs.Kind, rs.Route, err)
 		}
 	}
-	r.clearRoutes(ctx, store.Key{Namespace: g.Namespace, Name: g.Name}, written)
+	r.clearRoutes(ctx, owner, written)
 	applied := map[store.Key]bool{}
 	for _, ps := range res.Policies {
 		applied[store.Key{Namespace: ps.Policy.Namespace, Name: ps.Policy.Name}] = true
@@ -275,7 +301,7 @@ func (r *Reconciler) reconcile(ctx context.Context, g *gwv1.Gateway) (owned, pen
 				r.o.Log.Warn("gateway: a BackendTLSPolicy's status is full", "gateway", k.String(), "err", err)
 				continue
 			}
-			return true, true, fmt.Errorf("writing BackendTLSPolicy %s's status: %w", ps.Policy, err)
+			return true, true, owner, fmt.Errorf("writing BackendTLSPolicy %s's status: %w", ps.Policy, err)
 		}
 	}
 	r.clearPolicies(ctx, store.Key{Namespace: g.Namespace, Name: g.Name}, applied)
@@ -283,7 +309,34 @@ func (r *Reconciler) reconcile(ctx context.Context, g *gwv1.Gateway) (owned, pen
 	if !pending {
 		r.done[gk] = digest
 	}
-	return true, pending, nil
+	return true, pending, owner, nil
+}
+
+// parentState is a ListenerSet's status as its Gateway's provisioning
+// leaves it: the Gateway not accepted (its parameters are invalid, nothing
+// is applied) makes it ParentNotAccepted; the Gateway not programmed yet
+// (no address, no ready proxy) turns a Programmed True False with
+// ParentNotProgrammed. A ListenerSet not allowed stays as it is.
+func parentState(st gwv1.ListenerSetStatus, g *gwv1.Gateway, perr error, programmed bool) gwv1.ListenerSetStatus {
+	acc := meta.FindStatusCondition(st.Conditions, string(gwv1.ListenerSetConditionAccepted))
+	if acc == nil || acc.Reason == string(gwv1.ListenerSetReasonNotAllowed) {
+		return st
+	}
+	gen := acc.ObservedGeneration
+	conds := slices.Clone(st.Conditions)
+	switch {
+	case perr != nil:
+		msg := fmt.Sprintf("its parent Gateway %s/%s is not accepted: %v", g.Namespace, g.Name, perr)
+		setCondition(&conds, string(gwv1.ListenerSetConditionAccepted), metav1.ConditionFalse, string(gwv1.ListenerSetReasonParentNotAccepted), msg, gen)
+		setCondition(&conds, string(gwv1.ListenerSetConditionProgrammed), metav1.ConditionFalse, string(gwv1.ListenerSetReasonParentNotAccepted), msg, gen)
+	case !programmed:
+		if p := meta.FindStatusCondition(conds, string(gwv1.ListenerSetConditionProgrammed)); p != nil && p.Status == metav1.ConditionTrue {
+			// The spec lists the reason; the API has no constant for it.
+			setCondition(&conds, string(gwv1.ListenerSetConditionProgrammed), metav1.ConditionFalse, "ParentNotProgrammed", fmt.Sprintf("its parent Gateway %s/%s is not programmed yet (no address or no ready proxy)", g.Namespace, g.Name), gen)
+		}
+	}
+	st.Conditions = conds
+	return st
 }
 
 // digest sums what reconciling Gateway gk would write, and its Service as
@@ -297,7 +350,7 @@ func (r *Reconciler) digest(gk store.Key, objs provision.Objects, perr error, gs
 	if svc, ok := r.o.Store.Service(store.Key{Namespace: gk.Namespace, Name: provision.Name(gk.Name)}); ok {
 		addrs = []any{svc.Spec.ClusterIPs, svc.Status.LoadBalancer.Ingress}
 	}
-	return digestOf(objs, perrs, gst, res.Routes, res.Policies, addrs)
+	return digestOf(objs, perrs, gst, res.Routes, res.ListenerSets, res.Policies, addrs)
 }
 
 func digestOf(vs ...any) string {
@@ -330,13 +383,13 @@ func (r *Reconciler) clearPolicies(ctx context.Context, gw store.Key, keep map[s
 	}
 }
 
-// clearRoutes removes Gateway gw's parent statuses (ours) from the routes
-// that carry one and are not in keep (kind/namespace/name).
-func (r *Reconciler) clearRoutes(ctx context.Context, gw store.Key, keep map[string]bool) {
-	sk := status.Key{Namespace: gw.Namespace, Name: gw.Name}
+// clearRoutes removes the parent statuses (ours) of gw (a Gateway, or a
+// Gateway and its ListenerSets) from the routes that carry one and are
+// not in keep (kind/namespace/name).
+func (r *Reconciler) clearRoutes(ctx context.Context, gw status.Parents, keep map[string]bool) {
 	has := func(ns string, ps []gwv1.RouteParentStatus) bool {
 		for _, p := range ps {
-			if p.ControllerName == gateway.ControllerName && status.ForGateway(p.ParentRef, ns, sk) {
+			if p.ControllerName == gateway.ControllerName && gw.Owns(p.ParentRef, ns) {
 				return true
 			}
 		}
@@ -346,8 +399,8 @@ func (r *Reconciler) clearRoutes(ctx context.Context, gw store.Key, keep map[str
 		if keep[kind+"/"+ns+"/"+name] {
 			return
 		}
-		if _, err := r.status.Route(ctx, kind, ns, name, sk, nil); err != nil {
-			r.o.Log.Warn("gateway: clearing a route's status", "kind", kind, "route", ns+"/"+name, "gateway", gw.String(), "err", err)
+		if _, err := r.status.Route(ctx, kind, ns, name, gw, nil); err != nil {
+			r.o.Log.Warn("gateway: clearing a route's status", "kind", kind, "route", ns+"/"+name, "parents", fmt.Sprint(gw), "err", err)
 		}
 	}
 	for _, o := range r.o.Store.HTTPRoutes() {
@@ -364,6 +417,38 @@ func (r *Reconciler) clearRoutes(ctx context.Context, gw store.Key, keep map[str
 		if has(o.Namespace, o.Status.Parents) {
 			clear("TLSRoute", o.Namespace, o.Name)
 		}
+	}
+}
+
+// clearListenerSetParents removes our route parent statuses for
+// ListenerSets that no Gateway of ours has among its own (live): the
+// ListenerSet is gone, or now names a Gateway that is gone or not ours.
+func (r *Reconciler) clearListenerSetParents(ctx context.Context, live map[status.Key]bool) {
+	stale := func(ns string, ps []gwv1.RouteParentStatus) []status.Key {
+		var out []status.Key
+		for _, p := range ps {
+			if k, ok := status.ListenerSetOf(p.ParentRef, ns); ok && p.ControllerName == gateway.ControllerName && !live[k] {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+	clear := func(kind, ns, name string, sets []status.Key) {
+		if len(sets) == 0 {
+			return
+		}
+		if _, err := r.status.Route(ctx, kind, ns, name, status.Owner{ListenerSets: sets}, nil); err != nil {
+			r.o.Log.Warn("gateway: clearing a route's ListenerSet parent status", "kind", kind, "route", ns+"/"+name, "err", err)
+		}
+	}
+	for _, o := range r.o.Store.HTTPRoutes() {
+		clear("HTTPRoute", o.Namespace, o.Name, stale(o.Namespace, o.Status.Parents))
+	}
+	for _, o := range r.o.Store.GRPCRoutes() {
+		clear("GRPCRoute", o.Namespace, o.Name, stale(o.Namespace, o.Status.Parents))
+	}
+	for _, o := range r.o.Store.TLSRoutes() {
+		clear("TLSRoute", o.Namespace, o.Name, stale(o.Namespace, o.Status.Parents))
 	}
 }
 

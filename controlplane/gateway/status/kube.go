@@ -71,10 +71,30 @@ func (w *Writer) Gateway(ctx context.Context, gw Key, computed gwv1.GatewayStatu
 	return wrote, ignoreGone(err)
 }
 
-// Route sets the parent statuses of Gateway gw in a route of kind
-// (HTTPRoute, GRPCRoute or TLSRoute); ours empty removes them (the route
-// no longer names gw).
-func (w *Writer) Route(ctx context.Context, kind string, ns, name string, gw Key, ours []gwv1.RouteParentStatus) (wrote bool, err error) {
+// ListenerSet sets a ListenerSet's status (its parent Gateway's compile
+// decides it).
+func (w *Writer) ListenerSet(ctx context.Context, k Key, computed gwv1.ListenerSetStatus) (wrote bool, err error) {
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		ls, err := w.Client.GatewayV1().ListenerSets(k.Namespace).Get(ctx, k.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		next := ListenerSet(ls.Status, computed, w.now())
+		if Same(ls.Status, next, ListenerSetTimes) {
+			return nil
+		}
+		ls.Status = next
+		_, err = w.Client.GatewayV1().ListenerSets(k.Namespace).UpdateStatus(ctx, ls, metav1.UpdateOptions{FieldManager: fieldManager})
+		wrote = err == nil
+		return err
+	})
+	return wrote, ignoreGone(err)
+}
+
+// Route sets the parent statuses of the parents gw owns (a Gateway, or a
+// Gateway and its ListenerSets) in a route of kind (HTTPRoute, GRPCRoute
+// or TLSRoute); ours empty removes them (the route no longer names them).
+func (w *Writer) Route(ctx context.Context, kind string, ns, name string, gw Parents, ours []gwv1.RouteParentStatus) (wrote bool, err error) {
 	var get func() (*[]gwv1.RouteParentStatus, func() error, error)
 	v1 := w.Client.GatewayV1()
 	switch kind {

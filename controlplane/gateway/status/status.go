@@ -37,7 +37,7 @@ func Conditions(stored, computed []metav1.Condition, now time.Time) []metav1.Con
 // Gateway returns the Gateway's new status: computed, with addresses, and
 // the transition times kept from stored.
 func Gateway(stored, computed gwv1.GatewayStatus, addresses []gwv1.GatewayStatusAddress, now time.Time) gwv1.GatewayStatus {
-	out := gwv1.GatewayStatus{Addresses: addresses, Conditions: Conditions(stored.Conditions, computed.Conditions, now)}
+	out := gwv1.GatewayStatus{Addresses: addresses, Conditions: Conditions(stored.Conditions, computed.Conditions, now), AttachedListenerSets: computed.AttachedListenerSets}
 	for _, l := range computed.Listeners {
 		var old []metav1.Condition
 		for _, s := range stored.Listeners {
@@ -52,16 +52,83 @@ func Gateway(stored, computed gwv1.GatewayStatus, addresses []gwv1.GatewayStatus
 	return out
 }
 
+// ListenerSet returns a ListenerSet's new status: computed, with the
+// transition times kept from stored.
+func ListenerSet(stored, computed gwv1.ListenerSetStatus, now time.Time) gwv1.ListenerSetStatus {
+	out := gwv1.ListenerSetStatus{Conditions: Conditions(stored.Conditions, computed.Conditions, now)}
+	for _, l := range computed.Listeners {
+		var old []metav1.Condition
+		for _, s := range stored.Listeners {
+			if s.Name == l.Name {
+				old = s.Conditions
+				break
+			}
+		}
+		l.Conditions = Conditions(old, l.Conditions, now)
+		out.Listeners = append(out.Listeners, l)
+	}
+	return out
+}
+
+// Parents says which route parent entries one Gateway's compile writes.
+// A Key is a Gateway's own parentRefs; Owner adds its ListenerSets'.
+type Parents interface {
+	Owns(parent gwv1.ParentReference, routeNS string) bool
+}
+
+// Owns: parent names Gateway gw.
+func (gw Key) Owns(parent gwv1.ParentReference, routeNS string) bool {
+	return ForGateway(parent, routeNS, gw)
+}
+
+// Owner is a Gateway and the ListenerSets whose parentRef names it: a
+// route's entries for a parentRef naming any of them are that Gateway's
+// compile's to write.
+type Owner struct {
+	Gateway      Key
+	ListenerSets []Key
+}
+
+// Owns: parent names o's Gateway or one of its ListenerSets.
+func (o Owner) Owns(parent gwv1.ParentReference, routeNS string) bool {
+	if ForGateway(parent, routeNS, o.Gateway) {
+		return true
+	}
+	if k, ok := ListenerSetOf(parent, routeNS); ok {
+		for _, s := range o.ListenerSets {
+			if s == k {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ListenerSetOf is the ListenerSet parent names, if it names one.
+func ListenerSetOf(parent gwv1.ParentReference, routeNS string) (Key, bool) {
+	if parent.Group != nil && *parent.Group != gwv1.GroupName {
+		return Key{}, false
+	}
+	if parent.Kind == nil || *parent.Kind != "ListenerSet" {
+		return Key{}, false
+	}
+	ns := routeNS
+	if parent.Namespace != nil {
+		ns = string(*parent.Namespace)
+	}
+	return Key{Namespace: ns, Name: string(parent.Name)}, true
+}
+
 // RouteParents returns a route's new status.parents: stored, without the
-// entries of controller for Gateway gw, plus ours (which are all for gw),
-// each keeping the transition times of the stored entry for the same
-// parentRef. Entries of other controllers, and of this controller for
-// other Gateways, are kept as they are and where they are.
-func RouteParents(stored, ours []gwv1.RouteParentStatus, controller gwv1.GatewayController, routeNS string, gw Key, now time.Time) []gwv1.RouteParentStatus {
+// entries of controller for the parents gw owns, plus ours (which are all
+// for those), each keeping the transition times of the stored entry for
+// the same parentRef. Entries of other controllers, and of this controller
+// for other parents, are kept as they are and where they are.
+func RouteParents(stored, ours []gwv1.RouteParentStatus, controller gwv1.GatewayController, routeNS string, gw Parents, now time.Time) []gwv1.RouteParentStatus {
 	out := []gwv1.RouteParentStatus{} // not nil: status.parents is required, [] when empty
 	var mine []gwv1.RouteParentStatus
 	for _, s := range stored {
-		if s.ControllerName == controller && ForGateway(s.ParentRef, routeNS, gw) {
+		if s.ControllerName == controller && gw.Owns(s.ParentRef, routeNS) {
 			s.ParentRef = defaulted(s.ParentRef)
 			mine = append(mine, s)
 			continue
@@ -132,6 +199,24 @@ func clearTimes[T any](v T, times func(*T) []*metav1.Time) T {
 
 // GatewayTimes lists a GatewayStatus's transition times (for Same).
 func GatewayTimes(s *gwv1.GatewayStatus) []*metav1.Time {
+	s.Conditions = slices.Clone(s.Conditions)
+	s.Listeners = slices.Clone(s.Listeners)
+	var ts []*metav1.Time
+	for i := range s.Conditions {
+		ts = append(ts, &s.Conditions[i].LastTransitionTime)
+	}
+	for i := range s.Listeners {
+		s.Listeners[i].Conditions = slices.Clone(s.Listeners[i].Conditions)
+		for j := range s.Listeners[i].Conditions {
+			ts = append(ts, &s.Listeners[i].Conditions[j].LastTransitionTime)
+		}
+	}
+	return ts
+}
+
+// ListenerSetTimes lists a ListenerSetStatus's transition times (for
+// Same).
+func ListenerSetTimes(s *gwv1.ListenerSetStatus) []*metav1.Time {
 	s.Conditions = slices.Clone(s.Conditions)
 	s.Listeners = slices.Clone(s.Listeners)
 	var ts []*metav1.Time

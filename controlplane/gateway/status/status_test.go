@@ -194,6 +194,46 @@ func TestWriter(t *testing.T) {
 	if _, err := w.Route(ctx, "TCPRoute", "edge", "web", Key{"edge", "public"}, nil); err == nil || !strings.Contains(err.Error(), "HTTPRoute, GRPCRoute and TLSRoute") {
 		t.Fatalf("unknown kind: %v", err)
 	}
+
+	// A ListenerSet's status: written with its listeners, again only on a
+	// change, transition times kept; the Gateway's attachedListenerSets.
+	lset := &gwv1.ListenerSet{ObjectMeta: metav1.ObjectMeta{Name: "team", Namespace: "edge"}, Spec: gwv1.ListenerSetSpec{
+		ParentRef: gwv1.ParentGatewayReference{Name: "public"},
+		Listeners: []gwv1.ListenerEntry{{Name: "a", Port: 8080, Protocol: gwv1.HTTPProtocolType}},
+	}}
+	if _, err := gc.GatewayV1().ListenerSets("edge").Create(ctx, lset, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	now = t0
+	lst := gwv1.ListenerSetStatus{
+		Conditions: []metav1.Condition{cond("Accepted", true, "Accepted"), cond("Programmed", true, "Programmed")},
+		Listeners: []gwv1.ListenerEntryStatus{{Name: "a", AttachedRoutes: 2, SupportedKinds: []gwv1.RouteGroupKind{{Group: ptr.To(gwv1.Group(gwv1.GroupName)), Kind: "HTTPRoute"}},
+			Conditions: []metav1.Condition{cond("Accepted", true, "Accepted"), cond("Programmed", true, "Programmed")}}},
+	}
+	if wrote, err := w.ListenerSet(ctx, Key{"edge", "team"}, lst); err != nil || !wrote {
+		t.Fatalf("ListenerSet: wrote %v, %v", wrote, err)
+	}
+	now = t1
+	if wrote, err := w.ListenerSet(ctx, Key{"edge", "team"}, lst); err != nil || wrote {
+		t.Fatalf("ListenerSet again: wrote %v, %v; want no update", wrote, err)
+	}
+	got2, err := gc.GatewayV1().ListenerSets("edge").Get(ctx, "team", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got2.Status.Conditions) != 2 || !got2.Status.Conditions[0].LastTransitionTime.Time.Equal(t0) || got2.Status.Listeners[0].AttachedRoutes != 2 {
+		t.Fatalf("stored ListenerSet status %+v", got2.Status)
+	}
+	if wrote, err := w.ListenerSet(ctx, Key{"edge", "gone"}, lst); err != nil || wrote {
+		t.Fatalf("a deleted ListenerSet: wrote %v, %v", wrote, err)
+	}
+	st.AttachedListenerSets = ptr.To(int32(1))
+	if wrote, err := w.Gateway(ctx, Key{"edge", "public"}, st, addrs); err != nil || !wrote {
+		t.Fatalf("Gateway attachedListenerSets: wrote %v, %v", wrote, err)
+	}
+	if got, _ := gc.GatewayV1().Gateways("edge").Get(ctx, "public", metav1.GetOptions{}); got.Status.AttachedListenerSets == nil || *got.Status.AttachedListenerSets != 1 {
+		t.Fatalf("attachedListenerSets %v", got.Status.AttachedListenerSets)
+	}
 }
 
 // A policy's status.ancestors is a map keyed by ancestorRef and
@@ -235,5 +275,48 @@ func TestPolicyAncestors(t *testing.T) {
 	many[3] = entry(ours, "edge", false)
 	if out, full := PolicyAncestors(many, &mine, ours, "ns", gw, t0); full || len(out) != MaxAncestors || out[MaxAncestors-1].Conditions[0].Status != metav1.ConditionTrue {
 		t.Fatalf("updating ours in a full list: full=%v, %+v", full, out)
+	}
+}
+
+// An Owner replaces our entries for its Gateway and its ListenerSets, and
+// keeps ours for another ListenerSet and another Gateway.
+func TestRouteParentsListenerSets(t *testing.T) {
+	ls := func(ns, name string) gwv1.ParentReference {
+		r := ref(ns, name)
+		r.Kind = ptr.To(gwv1.Kind("ListenerSet"))
+		r.Group = ptr.To(gwv1.Group(gwv1.GroupName))
+		return r
+	}
+	o := Owner{Gateway: Key{"edge", "public"}, ListenerSets: []Key{{"apps", "team"}}}
+	stale := parent(ours, ls("", "team"), false)
+	otherSet := parent(ours, ls("", "other"), true)
+	gwEntry := parent(ours, ref("edge", "public"), true)
+	got := RouteParents([]gwv1.RouteParentStatus{stale, otherSet, gwEntry}, []gwv1.RouteParentStatus{parent(ours, ls("apps", "team"), true)}, ours, "apps", o, t1)
+	if len(got) != 2 || got[0].ParentRef.Name != "other" || got[1].ParentRef.Name != "team" || got[1].Conditions[0].Status != metav1.ConditionTrue {
+		t.Fatalf("parents %+v", got)
+	}
+	// The ListenerSet parentRef named without a namespace is the route's.
+	if !o.Owns(ls("", "team"), "apps") || o.Owns(ls("", "team"), "edge") || o.Owns(ref("", "team"), "apps") || !o.Owns(ref("edge", "public"), "apps") {
+		t.Fatal("Owns")
+	}
+	// A Key owns its Gateway only.
+	if (Key{"edge", "public"}).Owns(ls("edge", "public"), "edge") {
+		t.Fatal("a Key owns a ListenerSet parentRef")
+	}
+}
+
+func TestListenerSetStatusMerge(t *testing.T) {
+	computed := gwv1.ListenerSetStatus{
+		Conditions: []metav1.Condition{cond("Accepted", true, "Accepted"), cond("Programmed", true, "Programmed")},
+		Listeners:  []gwv1.ListenerEntryStatus{{Name: "a", Conditions: []metav1.Condition{cond("Accepted", true, "Accepted")}}},
+	}
+	stored := ListenerSet(gwv1.ListenerSetStatus{}, computed, t0)
+	computed.Conditions[1] = cond("Programmed", false, "ListenersNotValid")
+	next := ListenerSet(stored, computed, t1)
+	if !next.Conditions[0].LastTransitionTime.Time.Equal(t0) || !next.Conditions[1].LastTransitionTime.Time.Equal(t1) || !next.Listeners[0].Conditions[0].LastTransitionTime.Time.Equal(t0) {
+		t.Fatalf("times %+v", next)
+	}
+	if Same(stored, next, ListenerSetTimes) || !Same(next, ListenerSet(next, computed, t1.Add(time.Hour)), ListenerSetTimes) {
+		t.Fatal("Same")
 	}
 }

@@ -76,7 +76,8 @@ func WithReady(f func()) Option { return func(o *options) { o.ready = f } }
 
 // WithGatewayAPI also watches the Gateway API kinds the gateway compiler
 // reads (gateway.networking.k8s.io/v1 GatewayClasses, Gateways,
-// HTTPRoutes, GRPCRoutes, TLSRoutes, ReferenceGrants, BackendTLSPolicies),
+// HTTPRoutes, GRPCRoutes, TLSRoutes, ListenerSets, ReferenceGrants,
+// BackendTLSPolicies),
 // kubernetes.io/tls Secrets and the ca.crt of ConfigMaps, those whose CRDs
 // are installed (discovery says which; the others are logged once and
 // skipped, and never hold up the sync). It is an option because it needs
@@ -95,6 +96,7 @@ var gatewayKinds = []struct {
 	{"HTTPRoute", func() client.Object { return &gwv1.HTTPRoute{} }},
 	{"GRPCRoute", func() client.Object { return &gwv1.GRPCRoute{} }},
 	{"TLSRoute", func() client.Object { return &gwv1.TLSRoute{} }},
+	{"ListenerSet", func() client.Object { return &gwv1.ListenerSet{} }},
 	{"ReferenceGrant", func() client.Object { return &gwv1.ReferenceGrant{} }},
 	{"BackendTLSPolicy", func() client.Object { return &gwv1.BackendTLSPolicy{} }},
 }
