@@ -214,6 +214,13 @@ func TestStaticAddresses(t *testing.T) {
 	if err != nil || svc2.Spec.ClusterIP != other || svc2.UID == svc.UID {
 		t.Fatalf("Service %s cluster IP %q (%v), want a new one with %s", svc2.UID, svc2.Spec.ClusterIP, err, other)
 	}
+	// An address the cluster cannot give: the Service, and its clients,
+	// keep the one it has (a dry run asked first).
+	setAddresses("static", ip(outside))
+	gateway("an unusable address leaves the Service as it is", "static", notUsable("failed to allocate IP "+outside))
+	if s, err := cs.CoreV1().Services("edge").Get(ctx, name, metav1.GetOptions{}); err != nil || s.UID != svc2.UID || s.Spec.ClusterIP != other {
+		t.Fatalf("Service %s cluster IP %q (%v), want %s %s kept", s.UID, s.Spec.ClusterIP, err, svc2.UID, other)
+	}
 	// No address asked for: the Service keeps the one it has.
 	must(gc.GatewayV1().Gateways("edge").Patch(ctx, "static", types.MergePatchType, []byte(`{"spec":{"addresses":null}}`), metav1.PatchOptions{}))
 	gateway("without spec.addresses the Service keeps its address", "static", addressed(other))

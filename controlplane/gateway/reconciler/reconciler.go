@@ -474,7 +474,8 @@ type addressNotUsable struct{ msg string }
 func (e *addressNotUsable) Error() string { return e.msg }
 
 // service applies the Service. Cluster IPs are immutable: when the Gateway
-// asks for others than the Service has, it is deleted and created again.
+// asks for others than the Service has, it is deleted and created again,
+// once a dry run says the API server would give them.
 // A refusal of the requested addresses (not in the Service range, already
 // allocated, a family the cluster does not have) is an *addressNotUsable.
 func (r *Reconciler) service(ctx context.Context, o provision.Objects, opts metav1.PatchOptions, body []byte) (*corev1.Service, error) {
@@ -488,6 +489,31 @@ func (r *Reconciler) service(ctx context.Context, o provision.Objects, opts meta
 			return nil, fmt.Errorf("reading %s: %w", where, err)
 		default:
 			if why := o.Addresses.Mismatch(old, o.Service.Spec.Type); why != "" {
+				// Asked first (a dry run, which allocates nothing): an
+				// address the cluster cannot give leaves the Service, and
+				// its clients, on the address it has.
+				// Only the addresses the Service does not hold: those it
+				// holds are "already allocated" until it is deleted.
+				var fresh []string
+				for _, ip := range o.Service.Spec.ClusterIPs {
+					if !slices.Contains(old.Spec.ClusterIPs, ip) {
+						fresh = append(fresh, ip)
+					}
+				}
+				if len(fresh) > 0 {
+					probe := o.Service.DeepCopy()
+					probe.Name, probe.GenerateName, probe.OwnerReferences = "", o.Service.Name+"-", nil
+					probe.Spec.ClusterIP, probe.Spec.ClusterIPs = fresh[0], fresh
+					if len(fresh) == 1 {
+						probe.Spec.IPFamilyPolicy = nil // one family (dual-stack needs both)
+					}
+					if _, err := services.Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}, FieldManager: fieldManager}); err != nil {
+						if addressRefused(err) {
+							return nil, r.notUsable(where, o, err)
+						}
+						return nil, fmt.Errorf("creating %s again (%s), a dry run: %w", where, why, err)
+					}
+				}
 				r.o.Log.Info("gateway: creating the Service again for the requested addresses", "service", o.Service.Namespace+"/"+o.Service.Name, "why", why)
 				pre := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &old.UID}}
 				if err := services.Delete(ctx, old.Name, pre); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
@@ -497,17 +523,21 @@ func (r *Reconciler) service(ctx context.Context, o provision.Objects, opts meta
 		}
 	}
 	svc, err := services.Patch(ctx, o.Service.Name, types.ApplyPatchType, body, opts)
-	if err != nil && (len(o.Addresses.Pinned) > 0) && addressRefused(err) {
-		var ips []string
-		for _, ip := range o.Addresses.Pinned {
-			ips = append(ips, ip.String())
-		}
-		return nil, &addressNotUsable{msg: fmt.Sprintf("%s cannot have the requested address %s: %v", where, strings.Join(ips, ", "), err)}
+	if err != nil && len(o.Addresses.Pinned) > 0 && addressRefused(err) {
+		return nil, r.notUsable(where, o, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("applying %s: %w", where, err)
 	}
 	return svc, nil
+}
+
+func (r *Reconciler) notUsable(where string, o provision.Objects, err error) error {
+	var ips []string
+	for _, ip := range o.Addresses.Pinned {
+		ips = append(ips, ip.String())
+	}
+	return &addressNotUsable{msg: fmt.Sprintf("%s cannot have the requested address %s: %v", where, strings.Join(ips, ", "), err)}
 }
 
 // addressRefused: the API server refused a Service for one of the address
