@@ -6,13 +6,20 @@
 # node cannot pull registry.k8s.io), runs the GATEWAY-HTTP, GATEWAY-GRPC and
 # GATEWAY-TLS profiles with every feature but those conformance/README.md
 # lists as not supported, and writes the report to conformance/report.yaml.
+# The Gateway API CRDs are the experimental channel's (HTTPRoute's
+# rules[].retry is an experimental field), applied over any standard ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(hack/cluster env)"
 VERSION=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
 
 make build images
-bin/meridian install --crds | kubectl apply --server-side -f -
+# Meridian's CRDs and the Gateway API's experimental channel, always: plain
+# `install --crds` prints no Gateway API CRDs once the cluster has some
+# (standard ones from an earlier install, say), which these replace
+# (--force-conflicts: another field manager may have applied those).
+bin/meridian install --crds --gateway-api-channel=experimental --gateway-api-crds=always |
+  kubectl apply --server-side --force-conflicts -f -
 # Installed already (by hand, a run before): keep its identity issuer, which
 # running proxies trust.
 args=()
@@ -55,6 +62,13 @@ kubectl delete namespace --ignore-not-found --timeout=5m \
   gateway-api-listenerset-selector-not-allowed-ns gateway-api-ls-cross-ns gateway-api-routes-allowed-ns \
   gateway-api-routes-not-allowed-ns gateway-api-listener-sets-test-reference-grant-ns
 
+# GatewayStaticAddresses: the Gateway's ClusterIP Service is given a usable
+# address from hack/cluster's Service range (198.18.0.0/16,
+# hack/cluster-tools/configs.go), near its top where the allocator, which
+# starts from the bottom, is unlikely to have put a Service; the unusable one
+# is outside it (TEST-NET-1), which the API server refuses.
+usable=198.18.255.200 unusable=192.0.2.10
+
 # Features Meridian does not claim (conformance/README.md says why).
 exempt=$(grep -v '^#' conformance/exempt-features | grep -v '^$' | paste -sd, -)
 cd conformance
@@ -62,6 +76,7 @@ go test -tags conformance -count=1 -timeout 45m -v . -args \
   -gateway-class=meridian -allow-crds-mismatch \
   -conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS \
   -all-features -exempt-features="$exempt" \
+  -usable-address="$usable" -unusable-address="$unusable" \
   -organization=meridian-mesh -project=meridian \
   -url=https://github.com/meridian-mesh/meridian -version="$VERSION" \
   -contact=https://github.com/meridian-mesh/meridian/issues \

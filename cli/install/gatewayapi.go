@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -14,6 +16,8 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
+
+	"github.com/meridian-mesh/meridian/charts"
 )
 
 // GatewayAPIGroup is the API group of the Gateway API's kinds.
@@ -60,15 +64,82 @@ func (m *GatewayAPIMode) Set(s string) error {
 // Type is the flag's type in usage lines.
 func (*GatewayAPIMode) Type() string { return "auto|always|never" }
 
-// IsGatewayAPI reports whether m is one of the Gateway API CRDs the chart
-// carries (in crds/gateway-api/).
+// GatewayAPIChannel is the Gateway API release channel whose CRDs
+// `meridian install --crds` prints.
+type GatewayAPIChannel string
+
+const (
+	// GatewayAPIStandard is the standard channel: the chart's
+	// crds/gateway-api/, what Helm installs.
+	GatewayAPIStandard GatewayAPIChannel = "standard"
+	// GatewayAPIExperimental is the experimental channel: the same kinds
+	// with the experimental fields (HTTPRoute's rules[].retry,
+	// sessionPersistence, ...), which the standard CRDs prune, and the
+	// gateway.networking.x-k8s.io kinds.
+	GatewayAPIExperimental GatewayAPIChannel = "experimental"
+)
+
+// String, Set and Type make a GatewayAPIChannel a pflag.Value.
+func (c *GatewayAPIChannel) String() string {
+	if *c == "" {
+		return string(GatewayAPIStandard)
+	}
+	return string(*c)
+}
+
+// Set accepts standard and experimental.
+func (c *GatewayAPIChannel) Set(s string) error {
+	switch GatewayAPIChannel(s) {
+	case GatewayAPIStandard, GatewayAPIExperimental:
+		*c = GatewayAPIChannel(s)
+		return nil
+	}
+	return fmt.Errorf("gateway API channel %q: allowed are standard and experimental", s)
+}
+
+// Type is the flag's type in usage lines.
+func (*GatewayAPIChannel) Type() string { return "standard|experimental" }
+
+// IsGatewayAPI reports whether m is one of the Gateway API CRDs Meridian
+// carries: the chart's crds/gateway-api/ (standard channel) or
+// charts/gateway-api-experimental/.
 func IsGatewayAPI(m Manifest) bool {
-	_, rest, _ := strings.Cut(m.Source, "/")
-	return strings.HasPrefix(rest, gatewayAPIDir)
+	first, rest, _ := strings.Cut(m.Source, "/")
+	return strings.HasPrefix(rest, gatewayAPIDir) || first == charts.GatewayAPIExperimental
+}
+
+// GatewayAPIExperimentalCRDs returns the Gateway API's experimental-channel
+// CRDs (charts/gateway-api-experimental, embedded by package charts), as
+// they are, by file name; each Source is gateway-api-experimental/<file>.
+func GatewayAPIExperimentalCRDs() ([]Manifest, error) {
+	ents, err := fs.ReadDir(charts.FS, charts.GatewayAPIExperimental)
+	if err != nil {
+		return nil, fmt.Errorf("gateway API experimental CRDs: %w", err)
+	}
+	var out []Manifest
+	for _, e := range ents {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".yaml") {
+			continue
+		}
+		p := path.Join(charts.GatewayAPIExperimental, e.Name())
+		b, err := fs.ReadFile(charts.FS, p)
+		if err != nil {
+			return nil, fmt.Errorf("gateway API experimental CRDs: %w", err)
+		}
+		content := strings.TrimSpace(string(b))
+		content = strings.TrimSpace(strings.TrimPrefix(content, "---"))
+		out = append(out, Manifest{Source: p, Kind: "CustomResourceDefinition", Content: content})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("gateway API experimental CRDs: none in %s (run hack/gengatewaycrds.sh)", charts.GatewayAPIExperimental)
+	}
+	return out, nil
 }
 
 // PrintedCRDs returns the CRDs `meridian install --crds` prints: the
-// chart's own, and the Gateway API's as o.GatewayAPICRDs says. In auto mode
+// chart's own, and the Gateway API's as o.GatewayAPICRDs says, of the
+// channel o.GatewayAPIChannel names (standard: the chart's; experimental:
+// GatewayAPIExperimentalCRDs, in their place, first). In auto mode
 // it asks o.GatewayAPIInstalled (nil: no cluster to ask, they are printed);
 // when the cluster has Gateway API CRDs they are left out and o.Log is
 // told which; when it cannot be asked, o.Log gets a warning and they are
@@ -77,6 +148,17 @@ func (o Options) PrintedCRDs(ctx context.Context) ([]Manifest, error) {
 	all, err := o.CRDs()
 	if err != nil {
 		return nil, err
+	}
+	channel := o.GatewayAPIChannel
+	switch channel {
+	case "":
+		channel = GatewayAPIStandard
+	case GatewayAPIStandard, GatewayAPIExperimental:
+	default:
+		return nil, fmt.Errorf("gateway API channel %q: allowed are standard and experimental", channel)
+	}
+	if channel == GatewayAPIExperimental && o.GatewayAPICRDs == GatewayAPINever {
+		return nil, fmt.Errorf("gateway API channel %s with gateway API CRDs %s: no Gateway API CRDs are printed, of any channel", channel, GatewayAPINever)
 	}
 	log := o.Log
 	if log == nil {
@@ -95,16 +177,24 @@ func (o Options) PrintedCRDs(ctx context.Context) ([]Manifest, error) {
 				fmt.Fprintf(log, "meridian install: warning: %v; printing the Gateway API CRDs (--gateway-api-crds=never leaves them out)\n", err)
 			case found != "":
 				include = false
-				fmt.Fprintf(log, "meridian install: the cluster already has Gateway API CRDs (%s): leaving out Meridian's (%s standard channel); --gateway-api-crds=always prints them\n", found, GatewayAPIBundleVersion)
+				fmt.Fprintf(log, "meridian install: the cluster already has Gateway API CRDs (%s): leaving out Meridian's (%s %s channel); --gateway-api-crds=always prints them\n", found, GatewayAPIBundleVersion, channel)
 			}
 		}
 	default:
 		return nil, fmt.Errorf("gateway API CRDs %q: allowed are auto, always and never", o.GatewayAPICRDs)
 	}
-	if include {
-		return all, nil
+	own := slices.DeleteFunc(slices.Clone(all), IsGatewayAPI)
+	switch {
+	case !include:
+		return own, nil
+	case channel == GatewayAPIExperimental:
+		exp, err := GatewayAPIExperimentalCRDs()
+		if err != nil {
+			return nil, err
+		}
+		return append(exp, own...), nil
 	}
-	return slices.DeleteFunc(all, IsGatewayAPI), nil
+	return all, nil
 }
 
 // GatewayAPIBundleVersion is the Gateway API release whose CRDs the chart

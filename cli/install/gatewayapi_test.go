@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"path"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -54,6 +58,56 @@ func TestGatewayAPICRDs(t *testing.T) {
 		if !slices.Contains(kinds, k) {
 			t.Errorf("no %s CRD among %v", k, kinds)
 		}
+	}
+}
+
+// The experimental channel's CRDs: every kind of the standard channel (and
+// more), each annotated with the bundle and the experimental channel, and
+// HTTPRoute with rules[].retry, which the standard channel prunes.
+func TestGatewayAPIExperimentalCRDs(t *testing.T) {
+	exp, err := GatewayAPIExperimentalCRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := Options{}.CRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]bool{}
+	for _, m := range exp {
+		if !IsGatewayAPI(m) || !strings.HasPrefix(m.Source, "gateway-api-experimental/") {
+			t.Errorf("%s: not recognised as a Gateway API CRD", m.Source)
+		}
+		files[path.Base(m.Source)] = true
+	}
+	for _, m := range all {
+		if IsGatewayAPI(m) && !files[path.Base(m.Source)] {
+			t.Errorf("%s has no experimental counterpart", m.Source)
+		}
+	}
+	var b bytes.Buffer
+	if err := Write(&b, exp); err != nil {
+		t.Fatal(err)
+	}
+	retry := false
+	for _, o := range parse(t, b.String()) {
+		if o.kind() != "CustomResourceDefinition" {
+			t.Errorf("%s is a %s", o.source, o.kind())
+		}
+		ann, _ := o.obj["metadata"].(map[string]any)["annotations"].(map[string]any)
+		if ann[GatewayAPIGroup+"/bundle-version"] != GatewayAPIBundleVersion || ann[GatewayAPIGroup+"/channel"] != "experimental" {
+			t.Errorf("%s: bundle %v channel %v, want %s experimental", o.source, ann[GatewayAPIGroup+"/bundle-version"], ann[GatewayAPIGroup+"/channel"], GatewayAPIBundleVersion)
+		}
+		if strings.HasSuffix(o.source, "_httproutes.yaml") {
+			versions, _, _ := unstructured.NestedSlice(o.obj, "spec", "versions")
+			for _, v := range versions {
+				_, ok, _ := unstructured.NestedMap(v.(map[string]any), "schema", "openAPIV3Schema", "properties", "spec", "properties", "rules", "items", "properties", "retry")
+				retry = ok
+			}
+		}
+	}
+	if !retry {
+		t.Error("the experimental HTTPRoute CRD has no retry field")
 	}
 }
 
@@ -104,6 +158,48 @@ func TestPrintedCRDs(t *testing.T) {
 				t.Errorf("log %q, want %q", log.String(), c.log)
 			}
 		})
+	}
+	// The experimental channel: its CRDs in place of the standard ones,
+	// first; left out like them when the cluster has Gateway API CRDs.
+	exp, err := GatewayAPIExperimentalCRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name      string
+		mode      GatewayAPIMode
+		installed func(context.Context) (string, error)
+		want      []Manifest
+		log       string
+	}{
+		{"auto, none installed", GatewayAPIAuto, found("", nil), append(slices.Clone(exp), own...), ""},
+		{"auto, installed", GatewayAPIAuto, found("gateway.networking.k8s.io v1; bundle v1.6.3 standard channel", nil), own,
+			"leaving out Meridian's (" + GatewayAPIBundleVersion + " experimental channel); --gateway-api-crds=always prints them"},
+		{"always, installed", GatewayAPIAlways, found("gateway.networking.k8s.io v1", nil), append(slices.Clone(exp), own...), ""},
+	} {
+		t.Run("experimental, "+c.name, func(t *testing.T) {
+			var log bytes.Buffer
+			ms, err := Options{GatewayAPICRDs: c.mode, GatewayAPIInstalled: c.installed, GatewayAPIChannel: GatewayAPIExperimental, Log: &log}.PrintedCRDs(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(ms, c.want) {
+				t.Errorf("%d CRDs, want %d", len(ms), len(c.want))
+			}
+			if c.log == "" && log.Len() > 0 || !strings.Contains(log.String(), c.log) {
+				t.Errorf("log %q, want %q", log.String(), c.log)
+			}
+		})
+	}
+	if _, err := (Options{GatewayAPICRDs: GatewayAPINever, GatewayAPIChannel: GatewayAPIExperimental}).PrintedCRDs(context.Background()); err == nil || !strings.Contains(err.Error(), "no Gateway API CRDs are printed") {
+		t.Errorf("experimental with never: %v", err)
+	}
+	if _, err := (Options{GatewayAPIChannel: "beta"}).PrintedCRDs(context.Background()); err == nil || !strings.Contains(err.Error(), "allowed are standard and experimental") {
+		t.Errorf("channel beta: %v", err)
+	}
+	var ch GatewayAPIChannel
+	if ch.String() != "standard" || ch.Set("experimental") != nil || ch != GatewayAPIExperimental || ch.Set("alpha") == nil {
+		t.Errorf("GatewayAPIChannel Set/String: %q", ch)
 	}
 	if _, err := (Options{GatewayAPICRDs: "sometimes"}).PrintedCRDs(context.Background()); err == nil || !strings.Contains(err.Error(), "auto, always and never") {
 		t.Errorf("mode sometimes: %v", err)
@@ -237,5 +333,56 @@ func TestGatewayAPIAutoAgainstAPIServer(t *testing.T) {
 	}
 	if found, err := check(ctx); err != nil || !strings.Contains(found, "bundle "+GatewayAPIBundleVersion+" standard channel") {
 		t.Errorf("after always: found %q, %v", found, err)
+	}
+
+	// The experimental channel, always, over the standard CRDs (as
+	// hack/conformance.sh applies it): accepted, and HTTPRoute now keeps
+	// rules[].retry, which the standard CRD pruned.
+	n := 0
+	retryOf := func() any {
+		t.Helper()
+		// A plain create (as the conformance suite's): the API server
+		// prunes fields its schema does not declare.
+		n++
+		u := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+			"metadata": map[string]any{"name": fmt.Sprintf("r%d", n), "namespace": "default"},
+			"spec": map[string]any{"rules": []any{map[string]any{
+				"retry": map[string]any{"attempts": int64(2), "codes": []any{int64(503)}},
+			}}},
+		}}
+		if err := c.Create(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		rules, _, _ := unstructured.NestedSlice(u.Object, "spec", "rules")
+		if len(rules) != 1 {
+			t.Fatalf("HTTPRoute rules %v", rules)
+		}
+		return rules[0].(map[string]any)["retry"]
+	}
+	if r := retryOf(); r != nil {
+		t.Errorf("standard channel kept retry %v", r)
+	}
+	o.GatewayAPIChannel = GatewayAPIExperimental
+	ms, err = o.PrintedCRDs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Reset()
+	if err := Write(&stream, ms); err != nil {
+		t.Fatal(err)
+	}
+	for _, crd := range apply(t, ctx, c, stream.String()) {
+		waitEstablished(t, ctx, c, crd.GetName())
+	}
+	if found, err := check(ctx); err != nil || !strings.Contains(found, "bundle "+GatewayAPIBundleVersion+" experimental channel") {
+		t.Errorf("after experimental: found %q, %v", found, err)
+	}
+	var r any
+	for deadline := time.Now().Add(30 * time.Second); r == nil && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		r = retryOf() // the API server takes the new schema in a moment
+	}
+	if want := map[string]any{"attempts": int64(2), "codes": []any{int64(503)}}; !reflect.DeepEqual(r, want) {
+		t.Errorf("experimental channel: retry %#v, want %#v", r, want)
 	}
 }

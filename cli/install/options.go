@@ -51,6 +51,9 @@ type Options struct {
 	// GatewayAPIChecker): it names what it found, "" for nothing.
 	GatewayAPICRDs      GatewayAPIMode
 	GatewayAPIInstalled func(ctx context.Context) (string, error)
+	// GatewayAPIChannel is the release channel of the Gateway API CRDs
+	// PrintedCRDs includes (empty: standard).
+	GatewayAPIChannel GatewayAPIChannel
 }
 
 // Chart loads the embedded chart with the options' version as appVersion.

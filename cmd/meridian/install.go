@@ -70,9 +70,19 @@ kubeconfig already has Gateway API CRDs (another implementation's, perhaps of
 another version, which Meridian's would replace): then it leaves them out and
 says so on standard error. Without a cluster to ask (no kubeconfig, or
 --ignore-cluster) it prints them. --gateway-api-crds=always or never decides
-without asking.`,
+without asking.
+
+--gateway-api-channel=experimental prints the Gateway API's
+experimental-channel CRDs of the same release instead: the same kinds with
+the experimental fields, which the standard CRDs prune (HTTPRoute's
+rules[].retry, which the gateway implements, among them), and the
+gateway.networking.x-k8s.io kinds. To replace installed standard-channel
+CRDs with them, add --gateway-api-crds=always (the upstream's
+safe-upgrades ValidatingAdmissionPolicy, if installed, refuses that:
+Meridian does not install it).`,
 		Example: `  meridian install --crds | kubectl apply --server-side -f -
   meridian install --crds --gateway-api-crds=never | kubectl apply --server-side -f -
+  meridian install --crds --gateway-api-channel=experimental --gateway-api-crds=always | kubectl apply --server-side -f -
   meridian install | kubectl apply -f -
   meridian install --set controller.replicas=3 -f my-values.yaml \
     --identity-trust-anchors-file ca.crt --identity-issuer-certificate-file issuer.crt \
@@ -82,6 +92,9 @@ without asking.`,
 			o.Version = cliVersion()
 			o.Log = cmd.ErrOrStderr()
 			if crds {
+				if o.GatewayAPIChannel == install.GatewayAPIExperimental && o.GatewayAPICRDs == install.GatewayAPINever {
+					return errors.New("--gateway-api-channel=experimental with --gateway-api-crds=never: never prints no Gateway API CRDs of any channel")
+				}
 				if !ignoreCluster {
 					o.GatewayAPIInstalled = gatewayAPICheck()
 				}
@@ -91,8 +104,10 @@ without asking.`,
 				}
 				return install.Write(cmd.OutOrStdout(), ms)
 			}
-			if cmd.Flags().Changed("gateway-api-crds") {
-				return errors.New("--gateway-api-crds goes with --crds: the control plane has no CRDs")
+			for _, f := range []string{"gateway-api-crds", "gateway-api-channel"} {
+				if cmd.Flags().Changed(f) {
+					return fmt.Errorf("--%s goes with --crds: the control plane has no CRDs", f)
+				}
 			}
 			if !ignoreCluster {
 				o.CheckCluster = clusterCheck(cmd.ErrOrStderr())
@@ -107,6 +122,7 @@ without asking.`,
 	f := cmd.Flags()
 	f.BoolVar(&crds, "crds", false, "print the CRDs (the chart's crds/) instead of the control plane")
 	f.Var(&o.GatewayAPICRDs, "gateway-api-crds", "with --crds, whether to print the Gateway API CRDs: auto (unless the cluster has Gateway API CRDs already), always or never")
+	f.Var(&o.GatewayAPIChannel, "gateway-api-channel", "with --crds, the release channel of the Gateway API CRDs printed: standard (what the Helm chart installs) or experimental (adds the experimental fields, such as HTTPRoute rules[].retry, and kinds)")
 	f.BoolVar(&ignoreCluster, "ignore-cluster", false, "do not look in the current kubeconfig's cluster for an earlier install before generating an identity issuer (nor, with --crds, for Gateway API CRDs)")
 	addValueFlags(f, &o)
 	return cmd

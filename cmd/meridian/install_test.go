@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -54,7 +55,7 @@ func installDocs(t *testing.T, stream string) []map[string]any {
 	var out []map[string]any
 	for _, d := range strings.Split(stream, "\n---\n") {
 		d = strings.TrimPrefix(d, "---\n")
-		if !strings.HasPrefix(d, "# Source: meridian/") {
+		if !strings.HasPrefix(d, "# Source: meridian/") && !strings.HasPrefix(d, "# Source: gateway-api-experimental/") {
 			t.Errorf("a document without its # Source line:\n%.200s", d)
 		}
 		var m map[string]any
@@ -218,6 +219,60 @@ func TestInstallCLIGatewayAPICRDs(t *testing.T) {
 	}
 }
 
+// --gateway-api-channel=experimental prints the experimental channel's
+// CRDs, byte for byte the files the generator copied, in place of the
+// standard ones, and Meridian's own as before.
+func TestInstallCLIGatewayAPIExperimental(t *testing.T) {
+	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "none"))
+	out, stderr, err := runInstallCLI(t, "install", "--crds", "--gateway-api-channel=experimental")
+	if err != nil || stderr != "" {
+		t.Fatalf("%v %s", err, stderr)
+	}
+	exp, err := install.GatewayAPIExperimentalCRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := install.Options{}.CRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	if err := install.Write(&want, append(exp, slices.DeleteFunc(all, install.IsGatewayAPI)...)); err != nil {
+		t.Fatal(err)
+	}
+	if out != want.String() {
+		t.Error("install --crds --gateway-api-channel=experimental is not the experimental CRDs and Meridian's")
+	}
+	channels := map[string]int{}
+	retry := false
+	for _, o := range installDocs(t, out) {
+		md := o["metadata"].(map[string]any)
+		if a, ok := md["annotations"].(map[string]any); ok {
+			if ch, ok := a[install.GatewayAPIGroup+"/channel"].(string); ok {
+				channels[ch]++
+			}
+		}
+		if md["name"] == "httproutes."+install.GatewayAPIGroup {
+			v := o["spec"].(map[string]any)["versions"].([]any)[0].(map[string]any)
+			props := func(m any, k string) any {
+				return m.(map[string]any)["properties"].(map[string]any)[k]
+			}
+			rules := props(props(v["schema"].(map[string]any)["openAPIV3Schema"], "spec"), "rules").(map[string]any)["items"]
+			retry = props(rules, "retry") != nil
+		}
+	}
+	if channels["standard"] != 0 || channels["experimental"] < 10 || !retry {
+		t.Errorf("channels %v, HTTPRoute with retry %v", channels, retry)
+	}
+	std, _, err := runInstallCLI(t, "install", "--crds", "--gateway-api-channel=standard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if def, _, _ := runInstallCLI(t, "install", "--crds"); std != def {
+		t.Error("--gateway-api-channel=standard is not the default")
+	}
+}
+
 func TestInstallCLIErrors(t *testing.T) {
 	flags := installIssuerFlags(t)
 	for _, tc := range []struct {
@@ -230,6 +285,9 @@ func TestInstallCLIErrors(t *testing.T) {
 		{[]string{"install", "extra"}, "unknown command"},
 		{[]string{"install", "--crds", "--gateway-api-crds", "sometimes"}, "allowed are auto, always and never"},
 		{append([]string{"install", "--ignore-cluster", "--gateway-api-crds", "never"}, flags...), "--gateway-api-crds goes with --crds"},
+		{[]string{"install", "--crds", "--gateway-api-channel", "beta"}, `invalid argument "beta" for "--gateway-api-channel" flag: gateway API channel "beta": allowed are standard and experimental`},
+		{append([]string{"install", "--ignore-cluster", "--gateway-api-channel", "experimental"}, flags...), "--gateway-api-channel goes with --crds"},
+		{[]string{"install", "--crds", "--gateway-api-channel=experimental", "--gateway-api-crds=never"}, "--gateway-api-channel=experimental with --gateway-api-crds=never"},
 	} {
 		_, _, err := runInstallCLI(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -167,6 +168,95 @@ func TestRetriesAndTimeouts(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != c.wantStatus || calls.Load() != c.wantCalls {
 			t.Errorf("%s %s with no retry policy: %s after %d calls, want %d after %d", c.method, c.path, resp.Status, calls.Load(), c.wantStatus, c.wantCalls)
+		}
+	}
+}
+
+// Retries of what is not a response (HTTPRouteRetryConnectionError and
+// HTTPRouteRetryBackendTimeout): with a retry policy, a POST whose
+// connection is closed before a response is sent again, body included; a
+// try that outlasts timeouts.backendRequest is cancelled and tried again
+// after at least the backoff, and when every try times out the client gets
+// 504 after attempts+1 tries.
+func TestRetryConnectionErrorAndBackendTimeout(t *testing.T) {
+	var calls atomic.Int64
+	var mu sync.Mutex
+	var at []time.Time
+	flaky := startEcho(t, "flaky", func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		mu.Lock()
+		at = append(at, time.Now())
+		mu.Unlock()
+		body, _ := io.ReadAll(r.Body)
+		switch {
+		case r.URL.Path == "/reset-first" && n == 1:
+			c, _, _ := http.NewResponseController(w).Hijack()
+			c.Close() // no response: a connection error
+			return
+		case r.URL.Path == "/slow/first" && n == 1, r.URL.Path == "/slow":
+			select {
+			case <-time.After(2 * time.Second):
+			case <-r.Context().Done(): // the gateway cancelled the try
+			}
+			return
+		}
+		w.Write(body)
+	})
+	const perTry, backoff = 100 * time.Millisecond, 150 * time.Millisecond
+	reset := ruleTo("reset", prefix("/reset-first"), to("flaky.svc:80", 1))
+	reset.Retry = &gatewaypb.Retry{Attempts: 1, Codes: []uint32{503}}
+	slow := ruleTo("slow", prefix("/slow"), to("flaky.svc:80", 1))
+	slow.Retry = &gatewaypb.Retry{Attempts: 2, Backoff: dur(backoff)}
+	slow.Timeouts = &gatewaypb.Timeouts{BackendRequest: dur(perTry)}
+	pn := freePort(t)
+	startGateway(t, dsts(t, map[string][]string{"flaky.svc:80": {flaky.addr}}), snap("v1", httpPort(pn,
+		httpListener("l", "", hostOf("", reset, slow)))))
+	for _, c := range []struct {
+		path       string
+		wantStatus int
+		wantCalls  int
+	}{
+		{"/reset-first", 200, 2}, // the connection error, then the body echoed
+		{"/slow/first", 200, 2},  // the first try timed out
+		{"/slow", 504, 3},        // every try timed out
+	} {
+		calls.Store(0)
+		mu.Lock()
+		at = nil
+		mu.Unlock()
+		start := time.Now()
+		req, _ := http.NewRequest("POST", "http://127.0.0.1:"+itoa(pn)+c.path, strings.NewReader("payload"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		took := time.Since(start)
+		if resp.StatusCode != c.wantStatus || calls.Load() != int64(c.wantCalls) {
+			t.Errorf("POST %s: %s after %d calls, want %d after %d", c.path, resp.Status, calls.Load(), c.wantStatus, c.wantCalls)
+		}
+		if c.wantStatus == 200 && string(b) != "payload" {
+			t.Errorf("POST %s: body %q, want the request's echoed on the last try", c.path, b)
+		}
+		if c.path == "/reset-first" {
+			continue
+		}
+		// Each retry starts at least perTry + backoff after the try
+		// before it (as the backend sees them: less the difference of the
+		// two tries' connection set-ups, a few ms at most under -race);
+		// the whole exchange takes no more than the tries' timeouts and
+		// backoffs and some slack (never the backend's 2s).
+		const jitter = 20 * time.Millisecond
+		mu.Lock()
+		for i := 1; i < len(at); i++ {
+			if gap := at[i].Sub(at[i-1]); gap < perTry+backoff-jitter {
+				t.Errorf("POST %s: try %d %v after the one before, want at least %v", c.path, i+1, gap, perTry+backoff)
+			}
+		}
+		mu.Unlock()
+		if limit := time.Duration(c.wantCalls)*perTry + time.Duration(c.wantCalls-1)*backoff + time.Second; took > limit {
+			t.Errorf("POST %s took %v, want under %v", c.path, took, limit)
 		}
 	}
 }

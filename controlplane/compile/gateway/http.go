@@ -428,11 +428,17 @@ func (c *compiler) timeouts(cr *compiled, field string, t *gwv1.HTTPRouteTimeout
 	return pb
 }
 
+// DefaultRetryAttempts is how many times a rule whose retry leaves
+// attempts out (implementation-specific, says the spec) retries: as many
+// as a rule without a retry policy retries connection errors. Without it a
+// retry stanza retried nothing, less than no stanza at all.
+const DefaultRetryAttempts = 2
+
 func (c *compiler) retry(cr *compiled, field string, r *gwv1.HTTPRouteRetry) *gatewaypb.Retry {
 	if r == nil {
 		return nil
 	}
-	pb := &gatewaypb.Retry{Backoff: duration(cr, field+".retry.backoff", r.Backoff)}
+	pb := &gatewaypb.Retry{Backoff: duration(cr, field+".retry.backoff", r.Backoff), Attempts: DefaultRetryAttempts}
 	if r.Attempts != nil {
 		if *r.Attempts < 0 {
 			cr.invalid(string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("%s.retry.attempts %d is negative", field, *r.Attempts))

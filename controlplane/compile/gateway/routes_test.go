@@ -306,6 +306,11 @@ func TestTimeoutsRetrySession(t *testing.T) {
 	if rl.Retry.Attempts != 2 || !slices.Equal(rl.Retry.Codes, []uint32{503, 504}) || rl.Retry.Backoff.AsDuration() != 100*time.Millisecond {
 		t.Errorf("retry %v", rl.Retry)
 	}
+	// attempts left out: the implementation's default, not none.
+	rule.Retry = &gwv1.HTTPRouteRetry{Codes: []gwv1.HTTPRouteRetryStatusCode{503}}
+	if rt := host(t, compile(base(t, httpGW(), hroute("gw", "r", nil, rule))).Snapshot, "http", "").Rules[0].Retry; rt.Attempts != DefaultRetryAttempts || !slices.Equal(rt.Codes, []uint32{503}) {
+		t.Errorf("retry without attempts: %v, want %d attempts", rt, DefaultRetryAttempts)
+	}
 	sp := rl.SessionPersistence
 	if sp.Type != gatewaypb.SessionPersistence_COOKIE || sp.Name != "s" || !sp.PermanentCookie || sp.AbsoluteTimeout.AsDuration() != time.Hour {
 		t.Errorf("session %v", sp)

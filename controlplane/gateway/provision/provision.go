@@ -91,6 +91,9 @@ type Objects struct {
 	ServiceAccount *corev1.ServiceAccount
 	Deployment     *appsv1.Deployment
 	Service        *corev1.Service
+	// Addresses are the Gateway's spec.addresses as the Service is given
+	// them (pinned on it: its cluster IPs, or its loadBalancerIP).
+	Addresses Addresses
 }
 
 // Name is the name of the objects of Gateway gw (a DNS label: Gateway names
@@ -214,6 +217,11 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config, extra ...Port) (
 	if p.ServiceType != corev1.ServiceTypeClusterIP {
 		svc.Spec.ExternalTrafficPolicy = p.ExternalTrafficPolicy
 	}
+	addrs, err := addresses(gw, p.ServiceType)
+	if err != nil {
+		return Objects{}, err
+	}
+	addrs.pin(svc)
 
 	args := []string{
 		"gateway",
@@ -301,5 +309,5 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config, extra ...Port) (
 		ObjectMeta:                   meta(),
 		AutomountServiceAccountToken: ptr.To(false),
 	}
-	return Objects{ServiceAccount: sa, Deployment: dep, Service: svc}, nil
+	return Objects{ServiceAccount: sa, Deployment: dep, Service: svc, Addresses: addrs}, nil
 }

@@ -2,7 +2,9 @@ package provision
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -223,5 +225,92 @@ func TestListenerSetPorts(t *testing.T) {
 	}
 	if !equality.Semantic.DeepEqual(one.Deployment.Spec.Template, two.Deployment.Spec.Template) {
 		t.Error("a ListenerSet's port changed the pod template")
+	}
+}
+
+// spec.addresses: IPAddress entries are pinned on the Service (cluster IPs,
+// one per family; a load balancer's one loadBalancerIP), the others are
+// named as not usable; any other type is unsupported.
+func TestRenderAddresses(t *testing.T) {
+	ip, host, fake := gatewayv1.IPAddressType, gatewayv1.HostnameAddressType, gatewayv1.AddressType("test/fake-invalid-type")
+	addr := func(typ *gatewayv1.AddressType, v string) gatewayv1.GatewaySpecAddress {
+		return gatewayv1.GatewaySpecAddress{Type: typ, Value: v}
+	}
+	for _, c := range []struct {
+		name        string
+		svcType     corev1.ServiceType
+		addrs       []gatewayv1.GatewaySpecAddress
+		clusterIPs  []string
+		dual        bool
+		lbIP        string
+		unusable    []string
+		any         bool
+		unsupported string
+	}{
+		{"none", corev1.ServiceTypeClusterIP, nil, nil, false, "", nil, false, ""},
+		{"one IPv4", corev1.ServiceTypeClusterIP, []gatewayv1.GatewaySpecAddress{addr(&ip, "10.96.0.250")}, []string{"10.96.0.250"}, false, "", nil, false, ""},
+		{"type defaults to IPAddress", corev1.ServiceTypeNodePort, []gatewayv1.GatewaySpecAddress{addr(nil, "fd00::a")}, []string{"fd00::a"}, false, "", nil, false, ""},
+		{"dual stack", corev1.ServiceTypeClusterIP, []gatewayv1.GatewaySpecAddress{addr(&ip, "fd00::a"), addr(&ip, "10.96.0.250")}, []string{"fd00::a", "10.96.0.250"}, true, "", nil, false, ""},
+		{"two IPv4", corev1.ServiceTypeClusterIP, []gatewayv1.GatewaySpecAddress{addr(&ip, "192.0.2.1"), addr(&ip, "10.96.0.250")}, []string{"192.0.2.1"}, false, "",
+			[]string{"Gateway edge/gw: spec.addresses[1]: 10.96.0.250: a Service has one cluster IP per IP family, IPv4 already"}, false, ""},
+		{"no value: any", corev1.ServiceTypeClusterIP, []gatewayv1.GatewaySpecAddress{addr(&ip, "")}, nil, false, "", nil, true, ""},
+		{"load balancer", corev1.ServiceTypeLoadBalancer, []gatewayv1.GatewaySpecAddress{addr(&ip, "203.0.113.7"), addr(&ip, "fd00::a")}, nil, false, "203.0.113.7",
+			[]string{"Gateway edge/gw: spec.addresses[1]: fd00::a: a LoadBalancer Service is given one requested address (spec.loadBalancerIP), 203.0.113.7 already"}, false, ""},
+		{"hostname", corev1.ServiceTypeLoadBalancer, []gatewayv1.GatewaySpecAddress{addr(&ip, "203.0.113.7"), addr(&host, "gw.example.com")}, nil, false, "", nil, false,
+			`Gateway edge/gw: spec.addresses[1]: type "Hostname" is not supported (allowed: IPAddress)`},
+		{"fake type", corev1.ServiceTypeClusterIP, []gatewayv1.GatewaySpecAddress{addr(&fake, "fake address teehee!")}, nil, false, "", nil, false,
+			`Gateway edge/gw: spec.addresses[0]: type "test/fake-invalid-type" is not supported (allowed: IPAddress)`},
+		{"not an IP", corev1.ServiceTypeClusterIP, []gatewayv1.GatewaySpecAddress{addr(&ip, "10.0.0.300")}, nil, false, "", nil, false,
+			`Gateway edge/gw: spec.addresses[0]: value "10.0.0.300" is not an IP address`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			gw := gateway("gw", 80)
+			gw.Spec.Addresses = c.addrs
+			objs, err := Render(gw, Params{ServiceType: c.svcType}, config())
+			if c.unsupported != "" {
+				var ue *UnsupportedAddressError
+				if !errors.As(err, &ue) || err.Error() != c.unsupported {
+					t.Fatalf("error %v, want UnsupportedAddressError %q", err, c.unsupported)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			spec := objs.Service.Spec
+			if !slices.Equal(spec.ClusterIPs, c.clusterIPs) || (len(c.clusterIPs) > 0) != (spec.ClusterIP != "") || len(c.clusterIPs) > 0 && spec.ClusterIP != c.clusterIPs[0] {
+				t.Errorf("clusterIP %q clusterIPs %v, want %v", spec.ClusterIP, spec.ClusterIPs, c.clusterIPs)
+			}
+			if dual := spec.IPFamilyPolicy != nil && *spec.IPFamilyPolicy == corev1.IPFamilyPolicyRequireDualStack; dual != c.dual {
+				t.Errorf("ipFamilyPolicy %v, dual stack wanted %v", spec.IPFamilyPolicy, c.dual)
+			}
+			if spec.LoadBalancerIP != c.lbIP {
+				t.Errorf("loadBalancerIP %q, want %q", spec.LoadBalancerIP, c.lbIP)
+			}
+			if !slices.Equal(objs.Addresses.Unusable, c.unusable) || objs.Addresses.Any != c.any {
+				t.Errorf("unusable %q any %v, want %q %v", objs.Addresses.Unusable, objs.Addresses.Any, c.unusable, c.any)
+			}
+		})
+	}
+}
+
+// Cluster IPs are immutable: Mismatch says when the Service must be
+// created again.
+func TestAddressesMismatch(t *testing.T) {
+	svc := func(ips ...string) *corev1.Service {
+		return &corev1.Service{Spec: corev1.ServiceSpec{ClusterIPs: ips}}
+	}
+	a := Addresses{Pinned: []netip.Addr{netip.MustParseAddr("10.96.0.250")}}
+	if m := a.Mismatch(svc("10.96.0.250"), corev1.ServiceTypeClusterIP); m != "" {
+		t.Errorf("same IP: %q", m)
+	}
+	if m := a.Mismatch(svc("10.96.0.12"), corev1.ServiceTypeNodePort); m != "cluster IPs 10.96.0.12, requested 10.96.0.250" {
+		t.Errorf("other IP: %q", m)
+	}
+	if m := a.Mismatch(svc("10.96.0.12"), corev1.ServiceTypeLoadBalancer); m != "" {
+		t.Errorf("a load balancer's address is not its cluster IP: %q", m)
+	}
+	if m := (Addresses{}).Mismatch(svc("10.96.0.12"), corev1.ServiceTypeClusterIP); m != "" {
+		t.Errorf("nothing pinned: %q", m)
 	}
 }

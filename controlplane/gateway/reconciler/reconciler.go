@@ -12,7 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -252,21 +254,47 @@ func (r *Reconciler) reconcile(ctx context.Context, g *gwv1.Gateway) (owned, pen
 	}
 	var addrs []gwv1.GatewayStatusAddress
 	ready := false
-	if perr != nil {
+	var unsupported *provision.UnsupportedAddressError
+	refused := false
+	switch {
+	case errors.As(perr, &unsupported):
+		setCondition(&gst.Conditions, string(gwv1.GatewayConditionAccepted), metav1.ConditionFalse, string(gwv1.GatewayReasonUnsupportedAddress), perr.Error(), g.Generation)
+		setCondition(&gst.Conditions, string(gwv1.GatewayConditionProgrammed), metav1.ConditionFalse, string(gwv1.GatewayReasonInvalid), "not provisioned: "+perr.Error(), g.Generation)
+	case perr != nil:
 		setCondition(&gst.Conditions, string(gwv1.GatewayConditionAccepted), metav1.ConditionFalse, string(gwv1.GatewayReasonInvalidParameters), perr.Error(), g.Generation)
 		setCondition(&gst.Conditions, string(gwv1.GatewayConditionProgrammed), metav1.ConditionFalse, string(gwv1.GatewayReasonInvalid), "not provisioned: "+perr.Error(), g.Generation)
-	} else {
+	default:
 		svc, dep, err := r.apply(ctx, objs)
+		var notUsable *addressNotUsable
+		if errors.As(err, &notUsable) {
+			// The API server refused the Service the address: the Gateway
+			// stays accepted, not programmed, and is looked at again when
+			// it changes or at the next resync (an address "already
+			// allocated" may be released), not every Pending.
+			refused = true
+			setCondition(&gst.Conditions, string(gwv1.GatewayConditionProgrammed), metav1.ConditionFalse, string(gwv1.GatewayReasonAddressNotUsable), strings.Join(append([]string{notUsable.Error()}, objs.Addresses.Unusable...), "; "), g.Generation)
+			break
+		}
 		if err != nil {
 			return true, true, owner, err
 		}
-		addrs = addresses(svc)
+		var missing []string
+		addrs, missing = addresses(svc, objs.Addresses)
 		ready = dep.Status.ReadyReplicas > 0
 		switch {
-		case len(addrs) == 0:
+		case len(objs.Addresses.Unusable) > 0:
+			setCondition(&gst.Conditions, string(gwv1.GatewayConditionProgrammed), metav1.ConditionFalse, string(gwv1.GatewayReasonAddressNotUsable), strings.Join(objs.Addresses.Unusable, "; "), g.Generation)
+		case len(missing) > 0 && svc.Spec.Type == corev1.ServiceTypeLoadBalancer && len(svc.Status.LoadBalancer.Ingress) > 0:
+			// The provider gave the load balancer other addresses: it
+			// ignored spec.loadBalancerIP, or could not use it.
+			setCondition(&gst.Conditions, string(gwv1.GatewayConditionProgrammed), metav1.ConditionFalse, string(gwv1.GatewayReasonAddressNotUsable), fmt.Sprintf("Service %s/%s: the load balancer has %s, not the requested %s (spec.loadBalancerIP): its provider ignored it or cannot use it", svc.Namespace, svc.Name, ingressOf(svc), strings.Join(missing, ", ")), g.Generation)
+		case len(addrs) == 0 || len(missing) > 0:
 			setCondition(&gst.Conditions, string(gwv1.GatewayConditionProgrammed), metav1.ConditionFalse, string(gwv1.GatewayReasonAddressNotAssigned), fmt.Sprintf("Service %s/%s has no address yet", svc.Namespace, svc.Name), g.Generation)
 		case !ready:
 			setCondition(&gst.Conditions, string(gwv1.GatewayConditionProgrammed), metav1.ConditionFalse, string(gwv1.GatewayReasonPending), fmt.Sprintf("Deployment %s/%s has no ready proxy yet", dep.Namespace, dep.Name), g.Generation)
+		}
+		if len(missing) > 0 {
+			addrs = nil // the status lists the requested addresses once they all are the Service's
 		}
 	}
 	if perr != nil {
@@ -305,7 +333,7 @@ func (r *Reconciler) reconcile(ctx context.Context, g *gwv1.Gateway) (owned, pen
 		}
 	}
 	r.clearPolicies(ctx, store.Key{Namespace: g.Namespace, Name: g.Name}, applied)
-	pending = perr == nil && (len(addrs) == 0 || !ready)
+	pending = perr == nil && !refused && (len(addrs) == 0 || !ready)
 	if !pending {
 		r.done[gk] = digest
 	}
@@ -512,44 +540,181 @@ func (r *Reconciler) apply(ctx context.Context, o provision.Objects) (*corev1.Se
 	if _, err := r.o.Kube.CoreV1().ServiceAccounts(o.ServiceAccount.Namespace).Patch(ctx, o.ServiceAccount.Name, types.ApplyPatchType, patch(o.ServiceAccount), opts); err != nil {
 		return nil, nil, fmt.Errorf("applying ServiceAccount %s/%s: %w", o.ServiceAccount.Namespace, o.ServiceAccount.Name, err)
 	}
-	svc, err := r.o.Kube.CoreV1().Services(o.Service.Namespace).Patch(ctx, o.Service.Name, types.ApplyPatchType, patch(o.Service), opts)
-	if err != nil {
-		return nil, nil, fmt.Errorf("applying Service %s/%s: %w", o.Service.Namespace, o.Service.Name, err)
+	svc, svcErr := r.service(ctx, o, opts, patch(o.Service))
+	if svcErr != nil && !errors.As(svcErr, new(*addressNotUsable)) {
+		return nil, nil, svcErr
 	}
 	dep, err := r.o.Kube.AppsV1().Deployments(o.Deployment.Namespace).Patch(ctx, o.Deployment.Name, types.ApplyPatchType, patch(o.Deployment), opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("applying Deployment %s/%s: %w", o.Deployment.Namespace, o.Deployment.Name, err)
 	}
-	return svc, dep, nil
+	return svc, dep, svcErr
+}
+
+// addressNotUsable: the API server refused the Service the addresses the
+// Gateway asks for (its own reason in the message).
+type addressNotUsable struct{ msg string }
+
+func (e *addressNotUsable) Error() string { return e.msg }
+
+// service applies the Service. Cluster IPs are immutable: when the Gateway
+// asks for others than the Service has, it is deleted and created again,
+// once a dry run says the API server would give them.
+// A refusal of the requested addresses (not in the Service range, already
+// allocated, a family the cluster does not have) is an *addressNotUsable.
+func (r *Reconciler) service(ctx context.Context, o provision.Objects, opts metav1.PatchOptions, body []byte) (*corev1.Service, error) {
+	services := r.o.Kube.CoreV1().Services(o.Service.Namespace)
+	where := fmt.Sprintf("Service %s/%s", o.Service.Namespace, o.Service.Name)
+	if len(o.Addresses.Pinned) > 0 && o.Service.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		old, err := services.Get(ctx, o.Service.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return nil, fmt.Errorf("reading %s: %w", where, err)
+		default:
+			if why := o.Addresses.Mismatch(old, o.Service.Spec.Type); why != "" {
+				// Asked first (a dry run, which allocates nothing): an
+				// address the cluster cannot give leaves the Service, and
+				// its clients, on the address it has.
+				// Only the addresses the Service does not hold: those it
+				// holds are "already allocated" until it is deleted.
+				var fresh []string
+				for _, ip := range o.Service.Spec.ClusterIPs {
+					if !slices.Contains(old.Spec.ClusterIPs, ip) {
+						fresh = append(fresh, ip)
+					}
+				}
+				if len(fresh) > 0 {
+					probe := o.Service.DeepCopy()
+					probe.Name, probe.GenerateName, probe.OwnerReferences = "", o.Service.Name+"-", nil
+					probe.Spec.ClusterIP, probe.Spec.ClusterIPs = fresh[0], fresh
+					if len(fresh) == 1 {
+						probe.Spec.IPFamilyPolicy = nil // one family (dual-stack needs both)
+					}
+					if _, err := services.Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}, FieldManager: fieldManager}); err != nil {
+						if addressRefused(err) {
+							return nil, r.notUsable(where, o, err)
+						}
+						return nil, fmt.Errorf("creating %s again (%s), a dry run: %w", where, why, err)
+					}
+				}
+				r.o.Log.Info("gateway: creating the Service again for the requested addresses", "service", o.Service.Namespace+"/"+o.Service.Name, "why", why)
+				pre := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &old.UID}}
+				if err := services.Delete(ctx, old.Name, pre); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+					return nil, fmt.Errorf("deleting %s (%s): %w", where, why, err)
+				}
+			}
+		}
+	}
+	svc, err := services.Patch(ctx, o.Service.Name, types.ApplyPatchType, body, opts)
+	if err != nil && len(o.Addresses.Pinned) > 0 && addressRefused(err) {
+		return nil, r.notUsable(where, o, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("applying %s: %w", where, err)
+	}
+	return svc, nil
+}
+
+func (r *Reconciler) notUsable(where string, o provision.Objects, err error) error {
+	var ips []string
+	for _, ip := range o.Addresses.Pinned {
+		ips = append(ips, ip.String())
+	}
+	return &addressNotUsable{msg: fmt.Sprintf("%s cannot have the requested address %s: %v", where, strings.Join(ips, ", "), err)}
+}
+
+// addressRefused: the API server refused a Service for one of the address
+// fields the Gateway's addresses set (an Invalid naming spec.clusterIP(s),
+// spec.ipFamilies or spec.loadBalancerIP).
+func addressRefused(err error) bool {
+	if !apierrors.IsInvalid(err) {
+		return false
+	}
+	var st apierrors.APIStatus
+	if !errors.As(err, &st) || st.Status().Details == nil {
+		return false
+	}
+	for _, c := range st.Status().Details.Causes {
+		for _, f := range []string{"spec.clusterIP", "spec.ipFamil", "spec.loadBalancerIP"} {
+			if strings.HasPrefix(c.Field, f) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func ptrTrue() *bool { t := true; return &t }
 
 // addresses are where clients reach the Gateway: its Service's load
-// balancer ingress, else its cluster IPs.
-func addresses(svc *corev1.Service) []gwv1.GatewayStatusAddress {
-	ip, host := gwv1.IPAddressType, gwv1.HostnameAddressType
-	var out []gwv1.GatewayStatusAddress
+// balancer ingress, else its cluster IPs. With static addresses (req) they
+// are the requested ones the Service has (and the Service's others only
+// when an entry without a value asks for any); missing are the requested
+// ones it does not have (yet).
+func addresses(svc *corev1.Service, req provision.Addresses) (out []gwv1.GatewayStatusAddress, missing []string) {
+	var have []gwv1.GatewayStatusAddress
 	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
-		for _, in := range svc.Status.LoadBalancer.Ingress {
-			switch {
-			case in.IP != "":
-				out = append(out, gwv1.GatewayStatusAddress{Type: &ip, Value: in.IP})
-			case in.Hostname != "":
-				out = append(out, gwv1.GatewayStatusAddress{Type: &host, Value: in.Hostname})
+		have = ingress(svc)
+	}
+	// No load balancer (yet): the cluster IP still reaches it; a requested
+	// load balancer address is not the cluster IP.
+	if len(have) == 0 && !(svc.Spec.Type == corev1.ServiceTypeLoadBalancer && len(req.Pinned) > 0) {
+		ip := gwv1.IPAddressType
+		for _, c := range svc.Spec.ClusterIPs {
+			if c != "" && c != corev1.ClusterIPNone {
+				have = append(have, gwv1.GatewayStatusAddress{Type: &ip, Value: c})
 			}
 		}
-		if len(out) > 0 {
-			return out
-		}
-		// No load balancer (yet): the cluster IP still reaches it.
 	}
-	for _, c := range svc.Spec.ClusterIPs {
-		if c != "" && c != corev1.ClusterIPNone {
-			out = append(out, gwv1.GatewayStatusAddress{Type: &ip, Value: c})
+	if !req.Requested() {
+		return have, nil
+	}
+	same := func(ip netip.Addr) func(gwv1.GatewayStatusAddress) bool {
+		return func(a gwv1.GatewayStatusAddress) bool {
+			b, err := netip.ParseAddr(a.Value)
+			return err == nil && b.Unmap() == ip
+		}
+	}
+	for _, ip := range req.Pinned {
+		if i := slices.IndexFunc(have, same(ip)); i >= 0 {
+			out = append(out, have[i])
+		} else {
+			missing = append(missing, ip.String())
+		}
+	}
+	if req.Any {
+		for _, a := range have {
+			if !slices.ContainsFunc(out, func(b gwv1.GatewayStatusAddress) bool { return b.Value == a.Value }) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out, missing
+}
+
+// ingress are a Service's load balancer addresses.
+func ingress(svc *corev1.Service) []gwv1.GatewayStatusAddress {
+	ip, host := gwv1.IPAddressType, gwv1.HostnameAddressType
+	var out []gwv1.GatewayStatusAddress
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		switch {
+		case in.IP != "":
+			out = append(out, gwv1.GatewayStatusAddress{Type: &ip, Value: in.IP})
+		case in.Hostname != "":
+			out = append(out, gwv1.GatewayStatusAddress{Type: &host, Value: in.Hostname})
 		}
 	}
 	return out
+}
+
+// ingressOf names a Service's load balancer addresses, for a message.
+func ingressOf(svc *corev1.Service) string {
+	var s []string
+	for _, a := range ingress(svc) {
+		s = append(s, a.Value)
+	}
+	return strings.Join(s, ", ")
 }
 
 // setCondition replaces (or adds) the condition of type typ.
