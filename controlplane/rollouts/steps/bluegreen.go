@@ -15,7 +15,7 @@ func (m *machine) blueGreen() {
 	bg := m.r.Spec.Strategy.BlueGreen
 	n := m.replicas()
 	h := m.in.PodHash
-	m.newRevision(0)
+	m.newRevision()
 	st := &m.st.BlueGreen
 	if st.ActiveSelector == "" {
 		st.ActiveSelector = m.st.StableRS

@@ -16,7 +16,7 @@ func (m *machine) canary() {
 	n := m.replicas()
 	h := m.in.PodHash
 	routed := c.TrafficRouting != nil
-	m.newRevision(nSteps)
+	m.newRevision()
 
 	if m.st.Abort {
 		m.canaryAbort()

@@ -212,15 +212,31 @@ func (m *machine) invalid(msg string) {
 }
 
 // newRevision handles a pod-template change: a new hash restarts the
-// steps; the stable hash is a rollback that skips them. It reports whether
-// the rollout is (now) fully promoted.
-func (m *machine) newRevision(nSteps int32) {
+// steps; the stable hash is a rollback that skips them. Blue-green has no
+// steps: its currentStepIndex and currentStepHash stay unset, as Argo's.
+func (m *machine) newRevision() {
 	h := m.in.PodHash
+	c := m.r.Spec.Strategy.Canary
+	var nSteps int32
+	if c != nil {
+		nSteps = int32(len(c.Steps))
+	}
+	setIndex := func(i int32) {
+		if c != nil {
+			m.st.CurrentStepIndex = ptr(i)
+		}
+	}
+	if c == nil {
+		m.st.CurrentStepIndex, m.st.CurrentStepHash = nil, ""
+	}
 	if m.st.StableRS == "" {
 		// First revision: nothing to move traffic from.
 		m.st.StableRS = h
 		m.st.CurrentPodHash = h
-		m.st.CurrentStepIndex = ptr(nSteps)
+		setIndex(nSteps)
+		if c != nil {
+			m.st.CurrentStepHash = stepsHash(m.r)
+		}
 		m.progressed = true
 		return
 	}
@@ -235,25 +251,29 @@ func (m *machine) newRevision(nSteps int32) {
 			m.st.BlueGreen.ScaleUpPreviewCheckPoint = false
 		}
 		m.st.CurrentPodHash = h
-		m.st.CurrentStepIndex = ptr(int32(0))
+		setIndex(0)
 		m.progressed = true
+	}
+	if c == nil {
+		return
 	}
 	if h == m.st.StableRS {
 		// A rollback to the stable revision skips the steps (Argo's
 		// behaviour): that revision has already been judged.
-		m.st.CurrentStepIndex = ptr(nSteps)
+		setIndex(nSteps)
 	}
 	if hash := stepsHash(m.r); m.st.CurrentStepHash != hash {
+		// Changed steps start again from the first (Argo's behaviour).
 		if m.st.CurrentStepHash != "" && h != m.st.StableRS {
 			m.cancelAll()
-			m.st.CurrentStepIndex = ptr(int32(0))
+			setIndex(0)
 			m.st.PauseConditions = nil
 			m.st.ControllerPause = false
 		}
 		m.st.CurrentStepHash = hash
 	}
 	if m.st.CurrentStepIndex == nil {
-		m.st.CurrentStepIndex = ptr(int32(0))
+		setIndex(0)
 	}
 }
 
@@ -394,11 +414,7 @@ func weightedReplicas(n, weight int32) int32 {
 }
 
 func stepsHash(r *v1alpha1.Rollout) string {
-	var v any
-	if c := r.Spec.Strategy.Canary; c != nil {
-		v = c.Steps
-	}
-	b, _ := json.Marshal(v)
+	b, _ := json.Marshal(r.Spec.Strategy.Canary.Steps)
 	h := fnv.New32a()
 	h.Write(b)
 	return strconv.FormatUint(uint64(h.Sum32()), 16)

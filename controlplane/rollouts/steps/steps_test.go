@@ -499,6 +499,24 @@ func TestTemplateChangeRestartsSteps(t *testing.T) {
 	}
 }
 
+// Changing the steps mid-rollout starts them again (their hash is
+// currentStepHash).
+func TestChangedStepsRestart(t *testing.T) {
+	w := newWorld(t, canaryYAML)
+	hash := w.ro.Status.CurrentStepHash
+	w.update("v2")
+	w.settle()
+	Promote(w.ro, false)
+	w.settle()
+	w.expect(v1alpha1.RolloutPhasePaused, 3, 40)
+	w.ro.Spec.Strategy.Canary.Steps[3].Pause.Duration = nil
+	w.settle()
+	w.expect(v1alpha1.RolloutPhasePaused, 1, 20)
+	if w.ro.Status.CurrentStepHash == hash || w.ro.Status.CurrentStepHash == "" {
+		t.Fatalf("step hash %q", w.ro.Status.CurrentStepHash)
+	}
+}
+
 // A change back to the stable hash is a rollback: the steps are skipped.
 func TestRollbackToStableSkipsSteps(t *testing.T) {
 	w := newWorld(t, canaryYAML)
@@ -688,7 +706,9 @@ spec:
 // scale-down.
 func TestBlueGreen(t *testing.T) {
 	w := newWorld(t, blueGreenYAML)
-	w.expect(v1alpha1.RolloutPhaseHealthy, 0, 0)
+	if w.ro.Status.Phase != v1alpha1.RolloutPhaseHealthy || w.ro.Status.CurrentStepIndex != nil || w.ro.Status.CurrentStepHash != "" {
+		t.Fatalf("status %+v", w.ro.Status)
+	}
 	if bg := w.ro.Status.BlueGreen; bg.ActiveSelector != "v1" || w.ro.Status.Selector != "app=web,rollouts-pod-template-hash=v1" || w.ro.Status.HPAReplicas != 3 {
 		t.Fatalf("status %+v", w.ro.Status)
 	}
