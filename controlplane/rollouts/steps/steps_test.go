@@ -26,9 +26,10 @@ type world struct {
 	created   []CreateAnalysis
 	cancelled []string
 	now       time.Time
-	// ready makes scaled-up pods available at once.
-	ready bool
-	last  Output
+	// ready makes scaled-up pods available at once; lag makes them
+	// available at the next step instead (as real pods, a moment later).
+	ready, lag bool
+	last       Output
 }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -49,6 +50,11 @@ func newWorld(t *testing.T, manifest string) *world {
 // step makes one decision and applies it.
 func (w *world) step() Output {
 	w.t.Helper()
+	if w.lag {
+		for _, r := range w.rss {
+			r.Ready, r.Available = r.Replicas, r.Replicas
+		}
+	}
 	var rss []ReplicaSet
 	for _, r := range w.rss {
 		rss = append(rss, *r)
@@ -67,7 +73,7 @@ func (w *world) step() Output {
 			w.rss[h] = r
 		}
 		r.Replicas = n
-		if w.ready || n < r.Available {
+		if (w.ready && !w.lag) || n < r.Available {
 			r.Ready, r.Available = n, n
 		}
 	}
@@ -798,5 +804,157 @@ spec:
 	w.settle()
 	if w.replicas("v2") != 4 || w.ro.Status.BlueGreen.ActiveSelector != "v2" || w.ro.Status.StableRS != "v2" || !w.ro.Status.BlueGreen.ScaleUpPreviewCheckPoint {
 		t.Fatalf("v2 %d status %+v", w.replicas("v2"), w.ro.Status)
+	}
+}
+
+// Without traffic routing the split is the replica counts closest to the
+// weight (Argo's approximation), not a rounding of each side.
+func TestApproximateCounts(t *testing.T) {
+	for _, tc := range []struct{ n, weight, surge, canary, stable int32 }{
+		{5, 20, 2, 1, 4},
+		{4, 10, 0, 1, 3},  // never 0 canary pods for a weight in 1..99
+		{10, 15, 0, 2, 8}, // 1.5 is a tie: the larger
+		{3, 50, 1, 2, 2},  // a surge pod gives an exact 50%
+		{3, 50, 0, 2, 1},  // without surge, the tie goes up
+		{1, 50, 0, 1, 0},  // one replica, no surge
+		{5, 0, 2, 0, 5},   // 0%
+		{5, 100, 2, 5, 0}, // 100%
+		{0, 50, 1, 0, 0},  // no replicas
+		{10, 33, 3, 3, 7}, // 3.3 → 3
+		{10, 37, 3, 4, 7}, // 4 of 11 (36.4%) is closer than 4 of 10
+	} {
+		c, s := approximateCounts(tc.n, tc.weight, tc.surge)
+		if c != tc.canary || s != tc.stable {
+			t.Errorf("n %d weight %d surge %d: %d/%d, want %d/%d", tc.n, tc.weight, tc.surge, c, s, tc.canary, tc.stable)
+		}
+	}
+}
+
+// A basic canary moves replicas within maxSurge and maxUnavailable, with
+// pods that take a step to become available.
+func TestBasicCanaryPacing(t *testing.T) {
+	w := newWorld(t, `
+apiVersion: meridian.io/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: "app:v1"}]}
+  strategy:
+    canary:
+      maxSurge: 1
+      maxUnavailable: 0
+      steps:
+      - setWeight: 50
+      - pause: {}
+`)
+	w.lag = true
+	w.update("v2")
+	check := func() {
+		t.Helper()
+		var total, avail int32
+		for _, r := range w.rss {
+			total += r.Replicas
+			avail += r.Available
+		}
+		if total > 5 || avail < 4 {
+			t.Fatalf("%d replicas (max 5), %d available (min 4): %+v %+v", total, avail, *w.rss["v1"], *w.rss["v2"])
+		}
+	}
+	for range 20 {
+		w.step()
+		check()
+		if w.ro.Status.Phase == v1alpha1.RolloutPhasePaused {
+			break
+		}
+	}
+	w.expect(v1alpha1.RolloutPhasePaused, 1, 0) // no traffic routing: no weights
+	if w.replicas("v2") != 2 || w.replicas("v1") != 2 {
+		t.Fatalf("v2 %d v1 %d", w.replicas("v2"), w.replicas("v1"))
+	}
+	Promote(w.ro, false)
+	for range 20 {
+		w.step()
+		check()
+	}
+	w.expect(v1alpha1.RolloutPhaseHealthy, 2, 0)
+	if w.replicas("v2") != 4 || w.replicas("v1") != 0 {
+		t.Fatalf("v2 %d v1 %d", w.replicas("v2"), w.replicas("v1"))
+	}
+
+	// An abort moves back the same way.
+	w.update("v3")
+	for range 20 {
+		w.step()
+		check()
+	}
+	w.expect(v1alpha1.RolloutPhasePaused, 1, 0)
+	Abort(w.ro)
+	for range 20 {
+		w.step()
+		check()
+	}
+	if w.replicas("v3") != 0 || w.replicas("v2") != 4 || w.ro.Status.Phase != v1alpha1.RolloutPhaseDegraded {
+		t.Fatalf("v3 %d v2 %d phase %s", w.replicas("v3"), w.replicas("v2"), w.ro.Status.Phase)
+	}
+}
+
+// With dynamicStableScale the stable is scaled down only once traffic has
+// left it, and an abort returns traffic to it as its pods come back; the
+// canary keeps its pods until it has no traffic.
+func TestDynamicStableScale(t *testing.T) {
+	w := newWorld(t, `
+apiVersion: meridian.io/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: "app:v1"}]}
+  strategy:
+    canary:
+      canaryService: web-canary
+      stableService: web-stable
+      dynamicStableScale: true
+      abortScaleDownDelaySeconds: 10
+      trafficRouting: {meridian: {}}
+      steps:
+      - setWeight: 50
+      - pause: {}
+`)
+	w.lag = true
+	w.update("v2")
+	w.step()
+	if w.replicas("v2") != 2 || w.replicas("v1") != 4 {
+		t.Fatalf("before traffic moves: v2 %d v1 %d", w.replicas("v2"), w.replicas("v1"))
+	}
+	w.step() // canary pods available: traffic moves
+	if w.last.Weights.Canary != 50 || w.replicas("v1") != 4 {
+		t.Fatalf("weight %d v1 %d", w.last.Weights.Canary, w.replicas("v1"))
+	}
+	w.settle()
+	w.expect(v1alpha1.RolloutPhasePaused, 1, 50)
+	if w.replicas("v1") != 2 {
+		t.Fatalf("after traffic moved: v1 %d", w.replicas("v1"))
+	}
+
+	Abort(w.ro)
+	w.step()
+	if w.replicas("v1") != 4 || w.last.Weights.Canary != 50 || w.replicas("v2") != 2 {
+		t.Fatalf("abort, stable not back yet: v1 %d weight %d v2 %d", w.replicas("v1"), w.last.Weights.Canary, w.replicas("v2"))
+	}
+	w.step() // stable pods available: all traffic to stable
+	if w.last.Weights.Canary != 0 || w.replicas("v2") != 2 || !w.rss["v2"].ScaleDownDeadline.Equal(w.now.Add(10*time.Second)) {
+		t.Fatalf("weight %d v2 %+v", w.last.Weights.Canary, *w.rss["v2"])
+	}
+	w.advance(10 * time.Second)
+	w.settle()
+	if w.replicas("v2") != 0 || w.ro.Status.Phase != v1alpha1.RolloutPhaseDegraded {
+		t.Fatalf("v2 %d phase %s", w.replicas("v2"), w.ro.Status.Phase)
 	}
 }
