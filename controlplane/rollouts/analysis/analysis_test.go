@@ -368,7 +368,7 @@ spec:
 }
 
 // A measurement in flight (a job) is resumed at resumeAt, and a run
-// terminated meanwhile ends it as Successful "metric terminated".
+// terminated meanwhile ends it as Successful "Metric Terminated".
 func TestInFlightMeasurement(t *testing.T) {
 	run := newRun(t, `
 metadata: {name: r}
@@ -400,7 +400,7 @@ spec:
 	next = Step(context.Background(), run, nil, p, now)
 	run.Spec.Terminate = true
 	Step(context.Background(), run, nil, p, next)
-	if m := run.Status.MetricResults[0].Measurements[0]; run.Status.Phase != v1alpha1.AnalysisPhaseSuccessful || m.Message != "metric terminated" {
+	if m := run.Status.MetricResults[0].Measurements[0]; run.Status.Phase != v1alpha1.AnalysisPhaseSuccessful || m.Message != "Metric Terminated" {
 		t.Fatalf("%s %+v", run.Status.Phase, m)
 	}
 }

@@ -343,7 +343,7 @@ func Assess(run *v1alpha1.AnalysisRun, now time.Time) {
 			if msg != "" {
 				worstMsg = fmt.Sprintf("Metric %q assessed %s due to %s", metric.Name, phase, msg)
 				if res.Message != "" {
-					worstMsg += fmt.Sprintf(": %q", res.Message)
+					worstMsg += fmt.Sprintf(": \"Error Message: %s\"", res.Message)
 				}
 			}
 		}
@@ -527,7 +527,7 @@ func measure(ctx context.Context, run *v1alpha1.AnalysisRun, metric *v1alpha1.Me
 				return finish(v1alpha1.AnalysisPhaseError, err.Error())
 			}
 		}
-		return finish(v1alpha1.AnalysisPhaseSuccessful, "metric terminated")
+		return finish(v1alpha1.AnalysisPhaseSuccessful, "Metric Terminated")
 	}
 	r, err := p.Measure(ctx, run, resolved, inFlight)
 	if err != nil {
