@@ -1,4 +1,5 @@
-// Package v1alpha1 holds the meridian.io/v1alpha1 API types.
+// Package v1alpha1 holds the meridian.io/v1alpha1 API types: ServiceProfile, and
+// Rollout, AnalysisTemplate, ClusterAnalysisTemplate and AnalysisRun.
 //
 // +kubebuilder:object:generate=true
 // +groupName=meridian.io
@@ -24,6 +25,10 @@ var (
 func addKnownTypes(s *runtime.Scheme) error {
 	s.AddKnownTypes(GroupVersion,
 		&ServiceProfile{}, &ServiceProfileList{},
+		&Rollout{}, &RolloutList{},
+		&AnalysisTemplate{}, &AnalysisTemplateList{},
+		&ClusterAnalysisTemplate{}, &ClusterAnalysisTemplateList{},
+		&AnalysisRun{}, &AnalysisRunList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil

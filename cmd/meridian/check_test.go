@@ -108,7 +108,7 @@ func TestCheckCLI(t *testing.T) {
 	}
 	for _, want := range []string{
 		"kubernetes-api\n--------------\n√ can initialize the client\n√ can query the Kubernetes API\n",
-		"× control plane CustomResourceDefinitions exist\n    missing CustomResourceDefinitions: serviceprofiles.meridian.io, trafficsplits.split.smi-spec.io\n    see: meridian install --crds | kubectl apply --server-side -f -\n",
+		"× control plane CustomResourceDefinitions exist\n    missing CustomResourceDefinitions: analysisruns.meridian.io, analysistemplates.meridian.io, clusteranalysistemplates.meridian.io, rollouts.meridian.io, serviceprofiles.meridian.io, trafficsplits.split.smi-spec.io\n    see: meridian install --crds | kubectl apply --server-side -f -\n",
 		"× control plane namespace exists\n    namespace meridian does not exist",
 		"Status check results are ×\n",
 	} {
