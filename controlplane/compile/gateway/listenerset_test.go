@@ -386,13 +386,13 @@ func parentsOf(r Result, ns, name string) []gwv1.RouteParentStatus {
 	return nil
 }
 
-// lset builds ListenerSet ns/name for Gateway gw/gw, created at second
+// lsOf builds ListenerSet ns/name for Gateway gw/gw, created at second
 // created.
 func lsOf(ns, name string, created int64, ls ...gwv1.Listener) *gwv1.ListenerSet {
 	o := &gwv1.ListenerSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 4, CreationTimestamp: metav1.Unix(created, 0)}}
 	o.Spec.ParentRef = gwv1.ParentGatewayReference{Name: "gw", Namespace: ptr(gwv1.Namespace("gw"))}
 	for _, l := range ls {
-		o.Spec.Listeners = append(o.Spec.Listeners, gwv1.ListenerEntry{Name: l.Name, Hostname: l.Hostname, Port: l.Port, Protocol: l.Protocol, TLS: l.TLS, AllowedRoutes: l.AllowedRoutes})
+		o.Spec.Listeners = append(o.Spec.Listeners, gwv1.ListenerEntry(l))
 	}
 	return o
 }

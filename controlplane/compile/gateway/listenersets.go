@@ -112,7 +112,7 @@ func (c *compiler) listenerSets() {
 			continue
 		}
 		for _, e := range o.Spec.Listeners {
-			l := c.newListener(gwv1.Listener{Name: e.Name, Hostname: e.Hostname, Port: e.Port, Protocol: e.Protocol, TLS: e.TLS, AllowedRoutes: e.AllowedRoutes}, set)
+			l := c.newListener(gwv1.Listener(e), set)
 			if w, reason := conflictWith(l, winners); w != nil {
 				what := "serves another protocol"
 				if reason == string(gwv1.ListenerReasonHostnameConflict) {
@@ -235,7 +235,7 @@ func (c *compiler) listenerSetStatus(set *lset) ListenerSetStatus {
 	var bad []string
 	for _, l := range set.ls {
 		ls := c.listenerStatus(l)
-		st.Listeners = append(st.Listeners, gwv1.ListenerEntryStatus{Name: ls.Name, SupportedKinds: ls.SupportedKinds, AttachedRoutes: ls.AttachedRoutes, Conditions: ls.Conditions})
+		st.Listeners = append(st.Listeners, gwv1.ListenerEntryStatus(ls))
 		switch {
 		case !l.accepted:
 			bad = append(bad, fmt.Sprintf("%s (%s)", l.spec.Name, l.acceptReason))
