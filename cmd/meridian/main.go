@@ -30,5 +30,6 @@ func newRoot() *cobra.Command {
 	root.AddCommand(newCheckCmd())
 	root.AddCommand(newInjectCmd(), newUninjectCmd())
 	root.AddCommand(newVizCmd())
+	root.AddCommand(newRolloutCmd())
 	return root
 }
