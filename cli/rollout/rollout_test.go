@@ -163,7 +163,7 @@ func TestPodStatus(t *testing.T) {
 func TestTreeBlueGreen(t *testing.T) {
 	ro := &v1alpha1.Rollout{
 		ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: "pay", UID: "ro", Generation: 3, CreationTimestamp: metav1.NewTime(t0.Add(-48 * time.Hour))},
-		Spec: v1alpha1.RolloutSpec{Replicas: ptr.To[int32](1), Strategy: v1alpha1.RolloutStrategy{BlueGreen: &v1alpha1.BlueGreenStrategy{ActiveService: "api", PreviewService: "api-preview"}}},
+		Spec:       v1alpha1.RolloutSpec{Replicas: ptr.To[int32](1), Strategy: v1alpha1.RolloutStrategy{BlueGreen: &v1alpha1.BlueGreenStrategy{ActiveService: "api", PreviewService: "api-preview"}}},
 		Status: v1alpha1.RolloutStatus{ObservedGeneration: "3", Phase: "Paused", Message: "BlueGreenPause", StableRS: "old", CurrentPodHash: "new",
 			Replicas: 2, UpdatedReplicas: 1, ReadyReplicas: 2, AvailableReplicas: 2,
 			BlueGreen: v1alpha1.BlueGreenStatus{ActiveSelector: "old", PreviewSelector: "new"}},
@@ -176,7 +176,7 @@ func TestTreeBlueGreen(t *testing.T) {
 		return appsv1.ReplicaSet{
 			ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID(name), CreationTimestamp: metav1.NewTime(t0.Add(-age)), Annotations: ann,
 				Labels: map[string]string{v1alpha1.DefaultRolloutUniqueLabelKey: hash}, OwnerReferences: []metav1.OwnerReference{{UID: owner}}},
-			Spec: appsv1.ReplicaSetSpec{Replicas: &replicas, Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "api", Image: image}}}}},
+			Spec:   appsv1.ReplicaSetSpec{Replicas: &replicas, Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "api", Image: image}}}}},
 			Status: appsv1.ReplicaSetStatus{Replicas: replicas, AvailableReplicas: replicas},
 		}
 	}

@@ -622,7 +622,9 @@ func TestRolloutWatch(t *testing.T) {
 		}
 	}
 	waitFor("the first frame", frames(1))
-	e.setStatus("shop", "web", func(s *v1alpha1.RolloutStatus) { s.Phase, s.Message = v1alpha1.RolloutPhaseDegraded, "RolloutAborted: by the test" })
+	e.setStatus("shop", "web", func(s *v1alpha1.RolloutStatus) {
+		s.Phase, s.Message = v1alpha1.RolloutPhaseDegraded, "RolloutAborted: by the test"
+	})
 	waitFor("the second frame", frames(2))
 	gcancel()
 	select {
