@@ -166,7 +166,7 @@ server's watch), until Ctrl-C.`,
 		Example: `  meridian rollout get web -n shop
   meridian rollout get web -n shop --watch
   meridian rollout get web -o json`,
-		Args: cobra.ExactArgs(1),
+		Args: oneRollout,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := f.connect()
 			if err != nil {
@@ -252,7 +252,7 @@ The phase is the controller's, read only once it has seen the Rollout's
 latest spec (status.observedGeneration), as Argo Rollouts reads it.`,
 		Example: `  meridian rollout status web -n shop --timeout 10m
   meridian rollout status web --watch=false -o json`,
-		Args: cobra.ExactArgs(1),
+		Args: oneRollout,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := f.connect()
 			if err != nil {
@@ -340,7 +340,7 @@ step. --full skips every remaining step, pause and analysis
 (status.promoteFull).`,
 		Example: `  meridian rollout promote web -n shop
   meridian rollout promote web -n shop --full`,
-		Args: cobra.ExactArgs(1),
+		Args: oneRollout,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := f.connect()
 			if err != nil {
@@ -372,7 +372,7 @@ func newRolloutPatchCmd(use, short, done string, p rollout.Patches, long string)
 		Short:   short,
 		Long:    long,
 		Example: fmt.Sprintf("  meridian rollout %s web -n shop", use),
-		Args:    cobra.MinimumNArgs(1),
+		Args:    someRollouts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := f.connect()
 			if err != nil {
@@ -403,7 +403,7 @@ func newRolloutRestartCmd() *cobra.Command {
 controller restarts the Rollout's pods, one by one.`,
 		Example: `  meridian rollout restart web -n shop
   meridian rollout restart web -n shop --in 10m`,
-		Args: cobra.ExactArgs(1),
+		Args: oneRollout,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if in < 0 {
 				return fmt.Errorf("--in %s: use a duration of 0 or more", in)
@@ -434,7 +434,7 @@ func newRolloutSetCmd() *cobra.Command {
 Rollout's pod template, or, for a Rollout with a workloadRef, in the
 Deployment's: the controller starts an update.`,
 		Example: `  meridian rollout set image web app=ghcr.io/example/web:v2 -n shop`,
-		Args:    cobra.ExactArgs(2),
+		Args:    rolloutAndImage,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			container, image, ok := strings.Cut(args[1], "=")
 			if !ok || container == "" || image == "" {
@@ -473,7 +473,7 @@ the ReplicaSets the Rollout controls, by their rollout.argoproj.io/revision
 annotation ('meridian rollout get' shows them).`,
 		Example: `  meridian rollout undo web -n shop
   meridian rollout undo web -n shop --to-revision 3`,
-		Args: cobra.ExactArgs(1),
+		Args: oneRollout,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if rev < 0 {
 				return fmt.Errorf("--to-revision %d: use a revision number (or 0, the one before the newest)", rev)
@@ -493,4 +493,28 @@ annotation ('meridian rollout get' shows them).`,
 	f.register(cmd, false)
 	cmd.Flags().Int64Var(&rev, "to-revision", 0, "the revision to go back to (default: the one before the newest)")
 	return cmd
+}
+
+// oneRollout wants one argument, the Rollout's name.
+func oneRollout(cmd *cobra.Command, args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("name one rollout (meridian %s NAME), not %d arguments", strings.TrimPrefix(cmd.CommandPath(), "meridian "), len(args))
+	}
+	return nil
+}
+
+// someRollouts wants one or more Rollout names.
+func someRollouts(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("name the rollouts (meridian %s NAME...)", strings.TrimPrefix(cmd.CommandPath(), "meridian "))
+	}
+	return nil
+}
+
+// rolloutAndImage wants NAME CONTAINER=IMAGE.
+func rolloutAndImage(_ *cobra.Command, args []string) error {
+	if len(args) != 2 {
+		return fmt.Errorf("want NAME CONTAINER=IMAGE (meridian rollout set image web app=example/web:v2), not %d arguments", len(args))
+	}
+	return nil
 }

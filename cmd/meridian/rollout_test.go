@@ -304,6 +304,9 @@ func TestRolloutGetList(t *testing.T) {
 	if err == nil || err.Error() != "rollout shop/nope not found" {
 		t.Fatalf("promote nope: %v", err)
 	}
+	if _, _, err = e.run(ctx, "get"); err == nil || err.Error() != "name one rollout (meridian rollout get NAME), not 0 arguments" {
+		t.Fatalf("get without a name: %v", err)
+	}
 	if _, _, err = e.run(ctx, "list", "-o", "wide"); err == nil || !strings.Contains(err.Error(), `--output "wide"`) {
 		t.Fatalf("-o wide: %v", err)
 	}
