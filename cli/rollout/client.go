@@ -306,13 +306,25 @@ func (c *Client) patchTemplate(ctx context.Context, ro *v1alpha1.Rollout, w work
 		return err
 	}
 	if err := c.C.Patch(ctx, w.obj, client.RawPatch(types.JSONPatchType, data)); err != nil {
-		if strings.Contains(err.Error(), "test operation") || strings.Contains(err.Error(), "testing value") {
+		if testFailed(err) {
 			// The container moved since it was read: read again.
 			return apierrors.NewConflict(v1alpha1.GroupVersion.WithResource("rollouts").GroupResource(), ro.Name, err)
 		}
 		return fmt.Errorf("rollout %s/%s: patching %s: %w", ro.Namespace, ro.Name, w, err)
 	}
 	return nil
+}
+
+// testFailed reports whether a JSON patch was refused because a test
+// operation failed: the API server answers 422 Invalid with no field and
+// no object named, where a validation error names both.
+func testFailed(err error) bool {
+	var se *apierrors.StatusError
+	if !errors.As(err, &se) || !apierrors.IsInvalid(err) {
+		return false
+	}
+	d := se.ErrStatus.Details
+	return d == nil || (d.Name == "" && len(d.Causes) == 0)
 }
 
 // SetImage sets the image of the container (every container with "*") of
