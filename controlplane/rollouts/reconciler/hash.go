@@ -1,0 +1,46 @@
+package reconciler
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/util/dump"
+	"k8s.io/apimachinery/pkg/util/rand"
+
+	"github.com/meridian-mesh/meridian/api/v1alpha1"
+)
+
+// PodTemplateHash is Argo Rollouts' (and the Deployment controller's)
+// pod-template hash: FNV-32a over the template's dump.ForHash form, then the
+// collision count's 4 little-endian bytes in an 8-byte buffer, encoded with
+// rand.SafeEncodeString. The same template gives the same hash as Argo's, so
+// ReplicaSets made by Argo are recognised after a move.
+func PodTemplateHash(t *corev1.PodTemplateSpec, collisionCount *int32) string {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%v", dump.ForHash(*t))
+	if collisionCount != nil {
+		b := make([]byte, 8)
+		binary.LittleEndian.PutUint32(b, uint32(*collisionCount))
+		h.Write(b)
+	}
+	return rand.SafeEncodeString(fmt.Sprint(h.Sum32()))
+}
+
+// equalIgnoreHash reports whether two pod templates are the same but for
+// the rollouts-pod-template-hash label (the Deployment controller's
+// EqualIgnoreHash), which tells a ReplicaSet of ours from a hash collision.
+func equalIgnoreHash(a, b *corev1.PodTemplateSpec) bool {
+	a, b = a.DeepCopy(), b.DeepCopy()
+	delete(a.Labels, v1alpha1.DefaultRolloutUniqueLabelKey)
+	delete(b.Labels, v1alpha1.DefaultRolloutUniqueLabelKey)
+	if len(a.Labels) == 0 {
+		a.Labels = nil
+	}
+	if len(b.Labels) == 0 {
+		b.Labels = nil
+	}
+	return equality.Semantic.DeepEqual(a, b)
+}
