@@ -6,11 +6,8 @@ import (
 	"hash/fnv"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/util/dump"
 	"k8s.io/apimachinery/pkg/util/rand"
-
-	"github.com/meridian-mesh/meridian/api/v1alpha1"
 )
 
 // PodTemplateHash is Argo Rollouts' (and the Deployment controller's)
@@ -27,20 +24,4 @@ func PodTemplateHash(t *corev1.PodTemplateSpec, collisionCount *int32) string {
 		h.Write(b)
 	}
 	return rand.SafeEncodeString(fmt.Sprint(h.Sum32()))
-}
-
-// equalIgnoreHash reports whether two pod templates are the same but for
-// the rollouts-pod-template-hash label (the Deployment controller's
-// EqualIgnoreHash), which tells a ReplicaSet of ours from a hash collision.
-func equalIgnoreHash(a, b *corev1.PodTemplateSpec) bool {
-	a, b = a.DeepCopy(), b.DeepCopy()
-	delete(a.Labels, v1alpha1.DefaultRolloutUniqueLabelKey)
-	delete(b.Labels, v1alpha1.DefaultRolloutUniqueLabelKey)
-	if len(a.Labels) == 0 {
-		a.Labels = nil
-	}
-	if len(b.Labels) == 0 {
-		b.Labels = nil
-	}
-	return equality.Semantic.DeepEqual(a, b)
 }

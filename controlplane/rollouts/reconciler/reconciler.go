@@ -42,6 +42,9 @@ type Options struct {
 	// Resync is how often every Rollout is decided again though nothing
 	// changed (default 5m), a safety net for missed events.
 	Resync time.Duration
+	// Namespace, when set, limits the reconciler to one namespace's
+	// Rollouts (and the objects it reads to that namespace's); empty: all.
+	Namespace string
 	// Workers is how many Rollouts are reconciled at once (default 2).
 	Workers int
 	Log     *slog.Logger
@@ -88,7 +91,11 @@ func New(o Options) (*Reconciler, error) {
 	if err := v1alpha1.AddToScheme(s); err != nil {
 		return nil, err
 	}
-	c, err := cache.New(o.Config, cache.Options{Scheme: s, SyncPeriod: &o.Resync})
+	co := cache.Options{Scheme: s, SyncPeriod: &o.Resync}
+	if o.Namespace != "" {
+		co.DefaultNamespaces = map[string]cache.Config{o.Namespace: {}}
+	}
+	c, err := cache.New(o.Config, co)
 	if err != nil {
 		return nil, err
 	}

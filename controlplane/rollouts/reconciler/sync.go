@@ -433,13 +433,13 @@ func (r *Reconciler) replicaSets(ctx context.Context, ro *v1alpha1.Rollout) (rep
 }
 
 // collision reports whether the name <rollout>-<hash> is taken by a
-// ReplicaSet that is not this template's.
+// ReplicaSet that is not the Rollout's. One of the Rollout's own with that
+// name is taken as this template's: the API server defaults the pod
+// template of a ReplicaSet (and not the Rollout's), so comparing them would
+// see a difference in every one (see README, Bugs).
 func collision(all map[string]*appsv1.ReplicaSet, foreign map[string]bool, ro *v1alpha1.Rollout, hash string) bool {
 	rs := all[ro.Name+"-"+hash]
-	if rs == nil {
-		return false
-	}
-	return foreign[rs.Name] || !equalIgnoreHash(&rs.Spec.Template, ro.Spec.Template)
+	return rs != nil && foreign[rs.Name]
 }
 
 func (r *Reconciler) analysisRuns(ctx context.Context, ro *v1alpha1.Rollout) ([]v1alpha1.AnalysisRun, error) {
