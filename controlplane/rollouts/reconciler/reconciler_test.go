@@ -67,6 +67,10 @@ type fakeRouter struct {
 	weights []steps.Weights
 	headers []*v1alpha1.SetHeaderRoute
 	removed int
+	// stableSel, when set, reads the stable Service's selector at each new
+	// split, to check the order of the two.
+	stableSel func() string
+	sels      []string
 }
 
 func (f *fakeRouter) SetWeights(_ context.Context, _ *v1alpha1.Rollout, w steps.Weights) error {
@@ -74,6 +78,9 @@ func (f *fakeRouter) SetWeights(_ context.Context, _ *v1alpha1.Rollout, w steps.
 	defer f.mu.Unlock()
 	if n := len(f.weights); n == 0 || f.weights[n-1] != w {
 		f.weights = append(f.weights, w)
+		if f.stableSel != nil {
+			f.sels = append(f.sels, f.stableSel())
+		}
 	}
 	return nil
 }
@@ -317,6 +324,13 @@ func TestCanary(t *testing.T) {
 	h := start(t)
 	h.service("web-canary")
 	h.service("web-stable")
+	h.router.mu.Lock()
+	h.router.stableSel = func() string {
+		var svc corev1.Service
+		_ = h.c.Get(context.Background(), types.NamespacedName{Namespace: h.ns, Name: "web-stable"}, &svc)
+		return svc.Spec.Selector[v1alpha1.DefaultRolloutUniqueLabelKey]
+	}
+	h.router.mu.Unlock()
 	ro := canaryRollout("web",
 		v1alpha1.CanaryStep{SetWeight: i32(20)},
 		v1alpha1.CanaryStep{Pause: &v1alpha1.RolloutPause{}},
@@ -393,9 +407,11 @@ func TestCanary(t *testing.T) {
 	if !isSubsequence([]int32{20, 50}, canary) || last.Canary != 0 || last.Stable != 100 || last.StableHash != h2 {
 		t.Fatalf("weights: canary %v, last %+v", canary, last)
 	}
-	for _, w := range h.router.seen() {
-		if w.StableHash == h2 && w.Canary == 0 && h.selector("web-stable") != h2 {
-			t.Fatalf("weights all-stable on %s before the stable Service switched", h2)
+	h.router.mu.Lock()
+	defer h.router.mu.Unlock()
+	for i, w := range h.router.weights {
+		if w.StableHash == h2 && h.router.sels[i] != h2 {
+			t.Fatalf("weights %+v applied while the stable Service selected %q", w, h.router.sels[i])
 		}
 	}
 }
