@@ -628,3 +628,44 @@ func TestMissingReferences(t *testing.T) {
 		t.Fatalf("weights %v, want none", w)
 	}
 }
+
+func TestRestartAt(t *testing.T) {
+	h := start(t)
+	h.mu.Lock()
+	h.now = time.Now() // pods get the API server's real creation time
+	h.mu.Unlock()
+	h.service("web-canary")
+	h.service("web-stable")
+	ro := canaryRollout("web")
+	ro.Spec.Replicas = i32(2)
+	h.create(ro)
+	hash := PodTemplateHash(template("web:1"), nil)
+	h.waitStatus("web", "healthy", func(s *v1alpha1.RolloutStatus) bool { return s.Phase == v1alpha1.RolloutPhaseHealthy })
+	h.waitReplicas("web", hash, 2)
+	rs := h.rs("web-" + hash)
+	// Envtest has no ReplicaSet controller: the test makes its pods.
+	for i := range 2 {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("web-%s-%d", hash, i), Labels: rs.Spec.Template.Labels,
+				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(rs, appsv1.SchemeGroupVersion.WithKind("ReplicaSet"))}},
+			Spec: rs.Spec.Template.Spec,
+		}
+		h.create(p)
+	}
+	time.Sleep(1100 * time.Millisecond) // creation times have whole seconds
+	at := metav1.NewTime(time.Now().Truncate(time.Second))
+	h.mu.Lock()
+	h.now = time.Now().Add(time.Second)
+	h.mu.Unlock()
+	h.update("web", false, func(ro *v1alpha1.Rollout) { ro.Spec.RestartAt = &at })
+	h.eventually("pods evicted", func() (bool, string) {
+		var l corev1.PodList
+		if err := h.c.List(h.ctx, &l, client.InNamespace(h.ns)); err != nil {
+			return false, err.Error()
+		}
+		return len(l.Items) == 0, fmt.Sprintf("%d pods left", len(l.Items))
+	})
+	h.waitStatus("web", "restartedAt", func(s *v1alpha1.RolloutStatus) bool {
+		return s.RestartedAt != nil && s.RestartedAt.Equal(&at)
+	})
+}
