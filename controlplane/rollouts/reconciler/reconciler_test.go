@@ -594,6 +594,17 @@ func TestScaleSubresource(t *testing.T) {
 	}
 	h.waitReplicas("web", hash, 8)
 	h.waitStatus("web", "8 replicas", func(s *v1alpha1.RolloutStatus) bool { return s.HPAReplicas == 8 && s.AvailableReplicas == 8 })
+
+	// Deleting the Rollout removes what its Router wrote (its ReplicaSets
+	// go by owner reference: envtest has no garbage collector to show it).
+	if err := h.c.Delete(h.ctx, h.rollout("web")); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("Router.Remove", func() (bool, string) {
+		h.router.mu.Lock()
+		defer h.router.mu.Unlock()
+		return h.router.removed > 0, fmt.Sprint(h.router.removed)
+	})
 }
 
 func TestMissingReferences(t *testing.T) {
