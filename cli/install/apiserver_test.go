@@ -174,6 +174,23 @@ func checkRBAC(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 		check{"delete", "", "secrets", "shop", "x", false},
 		check{"update", "", "configmaps", "shop", "x", false},
 	)
+	// The Rollout reconciler: its ReplicaSets, the Rollouts' status, their
+	// AnalysisRuns, evictions for restartAt; not the Rollouts' spec.
+	checks = append(checks,
+		check{"list", "apps", "replicasets", "", "", true},
+		check{"watch", "apps", "deployments", "", "", true},
+		check{"create", "apps", "replicasets", "shop", "", true},
+		check{"patch", "apps", "replicasets", "shop", "x", true},
+		check{"delete", "apps", "replicasets", "shop", "x", true},
+		check{"update", "apps", "replicasets", "shop", "x", false},
+		check{"update", "meridian.io", "rollouts/status", "shop", "x", true},
+		check{"update", "meridian.io", "rollouts", "shop", "x", false},
+		check{"create", "meridian.io", "analysisruns", "shop", "", true},
+		check{"patch", "meridian.io", "analysisruns", "shop", "x", true},
+		check{"delete", "meridian.io", "analysisruns", "shop", "x", false},
+		check{"create", "", "pods/eviction", "shop", "x", true},
+		check{"delete", "", "pods", "shop", "x", false},
+	)
 	checks = append(checks,
 		check{"create", "authentication.k8s.io", "tokenreviews", "", "", true},
 		check{"get", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "meridian-proxy-injector", true},

@@ -311,7 +311,8 @@ func TestRenderDefaults(t *testing.T) {
 }
 
 // The ClusterRole reads every meridian.io CRD in the chart and nothing
-// more than the controller's store watches and the gateway writes.
+// more than the controller's store watches and the gateway and Rollout
+// reconcilers write.
 func TestRBACIsLeastPrivilege(t *testing.T) {
 	objs := parse(t, renderOut(t, issuerFiles(t)))
 	cr := find(t, objs, "ClusterRole", "meridian-controller")
@@ -332,13 +333,17 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 	read := []string{"get", "list", "watch"}
 	apply := []string{"create", "patch"}
 	want := map[string][]string{
-		"/namespaces":                        read,
-		"/pods":                              read,
-		"/serviceaccounts":                   append(read, apply...),
-		"/services":                          append(read, apply...),
-		"/configmaps":                        read,
-		"/secrets":                           read,
-		"apps/deployments":                   {"get", "create", "patch"},
+		"/namespaces":      read,
+		"/pods":            read,
+		"/serviceaccounts": append(read, apply...),
+		"/services":        append(read, apply...),
+		"/configmaps":      read,
+		"/secrets":         read,
+		"apps/deployments": {"get", "create", "patch", "list", "watch"},
+		// The Rollout reconciler.
+		"apps/replicasets":                   {"list", "watch", "create", "patch", "delete"},
+		"meridian.io/rollouts/status":        {"update"},
+		"/pods/eviction":                     {"create"},
 		"discovery.k8s.io/endpointslices":    read,
 		"split.smi-spec.io/trafficsplits":    read,
 		"authentication.k8s.io/tokenreviews": {"create"},
@@ -364,6 +369,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			want["meridian.io/"+str(crd, "spec", "names", "plural")] = read
 		}
 	}
+	want["meridian.io/analysisruns"] = append(want["meridian.io/analysisruns"], apply...)
 	if _, ok := want["meridian.io/serviceprofiles"]; !ok {
 		t.Error("no meridian.io/serviceprofiles CRD in the chart")
 	}

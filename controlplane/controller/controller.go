@@ -34,6 +34,7 @@ import (
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
+	"github.com/meridian-mesh/meridian/api/v1alpha1"
 	"github.com/meridian-mesh/meridian/controlplane/compile"
 	compilegateway "github.com/meridian-mesh/meridian/controlplane/compile/gateway"
 	"github.com/meridian-mesh/meridian/controlplane/controller/runnable"
@@ -42,6 +43,7 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/gateway/provision"
 	"github.com/meridian-mesh/meridian/controlplane/identity"
 	"github.com/meridian-mesh/meridian/controlplane/identity/tokenreview"
+	"github.com/meridian-mesh/meridian/controlplane/rollouts/traffic"
 	"github.com/meridian-mesh/meridian/controlplane/store"
 	"github.com/meridian-mesh/meridian/controlplane/store/kube"
 	"github.com/meridian-mesh/meridian/controlplane/store/local"
@@ -112,6 +114,13 @@ type Options struct {
 	// LeaderElection configures the Lease the writers run under (kube mode,
 	// when there are writers).
 	LeaderElection LeaderElectionOptions
+
+	// Rollouts runs the Rollout reconciler (kube mode, a leader-only
+	// writer; `meridian controller` turns it on unless --rollouts=false).
+	Rollouts bool
+	// RolloutRouters gives the reconciler the traffic Router of a Rollout
+	// with trafficRouting; nil: such Rollouts wait with an error in the log.
+	RolloutRouters func(*v1alpha1.Rollout) (traffic.Router, error)
 }
 
 // DefaultOpaquePorts are the ports Linkerd treats as opaque unless told
@@ -356,6 +365,13 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 			return err
 		}
 		writers = append(writers, runnable.Named("gateway provisioning and status", rec))
+	}
+	if o.Rollouts && !src.local {
+		rec, err := rolloutsReconciler(o, log)
+		if err != nil {
+			return err
+		}
+		writers = append(writers, runnable.Named("rollouts reconciler", rec))
 	}
 	elected, err := electWriters(o, src, writers, reg, log)
 	if err != nil {

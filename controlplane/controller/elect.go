@@ -47,7 +47,7 @@ func electWriters(o Options, src source, writers runnable.Group, reg *prometheus
 		le.Namespace = o.Webhook.Namespace
 	}
 	if le.Namespace == "" {
-		return nil, errors.New("leader election: the Lease needs the controller's namespace (--namespace or $POD_NAMESPACE)")
+		return nil, errors.New("leader election: the Lease needs the controller's namespace (--namespace or $POD_NAMESPACE; without writers — no --webhook-addr, --rollouts=false — none is needed)")
 	}
 	if le.Lease == "" {
 		le.Lease = DefaultLease

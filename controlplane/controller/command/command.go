@@ -110,6 +110,7 @@ caBundle) runs only on the replica that holds the Lease
 		w.ProxyResources, err = proxyResources(proxyRes)
 		return err
 	}
+	f.BoolVar(&o.Rollouts, "rollouts", true, "kube mode: run the Rollout reconciler (on the replica holding the Lease); false leaves Rollouts to another controller")
 	le := &o.LeaderElection
 	f.StringVar(&le.Lease, "leader-election-lease", controller.DefaultLease, "kube mode: the Lease in --namespace whose holder runs the writers (the webhook's certificate and caBundle); the replicas share it")
 	f.DurationVar(&le.LeaseDuration, "leader-election-lease-duration", leader.DefaultLeaseDuration, "kube mode: how long a leader that stopped renewing keeps the Lease (a leader that dies is replaced within it)")
