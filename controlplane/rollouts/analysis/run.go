@@ -31,6 +31,11 @@ type Result struct {
 	// ResumeAfter > 0 means the measurement is still in flight (a job):
 	// the runner asks again after it, passing the measurement back.
 	ResumeAfter time.Duration
+	// Phase, when set, is the provider's own verdict (a job succeeded or
+	// failed, as Argo's job provider): the conditions are not evaluated.
+	Phase v1alpha1.AnalysisPhase
+	// Message goes with Phase on the measurement.
+	Message string
 }
 
 // Provider takes measurements. The metric's {{args.NAME}} are already
@@ -550,6 +555,9 @@ func measure(ctx context.Context, run *v1alpha1.AnalysisRun, metric *v1alpha1.Me
 	m.Value = r.Text
 	if m.Value == "" {
 		m.Value = format(r.Value)
+	}
+	if r.Phase != "" {
+		return finish(r.Phase, r.Message)
 	}
 	phase, msg := JudgeResult(&resolved, r)
 	return finish(phase, msg)
