@@ -51,7 +51,7 @@ func TestWebMetric(t *testing.T) {
 			text: "[3,4]", phase: v1alpha1.AnalysisPhaseSuccessful},
 		{name: "post json", web: v1alpha1.WebMetric{URL: srv.URL + "/echo", Method: "POST", JSONBody: json.RawMessage(`{"q":"x"}`),
 			Headers: []v1alpha1.WebMetricHeader{{Key: "Authorization", Value: "Bearer t"}}},
-			cond: `result.method == "POST" && result.body == "{\"q\":\"x\"}" && result.type == "application/json" && result.token == "Bearer t"`,
+			cond:  `result.method == "POST" && result.body == "{\"q\":\"x\"}" && result.type == "application/json" && result.token == "Bearer t"`,
 			phase: v1alpha1.AnalysisPhaseSuccessful},
 		{name: "put body", web: v1alpha1.WebMetric{URL: srv.URL + "/echo", Method: "PUT", Body: "plain", JSONPath: "{$.body}"}, cond: `result == "plain"`,
 			text: `"plain"`, phase: v1alpha1.AnalysisPhaseSuccessful},
