@@ -112,6 +112,10 @@ type Options struct {
 	// LeaderElection configures the Lease the writers run under (kube mode,
 	// when there are writers).
 	LeaderElection LeaderElectionOptions
+
+	// AnalysisRunWorkers > 0 runs the AnalysisRun runner (kube mode, a
+	// writer) with that many workers; 0: off. See analysisruns.go.
+	AnalysisRunWorkers int
 }
 
 // DefaultOpaquePorts are the ports Linkerd treats as opaque unless told
@@ -356,6 +360,11 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 			return err
 		}
 		writers = append(writers, runnable.Named("gateway provisioning and status", rec))
+	}
+	if ar, err := analysisRunner(o, log); err != nil {
+		return err
+	} else if ar != nil {
+		writers = append(writers, ar)
 	}
 	elected, err := electWriters(o, src, writers, reg, log)
 	if err != nil {

@@ -19,9 +19,10 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/selection"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -59,6 +60,9 @@ type Options struct {
 	// JobPoll is how often an unfinished Job is looked at without a watch
 	// event (job.DefaultPoll).
 	JobPoll time.Duration
+	// CRDRetry is how often the runner looks for the AnalysisRun CRD when
+	// it is not installed (30s).
+	CRDRetry time.Duration
 }
 
 // Controller is the AnalysisRun runner.
@@ -67,6 +71,7 @@ type Controller struct {
 	cache     cache.Cache
 	client    client.Client // direct: status writes, Jobs, Secrets, Rollouts, Pods
 	providers Providers
+	proxies   *http.Transport // the meridian provider's, to the pods' proxies
 	queue     workqueue.TypedRateLimitingInterface[types.NamespacedName]
 }
 
@@ -93,6 +98,9 @@ func New(cfg *rest.Config, o Options) (*Controller, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.CRDRetry <= 0 {
+		o.CRDRetry = 30 * time.Second
+	}
 	s := Scheme()
 	c, err := client.New(cfg, client.Options{Scheme: s})
 	if err != nil {
@@ -111,14 +119,16 @@ func New(cfg *rest.Config, o Options) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
+	proxies := http.DefaultTransport.(*http.Transport).Clone()
 	read := o.MeridianRead
 	if read == nil {
-		read = meridian.HTTPReader(&http.Client{Timeout: 10 * time.Second})
+		read = meridian.HTTPReader(&http.Client{Timeout: 10 * time.Second, Transport: proxies})
 	}
 	return &Controller{
-		o:      o,
-		cache:  ca,
-		client: c,
+		o:       o,
+		cache:   ca,
+		client:  c,
+		proxies: proxies,
 		providers: Providers{
 			Meridian:   &meridian.Provider{Client: c, Read: read},
 			Prometheus: &prometheus.Provider{},
@@ -134,7 +144,19 @@ func New(cfg *rest.Config, o Options) (*Controller, error) {
 // the watches, then the workers; it returns after every worker has.
 func (c *Controller) Start(ctx context.Context) error {
 	defer c.queue.ShutDown()
+	defer c.closeIdle()
 	runs, err := c.cache.GetInformer(ctx, &v1alpha1.AnalysisRun{})
+	for meta.IsNoMatchError(err) {
+		// The CRD is not installed (yet): wait for it rather than stop the
+		// controller's other writers.
+		c.o.Log.Warn("the AnalysisRun CRD is not installed; the runner waits for it", "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(c.o.CRDRetry):
+		}
+		runs, err = c.cache.GetInformer(ctx, &v1alpha1.AnalysisRun{})
+	}
 	if err != nil {
 		return fmt.Errorf("watching analysisruns: %w", err)
 	}
@@ -191,6 +213,17 @@ func (c *Controller) Start(ctx context.Context) error {
 	c.queue.ShutDown()
 	wg.Wait()
 	return <-cacheDone
+}
+
+// closeIdle closes the providers' kept-alive connections, so that nothing
+// of the runner outlives Start.
+func (c *Controller) closeIdle() {
+	c.proxies.CloseIdleConnections()
+	for _, pr := range []analysis.Provider{c.providers.Meridian, c.providers.Prometheus, c.providers.Web, c.providers.Job} {
+		if i, ok := pr.(interface{ CloseIdleConnections() }); ok {
+			i.CloseIdleConnections()
+		}
+	}
 }
 
 func (c *Controller) enqueue(o any) {

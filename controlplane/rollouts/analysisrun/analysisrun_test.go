@@ -21,6 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
@@ -512,4 +513,50 @@ func httpGet(ctx context.Context, u string) ([]byte, error) {
 	}
 	defer resp.Body.Close()
 	return io.ReadAll(resp.Body)
+}
+
+// Without the AnalysisRun CRD the runner waits for it (the controller's
+// other writers keep running), and runs what comes once it is installed.
+func TestRunnerWaitsForTheCRD(t *testing.T) {
+	cfg := apiserver.Start(t)
+	ctrl, err := New(cfg, Options{CRDRetry: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ctrl.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("runner: %v", err)
+		}
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("runner stopped without the CRD: %v", err)
+	case <-time.After(time.Second):
+	}
+	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{crds()}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, c: c}
+	var value atomic.Value
+	value.Store(1)
+	srv := metricsServer(t, &value)
+	e.create(&v1alpha1.AnalysisRun{}, fmt.Sprintf(`
+metadata: {name: late}
+spec:
+  metrics:
+  - name: v
+    successCondition: result == 1
+    provider: {web: {url: %q, jsonPath: "{$.value}"}}
+`, srv.URL+"/value"))
+	if run := e.wait("late", 20*time.Second, "completed", completed); run.Status.Phase != v1alpha1.AnalysisPhaseSuccessful {
+		t.Fatalf("%s %q", run.Status.Phase, run.Status.Message)
+	}
 }

@@ -43,6 +43,14 @@ type Provider struct {
 
 var _ analysis.Provider = (*Provider)(nil)
 
+// CloseIdleConnections closes the connections kept alive between
+// measurements (the runner stops).
+func (p *Provider) CloseIdleConnections() {
+	p.transports()
+	p.secure.CloseIdleConnections()
+	p.insecure.CloseIdleConnections()
+}
+
 func (p *Provider) transports() {
 	p.once.Do(func() {
 		p.secure = http.DefaultTransport.(*http.Transport).Clone()
