@@ -137,14 +137,15 @@ func value(jp *jsonpath.JSONPath, body []byte) (analysis.Result, error) {
 		return analysis.Result{}, fmt.Errorf("could not find JSONPath in body: %w", err)
 	}
 	for _, rs := range found {
-		for _, r := range rs {
-			v := r.Interface()
-			text, err := json.Marshal(v)
-			if err != nil {
-				return analysis.Result{}, err
-			}
-			return analysis.Result{Value: v, Text: string(text)}, nil
+		if len(rs) == 0 {
+			continue
 		}
+		v := rs[0].Interface()
+		text, err := json.Marshal(v)
+		if err != nil {
+			return analysis.Result{}, err
+		}
+		return analysis.Result{Value: v, Text: string(text)}, nil
 	}
 	return analysis.Result{}, errors.New("result of web metric produced no value")
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
 	"github.com/meridian-mesh/meridian/controlplane/rollouts/analysis"
@@ -25,6 +26,9 @@ func TestWebMetric(t *testing.T) {
 			json.NewEncoder(w).Encode(map[string]any{"method": r.Method, "body": string(b), "type": r.Header.Get("Content-Type"), "token": r.Header.Get("Authorization")})
 		case "/text":
 			w.Write([]byte("ok"))
+		case "/slow":
+			time.Sleep(1500 * time.Millisecond)
+			w.Write([]byte("1"))
 		case "/down":
 			http.Error(w, "down", http.StatusServiceUnavailable)
 		}
@@ -58,6 +62,7 @@ func TestWebMetric(t *testing.T) {
 		{name: "not json", web: v1alpha1.WebMetric{URL: srv.URL + "/text"}, cond: `result == "ok"`, text: "ok", phase: v1alpha1.AnalysisPhaseSuccessful},
 		{name: "tls insecure", web: v1alpha1.WebMetric{URL: tlsSrv.URL + "/status", JSONPath: "{$.ok}", Insecure: true}, cond: "result", text: "true", phase: v1alpha1.AnalysisPhaseSuccessful},
 		{name: "tls verified", web: v1alpha1.WebMetric{URL: tlsSrv.URL + "/status"}, err: "certificate"},
+		{name: "timeout", web: v1alpha1.WebMetric{URL: srv.URL + "/slow", TimeoutSeconds: 1}, err: "context deadline exceeded"},
 		{name: "5xx", web: v1alpha1.WebMetric{URL: srv.URL + "/down"}, err: "received non 2xx response code: 503"},
 		{name: "missing path", web: v1alpha1.WebMetric{URL: srv.URL + "/status", JSONPath: "{$.nope}"}, err: "could not find JSONPath in body"},
 		{name: "bad path", web: v1alpha1.WebMetric{URL: srv.URL + "/status", JSONPath: "{$.a["}, err: "provider.web.jsonPath"},
