@@ -440,6 +440,10 @@ func Due(run *v1alpha1.AnalysisRun, metric *v1alpha1.Metric, now time.Time) (boo
 	return false, next
 }
 
+// Retention is how many measurements a metric keeps: its
+// measurementRetention (by name, or "*"), else 10.
+func Retention(spec *v1alpha1.AnalysisRunSpec, name string) int { return retention(spec, name) }
+
 // retention is how many measurements a metric keeps (default 10).
 func retention(spec *v1alpha1.AnalysisRunSpec, name string) int {
 	for _, r := range spec.MeasurementRetention {

@@ -297,6 +297,7 @@ func (c *Controller) Reconcile(ctx context.Context, key types.NamespacedName) (t
 		if run.Status.Phase != cur.Status.Phase {
 			c.o.Log.Info("analysisrun", "run", key.String(), "phase", run.Status.Phase, "message", run.Status.Message)
 		}
+		c.collect(ctx, run)
 	}
 	if run.Status.Phase.Completed() {
 		c.providers.forget(run.UID)
@@ -306,6 +307,24 @@ func (c *Controller) Reconcile(ctx context.Context, key types.NamespacedName) (t
 		return 0, nil
 	}
 	return max(next.Sub(c.o.Now()), time.Millisecond), nil
+}
+
+// collect deletes what the providers left behind measurements the run no
+// longer keeps (Jobs beyond the measurement retention), as Argo does. A
+// failure is logged: the next write tries again.
+func (c *Controller) collect(ctx context.Context, run *v1alpha1.AnalysisRun) {
+	for i := range run.Spec.Metrics {
+		metric := &run.Spec.Metrics[i]
+		pr, err := c.providers.For(metric)
+		if err != nil {
+			continue
+		}
+		if gc, ok := pr.(collector); ok {
+			if err := gc.GarbageCollect(ctx, run, metric.Name, analysis.Retention(&run.Spec, metric.Name)); err != nil {
+				c.o.Log.Warn("analysisrun garbage collection", "run", run.Namespace+"/"+run.Name, "metric", metric.Name, "error", err)
+			}
+		}
+	}
 }
 
 // wake makes in-flight measurements due now when waiting for their resumeAt

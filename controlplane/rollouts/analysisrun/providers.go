@@ -84,3 +84,9 @@ func (p Providers) forget(uid types.UID) {
 		}
 	}
 }
+
+// collector is a provider that leaves objects behind its measurements (a
+// Job each), deleted beyond the metric's measurement retention.
+type collector interface {
+	GarbageCollect(ctx context.Context, run *v1alpha1.AnalysisRun, metric string, limit int) error
+}

@@ -9,6 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -208,4 +211,48 @@ func (p *Provider) Terminate(ctx context.Context, run *v1alpha1.AnalysisRun, _ v
 		return fmt.Errorf("deleting job %s/%s: %w", run.Namespace, name, err)
 	}
 	return nil
+}
+
+// GarbageCollect deletes a run's metric's oldest Jobs beyond limit (the
+// metric's measurement retention), as Argo does: the measurements they
+// backed are no longer in the run's status.
+func (p *Provider) GarbageCollect(ctx context.Context, run *v1alpha1.AnalysisRun, metric string, limit int) error {
+	var r client.Reader = p.Client
+	if p.Cache != nil {
+		r = p.Cache
+	}
+	var list batchv1.JobList
+	if err := r.List(ctx, &list, client.InNamespace(run.Namespace), client.MatchingLabels{RunUIDLabel: string(run.UID)}); err != nil {
+		return err
+	}
+	var jobs []*batchv1.Job
+	for i := range list.Items {
+		if j := &list.Items[i]; j.Annotations[MetricAnnotation] == metric && j.DeletionTimestamp == nil {
+			jobs = append(jobs, j)
+		}
+	}
+	if len(jobs) <= limit {
+		return nil
+	}
+	// Oldest first: by creation, then by the measurement number the name
+	// ends with (creation times are to the second).
+	sort.Slice(jobs, func(a, b int) bool {
+		if !jobs[a].CreationTimestamp.Equal(&jobs[b].CreationTimestamp) {
+			return jobs[a].CreationTimestamp.Before(&jobs[b].CreationTimestamp)
+		}
+		return number(jobs[a].Name) < number(jobs[b].Name)
+	})
+	for _, j := range jobs[:len(jobs)-limit] {
+		err := p.Client.Delete(ctx, j, client.PropagationPolicy(metav1.DeletePropagationForeground))
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting job %s/%s (beyond the measurement retention): %w", j.Namespace, j.Name, err)
+		}
+	}
+	return nil
+}
+
+// number is the measurement number a Job's name ends with (0 if none).
+func number(name string) int {
+	n, _ := strconv.Atoi(name[strings.LastIndexByte(name, '.')+1:])
+	return n
 }

@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -163,5 +164,38 @@ func TestJobProvider(t *testing.T) {
 	run.Status.MetricResults[0].Count = 5
 	if _, err := p.Measure(ctx, run, bad, nil); err == nil || !strings.Contains(err.Error(), "creating job default/") || !strings.Contains(err.Error(), "restartPolicy") {
 		t.Fatalf("bad spec: %v", err)
+	}
+
+	// Garbage collection: a run's metric's Jobs beyond the retention go,
+	// oldest first (measurements 9 and 10 of 9..12 with a limit of 2);
+	// another metric's stay.
+	gc := &v1alpha1.AnalysisRun{ObjectMeta: metav1.ObjectMeta{Name: "gc", Namespace: "default", UID: "0c2a3e7e-1111-4a5b-9c7d-000000000009"}}
+	other2 := jobMetric()
+	other2.Name = "other"
+	for n := int32(8); n < 12; n++ {
+		gc.Status.MetricResults = []v1alpha1.MetricResult{{Name: "smoke", Count: n}, {Name: "other", Count: n}}
+		if _, err := p.Measure(ctx, gc, m, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.Measure(ctx, gc, other2, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.GarbageCollect(ctx, gc, "smoke", 2); err != nil {
+		t.Fatal(err)
+	}
+	var list batchv1.JobList
+	if err := c.List(ctx, &list, client.MatchingLabels{RunUIDLabel: string(gc.UID)}); err != nil {
+		t.Fatal(err)
+	}
+	deleted := map[string]bool{}
+	for _, j := range list.Items {
+		// No garbage collector here: a foreground deletion leaves the Job
+		// marked until its pods are gone.
+		deleted[strings.TrimPrefix(j.Name, string(gc.UID)+".")] = j.DeletionTimestamp != nil
+	}
+	want := map[string]bool{"smoke.9": true, "smoke.10": true, "smoke.11": false, "smoke.12": false, "other.12": false}
+	if fmt.Sprint(deleted) != fmt.Sprint(want) {
+		t.Fatalf("jobs deleted %v, want %v", deleted, want)
 	}
 }
