@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -154,8 +156,11 @@ func TestMeridianProvider(t *testing.T) {
 		if !ok {
 			return nil, fmt.Errorf("pod %s has no proxy", pod.Name)
 		}
-		return HTTPReader(http.DefaultClient)(ctx, &corev1.Pod{Status: corev1.PodStatus{PodIP: strings.Split(px.admin, ":")[0]}},
-			port2(px.admin))
+		// The pod's proxy is on loopback at its own port: read it as the
+		// controller reads a pod, by IP and admin port.
+		host, adminPort, _ := net.SplitHostPort(px.admin)
+		n, _ := strconv.Atoi(adminPort)
+		return HTTPReader(http.DefaultClient)(ctx, &corev1.Pod{Status: corev1.PodStatus{PodIP: host}}, int32(n))
 	}
 	p := &Provider{Client: c, Read: read}
 	run := &v1alpha1.AnalysisRun{ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "default", UID: "run-1",
@@ -288,12 +293,6 @@ func TestMeridianProvider(t *testing.T) {
 	if _, err := p.Measure(ctx, run2, m, nil); err == nil || !strings.Contains(err.Error(), "web-d1 without a meridian-proxy container") {
 		t.Errorf("unmeshed: %v", err)
 	}
-}
-
-func port2(addr string) int32 {
-	var p int32
-	fmt.Sscanf(addr[strings.LastIndex(addr, ":")+1:], "%d", &p)
-	return p
 }
 
 // Figure over fixed reads: one route, the probes left out.
