@@ -349,6 +349,10 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		"authentication.k8s.io/tokenreviews": {"create"},
 		"admissionregistration.k8s.io/mutatingwebhookconfigurations[meridian-proxy-injector]": {"get", "patch"},
 		"apiextensions.k8s.io/customresourcedefinitions[trafficsplits.split.smi-spec.io]":     {"get", "patch"},
+		// The AnalysisRun runner.
+		"meridian.io/analysisruns/status":     {"update"},
+		"meridian.io/analysisruns/finalizers": {"update"},
+		"batch/jobs":                          {"get", "list", "watch", "create", "delete"},
 	}
 	for _, k := range []string{"backendtlspolicies", "gatewayclasses", "gateways", "grpcroutes", "httproutes", "listenersets", "referencegrants", "tlsroutes"} {
 		want["gateway.networking.k8s.io/"+k] = read

@@ -121,6 +121,10 @@ type Options struct {
 	// RolloutRouters gives the reconciler the traffic Router of a Rollout
 	// with trafficRouting; nil: such Rollouts wait with an error in the log.
 	RolloutRouters func(*v1alpha1.Rollout) (traffic.Router, error)
+
+	// AnalysisRunWorkers > 0 runs the AnalysisRun runner (kube mode, a
+	// writer) with that many workers; 0: off. See analysisruns.go.
+	AnalysisRunWorkers int
 }
 
 // DefaultOpaquePorts are the ports Linkerd treats as opaque unless told
@@ -372,6 +376,11 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 			return err
 		}
 		writers = append(writers, runnable.Named("rollouts reconciler", rec))
+	}
+	if ar, err := analysisRunner(o, log); err != nil {
+		return err
+	} else if ar != nil {
+		writers = append(writers, ar)
 	}
 	elected, err := electWriters(o, src, writers, reg, log)
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/controller/leader"
 	"github.com/meridian-mesh/meridian/controlplane/destination"
 	"github.com/meridian-mesh/meridian/controlplane/inject"
+	"github.com/meridian-mesh/meridian/controlplane/rollouts/analysisrun"
 	"github.com/meridian-mesh/meridian/controlplane/store/local"
 	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/proxy/authz"
@@ -111,6 +112,7 @@ caBundle) runs only on the replica that holds the Lease
 		return err
 	}
 	f.BoolVar(&o.Rollouts, "rollouts", true, "kube mode: run the Rollout reconciler (on the replica holding the Lease); false leaves Rollouts to another controller")
+	f.IntVar(&o.AnalysisRunWorkers, "analysis-run-workers", analysisrun.DefaultWorkers, "kube mode: AnalysisRuns measured at once by the leader (the runner of Rollouts' analyses: meridian, prometheus, web and job metrics); 0 turns the runner off")
 	le := &o.LeaderElection
 	f.StringVar(&le.Lease, "leader-election-lease", controller.DefaultLease, "kube mode: the Lease in --namespace whose holder runs the writers (the webhook's certificate and caBundle); the replicas share it")
 	f.DurationVar(&le.LeaseDuration, "leader-election-lease-duration", leader.DefaultLeaseDuration, "kube mode: how long a leader that stopped renewing keeps the Lease (a leader that dies is replaced within it)")

@@ -433,3 +433,22 @@ func TestFormat(t *testing.T) {
 		}
 	}
 }
+
+// A provider's own verdict (a job that failed) is the measurement's phase,
+// whatever the conditions say.
+func TestProviderVerdict(t *testing.T) {
+	run := newRun(t, `
+metadata: {name: r}
+spec:
+  metrics:
+  - name: job
+    successCondition: "true"
+    provider: {job: {spec: {template: {spec: {restartPolicy: Never, containers: [{name: t, image: busybox}]}}}}}
+`)
+	p := &fake{results: map[string][]any{"job": {Result{Phase: v1alpha1.AnalysisPhaseFailed, Message: "job r-job failed"}}}}
+	Step(context.Background(), run, nil, p, time.Now())
+	m := run.Status.MetricResults[0].Measurements[0]
+	if run.Status.Phase != v1alpha1.AnalysisPhaseFailed || m.Phase != v1alpha1.AnalysisPhaseFailed || m.Message != "job r-job failed" {
+		t.Fatalf("%s %+v", run.Status.Phase, m)
+	}
+}

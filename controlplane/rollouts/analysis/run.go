@@ -31,6 +31,11 @@ type Result struct {
 	// ResumeAfter > 0 means the measurement is still in flight (a job):
 	// the runner asks again after it, passing the measurement back.
 	ResumeAfter time.Duration
+	// Phase, when set, is the provider's own verdict (a job succeeded or
+	// failed, as Argo's job provider): the conditions are not evaluated.
+	Phase v1alpha1.AnalysisPhase
+	// Message goes with Phase on the measurement.
+	Message string
 }
 
 // Provider takes measurements. The metric's {{args.NAME}} are already
@@ -435,6 +440,10 @@ func Due(run *v1alpha1.AnalysisRun, metric *v1alpha1.Metric, now time.Time) (boo
 	return false, next
 }
 
+// Retention is how many measurements a metric keeps: its
+// measurementRetention (by name, or "*"), else 10.
+func Retention(spec *v1alpha1.AnalysisRunSpec, name string) int { return retention(spec, name) }
+
 // retention is how many measurements a metric keeps (default 10).
 func retention(spec *v1alpha1.AnalysisRunSpec, name string) int {
 	for _, r := range spec.MeasurementRetention {
@@ -550,6 +559,9 @@ func measure(ctx context.Context, run *v1alpha1.AnalysisRun, metric *v1alpha1.Me
 	m.Value = r.Text
 	if m.Value == "" {
 		m.Value = format(r.Value)
+	}
+	if r.Phase != "" {
+		return finish(r.Phase, r.Message)
 	}
 	phase, msg := JudgeResult(&resolved, r)
 	return finish(phase, msg)
