@@ -116,25 +116,16 @@ type Forwarder struct {
 	metrics     *metrics.Registry
 	log         *slog.Logger
 	rp          *httputil.ReverseProxy
+	// viaReverseProxy sends every request through rp, not forward (tests
+	// compare the two).
+	viaReverseProxy bool
 }
 
 // New returns a forwarder.
 func New(o Options) *Forwarder {
 	f := &Forwarder{direction: o.Direction, peerHeaders: o.AcceptPeerHeaders, targetTLS: o.LabelTargetTLS, metrics: o.Metrics, log: o.Log}
 	f.rp = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			// A sidecar is transparent: keep the client's forwarding headers,
-			// which Rewrite would otherwise strip (unless the client made
-			// them hop-by-hop by naming them in Connection).
-			for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-				if v, ok := pr.In.Header[k]; ok && !httpguts.HeaderValuesContainsToken(pr.In.Header["Connection"], k) {
-					pr.Out.Header[k] = v
-				}
-			}
-			pr.Out.Header.Del(DstOverrideHeader)
-			pr.Out.URL.Scheme = "http"
-			pr.Out.Host = pr.In.Host
-		},
+		Rewrite:      func(pr *httputil.ProxyRequest) { rewrite(pr.In, pr.Out) },
 		Transport:    roundTripper{f},
 		BufferPool:   bufferPool{},
 		ErrorHandler: f.proxyError,
@@ -145,6 +136,22 @@ func New(o Options) *Forwarder {
 		FlushInterval: -1,
 	}
 	return f
+}
+
+// rewrite is the ReverseProxy's Rewrite (and forward's): in is the
+// client's request, out the one sent upstream.
+func rewrite(in, out *http.Request) {
+	// A sidecar is transparent: keep the client's forwarding headers,
+	// which Rewrite would otherwise strip (unless the client made them
+	// hop-by-hop by naming them in Connection).
+	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		if v, ok := in.Header[k]; ok && !httpguts.HeaderValuesContainsToken(in.Header["Connection"], k) {
+			out.Header[k] = v
+		}
+	}
+	out.Header.Del(DstOverrideHeader)
+	out.URL.Scheme = "http"
+	out.Host = in.Host
 }
 
 // errNoTarget answers a request that reached the forwarder unrouted: a
@@ -182,7 +189,11 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NewResponseController(w).EnableFullDuplex()
 	}
 	x.gate = flushGate{w, x} // a pointer to it: no allocation of its own
-	f.rp.ServeHTTP(&x.gate, r)
+	if fastPath(r) && !f.viaReverseProxy {
+		f.forward(&x.gate, r)
+	} else {
+		f.rp.ServeHTTP(&x.gate, r)
+	}
 	if x.client != nil && !x.client.complete() {
 		// The response is out but the client's body is not over (the
 		// application answered early) or broke: what is left of it must
