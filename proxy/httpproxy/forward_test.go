@@ -53,6 +53,9 @@ func TestForwardMatchesReverseProxy(t *testing.T) {
 		case "/stream":
 			io.WriteString(w, "one ")
 			w.(http.Flusher).Flush()
+			// Apart, so that the proxy reads (and flushes) each alone:
+			// the chunks the client gets are then the same every time.
+			time.Sleep(20 * time.Millisecond)
 			io.WriteString(w, "two")
 		case "/trailers":
 			w.Header().Set("Trailer", "Announced")
