@@ -140,8 +140,9 @@ func fastPath(r *http.Request) bool {
 // and every write after (FlushInterval -1), all through flushGate.
 func (f *Forwarder) copyResponse(w *flushGate, body io.Reader) error {
 	w.FlushError()
-	buf := bufferPool{}.Get()
-	defer bufferPool{}.Put(buf)
+	bp := buffers.Get().(*[]byte) // the pointer back to the pool: no allocation
+	defer buffers.Put(bp)
+	buf := *bp
 	for {
 		nr, rerr := body.Read(buf)
 		if rerr != nil && rerr != io.EOF && rerr != context.Canceled {
