@@ -575,6 +575,14 @@ func (e *Endpoint[T]) StartRequest() (done func(failed bool)) {
 	}
 }
 
+// BeginRequest and EndRequest are StartRequest for a caller that ends each
+// request exactly once itself (the HTTP forwarder): no closure to allocate.
+// EndRequest takes what BeginRequest returned.
+func (e *Endpoint[T]) BeginRequest() time.Time { return e.begin() }
+
+// EndRequest ends a request begun with BeginRequest; see StartRequest.
+func (e *Endpoint[T]) EndRequest(start time.Time, failed bool) { e.end(start, failed) }
+
 func (e *Endpoint[T]) begin() time.Time {
 	start := e.b.o.Now()
 	e.mu.Lock()

@@ -35,10 +35,13 @@ type portServer struct {
 	srv    *http.Server
 
 	serving sync.WaitGroup // the accept loop and the HTTP server
-	streams sync.WaitGroup // connections being sorted, and TLS streams
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{} // TLS streams, closed at the drain deadline
-	cut     bool                  // the drain deadline has passed
+	// accepting is the accept loop alone: drain waits for it before it
+	// waits for streams, so that no streams.Add races with that Wait.
+	accepting sync.WaitGroup
+	streams   sync.WaitGroup // connections being sorted, and TLS streams
+	mu        sync.Mutex
+	conns     map[net.Conn]struct{} // TLS streams, closed at the drain deadline
+	cut       bool                  // the drain deadline has passed
 
 	open     atomic.Int64 // accepted connections not yet closed
 	maxConns int64        // Config.MaxConnections; 0: no bound
@@ -110,8 +113,9 @@ func (g *Gateway) openPort(n uint32) (*portServer, error) {
 
 func (ps *portServer) start() {
 	ps.serving.Add(2)
+	ps.accepting.Add(1)
 	go func() { defer ps.serving.Done(); ps.srv.Serve(ps.httpLn) }()
-	go func() { defer ps.serving.Done(); ps.accept() }()
+	go func() { defer ps.serving.Done(); defer ps.accepting.Done(); ps.accept() }()
 }
 
 func (ps *portServer) accept() {
@@ -314,6 +318,9 @@ func (ps *portServer) drain(timeout time.Duration) {
 	ps.ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	// A connection accepted just before the close is counted in streams
+	// once the loop ends: only then is streams.Wait safe (and complete).
+	ps.accepting.Wait()
 	done := make(chan struct{})
 	go func() { ps.streams.Wait(); close(done) }()
 	ps.srv.Shutdown(ctx)

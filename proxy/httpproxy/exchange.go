@@ -55,11 +55,21 @@ type Exchange struct {
 	// flush is what flushGate needs to know of the response (flag bits).
 	flush  atomic.Uint32
 	origH1 bool // the request came over HTTP/2 from a peer proxy but was HTTP/1
+	sent   bool // Send has used body
+
+	// What the Forwarder would otherwise allocate on its own for every
+	// request: the ResponseWriter it gives ReverseProxy, the first Send's
+	// body guard, the first attempt's outcome, the response's body wrapper.
+	gate     flushGate
+	body     guardedBody
+	out0     outcome
+	respBody observedBody
 }
 
-// The Exchange is allocated once per request: keep it small (fields are
-// ordered to pack; today 288 bytes, a size class of its own, as the state
-// of the single handler before the middlewares was).
+// The Exchange is allocated once per request, with the Forwarder's own
+// per-request state (gate, body, out0, respBody) inside it: one allocation
+// of 456 bytes (the 480-byte size class) instead of six of about 500 in all
+// (TestExchangeSize).
 
 type exchangeKey struct{}
 

@@ -193,7 +193,7 @@ func (c *FramingConn) endHead() {
 	h := c.head
 	c.head = framedHead{}
 	if len(c.heads) == maxFramingHeads {
-		c.heads = c.heads[1:]
+		c.heads = c.heads[:copy(c.heads, c.heads[1:])]
 	}
 	c.heads = append(c.heads, h)
 	switch {
@@ -225,7 +225,9 @@ func (c *FramingConn) ambiguous(r *http.Request) bool {
 	}
 	for i, h := range c.heads {
 		if h.method == r.Method && h.target == r.RequestURI {
-			c.heads = c.heads[i+1:]
+			// Shifted down rather than resliced, so that the slice keeps
+			// its capacity and the next head needs no allocation.
+			c.heads = c.heads[:copy(c.heads, c.heads[i+1:])]
 			return h.cl && h.te && !h.http10
 		}
 	}

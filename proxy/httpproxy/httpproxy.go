@@ -116,25 +116,16 @@ type Forwarder struct {
 	metrics     *metrics.Registry
 	log         *slog.Logger
 	rp          *httputil.ReverseProxy
+	// viaReverseProxy sends every request through rp, not forward (tests
+	// compare the two).
+	viaReverseProxy bool
 }
 
 // New returns a forwarder.
 func New(o Options) *Forwarder {
 	f := &Forwarder{direction: o.Direction, peerHeaders: o.AcceptPeerHeaders, targetTLS: o.LabelTargetTLS, metrics: o.Metrics, log: o.Log}
 	f.rp = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			// A sidecar is transparent: keep the client's forwarding headers,
-			// which Rewrite would otherwise strip (unless the client made
-			// them hop-by-hop by naming them in Connection).
-			for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-				if v, ok := pr.In.Header[k]; ok && !httpguts.HeaderValuesContainsToken(pr.In.Header["Connection"], k) {
-					pr.Out.Header[k] = v
-				}
-			}
-			pr.Out.Header.Del(DstOverrideHeader)
-			pr.Out.URL.Scheme = "http"
-			pr.Out.Host = pr.In.Host
-		},
+		Rewrite:      func(pr *httputil.ProxyRequest) { rewrite(pr.In, pr.Out) },
 		Transport:    roundTripper{f},
 		BufferPool:   bufferPool{},
 		ErrorHandler: f.proxyError,
@@ -145,6 +136,22 @@ func New(o Options) *Forwarder {
 		FlushInterval: -1,
 	}
 	return f
+}
+
+// rewrite is the ReverseProxy's Rewrite (and forward's): in is the
+// client's request, out the one sent upstream.
+func rewrite(in, out *http.Request) {
+	// A sidecar is transparent: keep the client's forwarding headers,
+	// which Rewrite would otherwise strip (unless the client made them
+	// hop-by-hop by naming them in Connection).
+	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		if v, ok := in.Header[k]; ok && !httpguts.HeaderValuesContainsToken(in.Header["Connection"], k) {
+			out.Header[k] = v
+		}
+	}
+	out.Header.Del(DstOverrideHeader)
+	out.URL.Scheme = "http"
+	out.Host = in.Host
 }
 
 // errNoTarget answers a request that reached the forwarder unrouted: a
@@ -181,7 +188,12 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// transport closes the upstream connection under the response.
 		http.NewResponseController(w).EnableFullDuplex()
 	}
-	f.rp.ServeHTTP(flushGate{w, x}, r)
+	x.gate = flushGate{w, x} // a pointer to it: no allocation of its own
+	if fastPath(r) && !f.viaReverseProxy {
+		f.forward(&x.gate, r)
+	} else {
+		f.rp.ServeHTTP(&x.gate, r)
+	}
 	if x.client != nil && !x.client.complete() {
 		// The response is out but the client's body is not over (the
 		// application answered early) or broke: what is left of it must
@@ -210,7 +222,7 @@ type flushGate struct {
 // written them): they leave with the body's first bytes, in one write
 // instead of two, a write syscall less per response and hop. A body of
 // unknown length (a stream, gRPC) gets its headers at once.
-func (w flushGate) FlushError() error {
+func (w *flushGate) FlushError() error {
 	if f := w.x.flush.Load(); f&trailersOnly != 0 || f&(holdHeaders|bodyWritten) == holdHeaders {
 		return nil
 	}
@@ -218,7 +230,7 @@ func (w flushGate) FlushError() error {
 }
 
 // Write notes that the body has begun: flushes go through from then on.
-func (w flushGate) Write(p []byte) (int, error) {
+func (w *flushGate) Write(p []byte) (int, error) {
 	if len(p) > 0 && w.x.flush.Load()&bodyWritten == 0 {
 		w.x.flush.Or(bodyWritten)
 	}
@@ -229,7 +241,7 @@ func (w flushGate) Write(p []byte) (int, error) {
 // upstream: the server sends its own when the transport first reads the
 // client's body, which the transport does once upstream said 100 (or its
 // ExpectContinueTimeout passed), so relaying it too would send it twice.
-func (w flushGate) WriteHeader(code int) {
+func (w *flushGate) WriteHeader(code int) {
 	if code == http.StatusContinue {
 		return
 	}
@@ -237,7 +249,7 @@ func (w flushGate) WriteHeader(code int) {
 }
 
 // Unwrap gives http.ResponseController the rest (Hijack for upgrades).
-func (w flushGate) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *flushGate) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // roundTripper is the ReverseProxy's transport: the request's attempts,
 // and its Attempts for a Retrier.
@@ -278,22 +290,39 @@ func (rt roundTripper) Discard(x *Exchange, resp *http.Response) {
 // connect.Loop: the loop and its failure reasons are the opaque path's too.
 func (rt roundTripper) Send(r *http.Request, x *Exchange) (*http.Response, error) {
 	f := rt.f
-	body := &guardedBody{rc: r.Body, abort: x.inBody}
+	// The first Send's body guard is the exchange's own; a retry's is new,
+	// as the transport may still hold (and close) the one before.
+	body := &x.body
+	if x.sent {
+		body = new(guardedBody)
+	}
+	x.sent = true
+	body.rc, body.abort = r.Body, x.inBody
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
 	}
 	resp, err := connect.Loop(x.Backend.Balancer, func(ep *balance.Endpoint[*Upstream]) (*http.Response, error) {
 		return rt.attempt(r, x, ep, body)
 	})
-	var ue *connect.UnavailableError
-	if errors.As(err, &ue) {
-		f.metrics.Unavailable(f.direction, x.Backend.Authority, ue.Reason)
-		if ue.Last != nil {
-			return nil, ue.Last // the connect failure: the request's answer is 502
-		}
-		return nil, &RouteError{Status: http.StatusServiceUnavailable, Reason: ue.Reason, Err: ue.Err}
+	if err != nil {
+		return nil, f.unavailable(x, err)
 	}
-	return resp, err
+	return resp, nil
+}
+
+// unavailable turns connect.Loop's *UnavailableError into the request's
+// answer and counts it; other errors pass as they are. (A function of its
+// own: the target errors.As needs is allocated only on this path.)
+func (f *Forwarder) unavailable(x *Exchange, err error) error {
+	var ue *connect.UnavailableError
+	if !errors.As(err, &ue) {
+		return err
+	}
+	f.metrics.Unavailable(f.direction, x.Backend.Authority, ue.Reason)
+	if ue.Last != nil {
+		return ue.Last // the connect failure: the request's answer is 502
+	}
+	return &RouteError{Status: http.StatusServiceUnavailable, Reason: ue.Reason, Err: ue.Err}
 }
 
 // attempt sends r to the endpoint ep: one try of connect.Loop.
@@ -321,11 +350,19 @@ func (rt roundTripper) attempt(r *http.Request, x *Exchange, ep *balance.Endpoin
 		r.Header.Del(OrigProtoHeader)
 		r.Header.Del(ExpectHeader)
 	}
-	done := ep.StartRequest()
-	x.out = &outcome{ep: ep, ctx: r.Context()}
+	start := ep.BeginRequest()
+	// The request's first attempt reports through the exchange's own
+	// outcome; another attempt (a retry, another endpoint after a failed
+	// connect) through a new one.
+	if x.out == nil {
+		x.out0 = outcome{ep: ep, ctx: r.Context()}
+		x.out = &x.out0
+	} else {
+		x.out = &outcome{ep: ep, ctx: r.Context()}
+	}
 	resp, err := tr.RoundTrip(r)
 	if err != nil {
-		done(true) // a failure's RTT may raise the estimate, never lower it
+		ep.EndRequest(start, true) // a failure's RTT may raise the estimate, never lower it
 		var de *DialError
 		if errors.As(err, &de) {
 			if !clientCanceled(r.Context()) {
@@ -340,7 +377,7 @@ func (rt roundTripper) attempt(r *http.Request, x *Exchange, ep *balance.Endpoin
 		x.out.report(errorFailure(r.Context(), err))
 		return nil, err // counted by proxyError
 	}
-	done(headerFailure(resp) != "")
+	ep.EndRequest(start, headerFailure(resp) != "")
 	ep.Succeed()
 	if resp.ProtoMajor == 1 && claimsContent(resp) && tr != up.h1c {
 		// Whatever content the application sent anyway follows on the
@@ -370,24 +407,63 @@ func (f *Forwarder) observe(x *Exchange, resp *http.Response) {
 		x.out.report(headerFailure(resp))
 		return
 	}
-	resp.Body = &observedBody{ReadCloser: x.out.watch(resp), end: func(err error) {
-		x.errOnce.Do(func() {
-			if err != nil && x.clientError() != nil {
-				f.metrics.ClientError(f.direction, x.Labels.Authority, "bad_request")
-				return
-			}
-			if err != nil && x.clientCtx.Err() != nil {
-				// The client went away mid-response: not the application's failure.
-				f.metrics.ClientError(f.direction, x.Labels.Authority, "canceled")
-				return
-			}
-			o := metrics.Response{Status: resp.StatusCode, Latency: lat, GRPCStatus: grpcStatus(resp)}
-			if err != nil {
-				o.Error = "stream"
-			}
-			f.metrics.ResponseDone(x.Labels, o)
-		})
-	}}
+	// The body wrapper is the exchange's own: observe runs once per request.
+	x.respBody = observedBody{ReadCloser: resp.Body, f: f, x: x, out: x.out, resp: resp, latency: lat}
+	resp.Body = &x.respBody
+}
+
+// observedBody is a response's body on its way to the client: its end (EOF,
+// an error or Close) reports the outcome to the balancer (outcome.go) and
+// counts the response once.
+type observedBody struct {
+	io.ReadCloser
+	f       *Forwarder
+	x       *Exchange
+	out     *outcome
+	resp    *http.Response
+	latency time.Duration
+}
+
+func (b *observedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		if err == io.EOF {
+			b.out.report(endFailure(b.resp, nil))
+			b.end(nil)
+		} else {
+			b.out.report(endFailure(b.resp, err))
+			b.end(err)
+		}
+	}
+	return n, err
+}
+
+func (b *observedBody) Close() error {
+	b.end(nil)
+	b.out.closed(b.resp)
+	return b.ReadCloser.Close()
+}
+
+// end counts the response once, when its body ended with err (nil: at EOF
+// or closed).
+func (b *observedBody) end(err error) {
+	x, f, resp := b.x, b.f, b.resp
+	x.errOnce.Do(func() {
+		if err != nil && x.clientError() != nil {
+			f.metrics.ClientError(f.direction, x.Labels.Authority, "bad_request")
+			return
+		}
+		if err != nil && x.clientCtx.Err() != nil {
+			// The client went away mid-response: not the application's failure.
+			f.metrics.ClientError(f.direction, x.Labels.Authority, "canceled")
+			return
+		}
+		o := metrics.Response{Status: resp.StatusCode, Latency: b.latency, GRPCStatus: grpcStatus(resp)}
+		if err != nil {
+			o.Error = "stream"
+		}
+		f.metrics.ResponseDone(x.Labels, o)
+	})
 }
 
 // proxyError answers a request that got no response from upstream.
@@ -479,27 +555,6 @@ func grpcStatus(resp *http.Response) string {
 
 func isGRPCResponse(resp *http.Response) bool {
 	return strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc")
-}
-
-// observedBody calls end once, at EOF, error or close.
-type observedBody struct {
-	io.ReadCloser
-	end func(error)
-}
-
-func (b *observedBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF {
-		b.end(nil)
-	} else if err != nil {
-		b.end(err)
-	}
-	return n, err
-}
-
-func (b *observedBody) Close() error {
-	b.end(nil)
-	return b.ReadCloser.Close()
 }
 
 // guardedBody remembers whether any byte was read, and defers closing the

@@ -3,7 +3,6 @@ package httpproxy
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"sync"
 
@@ -101,39 +100,17 @@ func errorFailure(ctx context.Context, err error) string {
 	return "reset"
 }
 
-// watch wraps resp's body so that its end reports the outcome: at EOF, when
-// the status (gRPC's trailers included) is known, or at a read error (a
-// reset). A body closed before its end (the client went away, or stopped
-// reading) reports what the headers said, and nothing for gRPC, whose
-// status was never seen.
-func (o *outcome) watch(resp *http.Response) io.ReadCloser {
+// closed reports what is known of a response whose body was closed: a
+// body closed before its end (the client went away, or stopped reading)
+// reports what the headers said, and nothing for gRPC, whose status was
+// never seen. After EOF or a read error (a reset) the outcome was reported
+// already (observedBody.Read).
+func (o *outcome) closed(resp *http.Response) {
 	if o == nil {
-		return resp.Body
+		return
 	}
-	return &outcomeBody{ReadCloser: resp.Body, o: o, resp: resp}
-}
-
-type outcomeBody struct {
-	io.ReadCloser
-	o    *outcome
-	resp *http.Response
-}
-
-func (b *outcomeBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	switch {
-	case err == io.EOF:
-		b.o.report(endFailure(b.resp, nil))
-	case err != nil:
-		b.o.report(endFailure(b.resp, err))
+	if !isGRPCResponse(resp) || headerFailure(resp) != "" {
+		o.report(headerFailure(resp))
 	}
-	return n, err
-}
-
-func (b *outcomeBody) Close() error {
-	if !isGRPCResponse(b.resp) || headerFailure(b.resp) != "" {
-		b.o.report(headerFailure(b.resp))
-	}
-	b.o.once.Do(func() {}) // unknown: nothing to report
-	return b.ReadCloser.Close()
+	o.once.Do(func() {}) // unknown: nothing to report
 }

@@ -48,6 +48,10 @@ type Registry struct {
 	// gateway: the request metrics carry gateway, listener and backend
 	// labels, read from the route label (NewGateway, GatewayRoute).
 	gateway bool
+
+	// series are the request label sets resolved so far (seriesOf).
+	seriesMu sync.RWMutex
+	series   map[Request]*resolvedSeries
 }
 
 var (
@@ -69,7 +73,7 @@ func New() *Registry { return newRegistry(false) }
 func NewGateway() *Registry { return newRegistry(true) }
 
 func newRegistry(gateway bool) *Registry {
-	r := &Registry{reg: prometheus.NewRegistry(), gateway: gateway}
+	r := &Registry{reg: prometheus.NewRegistry(), gateway: gateway, series: map[Request]*resolvedSeries{}}
 	req, resp, lat, retry := reqLabels, respLabels, latLabels, []string{"direction", "authority", "route", "outcome"}
 	if gateway {
 		req, resp, lat, retry = append(gwLabels, req...), append(gwLabels, resp...), append(gwLabels, lat...), append(gwLabels, retry...)
@@ -187,12 +191,7 @@ func splitGateway(key string) (gateway, listener, route, backend string) {
 
 // RequestStarted counts a request.
 func (r *Registry) RequestStarted(q Request) {
-	if r.gateway {
-		g, l, rt, b := splitGateway(q.Route)
-		r.requests.WithLabelValues(g, l, b, q.Direction, q.Authority, q.Target, rt, q.TLS, q.ClientID, q.ServerID).Inc()
-		return
-	}
-	r.requests.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, q.TLS, q.ClientID, q.ServerID).Inc()
+	r.seriesOf(q).requests.Inc()
 }
 
 // Response is the outcome of one request.
@@ -211,6 +210,80 @@ func (o Response) Failure() bool {
 
 // ResponseDone counts a response and its latency.
 func (r *Registry) ResponseDone(q Request, o Response) {
+	rs := r.seriesOf(q).response(r, q, o)
+	rs.count.Inc()
+	rs.latency.Observe(float64(o.Latency) / float64(time.Millisecond))
+}
+
+// resolvedSeries is one Request's label set resolved once: its request_total
+// counter and the response_total and response_latency_ms series of the
+// outcomes seen so far. Resolving a label set hashes every value (FNV, byte
+// by byte: authorities, addresses, SPIFFE IDs) and allocates the variadic
+// slice, three times per request; a request of a known label set costs one
+// map lookup instead. The vectors never delete a series, so a resolved one
+// stays the one exported.
+type resolvedSeries struct {
+	requests prometheus.Counter
+	// responses is copy-on-write: read without a lock, appended under mu.
+	responses atomic.Pointer[[]responseSeries]
+	mu        sync.Mutex
+}
+
+// responseKey is what a response adds to its request's labels.
+type responseKey struct {
+	status       int
+	grpc, errStr string
+}
+
+type responseSeries struct {
+	key     responseKey
+	count   prometheus.Counter
+	latency prometheus.Observer
+}
+
+// maxResponseSeries bounds a series' cached outcomes (usually one or two:
+// 200, and a failure or two); beyond it outcomes are resolved each time.
+const maxResponseSeries = 16
+
+// seriesOf returns q's resolved series, resolving it the first time.
+func (r *Registry) seriesOf(q Request) *resolvedSeries {
+	r.seriesMu.RLock()
+	s := r.series[q]
+	r.seriesMu.RUnlock()
+	if s != nil {
+		return s
+	}
+	s = &resolvedSeries{requests: r.requests.With(r.requestLabels(q))}
+	r.seriesMu.Lock()
+	if old := r.series[q]; old != nil {
+		s = old
+	} else {
+		r.series[q] = s
+	}
+	r.seriesMu.Unlock()
+	return s
+}
+
+// requestLabels are q's labels, the gateway's taken apart from its Route.
+func (r *Registry) requestLabels(q Request) prometheus.Labels {
+	l := prometheus.Labels{"direction": q.Direction, "authority": q.Authority, "target_addr": q.Target,
+		"route": q.Route, "tls": q.TLS, "client_id": q.ClientID, "server_id": q.ServerID}
+	if r.gateway {
+		l["gateway"], l["listener"], l["route"], l["backend"] = splitGateway(q.Route)
+	}
+	return l
+}
+
+// response returns the series of o's outcome, resolving it the first time.
+func (s *resolvedSeries) response(r *Registry, q Request, o Response) responseSeries {
+	k := responseKey{status: o.Status, grpc: o.GRPCStatus, errStr: o.Error}
+	if p := s.responses.Load(); p != nil {
+		for _, rs := range *p {
+			if rs.key == k {
+				return rs
+			}
+		}
+	}
 	class := "success"
 	if o.Failure() {
 		class = "failure"
@@ -219,15 +292,22 @@ func (r *Registry) ResponseDone(q Request, o Response) {
 	if o.Status != 0 {
 		code = strconv.Itoa(o.Status)
 	}
-	ms := float64(o.Latency) / float64(time.Millisecond)
-	if r.gateway {
-		g, l, rt, b := splitGateway(q.Route)
-		r.responses.WithLabelValues(g, l, b, q.Direction, q.Authority, q.Target, rt, q.TLS, q.ClientID, q.ServerID, code, o.GRPCStatus, class, o.Error).Inc()
-		r.latency.WithLabelValues(g, l, b, q.Direction, q.Authority, q.Target, rt, q.TLS, q.ClientID, q.ServerID, code).Observe(ms)
-		return
+	l := r.requestLabels(q)
+	l["status_code"] = code
+	rs := responseSeries{key: k, latency: r.latency.With(l)}
+	l["grpc_status"], l["classification"], l["error"] = o.GRPCStatus, class, o.Error
+	rs.count = r.responses.With(l)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var cur []responseSeries
+	if p := s.responses.Load(); p != nil {
+		cur = *p
 	}
-	r.responses.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, q.TLS, q.ClientID, q.ServerID, code, o.GRPCStatus, class, o.Error).Inc()
-	r.latency.WithLabelValues(q.Direction, q.Authority, q.Target, q.Route, q.TLS, q.ClientID, q.ServerID, code).Observe(ms)
+	if len(cur) < maxResponseSeries {
+		next := append(cur[:len(cur):len(cur)], rs)
+		s.responses.Store(&next)
+	}
+	return rs
 }
 
 // Retry counts a retry decision for a request on a retryable route.

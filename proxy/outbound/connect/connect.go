@@ -84,6 +84,13 @@ type finalError struct{ err error }
 func (e *finalError) Error() string { return e.err.Error() }
 func (e *finalError) Unwrap() error { return e.err }
 
+// isDialError: err is or wraps a *DialError. (A function of its own, so
+// that the target errors.As needs is allocated only when try failed.)
+func isDialError(err error) bool {
+	var de *DialError
+	return errors.As(err, &de)
+}
+
 // Loop picks an endpoint of b and calls try on it. When try fails with a
 // *DialError (nothing was sent) and not Final, Loop picks again, up to MaxAttempts tries
 // in all, and returns the last failure; any other result of try is
@@ -100,8 +107,7 @@ func Loop[T, R any](b *balance.Balancer[T], try func(ep *balance.Endpoint[T]) (R
 			return zero, &UnavailableError{Reason: UnavailableReason(err), Err: err, Last: last}
 		}
 		r, err := try(ep)
-		var de *DialError
-		if err == nil || !errors.As(err, &de) {
+		if err == nil || !isDialError(err) {
 			return r, err
 		}
 		if f, ok := err.(*finalError); ok {

@@ -1,0 +1,284 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"sync"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// forward is httputil.ReverseProxy.ServeHTTP for the Forwarder's requests
+// that are neither protocol upgrades nor wait for 100 Continue (those go
+// through ReverseProxy itself): the same steps in the same order, with the
+// Forwarder's settings (Rewrite, FlushInterval -1, no Director, no
+// ModifyResponse) built in. What it leaves out is ReverseProxy's cost per
+// request, for a forwarder that only ever uses one configuration: the
+// Request copy that puts the 1xx trace in its context, the ProxyRequest,
+// the trace's lock and flag as allocations of their own, the
+// maxLatencyWriter (and its ResponseController and method value) with the
+// timer it starts for every response to flush the headers from another
+// goroutine, and the Content-Type parse that looks for server-sent events
+// (every response is flushed at once anyway). The headers are flushed here
+// before the body is copied, through flushGate as before, instead of from
+// that timer's goroutine.
+//
+// TestForwardMatchesReverseProxy checks the two paths answer alike.
+func (f *Forwarder) forward(w *flushGate, r *http.Request) {
+	t := &informational{w: w}
+	t.trace.Got1xxResponse = t.got1xx
+	outreq := r.Clone(httptrace.WithClientTrace(r.Context(), &t.trace))
+	if r.ContentLength == 0 {
+		outreq.Body = nil // Go issue 16036: nil Body for http.Transport retries
+	}
+	if outreq.Body != nil {
+		// The transport may close the body it was given when it fails:
+		// that must not close the server's (ReverseProxy does the same).
+		outreq.Body = noopCloseReader{outreq.Body}
+		defer outreq.Body.Close()
+	}
+	if outreq.Header == nil {
+		outreq.Header = make(http.Header)
+	}
+	outreq.Close = false
+	removeHopByHopHeaders(outreq.Header)
+	if httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers") {
+		outreq.Header.Set("Te", "trailers")
+	}
+	// ReverseProxy's Rewrite: the client's forwarding headers go, then
+	// the rewrite keeps them; unparsable query parameters are removed.
+	outreq.Header.Del("Forwarded")
+	outreq.Header.Del("X-Forwarded-For")
+	outreq.Header.Del("X-Forwarded-Host")
+	outreq.Header.Del("X-Forwarded-Proto")
+	outreq.URL.RawQuery = cleanQueryParams(outreq.URL.RawQuery)
+	rewrite(r, outreq)
+	if _, ok := outreq.Header["User-Agent"]; !ok {
+		outreq.Header.Set("User-Agent", "") // not Go's default
+	}
+
+	res, err := roundTripper{f}.RoundTrip(outreq)
+	t.mu.Lock()
+	t.done = true
+	t.mu.Unlock()
+	if err != nil {
+		f.proxyError(w, outreq, err)
+		return
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		// Not asked for: ReverseProxy's answers (the h1client's body of a
+		// 101 is not writable, and HTTP/2 has no 101).
+		up := upgradeType(res.Header)
+		switch {
+		case !isPrint(up):
+			err = fmt.Errorf("backend tried to switch to invalid protocol %q", up)
+		case up != "":
+			err = fmt.Errorf("backend tried to switch protocol %q when %q was requested", up, "")
+		default:
+			err = errors.New("internal error: 101 switching protocols response with non-writable body")
+		}
+		f.proxyError(w, outreq, err)
+		return
+	}
+	removeHopByHopHeaders(res.Header)
+	copyHeader(w.Header(), res.Header)
+	// The Trailer header is not among a transport's response headers:
+	// announce the trailers it saw.
+	announced := len(res.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, len(res.Trailer))
+		for k := range res.Trailer {
+			keys = append(keys, k)
+		}
+		w.Header().Add("Trailer", strings.Join(keys, ", "))
+	}
+	w.WriteHeader(res.StatusCode)
+	if err := f.copyResponse(w, res.Body); err != nil {
+		defer res.Body.Close()
+		if r.Context().Value(http.ServerContextKey) == nil {
+			// Not a server's request (a mirrored copy): no server
+			// goroutine to recover the panic (ReverseProxy's rule).
+			f.log.Debug("suppressing panic for copyResponse error", "err", err)
+			return
+		}
+		// The response has begun: all that is left is to abort it.
+		panic(http.ErrAbortHandler)
+	}
+	res.Body.Close() // now, to fill res.Trailer
+	if len(res.Trailer) > 0 {
+		// Chunked, so that net/http does not compute a Content-Length.
+		w.FlushError()
+	}
+	if len(res.Trailer) == announced {
+		copyHeader(w.Header(), res.Trailer)
+		return
+	}
+	for k, vv := range res.Trailer {
+		k = http.TrailerPrefix + k
+		for _, v := range vv {
+			w.Header().Add(k, v)
+		}
+	}
+}
+
+// fastPath reports whether forward serves r: not an upgrade (ReverseProxy
+// hands the connection over), not waiting for 100 Continue (net/http's
+// Transport sends it, whose 101 response body ReverseProxy can splice),
+// and a context that can end (ReverseProxy watches CloseNotify otherwise).
+func fastPath(r *http.Request) bool {
+	return upgradeType(r.Header) == "" && !ExpectsContinue(r.Header) && r.Context().Done() != nil
+}
+
+// copyResponse copies the body to the client, flushing the headers first
+// and every write after (FlushInterval -1), all through flushGate.
+func (f *Forwarder) copyResponse(w *flushGate, body io.Reader) error {
+	w.FlushError()
+	bp := buffers.Get().(*[]byte) // the pointer back to the pool: no allocation
+	defer buffers.Put(bp)
+	buf := *bp
+	for {
+		nr, rerr := body.Read(buf)
+		if rerr != nil && rerr != io.EOF && rerr != context.Canceled {
+			f.log.Debug("httputil: ReverseProxy read error during body copy", "err", rerr)
+		}
+		if nr > 0 {
+			nw, werr := w.Write(buf[:nr])
+			w.FlushError()
+			if werr != nil {
+				return werr
+			}
+			if nr != nw {
+				return io.ErrShortWrite
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				return nil
+			}
+			return rerr
+		}
+	}
+}
+
+// informational forwards the 1xx responses the transport reports until
+// the final one has come (ReverseProxy's Got1xxResponse), in one
+// allocation with its trace.
+type informational struct {
+	trace httptrace.ClientTrace
+	w     http.ResponseWriter
+	mu    sync.Mutex
+	done  bool // the round trip has returned: the header map is not ours
+}
+
+func (t *informational) got1xx(code int, header textproto.MIMEHeader) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done {
+		return nil
+	}
+	h := t.w.Header()
+	copyHeader(h, http.Header(header))
+	t.w.WriteHeader(code)
+	clear(h) // WriteHeader does not for a 1xx
+	return nil
+}
+
+// noopCloseReader is a request body whose Close leaves the server's alone.
+type noopCloseReader struct{ io.ReadCloser }
+
+func (noopCloseReader) Close() error { return nil }
+
+// What follows is httputil's, for forward.
+
+// hopHeaders are removed from requests and responses (RFC 9110 §7.6.1, and
+// RFC 2616's list that httputil keeps).
+var hopHeaders = []string{
+	"Connection",
+	"Proxy-Connection",
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Transfer-Encoding",
+	"Upgrade",
+}
+
+// removeHopByHopHeaders removes the headers Connection names, then the
+// known hop-by-hop ones.
+func removeHopByHopHeaders(h http.Header) {
+	for _, f := range h["Connection"] {
+		for sf := range strings.SplitSeq(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, f := range hopHeaders {
+		h.Del(f)
+	}
+}
+
+func copyHeader(dst, src http.Header) {
+	for k, vv := range src {
+		for _, v := range vv {
+			dst.Add(k, v)
+		}
+	}
+}
+
+func upgradeType(h http.Header) string {
+	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+// isPrint: every byte is printable ASCII.
+func isPrint(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// cleanQueryParams re-encodes a query that has parameters url.ParseQuery
+// would reject (a ';', a bad escape), dropping them; others are kept as
+// they are.
+func cleanQueryParams(s string) string {
+	reencode := func(s string) string {
+		v, _ := url.ParseQuery(s)
+		return v.Encode()
+	}
+	for i := 0; i < len(s); {
+		switch s[i] {
+		case ';':
+			return reencode(s)
+		case '%':
+			if i+2 >= len(s) || !ishex(s[i+1]) || !ishex(s[i+2]) {
+				return reencode(s)
+			}
+			i += 3
+		default:
+			i++
+		}
+	}
+	return s
+}
+
+func ishex(c byte) bool {
+	switch {
+	case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
+		return true
+	}
+	return false
+}
