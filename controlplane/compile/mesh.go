@@ -32,10 +32,10 @@ const MeshControllerName gwv1.GatewayController = "meridian.io/mesh-controller"
 
 // meshRoute is an HTTPRoute or a GRPCRoute, as the mesh reads it.
 type meshRoute struct {
-	kind      string // HTTPRoute or GRPCRoute
-	meta      metav1.ObjectMeta
-	parents   []gwv1.ParentReference
-	rules     []meshRule
+	kind    string // HTTPRoute or GRPCRoute
+	meta    metav1.ObjectMeta
+	parents []gwv1.ParentReference
+	rules   []meshRule
 }
 
 type meshRule struct {
