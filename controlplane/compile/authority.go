@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/meridian-mesh/meridian/api/v1alpha1"
 	"github.com/meridian-mesh/meridian/controlplane/store"
 )
 
@@ -41,7 +42,7 @@ type Target struct {
 
 // PodTemplateHashLabel is the label a Rollout's ReplicaSets put on their
 // pods (Argo Rollouts' name).
-const PodTemplateHashLabel = "rollouts-pod-template-hash"
+const PodTemplateHashLabel = v1alpha1.DefaultRolloutUniqueLabelKey
 
 // SubsetAuthority is the authority of the pods of pod-template hash hash
 // behind service k: <hash>.<svc>.<ns>.svc.<cluster-domain>:<port>. It

@@ -174,11 +174,17 @@ func IsServiceParent(p gwv1.ParentReference) bool {
 	return p.Group != nil && *p.Group == "" && p.Kind != nil && *p.Kind == "Service"
 }
 
-// meshParentServices wakes the Services a route's parentRefs name: their
-// profiles are compiled from it.
+// MeshRoutesTopic wakes on every change of a route with a Service parent
+// (one added, changed or deleted, or a parent moving to or from a
+// Service): for the writer of the mesh routes' statuses.
+var MeshRoutesTopic = Topic{Kind: TopicService}
+
+// meshParentServices wakes the Services a route's parentRefs name (their
+// profiles are compiled from it), and MeshRoutesTopic when it has any.
 func meshParentServices(ns string, refs []gwv1.ParentReference, a affected) {
 	for _, k := range ServiceParents(ns, refs) {
 		a.service(k)
+		a.add(MeshRoutesTopic)
 	}
 }
 

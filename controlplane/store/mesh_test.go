@@ -47,15 +47,15 @@ func TestMeshRoutes(t *testing.T) {
 			t.Errorf("%s: woke %v, want %v", name, got, want)
 		}
 	}
-	step("add", up(meshRoute("ns", "r", "web")), svcTopics(web))
+	step("add", up(meshRoute("ns", "r", "web")), mesh(svcTopics(web)))
 	if got := routeNames(s.MeshHTTPRoutes(web)); !slices.Equal(got, []string{"r"}) {
 		t.Errorf("MeshHTTPRoutes(web) = %v", got)
 	}
 	step("same again", up(meshRoute("ns", "r", "web")), nil)
-	step("move to api", up(meshRoute("ns", "r", "api")), svcTopics(web, api))
+	step("move to api", up(meshRoute("ns", "r", "api")), mesh(svcTopics(web, api)))
 	r := meshRoute("ns", "r", "api")
 	r.Spec.ParentRefs = append(r.Spec.ParentRefs, gwv1.ParentReference{Name: "gw"})
-	step("with a Gateway parent", up(r), join(svcTopics(api), gwTopics(Key{"ns", "gw"})))
+	step("with a Gateway parent", up(r), mesh(join(svcTopics(api), gwTopics(Key{"ns", "gw"}))))
 	if got := s.MeshHTTPRoutes(web); len(got) != 0 {
 		t.Errorf("MeshHTTPRoutes(web) = %v after the move", routeNames(got))
 	}
@@ -66,8 +66,8 @@ func TestMeshRoutes(t *testing.T) {
 	grant := &gwv1.ReferenceGrant{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: "g"}, Spec: gwv1.ReferenceGrantSpec{
 		From: []gwv1.ReferenceGrantFrom{{Group: gwv1.GroupName, Kind: "HTTPRoute", Namespace: "ns"}},
 		To:   []gwv1.ReferenceGrantTo{{Group: "", Kind: "Service"}}}}
-	step("grant", up(grant), svcTopics(api))
-	step("delete", del(r), join(svcTopics(api), gwTopics(Key{"ns", "gw"})))
+	step("grant", up(grant), mesh(svcTopics(api)))
+	step("delete", del(r), mesh(join(svcTopics(api), gwTopics(Key{"ns", "gw"}))))
 	if len(s.routeTable().byParent) != 0 {
 		t.Errorf("byParent left: %v", s.routeTable().byParent)
 	}
@@ -75,7 +75,7 @@ func TestMeshRoutes(t *testing.T) {
 	core, svc := gwv1.Group(""), gwv1.Kind("Service")
 	gr := &gwv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "g"}, Spec: gwv1.GRPCRouteSpec{CommonRouteSpec: gwv1.CommonRouteSpec{
 		ParentRefs: []gwv1.ParentReference{{Group: &core, Kind: &svc, Name: "web"}}}}}
-	step("grpc add", up(gr), svcTopics(web))
+	step("grpc add", up(gr), mesh(svcTopics(web)))
 	if got := s.MeshGRPCRoutes(web); len(got) != 1 {
 		t.Errorf("MeshGRPCRoutes(web) = %d routes", len(got))
 	}
@@ -130,3 +130,6 @@ func TestRollouts(t *testing.T) {
 	bg := &v1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "bg"}}
 	step("blue-green", up(bg), []string{RolloutTopic(Key{"ns", "bg"}).String()})
 }
+
+// mesh adds MeshRoutesTopic to the topics woken.
+func mesh(ts []string) []string { return join(ts, []string{MeshRoutesTopic.String()}) }
