@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
@@ -87,22 +88,25 @@ func (r *httpRouteRouter) SetWeights(ctx context.Context, ro *v1alpha1.Rollout, 
 }
 
 // update reads the route, applies f and writes it if it changed.
+// Again on a conflict: the route's status writers update it meanwhile.
 func (r *httpRouteRouter) update(ctx context.Context, ro *v1alpha1.Rollout, f func(*gwv1.HTTPRoute) error) error {
-	hr, err := r.get(ctx, ro)
-	if err != nil {
-		return err
-	}
-	before := hr.Spec.DeepCopy()
-	if err := f(hr); err != nil {
-		return fmt.Errorf("%s: %w", httpRouteField, err)
-	}
-	if equality.Semantic.DeepEqual(before, &hr.Spec) {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		hr, err := r.get(ctx, ro)
+		if err != nil {
+			return err
+		}
+		before := hr.Spec.DeepCopy()
+		if err := f(hr); err != nil {
+			return fmt.Errorf("%s: %w", httpRouteField, err)
+		}
+		if equality.Semantic.DeepEqual(before, &hr.Spec) {
+			return nil
+		}
+		if err := r.o.Client.Update(ctx, hr); err != nil {
+			return fmt.Errorf("%s: updating HTTPRoute %s/%s: %w", httpRouteField, hr.Namespace, hr.Name, err)
+		}
 		return nil
-	}
-	if err := r.o.Client.Update(ctx, hr); err != nil {
-		return fmt.Errorf("%s: updating HTTPRoute %s/%s: %w", httpRouteField, hr.Namespace, hr.Name, err)
-	}
-	return nil
+	})
 }
 
 // managedPrefix starts the names of the header-route rules Meridian adds.

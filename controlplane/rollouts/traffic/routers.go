@@ -156,9 +156,12 @@ var splitGK = schema.GroupKind{Group: "split.smi-spec.io", Kind: "TrafficSplit"}
 
 // splitVersion is the TrafficSplit version to write: v1alpha2 when the API
 // server serves it, else v1alpha1 (Argo Rollouts' choices).
-func splitVersion(ctx context.Context, c client.Client) (schema.GroupVersionKind, error) {
-	_ = ctx
-	ms, err := c.RESTMapper().RESTMappings(splitGK)
+func splitVersion(_ context.Context, c client.Client) (schema.GroupVersionKind, error) {
+	return pickSplitVersion(c.RESTMapper())
+}
+
+func pickSplitVersion(mapper meta.RESTMapper) (schema.GroupVersionKind, error) {
+	ms, err := mapper.RESTMappings(splitGK)
 	if err != nil {
 		if meta.IsNoMatchError(err) {
 			return schema.GroupVersionKind{}, errors.New("the TrafficSplit CRD (trafficsplits.split.smi-spec.io) is not installed")

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
@@ -36,6 +37,10 @@ func smiNames(ro *v1alpha1.Rollout) (split, root string) {
 }
 
 func (r *smiRouter) SetWeights(ctx context.Context, ro *v1alpha1.Rollout, w steps.Weights) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error { return r.setWeights(ctx, ro, w) })
+}
+
+func (r *smiRouter) setWeights(ctx context.Context, ro *v1alpha1.Rollout, w steps.Weights) error {
 	name, root := smiNames(ro)
 	canary, stable := services(ro)
 	gvk, err := splitVersion(ctx, r.o.Client)

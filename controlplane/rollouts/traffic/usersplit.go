@@ -6,6 +6,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
 	"github.com/meridian-mesh/meridian/controlplane/rollouts/steps"
@@ -74,19 +75,21 @@ func (r *userSplitRouter) SetWeights(ctx context.Context, ro *v1alpha1.Rollout, 
 }
 
 func (r *userSplitRouter) set(ctx context.Context, ro *v1alpha1.Rollout, wc, ws int32) error {
-	ts, err := r.get(ctx, ro)
-	if err != nil {
-		return err
-	}
-	canary, stable := services(ro)
-	changed, err := setSplitWeights(ts, canary, stable, wc, ws)
-	if err != nil || !changed {
-		return err
-	}
-	if err := r.o.Client.Update(ctx, ts); err != nil {
-		return fmt.Errorf("%s: updating TrafficSplit %s/%s: %w", userSplitField, ts.GetNamespace(), ts.GetName(), err)
-	}
-	return nil
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		ts, err := r.get(ctx, ro)
+		if err != nil {
+			return err
+		}
+		canary, stable := services(ro)
+		changed, err := setSplitWeights(ts, canary, stable, wc, ws)
+		if err != nil || !changed {
+			return err
+		}
+		if err := r.o.Client.Update(ctx, ts); err != nil {
+			return fmt.Errorf("%s: updating TrafficSplit %s/%s: %w", userSplitField, ts.GetNamespace(), ts.GetName(), err)
+		}
+		return nil
+	})
 }
 
 func (r *userSplitRouter) SetHeaderRoute(_ context.Context, _ *v1alpha1.Rollout, hr *v1alpha1.SetHeaderRoute) error {
