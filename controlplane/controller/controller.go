@@ -356,6 +356,11 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 			return err
 		}
 		writers = append(writers, runnable.Named("gateway provisioning and status", rec))
+		mesh, err := meshRouteWriter(o, copts, st, synced, log)
+		if err != nil {
+			return err
+		}
+		writers = append(writers, runnable.Named("mesh route status", mesh))
 	}
 	elected, err := electWriters(o, src, writers, reg, log)
 	if err != nil {
