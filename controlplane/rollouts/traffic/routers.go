@@ -8,11 +8,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
 	"github.com/meridian-mesh/meridian/controlplane/compile"
 	"github.com/meridian-mesh/meridian/controlplane/store"
+	"github.com/meridian-mesh/meridian/controlplane/store/kube"
 )
 
 // Options configure the routers.
@@ -182,3 +184,18 @@ func pickSplitVersion(mapper meta.RESTMapper) (schema.GroupVersionKind, error) {
 
 // isNotFound sees through the errors wrapped with the object's name.
 func isNotFound(err error) bool { return err != nil && apierrors.IsNotFound(err) }
+
+// NewForConfig returns the routers with a client for cfg (the Kubernetes
+// store's scheme: meridian.io, split.smi-spec.io, the Gateway API), over
+// the controller's store st.
+func NewForConfig(cfg *rest.Config, st store.Reader, co compile.Options) (*Routers, error) {
+	scheme, err := kube.Scheme()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("traffic routers: %w", err)
+	}
+	return New(Options{Client: c, Store: st, Compile: co}), nil
+}
