@@ -2,10 +2,12 @@ package traffic_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,9 +108,12 @@ func startEnv() (*env, error) {
 	return &env{cfg: cfg, client: c, store: st}, nil
 }
 
-func (e *env) namespace(t *testing.T, name string, services ...string) {
+// namespace creates a namespace of its own for one run of a test (the API
+// server outlives -count's runs) with the Services, and returns its name.
+func (e *env) namespace(t *testing.T, prefix string, services ...string) string {
 	t.Helper()
 	ctx := context.Background()
+	name := fmt.Sprintf("%s-%d", prefix, nsSeq.Add(1))
 	if err := e.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +123,10 @@ func (e *env) namespace(t *testing.T, name string, services ...string) {
 			t.Fatal(err)
 		}
 	}
+	return name
 }
+
+var nsSeq atomic.Int64
 
 // rollout creates a canary Rollout over web-stable / web-canary with the
 // trafficRouting given, and returns it as the API server has it (its UID).

@@ -39,14 +39,14 @@ func routerFor(t *testing.T, e *env, ro *v1alpha1.Rollout) traffic.Router {
 func TestSMIRouter(t *testing.T) {
 	e := testEnv(t)
 	ctx := context.Background()
-	e.namespace(t, "smi", "web-stable", "web-canary", "web")
-	ro := e.rollout(t, "smi", &v1alpha1.RolloutTrafficRouting{SMI: &v1alpha1.SMITrafficRouting{}})
+	ns := e.namespace(t, "smi", "web-stable", "web-canary", "web")
+	ro := e.rollout(t, ns, &v1alpha1.RolloutTrafficRouting{SMI: &v1alpha1.SMITrafficRouting{}})
 	r := routerFor(t, e, ro)
 	if err := r.SetWeights(ctx, ro, w(20)); err != nil {
 		t.Fatal(err)
 	}
 	var ts splitv1alpha2.TrafficSplit
-	if err := e.client.Get(ctx, types.NamespacedName{Namespace: "smi", Name: "web"}, &ts); err != nil {
+	if err := e.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "web"}, &ts); err != nil {
 		t.Fatal(err)
 	}
 	if ts.Spec.Service != "web-stable" || len(ts.Spec.Backends) != 2 || ts.Spec.Backends[0] != (splitv1alpha2.TrafficSplitBackend{Service: "web-canary", Weight: 20}) ||
@@ -60,7 +60,7 @@ func TestSMIRouter(t *testing.T) {
 	if err := r.SetWeights(ctx, ro, w(20)); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.client.Get(ctx, types.NamespacedName{Namespace: "smi", Name: "web"}, &ts); err != nil || ts.ResourceVersion != rv {
+	if err := e.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "web"}, &ts); err != nil || ts.ResourceVersion != rv {
 		t.Fatalf("the same weights again wrote the split (resourceVersion %s → %s, %v)", rv, ts.ResourceVersion, err)
 	}
 	eventually(t, "Verify(20)", func() (bool, error) { return r.Verify(ctx, ro, w(20)) })
@@ -79,26 +79,26 @@ func TestSMIRouter(t *testing.T) {
 	}
 
 	// Someone else's split under the name.
-	other := &splitv1alpha2.TrafficSplit{ObjectMeta: metav1.ObjectMeta{Namespace: "smi", Name: "theirs"}, Spec: splitv1alpha2.TrafficSplitSpec{Service: "web", Backends: []splitv1alpha2.TrafficSplitBackend{{Service: "web-stable", Weight: 1}}}}
+	other := &splitv1alpha2.TrafficSplit{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "theirs"}, Spec: splitv1alpha2.TrafficSplitSpec{Service: "web", Backends: []splitv1alpha2.TrafficSplitBackend{{Service: "web-stable", Weight: 1}}}}
 	if err := e.client.Create(ctx, other); err != nil {
 		t.Fatal(err)
 	}
 	ro2 := ro.DeepCopy()
 	ro2.Spec.Strategy.Canary.TrafficRouting.SMI = &v1alpha1.SMITrafficRouting{TrafficSplitName: "theirs", RootService: "web"}
-	if err := r.SetWeights(ctx, ro2, w(10)); err == nil || !strings.Contains(err.Error(), "TrafficSplit smi/theirs (spec.strategy.canary.trafficRouting.smi.trafficSplitName) exists and is not controlled by Rollout web") {
+	if err := r.SetWeights(ctx, ro2, w(10)); err == nil || !strings.Contains(err.Error(), "TrafficSplit "+ns+"/theirs (spec.strategy.canary.trafficRouting.smi.trafficSplitName) exists and is not controlled by Rollout web") {
 		t.Fatalf("SetWeights on another's split = %v", err)
 	}
 	if err := r.Remove(ctx, ro2); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.client.Get(ctx, types.NamespacedName{Namespace: "smi", Name: "theirs"}, &ts); err != nil {
+	if err := e.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "theirs"}, &ts); err != nil {
 		t.Fatalf("Remove deleted a split it does not own: %v", err)
 	}
 
 	if err := r.Remove(ctx, ro); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.client.Get(ctx, types.NamespacedName{Namespace: "smi", Name: "web"}, &ts); !apierrors.IsNotFound(err) {
+	if err := e.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "web"}, &ts); !apierrors.IsNotFound(err) {
 		t.Fatalf("after Remove: %v", err)
 	}
 	if err := r.Remove(ctx, ro); err != nil {
@@ -113,20 +113,20 @@ func TestSMIRouter(t *testing.T) {
 func TestUserSplitRouter(t *testing.T) {
 	e := testEnv(t)
 	ctx := context.Background()
-	e.namespace(t, "usersplit", "web-stable", "web-canary", "web", "web-other")
-	mine := &splitv1alpha1.TrafficSplit{ObjectMeta: metav1.ObjectMeta{Namespace: "usersplit", Name: "mine"}, Spec: splitv1alpha1.TrafficSplitSpec{Service: "web",
+	ns := e.namespace(t, "usersplit", "web-stable", "web-canary", "web", "web-other")
+	mine := &splitv1alpha1.TrafficSplit{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mine"}, Spec: splitv1alpha1.TrafficSplitSpec{Service: "web",
 		Backends: []splitv1alpha1.TrafficSplitBackend{{Service: "web-stable", Weight: resource.MustParse("100")}, {Service: "web-canary", Weight: resource.MustParse("0")}, {Service: "web-other", Weight: resource.MustParse("5")}}}}
 	if err := e.client.Create(ctx, mine); err != nil {
 		t.Fatal(err)
 	}
-	ro := e.rollout(t, "usersplit", &v1alpha1.RolloutTrafficRouting{Meridian: &v1alpha1.MeridianTrafficRouting{TrafficSplit: "mine"}})
+	ro := e.rollout(t, ns, &v1alpha1.RolloutTrafficRouting{Meridian: &v1alpha1.MeridianTrafficRouting{TrafficSplit: "mine"}})
 	r := routerFor(t, e, ro)
 	if err := r.SetWeights(ctx, ro, w(30)); err != nil {
 		t.Fatal(err)
 	}
 	weights := func() map[string]int64 {
 		var got splitv1alpha1.TrafficSplit
-		if err := e.client.Get(ctx, types.NamespacedName{Namespace: "usersplit", Name: "mine"}, &got); err != nil {
+		if err := e.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "mine"}, &got); err != nil {
 			t.Fatal(err)
 		}
 		out := map[string]int64{}
@@ -142,12 +142,12 @@ func TestUserSplitRouter(t *testing.T) {
 
 	bad := ro.DeepCopy()
 	bad.Spec.Strategy.Canary.CanaryService = "absent"
-	if err := r.SetWeights(ctx, bad, w(30)); err == nil || !strings.Contains(err.Error(), `TrafficSplit usersplit/mine: spec.backends has no service "absent" (the Rollout's spec.strategy.canary.canaryService)`) {
+	if err := r.SetWeights(ctx, bad, w(30)); err == nil || !strings.Contains(err.Error(), `TrafficSplit `+ns+`/mine: spec.backends has no service "absent" (the Rollout's spec.strategy.canary.canaryService)`) {
 		t.Fatalf("missing backend: %v", err)
 	}
 	gone := ro.DeepCopy()
 	gone.Spec.Strategy.Canary.TrafficRouting.Meridian.TrafficSplit = "nope"
-	if err := r.SetWeights(ctx, gone, w(30)); err == nil || !strings.Contains(err.Error(), "spec.strategy.canary.trafficRouting.meridian.trafficSplit: TrafficSplit usersplit/nope") {
+	if err := r.SetWeights(ctx, gone, w(30)); err == nil || !strings.Contains(err.Error(), "spec.strategy.canary.trafficRouting.meridian.trafficSplit: TrafficSplit "+ns+"/nope") {
 		t.Fatalf("missing split: %v", err)
 	}
 	if err := r.Remove(ctx, gone); err != nil {
@@ -174,10 +174,10 @@ func backendRef(name string, weight int32) gwv1.HTTPBackendRef {
 func TestHTTPRouteRouter(t *testing.T) {
 	e := testEnv(t)
 	ctx := context.Background()
-	e.namespace(t, "route", "web-stable", "web-canary", "web")
+	ns := e.namespace(t, "route", "web-stable", "web-canary", "web")
 	core, kind := gwv1.Group(""), gwv1.Kind("Service")
 	prefix, api := gwv1.PathMatchPathPrefix, "/api"
-	route := &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "route", Name: "web"}, Spec: gwv1.HTTPRouteSpec{
+	route := &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}, Spec: gwv1.HTTPRouteSpec{
 		CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Group: &core, Kind: &kind, Name: "web"}}},
 		Rules: []gwv1.HTTPRouteRule{
 			{BackendRefs: []gwv1.HTTPBackendRef{backendRef("web-stable", 100), backendRef("web-canary", 0)}},
@@ -186,11 +186,11 @@ func TestHTTPRouteRouter(t *testing.T) {
 	if err := e.client.Create(ctx, route); err != nil {
 		t.Fatal(err)
 	}
-	ro := e.rollout(t, "route", &v1alpha1.RolloutTrafficRouting{Meridian: &v1alpha1.MeridianTrafficRouting{HTTPRoute: "web"}})
+	ro := e.rollout(t, ns, &v1alpha1.RolloutTrafficRouting{Meridian: &v1alpha1.MeridianTrafficRouting{HTTPRoute: "web"}})
 	r := routerFor(t, e, ro)
 	get := func() *gwv1.HTTPRoute {
 		var got gwv1.HTTPRoute
-		if err := e.client.Get(ctx, types.NamespacedName{Namespace: "route", Name: "web"}, &got); err != nil {
+		if err := e.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "web"}, &got); err != nil {
 			t.Fatal(err)
 		}
 		return &got
@@ -256,7 +256,7 @@ func TestHTTPRouteRouter(t *testing.T) {
 
 	bad := ro.DeepCopy()
 	bad.Spec.Strategy.Canary.CanaryService = "absent"
-	if err := r.SetWeights(ctx, bad, w(10)); err == nil || !strings.Contains(err.Error(), `spec.strategy.canary.trafficRouting.meridian.httpRoute: HTTPRoute route/web: no rule has backendRefs to both the canaryService "absent" and the stableService "web-stable"`) {
+	if err := r.SetWeights(ctx, bad, w(10)); err == nil || !strings.Contains(err.Error(), `spec.strategy.canary.trafficRouting.meridian.httpRoute: HTTPRoute `+ns+`/web: no rule has backendRefs to both the canaryService "absent" and the stableService "web-stable"`) {
 		t.Fatalf("missing backend: %v", err)
 	}
 	if err := r.SetHeaderRoute(ctx, ro, hdr); err != nil {

@@ -2,6 +2,8 @@ package kube
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +18,8 @@ import (
 	"github.com/meridian-mesh/meridian/test/apiserver"
 )
 
+var meshRuns atomic.Int64
+
 // Without WithGatewayAPI the store still reads the mesh's kinds: GAMMA
 // routes (a Service parent's topic wakes), ReferenceGrants, and Rollouts
 // with their status (Meridian's own split is compiled from it).
@@ -23,7 +27,9 @@ func TestRunMeshKinds(t *testing.T) {
 	cfg := sharedAPIServer(t)
 	c := newClient(t, cfg)
 	ctx := context.Background()
-	createNamespace(t, c, "meshkinds")
+	// A namespace per run: the API server is shared by -count's runs.
+	ns := fmt.Sprintf("meshkinds-%d", meshRuns.Add(1))
+	createNamespace(t, c, ns)
 	crds, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{apiserver.GatewayAPICRDs()}, ErrorIfPathMissing: true})
 	if err != nil {
 		t.Fatal(err)
@@ -47,13 +53,13 @@ func TestRunMeshKinds(t *testing.T) {
 	})
 
 	st := start(t, cfg)
-	web := store.Key{Namespace: "meshkinds", Name: "web"}
+	web := store.Key{Namespace: ns, Name: "web"}
 	changed, cancel := st.Watch(store.ServiceTopic(web))
 	defer cancel()
 
 	core, kind := gwv1.Group(""), gwv1.Kind("Service")
 	port := gwv1.PortNumber(80)
-	route := &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "meshkinds", Name: "split"}, Spec: gwv1.HTTPRouteSpec{
+	route := &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "split"}, Spec: gwv1.HTTPRouteSpec{
 		CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Group: &core, Kind: &kind, Name: "web"}}},
 		Rules:           []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{Name: "web-v2", Port: &port}}}}}}}}
 	if err := c.Create(ctx, route); err != nil {
@@ -62,7 +68,7 @@ func TestRunMeshKinds(t *testing.T) {
 	woken(t, "the route's Service parent", changed)
 	eventually(t, "the mesh route in the store", func() bool { return len(st.MeshHTTPRoutes(web)) == 1 })
 
-	ro := &v1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: "meshkinds", Name: "web"}, Spec: v1alpha1.RolloutSpec{
+	ro := &v1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}, Spec: v1alpha1.RolloutSpec{
 		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
 		Template: &corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "web:1"}}}},
 		Strategy: v1alpha1.RolloutStrategy{Canary: &v1alpha1.CanaryStrategy{StableService: "web", CanaryService: "web-canary",
