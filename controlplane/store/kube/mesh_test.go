@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
@@ -34,15 +37,34 @@ func TestRunMeshKinds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := envtest.UninstallCRDs(cfg, envtest.CRDInstallOptions{CRDs: crds}); err != nil {
-			t.Errorf("uninstalling the Gateway API CRDs: %v", err)
-		}
-	})
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := envtest.UninstallCRDs(cfg, envtest.CRDInstallOptions{CRDs: crds}); err != nil {
+			t.Errorf("uninstalling the Gateway API CRDs: %v", err)
+		}
+		// Gone before the next test (or -count's next run) installs them
+		// again: a CRD still terminating cannot be created anew.
+		api := apiextensionsclient.NewForConfigOrDie(cfg).ApiextensionsV1().CustomResourceDefinitions()
+		// Deleting a CRD deletes its objects first: allow for a slow,
+		// loaded API server (-race), well beyond eventually's 20 s.
+		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+			gone := true
+			for _, crd := range crds {
+				if _, err := api.Get(context.Background(), crd.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+					gone = false
+				}
+			}
+			if gone {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the Gateway API CRDs are not deleted after 2 minutes")
+			}
+		}
+	})
 	eventually(t, "the Gateway API in discovery", func() bool {
 		mapper, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
 		if err != nil {
