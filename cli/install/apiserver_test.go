@@ -149,7 +149,9 @@ func checkRBAC(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 			// The gateway applies a ServiceAccount and a Service per Gateway
 			// (server-side apply: create and patch), and deletes nothing.
 			applied := (v == "create" || v == "patch") && r.group == "" && (r.resource == "serviceaccounts" || r.resource == "services")
-			checks = append(checks, check{v, r.group, r.resource, "shop", "x", applied})
+			// The Rollouts' traffic routers write TrafficSplits (not patch).
+			routed := v != "patch" && r.resource == "trafficsplits"
+			checks = append(checks, check{v, r.group, r.resource, "shop", "x", applied || routed})
 		}
 	}
 	// The gateway: reads the Gateway API kinds, writes their statuses (and
@@ -159,7 +161,8 @@ func checkRBAC(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 		for _, v := range []string{"get", "list", "watch"} {
 			checks = append(checks, check{v, "gateway.networking.k8s.io", res, "", "", true})
 		}
-		checks = append(checks, check{"update", "gateway.networking.k8s.io", res, "shop", "x", false},
+		// The httpRoute traffic router sets a Rollout's weights on its route.
+		checks = append(checks, check{"update", "gateway.networking.k8s.io", res, "shop", "x", res == "httproutes"},
 			check{"delete", "gateway.networking.k8s.io", res, "shop", "x", false})
 		if res != "referencegrants" {
 			checks = append(checks, check{"update", "gateway.networking.k8s.io", res + "/status", "shop", "x", true})

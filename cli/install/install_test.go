@@ -345,7 +345,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		"meridian.io/rollouts/status":        {"update"},
 		"/pods/eviction":                     {"create"},
 		"discovery.k8s.io/endpointslices":    read,
-		"split.smi-spec.io/trafficsplits":    read,
+		"split.smi-spec.io/trafficsplits":    append(read, "create", "update", "delete"),
 		"authentication.k8s.io/tokenreviews": {"create"},
 		"admissionregistration.k8s.io/mutatingwebhookconfigurations[meridian-proxy-injector]": {"get", "patch"},
 		"apiextensions.k8s.io/customresourcedefinitions[trafficsplits.split.smi-spec.io]":     {"get", "patch"},
@@ -360,6 +360,8 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			want["gateway.networking.k8s.io/"+k+"/status"] = []string{"update"}
 		}
 	}
+	// The httpRoute traffic router sets a Rollout's weights on the route.
+	want["gateway.networking.k8s.io/httproutes"] = append(read, "update")
 	ch, err := LoadChart("")
 	if err != nil {
 		t.Fatal(err)

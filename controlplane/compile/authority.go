@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/meridian-mesh/meridian/api/v1alpha1"
 	"github.com/meridian-mesh/meridian/controlplane/store"
 )
 
@@ -33,6 +34,23 @@ type Target struct {
 	// service has no such port or (local mode) no Service object exists and
 	// only registered workloads serve it.
 	ServicePort *corev1.ServicePort
+	// Subset is the pod-template hash of a Rollout subset authority
+	// (<hash>.<svc>.<ns>.svc.<cluster-domain>, see SubsetAuthority): only
+	// the service's pods of that hash serve it. Empty for a service.
+	Subset string
+}
+
+// PodTemplateHashLabel is the label a Rollout's ReplicaSets put on their
+// pods (Argo Rollouts' name).
+const PodTemplateHashLabel = v1alpha1.DefaultRolloutUniqueLabelKey
+
+// SubsetAuthority is the authority of the pods of pod-template hash hash
+// behind service k: <hash>.<svc>.<ns>.svc.<cluster-domain>:<port>. It
+// resolves only while a Rollout with Meridian's own routing has k as its
+// stable Service; its endpoints are the ready endpoints of k's and the
+// Rollout's canary Service's slices whose pods carry that hash.
+func SubsetAuthority(hash string, k store.Key, port uint32, o Options) string {
+	return net.JoinHostPort(hash+"."+FQDN(k, o), strconv.FormatUint(uint64(port), 10))
 }
 
 // FQDN returns <svc>.<ns>.svc.<cluster-domain>.
@@ -49,6 +67,10 @@ type Name struct {
 	// Service is set for service DNS forms; Service.Namespace is empty for a
 	// short name ("web:80").
 	Service store.Key
+	// Subset is the first label of <subset>.<svc>.<ns>.svc.<cluster-domain>
+	// (a Rollout's pod-template hash, or a headless pod name, which is not
+	// served: resolveName decides).
+	Subset string
 }
 
 // ParseAuthority reads host[:port] without consulting the store. It accepts
@@ -99,6 +121,11 @@ func ParseAuthority(authority string, o Options) (Name, error) {
 	switch {
 	case strings.HasSuffix(host, suffix):
 		rest := strings.Split(strings.TrimSuffix(host, suffix), ".")
+		if len(rest) == 3 {
+			// <hash>.<svc>.<ns>: a Rollout subset if a Rollout says so
+			// (resolveName); a headless pod name otherwise.
+			n.Subset, rest = rest[0], rest[1:]
+		}
 		if len(rest) != 2 {
 			// e.g. pod-0.web.ns.svc.cluster.local (a headless pod name) or
 			// ns.svc.cluster.local: not a service.
@@ -145,7 +172,15 @@ func Resolve(r store.Reader, authority string, o Options) (Target, error) {
 }
 
 func resolveName(r store.Reader, n Name, o Options) (Target, error) {
-	t := Target{Authority: net.JoinHostPort(n.Host, strconv.FormatUint(uint64(n.Port), 10)), Port: n.Port}
+	t := Target{Authority: net.JoinHostPort(n.Host, strconv.FormatUint(uint64(n.Port), 10)), Port: n.Port, Subset: n.Subset}
+	if n.Subset != "" {
+		t.Service = n.Service
+		if len(routingRollouts(r, n.Service)) == 0 {
+			// e.g. pod-0.web.ns.svc.cluster.local (a headless pod name):
+			// not a service.
+			return t, fmt.Errorf("%w: %q is not <service>.<namespace>.svc.%s, and no Rollout routes service %s by pod-template hash", ErrNotFound, n.Host, o.clusterDomain(), n.Service)
+		}
+	}
 	switch {
 	case n.IP.IsValid():
 		k, ok := r.ServiceByClusterIP(n.IP.String())

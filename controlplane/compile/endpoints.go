@@ -92,10 +92,10 @@ func Endpoints(r store.Reader, authority string, o Options) EndpointSet {
 		return es
 	}
 	targets := map[uint32]bool{} // the service port's target ports, as the slices have them
-	if hasSvc {
+	fromSlices := func(key store.Key, svc *corev1.Service, servicePort *corev1.ServicePort) {
 		// Slices in name order (the store's order already), for a
 		// deterministic choice among duplicate addresses.
-		sls := r.EndpointSlices(t.Service)
+		sls := r.EndpointSlices(key)
 		if !sort.SliceIsSorted(sls, func(i, j int) bool { return sls[i].Name < sls[j].Name }) {
 			sls = append([]*discoveryv1.EndpointSlice(nil), sls...)
 			sort.Slice(sls, func(i, j int) bool { return sls[i].Name < sls[j].Name })
@@ -107,12 +107,12 @@ func Endpoints(r store.Reader, authority string, o Options) EndpointSet {
 				n += len(sl.Endpoints)
 			}
 		}
-		es.Endpoints = make([]Endpoint, 0, n)
+		es.Endpoints = slices.Grow(es.Endpoints, n)
 		for _, sl := range sls {
 			if sl.AddressType != fam {
 				continue
 			}
-			sp := slicePort(sl, t.ServicePort)
+			sp := slicePort(sl, servicePort)
 			if sp == nil {
 				continue
 			}
@@ -133,6 +133,9 @@ func Endpoints(r store.Reader, authority string, o Options) EndpointSet {
 					e.Zone = *ep.Zone
 				}
 				podOpaque := false
+				if t.Subset != "" && !inSubset(r, ep, sl.Namespace, t.Subset) {
+					continue
+				}
 				if ref := ep.TargetRef; ref != nil && ref.Kind == "Pod" {
 					pns := ref.Namespace
 					if pns == "" {
@@ -160,6 +163,31 @@ func Endpoints(r store.Reader, authority string, o Options) EndpointSet {
 			}
 		}
 	}
+	if hasSvc {
+		fromSlices(t.Service, svc, t.ServicePort)
+	}
+	if t.Subset != "" {
+		// A Rollout subset: the pods of the hash are taken from the stable
+		// and the canary Services' slices alike, so a Service selector
+		// switching hashes (and its slices following) never empties it.
+		for _, ro := range routingRollouts(r, t.Service) {
+			_, ck := store.RolloutServices(ro)
+			if ck.Name == "" || ck == t.Service {
+				continue
+			}
+			es.Deps = appendKey(es.Deps, ck)
+			csvc, ok := r.Service(ck)
+			if !ok {
+				continue
+			}
+			if cp := samePort(csvc, t.ServicePort); cp != nil {
+				fromSlices(ck, csvc, cp)
+			}
+		}
+		es.Labels["rollouts_pod_template_hash"] = t.Subset
+		sortEndpoints(&es)
+		return es
+	}
 
 	for _, w := range r.Workloads(t.Service) {
 		if !workloadServes(w, t.ServicePort, targets) {
@@ -186,9 +214,49 @@ func Endpoints(r store.Reader, authority string, o Options) EndpointSet {
 	// Sorted by address; of an address listed twice (slices overlap while
 	// the controller moves endpoints; a workload may repeat a slice's
 	// address) the first, in slice-name order then workloads, is kept.
+	sortEndpoints(&es)
+	return es
+}
+
+func sortEndpoints(es *EndpointSet) {
 	sort.SliceStable(es.Endpoints, func(i, j int) bool { return es.Endpoints[i].Addr.Compare(es.Endpoints[j].Addr) < 0 })
 	es.Endpoints = slices.CompactFunc(es.Endpoints, func(a, b Endpoint) bool { return a.Addr == b.Addr })
-	return es
+}
+
+// inSubset reports whether a slice endpoint is a pod carrying pod-template
+// hash hash (a Rollout subset's member).
+func inSubset(r store.Reader, ep *discoveryv1.Endpoint, sliceNS, hash string) bool {
+	ref := ep.TargetRef
+	if ref == nil || ref.Kind != "Pod" {
+		return false
+	}
+	pns := ref.Namespace
+	if pns == "" {
+		pns = sliceNS
+	}
+	pod, ok := r.Pod(store.Key{Namespace: pns, Name: ref.Name})
+	return ok && pod.Labels[PodTemplateHashLabel] == hash
+}
+
+// samePort is svc's TCP port with sp's number, else with its name.
+func samePort(svc *corev1.Service, sp *corev1.ServicePort) *corev1.ServicePort {
+	if sp == nil {
+		return nil
+	}
+	var byName *corev1.ServicePort
+	for i := range svc.Spec.Ports {
+		p := &svc.Spec.Ports[i]
+		if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
+			continue
+		}
+		if p.Port == sp.Port {
+			return p
+		}
+		if sp.Name != "" && p.Name == sp.Name && byName == nil {
+			byName = p
+		}
+	}
+	return byName
 }
 
 // OpaquePort reports whether the resolved service port is opaque: listed in

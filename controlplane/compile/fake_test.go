@@ -7,6 +7,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
 	"github.com/meridian-mesh/meridian/controlplane/store"
@@ -21,6 +22,10 @@ type fakeReader struct {
 	profiles   map[store.Key]*v1alpha1.ServiceProfile
 	splits     map[store.Key][]store.TrafficSplit
 	workloads  map[store.Key][]store.Workload
+	httpRoutes map[store.Key][]*gwv1.HTTPRoute
+	grpcRoutes map[store.Key][]*gwv1.GRPCRoute
+	grants     []*gwv1.ReferenceGrant
+	rollouts   map[store.Key][]*v1alpha1.Rollout
 }
 
 func newFake() *fakeReader {
@@ -74,6 +79,14 @@ func (f *fakeReader) ServiceProfile(k store.Key) (*v1alpha1.ServiceProfile, bool
 func (f *fakeReader) TrafficSplits(k store.Key) []store.TrafficSplit { return f.splits[k] }
 
 func (f *fakeReader) Workloads(k store.Key) []store.Workload { return f.workloads[k] }
+
+func (f *fakeReader) MeshHTTPRoutes(k store.Key) []*gwv1.HTTPRoute { return f.httpRoutes[k] }
+
+func (f *fakeReader) MeshGRPCRoutes(k store.Key) []*gwv1.GRPCRoute { return f.grpcRoutes[k] }
+
+func (f *fakeReader) ReferenceGrants() []*gwv1.ReferenceGrant { return f.grants }
+
+func (f *fakeReader) Rollouts(k store.Key) []*v1alpha1.Rollout { return f.rollouts[k] }
 
 // indexedReader adds compile.ServiceIndex.
 type indexedReader struct{ *fakeReader }

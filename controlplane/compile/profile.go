@@ -101,8 +101,9 @@ type WeightedDst struct {
 	Weight    uint32
 }
 
-// Profile compiles authority's profile from its ServiceProfile and the SMI
-// TrafficSplits whose apex is its service.
+// Profile compiles authority's profile from its ServiceProfile, the
+// Rollout routing its service (Meridian's own split), the GAMMA routes
+// whose parent it is, and the SMI TrafficSplits whose apex it is.
 //
 // Traffic split: when a TrafficSplit names the service as apex, its backends
 // (as <backend>.<ns>.svc.<cluster-domain>:<port>) replace the
@@ -133,9 +134,34 @@ func Profile(r store.Reader, authority string, o Options) DestinationProfile {
 		overrides = spec.dstOverrides
 	}
 
-	var backends []weighted
+	// The split, from the first source that has one: a Rollout routing the
+	// service with Meridian's own split, a GAMMA mesh route, an SMI
+	// TrafficSplit, the ServiceProfile's dstOverrides (README: precedence).
 	splits := r.TrafficSplits(t.Service)
-	if len(splits) > 0 {
+	var backends []weighted
+	fromRollout, fromRoute := false, false
+	if t.Subset != "" {
+		// A Rollout subset is a split's backend: it is never split again.
+		splits, overrides, fromRollout = nil, nil, true
+	} else {
+		backends, fromRollout = rolloutSplit(r, t, o, &p)
+	}
+	if !fromRollout {
+		backends, fromRoute = meshSplit(r, t, o, &p)
+	}
+	switch {
+	case fromRollout || fromRoute:
+		what := "a mesh route"
+		if fromRollout {
+			what = "a rollout"
+		}
+		for _, ts := range splits {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("trafficsplit %s ignored: %s splits %s", ts.Key, what, t.Service))
+		}
+		if len(overrides) > 0 {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("%s replaces the serviceprofile's dstOverrides", what))
+		}
+	case len(splits) > 0:
 		splits = append([]store.TrafficSplit(nil), splits...)
 		sort.Slice(splits, func(i, j int) bool { return splits[i].Key.String() < splits[j].Key.String() })
 		for _, ts := range splits[1:] {
@@ -159,7 +185,7 @@ func Profile(r store.Reader, authority string, o Options) DestinationProfile {
 			}
 			backends = append(backends, weighted{authority: net.JoinHostPort(FQDN(k, o), port), weight: b.Weight})
 		}
-	} else {
+	default:
 		for _, d := range overrides {
 			bt, bdeps, err := resolve(r, d.authority, o)
 			for _, k := range bdeps {

@@ -119,7 +119,7 @@ type Options struct {
 	// writer; `meridian controller` turns it on unless --rollouts=false).
 	Rollouts bool
 	// RolloutRouters gives the reconciler the traffic Router of a Rollout
-	// with trafficRouting; nil: such Rollouts wait with an error in the log.
+	// with trafficRouting; nil: Meridian's own (controlplane/rollouts/traffic).
 	RolloutRouters func(*v1alpha1.Rollout) (traffic.Router, error)
 
 	// AnalysisRunWorkers > 0 runs the AnalysisRun runner (kube mode, a
@@ -369,9 +369,14 @@ func Run(ctx context.Context, o Options, onListen Ready) error {
 			return err
 		}
 		writers = append(writers, runnable.Named("gateway provisioning and status", rec))
+		mesh, err := meshRouteWriter(o, copts, st, synced, log)
+		if err != nil {
+			return err
+		}
+		writers = append(writers, runnable.Named("mesh route status", mesh))
 	}
 	if o.Rollouts && !src.local {
-		rec, err := rolloutsReconciler(o, log)
+		rec, err := rolloutsReconciler(o, st, copts, log)
 		if err != nil {
 			return err
 		}

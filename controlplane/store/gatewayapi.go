@@ -1,6 +1,8 @@
 package store
 
 import (
+	"slices"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -43,10 +45,14 @@ type objTable[T gatewayObject] struct {
 	// them in byService (service → object keys).
 	services  func(T) []Key
 	byService map[Key]map[Key]struct{}
+	// meshParents lists the Services a route names as parentRefs (GAMMA:
+	// the route routes that Service's mesh traffic); indexed in byParent.
+	meshParents func(T) []Key
+	byParent    map[Key]map[Key]struct{}
 }
 
 func newObjTable[T gatewayObject](s *Store, wake func(s *Store, old, cur T, a affected)) *objTable[T] {
-	return &objTable[T]{s: s, objs: map[Key]T{}, wake: wake, byService: map[Key]map[Key]struct{}{}}
+	return &objTable[T]{s: s, objs: map[Key]T{}, wake: wake, byService: map[Key]map[Key]struct{}{}, byParent: map[Key]map[Key]struct{}{}}
 }
 
 func (t *objTable[T]) upsert(k Key, v any, a affected) {
@@ -89,30 +95,96 @@ func (t *objTable[T]) each(f func(Key)) {
 }
 
 func (t *objTable[T]) index(k Key, v T) {
-	if t.services == nil {
-		return
+	if t.services != nil {
+		addTo(t.byService, t.services(v), k)
 	}
-	for _, svc := range t.services(v) {
-		set := t.byService[svc]
+	if t.meshParents != nil {
+		addTo(t.byParent, t.meshParents(v), k)
+	}
+}
+
+func (t *objTable[T]) unindex(k Key, v T) {
+	if t.services != nil {
+		removeFrom(t.byService, t.services(v), k)
+	}
+	if t.meshParents != nil {
+		removeFrom(t.byParent, t.meshParents(v), k)
+	}
+}
+
+func addTo(ix map[Key]map[Key]struct{}, svcs []Key, k Key) {
+	for _, svc := range svcs {
+		set := ix[svc]
 		if set == nil {
 			set = map[Key]struct{}{}
-			t.byService[svc] = set
+			ix[svc] = set
 		}
 		set[k] = struct{}{}
 	}
 }
 
-func (t *objTable[T]) unindex(k Key, v T) {
-	if t.services == nil {
-		return
-	}
-	for _, svc := range t.services(v) {
-		if set := t.byService[svc]; set != nil {
+func removeFrom(ix map[Key]map[Key]struct{}, svcs []Key, k Key) {
+	for _, svc := range svcs {
+		if set := ix[svc]; set != nil {
 			delete(set, k)
 			if len(set) == 0 {
-				delete(t.byService, svc)
+				delete(ix, svc)
 			}
 		}
+	}
+}
+
+// byMeshParent returns the objects whose parentRefs name Service k (a new
+// slice, in no order).
+func (t *objTable[T]) byMeshParent(k Key) []T {
+	set := t.byParent[k]
+	if len(set) == 0 {
+		return nil
+	}
+	out := make([]T, 0, len(set))
+	for rk := range set {
+		out = append(out, t.objs[rk])
+	}
+	return out
+}
+
+// ServiceParents are the core Services among a route's parentRefs (group
+// "" and kind Service: GAMMA's mesh routes), in the route's namespace
+// unless the parentRef names another.
+func ServiceParents(ns string, refs []gwv1.ParentReference) []Key {
+	var out []Key
+	for _, p := range refs {
+		if !IsServiceParent(p) {
+			continue
+		}
+		pns := ns
+		if p.Namespace != nil && *p.Namespace != "" {
+			pns = string(*p.Namespace)
+		}
+		k := Key{pns, string(p.Name)}
+		if !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// IsServiceParent reports whether a parentRef names a core Service (GAMMA).
+func IsServiceParent(p gwv1.ParentReference) bool {
+	return p.Group != nil && *p.Group == "" && p.Kind != nil && *p.Kind == "Service"
+}
+
+// MeshRoutesTopic wakes on every change of a route with a Service parent
+// (one added, changed or deleted, or a parent moving to or from a
+// Service): for the writer of the mesh routes' statuses.
+var MeshRoutesTopic = Topic{Kind: TopicService}
+
+// meshParentServices wakes the Services a route's parentRefs name (their
+// profiles are compiled from it), and MeshRoutesTopic when it has any.
+func meshParentServices(ns string, refs []gwv1.ParentReference, a affected) {
+	for _, k := range ServiceParents(ns, refs) {
+		a.service(k)
+		a.add(MeshRoutesTopic)
 	}
 }
 

@@ -113,7 +113,7 @@ func TestGatewayKinds(t *testing.T) {
 			{"its old backend changes: no one", up(service("ns", "a")), svcTopics(Key{"ns", "a"}), nil},
 			{"its backend changes: its gateway", up(service("ns", "b")), join(svcTopics(Key{"ns", "b"}), gwTopics(g2)), nil},
 			{"cross-namespace parent", up(crossNS), gwTopics(g1), nil},
-			{"a Service parent wakes no gateway", up(meshParent), nil, nil},
+			{"a Service parent wakes no gateway, but that Service (GAMMA)", up(meshParent), mesh(svcTopics(Key{"ns", "a"})), nil},
 			{"delete", del(testRoute("ns", "r", "")), gwTopics(g2), func(s *Store) error {
 				if len(objects[*gwv1.HTTPRoute](s, &httpRouteKind).byService) != 0 {
 					return fmt.Errorf("service index left: %v", objects[*gwv1.HTTPRoute](s, &httpRouteKind).byService)

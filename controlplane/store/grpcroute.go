@@ -10,16 +10,18 @@ var grpcRouteKind = kind{
 			for _, r := range []*gwv1.GRPCRoute{old, cur} {
 				if r != nil {
 					parentGateways(s, r.Namespace, r.Spec.ParentRefs, a)
+					meshParentServices(r.Namespace, r.Spec.ParentRefs, a)
 				}
 			}
 		})
 		t.services = GRPCRouteServices
+		t.meshParents = func(r *gwv1.GRPCRoute) []Key { return ServiceParents(r.Namespace, r.Spec.ParentRefs) }
 		return t
 	},
 }
 
-// GRPCRoutes returns every GRPCRoute. A change wakes its parent Gateways,
-// old and new.
+// GRPCRoutes returns every GRPCRoute. A change wakes its parent Gateways
+// and its parent Services (GAMMA), old and new.
 func (s *Store) GRPCRoutes() []*gwv1.GRPCRoute {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -41,4 +43,12 @@ func GRPCRouteServices(r *gwv1.GRPCRoute) []Key {
 		}
 	}
 	return backendServices(r.Namespace, refs)
+}
+
+// MeshGRPCRoutes returns the GRPCRoutes whose parentRefs name Service k (GAMMA
+// mesh routes), in no order.
+func (s *Store) MeshGRPCRoutes(k Key) []*gwv1.GRPCRoute {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return objects[*gwv1.GRPCRoute](s, &grpcRouteKind).byMeshParent(k)
 }

@@ -10,16 +10,18 @@ var httpRouteKind = kind{
 			for _, r := range []*gwv1.HTTPRoute{old, cur} {
 				if r != nil {
 					parentGateways(s, r.Namespace, r.Spec.ParentRefs, a)
+					meshParentServices(r.Namespace, r.Spec.ParentRefs, a)
 				}
 			}
 		})
 		t.services = HTTPRouteServices
+		t.meshParents = func(r *gwv1.HTTPRoute) []Key { return ServiceParents(r.Namespace, r.Spec.ParentRefs) }
 		return t
 	},
 }
 
-// HTTPRoutes returns every HTTPRoute. A change wakes its parent Gateways,
-// old and new.
+// HTTPRoutes returns every HTTPRoute. A change wakes its parent Gateways
+// and its parent Services (GAMMA), old and new.
 func (s *Store) HTTPRoutes() []*gwv1.HTTPRoute {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -41,4 +43,12 @@ func HTTPRouteServices(r *gwv1.HTTPRoute) []Key {
 		}
 	}
 	return backendServices(r.Namespace, refs)
+}
+
+// MeshHTTPRoutes returns the HTTPRoutes whose parentRefs name Service k (GAMMA
+// mesh routes), in no order.
+func (s *Store) MeshHTTPRoutes(k Key) []*gwv1.HTTPRoute {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return objects[*gwv1.HTTPRoute](s, &httpRouteKind).byMeshParent(k)
 }

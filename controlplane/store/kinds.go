@@ -22,6 +22,7 @@ var kinds = []*kind{
 	&profileKind,   // serviceprofile.go
 	&splitKind,     // trafficsplit.go
 	&workloadKind,  // workload.go
+	&rolloutKind,   // rollout.go
 	// The gateway's (gatewayapi.go holds their shared table).
 	&gatewayClassKind,     // gatewayclass.go
 	&gatewayKind,          // gateway.go

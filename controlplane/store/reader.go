@@ -3,6 +3,7 @@ package store
 import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
 )
@@ -54,13 +55,24 @@ type Reader interface {
 	TrafficSplits(k Key) []TrafficSplit
 	// Workloads returns the registered workloads serving service k (local mode).
 	Workloads(k Key) []Workload
+	// MeshHTTPRoutes and MeshGRPCRoutes return the routes whose parentRefs
+	// name Service k (GAMMA), in no order.
+	MeshHTTPRoutes(k Key) []*gwv1.HTTPRoute
+	MeshGRPCRoutes(k Key) []*gwv1.GRPCRoute
+	// ReferenceGrants returns every ReferenceGrant (a mesh route's
+	// backendRef to another namespace needs one there).
+	ReferenceGrants() []*gwv1.ReferenceGrant
+	// Rollouts returns the canary Rollouts whose stableService is k.
+	Rollouts(k Key) []*v1alpha1.Rollout
 }
 
 // Notifier tells subscribers that something they depend on changed, by
 // topic (topic.go). A Service topic wakes on a change to the Service, its
 // EndpointSlices, the Pods behind them, its ServiceProfile, TrafficSplits
-// naming it (as apex or backend), its registered Workloads, or its
-// Namespace's labels or annotations; a change wakes no other topic.
+// naming it (as apex or backend), its registered Workloads, its
+// Namespace's labels or annotations, HTTPRoutes and GRPCRoutes naming it
+// as parent (GAMMA), or Rollouts naming it as stable or canary Service; a
+// change wakes no other topic.
 type Notifier interface {
 	// Watch returns a channel that receives a value (coalesced: at most one
 	// pending) after every change affecting topic t, and a cancel func.

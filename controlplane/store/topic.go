@@ -16,8 +16,8 @@ const (
 	// TopicGateway is a Gateway and what its listeners and routes depend
 	// on. Defined for the gateway; no kind publishes it yet.
 	TopicGateway
-	// TopicRollout is a Rollout and what its analysis depends on. Defined
-	// for rollouts; no kind publishes it yet.
+	// TopicRollout is a Rollout (RolloutTopic): a change of the Rollout
+	// wakes it.
 	TopicRollout
 )
 

@@ -1,6 +1,7 @@
 // Package kube is the store's Kubernetes source: controller-runtime
 // informers over Services, EndpointSlices, Pods, ServiceAccounts,
-// Namespaces, ServiceProfiles and SMI TrafficSplits (and, with
+// Namespaces, ServiceProfiles, SMI TrafficSplits, Rollouts, and the mesh's
+// HTTPRoutes, GRPCRoutes and ReferenceGrants (and, with
 // WithGatewayAPI, the Gateway API kinds, TLS Secrets and CA ConfigMaps)
 // whose events write into a store.Store.
 package kube
@@ -87,10 +88,7 @@ func WithGatewayAPI() Option { return func(o *options) { o.gateway = true } }
 
 // gatewayKinds are the Gateway API kinds WithGatewayAPI watches, when
 // served in v1.
-var gatewayKinds = []struct {
-	kind string
-	obj  func() client.Object
-}{
+var gatewayKinds = []gatewayKind{
 	{"GatewayClass", func() client.Object { return &gwv1.GatewayClass{} }},
 	{"Gateway", func() client.Object { return &gwv1.Gateway{} }},
 	{"HTTPRoute", func() client.Object { return &gwv1.HTTPRoute{} }},
@@ -101,10 +99,27 @@ var gatewayKinds = []struct {
 	{"BackendTLSPolicy", func() client.Object { return &gwv1.BackendTLSPolicy{} }},
 }
 
+type gatewayKind struct {
+	kind string
+	obj  func() client.Object
+}
+
+// meshKinds are the Gateway API kinds the mesh reads without the gateway:
+// GAMMA routes and the grants of their cross-namespace backendRefs.
+var meshKinds = []gatewayKind{
+	{"HTTPRoute", func() client.Object { return &gwv1.HTTPRoute{} }},
+	{"GRPCRoute", func() client.Object { return &gwv1.GRPCRoute{} }},
+	{"ReferenceGrant", func() client.Object { return &gwv1.ReferenceGrant{} }},
+}
+
 // gatewayObjects returns the Gateway API kinds to watch (those served in
 // gateway.networking.k8s.io/v1) and the names of those that are not.
 func gatewayObjects(mapper meta.RESTMapper) (watch []client.Object, missing []string, err error) {
-	for _, k := range gatewayKinds {
+	return servedGatewayKinds(mapper, gatewayKinds)
+}
+
+func servedGatewayKinds(mapper meta.RESTMapper, kinds []gatewayKind) (watch []client.Object, missing []string, err error) {
+	for _, k := range kinds {
 		gk := schema.GroupKind{Group: gwv1.GroupName, Kind: k.kind}
 		if _, err := mapper.RESTMapping(gk, gwv1.GroupVersion.Version); err != nil {
 			if !meta.IsNoMatchError(err) {
@@ -163,6 +178,7 @@ var splitVersions = []struct {
 
 var (
 	profileGK = schema.GroupKind{Group: v1alpha1.GroupVersion.Group, Kind: "ServiceProfile"}
+	rolloutGK = schema.GroupKind{Group: v1alpha1.GroupVersion.Group, Kind: "Rollout"}
 	splitGK   = schema.GroupKind{Group: splitv1alpha1.GroupVersion.Group, Kind: "TrafficSplit"}
 )
 
@@ -239,6 +255,27 @@ func Run(ctx context.Context, cfg *rest.Config, st *store.Store, opts ...Option)
 		watched = append(watched, split)
 	}
 
+	if _, err := mapper.RESTMapping(rolloutGK, v1alpha1.GroupVersion.Version); err != nil {
+		if !meta.IsNoMatchError(err) {
+			return fmt.Errorf("kube: looking up %s: %w", rolloutGK, err)
+		}
+		o.log.Warn("Rollout CRD not installed: Rollouts' traffic splits are not read", "crd", "rollouts.meridian.io")
+	} else {
+		watched = append(watched, &v1alpha1.Rollout{})
+	}
+	if !o.gateway {
+		// The mesh reads HTTPRoutes and GRPCRoutes with a Service parent
+		// (GAMMA) and the ReferenceGrants their backendRefs need, with or
+		// without the gateway.
+		ms, missing, err := servedGatewayKinds(mapper, meshKinds)
+		if err != nil {
+			return err
+		}
+		if len(missing) > 0 {
+			o.log.Warn("Gateway API CRDs not installed: mesh routes of those kinds are not read", "group", gwv1.GroupName, "version", gwv1.GroupVersion.Version, "kinds", missing)
+		}
+		watched = append(watched, ms...)
+	}
 	if o.gateway {
 		gws, missing, err := gatewayObjects(mapper)
 		if err != nil {
