@@ -26,7 +26,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
@@ -546,33 +545,21 @@ func drain(ch <-chan struct{}) {
 }
 
 // Without the optional CRDs, Run still starts and serves the core kinds.
-// This test uninstalls the CRDs (and reinstalls them when done), so it runs
-// after the others in this file.
 func TestRunWithoutOptionalCRDs(t *testing.T) {
-	cfg := sharedAPIServer(t)
-	opts := envtest.CRDInstallOptions{CRDs: testCRDs(t)}
-	if err := envtest.UninstallCRDs(cfg, opts); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{CRDs: testCRDs(t)}); err != nil {
-			t.Errorf("reinstalling the CRDs: %v", err)
-		}
-	})
-	httpClient, err := rest.HTTPClientFor(cfg)
+	sharedAPIServer(t) // skips without KUBEBUILDER_ASSETS
+	// An API server of its own that never had the CRDs: uninstalling them
+	// from the shared one and installing them again raced their deletion
+	// (a CRD still terminating is deleted after its reinstall).
+	env := &envtest.Environment{}
+	cfg, err := env.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the CRDs to leave discovery", func() bool {
-		mapper, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
-		if err != nil {
-			return false
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Errorf("stopping the test's own API server: %v", err)
 		}
-		_, err1 := mapper.RESTMappings(profileGK)
-		_, err2 := mapper.RESTMappings(splitGK)
-		return meta.IsNoMatchError(err1) && meta.IsNoMatchError(err2)
 	})
-
 	c := newClient(t, cfg)
 	createNamespace(t, c, "nocrds")
 	st := start(t, cfg)

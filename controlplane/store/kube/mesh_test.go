@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,23 +48,7 @@ func TestRunMeshKinds(t *testing.T) {
 		}
 		// Gone before the next test (or -count's next run) installs them
 		// again: a CRD still terminating cannot be created anew.
-		api := apiextensionsclient.NewForConfigOrDie(cfg).ApiextensionsV1().CustomResourceDefinitions()
-		// Deleting a CRD deletes its objects first: allow for a slow,
-		// loaded API server (-race), well beyond eventually's 20 s.
-		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
-			gone := true
-			for _, crd := range crds {
-				if _, err := api.Get(context.Background(), crd.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-					gone = false
-				}
-			}
-			if gone {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the Gateway API CRDs are not deleted after 2 minutes")
-			}
-		}
+		waitCRDsGone(t, cfg, crds)
 	})
 	eventually(t, "the Gateway API in discovery", func() bool {
 		mapper, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
@@ -109,4 +94,26 @@ func TestRunMeshKinds(t *testing.T) {
 		ros := st.Rollouts(web)
 		return len(ros) == 1 && ros[0].Status.Canary.Weights != nil && ros[0].Status.Canary.Weights.Canary.Weight == 10
 	})
+}
+
+// waitCRDsGone waits until crds are deleted. Deleting a CRD deletes its
+// objects first: allow for a slow, loaded API server (-race), well beyond
+// eventually's 20 s.
+func waitCRDsGone(t *testing.T, cfg *rest.Config, crds []*apiextensionsv1.CustomResourceDefinition) {
+	t.Helper()
+	api := apiextensionsclient.NewForConfigOrDie(cfg).ApiextensionsV1().CustomResourceDefinitions()
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		gone := true
+		for _, crd := range crds {
+			if _, err := api.Get(context.Background(), crd.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				gone = false
+			}
+		}
+		if gone {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("CRDs not deleted after 2 minutes")
+		}
+	}
 }
