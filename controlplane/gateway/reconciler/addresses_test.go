@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -21,8 +20,6 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/compile/gateway"
 	"github.com/meridian-mesh/meridian/controlplane/gateway/provision"
 	"github.com/meridian-mesh/meridian/controlplane/inject"
-	"github.com/meridian-mesh/meridian/controlplane/store"
-	"github.com/meridian-mesh/meridian/controlplane/store/kube"
 	"github.com/meridian-mesh/meridian/test/apiserver"
 )
 
@@ -82,20 +79,7 @@ func TestStaticAddresses(t *testing.T) {
 		Spec:       gwSpec(gwv1.GatewaySpecAddress{Type: &fake, Value: "fake address teehee!"}, ip(outside), ip(usable)),
 	}, metav1.CreateOptions{}))
 
-	st := store.New()
-	log := slog.New(slog.DiscardHandler)
-	srcCtx, stopSrc := context.WithCancel(ctx)
-	srcDone := make(chan error, 1)
-	synced := make(chan struct{})
-	go func() {
-		srcDone <- kube.Run(srcCtx, cfg, st, kube.WithGatewayAPI(), kube.WithLogger(log), kube.WithReady(func() { close(synced) }))
-	}()
-	defer func() { stopSrc(); <-srcDone }()
-	select {
-	case <-synced:
-	case <-ctx.Done():
-		t.Fatal("the store did not sync")
-	}
+	st, log := syncedStore(t, ctx, cfg)
 	proxy := inject.DefaultConfig("v1.0.0", "meridian")
 	proxy.TrustAnchorsPEM = "anchors"
 	r := New(Options{Store: st, Kube: cs, Gateway: gc, Proxy: proxy, Log: log, Pending: 200 * time.Millisecond})

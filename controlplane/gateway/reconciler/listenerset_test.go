@@ -3,7 +3,6 @@ package reconciler
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -16,8 +15,6 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/compile/gateway"
 	"github.com/meridian-mesh/meridian/controlplane/gateway/provision"
 	"github.com/meridian-mesh/meridian/controlplane/inject"
-	"github.com/meridian-mesh/meridian/controlplane/store"
-	"github.com/meridian-mesh/meridian/controlplane/store/kube"
 	"github.com/meridian-mesh/meridian/test/apiserver"
 )
 
@@ -64,20 +61,7 @@ func TestListenerSetStatus(t *testing.T) {
 			Rules:           []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{Name: "web", Port: &port}}}}}},
 		}}, metav1.CreateOptions{}))
 
-	st := store.New()
-	log := slog.New(slog.DiscardHandler)
-	srcCtx, stopSrc := context.WithCancel(ctx)
-	srcDone := make(chan error, 1)
-	synced := make(chan struct{})
-	go func() {
-		srcDone <- kube.Run(srcCtx, cfg, st, kube.WithGatewayAPI(), kube.WithLogger(log), kube.WithReady(func() { close(synced) }))
-	}()
-	defer func() { stopSrc(); <-srcDone }()
-	select {
-	case <-synced:
-	case <-ctx.Done():
-		t.Fatal("the store did not sync")
-	}
+	st, log := syncedStore(t, ctx, cfg)
 	r := New(Options{Store: st, Kube: cs, Gateway: gc, Proxy: inject.DefaultConfig("v1.0.0", "meridian"), Log: log, Pending: 200 * time.Millisecond})
 	recCtx, stopRec := context.WithCancel(ctx)
 	recDone := make(chan error, 1)

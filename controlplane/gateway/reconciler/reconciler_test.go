@@ -99,20 +99,7 @@ func TestReconciler(t *testing.T) {
 			Rules:           []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{Name: "web", Port: &port}}}}}},
 		}}, metav1.CreateOptions{}))
 
-	st := store.New()
-	log := slog.New(slog.DiscardHandler)
-	srcCtx, stopSrc := context.WithCancel(ctx)
-	srcDone := make(chan error, 1)
-	synced := make(chan struct{})
-	go func() {
-		srcDone <- kube.Run(srcCtx, cfg, st, kube.WithGatewayAPI(), kube.WithLogger(log), kube.WithReady(func() { close(synced) }))
-	}()
-	defer func() { stopSrc(); <-srcDone }()
-	select {
-	case <-synced:
-	case <-ctx.Done():
-		t.Fatal("the store did not sync")
-	}
+	st, log := syncedStore(t, ctx, cfg)
 	proxy := inject.DefaultConfig("v1.0.0", "meridian")
 	proxy.TrustAnchorsPEM = "anchors"
 	// The reconciler's clients count the requests about Gateway public.
@@ -272,3 +259,25 @@ func TestReconciler(t *testing.T) {
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// syncedStore runs the Kubernetes source (with the Gateway API) into a new
+// store until the test ends, and returns it once synced, with the
+// discarding logger the tests give the reconciler.
+func syncedStore(t *testing.T, ctx context.Context, cfg *rest.Config) (*store.Store, *slog.Logger) {
+	t.Helper()
+	st := store.New()
+	log := slog.New(slog.DiscardHandler)
+	srcCtx, stopSrc := context.WithCancel(ctx)
+	srcDone := make(chan error, 1)
+	synced := make(chan struct{})
+	go func() {
+		srcDone <- kube.Run(srcCtx, cfg, st, kube.WithGatewayAPI(), kube.WithLogger(log), kube.WithReady(func() { close(synced) }))
+	}()
+	t.Cleanup(func() { stopSrc(); <-srcDone })
+	select {
+	case <-synced:
+	case <-ctx.Done():
+		t.Fatal("the store did not sync")
+	}
+	return st, log
+}
