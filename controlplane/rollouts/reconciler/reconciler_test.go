@@ -680,3 +680,59 @@ func TestRestartAt(t *testing.T) {
 		return s.RestartedAt != nil && s.RestartedAt.Equal(&at)
 	})
 }
+
+// canaryMetadata and stableMetadata go on the pod templates and on the pods
+// that exist, and change with the role at promotion.
+func TestRoleMetadata(t *testing.T) {
+	h := start(t)
+	h.service("web-canary")
+	h.service("web-stable")
+	ro := canaryRollout("web", v1alpha1.CanaryStep{SetWeight: i32(20)}, v1alpha1.CanaryStep{Pause: &v1alpha1.RolloutPause{}})
+	ro.Spec.Strategy.Canary.CanaryMetadata = &v1alpha1.PodTemplateMetadata{Labels: map[string]string{"role": "canary"}, Annotations: map[string]string{"canary/only": "yes"}}
+	ro.Spec.Strategy.Canary.StableMetadata = &v1alpha1.PodTemplateMetadata{Labels: map[string]string{"role": "stable"}}
+	h.create(ro)
+	h1 := PodTemplateHash(template("web:1"), nil)
+	h.waitStatus("web", "healthy", func(s *v1alpha1.RolloutStatus) bool { return s.StableRS == h1 })
+
+	// pod plays the ReplicaSet controller: a pod of rs from its template
+	// as it was before the role metadata (no role label).
+	pod := func(hash string) string {
+		var rs *appsv1.ReplicaSet
+		h.eventually("ReplicaSet "+hash, func() (bool, string) { rs = h.rs("web-" + hash); return rs != nil, "" })
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-" + hash + "-a",
+			Labels:          map[string]string{"app": "web", v1alpha1.DefaultRolloutUniqueLabelKey: hash},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(rs, appsv1.SchemeGroupVersion.WithKind("ReplicaSet"))}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web"}}}}
+		h.create(p)
+		h.poke("web")
+		return p.Name
+	}
+	wait := func(what, hash, pod, role string, canaryAnnotation bool) {
+		t.Helper()
+		h.eventually(what, func() (bool, string) {
+			rs := h.rs("web-" + hash)
+			p := &corev1.Pod{}
+			if err := h.c.Get(h.ctx, types.NamespacedName{Namespace: h.ns, Name: pod}, p); err != nil {
+				return false, err.Error()
+			}
+			_, ta := rs.Spec.Template.Annotations["canary/only"]
+			_, pa := p.Annotations["canary/only"]
+			return rs.Spec.Template.Labels["role"] == role && p.Labels["role"] == role && ta == canaryAnnotation && pa == canaryAnnotation &&
+					rs.Spec.Template.Labels["app"] == "web" && p.Labels[v1alpha1.DefaultRolloutUniqueLabelKey] == hash,
+				fmt.Sprintf("template %v %v, pod %v %v", rs.Spec.Template.Labels, rs.Spec.Template.Annotations, p.Labels, p.Annotations)
+		})
+	}
+	p1 := pod(h1)
+	wait("stable metadata on the first revision", h1, p1, "stable", false)
+
+	h.update("web", false, func(ro *v1alpha1.Rollout) { ro.Spec.Template = template("web:2") })
+	h2 := PodTemplateHash(template("web:2"), nil)
+	h.waitStatus("web", "paused at the canary", func(s *v1alpha1.RolloutStatus) bool { return s.Phase == v1alpha1.RolloutPhasePaused })
+	p2 := pod(h2)
+	wait("canary metadata on the canary", h2, p2, "canary", true)
+	wait("stable metadata kept on the stable", h1, p1, "stable", false)
+
+	h.update("web", true, func(ro *v1alpha1.Rollout) { steps.Promote(ro, true) })
+	h.waitStatus("web", "promoted", func(s *v1alpha1.RolloutStatus) bool { return s.StableRS == h2 })
+	wait("stable metadata on the promoted canary, canary's taken off", h2, p2, "stable", false)
+}

@@ -137,6 +137,9 @@ func (r *Reconciler) sync(ctx context.Context, k string) (time.Duration, error) 
 			}
 		}
 	}
+	if err := r.syncMetadata(ctx, ro, byHash, st); err != nil {
+		return 0, err
+	}
 	if err := r.services(ctx, ro, &st); err != nil {
 		return 0, err
 	}
@@ -186,6 +189,13 @@ func (r *Reconciler) sync(ctx context.Context, k string) (time.Duration, error) 
 		if err := r.terminate(ctx, ns, name); err != nil {
 			return 0, fmt.Errorf("terminating AnalysisRun %s/%s: %w", ns, name, err)
 		}
+	}
+	hashes := map[string]bool{}
+	for h := range byHash {
+		hashes[h] = true
+	}
+	if err := r.pruneRuns(ctx, ro, runs, st, hashes); err != nil {
+		return 0, err
 	}
 	if dep != nil {
 		if err := r.scaleDownWorkload(ctx, ro, dep, st); err != nil {
@@ -474,6 +484,7 @@ func observe(rs *appsv1.ReplicaSet) steps.ReplicaSet {
 			o.ScaleDownDeadline = t
 		}
 	}
+	o.Revision, _ = strconv.ParseInt(rs.Annotations[RevisionAnnotation], 10, 64)
 	return o
 }
 

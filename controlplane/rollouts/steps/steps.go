@@ -8,6 +8,7 @@
 package steps
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -41,6 +42,9 @@ type ReplicaSet struct {
 	// ScaleDownDeadline is the deadline recorded on it (Argo's
 	// scale-down-deadline annotation); zero when none.
 	ScaleDownDeadline time.Time
+	// Revision is its rollout.argoproj.io/revision (0 when unknown): the
+	// newest old ReplicaSets are the ones scaleDownDelayRevisionLimit keeps.
+	Revision int64
 }
 
 // AnalysisRun is what the reconciler observed about one AnalysisRun.
@@ -187,6 +191,7 @@ func (m *machine) run() {
 	} else {
 		m.blueGreen()
 	}
+	m.limitDelayed()
 	m.counts()
 	m.phase(wasPaused)
 	m.deadlines()
@@ -399,6 +404,37 @@ func (m *machine) scaleDown(r ReplicaSet, delay time.Duration) {
 		m.out.ScaleDowns = append(m.out.ScaleDowns, ScaleDown{Hash: r.Hash, At: at})
 	}
 	m.at(at)
+}
+
+// limitDelayed applies scaleDownDelayRevisionLimit as Argo does: of the old
+// ReplicaSets still running while they wait for their scale-down deadline,
+// the newest limit (by revision) keep running and the others go to 0 now.
+// The current template's ReplicaSet (an aborted canary or preview waiting
+// for abortScaleDownDelaySeconds) is not an old one and is not counted.
+func (m *machine) limitDelayed() {
+	var limit *int32
+	if c := m.r.Spec.Strategy.Canary; c != nil {
+		limit = c.ScaleDownDelayRevisionLimit
+	} else if bg := m.r.Spec.Strategy.BlueGreen; bg != nil {
+		limit = bg.ScaleDownDelayRevisionLimit
+	}
+	if limit == nil {
+		return
+	}
+	var waiting []ReplicaSet
+	for _, r := range m.in.ReplicaSets {
+		if r.Hash != m.in.PodHash && m.scaling[r.Hash] && m.out.Replicas[r.Hash] > 0 {
+			waiting = append(waiting, r)
+		}
+	}
+	slices.SortStableFunc(waiting, func(a, b ReplicaSet) int { return cmp.Compare(b.Revision, a.Revision) })
+	for i, r := range waiting {
+		if i < int(*limit) {
+			continue
+		}
+		m.out.Replicas[r.Hash] = 0
+		m.out.ScaleDowns = slices.DeleteFunc(m.out.ScaleDowns, func(sd ScaleDown) bool { return sd.Hash == r.Hash })
+	}
 }
 
 func seconds(p *int32, def int32) time.Duration {

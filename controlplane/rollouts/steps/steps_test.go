@@ -69,7 +69,7 @@ func (w *world) step() Output {
 	for h, n := range out.Replicas {
 		r := w.rss[h]
 		if r == nil {
-			r = &ReplicaSet{Hash: h}
+			r = &ReplicaSet{Hash: h, Revision: int64(len(w.rss) + 1)}
 			w.rss[h] = r
 		}
 		r.Replicas = n
@@ -502,6 +502,37 @@ func TestTemplateChangeRestartsSteps(t *testing.T) {
 	w.settle()
 	if w.replicas("v2") != 0 {
 		t.Fatalf("v2 %d", w.replicas("v2"))
+	}
+}
+
+// scaleDownDelayRevisionLimit keeps only the newest old ReplicaSets
+// running while they wait for their deadline; the older ones go at once.
+func TestScaleDownDelayRevisionLimit(t *testing.T) {
+	for _, tc := range []struct {
+		limit  string
+		v1, v2 int32 // replicas of the old ReplicaSets after v3's promotion
+	}{
+		{"", 5, 5},
+		{"scaleDownDelayRevisionLimit: 1", 0, 5},
+		{"scaleDownDelayRevisionLimit: 0", 0, 0},
+	} {
+		t.Run(tc.limit, func(t *testing.T) {
+			w := newWorld(t, strings.Replace(canaryYAML, "      steps:", "      "+tc.limit+"\n      steps:", 1))
+			for _, h := range []string{"v2", "v3"} {
+				w.update(h)
+				w.settle()
+				Promote(w.ro, true)
+				w.settle()
+			}
+			if w.ro.Status.StableRS != "v3" || w.replicas("v3") != 5 || w.replicas("v1") != tc.v1 || w.replicas("v2") != tc.v2 {
+				t.Fatalf("stable %s v1 %d v2 %d v3 %d; want v3 v1 %d v2 %d v3 5", w.ro.Status.StableRS, w.replicas("v1"), w.replicas("v2"), w.replicas("v3"), tc.v1, tc.v2)
+			}
+			w.advance(30 * time.Second)
+			w.settle()
+			if w.replicas("v1") != 0 || w.replicas("v2") != 0 {
+				t.Fatalf("after the delay: v1 %d v2 %d", w.replicas("v1"), w.replicas("v2"))
+			}
+		})
 	}
 }
 
