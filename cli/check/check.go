@@ -45,7 +45,8 @@ type Check struct {
 	// Retry: under Runner.Wait, a failure is retried until the check passes
 	// or the wait is over. Meant for conditions that become true by
 	// themselves after an install (pods becoming ready, the controller
-	// writing the webhook's caBundle), not for ones that never will.
+	// writing the webhook's caBundle), not for ones that never will; a
+	// check that can tell returns Final(err) for those.
 	Retry bool
 	// Run performs the check: nil is success. Checks may record what they
 	// learn in the State for later checks.
@@ -130,6 +131,22 @@ func Warn(err error) error {
 // Warnf is Warn(fmt.Errorf(format, args...)).
 func Warnf(format string, args ...any) error { return Warn(fmt.Errorf(format, args...)) }
 
+type final struct{ err error }
+
+func (f final) Error() string { return f.err.Error() }
+func (f final) Unwrap() error { return f.err }
+
+// Final marks err as one that waiting cannot fix (the controller has
+// judged the object as it is now and rejected it; only an edit of it will
+// change that): a Retry check returning it fails at once under Runner.Wait
+// instead of blocking until the wait is over.
+func Final(err error) error {
+	if err == nil {
+		return nil
+	}
+	return final{err}
+}
+
 // Run runs the checks in order and reports their results. A failing Fatal
 // check stops the run; ctx's end stops it too (the check running then fails).
 func (r *Runner) Run(ctx context.Context, checks []Check, s *State) *Report {
@@ -188,7 +205,8 @@ func (r *Runner) runOne(ctx context.Context, c *Check, s *State, deadline time.T
 			return res, true
 		}
 		res.Result, res.Err, res.Hint = Error, err, c.Hint
-		if !c.Retry || deadline.IsZero() || ctx.Err() != nil {
+		var f final
+		if !c.Retry || deadline.IsZero() || ctx.Err() != nil || errors.As(err, &f) {
 			return res, true
 		}
 		left := deadline.Sub(now())

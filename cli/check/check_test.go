@@ -136,6 +136,20 @@ func TestRunnerRetryTimesOut(t *testing.T) {
 	}
 }
 
+// A Retry check that says waiting cannot fix it fails at once.
+func TestRunnerFinalNotRetried(t *testing.T) {
+	n := 0
+	checks := []Check{{Group: "a", Description: "rejected", Retry: true, Run: func(context.Context, *State) error {
+		n++
+		return Final(errors.New("rejected for good"))
+	}}}
+	rec := &recorder{}
+	rep := (&Runner{Wait: time.Minute, Interval: time.Millisecond, Observer: rec}).Run(context.Background(), checks, NewState(Options{}))
+	if n != 1 || rep.Success() || rep.Results[0].Result != Error || rep.Results[0].Err.Error() != "rejected for good" || len(rec.waiting) != 0 {
+		t.Fatalf("ran %d times, results %+v, waiting %v", n, rep.Results, rec.waiting)
+	}
+}
+
 func TestRunnerNoRetry(t *testing.T) {
 	n := 0
 	count := func(context.Context, *State) error { n++; return errors.New("no") }

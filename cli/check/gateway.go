@@ -111,18 +111,19 @@ func gatewayChecks(o Options) []Check {
 				if err != nil {
 					return err
 				}
-				var probs []string
+				var probs problems
 				for _, gc := range classes {
 					what := "GatewayClass " + gc.Name
 					if p, pending := conditionProblem(what, gc.Generation, gc.Status.Conditions, "Accepted", true); p != "" {
-						fix := notReconciled(s.Namespace)
-						if !pending {
-							fix = fixFor(classFixes, conditionReason(gc.Status.Conditions, "Accepted"), "kubectl describe gatewayclass "+gc.Name)
+						if pending {
+							probs.add(true, p, "    fix: "+notReconciled(s.Namespace))
+							continue
 						}
-						probs = append(probs, p, "    fix: "+fix)
+						reason := conditionReason(gc.Status.Conditions, "Accepted")
+						probs.reason(reason, p, "    fix: "+fixFor(classFixes, reason, "kubectl describe gatewayclass "+gc.Name))
 					}
 				}
-				return joinProblems(probs)
+				return probs.err()
 			},
 		},
 		{
@@ -138,11 +139,11 @@ func gatewayChecks(o Options) []Check {
 				if len(gws) == 0 {
 					return Skip("no Gateway of Meridian's GatewayClasses")
 				}
-				var probs []string
+				var probs problems
 				for _, k := range sortedKeys(gws) {
-					probs = append(probs, gatewayProblems(gws[k], s.Namespace)...)
+					gatewayProblems(&probs, gws[k], s.Namespace)
 				}
-				return joinProblems(probs)
+				return probs.err()
 			},
 		},
 		{
@@ -162,11 +163,11 @@ func gatewayChecks(o Options) []Check {
 				if len(sets) == 0 {
 					return Skip("no ListenerSet names a Gateway of Meridian's GatewayClasses")
 				}
-				var probs []string
+				var probs problems
 				for _, k := range sortedKeys(sets) {
-					probs = append(probs, listenerSetProblems(sets[k], s.Namespace)...)
+					listenerSetProblems(&probs, sets[k], s.Namespace)
 				}
-				return joinProblems(probs)
+				return probs.err()
 			},
 		},
 		{
@@ -186,7 +187,7 @@ func gatewayChecks(o Options) []Check {
 				if err != nil {
 					return err
 				}
-				var probs []string
+				var probs problems
 				attached := 0
 				for _, rk := range routeKinds {
 					ok, err := hasCRD(ctx, s, rk.crd)
@@ -201,34 +202,80 @@ func gatewayChecks(o Options) []Check {
 						return err
 					}
 					for _, r := range routes {
-						n, p := routeProblems(r, gws, sets, s.Namespace)
-						attached += n
-						probs = append(probs, p...)
+						attached += routeProblems(&probs, r, gws, sets, s.Namespace)
 					}
 				}
 				if attached == 0 {
 					return Skip("no route names a Gateway of Meridian's GatewayClasses")
 				}
-				return joinProblems(probs)
+				return probs.err()
 			},
 		},
 	}
 }
 
+// problems collects a check's problem lines and whether waiting may fix
+// any of them: a rejection for a reason only an edit of the object itself
+// fixes (finalReasons), judged at its current generation, will not change
+// by itself, and `check --wait` should say so at once.
+type problems struct {
+	lines    []string
+	waitable bool
+}
+
+// add records lines; wait says whether they may go away by themselves.
+func (p *problems) add(wait bool, lines ...string) {
+	p.lines = append(p.lines, lines...)
+	p.waitable = p.waitable || wait
+}
+
+// reason records lines for a condition or listener rejected with reason.
+func (p *problems) reason(reason string, lines ...string) { p.add(!finalReasons[reason], lines...) }
+
+func (p *problems) err() error {
+	err := joinProblems(p.lines)
+	if err != nil && !p.waitable {
+		return Final(err)
+	}
+	return err
+}
+
+// finalReasons are the condition reasons that only an edit of the object
+// itself can clear (which changes its generation, and the check starts
+// over). Reasons that another object's arrival clears (a Service, a
+// Secret, a ReferenceGrant, a parametersRef ConfigMap: a GitOps sync
+// applies them in any order) are not among them.
+var finalReasons = map[string]bool{
+	string(gwv1.GatewayClassReasonUnsupported):   true,
+	string(gwv1.GatewayReasonUnsupportedAddress): true,
+	// Derived from other conditions (the listeners', also ListenerSets'),
+	// whose own lines decide.
+	string(gwv1.GatewayReasonListenersNotValid):    true,
+	string(gwv1.GatewayReasonInvalid):              true,
+	string(gwv1.ListenerReasonUnsupportedProtocol): true,
+	string(gwv1.ListenerReasonInvalidRouteKinds):   true,
+	string(gwv1.ListenerReasonHostnameConflict):    true,
+	string(gwv1.ListenerReasonProtocolConflict):    true,
+	string(gwv1.ListenerReasonUnsupportedValue):    true,
+	string(gwv1.RouteReasonIncompatibleFilters):    true,
+	string(gwv1.RouteReasonInvalidKind):            true,
+}
+
 // gatewayProblems are a Gateway's: its Accepted and Programmed
 // conditions, then each listener's that is not accepted, programmed,
 // resolved and free of conflicts.
-func gatewayProblems(g *gwv1.Gateway, ns string) []string {
+func gatewayProblems(probs *problems, g *gwv1.Gateway, ns string) {
 	what := fmt.Sprintf("Gateway %s/%s", g.Namespace, g.Name)
-	var probs []string
 	for _, typ := range []string{"Accepted", "Programmed"} {
 		if p, pending := conditionProblem(what, g.Generation, g.Status.Conditions, typ, true); p != "" {
 			if pending {
 				// Not handled (or not since the last change): the other
 				// conditions and the listeners' say no more.
-				return append(probs, p, "    fix: "+notReconciled(ns))
+				probs.add(true, p, "    fix: "+notReconciled(ns))
+				return
 			}
-			probs = append(probs, p, "    fix: "+gatewayFix(g, conditionReason(g.Status.Conditions, typ)))
+			reason := conditionReason(g.Status.Conditions, typ)
+			probs.reason(reason, p, "    fix: "+gatewayFix(g, reason))
 		}
 	}
 	statuses := map[gwv1.SectionName]gwv1.ListenerStatus{}
@@ -239,15 +286,14 @@ func gatewayProblems(g *gwv1.Gateway, ns string) []string {
 		lw := fmt.Sprintf("%s listener %s (port %d, %s)", what, l.Name, l.Port, l.Protocol)
 		st, ok := statuses[l.Name]
 		if !ok {
-			probs = append(probs, lw+": no status from "+names.GatewayController+" yet", "    fix: "+notReconciled(ns))
+			probs.add(true, lw+": no status from "+names.GatewayController+" yet", "    fix: "+notReconciled(ns))
 			continue
 		}
 		lp, reason := listenerConditionProblems(st.Conditions)
 		if len(lp) > 0 {
-			probs = append(probs, lw+": "+strings.Join(lp, "; "), "    fix: "+fixFor(listenerFixes, reason, "kubectl describe gateway -n "+g.Namespace+" "+g.Name))
+			probs.reason(reason, lw+": "+strings.Join(lp, "; "), "    fix: "+fixFor(listenerFixes, reason, "kubectl describe gateway -n "+g.Namespace+" "+g.Name))
 		}
 	}
-	return probs
 }
 
 // listenerConditionProblems are a listener's conditions that are not as
@@ -318,17 +364,17 @@ func listenerSetParent(ls *gwv1.ListenerSet) (string, bool) {
 
 // listenerSetProblems are a ListenerSet's: its Accepted and Programmed
 // conditions, then each listener's, as a Gateway's.
-func listenerSetProblems(ls *gwv1.ListenerSet, ns string) []string {
+func listenerSetProblems(probs *problems, ls *gwv1.ListenerSet, ns string) {
 	what := fmt.Sprintf("ListenerSet %s/%s", ls.Namespace, ls.Name)
 	parent, _ := listenerSetParent(ls)
-	var probs []string
 	for _, typ := range []string{"Accepted", "Programmed"} {
 		p, pending := conditionProblem(what, ls.Generation, ls.Status.Conditions, typ, true)
 		if p == "" {
 			continue
 		}
 		if pending {
-			return append(probs, p, "    fix: "+notReconciled(ns))
+			probs.add(true, p, "    fix: "+notReconciled(ns))
+			return
 		}
 		reason := conditionReason(ls.Status.Conditions, typ)
 		fix := fixFor(listenerSetFixes, reason, "kubectl describe listenerset -n "+ls.Namespace+" "+ls.Name)
@@ -338,9 +384,9 @@ func listenerSetProblems(ls *gwv1.ListenerSet, ns string) []string {
 		case string(gwv1.ListenerSetReasonParentNotAccepted), "ParentNotProgrammed":
 			fix = "see Gateway " + parent + "'s own lines: the ListenerSet follows its Gateway"
 		}
-		probs = append(probs, p, "    fix: "+fix)
+		probs.reason(reason, p, "    fix: "+fix)
 		if reason == string(gwv1.ListenerSetReasonNotAllowed) || reason == string(gwv1.ListenerSetReasonParentNotAccepted) {
-			return probs // its listeners were not judged
+			return // its listeners were not judged
 		}
 	}
 	statuses := map[gwv1.SectionName]gwv1.ListenerEntryStatus{}
@@ -351,7 +397,7 @@ func listenerSetProblems(ls *gwv1.ListenerSet, ns string) []string {
 		lw := fmt.Sprintf("%s listener %s (port %d, %s)", what, l.Name, l.Port, l.Protocol)
 		st, ok := statuses[l.Name]
 		if !ok {
-			probs = append(probs, lw+": no status from "+names.GatewayController+" yet", "    fix: "+notReconciled(ns))
+			probs.add(true, lw+": no status from "+names.GatewayController+" yet", "    fix: "+notReconciled(ns))
 			continue
 		}
 		if lp, reason := listenerConditionProblems(st.Conditions); len(lp) > 0 {
@@ -362,10 +408,9 @@ func listenerSetProblems(ls *gwv1.ListenerSet, ns string) []string {
 			case string(gwv1.ListenerReasonRefNotPermitted):
 				fix = "a certificateRef names a Secret of another namespace: add a ReferenceGrant there allowing ListenerSets of this namespace to refer to it (a Gateway's grant does not extend to its ListenerSets)"
 			}
-			probs = append(probs, lw+": "+strings.Join(lp, "; "), "    fix: "+fix)
+			probs.reason(reason, lw+": "+strings.Join(lp, "; "), "    fix: "+fix)
 		}
 	}
-	return probs
 }
 
 // gatewayFix is how to fix a Gateway condition's reason.
@@ -430,7 +475,7 @@ func listRoutes(ctx context.Context, s *State, kind string) ([]routeObject, erro
 // one of sets (ListenerSets of gws): our controller's entry for it in
 // status.parents must say Accepted and ResolvedRefs True. attached counts
 // those parentRefs.
-func routeProblems(r routeObject, gws map[string]*gwv1.Gateway, sets map[string]*gwv1.ListenerSet, ns string) (attached int, probs []string) {
+func routeProblems(probs *problems, r routeObject, gws map[string]*gwv1.Gateway, sets map[string]*gwv1.ListenerSet, ns string) (attached int) {
 	for _, ref := range r.parentRefs {
 		kind, key, ok := parentKey(ref, r.meta.Namespace)
 		if !ok || (kind == "Gateway" && gws[key] == nil) || (kind == "ListenerSet" && sets[key] == nil) {
@@ -440,20 +485,21 @@ func routeProblems(r routeObject, gws map[string]*gwv1.Gateway, sets map[string]
 		what := fmt.Sprintf("%s %s/%s → %s", r.kind, r.meta.Namespace, r.meta.Name, describeParent(ref, kind, key))
 		st := parentStatus(r.parents, ref, r.meta.Namespace)
 		if st == nil {
-			probs = append(probs, what+": no status from "+names.GatewayController+" yet", "    fix: "+notReconciled(ns))
+			probs.add(true, what+": no status from "+names.GatewayController+" yet", "    fix: "+notReconciled(ns))
 			continue
 		}
 		for _, typ := range []string{"Accepted", "ResolvedRefs"} {
 			if p, pending := conditionProblem(what, r.meta.Generation, st.Conditions, typ, true); p != "" {
 				if pending {
-					probs = append(probs, p, "    fix: "+notReconciled(ns))
+					probs.add(true, p, "    fix: "+notReconciled(ns))
 					break
 				}
-				probs = append(probs, p, "    fix: "+fixFor(routeFixes, conditionReason(st.Conditions, typ), fmt.Sprintf("kubectl describe %s -n %s %s", strings.ToLower(r.kind), r.meta.Namespace, r.meta.Name)))
+				reason := conditionReason(st.Conditions, typ)
+				probs.reason(reason, p, "    fix: "+fixFor(routeFixes, reason, fmt.Sprintf("kubectl describe %s -n %s %s", strings.ToLower(r.kind), r.meta.Namespace, r.meta.Name)))
 			}
 		}
 	}
-	return attached, probs
+	return attached
 }
 
 // parentKey is the kind (Gateway or ListenerSet) and namespace/name of the

@@ -2,6 +2,7 @@ package check
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -316,4 +317,41 @@ func TestGatewayListenerSetChecks(t *testing.T) {
 		}
 	}
 	expect(t, rep, checkRoutes, Error, "HTTPRoute team/web → ListenerSet team/outside: Accepted False (NotAllowedByListeners)")
+}
+
+// A rejection only an edit fixes is Final (check --wait does not wait for
+// it); one that another object's arrival may fix, or a pending one, is not.
+func TestGatewayProblemsFinal(t *testing.T) {
+	l := func(reason string) gwv1.ListenerStatus {
+		return gwv1.ListenerStatus{Name: "l", Conditions: []metav1.Condition{
+			gwCond("Accepted", reason == "InvalidCertificateRef", reason, "", 1), gwCond("Programmed", false, "Invalid", "", 1),
+			gwCond("ResolvedRefs", reason != "InvalidCertificateRef", reason, "", 1)}}
+	}
+	gw := func(accepted string, listener gwv1.ListenerStatus) *gwv1.Gateway {
+		g := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "g", Namespace: "edge", Generation: 1},
+			Spec: gwv1.GatewaySpec{Listeners: []gwv1.Listener{{Name: "l", Port: 80, Protocol: "UDP"}}}}
+		g.Status.Conditions = []metav1.Condition{gwCond("Accepted", accepted == "", accepted, "", 1), gwCond("Programmed", false, "Invalid", "", 1)}
+		if accepted == "Unknown" {
+			g.Status.Conditions[0].Status = metav1.ConditionUnknown
+		}
+		g.Status.Listeners = []gwv1.ListenerStatus{listener}
+		return g
+	}
+	var f final
+	for _, tc := range []struct {
+		name  string
+		g     *gwv1.Gateway
+		final bool
+	}{
+		{"unsupported protocol", gw("ListenersNotValid", l("UnsupportedProtocol")), true},
+		{"missing certificate", gw("ListenersNotValid", l("InvalidCertificateRef")), false},
+		{"not handled yet", gw("Unknown", l("UnsupportedProtocol")), false},
+	} {
+		var p problems
+		gatewayProblems(&p, tc.g, "meridian")
+		err := p.err()
+		if err == nil || errors.As(err, &f) != tc.final {
+			t.Errorf("%s: %v (final %v), want final %v", tc.name, err, errors.As(err, &f), tc.final)
+		}
+	}
 }
