@@ -14,15 +14,22 @@ import (
 	"github.com/meridian-mesh/meridian/bench/loadgen"
 )
 
+var sink uint64
+
 func TestProcStats(t *testing.T) {
 	// A shell that burns a little CPU, then waits.
-	p, err := Start("busy", "", t.TempDir(), "sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 30")
+	// About 0.3 s of CPU on an idle core; on a loaded machine it gets its
+	// tick later, so the reading is polled (bounded) rather than taken once.
+	p, err := Start("busy", "", t.TempDir(), "sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 30")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Stop(time.Second)
-	time.Sleep(500 * time.Millisecond)
 	cpu, err := p.CPUSeconds()
+	for deadline := time.Now().Add(20 * time.Second); err == nil && cpu <= 0 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		cpu, err = p.CPUSeconds()
+	}
 	if err != nil || cpu <= 0 {
 		t.Fatalf("cpu %v, %v", cpu, err)
 	}
@@ -33,7 +40,17 @@ func TestProcStats(t *testing.T) {
 	if err := p.ResetPeak(); err != nil {
 		t.Logf("clear_refs not supported here: %v", err)
 	}
-	if self, err := SelfCPUSeconds(); err != nil || self <= 0 {
+	// The test process may not have used one clock tick (10 ms) yet: work
+	// until it has, bounded, so the reading must grow with work.
+	self, err := SelfCPUSeconds()
+	for deadline, x := time.Now().Add(5*time.Second), uint64(1); err == nil && self <= 0 && time.Now().Before(deadline); {
+		for i := 0; i < 1e6; i++ {
+			x = x*6364136223846793005 + 1442695040888963407
+		}
+		sink = x
+		self, err = SelfCPUSeconds()
+	}
+	if err != nil || self <= 0 {
 		t.Fatalf("self cpu %v, %v", self, err)
 	}
 	if busy, err := MachineBusySeconds(); err != nil || busy <= 0 {
