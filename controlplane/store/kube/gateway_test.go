@@ -50,11 +50,11 @@ func TestRunGatewayAPI(t *testing.T) {
 	cfg := sharedAPIServer(t)
 	c := newClient(t, cfg)
 	ctx := context.Background()
-	createNamespace(t, c, "gwapi")
-	tlsSecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "gwapi", Name: "cert"}, Type: corev1.SecretTypeTLS,
+	ns := createNamespace(t, c, "gwapi")
+	tlsSecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cert"}, Type: corev1.SecretTypeTLS,
 		Data: map[string][]byte{"tls.crt": []byte("c"), "tls.key": []byte("k")}}
-	opaque := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "gwapi", Name: "opaque"}, StringData: map[string]string{"k": "v"}}
-	ca := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "gwapi", Name: "ca"}, Data: map[string]string{"ca.crt": "pem", "other": "dropped"}}
+	opaque := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "opaque"}, StringData: map[string]string{"k": "v"}}
+	ca := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ca"}, Data: map[string]string{"ca.crt": "pem", "other": "dropped"}}
 	for _, o := range []client.Object{tlsSecret, opaque, ca} {
 		if err := c.Create(ctx, o); err != nil {
 			t.Fatal(err)
@@ -63,7 +63,7 @@ func TestRunGatewayAPI(t *testing.T) {
 
 	t.Run("without the CRDs", func(t *testing.T) {
 		st := startGateway(t, cfg)
-		if _, ok := st.Secret(store.Key{Namespace: "gwapi", Name: "cert"}); !ok {
+		if _, ok := st.Secret(store.Key{Namespace: ns, Name: "cert"}); !ok {
 			t.Error("the TLS secret is not read")
 		}
 		if len(st.Gateways()) != 0 {
@@ -95,17 +95,17 @@ func TestRunGatewayAPI(t *testing.T) {
 
 	t.Run("with the CRDs", func(t *testing.T) {
 		st := startGateway(t, cfg)
-		if _, ok := st.Secret(store.Key{Namespace: "gwapi", Name: "opaque"}); ok {
+		if _, ok := st.Secret(store.Key{Namespace: ns, Name: "opaque"}); ok {
 			t.Error("an Opaque secret is read")
 		}
-		cm, ok := st.ConfigMap(store.Key{Namespace: "gwapi", Name: "ca"})
+		cm, ok := st.ConfigMap(store.Key{Namespace: ns, Name: "ca"})
 		if !ok || cm.Data["ca.crt"] != "pem" || len(cm.Data) != 1 {
 			t.Errorf("ca configmap %v, %v: only ca.crt is kept", cm, ok)
 		}
-		gwKey := store.Key{Namespace: "gwapi", Name: "gw"}
+		gwKey := store.Key{Namespace: ns, Name: "gw"}
 		changed, cancel := st.Watch(store.GatewayTopic(gwKey))
 		defer cancel()
-		gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "gwapi", Name: "gw"}, Spec: gwv1.GatewaySpec{
+		gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"}, Spec: gwv1.GatewaySpec{
 			GatewayClassName: "meridian",
 			Listeners:        []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}},
 		}}
@@ -113,7 +113,7 @@ func TestRunGatewayAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 		woken(t, "gateway created", changed)
-		route := &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "gwapi", Name: "r"}}
+		route := &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "r"}}
 		route.Spec.ParentRefs = []gwv1.ParentReference{{Name: "gw"}}
 		if err := c.Create(ctx, route); err != nil {
 			t.Fatal(err)

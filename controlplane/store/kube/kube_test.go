@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,12 +112,19 @@ func newClient(t *testing.T, cfg *rest.Config) client.Client {
 	return c
 }
 
-func createNamespace(t *testing.T, c client.Client, name string) {
+// createNamespace creates a namespace named base-N, new to the API server
+// (shared by -count's runs, and envtest never finishes deleting one), and
+// returns its name.
+func createNamespace(t *testing.T, c client.Client, base string) string {
 	t.Helper()
+	name := fmt.Sprintf("%s-%d", base, nsSeq.Add(1))
 	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
 		t.Fatal(err)
 	}
+	return name
 }
+
+var nsSeq atomic.Int64
 
 // fromYAML decodes a manifest into an unstructured object, so that the API
 // server, not our Go types, judges it.
@@ -129,19 +137,21 @@ func fromYAML(t *testing.T, manifest string) *unstructured.Unstructured {
 	return u
 }
 
-const profileHead = `apiVersion: meridian.io/v1alpha1
+func profileHead(ns string) string {
+	return `apiVersion: meridian.io/v1alpha1
 kind: ServiceProfile
 metadata:
   name: web.validation.svc.cluster.local
-  namespace: validation
+  namespace: ` + ns + `
 spec:
 `
+}
 
 func TestAPIServerValidatesServiceProfiles(t *testing.T) {
 	cfg := sharedAPIServer(t)
 	c := newClient(t, cfg)
 	ctx := context.Background()
-	createNamespace(t, c, "validation")
+	ns := createNamespace(t, c, "validation")
 
 	for _, tc := range []struct {
 		name string
@@ -218,7 +228,7 @@ func TestAPIServerValidatesServiceProfiles(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := c.Create(ctx, fromYAML(t, profileHead+tc.spec))
+			err := c.Create(ctx, fromYAML(t, profileHead(ns)+tc.spec))
 			if err == nil {
 				t.Fatal("the API server accepted an invalid ServiceProfile")
 			}
@@ -236,7 +246,7 @@ func TestAPIServerValidatesServiceProfiles(t *testing.T) {
 
 	// A valid, Linkerd-shaped profile is accepted and round-trips through
 	// the API server (the ratio stays 0.2, the quantity weight "500m").
-	valid := profileHead + `  routes:
+	valid := profileHead(ns) + `  routes:
   - name: GET /api/list
     condition:
       all:
@@ -260,7 +270,7 @@ func TestAPIServerValidatesServiceProfiles(t *testing.T) {
 		t.Fatalf("valid profile rejected: %v", err)
 	}
 	var got v1alpha1.ServiceProfile
-	if err := c.Get(ctx, client.ObjectKey{Namespace: "validation", Name: "web.validation.svc.cluster.local"}, &got); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web.validation.svc.cluster.local"}, &got); err != nil {
 		t.Fatal(err)
 	}
 	if got.Spec.RetryBudget == nil || got.Spec.RetryBudget.RetryRatio != "0.2" {
@@ -279,7 +289,7 @@ func TestAPIServerValidatesServiceProfiles(t *testing.T) {
 
 func TestAPIServerValidatesTrafficSplits(t *testing.T) {
 	c := newClient(t, sharedAPIServer(t))
-	createNamespace(t, c, "split-validation")
+	ns := createNamespace(t, c, "split-validation")
 	for _, tc := range []struct{ name, manifest, want string }{
 		{"no backends", `apiVersion: split.smi-spec.io/v1alpha2
 kind: TrafficSplit
@@ -298,7 +308,7 @@ spec: {service: web, backends: [{service: web-v1, weight: "500m"}]}
 `, "spec.backends[0].weight"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := c.Create(context.Background(), fromYAML(t, tc.manifest))
+			err := c.Create(context.Background(), fromYAML(t, strings.ReplaceAll(tc.manifest, "namespace: split-validation", "namespace: "+ns)))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Create = %v, want an error naming %s", err, tc.want)
 			}
@@ -387,8 +397,7 @@ func TestRunFillsTheStore(t *testing.T) {
 	cfg := sharedAPIServer(t)
 	c := newClient(t, cfg)
 	ctx := context.Background()
-	const ns = "fill"
-	createNamespace(t, c, ns)
+	ns := createNamespace(t, c, "fill")
 
 	// Something exists before the source starts: it is in the store once
 	// Run says it is ready.
@@ -461,7 +470,7 @@ func TestRunFillsTheStore(t *testing.T) {
 	eventually(t, "two endpoints", func() bool { return slices.Equal(addresses(st, web), []string{"10.1.0.1", "10.1.0.2"}) })
 
 	profile := &v1alpha1.ServiceProfile{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web.fill.svc.cluster.local"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web." + ns + ".svc.cluster.local"},
 		Spec: v1alpha1.ServiceProfileSpec{
 			Routes: []v1alpha1.RouteSpec{{
 				Name:      "GET /",
@@ -561,16 +570,16 @@ func TestRunWithoutOptionalCRDs(t *testing.T) {
 		}
 	})
 	c := newClient(t, cfg)
-	createNamespace(t, c, "nocrds")
+	ns := createNamespace(t, c, "nocrds")
 	st := start(t, cfg)
 	if err := c.Create(context.Background(), &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "nocrds", Name: "web"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
 		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
 	}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the service", func() bool {
-		_, ok := st.Service(store.Key{Namespace: "nocrds", Name: "web"})
+		_, ok := st.Service(store.Key{Namespace: ns, Name: "web"})
 		return ok
 	})
 }

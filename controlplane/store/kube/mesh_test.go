@@ -2,8 +2,6 @@ package kube
 
 import (
 	"context"
-	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,8 +20,6 @@ import (
 	"github.com/meridian-mesh/meridian/test/apiserver"
 )
 
-var meshRuns atomic.Int64
-
 // Without WithGatewayAPI the store still reads the mesh's kinds: GAMMA
 // routes (a Service parent's topic wakes), ReferenceGrants, and Rollouts
 // with their status (Meridian's own split is compiled from it).
@@ -31,9 +27,7 @@ func TestRunMeshKinds(t *testing.T) {
 	cfg := sharedAPIServer(t)
 	c := newClient(t, cfg)
 	ctx := context.Background()
-	// A namespace per run: the API server is shared by -count's runs.
-	ns := fmt.Sprintf("meshkinds-%d", meshRuns.Add(1))
-	createNamespace(t, c, ns)
+	ns := createNamespace(t, c, "meshkinds")
 	crds, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{apiserver.GatewayAPICRDs()}, ErrorIfPathMissing: true})
 	if err != nil {
 		t.Fatal(err)

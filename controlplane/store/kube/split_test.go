@@ -28,8 +28,7 @@ import (
 func TestRunReadsSplitsWithoutTheWebhook(t *testing.T) {
 	cfg := sharedAPIServer(t)
 	c := newClient(t, cfg)
-	const ns = "nowebhook"
-	createNamespace(t, c, ns)
+	ns := createNamespace(t, c, "nowebhook")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	crds := apiextensionsclient.NewForConfigOrDie(cfg).ApiextensionsV1().CustomResourceDefinitions()
