@@ -94,8 +94,14 @@ fuzz:
 # allocations per request through two in-process proxies, HTTP/1.1, HTTP/2
 # and gRPC, plaintext and mTLS; about a minute, one RESULT line, for review.
 # MICROBENCH adds flags, e.g. MICROBENCH='-count 10 -out new.txt' for benchstat.
+# Then a Rollout's setWeight step from its status write in envtest's
+# kube-apiserver to 100 proxies (bench/rolloutstep; ~20 s, one RESULT line);
+# ROLLOUTBENCH adds its flags, e.g. ROLLOUTBENCH='-steps 20'.
 bench:
 	$(GO) run ./bench/cmd/microbench -go '$(GO)' $(MICROBENCH)
+	@assets='$(KUBEBUILDER_ASSETS)'; \
+	if [ -z "$$assets" ]; then assets="$$(./hack/kube-assets.sh)" || exit 1; fi; \
+	KUBEBUILDER_ASSETS="$$assets" $(GO) test -run '^$$' -bench SetWeight -benchtime 1x ./bench/rolloutstep $(ROLLOUTBENCH)
 
 # The edge gateway against nginx, HAProxy, Caddy and Traefik, its RSS with
 # 10,000 routes, and 1,000 HTTPRoutes applied at once (bench/gateway.sh;

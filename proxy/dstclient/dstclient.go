@@ -38,6 +38,11 @@ type Options struct {
 	// yet). Default 5s.
 	ConfirmEmpty time.Duration
 	Log          *slog.Logger
+	// OnProfile, when set, is called with each profile of authority once
+	// it is applied (requests from then on use it), on the stream's
+	// goroutine: benchmarks and tests time the apply with it. It must not
+	// block.
+	OnProfile func(authority string, p *profile.Profile)
 }
 
 // Client is a discover.Resolver over a destination API connection.

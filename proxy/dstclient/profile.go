@@ -42,6 +42,9 @@ func (c *Client) Profile(ctx context.Context, authority string) (*profile.Watch,
 				}
 				last = m
 				w.Set(p)
+				if c.o.OnProfile != nil {
+					c.o.OnProfile(authority, p)
+				}
 				answer(nil)
 			}
 			answer(err)
