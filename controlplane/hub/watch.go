@@ -57,8 +57,24 @@ func (w *watchSet) set(keys []store.Topic) (added bool) {
 }
 
 // wait blocks until a watched topic changes (true), poll delivers (true;
-// nil never does), or ctx ends (false).
+// nil never does), or ctx ends (false). On true the other topics' pending
+// wakes are taken too: the computation that follows reads the store after
+// them, so one store write that wakes two topics (a Rollout's status: the
+// stable and the canary Service) costs one computation, not two.
 func (w *watchSet) wait(ctx context.Context, poll <-chan time.Time) bool {
+	if !w.block(ctx, poll) {
+		return false
+	}
+	for _, k := range w.keys {
+		select {
+		case <-w.subs[k].ch:
+		default:
+		}
+	}
+	return true
+}
+
+func (w *watchSet) block(ctx context.Context, poll <-chan time.Time) bool {
 	switch len(w.keys) {
 	case 0:
 		select {
