@@ -1,6 +1,7 @@
 // Package dashboard is viz's web dashboard: it reads the proxies of a set
 // of workloads every refresh, computes each workload's golden metrics and
-// the edges between workloads over the last Window (viz/golden, viz/stat), and serves
+// the edges between workloads over the last Window (viz/golden, viz/stat), and
+// Rollouts with their stable's and canary's figures side by side, and serves
 // them as JSON (/api/snapshot) and as a page that shows them live (/).
 package dashboard
 
