@@ -97,11 +97,11 @@ func (c *Client) ListOwned(ctx context.Context, allNamespaces bool) ([]Owned, er
 
 // SortRunsNewestFirst orders AnalysisRuns by creation, newest first; runs
 // created in the same second by revision, then name, both descending (the
-// reconciler's names end in a counter).
+// reconciler's names end in a counter: a longer name is a higher count).
 func SortRunsNewestFirst(runs []*v1alpha1.AnalysisRun) {
 	slices.SortStableFunc(runs, func(a, b *v1alpha1.AnalysisRun) int {
 		return cmp.Or(b.CreationTimestamp.Compare(a.CreationTimestamp.Time),
 			cmp.Compare(revision(b.Annotations), revision(a.Annotations)),
-			strings.Compare(b.Name, a.Name))
+			cmp.Compare(len(b.Name), len(a.Name)), strings.Compare(b.Name, a.Name))
 	})
 }

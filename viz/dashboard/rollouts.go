@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
@@ -42,7 +43,11 @@ type RolloutRow struct {
 	StableHash      string                    `json:"stableHash"` // status.stableRS
 	CanaryHash      string                    `json:"canaryHash"` // status.currentPodHash
 	PauseConditions []v1alpha1.PauseCondition `json:"pauseConditions"`
-	Abort           bool                      `json:"abort"`
+	// PauseUntil is when the current timed pause step ends (its
+	// CanaryPauseStep condition's start plus the step's duration); null
+	// otherwise.
+	PauseUntil *metav1.Time `json:"pauseUntil"`
+	Abort      bool         `json:"abort"`
 	// Analysis is the latest AnalysisRun; null without one.
 	Analysis *Analysis `json:"analysis"`
 	// Stable and Canary are what their pods served (inbound) over the
@@ -100,6 +105,7 @@ func newRolloutRow(r Rollout, stable, canary []stat.Pair, canaryProxies int) Rol
 			row.CurrentStepIndex = ro.Status.CurrentStepIndex
 		}
 		row.Step = rollout.Step(ro)
+		row.PauseUntil = pauseUntil(ro)
 		if w := ro.Status.Canary.Weights; w != nil {
 			row.Weights = &Weights{Canary: w.Canary.Weight, Stable: w.Stable.Weight, From: "status", Verified: w.Verified}
 		} else {
@@ -117,6 +123,26 @@ func newRolloutRow(r Rollout, stable, canary []stat.Pair, canaryProxies int) Rol
 		}
 	}
 	return row
+}
+
+// pauseUntil is when the current step, a pause with a duration, ends.
+func pauseUntil(ro *v1alpha1.Rollout) *metav1.Time {
+	i := ro.Status.CurrentStepIndex
+	steps := ro.Spec.Strategy.Canary.Steps
+	if i == nil || *i < 0 || int(*i) >= len(steps) || steps[*i].Pause == nil {
+		return nil
+	}
+	d, timed, err := steps[*i].Pause.PauseDuration()
+	if !timed || err != nil {
+		return nil
+	}
+	for _, c := range ro.Status.PauseConditions {
+		if c.Reason == v1alpha1.PauseReasonCanaryPauseStep {
+			t := metav1.NewTime(c.StartTime.Add(d))
+			return &t
+		}
+	}
+	return nil
 }
 
 // promoted reports whether the Rollout's canary is its stable: there is

@@ -196,6 +196,9 @@ func TestDashboardRollouts(t *testing.T) {
 	if r.StableHash != "5f8c7d9b4" || r.CanaryHash != "6d4f6b7c9" || len(r.PauseConditions) != 1 || r.PauseConditions[0].Reason != "CanaryPauseStep" || !r.PauseConditions[0].StartTime.Equal(&now) {
 		t.Errorf("hashes and pause: %+v", r)
 	}
+	if r.PauseUntil != nil {
+		t.Errorf("pause without a duration: until %v, want null", r.PauseUntil)
+	}
 	if a := r.Analysis; a == nil || a.Name != "web-6d4f6b7c9-2-2" || a.Phase != "Successful" || a.Successful != 2 || a.Failed != 0 || a.Inconclusive != 1 {
 		t.Errorf("analysis %+v, want the newest run's", a)
 	}
@@ -227,16 +230,22 @@ func TestDashboardRollouts(t *testing.T) {
 
 	// Live: the next refresh follows the Rollout's status (the step after
 	// a promote, the weights the controller set).
+	// Promoted past the untimed pause, it is at "pause: 5m", paused since
+	// later.
+	later := metav1.NewTime(now.Add(time.Minute))
 	web.Status.CurrentStepIndex = ptr.To[int32](5)
-	web.Status.PauseConditions = nil
-	web.Status.Phase, web.Status.Message = v1alpha1.RolloutPhaseProgressing, "more replicas need to be updated"
-	web.Status.Canary.Weights.Canary.Weight, web.Status.Canary.Weights.Stable.Weight = 100, 0
+	web.Status.PauseConditions = []v1alpha1.PauseCondition{{Reason: v1alpha1.PauseReasonCanaryPauseStep, StartTime: later}}
+	web.Status.Message = "CanaryPauseStep 2"
+	web.Status.Canary.Weights.Canary.Weight, web.Status.Canary.Weights.Stable.Weight = 60, 40
 	send(canaryIn, 4, 0)
 	d.Refresh(ctx)
 	s, _ = snapshot()
 	r = s.Rollouts[2]
-	if *r.CurrentStepIndex != 5 || r.Weights.Canary != 100 || len(r.PauseConditions) != 0 || r.Phase != "Progressing" || num(r.Canary.Requests) != 14 {
+	if *r.CurrentStepIndex != 5 || r.Weights.Canary != 60 || r.Weights.Stable != 40 || r.Message != "CanaryPauseStep 2" || num(r.Canary.Requests) != 14 {
 		t.Errorf("after the status changed: %+v (canary %+v)", r, r.Canary)
+	}
+	if r.PauseUntil == nil || !r.PauseUntil.Time.Equal(later.Add(5*time.Minute)) {
+		t.Errorf("timed pause: until %v, want %v", r.PauseUntil, later.Add(5*time.Minute))
 	}
 
 	resp, err := http.Get(srv.URL + "/")
