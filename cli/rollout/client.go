@@ -69,6 +69,10 @@ func (c *Client) objErr(name string, err error) error {
 	return fmt.Errorf("rollout %s/%s: %w", c.Namespace, name, err)
 }
 
+// ErrNotInstalled is List's (and ListOwned's) error when the API server
+// does not serve Rollouts.
+var ErrNotInstalled = errors.New("the Rollout CRD (rollouts.meridian.io) is not installed: meridian install --crds | kubectl apply --server-side -f -")
+
 // meta404 reports whether the API server does not know the kind.
 func meta404(err error) bool { return meta.IsNoMatchError(err) }
 
@@ -148,7 +152,7 @@ func (c *Client) List(ctx context.Context, allNamespaces bool) ([]Row, error) {
 	var ros v1alpha1.RolloutList
 	if err := c.C.List(ctx, &ros, opts...); err != nil {
 		if meta404(err) {
-			return nil, errors.New("the Rollout CRD (rollouts.meridian.io) is not installed: meridian install --crds | kubectl apply --server-side -f -")
+			return nil, ErrNotInstalled
 		}
 		return nil, fmt.Errorf("listing the Rollouts of %s: %w", where, err)
 	}

@@ -227,3 +227,28 @@ NAME                  KIND         STATUS              AGE  INFO
 		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
 	}
 }
+
+// The dashboard's "latest AnalysisRun": the newest created; within one
+// second the higher revision, then the higher counter at the end of the
+// name (-10 after -9).
+func TestSortRunsNewestFirst(t *testing.T) {
+	run := func(name string, at time.Time, rev string) *v1alpha1.AnalysisRun {
+		return &v1alpha1.AnalysisRun{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(at),
+			Annotations: map[string]string{RevisionAnnotation: rev}}}
+	}
+	runs := []*v1alpha1.AnalysisRun{
+		run("web-a-1", t0, "1"),
+		run("web-b-9", t0.Add(time.Minute), "2"),
+		run("web-b-10", t0.Add(time.Minute), "2"),
+		run("web-b-2", t0.Add(time.Minute), "3"),
+		run("web-b-1", t0.Add(-time.Minute), "4"),
+	}
+	SortRunsNewestFirst(runs)
+	var got []string
+	for _, r := range runs {
+		got = append(got, r.Name)
+	}
+	if want := "web-b-2 web-b-10 web-b-9 web-a-1 web-b-1"; strings.Join(got, " ") != want {
+		t.Errorf("order %q, want %s", got, want)
+	}
+}

@@ -4,25 +4,33 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/meridian-mesh/meridian/cli/kubeclient"
+	"github.com/meridian-mesh/meridian/cli/rollout"
 	"github.com/meridian-mesh/meridian/viz/dashboard"
 )
 
 func newVizDashboardCmd() *cobra.Command {
 	var (
-		kf      kubeclient.Flags
-		addr    string
-		refresh time.Duration
-		window  time.Duration
+		kf       kubeclient.Flags
+		addr     string
+		refresh  time.Duration
+		window   time.Duration
+		rollouts bool
 	)
 	cmd := &cobra.Command{
 		Use:   "dashboard ((deploy|sts|ds|pod|ns)[/NAME] | [NAME=]ADMIN_ADDR...)",
@@ -32,7 +40,13 @@ the workloads named, refreshed every --refresh: the proxies are read at each
 refresh (through the API server's pod proxy, or at their admin addresses
 without a cluster) and the figures are over the last --window (30s: a failure
 now and then stays in view), shown on the page.
-The workloads' pods are looked up again at each refresh. Ctrl-C stops it.`,
+The workloads' pods are looked up again at each refresh. Ctrl-C stops it.
+
+With --rollouts (the default), the page also shows the Rollouts of the
+namespace (every namespace for 'ns', the one named for 'ns/NAME'): their
+steps, weights, pause and latest AnalysisRun, and what their stable's and
+canary's pods (by rollouts-pod-template-hash) served, side by side. Without
+the Rollout CRD installed, that view is skipped.`,
 		Example: `  meridian viz dashboard deploy -n emojivoto
   meridian viz dashboard web=127.0.0.1:4191 emoji=127.0.0.1:4192`,
 		Args: needArgs,
@@ -44,6 +58,12 @@ The workloads' pods are looked up again at each refresh. Ctrl-C stops it.`,
 			if err != nil {
 				return err
 			}
+			var ros func(context.Context) ([]dashboard.Rollout, error)
+			if rollouts {
+				if ros, err = dashboardRollouts(kf, args, cmd.ErrOrStderr()); err != nil {
+					return err
+				}
+			}
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("--addr: %w", err)
@@ -53,7 +73,7 @@ The workloads' pods are looked up again at each refresh. Ctrl-C stops it.`,
 			if window < refresh {
 				return fmt.Errorf("--window %s: use --refresh (%s) or more", window, refresh)
 			}
-			d := dashboard.New(dashboard.Options{List: list, Refresh: refresh, Window: window})
+			d := dashboard.New(dashboard.Options{List: list, Rollouts: ros, Refresh: refresh, Window: window})
 			srv := &http.Server{Handler: d, ReadHeaderTimeout: 10 * time.Second}
 			go d.Run(ctx)
 			go func() { <-ctx.Done(); srv.Close() }()
@@ -68,6 +88,7 @@ The workloads' pods are looked up again at each refresh. Ctrl-C stops it.`,
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:50750", "address to serve the dashboard on")
 	cmd.Flags().DurationVar(&refresh, "refresh", 5*time.Second, "how often the proxies are read")
 	cmd.Flags().DurationVar(&window, "window", dashboard.DefaultWindow, "how far back the figures go (at least --refresh)")
+	cmd.Flags().BoolVar(&rollouts, "rollouts", true, "show the namespace's Rollouts, their stable and canary side by side (skipped when the Rollout CRD is not installed)")
 	return cmd
 }
 
@@ -110,4 +131,78 @@ func dashboardWorkloads(rows []*statRow) []dashboard.Workload {
 		ws = append(ws, w)
 	}
 	return ws
+}
+
+// dashboardRollouts is the dashboard's Rollouts in Kubernetes: at each
+// refresh, the Rollouts of the namespace the arguments show (all of them
+// for "ns", the one named for "ns/NAME"), read as `meridian rollout` reads
+// them (cli/rollout), with the proxies of their stable's and canary's pods
+// (the pods of the ReplicaSets they own whose rollouts-pod-template-hash is
+// status.stableRS / status.currentPodHash), read as the workloads' are. Nil
+// for admin addresses (no cluster). Without the Rollout CRD it logs one line
+// to log and shows none.
+func dashboardRollouts(kf kubeclient.Flags, args []string, log io.Writer) (func(context.Context) ([]dashboard.Rollout, error), error) {
+	if fixed, err := adminRows(args); err != nil || fixed != nil || len(args) != 1 {
+		return nil, err
+	}
+	cfg, ns, err := kubeclient.Load(kf.Kubeconfig, kf.Context, kf.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	all := false
+	if kind, name, _ := strings.Cut(args[0], "/"); slices.Contains([]string{"ns", "namespace", "namespaces"}, strings.ToLower(kind)) {
+		if name == "" {
+			all = true
+		} else {
+			ns = name
+		}
+	}
+	kc, err := kubeclient.NewClient(cfg, ns)
+	if err != nil {
+		return nil, err
+	}
+	cfg = rest.CopyConfig(cfg)
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	rc, err := rollout.NewClient(cfg, ns)
+	if err != nil {
+		return nil, err
+	}
+	var missing sync.Once
+	return func(ctx context.Context) ([]dashboard.Rollout, error) {
+		owned, err := rc.ListOwned(ctx, all)
+		if errors.Is(err, rollout.ErrNotInstalled) {
+			// Not an error of the page: a cluster without Rollouts. Said
+			// once; looked up again at each refresh, so a CRD installed
+			// later shows.
+			missing.Do(func() { fmt.Fprintln(log, "viz dashboard: no rollouts view:", err) })
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		var out []dashboard.Rollout
+		for _, o := range owned {
+			st := o.Rollout.Status
+			r := dashboard.Rollout{Rollout: o.Rollout, Runs: o.Runs, Stable: rolloutProxies(kc, o.Pods[st.StableRS])}
+			if st.CurrentPodHash != st.StableRS {
+				r.Canary = rolloutProxies(kc, o.Pods[st.CurrentPodHash])
+			}
+			out = append(out, r)
+		}
+		return out, nil
+	}, nil
+}
+
+// rolloutProxies are the proxies of the meshed, running pods among pods,
+// read through the API server's pod proxy as the workloads' are (the same
+// keys, so a pod shown twice is read once).
+func rolloutProxies(c *kubeclient.Client, pods []corev1.Pod) []dashboard.Proxy {
+	if len(pods) == 0 {
+		return nil
+	}
+	rows := []*statRow{{pods: pods}}
+	podSources(rows, c)
+	return dashboardWorkloads(rows)[0].Proxies
 }

@@ -1,6 +1,7 @@
 // Package dashboard is viz's web dashboard: it reads the proxies of a set
 // of workloads every refresh, computes each workload's golden metrics and
-// the edges between workloads over the last Window (viz/golden, viz/stat), and serves
+// the edges between workloads over the last Window (viz/golden, viz/stat), and
+// Rollouts with their stable's and canary's figures side by side, and serves
 // them as JSON (/api/snapshot) and as a page that shows them live (/).
 package dashboard
 
@@ -36,8 +37,11 @@ type Workload struct {
 // Options configure a Dashboard.
 type Options struct {
 	// List returns the workloads to show; called at every refresh, so that
-	// pods coming and going are followed.
+	// pods coming and going are followed. Nil: no workloads.
 	List func(context.Context) ([]Workload, error)
+	// Rollouts returns the Rollouts to show, with their stable's and
+	// canary's proxies; called at every refresh. Nil: no rollouts view.
+	Rollouts func(context.Context) ([]Rollout, error)
 	// Refresh is how often the proxies are read (default 5s).
 	Refresh time.Duration
 	// Window is how far back the figures go (default DefaultWindow, at
@@ -66,12 +70,13 @@ type Dashboard struct {
 
 // Snapshot is what /api/snapshot returns.
 type Snapshot struct {
-	Time      time.Time   `json:"time"`
-	Window    float64     `json:"windowSeconds"`    // what the figures cover (up to Options.Window); 0 before the second read
-	WindowMax float64     `json:"windowMaxSeconds"` // Options.Window
-	Workloads []stat.Row  `json:"workloads"`
-	Edges     []stat.Edge `json:"edges"`
-	Errors    []string    `json:"errors"`
+	Time      time.Time    `json:"time"`
+	Window    float64      `json:"windowSeconds"`    // what the figures cover (up to Options.Window); 0 before the second read
+	WindowMax float64      `json:"windowMaxSeconds"` // Options.Window
+	Workloads []stat.Row   `json:"workloads"`
+	Edges     []stat.Edge  `json:"edges"`
+	Rollouts  []RolloutRow `json:"rollouts"`
+	Errors    []string     `json:"errors"`
 }
 
 //go:embed index.html
@@ -90,7 +95,7 @@ func New(o Options) *Dashboard {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	d := &Dashboard{o: o, mux: http.NewServeMux(), win: golden.NewWindow(o.Window)}
-	d.snap = Snapshot{Workloads: []stat.Row{}, Edges: []stat.Edge{}, Errors: []string{}, WindowMax: o.Window.Seconds()}
+	d.snap = Snapshot{Workloads: []stat.Row{}, Edges: []stat.Edge{}, Rollouts: []RolloutRow{}, Errors: []string{}, WindowMax: o.Window.Seconds()}
 	d.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(bytes.ReplaceAll(indexHTML, []byte("{{REFRESH_MS}}"), fmt.Appendf(nil, "%d", o.Refresh.Milliseconds())))
@@ -126,41 +131,85 @@ func (d *Dashboard) Run(ctx context.Context) {
 }
 
 // Refresh reads every proxy once and computes the snapshot from the
-// previous reads.
+// previous reads. A proxy that is both a workload's and a Rollout's (same
+// Key) is read once.
 func (d *Dashboard) Refresh(ctx context.Context) {
 	now := time.Now()
-	snap := Snapshot{Time: now, Workloads: []stat.Row{}, Edges: []stat.Edge{}, Errors: []string{}, WindowMax: d.o.Window.Seconds()}
-	ws, err := d.o.List(ctx)
-	if err != nil {
-		snap.Errors = append(snap.Errors, err.Error())
+	snap := Snapshot{Time: now, Workloads: []stat.Row{}, Edges: []stat.Edge{}, Rollouts: []RolloutRow{}, Errors: []string{}, WindowMax: d.o.Window.Seconds()}
+	var ws []Workload
+	if d.o.List != nil {
+		var err error
+		if ws, err = d.o.List(ctx); err != nil {
+			snap.Errors = append(snap.Errors, err.Error())
+		}
 	}
+	var ros []Rollout
+	if d.o.Rollouts != nil {
+		var err error
+		if ros, err = d.o.Rollouts(ctx); err != nil {
+			snap.Errors = append(snap.Errors, err.Error())
+		}
+		ros = slices.DeleteFunc(ros, func(r Rollout) bool { return r.Rollout == nil })
+	}
+
 	var srcs []golden.Source
+	index := map[string]int{} // Proxy.Key → its place in srcs
+	add := func(ps []Proxy) {
+		for _, p := range ps {
+			if _, ok := index[p.Key]; !ok {
+				index[p.Key] = len(srcs)
+				srcs = append(srcs, p)
+			}
+		}
+	}
 	for _, w := range ws {
-		for _, p := range w.Proxies {
-			srcs = append(srcs, p)
+		add(w.Proxies)
+	}
+	for _, r := range ros {
+		add(r.Stable)
+		if !promoted(r.Rollout) {
+			add(r.Canary)
 		}
 	}
 	results := d.win.Add(srcs, golden.ReadAll(ctx, srcs))
 	var windows []float64
-	for _, w := range ws {
-		var pairs []stat.Pair
-		for _, r := range results[:len(w.Proxies)] {
-			switch {
-			case r.Err != nil:
-				snap.Errors = append(snap.Errors, r.Err.Error())
-			case r.OK:
-				pairs = append(pairs, r.Pair)
-				windows = append(windows, r.Pair.After.Time.Sub(r.Pair.Before.Time).Seconds())
+	for _, r := range results {
+		switch {
+		case r.Err != nil:
+			snap.Errors = append(snap.Errors, r.Err.Error())
+		case r.OK:
+			windows = append(windows, r.Pair.After.Time.Sub(r.Pair.Before.Time).Seconds())
+		}
+	}
+	pairs := func(ps []Proxy) []stat.Pair {
+		var out []stat.Pair
+		for _, p := range ps {
+			if r := results[index[p.Key]]; r.OK {
+				out = append(out, r.Pair)
 			}
 		}
-		results = results[len(w.Proxies):]
-		snap.Workloads = append(snap.Workloads, stat.Summarize(w.Namespace, w.Kind, w.Name, len(w.Proxies), w.Total, "inbound", pairs))
-		snap.Edges = append(snap.Edges, stat.Edges(w.Namespace, w.Name, pairs)...)
+		return out
+	}
+
+	for _, w := range ws {
+		ps := pairs(w.Proxies)
+		snap.Workloads = append(snap.Workloads, stat.Summarize(w.Namespace, w.Kind, w.Name, len(w.Proxies), w.Total, "inbound", ps))
+		snap.Edges = append(snap.Edges, stat.Edges(w.Namespace, w.Name, ps)...)
+	}
+	for _, r := range ros {
+		canary := r.Canary
+		if promoted(r.Rollout) {
+			canary = nil
+		}
+		snap.Rollouts = append(snap.Rollouts, newRolloutRow(r, pairs(r.Stable), pairs(canary), len(canary)))
 	}
 	if len(windows) > 0 {
 		snap.Window = slices.Max(windows)
 	}
 	slices.SortFunc(snap.Workloads, func(a, b stat.Row) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	slices.SortFunc(snap.Rollouts, func(a, b RolloutRow) int {
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
 	stat.SortEdges(snap.Edges)

@@ -52,6 +52,9 @@ func TestDashboard(t *testing.T) {
 	}
 
 	d.Refresh(context.Background())
+	if b, _ := get(srv.URL + "/api/snapshot"); !strings.Contains(string(b), `"rollouts":[]`) {
+		t.Fatalf("without Options.Rollouts, want \"rollouts\": [] (always an array): %s", b)
+	}
 	s := snapshot()
 	if len(s.Workloads) != 2 || s.Workloads[1].Name != "web" || s.Workloads[1].Requests != nil || s.Window != 0 {
 		t.Fatalf("after one read: %+v", s)
