@@ -35,7 +35,7 @@ func (p DestinationProfile) Equal(o DestinationProfile) bool {
 // Equal reports whether two HTTP routes would be sent identically (their
 // gateway model parts are protobuf messages: compared as such).
 func (r HTTPRoute) Equal(o HTTPRoute) bool {
-	return r.Name == o.Name && r.Timeout == o.Timeout &&
+	return r.Name == o.Name && r.Timeout == o.Timeout && r.Status == o.Status &&
 		proto.Equal(r.Match, o.Match) && proto.Equal(r.RequestHeaders, o.RequestHeaders) && proto.Equal(r.ResponseHeaders, o.ResponseHeaders) &&
 		slices.EqualFunc(r.Backends, o.Backends, func(a, b RouteBackend) bool {
 			return a.Authority == b.Authority && a.Weight == b.Weight &&

@@ -451,8 +451,27 @@ func meshRoutes(r store.Reader, t Target, o Options, p *DestinationProfile) (rou
 			chosen, defaults = true, e.dflt
 		}
 	}
-	return routes, defaults, len(entries) > 0
+	if len(entries) == 0 {
+		return nil, nil, false
+	}
+	if !matchesAll(entries[len(entries)-1].route.Match) {
+		// Requests no rule matches: 404, as the Gateway API says.
+		routes = append(routes, HTTPRoute{Name: NoRouteMatched, Status: 404})
+	}
+	return routes, defaults, true
 }
+
+// matchesAll says whether m matches every request: no path or the prefix
+// "/", and nothing else.
+func matchesAll(m *gatewaypb.Match) bool {
+	p := m.GetPath()
+	return (p == nil || p.GetType() == gatewaypb.PathMatch_PREFIX && p.GetValue() == "/") &&
+		len(m.GetHeaders())+len(m.GetQueryParams()) == 0 && m.GetMethod() == ""
+}
+
+// NoRouteMatched is the metrics label of the requests a Service's GAMMA
+// routes do not match (answered 404).
+const NoRouteMatched = "GAMMA/no-rule-matched"
 
 // carriedRules counts the rules that reach the proxies.
 func (m *meshRoute) carriedRules() int {

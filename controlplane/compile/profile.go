@@ -42,9 +42,10 @@ type DestinationProfile struct {
 	// OpaqueProtocol: never detect the protocol on this port.
 	OpaqueProtocol bool
 	// HTTPRoutes route requests by what they are, in precedence order
-	// (the first whose Match holds): a Rollout's header route, then the
-	// GAMMA routes' rules, one per match. A request none matches goes by
-	// DstOverrides.
+	// (the first whose Match holds): a Rollout's header route, or the
+	// GAMMA routes' rules, one per match, then a last route answering 404
+	// (the Gateway API's answer when no rule matches). A request none
+	// matches goes by DstOverrides.
 	HTTPRoutes []HTTPRoute
 	// Deps are the services whose changes can change this profile: the
 	// apex and every backend named, existing or not.
@@ -117,6 +118,9 @@ type HTTPRoute struct {
 	ResponseHeaders *gatewaypb.HeaderModifier
 	// Timeout bounds the wait for the response's headers; 0: none.
 	Timeout time.Duration
+	// Status, when not 0, answers the route's requests with it and
+	// forwards nothing (404: after GAMMA routes, no rule matched).
+	Status uint32
 }
 
 // RouteBackend is a weighted backend of an HTTPRoute. An empty Authority

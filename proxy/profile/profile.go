@@ -75,7 +75,10 @@ type Route struct {
 	classes   []responseClass
 
 	// An HTTP route's (HTTPRoutes) own split and filters.
-	own      bool
+	own bool
+	// Status, when not 0, answers the route's requests with it (404: no
+	// GAMMA rule matched) and forwards nothing.
+	Status   int
 	backends []Backend
 	total    uint64
 	// Filters wraps the handler of the route's requests with its header
@@ -220,7 +223,10 @@ func httpRoute(r *pb.HttpRoute) (*Route, error) {
 	if err != nil {
 		return nil, fmt.Errorf("match.%w", err)
 	}
-	rt := &Route{Name: r.GetMetricsLabels()["route"], match: mt.Matches, Timeout: r.GetTimeout().AsDuration(), own: true}
+	rt := &Route{Name: r.GetMetricsLabels()["route"], match: mt.Matches, Timeout: r.GetTimeout().AsDuration(), own: true, Status: int(r.GetStatus())}
+	if rt.Status != 0 && (rt.Status < 200 || rt.Status > 599) {
+		return nil, fmt.Errorf("status: %d is no HTTP status", rt.Status)
+	}
 	if rt.Filters, err = filters(r.GetRequestHeaders(), r.GetResponseHeaders()); err != nil {
 		return nil, err
 	}

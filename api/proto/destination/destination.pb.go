@@ -626,6 +626,11 @@ type HttpRoute struct {
 	// timeouts); unset: none.
 	Timeout       *durationpb.Duration `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	MetricsLabels map[string]string    `protobuf:"bytes,6,rep,name=metrics_labels,json=metricsLabels,proto3" json:"metrics_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // route=<kind>/<namespace>/<name>/<rule>
+	// status, when not 0, answers the route's requests with this HTTP status
+	// (gRPC: its code) and forwards nothing: 404 after a service's GAMMA
+	// routes, for the requests none of their rules matches (as the Gateway
+	// API says).
+	Status        uint32 `protobuf:"varint,7,opt,name=status,proto3" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -700,6 +705,13 @@ func (x *HttpRoute) GetMetricsLabels() map[string]string {
 		return x.MetricsLabels
 	}
 	return nil
+}
+
+func (x *HttpRoute) GetStatus() uint32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
 }
 
 type RouteBackend struct {
@@ -1840,14 +1852,15 @@ const file_destination_destination_proto_rawDesc = "" +
 	"\rdst_overrides\x18\x04 \x03(\v2$.meridian.destination.v1.WeightedDstR\fdstOverrides\x12'\n" +
 	"\x0fopaque_protocol\x18\x05 \x01(\bR\x0eopaqueProtocol\x12C\n" +
 	"\vhttp_routes\x18\x06 \x03(\v2\".meridian.destination.v1.HttpRouteR\n" +
-	"httpRoutes\"\xf3\x03\n" +
+	"httpRoutes\"\x8b\x04\n" +
 	"\tHttpRoute\x120\n" +
 	"\x05match\x18\x01 \x01(\v2\x1a.meridian.gateway.v1.MatchR\x05match\x12A\n" +
 	"\bbackends\x18\x02 \x03(\v2%.meridian.destination.v1.RouteBackendR\bbackends\x12L\n" +
 	"\x0frequest_headers\x18\x03 \x01(\v2#.meridian.gateway.v1.HeaderModifierR\x0erequestHeaders\x12N\n" +
 	"\x10response_headers\x18\x04 \x01(\v2#.meridian.gateway.v1.HeaderModifierR\x0fresponseHeaders\x123\n" +
 	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\\\n" +
-	"\x0emetrics_labels\x18\x06 \x03(\v25.meridian.destination.v1.HttpRoute.MetricsLabelsEntryR\rmetricsLabels\x1a@\n" +
+	"\x0emetrics_labels\x18\x06 \x03(\v25.meridian.destination.v1.HttpRoute.MetricsLabelsEntryR\rmetricsLabels\x12\x16\n" +
+	"\x06status\x18\a \x01(\rR\x06status\x1a@\n" +
 	"\x12MetricsLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe2\x01\n" +

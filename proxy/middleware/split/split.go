@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
@@ -69,6 +70,8 @@ func routed(o Options, next http.Handler, x *httpproxy.Exchange, w http.Response
 	b, ok := rt.Pick()
 	h := next
 	switch {
+	case rt.Status != 0:
+		h = answer(o, x, rt.Status, "no_route", fmt.Errorf("no rule of the routes of %s matches the request", x.Target.Authority))
 	case !ok:
 		h = answer(o, x, http.StatusInternalServerError, "invalid_backend", fmt.Errorf("route %s has no backend with a weight", rt.Name))
 	case b == nil:
@@ -101,11 +104,22 @@ func routed(o Options, next http.Handler, x *httpproxy.Exchange, w http.Response
 func answer(o Options, x *httpproxy.Exchange, status int, reason string, err error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if o.Metrics != nil {
-			if status == 499 {
+			switch {
+			case status == 499:
 				o.Metrics.ClientError(o.Direction, x.Target.Authority, reason)
-			} else {
+			case status >= 500:
 				o.Metrics.Unavailable(o.Direction, x.Target.Authority, reason)
 			}
+		}
+		if status == http.StatusNotFound && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			// A method no GRPCRoute rule routes: UNIMPLEMENTED.
+			h := w.Header()
+			h.Set(httpproxy.ErrorHeader, reason)
+			h.Set("Content-Type", "application/grpc")
+			h.Set("Grpc-Status", "12")
+			h.Set("Grpc-Message", "meridian proxy: "+reason)
+			w.WriteHeader(http.StatusOK)
+			return
 		}
 		httpproxy.WriteError(w, r, status, reason, err)
 	})
