@@ -25,9 +25,10 @@ import (
 // and its timeout. Filters the mesh cannot honour (redirects, rewrites,
 // mirrors, CORS, extensions) make the rule's requests answer 500, and an
 // invalid match or timeout drops the rule: the route's status says which
-// (PartiallyInvalid, or Accepted False when no rule is left). The first
-// catch-all rule also gives the profile's DstOverrides, so that a proxy
-// that predates the per-route splits still sends by its weights.
+// (PartiallyInvalid, or Accepted False when no rule is left). Requests no
+// rule matches are answered 404. The first match (by precedence) that
+// matches every request also gives the profile's DstOverrides, so that a
+// proxy that predates the per-route splits still sends by its weights.
 
 // MeshControllerName is the controllerName of the parent statuses Meridian
 // writes for Service parents: the mesh's, apart from the gateway's
@@ -55,7 +56,6 @@ type meshRule struct {
 	// do not change where its requests go (retry, sessionPersistence).
 	ignored  []string
 	matches  []meshMatch
-	catchAll bool // every match is the catch-all
 	backends []meshBackendRef
 	reqH     *gatewaypb.HeaderModifier
 	respH    *gatewaypb.HeaderModifier
@@ -101,7 +101,7 @@ func fromHTTPRoute(r *gwv1.HTTPRoute) *meshRoute {
 	m := &meshRoute{kind: "HTTPRoute", meta: r.ObjectMeta, parents: r.Spec.ParentRefs}
 	for i, rule := range r.Spec.Rules {
 		field := fmt.Sprintf("spec.rules[%d]", i)
-		mr := meshRule{name: ruleName(rule.Name, i), catchAll: true}
+		mr := meshRule{name: ruleName(rule.Name, i)}
 		matches := rule.Matches
 		if len(matches) == 0 {
 			matches = []gwv1.HTTPRouteMatch{{}}
@@ -112,7 +112,6 @@ func fromHTTPRoute(r *gwv1.HTTPRoute) *meshRoute {
 				mr.dropped = fmt.Sprintf("%s.matches[%d].%v", field, j, err)
 				break
 			}
-			mr.catchAll = mr.catchAll && httpCatchAll(mt)
 			mr.matches = append(mr.matches, meshMatch{pm, order.Of(r.CreationTimestamp, r.Namespace, r.Name, i, j)})
 		}
 		for j, f := range rule.Filters {
@@ -173,26 +172,11 @@ func ruleName(name *gwv1.SectionName, i int) string {
 	return strconv.Itoa(i)
 }
 
-func httpCatchAll(m gwv1.HTTPRouteMatch) bool {
-	if len(m.Headers) > 0 || len(m.QueryParams) > 0 || m.Method != nil {
-		return false
-	}
-	if p := m.Path; p != nil {
-		if p.Type != nil && *p.Type != gwv1.PathMatchPathPrefix {
-			return false
-		}
-		if p.Value != nil && *p.Value != "/" {
-			return false
-		}
-	}
-	return true
-}
-
 func fromGRPCRoute(r *gwv1.GRPCRoute) *meshRoute {
 	m := &meshRoute{kind: "GRPCRoute", meta: r.ObjectMeta, parents: r.Spec.ParentRefs}
 	for i, rule := range r.Spec.Rules {
 		field := fmt.Sprintf("spec.rules[%d]", i)
-		mr := meshRule{name: ruleName(rule.Name, i), catchAll: true}
+		mr := meshRule{name: ruleName(rule.Name, i)}
 		matches := rule.Matches
 		if len(matches) == 0 {
 			matches = []gwv1.GRPCRouteMatch{{}}
@@ -203,7 +187,6 @@ func fromGRPCRoute(r *gwv1.GRPCRoute) *meshRoute {
 				mr.dropped = fmt.Sprintf("%s.matches[%d].%v", field, j, err)
 				break
 			}
-			mr.catchAll = mr.catchAll && mt.Method == nil && len(mt.Headers) == 0
 			mr.matches = append(mr.matches, meshMatch{pm, order.Of(r.CreationTimestamp, r.Namespace, r.Name, i, j)})
 		}
 		for j, f := range rule.Filters {
@@ -447,7 +430,7 @@ func meshRoutes(r store.Reader, t Target, o Options, p *DestinationProfile) (rou
 	chosen := false
 	for _, e := range entries {
 		routes = append(routes, e.route)
-		if !chosen && e.rule.catchAll && e.rule.fails == "" {
+		if !chosen && matchesAll(e.route.Match) && e.rule.fails == "" {
 			chosen, defaults = true, e.dflt
 		}
 	}
