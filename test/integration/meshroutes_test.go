@@ -29,10 +29,16 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/sidecar"
 )
 
-// named answers every request with its name, and echoes the request's
-// X-Header-Set and X-Route headers back (as X-Saw-...).
+// named answers every request with its name (/slow after 5 s), and echoes
+// the request's X-Header-Set and X-Route headers back (as X-Saw-...).
 func named(name string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		}
 		w.Header().Set("X-Saw-Header-Set", r.Header.Get("X-Header-Set"))
 		w.Header().Set("X-Saw-Route", r.Header.Get("X-Route"))
 		w.Write([]byte(name))
@@ -60,8 +66,8 @@ func send(t *testing.T, c *http.Client, p *sidecar.Proxy, authority, path string
 // A GAMMA HTTPRoute (the conformance suite's MeshHTTPRouteMatching rules,
 // plus a header modifier, a rule the mesh cannot honour and weights) with
 // its Service as parent: real requests through a sidecar reach the
-// backends its rules name, with their filters applied, in the Gateway
-// API's precedence; requests no rule matches get 404.
+// backends its rules name, with their filters and timeouts applied, in the
+// Gateway API's precedence; requests no rule matches get 404.
 func TestMeshHTTPRouteRules(t *testing.T) {
 	cc := controlPlane(t, service("echo")+service("echo-v1")+service("echo-v2")+`---
 apiVersion: gateway.networking.k8s.io/v1
@@ -97,6 +103,9 @@ spec:
     backendRefs: [{name: echo-v1, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /split}}]
     backendRefs: [{name: echo-v1, port: 80, weight: 80}, {name: echo-v2, port: 80, weight: 20}]
+  - matches: [{path: {type: Exact, value: /slow}}]
+    timeouts: {request: 200ms}
+    backendRefs: [{name: echo-v1, port: 80}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -120,7 +129,7 @@ spec:
 		{"/", nil, 200, "echo-v1"}, {"/example", nil, 200, "echo-v1"}, {"/", map[string]string{"Version": "one"}, 200, "echo-v1"},
 		{"/v2", nil, 200, "echo-v2"}, {"/v2/example", nil, 200, "echo-v2"}, {"/", map[string]string{"Version": "two"}, 200, "echo-v2"},
 		{"/v2/", nil, 200, "echo-v2"}, {"/v2example", nil, 200, "echo-v1"}, {"/foo/v2/example", nil, 200, "echo-v1"},
-		{"/old/x", nil, 500, ""},
+		{"/old/x", nil, 500, ""}, {"/slow", nil, 504, ""},
 	} {
 		code, body, _ := send(t, c, p, "echo.default:80", tc.path, tc.hdr)
 		if code != tc.status || tc.body != "" && body != tc.body {
