@@ -12,7 +12,9 @@ import (
 // them: path-element prefixes, anchored regular expressions, header names
 // case-insensitive and repeated fields joined, the first query value.
 func TestMatches(t *testing.T) {
-	prefix := func(v string) *gatewaypb.PathMatch { return &gatewaypb.PathMatch{Type: gatewaypb.PathMatch_PREFIX, Value: v} }
+	prefix := func(v string) *gatewaypb.PathMatch {
+		return &gatewaypb.PathMatch{Type: gatewaypb.PathMatch_PREFIX, Value: v}
+	}
 	for _, c := range []struct {
 		name   string
 		m      *gatewaypb.Match

@@ -195,7 +195,7 @@ func TestRolloutHeaderRoute(t *testing.T) {
 		return &v1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: v1alpha1.RolloutSpec{
 			Strategy: v1alpha1.RolloutStrategy{Canary: &v1alpha1.CanaryStrategy{StableService: "web-stable", CanaryService: "web-canary",
 				TrafficRouting: &v1alpha1.RolloutTrafficRouting{Meridian: &v1alpha1.MeridianTrafficRouting{}, ManagedRoutes: []v1alpha1.MangedRoutes{{Name: "beta"}}},
-				Steps: []v1alpha1.CanaryStep{{SetHeaderRoute: hr}, {Pause: &v1alpha1.RolloutPause{}}, {SetWeight: ptr(int32(50))}, {Pause: &v1alpha1.RolloutPause{}}}}}},
+				Steps:          []v1alpha1.CanaryStep{{SetHeaderRoute: hr}, {Pause: &v1alpha1.RolloutPause{}}, {SetWeight: ptr(int32(50))}, {Pause: &v1alpha1.RolloutPause{}}}}}},
 			Status: v1alpha1.RolloutStatus{CurrentStepIndex: &step, Canary: v1alpha1.CanaryStatus{Weights: &v1alpha1.TrafficWeights{
 				Stable: v1alpha1.WeightDestination{ServiceName: "web-stable", PodTemplateHash: stableHash, Weight: stableW},
 				Canary: v1alpha1.WeightDestination{ServiceName: "web-canary", PodTemplateHash: canaryHash, Weight: 100 - stableW}}}}}
