@@ -7,12 +7,17 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -334,3 +339,78 @@ func TestRolloutHeaderRoute(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// grpcServer answers TestService's UnaryCall with its name as ServerId.
+type grpcServer struct {
+	testgrpc.UnimplementedTestServiceServer
+	name string
+}
+
+// EmptyCall succeeds: an UNIMPLEMENTED answer can only be the proxy's.
+func (s *grpcServer) EmptyCall(context.Context, *testgrpc.Empty) (*testgrpc.Empty, error) {
+	return &testgrpc.Empty{}, nil
+}
+
+func (s *grpcServer) UnaryCall(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	return &testgrpc.SimpleResponse{ServerId: s.name}, nil
+}
+
+// A GAMMA GRPCRoute: real gRPC calls through a sidecar reach the backend
+// of the rule their method and metadata match; a method no rule matches
+// is UNIMPLEMENTED.
+func TestMeshGRPCRouteRules(t *testing.T) {
+	cc := controlPlane(t, service("echo")+service("echo-v1")+service("echo-v2")+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: mesh-grpc, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules:
+  - matches:
+    - method: {service: grpc.testing.TestService, method: UnaryCall}
+      headers: [{name: x-version, value: two}]
+    backendRefs: [{name: echo-v2, port: 80}]
+  - matches:
+    - method: {service: grpc.testing.TestService, method: UnaryCall}
+    backendRefs: [{name: echo-v1, port: 80}]
+`)
+	for _, name := range []string{"echo-v1", "echo-v2"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := grpc.NewServer()
+		testgrpc.RegisterTestServiceServer(s, &grpcServer{name: name})
+		go s.Serve(ln)
+		t.Cleanup(s.Stop)
+		p := proxyFor(t, cc, ln.Addr().String())
+		_, in, _ := p.Addrs()
+		register(t, cc, name, in.String())
+	}
+	p := proxy(t, cc)
+	out, _, _ := p.Addrs()
+	conn, err := grpc.NewClient("passthrough:///"+out.String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("echo.default:80"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	client := testgrpc.NewTestServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		md   []string
+		want string
+	}{{nil, "echo-v1"}, {[]string{"x-version", "two"}, "echo-v2"}, {[]string{"x-version", "three"}, "echo-v1"}} {
+		cctx := ctx
+		if tc.md != nil {
+			cctx = metadata.AppendToOutgoingContext(ctx, tc.md...)
+		}
+		resp, err := client.UnaryCall(cctx, &testgrpc.SimpleRequest{})
+		if err != nil || resp.GetServerId() != tc.want {
+			t.Errorf("UnaryCall %v: %q %v, want %s", tc.md, resp.GetServerId(), err, tc.want)
+		}
+	}
+	if _, err := client.EmptyCall(ctx, &testgrpc.Empty{}); status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "no_route") {
+		t.Errorf("EmptyCall (no rule): %v, want Unimplemented", err)
+	}
+}
