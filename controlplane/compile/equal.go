@@ -4,6 +4,8 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+
+	"google.golang.org/protobuf/proto"
 )
 
 // Equal reports whether two endpoints would be sent identically.
@@ -26,5 +28,17 @@ func (p DestinationProfile) Equal(o DestinationProfile) bool {
 		p.OpaqueProtocol == o.OpaqueProtocol &&
 		p.RetryBudget == o.RetryBudget &&
 		slices.Equal(p.DstOverrides, o.DstOverrides) &&
-		slices.EqualFunc(p.Routes, o.Routes, func(a, b Route) bool { return reflect.DeepEqual(a, b) })
+		slices.EqualFunc(p.Routes, o.Routes, func(a, b Route) bool { return reflect.DeepEqual(a, b) }) &&
+		slices.EqualFunc(p.HTTPRoutes, o.HTTPRoutes, HTTPRoute.Equal)
+}
+
+// Equal reports whether two HTTP routes would be sent identically (their
+// gateway model parts are protobuf messages: compared as such).
+func (r HTTPRoute) Equal(o HTTPRoute) bool {
+	return r.Name == o.Name && r.Timeout == o.Timeout && r.Status == o.Status &&
+		proto.Equal(r.Match, o.Match) && proto.Equal(r.RequestHeaders, o.RequestHeaders) && proto.Equal(r.ResponseHeaders, o.ResponseHeaders) &&
+		slices.EqualFunc(r.Backends, o.Backends, func(a, b RouteBackend) bool {
+			return a.Authority == b.Authority && a.Weight == b.Weight &&
+				proto.Equal(a.RequestHeaders, b.RequestHeaders) && proto.Equal(a.ResponseHeaders, b.ResponseHeaders)
+		})
 }

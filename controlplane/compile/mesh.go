@@ -6,23 +6,29 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/controlplane/compile/gateway"
 	"github.com/meridian-mesh/meridian/controlplane/store"
 )
 
 // GAMMA: HTTPRoutes and GRPCRoutes whose parentRef is a Service (group "",
-// kind Service) route that Service's mesh traffic. A proxy's profile has
-// one split for the whole authority (DstOverrides), not one per request
-// match, so what a mesh route can say is the weights of a catch-all rule:
-// a rule with no matches, or whose matches are all the catch-all (path
-// prefix "/", no headers, query parameters or method; a GRPCRoute match
-// with neither method nor headers), and no filters. Other rules are not
-// carried: the route's status says so (PartiallyInvalid, or Accepted False
-// when no rule is left).
+// kind Service) route that Service's mesh traffic. Each match of each rule
+// becomes one HTTPRoute of the profile, in the Gateway API's precedence
+// (the gateway's, controlplane/compile/gateway), with the rule's
+// backendRefs as its own weighted backends, its header modifier filters
+// and its timeout. Filters the mesh cannot honour (redirects, rewrites,
+// mirrors, CORS, extensions) make the rule's requests answer 500, and an
+// invalid match or timeout drops the rule: the route's status says which
+// (PartiallyInvalid, or Accepted False when no rule is left). Requests no
+// rule matches are answered 404. The first match (by precedence) that
+// matches every request also gives the profile's DstOverrides, so that a
+// proxy that predates the per-route splits still sends by its weights.
 
 // MeshControllerName is the controllerName of the parent statuses Meridian
 // writes for Service parents: the mesh's, apart from the gateway's
@@ -39,76 +45,166 @@ type meshRoute struct {
 }
 
 type meshRule struct {
-	// notCarried says why the rule is not carried; empty when it is.
-	notCarried string
-	backends   []gwv1.BackendRef
+	name string // the rule's name, else its index
+	// dropped says why the rule is not carried at all (an invalid match
+	// or timeout); empty when it is.
+	dropped string
+	// fails says why the rule's requests are answered 500 (a filter the
+	// mesh cannot honour); empty when they are served.
+	fails string
+	// ignored are fields of the rule the mesh does not honour but that
+	// do not change where its requests go (retry, sessionPersistence).
+	ignored  []string
+	matches  []meshMatch
+	backends []meshBackendRef
+	reqH     *gatewaypb.HeaderModifier
+	respH    *gatewaypb.HeaderModifier
+	timeout  time.Duration
 }
 
+type meshMatch struct {
+	pb    *gatewaypb.Match
+	order gateway.MatchOrder
+}
+
+type meshBackendRef struct {
+	ref         gwv1.BackendRef
+	reqH, respH *gatewaypb.HeaderModifier
+}
+
+// carried says whether the rule reaches the proxies (answering 500 or not).
+func (r *meshRule) carried() bool { return r.dropped == "" }
+
 func (m *meshRoute) key() string { return m.meta.Namespace + "/" + m.meta.Name }
+
+// headerFilter reads one filter of a rule or backendRef: a header modifier
+// is kept in *req or *resp; anything else is why the rule cannot be served.
+func headerFilter(field string, typ string, reqMod, respMod *gwv1.HTTPHeaderFilter, req, resp **gatewaypb.HeaderModifier) string {
+	switch typ {
+	case string(gwv1.HTTPRouteFilterRequestHeaderModifier):
+		if reqMod == nil {
+			return field + ".requestHeaderModifier is required with type RequestHeaderModifier"
+		}
+		*req = gateway.HeaderModifier(reqMod)
+	case string(gwv1.HTTPRouteFilterResponseHeaderModifier):
+		if respMod == nil {
+			return field + ".responseHeaderModifier is required with type ResponseHeaderModifier"
+		}
+		*resp = gateway.HeaderModifier(respMod)
+	default:
+		return fmt.Sprintf("%s.type %q is not supported in the mesh (allowed: RequestHeaderModifier, ResponseHeaderModifier): the rule's requests are answered 500", field, typ)
+	}
+	return ""
+}
 
 func fromHTTPRoute(r *gwv1.HTTPRoute) *meshRoute {
 	m := &meshRoute{kind: "HTTPRoute", meta: r.ObjectMeta, parents: r.Spec.ParentRefs}
 	for i, rule := range r.Spec.Rules {
-		mr := meshRule{}
-		for _, b := range rule.BackendRefs {
-			mr.backends = append(mr.backends, b.BackendRef)
+		field := fmt.Sprintf("spec.rules[%d]", i)
+		mr := meshRule{name: ruleName(rule.Name, i)}
+		matches := rule.Matches
+		if len(matches) == 0 {
+			matches = []gwv1.HTTPRouteMatch{{}}
 		}
-		for j, mt := range rule.Matches {
-			if !httpCatchAll(mt) {
-				mr.notCarried = fmt.Sprintf("spec.rules[%d].matches[%d]: only the catch-all match (path prefix \"/\", no headers, queryParams or method) is carried in the mesh", i, j)
+		for j, mt := range matches {
+			pm, order, err := gateway.HTTPMatch(mt)
+			if err != nil {
+				mr.dropped = fmt.Sprintf("%s.matches[%d].%v", field, j, err)
 				break
 			}
+			mr.matches = append(mr.matches, meshMatch{pm, order.Of(r.CreationTimestamp, r.Namespace, r.Name, i, j)})
 		}
-		if mr.notCarried == "" && (len(rule.Filters) > 0 || hasBackendFilters(rule.BackendRefs)) {
-			mr.notCarried = fmt.Sprintf("spec.rules[%d].filters: filters are not carried in the mesh", i)
+		for j, f := range rule.Filters {
+			if bad := headerFilter(fmt.Sprintf("%s.filters[%d]", field, j), string(f.Type), f.RequestHeaderModifier, f.ResponseHeaderModifier, &mr.reqH, &mr.respH); bad != "" && mr.fails == "" {
+				mr.fails = bad
+			}
+		}
+		for j, b := range rule.BackendRefs {
+			br := meshBackendRef{ref: b.BackendRef}
+			for k, f := range b.Filters {
+				if bad := headerFilter(fmt.Sprintf("%s.backendRefs[%d].filters[%d]", field, j, k), string(f.Type), f.RequestHeaderModifier, f.ResponseHeaderModifier, &br.reqH, &br.respH); bad != "" && mr.fails == "" {
+					mr.fails = bad
+				}
+			}
+			mr.backends = append(mr.backends, br)
+		}
+		if t := rule.Timeouts; t != nil && mr.dropped == "" {
+			mr.timeout, mr.dropped = meshTimeout(field, t)
+		}
+		if rule.Retry != nil {
+			mr.ignored = append(mr.ignored, field+".retry is not honoured in the mesh")
+		}
+		if rule.SessionPersistence != nil {
+			mr.ignored = append(mr.ignored, field+".sessionPersistence is not honoured in the mesh")
 		}
 		m.rules = append(m.rules, mr)
 	}
 	return m
 }
 
-func hasBackendFilters(bs []gwv1.HTTPBackendRef) bool {
-	for _, b := range bs {
-		if len(b.Filters) > 0 {
-			return true
+// meshTimeout is the wait for a rule's response: timeouts.request, or
+// backendRequest when shorter (the mesh makes one attempt per request on
+// these routes, so the two bound the same wait). 0 is none.
+func meshTimeout(field string, t *gwv1.HTTPRouteTimeouts) (time.Duration, string) {
+	var out time.Duration
+	for _, x := range []struct {
+		f string
+		d *gwv1.Duration
+	}{{"request", t.Request}, {"backendRequest", t.BackendRequest}} {
+		if x.d == nil {
+			continue
+		}
+		v, err := time.ParseDuration(string(*x.d))
+		if err != nil || v < 0 {
+			return 0, fmt.Sprintf("%s.timeouts.%s %q is not a duration (allowed: e.g. 1h, 10s, 500ms)", field, x.f, *x.d)
+		}
+		if v > 0 && (out == 0 || v < out) {
+			out = v
 		}
 	}
-	return false
+	return out, ""
 }
 
-func httpCatchAll(m gwv1.HTTPRouteMatch) bool {
-	if len(m.Headers) > 0 || len(m.QueryParams) > 0 || m.Method != nil {
-		return false
+func ruleName(name *gwv1.SectionName, i int) string {
+	if name != nil && *name != "" {
+		return string(*name)
 	}
-	if p := m.Path; p != nil {
-		if p.Type != nil && *p.Type != gwv1.PathMatchPathPrefix {
-			return false
-		}
-		if p.Value != nil && *p.Value != "/" {
-			return false
-		}
-	}
-	return true
+	return strconv.Itoa(i)
 }
 
 func fromGRPCRoute(r *gwv1.GRPCRoute) *meshRoute {
 	m := &meshRoute{kind: "GRPCRoute", meta: r.ObjectMeta, parents: r.Spec.ParentRefs}
 	for i, rule := range r.Spec.Rules {
-		mr := meshRule{}
-		for _, b := range rule.BackendRefs {
-			mr.backends = append(mr.backends, b.BackendRef)
-			if len(b.Filters) > 0 && mr.notCarried == "" {
-				mr.notCarried = fmt.Sprintf("spec.rules[%d].backendRefs filters are not carried in the mesh", i)
-			}
+		field := fmt.Sprintf("spec.rules[%d]", i)
+		mr := meshRule{name: ruleName(rule.Name, i)}
+		matches := rule.Matches
+		if len(matches) == 0 {
+			matches = []gwv1.GRPCRouteMatch{{}}
 		}
-		for j, mt := range rule.Matches {
-			if mt.Method != nil || len(mt.Headers) > 0 {
-				mr.notCarried = fmt.Sprintf("spec.rules[%d].matches[%d]: only a match with neither method nor headers is carried in the mesh", i, j)
+		for j, mt := range matches {
+			pm, order, err := gateway.GRPCMatch(mt)
+			if err != nil {
+				mr.dropped = fmt.Sprintf("%s.matches[%d].%v", field, j, err)
 				break
 			}
+			mr.matches = append(mr.matches, meshMatch{pm, order.Of(r.CreationTimestamp, r.Namespace, r.Name, i, j)})
 		}
-		if mr.notCarried == "" && len(rule.Filters) > 0 {
-			mr.notCarried = fmt.Sprintf("spec.rules[%d].filters: filters are not carried in the mesh", i)
+		for j, f := range rule.Filters {
+			if bad := headerFilter(fmt.Sprintf("%s.filters[%d]", field, j), string(f.Type), f.RequestHeaderModifier, f.ResponseHeaderModifier, &mr.reqH, &mr.respH); bad != "" && mr.fails == "" {
+				mr.fails = bad
+			}
+		}
+		for j, b := range rule.BackendRefs {
+			br := meshBackendRef{ref: b.BackendRef}
+			for k, f := range b.Filters {
+				if bad := headerFilter(fmt.Sprintf("%s.backendRefs[%d].filters[%d]", field, j, k), string(f.Type), f.RequestHeaderModifier, f.ResponseHeaderModifier, &br.reqH, &br.respH); bad != "" && mr.fails == "" {
+					mr.fails = bad
+				}
+			}
+			mr.backends = append(mr.backends, br)
+		}
+		if rule.SessionPersistence != nil {
+			mr.ignored = append(mr.ignored, field+".sessionPersistence is not honoured in the mesh")
 		}
 		m.rules = append(m.rules, mr)
 	}
@@ -236,41 +332,139 @@ func meshGranted(r store.Reader, m *meshRoute, to store.Key) bool {
 	return false
 }
 
-// meshSplit is the split the mesh routes give service port t: the
-// backendRefs of the first carried rule of the first route (by precedence)
-// attached to it. ok is false when no route with a carried rule applies.
-// A backend that cannot be used is reported and skipped; the others keep
-// their weights.
-func meshSplit(r store.Reader, t Target, o Options, p *DestinationProfile) (backends []weighted, ok bool) {
-	var chosen *meshRoute
+// routeName is the metrics label of a rule's routes.
+func (m *meshRoute) routeName(r *meshRule) string {
+	return m.kind + "/" + m.key() + "/" + r.name
+}
+
+// meshRoutes are the HTTPRoutes the mesh routes give service port t, in
+// the Gateway API's precedence, and defaults the backends of the first
+// catch-all rule (the split of requests no route matches, and the whole
+// split for proxies that predate per-route splits). ok is false when no
+// route with a carried rule applies. A GRPCRoute on the port wins over
+// HTTPRoutes (GAMMA: one route type per Service port, GRPCRoute first). A
+// backend that cannot be used keeps its weight as an invalid backend (its
+// share is answered 500) in the routes, and is left out of defaults.
+func meshRoutes(r store.Reader, t Target, o Options, p *DestinationProfile) (routes []HTTPRoute, defaults []weighted, ok bool) {
+	warn := func(m *meshRoute, format string, args ...any) {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("%s %s: ", strings.ToLower(m.kind), m.key())+fmt.Sprintf(format, args...))
+	}
+	var applied []*meshRoute
+	var grpc *meshRoute
 	for _, m := range meshRoutesOf(r, t.Service) {
 		if !m.appliesTo(t) {
 			continue
 		}
-		for i, rule := range m.rules {
-			if rule.notCarried != "" {
-				p.Warnings = append(p.Warnings, fmt.Sprintf("%s %s: %s", strings.ToLower(m.kind), m.key(), rule.notCarried))
+		if m.carriedRules() == 0 {
+			for _, rule := range m.rules {
+				warn(m, "%s", rule.dropped+rule.fails)
+			}
+			continue
+		}
+		applied = append(applied, m)
+		if m.kind == "GRPCRoute" && grpc == nil {
+			grpc = m
+		}
+	}
+	type entry struct {
+		order gateway.MatchOrder
+		route HTTPRoute
+		rule  *meshRule
+		dflt  []weighted
+	}
+	var entries []entry
+	for _, m := range applied {
+		if grpc != nil && m.kind == "HTTPRoute" {
+			warn(m, "ignored: grpcroute %s routes service %s (GAMMA: a GRPCRoute wins over HTTPRoutes on a Service port)", grpc.key(), t.Service)
+			continue
+		}
+		for i := range m.rules {
+			rule := &m.rules[i]
+			if !rule.carried() {
+				warn(m, "%s", rule.dropped)
 				continue
 			}
-			if chosen != nil {
-				p.Warnings = append(p.Warnings, fmt.Sprintf("%s %s: spec.rules[%d] ignored: %s %s (older, or first by name) already splits %s", strings.ToLower(m.kind), m.key(), i, strings.ToLower(chosen.kind), chosen.key(), t.Service))
-				continue
+			for _, x := range rule.ignored {
+				warn(m, "%s", x)
 			}
-			chosen = m
-			for j, b := range rule.backends {
-				w, k, prob := meshBackend(r, m, fmt.Sprintf("spec.rules[%d].backendRefs[%d]", i, j), b, o)
-				if k.Name != "" {
-					p.Deps = appendKey(p.Deps, k)
+			rt := HTTPRoute{Name: m.routeName(rule), RequestHeaders: rule.reqH, ResponseHeaders: rule.respH, Timeout: rule.timeout}
+			var dflt []weighted
+			if rule.fails != "" {
+				warn(m, "%s", rule.fails)
+				rt.Backends = []RouteBackend{{Weight: 1}}
+			} else {
+				for j, b := range rule.backends {
+					w, k, prob := meshBackend(r, m, fmt.Sprintf("spec.rules[%d].backendRefs[%d]", i, j), b.ref, o)
+					if k.Name != "" {
+						p.Deps = appendKey(p.Deps, k)
+					}
+					weight := int64(1)
+					if b.ref.Weight != nil {
+						weight = int64(*b.ref.Weight)
+					}
+					if weight <= 0 {
+						continue // receives nothing
+					}
+					if prob != nil {
+						warn(m, "%s: its share is answered 500", prob.msg)
+						rt.Backends = append(rt.Backends, RouteBackend{Weight: uint32(weight)})
+						continue
+					}
+					dflt = append(dflt, w)
+					rt.Backends = append(rt.Backends, RouteBackend{Authority: w.authority, Weight: uint32(weight), RequestHeaders: b.reqH, ResponseHeaders: b.respH})
 				}
-				if prob != nil {
-					p.Warnings = append(p.Warnings, fmt.Sprintf("%s %s: %s: skipped", strings.ToLower(m.kind), m.key(), prob.msg))
-					continue
+				if len(rule.backends) > 0 && len(rt.Backends) == 0 {
+					// Every weight is 0: the Gateway API answers 500.
+					warn(m, "spec.rules[%d]: every backendRef has weight 0: its requests are answered 500", i)
+					rt.Backends = []RouteBackend{{Weight: 1}}
 				}
-				backends = append(backends, w)
+			}
+			for _, mm := range rule.matches {
+				x := rt
+				x.Match = mm.pb
+				entries = append(entries, entry{order: mm.order, route: x, rule: rule, dflt: dflt})
 			}
 		}
 	}
-	return backends, chosen != nil
+	sort.SliceStable(entries, func(i, j int) bool { return entries[i].order.Before(entries[j].order) })
+	chosen := false
+	for _, e := range entries {
+		routes = append(routes, e.route)
+		if !chosen && matchesAll(e.route.Match) && e.rule.fails == "" {
+			chosen, defaults = true, e.dflt
+		}
+	}
+	if len(entries) == 0 {
+		return nil, nil, false
+	}
+	if !matchesAll(entries[len(entries)-1].route.Match) {
+		// Requests no rule matches: 404, as the Gateway API says.
+		routes = append(routes, HTTPRoute{Name: NoRouteMatched, Status: 404})
+	}
+	return routes, defaults, true
+}
+
+// matchesAll says whether m matches every request: no path or the prefix
+// "/", and nothing else.
+func matchesAll(m *gatewaypb.Match) bool {
+	p := m.GetPath()
+	return (p == nil || p.GetType() == gatewaypb.PathMatch_PREFIX && p.GetValue() == "/") &&
+		len(m.GetHeaders())+len(m.GetQueryParams()) == 0 && m.GetMethod() == ""
+}
+
+// NoRouteMatched is the metrics label of the requests a Service's GAMMA
+// routes do not match (answered 404).
+const NoRouteMatched = "GAMMA/no-rule-matched"
+
+// carriedRules counts the rules that reach the proxies.
+func (m *meshRoute) carriedRules() int {
+	n := 0
+	for i := range m.rules {
+		if m.rules[i].carried() && m.rules[i].fails == "" {
+			n++
+		}
+	}
+	return n
 }
 
 // MeshRouteParents computes the parent statuses of a route's Service
@@ -305,15 +499,19 @@ func MeshRouteParents(r store.Reader, route any, o Options) []gwv1.RouteParentSt
 
 	// Backends: the same for every parent.
 	var probs []backendProblem
-	carried, dropped := 0, []string{}
+	carried, dropped, ignored := 0, []string{}, []string{}
 	for i, rule := range m.rules {
-		if rule.notCarried != "" {
-			dropped = append(dropped, rule.notCarried)
-		} else {
+		switch {
+		case rule.dropped != "":
+			dropped = append(dropped, rule.dropped)
+		case rule.fails != "":
+			dropped = append(dropped, rule.fails)
+		default:
 			carried++
 		}
+		ignored = append(ignored, rule.ignored...)
 		for j, b := range rule.backends {
-			if _, _, prob := meshBackend(r, m, fmt.Sprintf("spec.rules[%d].backendRefs[%d]", i, j), b, o); prob != nil {
+			if _, _, prob := meshBackend(r, m, fmt.Sprintf("spec.rules[%d].backendRefs[%d]", i, j), b.ref, o); prob != nil {
 				probs = append(probs, *prob)
 			}
 		}
@@ -344,8 +542,14 @@ func MeshRouteParents(r store.Reader, route any, o Options) []gwv1.RouteParentSt
 			conds = append(conds, cond(gwv1.RouteConditionAccepted, false, gwv1.RouteReasonUnsupportedValue, fmt.Sprintf("parentRef to service %s from namespace %s: consumer routes (a route in another namespace than its Service) are not supported; put the route in namespace %s", k, m.meta.Namespace, k.Namespace)))
 		case carried == 0:
 			conds = append(conds, cond(gwv1.RouteConditionAccepted, false, gwv1.RouteReasonUnsupportedValue, "no rule the mesh carries: "+strings.Join(dropped, "; ")))
+		case m.kind == "HTTPRoute" && grpcOnPort(r, k, p) != "":
+			conds = append(conds, cond(gwv1.RouteConditionAccepted, false, RouteReasonConflicted, fmt.Sprintf("grpcroute %s routes service %s on this port: GAMMA applies one route type per Service port, GRPCRoute first", grpcOnPort(r, k, p), k)))
 		default:
-			conds = append(conds, cond(gwv1.RouteConditionAccepted, true, gwv1.RouteReasonAccepted, fmt.Sprintf("routes the mesh traffic of service %s", k)))
+			msg := fmt.Sprintf("routes the mesh traffic of service %s", k)
+			if len(ignored) > 0 {
+				msg += " (" + strings.Join(ignored, "; ") + ")"
+			}
+			conds = append(conds, cond(gwv1.RouteConditionAccepted, true, gwv1.RouteReasonAccepted, msg))
 			if len(dropped) > 0 {
 				conds = append(conds, cond(gwv1.RouteConditionPartiallyInvalid, true, gwv1.RouteReasonUnsupportedValue, "rules not carried: "+strings.Join(dropped, "; ")))
 			}
@@ -354,6 +558,29 @@ func MeshRouteParents(r store.Reader, route any, o Options) []gwv1.RouteParentSt
 		out = append(out, gwv1.RouteParentStatus{ParentRef: p, ControllerName: MeshControllerName, Conditions: conds})
 	}
 	return out
+}
+
+// RouteReasonConflicted is GAMMA's reason (GEP-1294) for a route of a
+// type that loses to another on the same Service port.
+const RouteReasonConflicted gwv1.RouteConditionReason = "Conflicted"
+
+// grpcOnPort names the first GRPCRoute (by precedence) with a carried rule
+// attached to service k on a port the parentRef p covers, or "".
+func grpcOnPort(r store.Reader, k store.Key, p gwv1.ParentReference) string {
+	for _, m := range meshRoutesOf(r, k) {
+		if m.kind != "GRPCRoute" || m.meta.Namespace != k.Namespace || m.carriedRules() == 0 {
+			continue
+		}
+		for _, gp := range m.parents {
+			if !store.IsServiceParent(gp) || parentService(m.meta.Namespace, gp) != k {
+				continue
+			}
+			if p.Port == nil || gp.Port == nil || *p.Port == *gp.Port {
+				return m.key()
+			}
+		}
+	}
+	return ""
 }
 
 func hasPort(ports []corev1.ServicePort, port int32) bool {

@@ -76,8 +76,71 @@ const (
 	echoV2   = "echo-v2.mesh.svc.cluster.local:80"
 )
 
-// GAMMA HTTPRoutes with a Service parent compile to the same weighted
-// DstOverrides a TrafficSplit gives.
+// routes describes a profile's HTTPRoutes, one line each: name, match,
+// filters and timeout, backends ("(apex)" for none, "500" for an invalid
+// one).
+// nomatch is the route after GAMMA rules none of which matches everything.
+const nomatch = compile.NoRouteMatched + " answers 404"
+
+func routes(p compile.DestinationProfile) []string {
+	out := []string{}
+	for _, r := range p.HTTPRoutes {
+		var b strings.Builder
+		b.WriteString(r.Name)
+		m := r.Match
+		if pm := m.GetPath(); pm != nil {
+			fmt.Fprintf(&b, " %s %s", pm.GetType(), pm.GetValue())
+		}
+		for _, h := range m.GetHeaders() {
+			op := "="
+			if h.GetRegex() {
+				op = "~"
+			}
+			fmt.Fprintf(&b, " %s%s%s", h.GetName(), op, h.GetValue())
+		}
+		for _, q := range m.GetQueryParams() {
+			fmt.Fprintf(&b, " ?%s=%s", q.GetName(), q.GetValue())
+		}
+		if m.GetMethod() != "" {
+			b.WriteString(" " + m.GetMethod())
+		}
+		if r.RequestHeaders != nil {
+			fmt.Fprintf(&b, " req(set %v add %d remove %v)", r.RequestHeaders.GetSet(), len(r.RequestHeaders.GetAdd()), r.RequestHeaders.GetRemove())
+		}
+		if r.ResponseHeaders != nil {
+			fmt.Fprintf(&b, " resp(set %v)", r.ResponseHeaders.GetSet())
+		}
+		if r.Timeout > 0 {
+			fmt.Fprintf(&b, " timeout %s", r.Timeout)
+		}
+		if r.Status != 0 {
+			fmt.Fprintf(&b, " answers %d", r.Status)
+			out = append(out, b.String())
+			continue
+		}
+		b.WriteString(" ->")
+		if len(r.Backends) == 0 {
+			b.WriteString(" (apex)")
+		}
+		for _, x := range r.Backends {
+			a := x.Authority
+			if a == "" {
+				a = "500"
+			}
+			fmt.Fprintf(&b, " %s=%d", a, x.Weight)
+			if x.RequestHeaders != nil {
+				fmt.Fprintf(&b, "+req(set %v)", x.RequestHeaders.GetSet())
+			}
+		}
+		out = append(out, b.String())
+	}
+	return out
+}
+
+// GAMMA HTTPRoutes with a Service parent: every rule's matches become
+// HTTPRoutes of the profile, in the Gateway API's precedence, with their
+// own backends; the first catch-all rule gives the DstOverrides (the
+// split proxies that predate per-route splits apply to everything).
 func TestProfileMeshRoutes(t *testing.T) {
 	echoParent := []gwv1.ParentReference{serviceParent("echo", 0)}
 	catchAll := pathMatch(gwv1.PathMatchPathPrefix, "/")
@@ -90,6 +153,7 @@ func TestProfileMeshRoutes(t *testing.T) {
 		asked    string
 		want     []string
 		warnings []string
+		routes   []string // nil: not checked
 		deps     []store.Key
 	}{
 		{name: "no matches: 90/10", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent, rule(nil, backend("echo-v1", 80, 90), backend("echo-v2", 80, 10)))},
@@ -100,15 +164,59 @@ func TestProfileMeshRoutes(t *testing.T) {
 			b.Weight = nil
 			return b
 		}()))}, want: []string{echoV1 + "=1", echoV2 + "=1"}},
-		{name: "matched rules are not carried", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent,
+		{name: "matched rules: routes of their own; the catch-all is the default split", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent,
 			rule(pathMatch(gwv1.PathMatchExact, "/v2"), backend("echo-v2", 80, 1)),
 			rule(catchAll, backend("echo-v1", 80, 1)))},
-			want: []string{echoV1 + "=1"}, warnings: []string{"spec.rules[0].matches[0]: only the catch-all match"}},
-		{name: "only matched rules: no split", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent, rule(pathMatch(gwv1.PathMatchExact, "/v1"), backend("echo-v1", 80, 1)))},
-			want: []string{}},
-		{name: "a missing backend is skipped, the other keeps serving", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent, rule(nil, backend("echo-v1", 80, 50), backend("nope", 80, 50)))},
-			want: []string{echoV1 + "=50"}, warnings: []string{"spec.rules[0].backendRefs[1]: service mesh/nope does not exist: skipped"},
-			deps: []store.Key{{Namespace: "mesh", Name: "echo"}, {Namespace: "mesh", Name: "echo-v1"}, {Namespace: "mesh", Name: "nope"}}},
+			want:   []string{echoV1 + "=1"},
+			routes: []string{"HTTPRoute/mesh/r/0 EXACT /v2 -> " + echoV2 + "=1", "HTTPRoute/mesh/r/1 PREFIX / -> " + echoV1 + "=1"}},
+		{name: "only matched rules: no default split", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent, rule(pathMatch(gwv1.PathMatchExact, "/v1"), backend("echo-v1", 80, 1)))},
+			want: []string{}, routes: []string{"HTTPRoute/mesh/r/0 EXACT /v1 -> " + echoV1 + "=1", nomatch}},
+		{name: "a missing backend's share is answered 500, the other keeps serving", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent, rule(nil, backend("echo-v1", 80, 50), backend("nope", 80, 50)))},
+			want: []string{echoV1 + "=50"}, warnings: []string{"spec.rules[0].backendRefs[1]: service mesh/nope does not exist: its share is answered 500"},
+			routes: []string{"HTTPRoute/mesh/r/0 PREFIX / -> " + echoV1 + "=50 500=50"},
+			deps:   []store.Key{{Namespace: "mesh", Name: "echo"}, {Namespace: "mesh", Name: "echo-v1"}, {Namespace: "mesh", Name: "nope"}}},
+		{name: "every weight 0: 500", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent, rule(nil, backend("echo-v1", 80, 0)))},
+			want: []string{}, warnings: []string{"every backendRef has weight 0"}, routes: []string{"HTTPRoute/mesh/r/0 PREFIX / -> 500=1"}},
+		{name: "no backendRefs: the Service itself", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent, rule(pathMatch(gwv1.PathMatchPathPrefix, "/x")))},
+			want: []string{}, routes: []string{"HTTPRoute/mesh/r/0 PREFIX /x -> (apex)", nomatch}},
+		{name: "precedence across routes and rules (the gateway's)", objs: []runtime.Object{
+			gammaRoute("mesh", "old", 0, echoParent, rule(catchAll, backend("echo-v1", 80, 1)), rule(pathMatch(gwv1.PathMatchPathPrefix, "/v2"), backend("echo-v2", 80, 1))),
+			gammaRoute("mesh", "young", 5, echoParent,
+				rule([]gwv1.HTTPRouteMatch{{Headers: []gwv1.HTTPHeaderMatch{{Name: "version", Value: "two"}}}}, backend("echo-v2", 80, 1)),
+				rule(pathMatch(gwv1.PathMatchExact, "/v2"), backend("echo-v1", 80, 1)),
+				rule([]gwv1.HTTPRouteMatch{{Method: ptr(gwv1.HTTPMethodPost)}, {QueryParams: []gwv1.HTTPQueryParamMatch{{Name: "v", Value: "2"}}}}, backend("echo-v2", 80, 1)),
+				rule(pathMatch(gwv1.PathMatchPathPrefix, "/v2/"), backend("echo-v1", 80, 1)))},
+			want: []string{echoV1 + "=1"},
+			routes: []string{
+				"HTTPRoute/mesh/young/1 EXACT /v2 -> " + echoV1 + "=1",
+				"HTTPRoute/mesh/old/1 PREFIX /v2 -> " + echoV2 + "=1",
+				"HTTPRoute/mesh/young/3 PREFIX /v2 -> " + echoV1 + "=1",
+				"HTTPRoute/mesh/young/2 PREFIX / POST -> " + echoV2 + "=1",
+				"HTTPRoute/mesh/young/0 PREFIX / version=two -> " + echoV2 + "=1",
+				"HTTPRoute/mesh/young/2 PREFIX / ?v=2 -> " + echoV2 + "=1",
+				"HTTPRoute/mesh/old/0 PREFIX / -> " + echoV1 + "=1",
+			}},
+		{name: "header modifiers (rule and backend) and timeouts are carried", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent, gwv1.HTTPRouteRule{
+			Matches: pathMatch(gwv1.PathMatchPathPrefix, "/set"),
+			Filters: []gwv1.HTTPRouteFilter{
+				{Type: gwv1.HTTPRouteFilterRequestHeaderModifier, RequestHeaderModifier: &gwv1.HTTPHeaderFilter{Set: []gwv1.HTTPHeader{{Name: "X-Set", Value: "1"}}, Add: []gwv1.HTTPHeader{{Name: "X-Add", Value: "2"}}, Remove: []string{"X-Gone"}}},
+				{Type: gwv1.HTTPRouteFilterResponseHeaderModifier, ResponseHeaderModifier: &gwv1.HTTPHeaderFilter{Set: []gwv1.HTTPHeader{{Name: "X-Resp", Value: "3"}}}}},
+			BackendRefs: []gwv1.HTTPBackendRef{func() gwv1.HTTPBackendRef {
+				b := backend("echo-v1", 80, 1)
+				b.Filters = []gwv1.HTTPRouteFilter{{Type: gwv1.HTTPRouteFilterRequestHeaderModifier, RequestHeaderModifier: &gwv1.HTTPHeaderFilter{Set: []gwv1.HTTPHeader{{Name: "X-Backend", Value: "v1"}}}}}
+				return b
+			}()},
+			Timeouts: &gwv1.HTTPRouteTimeouts{Request: ptr(gwv1.Duration("10s")), BackendRequest: ptr(gwv1.Duration("2s"))},
+		})}, want: []string{}, routes: []string{"HTTPRoute/mesh/r/0 PREFIX /set req(set map[X-Set:1] add 1 remove [X-Gone]) resp(set map[X-Resp:3]) timeout 2s -> " + echoV1 + "=1+req(set map[X-Backend:v1])", nomatch}},
+		{name: "a filter the mesh cannot honour: the rule's requests answer 500", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent,
+			gwv1.HTTPRouteRule{Matches: pathMatch(gwv1.PathMatchPathPrefix, "/old"), Filters: []gwv1.HTTPRouteFilter{{Type: gwv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gwv1.HTTPRequestRedirectFilter{Hostname: ptr(gwv1.PreciseHostname("new"))}}}},
+			rule(nil, backend("echo-v1", 80, 1)))},
+			want: []string{echoV1 + "=1"}, warnings: []string{`spec.rules[0].filters[0].type "RequestRedirect" is not supported in the mesh`},
+			routes: []string{"HTTPRoute/mesh/r/0 PREFIX /old -> 500=1", "HTTPRoute/mesh/r/1 PREFIX / -> " + echoV1 + "=1"}},
+		{name: "an invalid match drops its rule", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent,
+			rule(pathMatch(gwv1.PathMatchRegularExpression, "/("), backend("echo-v2", 80, 1)), rule(nil, backend("echo-v1", 80, 1)))},
+			want: []string{echoV1 + "=1"}, warnings: []string{`spec.rules[0].matches[0].path.value "/(" is not a valid RE2`},
+			routes: []string{"HTTPRoute/mesh/r/1 PREFIX / -> " + echoV1 + "=1"}},
 		{name: "a backend port the service lacks is skipped", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent, rule(nil, backend("echo-v1", 80, 50), backend("echo-v2", 81, 50)))},
 			want: []string{echoV1 + "=50"}, warnings: []string{"backendRefs[1].port: service mesh/echo-v2 has no TCP port 81"}},
 		{name: "cross-namespace backend without a grant", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent, rule(nil, backend("echo-v1", 80, 1), func() gwv1.HTTPBackendRef {
@@ -128,7 +236,8 @@ func TestProfileMeshRoutes(t *testing.T) {
 		{name: "the oldest route wins", objs: []runtime.Object{
 			gammaRoute("mesh", "a-young", 5, echoParent, rule(nil, backend("echo-v2", 80, 1))),
 			gammaRoute("mesh", "z-old", 0, echoParent, rule(nil, backend("echo-v1", 80, 1)))},
-			want: []string{echoV1 + "=1"}, warnings: []string{"httproute mesh/a-young: spec.rules[0] ignored: httproute mesh/z-old"}},
+			want:   []string{echoV1 + "=1"},
+			routes: []string{"HTTPRoute/mesh/z-old/0 PREFIX / -> " + echoV1 + "=1", "HTTPRoute/mesh/a-young/0 PREFIX / -> " + echoV2 + "=1"}},
 		{name: "a consumer route (another namespace) is not applied", objs: []runtime.Object{func() *gwv1.HTTPRoute {
 			p := serviceParent("echo", 0)
 			ns := gwv1.Namespace("mesh")
@@ -144,6 +253,15 @@ func TestProfileMeshRoutes(t *testing.T) {
 			Spec: gwv1.GRPCRouteSpec{CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: echoParent}, Rules: []gwv1.GRPCRouteRule{{BackendRefs: []gwv1.GRPCBackendRef{
 				{BackendRef: backend("echo-v1", 80, 3).BackendRef}, {BackendRef: backend("echo-v2", 80, 1).BackendRef}}}}}}},
 			want: []string{echoV1 + "=3", echoV2 + "=1"}},
+		{name: "GRPCRoute matches, and it wins over an HTTPRoute on the port", objs: []runtime.Object{
+			gammaRoute("mesh", "h", 0, echoParent, rule(nil, backend("echo-v1", 80, 1))),
+			&gwv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "mesh", Name: "g", CreationTimestamp: t0},
+				Spec: gwv1.GRPCRouteSpec{CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: echoParent}, Rules: []gwv1.GRPCRouteRule{
+					{Matches: []gwv1.GRPCRouteMatch{{Method: &gwv1.GRPCMethodMatch{Service: ptr("echo.Echo"), Method: ptr("Ping")}, Headers: []gwv1.GRPCHeaderMatch{{Name: "x-v", Value: "2"}}}},
+						BackendRefs: []gwv1.GRPCBackendRef{{BackendRef: backend("echo-v2", 80, 1).BackendRef}}},
+					{BackendRefs: []gwv1.GRPCBackendRef{{BackendRef: backend("echo-v1", 80, 1).BackendRef}}}}}}},
+			want: []string{echoV1 + "=1"}, warnings: []string{"httproute mesh/h: ignored: grpcroute mesh/g routes service mesh/echo"},
+			routes: []string{"GRPCRoute/mesh/g/0 EXACT /echo.Echo/Ping x-v=2 -> " + echoV2 + "=1", "GRPCRoute/mesh/g/1 -> " + echoV1 + "=1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := echo(t, tc.objs...)
@@ -156,6 +274,9 @@ func TestProfileMeshRoutes(t *testing.T) {
 				t.Errorf("DstOverrides = %v, want %v (warnings %v)", got, tc.want, p.Warnings)
 			}
 			checkWarnings(t, p.Warnings, tc.warnings)
+			if got := routes(p); tc.routes != nil && !slices.Equal(got, tc.routes) {
+				t.Errorf("HTTPRoutes:\n got %q\nwant %q", got, tc.routes)
+			}
 			if tc.deps != nil && !slices.Equal(p.Deps, tc.deps) {
 				t.Errorf("Deps = %v, want %v", p.Deps, tc.deps)
 			}
@@ -205,6 +326,8 @@ func conds(ps []gwv1.RouteParentStatus) []string {
 func TestMeshRouteParents(t *testing.T) {
 	st := echo(t)
 	echoParent := []gwv1.ParentReference{serviceParent("echo", 0)}
+	redirect := gwv1.HTTPRouteRule{Matches: pathMatch(gwv1.PathMatchPathPrefix, "/old"),
+		Filters: []gwv1.HTTPRouteFilter{{Type: gwv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gwv1.HTTPRequestRedirectFilter{Hostname: ptr(gwv1.PreciseHostname("new"))}}}}
 	const ctl = "[meridian.io/mesh-controller] "
 	for _, tc := range []struct {
 		name  string
@@ -222,10 +345,16 @@ func TestMeshRouteParents(t *testing.T) {
 			b.Kind = &k
 			return b
 		}())), []string{"echo" + ctl + "Accepted=True/Accepted ResolvedRefs=False/InvalidKind"}, `group "" kind "Pod": only core Services are supported`},
-		{"partially carried", gammaRoute("mesh", "r", 0, echoParent, rule(pathMatch(gwv1.PathMatchExact, "/v2"), backend("echo-v2", 80, 1)), rule(nil, backend("echo-v1", 80, 1))),
-			[]string{"echo" + ctl + "Accepted=True/Accepted PartiallyInvalid=True/UnsupportedValue ResolvedRefs=True/ResolvedRefs"}, "spec.rules[0].matches[0]"},
-		{"nothing carried", gammaRoute("mesh", "r", 0, echoParent, rule(pathMatch(gwv1.PathMatchExact, "/v2"), backend("echo-v2", 80, 1))),
+		{"matches are carried", gammaRoute("mesh", "r", 0, echoParent, rule(pathMatch(gwv1.PathMatchExact, "/v2"), backend("echo-v2", 80, 1)), rule(nil, backend("echo-v1", 80, 1))),
+			[]string{"echo" + ctl + "Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs"}, "routes the mesh traffic of service mesh/echo"},
+		{"partially carried", gammaRoute("mesh", "r", 0, echoParent, redirect, rule(nil, backend("echo-v1", 80, 1))),
+			[]string{"echo" + ctl + "Accepted=True/Accepted PartiallyInvalid=True/UnsupportedValue ResolvedRefs=True/ResolvedRefs"}, `spec.rules[0].filters[0].type "RequestRedirect" is not supported in the mesh (allowed: RequestHeaderModifier, ResponseHeaderModifier): the rule's requests are answered 500`},
+		{"an invalid match", gammaRoute("mesh", "r", 0, echoParent, rule(pathMatch(gwv1.PathMatchRegularExpression, "/("), backend("echo-v2", 80, 1)), rule(nil, backend("echo-v1", 80, 1))),
+			[]string{"echo" + ctl + "Accepted=True/Accepted PartiallyInvalid=True/UnsupportedValue ResolvedRefs=True/ResolvedRefs"}, `spec.rules[0].matches[0].path.value "/(" is not a valid RE2 regular expression`},
+		{"nothing carried", gammaRoute("mesh", "r", 0, echoParent, redirect),
 			[]string{"echo" + ctl + "Accepted=False/UnsupportedValue ResolvedRefs=True/ResolvedRefs"}, "no rule the mesh carries"},
+		{"retry is not honoured", gammaRoute("mesh", "r", 0, echoParent, gwv1.HTTPRouteRule{BackendRefs: []gwv1.HTTPBackendRef{backend("echo-v1", 80, 1)}, Retry: &gwv1.HTTPRouteRetry{Attempts: ptr(2)}}),
+			[]string{"echo" + ctl + "Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs"}, "spec.rules[0].retry is not honoured in the mesh"},
 		{"missing parent, and a Gateway parent left to the gateway", gammaRoute("mesh", "r", 0, []gwv1.ParentReference{serviceParent("gone", 0), {Name: "gw"}, serviceParent("echo", 81)}, rule(nil, backend("echo-v1", 80, 1))),
 			[]string{"gone" + ctl + "Accepted=False/NoMatchingParent ResolvedRefs=True/ResolvedRefs", "echo" + ctl + "Accepted=False/NoMatchingParent ResolvedRefs=True/ResolvedRefs"}, "parent service mesh/echo has no port 81"},
 	} {
@@ -244,5 +373,24 @@ func TestMeshRouteParents(t *testing.T) {
 				t.Errorf("no condition message contains %q: %+v", tc.msg, ps)
 			}
 		})
+	}
+}
+
+// GAMMA (GEP-1294): one route type per Service port, GRPCRoute first: an
+// HTTPRoute beside a GRPCRoute on the same Service is Accepted False,
+// Conflicted.
+func TestMeshRouteParentsConflicted(t *testing.T) {
+	echoParent := []gwv1.ParentReference{serviceParent("echo", 0)}
+	g := &gwv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "mesh", Name: "g", Generation: 3, CreationTimestamp: t0},
+		Spec: gwv1.GRPCRouteSpec{CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{serviceParent("echo", 80)}}, Rules: []gwv1.GRPCRouteRule{
+			{BackendRefs: []gwv1.GRPCBackendRef{{BackendRef: backend("echo-v1", 80, 1).BackendRef}}}}}}
+	h := gammaRoute("mesh", "h", 0, echoParent, rule(nil, backend("echo-v1", 80, 1)))
+	st := echo(t, g, h)
+	const ctl = "[meridian.io/mesh-controller] "
+	if got, want := conds(compile.MeshRouteParents(st, h, opts)), []string{"echo" + ctl + "Accepted=False/Conflicted ResolvedRefs=True/ResolvedRefs"}; !slices.Equal(got, want) {
+		t.Errorf("HTTPRoute: %q, want %q", got, want)
+	}
+	if got, want := conds(compile.MeshRouteParents(st, g, opts)), []string{"echo" + ctl + "Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs"}; !slices.Equal(got, want) {
+		t.Errorf("GRPCRoute: %q, want %q", got, want)
 	}
 }

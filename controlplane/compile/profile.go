@@ -6,8 +6,10 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/controlplane/store"
 )
 
@@ -39,6 +41,12 @@ type DestinationProfile struct {
 	DstOverrides []WeightedDst
 	// OpaqueProtocol: never detect the protocol on this port.
 	OpaqueProtocol bool
+	// HTTPRoutes route requests by what they are, in precedence order
+	// (the first whose Match holds): a Rollout's header route, or the
+	// GAMMA routes' rules, one per match, then a last route answering 404
+	// (the Gateway API's answer when no rule matches). A request none
+	// matches goes by DstOverrides.
+	HTTPRoutes []HTTPRoute
 	// Deps are the services whose changes can change this profile: the
 	// apex and every backend named, existing or not.
 	Deps []store.Key
@@ -95,6 +103,35 @@ func DefaultRetryBudget() RetryBudget {
 	return RetryBudget{RetryRatio: DefaultRetryRatio, MinRetriesPerSecond: DefaultMinRetriesPerSecond, TTL: DefaultRetryTTL}
 }
 
+// HTTPRoute is one match of a route rule, with the rule's backends,
+// header filters and timeout: the gateway's route model (gatewaypb.Match,
+// gatewaypb.HeaderModifier) for a mesh authority.
+type HTTPRoute struct {
+	// Name is the route's metrics label: <kind>/<namespace>/<name>/<rule>.
+	Name string
+	// Match is nil for every request.
+	Match *gatewaypb.Match
+	// Backends share the route's requests by weight; empty: the authority
+	// itself serves them.
+	Backends        []RouteBackend
+	RequestHeaders  *gatewaypb.HeaderModifier
+	ResponseHeaders *gatewaypb.HeaderModifier
+	// Timeout bounds the wait for the response's headers; 0: none.
+	Timeout time.Duration
+	// Status, when not 0, answers the route's requests with it and
+	// forwards nothing (404: after GAMMA routes, no rule matched).
+	Status uint32
+}
+
+// RouteBackend is a weighted backend of an HTTPRoute. An empty Authority
+// is an invalid backendRef: its share is answered 500.
+type RouteBackend struct {
+	Authority       string
+	Weight          uint32
+	RequestHeaders  *gatewaypb.HeaderModifier
+	ResponseHeaders *gatewaypb.HeaderModifier
+}
+
 // WeightedDst is a weighted backend authority.
 type WeightedDst struct {
 	Authority string
@@ -144,10 +181,20 @@ func Profile(r store.Reader, authority string, o Options) DestinationProfile {
 		// A Rollout subset is a split's backend: it is never split again.
 		splits, overrides, fromRollout = nil, nil, true
 	} else {
-		backends, fromRollout = rolloutSplit(r, t, o, &p)
+		var hdr *HTTPRoute
+		backends, hdr, fromRollout = rolloutSplit(r, t, o, &p)
+		if hdr != nil {
+			p.HTTPRoutes = append(p.HTTPRoutes, *hdr)
+		}
 	}
 	if !fromRollout {
-		backends, fromRoute = meshSplit(r, t, o, &p)
+		p.HTTPRoutes, backends, fromRoute = meshRoutes(r, t, o, &p)
+	} else if t.Subset == "" {
+		for _, m := range meshRoutesOf(r, t.Service) {
+			if m.appliesTo(t) {
+				p.Warnings = append(p.Warnings, fmt.Sprintf("%s %s ignored: a rollout routes %s", strings.ToLower(m.kind), m.key(), t.Service))
+			}
+		}
 	}
 	switch {
 	case fromRollout || fromRoute:

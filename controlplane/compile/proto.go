@@ -37,6 +37,17 @@ func (p DestinationProfile) ToProto() *pb.DestinationProfile {
 	for _, d := range p.DstOverrides {
 		out.DstOverrides = append(out.DstOverrides, &pb.WeightedDst{Authority: d.Authority, Weight: d.Weight})
 	}
+	for _, r := range p.HTTPRoutes {
+		pr := &pb.HttpRoute{Match: r.Match, RequestHeaders: r.RequestHeaders, ResponseHeaders: r.ResponseHeaders,
+			MetricsLabels: map[string]string{"route": r.Name}, Status: r.Status}
+		if r.Timeout > 0 {
+			pr.Timeout = durationpb.New(r.Timeout)
+		}
+		for _, b := range r.Backends {
+			pr.Backends = append(pr.Backends, &pb.RouteBackend{Authority: b.Authority, Weight: b.Weight, RequestHeaders: b.RequestHeaders, ResponseHeaders: b.ResponseHeaders})
+		}
+		out.HttpRoutes = append(out.HttpRoutes, pr)
+	}
 	return out
 }
 

@@ -2,7 +2,9 @@ package compile
 
 import (
 	"fmt"
+	"regexp"
 
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
 	"github.com/meridian-mesh/meridian/controlplane/store"
 )
@@ -41,10 +43,15 @@ func routingRollouts(r store.Reader, k store.Key) []*v1alpha1.Rollout {
 // whose subset has none gives its weight to the other (reported), and with
 // neither, there is no split and the service itself serves, so a request
 // never meets an empty endpoint set because of the split.
-func rolloutSplit(r store.Reader, t Target, o Options, p *DestinationProfile) (backends []weighted, ok bool) {
+//
+// hdr is the Rollout's header route (RolloutHeaderRoute): requests whose
+// headers match go to the canary subset whatever the weights, while it has
+// ready endpoints (else the route is left out, reported: the invariant
+// above).
+func rolloutSplit(r store.Reader, t Target, o Options, p *DestinationProfile) (backends []weighted, hdr *HTTPRoute, ok bool) {
 	ros := routingRollouts(r, t.Service)
 	if len(ros) == 0 {
-		return nil, false
+		return nil, nil, false
 	}
 	for _, x := range ros[1:] {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("rollout %s/%s ignored: rollout %s/%s already routes service %s", x.Namespace, x.Name, ros[0].Namespace, ros[0].Name, t.Service))
@@ -55,7 +62,19 @@ func rolloutSplit(r store.Reader, t Target, o Options, p *DestinationProfile) (b
 	}
 	w := ro.Status.Canary.Weights
 	if w == nil || w.Stable.PodTemplateHash == "" {
-		return nil, false
+		return nil, nil, false
+	}
+	if hr := RolloutHeaderRoute(ro); hr != nil {
+		m, err := HeaderRouteMatch(hr)
+		canary := SubsetAuthority(w.Canary.PodTemplateHash, t.Service, t.Port, o)
+		switch {
+		case err != nil:
+			p.Warnings = append(p.Warnings, fmt.Sprintf("rollout %s/%s: header route left out: %v", ro.Namespace, ro.Name, err))
+		case len(Endpoints(r, canary, o).Endpoints) == 0:
+			p.Warnings = append(p.Warnings, fmt.Sprintf("rollout %s/%s: the canary pods (%s %s) of service %s have no ready endpoint: header route %q left out", ro.Namespace, ro.Name, PodTemplateHashLabel, w.Canary.PodTemplateHash, t.Service, hr.Name))
+		default:
+			hdr = &HTTPRoute{Name: "Rollout/" + ro.Namespace + "/" + ro.Name + "/" + hr.Name, Match: m, Backends: []RouteBackend{{Authority: canary, Weight: 1}}}
+		}
 	}
 	type side struct {
 		name, hash string
@@ -89,7 +108,72 @@ func rolloutSplit(r store.Reader, t Target, o Options, p *DestinationProfile) (b
 	}
 	if len(backends) == 0 {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("rollout %s/%s: neither side of service %s has a ready endpoint: the service itself serves", ro.Namespace, ro.Name, t.Service))
-		return nil, true
+		return nil, hdr, true
 	}
-	return backends, true
+	return backends, hdr, true
+}
+
+// RolloutHeaderRoute is the setHeaderRoute in effect for a Rollout with
+// Meridian's own split, derived from what the reconciler writes, as the
+// step machine derives it (controlplane/rollouts/steps): the last
+// setHeaderRoute step up to status.currentStepIndex (one with no match
+// removes it), while a canary is in progress (status.canary.weights name a
+// canary hash other than the stable one) and not aborted. nil: none. So a
+// header route appears and goes with the status write that moves the step,
+// promotes or aborts, like the weights.
+func RolloutHeaderRoute(ro *v1alpha1.Rollout) *v1alpha1.SetHeaderRoute {
+	c := ro.Spec.Strategy.Canary
+	w := ro.Status.Canary.Weights
+	if c == nil || ro.Status.Abort || w == nil || ro.Status.CurrentStepIndex == nil ||
+		w.Canary.PodTemplateHash == "" || w.Canary.PodTemplateHash == w.Stable.PodTemplateHash {
+		return nil
+	}
+	var hr *v1alpha1.SetHeaderRoute
+	for i := 0; i <= int(*ro.Status.CurrentStepIndex) && i < len(c.Steps); i++ {
+		if s := c.Steps[i].SetHeaderRoute; s != nil {
+			hr = s
+			if len(s.Match) == 0 {
+				hr = nil
+			}
+		}
+	}
+	return hr
+}
+
+// HeaderRouteMatch is a setHeaderRoute's match in the gateway's model:
+// every header condition must hold; exact is compared exactly, prefix and
+// regex (RE2, anchored) become regular expressions. The error names the
+// field and what is allowed.
+func HeaderRouteMatch(hr *v1alpha1.SetHeaderRoute) (*gatewaypb.Match, error) {
+	m := &gatewaypb.Match{}
+	for i, h := range hr.Match {
+		field := fmt.Sprintf("setHeaderRoute %q: match[%d]", hr.Name, i)
+		if h.HeaderName == "" {
+			return nil, fmt.Errorf("%s.headerName: required", field)
+		}
+		v := h.HeaderValue
+		n := 0
+		if v != nil {
+			for _, x := range []string{v.Exact, v.Prefix, v.Regex} {
+				if x != "" {
+					n++
+				}
+			}
+		}
+		if n != 1 {
+			return nil, fmt.Errorf("%s.headerValue: exactly one of exact, prefix and regex is required", field)
+		}
+		switch {
+		case v.Exact != "":
+			m.Headers = append(m.Headers, &gatewaypb.HeaderMatch{Name: h.HeaderName, Value: v.Exact})
+		case v.Prefix != "":
+			m.Headers = append(m.Headers, &gatewaypb.HeaderMatch{Name: h.HeaderName, Regex: true, Value: regexp.QuoteMeta(v.Prefix) + ".*"})
+		default:
+			if _, err := regexp.Compile(v.Regex); err != nil {
+				return nil, fmt.Errorf("%s.headerValue.regex %q is not a valid RE2 regular expression: %v", field, v.Regex, err)
+			}
+			m.Headers = append(m.Headers, &gatewaypb.HeaderMatch{Name: h.HeaderName, Regex: true, Value: v.Regex})
+		}
+	}
+	return m, nil
 }

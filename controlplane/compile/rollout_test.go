@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
 	"github.com/meridian-mesh/meridian/controlplane/compile"
@@ -187,5 +188,58 @@ func TestSubsetEndpoints(t *testing.T) {
 		if p := compile.Profile(st, webStable, opts); len(p.DstOverrides) != 0 {
 			t.Errorf("Profile(stable) = %v without Meridian's routing", dsts(p))
 		}
+	}
+}
+
+// A setHeaderRoute step with Meridian's own split: the stable Service's
+// profile routes the matching requests to the canary subset (exact as is,
+// prefix and regex as anchored expressions), ahead of the weights, and
+// ToProto carries it; a canary without ready pods gets no header route,
+// and GAMMA routes beside the Rollout are ignored (reported).
+func TestProfileRolloutHeaderRoute(t *testing.T) {
+	ro := func(canary string, hr ...v1alpha1.HeaderRoutingMatch) *v1alpha1.Rollout {
+		r := meridianRollout(weights("aaa", 100, canary, 0))
+		r.Spec.Strategy.Canary.Steps = []v1alpha1.CanaryStep{{SetHeaderRoute: &v1alpha1.SetHeaderRoute{Name: "beta", Match: hr}}, {SetWeight: ptr(int32(10))}}
+		r.Status.CurrentStepIndex = ptr(int32(0))
+		return r
+	}
+	m := func(name string, v v1alpha1.StringMatch) v1alpha1.HeaderRoutingMatch {
+		return v1alpha1.HeaderRoutingMatch{HeaderName: name, HeaderValue: &v}
+	}
+	const hdr = "Rollout/shop/web/beta"
+	for _, tc := range []struct {
+		name     string
+		ro       *v1alpha1.Rollout
+		extra    []runtime.Object
+		want     []string
+		warnings []string
+	}{
+		{"exact, prefix and regex", ro("bbb", m("X-Beta", v1alpha1.StringMatch{Exact: "1"}), m("User", v1alpha1.StringMatch{Prefix: "qa."}), m("Ver", v1alpha1.StringMatch{Regex: "v[0-9]+"})), nil,
+			[]string{hdr + " X-Beta=1 User~qa\\..* Ver~v[0-9]+ -> " + subsetB + "=1"}, nil},
+		{"a canary without ready pods: no header route", ro("ccc", m("X-Beta", v1alpha1.StringMatch{Exact: "1"})), nil,
+			[]string{}, []string{`the canary pods (rollouts-pod-template-hash ccc) of service shop/web-stable have no ready endpoint: header route "beta" left out`}},
+		{"an invalid match: no header route", ro("bbb", m("X-Beta", v1alpha1.StringMatch{Exact: "1", Prefix: "2"})), nil,
+			[]string{}, []string{`setHeaderRoute "beta": match[0].headerValue: exactly one of exact, prefix and regex is required`}},
+		{"a GAMMA route beside the Rollout is ignored", ro("bbb", m("X-Beta", v1alpha1.StringMatch{Exact: "1"})),
+			[]runtime.Object{gammaRoute("shop", "r", 0, []gwv1.ParentReference{serviceParent("web-stable", 0)}, rule(pathMatch(gwv1.PathMatchExact, "/x"), backend("web-canary", 80, 1)))},
+			[]string{hdr + " X-Beta=1 -> " + subsetB + "=1"}, []string{"httproute shop/r ignored: a rollout routes shop/web-stable"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := shop(t, append(tc.extra, tc.ro)...)
+			p := compile.Profile(st, webStable, opts)
+			if got := routes(p); !slices.Equal(got, tc.want) {
+				t.Errorf("HTTPRoutes:\n got %q\nwant %q", got, tc.want)
+			}
+			checkWarnings(t, p.Warnings, tc.warnings)
+			if got := dsts(p); !slices.Equal(got, []string{subsetA + "=100"}) {
+				t.Errorf("DstOverrides = %v", got)
+			}
+			if len(p.HTTPRoutes) > 0 {
+				pb := p.ToProto()
+				if len(pb.GetHttpRoutes()) != 1 || pb.GetHttpRoutes()[0].GetBackends()[0].GetAuthority() != subsetB || pb.GetHttpRoutes()[0].GetMetricsLabels()["route"] != hdr {
+					t.Errorf("ToProto: %v", pb.GetHttpRoutes())
+				}
+			}
+		})
 	}
 }

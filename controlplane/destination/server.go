@@ -224,9 +224,10 @@ func (s *Server) firstAnswer(ctx context.Context, sub *hub.Subscription[compile.
 			return cur, true
 		}
 		if !held {
-			// A traffic split's apex routes to its backends: its own
-			// empty set is expected and is not worth a wait.
-			if len(compile.Profile(s.r, authority, s.o.Compile).DstOverrides) > 0 {
+			// A traffic split's apex routes to its backends (and a
+			// service with HTTP routes, to theirs): its own empty set is
+			// expected and is not worth a wait.
+			if p := compile.Profile(s.r, authority, s.o.Compile); len(p.DstOverrides) > 0 || len(p.HTTPRoutes) > 0 {
 				return cur, true
 			}
 			held = true

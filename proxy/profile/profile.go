@@ -5,21 +5,30 @@
 package profile
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/proxy/middleware/headers"
+	"github.com/meridian-mesh/meridian/proxy/routematch"
 )
 
 // Profile is a compiled destination profile. The zero value (no routes, no
 // split) means "forward as is".
 type Profile struct {
-	Routes     []*Route
+	Routes []*Route
+	// HTTPRoutes are matched before Routes, in order (the control plane's
+	// precedence): GAMMA route rules and a Rollout's header route, each
+	// with its own backends (OwnsSplit).
+	HTTPRoutes []*Route
 	BudgetSpec BudgetSpec
 	Splits     []Split // empty: all traffic goes to the authority itself
 
@@ -64,6 +73,52 @@ type Route struct {
 	Timeout   time.Duration // 0: none
 	Retryable bool
 	classes   []responseClass
+
+	// An HTTP route's (HTTPRoutes) own split and filters.
+	own bool
+	// Status, when not 0, answers the route's requests with it (404: no
+	// GAMMA rule matched) and forwards nothing.
+	Status   int
+	backends []Backend
+	total    uint64
+	// Filters wraps the handler of the route's requests with its header
+	// modifiers; nil: none.
+	Filters func(http.Handler) http.Handler
+}
+
+// Backend is a weighted backend of an HTTP route. An empty Authority is
+// an invalid backend: its share is answered 500.
+type Backend struct {
+	Authority string
+	Weight    uint32
+	// Filters wraps the handler of the requests sent here with the
+	// backend's own header modifiers; nil: none.
+	Filters func(http.Handler) http.Handler
+}
+
+// OwnsSplit says whether the route chooses its requests' backends itself
+// (an HTTP route): then Pick, not the profile's split, decides.
+func (rt *Route) OwnsSplit() bool { return rt != nil && rt.own }
+
+// Pick chooses the backend of one request of an HTTP route by weight: nil
+// when the route has no backends (the authority itself serves), or, with
+// ok false, when no backend has a weight (the request is answered 500).
+func (rt *Route) Pick() (b *Backend, ok bool) {
+	if len(rt.backends) == 0 {
+		return nil, true
+	}
+	if rt.total == 0 {
+		return nil, false
+	}
+	n := rand.Uint64N(rt.total)
+	for i := range rt.backends {
+		b := &rt.backends[i]
+		if n < uint64(b.Weight) {
+			return b, true
+		}
+		n -= uint64(b.Weight)
+	}
+	return nil, false
 }
 
 // Split sends Weight parts of the traffic to Authority.
@@ -83,10 +138,16 @@ type BudgetSpec struct {
 // DefaultBudget is Linkerd's default retry budget.
 var DefaultBudget = BudgetSpec{Ratio: 0.2, MinPerSecond: 10, TTL: 10 * time.Second}
 
-// Match returns the first route matching r, or nil.
+// Match returns the first HTTP route matching r, else the first route
+// matching it, or nil.
 func (p *Profile) Match(r *http.Request) *Route {
 	if p == nil {
 		return nil
+	}
+	for _, rt := range p.HTTPRoutes {
+		if rt.match(r) {
+			return rt
+		}
 	}
 	for _, rt := range p.Routes {
 		if rt.match(r) {
@@ -144,7 +205,92 @@ func FromProto(m *pb.DestinationProfile) (*Profile, error) {
 	for _, d := range m.GetDstOverrides() {
 		p.Splits = append(p.Splits, Split{Authority: d.GetAuthority(), Weight: d.GetWeight()})
 	}
+	for i, r := range m.GetHttpRoutes() {
+		name := r.GetMetricsLabels()["route"]
+		rt, err := httpRoute(r)
+		if err != nil {
+			return nil, fmt.Errorf("http_routes[%d] (%s).%w", i, name, err)
+		}
+		p.HTTPRoutes = append(p.HTTPRoutes, rt)
+	}
 	return p, nil
+}
+
+// httpRoute compiles an HTTP route: the gateway's matcher (routematch),
+// its backends and header filters.
+func httpRoute(r *pb.HttpRoute) (*Route, error) {
+	mt, err := routematch.Compile(r.GetMatch())
+	if err != nil {
+		return nil, fmt.Errorf("match.%w", err)
+	}
+	rt := &Route{Name: r.GetMetricsLabels()["route"], match: mt.Matches, Timeout: r.GetTimeout().AsDuration(), own: true, Status: int(r.GetStatus())}
+	if rt.Status != 0 && (rt.Status < 200 || rt.Status > 599) {
+		return nil, fmt.Errorf("status: %d is no HTTP status", rt.Status)
+	}
+	if rt.Filters, err = filters(r.GetRequestHeaders(), r.GetResponseHeaders()); err != nil {
+		return nil, err
+	}
+	for j, b := range r.GetBackends() {
+		f, err := filters(b.GetRequestHeaders(), b.GetResponseHeaders())
+		if err != nil {
+			return nil, fmt.Errorf("backends[%d].%w", j, err)
+		}
+		rt.backends = append(rt.backends, Backend{Authority: b.GetAuthority(), Weight: b.GetWeight(), Filters: f})
+		rt.total += uint64(b.GetWeight())
+	}
+	return rt, nil
+}
+
+// filters is the handler wrapper of a request and a response header
+// modifier (middleware/headers), nil for neither.
+func filters(req, resp *gatewaypb.HeaderModifier) (func(http.Handler) http.Handler, error) {
+	var wrap []func(http.Handler) http.Handler
+	if req != nil {
+		m, err := modifier(req)
+		if err != nil {
+			return nil, fmt.Errorf("request_headers.%w", err)
+		}
+		wrap = append(wrap, headers.Request(m))
+	}
+	if resp != nil {
+		m, err := modifier(resp)
+		if err != nil {
+			return nil, fmt.Errorf("response_headers.%w", err)
+		}
+		wrap = append(wrap, headers.Response(m))
+	}
+	switch len(wrap) {
+	case 0:
+		return nil, nil
+	case 1:
+		return wrap[0], nil
+	}
+	return func(next http.Handler) http.Handler { return wrap[0](wrap[1](next)) }, nil
+}
+
+// modifier is a HeaderModifier for middleware/headers: Set in name order
+// (a map has none), Add and Remove as given.
+func modifier(h *gatewaypb.HeaderModifier) (headers.Modifier, error) {
+	var m headers.Modifier
+	names := make([]string, 0, len(h.GetSet()))
+	for k := range h.GetSet() {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if k == "" {
+			return m, errors.New("set: an empty header name")
+		}
+		m.Set = append(m.Set, headers.Header{Name: k, Value: h.GetSet()[k]})
+	}
+	for i, a := range h.GetAdd() {
+		if a.GetName() == "" {
+			return m, fmt.Errorf("add[%d].name: empty", i)
+		}
+		m.Add = append(m.Add, headers.Header{Name: a.GetName(), Value: a.GetValue()})
+	}
+	m.Remove = append(m.Remove, h.GetRemove()...)
+	return m, nil
 }
 
 func requestMatcher(m *pb.RequestMatch) (matcher, error) {

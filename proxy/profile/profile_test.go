@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 )
 
 func path(re string) *pb.RequestMatch {
@@ -133,5 +134,53 @@ func TestBudgetReserve(t *testing.T) {
 	}
 	if n != 10 { // 2/s × 5 s
 		t.Fatalf("reserve allowed %d retries, want 10", n)
+	}
+}
+
+// HTTP routes are matched first, in order, with the gateway's match
+// semantics (routematch); the profile's routes classify the rest. A bad
+// HTTP route is an error naming it: the previous profile keeps serving.
+func TestHTTPRoutes(t *testing.T) {
+	p, err := FromProto(&pb.DestinationProfile{
+		Routes: []*pb.Route{{Condition: path("/.*"), MetricsLabels: map[string]string{"route": "sp"}, IsRetryable: true}},
+		HttpRoutes: []*pb.HttpRoute{
+			{Match: &gatewaypb.Match{Path: &gatewaypb.PathMatch{Type: gatewaypb.PathMatch_PREFIX, Value: "/v2"}}, MetricsLabels: map[string]string{"route": "v2"},
+				Timeout: durationpb.New(time.Second), Backends: []*pb.RouteBackend{{Authority: "a:80", Weight: 3}, {Authority: "b:80", Weight: 0}}},
+			{Match: &gatewaypb.Match{Headers: []*gatewaypb.HeaderMatch{{Name: "x-v", Regex: true, Value: "t.o"}}}, MetricsLabels: map[string]string{"route": "hdr"}},
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		url, hdr, want string
+		own            bool
+	}{
+		{"/v2/x", "", "v2", true}, {"/v2x", "", "sp", false}, {"/", "two", "hdr", true}, {"/", "twoo", "sp", false},
+	} {
+		r := httptest.NewRequest("GET", "http://x"+c.url, nil)
+		if c.hdr != "" {
+			r.Header.Set("X-V", c.hdr)
+		}
+		rt := p.Match(r)
+		if rt == nil || rt.Name != c.want || rt.OwnsSplit() != c.own {
+			t.Errorf("%s %s: route %+v, want %s (own split %v)", c.url, c.hdr, rt, c.want, c.own)
+		}
+	}
+	v2 := p.HTTPRoutes[0]
+	for range 20 {
+		if b, ok := v2.Pick(); !ok || b.Authority != "a:80" {
+			t.Fatalf("Pick = %+v, %v: weight 0 picked", b, ok)
+		}
+	}
+	if v2.Timeout != time.Second || v2.Retryable {
+		t.Errorf("timeout %v retryable %v", v2.Timeout, v2.Retryable)
+	}
+	if b, ok := p.HTTPRoutes[1].Pick(); b != nil || !ok {
+		t.Errorf("no backends: Pick = %+v, %v; want the apex", b, ok)
+	}
+	_, err = FromProto(&pb.DestinationProfile{HttpRoutes: []*pb.HttpRoute{{MetricsLabels: map[string]string{"route": "r"},
+		Match: &gatewaypb.Match{Path: &gatewaypb.PathMatch{Type: gatewaypb.PathMatch_REGEX, Value: "("}}}}})
+	if err == nil || !strings.Contains(err.Error(), "http_routes[0] (r).match.path.value") {
+		t.Errorf("bad regex: %v", err)
 	}
 }

@@ -24,7 +24,7 @@ func (p *Proxy) outboundHandler() http.Handler {
 	return chain(
 		inflight.New(inflight.Options{Direction: dir, Max: int64(max(p.cfg.MaxInFlight, 0)), Metrics: p.metrics}),
 		route.New(route.Options{Direction: dir, Router: outboundRouter{p}, Metrics: p.metrics}),
-		split.New(split.Options{Direction: dir, Backends: outboundRouter{p}, Log: p.log}),
+		split.New(split.Options{Direction: dir, Backends: outboundRouter{p}, Log: p.log, Metrics: p.metrics}),
 		timeout.New(timeout.Options{Direction: dir}),
 		retry.New(retry.Options{Direction: dir, Metrics: p.metrics, Log: p.log}),
 	)(httpproxy.New(httpproxy.Options{Direction: dir, LabelTargetTLS: true, Metrics: p.metrics, Log: p.log}))

@@ -10,6 +10,7 @@
 package destinationpb
 
 import (
+	gateway "github.com/meridian-mesh/meridian/api/proto/gateway"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -516,8 +517,22 @@ type DestinationProfile struct {
 	// weight (a TrafficSplit). Empty: all traffic to the authority itself.
 	DstOverrides   []*WeightedDst `protobuf:"bytes,4,rep,name=dst_overrides,json=dstOverrides,proto3" json:"dst_overrides,omitempty"`
 	OpaqueProtocol bool           `protobuf:"varint,5,opt,name=opaque_protocol,json=opaqueProtocol,proto3" json:"opaque_protocol,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// http_routes route the authority's HTTP requests by what they are: the
+	// rules of GAMMA HTTPRoutes and GRPCRoutes whose parent is the service,
+	// and a Rollout's header route. One entry per match, in the Gateway API's
+	// precedence: a proxy takes the first whose match holds, and sends the
+	// request by that route's backends instead of dst_overrides (which serve
+	// the requests no http_route matches). A request an http_route matches is
+	// classified by it (routes, above, classify only the others).
+	//
+	// Added after dst_overrides: a proxy that predates it ignores it and sends
+	// every request by dst_overrides, which the control plane keeps set to
+	// the authority's default split (the catch-all rule's, a Rollout's
+	// weights): such a proxy still reaches only valid backends, by weight,
+	// but without the matches.
+	HttpRoutes    []*HttpRoute `protobuf:"bytes,6,rep,name=http_routes,json=httpRoutes,proto3" json:"http_routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DestinationProfile) Reset() {
@@ -585,6 +600,189 @@ func (x *DestinationProfile) GetOpaqueProtocol() bool {
 	return false
 }
 
+func (x *DestinationProfile) GetHttpRoutes() []*HttpRoute {
+	if x != nil {
+		return x.HttpRoutes
+	}
+	return nil
+}
+
+// HttpRoute is one match of one route rule.
+type HttpRoute struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// match is the Gateway API's, as the gateway's route table has it: path
+	// (exact, path-element prefix, RE2), headers, query parameters, method.
+	// Unset: every request.
+	Match *gateway.Match `protobuf:"bytes,1,opt,name=match,proto3" json:"match,omitempty"`
+	// backends share the requests the route matches by weight. Empty: the
+	// authority itself serves them (its endpoints, no split). A backend with
+	// an empty authority is an invalid backendRef: its share is answered 500,
+	// as the Gateway API says; so is every request when all weights are 0.
+	Backends []*RouteBackend `protobuf:"bytes,2,rep,name=backends,proto3" json:"backends,omitempty"`
+	// The rule's RequestHeaderModifier and ResponseHeaderModifier filters.
+	RequestHeaders  *gateway.HeaderModifier `protobuf:"bytes,3,opt,name=request_headers,json=requestHeaders,proto3" json:"request_headers,omitempty"`
+	ResponseHeaders *gateway.HeaderModifier `protobuf:"bytes,4,opt,name=response_headers,json=responseHeaders,proto3" json:"response_headers,omitempty"`
+	// timeout bounds the wait for the response's headers (the rule's
+	// timeouts); unset: none.
+	Timeout       *durationpb.Duration `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	MetricsLabels map[string]string    `protobuf:"bytes,6,rep,name=metrics_labels,json=metricsLabels,proto3" json:"metrics_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // route=<kind>/<namespace>/<name>/<rule>
+	// status, when not 0, answers the route's requests with this HTTP status
+	// (gRPC: its code) and forwards nothing: 404 after a service's GAMMA
+	// routes, for the requests none of their rules matches (as the Gateway
+	// API says).
+	Status        uint32 `protobuf:"varint,7,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HttpRoute) Reset() {
+	*x = HttpRoute{}
+	mi := &file_destination_destination_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HttpRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HttpRoute) ProtoMessage() {}
+
+func (x *HttpRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_destination_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HttpRoute.ProtoReflect.Descriptor instead.
+func (*HttpRoute) Descriptor() ([]byte, []int) {
+	return file_destination_destination_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *HttpRoute) GetMatch() *gateway.Match {
+	if x != nil {
+		return x.Match
+	}
+	return nil
+}
+
+func (x *HttpRoute) GetBackends() []*RouteBackend {
+	if x != nil {
+		return x.Backends
+	}
+	return nil
+}
+
+func (x *HttpRoute) GetRequestHeaders() *gateway.HeaderModifier {
+	if x != nil {
+		return x.RequestHeaders
+	}
+	return nil
+}
+
+func (x *HttpRoute) GetResponseHeaders() *gateway.HeaderModifier {
+	if x != nil {
+		return x.ResponseHeaders
+	}
+	return nil
+}
+
+func (x *HttpRoute) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *HttpRoute) GetMetricsLabels() map[string]string {
+	if x != nil {
+		return x.MetricsLabels
+	}
+	return nil
+}
+
+func (x *HttpRoute) GetStatus() uint32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+type RouteBackend struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Authority string                 `protobuf:"bytes,1,opt,name=authority,proto3" json:"authority,omitempty"` // empty: invalid, answered 500
+	Weight    uint32                 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	// The backendRef's own header filters, applied after the rule's.
+	RequestHeaders  *gateway.HeaderModifier `protobuf:"bytes,3,opt,name=request_headers,json=requestHeaders,proto3" json:"request_headers,omitempty"`
+	ResponseHeaders *gateway.HeaderModifier `protobuf:"bytes,4,opt,name=response_headers,json=responseHeaders,proto3" json:"response_headers,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RouteBackend) Reset() {
+	*x = RouteBackend{}
+	mi := &file_destination_destination_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteBackend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteBackend) ProtoMessage() {}
+
+func (x *RouteBackend) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_destination_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteBackend.ProtoReflect.Descriptor instead.
+func (*RouteBackend) Descriptor() ([]byte, []int) {
+	return file_destination_destination_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RouteBackend) GetAuthority() string {
+	if x != nil {
+		return x.Authority
+	}
+	return ""
+}
+
+func (x *RouteBackend) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *RouteBackend) GetRequestHeaders() *gateway.HeaderModifier {
+	if x != nil {
+		return x.RequestHeaders
+	}
+	return nil
+}
+
+func (x *RouteBackend) GetResponseHeaders() *gateway.HeaderModifier {
+	if x != nil {
+		return x.ResponseHeaders
+	}
+	return nil
+}
+
 type Route struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Condition       *RequestMatch          `protobuf:"bytes,1,opt,name=condition,proto3" json:"condition,omitempty"`
@@ -598,7 +796,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_destination_destination_proto_msgTypes[8]
+	mi := &file_destination_destination_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +808,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[8]
+	mi := &file_destination_destination_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +821,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{8}
+	return file_destination_destination_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Route) GetCondition() *RequestMatch {
@@ -677,7 +875,7 @@ type RequestMatch struct {
 
 func (x *RequestMatch) Reset() {
 	*x = RequestMatch{}
-	mi := &file_destination_destination_proto_msgTypes[9]
+	mi := &file_destination_destination_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +887,7 @@ func (x *RequestMatch) String() string {
 func (*RequestMatch) ProtoMessage() {}
 
 func (x *RequestMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[9]
+	mi := &file_destination_destination_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +900,7 @@ func (x *RequestMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestMatch.ProtoReflect.Descriptor instead.
 func (*RequestMatch) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{9}
+	return file_destination_destination_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RequestMatch) GetMatch() isRequestMatch_Match {
@@ -800,7 +998,7 @@ type RequestMatchAll struct {
 
 func (x *RequestMatchAll) Reset() {
 	*x = RequestMatchAll{}
-	mi := &file_destination_destination_proto_msgTypes[10]
+	mi := &file_destination_destination_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +1010,7 @@ func (x *RequestMatchAll) String() string {
 func (*RequestMatchAll) ProtoMessage() {}
 
 func (x *RequestMatchAll) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[10]
+	mi := &file_destination_destination_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +1023,7 @@ func (x *RequestMatchAll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestMatchAll.ProtoReflect.Descriptor instead.
 func (*RequestMatchAll) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{10}
+	return file_destination_destination_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RequestMatchAll) GetMatches() []*RequestMatch {
@@ -844,7 +1042,7 @@ type RequestMatchAny struct {
 
 func (x *RequestMatchAny) Reset() {
 	*x = RequestMatchAny{}
-	mi := &file_destination_destination_proto_msgTypes[11]
+	mi := &file_destination_destination_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +1054,7 @@ func (x *RequestMatchAny) String() string {
 func (*RequestMatchAny) ProtoMessage() {}
 
 func (x *RequestMatchAny) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[11]
+	mi := &file_destination_destination_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +1067,7 @@ func (x *RequestMatchAny) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestMatchAny.ProtoReflect.Descriptor instead.
 func (*RequestMatchAny) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{11}
+	return file_destination_destination_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RequestMatchAny) GetMatches() []*RequestMatch {
@@ -888,7 +1086,7 @@ type RequestMatchNot struct {
 
 func (x *RequestMatchNot) Reset() {
 	*x = RequestMatchNot{}
-	mi := &file_destination_destination_proto_msgTypes[12]
+	mi := &file_destination_destination_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1098,7 @@ func (x *RequestMatchNot) String() string {
 func (*RequestMatchNot) ProtoMessage() {}
 
 func (x *RequestMatchNot) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[12]
+	mi := &file_destination_destination_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1111,7 @@ func (x *RequestMatchNot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestMatchNot.ProtoReflect.Descriptor instead.
 func (*RequestMatchNot) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{12}
+	return file_destination_destination_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RequestMatchNot) GetMatch() *RequestMatch {
@@ -932,7 +1130,7 @@ type PathMatch struct {
 
 func (x *PathMatch) Reset() {
 	*x = PathMatch{}
-	mi := &file_destination_destination_proto_msgTypes[13]
+	mi := &file_destination_destination_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1142,7 @@ func (x *PathMatch) String() string {
 func (*PathMatch) ProtoMessage() {}
 
 func (x *PathMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[13]
+	mi := &file_destination_destination_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1155,7 @@ func (x *PathMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathMatch.ProtoReflect.Descriptor instead.
 func (*PathMatch) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{13}
+	return file_destination_destination_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PathMatch) GetRegex() string {
@@ -976,7 +1174,7 @@ type MethodMatch struct {
 
 func (x *MethodMatch) Reset() {
 	*x = MethodMatch{}
-	mi := &file_destination_destination_proto_msgTypes[14]
+	mi := &file_destination_destination_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1186,7 @@ func (x *MethodMatch) String() string {
 func (*MethodMatch) ProtoMessage() {}
 
 func (x *MethodMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[14]
+	mi := &file_destination_destination_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1199,7 @@ func (x *MethodMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MethodMatch.ProtoReflect.Descriptor instead.
 func (*MethodMatch) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{14}
+	return file_destination_destination_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MethodMatch) GetMethod() string {
@@ -1021,7 +1219,7 @@ type ResponseClass struct {
 
 func (x *ResponseClass) Reset() {
 	*x = ResponseClass{}
-	mi := &file_destination_destination_proto_msgTypes[15]
+	mi := &file_destination_destination_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1231,7 @@ func (x *ResponseClass) String() string {
 func (*ResponseClass) ProtoMessage() {}
 
 func (x *ResponseClass) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[15]
+	mi := &file_destination_destination_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1244,7 @@ func (x *ResponseClass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseClass.ProtoReflect.Descriptor instead.
 func (*ResponseClass) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{15}
+	return file_destination_destination_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResponseClass) GetCondition() *ResponseMatch {
@@ -1078,7 +1276,7 @@ type ResponseMatch struct {
 
 func (x *ResponseMatch) Reset() {
 	*x = ResponseMatch{}
-	mi := &file_destination_destination_proto_msgTypes[16]
+	mi := &file_destination_destination_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1288,7 @@ func (x *ResponseMatch) String() string {
 func (*ResponseMatch) ProtoMessage() {}
 
 func (x *ResponseMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[16]
+	mi := &file_destination_destination_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1301,7 @@ func (x *ResponseMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseMatch.ProtoReflect.Descriptor instead.
 func (*ResponseMatch) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{16}
+	return file_destination_destination_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResponseMatch) GetMatch() isResponseMatch_Match {
@@ -1186,7 +1384,7 @@ type ResponseMatchAll struct {
 
 func (x *ResponseMatchAll) Reset() {
 	*x = ResponseMatchAll{}
-	mi := &file_destination_destination_proto_msgTypes[17]
+	mi := &file_destination_destination_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1396,7 @@ func (x *ResponseMatchAll) String() string {
 func (*ResponseMatchAll) ProtoMessage() {}
 
 func (x *ResponseMatchAll) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[17]
+	mi := &file_destination_destination_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1409,7 @@ func (x *ResponseMatchAll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseMatchAll.ProtoReflect.Descriptor instead.
 func (*ResponseMatchAll) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{17}
+	return file_destination_destination_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResponseMatchAll) GetMatches() []*ResponseMatch {
@@ -1230,7 +1428,7 @@ type ResponseMatchAny struct {
 
 func (x *ResponseMatchAny) Reset() {
 	*x = ResponseMatchAny{}
-	mi := &file_destination_destination_proto_msgTypes[18]
+	mi := &file_destination_destination_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1440,7 @@ func (x *ResponseMatchAny) String() string {
 func (*ResponseMatchAny) ProtoMessage() {}
 
 func (x *ResponseMatchAny) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[18]
+	mi := &file_destination_destination_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1453,7 @@ func (x *ResponseMatchAny) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseMatchAny.ProtoReflect.Descriptor instead.
 func (*ResponseMatchAny) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{18}
+	return file_destination_destination_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResponseMatchAny) GetMatches() []*ResponseMatch {
@@ -1274,7 +1472,7 @@ type ResponseMatchNot struct {
 
 func (x *ResponseMatchNot) Reset() {
 	*x = ResponseMatchNot{}
-	mi := &file_destination_destination_proto_msgTypes[19]
+	mi := &file_destination_destination_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1484,7 @@ func (x *ResponseMatchNot) String() string {
 func (*ResponseMatchNot) ProtoMessage() {}
 
 func (x *ResponseMatchNot) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[19]
+	mi := &file_destination_destination_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1497,7 @@ func (x *ResponseMatchNot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseMatchNot.ProtoReflect.Descriptor instead.
 func (*ResponseMatchNot) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{19}
+	return file_destination_destination_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResponseMatchNot) GetMatch() *ResponseMatch {
@@ -1319,7 +1517,7 @@ type StatusRange struct {
 
 func (x *StatusRange) Reset() {
 	*x = StatusRange{}
-	mi := &file_destination_destination_proto_msgTypes[20]
+	mi := &file_destination_destination_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1529,7 @@ func (x *StatusRange) String() string {
 func (*StatusRange) ProtoMessage() {}
 
 func (x *StatusRange) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[20]
+	mi := &file_destination_destination_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1542,7 @@ func (x *StatusRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRange.ProtoReflect.Descriptor instead.
 func (*StatusRange) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{20}
+	return file_destination_destination_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatusRange) GetMin() uint32 {
@@ -1373,7 +1571,7 @@ type RetryBudget struct {
 
 func (x *RetryBudget) Reset() {
 	*x = RetryBudget{}
-	mi := &file_destination_destination_proto_msgTypes[21]
+	mi := &file_destination_destination_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1583,7 @@ func (x *RetryBudget) String() string {
 func (*RetryBudget) ProtoMessage() {}
 
 func (x *RetryBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[21]
+	mi := &file_destination_destination_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1596,7 @@ func (x *RetryBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
 func (*RetryBudget) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{21}
+	return file_destination_destination_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RetryBudget) GetRetryRatio() float32 {
@@ -1432,7 +1630,7 @@ type WeightedDst struct {
 
 func (x *WeightedDst) Reset() {
 	*x = WeightedDst{}
-	mi := &file_destination_destination_proto_msgTypes[22]
+	mi := &file_destination_destination_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1642,7 @@ func (x *WeightedDst) String() string {
 func (*WeightedDst) ProtoMessage() {}
 
 func (x *WeightedDst) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[22]
+	mi := &file_destination_destination_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1655,7 @@ func (x *WeightedDst) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedDst.ProtoReflect.Descriptor instead.
 func (*WeightedDst) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{22}
+	return file_destination_destination_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WeightedDst) GetAuthority() string {
@@ -1489,7 +1687,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_destination_destination_proto_msgTypes[23]
+	mi := &file_destination_destination_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1699,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[23]
+	mi := &file_destination_destination_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1712,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{23}
+	return file_destination_destination_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Workload) GetName() string {
@@ -1575,7 +1773,7 @@ type Registration struct {
 
 func (x *Registration) Reset() {
 	*x = Registration{}
-	mi := &file_destination_destination_proto_msgTypes[24]
+	mi := &file_destination_destination_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1785,7 @@ func (x *Registration) String() string {
 func (*Registration) ProtoMessage() {}
 
 func (x *Registration) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_destination_proto_msgTypes[24]
+	mi := &file_destination_destination_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1798,7 @@ func (x *Registration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registration.ProtoReflect.Descriptor instead.
 func (*Registration) Descriptor() ([]byte, []int) {
-	return file_destination_destination_proto_rawDescGZIP(), []int{24}
+	return file_destination_destination_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Registration) GetToken() string {
@@ -1614,7 +1812,7 @@ var File_destination_destination_proto protoreflect.FileDescriptor
 
 const file_destination_destination_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddestination/destination.proto\x12\x17meridian.destination.v1\x1a\x1egoogle/protobuf/duration.proto\"S\n" +
+	"\x1ddestination/destination.proto\x12\x17meridian.destination.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x15gateway/gateway.proto\"S\n" +
 	"\x0eGetDestination\x12\x1c\n" +
 	"\tauthority\x18\x01 \x01(\tR\tauthority\x12#\n" +
 	"\rcontext_token\x18\x02 \x01(\tR\fcontextToken\"\xd7\x01\n" +
@@ -1646,13 +1844,31 @@ const file_destination_destination_proto_rawDesc = "" +
 	"\rprotocol_hint\x18\x06 \x01(\x0e2%.meridian.destination.v1.ProtocolHintR\fprotocolHint\x1a?\n" +
 	"\x11MetricLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbb\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x03\n" +
 	"\x12DestinationProfile\x120\n" +
 	"\x14fully_qualified_name\x18\x01 \x01(\tR\x12fullyQualifiedName\x126\n" +
 	"\x06routes\x18\x02 \x03(\v2\x1e.meridian.destination.v1.RouteR\x06routes\x12G\n" +
 	"\fretry_budget\x18\x03 \x01(\v2$.meridian.destination.v1.RetryBudgetR\vretryBudget\x12I\n" +
 	"\rdst_overrides\x18\x04 \x03(\v2$.meridian.destination.v1.WeightedDstR\fdstOverrides\x12'\n" +
-	"\x0fopaque_protocol\x18\x05 \x01(\bR\x0eopaqueProtocol\"\x93\x03\n" +
+	"\x0fopaque_protocol\x18\x05 \x01(\bR\x0eopaqueProtocol\x12C\n" +
+	"\vhttp_routes\x18\x06 \x03(\v2\".meridian.destination.v1.HttpRouteR\n" +
+	"httpRoutes\"\x8b\x04\n" +
+	"\tHttpRoute\x120\n" +
+	"\x05match\x18\x01 \x01(\v2\x1a.meridian.gateway.v1.MatchR\x05match\x12A\n" +
+	"\bbackends\x18\x02 \x03(\v2%.meridian.destination.v1.RouteBackendR\bbackends\x12L\n" +
+	"\x0frequest_headers\x18\x03 \x01(\v2#.meridian.gateway.v1.HeaderModifierR\x0erequestHeaders\x12N\n" +
+	"\x10response_headers\x18\x04 \x01(\v2#.meridian.gateway.v1.HeaderModifierR\x0fresponseHeaders\x123\n" +
+	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\\\n" +
+	"\x0emetrics_labels\x18\x06 \x03(\v25.meridian.destination.v1.HttpRoute.MetricsLabelsEntryR\rmetricsLabels\x12\x16\n" +
+	"\x06status\x18\a \x01(\rR\x06status\x1a@\n" +
+	"\x12MetricsLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe2\x01\n" +
+	"\fRouteBackend\x12\x1c\n" +
+	"\tauthority\x18\x01 \x01(\tR\tauthority\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\rR\x06weight\x12L\n" +
+	"\x0frequest_headers\x18\x03 \x01(\v2#.meridian.gateway.v1.HeaderModifierR\x0erequestHeaders\x12N\n" +
+	"\x10response_headers\x18\x04 \x01(\v2#.meridian.gateway.v1.HeaderModifierR\x0fresponseHeaders\"\x93\x03\n" +
 	"\x05Route\x12C\n" +
 	"\tcondition\x18\x01 \x01(\v2%.meridian.destination.v1.RequestMatchR\tcondition\x12Q\n" +
 	"\x10response_classes\x18\x02 \x03(\v2&.meridian.destination.v1.ResponseClassR\x0fresponseClasses\x12X\n" +
@@ -1742,39 +1958,44 @@ func file_destination_destination_proto_rawDescGZIP() []byte {
 }
 
 var file_destination_destination_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_destination_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_destination_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_destination_destination_proto_goTypes = []any{
-	(ProtocolHint)(0),           // 0: meridian.destination.v1.ProtocolHint
-	(*GetDestination)(nil),      // 1: meridian.destination.v1.GetDestination
-	(*Update)(nil),              // 2: meridian.destination.v1.Update
-	(*NoEndpoints)(nil),         // 3: meridian.destination.v1.NoEndpoints
-	(*AddrSet)(nil),             // 4: meridian.destination.v1.AddrSet
-	(*WeightedAddrSet)(nil),     // 5: meridian.destination.v1.WeightedAddrSet
-	(*TcpAddress)(nil),          // 6: meridian.destination.v1.TcpAddress
-	(*WeightedAddr)(nil),        // 7: meridian.destination.v1.WeightedAddr
-	(*DestinationProfile)(nil),  // 8: meridian.destination.v1.DestinationProfile
-	(*Route)(nil),               // 9: meridian.destination.v1.Route
-	(*RequestMatch)(nil),        // 10: meridian.destination.v1.RequestMatch
-	(*RequestMatchAll)(nil),     // 11: meridian.destination.v1.RequestMatchAll
-	(*RequestMatchAny)(nil),     // 12: meridian.destination.v1.RequestMatchAny
-	(*RequestMatchNot)(nil),     // 13: meridian.destination.v1.RequestMatchNot
-	(*PathMatch)(nil),           // 14: meridian.destination.v1.PathMatch
-	(*MethodMatch)(nil),         // 15: meridian.destination.v1.MethodMatch
-	(*ResponseClass)(nil),       // 16: meridian.destination.v1.ResponseClass
-	(*ResponseMatch)(nil),       // 17: meridian.destination.v1.ResponseMatch
-	(*ResponseMatchAll)(nil),    // 18: meridian.destination.v1.ResponseMatchAll
-	(*ResponseMatchAny)(nil),    // 19: meridian.destination.v1.ResponseMatchAny
-	(*ResponseMatchNot)(nil),    // 20: meridian.destination.v1.ResponseMatchNot
-	(*StatusRange)(nil),         // 21: meridian.destination.v1.StatusRange
-	(*RetryBudget)(nil),         // 22: meridian.destination.v1.RetryBudget
-	(*WeightedDst)(nil),         // 23: meridian.destination.v1.WeightedDst
-	(*Workload)(nil),            // 24: meridian.destination.v1.Workload
-	(*Registration)(nil),        // 25: meridian.destination.v1.Registration
-	nil,                         // 26: meridian.destination.v1.WeightedAddrSet.MetricLabelsEntry
-	nil,                         // 27: meridian.destination.v1.WeightedAddr.MetricLabelsEntry
-	nil,                         // 28: meridian.destination.v1.Route.MetricsLabelsEntry
-	nil,                         // 29: meridian.destination.v1.Workload.LabelsEntry
-	(*durationpb.Duration)(nil), // 30: google.protobuf.Duration
+	(ProtocolHint)(0),              // 0: meridian.destination.v1.ProtocolHint
+	(*GetDestination)(nil),         // 1: meridian.destination.v1.GetDestination
+	(*Update)(nil),                 // 2: meridian.destination.v1.Update
+	(*NoEndpoints)(nil),            // 3: meridian.destination.v1.NoEndpoints
+	(*AddrSet)(nil),                // 4: meridian.destination.v1.AddrSet
+	(*WeightedAddrSet)(nil),        // 5: meridian.destination.v1.WeightedAddrSet
+	(*TcpAddress)(nil),             // 6: meridian.destination.v1.TcpAddress
+	(*WeightedAddr)(nil),           // 7: meridian.destination.v1.WeightedAddr
+	(*DestinationProfile)(nil),     // 8: meridian.destination.v1.DestinationProfile
+	(*HttpRoute)(nil),              // 9: meridian.destination.v1.HttpRoute
+	(*RouteBackend)(nil),           // 10: meridian.destination.v1.RouteBackend
+	(*Route)(nil),                  // 11: meridian.destination.v1.Route
+	(*RequestMatch)(nil),           // 12: meridian.destination.v1.RequestMatch
+	(*RequestMatchAll)(nil),        // 13: meridian.destination.v1.RequestMatchAll
+	(*RequestMatchAny)(nil),        // 14: meridian.destination.v1.RequestMatchAny
+	(*RequestMatchNot)(nil),        // 15: meridian.destination.v1.RequestMatchNot
+	(*PathMatch)(nil),              // 16: meridian.destination.v1.PathMatch
+	(*MethodMatch)(nil),            // 17: meridian.destination.v1.MethodMatch
+	(*ResponseClass)(nil),          // 18: meridian.destination.v1.ResponseClass
+	(*ResponseMatch)(nil),          // 19: meridian.destination.v1.ResponseMatch
+	(*ResponseMatchAll)(nil),       // 20: meridian.destination.v1.ResponseMatchAll
+	(*ResponseMatchAny)(nil),       // 21: meridian.destination.v1.ResponseMatchAny
+	(*ResponseMatchNot)(nil),       // 22: meridian.destination.v1.ResponseMatchNot
+	(*StatusRange)(nil),            // 23: meridian.destination.v1.StatusRange
+	(*RetryBudget)(nil),            // 24: meridian.destination.v1.RetryBudget
+	(*WeightedDst)(nil),            // 25: meridian.destination.v1.WeightedDst
+	(*Workload)(nil),               // 26: meridian.destination.v1.Workload
+	(*Registration)(nil),           // 27: meridian.destination.v1.Registration
+	nil,                            // 28: meridian.destination.v1.WeightedAddrSet.MetricLabelsEntry
+	nil,                            // 29: meridian.destination.v1.WeightedAddr.MetricLabelsEntry
+	nil,                            // 30: meridian.destination.v1.HttpRoute.MetricsLabelsEntry
+	nil,                            // 31: meridian.destination.v1.Route.MetricsLabelsEntry
+	nil,                            // 32: meridian.destination.v1.Workload.LabelsEntry
+	(*gateway.Match)(nil),          // 33: meridian.gateway.v1.Match
+	(*gateway.HeaderModifier)(nil), // 34: meridian.gateway.v1.HeaderModifier
+	(*durationpb.Duration)(nil),    // 35: google.protobuf.Duration
 }
 var file_destination_destination_proto_depIdxs = []int32{
 	5,  // 0: meridian.destination.v1.Update.add:type_name -> meridian.destination.v1.WeightedAddrSet
@@ -1782,46 +2003,55 @@ var file_destination_destination_proto_depIdxs = []int32{
 	3,  // 2: meridian.destination.v1.Update.no_endpoints:type_name -> meridian.destination.v1.NoEndpoints
 	6,  // 3: meridian.destination.v1.AddrSet.addrs:type_name -> meridian.destination.v1.TcpAddress
 	7,  // 4: meridian.destination.v1.WeightedAddrSet.addrs:type_name -> meridian.destination.v1.WeightedAddr
-	26, // 5: meridian.destination.v1.WeightedAddrSet.metric_labels:type_name -> meridian.destination.v1.WeightedAddrSet.MetricLabelsEntry
+	28, // 5: meridian.destination.v1.WeightedAddrSet.metric_labels:type_name -> meridian.destination.v1.WeightedAddrSet.MetricLabelsEntry
 	6,  // 6: meridian.destination.v1.WeightedAddr.addr:type_name -> meridian.destination.v1.TcpAddress
-	27, // 7: meridian.destination.v1.WeightedAddr.metric_labels:type_name -> meridian.destination.v1.WeightedAddr.MetricLabelsEntry
+	29, // 7: meridian.destination.v1.WeightedAddr.metric_labels:type_name -> meridian.destination.v1.WeightedAddr.MetricLabelsEntry
 	0,  // 8: meridian.destination.v1.WeightedAddr.protocol_hint:type_name -> meridian.destination.v1.ProtocolHint
-	9,  // 9: meridian.destination.v1.DestinationProfile.routes:type_name -> meridian.destination.v1.Route
-	22, // 10: meridian.destination.v1.DestinationProfile.retry_budget:type_name -> meridian.destination.v1.RetryBudget
-	23, // 11: meridian.destination.v1.DestinationProfile.dst_overrides:type_name -> meridian.destination.v1.WeightedDst
-	10, // 12: meridian.destination.v1.Route.condition:type_name -> meridian.destination.v1.RequestMatch
-	16, // 13: meridian.destination.v1.Route.response_classes:type_name -> meridian.destination.v1.ResponseClass
-	28, // 14: meridian.destination.v1.Route.metrics_labels:type_name -> meridian.destination.v1.Route.MetricsLabelsEntry
-	30, // 15: meridian.destination.v1.Route.timeout:type_name -> google.protobuf.Duration
-	11, // 16: meridian.destination.v1.RequestMatch.all:type_name -> meridian.destination.v1.RequestMatchAll
-	12, // 17: meridian.destination.v1.RequestMatch.any:type_name -> meridian.destination.v1.RequestMatchAny
-	13, // 18: meridian.destination.v1.RequestMatch.not:type_name -> meridian.destination.v1.RequestMatchNot
-	14, // 19: meridian.destination.v1.RequestMatch.path:type_name -> meridian.destination.v1.PathMatch
-	15, // 20: meridian.destination.v1.RequestMatch.method:type_name -> meridian.destination.v1.MethodMatch
-	10, // 21: meridian.destination.v1.RequestMatchAll.matches:type_name -> meridian.destination.v1.RequestMatch
-	10, // 22: meridian.destination.v1.RequestMatchAny.matches:type_name -> meridian.destination.v1.RequestMatch
-	10, // 23: meridian.destination.v1.RequestMatchNot.match:type_name -> meridian.destination.v1.RequestMatch
-	17, // 24: meridian.destination.v1.ResponseClass.condition:type_name -> meridian.destination.v1.ResponseMatch
-	18, // 25: meridian.destination.v1.ResponseMatch.all:type_name -> meridian.destination.v1.ResponseMatchAll
-	19, // 26: meridian.destination.v1.ResponseMatch.any:type_name -> meridian.destination.v1.ResponseMatchAny
-	20, // 27: meridian.destination.v1.ResponseMatch.not:type_name -> meridian.destination.v1.ResponseMatchNot
-	21, // 28: meridian.destination.v1.ResponseMatch.status:type_name -> meridian.destination.v1.StatusRange
-	17, // 29: meridian.destination.v1.ResponseMatchAll.matches:type_name -> meridian.destination.v1.ResponseMatch
-	17, // 30: meridian.destination.v1.ResponseMatchAny.matches:type_name -> meridian.destination.v1.ResponseMatch
-	17, // 31: meridian.destination.v1.ResponseMatchNot.match:type_name -> meridian.destination.v1.ResponseMatch
-	30, // 32: meridian.destination.v1.RetryBudget.ttl:type_name -> google.protobuf.Duration
-	29, // 33: meridian.destination.v1.Workload.labels:type_name -> meridian.destination.v1.Workload.LabelsEntry
-	1,  // 34: meridian.destination.v1.Destination.Get:input_type -> meridian.destination.v1.GetDestination
-	1,  // 35: meridian.destination.v1.Destination.GetProfile:input_type -> meridian.destination.v1.GetDestination
-	24, // 36: meridian.destination.v1.Destination.Register:input_type -> meridian.destination.v1.Workload
-	2,  // 37: meridian.destination.v1.Destination.Get:output_type -> meridian.destination.v1.Update
-	8,  // 38: meridian.destination.v1.Destination.GetProfile:output_type -> meridian.destination.v1.DestinationProfile
-	25, // 39: meridian.destination.v1.Destination.Register:output_type -> meridian.destination.v1.Registration
-	37, // [37:40] is the sub-list for method output_type
-	34, // [34:37] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	11, // 9: meridian.destination.v1.DestinationProfile.routes:type_name -> meridian.destination.v1.Route
+	24, // 10: meridian.destination.v1.DestinationProfile.retry_budget:type_name -> meridian.destination.v1.RetryBudget
+	25, // 11: meridian.destination.v1.DestinationProfile.dst_overrides:type_name -> meridian.destination.v1.WeightedDst
+	9,  // 12: meridian.destination.v1.DestinationProfile.http_routes:type_name -> meridian.destination.v1.HttpRoute
+	33, // 13: meridian.destination.v1.HttpRoute.match:type_name -> meridian.gateway.v1.Match
+	10, // 14: meridian.destination.v1.HttpRoute.backends:type_name -> meridian.destination.v1.RouteBackend
+	34, // 15: meridian.destination.v1.HttpRoute.request_headers:type_name -> meridian.gateway.v1.HeaderModifier
+	34, // 16: meridian.destination.v1.HttpRoute.response_headers:type_name -> meridian.gateway.v1.HeaderModifier
+	35, // 17: meridian.destination.v1.HttpRoute.timeout:type_name -> google.protobuf.Duration
+	30, // 18: meridian.destination.v1.HttpRoute.metrics_labels:type_name -> meridian.destination.v1.HttpRoute.MetricsLabelsEntry
+	34, // 19: meridian.destination.v1.RouteBackend.request_headers:type_name -> meridian.gateway.v1.HeaderModifier
+	34, // 20: meridian.destination.v1.RouteBackend.response_headers:type_name -> meridian.gateway.v1.HeaderModifier
+	12, // 21: meridian.destination.v1.Route.condition:type_name -> meridian.destination.v1.RequestMatch
+	18, // 22: meridian.destination.v1.Route.response_classes:type_name -> meridian.destination.v1.ResponseClass
+	31, // 23: meridian.destination.v1.Route.metrics_labels:type_name -> meridian.destination.v1.Route.MetricsLabelsEntry
+	35, // 24: meridian.destination.v1.Route.timeout:type_name -> google.protobuf.Duration
+	13, // 25: meridian.destination.v1.RequestMatch.all:type_name -> meridian.destination.v1.RequestMatchAll
+	14, // 26: meridian.destination.v1.RequestMatch.any:type_name -> meridian.destination.v1.RequestMatchAny
+	15, // 27: meridian.destination.v1.RequestMatch.not:type_name -> meridian.destination.v1.RequestMatchNot
+	16, // 28: meridian.destination.v1.RequestMatch.path:type_name -> meridian.destination.v1.PathMatch
+	17, // 29: meridian.destination.v1.RequestMatch.method:type_name -> meridian.destination.v1.MethodMatch
+	12, // 30: meridian.destination.v1.RequestMatchAll.matches:type_name -> meridian.destination.v1.RequestMatch
+	12, // 31: meridian.destination.v1.RequestMatchAny.matches:type_name -> meridian.destination.v1.RequestMatch
+	12, // 32: meridian.destination.v1.RequestMatchNot.match:type_name -> meridian.destination.v1.RequestMatch
+	19, // 33: meridian.destination.v1.ResponseClass.condition:type_name -> meridian.destination.v1.ResponseMatch
+	20, // 34: meridian.destination.v1.ResponseMatch.all:type_name -> meridian.destination.v1.ResponseMatchAll
+	21, // 35: meridian.destination.v1.ResponseMatch.any:type_name -> meridian.destination.v1.ResponseMatchAny
+	22, // 36: meridian.destination.v1.ResponseMatch.not:type_name -> meridian.destination.v1.ResponseMatchNot
+	23, // 37: meridian.destination.v1.ResponseMatch.status:type_name -> meridian.destination.v1.StatusRange
+	19, // 38: meridian.destination.v1.ResponseMatchAll.matches:type_name -> meridian.destination.v1.ResponseMatch
+	19, // 39: meridian.destination.v1.ResponseMatchAny.matches:type_name -> meridian.destination.v1.ResponseMatch
+	19, // 40: meridian.destination.v1.ResponseMatchNot.match:type_name -> meridian.destination.v1.ResponseMatch
+	35, // 41: meridian.destination.v1.RetryBudget.ttl:type_name -> google.protobuf.Duration
+	32, // 42: meridian.destination.v1.Workload.labels:type_name -> meridian.destination.v1.Workload.LabelsEntry
+	1,  // 43: meridian.destination.v1.Destination.Get:input_type -> meridian.destination.v1.GetDestination
+	1,  // 44: meridian.destination.v1.Destination.GetProfile:input_type -> meridian.destination.v1.GetDestination
+	26, // 45: meridian.destination.v1.Destination.Register:input_type -> meridian.destination.v1.Workload
+	2,  // 46: meridian.destination.v1.Destination.Get:output_type -> meridian.destination.v1.Update
+	8,  // 47: meridian.destination.v1.Destination.GetProfile:output_type -> meridian.destination.v1.DestinationProfile
+	27, // 48: meridian.destination.v1.Destination.Register:output_type -> meridian.destination.v1.Registration
+	46, // [46:49] is the sub-list for method output_type
+	43, // [43:46] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_destination_destination_proto_init() }
@@ -1834,14 +2064,14 @@ func file_destination_destination_proto_init() {
 		(*Update_Remove)(nil),
 		(*Update_NoEndpoints)(nil),
 	}
-	file_destination_destination_proto_msgTypes[9].OneofWrappers = []any{
+	file_destination_destination_proto_msgTypes[11].OneofWrappers = []any{
 		(*RequestMatch_All)(nil),
 		(*RequestMatch_Any)(nil),
 		(*RequestMatch_Not)(nil),
 		(*RequestMatch_Path)(nil),
 		(*RequestMatch_Method)(nil),
 	}
-	file_destination_destination_proto_msgTypes[16].OneofWrappers = []any{
+	file_destination_destination_proto_msgTypes[18].OneofWrappers = []any{
 		(*ResponseMatch_All)(nil),
 		(*ResponseMatch_Any)(nil),
 		(*ResponseMatch_Not)(nil),
@@ -1853,7 +2083,7 @@ func file_destination_destination_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_destination_destination_proto_rawDesc), len(file_destination_destination_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

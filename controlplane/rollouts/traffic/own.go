@@ -3,6 +3,8 @@ package traffic
 import (
 	"context"
 	"errors"
+	"fmt"
+	"reflect"
 
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
 	"github.com/meridian-mesh/meridian/controlplane/compile"
@@ -21,15 +23,38 @@ type ownRouter struct{ o Options }
 
 func (r *ownRouter) SetWeights(context.Context, *v1alpha1.Rollout, steps.Weights) error { return nil }
 
-// ErrHeaderRouteUnsupported: the proxies' profiles carry one split per
-// authority, with no header match of its own.
-var ErrHeaderRouteUnsupported = errors.New("setHeaderRoute is not supported by this traffic router: a proxy's profile splits an authority's traffic by weight only and has no header-matched split; use trafficRouting.meridian.httpRoute for header routes")
-
-func (r *ownRouter) SetHeaderRoute(_ context.Context, _ *v1alpha1.Rollout, hr *v1alpha1.SetHeaderRoute) error {
+// SetHeaderRoute writes nothing either: like the weights, the header route
+// is derived from the Rollout by the compiler (compile.RolloutHeaderRoute:
+// the last setHeaderRoute step up to status.currentStepIndex, while a
+// canary is in progress and not aborted), which gives the stable Service's
+// profile a route matching the headers whose split is 100% the canary's
+// pods. It appears and goes with the status write that moves the step (or
+// promotes, or aborts), in the same profile update as the weights. Here
+// the match is checked, and that the Rollout being written derives the
+// route the step machine asks for (ro carries the status being written).
+func (r *ownRouter) SetHeaderRoute(_ context.Context, ro *v1alpha1.Rollout, hr *v1alpha1.SetHeaderRoute) error {
 	if hr == nil || len(hr.Match) == 0 {
 		return nil
 	}
-	return ErrHeaderRouteUnsupported
+	if _, err := compile.HeaderRouteMatch(hr); err != nil {
+		return fmt.Errorf("spec.strategy.canary.steps[].%w", err)
+	}
+	got := compile.RolloutHeaderRoute(ro)
+	if got == nil || got.Name != hr.Name || !reflect.DeepEqual(got.Match, hr.Match) {
+		return fmt.Errorf("Rollout %s/%s: the header route %q the steps ask for is not the one its status.currentStepIndex (%v) and status.canary.weights give", ro.Namespace, ro.Name, hr.Name, ptrString(ro.Status.CurrentStepIndex))
+	}
+	return nil
+}
+
+// ErrHeaderRouteUnsupported: an SMI TrafficSplit (smi, meridian.trafficSplit)
+// has no header matches.
+var ErrHeaderRouteUnsupported = errors.New("setHeaderRoute is not supported by this traffic router: an SMI TrafficSplit has no header matches; use trafficRouting.meridian: {} or trafficRouting.meridian.httpRoute for header routes")
+
+func ptrString(p *int32) string {
+	if p == nil {
+		return "unset"
+	}
+	return fmt.Sprint(*p)
 }
 
 // Verify reports whether the store holds the Rollout with these weights
