@@ -3,8 +3,14 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -22,6 +28,7 @@ func TestRollouts(t *testing.T) {
 	t.Run("BlueGreen", testRolloutBlueGreen)
 	t.Run("NoTraffic", testRolloutNoTraffic)
 	t.Run("HPA", testRolloutHPA)
+	t.Run("Prometheus", testRolloutPrometheus)
 }
 
 // installControlPlane installs Meridian as the README does and removes it
@@ -781,4 +788,138 @@ spec:
 		}
 		return nil
 	})
+}
+
+// testRolloutPrometheus: the prometheus provider against a real Prometheus
+// (Debian's package, installed by hack/e2e-deps.sh, which make e2e runs),
+// run on the node by the test and scraping the proxies of the namespace's
+// pods (Kubernetes service discovery through the admin kubeconfig, each
+// pod's meridian-admin port, the pod-template hash as a label). A canary at
+// 50 % under load is judged by a PromQL success rate of its pods' inbound
+// responses, the kubelet's probes left out, and promoted.
+func testRolloutPrometheus(t *testing.T) {
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatalf("no prometheus binary (%v): hack/e2e-deps.sh installs it (make e2e runs it)", err)
+	}
+	n := meshedNamespace(t)
+	// The node's address on the pod network: the controller's pod reaches
+	// Prometheus there (inside the cluster's range, so the guard lets it).
+	nodeIP := kubectl(t, "", "get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`)
+	l, err := net.Listen("tcp", net.JoinHostPort(nodeIP, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`global: {scrape_interval: 2s, evaluation_interval: 2s}
+scrape_configs:
+- job_name: meridian-proxies
+  kubernetes_sd_configs:
+  - role: pod
+    kubeconfig_file: %q
+    namespaces: {names: [%q]}
+  relabel_configs:
+  - {source_labels: [__meta_kubernetes_pod_container_port_name], regex: meridian-admin, action: keep}
+  - {source_labels: [__meta_kubernetes_pod_label_rollouts_pod_template_hash], target_label: rollouts_pod_template_hash}
+  - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+`, kubeconfig, n.name)
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	prom := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--log.level=warn")
+	prom.Stdout, prom.Stderr = &logs, &logs
+	if err := prom.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		prom.Process.Kill()
+		prom.Wait()
+		if t.Failed() {
+			t.Logf("prometheus log:\n%s", logs.String())
+		}
+	})
+	n.eventually("prometheus ready at "+addr, time.Minute, func() error {
+		resp, err := http.Get("http://" + addr + "/-/ready")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+
+	n.apply(fmt.Sprintf(echoServices, "echo-stable", "echo-canary"))
+	n.apply(fmt.Sprintf(`apiVersion: meridian.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: prometheus-success-rate}
+spec:
+  args: [{name: hash}]
+  metrics:
+  - name: success-rate
+    successCondition: len(result) == 1 && result[0] >= 0.95
+    provider:
+      prometheus:
+        address: http://%s
+        query: |
+          sum(rate(response_total{direction="inbound", route!="probe", classification="success", rollouts_pod_template_hash="{{args.hash}}"}[20s]))
+          /
+          sum(rate(response_total{direction="inbound", route!="probe", rollouts_pod_template_hash="{{args.hash}}"}[20s]))
+`, addr))
+	ro := func(version string) string {
+		return fmt.Sprintf(`apiVersion: meridian.io/v1alpha1
+kind: Rollout
+metadata: {name: echo}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: echo}
+  template:
+    metadata:
+      labels: {app: echo}
+    spec:
+      %s
+  strategy:
+    canary:
+      stableService: echo-stable
+      canaryService: echo-canary
+      scaleDownDelaySeconds: 5
+      trafficRouting:
+        meridian: {}
+      steps:
+      - setWeight: 50
+      - pause: {duration: 15s}
+      - analysis:
+          templates: [{templateName: prometheus-success-rate}]
+          args:
+          - name: hash
+            valueFrom: {podTemplateHashValue: Latest}
+`, echoPodSpec(version))
+	}
+	n.apply(ro("1"))
+	if out, err := rolloutStatus(t, n, "echo", "3m"); err != nil {
+		t.Fatalf("meridian rollout status (first revision): %v\n%s", err, out)
+	}
+	startLoad(n, "load", "http://echo-stable:8080/", 20)
+	n.apply(ro("2"))
+	if out, err := rolloutStatus(t, n, "echo", "3m"); err != nil {
+		t.Fatalf("meridian rollout status (v2): %v\n%s", err, out)
+	}
+	r, err := getRollout(n, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := n.must("get", "analysisruns", "-o", `jsonpath={range .items[*]}{.status.phase} {.metadata.labels.rollouts-pod-template-hash} {.status.metricResults[0].measurements[0].value} {.status.metricResults[0].measurements[0].metadata.ResolvedPrometheusQuery}{"\n"}{end}`)
+	t.Logf("analysis runs:\n%s", runs)
+	if !strings.HasPrefix(runs, "Successful "+r.Status.CurrentPodHash+" [") || !strings.Contains(runs, `rollouts_pod_template_hash="`+r.Status.CurrentPodHash+`"`) {
+		t.Errorf("no Successful AnalysisRun of %s measured by Prometheus on its pods:\n%s", r.Status.CurrentPodHash, runs)
+	}
+	if r.Status.Phase != "Healthy" || r.Status.StableRS != r.Status.CurrentPodHash {
+		t.Errorf("the Rollout is %s with stable %s, want Healthy on %s", r.Status.Phase, r.Status.StableRS, r.Status.CurrentPodHash)
+	}
 }
