@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -305,24 +304,6 @@ func rolloutStatus(t *testing.T, n *ns, name, timeout string) (string, error) {
 	t.Helper()
 	out, errOut, err := meridian(t, "", "rollout", "status", name, "-n", n.name, "--timeout", timeout)
 	return out + errOut, err
-}
-
-// replicaSetPods are the names of the running pods of the Rollout's
-// ReplicaSet of hash, not being deleted.
-func podsOfHash(n *ns, hash string) ([]string, error) {
-	out, err := n.run("get", "pods", "-l", "rollouts-pod-template-hash="+hash, "-o",
-		`jsonpath={range .items[?(@.status.phase=="Running")]}{.metadata.name} {.metadata.deletionTimestamp}{"\n"}{end}`)
-	if err != nil {
-		return nil, err
-	}
-	var pods []string
-	for _, l := range strings.Split(out, "\n") {
-		if f := strings.Fields(l); len(f) == 1 {
-			pods = append(pods, f[0])
-		}
-	}
-	sort.Strings(pods)
-	return pods, nil
 }
 
 // noPodsOfHash waits until the ReplicaSet of hash has no pod left at all.
