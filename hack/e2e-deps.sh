@@ -15,6 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "e2e-deps: installing ${need[*]}"
 $sudo_cmd apt-get update -qq
-# The package's service is not wanted (the test runs its own server): no
-# recommends, and policy-rc.d keeps it from being started where it could be.
+# Only the binary is used (the test runs its own server, on a port of its
+# own, so a packaged service that systemd may start is neither needed nor in
+# the way); no recommends (node exporter and the like).
 DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
