@@ -52,6 +52,7 @@ unit:
 # Kubernetes cluster that hack/cluster runs on this machine: `make cluster-up`
 # first, `make cluster-down` after. See docs/development.md.
 e2e:
+	./hack/e2e-deps.sh
 	$(GO) test -tags e2e -count=1 -p 1 -timeout 30m -v ./test/e2e/...
 
 # The upstream Gateway API conformance suite against the gateway on the node

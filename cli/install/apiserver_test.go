@@ -187,6 +187,7 @@ func checkRBAC(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 		check{"delete", "apps", "replicasets", "shop", "x", true},
 		check{"update", "apps", "replicasets", "shop", "x", false},
 		check{"update", "meridian.io", "rollouts/status", "shop", "x", true},
+		check{"update", "meridian.io", "rollouts/finalizers", "shop", "x", true},
 		check{"update", "meridian.io", "rollouts", "shop", "x", false},
 		check{"create", "meridian.io", "analysisruns", "shop", "", true},
 		check{"patch", "meridian.io", "analysisruns", "shop", "x", true},

@@ -343,6 +343,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		// The Rollout reconciler.
 		"apps/replicasets":                   {"list", "watch", "create", "patch", "delete"},
 		"meridian.io/rollouts/status":        {"update"},
+		"meridian.io/rollouts/finalizers":    {"update"},
 		"/pods/eviction":                     {"create"},
 		"discovery.k8s.io/endpointslices":    read,
 		"split.smi-spec.io/trafficsplits":    append(read, "create", "update", "delete"),

@@ -117,6 +117,15 @@ type harness struct {
 	router *fakeRouter
 	mu     sync.Mutex
 	now    time.Time
+	// held are the hashes whose pods kubelet does not make available.
+	held map[string]bool
+}
+
+// hold keeps the pods of hash unavailable (or, with false, lets them be).
+func (h *harness) hold(hash string, held bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.held[hash] = held
 }
 
 func (h *harness) clock() time.Time {
@@ -149,7 +158,7 @@ func start(t *testing.T) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ns := fmt.Sprintf("rc-%d-%d", time.Now().UnixNano()%1e6, nsSeq.Add(1))
-	h := &harness{t: t, ctx: ctx, ns: ns, router: &fakeRouter{}, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	h := &harness{t: t, ctx: ctx, ns: ns, router: &fakeRouter{}, held: map[string]bool{}, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	r, err := New(Options{Config: envCfg, Namespace: ns, Now: h.clock, Resync: time.Second,
 		Routers: func(*v1alpha1.Rollout) (traffic.Router, error) { return h.router, nil }})
 	if err != nil {
@@ -182,6 +191,12 @@ func (h *harness) kubelet() {
 		if err := h.c.List(h.ctx, &l, client.InNamespace(h.ns)); err == nil {
 			for _, rs := range l.Items {
 				n := replicasOf(&rs)
+				h.mu.Lock()
+				held := h.held[rs.Labels[v1alpha1.DefaultRolloutUniqueLabelKey]]
+				h.mu.Unlock()
+				if held {
+					continue
+				}
 				if rs.Status.Replicas == n && rs.Status.AvailableReplicas == n && rs.Status.ObservedGeneration == rs.Generation {
 					continue
 				}
@@ -475,6 +490,11 @@ func TestAnalysisFailureAborts(t *testing.T) {
 		len(run.Spec.Metrics) != 1 || !metav1.IsControlledBy(&run, h.rollout("web")) {
 		t.Fatalf("AnalysisRun %s: args %v labels %v metrics %d owners %v", run.Name, args, run.Labels, len(run.Spec.Metrics), run.OwnerReferences)
 	}
+	// Of its ReplicaSet's revision, though created in a later pass (the
+	// e2e test saw one above it).
+	if rev := run.Annotations[RevisionAnnotation]; rev != "2" {
+		t.Fatalf("AnalysisRun %s: revision %q, want its ReplicaSet's, 2", run.Name, rev)
+	}
 	run.Status = v1alpha1.AnalysisRunStatus{Phase: v1alpha1.AnalysisPhaseFailed, Message: "Metric \"ok\" assessed Failed"}
 	if err := h.c.Status().Update(h.ctx, &run); err != nil {
 		t.Fatal(err)
@@ -558,8 +578,18 @@ func TestBlueGreen(t *testing.T) {
 	h.waitStatus("web", "healthy", func(s *v1alpha1.RolloutStatus) bool { return s.Phase == v1alpha1.RolloutPhaseHealthy })
 	h.eventually("active selector", func() (bool, string) { return h.selector("web-active") == h1, h.selector("web-active") })
 
-	h.update("web", false, func(ro *v1alpha1.Rollout) { ro.Spec.Template = template("web:2") })
+	// The preview Service moves only once the new pods are all available
+	// (Argo's ensureSVCTargets): before, it would select no ready pod.
 	h2 := PodTemplateHash(template("web:2"), nil)
+	h.hold(h2, true)
+	h.update("web", false, func(ro *v1alpha1.Rollout) { ro.Spec.Template = template("web:2") })
+	h.waitReplicas("web", h2, 2)
+	h.poke("web")
+	time.Sleep(300 * time.Millisecond)
+	if p, s := h.selector("web-preview"), h.rollout("web").Status.BlueGreen.PreviewSelector; p != h1 || s != h1 {
+		t.Fatalf("with the new pods unavailable: preview Service on %q, status.blueGreen.previewSelector %q, want both %q", p, s, h1)
+	}
+	h.hold(h2, false)
 	h.waitStatus("web", "paused for promotion", func(s *v1alpha1.RolloutStatus) bool { return s.Phase == v1alpha1.RolloutPhasePaused })
 	h.eventually("preview selector", func() (bool, string) { return h.selector("web-preview") == h2, h.selector("web-preview") })
 	if a := h.selector("web-active"); a != h1 {

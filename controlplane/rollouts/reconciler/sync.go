@@ -140,7 +140,7 @@ func (r *Reconciler) sync(ctx context.Context, k string) (time.Duration, error) 
 	if err := r.syncMetadata(ctx, ro, byHash, st); err != nil {
 		return 0, err
 	}
-	if err := r.services(ctx, ro, &st); err != nil {
+	if err := r.services(ctx, ro, byHash, &st); err != nil {
 		return 0, err
 	}
 	if err := r.route(ctx, ro, out, &st); err != nil {
@@ -177,7 +177,14 @@ func (r *Reconciler) sync(ctx context.Context, k string) (time.Duration, error) 
 		return 0, err
 	}
 	for _, c := range out.Create {
-		run, err := r.newAnalysisRun(ctx, ro, c, revision)
+		// A run is of its ReplicaSet's revision (as Argo's): not the next
+		// one, which the current ReplicaSet only has in the pass that
+		// creates it.
+		runRevision := revision
+		if rs := byHash[c.PodHash]; rs != nil && rs.Annotations[RevisionAnnotation] != "" {
+			runRevision = rs.Annotations[RevisionAnnotation]
+		}
+		run, err := r.newAnalysisRun(ctx, ro, c, runRevision)
 		if err != nil {
 			return 0, r.invalid(ctx, ro, fmt.Sprintf("AnalysisRun %s: %v", c.Name, err))
 		}
@@ -315,7 +322,14 @@ func serviceRefs(ro *v1alpha1.Rollout) []serviceRef {
 // services points each Service at its hash, as Argo: stable at stableRS,
 // canary at the current hash, active and preview at the blue-green
 // selectors. A Service whose hash has no value yet is left as it is.
-func (r *Reconciler) services(ctx context.Context, ro *v1alpha1.Rollout, st *v1alpha1.RolloutStatus) error {
+//
+// A Service moves to a hash only once that ReplicaSet is fully available
+// (Argo's ensureSVCTargets): until then it keeps selecting the pods it
+// has, and status.blueGreen.previewSelector says so. Moving it earlier
+// points it at pods that are not ready yet, which its clients see as an
+// empty endpoint set (the e2e test's preview load got 503s for seconds).
+// The ReplicaSet's status change brings the Rollout back.
+func (r *Reconciler) services(ctx context.Context, ro *v1alpha1.Rollout, byHash map[string]*appsv1.ReplicaSet, st *v1alpha1.RolloutStatus) error {
 	for _, s := range serviceRefs(ro) {
 		var hash string
 		switch s.role {
@@ -335,7 +349,14 @@ func (r *Reconciler) services(ctx context.Context, ro *v1alpha1.Rollout, st *v1a
 		if err := r.cache.Get(ctx, types.NamespacedName{Namespace: ro.Namespace, Name: s.name}, &svc); err != nil {
 			return err
 		}
-		if svc.Spec.Selector[v1alpha1.DefaultRolloutUniqueLabelKey] == hash && svc.Annotations[ManagedByAnnotation] == ro.Name {
+		cur := svc.Spec.Selector[v1alpha1.DefaultRolloutUniqueLabelKey]
+		if cur != hash && !fullyAvailable(byHash[hash]) {
+			if s.role == rolePreview {
+				st.BlueGreen.PreviewSelector = cur
+			}
+			continue
+		}
+		if cur == hash && svc.Annotations[ManagedByAnnotation] == ro.Name {
 			continue
 		}
 		patch := map[string]any{
@@ -486,6 +507,12 @@ func observe(rs *appsv1.ReplicaSet) steps.ReplicaSet {
 	}
 	o.Revision, _ = strconv.ParseInt(rs.Annotations[RevisionAnnotation], 10, 64)
 	return o
+}
+
+// fullyAvailable is Argo's IsReplicaSetAvailable: rs wants pods and has
+// them all available.
+func fullyAvailable(rs *appsv1.ReplicaSet) bool {
+	return rs != nil && replicasOf(rs) > 0 && rs.Status.AvailableReplicas >= replicasOf(rs)
 }
 
 func replicasOf(rs *appsv1.ReplicaSet) int32 {
