@@ -151,7 +151,9 @@ func checkRBAC(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 			applied := (v == "create" || v == "patch") && r.group == "" && (r.resource == "serviceaccounts" || r.resource == "services")
 			// The Rollouts' traffic routers write TrafficSplits (not patch).
 			routed := v != "patch" && r.resource == "trafficsplits"
-			checks = append(checks, check{v, r.group, r.resource, "shop", "x", applied || routed})
+			// The Rollout reconciler patches its pods' role metadata.
+			labelled := v == "patch" && r.group == "" && r.resource == "pods"
+			checks = append(checks, check{v, r.group, r.resource, "shop", "x", applied || routed || labelled})
 		}
 	}
 	// The gateway: reads the Gateway API kinds, writes their statuses (and
@@ -191,9 +193,11 @@ func checkRBAC(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 		check{"update", "meridian.io", "rollouts", "shop", "x", false},
 		check{"create", "meridian.io", "analysisruns", "shop", "", true},
 		check{"patch", "meridian.io", "analysisruns", "shop", "x", true},
-		check{"delete", "meridian.io", "analysisruns", "shop", "x", false},
+		check{"delete", "meridian.io", "analysisruns", "shop", "x", true}, // beyond the history limits
 		check{"create", "", "pods/eviction", "shop", "x", true},
+		check{"patch", "", "pods", "shop", "x", true}, // role metadata
 		check{"delete", "", "pods", "shop", "x", false},
+		check{"update", "", "pods", "shop", "x", false},
 	)
 	checks = append(checks,
 		check{"create", "authentication.k8s.io", "tokenreviews", "", "", true},

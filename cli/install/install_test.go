@@ -334,7 +334,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 	apply := []string{"create", "patch"}
 	want := map[string][]string{
 		"/namespaces":      read,
-		"/pods":            read,
+		"/pods":            append(read, "patch"), // the Rollout's role metadata (canaryMetadata, ...)
 		"/serviceaccounts": append(read, apply...),
 		"/services":        append(read, apply...),
 		"/configmaps":      read,
@@ -376,7 +376,8 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			want["meridian.io/"+str(crd, "spec", "names", "plural")] = read
 		}
 	}
-	want["meridian.io/analysisruns"] = append(want["meridian.io/analysisruns"], apply...)
+	// Runs beyond a Rollout's history limits are deleted.
+	want["meridian.io/analysisruns"] = append(want["meridian.io/analysisruns"], "create", "patch", "delete")
 	if _, ok := want["meridian.io/serviceprofiles"]; !ok {
 		t.Error("no meridian.io/serviceprofiles CRD in the chart")
 	}
