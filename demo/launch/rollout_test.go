@@ -243,9 +243,11 @@ func TestRolloutGoodV2IsPromoted(t *testing.T) {
 		t.Fatalf("analysis runs = %+v", r.Runs)
 	}
 	t.Logf("analysis %s: Successful (%s)", r.Runs[0].Name, lastValuesOf(r.Runs[0]))
-	if h := podHashes(d); len(h) != 1 || h[0] != v2 {
-		t.Errorf("instances after promotion (Healthy waits for the old one to go): %v, want only v2 %s", h, v2)
-	}
+	// v1's instance goes (its endpoint first, then the instance).
+	waitRollout(t, ctx, d, "v1 scaled down", func(rolloutlocal.Rollout) bool {
+		h := podHashes(d)
+		return len(h) == 1 && h[0] == v2
+	})
 	time.Sleep(time.Second)
 	v.stop()
 	v.done.Wait()
