@@ -5,9 +5,11 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,14 +19,18 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
+	"github.com/meridian-mesh/meridian/cli/rollout"
 	rolloutlocal "github.com/meridian-mesh/meridian/controlplane/rollouts/local"
+	"github.com/meridian-mesh/meridian/controlplane/rollouts/reconciler"
 	"github.com/meridian-mesh/meridian/controlplane/rollouts/steps"
 	"github.com/meridian-mesh/meridian/controlplane/store/local"
 	pb "github.com/meridian-mesh/meridian/demo/proto/emojivotopb"
@@ -162,6 +168,8 @@ type instances struct {
 
 	mu        sync.Mutex
 	templates map[string]*corev1.PodTemplateSpec // by hash
+	revisions map[string]int                     // by hash, in the order first run
+	created   map[string]time.Time               // by hash
 	desired   map[string]int32
 	running   map[string][]*instance // by hash, oldest first
 	written   time.Time
@@ -171,6 +179,7 @@ type instances struct {
 // instance is one running voting instance.
 type instance struct {
 	name, hash string
+	created    time.Time
 	labels     map[string]string
 	credential string
 	svc        *Service
@@ -190,6 +199,7 @@ func newInstances(ctx context.Context, d *Demo, o Options, dir string) *instance
 		settle = 2 * time.Second
 	}
 	return &instances{d: d, ctx: ctx, o: o, dir: dir, settle: settle, templates: map[string]*corev1.PodTemplateSpec{},
+		revisions: map[string]int{}, created: map[string]time.Time{},
 		desired: map[string]int32{}, running: map[string][]*instance{}}
 }
 
@@ -199,6 +209,10 @@ func (s *instances) Scale(ro *v1alpha1.Rollout, hash string, tmpl *corev1.PodTem
 	defer s.mu.Unlock()
 	if tmpl != nil {
 		s.templates[hash] = tmpl.DeepCopy()
+		if s.revisions[hash] == 0 {
+			s.revisions[hash] = len(s.revisions) + 1
+			s.created[hash] = time.Now()
+		}
 	}
 	t := s.templates[hash]
 	if t == nil && n > 0 {
@@ -225,7 +239,7 @@ func (s *instances) Scale(ro *v1alpha1.Rollout, hash string, tmpl *corev1.PodTem
 			labels[k] = v
 		}
 		labels[v1alpha1.DefaultRolloutUniqueLabelKey] = hash
-		in := &instance{name: ro.Name + "-" + hash + "-" + rand.String(5), hash: hash, labels: labels, credential: hex.EncodeToString(raw[:])}
+		in := &instance{name: ro.Name + "-" + hash + "-" + rand.String(5), hash: hash, created: time.Now(), labels: labels, credential: hex.EncodeToString(raw[:])}
 		s.running[hash] = append(s.running[hash], in)
 		s.d.wg.Add(1)
 		go func() { defer s.d.wg.Done(); s.start(in, t, rate) }()
@@ -561,5 +575,89 @@ func (d *Demo) scheduleV2(ctx context.Context, o Options) {
 			o.Rollout.Progress(fmt.Sprintf("rollout %s/%s: template changed to voting v2 (%s) in %s", Namespace, RolloutName, o.Rollout.Version, filepath.Join(d.Manifests, RolloutFile)))
 		}
 		return nil
+	})
+}
+
+// Objects are the demo's Rollout and what it owns as Kubernetes objects,
+// for `meridian rollout get --demo`: a ReplicaSet per template the
+// instances ran (owned by the Rollout, with its revision), the instances as
+// its pods, and the AnalysisRuns (with the revision of their hash).
+func (d *Demo) Objects(ctx context.Context) (rollout.Objects, error) {
+	o := rollout.Objects{Rollouts: []v1alpha1.Rollout{}, ReplicaSets: []appsv1.ReplicaSet{}, Pods: []corev1.Pod{}, AnalysisRuns: []v1alpha1.AnalysisRun{}}
+	if d.Rollout == nil {
+		return o, nil
+	}
+	ros, err := d.Rollout.Rollouts(ctx)
+	if err != nil {
+		return o, err
+	}
+	s := d.instances
+	rss := s.ReplicaSets(nil)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range ros {
+		ro := r.Rollout
+		if ro.Name != RolloutName || ro.Namespace != Namespace {
+			continue
+		}
+		o.Rollouts = append(o.Rollouts, *ro)
+		owner := []metav1.OwnerReference{*metav1.NewControllerRef(ro, v1alpha1.GroupVersion.WithKind("Rollout"))}
+		rsUID := func(h string) types.UID { return types.UID(string(ro.UID) + "-" + h) }
+		for _, rs := range rss {
+			t := s.templates[rs.Hash]
+			if t == nil {
+				continue
+			}
+			n := rs.Replicas
+			tmpl := *t.DeepCopy()
+			o.ReplicaSets = append(o.ReplicaSets, appsv1.ReplicaSet{
+				TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "ReplicaSet"},
+				ObjectMeta: metav1.ObjectMeta{Name: ro.Name + "-" + rs.Hash, Namespace: ro.Namespace, UID: rsUID(rs.Hash),
+					CreationTimestamp: metav1.NewTime(s.created[rs.Hash]), OwnerReferences: owner,
+					Labels:      map[string]string{v1alpha1.DefaultRolloutUniqueLabelKey: rs.Hash},
+					Annotations: map[string]string{reconciler.RevisionAnnotation: strconv.Itoa(s.revisions[rs.Hash])}},
+				Spec: appsv1.ReplicaSetSpec{Replicas: &n, Template: tmpl},
+				Status: appsv1.ReplicaSetStatus{Replicas: int32(len(s.running[rs.Hash])), ReadyReplicas: rs.Ready,
+					AvailableReplicas: rs.Available},
+			})
+			for _, in := range s.running[rs.Hash] {
+				if in.svc == nil || in.gone {
+					continue
+				}
+				p := s.pod(in)
+				p.CreationTimestamp = metav1.NewTime(in.created)
+				p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: ro.Name + "-" + rs.Hash,
+					UID: rsUID(rs.Hash), Controller: ptrTo(true)}}
+				ready := !in.readyAt.IsZero() && !in.stopping
+				p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "voting", Ready: ready}, {Name: names.ProxyContainerName, Ready: ready}}
+				o.Pods = append(o.Pods, p)
+			}
+		}
+		for _, run := range r.Runs {
+			run = run.DeepCopy()
+			if rev := s.revisions[run.Labels[v1alpha1.DefaultRolloutUniqueLabelKey]]; rev > 0 {
+				if run.Annotations == nil {
+					run.Annotations = map[string]string{}
+				}
+				run.Annotations[reconciler.RevisionAnnotation] = strconv.Itoa(rev)
+			}
+			o.AnalysisRuns = append(o.AnalysisRuns, *run)
+		}
+	}
+	return o, nil
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// ObjectsHandler serves Objects as JSON (rollout.DemoPath).
+func (d *Demo) ObjectsHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o, err := d.Objects(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(o)
 	})
 }

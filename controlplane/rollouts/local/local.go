@@ -97,7 +97,7 @@ type Driver struct {
 	view *store.Store // the directory, as the controller loads it
 
 	mu        sync.Mutex
-	specs     map[store.Key]*v1alpha1.Rollout          // as declared (with the directory's status)
+	specs     map[store.Key]*v1alpha1.Rollout              // as declared (with the directory's status)
 	templates map[store.Key]*v1alpha1.AnalysisTemplateSpec // cluster ones with no namespace
 	rollouts  map[store.Key]*state
 	loaded    chan struct{}
@@ -537,4 +537,3 @@ func adminAddr(p *corev1.Pod) (string, bool) {
 	}
 	return net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(port))), true
 }
-

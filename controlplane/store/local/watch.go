@@ -18,8 +18,8 @@ const DefaultInterval = time.Second
 type Option func(*options)
 
 type options struct {
-	interval time.Duration
-	onReload func(objects int, err error)
+	interval  time.Duration
+	onReload  func(objects int, err error)
 	onStatus  func(Status)
 	onObjects func([]runtime.Object)
 }
