@@ -45,12 +45,12 @@ request and record golden metrics.
 
 With --rollout=bad (the default) or good, voting is the Rollout voting of the
 served directory (voting-rollout.yaml): --rollout-delay after start its
-template changes to a voting v2 that fails 30% more votes (bad) or none more
+template changes to a voting v2 that fails 40% more votes (bad) or none more
 (good), and the local rollout driver, the same step machine and analysis as on
 a cluster, moves 20% of voting's traffic to v2, pauses, judges v2's success rate
 from its own proxy, then goes on to 50% and promotes it, or aborts and sends
 every proxy's traffic back to v1 at once. Its progress is printed as it goes;
-'meridian rollout get voting --watch --demo' shows it as a tree. --rollout=off
+'meridian rollout get voting --watch --demo[=DASHBOARD-ADDR]' shows it as a tree. --rollout=off
 runs voting as a plain workload. Ctrl-C stops everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -105,9 +105,9 @@ runs voting as a plain workload. Ctrl-C stops everything.`,
 				fmt.Fprintf(out, "  Dashboard:       %s\n", url)
 			}
 			if d.Rollout != nil {
-				watchCmd := "(with --dashboard-addr, meridian rollout get voting --watch --demo ADDR shows it)"
+				watchCmd := "(with --dashboard-addr, meridian rollout get voting --watch --demo=ADDR shows it)"
 				if dashAddr != "" {
-					watchCmd = "meridian rollout get voting --watch --demo " + dashHost
+					watchCmd = "meridian rollout get voting --watch --demo=" + dashHost
 				}
 				fmt.Fprintf(out, "  Rollout:         voting v2 (%s) applied %s after start; %s\n", o.Rollout.Version, o.Rollout.Delay, watchCmd)
 			}
@@ -132,7 +132,7 @@ runs voting as a plain workload. Ctrl-C stops everything.`,
 	cmd.Flags().StringVar(&o.Manifests, "manifests", "", "directory of objects for the control plane (default: the demo's own, in a temporary directory); edits apply live; it needs the Gateway emojivoto/edge of the demo's own; the demo writes demo-workloads.yaml and demo-gateway-cert.yaml (the gateway's certificate) there for the run and removes them at exit")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "proxy and controller log level: debug, info, warn or error")
 	cmd.Flags().StringVar(&dashAddr, "dashboard-addr", "127.0.0.1:50750", "address of the viz dashboard (empty: none)")
-	cmd.Flags().StringVar(&rollout, "rollout", "bad", "roll out a voting v2 with the Rollout voting: bad (fails 30% more votes: the analysis aborts it), good (promoted to 100%) or off (voting is a plain workload)")
+	cmd.Flags().StringVar(&rollout, "rollout", "bad", "roll out a voting v2 with the Rollout voting: bad (fails 40% more votes: the analysis aborts it), good (promoted to 100%) or off (voting is a plain workload)")
 	cmd.Flags().DurationVar(&o.Rollout.Delay, "rollout-delay", 15*time.Second, "how long after start voting v2 is applied to the Rollout")
 	return cmd
 }

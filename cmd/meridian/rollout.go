@@ -173,12 +173,14 @@ Icons: ⟳ Rollout, # revision, ⧉ ReplicaSet, □ Pod, α AnalysisRun; ✔ hea
 server's watch), until Ctrl-C.
 
 --demo reads the Rollouts of a running 'meridian demo' (local mode, no API
-server) from its dashboard address (default 127.0.0.1:50750) instead: its
-instances are the pods, one ReplicaSet per template; --watch reads every second.`,
+server) from its dashboard address (--demo alone: 127.0.0.1:50750; another:
+--demo=ADDR) instead: its instances are the pods, one ReplicaSet per
+template; --watch reads every second.`,
 		Example: `  meridian rollout get web -n shop
   meridian rollout get web -n shop --watch
   meridian rollout get web -o json
-  meridian rollout get voting --watch --demo`,
+  meridian rollout get voting --watch --demo
+  meridian rollout get voting --demo=127.0.0.1:50751`,
 		Args: oneRollout,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var c interface {
@@ -242,7 +244,7 @@ instances are the pods, one ReplicaSet per template; --watch reads every second.
 	}
 	f.register(cmd, true)
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "redraw on every change until interrupted")
-	cmd.Flags().StringVar(&demo, "demo", "", "read the Rollout from a running 'meridian demo' at this dashboard address instead of an API server (--demo alone: "+defaultDemoAddr+")")
+	cmd.Flags().StringVar(&demo, "demo", "", "read the Rollout from a running 'meridian demo' at this dashboard address instead of an API server (--demo alone: "+defaultDemoAddr+"; another: --demo=ADDR)")
 	cmd.Flags().Lookup("demo").NoOptDefVal = defaultDemoAddr
 	return cmd
 }

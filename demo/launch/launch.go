@@ -405,6 +405,9 @@ type sidecarSpec struct {
 	// default): an instance the Rollout starts retries until the control
 	// plane has loaded its declaration.
 	backoffMax time.Duration
+	// registerAfter delays the registration: the control plane loads a new
+	// declaration at its next look at the directory (every second).
+	registerAfter time.Duration
 }
 
 // startProxy starts a sidecar as sp says and registers its workload; it
@@ -451,6 +454,13 @@ func (d *Demo) startProxy(ctx context.Context, o Options, sp sidecarSpec) (*Serv
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
+		if sp.registerAfter > 0 {
+			select {
+			case <-time.After(sp.registerAfter):
+			case <-ctx.Done():
+				return
+			}
+		}
 		resolver.Register(ctx, w, func() { once.Do(func() { close(s.registered) }) })
 	}()
 	return s, nil

@@ -57,14 +57,14 @@ const (
 // Rollout versions for Options.Rollout.
 const (
 	RolloutOff  = ""
-	RolloutBad  = "bad"  // voting v2 fails 30% more votes: the analysis aborts it
+	RolloutBad  = "bad"  // voting v2 fails 40% more votes: the analysis aborts it
 	RolloutGood = "good" // voting v2 as good as v1: promoted to 100%
 )
 
 // The v1 template's lines and the v2 each version puts in their place.
 const (
 	v1Template = "image: meridian.io/demo/voting:v1\n        env: [{name: VOTING_FAILURE_RATE, value: \"0\"}]"
-	v2BadRate  = "0.3"
+	v2BadRate  = "0.4"
 	v2Template = "image: meridian.io/demo/voting:v2\n        env: [{name: VOTING_FAILURE_RATE, value: %q}]"
 )
 
@@ -76,7 +76,7 @@ type RolloutOptions struct {
 	// Delay is how long after the demo is up v2 is applied (default 15s).
 	Delay time.Duration
 	// Pause, Window and ScaleDownDelay, when set, replace the demo's own
-	// manifest's pause durations (20s), analysis window (20s) and
+	// manifest's pause durations (20s), analysis window (30s) and
 	// scale-down delays (10s); tests make them short. Not applied to a
 	// --manifests directory, whose Rollout is the user's.
 	Pause, Window, ScaleDownDelay time.Duration
@@ -101,7 +101,7 @@ func rolloutManifest(o RolloutOptions) ([]byte, error) {
 		old string
 		d   time.Duration
 		sec bool
-	}{{"duration: 20s", o.Pause, false}, {"window: 20s", o.Window, false},
+	}{{"duration: 20s", o.Pause, false}, {"window: 30s", o.Window, false},
 		{"scaleDownDelaySeconds: 10", o.ScaleDownDelay, true}, {"abortScaleDownDelaySeconds: 10", o.ScaleDownDelay, true}} {
 		if r.d <= 0 {
 			continue
@@ -298,7 +298,7 @@ func (s *instances) start(in *instance, t *corev1.PodTemplateSpec, rate float64)
 		account = "voting"
 	}
 	svc, err := s.d.startProxy(ctx, s.o, sidecarSpec{name: in.name, account: account, app: ln.Addr(), inboundAddr: "127.0.0.1:0",
-		credential: in.credential, labels: in.labels, backoffMax: time.Second})
+		credential: in.credential, labels: in.labels, backoffMax: time.Second, registerAfter: 1200 * time.Millisecond})
 	if err != nil {
 		cancel()
 		srv.Stop()
@@ -629,7 +629,12 @@ func (d *Demo) Objects(ctx context.Context) (rollout.Objects, error) {
 				p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: ro.Name + "-" + rs.Hash,
 					UID: rsUID(rs.Hash), Controller: ptrTo(true)}}
 				ready := !in.readyAt.IsZero() && !in.stopping
-				p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "voting", Ready: ready}, {Name: names.ProxyContainerName, Ready: ready}}
+				running := corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(in.created)}}
+				p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "voting", Ready: ready, State: running},
+					{Name: names.ProxyContainerName, Ready: ready, State: running}}
+				if in.stopping {
+					p.DeletionTimestamp = ptrTo(metav1.NewTime(in.created)) // Terminating
+				}
 				o.Pods = append(o.Pods, p)
 			}
 		}

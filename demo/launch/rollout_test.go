@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -12,13 +13,14 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/api/v1alpha1"
+	"github.com/meridian-mesh/meridian/cli/rollout"
 	rolloutlocal "github.com/meridian-mesh/meridian/controlplane/rollouts/local"
 )
 
 // rolloutOptions are the demo's with the rollout of v2 on short durations.
 func rolloutOptions(t *testing.T, version string) Options {
 	o := testOptions(0) // the test votes itself
-	o.Rollout = RolloutOptions{Version: version, Delay: 500 * time.Millisecond, Pause: time.Second, Window: 3 * time.Second,
+	o.Rollout = RolloutOptions{Version: version, Delay: 500 * time.Millisecond, Pause: time.Second, Window: 5 * time.Second,
 		ScaleDownDelay: 2 * time.Second, Settle: 1500 * time.Millisecond, Interval: 100 * time.Millisecond,
 		Progress: func(line string) { t.Log(line) }}
 	return o
@@ -37,7 +39,7 @@ func startVoter(d *Demo) *voter {
 	ctx, cancel := context.WithCancel(context.Background())
 	v := &voter{stop: cancel}
 	client := d.Gateway.Client(5 * time.Second)
-	for range 2 {
+	for range 4 {
 		v.done.Add(1)
 		go func() {
 			defer v.done.Done()
@@ -54,7 +56,7 @@ func startVoter(d *Demo) *voter {
 				if resp != nil {
 					resp.Body.Close()
 				}
-				time.Sleep(30 * time.Millisecond)
+				time.Sleep(20 * time.Millisecond)
 			}
 		}()
 	}
@@ -209,6 +211,30 @@ func TestRolloutBadV2IsAborted(t *testing.T) {
 	}
 	if ok < 100 {
 		t.Errorf("only %d votes succeeded", ok)
+	}
+
+	// `meridian rollout get voting --demo=ADDR` reads the same over HTTP
+	// and draws Argo's tree.
+	srv := httptest.NewServer(d.ObjectsHandler())
+	defer srv.Close()
+	c := &rollout.DemoClient{Address: strings.TrimPrefix(srv.URL, "http://")}
+	in, _, err := c.Info(ctx, RolloutName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := rollout.WriteTree(&b, in, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	tree := b.String()
+	t.Logf("meridian rollout get voting --demo:\n%s", tree)
+	for _, want := range []string{"Status:          ✖ Degraded", "# revision:2", "⧉ voting-" + v2, "α " + run.Name, "✖ Failed", "⧉ voting-" + v1, "stable", "Running"} {
+		if !strings.Contains(tree, want) {
+			t.Errorf("the tree has no %q", want)
+		}
+	}
+	if _, _, err := c.Info(ctx, "nope"); err == nil || err.Error() != "rollout nope not found" {
+		t.Errorf("Info(nope) = %v", err)
 	}
 }
 

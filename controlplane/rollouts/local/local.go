@@ -109,6 +109,7 @@ type Driver struct {
 type state struct {
 	status    *v1alpha1.RolloutStatus // as last written: the truth, not the directory's copy
 	uid       types.UID
+	created   metav1.Time
 	runs      map[string]*run
 	deadlines map[string]time.Time // scale-down deadlines by hash
 	last      progress
@@ -247,11 +248,14 @@ func (d *Driver) rollout(k store.Key) (*v1alpha1.Rollout, *state) {
 	s := d.rollouts[k]
 	if s == nil {
 		// First sight: the status the directory holds (a previous run's).
-		s = &state{status: spec.Status.DeepCopy(), uid: uuid.NewUUID(), runs: map[string]*run{}, deadlines: map[string]time.Time{}}
+		s = &state{status: spec.Status.DeepCopy(), uid: uuid.NewUUID(), created: metav1.NewTime(d.o.Now()), runs: map[string]*run{}, deadlines: map[string]time.Time{}}
 		d.rollouts[k] = s
 	}
 	ro := spec.DeepCopy()
 	ro.UID = s.uid
+	if ro.CreationTimestamp.IsZero() {
+		ro.CreationTimestamp = s.created // when the driver first saw it
+	}
 	ro.Status = *s.status.DeepCopy()
 	return ro, s
 }
