@@ -666,3 +666,12 @@ func (d *Demo) ObjectsHandler() http.Handler {
 		json.NewEncoder(w).Encode(o)
 	})
 }
+
+// Rollouts are the demo's Rollouts as the dashboard shows them (none when
+// Options.Rollout is off).
+func (d *Demo) Rollouts(ctx context.Context) ([]rolloutlocal.Rollout, error) {
+	if d.Rollout == nil {
+		return nil, nil
+	}
+	return d.Rollout.Rollouts(ctx)
+}
