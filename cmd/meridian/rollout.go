@@ -64,11 +64,18 @@ func (f *rolloutFlags) register(cmd *cobra.Command, output bool) {
 	}
 }
 
-func (f *rolloutFlags) connect() (*rollout.Client, error) {
+// checkOutput checks --output.
+func (f *rolloutFlags) checkOutput() error {
 	switch f.output {
 	case "", "json", "yaml", "table", "text":
-	default:
-		return nil, fmt.Errorf("--output %q: use json or yaml (or leave it out for text)", f.output)
+		return nil
+	}
+	return fmt.Errorf("--output %q: use json or yaml (or leave it out for text)", f.output)
+}
+
+func (f *rolloutFlags) connect() (*rollout.Client, error) {
+	if err := f.checkOutput(); err != nil {
+		return nil, err
 	}
 	cfg, ns, err := kubeclient.Load(f.kf.Kubeconfig, f.kf.Context, f.kf.Namespace)
 	if err != nil {
@@ -148,6 +155,7 @@ func newRolloutGetCmd() *cobra.Command {
 	var (
 		f     rolloutFlags
 		watch bool
+		demo  string
 	)
 	cmd := &cobra.Command{
 		Use:   "get NAME",
@@ -162,15 +170,34 @@ Icons: ⟳ Rollout, # revision, ⧉ ReplicaSet, □ Pod, α AnalysisRun; ✔ hea
 ◌ progressing, ॥ paused, ✖ degraded or failed, ⚠ error, • scaled down.
 
 --watch redraws the tree whenever the Rollout or what it owns changes (the API
-server's watch), until Ctrl-C.`,
+server's watch), until Ctrl-C.
+
+--demo reads the Rollouts of a running 'meridian demo' (local mode, no API
+server) from its dashboard address (--demo alone: 127.0.0.1:50750; another:
+--demo=ADDR) instead: its instances are the pods, one ReplicaSet per
+template; --watch reads every second.`,
 		Example: `  meridian rollout get web -n shop
   meridian rollout get web -n shop --watch
-  meridian rollout get web -o json`,
+  meridian rollout get web -o json
+  meridian rollout get voting --watch --demo
+  meridian rollout get voting --demo=127.0.0.1:50751`,
 		Args: oneRollout,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.connect()
-			if err != nil {
-				return err
+			var c interface {
+				Info(ctx context.Context, name string) (*rollout.Info, *v1alpha1.Rollout, error)
+				Watch(ctx context.Context, name string, refresh time.Duration, fn func(*rollout.Info, *v1alpha1.Rollout) (bool, error)) error
+			}
+			if demo != "" {
+				if err := f.checkOutput(); err != nil {
+					return err
+				}
+				c = &rollout.DemoClient{Address: demo, Namespace: f.kf.Namespace}
+			} else {
+				kc, err := f.connect()
+				if err != nil {
+					return err
+				}
+				c = kc
 			}
 			out := cmd.OutOrStdout()
 			if !watch {
@@ -217,8 +244,13 @@ server's watch), until Ctrl-C.`,
 	}
 	f.register(cmd, true)
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "redraw on every change until interrupted")
+	cmd.Flags().StringVar(&demo, "demo", "", "read the Rollout from a running 'meridian demo' at this dashboard address instead of an API server (--demo alone: "+defaultDemoAddr+"; another: --demo=ADDR)")
+	cmd.Flags().Lookup("demo").NoOptDefVal = defaultDemoAddr
 	return cmd
 }
+
+// defaultDemoAddr is `meridian demo`'s default --dashboard-addr.
+const defaultDemoAddr = "127.0.0.1:50750"
 
 // isTerminal reports whether w is a terminal (a watch then redraws in
 // place).

@@ -520,3 +520,47 @@ func TestVizProbes(t *testing.T) {
 		t.Errorf("edges: %q, want the kubelet's probes\n%s", got, out.String())
 	}
 }
+
+// The demo's dashboard shows its Rollout: the local driver's voting Rollout
+// with its stable's and canary's figures side by side, as `meridian demo`
+// serves it.
+func TestDemoDashboardShowsTheRollout(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	d, err := launch.Start(ctx, launch.Options{WebAddr: "127.0.0.1:0", GatewayAddr: "127.0.0.1:0", GatewayHTTPAddr: "127.0.0.1:0", VoteRate: 50,
+		Rollout: launch.RolloutOptions{Version: launch.RolloutGood, Delay: 500 * time.Millisecond, Pause: 20 * time.Second, Window: 5 * time.Second,
+			Settle: 1500 * time.Millisecond, Interval: 100 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	url, err := serveDemoDashboard(ctx, d, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// At the first step's pause (20% to v2, 20 s), after the dashboard's
+	// reads: both sides have served votes.
+	var last []dashboard.RolloutRow
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
+		resp, err := http.Get(url + "/api/snapshot")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var snap dashboard.Snapshot
+		err = json.NewDecoder(resp.Body).Decode(&snap)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = snap.Rollouts
+		if len(last) != 1 {
+			continue
+		}
+		r := last[0]
+		if r.Name == "voting" && r.Weights != nil && r.Weights.Canary == 20 && r.StableHash != r.CanaryHash &&
+			r.Stable.Requests != nil && *r.Stable.Requests > 0 && r.Canary.Requests != nil && *r.Canary.Requests > 0 {
+			return
+		}
+	}
+	t.Fatalf("the demo's dashboard never showed the voting Rollout at 20%% with both sides' traffic: %+v", last)
+}

@@ -40,6 +40,7 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/compile"
 	"github.com/meridian-mesh/meridian/controlplane/controller"
 	"github.com/meridian-mesh/meridian/controlplane/identity"
+	rolloutlocal "github.com/meridian-mesh/meridian/controlplane/rollouts/local"
 	"github.com/meridian-mesh/meridian/controlplane/store/local"
 	"github.com/meridian-mesh/meridian/demo/dial"
 	"github.com/meridian-mesh/meridian/demo/emoji"
@@ -84,7 +85,10 @@ type Options struct {
 	// store; empty: the demo's own (manifests/), copied to a temporary
 	// directory. Edit the files while the demo runs and the mesh follows.
 	Manifests string
-	Log       *slog.Logger
+	// Rollout runs voting as the Rollout of voting-rollout.yaml and rolls
+	// out a voting v2 (zero: off, voting is a plain workload).
+	Rollout RolloutOptions
+	Log     *slog.Logger
 }
 
 // Service is one running demo workload and its proxy.
@@ -116,6 +120,10 @@ type Demo struct {
 	Destination string
 	// CA is the control plane's identity issuer, generated for the run.
 	CA *identity.CA
+
+	// Rollout drives the Rollout voting (nil when Options.Rollout is off).
+	Rollout   *rolloutlocal.Driver
+	instances *instances
 
 	cc *grpc.ClientConn // to the control plane
 	// credentials are the workloads' registration secrets, by name.
@@ -157,7 +165,11 @@ func Start(ctx context.Context, o Options) (_ *Demo, err error) {
 	if _, err := d.grpcService(runCtx, o, "emoji", "emoji-svc", func(s *grpc.Server) { emoji.Register(s) }); err != nil {
 		return nil, err
 	}
-	if _, err := d.grpcService(runCtx, o, "voting", "voting-svc", func(s *grpc.Server) { voting.Register(s) }); err != nil {
+	if o.Rollout.Version == RolloutOff {
+		if _, err := d.grpcService(runCtx, o, "voting", "voting-svc", func(s *grpc.Server) { voting.Register(s) }); err != nil {
+			return nil, err
+		}
+	} else if err := d.startRollout(runCtx, ctx, o); err != nil {
 		return nil, err
 	}
 
@@ -205,6 +217,9 @@ func Start(ctx context.Context, o Options) (_ *Demo, err error) {
 		d.Bot = &votebot.Bot{Target: d.URL, Rate: o.VoteRate, Client: d.Gateway.Client(10 * time.Second)}
 		d.goServe("vote-bot", func() error { return d.Bot.Run(runCtx) })
 	}
+	if o.Rollout.Version != RolloutOff {
+		d.scheduleV2(runCtx, o)
+	}
 	return d, nil
 }
 
@@ -230,7 +245,20 @@ func (d *Demo) startControlPlane(ctx context.Context, o *Options) (*x509.CertPoo
 		if err := os.WriteFile(filepath.Join(tmp, "emojivoto.yaml"), b, 0o644); err != nil {
 			return nil, err
 		}
+		if o.Rollout.Version != RolloutOff {
+			r, err := rolloutManifest(o.Rollout)
+			if err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(filepath.Join(tmp, RolloutFile), r, 0o644); err != nil {
+				return nil, err
+			}
+		}
 		dir = tmp
+	} else if o.Rollout.Version != RolloutOff {
+		if _, err := os.Stat(filepath.Join(dir, RolloutFile)); err != nil {
+			return nil, fmt.Errorf("--rollout=%s needs the Rollout voting in %s (copy demo/launch/manifests/%s there): %w", o.Rollout.Version, RolloutFile, RolloutFile, err)
+		}
 	}
 	d.Manifests = dir
 	certFile, roots, err := writeGatewayCert(dir)
@@ -245,7 +273,7 @@ func (d *Demo) startControlPlane(ctx context.Context, o *Options) (*x509.CertPoo
 	d.CA = ca
 	// Each workload the demo starts is declared with a credential of its
 	// own, handed only to its proxy: the controller admits no other process.
-	decl, err := d.declareWorkloads(dir)
+	decl, err := d.declareWorkloads(dir, o.Rollout.Version != RolloutOff)
 	if err != nil {
 		return nil, err
 	}
@@ -296,12 +324,15 @@ var demoWorkloads = []struct{ name, service string }{
 // declareWorkloads writes the declaration of every demo workload into dir
 // (a Pod each, with the SHA-256 of a credential generated for this run) and
 // keeps the credentials for the proxies. It returns the file written.
-func (d *Demo) declareWorkloads(dir string) (string, error) {
+func (d *Demo) declareWorkloads(dir string, rollout bool) (string, error) {
 	d.credentials = map[string]string{}
 	var b strings.Builder
 	b.WriteString("# Written by meridian demo for this run: the workloads its proxies may register,\n" +
 		"# each with the SHA-256 of a credential only that proxy was given.\n")
 	for _, w := range demoWorkloads {
+		if rollout && w.name == "voting" {
+			continue // the Rollout's instances declare themselves (rollout.go)
+		}
 		var raw [32]byte
 		if _, err := crand.Read(raw[:]); err != nil {
 			return "", err
@@ -354,10 +385,39 @@ func (d *Demo) grpcService(ctx context.Context, o Options, name, service string,
 // proxy starts a sidecar for the application at app that follows the
 // control plane and registers its workload as serving service.
 func (d *Demo) proxy(ctx context.Context, o Options, name, service string, app net.Addr, inboundAddr string) (*Service, error) {
-	resolver := dstclient.New(d.cc, dstclient.Options{Token: "emojivoto/" + name, Log: o.Log.With("proxy", name)})
-	// The proxy's identity: the service account named after the workload,
-	// proven by the token its registration returns.
-	spiffeID, err := identity.ID(d.CA.TrustDomain, Namespace, name)
+	s, err := d.startProxy(ctx, o, sidecarSpec{name: name, account: name, service: service, app: app,
+		inboundAddr: inboundAddr, credential: d.credentials[name], labels: map[string]string{"app": name}})
+	if err != nil {
+		return nil, err
+	}
+	d.Services = append(d.Services, s)
+	return s, nil
+}
+
+// sidecarSpec is a workload's proxy to start.
+type sidecarSpec struct {
+	name, account, service string
+	app                    net.Addr
+	inboundAddr            string
+	credential             string
+	labels                 map[string]string
+	// backoffMax bounds the registration's retries (0: dstclient's
+	// default): an instance the Rollout starts retries until the control
+	// plane has loaded its declaration.
+	backoffMax time.Duration
+	// registerAfter delays the registration: the control plane loads a new
+	// declaration at its next look at the directory (every second).
+	registerAfter time.Duration
+}
+
+// startProxy starts a sidecar as sp says and registers its workload; it
+// runs until ctx ends.
+func (d *Demo) startProxy(ctx context.Context, o Options, sp sidecarSpec) (*Service, error) {
+	name, service := sp.name, sp.service
+	resolver := dstclient.New(d.cc, dstclient.Options{Token: "emojivoto/" + name, Log: o.Log.With("proxy", name), BackoffMax: sp.backoffMax})
+	// The proxy's identity: the workload's service account, proven by the
+	// token its registration returns.
+	spiffeID, err := identity.ID(d.CA.TrustDomain, Namespace, sp.account)
 	if err != nil {
 		return nil, err
 	}
@@ -370,31 +430,37 @@ func (d *Demo) proxy(ctx context.Context, o Options, name, service string, app n
 	d.goServe(name+" identity", func() error { id.Run(ctx); return nil })
 	cfg := sidecar.Config{
 		OutboundAddr:   "127.0.0.1:0",
-		InboundAddr:    inboundAddr,
+		InboundAddr:    sp.inboundAddr,
 		AdminAddr:      "127.0.0.1:0",
 		Resolver:       resolver,
 		Balancer:       balance.PeakEWMA,
 		DrainTimeout:   2 * time.Second,
 		Log:            o.Log.With("proxy", name),
 		Identity:       id,
-		InboundForward: app.String(),
+		InboundForward: sp.app.String(),
 	}
 	p, err := sidecar.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%s proxy: %w", name, err)
 	}
 	out, in, admin := p.Addrs()
-	s := &Service{Name: name, App: app, Outbound: out, Inbound: in, Admin: admin, Proxy: p, Identity: id}
-	d.Services = append(d.Services, s)
+	s := &Service{Name: name, App: sp.app, Outbound: out, Inbound: in, Admin: admin, Proxy: p, Identity: id}
 	d.goServe(name+" proxy", func() error { return p.Run(ctx) })
 	// The registration's token is the workload's proof of identity.
 	s.registered = make(chan struct{})
 	var once sync.Once
-	w := dstclient.Workload{Name: name, Namespace: Namespace, Service: service, ServiceAccount: name,
-		Address: in.String(), Labels: map[string]string{"app": name}, Credential: d.credentials[name]}
+	w := dstclient.Workload{Name: name, Namespace: Namespace, Service: service, ServiceAccount: sp.account,
+		Address: in.String(), Labels: sp.labels, Credential: sp.credential}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
+		if sp.registerAfter > 0 {
+			select {
+			case <-time.After(sp.registerAfter):
+			case <-ctx.Done():
+				return
+			}
+		}
 		resolver.Register(ctx, w, func() { once.Do(func() { close(s.registered) }) })
 	}()
 	return s, nil
@@ -438,6 +504,11 @@ func (d *Demo) PrintSummary(w io.Writer) {
 	for _, s := range d.Services {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\thttp://%s/metrics\n", s.Name, s.App, s.Outbound, s.Inbound, s.Admin)
 	}
+	if d.instances != nil {
+		for _, p := range d.instances.Instances() {
+			fmt.Fprintf(tw, "  %s\t(rollout %s/%s)\t-\t-\thttp://%s/metrics\n", p.Name, Namespace, RolloutName, p.Admin)
+		}
+	}
 	g := d.Gateway
 	fmt.Fprintf(tw, "  %s\t(gateway %s/%s)\t-\t%s %s\thttp://%s/metrics\n", g.Name, Namespace, GatewayName, g.HTTPS, g.HTTP, g.Admin)
 	tw.Flush()
@@ -464,6 +535,9 @@ func (d *Demo) Proxies() []Proxy {
 	for _, s := range d.Services {
 		out = append(out, Proxy{Name: s.Name, Admin: s.Admin, Metrics: s.Proxy.Metrics().Gatherer()})
 	}
+	if d.instances != nil {
+		out = append(out, d.instances.Instances()...)
+	}
 	if g := d.Gateway; g != nil {
 		out = append(out, Proxy{Name: g.Name, Admin: g.Admin, Metrics: g.Proxy.Metrics().Gatherer(), Gateway: true})
 	}
@@ -479,35 +553,45 @@ type Counts struct{ Success, Failure float64 }
 func (d *Demo) Inbound() (map[string]Counts, error) {
 	out := map[string]Counts{}
 	for _, p := range d.Proxies() {
-		mfs, err := p.Metrics.Gather()
+		c, err := p.Counts()
 		if err != nil {
 			return nil, err
-		}
-		var c Counts
-		for _, mf := range mfs {
-			if mf.GetName() != "response_total" {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				labels := map[string]string{}
-				for _, l := range m.GetLabel() {
-					labels[l.GetName()] = l.GetValue()
-				}
-				// The gateway's requests leave it for backends: its series
-				// are outbound, each labelled with the Gateway.
-				if labels["direction"] != "inbound" && (!p.Gateway || labels["gateway"] == "") {
-					continue
-				}
-				if labels["classification"] == "success" {
-					c.Success += m.GetCounter().GetValue()
-				} else {
-					c.Failure += m.GetCounter().GetValue()
-				}
-			}
 		}
 		out[p.Name] = c
 	}
 	return out, nil
+}
+
+// Counts are the proxy's inbound responses so far (the gateway's: those it
+// forwarded from outside).
+func (p Proxy) Counts() (Counts, error) {
+	mfs, err := p.Metrics.Gather()
+	if err != nil {
+		return Counts{}, err
+	}
+	var c Counts
+	for _, mf := range mfs {
+		if mf.GetName() != "response_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			// The gateway's requests leave it for backends: its series
+			// are outbound, each labelled with the Gateway.
+			if labels["direction"] != "inbound" && (!p.Gateway || labels["gateway"] == "") {
+				continue
+			}
+			if labels["classification"] == "success" {
+				c.Success += m.GetCounter().GetValue()
+			} else {
+				c.Failure += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return c, nil
 }
 
 // redirectPort makes the HTTP listener's redirect of the demo's own

@@ -9,6 +9,7 @@ package voting
 import (
 	"cmp"
 	"context"
+	"math/rand/v2"
 	"slices"
 	"sync"
 
@@ -26,6 +27,12 @@ const FailingShortcode = ":poop:"
 // and safe for concurrent use.
 type Server struct {
 	pb.UnimplementedVotingServiceServer
+
+	// FailureRate is the fraction (0 to 1) of the other votes that fail
+	// too, as FailingShortcode's do: a worse version of the service for
+	// the demo's rollout to catch (the demo's voting v2). 0: none. Set it
+	// before serving.
+	FailureRate float64
 
 	mu    sync.Mutex
 	votes map[string]int64
@@ -54,6 +61,9 @@ func (s *Server) Vote(_ context.Context, req *pb.VoteRequest) (*pb.VoteResponse,
 	case FailingShortcode:
 		// Deliberate, and a bare "ERROR" like emojivoto's, so it reads as
 		// an application bug rather than a mesh problem.
+		return nil, status.Error(codes.Unknown, "ERROR")
+	}
+	if s.FailureRate > 0 && rand.Float64() < s.FailureRate {
 		return nil, status.Error(codes.Unknown, "ERROR")
 	}
 	s.mu.Lock()

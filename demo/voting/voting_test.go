@@ -116,3 +116,26 @@ func TestConcurrentVotes(t *testing.T) {
 		t.Fatalf("results = %v, want :joy: %d", got, workers*each)
 	}
 }
+
+// FailureRate fails about that fraction of ordinary votes (the demo's bad
+// voting v2), and the failed ones are not counted.
+func TestFailureRate(t *testing.T) {
+	s := &voting.Server{FailureRate: 0.3}
+	const n = 2000
+	failed := 0
+	for range n {
+		if _, err := s.Vote(context.Background(), &pb.VoteRequest{Shortcode: ":joy:"}); err != nil {
+			if st := status.Convert(err); st.Code() != codes.Unknown || st.Message() != "ERROR" {
+				t.Fatalf("error = %v, want Unknown ERROR", err)
+			}
+			failed++
+		}
+	}
+	if failed < n*22/100 || failed > n*38/100 {
+		t.Fatalf("%d of %d votes failed, want about 30%%", failed, n)
+	}
+	resp, _ := s.Results(context.Background(), &pb.ResultsRequest{})
+	if got := resp.GetResults(); len(got) != 1 || got[0].GetVotes() != int64(n-failed) {
+		t.Fatalf("results = %v, want :joy: %d", got, n-failed)
+	}
+}

@@ -56,6 +56,13 @@ var kinds = map[schema.GroupVersionKind]func() runtime.Object{
 	splitv1alpha2.GroupVersion.WithKind("TrafficSplit"): func() runtime.Object { return &splitv1alpha2.TrafficSplit{} },
 	splitv1alpha3.GroupVersion.WithKind("TrafficSplit"): func() runtime.Object { return &splitv1alpha3.TrafficSplit{} },
 	splitv1alpha4.GroupVersion.WithKind("TrafficSplit"): func() runtime.Object { return &splitv1alpha4.TrafficSplit{} },
+	// Progressive delivery: Rollouts (the store holds them: `meridian: {}`
+	// compiles their status into the stable Service's split) and the
+	// analysis templates (read by the local rollout driver, not held by the
+	// store: see StoreHolds).
+	v1alpha1.GroupVersion.WithKind("Rollout"):                 func() runtime.Object { return &v1alpha1.Rollout{} },
+	v1alpha1.GroupVersion.WithKind("AnalysisTemplate"):        func() runtime.Object { return &v1alpha1.AnalysisTemplate{} },
+	v1alpha1.GroupVersion.WithKind("ClusterAnalysisTemplate"): func() runtime.Object { return &v1alpha1.ClusterAnalysisTemplate{} },
 	// The gateway's: the Gateway API (v1) and the certificates and CA
 	// bundles it reads.
 	gatewayV1.WithKind("GatewayClass"):              func() runtime.Object { return &gwv1.GatewayClass{} },
@@ -74,7 +81,44 @@ var kinds = map[schema.GroupVersionKind]func() runtime.Object{
 var gatewayV1 = schema.GroupVersion(gwv1.GroupVersion)
 
 // clusterScoped kinds get no namespace.
-var clusterScoped = map[string]bool{"Namespace": true, "GatewayClass": true}
+var clusterScoped = map[string]bool{"Namespace": true, "GatewayClass": true, "ClusterAnalysisTemplate": true}
+
+// StoreHolds reports whether the controller's store holds obj's kind. The
+// analysis templates are in a directory for the local rollout driver
+// (controlplane/rollouts/local), which reads them with OnObjects; Watch
+// leaves them out of the store.
+func StoreHolds(obj runtime.Object) bool {
+	switch obj.(type) {
+	case *v1alpha1.AnalysisTemplate, *v1alpha1.ClusterAnalysisTemplate:
+		return false
+	}
+	return true
+}
+
+// StatusSuffix ends the name of a status file (also ".status.yml"): its
+// documents hold only the status of objects declared in other files, which
+// replaces theirs, as a controller writes the status subresource while the
+// spec stays the user's. Only Rollouts have one here.
+const StatusSuffix = ".status.yaml"
+
+// isStatusFile reports whether path is a status file.
+func isStatusFile(path string) bool {
+	return strings.HasSuffix(path, StatusSuffix) || strings.HasSuffix(path, ".status.yml")
+}
+
+// statusKinds are the kinds a status file may give the status of.
+var statusKinds = map[string]bool{"Rollout": true}
+
+// withStatus returns a copy of obj with the status of st (same kind).
+func withStatus(obj, st runtime.Object) runtime.Object {
+	switch o := obj.(type) {
+	case *v1alpha1.Rollout:
+		cp := o.DeepCopy()
+		cp.Status = *st.(*v1alpha1.Rollout).Status.DeepCopy()
+		return cp
+	}
+	return obj
+}
 
 // AllowedKinds describes the kinds a directory may hold, for error messages
 // and documentation: "Kind (apiVersion[, apiVersion...])", sorted.
@@ -243,7 +287,7 @@ func (l *loader) load() (objs []runtime.Object, st Status, changed bool, err err
 			fs.err = err
 			continue
 		}
-		docs, errs := decodeFile(f.path, data)
+		docs, errs := decodeFile(f.path, data, isStatusFile(f.path))
 		if len(errs) > 0 {
 			fs.err = joinCapped(errs)
 			continue
@@ -258,40 +302,75 @@ func (l *loader) load() (objs []runtime.Object, st Status, changed bool, err err
 	}
 	l.files = next
 	if changed {
-		// Objects served stay claimed by their files; new content that
-		// clashes with them is rejected, and the clash is tried again on
-		// the next change (the other file may drop the object).
-		claimed := map[string]string{} // id → file:line
-		pending := map[string]bool{}
-		for _, p := range cands {
-			pending[p] = true
-		}
-		for _, f := range files {
-			if !pending[f.path] {
-				claim(claimed, f.path, next[f.path].served)
+		// Objects (and statuses, separately) served stay claimed by their
+		// files; new content that clashes with them is rejected, and the
+		// clash is tried again on the next change (the other file may drop
+		// the object).
+		for _, status := range []bool{false, true} {
+			claimed := map[string]string{} // id → file:line
+			pending := map[string]bool{}
+			for _, p := range cands {
+				pending[p] = true
 			}
-		}
-		for _, p := range cands {
-			fs := next[p]
-			if errs := claim(claimed, p, fs.pending); len(errs) > 0 {
-				fs.err = joinCapped(errs)
-				if errs := claim(claimed, p, fs.served); len(errs) > 0 {
-					fs.served = nil // its last good objects now clash too
+			for _, f := range files {
+				if !pending[f.path] && isStatusFile(f.path) == status {
+					claim(claimed, f.path, next[f.path].served)
 				}
-				continue
 			}
-			fs.served, fs.pending, fs.err = fs.pending, nil, nil
+			for _, p := range cands {
+				if isStatusFile(p) != status {
+					continue
+				}
+				fs := next[p]
+				if errs := claim(claimed, p, fs.pending); len(errs) > 0 {
+					fs.err = joinCapped(errs)
+					if errs := claim(claimed, p, fs.served); len(errs) > 0 {
+						fs.served = nil // its last good objects now clash too
+					}
+					continue
+				}
+				fs.served, fs.pending, fs.err = fs.pending, nil, nil
+			}
+		}
+	}
+	at := map[string]int{} // object id → index in objs
+	for _, f := range files {
+		fs := next[f.path]
+		if isStatusFile(f.path) {
+			continue
+		}
+		for _, d := range fs.served {
+			at[docID(d)] = len(objs)
+			objs = append(objs, d.obj)
 		}
 	}
 	for _, f := range files {
 		fs := next[f.path]
-		for _, d := range fs.served {
-			objs = append(objs, d.obj)
+		n := len(fs.served)
+		if isStatusFile(f.path) {
+			// A status whose object is not (or no longer) declared is
+			// left unused: the object may come back.
+			n = 0
+			for _, d := range fs.served {
+				if i, ok := at[docID(d)]; ok {
+					objs[i] = withStatus(objs[i], d.obj)
+					n++
+				}
+			}
 		}
-		st.Files = append(st.Files, FileStatus{Path: f.path, Objects: len(fs.served), Err: fs.err})
+		st.Files = append(st.Files, FileStatus{Path: f.path, Objects: n, Err: fs.err})
 	}
 	st.Objects = len(objs)
 	return objs, st, changed, nil
+}
+
+// docID is "Kind namespace/name" ("Kind name" when cluster-scoped).
+func docID(d doc) string {
+	m := d.obj.(metav1.Object)
+	if m.GetNamespace() == "" {
+		return d.gvk.Kind + " " + m.GetName()
+	}
+	return d.gvk.Kind + " " + m.GetNamespace() + "/" + m.GetName()
 }
 
 // claim records the ids of docs, all or none: it returns the clashes (with
@@ -300,11 +379,7 @@ func claim(claimed map[string]string, path string, docs []doc) []error {
 	var errs []error
 	mine := map[string]string{}
 	for _, d := range docs {
-		m := d.obj.(metav1.Object)
-		id := d.gvk.Kind + " " + m.GetNamespace() + "/" + m.GetName()
-		if m.GetNamespace() == "" {
-			id = d.gvk.Kind + " " + m.GetName()
-		}
+		id := docID(d)
 		first, dup := claimed[id]
 		if !dup {
 			first, dup = mine[id]
@@ -405,8 +480,9 @@ type doc struct {
 
 var docSeparator = regexp.MustCompile(`^---(\s|$)`)
 
-// decodeFile decodes every document of one file.
-func decodeFile(path string, data []byte) ([]doc, []error) {
+// decodeFile decodes every document of one file (of a status file when
+// status is set).
+func decodeFile(path string, data []byte, status bool) ([]doc, []error) {
 	var (
 		docs []doc
 		errs []error
@@ -415,7 +491,7 @@ func decodeFile(path string, data []byte) ([]doc, []error) {
 	start := 0 // index of the current document's first line
 	flush := func(end int) {
 		if end > start {
-			d, err := decodeDoc(path, start+1, bytes.Join(lines[start:end], nil))
+			d, err := decodeDoc(path, start+1, bytes.Join(lines[start:end], nil), status)
 			if err != nil {
 				errs = append(errs, err...)
 			} else if d != nil {
@@ -459,8 +535,10 @@ func parserProblem(msg string) bool {
 }
 
 // decodeDoc decodes one document whose first line is line first of the
-// file. It returns nil, nil for a document with no content.
-func decodeDoc(path string, first int, data []byte) (*doc, []error) {
+// file (a status document when status is set: apiVersion, kind, metadata
+// and status only, of a kind in statusKinds). It returns nil, nil for a
+// document with no content.
+func decodeDoc(path string, first int, data []byte, status bool) (*doc, []error) {
 	fail := func(line int, fld, msg string) (*doc, []error) {
 		return nil, []error{&Error{File: path, Line: line, Field: fld, Msg: msg}}
 	}
@@ -494,6 +572,18 @@ func decodeDoc(path string, first int, data []byte) (*doc, []error) {
 	newObj, ok := kinds[gvk]
 	if !ok {
 		return fail(pos.line("kind"), "kind", fmt.Sprintf("unknown kind %q of apiVersion %q; a store directory holds %s", tm.Kind, tm.APIVersion, AllowedKinds()))
+	}
+	if status {
+		if !statusKinds[gvk.Kind] {
+			return fail(pos.line("kind"), "kind", fmt.Sprintf("a status file (*%s) holds the status of Rollouts (%s), not of %s", StatusSuffix, v1alpha1.GroupVersion, tm.Kind))
+		}
+		for i := 0; i+1 < len(top.Content); i += 2 {
+			switch k := top.Content[i].Value; k {
+			case "apiVersion", "kind", "metadata", "status":
+			default:
+				return fail(pos.line(k), k, "a status file holds only apiVersion, kind, metadata and status: declare the object in another file")
+			}
+		}
 	}
 	js, err := kyaml.YAMLToJSONStrict(data)
 	if err != nil {
@@ -540,6 +630,12 @@ func decodeDoc(path string, first int, data []byte) (*doc, []error) {
 	if !clusterScoped[gvk.Kind] && m.GetNamespace() == "" {
 		m.SetNamespace(DefaultNamespace)
 	}
+	if status {
+		if m.GetName() == "" {
+			return fail(pos.line("metadata"), "metadata.name", "Required value")
+		}
+		return &doc{obj: obj, gvk: gvk, line: pos.line("")}, nil
+	}
 	for _, fe := range validate(obj) {
 		errs = append(errs, &Error{File: path, Line: pos.line(fe.Field), Field: fe.Field, Msg: fe.ErrorBody()})
 	}
@@ -574,6 +670,12 @@ func validate(obj runtime.Object) field.ErrorList {
 	}
 	switch o := obj.(type) {
 	case *v1alpha1.ServiceProfile:
+		errs = append(errs, o.Validate()...)
+	case *v1alpha1.Rollout:
+		errs = append(errs, o.Validate()...)
+	case *v1alpha1.AnalysisTemplate:
+		errs = append(errs, o.Validate()...)
+	case *v1alpha1.ClusterAnalysisTemplate:
 		errs = append(errs, o.Validate()...)
 	case *discoveryv1.EndpointSlice:
 		if o.Labels[discoveryv1.LabelServiceName] == "" {

@@ -346,11 +346,16 @@ func TestWatchReloadsAndKeepsServingOnError(t *testing.T) {
 // that waits for a load whose status satisfies ok.
 func watchDir(t *testing.T, dir string, s *store.Store) func(what string, ok func(Status) bool) Status {
 	t.Helper()
-	statuses := make(chan Status, 100)
+	return watchDirWith(t, dir, s, make(chan Status, 100))
+}
+
+// watchDirWith is watchDir with more options, reporting to statuses.
+func watchDirWith(t *testing.T, dir string, s *store.Store, statuses chan Status, opts ...Option) func(what string, ok func(Status) bool) Status {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Watch(ctx, dir, s, nil, Interval(5*time.Millisecond), OnStatus(func(st Status) { statuses <- st }))
+		done <- Watch(ctx, dir, s, nil, append(opts, Interval(5*time.Millisecond), OnStatus(func(st Status) { statuses <- st }))...)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -532,6 +537,13 @@ func put(t *testing.T, dir, name, content string) {
 		t.Fatal(err)
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func removeFile(t *testing.T, dir, name string) {
+	t.Helper()
+	if err := os.Remove(filepath.Join(dir, name)); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"k8s.io/apimachinery/pkg/runtime"
+
 	"github.com/meridian-mesh/meridian/controlplane/store"
 	"github.com/meridian-mesh/meridian/internal/filewatch"
 )
@@ -16,9 +18,10 @@ const DefaultInterval = time.Second
 type Option func(*options)
 
 type options struct {
-	interval time.Duration
-	onReload func(objects int, err error)
-	onStatus func(Status)
+	interval  time.Duration
+	onReload  func(objects int, err error)
+	onStatus  func(Status)
+	onObjects func([]runtime.Object)
 }
 
 // Interval sets how often Watch looks for changes (default DefaultInterval).
@@ -44,6 +47,14 @@ func OnStatus(f func(Status)) Option {
 	return func(o *options) { o.onStatus = f }
 }
 
+// OnObjects calls f with every object served (those the store does not
+// hold, such as analysis templates, included; Rollouts with the status of
+// their status file) after every load that changed something, the first
+// included, before the store is written. f must not modify them.
+func OnObjects(f func([]runtime.Object)) Option {
+	return func(o *options) { o.onObjects = f }
+}
+
 // Watch loads dir into st with ReplaceAll, then polls the directory's files
 // (paths, sizes and modification times) and reloads the files that change,
 // until ctx is done. Each file is applied whole or rejected whole: a file in
@@ -67,7 +78,16 @@ func Watch(ctx context.Context, dir string, st *store.Store, log *slog.Logger, o
 	load := func(first bool) error {
 		objs, status, changed, err := l.load()
 		if err == nil && (changed || first) {
-			err = st.ReplaceAll(objs)
+			if o.onObjects != nil {
+				o.onObjects(objs)
+			}
+			held := make([]runtime.Object, 0, len(objs))
+			for _, obj := range objs {
+				if StoreHolds(obj) {
+					held = append(held, obj)
+				}
+			}
+			err = st.ReplaceAll(held)
 		}
 		if err != nil {
 			l.files = nil // read everything again next time
