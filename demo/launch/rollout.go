@@ -173,7 +173,6 @@ type instances struct {
 	desired   map[string]int32
 	running   map[string][]*instance // by hash, oldest first
 	written   time.Time
-	writeErr  error
 }
 
 // instance is one running voting instance.
