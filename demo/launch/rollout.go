@@ -371,7 +371,7 @@ func (s *instances) ReplicaSets(*v1alpha1.Rollout) []steps.ReplicaSet {
 	}
 	var out []steps.ReplicaSet
 	for h := range hashes {
-		rs := steps.ReplicaSet{Hash: h, Replicas: s.desired[h]}
+		rs := steps.ReplicaSet{Hash: h, Replicas: s.desired[h], Revision: int64(s.revisions[h])}
 		for _, in := range s.running[h] {
 			if in.stopping || in.readyAt.IsZero() {
 				continue
