@@ -66,7 +66,9 @@ func TestRolloutCommandsOnTheDemo(t *testing.T) {
 	if out := run("abort", "voting"); out != "rollout 'voting' aborted\n" {
 		t.Fatalf("abort said %q", out)
 	}
-	ro := wait("aborted", func(ro *v1alpha1.Rollout) bool { return ro.Status.Abort && ro.Status.Phase == v1alpha1.RolloutPhaseDegraded })
+	ro := wait("aborted", func(ro *v1alpha1.Rollout) bool {
+		return ro.Status.Abort && ro.Status.Phase == v1alpha1.RolloutPhaseDegraded
+	})
 	if w := ro.Status.Canary.Weights; w == nil || w.Stable.Weight != 100 || ro.Status.StableRS != v1 {
 		t.Fatalf("after abort: stable %s weights %+v", ro.Status.StableRS, w)
 	}
