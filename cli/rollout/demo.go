@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -125,4 +126,46 @@ func (c *DemoClient) Watch(ctx context.Context, name string, _ time.Duration, fn
 		case <-time.After(poll):
 		}
 	}
+}
+
+// The actions `meridian demo` takes on its Rollouts, as the CLI's patches of
+// the status subresource in a cluster: POST DemoPath/NAMESPACE/NAME/ACTION.
+const (
+	DemoPromote     = "promote"
+	DemoPromoteFull = "promote-full"
+	DemoAbort       = "abort"
+	DemoRetry       = "retry"
+)
+
+// Act asks the demo to take action (DemoPromote, ...) on Rollout name (in
+// c.Namespace; empty: the only one of that name), and returns the Rollout
+// it acted on.
+func (c *DemoClient) Act(ctx context.Context, name, action string) (*v1alpha1.Rollout, error) {
+	o, err := c.Objects(ctx)
+	if err != nil {
+		return nil, err
+	}
+	_, ro, err := o.Info(c.Namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	u := "http://" + strings.TrimPrefix(c.Address, "http://") + DemoPath + "/" + url.PathEscape(ro.Namespace) + "/" + url.PathEscape(ro.Name) + "/" + url.PathEscape(action)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("asking the demo to %s rollout %s: %w", action, name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		return nil, fmt.Errorf("POST %s: %s: %s", u, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return ro, nil
 }

@@ -169,6 +169,7 @@ func serveDemoDashboard(ctx context.Context, d *launch.Demo, addr string) (strin
 	// reads them (local mode has no API server).
 	mux := http.NewServeMux()
 	mux.Handle(rollout.DemoPath, d.ObjectsHandler())
+	mux.Handle("POST "+rollout.DemoPath+"/{namespace}/{name}/{action}", d.ActHandler())
 	mux.Handle("/", dash)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go dash.Run(ctx)

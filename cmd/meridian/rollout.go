@@ -36,15 +36,15 @@ patch its status subresource, which the controller reads; 'status' waits for
 it to be Healthy (exit 0) or Degraded (exit 1), for CI pipelines.`,
 	}
 	cmd.AddCommand(newRolloutListCmd(), newRolloutGetCmd(), newRolloutStatusCmd(), newRolloutPromoteCmd(),
-		newRolloutPatchCmd("abort", "Abort a rollout: all traffic back to the stable version", "aborted", rollout.AbortPatches,
+		newRolloutPatchCmd("abort", "Abort a rollout: all traffic back to the stable version", "aborted", rollout.AbortPatches, rollout.DemoAbort,
 			`Stops the update and sends all traffic back to the stable ReplicaSet at once
 (status.abort). spec.template still holds the new version: 'retry' starts the
 steps again; 'undo' (or changing the template back) reverts it.`),
-		newRolloutPatchCmd("retry", "Retry an aborted rollout: its steps start again", "retried", rollout.RetryPatches,
+		newRolloutPatchCmd("retry", "Retry an aborted rollout: its steps start again", "retried", rollout.RetryPatches, rollout.DemoRetry,
 			`Lifts an abort (status.abort false, pause conditions cleared): the steps start
 again from the first.`),
-		newRolloutPatchCmd("pause", "Pause a rollout where it is (spec.paused)", "paused", rollout.PausePatches, ""),
-		newRolloutPatchCmd("resume", "Resume a paused rollout (spec.paused false)", "resumed", rollout.ResumePatches,
+		newRolloutPatchCmd("pause", "Pause a rollout where it is (spec.paused)", "paused", rollout.PausePatches, "", ""),
+		newRolloutPatchCmd("resume", "Resume a paused rollout (spec.paused false)", "resumed", rollout.ResumePatches, "",
 			`Sets spec.paused to false. A pause the controller made (a pause step, an
 inconclusive analysis) is lifted by 'promote'.`),
 		newRolloutRestartCmd(), newRolloutSetCmd(), newRolloutUndoCmd())
@@ -361,6 +361,7 @@ func newRolloutPromoteCmd() *cobra.Command {
 	var (
 		f    rolloutFlags
 		full bool
+		demo string
 	)
 	cmd := &cobra.Command{
 		Use:   "promote NAME",
@@ -371,41 +372,80 @@ spec.paused unset), or, when it is not paused, skips the canary's current
 step. --full skips every remaining step, pause and analysis
 (status.promoteFull).`,
 		Example: `  meridian rollout promote web -n shop
-  meridian rollout promote web -n shop --full`,
+  meridian rollout promote web -n shop --full
+  meridian rollout promote voting --demo`,
 		Args: oneRollout,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.connect()
-			if err != nil {
-				return err
-			}
-			ro, err := c.Promote(cmd.Context(), args[0], full)
-			if err != nil {
-				return err
+			var ro *v1alpha1.Rollout
+			if demo != "" {
+				action := rollout.DemoPromote
+				if full {
+					action = rollout.DemoPromoteFull
+				}
+				var err error
+				if ro, err = (&rollout.DemoClient{Address: demo, Namespace: f.kf.Namespace}).Act(cmd.Context(), args[0], action); err != nil {
+					return err
+				}
+			} else {
+				c, err := f.connect()
+				if err != nil {
+					return err
+				}
+				if ro, err = c.Promote(cmd.Context(), args[0], full); err != nil {
+					return err
+				}
 			}
 			word := "promoted"
 			if full {
 				word = "fully promoted"
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "rollout '%s' %s\n", ro.Name, word)
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "rollout '%s' %s\n", ro.Name, word)
 			return err
 		},
 	}
 	f.register(cmd, false)
 	cmd.Flags().BoolVar(&full, "full", false, "skip every remaining step, pause and analysis")
+	demoFlag(cmd, &demo)
 	return cmd
+}
+
+// demoFlag registers --demo: act on a running 'meridian demo' (local mode)
+// at its dashboard address instead of an API server.
+func demoFlag(cmd *cobra.Command, demo *string) {
+	cmd.Flags().StringVar(demo, "demo", "", "act on the Rollout of a running 'meridian demo' at this dashboard address instead of an API server (--demo alone: "+defaultDemoAddr+"; another: --demo=ADDR)")
+	cmd.Flags().Lookup("demo").NoOptDefVal = defaultDemoAddr
 }
 
 // newRolloutPatchCmd is a command that applies fixed patches to each
 // rollout named.
-func newRolloutPatchCmd(use, short, done string, p rollout.Patches, long string) *cobra.Command {
-	var f rolloutFlags
+// demoAction, when not empty, is what --demo asks a running 'meridian
+// demo' to do instead.
+func newRolloutPatchCmd(use, short, done string, p rollout.Patches, demoAction, long string) *cobra.Command {
+	var (
+		f    rolloutFlags
+		demo string
+	)
+	example := fmt.Sprintf("  meridian rollout %s web -n shop", use)
+	if demoAction != "" {
+		example += fmt.Sprintf("\n  meridian rollout %s voting --demo", use)
+	}
 	cmd := &cobra.Command{
 		Use:     use + " NAME...",
 		Short:   short,
 		Long:    long,
-		Example: fmt.Sprintf("  meridian rollout %s web -n shop", use),
+		Example: example,
 		Args:    someRollouts,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if demo != "" {
+				dc := &rollout.DemoClient{Address: demo, Namespace: f.kf.Namespace}
+				for _, name := range args {
+					if _, err := dc.Act(cmd.Context(), name, demoAction); err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "rollout '%s' %s\n", name, done)
+				}
+				return nil
+			}
 			c, err := f.connect()
 			if err != nil {
 				return err
@@ -420,6 +460,9 @@ func newRolloutPatchCmd(use, short, done string, p rollout.Patches, long string)
 		},
 	}
 	f.register(cmd, false)
+	if demoAction != "" {
+		demoFlag(cmd, &demo)
+	}
 	return cmd
 }
 

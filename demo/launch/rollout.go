@@ -371,7 +371,7 @@ func (s *instances) ReplicaSets(*v1alpha1.Rollout) []steps.ReplicaSet {
 	}
 	var out []steps.ReplicaSet
 	for h := range hashes {
-		rs := steps.ReplicaSet{Hash: h, Replicas: s.desired[h]}
+		rs := steps.ReplicaSet{Hash: h, Replicas: s.desired[h], Revision: int64(s.revisions[h])}
 		for _, in := range s.running[h] {
 			if in.stopping || in.readyAt.IsZero() {
 				continue
@@ -663,6 +663,42 @@ func (d *Demo) ObjectsHandler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(o)
+	})
+}
+
+// ActHandler serves the CLI's promote, abort and retry in local mode
+// (`meridian rollout promote voting --demo`): POST
+// rollout.DemoPath/{namespace}/{name}/{action}, action one of
+// rollout.DemoPromote, DemoPromoteFull, DemoAbort, DemoRetry; 204 once the
+// driver holds it (applied with its next pass).
+func (d *Demo) ActHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d.Rollout == nil {
+			http.Error(w, "this demo runs no Rollout (--rollout=off)", http.StatusNotFound)
+			return
+		}
+		var f func(*v1alpha1.Rollout)
+		switch a := r.PathValue("action"); a {
+		case rollout.DemoPromote:
+			f = func(ro *v1alpha1.Rollout) { steps.Promote(ro, false) }
+		case rollout.DemoPromoteFull:
+			f = func(ro *v1alpha1.Rollout) { steps.Promote(ro, true) }
+		case rollout.DemoAbort:
+			f = steps.Abort
+		case rollout.DemoRetry:
+			f = steps.Retry
+		default:
+			http.Error(w, fmt.Sprintf("action %q: allowed are %s, %s, %s and %s", a, rollout.DemoPromote, rollout.DemoPromoteFull, rollout.DemoAbort, rollout.DemoRetry), http.StatusBadRequest)
+			return
+		}
+		switch err := d.Rollout.Act(r.PathValue("namespace"), r.PathValue("name"), f); {
+		case errors.Is(err, rolloutlocal.ErrNotFound):
+			http.Error(w, err.Error(), http.StatusNotFound)
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
 	})
 }
 

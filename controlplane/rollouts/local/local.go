@@ -96,13 +96,19 @@ type Driver struct {
 	o    Options
 	view *store.Store // the directory, as the controller loads it
 
+	// pass is held by a whole decision pass and by Act: a user's action
+	// lands between two passes, never under a decision made from the
+	// status before it (the API server's resourceVersion check does this
+	// for the reconciler).
+	pass sync.Mutex
+
 	mu        sync.Mutex
 	specs     map[store.Key]*v1alpha1.Rollout              // as declared (with the directory's status)
 	templates map[store.Key]*v1alpha1.AnalysisTemplateSpec // cluster ones with no namespace
 	rollouts  map[store.Key]*state
 	loaded    chan struct{}
 	written   time.Time // the status file's last modification time
-	dirty     bool      // the status file is behind (Run's goroutine only)
+	dirty     bool      // the status file is behind (under pass)
 }
 
 // state is what the driver holds for one Rollout.
@@ -208,6 +214,8 @@ func (d *Driver) objects(objs []runtime.Object) {
 
 // decideAll decides every Rollout once and writes the statuses that changed.
 func (d *Driver) decideAll(ctx context.Context) {
+	d.pass.Lock()
+	defer d.pass.Unlock()
 	d.mu.Lock()
 	keys := make([]store.Key, 0, len(d.specs))
 	for k := range d.specs {
@@ -234,6 +242,28 @@ func (d *Driver) decideAll(ctx context.Context) {
 			d.o.Log.Error("local rollouts: writing the status file", "file", filepath.Join(d.o.Dir, StatusFile), "err", err)
 		}
 	}
+}
+
+// ErrNotFound is Act's error for a Rollout the directory does not declare.
+var ErrNotFound = errors.New("not found")
+
+// Act applies a user's action to Rollout namespace/name's status, as
+// `meridian rollout promote`, `abort` and `retry` patch the status
+// subresource in a cluster (f is steps.Promote, steps.Abort or
+// steps.Retry): between two decision passes, written with the next. Only
+// the status is kept: the spec is the directory's.
+func (d *Driver) Act(namespace, name string, f func(*v1alpha1.Rollout)) error {
+	d.pass.Lock()
+	defer d.pass.Unlock()
+	k := store.Key{Namespace: namespace, Name: name}
+	ro, s := d.rollout(k)
+	if ro == nil {
+		return fmt.Errorf("rollout %s/%s: %w", namespace, name, ErrNotFound)
+	}
+	f(ro)
+	d.setStatus(k, s, ro.Status)
+	d.dirty = true
+	return nil
 }
 
 // rollout is Rollout k as the driver decides it: the declared spec with the

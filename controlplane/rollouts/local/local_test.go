@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,6 +105,11 @@ func write(t *testing.T, dir, name, content string, mtime time.Time) {
 // runDriver runs a driver over dir with p until the test ends; the lines
 // it reports go to lines.
 func runDriver(t *testing.T, dir string, p analysis.Provider) (*replicaSets, chan string) {
+	_, rs, lines := startDriver(t, dir, p)
+	return rs, lines
+}
+
+func startDriver(t *testing.T, dir string, p analysis.Provider) (*Driver, *replicaSets, chan string) {
 	rs := &replicaSets{desired: map[string]int32{}}
 	lines := make(chan string, 1000)
 	d, err := New(Options{Dir: dir, ReplicaSets: rs, Provider: p, Interval: 10 * time.Millisecond,
@@ -120,7 +126,7 @@ func runDriver(t *testing.T, dir string, p analysis.Provider) (*replicaSets, cha
 			t.Error(err)
 		}
 	})
-	return rs, lines
+	return d, rs, lines
 }
 
 // waitStatus waits until the directory (as the controller loads it: the
@@ -214,5 +220,55 @@ func TestDriverRefusesWhatLocalModeCannotDo(t *testing.T) {
 	rs.mu.Unlock()
 	if _, err := os.Stat(filepath.Join(dir, "."+StatusFile+".tmp")); !os.IsNotExist(err) {
 		t.Errorf("a temporary file is left: %v", err)
+	}
+}
+
+// promote, abort and retry act on the driver's status between passes, as
+// the CLI's patches do on the status subresource, and the driver goes on
+// from there.
+func TestDriverActs(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	doc := func(image string) string {
+		return strings.Replace(rolloutDoc(image), "      - analysis: {templates: [{templateName: sr}]}\n", "      - pause: {}\n", 1)
+	}
+	write(t, dir, "services.yaml", services, now)
+	write(t, dir, "rollout.yaml", doc("app:v1"), now)
+	d, _, _ := startDriver(t, dir, successRate(1))
+	v1 := waitStatus(t, dir, "v1 stable", func(st v1alpha1.RolloutStatus) bool { return st.Phase == v1alpha1.RolloutPhaseHealthy }).StableRS
+	pausedAt1 := func(st v1alpha1.RolloutStatus) bool {
+		return st.Phase == v1alpha1.RolloutPhasePaused && st.CurrentStepIndex != nil && *st.CurrentStepIndex == 1 && !st.Abort
+	}
+
+	write(t, dir, "rollout.yaml", doc("app:v2"), now.Add(time.Second))
+	waitStatus(t, dir, "v2 paused at its pause step", pausedAt1)
+	if err := d.Act("ns", "app", func(ro *v1alpha1.Rollout) { steps.Promote(ro, false) }); err != nil {
+		t.Fatal(err)
+	}
+	v2 := waitStatus(t, dir, "v2 promoted past its pause, to the end", func(st v1alpha1.RolloutStatus) bool {
+		return st.Phase == v1alpha1.RolloutPhaseHealthy && st.StableRS != v1
+	}).StableRS
+
+	write(t, dir, "rollout.yaml", doc("app:v3"), now.Add(2*time.Second))
+	waitStatus(t, dir, "v3 paused at its pause step", pausedAt1)
+	if err := d.Act("ns", "app", steps.Abort); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, dir, "v3 aborted", func(st v1alpha1.RolloutStatus) bool { return st.Abort && st.Phase == v1alpha1.RolloutPhaseDegraded })
+	if st.StableRS != v2 || st.Canary.Weights.Stable.Weight != 100 {
+		t.Fatalf("aborted: stable %s weights %+v", st.StableRS, st.Canary.Weights)
+	}
+	if err := d.Act("ns", "app", steps.Retry); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, dir, "v3 retried: paused at its pause step again", pausedAt1)
+	if err := d.Act("ns", "app", func(ro *v1alpha1.Rollout) { steps.Promote(ro, true) }); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, dir, "v3 fully promoted", func(st v1alpha1.RolloutStatus) bool {
+		return st.Phase == v1alpha1.RolloutPhaseHealthy && st.StableRS != v2 && st.StableRS != v1
+	})
+	if err := d.Act("ns", "nothere", steps.Abort); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("acting on an undeclared Rollout: %v", err)
 	}
 }

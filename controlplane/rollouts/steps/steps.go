@@ -537,7 +537,13 @@ func (m *machine) phase(wasPaused bool) {
 
 	switch {
 	case m.st.Abort:
-		msg := "RolloutAborted: Rollout aborted update to revision " + m.in.PodHash
+		// Argo names the revision number (its ReplicaSet's
+		// rollout.argoproj.io/revision); the hash when it is not known.
+		rev := m.in.PodHash
+		if r := m.rs(m.in.PodHash).Revision; r > 0 {
+			rev = strconv.FormatInt(r, 10)
+		}
+		msg := "RolloutAborted: Rollout aborted update to revision " + rev
 		if m.abortReason != "" {
 			msg += ": " + m.abortReason
 		} else if m.st.Phase == v1alpha1.RolloutPhaseDegraded && strings.HasPrefix(m.st.Message, msg) {

@@ -403,6 +403,10 @@ func TestAbortAndRetry(t *testing.T) {
 	if st.Phase != v1alpha1.RolloutPhaseDegraded || w.last.Weights.Canary != 0 || w.last.Weights.Stable != 100 || *st.CurrentStepIndex != 0 {
 		t.Fatalf("after abort: %+v weights %+v", st, w.last.Weights)
 	}
+	// Argo's message names the revision number of the aborted update.
+	if st.Message != "RolloutAborted: Rollout aborted update to revision 2" {
+		t.Fatalf("message %q", st.Message)
+	}
 	if !slices.Contains(w.last.Cancel, "web-v2-4") || st.Canary.CurrentStepAnalysisRunStatus != nil {
 		t.Fatalf("cancel %v", w.last.Cancel)
 	}
