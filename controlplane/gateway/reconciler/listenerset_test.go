@@ -211,4 +211,38 @@ func TestListenerSetStatus(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A ListenerSet whose Gateway is deleted goes back to Pending: no
+	// controller serves its listeners any more.
+	must(gc.GatewayV1().ListenerSets("team").Create(ctx, &gwv1.ListenerSet{ObjectMeta: metav1.ObjectMeta{Name: "ls2", Namespace: "team"},
+		Spec: gwv1.ListenerSetSpec{ParentRef: gwv1.ParentGatewayReference{Name: "public", Namespace: &gwNS},
+			Listeners: []gwv1.ListenerEntry{{Name: "alt", Port: 8081, Protocol: gwv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))
+	ls2 := func(f func(gwv1.ListenerSetStatus) error) func() error {
+		return func() error {
+			ls, err := gc.GatewayV1().ListenerSets("team").Get(ctx, "ls2", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			return f(ls.Status)
+		}
+	}
+	eventually(t, "the second ListenerSet is accepted and programmed", ls2(func(s gwv1.ListenerSetStatus) error {
+		if err := want(s.Conditions, "Accepted", metav1.ConditionTrue, "Accepted"); err != nil {
+			return err
+		}
+		return want(s.Conditions, "Programmed", metav1.ConditionTrue, "Programmed")
+	}))
+	must(nil, gc.GatewayV1().Gateways("edge").Delete(ctx, "public", metav1.DeleteOptions{}))
+	eventually(t, "its status is reset when the Gateway is deleted", ls2(func(s gwv1.ListenerSetStatus) error {
+		if err := want(s.Conditions, "Accepted", metav1.ConditionUnknown, "Pending"); err != nil {
+			return err
+		}
+		if err := want(s.Conditions, "Programmed", metav1.ConditionUnknown, "Pending"); err != nil {
+			return err
+		}
+		if len(s.Listeners) != 0 {
+			return fmt.Errorf("listeners %+v", s.Listeners)
+		}
+		return nil
+	}))
 }

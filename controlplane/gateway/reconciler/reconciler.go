@@ -70,6 +70,9 @@ type Reconciler struct {
 	// known: the Gateways last reconciled, so that a deleted one's route
 	// parent statuses are removed.
 	known map[store.Key]bool
+	// sets: the ListenerSets whose status the last pass wrote, so that
+	// one whose parent Gateway went is put back to Pending.
+	sets map[status.Key]bool
 	// done: per Gateway, a digest of what its last complete reconcile
 	// computed (provisioned objects, statuses, its Service as the store
 	// has it). A Gateway whose digest is unchanged costs no API call
@@ -93,7 +96,7 @@ func New(o Options) *Reconciler {
 	if o.Resync <= 0 {
 		o.Resync = 30 * time.Second
 	}
-	return &Reconciler{o: o, status: &status.Writer{Client: o.Gateway, Controller: gateway.ControllerName}, known: map[store.Key]bool{}, done: map[store.Key]string{}, cms: map[string]map[string]string{}}
+	return &Reconciler{o: o, status: &status.Writer{Client: o.Gateway, Controller: gateway.ControllerName}, known: map[store.Key]bool{}, sets: map[status.Key]bool{}, done: map[store.Key]string{}, cms: map[string]map[string]string{}}
 }
 
 const fieldManager = "meridian-gateway"
@@ -221,6 +224,17 @@ func (r *Reconciler) reconcileAll(ctx context.Context, follow func(store.Topic))
 	}
 	r.known = owned
 	r.clearListenerSetParents(ctx, sets)
+	for k := range r.sets {
+		if sets[k] {
+			continue
+		}
+		if _, err := r.status.ResetListenerSet(ctx, k, "no Gateway of a Meridian GatewayClass is this ListenerSet's parent (spec.parentRef): its Gateway was deleted or moved to another class"); err != nil {
+			r.o.Log.Warn("gateway: resetting a ListenerSet's status", "listenerset", k.Namespace+"/"+k.Name, "err", err)
+			sets[k] = true // tried again next pass
+			pending = true
+		}
+	}
+	r.sets = sets
 	return pending
 }
 

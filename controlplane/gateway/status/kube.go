@@ -91,6 +91,34 @@ func (w *Writer) ListenerSet(ctx context.Context, k Key, computed gwv1.ListenerS
 	return wrote, ignoreGone(err)
 }
 
+// ResetListenerSet puts a ListenerSet this controller managed back in the
+// state no controller has reconciled (Accepted and Programmed Unknown,
+// Pending; no listeners): its parent Gateway is gone or no longer of
+// this class, and a status saying Accepted/Programmed would claim
+// listeners nothing serves. Another controller of the new parent
+// writes its own from there.
+func (w *Writer) ResetListenerSet(ctx context.Context, k Key, why string) (wrote bool, err error) {
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		ls, err := w.Client.GatewayV1().ListenerSets(k.Namespace).Get(ctx, k.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		pending := func(t gwv1.ListenerSetConditionType) metav1.Condition {
+			return metav1.Condition{Type: string(t), Status: metav1.ConditionUnknown, Reason: string(gwv1.ListenerSetReasonPending), Message: why, ObservedGeneration: ls.Generation}
+		}
+		next := ListenerSet(ls.Status, gwv1.ListenerSetStatus{Conditions: []metav1.Condition{
+			pending(gwv1.ListenerSetConditionAccepted), pending(gwv1.ListenerSetConditionProgrammed)}}, w.now())
+		if Same(ls.Status, next, ListenerSetTimes) {
+			return nil
+		}
+		ls.Status = next
+		_, err = w.Client.GatewayV1().ListenerSets(k.Namespace).UpdateStatus(ctx, ls, metav1.UpdateOptions{FieldManager: fieldManager})
+		wrote = err == nil
+		return err
+	})
+	return wrote, ignoreGone(err)
+}
+
 // Route sets the parent statuses of the parents gw owns (a Gateway, or a
 // Gateway and its ListenerSets) in a route of kind (HTTPRoute, GRPCRoute
 // or TLSRoute); ours empty removes them (the route no longer names them).
