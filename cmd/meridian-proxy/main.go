@@ -132,7 +132,7 @@ func run(args []string) error {
 	if *releaseAfter > 0 {
 		ctx, stop := context.WithCancel(context.Background())
 		defer stop()
-		go memrelease.Run(ctx, memrelease.Config{Quiet: *releaseAfter, Released: func(before, after uint64) {
+		memrelease.Start(ctx, memrelease.Config{Quiet: *releaseAfter, Released: func(before, after uint64) {
 			log.Debug("heap returned to the OS", "retained_before", before, "retained_after", after)
 		}})
 	}
