@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/rawconn"
 )
 
 // Listen binds every address of addrs (comma-separated) and returns one
@@ -45,7 +47,9 @@ func Listen(addrs string, log *slog.Logger) (net.Listener, error) {
 			}
 			return nil, err
 		}
-		lns = append(lns, ln)
+		// Its connections read and write without waking the runtime's
+		// monitor thread (proxy/internal/rawconn).
+		lns = append(lns, rawconn.Listener{Listener: ln})
 	}
 	if len(lns) == 0 {
 		return nil, fmt.Errorf("listen %s: no IPv6 here, and no other address to listen on", addrs)

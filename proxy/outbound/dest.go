@@ -3,6 +3,7 @@ package outbound
 import (
 	"context"
 	"errors"
+	"github.com/meridian-mesh/meridian/proxy/internal/rawconn"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -262,6 +263,7 @@ func (d *Dest) connect(ctx context.Context, addr, alpn string) (net.Conn, error)
 	if err != nil {
 		return nil, err
 	}
+	c = rawconn.Wrap(c)
 	tls, serverID := d.target.TLS(addr)
 	if d.c.o.Meter != nil {
 		c = d.c.o.Meter(c, addr, tls, serverID)

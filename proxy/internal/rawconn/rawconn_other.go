@@ -1,0 +1,8 @@
+//go:build !linux
+
+package rawconn
+
+import "net"
+
+// Wrap returns c: the raw path is Linux's.
+func Wrap(c net.Conn) net.Conn { _ = disabled; return c }
