@@ -159,14 +159,14 @@ func exchange(t *testing.T, addr, raw string, halfClose bool) string {
 
 // servers starts net/http's server and an h1server with the same handler
 // and limits, and returns their addresses.
-func servers(t *testing.T, h http.Handler, maxHeader int) (stdAddr, ownAddr string) {
+func servers(t *testing.T, h http.Handler, maxHeader int, headerTimeout time.Duration) (stdAddr, ownAddr string) {
 	t.Helper()
 	quiet := log.New(io.Discard, "", 0)
 	ln1, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	std := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: maxHeader, ErrorLog: quiet}
+	std := &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, MaxHeaderBytes: maxHeader, ErrorLog: quiet}
 	go std.Serve(ln1)
 	t.Cleanup(func() { std.Close() })
 
@@ -174,7 +174,7 @@ func servers(t *testing.T, h http.Handler, maxHeader int) (stdAddr, ownAddr stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	own := &Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: maxHeader, ErrorLog: quiet}
+	own := &Server{Handler: h, ReadHeaderTimeout: headerTimeout, MaxHeaderBytes: maxHeader, ErrorLog: quiet}
 	go func() {
 		for {
 			c, err := ln2.Accept()
@@ -328,7 +328,7 @@ var diffCases = []struct {
 // TestDifferential sends the same bytes to net/http's server and to
 // h1server and wants the same bytes back, Date aside.
 func TestDifferential(t *testing.T) {
-	stdAddr, ownAddr := servers(t, http.HandlerFunc(testHandler), 4096)
+	stdAddr, ownAddr := servers(t, http.HandlerFunc(testHandler), 4096, 5*time.Second)
 	for _, tc := range diffCases {
 		for _, half := range []bool{true, false} {
 			name := tc.name
@@ -355,4 +355,20 @@ func trim(s string) string {
 		return s[:300] + "…" + s[len(s)-300:]
 	}
 	return s
+}
+
+// Heads that stop coming: answered (400 mid-line) or not as net/http does
+// at its header timeout.
+func TestDifferentialHeaderTimeout(t *testing.T) {
+	stdAddr, ownAddr := servers(t, http.HandlerFunc(testHandler), 0, 100*time.Millisecond)
+	for _, raw := range []string{"", "G", "GET / HT", "GET / HTTP/1.1\r\nHo", "GET / HTTP/1.1\r\nHost: x\r\n", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab"} {
+		t.Run(raw, func(t *testing.T) {
+			t.Parallel()
+			want := exchange(t, stdAddr, raw, false)
+			got := exchange(t, ownAddr, raw, false)
+			if got != want {
+				t.Errorf("request %q\nnet/http: %q\nh1server: %q", raw, want, got)
+			}
+		})
+	}
 }
