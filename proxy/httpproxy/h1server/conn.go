@@ -609,7 +609,7 @@ func (c *conn) serve(ctx context.Context) {
 	c.r = &connReader{conn: c, rwc: c.rwc}
 	c.bufr = newBufioReader(c.r)
 	c.bufw = newBufioWriter(&bufioWriter4kPool, checkConnErrorWriter{c}, 4<<10)
-	c.bufw2k = newBufioWriter(&bufioWriter2kPool, nil, 2<<10)
+	c.bufw2k = newBufioWriter(&bufioWriter2kPool, nil, bufferBeforeChunkingSize)
 
 	if d := c.server.ReadHeaderTimeout; d > 0 {
 		c.rwc.SetReadDeadline(time.Now().Add(d))
