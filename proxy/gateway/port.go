@@ -16,23 +16,26 @@ import (
 	"time"
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1server"
 	"github.com/meridian-mesh/meridian/proxy/listen"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/outbound/connect"
 	"github.com/meridian-mesh/meridian/proxy/tcpproxy"
 )
 
-// portServer is one open port: its sockets, the HTTP server its HTTP and
-// terminated HTTPS connections go to, and its TLS streams (passthrough and
-// terminate). What a
-// new connection gets is decided by the table current when it arrives, so
-// a port keeps its socket and its connections across snapshots.
+// portServer is one open port: its sockets, the HTTP servers its HTTP and
+// terminated HTTPS connections go to (h1 serves HTTP/1 on the accepting
+// goroutine; srv, through httpLn, HTTP/2: h2 by ALPN and h2c with prior
+// knowledge), and its TLS streams (passthrough and terminate). What a new
+// connection gets is decided by the table current when it arrives, so a
+// port keeps its socket and its connections across snapshots.
 type portServer struct {
 	g      *Gateway
 	number uint32
 	ln     net.Listener
 	httpLn *listen.Chan
 	srv    *http.Server
+	h1     *h1server.Server
 
 	serving sync.WaitGroup // the accept loop and the HTTP server
 	// accepting is the accept loop alone: drain waits for it before it
@@ -86,8 +89,26 @@ func (g *Gateway) openPort(n uint32) (*portServer, error) {
 	}
 	ps := &portServer{g: g, number: n, ln: ln, httpLn: listen.NewChan(ln.Addr()), conns: map[net.Conn]struct{}{},
 		maxConns: int64(max(g.cfg.MaxConnections, 0))}
+	connContext := func(ctx context.Context, _ net.Conn) context.Context {
+		return context.WithValue(ctx, portKey{}, n)
+	}
+	errorLog := slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)
+	ps.h1 = &h1server.Server{
+		Handler:           g.handler,
+		ReadHeaderTimeout: g.cfg.HeaderTimeout,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    maxHeaderCap, // as srv's, below
+		ConnContext:       connContext,
+		ErrorLog:          errorLog,
+		// h2c with prior knowledge goes to srv.
+		H2C: func(c net.Conn) {
+			if !ps.httpLn.Push(c) {
+				c.Close()
+			}
+		},
+	}
+	// HTTP/2 only: HTTP/1 connections go to ps.h1.
 	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)            // over TLS, by ALPN
 	protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 	ps.srv = &http.Server{
@@ -103,10 +124,8 @@ func (g *Gateway) openPort(n uint32) (*portServer, error) {
 			MaxReadFrameSize:          16 << 10,
 			MaxDecoderHeaderTableSize: 4 << 10,
 		},
-		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
-			return context.WithValue(ctx, portKey{}, n)
-		},
-		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+		ConnContext: connContext,
+		ErrorLog:    errorLog,
 	}
 	return ps, nil
 }
@@ -180,9 +199,7 @@ func (ps *portServer) handle(c net.Conn) {
 		conn = &clientConn{replayConn: replayConn{Conn: mc, r: br}, client: client}
 	}
 	if p.protocol == gatewaypb.Port_HTTP {
-		if !ps.httpLn.Push(conn) {
-			mc.Close()
-		}
+		ps.h1.ServeConn(context.Background(), conn) // h2c is handed to srv
 		return
 	}
 	mc.SetReadDeadline(time.Now().Add(g.cfg.HeaderTimeout))
@@ -208,11 +225,31 @@ func (ps *portServer) handle(c net.Conn) {
 		ps.stream(rc, l, sni, true)
 		return
 	}
-	// The handshake happens in the HTTP server (which then reads ALPN), with
-	// this listener's configuration: chosen by this table, whichever is
-	// current by then.
-	if !ps.httpLn.Push(tls.Server(rc, l.tls)) {
-		mc.Close()
+	ps.serveHTTPS(tls.Server(rc, l.tls))
+}
+
+// serveHTTPS completes an HTTPS connection's handshake, within the header
+// timeout as net/http's server would, and serves it by the protocol ALPN
+// settled: HTTP/1 here, h2 on srv.
+func (ps *portServer) serveHTTPS(tc *tls.Conn) {
+	g := ps.g
+	tc.SetDeadline(time.Now().Add(g.cfg.HeaderTimeout))
+	if err := tc.Handshake(); err != nil {
+		g.log.Debug("http: TLS handshake error", "port", ps.number, "client", tc.RemoteAddr(), "err", err)
+		tc.Close()
+		return
+	}
+	tc.SetDeadline(time.Time{})
+	switch proto := tc.ConnectionState().NegotiatedProtocol; proto {
+	case "h2":
+		if !ps.httpLn.Push(tc) {
+			tc.Close()
+		}
+	case "", "http/1.1", "http/1.0":
+		ps.h1.ServeConn(context.Background(), tc)
+	default:
+		// Not one the listener offers; net/http's server closes it too.
+		tc.Close()
 	}
 }
 
@@ -321,9 +358,14 @@ func (ps *portServer) drain(timeout time.Duration) {
 	// A connection accepted just before the close is counted in streams
 	// once the loop ends: only then is streams.Wait safe (and complete).
 	ps.accepting.Wait()
+	// HTTP/1 connections are served on their accepting goroutines:
+	// streams counts them too.
 	done := make(chan struct{})
 	go func() { ps.streams.Wait(); close(done) }()
+	h1done := make(chan struct{})
+	go func() { ps.h1.Shutdown(ctx); close(h1done) }()
 	ps.srv.Shutdown(ctx)
+	<-h1done
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -333,9 +375,11 @@ func (ps *portServer) drain(timeout time.Duration) {
 			c.Close()
 		}
 		ps.mu.Unlock()
+		ps.h1.Close()
 		<-done
 	}
 	ps.srv.Close()
+	ps.h1.Close()
 	ps.serving.Wait()
 }
 

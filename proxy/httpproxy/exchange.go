@@ -76,9 +76,9 @@ type exchangeKey struct{}
 // ExchangeFor returns r's exchange, and r. The first call for a request
 // starts one for direction (the metrics' label) and returns a copy of r
 // carrying it; the server's own request is left as it was (it looks at its
-// Body after the handler). Starting an exchange reads the request's
-// framing, once per request as FramingConn needs: a request with both
-// Content-Length and Transfer-Encoding gets "Connection: close" on w.
+// Body after the handler). A request that arrived with both Content-Length
+// and Transfer-Encoding (h1server.AmbiguousFraming) gets "Connection:
+// close" on w.
 func ExchangeFor(w http.ResponseWriter, r *http.Request, direction string) (*Exchange, *http.Request) {
 	if x, ok := r.Context().Value(exchangeKey{}).(*Exchange); ok {
 		return x, r

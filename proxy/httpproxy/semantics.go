@@ -85,9 +85,10 @@ func BadRequest(w http.ResponseWriter, r *http.Request, x *Exchange, m *metrics.
 
 // closeAfterResponse makes the HTTP/1 server close the client's connection
 // once the response in progress is complete, even when its headers are
-// already out. Go's server offers that only through MaxBytesReader: over
-// its limit, it tells the connection's ResponseWriter to close after the
-// reply (and, were the headers not written yet, to say Connection: close).
+// already out. h1server's ResponseWriter has CloseAfterReply for it; Go's
+// server offers that only through MaxBytesReader: over its limit, it tells
+// the connection's ResponseWriter to close after the reply (and, were the
+// headers not written yet, to say Connection: close).
 func closeAfterResponse(w http.ResponseWriter) {
 	for {
 		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
@@ -95,6 +96,10 @@ func closeAfterResponse(w http.ResponseWriter) {
 			break
 		}
 		w = u.Unwrap()
+	}
+	if c, ok := w.(interface{ CloseAfterReply() }); ok {
+		c.CloseAfterReply()
+		return
 	}
 	http.MaxBytesReader(w, io.NopCloser(strings.NewReader("x")), 0).Read(make([]byte, 1))
 }

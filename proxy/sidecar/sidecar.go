@@ -23,6 +23,7 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/detect"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1server"
 	"github.com/meridian-mesh/meridian/proxy/listen"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/origdst"
@@ -127,12 +128,15 @@ func (p *Proxy) MTLSHandshakes() (inbound, outbound int64) {
 	return p.mtlsIn.Load(), p.out.dests.Handshakes()
 }
 
-// side is one direction: a listener, its HTTP server and its open TCP streams.
+// side is one direction: a listener, its HTTP servers and its open TCP
+// streams. HTTP/1 connections are served by h1 on the goroutine that
+// accepted them; HTTP/2 ones are pushed to http through httpLn.
 type side struct {
 	direction string
 	ln        net.Listener
 	httpLn    *listen.Chan
 	http      *http.Server
+	h1        *h1server.Server
 	dests     *outbound.Cache
 	accepting sync.WaitGroup // the accept loop
 	tcp       sync.WaitGroup // accepted connections in detection or forwarded as opaque streams
@@ -266,6 +270,8 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.out.http.Handler = p.outboundHandler()
 	p.in.http.Handler = p.inboundHandler()
+	p.out.h1.Handler = p.out.http.Handler
+	p.in.h1.Handler = p.in.http.Handler
 	ready := func() bool { up, _ := p.app.state(); return p.ready.Load() && up }
 	if cfg.Identity != nil {
 		ready = func() bool { up, _ := p.app.state(); return p.ready.Load() && up && cfg.Identity.HasCert() }
@@ -347,8 +353,30 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 	}
 	s.dests = outbound.New(o)
 	p.metrics.EjectedEndpoints(direction, s.dests.Ejected)
+	connContext := func(ctx context.Context, c net.Conn) context.Context {
+		if a, ok := c.(*accepted); ok {
+			tls, clientID := p.acceptedTLS(direction, a)
+			peer := httpproxy.Peer{TLS: tls, ClientID: clientID}
+			if direction == "inbound" && a.peer == "" && len(p.cfg.Authz.Probes) > 0 {
+				// The kubelet probes in plaintext: labelled as probes,
+				// they do not read as an unmeshed client of the workload.
+				peer.Probe = func(r *http.Request) bool {
+					return p.cfg.Authz.IsProbe(p.inboundPort(a), r.URL.Path) // HTTP GETs, and gRPC probes' POSTs
+				}
+			}
+			return httpproxy.WithPeer(context.WithValue(ctx, acceptedKey{}, a), peer)
+		}
+		return ctx
+	}
+	errorLog := slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)
+	s.h1 = &h1server.Server{
+		ReadHeaderTimeout: p.cfg.HeaderTimeout,
+		IdleTimeout:       5 * time.Minute,
+		ConnContext:       connContext,
+		ErrorLog:          errorLog,
+	}
+	// HTTP/2 only: HTTP/1 connections go to s.h1.
 	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	s.http = &http.Server{
 		Protocols:         protocols,
@@ -368,23 +396,8 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 			MaxReceiveBufferPerStream:     p.cfg.H2StreamWindow,
 			MaxReceiveBufferPerConnection: p.cfg.H2ConnectionWindow,
 		},
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if a, ok := c.(*accepted); ok {
-				tls, clientID := p.acceptedTLS(direction, a)
-				peer := httpproxy.Peer{TLS: tls, ClientID: clientID}
-				if direction == "inbound" && a.peer == "" && len(p.cfg.Authz.Probes) > 0 {
-					// The kubelet probes in plaintext: labelled as probes,
-					// they do not read as an unmeshed client of the workload.
-					peer.Probe = func(r *http.Request) bool {
-						return p.cfg.Authz.IsProbe(p.inboundPort(a), r.URL.Path) // HTTP GETs, and gRPC probes' POSTs
-					}
-				}
-				ctx = httpproxy.WithFraming(ctx, a.framing)
-				return httpproxy.WithPeer(context.WithValue(ctx, acceptedKey{}, a), peer)
-			}
-			return ctx
-		},
-		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		ConnContext: connContext,
+		ErrorLog:    errorLog,
 	}
 	return s, nil
 }
@@ -436,10 +449,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	var drained sync.WaitGroup
 	for _, s := range []*side{p.out, p.in} {
-		drained.Add(2)
+		drained.Add(3)
 		go func() { defer drained.Done(); s.http.Shutdown(drainCtx) }()
+		go func() { defer drained.Done(); s.h1.Shutdown(drainCtx) }()
 		go func() {
 			defer drained.Done()
+			// HTTP/1 connections are served on their accepting
+			// goroutines, so s.tcp counts them too.
 			done := make(chan struct{})
 			go func() { s.tcp.Wait(); close(done) }()
 			select {
@@ -447,6 +463,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 			case <-drainCtx.Done():
 				s.cut.Store(true)
 				s.conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
+				s.h1.Close()
 				<-done // those in detection were closed too; mTLS handshakes are bounded
 			}
 		}()
@@ -454,6 +471,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	drained.Wait()
 	for _, s := range []*side{p.out, p.in} {
 		s.http.Close() // whatever outlived the deadline
+		s.h1.Close()
 		s.dests.Close()
 	}
 	cancel()
@@ -477,9 +495,6 @@ type accepted struct {
 	// HTTP/1 server sets, its request header deadline, so that the header
 	// timeout counts from accept and not from the end of detection.
 	headerDeadline atomic.Int64
-	// framing follows an HTTP/1 connection's request heads (see
-	// httpproxy.FramingConn); nil for other protocols.
-	framing *httpproxy.FramingConn
 }
 
 func (a *accepted) SetReadDeadline(t time.Time) error {
@@ -623,12 +638,11 @@ func (p *Proxy) handle(ctx context.Context, s *side, raw net.Conn, acceptedAt ti
 		return
 	}
 	switch proto {
-	case detect.HTTP1, detect.HTTP2:
-		if proto == detect.HTTP1 {
-			a.headerDeadline.Store(headerDeadline.UnixNano())
-			a.framing = httpproxy.NewFramingConn(a.Conn)
-			a.Conn = a.framing
-		}
+	case detect.HTTP1:
+		// Served here, on the accepting goroutine (counted in s.tcp).
+		a.headerDeadline.Store(headerDeadline.UnixNano())
+		s.h1.ServeConn(context.Background(), a)
+	case detect.HTTP2:
 		if !s.httpLn.Push(a) {
 			a.Close()
 		}
