@@ -16,6 +16,7 @@ import (
 	"time"
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/proxy/h2server"
 	"github.com/meridian-mesh/meridian/proxy/listen"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/outbound/connect"
@@ -33,6 +34,7 @@ type portServer struct {
 	ln     net.Listener
 	httpLn *listen.Chan
 	srv    *http.Server
+	h2     *h2server.Server // its HTTP/2 connections (srv hands them over)
 
 	serving sync.WaitGroup // the accept loop and the HTTP server
 	// accepting is the accept loop alone: drain waits for it before it
@@ -108,6 +110,17 @@ func (g *Gateway) openPort(n uint32) (*portServer, error) {
 		},
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
+	// HTTP/2 (TLS with ALPN h2, and h2c with prior knowledge) is served by
+	// the proxy's own server, handed the connections by net/http.
+	ps.h2 = &h2server.Server{Config: h2server.Config{
+		MaxConcurrentStreams:      ps.srv.HTTP2.MaxConcurrentStreams,
+		MaxReadFrameSize:          ps.srv.HTTP2.MaxReadFrameSize,
+		MaxDecoderHeaderTableSize: ps.srv.HTTP2.MaxDecoderHeaderTableSize,
+		MaxHeaderBytes:            ps.srv.MaxHeaderBytes,
+		IdleTimeout:               ps.srv.IdleTimeout,
+		ErrorLog:                  ps.srv.ErrorLog,
+	}}
+	ps.srv.TLSNextProto = ps.h2.TLSNextProto()
 	return ps, nil
 }
 
@@ -323,7 +336,10 @@ func (ps *portServer) drain(timeout time.Duration) {
 	ps.accepting.Wait()
 	done := make(chan struct{})
 	go func() { ps.streams.Wait(); close(done) }()
+	h2done := make(chan struct{})
+	go func() { ps.h2.Shutdown(ctx); close(h2done) }()
 	ps.srv.Shutdown(ctx)
+	<-h2done
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -336,6 +352,7 @@ func (ps *portServer) drain(timeout time.Duration) {
 		<-done
 	}
 	ps.srv.Close()
+	ps.h2.Close()
 	ps.serving.Wait()
 }
 

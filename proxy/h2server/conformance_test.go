@@ -132,7 +132,7 @@ func TestConnectionErrors(t *testing.T) {
 			rc.fr.WriteData(1, false, make([]byte, 16<<10+1))
 		}, http2.ErrCodeFrameSize},
 		{"data over the connection window", Config{MaxReceiveBufferPerConnection: 65535, MaxReceiveBufferPerStream: 1 << 20}, func(rc *rawClient) {
-			rc.headers(1, false)
+			rc.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/noread")
 			for range 4 {
 				rc.fr.WriteData(1, false, make([]byte, 16384))
 			}
@@ -344,8 +344,8 @@ func TestPriorityAndUnknownFramesIgnored(t *testing.T) {
 		t.Fatal(r.status)
 	}
 	rc.fr.WritePriority(7, http2.PriorityParam{StreamDep: 0, Weight: 10}) // on a closed stream
-	rc.fr.WriteRSTStream(7, http2.ErrCodeCancel)                           // on a closed stream: ignored
-	rc.fr.WriteWindowUpdate(7, 100)                                        // on a closed stream: allowed
+	rc.fr.WriteRSTStream(7, http2.ErrCodeCancel)                          // on a closed stream: ignored
+	rc.fr.WriteWindowUpdate(7, 100)                                       // on a closed stream: allowed
 	rc.headers(9, true)
 	if r := rc.response(9); r.status != "200" {
 		t.Fatal(r.status)
@@ -523,6 +523,9 @@ func TestReceiveWindowReplenished(t *testing.T) {
 func TestResetCancelsHandler(t *testing.T) {
 	started, cancelled := make(chan struct{}), make(chan struct{})
 	rc := rawServer(t, Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/next" {
+			return
+		}
 		close(started)
 		<-r.Context().Done()
 		close(cancelled)
@@ -537,7 +540,10 @@ func TestResetCancelsHandler(t *testing.T) {
 	}
 	// frames on the reset stream are ignored or refused, the rest served
 	rc.fr.WriteWindowUpdate(1, 10)
-	rc.headers(3, true, getFields...)
+	rc.headers(3, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/next")
+	if r := rc.response(3); r.status != "200" {
+		t.Fatal(r.status)
+	}
 }
 
 func TestClientGoAway(t *testing.T) {

@@ -24,14 +24,16 @@ import (
 // processes every frame; each stream's handler runs on a goroutine of its
 // own and writes its response's frames itself, under wmu.
 type conn struct {
-	srv     *Server
-	cfg     Config
-	nc      net.Conn
-	baseCtx context.Context
-	tls     *tls.ConnectionState
-	remote  string
-	br      *bufio.Reader
-	fr      *http2.Framer // reads; used by serve only
+	srv        *Server
+	cfg        Config
+	nc         net.Conn
+	baseCtx    context.Context
+	handler    http.Handler // the connection's, or nil: the server's
+	sawPreface bool
+	tls        *tls.ConnectionState
+	remote     string
+	br         *bufio.Reader
+	fr         *http2.Framer // reads; used by serve only
 
 	// Writing: the handler goroutines and serve write frames into bw
 	// holding wmu, and flush before they release it. serve never waits for
@@ -151,20 +153,22 @@ func (c *conn) serve() error {
 	if err != nil {
 		return err
 	}
-	c.nc.SetReadDeadline(time.Now().Add(c.cfg.PrefaceTimeout))
-	var preface [len(http2.ClientPreface)]byte
-	if _, err := io.ReadFull(c.br, preface[:]); err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return errPrefaceTimeout
+	if !c.sawPreface {
+		c.nc.SetReadDeadline(time.Now().Add(c.cfg.PrefaceTimeout))
+		var preface [len(http2.ClientPreface)]byte
+		if _, err := io.ReadFull(c.br, preface[:]); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return errPrefaceTimeout
+			}
+			return err
 		}
-		return err
+		if string(preface[:]) != http2.ClientPreface {
+			c.connError(http2.ErrCodeProtocol)
+			c.drainAndClose()
+			return errPrefaceMismatch
+		}
+		c.nc.SetReadDeadline(time.Time{})
 	}
-	if string(preface[:]) != http2.ClientPreface {
-		c.connError(http2.ErrCodeProtocol)
-		c.drainAndClose()
-		return errPrefaceMismatch
-	}
-	c.nc.SetReadDeadline(time.Time{})
 	if c.cfg.IdleTimeout > 0 {
 		c.mu.Lock()
 		c.idleTimer = time.AfterFunc(c.cfg.IdleTimeout, c.onIdle)
@@ -808,6 +812,11 @@ func (c *conn) serveStream(st *stream) {
 		if !done {
 			// A panic, or runtime.Goexit: the response is cut short.
 			e := recover()
+			if e != nil && e != http.ErrAbortHandler {
+				buf := make([]byte, 64<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				c.srv.logf("http2: panic serving %v: %v\n%s", c.remote, e, buf)
+			}
 			c.resetStream(st.id, http2.ErrCodeInternal, errStreamClosed)
 			if e == nil {
 				// runtime.Goexit: this goroutine ends, the next
@@ -817,10 +826,6 @@ func (c *conn) serveStream(st *stream) {
 						go c.runHandler(next)
 					}
 				}()
-			} else if e != http.ErrAbortHandler {
-				buf := make([]byte, 64<<10)
-				buf = buf[:runtime.Stack(buf, false)]
-				c.srv.logf("http2: panic serving %v: %v\n%s", c.remote, e, buf)
 			}
 		}
 		rw.release()
@@ -828,6 +833,9 @@ func (c *conn) serveStream(st *stream) {
 		st.cancel()
 	}()
 	h := st.handler
+	if h == nil {
+		h = c.handler
+	}
 	if h == nil {
 		h = c.srv.Handler
 	}

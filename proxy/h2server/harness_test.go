@@ -146,7 +146,7 @@ func (rc *rawClient) read() http2.Frame {
 	return f
 }
 
-// readSkip reads the next frame that is not a WINDOW_UPDATE or PING ACK... 
+// readSkip reads the next frame that is not a WINDOW_UPDATE or PING ACK...
 // (those the server sends as it pleases).
 func (rc *rawClient) readSkip() (http2.Frame, error) {
 	for {

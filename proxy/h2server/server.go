@@ -6,6 +6,7 @@ package h2server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log"
 	"net"
@@ -116,6 +117,34 @@ type Server struct {
 	idle     chan struct{} // closed (and renewed) when conns empties
 }
 
+// TLSNextProto returns the http.Server.TLSNextProto entries that hand the
+// server's HTTP/2 connections to s: "h2" after a TLS handshake that chose
+// it, and net/http's "unencrypted_http2" for h2c with prior knowledge
+// (net/http has read the preface). The requests' context is the one
+// net/http made for the connection (BaseContext, ConnContext), their
+// handler the http.Server's.
+func (s *Server) TLSNextProto() map[string]func(*http.Server, *tls.Conn, http.Handler) {
+	serve := func(c net.Conn, h http.Handler, sawPreface bool) {
+		ctx := context.Background()
+		if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
+			ctx = bc.BaseContext()
+		}
+		s.ServeConnOptions(ctx, c, ConnOptions{Handler: h, SawClientPreface: sawPreface})
+	}
+	return map[string]func(*http.Server, *tls.Conn, http.Handler){
+		"h2": func(_ *http.Server, c *tls.Conn, h http.Handler) { serve(c, h, false) },
+		"unencrypted_http2": func(hs *http.Server, c *tls.Conn, h http.Handler) {
+			u, ok := c.NetConn().(interface{ UnencryptedNetConn() net.Conn })
+			if !ok {
+				s.logf("h2server: unencrypted_http2 hand-off without its connection")
+				c.Close()
+				return
+			}
+			serve(u.UnencryptedNetConn(), h, true)
+		},
+	}
+}
+
 // ErrServerClosed is ServeConn's error for a connection handed over after
 // Shutdown or Close began.
 var ErrServerClosed = errors.New("h2server: server closed")
@@ -126,7 +155,22 @@ var ErrServerClosed = errors.New("h2server: server closed")
 // (what http.Server's ConnContext would give). A *tls.Conn (or a conn with
 // its ConnectionState method) gives https requests their Request.TLS.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
+	return s.ServeConnOptions(ctx, c, ConnOptions{})
+}
+
+// ConnOptions are a connection's own options.
+type ConnOptions struct {
+	// Handler serves the connection's requests instead of Server.Handler.
+	Handler http.Handler
+	// SawClientPreface: the client's preface was read already (net/http's
+	// "unencrypted_http2" hand-off peeks it).
+	SawClientPreface bool
+}
+
+// ServeConnOptions is ServeConn with a connection's options.
+func (s *Server) ServeConnOptions(ctx context.Context, c net.Conn, opts ConnOptions) error {
 	cc := newConn(s, c, ctx)
+	cc.handler, cc.sawPreface = opts.Handler, opts.SawClientPreface
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()

@@ -22,6 +22,7 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/detect"
 	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/h2server"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 	"github.com/meridian-mesh/meridian/proxy/listen"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
@@ -133,6 +134,7 @@ type side struct {
 	ln        net.Listener
 	httpLn    *listen.Chan
 	http      *http.Server
+	h2        *h2server.Server // HTTP/2 connections (detect.HTTP2)
 	dests     *outbound.Cache
 	accepting sync.WaitGroup // the accept loop
 	tcp       sync.WaitGroup // accepted connections in detection or forwarded as opaque streams
@@ -266,6 +268,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.out.http.Handler = p.outboundHandler()
 	p.in.http.Handler = p.inboundHandler()
+	p.out.h2.Handler, p.in.h2.Handler = p.out.http.Handler, p.in.http.Handler
 	ready := func() bool { up, _ := p.app.state(); return p.ready.Load() && up }
 	if cfg.Identity != nil {
 		ready = func() bool { up, _ := p.app.state(); return p.ready.Load() && up && cfg.Identity.HasCert() }
@@ -369,24 +372,38 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 			MaxReceiveBufferPerConnection: p.cfg.H2ConnectionWindow,
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if a, ok := c.(*accepted); ok {
-				tls, clientID := p.acceptedTLS(direction, a)
-				peer := httpproxy.Peer{TLS: tls, ClientID: clientID}
-				if direction == "inbound" && a.peer == "" && len(p.cfg.Authz.Probes) > 0 {
-					// The kubelet probes in plaintext: labelled as probes,
-					// they do not read as an unmeshed client of the workload.
-					peer.Probe = func(r *http.Request) bool {
-						return p.cfg.Authz.IsProbe(p.inboundPort(a), r.URL.Path) // HTTP GETs, and gRPC probes' POSTs
-					}
-				}
-				ctx = httpproxy.WithFraming(ctx, a.framing)
-				return httpproxy.WithPeer(context.WithValue(ctx, acceptedKey{}, a), peer)
-			}
-			return ctx
+			return p.connContext(ctx, direction, c)
 		},
 		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
+	s.h2 = &h2server.Server{Config: h2server.Config{
+		MaxConcurrentStreams:          s.http.HTTP2.MaxConcurrentStreams,
+		MaxReadFrameSize:              s.http.HTTP2.MaxReadFrameSize,
+		MaxReceiveBufferPerStream:     s.http.HTTP2.MaxReceiveBufferPerStream,
+		MaxReceiveBufferPerConnection: s.http.HTTP2.MaxReceiveBufferPerConnection,
+		IdleTimeout:                   s.http.IdleTimeout,
+		ErrorLog:                      s.http.ErrorLog,
+	}}
 	return s, nil
+}
+
+// connContext is what the HTTP servers give a connection's requests: the
+// peer, its framing, the accepted connection.
+func (p *Proxy) connContext(ctx context.Context, direction string, c net.Conn) context.Context {
+	if a, ok := c.(*accepted); ok {
+		tls, clientID := p.acceptedTLS(direction, a)
+		peer := httpproxy.Peer{TLS: tls, ClientID: clientID}
+		if direction == "inbound" && a.peer == "" && len(p.cfg.Authz.Probes) > 0 {
+			// The kubelet probes in plaintext: labelled as probes,
+			// they do not read as an unmeshed client of the workload.
+			peer.Probe = func(r *http.Request) bool {
+				return p.cfg.Authz.IsProbe(p.inboundPort(a), r.URL.Path) // HTTP GETs, and gRPC probes' POSTs
+			}
+		}
+		ctx = httpproxy.WithFraming(ctx, a.framing)
+		return httpproxy.WithPeer(context.WithValue(ctx, acceptedKey{}, a), peer)
+	}
+	return ctx
 }
 
 // Addrs returns the bound outbound, inbound and admin addresses.
@@ -436,8 +453,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	var drained sync.WaitGroup
 	for _, s := range []*side{p.out, p.in} {
-		drained.Add(2)
+		drained.Add(3)
 		go func() { defer drained.Done(); s.http.Shutdown(drainCtx) }()
+		go func() { defer drained.Done(); s.h2.Shutdown(drainCtx) }()
 		go func() {
 			defer drained.Done()
 			done := make(chan struct{})
@@ -454,6 +472,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	drained.Wait()
 	for _, s := range []*side{p.out, p.in} {
 		s.http.Close() // whatever outlived the deadline
+		s.h2.Close()
 		s.dests.Close()
 	}
 	cancel()
@@ -623,12 +642,14 @@ func (p *Proxy) handle(ctx context.Context, s *side, raw net.Conn, acceptedAt ti
 		return
 	}
 	switch proto {
-	case detect.HTTP1, detect.HTTP2:
-		if proto == detect.HTTP1 {
-			a.headerDeadline.Store(headerDeadline.UnixNano())
-			a.framing = httpproxy.NewFramingConn(a.Conn)
-			a.Conn = a.framing
-		}
+	case detect.HTTP2:
+		// The proxy's own HTTP/2 server, on this goroutine (counted in
+		// s.tcp until the connection ends).
+		s.h2.ServeConn(p.connContext(context.Background(), s.direction, a), a)
+	case detect.HTTP1:
+		a.headerDeadline.Store(headerDeadline.UnixNano())
+		a.framing = httpproxy.NewFramingConn(a.Conn)
+		a.Conn = a.framing
 		if !s.httpLn.Push(a) {
 			a.Close()
 		}
