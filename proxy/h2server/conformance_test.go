@@ -228,7 +228,7 @@ func TestStreamErrors(t *testing.T) {
 			rc.fr.WriteData(1, true, []byte("abcd"))
 		}, 1, http2.ErrCodeProtocol},
 		{"data after end_stream", Config{}, func(rc *rawClient) {
-			rc.headers(1, false, with()...)
+			rc.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/noread")
 			rc.fr.WriteData(1, true, []byte("ab"))
 			rc.fr.WriteData(1, true, []byte("cd"))
 		}, 1, http2.ErrCodeStreamClosed},
@@ -238,7 +238,7 @@ func TestStreamErrors(t *testing.T) {
 			rc.fr.WriteData(1, true, []byte("x"))
 		}, 1, http2.ErrCodeStreamClosed},
 		{"headers after end_stream", Config{}, func(rc *rawClient) {
-			rc.headers(1, false, with()...)
+			rc.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/noread")
 			rc.fr.WriteData(1, true, nil)
 			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.block("x-a", "1"), EndStream: true, EndHeaders: true})
 		}, 1, http2.ErrCodeStreamClosed},

@@ -106,6 +106,9 @@ func newConn(s *Server, nc net.Conn, ctx context.Context) *conn {
 	c.fr.MaxHeaderListSize = c.maxHeaderListSize()
 	c.fr.SetMaxReadFrameSize(uint32(c.cfg.MaxReadFrameSize))
 	c.fr.SetReuseFrames()
+	// Held until serve has written the SETTINGS: nothing (a GOAWAY from
+	// Shutdown) may go before them.
+	c.wmu.Lock()
 	return c
 }
 
@@ -131,7 +134,9 @@ func (c *conn) serve() error {
 	defer c.teardown()
 	if c.tls != nil && c.tls.Version < tls.VersionTLS12 {
 		// RFC 9113 9.2: TLS 1.2 at least.
+		c.unlockWriter()
 		c.connError(http2.ErrCodeInadequateSecurity)
+		c.drainAndClose()
 		return fmt.Errorf("h2server: %s: TLS version %#x is too old for HTTP/2", c.remote, c.tls.Version)
 	}
 	settings := []http2.Setting{
@@ -142,7 +147,6 @@ func (c *conn) serve() error {
 		{ID: http2.SettingInitialWindowSize, Val: uint32(c.cfg.MaxReceiveBufferPerStream)},
 	}
 	c.unackedSettings = 1
-	c.wmu.Lock()
 	c.wfr.WriteSettings(settings...)
 	if d := c.cfg.MaxReceiveBufferPerConnection - initialWindowSize; d > 0 {
 		c.wfr.WriteWindowUpdate(0, uint32(d))
@@ -702,22 +706,19 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 		return http2.ConnectionError(http2.ErrCodeProtocol) // RFC 9113 5.1.1: ids only go up
 	}
 	c.maxClientID = id
+	defer c.mu.Unlock()
 	if f.HasPriority() && f.Priority.StreamDep == id {
-		c.mu.Unlock()
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol} // RFC 9113 5.3.1
 	}
-	if len(c.streams) >= c.cfg.MaxConcurrentStreams {
+	if len(c.streams) >= c.cfg.MaxConcurrentStreams || c.closing {
 		// RFC 9113 5.1.2: REFUSED_STREAM, which the client may retry.
-		c.mu.Unlock()
+		// (closing: the idle timeout's GOAWAY raced this stream.)
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeRefusedStream}
 	}
-	c.mu.Unlock()
 	st, err := c.newStream(f)
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.streams[id] = st
 	if c.idleTimer != nil {
 		c.idleTimer.Stop()

@@ -48,8 +48,8 @@ type stream struct {
 	readTimer, writeTimer *time.Timer
 }
 
-// newStream validates a request's HEADERS (RFC 9113 8.3, as Go's server)
-// and makes its stream; the error is the stream's (or connection's).
+// newStream (c.mu held) validates a request's HEADERS (RFC 9113 8.3, as
+// Go's server) and makes its stream; the error is the stream's.
 func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 	id := f.StreamID
 	malformed := http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
@@ -187,9 +187,7 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 		})
 	}
-	c.mu.Lock()
 	st.sendWin = int64(c.peerInitialWin)
-	c.mu.Unlock()
 	return st, nil
 }
 
