@@ -146,21 +146,6 @@ func (rc *rawClient) read() http2.Frame {
 	return f
 }
 
-// readSkip reads the next frame that is not a WINDOW_UPDATE or PING ACK...
-// (those the server sends as it pleases).
-func (rc *rawClient) readSkip() (http2.Frame, error) {
-	for {
-		f, err := rc.fr.ReadFrame()
-		if err != nil {
-			return nil, err
-		}
-		if _, ok := f.(*http2.WindowUpdateFrame); ok {
-			continue
-		}
-		return f, nil
-	}
-}
-
 func (rc *rawClient) block(fields ...string) []byte {
 	rc.hbuf.Reset()
 	for i := 0; i+1 < len(fields); i += 2 {
