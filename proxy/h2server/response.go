@@ -483,8 +483,7 @@ func (c *conn) encodeHeaderMap(h http.Header, keys []string) {
 		slices.Sort(c.keys)
 		keys = c.keys
 	} else {
-		keys = slices.Clone(keys)
-		slices.Sort(keys)
+		slices.Sort(keys) // the caller's own slice (a response's trailer names)
 	}
 	for _, k := range keys {
 		vv := h[k]
