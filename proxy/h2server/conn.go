@@ -193,6 +193,10 @@ func (c *conn) serve() error {
 			return nil // reading on only to drain what the client sent
 		case errors.As(err, &se):
 			c.resetStream(se.StreamID, se.Code, se)
+			if c.isClosing() { // the RST_STREAM could not be queued
+				c.drainAndClose()
+				return nil
+			}
 		case errors.As(err, &ce):
 			c.connError(http2.ErrCode(ce))
 			c.drainAndClose()

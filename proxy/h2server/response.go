@@ -352,8 +352,9 @@ func (w *responseWriter) emit(a, b []byte, end bool) error {
 		c.wmu.Lock()
 		c.mu.Lock()
 		closed, maxFrame, closeErr := st.state == stateClosed, int(c.peerMaxFrame), st.closeErr
-		if closed {
+		if closed && n > 0 {
 			c.sendWin += int64(n) // the stream's window is moot; the connection's is not
+			c.flowCond.Broadcast()
 		}
 		c.mu.Unlock()
 		if closed {
