@@ -537,7 +537,13 @@ func (c *conn) processFrame(f http2.Frame) error {
 		// Priorities are ignored (RFC 9113 5.3.2), but a stream cannot
 		// depend on itself (5.3.1).
 		if f.StreamDep == id {
-			return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
+			err := http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
+			c.mu.Lock()
+			if st := c.streams[id]; st != nil {
+				c.closeStream(st, err)
+			}
+			c.mu.Unlock()
+			return err
 		}
 		return nil
 	case *http2.GoAwayFrame:
@@ -615,7 +621,9 @@ func (c *conn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 	}
 	st.sendWin += int64(f.Increment)
 	if st.sendWin > maxWindow {
-		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeFlowControl}
+		err := http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeFlowControl}
+		c.closeStream(st, err)
+		return err
 	}
 	c.flowCond.Broadcast()
 	return nil
@@ -649,6 +657,11 @@ func (c *conn) processData(f *http2.DataFrame) error {
 		serr = http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
 	if serr != nil {
+		if st != nil {
+			// Closed now, under the lock: the handler must not finish its
+			// response (and RST_STREAM NO_ERROR) before this RST_STREAM.
+			c.closeStream(st, serr)
+		}
 		cw, _ := c.creditLocked(nil, flen, 0)
 		c.mu.Unlock()
 		if err := c.sendWindowUpdates(0, cw, 0); err != nil {
@@ -746,20 +759,26 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 // processTrailers (c.mu held): a HEADERS frame on an open stream.
 func (c *conn) processTrailers(st *stream, f *http2.MetaHeadersFrame) error {
 	if st.state != stateOpen {
-		return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeStreamClosed} // RFC 9113 5.1
+		err := http2.StreamError{StreamID: st.id, Code: http2.ErrCodeStreamClosed} // RFC 9113 5.1
+		c.closeStream(st, err)
+		return err
 	}
 	if st.gotTrailers {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
 	st.gotTrailers = true
 	if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
-		return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol} // RFC 9113 8.1
+		err := http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol} // RFC 9113 8.1
+		c.closeStream(st, err)
+		return err
 	}
 	if st.req.Trailer != nil {
 		for _, hf := range f.RegularFields() {
 			key := canonicalHeader(hf.Name)
 			if !validTrailerHeader(key) {
-				return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
+				err := http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
+				c.closeStream(st, err)
+				return err
 			}
 			if st.trailer == nil {
 				st.trailer = http.Header{}
