@@ -16,6 +16,7 @@ import (
 	"time"
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/proxy/h2server"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1server"
 	"github.com/meridian-mesh/meridian/proxy/listen"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
@@ -36,6 +37,7 @@ type portServer struct {
 	httpLn *listen.Chan
 	srv    *http.Server
 	h1     *h1server.Server
+	h2     *h2server.Server // its HTTP/2 connections (srv hands them over)
 
 	serving sync.WaitGroup // the accept loop and the HTTP server
 	// accepting is the accept loop alone: drain waits for it before it
@@ -127,6 +129,17 @@ func (g *Gateway) openPort(n uint32) (*portServer, error) {
 		ConnContext: connContext,
 		ErrorLog:    errorLog,
 	}
+	// HTTP/2 (TLS with ALPN h2, and h2c with prior knowledge) is served by
+	// the proxy's own server, handed the connections by net/http.
+	ps.h2 = &h2server.Server{Config: h2server.Config{
+		MaxConcurrentStreams:      ps.srv.HTTP2.MaxConcurrentStreams,
+		MaxReadFrameSize:          ps.srv.HTTP2.MaxReadFrameSize,
+		MaxDecoderHeaderTableSize: ps.srv.HTTP2.MaxDecoderHeaderTableSize,
+		MaxHeaderBytes:            ps.srv.MaxHeaderBytes,
+		IdleTimeout:               ps.srv.IdleTimeout,
+		ErrorLog:                  ps.srv.ErrorLog,
+	}}
+	ps.srv.TLSNextProto = ps.h2.TLSNextProto()
 	return ps, nil
 }
 
@@ -362,10 +375,12 @@ func (ps *portServer) drain(timeout time.Duration) {
 	// streams counts them too.
 	done := make(chan struct{})
 	go func() { ps.streams.Wait(); close(done) }()
-	h1done := make(chan struct{})
+	h1done, h2done := make(chan struct{}), make(chan struct{})
 	go func() { ps.h1.Shutdown(ctx); close(h1done) }()
+	go func() { ps.h2.Shutdown(ctx); close(h2done) }()
 	ps.srv.Shutdown(ctx)
 	<-h1done
+	<-h2done
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -380,6 +395,7 @@ func (ps *portServer) drain(timeout time.Duration) {
 	}
 	ps.srv.Close()
 	ps.h1.Close()
+	ps.h2.Close()
 	ps.serving.Wait()
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/detect"
 	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/h2server"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1server"
 	"github.com/meridian-mesh/meridian/proxy/listen"
@@ -129,14 +130,13 @@ func (p *Proxy) MTLSHandshakes() (inbound, outbound int64) {
 }
 
 // side is one direction: a listener, its HTTP servers and its open TCP
-// streams. HTTP/1 connections are served by h1 on the goroutine that
-// accepted them; HTTP/2 ones are pushed to http through httpLn.
+// streams. HTTP connections are served on the goroutine that accepted
+// them: HTTP/1 by h1, HTTP/2 by h2.
 type side struct {
 	direction string
 	ln        net.Listener
-	httpLn    *listen.Chan
-	http      *http.Server
 	h1        *h1server.Server
+	h2        *h2server.Server
 	dests     *outbound.Cache
 	accepting sync.WaitGroup // the accept loop
 	tcp       sync.WaitGroup // accepted connections in detection or forwarded as opaque streams
@@ -268,10 +268,9 @@ func New(cfg Config) (*Proxy, error) {
 		p.out.ln.Close()
 		return nil, err
 	}
-	p.out.http.Handler = p.outboundHandler()
-	p.in.http.Handler = p.inboundHandler()
-	p.out.h1.Handler = p.out.http.Handler
-	p.in.h1.Handler = p.in.http.Handler
+	p.out.h1.Handler = p.outboundHandler()
+	p.in.h1.Handler = p.inboundHandler()
+	p.out.h2.Handler, p.in.h2.Handler = p.out.h1.Handler, p.in.h1.Handler
 	ready := func() bool { up, _ := p.app.state(); return p.ready.Load() && up }
 	if cfg.Identity != nil {
 		ready = func() bool { up, _ := p.app.state(); return p.ready.Load() && up && cfg.Identity.HasCert() }
@@ -318,7 +317,7 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s listener: %w", direction, err)
 	}
-	s := &side{direction: direction, ln: ln, httpLn: listen.NewChan(ln.Addr()), maxConns: int64(max(p.cfg.MaxConnections, 0))}
+	s := &side{direction: direction, ln: ln, maxConns: int64(max(p.cfg.MaxConnections, 0))}
 	p.metrics.Listener(direction, s.open.Load, s.maxConns)
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
 		d := net.Dialer{Timeout: p.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
@@ -353,21 +352,7 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 	}
 	s.dests = outbound.New(o)
 	p.metrics.EjectedEndpoints(direction, s.dests.Ejected)
-	connContext := func(ctx context.Context, c net.Conn) context.Context {
-		if a, ok := c.(*accepted); ok {
-			tls, clientID := p.acceptedTLS(direction, a)
-			peer := httpproxy.Peer{TLS: tls, ClientID: clientID}
-			if direction == "inbound" && a.peer == "" && len(p.cfg.Authz.Probes) > 0 {
-				// The kubelet probes in plaintext: labelled as probes,
-				// they do not read as an unmeshed client of the workload.
-				peer.Probe = func(r *http.Request) bool {
-					return p.cfg.Authz.IsProbe(p.inboundPort(a), r.URL.Path) // HTTP GETs, and gRPC probes' POSTs
-				}
-			}
-			return httpproxy.WithPeer(context.WithValue(ctx, acceptedKey{}, a), peer)
-		}
-		return ctx
-	}
+	connContext := func(ctx context.Context, c net.Conn) context.Context { return p.connContext(ctx, direction, c) }
 	errorLog := slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)
 	s.h1 = &h1server.Server{
 		ReadHeaderTimeout: p.cfg.HeaderTimeout,
@@ -375,31 +360,41 @@ func (p *Proxy) newSide(direction, addr string) (*side, error) {
 		ConnContext:       connContext,
 		ErrorLog:          errorLog,
 	}
-	// HTTP/2 only: HTTP/1 connections go to s.h1.
-	protocols := new(http.Protocols)
-	protocols.SetUnencryptedHTTP2(true)
-	s.http = &http.Server{
-		Protocols:         protocols,
-		ReadHeaderTimeout: p.cfg.HeaderTimeout,
-		IdleTimeout:       5 * time.Minute,
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: 1000, // gRPC clients multiplex everything on one connection
-			// The protocol's default frame size, as grpc-go's. Go's default
-			// (1MB) makes every Go client, the next proxy's transport
-			// included, hold a scratch buffer of up to 512KB per stream
-			// whose request body is open: 256 gRPC calls in flight cost
-			// 128MB there.
-			MaxReadFrameSize: 16 << 10,
-			// What a client may send ahead of the application's reading
-			// (request bodies), bounded per stream and per connection:
-			// see httpproxy.DefaultH2StreamWindow.
-			MaxReceiveBufferPerStream:     p.cfg.H2StreamWindow,
-			MaxReceiveBufferPerConnection: p.cfg.H2ConnectionWindow,
-		},
-		ConnContext: connContext,
-		ErrorLog:    errorLog,
-	}
+	s.h2 = &h2server.Server{Config: h2server.Config{
+		MaxConcurrentStreams: 1000, // gRPC clients multiplex everything on one connection
+		// The protocol's default frame size, as grpc-go's. Go's default
+		// (1MB) makes every Go client, the next proxy's transport
+		// included, hold a scratch buffer of up to 512KB per stream
+		// whose request body is open: 256 gRPC calls in flight cost
+		// 128MB there.
+		MaxReadFrameSize: 16 << 10,
+		// What a client may send ahead of the application's reading
+		// (request bodies), bounded per stream and per connection:
+		// see httpproxy.DefaultH2StreamWindow.
+		MaxReceiveBufferPerStream:     p.cfg.H2StreamWindow,
+		MaxReceiveBufferPerConnection: p.cfg.H2ConnectionWindow,
+		IdleTimeout:                   5 * time.Minute,
+		ErrorLog:                      errorLog,
+	}}
 	return s, nil
+}
+
+// connContext is what the HTTP servers give a connection's requests: the
+// peer and the accepted connection.
+func (p *Proxy) connContext(ctx context.Context, direction string, c net.Conn) context.Context {
+	if a, ok := c.(*accepted); ok {
+		tls, clientID := p.acceptedTLS(direction, a)
+		peer := httpproxy.Peer{TLS: tls, ClientID: clientID}
+		if direction == "inbound" && a.peer == "" && len(p.cfg.Authz.Probes) > 0 {
+			// The kubelet probes in plaintext: labelled as probes,
+			// they do not read as an unmeshed client of the workload.
+			peer.Probe = func(r *http.Request) bool {
+				return p.cfg.Authz.IsProbe(p.inboundPort(a), r.URL.Path) // HTTP GETs, and gRPC probes' POSTs
+			}
+		}
+		return httpproxy.WithPeer(context.WithValue(ctx, acceptedKey{}, a), peer)
+	}
+	return ctx
 }
 
 // Addrs returns the bound outbound, inbound and admin addresses.
@@ -421,10 +416,7 @@ func (p *Proxy) Metrics() *metrics.Registry { return p.metrics }
 func (p *Proxy) Run(ctx context.Context) error {
 	bg, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var wg sync.WaitGroup
 	for _, s := range []*side{p.out, p.in} {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.http.Serve(s.httpLn) }()
 		s.accepting.Add(1)
 		go func() { defer s.accepting.Done(); p.accept(bg, s) }()
 		go s.dests.EvictIdle(bg)
@@ -450,11 +442,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 	var drained sync.WaitGroup
 	for _, s := range []*side{p.out, p.in} {
 		drained.Add(3)
-		go func() { defer drained.Done(); s.http.Shutdown(drainCtx) }()
 		go func() { defer drained.Done(); s.h1.Shutdown(drainCtx) }()
+		go func() { defer drained.Done(); s.h2.Shutdown(drainCtx) }()
 		go func() {
 			defer drained.Done()
-			// HTTP/1 connections are served on their accepting
+			// HTTP connections are served on their accepting
 			// goroutines, so s.tcp counts them too.
 			done := make(chan struct{})
 			go func() { s.tcp.Wait(); close(done) }()
@@ -464,18 +456,18 @@ func (p *Proxy) Run(ctx context.Context) error {
 				s.cut.Store(true)
 				s.conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
 				s.h1.Close()
+				s.h2.Close()
 				<-done // those in detection were closed too; mTLS handshakes are bounded
 			}
 		}()
 	}
 	drained.Wait()
 	for _, s := range []*side{p.out, p.in} {
-		s.http.Close() // whatever outlived the deadline
-		s.h1.Close()
+		s.h1.Close() // whatever outlived the deadline
+		s.h2.Close()
 		s.dests.Close()
 	}
 	cancel()
-	wg.Wait()
 	p.admin.Close()
 	p.log.Info("stopped")
 	return nil
@@ -525,7 +517,6 @@ func (p *Proxy) accept(ctx context.Context, s *side) {
 		c, err := s.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				s.httpLn.Close()
 				return
 			}
 			// Out of file descriptors and the like: back off, as net/http does.
@@ -643,9 +634,8 @@ func (p *Proxy) handle(ctx context.Context, s *side, raw net.Conn, acceptedAt ti
 		a.headerDeadline.Store(headerDeadline.UnixNano())
 		s.h1.ServeConn(context.Background(), a)
 	case detect.HTTP2:
-		if !s.httpLn.Push(a) {
-			a.Close()
-		}
+		// The proxy's own HTTP/2 server, here too.
+		s.h2.ServeConn(p.connContext(context.Background(), s.direction, a), a)
 	default:
 		p.serveOpaque(ctx, s, a)
 	}

@@ -1,0 +1,98 @@
+package h2server
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// oldTLS claims a TLS 1.1 connection.
+type oldTLS struct{ net.Conn }
+
+func (oldTLS) ConnectionState() tls.ConnectionState {
+	return tls.ConnectionState{Version: tls.VersionTLS11, HandshakeComplete: true}
+}
+
+// RFC 9113 9.2: HTTP/2 over TLS needs TLS 1.2 at least.
+func TestTLSVersionTooOld(t *testing.T) {
+	a, b := net.Pipe()
+	srv := &Server{Handler: okHandler()}
+	go srv.ServeConn(context.Background(), oldTLS{a})
+	defer srv.Close()
+	b.SetDeadline(time.Now().Add(testTimeout))
+	fr := http2.NewFramer(b, b)
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, ok := f.(*http2.GoAwayFrame); !ok || g.ErrCode != http2.ErrCodeInadequateSecurity {
+		t.Fatalf("%v", f)
+	}
+	b.Close()
+}
+
+func TestPrefaceTimeout(t *testing.T) {
+	ts := startServer(t, Config{PrefaceTimeout: 100 * time.Millisecond}, okHandler())
+	rc := dialRaw(t, ts.addr)
+	rc.read() // SETTINGS
+	start := time.Now()
+	for {
+		if _, err := rc.fr.ReadFrame(); err != nil {
+			break
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("closed after %v", d)
+	}
+}
+
+// The client's SETTINGS_HEADER_TABLE_SIZE bounds the server's encoder:
+// with 0, responses use no dynamic table (the client's decoder refuses it).
+func TestClientHeaderTableSize(t *testing.T) {
+	rc := rawServer(t, Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Repeated", "the same value every time")
+		io.WriteString(w, "ok")
+	}), http2.Setting{ID: http2.SettingHeaderTableSize, Val: 0})
+	rc.fr.ReadMetaHeaders.SetAllowedMaxDynamicTableSize(0)
+	for id := uint32(1); id < 8; id += 2 {
+		rc.headers(id, true)
+		if r := rc.response(id); r.header["x-repeated"][0] != "the same value every time" {
+			t.Fatalf("%v", r.header)
+		}
+	}
+}
+
+func TestHeadResponse(t *testing.T) {
+	rc := rawServer(t, Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "twelve bytes")
+	}))
+	rc.headers(1, true, ":method", "HEAD", ":scheme", "http", ":authority", "a", ":path", "/")
+	r := rc.response(1)
+	if len(r.frames) != 1 || len(r.body) != 0 || r.header["content-length"][0] != "12" {
+		t.Fatalf("%d frames, body %q, %v", len(r.frames), r.body, r.header)
+	}
+}
+
+// Frames on a stream the client reset: DATA is refused with STREAM_CLOSED
+// (its connection window given back), the rest ignored.
+func TestFramesAfterClientReset(t *testing.T) {
+	rc := rawServer(t, Config{MaxReceiveBufferPerConnection: 65535}, blockingHandler())
+	rc.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/noread")
+	rc.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	rc.fr.WritePriority(1, http2.PriorityParam{StreamDep: 0, Weight: 1})
+	rc.fr.WriteWindowUpdate(1, 5)
+	rc.fr.WriteData(1, false, make([]byte, 60000))
+	rc.expectRST(1, http2.ErrCodeStreamClosed)
+	// the connection's window came back: a full window's worth goes through
+	rc.headers(3, false)
+	rc.fr.WriteData(3, true, make([]byte, 60000))
+	if r := rc.response(3); string(r.body) != "done" {
+		t.Fatalf("%q", r.body)
+	}
+}
