@@ -61,4 +61,6 @@ fi
 
 echo
 echo "results in $OUT:"
-grep -h '^RESULT' "$OUT"/gatewaybench.txt "$OUT"/routes.txt 2>/dev/null
+results=("$OUT/gatewaybench.txt")
+[ -f "$OUT/routes.txt" ] && results+=("$OUT/routes.txt") # not with APPLY_ROUTES=0
+grep -h '^RESULT' "${results[@]}"
