@@ -74,21 +74,7 @@ func (w *Writer) Gateway(ctx context.Context, gw Key, computed gwv1.GatewayStatu
 // ListenerSet sets a ListenerSet's status (its parent Gateway's compile
 // decides it).
 func (w *Writer) ListenerSet(ctx context.Context, k Key, computed gwv1.ListenerSetStatus) (wrote bool, err error) {
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		ls, err := w.Client.GatewayV1().ListenerSets(k.Namespace).Get(ctx, k.Name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		next := ListenerSet(ls.Status, computed, w.now())
-		if Same(ls.Status, next, ListenerSetTimes) {
-			return nil
-		}
-		ls.Status = next
-		_, err = w.Client.GatewayV1().ListenerSets(k.Namespace).UpdateStatus(ctx, ls, metav1.UpdateOptions{FieldManager: fieldManager})
-		wrote = err == nil
-		return err
-	})
-	return wrote, ignoreGone(err)
+	return w.listenerSet(ctx, k, func(*gwv1.ListenerSet) gwv1.ListenerSetStatus { return computed })
 }
 
 // ResetListenerSet puts a ListenerSet this controller managed back in the
@@ -98,16 +84,23 @@ func (w *Writer) ListenerSet(ctx context.Context, k Key, computed gwv1.ListenerS
 // listeners nothing serves. Another controller of the new parent
 // writes its own from there.
 func (w *Writer) ResetListenerSet(ctx context.Context, k Key, why string) (wrote bool, err error) {
+	return w.listenerSet(ctx, k, func(ls *gwv1.ListenerSet) gwv1.ListenerSetStatus {
+		pending := func(t gwv1.ListenerSetConditionType) metav1.Condition {
+			return metav1.Condition{Type: string(t), Status: metav1.ConditionUnknown, Reason: string(gwv1.ListenerSetReasonPending), Message: why, ObservedGeneration: ls.Generation}
+		}
+		return gwv1.ListenerSetStatus{Conditions: []metav1.Condition{pending(gwv1.ListenerSetConditionAccepted), pending(gwv1.ListenerSetConditionProgrammed)}}
+	})
+}
+
+// listenerSet writes the status computed from the ListenerSet as read,
+// keeping transition times, unless it is the same.
+func (w *Writer) listenerSet(ctx context.Context, k Key, computed func(*gwv1.ListenerSet) gwv1.ListenerSetStatus) (wrote bool, err error) {
 	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		ls, err := w.Client.GatewayV1().ListenerSets(k.Namespace).Get(ctx, k.Name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		pending := func(t gwv1.ListenerSetConditionType) metav1.Condition {
-			return metav1.Condition{Type: string(t), Status: metav1.ConditionUnknown, Reason: string(gwv1.ListenerSetReasonPending), Message: why, ObservedGeneration: ls.Generation}
-		}
-		next := ListenerSet(ls.Status, gwv1.ListenerSetStatus{Conditions: []metav1.Condition{
-			pending(gwv1.ListenerSetConditionAccepted), pending(gwv1.ListenerSetConditionProgrammed)}}, w.now())
+		next := ListenerSet(ls.Status, computed(ls), w.now())
 		if Same(ls.Status, next, ListenerSetTimes) {
 			return nil
 		}
