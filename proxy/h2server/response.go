@@ -325,7 +325,7 @@ func (w *responseWriter) emit(a, b []byte, end bool) error {
 		}
 		for _, v := range h["Trailer"] {
 			for _, k := range strings.Split(v, ",") {
-				if k = textprotoTrim(k); k != "" {
+				if k = strings.TrimSpace(k); k != "" {
 					w.declareTrailer(http.CanonicalHeaderKey(k))
 				}
 			}
@@ -431,8 +431,6 @@ func (w *responseWriter) emit(a, b []byte, end bool) error {
 	}
 }
 
-func textprotoTrim(s string) string { return strings.TrimSpace(s) }
-
 // writeHeadersLocked (wmu held) encodes a header block with encode and
 // writes it as HEADERS and CONTINUATION frames of at most maxFrame bytes.
 func (c *conn) writeHeadersLocked(id, maxFrame uint32, endStream bool, encode func()) {
@@ -488,8 +486,8 @@ func (c *conn) encodeHeaderMap(h http.Header, keys []string) {
 	}
 	for _, k := range keys {
 		vv := h[k]
-		lk := lowerHeader(k)
-		if !validWireName(lk) {
+		lk := lowerHeader(k) // lower case: what is left to check is a token
+		if !httpguts.ValidHeaderFieldName(lk) {
 			continue
 		}
 		switch lk {
@@ -502,18 +500,6 @@ func (c *conn) encodeHeaderMap(h http.Header, keys []string) {
 			}
 		}
 	}
-}
-
-func validWireName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if !httpguts.IsTokenRune(rune(k[i])) || ('A' <= k[i] && k[i] <= 'Z') {
-			return false
-		}
-	}
-	return true
 }
 
 var commonLower = func() map[string]string {

@@ -5,4 +5,4 @@ package rawconn
 import "net"
 
 // Wrap returns c: the raw path is Linux's.
-func Wrap(c net.Conn) net.Conn { _ = disabled; return c }
+func Wrap(c net.Conn) net.Conn { return c }
