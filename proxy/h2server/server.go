@@ -152,8 +152,13 @@ var ErrServerClosed = errors.New("h2server: server closed")
 // ServeConn serves c, whose client is to send the HTTP/2 connection
 // preface first (the bytes a protocol sniffer peeked included), until the
 // connection ends; then it closes c. Requests' contexts derive from ctx
-// (what http.Server's ConnContext would give). A *tls.Conn (or a conn with
-// its ConnectionState method) gives https requests their Request.TLS.
+// (what http.Server's ConnContext would give), with http.ServerContextKey
+// (this *Server, when ctx has none: a hand-off from net/http brings its
+// own) and http.LocalAddrContextKey, as net/http's requests have them;
+// handlers tell a server's request from one of their own by the first
+// (httpproxy aborts a broken response with http.ErrAbortHandler only
+// then). A *tls.Conn (or a conn with its ConnectionState method) gives
+// https requests their Request.TLS.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	return s.ServeConnOptions(ctx, c, ConnOptions{})
 }
@@ -169,6 +174,12 @@ type ConnOptions struct {
 
 // ServeConnOptions is ServeConn with a connection's options.
 func (s *Server) ServeConnOptions(ctx context.Context, c net.Conn, opts ConnOptions) error {
+	if ctx.Value(http.ServerContextKey) == nil {
+		ctx = context.WithValue(ctx, http.ServerContextKey, s)
+	}
+	if ctx.Value(http.LocalAddrContextKey) == nil {
+		ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.LocalAddr())
+	}
 	cc := newConn(s, c, ctx)
 	cc.handler, cc.sawPreface = opts.Handler, opts.SawClientPreface
 	s.mu.Lock()

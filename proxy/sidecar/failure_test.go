@@ -36,8 +36,16 @@ func streamingApp(name string, release <-chan struct{}) http.Handler {
 
 // An endpoint that dies in the middle of a streamed HTTP/1 response: the
 // client sees the body fail (not a clean, short end), the response counts
-// as a failure, and later requests go to the endpoints left.
+// as a failure, and later requests go to the endpoints left. The client
+// speaks HTTP/1.1 or HTTP/2 (h2c) to the proxy: either way its stream
+// is aborted, never ended as if complete.
 func TestHTTPEndpointDiesMidStream(t *testing.T) {
+	for _, proto := range []string{"http1", "h2c"} {
+		t.Run(proto, func(t *testing.T) { testEndpointDiesMidStream(t, proto) })
+	}
+}
+
+func testEndpointDiesMidStream(t *testing.T, proto string) {
 	ctx := testContext(t)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
@@ -50,6 +58,9 @@ func TestHTTPEndpointDiesMidStream(t *testing.T) {
 	}
 	a := clientProxy(t, dst("web.test:80", eps...))
 	client, _ := h1Client(t, a.out)
+	if proto == "h2c" {
+		client, _ = h2cClient(t, a.out)
+	}
 	get := func(path string) (*http.Response, error) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://web.test"+path, nil)
 		return client.Do(req)
