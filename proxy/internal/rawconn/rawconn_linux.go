@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -14,9 +15,15 @@ type Conn struct {
 	*net.TCPConn
 	rc syscall.RawConn
 
-	// One read and one write at a time (the poller's locks): their
-	// arguments and results live here so that the callbacks, made once,
-	// allocate nothing per call.
+	// The arguments and results of the read and the write in progress
+	// live here so that the callbacks, made once, allocate nothing per
+	// call. rmu and wmu make it one read and one write at a time, as the
+	// poller does for net's own methods, but around the fields too:
+	// net.Conn allows Write from several goroutines at once (a WebSocket
+	// relay beside the transport's writer), and the poller's lock, taken
+	// inside rc.Write, came after the fields were set.
+	rmu     sync.Mutex
+	wmu     sync.Mutex
 	rp      []byte
 	rn      int
 	rerr    error
@@ -95,10 +102,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	c.rmu.Lock()
 	c.rp = p
 	err := c.rc.Read(c.readFn)
 	n, rerr := c.rn, c.rerr
 	c.rp, c.rerr = nil, nil
+	c.rmu.Unlock()
 	if err != nil {
 		return 0, c.opError("read", err)
 	}
@@ -113,10 +122,12 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	c.wmu.Lock()
 	c.wp, c.wn = p, 0
 	err := c.rc.Write(c.writeFn)
 	n, werr := c.wn, c.werr
 	c.wp, c.werr = nil, nil
+	c.wmu.Unlock()
 	if err == nil {
 		err = werr
 	}
