@@ -300,7 +300,10 @@ func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 	ex := &exchange{pc: pc, req: req, stop: stop}
 	start := pc.cr.n
 	if req.Body == nil || req.Body == http.NoBody {
-		err := req.Write(pc.bw)
+		var err error
+		if !writeRequest(pc.bw, req, nil) {
+			err = req.Write(pc.bw)
+		}
 		if err == nil {
 			err = pc.bw.Flush()
 		}
@@ -318,14 +321,17 @@ func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 		go func() {
 			w := req
 			small, err := readSmallBody(req)
+			written := false
 			if small != nil {
 				// A small body of known length, now in memory: the head and
 				// the body leave in one write.
-				r := *req
-				r.Body = small.rc
-				w = &r
+				if written = writeRequest(pc.bw, req, small.buf[:req.ContentLength]); !written {
+					r := *req
+					r.Body = small.rc
+					w = &r
+				}
 			}
-			if err == nil {
+			if err == nil && !written {
 				err = w.Write(pc.bw)
 			}
 			if err == nil {
@@ -372,6 +378,20 @@ func (pc *conn) readResponse(req *http.Request) (*http.Response, error) {
 	pc.cr.limit = pc.c.o.MaxResponseHeaderBytes
 	defer func() { pc.cr.limit = -1 }()
 	for {
+		// The first read waits for the response; a head that arrived
+		// whole is parsed in place (parseResponseHead), any other with
+		// net/http's reader.
+		if _, err := pc.br.Peek(1); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // as http.ReadResponse says it
+			}
+			return nil, err
+		}
+		buf, _ := pc.br.Peek(pc.br.Buffered())
+		if resp, n, ok := parseResponseHead(buf, pc.br, req); ok {
+			pc.br.Discard(n)
+			return resp, nil
+		}
 		resp, err := http.ReadResponse(pc.br, req)
 		if err != nil {
 			return nil, err

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
 )
 
 // conn is one connection being served (net/http's conn).
@@ -326,7 +328,18 @@ func (c *conn) readRequest(ctx context.Context) (w *response, err error) {
 	c.r.lock()
 	c.r.rec = &c.head
 	c.r.unlock()
-	req, err := http.ReadRequest(c.bufr)
+	// The first read waits for the request; a head that arrived whole is
+	// parsed in place (parseHead), any other with net/http's reader.
+	var req *http.Request
+	if _, err = c.bufr.Peek(1); err == nil {
+		buf, _ := c.bufr.Peek(c.bufr.Buffered())
+		if r, n, ok := parseHead(buf, c.bufr); ok {
+			c.bufr.Discard(n)
+			req = r
+		} else {
+			req, err = http.ReadRequest(c.bufr)
+		}
+	}
 	c.r.lock()
 	c.r.rec = nil
 	c.r.unlock()
@@ -396,8 +409,8 @@ func (c *conn) readRequest(ctx context.Context) (w *response, err error) {
 		contentLength: -1,
 		ambiguous:     ambiguous,
 
-		wants10KeepAlive: req.ProtoMajor == 1 && req.ProtoMinor == 0 && hasToken(hget(req.Header, "Connection"), "keep-alive"),
-		wantsClose:       req.Close || hasToken(hget(req.Header, "Connection"), "close"),
+		wants10KeepAlive: req.ProtoMajor == 1 && req.ProtoMinor == 0 && h1head.HasToken(hget(req.Header, "Connection"), "keep-alive"),
+		wantsClose:       req.Close || h1head.HasToken(hget(req.Header, "Connection"), "close"),
 	}
 	if req.Body != http.NoBody && req.Body != nil {
 		b := &body{src: req.Body, remain: req.ContentLength, chunked: req.ContentLength < 0, closing: req.Close, r: c.r}
@@ -653,7 +666,7 @@ func (c *conn) serve(ctx context.Context) {
 		}
 
 		req := w.req
-		if hasToken(hget(req.Header, "Expect"), "100-continue") {
+		if h1head.HasToken(hget(req.Header, "Expect"), "100-continue") {
 			if req.ProtoAtLeast(1, 1) && req.ContentLength != 0 {
 				req.Body = &expectContinueReader{readCloser: req.Body, resp: w}
 				w.canWriteContinue.Store(true)
@@ -748,31 +761,3 @@ func hget(h http.Header, key string) string {
 	}
 	return ""
 }
-
-// hasToken is net/http's: whether token is in the comma-separated v,
-// case-insensitively.
-func hasToken(v, token string) bool {
-	if len(token) > len(v) || token == "" {
-		return false
-	}
-	if v == token {
-		return true
-	}
-	for sp := 0; sp <= len(v)-len(token); sp++ {
-		if b := v[sp]; b != token[0] && b|0x20 != token[0] {
-			continue
-		}
-		if sp > 0 && !isTokenBoundary(v[sp-1]) {
-			continue
-		}
-		if endPos := sp + len(token); endPos != len(v) && !isTokenBoundary(v[endPos]) {
-			continue
-		}
-		if strings.EqualFold(v[sp:sp+len(token)], token) {
-			return true
-		}
-	}
-	return false
-}
-
-func isTokenBoundary(b byte) bool { return b == ' ' || b == ',' || b == '\t' }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
 )
 
 // bufferBeforeChunkingSize is net/http's: a response shorter than this
@@ -522,7 +524,7 @@ func (cw *chunkWriter) writeHeader(p []byte) {
 	}
 
 	delConnectionHeader := w.closeAfterReply &&
-		(!keepAlivesEnabled || !hasToken(hget(cw.header, "Connection"), "close")) &&
+		(!keepAlivesEnabled || !h1head.HasToken(hget(cw.header, "Connection"), "close")) &&
 		!isProtocolSwitchResponse(w.status, header)
 	if delConnectionHeader {
 		delHeader("Connection")
