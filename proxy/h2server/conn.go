@@ -10,12 +10,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -198,6 +200,7 @@ func (c *conn) serve() error {
 				return nil
 			}
 		case errors.As(err, &ce):
+			c.srv.logf("http2: connection error from %v: %v", c.remote, err) // why a client saw GOAWAY
 			c.connError(http2.ErrCode(ce))
 			c.drainAndClose()
 			return nil
@@ -774,8 +777,8 @@ func (c *conn) processTrailers(st *stream, f *http2.MetaHeadersFrame) error {
 	}
 	if st.req.Trailer != nil {
 		for _, hf := range f.RegularFields() {
-			key := canonicalHeader(hf.Name)
-			if !validTrailerHeader(key) {
+			key := textproto.CanonicalMIMEHeaderKey(hf.Name)
+			if !httpguts.ValidTrailerHeader(key) {
 				err := http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 				c.closeStream(st, err)
 				return err

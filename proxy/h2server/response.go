@@ -14,6 +14,8 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/fieldname"
 )
 
 // bufSize is what a response buffers before it writes (Go's server's
@@ -486,7 +488,7 @@ func (c *conn) encodeHeaderMap(h http.Header, keys []string) {
 	}
 	for _, k := range keys {
 		vv := h[k]
-		lk := lowerHeader(k) // lower case: what is left to check is a token
+		lk := fieldname.Lower(k) // lower case: what is left to check is a token
 		if !httpguts.ValidHeaderFieldName(lk) {
 			continue
 		}
@@ -500,32 +502,4 @@ func (c *conn) encodeHeaderMap(h http.Header, keys []string) {
 			}
 		}
 	}
-}
-
-var commonLower = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{
-		"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Accept-Ranges", "Age",
-		"Access-Control-Allow-Credentials", "Access-Control-Allow-Headers", "Access-Control-Allow-Methods",
-		"Access-Control-Allow-Origin", "Access-Control-Expose-Headers", "Access-Control-Max-Age",
-		"Allow", "Authorization", "Cache-Control", "Content-Disposition", "Content-Encoding",
-		"Content-Language", "Content-Length", "Content-Location", "Content-Range", "Content-Type",
-		"Cookie", "Date", "Etag", "Expect", "Expires", "From", "Host", "If-Match", "If-Modified-Since",
-		"If-None-Match", "If-Unmodified-Since", "Last-Modified", "Link", "Location", "Max-Forwards",
-		"Origin", "Proxy-Authenticate", "Proxy-Authorization", "Range", "Referer", "Refresh",
-		"Retry-After", "Server", "Set-Cookie", "Strict-Transport-Security", "Trailer", "User-Agent",
-		"Vary", "Via", "Www-Authenticate", "X-Forwarded-For", "X-Forwarded-Proto", "X-Request-Id",
-		"Grpc-Status", "Grpc-Message", "Grpc-Encoding", "Grpc-Accept-Encoding", "Grpc-Status-Details-Bin",
-		"Server-Timing", "X-Envoy-Upstream-Service-Time",
-	} {
-		m[k] = strings.ToLower(k)
-	}
-	return m
-}()
-
-func lowerHeader(k string) string {
-	if v, ok := commonLower[k]; ok {
-		return v
-	}
-	return strings.ToLower(k)
 }

@@ -82,7 +82,7 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 	regular := f.RegularFields()
 	header := make(http.Header, len(regular))
 	for _, hf := range regular {
-		k := canonicalHeader(hf.Name)
+		k := textproto.CanonicalMIMEHeaderKey(hf.Name)
 		header[k] = append(header[k], hf.Value)
 	}
 	needsContinue := httpguts.HeaderValuesContainsToken(header["Expect"], "100-continue")
@@ -213,12 +213,6 @@ func headerListTooLong(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "<h1>HTTP Error 431</h1><p>Request Header Field(s) Too Large</p>")
 }
 
-func canonicalHeader(v string) string {
-	return textproto.CanonicalMIMEHeaderKey(v)
-}
-
-func validTrailerHeader(k string) bool { return httpguts.ValidTrailerHeader(k) }
-
 // requestBody is a stream's Request.Body.
 type requestBody stream
 
@@ -264,6 +258,20 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		err = werr
 	}
 	return n, err
+}
+
+// Buffered reports the bytes a Read returns without waiting, and whether
+// the client's END_STREAM is in with them (h2client.Buffered): the proxy's
+// HTTP/2 client then sends a body that is whole with its HEADERS, in one
+// write.
+func (b *requestBody) Buffered() (int, bool) {
+	st := (*stream)(b)
+	st.c.mu.Lock()
+	defer st.c.mu.Unlock()
+	if st.bodyBroken {
+		return 0, false
+	}
+	return len(st.body) - st.bodyOff, st.bodyErr == io.EOF
 }
 
 // Close discards what is unread, and gives the connection's window back.

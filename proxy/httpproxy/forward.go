@@ -13,6 +13,8 @@ import (
 	"sync"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h2client"
 )
 
 // forward is httputil.ReverseProxy.ServeHTTP for the Forwarder's requests
@@ -112,8 +114,9 @@ func (f *Forwarder) forward(w *flushGate, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	res.Body.Close() // now, to fill res.Trailer
-	if len(res.Trailer) > 0 {
-		// Chunked, so that net/http does not compute a Content-Length.
+	if len(res.Trailer) > 0 && r.ProtoMajor == 1 {
+		// Chunked, so that net/http does not compute a Content-Length
+		// (an HTTP/2 response carries trailers either way).
 		w.FlushError()
 	}
 	if len(res.Trailer) == announced {
@@ -137,9 +140,17 @@ func fastPath(r *http.Request) bool {
 }
 
 // copyResponse copies the body to the client, flushing the headers first
-// and every write after (FlushInterval -1), all through flushGate.
+// and every write after (FlushInterval -1), all through flushGate. Two
+// exceptions save a write per response: the headers are not flushed alone
+// when the body's first bytes (or its end) are already in (bodyBuffered:
+// an HTTP/2 upstream's DATA that came with its HEADERS), and the last
+// bytes, read with io.EOF, are not flushed: the handler's end sends them
+// with the end of the response (a unary gRPC response: HEADERS, DATA and
+// trailers in one write).
 func (f *Forwarder) copyResponse(w *flushGate, body io.Reader) error {
-	w.FlushError()
+	if !bodyBuffered(body) {
+		w.FlushError()
+	}
 	bp := buffers.Get().(*[]byte) // the pointer back to the pool: no allocation
 	defer buffers.Put(bp)
 	buf := *bp
@@ -150,7 +161,9 @@ func (f *Forwarder) copyResponse(w *flushGate, body io.Reader) error {
 		}
 		if nr > 0 {
 			nw, werr := w.Write(buf[:nr])
-			w.FlushError()
+			if rerr == nil {
+				w.FlushError()
+			}
 			if werr != nil {
 				return werr
 			}
@@ -165,6 +178,17 @@ func (f *Forwarder) copyResponse(w *flushGate, body io.Reader) error {
 			return rerr
 		}
 	}
+}
+
+// bodyBuffered reports a response body whose next Read returns at once
+// with data or its end (h2client.Buffered).
+func bodyBuffered(body io.Reader) bool {
+	b, ok := body.(h2client.Buffered)
+	if !ok {
+		return false
+	}
+	n, eof := b.Buffered()
+	return n > 0 || eof
 }
 
 // informational forwards the 1xx responses the transport reports until
@@ -194,6 +218,16 @@ func (t *informational) got1xx(code int, header textproto.MIMEHeader) error {
 type noopCloseReader struct{ io.ReadCloser }
 
 func (noopCloseReader) Close() error { return nil }
+
+// Buffered passes the body's (h2client.Buffered) on.
+func (r noopCloseReader) Buffered() (int, bool) { return buffered(r.ReadCloser) }
+
+func buffered(r io.Reader) (int, bool) {
+	if b, ok := r.(h2client.Buffered); ok {
+		return b.Buffered()
+	}
+	return 0, false
+}
 
 // What follows is httputil's, for forward.
 

@@ -438,6 +438,10 @@ func (b *observedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Buffered passes the upstream body's (h2client.Buffered) on, for
+// copyResponse.
+func (b *observedBody) Buffered() (int, bool) { return buffered(b.ReadCloser) }
+
 func (b *observedBody) Close() error {
 	b.end(nil)
 	b.out.closed(b.resp)
@@ -595,6 +599,10 @@ func (b *guardedBody) Close() error {
 	}
 	return b.rc.Close()
 }
+
+// Buffered passes the client's body's (h2client.Buffered) on, so that
+// the HTTP/2 transport sends a body that is already whole with its headers.
+func (b *guardedBody) Buffered() (int, bool) { return buffered(b.rc) }
 
 func (b *guardedBody) touched() bool {
 	b.mu.Lock()

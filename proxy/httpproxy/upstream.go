@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1client"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h2client"
 	"github.com/meridian-mesh/meridian/proxy/outbound/connect"
 )
 
@@ -40,8 +41,10 @@ type Upstream struct {
 	H2Only bool // the destination says the endpoint speaks h2
 	// h1c carries HTTP/1 requests on its caller's goroutine; h1, net/http's
 	// Transport, the few it leaves to it (Expect: 100-continue, upgrades).
-	h1c    *h1client.Client
-	h1, h2 *http.Transport
+	// h2 writes HTTP/2 requests on their caller's goroutine too.
+	h1c *h1client.Client
+	h1  *http.Transport
+	h2  *h2client.Client
 }
 
 // pool is a connection pool that transportFor picks.
@@ -90,17 +93,17 @@ func NewUpstream(addr string, h2only bool, dial DialFunc) *Upstream {
 	h1.DialContext = dialFor("http/1.1")
 	h1.Protocols = new(http.Protocols)
 	h1.Protocols.SetHTTP1(true)
-	h2 := base()
-	h2.DialContext = dialFor("h2")
-	h2.Protocols = new(http.Protocols)
-	h2.Protocols.SetUnencryptedHTTP2(true)
-	h2.HTTP2 = &http.HTTP2Config{
+	h2Dial := dialFor("h2")
+	h2 := h2client.New(h2client.Options{
+		Dial:         func(ctx context.Context) (net.Conn, error) { return h2Dial(ctx, "", "") },
+		StreamWindow: DefaultH2StreamWindow,
+		ConnWindow:   DefaultH2ConnectionWindow,
+		IdleTimeout:  h1.IdleConnTimeout,
 		// Keep a dead peer from holding streams forever.
-		SendPingTimeout:               10 * time.Second,
-		PingTimeout:                   5 * time.Second,
-		MaxReceiveBufferPerStream:     DefaultH2StreamWindow,
-		MaxReceiveBufferPerConnection: DefaultH2ConnectionWindow,
-	}
+		SendPingTimeout:       10 * time.Second,
+		PingTimeout:           5 * time.Second,
+		ExpectContinueTimeout: h1.ExpectContinueTimeout,
+	})
 	h1cDial := dialFor("http/1.1")
 	h1c := h1client.New(h1client.Options{
 		Dial:        func(ctx context.Context) (net.Conn, error) { return h1cDial(ctx, "", "") },
@@ -114,12 +117,7 @@ func NewUpstream(addr string, h2only bool, dial DialFunc) *Upstream {
 // DefaultH2ConnectionWindow) for responses from this endpoint; 0 keeps a
 // default. Call it before the first request.
 func (u *Upstream) SetH2Windows(stream, conn int) {
-	if stream > 0 {
-		u.h2.HTTP2.MaxReceiveBufferPerStream = stream
-	}
-	if conn > 0 {
-		u.h2.HTTP2.MaxReceiveBufferPerConnection = conn
-	}
+	u.h2.SetWindows(stream, conn)
 }
 
 // transportFor picks the pool for a request: HTTP/1 when the client spoke
