@@ -1,12 +1,14 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"testing"
+	"time"
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 )
@@ -127,4 +129,80 @@ func BenchmarkRequest(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkRequestTLS is BenchmarkRequest over TLS: HTTP/1.1 keep-alive
+// (ALPN http/1.1) and h2 (one connection) through an HTTPS listener.
+func BenchmarkRequestTLS(b *testing.B) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer backend.Close()
+	pn := freePort(b)
+	chain, key := certPEM(b, "web.test")
+	s := snap("v1", tlsPort(pn, &gatewaypb.Listener{Name: "web", Hostname: "web.test", Mode: gatewaypb.Listener_HTTPS, Certificates: []string{"ns/web"},
+		Hosts: []*gatewaypb.Host{hostOf("", ruleTo("web", nil, to("web.svc:80", 1)))}}))
+	s.Certificates = []*gatewaypb.Certificate{{Name: "ns/web", CertChain: chain, PrivateKey: key}}
+	startGatewayB(b, dsts(b, map[string][]string{"web.svc:80": {backend.Listener.Addr().String()}}), s)
+	for _, c := range []struct {
+		name string
+		h2   bool
+	}{{"https", false}, {"h2", true}} {
+		b.Run(c.name, func(b *testing.B) {
+			tr := &http.Transport{MaxIdleConnsPerHost: 64, ForceAttemptHTTP2: c.h2,
+				TLSClientConfig: &tls.Config{ServerName: "web.test", InsecureSkipVerify: true}}
+			client := &http.Client{Transport: tr}
+			defer client.CloseIdleConnections()
+			url := "https://127.0.0.1:" + itoa(pn) + "/"
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req, _ := http.NewRequest("GET", url, nil)
+					req.Host = "web.test"
+					resp, err := client.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if (resp.ProtoMajor == 2) != c.h2 || resp.StatusCode != http.StatusOK {
+						b.Errorf("%s: %s over %s", c.name, resp.Status, resp.Proto)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkRequestFeatures is BenchmarkRequest/gateway through a rule with
+// what HTTPRoutes commonly carry: a request timeout, a request header set
+// and a response header added.
+func BenchmarkRequestFeatures(b *testing.B) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer backend.Close()
+	pn := freePort(b)
+	rl := ruleTo("web", prefix("/"), to("web.svc:80", 1))
+	rl.Timeouts = &gatewaypb.Timeouts{Request: dur(10 * time.Second)}
+	rl.Filters = []*gatewaypb.Filter{
+		{Filter: &gatewaypb.Filter_RequestHeaders{RequestHeaders: &gatewaypb.HeaderModifier{Set: map[string]string{"X-Route": "web"}}}},
+		{Filter: &gatewaypb.Filter_ResponseHeaders{ResponseHeaders: &gatewaypb.HeaderModifier{Add: []*gatewaypb.Header{{Name: "X-Served-By", Value: "gateway"}}}}},
+	}
+	startGatewayB(b, dsts(b, map[string][]string{"web.svc:80": {backend.Listener.Addr().String()}}), snap("v1", httpPort(pn, httpListener("l", "", hostOf("", rl)))))
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	defer client.CloseIdleConnections()
+	url := "http://127.0.0.1:" + itoa(pn) + "/"
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Get(url)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if resp.Header.Get("X-Served-By") != "gateway" {
+				b.Errorf("%s without the response filter's header", resp.Status)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
 }

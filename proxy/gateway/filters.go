@@ -1,9 +1,7 @@
 package gateway
 
 // The mapping from gatewaypb.Filter to the filter middlewares of
-// proxy/middleware/{headers,redirect,rewrite,mirror,cors}. It builds with
-// the tag gatewayfilters until those packages are merged; then the tag
-// line and filters_none.go go.
+// proxy/middleware/{headers,redirect,rewrite,mirror,cors}.
 
 import (
 	"context"

@@ -73,8 +73,7 @@ func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
 	}
 	x, r := httpproxy.ExchangeFor(w, r, direction)
 	x.Labels.Route = rl.noBackend
-	forwarded(r, t.trustedHops, l.scheme)
-	r.Header.Add(httpproxy.HopHeader, g.id)
+	forwarded(r, t.trustedHops, l.scheme, g.id)
 	if rl.request > 0 {
 		// From the request's arrival to its response's headers, across
 		// retries; the forwarder stops it once they are in.
@@ -102,7 +101,7 @@ func headerBytes(r *http.Request) int {
 // sawBefore says whether this gateway forwarded the request already.
 func (g *Gateway) sawBefore(h http.Header) bool {
 	for _, v := range h.Values(httpproxy.HopHeader) {
-		for _, id := range strings.Split(v, ",") {
+		for id := range strings.SplitSeq(v, ",") {
 			if strings.TrimSpace(id) == g.id {
 				return true
 			}
@@ -113,46 +112,59 @@ func (g *Gateway) sawBefore(h http.Header) bool {
 
 // forwarded removes what no client may tell the mesh (Meridian's and
 // Linkerd's own headers: an override header from outside would make the
-// gateway an open relay) and appends the client to X-Forwarded-For,
-// trusting the last trustedHops entries already there (the proxies in
-// front of the gateway); with none, the client's own forwarding headers
-// are replaced.
-func forwarded(r *http.Request, trustedHops int, scheme string) {
-	for k := range r.Header {
+// gateway an open relay), appends the client to X-Forwarded-For, trusting
+// the last trustedHops entries already there (the proxies in front of the
+// gateway; with none, the client's own forwarding headers are replaced),
+// and appends the gateway's id to Meridian-Hop.
+func forwarded(r *http.Request, trustedHops int, scheme, id string) {
+	h := r.Header
+	for k := range h {
 		// Meridian-Hop stays: it can only make a request refused as a
 		// loop, and removing it would hide a loop through two gateways.
 		if (strings.HasPrefix(k, "Meridian-") && k != httpproxy.HopHeader) || strings.HasPrefix(k, "L5d-") {
-			delete(r.Header, k)
+			delete(h, k)
 		}
 	}
 	client, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		client = r.RemoteAddr
 	}
-	var hops []string
+	// The values the gateway sets share one array (one allocation instead
+	// of four); each is a full slice of its own (len == cap), so that an
+	// Add to one copies it rather than writing over the next.
+	vals := make([]string, 4)
+	set := func(i int, k, v string) {
+		vals[i] = v
+		h[k] = vals[i : i+1 : i+1]
+	}
+	xff := client
 	if trustedHops > 0 {
-		for _, v := range r.Header.Values("X-Forwarded-For") {
-			for _, h := range strings.Split(v, ",") {
-				if h = strings.TrimSpace(h); h != "" {
-					hops = append(hops, h)
+		var hops []string
+		for _, v := range h["X-Forwarded-For"] {
+			for hop := range strings.SplitSeq(v, ",") {
+				if hop = strings.TrimSpace(hop); hop != "" {
+					hops = append(hops, hop)
 				}
 			}
 		}
-		hops = hops[max(len(hops)-trustedHops, 0):]
+		if hops = hops[max(len(hops)-trustedHops, 0):]; len(hops) > 0 {
+			xff = strings.Join(hops, ", ") + ", " + client
+		}
 	}
-	if len(hops) == 0 {
-		r.Header["X-Forwarded-For"] = []string{client}
-	} else {
-		r.Header["X-Forwarded-For"] = []string{strings.Join(hops, ", ") + ", " + client}
+	set(0, "X-Forwarded-For", xff)
+	if trustedHops == 0 || h.Get("X-Forwarded-Proto") == "" {
+		set(1, "X-Forwarded-Proto", scheme)
 	}
-	if trustedHops == 0 || r.Header.Get("X-Forwarded-Proto") == "" {
-		r.Header["X-Forwarded-Proto"] = []string{scheme}
-	}
-	if trustedHops == 0 || r.Header.Get("X-Forwarded-Host") == "" {
-		r.Header["X-Forwarded-Host"] = []string{r.Host}
+	if trustedHops == 0 || h.Get("X-Forwarded-Host") == "" {
+		set(2, "X-Forwarded-Host", r.Host)
 	}
 	if trustedHops == 0 {
-		delete(r.Header, "Forwarded")
+		delete(h, "Forwarded")
+	}
+	if hop := h[httpproxy.HopHeader]; len(hop) > 0 {
+		h[httpproxy.HopHeader] = append(hop, id)
+	} else {
+		set(3, httpproxy.HopHeader, id)
 	}
 }
 
@@ -213,7 +225,7 @@ func (g *Gateway) forward(rl *rule, be *backend) http.Handler {
 			// takes this from the gateway as from a peer proxy
 			// (httpproxy.Options.AcceptPeerHeaders). Clients' own
 			// Meridian-* headers were removed (forwarded).
-			r.Header.Set(httpproxy.OrigProtoHeader, "HTTP/1.1")
+			r.Header[httpproxy.OrigProtoHeader] = origHTTP11
 		}
 		policy := (rl.retry != nil && rl.retry.attempts > 0) || rl.perTry > 0
 		// With no policy, an idempotent request without a body (RFC 9110
@@ -237,6 +249,12 @@ func (g *Gateway) forward(rl *rule, be *backend) http.Handler {
 		g.fwd.ServeHTTP(w, r)
 	})
 }
+
+// origHTTP11 is the Meridian-Orig-Proto value that sends a request to its
+// backend over HTTP/1.1, shared by every request: no one writes a header's
+// value in place (Set replaces the slice, Add appends to this full one: a
+// copy), and the Forwarder removes this header before the request goes on.
+var origHTTP11 = []string{"HTTP/1.1"}
 
 // invalid answers a request of a rule without a valid backend: 500, or
 // UNAVAILABLE to gRPC (the spec's answers), counted as unavailable.

@@ -18,35 +18,35 @@ import (
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/proxy/h2server"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1server"
-	"github.com/meridian-mesh/meridian/proxy/listen"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/outbound/connect"
 	"github.com/meridian-mesh/meridian/proxy/tcpproxy"
 )
 
 // portServer is one open port: its sockets, the HTTP servers its HTTP and
-// terminated HTTPS connections go to (h1 serves HTTP/1 on the accepting
-// goroutine; srv, through httpLn, HTTP/2: h2 by ALPN and h2c with prior
-// knowledge), and its TLS streams (passthrough and terminate). What a new
-// connection gets is decided by the table current when it arrives, so a
-// port keeps its socket and its connections across snapshots.
+// terminated HTTPS connections go to (h1 serves HTTP/1, h2 HTTP/2: h2 by
+// ALPN and h2c with prior knowledge, both on the accepting goroutine), and
+// its TLS streams (passthrough and terminate). What a new connection gets
+// is decided by the table current when it arrives, so a port keeps its
+// socket and its connections across snapshots.
 type portServer struct {
 	g      *Gateway
 	number uint32
 	ln     net.Listener
-	httpLn *listen.Chan
-	srv    *http.Server
+	ctx    context.Context // its connections' context: portKey
 	h1     *h1server.Server
-	h2     *h2server.Server // its HTTP/2 connections (srv hands them over)
+	h2     *h2server.Server
+	h2c    h2Handler // h2c connections' handler (no TLS)
 
-	serving sync.WaitGroup // the accept loop and the HTTP server
-	// accepting is the accept loop alone: drain waits for it before it
-	// waits for streams, so that no streams.Add races with that Wait.
+	// accepting is the accept loop: drain waits for it before it waits
+	// for streams, so that no streams.Add races with that Wait.
 	accepting sync.WaitGroup
-	streams   sync.WaitGroup // connections being sorted, and TLS streams
-	mu        sync.Mutex
-	conns     map[net.Conn]struct{} // TLS streams, closed at the drain deadline
-	cut       bool                  // the drain deadline has passed
+	// streams counts connections from accept to close: being sorted,
+	// served over HTTP/1 or HTTP/2, or TLS streams.
+	streams sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{} // TLS streams, closed at the drain deadline
+	cut     bool                  // the drain deadline has passed
 
 	open     atomic.Int64 // accepted connections not yet closed
 	maxConns int64        // Config.MaxConnections; 0: no bound
@@ -89,65 +89,76 @@ func (g *Gateway) openPort(n uint32) (*portServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	ps := &portServer{g: g, number: n, ln: ln, httpLn: listen.NewChan(ln.Addr()), conns: map[net.Conn]struct{}{},
+	ps := &portServer{g: g, number: n, ln: ln, conns: map[net.Conn]struct{}{},
+		ctx:      context.WithValue(context.Background(), portKey{}, n),
 		maxConns: int64(max(g.cfg.MaxConnections, 0))}
-	connContext := func(ctx context.Context, _ net.Conn) context.Context {
-		return context.WithValue(ctx, portKey{}, n)
-	}
 	errorLog := slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)
 	ps.h1 = &h1server.Server{
 		Handler:           g.handler,
 		ReadHeaderTimeout: g.cfg.HeaderTimeout,
 		IdleTimeout:       5 * time.Minute,
-		MaxHeaderBytes:    maxHeaderCap, // as srv's, below
-		ConnContext:       connContext,
-		ErrorLog:          errorLog,
-		// h2c with prior knowledge goes to srv.
-		H2C: func(c net.Conn) {
-			if !ps.httpLn.Push(c) {
-				c.Close()
-			}
-		},
-	}
-	// HTTP/2 only: HTTP/1 connections go to ps.h1.
-	protocols := new(http.Protocols)
-	protocols.SetHTTP2(true)            // over TLS, by ALPN
-	protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
-	ps.srv = &http.Server{
-		Handler:           g.handler,
-		Protocols:         protocols,
-		ReadHeaderTimeout: g.cfg.HeaderTimeout,
-		IdleTimeout:       5 * time.Minute,
 		// The snapshot's limit (431) is applied per request (route); this
 		// is the most a snapshot may set.
 		MaxHeaderBytes: maxHeaderCap,
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams:      1000,
-			MaxReadFrameSize:          16 << 10,
-			MaxDecoderHeaderTableSize: 4 << 10,
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, portKey{}, n)
 		},
-		ConnContext: connContext,
-		ErrorLog:    errorLog,
+		ErrorLog: errorLog,
+		// h2c with prior knowledge: served here, on the accepting
+		// goroutine, as net/http hands it over (deadlines cleared).
+		H2C: func(c net.Conn) {
+			c.SetDeadline(time.Time{})
+			ps.h2.ServeConnOptions(ps.ctx, c, h2server.ConnOptions{Handler: ps.h2c})
+		},
 	}
 	// HTTP/2 (TLS with ALPN h2, and h2c with prior knowledge) is served by
-	// the proxy's own server, handed the connections by net/http.
+	// the proxy's own server, handed the connections directly: requests'
+	// contexts carry portKey, and http.ServerContextKey (this h2server)
+	// and http.LocalAddrContextKey, which h2server sets.
 	ps.h2 = &h2server.Server{Config: h2server.Config{
-		MaxConcurrentStreams:      ps.srv.HTTP2.MaxConcurrentStreams,
-		MaxReadFrameSize:          ps.srv.HTTP2.MaxReadFrameSize,
-		MaxDecoderHeaderTableSize: ps.srv.HTTP2.MaxDecoderHeaderTableSize,
-		MaxHeaderBytes:            ps.srv.MaxHeaderBytes,
-		IdleTimeout:               ps.srv.IdleTimeout,
-		ErrorLog:                  ps.srv.ErrorLog,
+		MaxConcurrentStreams:      1000,
+		MaxReadFrameSize:          16 << 10,
+		MaxDecoderHeaderTableSize: 4 << 10,
+		MaxHeaderBytes:            maxHeaderCap,
+		IdleTimeout:               5 * time.Minute,
+		ErrorLog:                  errorLog,
 	}}
-	ps.srv.TLSNextProto = ps.h2.TLSNextProto()
+	ps.h2c = h2Handler{h: g.handler}
 	return ps, nil
 }
 
+// h2Handler serves a port's HTTP/2 requests as net/http's server did when
+// it handed the connections over (serverHandler, initALPNRequest): "OPTIONS
+// *" is answered, not routed, and a TLS connection's requests carry its
+// state whatever their :scheme.
+type h2Handler struct {
+	h   http.Handler
+	tls *tls.ConnectionState // nil: h2c
+}
+
+func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.tls != nil && r.TLS == nil {
+		r.TLS = h.tls
+	}
+	if r.RequestURI == "*" && r.Method == http.MethodOptions {
+		optionsAsterisk(w, r)
+		return
+	}
+	h.h.ServeHTTP(w, r)
+}
+
+// optionsAsterisk is net/http's globalOptionsHandler: an empty 200, after
+// reading at most 4 KiB of body (more ends the stream).
+func optionsAsterisk(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Length", "0")
+	if r.ContentLength != 0 {
+		io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, 4<<10))
+	}
+}
+
 func (ps *portServer) start() {
-	ps.serving.Add(2)
 	ps.accepting.Add(1)
-	go func() { defer ps.serving.Done(); ps.srv.Serve(ps.httpLn) }()
-	go func() { defer ps.serving.Done(); defer ps.accepting.Done(); ps.accept() }()
+	go func() { defer ps.accepting.Done(); ps.accept() }()
 }
 
 func (ps *portServer) accept() {
@@ -156,7 +167,6 @@ func (ps *portServer) accept() {
 		c, err := ps.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				ps.httpLn.Close()
 				return
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
@@ -212,7 +222,7 @@ func (ps *portServer) handle(c net.Conn) {
 		conn = &clientConn{replayConn: replayConn{Conn: mc, r: br}, client: client}
 	}
 	if p.protocol == gatewaypb.Port_HTTP {
-		ps.h1.ServeConn(context.Background(), conn) // h2c is handed to srv
+		ps.h1.ServeConn(context.Background(), conn) // and h2c, through its H2C hook
 		return
 	}
 	mc.SetReadDeadline(time.Now().Add(g.cfg.HeaderTimeout))
@@ -243,7 +253,7 @@ func (ps *portServer) handle(c net.Conn) {
 
 // serveHTTPS completes an HTTPS connection's handshake, within the header
 // timeout as net/http's server would, and serves it by the protocol ALPN
-// settled: HTTP/1 here, h2 on srv.
+// settled: HTTP/1 on h1, h2 on h2 (both here, on the accepting goroutine).
 func (ps *portServer) serveHTTPS(tc *tls.Conn) {
 	g := ps.g
 	tc.SetDeadline(time.Now().Add(g.cfg.HeaderTimeout))
@@ -255,9 +265,8 @@ func (ps *portServer) serveHTTPS(tc *tls.Conn) {
 	tc.SetDeadline(time.Time{})
 	switch proto := tc.ConnectionState().NegotiatedProtocol; proto {
 	case "h2":
-		if !ps.httpLn.Push(tc) {
-			tc.Close()
-		}
+		st := tc.ConnectionState()
+		ps.h2.ServeConnOptions(ps.ctx, tc, h2server.ConnOptions{Handler: h2Handler{h: g.handler, tls: &st}})
 	case "", "http/1.1", "http/1.0":
 		ps.h1.ServeConn(context.Background(), tc)
 	default:
@@ -371,16 +380,16 @@ func (ps *portServer) drain(timeout time.Duration) {
 	// A connection accepted just before the close is counted in streams
 	// once the loop ends: only then is streams.Wait safe (and complete).
 	ps.accepting.Wait()
-	// HTTP/1 connections are served on their accepting goroutines:
-	// streams counts them too.
+	// HTTP/1 and HTTP/2 connections are served on their accepting
+	// goroutines: streams counts them too.
 	done := make(chan struct{})
 	go func() { ps.streams.Wait(); close(done) }()
-	h1done, h2done := make(chan struct{}), make(chan struct{})
+	// HTTP/2 connections get GOAWAY (their open streams finish), HTTP/1
+	// ones close once idle.
+	h1done := make(chan struct{})
 	go func() { ps.h1.Shutdown(ctx); close(h1done) }()
-	go func() { ps.h2.Shutdown(ctx); close(h2done) }()
-	ps.srv.Shutdown(ctx)
+	ps.h2.Shutdown(ctx)
 	<-h1done
-	<-h2done
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -391,12 +400,11 @@ func (ps *portServer) drain(timeout time.Duration) {
 		}
 		ps.mu.Unlock()
 		ps.h1.Close()
+		ps.h2.Close() // done already by its Shutdown at ctx's end; cheap
 		<-done
 	}
-	ps.srv.Close()
 	ps.h1.Close()
 	ps.h2.Close()
-	ps.serving.Wait()
 }
 
 // pickWeighted picks one of bs by weight; nil when every weight is 0.
@@ -456,10 +464,23 @@ var errHelloRead = errors.New("ClientHello read")
 // replayConn reads what was peeked before the rest.
 type replayConn struct {
 	net.Conn
-	r *bufio.Reader
+	r *bufio.Reader // nil once what it held has been read
 }
 
-func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+// Read reads the peeked bytes, then the connection itself: the reader's
+// buffer (16 KiB for a ClientHello) is let go rather than kept, and copied
+// through, for the connection's life. Reads of a connection are not
+// concurrent (crypto/tls, h1server and the splice each read from one
+// goroutine at a time), so r needs no lock.
+func (c *replayConn) Read(p []byte) (int, error) {
+	if c.r != nil {
+		if c.r.Buffered() > 0 {
+			return c.r.Read(p)
+		}
+		c.r = nil
+	}
+	return c.Conn.Read(p)
+}
 
 func (c *replayConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
