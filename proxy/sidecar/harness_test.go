@@ -5,7 +5,9 @@ package sidecar
 // iptables redirect would, and a /metrics scraper.
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +25,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -229,12 +233,95 @@ func named(name string) http.Handler {
 type countingDialer struct {
 	addr  string
 	dials atomic.Int32
+	tap   bool // follow the HTTP/2 frames the client reads (story)
+
+	mu    sync.Mutex
+	conns []*tappedConn // every connection, for an explanation when more were dialled than wanted
 }
 
 func (d *countingDialer) DialContext(ctx context.Context, _, _ string) (net.Conn, error) {
 	d.dials.Add(1)
 	var nd net.Dialer
-	return nd.DialContext(ctx, "tcp", d.addr)
+	c, err := nd.DialContext(ctx, "tcp", d.addr)
+	if err != nil || !d.tap {
+		return c, err
+	}
+	tc := &tappedConn{Conn: c}
+	d.mu.Lock()
+	d.conns = append(d.conns, tc)
+	d.mu.Unlock()
+	return tc, nil
+}
+
+// story says, for each connection, the last HTTP/2 frames the client read
+// on it, how its reads ended and whether the client closed it.
+func (d *countingDialer) story() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var b strings.Builder
+	for i, c := range d.conns {
+		c.mu.Lock()
+		fmt.Fprintf(&b, "connection %d: read error %v, closed by the client %v, last frames read %v\n", i, c.rerr, c.closed, c.frames)
+		c.mu.Unlock()
+	}
+	return b.String()
+}
+
+// tappedConn follows the HTTP/2 frames a client reads (after the server's
+// preface-less start: frames from the first byte), keeping the last 8.
+type tappedConn struct {
+	net.Conn
+	mu     sync.Mutex
+	buf    []byte
+	frames []string
+	rerr   error
+	closed bool
+	gaveUp bool
+}
+
+func (c *tappedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil && c.rerr == nil {
+		c.rerr = err
+	}
+	if c.gaveUp {
+		return n, err
+	}
+	c.buf = append(c.buf, p[:n]...)
+	for len(c.buf) >= 9 {
+		size := int(c.buf[0])<<16 | int(c.buf[1])<<8 | int(c.buf[2])
+		if size > 1<<20 {
+			c.gaveUp, c.buf, c.frames = true, nil, append(c.frames, "(a frame too large to follow: not followed further)")
+			break
+		}
+		if len(c.buf) < 9+size {
+			break
+		}
+		typ, flags := http2.FrameType(c.buf[3]), c.buf[4]
+		id := binary.BigEndian.Uint32(c.buf[5:9]) & (1<<31 - 1)
+		f := fmt.Sprintf("%v/%d/flags=%#x/len=%d", typ, id, flags, size)
+		if typ == http2.FrameGoAway && size >= 8 {
+			f += fmt.Sprintf("/last=%d/code=%v", binary.BigEndian.Uint32(c.buf[9:13])&(1<<31-1), http2.ErrCode(binary.BigEndian.Uint32(c.buf[13:17])))
+		}
+		if typ == http2.FrameRSTStream && size >= 4 {
+			f += fmt.Sprintf("/code=%v", http2.ErrCode(binary.BigEndian.Uint32(c.buf[9:13])))
+		}
+		c.frames = append(c.frames, f)
+		if len(c.frames) > 8 {
+			c.frames = c.frames[1:]
+		}
+		c.buf = c.buf[9+size:]
+	}
+	return n, err
+}
+
+func (c *tappedConn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // h1Client sends HTTP/1.1 over at most one keep-alive connection to proxy.
@@ -250,7 +337,7 @@ func h1Client(t *testing.T, proxy string) (*http.Client, *countingDialer) {
 // h2cClient speaks HTTP/2 with prior knowledge to proxy.
 func h2cClient(t *testing.T, proxy string) (*http.Client, *countingDialer) {
 	t.Helper()
-	d := &countingDialer{addr: proxy}
+	d := &countingDialer{addr: proxy, tap: true}
 	protos := new(http.Protocols)
 	protos.SetUnencryptedHTTP2(true)
 	tr := &http.Transport{DialContext: d.DialContext, Protocols: protos, DisableCompression: true}
@@ -535,3 +622,21 @@ func dialTCP(t *testing.T, addr string) *net.TCPConn {
 }
 
 func sleepPoll() { time.Sleep(10 * time.Millisecond) }
+
+// syncBuffer is a bytes.Buffer that a proxy's logger and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -5,12 +5,14 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 )
 
@@ -220,14 +222,25 @@ func TestH2CPriorKnowledge(t *testing.T) {
 	for _, n := range names {
 		apps = append(apps, startHTTP(t, named(n)).addr)
 	}
-	a := roundRobinProxy(t, dst("web.test:80", serverSidecars(t, apps...)...))
+	// The proxy's debug log is kept: a second connection is explained by
+	// what the server logged (a connection error's GOAWAY makes Go's
+	// client retry on a new connection, silently).
+	var logs syncBuffer
+	a := startProxy(t, Config{Resolver: staticResolver(t, dst("web.test:80", serverSidecars(t, apps...)...)), Balancer: balance.RoundRobin,
+		Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	client, dialer := h2cClient(t, a.out)
 
 	const total = 150
 	var served tally
+	var newConns []int
 	for i := range total {
 		body := fmt.Sprintf("stream %d", i)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://web.test/", strings.NewReader(body))
+		trace := &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) {
+			if !ci.Reused {
+				newConns = append(newConns, i)
+			}
+		}}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, "http://web.test/", strings.NewReader(body))
 		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatalf("request %d: %v", i, err)
@@ -249,7 +262,7 @@ func TestH2CPriorKnowledge(t *testing.T) {
 		served.add(resp.Header.Get("X-Server"))
 	}
 	if n := dialer.dials.Load(); n != 1 {
-		t.Errorf("client opened %d connections, want 1", n)
+		t.Errorf("client opened %d connections, want 1 (new ones for requests %v)\n%sthe proxy's log:\n%s", n, newConns, dialer.story(), logs.String())
 	}
 	assertEven(t, &served, total, names...)
 }
