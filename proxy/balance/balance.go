@@ -351,6 +351,29 @@ func (b *Balancer[T]) Pick() (*Endpoint[T], error) {
 	return b.pickP2C(now)
 }
 
+// PickPreferred is Pick, except that a ready endpoint whose value prefer
+// accepts is chosen over the balancer's choice: a session pinned to an
+// endpoint (the gateway's session persistence) goes back to it while it
+// is in the set and neither in backoff nor ejected, and to the balancer's
+// choice otherwise.
+func (b *Balancer[T]) PickPreferred(prefer func(T) bool) (*Endpoint[T], error) {
+	now := b.o.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.eps) == 0 {
+		return nil, ErrNoEndpoints
+	}
+	for _, e := range b.eps {
+		if prefer(e.value) && e.ready(now) {
+			return e.claim(now), nil
+		}
+	}
+	if b.o.Strategy == RoundRobin {
+		return b.pickRoundRobin(now)
+	}
+	return b.pickP2C(now)
+}
+
 // pickP2C is called with mu held.
 func (b *Balancer[T]) pickP2C(now time.Time) (*Endpoint[T], error) {
 	eps := b.eps

@@ -1123,3 +1123,38 @@ func BenchmarkPickWithNewEndpoint(b *testing.B) {
 		}
 	})
 }
+
+// PickPreferred: the preferred endpoint while it is ready, even when the
+// balancer would choose another; the balancer's choice while it is in
+// backoff or gone, and when nothing is preferred.
+func TestPickPreferred(t *testing.T) {
+	for _, s := range []Strategy{PeakEWMA, RoundRobin} {
+		h := newHarness(s)
+		h.b.Update(specs("a", "b", "c"))
+		for range 5 { // c is the worst choice for peak-EWMA
+			h.ep(t, "c").Start()
+		}
+		isC := func(c *conn) bool { return c.spec.Addr == "c" }
+		for range 20 {
+			e, err := h.b.PickPreferred(isC)
+			if err != nil || e.Addr() != "c" {
+				t.Fatalf("%v: PickPreferred(c) = %v, %v; want c", s, e, err)
+			}
+		}
+		h.ep(t, "c").Fail()
+		for range 20 {
+			e, err := h.b.PickPreferred(isC)
+			if err != nil || e.Addr() == "c" {
+				t.Fatalf("%v: PickPreferred(c) with c in backoff = %v, %v; want another", s, e, err)
+			}
+		}
+		h.b.Update(specs("a", "b"))
+		if e, err := h.b.PickPreferred(isC); err != nil || e.Addr() == "c" {
+			t.Fatalf("%v: PickPreferred(c) with c gone = %v, %v", s, e, err)
+		}
+		h.b.Update(nil)
+		if _, err := h.b.PickPreferred(isC); !errors.Is(err, ErrNoEndpoints) {
+			t.Fatalf("%v: PickPreferred on an empty set: %v, want ErrNoEndpoints", s, err)
+		}
+	}
+}

@@ -173,22 +173,37 @@ func forwarded(r *http.Request, trustedHops int, scheme, id string) {
 // weight: 500 (gRPC UNAVAILABLE), as the spec says.
 func (g *Gateway) pick(rl *rule) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var be *backend
 		if rl.session != nil {
-			be = rl.session.pinned(r, rl)
+			g.pickSession(rl, w, r)
+			return
 		}
-		if be == nil {
-			be = pickWeighted(rl.backends, rl.total)
-			if be != nil && rl.session != nil {
-				rl.session.pin(w, be)
-			}
-		}
+		be := pickWeighted(rl.backends, rl.total)
 		if be == nil {
 			g.invalid(w, r, rl, errors.New("the rule has no backend with a weight"))
 			return
 		}
 		be.serve.ServeHTTP(w, r)
 	})
+}
+
+// pickSession is pick for a rule with session persistence: the backend and
+// endpoint the request's session names (the endpoint while it is ready),
+// else a backend by weight and the balancer's endpoint, which the response
+// then names in a new session token.
+func (g *Gateway) pickSession(rl *rule, w http.ResponseWriter, r *http.Request) {
+	p, had := rl.session.pinned(r, rl)
+	if !had {
+		p = pinned{be: pickWeighted(rl.backends, rl.total)}
+	}
+	if p.be == nil {
+		g.invalid(w, r, rl, errors.New("the rule has no backend with a weight"))
+		return
+	}
+	x, r := httpproxy.ExchangeFor(w, r, direction)
+	if had {
+		x.Prefer = p.prefer
+	}
+	p.be.serve.ServeHTTP(&sessionWriter{ResponseWriter: w, s: rl.session, x: x, p: p, had: had}, r)
 }
 
 // forward sends a request to the backend be of rule rl: resolved through

@@ -507,7 +507,7 @@ func compileRule(t *table, l *listener, r *gatewaypb.Rule, b *builder) (*rule, e
 		}
 	}
 	if sp := r.GetSessionPersistence(); sp != nil {
-		if cr.session, err = compileSession(sp); err != nil {
+		if cr.session, err = compileSession(sp, cr.ref); err != nil {
 			return nil, fmt.Errorf("session_persistence.%w", err)
 		}
 	}

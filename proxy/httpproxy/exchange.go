@@ -46,6 +46,11 @@ type Exchange struct {
 	// request without one), sent again on each attempt.
 	Retry Retrier
 	Body  []byte
+	// Prefer, when set, names the endpoint the request's first attempt
+	// goes to when it is ready (a gateway session pinned to it); other
+	// attempts, and a request whose endpoint is not ready, get the
+	// balancer's choice. Labels.Target says which endpoint answered.
+	Prefer func(*Upstream) bool
 
 	inBody    io.Closer       // the client's HTTP/2 request body; see guardedBody.Close
 	client    *clientBody     // the client's HTTP/1 request body, nil without one

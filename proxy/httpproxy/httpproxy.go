@@ -296,12 +296,16 @@ func (rt roundTripper) Send(r *http.Request, x *Exchange) (*http.Response, error
 	if x.sent {
 		body = new(guardedBody)
 	}
+	prefer := x.Prefer
+	if x.sent {
+		prefer = nil // a retry: the endpoint that failed is not preferred again
+	}
 	x.sent = true
 	body.rc, body.abort = r.Body, x.inBody
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
 	}
-	resp, err := connect.Loop(x.Backend.Balancer, func(ep *balance.Endpoint[*Upstream]) (*http.Response, error) {
+	resp, err := connect.LoopPreferring(x.Backend.Balancer, prefer, func(ep *balance.Endpoint[*Upstream]) (*http.Response, error) {
 		return rt.attempt(r, x, ep, body)
 	})
 	if err != nil {

@@ -99,10 +99,23 @@ func isDialError(err error) bool {
 // try does the endpoint's own accounting (StartRequest, Fail, Succeed,
 // Result), which differs between an HTTP request and an opaque stream.
 func Loop[T, R any](b *balance.Balancer[T], try func(ep *balance.Endpoint[T]) (R, error)) (R, error) {
+	return LoopPreferring(b, nil, try)
+}
+
+// LoopPreferring is Loop whose first pick prefers the ready endpoint that
+// prefer accepts (balance.PickPreferred); nil prefers none. A retry after a
+// failed connect is the balancer's choice.
+func LoopPreferring[T, R any](b *balance.Balancer[T], prefer func(T) bool, try func(ep *balance.Endpoint[T]) (R, error)) (R, error) {
 	var zero R
 	var last error
 	for attempt := 0; attempt < MaxAttempts; attempt++ {
-		ep, err := b.Pick()
+		var ep *balance.Endpoint[T]
+		var err error
+		if attempt == 0 && prefer != nil {
+			ep, err = b.PickPreferred(prefer)
+		} else {
+			ep, err = b.Pick()
+		}
 		if err != nil {
 			return zero, &UnavailableError{Reason: UnavailableReason(err), Err: err, Last: last}
 		}
