@@ -241,6 +241,8 @@ func (g *Gateway) forward(rl *rule, be *backend) http.Handler {
 			// (httpproxy.Options.AcceptPeerHeaders). Clients' own
 			// Meridian-* headers were removed (forwarded).
 			r.Header[httpproxy.OrigProtoHeader] = origHTTP11
+		} else {
+			x.H2 = true // and HTTP/2 whatever the client spoke
 		}
 		policy := (rl.retry != nil && rl.retry.attempts > 0) || rl.perTry > 0
 		// With no policy, an idempotent request without a body (RFC 9110

@@ -51,6 +51,11 @@ type Exchange struct {
 	// attempts, and a request whose endpoint is not ready, get the
 	// balancer's choice. Labels.Target says which endpoint answered.
 	Prefer func(*Upstream) bool
+	// H2, when set, sends the request over HTTP/2 whatever the client
+	// spoke: the backend speaks HTTP/2 with prior knowledge (a gateway's
+	// H2C backend). An upgrade or a request waiting for 100 Continue still
+	// goes over HTTP/1.1.
+	H2 bool
 
 	inBody    io.Closer       // the client's HTTP/2 request body; see guardedBody.Close
 	client    *clientBody     // the client's HTTP/1 request body, nil without one

@@ -344,7 +344,7 @@ func (rt roundTripper) attempt(r *http.Request, x *Exchange, ep *balance.Endpoin
 	}
 	r.URL.Host = up.Addr
 	f.metrics.RequestStarted(x.Labels)
-	tr, upgraded := up.transportFor(r, x.origH1)
+	tr, upgraded := up.transportFor(r, x.origH1, x.H2)
 	if upgraded {
 		r.Header.Set(OrigProtoHeader, "HTTP/1.1")
 		if ExpectsContinue(r.Header) {

@@ -125,11 +125,19 @@ func (u *Upstream) SetH2Windows(stream, conn int) {
 // endpoint is a meshed proxy, which multiplexes HTTP/1 requests over HTTP/2.
 // upgraded reports an HTTP/1 request carried over HTTP/2, which the peer
 // must be told about (OrigProtoHeader).
-func (u *Upstream) transportFor(r *http.Request, origH1 bool) (t pool, upgraded bool) {
+//
+// h2 says the backend speaks HTTP/2 with prior knowledge (Exchange.H2: a
+// gateway's H2C backend): an HTTP/1 request goes over HTTP/2 as itself, no
+// OrigProtoHeader (the endpoint, or the application behind its proxy,
+// wants HTTP/2), except an upgrade or a request waiting for 100 Continue,
+// which only HTTP/1.1 carries here.
+func (u *Upstream) transportFor(r *http.Request, origH1, h2 bool) (t pool, upgraded bool) {
 	switch {
 	case origH1:
 		return u.h1For(r), false
 	case r.ProtoMajor == 2:
+		return u.h2, false
+	case h2 && r.Header.Get("Upgrade") == "" && !ExpectsContinue(r.Header):
 		return u.h2, false
 	case u.H2Only && r.Header.Get("Upgrade") == "":
 		return u.h2, true
