@@ -30,7 +30,7 @@ func (cc *conn) readLoop() {
 			// responses came in what was read.
 			cc.wakePending()
 		}
-		f, err := cc.fr.ReadFrame()
+		f, err := cc.hr.ReadFrame()
 		if cc.br.Buffered() == 0 {
 			cc.lastRead.Store(time.Now().UnixNano())
 		}
