@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/textproto"
 	"os"
 	"runtime"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/meridian-mesh/meridian/proxy/internal/fieldname"
 	"github.com/meridian-mesh/meridian/proxy/internal/h2head"
 )
 
@@ -780,7 +780,7 @@ func (c *conn) processTrailers(st *stream, f *http2.MetaHeadersFrame) error {
 	}
 	if st.req.Trailer != nil {
 		for _, hf := range f.RegularFields() {
-			key := textproto.CanonicalMIMEHeaderKey(hf.Name)
+			key := fieldname.Canonical(hf.Name)
 			if !httpguts.ValidTrailerHeader(key) {
 				err := http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 				c.closeStream(st, err)

@@ -16,6 +16,8 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/h2head"
 )
 
 // stream is one request and its response. Fields below the handler's
@@ -79,12 +81,7 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 	} else if method == "" || path == "" || (scheme != "http" && scheme != "https") {
 		return nil, malformed
 	}
-	regular := f.RegularFields()
-	header := make(http.Header, len(regular))
-	for _, hf := range regular {
-		k := textproto.CanonicalMIMEHeaderKey(hf.Name)
-		header[k] = append(header[k], hf.Value)
-	}
+	header := h2head.Header(f.RegularFields())
 	needsContinue := httpguts.HeaderValuesContainsToken(header["Expect"], "100-continue")
 	if needsContinue {
 		delete(header, "Expect")

@@ -13,6 +13,9 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/fieldname"
+	"github.com/meridian-mesh/meridian/proxy/internal/h2head"
 )
 
 func hpackField(name, value string) hpack.HeaderField {
@@ -226,14 +229,14 @@ func (cs *stream) handleResponse(f *http2.MetaHeadersFrame) (*http.Response, err
 		Request:    cs.req,
 	}
 	for _, hf := range regular {
-		key := textproto.CanonicalMIMEHeaderKey(hf.Name)
+		key := fieldname.Canonical(hf.Name)
 		if key == "Trailer" {
 			if resp.Trailer == nil {
 				resp.Trailer = make(http.Header)
 			}
 			for v := range strings.SplitSeq(hf.Value, ",") {
 				if v = textproto.TrimString(v); v != "" {
-					resp.Trailer[textproto.CanonicalMIMEHeaderKey(v)] = nil
+					resp.Trailer[fieldname.Canonical(v)] = nil
 				}
 			}
 			continue
@@ -321,11 +324,7 @@ func (cc *conn) processTrailers(cs *stream, f *http2.MetaHeadersFrame) error {
 		cs.resetWith(http2.ErrCodeProtocol, errors.New("h2client: response trailer list larger than the client's limit"))
 		return nil
 	}
-	trailer := make(http.Header)
-	for _, hf := range f.RegularFields() {
-		key := textproto.CanonicalMIMEHeaderKey(hf.Name)
-		trailer[key] = append(trailer[key], hf.Value)
-	}
+	trailer := h2head.Header(f.RegularFields())
 	cc.mu.Lock()
 	if cs.removed {
 		cc.mu.Unlock()

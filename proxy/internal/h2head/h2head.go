@@ -9,11 +9,14 @@ package h2head
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/fieldname"
 )
 
 // Reader is a connection's frame reader. Its ReadFrame is the Framer's
@@ -120,6 +123,27 @@ func (r *Reader) readMeta(hf *http2.HeadersFrame) (http2.Frame, error) {
 		return nil, http2.StreamError{StreamID: mh.StreamID, Code: http2.ErrCodeProtocol, Cause: err}
 	}
 	return mh, nil
+}
+
+// Header is the http.Header of a block's regular fields (names canonical):
+// the values of each new name are a slice of one backing array, capacity
+// one (an append reallocates, as net/textproto's reader does), instead of
+// an allocation per name.
+func Header(fields []hpack.HeaderField) http.Header {
+	header := make(http.Header, len(fields))
+	strs := make([]string, len(fields))
+	for _, hf := range fields {
+		k := fieldname.Canonical(hf.Name)
+		if vv, ok := header[k]; ok {
+			header[k] = append(vv, hf.Value)
+			continue
+		}
+		vv := strs[:1:1]
+		strs = strs[1:]
+		vv[0] = hf.Value
+		header[k] = vv
+	}
+	return header
 }
 
 // emit is x/net's emit function of readMetaFrame.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -161,5 +163,23 @@ func TestNoAllocs(t *testing.T) {
 	// The Framer's HeadersFrame is its own allocation.
 	if allocs > 1 {
 		t.Errorf("%v allocations per block", allocs)
+	}
+}
+
+func TestHeader(t *testing.T) {
+	fields := []hpack.HeaderField{{Name: "grpc-status", Value: "0"}, {Name: "x-a", Value: "1"}, {Name: "x-a", Value: "2"}, {Name: "te", Value: "trailers"}, {Name: "grpc-message", Value: ""}}
+	h := Header(fields)
+	want := http.Header{}
+	for _, hf := range fields {
+		want.Add(hf.Name, hf.Value)
+	}
+	if !reflect.DeepEqual(h, want) {
+		t.Fatalf("Header = %v, want %v", h, want)
+	}
+	// A value appended to one name must not show in another's.
+	h["Te"] = append(h["Te"], "x")
+	h["Grpc-Status"] = append(h["Grpc-Status"], "y")
+	if h.Get("X-A") != "1" || len(h["Grpc-Message"]) != 1 || h["Grpc-Message"][0] != "" || h["Te"][0] != "trailers" {
+		t.Fatalf("values share storage: %v", h)
 	}
 }
