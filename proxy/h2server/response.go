@@ -42,7 +42,8 @@ type responseWriter struct {
 	done          bool        // the handler returned
 	ended         bool        // END_STREAM or RST_STREAM sent
 	buf           *[]byte
-	trailers      []string // declared trailer names (canonical)
+	trailers      []string  // declared trailer names (canonical)
+	trailersBuf   [2]string // trailers' first array: gRPC declares grpc-status and grpc-message
 	declLen       int64
 	wrote         int64
 }
@@ -258,6 +259,9 @@ func (w *responseWriter) declareTrailer(k string) bool {
 		return false // RFC 9110 6.5.1
 	}
 	if !slices.Contains(w.trailers, k) {
+		if w.trailers == nil {
+			w.trailers = w.trailersBuf[:0]
+		}
 		w.trailers = append(w.trailers, k)
 	}
 	return true

@@ -48,6 +48,8 @@ type stream struct {
 	trailer               http.Header // received trailers, copied to req.Trailer at EOF
 	needsContinue         bool
 	readTimer, writeTimer *time.Timer
+
+	rwMem responseWriter // rw's memory: one allocation for both
 }
 
 // newStream (c.mu held) validates a request's HEADERS (RFC 9113 8.3, as
@@ -174,7 +176,8 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 		req.ContentLength = declLen
 	}
 	st.req = req.WithContext(st.ctx)
-	st.rw = &responseWriter{c: c, st: st, req: st.req, isHead: method == "HEAD"}
+	st.rwMem = responseWriter{c: c, st: st, req: st.req, isHead: method == "HEAD"}
+	st.rw = &st.rwMem
 	switch {
 	case f.Truncated:
 		st.handler = http.HandlerFunc(headerListTooLong)
