@@ -225,7 +225,7 @@ func (cs *stream) handleResponse(f *http2.MetaHeadersFrame) (*http.Response, err
 		ProtoMajor: 2,
 		Header:     header,
 		StatusCode: code,
-		Status:     status + " " + http.StatusText(code),
+		Status:     statusLine(status, code),
 		Request:    cs.req,
 	}
 	for _, hf := range regular {
@@ -305,6 +305,24 @@ func (cs *stream) handleResponse(f *http2.MetaHeadersFrame) (*http.Response, err
 	cs.declLen = resp.ContentLength
 	resp.Body = (*responseBody)(cs)
 	return resp, nil
+}
+
+// statusLines are Go's transport's Status strings of the codes 100-599
+// ("200 OK"), made once instead of per response.
+var statusLines = func() (s [600]string) {
+	for code := 100; code < len(s); code++ {
+		s[code] = strconv.Itoa(code) + " " + http.StatusText(code)
+	}
+	return s
+}()
+
+// statusLine is status + " " + http.StatusText(code), from statusLines
+// when status is the code's own three digits.
+func statusLine(status string, code int) string {
+	if code >= 100 && code < len(statusLines) && statusLines[code][:3] == status {
+		return statusLines[code]
+	}
+	return status + " " + http.StatusText(code)
 }
 
 // missingBody is the body of a response that declared content and ended
