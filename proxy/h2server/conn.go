@@ -110,7 +110,7 @@ func newConn(s *Server, nc net.Conn, ctx context.Context) *conn {
 	c.fr.MaxHeaderListSize = c.maxHeaderListSize()
 	c.fr.SetMaxReadFrameSize(uint32(c.cfg.MaxReadFrameSize))
 	c.fr.SetReuseFrames()
-	c.hr = h2head.NewReader(c.fr, hpack.NewDecoder(uint32(c.cfg.MaxDecoderHeaderTableSize), nil))
+	c.hr = h2head.NewReader(c.fr, c.br, hpack.NewDecoder(uint32(c.cfg.MaxDecoderHeaderTableSize), nil))
 	// Held until serve has written the SETTINGS: nothing (a GOAWAY from
 	// Shutdown) may go before them.
 	c.wmu.Lock()

@@ -108,7 +108,7 @@ func newConn(cl *Client, nc net.Conn, o Options) (*conn, error) {
 	cc.fr.SetMaxReadFrameSize(maxReadFrameSize)
 	cc.fr.MaxHeaderListSize = o.MaxHeaderListSize
 	cc.fr.SetReuseFrames() // the reader copies DATA out before reading on
-	cc.hr = h2head.NewReader(cc.fr, hpack.NewDecoder(4096, nil))
+	cc.hr = h2head.NewReader(cc.fr, cc.br, hpack.NewDecoder(4096, nil))
 	cc.henc = hpack.NewEncoder(&cc.hbuf)
 	cc.inflow.init(int32(o.ConnWindow) + initialWindow)
 

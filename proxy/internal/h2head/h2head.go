@@ -7,8 +7,10 @@
 package h2head
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 
@@ -30,8 +32,16 @@ import (
 // are with SetReuseFrames.
 type Reader struct {
 	fr  *http2.Framer
+	r   io.Reader // fr's
 	dec *hpack.Decoder
 	mh  http2.MetaHeadersFrame
+	buf []byte // the payload of the frame read (HEADERS, CONTINUATION, PING, WINDOW_UPDATE)
+
+	// The frames the Reader parses itself, reused as the Framer reuses
+	// its DataFrame with SetReuseFrames.
+	headers http2.HeadersFrame
+	ping    http2.PingFrame
+	wu      http2.WindowUpdateFrame
 
 	// The block being decoded (the emit function's state).
 	invalid                       error
@@ -39,14 +49,14 @@ type Reader struct {
 	headersRemain, trailersRemain uint32
 }
 
-// NewReader reads frames from fr (whose ReadMetaHeaders must be nil),
-// decoding header blocks with dec. The header list is bounded by
-// fr.MaxHeaderListSize (16 MiB when 0, as x/net).
-func NewReader(fr *http2.Framer, dec *hpack.Decoder) *Reader {
+// NewReader reads frames from fr, which reads from rd, decoding header
+// blocks with dec (fr's ReadMetaHeaders must be nil). The header list is
+// bounded by fr.MaxHeaderListSize (16 MiB when 0, as x/net).
+func NewReader(fr *http2.Framer, rd io.Reader, dec *hpack.Decoder) *Reader {
 	if fr.ReadMetaHeaders != nil {
 		panic("h2head: Framer.ReadMetaHeaders is set")
 	}
-	r := &Reader{fr: fr, dec: dec}
+	r := &Reader{fr: fr, r: rd, dec: dec}
 	dec.SetEmitFunc(r.emit) // once: x/net makes a closure per block
 	return r
 }
@@ -61,20 +71,104 @@ func (r *Reader) maxHeaderListSize() uint32 {
 	return r.fr.MaxHeaderListSize
 }
 
-// ReadFrame reads the next frame (see Reader).
+// ReadFrame reads the next frame (see Reader). The Framer reads every
+// frame's header (its size and order checks) and the payloads of frames
+// other than HEADERS, PING and WINDOW_UPDATE, which the Reader parses
+// itself, with x/net's checks and errors, into frames of its own: x/net
+// allocates each.
 func (r *Reader) ReadFrame() (http2.Frame, error) {
-	f, err := r.fr.ReadFrame()
+	fh, err := r.fr.ReadFrameHeader()
 	if err != nil {
-		return f, err
+		return nil, err
 	}
-	if hf, ok := f.(*http2.HeadersFrame); ok {
-		return r.readMeta(hf)
+	switch fh.Type {
+	case http2.FrameHeaders:
+		p, err := r.payload(fh)
+		if err != nil {
+			return nil, err
+		}
+		return r.readHeaders(fh, p)
+	case http2.FramePing:
+		p, err := r.payload(fh)
+		if err != nil {
+			return nil, err
+		}
+		if len(p) != 8 {
+			return nil, http2.ConnectionError(http2.ErrCodeFrameSize)
+		}
+		if fh.StreamID != 0 {
+			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		r.ping = http2.PingFrame{FrameHeader: fh}
+		copy(r.ping.Data[:], p)
+		return &r.ping, nil
+	case http2.FrameWindowUpdate:
+		p, err := r.payload(fh)
+		if err != nil {
+			return nil, err
+		}
+		if len(p) != 4 {
+			return nil, http2.ConnectionError(http2.ErrCodeFrameSize)
+		}
+		inc := binary.BigEndian.Uint32(p) & 0x7fffffff
+		if inc == 0 { // RFC 9113 6.9
+			if fh.StreamID == 0 {
+				return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+			}
+			return nil, http2.StreamError{StreamID: fh.StreamID, Code: http2.ErrCodeProtocol}
+		}
+		r.wu = http2.WindowUpdateFrame{FrameHeader: fh, Increment: inc}
+		return &r.wu, nil
 	}
-	return f, nil
+	return r.fr.ReadFrameForHeader(fh)
 }
 
-// readMeta is x/net's Framer.readMetaFrame.
-func (r *Reader) readMeta(hf *http2.HeadersFrame) (http2.Frame, error) {
+// payload reads fh's payload into r.buf, which keeps at most 16 KiB
+// between frames.
+func (r *Reader) payload(fh http2.FrameHeader) ([]byte, error) {
+	n := int(fh.Length)
+	if cap(r.buf) < n || cap(r.buf) > 16<<10 {
+		r.buf = make([]byte, max(n, 1<<10))
+	}
+	p := r.buf[:n]
+	if _, err := io.ReadFull(r.r, p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// readHeaders is x/net's parseHeadersFrame, then readMetaFrame.
+func (r *Reader) readHeaders(fh http2.FrameHeader, p []byte) (http2.Frame, error) {
+	if fh.StreamID == 0 {
+		return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	r.headers = http2.HeadersFrame{FrameHeader: fh}
+	hf := &r.headers
+	var padLength uint8
+	if fh.Flags.Has(http2.FlagHeadersPadded) {
+		if len(p) < 1 {
+			return nil, io.ErrUnexpectedEOF
+		}
+		padLength, p = p[0], p[1:]
+	}
+	if fh.Flags.Has(http2.FlagHeadersPriority) {
+		if len(p) < 5 {
+			return nil, io.ErrUnexpectedEOF
+		}
+		v := binary.BigEndian.Uint32(p)
+		hf.Priority.StreamDep = v & 0x7fffffff
+		hf.Priority.Exclusive = v != hf.Priority.StreamDep // the high bit
+		hf.Priority.Weight = p[4]
+		p = p[5:]
+	}
+	if len(p) < int(padLength) {
+		return nil, http2.StreamError{StreamID: fh.StreamID, Code: http2.ErrCodeProtocol}
+	}
+	return r.readMeta(hf, p[:len(p)-int(padLength)], fh.Flags.Has(http2.FlagHeadersEndHeaders))
+}
+
+// readMeta is x/net's Framer.readMetaFrame: frag is hf's fragment.
+func (r *Reader) readMeta(hf *http2.HeadersFrame, frag []byte, ended bool) (http2.Frame, error) {
 	mh := &r.mh
 	clear(mh.Fields) // let go of the last block's strings
 	mh.HeadersFrame, mh.Fields, mh.Truncated = hf, mh.Fields[:0], false
@@ -88,7 +182,6 @@ func (r *Reader) readMeta(hf *http2.HeadersFrame) (http2.Frame, error) {
 	}
 	r.dec.SetMaxStringLength(maxStr)
 
-	frag, ended := hf.HeaderBlockFragment(), hf.HeadersEnded()
 	for {
 		// A block far beyond the list size (twice what is left), or any
 		// CONTINUATION once it was reached: the connection ends rather
@@ -106,12 +199,18 @@ func (r *Reader) readMeta(hf *http2.HeadersFrame) (http2.Frame, error) {
 		if ended {
 			break
 		}
-		f, err := r.fr.ReadFrame()
+		// The Framer checks the order: a CONTINUATION of the stream.
+		fh, err := r.fr.ReadFrameHeader()
 		if err != nil {
 			return nil, err
 		}
-		cf := f.(*http2.ContinuationFrame) // the Framer checks the order
-		frag, ended = cf.HeaderBlockFragment(), cf.HeadersEnded()
+		if frag, err = r.payload(fh); err != nil {
+			return nil, err
+		}
+		if fh.StreamID == 0 {
+			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		ended = fh.Flags.Has(http2.FlagContinuationEndHeaders)
 	}
 	if err := r.dec.Close(); err != nil {
 		return mh, http2.ConnectionError(http2.ErrCodeCompression)
