@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/textproto"
 	"os"
 	"runtime"
 	"sync"
@@ -20,6 +19,9 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/fieldname"
+	"github.com/meridian-mesh/meridian/proxy/internal/h2head"
 )
 
 // conn is one HTTP/2 connection. Its goroutine (serve) reads and
@@ -35,7 +37,8 @@ type conn struct {
 	tls        *tls.ConnectionState
 	remote     string
 	br         *bufio.Reader
-	fr         *http2.Framer // reads; used by serve only
+	fr         *http2.Framer  // reads; used by serve only
+	hr         *h2head.Reader // fr's frames, header blocks decoded
 
 	// Writing: the handler goroutines and serve write frames into bw
 	// holding wmu, and flush before they release it. serve never waits for
@@ -104,10 +107,10 @@ func newConn(s *Server, nc net.Conn, ctx context.Context) *conn {
 	c.encTable.Store(-1)
 	c.br = bufio.NewReaderSize(nc, 16<<10)
 	c.fr = http2.NewFramer(io.Discard, c.br)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(uint32(c.cfg.MaxDecoderHeaderTableSize), nil)
 	c.fr.MaxHeaderListSize = c.maxHeaderListSize()
 	c.fr.SetMaxReadFrameSize(uint32(c.cfg.MaxReadFrameSize))
 	c.fr.SetReuseFrames()
+	c.hr = h2head.NewReader(c.fr, c.br, hpack.NewDecoder(uint32(c.cfg.MaxDecoderHeaderTableSize), nil))
 	// Held until serve has written the SETTINGS: nothing (a GOAWAY from
 	// Shutdown) may go before them.
 	c.wmu.Lock()
@@ -181,7 +184,7 @@ func (c *conn) serve() error {
 		c.mu.Unlock()
 	}
 	for {
-		f, err := c.fr.ReadFrame()
+		f, err := c.hr.ReadFrame()
 		if err == nil {
 			err = c.processFrame(f)
 		}
@@ -777,7 +780,7 @@ func (c *conn) processTrailers(st *stream, f *http2.MetaHeadersFrame) error {
 	}
 	if st.req.Trailer != nil {
 		for _, hf := range f.RegularFields() {
-			key := textproto.CanonicalMIMEHeaderKey(hf.Name)
+			key := fieldname.Canonical(hf.Name)
 			if !httpguts.ValidTrailerHeader(key) {
 				err := http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 				c.closeStream(st, err)

@@ -3,9 +3,13 @@ package h2server
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,5 +98,65 @@ func TestFramesAfterClientReset(t *testing.T) {
 	rc.fr.WriteData(3, true, make([]byte, 60000))
 	if r := rc.response(3); string(r.body) != "done" {
 		t.Fatalf("%q", r.body)
+	}
+}
+
+// TestHeaderSnapshot: the HEADERS carry the header as it was at
+// WriteHeader, though the snapshot's storage is reused between responses
+// (concurrent ones included).
+func TestHeaderSnapshot(t *testing.T) {
+	ts := startServer(t, Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("id")
+		w.Header().Set("X-Id", id)
+		w.Header()["X-Multi"] = []string{"a", id}
+		w.Header()["X-Nil"] = nil
+		w.WriteHeader(http.StatusAccepted)
+		w.Header().Set("X-Id", "changed")
+		w.Header().Set("X-Late", "1")
+		w.Header()["X-Multi"][0] = "changed"
+		w.Write([]byte(id))
+	}))
+	c := h2cClient(t)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := strconv.Itoa(i)
+			resp, err := c.Get("http://" + ts.addr + "/?id=" + id)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted || string(body) != id || resp.Header.Get("X-Id") != id ||
+				strings.Join(resp.Header["X-Multi"], ",") != "a,"+id || resp.Header.Get("X-Late") != "" {
+				t.Errorf("id %s: %d %q %v", id, resp.StatusCode, body, resp.Header)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestSnapshotIsClone(t *testing.T) {
+	for range 3 {
+		h := http.Header{"A": {"1", "2"}, "B": nil, "C": {}, "D": {"x"}}
+		s := snapshot(h)
+		if got, want := s.h, h.Clone(); len(got) != len(want) || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("snapshot %v, Clone %v", got, want)
+		}
+		if s.h["B"] != nil {
+			t.Fatal("nil value not kept nil")
+		}
+		h["A"][0] = "changed"
+		if s.h["A"][0] != "1" {
+			t.Fatal("snapshot shares values")
+		}
+		s.h["D"] = append(s.h["D"], "y")
+		if s.h["A"][1] != "2" {
+			t.Fatal("an append overwrote another name's values")
+		}
+		s.release()
 	}
 }

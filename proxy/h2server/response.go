@@ -25,6 +25,45 @@ const bufSize = 4 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, bufSize); return &b }}
 
+// headerSnap is a response's header as it was at WriteHeader (what
+// Header.Clone would give), kept until its HEADERS are encoded and then
+// reused: a map and a values array per response otherwise.
+type headerSnap struct {
+	h    http.Header
+	vals []string
+}
+
+var snapPool = sync.Pool{New: func() any { return &headerSnap{h: make(http.Header)} }}
+
+// snapshot is h.Clone() (h not empty) in a pooled headerSnap.
+func snapshot(h http.Header) *headerSnap {
+	s := snapPool.Get().(*headerSnap)
+	n := 0
+	for _, vv := range h {
+		n += len(vv)
+	}
+	if cap(s.vals) < n {
+		s.vals = make([]string, n)
+	}
+	vals := s.vals[:n]
+	for k, vv := range h {
+		if vv == nil {
+			s.h[k] = nil // as Clone: a nil value stays nil
+			continue
+		}
+		m := copy(vals, vv)
+		s.h[k] = vals[:m:m]
+		vals = vals[m:]
+	}
+	return s
+}
+
+func (s *headerSnap) release() {
+	clear(s.h)
+	clear(s.vals)
+	snapPool.Put(s)
+}
+
 // responseWriter is a stream's http.ResponseWriter. Its handler writes
 // the frames itself; nothing is written before the first Write beyond the
 // buffer, Flush, or the handler's end.
@@ -35,14 +74,16 @@ type responseWriter struct {
 	isHead bool
 
 	handlerHeader http.Header
-	snapHeader    http.Header // the header at WriteHeader
+	snapHeader    http.Header // the header at WriteHeader (snap's map)
+	snap          *headerSnap
 	status        int
 	wroteHeader   bool
 	sentHeader    atomic.Bool // the final HEADERS left (read by 1xx writers on other goroutines)
 	done          bool        // the handler returned
 	ended         bool        // END_STREAM or RST_STREAM sent
 	buf           *[]byte
-	trailers      []string // declared trailer names (canonical)
+	trailers      []string  // declared trailer names (canonical)
+	trailersBuf   [2]string // trailers' first array: gRPC declares grpc-status and grpc-message
 	declLen       int64
 	wrote         int64
 }
@@ -88,7 +129,8 @@ func (w *responseWriter) WriteHeader(code int) {
 	w.status = code
 	w.declLen = -1
 	if len(w.handlerHeader) > 0 {
-		w.snapHeader = w.handlerHeader.Clone()
+		w.snap = snapshot(w.handlerHeader)
+		w.snapHeader = w.snap.h
 		if cl := w.snapHeader.Get("Content-Length"); cl != "" {
 			if n, err := strconv.ParseUint(cl, 10, 63); err == nil {
 				w.declLen = int64(n)
@@ -258,6 +300,9 @@ func (w *responseWriter) declareTrailer(k string) bool {
 		return false // RFC 9110 6.5.1
 	}
 	if !slices.Contains(w.trailers, k) {
+		if w.trailers == nil {
+			w.trailers = w.trailersBuf[:0]
+		}
 		w.trailers = append(w.trailers, k)
 	}
 	return true
@@ -381,6 +426,10 @@ func (w *responseWriter) emit(a, b []byte, end bool) error {
 			})
 			w.sentHeader.Store(true)
 			ended = endOnHeaders
+			if w.snap != nil { // encoded: not used again
+				w.snap.release()
+				w.snap, w.snapHeader = nil, nil
+			}
 		}
 		if !ended {
 			left := n

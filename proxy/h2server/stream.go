@@ -16,6 +16,8 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/h2head"
 )
 
 // stream is one request and its response. Fields below the handler's
@@ -46,6 +48,8 @@ type stream struct {
 	trailer               http.Header // received trailers, copied to req.Trailer at EOF
 	needsContinue         bool
 	readTimer, writeTimer *time.Timer
+
+	rwMem responseWriter // rw's memory: one allocation for both
 }
 
 // newStream (c.mu held) validates a request's HEADERS (RFC 9113 8.3, as
@@ -79,12 +83,7 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 	} else if method == "" || path == "" || (scheme != "http" && scheme != "https") {
 		return nil, malformed
 	}
-	regular := f.RegularFields()
-	header := make(http.Header, len(regular))
-	for _, hf := range regular {
-		k := textproto.CanonicalMIMEHeaderKey(hf.Name)
-		header[k] = append(header[k], hf.Value)
-	}
+	header := h2head.Header(f.RegularFields())
 	needsContinue := httpguts.HeaderValuesContainsToken(header["Expect"], "100-continue")
 	if needsContinue {
 		delete(header, "Expect")
@@ -177,7 +176,8 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 		req.ContentLength = declLen
 	}
 	st.req = req.WithContext(st.ctx)
-	st.rw = &responseWriter{c: c, st: st, req: st.req, isHead: method == "HEAD"}
+	st.rwMem = responseWriter{c: c, st: st, req: st.req, isHead: method == "HEAD"}
+	st.rw = &st.rwMem
 	switch {
 	case f.Truncated:
 		st.handler = http.HandlerFunc(headerListTooLong)

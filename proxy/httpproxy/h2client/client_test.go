@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -540,5 +541,20 @@ func TestConnectionCloseRequest(t *testing.T) {
 	}
 	if n := c.dials.Load(); n != 2 {
 		t.Errorf("%d dials, want 2", n)
+	}
+}
+
+func TestStatusLine(t *testing.T) {
+	for _, status := range []string{"200", "404", "599", "100", "299", "+20", "020", "600", "999", "-99", "abc"} {
+		code, err := strconv.Atoi(status)
+		if err != nil {
+			continue
+		}
+		if got, want := statusLine(status, code), status+" "+http.StatusText(code); got != want {
+			t.Errorf("statusLine(%q) = %q, want %q", status, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { statusLine("200", 200) }); n != 0 {
+		t.Errorf("statusLine allocates %v times", n)
 	}
 }

@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/h2head"
 )
 
 const (
@@ -39,6 +41,7 @@ type conn struct {
 	nc net.Conn
 	br *bufio.Reader
 	fr *http2.Framer
+	hr *h2head.Reader // fr's frames, header blocks decoded (the reader's)
 
 	// wmu serializes writes: the framer's writing half, bw, the HPACK
 	// encoder, and stream ids going out in order.
@@ -103,8 +106,9 @@ func newConn(cl *Client, nc net.Conn, o Options) (*conn, error) {
 	cc.br = bufio.NewReaderSize(nc, 16<<10)
 	cc.fr = http2.NewFramer(cc.bw, cc.br)
 	cc.fr.SetMaxReadFrameSize(maxReadFrameSize)
-	cc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	cc.fr.MaxHeaderListSize = o.MaxHeaderListSize
+	cc.fr.SetReuseFrames() // the reader copies DATA out before reading on
+	cc.hr = h2head.NewReader(cc.fr, cc.br, hpack.NewDecoder(4096, nil))
 	cc.henc = hpack.NewEncoder(&cc.hbuf)
 	cc.inflow.init(int32(o.ConnWindow) + initialWindow)
 

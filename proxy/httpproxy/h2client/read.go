@@ -13,6 +13,9 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/fieldname"
+	"github.com/meridian-mesh/meridian/proxy/internal/h2head"
 )
 
 func hpackField(name, value string) hpack.HeaderField {
@@ -30,7 +33,7 @@ func (cc *conn) readLoop() {
 			// responses came in what was read.
 			cc.wakePending()
 		}
-		f, err := cc.fr.ReadFrame()
+		f, err := cc.hr.ReadFrame()
 		if cc.br.Buffered() == 0 {
 			cc.lastRead.Store(time.Now().UnixNano())
 		}
@@ -222,18 +225,18 @@ func (cs *stream) handleResponse(f *http2.MetaHeadersFrame) (*http.Response, err
 		ProtoMajor: 2,
 		Header:     header,
 		StatusCode: code,
-		Status:     status + " " + http.StatusText(code),
+		Status:     statusLine(status, code),
 		Request:    cs.req,
 	}
 	for _, hf := range regular {
-		key := textproto.CanonicalMIMEHeaderKey(hf.Name)
+		key := fieldname.Canonical(hf.Name)
 		if key == "Trailer" {
 			if resp.Trailer == nil {
 				resp.Trailer = make(http.Header)
 			}
 			for v := range strings.SplitSeq(hf.Value, ",") {
 				if v = textproto.TrimString(v); v != "" {
-					resp.Trailer[textproto.CanonicalMIMEHeaderKey(v)] = nil
+					resp.Trailer[fieldname.Canonical(v)] = nil
 				}
 			}
 			continue
@@ -304,6 +307,24 @@ func (cs *stream) handleResponse(f *http2.MetaHeadersFrame) (*http.Response, err
 	return resp, nil
 }
 
+// statusLines are Go's transport's Status strings of the codes 100-599
+// ("200 OK"), made once instead of per response.
+var statusLines = func() (s [600]string) {
+	for code := 100; code < len(s); code++ {
+		s[code] = strconv.Itoa(code) + " " + http.StatusText(code)
+	}
+	return s
+}()
+
+// statusLine is status + " " + http.StatusText(code), from statusLines
+// when status is the code's own three digits.
+func statusLine(status string, code int) string {
+	if code >= 100 && code < len(statusLines) && statusLines[code][:3] == status {
+		return statusLines[code]
+	}
+	return status + " " + http.StatusText(code)
+}
+
 // missingBody is the body of a response that declared content and ended
 // without it.
 type missingBody struct{}
@@ -321,11 +342,7 @@ func (cc *conn) processTrailers(cs *stream, f *http2.MetaHeadersFrame) error {
 		cs.resetWith(http2.ErrCodeProtocol, errors.New("h2client: response trailer list larger than the client's limit"))
 		return nil
 	}
-	trailer := make(http.Header)
-	for _, hf := range f.RegularFields() {
-		key := textproto.CanonicalMIMEHeaderKey(hf.Name)
-		trailer[key] = append(trailer[key], hf.Value)
-	}
+	trailer := h2head.Header(f.RegularFields())
 	cc.mu.Lock()
 	if cs.removed {
 		cc.mu.Unlock()

@@ -577,11 +577,12 @@ func (b *responseBody) Read(p []byte) (int, error) {
 	if cs.off == len(cs.buf) && cs.readErr != nil {
 		err = cs.readErr
 		if err == io.EOF {
-			for k, vv := range cs.trailer {
-				if cs.resp.Trailer == nil {
-					cs.resp.Trailer = make(http.Header, len(cs.trailer))
+			if cs.resp.Trailer == nil && len(cs.trailer) > 0 {
+				cs.resp.Trailer = cs.trailer // none declared: the trailers as they came, not a copy
+			} else {
+				for k, vv := range cs.trailer {
+					cs.resp.Trailer[k] = vv
 				}
-				cs.resp.Trailer[k] = vv
 			}
 			cs.trailer = nil
 		}

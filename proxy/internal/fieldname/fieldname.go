@@ -1,13 +1,24 @@
 // Package fieldname lower-cases HTTP field names for HTTP/2 (RFC 9113
-// §8.2.1), without an allocation for the common ones: the proxy's HTTP/2
-// server (response fields) and client (request fields) write every name
-// this way.
+// §8.2.1), and canonicalises the lower-case names HTTP/2 receives, without
+// an allocation for the common ones: the proxy's HTTP/2 server and client
+// write and read every name this way.
 package fieldname
 
 import (
 	"net/http"
+	"net/textproto"
 	"strings"
 )
+
+// Canonical is textproto.CanonicalMIMEHeaderKey(name); common names in
+// lower case (as HTTP/2 sends them) come from a table, where textproto
+// allocates for those outside its own (te, trailer, grpc-status...).
+func Canonical(name string) string {
+	if s, ok := canonical[name]; ok {
+		return s
+	}
+	return textproto.CanonicalMIMEHeaderKey(name)
+}
 
 // Lower is name in lower case; common names, canonical (Content-Type) or
 // already lower (content-type), come from a table.
@@ -18,8 +29,8 @@ func Lower(name string) string {
 	return strings.ToLower(name)
 }
 
-var common = func() map[string]string {
-	m := make(map[string]string)
+var common, canonical = func() (map[string]string, map[string]string) {
+	m, c := make(map[string]string), make(map[string]string)
 	for _, k := range []string{
 		"accept", "accept-charset", "accept-encoding", "accept-language", "accept-ranges", "age",
 		"access-control-allow-credentials", "access-control-allow-headers", "access-control-allow-methods",
@@ -39,6 +50,7 @@ var common = func() map[string]string {
 	} {
 		m[http.CanonicalHeaderKey(k)] = k
 		m[k] = k
+		c[k] = textproto.CanonicalMIMEHeaderKey(k)
 	}
-	return m
+	return m, c
 }()
