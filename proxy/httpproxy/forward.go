@@ -90,7 +90,7 @@ func (f *Forwarder) forward(w *flushGate, r *http.Request) {
 		return
 	}
 	removeHopByHopHeaders(res.Header)
-	copyHeader(w.Header(), res.Header)
+	moveHeader(w.Header(), res.Header)
 	// The Trailer header is not among a transport's response headers:
 	// announce the trailers it saw.
 	announced := len(res.Trailer)
@@ -120,7 +120,7 @@ func (f *Forwarder) forward(w *flushGate, r *http.Request) {
 		w.FlushError()
 	}
 	if len(res.Trailer) == announced {
-		copyHeader(w.Header(), res.Trailer)
+		moveHeader(w.Header(), res.Trailer)
 		return
 	}
 	for k, vv := range res.Trailer {
@@ -262,6 +262,22 @@ func removeHopByHopHeaders(h http.Header) {
 
 func copyHeader(dst, src http.Header) {
 	for k, vv := range src {
+		for _, v := range vv {
+			dst.Add(k, v)
+		}
+	}
+}
+
+// moveHeader is copyHeader for a src that is dropped after (a response's
+// header or trailer, read by nobody but through dst): a key dst does not
+// have takes src's value slice itself instead of a copy, clipped so that
+// an append to it in dst copies rather than writes into src's array.
+func moveHeader(dst, src http.Header) {
+	for k, vv := range src {
+		if _, ok := dst[k]; !ok && len(vv) > 0 {
+			dst[k] = vv[:len(vv):len(vv)]
+			continue
+		}
 		for _, v := range vv {
 			dst.Add(k, v)
 		}
