@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/ctxwatch"
 )
 
 // Defaults, those of the net/http Transport the proxy used before.
@@ -183,6 +185,7 @@ func (c *Client) get(ctx context.Context, dial, check bool) (*conn, error) {
 		return nil, err
 	}
 	pc := &conn{c: c, nc: nc, raw: rawConn(nc)}
+	pc.cancel = func() { pc.nc.SetDeadline(aLongTimeAgo) }
 	pc.cr = connReader{pc: pc, limit: -1}
 	pc.br = bufio.NewReaderSize(&pc.cr, c.o.ReadBufferSize)
 	pc.bw = bufio.NewWriterSize(nc, c.o.WriteBufferSize)
@@ -248,6 +251,9 @@ type conn struct {
 	bw     *bufio.Writer
 	reused bool
 	idleAt time.Time
+	// cancel makes blocked I/O return: a request's cancellation, made
+	// once per connection.
+	cancel func()
 	// idleAlive's, so that a probe allocates nothing.
 	peek      [1]byte
 	peekAlive bool
@@ -293,11 +299,17 @@ var aLongTimeAgo = time.Unix(1, 0)
 // roundTrip sends req on pc and reads the response head.
 func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	var stop func() bool
+	ex := &exchange{pc: pc, req: req}
 	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { pc.nc.SetDeadline(aLongTimeAgo) })
+		// A cancellation makes the connection's blocked I/O return. The
+		// watch of h1server's request context costs nothing;
+		// context.AfterFunc, for any other, 4 allocations.
+		if s, id, ok := ctxwatch.Watch(ctx, pc.cancel); ok {
+			ex.watch, ex.watchID = s, id
+		} else {
+			ex.stop = context.AfterFunc(ctx, pc.cancel)
+		}
 	}
-	ex := &exchange{pc: pc, req: req, stop: stop}
 	start := pc.cr.n
 	if req.Body == nil || req.Body == http.NoBody {
 		var err error
@@ -422,11 +434,14 @@ func (pc *conn) mapError(req *http.Request, start int64, err error) error {
 
 // exchange is one request on a connection, until its response ends.
 type exchange struct {
-	pc    *conn
-	req   *http.Request
-	stop  func() bool   // stops the cancellation; nil without one
-	wrote chan struct{} // closed when the body writer ends; nil without a body
-	werr  error         // the body writer's error, set before wrote is closed
+	pc   *conn
+	req  *http.Request
+	stop func() bool // stops the cancellation (context.AfterFunc's); nil without one
+	// Or, the cancellation is watch's (ctxwatch).
+	watch   *ctxwatch.Slot
+	watchID uint64
+	wrote   chan struct{} // closed when the body writer ends; nil without a body
+	werr    error         // the body writer's error, set before wrote is closed
 	// failed is the body writer's error too, stored before it closes the
 	// connection, for the response read that fails of that close.
 	failed atomic.Pointer[error]
@@ -442,6 +457,9 @@ func (ex *exchange) end(reuse bool) {
 	ex.once.Do(func() {
 		if ex.stop != nil && !ex.stop() {
 			reuse = false // cancelled: the deadline is set
+		}
+		if ex.watch != nil && !ex.watch.Stop(ex.watchID) {
+			reuse = false
 		}
 		if ex.wrote != nil {
 			written := true

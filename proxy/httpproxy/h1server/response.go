@@ -96,7 +96,8 @@ type response struct {
 	conn             *conn
 	req              *http.Request
 	reqBody          io.ReadCloser
-	cancelCtx        func()
+	cancelCtx        func() // the context's own; cancel also runs its watch
+	rctx             reqCtx // the request's context
 	wroteHeader      bool
 	wants10KeepAlive bool
 	wantsClose       bool
@@ -132,6 +133,12 @@ var (
 	_ http.Hijacker = (*response)(nil)
 	_ io.ReaderFrom = (*response)(nil)
 )
+
+// cancel ends the request's context and runs its watch.
+func (w *response) cancel() {
+	w.cancelCtx()
+	w.rctx.watch.Fire()
+}
 
 // SetReadDeadline is for http.ResponseController.
 func (w *response) SetReadDeadline(deadline time.Time) error {
