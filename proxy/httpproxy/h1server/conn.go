@@ -331,12 +331,16 @@ func (c *conn) readRequest(ctx context.Context) (w *response, err error) {
 	c.r.unlock()
 	// The first read waits for the request; a head that arrived whole is
 	// parsed in place (parseHead), any other with net/http's reader.
-	var req *http.Request
+	// A head parsed in place is on the stack until the request, with its
+	// context, is copied to the heap below (WithContext): one Request
+	// allocation where http.ReadRequest's request takes two.
+	var parsed http.Request
+	var req *http.Request // parsed or http.ReadRequest's: must not escape
 	if _, err = c.bufr.Peek(1); err == nil {
 		buf, _ := c.bufr.Peek(c.bufr.Buffered())
-		if r, n, ok := parseHead(buf, c.bufr); ok {
+		if n, ok := parseHead(buf, c.bufr, &parsed); ok {
 			c.bufr.Discard(n)
-			req = r
+			req = &parsed
 		} else {
 			req, err = http.ReadRequest(c.bufr)
 		}
@@ -411,15 +415,14 @@ func (c *conn) readRequest(ctx context.Context) (w *response, err error) {
 	}
 	w.rctx.Context = ctx
 	w.rctx.watch.Reset(ctx)
-	req = req.WithContext(&w.rctx)
-	req.RemoteAddr = c.remoteAddr
-	req.TLS = c.tlsState
-	w.req = req
-	if req.Body != http.NoBody && req.Body != nil {
-		b := &body{src: req.Body, remain: req.ContentLength, chunked: req.ContentLength < 0, closing: req.Close, r: c.r}
-		req.Body = b
+	r := req.WithContext(&w.rctx)
+	r.RemoteAddr = c.remoteAddr
+	r.TLS = c.tlsState
+	w.req = r
+	if r.Body != http.NoBody && r.Body != nil {
+		r.Body = &body{src: r.Body, remain: r.ContentLength, chunked: r.ContentLength < 0, closing: r.Close, r: c.r}
 	}
-	w.reqBody = req.Body
+	w.reqBody = r.Body
 	c.rwc.SetReadDeadline(time.Time{})
 	if isH2Upgrade {
 		w.closeAfterReply = true
