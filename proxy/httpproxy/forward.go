@@ -34,9 +34,11 @@ import (
 //
 // TestForwardMatchesReverseProxy checks the two paths answer alike.
 func (f *Forwarder) forward(w *flushGate, r *http.Request) {
-	t := &informational{w: w}
+	o := &outgoing{}
+	t := &o.inf
+	t.w = w
 	t.trace.Got1xxResponse = t.got1xx
-	outreq := r.Clone(httptrace.WithClientTrace(r.Context(), &t.trace))
+	outreq := o.clone(r, httptrace.WithClientTrace(r.Context(), &t.trace))
 	if r.ContentLength == 0 {
 		outreq.Body = nil // Go issue 16036: nil Body for http.Transport retries
 	}
@@ -189,6 +191,38 @@ func bodyBuffered(body io.Reader) bool {
 	}
 	n, eof := b.Buffered()
 	return n > 0 || eof
+}
+
+// outgoing is what forward allocates for the request it sends: the
+// request and its URL (r.Clone's two allocations) and the 1xx relay, in
+// one allocation of the same size class as the three together.
+type outgoing struct {
+	req http.Request
+	url url.URL
+	inf informational
+}
+
+// clone is r.Clone(ctx) into o: a deep copy of what forward or a
+// transport may change (URL, Header, Trailer, TransferEncoding), the rest
+// shallow, as Clone does. A request with parsed forms, which Clone copies
+// too and the proxy never parses, takes Clone itself.
+func (o *outgoing) clone(r *http.Request, ctx context.Context) *http.Request {
+	if r.Form != nil || r.PostForm != nil || r.MultipartForm != nil || r.URL == nil {
+		return r.Clone(ctx)
+	}
+	o.req = *r.WithContext(ctx) // inlined: its copy stays on the stack
+	o.url = *r.URL
+	if r.URL.User != nil {
+		u := *r.URL.User
+		o.url.User = &u
+	}
+	o.req.URL = &o.url
+	o.req.Header = r.Header.Clone()
+	o.req.Trailer = r.Trailer.Clone()
+	if s := r.TransferEncoding; s != nil {
+		o.req.TransferEncoding = append([]string(nil), s...)
+	}
+	return &o.req
 }
 
 // informational forwards the 1xx responses the transport reports until
