@@ -112,6 +112,7 @@ type response struct {
 
 	handlerHeader http.Header
 	calledHeader  bool
+	snapVals      []string // cw.header's values (snapshot)
 
 	written       int64
 	contentLength int64
@@ -241,7 +242,7 @@ func (w *response) ReadFrom(src io.Reader) (n int64, err error) {
 
 func (w *response) Header() http.Header {
 	if w.cw.header == nil && w.wroteHeader && !w.cw.wroteHeader {
-		w.cw.header = w.handlerHeader.Clone()
+		w.cw.header = w.snapshot()
 	}
 	w.calledHeader = true
 	return w.handlerHeader
@@ -293,7 +294,7 @@ func (w *response) WriteHeader(code int) {
 	w.wroteHeader = true
 	w.status = code
 	if w.calledHeader && w.cw.header == nil {
-		w.cw.header = w.handlerHeader.Clone()
+		w.cw.header = w.snapshot()
 	}
 	if cl := hget(w.handlerHeader, "Content-Length"); cl != "" {
 		v, err := strconv.ParseInt(cl, 10, 64)
@@ -304,6 +305,64 @@ func (w *response) WriteHeader(code int) {
 			w.handlerHeader.Del("Content-Length")
 		}
 	}
+}
+
+// snapshot is handlerHeader.Clone(), the header as it was at WriteHeader
+// (later changes but trailers have no effect, net/http's rule), into the
+// map and value array the connection's previous response gave back
+// (release): the snapshot is read by writeHeader alone, once, so it is
+// dead once the response is finished.
+func (w *response) snapshot() http.Header {
+	c := w.conn
+	h, sv := c.snap, c.snapVals
+	c.snap, c.snapVals = nil, nil // a response's until it gives them back
+	if h == nil {
+		h = make(http.Header, len(w.handlerHeader))
+	}
+	nv := 0
+	for _, vv := range w.handlerHeader {
+		nv += len(vv)
+	}
+	if cap(sv) < nv {
+		sv = make([]string, nv)
+	}
+	sv = sv[:nv]
+	w.snapVals = sv
+	for k, vv := range w.handlerHeader {
+		if vv == nil {
+			h[k] = nil // as Clone keeps it
+			continue
+		}
+		n := copy(sv, vv)
+		h[k] = sv[:n:n]
+		sv = sv[n:]
+	}
+	return h
+}
+
+// Bounds of the snapshot a connection keeps for its next response.
+const (
+	maxKeptSnapKeys = 64
+	maxKeptSnapVals = 128
+)
+
+// releaseSnapshot gives the snapshot back to the connection once the
+// response is finished: its head has been written (finishRequest), and
+// writeHeader, the only reader, runs once.
+func (w *response) releaseSnapshot() {
+	h := w.cw.header
+	if h == nil || !w.cw.wroteHeader {
+		return
+	}
+	w.cw.header = nil
+	sv := w.snapVals
+	w.snapVals = nil
+	if len(h) > maxKeptSnapKeys || cap(sv) > maxKeptSnapVals {
+		return
+	}
+	clear(h)
+	clear(sv) // no strings kept alive
+	w.conn.snap, w.conn.snapVals = h, sv[:0]
 }
 
 var excludedHeadersNoBody = map[string]bool{"Content-Length": true, "Transfer-Encoding": true}
@@ -662,6 +721,7 @@ func (w *response) finishRequest() {
 	}
 	w.w.Flush()
 	w.cw.close()
+	w.releaseSnapshot()
 	w.conn.bufw.Flush()
 	w.conn.stopWatch()
 	w.reqBody.Close()

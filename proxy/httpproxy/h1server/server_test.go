@@ -9,6 +9,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -501,4 +502,48 @@ func TestRequestContextWatch(t *testing.T) {
 	time.Sleep(2 * WatchDelay)
 	c.Close()
 	time.Sleep(100 * time.Millisecond) // the handler checks
+}
+
+// TestHeaderSnapshotReuse: the header snapshot a response takes at
+// WriteHeader reuses the connection's previous one; nothing of a response's
+// header reaches the next, and a change after WriteHeader still has no
+// effect (net/http's rule).
+func TestHeaderSnapshotReuse(t *testing.T) {
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		switch r.URL.Path {
+		case "/1":
+			h.Set("X-One", "1")
+			h["X-Many"] = []string{"a", "b", "c"}
+			w.WriteHeader(200)
+			h.Set("X-Late", "late")
+			h["X-Many"][0] = "changed"
+		case "/2":
+			h.Set("X-Two", "2")
+			w.WriteHeader(201)
+			h.Del("X-Two")
+		case "/3":
+			w.WriteHeader(202)
+		}
+		io.WriteString(w, "ok")
+	})}
+	c := dial(t, serve(t, s))
+	br := bufio.NewReader(c)
+	want := map[string]http.Header{
+		"/1": {"X-One": {"1"}, "X-Many": {"a", "b", "c"}},
+		"/2": {"X-Two": {"2"}},
+		"/3": {},
+	}
+	for range 3 {
+		for _, p := range []string{"/1", "/2", "/3"} {
+			io.WriteString(c, "GET "+p+" HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, _ := readResponse(t, br, "GET")
+			for _, k := range []string{"Date", "Content-Length", "Content-Type"} {
+				resp.Header.Del(k)
+			}
+			if !reflect.DeepEqual(resp.Header, want[p]) {
+				t.Fatalf("%s: header %v, want %v", p, resp.Header, want[p])
+			}
+		}
+	}
 }
