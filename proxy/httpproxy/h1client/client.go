@@ -30,6 +30,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/ctxwatch"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
 )
 
 // Defaults, those of the net/http Transport the proxy used before.
@@ -364,7 +365,7 @@ func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 			close(ex.wrote)
 		}()
 	}
-	resp, err := pc.readResponse(req)
+	resp, err := pc.readResponse(ex)
 	if err != nil {
 		ex.end(false)
 		if werr := ex.failed.Load(); werr != nil && req.Context().Err() == nil {
@@ -386,7 +387,8 @@ func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 
 // readResponse reads the final response's head: 1xx responses but 101 are
 // passed to the request's httptrace.ClientTrace, as net/http does.
-func (pc *conn) readResponse(req *http.Request) (*http.Response, error) {
+func (pc *conn) readResponse(ex *exchange) (*http.Response, error) {
+	req := ex.req
 	pc.cr.limit = pc.c.o.MaxResponseHeaderBytes
 	defer func() { pc.cr.limit = -1 }()
 	for {
@@ -400,9 +402,9 @@ func (pc *conn) readResponse(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		buf, _ := pc.br.Peek(pc.br.Buffered())
-		if resp, n, ok := parseResponseHead(buf, pc.br, req); ok {
+		if n, ok := parseResponseHead(buf, pc.br, req, &ex.resp, &ex.respBody); ok {
 			pc.br.Discard(n)
-			return resp, nil
+			return &ex.resp, nil
 		}
 		resp, err := http.ReadResponse(pc.br, req)
 		if err != nil {
@@ -448,6 +450,10 @@ type exchange struct {
 	alive  bool // both sides allow another request on the connection
 	once   sync.Once
 	body   body // the response's, allocated with the exchange
+	// The response and its Content-Length body, when parsed in place
+	// (parseResponseHead): allocated with the exchange too.
+	resp     http.Response
+	respBody h1head.Body
 }
 
 // end releases the connection once: back to the pool when reuse is
