@@ -202,10 +202,14 @@ type outgoing struct {
 	inf informational
 }
 
-// clone is r.Clone(ctx) into o: a deep copy of what forward or a
-// transport may change (URL, Header, Trailer, TransferEncoding), the rest
-// shallow, as Clone does. A request with parsed forms, which Clone copies
-// too and the proxy never parses, takes Clone itself.
+// clone is r.Clone(ctx) into o: a copy of what forward or a transport may
+// change (URL, Header, Trailer, TransferEncoding), the rest shallow, as
+// Clone does. The header is a map of its own whose value slices are r's,
+// clipped: forward changes it by key (Set, Del, Add, which copies a
+// clipped slice), and neither it nor a transport writes into a value
+// slice, so the values array Clone would allocate is not needed. A
+// request with parsed forms, which Clone copies too and the proxy never
+// parses, takes Clone itself.
 func (o *outgoing) clone(r *http.Request, ctx context.Context) *http.Request {
 	if r.Form != nil || r.PostForm != nil || r.MultipartForm != nil || r.URL == nil {
 		return r.Clone(ctx)
@@ -217,7 +221,13 @@ func (o *outgoing) clone(r *http.Request, ctx context.Context) *http.Request {
 		o.url.User = &u
 	}
 	o.req.URL = &o.url
-	o.req.Header = r.Header.Clone()
+	if r.Header != nil {
+		h := make(http.Header, len(r.Header))
+		for k, vv := range r.Header {
+			h[k] = vv[:len(vv):len(vv)]
+		}
+		o.req.Header = h
+	}
 	o.req.Trailer = r.Trailer.Clone()
 	if s := r.TransferEncoding; s != nil {
 		o.req.TransferEncoding = append([]string(nil), s...)
