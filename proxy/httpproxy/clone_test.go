@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"reflect"
 	"strings"
@@ -44,3 +46,35 @@ func TestOutgoingClone(t *testing.T) {
 }
 
 type cloneKey struct{}
+
+// TestTraceContext: forward's trace context is WithClientTrace's (the
+// transports find the trace), linked to its parent's cancellation; under a
+// parent's trace both run, as WithClientTrace does.
+func TestTraceContext(t *testing.T) {
+	if clientTraceKey == nil {
+		t.Fatal("httptrace's context key was not learnt")
+	}
+	parent, cancel := context.WithCancel(context.Background())
+	var o outgoing
+	ctx := o.withTrace(parent)
+	if ctx != &o.ctx || httptrace.ContextClientTrace(ctx) != &o.inf.trace {
+		t.Fatal("the transports do not find the trace")
+	}
+	if ctx.Value(cloneKey{}) != nil || httptrace.ContextClientTrace(parent) != nil {
+		t.Fatal("values leak")
+	}
+	child, stop := context.WithCancel(ctx)
+	defer stop()
+	cancel()
+	<-child.Done()
+
+	got := 0
+	outer := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got1xxResponse: func(int, textproto.MIMEHeader) error { got++; return nil }})
+	var o2 outgoing
+	o2.inf.trace.Got1xxResponse = func(int, textproto.MIMEHeader) error { got++; return nil }
+	httptrace.ContextClientTrace(o2.withTrace(outer)).Got1xxResponse(103, nil)
+	if got != 2 {
+		t.Fatalf("%d hooks ran, want both", got)
+	}
+}

@@ -38,7 +38,7 @@ func (f *Forwarder) forward(w *flushGate, r *http.Request) {
 	t := &o.inf
 	t.w = w
 	t.trace.Got1xxResponse = t.got1xx
-	outreq := o.clone(r, httptrace.WithClientTrace(r.Context(), &t.trace))
+	outreq := o.clone(r, o.withTrace(r.Context()))
 	if r.ContentLength == 0 {
 		outreq.Body = nil // Go issue 16036: nil Body for http.Transport retries
 	}
@@ -200,6 +200,56 @@ type outgoing struct {
 	req http.Request
 	url url.URL
 	inf informational
+	ctx traceCtx
+}
+
+// withTrace is httptrace.WithClientTrace(parent, &o.inf.trace), its
+// context inside o. WithClientTrace merges the trace with one parent
+// already has, and adds net hooks for a trace with DNS or connect hooks:
+// neither applies to forward's trace unless parent has one (then
+// WithClientTrace itself), or the key could not be learnt.
+func (o *outgoing) withTrace(parent context.Context) context.Context {
+	if clientTraceKey == nil || httptrace.ContextClientTrace(parent) != nil {
+		return httptrace.WithClientTrace(parent, &o.inf.trace)
+	}
+	o.ctx = traceCtx{Context: parent, trace: &o.inf.trace}
+	return &o.ctx
+}
+
+// traceCtx is the context.WithValue context WithClientTrace makes, in an
+// allocation forward makes anyway. Being no *cancelCtx, it passes the
+// lookup of the nearest one (Value) to its parent, whose Done is its own:
+// contexts derived from it are linked without a goroutine.
+type traceCtx struct {
+	context.Context
+	trace *httptrace.ClientTrace
+}
+
+func (c *traceCtx) Value(key any) any {
+	if key == clientTraceKey {
+		return c.trace
+	}
+	return c.Context.Value(key)
+}
+
+// clientTraceKey is httptrace's context key (unexported), learnt from the
+// one lookup ContextClientTrace makes; nil if it made none.
+var clientTraceKey = func() any {
+	var p keyProbe
+	httptrace.ContextClientTrace(&p)
+	return p.key
+}()
+
+type keyProbe struct {
+	context.Context // nil: only Value is called
+	key             any
+}
+
+func (p *keyProbe) Value(key any) any {
+	if p.key == nil {
+		p.key = key
+	}
+	return nil
 }
 
 // clone is r.Clone(ctx) into o: a copy of what forward or a transport may
