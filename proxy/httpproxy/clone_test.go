@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // TestOutgoingClone: outgoing.clone gives what Request.Clone gives, and
@@ -76,5 +77,16 @@ func TestTraceContext(t *testing.T) {
 	httptrace.ContextClientTrace(o2.withTrace(outer)).Got1xxResponse(103, nil)
 	if got != 2 {
 		t.Fatalf("%d hooks ran, want both", got)
+	}
+}
+
+// TestOutgoingSize: outgoing and the 8-byte header the allocator adds to
+// an object with pointers over 512 bytes fit the 640-byte size class.
+func TestOutgoingSize(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) != 8 {
+		t.Skip("sizes are for 64-bit platforms")
+	}
+	if n := unsafe.Sizeof(outgoing{}); n+8 > 640 {
+		t.Errorf("outgoing is %d bytes, more than the 640-byte size class with its header", n)
 	}
 }
