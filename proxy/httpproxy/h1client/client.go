@@ -255,6 +255,10 @@ type conn struct {
 	// cancel makes blocked I/O return: a request's cancellation, made
 	// once per connection.
 	cancel func()
+	// wrote gets one value from each request's body writer when it ends,
+	// and end takes it: a connection whose writer's value was not taken
+	// is closed, never reused, so the next request finds it empty.
+	wrote chan struct{}
 	// idleAlive's, so that a probe allocates nothing.
 	peek      [1]byte
 	peekAlive bool
@@ -330,7 +334,10 @@ func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 		// body is read on this goroutine, not the caller's, so that a
 		// cancellation or a route timeout ends the request even while its
 		// client is still sending the body.
-		ex.wrote = make(chan struct{})
+		if pc.wrote == nil {
+			pc.wrote = make(chan struct{}, 1)
+		}
+		ex.wrote = pc.wrote
 		go func() {
 			w := req
 			small, err := readSmallBody(req)
@@ -362,7 +369,7 @@ func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 				// wait would be endless (net/http closes it too).
 				pc.nc.Close()
 			}
-			close(ex.wrote)
+			ex.wrote <- struct{}{}
 		}()
 	}
 	resp, err := pc.readResponse(ex)
@@ -442,8 +449,8 @@ type exchange struct {
 	// Or, the cancellation is watch's (ctxwatch).
 	watch   *ctxwatch.Slot
 	watchID uint64
-	wrote   chan struct{} // closed when the body writer ends; nil without a body
-	werr    error         // the body writer's error, set before wrote is closed
+	wrote   chan struct{} // the body writer's end: pc.wrote; nil without a body
+	werr    error         // the body writer's error, set before its send on wrote
 	// failed is the body writer's error too, stored before it closes the
 	// connection, for the response read that fails of that close.
 	failed atomic.Pointer[error]
