@@ -40,10 +40,6 @@ type conn struct {
 	// head is the current request's head as read (see readRequest), kept
 	// across requests.
 	head []byte
-	// snap and snapVals are a finished response's header snapshot, map
-	// and values, for the next one (response.snapshot).
-	snap     http.Header
-	snapVals []string
 	// watch starts the client-gone read of a handler that runs long.
 	watch *time.Timer
 

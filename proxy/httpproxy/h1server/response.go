@@ -112,7 +112,7 @@ type response struct {
 
 	handlerHeader http.Header
 	calledHeader  bool
-	snapVals      []string // cw.header's values (snapshot)
+	snap          *snapshotBuf // cw.header's map and values (snapshot)
 
 	written       int64
 	contentLength int64
@@ -307,27 +307,35 @@ func (w *response) WriteHeader(code int) {
 	}
 }
 
+// snapshotBuf is a header snapshot's map and value array, reused through
+// snapshots: one response's from WriteHeader until it is finished.
+type snapshotBuf struct {
+	h    http.Header
+	vals []string
+}
+
+var snapshots = sync.Pool{New: func() any { return new(snapshotBuf) }}
+
 // snapshot is handlerHeader.Clone(), the header as it was at WriteHeader
-// (later changes but trailers have no effect, net/http's rule), into the
-// map and value array the connection's previous response gave back
-// (release): the snapshot is read by writeHeader alone, once, so it is
-// dead once the response is finished.
+// (later changes but trailers have no effect, net/http's rule), into a
+// map and value array a finished response gave back (releaseSnapshot):
+// the snapshot is read by writeHeader alone, once, so it is dead once the
+// response is finished.
 func (w *response) snapshot() http.Header {
-	c := w.conn
-	h, sv := c.snap, c.snapVals
-	c.snap, c.snapVals = nil, nil // a response's until it gives them back
-	if h == nil {
-		h = make(http.Header, len(w.handlerHeader))
+	b := snapshots.Get().(*snapshotBuf)
+	w.snap = b
+	if b.h == nil {
+		b.h = make(http.Header, len(w.handlerHeader))
 	}
 	nv := 0
 	for _, vv := range w.handlerHeader {
 		nv += len(vv)
 	}
-	if cap(sv) < nv {
-		sv = make([]string, nv)
+	if cap(b.vals) < nv {
+		b.vals = make([]string, nv)
 	}
-	sv = sv[:nv]
-	w.snapVals = sv
+	b.vals = b.vals[:nv]
+	h, sv := b.h, b.vals
 	for k, vv := range w.handlerHeader {
 		if vv == nil {
 			h[k] = nil // as Clone keeps it
@@ -340,29 +348,28 @@ func (w *response) snapshot() http.Header {
 	return h
 }
 
-// Bounds of the snapshot a connection keeps for its next response.
+// Bounds of the snapshots kept for reuse.
 const (
 	maxKeptSnapKeys = 64
 	maxKeptSnapVals = 128
 )
 
-// releaseSnapshot gives the snapshot back to the connection once the
-// response is finished: its head has been written (finishRequest), and
-// writeHeader, the only reader, runs once.
+// releaseSnapshot gives the snapshot back once the response is finished:
+// its head has been written (finishRequest), and writeHeader, the only
+// reader, runs once.
 func (w *response) releaseSnapshot() {
-	h := w.cw.header
-	if h == nil || !w.cw.wroteHeader {
+	b := w.snap
+	if b == nil || !w.cw.wroteHeader {
 		return
 	}
-	w.cw.header = nil
-	sv := w.snapVals
-	w.snapVals = nil
-	if len(h) > maxKeptSnapKeys || cap(sv) > maxKeptSnapVals {
+	w.snap, w.cw.header = nil, nil
+	if len(b.h) > maxKeptSnapKeys || cap(b.vals) > maxKeptSnapVals {
 		return
 	}
-	clear(h)
-	clear(sv) // no strings kept alive
-	w.conn.snap, w.conn.snapVals = h, sv[:0]
+	clear(b.h)
+	clear(b.vals) // no strings kept alive
+	b.vals = b.vals[:0]
+	snapshots.Put(b)
 }
 
 var excludedHeadersNoBody = map[string]bool{"Content-Length": true, "Transfer-Encoding": true}

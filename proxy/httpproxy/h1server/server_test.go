@@ -527,23 +527,39 @@ func TestHeaderSnapshotReuse(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	})}
-	c := dial(t, serve(t, s))
-	br := bufio.NewReader(c)
+	addr := serve(t, s)
 	want := map[string]http.Header{
 		"/1": {"X-One": {"1"}, "X-Many": {"a", "b", "c"}},
 		"/2": {"X-Two": {"2"}},
 		"/3": {},
 	}
-	for range 3 {
-		for _, p := range []string{"/1", "/2", "/3"} {
-			io.WriteString(c, "GET "+p+" HTTP/1.1\r\nHost: x\r\n\r\n")
-			resp, _ := readResponse(t, br, "GET")
-			for _, k := range []string{"Date", "Content-Length", "Content-Type"} {
-				resp.Header.Del(k)
+	// Connections in parallel: the snapshots go through one pool.
+	var wg sync.WaitGroup
+	for range 4 {
+		c := dial(t, addr)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			br := bufio.NewReader(c)
+			for range 20 {
+				for _, p := range []string{"/1", "/2", "/3"} {
+					io.WriteString(c, "GET "+p+" HTTP/1.1\r\nHost: x\r\n\r\n")
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					for _, k := range []string{"Date", "Content-Length", "Content-Type"} {
+						resp.Header.Del(k)
+					}
+					if !reflect.DeepEqual(resp.Header, want[p]) {
+						t.Errorf("%s: header %v, want %v", p, resp.Header, want[p])
+						return
+					}
+				}
 			}
-			if !reflect.DeepEqual(resp.Header, want[p]) {
-				t.Fatalf("%s: header %v, want %v", p, resp.Header, want[p])
-			}
-		}
+		}()
 	}
+	wg.Wait()
 }
