@@ -8,8 +8,9 @@ import (
 // The Exchange is the one allocation the chain adds per request, and holds
 // the Forwarder's own per-request state (flushGate, guardedBody, outcome,
 // observedBody), which were five allocations of their own (about 200 bytes
-// in their size classes) besides the 288 bytes of the rest: together they
-// fit the 480-byte size class. A field that pushes it to the next class
+// in their size classes) besides the 288 bytes of the rest, and the
+// request's context (exchangeCtx, a WithValue context of 48 bytes):
+// together they fit the 480-byte size class. A field that pushes it to the next class
 // costs every request 32 bytes.
 func TestExchangeSize(t *testing.T) {
 	if unsafe.Sizeof(uintptr(0)) != 8 {

@@ -34,16 +34,19 @@ import (
 //
 // TestForwardMatchesReverseProxy checks the two paths answer alike.
 func (f *Forwarder) forward(w *flushGate, r *http.Request) {
-	t := &informational{w: w}
+	o := &outgoing{}
+	t := &o.inf
+	t.w = w
 	t.trace.Got1xxResponse = t.got1xx
-	outreq := r.Clone(httptrace.WithClientTrace(r.Context(), &t.trace))
+	outreq := o.clone(r, o.withTrace(r.Context()))
 	if r.ContentLength == 0 {
 		outreq.Body = nil // Go issue 16036: nil Body for http.Transport retries
 	}
 	if outreq.Body != nil {
 		// The transport may close the body it was given when it fails:
 		// that must not close the server's (ReverseProxy does the same).
-		outreq.Body = noopCloseReader{outreq.Body}
+		o.body = noopCloseReader{outreq.Body}
+		outreq.Body = &o.body
 		defer outreq.Body.Close()
 	}
 	if outreq.Header == nil {
@@ -68,7 +71,7 @@ func (f *Forwarder) forward(w *flushGate, r *http.Request) {
 
 	res, err := roundTripper{f}.RoundTrip(outreq)
 	t.mu.Lock()
-	t.done = true
+	t.w = nil // the round trip has returned
 	t.mu.Unlock()
 	if err != nil {
 		f.proxyError(w, outreq, err)
@@ -90,7 +93,7 @@ func (f *Forwarder) forward(w *flushGate, r *http.Request) {
 		return
 	}
 	removeHopByHopHeaders(res.Header)
-	copyHeader(w.Header(), res.Header)
+	moveHeader(w.Header(), res.Header)
 	// The Trailer header is not among a transport's response headers:
 	// announce the trailers it saw.
 	announced := len(res.Trailer)
@@ -120,7 +123,7 @@ func (f *Forwarder) forward(w *flushGate, r *http.Request) {
 		w.FlushError()
 	}
 	if len(res.Trailer) == announced {
-		copyHeader(w.Header(), res.Trailer)
+		moveHeader(w.Header(), res.Trailer)
 		return
 	}
 	for k, vv := range res.Trailer {
@@ -191,20 +194,113 @@ func bodyBuffered(body io.Reader) bool {
 	return n > 0 || eof
 }
 
+// outgoing is what forward allocates for the request it sends: the
+// request and its URL (r.Clone's two allocations) and the 1xx relay, in
+// one allocation of the same size class as the three together.
+type outgoing struct {
+	req  http.Request
+	url  url.URL
+	inf  informational
+	ctx  traceCtx
+	body noopCloseReader // the request's body, if any
+}
+
+// withTrace is httptrace.WithClientTrace(parent, &o.inf.trace), its
+// context inside o. WithClientTrace merges the trace with one parent
+// already has, and adds net hooks for a trace with DNS or connect hooks:
+// neither applies to forward's trace unless parent has one (then
+// WithClientTrace itself), or the key could not be learnt.
+func (o *outgoing) withTrace(parent context.Context) context.Context {
+	if clientTraceKey == nil || httptrace.ContextClientTrace(parent) != nil {
+		return httptrace.WithClientTrace(parent, &o.inf.trace)
+	}
+	o.ctx = traceCtx{Context: parent, trace: &o.inf.trace}
+	return &o.ctx
+}
+
+// traceCtx is the context.WithValue context WithClientTrace makes, in an
+// allocation forward makes anyway. Being no *cancelCtx, it passes the
+// lookup of the nearest one (Value) to its parent, whose Done is its own:
+// contexts derived from it are linked without a goroutine.
+type traceCtx struct {
+	context.Context
+	trace *httptrace.ClientTrace
+}
+
+func (c *traceCtx) Value(key any) any {
+	if key == clientTraceKey {
+		return c.trace
+	}
+	return c.Context.Value(key)
+}
+
+// clientTraceKey is httptrace's context key (unexported), learnt from the
+// one lookup ContextClientTrace makes; nil if it made none.
+var clientTraceKey = func() any {
+	var p keyProbe
+	httptrace.ContextClientTrace(&p)
+	return p.key
+}()
+
+type keyProbe struct {
+	context.Context // nil: only Value is called
+	key             any
+}
+
+func (p *keyProbe) Value(key any) any {
+	if p.key == nil {
+		p.key = key
+	}
+	return nil
+}
+
+// clone is r.Clone(ctx) into o: a copy of what forward or a transport may
+// change (URL, Header, Trailer, TransferEncoding), the rest shallow, as
+// Clone does. The header is a map of its own whose value slices are r's,
+// clipped: forward changes it by key (Set, Del, Add, which copies a
+// clipped slice), and neither it nor a transport writes into a value
+// slice, so the values array Clone would allocate is not needed. A
+// request with parsed forms, which Clone copies too and the proxy never
+// parses, takes Clone itself.
+func (o *outgoing) clone(r *http.Request, ctx context.Context) *http.Request {
+	if r.Form != nil || r.PostForm != nil || r.MultipartForm != nil || r.URL == nil {
+		return r.Clone(ctx)
+	}
+	o.req = *r.WithContext(ctx) // inlined: its copy stays on the stack
+	o.url = *r.URL
+	if r.URL.User != nil {
+		u := *r.URL.User
+		o.url.User = &u
+	}
+	o.req.URL = &o.url
+	if r.Header != nil {
+		h := make(http.Header, len(r.Header))
+		for k, vv := range r.Header {
+			h[k] = vv[:len(vv):len(vv)]
+		}
+		o.req.Header = h
+	}
+	o.req.Trailer = r.Trailer.Clone()
+	if s := r.TransferEncoding; s != nil {
+		o.req.TransferEncoding = append([]string(nil), s...)
+	}
+	return &o.req
+}
+
 // informational forwards the 1xx responses the transport reports until
 // the final one has come (ReverseProxy's Got1xxResponse), in one
-// allocation with its trace.
+// allocation with its trace. (Its size keeps outgoing, with the 8-byte
+// header of an object over 512 bytes, in the 640-byte size class.)
 type informational struct {
 	trace httptrace.ClientTrace
-	w     http.ResponseWriter
 	mu    sync.Mutex
-	done  bool // the round trip has returned: the header map is not ours
+	w     *flushGate // nil once the round trip has returned: the header map is not ours
 }
 
 func (t *informational) got1xx(code int, header textproto.MIMEHeader) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.done {
+	if t.w == nil {
 		return nil
 	}
 	h := t.w.Header()
@@ -262,6 +358,22 @@ func removeHopByHopHeaders(h http.Header) {
 
 func copyHeader(dst, src http.Header) {
 	for k, vv := range src {
+		for _, v := range vv {
+			dst.Add(k, v)
+		}
+	}
+}
+
+// moveHeader is copyHeader for a src that is dropped after (a response's
+// header or trailer, read by nobody but through dst): a key dst does not
+// have takes src's value slice itself instead of a copy, clipped so that
+// an append to it in dst copies rather than writes into src's array.
+func moveHeader(dst, src http.Header) {
+	for k, vv := range src {
+		if _, ok := dst[k]; !ok && len(vv) > 0 {
+			dst[k] = vv[:len(vv):len(vv)]
+			continue
+		}
 		for _, v := range vv {
 			dst.Add(k, v)
 		}

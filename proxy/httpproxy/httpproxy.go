@@ -461,7 +461,7 @@ func (b *observedBody) end(err error) {
 			f.metrics.ClientError(f.direction, x.Labels.Authority, "bad_request")
 			return
 		}
-		if err != nil && x.clientCtx.Err() != nil {
+		if err != nil && x.clientCtx().Err() != nil {
 			// The client went away mid-response: not the application's failure.
 			f.metrics.ClientError(f.direction, x.Labels.Authority, "canceled")
 			return
@@ -494,7 +494,7 @@ func (f *Forwarder) proxyError(w http.ResponseWriter, r *http.Request, err error
 	case errors.Is(err, ErrRouteTimeout):
 		status, reason = http.StatusGatewayTimeout, "timeout"
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil,
-		x != nil && x.clientCtx != nil && x.clientCtx.Err() != nil:
+		x != nil && x.clientCtx() != nil && x.clientCtx().Err() != nil:
 		// The client went away; nobody reads this answer. Over HTTP/2 the
 		// error may be the request body's (the stream was reset), but the
 		// server cancels the request's context before it closes the body.

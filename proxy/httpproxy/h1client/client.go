@@ -28,6 +28,9 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/ctxwatch"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
 )
 
 // Defaults, those of the net/http Transport the proxy used before.
@@ -183,6 +186,7 @@ func (c *Client) get(ctx context.Context, dial, check bool) (*conn, error) {
 		return nil, err
 	}
 	pc := &conn{c: c, nc: nc, raw: rawConn(nc)}
+	pc.cancel = func() { pc.nc.SetDeadline(aLongTimeAgo) }
 	pc.cr = connReader{pc: pc, limit: -1}
 	pc.br = bufio.NewReaderSize(&pc.cr, c.o.ReadBufferSize)
 	pc.bw = bufio.NewWriterSize(nc, c.o.WriteBufferSize)
@@ -248,6 +252,13 @@ type conn struct {
 	bw     *bufio.Writer
 	reused bool
 	idleAt time.Time
+	// cancel makes blocked I/O return: a request's cancellation, made
+	// once per connection.
+	cancel func()
+	// wrote gets one value from each request's body writer when it ends,
+	// and end takes it: a connection whose writer's value was not taken
+	// is closed, never reused, so the next request finds it empty.
+	wrote chan struct{}
 	// idleAlive's, so that a probe allocates nothing.
 	peek      [1]byte
 	peekAlive bool
@@ -293,11 +304,17 @@ var aLongTimeAgo = time.Unix(1, 0)
 // roundTrip sends req on pc and reads the response head.
 func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	var stop func() bool
+	ex := &exchange{pc: pc, req: req}
 	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { pc.nc.SetDeadline(aLongTimeAgo) })
+		// A cancellation makes the connection's blocked I/O return. The
+		// watch of h1server's request context costs nothing;
+		// context.AfterFunc, for any other, 4 allocations.
+		if s, id, ok := ctxwatch.Watch(ctx, pc.cancel); ok {
+			ex.watch, ex.watchID = s, id
+		} else {
+			ex.stop = context.AfterFunc(ctx, pc.cancel)
+		}
 	}
-	ex := &exchange{pc: pc, req: req, stop: stop}
 	start := pc.cr.n
 	if req.Body == nil || req.Body == http.NoBody {
 		var err error
@@ -317,7 +334,10 @@ func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 		// body is read on this goroutine, not the caller's, so that a
 		// cancellation or a route timeout ends the request even while its
 		// client is still sending the body.
-		ex.wrote = make(chan struct{})
+		if pc.wrote == nil {
+			pc.wrote = make(chan struct{}, 1)
+		}
+		ex.wrote = pc.wrote
 		go func() {
 			w := req
 			small, err := readSmallBody(req)
@@ -349,10 +369,10 @@ func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 				// wait would be endless (net/http closes it too).
 				pc.nc.Close()
 			}
-			close(ex.wrote)
+			ex.wrote <- struct{}{}
 		}()
 	}
-	resp, err := pc.readResponse(req)
+	resp, err := pc.readResponse(ex)
 	if err != nil {
 		ex.end(false)
 		if werr := ex.failed.Load(); werr != nil && req.Context().Err() == nil {
@@ -374,7 +394,8 @@ func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 
 // readResponse reads the final response's head: 1xx responses but 101 are
 // passed to the request's httptrace.ClientTrace, as net/http does.
-func (pc *conn) readResponse(req *http.Request) (*http.Response, error) {
+func (pc *conn) readResponse(ex *exchange) (*http.Response, error) {
+	req := ex.req
 	pc.cr.limit = pc.c.o.MaxResponseHeaderBytes
 	defer func() { pc.cr.limit = -1 }()
 	for {
@@ -388,9 +409,9 @@ func (pc *conn) readResponse(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		buf, _ := pc.br.Peek(pc.br.Buffered())
-		if resp, n, ok := parseResponseHead(buf, pc.br, req); ok {
+		if n, ok := parseResponseHead(buf, pc.br, req, &ex.resp, &ex.respBody); ok {
 			pc.br.Discard(n)
-			return resp, nil
+			return &ex.resp, nil
 		}
 		resp, err := http.ReadResponse(pc.br, req)
 		if err != nil {
@@ -422,17 +443,24 @@ func (pc *conn) mapError(req *http.Request, start int64, err error) error {
 
 // exchange is one request on a connection, until its response ends.
 type exchange struct {
-	pc    *conn
-	req   *http.Request
-	stop  func() bool   // stops the cancellation; nil without one
-	wrote chan struct{} // closed when the body writer ends; nil without a body
-	werr  error         // the body writer's error, set before wrote is closed
+	pc   *conn
+	req  *http.Request
+	stop func() bool // stops the cancellation (context.AfterFunc's); nil without one
+	// Or, the cancellation is watch's (ctxwatch).
+	watch   *ctxwatch.Slot
+	watchID uint64
+	wrote   chan struct{} // the body writer's end: pc.wrote; nil without a body
+	werr    error         // the body writer's error, set before its send on wrote
 	// failed is the body writer's error too, stored before it closes the
 	// connection, for the response read that fails of that close.
 	failed atomic.Pointer[error]
 	alive  bool // both sides allow another request on the connection
 	once   sync.Once
 	body   body // the response's, allocated with the exchange
+	// The response and its Content-Length body, when parsed in place
+	// (parseResponseHead): allocated with the exchange too.
+	resp     http.Response
+	respBody h1head.Body
 }
 
 // end releases the connection once: back to the pool when reuse is
@@ -442,6 +470,9 @@ func (ex *exchange) end(reuse bool) {
 	ex.once.Do(func() {
 		if ex.stop != nil && !ex.stop() {
 			reuse = false // cancelled: the deadline is set
+		}
+		if ex.watch != nil && !ex.watch.Stop(ex.watchID) {
+			reuse = false
 		}
 		if ex.wrote != nil {
 			written := true

@@ -15,54 +15,57 @@ import (
 // compares the two) and the head's length; for anything else, valid or
 // not, ok is false and the caller reads the response with
 // http.ReadResponse. The body reads from br after the head, which the
-// caller discards from br first.
-func parseResponseHead(buf []byte, br io.Reader, req *http.Request) (resp *http.Response, n int, ok bool) {
+// caller discards from br first. The response is written to *resp and
+// its body, if any, is *body (the caller's exchange holds both), only
+// when ok.
+func parseResponseHead(buf []byte, br io.Reader, req *http.Request, resp *http.Response, body *h1head.Body) (n int, ok bool) {
 	if req.Method == http.MethodHead {
-		return nil, 0, false
+		return 0, false
 	}
 	if n = h1head.End(buf); n < 0 {
-		return nil, 0, false
+		return 0, false
 	}
 	head := string(buf[:n-2]) // every line with its CRLF
 	line, rest := h1head.CutLine(head)
 	if len(line) < len("HTTP/1.1 200") || line[8] != ' ' {
-		return nil, 0, false
+		return 0, false
 	}
 	if line[:8] != "HTTP/1.1" {
-		return nil, 0, false
+		return 0, false
 	}
 	code := 0
 	for _, c := range []byte(line[9:12]) {
 		if c < '0' || c > '9' {
-			return nil, 0, false
+			return 0, false
 		}
 		code = code*10 + int(c-'0')
 	}
 	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified {
-		return nil, 0, false
+		return 0, false
 	}
 	if reason := line[12:]; reason != "" {
 		if reason[0] != ' ' {
-			return nil, 0, false
+			return 0, false
 		}
 		for i := 0; i < len(reason); i++ {
 			if c := reason[i]; c != '\t' && (c < ' ' || c > '~') {
-				return nil, 0, false
+				return 0, false
 			}
 		}
 	}
 	f, ok := h1head.ParseFields(rest, false)
 	if !ok || f.Lengths != 1 || f.Header["Connection"] != nil {
-		return nil, 0, false
+		return 0, false
 	}
 	cl, ok := h1head.ContentLength(f.ContentLength)
 	if !ok {
-		return nil, 0, false
+		return 0, false
 	}
-	resp = &http.Response{Status: line[9:], StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+	*resp = http.Response{Status: line[9:], StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: f.Header, Body: http.NoBody, ContentLength: cl, Request: req}
 	if cl > 0 {
-		resp.Body = h1head.NewBody(br, cl)
+		body.Reset(br, cl)
+		resp.Body = body
 	}
-	return resp, n, true
+	return n, true
 }

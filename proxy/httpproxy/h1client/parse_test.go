@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"reflect"
 	"testing"
+
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
 )
 
 // responseSeeds are heads parseResponseHead takes, and heads it must
@@ -71,7 +73,8 @@ func checkParseResponseHead(t *testing.T, in []byte, head bool) (taken bool) {
 	req, _ := http.NewRequest(method, "http://web.test/", nil)
 	br := bufio.NewReader(bytes.NewReader(in))
 	buf, _ := br.Peek(len(in))
-	got, n, ok := parseResponseHead(buf, br, req)
+	got := new(http.Response)
+	n, ok := parseResponseHead(buf, br, req, got, new(h1head.Body))
 	if !ok {
 		return false
 	}
@@ -124,7 +127,9 @@ func BenchmarkParseResponseHead(b *testing.B) {
 	b.Run("parseResponseHead", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, _, ok := parseResponseHead(in, nil, req); !ok {
+			var resp http.Response
+			var body h1head.Body
+			if _, ok := parseResponseHead(in, nil, req, &resp, &body); !ok {
 				b.Fatal("not parsed")
 			}
 		}

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/ctxwatch"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
 )
 
@@ -330,12 +331,16 @@ func (c *conn) readRequest(ctx context.Context) (w *response, err error) {
 	c.r.unlock()
 	// The first read waits for the request; a head that arrived whole is
 	// parsed in place (parseHead), any other with net/http's reader.
-	var req *http.Request
+	// A head parsed in place is on the stack until the request, with its
+	// context, is copied to the heap below (WithContext): one Request
+	// allocation where http.ReadRequest's request takes two.
+	var parsed http.Request
+	var req *http.Request // parsed or http.ReadRequest's: must not escape
 	if _, err = c.bufr.Peek(1); err == nil {
 		buf, _ := c.bufr.Peek(c.bufr.Buffered())
-		if r, n, ok := parseHead(buf, c.bufr); ok {
+		if n, ok := parseHead(buf, c.bufr, &parsed); ok {
 			c.bufr.Discard(n)
-			req = r
+			req = &parsed
 		} else {
 			req, err = http.ReadRequest(c.bufr)
 		}
@@ -398,13 +403,9 @@ func (c *conn) readRequest(ctx context.Context) (w *response, err error) {
 	}
 
 	ctx, cancelCtx := context.WithCancel(ctx)
-	req = req.WithContext(ctx)
-	req.RemoteAddr = c.remoteAddr
-	req.TLS = c.tlsState
 	w = &response{
 		conn:          c,
 		cancelCtx:     cancelCtx,
-		req:           req,
 		handlerHeader: make(http.Header),
 		contentLength: -1,
 		ambiguous:     ambiguous,
@@ -412,11 +413,16 @@ func (c *conn) readRequest(ctx context.Context) (w *response, err error) {
 		wants10KeepAlive: req.ProtoMajor == 1 && req.ProtoMinor == 0 && h1head.HasToken(hget(req.Header, "Connection"), "keep-alive"),
 		wantsClose:       req.Close || h1head.HasToken(hget(req.Header, "Connection"), "close"),
 	}
-	if req.Body != http.NoBody && req.Body != nil {
-		b := &body{src: req.Body, remain: req.ContentLength, chunked: req.ContentLength < 0, closing: req.Close, r: c.r}
-		req.Body = b
+	w.rctx.Context = ctx
+	w.rctx.watch.Reset(ctx)
+	r := req.WithContext(&w.rctx)
+	r.RemoteAddr = c.remoteAddr
+	r.TLS = c.tlsState
+	w.req = r
+	if r.Body != http.NoBody && r.Body != nil {
+		r.Body = &body{src: r.Body, remain: r.ContentLength, chunked: r.ContentLength < 0, closing: r.Close, r: c.r}
 	}
-	w.reqBody = req.Body
+	w.reqBody = r.Body
 	c.rwc.SetReadDeadline(time.Time{})
 	if isH2Upgrade {
 		w.closeAfterReply = true
@@ -587,7 +593,7 @@ func (c *conn) serve(ctx context.Context) {
 			c.server.logf("http: panic serving %v: %v\n%s", c.remoteAddr, err, buf)
 		}
 		if inFlightResponse != nil {
-			inFlightResponse.cancelCtx()
+			inFlightResponse.cancel()
 			inFlightResponse.disableWriteContinue()
 		}
 		if handedOver {
@@ -618,6 +624,11 @@ func (c *conn) serve(ctx context.Context) {
 	ctx, cancelCtx := context.WithCancel(ctx)
 	c.cancelCtx = cancelCtx
 	defer cancelCtx()
+	// The request in flight's context ends with the connection's: its
+	// watch (reqCtx) runs then. Stopped before the connection's end
+	// cancels it, which needs no watch (the last request's is done).
+	stopFire := context.AfterFunc(ctx, c.fireCurrent)
+	defer stopFire()
 
 	c.r = &connReader{conn: c, rwc: c.rwc}
 	c.bufr = newBufioReader(c.r)
@@ -687,7 +698,7 @@ func (c *conn) serve(ctx context.Context) {
 		inFlightResponse = w
 		c.serverHandler(w, w.req)
 		inFlightResponse = nil
-		w.cancelCtx()
+		w.cancel()
 		if c.hijacked() {
 			c.r.releaseConn()
 			return
@@ -721,6 +732,35 @@ func (c *conn) serve(ctx context.Context) {
 			c.rwc.SetReadDeadline(time.Time{})
 		}
 	}
+}
+
+// fireCurrent runs the watch of the request in flight, if any, once the
+// connection's context has ended.
+func (c *conn) fireCurrent() {
+	if w := c.curReq.Load(); w != nil {
+		// The connection's cancel ends its children in turn, this
+		// callback's goroutine starting among them: the request's
+		// context, its child, ends at once if it has not yet.
+		<-w.rctx.Done()
+		w.rctx.watch.Fire()
+	}
+}
+
+// reqCtx is a request's context: its cancelCtx (context.WithCancel's, so
+// that the contexts derived from it are linked to it without a goroutine:
+// their lookup of the nearest cancelCtx goes through Value to it, and its
+// Done is this one's), and the watch h1client uses instead of
+// context.AfterFunc (ctxwatch). It lives in the response: no allocation.
+type reqCtx struct {
+	context.Context
+	watch ctxwatch.Slot
+}
+
+func (c *reqCtx) Value(key any) any {
+	if _, ok := key.(ctxwatch.Key); ok {
+		return &c.watch
+	}
+	return c.Context.Value(key)
 }
 
 // serverHandler is net/http's serverHandler.ServeHTTP.

@@ -19,39 +19,40 @@ import (
 // request with http.ReadRequest, so every error stays net/http's.
 //
 // The request's body reads from br after the head (Content-Length bytes);
-// the caller discards the head from br first.
-func parseHead(buf []byte, br io.Reader) (req *http.Request, n int, ok bool) {
+// the caller discards the head from br first. The request is written to
+// *req (the caller's, on its stack until it adds the context), and only
+// when ok.
+func parseHead(buf []byte, br io.Reader, req *http.Request) (n int, ok bool) {
 	if n = h1head.End(buf); n < 0 {
-		return nil, 0, false
+		return 0, false
 	}
 	head := string(buf[:n-2]) // every line with its CRLF
 	line, rest := h1head.CutLine(head)
 	method, target, proto, minor, ok := parseRequestLine(line)
 	if !ok {
-		return nil, 0, false
+		return 0, false
 	}
 	u, err := url.ParseRequestURI(target)
 	if err != nil {
-		return nil, 0, false
+		return 0, false
 	}
 	f, ok := h1head.ParseFields(rest, true)
 	if !ok || f.Hosts > 1 || f.Lengths > 1 {
-		return nil, 0, false
+		return 0, false
 	}
-	req = &http.Request{Method: method, URL: u, RequestURI: target, Proto: proto, ProtoMajor: 1, ProtoMinor: minor,
-		Header: f.Header, Host: f.Host, Body: http.NoBody}
-	req.Close = shouldClose(minor, f.Header)
+	var cl int64
 	if f.Lengths == 1 {
-		cl, ok := h1head.ContentLength(f.ContentLength)
-		if !ok {
-			return nil, 0, false
-		}
-		req.ContentLength = cl
-		if cl > 0 {
-			req.Body = h1head.NewBody(br, cl)
+		if cl, ok = h1head.ContentLength(f.ContentLength); !ok {
+			return 0, false
 		}
 	}
-	return req, n, true
+	*req = http.Request{Method: method, URL: u, RequestURI: target, Proto: proto, ProtoMajor: 1, ProtoMinor: minor,
+		Header: f.Header, Host: f.Host, Body: http.NoBody, ContentLength: cl}
+	req.Close = shouldClose(minor, f.Header)
+	if cl > 0 {
+		req.Body = h1head.NewBody(br, cl)
+	}
+	return n, true
 }
 
 // parseRequestLine splits "METHOD SP origin-form SP HTTP/1.x". Methods

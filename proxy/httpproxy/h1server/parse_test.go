@@ -80,7 +80,8 @@ func checkParseHead(t *testing.T, in []byte) (taken bool) {
 	t.Helper()
 	br := bufio.NewReader(bytes.NewReader(in))
 	buf, _ := br.Peek(len(in))
-	got, n, ok := parseHead(buf, br)
+	got := new(http.Request)
+	n, ok := parseHead(buf, br, got)
 	if !ok {
 		return false
 	}
@@ -133,7 +134,8 @@ func BenchmarkParseHead(b *testing.B) {
 	b.Run("parseHead", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, _, ok := parseHead(in, nil); !ok {
+			var req http.Request
+			if _, ok := parseHead(in, nil, &req); !ok {
 				b.Fatal("not parsed")
 			}
 		}

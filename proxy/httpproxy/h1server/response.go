@@ -96,7 +96,8 @@ type response struct {
 	conn             *conn
 	req              *http.Request
 	reqBody          io.ReadCloser
-	cancelCtx        func()
+	cancelCtx        func() // the context's own; cancel also runs its watch
+	rctx             reqCtx // the request's context
 	wroteHeader      bool
 	wants10KeepAlive bool
 	wantsClose       bool
@@ -111,6 +112,7 @@ type response struct {
 
 	handlerHeader http.Header
 	calledHeader  bool
+	snap          *snapshotBuf // cw.header's map and values (snapshot)
 
 	written       int64
 	contentLength int64
@@ -132,6 +134,12 @@ var (
 	_ http.Hijacker = (*response)(nil)
 	_ io.ReaderFrom = (*response)(nil)
 )
+
+// cancel ends the request's context and runs its watch.
+func (w *response) cancel() {
+	w.cancelCtx()
+	w.rctx.watch.Fire()
+}
 
 // SetReadDeadline is for http.ResponseController.
 func (w *response) SetReadDeadline(deadline time.Time) error {
@@ -234,7 +242,7 @@ func (w *response) ReadFrom(src io.Reader) (n int64, err error) {
 
 func (w *response) Header() http.Header {
 	if w.cw.header == nil && w.wroteHeader && !w.cw.wroteHeader {
-		w.cw.header = w.handlerHeader.Clone()
+		w.cw.header = w.snapshot()
 	}
 	w.calledHeader = true
 	return w.handlerHeader
@@ -286,7 +294,7 @@ func (w *response) WriteHeader(code int) {
 	w.wroteHeader = true
 	w.status = code
 	if w.calledHeader && w.cw.header == nil {
-		w.cw.header = w.handlerHeader.Clone()
+		w.cw.header = w.snapshot()
 	}
 	if cl := hget(w.handlerHeader, "Content-Length"); cl != "" {
 		v, err := strconv.ParseInt(cl, 10, 64)
@@ -297,6 +305,71 @@ func (w *response) WriteHeader(code int) {
 			w.handlerHeader.Del("Content-Length")
 		}
 	}
+}
+
+// snapshotBuf is a header snapshot's map and value array, reused through
+// snapshots: one response's from WriteHeader until it is finished.
+type snapshotBuf struct {
+	h    http.Header
+	vals []string
+}
+
+var snapshots = sync.Pool{New: func() any { return new(snapshotBuf) }}
+
+// snapshot is handlerHeader.Clone(), the header as it was at WriteHeader
+// (later changes but trailers have no effect, net/http's rule), into a
+// map and value array a finished response gave back (releaseSnapshot):
+// the snapshot is read by writeHeader alone, once, so it is dead once the
+// response is finished.
+func (w *response) snapshot() http.Header {
+	b := snapshots.Get().(*snapshotBuf)
+	w.snap = b
+	if b.h == nil {
+		b.h = make(http.Header, len(w.handlerHeader))
+	}
+	nv := 0
+	for _, vv := range w.handlerHeader {
+		nv += len(vv)
+	}
+	if cap(b.vals) < nv {
+		b.vals = make([]string, nv)
+	}
+	b.vals = b.vals[:nv]
+	h, sv := b.h, b.vals
+	for k, vv := range w.handlerHeader {
+		if vv == nil {
+			h[k] = nil // as Clone keeps it
+			continue
+		}
+		n := copy(sv, vv)
+		h[k] = sv[:n:n]
+		sv = sv[n:]
+	}
+	return h
+}
+
+// Bounds of the snapshots kept for reuse.
+const (
+	maxKeptSnapKeys = 64
+	maxKeptSnapVals = 128
+)
+
+// releaseSnapshot gives the snapshot back once the response is finished:
+// its head has been written (finishRequest), and writeHeader, the only
+// reader, runs once.
+func (w *response) releaseSnapshot() {
+	b := w.snap
+	if b == nil || !w.cw.wroteHeader {
+		return
+	}
+	w.snap, w.cw.header = nil, nil
+	if len(b.h) > maxKeptSnapKeys || cap(b.vals) > maxKeptSnapVals {
+		return
+	}
+	clear(b.h)
+	clear(b.vals) // no strings kept alive
+	b.vals = b.vals[:0]
+	snapshots.Put(b)
 }
 
 var excludedHeadersNoBody = map[string]bool{"Content-Length": true, "Transfer-Encoding": true}
@@ -655,6 +728,7 @@ func (w *response) finishRequest() {
 	}
 	w.w.Flush()
 	w.cw.close()
+	w.releaseSnapshot()
 	w.conn.bufw.Flush()
 	w.conn.stopWatch()
 	w.reqBody.Close()

@@ -9,10 +9,13 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/ctxwatch"
 )
 
 // serve starts s on a loopback listener; connections are served on the
@@ -446,3 +449,117 @@ func TestPanicLog(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestRequestContextWatch: h1client's watch of a request's context
+// (ctxwatch) runs when the handler ends, and when the client goes away
+// while the handler runs; a context derived from it still ends with it
+// without a goroutine of its own (its cancelCtx is found through reqCtx).
+func TestRequestContextWatch(t *testing.T) {
+	watched := make(chan string, 2)
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		_, _, ok := ctxwatch.Watch(ctx, func() { watched <- r.URL.Path })
+		if !ok {
+			t.Error("the request's context has no free watch")
+		}
+		derived, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if _, _, ok := ctxwatch.Watch(derived, func() {}); ok {
+			t.Error("a derived context took the watch")
+		}
+		if r.URL.Path == "/gone" {
+			<-derived.Done() // the client goes away
+			select {
+			case p := <-watched:
+				if p != "/gone" {
+					t.Errorf("watch of %s ran", p)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("the watch did not run when the client went away")
+			}
+			return
+		}
+		select {
+		case <-watched:
+			t.Error("the watch ran while the handler runs")
+		default:
+		}
+	})}
+	addr := serve(t, s)
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET /done HTTP/1.1\r\nHost: x\r\n\r\n")
+	readResponse(t, br, "GET")
+	select {
+	case p := <-watched:
+		if p != "/done" {
+			t.Fatalf("watch of %s ran", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch did not run at the handler's end")
+	}
+	io.WriteString(c, "GET /gone HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(2 * WatchDelay)
+	c.Close()
+	time.Sleep(100 * time.Millisecond) // the handler checks
+}
+
+// TestHeaderSnapshotReuse: the header snapshot a response takes at
+// WriteHeader reuses the connection's previous one; nothing of a response's
+// header reaches the next, and a change after WriteHeader still has no
+// effect (net/http's rule).
+func TestHeaderSnapshotReuse(t *testing.T) {
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		switch r.URL.Path {
+		case "/1":
+			h.Set("X-One", "1")
+			h["X-Many"] = []string{"a", "b", "c"}
+			w.WriteHeader(200)
+			h.Set("X-Late", "late")
+			h["X-Many"][0] = "changed"
+		case "/2":
+			h.Set("X-Two", "2")
+			w.WriteHeader(201)
+			h.Del("X-Two")
+		case "/3":
+			w.WriteHeader(202)
+		}
+		io.WriteString(w, "ok")
+	})}
+	addr := serve(t, s)
+	want := map[string]http.Header{
+		"/1": {"X-One": {"1"}, "X-Many": {"a", "b", "c"}},
+		"/2": {"X-Two": {"2"}},
+		"/3": {},
+	}
+	// Connections in parallel: the snapshots go through one pool.
+	var wg sync.WaitGroup
+	for range 4 {
+		c := dial(t, addr)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			br := bufio.NewReader(c)
+			for range 20 {
+				for _, p := range []string{"/1", "/2", "/3"} {
+					io.WriteString(c, "GET "+p+" HTTP/1.1\r\nHost: x\r\n\r\n")
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					for _, k := range []string{"Date", "Content-Length", "Content-Type"} {
+						resp.Header.Del(k)
+					}
+					if !reflect.DeepEqual(resp.Header, want[p]) {
+						t.Errorf("%s: header %v, want %v", p, resp.Header, want[p])
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}

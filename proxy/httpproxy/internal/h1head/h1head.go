@@ -171,6 +171,10 @@ type Body struct {
 // NewBody reads n bytes from r.
 func NewBody(r io.Reader, n int64) *Body { return &Body{r: io.LimitedReader{R: r, N: n}} }
 
+// Reset makes b a new body reading n bytes from r (a Body inside the
+// caller's own allocation).
+func (b *Body) Reset(r io.Reader, n int64) { *b = Body{r: io.LimitedReader{R: r, N: n}} }
+
 func (b *Body) Read(p []byte) (int, error) {
 	if b.sawEOF {
 		return 0, io.EOF
