@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -62,15 +63,23 @@ func startEcho(t *testing.T, name string, h http.HandlerFunc) *echo {
 	return &echo{name: name, addr: srv.Listener.Addr().String(), srv: srv}
 }
 
-// freePort is a loopback port number nothing listens on now.
+// freePort is a loopback port number nothing listens on now, below the
+// kernel's ephemeral range (32768-60999 by default on Linux): a port the
+// kernel hands out for :0 could be taken by another test process's
+// connection or listener between this and the gateway's bind.
 func freePort(t testing.TB) uint32 {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		p := 20000 + mrand.IntN(12000)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue // in use
+		}
+		ln.Close()
+		return uint32(p)
 	}
-	defer ln.Close()
-	return uint32(ln.Addr().(*net.TCPAddr).Port)
+	t.Fatal("no free port in 20000-31999")
+	return 0
 }
 
 // dsts is a static resolver: authority → endpoint addresses.
