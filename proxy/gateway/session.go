@@ -3,11 +3,12 @@ package gateway
 import (
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
@@ -37,9 +38,7 @@ type session struct {
 // one (SessionName is optional; its name is implementation-specific): one
 // per rule, so that two rules' sessions do not overwrite each other.
 func defaultSessionName(ruleRef string) string {
-	h := fnv.New64a()
-	h.Write([]byte(ruleRef))
-	return "meridian-session-" + strconv.FormatUint(h.Sum64(), 36)
+	return "meridian-session-" + strconv.FormatUint(fnv64a(ruleRef), 36)
 }
 
 func compileSession(sp *gatewaypb.SessionPersistence, ruleRef string) (*session, error) {
@@ -57,11 +56,13 @@ func compileSession(sp *gatewaypb.SessionPersistence, ruleRef string) (*session,
 	if s.name == "" {
 		s.name = defaultSessionName(ruleRef)
 	}
-	if s.cookie && !validCookieName(s.name) {
-		return nil, fmt.Errorf("name: %q is not a cookie name (an RFC 6265 token: letters, digits and !#$%%&'*+-.^_`|~)", s.name)
-	}
-	if !s.cookie && !validHeaderName(s.name) {
-		return nil, fmt.Errorf("name: %q is not a header name (an RFC 9110 token)", s.name)
+	// A cookie's name and a header's are both tokens (RFC 6265, RFC 9110).
+	if !httpguts.ValidHeaderFieldName(s.name) {
+		what := "header"
+		if s.cookie {
+			what = "cookie"
+		}
+		return nil, fmt.Errorf("name: %q is not a %s name (a token: letters, digits and !#$%%&'*+-.^_`|~)", s.name, what)
 	}
 	if s.absolute < 0 {
 		return nil, errors.New("absolute_timeout: must not be negative")
@@ -72,35 +73,21 @@ func compileSession(sp *gatewaypb.SessionPersistence, ruleRef string) (*session,
 	return s, nil
 }
 
-func validCookieName(n string) bool { return validHeaderName(n) } // both RFC 9110 tokens
-
-func validHeaderName(n string) bool {
-	if n == "" {
-		return false
-	}
-	for i := 0; i < len(n); i++ {
-		c := n[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
-			continue
-		}
-		return false
-	}
-	return true
-}
-
 // token names a backend in a session token: stable across snapshots as
 // long as the backend is.
-func token(be *backend) string {
-	h := fnv.New64a()
-	h.Write([]byte(be.label()))
-	return strconv.FormatUint(h.Sum64(), 36)
-}
+func token(be *backend) string { return strconv.FormatUint(fnv64a(be.label()), 36) }
 
-// endpointToken names an endpoint address in a session token.
-func endpointToken(addr string) string {
-	h := fnv.New64a()
-	h.Write([]byte(addr))
-	return strconv.FormatUint(h.Sum64(), 36)
+// fnv64a is FNV-1a of s (hash/fnv's, without its allocations): the
+// hashes in session tokens, which must be the same on every replica and
+// across restarts. An endpoint's is computed for each of the backend's
+// endpoints when a session's request is balanced.
+func fnv64a(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
 }
 
 // pinned is a request's session: the backend and endpoint its token names
@@ -109,7 +96,7 @@ func endpointToken(addr string) string {
 // sends traffic to: it starts a new one.
 type pinned struct {
 	be       *backend
-	endpoint string // the endpoint's token
+	endpoint uint64 // the endpoint's address, hashed (fnv64a)
 	start    int64  // Unix seconds
 }
 
@@ -127,7 +114,8 @@ func (s *session) pinned(r *http.Request, rl *rule) (p pinned, ok bool) {
 	bt, rest, ok1 := strings.Cut(v, ".")
 	et, st, ok2 := strings.Cut(rest, ".")
 	start, err := strconv.ParseInt(st, 36, 64)
-	if !ok1 || !ok2 || err != nil || et == "" {
+	ep, err2 := strconv.ParseUint(et, 36, 64)
+	if !ok1 || !ok2 || err != nil || err2 != nil {
 		return p, false
 	}
 	if s.absolute > 0 && s.now().Sub(time.Unix(start, 0)) >= s.absolute {
@@ -135,14 +123,14 @@ func (s *session) pinned(r *http.Request, rl *rule) (p pinned, ok bool) {
 	}
 	for _, be := range rl.backends {
 		if be.token == bt && be.weight > 0 {
-			return pinned{be: be, endpoint: et, start: start}, true
+			return pinned{be: be, endpoint: ep, start: start}, true
 		}
 	}
 	return p, false
 }
 
 // prefer is the request's Exchange.Prefer: the endpoint the session names.
-func (p pinned) prefer(up *httpproxy.Upstream) bool { return endpointToken(up.Addr) == p.endpoint }
+func (p pinned) prefer(up *httpproxy.Upstream) bool { return fnv64a(up.Addr) == p.endpoint }
 
 // writer gives the client the session's token with the response when it
 // is new or names another endpoint than the one the request brought (that
@@ -179,15 +167,15 @@ func (w *sessionWriter) setToken() {
 	if w.x.Labels.Target == "" || h.Get(httpproxy.ErrorHeader) != "" {
 		return // no endpoint answered
 	}
-	et := endpointToken(w.x.Labels.Target)
-	if w.had && et == w.p.endpoint {
+	ep := fnv64a(w.x.Labels.Target)
+	if w.had && ep == w.p.endpoint {
 		return // the client has it
 	}
 	start := w.p.start
 	if !w.had {
 		start = w.s.now().Unix()
 	}
-	v := w.p.be.token + "." + et + "." + strconv.FormatInt(start, 36)
+	v := w.p.be.token + "." + strconv.FormatUint(ep, 36) + "." + strconv.FormatInt(start, 36)
 	if !w.s.cookie {
 		h.Set(w.s.name, v)
 		return
@@ -205,12 +193,7 @@ func (w *sessionWriter) setToken() {
 
 // Flush, FlushError and Unwrap keep what the wrapped writer can do (the
 // Forwarder flushes, hijacks upgrades through http.ResponseController).
-func (w *sessionWriter) Flush() {
-	if !w.written {
-		w.WriteHeader(http.StatusOK)
-	}
-	http.NewResponseController(w.ResponseWriter).Flush()
-}
+func (w *sessionWriter) Flush() { w.FlushError() }
 
 func (w *sessionWriter) FlushError() error {
 	if !w.written {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"hash/fnv"
 	"net/http"
 	"strconv"
 	"strings"
@@ -162,5 +163,16 @@ func TestSessionPinsEndpoint(t *testing.T) {
 	}
 	if !strings.HasPrefix(named, "meridian-session-") {
 		t.Errorf("unnamed session: cookies %v, want meridian-session-<rule>", resp.Header["Set-Cookie"])
+	}
+}
+
+// fnv64a is hash/fnv's FNV-1a: tokens stay those of every other replica.
+func TestFNV64a(t *testing.T) {
+	for _, s := range []string{"", "a", "10.0.0.7:8080", "ns/web:80", strings.Repeat("x", 300)} {
+		h := fnv.New64a()
+		h.Write([]byte(s))
+		if got, want := fnv64a(s), h.Sum64(); got != want {
+			t.Errorf("fnv64a(%q) = %x, hash/fnv's %x", s, got, want)
+		}
 	}
 }
