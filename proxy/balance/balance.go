@@ -338,24 +338,13 @@ func (b *Balancer[T]) newEndpoint(s Spec, now time.Time) *Endpoint[T] {
 
 // Pick chooses an endpoint for one request. It returns ErrNoEndpoints if the set
 // is empty and ErrUnavailable if every endpoint is in backoff.
-func (b *Balancer[T]) Pick() (*Endpoint[T], error) {
-	now := b.o.Now()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.eps) == 0 {
-		return nil, ErrNoEndpoints
-	}
-	if b.o.Strategy == RoundRobin {
-		return b.pickRoundRobin(now)
-	}
-	return b.pickP2C(now)
-}
+func (b *Balancer[T]) Pick() (*Endpoint[T], error) { return b.PickPreferred(nil) }
 
 // PickPreferred is Pick, except that a ready endpoint whose value prefer
 // accepts is chosen over the balancer's choice: a session pinned to an
 // endpoint (the gateway's session persistence) goes back to it while it
 // is in the set and neither in backoff nor ejected, and to the balancer's
-// choice otherwise.
+// choice otherwise. A nil prefer is Pick.
 func (b *Balancer[T]) PickPreferred(prefer func(T) bool) (*Endpoint[T], error) {
 	now := b.o.Now()
 	b.mu.Lock()
@@ -363,9 +352,11 @@ func (b *Balancer[T]) PickPreferred(prefer func(T) bool) (*Endpoint[T], error) {
 	if len(b.eps) == 0 {
 		return nil, ErrNoEndpoints
 	}
-	for _, e := range b.eps {
-		if prefer(e.value) && e.ready(now) {
-			return e.claim(now), nil
+	if prefer != nil {
+		for _, e := range b.eps {
+			if prefer(e.value) && e.ready(now) {
+				return e.claim(now), nil
+			}
 		}
 	}
 	if b.o.Strategy == RoundRobin {

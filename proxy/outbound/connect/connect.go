@@ -109,13 +109,8 @@ func LoopPreferring[T, R any](b *balance.Balancer[T], prefer func(T) bool, try f
 	var zero R
 	var last error
 	for attempt := 0; attempt < MaxAttempts; attempt++ {
-		var ep *balance.Endpoint[T]
-		var err error
-		if attempt == 0 && prefer != nil {
-			ep, err = b.PickPreferred(prefer)
-		} else {
-			ep, err = b.Pick()
-		}
+		ep, err := b.PickPreferred(prefer)
+		prefer = nil // a pick after a failed connect is the balancer's
 		if err != nil {
 			return zero, &UnavailableError{Reason: UnavailableReason(err), Err: err, Last: last}
 		}
