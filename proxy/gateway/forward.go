@@ -250,7 +250,7 @@ func (g *Gateway) forward(rl *rule, be *backend) http.Handler {
 		// response (an endpoint going away in a rolling restart): another
 		// endpoint answers it instead of the client seeing a 502.
 		connOnly := !policy && idempotent[r.Method] && (r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0)
-		if (policy || connOnly) && r.Header.Get("Upgrade") == "" && !httpproxy.ExpectsContinue(r.Header) {
+		if (policy || connOnly) && httpproxy.Resendable(r.Header) {
 			ok, err := readAhead(r, x)
 			if err != nil {
 				httpproxy.BadRequest(w, r, x, g.metrics, g.log, err)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h2client"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
 )
 
 // forward is httputil.ReverseProxy.ServeHTTP for the Forwarder's requests
@@ -55,14 +56,14 @@ func (f *Forwarder) forward(w *flushGate, r *http.Request) {
 	outreq.Close = false
 	removeHopByHopHeaders(outreq.Header)
 	if httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers") {
-		outreq.Header.Set("Te", "trailers")
+		outreq.Header["Te"] = []string{"trailers"}
 	}
 	// ReverseProxy's Rewrite: the client's forwarding headers go, then
 	// the rewrite keeps them; unparsable query parameters are removed.
-	outreq.Header.Del("Forwarded")
-	outreq.Header.Del("X-Forwarded-For")
-	outreq.Header.Del("X-Forwarded-Host")
-	outreq.Header.Del("X-Forwarded-Proto")
+	delete(outreq.Header, "Forwarded")
+	delete(outreq.Header, "X-Forwarded-For")
+	delete(outreq.Header, "X-Forwarded-Host")
+	delete(outreq.Header, "X-Forwarded-Proto")
 	outreq.URL.RawQuery = cleanQueryParams(outreq.URL.RawQuery)
 	rewrite(r, outreq)
 	if _, ok := outreq.Header["User-Agent"]; !ok {
@@ -352,7 +353,7 @@ func removeHopByHopHeaders(h http.Header) {
 		}
 	}
 	for _, f := range hopHeaders {
-		h.Del(f)
+		delete(h, f) // canonical already: no Del's canonicalization per name
 	}
 }
 
@@ -384,7 +385,7 @@ func upgradeType(h http.Header) string {
 	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
 		return ""
 	}
-	return h.Get("Upgrade")
+	return h1head.Get(h, "Upgrade")
 }
 
 // isPrint: every byte is printable ASCII.

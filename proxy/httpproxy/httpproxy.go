@@ -21,6 +21,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/proxy/balance"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/outbound/connect"
 	"github.com/meridian-mesh/meridian/proxy/profile"
@@ -397,7 +398,7 @@ func (rt roundTripper) attempt(r *http.Request, x *Exchange, ep *balance.Endpoin
 // gRPC's status (often a trailer) is known.
 func (f *Forwarder) observe(x *Exchange, resp *http.Response) {
 	lat := time.Since(x.Start)
-	if isGRPCResponse(resp) && resp.Header.Get("Grpc-Status") != "" {
+	if isGRPCResponse(resp) && h1head.Get(resp.Header, "Grpc-Status") != "" {
 		// grpc-status among the headers: a trailers-only response.
 		x.flush.Or(trailersOnly)
 	}
@@ -544,7 +545,7 @@ func WriteError(w http.ResponseWriter, r *http.Request, status int, reason strin
 }
 
 func isGRPC(r *http.Request) bool {
-	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+	return strings.HasPrefix(h1head.Get(r.Header, "Content-Type"), "application/grpc")
 }
 
 // grpcStatus reads grpc-status from trailers, or from headers for a trailers-only response.
@@ -552,17 +553,17 @@ func grpcStatus(resp *http.Response) string {
 	if !isGRPCResponse(resp) {
 		return ""
 	}
-	if s := resp.Trailer.Get("Grpc-Status"); s != "" {
+	if s := h1head.Get(resp.Trailer, "Grpc-Status"); s != "" {
 		return s
 	}
-	if s := resp.Header.Get("Grpc-Status"); s != "" {
+	if s := h1head.Get(resp.Header, "Grpc-Status"); s != "" {
 		return s
 	}
 	return strconv.Itoa(2) // UNKNOWN: the stream ended without a status
 }
 
 func isGRPCResponse(resp *http.Response) bool {
-	return strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc")
+	return strings.HasPrefix(h1head.Get(resp.Header, "Content-Type"), "application/grpc")
 }
 
 // guardedBody remembers whether any byte was read, and defers closing the

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/meridian-mesh/meridian/proxy/balance"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
 )
 
 // outcome reports one request's result to the endpoint that served it, for
@@ -62,7 +63,7 @@ func AppUnavailable(resp *http.Response) bool {
 func headerFailure(resp *http.Response) string {
 	failing := resp.StatusCode >= 500
 	if isGRPCResponse(resp) {
-		if s := resp.Header.Get("Grpc-Status"); grpcFailures[s] {
+		if s := h1head.Get(resp.Header, "Grpc-Status"); grpcFailures[s] {
 			failing = true
 		}
 	}

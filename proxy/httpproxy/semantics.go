@@ -11,6 +11,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/meridian-mesh/meridian/internal/names"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 )
 
@@ -137,8 +138,14 @@ func claimsContent(resp *http.Response) bool {
 	if len(resp.TransferEncoding) > 0 {
 		return true
 	}
-	cl := resp.Header.Get("Content-Length")
+	cl := h1head.Get(resp.Header, "Content-Length")
 	return cl != "" && cl != "0"
+}
+
+// Resendable reports a request that can be sent again as it is when its
+// connection fails: neither an upgrade nor waiting for 100 Continue.
+func Resendable(h http.Header) bool {
+	return h1head.Get(h, "Upgrade") == "" && !ExpectsContinue(h)
 }
 
 // ExpectsContinue reports "Expect: 100-continue" on a request.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1client"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h2client"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
 	"github.com/meridian-mesh/meridian/proxy/outbound/connect"
 )
 
@@ -137,9 +138,9 @@ func (u *Upstream) transportFor(r *http.Request, origH1, h2 bool) (t pool, upgra
 		return u.h1For(r), false
 	case r.ProtoMajor == 2:
 		return u.h2, false
-	case h2 && r.Header.Get("Upgrade") == "" && !ExpectsContinue(r.Header):
+	case h2 && h1head.Get(r.Header, "Upgrade") == "" && !ExpectsContinue(r.Header):
 		return u.h2, false
-	case u.H2Only && r.Header.Get("Upgrade") == "":
+	case u.H2Only && h1head.Get(r.Header, "Upgrade") == "":
 		return u.h2, true
 	}
 	return u.h1For(r), false
@@ -148,7 +149,7 @@ func (u *Upstream) transportFor(r *http.Request, origH1, h2 bool) (t pool, upgra
 // h1For picks the HTTP/1 pool: net/http's Transport for what h1client
 // leaves to it (it waits for 100 Continue, and gives a 101 a writable body).
 func (u *Upstream) h1For(r *http.Request) pool {
-	if r.Header.Get("Upgrade") != "" || ExpectsContinue(r.Header) {
+	if h1head.Get(r.Header, "Upgrade") != "" || ExpectsContinue(r.Header) {
 		return u.h1
 	}
 	return u.h1c

@@ -617,7 +617,7 @@ func check(req *http.Request) error {
 			}
 		}
 	}
-	if httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") || req.Header.Get("Upgrade") != "" {
+	if httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") || h1head.Get(req.Header, "Upgrade") != "" {
 		return ErrUnsupported
 	}
 	return nil
@@ -651,7 +651,7 @@ func claimsContent(resp *http.Response) bool {
 	if len(resp.TransferEncoding) > 0 {
 		return true
 	}
-	cl := resp.Header.Get("Content-Length")
+	cl := h1head.Get(resp.Header, "Content-Length")
 	return cl != "" && cl != "0"
 }
 

@@ -68,7 +68,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request, body []byte) bool {
 	}
 	userAgent := defaultUserAgent
 	if _, ok := req.Header["User-Agent"]; ok {
-		userAgent = req.Header.Get("User-Agent")
+		userAgent = h1head.Get(req.Header, "User-Agent")
 	}
 	var keysBuf [32]string
 	keys := keysBuf[:0]
@@ -103,7 +103,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request, body []byte) bool {
 		bw.WriteString(textproto.TrimString(userAgent))
 		bw.WriteString("\r\n")
 	}
-	if req.Close && !h1head.HasToken(req.Header.Get("Connection"), "close") {
+	if req.Close && !h1head.HasToken(h1head.Get(req.Header, "Connection"), "close") {
 		bw.WriteString("Connection: close\r\n")
 	}
 	if len(body) > 0 || method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch {

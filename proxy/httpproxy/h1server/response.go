@@ -296,7 +296,7 @@ func (w *response) WriteHeader(code int) {
 	if w.calledHeader && w.cw.header == nil {
 		w.cw.header = w.snapshot()
 	}
-	if cl := hget(w.handlerHeader, "Content-Length"); cl != "" {
+	if cl := h1head.Get(w.handlerHeader, "Content-Length"); cl != "" {
 		v, err := strconv.ParseInt(cl, 10, 64)
 		if err == nil && v >= 0 {
 			w.contentLength = v
@@ -468,7 +468,7 @@ func (cw *chunkWriter) writeHeader(p []byte) {
 		foreachHeaderElement(v, cw.res.declareTrailer)
 	}
 
-	te := hget(header, "Transfer-Encoding")
+	te := h1head.Get(header, "Transfer-Encoding")
 	hasTE := te != ""
 
 	if w.handlerDone.Load() && !trailers && !hasTE && bodyAllowedForStatus(w.status) && !hhas(header, "Content-Length") && (!isHEAD || len(p) > 0) {
@@ -477,8 +477,8 @@ func (cw *chunkWriter) writeHeader(p []byte) {
 	}
 
 	if w.wants10KeepAlive && keepAlivesEnabled {
-		sentLength := hget(header, "Content-Length") != ""
-		if sentLength && hget(header, "Connection") == "keep-alive" {
+		sentLength := h1head.Get(header, "Content-Length") != ""
+		if sentLength && h1head.Get(header, "Connection") == "keep-alive" {
 			w.closeAfterReply = false
 		}
 	}
@@ -494,7 +494,7 @@ func (cw *chunkWriter) writeHeader(p []byte) {
 		w.closeAfterReply = true
 	}
 
-	if hget(header, "Connection") == "close" || !keepAlivesEnabled {
+	if h1head.Get(header, "Connection") == "close" || !keepAlivesEnabled {
 		w.closeAfterReply = true
 	}
 
@@ -597,7 +597,7 @@ func (cw *chunkWriter) writeHeader(p []byte) {
 	}
 
 	delConnectionHeader := w.closeAfterReply &&
-		(!keepAlivesEnabled || !h1head.HasToken(hget(cw.header, "Connection"), "close")) &&
+		(!keepAlivesEnabled || !h1head.HasToken(h1head.Get(cw.header, "Connection"), "close")) &&
 		!isProtocolSwitchResponse(w.status, header)
 	if delConnectionHeader {
 		delHeader("Connection")

@@ -243,6 +243,32 @@ func TestTimeouts(t *testing.T) {
 	}
 }
 
+// On a kept-alive connection the next request's header timeout runs from
+// its first bytes, whether its head comes whole (no deadline is set for
+// it: reading it cannot block) or trickles in (cut by ReadHeaderTimeout,
+// not by the far longer IdleTimeout).
+func TestKeepAliveHeaderTimeout(t *testing.T) {
+	addr := serve(t, &Server{IdleTimeout: time.Minute, ReadHeaderTimeout: 100 * time.Millisecond,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) })})
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	for _, path := range []string{"/1", "/2"} {
+		io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		if _, got := readResponse(t, br, "GET"); got != path {
+			t.Fatalf("body %q, want %q", got, path)
+		}
+	}
+	io.WriteString(c, "GET /3 HTTP/1.1\r\nHost: x\r\n")
+	start := time.Now()
+	b, err := io.ReadAll(br)
+	if len(b) != 0 || err != nil {
+		t.Fatalf("trickled second head: got %q, %v; want the connection closed unanswered", b, err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("trickled second head closed after %v, want about 100ms", d)
+	}
+}
+
 // Shutdown closes an idle connection at once; a busy one finishes its
 // request, told Connection: close, and is closed; a connection handed over
 // after it is closed unserved.

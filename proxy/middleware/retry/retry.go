@@ -46,7 +46,7 @@ func New(o Options) func(http.Handler) http.Handler {
 			x, r := httpproxy.ExchangeFor(w, r, o.Direction)
 			// A client waiting for 100 Continue gets the application's
 			// decision, so its body is not read ahead for retries.
-			if x.Route != nil && x.Route.Retryable && r.Header.Get("Upgrade") == "" && !httpproxy.ExpectsContinue(r.Header) {
+			if x.Route != nil && x.Route.Retryable && httpproxy.Resendable(r.Header) {
 				x.Profile.Budget().Deposit()
 				ok, err := buffer(r, x)
 				if err != nil {

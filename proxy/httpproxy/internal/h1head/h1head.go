@@ -195,6 +195,16 @@ func (b *Body) Read(p []byte) (int, error) {
 
 func (b *Body) Close() error { return nil }
 
+// Get is http.Header.Get for a key already in canonical form, without
+// Get's canonicalization of the key on every call. The result is Get's: a
+// Header's keys are canonical, and Get finds no other.
+func Get(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 // HasToken is net/http's unexported hasToken: whether token (ASCII, lower
 // case) appears in the field value v, case-insensitively, between token
 // boundaries (space, comma, tab). It is what net/http's server and
