@@ -38,6 +38,7 @@ import (
 
 var (
 	proxyBin    = flag.String("proxy", "", "meridian-proxy binary")
+	baseBin     = flag.String("baseline", "", "another meridian-proxy binary, measured as peer baseline (add it to -peers) for a same-run A/B")
 	caddyBin    = flag.String("caddy", "", "caddy binary (bench/peers.sh builds it)")
 	traefikBin  = flag.String("traefik", "", "traefik binary (bench/peers.sh builds it)")
 	peersFlag   = flag.String("peers", "meridian,nginx,haproxy,caddy,traefik", "peers to measure, comma-separated")
@@ -165,12 +166,12 @@ func main() {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(c.certPEM)
 
-	bins := map[string]string{"meridian": *proxyBin, "nginx": "nginx", "haproxy": "haproxy", "caddy": *caddyBin, "traefik": *traefikBin}
+	bins := map[string]string{"meridian": *proxyBin, "baseline": *baseBin, "nginx": "nginx", "haproxy": "haproxy", "caddy": *caddyBin, "traefik": *traefikBin}
 	var peers []*running
 	for _, kind := range split(*peersFlag) {
 		bin := bins[kind]
 		if bin == "" {
-			log.Fatalf("peer %s: give its binary (-proxy, -caddy, -traefik)", kind)
+			log.Fatalf("peer %s: give its binary (-proxy, -baseline, -caddy, -traefik)", kind)
 		}
 		r, err := startPeer(kind, bin, *sutCPU, dir, backends, c)
 		if err != nil {

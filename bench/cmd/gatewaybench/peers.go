@@ -85,7 +85,7 @@ type running struct {
 	plain, tls string
 }
 
-// startPeer starts kind (meridian, nginx, haproxy, caddy, traefik) pinned to
+// startPeer starts kind (meridian, baseline, nginx, haproxy, caddy, traefik) pinned to
 // cpus with its configuration in logDir/kind.
 func startPeer(kind, bin, cpus, logDir string, backends []string, c *certs) (*running, error) {
 	dir := filepath.Join(logDir, kind)
@@ -115,7 +115,7 @@ func startPeer(kind, bin, cpus, logDir string, backends []string, c *certs) (*ru
 		err error
 	)
 	switch kind {
-	case "meridian":
+	case "meridian", "baseline":
 		var snap string
 		if snap, err = meridianSnapshot(dir, ps[0], ps[1], c); err != nil {
 			return nil, err
@@ -150,7 +150,7 @@ func startPeer(kind, bin, cpus, logDir string, backends []string, c *certs) (*ru
 			}
 		}
 	default:
-		return nil, fmt.Errorf("unknown peer %q (meridian, nginx, haproxy, caddy, traefik)", kind)
+		return nil, fmt.Errorf("unknown peer %q (meridian, baseline, nginx, haproxy, caddy, traefik)", kind)
 	}
 	if err != nil {
 		if p != nil {
