@@ -6,10 +6,11 @@
 # applied at once to a real kube-apiserver until all serve. Output goes to
 # the terminal and to $OUT; every RESULT line is repeated at the end.
 #
-#   bench/gateway.sh                                   # ~15 min (plus a first build of the Go peers)
+#   bench/gateway.sh                                   # ~17 min (plus a first build of the Go peers)
 #   DURATION=2s SWEEP_DURATION=0.5s bench/gateway.sh   # smoke run, ~5 min
 #
-# Environment: DURATION (fixed-rate time per peer and protocol, default 10s),
+# Environment: DURATION (fixed-rate time per peer and protocol, default 15s,
+# in SLICES slices, default 5: the p99 target is judged on their median),
 # RATE (default 1000), SWEEP_DURATION (per step, default 2s; 0: no sweep),
 # SWEEP_STEP (default 1000), PEERS (default meridian,nginx,haproxy,caddy,traefik),
 # PROTOCOLS (default http1,https,h2), ROUTES (RSS, default 10000),
@@ -48,7 +49,7 @@ go build -o "$OUT/gatewaybench" ./bench/cmd/gatewaybench
 
 "$OUT/gatewaybench" -proxy "$OUT/meridian-proxy" -caddy "${gopeers[0]}" -traefik "${gopeers[1]}" \
 	-peers "${PEERS:-meridian,nginx,haproxy,caddy,traefik}" -protocols "${PROTOCOLS:-http1,https,h2}" \
-	-rate "${RATE:-1000}" -duration "${DURATION:-10s}" -sweep-duration "${SWEEP_DURATION:-2s}" \
+	-rate "${RATE:-1000}" -duration "${DURATION:-15s}" -slices "${SLICES:-5}" -sweep-duration "${SWEEP_DURATION:-2s}" \
 	-sweep-step "${SWEEP_STEP:-1000}" -rss-routes "${ROUTES:-10000}" \
 	-client-cpu "${CLIENT_CPU-0}" -sut-cpu "${SUT_CPU-1}" -priority "$PRIORITY" -logdir "$OUT/logs" 2>&1 |
 	tee "$OUT/gatewaybench.txt"
