@@ -36,6 +36,7 @@ import (
 	gwclientset "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/bench/sut"
 	compilegateway "github.com/meridian-mesh/meridian/controlplane/compile/gateway"
 	gatewayserver "github.com/meridian-mesh/meridian/controlplane/gateway"
 	"github.com/meridian-mesh/meridian/controlplane/store"
@@ -69,7 +70,11 @@ func BenchmarkRoutesApplied(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	port := freePort(b)
+	p, err := sut.FreePort()
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := uint32(p)
 	must(cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))
 	must(cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{}))
@@ -301,13 +306,4 @@ func waitAll(ctx context.Context, b *testing.B, names []string, answers func(hos
 		}
 	}
 	return last
-}
-
-func freePort(b *testing.B) uint32 {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	return uint32(ln.Addr().(*net.TCPAddr).Port)
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -209,15 +210,21 @@ func (p *Proc) ResetPeak() error {
 // MB formats bytes as MiB with one decimal.
 func MB(b int64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
 
-// FreePort returns a loopback port that was free a moment ago. Another process
-// could take it before we use it; on a benchmark box that is good enough.
+// FreePort is a loopback TCP port free now, picked below the kernel's
+// ephemeral range (32768 and up by default): a port the kernel handed out
+// for a moment can be given to an outgoing connection again before the
+// peer that is to listen on it starts.
 func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	for range 100 {
+		p := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", Addr(p))
+		if err != nil {
+			continue // in use
+		}
+		ln.Close()
+		return p, nil
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no free port in 20000-31999")
 }
 
 // Addr is "127.0.0.1:port".
