@@ -216,5 +216,6 @@ func runGateway(args []string) error {
 		token := *ns + "/" + *sa
 		go gwclient.New(cc, gwclient.Options{Namespace: gwNS, Name: gwN, Token: token, Log: log}).Run(ctx, g.Apply)
 	}
+	trimStartup(ctx, cfg.Identity, log)
 	return g.Run(ctx)
 }

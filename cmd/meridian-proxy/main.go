@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	idpb "github.com/meridian-mesh/meridian/api/proto/identity"
+	"github.com/meridian-mesh/meridian/internal/exetrim"
 	"github.com/meridian-mesh/meridian/internal/memrelease"
 	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/internal/ports"
@@ -312,7 +313,36 @@ func serve(cfg sidecar.Config, static *discover.Static, destFile string, flagDes
 	if destFile != "" {
 		go static.WatchFile(ctx, destFile, flagDests, 2*time.Second, cfg.Log)
 	}
+	trimStartup(ctx, cfg.Identity, cfg.Log)
 	return p.Run(ctx)
+}
+
+// trimStartup unmaps the code and read-only data that starting touched
+// (internal/exetrim): an idle proxy's RSS was mostly its binary's pages,
+// most of them mapped for package initialisation and set-up only. With an
+// identity it waits for the first certificate, whose request (key, CSR, the
+// identity service's TLS and gRPC) is start-up too.
+func trimStartup(ctx context.Context, id *tlsid.Identity, log *slog.Logger) {
+	if id == nil {
+		trim(log)
+		return
+	}
+	go func() {
+		select {
+		case <-id.Ready():
+			trim(log)
+		case <-ctx.Done():
+		}
+	}()
+}
+
+func trim(log *slog.Logger) {
+	before, after, err := exetrim.Trim()
+	if err != nil {
+		log.Warn("start-up pages left mapped", "err", err)
+		return
+	}
+	log.Debug("start-up pages of the executable unmapped", "rss_before", before, "rss_after", after)
 }
 
 // trustAnchors reads the trust anchors PEM from the flag's file, or from
