@@ -3,11 +3,12 @@ package exetrim
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,59 +35,78 @@ func trim() (before, after int64, err error) {
 
 type mapping struct{ lo, hi uintptr }
 
-// readOnlyExeMappings lists the mappings of /proc/self/maps backed by the
-// executable (same device and inode as /proc/self/exe) and not writable.
+// readOnlyExeMappings lists the mappings of /proc/self/maps of the file
+// whose mapping holds this function's code (the executable) and not
+// writable. The file is told by that line's device, inode and path, not by
+// a stat of /proc/self/exe: on overlayfs (a container's image) the maps
+// show the underlying file's device and inode, and the stat the overlay's.
 func readOnlyExeMappings() ([]mapping, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat("/proc/self/exe", &st); err != nil {
-		return nil, fmt.Errorf("exetrim: %w", err)
+	pc, _, _, ok := runtime.Caller(0)
+	if !ok {
+		return nil, errors.New("exetrim: no program counter")
 	}
 	b, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
 		return nil, fmt.Errorf("exetrim: %w", err)
 	}
-	return parseMaps(b, uint64(unix.Major(st.Dev)), uint64(unix.Minor(st.Dev)), st.Ino)
+	return parseMaps(b, pc)
 }
 
-// parseMaps picks, from /proc/PID/maps text, the mappings of the file on
-// device major:minor with inode ino whose permissions are not writable.
-// A line: "lo-hi perms offset major:minor inode path".
-func parseMaps(b []byte, major, minor, ino uint64) ([]mapping, error) {
-	var out []mapping
+// line is one /proc/PID/maps line: "lo-hi perms offset major:minor inode
+// path" (path may be absent, or have spaces).
+type line struct {
+	m        mapping
+	writable bool
+	file     string // "major:minor inode path"
+}
+
+func parseLine(s string) (line, error) {
+	f := strings.Fields(s)
+	if len(f) < 5 || len(f[1]) < 2 {
+		return line{}, fmt.Errorf("exetrim: /proc/self/maps: %q", s)
+	}
+	l, h, ok := strings.Cut(f[0], "-")
+	lo, err1 := strconv.ParseUint(l, 16, 64)
+	hi, err2 := strconv.ParseUint(h, 16, 64)
+	if !ok || err1 != nil || err2 != nil || hi <= lo {
+		return line{}, fmt.Errorf("exetrim: /proc/self/maps: range %q", f[0])
+	}
+	return line{m: mapping{uintptr(lo), uintptr(hi)}, writable: f[1][1] == 'w', file: strings.Join(f[3:], " ")}, nil
+}
+
+// parseMaps picks, from /proc/PID/maps text, the mappings of the file
+// mapped at pc that are not writable.
+func parseMaps(b []byte, pc uintptr) ([]mapping, error) {
+	var lines []line
+	exe := ""
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 5 {
+		if sc.Text() == "" {
 			continue
 		}
-		if len(f[1]) < 2 || f[1][1] == 'w' {
-			continue
+		l, err := parseLine(sc.Text())
+		if err != nil {
+			return nil, err
 		}
-		mj, mn, ok := strings.Cut(f[3], ":")
-		if !ok {
-			return nil, fmt.Errorf("exetrim: /proc/self/maps: device %q", f[3])
+		lines = append(lines, l)
+		if l.m.lo <= pc && pc < l.m.hi {
+			exe = l.file
 		}
-		dmaj, err1 := strconv.ParseUint(mj, 16, 32)
-		dmin, err2 := strconv.ParseUint(mn, 16, 32)
-		inode, err3 := strconv.ParseUint(f[4], 10, 64)
-		if err1 != nil || err2 != nil || err3 != nil {
-			return nil, fmt.Errorf("exetrim: /proc/self/maps: %q", sc.Text())
-		}
-		if dmaj != major || dmin != minor || inode != ino || ino == 0 {
-			continue
-		}
-		l, h, ok := strings.Cut(f[0], "-")
-		if !ok {
-			return nil, fmt.Errorf("exetrim: /proc/self/maps: range %q", f[0])
-		}
-		lo, err1 := strconv.ParseUint(l, 16, 64)
-		hi, err2 := strconv.ParseUint(h, 16, 64)
-		if err1 != nil || err2 != nil || hi <= lo {
-			return nil, fmt.Errorf("exetrim: /proc/self/maps: range %q", f[0])
-		}
-		out = append(out, mapping{uintptr(lo), uintptr(hi)})
 	}
-	return out, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	// An anonymous mapping's device and inode are 00:00 0.
+	if exe == "" || strings.HasPrefix(exe, "00:00 0") {
+		return nil, fmt.Errorf("exetrim: the code at %#x is in no file's mapping", pc)
+	}
+	var out []mapping
+	for _, l := range lines {
+		if l.file == exe && !l.writable {
+			out = append(out, l.m)
+		}
+	}
+	return out, nil
 }
 
 // resident is the process's resident set in bytes (/proc/self/statm).
