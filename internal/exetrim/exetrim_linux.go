@@ -35,29 +35,32 @@ func trim() (before, after int64, err error) {
 
 type mapping struct{ lo, hi uintptr }
 
-// readOnlyExeMappings lists the mappings of /proc/self/maps of the file
-// whose mapping holds this function's code (the executable) and not
-// writable. The file is told by that line's device, inode and path, not by
-// a stat of /proc/self/exe: on overlayfs (a container's image) the maps
-// show the underlying file's device and inode, and the stat the overlay's.
+// readOnlyExeMappings lists the mappings of /proc/self/smaps of the file
+// whose mapping holds this function's code (the executable), not writable
+// and with no private copy of a page. The file is told by that line's
+// device, inode and path, not by a stat of /proc/self/exe: on overlayfs (a
+// container's image) the maps show the underlying file's device and inode,
+// and the stat the overlay's.
 func readOnlyExeMappings() ([]mapping, error) {
 	pc, _, _, ok := runtime.Caller(0)
 	if !ok {
 		return nil, errors.New("exetrim: no program counter")
 	}
-	b, err := os.ReadFile("/proc/self/maps")
+	b, err := os.ReadFile("/proc/self/smaps")
 	if err != nil {
 		return nil, fmt.Errorf("exetrim: %w", err)
 	}
 	return parseMaps(b, pc)
 }
 
-// line is one /proc/PID/maps line: "lo-hi perms offset major:minor inode
-// path" (path may be absent, or have spaces).
+// line is one mapping of /proc/PID/smaps: its header, as a maps line
+// ("lo-hi perms offset major:minor inode path"; path may be absent, or have
+// spaces), then "Key: value" lines, of which Anonymous counts.
 type line struct {
 	m        mapping
 	writable bool
 	file     string // "major:minor inode path"
+	anon     bool   // some page is a private copy
 }
 
 func parseLine(s string) (line, error) {
@@ -74,17 +77,28 @@ func parseLine(s string) (line, error) {
 	return line{m: mapping{uintptr(lo), uintptr(hi)}, writable: f[1][1] == 'w', file: strings.Join(f[3:], " ")}, nil
 }
 
-// parseMaps picks, from /proc/PID/maps text, the mappings of the file
-// mapped at pc that are not writable.
+// parseMaps picks, from /proc/PID/smaps text, the mappings of the file
+// mapped at pc that are not writable and have no anonymous page: a
+// read-only mapping gets private copies only from a debugger's breakpoint
+// or a uprobe (written into the text through the kernel), which dropping
+// would silently remove.
 func parseMaps(b []byte, pc uintptr) ([]mapping, error) {
 	var lines []line
 	exe := ""
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		if sc.Text() == "" {
+		t := sc.Text()
+		if t == "" {
 			continue
 		}
-		l, err := parseLine(sc.Text())
+		if k, v, ok := strings.Cut(t, ":"); ok && !strings.ContainsAny(k, " -") {
+			// A field of the mapping above.
+			if k == "Anonymous" && len(lines) > 0 && strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")) != "0" {
+				lines[len(lines)-1].anon = true
+			}
+			continue
+		}
+		l, err := parseLine(t)
 		if err != nil {
 			return nil, err
 		}
@@ -102,7 +116,7 @@ func parseMaps(b []byte, pc uintptr) ([]mapping, error) {
 	}
 	var out []mapping
 	for _, l := range lines {
-		if l.file == exe && !l.writable {
+		if l.file == exe && !l.writable && !l.anon {
 			out = append(out, l.m)
 		}
 	}

@@ -8,27 +8,39 @@ import (
 )
 
 func TestParseMaps(t *testing.T) {
-	maps := []byte(`00400000-00a00000 r-xp 00000000 00:2f 4242 /usr/bin/meridian-proxy
+	smaps := []byte(`00400000-00a00000 r-xp 00000000 00:2f 4242 /usr/bin/meridian-proxy
+Size:               6144 kB
+Rss:                5292 kB
+Anonymous:             0 kB
+VmFlags: rd ex mr mw me
 00a00000-01000000 r--p 00600000 00:2f 4242 /usr/bin/meridian-proxy
+Rss:                5044 kB
+Anonymous:             0 kB
 01000000-01080000 rw-p 00c00000 00:2f 4242 /usr/bin/meridian-proxy
-01080000-03000000 rw-p 00000000 00:00 0
+Anonymous:           296 kB
+01100000-01180000 r-xp 00d00000 00:2f 4242 /usr/bin/meridian-proxy
+Anonymous:             4 kB
+01180000-03000000 rw-p 00000000 00:00 0
+Anonymous:           128 kB
 7f0000000000-7f0000100000 r-xp 00000000 fd:01 99 /usr/lib/libc.so.6
+Anonymous:             0 kB
 7f0000200000-7f0000201000 r--p 00000000 fd:02 4242 /usr/bin/meridian-proxy
 7f0000300000-7f0000301000 r--p 00000000 00:2f 4242 /usr/bin/meridian proxy (deleted)
 7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0                          [stack]
+THPeligible:           0
 `)
-	got, err := parseMaps(maps, 0x401234)
+	got, err := parseMaps(smaps, 0x401234)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []mapping{{0x400000, 0xa00000}, {0xa00000, 0x1000000}}
 	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
-		t.Errorf("got %x, want %x: the two read-only mappings of the file the code is in, not its writable one, nor another file's", got, want)
+		t.Errorf("got %x, want %x: the read-only mappings of the file the code is in, not its writable one, not one with a private page (a breakpoint), nor another file's", got, want)
 	}
-	if _, err := parseMaps(maps, 0x2000000); err == nil {
+	if _, err := parseMaps(smaps, 0x2000000); err == nil {
 		t.Error("code in an anonymous mapping was taken for a file's")
 	}
-	if _, err := parseMaps(maps, 0x10); err == nil {
+	if _, err := parseMaps(smaps, 0x10); err == nil {
 		t.Error("code in no mapping was accepted")
 	}
 	if _, err := parseMaps([]byte("00400000 r-xp 00000000 fd:01 4242 /x\n"), 0x400000); err == nil {
