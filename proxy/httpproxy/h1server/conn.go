@@ -745,10 +745,13 @@ func (c *conn) serve(ctx context.Context) {
 }
 
 // headBuffered reports whether the buffer holds a whole request head (up
-// to its CRLF CRLF; a head of bare LFs just takes the slower path).
+// to its CRLF CRLF; a head of bare LFs just takes the slower path). Empty
+// lines before it do not count: after a POST readRequest discards them
+// and then reads on, and a client that sent only those must still meet
+// the header timeout.
 func (c *conn) headBuffered() bool {
 	b, _ := c.bufr.Peek(c.bufr.Buffered())
-	return bytes.Contains(b, crlfcrlf)
+	return bytes.Contains(bytes.TrimLeft(b, "\r\n"), crlfcrlf)
 }
 
 var crlfcrlf = []byte("\r\n\r\n")

@@ -267,6 +267,24 @@ func TestKeepAliveHeaderTimeout(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("trickled second head closed after %v, want about 100ms", d)
 	}
+
+	// After a POST the empty lines before a head are skipped (RFC 9112
+	// 2.2): a CRLF CRLF among them is not a whole head.
+	c = dial(t, addr)
+	br = bufio.NewReader(c)
+	io.WriteString(c, "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+	if _, got := readResponse(t, br, "POST"); got != "/p" {
+		t.Fatalf("body %q, want /p", got)
+	}
+	io.WriteString(c, "\r\n\r\nGET /4 HTTP/1.1\r\nHost: x\r\n")
+	start = time.Now()
+	b, err = io.ReadAll(br)
+	if len(b) != 0 || err != nil {
+		t.Fatalf("empty lines, then a trickled head: got %q, %v; want the connection closed unanswered", b, err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("empty lines, then a trickled head: closed after %v, want about 100ms", d)
+	}
 }
 
 // Shutdown closes an idle connection at once; a busy one finishes its
