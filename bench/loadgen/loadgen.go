@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -252,6 +253,21 @@ func micros(d time.Duration) int64 {
 // Ms formats a duration as milliseconds with three decimals, the unit the
 // benchmark tables use.
 func Ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
+
+// Median is the median of ds (the mean of the middle two for an even
+// count; 0 for none), ds left as it was: the statistic of per-slice
+// figures that one disturbed slice moves no more than any other.
+func Median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	d := slices.Clone(ds)
+	slices.Sort(d)
+	if n := len(d); n%2 == 0 {
+		return (d[n/2-1] + d[n/2]) / 2
+	}
+	return d[len(d)/2]
+}
 
 // Merge adds o's requests and histograms to r, so a measurement split into
 // slices (interleaved with other targets' slices) reports as one run.

@@ -52,14 +52,21 @@ func TestSessionPersistence(t *testing.T) {
 		}
 	}
 	// Without a session both backends serve.
-	seen := map[string]bool{}
-	for range 40 {
-		resp, _ := get(t, nil, pn, "x.test", "/c")
-		seen[resp.Header.Get("X-Backend")] = true
-	}
-	if !seen["a"] || !seen["b"] {
+	if seen := servedBy(t, pn, "/c"); !seen["a"] || !seen["b"] {
 		t.Errorf("without a session: served by %v only", seen)
 	}
+}
+
+// servedBy is the X-Backend values of 40 requests for path without a
+// session.
+func servedBy(t *testing.T, pn uint32, path string) map[string]bool {
+	t.Helper()
+	seen := map[string]bool{}
+	for range 40 {
+		resp, _ := get(t, nil, pn, "x.test", path)
+		seen[resp.Header.Get("X-Backend")] = true
+	}
+	return seen
 }
 
 func sessionCookie(resp *http.Response, name string) *http.Cookie {
@@ -87,12 +94,7 @@ func TestSessionPinsEndpoint(t *testing.T) {
 		httpListener("l", "", hostOf("", unnamed, rl)))))
 
 	// Without a session both endpoints serve.
-	seen := map[string]bool{}
-	for range 40 {
-		resp, _ := get(t, nil, pn, "x.test", "/")
-		seen[resp.Header.Get("X-Backend")] = true
-	}
-	if !seen["a1"] || !seen["a2"] {
+	if seen := servedBy(t, pn, "/"); !seen["a1"] || !seen["a2"] {
 		t.Fatalf("without a session: served by %v only", seen)
 	}
 

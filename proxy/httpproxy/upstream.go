@@ -138,7 +138,7 @@ func (u *Upstream) transportFor(r *http.Request, origH1, h2 bool) (t pool, upgra
 		return u.h1For(r), false
 	case r.ProtoMajor == 2:
 		return u.h2, false
-	case h2 && h1head.Get(r.Header, "Upgrade") == "" && !ExpectsContinue(r.Header):
+	case h2 && Resendable(r.Header):
 		return u.h2, false
 	case u.H2Only && h1head.Get(r.Header, "Upgrade") == "":
 		return u.h2, true
@@ -149,7 +149,7 @@ func (u *Upstream) transportFor(r *http.Request, origH1, h2 bool) (t pool, upgra
 // h1For picks the HTTP/1 pool: net/http's Transport for what h1client
 // leaves to it (it waits for 100 Continue, and gives a 101 a writable body).
 func (u *Upstream) h1For(r *http.Request) pool {
-	if h1head.Get(r.Header, "Upgrade") != "" || ExpectsContinue(r.Header) {
+	if !Resendable(r.Header) {
 		return u.h1
 	}
 	return u.h1c

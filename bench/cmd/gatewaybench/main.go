@@ -30,7 +30,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -151,17 +150,7 @@ type row struct {
 // of outside work (on this VM, single slices of every peer, nginx's
 // included, reach 30-60 ms) moves it no more than any other slice, where
 // it sets the pooled p99.
-func (r *row) p99Median() time.Duration {
-	if len(r.sliceP99) == 0 {
-		return 0
-	}
-	d := slices.Clone(r.sliceP99)
-	slices.Sort(d)
-	if n := len(d); n%2 == 0 {
-		return (d[n/2-1] + d[n/2]) / 2
-	}
-	return d[len(d)/2]
-}
+func (r *row) p99Median() time.Duration { return loadgen.Median(r.sliceP99) }
 
 func main() {
 	flag.Parse()

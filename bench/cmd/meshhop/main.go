@@ -91,11 +91,7 @@ func (r row) addedP99(direct row) (time.Duration, bool) {
 	for i := range d {
 		d[i] = r.SliceP99[i] - direct.SliceP99[i]
 	}
-	slices.Sort(d)
-	if n%2 == 1 {
-		return d[n/2], true
-	}
-	return (d[n/2-1] + d[n/2]) / 2, true
+	return loadgen.Median(d), true
 }
 
 // isMeridian says whether a target's proxies are meridian-proxy (the

@@ -250,6 +250,20 @@ func TestTimeouts(t *testing.T) {
 func TestKeepAliveHeaderTimeout(t *testing.T) {
 	addr := serve(t, &Server{IdleTimeout: time.Minute, ReadHeaderTimeout: 100 * time.Millisecond,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) })})
+	// cut sends rest and wants the connection closed unanswered within
+	// the header timeout (not the minute of IdleTimeout).
+	cut := func(what string, c net.Conn, br *bufio.Reader, rest string) {
+		t.Helper()
+		io.WriteString(c, rest)
+		start := time.Now()
+		b, err := io.ReadAll(br)
+		if len(b) != 0 || err != nil {
+			t.Fatalf("%s: got %q, %v; want the connection closed unanswered", what, b, err)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("%s: closed after %v, want about 100ms", what, d)
+		}
+	}
 	c := dial(t, addr)
 	br := bufio.NewReader(c)
 	for _, path := range []string{"/1", "/2"} {
@@ -258,15 +272,7 @@ func TestKeepAliveHeaderTimeout(t *testing.T) {
 			t.Fatalf("body %q, want %q", got, path)
 		}
 	}
-	io.WriteString(c, "GET /3 HTTP/1.1\r\nHost: x\r\n")
-	start := time.Now()
-	b, err := io.ReadAll(br)
-	if len(b) != 0 || err != nil {
-		t.Fatalf("trickled second head: got %q, %v; want the connection closed unanswered", b, err)
-	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("trickled second head closed after %v, want about 100ms", d)
-	}
+	cut("trickled second head", c, br, "GET /3 HTTP/1.1\r\nHost: x\r\n")
 
 	// After a POST the empty lines before a head are skipped (RFC 9112
 	// 2.2): a CRLF CRLF among them is not a whole head.
@@ -276,15 +282,7 @@ func TestKeepAliveHeaderTimeout(t *testing.T) {
 	if _, got := readResponse(t, br, "POST"); got != "/p" {
 		t.Fatalf("body %q, want /p", got)
 	}
-	io.WriteString(c, "\r\n\r\nGET /4 HTTP/1.1\r\nHost: x\r\n")
-	start = time.Now()
-	b, err = io.ReadAll(br)
-	if len(b) != 0 || err != nil {
-		t.Fatalf("empty lines, then a trickled head: got %q, %v; want the connection closed unanswered", b, err)
-	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("empty lines, then a trickled head: closed after %v, want about 100ms", d)
-	}
+	cut("empty lines, then a trickled head", c, br, "\r\n\r\nGET /4 HTTP/1.1\r\nHost: x\r\n")
 }
 
 // Shutdown closes an idle connection at once; a busy one finishes its
