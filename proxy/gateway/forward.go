@@ -112,7 +112,9 @@ func (g *Gateway) sawBefore(h http.Header) bool {
 
 // forwarded removes what no client may tell the mesh (Meridian's and
 // Linkerd's own headers: an override header from outside would make the
-// gateway an open relay), appends the client to X-Forwarded-For, trusting
+// gateway an open relay) and the client certificate headers (set again
+// from the connection's verified certificate: setClientCert), appends the
+// client to X-Forwarded-For, trusting
 // the last trustedHops entries already there (the proxies in front of the
 // gateway; with none, the client's own forwarding headers are replaced),
 // and appends the gateway's id to Meridian-Hop.
@@ -125,6 +127,7 @@ func forwarded(r *http.Request, trustedHops int, scheme, id string) {
 			delete(h, k)
 		}
 	}
+	setClientCert(r, h)
 	client, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		client = r.RemoteAddr

@@ -248,13 +248,15 @@ func (ps *portServer) handle(c net.Conn) {
 		ps.stream(rc, l, sni, true)
 		return
 	}
-	ps.serveHTTPS(tls.Server(rc, l.tls))
+	ps.serveHTTPS(tls.Server(rc, l.tls), l.tls)
 }
 
 // serveHTTPS completes an HTTPS connection's handshake, within the header
 // timeout as net/http's server would, and serves it by the protocol ALPN
 // settled: HTTP/1 on h1, h2 on h2 (both here, on the accepting goroutine).
-func (ps *portServer) serveHTTPS(tc *tls.Conn) {
+// Its requests' contexts carry the client's certificate once verified
+// against cfg's CAs (withClientCert).
+func (ps *portServer) serveHTTPS(tc *tls.Conn, cfg *tls.Config) {
 	g := ps.g
 	tc.SetDeadline(time.Now().Add(g.cfg.HeaderTimeout))
 	if err := tc.Handshake(); err != nil {
@@ -263,12 +265,12 @@ func (ps *portServer) serveHTTPS(tc *tls.Conn) {
 		return
 	}
 	tc.SetDeadline(time.Time{})
-	switch proto := tc.ConnectionState().NegotiatedProtocol; proto {
+	st := tc.ConnectionState()
+	switch st.NegotiatedProtocol {
 	case "h2":
-		st := tc.ConnectionState()
-		ps.h2.ServeConnOptions(ps.ctx, tc, h2server.ConnOptions{Handler: h2Handler{h: g.handler, tls: &st}})
+		ps.h2.ServeConnOptions(withClientCert(ps.ctx, st, cfg), tc, h2server.ConnOptions{Handler: h2Handler{h: g.handler, tls: &st}})
 	case "", "http/1.1", "http/1.0":
-		ps.h1.ServeConn(context.Background(), tc)
+		ps.h1.ServeConn(withClientCert(context.Background(), st, cfg), tc)
 	default:
 		// Not one the listener offers; net/http's server closes it too.
 		tc.Close()

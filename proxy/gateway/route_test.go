@@ -155,7 +155,8 @@ func TestWeights(t *testing.T) {
 // only as far as trusted_hops proxies in front vouch for it. Forwarding
 // headers the client made up are replaced, and no Meridian-* or l5d-*
 // header from outside reaches the mesh (an override would make the
-// gateway an open relay).
+// gateway an open relay), nor a client certificate header (nothing was
+// verified on plaintext).
 func TestForwardedHeaders(t *testing.T) {
 	web, evil := startEcho(t, "web", nil), startEcho(t, "evil", nil)
 	for _, c := range []struct {
@@ -176,7 +177,8 @@ func TestForwardedHeaders(t *testing.T) {
 			s := snap("v1", httpPort(pn, httpListener("l", "", hostOf("", ruleTo("web", nil, to("web.svc:80", 1))))))
 			s.TrustedHops = c.hops
 			startGateway(t, dsts(t, map[string][]string{"web.svc:80": {web.addr}, "evil.svc:80": {evil.addr}}), s)
-			hdr := []string{"Meridian-Dst-Override", "evil.svc:80", "L5d-Dst-Override", "evil.svc:80", "Meridian-Client-Id", "spiffe://x/forged"}
+			hdr := []string{"Meridian-Dst-Override", "evil.svc:80", "L5d-Dst-Override", "evil.svc:80", "Meridian-Client-Id", "spiffe://x/forged",
+				"X-Forwarded-Client-Cert", "Hash=00;Subject=\"CN=admin\"", "Client-Cert", ":AAAA:", "Client-Cert-Chain", ":AAAA:"}
 			if c.xff != "" {
 				hdr = append(hdr, "X-Forwarded-For", c.xff)
 			}
@@ -197,7 +199,8 @@ func TestForwardedHeaders(t *testing.T) {
 				t.Errorf("X-Forwarded-Host %q, want app.test", got)
 			}
 			for k := range resp.Header {
-				if (strings.HasPrefix(k, "X-Got-Meridian-") && k != "X-Got-Meridian-Hop") || strings.HasPrefix(k, "X-Got-L5d-") {
+				if (strings.HasPrefix(k, "X-Got-Meridian-") && k != "X-Got-Meridian-Hop") || strings.HasPrefix(k, "X-Got-L5d-") ||
+					strings.HasPrefix(k, "X-Got-Client-Cert") || k == "X-Got-X-Forwarded-Client-Cert" {
 					t.Errorf("the backend got %s from outside", strings.TrimPrefix(k, "X-Got-"))
 				}
 			}
