@@ -7,6 +7,7 @@
 package provision
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/controlplane/inject"
 	"github.com/meridian-mesh/meridian/internal/names"
+	"github.com/meridian-mesh/meridian/proxy/authz"
 )
 
 // AnnotationServiceType on a Gateway chooses its Service's type
@@ -36,6 +38,8 @@ const (
 	ParamServiceType           = "serviceType"
 	ParamExternalTrafficPolicy = "externalTrafficPolicy"
 	ParamReplicas              = "replicas"
+	ParamMaxConnections        = "maxConnections"
+	ParamDefaultInboundPolicy  = "defaultInboundPolicy"
 )
 
 // Params are a gateway's provisioning settings.
@@ -43,6 +47,13 @@ type Params struct {
 	ServiceType           corev1.ServiceType                  // default LoadBalancer
 	ExternalTrafficPolicy corev1.ServiceExternalTrafficPolicy // Cluster or Local; NodePort and LoadBalancer only
 	Replicas              int32                               // default 1
+	// MaxConnections bounds the connections each listener port holds
+	// open (the proxy's --max-connections): 0 the proxy's default, -1
+	// no bound.
+	MaxConnections int
+	// DefaultInboundPolicy governs the admin port (/metrics, /gateway):
+	// "" the cluster's default (inject.Config's).
+	DefaultInboundPolicy string
 }
 
 // Merge returns p with the values set in data (a parameters ConfigMap's
@@ -71,11 +82,47 @@ func (p Params) Merge(data map[string]string, where string) (Params, error) {
 				return p, fmt.Errorf("%s: data.%s: %q is not a number of replicas from 1 to 100", where, k, v)
 			}
 			p.Replicas = int32(n)
+		case ParamMaxConnections:
+			n, err := strconv.Atoi(v)
+			if err != nil || n == 0 || n < -1 || n > maxConnectionsCap {
+				return p, fmt.Errorf("%s: data.%s: %q is not a number of connections from 1 to %d, or -1 for no bound", where, k, v, maxConnectionsCap)
+			}
+			p.MaxConnections = n
+		case ParamDefaultInboundPolicy:
+			if _, err := authz.ParsePolicy(v); err != nil {
+				return p, fmt.Errorf("%s: data.%s: %q is not %s", where, k, v, policies)
+			}
+			p.DefaultInboundPolicy = v
 		default:
-			return p, fmt.Errorf("%s: data.%s: unknown key; the keys are %s, %s and %s", where, k, ParamServiceType, ParamExternalTrafficPolicy, ParamReplicas)
+			return p, fmt.Errorf("%s: data.%s: unknown key; the keys are %s, %s, %s, %s and %s", where, k,
+				ParamServiceType, ParamExternalTrafficPolicy, ParamReplicas, ParamMaxConnections, ParamDefaultInboundPolicy)
 		}
 	}
 	return p, nil
+}
+
+// maxConnectionsCap is the most maxConnections may say: a bound past the
+// file descriptors any node gives a process is no bound.
+const maxConnectionsCap = 10_000_000
+
+// policies names the default inbound policies allowed, for errors.
+const policies = "all-unauthenticated, cluster-unauthenticated, all-authenticated, cluster-authenticated or deny"
+
+// NamespacePolicy is the default inbound policy the Gateway's namespace
+// annotates (names.AnnotationDefaultInbound, as for injected pods), "" for
+// none; an error names the annotation.
+func NamespacePolicy(ns *corev1.Namespace) (string, error) {
+	if ns == nil {
+		return "", nil
+	}
+	v, ok := ns.Annotations[names.AnnotationDefaultInbound]
+	if !ok {
+		return "", nil
+	}
+	if _, err := authz.ParsePolicy(v); err != nil {
+		return "", fmt.Errorf("Namespace %s: metadata.annotations[%s]: %q is not %s", ns.Name, names.AnnotationDefaultInbound, v, policies)
+	}
+	return v, nil
 }
 
 func serviceType(v string) (corev1.ServiceType, error) {
@@ -237,10 +284,13 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config, extra ...Port) (
 	if cfg.LogLevel != "" {
 		args = append(args, "--log-level="+cfg.LogLevel)
 	}
-	// The admin port follows the cluster's default inbound policy, as an
-	// injected sidecar's does.
-	if cfg.DefaultInboundPolicy != "" {
-		args = append(args, "--default-inbound-policy="+cfg.DefaultInboundPolicy)
+	// The admin port follows the default inbound policy: the parameters',
+	// else the cluster's, as an injected sidecar's does.
+	if policy := cmp.Or(p.DefaultInboundPolicy, cfg.DefaultInboundPolicy); policy != "" {
+		args = append(args, "--default-inbound-policy="+policy)
+	}
+	if p.MaxConnections != 0 {
+		args = append(args, "--max-connections="+strconv.Itoa(p.MaxConnections))
 	}
 	if cfg.ClusterNetworks != "" {
 		args = append(args, "--cluster-networks="+cfg.ClusterNetworks)

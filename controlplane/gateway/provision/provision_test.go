@@ -17,6 +17,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meridian-mesh/meridian/controlplane/inject"
+	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/test/apiserver"
 )
 
@@ -130,6 +131,9 @@ func TestParams(t *testing.T) {
 		{map[string]string{ParamExternalTrafficPolicy: "local"}, `data.externalTrafficPolicy: "local" is not Cluster or Local`},
 		{map[string]string{ParamReplicas: "0"}, `data.replicas: "0" is not a number of replicas from 1 to 100`},
 		{map[string]string{"service-type": "ClusterIP"}, `data.service-type: unknown key`},
+		{map[string]string{ParamMaxConnections: "0"}, `data.maxConnections: "0" is not a number of connections from 1 to 10000000, or -1 for no bound`},
+		{map[string]string{ParamMaxConnections: "many"}, `data.maxConnections: "many" is not a number`},
+		{map[string]string{ParamDefaultInboundPolicy: "allow"}, `data.defaultInboundPolicy: "allow" is not all-unauthenticated, cluster-unauthenticated, all-authenticated, cluster-authenticated or deny`},
 	} {
 		if _, err := (Params{}).Merge(tc.data, "GatewayClass meridian"); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Merge(%v) = %v, want %q", tc.data, err, tc.want)
@@ -312,5 +316,48 @@ func TestAddressesMismatch(t *testing.T) {
 	}
 	if m := (Addresses{}).Mismatch(svc("10.96.0.12"), corev1.ServiceTypeClusterIP); m != "" {
 		t.Errorf("nothing pinned: %q", m)
+	}
+}
+
+// The connection bound and the admin port's default inbound policy reach
+// the proxy's flags: the parameters' policy over the cluster's, which
+// applies when the parameters set none; the namespace's annotation is
+// read as for injected pods.
+func TestParamsProxyFlags(t *testing.T) {
+	flags := func(p Params) string {
+		t.Helper()
+		cfg := config()
+		cfg.DefaultInboundPolicy = "all-unauthenticated"
+		objs, err := Render(gateway("public", 80), p, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(objs.Deployment.Spec.Template.Spec.Containers[0].Args, " ")
+	}
+	p, err := Params{}.Merge(map[string]string{ParamMaxConnections: "500", ParamDefaultInboundPolicy: "cluster-authenticated"}, "GatewayClass meridian")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := flags(p); !strings.Contains(a, "--max-connections=500") || !strings.Contains(a, "--default-inbound-policy=cluster-authenticated") ||
+		strings.Contains(a, "all-unauthenticated") {
+		t.Errorf("parameters' flags: %s", a)
+	}
+	if p, err = p.Merge(map[string]string{ParamMaxConnections: "-1"}, "Gateway edge/public"); err != nil || !strings.Contains(flags(p), "--max-connections=-1") {
+		t.Errorf("no bound: %v %s", err, flags(p))
+	}
+	if a := flags(Params{}); strings.Contains(a, "--max-connections") || !strings.Contains(a, "--default-inbound-policy=all-unauthenticated") {
+		t.Errorf("defaults: %s", a)
+	}
+
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "edge", Annotations: map[string]string{names.AnnotationDefaultInbound: "deny"}}}
+	if v, err := NamespacePolicy(ns); v != "deny" || err != nil {
+		t.Errorf("NamespacePolicy = %q, %v", v, err)
+	}
+	ns.Annotations[names.AnnotationDefaultInbound] = "open"
+	if _, err := NamespacePolicy(ns); err == nil || !strings.Contains(err.Error(), `Namespace edge: metadata.annotations[config.meridian.io/default-inbound-policy]: "open" is not`) {
+		t.Errorf("bad annotation: %v", err)
+	}
+	if v, err := NamespacePolicy(&corev1.Namespace{}); v != "" || err != nil {
+		t.Errorf("none: %q, %v", v, err)
 	}
 }

@@ -495,7 +495,8 @@ func (r *Reconciler) clearListenerSetParents(ctx context.Context, live map[statu
 }
 
 // params are g's provisioning parameters: its class's ConfigMap, then its
-// own, key by key.
+// namespace's default inbound policy annotation (as for injected pods),
+// then its own ConfigMap, key by key: the more specific wins.
 func (r *Reconciler) params(ctx context.Context, g *gwv1.Gateway) (provision.Params, error) {
 	var p provision.Params
 	for _, gc := range r.o.Store.GatewayClasses() {
@@ -513,6 +514,14 @@ func (r *Reconciler) params(ctx context.Context, g *gwv1.Gateway) (provision.Par
 		if p, err = p.Merge(data, fmt.Sprintf("ConfigMap %s/%s (GatewayClass %s's parameters)", *ref.Namespace, ref.Name, gc.Name)); err != nil {
 			return p, err
 		}
+	}
+	ns, _ := r.o.Store.Namespace(g.Namespace)
+	policy, err := provision.NamespacePolicy(ns)
+	if err != nil {
+		return p, err
+	}
+	if policy != "" {
+		p.DefaultInboundPolicy = policy
 	}
 	if inf := g.Spec.Infrastructure; inf != nil && inf.ParametersRef != nil {
 		ref := inf.ParametersRef

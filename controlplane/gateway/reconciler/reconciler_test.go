@@ -23,6 +23,7 @@ import (
 	"github.com/meridian-mesh/meridian/controlplane/inject"
 	"github.com/meridian-mesh/meridian/controlplane/store"
 	"github.com/meridian-mesh/meridian/controlplane/store/kube"
+	"github.com/meridian-mesh/meridian/internal/names"
 	"github.com/meridian-mesh/meridian/test/apiserver"
 )
 
@@ -226,8 +227,62 @@ func TestReconciler(t *testing.T) {
 		return nil
 	})
 
-	// Bad parameters: refused in the status, nothing else changes.
+	// The admin port's default inbound policy: the namespace's annotation
+	// over the cluster's, the Gateway's own parameters over both; the
+	// connection bound from the parameters.
+	args := func(want ...string) func() error {
+		return func() error {
+			d, err := cs.AppsV1().Deployments("edge").Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			a := strings.Join(d.Spec.Template.Spec.Containers[0].Args, " ")
+			for _, w := range want {
+				if !strings.Contains(a, w) {
+					return fmt.Errorf("args %s: no %s", a, w)
+				}
+			}
+			return nil
+		}
+	}
+	annotateNS := func(v string) {
+		t.Helper()
+		ns, err := cs.CoreV1().Namespaces().Get(ctx, "edge", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.Annotations = map[string]string{names.AnnotationDefaultInbound: v}
+		must(cs.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}))
+	}
+	annotateNS("deny")
+	eventually(t, "the namespace's default inbound policy", args("--default-inbound-policy=deny"))
+	must(cs.CoreV1().ConfigMaps("edge").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "public-params", Namespace: "edge"},
+		Data: map[string]string{provision.ParamDefaultInboundPolicy: "cluster-authenticated", provision.ParamMaxConnections: "1000"}}, metav1.CreateOptions{}))
 	g, err := gc.GatewayV1().Gateways("edge").Get(ctx, "public", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Spec.Infrastructure = &gwv1.GatewayInfrastructure{ParametersRef: &gwv1.LocalParametersReference{Kind: "ConfigMap", Name: "public-params"}}
+	must(gc.GatewayV1().Gateways("edge").Update(ctx, g, metav1.UpdateOptions{}))
+	eventually(t, "the Gateway's parameters", args("--default-inbound-policy=cluster-authenticated", "--max-connections=1000"))
+	annotateNS("nobody")
+	eventually(t, "a bad namespace annotation is refused", func() error {
+		g, err := gc.GatewayV1().Gateways("edge").Get(ctx, "public", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if err := want(g.Status.Conditions, "Accepted", metav1.ConditionFalse, "InvalidParameters"); err != nil {
+			return err
+		}
+		if c := condition(g.Status.Conditions, "Accepted"); !strings.Contains(c.Message, "Namespace edge: metadata.annotations[config.meridian.io/default-inbound-policy]") {
+			return fmt.Errorf("message %q does not name the annotation", c.Message)
+		}
+		return nil
+	})
+	annotateNS("deny")
+
+	// Bad parameters: refused in the status, nothing else changes.
+	g, err = gc.GatewayV1().Gateways("edge").Get(ctx, "public", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
