@@ -60,6 +60,7 @@ func TestGatewayKinds(t *testing.T) {
 	ca := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "ca"}, Data: map[string]string{"ca.crt": "x"}}
 	other := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "other"}, Data: map[string]string{"k": "v"}}
 	grpc := &gwv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "g"}, Spec: gwv1.GRPCRouteSpec{CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "g2"}}}}}
+	tcpr := &gwv1.TCPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "t"}, Spec: gwv1.TCPRouteSpec{CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "g2"}}}}}
 	tlsr := &gwv1.TLSRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "t"}, Spec: gwv1.TLSRouteSpec{CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "g1"}}}}}
 	crossNS := testRoute("app", "r", "", "g1")
 	ns := gwv1.Namespace("ns")
@@ -127,6 +128,15 @@ func TestGatewayKinds(t *testing.T) {
 		}},
 		{kind: "TLSRoute", setup: gws, steps: []step{
 			{"add", up(tlsr), gwTopics(g1), nil},
+		}},
+		{kind: "TCPRoute", setup: gws, steps: []step{
+			{"add", up(tcpr), gwTopics(g2), func(s *Store) error {
+				if len(s.TCPRoutes()) != 1 {
+					return fmt.Errorf("tcproute missing")
+				}
+				return nil
+			}},
+			{"delete", del(tcpr), gwTopics(g2), nil},
 		}},
 		{kind: "ListenerSet", setup: gws, steps: []step{
 			{"add", up(testListenerSet("app", "ls", "ns", "g1")), gwTopics(g1), func(s *Store) error {

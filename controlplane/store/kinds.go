@@ -29,6 +29,7 @@ var kinds = []*kind{
 	&httpRouteKind,        // httproute.go
 	&grpcRouteKind,        // grpcroute.go
 	&tlsRouteKind,         // tlsroute.go
+	&tcpRouteKind,         // tcproute.go
 	&listenerSetKind,      // listenerset.go
 	&referenceGrantKind,   // referencegrant.go
 	&backendTLSPolicyKind, // backendtlspolicy.go

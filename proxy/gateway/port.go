@@ -221,8 +221,12 @@ func (ps *portServer) handle(c net.Conn) {
 		}
 		conn = &clientConn{replayConn: replayConn{Conn: mc, r: br}, client: client}
 	}
-	if p.protocol == gatewaypb.Port_HTTP {
+	switch p.protocol {
+	case gatewaypb.Port_HTTP:
 		ps.h1.ServeConn(context.Background(), conn) // and h2c, through its H2C hook
+		return
+	case gatewaypb.Port_TCP:
+		ps.stream(conn, p.listeners[0], "", false)
 		return
 	}
 	mc.SetReadDeadline(time.Now().Add(g.cfg.HeaderTimeout))
@@ -277,9 +281,10 @@ func (ps *portServer) serveHTTPS(tc *tls.Conn, cfg *tls.Config) {
 	}
 }
 
-// stream serves a TLS listener's connection: the listener's first TLS
-// route whose hostnames match the SNI picks a backend by weight, and the
-// stream is spliced to it. Passthrough splices the client's TLS as is;
+// stream serves a TLS or TCP listener's connection: the listener's first
+// route whose hostnames match the SNI (a TCP listener's one route, sni "")
+// picks a backend by weight, and the stream is spliced to it. TCP splices
+// the client's bytes as they come. Passthrough splices the client's TLS as is;
 // terminate first completes the handshake with the listener's certificate
 // for the SNI, then splices the decrypted bytes (plaintext to the backend,
 // or mTLS to a meshed one, or the BackendTLSPolicy's TLS: the backend's
@@ -288,8 +293,11 @@ func (ps *portServer) serveHTTPS(tc *tls.Conn, cfg *tls.Config) {
 func (ps *portServer) stream(c net.Conn, l *listener, sni string, terminate bool) {
 	g := ps.g
 	what := "TLS passthrough"
-	if terminate {
+	switch {
+	case terminate:
 		what = "TLS terminate"
+	case l.mode == gatewaypb.Listener_TCP:
+		what = "TCP"
 	}
 	r := l.routeFor(sni)
 	var be *backend
@@ -297,7 +305,7 @@ func (ps *portServer) stream(c net.Conn, l *listener, sni string, terminate bool
 		be = pickWeighted(r.backends, r.total)
 	}
 	if be == nil || be.authority == "" {
-		g.log.Debug("no TLS route backend for the server name", "listener", l.name, "sni", sni)
+		g.log.Debug(what+": no route backend for the connection", "listener", l.name, "sni", sni)
 		c.Close()
 		return
 	}

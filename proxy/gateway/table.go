@@ -47,7 +47,7 @@ type listener struct {
 	certs    []*certificate
 	tls      *tls.Config // HTTPS, TLS_TERMINATE: terminates with the certificate the hello supports
 	hosts    []*host     // in match order
-	routes   []*tlsRoute // TLS_PASSTHROUGH, TLS_TERMINATE: in match order
+	routes   []*tlsRoute // TLS_PASSTHROUGH, TLS_TERMINATE: in match order; TCP: its one route, if any
 	// The hosts by hostname, so that finding a request's costs a few map
 	// lookups however many there are: exact names, wildcards by their
 	// "*.suffix", and the host of any name.
@@ -65,6 +65,8 @@ type host struct {
 	rules    []*rule
 }
 
+// tlsRoute is a TLS listener's route, or a TCP listener's (no hostnames:
+// it takes every connection).
 type tlsRoute struct {
 	ref       string // "kind/namespace/name/rule"
 	hostnames []string
@@ -140,6 +142,9 @@ func (t *table) compilePort(p *gatewaypb.Port, b *builder) (*port, error) {
 		return nil, fmt.Errorf("port: %d is not a port number (1-65535)", p.GetPort())
 	}
 	cp := &port{number: p.GetPort(), protocol: p.GetProtocol(), proxyProtocol: p.GetProxyProtocol()}
+	if p.GetProtocol() == gatewaypb.Port_TCP && len(p.GetListeners()) != 1 {
+		return nil, fmt.Errorf("listeners: a TCP port has exactly one listener (a connection names no host to choose by), not %d", len(p.GetListeners()))
+	}
 	for i, l := range p.GetListeners() {
 		cl, err := t.compileListener(p, l, b)
 		if err != nil {
@@ -197,8 +202,28 @@ func (t *table) compileListener(p *gatewaypb.Port, l *gatewaypb.Listener, b *bui
 			return routeRank(cl.routes[i].hostnames) < routeRank(cl.routes[j].hostnames)
 		})
 		return cl, nil
+	case p.GetProtocol() == gatewaypb.Port_TCP && l.GetMode() == gatewaypb.Listener_TCP:
+		switch {
+		case hn != "":
+			return nil, fmt.Errorf("hostname: %q; a TCP listener has none (a connection names no host)", hn)
+		case len(l.GetHosts()) > 0 || len(l.GetTlsRoutes()) > 0:
+			return nil, errors.New("hosts, tls_routes: a TCP listener has a tcp_route only")
+		case len(l.GetCertificates()) > 0 || l.GetClientValidation() != nil:
+			return nil, errors.New("certificates, client_validation: a TCP listener terminates no TLS")
+		}
+		if r := l.GetTcpRoute(); r != nil {
+			cr, err := compileTCPRoute(r, b)
+			if err != nil {
+				return nil, fmt.Errorf("tcp_route (%s): %w", refLabel(r.GetRoute()), err)
+			}
+			cl.routes = []*tlsRoute{cr}
+		}
+		return cl, nil
 	default:
-		return nil, fmt.Errorf("mode: %v is not allowed on a port of protocol %v (HTTP ports take HTTP listeners; TLS ports HTTPS, TLS_PASSTHROUGH and TLS_TERMINATE)", l.GetMode(), p.GetProtocol())
+		return nil, fmt.Errorf("mode: %v is not allowed on a port of protocol %v (HTTP ports take HTTP listeners; TLS ports HTTPS, TLS_PASSTHROUGH and TLS_TERMINATE; TCP ports one TCP listener)", l.GetMode(), p.GetProtocol())
+	}
+	if l.GetTcpRoute() != nil {
+		return nil, errors.New("tcp_route: only TCP listeners have one")
 	}
 	if len(l.GetTlsRoutes()) > 0 {
 		return nil, errors.New("tls_routes: only TLS_PASSTHROUGH and TLS_TERMINATE listeners have them")
@@ -311,6 +336,22 @@ func compileTLSRoute(r *gatewaypb.TLSRoute, b *builder) (*tlsRoute, error) {
 	for i, be := range r.GetBackends() {
 		if len(be.GetFilters()) > 0 {
 			return nil, fmt.Errorf("backends[%d].filters: a TLS route's backend takes no filters", i)
+		}
+		cb, err := b.backend(be)
+		if err != nil {
+			return nil, fmt.Errorf("backends[%d] (%s): %w", i, be.GetName(), err)
+		}
+		cr.backends = append(cr.backends, cb)
+		cr.total += uint64(cb.weight)
+	}
+	return cr, nil
+}
+
+func compileTCPRoute(r *gatewaypb.TCPRoute, b *builder) (*tlsRoute, error) {
+	cr := &tlsRoute{ref: refLabel(r.GetRoute())}
+	for i, be := range r.GetBackends() {
+		if len(be.GetFilters()) > 0 {
+			return nil, fmt.Errorf("backends[%d].filters: a TCP route's backend takes no filters", i)
 		}
 		cb, err := b.backend(be)
 		if err != nil {

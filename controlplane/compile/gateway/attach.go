@@ -25,6 +25,7 @@ type compiled struct {
 	refsReason, refsMsg     string
 	rules                   []*rule   // HTTPRoute, GRPCRoute
 	tls                     *tlsRoute // TLSRoute
+	tcp                     *tcpRoute // TCPRoute
 }
 
 func (cr *compiled) invalid(reason, msg string) {
@@ -113,6 +114,15 @@ func (c *compiler) routes() {
 		o := routeObj{kind: "TLSRoute", meta: &r.ObjectMeta, parents: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames}
 		if c.mentioned(o) {
 			c.attach(o, c.tlsRoute(r))
+		}
+	}
+	for _, r := range c.in.TCPRoutes {
+		if r == nil {
+			continue
+		}
+		o := routeObj{kind: "TCPRoute", meta: &r.ObjectMeta, parents: r.Spec.ParentRefs}
+		if c.mentioned(o) {
+			c.attach(o, c.tcpRoute(r))
 		}
 	}
 }
@@ -223,6 +233,10 @@ func (c *compiler) attachParent(o routeObj, cr *compiled, p gwv1.ParentReference
 			t := *cr.tls
 			t.hostnames = hosts
 			l.tlsRoutes = append(l.tlsRoutes, &t)
+			continue
+		}
+		if cr.tcp != nil {
+			l.tcpRoutes = append(l.tcpRoutes, cr.tcp)
 			continue
 		}
 		for _, h := range hosts {

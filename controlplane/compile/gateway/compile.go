@@ -34,6 +34,7 @@ type Input struct {
 	HTTPRoutes     []*gwv1.HTTPRoute
 	GRPCRoutes     []*gwv1.GRPCRoute
 	TLSRoutes      []*gwv1.TLSRoute
+	TCPRoutes      []*gwv1.TCPRoute
 	// ListenerSets: those whose spec.parentRef names the Gateway are
 	// judged against its spec.allowedListeners and merged into it.
 	ListenerSets       []*gwv1.ListenerSet
@@ -96,7 +97,7 @@ type Result struct {
 // RouteStatus is what one route must carry for this Gateway and its
 // ListenerSets.
 type RouteStatus struct {
-	Kind    string // "HTTPRoute", "GRPCRoute", "TLSRoute"
+	Kind    string // "HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute"
 	Route   types.NamespacedName
 	Parents []gwv1.RouteParentStatus
 }

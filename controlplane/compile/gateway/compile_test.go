@@ -86,6 +86,8 @@ func base(t testing.TB, objs ...any) Input {
 			in.GRPCRoutes = append(in.GRPCRoutes, o)
 		case *gwv1.TLSRoute:
 			in.TLSRoutes = append(in.TLSRoutes, o)
+		case *gwv1.TCPRoute:
+			in.TCPRoutes = append(in.TCPRoutes, o)
 		case *gwv1.ReferenceGrant:
 			in.ReferenceGrants = append(in.ReferenceGrants, o)
 		case *gwv1.BackendTLSPolicy:

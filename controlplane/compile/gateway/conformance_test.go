@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -552,5 +553,151 @@ func TestConformanceGatewayInvalidTLSBackendConfiguration(t *testing.T) {
 	wantCond(t, "gateway", r.Gateway.Conditions, "ResolvedRefs", true, "ResolvedRefs")
 	if cc := r.Snapshot.BackendClientCertificate; cc == nil || cc.Name != "gateway-conformance-web-backend/certificate" {
 		t.Errorf("granted client certificate %v", cc)
+	}
+}
+
+// The upstream TCPRoute tests' manifests (GATEWAY-TCP profile): what they
+// check of status, and the snapshot their connections would meet.
+func TestConformanceTCPRoutes(t *testing.T) {
+	tcpListener := func(t *testing.T, s *gatewaypb.Snapshot, port uint32) *gatewaypb.Listener {
+		t.Helper()
+		for _, p := range s.GetPorts() {
+			if p.GetPort() == port {
+				if p.GetProtocol() != gatewaypb.Port_TCP || len(p.GetListeners()) != 1 || p.GetListeners()[0].GetMode() != gatewaypb.Listener_TCP {
+					t.Fatalf("port %d: %v", port, p)
+				}
+				return p.GetListeners()[0]
+			}
+		}
+		t.Fatalf("no port %d in the snapshot", port)
+		return nil
+	}
+	backends := func(r *gatewaypb.TCPRoute) []string {
+		var out []string
+		for _, b := range r.GetBackends() {
+			out = append(out, fmt.Sprintf("%s=%d", b.GetAuthority(), b.GetWeight()))
+		}
+		return out
+	}
+	const suffix = ".gateway-conformance-infra.svc.cluster.local:3000"
+
+	t.Run("TCPRouteWeightedRouting", func(t *testing.T) {
+		r := Compile(load(t, "conformance/manifests.yaml", "conformance/tcproute-weighted-routing.yaml"), key(infra, "tcp-weighted-gateway"), Options{})
+		p := parent(t, r, "TCPRoute", infra, "tcp-weighted-route")
+		wantCond(t, "route", p.Conditions, "Accepted", true, "Accepted")
+		wantCond(t, "route", p.Conditions, "ResolvedRefs", true, "ResolvedRefs")
+		wantCond(t, "gateway", r.Gateway.Conditions, "Programmed", true, "Programmed")
+		got := backends(tcpListener(t, r.Snapshot, 9300).GetTcpRoute())
+		want := []string{"tcp-backend-v1" + suffix + "=70", "tcp-backend-v2" + suffix + "=30", "tcp-backend-v3" + suffix + "=0"}
+		if !slices.Equal(got, want) {
+			t.Errorf("backends %q, want %q", got, want)
+		}
+		if l := listenerStatus(t, r, "tcp"); l.AttachedRoutes != 1 || len(l.SupportedKinds) != 1 || l.SupportedKinds[0].Kind != "TCPRoute" {
+			t.Errorf("listener %+v", l)
+		}
+	})
+	t.Run("TCPRouteMultipleRoutesAttachment", func(t *testing.T) {
+		in := load(t, "conformance/manifests.yaml", "conformance/tcproute-multiple-routes-attachment.yaml")
+		older := in.TCPRoutes[0]
+		older.CreationTimestamp = metav1.Unix(1000, 0)
+		newer := older.DeepCopy()
+		newer.Name, newer.CreationTimestamp = "tcproute-attach-newer", metav1.Unix(1001, 0)
+		newer.Spec.Rules[0].BackendRefs[0].Name = "tcp-attach-backend-2"
+		in = add(in, newer)
+		r := Compile(in, key(infra, "tcp-multi-route-attach-gateway"), Options{})
+		for _, name := range []string{"tcproute-attach-older", "tcproute-attach-newer"} {
+			wantCond(t, name, parent(t, r, "TCPRoute", infra, name).Conditions, "Accepted", true, "Accepted")
+		}
+		l := listenerStatus(t, r, "tcp")
+		wantCond(t, "listener", l.Conditions, "Accepted", true, "Accepted")
+		if l.AttachedRoutes != 2 {
+			t.Errorf("attachedRoutes %d, want 2", l.AttachedRoutes)
+		}
+		// The older route takes the connections, whatever the input's order.
+		for _, order := range [][]*gwv1.TCPRoute{{older, newer}, {newer, older}} {
+			in.TCPRoutes = order
+			got := backends(tcpListener(t, Compile(in, key(infra, "tcp-multi-route-attach-gateway"), Options{}).Snapshot, 9310).GetTcpRoute())
+			if len(got) != 1 || !strings.HasPrefix(got[0], "tcp-attach-backend-1.") {
+				t.Errorf("served %q, want the older route's tcp-attach-backend-1", got)
+			}
+		}
+	})
+	t.Run("TCPRouteInvalidNonTCPListener", func(t *testing.T) {
+		r := Compile(load(t, "conformance/manifests.yaml", "conformance/tcproute-invalid-non-tcp-listener.yaml"), key(infra, "tcp-mixed-protocol-gateway"), Options{})
+		wantCond(t, "route", parent(t, r, "TCPRoute", infra, "tcp-route").Conditions, "Accepted", false, "NotAllowedByListeners")
+		if n := listenerStatus(t, r, "only-allow-http-routes").AttachedRoutes; n != 0 {
+			t.Errorf("attachedRoutes %d, want 0", n)
+		}
+	})
+	t.Run("TCPRouteInvalidBackendRefNonexistent", func(t *testing.T) {
+		in := load(t, "conformance/manifests.yaml", "conformance/tcproute-invalid-backendref-nonexistent.yaml")
+		r := Compile(in, key(infra, "tcp-gateway-invalid-backend"), Options{})
+		p := parent(t, r, "TCPRoute", infra, "tcp-route-invalid-backend-ref-nonexistent")
+		wantCond(t, "route", p.Conditions, "ResolvedRefs", false, "BackendNotFound")
+	})
+	t.Run("TCPRouteInvalidCrossNamespaceBackendRef", func(t *testing.T) {
+		in := load(t, "conformance/manifests.yaml", "conformance/tcproute-invalid-cross-namespace-backend-ref.yaml")
+		r := Compile(in, key(infra, "tcp-invalid-cross-namespace-backend-ref-gateway"), Options{})
+		p := parent(t, r, "TCPRoute", infra, "tcp-invalid-cross-namespace-backend-ref")
+		wantCond(t, "route", p.Conditions, "Accepted", true, "Accepted")
+		wantCond(t, "route", p.Conditions, "ResolvedRefs", false, "RefNotPermitted")
+	})
+	t.Run("TCPRouteReferenceGrant", func(t *testing.T) {
+		in := load(t, "conformance/manifests.yaml", "conformance/tcproute-reference-grant.yaml")
+		r := Compile(in, key(infra, "tcp-reference-grant-gateway"), Options{})
+		p := parent(t, r, "TCPRoute", infra, "tcp-reference-grant")
+		wantCond(t, "route", p.Conditions, "Accepted", true, "Accepted")
+		wantCond(t, "route", p.Conditions, "ResolvedRefs", true, "ResolvedRefs")
+		in.ReferenceGrants = nil // the test deletes it
+		r = Compile(in, key(infra, "tcp-reference-grant-gateway"), Options{})
+		wantCond(t, "route", parent(t, r, "TCPRoute", infra, "tcp-reference-grant").Conditions, "ResolvedRefs", false, "RefNotPermitted")
+	})
+	t.Run("TCPRouteParentRefPortAndSectionName", func(t *testing.T) {
+		r := Compile(load(t, "conformance/manifests.yaml", "conformance/tcproute-parentref-port-and-section-name.yaml"), key(infra, "tcp-multi-listener-gateway"), Options{})
+		for port, want := range map[uint32]string{9300: "tcp-echo-one", 9301: "tcp-echo-two", 9302: "tcp-echo-three"} {
+			got := backends(tcpListener(t, r.Snapshot, port).GetTcpRoute())
+			if len(got) != 1 || !strings.HasPrefix(got[0], want+".") {
+				t.Errorf("port %d serves %q, want %s", port, got, want)
+			}
+		}
+		for _, name := range []string{"tcp-route-by-port", "tcp-route-by-section", "tcp-route-by-section-and-port"} {
+			wantCond(t, name, parent(t, r, "TCPRoute", infra, name).Conditions, "Accepted", true, "Accepted")
+		}
+	})
+	t.Run("TCPRouteParentRefAttachAll", func(t *testing.T) {
+		r := Compile(load(t, "conformance/manifests.yaml", "conformance/tcproute-parentref-attach-all.yaml"), key(infra, "tcp-attach-all-gateway"), Options{})
+		wantCond(t, "route", parent(t, r, "TCPRoute", infra, "tcp-route-attach-all").Conditions, "Accepted", true, "Accepted")
+		if len(r.Snapshot.GetPorts()) != 4 {
+			t.Fatalf("ports %v, want the four listeners'", r.Snapshot.GetPorts())
+		}
+		for _, p := range r.Snapshot.GetPorts() {
+			if got := backends(tcpListener(t, r.Snapshot, p.GetPort()).GetTcpRoute()); len(got) != 1 || !strings.HasPrefix(got[0], "tcp-echo-attach-all.") {
+				t.Errorf("port %d serves %q", p.GetPort(), got)
+			}
+		}
+	})
+}
+
+// TCP listeners: a TCP and an HTTP listener on one port conflict, as two
+// TCP listeners on one port do whatever their hostnames (a connection
+// names none); a TCP listener allows TCPRoutes only.
+func TestTCPListeners(t *testing.T) {
+	hn := gwv1.Hostname("a.example.com")
+	gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "gw", Name: "g", Generation: 1}, Spec: gwv1.GatewaySpec{GatewayClassName: "meridian",
+		Listeners: []gwv1.Listener{
+			{Name: "tcp-a", Port: 9000, Protocol: gwv1.TCPProtocolType, Hostname: &hn},
+			{Name: "tcp-b", Port: 9000, Protocol: gwv1.TCPProtocolType},
+			{Name: "tcp", Port: 9001, Protocol: gwv1.TCPProtocolType},
+			{Name: "http", Port: 9001, Protocol: gwv1.HTTPProtocolType},
+			{Name: "alone", Port: 9002, Protocol: gwv1.TCPProtocolType, AllowedRoutes: &gwv1.AllowedRoutes{Kinds: []gwv1.RouteGroupKind{{Kind: "HTTPRoute"}}}},
+		}}}
+	r := Compile(Input{GatewayClasses: []*gwv1.GatewayClass{class()}, Gateways: []*gwv1.Gateway{gw}}, key("gw", "g"), Options{})
+	for name, reason := range map[string]string{"tcp-a": "HostnameConflict", "tcp-b": "HostnameConflict", "tcp": "ProtocolConflict", "http": "ProtocolConflict"} {
+		wantCond(t, name, listenerStatus(t, r, name).Conditions, "Accepted", false, reason)
+	}
+	l := listenerStatus(t, r, "alone")
+	wantCond(t, "alone", l.Conditions, "ResolvedRefs", false, "InvalidRouteKinds")
+	if len(l.SupportedKinds) != 0 {
+		t.Errorf("supportedKinds %v, want none", l.SupportedKinds)
 	}
 }

@@ -95,6 +95,8 @@ func add(in Input, objs ...runtime.Object) Input {
 			in.GRPCRoutes = append(in.GRPCRoutes, o)
 		case *gwv1.TLSRoute:
 			in.TLSRoutes = append(in.TLSRoutes, o)
+		case *gwv1.TCPRoute:
+			in.TCPRoutes = append(in.TCPRoutes, o)
 		case *gwv1.ListenerSet:
 			in.ListenerSets = append(in.ListenerSets, o)
 		case *gwv1.ReferenceGrant:

@@ -15,6 +15,7 @@ type Reader interface {
 	HTTPRoutes() []*gwv1.HTTPRoute
 	GRPCRoutes() []*gwv1.GRPCRoute
 	TLSRoutes() []*gwv1.TLSRoute
+	TCPRoutes() []*gwv1.TCPRoute
 	ListenerSets() []*gwv1.ListenerSet
 	ReferenceGrants() []*gwv1.ReferenceGrant
 	BackendTLSPolicies() []*gwv1.BackendTLSPolicy
@@ -77,6 +78,12 @@ func InputFrom(r Reader, gw types.NamespacedName) Input {
 		if names(rt.Namespace, rt.Spec.ParentRefs) {
 			in.TLSRoutes = append(in.TLSRoutes, rt)
 			addRefs(rt.Namespace, store.TLSRouteServices(rt))
+		}
+	}
+	for _, rt := range r.TCPRoutes() {
+		if names(rt.Namespace, rt.Spec.ParentRefs) {
+			in.TCPRoutes = append(in.TCPRoutes, rt)
+			addRefs(rt.Namespace, store.TCPRouteServices(rt))
 		}
 	}
 	for k := range services {

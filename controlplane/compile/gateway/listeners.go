@@ -44,6 +44,7 @@ type listener struct {
 	claims    map[string][]string // HTTPRoute, GRPCRoute → hostnames attached
 	hosts     map[string][]*rule  // effective hostname → rules
 	tlsRoutes []*tlsRoute
+	tcpRoutes []*tcpRoute
 }
 
 // programmed: the listener is in the snapshot.
@@ -86,6 +87,8 @@ func routeKinds(p gwv1.ProtocolType) []string {
 		return []string{"HTTPRoute", "GRPCRoute"}
 	case gwv1.TLSProtocolType:
 		return []string{"TLSRoute"}
+	case gwv1.TCPProtocolType:
+		return []string{"TCPRoute"}
 	}
 	return nil
 }
@@ -143,8 +146,13 @@ func (c *compiler) newListener(s gwv1.Listener, set *lset) *listener {
 				l.fail(string(gwv1.ListenerReasonUnsupportedValue), fmt.Sprintf("%s.tls.mode %q is not supported for protocol TLS (allowed: Terminate, Passthrough)", field, *s.TLS.Mode))
 			}
 		}
+	case gwv1.TCPProtocolType:
+		// A TCP connection names no host: the field is ignored (the
+		// spec), so two TCP listeners on a port conflict whatever theirs.
+		l.mode = gatewaypb.Listener_TCP
+		l.hostname = ""
 	default:
-		l.fail(string(gwv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("%s.protocol %q is not supported (allowed: HTTP, HTTPS, TLS)", field, s.Protocol))
+		l.fail(string(gwv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("%s.protocol %q is not supported (allowed: HTTP, HTTPS, TLS, TCP)", field, s.Protocol))
 		return l
 	}
 	c.allowedRoutes(l, field)
@@ -283,9 +291,9 @@ func (c *compiler) certificates(l *listener, field string) {
 }
 
 // conflicts marks listeners that cannot share their port: a port serves
-// one protocol family (HTTP, or TLS: HTTPS, TLS Terminate and TLS
+// one protocol family (HTTP; TLS: HTTPS, TLS Terminate and TLS
 // Passthrough listeners, chosen per connection by SNI, so they may mix:
-// the TLSRouteModeMixed feature), and two listeners on a port must not
+// the TLSRouteModeMixed feature; or TCP), and two listeners on a port must not
 // claim the same hostname, whatever their TLS settings (the spec: listeners
 // that differ only in TLS config conflict). All the listeners of a conflict
 // are refused: none wins.

@@ -44,16 +44,23 @@ func (c *compiler) snapshot() *gatewaypb.Snapshot {
 		p := ports[uint32(l.spec.Port)]
 		if p == nil {
 			p = &gatewaypb.Port{Port: uint32(l.spec.Port), Protocol: gatewaypb.Port_HTTP}
-			if l.mode != gatewaypb.Listener_HTTP {
+			switch l.mode {
+			case gatewaypb.Listener_HTTP:
+			case gatewaypb.Listener_TCP:
+				p.Protocol = gatewaypb.Port_TCP
+			default:
 				p.Protocol = gatewaypb.Port_TLS
 			}
 			ports[p.Port] = p
 			s.Ports = append(s.Ports, p)
 		}
 		pl := &gatewaypb.Listener{Name: l.snapshotName(), Hostname: l.hostname, Mode: l.mode, Certificates: l.certs, ClientValidation: l.clientValidation}
-		if l.mode == gatewaypb.Listener_TLS_PASSTHROUGH || l.mode == gatewaypb.Listener_TLS_TERMINATE {
+		switch l.mode {
+		case gatewaypb.Listener_TLS_PASSTHROUGH, gatewaypb.Listener_TLS_TERMINATE:
 			pl.TlsRoutes = tlsRoutes(l.tlsRoutes, l.mode == gatewaypb.Listener_TLS_PASSTHROUGH)
-		} else {
+		case gatewaypb.Listener_TCP:
+			pl.TcpRoute = tcpRouteOf(l.tcpRoutes)
+		default:
 			pl.Hosts = hosts(l.hosts)
 		}
 		p.Listeners = append(p.Listeners, pl)

@@ -460,6 +460,11 @@ func (r *Reconciler) clearRoutes(ctx context.Context, gw status.Parents, keep ma
 			clear("TLSRoute", o.Namespace, o.Name)
 		}
 	}
+	for _, o := range r.o.Store.TCPRoutes() {
+		if has(o.Namespace, o.Status.Parents) {
+			clear("TCPRoute", o.Namespace, o.Name)
+		}
+	}
 }
 
 // clearListenerSetParents removes our route parent statuses for
@@ -491,6 +496,9 @@ func (r *Reconciler) clearListenerSetParents(ctx context.Context, live map[statu
 	}
 	for _, o := range r.o.Store.TLSRoutes() {
 		clear("TLSRoute", o.Namespace, o.Name, stale(o.Namespace, o.Status.Parents))
+	}
+	for _, o := range r.o.Store.TCPRoutes() {
+		clear("TCPRoute", o.Namespace, o.Name, stale(o.Namespace, o.Status.Parents))
 	}
 }
 
