@@ -106,8 +106,8 @@ spec:
 	// A new connection per request: Go's transport keeps a connection it
 	// dialed for a request that another connection served, and Meridian's
 	// proxy forwards a connection silent for its detect timeout (1 s) as
-	// opaque bytes to one endpoint, split or not (what fits a run where one
-	// stable pod answered all 757 requests at setWeight 75; docs/rollouts.md).
+	// opaque bytes to one endpoint, split or not (a run had one stable pod
+	// answer all 757 requests at setWeight 75; docs/rollouts.md).
 	const rate = 25
 	startLoad(n, "load", "http://echo:8080/", rate, "-keep-alive=false")
 	start := mustReadLoad(n, "load")
