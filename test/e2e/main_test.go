@@ -27,6 +27,12 @@ var testImages = map[string]string{
 
 const echoImage = "meridian.test/echo:e2e"
 
+// moduleImages are built like testImages, each from a Go module of its own
+// (the directory, relative to the repository's root), so that what it
+// requires stays out of the root module: REF → main package, resolved in
+// that module.
+var moduleImages = map[string]map[string]string{}
+
 var (
 	repoRoot   string
 	kubectlBin string
@@ -59,17 +65,23 @@ func TestMain(m *testing.M) {
 		}
 	}
 	if os.Getenv("MERIDIAN_E2E_SKIP_LOAD") == "" {
-		args := []string{"load-images"}
-		for ref, pkg := range testImages {
-			args = append(args, ref+"="+pkg)
+		loads := map[string]map[string]string{".": testImages}
+		for dir, images := range moduleImages {
+			loads[dir] = images
 		}
-		sort.Strings(args[1:])
-		cmd := exec.Command(filepath.Join(repoRoot, "hack", "cluster"), args...)
-		cmd.Dir = repoRoot
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "e2e: hack/cluster %s: %v\n", strings.Join(args, " "), err)
-			os.Exit(1)
+		for dir, images := range loads {
+			args := []string{"load-images"}
+			for ref, pkg := range images {
+				args = append(args, ref+"="+pkg)
+			}
+			sort.Strings(args[1:])
+			cmd := exec.Command(filepath.Join(repoRoot, "hack", "cluster"), args...)
+			cmd.Dir = filepath.Join(repoRoot, dir)
+			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+			if err := cmd.Run(); err != nil {
+				fmt.Fprintf(os.Stderr, "e2e: (cd %s && hack/cluster %s): %v\n", dir, strings.Join(args, " "), err)
+				os.Exit(1)
+			}
 		}
 	}
 	os.Exit(m.Run())

@@ -131,8 +131,13 @@ spec:
 `
 
 // loadPod sends rate requests a second to url, meshed, and serves its
-// counts on :9090/stats (read through the API server's pod proxy).
-func loadPod(name, url string, rate int) string {
+// counts on :9090/stats (read through the API server's pod proxy); flags
+// are more of `echo load`'s.
+func loadPod(name, url string, rate int, flags ...string) string {
+	args := fmt.Sprintf("load, -url, %q, -rate, \"%d\"", url, rate)
+	for _, f := range flags {
+		args += fmt.Sprintf(", %q", f)
+	}
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: %s, labels: {app: load}}
@@ -142,9 +147,9 @@ spec:
   - name: load
     image: %s
     imagePullPolicy: IfNotPresent
-    args: [load, -url, %q, -rate, "%d"]
+    args: [%s]
     ports: [{name: stats, containerPort: 9090}]
-`, name, echoImage, url, rate)
+`, name, echoImage, args)
 }
 
 // loadStats is what `echo load` serves.
@@ -210,9 +215,9 @@ func (s loadStats) String() string {
 
 // startLoad starts a load pod and waits until it has answers from the
 // Service (so a test's figures never include the client's own start).
-func startLoad(n *ns, name, url string, rate int) {
+func startLoad(n *ns, name, url string, rate int, flags ...string) {
 	n.t.Helper()
-	n.apply(loadPod(name, url, rate))
+	n.apply(loadPod(name, url, rate, flags...))
 	n.eventually("load "+name+" answered", 2*time.Minute, func() error {
 		s, err := readLoad(n, name)
 		if err != nil {

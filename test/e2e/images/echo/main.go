@@ -9,12 +9,17 @@
 //	    on SIGTERM it keeps serving for -drain, then stops once the
 //	    requests in flight are answered (what a well-behaved application
 //	    does while the endpoints that name it are being removed)
-//	echo load -url URL [-addr :9090] [-rate 20] [-timeout 3s]
+//	echo load -url URL [-addr :9090] [-rate 20] [-timeout 3s] [-keep-alive=true]
 //	    sends rate requests a second to URL (each on time, whether or not
 //	    the earlier ones have been answered) until it is stopped, and
 //	    serves its counts as JSON on GET /stats: the answers by pod
 //	    (X-Echo-Host) and status, and every request that no pod answered
-//	    (a transport error, a status without X-Echo-Host) by its error
+//	    (a transport error, a status without X-Echo-Host) by its error;
+//	    -keep-alive=false sends each request on a new connection, so that
+//	    no connection sits idle before its first request (Go's transport
+//	    keeps a connection it dialed for a request another one served; a
+//	    meshed proxy that hears nothing on it within its detect timeout
+//	    forwards it as opaque bytes to one endpoint)
 //	echo client -url URL [-n 40]
 //	    fetches URL n times, each over a new connection, and prints one JSON
 //	    object: how many answers came from each hostname, and the errors
@@ -122,6 +127,7 @@ func load(args []string) {
 	addr := fs.String("addr", ":9090", "where /stats is served")
 	rate := fs.Int("rate", 20, "requests a second")
 	timeout := fs.Duration("timeout", 3*time.Second, "time limit of one request")
+	keepAlive := fs.Bool("keep-alive", true, "reuse connections (false: a new connection per request)")
 	fs.Parse(args)
 	if *url == "" || *rate <= 0 {
 		log.Fatal("load: -url and a positive -rate are required")
@@ -149,6 +155,9 @@ func load(args []string) {
 	})
 	go func() { log.Fatal(http.ListenAndServe(*addr, nil)) }()
 	c := &http.Client{Timeout: *timeout}
+	if !*keepAlive {
+		c.Transport = &http.Transport{DisableKeepAlives: true}
+	}
 	tick := time.NewTicker(time.Second / time.Duration(*rate))
 	log.Printf("echo: loading %s at %d/s", *url, *rate)
 	for range tick.C {
