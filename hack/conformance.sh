@@ -4,7 +4,7 @@
 # and a GatewayClass `meridian` (ClusterIP Services: the test process reaches
 # cluster IPs on this node), loads the suite's images built from source (the
 # node cannot pull registry.k8s.io), runs the GATEWAY-HTTP, GATEWAY-GRPC,
-# GATEWAY-TLS and GATEWAY-TCP profiles with every feature but those conformance/README.md
+# GATEWAY-TLS, GATEWAY-TCP and GATEWAY-UDP profiles with every feature but those conformance/README.md
 # lists as not supported, and writes the report to conformance/report.yaml.
 # The Gateway API CRDs are the experimental channel's (HTTPRoute's
 # rules[].retry is an experimental field), applied over any standard ones.
@@ -74,7 +74,7 @@ exempt=$(grep -v '^#' conformance/exempt-features | grep -v '^$' | paste -sd, -)
 cd conformance
 go test -tags conformance -count=1 -timeout 45m -v . -args \
   -gateway-class=meridian -allow-crds-mismatch \
-  -conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS,GATEWAY-TCP \
+  -conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS,GATEWAY-TCP,GATEWAY-UDP \
   -all-features -exempt-features="$exempt" \
   -usable-address="$usable" -unusable-address="$unusable" \
   -organization=meridian-mesh -project=meridian \

@@ -31,6 +31,7 @@ var routeKinds = []struct{ kind, crd string }{
 	{"GRPCRoute", "grpcroutes.gateway.networking.k8s.io"},
 	{"TLSRoute", "tlsroutes.gateway.networking.k8s.io"},
 	{"TCPRoute", "tcproutes.gateway.networking.k8s.io"},
+	{"UDPRoute", "udproutes.gateway.networking.k8s.io"},
 }
 
 // hasCRD reports whether the cluster serves the CRD name.
@@ -473,6 +474,14 @@ func listRoutes(ctx context.Context, s *State, kind string) ([]routeObject, erro
 		for _, r := range l.Items {
 			out = append(out, routeObject{kind, r.ObjectMeta, r.Spec.ParentRefs, r.Status.Parents})
 		}
+	case "UDPRoute":
+		l, err := v1.UDPRoutes("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("list UDPRoutes: %w", err)
+		}
+		for _, r := range l.Items {
+			out = append(out, routeObject{kind, r.ObjectMeta, r.Spec.ParentRefs, r.Status.Parents})
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].meta.Namespace+"/"+out[i].meta.Name < out[j].meta.Namespace+"/"+out[j].meta.Name
@@ -634,10 +643,10 @@ var (
 	listenerFixes = map[string]string{
 		string(gwv1.ListenerReasonInvalidCertificateRef): "each certificateRef must name a Secret of type kubernetes.io/tls with tls.crt and tls.key that parse and match (kubectl get secret -n NAMESPACE NAME -o yaml)",
 		string(gwv1.ListenerReasonRefNotPermitted):       "a certificateRef names a Secret of another namespace: add a ReferenceGrant there allowing Gateways of this namespace to refer to it",
-		string(gwv1.ListenerReasonInvalidRouteKinds):     "allowedRoutes.kinds names a kind this listener's protocol cannot carry (HTTP/HTTPS: HTTPRoute, GRPCRoute; TLS: TLSRoute; TCP: TCPRoute)",
+		string(gwv1.ListenerReasonInvalidRouteKinds):     "allowedRoutes.kinds names a kind this listener's protocol cannot carry (HTTP/HTTPS: HTTPRoute, GRPCRoute; TLS: TLSRoute; TCP: TCPRoute; UDP: UDPRoute)",
 		string(gwv1.ListenerReasonHostnameConflict):      "two listeners on the same port have the same hostname: give them different hostnames or ports",
-		string(gwv1.ListenerReasonProtocolConflict):      "listeners on the same port use protocols that cannot share it (HTTP with HTTPS/TLS): use another port",
-		string(gwv1.ListenerReasonUnsupportedProtocol):   "the listener's protocol is not supported (allowed: HTTP, HTTPS, TLS)",
+		string(gwv1.ListenerReasonProtocolConflict):      "listeners on the same port use protocols that cannot share it (HTTP with HTTPS/TLS, TCP or UDP; a UDP port with any other): use another port",
+		string(gwv1.ListenerReasonUnsupportedProtocol):   "the listener's protocol is not supported (allowed: HTTP, HTTPS, TLS, TCP, UDP)",
 		string(gwv1.ListenerReasonUnsupportedValue):      "a field of the listener has a value Meridian does not support: the message names it and what is allowed",
 		string(gwv1.ListenerReasonPortUnavailable):       "the port cannot be opened: use another",
 	}

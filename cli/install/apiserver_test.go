@@ -159,7 +159,7 @@ func checkRBAC(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
 	// The gateway: reads the Gateway API kinds, writes their statuses (and
 	// nothing else of them), applies Deployments, reads certificate
 	// Secrets and CA ConfigMaps.
-	for _, res := range []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes", "tcproutes", "listenersets", "referencegrants", "backendtlspolicies"} {
+	for _, res := range []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes", "tcproutes", "udproutes", "listenersets", "referencegrants", "backendtlspolicies"} {
 		for _, v := range []string{"get", "list", "watch"} {
 			checks = append(checks, check{v, "gateway.networking.k8s.io", res, "", "", true})
 		}

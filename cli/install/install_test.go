@@ -355,7 +355,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		"meridian.io/analysisruns/finalizers": {"update"},
 		"batch/jobs":                          {"get", "list", "watch", "create", "delete"},
 	}
-	for _, k := range []string{"backendtlspolicies", "gatewayclasses", "gateways", "grpcroutes", "httproutes", "listenersets", "referencegrants", "tcproutes", "tlsroutes"} {
+	for _, k := range []string{"backendtlspolicies", "gatewayclasses", "gateways", "grpcroutes", "httproutes", "listenersets", "referencegrants", "tcproutes", "tlsroutes", "udproutes"} {
 		want["gateway.networking.k8s.io/"+k] = read
 		if k != "referencegrants" {
 			want["gateway.networking.k8s.io/"+k+"/status"] = []string{"update"}

@@ -212,11 +212,21 @@ func resolveName(r store.Reader, n Name, o Options) (Target, error) {
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return t, fmt.Errorf("%w: service %s is an ExternalName service", ErrNotFound, t.Service)
 	}
+	// A TCP port of the number, else a UDP one: an authority names no
+	// protocol, and the gateway's UDP routes resolve UDP Service ports by
+	// it. A number served over both resolves to the TCP port's endpoints
+	// (usually the same target port, as DNS's are).
 	for i := range svc.Spec.Ports {
 		p := &svc.Spec.Ports[i]
-		if uint32(p.Port) == n.Port && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+		if uint32(p.Port) != n.Port {
+			continue
+		}
+		if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
 			t.ServicePort = p
 			break
+		}
+		if p.Protocol == corev1.ProtocolUDP && t.ServicePort == nil {
+			t.ServicePort = p
 		}
 	}
 	return t, nil

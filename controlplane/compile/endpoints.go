@@ -88,7 +88,7 @@ func Endpoints(r store.Reader, authority string, o Options) EndpointSet {
 
 	if hasSvc && t.ServicePort == nil {
 		// Known service, unknown port: it exists, but nothing serves it.
-		es.Warnings = append(es.Warnings, fmt.Sprintf("service %s has no TCP port %d", t.Service, t.Port))
+		es.Warnings = append(es.Warnings, fmt.Sprintf("service %s has no TCP or UDP port %d", t.Service, t.Port))
 		return es
 	}
 	targets := map[uint32]bool{} // the service port's target ports, as the slices have them
@@ -238,7 +238,8 @@ func inSubset(r store.Reader, ep *discoveryv1.Endpoint, sliceNS, hash string) bo
 	return ok && pod.Labels[PodTemplateHashLabel] == hash
 }
 
-// samePort is svc's TCP port with sp's number, else with its name.
+// samePort is svc's port of sp's protocol with sp's number, else with its
+// name.
 func samePort(svc *corev1.Service, sp *corev1.ServicePort) *corev1.ServicePort {
 	if sp == nil {
 		return nil
@@ -246,7 +247,7 @@ func samePort(svc *corev1.Service, sp *corev1.ServicePort) *corev1.ServicePort {
 	var byName *corev1.ServicePort
 	for i := range svc.Spec.Ports {
 		p := &svc.Spec.Ports[i]
-		if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
+		if protocolOf(p.Protocol) != protocolOf(sp.Protocol) {
 			continue
 		}
 		if p.Port == sp.Port {
@@ -346,9 +347,18 @@ func preferredFamily(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) d
 	return pref
 }
 
+// protocolOf is a port's protocol, TCP when unset (the API's default).
+func protocolOf(p corev1.Protocol) corev1.Protocol {
+	if p == "" {
+		return corev1.ProtocolTCP
+	}
+	return p
+}
+
 // slicePort finds the slice's port for a service port: the EndpointSlice
 // controller names slice ports after service ports and resolves named target
-// ports per pod, so matching by name gives the right number.
+// ports per pod, so matching by name gives the right number. The protocol
+// must be the service port's too (TCP, or UDP for a gateway's UDP route).
 func slicePort(sl *discoveryv1.EndpointSlice, sp *corev1.ServicePort) *discoveryv1.EndpointPort {
 	for i := range sl.Ports {
 		p := &sl.Ports[i]
@@ -360,7 +370,7 @@ func slicePort(sl *discoveryv1.EndpointSlice, sp *corev1.ServicePort) *discovery
 		if p.Protocol != nil {
 			proto = *p.Protocol
 		}
-		if name == sp.Name && proto == corev1.ProtocolTCP && p.Port != nil && *p.Port > 0 && *p.Port <= 65535 {
+		if name == sp.Name && proto == protocolOf(sp.Protocol) && p.Port != nil && *p.Port > 0 && *p.Port <= 65535 {
 			return p
 		}
 	}

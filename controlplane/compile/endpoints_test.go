@@ -254,3 +254,44 @@ func TestEndpointsDeterministic(t *testing.T) {
 		t.Fatalf("answers differ:\n%q\n%q", summaries(x.Endpoints), summaries(y.Endpoints))
 	}
 }
+
+// A UDP Service port (a gateway UDP route's backend) resolves to its
+// endpoints' UDP slice port; a number served over both TCP and UDP
+// resolves to the TCP port's; a TCP port never takes a UDP slice port of
+// the same name.
+func TestEndpointsUDPPort(t *testing.T) {
+	udpPort := func(name string, p int32) corev1.ServicePort {
+		return corev1.ServicePort{Name: name, Port: p, TargetPort: intstr.FromInt32(p), Protocol: corev1.ProtocolUDP}
+	}
+	udp, tcp := corev1.ProtocolUDP, corev1.ProtocolTCP
+	name := func(s string) *string { return &s }
+	num := func(n int32) *int32 { return &n }
+	sl := slice("infra", "dns", "dns-abc", discoveryv1.AddressTypeIPv4, nil, ep{ip: "10.0.1.1"}, ep{ip: "10.0.1.2"})
+	sl.Ports = []discoveryv1.EndpointPort{
+		{Name: name("dns"), Port: num(1053), Protocol: &udp},
+		{Name: name("dns-tcp"), Port: num(2053), Protocol: &tcp},
+		{Name: name("echo"), Port: num(8080), Protocol: &udp},
+	}
+	f := newFake().
+		addService(svc("infra", "dns", "10.96.1.1", udpPort("dns", 53), port("dns-tcp", 53, intstr.FromInt32(2053)), udpPort("echo", 8080))).
+		addSlice(sl)
+	for authority, want := range map[string][]string{
+		"dns.infra.svc.cluster.local:8080": {"10.0.1.1:8080", "10.0.1.2:8080"}, // UDP only
+		"dns.infra.svc.cluster.local:53":   {"10.0.1.1:2053", "10.0.1.2:2053"}, // TCP and UDP: the TCP port's
+	} {
+		es := compile.Endpoints(f, authority, compile.Options{})
+		var got []string
+		for _, e := range es.Endpoints {
+			got = append(got, e.Addr.String())
+		}
+		if !es.Exists || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: endpoints %q (exists %v, warnings %q), want %q", authority, got, es.Exists, es.Warnings, want)
+		}
+	}
+
+	// A TCP service port named as the slice's UDP port finds no endpoints.
+	f2 := newFake().addService(svc("infra", "dns", "10.96.1.1", port("echo", 8080, intstr.FromInt32(8080)))).addSlice(sl)
+	if es := compile.Endpoints(f2, "dns.infra.svc.cluster.local:8080", compile.Options{}); len(es.Endpoints) != 0 {
+		t.Errorf("TCP port 8080 got the UDP slice port's endpoints %v", summaries(es.Endpoints))
+	}
+}

@@ -275,4 +275,8 @@ func serviceGateways(s *Store, k Key, a affected) {
 		r := objects[*gwv1.TCPRoute](s, &tcpRouteKind).objs[rk]
 		parentGateways(s, r.Namespace, r.Spec.ParentRefs, a)
 	}
+	for rk := range objects[*gwv1.UDPRoute](s, &udpRouteKind).byService[k] {
+		r := objects[*gwv1.UDPRoute](s, &udpRouteKind).objs[rk]
+		parentGateways(s, r.Namespace, r.Spec.ParentRefs, a)
+	}
 }

@@ -61,6 +61,7 @@ func TestGatewayKinds(t *testing.T) {
 	other := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "other"}, Data: map[string]string{"k": "v"}}
 	grpc := &gwv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "g"}, Spec: gwv1.GRPCRouteSpec{CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "g2"}}}}}
 	tcpr := &gwv1.TCPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "t"}, Spec: gwv1.TCPRouteSpec{CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "g2"}}}}}
+	udpr := &gwv1.UDPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "u"}, Spec: gwv1.UDPRouteSpec{CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "g1"}}}}}
 	tlsr := &gwv1.TLSRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "t"}, Spec: gwv1.TLSRouteSpec{CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "g1"}}}}}
 	crossNS := testRoute("app", "r", "", "g1")
 	ns := gwv1.Namespace("ns")
@@ -137,6 +138,15 @@ func TestGatewayKinds(t *testing.T) {
 				return nil
 			}},
 			{"delete", del(tcpr), gwTopics(g2), nil},
+		}},
+		{kind: "UDPRoute", setup: gws, steps: []step{
+			{"add", up(udpr), gwTopics(g1), func(s *Store) error {
+				if len(s.UDPRoutes()) != 1 {
+					return fmt.Errorf("udproute missing")
+				}
+				return nil
+			}},
+			{"delete", del(udpr), gwTopics(g1), nil},
 		}},
 		{kind: "ListenerSet", setup: gws, steps: []step{
 			{"add", up(testListenerSet("app", "ls", "ns", "g1")), gwTopics(g1), func(s *Store) error {

@@ -30,6 +30,7 @@ var kinds = []*kind{
 	&grpcRouteKind,        // grpcroute.go
 	&tlsRouteKind,         // tlsroute.go
 	&tcpRouteKind,         // tcproute.go
+	&udpRouteKind,         // udproute.go
 	&listenerSetKind,      // listenerset.go
 	&referenceGrantKind,   // referencegrant.go
 	&backendTLSPolicyKind, // backendtlspolicy.go

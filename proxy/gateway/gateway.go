@@ -67,14 +67,19 @@ type Config struct {
 	// IdleTimeout closes a TLS stream (passthrough or terminated) idle
 	// that long. Default 1h.
 	IdleTimeout time.Duration
+	// UDPIdleTimeout ends a UDP session (a client address's datagrams)
+	// that has carried none either way for that long. Default 60s, Envoy's
+	// UDP proxy's idle_timeout.
+	UDPIdleTimeout time.Duration
 	// MaxInFlight bounds requests handled at once; beyond it 503. Default
 	// 10000; negative: no bound.
 	MaxInFlight int
 	// MaxConnections bounds the connections each port holds open (HTTP
 	// keep-alive and HTTP/2 connections, TLS handshakes, TLS streams); beyond it a new connection is accepted and closed at once,
 	// before a byte of it is read, and counted in
-	// tcp_connections_refused_total. Default DefaultMaxConnections;
-	// negative: no bound.
+	// tcp_connections_refused_total. It also bounds a UDP port's sessions
+	// (a client's first datagram beyond it is dropped). Default
+	// DefaultMaxConnections; negative: no bound.
 	MaxConnections int
 	// Authz is who may read the admin port beyond /live and /ready (the
 	// default inbound policy, as the sidecar's admin port follows); a meshed
@@ -105,8 +110,9 @@ type Gateway struct {
 
 	table atomic.Pointer[table] // nil before the first snapshot
 
-	mu       sync.Mutex // serializes Apply and guards what follows
-	ports    map[uint32]*portServer
+	mu       sync.Mutex                             // serializes Apply and guards what follows
+	ports    map[uint32]*portServer                 // TCP ports: HTTP, TLS, TCP
+	udp      map[uint32]*udpServer                  // UDP ports
 	caches   map[string]*outbound.Cache             // by backendTLS key; "" is the mesh's
 	evicting map[*outbound.Cache]context.CancelFunc // ends each cache's EvictIdle
 	rejected []rejection                            // the last snapshots refused, newest first
@@ -148,6 +154,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = time.Hour
 	}
+	if cfg.UDPIdleTimeout <= 0 {
+		cfg.UDPIdleTimeout = 60 * time.Second
+	}
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = 10000
 	}
@@ -157,7 +166,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Log, metrics: metrics.NewGateway(), ports: map[uint32]*portServer{},
+	g := &Gateway{cfg: cfg, log: cfg.Log, metrics: metrics.NewGateway(), ports: map[uint32]*portServer{}, udp: map[uint32]*udpServer{},
 		caches: map[string]*outbound.Cache{}, evicting: map[*outbound.Cache]context.CancelFunc{}}
 	g.bg, g.cancel = context.WithCancel(context.Background())
 	var id [8]byte
@@ -269,7 +278,9 @@ func (g *Gateway) Version() string {
 // opened fails the snapshot), then the table is swapped in one store (a
 // request or handshake sees the old table or the new one, whole), then the
 // ports it removes stop accepting and drain in the background. Ports that
-// stay keep their sockets and connections. A snapshot that fails is
+// stay keep their sockets and connections. A UDP port is a port of its
+// own kind: one whose number changes between TCP and UDP is opened anew
+// (both sockets may be bound at once) and the old one drains. A snapshot that fails is
 // rejected with an error naming the part and the version; the current one
 // keeps serving.
 func (g *Gateway) Apply(s *gatewaypb.Snapshot) (err error) {
@@ -295,30 +306,58 @@ func (g *Gateway) Apply(s *gatewaypb.Snapshot) (err error) {
 		return fmt.Errorf("snapshot %q: %w", s.GetVersion(), err)
 	}
 	var opened []*portServer
-	for n := range t.ports {
-		if g.ports[n] != nil {
-			continue
+	var openedUDP []*udpServer
+	for n, p := range t.ports {
+		var err error
+		if p.protocol == gatewaypb.Port_UDP {
+			if g.udp[n] != nil {
+				continue
+			}
+			var us *udpServer
+			if us, err = g.openUDP(n); err == nil {
+				openedUDP = append(openedUDP, us)
+			}
+		} else {
+			if g.ports[n] != nil {
+				continue
+			}
+			var ps *portServer
+			if ps, err = g.openPort(n); err == nil {
+				opened = append(opened, ps)
+			}
 		}
-		ps, err := g.openPort(n)
 		if err != nil {
 			for _, o := range opened {
 				o.ln.Close()
 			}
+			for _, o := range openedUDP {
+				o.drain() // nothing started: closes its sockets
+			}
 			g.closeCaches(b.caches)
 			return fmt.Errorf("snapshot %q: ports (%d): %w", s.GetVersion(), n, err)
 		}
-		opened = append(opened, ps)
 	}
 	g.table.Store(t)
 	for _, ps := range opened {
 		g.ports[ps.number] = ps
 		ps.start()
 	}
+	for _, us := range openedUDP {
+		g.udp[us.number] = us
+		us.start()
+	}
 	for n, ps := range g.ports {
-		if t.ports[n] == nil {
+		if p := t.ports[n]; p == nil || p.protocol == gatewaypb.Port_UDP {
 			delete(g.ports, n)
 			g.drains.Add(1)
 			go func() { defer g.drains.Done(); ps.drain(g.cfg.DrainTimeout) }()
+		}
+	}
+	for n, us := range g.udp {
+		if p := t.ports[n]; p == nil || p.protocol != gatewaypb.Port_UDP {
+			delete(g.udp, n)
+			g.drains.Add(1)
+			go func() { defer g.drains.Done(); us.drain() }()
 		}
 	}
 	old := g.caches
@@ -348,6 +387,9 @@ func (g *Gateway) Ports() map[uint32]net.Addr {
 	for n, ps := range g.ports {
 		m[n] = ps.ln.Addr()
 	}
+	for n, us := range g.udp {
+		m[n] = us.addr() // a *net.UDPAddr
+	}
 	return m
 }
 
@@ -361,12 +403,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.ready.Store(false)
 	g.mu.Lock()
 	g.stopped = true
-	ports := g.ports
-	g.ports = map[uint32]*portServer{}
+	ports, udp := g.ports, g.udp
+	g.ports, g.udp = map[uint32]*portServer{}, map[uint32]*udpServer{}
 	g.mu.Unlock()
 	for _, ps := range ports {
 		g.drains.Add(1)
 		go func() { defer g.drains.Done(); ps.drain(g.cfg.DrainTimeout) }()
+	}
+	for _, us := range udp {
+		g.drains.Add(1)
+		go func() { defer g.drains.Done(); us.drain() }()
 	}
 	g.drains.Wait()
 	g.cancel()

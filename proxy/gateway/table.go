@@ -47,7 +47,7 @@ type listener struct {
 	certs    []*certificate
 	tls      *tls.Config // HTTPS, TLS_TERMINATE: terminates with the certificate the hello supports
 	hosts    []*host     // in match order
-	routes   []*tlsRoute // TLS_PASSTHROUGH, TLS_TERMINATE: in match order; TCP: its one route, if any
+	routes   []*tlsRoute // TLS_PASSTHROUGH, TLS_TERMINATE: in match order; TCP, UDP: its one route, if any
 	// The hosts by hostname, so that finding a request's costs a few map
 	// lookups however many there are: exact names, wildcards by their
 	// "*.suffix", and the host of any name.
@@ -65,8 +65,8 @@ type host struct {
 	rules    []*rule
 }
 
-// tlsRoute is a TLS listener's route, or a TCP listener's (no hostnames:
-// it takes every connection).
+// tlsRoute is a TLS listener's route, or a TCP or UDP listener's (no
+// hostnames: it takes every connection, or every session).
 type tlsRoute struct {
 	ref       string // "kind/namespace/name/rule"
 	hostnames []string
@@ -145,6 +145,14 @@ func (t *table) compilePort(p *gatewaypb.Port, b *builder) (*port, error) {
 	if p.GetProtocol() == gatewaypb.Port_TCP && len(p.GetListeners()) != 1 {
 		return nil, fmt.Errorf("listeners: a TCP port has exactly one listener (a connection names no host to choose by), not %d", len(p.GetListeners()))
 	}
+	if p.GetProtocol() == gatewaypb.Port_UDP {
+		switch {
+		case len(p.GetListeners()) != 1:
+			return nil, fmt.Errorf("listeners: a UDP port has exactly one listener (a datagram names no host to choose by), not %d", len(p.GetListeners()))
+		case p.GetProxyProtocol():
+			return nil, errors.New("proxy_protocol: a UDP port takes no PROXY header (its datagrams carry the client's address)")
+		}
+	}
 	for i, l := range p.GetListeners() {
 		cl, err := t.compileListener(p, l, b)
 		if err != nil {
@@ -164,6 +172,9 @@ func (t *table) compileListener(p *gatewaypb.Port, l *gatewaypb.Listener, b *bui
 		return nil, fmt.Errorf("hostname: %w", err)
 	}
 	cl := &listener{name: l.GetName(), port: p.GetPort(), hostname: hn, mode: l.GetMode(), scheme: "http"}
+	if l.GetUdpRoute() != nil && !(p.GetProtocol() == gatewaypb.Port_UDP && l.GetMode() == gatewaypb.Listener_UDP) {
+		return nil, errors.New("udp_route: only UDP listeners have one")
+	}
 	switch {
 	case p.GetProtocol() == gatewaypb.Port_HTTP && l.GetMode() == gatewaypb.Listener_HTTP:
 	case p.GetProtocol() == gatewaypb.Port_TLS && l.GetMode() == gatewaypb.Listener_HTTPS:
@@ -219,8 +230,25 @@ func (t *table) compileListener(p *gatewaypb.Port, l *gatewaypb.Listener, b *bui
 			cl.routes = []*tlsRoute{cr}
 		}
 		return cl, nil
+	case p.GetProtocol() == gatewaypb.Port_UDP && l.GetMode() == gatewaypb.Listener_UDP:
+		switch {
+		case hn != "":
+			return nil, fmt.Errorf("hostname: %q; a UDP listener has none (a datagram names no host)", hn)
+		case len(l.GetHosts()) > 0 || len(l.GetTlsRoutes()) > 0 || l.GetTcpRoute() != nil:
+			return nil, errors.New("hosts, tls_routes, tcp_route: a UDP listener has a udp_route only")
+		case len(l.GetCertificates()) > 0 || l.GetClientValidation() != nil:
+			return nil, errors.New("certificates, client_validation: a UDP listener terminates no TLS")
+		}
+		if r := l.GetUdpRoute(); r != nil {
+			cr, err := compileUDPRoute(r, b)
+			if err != nil {
+				return nil, fmt.Errorf("udp_route (%s): %w", refLabel(r.GetRoute()), err)
+			}
+			cl.routes = []*tlsRoute{cr}
+		}
+		return cl, nil
 	default:
-		return nil, fmt.Errorf("mode: %v is not allowed on a port of protocol %v (HTTP ports take HTTP listeners; TLS ports HTTPS, TLS_PASSTHROUGH and TLS_TERMINATE; TCP ports one TCP listener)", l.GetMode(), p.GetProtocol())
+		return nil, fmt.Errorf("mode: %v is not allowed on a port of protocol %v (HTTP ports take HTTP listeners; TLS ports HTTPS, TLS_PASSTHROUGH and TLS_TERMINATE; TCP ports one TCP listener; UDP ports one UDP listener)", l.GetMode(), p.GetProtocol())
 	}
 	if l.GetTcpRoute() != nil {
 		return nil, errors.New("tcp_route: only TCP listeners have one")
@@ -352,6 +380,25 @@ func compileTCPRoute(r *gatewaypb.TCPRoute, b *builder) (*tlsRoute, error) {
 	for i, be := range r.GetBackends() {
 		if len(be.GetFilters()) > 0 {
 			return nil, fmt.Errorf("backends[%d].filters: a TCP route's backend takes no filters", i)
+		}
+		cb, err := b.backend(be)
+		if err != nil {
+			return nil, fmt.Errorf("backends[%d] (%s): %w", i, be.GetName(), err)
+		}
+		cr.backends = append(cr.backends, cb)
+		cr.total += uint64(cb.weight)
+	}
+	return cr, nil
+}
+
+func compileUDPRoute(r *gatewaypb.UDPRoute, b *builder) (*tlsRoute, error) {
+	cr := &tlsRoute{ref: refLabel(r.GetRoute())}
+	for i, be := range r.GetBackends() {
+		switch {
+		case len(be.GetFilters()) > 0:
+			return nil, fmt.Errorf("backends[%d].filters: a UDP route's backend takes no filters", i)
+		case be.GetTls() != nil:
+			return nil, fmt.Errorf("backends[%d].tls: a UDP route's backend is sent plain datagrams (no DTLS)", i)
 		}
 		cb, err := b.backend(be)
 		if err != nil {

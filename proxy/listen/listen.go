@@ -181,3 +181,46 @@ func Addrs(ln net.Listener) []net.Addr {
 	}
 	return []net.Addr{ln.Addr()}
 }
+
+// ListenUDP binds a UDP socket on every address of addrs (comma-separated),
+// as Listen does for TCP: one socket per family (an IPv6 one IPv6-only), an
+// IPv6 address skipped when the network namespace has none. Datagrams carry
+// no connection to merge, so the caller reads each socket and answers a
+// client from the socket it came in on.
+func ListenUDP(addrs string, log *slog.Logger) ([]*net.UDPConn, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	list, err := Split(addrs)
+	if err != nil {
+		return nil, err
+	}
+	var conns []*net.UDPConn
+	var skipped []string
+	for _, a := range list {
+		nw := "udp" + strings.TrimPrefix(network(a), "tcp")
+		ua, err := net.ResolveUDPAddr(nw, a)
+		if err == nil {
+			var c *net.UDPConn
+			if c, err = net.ListenUDP(nw, ua); err == nil {
+				conns = append(conns, c)
+				continue
+			}
+		}
+		if nw == "udp6" && noIPv6(err) {
+			skipped = append(skipped, a)
+			continue
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+		return nil, err
+	}
+	if len(conns) == 0 {
+		return nil, fmt.Errorf("listen %s: no IPv6 here, and no other address to listen on", addrs)
+	}
+	if len(skipped) > 0 {
+		log.Info("no IPv6 in this network namespace: not listening on its addresses", "skipped", strings.Join(skipped, ","))
+	}
+	return conns, nil
+}

@@ -44,6 +44,7 @@ type Registry struct {
 	tcpWrite *prometheus.CounterVec
 
 	connRefused *prometheus.CounterVec
+	udpDropped  *prometheus.CounterVec
 
 	// gateway: the request metrics carry gateway, listener and backend
 	// labels, read from the route label (NewGateway, GatewayRoute).
@@ -114,6 +115,10 @@ func newRegistry(gateway bool) *Registry {
 		Name: "tcp_connections_refused_total", Help: "Connections a listener accepted and closed at once (reason max_connections: it held its maximum open)."},
 		[]string{"direction", "reason"})
 	r.reg.MustRegister(r.connRefused)
+	r.udpDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "udp_datagrams_dropped_total", Help: "Client datagrams a UDP port dropped (reason no_route: no route or no valid backend; no_endpoint: the backend resolved to none; max_sessions: the port held its maximum sessions)."},
+		[]string{"port", "reason"})
+	r.reg.MustRegister(r.udpDropped)
 	r.clientErr = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "request_client_error_total", Help: "Requests that failed by their client's doing (bad_request: a malformed or truncated body; canceled: the client went away before the response ended), not counted in response_total."},
 		[]string{"direction", "authority", "reason"})
@@ -595,6 +600,11 @@ func (c *Conn) Unwrap() net.Conn { return c.Conn }
 // ConnRefused counts a connection direction's listener closed at accept.
 func (r *Registry) ConnRefused(direction, reason string) {
 	r.connRefused.WithLabelValues(direction, reason).Inc()
+}
+
+// UDPDropped counts a client datagram a UDP port dropped.
+func (r *Registry) UDPDropped(port uint32, reason string) {
+	r.udpDropped.WithLabelValues(strconv.FormatUint(uint64(port), 10), reason).Inc()
 }
 
 // PortListeners exports, at each scrape, the connections each of the

@@ -37,6 +37,7 @@ const (
 	Port_HTTP                 Port_Protocol = 1 // cleartext HTTP/1.1 and h2c (prior knowledge)
 	Port_TLS                  Port_Protocol = 2 // a TLS listener family: HTTPS (terminate), TLS passthrough and TLS terminate
 	Port_TCP                  Port_Protocol = 3 // opaque TCP: one listener, whose route takes every connection
+	Port_UDP                  Port_Protocol = 4 // datagrams: one listener, whose route takes every client's session
 )
 
 // Enum value maps for Port_Protocol.
@@ -46,12 +47,14 @@ var (
 		1: "HTTP",
 		2: "TLS",
 		3: "TCP",
+		4: "UDP",
 	}
 	Port_Protocol_value = map[string]int32{
 		"PROTOCOL_UNSPECIFIED": 0,
 		"HTTP":                 1,
 		"TLS":                  2,
 		"TCP":                  3,
+		"UDP":                  4,
 	}
 )
 
@@ -95,6 +98,9 @@ const (
 	// Opaque TCP (a TCP port's one listener): every connection is
 	// forwarded to a backend of the listener's TCP route.
 	Listener_TCP Listener_Mode = 5
+	// UDP (a UDP port's one listener): each client address's datagrams are
+	// a session, forwarded to a backend of the listener's UDP route.
+	Listener_UDP Listener_Mode = 6
 )
 
 // Enum value maps for Listener_Mode.
@@ -106,6 +112,7 @@ var (
 		3: "TLS_PASSTHROUGH",
 		4: "TLS_TERMINATE",
 		5: "TCP",
+		6: "UDP",
 	}
 	Listener_Mode_value = map[string]int32{
 		"MODE_UNSPECIFIED": 0,
@@ -114,6 +121,7 @@ var (
 		"TLS_PASSTHROUGH":  3,
 		"TLS_TERMINATE":    4,
 		"TCP":              5,
+		"UDP":              6,
 	}
 )
 
@@ -470,7 +478,8 @@ func (x *Snapshot) GetBackendClientCertificate() *Certificate {
 
 // A Port is one socket the proxy listens on. All listeners on a port share
 // its protocol family: HTTP; TLS (terminated HTTPS, passthrough, terminated
-// TLS, any mix chosen per listener by SNI); or TCP (one listener).
+// TLS, any mix chosen per listener by SNI); TCP (one listener); or UDP (one
+// listener).
 type Port struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Port     uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
@@ -563,7 +572,10 @@ type Listener struct {
 	ClientValidation *ClientValidation `protobuf:"bytes,7,opt,name=client_validation,json=clientValidation,proto3" json:"client_validation,omitempty"`
 	// tcp_route (TCP): the route that takes the listener's connections (the
 	// oldest of those attached); unset: connections are closed at once.
-	TcpRoute      *TCPRoute `protobuf:"bytes,8,opt,name=tcp_route,json=tcpRoute,proto3" json:"tcp_route,omitempty"`
+	TcpRoute *TCPRoute `protobuf:"bytes,8,opt,name=tcp_route,json=tcpRoute,proto3" json:"tcp_route,omitempty"`
+	// udp_route (UDP): the route that takes the listener's sessions (the
+	// oldest of those attached); unset: datagrams are dropped.
+	UdpRoute      *UDPRoute `protobuf:"bytes,9,opt,name=udp_route,json=udpRoute,proto3" json:"udp_route,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -650,6 +662,13 @@ func (x *Listener) GetClientValidation() *ClientValidation {
 func (x *Listener) GetTcpRoute() *TCPRoute {
 	if x != nil {
 		return x.TcpRoute
+	}
+	return nil
+}
+
+func (x *Listener) GetUdpRoute() *UDPRoute {
+	if x != nil {
+		return x.UdpRoute
 	}
 	return nil
 }
@@ -2320,6 +2339,60 @@ func (x *TCPRoute) GetBackends() []*Backend {
 	return nil
 }
 
+// A UDPRoute forwards a UDP listener's sessions (a client address's
+// datagrams), each to one backend picked by weight.
+type UDPRoute struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Route         *RouteRef              `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
+	Backends      []*Backend             `protobuf:"bytes,2,rep,name=backends,proto3" json:"backends,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UDPRoute) Reset() {
+	*x = UDPRoute{}
+	mi := &file_gateway_gateway_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UDPRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UDPRoute) ProtoMessage() {}
+
+func (x *UDPRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_gateway_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UDPRoute.ProtoReflect.Descriptor instead.
+func (*UDPRoute) Descriptor() ([]byte, []int) {
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *UDPRoute) GetRoute() *RouteRef {
+	if x != nil {
+		return x.Route
+	}
+	return nil
+}
+
+func (x *UDPRoute) GetBackends() []*Backend {
+	if x != nil {
+		return x.Backends
+	}
+	return nil
+}
+
 type Rejected struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
@@ -2333,7 +2406,7 @@ type Rejected struct {
 
 func (x *Rejected) Reset() {
 	*x = Rejected{}
-	mi := &file_gateway_gateway_proto_msgTypes[28]
+	mi := &file_gateway_gateway_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2418,7 @@ func (x *Rejected) String() string {
 func (*Rejected) ProtoMessage() {}
 
 func (x *Rejected) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_gateway_proto_msgTypes[28]
+	mi := &file_gateway_gateway_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2431,7 @@ func (x *Rejected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejected.ProtoReflect.Descriptor instead.
 func (*Rejected) Descriptor() ([]byte, []int) {
-	return file_gateway_gateway_proto_rawDescGZIP(), []int{28}
+	return file_gateway_gateway_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Rejected) GetKind() string {
@@ -2413,17 +2486,18 @@ const file_gateway_gateway_proto_rawDesc = "" +
 	"\agateway\x18\x05 \x01(\tR\agateway\x12!\n" +
 	"\ftrusted_hops\x18\x06 \x01(\rR\vtrustedHops\x127\n" +
 	"\x18max_request_header_bytes\x18\a \x01(\rR\x15maxRequestHeaderBytes\x12^\n" +
-	"\x1abackend_client_certificate\x18\b \x01(\v2 .meridian.gateway.v1.CertificateR\x18backendClientCertificate\"\x80\x02\n" +
+	"\x1abackend_client_certificate\x18\b \x01(\v2 .meridian.gateway.v1.CertificateR\x18backendClientCertificate\"\x89\x02\n" +
 	"\x04Port\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x12>\n" +
 	"\bprotocol\x18\x02 \x01(\x0e2\".meridian.gateway.v1.Port.ProtocolR\bprotocol\x12;\n" +
 	"\tlisteners\x18\x03 \x03(\v2\x1d.meridian.gateway.v1.ListenerR\tlisteners\x12%\n" +
-	"\x0eproxy_protocol\x18\x04 \x01(\bR\rproxyProtocol\"@\n" +
+	"\x0eproxy_protocol\x18\x04 \x01(\bR\rproxyProtocol\"I\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04HTTP\x10\x01\x12\a\n" +
 	"\x03TLS\x10\x02\x12\a\n" +
-	"\x03TCP\x10\x03\"\xf9\x03\n" +
+	"\x03TCP\x10\x03\x12\a\n" +
+	"\x03UDP\x10\x04\"\xbe\x04\n" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x126\n" +
@@ -2433,14 +2507,16 @@ const file_gateway_gateway_proto_rawDesc = "" +
 	"\n" +
 	"tls_routes\x18\x06 \x03(\v2\x1d.meridian.gateway.v1.TLSRouteR\ttlsRoutes\x12R\n" +
 	"\x11client_validation\x18\a \x01(\v2%.meridian.gateway.v1.ClientValidationR\x10clientValidation\x12:\n" +
-	"\ttcp_route\x18\b \x01(\v2\x1d.meridian.gateway.v1.TCPRouteR\btcpRoute\"b\n" +
+	"\ttcp_route\x18\b \x01(\v2\x1d.meridian.gateway.v1.TCPRouteR\btcpRoute\x12:\n" +
+	"\tudp_route\x18\t \x01(\v2\x1d.meridian.gateway.v1.UDPRouteR\budpRoute\"k\n" +
 	"\x04Mode\x12\x14\n" +
 	"\x10MODE_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04HTTP\x10\x01\x12\t\n" +
 	"\x05HTTPS\x10\x02\x12\x13\n" +
 	"\x0fTLS_PASSTHROUGH\x10\x03\x12\x11\n" +
 	"\rTLS_TERMINATE\x10\x04\x12\a\n" +
-	"\x03TCP\x10\x05\"h\n" +
+	"\x03TCP\x10\x05\x12\a\n" +
+	"\x03UDP\x10\x06\"h\n" +
 	"\x10ClientValidation\x12'\n" +
 	"\x0fca_certificates\x18\x01 \x01(\fR\x0ecaCertificates\x12+\n" +
 	"\x11insecure_fallback\x18\x02 \x01(\bR\x10insecureFallback\"a\n" +
@@ -2576,6 +2652,9 @@ const file_gateway_gateway_proto_rawDesc = "" +
 	"\bbackends\x18\x03 \x03(\v2\x1c.meridian.gateway.v1.BackendR\bbackends\"y\n" +
 	"\bTCPRoute\x123\n" +
 	"\x05route\x18\x01 \x01(\v2\x1d.meridian.gateway.v1.RouteRefR\x05route\x128\n" +
+	"\bbackends\x18\x02 \x03(\v2\x1c.meridian.gateway.v1.BackendR\bbackends\"y\n" +
+	"\bUDPRoute\x123\n" +
+	"\x05route\x18\x01 \x01(\v2\x1d.meridian.gateway.v1.RouteRefR\x05route\x128\n" +
 	"\bbackends\x18\x02 \x03(\v2\x1c.meridian.gateway.v1.BackendR\bbackends\"\x82\x01\n" +
 	"\bRejected\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
@@ -2599,7 +2678,7 @@ func file_gateway_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_gateway_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_gateway_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_gateway_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_gateway_gateway_proto_goTypes = []any{
 	(Port_Protocol)(0),           // 0: meridian.gateway.v1.Port.Protocol
 	(Listener_Mode)(0),           // 1: meridian.gateway.v1.Listener.Mode
@@ -2634,14 +2713,15 @@ var file_gateway_gateway_proto_goTypes = []any{
 	(*SessionPersistence)(nil),   // 30: meridian.gateway.v1.SessionPersistence
 	(*TLSRoute)(nil),             // 31: meridian.gateway.v1.TLSRoute
 	(*TCPRoute)(nil),             // 32: meridian.gateway.v1.TCPRoute
-	(*Rejected)(nil),             // 33: meridian.gateway.v1.Rejected
-	nil,                          // 34: meridian.gateway.v1.HeaderModifier.SetEntry
-	(*durationpb.Duration)(nil),  // 35: google.protobuf.Duration
+	(*UDPRoute)(nil),             // 33: meridian.gateway.v1.UDPRoute
+	(*Rejected)(nil),             // 34: meridian.gateway.v1.Rejected
+	nil,                          // 35: meridian.gateway.v1.HeaderModifier.SetEntry
+	(*durationpb.Duration)(nil),  // 36: google.protobuf.Duration
 }
 var file_gateway_gateway_proto_depIdxs = []int32{
 	7,  // 0: meridian.gateway.v1.Snapshot.ports:type_name -> meridian.gateway.v1.Port
 	10, // 1: meridian.gateway.v1.Snapshot.certificates:type_name -> meridian.gateway.v1.Certificate
-	33, // 2: meridian.gateway.v1.Snapshot.rejected:type_name -> meridian.gateway.v1.Rejected
+	34, // 2: meridian.gateway.v1.Snapshot.rejected:type_name -> meridian.gateway.v1.Rejected
 	10, // 3: meridian.gateway.v1.Snapshot.backend_client_certificate:type_name -> meridian.gateway.v1.Certificate
 	0,  // 4: meridian.gateway.v1.Port.protocol:type_name -> meridian.gateway.v1.Port.Protocol
 	8,  // 5: meridian.gateway.v1.Port.listeners:type_name -> meridian.gateway.v1.Listener
@@ -2650,49 +2730,52 @@ var file_gateway_gateway_proto_depIdxs = []int32{
 	31, // 8: meridian.gateway.v1.Listener.tls_routes:type_name -> meridian.gateway.v1.TLSRoute
 	9,  // 9: meridian.gateway.v1.Listener.client_validation:type_name -> meridian.gateway.v1.ClientValidation
 	32, // 10: meridian.gateway.v1.Listener.tcp_route:type_name -> meridian.gateway.v1.TCPRoute
-	12, // 11: meridian.gateway.v1.Host.rules:type_name -> meridian.gateway.v1.Rule
-	13, // 12: meridian.gateway.v1.Rule.route:type_name -> meridian.gateway.v1.RouteRef
-	14, // 13: meridian.gateway.v1.Rule.match:type_name -> meridian.gateway.v1.Match
-	18, // 14: meridian.gateway.v1.Rule.filters:type_name -> meridian.gateway.v1.Filter
-	26, // 15: meridian.gateway.v1.Rule.backends:type_name -> meridian.gateway.v1.Backend
-	28, // 16: meridian.gateway.v1.Rule.timeouts:type_name -> meridian.gateway.v1.Timeouts
-	29, // 17: meridian.gateway.v1.Rule.retry:type_name -> meridian.gateway.v1.Retry
-	30, // 18: meridian.gateway.v1.Rule.session_persistence:type_name -> meridian.gateway.v1.SessionPersistence
-	15, // 19: meridian.gateway.v1.Match.path:type_name -> meridian.gateway.v1.PathMatch
-	16, // 20: meridian.gateway.v1.Match.headers:type_name -> meridian.gateway.v1.HeaderMatch
-	17, // 21: meridian.gateway.v1.Match.query_params:type_name -> meridian.gateway.v1.QueryMatch
-	2,  // 22: meridian.gateway.v1.PathMatch.type:type_name -> meridian.gateway.v1.PathMatch.Type
-	19, // 23: meridian.gateway.v1.Filter.request_headers:type_name -> meridian.gateway.v1.HeaderModifier
-	19, // 24: meridian.gateway.v1.Filter.response_headers:type_name -> meridian.gateway.v1.HeaderModifier
-	21, // 25: meridian.gateway.v1.Filter.redirect:type_name -> meridian.gateway.v1.Redirect
-	22, // 26: meridian.gateway.v1.Filter.rewrite:type_name -> meridian.gateway.v1.Rewrite
-	24, // 27: meridian.gateway.v1.Filter.mirror:type_name -> meridian.gateway.v1.Mirror
-	25, // 28: meridian.gateway.v1.Filter.cors:type_name -> meridian.gateway.v1.CORS
-	34, // 29: meridian.gateway.v1.HeaderModifier.set:type_name -> meridian.gateway.v1.HeaderModifier.SetEntry
-	20, // 30: meridian.gateway.v1.HeaderModifier.add:type_name -> meridian.gateway.v1.Header
-	23, // 31: meridian.gateway.v1.Redirect.path:type_name -> meridian.gateway.v1.PathModifier
-	23, // 32: meridian.gateway.v1.Rewrite.path:type_name -> meridian.gateway.v1.PathModifier
-	26, // 33: meridian.gateway.v1.Mirror.backend:type_name -> meridian.gateway.v1.Backend
-	3,  // 34: meridian.gateway.v1.Backend.protocol:type_name -> meridian.gateway.v1.Backend.Protocol
-	18, // 35: meridian.gateway.v1.Backend.filters:type_name -> meridian.gateway.v1.Filter
-	27, // 36: meridian.gateway.v1.Backend.tls:type_name -> meridian.gateway.v1.BackendTLS
-	35, // 37: meridian.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
-	35, // 38: meridian.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
-	35, // 39: meridian.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
-	4,  // 40: meridian.gateway.v1.SessionPersistence.type:type_name -> meridian.gateway.v1.SessionPersistence.Type
-	35, // 41: meridian.gateway.v1.SessionPersistence.absolute_timeout:type_name -> google.protobuf.Duration
-	35, // 42: meridian.gateway.v1.SessionPersistence.idle_timeout:type_name -> google.protobuf.Duration
-	13, // 43: meridian.gateway.v1.TLSRoute.route:type_name -> meridian.gateway.v1.RouteRef
-	26, // 44: meridian.gateway.v1.TLSRoute.backends:type_name -> meridian.gateway.v1.Backend
-	13, // 45: meridian.gateway.v1.TCPRoute.route:type_name -> meridian.gateway.v1.RouteRef
-	26, // 46: meridian.gateway.v1.TCPRoute.backends:type_name -> meridian.gateway.v1.Backend
-	5,  // 47: meridian.gateway.v1.Gateway.Watch:input_type -> meridian.gateway.v1.WatchRequest
-	6,  // 48: meridian.gateway.v1.Gateway.Watch:output_type -> meridian.gateway.v1.Snapshot
-	48, // [48:49] is the sub-list for method output_type
-	47, // [47:48] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	33, // 11: meridian.gateway.v1.Listener.udp_route:type_name -> meridian.gateway.v1.UDPRoute
+	12, // 12: meridian.gateway.v1.Host.rules:type_name -> meridian.gateway.v1.Rule
+	13, // 13: meridian.gateway.v1.Rule.route:type_name -> meridian.gateway.v1.RouteRef
+	14, // 14: meridian.gateway.v1.Rule.match:type_name -> meridian.gateway.v1.Match
+	18, // 15: meridian.gateway.v1.Rule.filters:type_name -> meridian.gateway.v1.Filter
+	26, // 16: meridian.gateway.v1.Rule.backends:type_name -> meridian.gateway.v1.Backend
+	28, // 17: meridian.gateway.v1.Rule.timeouts:type_name -> meridian.gateway.v1.Timeouts
+	29, // 18: meridian.gateway.v1.Rule.retry:type_name -> meridian.gateway.v1.Retry
+	30, // 19: meridian.gateway.v1.Rule.session_persistence:type_name -> meridian.gateway.v1.SessionPersistence
+	15, // 20: meridian.gateway.v1.Match.path:type_name -> meridian.gateway.v1.PathMatch
+	16, // 21: meridian.gateway.v1.Match.headers:type_name -> meridian.gateway.v1.HeaderMatch
+	17, // 22: meridian.gateway.v1.Match.query_params:type_name -> meridian.gateway.v1.QueryMatch
+	2,  // 23: meridian.gateway.v1.PathMatch.type:type_name -> meridian.gateway.v1.PathMatch.Type
+	19, // 24: meridian.gateway.v1.Filter.request_headers:type_name -> meridian.gateway.v1.HeaderModifier
+	19, // 25: meridian.gateway.v1.Filter.response_headers:type_name -> meridian.gateway.v1.HeaderModifier
+	21, // 26: meridian.gateway.v1.Filter.redirect:type_name -> meridian.gateway.v1.Redirect
+	22, // 27: meridian.gateway.v1.Filter.rewrite:type_name -> meridian.gateway.v1.Rewrite
+	24, // 28: meridian.gateway.v1.Filter.mirror:type_name -> meridian.gateway.v1.Mirror
+	25, // 29: meridian.gateway.v1.Filter.cors:type_name -> meridian.gateway.v1.CORS
+	35, // 30: meridian.gateway.v1.HeaderModifier.set:type_name -> meridian.gateway.v1.HeaderModifier.SetEntry
+	20, // 31: meridian.gateway.v1.HeaderModifier.add:type_name -> meridian.gateway.v1.Header
+	23, // 32: meridian.gateway.v1.Redirect.path:type_name -> meridian.gateway.v1.PathModifier
+	23, // 33: meridian.gateway.v1.Rewrite.path:type_name -> meridian.gateway.v1.PathModifier
+	26, // 34: meridian.gateway.v1.Mirror.backend:type_name -> meridian.gateway.v1.Backend
+	3,  // 35: meridian.gateway.v1.Backend.protocol:type_name -> meridian.gateway.v1.Backend.Protocol
+	18, // 36: meridian.gateway.v1.Backend.filters:type_name -> meridian.gateway.v1.Filter
+	27, // 37: meridian.gateway.v1.Backend.tls:type_name -> meridian.gateway.v1.BackendTLS
+	36, // 38: meridian.gateway.v1.Timeouts.request:type_name -> google.protobuf.Duration
+	36, // 39: meridian.gateway.v1.Timeouts.backend_request:type_name -> google.protobuf.Duration
+	36, // 40: meridian.gateway.v1.Retry.backoff:type_name -> google.protobuf.Duration
+	4,  // 41: meridian.gateway.v1.SessionPersistence.type:type_name -> meridian.gateway.v1.SessionPersistence.Type
+	36, // 42: meridian.gateway.v1.SessionPersistence.absolute_timeout:type_name -> google.protobuf.Duration
+	36, // 43: meridian.gateway.v1.SessionPersistence.idle_timeout:type_name -> google.protobuf.Duration
+	13, // 44: meridian.gateway.v1.TLSRoute.route:type_name -> meridian.gateway.v1.RouteRef
+	26, // 45: meridian.gateway.v1.TLSRoute.backends:type_name -> meridian.gateway.v1.Backend
+	13, // 46: meridian.gateway.v1.TCPRoute.route:type_name -> meridian.gateway.v1.RouteRef
+	26, // 47: meridian.gateway.v1.TCPRoute.backends:type_name -> meridian.gateway.v1.Backend
+	13, // 48: meridian.gateway.v1.UDPRoute.route:type_name -> meridian.gateway.v1.RouteRef
+	26, // 49: meridian.gateway.v1.UDPRoute.backends:type_name -> meridian.gateway.v1.Backend
+	5,  // 50: meridian.gateway.v1.Gateway.Watch:input_type -> meridian.gateway.v1.WatchRequest
+	6,  // 51: meridian.gateway.v1.Gateway.Watch:output_type -> meridian.gateway.v1.Snapshot
+	51, // [51:52] is the sub-list for method output_type
+	50, // [50:51] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_gateway_gateway_proto_init() }
@@ -2718,7 +2801,7 @@ func file_gateway_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gateway_gateway_proto_rawDesc), len(file_gateway_gateway_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ type compiled struct {
 	rules                   []*rule   // HTTPRoute, GRPCRoute
 	tls                     *tlsRoute // TLSRoute
 	tcp                     *tcpRoute // TCPRoute
+	udp                     *udpRoute // UDPRoute
 }
 
 func (cr *compiled) invalid(reason, msg string) {
@@ -123,6 +124,15 @@ func (c *compiler) routes() {
 		o := routeObj{kind: "TCPRoute", meta: &r.ObjectMeta, parents: r.Spec.ParentRefs}
 		if c.mentioned(o) {
 			c.attach(o, c.tcpRoute(r))
+		}
+	}
+	for _, r := range c.in.UDPRoutes {
+		if r == nil {
+			continue
+		}
+		o := routeObj{kind: "UDPRoute", meta: &r.ObjectMeta, parents: r.Spec.ParentRefs}
+		if c.mentioned(o) {
+			c.attach(o, c.udpRoute(r))
 		}
 	}
 }
@@ -237,6 +247,10 @@ func (c *compiler) attachParent(o routeObj, cr *compiled, p gwv1.ParentReference
 		}
 		if cr.tcp != nil {
 			l.tcpRoutes = append(l.tcpRoutes, cr.tcp)
+			continue
+		}
+		if cr.udp != nil {
+			l.udpRoutes = append(l.udpRoutes, cr.udp)
 			continue
 		}
 		for _, h := range hosts {

@@ -35,6 +35,7 @@ type Input struct {
 	GRPCRoutes     []*gwv1.GRPCRoute
 	TLSRoutes      []*gwv1.TLSRoute
 	TCPRoutes      []*gwv1.TCPRoute
+	UDPRoutes      []*gwv1.UDPRoute
 	// ListenerSets: those whose spec.parentRef names the Gateway are
 	// judged against its spec.allowedListeners and merged into it.
 	ListenerSets       []*gwv1.ListenerSet
@@ -97,7 +98,7 @@ type Result struct {
 // RouteStatus is what one route must carry for this Gateway and its
 // ListenerSets.
 type RouteStatus struct {
-	Kind    string // "HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute"
+	Kind    string // "HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute"
 	Route   types.NamespacedName
 	Parents []gwv1.RouteParentStatus
 }

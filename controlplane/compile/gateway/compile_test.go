@@ -88,6 +88,8 @@ func base(t testing.TB, objs ...any) Input {
 			in.TLSRoutes = append(in.TLSRoutes, o)
 		case *gwv1.TCPRoute:
 			in.TCPRoutes = append(in.TCPRoutes, o)
+		case *gwv1.UDPRoute:
+			in.UDPRoutes = append(in.UDPRoutes, o)
 		case *gwv1.ReferenceGrant:
 			in.ReferenceGrants = append(in.ReferenceGrants, o)
 		case *gwv1.BackendTLSPolicy:
@@ -198,7 +200,7 @@ func TestListeners(t *testing.T) {
 		want  map[string]want
 	}{
 		{"http", []gwv1.Listener{lis("a", 80, gwv1.HTTPProtocolType, "")}, nil, map[string]want{"a": {programmed: true}}},
-		{"unsupported protocol", []gwv1.Listener{lis("a", 53, gwv1.UDPProtocolType, ""), lis("b", 80, gwv1.HTTPProtocolType, "")}, nil,
+		{"unsupported protocol", []gwv1.Listener{lis("a", 53, gwv1.ProtocolType("SCTP"), ""), lis("b", 80, gwv1.HTTPProtocolType, "")}, nil,
 			map[string]want{"a": {accepted: "UnsupportedProtocol"}, "b": {programmed: true}}},
 		{"same port, protocol conflict", []gwv1.Listener{lis("a", 80, gwv1.HTTPProtocolType, ""), lis("b", 80, gwv1.HTTPSProtocolType, "x.com"), lis("c", 81, gwv1.HTTPProtocolType, "")}, nil,
 			map[string]want{"a": {accepted: "ProtocolConflict", conflicted: "ProtocolConflict"}, "b": {accepted: "ProtocolConflict", conflicted: "ProtocolConflict"}, "c": {programmed: true}}},
@@ -270,13 +272,13 @@ func TestListeners(t *testing.T) {
 }
 
 func TestGatewayConditions(t *testing.T) {
-	r := compile(base(t, gw(lis("a", 80, gwv1.HTTPProtocolType, ""), lis("b", 53, gwv1.UDPProtocolType, ""))))
+	r := compile(base(t, gw(lis("a", 80, gwv1.HTTPProtocolType, ""), lis("b", 53, gwv1.ProtocolType("SCTP"), ""))))
 	wantCond(t, "gw", r.Gateway.Conditions, "Accepted", true, "ListenersNotValid")
 	wantCond(t, "gw", r.Gateway.Conditions, "Programmed", true, "Programmed")
 	if c := find(t, r.Gateway.Conditions, "Accepted"); c.ObservedGeneration != 3 || !strings.Contains(c.Message, "b (UnsupportedProtocol)") {
 		t.Errorf("accepted %+v", c)
 	}
-	r = compile(base(t, gw(lis("b", 53, gwv1.UDPProtocolType, ""))))
+	r = compile(base(t, gw(lis("b", 53, gwv1.ProtocolType("SCTP"), ""))))
 	wantCond(t, "gw", r.Gateway.Conditions, "Accepted", false, "ListenersNotValid")
 	wantCond(t, "gw", r.Gateway.Conditions, "Programmed", false, "Invalid")
 }

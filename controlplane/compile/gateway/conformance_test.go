@@ -701,3 +701,188 @@ func TestTCPListeners(t *testing.T) {
 		t.Errorf("supportedKinds %v, want none", l.SupportedKinds)
 	}
 }
+
+// The upstream UDPRoute tests' manifests (GATEWAY-UDP profile): what they
+// check of status, and the snapshot their datagrams would meet.
+func TestConformanceUDPRoutes(t *testing.T) {
+	udpListener := func(t *testing.T, s *gatewaypb.Snapshot, port uint32) *gatewaypb.Listener {
+		t.Helper()
+		for _, p := range s.GetPorts() {
+			if p.GetPort() == port {
+				if p.GetProtocol() != gatewaypb.Port_UDP || len(p.GetListeners()) != 1 || p.GetListeners()[0].GetMode() != gatewaypb.Listener_UDP {
+					t.Fatalf("port %d: %v", port, p)
+				}
+				return p.GetListeners()[0]
+			}
+		}
+		t.Fatalf("no port %d in the snapshot", port)
+		return nil
+	}
+	backends := func(r *gatewaypb.UDPRoute) []string {
+		var out []string
+		for _, b := range r.GetBackends() {
+			out = append(out, fmt.Sprintf("%s=%d", b.GetAuthority(), b.GetWeight()))
+		}
+		return out
+	}
+	const suffix = ".gateway-conformance-infra.svc.cluster.local:8080"
+
+	t.Run("UDPRoute", func(t *testing.T) {
+		r := Compile(load(t, "conformance/manifests.yaml", "conformance/udproute-simple.yaml"), key(infra, "udp-gateway"), Options{})
+		p := parent(t, r, "UDPRoute", infra, "udp-coredns")
+		wantCond(t, "route", p.Conditions, "Accepted", true, "Accepted")
+		wantCond(t, "route", p.Conditions, "ResolvedRefs", true, "ResolvedRefs")
+		wantCond(t, "gateway", r.Gateway.Conditions, "Programmed", true, "Programmed")
+		got := backends(udpListener(t, r.Snapshot, 5300).GetUdpRoute())
+		if want := []string{"coredns.gateway-conformance-infra.svc.cluster.local:53=1"}; !slices.Equal(got, want) {
+			t.Errorf("backends %q, want %q", got, want)
+		}
+		if l := listenerStatus(t, r, "coredns"); l.AttachedRoutes != 1 || len(l.SupportedKinds) != 1 || l.SupportedKinds[0].Kind != "UDPRoute" {
+			t.Errorf("listener %+v", l)
+		}
+	})
+	t.Run("UDPRouteWeightedRouting", func(t *testing.T) {
+		r := Compile(load(t, "conformance/manifests.yaml", "conformance/udproute-weighted-routing.yaml"), key(infra, "udp-weighted-gateway"), Options{})
+		p := parent(t, r, "UDPRoute", infra, "udp-weighted-route")
+		wantCond(t, "route", p.Conditions, "Accepted", true, "Accepted")
+		wantCond(t, "route", p.Conditions, "ResolvedRefs", true, "ResolvedRefs")
+		got := backends(udpListener(t, r.Snapshot, 5300).GetUdpRoute())
+		want := []string{"udp-backend-v1" + suffix + "=70", "udp-backend-v2" + suffix + "=30", "udp-backend-v3" + suffix + "=0"}
+		if !slices.Equal(got, want) {
+			t.Errorf("backends %q, want %q", got, want)
+		}
+	})
+	t.Run("UDPRouteMultipleRoutesAttachment", func(t *testing.T) {
+		in := load(t, "conformance/manifests.yaml", "conformance/udproute-multiple-routes-attachment.yaml")
+		older := in.UDPRoutes[0]
+		older.CreationTimestamp = metav1.Unix(1000, 0)
+		newer := older.DeepCopy()
+		newer.Name, newer.CreationTimestamp = "udproute-attach-newer", metav1.Unix(1001, 0)
+		newer.Spec.Rules[0].BackendRefs[0].Name = "udp-attach-backend-2"
+		in = add(in, newer)
+		r := Compile(in, key(infra, "udp-multi-route-attach-gateway"), Options{})
+		for _, name := range []string{"udproute-attach-older", "udproute-attach-newer"} {
+			wantCond(t, name, parent(t, r, "UDPRoute", infra, name).Conditions, "Accepted", true, "Accepted")
+		}
+		l := listenerStatus(t, r, "udp")
+		wantCond(t, "listener", l.Conditions, "Accepted", true, "Accepted")
+		if l.AttachedRoutes != 2 {
+			t.Errorf("attachedRoutes %d, want 2", l.AttachedRoutes)
+		}
+		// The older route takes the datagrams, whatever the input's order.
+		for _, order := range [][]*gwv1.UDPRoute{{older, newer}, {newer, older}} {
+			in.UDPRoutes = order
+			got := backends(udpListener(t, Compile(in, key(infra, "udp-multi-route-attach-gateway"), Options{}).Snapshot, 5301).GetUdpRoute())
+			if len(got) != 1 || !strings.HasPrefix(got[0], "udp-attach-backend-1.") {
+				t.Errorf("served %q, want the older route's udp-attach-backend-1", got)
+			}
+		}
+	})
+	t.Run("UDPRouteNotAllowedByListeners", func(t *testing.T) {
+		r := Compile(load(t, "conformance/manifests.yaml", "conformance/udproute-not-allowed-by-listeners.yaml"), key(infra, "udproute-tls-only-gateway"), Options{})
+		wantCond(t, "route", parent(t, r, "UDPRoute", infra, "udproute-not-allowed-by-listeners").Conditions, "Accepted", false, "NotAllowedByListeners")
+		for _, l := range r.Gateway.Listeners {
+			if l.AttachedRoutes != 0 {
+				t.Errorf("listener %s: attachedRoutes %d, want 0", l.Name, l.AttachedRoutes)
+			}
+		}
+	})
+	t.Run("UDPRouteInvalidBackendRefNonexistent", func(t *testing.T) {
+		r := Compile(load(t, "conformance/manifests.yaml", "conformance/udproute-invalid-backendref-nonexistent.yaml"), key(infra, "udp-gateway-invalid-backend"), Options{})
+		p := parent(t, r, "UDPRoute", infra, "udp-route-invalid-backend-ref-nonexistent")
+		wantCond(t, "route", p.Conditions, "ResolvedRefs", false, "BackendNotFound")
+		if got := udpListener(t, r.Snapshot, 5300).GetUdpRoute().GetBackends(); len(got) != 1 || got[0].GetAuthority() != "" {
+			t.Errorf("backends %v, want one without an authority (its datagrams dropped)", got)
+		}
+	})
+	t.Run("UDPRouteInvalidCrossNamespaceBackendRef", func(t *testing.T) {
+		r := Compile(load(t, "conformance/manifests.yaml", "conformance/udproute-invalid-cross-namespace-backend-ref.yaml"), key(infra, "udp-gateway-invalid-cross-namespace-backend-ref"), Options{})
+		p := parent(t, r, "UDPRoute", infra, "udp-route-invalid-cross-namespace-backend-ref")
+		wantCond(t, "route", p.Conditions, "Accepted", true, "Accepted")
+		wantCond(t, "route", p.Conditions, "ResolvedRefs", false, "RefNotPermitted")
+	})
+	t.Run("UDPRouteReferenceGrant", func(t *testing.T) {
+		in := load(t, "conformance/manifests.yaml", "conformance/udproute-reference-grant.yaml")
+		r := Compile(in, key(infra, "udp-gateway-reference-grant"), Options{})
+		p := parent(t, r, "UDPRoute", infra, "udp-route-reference-grant")
+		wantCond(t, "route", p.Conditions, "Accepted", true, "Accepted")
+		wantCond(t, "route", p.Conditions, "ResolvedRefs", true, "ResolvedRefs")
+		if got := backends(udpListener(t, r.Snapshot, 5300).GetUdpRoute()); len(got) != 1 || got[0] != "udp-echo-reference-grant.gateway-conformance-app-backend.svc.cluster.local:8080=1" {
+			t.Errorf("backends %q", got)
+		}
+		in.ReferenceGrants = nil // the test deletes it
+		r = Compile(in, key(infra, "udp-gateway-reference-grant"), Options{})
+		wantCond(t, "route", parent(t, r, "UDPRoute", infra, "udp-route-reference-grant").Conditions, "ResolvedRefs", false, "RefNotPermitted")
+	})
+	t.Run("UDPRouteParentRefPortAndSectionName", func(t *testing.T) {
+		r := Compile(load(t, "conformance/manifests.yaml", "conformance/udproute-parentref-port-and-section-name.yaml"), key(infra, "udp-multi-listener-gateway"), Options{})
+		for port, want := range map[uint32]string{5300: "udp-echo-by-port", 5301: "udp-echo-by-section", 5302: "udp-echo-by-section-and-port"} {
+			got := backends(udpListener(t, r.Snapshot, port).GetUdpRoute())
+			if len(got) != 1 || !strings.HasPrefix(got[0], want+".") {
+				t.Errorf("port %d serves %q, want %s", port, got, want)
+			}
+		}
+		for _, name := range []string{"udp-route-by-port", "udp-route-by-section", "udp-route-by-section-and-port"} {
+			wantCond(t, name, parent(t, r, "UDPRoute", infra, name).Conditions, "Accepted", true, "Accepted")
+		}
+	})
+	t.Run("UDPRouteParentRefAttachAllListeners", func(t *testing.T) {
+		r := Compile(load(t, "conformance/manifests.yaml", "conformance/udproute-parentref-attach-all-listeners.yaml"), key(infra, "udp-attach-all-listeners-gateway"), Options{})
+		wantCond(t, "route", parent(t, r, "UDPRoute", infra, "udp-route-attach-all").Conditions, "Accepted", true, "Accepted")
+		if len(r.Snapshot.GetPorts()) != 3 {
+			t.Fatalf("ports %v, want the three listeners'", r.Snapshot.GetPorts())
+		}
+		for _, p := range r.Snapshot.GetPorts() {
+			if got := backends(udpListener(t, r.Snapshot, p.GetPort()).GetUdpRoute()); len(got) != 1 || !strings.HasPrefix(got[0], "udp-echo-attach-all.") {
+				t.Errorf("port %d serves %q", p.GetPort(), got)
+			}
+		}
+		for _, name := range []string{"udp-1", "udp-2", "udp-3"} {
+			l := listenerStatus(t, r, name)
+			wantCond(t, name, l.Conditions, "Accepted", true, "Accepted")
+			wantCond(t, name, l.Conditions, "ResolvedRefs", true, "ResolvedRefs")
+			if l.AttachedRoutes != 1 {
+				t.Errorf("listener %s: attachedRoutes %d, want 1", name, l.AttachedRoutes)
+			}
+		}
+	})
+}
+
+// UDP listeners: a UDP port is a family of its own, so a UDP listener
+// conflicts with a TCP or HTTP one on the same port number (one protocol
+// per port in the snapshot), as two UDP listeners on a port do whatever
+// their hostnames; a UDP listener allows UDPRoutes only.
+func TestUDPListeners(t *testing.T) {
+	hn := gwv1.Hostname("a.example.com")
+	gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "gw", Name: "g", Generation: 1}, Spec: gwv1.GatewaySpec{GatewayClassName: "meridian",
+		Listeners: []gwv1.Listener{
+			{Name: "udp-a", Port: 9000, Protocol: gwv1.UDPProtocolType, Hostname: &hn},
+			{Name: "udp-b", Port: 9000, Protocol: gwv1.UDPProtocolType},
+			{Name: "udp", Port: 9001, Protocol: gwv1.UDPProtocolType},
+			{Name: "tcp", Port: 9001, Protocol: gwv1.TCPProtocolType},
+			{Name: "udp2", Port: 9002, Protocol: gwv1.UDPProtocolType},
+			{Name: "http", Port: 9002, Protocol: gwv1.HTTPProtocolType},
+			{Name: "alone", Port: 9003, Protocol: gwv1.UDPProtocolType, AllowedRoutes: &gwv1.AllowedRoutes{Kinds: []gwv1.RouteGroupKind{{Kind: "TCPRoute"}}}},
+			{Name: "fine", Port: 9004, Protocol: gwv1.UDPProtocolType, Hostname: &hn},
+		}}}
+	r := Compile(Input{GatewayClasses: []*gwv1.GatewayClass{class()}, Gateways: []*gwv1.Gateway{gw}}, key("gw", "g"), Options{})
+	for name, reason := range map[string]string{"udp-a": "HostnameConflict", "udp-b": "HostnameConflict", "udp": "ProtocolConflict", "tcp": "ProtocolConflict", "udp2": "ProtocolConflict", "http": "ProtocolConflict"} {
+		wantCond(t, name, listenerStatus(t, r, name).Conditions, "Accepted", false, reason)
+	}
+	l := listenerStatus(t, r, "alone")
+	wantCond(t, "alone", l.Conditions, "ResolvedRefs", false, "InvalidRouteKinds")
+	if len(l.SupportedKinds) != 0 {
+		t.Errorf("supportedKinds %v, want none", l.SupportedKinds)
+	}
+	wantCond(t, "fine", listenerStatus(t, r, "fine").Conditions, "Accepted", true, "Accepted")
+	var ports []uint32
+	for _, p := range r.Snapshot.GetPorts() {
+		ports = append(ports, p.GetPort())
+		if p.GetPort() == 9004 && (p.GetProtocol() != gatewaypb.Port_UDP || p.GetListeners()[0].GetHostname() != "") {
+			t.Errorf("port 9004: %v, want UDP with the hostname ignored", p)
+		}
+	}
+	if !slices.Contains(ports, 9004) || slices.Contains(ports, 9000) || slices.Contains(ports, 9001) {
+		t.Errorf("ports %v, want 9004 and none of the conflicted", ports)
+	}
+}

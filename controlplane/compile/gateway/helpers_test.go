@@ -97,6 +97,8 @@ func add(in Input, objs ...runtime.Object) Input {
 			in.TLSRoutes = append(in.TLSRoutes, o)
 		case *gwv1.TCPRoute:
 			in.TCPRoutes = append(in.TCPRoutes, o)
+		case *gwv1.UDPRoute:
+			in.UDPRoutes = append(in.UDPRoutes, o)
 		case *gwv1.ListenerSet:
 			in.ListenerSets = append(in.ListenerSets, o)
 		case *gwv1.ReferenceGrant:

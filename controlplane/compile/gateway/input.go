@@ -16,6 +16,7 @@ type Reader interface {
 	GRPCRoutes() []*gwv1.GRPCRoute
 	TLSRoutes() []*gwv1.TLSRoute
 	TCPRoutes() []*gwv1.TCPRoute
+	UDPRoutes() []*gwv1.UDPRoute
 	ListenerSets() []*gwv1.ListenerSet
 	ReferenceGrants() []*gwv1.ReferenceGrant
 	BackendTLSPolicies() []*gwv1.BackendTLSPolicy
@@ -84,6 +85,12 @@ func InputFrom(r Reader, gw types.NamespacedName) Input {
 		if names(rt.Namespace, rt.Spec.ParentRefs) {
 			in.TCPRoutes = append(in.TCPRoutes, rt)
 			addRefs(rt.Namespace, store.TCPRouteServices(rt))
+		}
+	}
+	for _, rt := range r.UDPRoutes() {
+		if names(rt.Namespace, rt.Spec.ParentRefs) {
+			in.UDPRoutes = append(in.UDPRoutes, rt)
+			addRefs(rt.Namespace, store.UDPRouteServices(rt))
 		}
 	}
 	for k := range services {

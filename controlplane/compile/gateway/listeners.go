@@ -45,6 +45,7 @@ type listener struct {
 	hosts     map[string][]*rule  // effective hostname → rules
 	tlsRoutes []*tlsRoute
 	tcpRoutes []*tcpRoute
+	udpRoutes []*udpRoute
 }
 
 // programmed: the listener is in the snapshot.
@@ -89,6 +90,8 @@ func routeKinds(p gwv1.ProtocolType) []string {
 		return []string{"TLSRoute"}
 	case gwv1.TCPProtocolType:
 		return []string{"TCPRoute"}
+	case gwv1.UDPProtocolType:
+		return []string{"UDPRoute"}
 	}
 	return nil
 }
@@ -151,8 +154,15 @@ func (c *compiler) newListener(s gwv1.Listener, set *lset) *listener {
 		// spec), so two TCP listeners on a port conflict whatever theirs.
 		l.mode = gatewaypb.Listener_TCP
 		l.hostname = ""
+	case gwv1.UDPProtocolType:
+		// As TCP: a datagram names no host. A UDP port is a family of its
+		// own (family), so a TCP or HTTP listener on the same port number
+		// conflicts with it, though the kernel would allow both sockets:
+		// the snapshot has one protocol per port number.
+		l.mode = gatewaypb.Listener_UDP
+		l.hostname = ""
 	default:
-		l.fail(string(gwv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("%s.protocol %q is not supported (allowed: HTTP, HTTPS, TLS, TCP)", field, s.Protocol))
+		l.fail(string(gwv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("%s.protocol %q is not supported (allowed: HTTP, HTTPS, TLS, TCP, UDP)", field, s.Protocol))
 		return l
 	}
 	c.allowedRoutes(l, field)
@@ -293,7 +303,7 @@ func (c *compiler) certificates(l *listener, field string) {
 // conflicts marks listeners that cannot share their port: a port serves
 // one protocol family (HTTP; TLS: HTTPS, TLS Terminate and TLS
 // Passthrough listeners, chosen per connection by SNI, so they may mix:
-// the TLSRouteModeMixed feature; or TCP), and two listeners on a port must not
+// the TLSRouteModeMixed feature; TCP; or UDP), and two listeners on a port must not
 // claim the same hostname, whatever their TLS settings (the spec: listeners
 // that differ only in TLS config conflict). All the listeners of a conflict
 // are refused: none wins.

@@ -485,7 +485,7 @@ func TestListenerSetNotAttached(t *testing.T) {
 		{"Same, another namespace", allowing(gw(lis("http", 80, gwv1.HTTPProtocolType, "")), gwv1.NamespacesFromSame, nil), "NotAllowed"},
 		{"Selector not matching", allowing(gw(lis("http", 80, gwv1.HTTPProtocolType, "")), gwv1.NamespacesFromSelector, map[string]string{"team": "y"}), "NotAllowed"},
 		{"Selector missing", allowing(gw(lis("http", 80, gwv1.HTTPProtocolType, "")), gwv1.NamespacesFromSelector, nil), "NotAllowed"},
-		{"parent not accepted", allowing(gw(lis("udp", 53, gwv1.UDPProtocolType, "")), gwv1.NamespacesFromAll, nil), "ParentNotAccepted"},
+		{"parent not accepted", allowing(gw(lis("sctp", 53, gwv1.ProtocolType("SCTP"), "")), gwv1.NamespacesFromAll, nil), "ParentNotAccepted"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := compile(base(t, tc.g, ls, rt))

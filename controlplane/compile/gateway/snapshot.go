@@ -48,6 +48,8 @@ func (c *compiler) snapshot() *gatewaypb.Snapshot {
 			case gatewaypb.Listener_HTTP:
 			case gatewaypb.Listener_TCP:
 				p.Protocol = gatewaypb.Port_TCP
+			case gatewaypb.Listener_UDP:
+				p.Protocol = gatewaypb.Port_UDP
 			default:
 				p.Protocol = gatewaypb.Port_TLS
 			}
@@ -60,6 +62,8 @@ func (c *compiler) snapshot() *gatewaypb.Snapshot {
 			pl.TlsRoutes = tlsRoutes(l.tlsRoutes, l.mode == gatewaypb.Listener_TLS_PASSTHROUGH)
 		case gatewaypb.Listener_TCP:
 			pl.TcpRoute = tcpRouteOf(l.tcpRoutes)
+		case gatewaypb.Listener_UDP:
+			pl.UdpRoute = udpRouteOf(l.udpRoutes)
 		default:
 			pl.Hosts = hosts(l.hosts)
 		}

@@ -235,7 +235,7 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config, extra ...Port) (
 			Name:       fmt.Sprintf("%s-%d", strings.ToLower(string(l.Protocol)), l.Port),
 			Port:       int32(l.Port),
 			TargetPort: intstr.FromInt32(int32(l.Port)),
-			Protocol:   corev1.ProtocolTCP,
+			Protocol:   serviceProtocol(l.Protocol),
 		})
 	}
 	for _, l := range extra {
@@ -247,7 +247,7 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config, extra ...Port) (
 			Name:       fmt.Sprintf("%s-%d", strings.ToLower(string(l.Protocol)), l.Port),
 			Port:       int32(l.Port),
 			TargetPort: intstr.FromInt32(int32(l.Port)),
-			Protocol:   corev1.ProtocolTCP,
+			Protocol:   serviceProtocol(l.Protocol),
 		})
 	}
 	slices.SortFunc(svcPorts, func(a, b corev1.ServicePort) int { return int(a.Port - b.Port) })
@@ -360,4 +360,15 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config, extra ...Port) (
 		AutomountServiceAccountToken: ptr.To(false),
 	}
 	return Objects{ServiceAccount: sa, Deployment: dep, Service: svc, Addresses: addrs}, nil
+}
+
+// serviceProtocol is the Service port's protocol for a listener's: UDP for
+// a UDP listener, TCP for the others. A port number is one protocol (the
+// compiler refuses a TCP and a UDP listener on the same number), so the
+// first listener of a number decides.
+func serviceProtocol(p gatewayv1.ProtocolType) corev1.Protocol {
+	if p == gatewayv1.UDPProtocolType {
+		return corev1.ProtocolUDP
+	}
+	return corev1.ProtocolTCP
 }

@@ -42,6 +42,32 @@ func config() inject.Config {
 	return cfg
 }
 
+// A UDP listener's Service port is UDP (udp-<port>), the others' TCP.
+func TestRenderUDPPorts(t *testing.T) {
+	gw := gateway("dns", 80)
+	gw.Spec.Listeners = append(gw.Spec.Listeners,
+		gatewayv1.Listener{Name: "dns", Port: 53, Protocol: gatewayv1.UDPProtocolType},
+		gatewayv1.Listener{Name: "raw", Port: 9000, Protocol: gatewayv1.TCPProtocolType})
+	objs, err := Render(gw, Params{}, config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []corev1.ServicePort{
+		{Name: "udp-53", Port: 53, Protocol: corev1.ProtocolUDP},
+		{Name: "http-80", Port: 80, Protocol: corev1.ProtocolTCP},
+		{Name: "tcp-9000", Port: 9000, Protocol: corev1.ProtocolTCP},
+	}
+	got := objs.Service.Spec.Ports
+	if len(got) != len(want) {
+		t.Fatalf("service ports %+v, want %+v", got, want)
+	}
+	for i, w := range want {
+		if got[i].Name != w.Name || got[i].Port != w.Port || got[i].Protocol != w.Protocol || got[i].TargetPort.IntValue() != int(w.Port) {
+			t.Errorf("service port %d: %+v, want %s %d/%s targeting %d", i, got[i], w.Name, w.Port, w.Protocol, w.Port)
+		}
+	}
+}
+
 func TestRender(t *testing.T) {
 	gw := gateway("public", 443, 80, 80) // two listeners share port 80 by hostname
 	gw.Spec.Infrastructure = &gatewayv1.GatewayInfrastructure{

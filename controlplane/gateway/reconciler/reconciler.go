@@ -465,6 +465,11 @@ func (r *Reconciler) clearRoutes(ctx context.Context, gw status.Parents, keep ma
 			clear("TCPRoute", o.Namespace, o.Name)
 		}
 	}
+	for _, o := range r.o.Store.UDPRoutes() {
+		if has(o.Namespace, o.Status.Parents) {
+			clear("UDPRoute", o.Namespace, o.Name)
+		}
+	}
 }
 
 // clearListenerSetParents removes our route parent statuses for
@@ -499,6 +504,9 @@ func (r *Reconciler) clearListenerSetParents(ctx context.Context, live map[statu
 	}
 	for _, o := range r.o.Store.TCPRoutes() {
 		clear("TCPRoute", o.Namespace, o.Name, stale(o.Namespace, o.Status.Parents))
+	}
+	for _, o := range r.o.Store.UDPRoutes() {
+		clear("UDPRoute", o.Namespace, o.Name, stale(o.Namespace, o.Status.Parents))
 	}
 }
 

@@ -114,7 +114,7 @@ func (w *Writer) listenerSet(ctx context.Context, k Key, computed func(*gwv1.Lis
 
 // Route sets the parent statuses of the parents gw owns (a Gateway, or a
 // Gateway and its ListenerSets) in a route of kind (HTTPRoute, GRPCRoute,
-// TLSRoute or TCPRoute); ours empty removes them (the route no longer names them).
+// TLSRoute, TCPRoute or UDPRoute); ours empty removes them (the route no longer names them).
 func (w *Writer) Route(ctx context.Context, kind string, ns, name string, gw Parents, ours []gwv1.RouteParentStatus) (wrote bool, err error) {
 	var get func() (*[]gwv1.RouteParentStatus, func() error, error)
 	v1 := w.Client.GatewayV1()
@@ -163,8 +163,19 @@ func (w *Writer) Route(ctx context.Context, kind string, ns, name string, gw Par
 				return err
 			}, nil
 		}
+	case "UDPRoute":
+		get = func() (*[]gwv1.RouteParentStatus, func() error, error) {
+			r, err := v1.UDPRoutes(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return nil, nil, err
+			}
+			return &r.Status.Parents, func() error {
+				_, err := v1.UDPRoutes(ns).UpdateStatus(ctx, r, metav1.UpdateOptions{FieldManager: fieldManager})
+				return err
+			}, nil
+		}
 	default:
-		return false, fmt.Errorf("route kind %q: the kinds are HTTPRoute, GRPCRoute, TLSRoute and TCPRoute", kind)
+		return false, fmt.Errorf("route kind %q: the kinds are HTTPRoute, GRPCRoute, TLSRoute, TCPRoute and UDPRoute", kind)
 	}
 	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		parents, update, err := get()

@@ -191,7 +191,7 @@ func TestWriter(t *testing.T) {
 	if wrote, err := w.Route(ctx, "HTTPRoute", "edge", "gone", Key{"edge", "public"}, nil); err != nil || wrote {
 		t.Fatalf("a deleted route: wrote %v, %v", wrote, err)
 	}
-	if _, err := w.Route(ctx, "UDPRoute", "edge", "web", Key{"edge", "public"}, nil); err == nil || !strings.Contains(err.Error(), "HTTPRoute, GRPCRoute, TLSRoute and TCPRoute") {
+	if _, err := w.Route(ctx, "Ingress", "edge", "web", Key{"edge", "public"}, nil); err == nil || !strings.Contains(err.Error(), "HTTPRoute, GRPCRoute, TLSRoute, TCPRoute and UDPRoute") {
 		t.Fatalf("unknown kind: %v", err)
 	}
 

@@ -77,7 +77,7 @@ func WithReady(f func()) Option { return func(o *options) { o.ready = f } }
 
 // WithGatewayAPI also watches the Gateway API kinds the gateway compiler
 // reads (gateway.networking.k8s.io/v1 GatewayClasses, Gateways,
-// HTTPRoutes, GRPCRoutes, TLSRoutes, TCPRoutes, ListenerSets, ReferenceGrants,
+// HTTPRoutes, GRPCRoutes, TLSRoutes, TCPRoutes, UDPRoutes, ListenerSets, ReferenceGrants,
 // BackendTLSPolicies),
 // kubernetes.io/tls Secrets and the ca.crt of ConfigMaps, those whose CRDs
 // are installed (discovery says which; the others are logged once and
@@ -95,6 +95,7 @@ var gatewayKinds = []gatewayKind{
 	{"GRPCRoute", func() client.Object { return &gwv1.GRPCRoute{} }},
 	{"TLSRoute", func() client.Object { return &gwv1.TLSRoute{} }},
 	{"TCPRoute", func() client.Object { return &gwv1.TCPRoute{} }},
+	{"UDPRoute", func() client.Object { return &gwv1.UDPRoute{} }},
 	{"ListenerSet", func() client.Object { return &gwv1.ListenerSet{} }},
 	{"ReferenceGrant", func() client.Object { return &gwv1.ReferenceGrant{} }},
 	{"BackendTLSPolicy", func() client.Object { return &gwv1.BackendTLSPolicy{} }},

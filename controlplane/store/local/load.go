@@ -71,6 +71,7 @@ var kinds = map[schema.GroupVersionKind]func() runtime.Object{
 	gatewayV1.WithKind("GRPCRoute"):                 func() runtime.Object { return &gwv1.GRPCRoute{} },
 	gatewayV1.WithKind("TLSRoute"):                  func() runtime.Object { return &gwv1.TLSRoute{} },
 	gatewayV1.WithKind("TCPRoute"):                  func() runtime.Object { return &gwv1.TCPRoute{} },
+	gatewayV1.WithKind("UDPRoute"):                  func() runtime.Object { return &gwv1.UDPRoute{} },
 	gatewayV1.WithKind("ListenerSet"):               func() runtime.Object { return &gwv1.ListenerSet{} },
 	gatewayV1.WithKind("ReferenceGrant"):            func() runtime.Object { return &gwv1.ReferenceGrant{} },
 	gatewayV1.WithKind("BackendTLSPolicy"):          func() runtime.Object { return &gwv1.BackendTLSPolicy{} },
