@@ -448,9 +448,12 @@ func TestRunFillsTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the endpoint slice", func() bool { return slices.Equal(addresses(st, web), []string{"10.1.0.1"}) })
-	if _, ok := st.Pod(store.Key{Namespace: ns, Name: "web-0"}); !ok {
-		t.Fatal("pod missing")
-	}
+	// Pods and slices come through informers of their own: the slice's
+	// arrival says nothing of the pod's.
+	eventually(t, "the pod", func() bool {
+		_, ok := st.Pod(store.Key{Namespace: ns, Name: "web-0"})
+		return ok
+	})
 
 	// A pod the slice references wakes the service.
 	drain(changed)
