@@ -184,19 +184,16 @@ func (ss *udpSession) run(be *backend, first []byte) {
 	for _, b := range append([][]byte{first}, queue...) {
 		up.Write(b) // a datagram lost here is lost as on the wire
 	}
-	buf := make([]byte, maxDatagram)
+	relay := ss.relayFunc(up)
 	for {
 		up.SetReadDeadline(time.Unix(0, ss.last.Load()).Add(s.idle))
-		n, err := up.Read(buf)
-		if err != nil {
+		if err := relay(); err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, ss.last.Load())) < s.idle {
 				continue // the client sent since the deadline was set
 			}
 			return // idle, closed, or the endpoint refused (ICMP)
 		}
-		ss.last.Store(time.Now().UnixNano())
-		ss.sock.WriteToUDPAddrPort(buf[:n], ss.key.client)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -357,5 +358,41 @@ func TestUDPPortLifecycle(t *testing.T) {
 			t.Fatalf("the removed UDP port's socket is still bound: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Idle sessions hold no datagram buffer: 400 sessions waiting for their
+// endpoint's next reply grow the heap by far less than the 25 MiB that
+// a 64 KiB buffer each would take (a flood of new client addresses costs
+// goroutines up to the session bound, not buffers).
+func TestUDPIdleSessionsHoldNoBuffer(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the poller-callback relay is unix's; other systems keep a buffer per session")
+	}
+	e := startUDPEcho(t, "e")
+	p := freeUDPPort(t)
+	g := startUDPGateway(t, dsts(t, map[string][]string{"e.svc:53": {e.addr}}), time.Minute, 0, snap("v1", udpPort(p, udpRouteTo("r", to("e.svc:53", 1)))))
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	const n = 400
+	clients := make([]*net.UDPConn, n)
+	for i := range clients {
+		clients[i] = udpClient(t, p)
+	}
+	before := heap()
+	for i, c := range clients {
+		if got := udpExchange(t, c, "x", 5*time.Second); got != "e x" {
+			t.Fatalf("client %d: %q", i, got)
+		}
+	}
+	if s := g.udpSessions(p); s != n {
+		t.Fatalf("open sessions %d, want %d", s, n)
+	}
+	if grew := int64(heap()) - int64(before); grew > 8<<20 {
+		t.Errorf("%d idle sessions grew the heap by %d KiB, want under 8 MiB", n, grew>>10)
 	}
 }
