@@ -51,14 +51,7 @@ func (ca *testCA) issue(t *testing.T, tmpl *x509.Certificate) (*x509.Certificate
 // got (the echo's X-Got-*).
 func certHeaders(t *testing.T, port uint32, host string, cert *tls.Certificate, h2 bool) http.Header {
 	t.Helper()
-	cfg := &tls.Config{ServerName: host, InsecureSkipVerify: true,
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			if cert == nil {
-				return &tls.Certificate{}, nil
-			}
-			return cert, nil
-		}}
-	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: h2, DisableKeepAlives: true}
+	tr := mtlsTransport(host, cert, h2)
 	defer tr.CloseIdleConnections()
 	req, err := http.NewRequest("GET", "https://127.0.0.1:"+itoa(port)+"/", nil)
 	if err != nil {

@@ -72,14 +72,7 @@ func (ca *testCA) client(t testing.TB, name string) *tls.Certificate {
 // the gateway's verification is what decides. It returns the backend that
 // answered, or the error.
 func mtlsGet(port uint32, host string, cert *tls.Certificate, h2 bool) (string, error) {
-	cfg := &tls.Config{ServerName: host, InsecureSkipVerify: true,
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			if cert == nil {
-				return &tls.Certificate{}, nil
-			}
-			return cert, nil
-		}}
-	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: h2, DisableKeepAlives: true}
+	tr := mtlsTransport(host, cert, h2)
 	defer tr.CloseIdleConnections()
 	req, err := http.NewRequest("GET", "https://127.0.0.1:"+itoa(port)+"/", nil)
 	if err != nil {
@@ -96,6 +89,19 @@ func mtlsGet(port uint32, host string, cert *tls.Certificate, h2 bool) (string, 
 		return "", fmt.Errorf("status %s", resp.Status)
 	}
 	return resp.Header.Get("X-Backend"), nil
+}
+
+// mtlsTransport is a client transport to SNI host presenting cert (nil:
+// none) whatever CAs the server names, one connection per request.
+func mtlsTransport(host string, cert *tls.Certificate, h2 bool) *http.Transport {
+	cfg := &tls.Config{ServerName: host, InsecureSkipVerify: true,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if cert == nil {
+				return &tls.Certificate{}, nil
+			}
+			return cert, nil
+		}}
+	return &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: h2, DisableKeepAlives: true}
 }
 
 // frontendSnapshot: three TLS ports, as the compiler writes a Gateway with

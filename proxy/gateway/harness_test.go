@@ -114,14 +114,25 @@ func startGateway(t *testing.T, res discover.Resolver, s *gatewaypb.Snapshot) *G
 
 func startGatewayTB(t testing.TB, res discover.Resolver, s *gatewaypb.Snapshot) *Gateway {
 	t.Helper()
-	g, err := New(Config{
+	return startGatewayWith(t, res, s, nil)
+}
+
+// startGatewayWith is startGatewayTB with the test's own settings (tweak,
+// if not nil, changes the configuration before New).
+func startGatewayWith(t testing.TB, res discover.Resolver, s *gatewaypb.Snapshot, tweak func(*Config)) *Gateway {
+	t.Helper()
+	cfg := Config{
 		Bind:         func(p uint32) string { return "127.0.0.1:" + strconv.Itoa(int(p)) },
 		AdminAddr:    "127.0.0.1:0",
 		Resolver:     res,
 		Balancer:     balance.RoundRobin,
 		DrainTimeout: 2 * time.Second,
 		Log:          slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	g, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -353,51 +353,38 @@ func compileHost(t *table, l *listener, h *gatewaypb.Host, b *builder) (*host, e
 }
 
 func compileTLSRoute(r *gatewaypb.TLSRoute, b *builder) (*tlsRoute, error) {
-	cr := &tlsRoute{ref: refLabel(r.GetRoute())}
+	var hostnames []string
 	for i, h := range r.GetHostnames() {
 		hn, err := checkHostname(h)
 		if err != nil {
 			return nil, fmt.Errorf("hostnames[%d]: %w", i, err)
 		}
-		cr.hostnames = append(cr.hostnames, hn)
+		hostnames = append(hostnames, hn)
 	}
-	for i, be := range r.GetBackends() {
-		if len(be.GetFilters()) > 0 {
-			return nil, fmt.Errorf("backends[%d].filters: a TLS route's backend takes no filters", i)
-		}
-		cb, err := b.backend(be)
-		if err != nil {
-			return nil, fmt.Errorf("backends[%d] (%s): %w", i, be.GetName(), err)
-		}
-		cr.backends = append(cr.backends, cb)
-		cr.total += uint64(cb.weight)
+	cr, err := compileStreamRoute("TLS", r.GetRoute(), r.GetBackends(), b)
+	if cr != nil {
+		cr.hostnames = hostnames
 	}
-	return cr, nil
+	return cr, err
 }
 
 func compileTCPRoute(r *gatewaypb.TCPRoute, b *builder) (*tlsRoute, error) {
-	cr := &tlsRoute{ref: refLabel(r.GetRoute())}
-	for i, be := range r.GetBackends() {
-		if len(be.GetFilters()) > 0 {
-			return nil, fmt.Errorf("backends[%d].filters: a TCP route's backend takes no filters", i)
-		}
-		cb, err := b.backend(be)
-		if err != nil {
-			return nil, fmt.Errorf("backends[%d] (%s): %w", i, be.GetName(), err)
-		}
-		cr.backends = append(cr.backends, cb)
-		cr.total += uint64(cb.weight)
-	}
-	return cr, nil
+	return compileStreamRoute("TCP", r.GetRoute(), r.GetBackends(), b)
 }
 
 func compileUDPRoute(r *gatewaypb.UDPRoute, b *builder) (*tlsRoute, error) {
-	cr := &tlsRoute{ref: refLabel(r.GetRoute())}
-	for i, be := range r.GetBackends() {
+	return compileStreamRoute("UDP", r.GetRoute(), r.GetBackends(), b)
+}
+
+// compileStreamRoute compiles the backends of a TLS, TCP or UDP route
+// (kind), which take no filters; a UDP route's no TLS either (no DTLS).
+func compileStreamRoute(kind string, ref *gatewaypb.RouteRef, bs []*gatewaypb.Backend, b *builder) (*tlsRoute, error) {
+	cr := &tlsRoute{ref: refLabel(ref)}
+	for i, be := range bs {
 		switch {
 		case len(be.GetFilters()) > 0:
-			return nil, fmt.Errorf("backends[%d].filters: a UDP route's backend takes no filters", i)
-		case be.GetTls() != nil:
+			return nil, fmt.Errorf("backends[%d].filters: a %s route's backend takes no filters", i, kind)
+		case kind == "UDP" && be.GetTls() != nil:
 			return nil, fmt.Errorf("backends[%d].tls: a UDP route's backend is sent plain datagrams (no DTLS)", i)
 		}
 		cb, err := b.backend(be)

@@ -1,9 +1,6 @@
 package gateway
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	mrand "math/rand/v2"
 	"net"
 	"runtime"
@@ -14,7 +11,6 @@ import (
 	"time"
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
-	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 )
 
@@ -123,27 +119,7 @@ func udpRouteTo(name string, backends ...*gatewaypb.Backend) *gatewaypb.UDPRoute
 // startUDPGateway is startGateway with the UDP settings a test needs.
 func startUDPGateway(t *testing.T, res discover.Resolver, idle time.Duration, maxConns int, s *gatewaypb.Snapshot) *Gateway {
 	t.Helper()
-	g, err := New(Config{
-		Bind:           func(p uint32) string { return "127.0.0.1:" + strconv.Itoa(int(p)) },
-		AdminAddr:      "127.0.0.1:0",
-		Resolver:       res,
-		Balancer:       balance.RoundRobin,
-		DrainTimeout:   2 * time.Second,
-		UDPIdleTimeout: idle,
-		MaxConnections: maxConns,
-		Log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Apply(s); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { g.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return g
+	return startGatewayWith(t, res, s, func(c *Config) { c.UDPIdleTimeout, c.MaxConnections = idle, maxConns })
 }
 
 // A UDP listener forwards each client address's datagrams (a session) to

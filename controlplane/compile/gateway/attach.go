@@ -25,8 +25,7 @@ type compiled struct {
 	refsReason, refsMsg     string
 	rules                   []*rule   // HTTPRoute, GRPCRoute
 	tls                     *tlsRoute // TLSRoute
-	tcp                     *tcpRoute // TCPRoute
-	udp                     *udpRoute // UDPRoute
+	l4                      *l4Route  // TCPRoute, UDPRoute
 }
 
 func (cr *compiled) invalid(reason, msg string) {
@@ -123,7 +122,7 @@ func (c *compiler) routes() {
 		}
 		o := routeObj{kind: "TCPRoute", meta: &r.ObjectMeta, parents: r.Spec.ParentRefs}
 		if c.mentioned(o) {
-			c.attach(o, c.tcpRoute(r))
+			c.attach(o, c.l4Route("TCPRoute", &r.ObjectMeta, tcpRules(r.Spec.Rules)))
 		}
 	}
 	for _, r := range c.in.UDPRoutes {
@@ -132,7 +131,7 @@ func (c *compiler) routes() {
 		}
 		o := routeObj{kind: "UDPRoute", meta: &r.ObjectMeta, parents: r.Spec.ParentRefs}
 		if c.mentioned(o) {
-			c.attach(o, c.udpRoute(r))
+			c.attach(o, c.l4Route("UDPRoute", &r.ObjectMeta, udpRules(r.Spec.Rules)))
 		}
 	}
 }
@@ -245,12 +244,8 @@ func (c *compiler) attachParent(o routeObj, cr *compiled, p gwv1.ParentReference
 			l.tlsRoutes = append(l.tlsRoutes, &t)
 			continue
 		}
-		if cr.tcp != nil {
-			l.tcpRoutes = append(l.tcpRoutes, cr.tcp)
-			continue
-		}
-		if cr.udp != nil {
-			l.udpRoutes = append(l.udpRoutes, cr.udp)
+		if cr.l4 != nil {
+			l.l4Routes = append(l.l4Routes, cr.l4)
 			continue
 		}
 		for _, h := range hosts {

@@ -44,8 +44,7 @@ type listener struct {
 	claims    map[string][]string // HTTPRoute, GRPCRoute → hostnames attached
 	hosts     map[string][]*rule  // effective hostname → rules
 	tlsRoutes []*tlsRoute
-	tcpRoutes []*tcpRoute
-	udpRoutes []*udpRoute
+	l4Routes  []*l4Route // TCP, UDP
 }
 
 // programmed: the listener is in the snapshot.

@@ -61,9 +61,9 @@ func (c *compiler) snapshot() *gatewaypb.Snapshot {
 		case gatewaypb.Listener_TLS_PASSTHROUGH, gatewaypb.Listener_TLS_TERMINATE:
 			pl.TlsRoutes = tlsRoutes(l.tlsRoutes, l.mode == gatewaypb.Listener_TLS_PASSTHROUGH)
 		case gatewaypb.Listener_TCP:
-			pl.TcpRoute = tcpRouteOf(l.tcpRoutes)
+			pl.TcpRoute = tcpRoute(l.l4Routes)
 		case gatewaypb.Listener_UDP:
-			pl.UdpRoute = udpRouteOf(l.udpRoutes)
+			pl.UdpRoute = udpRoute(l.l4Routes)
 		default:
 			pl.Hosts = hosts(l.hosts)
 		}
