@@ -176,7 +176,29 @@ func isTchar(c byte) bool {
 // Conn is a connection whose peeked bytes are replayed before the rest.
 type Conn struct {
 	net.Conn
-	r *bufio.Reader
+	r      *bufio.Reader
+	silent bool
+}
+
+// Silent reports whether detection ended because the peer had sent no byte
+// by the timeout: it may wait for the server to speak first, or be an idle
+// connection a client pool opened ahead of need. (An opaque result for
+// bytes, or for a peer that closed, is not silent.)
+func (c *Conn) Silent() bool { return c.silent }
+
+// Wait blocks until the peer has sent a byte (buffered, not consumed), or
+// closed, or a read deadline the caller set passes. It reports the error
+// that ended the wait, nil when a byte is there.
+func (c *Conn) Wait() error {
+	_, err := c.r.Peek(1)
+	return err
+}
+
+// Resume runs detection again on a Conn that was Silent, once its peer has
+// started sending: as DetectUntil, with the bytes already buffered.
+func (c *Conn) Resume(timeout time.Duration, lineDeadline time.Time) (Protocol, error) {
+	c.silent = false
+	return c.detect(timeout, lineDeadline)
 }
 
 func (c *Conn) Read(p []byte) (int, error) { return c.r.Read(p) }
@@ -213,8 +235,14 @@ func Detect(conn net.Conn, timeout time.Duration) (Protocol, *Conn, error) {
 // client as opaque at timeout, as Detect does.
 func DetectUntil(conn net.Conn, timeout time.Duration, lineDeadline time.Time) (Protocol, *Conn, error) {
 	c := &Conn{Conn: conn, r: bufio.NewReaderSize(conn, bufSize)}
+	p, err := c.detect(timeout, lineDeadline)
+	return p, c, err
+}
+
+func (c *Conn) detect(timeout time.Duration, lineDeadline time.Time) (Protocol, error) {
+	conn := c.Conn
 	if err := conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-		return Opaque, c, err
+		return Opaque, err
 	}
 	defer conn.SetReadDeadline(time.Time{})
 	extended := false
@@ -227,17 +255,17 @@ func DetectUntil(conn net.Conn, timeout time.Duration, lineDeadline time.Time) (
 		}
 		p, done := Classify(b)
 		if done {
-			return p, c, nil
+			return p, nil
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) && len(b) > 0 && !lineDeadline.IsZero() {
 			if extended {
-				return Opaque, c, ErrIncomplete
+				return Opaque, ErrIncomplete
 			}
 			// A partial line: the client is talking, not waiting for the
 			// server. Wait for the rest until the header deadline.
 			extended = true
 			if err := conn.SetReadDeadline(lineDeadline); err != nil {
-				return Opaque, c, err
+				return Opaque, err
 			}
 			want = len(b) + 1
 			continue
@@ -245,13 +273,14 @@ func DetectUntil(conn net.Conn, timeout time.Duration, lineDeadline time.Time) (
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, io.EOF) {
 				// Silence or an early close: treat what we have as opaque.
-				return Opaque, c, nil
+				c.silent = len(b) == 0 && !errors.Is(err, io.EOF)
+				return Opaque, nil
 			}
-			return Opaque, c, err
+			return Opaque, err
 		}
 		want = len(b) + 1
 		if want > c.r.Size() {
-			return Opaque, c, nil
+			return Opaque, nil
 		}
 	}
 }

@@ -147,6 +147,46 @@ func TestDetectTimeoutIsOpaque(t *testing.T) {
 	}
 }
 
+// A connection silent at the timeout says so, and once its peer speaks,
+// Wait returns and Resume detects what it sent, replayed whole. Bytes or
+// a close are not silence.
+func TestDetectSilentThenResume(t *testing.T) {
+	client, server := pipe(t)
+	p, conn, err := Detect(server, 50*time.Millisecond)
+	if err != nil || p != Opaque || !conn.Silent() {
+		t.Fatalf("got %v, %v, silent %v; want opaque and silent", p, err, conn.Silent())
+	}
+	const req = "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		client.Write([]byte(req[:5]))
+		time.Sleep(20 * time.Millisecond)
+		client.Write([]byte(req[5:]))
+	}()
+	if err := conn.Wait(); err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	p, err = conn.Resume(time.Second, time.Now().Add(time.Second))
+	if err != nil || p != HTTP1 || conn.Silent() {
+		t.Fatalf("Resume: %v, %v, silent %v; want http/1", p, err, conn.Silent())
+	}
+	buf := make([]byte, len(req))
+	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != req {
+		t.Fatalf("replayed %q, %v", buf, err)
+	}
+
+	client, server = pipe(t)
+	client.Write([]byte("\x00"))
+	if _, conn, _ := Detect(server, 50*time.Millisecond); conn.Silent() {
+		t.Error("a connection that sent a byte is silent")
+	}
+	client, server = pipe(t)
+	client.Close()
+	if _, conn, _ := Detect(server, time.Second); conn.Silent() {
+		t.Error("a connection closed before its first byte is silent")
+	}
+}
+
 func TestDetectEarlyClose(t *testing.T) {
 	client, server := pipe(t)
 	client.Write([]byte("GE"))

@@ -234,6 +234,9 @@ type countingDialer struct {
 	addr  string
 	dials atomic.Int32
 	tap   bool // follow the HTTP/2 frames the client reads (story)
+	// silence keeps each new connection quiet this long before the
+	// client may use it, as a pool's spare connection is.
+	silence time.Duration
 
 	mu    sync.Mutex
 	conns []*tappedConn // every connection, for an explanation when more were dialled than wanted
@@ -243,6 +246,9 @@ func (d *countingDialer) DialContext(ctx context.Context, _, _ string) (net.Conn
 	d.dials.Add(1)
 	var nd net.Dialer
 	c, err := nd.DialContext(ctx, "tcp", d.addr)
+	if err == nil && d.silence > 0 {
+		time.Sleep(d.silence)
+	}
 	if err != nil || !d.tap {
 		return c, err
 	}

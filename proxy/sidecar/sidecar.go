@@ -629,14 +629,14 @@ func (p *Proxy) handle(ctx context.Context, s *side, raw net.Conn, acceptedAt ti
 		return
 	}
 	switch proto {
-	case detect.HTTP1:
+	case detect.HTTP1, detect.HTTP2:
 		// Served here, on the accepting goroutine (counted in s.tcp).
-		a.headerDeadline.Store(headerDeadline.UnixNano())
-		s.h1.ServeConn(context.Background(), a)
-	case detect.HTTP2:
-		// The proxy's own HTTP/2 server, here too.
-		s.h2.ServeConn(p.connContext(context.Background(), s.direction, a), a)
+		p.serveHTTP(s, a, proto)
 	default:
+		if dc, ok := a.Conn.(*detect.Conn); ok && dc.Silent() {
+			p.serveSilent(ctx, s, a, dc)
+			return
+		}
 		p.serveOpaque(ctx, s, a)
 	}
 }
@@ -683,25 +683,45 @@ func client(a *accepted) authz.Client {
 
 // serveOpaque forwards a connection as bytes to its destination.
 func (p *Proxy) serveOpaque(ctx context.Context, s *side, a *accepted) {
-	if s.direction == "inbound" && !p.cfg.Authz.Conn(client(a)) {
-		tls, clientID := p.acceptedTLS(s.direction, a)
-		p.metrics.AuthzDenied("tcp", p.cfg.Authz.Name(), p.inboundPort(a), tls, clientID)
-		p.log.Debug("inbound connection refused by policy", "policy", p.cfg.Authz.Name(), "client", a.RemoteAddr(), "client_id", a.peer)
-		a.Close()
+	if !p.allowOpaque(s, a) {
+		p.denyOpaque(s, a)
 		return
 	}
-	defer s.conns.Delete(net.Conn(a))
 	if !s.track(a) {
-		a.Close()
+		p.forget(s, a, nil)
 		return
 	}
+	up, authority := p.dialOpaque(ctx, s, a)
+	if up == nil || !s.track(up) {
+		p.forget(s, a, up)
+		return
+	}
+	p.splice(s, a, up, authority)
+}
+
+// allowOpaque reports whether the inbound policy lets a's client open an
+// opaque stream (outbound streams are not subject to it).
+func (p *Proxy) allowOpaque(s *side, a *accepted) bool {
+	return s.direction != "inbound" || p.cfg.Authz.Conn(client(a))
+}
+
+// denyOpaque closes a connection the policy refused, and counts it.
+func (p *Proxy) denyOpaque(s *side, a *accepted) {
+	tls, clientID := p.acceptedTLS(s.direction, a)
+	p.metrics.AuthzDenied("tcp", p.cfg.Authz.Name(), p.inboundPort(a), tls, clientID)
+	p.log.Debug("inbound connection refused by policy", "policy", p.cfg.Authz.Name(), "client", a.RemoteAddr(), "client_id", a.peer)
+	a.Close()
+}
+
+// dialOpaque connects an opaque stream's destination; nil (logged and
+// counted) when it has none or none answers.
+func (p *Proxy) dialOpaque(ctx context.Context, s *side, a *accepted) (up net.Conn, authority string) {
 	d, err := p.opaqueDest(ctx, s, a)
 	if err != nil {
 		p.log.Debug("opaque connection has no destination", "direction", s.direction, "err", err)
-		a.Close()
-		return
+		return nil, ""
 	}
-	up, err := d.Dial(ctx)
+	up, err = d.Dial(ctx)
 	if err != nil {
 		var ue *connect.UnavailableError
 		if errors.As(err, &ue) {
@@ -709,18 +729,19 @@ func (p *Proxy) serveOpaque(ctx context.Context, s *side, a *accepted) {
 		} else {
 			p.log.Debug("opaque connect failed", "direction", s.direction, "authority", d.Authority(), "err", err)
 		}
-		a.Close()
-		return
+		return nil, ""
 	}
+	return up, d.Authority()
+}
+
+// splice copies an opaque stream both ways until it ends or idles, then
+// forgets both connections.
+func (p *Proxy) splice(s *side, a *accepted, up net.Conn, authority string) {
+	defer s.conns.Delete(net.Conn(a))
 	defer s.conns.Delete(up)
-	if !s.track(up) {
-		a.Close()
-		up.Close()
-		return
-	}
 	idle := max(p.cfg.OpaqueIdleTimeout, 0)
 	if err := tcpproxy.SpliceIdle(a, up, idle); errors.Is(err, tcpproxy.ErrIdle) {
-		p.log.Debug("opaque stream idle: closed", "direction", s.direction, "authority", d.Authority(), "idle_timeout", idle)
+		p.log.Debug("opaque stream idle: closed", "direction", s.direction, "authority", authority, "idle_timeout", idle)
 	}
 }
 

@@ -103,13 +103,14 @@ spec:
 	v1 := r.Status.StableRS
 	waitArgoSplit(n, "echo-canary=0 echo-stable=100")
 
-	// A new connection per request: Go's transport keeps a connection it
-	// dialed for a request that another connection served, and Meridian's
-	// proxy forwards a connection silent for its detect timeout (1 s) as
-	// opaque bytes to one endpoint, split or not (a run had one stable pod
-	// answer all 757 requests at setWeight 75; docs/rollouts.md).
+	// Kept-alive connections, as a pooled client has: Go's transport
+	// keeps spare connections it dialed for a request another one served,
+	// silent past the proxy's detect timeout before their first request.
+	// Each request on them must still be split (a run once had one stable
+	// pod answer all 757 requests at setWeight 75, when such connections
+	// were spliced as opaque bytes; docs/rollouts.md).
 	const rate = 25
-	startLoad(n, "load", "http://echo:8080/", rate, "-keep-alive=false")
+	startLoad(n, "load", "http://echo:8080/", rate)
 	start := mustReadLoad(n, "load")
 
 	// 1. v2 at 25 %, then 75 %.

@@ -15,11 +15,7 @@
 //	    serves its counts as JSON on GET /stats: the answers by pod
 //	    (X-Echo-Host) and status, and every request that no pod answered
 //	    (a transport error, a status without X-Echo-Host) by its error;
-//	    -keep-alive=false sends each request on a new connection, so that
-//	    no connection sits idle before its first request (Go's transport
-//	    keeps a connection it dialed for a request another one served; a
-//	    meshed proxy that hears nothing on it within its detect timeout
-//	    forwards it as opaque bytes to one endpoint)
+//	    -keep-alive=false sends each request on a new connection
 //	echo client -url URL [-n 40]
 //	    fetches URL n times, each over a new connection, and prints one JSON
 //	    object: how many answers came from each hostname, and the errors
