@@ -43,6 +43,7 @@ var (
 	baseBin     = flag.String("baseline", "", "another meridian-proxy binary, measured as peer baseline (add it to -peers) for a same-run A/B")
 	caddyBin    = flag.String("caddy", "", "caddy binary (bench/peers.sh builds it)")
 	traefikBin  = flag.String("traefik", "", "traefik binary (bench/peers.sh builds it)")
+	evloopBin   = flag.String("evloop", "", "bench/cmd/evloop binary: the Go event loop's ceiling (HTTP/1.1 only; bench/README.md)")
 	peersFlag   = flag.String("peers", "meridian,nginx,haproxy,caddy,traefik", "peers to measure, comma-separated")
 	protosFlag  = flag.String("protocols", "http1,https,h2", "protocols: http1 (plaintext keep-alive), https (TLS terminated, HTTP/1.1), h2 (HTTP/2 over TLS)")
 	rate        = flag.Float64("rate", 1000, "the fixed rate (RPS) whose p99 is compared")
@@ -175,7 +176,7 @@ func main() {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(c.certPEM)
 
-	bins := map[string]string{"meridian": *proxyBin, "baseline": *baseBin, "nginx": "nginx", "haproxy": "haproxy", "caddy": *caddyBin, "traefik": *traefikBin}
+	bins := map[string]string{"meridian": *proxyBin, "baseline": *baseBin, "nginx": "nginx", "haproxy": "haproxy", "caddy": *caddyBin, "traefik": *traefikBin, "evloop": *evloopBin}
 	var peers []*running
 	for _, kind := range split(*peersFlag) {
 		bin := bins[kind]

@@ -85,7 +85,7 @@ type running struct {
 	plain, tls string
 }
 
-// startPeer starts kind (meridian, baseline, nginx, haproxy, caddy, traefik) pinned to
+// startPeer starts kind (meridian, baseline, nginx, haproxy, caddy, traefik, evloop) pinned to
 // cpus with its configuration in logDir/kind.
 func startPeer(kind, bin, cpus, logDir string, backends []string, c *certs) (*running, error) {
 	dir := filepath.Join(logDir, kind)
@@ -149,8 +149,11 @@ func startPeer(kind, bin, cpus, logDir string, backends []string, c *certs) (*ru
 				p, err = sut.Start(kind, cpus, logDir, bin, "--configFile="+cfg)
 			}
 		}
+	case "evloop":
+		// Plaintext HTTP/1.1 only: its TLS port is left unserved.
+		p, err = sut.Start(kind, cpus, logDir, bin, "-listen", pc.Plain, "-backends", strings.Join(backends, ","))
 	default:
-		return nil, fmt.Errorf("unknown peer %q (meridian, baseline, nginx, haproxy, caddy, traefik)", kind)
+		return nil, fmt.Errorf("unknown peer %q (meridian, baseline, nginx, haproxy, caddy, traefik, evloop)", kind)
 	}
 	if err != nil {
 		if p != nil {
