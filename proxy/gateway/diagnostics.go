@@ -77,9 +77,8 @@ func (g *Gateway) Diagnostics() Diagnostics {
 		return d
 	}
 	d.Version, d.Gateway = t.version, t.gateway
-	for _, n := range sortedPorts(t) {
-		p := t.ports[n]
-		pi := PortInfo{Port: n, Protocol: p.protocol.String()}
+	for _, p := range sortedPorts(t) {
+		pi := PortInfo{Port: p.number, Protocol: p.protocol.String()}
 		for _, l := range p.listeners {
 			li := ListenerInfo{Name: l.name, Hostname: l.hostname, Mode: l.mode.String(), Routes: []RuleInfo{}}
 			for _, c := range l.certs {

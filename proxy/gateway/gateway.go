@@ -307,35 +307,35 @@ func (g *Gateway) Apply(s *gatewaypb.Snapshot) (err error) {
 	}
 	var opened []*portServer
 	var openedUDP []*udpServer
-	for n, p := range t.ports {
-		var err error
-		if p.protocol == gatewaypb.Port_UDP {
-			if g.udp[n] != nil {
-				continue
-			}
-			var us *udpServer
-			if us, err = g.openUDP(n); err == nil {
-				openedUDP = append(openedUDP, us)
-			}
-		} else {
-			if g.ports[n] != nil {
-				continue
-			}
-			var ps *portServer
-			if ps, err = g.openPort(n); err == nil {
-				opened = append(opened, ps)
-			}
+	fail := func(n uint32, err error) error {
+		for _, o := range opened {
+			o.ln.Close()
 		}
+		for _, o := range openedUDP {
+			o.drain() // nothing started: closes its sockets
+		}
+		g.closeCaches(b.caches)
+		return fmt.Errorf("snapshot %q: ports (%d): %w", s.GetVersion(), n, err)
+	}
+	for n := range t.ports {
+		if g.ports[n] != nil {
+			continue
+		}
+		ps, err := g.openPort(n)
 		if err != nil {
-			for _, o := range opened {
-				o.ln.Close()
-			}
-			for _, o := range openedUDP {
-				o.drain() // nothing started: closes its sockets
-			}
-			g.closeCaches(b.caches)
-			return fmt.Errorf("snapshot %q: ports (%d): %w", s.GetVersion(), n, err)
+			return fail(n, err)
 		}
+		opened = append(opened, ps)
+	}
+	for n := range t.udp {
+		if g.udp[n] != nil {
+			continue
+		}
+		us, err := g.openUDP(n)
+		if err != nil {
+			return fail(n, err)
+		}
+		openedUDP = append(openedUDP, us)
 	}
 	g.table.Store(t)
 	for _, ps := range opened {
@@ -347,14 +347,14 @@ func (g *Gateway) Apply(s *gatewaypb.Snapshot) (err error) {
 		us.start()
 	}
 	for n, ps := range g.ports {
-		if p := t.ports[n]; p == nil || p.protocol == gatewaypb.Port_UDP {
+		if t.ports[n] == nil {
 			delete(g.ports, n)
 			g.drains.Add(1)
 			go func() { defer g.drains.Done(); ps.drain(g.cfg.DrainTimeout) }()
 		}
 	}
 	for n, us := range g.udp {
-		if p := t.ports[n]; p == nil || p.protocol != gatewaypb.Port_UDP {
+		if t.udp[n] == nil {
 			delete(g.udp, n)
 			g.drains.Add(1)
 			go func() { defer g.drains.Done(); us.drain() }()
@@ -363,7 +363,7 @@ func (g *Gateway) Apply(s *gatewaypb.Snapshot) (err error) {
 	old := g.caches
 	g.caches = b.caches
 	g.closeCaches(old)
-	g.log.Info("gateway snapshot applied", "version", t.version, "ports", len(t.ports))
+	g.log.Info("gateway snapshot applied", "version", t.version, "ports", len(t.ports), "udp_ports", len(t.udp))
 	return nil
 }
 
@@ -379,7 +379,7 @@ func (g *Gateway) closeCaches(cs map[string]*outbound.Cache) {
 	}
 }
 
-// Ports returns the open ports' bound addresses, by port number.
+// Ports returns the open TCP ports' bound addresses, by port number.
 func (g *Gateway) Ports() map[uint32]net.Addr {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -387,8 +387,17 @@ func (g *Gateway) Ports() map[uint32]net.Addr {
 	for n, ps := range g.ports {
 		m[n] = ps.ln.Addr()
 	}
+	return m
+}
+
+// UDPPorts returns the open UDP ports' bound addresses, by port number (a
+// number may be open over TCP too).
+func (g *Gateway) UDPPorts() map[uint32]*net.UDPAddr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := map[uint32]*net.UDPAddr{}
 	for n, us := range g.udp {
-		m[n] = us.addr() // a *net.UDPAddr
+		m[n] = us.addr()
 	}
 	return m
 }
@@ -425,14 +434,21 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return nil
 }
 
-// sortedPorts are a table's port numbers in order, for diagnostics.
-func sortedPorts(t *table) []uint32 {
-	ns := make([]uint32, 0, len(t.ports))
-	for n := range t.ports {
-		ns = append(ns, n)
+// sortedPorts are a table's ports, TCP and UDP, by number then protocol,
+// for diagnostics.
+func sortedPorts(t *table) []*port {
+	ps := make([]*port, 0, len(t.ports)+len(t.udp))
+	for _, p := range t.ports {
+		ps = append(ps, p)
 	}
-	sort.Slice(ns, func(i, j int) bool { return ns[i] < ns[j] })
-	return ns
+	for _, p := range t.udp {
+		ps = append(ps, p)
+	}
+	sort.Slice(ps, func(i, j int) bool {
+		a, b := ps[i], ps[j]
+		return a.number < b.number || a.number == b.number && a.protocol < b.protocol
+	})
+	return ps
 }
 
 // listenAddr opens a port's sockets.

@@ -201,8 +201,8 @@ func (ps *portServer) handle(c net.Conn) {
 	mc := g.metrics.Conn(c, accepted)
 	t := g.table.Load()
 	p := t.ports[ps.number]
-	if p == nil || p.protocol == gatewaypb.Port_UDP {
-		mc.Close() // the port is going away (or becoming a UDP one)
+	if p == nil {
+		mc.Close() // the port is going away
 		return
 	}
 	var conn net.Conn = mc

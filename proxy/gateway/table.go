@@ -26,7 +26,8 @@ type table struct {
 	gateway     string
 	trustedHops int
 	maxHeader   int
-	ports       map[uint32]*port
+	ports       map[uint32]*port // TCP: HTTP, TLS and TCP ports
+	udp         map[uint32]*port // UDP ports, numbers shared with ports' allowed
 	certs       map[string]*certificate
 	clientCert  *certificate // presented to BackendTLSPolicy backends; nil: none
 }
@@ -79,7 +80,7 @@ type tlsRoute struct {
 // caller keeps the table it has.
 func compile(s *gatewaypb.Snapshot, b *builder) (*table, error) {
 	t := &table{snap: s, version: s.GetVersion(), gateway: s.GetGateway(), trustedHops: int(s.GetTrustedHops()),
-		maxHeader: int(s.GetMaxRequestHeaderBytes()), ports: map[uint32]*port{}, certs: map[string]*certificate{}}
+		maxHeader: int(s.GetMaxRequestHeaderBytes()), ports: map[uint32]*port{}, udp: map[uint32]*port{}, certs: map[string]*certificate{}}
 	b.gateway = t.gateway
 	if t.maxHeader == 0 {
 		t.maxHeader = DefaultMaxRequestHeaderBytes
@@ -109,10 +110,14 @@ func compile(s *gatewaypb.Snapshot, b *builder) (*table, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ports[%d] (%d): %w", i, p.GetPort(), err)
 		}
-		if _, dup := t.ports[cp.number]; dup {
-			return nil, fmt.Errorf("ports[%d] (%d): port: a second port of that number; numbers must be unique", i, p.GetPort())
+		m := t.ports
+		if cp.protocol == gatewaypb.Port_UDP {
+			m = t.udp // a UDP port and a TCP one may share a number
 		}
-		t.ports[cp.number] = cp
+		if _, dup := m[cp.number]; dup {
+			return nil, fmt.Errorf("ports[%d] (%d): port: a second port of that number and transport; a number takes one TCP port (HTTP, TLS or TCP) and one UDP port", i, p.GetPort())
+		}
+		m[cp.number] = cp
 	}
 	return t, nil
 }

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/proxy/listen"
 )
 
@@ -148,8 +147,8 @@ func (s *udpServer) pick() *backend {
 	if t == nil {
 		return nil
 	}
-	p := t.ports[s.number]
-	if p == nil || p.protocol != gatewaypb.Port_UDP || len(p.listeners) != 1 || len(p.listeners[0].routes) == 0 {
+	p := t.udp[s.number]
+	if p == nil || len(p.listeners) != 1 || len(p.listeners[0].routes) == 0 {
 		return nil
 	}
 	r := p.listeners[0].routes[0]
@@ -290,7 +289,7 @@ func (s *udpServer) drain() {
 }
 
 // addr is the port's first bound address.
-func (s *udpServer) addr() net.Addr { return s.socks[0].LocalAddr() }
+func (s *udpServer) addr() *net.UDPAddr { return s.socks[0].LocalAddr().(*net.UDPAddr) }
 
 // udpSessions is the sessions UDP port n holds (0 when it is not open).
 func (g *Gateway) udpSessions(n uint32) int64 {

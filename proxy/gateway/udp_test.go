@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"fmt"
 	mrand "math/rand/v2"
 	"net"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,8 +141,11 @@ func TestUDPRoute(t *testing.T) {
 		udpPort(broken, udpRouteTo("broken", to("", 1))))
 	res := dsts(t, map[string][]string{"one.svc:53": {one.addr}, "two.svc:53": {two.addr}, "zero.svc:53": {zero.addr}})
 	g := startUDPGateway(t, res, time.Minute, 0, s)
-	if a, ok := g.Ports()[routed].(*net.UDPAddr); !ok || a.Port != int(routed) {
-		t.Fatalf("Ports()[%d] = %v, want its UDP address", routed, g.Ports()[routed])
+	if a := g.UDPPorts()[routed]; a == nil || a.Port != int(routed) {
+		t.Fatalf("UDPPorts()[%d] = %v, want its UDP address", routed, a)
+	}
+	if _, ok := g.Ports()[routed]; ok {
+		t.Errorf("Ports() has UDP port %d, want TCP ports only", routed)
 	}
 
 	served := map[string]int{}
@@ -195,7 +200,7 @@ func TestUDPRoute(t *testing.T) {
 	if got := udpExchange(t, first, "kept", 5*time.Second); got != firstBackend+" kept" {
 		t.Errorf("an existing session after the new snapshot: %q, want its backend %s still", got, firstBackend)
 	}
-	if _, ok := g.Ports()[bare]; ok {
+	if _, ok := g.UDPPorts()[bare]; ok {
 		t.Errorf("port %d still open after the snapshot removed it", bare)
 	}
 
@@ -332,6 +337,68 @@ func TestUDPPortLifecycle(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the removed UDP port's socket is still bound: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A port number may be open over TCP and UDP at once (DNS: 53 over both),
+// each served by its own route, and either removed without the other; a
+// snapshot with two UDP ports (or two TCP ports) of one number is
+// refused.
+func TestTCPAndUDPShareAPortNumber(t *testing.T) {
+	ue, te := startUDPEcho(t, "udp"), startTCPEcho(t, "tcp", nil)
+	p := freeUDPPort(t)
+	res := dsts(t, map[string][]string{"u.svc:53": {ue.addr}, "t.svc:3000": {te.addr}})
+	tcp := func() *gatewaypb.Port { return tcpPort(p, tcpRouteTo("t", to("t.svc:3000", 1))) }
+	udp := func() *gatewaypb.Port { return udpPort(p, udpRouteTo("u", to("u.svc:53", 1))) }
+	g := startUDPGateway(t, res, time.Minute, 0, snap("v1", udp(), tcp()))
+	addr := "127.0.0.1:" + itoa(p)
+	if got, err := tcpExchange(addr, "x"); err != nil || got != "tcp x" {
+		t.Fatalf("TCP: %q, %v", got, err)
+	}
+	if got := udpExchange(t, udpClient(t, p), "y", 5*time.Second); got != "udp y" {
+		t.Fatalf("UDP: %q", got)
+	}
+	if g.Ports()[p] == nil || g.UDPPorts()[p] == nil {
+		t.Fatalf("Ports() %v, UDPPorts() %v: want %d in both", g.Ports(), g.UDPPorts(), p)
+	}
+	d := g.Diagnostics()
+	var got []string
+	for _, pi := range d.Ports {
+		got = append(got, fmt.Sprintf("%d/%s", pi.Port, pi.Protocol))
+	}
+	if want := []string{itoa(p) + "/TCP", itoa(p) + "/UDP"}; !slices.Equal(got, want) {
+		t.Errorf("diagnostics ports %v, want %v", got, want)
+	}
+
+	for name, bad := range map[string]*gatewaypb.Snapshot{"two UDP": snap("bad1", udp(), udp()), "two TCP": snap("bad2", tcp(), tcp())} {
+		if err := g.Apply(bad); err == nil || !strings.Contains(err.Error(), "a second port of that number and transport") {
+			t.Errorf("%s ports of one number: %v, want refused", name, err)
+		}
+	}
+
+	if err := g.Apply(snap("v2", tcp())); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tcpExchange(addr, "z"); err != nil || got != "tcp z" {
+		t.Errorf("TCP after UDP's removal: %q, %v", got, err)
+	}
+	if got := udpExchange(t, udpClient(t, p), "gone", 300*time.Millisecond); got != "" {
+		t.Errorf("UDP after its removal: answered %q", got)
+	}
+	if err := g.Apply(snap("v3", udp())); err != nil {
+		t.Fatal(err)
+	}
+	if got := udpExchange(t, udpClient(t, p), "back", 5*time.Second); got != "udp back" {
+		t.Errorf("UDP after TCP's removal: %q", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := tcpExchange(addr, "x"); err != nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal("TCP still served after its removal")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

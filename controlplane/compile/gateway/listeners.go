@@ -299,17 +299,19 @@ func (c *compiler) certificates(l *listener, field string) {
 	}
 }
 
-// conflicts marks listeners that cannot share their port: a port serves
-// one protocol family (HTTP; TLS: HTTPS, TLS Terminate and TLS
+// conflicts marks listeners that cannot share their port: a TCP port
+// serves one protocol family (HTTP; TLS: HTTPS, TLS Terminate and TLS
 // Passthrough listeners, chosen per connection by SNI, so they may mix:
-// the TLSRouteModeMixed feature; TCP; or UDP), and two listeners on a port must not
+// the TLSRouteModeMixed feature; or TCP), a UDP port of the same number is
+// another port (the spec's distinct listeners: a unique port and
+// protocol; DNS serves 53 over both), and two listeners on a port must not
 // claim the same hostname, whatever their TLS settings (the spec: listeners
 // that differ only in TLS config conflict). All the listeners of a conflict
 // are refused: none wins.
 func (c *compiler) conflicts() {
 	for i, a := range c.ls {
 		for j, b := range c.ls {
-			if i == j || a.spec.Port != b.spec.Port || routeKinds(a.spec.Protocol) == nil || routeKinds(b.spec.Protocol) == nil {
+			if i == j || !samePort(a, b) || routeKinds(a.spec.Protocol) == nil || routeKinds(b.spec.Protocol) == nil {
 				continue // an unsupported protocol is refused as such
 			}
 			switch {

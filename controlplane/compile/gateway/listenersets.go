@@ -141,7 +141,7 @@ func (c *compiler) listenerSets() {
 // hostname (HostnameConflict).
 func conflictWith(l *listener, winners []*listener) (*listener, string) {
 	for _, w := range winners {
-		if w.spec.Port != l.spec.Port {
+		if !samePort(w, l) {
 			continue
 		}
 		if family(w) != family(l) {
@@ -164,6 +164,12 @@ func family(l *listener) string {
 		return "TLS"
 	}
 	return string(l.spec.Protocol)
+}
+
+// samePort: two listeners share a socket when their port numbers and
+// transports are the same (UDP, or TCP under every other protocol).
+func samePort(a, b *listener) bool {
+	return a.spec.Port == b.spec.Port && (a.spec.Protocol == gwv1.UDPProtocolType) == (b.spec.Protocol == gwv1.UDPProtocolType)
 }
 
 // describe names a listener for another's message.

@@ -36,12 +36,17 @@ func hostRank(h string) int {
 func (c *compiler) snapshot() *gatewaypb.Snapshot {
 	s := &gatewaypb.Snapshot{Gateway: c.gw.Namespace + "/" + c.gw.Name, TrustedHops: c.opts.TrustedHops, MaxRequestHeaderBytes: c.opts.MaxRequestHeaderBytes,
 		BackendClientCertificate: c.clientCert}
-	ports := map[uint32]*gatewaypb.Port{}
+	type key struct {
+		port uint32
+		udp  bool // a UDP port and a TCP one may share a number
+	}
+	ports := map[key]*gatewaypb.Port{}
 	for _, l := range c.all {
 		if !l.programmed() {
 			continue
 		}
-		p := ports[uint32(l.spec.Port)]
+		k := key{uint32(l.spec.Port), l.mode == gatewaypb.Listener_UDP}
+		p := ports[k]
 		if p == nil {
 			p = &gatewaypb.Port{Port: uint32(l.spec.Port), Protocol: gatewaypb.Port_HTTP}
 			switch l.mode {
@@ -53,7 +58,7 @@ func (c *compiler) snapshot() *gatewaypb.Snapshot {
 			default:
 				p.Protocol = gatewaypb.Port_TLS
 			}
-			ports[p.Port] = p
+			ports[k] = p
 			s.Ports = append(s.Ports, p)
 		}
 		pl := &gatewaypb.Listener{Name: l.snapshotName(), Hostname: l.hostname, Mode: l.mode, Certificates: l.certs, ClientValidation: l.clientValidation}
@@ -69,7 +74,10 @@ func (c *compiler) snapshot() *gatewaypb.Snapshot {
 		}
 		p.Listeners = append(p.Listeners, pl)
 	}
-	sort.Slice(s.Ports, func(i, j int) bool { return s.Ports[i].Port < s.Ports[j].Port })
+	sort.Slice(s.Ports, func(i, j int) bool {
+		a, b := s.Ports[i], s.Ports[j]
+		return a.Port < b.Port || a.Port == b.Port && a.Protocol < b.Protocol
+	})
 	for _, p := range s.Ports {
 		sort.SliceStable(p.Listeners, func(i, j int) bool { return hostBefore(p.Listeners[i].Hostname, p.Listeners[j].Hostname) })
 	}

@@ -222,15 +222,22 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config, extra ...Port) (
 	}
 
 	var svcPorts []corev1.ServicePort
-	seen := map[gatewayv1.PortNumber]bool{}
+	// Listeners share a port by hostname; a UDP port and a TCP one may
+	// share a number (DNS: 53 over both).
+	type key struct {
+		port gatewayv1.PortNumber
+		udp  bool
+	}
+	seen := map[key]bool{}
 	for i, l := range gw.Spec.Listeners {
 		if l.Port < 1 || l.Port > 65535 {
 			return Objects{}, fmt.Errorf("Gateway %s/%s: spec.listeners[%d].port: %d is not a port (1-65535)", gw.Namespace, gw.Name, i, l.Port)
 		}
-		if seen[l.Port] {
-			continue // listeners share a port by hostname
+		k := key{l.Port, l.Protocol == gatewayv1.UDPProtocolType}
+		if seen[k] {
+			continue
 		}
-		seen[l.Port] = true
+		seen[k] = true
 		svcPorts = append(svcPorts, corev1.ServicePort{
 			Name:       fmt.Sprintf("%s-%d", strings.ToLower(string(l.Protocol)), l.Port),
 			Port:       int32(l.Port),
@@ -239,10 +246,11 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config, extra ...Port) (
 		})
 	}
 	for _, l := range extra {
-		if l.Port < 1 || seen[l.Port] {
+		k := key{l.Port, l.Protocol == gatewayv1.UDPProtocolType}
+		if l.Port < 1 || seen[k] {
 			continue // the Gateway's own listener names a shared port
 		}
-		seen[l.Port] = true
+		seen[k] = true
 		svcPorts = append(svcPorts, corev1.ServicePort{
 			Name:       fmt.Sprintf("%s-%d", strings.ToLower(string(l.Protocol)), l.Port),
 			Port:       int32(l.Port),
@@ -250,7 +258,12 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config, extra ...Port) (
 			Protocol:   serviceProtocol(l.Protocol),
 		})
 	}
-	slices.SortFunc(svcPorts, func(a, b corev1.ServicePort) int { return int(a.Port - b.Port) })
+	slices.SortFunc(svcPorts, func(a, b corev1.ServicePort) int {
+		if a.Port != b.Port {
+			return int(a.Port - b.Port)
+		}
+		return strings.Compare(string(a.Protocol), string(b.Protocol))
+	})
 
 	svc := &corev1.Service{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},

@@ -42,17 +42,20 @@ func config() inject.Config {
 	return cfg
 }
 
-// A UDP listener's Service port is UDP (udp-<port>), the others' TCP.
+// A UDP listener's Service port is UDP (udp-<port>), the others' TCP; a
+// number served over both (DNS) is two Service ports.
 func TestRenderUDPPorts(t *testing.T) {
 	gw := gateway("dns", 80)
 	gw.Spec.Listeners = append(gw.Spec.Listeners,
 		gatewayv1.Listener{Name: "dns", Port: 53, Protocol: gatewayv1.UDPProtocolType},
+		gatewayv1.Listener{Name: "dns-tcp", Port: 53, Protocol: gatewayv1.TCPProtocolType},
 		gatewayv1.Listener{Name: "raw", Port: 9000, Protocol: gatewayv1.TCPProtocolType})
 	objs, err := Render(gw, Params{}, config())
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []corev1.ServicePort{
+		{Name: "tcp-53", Port: 53, Protocol: corev1.ProtocolTCP},
 		{Name: "udp-53", Port: 53, Protocol: corev1.ProtocolUDP},
 		{Name: "http-80", Port: 80, Protocol: corev1.ProtocolTCP},
 		{Name: "tcp-9000", Port: 9000, Protocol: corev1.ProtocolTCP},
