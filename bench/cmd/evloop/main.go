@@ -75,10 +75,9 @@ func main() {
 		p.backends = append(p.backends, unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()})
 	}
 	p.idle = make([][]*conn, len(p.backends))
-	if err := p.run(*listen); err != nil {
-		fmt.Fprintln(os.Stderr, "evloop:", err)
-		os.Exit(1)
-	}
+	err := p.run(*listen) // serves until it fails
+	fmt.Fprintln(os.Stderr, "evloop:", err)
+	os.Exit(1)
 }
 
 func (p *proxy) run(listen string) error {
