@@ -200,6 +200,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.metrics.AuthzDenied("http", cfg.Authz.Name(), port, t, clientID)
 	})
 	g.metrics.PortListeners("inbound", g.openConns, int64(max(cfg.MaxConnections, 0)))
+	g.metrics.UDPSessions(g.openSessions, int64(max(cfg.MaxConnections, 0)))
 	if cfg.Identity != nil {
 		g.admin.Handle("GET /identity", tlsid.Handler(cfg.Identity))
 		obtained := func() int64 {
@@ -255,6 +256,17 @@ func (g *Gateway) openConns() map[uint32]int64 {
 	out := make(map[uint32]int64, len(g.ports))
 	for n, ps := range g.ports {
 		out[n] = ps.open.Load()
+	}
+	return out
+}
+
+// openSessions is, for each open UDP port, the sessions it holds.
+func (g *Gateway) openSessions() map[uint32]int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[uint32]int64, len(g.udp))
+	for n, us := range g.udp {
+		out[n] = us.open()
 	}
 	return out
 }

@@ -292,12 +292,4 @@ func (s *udpServer) drain() {
 func (s *udpServer) addr() *net.UDPAddr { return s.socks[0].LocalAddr().(*net.UDPAddr) }
 
 // udpSessions is the sessions UDP port n holds (0 when it is not open).
-func (g *Gateway) udpSessions(n uint32) int64 {
-	g.mu.Lock()
-	us := g.udp[n]
-	g.mu.Unlock()
-	if us == nil {
-		return 0
-	}
-	return us.open()
-}
+func (g *Gateway) udpSessions(n uint32) int64 { return g.openSessions()[n] }

@@ -235,7 +235,8 @@ func TestUDPRoute(t *testing.T) {
 // A session idle for UDPIdleTimeout ends: the client's next datagram
 // starts a new one (a new upstream socket), and the port holds no session
 // meanwhile. Beyond MaxConnections sessions a new client's datagrams are
-// dropped until one ends.
+// dropped until one ends. udp_sessions_open and udp_max_sessions show
+// where a port stands.
 func TestUDPSessions(t *testing.T) {
 	e := startUDPEcho(t, "e")
 	p := freeUDPPort(t)
@@ -248,8 +249,12 @@ func TestUDPSessions(t *testing.T) {
 			t.Fatalf("client %d: %q", i, got)
 		}
 	}
-	if n := g.udpSessions(p); n != 2 {
-		t.Errorf("open sessions %d, want 2", n)
+	port := map[string]string{"port": itoa(p)}
+	if v, _ := gauge(t, g, "udp_sessions_open", port); v != 2 {
+		t.Errorf("udp_sessions_open = %v, want 2", v)
+	}
+	if v, _ := gauge(t, g, "udp_max_sessions", port); v != 2 {
+		t.Errorf("udp_max_sessions = %v, want 2", v)
 	}
 	if got := udpExchange(t, c, "third", 150*time.Millisecond); got != "" {
 		t.Errorf("a third session beyond MaxConnections 2: answered %q, want dropped", got)

@@ -621,6 +621,20 @@ func (r *Registry) PortListeners(direction string, open func() map[uint32]int64,
 	})
 }
 
+// UDPSessions exports, at each scrape, the sessions each of the gateway's
+// UDP ports holds (open: by port number, the UDP ports open now) and the
+// bound of each (max; 0: none). Datagrams refused beyond it are counted by
+// UDPDropped (reason max_sessions).
+func (r *Registry) UDPSessions(open func() map[uint32]int64, max int64) {
+	r.reg.MustRegister(portListeners{
+		open: prometheus.NewDesc("udp_sessions_open", "UDP sessions (client addresses with an upstream socket) a port holds.",
+			[]string{"port"}, nil),
+		max: prometheus.NewDesc("udp_max_sessions", "The most UDP sessions a port holds (0: no bound); a new client's datagrams beyond it are dropped.",
+			[]string{"port"}, nil),
+		read: open, bound: float64(max),
+	})
+}
+
 type portListeners struct {
 	open, max *prometheus.Desc
 	read      func() map[uint32]int64
