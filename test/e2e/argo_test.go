@@ -422,14 +422,8 @@ func checkArgoSplit(t *testing.T, n *ns, version, want string) {
 	}
 }
 
-// checkCanaryShare measures, over 30 s of load, the share of the requests
-// the canary's pods (hash canary) answer and fails t unless it is weight %
-// within 4 standard deviations of a binomial draw of that many requests
-// (about ±6 points for the 750 requests of 30 s at 25/s). Only the stable's
-// and the canary's pods may answer. The same pods without the split (the
-// root Service's endpoints balanced, or the two backends evenly) give the
-// canary the share of its pods, which must be outside that range, or the
-// measure could not tell.
+// checkCanaryShare checks, with Argo's pods, the canary's share of the
+// load at setWeight weight (checkShare).
 func checkCanaryShare(t *testing.T, n *ns, load, stable, canary string, weight int) {
 	t.Helper()
 	pods := func(hash string) int {
@@ -437,25 +431,46 @@ func checkCanaryShare(t *testing.T, n *ns, load, stable, canary string, weight i
 		return len(strings.Fields(out))
 	}
 	podShare := float64(pods(canary)) / float64(pods(canary)+pods(stable))
-	// Argo does not wait for the data plane (its SMI router verifies no
-	// weight): give the proxies a moment to get the split.
+	checkShare(t, n, load, "setWeight", weight, podShare,
+		func(pod string) bool { return strings.HasPrefix(pod, "echo-"+canary+"-") },
+		func(pod string) bool { return strings.HasPrefix(pod, "echo-"+stable+"-") })
+}
+
+// checkShare measures, over 30 s of the load, the share of its answers that
+// came from pods isCanary says are the canary's, against weight (at least
+// 500 answers, every one from the canary's or isStable's pods), and fails
+// if the measure could not tell a split from none: the canary's share of
+// the pods (podShare) or of the two backends (50 %) within the tolerance.
+func checkShare(t *testing.T, n *ns, load, step string, weight int, podShare float64, isCanary, isStable func(pod string) bool) {
+	t.Helper()
+	// The controllers do not wait for the data plane (no router verifies
+	// a weight): give the proxies a moment to get the split.
 	time.Sleep(2 * time.Second)
 	before := mustReadLoad(n, load)
 	time.Sleep(30 * time.Second)
 	d := mustReadLoad(n, load).sub(before)
-	c, s, all := sum(d.answers("echo-"+canary+"-")), sum(d.answers("echo-"+stable+"-")), sum(d.answers(""))
+	var c, s int64
+	for pod, codes := range d.Pods {
+		switch {
+		case isCanary(pod):
+			c += sum(codes)
+		case isStable(pod):
+			s += sum(codes)
+		}
+	}
+	all := sum(d.answers(""))
 	p := float64(weight) / 100
 	share := float64(c) / float64(all)
 	tol := 4 * math.Sqrt(p*(1-p)/float64(all))
-	t.Logf("at setWeight %d: the canary answered %d of %d requests (%.1f %%, want %d ± %.1f; its share of the pods %.0f %%)", weight, c, all, 100*share, weight, 100*tol, 100*podShare)
+	t.Logf("at %s %d: the canary answered %d of %d requests (%.1f %%, want %d ± %.1f; its share of the pods %.0f %%)", step, weight, c, all, 100*share, weight, 100*tol, 100*podShare)
 	if all < 500 || c+s != all {
-		t.Fatalf("at setWeight %d: %d answers (want at least 500), %d from neither the stable %s nor the canary %s: %s", weight, all, all-c-s, stable, canary, d)
+		t.Fatalf("at %s %d: %d answers (want at least 500), %d from neither the stable's pods nor the canary's: %s", step, weight, all, all-c-s, d)
 	}
 	if math.Abs(podShare-p) <= tol || math.Abs(0.5-p) <= tol {
-		t.Fatalf("at setWeight %d the canary's share of the pods (%.0f %%) or of the backends (50 %%) is within %.1f points: the measure cannot tell a split from none", weight, 100*podShare, 100*tol)
+		t.Fatalf("at %s %d the canary's share of the pods (%.0f %%) or of the backends (50 %%) is within %.1f points: the measure cannot tell a split from none", step, weight, 100*podShare, 100*tol)
 	}
 	if math.Abs(share-p) > tol {
-		t.Errorf("at setWeight %d the canary answered %.1f %% of the requests (%d of %d), want %d ± %.1f: %s", weight, 100*share, c, all, weight, 100*tol, d)
+		t.Errorf("at %s %d the canary answered %.1f %% of the requests (%d of %d), want %d ± %.1f: %s", step, weight, 100*share, c, all, weight, 100*tol, d)
 		dumpLoadProxy(t, n, load)
 	}
 }
