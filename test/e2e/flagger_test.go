@@ -94,7 +94,9 @@ spec:
 	checkOnlyPrimary(t, n, "load", "once initialized")
 
 	n.apply(deploy("2"))
-	isCanary := func(pod string) bool { return strings.HasPrefix(pod, "echo-") && !strings.HasPrefix(pod, "echo-primary-") }
+	isCanary := func(pod string) bool {
+		return strings.HasPrefix(pod, "echo-") && !strings.HasPrefix(pod, "echo-primary-")
+	}
 	isPrimary := func(pod string) bool { return strings.HasPrefix(pod, "echo-primary-") }
 	for _, w := range []int{25, 75} {
 		waitCanary(n, fmt.Sprintf("at weight %d", w), 4*time.Minute, func(c canary) error {
