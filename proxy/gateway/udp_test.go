@@ -303,16 +303,7 @@ func TestUDPPortLifecycle(t *testing.T) {
 	if got := udpExchange(t, udpClient(t, p), "y", 5*time.Second); got != "udp y" {
 		t.Errorf("UDP after the switch: %q", got)
 	}
-	// The TCP port drains in the background: bounded wait for its close.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if got, err := tcpExchange(addr, "x"); err != nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("TCP still served %q after the switch to UDP", got)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitTCPClosed(t, addr, "after the switch to UDP")
 
 	if err := g.Apply(snap("v3", tcpPort(p, tcpRouteTo("t", to("t.svc:3000", 1))))); err != nil {
 		t.Fatal(err)
@@ -333,7 +324,7 @@ func TestUDPPortLifecycle(t *testing.T) {
 	if err := g.Apply(snap("v5")); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for {
 		uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(p)})
 		if err == nil {
@@ -398,12 +389,21 @@ func TestTCPAndUDPShareAPortNumber(t *testing.T) {
 	if got := udpExchange(t, udpClient(t, p), "back", 5*time.Second); got != "udp back" {
 		t.Errorf("UDP after TCP's removal: %q", got)
 	}
+	waitTCPClosed(t, addr, "after its removal")
+}
+
+// waitTCPClosed waits (5 s at most) until a TCP port a snapshot removed
+// stops serving: it drains in the background.
+func waitTCPClosed(t *testing.T, addr, when string) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, err := tcpExchange(addr, "x"); err != nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatal("TCP still served after its removal")
+		got, err := tcpExchange(addr, "x")
+		if err != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("TCP still served %q %s", got, when)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

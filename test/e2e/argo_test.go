@@ -187,16 +187,7 @@ spec:
 // that version.
 func installArgoRollouts(t *testing.T) string {
 	t.Helper()
-	cmd := exec.Command("go", "mod", "download", "-json", argoModule)
-	cmd.Dir = filepath.Join(repoRoot, argoModuleDir)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("(cd %s && go mod download -json %s): %v\n%s", argoModuleDir, argoModule, err, out)
-	}
-	var mod struct{ Dir, Version string }
-	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
-		t.Fatalf("go mod download -json %s: no Dir (%v):\n%s", argoModule, err, out)
-	}
+	mod := moduleSource(t, argoModuleDir, argoModule)
 	t.Logf("Argo Rollouts %s (%s)", mod.Version, mod.Dir)
 	manifests := filepath.Join(mod.Dir, "manifests")
 	var crds []string
@@ -272,6 +263,22 @@ spec:
 		t.Fatalf("Argo Rollouts' controller not ready: %v\n%s", err, out)
 	}
 	return mod.Version
+}
+
+// moduleSource is where module's files are in the module cache, at the
+// version the wrapper module in dir pins (manifests are read from there).
+func moduleSource(t *testing.T, dir, module string) (mod struct{ Dir, Version string }) {
+	t.Helper()
+	cmd := exec.Command("go", "mod", "download", "-json", module)
+	cmd.Dir = filepath.Join(repoRoot, dir)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("(cd %s && go mod download -json %s): %v\n%s", dir, module, err, out)
+	}
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		t.Fatalf("go mod download -json %s: no Dir (%v):\n%s", module, err, out)
+	}
+	return mod
 }
 
 func getArgoRollout(n *ns, name string) (rollout, error) {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -48,22 +47,7 @@ func TestFlaggerGatewayAPI(t *testing.T) {
 			t.Logf("Flagger's Canary, the HTTPRoutes, Deployments and Services (err %v):\n%s", err, out)
 		}
 	})
-	deploy := func(version string) string {
-		return fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata: {name: echo}
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: echo}
-  template:
-    metadata:
-      labels: {app: echo}
-    spec:
-      %s
-`, echoPodSpec(version))
-	}
-	n.apply(deploy("1"))
+	n.apply(echoDeployment("1"))
 	n.apply(`apiVersion: flagger.app/v1beta1
 kind: Canary
 metadata: {name: echo}
@@ -93,7 +77,7 @@ spec:
 	start := mustReadLoad(n, "load")
 	checkOnlyPrimary(t, n, "load", "once initialized")
 
-	n.apply(deploy("2"))
+	n.apply(echoDeployment("2"))
 	isCanary := func(pod string) bool {
 		return strings.HasPrefix(pod, "echo-") && !strings.HasPrefix(pod, "echo-primary-")
 	}
@@ -198,16 +182,7 @@ func checkOnlyPrimary(t *testing.T, n *ns, load, when string) {
 // returns the version.
 func installFlagger(t *testing.T) string {
 	t.Helper()
-	cmd := exec.Command("go", "mod", "download", "-json", flaggerModule)
-	cmd.Dir = filepath.Join(repoRoot, flaggerModuleDir)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("(cd %s && go mod download -json %s): %v\n%s", flaggerModuleDir, flaggerModule, err, out)
-	}
-	var mod struct{ Dir, Version string }
-	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
-		t.Fatalf("go mod download -json %s: no Dir (%v):\n%s", flaggerModule, err, out)
-	}
+	mod := moduleSource(t, flaggerModuleDir, flaggerModule)
 	t.Logf("Flagger %s (%s)", mod.Version, mod.Dir)
 	crds := filepath.Join(mod.Dir, "artifacts", "flagger", "crd.yaml")
 	account, err := os.ReadFile(filepath.Join(mod.Dir, "artifacts", "flagger", "account.yaml"))

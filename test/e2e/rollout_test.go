@@ -79,6 +79,23 @@ func meshedNamespace(t *testing.T) *ns {
 	return n
 }
 
+// echoDeployment is the Deployment echo of 2 replicas at one version.
+func echoDeployment(version string, args ...string) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: echo}
+  template:
+    metadata:
+      labels: {app: echo}
+    spec:
+      %s
+`, echoPodSpec(version, args...))
+}
+
 // echoPodSpec is the echo server's pod spec at one version: the env var
 // VERSION is what changes the template, args what makes it bad. It drains
 // for 2 s on SIGTERM, as a server behind a load balancer should.
@@ -339,22 +356,7 @@ func noPodsOfHash(n *ns, hash string, timeout time.Duration) {
 //     to the stable, whose pods fail no request.
 func testRolloutCanary(t *testing.T) {
 	n := meshedNamespace(t)
-	deployment := func(version string, args ...string) string {
-		return fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata: {name: echo}
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: echo}
-  template:
-    metadata:
-      labels: {app: echo}
-    spec:
-      %s
-`, echoPodSpec(version, args...))
-	}
-	n.apply(deployment("1"))
+	n.apply(echoDeployment("1"))
 	n.apply(fmt.Sprintf(echoServices, "echo-stable", "echo-canary"))
 	n.apply(successRateTemplate)
 	n.apply(`apiVersion: meridian.io/v1alpha1
