@@ -342,7 +342,7 @@ func trim(log *slog.Logger) {
 		log.Warn("start-up pages left mapped", "err", err)
 		return
 	}
-	log.Debug("start-up pages of the executable unmapped", "rss_before", before, "rss_after", after)
+	log.Debug("start-up pages of the executable unmapped", "rss_file_before", before, "rss_file_after", after)
 }
 
 // trustAnchors reads the trust anchors PEM from the flag's file, or from

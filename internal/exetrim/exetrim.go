@@ -22,7 +22,7 @@ import "os"
 var disabled = os.Getenv("MERIDIAN_EXE_TRIM") == "0"
 
 // Trim unmaps the executable's read-only mappings, and returns the
-// process's resident bytes before and after (0, 0 where it does nothing:
+// process's file-backed resident bytes before and after (0, 0 where it does nothing:
 // not Linux, or disabled).
 func Trim() (before, after int64, err error) {
 	if disabled {

@@ -123,19 +123,25 @@ func parseMaps(b []byte, pc uintptr) ([]mapping, error) {
 	return out, nil
 }
 
-// resident is the process's resident set in bytes (/proc/self/statm).
+// resident is the process's file-backed resident set in bytes (RssFile
+// of /proc/self/status): what Trim changes. The whole resident set would
+// also count the heap and stacks, which other goroutines grow at any time
+// (by more than Trim drops, under the race detector's shadow memory).
 func resident() (int64, error) {
-	b, err := os.ReadFile("/proc/self/statm")
+	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0, fmt.Errorf("exetrim: %w", err)
 	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0, fmt.Errorf("exetrim: /proc/self/statm: %q", b)
+	for _, l := range strings.Split(string(b), "\n") {
+		v, ok := strings.CutPrefix(l, "RssFile:")
+		if !ok {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("exetrim: /proc/self/status: %q: %w", l, err)
+		}
+		return kb << 10, nil
 	}
-	pages, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("exetrim: /proc/self/statm: %w", err)
-	}
-	return pages * int64(os.Getpagesize()), nil
+	return 0, errors.New("exetrim: /proc/self/status has no RssFile")
 }

@@ -52,7 +52,7 @@ THPeligible:           0
 // before Trim: Trim must leave it as the process wrote it.
 var data = [4]int{1, 2, 3, 4}
 
-// Trimming the test binary's own mappings shrinks its resident set, keeps
+// Trimming the test binary's own mappings shrinks its file-backed resident set, keeps
 // what it wrote to its data, and leaves its code runnable: a function run
 // for the first time after, the collector (which reads the read-only
 // pclntab), and a second Trim.
@@ -62,9 +62,9 @@ func TestTrim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("resident %d KiB before, %d KiB after", before>>10, after>>10)
+	t.Logf("file-backed resident %d KiB before, %d KiB after", before>>10, after>>10)
 	if after >= before {
-		t.Errorf("resident %d bytes after Trim, want under the %d before", after, before)
+		t.Errorf("file-backed resident %d bytes after Trim, want under the %d before", after, before)
 	}
 	if data != [4]int{1, 2, 42, 4} {
 		t.Errorf("data %v after Trim, want [1 2 42 4]: a writable mapping was dropped", data)
