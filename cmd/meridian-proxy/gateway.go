@@ -38,6 +38,7 @@ func runGateway(args []string) error {
 	policyFlags(fs, &cfg.Authz, "who may read the admin port beyond /live and /ready, as a sidecar's: "+policies)
 	fs.IntVar(&cfg.MaxConnections, "max-connections", sidecar.DefaultMaxConnections(), "connections each of the snapshot's ports holds open; more are accepted and closed at once, before a byte is read, and counted in tcp_connections_refused_total; default 20000 or a quarter of the file descriptor limit if lower; -1: no bound")
 	fs.DurationVar(&cfg.UDPIdleTimeout, "udp-idle-timeout", 60*time.Second, "a UDP session (a client address's datagrams, with its upstream socket and endpoint) ends after this long with no datagram either way; the client's next datagram starts a new one")
+	fs.BoolVar(&cfg.EventLoop, "event-loop", false, "experimental: serve plaintext HTTP ports' HTTP/1.1 requests on an event loop where it can (one goroutine, no goroutine per connection), the others as without it (proxy/gateway README, Event loop)")
 	bindHost := fs.String("bind-host", "", "the address the snapshot's ports are opened on (default: every address of both families)")
 	configFile := fs.String("gateway-config", "", "a gateway snapshot in protojson (api/proto/gateway Snapshot), reloaded when it changes; a file that does not parse or compile is refused and the last good snapshot keeps serving")
 	gwAddr := fs.String("gateway-addr", "", "the control plane's gateway API (host:port; default --destination-addr when --gateway-name is set)")

@@ -86,6 +86,9 @@ type Config struct {
 	// client passes the authenticated policies over mTLS with Identity.
 	Authz authz.Config
 	Log   *slog.Logger
+	// EventLoop serves plaintext HTTP ports' HTTP/1.1 requests on an event
+	// loop where it can (experimental; README.md, "Event loop").
+	EventLoop bool
 }
 
 // DefaultMaxConnections is Config.MaxConnections' default, the sidecar's
@@ -117,6 +120,9 @@ type Gateway struct {
 	evicting map[*outbound.Cache]context.CancelFunc // ends each cache's EvictIdle
 	rejected []rejection                            // the last snapshots refused, newest first
 	stopped  bool
+
+	loop     *loopState   // Config.EventLoop's; nil without
+	inFlight atomic.Int64 // requests in flight, both paths (inflight's count)
 
 	bg     context.Context // the servers' lifetime: canceled at the end of Run
 	cancel context.CancelFunc
@@ -173,7 +179,7 @@ func New(cfg Config) (*Gateway, error) {
 	rand.Read(id[:])
 	g.id = hex.EncodeToString(id[:])
 	g.fwd = httpproxy.New(httpproxy.Options{Direction: direction, LabelTargetTLS: true, AcceptPeerHeaders: true, Metrics: g.metrics, Log: g.log})
-	g.handler = inflight.New(inflight.Options{Direction: direction, Max: int64(max(cfg.MaxInFlight, 0)), Metrics: g.metrics})(http.HandlerFunc(g.route))
+	g.handler = inflight.New(inflight.Options{Direction: direction, Max: int64(max(cfg.MaxInFlight, 0)), Metrics: g.metrics, Count: &g.inFlight})(http.HandlerFunc(g.route))
 	g.caches[""] = g.cache("", nil)
 	ready := func() bool {
 		return g.ready.Load() && g.table.Load() != nil && (cfg.Identity == nil || cfg.Identity.HasCert())
@@ -210,6 +216,10 @@ func New(cfg Config) (*Gateway, error) {
 			return cfg.Identity.Renewals() + 1
 		}
 		g.metrics.Identity(cfg.Identity.Expiry, obtained, cfg.Identity.Failures)
+	}
+	if err := g.startLoop(); err != nil {
+		g.admin.Close()
+		return nil, fmt.Errorf("event loop: %w", err)
 	}
 	return g, nil
 }
@@ -352,7 +362,9 @@ func (g *Gateway) Apply(s *gatewaypb.Snapshot) (err error) {
 	g.table.Store(t)
 	for _, ps := range opened {
 		g.ports[ps.number] = ps
-		ps.start()
+		if !ps.loopListen() {
+			ps.start()
+		}
 	}
 	for _, us := range openedUDP {
 		g.udp[us.number] = us
@@ -443,6 +455,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.mu.Unlock()
 	g.admin.Close()
+	g.closeLoop()
 	return nil
 }
 

@@ -179,7 +179,9 @@ type seen struct {
 func TestRequestContextHTTP2(t *testing.T) {
 	be := startEcho(t, "a", nil)
 	tlsPn, httpPn := freePort(t), freePort(t)
-	g := startGateway(t, dsts(t, map[string][]string{"a.svc:80": {be.addr}}), nil)
+	// The goroutine path's contexts: the event loop (when a run forces it
+	// on) serves HTTP/1.1 without them.
+	g := startGatewayWith(t, dsts(t, map[string][]string{"a.svc:80": {be.addr}}), nil, func(c *Config) { c.EventLoop = false })
 	var mu sync.Mutex
 	var got []seen
 	route := g.handler

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -128,6 +129,8 @@ func startGatewayWith(t testing.TB, res discover.Resolver, s *gatewaypb.Snapshot
 		Balancer:     balance.RoundRobin,
 		DrainTimeout: 2 * time.Second,
 		Log:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// The event loop under every test when a run asks for it (README.md, Event loop).
+		EventLoop: os.Getenv("MERIDIAN_GATEWAY_EVENT_LOOP") == "1",
 	}
 	if tweak != nil {
 		tweak(&cfg)

@@ -48,8 +48,12 @@ type portServer struct {
 	conns   map[net.Conn]struct{} // TLS streams, closed at the drain deadline
 	cut     bool                  // the drain deadline has passed
 
-	open     atomic.Int64 // accepted connections not yet closed
-	maxConns int64        // Config.MaxConnections; 0: no bound
+	loopLis loopListener // the event loop's accepting, nil without
+	// The event loop's connections and drain state: the loop's alone.
+	loopConns    map[*loopClient]struct{}
+	loopDraining bool
+	open         atomic.Int64 // accepted connections not yet closed
+	maxConns     int64        // Config.MaxConnections; 0: no bound
 }
 
 // counted is an accepted connection counted in its port's open
@@ -384,6 +388,7 @@ func (ps *portServer) untrack(c net.Conn) {
 // drain stops accepting, lets requests and streams finish within timeout,
 // then closes what is left.
 func (ps *portServer) drain(timeout time.Duration) {
+	ps.loopDrain()
 	ps.ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -409,6 +414,7 @@ func (ps *portServer) drain(timeout time.Duration) {
 			c.Close()
 		}
 		ps.mu.Unlock()
+		ps.loopCut()
 		ps.h1.Close()
 		ps.h2.Close() // done already by its Shutdown at ctx's end; cheap
 		<-done

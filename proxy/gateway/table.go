@@ -553,6 +553,7 @@ type rule struct {
 	noBackend string
 	listener  *listener
 	prefix    string // the PREFIX match's value, for ReplacePrefixMatch filters
+	loopOK    bool   // served on the event loop (loop_linux.go): no filters, session, retry or timeouts
 }
 
 type retryPolicy struct {
@@ -610,6 +611,11 @@ func compileRule(t *table, l *listener, r *gatewaypb.Rule, b *builder) (*rule, e
 	}
 	if cr.serve, err = b.ruleFilters(cr, r.GetFilters()); err != nil {
 		return nil, err
+	}
+	cr.loopOK = len(r.GetFilters()) == 0 && cr.session == nil && cr.retry == nil && cr.perTry == 0 && cr.request == 0 && !cr.grpc
+	for i, be := range r.GetBackends() {
+		cb := cr.backends[i]
+		cb.loopOK = len(be.GetFilters()) == 0 && !cb.h2 && cb.protocol == gatewaypb.Backend_PROTOCOL_UNSPECIFIED && be.GetTls() == nil
 	}
 	return cr, nil
 }

@@ -570,6 +570,13 @@ func (c *Conn) CloseWrite() error {
 	return nil
 }
 
+// Count adds bytes read and written outside Read and Write: for a
+// connection served by an event loop, whose Conn wraps no live net.Conn.
+func (c *Conn) Count(read, written int) {
+	c.count(0, read)
+	c.count(1, written)
+}
+
 // MarkFailed records that the connection ended in an error rather than a
 // clean close (e.g. its mTLS handshake failed).
 func (c *Conn) MarkFailed() { c.failed.Store(true) }

@@ -170,6 +170,37 @@ func (c *Cache) Get(ctx context.Context, authority string) (*Dest, error) {
 	return d, nil
 }
 
+// Ready returns authority's destination when Get would return it without
+// waiting (resolved, its profile known, not expired), else false: for a
+// caller that must not block (an event loop), which then hands the request
+// to one that can.
+func (c *Cache) Ready(authority string) (*Dest, bool) {
+	authority = c.qualify(authority)
+	c.mu.Lock()
+	d, ok := c.m[authority]
+	c.mu.Unlock()
+	if !ok || d.expired() {
+		return nil, false
+	}
+	select {
+	case <-d.ready:
+	default:
+		return nil, false
+	}
+	if d.err != nil {
+		return nil, false
+	}
+	if d.profileDone != nil {
+		select {
+		case <-d.profileDone:
+		default:
+			return nil, false
+		}
+	}
+	d.lastUsed.Store(time.Now().UnixNano())
+	return d, true
+}
+
 // qualify is authority with a short name's namespace added
 // (Options.Namespace): "web:80" → "web.<namespace>.svc:80". Names with a
 // dot, IP addresses and localhost stay as they are.

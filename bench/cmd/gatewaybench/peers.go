@@ -115,15 +115,19 @@ func startPeer(kind, bin, cpus, logDir string, backends []string, c *certs) (*ru
 		err error
 	)
 	switch kind {
-	case "meridian", "baseline":
+	case "meridian", "baseline", "loop":
 		var snap string
 		if snap, err = meridianSnapshot(dir, ps[0], ps[1], c); err != nil {
 			return nil, err
 		}
 		admin := sut.Addr(ps[2])
-		p, err = sut.StartMeridian(kind, cpus, logDir, bin, admin, []string{"gateway",
+		args := []string{"gateway",
 			"--gateway-config", snap, "--bind-host", "127.0.0.1", "--admin-addr", admin, "--drain-timeout", "5s",
-			"--dst", "api.bench:8080=" + strings.Join(backends, ",")})
+			"--dst", "api.bench:8080=" + strings.Join(backends, ",")}
+		if kind == "loop" {
+			args = append(args, "--event-loop") // -proxy with its plaintext HTTP/1.1 on the event loop
+		}
+		p, err = sut.StartMeridian(kind, cpus, logDir, bin, admin, args)
 	case "nginx":
 		var cfg string
 		if cfg, err = write("nginx.conf", nginxGW); err == nil {

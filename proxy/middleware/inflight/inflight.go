@@ -21,6 +21,9 @@ type Options struct {
 	Direction string
 	// Metrics gets the request_in_flight gauge and the shed requests.
 	Metrics *metrics.Registry
+	// Count, when set, is the count to share with requests served
+	// elsewhere (a gateway's event loop); nil: its own.
+	Count *atomic.Int64
 }
 
 // ErrMaxInFlight is the answer to a request shed because Max requests were
@@ -30,7 +33,10 @@ var ErrMaxInFlight = errors.New("the proxy has its maximum of requests in flight
 // New returns the middleware. Every handler it wraps shares one count,
 // exported as request_in_flight{direction}.
 func New(o Options) func(http.Handler) http.Handler {
-	n := new(atomic.Int64)
+	n := o.Count
+	if n == nil {
+		n = new(atomic.Int64)
+	}
 	o.Metrics.InFlight(o.Direction, n.Load)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,1017 @@
+package gateway
+
+// The event loop (Config.EventLoop): a plaintext HTTP port's HTTP/1.1
+// requests served by callbacks on proxy/internal/evloop instead of a
+// goroutine per connection. It serves the requests it can serve exactly
+// as the goroutine path does (README.md, "Event loop": bodiless,
+// idempotent, a rule without filters, timeouts, retries or sessions, a
+// plaintext HTTP/1.1 endpoint), and hands the connection, with the bytes it
+// has not consumed, to the goroutine path for anything else, for good. A
+// request whose endpoint fails before a response byte is handed over too
+// (the goroutine path tries it again, as its connection-error retry would
+// have).
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/proxy/balance"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1client"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1server"
+	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
+	"github.com/meridian-mesh/meridian/proxy/internal/rawconn"
+	"github.com/meridian-mesh/meridian/proxy/metrics"
+)
+
+type loopListener = *evloop.Listener
+
+// loopState is the gateway's event loop and what lives on it.
+type loopState struct {
+	l       *evloop.Loop
+	pools   map[string]*loopPool // idle upstream connections by endpoint address
+	bw      *bufio.Writer        // AppendRequest's, reused
+	date    []byte               // "Date: ...\r\n", for dateSec
+	dateSec int64
+}
+
+// startLoop runs the gateway's loop when Config.EventLoop asks for it.
+func (g *Gateway) startLoop() error {
+	if !g.cfg.EventLoop {
+		return nil
+	}
+	l, err := evloop.New()
+	if err != nil {
+		return err
+	}
+	g.loop = &loopState{l: l, pools: map[string]*loopPool{}, bw: bufio.NewWriterSize(nil, 4096)}
+	go l.Run(context.Background())
+	return nil
+}
+
+// closeLoop ends the loop, with the gateway.
+func (g *Gateway) closeLoop() {
+	if g.loop != nil {
+		g.loop.l.Close()
+	}
+}
+
+// loopListen accepts the port's connections on the loop; false when the
+// port cannot be (not plaintext HTTP, a PROXY header, several sockets).
+func (ps *portServer) loopListen() bool {
+	g := ps.g
+	if g.loop == nil {
+		return false
+	}
+	t := g.table.Load()
+	p := t.ports[ps.number]
+	if p == nil || p.protocol != gatewaypb.Port_HTTP || p.proxyProtocol {
+		return false
+	}
+	ln := ps.ln
+	if rl, ok := ln.(rawconn.Listener); ok {
+		ln = rl.Listener
+	}
+	if _, ok := ln.(*net.TCPListener); !ok {
+		return false
+	}
+	errc := make(chan error, 1)
+	g.loop.l.Post(func() {
+		lis, err := g.loop.l.Listen(ln, ps.loopAccept)
+		ps.loopLis = lis
+		errc <- err
+	})
+	if err := <-errc; err != nil {
+		g.log.Warn("event loop: listen", "port", ps.number, "err", err)
+		return false
+	}
+	return true
+}
+
+func (ps *portServer) loopAccept(fd int, sa unix.Sockaddr) {
+	g := ps.g
+	if ps.maxConns > 0 && ps.open.Load() >= ps.maxConns {
+		g.metrics.ConnRefused("inbound", "max_connections")
+		unix.Close(fd)
+		return
+	}
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	lc := &loopClient{ps: ps, st: g.loop}
+	lc.remote, lc.client = sockaddr(sa)
+	lc.mc = g.metrics.Conn(noConn{}, accepted)
+	lc.timer = g.loop.l.After(g.cfg.HeaderTimeout, lc.timeout)
+	c, err := g.loop.l.NewConn(fd, lc)
+	if err != nil {
+		unix.Close(fd)
+		return
+	}
+	ps.open.Add(1)
+	ps.streams.Add(1)
+	lc.c = c
+	if ps.loopConns == nil {
+		ps.loopConns = map[*loopClient]struct{}{}
+	}
+	ps.loopConns[lc] = struct{}{}
+}
+
+// loopDrain stops the loop's accepting on the port and closes its idle
+// connections; the others close after their response (finish).
+func (ps *portServer) loopDrain() {
+	if ps.loopLis == nil {
+		return
+	}
+	done := make(chan struct{})
+	ps.g.loop.l.Post(func() {
+		ps.loopLis.Close()
+		ps.loopDraining = true
+		for lc := range ps.loopConns {
+			if lc.x == nil {
+				lc.close()
+			}
+		}
+		close(done)
+	})
+	<-done
+}
+
+// loopCut closes the port's loop connections at the drain deadline.
+func (ps *portServer) loopCut() {
+	if ps.loopLis == nil {
+		return
+	}
+	done := make(chan struct{})
+	ps.g.loop.l.Post(func() {
+		for lc := range ps.loopConns {
+			lc.abort()
+		}
+		close(done)
+	})
+	<-done
+}
+
+func sockaddr(sa unix.Sockaddr) (remote, ip string) {
+	var ap netip.AddrPort
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		ap = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		ap = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	default:
+		return "", ""
+	}
+	return ap.String(), ap.Addr().String()
+}
+
+// loopIdleTimeout is h1server's IdleTimeout for the port's connections.
+const loopIdleTimeout = 5 * time.Minute
+
+// noConn stands for a loop connection under its metrics.Conn.
+type noConn struct{ net.Conn }
+
+func (noConn) Close() error { return nil }
+
+// loopClient is a client connection served on the loop.
+type loopClient struct {
+	ps             *portServer
+	st             *loopState
+	c              *evloop.Conn
+	remote         string // ip:port
+	client         string // ip
+	req            http.Request
+	x              *loopExchange // the request out, nil between requests
+	xs             loopExchange  // x's storage, reused
+	eof            bool          // the client half-closed: close after the response
+	closed         bool
+	handoffWritten bool          // hand over once what is written is out
+	waiting        bool          // for its destination's resolution (route)
+	retried        bool          // routing again after that: no second wait
+	mc             *metrics.Conn // its tcp_* series
+	timer          *evloop.Timer // the header timeout, then the idle timeout
+	keys           []string      // writeHead's, reused
+}
+
+// loopExchange is one request on its way.
+type loopExchange struct {
+	lc        *loopClient
+	up        *loopUpstream
+	ep        *balance.Endpoint[*httpproxy.Upstream]
+	labels    metrics.Request
+	start     time.Time // for the metrics' latency
+	begin     time.Time // for the balancer
+	head      []byte    // the client's request as it came, to hand over
+	out       []byte    // the request to send
+	resp      http.Response
+	remaining int64 // response body bytes still to pass (byLength)
+	framing   int   // the response body's
+	chunks    chunkScanner
+	sent      bool // the response's head is out: no hand-over any more
+	interim   bool // a 1xx response was passed on: no hand-over either
+	done      bool // the response's end is out
+	counted   bool // request_total has it
+	broken    bool // the body's framing is malformed: the connections end after what was valid
+}
+
+// loopServed counts the final responses the loop passed on (tests).
+var loopServed atomic.Int64
+
+func (lc *loopClient) Readable(c *evloop.Conn) {
+	if lc.waiting {
+		return // the request is read again once its destination is resolved
+	}
+	if lc.x != nil {
+		if c.Err() != nil {
+			lc.abort()
+		} else if c.EOF() {
+			lc.eof = true
+		}
+		return // a pipelined request waits for the response
+	}
+	lc.next()
+}
+
+// Written resumes what waited for the client to take the bytes written:
+// a hand-over, or the rest of a response body.
+func (lc *loopClient) Written(c *evloop.Conn) {
+	if lc.handoffWritten {
+		lc.handoffWritten = false
+		lc.handoff()
+		return
+	}
+	if x := lc.x; x != nil && x.sent && x.up != nil {
+		x.up.Readable(x.up.c)
+	}
+}
+
+// resume routes the request that waited for its destination again: it is
+// served on the loop, or handed over (not found, or the wait ran out).
+func (lc *loopClient) resume() {
+	lc.waiting = false
+	if !lc.closed {
+		lc.retried = true
+		lc.next()
+		lc.retried = false
+	}
+}
+
+// next serves the next request buffered, if it is in whole.
+func (lc *loopClient) next() {
+	c := lc.c
+	buf := c.Buffered()
+	if len(buf) == 0 {
+		if c.EOF() || c.Err() != nil || lc.eof {
+			lc.close()
+			return
+		}
+		lc.timer.Reset(loopIdleTimeout)
+		return
+	}
+	n, ok := h1server.ParseHead(buf, &lc.req)
+	if !ok {
+		if !c.EOF() && c.Err() == nil && len(buf) < 8<<10 && !hasHeadEnd(buf) {
+			lc.timer.Reset(lc.ps.g.cfg.HeaderTimeout) // more of the head to come
+			return
+		}
+		lc.handoff()
+		return
+	}
+	x := lc.route(&lc.req)
+	if lc.waiting {
+		return
+	}
+	if x == nil {
+		lc.handoff()
+		return
+	}
+	x.head = append(x.head[:0], buf[:n]...)
+	c.Consume(n)
+	lc.mc.Count(n, 0)
+	lc.timer.Stop()
+	lc.x = x
+	lc.send(x)
+}
+
+func hasHeadEnd(b []byte) bool {
+	for i := 0; i+3 < len(b); i++ {
+		if b[i] == '\r' && b[i+1] == '\n' && b[i+2] == '\r' && b[i+3] == '\n' {
+			return true
+		}
+	}
+	return false
+}
+
+// route finds the request's rule, backend and endpoint, and builds the
+// request to send; nil when the goroutine path must serve it.
+func (lc *loopClient) route(r *http.Request) *loopExchange {
+	g := lc.ps.g
+	if r.Close || r.ProtoMinor != 1 || !idempotent[r.Method] || r.Method == http.MethodHead ||
+		r.Header["Expect"] != nil || r.Header["Upgrade"] != nil || r.RequestURI == "*" {
+		return nil
+	}
+	t := g.table.Load()
+	if t == nil {
+		return nil
+	}
+	p := t.ports[lc.ps.number]
+	if p == nil || p.protocol != gatewaypb.Port_HTTP || p.proxyProtocol || headerBytes(r) > t.maxHeader {
+		return nil
+	}
+	name := requestHost(r.Host)
+	l := p.listenerFor(name, gatewaypb.Listener_HTTP)
+	if l == nil {
+		return nil
+	}
+	h := l.hostFor(name)
+	if h == nil {
+		return nil
+	}
+	r.RemoteAddr = lc.remote
+	rl := h.rule(r)
+	if rl == nil || !rl.loopOK || g.sawBefore(r.Header) {
+		return nil
+	}
+	be := pickWeighted(rl.backends, rl.total)
+	if be == nil || be.authority == "" || !be.loopOK {
+		return nil
+	}
+	d, ok := be.cache.Ready(be.authority)
+	if !ok {
+		if !lc.retried {
+			// Resolved on a goroutine (Get waits for the destination
+			// API's first answer); the request is routed again once it
+			// is in, and handed over if it still is not.
+			lc.waiting = true
+			cache, authority, l := be.cache, be.authority, lc.st.l
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				cache.Get(ctx, authority)
+				l.Post(lc.resume)
+			}()
+		}
+		return nil
+	}
+	tgt := d.Target()
+	if tgt.Profile != nil && tgt.Profile() != nil {
+		return nil // a service profile's routes and retries: the goroutine path's
+	}
+	ep, err := tgt.Balancer.Pick()
+	if err != nil {
+		return nil
+	}
+	if max := g.cfg.MaxInFlight; max > 0 && g.inFlight.Load() >= int64(max) {
+		return nil // the goroutine path sheds it (inflight's 503)
+	}
+	x := &lc.xs
+	*x = loopExchange{lc: lc, ep: ep, head: x.head, out: x.out}
+	x.labels = metrics.Request{Direction: direction, Authority: tgt.Authority, Route: be.key, Target: ep.Addr()}
+	if tgt.TLS != nil {
+		x.labels.TLS, x.labels.ServerID = tgt.TLS(ep.Addr())
+		if x.labels.TLS == metrics.TLSTrue {
+			return nil // mTLS: not on the loop yet
+		}
+	}
+	forwarded(r, t.trustedHops, l.scheme, g.id)
+	httpproxy.PrepareOutgoing(r)
+	x.out, ok = h1client.AppendRequest(lc.st.bw, x.out[:0], r)
+	if !ok {
+		return nil
+	}
+	return x
+}
+
+// send sends x's request on an idle connection to its endpoint, or a new
+// one.
+func (lc *loopClient) send(x *loopExchange) {
+	g := lc.ps.g
+	x.start = time.Now()
+	x.begin = x.ep.BeginRequest()
+	g.inFlight.Add(1)
+	up := lc.st.pool(x.ep.Addr()).get()
+	if up == nil {
+		var err error
+		up, err = lc.st.dial(x.ep.Addr(), lc.ps.g.metrics, x.labels.TLS)
+		if err != nil {
+			lc.failed(x, true)
+			return
+		}
+	}
+	up.x = x
+	x.up = up
+	// While connecting, the socket takes nothing (EAGAIN): the request
+	// waits in the connection's buffer until it is writable.
+	if err := up.c.Write(x.out); err != nil {
+		lc.failed(x, up.connecting)
+		return
+	}
+	up.mc.Count(0, len(x.out))
+}
+
+// failed is a request whose endpoint failed before a response byte: the
+// balancer is told, and the connection goes to the goroutine path with
+// the request, which tries again (and counts its attempts).
+func (lc *loopClient) failed(x *loopExchange, dial bool) {
+	x.ep.EndRequest(x.begin, true)
+	if dial {
+		x.ep.Fail()
+	}
+	// Not counted: the goroutine path counts the attempts it makes.
+	lc.ps.g.inFlight.Add(-1)
+	if x.up != nil {
+		x.up.close()
+	}
+	lc.x = nil
+	// The request goes back in front of what is buffered.
+	fd, buffered, err := lc.c.Detach()
+	if err != nil {
+		lc.closed = true
+		lc.done()
+		return
+	}
+	prefix := append(append([]byte(nil), x.head...), buffered...)
+	lc.goroutine(fd, prefix)
+}
+
+// handoff gives the connection to the goroutine path for good.
+func (lc *loopClient) handoff() {
+	if lc.c.Pending() > 0 {
+		lc.handoffWritten = true
+		return
+	}
+	fd, buffered, err := lc.c.Detach()
+	if err != nil {
+		lc.closed = true
+		lc.done()
+		return
+	}
+	lc.goroutine(fd, buffered)
+}
+
+func (lc *loopClient) goroutine(fd int, prefix []byte) {
+	lc.closed = true
+	ps := lc.ps
+	nc, err := evloop.FileConn(fd, prefix)
+	if err != nil {
+		lc.done()
+		return
+	}
+	lc.timer.Stop()
+	delete(ps.loopConns, lc)
+	mc := lc.mc
+	mc.Conn = &counted{Conn: nc, ps: ps}
+	go func() {
+		defer ps.streams.Done()
+		if t := ps.g.table.Load(); t == nil || t.ports[ps.number] == nil || t.ports[ps.number].protocol != gatewaypb.Port_HTTP {
+			mc.Close() // the port is no longer HTTP
+			return
+		}
+		ps.h1.ServeConn(context.Background(), mc)
+	}()
+}
+
+func (lc *loopClient) close() {
+	if lc.closed {
+		return
+	}
+	lc.closed = true
+	lc.c.Close()
+	lc.mc.Close()
+	lc.done()
+}
+
+// timeout closes a connection whose head took too long, or that sat idle.
+func (lc *loopClient) timeout() {
+	if lc.x == nil {
+		lc.close()
+	}
+}
+
+func (lc *loopClient) done() {
+	lc.timer.Stop()
+	delete(lc.ps.loopConns, lc)
+	lc.ps.open.Add(-1)
+	lc.ps.streams.Done()
+}
+
+// abort ends the exchange and the connection: the client went away.
+func (lc *loopClient) abort() {
+	if x := lc.x; x != nil {
+		lc.x = nil
+		x.ep.EndRequest(x.begin, false)
+		x.count()
+		lc.ps.g.metrics.ClientError(direction, x.labels.Authority, "canceled")
+		lc.ps.g.inFlight.Add(-1)
+		if x.up != nil {
+			x.up.close()
+		}
+	}
+	lc.close()
+}
+
+// cut ends an exchange whose response broke after its head (the endpoint
+// closed or reset mid-body, or sent a malformed chunk): counted as the
+// goroutine path counts a stream error, and both connections closed (the
+// client's response cannot be completed).
+func (lc *loopClient) cut(x *loopExchange) {
+	lc.x = nil
+	x.ep.EndRequest(x.begin, true)
+	lc.ps.g.metrics.ResponseDone(x.labels, metrics.Response{Status: x.resp.StatusCode, Error: "stream", Latency: time.Since(x.start)})
+	lc.ps.g.inFlight.Add(-1)
+	x.up.close()
+	lc.close()
+}
+
+// count counts the request once: when its endpoint answers, or the client
+// leaves (not for an attempt that failed before a response, which the
+// goroutine path makes again and counts).
+func (x *loopExchange) count() {
+	if !x.counted {
+		x.counted = true
+		x.lc.ps.g.metrics.RequestStarted(x.labels)
+	}
+}
+
+// loopUpstream is a connection to an endpoint.
+type loopUpstream struct {
+	st         *loopState
+	c          *evloop.Conn
+	addr       string
+	x          *loopExchange
+	mc         *metrics.Conn
+	connecting bool
+	closed     bool
+}
+
+type loopPool struct{ idle []*loopUpstream }
+
+func (st *loopState) pool(addr string) *loopPool {
+	p := st.pools[addr]
+	if p == nil {
+		p = &loopPool{}
+		st.pools[addr] = p
+	}
+	return p
+}
+
+func (p *loopPool) get() *loopUpstream {
+	for n := len(p.idle); n > 0; n = len(p.idle) {
+		up := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		if !up.closed {
+			return up
+		}
+	}
+	return nil
+}
+
+// dial starts a non-blocking connect to addr.
+func (st *loopState) dial(addr string, m *metrics.Registry, tls string) (*loopUpstream, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	var sa unix.Sockaddr
+	family := unix.AF_INET
+	if ap.Addr().Is4() {
+		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	} else {
+		family = unix.AF_INET6
+		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	up := &loopUpstream{st: st, addr: addr}
+	err = unix.Connect(fd, sa)
+	switch err {
+	case nil:
+	case unix.EINPROGRESS:
+		up.connecting = true
+	default:
+		unix.Close(fd)
+		return nil, err
+	}
+	if up.c, err = st.l.NewConn(fd, up); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	up.mc = m.Conn(noConn{}, metrics.ConnLabels{Direction: direction, Peer: metrics.PeerDst, Target: addr, TLS: tls})
+	return up, nil
+}
+
+func (up *loopUpstream) close() {
+	if up.closed {
+		return
+	}
+	up.closed = true
+	up.c.Close()
+	up.mc.Close()
+}
+
+// Readable reads the response: its head (and any 1xx before it), then its
+// body by its framing.
+func (up *loopUpstream) Readable(c *evloop.Conn) {
+	x := up.x
+	if x == nil {
+		up.close() // an idle connection's close, or bytes nobody asked for
+		return
+	}
+	lc := x.lc
+	for !x.sent {
+		buf := c.Buffered()
+		if c.Err() != nil && len(buf) == 0 {
+			lc.failed(x, up.connecting) // refused, or reset before a response
+			return
+		}
+		up.connecting = false
+		n, ok := h1client.ParseResponseHead(buf, &lc.req, &x.resp)
+		if ok {
+			x.framing, x.remaining = byLength, x.resp.ContentLength
+		} else {
+			end := headEnd(buf)
+			if end < 0 {
+				if c.Err() == nil && !c.EOF() && len(buf) < 64<<10 {
+					return
+				}
+				if !x.interim {
+					lc.failed(x, false) // nothing came, or half a head: tried again
+					return
+				}
+				lc.respond502(x)
+				return
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(buf[:end])), &lc.req)
+			if err != nil || resp.StatusCode == http.StatusSwitchingProtocols {
+				lc.respond502(x) // as the transport's error, or an unasked-for switch
+				return
+			}
+			n, x.resp = end, *resp
+			x.count()
+			if x.resp.StatusCode < 200 {
+				// An interim response (103 Early Hints), passed on as
+				// ReverseProxy passes them, and the final one read next.
+				httpproxy.RemoveHopByHop(x.resp.Header)
+				x.interim = true
+				lc.writeHead(x, nil)
+				c.Consume(n)
+				up.mc.Count(n, 0)
+				continue
+			}
+			x.framing = framingOf(&x.resp)
+			x.remaining = x.resp.ContentLength
+		}
+		x.sent = true
+		x.count()
+		httpproxy.RemoveHopByHop(x.resp.Header)
+		if x.framing == byChunks || x.framing == byClose {
+			x.resp.Header["Transfer-Encoding"] = chunkedTE
+		}
+		loopServed.Add(1) // before the client can see the response
+		// The head and the body's first bytes in one write.
+		body, take := x.firstBody(buf[n:])
+		lc.writeHead(x, body)
+		c.Consume(n + take)
+		up.mc.Count(n+take, 0)
+	}
+	if !x.done && lc.c.Pending() < loopMaxPending {
+		if take := x.passBody(c.Buffered(), c.EOF()); take > 0 {
+			c.Consume(take)
+			up.mc.Count(take, 0)
+		}
+	}
+	if x.done {
+		lc.finish(x)
+		return
+	}
+	if x.broken || c.Err() != nil || (c.EOF() && len(c.Buffered()) == 0) {
+		lc.cut(x)
+	}
+}
+
+var chunkedTE = []string{"chunked"}
+
+// Response body framings.
+const (
+	byLength = iota // Content-Length bytes
+	byChunks        // chunked, passed on as it comes
+	byClose         // until the upstream closes: sent chunked
+	noBody          // 1xx, 204, 304, Content-Length 0
+)
+
+func framingOf(resp *http.Response) int {
+	switch {
+	case resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified:
+		return noBody
+	case len(resp.TransferEncoding) > 0:
+		return byChunks // ReadResponse takes only chunked
+	case resp.ContentLength >= 0:
+		return byLength
+	default:
+		return byClose
+	}
+}
+
+// firstBody is the body's part of what followed the head (written with
+// it, for byLength and byChunks) and how many buffered bytes that is.
+func (x *loopExchange) firstBody(buf []byte) (body []byte, take int) {
+	switch x.framing {
+	case noBody:
+		x.done = true
+		return nil, 0
+	case byLength:
+		if int64(len(buf)) > x.remaining {
+			buf = buf[:x.remaining]
+		}
+		x.remaining -= int64(len(buf))
+		x.done = x.remaining == 0
+		return buf, len(buf)
+	case byChunks:
+		n, done, err := x.chunks.scan(buf)
+		if err != nil {
+			x.broken = true
+		}
+		x.done = done
+		return buf[:n], n
+	}
+	return nil, 0 // byClose: passed as chunks by passBody
+}
+
+// passBody writes what of buf belongs to the body to the client and says
+// how much of buf it took.
+func (x *loopExchange) passBody(buf []byte, eof bool) int {
+	lc := x.lc
+	switch x.framing {
+	case byLength:
+		if int64(len(buf)) > x.remaining {
+			buf = buf[:x.remaining]
+		}
+		if len(buf) > 0 {
+			lc.c.Write(buf)
+			lc.mc.Count(0, len(buf))
+		}
+		x.remaining -= int64(len(buf))
+		x.done = x.remaining == 0
+		return len(buf)
+	case byChunks:
+		n, done, err := x.chunks.scan(buf)
+		if err != nil {
+			x.broken = true
+		}
+		if n > 0 {
+			lc.c.Write(buf[:n])
+			lc.mc.Count(0, n)
+		}
+		x.done = done
+		return n
+	case byClose:
+		if len(buf) > 0 {
+			var size [20]byte
+			h := append(strconv.AppendInt(size[:0], int64(len(buf)), 16), "\r\n"...)
+			lc.c.Write2(h, buf)
+			lc.c.Write([]byte("\r\n"))
+			lc.mc.Count(0, len(h)+len(buf)+2)
+		}
+		if eof {
+			lc.c.Write([]byte("0\r\n\r\n"))
+			lc.mc.Count(0, 5)
+			x.done = true
+			x.resp.Close = true // the upstream closed: not pooled
+		}
+		return len(buf)
+	}
+	return 0
+}
+
+// headEnd is the length of the head at the start of b (through its empty
+// line), or -1.
+func headEnd(b []byte) int {
+	if i := bytes.Index(b, crlfcrlf); i >= 0 {
+		return i + 4
+	}
+	return -1
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// chunkScanner follows a chunked body's framing (RFC 9112 7.1) to find
+// its end, so that it is passed on as it is: sizes, extensions, data and
+// trailers.
+type chunkScanner struct {
+	state     int   // chunkSize, chunkData, chunkDataEnd, chunkTrailer
+	left      int64 // data bytes left of the chunk
+	size      int64
+	digits    int  // of the size line
+	ext       bool // past the size, in an extension
+	line      int  // bytes of the current size or trailer line
+	lineEmpty bool // the trailer line is empty so far
+}
+
+const (
+	chunkSize = iota
+	chunkData
+	chunkDataEnd
+	chunkTrailer
+)
+
+// maxChunkLine bounds a size or trailer line.
+const maxChunkLine = 4096
+
+var errChunk = errors.New("malformed chunked body")
+
+// scan takes the bytes of b that belong to the body, up to its end; done
+// once the last chunk and the trailers are in.
+func (s *chunkScanner) scan(b []byte) (n int, done bool, err error) {
+	i := 0
+	for i < len(b) {
+		switch s.state {
+		case chunkData:
+			k := int(min(s.left, int64(len(b)-i)))
+			i += k
+			if s.left -= int64(k); s.left == 0 {
+				s.state = chunkDataEnd
+			}
+			continue
+		case chunkDataEnd:
+			c := b[i]
+			i++
+			if c == '\n' {
+				s.state = chunkSize
+			} else if c != '\r' {
+				return i, false, errChunk
+			}
+			continue
+		}
+		c := b[i]
+		i++
+		if s.line++; s.line > maxChunkLine {
+			return i, false, errChunk
+		}
+		if s.state == chunkTrailer {
+			if c == '\n' {
+				if s.lineEmpty {
+					return i, true, nil
+				}
+				s.lineEmpty, s.line = true, 0
+			} else if c != '\r' {
+				s.lineEmpty = false
+			}
+			continue
+		}
+		// chunkSize
+		switch {
+		case c == '\n':
+			if s.digits == 0 {
+				return i, false, errChunk
+			}
+			if s.size == 0 {
+				s.state, s.lineEmpty = chunkTrailer, true
+			} else {
+				s.state, s.left = chunkData, s.size
+			}
+			s.size, s.digits, s.ext, s.line = 0, 0, false, 0
+		case c == '\r' || s.ext:
+		case c == ';' || c == ' ' || c == '\t':
+			s.ext = true
+		default:
+			v := unhex(c)
+			if v < 0 || s.digits >= 15 {
+				return i, false, errChunk
+			}
+			s.size, s.digits = s.size<<4|int64(v), s.digits+1
+		}
+	}
+	return i, false, nil
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
+
+// loopMaxPending is how much of a response may wait for a slow client
+// before the upstream connection is read no more.
+const loopMaxPending = 256 << 10
+
+func (up *loopUpstream) Written(*evloop.Conn) { up.connecting = false }
+
+// writeHead writes the response's head, and body, the body's first bytes,
+// to the client as the goroutine path's server does for a handler that
+// set Content-Length.
+func (lc *loopClient) writeHead(x *loopExchange, body []byte) {
+	st := lc.st
+	b := x.out[:0]
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(x.resp.StatusCode), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(x.resp.StatusCode)...)
+	b = append(b, "\r\n"...)
+	if code := x.resp.StatusCode; code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
+		// No body: net/http's server sends none of the body's fields.
+		delete(x.resp.Header, "Content-Type")
+		delete(x.resp.Header, "Content-Length")
+		delete(x.resp.Header, "Transfer-Encoding")
+	}
+	if _, ok := x.resp.Header["Date"]; !ok && x.resp.StatusCode >= 200 {
+		b = append(b, st.dateLine()...)
+	}
+	b, lc.keys = appendHeader(b, x.resp.Header, lc.keys)
+	b = append(b, "\r\n"...)
+	lc.c.Write2(b, body)
+	lc.mc.Count(0, len(b)+len(body))
+	x.out = b
+}
+
+func (st *loopState) dateLine() []byte {
+	now := st.l.Now()
+	if s := now.Unix(); s != st.dateSec || st.date == nil {
+		st.dateSec = s
+		st.date = append(append(append(st.date[:0], "Date: "...), now.UTC().Format(http.TimeFormat)...), "\r\n"...)
+	}
+	return st.date
+}
+
+// appendHeader writes h's fields sorted by name, as net/http's server
+// does.
+func appendHeader(b []byte, h http.Header, keys []string) ([]byte, []string) {
+	keys = keys[:0]
+	for k := range h {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		for _, v := range h[k] {
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	return b, keys
+}
+
+// finish ends a response passed whole: counted, the endpoint told, the
+// upstream connection back in its pool, the next request served.
+func (lc *loopClient) finish(x *loopExchange) {
+	g := lc.ps.g
+	status := x.resp.StatusCode
+	x.ep.EndRequest(x.begin, status >= 500)
+	x.ep.Succeed()
+	g.metrics.ResponseDone(x.labels, metrics.Response{Status: status, Latency: time.Since(x.start)})
+	lc.ps.g.inFlight.Add(-1)
+	up := x.up
+	up.x = nil
+	if x.resp.Close || len(up.c.Buffered()) > 0 {
+		up.close()
+	} else {
+		lc.st.pool(up.addr).idle = append(lc.st.pool(up.addr).idle, up)
+	}
+	lc.x = nil
+	if lc.ps.loopDraining {
+		lc.close()
+		return
+	}
+	lc.next()
+}
+
+// respond502 answers a response the endpoint got wrong (a head that does
+// not parse, an unasked-for 101) as the Forwarder answers it: 502 with
+// the proxy's error header and text, the connection kept.
+func (lc *loopClient) respond502(x *loopExchange) {
+	g := lc.ps.g
+	x.ep.EndRequest(x.begin, true)
+	x.count()
+	g.metrics.ResponseDone(x.labels, metrics.Response{Error: "upstream", Latency: time.Since(x.start)})
+	g.inFlight.Add(-1)
+	x.up.close()
+	const text = "meridian proxy: the endpoint's response is not valid HTTP/1.1\n"
+	b := append(x.out[:0], "HTTP/1.1 502 Bad Gateway\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(text)), 10)
+	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\n"...)
+	b = append(b, lc.st.dateLine()...)
+	b = append(b, httpproxy.ErrorHeader+": upstream\r\nX-Content-Type-Options: nosniff\r\n\r\n"+text...)
+	lc.c.Write(b)
+	lc.mc.Count(0, len(b))
+	x.out = b
+	lc.x = nil
+	lc.next()
+}

@@ -1,0 +1,224 @@
+package gateway
+
+import (
+	"bufio"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// rawBackend answers each request by its path with the bytes of
+// responses[path] (a response, or several: 1xx first), on kept-alive
+// connections; a response without a length ends its connection, as does
+// one whose path ends in "!".
+func rawBackend(t *testing.T, responses map[string]string) (addr string, requests func(path string) []string) {
+	t.Helper()
+	var mu sync.Mutex
+	seen := map[string][]string{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					// What came, the gateway's own id and address aside
+					// (each has its own).
+					req.Header.Set("Meridian-Hop", "<id>")
+					req.Host = "<gateway>"
+					if req.Header.Get("X-Forwarded-Host") != "" {
+						req.Header.Set("X-Forwarded-Host", "<gateway>")
+					}
+					var b strings.Builder
+					b.WriteString(req.Method + " " + req.RequestURI + " " + req.Proto + " Host=" + req.Host + "\n")
+					req.Header.Write(&b)
+					mu.Lock()
+					seen[req.URL.Path] = append(seen[req.URL.Path], b.String())
+					mu.Unlock()
+					resp, ok := responses[req.URL.Path]
+					if !ok {
+						resp = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+					}
+					if _, err := io.WriteString(c, resp); err != nil || strings.HasSuffix(req.URL.Path, "!") {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), func(path string) []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen[path])
+	}
+}
+
+// exchangeResult is what a client makes of a response.
+type exchangeResult struct {
+	Interim []int
+	Status  int
+	Header  http.Header
+	Body    string
+	Trailer http.Header
+	Error   bool
+}
+
+func fetch(c *http.Client, url string) exchangeResult {
+	var r exchangeResult
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+		r.Interim = append(r.Interim, code)
+		return nil
+	}}
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+	resp, err := c.Do(req)
+	if err != nil {
+		r.Error = true
+		return r
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	r.Status, r.Body, r.Trailer = resp.StatusCode, string(b), resp.Trailer
+	r.Error = err != nil
+	r.Header = resp.Header.Clone()
+	delete(r.Header, "Date")
+	return r
+}
+
+// The event loop answers every kind of response as the goroutine path
+// does (the same requests through a gateway with the loop and one
+// without, compared as a client sees them): Content-Length, chunked with
+// extensions and trailers, close-delimited, 204 and 304 (no body fields),
+// 103 before the final response, HTTP/1.0, Connection: close, a body of
+// 300 kB, a malformed chunked body, an upstream that closes without a
+// response, a head that does not parse, an unknown path; each twice on
+// one client connection.
+func TestEventLoopMatchesGoroutinePath(t *testing.T) {
+	big := strings.Repeat("0123456789", 30000)
+	backend, requests := rawBackend(t, map[string]string{
+		"/cl":         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello",
+		"/chunked":    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: done\r\n\r\n",
+		"/close!":     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the close",
+		"/204":        "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n",
+		"/304":        "HTTP/1.1 304 Not Modified\r\nEtag: \"x\"\r\nContent-Length: 10\r\n\r\n",
+		"/103":        "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+		"/http10!":    "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabc",
+		"/conn-close": "HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+		"/big":        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 300000\r\n\r\n" + big,
+		"/badchunk!":  "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+		"/nothing!":   "",
+		"/malformed!": "HTTP/1.1 abc\r\n\r\n",
+	})
+	res := dsts(t, map[string][]string{"web.svc:80": {backend}})
+	s := snap("v1", httpPort(freePort(t), httpListener("http", "", hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1))))))
+	withLoop := startGatewayWith(t, res, s, func(c *Config) { c.EventLoop = true })
+	s2 := snap("v1", httpPort(freePort(t), httpListener("http", "", hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1))))))
+	without := startGatewayWith(t, res, s2, func(c *Config) { c.EventLoop = false })
+	paths := []string{"/cl", "/chunked", "/close!", "/204", "/304", "/103", "/http10!", "/conn-close", "/big", "/badchunk!", "/nothing!", "/malformed!", "/unknown"}
+	clientFor := func(g *Gateway) (*http.Client, string) {
+		var addr string
+		for _, a := range g.Ports() {
+			addr = a.String()
+		}
+		return &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 1}}, "http://" + addr
+	}
+	cl, loopURL := clientFor(withLoop)
+	cg, goURL := clientFor(without)
+	for round := range 2 {
+		for _, p := range paths {
+			a, b := fetch(cl, loopURL+p), fetch(cg, goURL+p)
+			if a.Error && b.Error {
+				// A broken response: where it broke may differ (the
+				// goroutine path buffers the body's first bytes).
+				a.Body, b.Body = "", ""
+			}
+			if a.Status == http.StatusBadGateway && b.Status == http.StatusBadGateway {
+				// The proxy's own text names the parse error its way.
+				a.Body, b.Body = "", ""
+				a.Header.Del("Content-Length")
+				b.Header.Del("Content-Length")
+			}
+			if !reflect.DeepEqual(a, b) {
+				t.Errorf("round %d, %s:\n loop       %+v\n goroutines %+v", round, p, a, b)
+			}
+		}
+	}
+	// The endpoint got the same requests from both (the loop's and the
+	// goroutines' in turn), with a query parameter that does not parse
+	// dropped, hop-by-hop fields and those Connection names removed, a
+	// client's forwarding and mesh headers replaced.
+	hdr := http.Header{"Connection": {"X-Hop, Keep-Alive"}, "X-Hop": {"1"}, "Keep-Alive": {"timeout=5"}, "Te": {"trailers, deflate"},
+		"X-Forwarded-For": {"203.0.113.9"}, "L5d-Dst-Override": {"evil:80"}, "Meridian-Dst-Override": {"evil:80"}, "Proxy-Authorization": {"x"}}
+	for _, u := range []string{loopURL, goURL} {
+		req, _ := http.NewRequest(http.MethodGet, u+"/cl?a=1&b=%zz&c=3", nil)
+		maps.Copy(req.Header, hdr)
+		if resp, err := cl.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	got := requests("/cl")
+	for i := 0; i+1 < len(got); i += 2 {
+		if got[i] != got[i+1] {
+			t.Errorf("request %d to the endpoint:\n loop       %q\n goroutines %q", i/2, got[i], got[i+1])
+		}
+	}
+	// And the golden metrics count them alike.
+	if a, b := series(t, withLoop, "request_total", "response_total"), series(t, without, "request_total", "response_total"); !reflect.DeepEqual(a, b) {
+		t.Errorf("metrics:\n loop       %v\n goroutines %v", a, b)
+	}
+	// Each response form is served by the loop itself, not handed to the
+	// goroutines (on a new connection: a request the loop hands over
+	// takes its connection with it).
+	for _, p := range []string{"/cl", "/chunked", "/close!", "/204", "/304", "/103", "/http10!", "/conn-close", "/big"} {
+		before := loopServed.Load()
+		c, _ := clientFor(withLoop)
+		fetch(c, loopURL+p)
+		if loopServed.Load() != before+1 {
+			t.Errorf("%s: not served by the loop", p)
+		}
+	}
+}
+
+// series are the named families' series of g's registry: labels → value.
+func series(t *testing.T, g *Gateway, names ...string) map[string]float64 {
+	t.Helper()
+	fams, err := g.Metrics().Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range fams {
+		if !slices.Contains(names, f.GetName()) {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var k []string
+			for _, l := range m.GetLabel() {
+				k = append(k, l.GetName()+"="+l.GetValue())
+			}
+			out[f.GetName()+"{"+strings.Join(k, ",")+"}"] = m.GetCounter().GetValue()
+		}
+	}
+	return out
+}

@@ -1,0 +1,19 @@
+//go:build !linux
+
+package gateway
+
+type loopState struct{}
+
+type loopListener = any
+
+func (g *Gateway) startLoop() error { return nil }
+
+func (g *Gateway) closeLoop() {}
+
+func (ps *portServer) loopListen() bool { return false }
+
+func (ps *portServer) loopDrain() {}
+
+func (ps *portServer) loopCut() {}
+
+type loopClient struct{}

@@ -1,0 +1,43 @@
+package h1client
+
+import (
+	"bufio"
+	"net/http"
+
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
+)
+
+// AppendRequest appends req's head, as the client writes it (writeRequest:
+// (*http.Request).Write's bytes), to dst, for a bodiless request; ok is
+// false for a request writeRequest leaves to Request.Write. bw is the
+// caller's, reused: it is reset to append to dst.
+func AppendRequest(bw *bufio.Writer, dst []byte, req *http.Request) (out []byte, ok bool) {
+	a := appender{b: dst}
+	bw.Reset(&a)
+	if !writeRequest(bw, req, nil) {
+		return dst, false
+	}
+	bw.Flush()
+	return a.b, true
+}
+
+type appender struct{ b []byte }
+
+func (a *appender) Write(p []byte) (int, error) {
+	a.b = append(a.b, p...)
+	return len(p), nil
+}
+
+// ParseResponseHead parses the response head at the start of buf, as the
+// client does for the heads it parses in place (parseResponseHead: a final
+// status with a body, one Content-Length, no Connection field, not to a
+// HEAD request); ok is false for any other. n is the head's length; the
+// body is resp.ContentLength bytes after it.
+func ParseResponseHead(buf []byte, req *http.Request, resp *http.Response) (n int, ok bool) {
+	var body h1head.Body
+	n, ok = parseResponseHead(buf, nil, req, resp, &body)
+	if ok {
+		resp.Body = nil
+	}
+	return n, ok
+}
