@@ -47,6 +47,8 @@ unit:
 	if [ "$$assets" = skip ]; then assets=; fi; \
 	echo "KUBEBUILDER_ASSETS=$$assets"; \
 	KUBEBUILDER_ASSETS="$$assets" $(GO) test -race -count=1 ./...
+	# The gateway's tests again with its event loop on (proxy/gateway README, Event loop).
+	MERIDIAN_GATEWAY_EVENT_LOOP=1 $(GO) test -race -count=1 ./proxy/gateway/
 
 # End-to-end tests (test/e2e, build tag e2e) against the real single-node
 # Kubernetes cluster that hack/cluster runs on this machine: `make cluster-up`
