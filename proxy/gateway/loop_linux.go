@@ -109,7 +109,7 @@ func (ps *portServer) loopAccept(fd int, sa unix.Sockaddr) {
 	}
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	lc := &loopClient{ps: ps, st: g.loop}
-	lc.remote, lc.client = sockaddr(sa)
+	lc.remote = sockaddr(sa)
 	lc.mc = g.metrics.Conn(noConn{}, accepted)
 	lc.timer = g.loop.l.After(g.cfg.HeaderTimeout, lc.timeout)
 	c, err := g.loop.l.NewConn(fd, lc)
@@ -161,7 +161,7 @@ func (ps *portServer) loopCut() {
 	<-done
 }
 
-func sockaddr(sa unix.Sockaddr) (remote, ip string) {
+func sockaddr(sa unix.Sockaddr) string {
 	var ap netip.AddrPort
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
@@ -169,9 +169,9 @@ func sockaddr(sa unix.Sockaddr) (remote, ip string) {
 	case *unix.SockaddrInet6:
 		ap = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
 	default:
-		return "", ""
+		return ""
 	}
-	return ap.String(), ap.Addr().String()
+	return ap.String()
 }
 
 // loopIdleTimeout is h1server's IdleTimeout for the port's connections.
@@ -188,7 +188,6 @@ type loopClient struct {
 	st             *loopState
 	c              *evloop.Conn
 	remote         string // ip:port
-	client         string // ip
 	req            http.Request
 	x              *loopExchange // the request out, nil between requests
 	xs             loopExchange  // x's storage, reused
@@ -279,7 +278,7 @@ func (lc *loopClient) next() {
 	}
 	n, ok := h1server.ParseHead(buf, &lc.req)
 	if !ok {
-		if !c.EOF() && c.Err() == nil && len(buf) < 8<<10 && !hasHeadEnd(buf) {
+		if !c.EOF() && c.Err() == nil && len(buf) < 8<<10 && headEnd(buf) < 0 {
 			lc.timer.Reset(lc.ps.g.cfg.HeaderTimeout) // more of the head to come
 			return
 		}
@@ -300,15 +299,6 @@ func (lc *loopClient) next() {
 	lc.timer.Stop()
 	lc.x = x
 	lc.send(x)
-}
-
-func hasHeadEnd(b []byte) bool {
-	for i := 0; i+3 < len(b); i++ {
-		if b[i] == '\r' && b[i+1] == '\n' && b[i+2] == '\r' && b[i+3] == '\n' {
-			return true
-		}
-	}
-	return false
 }
 
 // route finds the request's rule, backend and endpoint, and builds the
@@ -544,7 +534,6 @@ func (x *loopExchange) count() {
 
 // loopUpstream is a connection to an endpoint.
 type loopUpstream struct {
-	st         *loopState
 	c          *evloop.Conn
 	addr       string
 	x          *loopExchange
@@ -594,7 +583,7 @@ func (st *loopState) dial(addr string, m *metrics.Registry, tls string) (*loopUp
 		return nil, err
 	}
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	up := &loopUpstream{st: st, addr: addr}
+	up := &loopUpstream{addr: addr}
 	err = unix.Connect(fd, sa)
 	switch err {
 	case nil:
@@ -643,9 +632,11 @@ func (up *loopUpstream) Readable(c *evloop.Conn) {
 		} else {
 			end := headEnd(buf)
 			if end < 0 {
-				if c.Err() == nil && !c.EOF() && len(buf) < 64<<10 {
+				if c.Err() == nil && !c.EOF() && len(buf) < evloop.BufferSize {
 					return
 				}
+				// Cut short, or a head larger than the loop's buffer:
+				// the goroutine path sends the request again and reads it.
 				if !x.interim {
 					lc.failed(x, false) // nothing came, or half a head: tried again
 					return
@@ -983,7 +974,8 @@ func (lc *loopClient) finish(x *loopExchange) {
 	if x.resp.Close || len(up.c.Buffered()) > 0 {
 		up.close()
 	} else {
-		lc.st.pool(up.addr).idle = append(lc.st.pool(up.addr).idle, up)
+		p := lc.st.pool(up.addr)
+		p.idle = append(p.idle, up)
 	}
 	lc.x = nil
 	if lc.ps.loopDraining {

@@ -34,7 +34,6 @@ type Conn struct {
 	h      ConnHandler
 	buf    []byte // buf[r:w] read and not consumed; nil while empty
 	r, w   int
-	max    int    // the most Buffered may hold: reading stops there
 	out    []byte // written and not taken by the socket yet
 	ev     Events // what fd is watched for
 	eof    bool
@@ -51,7 +50,7 @@ func (l *Loop) NewConn(fd int, h ConnHandler) (*Conn, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, os.NewSyscallError("fcntl", err)
 	}
-	c := &Conn{l: l, fd: fd, h: h, max: BufferSize, ev: In}
+	c := &Conn{l: l, fd: fd, h: h, ev: In}
 	if err := l.Watch(fd, In, c); err != nil {
 		return nil, err
 	}
@@ -63,9 +62,6 @@ func (c *Conn) SetHandler(h ConnHandler) { c.h = h }
 
 // Fd is the socket's descriptor.
 func (c *Conn) Fd() int { return c.fd }
-
-// Loop is the loop the connection is served on.
-func (c *Conn) Loop() *Loop { return c.l }
 
 // Buffered is what was read and not consumed. It is valid until the next
 // Consume or the handler's return, whichever is first.
@@ -81,14 +77,6 @@ func (c *Conn) Consume(n int) {
 			c.buf = nil
 		}
 	}
-	c.want()
-}
-
-// SetMaxBuffered sets the most that Buffered may hold (BufferSize by
-// default): reading stops while it is full. A head larger than the
-// default needs more.
-func (c *Conn) SetMaxBuffered(n int) {
-	c.max = n
 	c.want()
 }
 
@@ -267,15 +255,8 @@ func (c *Conn) read() {
 		c.r = 0
 	}
 	if c.w == len(c.buf) {
-		if len(c.buf) >= c.max {
-			c.want() // full: reading stops until a Consume
-			return
-		}
-		nb := make([]byte, min(2*len(c.buf), c.max))
-		c.w = copy(nb, c.buf[c.r:c.w])
-		c.r = 0
-		c.l.putBuf(c.buf)
-		c.buf = nb
+		c.want() // full: reading stops until a Consume
+		return
 	}
 	n, e := rawRead(c.fd, c.buf[c.w:])
 	switch {
@@ -338,7 +319,7 @@ func (c *Conn) want() {
 		return
 	}
 	var ev Events
-	if !c.eof && c.err == nil && (c.buf == nil || c.w-c.r < c.max) {
+	if !c.eof && c.err == nil && (c.buf == nil || c.w-c.r < BufferSize) {
 		ev |= In
 	}
 	if len(c.out) > 0 {
@@ -359,10 +340,9 @@ func (l *Loop) getBuf() []byte {
 	return make([]byte, BufferSize)
 }
 
-// putBuf keeps a default-sized buffer for the next read (a grown one is
-// left to the collector), at most maxSpareBufs of them.
+// putBuf keeps a buffer for the next read, at most maxSpareBufs of them.
 func (l *Loop) putBuf(b []byte) {
-	if len(b) == BufferSize && len(l.bufs) < maxSpareBufs {
+	if len(l.bufs) < maxSpareBufs {
 		l.bufs = append(l.bufs, b)
 	}
 }
