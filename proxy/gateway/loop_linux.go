@@ -40,11 +40,16 @@ type loopListener = *evloop.Listener
 
 // loopState is the gateway's event loop and what lives on it.
 type loopState struct {
-	l       *evloop.Loop
-	pools   map[string]*loopPool // idle upstream connections by endpoint address
-	bw      *bufio.Writer        // AppendRequest's, reused
-	date    []byte               // "Date: ...\r\n", for dateSec
-	dateSec int64
+	l     *evloop.Loop
+	pools map[string]*loopPool // idle upstream connections by endpoint address
+	bw    *bufio.Writer        // AppendRequest's, reused
+	// TLS connections' (looptls_linux.go): spare plaintext buffers, and
+	// what crypto/tls writes, sent at once.
+	plainBufs [][]byte
+	tlsOut    []byte
+	tlsJoin   []byte // a head and body joined into one record
+	date      []byte // "Date: ...\r\n", for dateSec
+	dateSec   int64
 }
 
 // startLoop runs the gateway's loop when Config.EventLoop asks for it.
@@ -129,12 +134,14 @@ func (ps *portServer) loopAccept(fd int, sa unix.Sockaddr) {
 // loopDrain stops the loop's accepting on the port and closes its idle
 // connections; the others close after their response (finish).
 func (ps *portServer) loopDrain() {
-	if ps.loopLis == nil {
+	if ps.g.loop == nil {
 		return
 	}
 	done := make(chan struct{})
 	ps.g.loop.l.Post(func() {
-		ps.loopLis.Close()
+		if ps.loopLis != nil {
+			ps.loopLis.Close()
+		}
 		ps.loopDraining = true
 		for lc := range ps.loopConns {
 			if lc.x == nil {
@@ -148,7 +155,7 @@ func (ps *portServer) loopDrain() {
 
 // loopCut closes the port's loop connections at the drain deadline.
 func (ps *portServer) loopCut() {
-	if ps.loopLis == nil {
+	if ps.g.loop == nil {
 		return
 	}
 	done := make(chan struct{})
@@ -187,13 +194,15 @@ type loopClient struct {
 	ps             *portServer
 	st             *loopState
 	c              *evloop.Conn
-	remote         string // ip:port
+	remote         string   // ip:port
+	tls            *loopTLS // an HTTPS connection's TLS; nil: plaintext
 	req            http.Request
 	x              *loopExchange // the request out, nil between requests
 	xs             loopExchange  // x's storage, reused
 	eof            bool          // the client half-closed: close after the response
 	closed         bool
 	handoffWritten bool          // hand over once what is written is out
+	handoffHead    []byte        // a failed request, handed over in front of the rest
 	waiting        bool          // for its destination's resolution (route)
 	retried        bool          // routing again after that: no second wait
 	mc             *metrics.Conn // its tcp_* series
@@ -226,13 +235,20 @@ type loopExchange struct {
 var loopServed atomic.Int64
 
 func (lc *loopClient) Readable(c *evloop.Conn) {
+	if lc.handoffWritten {
+		if c.Err() != nil {
+			lc.close() // what waited to be written never will be
+		}
+		return // the goroutine path reads the rest
+	}
 	if lc.waiting {
 		return // the request is read again once its destination is resolved
 	}
 	if lc.x != nil {
-		if c.Err() != nil {
+		lc.pull()
+		if lc.readErr() != nil {
 			lc.abort()
-		} else if c.EOF() {
+		} else if lc.readEOF() {
 			lc.eof = true
 		}
 		return // a pipelined request waits for the response
@@ -266,10 +282,10 @@ func (lc *loopClient) resume() {
 
 // next serves the next request buffered, if it is in whole.
 func (lc *loopClient) next() {
-	c := lc.c
-	buf := c.Buffered()
+	lc.pull()
+	buf := lc.buffered()
 	if len(buf) == 0 {
-		if c.EOF() || c.Err() != nil || lc.eof {
+		if lc.readEOF() || lc.readErr() != nil || lc.eof {
 			lc.close()
 			return
 		}
@@ -278,7 +294,7 @@ func (lc *loopClient) next() {
 	}
 	n, ok := h1server.ParseHead(buf, &lc.req)
 	if !ok {
-		if !c.EOF() && c.Err() == nil && len(buf) < 8<<10 && headEnd(buf) < 0 {
+		if !lc.readEOF() && lc.readErr() == nil && len(buf) < 8<<10 && headEnd(buf) < 0 {
 			lc.timer.Reset(lc.ps.g.cfg.HeaderTimeout) // more of the head to come
 			return
 		}
@@ -294,8 +310,7 @@ func (lc *loopClient) next() {
 		return
 	}
 	x.head = append(x.head[:0], buf[:n]...)
-	c.Consume(n)
-	lc.mc.Count(n, 0)
+	lc.consume(n)
 	lc.timer.Stop()
 	lc.x = x
 	lc.send(x)
@@ -314,11 +329,20 @@ func (lc *loopClient) route(r *http.Request) *loopExchange {
 		return nil
 	}
 	p := t.ports[lc.ps.number]
-	if p == nil || p.protocol != gatewaypb.Port_HTTP || p.proxyProtocol || headerBytes(r) > t.maxHeader {
+	if p == nil || p.protocol != lc.protocol() || p.proxyProtocol || headerBytes(r) > t.maxHeader {
 		return nil
 	}
 	name := requestHost(r.Host)
-	l := p.listenerFor(name, gatewaypb.Listener_HTTP)
+	var l *listener
+	if lt := lc.tls; lt != nil {
+		l = p.listenerFor(name, gatewaypb.Listener_HTTPS)
+		if lt.sni != "" && l != p.listenerFor(lt.sni, gatewaypb.Listener_HTTPS) {
+			return nil // misdirected (421): the goroutine path answers
+		}
+		r.TLS = &lt.state
+	} else {
+		l = p.listenerFor(name, gatewaypb.Listener_HTTP)
+	}
 	if l == nil {
 		return nil
 	}
@@ -422,15 +446,10 @@ func (lc *loopClient) failed(x *loopExchange, dial bool) {
 		x.up.close()
 	}
 	lc.x = nil
-	// The request goes back in front of what is buffered.
-	fd, buffered, err := lc.c.Detach()
-	if err != nil {
-		lc.closed = true
-		lc.done()
-		return
-	}
-	prefix := append(append([]byte(nil), x.head...), buffered...)
-	lc.goroutine(fd, prefix)
+	// The request goes back in front of what is buffered, once the last
+	// response is out.
+	lc.handoffHead = append(lc.handoffHead[:0], x.head...)
+	lc.handoff()
 }
 
 // handoff gives the connection to the goroutine path for good.
@@ -439,35 +458,56 @@ func (lc *loopClient) handoff() {
 		lc.handoffWritten = true
 		return
 	}
-	fd, buffered, err := lc.c.Detach()
-	if err != nil {
-		lc.closed = true
-		lc.done()
-		return
-	}
-	lc.goroutine(fd, buffered)
+	lc.goroutine(lc.handoffHead)
 }
 
-func (lc *loopClient) goroutine(fd int, prefix []byte) {
+// goroutine gives the connection to the goroutine path (h1server), whose
+// reads return head first, then what the loop read and did not consume.
+func (lc *loopClient) goroutine(head []byte) {
 	lc.closed = true
 	ps := lc.ps
-	nc, err := evloop.FileConn(fd, prefix)
+	lt := lc.tls
+	fd, buffered, err := lc.c.Detach()
+	if err == nil {
+		if lt == nil && len(head) > 0 {
+			buffered = append(append([]byte(nil), head...), buffered...)
+		}
+		var nc net.Conn
+		if nc, err = evloop.FileConn(fd, buffered); err == nil {
+			lc.mc.Conn = &counted{Conn: nc, ps: ps}
+		}
+	}
 	if err != nil {
+		if lt != nil {
+			lt.release()
+		}
+		lc.mc.Close()
 		lc.done()
 		return
 	}
 	lc.timer.Stop()
 	delete(ps.loopConns, lc)
-	mc := lc.mc
-	mc.Conn = &counted{Conn: nc, ps: ps}
+	var conn net.Conn = lc.mc
+	if lt != nil {
+		conn = lt.back(lc.mc, head)
+	}
+	protocol := lc.protocol()
 	go func() {
 		defer ps.streams.Done()
-		if t := ps.g.table.Load(); t == nil || t.ports[ps.number] == nil || t.ports[ps.number].protocol != gatewaypb.Port_HTTP {
-			mc.Close() // the port is no longer HTTP
+		if t := ps.g.table.Load(); t == nil || t.ports[ps.number] == nil || t.ports[ps.number].protocol != protocol {
+			conn.Close() // the port is no longer what it was
 			return
 		}
-		ps.h1.ServeConn(context.Background(), mc)
+		ps.h1.ServeConn(context.Background(), conn)
 	}()
+}
+
+// protocol is what the connection's port serves.
+func (lc *loopClient) protocol() gatewaypb.Port_Protocol {
+	if lc.tls != nil {
+		return gatewaypb.Port_TLS
+	}
+	return gatewaypb.Port_HTTP
 }
 
 func (lc *loopClient) close() {
@@ -475,6 +515,9 @@ func (lc *loopClient) close() {
 		return
 	}
 	lc.closed = true
+	if lc.tls != nil {
+		lc.tls.close()
+	}
 	lc.c.Close()
 	lc.mc.Close()
 	lc.done()
@@ -692,7 +735,11 @@ func (up *loopUpstream) Readable(c *evloop.Conn) {
 	}
 }
 
-var chunkedTE = []string{"chunked"}
+var (
+	chunkedTE = []string{"chunked"}
+	crlf      = []byte("\r\n")
+	lastChunk = []byte("0\r\n\r\n")
+)
 
 // Response body framings.
 const (
@@ -750,8 +797,7 @@ func (x *loopExchange) passBody(buf []byte, eof bool) int {
 			buf = buf[:x.remaining]
 		}
 		if len(buf) > 0 {
-			lc.c.Write(buf)
-			lc.mc.Count(0, len(buf))
+			lc.write(buf, nil)
 		}
 		x.remaining -= int64(len(buf))
 		x.done = x.remaining == 0
@@ -762,8 +808,7 @@ func (x *loopExchange) passBody(buf []byte, eof bool) int {
 			x.broken = true
 		}
 		if n > 0 {
-			lc.c.Write(buf[:n])
-			lc.mc.Count(0, n)
+			lc.write(buf[:n], nil)
 		}
 		x.done = done
 		return n
@@ -771,13 +816,11 @@ func (x *loopExchange) passBody(buf []byte, eof bool) int {
 		if len(buf) > 0 {
 			var size [20]byte
 			h := append(strconv.AppendInt(size[:0], int64(len(buf)), 16), "\r\n"...)
-			lc.c.Write2(h, buf)
-			lc.c.Write([]byte("\r\n"))
-			lc.mc.Count(0, len(h)+len(buf)+2)
+			lc.write(h, buf)
+			lc.write(crlf, nil)
 		}
 		if eof {
-			lc.c.Write([]byte("0\r\n\r\n"))
-			lc.mc.Count(0, 5)
+			lc.write(lastChunk, nil)
 			x.done = true
 			x.resp.Close = true // the upstream closed: not pooled
 		}
@@ -927,8 +970,7 @@ func (lc *loopClient) writeHead(x *loopExchange, body []byte) {
 	}
 	b, lc.keys = appendHeader(b, x.resp.Header, lc.keys)
 	b = append(b, "\r\n"...)
-	lc.c.Write2(b, body)
-	lc.mc.Count(0, len(b)+len(body))
+	lc.write(b, body)
 	x.out = b
 }
 
@@ -1001,8 +1043,7 @@ func (lc *loopClient) respond502(x *loopExchange) {
 	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\n"...)
 	b = append(b, lc.st.dateLine()...)
 	b = append(b, httpproxy.ErrorHeader+": upstream\r\nX-Content-Type-Options: nosniff\r\n\r\n"+text...)
-	lc.c.Write(b)
-	lc.mc.Count(0, len(b))
+	lc.write(b, nil)
 	x.out = b
 	lc.x = nil
 	lc.next()

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/tls"
 	"io"
 	"maps"
 	"net"
@@ -13,6 +14,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 )
 
 // rawBackend answers each request by its path with the bytes of
@@ -49,9 +53,14 @@ func rawBackend(t *testing.T, responses map[string]string) (addr string, request
 					if req.Header.Get("X-Forwarded-Host") != "" {
 						req.Header.Set("X-Forwarded-Host", "<gateway>")
 					}
+					body, err := io.ReadAll(req.Body)
+					if err != nil {
+						return
+					}
 					var b strings.Builder
 					b.WriteString(req.Method + " " + req.RequestURI + " " + req.Proto + " Host=" + req.Host + "\n")
 					req.Header.Write(&b)
+					b.WriteString("body=" + string(body))
 					mu.Lock()
 					seen[req.URL.Path] = append(seen[req.URL.Path], b.String())
 					mu.Unlock()
@@ -112,8 +121,13 @@ func fetch(c *http.Client, url string) exchangeResult {
 // 103 before the final response, HTTP/1.0, Connection: close, a body of
 // 300 kB, a malformed chunked body, an upstream that closes without a
 // response, a head that does not parse, an unknown path; each twice on
-// one client connection.
+// one client connection; on a plaintext port and on an HTTPS one.
 func TestEventLoopMatchesGoroutinePath(t *testing.T) {
+	t.Run("http", func(t *testing.T) { testEventLoopMatches(t, false) })
+	t.Run("https", func(t *testing.T) { testEventLoopMatches(t, true) })
+}
+
+func testEventLoopMatches(t *testing.T, https bool) {
 	big := strings.Repeat("0123456789", 30000)
 	backend, requests := rawBackend(t, map[string]string{
 		"/cl":         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello",
@@ -130,17 +144,32 @@ func TestEventLoopMatchesGoroutinePath(t *testing.T) {
 		"/malformed!": "HTTP/1.1 abc\r\n\r\n",
 	})
 	res := dsts(t, map[string][]string{"web.svc:80": {backend}})
-	s := snap("v1", httpPort(freePort(t), httpListener("http", "", hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1))))))
-	withLoop := startGatewayWith(t, res, s, func(c *Config) { c.EventLoop = true })
-	s2 := snap("v1", httpPort(freePort(t), httpListener("http", "", hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1))))))
-	without := startGatewayWith(t, res, s2, func(c *Config) { c.EventLoop = false })
+	chain, key := certPEM(t, "web.test")
+	snapshot := func() *gatewaypb.Snapshot {
+		host := hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1)))
+		if !https {
+			return snap("v1", httpPort(freePort(t), httpListener("http", "", host)))
+		}
+		s := snap("v1", tlsPort(freePort(t), &gatewaypb.Listener{Name: "https", Mode: gatewaypb.Listener_HTTPS, Certificates: []string{"ns/web"},
+			Hosts: []*gatewaypb.Host{host}}))
+		s.Certificates = []*gatewaypb.Certificate{{Name: "ns/web", CertChain: chain, PrivateKey: key}}
+		return s
+	}
+	withLoop := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop = true })
+	without := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop = false })
 	paths := []string{"/cl", "/chunked", "/close!", "/204", "/304", "/103", "/http10!", "/conn-close", "/big", "/badchunk!", "/nothing!", "/malformed!", "/unknown"}
 	clientFor := func(g *Gateway) (*http.Client, string) {
 		var addr string
 		for _, a := range g.Ports() {
 			addr = a.String()
 		}
-		return &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 1}}, "http://" + addr
+		tr := &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 1}
+		if !https {
+			return &http.Client{Transport: tr}, "http://" + addr
+		}
+		// HTTP/1.1 by ALPN: the loop's (h2 stays on the goroutines).
+		tr.TLSClientConfig = &tls.Config{ServerName: "web.test", InsecureSkipVerify: true}
+		return &http.Client{Transport: tr}, "https://" + addr
 	}
 	cl, loopURL := clientFor(withLoop)
 	cg, goURL := clientFor(without)
@@ -182,6 +211,60 @@ func TestEventLoopMatchesGoroutinePath(t *testing.T) {
 		if got[i] != got[i+1] {
 			t.Errorf("request %d to the endpoint:\n loop       %q\n goroutines %q", i/2, got[i], got[i+1])
 		}
+	}
+	// A request the loop does not serve (one with a body) takes the
+	// connection to the goroutine path with what the loop read after it
+	// (for HTTPS, decrypted): GET, POST and GET pipelined in one write,
+	// three answers in order, the first the loop's.
+	const pipelined = "GET /cl HTTP/1.1\r\nHost: x\r\n\r\n" +
+		"POST /cl HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody" +
+		"GET /cl?after HTTP/1.1\r\nHost: x\r\n\r\n"
+	for _, g := range []*Gateway{withLoop, without} {
+		var addr string
+		for _, a := range g.Ports() {
+			addr = a.String()
+		}
+		var conn net.Conn
+		var err error
+		if https {
+			conn, err = tls.Dial("tcp", addr, &tls.Config{ServerName: "web.test", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		} else {
+			conn, err = net.Dial("tcp", addr)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		before := loopServed.Load()
+		io.WriteString(conn, pipelined)
+		br := bufio.NewReader(conn)
+		for i := range 3 {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("pipelined, answer %d: %v", i, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || string(b) != "hello" {
+				t.Errorf("pipelined, answer %d: %s %q", i, resp.Status, b)
+			}
+		}
+		conn.Close()
+		if want := int64(map[bool]int{true: 1}[g == withLoop]); loopServed.Load()-before != want {
+			t.Errorf("pipelined: the loop served %d, want %d", loopServed.Load()-before, want)
+		}
+	}
+	if got := requests("/cl"); len(got) >= 6 {
+		got = got[len(got)-6:]
+		for i := range 3 {
+			if got[i] != got[i+3] {
+				t.Errorf("pipelined request %d to the endpoint:\n loop       %q\n goroutines %q", i, got[i], got[i+3])
+			}
+		}
+		if !strings.Contains(got[1], "body=body") {
+			t.Errorf("the POST's body did not reach the endpoint: %q", got[1])
+		}
+	} else {
+		t.Errorf("the endpoint got %d requests for /cl", len(got))
 	}
 	// And the golden metrics count them alike.
 	if a, b := series(t, withLoop, "request_total", "response_total"), series(t, without, "request_total", "response_total"); !reflect.DeepEqual(a, b) {

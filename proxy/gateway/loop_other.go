@@ -2,6 +2,8 @@
 
 package gateway
 
+import "crypto/tls"
+
 type loopState struct{}
 
 type loopListener = any
@@ -17,3 +19,5 @@ func (ps *portServer) loopDrain() {}
 func (ps *portServer) loopCut() {}
 
 type loopClient struct{}
+
+func (ps *portServer) loopTLS(*tls.Conn, *tlsTransport, tls.ConnectionState) bool { return false }

@@ -400,3 +400,29 @@ func writev(fd int, a, b []byte) (int, error) {
 		}
 	}
 }
+
+// Take takes c's socket for a loop (NewConn): a duplicate of its
+// descriptor, and c closed (the runtime's poller lets its own go). Nothing
+// may be using c meanwhile, and it must have nothing buffered above the
+// socket.
+func Take(c interface {
+	syscall.Conn
+	Close() error
+}) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	cerr := rc.Control(func(s uintptr) {
+		fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if cerr != nil {
+		return -1, cerr
+	}
+	if err != nil {
+		return -1, os.NewSyscallError("fcntl", err)
+	}
+	c.Close()
+	return fd, nil
+}

@@ -574,3 +574,53 @@ func TestClose(t *testing.T) {
 		t.Error("a second Run returned nil")
 	}
 }
+
+// A connection served by a goroutine first (a greeting read the blocking
+// way) goes on serving on the loop once taken: the client's bytes that
+// came after the greeting are echoed, the runtime's copy is closed (its
+// reads fail), and the client sees the end when the loop closes.
+func TestTake(t *testing.T) {
+	l := start(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	client.SetDeadline(time.Now().Add(10 * time.Second))
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(client, "hello")
+	greeting := make([]byte, 5)
+	if _, err := io.ReadFull(sc, greeting); err != nil || string(greeting) != "hello" {
+		t.Fatalf("greeting: %q, %v", greeting, err)
+	}
+	fd, err := Take(sc.(*net.TCPConn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc.Read(greeting); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("the taken net.Conn reads: %v, want net.ErrClosed", err)
+	}
+	on(l, func() {
+		if _, err := l.NewConn(fd, &echo{}); err != nil {
+			t.Error(err)
+			unix.Close(fd)
+		}
+	})
+	msg := bytes.Repeat([]byte("0123456789"), 10000)
+	go func() {
+		client.Write(msg)
+		client.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(client)
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("echoed %d bytes (%v), want %d", len(got), err, len(msg))
+	}
+}
