@@ -89,6 +89,9 @@ type Config struct {
 	// EventLoop serves plaintext HTTP ports' HTTP/1.1 requests on an event
 	// loop where it can (experimental; README.md, "Event loop").
 	EventLoop bool
+	// EventLoops is how many: 0 for one per processor the runtime uses
+	// (GOMAXPROCS).
+	EventLoops int
 }
 
 // DefaultMaxConnections is Config.MaxConnections' default, the sidecar's
@@ -121,8 +124,9 @@ type Gateway struct {
 	rejected []rejection                            // the last snapshots refused, newest first
 	stopped  bool
 
-	loop     *loopState   // Config.EventLoop's; nil without
-	inFlight atomic.Int64 // requests in flight, both paths (inflight's count)
+	loops    []*loopState  // Config.EventLoop's; none without
+	nextLoop atomic.Uint32 // pickLoop's turn
+	inFlight atomic.Int64  // requests in flight, both paths (inflight's count)
 
 	bg     context.Context // the servers' lifetime: canceled at the end of Run
 	cancel context.CancelFunc

@@ -19,8 +19,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,11 +40,12 @@ import (
 
 type loopListener = *evloop.Listener
 
-// loopState is the gateway's event loop and what lives on it.
+// loopState is one of the gateway's event loops and what lives on it.
 type loopState struct {
 	l     *evloop.Loop
-	pools map[string]*loopPool // idle upstream connections by endpoint address
-	bw    *bufio.Writer        // AppendRequest's, reused
+	ports map[*portServer]*loopPort // the ports' connections served here
+	pools map[string]*loopPool      // idle upstream connections by endpoint address
+	bw    *bufio.Writer             // AppendRequest's, reused
 	// TLS connections' (looptls_linux.go): spare plaintext buffers, and
 	// what crypto/tls writes, sent at once.
 	plainBufs [][]byte
@@ -50,34 +53,61 @@ type loopState struct {
 	tlsJoin   []byte // a head and body joined into one record
 	date      []byte // "Date: ...\r\n", for dateSec
 	dateSec   int64
+	served    atomic.Int64 // final responses passed on (tests)
 }
 
-// startLoop runs the gateway's loop when Config.EventLoop asks for it.
+// loopPort is a port's connections on one loop.
+type loopPort struct{ conns map[*loopClient]struct{} }
+
+func (st *loopState) port(ps *portServer) *loopPort {
+	lp := st.ports[ps]
+	if lp == nil {
+		lp = &loopPort{conns: map[*loopClient]struct{}{}}
+		st.ports[ps] = lp
+	}
+	return lp
+}
+
+// startLoop runs the gateway's loops when Config.EventLoop asks for them:
+// Config.EventLoops, or one per processor the runtime uses.
 func (g *Gateway) startLoop() error {
 	if !g.cfg.EventLoop {
 		return nil
 	}
-	l, err := evloop.New()
-	if err != nil {
-		return err
+	n := g.cfg.EventLoops
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
 	}
-	g.loop = &loopState{l: l, pools: map[string]*loopPool{}, bw: bufio.NewWriterSize(nil, 4096)}
-	go l.Run(context.Background())
+	for range n {
+		l, err := evloop.New()
+		if err != nil {
+			g.closeLoop()
+			return err
+		}
+		g.loops = append(g.loops, &loopState{l: l, ports: map[*portServer]*loopPort{}, pools: map[string]*loopPool{}, bw: bufio.NewWriterSize(nil, 4096)})
+		go l.Run(context.Background())
+	}
 	return nil
 }
 
-// closeLoop ends the loop, with the gateway.
+// closeLoop ends the loops, with the gateway.
 func (g *Gateway) closeLoop() {
-	if g.loop != nil {
-		g.loop.l.Close()
+	for _, st := range g.loops {
+		st.l.Close()
 	}
 }
 
-// loopListen accepts the port's connections on the loop; false when the
-// port cannot be (not plaintext HTTP, a PROXY header, several sockets).
+// pickLoop is the loop a new connection is served on: each in turn.
+func (g *Gateway) pickLoop() *loopState {
+	return g.loops[int(g.nextLoop.Add(1)%uint32(len(g.loops)))]
+}
+
+// loopListen accepts the port's connections on the first loop, which
+// deals them to the loops in turn; false when the port cannot be (not
+// plaintext HTTP, a PROXY header, several sockets).
 func (ps *portServer) loopListen() bool {
 	g := ps.g
-	if g.loop == nil {
+	if len(g.loops) == 0 {
 		return false
 	}
 	t := g.table.Load()
@@ -93,8 +123,9 @@ func (ps *portServer) loopListen() bool {
 		return false
 	}
 	errc := make(chan error, 1)
-	g.loop.l.Post(func() {
-		lis, err := g.loop.l.Listen(ln, ps.loopAccept)
+	l := g.loops[0].l
+	l.Post(func() {
+		lis, err := l.Listen(ln, ps.loopAccept)
 		ps.loopLis = lis
 		errc <- err
 	})
@@ -105,6 +136,7 @@ func (ps *portServer) loopListen() bool {
 	return true
 }
 
+// loopAccept is the first loop's: the connection goes to the next loop.
 func (ps *portServer) loopAccept(fd int, sa unix.Sockaddr) {
 	g := ps.g
 	if ps.maxConns > 0 && ps.open.Load() >= ps.maxConns {
@@ -113,59 +145,83 @@ func (ps *portServer) loopAccept(fd int, sa unix.Sockaddr) {
 		return
 	}
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	lc := &loopClient{ps: ps, st: g.loop}
-	lc.remote = sockaddr(sa)
-	lc.mc = g.metrics.Conn(noConn{}, accepted)
-	lc.timer = g.loop.l.After(g.cfg.HeaderTimeout, lc.timeout)
-	c, err := g.loop.l.NewConn(fd, lc)
-	if err != nil {
-		unix.Close(fd)
-		return
-	}
 	ps.open.Add(1)
 	ps.streams.Add(1)
-	lc.c = c
-	if ps.loopConns == nil {
-		ps.loopConns = map[*loopClient]struct{}{}
+	lc := &loopClient{ps: ps, remote: sockaddr(sa), mc: g.metrics.Conn(noConn{}, accepted)}
+	if st := g.pickLoop(); st == g.loops[0] {
+		st.serve(lc, fd)
+	} else {
+		st.l.Post(func() { st.serve(lc, fd) })
 	}
-	ps.loopConns[lc] = struct{}{}
 }
 
-// loopDrain stops the loop's accepting on the port and closes its idle
-// connections; the others close after their response (finish).
-func (ps *portServer) loopDrain() {
-	if ps.g.loop == nil {
+// serve serves lc, on fd, on st's loop (called there): ps.open and
+// ps.streams count it already.
+func (st *loopState) serve(lc *loopClient, fd int) {
+	ps := lc.ps
+	lc.st = st
+	lc.timer = st.l.After(ps.g.cfg.HeaderTimeout, lc.timeout)
+	c, err := st.l.NewConn(fd, lc)
+	if err != nil {
+		unix.Close(fd)
+		lc.closed = true
+		lc.mc.Close()
+		lc.done()
 		return
 	}
-	done := make(chan struct{})
-	ps.g.loop.l.Post(func() {
-		if ps.loopLis != nil {
+	lc.c = c
+	lc.lp = st.port(ps)
+	lc.lp.conns[lc] = struct{}{}
+	if ps.loopDraining.Load() {
+		lc.close()
+		return
+	}
+	// The handshake's last read may have taken the first request's
+	// records with it: no readiness would tell of those.
+	if lt := lc.tls; lt != nil {
+		if lt.decrypt(); lt.r < lt.w || lt.eof || lt.err != nil {
+			lc.next()
+		}
+	}
+}
+
+// loopDrain stops the loops' accepting on the port and closes its idle
+// connections; the others close after their response (finish).
+func (ps *portServer) loopDrain() {
+	ps.loopDraining.Store(true)
+	ps.onLoops(func(st *loopState) {
+		if ps.loopLis != nil && st == ps.g.loops[0] {
 			ps.loopLis.Close()
 		}
-		ps.loopDraining = true
-		for lc := range ps.loopConns {
-			if lc.x == nil {
-				lc.close()
+		if lp := st.ports[ps]; lp != nil {
+			for lc := range lp.conns {
+				if lc.x == nil {
+					lc.close()
+				}
 			}
 		}
-		close(done)
 	})
-	<-done
 }
 
 // loopCut closes the port's loop connections at the drain deadline.
 func (ps *portServer) loopCut() {
-	if ps.g.loop == nil {
-		return
-	}
-	done := make(chan struct{})
-	ps.g.loop.l.Post(func() {
-		for lc := range ps.loopConns {
-			lc.abort()
+	ps.onLoops(func(st *loopState) {
+		if lp := st.ports[ps]; lp != nil {
+			for lc := range lp.conns {
+				lc.abort()
+			}
 		}
-		close(done)
 	})
-	<-done
+}
+
+// onLoops runs f on each loop and waits for them all.
+func (ps *portServer) onLoops(f func(*loopState)) {
+	var wg sync.WaitGroup
+	for _, st := range ps.g.loops {
+		wg.Add(1)
+		st.l.Post(func() { defer wg.Done(); f(st) })
+	}
+	wg.Wait()
 }
 
 func sockaddr(sa unix.Sockaddr) string {
@@ -194,8 +250,9 @@ type loopClient struct {
 	ps             *portServer
 	st             *loopState
 	c              *evloop.Conn
-	remote         string   // ip:port
-	tls            *loopTLS // an HTTPS connection's TLS; nil: plaintext
+	remote         string    // ip:port
+	lp             *loopPort // the port's on this loop, nil until served
+	tls            *loopTLS  // an HTTPS connection's TLS; nil: plaintext
 	req            http.Request
 	x              *loopExchange // the request out, nil between requests
 	xs             loopExchange  // x's storage, reused
@@ -486,7 +543,7 @@ func (lc *loopClient) goroutine(head []byte) {
 		return
 	}
 	lc.timer.Stop()
-	delete(ps.loopConns, lc)
+	lc.forget()
 	var conn net.Conn = lc.mc
 	if lt != nil {
 		conn = lt.back(lc.mc, head)
@@ -530,9 +587,19 @@ func (lc *loopClient) timeout() {
 	}
 }
 
+// forget takes lc off its loop's list of the port's connections.
+func (lc *loopClient) forget() {
+	if lp := lc.lp; lp != nil {
+		delete(lp.conns, lc)
+		if len(lp.conns) == 0 && lc.ps.loopDraining.Load() {
+			delete(lc.st.ports, lc.ps) // the port is going away
+		}
+	}
+}
+
 func (lc *loopClient) done() {
 	lc.timer.Stop()
-	delete(lc.ps.loopConns, lc)
+	lc.forget()
 	lc.ps.open.Add(-1)
 	lc.ps.streams.Done()
 }
@@ -714,6 +781,7 @@ func (up *loopUpstream) Readable(c *evloop.Conn) {
 			x.resp.Header["Transfer-Encoding"] = chunkedTE
 		}
 		loopServed.Add(1) // before the client can see the response
+		lc.st.served.Add(1)
 		// The head and the body's first bytes in one write.
 		body, take := x.firstBody(buf[n:])
 		lc.writeHead(x, body)
@@ -1020,7 +1088,7 @@ func (lc *loopClient) finish(x *loopExchange) {
 		p.idle = append(p.idle, up)
 	}
 	lc.x = nil
-	if lc.ps.loopDraining {
+	if lc.ps.loopDraining.Load() {
 		lc.close()
 		return
 	}

@@ -305,3 +305,53 @@ func series(t *testing.T, g *Gateway, names ...string) map[string]float64 {
 	}
 	return out
 }
+
+// With several loops, each new connection, plaintext or HTTPS, is served
+// by the next loop in turn: six connections of two requests each on three
+// loops are four responses on each.
+func TestEventLoopsTakeConnectionsInTurn(t *testing.T) {
+	backend, _ := rawBackend(t, map[string]string{"/cl": "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"})
+	res := dsts(t, map[string][]string{"web.svc:80": {backend}})
+	chain, key := certPEM(t, "web.test")
+	host := hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1)))
+	httpPn, tlsPn := freePort(t), freePort(t)
+	s := snap("v1", httpPort(httpPn, httpListener("http", "", host)),
+		tlsPort(tlsPn, &gatewaypb.Listener{Name: "https", Mode: gatewaypb.Listener_HTTPS, Certificates: []string{"ns/web"}, Hosts: []*gatewaypb.Host{host}}))
+	s.Certificates = []*gatewaypb.Certificate{{Name: "ns/web", CertChain: chain, PrivateKey: key}}
+	g := startGatewayWith(t, res, s, func(c *Config) { c.EventLoop, c.EventLoops = true, 3 })
+	ports := g.Ports()
+	for i := range 6 {
+		var conn net.Conn
+		var err error
+		if i%2 == 0 {
+			conn, err = net.Dial("tcp", ports[httpPn].String())
+		} else {
+			conn, err = tls.Dial("tcp", ports[tlsPn].String(), &tls.Config{ServerName: "web.test", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(conn)
+		for range 2 {
+			io.WriteString(conn, "GET /cl HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("connection %d: %v", i, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("connection %d: %s", i, resp.Status)
+			}
+		}
+		conn.Close()
+	}
+	if len(g.loops) != 3 {
+		t.Fatalf("%d loops, want 3", len(g.loops))
+	}
+	for i, st := range g.loops {
+		if n := st.served.Load(); n != 4 {
+			t.Errorf("loop %d served %d responses, want 4", i, n)
+		}
+	}
+}

@@ -18,8 +18,6 @@ import (
 	"net"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
 	"github.com/meridian-mesh/meridian/proxy/internal/rawconn"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
@@ -81,38 +79,11 @@ func (ps *portServer) loopTLS(tc *tls.Conn, tr *tlsTransport, st tls.ConnectionS
 	lt := &loopTLS{tc: tc, tr: tr, state: st, sni: requestHost(st.ServerName)}
 	tr.loop = loopCipher{lt}
 	ps.streams.Add(1) // the loop's, until lc.done
-	g.loop.l.Post(func() { ps.loopAdopt(fd, remote.String(), mc, lt) })
-	return true
-}
-
-// loopAdopt serves an HTTPS connection on the loop (loopTLS).
-func (ps *portServer) loopAdopt(fd int, remote string, mc *metrics.Conn, lt *loopTLS) {
-	g := ps.g
-	lc := &loopClient{ps: ps, st: g.loop, remote: remote, mc: mc, tls: lt}
+	lc := &loopClient{ps: ps, remote: remote.String(), mc: mc, tls: lt}
 	lt.lc = lc
-	lc.timer = g.loop.l.After(g.cfg.HeaderTimeout, lc.timeout)
-	c, err := g.loop.l.NewConn(fd, lc)
-	if err != nil {
-		unix.Close(fd)
-		lc.closed = true
-		mc.Close()
-		lc.done()
-		return
-	}
-	lc.c = c
-	if ps.loopConns == nil {
-		ps.loopConns = map[*loopClient]struct{}{}
-	}
-	ps.loopConns[lc] = struct{}{}
-	if ps.loopDraining {
-		lc.close()
-		return
-	}
-	// The handshake's last read may have taken the first request's
-	// records with it: no readiness would tell of those.
-	if lt.decrypt(); lt.r < lt.w || lt.eof || lt.err != nil {
-		lc.next()
-	}
+	to := g.pickLoop()
+	to.l.Post(func() { to.serve(lc, fd) })
+	return true
 }
 
 // errWouldBlock is the transport's read when the loop has no more bytes:

@@ -48,10 +48,8 @@ type portServer struct {
 	conns   map[net.Conn]struct{} // TLS streams, closed at the drain deadline
 	cut     bool                  // the drain deadline has passed
 
-	loopLis loopListener // the event loop's accepting, nil without
-	// The event loop's connections and drain state: the loop's alone.
-	loopConns    map[*loopClient]struct{}
-	loopDraining bool
+	loopLis      loopListener // the first event loop's accepting, nil without
+	loopDraining atomic.Bool  // the loops' connections close once idle
 	open         atomic.Int64 // accepted connections not yet closed
 	maxConns     int64        // Config.MaxConnections; 0: no bound
 }
@@ -256,7 +254,7 @@ func (ps *portServer) handle(c net.Conn) {
 		ps.stream(rc, l, sni, true)
 		return
 	}
-	if g.loop == nil {
+	if len(g.loops) == 0 {
 		ps.serveHTTPS(tls.Server(rc, l.tls), l.tls, nil)
 		return
 	}

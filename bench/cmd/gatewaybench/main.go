@@ -44,7 +44,7 @@ var (
 	caddyBin    = flag.String("caddy", "", "caddy binary (bench/peers.sh builds it)")
 	traefikBin  = flag.String("traefik", "", "traefik binary (bench/peers.sh builds it)")
 	evloopBin   = flag.String("evloop", "", "bench/cmd/evloop binary: the Go event loop's ceiling (HTTP/1.1 only; bench/README.md)")
-	peersFlag   = flag.String("peers", "meridian,nginx,haproxy,caddy,traefik", "peers to measure, comma-separated (also: baseline, loop: -proxy with --event-loop, evloop)")
+	peersFlag   = flag.String("peers", "meridian,nginx,haproxy,caddy,traefik", "peers to measure, comma-separated (also: baseline, loop: -proxy with --event-loop, goroutines: -proxy with --event-loop=false, evloop)")
 	protosFlag  = flag.String("protocols", "http1,https,h2", "protocols: http1 (plaintext keep-alive), https (TLS terminated, HTTP/1.1), h2 (HTTP/2 over TLS)")
 	rate        = flag.Float64("rate", 1000, "the fixed rate (RPS) whose p99 is compared")
 	duration    = flag.Duration("duration", 6*time.Second, "measured time at the fixed rate per peer and protocol (cut in -slices)")
@@ -176,7 +176,7 @@ func main() {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(c.certPEM)
 
-	bins := map[string]string{"meridian": *proxyBin, "baseline": *baseBin, "nginx": "nginx", "haproxy": "haproxy", "caddy": *caddyBin, "traefik": *traefikBin, "evloop": *evloopBin, "loop": *proxyBin}
+	bins := map[string]string{"meridian": *proxyBin, "baseline": *baseBin, "nginx": "nginx", "haproxy": "haproxy", "caddy": *caddyBin, "traefik": *traefikBin, "evloop": *evloopBin, "loop": *proxyBin, "goroutines": *proxyBin}
 	var peers []*running
 	for _, kind := range split(*peersFlag) {
 		bin := bins[kind]

@@ -115,7 +115,7 @@ func startPeer(kind, bin, cpus, logDir string, backends []string, c *certs) (*ru
 		err error
 	)
 	switch kind {
-	case "meridian", "baseline", "loop":
+	case "meridian", "baseline", "loop", "goroutines":
 		var snap string
 		if snap, err = meridianSnapshot(dir, ps[0], ps[1], c); err != nil {
 			return nil, err
@@ -124,8 +124,11 @@ func startPeer(kind, bin, cpus, logDir string, backends []string, c *certs) (*ru
 		args := []string{"gateway",
 			"--gateway-config", snap, "--bind-host", "127.0.0.1", "--admin-addr", admin, "--drain-timeout", "5s",
 			"--dst", "api.bench:8080=" + strings.Join(backends, ",")}
-		if kind == "loop" {
-			args = append(args, "--event-loop") // -proxy with its plaintext HTTP/1.1 on the event loop
+		switch kind {
+		case "loop":
+			args = append(args, "--event-loop") // -proxy with its HTTP/1.1 on the event loops
+		case "goroutines":
+			args = append(args, "--event-loop=false") // -proxy with every connection on goroutines
 		}
 		p, err = sut.StartMeridian(kind, cpus, logDir, bin, admin, args)
 	case "nginx":
