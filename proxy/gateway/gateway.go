@@ -86,8 +86,9 @@ type Config struct {
 	// client passes the authenticated policies over mTLS with Identity.
 	Authz authz.Config
 	Log   *slog.Logger
-	// EventLoop serves plaintext HTTP ports' HTTP/1.1 requests on an event
-	// loop where it can (experimental; README.md, "Event loop").
+	// EventLoop serves HTTP/1.1 requests on event loops where it can
+	// (Linux; README.md, "Event loop"); meridian-proxy turns it on unless
+	// told not to.
 	EventLoop bool
 	// EventLoops is how many: 0 for one per processor the runtime uses
 	// (GOMAXPROCS).

@@ -40,6 +40,7 @@ const (
 	ParamReplicas              = "replicas"
 	ParamMaxConnections        = "maxConnections"
 	ParamDefaultInboundPolicy  = "defaultInboundPolicy"
+	ParamEventLoop             = "eventLoop"
 )
 
 // Params are a gateway's provisioning settings.
@@ -54,6 +55,9 @@ type Params struct {
 	// DefaultInboundPolicy governs the admin port (/metrics, /gateway):
 	// "" the cluster's default (inject.Config's).
 	DefaultInboundPolicy string
+	// EventLoop is the proxy's --event-loop: "" its default (on),
+	// "true" or "false".
+	EventLoop string
 }
 
 // Merge returns p with the values set in data (a parameters ConfigMap's
@@ -93,9 +97,14 @@ func (p Params) Merge(data map[string]string, where string) (Params, error) {
 				return p, fmt.Errorf("%s: data.%s: %q is not %s", where, k, v, policies)
 			}
 			p.DefaultInboundPolicy = v
+		case ParamEventLoop:
+			if v != "true" && v != "false" {
+				return p, fmt.Errorf("%s: data.%s: %q is not true or false", where, k, v)
+			}
+			p.EventLoop = v
 		default:
-			return p, fmt.Errorf("%s: data.%s: unknown key; the keys are %s, %s, %s, %s and %s", where, k,
-				ParamServiceType, ParamExternalTrafficPolicy, ParamReplicas, ParamMaxConnections, ParamDefaultInboundPolicy)
+			return p, fmt.Errorf("%s: data.%s: unknown key; the keys are %s, %s, %s, %s, %s and %s", where, k,
+				ParamServiceType, ParamExternalTrafficPolicy, ParamReplicas, ParamMaxConnections, ParamDefaultInboundPolicy, ParamEventLoop)
 		}
 	}
 	return p, nil
@@ -304,6 +313,9 @@ func Render(gw *gatewayv1.Gateway, p Params, cfg inject.Config, extra ...Port) (
 	}
 	if p.MaxConnections != 0 {
 		args = append(args, "--max-connections="+strconv.Itoa(p.MaxConnections))
+	}
+	if p.EventLoop != "" {
+		args = append(args, "--event-loop="+p.EventLoop)
 	}
 	if cfg.ClusterNetworks != "" {
 		args = append(args, "--cluster-networks="+cfg.ClusterNetworks)

@@ -162,6 +162,7 @@ func TestParams(t *testing.T) {
 		{map[string]string{"service-type": "ClusterIP"}, `data.service-type: unknown key`},
 		{map[string]string{ParamMaxConnections: "0"}, `data.maxConnections: "0" is not a number of connections from 1 to 10000000, or -1 for no bound`},
 		{map[string]string{ParamMaxConnections: "many"}, `data.maxConnections: "many" is not a number`},
+		{map[string]string{ParamEventLoop: "off"}, `data.eventLoop: "off" is not true or false`},
 		{map[string]string{ParamDefaultInboundPolicy: "allow"}, `data.defaultInboundPolicy: "allow" is not all-unauthenticated, cluster-unauthenticated, all-authenticated, cluster-authenticated or deny`},
 	} {
 		if _, err := (Params{}).Merge(tc.data, "GatewayClass meridian"); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -374,7 +375,10 @@ func TestParamsProxyFlags(t *testing.T) {
 	if p, err = p.Merge(map[string]string{ParamMaxConnections: "-1"}, "Gateway edge/public"); err != nil || !strings.Contains(flags(p), "--max-connections=-1") {
 		t.Errorf("no bound: %v %s", err, flags(p))
 	}
-	if a := flags(Params{}); strings.Contains(a, "--max-connections") || !strings.Contains(a, "--default-inbound-policy=all-unauthenticated") {
+	if p, err = p.Merge(map[string]string{ParamEventLoop: "false"}, "Gateway edge/public"); err != nil || !strings.Contains(flags(p), "--event-loop=false") {
+		t.Errorf("event loop off: %v %s", err, flags(p))
+	}
+	if a := flags(Params{}); strings.Contains(a, "--max-connections") || strings.Contains(a, "--event-loop") || !strings.Contains(a, "--default-inbound-policy=all-unauthenticated") {
 		t.Errorf("defaults: %s", a)
 	}
 
