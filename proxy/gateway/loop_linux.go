@@ -477,7 +477,7 @@ func (lc *loopClient) send(x *loopExchange) {
 	key := x.ep.Addr()
 	mtls := x.labels.TLS == metrics.TLSTrue
 	if mtls {
-		key = "mtls " + key
+		key = "mtls " + x.labels.ServerID + " " + key
 	}
 	up := lc.st.pool(key).get()
 	if up == nil {
