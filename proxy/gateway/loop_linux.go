@@ -170,6 +170,9 @@ func (st *loopState) serve(lc *loopClient, fd int) {
 		return
 	}
 	lc.c = c
+	if lc.tls != nil {
+		lc.tls.side.c = c
+	}
 	lc.lp = st.port(ps)
 	lc.lp.conns[lc] = struct{}{}
 	if ps.loopDraining.Load() {
@@ -438,8 +441,8 @@ func (lc *loopClient) route(r *http.Request) *loopExchange {
 		return nil // a service profile's routes and retries: the goroutine path's
 	}
 	ep, err := tgt.Balancer.Pick()
-	if err != nil {
-		return nil
+	if err != nil || ep.Value().H2Only {
+		return nil // h2 with prior knowledge: the goroutine path's
 	}
 	if max := g.cfg.MaxInFlight; max > 0 && g.inFlight.Load() >= int64(max) {
 		return nil // the goroutine path sheds it (inflight's 503)
@@ -449,9 +452,9 @@ func (lc *loopClient) route(r *http.Request) *loopExchange {
 	x.labels = metrics.Request{Direction: direction, Authority: tgt.Authority, Route: be.key, Target: ep.Addr()}
 	if tgt.TLS != nil {
 		x.labels.TLS, x.labels.ServerID = tgt.TLS(ep.Addr())
-		if x.labels.TLS == metrics.TLSTrue {
-			return nil // mTLS: not on the loop yet
-		}
+	}
+	if x.labels.TLS == metrics.TLSTrue && x.labels.ServerID == "" {
+		return nil // no identity to require: the goroutine path says why
 	}
 	forwarded(r, t.trustedHops, l.scheme, g.id)
 	httpproxy.PrepareOutgoing(r)
@@ -469,8 +472,19 @@ func (lc *loopClient) send(x *loopExchange) {
 	x.start = time.Now()
 	x.begin = x.ep.BeginRequest()
 	g.inFlight.Add(1)
-	up := lc.st.pool(x.ep.Addr()).get()
+	// mTLS connections (a meshed endpoint's) are pooled apart from
+	// plaintext ones to the same address.
+	key := x.ep.Addr()
+	mtls := x.labels.TLS == metrics.TLSTrue
+	if mtls {
+		key = "mtls " + x.labels.ServerID + " " + key
+	}
+	up := lc.st.pool(key).get()
 	if up == nil {
+		if mtls {
+			lc.dialTLS(x, key)
+			return
+		}
 		var err error
 		up, err = lc.st.dial(x.ep.Addr(), lc.ps.g.metrics, x.labels.TLS)
 		if err != nil {
@@ -478,15 +492,18 @@ func (lc *loopClient) send(x *loopExchange) {
 			return
 		}
 	}
+	lc.sendOn(up, x)
+}
+
+// sendOn writes x's request on up.
+func (lc *loopClient) sendOn(up *loopUpstream, x *loopExchange) {
 	up.x = x
 	x.up = up
 	// While connecting, the socket takes nothing (EAGAIN): the request
 	// waits in the connection's buffer until it is writable.
-	if err := up.c.Write(x.out); err != nil {
+	if err := up.write(x.out); err != nil {
 		lc.failed(x, up.connecting)
-		return
 	}
-	up.mc.Count(0, len(x.out))
 }
 
 // failed is a request whose endpoint failed before a response byte: the
@@ -546,7 +563,7 @@ func (lc *loopClient) goroutine(head []byte) {
 	lc.forget()
 	var conn net.Conn = lc.mc
 	if lt != nil {
-		conn = lt.back(lc.mc, head)
+		conn = lt.back(head)
 	}
 	protocol := lc.protocol()
 	go func() {
@@ -648,6 +665,7 @@ type loopUpstream struct {
 	addr       string
 	x          *loopExchange
 	mc         *metrics.Conn
+	tls        *tlsStream // mTLS to a meshed endpoint; nil: plaintext
 	connecting bool
 	closed     bool
 }
@@ -716,6 +734,9 @@ func (up *loopUpstream) close() {
 		return
 	}
 	up.closed = true
+	if up.tls != nil {
+		up.tls.close()
+	}
 	up.c.Close()
 	up.mc.Close()
 }
@@ -724,14 +745,19 @@ func (up *loopUpstream) close() {
 // body by its framing.
 func (up *loopUpstream) Readable(c *evloop.Conn) {
 	x := up.x
+	up.pull()
 	if x == nil {
+		if up.tls != nil && len(up.buffered()) == 0 && up.readErr() == nil && !up.readEOF() {
+			return // a post-handshake message (a session ticket), taken
+		}
 		up.close() // an idle connection's close, or bytes nobody asked for
 		return
 	}
 	lc := x.lc
 	for !x.sent {
-		buf := c.Buffered()
-		if c.Err() != nil && len(buf) == 0 {
+		up.pull() // a TLS connection's next records, after a 1xx
+		buf := up.buffered()
+		if up.readErr() != nil && len(buf) == 0 {
 			lc.failed(x, up.connecting) // refused, or reset before a response
 			return
 		}
@@ -742,7 +768,7 @@ func (up *loopUpstream) Readable(c *evloop.Conn) {
 		} else {
 			end := headEnd(buf)
 			if end < 0 {
-				if c.Err() == nil && !c.EOF() && len(buf) < evloop.BufferSize {
+				if up.readErr() == nil && !up.readEOF() && len(buf) < evloop.BufferSize {
 					return
 				}
 				// Cut short, or a head larger than the loop's buffer:
@@ -760,6 +786,10 @@ func (up *loopUpstream) Readable(c *evloop.Conn) {
 				return
 			}
 			n, x.resp = end, *resp
+			if x.resp.StatusCode >= 200 && !x.interim && peerFailed(&x.resp) {
+				lc.failed(x, false) // as below, before it is counted
+				return
+			}
 			x.count()
 			if x.resp.StatusCode < 200 {
 				// An interim response (103 Early Hints), passed on as
@@ -767,12 +797,18 @@ func (up *loopUpstream) Readable(c *evloop.Conn) {
 				httpproxy.RemoveHopByHop(x.resp.Header)
 				x.interim = true
 				lc.writeHead(x, nil)
-				c.Consume(n)
-				up.mc.Count(n, 0)
+				up.consume(n)
 				continue
 			}
 			x.framing = framingOf(&x.resp)
 			x.remaining = x.resp.ContentLength
+		}
+		if !x.interim && peerFailed(&x.resp) {
+			// A meshed endpoint's proxy could not reach its application:
+			// the goroutine path's retries take it from here, as a
+			// connection error (not counted here; they count theirs).
+			lc.failed(x, false)
+			return
 		}
 		x.sent = true
 		x.count()
@@ -785,20 +821,23 @@ func (up *loopUpstream) Readable(c *evloop.Conn) {
 		// The head and the body's first bytes in one write.
 		body, take := x.firstBody(buf[n:])
 		lc.writeHead(x, body)
-		c.Consume(n + take)
-		up.mc.Count(n+take, 0)
+		up.consume(n + take)
 	}
-	if !x.done && lc.c.Pending() < loopMaxPending {
-		if take := x.passBody(c.Buffered(), c.EOF()); take > 0 {
-			c.Consume(take)
-			up.mc.Count(take, 0)
+	// A TLS connection decrypts a buffer's worth at a time: what it read
+	// beyond that comes with no readiness of its own.
+	for !x.done && lc.c.Pending() < loopMaxPending {
+		take := x.passBody(up.buffered(), up.readEOF())
+		if take == 0 {
+			break
 		}
+		up.consume(take)
+		up.pull()
 	}
 	if x.done {
 		lc.finish(x)
 		return
 	}
-	if x.broken || c.Err() != nil || (c.EOF() && len(c.Buffered()) == 0) {
+	if x.broken || up.readErr() != nil || (up.readEOF() && len(up.buffered()) == 0) {
 		lc.cut(x)
 	}
 }
@@ -1081,7 +1120,7 @@ func (lc *loopClient) finish(x *loopExchange) {
 	lc.ps.g.inFlight.Add(-1)
 	up := x.up
 	up.x = nil
-	if x.resp.Close || len(up.c.Buffered()) > 0 {
+	if x.resp.Close || len(up.buffered()) > 0 || len(up.c.Buffered()) > 0 {
 		up.close()
 	} else {
 		p := lc.st.pool(up.addr)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"io"
 	"maps"
@@ -17,6 +18,10 @@ import (
 	"time"
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/sidecar"
+	"github.com/meridian-mesh/meridian/proxy/tlsid"
+	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
 )
 
 // rawBackend answers each request by its path with the bytes of
@@ -120,14 +125,19 @@ func fetch(c *http.Client, url string) exchangeResult {
 // extensions and trailers, close-delimited, 204 and 304 (no body fields),
 // 103 before the final response, HTTP/1.0, Connection: close, a body of
 // 300 kB, a malformed chunked body, an upstream that closes without a
-// response, a head that does not parse, an unknown path; each twice on
-// one client connection; on a plaintext port and on an HTTPS one.
+// response, a head that does not parse, a meshed endpoint's proxy's
+// answer that its application is unreachable (tried again), an unknown
+// path; each twice on
+// one client connection (a new one for an answer the loop hands over); on
+// a plaintext port, on an HTTPS one, and with mTLS to a meshed endpoint (a
+// sidecar's inbound side in front of it).
 func TestEventLoopMatchesGoroutinePath(t *testing.T) {
-	t.Run("http", func(t *testing.T) { testEventLoopMatches(t, false) })
-	t.Run("https", func(t *testing.T) { testEventLoopMatches(t, true) })
+	t.Run("http", func(t *testing.T) { testEventLoopMatches(t, false, false) })
+	t.Run("https", func(t *testing.T) { testEventLoopMatches(t, true, false) })
+	t.Run("mtls", func(t *testing.T) { testEventLoopMatches(t, false, true) })
 }
 
-func testEventLoopMatches(t *testing.T, https bool) {
+func testEventLoopMatches(t *testing.T, https, meshed bool) {
 	big := strings.Repeat("0123456789", 30000)
 	backend, requests := rawBackend(t, map[string]string{
 		"/cl":         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello",
@@ -142,8 +152,23 @@ func testEventLoopMatches(t *testing.T, https bool) {
 		"/badchunk!":  "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
 		"/nothing!":   "",
 		"/malformed!": "HTTP/1.1 abc\r\n\r\n",
+		// A meshed endpoint's proxy that could not reach its
+		// application: tried again after 100 and 200 ms.
+		"/peer-unavailable": "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nMeridian-Proxy-Error: unavailable\r\nContent-Length: 4\r\n\r\nnope",
 	})
 	res := dsts(t, map[string][]string{"web.svc:80": {backend}})
+	var id *tlsid.Identity
+	if meshed {
+		ids := tlsidtest.Start(t, time.Hour)
+		in := startSidecarInbound(t, backend, ids.Identity(t, "web-ns", "web"))
+		var err error
+		res, err = discover.NewStatic([]discover.Destination{{Authority: "web.svc:80",
+			Endpoints: []discover.Endpoint{{Addr: in, Identity: tlsidtest.ID("web-ns", "web").String()}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id = ids.Identity(t, "gw-ns", "gateway")
+	}
 	chain, key := certPEM(t, "web.test")
 	snapshot := func() *gatewaypb.Snapshot {
 		host := hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1)))
@@ -155,9 +180,12 @@ func testEventLoopMatches(t *testing.T, https bool) {
 		s.Certificates = []*gatewaypb.Certificate{{Name: "ns/web", CertChain: chain, PrivateKey: key}}
 		return s
 	}
-	withLoop := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop = true })
-	without := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop = false })
-	paths := []string{"/cl", "/chunked", "/close!", "/204", "/304", "/103", "/http10!", "/conn-close", "/big", "/badchunk!", "/nothing!", "/malformed!", "/unknown"}
+	withLoop := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.Identity = true, id })
+	without := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.Identity = false, id })
+	paths := []string{"/cl", "/chunked", "/close!", "/204", "/304", "/103", "/http10!", "/conn-close", "/big", "/badchunk!", "/nothing!", "/malformed!", "/peer-unavailable", "/unknown"}
+	// Asked on a new connection: an earlier answer handed the kept one
+	// over to the goroutine path for good.
+	fresh := map[string]bool{"/peer-unavailable": true}
 	clientFor := func(g *Gateway) (*http.Client, string) {
 		var addr string
 		for _, a := range g.Ports() {
@@ -175,7 +203,12 @@ func testEventLoopMatches(t *testing.T, https bool) {
 	cg, goURL := clientFor(without)
 	for round := range 2 {
 		for _, p := range paths {
-			a, b := fetch(cl, loopURL+p), fetch(cg, goURL+p)
+			ca, cb := cl, cg
+			if fresh[p] {
+				ca, _ = clientFor(withLoop)
+				cb, _ = clientFor(without)
+			}
+			a, b := fetch(ca, loopURL+p), fetch(cb, goURL+p)
 			if a.Error && b.Error {
 				// A broken response: where it broke may differ (the
 				// goroutine path buffers the body's first bytes).
@@ -354,4 +387,23 @@ func TestEventLoopsTakeConnectionsInTurn(t *testing.T) {
 			t.Errorf("loop %d served %d responses, want 4", i, n)
 		}
 	}
+}
+
+// startSidecarInbound runs a sidecar whose inbound side, with identity id,
+// forwards to app; it returns the inbound address.
+func startSidecarInbound(t *testing.T, app string, id *tlsid.Identity) string {
+	t.Helper()
+	sc, err := sidecar.New(sidecar.Config{
+		OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		InboundForward: app, Identity: id, Log: discardLog(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sc.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	_, in, _ := sc.Addrs()
+	return in.String()
 }

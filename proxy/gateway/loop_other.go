@@ -20,4 +20,4 @@ func (ps *portServer) loopCut() {}
 
 type loopClient struct{}
 
-func (ps *portServer) loopTLS(*tls.Conn, *tlsTransport, tls.ConnectionState) bool { return false }
+func (ps *portServer) loopTLS(*tls.Conn, tls.ConnectionState) bool { return false }

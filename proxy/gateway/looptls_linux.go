@@ -1,208 +1,262 @@
 package gateway
 
-// HTTPS on the event loop: a terminated HTTPS connection whose handshake
-// (on its accepting goroutine, as before) settled HTTP/1.1 moves to the
-// loop with its crypto/tls Conn, which keeps its state and runs over a
-// transport (tlsTransport) that on the loop reads the ciphertext the loop
-// read and collects what crypto/tls writes for the loop to send. A read
-// that needs bytes not yet there fails with a temporary net.Error, which
-// crypto/tls returns without ending the connection: the record read so far
-// is kept for the next read. Requests are then served on the loop as a
-// plaintext port's are, and a connection the loop cannot serve goes back
-// to h1server over the same Conn (tlsBack).
+// TLS on the event loops, both ways: a terminated HTTPS connection whose
+// handshake (on its accepting goroutine, as before) settled HTTP/1.1, and
+// an mTLS connection to a meshed endpoint (dialed and shaken hands on a
+// goroutine, by the endpoint's own dialer). Either moves to a loop with its
+// crypto/tls Conn, which keeps its keys and state: the socket under the
+// Conn's metrics.Conn (which goes on counting the bytes) is replaced by a
+// loopSide that reads the ciphertext the loop read and collects what
+// crypto/tls writes for the loop to send. A read that needs bytes not yet
+// there fails with a temporary net.Error, which crypto/tls returns without
+// ending the connection: the part of a record read so far is kept for the
+// next read. A client connection the loop cannot serve goes back to
+// h1server over the same Conn (tlsBack).
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
 	"github.com/meridian-mesh/meridian/proxy/internal/rawconn"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 )
 
-// loopTLS is an HTTPS connection's TLS on the loop.
-type loopTLS struct {
-	lc    *loopClient
-	tc    *tls.Conn
-	tr    *tlsTransport
-	state tls.ConnectionState // the requests' r.TLS
-	sni   string              // requestHost of the ClientHello's name
-	plain []byte              // decrypted: plain[r:w] not consumed; nil while empty
-	r, w  int
-	eof   bool  // the client's close_notify, or its end at a record's boundary
-	err   error // the connection's TLS failed
+// loopSide stands, under a crypto/tls Conn's metrics.Conn, for the socket a
+// loop serves (c): reads take the bytes the loop read, writes are kept in
+// the loop's tlsOut until flush; closing is the loop's, deadlines its
+// timers.
+type loopSide struct {
+	c             *evloop.Conn // set once the loop serves the socket
+	st            *loopState
+	local, remote net.Addr
 }
 
-// loopTLS moves an HTTPS connection, its handshake done and HTTP/1.1
-// settled by ALPN, to the loop; false (the caller serves it) for one the
-// loop does not take: a client certificate (the requests carry it), a
-// PROXY header, bytes read past the ClientHello's replay.
-func (ps *portServer) loopTLS(tc *tls.Conn, tr *tlsTransport, st tls.ConnectionState) bool {
-	g := ps.g
-	if len(st.PeerCertificates) > 0 {
-		return false
-	}
-	rc, ok := tr.Conn.(*replayConn)
-	if !ok || (rc.r != nil && rc.r.Buffered() > 0) {
-		return false
-	}
-	mc, ok := rc.Conn.(*metrics.Conn)
-	if !ok {
-		return false // a PROXY header's clientConn
-	}
-	cc, ok := mc.Conn.(*counted)
-	if !ok {
-		return false
-	}
-	var tcp *net.TCPConn
-	switch c := cc.Conn.(type) {
-	case *net.TCPConn:
-		tcp = c
-	case *rawconn.Conn:
-		tcp = c.TCPConn
-	default:
-		return false
-	}
-	local, remote := tcp.LocalAddr(), tcp.RemoteAddr()
-	fd, err := evloop.Take(tcp)
-	if err != nil {
-		// tcp is open still (Take closes it only once it has the
-		// duplicate): the goroutine path serves it.
-		g.log.Debug("event loop: TLS connection not taken", "port", ps.number, "err", err)
-		return false
-	}
-	mc.Conn = noConn{}
-	tr.Conn = onLoop{local: local, remote: remote}
-	lt := &loopTLS{tc: tc, tr: tr, state: st, sni: requestHost(st.ServerName)}
-	tr.loop = loopCipher{lt}
-	ps.streams.Add(1) // the loop's, until lc.done
-	lc := &loopClient{ps: ps, remote: remote.String(), mc: mc, tls: lt}
-	lt.lc = lc
-	to := g.pickLoop()
-	to.l.Post(func() { to.serve(lc, fd) })
-	return true
-}
-
-// errWouldBlock is the transport's read when the loop has no more bytes:
-// temporary, so crypto/tls keeps the connection (and what it read).
-var errWouldBlock error = wouldBlock{}
-
-type wouldBlock struct{}
-
-func (wouldBlock) Error() string   { return "evloop: no bytes yet" }
-func (wouldBlock) Timeout() bool   { return true }
-func (wouldBlock) Temporary() bool { return true }
-
-// loopCipher is tlsTransport's loop side: the ciphertext the loop read,
-// and what crypto/tls writes collected for one send (flush).
-type loopCipher struct{ lt *loopTLS }
-
-func (t loopCipher) Read(b []byte) (int, error) {
-	lc := t.lt.lc
-	buf := lc.c.Buffered()
+func (s *loopSide) Read(b []byte) (int, error) {
+	buf := s.c.Buffered()
 	if len(buf) == 0 {
 		switch {
-		case lc.c.Err() != nil:
-			return 0, lc.c.Err()
-		case lc.c.EOF():
+		case s.c.Err() != nil:
+			return 0, s.c.Err()
+		case s.c.EOF():
 			return 0, io.EOF
 		}
 		return 0, errWouldBlock
 	}
 	n := copy(b, buf)
-	lc.c.Consume(n)
-	lc.mc.Count(n, 0)
+	s.c.Consume(n)
 	return n, nil
 }
 
-func (t loopCipher) Write(b []byte) (int, error) {
-	st := t.lt.lc.st
-	st.tlsOut = append(st.tlsOut, b...)
+func (s *loopSide) Write(b []byte) (int, error) {
+	s.st.tlsOut = append(s.st.tlsOut, b...)
 	return len(b), nil
 }
 
-// onLoop stands for the accepted connection under tlsTransport while the
-// loop serves its socket: the loop's timers are its deadlines, and its
-// closing is the loop's.
-type onLoop struct{ local, remote net.Addr }
+func (*loopSide) Close() error                     { return nil }
+func (s *loopSide) LocalAddr() net.Addr            { return s.local }
+func (s *loopSide) RemoteAddr() net.Addr           { return s.remote }
+func (*loopSide) SetDeadline(time.Time) error      { return nil }
+func (*loopSide) SetReadDeadline(time.Time) error  { return nil }
+func (*loopSide) SetWriteDeadline(time.Time) error { return nil }
 
-func (onLoop) Read([]byte) (int, error)         { return 0, net.ErrClosed }
-func (onLoop) Write([]byte) (int, error)        { return 0, net.ErrClosed }
-func (onLoop) Close() error                     { return nil }
-func (o onLoop) LocalAddr() net.Addr            { return o.local }
-func (o onLoop) RemoteAddr() net.Addr           { return o.remote }
-func (onLoop) SetDeadline(time.Time) error      { return nil }
-func (onLoop) SetReadDeadline(time.Time) error  { return nil }
-func (onLoop) SetWriteDeadline(time.Time) error { return nil }
+// errWouldBlock is loopSide's read when the loop has no more bytes:
+// temporary, so crypto/tls keeps the connection (and what it read), and a
+// deadline's kind of error, so metrics.Conn does not count it a failure.
+var errWouldBlock error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string        { return "evloop: no bytes yet" }
+func (wouldBlock) Timeout() bool        { return true }
+func (wouldBlock) Temporary() bool      { return true }
+func (wouldBlock) Is(target error) bool { return target == os.ErrDeadlineExceeded }
+
+// takeTLS moves tc's socket to st's loop: its descriptor (evloop.Take) and
+// a loopSide in the socket's place under tc's metrics.Conn, which must be
+// the connection under tc, or the one under a replayConn with nothing
+// left to replay. Nothing happens (false) for any other shape.
+func takeTLS(tc *tls.Conn, st *loopState) (fd int, ts *tlsStream, mc *metrics.Conn, ok bool) {
+	under := tc.NetConn()
+	if rc, isReplay := under.(*replayConn); isReplay {
+		if rc.r != nil && rc.r.Buffered() > 0 {
+			return -1, nil, nil, false
+		}
+		under = rc.Conn
+	}
+	if mc, ok = under.(*metrics.Conn); !ok {
+		return -1, nil, nil, false // a PROXY header's clientConn, say
+	}
+	raw := mc.Conn
+	if cc, isCounted := raw.(*counted); isCounted {
+		raw = cc.Conn
+	}
+	var tcp *net.TCPConn
+	switch c := raw.(type) {
+	case *net.TCPConn:
+		tcp = c
+	case *rawconn.Conn:
+		tcp = c.TCPConn
+	default:
+		return -1, nil, nil, false
+	}
+	side := &loopSide{st: st, local: tcp.LocalAddr(), remote: tcp.RemoteAddr()}
+	fd, err := evloop.Take(tcp)
+	if err != nil {
+		// tcp is open still (Take closes it only once it has the
+		// duplicate): the caller goes on without the loop.
+		return -1, nil, nil, false
+	}
+	mc.Conn = side
+	return fd, &tlsStream{tc: tc, side: side}, mc, true
+}
+
+// tlsStream is a crypto/tls Conn on a loop: records are decrypted into
+// plain while there is room for them.
+type tlsStream struct {
+	tc    *tls.Conn
+	side  *loopSide
+	plain []byte // decrypted: plain[r:w] not consumed; nil while empty
+	r, w  int
+	eof   bool  // the peer's close_notify, or its end at a record's boundary
+	err   error // the connection's TLS failed
+}
 
 // decrypt reads records into plain while there is room and ciphertext.
-func (lt *loopTLS) decrypt() {
-	st := lt.lc.st
-	for lt.err == nil && !lt.eof {
-		if lt.plain == nil {
+func (ts *tlsStream) decrypt() {
+	st := ts.side.st
+	for ts.err == nil && !ts.eof {
+		if ts.plain == nil {
 			if n := len(st.plainBufs); n > 0 {
-				lt.plain = st.plainBufs[n-1]
+				ts.plain = st.plainBufs[n-1]
 				st.plainBufs = st.plainBufs[:n-1]
 			} else {
-				lt.plain = make([]byte, evloop.BufferSize)
+				ts.plain = make([]byte, evloop.BufferSize)
 			}
 		}
-		if lt.w == len(lt.plain) {
-			if lt.r == 0 {
-				break // full: the next request is read once this one is
+		if ts.w == len(ts.plain) {
+			if ts.r == 0 {
+				break // full: more is read once this is consumed
 			}
-			lt.w = copy(lt.plain, lt.plain[lt.r:lt.w])
-			lt.r = 0
+			ts.w = copy(ts.plain, ts.plain[ts.r:ts.w])
+			ts.r = 0
 		}
-		n, err := lt.tc.Read(lt.plain[lt.w:])
-		lt.w += n
+		n, err := ts.tc.Read(ts.plain[ts.w:])
+		ts.w += n
 		if err != nil {
 			switch {
 			case errors.Is(err, errWouldBlock):
 			case err == io.EOF:
-				lt.eof = true
+				ts.eof = true
 			default:
-				lt.err = err
+				ts.err = err
 			}
 			break
 		}
 	}
-	if len(st.tlsOut) > 0 {
-		lt.lc.flush() // crypto/tls's answer to a post-handshake message
+	ts.flush() // crypto/tls's answer to a post-handshake message, if any
+	if ts.r == ts.w {
+		ts.release()
 	}
-	if lt.r == lt.w {
-		lt.release()
+}
+
+func (ts *tlsStream) buffered() []byte { return ts.plain[ts.r:ts.w] }
+
+func (ts *tlsStream) consume(n int) {
+	if ts.r += n; ts.r == ts.w {
+		ts.release()
 	}
 }
 
 // release gives the plaintext buffer back.
-func (lt *loopTLS) release() {
-	if lt.plain != nil && len(lt.lc.st.plainBufs) < maxSparePlain {
-		lt.lc.st.plainBufs = append(lt.lc.st.plainBufs, lt.plain)
+func (ts *tlsStream) release() {
+	st := ts.side.st
+	if ts.plain != nil && len(st.plainBufs) < maxSparePlain {
+		st.plainBufs = append(st.plainBufs, ts.plain)
 	}
-	lt.plain, lt.r, lt.w = nil, 0, 0
+	ts.plain, ts.r, ts.w = nil, 0, 0
 }
 
 const maxSparePlain = 64
 
-// close sends close_notify, as crypto/tls's Close does, with what the
-// socket takes at once.
-func (lt *loopTLS) close() {
-	lt.tc.Close() // writes the alert through loopCipher; onLoop's Close is nothing
-	lt.lc.flush()
-	lt.release()
+// write sends a then b, in one record when they fit in one.
+func (ts *tlsStream) write(a, b []byte) {
+	st := ts.side.st
+	p := a
+	if len(b) > 0 {
+		st.tlsJoin = append(append(st.tlsJoin[:0], a...), b...)
+		p = st.tlsJoin
+	}
+	ts.tc.Write(p)
+	if cap(st.tlsJoin) > 64<<10 {
+		st.tlsJoin = nil
+	}
+	ts.flush()
 }
 
-// back hands the connection back to the goroutine path: TLS over mc (the
-// accepted connection again), head and the plaintext not consumed read
-// first.
-func (lt *loopTLS) back(mc net.Conn, head []byte) net.Conn {
-	prefix := append(append([]byte(nil), head...), lt.plain[lt.r:lt.w]...)
+// flush sends what crypto/tls wrote.
+func (ts *tlsStream) flush() {
+	st := ts.side.st
+	if len(st.tlsOut) == 0 {
+		return
+	}
+	ts.side.c.Write(st.tlsOut)
+	st.tlsOut = st.tlsOut[:0]
+	if cap(st.tlsOut) > 64<<10 {
+		st.tlsOut = nil
+	}
+}
+
+// close sends close_notify, as crypto/tls's Close does, with what the
+// socket takes at once; the caller closes the socket.
+func (ts *tlsStream) close() {
+	ts.tc.Close() // the alert through loopSide, whose Close is nothing
+	ts.flush()
+	ts.release()
+}
+
+// The client side: HTTPS.
+
+// loopTLS is an HTTPS client connection's TLS on a loop.
+type loopTLS struct {
+	tlsStream
+	state tls.ConnectionState // the requests' r.TLS
+	sni   string              // requestHost of the ClientHello's name
+}
+
+// loopTLS moves an HTTPS connection, its handshake done and HTTP/1.1
+// settled by ALPN, to the next loop; false (the caller serves it) for one
+// the loops do not take: a client certificate (the requests carry it), a
+// PROXY header, bytes read past the ClientHello's replay.
+func (ps *portServer) loopTLS(tc *tls.Conn, st tls.ConnectionState) bool {
+	g := ps.g
+	if len(st.PeerCertificates) > 0 {
+		return false
+	}
+	to := g.pickLoop()
+	fd, ts, mc, ok := takeTLS(tc, to)
+	if !ok {
+		return false
+	}
+	ps.streams.Add(1) // the loop's, until lc.done
+	lc := &loopClient{ps: ps, remote: ts.side.remote.String(), mc: mc,
+		tls: &loopTLS{tlsStream: *ts, state: st, sni: requestHost(st.ServerName)}}
+	to.l.Post(func() { to.serve(lc, fd) })
+	return true
+}
+
+// back hands the connection back to the goroutine path: TLS over mc's
+// new connection, head and the plaintext not consumed read first.
+func (lt *loopTLS) back(head []byte) net.Conn {
+	prefix := append(append([]byte(nil), head...), lt.buffered()...)
 	lt.release()
-	lt.tr.Conn, lt.tr.loop = mc, nil
 	return &tlsBack{Conn: lt.tc, prefix: prefix}
 }
 
@@ -233,17 +287,15 @@ func (lc *loopClient) pull() {
 
 // buffered is the request bytes read and not consumed (after pull).
 func (lc *loopClient) buffered() []byte {
-	if lt := lc.tls; lt != nil {
-		return lt.plain[lt.r:lt.w]
+	if lc.tls != nil {
+		return lc.tls.buffered()
 	}
 	return lc.c.Buffered()
 }
 
 func (lc *loopClient) consume(n int) {
-	if lt := lc.tls; lt != nil {
-		if lt.r += n; lt.r == lt.w {
-			lt.release()
-		}
+	if lc.tls != nil {
+		lc.tls.consume(n)
 		return
 	}
 	lc.c.Consume(n)
@@ -266,38 +318,133 @@ func (lc *loopClient) readErr() error {
 	return lc.c.Err()
 }
 
-// write sends a then b to the client: as they are, or in one TLS record
-// (crypto/tls splits what is longer than a record's most).
+// write sends a then b to the client: as they are (counted), or through
+// its TLS (counted by its metrics.Conn).
 func (lc *loopClient) write(a, b []byte) {
-	lt := lc.tls
-	if lt == nil {
-		lc.c.Write2(a, b)
-		lc.mc.Count(0, len(a)+len(b))
+	if lc.tls != nil {
+		lc.tls.write(a, b)
 		return
 	}
-	st := lc.st
-	p := a
-	if len(b) > 0 {
-		st.tlsJoin = append(append(st.tlsJoin[:0], a...), b...)
-		p = st.tlsJoin
-	}
-	lt.tc.Write(p)
-	if cap(st.tlsJoin) > 64<<10 {
-		st.tlsJoin = nil
-	}
-	lc.flush()
+	lc.c.Write2(a, b)
+	lc.mc.Count(0, len(a)+len(b))
 }
 
-// flush sends what crypto/tls wrote.
-func (lc *loopClient) flush() {
+// The upstream side: mTLS to meshed endpoints.
+
+// dialTLS opens an mTLS connection to x's endpoint with the endpoint's
+// own dialer (its handshake on a goroutine), then sends x on it on the
+// loop. x waits meanwhile: its client is read for its end only.
+func (lc *loopClient) dialTLS(x *loopExchange, key string) {
 	st := lc.st
-	if len(st.tlsOut) == 0 {
+	u := x.ep.Value()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), loopDialTimeout)
+		c, err := u.DialHTTP1(ctx)
+		cancel()
+		st.l.Post(func() { lc.dialed(x, key, c, err) })
+	}()
+}
+
+// loopDialTimeout bounds an mTLS connection's dial and handshake, as the
+// goroutine path's connect timeout does.
+const loopDialTimeout = 10 * time.Second
+
+// dialed is dialTLS's end, on the loop.
+func (lc *loopClient) dialed(x *loopExchange, key string, c net.Conn, err error) {
+	var up *loopUpstream
+	if err == nil {
+		if up, err = lc.st.takeUpstream(c, key); err != nil {
+			c.Close()
+		}
+	}
+	current := lc.x == x && !lc.closed && x.up == nil
+	switch {
+	case err != nil:
+		if current {
+			lc.failed(x, true) // the goroutine path dials again
+		}
+	case !current:
+		// The client went away meanwhile: the connection is kept for
+		// the next request to the endpoint.
+		p := lc.st.pool(key)
+		p.idle = append(p.idle, up)
+	default:
+		lc.sendOn(up, x)
+	}
+}
+
+var errNotTaken = errors.New("event loop: the connection's shape is not one the loop takes")
+
+// takeUpstream serves c, an mTLS connection to an endpoint, on st's loop.
+func (st *loopState) takeUpstream(c net.Conn, key string) (*loopUpstream, error) {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil, errNotTaken
+	}
+	fd, ts, mc, ok := takeTLS(tc, st)
+	if !ok {
+		return nil, errNotTaken
+	}
+	up := &loopUpstream{addr: key, mc: mc, tls: ts}
+	uc, err := st.l.NewConn(fd, up)
+	if err != nil {
+		unix.Close(fd)
+		mc.Close()
+		return nil, err
+	}
+	up.c, ts.side.c = uc, uc
+	// The handshake's last read may have taken records with it (a
+	// session ticket): no readiness would tell of those.
+	ts.decrypt()
+	return up, nil
+}
+
+// The upstream connection's bytes, plaintext or through its TLS.
+
+func (up *loopUpstream) pull() {
+	if up.tls != nil {
+		up.tls.decrypt()
+	}
+}
+
+func (up *loopUpstream) buffered() []byte {
+	if up.tls != nil {
+		return up.tls.buffered()
+	}
+	return up.c.Buffered()
+}
+
+func (up *loopUpstream) consume(n int) {
+	if up.tls != nil {
+		up.tls.consume(n)
 		return
 	}
-	lc.c.Write(st.tlsOut)
-	lc.mc.Count(0, len(st.tlsOut))
-	st.tlsOut = st.tlsOut[:0]
-	if cap(st.tlsOut) > 64<<10 {
-		st.tlsOut = nil
+	up.c.Consume(n)
+	up.mc.Count(n, 0)
+}
+
+func (up *loopUpstream) readEOF() bool {
+	if up.tls != nil {
+		return up.tls.eof
 	}
+	return up.c.EOF()
+}
+
+func (up *loopUpstream) readErr() error {
+	if up.tls != nil {
+		return up.tls.err
+	}
+	return up.c.Err()
+}
+
+func (up *loopUpstream) write(b []byte) error {
+	if up.tls != nil {
+		up.tls.write(b, nil)
+		return up.c.Err()
+	}
+	if err := up.c.Write(b); err != nil {
+		return err
+	}
+	up.mc.Count(0, len(b))
+	return nil
 }

@@ -254,53 +254,16 @@ func (ps *portServer) handle(c net.Conn) {
 		ps.stream(rc, l, sni, true)
 		return
 	}
-	if len(g.loops) == 0 {
-		ps.serveHTTPS(tls.Server(rc, l.tls), l.tls, nil)
-		return
-	}
-	// The event loop may take the connection after the handshake: its TLS
-	// runs over a transport that can move there.
-	tr := &tlsTransport{Conn: rc}
-	ps.serveHTTPS(tls.Server(tr, l.tls), l.tls, tr)
-}
-
-// tlsTransport is what an HTTPS connection's TLS runs over when the event
-// loop may take the connection (loopTLS): the accepted connection until
-// it does, the loop's buffers while it serves it (loop), the accepted
-// connection again if it hands the connection back.
-type tlsTransport struct {
-	net.Conn
-	loop io.ReadWriter // nil: Conn's
-}
-
-func (t *tlsTransport) Read(b []byte) (int, error) {
-	if t.loop != nil {
-		return t.loop.Read(b)
-	}
-	return t.Conn.Read(b)
-}
-
-func (t *tlsTransport) Write(b []byte) (int, error) {
-	if t.loop != nil {
-		return t.loop.Write(b)
-	}
-	return t.Conn.Write(b)
-}
-
-func (t *tlsTransport) CloseWrite() error {
-	if cw, ok := t.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return t.Conn.Close()
+	ps.serveHTTPS(tls.Server(rc, l.tls), l.tls)
 }
 
 // serveHTTPS completes an HTTPS connection's handshake, within the header
 // timeout as net/http's server would, and serves it by the protocol ALPN
 // settled: HTTP/1 on h1, h2 on h2 (both here, on the accepting goroutine).
 // Its requests' contexts carry the client's certificate once verified
-// against cfg's CAs (withClientCert). With tr (the event loop on), an
-// HTTP/1.1 connection may go to the loop instead (loopTLS).
-func (ps *portServer) serveHTTPS(tc *tls.Conn, cfg *tls.Config, tr *tlsTransport) {
+// against cfg's CAs (withClientCert). With the event loops on, an
+// HTTP/1.1 connection may go to one instead (loopTLS).
+func (ps *portServer) serveHTTPS(tc *tls.Conn, cfg *tls.Config) {
 	g := ps.g
 	tc.SetDeadline(time.Now().Add(g.cfg.HeaderTimeout))
 	if err := tc.Handshake(); err != nil {
@@ -314,7 +277,7 @@ func (ps *portServer) serveHTTPS(tc *tls.Conn, cfg *tls.Config, tr *tlsTransport
 	case "h2":
 		ps.h2.ServeConnOptions(withClientCert(ps.ctx, st, cfg), tc, h2server.ConnOptions{Handler: h2Handler{h: g.handler, tls: &st}})
 	case "", "http/1.1", "http/1.0":
-		if tr != nil && st.NegotiatedProtocol != "http/1.0" && ps.loopTLS(tc, tr, st) {
+		if len(g.loops) > 0 && st.NegotiatedProtocol != "http/1.0" && ps.loopTLS(tc, st) {
 			return
 		}
 		ps.h1.ServeConn(withClientCert(context.Background(), st, cfg), tc)

@@ -43,9 +43,10 @@ type Upstream struct {
 	// h1c carries HTTP/1 requests on its caller's goroutine; h1, net/http's
 	// Transport, the few it leaves to it (Expect: 100-continue, upgrades).
 	// h2 writes HTTP/2 requests on their caller's goroutine too.
-	h1c *h1client.Client
-	h1  *http.Transport
-	h2  *h2client.Client
+	h1c  *h1client.Client
+	h1   *http.Transport
+	h2   *h2client.Client
+	dial DialFunc
 }
 
 // pool is a connection pool that transportFor picks.
@@ -111,7 +112,18 @@ func NewUpstream(addr string, h2only bool, dial DialFunc) *Upstream {
 		MaxIdle:     h1.MaxIdleConnsPerHost,
 		IdleTimeout: h1.IdleConnTimeout,
 	})
-	return &Upstream{Addr: addr, H2Only: h2only, h1c: h1c, h1: h1, h2: h2}
+	return &Upstream{Addr: addr, H2Only: h2only, h1c: h1c, h1: h1, h2: h2, dial: dial}
+}
+
+// DialHTTP1 opens a connection to the endpoint for HTTP/1.1 as the pools
+// do (metered, mTLS offering http/1.1 to a meshed one), for a caller that
+// serves it itself (the gateway's event loops).
+func (u *Upstream) DialHTTP1(ctx context.Context) (net.Conn, error) {
+	c, err := u.dial(context.WithValue(ctx, dialProtocolKey{}, "http/1.1"), u.Addr)
+	if err != nil {
+		return nil, &DialError{Addr: u.Addr, Err: err}
+	}
+	return c, nil
 }
 
 // SetH2Windows replaces the HTTP/2 receive windows (DefaultH2StreamWindow,
