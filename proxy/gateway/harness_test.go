@@ -28,6 +28,8 @@ import (
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/sidecar"
+	"github.com/meridian-mesh/meridian/proxy/tlsid"
 )
 
 // echo is a backend that answers with its name and what it received.
@@ -273,4 +275,23 @@ func rsaCertPEM(t testing.TB, names ...string) (chain, key []byte) {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
+}
+
+// startSidecarInbound runs a sidecar whose inbound side, with identity id,
+// forwards to app; it returns the inbound address.
+func startSidecarInbound(t *testing.T, app string, id *tlsid.Identity) string {
+	t.Helper()
+	sc, err := sidecar.New(sidecar.Config{
+		OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		InboundForward: app, Identity: id, Log: discardLog(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sc.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	_, in, _ := sc.Addrs()
+	return in.String()
 }

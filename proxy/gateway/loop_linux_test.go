@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"io"
 	"maps"
@@ -19,7 +18,6 @@ import (
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/proxy/discover"
-	"github.com/meridian-mesh/meridian/proxy/sidecar"
 	"github.com/meridian-mesh/meridian/proxy/tlsid"
 	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
 )
@@ -387,23 +385,4 @@ func TestEventLoopsTakeConnectionsInTurn(t *testing.T) {
 			t.Errorf("loop %d served %d responses, want 4", i, n)
 		}
 	}
-}
-
-// startSidecarInbound runs a sidecar whose inbound side, with identity id,
-// forwards to app; it returns the inbound address.
-func startSidecarInbound(t *testing.T, app string, id *tlsid.Identity) string {
-	t.Helper()
-	sc, err := sidecar.New(sidecar.Config{
-		OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		InboundForward: app, Identity: id, Log: discardLog(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { sc.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	_, in, _ := sc.Addrs()
-	return in.String()
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/pem"
 	"io"
 	"log"
-	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -18,7 +17,6 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/outbound"
-	"github.com/meridian-mesh/meridian/proxy/sidecar"
 	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
 )
 
@@ -30,22 +28,10 @@ import (
 func TestMTLSToMeshedBackends(t *testing.T) {
 	ids := tlsidtest.Start(t, time.Hour)
 	app, plain := startEcho(t, "meshed-app", nil), startEcho(t, "plain", nil)
-	sc, err := sidecar.New(sidecar.Config{
-		OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		InboundForward: app.addr, Identity: ids.Identity(t, "web-ns", "web"),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { sc.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	_, in, _ := sc.Addrs()
+	in := startSidecarInbound(t, app.addr, ids.Identity(t, "web-ns", "web"))
 	webID := tlsidtest.ID("web-ns", "web").String()
 	res, err := discover.NewStatic([]discover.Destination{
-		{Authority: "web.svc:80", Endpoints: []discover.Endpoint{{Addr: in.String(), Identity: webID}}},
+		{Authority: "web.svc:80", Endpoints: []discover.Endpoint{{Addr: in, Identity: webID}}},
 		{Authority: "plain.svc:80", Endpoints: []discover.Endpoint{{Addr: plain.addr}}},
 	})
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -20,7 +19,6 @@ import (
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
-	"github.com/meridian-mesh/meridian/proxy/sidecar"
 	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
 )
 
@@ -258,19 +256,7 @@ func TestTLSTerminateCertificateBySNI(t *testing.T) {
 func TestTLSTerminateToMeshedAndBackendTLS(t *testing.T) {
 	ids := tlsidtest.Start(t, time.Hour)
 	app := startTCPEcho(t, "app", nil)
-	sc, err := sidecar.New(sidecar.Config{
-		OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		InboundForward: app.addr, Identity: ids.Identity(t, "web-ns", "web"),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { sc.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	_, in, _ := sc.Addrs()
+	in := startSidecarInbound(t, app.addr, ids.Identity(t, "web-ns", "web"))
 	secureCert, err := tls.X509KeyPair(certPEM(t, "backend.test"))
 	if err != nil {
 		t.Fatal(err)
@@ -278,7 +264,7 @@ func TestTLSTerminateToMeshedAndBackendTLS(t *testing.T) {
 	secure := startTCPEcho(t, "secure", &secureCert)
 	webID := tlsidtest.ID("web-ns", "web").String()
 	res, err := discover.NewStatic([]discover.Destination{
-		{Authority: "web.svc:3000", Endpoints: []discover.Endpoint{{Addr: in.String(), Identity: webID}}},
+		{Authority: "web.svc:3000", Endpoints: []discover.Endpoint{{Addr: in, Identity: webID}}},
 		{Authority: "secure.svc:443", Endpoints: []discover.Endpoint{{Addr: secure.addr}}},
 	})
 	if err != nil {
