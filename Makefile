@@ -53,9 +53,12 @@ unit:
 # End-to-end tests (test/e2e, build tag e2e) against the real single-node
 # Kubernetes cluster that hack/cluster runs on this machine: `make cluster-up`
 # first, `make cluster-down` after. See docs/development.md.
+# hack/testsummary prints the output as -v does and repeats the failures'
+# own lines at the end, below the logs a failed test dumps.
 e2e:
 	./hack/e2e-deps.sh
-	$(GO) test -tags e2e -count=1 -p 1 -timeout 30m -v ./test/e2e/...
+	$(GO) build -o $(BIN)/testsummary ./hack/testsummary
+	$(BIN)/testsummary $(GO) test -json -tags e2e -count=1 -p 1 -timeout 30m ./test/e2e/...
 
 # The upstream Gateway API conformance suite against the gateway on the node
 # hack/cluster runs; writes conformance/report.yaml (conformance/README.md).
