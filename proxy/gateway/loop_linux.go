@@ -147,7 +147,8 @@ func (ps *portServer) loopAccept(fd int, sa unix.Sockaddr) {
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	ps.open.Add(1)
 	ps.streams.Add(1)
-	lc := &loopClient{ps: ps, remote: sockaddr(sa), mc: g.metrics.Conn(noConn{}, accepted)}
+	lc := &loopClient{ps: ps, remote: sockaddr(sa)}
+	lc.mc = g.metrics.Conn(noConn{}, accepted)
 	if st := g.pickLoop(); st == g.loops[0] {
 		st.serve(lc, fd)
 	} else {
@@ -250,9 +251,9 @@ func (noConn) Close() error { return nil }
 
 // loopClient is a client connection served on the loop.
 type loopClient struct {
+	loopStream     // the client's bytes
 	ps             *portServer
 	st             *loopState
-	c              *evloop.Conn
 	remote         string    // ip:port
 	lp             *loopPort // the port's on this loop, nil until served
 	tls            *loopTLS  // an HTTPS connection's TLS; nil: plaintext
@@ -265,7 +266,6 @@ type loopClient struct {
 	handoffHead    []byte        // a failed request, handed over in front of the rest
 	waiting        bool          // for its destination's resolution (route)
 	retried        bool          // routing again after that: no second wait
-	mc             *metrics.Conn // its tcp_* series
 	timer          *evloop.Timer // the header timeout, then the idle timeout
 	keys           []string      // writeHead's, reused
 }
@@ -501,7 +501,7 @@ func (lc *loopClient) sendOn(up *loopUpstream, x *loopExchange) {
 	x.up = up
 	// While connecting, the socket takes nothing (EAGAIN): the request
 	// waits in the connection's buffer until it is writable.
-	if err := up.write(x.out); err != nil {
+	if err := up.write(x.out, nil); err != nil {
 		lc.failed(x, up.connecting)
 	}
 }
@@ -661,11 +661,9 @@ func (x *loopExchange) count() {
 
 // loopUpstream is a connection to an endpoint.
 type loopUpstream struct {
-	c          *evloop.Conn
+	loopStream // ts: mTLS to a meshed endpoint
 	addr       string
 	x          *loopExchange
-	mc         *metrics.Conn
-	tls        *tlsStream // mTLS to a meshed endpoint; nil: plaintext
 	connecting bool
 	closed     bool
 }
@@ -734,8 +732,8 @@ func (up *loopUpstream) close() {
 		return
 	}
 	up.closed = true
-	if up.tls != nil {
-		up.tls.close()
+	if up.ts != nil {
+		up.ts.close()
 	}
 	up.c.Close()
 	up.mc.Close()
@@ -747,7 +745,7 @@ func (up *loopUpstream) Readable(c *evloop.Conn) {
 	x := up.x
 	up.pull()
 	if x == nil {
-		if up.tls != nil && len(up.buffered()) == 0 && up.readErr() == nil && !up.readEOF() {
+		if up.ts != nil && len(up.buffered()) == 0 && up.readErr() == nil && !up.readEOF() {
 			return // a post-handshake message (a session ticket), taken
 		}
 		up.close() // an idle connection's close, or bytes nobody asked for

@@ -246,8 +246,9 @@ func (ps *portServer) loopTLS(tc *tls.Conn, st tls.ConnectionState) bool {
 		return false
 	}
 	ps.streams.Add(1) // the loop's, until lc.done
-	lc := &loopClient{ps: ps, remote: ts.side.remote.String(), mc: mc,
-		tls: &loopTLS{tlsStream: *ts, state: st, sni: requestHost(st.ServerName)}}
+	lt := &loopTLS{tlsStream: *ts, state: st, sni: requestHost(st.ServerName)}
+	lc := &loopClient{ps: ps, remote: ts.side.remote.String(), tls: lt}
+	lc.mc, lc.ts = mc, &lt.tlsStream
 	to.l.Post(func() { to.serve(lc, fd) })
 	return true
 }
@@ -276,57 +277,66 @@ func (c *tlsBack) Read(b []byte) (int, error) {
 	return c.Conn.Read(b)
 }
 
-// The client connection's bytes, plaintext or through its TLS.
+// loopStream is one side's bytes on a loop, a client's or an endpoint's:
+// the socket's as they are (counted in mc), or through its TLS (ts, counted
+// by the metrics.Conn under the TLS Conn).
+type loopStream struct {
+	c  *evloop.Conn
+	mc *metrics.Conn
+	ts *tlsStream // nil: plaintext
+}
 
 // pull decrypts what came, for a TLS connection.
-func (lc *loopClient) pull() {
-	if lc.tls != nil {
-		lc.tls.decrypt()
+func (s *loopStream) pull() {
+	if s.ts != nil {
+		s.ts.decrypt()
 	}
 }
 
-// buffered is the request bytes read and not consumed (after pull).
-func (lc *loopClient) buffered() []byte {
-	if lc.tls != nil {
-		return lc.tls.buffered()
+// buffered is the bytes read and not consumed (after pull).
+func (s *loopStream) buffered() []byte {
+	if s.ts != nil {
+		return s.ts.buffered()
 	}
-	return lc.c.Buffered()
+	return s.c.Buffered()
 }
 
-func (lc *loopClient) consume(n int) {
-	if lc.tls != nil {
-		lc.tls.consume(n)
+func (s *loopStream) consume(n int) {
+	if s.ts != nil {
+		s.ts.consume(n)
 		return
 	}
-	lc.c.Consume(n)
-	lc.mc.Count(n, 0)
+	s.c.Consume(n)
+	s.mc.Count(n, 0)
 }
 
-// readEOF says the client ended its side (after pull).
-func (lc *loopClient) readEOF() bool {
-	if lc.tls != nil {
-		return lc.tls.eof
+// readEOF says the peer ended its side (after pull).
+func (s *loopStream) readEOF() bool {
+	if s.ts != nil {
+		return s.ts.eof
 	}
-	return lc.c.EOF()
+	return s.c.EOF()
 }
 
-// readErr is what ended the client's side (after pull).
-func (lc *loopClient) readErr() error {
-	if lc.tls != nil {
-		return lc.tls.err
+// readErr is what ended the peer's side (after pull).
+func (s *loopStream) readErr() error {
+	if s.ts != nil {
+		return s.ts.err
 	}
-	return lc.c.Err()
+	return s.c.Err()
 }
 
-// write sends a then b to the client: as they are (counted), or through
-// its TLS (counted by its metrics.Conn).
-func (lc *loopClient) write(a, b []byte) {
-	if lc.tls != nil {
-		lc.tls.write(a, b)
-		return
+// write sends a then b: as they are, or in one record when they fit.
+func (s *loopStream) write(a, b []byte) error {
+	if s.ts != nil {
+		s.ts.write(a, b)
+		return s.c.Err()
 	}
-	lc.c.Write2(a, b)
-	lc.mc.Count(0, len(a)+len(b))
+	if err := s.c.Write2(a, b); err != nil {
+		return err
+	}
+	s.mc.Count(0, len(a)+len(b))
+	return nil
 }
 
 // The upstream side: mTLS to meshed endpoints.
@@ -385,7 +395,8 @@ func (st *loopState) takeUpstream(c net.Conn, key string) (*loopUpstream, error)
 	if !ok {
 		return nil, errNotTaken
 	}
-	up := &loopUpstream{addr: key, mc: mc, tls: ts}
+	up := &loopUpstream{addr: key}
+	up.mc, up.ts = mc, ts
 	uc, err := st.l.NewConn(fd, up)
 	if err != nil {
 		unix.Close(fd)
@@ -397,54 +408,4 @@ func (st *loopState) takeUpstream(c net.Conn, key string) (*loopUpstream, error)
 	// session ticket): no readiness would tell of those.
 	ts.decrypt()
 	return up, nil
-}
-
-// The upstream connection's bytes, plaintext or through its TLS.
-
-func (up *loopUpstream) pull() {
-	if up.tls != nil {
-		up.tls.decrypt()
-	}
-}
-
-func (up *loopUpstream) buffered() []byte {
-	if up.tls != nil {
-		return up.tls.buffered()
-	}
-	return up.c.Buffered()
-}
-
-func (up *loopUpstream) consume(n int) {
-	if up.tls != nil {
-		up.tls.consume(n)
-		return
-	}
-	up.c.Consume(n)
-	up.mc.Count(n, 0)
-}
-
-func (up *loopUpstream) readEOF() bool {
-	if up.tls != nil {
-		return up.tls.eof
-	}
-	return up.c.EOF()
-}
-
-func (up *loopUpstream) readErr() error {
-	if up.tls != nil {
-		return up.tls.err
-	}
-	return up.c.Err()
-}
-
-func (up *loopUpstream) write(b []byte) error {
-	if up.tls != nil {
-		up.tls.write(b, nil)
-		return up.c.Err()
-	}
-	if err := up.c.Write(b); err != nil {
-		return err
-	}
-	up.mc.Count(0, len(b))
-	return nil
 }
