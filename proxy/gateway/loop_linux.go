@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -288,6 +289,7 @@ type loopExchange struct {
 	interim   bool // a 1xx response was passed on: no hand-over either
 	done      bool // the response's end is out
 	counted   bool // request_total has it
+	reported  bool // failure accrual was told (Endpoint.Result)
 	broken    bool // the body's framing is malformed: the connections end after what was valid
 }
 
@@ -359,6 +361,10 @@ func (lc *loopClient) next() {
 			return
 		}
 		lc.handoff()
+		return
+	}
+	if lc.req.ContentLength != 0 {
+		lc.handoff() // a body: the goroutine path's
 		return
 	}
 	x := lc.route(&lc.req)
@@ -458,7 +464,7 @@ func (lc *loopClient) route(r *http.Request) *loopExchange {
 	}
 	forwarded(r, t.trustedHops, l.scheme, g.id)
 	httpproxy.PrepareOutgoing(r)
-	x.out, ok = h1client.AppendRequest(lc.st.bw, x.out[:0], r)
+	x.out, ok = h1client.AppendRequest(lc.st.bw, x.out[:0], r, nil)
 	if !ok {
 		return nil
 	}
@@ -511,8 +517,11 @@ func (lc *loopClient) sendOn(up *loopUpstream, x *loopExchange) {
 // the request, which tries again (and counts its attempts).
 func (lc *loopClient) failed(x *loopExchange, dial bool) {
 	x.ep.EndRequest(x.begin, true)
-	if dial {
-		x.ep.Fail()
+	switch {
+	case dial:
+		x.ep.Fail() // backoff; a "connect" failure for accrual too
+	case !x.reported:
+		x.ep.Result("reset") // as the Forwarder reports the attempt it tries again
 	}
 	// Not counted: the goroutine path counts the attempts it makes.
 	lc.ps.g.inFlight.Add(-1)
@@ -524,6 +533,14 @@ func (lc *loopClient) failed(x *loopExchange, dial bool) {
 	// response is out.
 	lc.handoffHead = append(lc.handoffHead[:0], x.head...)
 	lc.handoff()
+}
+
+// peerFailed is failed for a meshed endpoint's proxy's own 502 or 503:
+// failure accrual is told what the response says.
+func (lc *loopClient) peerFailed(x *loopExchange) {
+	x.ep.Result(httpproxy.EndFailure(&x.resp, nil))
+	x.reported = true
+	lc.failed(x, false)
 }
 
 // handoff gives the connection to the goroutine path for good.
@@ -643,6 +660,7 @@ func (lc *loopClient) abort() {
 func (lc *loopClient) cut(x *loopExchange) {
 	lc.x = nil
 	x.ep.EndRequest(x.begin, true)
+	x.ep.Result(httpproxy.EndFailure(&x.resp, io.ErrUnexpectedEOF))
 	lc.ps.g.metrics.ResponseDone(x.labels, metrics.Response{Status: x.resp.StatusCode, Error: "stream", Latency: time.Since(x.start)})
 	lc.ps.g.inFlight.Add(-1)
 	x.up.close()
@@ -785,7 +803,7 @@ func (up *loopUpstream) Readable(c *evloop.Conn) {
 			}
 			n, x.resp = end, *resp
 			if x.resp.StatusCode >= 200 && !x.interim && peerFailed(&x.resp) {
-				lc.failed(x, false) // as below, before it is counted
+				lc.peerFailed(x) // as below, before it is counted
 				return
 			}
 			x.count()
@@ -805,7 +823,7 @@ func (up *loopUpstream) Readable(c *evloop.Conn) {
 			// A meshed endpoint's proxy could not reach its application:
 			// the goroutine path's retries take it from here, as a
 			// connection error (not counted here; they count theirs).
-			lc.failed(x, false)
+			lc.peerFailed(x)
 			return
 		}
 		x.sent = true
@@ -1114,6 +1132,7 @@ func (lc *loopClient) finish(x *loopExchange) {
 	status := x.resp.StatusCode
 	x.ep.EndRequest(x.begin, status >= 500)
 	x.ep.Succeed()
+	x.ep.Result(httpproxy.EndFailure(&x.resp, nil)) // failure accrual, as the Forwarder reports
 	g.metrics.ResponseDone(x.labels, metrics.Response{Status: status, Latency: time.Since(x.start)})
 	lc.ps.g.inFlight.Add(-1)
 	up := x.up
@@ -1138,6 +1157,7 @@ func (lc *loopClient) finish(x *loopExchange) {
 func (lc *loopClient) respond502(x *loopExchange) {
 	g := lc.ps.g
 	x.ep.EndRequest(x.begin, true)
+	x.ep.Result("reset") // the Forwarder's for a transport's error
 	x.count()
 	g.metrics.ResponseDone(x.labels, metrics.Response{Error: "upstream", Latency: time.Since(x.start)})
 	g.inFlight.Add(-1)

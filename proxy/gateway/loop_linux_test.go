@@ -386,3 +386,40 @@ func TestEventLoopsTakeConnectionsInTurn(t *testing.T) {
 		}
 	}
 }
+
+// The loop tells the balancer each response's outcome, as the Forwarder
+// does: of two endpoints, one answering 500 to everything is ejected
+// after failure accrual's 5 consecutive failures, and the rest of 40
+// requests go to the other, on the loop as on the goroutine path.
+func TestEventLoopFailureAccrual(t *testing.T) {
+	good, _ := rawBackend(t, map[string]string{"/x": "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"})
+	bad, _ := rawBackend(t, map[string]string{"/x": "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 3\r\n\r\nbad"})
+	for _, loop := range []bool{true, false} {
+		res := dsts(t, map[string][]string{"web.svc:80": {good, bad}})
+		host := hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1)))
+		g := startGatewayWith(t, res, snap("v1", httpPort(freePort(t), httpListener("http", "", host))),
+			func(c *Config) { c.EventLoop = loop })
+		var addr string
+		for _, a := range g.Ports() {
+			addr = a.String()
+		}
+		before := loopServed.Load()
+		c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+		failures := 0
+		for range 40 {
+			r := fetch(c, "http://"+addr+"/x")
+			if r.Error {
+				t.Fatalf("loop %v: the request failed", loop)
+			}
+			if r.Status != http.StatusOK {
+				failures++
+			}
+		}
+		if served := loopServed.Load() - before; loop != (served == 40) {
+			t.Errorf("loop %v: the loop served %d of 40", loop, served)
+		}
+		if failures < 5 || failures > 8 {
+			t.Errorf("loop %v: %d of 40 requests went to the endpoint answering 500, want 5 (ejected after 5 consecutive failures) to 8", loop, failures)
+		}
+	}
+}

@@ -93,6 +93,12 @@ func endFailure(resp *http.Response, err error) string {
 	return ""
 }
 
+// EndFailure is what the balancer's failure accrual is told of a
+// response passed whole (err nil) or broken off by err, for a caller that
+// forwards responses itself (the gateway's event loops): as the
+// Forwarder's own requests report it.
+func EndFailure(resp *http.Response, err error) string { return endFailure(resp, err) }
+
 // errorFailure classifies a request that got no response (ctx is its own).
 func errorFailure(ctx context.Context, err error) string {
 	if errors.Is(err, ErrRouteTimeout) || errors.Is(context.Cause(ctx), ErrRouteTimeout) {

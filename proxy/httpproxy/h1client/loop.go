@@ -7,14 +7,15 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
 )
 
-// AppendRequest appends req's head, as the client writes it (writeRequest:
-// (*http.Request).Write's bytes), to dst, for a bodiless request; ok is
-// false for a request writeRequest leaves to Request.Write. bw is the
-// caller's, reused: it is reset to append to dst.
-func AppendRequest(bw *bufio.Writer, dst []byte, req *http.Request) (out []byte, ok bool) {
+// AppendRequest appends req's head and body, as the client writes them
+// (writeRequest: (*http.Request).Write's bytes), to dst: body is the
+// whole of req's body (req.ContentLength bytes; nil for none), req.Body is
+// not read. ok is false for a request writeRequest leaves to
+// Request.Write. bw is the caller's, reused: it is reset to append to dst.
+func AppendRequest(bw *bufio.Writer, dst []byte, req *http.Request, body []byte) (out []byte, ok bool) {
 	a := appender{b: dst}
 	bw.Reset(&a)
-	if !writeRequest(bw, req, nil) {
+	if !writeRequest(bw, req, body) {
 		return dst, false
 	}
 	bw.Flush()
