@@ -1,15 +1,16 @@
 package gateway
 
-// The event loop (Config.EventLoop): a plaintext HTTP port's HTTP/1.1
-// requests served by callbacks on proxy/internal/evloop instead of a
-// goroutine per connection. It serves the requests it can serve exactly
-// as the goroutine path does (README.md, "Event loop": bodiless,
-// idempotent, a rule without filters, timeouts, retries or sessions, a
-// plaintext HTTP/1.1 endpoint), and hands the connection, with the bytes it
-// has not consumed, to the goroutine path for anything else, for good. A
-// request whose endpoint fails before a response byte is handed over too
-// (the goroutine path tries it again, as its connection-error retry would
-// have).
+// The event loops (Config.EventLoop): HTTP/1.1 requests (a plaintext
+// port's, and HTTPS ones: looptls_linux.go) served by callbacks on
+// proxy/internal/evloop instead of a goroutine per connection. They serve
+// the requests they can serve exactly as the goroutine path does
+// (README.md, "Event loop": a body only by Content-Length and within the
+// loop's buffer, a rule without filters, timeouts, retries or sessions, an
+// HTTP/1.1 endpoint), and hand the connection, with the bytes not
+// consumed, to the goroutine path for anything else, for good. An
+// idempotent request without a body whose endpoint fails before a response
+// byte is handed over too (the goroutine path tries it again, as its
+// connection-error retry would have); any other is never sent twice.
 
 import (
 	"bufio"
@@ -266,6 +267,7 @@ type loopClient struct {
 	handoffWritten bool          // hand over once what is written is out
 	handoffHead    []byte        // a failed request, handed over in front of the rest
 	waiting        bool          // for its destination's resolution (route)
+	bodyWait       bool          // for the rest of a request's body (next)
 	retried        bool          // routing again after that: no second wait
 	timer          *evloop.Timer // the header timeout, then the idle timeout
 	keys           []string      // writeHead's, reused
@@ -290,6 +292,7 @@ type loopExchange struct {
 	done      bool // the response's end is out
 	counted   bool // request_total has it
 	reported  bool // failure accrual was told (Endpoint.Result)
+	resend    bool // may be sent again after a failure (handed over)
 	broken    bool // the body's framing is malformed: the connections end after what was valid
 }
 
@@ -363,11 +366,32 @@ func (lc *loopClient) next() {
 		lc.handoff()
 		return
 	}
-	if lc.req.ContentLength != 0 {
-		lc.handoff() // a body: the goroutine path's
-		return
+	// A body (Content-Length: chunked heads are ReadRequest's) is sent
+	// with the head once it is all here, when it fits in the loop's
+	// buffer; a larger one is streamed by the goroutine path.
+	full := n
+	if cl := lc.req.ContentLength; cl > 0 {
+		if cl > int64(evloop.BufferSize-n) {
+			lc.handoff()
+			return
+		}
+		full += int(cl)
+		if len(buf) < full {
+			if lc.readEOF() || lc.readErr() != nil {
+				lc.handoff() // cut short: the goroutine path answers it
+				return
+			}
+			lc.bodyWait = true
+			lc.timer.Reset(lc.ps.g.cfg.HeaderTimeout)
+			return
+		}
 	}
-	x := lc.route(&lc.req)
+	lc.bodyWait = false
+	var body []byte
+	if full > n {
+		body = buf[n:full]
+	}
+	x := lc.route(&lc.req, body)
 	if lc.waiting {
 		return
 	}
@@ -375,8 +399,8 @@ func (lc *loopClient) next() {
 		lc.handoff()
 		return
 	}
-	x.head = append(x.head[:0], buf[:n]...)
-	lc.consume(n)
+	x.head = append(x.head[:0], buf[:full]...)
+	lc.consume(full)
 	lc.timer.Stop()
 	lc.x = x
 	lc.send(x)
@@ -384,9 +408,9 @@ func (lc *loopClient) next() {
 
 // route finds the request's rule, backend and endpoint, and builds the
 // request to send; nil when the goroutine path must serve it.
-func (lc *loopClient) route(r *http.Request) *loopExchange {
+func (lc *loopClient) route(r *http.Request, body []byte) *loopExchange {
 	g := lc.ps.g
-	if r.Close || r.ProtoMinor != 1 || !idempotent[r.Method] || r.Method == http.MethodHead ||
+	if r.Close || r.ProtoMinor != 1 || r.Method == http.MethodHead ||
 		r.Header["Expect"] != nil || r.Header["Upgrade"] != nil || r.RequestURI == "*" {
 		return nil
 	}
@@ -464,7 +488,10 @@ func (lc *loopClient) route(r *http.Request) *loopExchange {
 	}
 	forwarded(r, t.trustedHops, l.scheme, g.id)
 	httpproxy.PrepareOutgoing(r)
-	x.out, ok = h1client.AppendRequest(lc.st.bw, x.out[:0], r, nil)
+	// Sent again after a failure without a response only when the
+	// goroutine path would send it again: idempotent, without a body.
+	x.resend = idempotent[r.Method] && r.ContentLength == 0
+	x.out, ok = h1client.AppendRequest(lc.st.bw, x.out[:0], r, body)
 	if !ok {
 		return nil
 	}
@@ -485,7 +512,15 @@ func (lc *loopClient) send(x *loopExchange) {
 	if mtls {
 		key = "mtls " + x.labels.ServerID + " " + key
 	}
-	up := lc.st.pool(key).get()
+	p := lc.st.pool(key)
+	up := p.get()
+	for up != nil && !x.resend && !up.silent() {
+		// A request not sent again goes on a connection known to be open
+		// and quiet (as h1client checks): one the endpoint is closing
+		// would fail it for good.
+		up.close()
+		up = p.get()
+	}
 	if up == nil {
 		if mtls {
 			lc.dialTLS(x, key)
@@ -516,6 +551,12 @@ func (lc *loopClient) sendOn(up *loopUpstream, x *loopExchange) {
 // balancer is told, and the connection goes to the goroutine path with
 // the request, which tries again (and counts its attempts).
 func (lc *loopClient) failed(x *loopExchange, dial bool) {
+	if !dial && !x.resend {
+		// Sent, and maybe taken: answered 502 as the goroutine path
+		// answers a request it does not send again.
+		lc.respond502(x, "meridian proxy: the endpoint's connection ended without a response\n")
+		return
+	}
 	x.ep.EndRequest(x.begin, true)
 	switch {
 	case dial:
@@ -614,9 +655,15 @@ func (lc *loopClient) close() {
 	lc.done()
 }
 
-// timeout closes a connection whose head took too long, or that sat idle.
+// timeout closes a connection whose head took too long, or that sat idle;
+// one whose body is slow goes to the goroutine path, whose rules apply.
 func (lc *loopClient) timeout() {
-	if lc.x == nil {
+	switch {
+	case lc.x != nil:
+	case lc.bodyWait:
+		lc.bodyWait = false
+		lc.handoff()
+	default:
 		lc.close()
 	}
 }
@@ -745,6 +792,15 @@ func (st *loopState) dial(addr string, m *metrics.Registry, tls string) (*loopUp
 	return up, nil
 }
 
+// silent reports whether an idle connection is open with nothing to
+// read: no byte, end or error taken, none in the socket.
+func (up *loopUpstream) silent() bool {
+	if up.readEOF() || up.readErr() != nil || len(up.buffered()) > 0 {
+		return false
+	}
+	return up.c.Silent()
+}
+
 func (up *loopUpstream) close() {
 	if up.closed {
 		return
@@ -793,16 +849,16 @@ func (up *loopUpstream) Readable(c *evloop.Conn) {
 					lc.failed(x, false) // nothing came, or half a head: tried again
 					return
 				}
-				lc.respond502(x)
+				lc.respond502(x, invalidText)
 				return
 			}
 			resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(buf[:end])), &lc.req)
 			if err != nil || resp.StatusCode == http.StatusSwitchingProtocols {
-				lc.respond502(x) // as the transport's error, or an unasked-for switch
+				lc.respond502(x, invalidText) // as the transport's error, or an unasked-for switch
 				return
 			}
 			n, x.resp = end, *resp
-			if x.resp.StatusCode >= 200 && !x.interim && peerFailed(&x.resp) {
+			if x.resp.StatusCode >= 200 && !x.interim && x.resend && peerFailed(&x.resp) {
 				lc.peerFailed(x) // as below, before it is counted
 				return
 			}
@@ -819,10 +875,11 @@ func (up *loopUpstream) Readable(c *evloop.Conn) {
 			x.framing = framingOf(&x.resp)
 			x.remaining = x.resp.ContentLength
 		}
-		if !x.interim && peerFailed(&x.resp) {
+		if !x.interim && x.resend && peerFailed(&x.resp) {
 			// A meshed endpoint's proxy could not reach its application:
 			// the goroutine path's retries take it from here, as a
-			// connection error (not counted here; they count theirs).
+			// connection error (not counted here; they count theirs). A
+			// request it would not send again gets the answer as it is.
 			lc.peerFailed(x)
 			return
 		}
@@ -1151,10 +1208,13 @@ func (lc *loopClient) finish(x *loopExchange) {
 	lc.next()
 }
 
+const invalidText = "meridian proxy: the endpoint's response is not valid HTTP/1.1\n"
+
 // respond502 answers a response the endpoint got wrong (a head that does
-// not parse, an unasked-for 101) as the Forwarder answers it: 502 with
-// the proxy's error header and text, the connection kept.
-func (lc *loopClient) respond502(x *loopExchange) {
+// not parse, an unasked-for 101), or none to a request not sent again, as
+// the Forwarder answers them: 502 with the proxy's error header and text,
+// the client's connection kept.
+func (lc *loopClient) respond502(x *loopExchange, text string) {
 	g := lc.ps.g
 	x.ep.EndRequest(x.begin, true)
 	x.ep.Result("reset") // the Forwarder's for a transport's error
@@ -1162,7 +1222,6 @@ func (lc *loopClient) respond502(x *loopExchange) {
 	g.metrics.ResponseDone(x.labels, metrics.Response{Error: "upstream", Latency: time.Since(x.start)})
 	g.inFlight.Add(-1)
 	x.up.close()
-	const text = "meridian proxy: the endpoint's response is not valid HTTP/1.1\n"
 	b := append(x.out[:0], "HTTP/1.1 502 Bad Gateway\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(len(text)), 10)
 	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\n"...)

@@ -83,6 +83,19 @@ func (c *Conn) Consume(n int) {
 // EOF says that the peer ended its side: no more bytes come.
 func (c *Conn) EOF() bool { return c.eof }
 
+// Silent reports whether the connection is open with nothing to read:
+// nothing buffered, no end or error seen, and none in the socket (a
+// non-blocking MSG_PEEK finds nothing), for a caller about to use an idle
+// connection.
+func (c *Conn) Silent() bool {
+	if c.closed || c.eof || c.err != nil || c.r < c.w {
+		return false
+	}
+	var b [1]byte
+	_, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	return err == unix.EAGAIN
+}
+
 // Err is the read or write error that ended the connection, if any.
 func (c *Conn) Err() error { return c.err }
 

@@ -624,3 +624,66 @@ func TestTake(t *testing.T) {
 		t.Fatalf("echoed %d bytes (%v), want %d", len(got), err, len(msg))
 	}
 }
+
+// idle neither reads nor writes: what comes stays buffered.
+type idle struct{}
+
+func (idle) Readable(*Conn) {}
+func (idle) Written(*Conn)  {}
+
+// Silent is true for an open connection with nothing to read, and false
+// once a byte came (buffered by the loop or not yet) or the peer closed.
+func TestSilent(t *testing.T) {
+	l := start(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, end := range []string{"a byte", "a close"} {
+		peer, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, err := Take(sc.(*net.TCPConn))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c *Conn
+		on(l, func() {
+			if c, err = l.NewConn(fd, idle{}); err != nil {
+				unix.Close(fd)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		silent := func() (s bool) {
+			on(l, func() { s = c.Silent() })
+			return s
+		}
+		if !silent() {
+			t.Errorf("before %s: not silent", end)
+		}
+		if end == "a byte" {
+			peer.Write([]byte("x"))
+		} else {
+			peer.Close()
+		}
+		// Not silent at once (the byte or the end is in the socket,
+		// or already taken by the loop), nor after.
+		for range 5 {
+			if silent() {
+				t.Errorf("after %s: silent", end)
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		peer.Close()
+		on(l, func() { c.Close() })
+	}
+}
