@@ -381,8 +381,10 @@ func (lc *loopClient) next() {
 				lc.handoff() // cut short: the goroutine path answers it
 				return
 			}
-			lc.bodyWait = true
-			lc.timer.Reset(lc.ps.g.cfg.HeaderTimeout)
+			if !lc.bodyWait { // once: a body's drips do not extend it
+				lc.bodyWait = true
+				lc.timer.Reset(lc.ps.g.cfg.HeaderTimeout)
+			}
 			return
 		}
 	}

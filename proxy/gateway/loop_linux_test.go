@@ -480,3 +480,52 @@ func TestEventLoopFailureAccrual(t *testing.T) {
 		}
 	}
 }
+
+// A body that comes after its head is waited for: sent whole by the loop
+// when the rest comes within the header timeout, else the connection goes
+// to the goroutine path, which reads the rest. Either way the endpoint
+// gets the whole body once.
+func TestEventLoopBodyInParts(t *testing.T) {
+	backend, requests := rawBackend(t, map[string]string{"/p": "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"})
+	res := dsts(t, map[string][]string{"web.svc:80": {backend}})
+	host := hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1)))
+	g := startGatewayWith(t, res, snap("v1", httpPort(freePort(t), httpListener("http", "", host))),
+		func(c *Config) { c.EventLoop, c.HeaderTimeout = true, 300*time.Millisecond })
+	var addr string
+	for _, a := range g.Ports() {
+		addr = a.String()
+	}
+	for _, tc := range []struct {
+		pause  time.Duration
+		onLoop bool
+	}{{20 * time.Millisecond, true}, {600 * time.Millisecond, false}} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		before := loopServed.Load()
+		io.WriteString(conn, "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nfirst")
+		time.Sleep(tc.pause)
+		io.WriteString(conn, " half")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("pause %v: %v", tc.pause, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		conn.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("pause %v: %s", tc.pause, resp.Status)
+		}
+		if got := loopServed.Load() - before; (got == 1) != tc.onLoop {
+			t.Errorf("pause %v: the loop served %d, on the loop: want %v", tc.pause, got, tc.onLoop)
+		}
+		got := requests("/p")
+		if len(got) == 0 || !strings.HasSuffix(got[len(got)-1], "body=first half") {
+			t.Errorf("pause %v: the endpoint got %q", tc.pause, got)
+		}
+	}
+	if n := len(requests("/p")); n != 2 {
+		t.Errorf("the endpoint got %d requests, want 2", n)
+	}
+}
