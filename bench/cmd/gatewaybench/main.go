@@ -19,6 +19,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -62,6 +63,7 @@ var (
 	clientCPU   = flag.String("client-cpu", "0", "CPUs for this program (load generator + backends); empty: no pinning")
 	sutCPU      = flag.String("sut-cpu", "1", "CPUs for the peers; empty: no pinning")
 	priority    = flag.String("priority", "normal", "scheduling of the harness and peers: normal, nice or fifo (see bench/README.md)")
+	bodySize    = flag.Int("body", 0, "request body bytes: above 0, each request is a POST with that many bytes (Content-Length); 0: GET")
 	logDir      = flag.String("logdir", "", "where configs and logs go (default: a new temp dir)")
 )
 
@@ -103,8 +105,13 @@ func client(proto protocol, r *running, roots *x509.CertPool) (func(context.Cont
 	}
 	c := &http.Client{Transport: rt}
 	wantProto := map[protocol]int{pHTTP1: 1, pHTTPS: 1, pH2: 2}[proto]
+	payload := bytes.Repeat([]byte("b"), *bodySize)
 	do := func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		method, body := http.MethodGet, io.Reader(nil)
+		if len(payload) > 0 {
+			method, body = http.MethodPost, bytes.NewReader(payload)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, url, body)
 		if err != nil {
 			return err
 		}
@@ -354,8 +361,8 @@ func printRows(rows []*row) {
 		}
 		fmt.Printf("| %s | %s | %.0f | %.0f | %s | %.2f | %.0f | %s | %s | %s / %s | %s | %.3f | %d |\n", r.peer, r.proto, r.sat, r.maxAchieved,
 			loadgen.Ms(r.p99AtSat), r.coresAtSat, r.capacity(), sut.MB(r.rssAtSat), r.stoppedBy, loadgen.Ms(s.P50), loadgen.Ms(s.P99), loadgen.Ms(r.p99Median()), cpk, s.Errors)
-		fmt.Printf("RESULT gateway peer=%s proto=%s sat_rps=%.0f max_achieved_rps=%.0f p99_at_sat_ms=%.3f cores_at_sat=%.2f core_rps=%.0f rss_at_sat_mb=%s fixed_rps=%.0f p50_ms=%.3f p99_ms=%.3f p99_slice_median_ms=%.3f cores_per_krps=%.3f errors=%d\n",
-			r.peer, r.proto, r.sat, r.maxAchieved, ms(r.p99AtSat), r.coresAtSat, r.capacity(), sut.MB(r.rssAtSat), *rate, ms(s.P50), ms(s.P99), ms(r.p99Median()), cpk, s.Errors)
+		fmt.Printf("RESULT gateway peer=%s proto=%s sat_rps=%.0f max_achieved_rps=%.0f p99_at_sat_ms=%.3f cores_at_sat=%.2f core_rps=%.0f rss_at_sat_mb=%s fixed_rps=%.0f p50_ms=%.3f p99_ms=%.3f p99_slice_median_ms=%.3f cores_per_krps=%.3f errors=%d body_bytes=%d\n",
+			r.peer, r.proto, r.sat, r.maxAchieved, ms(r.p99AtSat), r.coresAtSat, r.capacity(), sut.MB(r.rssAtSat), *rate, ms(s.P50), ms(s.P99), ms(r.p99Median()), cpk, s.Errors, *bodySize)
 	}
 }
 
