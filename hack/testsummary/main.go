@@ -71,14 +71,18 @@ const maxLine = 400
 
 type key struct{ pkg, test string }
 
+type failure struct {
+	key
+	took float64 // seconds
+}
+
 type summary struct {
 	lines  map[key][]string
-	failed []key
-	took   map[key]float64
+	failed []failure
 }
 
 func newSummary() *summary {
-	return &summary{lines: map[key][]string{}, took: map[key]float64{}}
+	return &summary{lines: map[key][]string{}}
 }
 
 // read copies the output of the events in r to w and keeps what write
@@ -107,8 +111,7 @@ func (s *summary) read(r io.Reader, w io.Writer) bool {
 			}
 		case "fail", "build-fail":
 			bad = true
-			s.failed = append(s.failed, k)
-			s.took[k] = e.Elapsed
+			s.failed = append(s.failed, failure{k, e.Elapsed})
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -125,16 +128,16 @@ func (s *summary) write(w io.Writer) {
 		return
 	}
 	fmt.Fprintln(w, "\n=== The failures again (the first line of each of their log entries; the whole output is above):")
-	for _, k := range s.failed {
-		name := k.test
+	for _, f := range s.failed {
+		name := f.test
 		if name == "" {
-			if k.pkg == "" { // a build's failure: its output is above
+			if f.pkg == "" { // a build's failure: its output is above
 				continue
 			}
-			name = "package " + k.pkg
+			name = "package " + f.pkg
 		}
-		fmt.Fprintf(w, "--- FAIL: %s (%.2fs)\n", name, s.took[k])
-		for _, l := range s.lines[k] {
+		fmt.Fprintf(w, "--- FAIL: %s (%.2fs)\n", name, f.took)
+		for _, l := range s.lines[f.key] {
 			fmt.Fprintln(w, l)
 		}
 	}

@@ -291,7 +291,6 @@ type loopExchange struct {
 	interim   bool // a 1xx response was passed on: no hand-over either
 	done      bool // the response's end is out
 	counted   bool // request_total has it
-	reported  bool // failure accrual was told (Endpoint.Result)
 	resend    bool // may be sent again after a failure (handed over)
 	broken    bool // the body's framing is malformed: the connections end after what was valid
 }
@@ -560,30 +559,33 @@ func (lc *loopClient) failed(x *loopExchange, dial bool) {
 		return
 	}
 	x.ep.EndRequest(x.begin, true)
-	switch {
-	case dial:
+	if dial {
 		x.ep.Fail() // backoff; a "connect" failure for accrual too
-	case !x.reported:
+	} else {
 		x.ep.Result("reset") // as the Forwarder reports the attempt it tries again
 	}
-	// Not counted: the goroutine path counts the attempts it makes.
-	lc.ps.g.inFlight.Add(-1)
-	if x.up != nil {
-		x.up.close()
-	}
-	lc.x = nil
-	// The request goes back in front of what is buffered, once the last
-	// response is out.
-	lc.handoffHead = append(lc.handoffHead[:0], x.head...)
-	lc.handoff()
+	lc.tryAgain(x)
 }
 
 // peerFailed is failed for a meshed endpoint's proxy's own 502 or 503:
 // failure accrual is told what the response says.
 func (lc *loopClient) peerFailed(x *loopExchange) {
+	x.ep.EndRequest(x.begin, true)
 	x.ep.Result(httpproxy.EndFailure(&x.resp, nil))
-	x.reported = true
-	lc.failed(x, false)
+	lc.tryAgain(x)
+}
+
+// tryAgain ends x uncounted (the goroutine path counts the attempts it
+// makes) and hands the connection over with x's request in front of what
+// is buffered, once the last response is out.
+func (lc *loopClient) tryAgain(x *loopExchange) {
+	lc.ps.g.inFlight.Add(-1)
+	if x.up != nil {
+		x.up.close()
+	}
+	lc.x = nil
+	lc.handoffHead = append(lc.handoffHead[:0], x.head...)
+	lc.handoff()
 }
 
 // handoff gives the connection to the goroutine path for good.

@@ -1,8 +1,8 @@
 package h1server
 
 import (
+	"io"
 	"net/http"
-	"strings"
 )
 
 // ParseHead parses the request head at the start of buf into *req, as the
@@ -12,9 +12,11 @@ import (
 // the head's length; a body of req.ContentLength bytes follows it, which
 // req.Body does not read (the caller takes it from buf).
 func ParseHead(buf []byte, req *http.Request) (n int, ok bool) {
-	n, ok = parseHead(buf, strings.NewReader(""), req)
-	if !ok {
-		return 0, false
-	}
-	return n, true
+	return parseHead(buf, noBytes{}, req)
 }
+
+// noBytes is the reader under req.Body: empty, and no allocation per
+// request (a strings.Reader in an interface is one).
+type noBytes struct{}
+
+func (noBytes) Read([]byte) (int, error) { return 0, io.EOF }
