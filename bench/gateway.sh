@@ -16,12 +16,17 @@
 # PROTOCOLS (default http1,https,h2), ROUTES (RSS, default 10000),
 # APPLY_ROUTES (default 1000; 0 skips the kube-apiserver part), OUT
 # (default /tmp/meridian-gateway-bench), CLIENT_CPU / SUT_CPU (default 0 / 1),
-# PRIORITY (default fifo, as bench/run.sh).
+# SUT_SHARE (each peer held to this share of its CPU by a CFS quota, e.g. 0.3:
+# the load generator's core then saturates no peer before the peer's own
+# share does; default 0, the whole CPU), PRIORITY (default fifo, as
+# bench/run.sh; normal with SUT_SHARE, which real-time tasks would escape).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/meridian-gateway-bench}
-PRIORITY=${PRIORITY:-fifo}
+SUT_SHARE=${SUT_SHARE:-0}
+share="$SUT_SHARE of a CPU"
+if [ "$SUT_SHARE" = 0 ]; then PRIORITY=${PRIORITY:-fifo} share="a whole CPU"; else PRIORITY=${PRIORITY:-normal}; fi
 mkdir -p "$OUT"
 
 need=()
@@ -44,14 +49,14 @@ go build -o "$OUT/gatewaybench" ./bench/cmd/gatewaybench
 	echo "- $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); kernel $(uname -r); $(go version)"
 	echo "- nginx $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), ${gopeers[*]##*/}"
 	echo "- meridian-proxy from $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git status --porcelain -- cmd proxy 2>/dev/null | grep -q . && echo ' + uncommitted changes')"
-	echo "- $(date -u +%FT%TZ); scheduling $PRIORITY; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "- $(date -u +%FT%TZ); scheduling $PRIORITY; each peer on $share; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/machine.md"
 
 "$OUT/gatewaybench" -proxy "$OUT/meridian-proxy" -caddy "${gopeers[0]}" -traefik "${gopeers[1]}" \
 	-peers "${PEERS:-meridian,nginx,haproxy,caddy,traefik}" -protocols "${PROTOCOLS:-http1,https,h2}" \
 	-rate "${RATE:-1000}" -duration "${DURATION:-15s}" -slices "${SLICES:-5}" -sweep-duration "${SWEEP_DURATION:-2s}" \
 	-sweep-step "${SWEEP_STEP:-1000}" -rss-routes "${ROUTES:-10000}" \
-	-client-cpu "${CLIENT_CPU-0}" -sut-cpu "${SUT_CPU-1}" -priority "$PRIORITY" -logdir "$OUT/logs" 2>&1 |
+	-client-cpu "${CLIENT_CPU-0}" -sut-cpu "${SUT_CPU-1}" -sut-share "$SUT_SHARE" -priority "$PRIORITY" -logdir "$OUT/logs" 2>&1 |
 	tee "$OUT/gatewaybench.txt"
 
 if [ "${APPLY_ROUTES:-1000}" != 0 ]; then

@@ -31,11 +31,12 @@ const clockTicks = 100
 
 // Proc is one started process.
 type Proc struct {
-	Name string
-	Cmd  *exec.Cmd
-	Log  string // file holding its stdout and stderr
-	done chan struct{}
-	err  error // exit status, valid once done is closed
+	Name   string
+	Cmd    *exec.Cmd
+	Log    string // file holding its stdout and stderr
+	done   chan struct{}
+	err    error  // exit status, valid once done is closed
+	cgroup string // LimitCPU's, removed by Stop
 }
 
 // Start runs bin with args, pinned to cpus (a taskset list such as "1") when
@@ -80,6 +81,7 @@ func (p *Proc) Exited() (bool, error) {
 // Stop sends SIGTERM, waits up to grace, then kills. It returns the exit
 // error unless the process ended because of our signal.
 func (p *Proc) Stop(grace time.Duration) error {
+	defer p.removeCgroup()
 	if exited, err := p.Exited(); exited {
 		return fmt.Errorf("%s had already exited: %v", p.Name, err)
 	}

@@ -191,3 +191,41 @@ func TestMeridianChain(t *testing.T) {
 		})
 	}
 }
+
+func TestLimitCPU(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a CPU cgroup needs root (the benchmarks run as root)")
+	}
+	p, err := Start("spin", "", t.TempDir(), "sh", "-c", "while :; do :; done")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(time.Second)
+	if err := p.LimitCPU(0.25); err != nil {
+		t.Fatal(err)
+	}
+	dir := p.cgroup
+	// A spinning process uses what it is given: no more than its share
+	// (plus a tick of /proc's resolution), and the kernel says it held
+	// it back.
+	cpu0, _ := p.CPUSeconds()
+	t0 := time.Now()
+	time.Sleep(2 * time.Second)
+	cpu1, _ := p.CPUSeconds()
+	share := (cpu1 - cpu0) / time.Since(t0).Seconds()
+	if share > 0.25+0.05 {
+		t.Errorf("a spinning process limited to 0.25 of a CPU used %.2f", share)
+	}
+	if th := p.Throttled(); th <= 0 {
+		t.Errorf("throttled %v s, want > 0", th)
+	}
+	if err := p.Stop(time.Second); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("cgroup %s still there after Stop: %v", dir, err)
+	}
+	if err := (&Proc{Name: "x"}).LimitCPU(1.5); err == nil {
+		t.Error("a share above 1 was taken")
+	}
+}

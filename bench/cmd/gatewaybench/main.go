@@ -62,6 +62,7 @@ var (
 	rssSample   = flag.Int("rss-sample", 500, "routes of those that get a request before RSS is read")
 	clientCPU   = flag.String("client-cpu", "0", "CPUs for this program (load generator + backends); empty: no pinning")
 	sutCPU      = flag.String("sut-cpu", "1", "CPUs for the peers; empty: no pinning")
+	sutShare    = flag.Float64("sut-share", 0, "above 0: each peer gets at most this share of one CPU (a CFS quota of its own; bench/README.md), so that it saturates before the load generator does")
 	priority    = flag.String("priority", "normal", "scheduling of the harness and peers: normal, nice or fifo (see bench/README.md)")
 	bodySize    = flag.Int("body", 0, "request body bytes: above 0, each request is a POST with that many bytes (Content-Length); 0: GET")
 	logDir      = flag.String("logdir", "", "where configs and logs go (default: a new temp dir)")
@@ -162,6 +163,9 @@ func (r *row) p99Median() time.Duration { return loadgen.Median(r.sliceP99) }
 
 func main() {
 	flag.Parse()
+	if *sutShare > 0 && sut.Priority(*priority) == sut.PrioFIFO {
+		log.Fatal("-sut-share: the CFS quota does not hold real-time (-priority fifo) tasks back")
+	}
 	ctx, stop, dir := sut.Harness("gatewaybench", *clientCPU, sut.Priority(*priority), *logDir)
 	defer stop()
 	log.SetFlags(log.Ltime | log.Lmicroseconds)
@@ -193,6 +197,12 @@ func main() {
 		r, err := startPeer(kind, bin, *sutCPU, dir, backends, c)
 		if err != nil {
 			log.Fatal(err)
+		}
+		if *sutShare > 0 {
+			if err := r.proc.LimitCPU(*sutShare); err != nil {
+				r.proc.Stop(time.Second)
+				log.Fatalf("%s: %v", kind, err)
+			}
 		}
 		defer func() {
 			if err := r.proc.Stop(10 * time.Second); err != nil {
@@ -290,18 +300,18 @@ func sweep(ctx context.Context, proto protocol, r *running, roots *x509.CertPool
 			}
 			_ = r.proc.ResetPeak()
 			sut.CollectNow()
-			cpu0, _ := r.proc.CPUSeconds()
+			cpu0, thr0 := cpuOf(r)
 			t0 := time.Now()
 			res, _ := loadgen.Run(ctx, loadgen.Options{Rate: rate, Duration: *sweepDur, Concurrency: *concurrency}, do)
 			wall := time.Since(t0).Seconds()
-			cpu1, _ := r.proc.CPUSeconds()
+			cpu1, thr1 := cpuOf(r)
 			closeFn()
 			if res == nil {
 				return
 			}
 			s := res.Summary()
 			rw.maxAchieved = max(rw.maxAchieved, s.Rate)
-			log.Printf("sweep %-8s %-5s %6.0f RPS: achieved %6.0f, p50 %s p99 %s ms, %d errors %s", r.kind, proto, rate, s.Rate, loadgen.Ms(s.P50), loadgen.Ms(s.P99), s.Errors, res.ErrorString())
+			log.Printf("sweep %-8s %-5s %6.0f RPS: achieved %6.0f, p50 %s p99 %s ms, %d errors, %.2f cores (held back %.0f%% of the time) %s", r.kind, proto, rate, s.Rate, loadgen.Ms(s.P50), loadgen.Ms(s.P99), s.Errors, (cpu1-cpu0)/wall, 100*(thr1-thr0)/wall, res.ErrorString())
 			switch {
 			case s.Errors > 0:
 				failed = fmt.Sprintf("%.0f RPS: %d errors", rate, s.Errors)
@@ -328,6 +338,12 @@ func sweep(ctx context.Context, proto protocol, r *running, roots *x509.CertPool
 	rw.stoppedBy = fmt.Sprintf("none up to %.0f RPS", *sweepMax)
 }
 
+// cpuOf is r's CPU seconds so far and the seconds its CPU share held it back.
+func cpuOf(r *running) (cpu, throttled float64) {
+	cpu, _ = r.proc.CPUSeconds()
+	return cpu, r.proc.Throttled()
+}
+
 // waitOK polls do until it succeeds (the peer is up and routes), for 30 s.
 func waitOK(ctx context.Context, r *running, do func(context.Context) error) error {
 	deadline := time.Now().Add(30 * time.Second)
@@ -349,8 +365,12 @@ func waitOK(ctx context.Context, r *running, do func(context.Context) error) err
 }
 
 func printRows(rows []*row) {
-	fmt.Printf("\n## Edge gateway: saturation (sweep from %.0f by %.0f RPS, %v per step after %v warm-up; saturated when p99 > %v, errors, or < 97%% achieved) and p99 at %.0f RPS (%v in %d slices)\n\n",
-		*sweepStart, *sweepStep, *sweepDur, *warmup, *sweepP99, *rate, *duration, *nSlices)
+	share := "a whole CPU each"
+	if *sutShare > 0 {
+		share = fmt.Sprintf("%.2f of a CPU each", *sutShare)
+	}
+	fmt.Printf("\n## Edge gateway, peers on %s: saturation (sweep from %.0f by %.0f RPS, %v per step after %v warm-up; saturated when p99 > %v, errors, or < 97%% achieved) and p99 at %.0f RPS (%v in %d slices)\n\n",
+		share, *sweepStart, *sweepStep, *sweepDur, *warmup, *sweepP99, *rate, *duration, *nSlices)
 	fmt.Println("| peer | proto | saturation RPS | most achieved RPS | p99 there ms | cores there | one core's worth RPS | peak RSS MB there | what stopped it | p50 / p99 ms at fixed rate | p99 slice median ms | cores per 1k RPS at fixed rate | errors |")
 	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|")
 	for _, r := range rows {
@@ -361,8 +381,8 @@ func printRows(rows []*row) {
 		}
 		fmt.Printf("| %s | %s | %.0f | %.0f | %s | %.2f | %.0f | %s | %s | %s / %s | %s | %.3f | %d |\n", r.peer, r.proto, r.sat, r.maxAchieved,
 			loadgen.Ms(r.p99AtSat), r.coresAtSat, r.capacity(), sut.MB(r.rssAtSat), r.stoppedBy, loadgen.Ms(s.P50), loadgen.Ms(s.P99), loadgen.Ms(r.p99Median()), cpk, s.Errors)
-		fmt.Printf("RESULT gateway peer=%s proto=%s sat_rps=%.0f max_achieved_rps=%.0f p99_at_sat_ms=%.3f cores_at_sat=%.2f core_rps=%.0f rss_at_sat_mb=%s fixed_rps=%.0f p50_ms=%.3f p99_ms=%.3f p99_slice_median_ms=%.3f cores_per_krps=%.3f errors=%d body_bytes=%d\n",
-			r.peer, r.proto, r.sat, r.maxAchieved, ms(r.p99AtSat), r.coresAtSat, r.capacity(), sut.MB(r.rssAtSat), *rate, ms(s.P50), ms(s.P99), ms(r.p99Median()), cpk, s.Errors, *bodySize)
+		fmt.Printf("RESULT gateway peer=%s proto=%s sat_rps=%.0f max_achieved_rps=%.0f p99_at_sat_ms=%.3f cores_at_sat=%.2f core_rps=%.0f rss_at_sat_mb=%s fixed_rps=%.0f p50_ms=%.3f p99_ms=%.3f p99_slice_median_ms=%.3f cores_per_krps=%.3f errors=%d body_bytes=%d cpu_share=%.2f\n",
+			r.peer, r.proto, r.sat, r.maxAchieved, ms(r.p99AtSat), r.coresAtSat, r.capacity(), sut.MB(r.rssAtSat), *rate, ms(s.P50), ms(s.P99), ms(r.p99Median()), cpk, s.Errors, *bodySize, *sutShare)
 	}
 }
 
