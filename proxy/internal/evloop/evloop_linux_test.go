@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -685,5 +686,74 @@ func TestSilent(t *testing.T) {
 		}
 		peer.Close()
 		on(l, func() { c.Close() })
+	}
+}
+
+// What a descriptor still has when its callback returns is served with no
+// new arrival to wake the loop: bytes left in the socket by reads that
+// filled the buffer, connections left in the backlog by an accept batch.
+// The loop is held while they pile up, so that one wake-up finds them all
+// (park may skip its poll only when the callbacks took everything). The
+// test watches from outside, without posting to the loop (a post wakes
+// it).
+func TestLeftoversServedWithoutNewArrivals(t *testing.T) {
+	l := start(t)
+	var accepted, read atomic.Int64
+	addr := listen(t, l, func() ConnHandler { accepted.Add(1); return counter{&read} })
+	on(l, func() {}) // listening
+
+	hold := func(f func()) {
+		held, release := make(chan struct{}), make(chan struct{})
+		l.Post(func() { close(held); <-release })
+		<-held
+		f()
+		close(release)
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	const n = 3*acceptBatch + 1
+	hold(func() {
+		for range n {
+			c, err := net.Dial("tcp", addr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+	})
+	waitFor(t, "every connection of the backlog accepted", func() bool { return accepted.Load() == n })
+
+	// 4 buffers' worth on one connection, all in the socket before the
+	// loop reads any of it; nothing follows.
+	total := int64(4 * BufferSize)
+	hold(func() {
+		if _, err := conns[0].Write(make([]byte, total)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond) // the bytes reach the socket
+	})
+	waitFor(t, "every byte in the socket read", func() bool { return read.Load() == total })
+}
+
+type counter struct{ n *atomic.Int64 }
+
+func (c counter) Readable(cn *Conn) {
+	c.n.Add(int64(len(cn.Buffered())))
+	cn.Consume(len(cn.Buffered()))
+}
+
+func (counter) Written(*Conn) {}
+
+// waitFor polls cond until it holds, for 5 s at most.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 5 s: %s", what)
+		}
 	}
 }
