@@ -1,7 +1,6 @@
 package sut
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,37 +25,23 @@ func (p *Proc) LimitCPU(share float64) error {
 	const quotaUS = 1000
 	periodUS := int(quotaUS/share + 0.5)
 	name := fmt.Sprintf("meridian-bench-%s-%d", p.Name, p.PID())
-	pid := []byte(strconv.Itoa(p.PID()))
-	// cgroup v1: the cpu controller's own hierarchy.
+	// cgroup v1: the cpu controller's own hierarchy; v2: the root's
+	// children, which must have the cpu controller.
+	dir, limits := filepath.Join("/sys/fs/cgroup", name), [][2]string{{"cpu.max", fmt.Sprintf("%d %d", quotaUS, periodUS)}}
 	if v1 := "/sys/fs/cgroup/cpu"; exists(filepath.Join(v1, "cpu.cfs_quota_us")) {
-		dir := filepath.Join(v1, name)
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			return fmt.Errorf("cpu share: %w", err)
-		}
-		p.cgroup = dir
-		if err := errors.Join(
-			os.WriteFile(filepath.Join(dir, "cpu.cfs_period_us"), []byte(strconv.Itoa(periodUS)), 0),
-			os.WriteFile(filepath.Join(dir, "cpu.cfs_quota_us"), []byte(strconv.Itoa(quotaUS)), 0),
-			os.WriteFile(filepath.Join(dir, "cgroup.procs"), pid, 0),
-		); err != nil {
-			return fmt.Errorf("cpu share in %s: %w", dir, err)
-		}
-		return nil
+		dir, limits = filepath.Join(v1, name), [][2]string{{"cpu.cfs_period_us", strconv.Itoa(periodUS)}, {"cpu.cfs_quota_us", strconv.Itoa(quotaUS)}}
 	}
-	// cgroup v2: the root's children must have the cpu controller.
-	dir := filepath.Join("/sys/fs/cgroup", name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return fmt.Errorf("cpu share: %w", err)
 	}
 	p.cgroup = dir
-	if !exists(filepath.Join(dir, "cpu.max")) {
+	if !exists(filepath.Join(dir, limits[0][0])) {
 		return fmt.Errorf("cpu share: no cpu controller in %s (echo +cpu > /sys/fs/cgroup/cgroup.subtree_control)", dir)
 	}
-	if err := errors.Join(
-		os.WriteFile(filepath.Join(dir, "cpu.max"), []byte(fmt.Sprintf("%d %d", quotaUS, periodUS)), 0),
-		os.WriteFile(filepath.Join(dir, "cgroup.procs"), pid, 0),
-	); err != nil {
-		return fmt.Errorf("cpu share in %s: %w", dir, err)
+	for _, kv := range append(limits, [2]string{"cgroup.procs", strconv.Itoa(p.PID())}) {
+		if err := os.WriteFile(filepath.Join(dir, kv[0]), []byte(kv[1]), 0); err != nil {
+			return fmt.Errorf("cpu share in %s: %w", dir, err)
+		}
 	}
 	return nil
 }
