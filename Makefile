@@ -47,8 +47,13 @@ unit:
 	if [ "$$assets" = skip ]; then assets=; fi; \
 	echo "KUBEBUILDER_ASSETS=$$assets"; \
 	KUBEBUILDER_ASSETS="$$assets" $(GO) test -race -count=1 ./...
-	# The gateway's tests again with its event loop on (proxy/gateway README, Event loop).
+	# The gateway's tests again with its event loop on (proxy/gateway README,
+	# Event loop), and with one loop that takes a processor of its own while
+	# busy and gives it back after 2 ms idle (Hold); the loop's own tests
+	# with that hold too.
 	MERIDIAN_GATEWAY_EVENT_LOOP=1 $(GO) test -race -count=1 ./proxy/gateway/
+	MERIDIAN_GATEWAY_EVENT_LOOP=hold $(GO) test -race -count=1 ./proxy/gateway/
+	MERIDIAN_EVLOOP_HOLD=2ms $(GO) test -race -count=1 ./proxy/internal/evloop/
 
 # End-to-end tests (test/e2e, build tag e2e) against the real single-node
 # Kubernetes cluster that hack/cluster runs on this machine: `make cluster-up`

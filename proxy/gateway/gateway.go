@@ -93,6 +93,10 @@ type Config struct {
 	// EventLoops is how many: 0 for one per processor the runtime uses
 	// (GOMAXPROCS).
 	EventLoops int
+	// EventLoopHold is how long a loop keeps a processor of its own
+	// after its last event, waiting on its own (evloop's Hold: GOMAXPROCS
+	// one higher per loop that holds): 0 never.
+	EventLoopHold time.Duration
 }
 
 // DefaultMaxConnections is Config.MaxConnections' default, the sidecar's

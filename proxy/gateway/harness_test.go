@@ -122,6 +122,8 @@ func startGatewayTB(t testing.TB, res discover.Resolver, s *gatewaypb.Snapshot) 
 
 // startGatewayWith is startGatewayTB with the test's own settings (tweak,
 // if not nil, changes the configuration before New).
+var loopEnv = os.Getenv("MERIDIAN_GATEWAY_EVENT_LOOP")
+
 func startGatewayWith(t testing.TB, res discover.Resolver, s *gatewaypb.Snapshot, tweak func(*Config)) *Gateway {
 	t.Helper()
 	cfg := Config{
@@ -131,8 +133,13 @@ func startGatewayWith(t testing.TB, res discover.Resolver, s *gatewaypb.Snapshot
 		Balancer:     balance.RoundRobin,
 		DrainTimeout: 2 * time.Second,
 		Log:          slog.New(slog.NewTextHandler(io.Discard, nil)),
-		// The event loop under every test when a run asks for it (README.md, Event loop).
-		EventLoop: os.Getenv("MERIDIAN_GATEWAY_EVENT_LOOP") == "1",
+		// The event loop under every test when a run asks for it (README.md,
+		// Event loop): "1", or "hold" for one loop with a processor of its
+		// own while busy, taken and given back every 2 ms of idleness.
+		EventLoop: loopEnv == "1" || loopEnv == "hold",
+	}
+	if loopEnv == "hold" {
+		cfg.EventLoops, cfg.EventLoopHold = 1, 2*time.Millisecond
 	}
 	if tweak != nil {
 		tweak(&cfg)

@@ -86,6 +86,7 @@ func (g *Gateway) startLoop() error {
 			g.closeLoop()
 			return err
 		}
+		l.Hold(g.cfg.EventLoopHold)
 		g.loops = append(g.loops, &loopState{l: l, ports: map[*portServer]*loopPort{}, pools: map[string]*loopPool{}, bw: bufio.NewWriterSize(nil, 4096)})
 		go l.Run(context.Background())
 	}

@@ -32,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-mesh/meridian/bench/backend"
@@ -46,7 +47,7 @@ var (
 	traefikBin  = flag.String("traefik", "", "traefik binary (bench/peers.sh builds it)")
 	evloopBin   = flag.String("evloop", "", "bench/cmd/evloop binary: the Go event loop's ceiling (HTTP/1.1 only; bench/README.md)")
 	peersFlag   = flag.String("peers", "meridian,nginx,haproxy,caddy,traefik", "peers to measure, comma-separated (also: baseline, loop: -proxy with --event-loop, goroutines: -proxy with --event-loop=false, evloop)")
-	protosFlag  = flag.String("protocols", "http1,https,h2", "protocols: http1 (plaintext keep-alive), https (TLS terminated, HTTP/1.1), h2 (HTTP/2 over TLS)")
+	protosFlag  = flag.String("protocols", "http1,https,h2", "protocols: http1 (plaintext keep-alive), https (TLS terminated, HTTP/1.1), h2 (HTTP/2 over TLS), mixed (http1 and h2 in turn, request by request)")
 	rate        = flag.Float64("rate", 1000, "the fixed rate (RPS) whose p99 is compared")
 	duration    = flag.Duration("duration", 6*time.Second, "measured time at the fixed rate per peer and protocol (cut in -slices)")
 	nSlices     = flag.Int("slices", 3, "slices of -duration, taken in turn across the peers")
@@ -74,6 +75,10 @@ const (
 	pHTTP1 protocol = "http1"
 	pHTTPS protocol = "https"
 	pH2    protocol = "h2"
+	// pMixed alternates plaintext HTTP/1.1 and HTTP/2 over TLS request by
+	// request: the loops and the goroutine path busy at once (a loop that
+	// holds its processor must leave the other goroutines theirs).
+	pMixed protocol = "mixed"
 )
 
 // client is the request function for proto against peer r, and how to
@@ -84,6 +89,24 @@ func client(proto protocol, r *running, roots *x509.CertPool) (func(context.Cont
 		rt  http.RoundTripper
 		url string
 	)
+	if proto == pMixed {
+		do1, close1, err := client(pHTTP1, r, roots)
+		if err != nil {
+			return nil, nil, err
+		}
+		do2, close2, err := client(pH2, r, roots)
+		if err != nil {
+			return nil, nil, err
+		}
+		var n atomic.Uint64
+		do := func(ctx context.Context) error {
+			if n.Add(1)%2 == 0 {
+				return do1(ctx)
+			}
+			return do2(ctx)
+		}
+		return do, func() { close1(); close2() }, nil
+	}
 	dial := (&net.Dialer{Timeout: 2 * time.Second}).DialContext
 	switch proto {
 	case pHTTP1:
@@ -102,7 +125,7 @@ func client(proto protocol, r *running, roots *x509.CertPool) (func(context.Cont
 			IdleConnTimeout: 90 * time.Second}
 		url = "https://" + r.tls + "/api/x"
 	default:
-		return nil, nil, fmt.Errorf("unknown protocol %q (http1, https, h2)", proto)
+		return nil, nil, fmt.Errorf("unknown protocol %q (http1, https, h2, mixed)", proto)
 	}
 	c := &http.Client{Transport: rt}
 	wantProto := map[protocol]int{pHTTP1: 1, pHTTPS: 1, pH2: 2}[proto]

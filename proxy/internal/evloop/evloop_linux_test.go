@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -16,13 +17,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// start runs a new loop until the test ends.
+// start runs a new loop until the test ends: one that holds its
+// processor while busy when the run asks (MERIDIAN_EVLOOP_HOLD, a
+// duration: `make unit` runs the tests both ways).
 func start(t *testing.T) *Loop {
+	t.Helper()
+	return startHold(t, envHold)
+}
+
+var envHold, _ = time.ParseDuration(os.Getenv("MERIDIAN_EVLOOP_HOLD"))
+
+func startHold(t *testing.T, hold time.Duration) *Loop {
 	t.Helper()
 	l, err := New()
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.Hold(hold)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- l.Run(ctx) }()
@@ -496,6 +507,9 @@ func TestStaleEventsDropped(t *testing.T) {
 			num := b.Fd()
 			b.Close()
 			n1, n2 := pair()
+			if n2 == num { // a lower number was free too: the other end is num
+				n1, n2 = n2, n1
+			}
 			if n1 != num { // the lowest free number is usually num itself
 				if err := unix.Dup3(n1, num, unix.O_CLOEXEC); err != nil {
 					t.Error(err)
@@ -746,5 +760,75 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("not within 5 s: %s", what)
 		}
+	}
+}
+
+// A loop that holds (Hold) serves on a processor of its own, added to
+// GOMAXPROCS, lets the collector stop the world and Close end it at once
+// though its wait is long, and, idle for the hold, gives the processor
+// back and waits through the runtime's poller again.
+func TestHold(t *testing.T) {
+	base := runtime.GOMAXPROCS(0)
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Hold(time.Hour)
+	errc := make(chan error, 1)
+	go func() { errc <- l.Run(context.Background()) }()
+	addr := listen(t, l, func() ConnHandler { return &echo{} })
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b := make([]byte, 5)
+	for i := range 50 {
+		if _, err := c.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != "hello" {
+			t.Fatalf("echo %d: %q, %v", i, b, err)
+		}
+	}
+	var registered bool
+	var procs int
+	on(l, func() { registered, procs = l.file != nil, runtime.GOMAXPROCS(0) })
+	if registered {
+		t.Error("a busy loop waits through the runtime's poller")
+	}
+	if procs != base+1 {
+		t.Errorf("GOMAXPROCS %d while the loop holds, want %d (one added for it)", procs, base+1)
+	}
+	// It waits in epoll_pwait for up to an hour: the collector's
+	// stop-the-world interrupts it, as does Close.
+	t0 := time.Now()
+	runtime.GC()
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Errorf("a collection took %v with the loop holding its processor", d)
+	}
+	t0 = time.Now()
+	l.Close()
+	if err := <-errc; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Errorf("Close took %v with the loop holding its processor", d)
+	}
+	if got := runtime.GOMAXPROCS(0); got != base {
+		t.Errorf("GOMAXPROCS %d after Close, want %d (the loop's processor given back)", got, base)
+	}
+
+	// Idle for its hold, a loop gives its processor back and waits
+	// through the runtime's poller again.
+	l2 := startHold(t, 10*time.Millisecond)
+	on(l2, func() {})
+	time.Sleep(50 * time.Millisecond)
+	on(l2, func() { registered, procs = l2.file != nil, runtime.GOMAXPROCS(0) })
+	if !registered {
+		t.Error("a loop idle past its hold still waits on its own")
+	}
+	if procs != base {
+		t.Errorf("GOMAXPROCS %d with the loop idle past its hold, want %d", procs, base)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -59,8 +60,11 @@ type Loop struct {
 	timers  timerHeap
 	now     time.Time // the current iteration's clock (Now)
 
-	deadline time.Time // the read deadline set on file, zero: none
-	bufs     [][]byte  // spare read buffers (Conn)
+	deadline time.Time     // the read deadline set on file, zero: none
+	hold     time.Duration // Hold's
+	holding  bool          // on a processor of its own (Hold)
+	lastBusy time.Time     // when the last events came
+	bufs     [][]byte      // spare read buffers (Conn)
 
 	mu     sync.Mutex
 	posted []func()
@@ -103,13 +107,51 @@ func New() (*Loop, error) {
 		unix.Close(wake)
 		return nil, err
 	}
-	l.file = os.NewFile(uintptr(ep), "epoll")
-	if l.rc, err = l.file.SyscallConn(); err != nil {
-		l.file.Close()
+	if err := l.register(); err != nil {
+		unix.Close(ep)
 		unix.Close(wake)
 		return nil, err
 	}
 	return l, nil
+}
+
+// Hold gives the loop, while it is busy, a processor of its own: from an
+// event until it has been idle for d, it waits in its own epoll_pwait, one
+// system call per wake-up where the runtime's poller makes four
+// (bench/README.md, "Equal CPU shares"), holding a processor that it adds
+// to the process (GOMAXPROCS one higher), so that the other goroutines
+// keep as many as they had. Idle for d, it gives the processor back
+// (GOMAXPROCS one lower) and parks through the runtime's poller. Each
+// change of GOMAXPROCS stops the world for a moment: d is best long
+// beside the gaps between events (a second). 0, the default, never
+// holds. Call it before Run.
+func (l *Loop) Hold(d time.Duration) { l.hold = max(d, 0) }
+
+// register puts a duplicate of the epoll descriptor in the runtime's
+// poller, for park to wait on.
+func (l *Loop) register() error {
+	fd, err := unix.FcntlInt(uintptr(l.ep), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("fcntl", err)
+	}
+	f := os.NewFile(uintptr(fd), "epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	l.file, l.rc, l.deadline = f, rc, time.Time{}
+	return nil
+}
+
+// unregister takes the epoll descriptor out of the runtime's poller while
+// the loop waits on its own: registered, every event on it would wake
+// the runtime's poller too.
+func (l *Loop) unregister() {
+	if l.file != nil {
+		l.file.Close()
+		l.file, l.rc = nil, nil
+	}
 }
 
 // Run serves the loop on the calling goroutine until ctx ends or Close is
@@ -129,6 +171,9 @@ func (l *Loop) Run(ctx context.Context) error {
 		// One clock read per iteration (after a wait, which may be long):
 		// the callbacks' and the timers' time.
 		l.now = time.Now()
+		if l.n > 0 {
+			l.lastBusy = l.now
+		}
 		l.dispatch()
 		l.runTimers()
 	}
@@ -174,9 +219,34 @@ func (l *Loop) poll() int {
 	}
 }
 
-// park waits, through the runtime's poller, until a descriptor is ready
-// or the first timer is due, and leaves what is ready in l.events.
+// park waits until a descriptor is ready or the first timer is due,
+// through the runtime's poller or, while the loop holds (Hold), in its
+// own epoll_pwait, and leaves what is ready in l.events.
 func (l *Loop) park() {
+	// Busy (an event within the hold): wait here, on a processor of the
+	// loop's own, out of the runtime's poller (registered, every event
+	// would wake that too). Idle: the processor back, and wait there;
+	// if the descriptor cannot be registered (out of descriptors), go on
+	// waiting here.
+	if l.hold > 0 {
+		if idle := l.now.Sub(l.lastBusy); idle < l.hold {
+			if !l.holding {
+				l.unregister()
+				addProcs(1)
+				l.holding = true
+			}
+			l.waitHere(l.hold - idle)
+			return
+		}
+		if l.file == nil && l.register() != nil {
+			l.waitHere(l.hold)
+			return
+		}
+		if l.holding {
+			addProcs(-1)
+			l.holding = false
+		}
+	}
 	// The wait's deadline is the first timer's, or earlier: a deadline is
 	// moved only forward in time when it has passed, as timers reset
 	// later and later (a connection's idle timeout, per request) would
@@ -202,6 +272,35 @@ func (l *Loop) park() {
 	// ready since the last poll is seen only by polling
 	// (TestLeftoversServedWithoutNewArrivals stalls without it).
 	l.rc.Read(l.pollFn)
+}
+
+// procsMu makes the loops' changes to GOMAXPROCS one at a time.
+var procsMu sync.Mutex
+
+// addProcs changes GOMAXPROCS by n (a loop's processor, taken or given
+// back). Setting it ends the runtime's own updates from the CPU limit.
+func addProcs(n int) {
+	procsMu.Lock()
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + n)
+	procsMu.Unlock()
+}
+
+// waitHere waits in the loop's own epoll_pwait, holding its processor, for
+// up to d or the first timer. A signal (the runtime's preemption) ends it
+// early, so that the goroutine can be preempted.
+func (l *Loop) waitHere(d time.Duration) {
+	if len(l.timers) > 0 {
+		d = min(d, l.timers[0].when.Sub(l.now))
+	}
+	ms := 0
+	if d > 0 {
+		ms = int((d + time.Millisecond - 1) / time.Millisecond)
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.ep), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), uintptr(ms), 0, 0)
+	if e != 0 {
+		n = 0
+	}
+	l.n = int(n)
 }
 
 // pollFn is park's callback, made once: false (nothing ready) makes the
@@ -317,7 +416,12 @@ func (l *Loop) release() {
 		}
 		l.watched = nil
 		l.timers = nil
-		l.file.Close()
+		l.unregister()
+		if l.holding {
+			addProcs(-1)
+			l.holding = false
+		}
+		unix.Close(l.ep)
 		unix.Close(l.wakeFd)
 		l.mu.Lock()
 		l.posted = nil
