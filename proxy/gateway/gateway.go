@@ -382,6 +382,9 @@ func (g *Gateway) Apply(s *gatewaypb.Snapshot) (err error) {
 	for n, ps := range g.ports {
 		if t.ports[n] == nil {
 			delete(g.ports, n)
+			// Closed before Apply returns, so that the next snapshot
+			// can open the number again; the connections drain behind.
+			ps.stopAccepting()
 			g.drains.Add(1)
 			go func() { defer g.drains.Done(); ps.drain(g.cfg.DrainTimeout) }()
 		}

@@ -387,11 +387,19 @@ func (ps *portServer) untrack(c net.Conn) {
 	ps.mu.Unlock()
 }
 
+// stopAccepting closes the port's sockets, the loops' duplicates too
+// (waiting for them): once it returns, the number can be opened again,
+// as a snapshot that moves a port away and back, or to UDP and back,
+// does. Its connections are drain's; calling it again is harmless.
+func (ps *portServer) stopAccepting() {
+	ps.loopDrain()
+	ps.ln.Close()
+}
+
 // drain stops accepting, lets requests and streams finish within timeout,
 // then closes what is left.
 func (ps *portServer) drain(timeout time.Duration) {
-	ps.loopDrain()
-	ps.ln.Close()
+	ps.stopAccepting()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	// A connection accepted just before the close is counted in streams
