@@ -768,6 +768,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // though its wait is long, and, idle for the hold, gives the processor
 // back and waits through the runtime's poller again.
 func TestHold(t *testing.T) {
+	// The runtime's own setting (which the last processor given back
+	// restores), whatever -cpu set.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	runtime.SetDefaultGOMAXPROCS()
 	base := runtime.GOMAXPROCS(0)
 	l, err := New()
 	if err != nil {
@@ -820,15 +824,33 @@ func TestHold(t *testing.T) {
 	}
 
 	// Idle for its hold, a loop gives its processor back and waits
-	// through the runtime's poller again.
-	l2 := startHold(t, 10*time.Millisecond)
-	on(l2, func() {})
-	time.Sleep(50 * time.Millisecond)
-	on(l2, func() { registered, procs = l2.file != nil, runtime.GOMAXPROCS(0) })
-	if !registered {
-		t.Error("a loop idle past its hold still waits on its own")
-	}
-	if procs != base {
-		t.Errorf("GOMAXPROCS %d with the loop idle past its hold, want %d", procs, base)
+	// through the runtime's poller again; GOMAXPROCS is the runtime's own
+	// again (which follows the CPU limit), even after a call set it, or,
+	// when the environment set it, what it was.
+	for _, env := range []string{"", "3"} {
+		runtime.GOMAXPROCS(3)
+		want := base
+		if env != "" {
+			t.Setenv("GOMAXPROCS", env)
+			want = 3
+		}
+		l2, err := New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l2.Hold(10 * time.Millisecond)
+		go l2.Run(context.Background())
+		on(l2, func() {})
+		time.Sleep(50 * time.Millisecond)
+		on(l2, func() { registered, procs = l2.file != nil, runtime.GOMAXPROCS(0) })
+		if !registered {
+			t.Errorf("GOMAXPROCS=%q: a loop idle past its hold still waits on its own", env)
+		}
+		if procs != want {
+			t.Errorf("GOMAXPROCS=%q: %d with the loop idle past its hold, want %d", env, procs, want)
+		}
+		// The check was an event: the loop holds again until closed.
+		l2.Close()
+		<-l2.Done()
 	}
 }

@@ -122,9 +122,10 @@ func New() (*Loop, error) {
 // to the process (GOMAXPROCS one higher), so that the other goroutines
 // keep as many as they had. Idle for d, it gives the processor back
 // (GOMAXPROCS one lower) and parks through the runtime's poller. Each
-// change of GOMAXPROCS stops the world for a moment: d is best long
-// beside the gaps between events (a second). 0, the default, never
-// holds. Call it before Run.
+// change of GOMAXPROCS stops the world for a moment, and the runtime's
+// updates of it from the CPU limit pause until the last processor is
+// given back: d is best long beside the gaps between events (a second).
+// 0, the default, never holds. Call it before Run.
 func (l *Loop) Hold(d time.Duration) { l.hold = max(d, 0) }
 
 // register puts a duplicate of the epoll descriptor in the runtime's
@@ -274,15 +275,26 @@ func (l *Loop) park() {
 	l.rc.Read(l.pollFn)
 }
 
-// procsMu makes the loops' changes to GOMAXPROCS one at a time.
-var procsMu sync.Mutex
+// procs makes the loops' changes to GOMAXPROCS one at a time, and counts
+// the processors they hold.
+var procs struct {
+	sync.Mutex
+	held int
+}
 
 // addProcs changes GOMAXPROCS by n (a loop's processor, taken or given
-// back). Setting it ends the runtime's own updates from the CPU limit.
+// back). The last one given back, the runtime's own setting returns,
+// and with it its updates from the CPU limit (an in-place resize), unless
+// the environment set GOMAXPROCS.
 func addProcs(n int) {
-	procsMu.Lock()
+	procs.Lock()
+	defer procs.Unlock()
+	procs.held += n
+	if procs.held == 0 && os.Getenv("GOMAXPROCS") == "" {
+		runtime.SetDefaultGOMAXPROCS()
+		return
+	}
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + n)
-	procsMu.Unlock()
 }
 
 // waitHere waits in the loop's own epoll_pwait, holding its processor, for
