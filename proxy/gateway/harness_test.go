@@ -120,10 +120,11 @@ func startGatewayTB(t testing.TB, res discover.Resolver, s *gatewaypb.Snapshot) 
 	return startGatewayWith(t, res, s, nil)
 }
 
-// startGatewayWith is startGatewayTB with the test's own settings (tweak,
-// if not nil, changes the configuration before New).
+// loopEnv puts the event loop under every test (startGatewayWith).
 var loopEnv = os.Getenv("MERIDIAN_GATEWAY_EVENT_LOOP")
 
+// startGatewayWith is startGatewayTB with the test's own settings (tweak,
+// if not nil, changes the configuration before New).
 func startGatewayWith(t testing.TB, res discover.Resolver, s *gatewaypb.Snapshot, tweak func(*Config)) *Gateway {
 	t.Helper()
 	cfg := Config{

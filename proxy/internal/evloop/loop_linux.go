@@ -233,8 +233,7 @@ func (l *Loop) park() {
 		if idle := l.now.Sub(l.lastBusy); idle < l.hold {
 			if !l.holding {
 				l.unregister()
-				addProcs(1)
-				l.holding = true
+				l.holdProc(true)
 			}
 			l.waitHere(l.hold - idle)
 			return
@@ -243,10 +242,7 @@ func (l *Loop) park() {
 			l.waitHere(l.hold)
 			return
 		}
-		if l.holding {
-			addProcs(-1)
-			l.holding = false
-		}
+		l.holdProc(false)
 	}
 	// The wait's deadline is the first timer's, or earlier: a deadline is
 	// moved only forward in time when it has passed, as timers reset
@@ -295,6 +291,19 @@ func addProcs(n int) {
 		return
 	}
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + n)
+}
+
+// holdProc takes a processor for the loop (Hold), or gives it back.
+func (l *Loop) holdProc(on bool) {
+	if l.holding == on {
+		return
+	}
+	if on {
+		addProcs(1)
+	} else {
+		addProcs(-1)
+	}
+	l.holding = on
 }
 
 // waitHere waits in the loop's own epoll_pwait, holding its processor, for
@@ -429,10 +438,7 @@ func (l *Loop) release() {
 		l.watched = nil
 		l.timers = nil
 		l.unregister()
-		if l.holding {
-			addProcs(-1)
-			l.holding = false
-		}
+		l.holdProc(false)
 		unix.Close(l.ep)
 		unix.Close(l.wakeFd)
 		l.mu.Lock()
