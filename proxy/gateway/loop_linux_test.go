@@ -131,7 +131,8 @@ func send(c *http.Client, method, url, body string) exchangeResult {
 // does (the same requests through a gateway with the loop and one
 // without, compared as a client sees them): Content-Length, chunked with
 // extensions and trailers, close-delimited, 204 and 304 (no body fields),
-// 103 before the final response, HTTP/1.0, Connection: close, a body of
+// 103 before the final response, HTTP/1.0, Connection: close or
+// keep-alive, a body of
 // 300 kB, a malformed chunked body, an upstream that closes without a
 // response, a head that does not parse, a meshed endpoint's proxy's
 // answer that its application is unreachable (tried again), an unknown
@@ -156,6 +157,9 @@ func testEventLoopMatches(t *testing.T, https, meshed bool) {
 		"/103":        "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
 		"/http10!":    "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabc",
 		"/conn-close": "HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+		// What nginx and Node.js send: parsed in place, the two fields
+		// removed.
+		"/keep-alive": "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nok",
 		"/big":        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 300000\r\n\r\n" + big,
 		"/badchunk!":  "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
 		"/nothing!":   "",
@@ -190,7 +194,7 @@ func testEventLoopMatches(t *testing.T, https, meshed bool) {
 	}
 	withLoop := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.Identity = true, id })
 	without := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.Identity = false, id })
-	paths := []string{"/cl", "/chunked", "/close!", "/204", "/304", "/103", "/http10!", "/conn-close", "/big", "/badchunk!", "/nothing!", "/malformed!", "/peer-unavailable", "/unknown"}
+	paths := []string{"/cl", "/chunked", "/close!", "/204", "/304", "/103", "/http10!", "/conn-close", "/keep-alive", "/big", "/badchunk!", "/nothing!", "/malformed!", "/peer-unavailable", "/unknown"}
 	// Asked on a new connection: an earlier answer handed the kept one
 	// over to the goroutine path for good.
 	fresh := map[string]bool{"/peer-unavailable": true}

@@ -31,8 +31,8 @@ func (a *appender) Write(p []byte) (int, error) {
 
 // ParseResponseHead parses the response head at the start of buf, as the
 // client does for the heads it parses in place (parseResponseHead: a final
-// status with a body, one Content-Length, no Connection field, not to a
-// HEAD request); ok is false for any other. n is the head's length; the
+// status with a body, one Content-Length, no Connection field but
+// keep-alive, not to a HEAD request); ok is false for any other. n is the head's length; the
 // body is resp.ContentLength bytes after it.
 func ParseResponseHead(buf []byte, req *http.Request, resp *http.Response) (n int, ok bool) {
 	var body h1head.Body

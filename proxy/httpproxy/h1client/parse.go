@@ -3,6 +3,7 @@ package h1client
 import (
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
 )
@@ -10,7 +11,9 @@ import (
 // parseResponseHead is http.ReadResponse for the responses a proxy sees
 // most (see h1head): a whole head already in buf, "HTTP/1.1 NNN reason"
 // with a final status that has a body (not 1xx, 204 or 304), one
-// Content-Length, no Connection field, to a request other than HEAD. For
+// Content-Length, no Connection field but one that is just keep-alive (as
+// nginx and Node.js send on every response), to a request other than
+// HEAD. For
 // those it returns what http.ReadResponse would (FuzzParseResponseHead
 // compares the two) and the head's length; for anything else, valid or
 // not, ok is false and the caller reads the response with
@@ -54,7 +57,7 @@ func parseResponseHead(buf []byte, br io.Reader, req *http.Request, resp *http.R
 		}
 	}
 	f, ok := h1head.ParseFields(rest, false)
-	if !ok || f.Lengths != 1 || f.Header["Connection"] != nil {
+	if !ok || f.Lengths != 1 || !keepAliveOnly(f.Header["Connection"]) {
 		return 0, false
 	}
 	cl, ok := h1head.ContentLength(f.ContentLength)
@@ -68,4 +71,12 @@ func parseResponseHead(buf []byte, br io.Reader, req *http.Request, resp *http.R
 		resp.Body = body
 	}
 	return n, true
+}
+
+// keepAliveOnly reports whether a response's Connection field is absent
+// or one "keep-alive": for HTTP/1.1 the default, so the response is read
+// as without it (the field stays in the header, for the caller's
+// hop-by-hop removal, as http.ReadResponse leaves it).
+func keepAliveOnly(v []string) bool {
+	return v == nil || len(v) == 1 && strings.EqualFold(v[0], "keep-alive")
 }
