@@ -41,32 +41,38 @@ import (
 )
 
 var (
-	proxyBin    = flag.String("proxy", "", "meridian-proxy binary")
-	baseBin     = flag.String("baseline", "", "another meridian-proxy binary, measured as peer baseline (add it to -peers) for a same-run A/B")
-	caddyBin    = flag.String("caddy", "", "caddy binary (bench/peers.sh builds it)")
-	traefikBin  = flag.String("traefik", "", "traefik binary (bench/peers.sh builds it)")
-	evloopBin   = flag.String("evloop", "", "bench/cmd/evloop binary: the Go event loop's ceiling (HTTP/1.1 only; bench/README.md)")
-	peersFlag   = flag.String("peers", "meridian,nginx,haproxy,caddy,traefik", "peers to measure, comma-separated (also: baseline, loop: -proxy with --event-loop, goroutines: -proxy with --event-loop=false, evloop)")
-	protosFlag  = flag.String("protocols", "http1,https,h2", "protocols: http1 (plaintext keep-alive), https (TLS terminated, HTTP/1.1), h2 (HTTP/2 over TLS), mixed (http1 and h2 in turn, request by request)")
-	rate        = flag.Float64("rate", 1000, "the fixed rate (RPS) whose p99 is compared")
-	duration    = flag.Duration("duration", 6*time.Second, "measured time at the fixed rate per peer and protocol (cut in -slices)")
-	nSlices     = flag.Int("slices", 3, "slices of -duration, taken in turn across the peers")
-	warmup      = flag.Duration("warmup", time.Second, "unmeasured run at the same rate before each measured one")
-	concurrency = flag.Int("concurrency", 256, "cap on requests in flight")
-	sweepStart  = flag.Float64("sweep-start", 1000, "first rate of the saturation sweep (RPS)")
-	sweepStep   = flag.Float64("sweep-step", 1000, "rate step of the sweep (RPS)")
-	sweepMax    = flag.Float64("sweep-max", 40000, "highest rate tried (RPS)")
-	sweepP99    = flag.Duration("sweep-p99", 10*time.Millisecond, "p99 above which a peer counts as saturated")
-	sweepDur    = flag.Duration("sweep-duration", 2*time.Second, "measured time of each sweep step (0: no sweep)")
-	rssRoutes   = flag.Int("rss-routes", 10000, "routes in the gateway snapshot whose RSS is measured (0: skip)")
-	rssSettle   = flag.Duration("rss-settle", 20*time.Second, "wait after the sampled requests before the RSS figure is read")
-	rssSample   = flag.Int("rss-sample", 500, "routes of those that get a request before RSS is read")
-	clientCPU   = flag.String("client-cpu", "0", "CPUs for this program (load generator + backends); empty: no pinning")
-	sutCPU      = flag.String("sut-cpu", "1", "CPUs for the peers; empty: no pinning")
-	sutShare    = flag.Float64("sut-share", 0, "above 0: each peer gets at most this share of one CPU (a CFS quota of its own; bench/README.md), so that it saturates before the load generator does")
-	priority    = flag.String("priority", "normal", "scheduling of the harness and peers: normal, nice or fifo (see bench/README.md)")
-	bodySize    = flag.Int("body", 0, "request body bytes: above 0, each request is a POST with that many bytes (Content-Length); 0: GET")
-	logDir      = flag.String("logdir", "", "where configs and logs go (default: a new temp dir)")
+	proxyBin      = flag.String("proxy", "", "meridian-proxy binary")
+	baseBin       = flag.String("baseline", "", "another meridian-proxy binary, measured as peer baseline (add it to -peers) for a same-run A/B")
+	caddyBin      = flag.String("caddy", "", "caddy binary (bench/peers.sh builds it)")
+	traefikBin    = flag.String("traefik", "", "traefik binary (bench/peers.sh builds it)")
+	evloopBin     = flag.String("evloop", "", "bench/cmd/evloop binary: the Go event loop's ceiling (HTTP/1.1 only; bench/README.md)")
+	peersFlag     = flag.String("peers", "meridian,nginx,haproxy,caddy,traefik", "peers to measure, comma-separated (also: baseline, loop: -proxy with --event-loop, goroutines: -proxy with --event-loop=false, evloop)")
+	protosFlag    = flag.String("protocols", "http1,https,h2", "protocols: http1 (plaintext keep-alive), https (TLS terminated, HTTP/1.1), h2 (HTTP/2 over TLS), mixed (http1 and h2 in turn, request by request)")
+	rate          = flag.Float64("rate", 1000, "the fixed rate (RPS) whose p99 is compared")
+	duration      = flag.Duration("duration", 6*time.Second, "measured time at the fixed rate per peer and protocol (cut in -slices)")
+	nSlices       = flag.Int("slices", 3, "slices of -duration, taken in turn across the peers")
+	warmup        = flag.Duration("warmup", time.Second, "unmeasured run at the same rate before each measured one")
+	concurrency   = flag.Int("concurrency", 256, "cap on requests in flight")
+	sweepStart    = flag.Float64("sweep-start", 1000, "first rate of the saturation sweep (RPS)")
+	sweepStep     = flag.Float64("sweep-step", 1000, "rate step of the sweep (RPS)")
+	sweepMax      = flag.Float64("sweep-max", 40000, "highest rate tried (RPS)")
+	sweepP99      = flag.Duration("sweep-p99", 10*time.Millisecond, "p99 above which a peer counts as saturated")
+	sweepDur      = flag.Duration("sweep-duration", 2*time.Second, "measured time of each sweep step (0: no sweep)")
+	rssRoutes     = flag.Int("rss-routes", 10000, "routes in the gateway snapshot whose RSS is measured (0: skip)")
+	rssSettle     = flag.Duration("rss-settle", 20*time.Second, "wait after the sampled requests before the RSS figure is read")
+	rssSample     = flag.Int("rss-sample", 500, "routes of those that get a request before RSS is read")
+	clientCPU     = flag.String("client-cpu", "0", "CPUs for this program (load generator + backends); empty: no pinning")
+	sutCPU        = flag.String("sut-cpu", "1", "CPUs for the peers; empty: no pinning")
+	sutShare      = flag.Float64("sut-share", 0, "above 0: each peer gets at most this share of one CPU (a CFS quota of its own; bench/README.md), so that it saturates before the load generator does")
+	priority      = flag.String("priority", "normal", "scheduling of the harness and peers: normal, nice or fifo (see bench/README.md)")
+	bodySize      = flag.Int("body", 0, "request body bytes: above 0, each request is a POST with that many bytes (Content-Length); 0: GET")
+	logDir        = flag.String("logdir", "", "where configs and logs go (default: a new temp dir)")
+	backendKind   = flag.String("backend", "go", "the three backends: go (test servers in this program) or nginx (one nginx on -client-cpu: cheaper per request, for -closed)")
+	closedDur     = flag.Duration("closed", 0, "above 0: closed-loop saturation, each run this long: wrk (http1, https) and h2load (h2) on -client-cpu against each peer (closed.go)")
+	closedReps    = flag.Int("closed-reps", 5, "closed-loop runs per peer and protocol, the peers in turn")
+	closedConns   = flag.Int("closed-conns", 64, "wrk's connections")
+	closedH2Conns = flag.Int("closed-h2-conns", 4, "h2load's connections")
+	closedStreams = flag.Int("closed-streams", 32, "h2load's streams in flight per connection")
 )
 
 type protocol string
@@ -195,13 +201,25 @@ func main() {
 	log.Printf("configs and logs in %s; load average %s", dir, loadavg())
 
 	var backends []string
-	for range 3 {
-		b, err := backend.StartHTTP("127.0.0.1:0", 0)
-		if err != nil {
-			log.Fatal(err)
+	switch *backendKind {
+	case "go":
+		for range 3 {
+			b, err := backend.StartHTTP("127.0.0.1:0", 0)
+			if err != nil {
+				log.Fatal(err)
+			}
+			defer b.Close()
+			backends = append(backends, b.Addr)
 		}
-		defer b.Close()
-		backends = append(backends, b.Addr)
+	case "nginx":
+		var stopBackends func()
+		var err error
+		if backends, stopBackends, err = nginxBackends(dir); err != nil {
+			log.Fatalf("nginx backends: %v", err)
+		}
+		defer stopBackends()
+	default:
+		log.Fatalf("-backend %q: go or nginx", *backendKind)
 	}
 	c, err := newCerts(dir)
 	if err != nil {
@@ -267,7 +285,7 @@ func main() {
 		}
 		// The fixed rate, slices in turn across the peers.
 		slice := *duration / time.Duration(max(1, *nSlices))
-		for i := 0; i < max(1, *nSlices) && ctx.Err() == nil; i++ {
+		for i := 0; i < max(1, *nSlices) && ctx.Err() == nil && *duration > 0; i++ {
 			for _, r := range peers {
 				rw := byPeer[r.kind]
 				do, closeFn, err := client(proto, r, roots)
@@ -298,6 +316,9 @@ func main() {
 	}
 	printRows(rows)
 	printTargets(rows, protos)
+	if *closedDur > 0 {
+		printClosed(closedSaturation(ctx, peers, protos))
+	}
 
 	if *rssRoutes > 0 && *proxyBin != "" && ctx.Err() == nil {
 		if err := measureRSS(ctx, *proxyBin, *sutCPU, dir, backends); err != nil {
