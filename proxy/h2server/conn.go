@@ -752,7 +752,7 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	// server does.
 	if c.handlers < c.cfg.MaxConcurrentStreams {
 		c.handlers++
-		go c.runHandler(st)
+		c.srv.workers.run(func() { c.runHandler(st) })
 		return nil
 	}
 	if len(c.unstarted) > 4*c.cfg.MaxConcurrentStreams {
@@ -853,7 +853,7 @@ func (c *conn) serveStream(st *stream) {
 				// waiting stream gets one of its own.
 				defer func() {
 					if next := c.handlerDone(); next != nil {
-						go c.runHandler(next)
+						c.srv.workers.run(func() { c.runHandler(next) })
 					}
 				}()
 			}

@@ -115,6 +115,7 @@ type Server struct {
 	conns    map[*conn]struct{}
 	draining bool
 	idle     chan struct{} // closed (and renewed) when conns empties
+	workers  workers       // the streams' handlers run on these
 }
 
 // TLSNextProto returns the http.Server.TLSNextProto entries that hand the
@@ -196,11 +197,15 @@ func (s *Server) ServeConnOptions(ctx context.Context, c net.Conn, opts ConnOpti
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, cc)
-		if len(s.conns) == 0 && s.idle != nil {
+		last := len(s.conns) == 0
+		if last && s.idle != nil {
 			close(s.idle)
 			s.idle = nil
 		}
 		s.mu.Unlock()
+		if last {
+			s.workers.stopIdle() // no stream to come for now
+		}
 	}()
 	return cc.serve()
 }
