@@ -3,10 +3,12 @@
 # against nginx, HAProxy, Caddy and Traefik, each on one pinned core routing
 # /api/ to three backends, over HTTP/1.1, HTTPS and HTTP/2 (saturation sweep
 # and p99 at a fixed rate); its RSS with 10,000 routes; and 1,000 HTTPRoutes
-# applied at once to a real kube-apiserver until all serve. Output goes to
+# applied at once to a real kube-apiserver until all serve; then each peer's
+# closed-loop saturation (wrk and h2load keeping its core busy, against nginx
+# backends: gatewaybench -closed). Output goes to
 # the terminal and to $OUT; every RESULT line is repeated at the end.
 #
-#   bench/gateway.sh                                   # ~17 min (plus a first build of the Go peers)
+#   bench/gateway.sh                                   # ~25 min (plus a first build of the Go peers)
 #   DURATION=2s SWEEP_DURATION=0.5s bench/gateway.sh   # smoke run, ~5 min
 #
 # Environment: DURATION (fixed-rate time per peer and protocol, default 15s,
@@ -19,7 +21,9 @@
 # SUT_SHARE (each peer held to this share of its CPU by a CFS quota, e.g. 0.3:
 # the load generator's core then saturates no peer before the peer's own
 # share does; default 0, the whole CPU), PRIORITY (default fifo, as
-# bench/run.sh; normal with SUT_SHARE, which real-time tasks would escape).
+# bench/run.sh; normal with SUT_SHARE, which real-time tasks would escape),
+# CLOSED (closed-loop run length, default 5s; 0 skips them), CLOSED_REPS
+# (runs per peer and protocol, the peers in turn, default 5).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,11 +32,14 @@ SUT_SHARE=${SUT_SHARE:-0}
 share="$SUT_SHARE of a CPU"
 if [ "$SUT_SHARE" = 0 ]; then PRIORITY=${PRIORITY:-fifo} share="a whole CPU"; else PRIORITY=${PRIORITY:-normal}; fi
 mkdir -p "$OUT"
+rm -f "$OUT/closed.txt" "$OUT/routes.txt" # an earlier run's
 
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v taskset >/dev/null || need+=(util-linux)
+command -v wrk >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
 if ((${#need[@]})); then
 	echo "installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
@@ -59,6 +66,15 @@ go build -o "$OUT/gatewaybench" ./bench/cmd/gatewaybench
 	-client-cpu "${CLIENT_CPU-0}" -sut-cpu "${SUT_CPU-1}" -sut-share "$SUT_SHARE" -priority "$PRIORITY" -logdir "$OUT/logs" 2>&1 |
 	tee "$OUT/gatewaybench.txt"
 
+if [ "${CLOSED:-5s}" != 0 ]; then
+	# Normal scheduling: the C generators run as children of the harness.
+	"$OUT/gatewaybench" -proxy "$OUT/meridian-proxy" -caddy "${gopeers[0]}" -traefik "${gopeers[1]}" \
+		-peers "${PEERS:-meridian,nginx,haproxy,caddy,traefik}" -protocols "${PROTOCOLS:-http1,https,h2}" \
+		-backend nginx -closed "${CLOSED:-5s}" -closed-reps "${CLOSED_REPS:-5}" -duration 0 -sweep-duration 0 -rss-routes 0 \
+		-client-cpu "${CLIENT_CPU-0}" -sut-cpu "${SUT_CPU-1}" -priority normal -logdir "$OUT/logs-closed" 2>&1 |
+		tee "$OUT/closed.txt"
+fi
+
 if [ "${APPLY_ROUTES:-1000}" != 0 ]; then
 	KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-$(hack/kube-assets.sh)}
 	KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS go test -run '^$' -bench RoutesApplied -benchtime 1x \
@@ -68,5 +84,6 @@ fi
 echo
 echo "results in $OUT:"
 results=("$OUT/gatewaybench.txt")
+[ -f "$OUT/closed.txt" ] && results+=("$OUT/closed.txt")
 [ -f "$OUT/routes.txt" ] && results+=("$OUT/routes.txt") # not with APPLY_ROUTES=0
 grep -h '^RESULT' "${results[@]}"

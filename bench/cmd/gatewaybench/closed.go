@@ -172,10 +172,11 @@ func parseWrk(out string, x *closedRun) error {
 	if p := wrkP99.FindStringSubmatch(out); p != nil {
 		x.p99 = p[1]
 	}
+	var non2xx int64
 	if n := wrkNon2xx.FindStringSubmatch(out); n != nil {
-		v, _ := strconv.ParseInt(n[1], 10, 64)
-		x.errors += v
+		non2xx, _ = strconv.ParseInt(n[1], 10, 64)
 	}
+	x.errors = non2xx
 	if s := wrkSockErr.FindStringSubmatch(out); s != nil {
 		for _, f := range s[1:] {
 			v, _ := strconv.ParseInt(f, 10, 64)
@@ -183,7 +184,7 @@ func parseWrk(out string, x *closedRun) error {
 		}
 	}
 	if secs > 0 {
-		x.rps = (total - float64(x.errors)) / secs
+		x.rps = (total - float64(non2xx)) / secs
 	}
 	return nil
 }

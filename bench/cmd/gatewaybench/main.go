@@ -314,8 +314,10 @@ func main() {
 			}
 		}
 	}
-	printRows(rows)
-	printTargets(rows, protos)
+	if *duration > 0 || *sweepDur > 0 {
+		printRows(rows)
+		printTargets(rows, protos)
+	}
 	if *closedDur > 0 {
 		printClosed(closedSaturation(ctx, peers, protos))
 	}

@@ -234,6 +234,8 @@ http {
         listen {{.TLS}} ssl http2;
         ssl_certificate {{.Cert.Cert}};
         ssl_certificate_key {{.Cert.Key}};
+        # 1.22's default stops at TLS 1.2; every other peer offers 1.3.
+        ssl_protocols TLSv1.2 TLSv1.3;
         location /api/ {
             proxy_pass http://api;
             proxy_http_version 1.1;
