@@ -290,7 +290,7 @@ var caddyGW = template.Must(template.New("caddy").Parse(`{
       },
       "tls": {
         "listen": ["{{.TLS}}"], "protocols": ["h1", "h2"], "automatic_https": {"disable": true},
-        "tls_connection_policies": [{}],
+        "tls_connection_policies": [{"default_sni": "gw.bench", "fallback_sni": "gw.bench"}],
         "routes": [{"match": [{"path": ["/api/*"]}], "handle": [{"handler": "reverse_proxy", "upstreams": [
 {{- range $i, $b := .Backends}}{{if $i}}, {{end}}{"dial": "{{$b}}"}{{end}}]}]}]
       }
