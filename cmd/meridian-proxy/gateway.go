@@ -78,20 +78,20 @@ func runGateway(args []string) error {
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("--log-level %q: use debug, info, warn or error", *level)
 	}
+	if *gcHeadroom < 0 {
+		return fmt.Errorf("--gc-headroom-mib %d: 0 or more", *gcHeadroom)
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.Log = log
+	gcCtx, stopGC := context.WithCancel(context.Background())
+	defer stopGC()
+	gctune.Start(gcCtx, uint64(*gcHeadroom)<<20)
 	// Compiling a snapshot (parsing it and the destinations, building
 	// 10,000 routes) leaves garbage several times the table it builds;
 	// without this the heap it grew to stays the process's RSS for
 	// minutes (bench/README.md, Edge gateway: 121 MB with 10,000 routes,
 	// against ~40 MB retained). Started before the load, so that the load
 	// is not taken for the floor.
-	if *gcHeadroom < 0 {
-		return fmt.Errorf("--gc-headroom-mib %d: 0 or more", *gcHeadroom)
-	}
-	gcCtx, stopGC := context.WithCancel(context.Background())
-	defer stopGC()
-	gctune.Start(gcCtx, uint64(*gcHeadroom)<<20)
 	if *releaseAfter > 0 {
 		relCtx, stopRel := context.WithCancel(context.Background())
 		defer stopRel()

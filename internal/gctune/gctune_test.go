@@ -19,7 +19,7 @@ var keep [][]byte
 
 // With a small live heap GOGC goes up to 400; as the live heap grows
 // past the headroom, back down to 100; when ctx ends, 100.
-func TestFloor(t *testing.T) {
+func TestTune(t *testing.T) {
 	if v := gogc(); v != 100 {
 		t.Skipf("GOGC is %d (the environment's), not the default", v)
 	}
