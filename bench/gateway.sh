@@ -9,7 +9,7 @@
 # the terminal and to $OUT; every RESULT line is repeated at the end.
 #
 #   bench/gateway.sh                                   # ~25 min (plus a first build of the Go peers)
-#   DURATION=2s SWEEP_DURATION=0.5s bench/gateway.sh   # smoke run, ~5 min
+#   DURATION=2s SWEEP_DURATION=0.5s CLOSED=1s CLOSED_REPS=1 bench/gateway.sh   # smoke run, ~9 min
 #
 # Environment: DURATION (fixed-rate time per peer and protocol, default 15s,
 # in SLICES slices, default 5: the p99 target is judged on their median),

@@ -76,7 +76,8 @@ func (x closedRun) usPerRequest() float64 {
 }
 
 // closedSaturation runs the generators against every peer for each
-// protocol, the peers in turn, -closed-reps times, -closed long each.
+// protocol, the peers in turn, -closed-reps times, -closed long each,
+// after a -warmup run of each.
 func closedSaturation(ctx context.Context, peers []*running, protos []protocol) []*closedRow {
 	var rows []*closedRow
 	for _, proto := range protos {
@@ -100,7 +101,15 @@ func closedSaturation(ctx context.Context, peers []*running, protos []protocol) 
 				if row.failed != "" {
 					continue
 				}
-				x, err := closedOnce(ctx, proto, r)
+				if rep == 0 && *warmup > 0 {
+					// Unmeasured, as the open-loop runs' warm-up: the
+					// first run would count connections' set-up, the
+					// collector's first cycles and cold caches.
+					if _, err := closedOnce(ctx, proto, r, *warmup); err != nil {
+						log.Printf("closed-loop %s %s warm-up: %v", r.kind, proto, err)
+					}
+				}
+				x, err := closedOnce(ctx, proto, r, *closedDur)
 				if err != nil {
 					// The others go on; this peer's row says why it has none.
 					log.Printf("closed-loop %s %s: %v", r.kind, proto, err)
@@ -116,9 +125,9 @@ func closedSaturation(ctx context.Context, peers []*running, protos []protocol) 
 	return rows
 }
 
-// closedOnce runs the protocol's generator against r once.
-func closedOnce(ctx context.Context, proto protocol, r *running) (closedRun, error) {
-	secs := strconv.Itoa(max(1, int(closedDur.Seconds())))
+// closedOnce runs the protocol's generator against r once, for d.
+func closedOnce(ctx context.Context, proto protocol, r *running, d time.Duration) (closedRun, error) {
+	secs := strconv.Itoa(max(1, int(d.Seconds())))
 	var args []string
 	switch proto {
 	case pHTTP1, pHTTPS:
