@@ -2,10 +2,10 @@
 # The edge gateway's benchmarks (bench/README.md, "Edge gateway"): the gateway
 # against nginx, HAProxy, Caddy and Traefik, each on one pinned core routing
 # /api/ to three backends, over HTTP/1.1, HTTPS and HTTP/2 (saturation sweep
-# and p99 at a fixed rate); its RSS with 10,000 routes; and 1,000 HTTPRoutes
-# applied at once to a real kube-apiserver until all serve; then each peer's
+# and p99 at a fixed rate); its RSS with 10,000 routes; each peer's
 # closed-loop saturation (wrk and h2load keeping its core busy, against nginx
-# backends: gatewaybench -closed). Output goes to
+# backends: gatewaybench -closed); and 1,000 HTTPRoutes applied at once to a
+# real kube-apiserver until all serve. Output goes to
 # the terminal and to $OUT; every RESULT line is repeated at the end.
 #
 #   bench/gateway.sh                                   # ~25 min (plus a first build of the Go peers)
