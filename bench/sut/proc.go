@@ -162,6 +162,44 @@ func MachineBusySeconds() (float64, error) {
 	return float64(busy) / clockTicks, nil
 }
 
+// CPUTicks is the busy and total ticks of the CPUs in list ("0", "0-1",
+// "0,2", as taskset takes them; empty: all) from /proc/stat: the busy share
+// of those CPUs over an interval is the difference of two readings. Steal
+// and guest time are neither (not this machine's).
+func CPUTicks(list string) (busy, total float64) {
+	want := map[string]bool{}
+	for _, part := range strings.Split(list, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		lo, hi, found := strings.Cut(part, "-")
+		a, _ := strconv.Atoi(lo)
+		b := a
+		if found {
+			b, _ = strconv.Atoi(hi)
+		}
+		for i := a; i <= b; i++ {
+			want["cpu"+strconv.Itoa(i)] = true
+		}
+	}
+	data, _ := os.ReadFile("/proc/stat")
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 || (len(want) > 0 && !want[f[0]]) || (len(want) == 0 && f[0] != "cpu") {
+			continue
+		}
+		// user nice system idle iowait irq softirq: busy but idle and iowait.
+		for i, v := range f[1:8] {
+			n, _ := strconv.ParseFloat(v, 64)
+			total += n
+			if i != 3 && i != 4 {
+				busy += n
+			}
+		}
+	}
+	return busy, total
+}
+
 // Status holds the /proc/PID/status and fd figures a benchmark reports.
 type Status struct {
 	RSS, PeakRSS int64 // bytes: VmRSS and VmHWM

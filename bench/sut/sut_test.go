@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -227,5 +229,30 @@ func TestLimitCPU(t *testing.T) {
 	}
 	if err := (&Proc{Name: "x"}).LimitCPU(1.5); err == nil {
 		t.Error("a share above 1 was taken")
+	}
+}
+
+// CPUTicks reads the CPUs a list names: a range and a list of the same
+// CPUs agree, each CPU is part of all of them, and a busy loop counts as
+// busy.
+func TestCPUTicks(t *testing.T) {
+	n := runtime.NumCPU()
+	last := strconv.Itoa(n - 1)
+	busyAll, totalAll := CPUTicks("")
+	_, totalR := CPUTicks("0-" + last)
+	_, total0 := CPUTicks("0")
+	if totalAll <= 0 || busyAll > totalAll || total0 <= 0 || total0 > totalR {
+		t.Fatalf("all CPUs %v busy of %v, 0-%s %v, CPU 0 %v", busyAll, totalAll, last, totalR, total0)
+	}
+	// The machine's line and the range sum the same CPUs: a few ticks
+	// apart at most between the reads.
+	if d := totalAll - totalR; d < -float64(10*n) || d > float64(10*n) {
+		t.Errorf("all CPUs %v ticks, 0-%s %v", totalAll, last, totalR)
+	}
+	b0, _ := CPUTicks("")
+	for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); {
+	}
+	if b1, _ := CPUTicks(""); b1-b0 < 10 { // 200 ms busy: 20 ticks at 100 Hz
+		t.Errorf("a 200 ms busy loop counted %v busy ticks", b1-b0)
 	}
 }

@@ -149,12 +149,12 @@ func closedOnce(ctx context.Context, proto protocol, r *running, d time.Duration
 	}
 	sut.CollectNow()
 	cpu0, _ := r.proc.CPUSeconds()
-	busy0, total0 := cpusBusy(*clientCPU)
+	busy0, total0 := sut.CPUTicks(*clientCPU)
 	t0 := time.Now()
 	out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
 	wall := time.Since(t0).Seconds()
 	cpu1, _ := r.proc.CPUSeconds()
-	busy1, total1 := cpusBusy(*clientCPU)
+	busy1, total1 := sut.CPUTicks(*clientCPU)
 	if err != nil {
 		return closedRun{}, fmt.Errorf("%s: %v\n%s", args, err, out)
 	}
@@ -241,41 +241,6 @@ func parseH2load(out string, x *closedRun) error {
 	}
 	x.p99 = "-" // h2load gives no percentiles of its request times
 	return nil
-}
-
-// cpusBusy is the busy and total ticks of the CPUs in list ("0", "0-1",
-// "0,2"; empty: all) from /proc/stat.
-func cpusBusy(list string) (busy, total float64) {
-	want := map[string]bool{}
-	for _, part := range split(list) {
-		lo, hi, found := strings.Cut(part, "-")
-		a, _ := strconv.Atoi(lo)
-		b := a
-		if found {
-			b, _ = strconv.Atoi(hi)
-		}
-		for i := a; i <= b; i++ {
-			want["cpu"+strconv.Itoa(i)] = true
-		}
-	}
-	data, _ := os.ReadFile("/proc/stat")
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 8 || !strings.HasPrefix(f[0], "cpu") || (len(want) > 0 && !want[f[0]]) || (len(want) == 0 && f[0] != "cpu") {
-			continue
-		}
-		for i, v := range f[1:] {
-			n, _ := strconv.ParseFloat(v, 64)
-			if i >= 7 { // steal, guest: not this machine's time
-				break
-			}
-			total += n
-			if i != 3 && i != 4 { // idle, iowait
-				busy += n
-			}
-		}
-	}
-	return busy, total
 }
 
 func printClosed(rows []*closedRow) {
