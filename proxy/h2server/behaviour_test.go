@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/ctxwatch"
 )
 
 func TestBodiesBothWays(t *testing.T) {
@@ -490,4 +492,82 @@ func TestConcurrentStreams(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestStreamContextWatch: h1client's watch of a request's context
+// (ctxwatch) is taken on a stream's context, not on one derived from it,
+// and runs at the handler's end, at the client's RST_STREAM while the
+// handler runs, and at the end of the connection's context.
+func TestStreamContextWatch(t *testing.T) {
+	watched := make(chan string, 4)
+	started, ended := make(chan struct{}, 4), make(chan struct{}, 4)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		if _, _, ok := ctxwatch.Watch(ctx, func() { watched <- r.URL.Path }); !ok {
+			t.Errorf("%s: the request's context has no free watch", r.URL.Path)
+		}
+		derived, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if _, _, ok := ctxwatch.Watch(derived, func() {}); ok {
+			t.Errorf("%s: a derived context took the watch", r.URL.Path)
+		}
+		if r.URL.Path == "/done" {
+			return
+		}
+		defer func() { ended <- struct{}{} }()
+		started <- struct{}{}
+		<-derived.Done() // linked to the stream's without a goroutine
+		select {
+		case p := <-watched:
+			if p != r.URL.Path {
+				t.Errorf("watch of %s ran for %s", p, r.URL.Path)
+			}
+		case <-time.After(testTimeout):
+			t.Errorf("%s: the context ended, its watch did not run", r.URL.Path)
+		}
+	})
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case p := <-watched:
+			if p != what {
+				t.Fatalf("watch of %s ran, want %s", p, what)
+			}
+		case <-time.After(testTimeout):
+			t.Fatalf("the watch of %s did not run", what)
+		}
+	}
+
+	rc := rawServer(t, Config{}, h)
+	rc.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/done")
+	if r := rc.response(1); r.status != "200" {
+		t.Fatal(r.status)
+	}
+	wait("/done")
+	rc.headers(3, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/reset")
+	<-started
+	rc.fr.WriteRSTStream(3, http2.ErrCodeCancel)
+	<-ended
+
+	// The connection's context ends: its streams' watches run.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := &Server{Handler: h}
+	defer srv.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			srv.ServeConn(ctx, c)
+		}
+	}()
+	rc2 := dialRaw(t, ln.Addr().String())
+	rc2.handshake()
+	rc2.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/conn")
+	<-started
+	cancel()
+	<-ended
 }

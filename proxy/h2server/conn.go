@@ -137,6 +137,12 @@ var (
 // frames until the connection ends. It closes the connection.
 func (c *conn) serve() error {
 	defer c.teardown()
+	if c.baseCtx.Done() != nil {
+		// The streams' contexts end with the connection's: their
+		// watches (ctxwatch) run then.
+		stop := context.AfterFunc(c.baseCtx, c.fireWatches)
+		defer stop()
+	}
 	if c.tls != nil && c.tls.Version < tls.VersionTLS12 {
 		// RFC 9113 9.2: TLS 1.2 at least.
 		c.unlockWriter()
@@ -228,6 +234,22 @@ func (c *conn) isClosing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closing
+}
+
+// fireWatches runs the watches of the streams open once the
+// connection's context has ended. Each stream's context, its child, ends
+// in the same cancel, maybe after this runs: each is waited for.
+func (c *conn) fireWatches() {
+	c.mu.Lock()
+	open := make([]*stream, 0, len(c.streams))
+	for _, st := range c.streams {
+		open = append(open, st)
+	}
+	c.mu.Unlock()
+	for _, st := range open {
+		<-st.ctx.Done()
+		st.ctx.Slot.Fire()
+	}
 }
 
 // teardown ends the connection: every stream's request is cancelled and

@@ -17,19 +17,20 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 
+	"github.com/meridian-mesh/meridian/proxy/internal/ctxwatch"
 	"github.com/meridian-mesh/meridian/proxy/internal/h2head"
 )
 
 // stream is one request and its response. Fields below the handler's
 // are guarded by c.mu.
 type stream struct {
-	c       *conn
-	id      uint32
-	ctx     context.Context
-	cancel  context.CancelFunc
-	req     *http.Request
-	rw      *responseWriter
-	handler http.Handler // nil: the server's
+	c         *conn
+	id        uint32
+	ctx       ctxwatch.Context // the request's: h1client's cancellation goes into its slot
+	cancelCtx context.CancelFunc
+	req       *http.Request
+	rw        *responseWriter
+	handler   http.Handler // nil: the server's
 
 	state    streamState
 	closeErr error // what writes fail with once closed
@@ -50,6 +51,12 @@ type stream struct {
 	readTimer, writeTimer *time.Timer
 
 	rwMem responseWriter // rw's memory: one allocation for both
+}
+
+// cancel ends the request's context and runs its watch.
+func (st *stream) cancel() {
+	st.cancelCtx()
+	st.ctx.Slot.Fire()
 }
 
 // newStream (c.mu held) validates a request's HEADERS (RFC 9113 8.3, as
@@ -153,7 +160,8 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 	st := &stream{c: c, id: id, declLen: declLen, needsContinue: needsContinue, declTrailers: trailer != nil}
 	st.bodyCond.L = &c.mu
 	st.recvAvail = int32(c.cfg.MaxReceiveBufferPerStream)
-	st.ctx, st.cancel = context.WithCancel(c.baseCtx)
+	st.ctx.Context, st.cancelCtx = context.WithCancel(c.baseCtx)
+	st.ctx.Slot.Reset(st.ctx.Context)
 	req := &http.Request{
 		Method:     method,
 		URL:        u,
@@ -175,7 +183,7 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 		req.Body = (*requestBody)(st)
 		req.ContentLength = declLen
 	}
-	st.req = req.WithContext(st.ctx)
+	st.req = req.WithContext(&st.ctx)
 	st.rwMem = responseWriter{c: c, st: st, req: st.req, isHead: method == "HEAD"}
 	st.rw = &st.rwMem
 	switch {

@@ -29,8 +29,8 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
-	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/ctxwatch"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
+	"github.com/meridian-mesh/meridian/proxy/internal/ctxwatch"
 )
 
 // Defaults, those of the net/http Transport the proxy used before.

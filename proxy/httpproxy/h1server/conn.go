@@ -18,7 +18,6 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
-	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/ctxwatch"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
 )
 
@@ -421,7 +420,7 @@ func (c *conn) readRequest(ctx context.Context) (w *response, err error) {
 		wantsClose:       req.Close || h1head.HasToken(h1head.Get(req.Header, "Connection"), "close"),
 	}
 	w.rctx.Context = ctx
-	w.rctx.watch.Reset(ctx)
+	w.rctx.Slot.Reset(ctx)
 	r := req.WithContext(&w.rctx)
 	r.RemoteAddr = c.remoteAddr
 	r.TLS = c.tlsState
@@ -632,7 +631,7 @@ func (c *conn) serve(ctx context.Context) {
 	c.cancelCtx = cancelCtx
 	defer cancelCtx()
 	// The request in flight's context ends with the connection's: its
-	// watch (reqCtx) runs then. Stopped before the connection's end
+	// watch (ctxwatch.Context) runs then. Stopped before the connection's end
 	// cancels it, which needs no watch (the last request's is done).
 	stopFire := context.AfterFunc(ctx, c.fireCurrent)
 	defer stopFire()
@@ -764,25 +763,8 @@ func (c *conn) fireCurrent() {
 		// callback's goroutine starting among them: the request's
 		// context, its child, ends at once if it has not yet.
 		<-w.rctx.Done()
-		w.rctx.watch.Fire()
+		w.rctx.Slot.Fire()
 	}
-}
-
-// reqCtx is a request's context: its cancelCtx (context.WithCancel's, so
-// that the contexts derived from it are linked to it without a goroutine:
-// their lookup of the nearest cancelCtx goes through Value to it, and its
-// Done is this one's), and the watch h1client uses instead of
-// context.AfterFunc (ctxwatch). It lives in the response: no allocation.
-type reqCtx struct {
-	context.Context
-	watch ctxwatch.Slot
-}
-
-func (c *reqCtx) Value(key any) any {
-	if _, ok := key.(ctxwatch.Key); ok {
-		return &c.watch
-	}
-	return c.Context.Value(key)
 }
 
 // serverHandler is net/http's serverHandler.ServeHTTP.

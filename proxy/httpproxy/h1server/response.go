@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
+	"github.com/meridian-mesh/meridian/proxy/internal/ctxwatch"
 )
 
 // bufferBeforeChunkingSize is net/http's: a response shorter than this
@@ -96,8 +97,8 @@ type response struct {
 	conn             *conn
 	req              *http.Request
 	reqBody          io.ReadCloser
-	cancelCtx        func() // the context's own; cancel also runs its watch
-	rctx             reqCtx // the request's context
+	cancelCtx        func()           // the context's own; cancel also runs its watch
+	rctx             ctxwatch.Context // the request's context
 	wroteHeader      bool
 	wants10KeepAlive bool
 	wantsClose       bool
@@ -138,7 +139,7 @@ var (
 // cancel ends the request's context and runs its watch.
 func (w *response) cancel() {
 	w.cancelCtx()
-	w.rctx.watch.Fire()
+	w.rctx.Slot.Fire()
 }
 
 // SetReadDeadline is for http.ResponseController.

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/ctxwatch"
+	"github.com/meridian-mesh/meridian/proxy/internal/ctxwatch"
 )
 
 // serve starts s on a loopback listener; connections are served on the

@@ -1,7 +1,8 @@
 // Package ctxwatch lets a server whose request contexts it cancels itself
-// (h1server) run a client's cancellation callback (h1client's) without
-// context.AfterFunc, which costs 5 allocations per call: the callback goes
-// into a slot of the server's per-request state.
+// (h1server, h2server) run a client's cancellation callback (h1client's)
+// without context.AfterFunc, which costs 5 allocations per call and an
+// entry in the context's children map: the callback goes into a slot of
+// the server's per-request state.
 package ctxwatch
 
 import (
@@ -11,6 +12,24 @@ import (
 
 // Key is the context key under which a request's context gives its Slot.
 type Key struct{}
+
+// Context is a request's context with its slot, kept in the server's
+// per-request state (no allocation). Its Context is the request's
+// context.WithCancel, so that the contexts derived from it are linked to
+// that cancelCtx without a goroutine: their lookup of the nearest
+// cancelCtx goes through Value to it, and its Done is this one's.
+type Context struct {
+	context.Context
+	Slot Slot
+}
+
+// Value gives the slot under Key, the rest from the request's context.
+func (c *Context) Value(key any) any {
+	if _, ok := key.(Key); ok {
+		return &c.Slot
+	}
+	return c.Context.Value(key)
+}
 
 // Slot is one request's watch, kept by the server that made the request's
 // context. The zero value is ready; the server calls Fire each time the
