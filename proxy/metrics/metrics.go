@@ -548,6 +548,31 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// WriteRead is the connection's WriteRead (rawconn's: a request written
+// and its answer read with one wait, no read tried before it can succeed),
+// counted as Write and Read are; a connection without one gets Write, then
+// Read.
+func (c *Conn) WriteRead(w, r []byte) (int, error) {
+	wr, ok := c.Conn.(interface {
+		WriteRead(w, r []byte) (int, error)
+	})
+	if !ok {
+		if _, err := c.Write(w); err != nil {
+			return 0, err
+		}
+		return c.Read(r)
+	}
+	n, err := wr.WriteRead(w, r)
+	if oe, ok := err.(*net.OpError); !ok || oe.Op != "write" {
+		c.count(1, len(w)) // written whole: only a "write" error stops it
+	}
+	c.count(0, n)
+	if err != nil {
+		c.noteErr(err)
+	}
+	return n, err
+}
+
 // noteErr marks the connection failed unless err is an orderly end: EOF,
 // a close by the proxy itself, or a deadline the proxy set (protocol
 // detection, idle timeouts). A reset or a broken pipe is a failure.

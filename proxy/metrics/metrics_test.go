@@ -14,6 +14,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/rawconn"
 )
 
 func TestFailureClassification(t *testing.T) {
@@ -236,6 +238,44 @@ func TestConnMetrics(t *testing.T) {
 	}
 	if v := series(t, fams, "tcp_open_connections", lbls).GetGauge().GetValue(); v != 0 {
 		t.Errorf("tcp_open_connections = %v after close, want 0", v)
+	}
+}
+
+// WriteRead (a request and its answer's first read, rawconn's) is counted
+// as a Write and a Read, and is Write then Read over a connection without
+// it.
+func TestConnWriteRead(t *testing.T) {
+	for _, raw := range []bool{false, true} {
+		r := New()
+		client, server := tcpPair(t)
+		var nc net.Conn = client
+		if raw {
+			nc = rawconn.Wrap(client)
+		}
+		mc := r.Conn(nc, ConnLabels{Direction: "outbound", Peer: PeerDst, Target: "10.0.0.1:80", TLS: TLSNoLocalIdentity})
+		go func() {
+			b := make([]byte, 5)
+			if _, err := io.ReadFull(server, b); err == nil && string(b) == "hello" {
+				server.Write([]byte("pong"))
+			}
+		}()
+		buf := make([]byte, 16)
+		got := ""
+		n, err := mc.WriteRead([]byte("hello"), buf)
+		for got += string(buf[:n]); err == nil && len(got) < 4; got += string(buf[:n]) {
+			n, err = mc.Read(buf)
+		}
+		if got != "pong" {
+			t.Fatalf("raw %v: answer %q, %v", raw, got, err)
+		}
+		fams := gather(t, r)
+		lbls := tcpLbls("outbound", "dst", "10.0.0.1:80", "no_local_identity", "", "")
+		for name, want := range map[string]float64{"tcp_read_bytes_total": 4, "tcp_write_bytes_total": 5} {
+			if v := series(t, fams, name, lbls).GetCounter().GetValue(); v != want {
+				t.Errorf("raw %v: %s = %v, want %v", raw, name, v, want)
+			}
+		}
+		mc.Close()
 	}
 }
 

@@ -165,7 +165,14 @@ func (c *Client) get(ctx context.Context, dial, check bool) (*conn, error) {
 		c.idle[n-1] = nil
 		c.idle = c.idle[:n-1]
 		c.mu.Unlock()
-		if pc.br.Buffered() > 0 || (check && !pc.idleAlive()) {
+		// A writeReader's request is written after the poller is
+		// re-armed (writeReader): a close the poller saw while the
+		// connection was idle would not wake the response's wait when
+		// the server only half-closed and lingers, reading. One idle
+		// for writeReadFresh or longer is probed first, as one for a
+		// request that must not be sent twice is.
+		probe := check || (pc.wr != nil && time.Since(pc.idleAt) >= writeReadFresh)
+		if pc.br.Buffered() > 0 || (probe && !pc.idleAlive()) {
 			// Bytes nobody asked for, or the server closed it.
 			pc.nc.Close()
 			continue
@@ -189,7 +196,9 @@ func (c *Client) get(ctx context.Context, dial, check bool) (*conn, error) {
 	pc.cancel = func() { pc.nc.SetDeadline(aLongTimeAgo) }
 	pc.cr = connReader{pc: pc, limit: -1}
 	pc.br = bufio.NewReaderSize(&pc.cr, c.o.ReadBufferSize)
-	pc.bw = bufio.NewWriterSize(nc, c.o.WriteBufferSize)
+	pc.wr, _ = nc.(writeReader)
+	pc.cw = connWriter{pc: pc}
+	pc.bw = bufio.NewWriterSize(&pc.cw, c.o.WriteBufferSize)
 	return pc, nil
 }
 
@@ -259,10 +268,53 @@ type conn struct {
 	// and end takes it: a connection whose writer's value was not taken
 	// is closed, never reused, so the next request finds it empty.
 	wrote chan struct{}
+	// With wr, a request without a body is not written at its flush but
+	// with the response's first read (writeReader): pending is its bytes,
+	// in bw's buffer, and deferWrite makes the flush leave them there.
+	wr         writeReader
+	cw         connWriter
+	pending    []byte
+	deferWrite bool
 	// idleAlive's, so that a probe allocates nothing.
 	peek      [1]byte
 	peekAlive bool
 	peekFn    func(fd uintptr) bool
+}
+
+// writeReadFresh is how long a writeReader connection may have been idle
+// and carry a request without a probe of its socket (Client.get): a
+// server that closed it sooner after its last response and did not say
+// so in it (Connection: close), and then lingers reading without a reset,
+// would leave the response's wait to the request's timeout. Under load
+// connections come back sooner, and the probe costs the system call the
+// writeReader saves.
+const writeReadFresh = 10 * time.Millisecond
+
+// writeReader is a connection that writes a request and reads its answer
+// with one wait (proxy/internal/rawconn's WriteRead, through
+// proxy/metrics' Conn): a read tried at once after the write fails, the
+// answer not being there yet, a system call wasted per request.
+type writeReader interface {
+	WriteRead(w, r []byte) (int, error)
+}
+
+// connWriter is bw's writer: the connection, but for the flush of a
+// request without a body when the connection is a writeReader, which it
+// keeps for the response's first read.
+type connWriter struct{ pc *conn }
+
+func (w *connWriter) Write(p []byte) (int, error) {
+	if w.pc.deferWrite {
+		w.pc.pending = p // bw's buffer: nothing is written to bw before it goes
+		return len(p), nil
+	}
+	return w.pc.nc.Write(p)
+}
+
+// ReadFrom keeps bufio.Writer's ReadFrom going to the connection's (a
+// body spliced from another socket).
+func (w *connWriter) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(w.pc.nc, r)
 }
 
 // connReader counts what is read from the connection, to tell a request
@@ -280,7 +332,14 @@ func (r *connReader) Read(p []byte) (int, error) {
 	if r.limit > 0 && int64(len(p)) > r.limit {
 		p = p[:r.limit]
 	}
-	n, err := r.pc.nc.Read(p)
+	var n int
+	var err error
+	if w := r.pc.pending; w != nil {
+		r.pc.pending = nil
+		n, err = r.pc.wr.WriteRead(w, p)
+	} else {
+		n, err = r.pc.nc.Read(p)
+	}
 	r.n += int64(n)
 	if r.limit > 0 {
 		r.limit -= int64(n)
@@ -322,7 +381,10 @@ func (pc *conn) roundTrip(req *http.Request) (*http.Response, error) {
 			err = req.Write(pc.bw)
 		}
 		if err == nil {
+			// Written with the response's first read (writeReader).
+			pc.deferWrite = pc.wr != nil
 			err = pc.bw.Flush()
+			pc.deferWrite = false
 		}
 		if err != nil {
 			ex.end(false)

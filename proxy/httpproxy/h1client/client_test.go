@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1client"
+	"github.com/meridian-mesh/meridian/proxy/internal/rawconn"
 )
 
 // countingListener counts the connections a server accepted.
@@ -90,10 +91,27 @@ func rawServer(t *testing.T, serve func(i int, c net.Conn, br *bufio.Reader)) (a
 }
 
 func client(t *testing.T, addr string, o h1client.Options) *h1client.Client {
+	return clientVia(t, addr, o, nil)
+}
+
+// dialers are the connections a client is tested over: net's, and the
+// proxy's (rawconn, whose WriteRead carries a request without a body and
+// its response's first read).
+var dialers = []struct {
+	name string
+	wrap func(net.Conn) net.Conn
+}{{"net", nil}, {"rawconn", rawconn.Wrap}}
+
+// clientVia is client over connections that wrap (nil: none) makes.
+func clientVia(t *testing.T, addr string, o h1client.Options, wrap func(net.Conn) net.Conn) *h1client.Client {
 	t.Helper()
 	o.Dial = func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
-		return d.DialContext(ctx, "tcp", addr)
+		nc, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil && wrap != nil {
+			nc = wrap(nc)
+		}
+		return nc, err
 	}
 	c := h1client.New(o)
 	t.Cleanup(c.CloseIdleConnections)
@@ -250,35 +268,37 @@ func halfClosingServer(t *testing.T, closed chan<- struct{}, extra chan<- string
 // at the socket first).
 func TestStaleIdleConnection(t *testing.T) {
 	for _, x := range []struct{ method, body string }{{http.MethodGet, ""}, {http.MethodPost, ""}, {http.MethodPost, "small"}} {
-		method := x.method
-		t.Run(method+x.body, func(t *testing.T) {
-			closed, extra := make(chan struct{}, 2), make(chan string, 2)
-			addr, accepted := halfClosingServer(t, closed, extra)
-			c := client(t, addr, h1client.Options{})
-			do(t, c, request(t, context.Background(), http.MethodGet, addr, nil))
-			<-closed
-			// The FIN is on its way: wait until the client's kernel has it.
-			time.Sleep(20 * time.Millisecond)
-			var reqBody io.Reader
-			if x.body != "" {
-				reqBody = strings.NewReader(x.body)
-			}
-			resp, body := do(t, c, request(t, context.Background(), method, addr, reqBody))
-			if resp.StatusCode != 200 || body != "ok" {
-				t.Fatalf("%s after a close: %d %q", method, resp.StatusCode, body)
-			}
-			if n := accepted.Load(); n != 2 {
-				t.Errorf("%d connections, want 2", n)
-			}
-			select {
-			case rest := <-extra:
-				if method == http.MethodPost && rest != "" {
-					t.Errorf("the POST was sent on the closed connection: %q", rest)
+		for _, d := range dialers {
+			method := x.method
+			t.Run(method+x.body+"/"+d.name, func(t *testing.T) {
+				closed, extra := make(chan struct{}, 2), make(chan string, 2)
+				addr, accepted := halfClosingServer(t, closed, extra)
+				c := clientVia(t, addr, h1client.Options{}, d.wrap)
+				do(t, c, request(t, context.Background(), http.MethodGet, addr, nil))
+				<-closed
+				// The FIN is on its way: wait until the client's kernel has it.
+				time.Sleep(20 * time.Millisecond)
+				var reqBody io.Reader
+				if x.body != "" {
+					reqBody = strings.NewReader(x.body)
 				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("the first connection was not closed")
-			}
-		})
+				resp, body := do(t, c, request(t, context.Background(), method, addr, reqBody))
+				if resp.StatusCode != 200 || body != "ok" {
+					t.Fatalf("%s after a close: %d %q", method, resp.StatusCode, body)
+				}
+				if n := accepted.Load(); n != 2 {
+					t.Errorf("%d connections, want 2", n)
+				}
+				select {
+				case rest := <-extra:
+					if method == http.MethodPost && rest != "" {
+						t.Errorf("the POST was sent on the closed connection: %q", rest)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("the first connection was not closed")
+				}
+			})
+		}
 	}
 }
 
@@ -286,48 +306,50 @@ func TestStaleIdleConnection(t *testing.T) {
 // is sent again once, a POST fails and is not sent again.
 func TestClosedOnRequest(t *testing.T) {
 	for _, method := range []string{http.MethodGet, http.MethodPost} {
-		t.Run(method, func(t *testing.T) {
-			var mu sync.Mutex
-			var seen []string
-			addr, accepted := rawServer(t, func(i int, c net.Conn, br *bufio.Reader) {
-				for n := 0; ; n++ {
-					req, err := http.ReadRequest(br)
+		for _, d := range dialers {
+			t.Run(method+"/"+d.name, func(t *testing.T) {
+				var mu sync.Mutex
+				var seen []string
+				addr, accepted := rawServer(t, func(i int, c net.Conn, br *bufio.Reader) {
+					for n := 0; ; n++ {
+						req, err := http.ReadRequest(br)
+						if err != nil {
+							return
+						}
+						io.Copy(io.Discard, req.Body)
+						mu.Lock()
+						seen = append(seen, fmt.Sprintf("%d:%s", i, req.Method))
+						mu.Unlock()
+						if i == 0 && n == 1 {
+							return // closes without answering
+						}
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					}
+				})
+				c := clientVia(t, addr, h1client.Options{}, d.wrap)
+				do(t, c, request(t, context.Background(), http.MethodGet, addr, nil))
+				resp, err := c.RoundTrip(request(t, context.Background(), method, addr, nil))
+				mu.Lock()
+				defer mu.Unlock()
+				switch method {
+				case http.MethodGet:
 					if err != nil {
-						return
+						t.Fatalf("GET: %v, want it sent again", err)
 					}
-					io.Copy(io.Discard, req.Body)
-					mu.Lock()
-					seen = append(seen, fmt.Sprintf("%d:%s", i, req.Method))
-					mu.Unlock()
-					if i == 0 && n == 1 {
-						return // closes without answering
+					resp.Body.Close()
+					if got := strings.Join(seen, " "); got != "0:GET 0:GET 1:GET" || accepted.Load() != 2 {
+						t.Errorf("requests seen %q, want the GET once more on a new connection", got)
 					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				case http.MethodPost:
+					if err == nil {
+						t.Fatalf("POST: %d, want an error", resp.StatusCode)
+					}
+					if got := strings.Join(seen, " "); got != "0:GET 0:POST" {
+						t.Errorf("requests seen %q, want the POST once", got)
+					}
 				}
 			})
-			c := client(t, addr, h1client.Options{})
-			do(t, c, request(t, context.Background(), http.MethodGet, addr, nil))
-			resp, err := c.RoundTrip(request(t, context.Background(), method, addr, nil))
-			mu.Lock()
-			defer mu.Unlock()
-			switch method {
-			case http.MethodGet:
-				if err != nil {
-					t.Fatalf("GET: %v, want it sent again", err)
-				}
-				resp.Body.Close()
-				if got := strings.Join(seen, " "); got != "0:GET 0:GET 1:GET" || accepted.Load() != 2 {
-					t.Errorf("requests seen %q, want the GET once more on a new connection", got)
-				}
-			case http.MethodPost:
-				if err == nil {
-					t.Fatalf("POST: %d, want an error", resp.StatusCode)
-				}
-				if got := strings.Join(seen, " "); got != "0:GET 0:POST" {
-					t.Errorf("requests seen %q, want the POST once", got)
-				}
-			}
-		})
+		}
 	}
 }
 
@@ -409,12 +431,68 @@ func TestCancelBeforeResponse(t *testing.T) {
 		http.ReadRequest(br)
 		io.Copy(io.Discard, br)
 	})
-	c := client(t, addr, h1client.Options{})
-	timeout := errors.New("route timeout")
-	ctx, cancel := context.WithCancelCause(context.Background())
-	time.AfterFunc(10*time.Millisecond, func() { cancel(timeout) })
-	if _, err := c.RoundTrip(request(t, ctx, http.MethodGet, addr, nil)); err != timeout {
-		t.Errorf("%v, want the context's cause", err)
+	for _, d := range dialers {
+		c := clientVia(t, addr, h1client.Options{}, d.wrap)
+		timeout := errors.New("route timeout")
+		ctx, cancel := context.WithCancelCause(context.Background())
+		time.AfterFunc(10*time.Millisecond, func() { cancel(timeout) })
+		if _, err := c.RoundTrip(request(t, ctx, http.MethodGet, addr, nil)); err != timeout {
+			t.Errorf("%s: %v, want the context's cause", d.name, err)
+		}
+	}
+}
+
+// countingWR counts the WriteRead calls h1client makes on the connection.
+type countingWR struct {
+	*rawconn.Conn
+	n *atomic.Int32
+}
+
+func (c countingWR) WriteRead(w, r []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.WriteRead(w, r)
+}
+
+// A connection with WriteRead carries each request without a body and its
+// response's first read in one call, the request's bytes whole; requests
+// with a body go as before. Many in a row on one connection, answered at
+// once: none waits for an answer that came before the wait.
+func TestWriteRead(t *testing.T) {
+	s, ln := server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.Header.Get("X-N"), b)
+	}))
+	var calls atomic.Int32
+	c := clientVia(t, addrOf(s), h1client.Options{}, func(nc net.Conn) net.Conn {
+		rc, ok := rawconn.Wrap(nc).(*rawconn.Conn)
+		if !ok {
+			t.Skip("no raw connections here")
+		}
+		return countingWR{rc, &calls}
+	})
+	const n = 2000
+	gets := 0
+	for i := range n {
+		method, body, want := http.MethodGet, io.Reader(nil), fmt.Sprintf("GET %d ", i)
+		if i%10 == 9 {
+			method, body, want = http.MethodPost, strings.NewReader("hello"), fmt.Sprintf("POST %d hello", i)
+		} else {
+			gets++
+		}
+		r := request(t, context.Background(), method, addrOf(s), body)
+		r.Header.Set("X-N", fmt.Sprint(i))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, got := do(t, c, r.WithContext(ctx))
+		cancel()
+		if resp.StatusCode != 200 || got != want {
+			t.Fatalf("request %d: %d %q, want 200 %q", i, resp.StatusCode, got, want)
+		}
+	}
+	if got := ln.n.Load(); got != 1 {
+		t.Errorf("%d connections for %d sequential requests, want 1", got, n)
+	}
+	if got := calls.Load(); int(got) != gets {
+		t.Errorf("%d WriteRead calls for %d requests without a body, want one each", got, gets)
 	}
 }
 

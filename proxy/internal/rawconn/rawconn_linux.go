@@ -32,6 +32,10 @@ type Conn struct {
 	wn      int
 	werr    error
 	writeFn func(fd uintptr) bool
+	// WriteRead's: whether its write is done, and its callback.
+	wrWrote bool
+	wrErr   error
+	wrFn    func(fd uintptr) bool
 }
 
 // Wrap returns c as a *Conn when it is a *net.TCPConn, else c itself.
@@ -50,6 +54,7 @@ func Wrap(c net.Conn) net.Conn {
 	rw := &Conn{TCPConn: tc, rc: rc}
 	rw.readFn = rw.read
 	rw.writeFn = rw.write
+	rw.wrFn = rw.writeRead
 	return rw
 }
 
@@ -140,6 +145,63 @@ func (c *Conn) Write(p []byte) (int, error) {
 // opError wraps err as net's own methods do, unwrapping the OpError the
 // raw calls put around the poller's errors (net.ErrClosed,
 // os.ErrDeadlineExceeded).
+// WriteRead writes all of w, then reads into r as Read does: for a
+// request and its answer. The read waits for the poller before it tries:
+// a read made at once after the write fails with EAGAIN (the answer is
+// not there yet), a system call wasted per request. Read cannot skip that
+// try, because it re-arms the poller first and a readiness seen before it
+// would be lost; here the poller is re-armed before the write, so the
+// answer's readiness cannot come before it. n is what was read; an error
+// of the write is a "write" *net.OpError and nothing is read.
+func (c *Conn) WriteRead(w, r []byte) (n int, err error) {
+	if len(w) == 0 {
+		return c.Read(r)
+	}
+	if len(r) == 0 {
+		_, err := c.Write(w)
+		return 0, err
+	}
+	c.rmu.Lock()
+	c.wmu.Lock()
+	c.rp, c.wp, c.wn, c.wrWrote = r, w, 0, false
+	err = c.rc.Read(c.wrFn)
+	n, rerr, werr := c.rn, c.rerr, c.wrErr
+	c.rp, c.rerr, c.wp, c.werr, c.wrErr = nil, nil, nil, nil, nil
+	c.wmu.Unlock()
+	c.rmu.Unlock()
+	switch {
+	case werr != nil:
+		return 0, c.opError("write", werr)
+	case err != nil:
+		return 0, c.opError("read", err)
+	case rerr != nil && rerr != io.EOF:
+		return n, c.opError("read", rerr)
+	}
+	return n, rerr
+}
+
+// writeRead is WriteRead's callback: the write at its first call (finished
+// through the poller's write wait if the socket's buffer is full), then
+// the read at each readiness.
+func (c *Conn) writeRead(fd uintptr) bool {
+	if c.wrWrote {
+		return c.read(fd)
+	}
+	c.wrWrote = true
+	if !c.write(fd) {
+		// Full: wait for room as Write does (its own lock and deadline).
+		if err := c.rc.Write(c.writeFn); err != nil {
+			c.wrErr = err
+			return true
+		}
+	}
+	if c.werr != nil {
+		c.wrErr = c.werr
+		return true
+	}
+	return false // wait for the answer
+}
+
 func (c *Conn) opError(op string, err error) error {
 	if oe, ok := err.(*net.OpError); ok {
 		err = oe.Err

@@ -268,3 +268,96 @@ func TestConcurrentWriters(t *testing.T) {
 		next[w]++
 	}
 }
+
+// WriteRead: the request goes whole and the answer comes back, many times
+// in a row with the answer made at once (none waits for an answer that
+// came before the wait); a request more than the socket buffers hold
+// (the write waits for room, then the read for the answer); a deadline
+// gone before it writes nothing; a reset peer's error names the write or
+// the read, never a success.
+func TestWriteRead(t *testing.T) {
+	if disabled {
+		t.Skip("MERIDIAN_RAW_IO=0 turns the raw path off")
+	}
+	a, d := pair(t, false, true)
+	c := d.(*Conn)
+	go func() {
+		// An echo of each request's length, as soon as it is whole.
+		var hdr [4]byte
+		for {
+			if _, err := io.ReadFull(a, hdr[:]); err != nil {
+				return
+			}
+			n := int(hdr[0])<<24 | int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3])
+			if _, err := io.CopyN(io.Discard, a, int64(n)); err != nil {
+				return
+			}
+			if _, err := fmt.Fprintf(a, "%08d", n); err != nil {
+				return
+			}
+		}
+	}()
+	req := func(n int) []byte {
+		b := make([]byte, 4+n)
+		b[0], b[1], b[2], b[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+		return b
+	}
+	buf := make([]byte, 64)
+	small := req(100)
+	for i := range 5000 {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := c.WriteRead(small, buf)
+		if err != nil {
+			t.Fatalf("exchange %d: %v", i, err)
+		}
+		got := string(buf[:n])
+		for len(got) < 8 && err == nil {
+			n, err = c.Read(buf)
+			got += string(buf[:n])
+		}
+		if got != "00000100" {
+			t.Fatalf("exchange %d: answer %q, want 00000100", i, got)
+		}
+	}
+	big := req(8 << 20)
+	n, err := c.WriteRead(big, buf)
+	if err != nil {
+		t.Fatalf("8 MiB request: %v", err)
+	}
+	got := string(buf[:n])
+	for len(got) < 8 && err == nil {
+		n, err = c.Read(buf)
+		got += string(buf[:n])
+	}
+	if got != fmt.Sprintf("%08d", 8<<20) {
+		t.Fatalf("8 MiB request: answer %q", got)
+	}
+
+	c.SetReadDeadline(time.Now().Add(-time.Second))
+	if _, err := c.WriteRead(small, buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after the deadline: %v, want a timeout", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	// Nothing was written: the next exchange is answered as usual.
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err = "", nil
+	for n, err = c.WriteRead(small, buf); err == nil; n, err = c.Read(buf) {
+		if got += string(buf[:n]); len(got) >= 8 {
+			break
+		}
+	}
+	if got != "00000100" {
+		t.Fatalf("after a timeout: answer %q, %v", got, err)
+	}
+
+	a.(*net.TCPConn).SetLinger(0)
+	a.Close() // a reset
+	time.Sleep(20 * time.Millisecond)
+	var oe *net.OpError
+	if _, err := c.WriteRead(small, buf); !errors.As(err, &oe) || !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("to a reset peer: %v, want ECONNRESET or EPIPE", err)
+	}
+	if oe.Op != "write" && oe.Op != "read" {
+		t.Errorf("the error's Op is %q", oe.Op)
+	}
+}
