@@ -198,7 +198,11 @@ func (c *Client) get(ctx context.Context, dial, check bool) (*conn, error) {
 	pc.br = bufio.NewReaderSize(&pc.cr, c.o.ReadBufferSize)
 	pc.wr, _ = nc.(writeReader)
 	pc.cw = connWriter{pc: pc}
-	pc.bw = bufio.NewWriterSize(&pc.cw, c.o.WriteBufferSize)
+	var w io.Writer = &pc.cw
+	if _, ok := nc.(io.ReaderFrom); ok {
+		w = readerFromWriter{&pc.cw}
+	}
+	pc.bw = bufio.NewWriterSize(w, c.o.WriteBufferSize)
 	return pc, nil
 }
 
@@ -311,10 +315,13 @@ func (w *connWriter) Write(p []byte) (int, error) {
 	return w.pc.nc.Write(p)
 }
 
-// ReadFrom keeps bufio.Writer's ReadFrom going to the connection's (a
-// body spliced from another socket).
-func (w *connWriter) ReadFrom(r io.Reader) (int64, error) {
-	return io.Copy(w.pc.nc, r)
+// readerFromWriter is connWriter for a connection with ReadFrom, which
+// bufio.Writer's ReadFrom then reaches as before (a body spliced from
+// another socket); without one, bufio copies through its own buffer.
+type readerFromWriter struct{ *connWriter }
+
+func (w readerFromWriter) ReadFrom(r io.Reader) (int64, error) {
+	return w.pc.nc.(io.ReaderFrom).ReadFrom(r)
 }
 
 // connReader counts what is read from the connection, to tell a request

@@ -488,8 +488,15 @@ func TestWriteRead(t *testing.T) {
 			t.Fatalf("request %d: %d %q, want 200 %q", i, resp.StatusCode, got, want)
 		}
 	}
+	// A body past the write buffer goes through bufio.Writer's ReadFrom to
+	// the connection's.
+	big := strings.Repeat("b", 100<<10)
+	resp, got := do(t, c, request(t, context.Background(), http.MethodPost, addrOf(s), strings.NewReader(big)))
+	if resp.StatusCode != 200 || got != "POST  "+big {
+		t.Fatalf("a 100 KiB POST: %d, %d bytes back", resp.StatusCode, len(got))
+	}
 	if got := ln.n.Load(); got != 1 {
-		t.Errorf("%d connections for %d sequential requests, want 1", got, n)
+		t.Errorf("%d connections for %d sequential requests, want 1", got, n+1)
 	}
 	if got := calls.Load(); int(got) != gets {
 		t.Errorf("%d WriteRead calls for %d requests without a body, want one each", got, gets)
