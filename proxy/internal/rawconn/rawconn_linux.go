@@ -151,8 +151,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 // not there yet), a system call wasted per request. Read cannot skip that
 // try, because it re-arms the poller first and a readiness seen before it
 // would be lost; here the poller is re-armed before the write, so the
-// answer's readiness cannot come before it. n is what was read; an error
-// of the write is a "write" *net.OpError and nothing is read.
+// answer's readiness cannot come before it. n is what was read. w is
+// written whole unless the error is a "write" *net.OpError (nothing is
+// read then): a read that cannot start (its deadline gone) still lets the
+// write go first, as Write then Read would.
 func (c *Conn) WriteRead(w, r []byte) (n int, err error) {
 	if len(w) == 0 {
 		return c.Read(r)
@@ -165,6 +167,15 @@ func (c *Conn) WriteRead(w, r []byte) (n int, err error) {
 	c.wmu.Lock()
 	c.rp, c.wp, c.wn, c.wrWrote = r, w, 0, false
 	err = c.rc.Read(c.wrFn)
+	if err != nil && !c.wrWrote {
+		// The poller refused before the callback: write as Write would.
+		c.wrWrote = true
+		if werr := c.rc.Write(c.writeFn); werr != nil {
+			c.wrErr = werr
+		} else if c.werr != nil {
+			c.wrErr = c.werr
+		}
+	}
 	n, rerr, werr := c.rn, c.rerr, c.wrErr
 	c.rp, c.rerr, c.wp, c.werr, c.wrErr = nil, nil, nil, nil, nil
 	c.wmu.Unlock()

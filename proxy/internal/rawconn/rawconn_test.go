@@ -272,9 +272,10 @@ func TestConcurrentWriters(t *testing.T) {
 // WriteRead: the request goes whole and the answer comes back, many times
 // in a row with the answer made at once (none waits for an answer that
 // came before the wait); a request more than the socket buffers hold
-// (the write waits for room, then the read for the answer); a deadline
-// gone before it writes nothing; a reset peer's error names the write or
-// the read, never a success.
+// (the write waits for room, then the read for the answer); a read
+// deadline gone before it still lets the write go, both deadlines gone
+// send nothing; a reset peer's error names the write or the read, never a
+// success.
 func TestWriteRead(t *testing.T) {
 	if disabled {
 		t.Skip("MERIDIAN_RAW_IO=0 turns the raw path off")
@@ -334,26 +335,32 @@ func TestWriteRead(t *testing.T) {
 	}
 
 	c.SetReadDeadline(time.Now().Add(-time.Second))
-	if _, err := c.WriteRead(small, buf); !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("after the deadline: %v, want a timeout", err)
+	var oe *net.OpError
+	if _, err := c.WriteRead(small, buf); !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &oe) || oe.Op != "read" {
+		t.Fatalf("after the read deadline: %v, want the read's timeout", err)
 	}
-	c.SetReadDeadline(time.Time{})
-	// Nothing was written: the next exchange is answered as usual.
+	// The request went all the same, as Write then Read would send it:
+	// its answer comes, then the next exchange's.
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	got, err = "", nil
 	for n, err = c.WriteRead(small, buf); err == nil; n, err = c.Read(buf) {
-		if got += string(buf[:n]); len(got) >= 8 {
+		if got += string(buf[:n]); len(got) >= 16 {
 			break
 		}
 	}
-	if got != "00000100" {
-		t.Fatalf("after a timeout: answer %q, %v", got, err)
+	if got != "0000010000000100" {
+		t.Fatalf("after a timeout: answers %q, %v", got, err)
 	}
+	// Both deadlines gone: a write error, nothing sent.
+	c.SetDeadline(time.Now().Add(-time.Second))
+	if _, err := c.WriteRead(small, buf); !errors.As(err, &oe) || oe.Op != "write" || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after both deadlines: %v, want the write's timeout", err)
+	}
+	c.SetDeadline(time.Time{})
 
 	a.(*net.TCPConn).SetLinger(0)
 	a.Close() // a reset
 	time.Sleep(20 * time.Millisecond)
-	var oe *net.OpError
 	if _, err := c.WriteRead(small, buf); !errors.As(err, &oe) || !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
 		t.Fatalf("to a reset peer: %v, want ECONNRESET or EPIPE", err)
 	}
