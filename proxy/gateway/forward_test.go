@@ -24,23 +24,22 @@ func TestMetricsLabels(t *testing.T) {
 	for range 3 {
 		get(t, nil, pn, "x.test", "/")
 	}
-	fams, err := g.Metrics().Gatherer().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := map[string]string{"gateway": "gw-ns/gw", "listener": "http", "route": "HTTPRoute/ns/web/0", "backend": "ns/web:80",
 		"direction": "outbound", "authority": "web.svc:80", "target_addr": e.addr, "status_code": "200", "classification": "success"}
 	found := false
-	for _, f := range fams {
-		if f.GetName() != "response_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if labelsMatch(m, want) && m.GetCounter().GetValue() == 3 {
-				found = true
+	fams := gatherUntil(t, g, func(fams []*dto.MetricFamily) bool {
+		for _, f := range fams {
+			if f.GetName() != "response_total" {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				if labelsMatch(m, want) && m.GetCounter().GetValue() == 3 {
+					found = true
+				}
 			}
 		}
-	}
+		return found
+	})
 	if !found {
 		t.Errorf("no response_total with %v and value 3 in %v", want, fams)
 	}

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
@@ -302,4 +303,20 @@ func startSidecarInbound(t *testing.T, app string, id *tlsid.Identity) string {
 	t.Cleanup(func() { cancel(); <-done })
 	_, in, _ := sc.Addrs()
 	return in.String()
+}
+
+// gatherUntil gathers g's metrics until ok says they are complete, for up
+// to 5 s: a response is counted at its end on the gateway's side, which
+// may come after its client has read it. It returns the last gathered.
+func gatherUntil(t *testing.T, g *Gateway, ok func([]*dto.MetricFamily) bool) []*dto.MetricFamily {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		fams, err := g.Metrics().Gatherer().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(fams) || time.Now().After(deadline) {
+			return fams
+		}
+	}
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/discover"
@@ -72,11 +74,22 @@ func TestMTLSToMeshedBackends(t *testing.T) {
 	if resp.Header.Get("X-Backend") != "plain" {
 		t.Fatalf("plain backend: %s", resp.Status)
 	}
-	fams, err := g.Metrics().Gatherer().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := map[string][2]string{"ns/web:80": {"true", webID}, "ns/plain:80": {"not_provided_by_service_discovery", ""}}
+	fams := gatherUntil(t, g, func(fams []*dto.MetricFamily) bool {
+		n := 0
+		for _, f := range fams {
+			if f.GetName() == "response_total" {
+				for _, m := range f.GetMetric() {
+					for _, lp := range m.GetLabel() {
+						if _, ok := want[lp.GetValue()]; ok && lp.GetName() == "backend" {
+							n++
+						}
+					}
+				}
+			}
+		}
+		return n == len(want)
+	})
 	seen := 0
 	for _, f := range fams {
 		if f.GetName() != "response_total" {
