@@ -160,8 +160,9 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 	st := &stream{c: c, id: id, declLen: declLen, needsContinue: needsContinue, declTrailers: trailer != nil}
 	st.bodyCond.L = &c.mu
 	st.recvAvail = int32(c.cfg.MaxReceiveBufferPerStream)
-	st.ctx.Context, st.cancelCtx = context.WithCancel(c.baseCtx)
-	st.ctx.Slot.Reset(st.ctx.Context)
+	ctx, cancel := context.WithCancel(c.baseCtx)
+	st.ctx.Reset(ctx)
+	st.cancelCtx = cancel
 	req := &http.Request{
 		Method:     method,
 		URL:        u,

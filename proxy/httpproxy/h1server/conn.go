@@ -419,8 +419,7 @@ func (c *conn) readRequest(ctx context.Context) (w *response, err error) {
 		wants10KeepAlive: req.ProtoMajor == 1 && req.ProtoMinor == 0 && h1head.HasToken(h1head.Get(req.Header, "Connection"), "keep-alive"),
 		wantsClose:       req.Close || h1head.HasToken(h1head.Get(req.Header, "Connection"), "close"),
 	}
-	w.rctx.Context = ctx
-	w.rctx.Slot.Reset(ctx)
+	w.rctx.Reset(ctx)
 	r := req.WithContext(&w.rctx)
 	r.RemoteAddr = c.remoteAddr
 	r.TLS = c.tlsState

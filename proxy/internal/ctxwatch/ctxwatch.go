@@ -23,6 +23,12 @@ type Context struct {
 	Slot Slot
 }
 
+// Reset starts c for a request whose context is ctx.
+func (c *Context) Reset(ctx context.Context) {
+	c.Context = ctx
+	c.Slot.Reset(ctx)
+}
+
 // Value gives the slot under Key, the rest from the request's context.
 func (c *Context) Value(key any) any {
 	if _, ok := key.(Key); ok {

@@ -142,9 +142,6 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// opError wraps err as net's own methods do, unwrapping the OpError the
-// raw calls put around the poller's errors (net.ErrClosed,
-// os.ErrDeadlineExceeded).
 // WriteRead writes all of w, then reads into r as Read does: for a
 // request and its answer. The read waits for the poller before it tries:
 // a read made at once after the write fails with EAGAIN (the answer is
@@ -170,11 +167,7 @@ func (c *Conn) WriteRead(w, r []byte) (n int, err error) {
 	if err != nil && !c.wrWrote {
 		// The poller refused before the callback: write as Write would.
 		c.wrWrote = true
-		if werr := c.rc.Write(c.writeFn); werr != nil {
-			c.wrErr = werr
-		} else if c.werr != nil {
-			c.wrErr = c.werr
-		}
+		c.wrErr = c.waitWrite()
 	}
 	n, rerr, werr := c.rn, c.rerr, c.wrErr
 	c.rp, c.rerr, c.wp, c.werr, c.wrErr = nil, nil, nil, nil, nil
@@ -199,20 +192,26 @@ func (c *Conn) writeRead(fd uintptr) bool {
 		return c.read(fd)
 	}
 	c.wrWrote = true
-	if !c.write(fd) {
-		// Full: wait for room as Write does (its own lock and deadline).
-		if err := c.rc.Write(c.writeFn); err != nil {
-			c.wrErr = err
-			return true
-		}
-	}
-	if c.werr != nil {
+	if c.write(fd) {
 		c.wrErr = c.werr
-		return true
+	} else {
+		c.wrErr = c.waitWrite() // full: wait for room
 	}
-	return false // wait for the answer
+	return c.wrErr != nil // else wait for the answer
 }
 
+// waitWrite finishes the write in progress as Write does, through the
+// poller's write wait (its own lock and deadline), and returns its error.
+func (c *Conn) waitWrite() error {
+	if err := c.rc.Write(c.writeFn); err != nil {
+		return err
+	}
+	return c.werr
+}
+
+// opError wraps err as net's own methods do, unwrapping the OpError the
+// raw calls put around the poller's errors (net.ErrClosed,
+// os.ErrDeadlineExceeded).
 func (c *Conn) opError(op string, err error) error {
 	if oe, ok := err.(*net.OpError); ok {
 		err = oe.Err
