@@ -36,7 +36,7 @@ import (
 var (
 	proxyBin    = flag.String("proxy", "", "meridian-proxy binary; empty or missing runs the peers only")
 	mtlsFlag    = flag.Bool("mtls", true, "also measure Meridian's chain with mutual TLS between the hops (target \"meridian-mtls\"; certificates from an identity API this program serves)")
-	baseline    = flag.String("baseline", "", "another meridian-proxy binary (e.g. built from the commit before a change), measured as target \"baseline\" in the same interleaved slices: a before/after in one run")
+	baseline    = flag.String("baseline", "", "another meridian-proxy binary (e.g. built from the commit before a change), measured as target \"baseline\" (and \"baseline-mtls\" with -mtls) in the same interleaved slices: a before/after in one run")
 	peersFlag   = flag.String("peers", "nginx,haproxy", "peer chains to run: nginx, haproxy (comma-separated, may be empty)")
 	protosFlag  = flag.String("protocols", "http1,grpc", "protocols: http1, grpc")
 	ratesFlag   = flag.String("rates", "100,1000,5000", "request rates (RPS), each run for -duration")
@@ -97,7 +97,7 @@ func (r row) addedP99(direct row) (time.Duration, bool) {
 // isMeridian says whether a target's proxies are meridian-proxy (the
 // binary under test or the baseline one), which serve /metrics.
 func isMeridian(kind string) bool {
-	return kind == "meridian" || kind == "meridian-mtls" || kind == "baseline"
+	return kind == "meridian" || kind == "meridian-mtls" || kind == "baseline" || kind == "baseline-mtls"
 }
 
 func main() {
@@ -115,6 +115,9 @@ func main() {
 			log.Fatalf("-baseline: %v", err)
 		}
 		kinds = append([]string{"baseline"}, kinds...)
+		if *mtlsFlag {
+			kinds = append([]string{"baseline-mtls"}, kinds...)
+		}
 	}
 	if *proxyBin != "" {
 		if _, err := os.Stat(*proxyBin); err == nil {
@@ -140,7 +143,7 @@ func main() {
 	defer grpcB.Close()
 
 	var idAddr, anchorsFile string
-	if slices.Contains(kinds, "meridian-mtls") {
+	if slices.Contains(kinds, "meridian-mtls") || slices.Contains(kinds, "baseline-mtls") {
 		if idAddr, anchorsFile, err = identityService(ctx, dir); err != nil {
 			log.Fatal(err)
 		}
@@ -174,6 +177,13 @@ func main() {
 				if err = os.MkdirAll(bdir, 0o755); err == nil {
 					if c, err = sut.Meridian(*baseline, proto, server, *sutCPU, bdir); err == nil {
 						c.Kind = "baseline"
+					}
+				}
+			case "baseline-mtls":
+				bdir := filepath.Join(dir, "baseline-mtls")
+				if err = os.MkdirAll(bdir, 0o755); err == nil {
+					if c, err = sut.MeridianMTLS(*baseline, proto, server, *sutCPU, bdir, idAddr, anchorsFile); err == nil {
+						c.Kind = "baseline-mtls"
 					}
 				}
 			default:

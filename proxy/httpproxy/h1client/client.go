@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,6 +37,7 @@ import (
 // Defaults, those of the net/http Transport the proxy used before.
 const (
 	DefaultMaxIdle                = 256
+	DefaultMaxDialing             = 4
 	DefaultIdleTimeout            = 90 * time.Second
 	DefaultMaxResponseHeaderBytes = 10 << 20
 	DefaultBufferSize             = 4 << 10
@@ -54,6 +56,12 @@ type Options struct {
 	MaxIdle int
 	// IdleTimeout closes a connection idle for that long.
 	IdleTimeout time.Duration
+	// MaxDialing bounds the dials in progress. A request that finds no
+	// idle connection and every dial taken waits for whichever comes
+	// first: a connection another request gives back, or a dial let go
+	// (it then dials itself). When the last dial in progress fails, the
+	// requests waiting fail with its error, as each would have by dialing.
+	MaxDialing int
 	// MaxResponseHeaderBytes bounds a response's head (1xx heads included).
 	MaxResponseHeaderBytes int64
 	// ReadBufferSize and WriteBufferSize size each connection's buffers.
@@ -71,10 +79,24 @@ var errClosedBody = errors.New("http: read on closed response body")
 type Client struct {
 	o Options
 
-	mu    sync.Mutex
-	idle  []*conn     // LIFO: the most recently used last, the oldest first
-	timer *time.Timer // closes idle connections past IdleTimeout
-	armed bool
+	mu      sync.Mutex
+	idle    []*conn     // LIFO: the most recently used last, the oldest first
+	timer   *time.Timer // closes idle connections past IdleTimeout
+	armed   bool
+	dialing int       // dials in progress
+	waiting []*waiter // requests waiting for a connection or a dial, FIFO
+}
+
+// waiter is a request waiting in get; grants are sent to it once, with
+// c.mu held by the sender, who has taken it off c.waiting.
+type waiter struct{ ch chan grant }
+
+// grant is what a waiter gets: a connection given back (pc), the right to
+// dial (dial), or the error of the dial it waited on (err).
+type grant struct {
+	pc   *conn
+	dial bool
+	err  error
 }
 
 // New returns a client; o.Dial is required.
@@ -84,6 +106,9 @@ func New(o Options) *Client {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.MaxDialing <= 0 {
+		o.MaxDialing = DefaultMaxDialing
 	}
 	if o.MaxResponseHeaderBytes <= 0 {
 		o.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
@@ -152,19 +177,23 @@ func (c *Client) CloseIdleConnections() {
 
 // get takes the most recently used idle connection, or dials one. With
 // check, a connection is first probed for a close by the server, for a
-// request that must not be sent twice.
+// request that must not be sent twice. With dial (a retry after a stale
+// connection) it dials at once, whatever the dials in progress.
+//
+// Dials are bounded (Options.MaxDialing) because each may cost a TLS
+// handshake: unbounded, a load that starts at a steady rate on a busy core
+// had every request dial while the handshakes before it took the core,
+// and the pool ended with hundreds of connections where a few carry the
+// load (bench/README.md, "the mTLS HTTP/1.1 hop's connection pile-up").
 func (c *Client) get(ctx context.Context, dial, check bool) (*conn, error) {
-	for !dial {
-		c.mu.Lock()
-		n := len(c.idle)
-		if n == 0 {
-			c.mu.Unlock()
-			break
+	for {
+		pc, err := c.take(ctx, dial)
+		if err != nil {
+			return nil, err
 		}
-		pc := c.idle[n-1]
-		c.idle[n-1] = nil
-		c.idle = c.idle[:n-1]
-		c.mu.Unlock()
+		if pc == nil {
+			return c.dial(ctx)
+		}
 		// A writeReader's request is written after the poller is
 		// re-armed (writeReader): a close the poller saw while the
 		// connection was idle would not wake the response's wait when
@@ -180,18 +209,67 @@ func (c *Client) get(ctx context.Context, dial, check bool) (*conn, error) {
 		pc.reused = true
 		return pc, nil
 	}
+}
+
+// take returns an idle connection or one given back while waiting, or nil
+// with a dial counted in c.dialing, which the caller must make (dial).
+func (c *Client) take(ctx context.Context, dial bool) (*conn, error) {
+	c.mu.Lock()
+	if n := len(c.idle); n > 0 && !dial {
+		pc := c.idle[n-1]
+		c.idle[n-1] = nil
+		c.idle = c.idle[:n-1]
+		c.mu.Unlock()
+		return pc, nil
+	}
+	if dial || c.dialing < c.o.MaxDialing {
+		c.dialing++
+		c.mu.Unlock()
+		return nil, nil
+	}
+	w := &waiter{ch: make(chan grant, 1)}
+	c.waiting = append(c.waiting, w)
+	c.mu.Unlock()
+	select {
+	case g := <-w.ch:
+		return g.pc, g.err
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	if i := slices.Index(c.waiting, w); i >= 0 {
+		c.waiting = slices.Delete(c.waiting, i, i+1)
+		c.mu.Unlock()
+		return nil, context.Cause(ctx)
+	}
+	c.mu.Unlock()
+	// Granted as the context ended: pass it on.
+	switch g := <-w.ch; {
+	case g.pc != nil:
+		c.put(g.pc)
+	case g.dial:
+		c.dialDone(nil)
+	}
+	return nil, context.Cause(ctx)
+}
+
+// dial opens a connection for the dial take counted.
+func (c *Client) dial(ctx context.Context) (*conn, error) {
 	// A request its client gave up on fails with its context's cause, not
 	// as a failure to connect (as net/http's Transport does).
 	if ctx.Err() != nil {
+		c.dialDone(nil)
 		return nil, context.Cause(ctx)
 	}
 	nc, err := c.o.Dial(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
+			c.dialDone(nil)
 			return nil, context.Cause(ctx)
 		}
+		c.dialDone(err)
 		return nil, err
 	}
+	c.dialDone(nil)
 	pc := &conn{c: c, nc: nc, raw: rawConn(nc)}
 	pc.cancel = func() { pc.nc.SetDeadline(aLongTimeAgo) }
 	pc.cr = connReader{pc: pc, limit: -1}
@@ -206,10 +284,42 @@ func (c *Client) get(ctx context.Context, dial, check bool) (*conn, error) {
 	return pc, nil
 }
 
+// dialDone ends a dial counted by take, and lets the first request
+// waiting dial. A failed one (err) that was the last in progress fails the
+// requests waiting instead (as Envoy's pool fails its pending requests
+// when its last connection attempt fails): each would have dialed and, in
+// all likelihood, failed the same way.
+func (c *Client) dialDone(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dialing--
+	if err != nil && c.dialing == 0 {
+		for _, w := range c.waiting {
+			w.ch <- grant{err: err}
+		}
+		clear(c.waiting)
+		c.waiting = c.waiting[:0]
+		return
+	}
+	if len(c.waiting) > 0 && c.dialing < c.o.MaxDialing {
+		w := c.waiting[0]
+		c.waiting = slices.Delete(c.waiting, 0, 1)
+		c.dialing++
+		w.ch <- grant{dial: true}
+	}
+}
+
 // put returns pc to the idle pool, or closes it when the pool is full.
 func (c *Client) put(pc *conn) {
 	pc.idleAt = time.Now()
 	c.mu.Lock()
+	if len(c.waiting) > 0 {
+		w := c.waiting[0]
+		c.waiting = slices.Delete(c.waiting, 0, 1)
+		w.ch <- grant{pc: pc}
+		c.mu.Unlock()
+		return
+	}
 	if len(c.idle) >= c.o.MaxIdle {
 		c.mu.Unlock()
 		pc.nc.Close()
