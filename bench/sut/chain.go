@@ -90,16 +90,28 @@ func StartMeridian(name, cpus, logDir, bin, admin string, args []string) (*Proc,
 	return p, nil
 }
 
+// HintH2 is the protocol hint a cluster's destination API gives the
+// client-side proxy for a meshed pod's endpoint (controlplane/compile's
+// ProtocolH2): it carries HTTP/1.1 requests to the other proxy over one
+// HTTP/2 connection (orig-proto). Without a hint the hop carries what the
+// client spoke.
+const HintH2 = "h2"
+
 // Meridian starts proxy A (outbound, routing Authority to B's inbound) and
-// proxy B (inbound, forwarding to server).
-func Meridian(bin string, proto Protocol, server, cpus, logDir string, extra ...string) (*Chain, error) {
+// proxy B (inbound, forwarding to server). hint ("" or HintH2) is B's
+// endpoint's protocol hint in A's destinations.
+func Meridian(bin string, proto Protocol, server, cpus, logDir, hint string, extra ...string) (*Chain, error) {
 	_, bIn, bAdmin, bArgs, err := MeridianArgs()
 	if err != nil {
 		return nil, err
 	}
 	bArgs = append(bArgs, "--inbound-forward", server)
 	bArgs = append(bArgs, extra...)
-	in, err := StartMeridian("meridian-"+string(proto)+"-in", cpus, logDir, bin, bAdmin, bArgs)
+	name := "meridian-" + string(proto)
+	if hint != "" {
+		name += "-" + hint + "hop"
+	}
+	in, err := StartMeridian(name+"-in", cpus, logDir, bin, bAdmin, bArgs)
 	if err != nil {
 		return nil, err
 	}
@@ -109,9 +121,19 @@ func Meridian(bin string, proto Protocol, server, cpus, logDir string, extra ...
 		return nil, err
 	}
 	// A's own inbound is unused; point it at the server so the flag is valid.
-	aArgs = append(aArgs, "--inbound-forward", server, "--dst", Authority+"="+bIn)
+	aArgs = append(aArgs, "--inbound-forward", server)
+	if hint == "" {
+		aArgs = append(aArgs, "--dst", Authority+"="+bIn)
+	} else {
+		dests := filepath.Join(logDir, "destinations-"+name+".yaml")
+		if err := os.WriteFile(dests, []byte(destinations(bIn, "", hint)), 0o600); err != nil {
+			in.Stop(time.Second)
+			return nil, err
+		}
+		aArgs = append(aArgs, "--destinations", dests)
+	}
 	aArgs = append(aArgs, extra...)
-	out, err := StartMeridian("meridian-"+string(proto)+"-out", cpus, logDir, bin, aAdmin, aArgs)
+	out, err := StartMeridian(name+"-out", cpus, logDir, bin, aAdmin, aArgs)
 	if err != nil {
 		in.Stop(time.Second)
 		return nil, err
@@ -124,7 +146,7 @@ func Meridian(bin string, proto Protocol, server, cpus, logDir string, extra ...
 // (trust anchors in anchorsFile), proving service account "client" (A) or
 // "server" (B) in namespace "bench" with a token file of that name, and A
 // dials B expecting B's identity.
-func MeridianMTLS(bin string, proto Protocol, server, cpus, logDir, idAddr, anchorsFile string, extra ...string) (*Chain, error) {
+func MeridianMTLS(bin string, proto Protocol, server, cpus, logDir, idAddr, anchorsFile, hint string, extra ...string) (*Chain, error) {
 	identityArgs := func(sa string) ([]string, error) {
 		tok := filepath.Join(logDir, "token-"+sa)
 		if err := os.WriteFile(tok, []byte(sa), 0o600); err != nil {
@@ -142,7 +164,11 @@ func MeridianMTLS(bin string, proto Protocol, server, cpus, logDir, idAddr, anch
 		return nil, err
 	}
 	bArgs = append(append(append(bArgs, "--inbound-forward", server), ids...), extra...)
-	in, err := StartMeridian("meridian-mtls-"+string(proto)+"-in", cpus, logDir, bin, bAdmin, bArgs)
+	name := "meridian-mtls-" + string(proto)
+	if hint != "" {
+		name += "-" + hint + "hop"
+	}
+	in, err := StartMeridian(name+"-in", cpus, logDir, bin, bAdmin, bArgs)
 	if err != nil {
 		return nil, err
 	}
@@ -150,21 +176,34 @@ func MeridianMTLS(bin string, proto Protocol, server, cpus, logDir, idAddr, anch
 	if err == nil {
 		ids, err = identityArgs("client")
 	}
-	dests := filepath.Join(logDir, "destinations-mtls-"+string(proto)+".yaml")
+	dests := filepath.Join(logDir, "destinations-"+name+".yaml")
 	if err == nil {
-		err = os.WriteFile(dests, []byte(fmt.Sprintf("destinations:\n- authority: %s\n  endpoints:\n  - addr: %s\n    identity: spiffe://cluster.local/ns/bench/sa/server\n", Authority, bIn)), 0o600)
+		err = os.WriteFile(dests, []byte(destinations(bIn, "spiffe://cluster.local/ns/bench/sa/server", hint)), 0o600)
 	}
 	if err != nil {
 		in.Stop(time.Second)
 		return nil, err
 	}
 	aArgs = append(append(append(aArgs, "--inbound-forward", server, "--destinations", dests), ids...), extra...)
-	out, err := StartMeridian("meridian-mtls-"+string(proto)+"-out", cpus, logDir, bin, aAdmin, aArgs)
+	out, err := StartMeridian(name+"-out", cpus, logDir, bin, aAdmin, aArgs)
 	if err != nil {
 		in.Stop(time.Second)
 		return nil, err
 	}
 	return &Chain{Kind: "meridian-mtls", Proto: proto, Entry: aOut, Out: out, In: in, Admin: []string{aAdmin, bAdmin}}, nil
+}
+
+// destinations is a static destinations file routing Authority to addr,
+// with the endpoint's identity and protocol hint when given.
+func destinations(addr, identity, hint string) string {
+	s := fmt.Sprintf("destinations:\n- authority: %s\n  endpoints:\n  - addr: %s\n", Authority, addr)
+	if identity != "" {
+		s += "    identity: " + identity + "\n"
+	}
+	if hint != "" {
+		s += "    protocol: " + hint + "\n"
+	}
+	return s
 }
 
 // nginx: one process per hop (master_process off, so CPU and RSS are that

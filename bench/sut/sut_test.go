@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"testing"
@@ -146,7 +147,12 @@ func TestPeerChains(t *testing.T) {
 func TestMeridianChain(t *testing.T) {
 	bin := os.Getenv("MERIDIAN_PROXY")
 	if bin == "" {
-		t.Skip("MERIDIAN_PROXY not set")
+		// Built here, so that the unit suite runs the chains too.
+		bin = filepath.Join(t.TempDir(), "meridian-proxy")
+		out, err := exec.Command("go", "build", "-o", bin, "github.com/meridian-mesh/meridian/cmd/meridian-proxy").CombinedOutput()
+		if err != nil {
+			t.Fatalf("building meridian-proxy: %v\n%s", err, out)
+		}
 	}
 	hb, err := backend.StartHTTP("127.0.0.1:0", 0)
 	if err != nil {
@@ -158,13 +164,17 @@ func TestMeridianChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer gb.Close()
-	for _, proto := range []Protocol{HTTP1, GRPC} {
-		t.Run(string(proto), func(t *testing.T) {
+	for _, tc := range []struct {
+		proto Protocol
+		hint  string
+	}{{HTTP1, ""}, {HTTP1, HintH2}, {GRPC, ""}} {
+		proto := tc.proto
+		t.Run(string(proto)+tc.hint, func(t *testing.T) {
 			server, b := hb.Addr, hb
 			if proto == GRPC {
 				server, b = gb.Addr, gb
 			}
-			c, err := Meridian(bin, proto, server, "", t.TempDir())
+			c, err := Meridian(bin, proto, server, "", t.TempDir(), tc.hint)
 			if err != nil {
 				t.Fatal(err)
 			}

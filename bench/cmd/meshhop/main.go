@@ -36,6 +36,7 @@ import (
 var (
 	proxyBin    = flag.String("proxy", "", "meridian-proxy binary; empty or missing runs the peers only")
 	mtlsFlag    = flag.Bool("mtls", true, "also measure Meridian's chain with mutual TLS between the hops (target \"meridian-mtls\"; certificates from an identity API this program serves)")
+	h2Hop       = flag.Bool("h2-hop", false, "also measure Meridian's HTTP/1.1 chains with the h2 hint a cluster's destination API gives a meshed pod's endpoint (targets \"meridian-h2hop\", and \"meridian-mtls-h2hop\" with -mtls): the hop between the proxies is then one HTTP/2 connection carrying the HTTP/1.1 requests (orig-proto), as in a cluster; without a hint it carries HTTP/1.1")
 	baseline    = flag.String("baseline", "", "another meridian-proxy binary (e.g. built from the commit before a change), measured as target \"baseline\" (and \"baseline-mtls\" with -mtls) in the same interleaved slices: a before/after in one run")
 	peersFlag   = flag.String("peers", "nginx,haproxy", "peer chains to run: nginx, haproxy (comma-separated, may be empty)")
 	protosFlag  = flag.String("protocols", "http1,grpc", "protocols: http1, grpc")
@@ -97,7 +98,11 @@ func (r row) addedP99(direct row) (time.Duration, bool) {
 // isMeridian says whether a target's proxies are meridian-proxy (the
 // binary under test or the baseline one), which serve /metrics.
 func isMeridian(kind string) bool {
-	return kind == "meridian" || kind == "meridian-mtls" || kind == "baseline" || kind == "baseline-mtls"
+	switch kind {
+	case "meridian", "meridian-mtls", "meridian-h2hop", "meridian-mtls-h2hop", "baseline", "baseline-mtls":
+		return true
+	}
+	return false
 }
 
 func main() {
@@ -121,6 +126,12 @@ func main() {
 	}
 	if *proxyBin != "" {
 		if _, err := os.Stat(*proxyBin); err == nil {
+			if *h2Hop && *mtlsFlag {
+				kinds = append([]string{"meridian-mtls-h2hop"}, kinds...)
+			}
+			if *h2Hop {
+				kinds = append([]string{"meridian-h2hop"}, kinds...)
+			}
 			if *mtlsFlag {
 				kinds = append([]string{"meridian-mtls"}, kinds...)
 			}
@@ -143,7 +154,7 @@ func main() {
 	defer grpcB.Close()
 
 	var idAddr, anchorsFile string
-	if slices.Contains(kinds, "meridian-mtls") || slices.Contains(kinds, "baseline-mtls") {
+	if slices.ContainsFunc(kinds, func(k string) bool { return strings.Contains(k, "-mtls") }) {
 		if idAddr, anchorsFile, err = identityService(ctx, dir); err != nil {
 			log.Fatal(err)
 		}
@@ -165,24 +176,35 @@ func main() {
 		for _, k := range kinds {
 			var c *sut.Chain
 			var err error
+			if strings.HasSuffix(k, "-h2hop") && proto != sut.HTTP1 {
+				continue // gRPC's hop is HTTP/2 either way
+			}
 			switch k {
 			case "meridian":
-				c, err = sut.Meridian(*proxyBin, proto, server, *sutCPU, dir)
+				c, err = sut.Meridian(*proxyBin, proto, server, *sutCPU, dir, "")
 			case "meridian-mtls":
-				c, err = sut.MeridianMTLS(*proxyBin, proto, server, *sutCPU, dir, idAddr, anchorsFile)
+				c, err = sut.MeridianMTLS(*proxyBin, proto, server, *sutCPU, dir, idAddr, anchorsFile, "")
+			case "meridian-h2hop":
+				if c, err = sut.Meridian(*proxyBin, proto, server, *sutCPU, dir, sut.HintH2); err == nil {
+					c.Kind = k
+				}
+			case "meridian-mtls-h2hop":
+				if c, err = sut.MeridianMTLS(*proxyBin, proto, server, *sutCPU, dir, idAddr, anchorsFile, sut.HintH2); err == nil {
+					c.Kind = k
+				}
 			case "baseline":
 				// The same chain from the other binary, under its own name
 				// (its configs and logs go to a directory of their own).
 				bdir := filepath.Join(dir, "baseline")
 				if err = os.MkdirAll(bdir, 0o755); err == nil {
-					if c, err = sut.Meridian(*baseline, proto, server, *sutCPU, bdir); err == nil {
+					if c, err = sut.Meridian(*baseline, proto, server, *sutCPU, bdir, ""); err == nil {
 						c.Kind = "baseline"
 					}
 				}
 			case "baseline-mtls":
 				bdir := filepath.Join(dir, "baseline-mtls")
 				if err = os.MkdirAll(bdir, 0o755); err == nil {
-					if c, err = sut.MeridianMTLS(*baseline, proto, server, *sutCPU, bdir, idAddr, anchorsFile); err == nil {
+					if c, err = sut.MeridianMTLS(*baseline, proto, server, *sutCPU, bdir, idAddr, anchorsFile, ""); err == nil {
 						c.Kind = "baseline-mtls"
 					}
 				}
