@@ -18,7 +18,9 @@
 # builds and tests that share the machine cannot delay a request; use normal
 # on a dedicated machine to measure plain CFS scheduling), BASELINE (another
 # meridian-proxy binary, e.g. built from the commit before a change: meshhop
-# measures it as target "baseline" in the same interleaved slices).
+# measures it as target "baseline" in the same interleaved slices), H2_HOP
+# (default 1: also the HTTP/1.1 chains with the h2 hint a cluster gives a
+# meshed pod, one HTTP/2 connection between the proxies; 0: not).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -33,6 +35,7 @@ CLIENT_CPU=${CLIENT_CPU-0}
 SUT_CPU=${SUT_CPU-1}
 PRIORITY=${PRIORITY:-fifo}
 BASELINE=${BASELINE:-}
+H2_HOP=${H2_HOP:-1}
 mkdir -p "$OUT"
 
 # The peers and taskset. A fresh machine has neither nginx nor HAProxy.
@@ -71,7 +74,9 @@ go build -o "$OUT/failover" ./bench/cmd/failover
 	echo
 } | tee "$OUT/machine.md"
 
-"$OUT/meshhop" -proxy "$OUT/meridian-proxy" ${BASELINE:+-baseline "$BASELINE"} -peers "$PEERS" -protocols "$PROTOCOLS" \
+h2hop=()
+[ "$H2_HOP" = 1 ] && h2hop=(-h2-hop)
+"$OUT/meshhop" -proxy "$OUT/meridian-proxy" ${BASELINE:+-baseline "$BASELINE"} "${h2hop[@]}" -peers "$PEERS" -protocols "$PROTOCOLS" \
 	-rates "$RATES" -duration "$DURATION" -warmup "$WARMUP" -retries "$RETRIES" \
 	-client-cpu "$CLIENT_CPU" -sut-cpu "$SUT_CPU" -priority "$PRIORITY" -logdir "$OUT/meshhop-logs" 2>&1 |
 	tee "$OUT/meshhop.txt"
