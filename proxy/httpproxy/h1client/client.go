@@ -285,15 +285,17 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 }
 
 // dialDone ends a dial counted by take, and lets the first request
-// waiting dial. A failed one (err) that was the last in progress fails the
-// requests waiting instead (as Envoy's pool fails its pending requests
-// when its last connection attempt fails): each would have dialed and, in
-// all likelihood, failed the same way.
+// waiting dial. A failed one (err) fails the requests waiting instead, as
+// Envoy's pool purges its pending requests when a connection attempt
+// fails: each would have dialed and, in all likelihood, failed the same
+// way, and the connect loop moves them to another endpoint at once. Given
+// the failed dial's place instead, they would fail in turns of MaxDialing,
+// a connect timeout each against an endpoint that does not answer.
 func (c *Client) dialDone(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.dialing--
-	if err != nil && c.dialing == 0 {
+	if err != nil {
 		for _, w := range c.waiting {
 			w.ch <- grant{err: err}
 		}

@@ -218,3 +218,51 @@ func TestDialFailureAndCancelWhileWaiting(t *testing.T) {
 		t.Errorf("after the failure: %v", err)
 	}
 }
+
+// A failed dial fails every request waiting at once, though another dial
+// is still in progress: against an endpoint that does not answer they
+// would otherwise fail MaxDialing at a time, a connect timeout each. The
+// dial still in progress serves its own request.
+func TestDialFailureFailsAllWaiting(t *testing.T) {
+	addr := dialServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	g := &gatedDialer{addr: addr, gate: make(chan error)}
+	c := New(Options{Dial: g.dial, MaxDialing: 2})
+	t.Cleanup(c.CloseIdleConnections)
+
+	dialers := make(chan error, 2)
+	for range 2 {
+		go func() { dialers <- get(context.Background(), c, addr, "/") }()
+	}
+	until(t, "two dials in progress", func() bool { return g.now.Load() == 2 })
+	waiters := make(chan error, 3)
+	for range 3 {
+		go func() { waiters <- get(context.Background(), c, addr, "/") }()
+	}
+	until(t, "three requests waiting", func() bool { return c.waitingNow() == 3 })
+
+	boom := errors.New("connection timed out (test)")
+	g.gate <- boom
+	if err := <-dialers; !errors.Is(err, boom) {
+		t.Errorf("the request whose dial failed: %v, want the dial's error", err)
+	}
+	for range 3 {
+		select {
+		case err := <-waiters:
+			if !errors.Is(err, boom) {
+				t.Errorf("a waiting request: %v, want the failed dial's error", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the waiting requests did not fail with the dial (%d dials in progress)", g.now.Load())
+		}
+	}
+	if n := g.now.Load(); n != 1 {
+		t.Errorf("%d dials in progress, want the other one still", n)
+	}
+	g.gate <- nil
+	if err := <-dialers; err != nil {
+		t.Errorf("the request whose dial went through: %v", err)
+	}
+	if d := g.dials.Load(); d != 2 {
+		t.Errorf("%d dials, want 2", d)
+	}
+}
