@@ -525,7 +525,7 @@ func (lc *loopClient) send(x *loopExchange) {
 	}
 	if up == nil {
 		if mtls {
-			lc.dialTLS(x, key)
+			p.dialOrWait(x, key)
 			return
 		}
 		var err error
@@ -738,7 +738,13 @@ type loopUpstream struct {
 	closed     bool
 }
 
-type loopPool struct{ idle []*loopUpstream }
+// loopPool is one endpoint's connections on a loop. Its mTLS dials are
+// bounded (dialOrWait, looptls_linux.go) as h1client's are.
+type loopPool struct {
+	idle    []*loopUpstream
+	dialing int             // mTLS dials in progress
+	waiting []*loopExchange // requests waiting for a connection or a dial, FIFO
+}
 
 func (st *loopState) pool(addr string) *loopPool {
 	p := st.pools[addr]
@@ -1202,8 +1208,7 @@ func (lc *loopClient) finish(x *loopExchange) {
 	if x.resp.Close || len(up.buffered()) > 0 || len(up.c.Buffered()) > 0 {
 		up.close()
 	} else {
-		p := lc.st.pool(up.addr)
-		p.idle = append(p.idle, up)
+		lc.st.pool(up.addr).put(up)
 	}
 	lc.x = nil
 	if lc.ps.loopDraining.Load() {

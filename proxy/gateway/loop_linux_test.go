@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -536,5 +537,141 @@ func TestEventLoopBodyInParts(t *testing.T) {
 	}
 	if n := len(requests("/p")); n != 2 {
 		t.Errorf("the endpoint got %d requests, want 2", n)
+	}
+}
+
+// slowRelay forwards each connection to target after delay, counting
+// them (conns) and the most at once in their delay (peak); refuse(n)
+// closes the n-th (from 1) instead. A meshed endpoint whose handshake
+// takes delay.
+func slowRelay(t *testing.T, target string, delay time.Duration, refuse func(n int64) bool) (addr string, conns, peak func() int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var n, now, most atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			i := n.Add(1)
+			for k := now.Add(1); ; {
+				m := most.Load()
+				if k <= m || most.CompareAndSwap(m, k) {
+					break
+				}
+			}
+			go func() {
+				defer c.Close()
+				time.Sleep(delay)
+				now.Add(-1)
+				if refuse(i) {
+					return
+				}
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() { io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
+				io.Copy(c, u)
+			}()
+		}
+	}()
+	return ln.Addr().String(), n.Load, most.Load
+}
+
+// meshedBehindRelay starts a loop gateway (one loop) in front of a
+// meshed endpoint reached through relay, and returns its port's address.
+func meshedBehindRelay(t *testing.T, delay time.Duration, refuse func(int64) bool) (gw string, conns, peak func() int64) {
+	t.Helper()
+	backend, _ := rawBackend(t, map[string]string{"/x": "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"})
+	ids := tlsidtest.Start(t, time.Hour)
+	in := startSidecarInbound(t, backend, ids.Identity(t, "web-ns", "web"))
+	relay, conns, peak := slowRelay(t, in, delay, refuse)
+	res, err := discover.NewStatic([]discover.Destination{{Authority: "web.svc:80",
+		Endpoints: []discover.Endpoint{{Addr: relay, Identity: tlsidtest.ID("web-ns", "web").String()}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1)))
+	g := startGatewayWith(t, res, snap("v1", httpPort(freePort(t), httpListener("http", "", host))), func(c *Config) {
+		c.EventLoop, c.EventLoops, c.Identity = true, 1, ids.Identity(t, "gw-ns", "gateway")
+	})
+	for _, a := range g.Ports() {
+		gw = a.String()
+	}
+	return gw, conns, peak
+}
+
+// burst sends n requests at once, each on a connection of its own, and
+// returns their statuses (0: failed).
+func burst(t *testing.T, addr string, n int) []int {
+	t.Helper()
+	statuses := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			// A client of its own (a connection of its own), kept
+			// alive: the loop hands "Connection: close" over.
+			tr := &http.Transport{}
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Timeout: 10 * time.Second, Transport: tr}
+			resp, err := c.Get("http://" + addr + "/x")
+			if err != nil {
+				t.Logf("request %d: %v", i, err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			statuses[i] = resp.StatusCode
+		})
+	}
+	wg.Wait()
+	return statuses
+}
+
+// A burst of requests to a meshed endpoint with no idle connection has at
+// most loopMaxDialing mTLS dials in progress from the loop; the rest wait
+// for a connection given back or a dial let go, and are served on the
+// loop, on fewer connections than requests.
+func TestEventLoopMTLSDialBound(t *testing.T) {
+	gw, conns, peak := meshedBehindRelay(t, 200*time.Millisecond, func(int64) bool { return false })
+	before := loopServed.Load()
+	const n = 24
+	for i, s := range burst(t, gw, n) {
+		if s != http.StatusOK {
+			t.Errorf("request %d: status %d", i, s)
+		}
+	}
+	if got := peak(); got > loopMaxDialing {
+		t.Errorf("%d dials at once for %d requests at once, want at most %d", got, n, loopMaxDialing)
+	}
+	if got := conns(); got >= n {
+		t.Errorf("%d connections for %d requests, want fewer", got, n)
+	}
+	if served := loopServed.Load() - before; served != n {
+		t.Errorf("the loop served %d of %d", served, n)
+	}
+}
+
+// When a dial fails, the requests waiting fail with it at once: handed to
+// the goroutine path, which tries again, and each is answered. None waits
+// for a dial of its own to the endpoint that just failed one (against one
+// that does not answer, a connect timeout each, loopMaxDialing at a time).
+func TestEventLoopMTLSDialFailureFailsWaiters(t *testing.T) {
+	gw, _, _ := meshedBehindRelay(t, 500*time.Millisecond, func(n int64) bool { return n <= loopMaxDialing })
+	before := loopServed.Load()
+	for i, s := range burst(t, gw, 24) {
+		if s != http.StatusOK {
+			t.Errorf("request %d: status %d", i, s)
+		}
+	}
+	if served := loopServed.Load() - before; served != 0 {
+		t.Errorf("the loop served %d of the requests that waited for the failed dials, want none (each fails with them)", served)
 	}
 }

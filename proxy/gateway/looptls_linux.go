@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1client"
 	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
 	"github.com/meridian-mesh/meridian/proxy/internal/rawconn"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
@@ -341,6 +342,74 @@ func (s *loopStream) write(a, b []byte) error {
 
 // The upstream side: mTLS to meshed endpoints.
 
+// loopMaxDialing bounds the mTLS dials in progress from one loop to one
+// endpoint, as h1client bounds the goroutine path's: each costs a
+// handshake, and unbounded, a burst of requests to an endpoint with no
+// idle connection had each dial its own while the handshakes before it
+// took the core (bench/README.md, "the mTLS HTTP/1.1 hop's connection
+// pile-up").
+const loopMaxDialing = h1client.DefaultMaxDialing
+
+// dialOrWait dials for x, or has it wait for the first connection given
+// back or dial let go when loopMaxDialing dials are in progress.
+func (p *loopPool) dialOrWait(x *loopExchange, key string) {
+	if p.dialing < loopMaxDialing {
+		p.dialing++
+		x.lc.dialTLS(x, key)
+		return
+	}
+	p.waiting = append(p.waiting, x)
+}
+
+// waits reports whether x is still its client's request with no
+// connection: a client that went away leaves its request behind.
+func (x *loopExchange) waits() bool {
+	lc := x.lc
+	return lc.x == x && !lc.closed && x.up == nil
+}
+
+// nextWaiting takes the first request still waiting, or nil.
+func (p *loopPool) nextWaiting() *loopExchange {
+	for len(p.waiting) > 0 {
+		x := p.waiting[0]
+		p.waiting[0] = nil
+		p.waiting = p.waiting[1:]
+		if x.waits() {
+			return x
+		}
+	}
+	return nil
+}
+
+// put gives up, idle and reusable, to the first request waiting, or keeps
+// it for the next.
+func (p *loopPool) put(up *loopUpstream) {
+	if x := p.nextWaiting(); x != nil {
+		x.lc.sendOn(up, x)
+		return
+	}
+	p.idle = append(p.idle, up)
+}
+
+// dialDone lets the first request waiting dial in the place of a dial
+// that ended. When that dial failed, the requests waiting fail as it did
+// instead (each goes to the goroutine path, which tries again), as
+// h1client's waiting requests do.
+func (p *loopPool) dialDone(key string, err error) {
+	if err != nil {
+		for x := p.nextWaiting(); x != nil; x = p.nextWaiting() {
+			x.lc.failed(x, true)
+		}
+		return
+	}
+	if p.dialing < loopMaxDialing {
+		if x := p.nextWaiting(); x != nil {
+			p.dialing++
+			x.lc.dialTLS(x, key)
+		}
+	}
+}
+
 // dialTLS opens an mTLS connection to x's endpoint with the endpoint's
 // own dialer (its handshake on a goroutine), then sends x on it on the
 // loop. x waits meanwhile: its client is read for its end only.
@@ -367,20 +436,21 @@ func (lc *loopClient) dialed(x *loopExchange, key string, c net.Conn, err error)
 			c.Close()
 		}
 	}
-	current := lc.x == x && !lc.closed && x.up == nil
-	switch {
+	p := lc.st.pool(key)
+	p.dialing--
+	switch current := x.waits(); {
 	case err != nil:
 		if current {
 			lc.failed(x, true) // the goroutine path dials again
 		}
-	case !current:
-		// The client went away meanwhile: the connection is kept for
-		// the next request to the endpoint.
-		p := lc.st.pool(key)
-		p.idle = append(p.idle, up)
-	default:
+	case current:
 		lc.sendOn(up, x)
+	default:
+		// The client went away meanwhile: the connection is for the
+		// next request to the endpoint.
+		p.put(up)
 	}
+	p.dialDone(key, err)
 }
 
 var errNotTaken = errors.New("event loop: the connection's shape is not one the loop takes")
