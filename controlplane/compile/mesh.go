@@ -22,9 +22,11 @@ import (
 // becomes one HTTPRoute of the profile, in the Gateway API's precedence
 // (the gateway's, controlplane/compile/gateway), with the rule's
 // backendRefs as its own weighted backends, its header modifier filters
-// and its timeout. Filters the mesh cannot honour (redirects, rewrites,
-// mirrors, CORS, extensions) make the rule's requests answer 500, and an
-// invalid match or timeout drops the rule: the route's status says which
+// its RequestRedirect or URLRewrite filter, and its timeout. Filters the
+// mesh cannot honour (mirrors, CORS, extensions; on a backendRef, anything
+// but the header modifiers) make the rule's requests answer 500, and an
+// invalid match, redirect, rewrite or timeout drops the rule: the route's
+// status says which
 // (PartiallyInvalid, or Accepted False when no rule is left). Requests no
 // rule matches are answered 404. The first match (by precedence) that
 // matches every request also gives the profile's DstOverrides, so that a
@@ -59,6 +61,8 @@ type meshRule struct {
 	backends []meshBackendRef
 	reqH     *gatewaypb.HeaderModifier
 	respH    *gatewaypb.HeaderModifier
+	redirect *gatewaypb.Redirect
+	rewrite  *gatewaypb.Rewrite
 	timeout  time.Duration
 }
 
@@ -92,7 +96,7 @@ func headerFilter(field string, typ string, reqMod, respMod *gwv1.HTTPHeaderFilt
 		}
 		*resp = gateway.HeaderModifier(respMod)
 	default:
-		return fmt.Sprintf("%s.type %q is not supported in the mesh (allowed: RequestHeaderModifier, ResponseHeaderModifier): the rule's requests are answered 500", field, typ)
+		return fmt.Sprintf("%s.type %q is not supported in the mesh (allowed: RequestHeaderModifier, ResponseHeaderModifier, and on a rule RequestRedirect and URLRewrite): the rule's requests are answered 500", field, typ)
 	}
 	return ""
 }
@@ -106,18 +110,37 @@ func fromHTTPRoute(r *gwv1.HTTPRoute) *meshRoute {
 		if len(matches) == 0 {
 			matches = []gwv1.HTTPRouteMatch{{}}
 		}
+		prefixOnly := true // ReplacePrefixMatch needs every match a PathPrefix
 		for j, mt := range matches {
 			pm, order, err := gateway.HTTPMatch(mt)
 			if err != nil {
 				mr.dropped = fmt.Sprintf("%s.matches[%d].%v", field, j, err)
 				break
 			}
+			if pm.GetPath().GetType() != gatewaypb.PathMatch_PREFIX {
+				prefixOnly = false
+			}
 			mr.matches = append(mr.matches, meshMatch{pm, order.Of(r.CreationTimestamp, r.Namespace, r.Name, i, j)})
 		}
 		for j, f := range rule.Filters {
-			if bad := headerFilter(fmt.Sprintf("%s.filters[%d]", field, j), string(f.Type), f.RequestHeaderModifier, f.ResponseHeaderModifier, &mr.reqH, &mr.respH); bad != "" && mr.fails == "" {
-				mr.fails = bad
+			fld := fmt.Sprintf("%s.filters[%d]", field, j)
+			var problems []string
+			switch {
+			case f.Type == gwv1.HTTPRouteFilterRequestRedirect && f.RequestRedirect != nil:
+				mr.redirect, problems = gateway.RedirectFilter(fld+".requestRedirect", f.RequestRedirect, prefixOnly)
+			case f.Type == gwv1.HTTPRouteFilterURLRewrite && f.URLRewrite != nil:
+				mr.rewrite, problems = gateway.RewriteFilter(fld+".urlRewrite", f.URLRewrite, prefixOnly)
+			default:
+				if bad := headerFilter(fld, string(f.Type), f.RequestHeaderModifier, f.ResponseHeaderModifier, &mr.reqH, &mr.respH); bad != "" && mr.fails == "" {
+					mr.fails = bad
+				}
 			}
+			if len(problems) > 0 && mr.dropped == "" {
+				mr.dropped = problems[0]
+			}
+		}
+		if mr.redirect != nil && mr.rewrite != nil && mr.dropped == "" {
+			mr.dropped = field + ".filters: a RequestRedirect and a URLRewrite in one rule (allowed: one of them)"
 		}
 		for j, b := range rule.BackendRefs {
 			br := meshBackendRef{ref: b.BackendRef}
@@ -387,7 +410,8 @@ func meshRoutes(r store.Reader, t Target, o Options, p *DestinationProfile) (rou
 			for _, x := range rule.ignored {
 				warn(m, "%s", x)
 			}
-			rt := HTTPRoute{Name: m.routeName(rule), RequestHeaders: rule.reqH, ResponseHeaders: rule.respH, Timeout: rule.timeout}
+			rt := HTTPRoute{Name: m.routeName(rule), RequestHeaders: rule.reqH, ResponseHeaders: rule.respH, Timeout: rule.timeout,
+				Redirect: rule.redirect, Rewrite: rule.rewrite}
 			var dflt []weighted
 			if rule.fails != "" {
 				warn(m, "%s", rule.fails)

@@ -209,9 +209,9 @@ func TestProfileMeshRoutes(t *testing.T) {
 			Timeouts: &gwv1.HTTPRouteTimeouts{Request: ptr(gwv1.Duration("10s")), BackendRequest: ptr(gwv1.Duration("2s"))},
 		})}, want: []string{}, routes: []string{"HTTPRoute/mesh/r/0 PREFIX /set req(set map[X-Set:1] add 1 remove [X-Gone]) resp(set map[X-Resp:3]) timeout 2s -> " + echoV1 + "=1+req(set map[X-Backend:v1])", nomatch}},
 		{name: "a filter the mesh cannot honour: the rule's requests answer 500", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent,
-			gwv1.HTTPRouteRule{Matches: pathMatch(gwv1.PathMatchPathPrefix, "/old"), Filters: []gwv1.HTTPRouteFilter{{Type: gwv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gwv1.HTTPRequestRedirectFilter{Hostname: ptr(gwv1.PreciseHostname("new"))}}}},
+			gwv1.HTTPRouteRule{Matches: pathMatch(gwv1.PathMatchPathPrefix, "/old"), Filters: []gwv1.HTTPRouteFilter{{Type: gwv1.HTTPRouteFilterCORS, CORS: &gwv1.HTTPCORSFilter{}}}},
 			rule(nil, backend("echo-v1", 80, 1)))},
-			want: []string{echoV1 + "=1"}, warnings: []string{`spec.rules[0].filters[0].type "RequestRedirect" is not supported in the mesh`},
+			want: []string{echoV1 + "=1"}, warnings: []string{`spec.rules[0].filters[0].type "CORS" is not supported in the mesh`},
 			routes: []string{"HTTPRoute/mesh/r/0 PREFIX /old -> 500=1", "HTTPRoute/mesh/r/1 PREFIX / -> " + echoV1 + "=1"}},
 		{name: "an invalid match drops its rule", objs: []runtime.Object{gammaRoute("mesh", "r", 0, echoParent,
 			rule(pathMatch(gwv1.PathMatchRegularExpression, "/("), backend("echo-v2", 80, 1)), rule(nil, backend("echo-v1", 80, 1)))},
@@ -327,7 +327,7 @@ func TestMeshRouteParents(t *testing.T) {
 	st := echo(t)
 	echoParent := []gwv1.ParentReference{serviceParent("echo", 0)}
 	redirect := gwv1.HTTPRouteRule{Matches: pathMatch(gwv1.PathMatchPathPrefix, "/old"),
-		Filters: []gwv1.HTTPRouteFilter{{Type: gwv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gwv1.HTTPRequestRedirectFilter{Hostname: ptr(gwv1.PreciseHostname("new"))}}}}
+		Filters: []gwv1.HTTPRouteFilter{{Type: gwv1.HTTPRouteFilterCORS, CORS: &gwv1.HTTPCORSFilter{}}}}
 	const ctl = "[meridian.io/mesh-controller] "
 	for _, tc := range []struct {
 		name  string
@@ -348,7 +348,7 @@ func TestMeshRouteParents(t *testing.T) {
 		{"matches are carried", gammaRoute("mesh", "r", 0, echoParent, rule(pathMatch(gwv1.PathMatchExact, "/v2"), backend("echo-v2", 80, 1)), rule(nil, backend("echo-v1", 80, 1))),
 			[]string{"echo" + ctl + "Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs"}, "routes the mesh traffic of service mesh/echo"},
 		{"partially carried", gammaRoute("mesh", "r", 0, echoParent, redirect, rule(nil, backend("echo-v1", 80, 1))),
-			[]string{"echo" + ctl + "Accepted=True/Accepted PartiallyInvalid=True/UnsupportedValue ResolvedRefs=True/ResolvedRefs"}, `spec.rules[0].filters[0].type "RequestRedirect" is not supported in the mesh (allowed: RequestHeaderModifier, ResponseHeaderModifier): the rule's requests are answered 500`},
+			[]string{"echo" + ctl + "Accepted=True/Accepted PartiallyInvalid=True/UnsupportedValue ResolvedRefs=True/ResolvedRefs"}, `spec.rules[0].filters[0].type "CORS" is not supported in the mesh (allowed: RequestHeaderModifier, ResponseHeaderModifier, and on a rule RequestRedirect and URLRewrite): the rule's requests are answered 500`},
 		{"an invalid match", gammaRoute("mesh", "r", 0, echoParent, rule(pathMatch(gwv1.PathMatchRegularExpression, "/("), backend("echo-v2", 80, 1)), rule(nil, backend("echo-v1", 80, 1))),
 			[]string{"echo" + ctl + "Accepted=True/Accepted PartiallyInvalid=True/UnsupportedValue ResolvedRefs=True/ResolvedRefs"}, `spec.rules[0].matches[0].path.value "/(" is not a valid RE2 regular expression`},
 		{"nothing carried", gammaRoute("mesh", "r", 0, echoParent, redirect),

@@ -87,6 +87,7 @@ type meshRequest struct {
 type meshAnswer struct {
 	backend string
 	status  int
+	path    string // as the backend sees it; "" when not checked
 	req     http.Header
 	resp    http.Header
 }
@@ -109,6 +110,7 @@ func route(t *testing.T, st *store.Store, rq meshRequest) meshAnswer {
 	var a meshAnswer
 	h := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.req = r.Header.Clone()
+		a.path = r.URL.EscapedPath()
 		w.WriteHeader(200)
 	}))
 	backend := rq.authority
@@ -137,6 +139,9 @@ func route(t *testing.T, st *store.Store, rq meshRequest) meshAnswer {
 	a.backend, _, _ = strings.Cut(backend, ".")
 	a.backend, _, _ = strings.Cut(a.backend, ":")
 	a.status, a.resp = rec.Code, rec.Header()
+	if a.status != 200 {
+		a.backend = "" // answered by the proxy
+	}
 	return a
 }
 
@@ -177,6 +182,10 @@ func TestMeshConformanceManifests(t *testing.T) {
 		}
 		return a
 	}
+	redirect := func(status int, location string) meshAnswer {
+		return meshAnswer{status: status, resp: http.Header{"Location": {location}}}
+	}
+	rewritten := func(path string) meshAnswer { a := to(echoV1); a.path = path; return a }
 	headerCases := []c{
 		{get("/set", "Some-Other-Header", "val"), withReq(echoV1, "Some-Other-Header", "val", "X-Header-Set", "set-overwrites-values")},
 		{get("/set", "Some-Other-Header", "val", "X-Header-Set", "some-other-value"), withReq(echoV1, "X-Header-Set", "set-overwrites-values")},
@@ -223,10 +232,34 @@ func TestMeshConformanceManifests(t *testing.T) {
 			{meshRequest{authority: "echo-v1.gateway-conformance-mesh:8080", path: "/"}, withResp(echoV1, "X-Header-Set", "")},
 			{meshRequest{authority: "echo-v2.gateway-conformance-mesh:80", path: "/"}, withResp(echoV2, "X-Header-Set", "v2")},
 			{meshRequest{authority: "echo-v2.gateway-conformance-mesh:8080", path: "/"}, withResp(echoV2, "X-Header-Set", "v2")}}, nil, ""},
-		// Redirects and rewrites are not honoured in the mesh: the route says
-		// so, and its requests are not sent anywhere they should not go.
-		{"MeshHTTPRouteRewritePath (not supported)", "httproute-rewrite-path.yaml", "UnsupportedValue", nil, nil, ""},
-		{"MeshHTTPRouteRedirectHostAndStatus (not supported)", "httproute-redirect-host-and-status.yaml", "UnsupportedValue", nil, nil, ""},
+		// Redirects answer in the client's proxy (the Location from the
+		// request's authority, port 80 left out); rewrites change the
+		// request the backend gets.
+		{"MeshHTTPRouteRedirectHostAndStatus", "httproute-redirect-host-and-status.yaml", "Accepted", []c{
+			{get("/hostname-redirect"), redirect(302, "http://example.org/hostname-redirect")},
+			{get("/host-and-status"), redirect(301, "http://example.org/host-and-status")}}, nil, ""},
+		{"MeshHTTPRouteRedirectPath", "httproute-redirect-path.yaml", "Accepted", []c{
+			{get("/original-prefix/lemon"), redirect(302, "http://echo.gateway-conformance-mesh/replacement-prefix/lemon")},
+			{get("/full/path/original"), redirect(302, "http://echo.gateway-conformance-mesh/full-path-replacement")},
+			{get("/path-and-host"), redirect(302, "http://example.org/replacement-prefix")},
+			{get("/path-and-status"), redirect(301, "http://echo.gateway-conformance-mesh/replacement-prefix")},
+			{get("/full-path-and-host"), redirect(302, "http://example.org/replacement-full")},
+			{get("/full-path-and-status"), redirect(301, "http://echo.gateway-conformance-mesh/replacement-full")}}, nil, ""},
+		{"MeshHTTPRouteRedirectPort", "httproute-redirect-port.yaml", "Accepted", []c{
+			{get("/port"), redirect(302, "http://echo.gateway-conformance-mesh:8083/port")},
+			{get("/port-and-host"), redirect(302, "http://example.org:8083/port-and-host")},
+			{get("/port-and-status"), redirect(301, "http://echo.gateway-conformance-mesh:8083/port-and-status")}}, nil, ""},
+		{"MeshHTTPRouteSchemeRedirect", "httproute-redirect-scheme.yaml", "Accepted", []c{
+			{get("/scheme"), redirect(302, "https://echo.gateway-conformance-mesh/scheme")},
+			{get("/scheme-and-host"), redirect(302, "https://example.org/scheme-and-host")},
+			{get("/scheme-and-status"), redirect(301, "https://echo.gateway-conformance-mesh/scheme-and-status")}}, nil, ""},
+		{"MeshHTTPRoute303Redirect", "httproute-303-redirect.yaml", "Accepted", []c{
+			{get("/redirect"), redirect(303, "http://echo.gateway-conformance-mesh/redirect")}}, nil, ""},
+		{"MeshHTTPRouteRewritePath", "httproute-rewrite-path.yaml", "Accepted", []c{
+			{get("/prefix/one/two"), rewritten("/one/two")},
+			{get("/strip-prefix/three"), rewritten("/three")},
+			{get("/strip-prefix"), rewritten("/")},
+			{get("/full/one/two"), rewritten("/one")}}, nil, ""},
 		// Consumer routes (another namespace than their Service) are refused.
 		{"MeshConsumerRoute (not supported)", "mesh-consumer-route.yaml", "UnsupportedValue", nil, nil, ""},
 	} {
@@ -241,8 +274,8 @@ func TestMeshConformanceManifests(t *testing.T) {
 			}
 			for _, x := range tc.cases {
 				got := route(t, st, x.rq)
-				if got.backend != x.want.backend && x.want.backend != "" || got.status != x.want.status {
-					t.Errorf("%s%s %v: %s (%d), want %s (%d)", x.rq.authority, x.rq.path, x.rq.headers, got.backend, got.status, x.want.backend, x.want.status)
+				if got.backend != x.want.backend && x.want.backend != "" || got.status != x.want.status || x.want.path != "" && got.path != x.want.path {
+					t.Errorf("%s%s %v: %s%s (%d), want %s%s (%d)", x.rq.authority, x.rq.path, x.rq.headers, got.backend, got.path, got.status, x.want.backend, x.want.path, x.want.status)
 				}
 				for k, v := range x.want.req {
 					if g := strings.Join(got.req.Values(k), ","); g != v[0] {

@@ -116,6 +116,10 @@ type HTTPRoute struct {
 	Backends        []RouteBackend
 	RequestHeaders  *gatewaypb.HeaderModifier
 	ResponseHeaders *gatewaypb.HeaderModifier
+	// Redirect answers the route's requests (RequestRedirect); Rewrite
+	// changes them before they go (URLRewrite). At most one is set.
+	Redirect *gatewaypb.Redirect
+	Rewrite  *gatewaypb.Rewrite
 	// Timeout bounds the wait for the response's headers; 0: none.
 	Timeout time.Duration
 	// Status, when not 0, answers the route's requests with it and

@@ -39,7 +39,7 @@ func (p DestinationProfile) ToProto() *pb.DestinationProfile {
 	}
 	for _, r := range p.HTTPRoutes {
 		pr := &pb.HttpRoute{Match: r.Match, RequestHeaders: r.RequestHeaders, ResponseHeaders: r.ResponseHeaders,
-			MetricsLabels: map[string]string{"route": r.Name}, Status: r.Status}
+			MetricsLabels: map[string]string{"route": r.Name}, Status: r.Status, Redirect: r.Redirect, Rewrite: r.Rewrite}
 		if r.Timeout > 0 {
 			pr.Timeout = durationpb.New(r.Timeout)
 		}

@@ -64,7 +64,7 @@ func (b *builder) filter(rl *rule, f *gatewaypb.Filter) (func(http.Handler) http
 			}
 			c.ReplacePrefix = &p.ReplacePrefix
 		}
-		return redirect.New(c), nil
+		return redirect.New(c)
 	case *gatewaypb.Filter_Rewrite:
 		rw := f.GetRewrite()
 		c := rewrite.Config{Hostname: rw.GetHostname(), MatchedPrefix: rl.prefix}

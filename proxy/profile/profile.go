@@ -18,6 +18,8 @@ import (
 	pb "github.com/meridian-mesh/meridian/api/proto/destination"
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/proxy/middleware/headers"
+	"github.com/meridian-mesh/meridian/proxy/middleware/redirect"
+	"github.com/meridian-mesh/meridian/proxy/middleware/rewrite"
 	"github.com/meridian-mesh/meridian/proxy/routematch"
 )
 
@@ -230,6 +232,17 @@ func httpRoute(r *pb.HttpRoute) (*Route, error) {
 	if rt.Filters, err = filters(r.GetRequestHeaders(), r.GetResponseHeaders()); err != nil {
 		return nil, err
 	}
+	answer, err := redirectOrRewrite(r)
+	if err != nil {
+		return nil, err
+	}
+	if answer != nil {
+		if f := rt.Filters; f != nil {
+			rt.Filters = func(next http.Handler) http.Handler { return f(answer(next)) }
+		} else {
+			rt.Filters = answer
+		}
+	}
 	for j, b := range r.GetBackends() {
 		f, err := filters(b.GetRequestHeaders(), b.GetResponseHeaders())
 		if err != nil {
@@ -239,6 +252,59 @@ func httpRoute(r *pb.HttpRoute) (*Route, error) {
 		rt.total += uint64(b.GetWeight())
 	}
 	return rt, nil
+}
+
+// redirectOrRewrite is the route's RequestRedirect (middleware/redirect:
+// it answers, nothing is forwarded) or URLRewrite (middleware/rewrite),
+// after its header filters; nil for neither. A mesh request's listener is
+// plain HTTP on the port its authority names (the Service port).
+func redirectOrRewrite(r *pb.HttpRoute) (func(http.Handler) http.Handler, error) {
+	prefix := ""
+	if p := r.GetMatch().GetPath(); p.GetType() == gatewaypb.PathMatch_PREFIX {
+		prefix = p.GetValue()
+	}
+	pathMod := func(field string, m *gatewaypb.PathModifier) (full, replace *string, err error) {
+		switch p := m.GetModifier().(type) {
+		case *gatewaypb.PathModifier_FullPath:
+			return &p.FullPath, nil, nil
+		case *gatewaypb.PathModifier_ReplacePrefix:
+			if prefix == "" {
+				return nil, nil, fmt.Errorf("%s.path.replace_prefix: the route's match has no PREFIX path to replace", field)
+			}
+			return nil, &p.ReplacePrefix, nil
+		}
+		return nil, nil, nil
+	}
+	switch {
+	case r.GetRedirect() != nil && r.GetRewrite() != nil:
+		return nil, errors.New("redirect, rewrite: one of them, not both")
+	case r.GetRedirect() != nil:
+		rd := r.GetRedirect()
+		c := redirect.Config{Scheme: rd.GetScheme(), Hostname: rd.GetHostname(), Port: rd.GetPort(),
+			StatusCode: int(rd.GetStatusCode()), MatchedPrefix: prefix, ListenerScheme: "http"}
+		full, replace, err := pathMod("redirect", rd.GetPath())
+		if err != nil {
+			return nil, err
+		}
+		if full != nil {
+			c.FullPath = *full
+		}
+		c.ReplacePrefix = replace
+		f, err := redirect.New(c)
+		if err != nil {
+			return nil, fmt.Errorf("redirect: %w", err)
+		}
+		return f, nil
+	case r.GetRewrite() != nil:
+		rw := r.GetRewrite()
+		c := rewrite.Config{Hostname: rw.GetHostname(), MatchedPrefix: prefix}
+		var err error
+		if c.FullPath, c.ReplacePrefix, err = pathMod("rewrite", rw.GetPath()); err != nil {
+			return nil, err
+		}
+		return rewrite.New(c), nil
+	}
+	return nil, nil
 }
 
 // filters is the handler wrapper of a request and a response header

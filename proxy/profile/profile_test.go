@@ -184,3 +184,27 @@ func TestHTTPRoutes(t *testing.T) {
 		t.Errorf("bad regex: %v", err)
 	}
 }
+
+// A GAMMA rule's redirect or rewrite the proxy cannot apply refuses the
+// profile, naming the field: the last good profile keeps serving.
+func TestHTTPRouteRedirectRewriteRefused(t *testing.T) {
+	prefix := &gatewaypb.Match{Path: &gatewaypb.PathMatch{Type: gatewaypb.PathMatch_PREFIX, Value: "/old"}}
+	exact := &gatewaypb.Match{Path: &gatewaypb.PathMatch{Type: gatewaypb.PathMatch_EXACT, Value: "/old"}}
+	replace := &gatewaypb.PathModifier{Modifier: &gatewaypb.PathModifier_ReplacePrefix{ReplacePrefix: "/new"}}
+	for _, c := range []struct {
+		route *pb.HttpRoute
+		want  string
+	}{
+		{&pb.HttpRoute{Match: prefix, Redirect: &gatewaypb.Redirect{StatusCode: 200}}, "redirect: redirect: statusCode 200"},
+		{&pb.HttpRoute{Match: prefix, Redirect: &gatewaypb.Redirect{Scheme: "ftp"}}, `redirect: redirect: scheme "ftp"`},
+		{&pb.HttpRoute{Match: exact, Redirect: &gatewaypb.Redirect{Path: replace}}, "redirect.path.replace_prefix: the route's match has no PREFIX path"},
+		{&pb.HttpRoute{Match: exact, Rewrite: &gatewaypb.Rewrite{Path: replace}}, "rewrite.path.replace_prefix: the route's match has no PREFIX path"},
+		{&pb.HttpRoute{Match: prefix, Redirect: &gatewaypb.Redirect{}, Rewrite: &gatewaypb.Rewrite{}}, "redirect, rewrite: one of them, not both"},
+	} {
+		c.route.MetricsLabels = map[string]string{"route": "r"}
+		_, err := FromProto(&pb.DestinationProfile{HttpRoutes: []*pb.HttpRoute{c.route}})
+		if err == nil || !strings.Contains(err.Error(), "http_routes[0] (r)."+c.want) {
+			t.Errorf("%v: %v, want %q", c.route, err, c.want)
+		}
+	}
+}

@@ -46,6 +46,8 @@ func named(name string) http.Handler {
 		}
 		w.Header().Set("X-Saw-Header-Set", r.Header.Get("X-Header-Set"))
 		w.Header().Set("X-Saw-Route", r.Header.Get("X-Route"))
+		w.Header().Set("X-Saw-Path", r.URL.Path)
+		w.Header().Set("X-Saw-Host", r.Host)
 		w.Write([]byte(name))
 	})
 }
@@ -69,10 +71,11 @@ func send(t *testing.T, c *http.Client, p *sidecar.Proxy, authority, path string
 }
 
 // A GAMMA HTTPRoute (the conformance suite's MeshHTTPRouteMatching rules,
-// plus a header modifier, a rule the mesh cannot honour and weights) with
-// its Service as parent: real requests through a sidecar reach the
-// backends its rules name, with their filters and timeouts applied, in the
-// Gateway API's precedence; requests no rule matches get 404.
+// plus header modifiers, a redirect, a rewrite, a rule the mesh cannot
+// honour and weights) with its Service as parent: real requests through a
+// sidecar reach the backends its rules name, with their filters and
+// timeouts applied, in the Gateway API's precedence; requests no rule
+// matches get 404.
 func TestMeshHTTPRouteRules(t *testing.T) {
 	cc := controlPlane(t, service("echo")+service("echo-v1")+service("echo-v2")+`---
 apiVersion: gateway.networking.k8s.io/v1
@@ -104,7 +107,17 @@ spec:
   - matches: [{path: {type: PathPrefix, value: /old}}]
     filters:
     - type: RequestRedirect
-      requestRedirect: {hostname: elsewhere}
+      requestRedirect: {hostname: elsewhere, statusCode: 301, path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+    backendRefs: [{name: echo-v1, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /rewrite}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: rewritten.example, path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    backendRefs: [{name: echo-v1, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /cors}}]
+    filters:
+    - type: CORS
+      cors: {allowOrigins: ["https://example.com"]}
     backendRefs: [{name: echo-v1, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /split}}]
     backendRefs: [{name: echo-v1, port: 80, weight: 80}, {name: echo-v2, port: 80, weight: 20}]
@@ -124,7 +137,8 @@ spec:
 	meshed(t, cc, "echo-v1", named("echo-v1"))
 	meshed(t, cc, "echo-v2", named("echo-v2"))
 	p := proxy(t, cc)
-	c := &http.Client{Timeout: 10 * time.Second}
+	// Redirects are the answer, not followed.
+	c := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for _, tc := range []struct {
 		path   string
 		hdr    map[string]string
@@ -134,12 +148,20 @@ spec:
 		{"/", nil, 200, "echo-v1"}, {"/example", nil, 200, "echo-v1"}, {"/", map[string]string{"Version": "one"}, 200, "echo-v1"},
 		{"/v2", nil, 200, "echo-v2"}, {"/v2/example", nil, 200, "echo-v2"}, {"/", map[string]string{"Version": "two"}, 200, "echo-v2"},
 		{"/v2/", nil, 200, "echo-v2"}, {"/v2example", nil, 200, "echo-v1"}, {"/foo/v2/example", nil, 200, "echo-v1"},
-		{"/old/x", nil, 500, ""}, {"/slow", nil, 504, ""},
+		{"/cors/x", nil, 500, ""}, {"/slow", nil, 504, ""},
 	} {
 		code, body, _ := send(t, c, p, "echo.default:80", tc.path, tc.hdr)
 		if code != tc.status || tc.body != "" && body != tc.body {
 			t.Errorf("%s %v: %d %q, want %d %q", tc.path, tc.hdr, code, body, tc.status, tc.body)
 		}
+	}
+	// The redirect answers in the client's proxy; the rewrite reaches the
+	// backend rewritten.
+	if code, _, h := send(t, c, p, "echo.default:80", "/old/x?q=1", nil); code != 301 || h.Get("Location") != "http://elsewhere/new/x?q=1" {
+		t.Errorf("/old/x: %d Location %q, want 301 http://elsewhere/new/x?q=1", code, h.Get("Location"))
+	}
+	if code, body, h := send(t, c, p, "echo.default:80", "/rewrite/a/b", nil); code != 200 || body != "echo-v1" || h.Get("X-Saw-Path") != "/a/b" || h.Get("X-Saw-Host") != "rewritten.example" {
+		t.Errorf("/rewrite/a/b: %d %q, the backend saw path %q host %q, want echo-v1 /a/b rewritten.example", code, body, h.Get("X-Saw-Path"), h.Get("X-Saw-Host"))
 	}
 	code, body, h := send(t, c, p, "echo.default:80", "/set", map[string]string{"X-Header-Set": "some-other-value"})
 	if code != 200 || body != "echo-v2" || h.Get("X-Saw-Header-Set") != "set-overwrites-values" || h.Get("X-Saw-Route") != "backend-v2" || h.Get("X-Rule") != "set" {

@@ -630,7 +630,13 @@ type HttpRoute struct {
 	// (gRPC: its code) and forwards nothing: 404 after a service's GAMMA
 	// routes, for the requests none of their rules matches (as the Gateway
 	// API says).
-	Status        uint32 `protobuf:"varint,7,opt,name=status,proto3" json:"status,omitempty"`
+	Status uint32 `protobuf:"varint,7,opt,name=status,proto3" json:"status,omitempty"`
+	// The rule's RequestRedirect filter: the route's requests are answered
+	// with the redirect and forwarded nowhere. At most one of redirect and
+	// rewrite (the Gateway API allows no rule both).
+	Redirect *gateway.Redirect `protobuf:"bytes,8,opt,name=redirect,proto3" json:"redirect,omitempty"`
+	// The rule's URLRewrite filter, applied before the request is forwarded.
+	Rewrite       *gateway.Rewrite `protobuf:"bytes,9,opt,name=rewrite,proto3" json:"rewrite,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -712,6 +718,20 @@ func (x *HttpRoute) GetStatus() uint32 {
 		return x.Status
 	}
 	return 0
+}
+
+func (x *HttpRoute) GetRedirect() *gateway.Redirect {
+	if x != nil {
+		return x.Redirect
+	}
+	return nil
+}
+
+func (x *HttpRoute) GetRewrite() *gateway.Rewrite {
+	if x != nil {
+		return x.Rewrite
+	}
+	return nil
 }
 
 type RouteBackend struct {
@@ -1852,7 +1872,7 @@ const file_destination_destination_proto_rawDesc = "" +
 	"\rdst_overrides\x18\x04 \x03(\v2$.meridian.destination.v1.WeightedDstR\fdstOverrides\x12'\n" +
 	"\x0fopaque_protocol\x18\x05 \x01(\bR\x0eopaqueProtocol\x12C\n" +
 	"\vhttp_routes\x18\x06 \x03(\v2\".meridian.destination.v1.HttpRouteR\n" +
-	"httpRoutes\"\x8b\x04\n" +
+	"httpRoutes\"\xfe\x04\n" +
 	"\tHttpRoute\x120\n" +
 	"\x05match\x18\x01 \x01(\v2\x1a.meridian.gateway.v1.MatchR\x05match\x12A\n" +
 	"\bbackends\x18\x02 \x03(\v2%.meridian.destination.v1.RouteBackendR\bbackends\x12L\n" +
@@ -1860,7 +1880,9 @@ const file_destination_destination_proto_rawDesc = "" +
 	"\x10response_headers\x18\x04 \x01(\v2#.meridian.gateway.v1.HeaderModifierR\x0fresponseHeaders\x123\n" +
 	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\\\n" +
 	"\x0emetrics_labels\x18\x06 \x03(\v25.meridian.destination.v1.HttpRoute.MetricsLabelsEntryR\rmetricsLabels\x12\x16\n" +
-	"\x06status\x18\a \x01(\rR\x06status\x1a@\n" +
+	"\x06status\x18\a \x01(\rR\x06status\x129\n" +
+	"\bredirect\x18\b \x01(\v2\x1d.meridian.gateway.v1.RedirectR\bredirect\x126\n" +
+	"\arewrite\x18\t \x01(\v2\x1c.meridian.gateway.v1.RewriteR\arewrite\x1a@\n" +
 	"\x12MetricsLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe2\x01\n" +
@@ -1996,6 +2018,8 @@ var file_destination_destination_proto_goTypes = []any{
 	(*gateway.Match)(nil),          // 33: meridian.gateway.v1.Match
 	(*gateway.HeaderModifier)(nil), // 34: meridian.gateway.v1.HeaderModifier
 	(*durationpb.Duration)(nil),    // 35: google.protobuf.Duration
+	(*gateway.Redirect)(nil),       // 36: meridian.gateway.v1.Redirect
+	(*gateway.Rewrite)(nil),        // 37: meridian.gateway.v1.Rewrite
 }
 var file_destination_destination_proto_depIdxs = []int32{
 	5,  // 0: meridian.destination.v1.Update.add:type_name -> meridian.destination.v1.WeightedAddrSet
@@ -2017,41 +2041,43 @@ var file_destination_destination_proto_depIdxs = []int32{
 	34, // 16: meridian.destination.v1.HttpRoute.response_headers:type_name -> meridian.gateway.v1.HeaderModifier
 	35, // 17: meridian.destination.v1.HttpRoute.timeout:type_name -> google.protobuf.Duration
 	30, // 18: meridian.destination.v1.HttpRoute.metrics_labels:type_name -> meridian.destination.v1.HttpRoute.MetricsLabelsEntry
-	34, // 19: meridian.destination.v1.RouteBackend.request_headers:type_name -> meridian.gateway.v1.HeaderModifier
-	34, // 20: meridian.destination.v1.RouteBackend.response_headers:type_name -> meridian.gateway.v1.HeaderModifier
-	12, // 21: meridian.destination.v1.Route.condition:type_name -> meridian.destination.v1.RequestMatch
-	18, // 22: meridian.destination.v1.Route.response_classes:type_name -> meridian.destination.v1.ResponseClass
-	31, // 23: meridian.destination.v1.Route.metrics_labels:type_name -> meridian.destination.v1.Route.MetricsLabelsEntry
-	35, // 24: meridian.destination.v1.Route.timeout:type_name -> google.protobuf.Duration
-	13, // 25: meridian.destination.v1.RequestMatch.all:type_name -> meridian.destination.v1.RequestMatchAll
-	14, // 26: meridian.destination.v1.RequestMatch.any:type_name -> meridian.destination.v1.RequestMatchAny
-	15, // 27: meridian.destination.v1.RequestMatch.not:type_name -> meridian.destination.v1.RequestMatchNot
-	16, // 28: meridian.destination.v1.RequestMatch.path:type_name -> meridian.destination.v1.PathMatch
-	17, // 29: meridian.destination.v1.RequestMatch.method:type_name -> meridian.destination.v1.MethodMatch
-	12, // 30: meridian.destination.v1.RequestMatchAll.matches:type_name -> meridian.destination.v1.RequestMatch
-	12, // 31: meridian.destination.v1.RequestMatchAny.matches:type_name -> meridian.destination.v1.RequestMatch
-	12, // 32: meridian.destination.v1.RequestMatchNot.match:type_name -> meridian.destination.v1.RequestMatch
-	19, // 33: meridian.destination.v1.ResponseClass.condition:type_name -> meridian.destination.v1.ResponseMatch
-	20, // 34: meridian.destination.v1.ResponseMatch.all:type_name -> meridian.destination.v1.ResponseMatchAll
-	21, // 35: meridian.destination.v1.ResponseMatch.any:type_name -> meridian.destination.v1.ResponseMatchAny
-	22, // 36: meridian.destination.v1.ResponseMatch.not:type_name -> meridian.destination.v1.ResponseMatchNot
-	23, // 37: meridian.destination.v1.ResponseMatch.status:type_name -> meridian.destination.v1.StatusRange
-	19, // 38: meridian.destination.v1.ResponseMatchAll.matches:type_name -> meridian.destination.v1.ResponseMatch
-	19, // 39: meridian.destination.v1.ResponseMatchAny.matches:type_name -> meridian.destination.v1.ResponseMatch
-	19, // 40: meridian.destination.v1.ResponseMatchNot.match:type_name -> meridian.destination.v1.ResponseMatch
-	35, // 41: meridian.destination.v1.RetryBudget.ttl:type_name -> google.protobuf.Duration
-	32, // 42: meridian.destination.v1.Workload.labels:type_name -> meridian.destination.v1.Workload.LabelsEntry
-	1,  // 43: meridian.destination.v1.Destination.Get:input_type -> meridian.destination.v1.GetDestination
-	1,  // 44: meridian.destination.v1.Destination.GetProfile:input_type -> meridian.destination.v1.GetDestination
-	26, // 45: meridian.destination.v1.Destination.Register:input_type -> meridian.destination.v1.Workload
-	2,  // 46: meridian.destination.v1.Destination.Get:output_type -> meridian.destination.v1.Update
-	8,  // 47: meridian.destination.v1.Destination.GetProfile:output_type -> meridian.destination.v1.DestinationProfile
-	27, // 48: meridian.destination.v1.Destination.Register:output_type -> meridian.destination.v1.Registration
-	46, // [46:49] is the sub-list for method output_type
-	43, // [43:46] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	36, // 19: meridian.destination.v1.HttpRoute.redirect:type_name -> meridian.gateway.v1.Redirect
+	37, // 20: meridian.destination.v1.HttpRoute.rewrite:type_name -> meridian.gateway.v1.Rewrite
+	34, // 21: meridian.destination.v1.RouteBackend.request_headers:type_name -> meridian.gateway.v1.HeaderModifier
+	34, // 22: meridian.destination.v1.RouteBackend.response_headers:type_name -> meridian.gateway.v1.HeaderModifier
+	12, // 23: meridian.destination.v1.Route.condition:type_name -> meridian.destination.v1.RequestMatch
+	18, // 24: meridian.destination.v1.Route.response_classes:type_name -> meridian.destination.v1.ResponseClass
+	31, // 25: meridian.destination.v1.Route.metrics_labels:type_name -> meridian.destination.v1.Route.MetricsLabelsEntry
+	35, // 26: meridian.destination.v1.Route.timeout:type_name -> google.protobuf.Duration
+	13, // 27: meridian.destination.v1.RequestMatch.all:type_name -> meridian.destination.v1.RequestMatchAll
+	14, // 28: meridian.destination.v1.RequestMatch.any:type_name -> meridian.destination.v1.RequestMatchAny
+	15, // 29: meridian.destination.v1.RequestMatch.not:type_name -> meridian.destination.v1.RequestMatchNot
+	16, // 30: meridian.destination.v1.RequestMatch.path:type_name -> meridian.destination.v1.PathMatch
+	17, // 31: meridian.destination.v1.RequestMatch.method:type_name -> meridian.destination.v1.MethodMatch
+	12, // 32: meridian.destination.v1.RequestMatchAll.matches:type_name -> meridian.destination.v1.RequestMatch
+	12, // 33: meridian.destination.v1.RequestMatchAny.matches:type_name -> meridian.destination.v1.RequestMatch
+	12, // 34: meridian.destination.v1.RequestMatchNot.match:type_name -> meridian.destination.v1.RequestMatch
+	19, // 35: meridian.destination.v1.ResponseClass.condition:type_name -> meridian.destination.v1.ResponseMatch
+	20, // 36: meridian.destination.v1.ResponseMatch.all:type_name -> meridian.destination.v1.ResponseMatchAll
+	21, // 37: meridian.destination.v1.ResponseMatch.any:type_name -> meridian.destination.v1.ResponseMatchAny
+	22, // 38: meridian.destination.v1.ResponseMatch.not:type_name -> meridian.destination.v1.ResponseMatchNot
+	23, // 39: meridian.destination.v1.ResponseMatch.status:type_name -> meridian.destination.v1.StatusRange
+	19, // 40: meridian.destination.v1.ResponseMatchAll.matches:type_name -> meridian.destination.v1.ResponseMatch
+	19, // 41: meridian.destination.v1.ResponseMatchAny.matches:type_name -> meridian.destination.v1.ResponseMatch
+	19, // 42: meridian.destination.v1.ResponseMatchNot.match:type_name -> meridian.destination.v1.ResponseMatch
+	35, // 43: meridian.destination.v1.RetryBudget.ttl:type_name -> google.protobuf.Duration
+	32, // 44: meridian.destination.v1.Workload.labels:type_name -> meridian.destination.v1.Workload.LabelsEntry
+	1,  // 45: meridian.destination.v1.Destination.Get:input_type -> meridian.destination.v1.GetDestination
+	1,  // 46: meridian.destination.v1.Destination.GetProfile:input_type -> meridian.destination.v1.GetDestination
+	26, // 47: meridian.destination.v1.Destination.Register:input_type -> meridian.destination.v1.Workload
+	2,  // 48: meridian.destination.v1.Destination.Get:output_type -> meridian.destination.v1.Update
+	8,  // 49: meridian.destination.v1.Destination.GetProfile:output_type -> meridian.destination.v1.DestinationProfile
+	27, // 50: meridian.destination.v1.Destination.Register:output_type -> meridian.destination.v1.Registration
+	48, // [48:51] is the sub-list for method output_type
+	45, // [45:48] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_destination_destination_proto_init() }

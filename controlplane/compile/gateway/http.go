@@ -244,46 +244,25 @@ func (c *compiler) httpFilters(cr *compiled, ns, kind, field string, fs []gwv1.H
 			out = append(out, &gatewaypb.Filter{Filter: &gatewaypb.Filter_ResponseHeaders{ResponseHeaders: headerModifier(f.ResponseHeaderModifier)}})
 		case gwv1.HTTPRouteFilterRequestRedirect:
 			answers++
-			rd := f.RequestRedirect
-			if rd == nil {
+			if f.RequestRedirect == nil {
 				cr.invalid(string(gwv1.RouteReasonUnsupportedValue), fld+".requestRedirect is required with type RequestRedirect")
 				continue
 			}
-			pb := &gatewaypb.Redirect{StatusCode: 302}
-			if rd.Scheme != nil {
-				if *rd.Scheme != "http" && *rd.Scheme != "https" {
-					cr.invalid(string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("%s.requestRedirect.scheme %q is not supported (allowed: http, https)", fld, *rd.Scheme))
-				}
-				pb.Scheme = *rd.Scheme
+			pb, problems := RedirectFilter(fld+".requestRedirect", f.RequestRedirect, prefixOnly)
+			for _, p := range problems {
+				cr.invalid(string(gwv1.RouteReasonUnsupportedValue), p)
 			}
-			if rd.Hostname != nil {
-				pb.Hostname = string(*rd.Hostname)
-			}
-			if rd.Port != nil {
-				pb.Port = uint32(*rd.Port)
-			}
-			if rd.StatusCode != nil {
-				switch *rd.StatusCode {
-				case 301, 302, 303, 307, 308:
-					pb.StatusCode = uint32(*rd.StatusCode)
-				default:
-					cr.invalid(string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("%s.requestRedirect.statusCode %d is not supported (allowed: 301, 302, 303, 307, 308)", fld, *rd.StatusCode))
-				}
-			}
-			pb.Path = pathModifier(cr, fld+".requestRedirect.path", rd.Path, prefixOnly)
 			out = append(out, &gatewaypb.Filter{Filter: &gatewaypb.Filter_Redirect{Redirect: pb}})
 		case gwv1.HTTPRouteFilterURLRewrite:
 			answers++
-			rw := f.URLRewrite
-			if rw == nil {
+			if f.URLRewrite == nil {
 				cr.invalid(string(gwv1.RouteReasonUnsupportedValue), fld+".urlRewrite is required with type URLRewrite")
 				continue
 			}
-			pb := &gatewaypb.Rewrite{}
-			if rw.Hostname != nil {
-				pb.Hostname = string(*rw.Hostname)
+			pb, problems := RewriteFilter(fld+".urlRewrite", f.URLRewrite, prefixOnly)
+			for _, p := range problems {
+				cr.invalid(string(gwv1.RouteReasonUnsupportedValue), p)
 			}
-			pb.Path = pathModifier(cr, fld+".urlRewrite.path", rw.Path, prefixOnly)
 			out = append(out, &gatewaypb.Filter{Filter: &gatewaypb.Filter_Rewrite{Rewrite: pb}})
 		case gwv1.HTTPRouteFilterRequestMirror:
 			if m := c.mirror(cr, ns, kind, fld, f.RequestMirror); m != nil {
@@ -320,30 +299,75 @@ func headerModifier(h *gwv1.HTTPHeaderFilter) *gatewaypb.HeaderModifier {
 	return pb
 }
 
-func pathModifier(cr *compiled, field string, p *gwv1.HTTPPathModifier, prefixOnly bool) *gatewaypb.PathModifier {
+// RedirectFilter compiles a RequestRedirect filter (field names it in the
+// problems): the gateway's and the mesh's. prefixOnly says every match of
+// the rule is a PathPrefix (ReplacePrefixMatch needs one). Each problem
+// makes the rule invalid.
+func RedirectFilter(field string, rd *gwv1.HTTPRequestRedirectFilter, prefixOnly bool) (*gatewaypb.Redirect, []string) {
+	var problems []string
+	pb := &gatewaypb.Redirect{StatusCode: 302}
+	if rd.Scheme != nil {
+		if *rd.Scheme != "http" && *rd.Scheme != "https" {
+			problems = append(problems, fmt.Sprintf("%s.scheme %q is not supported (allowed: http, https)", field, *rd.Scheme))
+		}
+		pb.Scheme = *rd.Scheme
+	}
+	if rd.Hostname != nil {
+		pb.Hostname = string(*rd.Hostname)
+	}
+	if rd.Port != nil {
+		pb.Port = uint32(*rd.Port)
+	}
+	if rd.StatusCode != nil {
+		switch *rd.StatusCode {
+		case 301, 302, 303, 307, 308:
+			pb.StatusCode = uint32(*rd.StatusCode)
+		default:
+			problems = append(problems, fmt.Sprintf("%s.statusCode %d is not supported (allowed: 301, 302, 303, 307, 308)", field, *rd.StatusCode))
+		}
+	}
+	var problem string
+	pb.Path, problem = pathModifier(field+".path", rd.Path, prefixOnly)
+	if problem != "" {
+		problems = append(problems, problem)
+	}
+	return pb, problems
+}
+
+// RewriteFilter compiles a URLRewrite filter, as RedirectFilter does a
+// redirect.
+func RewriteFilter(field string, rw *gwv1.HTTPURLRewriteFilter, prefixOnly bool) (*gatewaypb.Rewrite, []string) {
+	pb := &gatewaypb.Rewrite{}
+	if rw.Hostname != nil {
+		pb.Hostname = string(*rw.Hostname)
+	}
+	var problem string
+	if pb.Path, problem = pathModifier(field+".path", rw.Path, prefixOnly); problem != "" {
+		return pb, []string{problem}
+	}
+	return pb, nil
+}
+
+func pathModifier(field string, p *gwv1.HTTPPathModifier, prefixOnly bool) (*gatewaypb.PathModifier, string) {
 	if p == nil {
-		return nil
+		return nil, ""
 	}
 	switch p.Type {
 	case gwv1.FullPathHTTPPathModifier:
 		if p.ReplaceFullPath == nil {
-			cr.invalid(string(gwv1.RouteReasonUnsupportedValue), field+".replaceFullPath is required with type ReplaceFullPath")
-			return nil
+			return nil, field + ".replaceFullPath is required with type ReplaceFullPath"
 		}
-		return &gatewaypb.PathModifier{Modifier: &gatewaypb.PathModifier_FullPath{FullPath: *p.ReplaceFullPath}}
+		return &gatewaypb.PathModifier{Modifier: &gatewaypb.PathModifier_FullPath{FullPath: *p.ReplaceFullPath}}, ""
 	case gwv1.PrefixMatchHTTPPathModifier:
 		if p.ReplacePrefixMatch == nil {
-			cr.invalid(string(gwv1.RouteReasonUnsupportedValue), field+".replacePrefixMatch is required with type ReplacePrefixMatch")
-			return nil
+			return nil, field + ".replacePrefixMatch is required with type ReplacePrefixMatch"
 		}
 		if !prefixOnly {
-			cr.invalid(string(gwv1.RouteReasonUnsupportedValue), field+".type ReplacePrefixMatch needs every match of the rule to be a PathPrefix path match")
-			return nil
+			return nil, field + ".type ReplacePrefixMatch needs every match of the rule to be a PathPrefix path match"
 		}
-		return &gatewaypb.PathModifier{Modifier: &gatewaypb.PathModifier_ReplacePrefix{ReplacePrefix: *p.ReplacePrefixMatch}}
+		return &gatewaypb.PathModifier{Modifier: &gatewaypb.PathModifier_ReplacePrefix{ReplacePrefix: *p.ReplacePrefixMatch}}, ""
 	}
-	cr.invalid(string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("%s.type %q is not supported (allowed: ReplaceFullPath, ReplacePrefixMatch)", field, p.Type))
-	return nil
+	return nil, fmt.Sprintf("%s.type %q is not supported (allowed: ReplaceFullPath, ReplacePrefixMatch)", field, p.Type)
 }
 
 func cors(f *gwv1.HTTPCORSFilter) *gatewaypb.CORS {

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 	"github.com/meridian-mesh/meridian/proxy/pathmodifier"
 )
 
@@ -67,30 +66,22 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// errInvalid is the reason answering every request of a filter whose
-// Config is invalid: a misconfiguration the gateway should have rejected
-// in the route's status.
-const errInvalid = "invalid_filter"
-
-// New returns the filter. It answers with c.StatusCode (default 302) and a
-// Location built from the request and c; the request's query is kept. An
-// invalid c (Validate) answers 500 with Meridian-Proxy-Error:
-// invalid_filter.
-func New(c Config) func(http.Handler) http.Handler {
+// New returns the filter, or Validate's error for an invalid c. It answers
+// with c.StatusCode (default 302) and a Location built from the request
+// and c; the request's query is kept.
+func New(c Config) (func(http.Handler) http.Handler, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
 	status := c.StatusCode
 	if status == 0 {
 		status = http.StatusFound
 	}
-	err := c.Validate()
 	return func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if err != nil {
-				httpproxy.WriteError(w, r, http.StatusInternalServerError, errInvalid, err)
-				return
-			}
 			http.Redirect(w, r, c.Location(r), status)
 		})
-	}
+	}, nil
 }
 
 // Location is the redirect's target for r. The port, when c.Port is 0, is
