@@ -35,6 +35,7 @@ bin/meridian install "${args[@]}" | kubectl apply -f -
 bin/meridian check --wait 5m
 
 (cd conformance && ../hack/cluster load-images \
+  registry.k8s.io/gateway-api/echo-advanced:v1.5.1=./echoadvanced/client \
   registry.k8s.io/gateway-api/echo-basic:v1.5.1=sigs.k8s.io/gateway-api/conformance/echo-basic \
   registry.k8s.io/gateway-api/echo-basic:v1.6.0-dev.2=sigs.k8s.io/gateway-api/conformance/echo-basic \
   registry.k8s.io/gateway-api/echo-basic:v1.6.0-dev.3=sigs.k8s.io/gateway-api/conformance/echo-basic)
@@ -60,7 +61,8 @@ kubectl delete namespace --ignore-not-found --timeout=5m \
   gateway-conformance-infra gateway-conformance-app-backend gateway-conformance-web-backend \
   gateway-api-listenerset-not-allowed-ns gateway-api-listenerset-selector-allowed-ns \
   gateway-api-listenerset-selector-not-allowed-ns gateway-api-ls-cross-ns gateway-api-routes-allowed-ns \
-  gateway-api-routes-not-allowed-ns gateway-api-listener-sets-test-reference-grant-ns
+  gateway-api-routes-not-allowed-ns gateway-api-listener-sets-test-reference-grant-ns \
+  gateway-conformance-mesh gateway-conformance-mesh-consumer
 
 # GatewayStaticAddresses: the Gateway's ClusterIP Service is given a usable
 # address from hack/cluster's Service range (198.18.0.0/16,
@@ -71,13 +73,23 @@ usable=198.18.255.200 unusable=192.0.2.10
 
 # Features Meridian does not claim (conformance/README.md says why).
 exempt=$(grep -v '^#' conformance/exempt-features | grep -v '^$' | paste -sd, -)
+# The mesh's features (MESH-HTTP, MESH-GRPC), claimed in a run of their own
+# with every namespace the suite makes meshed (its pods get the sidecar):
+# conformance/mesh-features.
+mesh=$(grep -v '^#' conformance/mesh-features | grep -v '^$' | paste -sd, -)
 cd conformance
-go test -tags conformance -count=1 -timeout 45m -v . -args \
-  -gateway-class=meridian -allow-crds-mismatch \
-  -conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS,GATEWAY-TCP,GATEWAY-UDP \
-  -all-features -exempt-features="$exempt" \
-  -usable-address="$usable" -unusable-address="$unusable" \
-  -organization=meridian-mesh -project=meridian \
-  -url=https://github.com/meridian-mesh/meridian -version="$VERSION" \
-  -contact=https://github.com/meridian-mesh/meridian/issues \
-  -report-output=report.yaml "$@"
+common=(-gateway-class=meridian -allow-crds-mismatch
+  -organization=meridian-mesh -project=meridian
+  -url=https://github.com/meridian-mesh/meridian -version="$VERSION"
+  -contact=https://github.com/meridian-mesh/meridian/issues)
+if [ "${CONFORMANCE_MESH_ONLY:-0}" != 1 ]; then
+  go test -tags conformance -count=1 -timeout 45m -v . -args "${common[@]}" \
+    -conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS,GATEWAY-TCP,GATEWAY-UDP \
+    -all-features -exempt-features="$exempt" \
+    -usable-address="$usable" -unusable-address="$unusable" \
+    -report-output=report.yaml "$@"
+fi
+go test -tags conformance -count=1 -timeout 30m -v . -args "${common[@]}" \
+  -conformance-profiles=MESH-HTTP,MESH-GRPC -supported-features="$mesh" \
+  -namespace-annotations=meridian.io/inject=enabled \
+  -report-output=report-mesh.yaml "$@"
