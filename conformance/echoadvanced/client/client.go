@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -154,15 +153,8 @@ func grpcSender(conn *grpc.ClientConn, hdrs headers) func(context.Context, int, 
 }
 
 func writeResponseHeaders(out *bytes.Buffer, i int, h http.Header) {
-	keys := make([]string, 0, len(h))
-	for k := range h {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		for _, v := range h[k] {
-			fmt.Fprintf(out, "[%d] ResponseHeader=%s:%s\n", i, k, v)
-		}
+	for k, v := range sortedHeaders(h) {
+		fmt.Fprintf(out, "[%d] ResponseHeader=%s:%s\n", i, k, v)
 	}
 }
 

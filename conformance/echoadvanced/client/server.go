@@ -12,6 +12,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"iter"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
@@ -146,17 +148,24 @@ func (e *responder) common(b *bytes.Buffer, port int, host, url, method, proto, 
 	}
 	field(b, "IP", ip)
 	field(b, "Alpn", alpn)
-	keys := make([]string, 0, len(h))
-	for k := range h {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		for _, v := range h[k] {
-			field(b, "RequestHeader", k+":"+v)
-		}
+	for k, v := range sortedHeaders(h) {
+		field(b, "RequestHeader", k+":"+v)
 	}
 	field(b, "Hostname", e.hostname)
+}
+
+// sortedHeaders yields h's values by name, in name order (the output's
+// order is the same from run to run).
+func sortedHeaders(h http.Header) iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		for _, k := range slices.Sorted(maps.Keys(h)) {
+			for _, v := range h[k] {
+				if !yield(k, v) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // field writes one line; a value's own line breaks would start lines the
