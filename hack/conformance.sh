@@ -5,7 +5,10 @@
 # cluster IPs on this node), loads the suite's images built from source (the
 # node cannot pull registry.k8s.io), runs the GATEWAY-HTTP, GATEWAY-GRPC,
 # GATEWAY-TLS, GATEWAY-TCP and GATEWAY-UDP profiles with every feature but those conformance/README.md
-# lists as not supported, and writes the report to conformance/report.yaml.
+# lists as not supported, and writes the report to conformance/report.yaml;
+# then the MESH-HTTP and MESH-GRPC profiles with the suite's namespaces
+# meshed (conformance/report-mesh.yaml). CONFORMANCE_RUN=gateway or mesh runs
+# only that one (extra arguments, e.g. -run-test=NAME, go to each run).
 # The Gateway API CRDs are the experimental channel's (HTTPRoute's
 # rules[].retry is an experimental field), applied over any standard ones.
 set -euo pipefail
@@ -82,14 +85,18 @@ common=(-gateway-class=meridian -allow-crds-mismatch
   -organization=meridian-mesh -project=meridian
   -url=https://github.com/meridian-mesh/meridian -version="$VERSION"
   -contact=https://github.com/meridian-mesh/meridian/issues)
-if [ "${CONFORMANCE_MESH_ONLY:-0}" != 1 ]; then
+run=${CONFORMANCE_RUN:-all}
+case "$run" in all | gateway | mesh) ;; *) echo "CONFORMANCE_RUN=$run: allowed are all, gateway and mesh" >&2; exit 2 ;; esac
+if [ "$run" != mesh ]; then
   go test -tags conformance -count=1 -timeout 45m -v . -args "${common[@]}" \
     -conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS,GATEWAY-TCP,GATEWAY-UDP \
     -all-features -exempt-features="$exempt" \
     -usable-address="$usable" -unusable-address="$unusable" \
     -report-output=report.yaml "$@"
 fi
-go test -tags conformance -count=1 -timeout 30m -v . -args "${common[@]}" \
-  -conformance-profiles=MESH-HTTP,MESH-GRPC -supported-features="$mesh" \
-  -namespace-annotations=meridian.io/inject=enabled \
-  -report-output=report-mesh.yaml "$@"
+if [ "$run" != gateway ]; then
+  go test -tags conformance -count=1 -timeout 30m -v . -args "${common[@]}" \
+    -conformance-profiles=MESH-HTTP,MESH-GRPC -supported-features="$mesh" \
+    -namespace-annotations=meridian.io/inject=enabled \
+    -report-output=report-mesh.yaml "$@"
+fi

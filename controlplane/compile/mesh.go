@@ -21,13 +21,13 @@ import (
 // kind Service) route that Service's mesh traffic. Each match of each rule
 // becomes one HTTPRoute of the profile, in the Gateway API's precedence
 // (the gateway's, controlplane/compile/gateway), with the rule's
-// backendRefs as its own weighted backends, its header modifier filters
+// backendRefs as its own weighted backends, its header modifier filters,
 // its RequestRedirect or URLRewrite filter, and its timeout. Filters the
 // mesh cannot honour (mirrors, CORS, extensions; on a backendRef, anything
 // but the header modifiers) make the rule's requests answer 500, and an
 // invalid match, redirect, rewrite or timeout drops the rule: the route's
-// status says which
-// (PartiallyInvalid, or Accepted False when no rule is left). Requests no
+// status says which (PartiallyInvalid, or Accepted False when no rule is
+// left). Requests no
 // rule matches are answered 404. The first match (by precedence) that
 // matches every request also gives the profile's DstOverrides, so that a
 // proxy that predates the per-route splits still sends by its weights.
