@@ -36,6 +36,8 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags e2e ./...
 	./hack/staticcheck.sh -tags e2e ./...
+	# The conformance module's own program (the mesh tests' echo image).
+	cd conformance && $(GO) vet ./echoadvanced/...
 
 # The tests against a real kube-apiserver (envtest) take etcd and
 # kube-apiserver from KUBEBUILDER_ASSETS: hack/kube-assets.sh finds them in
@@ -54,6 +56,7 @@ unit:
 	MERIDIAN_GATEWAY_EVENT_LOOP=1 $(GO) test -race -count=1 ./proxy/gateway/
 	MERIDIAN_GATEWAY_EVENT_LOOP=hold $(GO) test -race -count=1 ./proxy/gateway/
 	MERIDIAN_EVLOOP_HOLD=2ms $(GO) test -race -count=1 ./proxy/internal/evloop/
+	cd conformance && $(GO) test -race -count=1 ./echoadvanced/...
 
 # End-to-end tests (test/e2e, build tag e2e) against the real single-node
 # Kubernetes cluster that hack/cluster runs on this machine: `make cluster-up`
