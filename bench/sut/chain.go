@@ -64,7 +64,7 @@ func ports(n int) ([]int, error) {
 }
 
 // MeridianArgs are the flags for one meridian-proxy with all listeners on
-// fresh loopback ports. Extra flags (--dst, --inbound-forward, --balancer)
+// fresh loopback ports. Extra flags (--destinations, --inbound-forward, --balancer)
 // are appended by the caller.
 func MeridianArgs() (outbound, inbound, admin string, args []string, err error) {
 	ps, err := ports(3)
@@ -107,31 +107,22 @@ func Meridian(bin string, proto Protocol, server, cpus, logDir, hint string, ext
 	}
 	bArgs = append(bArgs, "--inbound-forward", server)
 	bArgs = append(bArgs, extra...)
-	name := "meridian-" + string(proto)
-	if hint != "" {
-		name += "-" + hint + "hop"
-	}
+	name := chainName("meridian-", proto, hint)
 	in, err := StartMeridian(name+"-in", cpus, logDir, bin, bAdmin, bArgs)
 	if err != nil {
 		return nil, err
 	}
 	aOut, _, aAdmin, aArgs, err := MeridianArgs()
+	dests := filepath.Join(logDir, "destinations-"+name+".yaml")
+	if err == nil {
+		err = os.WriteFile(dests, []byte(destinations(bIn, "", hint)), 0o600)
+	}
 	if err != nil {
 		in.Stop(time.Second)
 		return nil, err
 	}
 	// A's own inbound is unused; point it at the server so the flag is valid.
-	aArgs = append(aArgs, "--inbound-forward", server)
-	if hint == "" {
-		aArgs = append(aArgs, "--dst", Authority+"="+bIn)
-	} else {
-		dests := filepath.Join(logDir, "destinations-"+name+".yaml")
-		if err := os.WriteFile(dests, []byte(destinations(bIn, "", hint)), 0o600); err != nil {
-			in.Stop(time.Second)
-			return nil, err
-		}
-		aArgs = append(aArgs, "--destinations", dests)
-	}
+	aArgs = append(aArgs, "--inbound-forward", server, "--destinations", dests)
 	aArgs = append(aArgs, extra...)
 	out, err := StartMeridian(name+"-out", cpus, logDir, bin, aAdmin, aArgs)
 	if err != nil {
@@ -164,10 +155,7 @@ func MeridianMTLS(bin string, proto Protocol, server, cpus, logDir, idAddr, anch
 		return nil, err
 	}
 	bArgs = append(append(append(bArgs, "--inbound-forward", server), ids...), extra...)
-	name := "meridian-mtls-" + string(proto)
-	if hint != "" {
-		name += "-" + hint + "hop"
-	}
+	name := chainName("meridian-mtls-", proto, hint)
 	in, err := StartMeridian(name+"-in", cpus, logDir, bin, bAdmin, bArgs)
 	if err != nil {
 		return nil, err
@@ -191,6 +179,15 @@ func MeridianMTLS(bin string, proto Protocol, server, cpus, logDir, idAddr, anch
 		return nil, err
 	}
 	return &Chain{Kind: "meridian-mtls", Proto: proto, Entry: aOut, Out: out, In: in, Admin: []string{aAdmin, bAdmin}}, nil
+}
+
+// chainName names a chain's proxies (and its destinations file): prefix,
+// the protocol, and the hint's hop.
+func chainName(prefix string, proto Protocol, hint string) string {
+	if hint != "" {
+		return prefix + string(proto) + "-" + hint + "hop"
+	}
+	return prefix + string(proto)
 }
 
 // destinations is a static destinations file routing Authority to addr,
