@@ -252,7 +252,7 @@ func (g *Gateway) forward(rl *rule, be *backend) http.Handler {
 		// 9.2.2) is still tried again when its connection fails before a
 		// response (an endpoint going away in a rolling restart): another
 		// endpoint answers it instead of the client seeing a 502.
-		connOnly := !policy && idempotent[r.Method] && (r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0)
+		connOnly := !policy && httpproxy.Idempotent(r.Method) && (r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0)
 		if (policy || connOnly) && httpproxy.Resendable(r.Header) {
 			ok, err := readAhead(r, x)
 			if err != nil {
@@ -359,25 +359,6 @@ func verificationFailed(err error) bool {
 	return errors.As(err, &cv) || errors.As(err, &alert)
 }
 
-// peerFailed: resp is a meshed backend's proxy's own answer that it could
-// not reach its application or lost it mid-exchange (502/503 with
-// Meridian-Proxy-Error connect, unavailable, no_endpoints or upstream):
-// the application is going away, and an idempotent request may be tried
-// again elsewhere (RFC 9110 9.2.2). A backend that forges the header only
-// gets an idempotent request sent again.
-func peerFailed(resp *http.Response) bool {
-	if resp.StatusCode != http.StatusBadGateway && resp.StatusCode != http.StatusServiceUnavailable {
-		return false
-	}
-	return httpproxy.AppUnavailable(resp) || resp.Header.Get(httpproxy.ErrorHeader) == "upstream"
-}
-
-// idempotent are RFC 9110 9.2.2's idempotent methods.
-var idempotent = map[string]bool{
-	http.MethodGet: true, http.MethodHead: true, http.MethodOptions: true, http.MethodTrace: true,
-	http.MethodPut: true, http.MethodDelete: true,
-}
-
 func (l *retryLoop) retry(r *http.Request, x *httpproxy.Exchange, a httpproxy.Attempts) (*http.Response, error) {
 	rl := l.rule
 	// Without a policy the tries wait a little (connRetryBackoff, then
@@ -424,7 +405,7 @@ func (l *retryLoop) retry(r *http.Request, x *httpproxy.Exchange, a httpproxy.At
 			// A meshed backend's proxy that could not reach its application
 			// (it is shutting down in a rolling restart) is a connection
 			// failure one hop further: the request never got there.
-			retryable = retryable || (rl.retry == nil && l.connAttempts > 0 && peerFailed(resp))
+			retryable = retryable || (rl.retry == nil && l.connAttempts > 0 && httpproxy.PeerFailed(resp))
 			if !retryable || last {
 				if x.Timeout != nil {
 					x.Timeout.Stop()

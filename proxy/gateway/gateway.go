@@ -129,9 +129,8 @@ type Gateway struct {
 	rejected []rejection                            // the last snapshots refused, newest first
 	stopped  bool
 
-	loops    []*loopState  // Config.EventLoop's; none without
-	nextLoop atomic.Uint32 // pickLoop's turn
-	inFlight atomic.Int64  // requests in flight, both paths (inflight's count)
+	loops    loopGroup    // Config.EventLoop's; nil without
+	inFlight atomic.Int64 // requests in flight, both paths (inflight's count)
 
 	bg     context.Context // the servers' lifetime: canceled at the end of Run
 	cancel context.CancelFunc

@@ -19,6 +19,7 @@ import (
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1loop"
 	"github.com/meridian-mesh/meridian/proxy/tlsid"
 	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
 )
@@ -249,7 +250,7 @@ func testEventLoopMatches(t *testing.T, https, meshed bool) {
 		{"POST", "/peer-unavailable", "once"}, {"POST", "/big", large},
 	}
 	for _, q := range bodies {
-		before := loopServed.Load()
+		before := withLoop.loopServed()
 		ca, _ := clientFor(withLoop)
 		cb, _ := clientFor(without)
 		a, b := send(ca, q.method, loopURL+q.path, q.body), send(cb, q.method, goURL+q.path, q.body)
@@ -265,7 +266,7 @@ func testEventLoopMatches(t *testing.T, https, meshed bool) {
 		if len(got) < 2 || got[len(got)-1] != got[len(got)-2] || !strings.HasSuffix(got[len(got)-1], "body="+q.body) {
 			t.Errorf("%s %s: the endpoint's last two requests are not the same, with the body: %q", q.method, q.path, got)
 		}
-		served := loopServed.Load() - before
+		served := withLoop.loopServed() - before
 		// The loop's own 502 is not a response passed on; a meshed
 		// endpoint's proxy's is.
 		if want := map[bool]int64{true: 1}[len(q.body) < 16000 && (meshed || a.Status != http.StatusBadGateway)]; served != want {
@@ -328,7 +329,7 @@ func testEventLoopMatches(t *testing.T, https, meshed bool) {
 			t.Fatal(err)
 		}
 		conn.SetDeadline(time.Now().Add(10 * time.Second))
-		before := loopServed.Load()
+		before := withLoop.loopServed()
 		io.WriteString(conn, pipelined)
 		br := bufio.NewReader(conn)
 		for i := range 4 {
@@ -342,8 +343,8 @@ func testEventLoopMatches(t *testing.T, https, meshed bool) {
 			}
 		}
 		conn.Close()
-		if want := int64(map[bool]int{true: 2}[g == withLoop]); loopServed.Load()-before != want {
-			t.Errorf("pipelined: the loop served %d, want %d", loopServed.Load()-before, want)
+		if want := int64(map[bool]int{true: 2}[g == withLoop]); withLoop.loopServed()-before != want {
+			t.Errorf("pipelined: the loop served %d, want %d", withLoop.loopServed()-before, want)
 		}
 	}
 	if got := requests("/cl"); len(got) >= 8 {
@@ -372,10 +373,10 @@ func testEventLoopMatches(t *testing.T, https, meshed bool) {
 	// goroutines (on a new connection: a request the loop hands over
 	// takes its connection with it).
 	for _, p := range []string{"/cl", "/chunked", "/close!", "/204", "/304", "/103", "/http10!", "/conn-close", "/big"} {
-		before := loopServed.Load()
+		before := withLoop.loopServed()
 		c, _ := clientFor(withLoop)
 		fetch(c, loopURL+p)
-		if loopServed.Load() != before+1 {
+		if withLoop.loopServed() != before+1 {
 			t.Errorf("%s: not served by the loop", p)
 		}
 	}
@@ -444,11 +445,11 @@ func TestEventLoopsTakeConnectionsInTurn(t *testing.T) {
 		}
 		conn.Close()
 	}
-	if len(g.loops) != 3 {
-		t.Fatalf("%d loops, want 3", len(g.loops))
+	if len(g.loops.Loops()) != 3 {
+		t.Fatalf("%d loops, want 3", len(g.loops.Loops()))
 	}
-	for i, st := range g.loops {
-		if n := st.served.Load(); n != 4 {
+	for i, lp := range g.loops.Loops() {
+		if n := lp.Served(); n != 4 {
 			t.Errorf("loop %d served %d responses, want 4", i, n)
 		}
 	}
@@ -470,7 +471,7 @@ func TestEventLoopFailureAccrual(t *testing.T) {
 		for _, a := range g.Ports() {
 			addr = a.String()
 		}
-		before := loopServed.Load()
+		before := g.loopServed()
 		c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 		failures := 0
 		for range 40 {
@@ -482,7 +483,7 @@ func TestEventLoopFailureAccrual(t *testing.T) {
 				failures++
 			}
 		}
-		if served := loopServed.Load() - before; loop != (served == 40) {
+		if served := g.loopServed() - before; loop != (served == 40) {
 			t.Errorf("loop %v: the loop served %d of 40", loop, served)
 		}
 		if failures < 5 || failures > 8 {
@@ -514,7 +515,7 @@ func TestEventLoopBodyInParts(t *testing.T) {
 			t.Fatal(err)
 		}
 		conn.SetDeadline(time.Now().Add(10 * time.Second))
-		before := loopServed.Load()
+		before := g.loopServed()
 		io.WriteString(conn, "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nfirst")
 		time.Sleep(tc.pause)
 		io.WriteString(conn, " half")
@@ -527,7 +528,7 @@ func TestEventLoopBodyInParts(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("pause %v: %s", tc.pause, resp.Status)
 		}
-		if got := loopServed.Load() - before; (got == 1) != tc.onLoop {
+		if got := g.loopServed() - before; (got == 1) != tc.onLoop {
 			t.Errorf("pause %v: the loop served %d, on the loop: want %v", tc.pause, got, tc.onLoop)
 		}
 		got := requests("/p")
@@ -587,7 +588,7 @@ func slowRelay(t *testing.T, target string, delay time.Duration, refuse func(n i
 
 // meshedBehindRelay starts a loop gateway (one loop) in front of a
 // meshed endpoint reached through relay, and returns its port's address.
-func meshedBehindRelay(t *testing.T, delay time.Duration, refuse func(int64) bool) (gw string, conns, peak func() int64) {
+func meshedBehindRelay(t *testing.T, delay time.Duration, refuse func(int64) bool) (g *Gateway, gw string, conns, peak func() int64) {
 	t.Helper()
 	backend, _ := rawBackend(t, map[string]string{"/x": "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"})
 	ids := tlsidtest.Start(t, time.Hour)
@@ -599,13 +600,13 @@ func meshedBehindRelay(t *testing.T, delay time.Duration, refuse func(int64) boo
 		t.Fatal(err)
 	}
 	host := hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1)))
-	g := startGatewayWith(t, res, snap("v1", httpPort(freePort(t), httpListener("http", "", host))), func(c *Config) {
+	g = startGatewayWith(t, res, snap("v1", httpPort(freePort(t), httpListener("http", "", host))), func(c *Config) {
 		c.EventLoop, c.EventLoops, c.Identity = true, 1, ids.Identity(t, "gw-ns", "gateway")
 	})
 	for _, a := range g.Ports() {
 		gw = a.String()
 	}
-	return gw, conns, peak
+	return g, gw, conns, peak
 }
 
 // burst sends n requests at once, each on a connection of its own, and
@@ -636,25 +637,25 @@ func burst(t *testing.T, addr string, n int) []int {
 }
 
 // A burst of requests to a meshed endpoint with no idle connection has at
-// most loopMaxDialing mTLS dials in progress from the loop; the rest wait
+// most h1loop.MaxDialing mTLS dials in progress from the loop; the rest wait
 // for a connection given back or a dial let go, and are served on the
 // loop, on fewer connections than requests.
 func TestEventLoopMTLSDialBound(t *testing.T) {
-	gw, conns, peak := meshedBehindRelay(t, 200*time.Millisecond, func(int64) bool { return false })
-	before := loopServed.Load()
+	g, gw, conns, peak := meshedBehindRelay(t, 200*time.Millisecond, func(int64) bool { return false })
+	before := g.loopServed()
 	const n = 24
 	for i, s := range burst(t, gw, n) {
 		if s != http.StatusOK {
 			t.Errorf("request %d: status %d", i, s)
 		}
 	}
-	if got := peak(); got > loopMaxDialing {
-		t.Errorf("%d dials at once for %d requests at once, want at most %d", got, n, loopMaxDialing)
+	if got := peak(); got > h1loop.MaxDialing {
+		t.Errorf("%d dials at once for %d requests at once, want at most %d", got, n, h1loop.MaxDialing)
 	}
 	if got := conns(); got >= n {
 		t.Errorf("%d connections for %d requests, want fewer", got, n)
 	}
-	if served := loopServed.Load() - before; served != n {
+	if served := g.loopServed() - before; served != n {
 		t.Errorf("the loop served %d of %d", served, n)
 	}
 }
@@ -662,16 +663,16 @@ func TestEventLoopMTLSDialBound(t *testing.T) {
 // When a dial fails, the requests waiting fail with it at once: handed to
 // the goroutine path, which tries again, and each is answered. None waits
 // for a dial of its own to the endpoint that just failed one (against one
-// that does not answer, a connect timeout each, loopMaxDialing at a time).
+// that does not answer, a connect timeout each, h1loop.MaxDialing at a time).
 func TestEventLoopMTLSDialFailureFailsWaiters(t *testing.T) {
-	gw, _, _ := meshedBehindRelay(t, 500*time.Millisecond, func(n int64) bool { return n <= loopMaxDialing })
-	before := loopServed.Load()
+	g, gw, _, _ := meshedBehindRelay(t, 500*time.Millisecond, func(n int64) bool { return n <= h1loop.MaxDialing })
+	before := g.loopServed()
 	for i, s := range burst(t, gw, 24) {
 		if s != http.StatusOK {
 			t.Errorf("request %d: status %d", i, s)
 		}
 	}
-	if served := loopServed.Load() - before; served != 0 {
+	if served := g.loopServed() - before; served != 0 {
 		t.Errorf("the loop served %d of the requests that waited for the failed dials, want none (each fails with them)", served)
 	}
 }

@@ -4,20 +4,21 @@ package gateway
 
 import "crypto/tls"
 
-type loopState struct{}
-
-type loopListener = any
+type (
+	loopGroup  = *struct{}
+	loopServer = *struct{}
+)
 
 func (g *Gateway) startLoop() error { return nil }
 
 func (g *Gateway) closeLoop() {}
+
+func (g *Gateway) loopServed() int64 { return 0 }
 
 func (ps *portServer) loopListen() bool { return false }
 
 func (ps *portServer) loopDrain() {}
 
 func (ps *portServer) loopCut() {}
-
-type loopClient struct{}
 
 func (ps *portServer) loopTLS(*tls.Conn, tls.ConnectionState) bool { return false }

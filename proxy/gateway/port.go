@@ -48,10 +48,9 @@ type portServer struct {
 	conns   map[net.Conn]struct{} // TLS streams, closed at the drain deadline
 	cut     bool                  // the drain deadline has passed
 
-	loopLis      loopListener // the first event loop's accepting, nil without
-	loopDraining atomic.Bool  // the loops' connections close once idle
-	open         atomic.Int64 // accepted connections not yet closed
-	maxConns     int64        // Config.MaxConnections; 0: no bound
+	loop     loopServer   // its HTTP/1.1 on the event loops, nil without
+	open     atomic.Int64 // accepted connections not yet closed
+	maxConns int64        // Config.MaxConnections; 0: no bound
 }
 
 // counted is an accepted connection counted in its port's open
@@ -277,7 +276,7 @@ func (ps *portServer) serveHTTPS(tc *tls.Conn, cfg *tls.Config) {
 	case "h2":
 		ps.h2.ServeConnOptions(withClientCert(ps.ctx, st, cfg), tc, h2server.ConnOptions{Handler: h2Handler{h: g.handler, tls: &st}})
 	case "", "http/1.1", "http/1.0":
-		if len(g.loops) > 0 && st.NegotiatedProtocol != "http/1.0" && ps.loopTLS(tc, st) {
+		if st.NegotiatedProtocol != "http/1.0" && ps.loopTLS(tc, st) {
 			return
 		}
 		ps.h1.ServeConn(withClientCert(context.Background(), st, cfg), tc)

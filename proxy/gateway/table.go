@@ -553,7 +553,7 @@ type rule struct {
 	noBackend string
 	listener  *listener
 	prefix    string // the PREFIX match's value, for ReplacePrefixMatch filters
-	loopOK    bool   // served on the event loop (loop_linux.go): no filters, session, retry or timeouts
+	loopOK    bool   // served on the event loops (loopRouter): no filters, session, retry or timeouts
 }
 
 type retryPolicy struct {

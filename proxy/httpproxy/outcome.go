@@ -56,6 +56,29 @@ func AppUnavailable(resp *http.Response) bool {
 	return resp.StatusCode >= 500 && appUnavailable[resp.Header.Get(ErrorHeader)]
 }
 
+// PeerFailed reports whether resp is a meshed endpoint's proxy's own
+// answer that it could not reach its application or lost it mid-exchange
+// (502/503 with ErrorHeader connect, unavailable, no_endpoints or
+// upstream): the application is going away, and an idempotent request may
+// be tried again elsewhere (RFC 9110 9.2.2). An endpoint that forges the
+// header only gets an idempotent request sent again.
+func PeerFailed(resp *http.Response) bool {
+	if resp.StatusCode != http.StatusBadGateway && resp.StatusCode != http.StatusServiceUnavailable {
+		return false
+	}
+	return AppUnavailable(resp) || resp.Header.Get(ErrorHeader) == "upstream"
+}
+
+// Idempotent reports whether method is one of RFC 9110 9.2.2's idempotent
+// methods.
+func Idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
 // headerFailure classifies a response by its status line and headers: a
 // 5xx, a peer proxy's own failure to reach its application, or a gRPC
 // trailers-only response with a failing status. "" means not failed (yet:

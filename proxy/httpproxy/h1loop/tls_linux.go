@@ -1,17 +1,17 @@
-package gateway
+package h1loop
 
-// TLS on the event loops, both ways: a terminated HTTPS connection whose
-// handshake (on its accepting goroutine, as before) settled HTTP/1.1, and
-// an mTLS connection to a meshed endpoint (dialed and shaken hands on a
-// goroutine, by the endpoint's own dialer). Either moves to a loop with its
-// crypto/tls Conn, which keeps its keys and state: the socket under the
-// Conn's metrics.Conn (which goes on counting the bytes) is replaced by a
-// loopSide that reads the ciphertext the loop read and collects what
-// crypto/tls writes for the loop to send. A read that needs bytes not yet
-// there fails with a temporary net.Error, which crypto/tls returns without
+// TLS on the loops, both ways: a client's connection whose handshake (on
+// its accepting goroutine) settled HTTP/1.1, and an mTLS connection to a
+// meshed endpoint (dialed and shaken hands on a goroutine, by the
+// endpoint's own dialer). Either moves to a loop with its crypto/tls Conn,
+// which keeps its keys and state: the socket under the Conn's
+// metrics.Conn (which goes on counting the bytes) is replaced by a side
+// that reads the ciphertext the loop read and collects what crypto/tls
+// writes for the loop to send. A read that needs bytes not yet there
+// fails with a temporary net.Error, which crypto/tls returns without
 // ending the connection: the part of a record read so far is kept for the
-// next read. A client connection the loop cannot serve goes back to
-// h1server over the same Conn (tlsBack).
+// next read. A client connection the loop cannot serve goes back to the
+// goroutine path over the same Conn (tlsBack).
 
 import (
 	"context"
@@ -30,17 +30,17 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 )
 
-// loopSide stands, under a crypto/tls Conn's metrics.Conn, for the socket a
+// side stands, under a crypto/tls Conn's metrics.Conn, for the socket a
 // loop serves (c): reads take the bytes the loop read, writes are kept in
 // the loop's tlsOut until flush; closing is the loop's, deadlines its
 // timers.
-type loopSide struct {
+type side struct {
 	c             *evloop.Conn // set once the loop serves the socket
-	st            *loopState
+	lp            *Loop
 	local, remote net.Addr
 }
 
-func (s *loopSide) Read(b []byte) (int, error) {
+func (s *side) Read(b []byte) (int, error) {
 	buf := s.c.Buffered()
 	if len(buf) == 0 {
 		switch {
@@ -56,19 +56,19 @@ func (s *loopSide) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-func (s *loopSide) Write(b []byte) (int, error) {
-	s.st.tlsOut = append(s.st.tlsOut, b...)
+func (s *side) Write(b []byte) (int, error) {
+	s.lp.tlsOut = append(s.lp.tlsOut, b...)
 	return len(b), nil
 }
 
-func (*loopSide) Close() error                     { return nil }
-func (s *loopSide) LocalAddr() net.Addr            { return s.local }
-func (s *loopSide) RemoteAddr() net.Addr           { return s.remote }
-func (*loopSide) SetDeadline(time.Time) error      { return nil }
-func (*loopSide) SetReadDeadline(time.Time) error  { return nil }
-func (*loopSide) SetWriteDeadline(time.Time) error { return nil }
+func (*side) Close() error                     { return nil }
+func (s *side) LocalAddr() net.Addr            { return s.local }
+func (s *side) RemoteAddr() net.Addr           { return s.remote }
+func (*side) SetDeadline(time.Time) error      { return nil }
+func (*side) SetReadDeadline(time.Time) error  { return nil }
+func (*side) SetWriteDeadline(time.Time) error { return nil }
 
-// errWouldBlock is loopSide's read when the loop has no more bytes:
+// errWouldBlock is side's read when the loop has no more bytes:
 // temporary, so crypto/tls keeps the connection (and what it read), and a
 // deadline's kind of error, so metrics.Conn does not count it a failure.
 var errWouldBlock error = wouldBlock{}
@@ -80,50 +80,52 @@ func (wouldBlock) Timeout() bool        { return true }
 func (wouldBlock) Temporary() bool      { return true }
 func (wouldBlock) Is(target error) bool { return target == os.ErrDeadlineExceeded }
 
-// takeTLS moves tc's socket to st's loop: its descriptor (evloop.Take) and
-// a loopSide in the socket's place under tc's metrics.Conn, which must be
-// the connection under tc, or the one under a replayConn with nothing
-// left to replay. Nothing happens (false) for any other shape.
-func takeTLS(tc *tls.Conn, st *loopState) (fd int, ts *tlsStream, mc *metrics.Conn, ok bool) {
-	under := tc.NetConn()
-	if rc, isReplay := under.(*replayConn); isReplay {
-		if rc.r != nil && rc.r.Buffered() > 0 {
-			return -1, nil, nil, false
-		}
-		under = rc.Conn
-	}
-	if mc, ok = under.(*metrics.Conn); !ok {
-		return -1, nil, nil, false // a PROXY header's clientConn, say
-	}
-	raw := mc.Conn
-	if cc, isCounted := raw.(*counted); isCounted {
-		raw = cc.Conn
-	}
+// takeTLS moves tc's socket to lp's loop: its descriptor (evloop.Take)
+// and a side in the socket's place under tc's metrics.Conn, found under tc
+// with unwrap's help (nil: none), which must be over the socket itself.
+// Nothing happens (false) for any other shape.
+func takeTLS(tc *tls.Conn, lp *Loop, unwrap func(net.Conn) (net.Conn, bool)) (fd int, ts *tlsStream, mc *metrics.Conn, ok bool) {
 	var tcp *net.TCPConn
-	switch c := raw.(type) {
-	case *net.TCPConn:
-		tcp = c
-	case *rawconn.Conn:
-		tcp = c.TCPConn
-	default:
+	for under := tc.NetConn(); tcp == nil; {
+		switch c := under.(type) {
+		case *metrics.Conn:
+			if mc != nil {
+				return -1, nil, nil, false
+			}
+			mc, under = c, c.Conn
+			continue
+		case *net.TCPConn:
+			tcp = c
+		case *rawconn.Conn:
+			tcp = c.TCPConn
+		default:
+			if unwrap == nil {
+				return -1, nil, nil, false
+			}
+			if under, ok = unwrap(under); !ok {
+				return -1, nil, nil, false
+			}
+		}
+	}
+	if mc == nil {
 		return -1, nil, nil, false
 	}
-	side := &loopSide{st: st, local: tcp.LocalAddr(), remote: tcp.RemoteAddr()}
+	s := &side{lp: lp, local: tcp.LocalAddr(), remote: tcp.RemoteAddr()}
 	fd, err := evloop.Take(tcp)
 	if err != nil {
 		// tcp is open still (Take closes it only once it has the
 		// duplicate): the caller goes on without the loop.
 		return -1, nil, nil, false
 	}
-	mc.Conn = side
-	return fd, &tlsStream{tc: tc, side: side}, mc, true
+	mc.Conn = s
+	return fd, &tlsStream{tc: tc, side: s}, mc, true
 }
 
 // tlsStream is a crypto/tls Conn on a loop: records are decrypted into
 // plain while there is room for them.
 type tlsStream struct {
 	tc    *tls.Conn
-	side  *loopSide
+	side  *side
 	plain []byte // decrypted: plain[r:w] not consumed; nil while empty
 	r, w  int
 	eof   bool  // the peer's close_notify, or its end at a record's boundary
@@ -132,12 +134,12 @@ type tlsStream struct {
 
 // decrypt reads records into plain while there is room and ciphertext.
 func (ts *tlsStream) decrypt() {
-	st := ts.side.st
+	lp := ts.side.lp
 	for ts.err == nil && !ts.eof {
 		if ts.plain == nil {
-			if n := len(st.plainBufs); n > 0 {
-				ts.plain = st.plainBufs[n-1]
-				st.plainBufs = st.plainBufs[:n-1]
+			if n := len(lp.plainBufs); n > 0 {
+				ts.plain = lp.plainBufs[n-1]
+				lp.plainBufs = lp.plainBufs[:n-1]
 			} else {
 				ts.plain = make([]byte, evloop.BufferSize)
 			}
@@ -178,9 +180,9 @@ func (ts *tlsStream) consume(n int) {
 
 // release gives the plaintext buffer back.
 func (ts *tlsStream) release() {
-	st := ts.side.st
-	if ts.plain != nil && len(st.plainBufs) < maxSparePlain {
-		st.plainBufs = append(st.plainBufs, ts.plain)
+	lp := ts.side.lp
+	if ts.plain != nil && len(lp.plainBufs) < maxSparePlain {
+		lp.plainBufs = append(lp.plainBufs, ts.plain)
 	}
 	ts.plain, ts.r, ts.w = nil, 0, 0
 }
@@ -189,77 +191,71 @@ const maxSparePlain = 64
 
 // write sends a then b, in one record when they fit in one.
 func (ts *tlsStream) write(a, b []byte) {
-	st := ts.side.st
+	lp := ts.side.lp
 	p := a
 	if len(b) > 0 {
-		st.tlsJoin = append(append(st.tlsJoin[:0], a...), b...)
-		p = st.tlsJoin
+		lp.tlsJoin = append(append(lp.tlsJoin[:0], a...), b...)
+		p = lp.tlsJoin
 	}
 	ts.tc.Write(p)
-	if cap(st.tlsJoin) > 64<<10 {
-		st.tlsJoin = nil
+	if cap(lp.tlsJoin) > 64<<10 {
+		lp.tlsJoin = nil
 	}
 	ts.flush()
 }
 
 // flush sends what crypto/tls wrote.
 func (ts *tlsStream) flush() {
-	st := ts.side.st
-	if len(st.tlsOut) == 0 {
+	lp := ts.side.lp
+	if len(lp.tlsOut) == 0 {
 		return
 	}
-	ts.side.c.Write(st.tlsOut)
-	st.tlsOut = st.tlsOut[:0]
-	if cap(st.tlsOut) > 64<<10 {
-		st.tlsOut = nil
+	ts.side.c.Write(lp.tlsOut)
+	lp.tlsOut = lp.tlsOut[:0]
+	if cap(lp.tlsOut) > 64<<10 {
+		lp.tlsOut = nil
 	}
 }
 
 // close sends close_notify, as crypto/tls's Close does, with what the
 // socket takes at once; the caller closes the socket.
 func (ts *tlsStream) close() {
-	ts.tc.Close() // the alert through loopSide, whose Close is nothing
+	ts.tc.Close() // the alert through side, whose Close is nothing
 	ts.flush()
 	ts.release()
 }
 
 // The client side: HTTPS.
 
-// loopTLS is an HTTPS client connection's TLS on a loop.
-type loopTLS struct {
+// tlsClient is a client connection's TLS on a loop.
+type tlsClient struct {
 	tlsStream
 	state tls.ConnectionState // the requests' r.TLS
-	sni   string              // requestHost of the ClientHello's name
 }
 
-// loopTLS moves an HTTPS connection, its handshake done and HTTP/1.1
-// settled by ALPN, to the next loop; false (the caller serves it) for one
-// the loops do not take: a client certificate (the requests carry it), a
-// PROXY header, bytes read past the ClientHello's replay.
-func (ps *portServer) loopTLS(tc *tls.Conn, st tls.ConnectionState) bool {
-	g := ps.g
-	if len(st.PeerCertificates) > 0 {
-		return false
-	}
-	to := g.pickLoop()
-	fd, ts, mc, ok := takeTLS(tc, to)
+// ServeTLS moves a client's TLS connection, its handshake done (state)
+// and HTTP/1.1 settled, to the next loop; false (the caller serves it,
+// and Closed is not told) for one the loops do not take: see Unwrap, and
+// nothing may be left to read under the TLS Conn.
+func (s *Server) ServeTLS(tc *tls.Conn, state tls.ConnectionState) bool {
+	to := s.Group.pick()
+	fd, ts, mc, ok := takeTLS(tc, to, s.Unwrap)
 	if !ok {
 		return false
 	}
-	ps.streams.Add(1) // the loop's, until lc.done
-	lt := &loopTLS{tlsStream: *ts, state: st, sni: requestHost(st.ServerName)}
-	lc := &loopClient{ps: ps, remote: ts.side.remote.String(), tls: lt}
-	lc.mc, lc.ts = mc, &lt.tlsStream
-	to.l.Post(func() { to.serve(lc, fd) })
+	t := &tlsClient{tlsStream: *ts, state: state}
+	c := &client{s: s, remote: ts.side.remote.String(), tls: t}
+	c.mc, c.ts = mc, &t.tlsStream
+	to.l.Post(func() { to.serve(c, fd) })
 	return true
 }
 
 // back hands the connection back to the goroutine path: TLS over mc's
 // new connection, head and the plaintext not consumed read first.
-func (lt *loopTLS) back(head []byte) net.Conn {
-	prefix := append(append([]byte(nil), head...), lt.buffered()...)
-	lt.release()
-	return &tlsBack{Conn: lt.tc, prefix: prefix}
+func (t *tlsClient) back(head []byte) net.Conn {
+	prefix := append(append([]byte(nil), head...), t.buffered()...)
+	t.release()
+	return &tlsBack{Conn: t.tc, prefix: prefix}
 }
 
 // tlsBack is an HTTPS connection the loop handed back. h1server takes its
@@ -278,31 +274,31 @@ func (c *tlsBack) Read(b []byte) (int, error) {
 	return c.Conn.Read(b)
 }
 
-// loopStream is one side's bytes on a loop, a client's or an endpoint's:
+// stream is one side's bytes on a loop, a client's or an endpoint's:
 // the socket's as they are (counted in mc), or through its TLS (ts, counted
 // by the metrics.Conn under the TLS Conn).
-type loopStream struct {
+type stream struct {
 	c  *evloop.Conn
 	mc *metrics.Conn
 	ts *tlsStream // nil: plaintext
 }
 
 // pull decrypts what came, for a TLS connection.
-func (s *loopStream) pull() {
+func (s *stream) pull() {
 	if s.ts != nil {
 		s.ts.decrypt()
 	}
 }
 
 // buffered is the bytes read and not consumed (after pull).
-func (s *loopStream) buffered() []byte {
+func (s *stream) buffered() []byte {
 	if s.ts != nil {
 		return s.ts.buffered()
 	}
 	return s.c.Buffered()
 }
 
-func (s *loopStream) consume(n int) {
+func (s *stream) consume(n int) {
 	if s.ts != nil {
 		s.ts.consume(n)
 		return
@@ -312,7 +308,7 @@ func (s *loopStream) consume(n int) {
 }
 
 // readEOF says the peer ended its side (after pull).
-func (s *loopStream) readEOF() bool {
+func (s *stream) readEOF() bool {
 	if s.ts != nil {
 		return s.ts.eof
 	}
@@ -320,7 +316,7 @@ func (s *loopStream) readEOF() bool {
 }
 
 // readErr is what ended the peer's side (after pull).
-func (s *loopStream) readErr() error {
+func (s *stream) readErr() error {
 	if s.ts != nil {
 		return s.ts.err
 	}
@@ -328,7 +324,7 @@ func (s *loopStream) readErr() error {
 }
 
 // write sends a then b: as they are, or in one record when they fit.
-func (s *loopStream) write(a, b []byte) error {
+func (s *stream) write(a, b []byte) error {
 	if s.ts != nil {
 		s.ts.write(a, b)
 		return s.c.Err()
@@ -342,20 +338,20 @@ func (s *loopStream) write(a, b []byte) error {
 
 // The upstream side: mTLS to meshed endpoints.
 
-// loopMaxDialing bounds the mTLS dials in progress from one loop to one
+// MaxDialing bounds the mTLS dials in progress from one loop to one
 // endpoint, as h1client bounds the goroutine path's: each costs a
 // handshake, and unbounded, a burst of requests to an endpoint with no
 // idle connection had each dial its own while the handshakes before it
 // took the core (bench/README.md, "the mTLS HTTP/1.1 hop's connection
 // pile-up").
-const loopMaxDialing = h1client.DefaultMaxDialing
+const MaxDialing = h1client.DefaultMaxDialing
 
 // dialOrWait dials for x, or has it wait for the first connection given
-// back or dial let go when loopMaxDialing dials are in progress.
-func (p *loopPool) dialOrWait(x *loopExchange, key string) {
-	if p.dialing < loopMaxDialing {
+// back or dial let go when MaxDialing dials are in progress.
+func (p *pool) dialOrWait(x *exchange, key string) {
+	if p.dialing < MaxDialing {
 		p.dialing++
-		x.lc.dialTLS(x, key)
+		x.c.dialTLS(x, key)
 		return
 	}
 	p.waiting = append(p.waiting, x)
@@ -363,13 +359,13 @@ func (p *loopPool) dialOrWait(x *loopExchange, key string) {
 
 // waits reports whether x is still its client's request with no
 // connection: a client that went away leaves its request behind.
-func (x *loopExchange) waits() bool {
-	lc := x.lc
-	return lc.x == x && !lc.closed && x.up == nil
+func (x *exchange) waits() bool {
+	c := x.c
+	return c.x == x && !c.closed && x.up == nil
 }
 
 // nextWaiting takes the first request still waiting, or nil.
-func (p *loopPool) nextWaiting() *loopExchange {
+func (p *pool) nextWaiting() *exchange {
 	for len(p.waiting) > 0 {
 		x := p.waiting[0]
 		p.waiting[0] = nil
@@ -383,9 +379,9 @@ func (p *loopPool) nextWaiting() *loopExchange {
 
 // put gives up, idle and reusable, to the first request waiting, or keeps
 // it for the next.
-func (p *loopPool) put(up *loopUpstream) {
+func (p *pool) put(up *upstream) {
 	if x := p.nextWaiting(); x != nil {
-		x.lc.sendOn(up, x)
+		x.c.sendOn(up, x)
 		return
 	}
 	p.idle = append(p.idle, up)
@@ -395,17 +391,17 @@ func (p *loopPool) put(up *loopUpstream) {
 // that ended. When that dial failed, the requests waiting fail as it did
 // instead (each goes to the goroutine path, which tries again), as
 // h1client's waiting requests do.
-func (p *loopPool) dialDone(key string, err error) {
+func (p *pool) dialDone(key string, err error) {
 	if err != nil {
 		for x := p.nextWaiting(); x != nil; x = p.nextWaiting() {
-			x.lc.failed(x, true)
+			x.c.failed(x, true)
 		}
 		return
 	}
-	if p.dialing < loopMaxDialing {
+	if p.dialing < MaxDialing {
 		if x := p.nextWaiting(); x != nil {
 			p.dialing++
-			x.lc.dialTLS(x, key)
+			x.c.dialTLS(x, key)
 		}
 	}
 }
@@ -413,38 +409,38 @@ func (p *loopPool) dialDone(key string, err error) {
 // dialTLS opens an mTLS connection to x's endpoint with the endpoint's
 // own dialer (its handshake on a goroutine), then sends x on it on the
 // loop. x waits meanwhile: its client is read for its end only.
-func (lc *loopClient) dialTLS(x *loopExchange, key string) {
-	st := lc.st
+func (c *client) dialTLS(x *exchange, key string) {
+	lp := c.lp
 	u := x.ep.Value()
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), loopDialTimeout)
-		c, err := u.DialHTTP1(ctx)
+		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+		nc, err := u.DialHTTP1(ctx)
 		cancel()
-		st.l.Post(func() { lc.dialed(x, key, c, err) })
+		lp.l.Post(func() { c.dialed(x, key, nc, err) })
 	}()
 }
 
-// loopDialTimeout bounds an mTLS connection's dial and handshake, as the
+// dialTimeout bounds an mTLS connection's dial and handshake, as the
 // goroutine path's connect timeout does.
-const loopDialTimeout = 10 * time.Second
+const dialTimeout = 10 * time.Second
 
 // dialed is dialTLS's end, on the loop.
-func (lc *loopClient) dialed(x *loopExchange, key string, c net.Conn, err error) {
-	var up *loopUpstream
+func (c *client) dialed(x *exchange, key string, nc net.Conn, err error) {
+	var up *upstream
 	if err == nil {
-		if up, err = lc.st.takeUpstream(c, key); err != nil {
-			c.Close()
+		if up, err = c.lp.takeUpstream(nc, key); err != nil {
+			nc.Close()
 		}
 	}
-	p := lc.st.pool(key)
+	p := c.lp.pool(key)
 	p.dialing--
 	switch current := x.waits(); {
 	case err != nil:
 		if current {
-			lc.failed(x, true) // the goroutine path dials again
+			c.failed(x, true) // the goroutine path dials again
 		}
 	case current:
-		lc.sendOn(up, x)
+		c.sendOn(up, x)
 	default:
 		// The client went away meanwhile: the connection is for the
 		// next request to the endpoint.
@@ -453,21 +449,21 @@ func (lc *loopClient) dialed(x *loopExchange, key string, c net.Conn, err error)
 	p.dialDone(key, err)
 }
 
-var errNotTaken = errors.New("event loop: the connection's shape is not one the loop takes")
+var errNotTaken = errors.New("h1loop: the connection's shape is not one the loop takes")
 
-// takeUpstream serves c, an mTLS connection to an endpoint, on st's loop.
-func (st *loopState) takeUpstream(c net.Conn, key string) (*loopUpstream, error) {
-	tc, ok := c.(*tls.Conn)
+// takeUpstream serves nc, an mTLS connection to an endpoint, on lp's loop.
+func (lp *Loop) takeUpstream(nc net.Conn, key string) (*upstream, error) {
+	tc, ok := nc.(*tls.Conn)
 	if !ok {
 		return nil, errNotTaken
 	}
-	fd, ts, mc, ok := takeTLS(tc, st)
+	fd, ts, mc, ok := takeTLS(tc, lp, nil)
 	if !ok {
 		return nil, errNotTaken
 	}
-	up := &loopUpstream{addr: key}
+	up := &upstream{key: key}
 	up.mc, up.ts = mc, ts
-	uc, err := st.l.NewConn(fd, up)
+	uc, err := lp.l.NewConn(fd, up)
 	if err != nil {
 		unix.Close(fd)
 		mc.Close()

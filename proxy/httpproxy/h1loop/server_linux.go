@@ -1,0 +1,655 @@
+package h1loop
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/meridian-mesh/meridian/proxy/balance"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1client"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1server"
+	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
+	"github.com/meridian-mesh/meridian/proxy/internal/rawconn"
+	"github.com/meridian-mesh/meridian/proxy/metrics"
+)
+
+// Router routes the requests of a Server's connections.
+type Router interface {
+	// Route is called on the loop, for a request whose head (and body,
+	// if any) is in, and must not block. r carries the client's address
+	// (RemoteAddr) and, over TLS, the connection's state (TLS); Route
+	// may rewrite its header for the endpoint (hop-by-hop fields are
+	// removed after it). The zero Target declines: the connection goes
+	// to the goroutine path.
+	Route(r *http.Request) Target
+}
+
+// Target is where a request goes.
+type Target struct {
+	// Endpoint is picked for the request (which the loop begins and ends
+	// on it, as the Forwarder does); Labels count it (request_total,
+	// response_total, latency). Labels.TLS TLSTrue sends it over mTLS to
+	// Labels.ServerID, dialed with the endpoint's DialHTTP1.
+	Endpoint *balance.Endpoint[*httpproxy.Upstream]
+	Labels   metrics.Request
+	// Await, without an Endpoint, says the request's destination is not
+	// known yet: Await runs on a goroutine of its own, blocking until it
+	// is (or giving up), and the request is routed again, once.
+	Await func()
+}
+
+// Server serves a listener's HTTP/1.1 connections (Listen) and TLS ones
+// whose handshake is done (ServeTLS) on a Group's loops. The fields are
+// set before its first use and not changed after.
+type Server struct {
+	Group  *Group
+	Router Router
+
+	Metrics *metrics.Registry
+	// ConnLabels label the clients' connections' tcp_* series.
+	ConnLabels metrics.ConnLabels
+
+	// HeaderTimeout bounds the wait for a request's head, and then for
+	// its body, as h1server's ReadHeaderTimeout (a slow body goes to the
+	// goroutine path, whose rules apply): DefaultHeaderTimeout if 0.
+	HeaderTimeout time.Duration
+	// IdleTimeout closes a connection idle between requests:
+	// DefaultIdleTimeout if 0.
+	IdleTimeout time.Duration
+
+	// InFlight counts the requests in flight (nil: the Server's own), as
+	// the goroutine path counts its own in the same counter; at
+	// MaxInFlight (0: no bound) a request goes to the goroutine path,
+	// which sheds it.
+	InFlight    *atomic.Int64
+	MaxInFlight int64
+
+	// Admit is asked for each connection Listen accepts: false refuses
+	// it (closed; Admit counts why). Closed is told when a connection the
+	// loops served ends (Listen's, and ServeTLS's once taken), unless it
+	// was handed to Fallback.
+	Admit  func() bool
+	Closed func()
+	// Handover wraps the socket of a connection handed to the goroutine
+	// path (under its metrics.Conn): nil, as it is.
+	Handover func(net.Conn) net.Conn
+	// Fallback serves, on a goroutine of its own, a connection the loops
+	// handed over, with the bytes they did not consume read first; it
+	// owns the connection. A TLS one has a ConnectionState method.
+	Fallback func(net.Conn)
+	// Unwrap takes a layer ServeTLS does not know off the connection
+	// under a TLS Conn (false: it is not one the loops take). The loops
+	// take a metrics.Conn over a *net.TCPConn or *rawconn.Conn.
+	Unwrap func(net.Conn) (net.Conn, bool)
+
+	lis      *evloop.Listener // the first loop's accepting, nil without
+	draining atomic.Bool      // connections close once idle
+	flight   atomic.Int64     // InFlight's, when nil
+}
+
+const (
+	// DefaultHeaderTimeout is Server.HeaderTimeout's default.
+	DefaultHeaderTimeout = 30 * time.Second
+	// DefaultIdleTimeout is Server.IdleTimeout's default: h1server's.
+	DefaultIdleTimeout = 5 * time.Minute
+)
+
+func (s *Server) inFlight() *atomic.Int64 {
+	if s.InFlight != nil {
+		return s.InFlight
+	}
+	return &s.flight
+}
+
+func (s *Server) headerTimeout() time.Duration {
+	if s.HeaderTimeout > 0 {
+		return s.HeaderTimeout
+	}
+	return DefaultHeaderTimeout
+}
+
+func (s *Server) idleTimeout() time.Duration {
+	if s.IdleTimeout > 0 {
+		return s.IdleTimeout
+	}
+	return DefaultIdleTimeout
+}
+
+// ErrNotTCP is Listen's error for a listener whose socket the loops
+// cannot take: not a TCP listener (or a rawconn.Listener over one).
+var ErrNotTCP = errors.New("h1loop: not a TCP listener")
+
+// Listen accepts ln's connections on the Group's first loop, which deals
+// them to the loops in turn. ln stays the caller's: Drain stops the
+// loops' accepting (on a duplicate of its socket).
+func (s *Server) Listen(ln net.Listener) error {
+	if rl, ok := ln.(rawconn.Listener); ok {
+		ln = rl.Listener
+	}
+	if _, ok := ln.(*net.TCPListener); !ok {
+		return ErrNotTCP
+	}
+	errc := make(chan error, 1)
+	l := s.Group.loops[0].l
+	l.Post(func() {
+		lis, err := l.Listen(ln, s.accept)
+		s.lis = lis
+		errc <- err
+	})
+	return <-errc
+}
+
+// accept is the first loop's: the connection goes to the next loop.
+func (s *Server) accept(fd int, sa unix.Sockaddr) {
+	if s.Admit != nil && !s.Admit() {
+		unix.Close(fd)
+		return
+	}
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	c := &client{s: s, remote: sockaddr(sa)}
+	c.mc = s.Metrics.Conn(noConn{}, s.ConnLabels)
+	if lp := s.Group.pick(); lp == s.Group.loops[0] {
+		lp.serve(c, fd)
+	} else {
+		lp.l.Post(func() { lp.serve(c, fd) })
+	}
+}
+
+// serve serves c, on fd, on lp's loop (called there).
+func (lp *Loop) serve(c *client, fd int) {
+	s := c.s
+	c.lp = lp
+	c.timer = lp.l.After(s.headerTimeout(), c.timeout)
+	ec, err := lp.l.NewConn(fd, c)
+	if err != nil {
+		unix.Close(fd)
+		c.closed = true
+		c.mc.Close()
+		c.done()
+		return
+	}
+	c.c = ec
+	if c.tls != nil {
+		c.tls.side.c = ec
+	}
+	c.sc = lp.conns(s)
+	c.sc.conns[c] = struct{}{}
+	if s.draining.Load() {
+		c.close()
+		return
+	}
+	// The handshake's last read may have taken the first request's
+	// records with it: no readiness would tell of those.
+	if t := c.tls; t != nil {
+		if t.decrypt(); t.r < t.w || t.eof || t.err != nil {
+			c.next()
+		}
+	}
+}
+
+// Drain stops the loops' accepting and closes the idle connections; the
+// others close after their response.
+func (s *Server) Drain() {
+	s.draining.Store(true)
+	s.Group.each(func(lp *Loop) {
+		if s.lis != nil && lp == s.Group.loops[0] {
+			s.lis.Close()
+		}
+		if sc := lp.servers[s]; sc != nil {
+			for c := range sc.conns {
+				if c.x == nil {
+					c.close()
+				}
+			}
+		}
+	})
+}
+
+// Cut closes every connection at once (a drain's deadline).
+func (s *Server) Cut() {
+	s.Group.each(func(lp *Loop) {
+		if sc := lp.servers[s]; sc != nil {
+			for c := range sc.conns {
+				c.abort()
+			}
+		}
+	})
+}
+
+func sockaddr(sa unix.Sockaddr) string {
+	var ap netip.AddrPort
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		ap = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		ap = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	default:
+		return ""
+	}
+	return ap.String()
+}
+
+// noConn stands for a loop connection under its metrics.Conn.
+type noConn struct{ net.Conn }
+
+func (noConn) Close() error { return nil }
+
+// client is a client connection served on a loop.
+type client struct {
+	stream         // the client's bytes
+	s              *Server
+	lp             *Loop
+	remote         string       // ip:port
+	sc             *serverConns // the Server's on this loop, nil until served
+	tls            *tlsClient   // a TLS connection's; nil: plaintext
+	req            http.Request
+	x              *exchange // the request out, nil between requests
+	xs             exchange  // x's storage, reused
+	eof            bool      // the client half-closed: close after the response
+	closed         bool
+	handoffWritten bool          // hand over once what is written is out
+	handoffHead    []byte        // a failed request, handed over in front of the rest
+	waiting        bool          // for its destination (Target.Await)
+	bodyWait       bool          // for the rest of a request's body (next)
+	retried        bool          // routing again after that: no second wait
+	timer          *evloop.Timer // the header timeout, then the idle timeout
+	keys           []string      // writeHead's, reused
+}
+
+// exchange is one request on its way.
+type exchange struct {
+	c         *client
+	up        *upstream
+	ep        *balance.Endpoint[*httpproxy.Upstream]
+	labels    metrics.Request
+	start     time.Time // for the metrics' latency
+	begin     time.Time // for the balancer
+	head      []byte    // the client's request as it came, to hand over
+	out       []byte    // the request to send
+	resp      http.Response
+	remaining int64 // response body bytes still to pass (byLength)
+	framing   int   // the response body's
+	chunks    chunkScanner
+	sent      bool // the response's head is out: no hand-over any more
+	interim   bool // a 1xx response was passed on: no hand-over either
+	done      bool // the response's end is out
+	counted   bool // request_total has it
+	resend    bool // may be sent again after a failure (handed over)
+	broken    bool // the body's framing is malformed: the connections end after what was valid
+}
+
+func (c *client) Readable(ec *evloop.Conn) {
+	if c.handoffWritten {
+		if ec.Err() != nil {
+			c.close() // what waited to be written never will be
+		}
+		return // the goroutine path reads the rest
+	}
+	if c.waiting {
+		return // the request is read again once its destination is known
+	}
+	if c.x != nil {
+		c.pull()
+		if c.readErr() != nil {
+			c.abort()
+		} else if c.readEOF() {
+			c.eof = true
+		}
+		return // a pipelined request waits for the response
+	}
+	c.next()
+}
+
+// Written resumes what waited for the client to take the bytes written:
+// a hand-over, or the rest of a response body.
+func (c *client) Written(*evloop.Conn) {
+	if c.handoffWritten {
+		c.handoffWritten = false
+		c.handoff()
+		return
+	}
+	if x := c.x; x != nil && x.sent && x.up != nil {
+		x.up.Readable(x.up.c)
+	}
+}
+
+// resume routes the request that waited for its destination again: it is
+// served on the loop, or handed over.
+func (c *client) resume() {
+	c.waiting = false
+	if !c.closed {
+		c.retried = true
+		c.next()
+		c.retried = false
+	}
+}
+
+// next serves the next request buffered, if it is in whole.
+func (c *client) next() {
+	c.pull()
+	buf := c.buffered()
+	if len(buf) == 0 {
+		if c.readEOF() || c.readErr() != nil || c.eof {
+			c.close()
+			return
+		}
+		c.timer.Reset(c.s.idleTimeout())
+		return
+	}
+	n, ok := h1server.ParseHead(buf, &c.req)
+	if !ok {
+		if !c.readEOF() && c.readErr() == nil && len(buf) < 8<<10 && headEnd(buf) < 0 {
+			c.timer.Reset(c.s.headerTimeout()) // more of the head to come
+			return
+		}
+		c.handoff()
+		return
+	}
+	// A body (Content-Length: chunked heads are ReadRequest's) is sent
+	// with the head once it is all here, when it fits in the loop's
+	// buffer; a larger one is streamed by the goroutine path.
+	full := n
+	if cl := c.req.ContentLength; cl > 0 {
+		if cl > int64(evloop.BufferSize-n) {
+			c.handoff()
+			return
+		}
+		full += int(cl)
+		if len(buf) < full {
+			if c.readEOF() || c.readErr() != nil {
+				c.handoff() // cut short: the goroutine path answers it
+				return
+			}
+			if !c.bodyWait { // once: a body's drips do not extend it
+				c.bodyWait = true
+				c.timer.Reset(c.s.headerTimeout())
+			}
+			return
+		}
+	}
+	c.bodyWait = false
+	var body []byte
+	if full > n {
+		body = buf[n:full]
+	}
+	x := c.route(&c.req, body)
+	if c.waiting {
+		return
+	}
+	if x == nil {
+		c.handoff()
+		return
+	}
+	x.head = append(x.head[:0], buf[:full]...)
+	c.consume(full)
+	c.timer.Stop()
+	c.x = x
+	c.send(x)
+}
+
+// route asks the Router where the request goes and builds the request to
+// send; nil when the goroutine path must serve it.
+func (c *client) route(r *http.Request, body []byte) *exchange {
+	s := c.s
+	if r.Close || r.ProtoMinor != 1 || r.Method == http.MethodHead ||
+		r.Header["Expect"] != nil || r.Header["Upgrade"] != nil || r.RequestURI == "*" {
+		return nil
+	}
+	if s.MaxInFlight > 0 && s.inFlight().Load() >= s.MaxInFlight {
+		return nil // the goroutine path sheds it
+	}
+	r.RemoteAddr = c.remote
+	if c.tls != nil {
+		r.TLS = &c.tls.state
+	}
+	t := s.Router.Route(r)
+	if t.Endpoint == nil {
+		if t.Await != nil && !c.retried {
+			c.waiting = true
+			await, l := t.Await, c.lp.l
+			go func() {
+				await()
+				l.Post(c.resume)
+			}()
+		}
+		return nil
+	}
+	if t.Labels.TLS == metrics.TLSTrue && t.Labels.ServerID == "" {
+		return nil // no identity to require: the goroutine path says why
+	}
+	x := &c.xs
+	*x = exchange{c: c, ep: t.Endpoint, labels: t.Labels, head: x.head, out: x.out}
+	httpproxy.PrepareOutgoing(r)
+	// Sent again after a failure without a response only when the
+	// goroutine path would send it again: idempotent, without a body.
+	x.resend = httpproxy.Idempotent(r.Method) && r.ContentLength == 0
+	var ok bool
+	x.out, ok = h1client.AppendRequest(c.lp.bw, x.out[:0], r, body)
+	if !ok {
+		return nil
+	}
+	return x
+}
+
+// send sends x's request on an idle connection to its endpoint, or a new
+// one.
+func (c *client) send(x *exchange) {
+	x.start = time.Now()
+	x.begin = x.ep.BeginRequest()
+	c.s.inFlight().Add(1)
+	// mTLS connections (a meshed endpoint's) are pooled apart from
+	// plaintext ones to the same address.
+	key := x.ep.Addr()
+	mtls := x.labels.TLS == metrics.TLSTrue
+	if mtls {
+		key = "mtls " + x.labels.ServerID + " " + key
+	}
+	p := c.lp.pool(key)
+	up := p.get()
+	for up != nil && !x.resend && !up.silent() {
+		// A request not sent again goes on a connection known to be open
+		// and quiet (as h1client checks): one the endpoint is closing
+		// would fail it for good.
+		up.close()
+		up = p.get()
+	}
+	if up == nil {
+		if mtls {
+			p.dialOrWait(x, key)
+			return
+		}
+		var err error
+		up, err = c.lp.dial(x.ep.Addr(), c.s.Metrics, x.labels)
+		if err != nil {
+			c.failed(x, true)
+			return
+		}
+	}
+	c.sendOn(up, x)
+}
+
+// sendOn writes x's request on up.
+func (c *client) sendOn(up *upstream, x *exchange) {
+	up.x = x
+	x.up = up
+	// While connecting, the socket takes nothing (EAGAIN): the request
+	// waits in the connection's buffer until it is writable.
+	if err := up.write(x.out, nil); err != nil {
+		c.failed(x, up.connecting)
+	}
+}
+
+// failed is a request whose endpoint failed before a response byte: the
+// balancer is told, and the connection goes to the goroutine path with
+// the request, which tries again (and counts its attempts).
+func (c *client) failed(x *exchange, dial bool) {
+	if !dial && !x.resend {
+		// Sent, and maybe taken: answered 502 as the goroutine path
+		// answers a request it does not send again.
+		c.respond502(x, "meridian proxy: the endpoint's connection ended without a response\n")
+		return
+	}
+	x.ep.EndRequest(x.begin, true)
+	if dial {
+		x.ep.Fail() // backoff; a "connect" failure for accrual too
+	} else {
+		x.ep.Result("reset") // as the Forwarder reports the attempt it tries again
+	}
+	c.tryAgain(x)
+}
+
+// peerFailed is failed for a meshed endpoint's proxy's own 502 or 503:
+// failure accrual is told what the response says.
+func (c *client) peerFailed(x *exchange) {
+	x.ep.EndRequest(x.begin, true)
+	x.ep.Result(httpproxy.EndFailure(&x.resp, nil))
+	c.tryAgain(x)
+}
+
+// tryAgain ends x uncounted (the goroutine path counts the attempts it
+// makes) and hands the connection over with x's request in front of what
+// is buffered, once the last response is out.
+func (c *client) tryAgain(x *exchange) {
+	c.s.inFlight().Add(-1)
+	if x.up != nil {
+		x.up.close()
+	}
+	c.x = nil
+	c.handoffHead = append(c.handoffHead[:0], x.head...)
+	c.handoff()
+}
+
+// handoff gives the connection to the goroutine path for good.
+func (c *client) handoff() {
+	if c.c.Pending() > 0 {
+		c.handoffWritten = true
+		return
+	}
+	c.goroutine(c.handoffHead)
+}
+
+// goroutine gives the connection to the goroutine path (Fallback), whose
+// reads return head first, then what the loop read and did not consume.
+func (c *client) goroutine(head []byte) {
+	c.closed = true
+	s := c.s
+	t := c.tls
+	fd, buffered, err := c.c.Detach()
+	if err == nil {
+		if t == nil && len(head) > 0 {
+			buffered = append(append([]byte(nil), head...), buffered...)
+		}
+		var nc net.Conn
+		if nc, err = evloop.FileConn(fd, buffered); err == nil {
+			if s.Handover != nil {
+				nc = s.Handover(nc)
+			}
+			c.mc.Conn = nc
+		}
+	}
+	if err != nil {
+		if t != nil {
+			t.release()
+		}
+		c.mc.Close()
+		c.done()
+		return
+	}
+	c.timer.Stop()
+	c.forget()
+	var conn net.Conn = c.mc
+	if t != nil {
+		conn = t.back(head)
+	}
+	go s.Fallback(conn)
+}
+
+func (c *client) close() {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	if c.tls != nil {
+		c.tls.close()
+	}
+	c.c.Close()
+	c.mc.Close()
+	c.done()
+}
+
+// timeout closes a connection whose head took too long, or that sat idle;
+// one whose body is slow goes to the goroutine path, whose rules apply.
+func (c *client) timeout() {
+	switch {
+	case c.x != nil:
+	case c.bodyWait:
+		c.bodyWait = false
+		c.handoff()
+	default:
+		c.close()
+	}
+}
+
+// forget takes c off its loop's list of the Server's connections.
+func (c *client) forget() {
+	if sc := c.sc; sc != nil {
+		delete(sc.conns, c)
+		if len(sc.conns) == 0 && c.s.draining.Load() {
+			delete(c.lp.servers, c.s) // the Server is going away
+		}
+	}
+}
+
+func (c *client) done() {
+	c.timer.Stop()
+	c.forget()
+	if c.s.Closed != nil {
+		c.s.Closed()
+	}
+}
+
+// abort ends the exchange and the connection: the client went away.
+func (c *client) abort() {
+	if x := c.x; x != nil {
+		c.x = nil
+		x.ep.EndRequest(x.begin, false)
+		x.count()
+		c.s.Metrics.ClientError(x.labels.Direction, x.labels.Authority, "canceled")
+		c.s.inFlight().Add(-1)
+		if x.up != nil {
+			x.up.close()
+		}
+	}
+	c.close()
+}
+
+// cut ends an exchange whose response broke after its head (the endpoint
+// closed or reset mid-body, or sent a malformed chunk): counted as the
+// goroutine path counts a stream error, and both connections closed (the
+// client's response cannot be completed).
+func (c *client) cut(x *exchange) {
+	c.x = nil
+	x.ep.EndRequest(x.begin, true)
+	x.ep.Result(httpproxy.EndFailure(&x.resp, io.ErrUnexpectedEOF))
+	c.s.Metrics.ResponseDone(x.labels, metrics.Response{Status: x.resp.StatusCode, Error: "stream", Latency: time.Since(x.start)})
+	c.s.inFlight().Add(-1)
+	x.up.close()
+	c.close()
+}
+
+// count counts the request once: when its endpoint answers, or the client
+// leaves (not for an attempt that failed before a response, which the
+// goroutine path makes again and counts).
+func (x *exchange) count() {
+	if !x.counted {
+		x.counted = true
+		x.c.s.Metrics.RequestStarted(x.labels)
+	}
+}
