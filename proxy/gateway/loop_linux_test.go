@@ -141,14 +141,17 @@ func send(c *http.Client, method, url, body string) exchangeResult {
 // path; each twice on
 // one client connection (a new one for an answer the loop hands over); on
 // a plaintext port, on an HTTPS one, and with mTLS to a meshed endpoint (a
-// sidecar's inbound side in front of it).
+// sidecar's inbound side in front of it), with and without the h2 hint a
+// cluster's destination API gives every meshed endpoint (HTTP/1.1 over
+// mTLS either way: outbound.Dest's rule for an endpoint with an identity).
 func TestEventLoopMatchesGoroutinePath(t *testing.T) {
-	t.Run("http", func(t *testing.T) { testEventLoopMatches(t, false, false) })
-	t.Run("https", func(t *testing.T) { testEventLoopMatches(t, true, false) })
-	t.Run("mtls", func(t *testing.T) { testEventLoopMatches(t, false, true) })
+	t.Run("http", func(t *testing.T) { testEventLoopMatches(t, false, false, "") })
+	t.Run("https", func(t *testing.T) { testEventLoopMatches(t, true, false, "") })
+	t.Run("mtls", func(t *testing.T) { testEventLoopMatches(t, false, true, "") })
+	t.Run("mtls-h2-hint", func(t *testing.T) { testEventLoopMatches(t, false, true, discover.HintH2) })
 }
 
-func testEventLoopMatches(t *testing.T, https, meshed bool) {
+func testEventLoopMatches(t *testing.T, https, meshed bool, hint string) {
 	big := strings.Repeat("0123456789", 30000)
 	backend, requests := rawBackend(t, map[string]string{
 		"/cl":         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello",
@@ -177,7 +180,7 @@ func testEventLoopMatches(t *testing.T, https, meshed bool) {
 		in := startSidecarInbound(t, backend, ids.Identity(t, "web-ns", "web"))
 		var err error
 		res, err = discover.NewStatic([]discover.Destination{{Authority: "web.svc:80",
-			Endpoints: []discover.Endpoint{{Addr: in, Identity: tlsidtest.ID("web-ns", "web").String()}}}})
+			Endpoints: []discover.Endpoint{{Addr: in, Protocol: hint, Identity: tlsidtest.ID("web-ns", "web").String()}}}})
 		if err != nil {
 			t.Fatal(err)
 		}
