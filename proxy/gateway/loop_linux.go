@@ -112,7 +112,7 @@ func (ps *portServer) loopClosed() {
 
 // loopFallback serves a connection the loops handed over with h1server,
 // unless the port is no longer what it was.
-func (ps *portServer) loopFallback(c net.Conn) {
+func (ps *portServer) loopFallback(c net.Conn, _ any) {
 	defer ps.streams.Done()
 	protocol := gatewaypb.Port_HTTP
 	if _, ok := c.(interface{ ConnectionState() tls.ConnectionState }); ok {
@@ -134,7 +134,7 @@ func (ps *portServer) loopTLS(tc *tls.Conn, st tls.ConnectionState) bool {
 		return false
 	}
 	ps.streams.Add(1) // the loop's, until loopClosed or loopFallback
-	if !ps.loop.ServeTLS(tc, st) {
+	if !ps.loop.ServeTLS(tc, st, nil) {
 		ps.streams.Done()
 		return false
 	}
@@ -144,17 +144,17 @@ func (ps *portServer) loopTLS(tc *tls.Conn, st tls.ConnectionState) bool {
 // loopUnwrap takes the gateway's layers off a connection under a TLS Conn
 // for the loops: a replay of the ClientHello with nothing left to replay,
 // and the port's count (the loops count it from then on).
-func loopUnwrap(c net.Conn) (net.Conn, bool) {
+func loopUnwrap(c net.Conn) (net.Conn, []byte, bool) {
 	switch c := c.(type) {
 	case *replayConn:
 		if c.r != nil && c.r.Buffered() > 0 {
-			return nil, false
+			return nil, nil, false
 		}
-		return c.Conn, true
+		return c.Conn, nil, true
 	case *counted:
-		return c.Conn, true
+		return c.Conn, nil, true
 	}
-	return nil, false
+	return nil, nil, false
 }
 
 // loopDrain stops the loops' accepting on the port and closes its idle
@@ -176,7 +176,7 @@ func (ps *portServer) loopCut() {
 // declines what the goroutine path must serve.
 type loopRouter struct{ ps *portServer }
 
-func (lr loopRouter) Route(r *http.Request) h1loop.Target {
+func (lr loopRouter) Route(r *http.Request, _ any) h1loop.Target {
 	var none h1loop.Target
 	ps := lr.ps
 	g := ps.g

@@ -26,9 +26,10 @@ type Router interface {
 	// if any) is in, and must not block. r carries the client's address
 	// (RemoteAddr) and, over TLS, the connection's state (TLS); Route
 	// may rewrite its header for the endpoint (hop-by-hop fields are
-	// removed after it). The zero Target declines: the connection goes
-	// to the goroutine path.
-	Route(r *http.Request) Target
+	// removed after it). value is the connection's (ServeConn, ServeTLS;
+	// nil for Listen's). The zero Target declines: the connection goes to
+	// the goroutine path.
+	Route(r *http.Request, value any) Target
 }
 
 // Target is where a request goes.
@@ -45,8 +46,9 @@ type Target struct {
 	Await func()
 }
 
-// Server serves a listener's HTTP/1.1 connections (Listen) and TLS ones
-// whose handshake is done (ServeTLS) on a Group's loops. The fields are
+// Server serves a listener's HTTP/1.1 connections (Listen), and
+// connections a goroutine accepted (ServeConn) or shook TLS hands on
+// (ServeTLS), on a Group's loops. The fields are
 // set before its first use and not changed after.
 type Server struct {
 	Group  *Group
@@ -73,21 +75,24 @@ type Server struct {
 
 	// Admit is asked for each connection Listen accepts: false refuses
 	// it (closed; Admit counts why). Closed is told when a connection the
-	// loops served ends (Listen's, and ServeTLS's once taken), unless it
-	// was handed to Fallback.
+	// loops served ends (Listen's, and ServeConn's and ServeTLS's once
+	// taken), unless it was handed to Fallback.
 	Admit  func() bool
 	Closed func()
 	// Handover wraps the socket of a connection handed to the goroutine
 	// path (under its metrics.Conn): nil, as it is.
 	Handover func(net.Conn) net.Conn
 	// Fallback serves, on a goroutine of its own, a connection the loops
-	// handed over, with the bytes they did not consume read first; it
-	// owns the connection. A TLS one has a ConnectionState method.
-	Fallback func(net.Conn)
-	// Unwrap takes a layer ServeTLS does not know off the connection
-	// under a TLS Conn (false: it is not one the loops take). The loops
-	// take a metrics.Conn over a *net.TCPConn or *rawconn.Conn.
-	Unwrap func(net.Conn) (net.Conn, bool)
+	// handed over, with the bytes they did not consume read first, and
+	// its value; it owns the connection. A TLS one has a ConnectionState
+	// method.
+	Fallback func(c net.Conn, value any)
+	// Unwrap takes a layer the loops do not know off a connection given
+	// to ServeConn, or the one under ServeTLS's TLS Conn: the connection
+	// under it and the bytes it read from that and did not consume (false:
+	// not one the loops take). The loops take one metrics.Conn over a
+	// *net.TCPConn or *rawconn.Conn, with any such layers in between.
+	Unwrap func(net.Conn) (under net.Conn, buffered []byte, ok bool)
 
 	lis      *evloop.Listener // the first loop's accepting, nil without
 	draining atomic.Bool      // connections close once idle
@@ -156,14 +161,32 @@ func (s *Server) accept(fd int, sa unix.Sockaddr) {
 	c := &client{s: s, remote: sockaddr(sa)}
 	c.mc = s.Metrics.Conn(noConn{}, s.ConnLabels)
 	if lp := s.Group.pick(); lp == s.Group.loops[0] {
-		lp.serve(c, fd)
+		lp.serve(c, fd, nil)
 	} else {
-		lp.l.Post(func() { lp.serve(c, fd) })
+		lp.l.Post(func() { lp.serve(c, fd, nil) })
 	}
 }
 
-// serve serves c, on fd, on lp's loop (called there).
-func (lp *Loop) serve(c *client, fd int) {
+// ServeConn moves nc, a plaintext connection a goroutine accepted (and
+// perhaps read from: see Unwrap), to the next loop, which serves its
+// requests with value; false (the caller still has nc, and Closed is not
+// told) for one the loops do not take.
+func (s *Server) ServeConn(nc net.Conn, value any) bool {
+	fd, mc, tcp, pre, ok := take(nc, s.Unwrap)
+	if !ok {
+		return false
+	}
+	mc.Conn = noConn{}
+	c := &client{s: s, remote: tcp.RemoteAddr().String(), value: value}
+	c.mc = mc
+	to := s.Group.pick()
+	to.l.Post(func() { to.serve(c, fd, pre) })
+	return true
+}
+
+// serve serves c, on fd, on lp's loop (called there), pre first: the
+// bytes read from fd before.
+func (lp *Loop) serve(c *client, fd int, pre []byte) {
 	s := c.s
 	c.lp = lp
 	c.timer = lp.l.After(s.headerTimeout(), c.timeout)
@@ -179,18 +202,21 @@ func (lp *Loop) serve(c *client, fd int) {
 	if c.tls != nil {
 		c.tls.side.c = ec
 	}
+	ec.Unread(pre) // within the buffer: take checked
 	c.sc = lp.conns(s)
 	c.sc.conns[c] = struct{}{}
 	if s.draining.Load() {
 		c.close()
 		return
 	}
-	// The handshake's last read may have taken the first request's
-	// records with it: no readiness would tell of those.
+	// What was read before (the handshake's last read may have taken the
+	// first request's records with it): no readiness would tell of it.
 	if t := c.tls; t != nil {
 		if t.decrypt(); t.r < t.w || t.eof || t.err != nil {
 			c.next()
 		}
+	} else if len(pre) > 0 {
+		c.next()
 	}
 }
 
@@ -247,6 +273,7 @@ type client struct {
 	s              *Server
 	lp             *Loop
 	remote         string       // ip:port
+	value          any          // the Router's and Fallback's
 	sc             *serverConns // the Server's on this loop, nil until served
 	tls            *tlsClient   // a TLS connection's; nil: plaintext
 	req            http.Request
@@ -409,7 +436,7 @@ func (c *client) route(r *http.Request, body []byte) *exchange {
 	if c.tls != nil {
 		r.TLS = &c.tls.state
 	}
-	t := s.Router.Route(r)
+	t := s.Router.Route(r, c.value)
 	if t.Endpoint == nil {
 		if t.Await != nil && !c.retried {
 			c.waiting = true
@@ -568,7 +595,7 @@ func (c *client) goroutine(head []byte) {
 	if t != nil {
 		conn = t.back(head)
 	}
-	go s.Fallback(conn)
+	go s.Fallback(conn, c.value)
 }
 
 func (c *client) close() {

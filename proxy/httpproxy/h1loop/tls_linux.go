@@ -80,45 +80,55 @@ func (wouldBlock) Timeout() bool        { return true }
 func (wouldBlock) Temporary() bool      { return true }
 func (wouldBlock) Is(target error) bool { return target == os.ErrDeadlineExceeded }
 
-// takeTLS moves tc's socket to lp's loop: its descriptor (evloop.Take)
-// and a side in the socket's place under tc's metrics.Conn, found under tc
-// with unwrap's help (nil: none), which must be over the socket itself.
-// Nothing happens (false) for any other shape.
-func takeTLS(tc *tls.Conn, lp *Loop, unwrap func(net.Conn) (net.Conn, bool)) (fd int, ts *tlsStream, mc *metrics.Conn, ok bool) {
-	var tcp *net.TCPConn
-	for under := tc.NetConn(); tcp == nil; {
+// take takes nc's socket for a loop (evloop.Take), and finds the
+// metrics.Conn over it, with unwrap's help for layers it does not know:
+// the bytes they read and did not consume come first (pre, within the
+// loop's buffer). Nothing happens (false) for any other shape.
+func take(nc net.Conn, unwrap func(net.Conn) (net.Conn, []byte, bool)) (fd int, mc *metrics.Conn, tcp *net.TCPConn, pre []byte, ok bool) {
+	for under := nc; tcp == nil; {
 		switch c := under.(type) {
 		case *metrics.Conn:
 			if mc != nil {
-				return -1, nil, nil, false
+				return -1, nil, nil, nil, false
 			}
 			mc, under = c, c.Conn
-			continue
 		case *net.TCPConn:
 			tcp = c
 		case *rawconn.Conn:
 			tcp = c.TCPConn
 		default:
+			var b []byte
 			if unwrap == nil {
-				return -1, nil, nil, false
+				return -1, nil, nil, nil, false
 			}
-			if under, ok = unwrap(under); !ok {
-				return -1, nil, nil, false
+			if under, b, ok = unwrap(under); !ok {
+				return -1, nil, nil, nil, false
 			}
+			pre = append(pre, b...)
 		}
 	}
-	if mc == nil {
-		return -1, nil, nil, false
+	if mc == nil || len(pre) > evloop.BufferSize {
+		return -1, nil, nil, nil, false
 	}
-	s := &side{lp: lp, local: tcp.LocalAddr(), remote: tcp.RemoteAddr()}
 	fd, err := evloop.Take(tcp)
 	if err != nil {
 		// tcp is open still (Take closes it only once it has the
 		// duplicate): the caller goes on without the loop.
-		return -1, nil, nil, false
+		return -1, nil, nil, nil, false
 	}
+	return fd, mc, tcp, pre, true
+}
+
+// takeTLS is take for tc's connection, whose socket a side then stands
+// for, on lp's loop, under tc's metrics.Conn.
+func takeTLS(tc *tls.Conn, lp *Loop, unwrap func(net.Conn) (net.Conn, []byte, bool)) (fd int, ts *tlsStream, mc *metrics.Conn, pre []byte, ok bool) {
+	fd, mc, tcp, pre, ok := take(tc.NetConn(), unwrap)
+	if !ok {
+		return -1, nil, nil, nil, false
+	}
+	s := &side{lp: lp, local: tcp.LocalAddr(), remote: tcp.RemoteAddr()}
 	mc.Conn = s
-	return fd, &tlsStream{tc: tc, side: s}, mc, true
+	return fd, &tlsStream{tc: tc, side: s}, mc, pre, true
 }
 
 // tlsStream is a crypto/tls Conn on a loop: records are decrypted into
@@ -234,19 +244,19 @@ type tlsClient struct {
 }
 
 // ServeTLS moves a client's TLS connection, its handshake done (state)
-// and HTTP/1.1 settled, to the next loop; false (the caller serves it,
-// and Closed is not told) for one the loops do not take: see Unwrap, and
-// nothing may be left to read under the TLS Conn.
-func (s *Server) ServeTLS(tc *tls.Conn, state tls.ConnectionState) bool {
+// and HTTP/1.1 settled, to the next loop, which serves its requests with
+// value; false (the caller serves it, and Closed is not told) for one the
+// loops do not take (see Unwrap).
+func (s *Server) ServeTLS(tc *tls.Conn, state tls.ConnectionState, value any) bool {
 	to := s.Group.pick()
-	fd, ts, mc, ok := takeTLS(tc, to, s.Unwrap)
+	fd, ts, mc, pre, ok := takeTLS(tc, to, s.Unwrap)
 	if !ok {
 		return false
 	}
 	t := &tlsClient{tlsStream: *ts, state: state}
-	c := &client{s: s, remote: ts.side.remote.String(), tls: t}
+	c := &client{s: s, remote: ts.side.remote.String(), tls: t, value: value}
 	c.mc, c.ts = mc, &t.tlsStream
-	to.l.Post(func() { to.serve(c, fd) })
+	to.l.Post(func() { to.serve(c, fd, pre) })
 	return true
 }
 
@@ -457,7 +467,7 @@ func (lp *Loop) takeUpstream(nc net.Conn, key string) (*upstream, error) {
 	if !ok {
 		return nil, errNotTaken
 	}
-	fd, ts, mc, ok := takeTLS(tc, lp, nil)
+	fd, ts, mc, _, ok := takeTLS(tc, lp, nil)
 	if !ok {
 		return nil, errNotTaken
 	}

@@ -80,6 +80,32 @@ func (c *Conn) Consume(n int) {
 	c.want()
 }
 
+// Unread puts b in front of the bytes read and not consumed, as read
+// first: what a goroutine read from the socket before the loop took it. It
+// fails when b does not fit in the buffer with them. Nothing tells the
+// handler of b: the caller serves it.
+func (c *Conn) Unread(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if c.buf == nil {
+		c.buf = c.l.getBuf()
+	}
+	n := c.w - c.r
+	if len(b)+n > len(c.buf) {
+		if n == 0 {
+			c.l.putBuf(c.buf)
+			c.buf = nil
+		}
+		return errors.New("evloop: Unread past the buffer")
+	}
+	copy(c.buf[len(b):], c.buf[c.r:c.w])
+	copy(c.buf, b)
+	c.r, c.w = 0, len(b)+n
+	c.want()
+	return nil
+}
+
 // EOF says that the peer ended its side: no more bytes come.
 func (c *Conn) EOF() bool { return c.eof }
 

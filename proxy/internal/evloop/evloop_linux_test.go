@@ -632,6 +632,56 @@ func TestTake(t *testing.T) {
 	}
 }
 
+// Bytes a goroutine read before the loop took the socket, unread, come
+// before what the socket brings next; more than the buffer holds is
+// refused.
+func TestUnread(t *testing.T) {
+	l := start(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	client.SetDeadline(time.Now().Add(10 * time.Second))
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(client, "hel")
+	early := make([]byte, 3)
+	if _, err := io.ReadFull(sc, early); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := Take(sc.(*net.TCPConn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	on(l, func() {
+		c, err := l.NewConn(fd, &echo{})
+		if err != nil {
+			t.Error(err)
+			unix.Close(fd)
+			return
+		}
+		if err := c.Unread(make([]byte, BufferSize+1)); err == nil {
+			t.Error("Unread of more than the buffer: no error")
+		}
+		if err := c.Unread(early); err != nil {
+			t.Error(err)
+		}
+	})
+	io.WriteString(client, "lo")
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(client, got); err != nil || string(got) != "hello" {
+		t.Fatalf("echoed %q (%v), want \"hello\"", got, err)
+	}
+}
+
 // idle neither reads nor writes: what comes stays buffered.
 type idle struct{}
 
