@@ -64,18 +64,19 @@ func (ps *portServer) loopListen() bool {
 		return false
 	}
 	ps.loop = &h1loop.Server{
-		Group:         g.loops,
-		Router:        loopRouter{ps},
-		Metrics:       g.metrics,
-		ConnLabels:    accepted,
-		HeaderTimeout: g.cfg.HeaderTimeout,
-		InFlight:      &g.inFlight,
-		MaxInFlight:   int64(max(g.cfg.MaxInFlight, 0)),
-		Admit:         ps.loopAdmit,
-		Closed:        ps.loopClosed,
-		Handover:      func(c net.Conn) net.Conn { return &counted{Conn: c, ps: ps} },
-		Fallback:      ps.loopFallback,
-		Unwrap:        loopUnwrap,
+		Group:          g.loops,
+		Router:         loopRouter{ps},
+		Metrics:        g.metrics,
+		ConnLabels:     accepted,
+		HeaderTimeout:  g.cfg.HeaderTimeout,
+		ConnectTimeout: g.cfg.ConnectTimeout,
+		InFlight:       &g.inFlight,
+		MaxInFlight:    int64(max(g.cfg.MaxInFlight, 0)),
+		Admit:          ps.loopAdmit,
+		Closed:         ps.loopClosed,
+		Handover:       func(c net.Conn) net.Conn { return &counted{Conn: c, ps: ps} },
+		Fallback:       ps.loopFallback,
+		Unwrap:         loopUnwrap,
 	}
 	t := g.table.Load()
 	p := t.ports[ps.number]
@@ -242,5 +243,5 @@ func (lr loopRouter) Route(r *http.Request, _ any) h1loop.Target {
 		labels.TLS, labels.ServerID = tgt.TLS(ep.Addr())
 	}
 	forwarded(r, t.trustedHops, l.scheme, g.id)
-	return h1loop.Target{Endpoint: ep, Labels: labels}
+	return h1loop.Target{Endpoint: ep, Labels: labels, MTLS: labels.TLS == metrics.TLSTrue}
 }

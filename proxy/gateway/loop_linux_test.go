@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"maps"
 	"net"
@@ -16,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/proxy/discover"
@@ -492,6 +495,62 @@ func TestEventLoopFailureAccrual(t *testing.T) {
 		if failures < 5 || failures > 8 {
 			t.Errorf("loop %v: %d of 40 requests went to the endpoint answering 500, want 5 (ejected after 5 consecutive failures) to 8", loop, failures)
 		}
+	}
+}
+
+// unanswering is a loopback address whose connects hang (a listener whose
+// accept queue is full drops their SYNs), as an endpoint behind a
+// firewall that drops them.
+func unanswering(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+	for range 8 { // fill the queue until a connect hangs
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatal("every connect to the full listener was accepted")
+	return ""
+}
+
+// A connect the endpoint never answers is given up at the gateway's
+// connect timeout on the loop too (it waited for the kernel's, two
+// minutes): the request goes to the goroutine path, whose own attempt
+// fails the same way, and is answered.
+func TestEventLoopConnectTimeout(t *testing.T) {
+	res := dsts(t, map[string][]string{"web.svc:80": {unanswering(t)}})
+	host := hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1)))
+	g := startGatewayWith(t, res, snap("v1", httpPort(freePort(t), httpListener("http", "", host))),
+		func(c *Config) { c.EventLoop, c.ConnectTimeout = true, 200*time.Millisecond })
+	var addr string
+	for _, a := range g.Ports() {
+		addr = a.String()
+	}
+	c := &http.Client{Timeout: 20 * time.Second}
+	resp, err := c.Get("http://" + addr + "/x")
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway && resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("%s, want 502 or 503", resp.Status)
 	}
 }
 

@@ -34,7 +34,7 @@ func NewGroup(n int, hold time.Duration) (*Group, error) {
 			return nil, err
 		}
 		l.Hold(hold)
-		g.loops = append(g.loops, &Loop{l: l, servers: map[*Server]*serverConns{}, pools: map[string]*pool{}, bw: bufio.NewWriterSize(nil, 4096)})
+		g.loops = append(g.loops, &Loop{l: l, servers: map[*Server]*serverConns{}, pools: map[poolKey]*pool{}, bw: bufio.NewWriterSize(nil, 4096)})
 		go l.Run(context.Background())
 	}
 	return g, nil
@@ -78,7 +78,7 @@ func (g *Group) each(f func(*Loop)) {
 type Loop struct {
 	l       *evloop.Loop
 	servers map[*Server]*serverConns // the servers' connections served here
-	pools   map[string]*pool         // upstream connections by endpoint (and identity)
+	pools   map[poolKey]*pool        // upstream connections by endpoint (and identity)
 	bw      *bufio.Writer            // AppendRequest's, reused
 	// TLS connections': spare plaintext buffers, and what crypto/tls
 	// writes, sent at once.

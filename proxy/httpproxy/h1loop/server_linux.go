@@ -36,10 +36,15 @@ type Router interface {
 type Target struct {
 	// Endpoint is picked for the request (which the loop begins and ends
 	// on it, as the Forwarder does); Labels count it (request_total,
-	// response_total, latency). Labels.TLS TLSTrue sends it over mTLS to
-	// Labels.ServerID, dialed with the endpoint's DialHTTP1.
+	// response_total, latency).
 	Endpoint *balance.Endpoint[*httpproxy.Upstream]
 	Labels   metrics.Request
+	// MTLS sends the request over mTLS to Labels.ServerID, on a
+	// connection dialed with the endpoint's DialHTTP1; otherwise in
+	// plaintext, on one the loop dials, whose tcp_* series have the tls
+	// label ConnTLS (Labels.TLS if empty).
+	MTLS    bool
+	ConnTLS string
 	// Await, without an Endpoint, says the request's destination is not
 	// known yet: Await runs on a goroutine of its own, blocking until it
 	// is (or giving up), and the request is routed again, once.
@@ -65,6 +70,9 @@ type Server struct {
 	// IdleTimeout closes a connection idle between requests:
 	// DefaultIdleTimeout if 0.
 	IdleTimeout time.Duration
+	// ConnectTimeout bounds a plaintext connect to an endpoint (an mTLS
+	// one is its dialer's): DefaultConnectTimeout if 0.
+	ConnectTimeout time.Duration
 
 	// InFlight counts the requests in flight (nil: the Server's own), as
 	// the goroutine path counts its own in the same counter; at
@@ -104,7 +112,17 @@ const (
 	DefaultHeaderTimeout = 30 * time.Second
 	// DefaultIdleTimeout is Server.IdleTimeout's default: h1server's.
 	DefaultIdleTimeout = 5 * time.Minute
+	// DefaultConnectTimeout is Server.ConnectTimeout's default: the
+	// proxies' own.
+	DefaultConnectTimeout = time.Second
 )
+
+func (s *Server) connectTimeout() time.Duration {
+	if s.ConnectTimeout > 0 {
+		return s.ConnectTimeout
+	}
+	return DefaultConnectTimeout
+}
 
 func (s *Server) inFlight() *atomic.Int64 {
 	if s.InFlight != nil {
@@ -296,6 +314,8 @@ type exchange struct {
 	up        *upstream
 	ep        *balance.Endpoint[*httpproxy.Upstream]
 	labels    metrics.Request
+	mtls      bool      // Target.MTLS
+	connTLS   string    // Target.ConnTLS, or labels.TLS
 	start     time.Time // for the metrics' latency
 	begin     time.Time // for the balancer
 	head      []byte    // the client's request as it came, to hand over
@@ -448,11 +468,14 @@ func (c *client) route(r *http.Request, body []byte) *exchange {
 		}
 		return nil
 	}
-	if t.Labels.TLS == metrics.TLSTrue && t.Labels.ServerID == "" {
+	if t.MTLS && t.Labels.ServerID == "" {
 		return nil // no identity to require: the goroutine path says why
 	}
 	x := &c.xs
-	*x = exchange{c: c, ep: t.Endpoint, labels: t.Labels, head: x.head, out: x.out}
+	*x = exchange{c: c, ep: t.Endpoint, labels: t.Labels, mtls: t.MTLS, connTLS: t.ConnTLS, head: x.head, out: x.out}
+	if x.connTLS == "" {
+		x.connTLS = x.labels.TLS
+	}
 	httpproxy.PrepareOutgoing(r)
 	// Sent again after a failure without a response only when the
 	// goroutine path would send it again: idempotent, without a body.
@@ -472,11 +495,10 @@ func (c *client) send(x *exchange) {
 	x.begin = x.ep.BeginRequest()
 	c.s.inFlight().Add(1)
 	// mTLS connections (a meshed endpoint's) are pooled apart from
-	// plaintext ones to the same address.
-	key := x.ep.Addr()
-	mtls := x.labels.TLS == metrics.TLSTrue
-	if mtls {
-		key = "mtls " + x.labels.ServerID + " " + key
+	// plaintext ones to the same address, and each direction's apart.
+	key := poolKey{direction: x.labels.Direction, addr: x.ep.Addr()}
+	if x.mtls {
+		key.serverID = x.labels.ServerID
 	}
 	p := c.lp.pool(key)
 	up := p.get()
@@ -488,12 +510,12 @@ func (c *client) send(x *exchange) {
 		up = p.get()
 	}
 	if up == nil {
-		if mtls {
+		if x.mtls {
 			p.dialOrWait(x, key)
 			return
 		}
 		var err error
-		up, err = c.lp.dial(x.ep.Addr(), c.s.Metrics, x.labels)
+		up, err = c.lp.dial(key, c.s.connectTimeout(), c.s.Metrics, x.connTLS)
 		if err != nil {
 			c.failed(x, true)
 			return

@@ -358,7 +358,7 @@ const MaxDialing = h1client.DefaultMaxDialing
 
 // dialOrWait dials for x, or has it wait for the first connection given
 // back or dial let go when MaxDialing dials are in progress.
-func (p *pool) dialOrWait(x *exchange, key string) {
+func (p *pool) dialOrWait(x *exchange, key poolKey) {
 	if p.dialing < MaxDialing {
 		p.dialing++
 		x.c.dialTLS(x, key)
@@ -401,7 +401,7 @@ func (p *pool) put(up *upstream) {
 // that ended. When that dial failed, the requests waiting fail as it did
 // instead (each goes to the goroutine path, which tries again), as
 // h1client's waiting requests do.
-func (p *pool) dialDone(key string, err error) {
+func (p *pool) dialDone(key poolKey, err error) {
 	if err != nil {
 		for x := p.nextWaiting(); x != nil; x = p.nextWaiting() {
 			x.c.failed(x, true)
@@ -419,7 +419,7 @@ func (p *pool) dialDone(key string, err error) {
 // dialTLS opens an mTLS connection to x's endpoint with the endpoint's
 // own dialer (its handshake on a goroutine), then sends x on it on the
 // loop. x waits meanwhile: its client is read for its end only.
-func (c *client) dialTLS(x *exchange, key string) {
+func (c *client) dialTLS(x *exchange, key poolKey) {
 	lp := c.lp
 	u := x.ep.Value()
 	go func() {
@@ -435,7 +435,7 @@ func (c *client) dialTLS(x *exchange, key string) {
 const dialTimeout = 10 * time.Second
 
 // dialed is dialTLS's end, on the loop.
-func (c *client) dialed(x *exchange, key string, nc net.Conn, err error) {
+func (c *client) dialed(x *exchange, key poolKey, nc net.Conn, err error) {
 	var up *upstream
 	if err == nil {
 		if up, err = c.lp.takeUpstream(nc, key); err != nil {
@@ -462,7 +462,7 @@ func (c *client) dialed(x *exchange, key string, nc net.Conn, err error) {
 var errNotTaken = errors.New("h1loop: the connection's shape is not one the loop takes")
 
 // takeUpstream serves nc, an mTLS connection to an endpoint, on lp's loop.
-func (lp *Loop) takeUpstream(nc net.Conn, key string) (*upstream, error) {
+func (lp *Loop) takeUpstream(nc net.Conn, key poolKey) (*upstream, error) {
 	tc, ok := nc.(*tls.Conn)
 	if !ok {
 		return nil, errNotTaken

@@ -20,10 +20,11 @@ import (
 
 // upstream is a connection to an endpoint.
 type upstream struct {
-	stream            // ts: mTLS to a meshed endpoint
-	key        string // its pool's
+	stream             // ts: mTLS to a meshed endpoint
+	key        poolKey // its pool's
 	x          *exchange
 	connecting bool
+	connect    *evloop.Timer // bounds connecting; nil once connected
 	closed     bool
 }
 
@@ -35,7 +36,11 @@ type pool struct {
 	waiting []*exchange // requests waiting for a connection or a dial, FIFO
 }
 
-func (lp *Loop) pool(key string) *pool {
+// poolKey names a pool: an endpoint's address, and the identity its mTLS
+// connections require ("": plaintext), for one direction.
+type poolKey struct{ direction, serverID, addr string }
+
+func (lp *Loop) pool(key poolKey) *pool {
 	p := lp.pools[key]
 	if p == nil {
 		p = &pool{}
@@ -55,9 +60,11 @@ func (p *pool) get() *upstream {
 	return nil
 }
 
-// dial starts a non-blocking connect to addr, a plaintext connection
-// counted under labels' direction and TLS.
-func (lp *Loop) dial(addr string, m *metrics.Registry, labels metrics.Request) (*upstream, error) {
+// dial starts a non-blocking connect to key's address, within timeout, a
+// plaintext connection whose tcp_* series have key's direction and the tls
+// label tls.
+func (lp *Loop) dial(key poolKey, timeout time.Duration, m *metrics.Registry, tls string) (*upstream, error) {
+	addr := key.addr
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, err
@@ -75,7 +82,7 @@ func (lp *Loop) dial(addr string, m *metrics.Registry, labels metrics.Request) (
 		return nil, err
 	}
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	up := &upstream{key: addr}
+	up := &upstream{key: key}
 	err = unix.Connect(fd, sa)
 	switch err {
 	case nil:
@@ -89,7 +96,10 @@ func (lp *Loop) dial(addr string, m *metrics.Registry, labels metrics.Request) (
 		unix.Close(fd)
 		return nil, err
 	}
-	up.mc = m.Conn(noConn{}, metrics.ConnLabels{Direction: labels.Direction, Peer: metrics.PeerDst, Target: addr, TLS: labels.TLS})
+	if up.connecting {
+		up.connect = lp.l.After(timeout, up.connectTimedOut)
+	}
+	up.mc = m.Conn(noConn{}, metrics.ConnLabels{Direction: key.direction, Peer: metrics.PeerDst, Target: addr, TLS: tls})
 	return up, nil
 }
 
@@ -102,11 +112,39 @@ func (up *upstream) silent() bool {
 	return up.c.Silent()
 }
 
+// connectTimedOut fails a connect that took too long (an endpoint that
+// does not answer), as the goroutine path's dialer does: its request goes
+// there, which dials again.
+func (up *upstream) connectTimedOut() {
+	up.connect = nil
+	if !up.connecting || up.closed {
+		return
+	}
+	x := up.x
+	up.close()
+	if x != nil {
+		x.c.failed(x, true)
+	}
+}
+
+// connected is the end of connecting.
+func (up *upstream) connected() {
+	up.connecting = false
+	if up.connect != nil {
+		up.connect.Stop()
+		up.connect = nil
+	}
+}
+
 func (up *upstream) close() {
 	if up.closed {
 		return
 	}
 	up.closed = true
+	if up.connect != nil {
+		up.connect.Stop()
+		up.connect = nil
+	}
 	if up.ts != nil {
 		up.ts.close()
 	}
@@ -134,7 +172,7 @@ func (up *upstream) Readable(*evloop.Conn) {
 			c.failed(x, up.connecting) // refused, or reset before a response
 			return
 		}
-		up.connecting = false
+		up.connected()
 		n, ok := h1client.ParseResponseHead(buf, &c.req, &x.resp)
 		if ok {
 			x.framing, x.remaining = byLength, x.resp.ContentLength
@@ -426,7 +464,7 @@ func unhex(c byte) int {
 // before the upstream connection is read no more.
 const maxPending = 256 << 10
 
-func (up *upstream) Written(*evloop.Conn) { up.connecting = false }
+func (up *upstream) Written(*evloop.Conn) { up.connected() }
 
 // writeHead writes the response's head, and body, the body's first bytes,
 // to the client as the goroutine path's server does for a handler that
