@@ -56,6 +56,10 @@ unit:
 	MERIDIAN_GATEWAY_EVENT_LOOP=1 $(GO) test -race -count=1 ./proxy/gateway/
 	MERIDIAN_GATEWAY_EVENT_LOOP=hold $(GO) test -race -count=1 ./proxy/gateway/
 	MERIDIAN_EVLOOP_HOLD=2ms $(GO) test -race -count=1 ./proxy/internal/evloop/
+	# The sidecar's tests with its event loops on (proxy/sidecar README,
+	# Event loops), then with one loop held as above.
+	MERIDIAN_SIDECAR_EVENT_LOOP=1 $(GO) test -race -count=1 ./proxy/sidecar/
+	MERIDIAN_SIDECAR_EVENT_LOOP=hold $(GO) test -race -count=1 ./proxy/sidecar/
 	cd conformance && $(GO) test -race -count=1 ./echoadvanced/...
 
 # End-to-end tests (test/e2e, build tag e2e) against the real single-node

@@ -438,6 +438,10 @@ func (d *Demo) startProxy(ctx context.Context, o Options, sp sidecarSpec) (*Serv
 		Log:            o.Log.With("proxy", name),
 		Identity:       id,
 		InboundForward: sp.app.String(),
+		// As meridian-proxy's default, with one loop each and none held:
+		// the demo's proxies share one process.
+		EventLoop:  true,
+		EventLoops: 1,
 	}
 	p, err := sidecar.New(cfg)
 	if err != nil {

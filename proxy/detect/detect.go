@@ -206,6 +206,13 @@ func (c *Conn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // Buffered returns the peeked bytes not yet read.
 func (c *Conn) Buffered() int { return c.r.Buffered() }
 
+// Peeked returns the peeked bytes not yet read, valid until the next Read:
+// for a caller that takes the connection underneath (an event loop).
+func (c *Conn) Peeked() []byte {
+	b, _ := c.r.Peek(c.r.Buffered())
+	return b
+}
+
 // CloseWrite half-closes the underlying connection when it supports it.
 func (c *Conn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {

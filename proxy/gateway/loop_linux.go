@@ -135,7 +135,7 @@ func (ps *portServer) loopTLS(tc *tls.Conn, st tls.ConnectionState) bool {
 		return false
 	}
 	ps.streams.Add(1) // the loop's, until loopClosed or loopFallback
-	if !ps.loop.ServeTLS(tc, st, nil) {
+	if !ps.loop.ServeTLS(tc, st, nil, time.Time{}) {
 		ps.streams.Done()
 		return false
 	}
@@ -224,7 +224,7 @@ func (lr loopRouter) Route(r *http.Request, _ any) h1loop.Target {
 		// first answer); the request is routed again once it is in, and
 		// handed over if it still is not.
 		cache, authority := be.cache, be.authority
-		return h1loop.Target{Await: func() {
+		return h1loop.Target{Labels: metrics.Request{Direction: direction, Authority: authority}, Await: func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			cache.Get(ctx, authority)

@@ -64,6 +64,9 @@ type testProxy struct {
 	done           chan error // receives Run's result
 }
 
+// loopEnv puts the event loops under the tests (startProxy).
+var loopEnv = os.Getenv("MERIDIAN_SIDECAR_EVENT_LOOP")
+
 // startProxy builds and runs a sidecar on ephemeral loopback ports. Zero
 // fields of cfg get test-friendly defaults. The proxy is stopped (and
 // waited for) when the test ends.
@@ -93,6 +96,15 @@ func startProxy(t testing.TB, cfg Config) *testProxy {
 	}
 	if cfg.Log == nil {
 		cfg.Log = testLogger()
+	}
+	if cfg.EventLoops == 0 && (loopEnv == "1" || loopEnv == "hold") {
+		// The event loops under every test that does not choose (README.md,
+		// Event loops): "1", or "hold" for one loop with a processor of its
+		// own while busy, taken and given back every 2 ms of idleness.
+		cfg.EventLoop = true
+		if loopEnv == "hold" {
+			cfg.EventLoops, cfg.EventLoopHold = 1, 2*time.Millisecond
+		}
 	}
 	p, err := New(cfg)
 	if err != nil {

@@ -22,7 +22,7 @@ import (
 func (p *Proxy) outboundHandler() http.Handler {
 	const dir = "outbound"
 	return chain(
-		inflight.New(inflight.Options{Direction: dir, Max: int64(max(p.cfg.MaxInFlight, 0)), Metrics: p.metrics}),
+		inflight.New(inflight.Options{Direction: dir, Max: int64(max(p.cfg.MaxInFlight, 0)), Metrics: p.metrics, Count: &p.out.inFlight}),
 		route.New(route.Options{Direction: dir, Router: outboundRouter{p}, Metrics: p.metrics}),
 		split.New(split.Options{Direction: dir, Backends: outboundRouter{p}, Log: p.log, Metrics: p.metrics}),
 		timeout.New(timeout.Options{Direction: dir}),
@@ -37,7 +37,7 @@ func (p *Proxy) outboundHandler() http.Handler {
 func (p *Proxy) inboundHandler() http.Handler {
 	const dir = "inbound"
 	return chain(
-		inflight.New(inflight.Options{Direction: dir, Max: int64(max(p.cfg.MaxInFlight, 0)), Metrics: p.metrics}),
+		inflight.New(inflight.Options{Direction: dir, Max: int64(max(p.cfg.MaxInFlight, 0)), Metrics: p.metrics, Count: &p.in.inFlight}),
 		authzmw.New(authzmw.Options{Direction: dir, Policy: p.cfg.Authz, Client: p.inboundClient, Metrics: p.metrics}),
 		route.New(route.Options{Direction: dir, Router: inboundRouter{p}, Metrics: p.metrics}),
 	)(httpproxy.New(httpproxy.Options{Direction: dir, AcceptPeerHeaders: true, Metrics: p.metrics, Log: p.log}))

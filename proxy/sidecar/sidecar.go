@@ -103,6 +103,13 @@ type Config struct {
 	// connection is probed (TCP connect) while the proxy reports not ready.
 	// Default DefaultAppProbeInterval.
 	AppProbeInterval time.Duration
+	// EventLoop serves HTTP/1.1 requests on event loops where it can
+	// (Linux; README.md, "Event loops"): EventLoops of them (0: one per
+	// processor the runtime uses), each holding a processor of its own
+	// for EventLoopHold after its last event (0: never).
+	EventLoop     bool
+	EventLoops    int
+	EventLoopHold time.Duration
 }
 
 // Proxy is a running sidecar.
@@ -121,6 +128,9 @@ type Proxy struct {
 	// mTLS handshakes accepted from meshed peers (the outbound ones are
 	// counted by the outbound side's cache).
 	mtlsIn atomic.Int64
+
+	loops               loopGroup // Config.EventLoop's; nil without
+	inboundForwardLoops bool      // InboundForward is one of the proxy's listeners
 }
 
 // MTLSHandshakes returns how many mTLS sessions with meshed peers the proxy
@@ -144,6 +154,8 @@ type side struct {
 	cut       atomic.Bool    // the drain deadline has passed: no opaque stream may start
 	open      atomic.Int64   // accepted connections not yet closed
 	maxConns  int64          // Config.MaxConnections; 0: no bound
+	loop      loopServer     // its HTTP/1.1 on the event loops, nil without
+	inFlight  atomic.Int64   // requests in flight, both paths (inflight's count)
 }
 
 // counted is an accepted connection counted in its side's open connections
@@ -309,6 +321,12 @@ func New(cfg Config) (*Proxy, error) {
 		p.metrics.AuthzDenied("http", cfg.Authz.Name(), port, t, clientID)
 	})
 	p.collectOwnAddrs()
+	if err := p.startLoops(); err != nil {
+		p.out.ln.Close()
+		p.in.ln.Close()
+		p.admin.Close()
+		return nil, fmt.Errorf("event loop: %w", err)
+	}
 	return p, nil
 }
 
@@ -438,6 +456,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	// those still in protocol detection are drained too.
 	for _, s := range []*side{p.out, p.in} {
 		s.accepting.Wait()
+		s.loopDrain()
 	}
 	var drained sync.WaitGroup
 	for _, s := range []*side{p.out, p.in} {
@@ -455,6 +474,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 			case <-drainCtx.Done():
 				s.cut.Store(true)
 				s.conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
+				s.loopCut()
 				s.h1.Close()
 				s.h2.Close()
 				<-done // those in detection were closed too; mTLS handshakes are bounded
@@ -467,6 +487,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		s.h2.Close()
 		s.dests.Close()
 	}
+	p.closeLoops()
 	cancel()
 	p.admin.Close()
 	p.log.Info("stopped")
@@ -480,6 +501,12 @@ type accepted struct {
 	// peer is the client proxy's SPIFFE ID when the connection is mTLS from
 	// a meshed peer; empty otherwise.
 	peer string
+	// On the event loops (evloop_linux.go): the client for the policy and
+	// origDst as a string, worked out once; the last Host routed and its
+	// canonical authority.
+	loopClient         authz.Client
+	loopDst            string
+	loopHost, loopAuth string
 	// lineDeadline is when a request line must be complete: accept plus
 	// HeaderTimeout (detection inside mTLS uses it too).
 	lineDeadline time.Time

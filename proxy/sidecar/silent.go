@@ -133,6 +133,9 @@ func (p *Proxy) serveHTTP(s *side, a *accepted, proto detect.Protocol) {
 		s.h2.ServeConn(p.connContext(context.Background(), s.direction, a), a)
 		return
 	}
+	if p.serveOnLoop(s, a) {
+		return
+	}
 	a.headerDeadline.Store(a.lineDeadline.UnixNano())
 	s.h1.ServeConn(context.Background(), a)
 }

@@ -47,7 +47,9 @@ type Target struct {
 	ConnTLS string
 	// Await, without an Endpoint, says the request's destination is not
 	// known yet: Await runs on a goroutine of its own, blocking until it
-	// is (or giving up), and the request is routed again, once.
+	// is (or giving up), and the request is routed again, once. A client
+	// that goes away meanwhile is counted as a cancellation under Labels'
+	// direction and authority.
 	Await func()
 }
 
@@ -71,8 +73,10 @@ type Server struct {
 	// DefaultIdleTimeout if 0.
 	IdleTimeout time.Duration
 	// ConnectTimeout bounds a plaintext connect to an endpoint (an mTLS
-	// one is its dialer's): DefaultConnectTimeout if 0.
+	// one is its dialer's): DefaultConnectTimeout if 0. Dialed, if set, is
+	// told of each such connect's end: nil once connected, else why not.
 	ConnectTimeout time.Duration
+	Dialed         func(addr string, err error)
 
 	// InFlight counts the requests in flight (nil: the Server's own), as
 	// the goroutine path counts its own in the same counter; at
@@ -187,15 +191,16 @@ func (s *Server) accept(fd int, sa unix.Sockaddr) {
 
 // ServeConn moves nc, a plaintext connection a goroutine accepted (and
 // perhaps read from: see Unwrap), to the next loop, which serves its
-// requests with value; false (the caller still has nc, and Closed is not
-// told) for one the loops do not take.
-func (s *Server) ServeConn(nc net.Conn, value any) bool {
+// requests with value, the first one's head due by headDeadline (zero:
+// the header timeout from now); false (the caller still has nc, and
+// Closed is not told) for one the loops do not take.
+func (s *Server) ServeConn(nc net.Conn, value any, headDeadline time.Time) bool {
 	fd, mc, tcp, pre, ok := take(nc, s.Unwrap)
 	if !ok {
 		return false
 	}
 	mc.Conn = noConn{}
-	c := &client{s: s, remote: tcp.RemoteAddr().String(), value: value}
+	c := &client{s: s, remote: tcp.RemoteAddr().String(), value: value, headDeadline: headDeadline}
 	c.mc = mc
 	to := s.Group.pick()
 	to.l.Post(func() { to.serve(c, fd, pre) })
@@ -207,7 +212,12 @@ func (s *Server) ServeConn(nc net.Conn, value any) bool {
 func (lp *Loop) serve(c *client, fd int, pre []byte) {
 	s := c.s
 	c.lp = lp
-	c.timer = lp.l.After(s.headerTimeout(), c.timeout)
+	wait := s.headerTimeout()
+	if !c.headDeadline.IsZero() {
+		wait = max(time.Until(c.headDeadline), 0)
+	}
+	c.timer = lp.l.After(wait, c.timeout)
+	c.headWait = true // the first head's time runs from here
 	ec, err := lp.l.NewConn(fd, c)
 	if err != nil {
 		unix.Close(fd)
@@ -248,8 +258,8 @@ func (s *Server) Drain() {
 		}
 		if sc := lp.servers[s]; sc != nil {
 			for c := range sc.conns {
-				if c.x == nil {
-					c.close()
+				if c.x == nil && !c.handoffWritten {
+					c.closeWritten()
 				}
 			}
 		}
@@ -292,6 +302,7 @@ type client struct {
 	lp             *Loop
 	remote         string       // ip:port
 	value          any          // the Router's and Fallback's
+	headDeadline   time.Time    // the first head's, when the caller set it
 	sc             *serverConns // the Server's on this loop, nil until served
 	tls            *tlsClient   // a TLS connection's; nil: plaintext
 	req            http.Request
@@ -299,13 +310,16 @@ type client struct {
 	xs             exchange  // x's storage, reused
 	eof            bool      // the client half-closed: close after the response
 	closed         bool
-	handoffWritten bool          // hand over once what is written is out
-	handoffHead    []byte        // a failed request, handed over in front of the rest
-	waiting        bool          // for its destination (Target.Await)
-	bodyWait       bool          // for the rest of a request's body (next)
-	retried        bool          // routing again after that: no second wait
-	timer          *evloop.Timer // the header timeout, then the idle timeout
-	keys           []string      // writeHead's, reused
+	handoffWritten bool            // hand over once what is written is out
+	handoffHead    []byte          // a failed request, handed over in front of the rest
+	waiting        bool            // for its destination (Target.Await)
+	bodyWait       bool            // for the rest of a request's body (next)
+	headWait       bool            // for the rest of a head: the header timeout runs
+	awaited        metrics.Request // the waiting request's labels (Target.Await)
+	closing        bool            // closed once what is written is out (closeWritten)
+	retried        bool            // routing again after that: no second wait
+	timer          *evloop.Timer   // the header timeout, then the idle timeout
+	keys           []string        // writeHead's, reused
 }
 
 // exchange is one request on its way.
@@ -333,6 +347,12 @@ type exchange struct {
 }
 
 func (c *client) Readable(ec *evloop.Conn) {
+	if c.closing {
+		if ec.Err() != nil {
+			c.close()
+		}
+		return
+	}
 	if c.handoffWritten {
 		if ec.Err() != nil {
 			c.close() // what waited to be written never will be
@@ -340,14 +360,26 @@ func (c *client) Readable(ec *evloop.Conn) {
 		return // the goroutine path reads the rest
 	}
 	if c.waiting {
-		return // the request is read again once its destination is known
+		// The request is read again once its destination is known; a
+		// client gone meanwhile is a cancellation, as the goroutine path
+		// counts one whose destination was being resolved.
+		if c.pull(); c.readErr() != nil || c.readEOF() {
+			c.s.Metrics.ClientError(c.awaited.Direction, c.awaited.Authority, "canceled")
+			c.close()
+		}
+		return
 	}
 	if c.x != nil {
 		c.pull()
-		if c.readErr() != nil {
+		switch {
+		case c.readErr() != nil:
 			c.abort()
-		} else if c.readEOF() {
+		case c.readEOF() && !c.eof:
+			// The client's end: the exchange is canceled as h1server
+			// cancels a handler whose client is gone, once it has run for
+			// its WatchDelay (a quick response still goes out).
 			c.eof = true
+			c.timer.Reset(max(h1server.WatchDelay-time.Since(c.x.start), 0))
 		}
 		return // a pipelined request waits for the response
 	}
@@ -357,6 +389,10 @@ func (c *client) Readable(ec *evloop.Conn) {
 // Written resumes what waited for the client to take the bytes written:
 // a hand-over, or the rest of a response body.
 func (c *client) Written(*evloop.Conn) {
+	if c.closing {
+		c.close()
+		return
+	}
 	if c.handoffWritten {
 		c.handoffWritten = false
 		c.handoff()
@@ -383,20 +419,32 @@ func (c *client) next() {
 	c.pull()
 	buf := c.buffered()
 	if len(buf) == 0 {
-		if c.readEOF() || c.readErr() != nil || c.eof {
+		switch {
+		case c.readErr() != nil:
 			c.close()
-			return
+		case c.readEOF() || c.eof:
+			c.closeWritten() // the client is done: after what it was sent
+		default:
+			c.headWait = false
+			c.timer.Reset(c.s.idleTimeout())
 		}
-		c.timer.Reset(c.s.idleTimeout())
 		return
 	}
 	n, ok := h1server.ParseHead(buf, &c.req)
 	if !ok {
 		if !c.readEOF() && c.readErr() == nil && len(buf) < 8<<10 && headEnd(buf) < 0 {
-			c.timer.Reset(c.s.headerTimeout()) // more of the head to come
-			return
+			if !c.headWait { // once: a head's drips do not extend it
+				c.headWait = true
+				c.timer.Reset(c.s.headerTimeout())
+			}
+			return // more of the head to come
 		}
 		c.handoff()
+		return
+	}
+	c.headWait = false
+	if !loopable(&c.req) {
+		c.handoff() // before waiting for a body: Expect waits for an answer first
 		return
 	}
 	// A body (Content-Length: chunked heads are ReadRequest's) is sent
@@ -441,14 +489,18 @@ func (c *client) next() {
 	c.send(x)
 }
 
+// loopable says whether the loop may serve r, by its head: HTTP/1.1, not
+// HEAD, not closing, nothing to answer before the body (Expect) or to
+// switch to (Upgrade), not the server-wide "*".
+func loopable(r *http.Request) bool {
+	return !r.Close && r.ProtoMinor == 1 && r.Method != http.MethodHead &&
+		r.Header["Expect"] == nil && r.Header["Upgrade"] == nil && r.RequestURI != "*"
+}
+
 // route asks the Router where the request goes and builds the request to
 // send; nil when the goroutine path must serve it.
 func (c *client) route(r *http.Request, body []byte) *exchange {
 	s := c.s
-	if r.Close || r.ProtoMinor != 1 || r.Method == http.MethodHead ||
-		r.Header["Expect"] != nil || r.Header["Upgrade"] != nil || r.RequestURI == "*" {
-		return nil
-	}
 	if s.MaxInFlight > 0 && s.inFlight().Load() >= s.MaxInFlight {
 		return nil // the goroutine path sheds it
 	}
@@ -459,7 +511,7 @@ func (c *client) route(r *http.Request, body []byte) *exchange {
 	t := s.Router.Route(r, c.value)
 	if t.Endpoint == nil {
 		if t.Await != nil && !c.retried {
-			c.waiting = true
+			c.waiting, c.awaited = true, t.Labels
 			await, l := t.Await, c.lp.l
 			go func() {
 				await()
@@ -515,8 +567,11 @@ func (c *client) send(x *exchange) {
 			return
 		}
 		var err error
-		up, err = c.lp.dial(key, c.s.connectTimeout(), c.s.Metrics, x.connTLS)
+		up, err = c.lp.dial(key, c.s.connectTimeout(), c.s.Metrics, x.connTLS, c.s.Dialed)
 		if err != nil {
+			if c.s.Dialed != nil {
+				c.s.Dialed(key.addr, err)
+			}
 			c.failed(x, true)
 			return
 		}
@@ -531,7 +586,13 @@ func (c *client) sendOn(up *upstream, x *exchange) {
 	// While connecting, the socket takes nothing (EAGAIN): the request
 	// waits in the connection's buffer until it is writable.
 	if err := up.write(x.out, nil); err != nil {
-		c.failed(x, up.connecting)
+		c.failed(x, up.connectFailed(err))
+		return
+	}
+	if up.connecting && up.c.Pending() < len(x.out) {
+		// The socket took bytes: connected (on loopback before the first
+		// write), and the request may have been read from here on.
+		up.connected()
 	}
 }
 
@@ -546,11 +607,12 @@ func (c *client) failed(x *exchange, dial bool) {
 		return
 	}
 	x.ep.EndRequest(x.begin, true)
-	if dial {
-		x.ep.Fail() // backoff; a "connect" failure for accrual too
-	} else {
+	if !dial {
 		x.ep.Result("reset") // as the Forwarder reports the attempt it tries again
 	}
+	// A failed connect is the goroutine path's to make again, and to
+	// count and back off from as it always does (its answer, when every
+	// endpoint fails, names the connect failure).
 	c.tryAgain(x)
 }
 
@@ -633,10 +695,29 @@ func (c *client) close() {
 	c.done()
 }
 
+// closeWritten closes the connection once what was written to it is out
+// (a response passed whole reaches the client whole), or at the idle
+// timeout if the client takes no more.
+func (c *client) closeWritten() {
+	if c.closed {
+		return
+	}
+	if c.c.Pending() == 0 {
+		c.close()
+		return
+	}
+	c.closing = true
+	c.timer.Reset(c.s.idleTimeout())
+}
+
 // timeout closes a connection whose head took too long, or that sat idle;
 // one whose body is slow goes to the goroutine path, whose rules apply.
 func (c *client) timeout() {
 	switch {
+	case c.closing:
+		c.close() // the client takes no more
+	case c.x != nil && c.eof:
+		c.abort() // the client ended its side: WatchDelay has passed
 	case c.x != nil:
 	case c.bodyWait:
 		c.bodyWait = false

@@ -244,17 +244,17 @@ type tlsClient struct {
 }
 
 // ServeTLS moves a client's TLS connection, its handshake done (state)
-// and HTTP/1.1 settled, to the next loop, which serves its requests with
-// value; false (the caller serves it, and Closed is not told) for one the
-// loops do not take (see Unwrap).
-func (s *Server) ServeTLS(tc *tls.Conn, state tls.ConnectionState, value any) bool {
+// and HTTP/1.1 settled, to the next loop, as ServeConn; false (the caller
+// serves it, and Closed is not told) for one the loops do not take (see
+// Unwrap).
+func (s *Server) ServeTLS(tc *tls.Conn, state tls.ConnectionState, value any, headDeadline time.Time) bool {
 	to := s.Group.pick()
 	fd, ts, mc, pre, ok := takeTLS(tc, to, s.Unwrap)
 	if !ok {
 		return false
 	}
 	t := &tlsClient{tlsStream: *ts, state: state}
-	c := &client{s: s, remote: ts.side.remote.String(), tls: t, value: value}
+	c := &client{s: s, remote: ts.side.remote.String(), tls: t, value: value, headDeadline: headDeadline}
 	c.mc, c.ts = mc, &t.tlsStream
 	to.l.Post(func() { to.serve(c, fd, pre) })
 	return true

@@ -24,7 +24,8 @@ type upstream struct {
 	key        poolKey // its pool's
 	x          *exchange
 	connecting bool
-	connect    *evloop.Timer // bounds connecting; nil once connected
+	connect    *evloop.Timer                // bounds connecting; nil once connected
+	dialed     func(addr string, err error) // Server.Dialed
 	closed     bool
 }
 
@@ -63,7 +64,7 @@ func (p *pool) get() *upstream {
 // dial starts a non-blocking connect to key's address, within timeout, a
 // plaintext connection whose tcp_* series have key's direction and the tls
 // label tls.
-func (lp *Loop) dial(key poolKey, timeout time.Duration, m *metrics.Registry, tls string) (*upstream, error) {
+func (lp *Loop) dial(key poolKey, timeout time.Duration, m *metrics.Registry, tls string, dialed func(string, error)) (*upstream, error) {
 	addr := key.addr
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
@@ -82,7 +83,7 @@ func (lp *Loop) dial(key poolKey, timeout time.Duration, m *metrics.Registry, tl
 		return nil, err
 	}
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	up := &upstream{key: key}
+	up := &upstream{key: key, dialed: dialed}
 	err = unix.Connect(fd, sa)
 	switch err {
 	case nil:
@@ -100,6 +101,9 @@ func (lp *Loop) dial(key poolKey, timeout time.Duration, m *metrics.Registry, tl
 		up.connect = lp.l.After(timeout, up.connectTimedOut)
 	}
 	up.mc = m.Conn(noConn{}, metrics.ConnLabels{Direction: key.direction, Peer: metrics.PeerDst, Target: addr, TLS: tls})
+	if !up.connecting && dialed != nil {
+		dialed(addr, nil) // connected at once
+	}
 	return up, nil
 }
 
@@ -121,19 +125,41 @@ func (up *upstream) connectTimedOut() {
 		return
 	}
 	x := up.x
+	up.connectFailed(errConnectTimeout)
 	up.close()
 	if x != nil {
 		x.c.failed(x, true)
 	}
 }
 
+var errConnectTimeout = errors.New("h1loop: connect timed out")
+
 // connected is the end of connecting.
 func (up *upstream) connected() {
+	if !up.connecting {
+		return
+	}
 	up.connecting = false
 	if up.connect != nil {
 		up.connect.Stop()
 		up.connect = nil
 	}
+	if up.dialed != nil {
+		up.dialed(up.key.addr, nil)
+	}
+}
+
+// connectFailed tells Dialed of err when it ended a connect, and reports
+// whether it did.
+func (up *upstream) connectFailed(err error) bool {
+	if !up.connecting {
+		return false
+	}
+	up.connecting = false
+	if up.dialed != nil {
+		up.dialed(up.key.addr, err)
+	}
+	return true
 }
 
 func (up *upstream) close() {
@@ -169,7 +195,7 @@ func (up *upstream) Readable(*evloop.Conn) {
 		up.pull() // a TLS connection's next records, after a 1xx
 		buf := up.buffered()
 		if up.readErr() != nil && len(buf) == 0 {
-			c.failed(x, up.connecting) // refused, or reset before a response
+			c.failed(x, up.connectFailed(up.readErr())) // refused, or reset before a response
 			return
 		}
 		up.connected()
@@ -528,7 +554,7 @@ func (c *client) finish(x *exchange) {
 	}
 	c.x = nil
 	if c.s.draining.Load() {
-		c.close()
+		c.closeWritten()
 		return
 	}
 	c.next()
