@@ -359,6 +359,7 @@ func start(t *testing.T, cfg *rest.Config) *store.Store {
 	select {
 	case <-ready:
 	case err := <-done:
+		done <- err // for the cleanup, which waits for Run's end
 		t.Fatalf("Run returned before it was ready: %v", err)
 	case <-time.After(60 * time.Second):
 		t.Fatal("Run not ready after 60s")
