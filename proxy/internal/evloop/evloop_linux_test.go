@@ -582,33 +582,42 @@ func TestClose(t *testing.T) {
 	}
 }
 
+// tcpPair is a loopback connection's two ends, the client's with a
+// deadline, both closed when the test ends.
+func tcpPair(t *testing.T) (client net.Conn, server *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	client.SetDeadline(time.Now().Add(10 * time.Second))
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Close() })
+	return client, sc.(*net.TCPConn)
+}
+
 // A connection served by a goroutine first (a greeting read the blocking
 // way) goes on serving on the loop once taken: the client's bytes that
 // came after the greeting are echoed, the runtime's copy is closed (its
 // reads fail), and the client sees the end when the loop closes.
 func TestTake(t *testing.T) {
 	l := start(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	client.SetDeadline(time.Now().Add(10 * time.Second))
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, sc := tcpPair(t)
 	io.WriteString(client, "hello")
 	greeting := make([]byte, 5)
 	if _, err := io.ReadFull(sc, greeting); err != nil || string(greeting) != "hello" {
 		t.Fatalf("greeting: %q, %v", greeting, err)
 	}
-	fd, err := Take(sc.(*net.TCPConn))
+	fd, err := Take(sc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -637,27 +646,13 @@ func TestTake(t *testing.T) {
 // refused.
 func TestUnread(t *testing.T) {
 	l := start(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	client.SetDeadline(time.Now().Add(10 * time.Second))
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, sc := tcpPair(t)
 	io.WriteString(client, "hel")
 	early := make([]byte, 3)
 	if _, err := io.ReadFull(sc, early); err != nil {
 		t.Fatal(err)
 	}
-	fd, err := Take(sc.(*net.TCPConn))
+	fd, err := Take(sc)
 	if err != nil {
 		t.Fatal(err)
 	}
