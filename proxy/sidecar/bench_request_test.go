@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -36,34 +37,53 @@ import (
 // the time spent waiting for a CPU. `make bench` turns the output into one
 // RESULT line (bench/cmd/microbench).
 //
-//	proto=http1-get   GET / over HTTP/1.1, answered "ok" (what bench/cmd/meshhop sends)
-//	proto=http1-post  POST of 5 bytes over HTTP/1.1
-//	proto=h2c         the same POST over HTTP/2 with prior knowledge
-//	proto=grpc        grpc.health.v1.Health/Check, grpc-go client and server
+//	proto=http1-get       GET / over HTTP/1.1, answered "ok" (what bench/cmd/meshhop sends), on goroutines
+//	proto=http1-post      POST of 5 bytes over HTTP/1.1, on goroutines
+//	proto=http1-get-loop  the GET with both proxies on one event loop each (meridian-proxy's default)
+//	proto=http1-post-loop the POST on the event loops
+//	proto=h2c             the same POST over HTTP/2 with prior knowledge
+//	proto=grpc            grpc.health.v1.Health/Check, grpc-go client and server
+//
+// The -loop cases fail unless the loops passed on every timed response.
 func BenchmarkMeshedRequest(b *testing.B) {
 	// Registered first, so it runs last: after every proxy, server and
 	// client below has stopped.
 	before := goleak.IgnoreCurrent()
 	b.Cleanup(func() { goleak.VerifyNone(b, before) })
 
-	meshes := map[string]benchMesh{"plain": startBenchMesh(b, nil), "mtls": startBenchMesh(b, tlsidtest.Start(b, time.Hour))}
+	svc := tlsidtest.Start(b, time.Hour)
+	meshes := map[string]benchMesh{
+		"plain": startBenchMesh(b, nil, false), "mtls": startBenchMesh(b, svc, false),
+		"plain-loop": startBenchMesh(b, nil, true), "mtls-loop": startBenchMesh(b, svc, true),
+	}
 	for _, c := range []struct {
 		proto string
+		loop  bool
 		call  func(b *testing.B, out string) func() error
 	}{
-		{"http1-get", httpCall(false, http.MethodGet)},
-		{"http1-post", httpCall(false, http.MethodPost)},
-		{"h2c", httpCall(true, http.MethodPost)},
-		{"grpc", grpcCall},
+		{"http1-get", false, httpCall(false, http.MethodGet)},
+		{"http1-post", false, httpCall(false, http.MethodPost)},
+		{"http1-get-loop", true, httpCall(false, http.MethodGet)},
+		{"http1-post-loop", true, httpCall(false, http.MethodPost)},
+		{"h2c", false, httpCall(true, http.MethodPost)},
+		{"grpc", false, grpcCall},
 	} {
 		b.Run("proto="+c.proto, func(b *testing.B) {
 			for _, mode := range []string{"plain", "mtls"} {
 				b.Run("tls="+mode, func(b *testing.B) {
-					call := c.call(b, meshes[mode].out)
+					if c.loop && runtime.GOOS != "linux" {
+						b.Skip("the event loops are Linux only")
+					}
+					m := meshes[mode]
+					if c.loop {
+						m = meshes[mode+"-loop"]
+					}
+					call := c.call(b, m.out)
 					if err := call(); err != nil { // opens every connection on the way
 						b.Fatal(err)
 					}
-					opened := meshes[mode].opened(b)
+					opened := m.opened(b)
+					served := m.loopServed()
 					b.ReportAllocs()
 					cpu0, cpuOK := processCPU()
 					b.ResetTimer()
@@ -76,10 +96,13 @@ func BenchmarkMeshedRequest(b *testing.B) {
 					if cpu1, ok := processCPU(); ok && cpuOK {
 						b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/op")
 					}
-					if n := meshes[mode].opened(b) - opened; n != 0 {
+					if n := m.opened(b) - opened; n != 0 {
 						b.Fatalf("the outbound proxy opened %v connections during the timed requests, want 0: the figures are of reused connections", n)
 					}
-					meshes[mode].checkTLS(b)
+					if n := m.loopServed() - served; c.loop && n != int64(2*b.N) {
+						b.Fatalf("the proxies' event loops passed on %v of the %v timed responses, want all: the figures are of the loops", n, 2*b.N)
+					}
+					m.checkTLS(b)
 				})
 			}
 		})
@@ -92,6 +115,16 @@ func BenchmarkMeshedRequest(b *testing.B) {
 type benchMesh struct {
 	out, admin string // the outbound proxy's listener and admin port
 	mtls       bool
+	proxies    []*Proxy // the outbound proxy and the inbound ones
+}
+
+// loopServed counts the responses the mesh's event loops passed on.
+func (m benchMesh) loopServed() int64 {
+	var n int64
+	for _, p := range m.proxies {
+		n += p.loopServed()
+	}
+	return n
 }
 
 // opened is how many connections the outbound proxy has accepted and
@@ -114,10 +147,19 @@ func (m benchMesh) checkTLS(b *testing.B) {
 }
 
 // startBenchMesh starts a benchMesh whose proxies speak mTLS to each other
-// with identities from svc, or plaintext when svc is nil. It stops when the
-// benchmark ends.
-func startBenchMesh(b *testing.B, svc *tlsidtest.Service) benchMesh {
+// with identities from svc, or plaintext when svc is nil, on one event loop
+// each when loop is set (goroutines only otherwise, whatever the
+// environment says). It stops when the benchmark ends.
+func startBenchMesh(b *testing.B, svc *tlsidtest.Service, loop bool) benchMesh {
 	b.Helper()
+	var proxies []*Proxy
+	start := func(cfg Config) *testProxy {
+		// EventLoops set: startProxy's environment does not apply.
+		cfg.EventLoop, cfg.EventLoops = loop, 1
+		p := startProxy(b, cfg)
+		proxies = append(proxies, p.Proxy)
+		return p
+	}
 	web := benchServe(b, func(ln net.Listener) func() {
 		protos := new(http.Protocols)
 		protos.SetHTTP1(true)
@@ -143,7 +185,7 @@ func startBenchMesh(b *testing.B, svc *tlsidtest.Service) benchMesh {
 			cfg.Identity = svc.Identity(b, "bench", sa)
 			announced = tlsidtest.ID("bench", sa).String()
 		}
-		in := startProxy(b, cfg).in
+		in := start(cfg).in
 		return discover.Destination{Authority: sa + ".test:80", Endpoints: []discover.Endpoint{{Addr: in, Identity: announced}}}
 	}
 	r, err := discover.NewStatic([]discover.Destination{inbound(web, "web"), inbound(grpcApp, "grpc")})
@@ -154,8 +196,8 @@ func startBenchMesh(b *testing.B, svc *tlsidtest.Service) benchMesh {
 	if svc != nil {
 		cfg.Identity = svc.Identity(b, "bench", "client")
 	}
-	out := startProxy(b, cfg)
-	return benchMesh{out: out.out, admin: out.admin, mtls: svc != nil}
+	out := start(cfg)
+	return benchMesh{out: out.out, admin: out.admin, mtls: svc != nil, proxies: proxies}
 }
 
 // benchServe opens a loopback listener, serves it with serve (which returns

@@ -181,3 +181,11 @@ func sorted(m map[string]float64) string {
 	}
 	return b.String()
 }
+
+// loopServed counts the responses p's event loops passed on.
+func (p *Proxy) loopServed() int64 {
+	if p.loops == nil {
+		return 0
+	}
+	return p.loops.Served()
+}
