@@ -20,7 +20,7 @@
 # (default /tmp/meridian-gateway-bench), CLIENT_CPU / SUT_CPU (default 0 / 1),
 # SUT_SHARE (each peer held to this share of its CPU by a CFS quota, e.g. 0.3:
 # the load generator's core then saturates no peer before the peer's own
-# share does; default 0, the whole CPU), PRIORITY (default fifo, as
+# share does; default 0, the whole CPU), PRIORITY (default fifo, or rr, as
 # bench/run.sh; normal with SUT_SHARE, which real-time tasks would escape),
 # CLOSED (closed-loop run length, default 5s; 0 skips them), CLOSED_REPS
 # (runs per peer and protocol, the peers in turn, default 5).

@@ -15,7 +15,8 @@
 # run disturbed by other processes, default 1), OUT (default
 # /tmp/meridian-bench), CLIENT_CPU / SUT_CPU (default 0 / 1), PRIORITY
 # (default fifo: the harness, the backends and every proxy run SCHED_FIFO so
-# builds and tests that share the machine cannot delay a request; use normal
+# builds and tests that share the machine cannot delay a request; rr: the same
+# with SCHED_RR, needed for a proxy holding a processor, bench/README.md; use normal
 # on a dedicated machine to measure plain CFS scheduling), BASELINE (another
 # meridian-proxy binary, e.g. built from the commit before a change: meshhop
 # measures it as target "baseline" in the same interleaved slices), H2_HOP

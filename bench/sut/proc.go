@@ -369,10 +369,12 @@ func PinSelfPriority(cpus string, prio Priority) error {
 	case "", PrioNormal:
 	case PrioFIFO:
 		argv = append(argv, "chrt", "--fifo", "10")
+	case PrioRR:
+		argv = append(argv, "chrt", "--rr", "10")
 	case PrioNice:
 		argv = append(argv, "nice", "-n", "-20")
 	default:
-		return fmt.Errorf("unknown priority %q (normal, nice, fifo)", prio)
+		return fmt.Errorf("unknown priority %q (normal, nice, fifo, rr)", prio)
 	}
 	if cpus != "" && runtime.NumCPU() >= 2 {
 		argv = append(argv, "taskset", "-c", cpus)
@@ -406,7 +408,18 @@ const (
 	// request (it only gets the CPU time the benchmark leaves idle). Kernel
 	// RT throttling still reserves 5% of each CPU for everything else.
 	PrioFIFO Priority = "fifo"
+	// PrioRR: SCHED_RR priority 10, the same shield, except that threads of
+	// the same priority on one CPU take turns (100 ms slices) instead of
+	// one running until it blocks: a Go program with two threads running
+	// on one CPU (a loop holding a processor, evloop's Hold) can otherwise
+	// livelock, one thread spinning in the runtime on a lock or a sweep the
+	// other, never run again, holds (Go issues 73499, 76353).
+	PrioRR Priority = "rr"
 )
+
+// RealTime says whether p is a real-time policy: other work only gets the
+// CPU time the benchmark leaves idle, and CFS quotas do not apply.
+func (p Priority) RealTime() bool { return p == PrioFIFO || p == PrioRR }
 
 // RunDelay is the time the process's threads spent runnable but waiting for
 // a CPU, from /proc/PID/task/*/schedstat: the direct measure of how much CPU

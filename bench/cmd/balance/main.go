@@ -34,7 +34,7 @@ var (
 	slow       = flag.Duration("slow", 10*time.Millisecond, "service time of the slow endpoint")
 	clientCPU  = flag.String("client-cpu", "0", "CPUs for this program (load generator + backends); empty: no pinning")
 	sutCPU     = flag.String("sut-cpu", "1", "CPUs for the proxy; empty: no pinning")
-	priority   = flag.String("priority", "normal", "scheduling of the harness and proxies: normal, nice (-20) or fifo (SCHED_FIFO 10, shields a shared machine's other work)")
+	priority   = flag.String("priority", "normal", "scheduling of the harness and proxies: normal, nice (-20), fifo (SCHED_FIFO 10, shields a shared machine's other work) or rr (SCHED_RR 10)")
 	logDir     = flag.String("logdir", "", "where proxy logs go (default: a new temp dir)")
 )
 

@@ -36,7 +36,7 @@ var (
 	service   = flag.Duration("service-time", time.Millisecond, "service time of both backends")
 	clientCPU = flag.String("client-cpu", "0", "CPUs for this program (load generator + backends); empty: no pinning")
 	sutCPU    = flag.String("sut-cpu", "1", "CPUs for the proxies; empty: no pinning")
-	priority  = flag.String("priority", "normal", "scheduling of the harness and proxies: normal, nice (-20) or fifo (SCHED_FIFO 10)")
+	priority  = flag.String("priority", "normal", "scheduling of the harness and proxies: normal, nice (-20), fifo (SCHED_FIFO 10) or rr (SCHED_RR 10)")
 	logDir    = flag.String("logdir", "", "where proxy logs go (default: a new temp dir)")
 )
 

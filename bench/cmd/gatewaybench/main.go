@@ -64,7 +64,7 @@ var (
 	clientCPU     = flag.String("client-cpu", "0", "CPUs for this program (load generator + backends); empty: no pinning")
 	sutCPU        = flag.String("sut-cpu", "1", "CPUs for the peers; empty: no pinning")
 	sutShare      = flag.Float64("sut-share", 0, "above 0: each peer gets at most this share of one CPU (a CFS quota of its own; bench/README.md), so that it saturates before the load generator does")
-	priority      = flag.String("priority", "normal", "scheduling of the harness and peers: normal, nice or fifo (see bench/README.md)")
+	priority      = flag.String("priority", "normal", "scheduling of the harness and peers: normal, nice, fifo or rr (see bench/README.md)")
 	bodySize      = flag.Int("body", 0, "request body bytes: above 0, each request is a POST with that many bytes (Content-Length); 0: GET")
 	logDir        = flag.String("logdir", "", "where configs and logs go (default: a new temp dir)")
 	backendKind   = flag.String("backend", "go", "the three backends: go (test servers in this program) or nginx (one nginx on -client-cpu: cheaper per request, for -closed)")
@@ -192,8 +192,8 @@ func (r *row) p99Median() time.Duration { return loadgen.Median(r.sliceP99) }
 
 func main() {
 	flag.Parse()
-	if *sutShare > 0 && sut.Priority(*priority) == sut.PrioFIFO {
-		log.Fatal("-sut-share: the CFS quota does not hold real-time (-priority fifo) tasks back")
+	if *sutShare > 0 && sut.Priority(*priority).RealTime() {
+		log.Fatal("-sut-share: the CFS quota does not hold real-time (-priority fifo or rr) tasks back")
 	}
 	ctx, stop, dir := sut.Harness("gatewaybench", *clientCPU, sut.Priority(*priority), *logDir)
 	defer stop()

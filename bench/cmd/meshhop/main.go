@@ -50,7 +50,7 @@ var (
 	nSlices     = flag.Int("slices", 5, "cut each -duration into this many slices, interleaved across targets")
 	retries     = flag.Int("retries", 1, "at normal priority, repeat a slice up to this many times when other processes were busy during it")
 	noisy       = flag.Float64("noisy", 0.1, "at normal priority, CPU cores used by other processes above which a run counts as disturbed")
-	priority    = flag.String("priority", "normal", "scheduling of the harness and proxies: normal, nice (-20) or fifo (SCHED_FIFO 10, shields a shared machine's other work)")
+	priority    = flag.String("priority", "normal", "scheduling of the harness and proxies: normal, nice (-20), fifo (SCHED_FIFO 10, shields a shared machine's other work) or rr (SCHED_RR 10: the same, with turns between threads of one CPU)")
 	linger      = flag.Duration("linger", 15*time.Second, "idle time after the last run before the leak check")
 	logDir      = flag.String("logdir", "", "where proxy configs and logs go (default: a new temp dir)")
 )
@@ -465,7 +465,7 @@ func measureSlice(ctx context.Context, t *target, rate float64, d time.Duration)
 		if best == nil || other < (best.busy-best.ours)/best.wall {
 			best = sm
 		}
-		if sut.Priority(*priority) == sut.PrioFIFO || other <= *noisy || attempt == *retries {
+		if sut.Priority(*priority).RealTime() || other <= *noisy || attempt == *retries {
 			break
 		}
 		log.Printf("  %s %.0f RPS: other processes used %.2f cores during a slice; repeating it", t.kind, rate, other)
