@@ -426,7 +426,7 @@ func runDelay(procs []*sut.Proc) float64 {
 // priority a slice during which other processes used more than -noisy cores
 // is repeated, up to -retries times, keeping the quietest attempt: on a
 // shared 2-core box a compile elsewhere easily adds milliseconds to a p99.
-// Under SCHED_FIFO others only get the CPU time we leave idle, so their load
+// Under SCHED_FIFO or SCHED_RR others only get the CPU time we leave idle, so their load
 // does not count against a slice.
 func measureSlice(ctx context.Context, t *target, rate float64, d time.Duration) {
 	procs := t.hopProcs()
