@@ -687,21 +687,9 @@ func (idle) Written(*Conn)  {}
 // once a byte came (buffered by the loop or not yet) or the peer closed.
 func TestSilent(t *testing.T) {
 	l := start(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	for _, end := range []string{"a byte", "a close"} {
-		peer, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		fd, err := Take(sc.(*net.TCPConn))
+		peer, sc := tcpPair(t)
+		fd, err := Take(sc)
 		if err != nil {
 			t.Fatal(err)
 		}
