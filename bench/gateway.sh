@@ -20,7 +20,7 @@
 # (default /tmp/meridian-gateway-bench), CLIENT_CPU / SUT_CPU (default 0 / 1),
 # SUT_SHARE (each peer held to this share of its CPU by a CFS quota, e.g. 0.3:
 # the load generator's core then saturates no peer before the peer's own
-# share does; default 0, the whole CPU), PRIORITY (default fifo, or rr, as
+# share does; default 0, the whole CPU), PRIORITY (default rr, or fifo, as
 # bench/run.sh; normal with SUT_SHARE, which real-time tasks would escape),
 # CLOSED (closed-loop run length, default 5s; 0 skips them), CLOSED_REPS
 # (runs per peer and protocol, the peers in turn, default 5).
@@ -30,7 +30,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/meridian-gateway-bench}
 SUT_SHARE=${SUT_SHARE:-0}
 share="$SUT_SHARE of a CPU"
-if [ "$SUT_SHARE" = 0 ]; then PRIORITY=${PRIORITY:-fifo} share="a whole CPU"; else PRIORITY=${PRIORITY:-normal}; fi
+if [ "$SUT_SHARE" = 0 ]; then PRIORITY=${PRIORITY:-rr} share="a whole CPU"; else PRIORITY=${PRIORITY:-normal}; fi
 mkdir -p "$OUT"
 rm -f "$OUT/closed.txt" "$OUT/routes.txt" # an earlier run's
 

@@ -14,9 +14,10 @@
 # (default nginx,haproxy), PROTOCOLS (default http1,grpc), RETRIES (repeat a
 # run disturbed by other processes, default 1), OUT (default
 # /tmp/meridian-bench), CLIENT_CPU / SUT_CPU (default 0 / 1), PRIORITY
-# (default fifo: the harness, the backends and every proxy run SCHED_FIFO so
-# builds and tests that share the machine cannot delay a request; rr: the same
-# with SCHED_RR, needed for a proxy holding a processor, bench/README.md; use normal
+# (default rr: the harness, the backends and every proxy run SCHED_RR so
+# builds and tests that share the machine cannot delay a request, with turns
+# between the threads of one CPU, which a proxy holding a processor needs;
+# fifo: SCHED_FIFO, without the turns, bench/README.md; use normal
 # on a dedicated machine to measure plain CFS scheduling), BASELINE (another
 # meridian-proxy binary, e.g. built from the commit before a change: meshhop
 # measures it as target "baseline" in the same interleaved slices), H2_HOP
@@ -34,7 +35,7 @@ RETRIES=${RETRIES:-1}
 OUT=${OUT:-/tmp/meridian-bench}
 CLIENT_CPU=${CLIENT_CPU-0}
 SUT_CPU=${SUT_CPU-1}
-PRIORITY=${PRIORITY:-fifo}
+PRIORITY=${PRIORITY:-rr}
 BASELINE=${BASELINE:-}
 H2_HOP=${H2_HOP:-1}
 mkdir -p "$OUT"

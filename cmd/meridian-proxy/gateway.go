@@ -42,6 +42,7 @@ func runGateway(args []string) error {
 	fs.BoolVar(&cfg.EventLoop, "event-loop", true, "serve HTTP/1.1 requests (plaintext HTTP ports, and HTTPS connections that settle HTTP/1.1) on event loops where they can (no goroutine per connection; Linux), the others on goroutines as with --event-loop=false (proxy/gateway README, Event loop)")
 	fs.IntVar(&cfg.EventLoops, "event-loops", 0, "with --event-loop, how many loops serve connections (each in turn gets the next one); 0: one per processor the runtime uses (GOMAXPROCS)")
 	fs.DurationVar(&cfg.EventLoopHold, "event-loop-hold", time.Second, "with --event-loop, how long a loop keeps a processor of its own after its last event (GOMAXPROCS one higher while it does), waiting for the next in its own epoll_pwait: one system call per wake-up instead of the Go runtime poller's four; 0: never (proxy/gateway README, Event loop)")
+	fs.IntVar(&cfg.EventLoopHoldRate, "event-loop-hold-rate", 500, "with --event-loop-hold, how many times a second a loop must wake for events (counted over 100 ms) before it takes a processor of its own; it gives it back when idle for --event-loop-hold or waking less than half as often: below a few hundred wake-ups a second, holding costs more CPU than it saves (proxy/gateway README, Event loop); 0: from its first event")
 	bindHost := fs.String("bind-host", "", "the address the snapshot's ports are opened on (default: every address of both families)")
 	configFile := fs.String("gateway-config", "", "a gateway snapshot in protojson (api/proto/gateway Snapshot), reloaded when it changes; a file that does not parse or compile is refused and the last good snapshot keeps serving")
 	gwAddr := fs.String("gateway-addr", "", "the control plane's gateway API (host:port; default --destination-addr when --gateway-name is set)")
@@ -80,6 +81,9 @@ func runGateway(args []string) error {
 	}
 	if *gcHeadroom < 0 {
 		return fmt.Errorf("--gc-headroom-mib %d: 0 or more", *gcHeadroom)
+	}
+	if err := holdFlags(cfg.EventLoopHold, cfg.EventLoopHoldRate); err != nil {
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.Log = log

@@ -93,7 +93,8 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", time.Second, "timeout for connecting to an endpoint")
 	fs.BoolVar(&cfg.EventLoop, "event-loop", true, "serve HTTP/1.1 requests on event loops where they can (no goroutine per connection; Linux): those that need no more than routing (no service profile's routes, splits, retries or timeouts), both sides, plaintext and mTLS; the others on goroutines as with --event-loop=false (proxy/sidecar README, Event loops)")
 	fs.IntVar(&cfg.EventLoops, "event-loops", 0, "with --event-loop, how many loops serve connections (each in turn gets the next one); 0: one per processor the runtime uses (GOMAXPROCS)")
-	fs.DurationVar(&cfg.EventLoopHold, "event-loop-hold", 0, "with --event-loop, how long a loop keeps a processor of its own after its last event (GOMAXPROCS one higher while it does), waiting for the next in its own epoll_pwait: one system call per wake-up instead of the Go runtime poller's four; 0 (the default): never, a sidecar's CPU budget being its application's neighbour's (proxy/sidecar README, Event loops)")
+	fs.DurationVar(&cfg.EventLoopHold, "event-loop-hold", time.Second, "with --event-loop, how long a loop keeps a processor of its own after its last event (GOMAXPROCS one higher while it does), waiting for the next in its own epoll_pwait: one system call per wake-up instead of the Go runtime poller's four; 0: never, the loops park through the runtime's poller (proxy/sidecar README, Event loops)")
+	fs.IntVar(&cfg.EventLoopHoldRate, "event-loop-hold-rate", 500, "with --event-loop-hold, how many times a second a loop must wake for events (counted over 100 ms) before it takes a processor of its own; it gives it back when idle for --event-loop-hold or waking less than half as often: below a few hundred wake-ups a second, holding costs more CPU than it saves (proxy/sidecar README, Event loops); 0: from its first event")
 	fs.DurationVar(&cfg.AppProbeInterval, "app-probe-interval", sidecar.DefaultAppProbeInterval, "when the application refuses an inbound connection, /ready fails (and in local mode the workload's registration is withdrawn) until a TCP probe sent this often connects again")
 	releaseAfter := fs.Duration("release-memory-after", 5*time.Second, "once the proxy has allocated less than 1 MiB/s for this long after its heap grew (by 4 MiB, or a quarter of its connections closed), return the free heap to the OS at once, at most every 10s, instead of the minutes Go takes by itself; 0: never")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
@@ -111,6 +112,9 @@ func run(args []string) error {
 		if w.v < w.min || w.v > math.MaxInt32 {
 			return fmt.Errorf("--%s %d: must be %d-%d bytes", w.name, w.v, w.min, math.MaxInt32)
 		}
+	}
+	if err := holdFlags(cfg.EventLoopHold, cfg.EventLoopHoldRate); err != nil {
+		return err
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
@@ -413,4 +417,16 @@ func policyFlags(fs *flag.FlagSet, cfg *authz.Config, usage string) {
 		}
 		return nil
 	})
+}
+
+// holdFlags checks --event-loop-hold and --event-loop-hold-rate, the
+// sidecar's and the gateway's.
+func holdFlags(d time.Duration, rate int) error {
+	if d < 0 {
+		return fmt.Errorf("--event-loop-hold %v: 0 (never) or more", d)
+	}
+	if rate < 0 {
+		return fmt.Errorf("--event-loop-hold-rate %d: wake-ups a second, 0 (from the first event) or more", rate)
+	}
+	return nil
 }

@@ -438,8 +438,9 @@ func (d *Demo) startProxy(ctx context.Context, o Options, sp sidecarSpec) (*Serv
 		Log:            o.Log.With("proxy", name),
 		Identity:       id,
 		InboundForward: sp.app.String(),
-		// As meridian-proxy's default, with one loop each and none held:
-		// the demo's proxies share one process.
+		// As meridian-proxy's default, with one loop each and, unlike
+		// it, none held: the demo's proxies share one process, whose
+		// GOMAXPROCS would grow by one per loop held.
 		EventLoop:  true,
 		EventLoops: 1,
 	}

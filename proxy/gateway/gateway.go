@@ -95,8 +95,11 @@ type Config struct {
 	EventLoops int
 	// EventLoopHold is how long a loop keeps a processor of its own
 	// after its last event, waiting on its own (evloop's Hold: GOMAXPROCS
-	// one higher per loop that holds): 0 never.
-	EventLoopHold time.Duration
+	// one higher per loop that holds): 0 never. EventLoopHoldRate is how
+	// many times a second a loop must wake for events to take one (and
+	// half of it to keep it): 0, from its first event.
+	EventLoopHold     time.Duration
+	EventLoopHoldRate int
 }
 
 // DefaultMaxConnections is Config.MaxConnections' default, the sidecar's

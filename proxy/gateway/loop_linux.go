@@ -31,7 +31,7 @@ func (g *Gateway) startLoop() error {
 	if !g.cfg.EventLoop {
 		return nil
 	}
-	loops, err := h1loop.NewGroup(g.cfg.EventLoops, g.cfg.EventLoopHold)
+	loops, err := h1loop.NewGroup(g.cfg.EventLoops, g.cfg.EventLoopHold, g.cfg.EventLoopHoldRate)
 	if err != nil {
 		return err
 	}

@@ -36,7 +36,7 @@ func (p *Proxy) startLoops() error {
 	if !p.cfg.EventLoop {
 		return nil
 	}
-	g, err := h1loop.NewGroup(p.cfg.EventLoops, p.cfg.EventLoopHold)
+	g, err := h1loop.NewGroup(p.cfg.EventLoops, p.cfg.EventLoopHold, p.cfg.EventLoopHoldRate)
 	if err != nil {
 		return err
 	}

@@ -106,10 +106,13 @@ type Config struct {
 	// EventLoop serves HTTP/1.1 requests on event loops where it can
 	// (Linux; README.md, "Event loops"): EventLoops of them (0: one per
 	// processor the runtime uses), each holding a processor of its own
-	// for EventLoopHold after its last event (0: never).
-	EventLoop     bool
-	EventLoops    int
-	EventLoopHold time.Duration
+	// for EventLoopHold after its last event (0: never) once it wakes for
+	// events EventLoopHoldRate times a second (and while it wakes half as
+	// often; 0: from its first event).
+	EventLoop         bool
+	EventLoops        int
+	EventLoopHold     time.Duration
+	EventLoopHoldRate int
 }
 
 // Proxy is a running sidecar.

@@ -132,7 +132,7 @@ func TestDrainWritesResponseWhole(t *testing.T) {
 		return "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body, false
 	})
 	ep := endpoint(t, be.addr)
-	g, err := NewGroup(1, 0)
+	g, err := NewGroup(1, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

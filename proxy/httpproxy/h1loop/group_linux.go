@@ -20,9 +20,10 @@ type Group struct {
 }
 
 // NewGroup starts n loops (n <= 0: one per processor the runtime uses),
-// each holding a processor of its own for hold after its last event
-// (evloop's Hold; 0 never).
-func NewGroup(n int, hold time.Duration) (*Group, error) {
+// each holding a processor of its own while it wakes at least holdRate
+// times a second, until it has been idle for hold (evloop's Hold; hold 0:
+// never).
+func NewGroup(n int, hold time.Duration, holdRate int) (*Group, error) {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
@@ -33,7 +34,7 @@ func NewGroup(n int, hold time.Duration) (*Group, error) {
 			g.Close()
 			return nil, err
 		}
-		l.Hold(hold)
+		l.Hold(hold, holdRate)
 		g.loops = append(g.loops, &Loop{l: l, servers: map[*Server]*serverConns{}, pools: map[poolKey]*pool{}, bw: bufio.NewWriterSize(nil, 4096)})
 		go l.Run(context.Background())
 	}

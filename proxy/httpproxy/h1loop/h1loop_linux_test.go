@@ -192,7 +192,7 @@ type fixture struct {
 // other fields before Listen.
 func start(t *testing.T, loops int, route func(*http.Request) Target, tweak func(*Server)) *fixture {
 	t.Helper()
-	g, err := NewGroup(loops, 0)
+	g, err := NewGroup(loops, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

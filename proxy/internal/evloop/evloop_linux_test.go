@@ -22,18 +22,18 @@ import (
 // duration: `make unit` runs the tests both ways).
 func start(t *testing.T) *Loop {
 	t.Helper()
-	return startHold(t, envHold)
+	return startHold(t, envHold, 0)
 }
 
 var envHold, _ = time.ParseDuration(os.Getenv("MERIDIAN_EVLOOP_HOLD"))
 
-func startHold(t *testing.T, hold time.Duration) *Loop {
+func startHold(t *testing.T, hold time.Duration, rate int) *Loop {
 	t.Helper()
 	l, err := New()
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.Hold(hold)
+	l.Hold(hold, rate)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- l.Run(ctx) }()
@@ -810,7 +810,7 @@ func TestHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.Hold(time.Hour)
+	l.Hold(time.Hour, 0)
 	errc := make(chan error, 1)
 	go func() { errc <- l.Run(context.Background()) }()
 	addr := listen(t, l, func() ConnHandler { return &echo{} })
@@ -871,7 +871,7 @@ func TestHold(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l2.Hold(10 * time.Millisecond)
+		l2.Hold(10*time.Millisecond, 0)
 		go l2.Run(context.Background())
 		on(l2, func() {})
 		time.Sleep(50 * time.Millisecond)
@@ -885,5 +885,79 @@ func TestHold(t *testing.T) {
 		// The check was an event: the loop holds again until closed.
 		l2.Close()
 		<-l2.Done()
+	}
+}
+
+// With a rate (Hold's second argument), a loop takes a processor only once
+// it wakes that often, and gives it back once it wakes less than half as
+// often, long before it has been idle for its hold.
+func TestHoldRate(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	runtime.SetDefaultGOMAXPROCS()
+	base := runtime.GOMAXPROCS(0)
+	const rate = 200 // wake-ups a second: 20 in a window to take, 10 over one to keep
+	l := startHold(t, time.Hour, rate)
+	addr := listen(t, l, func() ConnHandler { return &echo{} })
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b := make([]byte, 5)
+	roundTrip := func() {
+		t.Helper()
+		if _, err := c.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != "hello" {
+			t.Fatalf("echo: %q, %v", b, err)
+		}
+	}
+	state := func() (holding bool, procs int) {
+		on(l, func() { holding, procs = l.holding, runtime.GOMAXPROCS(0) })
+		return
+	}
+	// 25 wake-ups a second (a round trip, and the check's Post, every 40 ms
+	// at most) never take a processor.
+	for range 10 {
+		roundTrip()
+		if holding, procs := state(); holding || procs != base {
+			t.Fatalf("holding %v, GOMAXPROCS %d at 25 wake-ups a second, want false, %d", holding, procs, base)
+		}
+		time.Sleep(40 * time.Millisecond)
+	}
+	// Round trips back to back take one, soon.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for range 20 {
+			roundTrip()
+		}
+		holding, procs := state()
+		if holding {
+			if procs != base+1 {
+				t.Errorf("GOMAXPROCS %d while the loop holds, want %d", procs, base+1)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no processor taken after 10 s of round trips back to back")
+		}
+	}
+	// Slow again, it gives the processor back within a window or two
+	// though its hold is an hour.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		time.Sleep(40 * time.Millisecond)
+		roundTrip()
+		holding, procs := state()
+		if !holding {
+			if procs != base {
+				t.Errorf("GOMAXPROCS %d after the loop gave its processor back, want %d", procs, base)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the processor still held after 10 s at 25 wake-ups a second")
+		}
 	}
 }

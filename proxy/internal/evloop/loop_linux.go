@@ -62,8 +62,11 @@ type Loop struct {
 
 	deadline time.Time     // the read deadline set on file, zero: none
 	hold     time.Duration // Hold's
+	holdRate int           // Hold's: wake-ups a second to take a processor
 	holding  bool          // on a processor of its own (Hold)
 	lastBusy time.Time     // when the last events came
+	winStart time.Time     // the start of the window wake-ups are counted in (Hold)
+	wakes    int           // wake-ups with events since winStart
 	bufs     [][]byte      // spare read buffers (Conn)
 
 	mu     sync.Mutex
@@ -115,18 +118,50 @@ func New() (*Loop, error) {
 	return l, nil
 }
 
-// Hold gives the loop, while it is busy, a processor of its own: from an
-// event until it has been idle for d, it waits in its own epoll_pwait, one
-// system call per wake-up where the runtime's poller makes four
-// (bench/README.md, "Equal CPU shares"), holding a processor that it adds
-// to the process (GOMAXPROCS one higher), so that the other goroutines
-// keep as many as they had. Idle for d, it gives the processor back
-// (GOMAXPROCS one lower) and parks through the runtime's poller. Each
-// change of GOMAXPROCS stops the world for a moment, and the runtime's
-// updates of it from the CPU limit pause until the last processor is
-// given back: d is best long beside the gaps between events (a second).
-// 0, the default, never holds. Call it before Run.
-func (l *Loop) Hold(d time.Duration) { l.hold = max(d, 0) }
+// Hold gives the loop, while it is busy, a processor of its own: once it
+// wakes for events at least rate times a second (counted over windows of
+// HoldWindow; rate 0: from its first event), it waits in its own
+// epoll_pwait, one system call per wake-up where the runtime's poller
+// makes four (bench/README.md, "Equal CPU shares"), holding a processor
+// that it adds to the process (GOMAXPROCS one higher), so that the other
+// goroutines keep as many as they had. Idle for d, or waking less than
+// half as often as rate over a window, it gives the processor back
+// (GOMAXPROCS one lower) and parks through the runtime's poller. Holding
+// has a cost of its own, the runtime's monitor thread awake and
+// preempting the loop's goroutine every 10 ms, which the wake-ups saved
+// pay for only above a few hundred a second: hence rate. Each change of
+// GOMAXPROCS stops the world for a moment, and the runtime's updates of
+// it from the CPU limit pause until the last processor is given back: d
+// is best long beside the gaps between events (a second), and the rate's
+// two thresholds apart. d 0, the default, never holds. Call it before Run.
+func (l *Loop) Hold(d time.Duration, rate int) { l.hold, l.holdRate = max(d, 0), max(rate, 0) }
+
+// HoldWindow is the span over which Hold counts a loop's wake-ups: long
+// enough that a steady rate's count varies little from one to the next,
+// short enough that a loop takes a processor soon after load begins.
+const HoldWindow = 100 * time.Millisecond
+
+// hot reports whether the loop wakes often enough to hold a processor
+// (Hold's rate): to take one, as often as the rate within the current
+// window; to keep it, half as often over the window that just ended.
+func (l *Loop) hot() bool {
+	if l.holdRate == 0 {
+		return true
+	}
+	span := l.now.Sub(l.winStart)
+	if span < HoldWindow {
+		return l.holding || l.wakes*int(time.Second/HoldWindow) >= l.holdRate
+	}
+	// The window has ended (the next one starts now): its rate, over
+	// its whole span, which a long wait stretches.
+	need := float64(l.holdRate) * span.Seconds()
+	if l.holding {
+		need /= 2
+	}
+	hot := float64(l.wakes) >= need
+	l.winStart, l.wakes = l.now, 0
+	return hot
+}
 
 // register puts a duplicate of the epoll descriptor in the runtime's
 // poller, for park to wait on.
@@ -174,6 +209,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		l.now = time.Now()
 		if l.n > 0 {
 			l.lastBusy = l.now
+			l.wakes++
 		}
 		l.dispatch()
 		l.runTimers()
@@ -224,13 +260,13 @@ func (l *Loop) poll() int {
 // through the runtime's poller or, while the loop holds (Hold), in its
 // own epoll_pwait, and leaves what is ready in l.events.
 func (l *Loop) park() {
-	// Busy (an event within the hold): wait here, on a processor of the
-	// loop's own, out of the runtime's poller (registered, every event
-	// would wake that too). Idle: the processor back, and wait there;
-	// if the descriptor cannot be registered (out of descriptors), go on
-	// waiting here.
+	// Busy (an event within the hold, at the hold's rate): wait here, on
+	// a processor of the loop's own, out of the runtime's poller
+	// (registered, every event would wake that too). Idle or slow: the
+	// processor back, and wait there; if the descriptor cannot be
+	// registered (out of descriptors), go on waiting here.
 	if l.hold > 0 {
-		if idle := l.now.Sub(l.lastBusy); idle < l.hold {
+		if idle := l.now.Sub(l.lastBusy); idle < l.hold && l.hot() {
 			if !l.holding {
 				l.unregister()
 				l.holdProc(true)
