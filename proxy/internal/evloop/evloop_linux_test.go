@@ -917,12 +917,12 @@ func TestHoldRate(t *testing.T) {
 		on(l, func() { holding, procs = l.holding, runtime.GOMAXPROCS(0) })
 		return
 	}
-	// 25 wake-ups a second (a round trip, and the check's Post, every 40 ms
-	// at most) never take a processor.
+	// About 50 wake-ups a second (a round trip and the check's Post every
+	// 40 ms) never take a processor.
 	for range 10 {
 		roundTrip()
 		if holding, procs := state(); holding || procs != base {
-			t.Fatalf("holding %v, GOMAXPROCS %d at 25 wake-ups a second, want false, %d", holding, procs, base)
+			t.Fatalf("holding %v, GOMAXPROCS %d at about 50 wake-ups a second, want false, %d", holding, procs, base)
 		}
 		time.Sleep(40 * time.Millisecond)
 	}
@@ -957,7 +957,7 @@ func TestHoldRate(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the processor still held after 10 s at 25 wake-ups a second")
+			t.Fatal("the processor still held after 10 s at about 50 wake-ups a second")
 		}
 	}
 }
