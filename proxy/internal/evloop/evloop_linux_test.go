@@ -813,20 +813,9 @@ func TestHold(t *testing.T) {
 	l.Hold(time.Hour, 0)
 	errc := make(chan error, 1)
 	go func() { errc <- l.Run(context.Background()) }()
-	addr := listen(t, l, func() ConnHandler { return &echo{} })
-	c, err := net.Dial("tcp", addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	b := make([]byte, 5)
-	for i := range 50 {
-		if _, err := c.Write([]byte("hello")); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, b); err != nil || string(b) != "hello" {
-			t.Fatalf("echo %d: %q, %v", i, b, err)
-		}
+	roundTrip := echoer(t, l)
+	for range 50 {
+		roundTrip()
 	}
 	var registered bool
 	var procs int
@@ -897,22 +886,7 @@ func TestHoldRate(t *testing.T) {
 	base := runtime.GOMAXPROCS(0)
 	const rate = 200 // wake-ups a second: 20 in a window to take, 10 over one to keep
 	l := startHold(t, time.Hour, rate)
-	addr := listen(t, l, func() ConnHandler { return &echo{} })
-	c, err := net.Dial("tcp", addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	b := make([]byte, 5)
-	roundTrip := func() {
-		t.Helper()
-		if _, err := c.Write([]byte("hello")); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, b); err != nil || string(b) != "hello" {
-			t.Fatalf("echo: %q, %v", b, err)
-		}
-	}
+	roundTrip := echoer(t, l)
 	state := func() (holding bool, procs int) {
 		on(l, func() { holding, procs = l.holding, runtime.GOMAXPROCS(0) })
 		return
@@ -958,6 +932,27 @@ func TestHoldRate(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the processor still held after 10 s at about 50 wake-ups a second")
+		}
+	}
+}
+
+// echoer listens on l with echo handlers and returns a round trip over
+// one connection to it: a wake-up of the loop each.
+func echoer(t *testing.T, l *Loop) func() {
+	addr := listen(t, l, func() ConnHandler { return &echo{} })
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	b := make([]byte, 5)
+	return func() {
+		t.Helper()
+		if _, err := c.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != "hello" {
+			t.Fatalf("echo: %q, %v", b, err)
 		}
 	}
 }
