@@ -48,6 +48,8 @@ func TestFlaggerGatewayAPI(t *testing.T) {
 		}
 	})
 	n.apply(echoDeployment("1"))
+	// Flagger moves one step per interval: 25 s outlasts checkShare's window
+	// (and the waits around it) with 10 s to spare.
 	n.apply(`apiVersion: flagger.app/v1beta1
 kind: Canary
 metadata: {name: echo}
@@ -62,7 +64,7 @@ spec:
     gatewayRefs:
     - {group: "", kind: Service, name: echo, port: 8080}
   analysis:
-    interval: 45s
+    interval: 25s
     threshold: 2
     stepWeights: [25, 75]
 `)
@@ -72,8 +74,7 @@ spec:
 		}
 		return nil
 	})
-	const rate = 25
-	startLoad(n, "load", "http://echo:8080/", rate)
+	startLoad(n, "load", "http://echo:8080/", shareRate)
 	start := mustReadLoad(n, "load")
 	checkOnlyPrimary(t, n, "load", "once initialized")
 
