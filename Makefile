@@ -7,20 +7,23 @@ ifndef VERSION
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 endif
 LDFLAGS := -s -w -X main.version=$(VERSION)
-# The proxy is built as its image is (CGO_ENABLED=0: no libc mapped) and
-# without grpc-go's request tracing (golang.org/x/net/trace and the
-# html/template it pulls in), which it never serves: 2.5 MB less binary
-# and 1.5 MB less idle RSS (proxy/sidecar/README.md, Memory).
-PROXY_TAGS := grpcnotrace
+# Every binary is built as the images are (hack/cluster load-images:
+# CGO_ENABLED=0, no libc mapped; without grpc-go's request tracing,
+# golang.org/x/net/trace and the html/template it pulls in, which none
+# serves: for the proxy 2.5 MB less binary and 1.5 MB less idle RSS,
+# proxy/sidecar/README.md, Memory). The same flags share Go's build cache
+# with the images: on a fresh machine `make build` after `make images` (or
+# the e2e suite's images) compiled every dependency again, about 2 minutes.
+TAGS := grpcnotrace
 
-.PHONY: all build test deps unit lint fuzz bench bench-gateway bench-all generate verify-generate demo clean e2e e2e-build conformance cluster-up cluster-down images
+.PHONY: all build test deps unit lint fuzz bench bench-gateway bench-all generate verify-generate demo clean e2e conformance cluster-up cluster-down images
 
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meridian ./cmd/meridian
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meridian-controller ./cmd/meridian-controller
-	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(PROXY_TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/meridian-proxy ./cmd/meridian-proxy
+	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/meridian ./cmd/meridian
+	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/meridian-controller ./cmd/meridian-controller
+	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/meridian-proxy ./cmd/meridian-proxy
 
 # The README's test command: formatting, vet, and every test with the race detector.
 test: deps lint unit
@@ -71,14 +74,6 @@ e2e:
 	./hack/e2e-deps.sh
 	$(GO) build -o $(BIN)/testsummary ./hack/testsummary
 	$(BIN)/testsummary $(GO) test -json -tags e2e -count=1 -p 1 -timeout 30m ./test/e2e/...
-
-# What make e2e and the README's block on Kubernetes build (bin/, and the
-# images of make e2e into hack/cluster's image cache), without a cluster:
-# .ci/run runs it in the background at the lowest priority while make test
-# runs, so that on a fresh machine those builds are not left to the e2e
-# suite (8 minutes of it, the Argo Rollouts and Flagger modules mostly).
-e2e-build: build
-	MERIDIAN_E2E_BUILD_ONLY=1 $(GO) test -v -tags e2e -count=1 -run '^$$' ./test/e2e/
 
 # The upstream Gateway API conformance suite against the gateway on the node
 # hack/cluster runs; writes conformance/report.yaml (conformance/README.md).

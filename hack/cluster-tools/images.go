@@ -201,27 +201,6 @@ func (c *config) loadImages(args []string) error {
 	return nil
 }
 
-// buildImages builds the images REF=PACKAGE as loadImages would, without a
-// cluster: what load-images then builds is in Go's build cache and the
-// image cache already.
-func buildImages(c *config, args []string) error {
-	var refs []string
-	for _, a := range args {
-		ref, pkg, ok := strings.Cut(a, "=")
-		if !ok {
-			return fmt.Errorf("build-images %s: not REF=PACKAGE", a)
-		}
-		if _, err := c.buildGoImage(ref, pkg); err != nil {
-			return err
-		}
-		refs = append(refs, ref)
-	}
-	if len(refs) > 0 {
-		fmt.Printf("built %s\n", strings.Join(refs, ", "))
-	}
-	return nil
-}
-
 // buildGoImage builds the Go main package pkg (a path relative to the current
 // directory) with CGO_ENABLED=0 and packs it as image ref. grpcnotrace drops
 // grpc-go's request tracing (golang.org/x/net/trace, html/template), which

@@ -12,7 +12,6 @@
 //	hack/cluster down          stop every process it started, remove its mounts
 //	hack/cluster status        what runs, and whether the node is Ready
 //	hack/cluster load-images   import images: REF=./go/package or image.tar
-//	hack/cluster build-images  only build images REF=./go/package, import nothing
 //	hack/cluster build         only build (or find cached) the binaries
 //	hack/cluster env           shell exports for KUBECONFIG and kubectl
 //	hack/cluster kubectl ...   kubectl against the cluster
@@ -46,10 +45,6 @@ commands:
                          REF=./path/to/main/package (built here, statically, into
                          an image holding that one binary) or a tarball path.
                          The cluster's own images are always (re)loaded.
-  build-images IMG...    only build the images REF=./path/to/main/package as
-                         load-images does (their tarballs land in the cache),
-                         import nothing: warms Go's build cache ahead of
-                         load-images. No cluster and no root needed.
   build                  only build (or find cached) the binaries, start nothing;
                          prints their directory (etcd and kube-apiserver there
                          serve envtest too: hack/kube-assets.sh). No root needed.
@@ -80,8 +75,6 @@ func main() {
 		os.Exit(cfg.status())
 	case "load-images":
 		err = cfg.withLock(func() error { return cfg.loadImages(args) })
-	case "build-images":
-		err = buildImages(cfg, args)
 	case "build":
 		var b binaries
 		if b, err = cfg.ensureBinaries(); err == nil {

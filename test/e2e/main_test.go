@@ -48,11 +48,6 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	if os.Getenv("MERIDIAN_E2E_BUILD_ONLY") != "" {
-		// make e2e-build: the images only, no cluster and no test (.ci/run
-		// builds them while make test runs).
-		os.Exit(images("build-images"))
-	}
 	dir := os.Getenv("MERIDIAN_CLUSTER_DIR")
 	if dir == "" {
 		dir = "/var/lib/meridian-cluster"
@@ -70,35 +65,26 @@ func TestMain(m *testing.M) {
 		}
 	}
 	if os.Getenv("MERIDIAN_E2E_SKIP_LOAD") == "" {
-		if rc := images("load-images"); rc != 0 {
-			os.Exit(rc)
+		loads := map[string]map[string]string{".": testImages}
+		for dir, images := range moduleImages {
+			loads[dir] = images
+		}
+		for dir, images := range loads {
+			args := []string{"load-images"}
+			for ref, pkg := range images {
+				args = append(args, ref+"="+pkg)
+			}
+			sort.Strings(args[1:])
+			cmd := exec.Command(filepath.Join(repoRoot, "hack", "cluster"), args...)
+			cmd.Dir = filepath.Join(repoRoot, dir)
+			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+			if err := cmd.Run(); err != nil {
+				fmt.Fprintf(os.Stderr, "e2e: (cd %s && hack/cluster %s): %v\n", dir, strings.Join(args, " "), err)
+				os.Exit(1)
+			}
 		}
 	}
 	os.Exit(m.Run())
-}
-
-// images runs hack/cluster's load-images or build-images for testImages and
-// each module of moduleImages, and says how it went as an exit code.
-func images(command string) int {
-	loads := map[string]map[string]string{".": testImages}
-	for dir, images := range moduleImages {
-		loads[dir] = images
-	}
-	for dir, images := range loads {
-		args := []string{command}
-		for ref, pkg := range images {
-			args = append(args, ref+"="+pkg)
-		}
-		sort.Strings(args[1:])
-		cmd := exec.Command(filepath.Join(repoRoot, "hack", "cluster"), args...)
-		cmd.Dir = filepath.Join(repoRoot, dir)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "e2e: (cd %s && hack/cluster %s): %v\n", dir, strings.Join(args, " "), err)
-			return 1
-		}
-	}
-	return 0
 }
 
 // ns is a namespace of one test, deleted when the test ends.
