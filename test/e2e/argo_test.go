@@ -450,11 +450,12 @@ const (
 	shareWindow = 10 * time.Second
 )
 
-// checkShare measures, over shareWindow of the load, the share of its answers that
-// came from pods isCanary says are the canary's, against weight (at least
-// 500 answers, every one from the canary's or isStable's pods), and fails
-// if the measure could not tell a split from none: the canary's share of
-// the pods (podShare) or of the two backends (50 %) within the tolerance.
+// checkShare measures, over shareWindow of the load, the share of its
+// answers that came from pods isCanary says are the canary's, against
+// weight (at least 500 answers, every one from the canary's or isStable's
+// pods), and fails if the measure could not tell a split from none: the
+// canary's share of the pods (podShare) or of the two backends (50 %)
+// within the tolerance.
 func checkShare(t *testing.T, n *ns, load, step string, weight int, podShare float64, isCanary, isStable func(pod string) bool) {
 	t.Helper()
 	// The controllers do not wait for the data plane (no router verifies
