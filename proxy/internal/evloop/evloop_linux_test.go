@@ -939,6 +939,7 @@ func TestHoldRate(t *testing.T) {
 // echoer listens on l with echo handlers and returns a round trip over
 // one connection to it: a wake-up of the loop each.
 func echoer(t *testing.T, l *Loop) func() {
+	t.Helper()
 	addr := listen(t, l, func() ConnHandler { return &echo{} })
 	c, err := net.Dial("tcp", addr.String())
 	if err != nil {
