@@ -90,6 +90,10 @@ type Config struct {
 	// (Linux; README.md, "Event loop"); meridian-proxy turns it on unless
 	// told not to.
 	EventLoop bool
+	// EventLoopH2 serves HTTP/2 connections on the loops too (h2c, and
+	// HTTPS whose ALPN settled h2): their frames on a loop, every stream
+	// by the handler on a goroutine (proxy/httpproxy/h2loop's Bridge).
+	EventLoopH2 bool
 	// EventLoops is how many: 0 for one per processor the runtime uses
 	// (GOMAXPROCS).
 	EventLoops int

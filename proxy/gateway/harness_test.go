@@ -136,9 +136,11 @@ func startGatewayWith(t testing.TB, res discover.Resolver, s *gatewaypb.Snapshot
 		DrainTimeout: 2 * time.Second,
 		Log:          slog.New(slog.NewTextHandler(io.Discard, nil)),
 		// The event loop under every test when a run asks for it (README.md,
-		// Event loop): "1", or "hold" for one loop with a processor of its
-		// own while busy, taken and given back every 2 ms of idleness.
-		EventLoop: loopEnv == "1" || loopEnv == "hold",
+		// Event loop): "1" (HTTP/2 on the loops too), or "hold" for one loop
+		// with a processor of its own while busy, taken and given back every
+		// 2 ms of idleness.
+		EventLoop:   loopEnv == "1" || loopEnv == "hold",
+		EventLoopH2: loopEnv == "1",
 	}
 	if loopEnv == "hold" {
 		cfg.EventLoops, cfg.EventLoopHold = 1, 2*time.Millisecond

@@ -17,6 +17,7 @@ import (
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1loop"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h2loop"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 )
 
@@ -77,6 +78,23 @@ func (ps *portServer) loopListen() bool {
 		Handover:       func(c net.Conn) net.Conn { return &counted{Conn: c, ps: ps} },
 		Fallback:       ps.loopFallback,
 		Unwrap:         loopUnwrap,
+	}
+	if g.cfg.EventLoopH2 {
+		// HTTP/2 on the loops too: every stream served as h2server serves
+		// it, by the port's handler on a goroutine of its own (Bridge), the
+		// connection's frames on the loop.
+		bctx := context.WithValue(ps.ctx, http.ServerContextKey, ps.h2)
+		bctx = context.WithValue(bctx, http.LocalAddrContextKey, ps.ln.Addr())
+		logf := ps.h2.Config.ErrorLog.Printf
+		ps.loop.HTTP2 = &h2loop.Server{
+			Config: ps.h2.Config,
+			Handler: &h2loop.Bridge{
+				Handler:     ps.h2c,
+				BaseContext: func(*h2loop.Stream) context.Context { return bctx },
+				Logf:        logf,
+			},
+			Logf: logf,
+		}
 	}
 	t := g.table.Load()
 	p := t.ports[ps.number]

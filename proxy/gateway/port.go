@@ -274,6 +274,9 @@ func (ps *portServer) serveHTTPS(tc *tls.Conn, cfg *tls.Config) {
 	st := tc.ConnectionState()
 	switch st.NegotiatedProtocol {
 	case "h2":
+		if ps.loopTLS(tc, st) {
+			return
+		}
 		ps.h2.ServeConnOptions(withClientCert(ps.ctx, st, cfg), tc, h2server.ConnOptions{Handler: h2Handler{h: g.handler, tls: &st}})
 	case "", "http/1.1", "http/1.0":
 		if st.NegotiatedProtocol != "http/1.0" && ps.loopTLS(tc, st) {

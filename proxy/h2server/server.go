@@ -72,6 +72,10 @@ const (
 // a TCP RST that can destroy the GOAWAY in flight (golang.org/issue/18701).
 var goAwayTimeout = time.Second
 
+// WithDefaults is c with every zero value replaced by its default, and
+// the values bounded as the server bounds them.
+func (c Config) WithDefaults() Config { return c.fill() }
+
 func (c *Config) fill() Config {
 	cfg := *c
 	if cfg.MaxConcurrentStreams <= 0 {

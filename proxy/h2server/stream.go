@@ -59,11 +59,25 @@ func (st *stream) cancel() {
 	st.ctx.Slot.Fire()
 }
 
-// newStream (c.mu held) validates a request's HEADERS (RFC 9113 8.3, as
-// Go's server) and makes its stream; the error is the stream's.
-func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
-	id := f.StreamID
-	malformed := http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
+// RequestHead is a request's HEADERS block, validated as a server must
+// (RFC 9113 8.3, as Go's server): ParseRequestHead's.
+type RequestHead struct {
+	Method, Scheme, Authority string
+	URL                       *url.URL
+	RequestURI                string
+	Header                    http.Header // Host and Expect: 100-continue taken out, cookies joined
+	Trailer                   http.Header // the declared trailers' names, or nil
+	DeclLen                   int64       // content-length, -1 if none
+	NeedsContinue             bool        // Expect: 100-continue
+	// Invalid, when set, is answered 400 (connection-specific fields, a
+	// TE other than trailers): the stream is well-formed but refused, as
+	// Go's server refuses it.
+	Invalid error
+}
+
+// ParseRequestHead validates a request's header block f; false says it is
+// malformed: the stream's RST_STREAM PROTOCOL_ERROR (RFC 9113 8.1.1).
+func ParseRequestHead(f *http2.MetaHeadersFrame) (RequestHead, bool) {
 	var method, scheme, authority, path, protocol string
 	for _, pf := range f.PseudoFields() {
 		switch pf.Name {
@@ -80,15 +94,15 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 		}
 	}
 	if protocol != "" {
-		return nil, malformed // extended CONNECT (RFC 8441) is not offered
+		return RequestHead{}, false // extended CONNECT (RFC 8441) is not offered
 	}
 	isConnect := method == "CONNECT"
 	if isConnect {
 		if path != "" || scheme != "" || authority == "" {
-			return nil, malformed
+			return RequestHead{}, false
 		}
 	} else if method == "" || path == "" || (scheme != "http" && scheme != "https") {
-		return nil, malformed
+		return RequestHead{}, false
 	}
 	header := h2head.Header(f.RegularFields())
 	needsContinue := httpguts.HeaderValuesContainsToken(header["Expect"], "100-continue")
@@ -117,14 +131,14 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 		if authority == "" {
 			authority = host[0]
 		} else if host[0] != authority {
-			return nil, malformed // RFC 9113 8.3.1
+			return RequestHead{}, false // RFC 9113 8.3.1
 		}
 		delete(header, "Host")
 	} else if len(host) > 1 {
-		return nil, malformed
+		return RequestHead{}, false
 	}
 	if strings.IndexByte(authority, '@') >= 0 || (authority != "" && !httpguts.ValidHostHeader(authority)) {
-		return nil, malformed
+		return RequestHead{}, false
 	}
 	var u *url.URL
 	var requestURI string
@@ -132,11 +146,11 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 		u, requestURI = &url.URL{Host: authority}, authority
 	} else {
 		if path[0] != '/' && path != "*" {
-			return nil, malformed
+			return RequestHead{}, false
 		}
 		var err error
 		if u, err = url.ParseRequestURI(path); err != nil {
-			return nil, malformed
+			return RequestHead{}, false
 		}
 		requestURI = path
 	}
@@ -150,31 +164,46 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 			}
 		}
 		if err != nil {
-			return nil, malformed
+			return RequestHead{}, false
 		}
 		declLen = int64(n)
 		if f.StreamEnded() && n != 0 {
-			return nil, malformed // RFC 9113 8.1.1: content-length without the DATA
+			return RequestHead{}, false // RFC 9113 8.1.1: content-length without the DATA
 		}
 	}
-	st := &stream{c: c, id: id, declLen: declLen, needsContinue: needsContinue, declTrailers: trailer != nil}
+	return RequestHead{
+		Method: method, Scheme: scheme, Authority: authority, URL: u, RequestURI: requestURI,
+		Header: header, Trailer: trailer, DeclLen: declLen, NeedsContinue: needsContinue,
+		Invalid: checkRequestHeaders(header),
+	}, true
+}
+
+// newStream (c.mu held) validates a request's HEADERS and makes its
+// stream; the error is the stream's.
+func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
+	id := f.StreamID
+	h, ok := ParseRequestHead(f)
+	if !ok {
+		return nil, http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
+	}
+	st := &stream{c: c, id: id, declLen: h.DeclLen, needsContinue: h.NeedsContinue, declTrailers: h.Trailer != nil}
 	st.bodyCond.L = &c.mu
 	st.recvAvail = int32(c.cfg.MaxReceiveBufferPerStream)
 	ctx, cancel := context.WithCancel(c.baseCtx)
 	st.ctx.Reset(ctx)
 	st.cancelCtx = cancel
 	req := &http.Request{
-		Method:     method,
-		URL:        u,
+		Method:     h.Method,
+		URL:        h.URL,
 		Proto:      "HTTP/2.0",
 		ProtoMajor: 2,
-		Header:     header,
-		Host:       authority,
+		Header:     h.Header,
+		Host:       h.Authority,
 		RemoteAddr: c.remote,
-		RequestURI: requestURI,
-		Trailer:    trailer,
+		RequestURI: h.RequestURI,
+		Trailer:    h.Trailer,
 	}
-	if scheme == "https" {
+	if h.Scheme == "https" {
 		req.TLS = c.tls
 	}
 	if f.StreamEnded() {
@@ -182,16 +211,16 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 		req.Body = http.NoBody
 	} else {
 		req.Body = (*requestBody)(st)
-		req.ContentLength = declLen
+		req.ContentLength = h.DeclLen
 	}
 	st.req = req.WithContext(&st.ctx)
-	st.rwMem = responseWriter{c: c, st: st, req: st.req, isHead: method == "HEAD"}
+	st.rwMem = responseWriter{c: c, st: st, req: st.req, isHead: h.Method == "HEAD"}
 	st.rw = &st.rwMem
 	switch {
 	case f.Truncated:
 		st.handler = http.HandlerFunc(headerListTooLong)
-	case checkRequestHeaders(header) != nil:
-		err := checkRequestHeaders(header)
+	case h.Invalid != nil:
+		err := h.Invalid
 		st.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 		})
@@ -361,3 +390,7 @@ func httpDate() string {
 	}{now.Unix(), s})
 	return s
 }
+
+// Date is the Date header a response gets when its handler set none,
+// formatted once a second.
+func Date() string { return httpDate() }

@@ -112,3 +112,14 @@ func (p *workers) stopIdle() {
 		w.next <- nil
 	}
 }
+
+// Workers is the server's pool of handler goroutines for other servers'
+// handlers (proxy/httpproxy/h2loop's Bridge): Run runs f on a goroutine
+// that ran an earlier one if one is idle. The zero value is ready.
+type Workers struct{ p workers }
+
+// Run runs f on an idle worker, or a new one.
+func (w *Workers) Run(f func()) { w.p.run(f) }
+
+// StopIdle ends the idle workers.
+func (w *Workers) StopIdle() { w.p.stopIdle() }

@@ -15,6 +15,7 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1client"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1server"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h2loop"
 	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
 	"github.com/meridian-mesh/meridian/proxy/internal/rawconn"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
@@ -105,6 +106,13 @@ type Server struct {
 	// not one the loops take). The loops take one metrics.Conn over a
 	// *net.TCPConn or *rawconn.Conn, with any such layers in between.
 	Unwrap func(net.Conn) (under net.Conn, buffered []byte, ok bool)
+
+	// HTTP2, if set, serves the HTTP/2 connections on the loops: h2c
+	// with prior knowledge (a connection whose first bytes are HTTP/2's
+	// preface) and TLS ones whose ALPN settled h2 (ServeTLS). Without it
+	// an h2c connection goes to the goroutine path, and ServeTLS takes
+	// HTTP/1.1 only.
+	HTTP2 *h2loop.Server
 
 	lis      *evloop.Listener // the first loop's accepting, nil without
 	draining atomic.Bool      // connections close once idle
@@ -239,7 +247,9 @@ func (lp *Loop) serve(c *client, fd int, pre []byte) {
 	}
 	// What was read before (the handshake's last read may have taken the
 	// first request's records with it): no readiness would tell of it.
-	if t := c.tls; t != nil {
+	if t := c.tls; t != nil && t.state.NegotiatedProtocol == "h2" {
+		c.serveH2() // its bytes read at once
+	} else if t != nil {
 		if t.decrypt(); t.r < t.w || t.eof || t.err != nil {
 			c.next()
 		}
@@ -258,7 +268,10 @@ func (s *Server) Drain() {
 		}
 		if sc := lp.servers[s]; sc != nil {
 			for c := range sc.conns {
-				if c.x == nil && !c.handoffWritten {
+				switch {
+				case c.h2 != nil:
+					c.h2.Shutdown() // GOAWAY: its open streams finish
+				case c.x == nil && !c.handoffWritten:
 					c.closeWritten()
 				}
 			}
@@ -320,6 +333,8 @@ type client struct {
 	retried        bool            // routing again after that: no second wait
 	timer          *evloop.Timer   // the header timeout, then the idle timeout
 	keys           []string        // writeHead's, reused
+	h2             *h2loop.Conn    // served by the Server's HTTP2 from its start
+	served         bool            // a request came: no HTTP/2 preface any more
 }
 
 // exchange is one request on its way.
@@ -347,6 +362,10 @@ type exchange struct {
 }
 
 func (c *client) Readable(ec *evloop.Conn) {
+	if c.h2 != nil {
+		c.h2.Readable()
+		return
+	}
 	if c.closing {
 		if ec.Err() != nil {
 			c.close()
@@ -389,6 +408,10 @@ func (c *client) Readable(ec *evloop.Conn) {
 // Written resumes what waited for the client to take the bytes written:
 // a hand-over, or the rest of a response body.
 func (c *client) Written(*evloop.Conn) {
+	if c.h2 != nil {
+		c.h2.Written()
+		return
+	}
 	if c.closing {
 		c.close()
 		return
@@ -430,6 +453,19 @@ func (c *client) next() {
 		}
 		return
 	}
+	if c.s.HTTP2 != nil && !c.served {
+		switch whole, part := h2Start(buf); {
+		case whole:
+			c.serveH2()
+			return
+		case part && !c.readEOF() && c.readErr() == nil:
+			if !c.headWait {
+				c.headWait = true
+				c.timer.Reset(c.s.headerTimeout())
+			}
+			return // the rest of the preface to come
+		}
+	}
 	n, ok := h1server.ParseHead(buf, &c.req)
 	if !ok {
 		if !c.readEOF() && c.readErr() == nil && len(buf) < 8<<10 && headEnd(buf) < 0 {
@@ -443,6 +479,7 @@ func (c *client) next() {
 		return
 	}
 	c.headWait = false
+	c.served = true
 	if !loopable(&c.req) {
 		c.handoff() // before waiting for a body: Expect waits for an answer first
 		return
@@ -747,6 +784,10 @@ func (c *client) done() {
 
 // abort ends the exchange and the connection: the client went away.
 func (c *client) abort() {
+	if h2 := c.h2; h2 != nil {
+		h2.Close() // its streams end, then its Transport closes c
+		return
+	}
 	if x := c.x; x != nil {
 		c.x = nil
 		x.ep.EndRequest(x.begin, false)

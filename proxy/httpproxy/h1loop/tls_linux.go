@@ -244,10 +244,14 @@ type tlsClient struct {
 }
 
 // ServeTLS moves a client's TLS connection, its handshake done (state)
-// and HTTP/1.1 settled, to the next loop, as ServeConn; false (the caller
+// and HTTP/1.1 settled (or h2, served by HTTP2), to the next loop, as
+// ServeConn; false (the caller
 // serves it, and Closed is not told) for one the loops do not take (see
 // Unwrap).
 func (s *Server) ServeTLS(tc *tls.Conn, state tls.ConnectionState, value any, headDeadline time.Time) bool {
+	if state.NegotiatedProtocol == "h2" && s.HTTP2 == nil {
+		return false
+	}
 	to := s.Group.pick()
 	fd, ts, mc, pre, ok := takeTLS(tc, to, s.Unwrap)
 	if !ok {

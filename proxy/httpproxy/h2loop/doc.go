@@ -1,0 +1,4 @@
+// Package h2loop serves HTTP/2 server connections on event loops: the
+// frames, the stream states and flow control on one goroutine per loop,
+// the streams answered by a handler on the same loop. See README.md.
+package h2loop

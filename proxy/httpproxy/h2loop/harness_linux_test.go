@@ -1,0 +1,583 @@
+package h2loop
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"golang.org/x/sys/unix"
+
+	"github.com/meridian-mesh/meridian/proxy/h2server"
+	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
+)
+
+// The conformance tests' harness: a Server on a loop of its own behind a
+// loopback listener, a handler whose behaviour the request's path chooses,
+// and a client speaking raw frames (x/net/http2's Framer) on a real socket,
+// as proxy/h2server's harness_test.go. Names carry "conf" so that they stay
+// apart from the package's other tests.
+
+// confTimeout bounds every wait of these tests (a socket's deadline, an
+// event the handler must see). Nothing here takes near that long when it
+// works.
+const confTimeout = 10 * time.Second
+
+// confServer is a Server on a loop of its own, accepting on loopback.
+type confServer struct {
+	lp   *evloop.Loop
+	srv  *Server
+	h    *confHandler
+	addr string
+
+	mu      sync.Mutex
+	clients []net.Conn // closed if the loop panics
+}
+
+// confStart serves cfg with a confHandler on a new loop until the test
+// ends: the listener is closed, then the loop (which closes its
+// connections).
+func confStart(t testing.TB, cfg h2server.Config) *confServer {
+	t.Helper()
+	lp, err := evloop.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newConfHandler(lp)
+	cs := &confServer{lp: lp, h: h, srv: &Server{Config: cfg, Handler: h, Logf: t.Logf}}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		// A panic on the loop fails the test that caused it, not the
+		// whole run: the clients' connections are closed (their reads
+		// fail at once) and the cleanup reports it.
+		defer func() {
+			if p := recover(); p != nil {
+				cs.closeClients()
+				errc <- fmt.Errorf("the loop panicked: %v\n%s", p, debug.Stack())
+			}
+		}()
+		errc <- lp.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-errc:
+			if !errors.Is(err, context.Canceled) {
+				t.Error(err)
+			}
+		case <-time.After(confTimeout):
+			t.Error("the loop did not end")
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs.addr = ln.Addr().String()
+	var lis *evloop.Listener
+	var lerr error
+	confOn(t, lp, func() {
+		lis, lerr = lp.Listen(ln, func(fd int, sa unix.Sockaddr) {
+			if err := cs.srv.Serve(lp, fd, sockaddrString(sa), nil); err != nil {
+				t.Errorf("Serve: %v", err)
+				unix.Close(fd)
+			}
+		})
+	})
+	if lerr != nil {
+		ln.Close()
+		t.Fatal(lerr)
+	}
+	t.Cleanup(func() {
+		lp.Post(func() { lis.Close() })
+		ln.Close()
+	})
+	return cs
+}
+
+func (cs *confServer) addClient(c net.Conn) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.clients = append(cs.clients, c)
+}
+
+func (cs *confServer) closeClients() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for _, c := range cs.clients {
+		c.Close()
+	}
+}
+
+// dial is a client of cs.
+func (cs *confServer) dial(t testing.TB) *confClient {
+	t.Helper()
+	rc := confDial(t, cs.addr)
+	cs.addClient(rc.c)
+	return rc
+}
+
+// confOn runs f on lp and waits for it (bounded).
+func confOn(t testing.TB, lp *evloop.Loop, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	lp.Post(func() { f(); close(done) })
+	select {
+	case <-done:
+	case <-time.After(confTimeout):
+		t.Fatal("the loop did not run a posted function")
+	}
+}
+
+func sockaddrString(sa unix.Sockaddr) string {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return net.JoinHostPort(net.IP(sa.Addr[:]).String(), strconv.Itoa(sa.Port))
+	case *unix.SockaddrInet6:
+		return net.JoinHostPort(net.IP(sa.Addr[:]).String(), strconv.Itoa(sa.Port))
+	}
+	return "?"
+}
+
+// confEvent is what the handler heard of a stream.
+type confEvent struct {
+	kind string // "serve", "data", "end"
+	id   uint32
+	path string
+	data []byte // "data": the payload (a copy)
+	err  error  // "end": End's error
+	// "end" without error: the request's trailers
+	trailer http.Header
+}
+
+// confHandler serves every stream on the loop, as its path says:
+//
+//	/           the body consumed; at its end (End(nil)) 200 "ok"
+//	/noread     the body neither consumed nor answered (held until reset)
+//	/hang       the body consumed, never answered
+//	/echo       200 at once, each DATA written back as it comes (Consumed
+//	            once written), the end at End(nil)
+//	/body?n=N   200 with N bytes of "0123456789..." at once
+//	/header?name=X  200 with the request header X's value as the body
+//	/bighead?n=N  200 "ok" with a header x-big of N bytes
+//	/trailers   200, "body", trailers x-t: v
+//	/count      the body consumed and counted; at its end 200 with
+//	            strings.Repeat("y", n%7)
+//	/repeated   200 "ok" with x-repeated, at End(nil)
+//	/slow       held 50 ms (an evloop timer), answered 200 then if still
+//	            open; an End with an error waits for that time too before
+//	            Done (a handler slower than an attack)
+//
+// Every End with an error is answered by Done (for /slow, at its time).
+// Events (serve, data, end) go to events; held and peak count the streams
+// the handler held at once.
+type confHandler struct {
+	lp     *evloop.Loop
+	events chan confEvent
+	served atomic.Int32
+	held   atomic.Int32
+	peak   atomic.Int32
+}
+
+func newConfHandler(lp *evloop.Loop) *confHandler {
+	return &confHandler{lp: lp, events: make(chan confEvent, 1<<14)}
+}
+
+func (h *confHandler) note(e confEvent) {
+	select {
+	case h.events <- e:
+	default: // a flood's events are not all kept
+	}
+}
+
+// confStream is the handler's side of one stream.
+type confStream struct {
+	h       *confHandler
+	path    string
+	pending []byte      // to write, after what was written
+	trailer http.Header // to write after pending
+	end     bool        // end the response once pending is written
+	echo    bool        // Consumed as pending is written
+	count   int
+	letGo   bool
+}
+
+func (h *confHandler) ServeStream(s *Stream) Receiver {
+	h.served.Add(1)
+	n := h.held.Add(1)
+	for p := h.peak.Load(); n > p && !h.peak.CompareAndSwap(p, n); p = h.peak.Load() {
+	}
+	u := s.Request.URL
+	cs := &confStream{h: h, path: u.Path}
+	h.note(confEvent{kind: "serve", id: s.ID(), path: cs.path})
+	switch cs.path {
+	case "/echo":
+		cs.echo = true
+		s.WriteHeader(http.StatusOK, nil, false)
+	case "/body":
+		n, _ := strconv.Atoi(u.Query().Get("n"))
+		s.WriteHeader(http.StatusOK, http.Header{"Content-Length": {strconv.Itoa(n)}}, false)
+		cs.send(s, bytes.Repeat([]byte("0123456789"), n/10+1)[:n], nil, true)
+	case "/header":
+		v := s.Request.Header.Get(u.Query().Get("name"))
+		s.WriteHeader(http.StatusOK, nil, false)
+		cs.send(s, []byte(v), nil, true)
+	case "/bighead":
+		n, _ := strconv.Atoi(u.Query().Get("n"))
+		s.WriteHeader(http.StatusOK, http.Header{"X-Big": {strings.Repeat("b", n)}}, false)
+		cs.send(s, []byte("ok"), nil, true)
+	case "/trailers":
+		s.WriteHeader(http.StatusOK, http.Header{"Trailer": {"X-T"}}, false)
+		cs.send(s, []byte("body"), http.Header{"X-T": {"v"}}, true)
+	case "/slow":
+		h.lp.After(50*time.Millisecond, func() {
+			if s.Open() {
+				s.WriteHeader(http.StatusOK, nil, true)
+				s.Flush()
+			} else {
+				s.Done()
+			}
+			cs.release()
+		})
+	}
+	return cs
+}
+
+// release counts the handler's letting go of the stream (once).
+func (cs *confStream) release() {
+	if !cs.letGo {
+		cs.letGo = true
+		cs.h.held.Add(-1)
+	}
+}
+
+// send writes p (copied if not taken at once), then trailer or the end.
+func (cs *confStream) send(s *Stream, p []byte, trailer http.Header, end bool) {
+	cs.pending = append(cs.pending, p...)
+	if trailer != nil {
+		cs.trailer = trailer
+	}
+	cs.end = cs.end || end
+	cs.write(s)
+}
+
+func (cs *confStream) write(s *Stream) {
+	if !s.Open() {
+		return
+	}
+	if len(cs.pending) > 0 {
+		n := s.Write(cs.pending, cs.end && cs.trailer == nil)
+		cs.pending = cs.pending[n:]
+		if cs.echo && n > 0 {
+			s.Consumed(n)
+		}
+		if len(cs.pending) > 0 {
+			return // Writable
+		}
+		cs.pending = nil
+		if cs.end && cs.trailer == nil {
+			cs.release() // Write with end ended the stream
+			return
+		}
+	}
+	if !cs.end {
+		return
+	}
+	if cs.trailer != nil {
+		s.WriteTrailers(cs.trailer)
+	} else {
+		s.Write(nil, true)
+	}
+	cs.release()
+}
+
+func (cs *confStream) Data(s *Stream, p []byte) {
+	cs.h.note(confEvent{kind: "data", id: s.ID(), path: cs.path, data: bytes.Clone(p)})
+	switch cs.path {
+	case "/noread", "/slow":
+	case "/echo":
+		cs.send(s, p, nil, false)
+	case "/count":
+		cs.count += len(p)
+		s.Consumed(len(p))
+	default:
+		s.Consumed(len(p))
+	}
+}
+
+func (cs *confStream) End(s *Stream, err error) {
+	cs.h.note(confEvent{kind: "end", id: s.ID(), path: cs.path, err: err, trailer: s.Trailer})
+	if err != nil {
+		if cs.path == "/slow" {
+			return // Done at its time
+		}
+		s.Done()
+		cs.release()
+		return
+	}
+	switch cs.path {
+	case "/noread", "/hang", "/slow", "/body", "/header", "/bighead", "/trailers":
+	case "/echo":
+		cs.send(s, nil, nil, true)
+	case "/count":
+		s.WriteHeader(http.StatusOK, nil, false)
+		cs.send(s, []byte(strings.Repeat("y", cs.count%7)), nil, true)
+	case "/repeated":
+		s.WriteHeader(http.StatusOK, http.Header{"X-Repeated": {"the same value every time"}}, false)
+		cs.send(s, []byte("ok"), nil, true)
+	default:
+		s.WriteHeader(http.StatusOK, nil, false)
+		cs.send(s, []byte("ok"), nil, true)
+	}
+}
+
+func (cs *confStream) Writable(s *Stream) { cs.write(s) }
+
+// next is the next event of stream id of kind (the others skipped).
+func (h *confHandler) next(t testing.TB, id uint32, kind string) confEvent {
+	t.Helper()
+	deadline := time.After(confTimeout)
+	for {
+		select {
+		case e := <-h.events:
+			if e.id == id && e.kind == kind {
+				return e
+			}
+		case <-deadline:
+			t.Fatalf("the handler heard no %s of stream %d", kind, id)
+			return confEvent{}
+		}
+	}
+}
+
+// waitLetGo waits until the handler holds no stream.
+func (h *confHandler) waitLetGo(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(confTimeout)
+	for h.held.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the handler still holds %d streams", h.held.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// confClient speaks raw frames to the server.
+type confClient struct {
+	t    testing.TB
+	c    net.Conn
+	fr   *http2.Framer
+	enc  *hpack.Encoder
+	hbuf bytes.Buffer
+	// wmu serializes the writes of a test that writes from two
+	// goroutines (the Framer's writes share a buffer).
+	wmu sync.Mutex
+	// the server's settings
+	settings map[http2.SettingID]uint32
+}
+
+func confDial(t testing.TB, addr string) *confClient {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, confTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(confTimeout))
+	rc := &confClient{t: t, c: c, fr: http2.NewFramer(c, c), settings: map[http2.SettingID]uint32{}}
+	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	rc.fr.AllowIllegalWrites = true
+	rc.fr.SetMaxReadFrameSize(1 << 24)
+	rc.enc = hpack.NewEncoder(&rc.hbuf)
+	return rc
+}
+
+// handshake sends the preface and SETTINGS (with extra settings), reads
+// the server's SETTINGS and acknowledges them, and skips the server's
+// connection WINDOW_UPDATE and SETTINGS ACK.
+func (rc *confClient) handshake(s ...http2.Setting) {
+	rc.t.Helper()
+	if _, err := io.WriteString(rc.c, http2.ClientPreface); err != nil {
+		rc.t.Fatal(err)
+	}
+	if err := rc.fr.WriteSettings(s...); err != nil {
+		rc.t.Fatal(err)
+	}
+	f := rc.read()
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok || sf.IsAck() {
+		rc.t.Fatalf("first frame %v, want SETTINGS", f)
+	}
+	sf.ForeachSetting(func(s http2.Setting) error { rc.settings[s.ID] = s.Val; return nil })
+	if err := rc.fr.WriteSettingsAck(); err != nil {
+		rc.t.Fatal(err)
+	}
+	for gotAck := false; !gotAck; {
+		switch f := rc.read().(type) {
+		case *http2.SettingsFrame:
+			gotAck = f.IsAck()
+		case *http2.WindowUpdateFrame:
+			if f.StreamID != 0 {
+				rc.t.Fatalf("stream WINDOW_UPDATE before any stream: %v", f)
+			}
+		default:
+			rc.t.Fatalf("unexpected %v during the handshake", f)
+		}
+	}
+}
+
+func (rc *confClient) read() http2.Frame {
+	rc.t.Helper()
+	f, err := rc.fr.ReadFrame()
+	if err != nil {
+		rc.t.Fatalf("read frame: %v", err)
+	}
+	return f
+}
+
+func (rc *confClient) block(fields ...string) []byte {
+	rc.hbuf.Reset()
+	for i := 0; i+1 < len(fields); i += 2 {
+		rc.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	return bytes.Clone(rc.hbuf.Bytes())
+}
+
+var confGet = []string{":method", "GET", ":scheme", "http", ":authority", "example.test", ":path", "/"}
+
+// confReq is a request's fields for path (and method), extra fields after.
+func confReq(method, path string, extra ...string) []string {
+	return append([]string{":method", method, ":scheme", "http", ":authority", "example.test", ":path", path}, extra...)
+}
+
+func (rc *confClient) headers(id uint32, endStream bool, fields ...string) {
+	rc.t.Helper()
+	if len(fields) == 0 {
+		fields = confGet
+	}
+	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.block(fields...), EndStream: endStream, EndHeaders: true}); err != nil {
+		rc.t.Fatal(err)
+	}
+}
+
+// expectGoAway reads until a GOAWAY and checks its code.
+func (rc *confClient) expectGoAway(code http2.ErrCode) *http2.GoAwayFrame {
+	rc.t.Helper()
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			rc.t.Fatalf("want GOAWAY %v, read: %v", code, err)
+		}
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			if g.ErrCode != code {
+				rc.t.Fatalf("GOAWAY %v, want %v", g.ErrCode, code)
+			}
+			return g
+		}
+	}
+}
+
+// expectClosed reads (discarding) until the server closes the connection,
+// within 5 s.
+func (rc *confClient) expectClosed() {
+	rc.t.Helper()
+	rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if _, err := rc.fr.ReadFrame(); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				rc.t.Fatal("connection not closed")
+			}
+			return
+		}
+	}
+}
+
+// expectRST reads until RST_STREAM on id and checks its code (a GOAWAY
+// first fails).
+func (rc *confClient) expectRST(id uint32, code http2.ErrCode) {
+	rc.t.Helper()
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			rc.t.Fatalf("want RST_STREAM %d %v, read: %v", id, code, err)
+		}
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			if f.StreamID == id {
+				if f.ErrCode != code {
+					rc.t.Fatalf("RST_STREAM %d %v, want %v", id, f.ErrCode, code)
+				}
+				return
+			}
+		case *http2.GoAwayFrame:
+			rc.t.Fatalf("GOAWAY %v (%q), want RST_STREAM %d %v", f.ErrCode, f.DebugData(), id, code)
+		}
+	}
+}
+
+// confResponse is a stream's response: status, header, body, trailers.
+type confResponse struct {
+	status   string
+	header   map[string][]string
+	body     []byte
+	trailers map[string][]string
+	frames   []http2.Frame
+}
+
+// response reads stream id's response (other streams' frames skipped; a
+// GOAWAY or the stream's RST_STREAM fails).
+func (rc *confClient) response(id uint32) *confResponse {
+	rc.t.Helper()
+	r := &confResponse{header: map[string][]string{}}
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			rc.t.Fatalf("response %d: %v", id, err)
+		}
+		if f.Header().StreamID != id {
+			if g, ok := f.(*http2.GoAwayFrame); ok {
+				rc.t.Fatalf("GOAWAY %v while reading %d", g.ErrCode, id)
+			}
+			continue
+		}
+		r.frames = append(r.frames, f)
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			if r.status == "" || (len(r.status) == 3 && r.status[0] == '1' && f.PseudoValue("status") != "") {
+				r.status = f.PseudoValue("status")
+				for _, hf := range f.RegularFields() {
+					r.header[hf.Name] = append(r.header[hf.Name], hf.Value)
+				}
+			} else {
+				r.trailers = map[string][]string{}
+				for _, hf := range f.RegularFields() {
+					r.trailers[hf.Name] = append(r.trailers[hf.Name], hf.Value)
+				}
+			}
+			if f.StreamEnded() {
+				return r
+			}
+		case *http2.DataFrame:
+			r.body = append(r.body, bytes.Clone(f.Data())...)
+			if f.StreamEnded() {
+				return r
+			}
+		case *http2.RSTStreamFrame:
+			rc.t.Fatalf("stream %d reset: %v", id, f.ErrCode)
+		}
+	}
+}
