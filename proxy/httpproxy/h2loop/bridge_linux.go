@@ -135,8 +135,19 @@ func (bs *bridged) Data(s *Stream, p []byte) {
 	bs.mu.Unlock()
 }
 
-// End ends the body's reads at its end, or the stream's.
+// End ends the body's reads at its end, or the stream's: the request's
+// context first (a handler whose read fails sees it canceled, as Go's
+// server cancels it before it closes the body), and a client's
+// RST_STREAM as h2server has it, an http2.StreamError with its code
+// (grpc-go's ServeHTTP tells CANCEL's codes.Canceled by it).
 func (bs *bridged) End(s *Stream, err error) {
+	if err != nil {
+		bs.cancel()
+		var re StreamResetError
+		if errors.As(err, &re) {
+			err = http2.StreamError{StreamID: s.ID(), Code: re.Code}
+		}
+	}
 	bs.mu.Lock()
 	if err == nil {
 		if bs.bodyErr == nil {
@@ -159,9 +170,6 @@ func (bs *bridged) End(s *Stream, err error) {
 	}
 	bs.cond.Broadcast()
 	bs.mu.Unlock()
-	if err != nil {
-		bs.cancel()
-	}
 }
 
 // Writable resumes the response's writes.

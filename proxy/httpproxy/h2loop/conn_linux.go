@@ -8,10 +8,12 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"golang.org/x/sys/unix"
 
 	"github.com/meridian-mesh/meridian/proxy/h2server"
 	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
@@ -53,6 +55,9 @@ type Server struct {
 	// Logf, if set, hears of connection errors (why a client saw GOAWAY);
 	// log.Printf if nil.
 	Logf func(format string, args ...any)
+
+	mu    sync.Mutex
+	conns map[*conn]struct{} // for Shutdown and Close
 }
 
 func (s *Server) logf(format string, args ...any) {
@@ -187,9 +192,13 @@ func (cn *Conn) Close() { cn.c.end(ErrClientGone) }
 // what was read from it before, the client's preface or part of it) on
 // lp, which owns fd from then on. It is called on lp's goroutine.
 func (s *Server) Serve(lp *evloop.Loop, fd int, remote string, pre []byte) error {
+	// As Go's net sets it for its TCP connections: a small frame written
+	// after another must not wait for the client's delayed ACK.
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	c := s.newConn(lp, remote, nil)
 	ec, err := lp.NewConn(fd, c)
 	if err != nil {
+		s.forget(c)
 		return err
 	}
 	c.ec = ec
@@ -216,7 +225,7 @@ func (s *Server) ServeTransport(lp *evloop.Loop, t Transport, remote string, tls
 }
 
 func (s *Server) newConn(lp *evloop.Loop, remote string, tls *tls.ConnectionState) *conn {
-	return &conn{
+	c := &conn{
 		srv:            s,
 		cfg:            s.Config.WithDefaults(),
 		lp:             lp,
@@ -227,6 +236,45 @@ func (s *Server) newConn(lp *evloop.Loop, remote string, tls *tls.ConnectionStat
 		peerMaxFrame:   minMaxFrameSize,
 		sendWin:        initialWindowSize,
 		recvAvail:      initialWindowSize,
+	}
+	s.mu.Lock()
+	if s.conns == nil {
+		s.conns = map[*conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	return c
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Shutdown sends every connection GOAWAY NO_ERROR: each closes once the
+// streams up to its last are done.
+func (s *Server) Shutdown() { s.each(func(c *conn) { c.Shutdown() }) }
+
+// Close ends every connection at once: their streams' handlers hear
+// ErrClientGone.
+func (s *Server) Close() { s.each(func(c *conn) { c.end(ErrClientGone) }) }
+
+// each runs f on every connection, on its loop.
+func (s *Server) each(f func(*conn)) {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.lp.Post(func() {
+			if !c.closed {
+				f(c)
+				c.flush()
+			}
+		})
 	}
 }
 
@@ -580,6 +628,7 @@ func (c *conn) close() {
 	}
 	c.endStreams(ErrClientGone)
 	c.closed = true
+	c.srv.forget(c)
 	c.timer.Stop()
 	c.ec.Close()
 	c.acc = nil
