@@ -353,7 +353,10 @@ func (w *responseWriter) emit(a, b []byte, end bool) error {
 		h := w.snapHeader
 		if v := h.Get("Content-Length"); v != "" {
 			delete(h, "Content-Length")
-			if _, err := strconv.ParseUint(v, 10, 63); err == nil {
+			// None on a response without a body (204, 304): RFC 9113
+			// allows it, Go's client fails the body that never comes,
+			// and the proxy's HTTP/1.1 answers send none either.
+			if _, err := strconv.ParseUint(v, 10, 63); err == nil && bodyAllowedForStatus(w.status) {
 				clen = v
 			}
 		}

@@ -2,17 +2,33 @@ package h1loop
 
 // HTTP/2 on the loops: a plaintext connection whose first bytes are
 // HTTP/2's preface (h2c with prior knowledge), or a TLS one whose ALPN
-// settled h2, is served by Server.HTTP2 (proxy/httpproxy/h2loop) over the
-// client's stream, on the same loop, with the same accounting: its bytes
-// counted in its metrics.Conn, its end told to Closed.
+// settled h2, is served by proxy/httpproxy/h2loop over the client's
+// stream, on the same loop, with the same accounting: its bytes counted in
+// its metrics.Conn, its end told to Closed. Each request the loop can
+// carry (h2carry), and the Router sends to an endpoint, goes there on the
+// loop's HTTP/1.1 pools as an HTTP/1.1 client's would, its response passed
+// back as frames (h2stream); any other is served by Server.HTTP2's own
+// Handler (the caller's Bridge: its http.Handler on a goroutine), as is a
+// request whose endpoint failed before a response byte and that the
+// goroutine path would send again.
 
 import (
 	"bytes"
 	"crypto/tls"
+	"io"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
 
 	"golang.org/x/net/http2"
 
+	"github.com/meridian-mesh/meridian/proxy/h2server"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1client"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h2loop"
+	"github.com/meridian-mesh/meridian/proxy/metrics"
 )
 
 var preface = []byte(http2.ClientPreface)
@@ -26,6 +42,15 @@ func h2Start(buf []byte) (whole, part bool) {
 	return false, bytes.Equal(buf, preface[:len(buf)])
 }
 
+// loopH2 is the Server's HTTP/2 server on the loops: HTTP2's settings,
+// its streams routed by h2router first.
+func (s *Server) loopH2() *h2loop.Server {
+	s.h2once.Do(func() {
+		s.h2 = &h2loop.Server{Config: s.HTTP2.Config, Handler: h2router{s}, Logf: s.HTTP2.Logf}
+	})
+	return s.h2
+}
+
 // serveH2 hands c to the Server's HTTP/2 server for good.
 func (c *client) serveH2() {
 	c.timer.Stop()
@@ -34,7 +59,7 @@ func (c *client) serveH2() {
 	if c.tls != nil {
 		st = &c.tls.state
 	}
-	c.h2 = c.s.HTTP2.ServeTransport(c.lp.l, h2transport{c}, c.remote, st)
+	c.h2 = c.s.loopH2().ServeTransport(c.lp.l, h2transport{c}, c.remote, st, c)
 }
 
 // h2transport is a client's stream as h2loop's Transport.
@@ -67,4 +92,334 @@ func (t h2transport) Close() error {
 	t.c.h2 = nil // closed by its own end: not told again
 	t.c.close()
 	return nil
+}
+
+// h2router takes the streams the loop carries, and gives the others to
+// HTTP2's Handler.
+type h2router struct{ s *Server }
+
+// h2carry says whether the loop may carry st's request, by its head: the
+// client's side over with its HEADERS (no body), not HEAD, CONNECT or the
+// server-wide "*".
+func h2carry(st *h2loop.Stream) bool {
+	r := &st.Request
+	return st.RequestEnded() && r.Method != http.MethodHead && r.Method != http.MethodConnect && r.RequestURI != "*"
+}
+
+func (hr h2router) ServeStream(st *h2loop.Stream) h2loop.Receiver {
+	s := hr.s
+	fallback := s.HTTP2.Handler
+	c, _ := st.ConnValue().(*client)
+	if c == nil || !h2carry(st) || (s.MaxInFlight > 0 && s.inFlight().Load() >= s.MaxInFlight) {
+		return fallback.ServeStream(st)
+	}
+	h := &h2stream{c: c, st: st}
+	// The Router may rewrite the request (X-Forwarded-For, the query):
+	// a copy, so that the stream's own goes to the fallback as it came.
+	h.req = st.Request
+	r := &h.req
+	r.Header = st.Request.Header.Clone()
+	u := *st.Request.URL
+	r.URL = &u
+	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.1", 1, 1
+	t := s.Router.Route(r, c.value)
+	if t.Endpoint == nil || (t.MTLS && t.Labels.ServerID == "") {
+		return fallback.ServeStream(st) // awaited, declined, or no identity to require
+	}
+	x := &exchange{d: h, ep: t.Endpoint, labels: t.Labels, mtls: t.MTLS, connTLS: t.ConnTLS}
+	if x.connTLS == "" {
+		x.connTLS = x.labels.TLS
+	}
+	httpproxy.PrepareOutgoing(r)
+	x.resend = httpproxy.Idempotent(r.Method)
+	var ok bool
+	if x.out, ok = h1client.AppendRequest(c.lp.bw, nil, r, nil); !ok {
+		return fallback.ServeStream(st)
+	}
+	h.x = x
+	x.send()
+	if h.fallback != nil {
+		return h.fallback // its endpoint failed at once: the goroutine path's
+	}
+	return h
+}
+
+// h2stream is a stream the loop carries: its request on the loop's pools,
+// its response passed back as frames. Once handed to the fallback, it
+// passes the stream's events on to it.
+type h2stream struct {
+	c        *client
+	st       *h2loop.Stream
+	req      http.Request
+	x        *exchange // in flight, nil once over
+	fallback h2loop.Receiver
+	blocked  bool   // a Write the windows cut short: Writable resumes
+	trailer  []byte // a chunked response's trailer section, as it comes
+}
+
+func (h *h2stream) loop() *Loop            { return h.c.lp }
+func (h *h2stream) server() *Server        { return h.c.s }
+func (h *h2stream) request() *http.Request { return &h.req }
+func (h *h2stream) room() bool             { return !h.blocked && h.st.Open() }
+func (h *h2stream) flush()                 { h.st.Flush() }
+
+func (h *h2stream) waits(x *exchange) bool { return h.x == x && h.st.Open() && x.up == nil }
+
+// Data: a carried request has no body; the fallback's has.
+func (h *h2stream) Data(st *h2loop.Stream, p []byte) {
+	if h.fallback != nil {
+		h.fallback.Data(st, p)
+		return
+	}
+	st.Consumed(len(p))
+}
+
+// End: the client reset the stream, or the connection ended: the
+// exchange is canceled, as the goroutine path counts a client gone.
+func (h *h2stream) End(st *h2loop.Stream, err error) {
+	if h.fallback != nil {
+		h.fallback.End(st, err)
+		return
+	}
+	if err == nil {
+		return // the request's END_STREAM: in already
+	}
+	if x := h.x; x != nil {
+		h.x = nil
+		s := h.c.s
+		x.ep.EndRequest(x.begin, false)
+		x.count()
+		s.Metrics.ClientError(x.labels.Direction, x.labels.Authority, "canceled")
+		s.inFlight().Add(-1)
+		if x.up != nil {
+			x.up.x = nil
+			x.up.close()
+		}
+	}
+	st.Done()
+}
+
+// Writable resumes the response the windows held.
+func (h *h2stream) Writable(st *h2loop.Stream) {
+	if h.fallback != nil {
+		h.fallback.Writable(st)
+		return
+	}
+	h.blocked = false
+	if x := h.x; x != nil && x.sent && x.up != nil {
+		x.up.readable() // the stream's callback: flushed at its end
+	}
+}
+
+// writeHead passes the response's head on as HEADERS, as h2server writes
+// the goroutine path's: the body's fields dropped where there is none,
+// Date added, and the body's first bytes after it.
+func (h *h2stream) writeHead(x *exchange, rest []byte) (take int) {
+	resp := &x.resp
+	code := resp.StatusCode
+	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
+		delete(resp.Header, "Content-Type")
+		delete(resp.Header, "Content-Length")
+	}
+	delete(resp.Header, "Transfer-Encoding") // HTTP/2's frames carry the body
+	if code < 200 {
+		h.st.WriteHeader(code, resp.Header, false)
+		return 0
+	}
+	if _, ok := resp.Header["Date"]; !ok {
+		resp.Header["Date"] = []string{h2server.Date()}
+	}
+	end := x.framing == noBody || (x.framing == byLength && x.remaining == 0)
+	h.st.WriteHeader(code, resp.Header, end)
+	if end {
+		x.done = true
+		return 0
+	}
+	return h.passBody(x, rest, false)
+}
+
+// passBody passes what of buf belongs to the body on as DATA (a chunked
+// body's data, its framing taken off; its trailers as HEADERS), as much
+// as the windows take.
+func (h *h2stream) passBody(x *exchange, buf []byte, eof bool) int {
+	st := h.st
+	switch x.framing {
+	case byLength:
+		k := int(min(int64(len(buf)), x.remaining))
+		n := st.Write(buf[:k], int64(k) == x.remaining)
+		x.remaining -= int64(n)
+		x.done = x.remaining == 0
+		h.blocked = n < k
+		return n
+	case byChunks:
+		return h.dechunk(x, buf)
+	case byClose:
+		n := st.Write(buf, false)
+		if h.blocked = n < len(buf); h.blocked {
+			return n
+		}
+		if eof {
+			st.Write(nil, true)
+			x.done = true
+			x.resp.Close = true // the upstream closed: not pooled
+		}
+		return n
+	}
+	return 0
+}
+
+// dechunk passes a chunked body's data on, its sizes, extensions and
+// line ends taken off by the chunkScanner, and its trailers, once the
+// last chunk's are in, as HEADERS ending the stream.
+func (h *h2stream) dechunk(x *exchange, buf []byte) int {
+	st, sc := h.st, &x.chunks
+	i := 0
+	for i < len(buf) && !x.done {
+		if sc.state == chunkData {
+			k := int(min(sc.left, int64(len(buf)-i)))
+			n := st.Write(buf[i:i+k], false)
+			i += n
+			if sc.left -= int64(n); sc.left == 0 {
+				sc.state = chunkDataEnd
+			}
+			if n < k {
+				h.blocked = true
+				return i
+			}
+			continue
+		}
+		// The framing, a byte at a time: a few per chunk.
+		trailer := sc.state == chunkTrailer
+		n, done, err := sc.scan(buf[i : i+1])
+		if err != nil {
+			x.broken = true
+			return i
+		}
+		if trailer {
+			h.trailer = append(h.trailer, buf[i:i+n]...)
+		}
+		i += n
+		if done {
+			x.done = true
+			st.WriteTrailers(parseTrailer(h.trailer))
+		}
+	}
+	return i
+}
+
+// parseTrailer reads a chunked body's trailer section (field lines, then
+// an empty line): nil for none or for lines that do not parse, which are
+// dropped as net/http's reader would fail them.
+func parseTrailer(b []byte) http.Header {
+	var h http.Header
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimRight(line, "\r")
+		if line == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || k == "" || strings.ContainsAny(k, " \t") {
+			continue
+		}
+		if h == nil {
+			h = http.Header{}
+		}
+		key := textproto.CanonicalMIMEHeaderKey(k)
+		h[key] = append(h[key], strings.TrimSpace(v))
+	}
+	return h
+}
+
+// finish ends a response passed whole, as client.finish does; the stream
+// ended with its last frame.
+func (h *h2stream) finish(x *exchange) {
+	h.done(x, x.resp.StatusCode >= 500, metrics.Response{Status: x.resp.StatusCode, Latency: time.Since(x.start)})
+	x.ep.Succeed()
+	up := x.up
+	up.x = nil
+	if x.resp.Close || len(up.buffered()) > 0 || len(up.c.Buffered()) > 0 {
+		up.close()
+	} else {
+		h.c.lp.pool(up.key).put(up)
+	}
+}
+
+// done counts x's end and lets it go.
+func (h *h2stream) done(x *exchange, failed bool, resp metrics.Response) {
+	x.ep.EndRequest(x.begin, failed)
+	s := h.c.s
+	if resp.Error == "" {
+		x.ep.Result(httpproxy.EndFailure(&x.resp, nil))
+	}
+	s.Metrics.ResponseDone(x.labels, resp)
+	s.inFlight().Add(-1)
+	h.x = nil
+}
+
+// failed: the endpoint failed before a response byte. A request not sent
+// again is answered 502; one that is goes to the fallback, which tries
+// again, as client.failed hands its connection over.
+func (h *h2stream) failed(x *exchange, dial bool) {
+	if !dial && !x.resend {
+		h.respond502(x, "meridian proxy: the endpoint's connection ended without a response\n")
+		return
+	}
+	x.ep.EndRequest(x.begin, true)
+	if !dial {
+		x.ep.Result("reset")
+	}
+	h.tryAgain(x)
+}
+
+func (h *h2stream) peerFailed(x *exchange) {
+	x.ep.EndRequest(x.begin, true)
+	x.ep.Result(httpproxy.EndFailure(&x.resp, nil))
+	h.tryAgain(x)
+}
+
+// tryAgain ends x uncounted and serves the stream with the fallback.
+func (h *h2stream) tryAgain(x *exchange) {
+	h.c.s.inFlight().Add(-1)
+	if x.up != nil {
+		x.up.x = nil
+		x.up.close()
+	}
+	h.x = nil
+	h.fallback = h.c.s.HTTP2.Handler.ServeStream(h.st)
+}
+
+// respond502 answers as client.respond502 does, in frames.
+func (h *h2stream) respond502(x *exchange, text string) {
+	x.ep.EndRequest(x.begin, true)
+	x.ep.Result("reset")
+	x.count()
+	s := h.c.s
+	s.Metrics.ResponseDone(x.labels, metrics.Response{Error: "upstream", Latency: time.Since(x.start)})
+	s.inFlight().Add(-1)
+	x.up.x = nil
+	x.up.close()
+	h.x = nil
+	h.st.WriteHeader(http.StatusBadGateway, http.Header{
+		"Content-Length":         {strconv.Itoa(len(text))},
+		"Content-Type":           {"text/plain; charset=utf-8"},
+		"Date":                   {h2server.Date()},
+		httpproxy.ErrorHeader:    {"upstream"},
+		"X-Content-Type-Options": {"nosniff"},
+	}, false)
+	h.st.Write([]byte(text), true)
+}
+
+// cut ends a response that broke after its head: counted as client.cut
+// counts it, the stream reset (INTERNAL_ERROR, as h2server resets a
+// handler's aborted response); the connection serves on.
+func (h *h2stream) cut(x *exchange) {
+	x.ep.EndRequest(x.begin, true)
+	x.ep.Result(httpproxy.EndFailure(&x.resp, io.ErrUnexpectedEOF))
+	s := h.c.s
+	s.Metrics.ResponseDone(x.labels, metrics.Response{Status: x.resp.StatusCode, Error: "stream", Latency: time.Since(x.start)})
+	s.inFlight().Add(-1)
+	x.up.x = nil
+	x.up.close()
+	h.x = nil
+	h.st.Reset(http2.ErrCodeInternal)
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -114,6 +115,8 @@ type Server struct {
 	// HTTP/1.1 only.
 	HTTP2 *h2loop.Server
 
+	h2once   sync.Once
+	h2       *h2loop.Server   // HTTP2's, its streams routed first (loopH2)
 	lis      *evloop.Listener // the first loop's accepting, nil without
 	draining atomic.Bool      // connections close once idle
 	flight   atomic.Int64     // InFlight's, when nil
@@ -337,9 +340,44 @@ type client struct {
 	served         bool            // a request came: no HTTP/2 preface any more
 }
 
+// downstream is where an exchange's response goes: an HTTP/1.1 client
+// connection (client), or an HTTP/2 stream (h2stream, h2_linux.go).
+type downstream interface {
+	loop() *Loop
+	server() *Server
+	// request is the request as sent: its method frames the response.
+	request() *http.Request
+	// writeHead passes the response's head on (a 1xx's too), with what
+	// of rest (the bytes after it) belongs to the body: it says how much.
+	writeHead(x *exchange, rest []byte) (take int)
+	// passBody passes on what of buf belongs to the body and says how
+	// much of buf it took; room says whether it may take more now.
+	passBody(x *exchange, buf []byte, eof bool) int
+	room() bool
+	// finish ends a response passed whole; flush writes what the
+	// upstream's callback passed on.
+	finish(x *exchange)
+	flush()
+	// The failures (server_linux.go's client has them all).
+	failed(x *exchange, dial bool)
+	peerFailed(x *exchange)
+	respond502(x *exchange, text string)
+	cut(x *exchange)
+	// waits reports whether x is still its downstream's request with no
+	// connection (an mTLS dial's end).
+	waits(x *exchange) bool
+}
+
+func (c *client) loop() *Loop            { return c.lp }
+func (c *client) server() *Server        { return c.s }
+func (c *client) request() *http.Request { return &c.req }
+func (c *client) room() bool             { return c.c.Pending() < maxPending }
+func (c *client) flush()                 {}
+func (c *client) waits(x *exchange) bool { return c.x == x && !c.closed && x.up == nil }
+
 // exchange is one request on its way.
 type exchange struct {
-	c         *client
+	d         downstream
 	up        *upstream
 	ep        *balance.Endpoint[*httpproxy.Upstream]
 	labels    metrics.Request
@@ -523,7 +561,7 @@ func (c *client) next() {
 	c.consume(full)
 	c.timer.Stop()
 	c.x = x
-	c.send(x)
+	x.send()
 }
 
 // loopable says whether the loop may serve r, by its head: HTTP/1.1, not
@@ -561,7 +599,7 @@ func (c *client) route(r *http.Request, body []byte) *exchange {
 		return nil // no identity to require: the goroutine path says why
 	}
 	x := &c.xs
-	*x = exchange{c: c, ep: t.Endpoint, labels: t.Labels, mtls: t.MTLS, connTLS: t.ConnTLS, head: x.head, out: x.out}
+	*x = exchange{d: c, ep: t.Endpoint, labels: t.Labels, mtls: t.MTLS, connTLS: t.ConnTLS, head: x.head, out: x.out}
 	if x.connTLS == "" {
 		x.connTLS = x.labels.TLS
 	}
@@ -579,17 +617,18 @@ func (c *client) route(r *http.Request, body []byte) *exchange {
 
 // send sends x's request on an idle connection to its endpoint, or a new
 // one.
-func (c *client) send(x *exchange) {
+func (x *exchange) send() {
+	lp, s := x.d.loop(), x.d.server()
 	x.start = time.Now()
 	x.begin = x.ep.BeginRequest()
-	c.s.inFlight().Add(1)
+	s.inFlight().Add(1)
 	// mTLS connections (a meshed endpoint's) are pooled apart from
 	// plaintext ones to the same address, and each direction's apart.
 	key := poolKey{direction: x.labels.Direction, addr: x.ep.Addr()}
 	if x.mtls {
 		key.serverID = x.labels.ServerID
 	}
-	p := c.lp.pool(key)
+	p := lp.pool(key)
 	up := p.get()
 	for up != nil && !x.resend && !up.silent() {
 		// A request not sent again goes on a connection known to be open
@@ -604,26 +643,26 @@ func (c *client) send(x *exchange) {
 			return
 		}
 		var err error
-		up, err = c.lp.dial(key, c.s.connectTimeout(), c.s.Metrics, x.connTLS, c.s.Dialed)
+		up, err = lp.dial(key, s.connectTimeout(), s.Metrics, x.connTLS, s.Dialed)
 		if err != nil {
-			if c.s.Dialed != nil {
-				c.s.Dialed(key.addr, err)
+			if s.Dialed != nil {
+				s.Dialed(key.addr, err)
 			}
-			c.failed(x, true)
+			x.d.failed(x, true)
 			return
 		}
 	}
-	c.sendOn(up, x)
+	x.sendOn(up)
 }
 
 // sendOn writes x's request on up.
-func (c *client) sendOn(up *upstream, x *exchange) {
+func (x *exchange) sendOn(up *upstream) {
 	up.x = x
 	x.up = up
 	// While connecting, the socket takes nothing (EAGAIN): the request
 	// waits in the connection's buffer until it is writable.
 	if err := up.write(x.out, nil); err != nil {
-		c.failed(x, up.connectFailed(err))
+		x.d.failed(x, up.connectFailed(err))
 		return
 	}
 	if up.connecting && up.c.Pending() < len(x.out) {
@@ -821,6 +860,6 @@ func (c *client) cut(x *exchange) {
 func (x *exchange) count() {
 	if !x.counted {
 		x.counted = true
-		x.c.s.Metrics.RequestStarted(x.labels)
+		x.d.server().Metrics.RequestStarted(x.labels)
 	}
 }

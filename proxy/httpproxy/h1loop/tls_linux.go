@@ -365,18 +365,15 @@ const MaxDialing = h1client.DefaultMaxDialing
 func (p *pool) dialOrWait(x *exchange, key poolKey) {
 	if p.dialing < MaxDialing {
 		p.dialing++
-		x.c.dialTLS(x, key)
+		x.dialTLS(key)
 		return
 	}
 	p.waiting = append(p.waiting, x)
 }
 
-// waits reports whether x is still its client's request with no
+// waits reports whether x is still its downstream's request with no
 // connection: a client that went away leaves its request behind.
-func (x *exchange) waits() bool {
-	c := x.c
-	return c.x == x && !c.closed && x.up == nil
-}
+func (x *exchange) waits() bool { return x.d.waits(x) }
 
 // nextWaiting takes the first request still waiting, or nil.
 func (p *pool) nextWaiting() *exchange {
@@ -395,7 +392,7 @@ func (p *pool) nextWaiting() *exchange {
 // it for the next.
 func (p *pool) put(up *upstream) {
 	if x := p.nextWaiting(); x != nil {
-		x.c.sendOn(up, x)
+		x.sendOn(up)
 		return
 	}
 	p.idle = append(p.idle, up)
@@ -408,14 +405,14 @@ func (p *pool) put(up *upstream) {
 func (p *pool) dialDone(key poolKey, err error) {
 	if err != nil {
 		for x := p.nextWaiting(); x != nil; x = p.nextWaiting() {
-			x.c.failed(x, true)
+			x.d.failed(x, true)
 		}
 		return
 	}
 	if p.dialing < MaxDialing {
 		if x := p.nextWaiting(); x != nil {
 			p.dialing++
-			x.c.dialTLS(x, key)
+			x.dialTLS(key)
 		}
 	}
 }
@@ -423,14 +420,14 @@ func (p *pool) dialDone(key poolKey, err error) {
 // dialTLS opens an mTLS connection to x's endpoint with the endpoint's
 // own dialer (its handshake on a goroutine), then sends x on it on the
 // loop. x waits meanwhile: its client is read for its end only.
-func (c *client) dialTLS(x *exchange, key poolKey) {
-	lp := c.lp
+func (x *exchange) dialTLS(key poolKey) {
+	lp := x.d.loop()
 	u := x.ep.Value()
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 		nc, err := u.DialHTTP1(ctx)
 		cancel()
-		lp.l.Post(func() { c.dialed(x, key, nc, err) })
+		lp.l.Post(func() { x.dialed(key, nc, err) })
 	}()
 }
 
@@ -439,22 +436,23 @@ func (c *client) dialTLS(x *exchange, key poolKey) {
 const dialTimeout = 10 * time.Second
 
 // dialed is dialTLS's end, on the loop.
-func (c *client) dialed(x *exchange, key poolKey, nc net.Conn, err error) {
+func (x *exchange) dialed(key poolKey, nc net.Conn, err error) {
+	lp := x.d.loop()
 	var up *upstream
 	if err == nil {
-		if up, err = c.lp.takeUpstream(nc, key); err != nil {
+		if up, err = lp.takeUpstream(nc, key); err != nil {
 			nc.Close()
 		}
 	}
-	p := c.lp.pool(key)
+	p := lp.pool(key)
 	p.dialing--
 	switch current := x.waits(); {
 	case err != nil:
 		if current {
-			c.failed(x, true) // the goroutine path dials again
+			x.d.failed(x, true) // the goroutine path dials again
 		}
 	case current:
-		c.sendOn(up, x)
+		x.sendOn(up)
 	default:
 		// The client went away meanwhile: the connection is for the
 		// next request to the endpoint.

@@ -128,7 +128,8 @@ func (up *upstream) connectTimedOut() {
 	up.connectFailed(errConnectTimeout)
 	up.close()
 	if x != nil {
-		x.c.failed(x, true)
+		x.d.failed(x, true)
+		x.d.flush()
 	}
 }
 
@@ -182,6 +183,15 @@ func (up *upstream) close() {
 // body by its framing.
 func (up *upstream) Readable(*evloop.Conn) {
 	x := up.x
+	up.readable()
+	if x != nil {
+		x.d.flush()
+	}
+}
+
+// readable passes on what the endpoint sent.
+func (up *upstream) readable() {
+	x := up.x
 	up.pull()
 	if x == nil {
 		if up.ts != nil && len(up.buffered()) == 0 && up.readErr() == nil && !up.readEOF() {
@@ -190,7 +200,7 @@ func (up *upstream) Readable(*evloop.Conn) {
 		up.close() // an idle connection's close, or bytes nobody asked for
 		return
 	}
-	c := x.c
+	c := x.d
 	for !x.sent {
 		up.pull() // a TLS connection's next records, after a 1xx
 		buf := up.buffered()
@@ -199,7 +209,7 @@ func (up *upstream) Readable(*evloop.Conn) {
 			return
 		}
 		up.connected()
-		n, ok := h1client.ParseResponseHead(buf, &c.req, &x.resp)
+		n, ok := h1client.ParseResponseHead(buf, c.request(), &x.resp)
 		if ok {
 			x.framing, x.remaining = byLength, x.resp.ContentLength
 		} else {
@@ -217,7 +227,7 @@ func (up *upstream) Readable(*evloop.Conn) {
 				c.respond502(x, invalidText)
 				return
 			}
-			resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(buf[:end])), &c.req)
+			resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(buf[:end])), c.request())
 			if err != nil || resp.StatusCode == http.StatusSwitchingProtocols {
 				c.respond502(x, invalidText) // as the transport's error, or an unasked-for switch
 				return
@@ -254,16 +264,15 @@ func (up *upstream) Readable(*evloop.Conn) {
 		if x.framing == byChunks || x.framing == byClose {
 			x.resp.Header["Transfer-Encoding"] = chunkedTE
 		}
-		c.lp.served.Add(1) // before the client can see the response
+		c.loop().served.Add(1) // before the client can see the response
 		// The head and the body's first bytes in one write.
-		body, take := x.firstBody(buf[n:])
-		c.writeHead(x, body)
+		take := c.writeHead(x, buf[n:])
 		up.consume(n + take)
 	}
 	// A TLS connection decrypts a buffer's worth at a time: what it read
 	// beyond that comes with no readiness of its own.
-	for !x.done && c.c.Pending() < maxPending {
-		take := x.passBody(up.buffered(), up.readEOF())
+	for !x.done && c.room() {
+		take := c.passBody(x, up.buffered(), up.readEOF())
 		if take == 0 {
 			break
 		}
@@ -333,8 +342,7 @@ func (x *exchange) firstBody(buf []byte) (body []byte, take int) {
 
 // passBody writes what of buf belongs to the body to the client and says
 // how much of buf it took.
-func (x *exchange) passBody(buf []byte, eof bool) int {
-	c := x.c
+func (c *client) passBody(x *exchange, buf []byte, eof bool) int {
 	switch x.framing {
 	case byLength:
 		if int64(len(buf)) > x.remaining {
@@ -492,10 +500,19 @@ const maxPending = 256 << 10
 
 func (up *upstream) Written(*evloop.Conn) { up.connected() }
 
-// writeHead writes the response's head, and body, the body's first bytes,
-// to the client as the goroutine path's server does for a handler that
-// set Content-Length.
-func (c *client) writeHead(x *exchange, body []byte) {
+// writeHead writes the response's head, and the body's first bytes of
+// rest with it, to the client as the goroutine path's server does for a
+// handler that set Content-Length.
+func (c *client) writeHead(x *exchange, rest []byte) (take int) {
+	var body []byte
+	if x.resp.StatusCode >= 200 {
+		body, take = x.firstBody(rest)
+	}
+	c.writeHeadBody(x, body)
+	return take
+}
+
+func (c *client) writeHeadBody(x *exchange, body []byte) {
 	b := x.out[:0]
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(x.resp.StatusCode), 10)

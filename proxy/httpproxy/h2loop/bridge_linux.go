@@ -662,7 +662,8 @@ func (w *bridgeWriter) emit(data []byte, end bool) error {
 		clen := ""
 		if v := h.Get("Content-Length"); v != "" {
 			delete(h, "Content-Length")
-			if _, err := strconv.ParseUint(v, 10, 63); err == nil {
+			// None on a response without a body (204, 304), as h2server.
+			if _, err := strconv.ParseUint(v, 10, 63); err == nil && bodyAllowedForStatus(w.status) {
 				clen = v
 			}
 		}

@@ -119,6 +119,7 @@ type conn struct {
 	cfg    h2server.Config
 	lp     *evloop.Loop
 	ec     Transport
+	value  any // ServeTransport's
 	remote string
 	tls    *tls.ConnectionState
 
@@ -215,10 +216,12 @@ func (s *Server) Serve(lp *evloop.Loop, fd int, remote string, pre []byte) error
 // ServeTransport serves an HTTP/2 connection over t on lp (the bytes t
 // holds are read at once); called on lp's goroutine. tls is the
 // connection's TLS state, if any: https requests carry it. The caller
-// tells the Conn of t's readiness, and t's Close ends it.
-func (s *Server) ServeTransport(lp *evloop.Loop, t Transport, remote string, tls *tls.ConnectionState) *Conn {
+// tells the Conn of t's readiness, and t's Close ends it. value is the
+// connection's, for the handler (Stream.ConnValue).
+func (s *Server) ServeTransport(lp *evloop.Loop, t Transport, remote string, tls *tls.ConnectionState, value any) *Conn {
 	c := s.newConn(lp, remote, tls)
 	c.ec = t
+	c.value = value
 	c.begin()
 	c.Readable(nil)
 	return &Conn{c}

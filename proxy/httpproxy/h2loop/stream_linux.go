@@ -60,6 +60,14 @@ type Stream struct {
 	refuseErr     error
 }
 
+// ConnValue is the value its connection was served with
+// (ServeTransport's; nil for Serve's).
+func (st *Stream) ConnValue() any { return st.c.value }
+
+// RequestEnded says the client's side of the stream is over: its
+// END_STREAM is in (with the HEADERS, for a request without a body).
+func (st *Stream) RequestEnded() bool { return st.state != stateOpen }
+
 // ID is the stream's identifier.
 func (st *Stream) ID() uint32 { return st.id }
 

@@ -1,0 +1,139 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
+	"github.com/meridian-mesh/meridian/proxy/discover"
+	"github.com/meridian-mesh/meridian/proxy/tlsid"
+	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
+)
+
+// HTTP/2 on the loops (Config.EventLoopH2) answers as the goroutine path
+// does (h2server and the port's handler), as an HTTP/2 client sees it:
+// every kind of response an HTTP/1.1 endpoint gives (the loop carries a
+// request without a body), and the requests it hands to the handler (a
+// body, HEAD, an endpoint's failure before a response byte); h2c on a
+// plaintext port and h2 by ALPN on an HTTPS one, and with mTLS to a
+// meshed endpoint. The endpoint gets the same requests from both.
+func TestEventLoopH2MatchesGoroutinePath(t *testing.T) {
+	t.Run("h2c", func(t *testing.T) { testEventLoopH2Matches(t, false, false) })
+	t.Run("https", func(t *testing.T) { testEventLoopH2Matches(t, true, false) })
+	t.Run("mtls", func(t *testing.T) { testEventLoopH2Matches(t, false, true) })
+}
+
+func testEventLoopH2Matches(t *testing.T, https, meshed bool) {
+	big := strings.Repeat("0123456789", 30000)
+	backend, requests := rawBackend(t, map[string]string{
+		"/cl":         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello",
+		"/chunked":    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: done\r\n\r\n",
+		"/close!":     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the close",
+		"/204":        "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n",
+		"/304":        "HTTP/1.1 304 Not Modified\r\nEtag: \"x\"\r\nContent-Length: 10\r\n\r\n",
+		"/103":        "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+		"/http10!":    "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabc",
+		"/conn-close": "HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+		"/keep-alive": "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nok",
+		"/big":        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 300000\r\n\r\n" + big,
+		"/empty":      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n",
+		"/badchunk!":  "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+		"/nothing!":   "",
+		"/malformed!": "HTTP/1.1 abc\r\n\r\n",
+	})
+	res := dsts(t, map[string][]string{"web.svc:80": {backend}})
+	var id *tlsid.Identity
+	if meshed {
+		ids := tlsidtest.Start(t, time.Hour)
+		in := startSidecarInbound(t, backend, ids.Identity(t, "web-ns", "web"))
+		var err error
+		res, err = discover.NewStatic([]discover.Destination{{Authority: "web.svc:80",
+			Endpoints: []discover.Endpoint{{Addr: in, Protocol: discover.HintH2, Identity: tlsidtest.ID("web-ns", "web").String()}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id = ids.Identity(t, "gw-ns", "gateway")
+	}
+	chain, key := certPEM(t, "web.test")
+	snapshot := func() *gatewaypb.Snapshot {
+		host := hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1)))
+		if !https {
+			return snap("v1", httpPort(freePort(t), httpListener("http", "", host)))
+		}
+		s := snap("v1", tlsPort(freePort(t), &gatewaypb.Listener{Name: "https", Mode: gatewaypb.Listener_HTTPS, Certificates: []string{"ns/web"},
+			Hosts: []*gatewaypb.Host{host}}))
+		s.Certificates = []*gatewaypb.Certificate{{Name: "ns/web", CertChain: chain, PrivateKey: key}}
+		return s
+	}
+	withLoop := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.EventLoopH2, c.Identity = true, true, id })
+	without := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.EventLoopH2, c.Identity = false, false, id })
+	clientFor := func(g *Gateway) (*http.Client, string) {
+		var addr string
+		for _, a := range g.Ports() {
+			addr = a.String()
+		}
+		tr := &http.Transport{DisableCompression: true}
+		tr.Protocols = new(http.Protocols)
+		if !https {
+			tr.Protocols.SetUnencryptedHTTP2(true)
+			t.Cleanup(tr.CloseIdleConnections)
+			return &http.Client{Transport: tr}, "http://" + addr
+		}
+		tr.Protocols.SetHTTP2(true)
+		tr.TLSClientConfig = &tls.Config{ServerName: "web.test", InsecureSkipVerify: true}
+		t.Cleanup(tr.CloseIdleConnections)
+		return &http.Client{Transport: tr}, "https://" + addr
+	}
+	cl, loopURL := clientFor(withLoop)
+	cg, goURL := clientFor(without)
+	paths := []string{"/cl", "/chunked", "/close!", "/204", "/304", "/103", "/http10!", "/conn-close", "/keep-alive", "/big", "/empty", "/badchunk!", "/nothing!", "/malformed!", "/unknown"}
+	for round := range 2 {
+		for _, p := range paths {
+			a, b := fetch(cl, loopURL+p), fetch(cg, goURL+p)
+			if a.Error && b.Error {
+				a.Body, b.Body = "", "" // where a broken body broke may differ
+			}
+			if a.Status == http.StatusBadGateway && b.Status == http.StatusBadGateway {
+				a.Body, b.Body = "", "" // the proxy's text names the parse error its way
+				a.Header.Del("Content-Length")
+				b.Header.Del("Content-Length")
+			}
+			if !reflect.DeepEqual(a, b) {
+				t.Errorf("round %d, %s:\n loop       %+v\n goroutines %+v", round, p, a, b)
+			}
+		}
+	}
+	if withLoop.loopServed() == 0 {
+		t.Error("the loop carried none of the requests")
+	}
+	// Handed to the port's handler: bodies, HEAD, and a POST without a
+	// body whose endpoint answers nothing (502, not sent again).
+	bodies := []struct{ method, path, body string }{
+		{"POST", "/cl", "a body"}, {"PUT", "/cl", "put"}, {"POST", "/chunked", "x"}, {"HEAD", "/cl", ""},
+		{"DELETE", "/cl", ""}, {"POST", "/nothing!", ""},
+	}
+	for _, q := range bodies {
+		a, b := send(cl, q.method, loopURL+q.path, q.body), send(cg, q.method, goURL+q.path, q.body)
+		if a.Status == http.StatusBadGateway && b.Status == http.StatusBadGateway {
+			a.Body, b.Body = "", ""
+			a.Header.Del("Content-Length")
+			b.Header.Del("Content-Length")
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("%s %s:\n loop       %+v\n goroutines %+v", q.method, q.path, a, b)
+		}
+	}
+	// The endpoint got the same requests from both, in turn.
+	for _, p := range []string{"/cl", "/chunked", "/204", "/big"} {
+		got := requests(p)
+		for i := 0; i+1 < len(got); i += 2 {
+			if got[i] != got[i+1] {
+				t.Errorf("%s, request %d to the endpoint:\n loop       %q\n goroutines %q", p, i/2, got[i], got[i+1])
+			}
+		}
+	}
+}
