@@ -406,6 +406,7 @@ func (p *pool) dialDone(key poolKey, err error) {
 	if err != nil {
 		for x := p.nextWaiting(); x != nil; x = p.nextWaiting() {
 			x.d.failed(x, true)
+			x.d.flush() // an HTTP/2 stream's answer, if any (a posted callback's)
 		}
 		return
 	}
@@ -450,6 +451,7 @@ func (x *exchange) dialed(key poolKey, nc net.Conn, err error) {
 	case err != nil:
 		if current {
 			x.d.failed(x, true) // the goroutine path dials again
+			x.d.flush()
 		}
 	case current:
 		x.sendOn(up)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -261,6 +262,7 @@ func (up *upstream) readable() {
 		x.sent = true
 		x.count()
 		httpproxy.RemoveHopByHop(x.resp.Header)
+		announceTrailers(&x.resp)
 		if x.framing == byChunks || x.framing == byClose {
 			x.resp.Header["Transfer-Encoding"] = chunkedTE
 		}
@@ -286,6 +288,21 @@ func (up *upstream) readable() {
 	if x.broken || up.readErr() != nil || (up.readEOF() && len(up.buffered()) == 0) {
 		c.cut(x)
 	}
+}
+
+// announceTrailers declares the trailers the endpoint declared (the
+// Trailer field, hop-by-hop, is gone with the others), as the Forwarder
+// announces them, the names sorted.
+func announceTrailers(resp *http.Response) {
+	if len(resp.Trailer) == 0 {
+		return
+	}
+	keys := make([]string, 0, len(resp.Trailer))
+	for k := range resp.Trailer {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	resp.Header["Trailer"] = []string{strings.Join(keys, ", ")}
 }
 
 var (

@@ -686,7 +686,6 @@ func (w *bridgeWriter) emit(data []byte, end bool) error {
 				}
 			}
 		}
-		delete(h, "Trailer")
 		if v, ok := h["Connection"]; ok && len(v) > 0 && strings.EqualFold(v[0], "close") {
 			o.shutdown = true // as Go's server: the connection is drained
 		}
