@@ -143,7 +143,7 @@ func (d *Demo) startGateway(ctx, startCtx context.Context, o Options, roots *x50
 		},
 		AdminAddr: "127.0.0.1:0", Resolver: resolver, Balancer: balance.PeakEWMA, Identity: id,
 		Namespace: Namespace, DrainTimeout: 2 * time.Second, Log: log,
-		EventLoop: true, // as meridian-proxy's default
+		EventLoop: true, EventLoopH2: true, // as meridian-proxy's defaults
 	})
 	if err != nil {
 		return fmt.Errorf("gateway proxy: %w", err)
