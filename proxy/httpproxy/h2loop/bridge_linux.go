@@ -135,20 +135,21 @@ func (bs *bridged) Data(s *Stream, p []byte) {
 	bs.mu.Unlock()
 }
 
-// End ends the body's reads at its end, or the stream's: the request's
-// context first (a handler whose read fails sees it canceled, as Go's
-// server cancels it before it closes the body), and a client's
+// End ends the body's reads at its end, or the stream's: the body's error
+// and the request's context's end under one lock, as h2server's
+// closeStream does (a handler woken by either sees both: its read fails,
+// after what was buffered, and its context is canceled), a client's
 // RST_STREAM as h2server has it, an http2.StreamError with its code
 // (grpc-go's ServeHTTP tells CANCEL's codes.Canceled by it).
 func (bs *bridged) End(s *Stream, err error) {
 	if err != nil {
-		bs.cancel()
 		var re StreamResetError
 		if errors.As(err, &re) {
 			err = http2.StreamError{StreamID: s.ID(), Code: re.Code}
 		}
 	}
 	bs.mu.Lock()
+	defer bs.mu.Unlock()
 	if err == nil {
 		if bs.bodyErr == nil {
 			bs.bodyErr = io.EOF
@@ -158,18 +159,19 @@ func (bs *bridged) End(s *Stream, err error) {
 				}
 			}
 		}
-	} else {
-		if bs.bodyErr == nil || bs.bodyErr == io.EOF {
-			bs.bodyErr = err
-		}
-		if bs.over == nil {
-			bs.over = err
-		}
-		bs.ops, bs.queued = nil, 0
-		bs.cur = nil
+		bs.cond.Broadcast()
+		return
 	}
+	if bs.bodyErr == nil || bs.bodyErr == io.EOF {
+		bs.bodyErr = err
+	}
+	if bs.over == nil {
+		bs.over = err
+	}
+	bs.ops, bs.queued = nil, 0
+	bs.cur = nil
+	bs.cancel()
 	bs.cond.Broadcast()
-	bs.mu.Unlock()
 }
 
 // Writable resumes the response's writes.

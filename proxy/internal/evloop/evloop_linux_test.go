@@ -957,3 +957,46 @@ func echoer(t *testing.T, l *Loop) func() {
 		}
 	}
 }
+
+// A Post (and the wake-up it writes) after the loop closed writes nothing
+// into the descriptor its eventfd had, which the process may have reused
+// for a socket (it did: a Bridge handler outliving a test's loop wrote 8
+// bytes into the next test's client connection).
+func TestPostAfterCloseWritesNothing(t *testing.T) {
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := l.wakeFd
+	l.Close()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The eventfd's number now names one end of the pair (a, perhaps
+	// already: the lowest free numbers are reused), b is the other.
+	a, b := fds[0], fds[1]
+	if b == old {
+		a, b = b, a
+	}
+	if a != old {
+		if err := unix.Dup3(a, old, unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(a)
+	}
+	defer unix.Close(old)
+	defer unix.Close(b)
+	ran := false
+	l.Post(func() { ran = true })
+	l.shutdown()
+	l.wake()
+	unix.SetNonblock(b, true)
+	var buf [16]byte
+	if n, err := unix.Read(b, buf[:]); n > 0 || err != unix.EAGAIN {
+		t.Errorf("the closed loop wrote %q into the descriptor (%v)", buf[:max(n, 0)], err)
+	}
+	if ran {
+		t.Error("a function posted to a closed loop ran")
+	}
+}

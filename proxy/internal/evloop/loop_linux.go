@@ -72,7 +72,15 @@ type Loop struct {
 	mu     sync.Mutex
 	posted []func()
 	spare  []func()
+	closed bool        // released: Post drops what it is given (mu)
 	woken  atomic.Bool // the eventfd was written and not read yet
+
+	// wakeMu orders the eventfd's writes before its close: a write after
+	// it would go to whatever the descriptor's number was reused for (a
+	// Post from a goroutine that outlived the loop wrote 8 bytes into an
+	// unrelated socket).
+	wakeMu     sync.RWMutex
+	wakeClosed bool
 
 	closing     atomic.Bool
 	running     atomic.Bool
@@ -427,6 +435,10 @@ func (l *Loop) Forget(fd int) error {
 // It may be called from any goroutine; on a closed loop f never runs.
 func (l *Loop) Post(f func()) {
 	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
 	l.posted = append(l.posted, f)
 	l.mu.Unlock()
 	if l.woken.CompareAndSwap(false, true) {
@@ -435,8 +447,12 @@ func (l *Loop) Post(f func()) {
 }
 
 func (l *Loop) wake() {
-	one := uint64(1)
-	unix.RawSyscall(unix.SYS_WRITE, uintptr(l.wakeFd), uintptr(unsafe.Pointer(&one)), 8)
+	l.wakeMu.RLock()
+	if !l.wakeClosed {
+		one := uint64(1)
+		unix.RawSyscall(unix.SYS_WRITE, uintptr(l.wakeFd), uintptr(unsafe.Pointer(&one)), 8)
+	}
+	l.wakeMu.RUnlock()
 }
 
 // woke runs what was posted: the flag is cleared before the queue is
@@ -476,8 +492,12 @@ func (l *Loop) release() {
 		l.unregister()
 		l.holdProc(false)
 		unix.Close(l.ep)
+		l.wakeMu.Lock()
+		l.wakeClosed = true
 		unix.Close(l.wakeFd)
+		l.wakeMu.Unlock()
 		l.mu.Lock()
+		l.closed = true
 		l.posted = nil
 		l.mu.Unlock()
 	})
