@@ -34,6 +34,7 @@ func testEventLoopH2Matches(t *testing.T, https, meshed bool) {
 		"/chunked":    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: done\r\n\r\n",
 		"/close!":     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the close",
 		"/204":        "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n",
+		"/204ct":      "HTTP/1.1 204 No Content\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n",
 		"/304":        "HTTP/1.1 304 Not Modified\r\nEtag: \"x\"\r\nContent-Length: 10\r\n\r\n",
 		"/103":        "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
 		"/http10!":    "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabc",
@@ -90,7 +91,7 @@ func testEventLoopH2Matches(t *testing.T, https, meshed bool) {
 	}
 	cl, loopURL := clientFor(withLoop)
 	cg, goURL := clientFor(without)
-	paths := []string{"/cl", "/chunked", "/close!", "/204", "/304", "/103", "/http10!", "/conn-close", "/keep-alive", "/big", "/empty", "/badchunk!", "/nothing!", "/malformed!", "/unknown"}
+	paths := []string{"/cl", "/chunked", "/close!", "/204", "/204ct", "/304", "/103", "/http10!", "/conn-close", "/keep-alive", "/big", "/empty", "/badchunk!", "/nothing!", "/malformed!", "/unknown"}
 	for round := range 2 {
 		for _, p := range paths {
 			a, b := fetch(cl, loopURL+p), fetch(cg, goURL+p)

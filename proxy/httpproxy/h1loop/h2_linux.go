@@ -212,13 +212,12 @@ func (h *h2stream) Writable(st *h2loop.Stream) {
 }
 
 // writeHead passes the response's head on as HEADERS, as h2server writes
-// the goroutine path's: the body's fields dropped where there is none,
-// Date added, and the body's first bytes after it.
+// the goroutine path's: no Content-Length where there is no body (1xx,
+// 204, 304), Date added, and the body's first bytes after it.
 func (h *h2stream) writeHead(x *exchange, rest []byte) (take int) {
 	resp := &x.resp
 	code := resp.StatusCode
 	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
-		delete(resp.Header, "Content-Type")
 		delete(resp.Header, "Content-Length")
 	}
 	delete(resp.Header, "Transfer-Encoding") // HTTP/2's frames carry the body
