@@ -44,8 +44,7 @@ type fbSeen struct{ method, uri, host, body string }
 // h2fixture is a fixture whose Server serves HTTP/2 too.
 type h2fixture struct {
 	*fixture
-	fb    chan fbSeen  // the requests the fallback served
-	dials atomic.Int64 // the clients' connections to the fixture
+	fb chan fbSeen // the requests the fallback served
 }
 
 // startH2 is start with Server.HTTP2 set: its Handler a Bridge whose
@@ -71,18 +70,11 @@ func startH2(t *testing.T, loops int, route func(*http.Request) Target, tweak fu
 	return hf
 }
 
-// client is Go's HTTP/2 client with prior knowledge, counting its
-// connections in hf.dials; conf, if not nil, is its HTTP/2 settings.
+// client is Go's HTTP/2 client with prior knowledge; conf, if not nil,
+// is its HTTP/2 settings.
 func (hf *h2fixture) client(t *testing.T, conf *http.HTTP2Config) *http.Client {
 	t.Helper()
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			hf.dials.Add(1)
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-		HTTP2: conf,
-	}
+	tr := &http.Transport{HTTP2: conf}
 	tr.Protocols = new(http.Protocols)
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	t.Cleanup(tr.CloseIdleConnections)
@@ -1495,11 +1487,6 @@ func TestH2TLS(t *testing.T) {
 		}
 	}()
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			hf.dials.Add(1)
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
 		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "web.test"},
 		HTTP2:           &http.HTTP2Config{MaxReceiveBufferPerStream: 64 << 10, MaxReceiveBufferPerConnection: 64 << 10},
 	}

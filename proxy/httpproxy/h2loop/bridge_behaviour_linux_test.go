@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"golang.org/x/sys/unix"
 
 	"github.com/meridian-mesh/meridian/proxy/h2server"
@@ -170,189 +169,6 @@ func brOK() http.Handler {
 	})
 }
 
-// brRawClient speaks raw frames to the server (h2server's rawClient).
-type brRawClient struct {
-	t    testing.TB
-	c    net.Conn
-	fr   *http2.Framer
-	enc  *hpack.Encoder
-	hbuf bytes.Buffer
-}
-
-func brDialRaw(t testing.TB, addr string) *brRawClient {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, brTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return brRaw(t, c)
-}
-
-// brRaw speaks frames on c, closed when the test ends.
-func brRaw(t testing.TB, c net.Conn) *brRawClient {
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(brTimeout))
-	rc := &brRawClient{t: t, c: c, fr: http2.NewFramer(c, c)}
-	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	rc.fr.AllowIllegalWrites = true
-	rc.enc = hpack.NewEncoder(&rc.hbuf)
-	return rc
-}
-
-// handshake sends the preface and SETTINGS, reads the server's SETTINGS
-// and acknowledges them, and skips the server's connection WINDOW_UPDATE
-// and SETTINGS ACK.
-func (rc *brRawClient) handshake() {
-	rc.t.Helper()
-	if _, err := io.WriteString(rc.c, http2.ClientPreface); err != nil {
-		rc.t.Fatal(err)
-	}
-	if err := rc.fr.WriteSettings(); err != nil {
-		rc.t.Fatal(err)
-	}
-	f := rc.read()
-	if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
-		rc.t.Fatalf("first frame %v, want SETTINGS", f)
-	}
-	if err := rc.fr.WriteSettingsAck(); err != nil {
-		rc.t.Fatal(err)
-	}
-	for gotAck := false; !gotAck; {
-		switch f := rc.read().(type) {
-		case *http2.SettingsFrame:
-			gotAck = f.IsAck()
-		case *http2.WindowUpdateFrame:
-			if f.StreamID != 0 {
-				rc.t.Fatalf("stream WINDOW_UPDATE before any stream: %v", f)
-			}
-		default:
-			rc.t.Fatalf("unexpected %v during the handshake", f)
-		}
-	}
-}
-
-func (rc *brRawClient) read() http2.Frame {
-	rc.t.Helper()
-	f, err := rc.fr.ReadFrame()
-	if err != nil {
-		rc.t.Fatalf("read frame: %v", err)
-	}
-	return f
-}
-
-func (rc *brRawClient) block(fields ...string) []byte {
-	rc.hbuf.Reset()
-	for i := 0; i+1 < len(fields); i += 2 {
-		rc.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-	}
-	return bytes.Clone(rc.hbuf.Bytes())
-}
-
-var brGet = []string{":method", "GET", ":scheme", "http", ":authority", "example.test", ":path", "/"}
-
-func (rc *brRawClient) headers(id uint32, endStream bool, fields ...string) {
-	rc.t.Helper()
-	if len(fields) == 0 {
-		fields = brGet
-	}
-	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.block(fields...), EndStream: endStream, EndHeaders: true}); err != nil {
-		rc.t.Fatal(err)
-	}
-}
-
-// expectGoAway reads until a GOAWAY and checks its code.
-func (rc *brRawClient) expectGoAway(code http2.ErrCode) *http2.GoAwayFrame {
-	rc.t.Helper()
-	for {
-		f, err := rc.fr.ReadFrame()
-		if err != nil {
-			rc.t.Fatalf("want GOAWAY %v, read: %v", code, err)
-		}
-		if g, ok := f.(*http2.GoAwayFrame); ok {
-			if g.ErrCode != code {
-				rc.t.Fatalf("GOAWAY %v, want %v", g.ErrCode, code)
-			}
-			return g
-		}
-	}
-}
-
-// expectRST reads until RST_STREAM on id and checks its code (a GOAWAY
-// first fails).
-func (rc *brRawClient) expectRST(id uint32, code http2.ErrCode) {
-	rc.t.Helper()
-	for {
-		f, err := rc.fr.ReadFrame()
-		if err != nil {
-			rc.t.Fatalf("want RST_STREAM %d %v, read: %v", id, code, err)
-		}
-		switch f := f.(type) {
-		case *http2.RSTStreamFrame:
-			if f.StreamID == id {
-				if f.ErrCode != code {
-					rc.t.Fatalf("RST_STREAM %d %v, want %v", id, f.ErrCode, code)
-				}
-				return
-			}
-		case *http2.GoAwayFrame:
-			rc.t.Fatalf("GOAWAY %v (%q), want RST_STREAM %d %v", f.ErrCode, f.DebugData(), id, code)
-		}
-	}
-}
-
-// brRawResponse is a stream's response: status, header, body, trailers.
-type brRawResponse struct {
-	status   string
-	header   map[string][]string
-	body     []byte
-	trailers map[string][]string
-	frames   []http2.Frame
-}
-
-// response reads stream id's response (other streams' frames skipped; a
-// GOAWAY or the stream's RST_STREAM fails).
-func (rc *brRawClient) response(id uint32) *brRawResponse {
-	rc.t.Helper()
-	r := &brRawResponse{header: map[string][]string{}}
-	for {
-		f, err := rc.fr.ReadFrame()
-		if err != nil {
-			rc.t.Fatalf("response %d: %v", id, err)
-		}
-		if f.Header().StreamID != id {
-			if g, ok := f.(*http2.GoAwayFrame); ok {
-				rc.t.Fatalf("GOAWAY %v while reading %d", g.ErrCode, id)
-			}
-			continue
-		}
-		r.frames = append(r.frames, f)
-		switch f := f.(type) {
-		case *http2.MetaHeadersFrame:
-			if r.status == "" || (len(r.status) == 3 && r.status[0] == '1' && f.PseudoValue("status") != "") {
-				r.status = f.PseudoValue("status")
-				for _, hf := range f.RegularFields() {
-					r.header[hf.Name] = append(r.header[hf.Name], hf.Value)
-				}
-			} else {
-				r.trailers = map[string][]string{}
-				for _, hf := range f.RegularFields() {
-					r.trailers[hf.Name] = append(r.trailers[hf.Name], hf.Value)
-				}
-			}
-			if f.StreamEnded() {
-				return r
-			}
-		case *http2.DataFrame:
-			r.body = append(r.body, bytes.Clone(f.Data())...)
-			if f.StreamEnded() {
-				return r
-			}
-		case *http2.RSTStreamFrame:
-			rc.t.Fatalf("stream %d reset: %v", id, f.ErrCode)
-		}
-	}
-}
-
 func TestBrBodiesBothWays(t *testing.T) {
 	ts := brStart(t, h2server.Config{MaxReceiveBufferPerStream: 64 << 10, MaxReceiveBufferPerConnection: 128 << 10}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
@@ -437,7 +253,7 @@ func TestBrResponseFraming(t *testing.T) {
 		w.Write([]byte{0, 0, 0, 0, 2, 8, 1})
 		w.Header().Set("Grpc-Status", "0")
 	}))
-	rc := brDialRaw(t, ts.addr)
+	rc := confDial(t, ts.addr)
 	rc.handshake()
 	rc.headers(1, true, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/only")
 	r := rc.response(1)
@@ -519,7 +335,7 @@ func TestBrOneWritePerResponse(t *testing.T) {
 		w.Header().Set("Grpc-Status", "0")
 	}))
 	cc := brServePacket(t, ts)
-	rc := brRaw(t, cc)
+	rc := confFrames(t, cc)
 	rc.handshake()
 	for i := uint32(1); i < 20; i += 2 {
 		before := cc.count()
@@ -586,7 +402,7 @@ func TestBrHandlerPanics(t *testing.T) {
 		}
 	}))
 	for _, p := range []string{"/abort", "/panic", "/goexit"} {
-		rc := brDialRaw(t, ts.addr)
+		rc := confDial(t, ts.addr)
 		rc.handshake()
 		rc.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", p)
 		rc.expectRST(1, http2.ErrCodeInternal)
@@ -735,7 +551,7 @@ func TestBrResponseController(t *testing.T) {
 
 func TestBrIdleTimeout(t *testing.T) {
 	ts := brStart(t, h2server.Config{IdleTimeout: 100 * time.Millisecond}, brOK())
-	rc := brDialRaw(t, ts.addr)
+	rc := confDial(t, ts.addr)
 	rc.handshake()
 	rc.headers(1, true)
 	rc.response(1)
@@ -823,7 +639,7 @@ func TestBrStreamContext(t *testing.T) {
 	}
 
 	ts := brStart(t, h2server.Config{}, h)
-	rc := brDialRaw(t, ts.addr)
+	rc := confDial(t, ts.addr)
 	rc.handshake()
 	rc.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/done")
 	if r := rc.response(1); r.status != "200" {
@@ -840,7 +656,7 @@ func TestBrStreamContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ts2 := brStartBridge(t, h2server.Config{}, &Bridge{Handler: h, BaseContext: func(*Stream) context.Context { return ctx }})
-	rc2 := brDialRaw(t, ts2.addr)
+	rc2 := confDial(t, ts2.addr)
 	rc2.handshake()
 	rc2.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/conn")
 	wait(started, "/conn: the handler did not start")
@@ -867,7 +683,7 @@ func TestBrResetBodyError(t *testing.T) {
 		_, err := r.Body.Read(make([]byte, 10))
 		res <- result{err, r.Context().Err()}
 	}))
-	rc := brDialRaw(t, ts.addr)
+	rc := confDial(t, ts.addr)
 	rc.handshake()
 	var wrongType, ctxLate error
 	for i := uint32(1); i < 200; i += 2 {

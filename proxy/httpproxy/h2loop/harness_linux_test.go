@@ -396,6 +396,11 @@ func confDial(t testing.TB, addr string) *confClient {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return confFrames(t, c)
+}
+
+// confFrames speaks frames on c, closed when the test ends.
+func confFrames(t testing.TB, c net.Conn) *confClient {
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(confTimeout))
 	rc := &confClient{t: t, c: c, fr: http2.NewFramer(c, c), settings: map[http2.SettingID]uint32{}}
