@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/h2test"
 )
 
 // Rapid reset (CVE-2023-44487): handlers running at once stay within
@@ -25,12 +27,12 @@ func TestRapidReset(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // slower than the attack, context or not
 	}))
 	before := runtime.NumGoroutine()
-	rc := dialRaw(t, ts.addr)
-	rc.handshake()
+	rc := h2test.Dial(t, ts.addr)
+	rc.Handshake()
 	goaway := make(chan *http2.GoAwayFrame, 1)
 	go func() {
 		for {
-			f, err := rc.fr.ReadFrame()
+			f, err := rc.Fr.ReadFrame()
 			if err != nil {
 				close(goaway)
 				return
@@ -41,11 +43,11 @@ func TestRapidReset(t *testing.T) {
 			}
 		}
 	}()
-	blk := rc.block(getFields...)
+	blk := rc.Block(h2test.Get...)
 	sent := 0
 	for id := uint32(1); id < 2*10000; id += 2 {
-		if rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: blk, EndStream: true, EndHeaders: true}) != nil ||
-			rc.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+		if rc.Fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: blk, EndStream: true, EndHeaders: true}) != nil ||
+			rc.Fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
 			break
 		}
 		sent++
@@ -57,7 +59,7 @@ func TestRapidReset(t *testing.T) {
 	if p := peak.Load(); p > maxStreams {
 		t.Fatalf("%d handlers at once, over %d", p, maxStreams)
 	}
-	rc.c.Close()
+	rc.C.Close()
 	deadline := time.Now().Add(testTimeout)
 	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -72,12 +74,12 @@ func TestRapidReset(t *testing.T) {
 func TestResetsWithinBounds(t *testing.T) {
 	rc := rawServer(t, Config{MaxConcurrentStreams: 100}, okHandler())
 	for id := uint32(1); id < 400; id += 2 {
-		rc.headers(id, true)
-		rc.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		rc.Headers(id, true)
+		rc.Fr.WriteRSTStream(id, http2.ErrCodeCancel)
 	}
-	rc.headers(401, true)
-	if r := rc.response(401); r.status != "200" {
-		t.Fatal(r.status)
+	rc.Headers(401, true)
+	if r := rc.Response(401); r.Status != "200" {
+		t.Fatal(r.Status)
 	}
 }
 
@@ -86,13 +88,13 @@ func TestResetsWithinBounds(t *testing.T) {
 // nothing queues up without bound; the client's writes stall.
 func TestPingFloodWithoutReading(t *testing.T) {
 	ts := startServer(t, Config{}, okHandler())
-	rc := dialRaw(t, ts.addr)
-	rc.handshake()
-	rc.c.SetWriteDeadline(time.Now().Add(3 * time.Second))
+	rc := h2test.Dial(t, ts.addr)
+	rc.Handshake()
+	rc.C.SetWriteDeadline(time.Now().Add(3 * time.Second))
 	var err error
 	sent := 0
 	for ; sent < 10000000 && err == nil; sent++ {
-		err = rc.fr.WritePing(false, [8]byte{byte(sent)})
+		err = rc.Fr.WritePing(false, [8]byte{byte(sent)})
 	}
 	if err == nil {
 		t.Fatalf("%d PINGs taken without any answer read", sent)
@@ -105,14 +107,14 @@ func TestPingFloodWithoutReading(t *testing.T) {
 func TestTooManyStreams(t *testing.T) {
 	rc := rawServer(t, Config{MaxConcurrentStreams: 3}, blockingHandler())
 	for id := uint32(1); id <= 9; id += 2 {
-		rc.headers(id, false)
+		rc.Headers(id, false)
 	}
-	rc.expectRST(7, http2.ErrCodeRefusedStream)
-	rc.expectRST(9, http2.ErrCodeRefusedStream)
+	rc.ExpectRST(7, http2.ErrCodeRefusedStream)
+	rc.ExpectRST(9, http2.ErrCodeRefusedStream)
 	for id := uint32(1); id <= 5; id += 2 {
-		rc.fr.WriteData(id, true, nil)
-		if r := rc.response(id); string(r.body) != "done" {
-			t.Fatalf("%d: %q", id, r.body)
+		rc.Fr.WriteData(id, true, nil)
+		if r := rc.Response(id); string(r.Body) != "done" {
+			t.Fatalf("%d: %q", id, r.Body)
 		}
 	}
 }

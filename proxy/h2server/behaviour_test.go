@@ -21,6 +21,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/meridian-mesh/meridian/proxy/internal/ctxwatch"
+	"github.com/meridian-mesh/meridian/proxy/internal/h2test"
 )
 
 func TestBodiesBothWays(t *testing.T) {
@@ -109,17 +110,17 @@ func TestResponseFraming(t *testing.T) {
 		w.Header().Set("Grpc-Status", "0")
 	}))
 	_ = writes
-	rc := dialRaw(t, ts.addr)
-	rc.handshake()
-	rc.headers(1, true, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/only")
-	r := rc.response(1)
-	if len(r.frames) != 1 || r.header["grpc-status"][0] != "5" {
-		t.Fatalf("trailers-only: %d frames %v", len(r.frames), r.header)
+	rc := h2test.Dial(t, ts.addr)
+	rc.Handshake()
+	rc.Headers(1, true, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/only")
+	r := rc.Response(1)
+	if len(r.Frames) != 1 || r.Header["grpc-status"][0] != "5" {
+		t.Fatalf("trailers-only: %d frames %v", len(r.Frames), r.Header)
 	}
-	rc.headers(3, true, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/call")
-	r = rc.response(3)
-	if len(r.frames) != 3 || r.trailers["grpc-status"][0] != "0" || len(r.body) != 7 {
-		t.Fatalf("unary: %d frames, trailers %v, body %d", len(r.frames), r.trailers, len(r.body))
+	rc.Headers(3, true, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/call")
+	r = rc.Response(3)
+	if len(r.Frames) != 3 || r.Trailers["grpc-status"][0] != "0" || len(r.Body) != 7 {
+		t.Fatalf("unary: %d frames, trailers %v, body %d", len(r.Frames), r.Trailers, len(r.Body))
 	}
 }
 
@@ -159,17 +160,17 @@ func TestOneWritePerResponse(t *testing.T) {
 		srv.ServeConn(context.Background(), cc)
 	}()
 	defer srv.Close()
-	rc := dialRaw(t, ln.Addr().String())
-	rc.handshake()
+	rc := h2test.Dial(t, ln.Addr().String())
+	rc.Handshake()
 	cc := <-counted
 	time.Sleep(20 * time.Millisecond) // the SETTINGS ACK is out
 	for i := uint32(1); i < 20; i += 2 {
 		before := cc.writes.Load()
-		rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: i, BlockFragment: rc.block(":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/", "content-type", "application/grpc"), EndHeaders: true})
-		rc.fr.WriteData(i, true, []byte{0, 0, 0, 0, 0})
-		r := rc.response(i)
-		if len(r.frames) != 3 {
-			t.Fatalf("%d frames", len(r.frames))
+		rc.Fr.WriteHeaders(http2.HeadersFrameParam{StreamID: i, BlockFragment: rc.Block(":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/", "content-type", "application/grpc"), EndHeaders: true})
+		rc.Fr.WriteData(i, true, []byte{0, 0, 0, 0, 0})
+		r := rc.Response(i)
+		if len(r.Frames) != 3 {
+			t.Fatalf("%d frames", len(r.Frames))
 		}
 		if n := cc.writes.Load() - before; n != 1 {
 			t.Fatalf("response %d took %d writes", i, n)
@@ -231,13 +232,13 @@ func TestHandlerPanics(t *testing.T) {
 			}
 		}))
 	for _, p := range []string{"/abort", "/panic", "/goexit"} {
-		rc := dialRaw(t, ts.addr)
-		rc.handshake()
-		rc.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", p)
-		rc.expectRST(1, http2.ErrCodeInternal)
-		rc.headers(3, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/")
-		if r := rc.response(3); r.status != "200" {
-			t.Fatal(r.status)
+		rc := h2test.Dial(t, ts.addr)
+		rc.Handshake()
+		rc.Headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", p)
+		rc.ExpectRST(1, http2.ErrCodeInternal)
+		rc.Headers(3, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/")
+		if r := rc.Response(3); r.Status != "200" {
+			t.Fatal(r.Status)
 		}
 	}
 	mu.Lock()
@@ -425,22 +426,22 @@ func TestShutdownGoAwayLastStream(t *testing.T) {
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, "done")
 	}))
-	rc := dialRaw(t, ts.addr)
-	rc.handshake()
-	rc.headers(1, false)
+	rc := h2test.Dial(t, ts.addr)
+	rc.Handshake()
+	rc.Headers(1, false)
 	<-started
 	go ts.srv.Shutdown(context.Background())
-	g := rc.expectGoAway(http2.ErrCodeNo)
+	g := rc.ExpectGoAway(http2.ErrCodeNo)
 	if g.LastStreamID != 1 {
 		t.Fatalf("last stream %d", g.LastStreamID)
 	}
-	rc.headers(3, true) // above the last: ignored
-	rc.fr.WriteData(1, true, []byte("end"))
-	if r := rc.response(1); string(r.body) != "done" {
-		t.Fatalf("%q", r.body)
+	rc.Headers(3, true) // above the last: ignored
+	rc.Fr.WriteData(1, true, []byte("end"))
+	if r := rc.Response(1); string(r.Body) != "done" {
+		t.Fatalf("%q", r.Body)
 	}
 	for {
-		f, err := rc.fr.ReadFrame()
+		f, err := rc.Fr.ReadFrame()
 		if err != nil {
 			break // closed
 		}
@@ -452,16 +453,16 @@ func TestShutdownGoAwayLastStream(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	ts := startServer(t, Config{IdleTimeout: 100 * time.Millisecond}, okHandler())
-	rc := dialRaw(t, ts.addr)
-	rc.handshake()
-	rc.headers(1, true)
-	rc.response(1)
+	rc := h2test.Dial(t, ts.addr)
+	rc.Handshake()
+	rc.Headers(1, true)
+	rc.Response(1)
 	start := time.Now()
-	rc.expectGoAway(http2.ErrCodeNo)
+	rc.ExpectGoAway(http2.ErrCodeNo)
 	if d := time.Since(start); d < 80*time.Millisecond {
 		t.Fatalf("GOAWAY after %v", d)
 	}
-	if _, err := rc.fr.ReadFrame(); err == nil {
+	if _, err := rc.Fr.ReadFrame(); err == nil {
 		t.Fatal("connection open after the idle GOAWAY")
 	}
 }
@@ -539,14 +540,14 @@ func TestStreamContextWatch(t *testing.T) {
 	}
 
 	rc := rawServer(t, Config{}, h)
-	rc.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/done")
-	if r := rc.response(1); r.status != "200" {
-		t.Fatal(r.status)
+	rc.Headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/done")
+	if r := rc.Response(1); r.Status != "200" {
+		t.Fatal(r.Status)
 	}
 	wait("/done")
-	rc.headers(3, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/reset")
+	rc.Headers(3, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/reset")
 	<-started
-	rc.fr.WriteRSTStream(3, http2.ErrCodeCancel)
+	rc.Fr.WriteRSTStream(3, http2.ErrCodeCancel)
 	<-ended
 
 	// The connection's context ends: its streams' watches run.
@@ -564,9 +565,9 @@ func TestStreamContextWatch(t *testing.T) {
 			srv.ServeConn(ctx, c)
 		}
 	}()
-	rc2 := dialRaw(t, ln.Addr().String())
-	rc2.handshake()
-	rc2.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/conn")
+	rc2 := h2test.Dial(t, ln.Addr().String())
+	rc2.Handshake()
+	rc2.Headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/conn")
 	<-started
 	cancel()
 	<-ended

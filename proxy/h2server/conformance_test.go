@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/h2test"
 )
 
 // The RFC 9113 rules, one test each, as raw frames on a real socket (in
@@ -22,14 +24,14 @@ func okHandler() http.Handler {
 	})
 }
 
-func rawServer(t *testing.T, cfg Config, h http.Handler, s ...http2.Setting) *rawClient {
+func rawServer(t *testing.T, cfg Config, h http.Handler, s ...http2.Setting) *h2test.Client {
 	t.Helper()
 	if h == nil {
 		h = okHandler()
 	}
 	ts := startServer(t, cfg, h)
-	rc := dialRaw(t, ts.addr)
-	rc.handshake(s...)
+	rc := h2test.Dial(t, ts.addr)
+	rc.Handshake(s...)
 	return rc
 }
 
@@ -41,30 +43,30 @@ func TestPrefaceAndSettings(t *testing.T) {
 		http2.SettingMaxHeaderListSize: http.DefaultMaxHeaderBytes + 320,
 	}
 	for id, v := range want {
-		if rc.settings[id] != v {
-			t.Errorf("setting %v = %d, want %d", id, rc.settings[id], v)
+		if rc.Settings[id] != v {
+			t.Errorf("setting %v = %d, want %d", id, rc.Settings[id], v)
 		}
 	}
-	rc.headers(1, true)
-	if r := rc.response(1); r.status != "200" || string(r.body) != "ok" {
+	rc.Headers(1, true)
+	if r := rc.Response(1); r.Status != "200" || string(r.Body) != "ok" {
 		t.Fatalf("%+v", r)
 	}
 }
 
 func TestBadPreface(t *testing.T) {
 	ts := startServer(t, Config{}, okHandler())
-	rc := dialRaw(t, ts.addr)
-	io.WriteString(rc.c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	rc.read() // the server's SETTINGS
-	rc.expectGoAway(http2.ErrCodeProtocol)
+	rc := h2test.Dial(t, ts.addr)
+	io.WriteString(rc.C, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	rc.Read() // the server's SETTINGS
+	rc.ExpectGoAway(http2.ErrCodeProtocol)
 }
 
 func TestFirstFrameNotSettings(t *testing.T) {
 	ts := startServer(t, Config{}, okHandler())
-	rc := dialRaw(t, ts.addr)
-	io.WriteString(rc.c, http2.ClientPreface)
-	rc.fr.WritePing(false, [8]byte{})
-	rc.expectGoAway(http2.ErrCodeProtocol)
+	rc := h2test.Dial(t, ts.addr)
+	io.WriteString(rc.C, http2.ClientPreface)
+	rc.Fr.WritePing(false, [8]byte{})
+	rc.ExpectGoAway(http2.ErrCodeProtocol)
 }
 
 // Connection errors: each frame sequence ends in GOAWAY with the code.
@@ -72,90 +74,90 @@ func TestConnectionErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		cfg  Config
-		send func(rc *rawClient)
+		send func(rc *h2test.Client)
 		code http2.ErrCode
 	}{
-		{"settings window too large", Config{}, func(rc *rawClient) {
-			rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 31})
+		{"settings window too large", Config{}, func(rc *h2test.Client) {
+			rc.Fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 31})
 		}, http2.ErrCodeFlowControl},
-		{"settings frame size too small", Config{}, func(rc *rawClient) {
-			rc.fr.WriteSettings(http2.Setting{ID: http2.SettingMaxFrameSize, Val: 100})
+		{"settings frame size too small", Config{}, func(rc *h2test.Client) {
+			rc.Fr.WriteSettings(http2.Setting{ID: http2.SettingMaxFrameSize, Val: 100})
 		}, http2.ErrCodeProtocol},
-		{"settings enable push 2", Config{}, func(rc *rawClient) {
-			rc.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 2})
+		{"settings enable push 2", Config{}, func(rc *h2test.Client) {
+			rc.Fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 2})
 		}, http2.ErrCodeProtocol},
-		{"settings ack with payload", Config{}, func(rc *rawClient) {
-			rc.fr.WriteRawFrame(http2.FrameSettings, http2.FlagSettingsAck, 0, make([]byte, 6))
+		{"settings ack with payload", Config{}, func(rc *h2test.Client) {
+			rc.Fr.WriteRawFrame(http2.FrameSettings, http2.FlagSettingsAck, 0, make([]byte, 6))
 		}, http2.ErrCodeFrameSize},
-		{"settings ack never asked", Config{}, func(rc *rawClient) {
-			rc.fr.WriteSettingsAck()
+		{"settings ack never asked", Config{}, func(rc *h2test.Client) {
+			rc.Fr.WriteSettingsAck()
 		}, http2.ErrCodeProtocol},
-		{"settings on a stream", Config{}, func(rc *rawClient) {
-			rc.fr.WriteRawFrame(http2.FrameSettings, 0, 1, nil)
+		{"settings on a stream", Config{}, func(rc *h2test.Client) {
+			rc.Fr.WriteRawFrame(http2.FrameSettings, 0, 1, nil)
 		}, http2.ErrCodeProtocol},
-		{"ping on a stream", Config{}, func(rc *rawClient) {
-			rc.fr.WriteRawFrame(http2.FramePing, 0, 1, make([]byte, 8))
+		{"ping on a stream", Config{}, func(rc *h2test.Client) {
+			rc.Fr.WriteRawFrame(http2.FramePing, 0, 1, make([]byte, 8))
 		}, http2.ErrCodeProtocol},
-		{"ping of 7 bytes", Config{}, func(rc *rawClient) {
-			rc.fr.WriteRawFrame(http2.FramePing, 0, 0, make([]byte, 7))
+		{"ping of 7 bytes", Config{}, func(rc *h2test.Client) {
+			rc.Fr.WriteRawFrame(http2.FramePing, 0, 0, make([]byte, 7))
 		}, http2.ErrCodeFrameSize},
-		{"headers on an even stream", Config{}, func(rc *rawClient) { rc.headers(2, true) }, http2.ErrCodeProtocol},
-		{"stream id going down", Config{}, func(rc *rawClient) {
-			rc.headers(5, true)
-			rc.headers(3, true)
+		{"headers on an even stream", Config{}, func(rc *h2test.Client) { rc.Headers(2, true) }, http2.ErrCodeProtocol},
+		{"stream id going down", Config{}, func(rc *h2test.Client) {
+			rc.Headers(5, true)
+			rc.Headers(3, true)
 		}, http2.ErrCodeProtocol},
-		{"data on an idle stream", Config{}, func(rc *rawClient) { rc.fr.WriteData(1, true, []byte("x")) }, http2.ErrCodeProtocol},
-		{"data on stream 0", Config{}, func(rc *rawClient) { rc.fr.WriteData(0, true, []byte("x")) }, http2.ErrCodeProtocol},
-		{"rst_stream on an idle stream", Config{}, func(rc *rawClient) { rc.fr.WriteRSTStream(1, http2.ErrCodeCancel) }, http2.ErrCodeProtocol},
-		{"rst_stream on stream 0", Config{}, func(rc *rawClient) { rc.fr.WriteRSTStream(0, http2.ErrCodeCancel) }, http2.ErrCodeProtocol},
-		{"window_update on an idle stream", Config{}, func(rc *rawClient) { rc.fr.WriteWindowUpdate(1, 10) }, http2.ErrCodeProtocol},
-		{"window_update of 0 on the connection", Config{}, func(rc *rawClient) { rc.fr.WriteWindowUpdate(0, 0) }, http2.ErrCodeProtocol},
-		{"connection window overflow", Config{}, func(rc *rawClient) { rc.fr.WriteWindowUpdate(0, 1<<31-1) }, http2.ErrCodeFlowControl},
-		{"settings window change overflows an open stream", Config{}, func(rc *rawClient) {
-			rc.headers(1, false)
-			rc.fr.WriteWindowUpdate(1, 1<<31-1-65535)
-			rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65536})
+		{"data on an idle stream", Config{}, func(rc *h2test.Client) { rc.Fr.WriteData(1, true, []byte("x")) }, http2.ErrCodeProtocol},
+		{"data on stream 0", Config{}, func(rc *h2test.Client) { rc.Fr.WriteData(0, true, []byte("x")) }, http2.ErrCodeProtocol},
+		{"rst_stream on an idle stream", Config{}, func(rc *h2test.Client) { rc.Fr.WriteRSTStream(1, http2.ErrCodeCancel) }, http2.ErrCodeProtocol},
+		{"rst_stream on stream 0", Config{}, func(rc *h2test.Client) { rc.Fr.WriteRSTStream(0, http2.ErrCodeCancel) }, http2.ErrCodeProtocol},
+		{"window_update on an idle stream", Config{}, func(rc *h2test.Client) { rc.Fr.WriteWindowUpdate(1, 10) }, http2.ErrCodeProtocol},
+		{"window_update of 0 on the connection", Config{}, func(rc *h2test.Client) { rc.Fr.WriteWindowUpdate(0, 0) }, http2.ErrCodeProtocol},
+		{"connection window overflow", Config{}, func(rc *h2test.Client) { rc.Fr.WriteWindowUpdate(0, 1<<31-1) }, http2.ErrCodeFlowControl},
+		{"settings window change overflows an open stream", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, false)
+			rc.Fr.WriteWindowUpdate(1, 1<<31-1-65535)
+			rc.Fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65536})
 		}, http2.ErrCodeFlowControl},
-		{"continuation without headers", Config{}, func(rc *rawClient) {
-			rc.fr.WriteContinuation(1, true, rc.block(getFields...))
+		{"continuation without headers", Config{}, func(rc *h2test.Client) {
+			rc.Fr.WriteContinuation(1, true, rc.Block(h2test.Get...))
 		}, http2.ErrCodeProtocol},
-		{"headers interrupted before end_headers", Config{}, func(rc *rawClient) {
-			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.block(getFields...), EndStream: true})
-			rc.fr.WritePing(false, [8]byte{})
+		{"headers interrupted before end_headers", Config{}, func(rc *h2test.Client) {
+			rc.Fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.Block(h2test.Get...), EndStream: true})
+			rc.Fr.WritePing(false, [8]byte{})
 		}, http2.ErrCodeProtocol},
-		{"push_promise from a client", Config{}, func(rc *rawClient) {
-			rc.headers(1, false)
-			rc.fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, BlockFragment: rc.block(getFields...), EndHeaders: true})
+		{"push_promise from a client", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, false)
+			rc.Fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, BlockFragment: rc.Block(h2test.Get...), EndHeaders: true})
 		}, http2.ErrCodeProtocol},
-		{"frame over max frame size", Config{MaxReadFrameSize: 16 << 10}, func(rc *rawClient) {
-			rc.headers(1, false)
-			rc.fr.WriteData(1, false, make([]byte, 16<<10+1))
+		{"frame over max frame size", Config{MaxReadFrameSize: 16 << 10}, func(rc *h2test.Client) {
+			rc.Headers(1, false)
+			rc.Fr.WriteData(1, false, make([]byte, 16<<10+1))
 		}, http2.ErrCodeFrameSize},
-		{"data over the connection window", Config{MaxReceiveBufferPerConnection: 65535, MaxReceiveBufferPerStream: 1 << 20}, func(rc *rawClient) {
-			rc.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/noread")
+		{"data over the connection window", Config{MaxReceiveBufferPerConnection: 65535, MaxReceiveBufferPerStream: 1 << 20}, func(rc *h2test.Client) {
+			rc.Headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/noread")
 			for range 4 {
-				rc.fr.WriteData(1, false, make([]byte, 16384))
+				rc.Fr.WriteData(1, false, make([]byte, 16384))
 			}
 		}, http2.ErrCodeFlowControl},
-		{"hpack table size update over the advertised", Config{MaxDecoderHeaderTableSize: 4096}, func(rc *rawClient) {
+		{"hpack table size update over the advertised", Config{MaxDecoderHeaderTableSize: 4096}, func(rc *h2test.Client) {
 			// 0x3f e1 1f: dynamic table size update to 8192 (RFC 7541 6.3).
-			blk := append([]byte{0x3f, 0xe1, 0x3f}, rc.block(getFields...)...)
-			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: blk, EndStream: true, EndHeaders: true})
+			blk := append([]byte{0x3f, 0xe1, 0x3f}, rc.Block(h2test.Get...)...)
+			rc.Fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: blk, EndStream: true, EndHeaders: true})
 		}, http2.ErrCodeCompression},
-		{"second trailers", Config{}, func(rc *rawClient) {
-			rc.headers(1, false)
-			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.block("x-a", "1"), EndStream: false, EndHeaders: true})
-			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.block("x-a", "1"), EndStream: true, EndHeaders: true})
+		{"second trailers", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, false)
+			rc.Fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.Block("x-a", "1"), EndStream: false, EndHeaders: true})
+			rc.Fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.Block("x-a", "1"), EndStream: true, EndHeaders: true})
 		}, http2.ErrCodeProtocol},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rc := rawServer(t, tc.cfg, blockingHandler())
 			tc.send(rc)
-			rc.expectGoAway(tc.code)
+			rc.ExpectGoAway(tc.code)
 			// and the connection closes
-			rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			rc.C.SetReadDeadline(time.Now().Add(5 * time.Second))
 			for {
-				if _, err := rc.fr.ReadFrame(); err != nil {
+				if _, err := rc.Fr.ReadFrame(); err != nil {
 					if strings.Contains(err.Error(), "timeout") {
 						t.Fatal("connection not closed after GOAWAY")
 					}
@@ -181,116 +183,116 @@ func blockingHandler() http.Handler {
 
 // Stream errors: RST_STREAM with the code, and the connection serves on.
 func TestStreamErrors(t *testing.T) {
-	g := getFields
+	g := h2test.Get
 	with := func(extra ...string) []string { return append(append([]string{}, g...), extra...) }
 	for _, tc := range []struct {
 		name string
 		cfg  Config
-		send func(rc *rawClient)
+		send func(rc *h2test.Client)
 		id   uint32
 		code http2.ErrCode
 	}{
-		{"uppercase field name", Config{}, func(rc *rawClient) { rc.headers(1, true, with("X-Upper", "1")...) }, 1, http2.ErrCodeProtocol},
-		{"pseudo after regular", Config{}, func(rc *rawClient) {
-			rc.headers(1, true, ":method", "GET", ":scheme", "http", "x-a", "1", ":path", "/", ":authority", "a")
+		{"uppercase field name", Config{}, func(rc *h2test.Client) { rc.Headers(1, true, with("X-Upper", "1")...) }, 1, http2.ErrCodeProtocol},
+		{"pseudo after regular", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, true, ":method", "GET", ":scheme", "http", "x-a", "1", ":path", "/", ":authority", "a")
 		}, 1, http2.ErrCodeProtocol},
-		{"pseudo twice", Config{}, func(rc *rawClient) { rc.headers(1, true, with(":path", "/again")...) }, 1, http2.ErrCodeProtocol},
-		{"unknown pseudo", Config{}, func(rc *rawClient) {
-			rc.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/", ":foo", "x")
+		{"pseudo twice", Config{}, func(rc *h2test.Client) { rc.Headers(1, true, with(":path", "/again")...) }, 1, http2.ErrCodeProtocol},
+		{"unknown pseudo", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/", ":foo", "x")
 		}, 1, http2.ErrCodeProtocol},
-		{"response pseudo in request", Config{}, func(rc *rawClient) {
-			rc.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/", ":status", "200")
+		{"response pseudo in request", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/", ":status", "200")
 		}, 1, http2.ErrCodeProtocol},
-		{"no method", Config{}, func(rc *rawClient) { rc.headers(1, true, ":scheme", "http", ":path", "/", ":authority", "a") }, 1, http2.ErrCodeProtocol},
-		{"no scheme", Config{}, func(rc *rawClient) { rc.headers(1, true, ":method", "GET", ":path", "/", ":authority", "a") }, 1, http2.ErrCodeProtocol},
-		{"no path", Config{}, func(rc *rawClient) { rc.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a") }, 1, http2.ErrCodeProtocol},
-		{"empty path", Config{}, func(rc *rawClient) {
-			rc.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "", ":authority", "a")
+		{"no method", Config{}, func(rc *h2test.Client) { rc.Headers(1, true, ":scheme", "http", ":path", "/", ":authority", "a") }, 1, http2.ErrCodeProtocol},
+		{"no scheme", Config{}, func(rc *h2test.Client) { rc.Headers(1, true, ":method", "GET", ":path", "/", ":authority", "a") }, 1, http2.ErrCodeProtocol},
+		{"no path", Config{}, func(rc *h2test.Client) { rc.Headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a") }, 1, http2.ErrCodeProtocol},
+		{"empty path", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, true, ":method", "GET", ":scheme", "http", ":path", "", ":authority", "a")
 		}, 1, http2.ErrCodeProtocol},
-		{"relative path", Config{}, func(rc *rawClient) {
-			rc.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "x", ":authority", "a")
+		{"relative path", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, true, ":method", "GET", ":scheme", "http", ":path", "x", ":authority", "a")
 		}, 1, http2.ErrCodeProtocol},
-		{"connect with a path", Config{}, func(rc *rawClient) {
-			rc.headers(1, true, ":method", "CONNECT", ":authority", "a:443", ":path", "/")
+		{"connect with a path", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, true, ":method", "CONNECT", ":authority", "a:443", ":path", "/")
 		}, 1, http2.ErrCodeProtocol},
-		{"connect without authority", Config{}, func(rc *rawClient) { rc.headers(1, true, ":method", "CONNECT") }, 1, http2.ErrCodeProtocol},
-		{"extended connect not offered", Config{}, func(rc *rawClient) {
-			rc.headers(1, true, ":method", "CONNECT", ":protocol", "websocket", ":scheme", "http", ":path", "/", ":authority", "a")
+		{"connect without authority", Config{}, func(rc *h2test.Client) { rc.Headers(1, true, ":method", "CONNECT") }, 1, http2.ErrCodeProtocol},
+		{"extended connect not offered", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, true, ":method", "CONNECT", ":protocol", "websocket", ":scheme", "http", ":path", "/", ":authority", "a")
 		}, 1, http2.ErrCodeProtocol},
-		{"host and authority differ", Config{}, func(rc *rawClient) { rc.headers(1, true, with("host", "other")...) }, 1, http2.ErrCodeProtocol},
-		{"userinfo in authority", Config{}, func(rc *rawClient) {
-			rc.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/", ":authority", "u@a")
+		{"host and authority differ", Config{}, func(rc *h2test.Client) { rc.Headers(1, true, with("host", "other")...) }, 1, http2.ErrCodeProtocol},
+		{"userinfo in authority", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/", ":authority", "u@a")
 		}, 1, http2.ErrCodeProtocol},
-		{"bad content-length", Config{}, func(rc *rawClient) { rc.headers(1, false, with("content-length", "x")...) }, 1, http2.ErrCodeProtocol},
-		{"content-length without data", Config{}, func(rc *rawClient) { rc.headers(1, true, with("content-length", "3")...) }, 1, http2.ErrCodeProtocol},
-		{"data over content-length", Config{}, func(rc *rawClient) {
-			rc.headers(1, false, with("content-length", "3")...)
-			rc.fr.WriteData(1, true, []byte("abcd"))
+		{"bad content-length", Config{}, func(rc *h2test.Client) { rc.Headers(1, false, with("content-length", "x")...) }, 1, http2.ErrCodeProtocol},
+		{"content-length without data", Config{}, func(rc *h2test.Client) { rc.Headers(1, true, with("content-length", "3")...) }, 1, http2.ErrCodeProtocol},
+		{"data over content-length", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, false, with("content-length", "3")...)
+			rc.Fr.WriteData(1, true, []byte("abcd"))
 		}, 1, http2.ErrCodeProtocol},
-		{"data after end_stream", Config{}, func(rc *rawClient) {
-			rc.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/noread")
-			rc.fr.WriteData(1, true, []byte("ab"))
-			rc.fr.WriteData(1, true, []byte("cd"))
+		{"data after end_stream", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/noread")
+			rc.Fr.WriteData(1, true, []byte("ab"))
+			rc.Fr.WriteData(1, true, []byte("cd"))
 		}, 1, http2.ErrCodeStreamClosed},
-		{"data on a closed stream", Config{}, func(rc *rawClient) {
-			rc.headers(1, true)
-			rc.response(1)
-			rc.fr.WriteData(1, true, []byte("x"))
+		{"data on a closed stream", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, true)
+			rc.Response(1)
+			rc.Fr.WriteData(1, true, []byte("x"))
 		}, 1, http2.ErrCodeStreamClosed},
-		{"headers after end_stream", Config{}, func(rc *rawClient) {
-			rc.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/noread")
-			rc.fr.WriteData(1, true, nil)
-			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.block("x-a", "1"), EndStream: true, EndHeaders: true})
+		{"headers after end_stream", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/noread")
+			rc.Fr.WriteData(1, true, nil)
+			rc.Fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.Block("x-a", "1"), EndStream: true, EndHeaders: true})
 		}, 1, http2.ErrCodeStreamClosed},
-		{"trailers without end_stream", Config{}, func(rc *rawClient) {
-			rc.headers(1, false)
-			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.block("x-a", "1"), EndHeaders: true})
+		{"trailers without end_stream", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, false)
+			rc.Fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.Block("x-a", "1"), EndHeaders: true})
 		}, 1, http2.ErrCodeProtocol},
-		{"trailers with a pseudo field", Config{}, func(rc *rawClient) {
-			rc.headers(1, false)
-			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.block(":path", "/"), EndStream: true, EndHeaders: true})
+		{"trailers with a pseudo field", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, false)
+			rc.Fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.Block(":path", "/"), EndStream: true, EndHeaders: true})
 		}, 1, http2.ErrCodeProtocol},
-		{"stream window overflow", Config{}, func(rc *rawClient) {
-			rc.headers(1, false)
-			rc.fr.WriteWindowUpdate(1, 1<<31-1)
+		{"stream window overflow", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, false)
+			rc.Fr.WriteWindowUpdate(1, 1<<31-1)
 		}, 1, http2.ErrCodeFlowControl},
-		{"stream window_update of 0", Config{}, func(rc *rawClient) {
-			rc.headers(1, false)
-			rc.fr.WriteWindowUpdate(1, 0)
+		{"stream window_update of 0", Config{}, func(rc *h2test.Client) {
+			rc.Headers(1, false)
+			rc.Fr.WriteWindowUpdate(1, 0)
 		}, 1, http2.ErrCodeProtocol},
-		{"data over the stream window", Config{MaxReceiveBufferPerStream: 16384}, func(rc *rawClient) {
-			rc.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/noread")
-			rc.fr.WriteData(1, false, make([]byte, 16384))
-			rc.fr.WriteData(1, false, make([]byte, 1))
+		{"data over the stream window", Config{MaxReceiveBufferPerStream: 16384}, func(rc *h2test.Client) {
+			rc.Headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/noread")
+			rc.Fr.WriteData(1, false, make([]byte, 16384))
+			rc.Fr.WriteData(1, false, make([]byte, 1))
 		}, 1, http2.ErrCodeFlowControl},
-		{"depends on itself (headers)", Config{}, func(rc *rawClient) {
-			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.block(getFields...), EndStream: true, EndHeaders: true,
+		{"depends on itself (headers)", Config{}, func(rc *h2test.Client) {
+			rc.Fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.Block(h2test.Get...), EndStream: true, EndHeaders: true,
 				Priority: http2.PriorityParam{StreamDep: 1, Weight: 1}})
 		}, 1, http2.ErrCodeProtocol},
-		{"depends on itself (priority)", Config{}, func(rc *rawClient) {
-			rc.fr.WritePriority(3, http2.PriorityParam{StreamDep: 3})
+		{"depends on itself (priority)", Config{}, func(rc *h2test.Client) {
+			rc.Fr.WritePriority(3, http2.PriorityParam{StreamDep: 3})
 		}, 3, http2.ErrCodeProtocol},
-		{"over max concurrent streams", Config{MaxConcurrentStreams: 2}, func(rc *rawClient) {
-			rc.headers(1, false)
-			rc.headers(3, false)
-			rc.headers(5, false)
-			rc.expectRST(5, http2.ErrCodeRefusedStream)
-			rc.fr.WriteRSTStream(1, http2.ErrCodeCancel)
-			rc.fr.WriteRSTStream(3, http2.ErrCodeCancel)
-			rc.headers(7, false)
-			rc.fr.WriteRSTStream(7, http2.ErrCodeCancel)
+		{"over max concurrent streams", Config{MaxConcurrentStreams: 2}, func(rc *h2test.Client) {
+			rc.Headers(1, false)
+			rc.Headers(3, false)
+			rc.Headers(5, false)
+			rc.ExpectRST(5, http2.ErrCodeRefusedStream)
+			rc.Fr.WriteRSTStream(1, http2.ErrCodeCancel)
+			rc.Fr.WriteRSTStream(3, http2.ErrCodeCancel)
+			rc.Headers(7, false)
+			rc.Fr.WriteRSTStream(7, http2.ErrCodeCancel)
 		}, 7, http2.ErrCodeNo},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rc := rawServer(t, tc.cfg, blockingHandler())
 			tc.send(rc)
 			if tc.code != http2.ErrCodeNo {
-				rc.expectRST(tc.id, tc.code)
+				rc.ExpectRST(tc.id, tc.code)
 			}
 			// The connection still serves.
 			id := tc.id + 10
-			rc.headers(id, true)
-			if r := rc.response(id); r.status != "200" {
+			rc.Headers(id, true)
+			if r := rc.Response(id); r.Status != "200" {
 				t.Fatalf("next stream: %+v", r)
 			}
 		})
@@ -304,17 +306,17 @@ func TestBadRequestResponses(t *testing.T) {
 		fields []string
 		status string
 	}{
-		{append(append([]string{}, getFields...), "connection", "keep-alive"), "400"},
-		{append(append([]string{}, getFields...), "transfer-encoding", "chunked"), "400"},
-		{append(append([]string{}, getFields...), "upgrade", "h2c"), "400"},
-		{append(append([]string{}, getFields...), "te", "gzip"), "400"},
-		{append(append([]string{}, getFields...), "te", "trailers"), "200"},
-		{append(append([]string{}, getFields...), "x-big1", strings.Repeat("a", 500), "x-big2", strings.Repeat("a", 500), "x-big3", strings.Repeat("a", 500)), "431"},
+		{append(append([]string{}, h2test.Get...), "connection", "keep-alive"), "400"},
+		{append(append([]string{}, h2test.Get...), "transfer-encoding", "chunked"), "400"},
+		{append(append([]string{}, h2test.Get...), "upgrade", "h2c"), "400"},
+		{append(append([]string{}, h2test.Get...), "te", "gzip"), "400"},
+		{append(append([]string{}, h2test.Get...), "te", "trailers"), "200"},
+		{append(append([]string{}, h2test.Get...), "x-big1", strings.Repeat("a", 500), "x-big2", strings.Repeat("a", 500), "x-big3", strings.Repeat("a", 500)), "431"},
 	} {
 		rc := rawServer(t, Config{MaxHeaderBytes: 1000}, okHandler())
-		rc.headers(1, true, tc.fields...)
-		if r := rc.response(1); r.status != tc.status {
-			t.Errorf("%q: status %s, want %s", tc.fields[len(tc.fields)-2], r.status, tc.status)
+		rc.Headers(1, true, tc.fields...)
+		if r := rc.Response(1); r.Status != tc.status {
+			t.Errorf("%q: status %s, want %s", tc.fields[len(tc.fields)-2], r.Status, tc.status)
 		}
 	}
 }
@@ -322,33 +324,33 @@ func TestBadRequestResponses(t *testing.T) {
 func TestPing(t *testing.T) {
 	rc := rawServer(t, Config{}, nil)
 	data := [8]byte{1, 2, 3, 4, 5, 6, 7, 8}
-	rc.fr.WritePing(false, data)
-	rc.fr.WritePing(true, [8]byte{9}) // an ACK: not answered
-	p, ok := rc.read().(*http2.PingFrame)
+	rc.Fr.WritePing(false, data)
+	rc.Fr.WritePing(true, [8]byte{9}) // an ACK: not answered
+	p, ok := rc.Read().(*http2.PingFrame)
 	if !ok || !p.IsAck() || p.Data != data {
 		t.Fatalf("%v", p)
 	}
-	rc.headers(1, true)
-	if r := rc.response(1); r.status != "200" {
-		t.Fatal(r.status)
+	rc.Headers(1, true)
+	if r := rc.Response(1); r.Status != "200" {
+		t.Fatal(r.Status)
 	}
 }
 
 func TestPriorityAndUnknownFramesIgnored(t *testing.T) {
 	rc := rawServer(t, Config{}, nil)
-	rc.fr.WritePriority(5, http2.PriorityParam{StreamDep: 3, Weight: 10}) // on an idle stream: allowed
-	rc.fr.WriteRawFrame(0xfa, 0, 0, []byte("extension"))
-	rc.fr.WriteRawFrame(0xfa, 0, 1, []byte("extension"))
-	rc.headers(7, true)
-	if r := rc.response(7); r.status != "200" {
-		t.Fatal(r.status)
+	rc.Fr.WritePriority(5, http2.PriorityParam{StreamDep: 3, Weight: 10}) // on an idle stream: allowed
+	rc.Fr.WriteRawFrame(0xfa, 0, 0, []byte("extension"))
+	rc.Fr.WriteRawFrame(0xfa, 0, 1, []byte("extension"))
+	rc.Headers(7, true)
+	if r := rc.Response(7); r.Status != "200" {
+		t.Fatal(r.Status)
 	}
-	rc.fr.WritePriority(7, http2.PriorityParam{StreamDep: 0, Weight: 10}) // on a closed stream
-	rc.fr.WriteRSTStream(7, http2.ErrCodeCancel)                          // on a closed stream: ignored
-	rc.fr.WriteWindowUpdate(7, 100)                                       // on a closed stream: allowed
-	rc.headers(9, true)
-	if r := rc.response(9); r.status != "200" {
-		t.Fatal(r.status)
+	rc.Fr.WritePriority(7, http2.PriorityParam{StreamDep: 0, Weight: 10}) // on a closed stream
+	rc.Fr.WriteRSTStream(7, http2.ErrCodeCancel)                          // on a closed stream: ignored
+	rc.Fr.WriteWindowUpdate(7, 100)                                       // on a closed stream: allowed
+	rc.Headers(9, true)
+	if r := rc.Response(9); r.Status != "200" {
+		t.Fatal(r.Status)
 	}
 }
 
@@ -357,12 +359,12 @@ func TestHeadersWithContinuation(t *testing.T) {
 		io.WriteString(w, r.Header.Get("X-Long"))
 	}))
 	long := strings.Repeat("v", 40000)
-	blk := rc.block(append(append([]string{}, getFields...), "x-long", long)...)
-	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: blk[:10000], EndStream: true})
-	rc.fr.WriteContinuation(1, false, blk[10000:20000])
-	rc.fr.WriteContinuation(1, true, blk[20000:])
-	if r := rc.response(1); string(r.body) != long {
-		t.Fatalf("body of %d bytes", len(r.body))
+	blk := rc.Block(append(append([]string{}, h2test.Get...), "x-long", long)...)
+	rc.Fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: blk[:10000], EndStream: true})
+	rc.Fr.WriteContinuation(1, false, blk[10000:20000])
+	rc.Fr.WriteContinuation(1, true, blk[20000:])
+	if r := rc.Response(1); string(r.Body) != long {
+		t.Fatalf("body of %d bytes", len(r.Body))
 	}
 }
 
@@ -371,20 +373,20 @@ func TestHeadersWithContinuation(t *testing.T) {
 func TestContinuationFlood(t *testing.T) {
 	var served atomic.Int32
 	rc := rawServer(t, Config{MaxHeaderBytes: 16 << 10}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { served.Add(1) }))
-	blk := rc.block(getFields...)
-	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: blk})
-	one := rc.block("x-flood", strings.Repeat("f", 1000))
+	blk := rc.Block(h2test.Get...)
+	rc.Fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: blk})
+	one := rc.Block("x-flood", strings.Repeat("f", 1000))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for i := 0; i < 100000; i++ {
-			if rc.fr.WriteContinuation(1, false, one) != nil {
+			if rc.Fr.WriteContinuation(1, false, one) != nil {
 				return
 			}
 		}
 	}()
-	rc.expectGoAway(http2.ErrCodeProtocol)
-	rc.c.Close()
+	rc.ExpectGoAway(http2.ErrCodeProtocol)
+	rc.C.Close()
 	<-done
 	if served.Load() != 0 {
 		t.Fatal("a handler ran")
@@ -397,8 +399,8 @@ func TestContentLengthShort(t *testing.T) {
 		_, err := io.ReadAll(r.Body)
 		got <- err
 	}))
-	rc.headers(1, false, append(append([]string{}, getFields...), "content-length", "10")...)
-	rc.fr.WriteData(1, true, []byte("abc"))
+	rc.Headers(1, false, append(append([]string{}, h2test.Get...), "content-length", "10")...)
+	rc.Fr.WriteData(1, true, []byte("abc"))
 	if err := <-got; err == nil || !strings.Contains(err.Error(), "Content-Length of 10") {
 		t.Fatalf("body error %v", err)
 	}
@@ -418,13 +420,13 @@ func TestBodyEOFWithLastBytes(t *testing.T) {
 		n, err := r.Body.Read(buf)
 		got <- res{n, err}
 	}))
-	rc.headers(1, false, append(append([]string{}, getFields...), "content-type", "application/grpc")...)
-	rc.fr.WriteData(1, false, []byte("hello"))
-	rc.fr.WriteData(1, true, []byte(" world"))
+	rc.Headers(1, false, append(append([]string{}, h2test.Get...), "content-type", "application/grpc")...)
+	rc.Fr.WriteData(1, false, []byte("hello"))
+	rc.Fr.WriteData(1, true, []byte(" world"))
 	if r := <-got; r.n != 11 || r.err != io.EOF {
 		t.Fatalf("Read = %d, %v; want 11, EOF", r.n, r.err)
 	}
-	rc.response(1)
+	rc.Response(1)
 }
 
 // SETTINGS_INITIAL_WINDOW_SIZE: a response waits for the client's
@@ -433,10 +435,10 @@ func TestInitialWindowSizeChange(t *testing.T) {
 	body := bytes.Repeat([]byte("0123456789"), 10)
 	rc := rawServer(t, Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }),
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: 10})
-	rc.headers(1, true)
+	rc.Headers(1, true)
 	var got []byte
 	for len(got) < 10 {
-		switch f := rc.read().(type) {
+		switch f := rc.Read().(type) {
 		case *http2.DataFrame:
 			got = append(got, f.Data()...)
 		}
@@ -444,16 +446,16 @@ func TestInitialWindowSizeChange(t *testing.T) {
 	if len(got) != 10 {
 		t.Fatalf("%d bytes sent over a window of 10", len(got))
 	}
-	rc.c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-	if f, err := rc.fr.ReadFrame(); err == nil {
+	rc.C.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if f, err := rc.Fr.ReadFrame(); err == nil {
 		if d, ok := f.(*http2.DataFrame); ok && len(d.Data()) > 0 {
 			t.Fatalf("DATA beyond the window: %v", f)
 		}
 	}
-	rc.c.SetReadDeadline(time.Now().Add(testTimeout))
-	rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1000})
+	rc.C.SetReadDeadline(time.Now().Add(testTimeout))
+	rc.Fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1000})
 	for len(got) < 100 {
-		switch f := rc.read().(type) {
+		switch f := rc.Read().(type) {
 		case *http2.DataFrame:
 			got = append(got, f.Data()...)
 		}
@@ -469,20 +471,20 @@ func TestConnectionSendWindow(t *testing.T) {
 	body := bytes.Repeat([]byte("x"), 100000)
 	rc := rawServer(t, Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }),
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
-	rc.headers(1, true)
+	rc.Headers(1, true)
 	n := 0
 	for n < 65535 {
-		if d, ok := rc.read().(*http2.DataFrame); ok {
+		if d, ok := rc.Read().(*http2.DataFrame); ok {
 			n += len(d.Data())
 		}
 	}
 	if n != 65535 {
 		t.Fatalf("%d bytes over a connection window of 65535", n)
 	}
-	rc.fr.WriteWindowUpdate(0, 100000)
-	r := rc.response(1)
-	if n+len(r.body) != len(body) {
-		t.Fatalf("%d bytes", n+len(r.body))
+	rc.Fr.WriteWindowUpdate(0, 100000)
+	r := rc.Response(1)
+	if n+len(r.Body) != len(body) {
+		t.Fatalf("%d bytes", n+len(r.Body))
 	}
 }
 
@@ -493,13 +495,13 @@ func TestReceiveWindowReplenished(t *testing.T) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		io.WriteString(w, strings.Repeat("y", int(n%7)))
 	}))
-	rc.headers(1, false)
+	rc.Headers(1, false)
 	connWin, streamWin := 65535, 65535
 	sent := 0
 	for sent < size {
 		n := min(16384, connWin, streamWin, size-sent)
 		if n == 0 {
-			f := rc.read()
+			f := rc.Read()
 			if wu, ok := f.(*http2.WindowUpdateFrame); ok {
 				if wu.StreamID == 0 {
 					connWin += int(wu.Increment)
@@ -509,13 +511,13 @@ func TestReceiveWindowReplenished(t *testing.T) {
 			}
 			continue
 		}
-		rc.fr.WriteData(1, sent+n == size, make([]byte, n))
+		rc.Fr.WriteData(1, sent+n == size, make([]byte, n))
 		sent += n
 		connWin -= n
 		streamWin -= n
 	}
-	if r := rc.response(1); r.status != "200" {
-		t.Fatal(r.status)
+	if r := rc.Response(1); r.Status != "200" {
+		t.Fatal(r.Status)
 	}
 }
 
@@ -530,28 +532,28 @@ func TestResetCancelsHandler(t *testing.T) {
 		<-r.Context().Done()
 		close(cancelled)
 	}))
-	rc.headers(1, true)
+	rc.Headers(1, true)
 	<-started
-	rc.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	rc.Fr.WriteRSTStream(1, http2.ErrCodeCancel)
 	select {
 	case <-cancelled:
 	case <-time.After(testTimeout):
 		t.Fatal("handler's context not cancelled")
 	}
 	// frames on the reset stream are ignored or refused, the rest served
-	rc.fr.WriteWindowUpdate(1, 10)
-	rc.headers(3, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/next")
-	if r := rc.response(3); r.status != "200" {
-		t.Fatal(r.status)
+	rc.Fr.WriteWindowUpdate(1, 10)
+	rc.Headers(3, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/next")
+	if r := rc.Response(3); r.Status != "200" {
+		t.Fatal(r.Status)
 	}
 }
 
 func TestClientGoAway(t *testing.T) {
 	rc := rawServer(t, Config{}, nil)
-	rc.headers(1, true)
-	rc.response(1)
-	rc.fr.WriteGoAway(1, http2.ErrCodeNo, nil)
-	g := rc.expectGoAway(http2.ErrCodeNo)
+	rc.Headers(1, true)
+	rc.Response(1)
+	rc.Fr.WriteGoAway(1, http2.ErrCodeNo, nil)
+	g := rc.ExpectGoAway(http2.ErrCodeNo)
 	if g.LastStreamID != 1 {
 		t.Fatalf("last stream %d", g.LastStreamID)
 	}

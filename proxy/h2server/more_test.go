@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/h2test"
 )
 
 // oldTLS claims a TLS 1.1 connection.
@@ -43,11 +45,11 @@ func TestTLSVersionTooOld(t *testing.T) {
 
 func TestPrefaceTimeout(t *testing.T) {
 	ts := startServer(t, Config{PrefaceTimeout: 100 * time.Millisecond}, okHandler())
-	rc := dialRaw(t, ts.addr)
-	rc.read() // SETTINGS
+	rc := h2test.Dial(t, ts.addr)
+	rc.Read() // SETTINGS
 	start := time.Now()
 	for {
-		if _, err := rc.fr.ReadFrame(); err != nil {
+		if _, err := rc.Fr.ReadFrame(); err != nil {
 			break
 		}
 	}
@@ -63,11 +65,11 @@ func TestClientHeaderTableSize(t *testing.T) {
 		w.Header().Set("X-Repeated", "the same value every time")
 		io.WriteString(w, "ok")
 	}), http2.Setting{ID: http2.SettingHeaderTableSize, Val: 0})
-	rc.fr.ReadMetaHeaders.SetAllowedMaxDynamicTableSize(0)
+	rc.Fr.ReadMetaHeaders.SetAllowedMaxDynamicTableSize(0)
 	for id := uint32(1); id < 8; id += 2 {
-		rc.headers(id, true)
-		if r := rc.response(id); r.header["x-repeated"][0] != "the same value every time" {
-			t.Fatalf("%v", r.header)
+		rc.Headers(id, true)
+		if r := rc.Response(id); r.Header["x-repeated"][0] != "the same value every time" {
+			t.Fatalf("%v", r.Header)
 		}
 	}
 }
@@ -76,10 +78,10 @@ func TestHeadResponse(t *testing.T) {
 	rc := rawServer(t, Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "twelve bytes")
 	}))
-	rc.headers(1, true, ":method", "HEAD", ":scheme", "http", ":authority", "a", ":path", "/")
-	r := rc.response(1)
-	if len(r.frames) != 1 || len(r.body) != 0 || r.header["content-length"][0] != "12" {
-		t.Fatalf("%d frames, body %q, %v", len(r.frames), r.body, r.header)
+	rc.Headers(1, true, ":method", "HEAD", ":scheme", "http", ":authority", "a", ":path", "/")
+	r := rc.Response(1)
+	if len(r.Frames) != 1 || len(r.Body) != 0 || r.Header["content-length"][0] != "12" {
+		t.Fatalf("%d frames, body %q, %v", len(r.Frames), r.Body, r.Header)
 	}
 }
 
@@ -87,17 +89,17 @@ func TestHeadResponse(t *testing.T) {
 // (its connection window given back), the rest ignored.
 func TestFramesAfterClientReset(t *testing.T) {
 	rc := rawServer(t, Config{MaxReceiveBufferPerConnection: 65535}, blockingHandler())
-	rc.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/noread")
-	rc.fr.WriteRSTStream(1, http2.ErrCodeCancel)
-	rc.fr.WritePriority(1, http2.PriorityParam{StreamDep: 0, Weight: 1})
-	rc.fr.WriteWindowUpdate(1, 5)
-	rc.fr.WriteData(1, false, make([]byte, 60000))
-	rc.expectRST(1, http2.ErrCodeStreamClosed)
+	rc.Headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/noread")
+	rc.Fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	rc.Fr.WritePriority(1, http2.PriorityParam{StreamDep: 0, Weight: 1})
+	rc.Fr.WriteWindowUpdate(1, 5)
+	rc.Fr.WriteData(1, false, make([]byte, 60000))
+	rc.ExpectRST(1, http2.ErrCodeStreamClosed)
 	// the connection's window came back: a full window's worth goes through
-	rc.headers(3, false)
-	rc.fr.WriteData(3, true, make([]byte, 60000))
-	if r := rc.response(3); string(r.body) != "done" {
-		t.Fatalf("%q", r.body)
+	rc.Headers(3, false)
+	rc.Fr.WriteData(3, true, make([]byte, 60000))
+	if r := rc.Response(3); string(r.Body) != "done" {
+		t.Fatalf("%q", r.Body)
 	}
 }
 

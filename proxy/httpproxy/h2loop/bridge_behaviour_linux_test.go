@@ -24,6 +24,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/proxy/h2server"
 	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
+	"github.com/meridian-mesh/meridian/proxy/internal/h2test"
 )
 
 // proxy/h2server's behaviour_test.go (and the part of its harness_test.go
@@ -253,17 +254,17 @@ func TestBrResponseFraming(t *testing.T) {
 		w.Write([]byte{0, 0, 0, 0, 2, 8, 1})
 		w.Header().Set("Grpc-Status", "0")
 	}))
-	rc := confDial(t, ts.addr)
-	rc.handshake()
-	rc.headers(1, true, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/only")
-	r := rc.response(1)
-	if len(r.frames) != 1 || r.header["grpc-status"][0] != "5" {
-		t.Fatalf("trailers-only: %d frames %v", len(r.frames), r.header)
+	rc := h2test.Dial(t, ts.addr)
+	rc.Handshake()
+	rc.Headers(1, true, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/only")
+	r := rc.Response(1)
+	if len(r.Frames) != 1 || r.Header["grpc-status"][0] != "5" {
+		t.Fatalf("trailers-only: %d frames %v", len(r.Frames), r.Header)
 	}
-	rc.headers(3, true, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/call")
-	r = rc.response(3)
-	if len(r.frames) != 3 || r.trailers["grpc-status"][0] != "0" || len(r.body) != 7 {
-		t.Fatalf("unary: %d frames, trailers %v, body %d", len(r.frames), r.trailers, len(r.body))
+	rc.Headers(3, true, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/call")
+	r = rc.Response(3)
+	if len(r.Frames) != 3 || r.Trailers["grpc-status"][0] != "0" || len(r.Body) != 7 {
+		t.Fatalf("unary: %d frames, trailers %v, body %d", len(r.Frames), r.Trailers, len(r.Body))
 	}
 }
 
@@ -335,15 +336,15 @@ func TestBrOneWritePerResponse(t *testing.T) {
 		w.Header().Set("Grpc-Status", "0")
 	}))
 	cc := brServePacket(t, ts)
-	rc := confFrames(t, cc)
-	rc.handshake()
+	rc := h2test.Frames(t, cc)
+	rc.Handshake()
 	for i := uint32(1); i < 20; i += 2 {
 		before := cc.count()
-		rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: i, BlockFragment: rc.block(":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/", "content-type", "application/grpc"), EndHeaders: true})
-		rc.fr.WriteData(i, true, []byte{0, 0, 0, 0, 0})
-		r := rc.response(i)
-		if len(r.frames) != 3 {
-			t.Fatalf("%d frames", len(r.frames))
+		rc.Fr.WriteHeaders(http2.HeadersFrameParam{StreamID: i, BlockFragment: rc.Block(":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/", "content-type", "application/grpc"), EndHeaders: true})
+		rc.Fr.WriteData(i, true, []byte{0, 0, 0, 0, 0})
+		r := rc.Response(i)
+		if len(r.Frames) != 3 {
+			t.Fatalf("%d frames", len(r.Frames))
 		}
 		if n := cc.count() - before; n != 1 {
 			t.Fatalf("response %d took %d writes", i, n)
@@ -402,13 +403,13 @@ func TestBrHandlerPanics(t *testing.T) {
 		}
 	}))
 	for _, p := range []string{"/abort", "/panic", "/goexit"} {
-		rc := confDial(t, ts.addr)
-		rc.handshake()
-		rc.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", p)
-		rc.expectRST(1, http2.ErrCodeInternal)
-		rc.headers(3, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/")
-		if r := rc.response(3); r.status != "200" {
-			t.Fatal(r.status)
+		rc := h2test.Dial(t, ts.addr)
+		rc.Handshake()
+		rc.Headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", p)
+		rc.ExpectRST(1, http2.ErrCodeInternal)
+		rc.Headers(3, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/")
+		if r := rc.Response(3); r.Status != "200" {
+			t.Fatal(r.Status)
 		}
 	}
 	if s := ts.log.String(); !strings.Contains(s, "boom") || strings.Contains(s, "abort") {
@@ -551,16 +552,16 @@ func TestBrResponseController(t *testing.T) {
 
 func TestBrIdleTimeout(t *testing.T) {
 	ts := brStart(t, h2server.Config{IdleTimeout: 100 * time.Millisecond}, brOK())
-	rc := confDial(t, ts.addr)
-	rc.handshake()
-	rc.headers(1, true)
-	rc.response(1)
+	rc := h2test.Dial(t, ts.addr)
+	rc.Handshake()
+	rc.Headers(1, true)
+	rc.Response(1)
 	start := time.Now()
-	rc.expectGoAway(http2.ErrCodeNo)
+	rc.ExpectGoAway(http2.ErrCodeNo)
 	if d := time.Since(start); d < 80*time.Millisecond {
 		t.Fatalf("GOAWAY after %v", d)
 	}
-	if _, err := rc.fr.ReadFrame(); err == nil {
+	if _, err := rc.Fr.ReadFrame(); err == nil {
 		t.Fatal("connection open after the idle GOAWAY")
 	}
 }
@@ -639,16 +640,16 @@ func TestBrStreamContext(t *testing.T) {
 	}
 
 	ts := brStart(t, h2server.Config{}, h)
-	rc := confDial(t, ts.addr)
-	rc.handshake()
-	rc.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/done")
-	if r := rc.response(1); r.status != "200" {
-		t.Fatal(r.status)
+	rc := h2test.Dial(t, ts.addr)
+	rc.Handshake()
+	rc.Headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/done")
+	if r := rc.Response(1); r.Status != "200" {
+		t.Fatal(r.Status)
 	}
 	waitEnded("/done")
-	rc.headers(3, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/reset")
+	rc.Headers(3, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/reset")
 	wait(started, "/reset: the handler did not start")
-	rc.fr.WriteRSTStream(3, http2.ErrCodeCancel)
+	rc.Fr.WriteRSTStream(3, http2.ErrCodeCancel)
 	waitEnded("/reset")
 	wait(returned, "/reset: the handler did not return")
 
@@ -656,9 +657,9 @@ func TestBrStreamContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ts2 := brStartBridge(t, h2server.Config{}, &Bridge{Handler: h, BaseContext: func(*Stream) context.Context { return ctx }})
-	rc2 := confDial(t, ts2.addr)
-	rc2.handshake()
-	rc2.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/conn")
+	rc2 := h2test.Dial(t, ts2.addr)
+	rc2.Handshake()
+	rc2.Headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/conn")
 	wait(started, "/conn: the handler did not start")
 	cancel()
 	waitEnded("/conn")
@@ -683,11 +684,11 @@ func TestBrResetBodyError(t *testing.T) {
 		_, err := r.Body.Read(make([]byte, 10))
 		res <- result{err, r.Context().Err()}
 	}))
-	rc := confDial(t, ts.addr)
-	rc.handshake()
+	rc := h2test.Dial(t, ts.addr)
+	rc.Handshake()
 	var wrongType, ctxLate error
 	for i := uint32(1); i < 200; i += 2 {
-		rc.headers(i, false)
+		rc.Headers(i, false)
 		select {
 		case <-started:
 		case <-time.After(brTimeout):
@@ -696,7 +697,7 @@ func TestBrResetBodyError(t *testing.T) {
 		if i%4 == 1 {
 			time.Sleep(100 * time.Microsecond) // the handler in its read, or not yet
 		}
-		if err := rc.fr.WriteRSTStream(i, http2.ErrCodeCancel); err != nil {
+		if err := rc.Fr.WriteRSTStream(i, http2.ErrCodeCancel); err != nil {
 			t.Fatal(err)
 		}
 		var r result

@@ -5,10 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -17,12 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"golang.org/x/sys/unix"
 
 	"github.com/meridian-mesh/meridian/proxy/h2server"
 	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
+	"github.com/meridian-mesh/meridian/proxy/internal/h2test"
 )
 
 // The conformance tests' harness: a Server on a loop of its own behind a
@@ -124,10 +121,10 @@ func (cs *confServer) closeClients() {
 }
 
 // dial is a client of cs.
-func (cs *confServer) dial(t testing.TB) *confClient {
+func (cs *confServer) dial(t testing.TB) *h2test.Client {
 	t.Helper()
-	rc := confDial(t, cs.addr)
-	cs.addClient(rc.c)
+	rc := h2test.Dial(t, cs.addr)
+	cs.addClient(rc.C)
 	return rc
 }
 
@@ -373,216 +370,5 @@ func (h *confHandler) waitLetGo(t testing.TB) {
 			t.Fatalf("the handler still holds %d streams", h.held.Load())
 		}
 		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// confClient speaks raw frames to the server.
-type confClient struct {
-	t    testing.TB
-	c    net.Conn
-	fr   *http2.Framer
-	enc  *hpack.Encoder
-	hbuf bytes.Buffer
-	// wmu serializes the writes of a test that writes from two
-	// goroutines (the Framer's writes share a buffer).
-	wmu sync.Mutex
-	// the server's settings
-	settings map[http2.SettingID]uint32
-}
-
-func confDial(t testing.TB, addr string) *confClient {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, confTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return confFrames(t, c)
-}
-
-// confFrames speaks frames on c, closed when the test ends.
-func confFrames(t testing.TB, c net.Conn) *confClient {
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(confTimeout))
-	rc := &confClient{t: t, c: c, fr: http2.NewFramer(c, c), settings: map[http2.SettingID]uint32{}}
-	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	rc.fr.AllowIllegalWrites = true
-	rc.fr.SetMaxReadFrameSize(1 << 24)
-	rc.enc = hpack.NewEncoder(&rc.hbuf)
-	return rc
-}
-
-// handshake sends the preface and SETTINGS (with extra settings), reads
-// the server's SETTINGS and acknowledges them, and skips the server's
-// connection WINDOW_UPDATE and SETTINGS ACK.
-func (rc *confClient) handshake(s ...http2.Setting) {
-	rc.t.Helper()
-	if _, err := io.WriteString(rc.c, http2.ClientPreface); err != nil {
-		rc.t.Fatal(err)
-	}
-	if err := rc.fr.WriteSettings(s...); err != nil {
-		rc.t.Fatal(err)
-	}
-	f := rc.read()
-	sf, ok := f.(*http2.SettingsFrame)
-	if !ok || sf.IsAck() {
-		rc.t.Fatalf("first frame %v, want SETTINGS", f)
-	}
-	sf.ForeachSetting(func(s http2.Setting) error { rc.settings[s.ID] = s.Val; return nil })
-	if err := rc.fr.WriteSettingsAck(); err != nil {
-		rc.t.Fatal(err)
-	}
-	for gotAck := false; !gotAck; {
-		switch f := rc.read().(type) {
-		case *http2.SettingsFrame:
-			gotAck = f.IsAck()
-		case *http2.WindowUpdateFrame:
-			if f.StreamID != 0 {
-				rc.t.Fatalf("stream WINDOW_UPDATE before any stream: %v", f)
-			}
-		default:
-			rc.t.Fatalf("unexpected %v during the handshake", f)
-		}
-	}
-}
-
-func (rc *confClient) read() http2.Frame {
-	rc.t.Helper()
-	f, err := rc.fr.ReadFrame()
-	if err != nil {
-		rc.t.Fatalf("read frame: %v", err)
-	}
-	return f
-}
-
-func (rc *confClient) block(fields ...string) []byte {
-	rc.hbuf.Reset()
-	for i := 0; i+1 < len(fields); i += 2 {
-		rc.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-	}
-	return bytes.Clone(rc.hbuf.Bytes())
-}
-
-var confGet = []string{":method", "GET", ":scheme", "http", ":authority", "example.test", ":path", "/"}
-
-// confReq is a request's fields for path (and method), extra fields after.
-func confReq(method, path string, extra ...string) []string {
-	return append([]string{":method", method, ":scheme", "http", ":authority", "example.test", ":path", path}, extra...)
-}
-
-func (rc *confClient) headers(id uint32, endStream bool, fields ...string) {
-	rc.t.Helper()
-	if len(fields) == 0 {
-		fields = confGet
-	}
-	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.block(fields...), EndStream: endStream, EndHeaders: true}); err != nil {
-		rc.t.Fatal(err)
-	}
-}
-
-// expectGoAway reads until a GOAWAY and checks its code.
-func (rc *confClient) expectGoAway(code http2.ErrCode) *http2.GoAwayFrame {
-	rc.t.Helper()
-	for {
-		f, err := rc.fr.ReadFrame()
-		if err != nil {
-			rc.t.Fatalf("want GOAWAY %v, read: %v", code, err)
-		}
-		if g, ok := f.(*http2.GoAwayFrame); ok {
-			if g.ErrCode != code {
-				rc.t.Fatalf("GOAWAY %v, want %v", g.ErrCode, code)
-			}
-			return g
-		}
-	}
-}
-
-// expectClosed reads (discarding) until the server closes the connection,
-// within 5 s.
-func (rc *confClient) expectClosed() {
-	rc.t.Helper()
-	rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		if _, err := rc.fr.ReadFrame(); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				rc.t.Fatal("connection not closed")
-			}
-			return
-		}
-	}
-}
-
-// expectRST reads until RST_STREAM on id and checks its code (a GOAWAY
-// first fails).
-func (rc *confClient) expectRST(id uint32, code http2.ErrCode) {
-	rc.t.Helper()
-	for {
-		f, err := rc.fr.ReadFrame()
-		if err != nil {
-			rc.t.Fatalf("want RST_STREAM %d %v, read: %v", id, code, err)
-		}
-		switch f := f.(type) {
-		case *http2.RSTStreamFrame:
-			if f.StreamID == id {
-				if f.ErrCode != code {
-					rc.t.Fatalf("RST_STREAM %d %v, want %v", id, f.ErrCode, code)
-				}
-				return
-			}
-		case *http2.GoAwayFrame:
-			rc.t.Fatalf("GOAWAY %v (%q), want RST_STREAM %d %v", f.ErrCode, f.DebugData(), id, code)
-		}
-	}
-}
-
-// confResponse is a stream's response: status, header, body, trailers.
-type confResponse struct {
-	status   string
-	header   map[string][]string
-	body     []byte
-	trailers map[string][]string
-	frames   []http2.Frame
-}
-
-// response reads stream id's response (other streams' frames skipped; a
-// GOAWAY or the stream's RST_STREAM fails).
-func (rc *confClient) response(id uint32) *confResponse {
-	rc.t.Helper()
-	r := &confResponse{header: map[string][]string{}}
-	for {
-		f, err := rc.fr.ReadFrame()
-		if err != nil {
-			rc.t.Fatalf("response %d: %v", id, err)
-		}
-		if f.Header().StreamID != id {
-			if g, ok := f.(*http2.GoAwayFrame); ok {
-				rc.t.Fatalf("GOAWAY %v while reading %d", g.ErrCode, id)
-			}
-			continue
-		}
-		r.frames = append(r.frames, f)
-		switch f := f.(type) {
-		case *http2.MetaHeadersFrame:
-			if r.status == "" || (len(r.status) == 3 && r.status[0] == '1' && f.PseudoValue("status") != "") {
-				r.status = f.PseudoValue("status")
-				for _, hf := range f.RegularFields() {
-					r.header[hf.Name] = append(r.header[hf.Name], hf.Value)
-				}
-			} else {
-				r.trailers = map[string][]string{}
-				for _, hf := range f.RegularFields() {
-					r.trailers[hf.Name] = append(r.trailers[hf.Name], hf.Value)
-				}
-			}
-			if f.StreamEnded() {
-				return r
-			}
-		case *http2.DataFrame:
-			r.body = append(r.body, bytes.Clone(f.Data())...)
-			if f.StreamEnded() {
-				return r
-			}
-		case *http2.RSTStreamFrame:
-			rc.t.Fatalf("stream %d reset: %v", id, f.ErrCode)
-		}
 	}
 }
