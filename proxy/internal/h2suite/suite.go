@@ -1,4 +1,9 @@
-package h2test
+// Package h2suite is the tests both of the proxy's HTTP/2 servers pass:
+// proxy/h2server's, and proxy/httpproxy/h2loop's with its Bridge on an
+// event loop. Each suite (Run...) takes a Start that serves a handler on
+// loopback; the servers' test packages run them (h2server's from an
+// external test package: this one imports it). Only tests import it.
+package h2suite
 
 import (
 	"net/http"
