@@ -6,6 +6,7 @@
 package h2suite
 
 import (
+	"net"
 	"net/http"
 	"testing"
 
@@ -19,8 +20,31 @@ type Target struct {
 	// Addr is the listener's address (HTTP/2 with prior knowledge).
 	Addr string
 	// Shutdown drains the server as its Shutdown does: GOAWAY, the open
-	// streams run to their end, then the connections close.
+	// streams run to their end, then the connections close. It returns
+	// once they have all closed (as h2server's Shutdown does), so a test
+	// with a stream open calls it on a goroutine of its own.
 	Shutdown func()
+
+	// The rest is what RunBehaviour needs to see of a server beyond what
+	// a client sees: a Start for RunBehaviour sets all of it.
+
+	// Log is what the server has logged so far (h2server's
+	// Config.ErrorLog, h2loop's Logf, its Bridge's Logf): a handler's
+	// panic is logged, an http.ErrAbortHandler is not. Start keeps it
+	// from the process's log.
+	Log func() string
+	// DialCounting connects a client to the server and returns the
+	// client's end with a count of the writes (system calls) the server
+	// has made on that connection so far: a small response must leave in
+	// one. The connection is closed when the test ends.
+	DialCounting func(t testing.TB) (c net.Conn, writes func() int)
+	// EndContext ends the context the server's requests' contexts derive
+	// from (what h2server's ServeConn is given, the Bridge's BaseContext):
+	// the handlers running see theirs end.
+	EndContext func()
+	// ErrHandlerComplete is the error (errors.Is) a request body's Read
+	// gives once its handler has returned.
+	ErrHandlerComplete error
 }
 
 // Start serves h with cfg's limits until the test ends. The suites

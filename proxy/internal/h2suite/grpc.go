@@ -1,4 +1,4 @@
-package h2server
+package h2suite
 
 import (
 	"context"
@@ -14,13 +14,32 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/meridian-mesh/meridian/proxy/h2server"
+	"github.com/meridian-mesh/meridian/proxy/internal/h2test"
 )
 
-// testService is grpc-go's interop TestService, served by grpc.Server's
-// ServeHTTP on this package's server.
+// RunGRPC runs, as subtests, grpc-go's client against its interop
+// TestService served by grpc.Server's ServeHTTP as the server's handler:
+// unary and streaming calls, cancellation, deadlines.
+func RunGRPC(t *testing.T, start Start) {
+	for _, tc := range []struct {
+		name string
+		run  func(*testing.T, Start)
+	}{
+		{"GRPCUnary", grpcUnary},
+		{"GRPCStreaming", grpcStreaming},
+		{"GRPCCancellation", grpcCancellation},
+		{"GRPCDeadline", grpcDeadline},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, start) })
+	}
+}
+
+// testService is grpc-go's interop TestService.
 type testService struct {
 	testgrpc.UnimplementedTestServiceServer
-	ended chan error // how each streaming call's context ended
+	ended chan error // how each slow or bidi call's context ended
 }
 
 func (s *testService) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
@@ -28,7 +47,10 @@ func (s *testService) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest
 		return nil, status.Error(codes.Code(req.GetResponseStatus().GetCode()), req.GetResponseStatus().GetMessage())
 	}
 	if req.GetFillServerId() { // a slow call: waits for its deadline or cancellation
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-time.After(h2test.Timeout): // the test failed: do not outlive it
+		}
 		s.ended <- ctx.Err()
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
@@ -76,13 +98,14 @@ func (s *testService) FullDuplexCall(stream grpc.BidiStreamingServer[testgrpc.St
 	}
 }
 
-func grpcSetup(t *testing.T) (testgrpc.TestServiceClient, *testService) {
+// grpcSetup serves a testService with start and returns a client of it.
+func grpcSetup(t *testing.T, start Start) (testgrpc.TestServiceClient, *testService) {
 	t.Helper()
 	svc := &testService{ended: make(chan error, 16)}
 	gs := grpc.NewServer()
 	testgrpc.RegisterTestServiceServer(gs, svc)
-	ts := startServer(t, Config{}, gs)
-	cc, err := grpc.NewClient(ts.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	ts := start(t, h2server.Config{}, gs)
+	cc, err := grpc.NewClient(ts.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,9 +113,9 @@ func grpcSetup(t *testing.T) (testgrpc.TestServiceClient, *testService) {
 	return testgrpc.NewTestServiceClient(cc), svc
 }
 
-func TestGRPCUnary(t *testing.T) {
-	client, _ := grpcSetup(t)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+func grpcUnary(t *testing.T, start Start) {
+	client, _ := grpcSetup(t, start)
+	ctx, cancel := context.WithTimeout(context.Background(), h2test.Timeout)
 	defer cancel()
 	for i := range 20 {
 		var header, trailer metadata.MD
@@ -101,7 +124,7 @@ func TestGRPCUnary(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if string(resp.GetPayload().GetBody()) != string(body) || header.Get("x-header")[0] != "h" || trailer.Get("x-trailer")[0] != "t" {
+		if string(resp.GetPayload().GetBody()) != string(body) || fmt.Sprint(header.Get("x-header")) != "[h]" || fmt.Sprint(trailer.Get("x-trailer")) != "[t]" {
 			t.Fatalf("%v %v %v", resp, header, trailer)
 		}
 	}
@@ -112,9 +135,9 @@ func TestGRPCUnary(t *testing.T) {
 	}
 }
 
-func TestGRPCStreaming(t *testing.T) {
-	client, svc := grpcSetup(t)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+func grpcStreaming(t *testing.T, start Start) {
+	client, svc := grpcSetup(t, start)
+	ctx, cancel := context.WithTimeout(context.Background(), h2test.Timeout)
 	defer cancel()
 	// server streaming, with messages bigger than the windows
 	var params []*testgrpc.ResponseParameters
@@ -167,14 +190,17 @@ func TestGRPCStreaming(t *testing.T) {
 	if _, err := bidi.Recv(); err != io.EOF {
 		t.Fatal(err)
 	}
-	if err := <-svc.ended; err != nil {
+	if err := await(t, svc.ended, "the server's call did not end"); err != nil {
 		t.Fatalf("server's context: %v", err)
 	}
 }
 
-func TestGRPCCancellation(t *testing.T) {
-	client, svc := grpcSetup(t)
+// The client's cancel ends the server's call by its context: the call
+// hears context.Canceled, not only a failed Recv.
+func grpcCancellation(t *testing.T, start Start) {
+	client, svc := grpcSetup(t, start)
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	bidi, err := client.FullDuplexCall(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -182,30 +208,26 @@ func TestGRPCCancellation(t *testing.T) {
 	bidi.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: []byte("x")}})
 	bidi.Recv()
 	cancel()
-	select {
-	case err := <-svc.ended:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("server's context: %v", err)
-		}
-	case <-time.After(testTimeout):
-		t.Fatal("the server's stream was not cancelled")
+	err = await(t, svc.ended, "the server's stream was not cancelled")
+	if err == nil {
+		// Its Recv failed at the reset before the request's context
+		// ended (see ResetBodyError).
+		t.Fatal("the server's call ended before its context")
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("server's context: %v", err)
 	}
 }
 
-func TestGRPCDeadline(t *testing.T) {
-	client, svc := grpcSetup(t)
+func grpcDeadline(t *testing.T, start Start) {
+	client, svc := grpcSetup(t, start)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{FillServerId: true})
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("%v", err)
 	}
-	select {
-	case err := <-svc.ended:
-		if err == nil {
-			t.Fatal("server's context not ended")
-		}
-	case <-time.After(testTimeout):
-		t.Fatal("the server's call did not end at its deadline")
+	if err := await(t, svc.ended, "the server's call did not end at its deadline"); err == nil {
+		t.Fatal("server's context not ended")
 	}
 }

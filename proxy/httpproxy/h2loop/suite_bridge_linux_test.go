@@ -1,0 +1,216 @@
+package h2loop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/meridian-mesh/meridian/proxy/h2server"
+	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
+	"github.com/meridian-mesh/meridian/proxy/internal/h2suite"
+	"github.com/meridian-mesh/meridian/proxy/internal/h2test"
+)
+
+// The handler-level tests proxy/h2server passes, against a Server serving
+// a Bridge.
+
+func TestBridgeBehaviour(t *testing.T) { h2suite.RunBehaviour(t, bridgeTarget) }
+
+func TestBridgeGRPC(t *testing.T) { h2suite.RunGRPC(t, bridgeTarget) }
+
+// bridgeTarget is an h2suite.Start: a Server with cfg serving h through a
+// Bridge on a loop of its own, accepting on loopback, until the test
+// ends: then the listener is closed, and the loop (which closes its
+// connections).
+func bridgeTarget(t testing.TB, cfg h2server.Config, h http.Handler) *h2suite.Target {
+	t.Helper()
+	lp, err := evloop.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged := &bridgeLog{}
+	// base is what the requests' contexts derive from (EndContext ends
+	// it); life ends with the test, and with it a Shutdown still waiting.
+	base, endBase := context.WithCancel(context.Background())
+	life, endLife := context.WithCancel(context.Background())
+	srv := &Server{
+		Config:  cfg,
+		Handler: &Bridge{Handler: h, BaseContext: func(*Stream) context.Context { return base }, Logf: logged.logf},
+		Logf:    logged.logf,
+	}
+	errc := make(chan error, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				errc <- fmt.Errorf("the loop panicked: %v\n%s", p, debug.Stack())
+			}
+		}()
+		errc <- lp.Run(life)
+	}()
+	t.Cleanup(func() {
+		endLife()
+		endBase()
+		select {
+		case err := <-errc:
+			if !errors.Is(err, context.Canceled) {
+				t.Error(err)
+			}
+		case <-time.After(h2test.Timeout):
+			t.Error("the loop did not end")
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lis *evloop.Listener
+	var lerr error
+	bridgeOn(t, lp, func() {
+		lis, lerr = lp.Listen(ln, func(fd int, sa unix.Sockaddr) {
+			// As Go's net (h2server's connections) and h1loop's accept:
+			// without it a response written after another small write
+			// (a PING's or SETTINGS' ACK) waits for the client's
+			// delayed ACK, 40 ms.
+			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+			if err := srv.Serve(lp, fd, "client", nil); err != nil {
+				t.Errorf("Serve: %v", err)
+				unix.Close(fd)
+			}
+		})
+	})
+	if lerr != nil {
+		ln.Close()
+		t.Fatal(lerr)
+	}
+	t.Cleanup(func() {
+		lp.Post(func() { lis.Close() })
+		ln.Close()
+	})
+	return &h2suite.Target{
+		Addr: ln.Addr().String(),
+		// The Server's Shutdown only posts the GOAWAYs: h2server's returns
+		// once every connection has closed, and so does this, by the
+		// Server's own record of its connections.
+		Shutdown: func() {
+			srv.Shutdown()
+			for {
+				srv.mu.Lock()
+				n := len(srv.conns)
+				srv.mu.Unlock()
+				if n == 0 {
+					return
+				}
+				select {
+				case <-life.Done():
+					return
+				case <-time.After(time.Millisecond):
+				}
+			}
+		},
+		Log:                logged.String,
+		EndContext:         endBase,
+		DialCounting:       func(t testing.TB) (net.Conn, func() int) { return bridgeServePacket(t, lp, srv) },
+		ErrHandlerComplete: errHandlerComplete,
+	}
+}
+
+// bridgeLog keeps what the server and the Bridge log (a handler's
+// goroutine may log after the test).
+type bridgeLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *bridgeLog) logf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(&l.b, format+"\n", args...)
+}
+
+func (l *bridgeLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// bridgeOn runs f on lp and waits for it (bounded).
+func bridgeOn(t testing.TB, lp *evloop.Loop, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	lp.Post(func() { f(); close(done) })
+	select {
+	case <-done:
+	case <-time.After(h2test.Timeout):
+		t.Fatal("the loop did not run a posted function")
+	}
+}
+
+// bridgeServePacket serves a connection over a SOCK_SEQPACKET socket
+// pair and returns the client's end with the count of packets it has
+// read: the loop's writes are its own system calls, not a net.Conn's to
+// wrap, and each arrives as one packet.
+func bridgeServePacket(t testing.TB, lp *evloop.Loop, srv *Server) (net.Conn, func() int) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fds[1]), "client")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		unix.Close(fds[0])
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var serr error
+	bridgeOn(t, lp, func() { serr = srv.Serve(lp, fds[0], "client", nil) })
+	if serr != nil {
+		unix.Close(fds[0])
+		t.Fatal(serr)
+	}
+	pc := &packetConn{Conn: c, buf: make([]byte, 1<<20)}
+	return pc, pc.count
+}
+
+// packetConn is the client's end of a SOCK_SEQPACKET socket pair, which
+// counts the packets it reads.
+type packetConn struct {
+	net.Conn
+	mu      sync.Mutex
+	packets int
+	buf     []byte
+	rest    []byte
+}
+
+func (c *packetConn) Read(p []byte) (int, error) {
+	if len(c.rest) == 0 {
+		n, err := c.Conn.Read(c.buf)
+		if n == 0 {
+			return 0, err
+		}
+		c.mu.Lock()
+		c.packets++
+		c.mu.Unlock()
+		c.rest = c.buf[:n]
+	}
+	n := copy(p, c.rest)
+	c.rest = c.rest[n:]
+	return n, nil
+}
+
+func (c *packetConn) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.packets
+}
