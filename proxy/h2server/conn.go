@@ -711,28 +711,38 @@ func (c *conn) processData(f *http2.DataFrame) error {
 		st.body = append(st.body, data...)
 		st.bodyCond.Signal()
 	}
+	var endErr error
 	if f.StreamEnded() {
-		c.endStream(st)
+		endErr = c.endStream(st)
 	}
 	var cw, sw int32
 	if pad > 0 {
 		cw, sw = c.creditLocked(st, pad, pad)
 	}
 	c.mu.Unlock()
-	return c.sendWindowUpdates(id, cw, sw)
+	if err := c.sendWindowUpdates(id, cw, sw); err != nil {
+		return err
+	}
+	return endErr
 }
 
-// endStream (c.mu held): the client's END_STREAM.
-func (c *conn) endStream(st *stream) {
+// endStream (c.mu held): the client's END_STREAM. A body shorter than its
+// content-length is malformed (RFC 9113 8.1.1): the stream is closed and
+// the error returned, for its RST_STREAM PROTOCOL_ERROR (Go's server only
+// fails the body's read, and answers).
+func (c *conn) endStream(st *stream) error {
+	if st.bodyErr == nil && st.declLen >= 0 && st.declLen != st.gotLen {
+		st.bodyErr = fmt.Errorf("http2: request declared a Content-Length of %d but only wrote %d bytes", st.declLen, st.gotLen)
+		err := http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
+		c.closeStream(st, err)
+		return err
+	}
 	if st.bodyErr == nil {
-		if st.declLen >= 0 && st.declLen != st.gotLen {
-			st.bodyErr = fmt.Errorf("http2: request declared a Content-Length of %d but only wrote %d bytes", st.declLen, st.gotLen)
-		} else {
-			st.bodyErr = io.EOF
-		}
+		st.bodyErr = io.EOF
 	}
 	st.state = stateHalfClosedRemote
 	st.bodyCond.Broadcast()
+	return nil
 }
 
 func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
@@ -814,8 +824,7 @@ func (c *conn) processTrailers(st *stream, f *http2.MetaHeadersFrame) error {
 			st.trailer[key] = append(st.trailer[key], hf.Value)
 		}
 	}
-	c.endStream(st)
-	return nil
+	return c.endStream(st)
 }
 
 // runHandler serves st's request on the calling goroutine, then those of

@@ -14,33 +14,17 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-
-	"github.com/meridian-mesh/meridian/proxy/internal/h2test"
 )
 
 // h2server's own tests: the RFC 9113 rules both of the proxy's HTTP/2
 // servers keep are proxy/internal/h2suite's (suite_test.go runs them).
 
-// okHandler reads the body, then answers "ok" (behaviour_test.go's
-// raw-frame tests use it and rawServer too).
+// okHandler reads the body, then answers "ok".
 func okHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, "ok")
 	})
-}
-
-// rawServer serves h (okHandler if nil) and returns a raw-frame client
-// that did the handshake (with settings s).
-func rawServer(t *testing.T, cfg Config, h http.Handler, s ...http2.Setting) *h2test.Client {
-	t.Helper()
-	if h == nil {
-		h = okHandler()
-	}
-	ts := startServer(t, cfg, h)
-	rc := h2test.Dial(t, ts.addr)
-	rc.Handshake(s...)
-	return rc
 }
 
 // oldTLS claims a TLS 1.1 connection.

@@ -567,12 +567,15 @@ func testContinuationFlood(t *testing.T, start Start) {
 }
 
 // A body shorter than its content-length is malformed (RFC 9113 8.1.1):
-// the handler's read fails (not io.EOF) naming the declared length, and
-// the connection serves on.
+// the stream is reset with PROTOCOL_ERROR, the handler's read fails (not
+// io.EOF) naming the declared length, and the connection serves on.
 func testContentLengthShort(t *testing.T, start Start) {
 	h, rc := raw(t, start, h2server.Config{})
 	rc.Headers(1, false, h2test.Req("POST", "/short", "content-length", "10")...)
 	rc.Fr.WriteData(1, true, []byte("abc"))
+	// RFC 9113 8.1.1: malformed, a stream error PROTOCOL_ERROR; the
+	// handler's read fails.
+	rc.ExpectRST(1, http2.ErrCodeProtocol)
 	if err := wait(t, h.bodyErr, "body error"); err == nil || !strings.Contains(err.Error(), "declared a Content-Length") {
 		t.Fatalf("body error %v", err)
 	}
