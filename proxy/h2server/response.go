@@ -6,7 +6,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,90 +67,33 @@ func (s *headerSnap) release() {
 // the frames itself; nothing is written before the first Write beyond the
 // buffer, Flush, or the handler's end.
 type responseWriter struct {
+	rh     ResponseHead // the header and its rules, shared with h2loop's Bridge
 	c      *conn
 	st     *stream
 	req    *http.Request
 	isHead bool
 
-	handlerHeader http.Header
-	snapHeader    http.Header // the header at WriteHeader (snap's map)
-	snap          *headerSnap
-	status        int
-	wroteHeader   bool
-	sentHeader    atomic.Bool // the final HEADERS left (read by 1xx writers on other goroutines)
-	done          bool        // the handler returned
-	ended         bool        // END_STREAM or RST_STREAM sent
-	buf           *[]byte
-	trailers      []string  // declared trailer names (canonical)
-	trailersBuf   [2]string // trailers' first array: gRPC declares grpc-status and grpc-message
-	declLen       int64
-	wrote         int64
+	sentHeader atomic.Bool // the final HEADERS left (read by 1xx writers on other goroutines)
+	ended      bool        // END_STREAM or RST_STREAM sent
+	buf        *[]byte
 }
 
 var _ http.Flusher = (*responseWriter)(nil)
 
-func (w *responseWriter) Header() http.Header {
-	if w.handlerHeader == nil {
-		w.handlerHeader = make(http.Header)
-	}
-	return w.handlerHeader
-}
-
-func bodyAllowedForStatus(status int) bool {
-	switch {
-	case status >= 100 && status <= 199, status == 204, status == 304:
-		return false
-	}
-	return true
-}
+func (w *responseWriter) Header() http.Header { return w.rh.Header() }
 
 func (w *responseWriter) WriteHeader(code int) {
-	if w.done || w.wroteHeader {
-		return
-	}
-	if code < 100 || code > 999 {
-		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
-	}
-	if code <= 199 {
-		// RFC 8297: an informational response carries the header so far.
-		h := w.handlerHeader
-		_, cl := h["Content-Length"]
-		_, te := h["Transfer-Encoding"]
-		if cl || te {
-			h = h.Clone()
-			h.Del("Content-Length")
-			h.Del("Transfer-Encoding")
-		}
+	if h, ok := w.rh.SetStatus(code); ok {
 		w.write1xx(code, h)
-		return
-	}
-	w.wroteHeader = true
-	w.status = code
-	w.declLen = -1
-	if len(w.handlerHeader) > 0 {
-		w.snap = snapshot(w.handlerHeader)
-		w.snapHeader = w.snap.h
-		if cl := w.snapHeader.Get("Content-Length"); cl != "" {
-			if n, err := strconv.ParseUint(cl, 10, 63); err == nil {
-				w.declLen = int64(n)
-			}
-		}
 	}
 }
 
 func (w *responseWriter) Write(p []byte) (int, error) {
-	if w.done {
-		return 0, errHandlerFinished
-	}
-	if !w.wroteHeader {
+	if !w.rh.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	if !bodyAllowedForStatus(w.status) {
-		return 0, http.ErrBodyNotAllowed
-	}
-	w.wrote += int64(len(p))
-	if w.declLen >= 0 && w.wrote > w.declLen {
-		return 0, errBodyOverDeclared
+	if err := w.rh.CheckWrite(len(p)); err != nil {
+		return 0, err
 	}
 	if w.buf == nil {
 		w.buf = bufPool.Get().(*[]byte)
@@ -169,10 +111,10 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 }
 
 func (w *responseWriter) WriteString(s string) (int, error) {
-	if w.buf != nil && len(*w.buf)+len(s) <= bufSize && w.wroteHeader && !w.done &&
-		bodyAllowedForStatus(w.status) && (w.declLen < 0 || w.wrote+int64(len(s)) <= w.declLen) {
+	if w.buf != nil && len(*w.buf)+len(s) <= bufSize && w.rh.wroteHeader && !w.rh.done &&
+		BodyAllowedForStatus(w.rh.status) && (w.rh.declLen < 0 || w.rh.wrote+int64(len(s)) <= w.rh.declLen) {
 		*w.buf = append(*w.buf, s...)
-		w.wrote += int64(len(s))
+		w.rh.wrote += int64(len(s))
 		return len(s), nil
 	}
 	return w.Write([]byte(s))
@@ -183,10 +125,10 @@ func (w *responseWriter) Flush() { w.FlushError() }
 // FlushError sends the response's HEADERS (200 if none was set) and the
 // body buffered so far.
 func (w *responseWriter) FlushError() error {
-	if w.done {
+	if w.rh.done {
 		return errHandlerFinished
 	}
-	if !w.wroteHeader {
+	if !w.rh.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
 	var b []byte
@@ -265,56 +207,26 @@ var errWriteTimeout = fmt.Errorf("http2: write deadline: %w", os.ErrDeadlineExce
 // finish ends the response when the handler returns: what is buffered,
 // the trailers, END_STREAM.
 func (w *responseWriter) finish() {
-	if !w.wroteHeader {
+	if !w.rh.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	// Trailers named with http.TrailerPrefix are declared now.
-	for k, vv := range w.handlerHeader {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			tk := http.CanonicalHeaderKey(strings.TrimPrefix(k, http.TrailerPrefix))
-			if w.declareTrailer(tk) {
-				w.handlerHeader[tk] = vv
-			}
-		}
-	}
+	w.rh.PromoteTrailers()
 	var b []byte
 	if w.buf != nil {
 		b = *w.buf
 	}
-	w.done = true
+	w.rh.done = true
 	w.emit(b, nil, true)
 }
 
 // release gives the buffer back; the writer refuses use from now on.
 func (w *responseWriter) release() {
-	w.done = true
+	w.rh.done = true
 	if w.buf != nil {
 		*w.buf = (*w.buf)[:0]
 		bufPool.Put(w.buf)
 		w.buf = nil
 	}
-}
-
-func (w *responseWriter) declareTrailer(k string) bool {
-	if !httpguts.ValidTrailerHeader(k) {
-		return false // RFC 9110 6.5.1
-	}
-	if !slices.Contains(w.trailers, k) {
-		if w.trailers == nil {
-			w.trailers = w.trailersBuf[:0]
-		}
-		w.trailers = append(w.trailers, k)
-	}
-	return true
-}
-
-func (w *responseWriter) hasNonemptyTrailers() bool {
-	for _, k := range w.trailers {
-		if len(w.handlerHeader[k]) > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // write1xx sends an informational response unless the final one is out.
@@ -347,50 +259,25 @@ func (w *responseWriter) emit(a, b []byte, end bool) error {
 	}
 	total := len(a) + len(b)
 	sendHeaders := !w.sentHeader.Load()
-	var ctype, clen, date string
+	var head FinalHead
 	endOnHeaders := false
 	if sendHeaders {
-		h := w.snapHeader
-		if v := h.Get("Content-Length"); v != "" {
-			delete(h, "Content-Length")
-			// None on a response without a body (204, 304): RFC 9113
-			// allows it, Go's client fails the body that never comes,
-			// and the proxy's HTTP/1.1 answers send none either.
-			if _, err := strconv.ParseUint(v, 10, 63); err == nil && bodyAllowedForStatus(w.status) {
-				clen = v
-			}
+		first := a
+		if len(first) == 0 {
+			first = b
 		}
-		if clen == "" && end && bodyAllowedForStatus(w.status) && (total > 0 || !w.isHead) {
-			clen = strconv.Itoa(total)
-		}
-		if _, ok := h["Content-Type"]; !ok && h.Get("Content-Encoding") == "" && bodyAllowedForStatus(w.status) && total > 0 {
-			p := a
-			if len(p) == 0 {
-				p = b
-			}
-			ctype = http.DetectContentType(p)
-		}
-		if _, ok := h["Date"]; !ok {
-			date = httpDate()
-		}
-		for _, v := range h["Trailer"] {
-			for _, k := range strings.Split(v, ",") {
-				if k = strings.TrimSpace(k); k != "" {
-					w.declareTrailer(http.CanonicalHeaderKey(k))
-				}
-			}
-		}
-		if v, ok := h["Connection"]; ok && len(v) > 0 && strings.EqualFold(v[0], "close") {
+		head = w.rh.Final(first, total, end, w.isHead)
+		if head.Close {
 			// As Go's server: a handler's "Connection: close" drains
 			// the connection.
 			go c.startGracefulShutdown()
 		}
-		endOnHeaders = (end && len(w.trailers) == 0 && total == 0) || w.isHead
+		endOnHeaders = (end && len(w.rh.trailers) == 0 && total == 0) || w.isHead
 	}
 	if w.isHead {
 		total = 0
 	}
-	trailers := end && w.hasNonemptyTrailers()
+	trailers := end && w.rh.HasTrailers()
 	for {
 		n := 0
 		if total > 0 && !endOnHeaders {
@@ -415,24 +302,21 @@ func (w *responseWriter) emit(a, b []byte, end bool) error {
 		if sendHeaders {
 			sendHeaders = false
 			c.writeHeadersLocked(st.id, uint32(maxFrame), endOnHeaders, func() {
-				c.encodeStatus(w.status)
-				c.encodeHeaderMap(w.snapHeader, nil)
-				if ctype != "" {
-					c.encodeField("content-type", ctype)
+				c.encodeStatus(w.rh.status)
+				c.encodeHeaderMap(head.Header, nil)
+				if head.ContentType != "" {
+					c.encodeField("content-type", head.ContentType)
 				}
-				if clen != "" {
-					c.encodeField("content-length", clen)
+				if head.ContentLength != "" {
+					c.encodeField("content-length", head.ContentLength)
 				}
-				if date != "" {
-					c.encodeField("date", date)
+				if head.Date != "" {
+					c.encodeField("date", head.Date)
 				}
 			})
 			w.sentHeader.Store(true)
 			ended = endOnHeaders
-			if w.snap != nil { // encoded: not used again
-				w.snap.release()
-				w.snap, w.snapHeader = nil, nil
-			}
+			w.rh.Release() // encoded: not used again
 		}
 		if !ended {
 			left := n
@@ -455,7 +339,7 @@ func (w *responseWriter) emit(a, b []byte, end bool) error {
 			if end && total == 0 && !ended {
 				if trailers {
 					c.writeHeadersLocked(st.id, uint32(maxFrame), true, func() {
-						c.encodeHeaderMap(w.handlerHeader, w.trailers)
+						c.encodeHeaderMap(w.rh.handlerHeader, w.rh.trailers)
 					})
 				} else {
 					c.wfr.WriteData(st.id, true, nil)

@@ -8,13 +8,9 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 
 	"github.com/meridian-mesh/meridian/proxy/h2server"
@@ -325,7 +321,7 @@ func (bs *bridged) serve() {
 			}
 			bs.post(&op{reset: true})
 		}
-		rw.done = true
+		rw.rh.SetDone()
 		bs.closeBody(errHandlerComplete)
 		bs.stopTimers()
 		bs.cancel()
@@ -438,79 +434,29 @@ func (b *bridgeBody) Close() error {
 // bridgeWriter is a bridged stream's http.ResponseWriter, with
 // h2server's rules (proxy/h2server/README.md, "Responses").
 type bridgeWriter struct {
+	rh     h2server.ResponseHead // the header and its rules, as h2server's ResponseWriter
 	bs     *bridged
 	isHead bool
 
-	handlerHeader http.Header
-	snap          http.Header // the header at WriteHeader
-	status        int
-	wroteHeader   bool
-	sentHeader    bool
-	done          bool // the handler returned
-	ended         bool // the response's end was handed over
-	buf           []byte
-	trailers      []string // declared trailer names (canonical)
-	declLen       int64
-	wrote         int64
+	sentHeader bool
+	ended      bool // the response's end was handed over
+	buf        []byte
 }
 
-func (w *bridgeWriter) Header() http.Header {
-	if w.handlerHeader == nil {
-		w.handlerHeader = make(http.Header)
-	}
-	return w.handlerHeader
-}
-
-func bodyAllowedForStatus(status int) bool {
-	switch {
-	case status >= 100 && status <= 199, status == 204, status == 304:
-		return false
-	}
-	return true
-}
+func (w *bridgeWriter) Header() http.Header { return w.rh.Header() }
 
 func (w *bridgeWriter) WriteHeader(code int) {
-	if w.done || w.wroteHeader {
-		return
-	}
-	if code < 100 || code > 999 {
-		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
-	}
-	if code <= 199 {
-		// RFC 8297: an informational response carries the header so far.
-		h := w.handlerHeader.Clone()
-		h.Del("Content-Length")
-		h.Del("Transfer-Encoding")
-		w.bs.post(&op{status: code, h: h})
-		return
-	}
-	w.wroteHeader = true
-	w.status = code
-	w.declLen = -1
-	w.snap = w.handlerHeader.Clone()
-	if w.snap == nil {
-		w.snap = http.Header{}
-	}
-	if cl := w.snap.Get("Content-Length"); cl != "" {
-		if n, err := strconv.ParseUint(cl, 10, 63); err == nil {
-			w.declLen = int64(n)
-		}
+	if h, ok := w.rh.SetStatus(code); ok {
+		w.bs.post(&op{status: code, h: h.Clone()}) // the loop's: the handler may go on changing its own
 	}
 }
 
 func (w *bridgeWriter) Write(p []byte) (int, error) {
-	if w.done {
-		return 0, errHandlerFinished
-	}
-	if !w.wroteHeader {
+	if !w.rh.WroteHeader() {
 		w.WriteHeader(http.StatusOK)
 	}
-	if !bodyAllowedForStatus(w.status) {
-		return 0, http.ErrBodyNotAllowed
-	}
-	w.wrote += int64(len(p))
-	if w.declLen >= 0 && w.wrote > w.declLen {
-		return 0, errBodyOverDeclared
+	if err := w.rh.CheckWrite(len(p)); err != nil {
+		return 0, err
 	}
 	if len(w.buf)+len(p) <= bufSize {
 		w.buf = append(w.buf, p...)
@@ -531,10 +477,10 @@ func (w *bridgeWriter) Flush() { w.FlushError() }
 // FlushError sends the response's HEADERS (200 if none was set) and the
 // body buffered so far.
 func (w *bridgeWriter) FlushError() error {
-	if w.done {
+	if w.rh.Done() {
 		return errHandlerFinished
 	}
-	if !w.wroteHeader {
+	if !w.rh.WroteHeader() {
 		w.WriteHeader(http.StatusOK)
 	}
 	data := w.buf
@@ -622,32 +568,14 @@ func (w *bridgeWriter) SetWriteDeadline(t time.Time) error {
 // finish ends the response when the handler returns: what is buffered,
 // the trailers, END_STREAM.
 func (w *bridgeWriter) finish() {
-	if !w.wroteHeader {
+	if !w.rh.WroteHeader() {
 		w.WriteHeader(http.StatusOK)
 	}
-	// Trailers named with http.TrailerPrefix are declared now.
-	for k, vv := range w.handlerHeader {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			tk := http.CanonicalHeaderKey(strings.TrimPrefix(k, http.TrailerPrefix))
-			if w.declareTrailer(tk) {
-				w.handlerHeader[tk] = vv
-			}
-		}
-	}
+	w.rh.PromoteTrailers()
 	data := w.buf
 	w.buf = nil
-	w.done = true
+	w.rh.SetDone()
 	w.emit(data, true)
-}
-
-func (w *bridgeWriter) declareTrailer(k string) bool {
-	if !httpguts.ValidTrailerHeader(k) {
-		return false // RFC 9110 6.5.1
-	}
-	if !slices.Contains(w.trailers, k) {
-		w.trailers = append(w.trailers, k)
-	}
-	return true
 }
 
 // emit hands the HEADERS (if not yet sent), data and, with end, the
@@ -659,39 +587,22 @@ func (w *bridgeWriter) emit(data []byte, end bool) error {
 	o := &op{data: data, end: end}
 	if !w.sentHeader {
 		w.sentHeader = true
-		h := w.snap
-		total := len(data)
-		clen := ""
-		if v := h.Get("Content-Length"); v != "" {
-			delete(h, "Content-Length")
-			// None on a response without a body (204, 304), as h2server.
-			if _, err := strconv.ParseUint(v, 10, 63); err == nil && bodyAllowedForStatus(w.status) {
-				clen = v
-			}
+		head := w.rh.Final(data, len(data), end, w.isHead)
+		h := head.Header // the handler's snapshot, never released: the loop encodes it
+		if h == nil {
+			h = http.Header{}
 		}
-		if clen == "" && end && bodyAllowedForStatus(w.status) && (total > 0 || !w.isHead) {
-			clen = strconv.Itoa(total)
+		if head.ContentLength != "" {
+			h["Content-Length"] = []string{head.ContentLength}
 		}
-		if clen != "" {
-			h["Content-Length"] = []string{clen}
+		if head.ContentType != "" {
+			h["Content-Type"] = []string{head.ContentType}
 		}
-		if _, ok := h["Content-Type"]; !ok && h.Get("Content-Encoding") == "" && bodyAllowedForStatus(w.status) && total > 0 {
-			h["Content-Type"] = []string{http.DetectContentType(data)}
+		if head.Date != "" {
+			h["Date"] = []string{head.Date}
 		}
-		if _, ok := h["Date"]; !ok {
-			h["Date"] = []string{h2server.Date()}
-		}
-		for _, v := range h["Trailer"] {
-			for _, k := range strings.Split(v, ",") {
-				if k = strings.TrimSpace(k); k != "" {
-					w.declareTrailer(http.CanonicalHeaderKey(k))
-				}
-			}
-		}
-		if v, ok := h["Connection"]; ok && len(v) > 0 && strings.EqualFold(v[0], "close") {
-			o.shutdown = true // as Go's server: the connection is drained
-		}
-		o.status, o.h = w.status, h
+		o.shutdown = head.Close // as Go's server: the connection is drained
+		o.status, o.h = w.rh.Status(), h
 		if w.isHead {
 			o.data, o.end = nil, true // a HEAD response ends with its HEADERS
 		}
@@ -704,14 +615,7 @@ func (w *bridgeWriter) emit(data []byte, end bool) error {
 	if end {
 		w.ended = true
 		if !w.isHead {
-			for _, k := range w.trailers {
-				if vv := w.handlerHeader[k]; len(vv) > 0 {
-					if o.trailers == nil {
-						o.trailers = http.Header{}
-					}
-					o.trailers[k] = vv
-				}
-			}
+			o.trailers = w.rh.Trailers()
 		}
 	}
 	return w.bs.post(o)
