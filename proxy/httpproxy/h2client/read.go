@@ -6,21 +6,14 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
-	"github.com/meridian-mesh/meridian/proxy/internal/fieldname"
 	"github.com/meridian-mesh/meridian/proxy/internal/h2head"
+	"github.com/meridian-mesh/meridian/proxy/internal/h2msg"
 )
-
-func hpackField(name, value string) hpack.HeaderField {
-	return hpack.HeaderField{Name: name, Value: value}
-}
 
 // readLoop is the connection's one reader: it reads frames and delivers
 // them to their streams until the connection ends.
@@ -204,56 +197,15 @@ func (cc *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 }
 
 // handleResponse builds the response of a HEADERS block (Go's transport's
-// handleResponse); nil, nil for a 1xx, reported to the trace.
+// handleResponse, its head read by h2msg); nil, nil for a 1xx, reported
+// to the trace.
 func (cs *stream) handleResponse(f *http2.MetaHeadersFrame) (*http.Response, error) {
-	if f.Truncated {
-		return nil, errors.New("h2client: response header list larger than the client's limit (SETTINGS_MAX_HEADER_LIST_SIZE)")
+	r, err := h2msg.ParseResponse(f)
+	if err != nil {
+		return nil, err
 	}
-	status := f.PseudoValue("status")
-	if status == "" {
-		return nil, errors.New("h2client: malformed response from server: missing :status")
-	}
-	code, err := strconv.Atoi(status)
-	if err != nil || len(status) != 3 {
-		return nil, fmt.Errorf("h2client: malformed response from server: :status %q is not a 3-digit code", status)
-	}
-	regular := f.RegularFields()
-	strs := make([]string, len(regular))
-	header := make(http.Header, len(regular))
-	resp := &http.Response{
-		Proto:      "HTTP/2.0",
-		ProtoMajor: 2,
-		Header:     header,
-		StatusCode: code,
-		Status:     statusLine(status, code),
-		Request:    cs.req,
-	}
-	for _, hf := range regular {
-		key := fieldname.Canonical(hf.Name)
-		if key == "Trailer" {
-			if resp.Trailer == nil {
-				resp.Trailer = make(http.Header)
-			}
-			for v := range strings.SplitSeq(hf.Value, ",") {
-				if v = textproto.TrimString(v); v != "" {
-					resp.Trailer[fieldname.Canonical(v)] = nil
-				}
-			}
-			continue
-		}
-		vv := header[key]
-		if vv == nil && len(strs) > 0 {
-			vv, strs = strs[:1:1], strs[1:]
-			vv[0] = hf.Value
-			header[key] = vv
-		} else {
-			header[key] = append(vv, hf.Value)
-		}
-	}
-	if code >= 100 && code <= 199 {
-		if f.StreamEnded() {
-			return nil, errors.New("h2client: 1xx informational response with END_STREAM")
-		}
+	code := r.Code
+	if r.Informational() {
 		if code == http.StatusContinue {
 			if cs.trace != nil && cs.trace.Got100Continue != nil {
 				cs.trace.Got100Continue()
@@ -266,26 +218,21 @@ func (cs *stream) handleResponse(f *http2.MetaHeadersFrame) (*http.Response, err
 			}
 		}
 		if cs.trace != nil && cs.trace.Got1xxResponse != nil {
-			if err := cs.trace.Got1xxResponse(code, textproto.MIMEHeader(header)); err != nil {
+			if err := cs.trace.Got1xxResponse(code, textproto.MIMEHeader(r.Header)); err != nil {
 				return nil, err
 			}
 		}
 		return nil, nil
 	}
-	for _, k := range connHeaders {
-		delete(header, k)
-	}
-	resp.ContentLength = -1
-	if clens, ok := header["Content-Length"]; ok {
-		// Repeated values count only when identical (RFC 9110 8.6).
-		conflicting := slices.ContainsFunc(clens[1:], func(v string) bool { return v != clens[0] })
-		cl, err := strconv.ParseUint(clens[0], 10, 63)
-		if conflicting || err != nil {
-			delete(header, "Content-Length")
-		} else {
-			header["Content-Length"] = clens[:1]
-			resp.ContentLength = int64(cl)
-		}
+	resp := &http.Response{
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        r.Header,
+		Trailer:       r.Trailer,
+		StatusCode:    code,
+		Status:        statusLine(r.Status, code),
+		Request:       cs.req,
+		ContentLength: r.ContentLength,
 	}
 	if resp.ContentLength < 0 && f.StreamEnded() && !cs.isHead {
 		resp.ContentLength = 0

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/h2msg"
 )
 
 // inlineMax is the most of a request body, complete when the request is
@@ -70,7 +72,7 @@ func (cc *conn) roundTrip(req *http.Request) (resp *http.Response, touched bool,
 	if body == nil {
 		contentLength = 0
 	}
-	h, err := checkRequest(req, contentLength)
+	h, err := h2msg.CheckRequest(req, contentLength)
 	if err != nil {
 		cc.mu.Lock()
 		cc.unreserveLocked()
@@ -135,7 +137,7 @@ func (cc *conn) roundTrip(req *http.Request) (resp *http.Response, touched bool,
 		}
 		return nil, cs.bodyTouched, nil, errConnUnusable
 	}
-	if cc.peerMaxHeaders != 1<<64-1 && h.listSize(req) > cc.peerMaxHeaders {
+	if err := h.CheckListSize(req, cc.peerMaxHeaders); err != nil {
 		cc.maybeIdleLocked()
 		cc.mu.Unlock()
 		cc.wmu.Unlock()
@@ -143,7 +145,7 @@ func (cc *conn) roundTrip(req *http.Request) (resp *http.Response, touched bool,
 			putBuf(inlineBuf)
 		}
 		closeBody(req)
-		return nil, cs.bodyTouched, nil, errRequestHeaderListSize
+		return nil, cs.bodyTouched, nil, err
 	}
 	cs.id = cc.nextID
 	cc.nextID += 2
@@ -179,13 +181,7 @@ func (cc *conn) roundTrip(req *http.Request) (resp *http.Response, touched bool,
 	cc.mu.Unlock()
 
 	cc.hbuf.Reset()
-	h.enumerate(req, func(name, value string) {
-		name, ok := lowerHeader(name)
-		if !ok {
-			return // not ASCII: not sent (RFC 9113 8.2.1), as Go's transport
-		}
-		cc.henc.WriteField(hpackField(name, value))
-	})
+	h.Encode(cc.henc, req)
 	cc.writeHeaderBlock(cs.id, endWithHeaders, maxFrame, cc.hbuf.Bytes())
 	var inlineSent []byte
 	if sendInline && len(inline) > 0 {
@@ -269,15 +265,7 @@ func (cc *conn) writeHeaderBlock(id uint32, endStream bool, maxFrame int, block 
 // writeTrailers writes the request's trailers with END_STREAM (wmu held).
 func (cc *conn) writeTrailers(id uint32, maxFrame int, trailer http.Header) {
 	cc.hbuf.Reset()
-	for k, vv := range trailer {
-		name, ok := lowerHeader(k)
-		if !ok {
-			continue
-		}
-		for _, v := range vv {
-			cc.henc.WriteField(hpackField(name, v))
-		}
-	}
+	h2msg.EncodeTrailers(cc.henc, trailer)
 	cc.writeHeaderBlock(id, true, maxFrame, cc.hbuf.Bytes())
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"net/http"
 	"sync"
@@ -118,17 +117,13 @@ type conn struct {
 	srv    *Server
 	cfg    h2server.Config
 	lp     *evloop.Loop
-	ec     Transport
+	frameIn
 	value  any // ServeTransport's
 	remote string
 	tls    *tls.ConnectionState
 
 	sawPreface  bool
 	sawSettings bool
-	acc         []byte // the start of a frame (or header block) not whole in ec's buffer
-	rd          sliceReader
-	fr          *http2.Framer
-	hr          *h2head.Reader
 
 	out  bytes.Buffer // frames written, not yet given to ec
 	wfr  *http2.Framer
@@ -283,11 +278,7 @@ func (s *Server) each(f func(*conn)) {
 
 // begin writes the server's SETTINGS and arms the preface timeout.
 func (c *conn) begin() {
-	c.fr = http2.NewFramer(io.Discard, &c.rd)
-	c.fr.MaxHeaderListSize = uint32(c.cfg.MaxHeaderBytes + 10*32)
-	c.fr.SetMaxReadFrameSize(uint32(c.cfg.MaxReadFrameSize))
-	c.fr.SetReuseFrames()
-	c.hr = h2head.NewReader(c.fr, &c.rd, hpack.NewDecoder(uint32(c.cfg.MaxDecoderHeaderTableSize), nil))
+	c.initReader(c.cfg.MaxReadFrameSize, uint32(c.cfg.MaxHeaderBytes+10*32), uint32(c.cfg.MaxDecoderHeaderTableSize))
 	c.wfr = http2.NewFramer(&c.out, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.henc.SetMaxDynamicTableSizeLimit(uint32(c.cfg.MaxEncoderHeaderTableSize))
@@ -308,18 +299,6 @@ func (c *conn) begin() {
 	c.flush()
 }
 
-// sliceReader reads one frame (or header block) the conn found whole.
-type sliceReader struct{ b []byte }
-
-func (r *sliceReader) Read(p []byte) (int, error) {
-	if len(r.b) == 0 {
-		return 0, io.ErrUnexpectedEOF // a frame is only read whole: never
-	}
-	n := copy(p, r.b)
-	r.b = r.b[n:]
-	return n, nil
-}
-
 // Readable processes the whole frames buffered (evloop.ConnHandler's).
 func (c *conn) Readable(*evloop.Conn) {
 	ec := c.ec
@@ -336,31 +315,6 @@ func (c *conn) Readable(*evloop.Conn) {
 	if !c.closing && (ec.EOF() || ec.Err() != nil) {
 		c.end(ErrClientGone) // what is left of a frame never ends
 	}
-}
-
-// input is what is to be processed: the accumulated start of a frame and
-// what came after it, or ec's buffer.
-func (c *conn) input() []byte {
-	if len(c.acc) > 0 {
-		if b := c.ec.Buffered(); len(b) > 0 {
-			c.acc = append(c.acc, b...)
-			c.ec.Consume(len(b))
-		}
-		return c.acc
-	}
-	return c.ec.Buffered()
-}
-
-func (c *conn) consume(n int) {
-	if len(c.acc) > 0 {
-		m := copy(c.acc, c.acc[n:])
-		c.acc = c.acc[:m]
-		if m == 0 && cap(c.acc) > 64<<10 {
-			c.acc = nil
-		}
-		return
-	}
-	c.ec.Consume(n)
 }
 
 func (c *conn) read() {
@@ -396,21 +350,13 @@ func (c *conn) read() {
 			c.armIdle()
 			continue
 		}
-		n, err := c.whole(b)
-		if err != nil {
-			c.connError(http2.ErrCodeProtocol, err)
-			return
-		}
-		if n == 0 {
+		f, n, err := c.frame(b)
+		if n == 0 && err == nil {
 			if c.keep(b) {
 				continue
 			}
 			return
 		}
-		c.rd.b = b[:n]
-		f, err := c.hr.ReadFrame() // copies what it keeps: b may go
-		c.rd.b = nil
-		c.consume(n)
 		if err == nil {
 			err = c.processFrame(f)
 		}
@@ -420,60 +366,8 @@ func (c *conn) read() {
 	}
 }
 
-// keep moves the start of a frame out of ec's buffer, which might not
-// hold it whole (16 KiB; a frame may be larger), into acc; true if the
-// Transport has more bytes already (a TLS layer decrypts a buffer's worth
-// at a time, and what it read beyond that comes with no readiness).
-func (c *conn) keep(b []byte) bool {
-	if len(c.acc) == 0 && len(b) > 0 {
-		c.acc = append(c.acc, b...)
-		c.ec.Consume(len(b))
-	}
-	return len(c.ec.Buffered()) > 0
-}
-
 func (c *conn) prefaceWrong() {
 	c.connError(http2.ErrCodeProtocol, errPrefaceWrong)
-}
-
-// whole is the length of the frame at b's start if it is all there (0 if
-// not yet): for a HEADERS frame without END_HEADERS, through the frame that
-// ends its block (or breaks its sequence: the Framer says how).
-func (c *conn) whole(b []byte) (int, error) {
-	n := 0
-	for {
-		if len(b) < n+9 {
-			return 0, nil
-		}
-		h := b[n : n+9]
-		length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
-		if length > c.cfg.MaxReadFrameSize {
-			return n + 9, nil // the Framer reads the header and refuses it
-		}
-		typ, flags := http2.FrameType(h[3]), http2.Flags(h[4])
-		first := n == 0
-		n += 9 + length
-		if n > c.blockBound() {
-			// A header block going on far past the list size
-			// (CVE-2023-45288): h2head would refuse what it decoded.
-			return 0, http2.ConnectionError(http2.ErrCodeProtocol)
-		}
-		switch {
-		case first && typ != http2.FrameHeaders:
-		case first && flags.Has(http2.FlagHeadersEndHeaders):
-		case !first && (typ != http2.FrameContinuation || flags.Has(http2.FlagContinuationEndHeaders)):
-		default:
-			continue
-		}
-		if len(b) < n {
-			return 0, nil
-		}
-		return n, nil
-	}
-}
-
-func (c *conn) blockBound() int {
-	return 4*int(c.fr.MaxHeaderListSize) + c.cfg.MaxReadFrameSize + 9
 }
 
 // frameError ends what err ends: the stream, or the connection.
@@ -654,19 +548,6 @@ func (c *conn) state(id uint32) (bool, *Stream) {
 		return false, st
 	}
 	return id > c.maxClientID, nil
-}
-
-// inflowAdd returns consumed bytes to a receive window, and how much to
-// announce in a WINDOW_UPDATE (0: not yet, batched as Go's server does).
-func inflowAdd(avail, unsent *int32, n int32) int32 {
-	u := *unsent + n
-	if u < 4<<10 && u < *avail {
-		*unsent = u
-		return 0
-	}
-	*avail += u
-	*unsent = 0
-	return u
 }
 
 // credit gives n bytes back to the connection's window, writing the

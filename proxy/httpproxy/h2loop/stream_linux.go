@@ -257,18 +257,7 @@ func (st *Stream) answerRefused() {
 // writeBlock writes the header block in hbuf as HEADERS and CONTINUATION
 // frames of at most the client's frame size.
 func (c *conn) writeBlock(id uint32, end bool) {
-	block := c.hbuf.Bytes()
-	first := true
-	for first || len(block) > 0 {
-		frag := block[:min(len(block), int(c.peerMaxFrame))]
-		block = block[len(frag):]
-		if first {
-			c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: end, EndHeaders: len(block) == 0})
-			first = false
-		} else {
-			c.wfr.WriteContinuation(id, len(block) == 0, frag)
-		}
-	}
+	writeHeaderBlock(c.wfr, id, c.hbuf.Bytes(), c.peerMaxFrame, end)
 }
 
 func encodeStatus(enc *hpack.Encoder, code int) {
