@@ -114,9 +114,9 @@ var errPrefaceWrong = errors.New("h2loop: bad client connection preface")
 
 // conn is one HTTP/2 connection, the loop's alone.
 type conn struct {
-	srv    *Server
-	cfg    h2server.Config
-	lp     *evloop.Loop
+	srv *Server
+	cfg h2server.Config
+	lp  *evloop.Loop
 	frameIn
 	value  any // ServeTransport's
 	remote string
