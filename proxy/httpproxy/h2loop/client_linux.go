@@ -386,7 +386,9 @@ func (c *ClientConn) read() {
 			return
 		}
 		if err == nil {
-			err = c.processFrame(f)
+			if err = c.processFrame(f); err != nil {
+				err = fmt.Errorf("%v frame: %w", f.Header().Type, err)
+			}
 		}
 		if err != nil {
 			c.frameError(err)
