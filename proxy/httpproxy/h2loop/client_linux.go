@@ -190,8 +190,8 @@ func NewClientConn(lp *evloop.Loop, t Transport, cfg ClientConfig) *ClientConn {
 
 // NewClientConnFD starts an HTTP/2 connection (h2c with prior knowledge)
 // over the stream socket fd, connected or connecting (non-blocking: what
-// is written waits for the connection), which lp owns from then on.
-// Called on lp's goroutine.
+// is written waits for the connection), which lp owns from then on (the
+// caller's still if an error is returned). Called on lp's goroutine.
 func NewClientConnFD(lp *evloop.Loop, fd int, cfg ClientConfig) (*ClientConn, error) {
 	// As Go's net sets it: a small frame written after another must not
 	// wait for the server's delayed ACK.
