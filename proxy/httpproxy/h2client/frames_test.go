@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/meridian-mesh/meridian/proxy/internal/h2msg"
 )
 
 type result struct {
@@ -615,8 +617,8 @@ func TestPeerMaxHeaderListSize(t *testing.T) {
 	}
 	req := newRequest(t, "GET", "http://a/", nil)
 	req.Header.Set("X-Big", strings.Repeat("v", 300))
-	if _, err := c.RoundTrip(req); err != errRequestHeaderListSize {
-		t.Errorf("err %v, want %v", err, errRequestHeaderListSize)
+	if _, err := c.RoundTrip(req); err != h2msg.ErrRequestHeaderListSize {
+		t.Errorf("err %v, want %v", err, h2msg.ErrRequestHeaderListSize)
 	}
 	ch = goRoundTrip(c, newRequest(t, "GET", "http://a/", nil))
 	h = fc.readHeaders()
