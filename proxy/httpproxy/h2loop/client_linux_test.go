@@ -10,7 +10,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -32,40 +31,8 @@ func clLoop(t testing.TB) *evloop.Loop {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				errc <- fmt.Errorf("the loop panicked: %v\n%s", p, debug.Stack())
-			}
-		}()
-		errc <- lp.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-errc:
-			if !errors.Is(err, context.Canceled) {
-				t.Error(err)
-			}
-		case <-time.After(clTimeout):
-			t.Error("the loop did not end")
-		}
-	})
+	runLoop(t, lp, nil)
 	return lp
-}
-
-// clOn runs f on lp and waits for it (bounded).
-func clOn(t testing.TB, lp *evloop.Loop, f func()) {
-	t.Helper()
-	done := make(chan struct{})
-	lp.Post(func() { f(); close(done) })
-	select {
-	case <-done:
-	case <-time.After(clTimeout):
-		t.Fatal("the loop did not run a posted function")
-	}
 }
 
 // clDial connects a ClientConn on lp to addr.
@@ -80,7 +47,7 @@ func clDial(t testing.TB, lp *evloop.Loop, addr string, cfg ClientConfig) *Clien
 		t.Fatal(err)
 	}
 	var c *ClientConn
-	clOn(t, lp, func() { c, err = NewClientConnFD(lp, fd, cfg) })
+	confOn(t, lp, func() { c, err = NewClientConnFD(lp, fd, cfg) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +154,7 @@ func clDo(t testing.TB, c *ClientConn, req *http.Request, body []byte, trailers 
 	t.Helper()
 	var st *ClientStream
 	var err error
-	clOn(t, c.lp, func() {
+	confOn(t, c.lp, func() {
 		st, err = c.Open(req, body == nil && trailers == nil, r)
 		if err == nil && (body != nil || trailers != nil) {
 			r.send, r.sendTrl, r.sending = body, trailers, true
@@ -338,7 +305,7 @@ func TestClientH2ServerGet(t *testing.T) {
 		t.Fatal(r2.err, r2.header)
 	}
 	var n int
-	clOn(t, lp, func() { n = c.Streams() })
+	confOn(t, lp, func() { n = c.Streams() })
 	if n != 0 {
 		t.Errorf("%d streams open", n)
 	}
@@ -358,7 +325,7 @@ func TestClientRequestRefusedBeforeWriting(t *testing.T) {
 		clReq("GET", "ftp://example.com/", nil),
 	} {
 		var err error
-		clOn(t, lp, func() { _, err = c.Open(req, true, newClRecv()) })
+		confOn(t, lp, func() { _, err = c.Open(req, true, newClRecv()) })
 		if err == nil || errors.Is(err, ErrRefused) {
 			t.Errorf("%v: err %v", req.Header, err)
 		}
@@ -370,7 +337,7 @@ func TestClientRequestRefusedBeforeWriting(t *testing.T) {
 		t.Fatal(r.err, r.status)
 	}
 	var id uint32
-	clOn(t, lp, func() { id = c.nextID })
+	confOn(t, lp, func() { id = c.nextID })
 	if id != 3 {
 		t.Errorf("next stream id %d: a refused request took one", id)
 	}
@@ -412,10 +379,10 @@ func TestClientH2ServerFlowControl(t *testing.T) {
 		t.Fatalf("End: %v", r2.err)
 	case <-time.After(clTimeout):
 		var h, sent int
-		clOn(t, lp, func() { h, sent = r2.held, len(r2.send) })
+		confOn(t, lp, func() { h, sent = r2.held, len(r2.send) })
 		t.Fatalf("the stream's window was not filled: %d held, %d to send", h, sent)
 	}
-	clOn(t, lp, func() {
+	confOn(t, lp, func() {
 		r2.hold = false
 		st.Consumed(r2.held)
 		st.Flush()
@@ -553,7 +520,7 @@ func TestClientH2ServerConcurrency(t *testing.T) {
 	clDo(t, c, clReq("GET", "http://example.com/", nil), nil, nil, r)
 	r.wait(t)
 	var blocked []*clRecv
-	clOn(t, lp, func() {
+	confOn(t, lp, func() {
 		for c.CanOpen() {
 			rb := newClRecv()
 			if _, err := c.Open(clReq("GET", "http://example.com/block", nil), true, rb); err != nil {
@@ -575,7 +542,7 @@ func TestClientH2ServerConcurrency(t *testing.T) {
 		}
 	}
 	var err error
-	clOn(t, lp, func() { _, err = c.Open(clReq("GET", "http://example.com/", nil), true, newClRecv()) })
+	confOn(t, lp, func() { _, err = c.Open(clReq("GET", "http://example.com/", nil), true, newClRecv()) })
 	if !errors.Is(err, ErrRefused) {
 		t.Fatalf("Open at the limit: %v", err)
 	}
@@ -587,13 +554,13 @@ func TestClientH2ServerConcurrency(t *testing.T) {
 		}
 	}
 	q := &clQueue{c: c, left: 60, n: 60, done: make(chan struct{})}
-	clOn(t, lp, q.fill)
+	confOn(t, lp, q.fill)
 	select {
 	case <-q.done:
 	case <-time.After(clTimeout):
 		t.Fatal("the queue did not end")
 	}
-	clOn(t, lp, func() {
+	confOn(t, lp, func() {
 		if len(q.errs) > 0 || q.maxOpen != 5 {
 			t.Errorf("errors %v, at most %d open at once", q.errs, q.maxOpen)
 		}
@@ -686,7 +653,7 @@ func TestClientH2ServerShutdown(t *testing.T) {
 		t.Fatal("no GOAWAY")
 	}
 	var err error
-	clOn(t, lp, func() { _, err = c.Open(clReq("GET", "http://example.com/3", nil), true, newClRecv()) })
+	confOn(t, lp, func() { _, err = c.Open(clReq("GET", "http://example.com/3", nil), true, newClRecv()) })
 	if !errors.Is(err, ErrRefused) {
 		t.Fatalf("Open after GOAWAY: %v", err)
 	}
@@ -706,7 +673,7 @@ func TestClientH2ServerShutdown(t *testing.T) {
 		t.Fatal("Shutdown did not end")
 	}
 	var closed bool
-	clOn(t, lp, func() { closed = c.Closed() })
+	confOn(t, lp, func() { closed = c.Closed() })
 	if !closed {
 		t.Error("the connection is still open")
 	}

@@ -219,7 +219,7 @@ func TestClientRawStreamErrors(t *testing.T) {
 				t.Fatal(rc2.err, rc2.body.String())
 			}
 			var can bool
-			clOn(t, lp, func() { can = c.CanOpen() })
+			confOn(t, lp, func() { can = c.CanOpen() })
 			if !can {
 				t.Error("the connection takes no new stream")
 			}
@@ -299,7 +299,7 @@ func TestClientRawConnectionErrors(t *testing.T) {
 			}
 			r.nc.Close()
 			var can bool
-			clOn(t, lp, func() { can = c.CanOpen() })
+			confOn(t, lp, func() { can = c.CanOpen() })
 			if can {
 				t.Error("the connection still takes streams")
 			}
@@ -329,7 +329,7 @@ func TestClientRawRefusedStream(t *testing.T) {
 		t.Fatalf("End: %v", rc2.err)
 	}
 	var can bool
-	clOn(t, lp, func() { can = c.CanOpen() })
+	confOn(t, lp, func() { can = c.CanOpen() })
 	if !can {
 		t.Error("the connection takes no new stream")
 	}
@@ -358,7 +358,7 @@ func TestClientRawGoAway(t *testing.T) {
 		t.Fatal("Unusable was not called")
 	}
 	var err error
-	clOn(t, lp, func() { _, err = c.Open(clReq("GET", "http://example.com/", nil), true, newClRecv()) })
+	confOn(t, lp, func() { _, err = c.Open(clReq("GET", "http://example.com/", nil), true, newClRecv()) })
 	if !errors.Is(err, ErrRefused) {
 		t.Fatalf("Open after GOAWAY: %v", err)
 	}
@@ -375,7 +375,7 @@ func TestClientRawGoAway(t *testing.T) {
 		}
 	}
 	var closed bool
-	clOn(t, lp, func() { closed = c.Closed() })
+	confOn(t, lp, func() { closed = c.Closed() })
 	if !closed {
 		t.Error("the connection is still open")
 	}
@@ -436,7 +436,7 @@ func TestClientRawSettings(t *testing.T) {
 		t.Errorf("%d CONTINUATION frames", n)
 	}
 	var streams int
-	clOn(t, lp, func() { streams = c.Streams() })
+	confOn(t, lp, func() { streams = c.Streams() })
 	if streams != 1 {
 		t.Errorf("%d streams", streams)
 	}
@@ -450,7 +450,7 @@ func TestClientRawResponseFirst(t *testing.T) {
 	r.settings()
 	rc := newClRecv()
 	var st *ClientStream
-	clOn(t, lp, func() {
+	confOn(t, lp, func() {
 		var err error
 		st, err = c.Open(clReq("POST", "http://example.com/", nil), false, rc)
 		if err != nil {
@@ -468,7 +468,7 @@ func TestClientRawResponseFirst(t *testing.T) {
 		t.Fatal(rc.err, rc.status)
 	}
 	var n int
-	clOn(t, lp, func() { n = st.Write([]byte("late"), true) })
+	confOn(t, lp, func() { n = st.Write([]byte("late"), true) })
 	if n != 0 {
 		t.Errorf("Write after the end took %d bytes", n)
 	}
@@ -493,7 +493,7 @@ func TestClientRawConnectionLost(t *testing.T) {
 	r2.settings()
 	rc2 := clGet(t, c2, "/")
 	r2.request()
-	clOn(t, lp2, c2.Close)
+	confOn(t, lp2, c2.Close)
 	rc2.wait(t)
 	if !errors.Is(rc2.err, ErrClientClosed) {
 		t.Fatal(rc2.err)
@@ -527,11 +527,11 @@ func TestClientRawReceiveWindows(t *testing.T) {
 		t.Fatalf("credit %v", credit)
 	}
 	// 160 consumed is below the batch: nothing until 4 KiB are.
-	clOn(t, lp, func() { st.Consumed(160); st.Flush() })
+	confOn(t, lp, func() { st.Consumed(160); st.Flush() })
 	r.fr.WriteData(id, false, make([]byte, 8000))
 	r.fr.WritePing(false, [8]byte{8})
 	r.until("PING ACK", func(f http2.Frame) bool { _, ok := f.(*http2.PingFrame); return ok })
-	clOn(t, lp, func() { st.Consumed(8000); st.Flush() })
+	confOn(t, lp, func() { st.Consumed(8000); st.Flush() })
 	for credit[0] < 4096+8160 || credit[id] < 4096+8160 {
 		wu := r.until("WINDOW_UPDATE", func(f http2.Frame) bool { _, ok := f.(*http2.WindowUpdateFrame); return ok }).(*http2.WindowUpdateFrame)
 		credit[wu.StreamID] += wu.Increment
@@ -544,7 +544,7 @@ func TestClientRawReceiveWindows(t *testing.T) {
 	// A PING after the DATA: once its ACK is back, the DATA is in.
 	r.fr.WritePing(false, [8]byte{9})
 	r.until("PING ACK", func(f http2.Frame) bool { _, ok := f.(*http2.PingFrame); return ok })
-	clOn(t, lp, func() { st.Reset(http2.ErrCodeCancel); st.Flush() })
+	confOn(t, lp, func() { st.Reset(http2.ErrCodeCancel); st.Flush() })
 	for {
 		f := r.read()
 		if wu, ok := f.(*http2.WindowUpdateFrame); ok {

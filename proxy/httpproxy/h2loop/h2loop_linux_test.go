@@ -7,14 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/meridian-mesh/meridian/proxy/h2server"
 	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
@@ -28,34 +25,7 @@ func loopServer(t testing.TB, srv *Server) (*evloop.Loop, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- lp.Run(ctx) }()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lerr := make(chan error, 1)
-	lp.Post(func() {
-		_, err := lp.Listen(ln, func(fd int, sa unix.Sockaddr) {
-			if err := srv.Serve(lp, fd, "client", nil); err != nil {
-				t.Error(err)
-				unix.Close(fd)
-			}
-		})
-		lerr <- err
-	})
-	if err := <-lerr; err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ln.Close()
-		cancel()
-		if err := <-errc; !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	return lp, ln.Addr().String()
+	return lp, confLoop(t, lp, srv, nil)
 }
 
 // goClient is Go's HTTP/2 client with prior knowledge.

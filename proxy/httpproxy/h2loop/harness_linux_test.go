@@ -58,14 +58,11 @@ func confStart(t testing.TB, cfg h2server.Config) *confServer {
 	return cs
 }
 
-// confLoop runs lp with srv accepting on a loopback listener, whose
-// address it returns, until the test ends: then the listener is closed,
-// and the loop (which closes its connections). A panic on the loop fails
-// the test that caused it, not the whole run: onPanic (if set) closes the
-// clients' connections, so that their reads fail at once, and the cleanup
-// reports it.
-func confLoop(t testing.TB, lp *evloop.Loop, srv *Server, onPanic func()) string {
-	t.Helper()
+// runLoop runs lp until the test ends. A panic on the loop fails the test
+// that caused it, not the whole run: onPanic (if set) runs first (it closes
+// the clients' connections, so that their reads fail at once), and the
+// cleanup reports it.
+func runLoop(t testing.TB, lp *evloop.Loop, onPanic func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
@@ -90,6 +87,14 @@ func confLoop(t testing.TB, lp *evloop.Loop, srv *Server, onPanic func()) string
 			t.Error("the loop did not end")
 		}
 	})
+}
+
+// confLoop runs lp with srv accepting on a loopback listener, whose
+// address it returns, until the test ends: then the listener is closed,
+// and the loop (which closes its connections; onPanic as runLoop's).
+func confLoop(t testing.TB, lp *evloop.Loop, srv *Server, onPanic func()) string {
+	t.Helper()
+	runLoop(t, lp, onPanic)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -98,11 +103,6 @@ func confLoop(t testing.TB, lp *evloop.Loop, srv *Server, onPanic func()) string
 	var lerr error
 	confOn(t, lp, func() {
 		lis, lerr = lp.Listen(ln, func(fd int, sa unix.Sockaddr) {
-			// As Go's net (h2server's connections) and h1loop's accept:
-			// without it a response written after another small write
-			// (a PING's or SETTINGS' ACK) waits for the client's
-			// delayed ACK, 40 ms.
-			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 			if err := srv.Serve(lp, fd, sockaddrString(sa), nil); err != nil {
 				t.Errorf("Serve: %v", err)
 				unix.Close(fd)

@@ -27,10 +27,7 @@ import (
 // Go's HTTP/2 client where it suffices, raw frames (h2test) where a test
 // reads the frames themselves.
 func RunBehaviour(t *testing.T, start Start) {
-	for _, tc := range []struct {
-		name string
-		run  func(*testing.T, Start)
-	}{
+	runAll(t, start, []test{
 		{"GoClientGet", goClientGet},
 		{"BodiesBothWays", bodiesBothWays},
 		{"Trailers", trailers},
@@ -47,9 +44,7 @@ func RunBehaviour(t *testing.T, start Start) {
 		{"ConcurrentStreams", concurrentStreams},
 		{"StreamContext", streamContext},
 		{"ResetBodyError", resetBodyError},
-	} {
-		t.Run(tc.name, func(t *testing.T) { tc.run(t, start) })
-	}
+	})
 }
 
 // client is Go's HTTP/2 client, prior knowledge.

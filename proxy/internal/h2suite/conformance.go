@@ -25,10 +25,7 @@ import (
 // rules both of the proxy's HTTP/2 servers keep, with an http.Handler
 // (handler) behind them.
 func RunConformance(t *testing.T, start Start) {
-	for _, tc := range []struct {
-		name string
-		run  func(*testing.T, Start)
-	}{
+	runAll(t, start, []test{
 		{"PrefaceAndSettings", testPrefaceAndSettings},
 		{"BadPreface", testBadPreface},
 		{"FirstFrameNotSettings", testFirstFrameNotSettings},
@@ -57,9 +54,7 @@ func RunConformance(t *testing.T, start Start) {
 		{"TooManyStreams", testTooManyStreams},
 		{"EOFMidFrame", testEOFMidFrame},
 		{"ResponseContinuation", testResponseContinuation},
-	} {
-		t.Run(tc.name, func(t *testing.T) { tc.run(t, start) })
-	}
+	})
 }
 
 // handler is the suite's http.Handler: the request's path chooses what it

@@ -23,17 +23,12 @@ import (
 // TestService served by grpc.Server's ServeHTTP as the server's handler:
 // unary and streaming calls, cancellation, deadlines.
 func RunGRPC(t *testing.T, start Start) {
-	for _, tc := range []struct {
-		name string
-		run  func(*testing.T, Start)
-	}{
+	runAll(t, start, []test{
 		{"GRPCUnary", grpcUnary},
 		{"GRPCStreaming", grpcStreaming},
 		{"GRPCCancellation", grpcCancellation},
 		{"GRPCDeadline", grpcDeadline},
-	} {
-		t.Run(tc.name, func(t *testing.T) { tc.run(t, start) })
-	}
+	})
 }
 
 // testService is grpc-go's interop TestService.

@@ -50,3 +50,16 @@ type Target struct {
 // Start serves h with cfg's limits until the test ends. The suites
 // (Run...) take one for each server.
 type Start func(t testing.TB, cfg h2server.Config, h http.Handler) *Target
+
+// test is one of a suite's subtests.
+type test struct {
+	name string
+	run  func(*testing.T, Start)
+}
+
+// runAll runs tests as subtests of t against start's server.
+func runAll(t *testing.T, start Start, tests []test) {
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, start) })
+	}
+}
