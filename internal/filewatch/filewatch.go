@@ -39,14 +39,23 @@ func Poll[S comparable](ctx context.Context, interval time.Duration, last S, loo
 	})
 }
 
-// ModTime is a look at one file: its modification time in nanoseconds,
-// following links; false when the file cannot be stat'ed.
-func ModTime(path string) (int64, bool) {
+// Stamp is what a look at one file sees: its modification time, size and
+// inode, following links. The inode makes a file replaced by a rename (how
+// a writer replaces a file whole, and how the kubelet swaps a mounted
+// Secret) a change even within the file system's timestamp granularity
+// (a few milliseconds) and at the same size.
+type Stamp struct {
+	mtime, size int64
+	ino         uint64
+}
+
+// Stat is a look at one file; false when it cannot be stat'ed.
+func Stat(path string) (Stamp, bool) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return 0, false
+		return Stamp{}, false
 	}
-	return fi.ModTime().UnixNano(), true
+	return Stamp{fi.ModTime().UnixNano(), fi.Size(), inode(fi)}, true
 }
 
 // Contents is a look at small files: their contents, each followed by a NUL

@@ -87,8 +87,8 @@ func TestEveryStopsWithContext(t *testing.T) {
 func TestLooks(t *testing.T) {
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	if _, ok := ModTime(a); ok {
-		t.Error("ModTime of a missing file: ok")
+	if _, ok := Stat(a); ok {
+		t.Error("Stat of a missing file: ok")
 	}
 	if err := os.WriteFile(a, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
@@ -97,9 +97,25 @@ func TestLooks(t *testing.T) {
 	if err := os.Chtimes(a, old, old); err != nil {
 		t.Fatal(err)
 	}
-	if m, ok := ModTime(a); !ok || m != old.UnixNano() {
-		t.Errorf("ModTime = %d, %v; want %d", m, ok, old.UnixNano())
+	first, ok := Stat(a)
+	if !ok || first.mtime != old.UnixNano() || first.size != 1 {
+		t.Errorf("Stat = %+v, %v; want mtime %d, size 1", first, ok, old.UnixNano())
 	}
+	// Replaced by a rename with the same size and modification time: a
+	// change all the same (another inode).
+	if err := os.WriteFile(b, []byte("y"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(b, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(b, a); err != nil {
+		t.Fatal(err)
+	}
+	if second, _ := Stat(a); second == first {
+		t.Errorf("a file replaced by a rename looks unchanged: %+v", second)
+	}
+	os.Remove(a)
 	for _, tc := range []struct {
 		a, b string // contents; "-" for missing
 		want string
