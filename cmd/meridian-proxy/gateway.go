@@ -204,14 +204,14 @@ func runGateway(args []string) error {
 		go static.WatchFile(ctx, *destFile, flagDests, 2*time.Second, log)
 	}
 	if *configFile != "" {
-		s, err := gateway.LoadFile(*configFile)
+		s, stamp, err := gateway.LoadFile(*configFile)
 		if err != nil {
 			return fmt.Errorf("--gateway-config: %w", err)
 		}
 		if err := g.Apply(s); err != nil {
 			return fmt.Errorf("--gateway-config: %w", err)
 		}
-		go g.WatchFile(ctx, *configFile, 2*time.Second)
+		go g.WatchFile(ctx, *configFile, stamp, 2*time.Second)
 	} else {
 		gwCreds := creds
 		if cfg.Identity != nil && *dstID != "" {

@@ -13,13 +13,21 @@ import (
 )
 
 // LoadFile reads a snapshot from a file in protojson (the local mode's and
-// the tests' source of snapshots). Unknown fields are an error.
-func LoadFile(path string) (*gatewaypb.Snapshot, error) {
+// the tests' source of snapshots). Unknown fields are an error. The stamp
+// is what the file looked like before it was read: WatchFile starts from
+// it, so that a change made while it was read is not missed, and an
+// unchanged file is not read again.
+func LoadFile(path string) (*gatewaypb.Snapshot, FileStamp, error) {
+	st, _ := filewatch.Stat(path)
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, FileStamp{}, err
 	}
-	return parseSnapshot(path, b)
+	s, err := parseSnapshot(path, b)
+	if err != nil {
+		return nil, FileStamp{}, err
+	}
+	return s, FileStamp{st}, nil
 }
 
 func parseSnapshot(path string, b []byte) (*gatewaypb.Snapshot, error) {
@@ -30,30 +38,28 @@ func parseSnapshot(path string, b []byte) (*gatewaypb.Snapshot, error) {
 	return s, nil
 }
 
-// WatchFile applies the snapshot in path whenever it changes, looking
-// every interval until ctx ends. Its first look applies what the file
-// holds then (a no-op when the caller applied that version already: equal
-// versions are equal snapshots). A file that cannot be parsed or applied
-// is logged and refused (Diagnostics' refused snapshots); the current
-// snapshot keeps serving.
+// WatchFile applies the snapshot in path whenever it changes from since
+// (LoadFile's stamp of what the caller applied), looking every interval
+// until ctx ends. A file that cannot be parsed or applied is logged and
+// refused (Diagnostics' refused snapshots); the current snapshot keeps
+// serving.
 //
 // A look is a stat (modification time and size, following links, so a
 // swapped symlink counts); the file is read only when that changed. A
-// snapshot of 10,000 routes is some 2 MB of JSON: reading it at every look
-// kept the gateway allocating ~2 MB/s while idle, which also kept
-// memrelease from ever finding it quiet (bench/README.md, Edge gateway).
-func (g *Gateway) WatchFile(ctx context.Context, path string, every time.Duration) {
-	filewatch.Poll(ctx, every, fileStamp{}, func() (fileStamp, bool) {
-		fi, err := os.Stat(path)
-		if err != nil {
-			return fileStamp{}, true // gone: its coming back is a change
+// snapshot of 10,000 routes is some 2 MB of JSON whose parse allocates
+// some 30 MB: reading it at every look kept the gateway allocating while
+// idle, which also kept memrelease from ever finding it quiet
+// (bench/README.md, Edge gateway), and reading it at the first look
+// raised the start's memory high-water mark by a third.
+func (g *Gateway) WatchFile(ctx context.Context, path string, since FileStamp, every time.Duration) {
+	filewatch.Poll(ctx, every, since, func() (FileStamp, bool) {
+		st, _ := filewatch.Stat(path)
+		return FileStamp{st}, true
+	}, func(st FileStamp) FileStamp {
+		if st == (FileStamp{}) {
+			return st // gone: its coming back is a change
 		}
-		return fileStamp{fi.ModTime().UnixNano(), fi.Size()}, true
-	}, func(st fileStamp) fileStamp {
-		if st == (fileStamp{}) {
-			return st
-		}
-		s, err := LoadFile(path)
+		s, _, err := LoadFile(path)
 		if err != nil {
 			g.refuse("", err)
 			return st
@@ -63,8 +69,9 @@ func (g *Gateway) WatchFile(ctx context.Context, path string, every time.Duratio
 	})
 }
 
-// fileStamp is what a look at the snapshot file compares.
-type fileStamp struct{ mtime, size int64 }
+// FileStamp is what a look at the snapshot file compares (its
+// modification time, size and inode); zero when it cannot be stat'ed.
+type FileStamp struct{ st filewatch.Stamp }
 
 // refuse records a snapshot that could not even be read.
 func (g *Gateway) refuse(version string, err error) {

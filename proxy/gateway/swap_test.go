@@ -336,14 +336,14 @@ func TestWatchFile(t *testing.T) {
 		}
 	}
 	write(s("v1", "a"))
-	first, err := LoadFile(path)
+	first, stamp, err := LoadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	g := startGateway(t, dsts(t, map[string][]string{"a.svc:80": {a.addr}, "b.svc:80": {b.addr}}), first)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { g.WatchFile(ctx, path, 10*time.Millisecond); close(done) }()
+	go func() { g.WatchFile(ctx, path, stamp, 10*time.Millisecond); close(done) }()
 	defer func() { cancel(); <-done }()
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
