@@ -110,14 +110,14 @@ func (g *Gateway) Diagnostics() Diagnostics {
 		}
 		d.Ports = append(d.Ports, pi)
 	}
-	for _, c := range t.snap.GetCertificates() {
-		leaf := t.certs[c.GetName()].cert.Leaf
-		d.Certificates = append(d.Certificates, CertificateInfo{Name: c.GetName(), Subject: leaf.Subject.String(), DNSNames: leaf.DNSNames, NotAfter: leaf.NotAfter.UTC()})
+	for _, c := range t.certOrder {
+		leaf := c.cert.Leaf
+		d.Certificates = append(d.Certificates, CertificateInfo{Name: c.name, Subject: leaf.Subject.String(), DNSNames: leaf.DNSNames, NotAfter: leaf.NotAfter.UTC()})
 	}
 	if c := t.clientCert; c != nil {
 		d.BackendClientCertificate = &CertificateInfo{Name: c.name, Subject: c.cert.Leaf.Subject.String(), DNSNames: c.cert.Leaf.DNSNames, NotAfter: c.cert.Leaf.NotAfter.UTC()}
 	}
-	for _, r := range t.snap.GetRejected() {
+	for _, r := range t.rejected {
 		d.Rejected = append(d.Rejected, RejectedInfo{Kind: r.GetKind(), Namespace: r.GetNamespace(), Name: r.GetName(), Reason: r.GetReason(), Message: r.GetMessage()})
 	}
 	return d

@@ -21,7 +21,6 @@ const DefaultMaxRequestHeaderBytes = 64 << 10
 // table is a compiled snapshot. It is never changed once built: requests
 // and handshakes read the one they loaded, whole.
 type table struct {
-	snap        *gatewaypb.Snapshot
 	version     string
 	gateway     string
 	trustedHops int
@@ -29,7 +28,12 @@ type table struct {
 	ports       map[uint32]*port // TCP: HTTP, TLS and TCP ports
 	udp         map[uint32]*port // UDP ports, numbers shared with ports' allowed
 	certs       map[string]*certificate
-	clientCert  *certificate // presented to BackendTLSPolicy backends; nil: none
+	certOrder   []*certificate // certs in the snapshot's order (Diagnostics)
+	clientCert  *certificate   // presented to BackendTLSPolicy backends; nil: none
+	// rejected is Snapshot.rejected (Diagnostics). The table keeps no
+	// reference to the snapshot itself: 10,000 routes' messages are some
+	// 7 MB that would stay live beside the compiled table.
+	rejected []*gatewaypb.Rejected
 }
 
 type port struct {
@@ -79,7 +83,7 @@ type tlsRoute struct {
 // is wrong (ports[1].listeners[0].hosts[2].rules[0].match.path: ...); the
 // caller keeps the table it has.
 func compile(s *gatewaypb.Snapshot, b *builder) (*table, error) {
-	t := &table{snap: s, version: s.GetVersion(), gateway: s.GetGateway(), trustedHops: int(s.GetTrustedHops()),
+	t := &table{rejected: s.GetRejected(), version: s.GetVersion(), gateway: s.GetGateway(), trustedHops: int(s.GetTrustedHops()),
 		maxHeader: int(s.GetMaxRequestHeaderBytes()), ports: map[uint32]*port{}, udp: map[uint32]*port{}, certs: map[string]*certificate{}}
 	b.gateway = t.gateway
 	if t.maxHeader == 0 {
@@ -97,6 +101,7 @@ func compile(s *gatewaypb.Snapshot, b *builder) (*table, error) {
 			return nil, fmt.Errorf("certificates[%d] (%s): name: a second certificate of that name; names must be unique", i, c.GetName())
 		}
 		t.certs[c.GetName()] = cert
+		t.certOrder = append(t.certOrder, cert)
 	}
 	if c := s.GetBackendClientCertificate(); c != nil {
 		cert, err := parseCertificate(c)
