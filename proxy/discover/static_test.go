@@ -356,6 +356,35 @@ func TestParseFile(t *testing.T) {
 	}
 }
 
+// Anchors, aliases and merge keys are YAML's: the field check follows them.
+func TestParseMergeKeys(t *testing.T) {
+	dests, err := Parse("d.yaml", []byte(`destinations:
+  - authority: web.test:80
+    endpoints:
+      - &e {addr: 10.0.0.1:80, weight: 2}
+      - <<: *e
+        addr: 10.0.0.2:80
+  - authority: api.test:80
+    endpoints: [*e]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dests) != 2 || !reflect.DeepEqual(dests[0].Endpoints[1], Endpoint{Addr: "10.0.0.2:80", Weight: 2}) || dests[1].Endpoints[0].Addr != "10.0.0.1:80" {
+		t.Errorf("%+v", dests)
+	}
+	_, err = Parse("d.yaml", []byte(`destinations:
+  - authority: web.test:80
+    endpoints:
+      - &e {addr: 10.0.0.1:80}
+      - <<: *e
+        wieght: 3
+`))
+	if err == nil || !strings.Contains(err.Error(), "d.yaml:6: destinations[0].endpoints[1].wieght: unknown field") {
+		t.Errorf("an unknown field beside a merge key: %v", err)
+	}
+}
+
 func TestParseFileErrorsNameFileAndLine(t *testing.T) {
 	for _, c := range []struct {
 		name, doc string
@@ -366,8 +395,8 @@ func TestParseFileErrorsNameFileAndLine(t *testing.T) {
     endpoints:
       - addr: 10.0.0.1:8080
         weigth: 3
-`, []string{"line 5", "weigth"}},
-		{"unknown top-level field", "destination:\n  - authority: web\n", []string{"line 1", "destination"}},
+`, []string{":5: ", "destinations[0].endpoints[0].weigth: unknown field", "allowed here: addr, weight"}},
+		{"unknown top-level field", "destination:\n  - authority: web\n", []string{":1: ", "destination: unknown field; allowed here: destinations"}},
 		{"bad YAML", "destinations:\n  - authority: web.test:80\n    endpoints: [\n", []string{"line"}},
 		{"tab indentation", "destinations:\n  - authority: web\n\tendpoints: []\n", []string{"line "}},
 		{"wrong type", "destinations:\n  - authority: web\n    endpoints:\n      - addr: 10.0.0.1:80\n        weight: lots\n", []string{"line 5"}},

@@ -21,7 +21,8 @@ import (
 // HTTPRoute each: its own hostname, prefix /, its own Service, whose
 // endpoints are the three backends), sends one request to each of
 // -rss-sample of them, and reads the process's RSS: the issue's "RSS with
-// 10,000 routes stays under 100 MB".
+// 10,000 routes stays under 100 MB", held by the high-water mark too (the
+// start's parse of the files included).
 func measureRSS(ctx context.Context, bin, cpus, logDir string, backends []string) error {
 	n := *rssRoutes
 	dir := filepath.Join(logDir, "rss")
@@ -118,7 +119,7 @@ func measureRSS(ctx context.Context, bin, cpus, logDir string, backends []string
 	fmt.Printf("snapshot %.1f MB protojson; ready %v after start; RSS %s MB at ready, %s MB right after %d requests on as many routes (%d failed), %s MB %v later; peak %s MB\n",
 		float64(len(b))/(1<<20), ready.Round(time.Millisecond), sut.MB(idle.RSS), sut.MB(after.RSS), sample, failed, sut.MB(st.RSS), *rssSettle, sut.MB(st.PeakRSS))
 	fmt.Printf("RESULT gateway-rss routes=%d ready_ms=%d rss_at_ready_mb=%s rss_after_requests_mb=%s rss_mb=%s peak_rss_mb=%s sampled=%d failed=%d heap_releases=%d target_met=%t\n",
-		n, ready.Milliseconds(), sut.MB(idle.RSS), sut.MB(after.RSS), sut.MB(st.RSS), sut.MB(st.PeakRSS), sample, failed, releases, failed == 0 && st.RSS < 100<<20)
+		n, ready.Milliseconds(), sut.MB(idle.RSS), sut.MB(after.RSS), sut.MB(st.RSS), sut.MB(st.PeakRSS), sample, failed, releases, failed == 0 && st.RSS < 100<<20 && st.PeakRSS < 100<<20)
 	if failed > 0 {
 		log.Printf("%d of %d sampled routes did not answer 200\n%s", failed, sample, p.LogTail(20))
 	}
