@@ -360,8 +360,9 @@ func Parse(name string, b []byte) ([]Destination, error) {
 }
 
 // knownFields refuses a key that t (a struct of yaml-tagged fields, or a
-// slice or map of them) has no field for, naming its line, its place and
-// the keys allowed there: yaml.v3's Node.Decode has no KnownFields.
+// slice of them) has no field for, naming its line, its place and the
+// keys allowed there: yaml.v3's Node.Decode has no KnownFields. Maps are
+// not walked: the file's only map (labels) takes any key.
 func knownFields(n *yaml.Node, t reflect.Type, path string) error {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
