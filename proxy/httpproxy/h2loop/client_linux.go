@@ -1,7 +1,6 @@
 package h2loop
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log"
@@ -10,7 +9,6 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"golang.org/x/sys/unix"
 
 	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
@@ -144,37 +142,22 @@ var errConnUnusable = fmt.Errorf("%w: the connection takes no new stream", ErrRe
 // Open, their responses told to their ResponseReceivers. Its methods and
 // its streams' are called on the loop.
 type ClientConn struct {
+	connCore
 	cfg ClientConfig
-	lp  *evloop.Loop
-	frameIn
 
-	out  bytes.Buffer // frames written, not yet given to ec
-	wfr  *http2.Framer
-	henc *hpack.Encoder
-	hbuf bytes.Buffer
-
-	streams         map[uint32]*ClientStream
-	blocked         []*ClientStream // streams waiting for the windows or the socket
-	nextID          uint32
-	maxConcurrent   uint32
-	peerMaxFrame    uint32
-	peerMaxHeaders  uint64
-	peerInitialWin  int32
-	sendWin         int64
-	recvAvail       int32
-	recvUnsent      int32
-	sawSettings     bool // the first frame, a SETTINGS, came
-	gotSettings     bool // the server's first SETTINGS (not an ACK) came
-	wantSettingsAck bool
-	goAway          bool // received: no new streams
-	doNotReuse      bool // a request with Connection: close
-	closing         bool // GOAWAY sent for an error: reading only to discard, then closed
-	closed          bool
-	released        bool // the Transport closed
-	toldUnusable    bool
-	processing      bool // in Readable or Written: the flush is at its end
-	timer           *evloop.Timer
+	streams        map[uint32]*ClientStream
+	nextID         uint32
+	maxConcurrent  uint32
+	peerMaxHeaders uint64
+	sawSettings    bool // the first frame, a SETTINGS, came
+	gotSettings    bool // the server's first SETTINGS (not an ACK) came
+	goAway         bool // received: no new streams
+	doNotReuse     bool // a request with Connection: close
+	released       bool // the Transport closed
+	toldUnusable   bool
 }
+
+var errServerNotReading = errors.New("h2loop: server does not read its frames")
 
 // NewClientConn starts an HTTP/2 connection over t on lp (h2c with prior
 // knowledge, or TLS that negotiated h2): it writes the client preface,
@@ -213,26 +196,20 @@ func (h clientHandler) Readable(*evloop.Conn) { h.c.Readable() }
 func (h clientHandler) Written(*evloop.Conn)  { h.c.Written() }
 
 func newClientConn(lp *evloop.Loop, cfg ClientConfig) *ClientConn {
-	cfg = cfg.withDefaults()
-	return &ClientConn{
-		cfg:            cfg,
-		lp:             lp,
+	c := &ClientConn{
+		cfg:            cfg.withDefaults(),
 		streams:        map[uint32]*ClientStream{},
 		nextID:         1,
 		maxConcurrent:  initialMaxConcurrent,
-		peerMaxFrame:   minMaxFrameSize,
 		peerMaxHeaders: 1<<64 - 1,
-		peerInitialWin: initialWindowSize,
-		sendWin:        initialWindowSize,
-		recvAvail:      initialWindowSize,
 	}
+	c.initCore(c, lp, errServerNotReading)
+	return c
 }
 
 func (c *ClientConn) begin() {
 	c.initReader(c.cfg.MaxReadFrameSize, c.cfg.MaxHeaderListSize, defaultClientTable)
-	c.wfr = http2.NewFramer(&c.out, nil)
-	c.henc = hpack.NewEncoder(&c.hbuf)
-	c.henc.SetMaxDynamicTableSizeLimit(uint32(c.cfg.MaxEncoderHeaderTableSize))
+	c.initWriter(uint32(c.cfg.MaxEncoderHeaderTableSize))
 	c.out.WriteString(http2.ClientPreface)
 	c.wfr.WriteSettings(
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
@@ -240,7 +217,7 @@ func (c *ClientConn) begin() {
 		http2.Setting{ID: http2.SettingMaxFrameSize, Val: uint32(c.cfg.MaxReadFrameSize)},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: c.cfg.MaxHeaderListSize},
 	)
-	c.wantSettingsAck = true
+	c.unackedSettings++
 	c.wfr.WriteWindowUpdate(0, uint32(c.cfg.ConnWindow))
 	c.recvAvail += int32(c.cfg.ConnWindow)
 	c.flush()
@@ -302,15 +279,12 @@ func (c *ClientConn) Open(req *http.Request, endStream bool, r ResponseReceiver)
 		return nil, err
 	}
 	st := &ClientStream{
-		c:         c,
-		id:        c.nextID,
-		recv:      r,
-		isHead:    req.Method == http.MethodHead,
-		sendWin:   int64(c.peerInitialWin),
-		recvAvail: int32(c.cfg.StreamWindow),
-		respLen:   -1,
-		declLen:   -1,
-		sentEnd:   endStream,
+		c:          c,
+		streamFlow: streamFlow{id: c.nextID, sendWin: int64(c.peerInitialWin), recvAvail: int32(c.cfg.StreamWindow), ended: endStream},
+		recv:       r,
+		isHead:     req.Method == http.MethodHead,
+		respLen:    -1,
+		declLen:    -1,
 	}
 	c.nextID += 2
 	if req.Close || httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close") {
@@ -319,7 +293,7 @@ func (c *ClientConn) Open(req *http.Request, endStream bool, r ResponseReceiver)
 	c.streams[st.id] = st
 	c.hbuf.Reset()
 	h.Encode(c.henc, req)
-	writeHeaderBlock(c.wfr, st.id, c.hbuf.Bytes(), c.peerMaxFrame, endStream)
+	c.writeBlock(st.id, endStream)
 	return st, nil
 }
 
@@ -332,154 +306,31 @@ func (c *ClientConn) Flush() { c.flush() }
 
 // Close ends the connection at once: its streams' receivers hear
 // ErrClientClosed, and the Transport is closed.
-func (c *ClientConn) Close() { c.lost(ErrClientClosed) }
+func (c *ClientConn) Close() { c.lostWith(ErrClientClosed) }
 
 // Readable processes the whole frames the Transport holds, or its end.
-func (c *ClientConn) Readable() {
-	if c.closed {
-		return
-	}
-	c.processing = true
-	c.read()
-	c.processing = false
-	if c.closed {
-		return
-	}
-	c.flush()
-	c.maybeFinish()
-	if !c.closing && !c.closed && (c.ec.EOF() || c.ec.Err() != nil) {
-		c.lost(ErrConnLost) // what is left of a frame never ends
-	}
-}
+func (c *ClientConn) Readable() { c.readable() }
 
 // Written resumes what waited for the socket: the frames not read while
 // too much waited to be written, the streams' DATA.
-func (c *ClientConn) Written() {
-	if c.closed || c.closing {
-		return
-	}
-	c.processing = true
-	c.read()
-	c.processing = false
-	c.flush()
-	c.maybeFinish()
-}
+func (c *ClientConn) Written() { c.written() }
 
-func (c *ClientConn) read() {
-	for !c.closed {
-		if c.closing {
-			c.consume(len(c.input())) // discarded until the server closes
-			if c.ec.EOF() || c.ec.Err() != nil {
-				c.close()
-			}
-			return
-		}
-		if c.ec.Pending() > maxPendingRead {
-			return // Written resumes
-		}
-		b := c.input()
-		f, n, err := c.frame(b)
-		if n == 0 && err == nil {
-			if c.keep(b) {
-				continue
-			}
-			return
-		}
-		if err == nil {
-			if err = c.processFrame(f); err != nil {
-				err = fmt.Errorf("%v frame: %w", f.Header().Type, err)
-			}
-		}
-		if err != nil {
-			c.frameError(err)
-		}
-		c.maybeFinish()
-	}
-}
+func (c *ClientConn) read() { c.readFrames() }
 
-// frameError ends what err ends: the stream, or the connection.
-func (c *ClientConn) frameError(err error) {
-	var se http2.StreamError
-	var ce http2.ConnectionError
-	switch {
-	case errors.As(err, &se):
-		if st := c.streams[se.StreamID]; st != nil {
-			c.streamError(st, se.Code, fmt.Errorf("%w: %w", ErrProtocol, se))
-		} else {
-			c.wfr.WriteRSTStream(se.StreamID, se.Code)
-		}
-	case errors.As(err, &ce):
-		c.connError(http2.ErrCode(ce), err)
-	case errors.Is(err, http2.ErrFrameTooLarge):
-		c.connError(http2.ErrCodeFrameSize, err)
-	default:
-		c.connError(http2.ErrCodeProtocol, err)
-	}
-}
+// settle closes a connection that takes no new streams once its last
+// stream is done: after each frame, and at the end of its callbacks.
+func (c *ClientConn) settle() { c.maybeFinish() }
 
-// flush gives the frames written to the socket, then lets the streams
-// that waited for room in it write, while there is room.
-func (c *ClientConn) flush() {
-	for !c.closed {
-		if c.out.Len() > 0 {
-			if err := c.ec.Write(c.out.Bytes()); err != nil {
-				c.out.Reset()
-				c.lost(ErrConnLost)
-				return
-			}
-			c.out.Reset()
-			if c.ec.Pending() > maxPendingCalm && !c.closing {
-				c.connError(http2.ErrCodeEnhanceYourCalm, errors.New("h2loop: server does not read its frames"))
-				return
-			}
-		}
-		if c.processing || len(c.blocked) == 0 || c.sendWin <= 0 || c.ec.Pending() > maxPending {
-			return
-		}
-		c.processing = true
-		c.wakeBlocked()
-		c.processing = false
-		if c.out.Len() == 0 {
-			return
-		}
-	}
-}
+// lost: the server is gone.
+func (c *ClientConn) lost() { c.lostWith(ErrConnLost) }
 
-// wakeBlocked tells the streams that waited for the windows or the socket
-// that they may write, while they can.
-func (c *ClientConn) wakeBlocked() {
-	if len(c.blocked) == 0 || c.sendWin <= 0 || c.ec.Pending()+c.out.Len() > maxPending {
-		return
-	}
-	blocked := c.blocked
-	c.blocked = nil
-	for _, st := range blocked {
-		st.blocked = false // set again by a Write that stops short
-	}
-	for i, st := range blocked {
-		switch {
-		case st.blocked || st.closed || st.sentEnd:
-		case st.sendWin <= 0:
-			c.block(st) // its own window: a WINDOW_UPDATE for it wakes it
-		default:
-			st.recv.Writable(st)
-		}
-		if c.closed {
-			return
-		}
-		if c.sendWin <= 0 || c.ec.Pending()+c.out.Len() > maxPending {
-			for _, rest := range blocked[i+1:] {
-				c.block(rest)
-			}
-			return
-		}
-	}
-}
-
-func (c *ClientConn) block(st *ClientStream) {
-	if !st.blocked {
-		st.blocked = true
-		c.blocked = append(c.blocked, st)
+// streamFailed ends the stream a frame's error names (ErrProtocol), or
+// resets one already ended.
+func (c *ClientConn) streamFailed(se http2.StreamError) {
+	if st := c.streams[se.StreamID]; st != nil {
+		c.streamError(st, se.Code, fmt.Errorf("%w: %w", ErrProtocol, se))
+	} else {
+		c.wfr.WriteRSTStream(se.StreamID, se.Code)
 	}
 }
 
@@ -496,16 +347,7 @@ func (c *ClientConn) connError(code http2.ErrCode, err error) {
 	c.wfr.WriteGoAway(0, code, nil) // no stream of the server's was processed: push is off
 	c.closing = true                // no End below writes a frame
 	c.endStreams(fmt.Errorf("%w: %w", ErrConnection, err))
-	c.flush()
-	if c.closed {
-		return
-	}
-	c.ec.CloseWrite()
-	c.timer = c.lp.After(goAwayTimeout, c.close)
-	c.consume(len(c.input()))
-	if c.ec.EOF() || c.ec.Err() != nil {
-		c.close()
-	}
+	c.drain()
 }
 
 // maybeFinish closes a connection that takes no new streams once its
@@ -526,8 +368,8 @@ func (c *ClientConn) tellUnusable() {
 	}
 }
 
-// lost ends the connection at once.
-func (c *ClientConn) lost(err error) {
+// lostWith ends the connection at once, its streams with err.
+func (c *ClientConn) lostWith(err error) {
 	if c.closed {
 		return
 	}
@@ -545,12 +387,7 @@ func (c *ClientConn) close() {
 	c.closed = true
 	c.tellUnusable()
 	c.endStreams(ErrConnLost)
-	if c.timer != nil {
-		c.timer.Stop()
-	}
-	c.ec.Close()
-	c.acc = nil
-	c.blocked = nil
+	c.closeTransport()
 }
 
 // endStreams ends every stream with err, in the order they were opened.
@@ -595,17 +432,6 @@ func (c *ClientConn) streamError(st *ClientStream, code http2.ErrCode, err error
 	c.endStream(st, nil, err)
 }
 
-// credit gives n bytes back to the connection's window, writing the
-// WINDOW_UPDATE when it is due.
-func (c *ClientConn) credit(n int32) {
-	if n <= 0 || c.closed || c.closing {
-		return
-	}
-	if u := inflowAdd(&c.recvAvail, &c.recvUnsent, n); u > 0 {
-		c.wfr.WriteWindowUpdate(0, uint32(u))
-	}
-}
-
 // lookup returns the open stream id; idle says no stream id was ever
 // opened (the server opens none: push is disabled).
 func (c *ClientConn) lookup(id uint32) (st *ClientStream, idle bool) {
@@ -615,7 +441,15 @@ func (c *ClientConn) lookup(id uint32) (st *ClientStream, idle bool) {
 	return nil, id%2 == 0 || id >= c.nextID
 }
 
+// processFrame handles a frame; its error says which.
 func (c *ClientConn) processFrame(f http2.Frame) error {
+	if err := c.process(f); err != nil {
+		return fmt.Errorf("%v frame: %w", f.Header().Type, err)
+	}
+	return nil
+}
+
+func (c *ClientConn) process(f http2.Frame) error {
 	if !c.sawSettings {
 		// RFC 9113 3.4: the server's preface is a SETTINGS frame.
 		if _, ok := f.(*http2.SettingsFrame); !ok {
@@ -630,108 +464,71 @@ func (c *ClientConn) processFrame(f http2.Frame) error {
 		return c.processHeaders(f)
 	case *http2.DataFrame:
 		return c.processData(f)
-	case *http2.WindowUpdateFrame:
-		return c.processWindowUpdate(f)
-	case *http2.PingFrame:
-		if !f.IsAck() { // we send none: an ACK is of nothing
-			c.wfr.WritePing(true, f.Data)
-		}
-		return nil
 	case *http2.RSTStreamFrame:
 		return c.processReset(f)
 	case *http2.GoAwayFrame:
 		c.processGoAway(f)
 		return nil
-	case *http2.PushPromiseFrame:
-		return http2.ConnectionError(http2.ErrCodeProtocol) // SETTINGS_ENABLE_PUSH is 0 (RFC 9113 8.4)
 	default:
-		return nil // PRIORITY and unknown frames are ignored (RFC 9113 5.3.2, 5.5)
+		return c.processConnFrame(f) // WINDOW_UPDATE, PING, PUSH_PROMISE; PRIORITY and unknown frames ignored (RFC 9113 5.3.2, 5.5)
 	}
 }
 
 func (c *ClientConn) processSettings(f *http2.SettingsFrame) error {
-	if f.IsAck() {
-		if !c.wantSettingsAck {
-			return http2.ConnectionError(http2.ErrCodeProtocol) // an ACK of nothing sent
-		}
-		c.wantSettingsAck = false
-		return nil
-	}
-	seenMax, grew := false, false
-	err := f.ForeachSetting(func(s http2.Setting) error {
-		if err := s.Valid(); err != nil {
-			return err
-		}
-		switch s.ID {
-		case http2.SettingEnablePush:
-			if s.Val != 0 {
-				return http2.ConnectionError(http2.ErrCodeProtocol) // RFC 9113 6.5.2: a server never sends 1
-			}
-		case http2.SettingMaxFrameSize:
-			c.peerMaxFrame = s.Val
-		case http2.SettingMaxConcurrentStreams:
-			c.maxConcurrent = s.Val
-			seenMax = true
-		case http2.SettingMaxHeaderListSize:
-			c.peerMaxHeaders = uint64(s.Val)
-		case http2.SettingHeaderTableSize:
-			c.henc.SetMaxDynamicTableSizeLimit(min(s.Val, uint32(c.cfg.MaxEncoderHeaderTableSize)))
-		case http2.SettingInitialWindowSize:
-			// RFC 9113 6.9.2: applies to every open stream's window.
-			delta := int64(s.Val) - int64(c.peerInitialWin)
-			for _, st := range c.streams {
-				if st.sendWin+delta > maxWindow {
-					return http2.ConnectionError(http2.ErrCodeFlowControl)
-				}
-			}
-			for _, st := range c.streams {
-				st.sendWin += delta
-			}
-			c.peerInitialWin = int32(s.Val)
-			grew = grew || delta > 0
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if !c.gotSettings {
-		if !seenMax {
-			c.maxConcurrent = defaultMaxConcurrent
-		}
+	if !f.IsAck() && !c.gotSettings {
+		// The server's first SETTINGS: without MAX_CONCURRENT_STREAMS,
+		// Go's default.
+		c.maxConcurrent = defaultMaxConcurrent
 		c.gotSettings = true
 	}
-	c.wfr.WriteSettingsAck()
-	if grew {
-		c.wakeBlocked()
+	grew, err := c.applySettings(f)
+	if err == nil && !f.IsAck() {
+		c.ackSettings(grew)
+	}
+	return err
+}
+
+// setting applies the server's settings the client takes beyond the
+// core's.
+func (c *ClientConn) setting(s http2.Setting) error {
+	switch s.ID {
+	case http2.SettingEnablePush:
+		if s.Val != 0 {
+			return http2.ConnectionError(http2.ErrCodeProtocol) // RFC 9113 6.5.2: a server never sends 1
+		}
+	case http2.SettingMaxConcurrentStreams:
+		c.maxConcurrent = s.Val
+	case http2.SettingMaxHeaderListSize:
+		c.peerMaxHeaders = uint64(s.Val)
 	}
 	return nil
 }
 
-func (c *ClientConn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
-	if f.StreamID == 0 {
-		c.sendWin += int64(f.Increment)
-		if c.sendWin > maxWindow {
-			return http2.ConnectionError(http2.ErrCodeFlowControl) // RFC 9113 6.9.1
+// moveSendWindows: the windows are checked all before any moves.
+func (c *ClientConn) moveSendWindows(delta int64) error {
+	for _, st := range c.streams {
+		if st.sendWin+delta > maxWindow {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
-		c.wakeBlocked()
-		return nil
 	}
-	st, idle := c.lookup(f.StreamID)
-	if idle {
-		return http2.ConnectionError(http2.ErrCodeProtocol) // RFC 9113 5.1
+	for _, st := range c.streams {
+		st.sendWin += delta
 	}
+	return nil
+}
+
+// flow is stream id's flow control, for the core's WINDOW_UPDATE.
+func (c *ClientConn) flow(id uint32) (*streamFlow, bool) {
+	st, idle := c.lookup(id)
 	if st == nil {
-		return nil // a closed stream's: allowed (RFC 9113 5.1)
+		return nil, idle
 	}
-	st.sendWin += int64(f.Increment)
-	if st.sendWin > maxWindow {
-		c.streamError(st, http2.ErrCodeFlowControl, fmt.Errorf("%w: WINDOW_UPDATE overflows the stream's window", ErrProtocol))
-		return nil
-	}
-	if st.blocked {
-		c.wakeBlocked()
-	}
+	return &st.streamFlow, false
+}
+
+// windowOverflow resets the stream (ErrProtocol).
+func (c *ClientConn) windowOverflow(id uint32) error {
+	c.streamError(c.streams[id], http2.ErrCodeFlowControl, fmt.Errorf("%w: WINDOW_UPDATE overflows the stream's window", ErrProtocol))
 	return nil
 }
 
@@ -828,8 +625,8 @@ func (c *ClientConn) remoteEnd(st *ClientStream, trailers http.Header) {
 		c.streamError(st, http2.ErrCodeProtocol, fmt.Errorf("%w: response body of %d bytes, Content-Length %d", ErrProtocol, st.gotLen, st.declLen))
 		return
 	}
-	if !st.sentEnd {
-		st.sentEnd = true
+	if !st.ended {
+		st.ended = true
 		c.wfr.WriteRSTStream(st.id, http2.ErrCodeCancel)
 	}
 	c.endStream(st, trailers, nil)
@@ -872,7 +669,7 @@ func (c *ClientConn) processData(f *http2.DataFrame) error {
 	st.gotLen += int64(len(data))
 	if pad := flen - int32(len(data)); pad > 0 {
 		c.credit(pad) // padding is given back at once
-		st.creditStream(pad)
+		c.creditStream(&st.streamFlow, pad)
 	}
 	if len(data) > 0 {
 		st.unconsumed += int32(len(data))

@@ -16,21 +16,15 @@ type ClientStream struct {
 	// none. End has the trailers that came.
 	Trailer http.Header
 
-	c          *ClientConn
-	id         uint32
+	c *ClientConn
+	streamFlow
 	recv       ResponseReceiver
 	isHead     bool
-	sendWin    int64
-	recvAvail  int32
-	recvUnsent int32
-	unconsumed int32 // DATA given to Data and not Consumed yet
 	respLen    int64 // the response's Content-Length, -1 if none
 	declLen    int64 // what its DATA must add up to, -1: unchecked
 	gotLen     int64
 	gotHeaders bool // the final response's HEADERS came
-	sentEnd    bool // END_STREAM or RST_STREAM sent
 	closed     bool // End was called, or Reset
-	blocked    bool // in c.blocked
 }
 
 // ID is the stream's identifier.
@@ -46,7 +40,7 @@ func (st *ClientStream) ContentLength() int64 { return st.respLen }
 // Open reports whether the request may still be written to: not ended,
 // not reset, the response not over, the connection not ended.
 func (st *ClientStream) Open() bool {
-	return !st.closed && !st.sentEnd && !st.c.closed && !st.c.closing
+	return !st.closed && !st.ended && !st.c.closed && !st.c.closing
 }
 
 // Write writes p as the request's DATA, as much as the stream's and the
@@ -55,58 +49,16 @@ func (st *ClientStream) Open() bool {
 // Less than len(p) taken: Writable tells when to write the rest (and end
 // is not acted on). The caller sends what the request declared
 // (req.ContentLength): the server resets a stream that does not.
-func (st *ClientStream) Write(p []byte, end bool) int {
-	if !st.Open() {
-		return 0
-	}
-	c := st.c
-	n := 0
-	for {
-		if len(p) == n {
-			if end {
-				c.wfr.WriteData(st.id, true, nil)
-				st.sentEnd = true
-			}
-			break
-		}
-		room := min(int64(len(p)-n), st.sendWin, c.sendWin, int64(c.peerMaxFrame))
-		if c.ec.Pending()+c.out.Len() > maxPending {
-			room = 0
-		}
-		if room <= 0 {
-			c.block(st)
-			break
-		}
-		chunk := p[n : n+int(room)]
-		n += len(chunk)
-		st.sendWin -= room
-		c.sendWin -= room
-		last := end && n == len(p)
-		c.wfr.WriteData(st.id, last, chunk)
-		if last {
-			st.sentEnd = true
-			break
-		}
-	}
-	return n
-}
+func (st *ClientStream) Write(p []byte, end bool) int { return st.c.writeData(st, p, end) }
 
 // WriteTrailers ends the request with its trailers (HEADERS with
 // END_STREAM, encoded as h2client encodes them), after the body's last
 // Write; an empty h: an empty DATA frame with END_STREAM.
 func (st *ClientStream) WriteTrailers(h http.Header) {
-	if !st.Open() {
-		return
+	if st.c.beginTrailers(st, h) {
+		h2msg.EncodeTrailers(st.c.henc, h)
+		st.c.endTrailers(st)
 	}
-	if len(h) == 0 {
-		st.Write(nil, true)
-		return
-	}
-	c := st.c
-	c.hbuf.Reset()
-	h2msg.EncodeTrailers(c.henc, h)
-	writeHeaderBlock(c.wfr, st.id, c.hbuf.Bytes(), c.peerMaxFrame, true)
-	st.sentEnd = true
 }
 
 // Reset ends the stream with RST_STREAM code (CANCEL: the caller gave
@@ -134,24 +86,13 @@ func (st *ClientStream) Reset(code http2.ErrCode) {
 // Consumed gives n bytes of the response's DATA back to the windows (the
 // receiver passed them on): the server may send as much again. Bytes Data
 // gave hold the connection's window until then, even after End(nil).
-func (st *ClientStream) Consumed(n int) {
-	c := st.c
-	if n <= 0 || c.closed || c.closing {
-		return
-	}
-	m := min(int32(n), st.unconsumed)
-	st.unconsumed -= m
-	c.credit(m)
-	if !st.closed {
-		st.creditStream(m)
-	}
-}
+func (st *ClientStream) Consumed(n int) { st.c.consumed(&st.streamFlow, n, !st.closed) }
 
-func (st *ClientStream) creditStream(n int32) {
-	if u := inflowAdd(&st.recvAvail, &st.recvUnsent, n); u > 0 {
-		st.c.wfr.WriteWindowUpdate(st.id, uint32(u))
-	}
-}
+// The core's flowStream.
+func (st *ClientStream) flow() *streamFlow { return &st.streamFlow }
+func (st *ClientStream) endSent()          { st.ended = true }
+func (st *ClientStream) wants() bool       { return !st.closed && !st.ended }
+func (st *ClientStream) writable()         { st.recv.Writable(st) }
 
 // Flush is the connection's Flush.
 func (st *ClientStream) Flush() { st.c.flush() }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"golang.org/x/sys/unix"
 
 	"github.com/meridian-mesh/meridian/proxy/h2server"
@@ -110,44 +109,31 @@ func (e StreamResetError) Error() string {
 }
 func (e StreamResetError) Is(target error) bool { return target == ErrStreamReset }
 
-var errPrefaceWrong = errors.New("h2loop: bad client connection preface")
+var (
+	errPrefaceWrong     = errors.New("h2loop: bad client connection preface")
+	errClientNotReading = errors.New("h2loop: client does not read its frames")
+)
 
-// conn is one HTTP/2 connection, the loop's alone.
+// conn is one HTTP/2 server connection, the loop's alone: the core, and
+// the requests, their dispatch to the handler and its slots.
 type conn struct {
-	srv *Server
-	cfg h2server.Config
-	lp  *evloop.Loop
-	frameIn
+	connCore
+	srv    *Server
+	cfg    h2server.Config
 	value  any // ServeTransport's
 	remote string
 	tls    *tls.ConnectionState
 
 	sawPreface  bool
 	sawSettings bool
+	keys        []string // encodeHeaderMap's
 
-	out  bytes.Buffer // frames written, not yet given to ec
-	wfr  *http2.Framer
-	henc *hpack.Encoder
-	hbuf bytes.Buffer
-	keys []string
-
-	streams         map[uint32]*Stream
-	maxClientID     uint32
-	active          int       // streams the handler has not let go of
-	unstarted       []*Stream // streams waiting for a handler slot
-	blocked         []*Stream // streams waiting for the windows or the socket
-	peerInitialWin  int32
-	peerMaxFrame    uint32
-	sendWin         int64
-	recvAvail       int32
-	recvUnsent      int32
-	unackedSettings int
-	goAway          bool
-	goAwayLastID    uint32
-	closing         bool // draining: reading only to discard, then closed
-	closed          bool
-	timer           *evloop.Timer // preface, idle, then the drain's end
-	processing      bool          // in Readable: the flush is at its end
+	streams      map[uint32]*Stream
+	maxClientID  uint32
+	active       int       // streams the handler has not let go of
+	unstarted    []*Stream // streams waiting for a handler slot
+	goAway       bool
+	goAwayLastID uint32
 }
 
 // Transport is a connection's bytes on a loop, as an *evloop.Conn has
@@ -224,17 +210,13 @@ func (s *Server) ServeTransport(lp *evloop.Loop, t Transport, remote string, tls
 
 func (s *Server) newConn(lp *evloop.Loop, remote string, tls *tls.ConnectionState) *conn {
 	c := &conn{
-		srv:            s,
-		cfg:            s.Config.WithDefaults(),
-		lp:             lp,
-		remote:         remote,
-		tls:            tls,
-		streams:        map[uint32]*Stream{},
-		peerInitialWin: initialWindowSize,
-		peerMaxFrame:   minMaxFrameSize,
-		sendWin:        initialWindowSize,
-		recvAvail:      initialWindowSize,
+		srv:     s,
+		cfg:     s.Config.WithDefaults(),
+		remote:  remote,
+		tls:     tls,
+		streams: map[uint32]*Stream{},
 	}
+	c.initCore(c, lp, errClientNotReading)
 	s.mu.Lock()
 	if s.conns == nil {
 		s.conns = map[*conn]struct{}{}
@@ -279,9 +261,7 @@ func (s *Server) each(f func(*conn)) {
 // begin writes the server's SETTINGS and arms the preface timeout.
 func (c *conn) begin() {
 	c.initReader(c.cfg.MaxReadFrameSize, uint32(c.cfg.MaxHeaderBytes+10*32), uint32(c.cfg.MaxDecoderHeaderTableSize))
-	c.wfr = http2.NewFramer(&c.out, nil)
-	c.henc = hpack.NewEncoder(&c.hbuf)
-	c.henc.SetMaxDynamicTableSizeLimit(uint32(c.cfg.MaxEncoderHeaderTableSize))
+	c.initWriter(uint32(c.cfg.MaxEncoderHeaderTableSize))
 
 	c.wfr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxFrameSize, Val: uint32(c.cfg.MaxReadFrameSize)},
@@ -290,7 +270,7 @@ func (c *conn) begin() {
 		http2.Setting{ID: http2.SettingHeaderTableSize, Val: uint32(c.cfg.MaxDecoderHeaderTableSize)},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(c.cfg.MaxReceiveBufferPerStream)},
 	)
-	c.unackedSettings = 1
+	c.unackedSettings++
 	if d := c.cfg.MaxReceiveBufferPerConnection - initialWindowSize; d > 0 {
 		c.wfr.WriteWindowUpdate(0, uint32(d))
 		c.recvAvail += int32(d)
@@ -300,69 +280,42 @@ func (c *conn) begin() {
 }
 
 // Readable processes the whole frames buffered (evloop.ConnHandler's).
-func (c *conn) Readable(*evloop.Conn) {
-	ec := c.ec
-	if c.closed {
+func (c *conn) Readable(*evloop.Conn) { c.readable() }
+
+// Written resumes what waited for the socket (evloop.ConnHandler's).
+func (c *conn) Written(*evloop.Conn) { c.written() }
+
+// read reads the client's preface, then its frames.
+func (c *conn) read() {
+	if !c.sawPreface && !c.closing && !c.readPreface() {
 		return
 	}
-	c.processing = true
-	c.read()
-	c.processing = false
-	if c.closed {
-		return
-	}
-	c.flush()
-	if !c.closing && (ec.EOF() || ec.Err() != nil) {
-		c.end(ErrClientGone) // what is left of a frame never ends
-	}
+	c.readFrames()
 }
 
-func (c *conn) read() {
-	for !c.closed {
-		if c.closing {
-			c.consume(len(c.input())) // discarded until the client closes
-			if c.ec.EOF() || c.ec.Err() != nil {
-				c.close()
-			}
-			return
-		}
-		if c.ec.Pending() > maxPendingRead {
-			return // Written resumes
-		}
+// readPreface consumes the client's connection preface: false if it is
+// not all in yet, or wrong.
+func (c *conn) readPreface() bool {
+	for {
 		b := c.input()
-		if !c.sawPreface {
-			if len(b) < len(http2.ClientPreface) {
-				if !bytes.HasPrefix([]byte(http2.ClientPreface), b) {
-					c.prefaceWrong()
-					return
-				}
-				if c.keep(b) {
-					continue
-				}
-				return
-			}
-			if string(b[:len(http2.ClientPreface)]) != http2.ClientPreface {
+		if len(b) < len(http2.ClientPreface) {
+			if !bytes.HasPrefix([]byte(http2.ClientPreface), b) {
 				c.prefaceWrong()
-				return
+				return false
 			}
-			c.consume(len(http2.ClientPreface))
-			c.sawPreface = true
-			c.armIdle()
-			continue
-		}
-		f, n, err := c.frame(b)
-		if n == 0 && err == nil {
 			if c.keep(b) {
 				continue
 			}
-			return
+			return false
 		}
-		if err == nil {
-			err = c.processFrame(f)
+		if string(b[:len(http2.ClientPreface)]) != http2.ClientPreface {
+			c.prefaceWrong()
+			return false
 		}
-		if err != nil {
-			c.frameError(err)
-		}
+		c.consume(len(http2.ClientPreface))
+		c.sawPreface = true
+		c.armIdle()
+		return true
 	}
 }
 
@@ -370,64 +323,17 @@ func (c *conn) prefaceWrong() {
 	c.connError(http2.ErrCodeProtocol, errPrefaceWrong)
 }
 
-// frameError ends what err ends: the stream, or the connection.
-func (c *conn) frameError(err error) {
-	var se http2.StreamError
-	var ce http2.ConnectionError
-	switch {
-	case errors.As(err, &se):
-		c.resetStream(se.StreamID, se.Code, fmt.Errorf("%w: %w", ErrStreamReset, se))
-	case errors.As(err, &ce):
-		c.connError(http2.ErrCode(ce), err)
-	case errors.Is(err, http2.ErrFrameTooLarge):
-		c.connError(http2.ErrCodeFrameSize, err)
-	default:
-		c.connError(http2.ErrCodeProtocol, err)
-	}
+// streamFailed resets the stream a frame's error names.
+func (c *conn) streamFailed(se http2.StreamError) {
+	c.resetStream(se.StreamID, se.Code, fmt.Errorf("%w: %w", ErrStreamReset, se))
 }
 
-// Written resumes what waited for the socket: the frames still buffered,
-// the streams' DATA.
-func (c *conn) Written(*evloop.Conn) {
-	if c.closed {
-		return
-	}
-	if c.closing {
-		return
-	}
-	c.processing = true
-	c.read()
-	c.processing = false
-	c.flush()
-}
+// lost: the client is gone.
+func (c *conn) lost() { c.end(ErrClientGone) }
 
-// flush gives the frames written to the socket, then lets the streams
-// that waited for room in it write, while there is room.
-func (c *conn) flush() {
-	for !c.closed {
-		if c.out.Len() > 0 {
-			if err := c.ec.Write(c.out.Bytes()); err != nil {
-				c.out.Reset()
-				c.end(ErrClientGone)
-				return
-			}
-			c.out.Reset()
-			if c.ec.Pending() > maxPendingCalm && !c.closing {
-				c.connError(http2.ErrCodeEnhanceYourCalm, errors.New("h2loop: client does not read its frames"))
-				return
-			}
-		}
-		if c.processing || len(c.blocked) == 0 || c.sendWin <= 0 || c.ec.Pending() > maxPending {
-			return
-		}
-		c.processing = true
-		c.wakeBlocked()
-		c.processing = false
-		if c.out.Len() == 0 {
-			return
-		}
-	}
-}
+// settle: nothing to do for the server after its frames (its streams'
+// ends finish a drained connection as they come).
+func (c *conn) settle() {}
 
 func (c *conn) timeout() {
 	switch {
@@ -487,22 +393,6 @@ func (c *conn) connError(code http2.ErrCode, err error) {
 	c.drain()
 }
 
-// drain writes what is pending, half-closes, and reads on (discarding)
-// until the client closes or goAwayTimeout passes.
-func (c *conn) drain() {
-	c.closing = true
-	c.flush()
-	if c.closed {
-		return
-	}
-	c.ec.CloseWrite()
-	c.timer.Reset(goAwayTimeout)
-	c.consume(len(c.input()))
-	if c.ec.EOF() || c.ec.Err() != nil {
-		c.close()
-	}
-}
-
 // end ends the connection at once (the client is gone).
 func (c *conn) end(err error) {
 	c.endStreams(err)
@@ -526,9 +416,7 @@ func (c *conn) close() {
 	c.endStreams(ErrClientGone)
 	c.closed = true
 	c.srv.forget(c)
-	c.timer.Stop()
-	c.ec.Close()
-	c.acc = nil
+	c.closeTransport()
 }
 
 // resetStream sends RST_STREAM for id and closes the stream if it is open.
@@ -550,15 +438,18 @@ func (c *conn) state(id uint32) (bool, *Stream) {
 	return id > c.maxClientID, nil
 }
 
-// credit gives n bytes back to the connection's window, writing the
-// WINDOW_UPDATE when it is due.
-func (c *conn) credit(n int32) {
-	if n <= 0 {
-		return
+// flow is stream id's flow control, for the core's WINDOW_UPDATE.
+func (c *conn) flow(id uint32) (*streamFlow, bool) {
+	idle, st := c.state(id)
+	if st == nil {
+		return nil, idle
 	}
-	if u := inflowAdd(&c.recvAvail, &c.recvUnsent, n); u > 0 {
-		c.wfr.WriteWindowUpdate(0, uint32(u))
-	}
+	return &st.streamFlow, false
+}
+
+// windowOverflow: RST_STREAM FLOW_CONTROL_ERROR (RFC 9113 6.9.1).
+func (c *conn) windowOverflow(id uint32) error {
+	return http2.StreamError{StreamID: id, Code: http2.ErrCodeFlowControl}
 }
 
 func (c *conn) processFrame(f http2.Frame) error {
@@ -590,13 +481,6 @@ func (c *conn) processFrame(f http2.Frame) error {
 		return c.processHeaders(f)
 	case *http2.DataFrame:
 		return c.processData(f)
-	case *http2.WindowUpdateFrame:
-		return c.processWindowUpdate(f)
-	case *http2.PingFrame:
-		if !f.IsAck() { // RFC 9113 6.7: an ACK is never answered
-			c.wfr.WritePing(true, f.Data)
-		}
-		return nil
 	case *http2.RSTStreamFrame:
 		idle, st := c.state(id)
 		if idle {
@@ -616,121 +500,33 @@ func (c *conn) processFrame(f http2.Frame) error {
 	case *http2.GoAwayFrame:
 		c.Shutdown()
 		return nil
-	case *http2.PushPromiseFrame:
-		return http2.ConnectionError(http2.ErrCodeProtocol) // RFC 9113 8.4: clients cannot push
 	default:
-		return nil // unknown extension frames are ignored (RFC 9113 5.5)
+		return c.processConnFrame(f) // WINDOW_UPDATE, PING, PUSH_PROMISE, unknown
 	}
 }
 
 func (c *conn) processSettings(f *http2.SettingsFrame) error {
-	if f.IsAck() {
-		c.unackedSettings--
-		if c.unackedSettings < 0 {
-			return http2.ConnectionError(http2.ErrCodeProtocol) // an ACK of nothing sent
-		}
-		return nil
-	}
 	if f.NumSettings() > maxSettingsEntries || f.HasDuplicates() {
-		return http2.ConnectionError(http2.ErrCodeProtocol) // as Go's server
+		return http2.ConnectionError(http2.ErrCodeProtocol) // as Go's server (an ACK has none)
 	}
-	grew := false
-	err := f.ForeachSetting(func(s http2.Setting) error {
-		if err := s.Valid(); err != nil {
-			return err
-		}
-		switch s.ID {
-		case http2.SettingHeaderTableSize:
-			c.henc.SetMaxDynamicTableSizeLimit(min(s.Val, uint32(c.cfg.MaxEncoderHeaderTableSize)))
-		case http2.SettingInitialWindowSize:
-			// RFC 9113 6.9.2: applies to every open stream's window.
-			delta := int64(s.Val) - int64(c.peerInitialWin)
-			for _, st := range c.streams {
-				st.sendWin += delta
-				if st.sendWin > maxWindow {
-					return http2.ConnectionError(http2.ErrCodeFlowControl)
-				}
-			}
-			c.peerInitialWin = int32(s.Val)
-			grew = grew || delta > 0
-		case http2.SettingMaxFrameSize:
-			c.peerMaxFrame = s.Val
-		}
-		return nil
-	})
-	if err != nil {
-		return err
+	grew, err := c.applySettings(f)
+	if err == nil && !f.IsAck() {
+		c.ackSettings(grew)
 	}
-	c.wfr.WriteSettingsAck()
-	if grew {
-		c.wakeBlocked()
+	return err
+}
+
+// setting: the client's settings the server takes beyond the core's are
+// none (its MAX_CONCURRENT_STREAMS and MAX_HEADER_LIST_SIZE are advisory).
+func (c *conn) setting(http2.Setting) error { return nil }
+
+func (c *conn) moveSendWindows(delta int64) error {
+	for _, st := range c.streams {
+		if st.sendWin += delta; st.sendWin > maxWindow {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
 	}
 	return nil
-}
-
-func (c *conn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
-	if f.StreamID == 0 {
-		c.sendWin += int64(f.Increment)
-		if c.sendWin > maxWindow {
-			return http2.ConnectionError(http2.ErrCodeFlowControl) // RFC 9113 6.9.1
-		}
-		c.wakeBlocked()
-		return nil
-	}
-	idle, st := c.state(f.StreamID)
-	if idle {
-		return http2.ConnectionError(http2.ErrCodeProtocol) // RFC 9113 5.1
-	}
-	if st == nil {
-		return nil // a closed stream's: allowed (RFC 9113 5.1)
-	}
-	st.sendWin += int64(f.Increment)
-	if st.sendWin > maxWindow {
-		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeFlowControl}
-	}
-	if st.blocked {
-		c.wakeBlocked()
-	}
-	return nil
-}
-
-// wakeBlocked tells the streams that waited for the windows or the socket
-// that they may write, while they can.
-func (c *conn) wakeBlocked() {
-	if len(c.blocked) == 0 || c.sendWin <= 0 || c.ec.Pending()+c.out.Len() > maxPending {
-		return
-	}
-	blocked := c.blocked
-	c.blocked = nil
-	for _, st := range blocked {
-		st.blocked = false // set again by a Write that stops short
-	}
-	for i, st := range blocked {
-		switch {
-		case st.blocked || st.state == stateClosed || st.ended || st.recv == nil:
-		case st.sendWin <= 0:
-			c.block(st) // its own window: a WINDOW_UPDATE for it wakes it
-		default:
-			st.recv.Writable(st)
-		}
-		if c.closed {
-			return
-		}
-		if c.sendWin <= 0 || c.ec.Pending()+c.out.Len() > maxPending {
-			for _, rest := range blocked[i+1:] {
-				c.block(rest)
-			}
-			return
-		}
-	}
-}
-
-// block puts st among the streams waiting for the windows or the socket.
-func (c *conn) block(st *Stream) {
-	if !st.blocked {
-		st.blocked = true
-		c.blocked = append(c.blocked, st)
-	}
 }
 
 func (c *conn) processData(f *http2.DataFrame) error {
@@ -764,7 +560,7 @@ func (c *conn) processData(f *http2.DataFrame) error {
 	st.gotLen += int64(len(data))
 	if pad := flen - int32(len(data)); pad > 0 {
 		c.credit(pad) // padding is given back at once
-		st.creditStream(pad)
+		c.creditStream(&st.streamFlow, pad)
 	}
 	if len(data) > 0 {
 		switch {
@@ -830,7 +626,7 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	if !ok {
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
-	st := &Stream{c: c, id: id, declLen: h.DeclLen, sendWin: int64(c.peerInitialWin)}
+	st := &Stream{c: c, streamFlow: streamFlow{id: id, sendWin: int64(c.peerInitialWin)}, declLen: h.DeclLen}
 	st.recvAvail = int32(c.cfg.MaxReceiveBufferPerStream)
 	st.Request = http.Request{
 		Method:        h.Method,

@@ -38,13 +38,9 @@ type Stream struct {
 	Trailer http.Header
 
 	c          *conn
-	id         uint32
+	streamFlow // unconsumed counts the DATA kept in early too
 	recv       Receiver
 	state      streamState
-	sendWin    int64
-	recvAvail  int32
-	recvUnsent int32
-	unconsumed int32  // DATA given to Data (or kept in early) and not Consumed yet
 	early      []byte // DATA that came before the handler had the stream
 	declLen    int64
 	gotLen     int64
@@ -52,8 +48,6 @@ type Stream struct {
 	gotTrailers   bool
 	needsContinue bool
 	wroteHeader   bool // the final HEADERS went out
-	ended         bool // END_STREAM or RST_STREAM sent
-	blocked       bool // in c.blocked
 	released      bool // the handler let go (or never had it)
 	isStarted     bool
 	refuse        refusal
@@ -95,7 +89,7 @@ func (st *Stream) WriteHeader(status int, h http.Header, end bool) {
 	c.encodeHeaderMap(h)
 	c.writeBlock(st.id, end)
 	if end {
-		st.sentEnd()
+		st.endSent()
 	}
 }
 
@@ -104,57 +98,15 @@ func (st *Stream) WriteHeader(status int, h http.Header, end bool) {
 // of p carries END_STREAM (an empty p: an empty DATA frame with it). Less
 // than len(p) taken: Writable tells when to write the rest (and end is
 // not acted on).
-func (st *Stream) Write(p []byte, end bool) int {
-	if !st.Open() {
-		return 0
-	}
-	c := st.c
-	n := 0
-	for {
-		if len(p) == n {
-			if end {
-				c.wfr.WriteData(st.id, true, nil)
-				st.sentEnd()
-			}
-			break
-		}
-		room := min(int64(len(p)-n), st.sendWin, c.sendWin, int64(c.peerMaxFrame))
-		if c.ec.Pending()+c.out.Len() > maxPending {
-			room = 0
-		}
-		if room <= 0 {
-			c.block(st)
-			break
-		}
-		chunk := p[n : n+int(room)]
-		n += len(chunk)
-		st.sendWin -= room
-		c.sendWin -= room
-		last := end && n == len(p)
-		c.wfr.WriteData(st.id, last, chunk)
-		if last {
-			st.sentEnd()
-			break
-		}
-	}
-	return n
-}
+func (st *Stream) Write(p []byte, end bool) int { return st.c.writeData(st, p, end) }
 
 // WriteTrailers ends the response with its trailers (HEADERS with
 // END_STREAM); an empty h: an empty DATA frame with END_STREAM.
 func (st *Stream) WriteTrailers(h http.Header) {
-	if !st.Open() {
-		return
+	if st.c.beginTrailers(st, h) {
+		st.c.encodeHeaderMap(h)
+		st.c.endTrailers(st)
 	}
-	if len(h) == 0 {
-		st.Write(nil, true)
-		return
-	}
-	c := st.c
-	c.hbuf.Reset()
-	c.encodeHeaderMap(h)
-	c.writeBlock(st.id, true)
-	st.sentEnd()
 }
 
 // Reset ends the stream with RST_STREAM code. The handler has let go of
@@ -172,24 +124,12 @@ func (st *Stream) Reset(code http2.ErrCode) {
 
 // Consumed gives n bytes of the request's DATA back to the windows (the
 // handler passed them on): the client may send as much again.
-func (st *Stream) Consumed(n int) {
-	c := st.c
-	if n <= 0 || c.closed || c.closing {
-		return
-	}
-	m := min(int32(n), st.unconsumed)
-	st.unconsumed -= m
-	c.credit(m)
-	if st.state == stateOpen {
-		st.creditStream(m)
-	}
-}
+func (st *Stream) Consumed(n int) { st.c.consumed(&st.streamFlow, n, st.state == stateOpen) }
 
-func (st *Stream) creditStream(n int32) {
-	if u := inflowAdd(&st.recvAvail, &st.recvUnsent, n); u > 0 {
-		st.c.wfr.WriteWindowUpdate(st.id, uint32(u))
-	}
-}
+// The core's flowStream.
+func (st *Stream) flow() *streamFlow { return &st.streamFlow }
+func (st *Stream) wants() bool       { return st.state != stateClosed && !st.ended && st.recv != nil }
+func (st *Stream) writable()         { st.recv.Writable(st) }
 
 // ExpectsContinue says the request asked for 100 Continue (Expect:
 // 100-continue, taken out of its header) and has not had it.
@@ -222,10 +162,10 @@ func (st *Stream) Done() {
 // callback writes goes out in one system call.
 func (st *Stream) Flush() { st.c.flush() }
 
-// sentEnd: END_STREAM went out; the stream closes if the client's side is
+// endSent: END_STREAM went out; the stream closes if the client's side is
 // done, else RST_STREAM NO_ERROR tells the client to stop sending (RFC
 // 9113 8.1), as Go's server does.
-func (st *Stream) sentEnd() {
+func (st *Stream) endSent() {
 	st.ended = true
 	c := st.c
 	c.release(st)
@@ -252,12 +192,6 @@ func (st *Stream) answerRefused() {
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	st.WriteHeader(status, h, false)
 	st.Write([]byte(body), true)
-}
-
-// writeBlock writes the header block in hbuf as HEADERS and CONTINUATION
-// frames of at most the client's frame size.
-func (c *conn) writeBlock(id uint32, end bool) {
-	writeHeaderBlock(c.wfr, id, c.hbuf.Bytes(), c.peerMaxFrame, end)
 }
 
 func encodeStatus(enc *hpack.Encoder, code int) {
