@@ -3,7 +3,6 @@ package h2loop
 import (
 	"errors"
 	"fmt"
-	"log"
 	"net/http"
 	"slices"
 
@@ -223,13 +222,7 @@ func (c *ClientConn) begin() {
 	c.flush()
 }
 
-func (c *ClientConn) logf(format string, args ...any) {
-	if c.cfg.Logf != nil {
-		c.cfg.Logf(format, args...)
-		return
-	}
-	log.Printf(format, args...)
-}
+func (c *ClientConn) logf(format string, args ...any) { logTo(c.cfg.Logf, format, args...) }
 
 // CanOpen reports whether Open can take a stream now: below the server's
 // SETTINGS_MAX_CONCURRENT_STREAMS (100 until its first SETTINGS, as Go's

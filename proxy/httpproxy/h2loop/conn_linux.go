@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log"
 	"net/http"
 	"sync"
 	"time"
@@ -58,13 +57,7 @@ type Server struct {
 	conns map[*conn]struct{} // for Shutdown and Close
 }
 
-func (s *Server) logf(format string, args ...any) {
-	if s.Logf != nil {
-		s.Logf(format, args...)
-		return
-	}
-	log.Printf(format, args...)
-}
+func (s *Server) logf(format string, args ...any) { logTo(s.Logf, format, args...) }
 
 const (
 	initialWindowSize  = 65535 // RFC 9113 6.9.2

@@ -3,6 +3,7 @@ package h2loop
 import (
 	"bytes"
 	"errors"
+	"log"
 	"net/http"
 
 	"golang.org/x/net/http2"
@@ -78,15 +79,14 @@ type connCore struct {
 	unackedSettings int    // SETTINGS sent and not acknowledged yet
 	encoderTable    uint32 // the HPACK table's bound, whatever the peer allows
 	slowPeer        error  // connError's when the peer does not read its frames
-	closing         bool   // GOAWAY sent: reading only to discard, then closed
+	closing         bool   // draining after GOAWAY: reading only to discard, then closed
 	closed          bool
 	processing      bool          // in a readiness callback: the flush is at its end
 	timer           *evloop.Timer // the server's preface and idle timeouts; the drain's end
 }
 
-// initCore sets the core up with RFC 9113's initial windows and frame
-// size, until the peer's SETTINGS say otherwise; the header table is
-// bounded by encoderTable whatever the peer allows.
+// initCore ties the core to its role and loop, with RFC 9113's initial
+// windows and frame size until the peer's SETTINGS say otherwise.
 func (c *connCore) initCore(r role, lp *evloop.Loop, slowPeer error) {
 	c.role, c.lp, c.slowPeer = r, lp, slowPeer
 	c.peerInitialWin = initialWindowSize
@@ -368,7 +368,8 @@ type flowStream interface {
 	flow() *streamFlow
 	// Open reports whether the stream may still be written to.
 	Open() bool
-	// endSent: END_STREAM went out on the stream's DATA.
+	// endSent: END_STREAM went out, on DATA or trailers (the server
+	// closes the stream, or resets the request's rest).
 	endSent()
 	// wants says whether the stream's receiver is to hear Writable.
 	wants() bool
@@ -499,4 +500,14 @@ func (c *connCore) creditStream(fl *streamFlow, n int32) {
 	if u := inflowAdd(&fl.recvAvail, &fl.recvUnsent, n); u > 0 {
 		c.wfr.WriteWindowUpdate(fl.id, uint32(u))
 	}
+}
+
+// logTo logs with logf, the role's configured one, or log.Printf if it is
+// nil.
+func logTo(logf func(format string, args ...any), format string, args ...any) {
+	if logf != nil {
+		logf(format, args...)
+		return
+	}
+	log.Printf(format, args...)
 }
