@@ -117,16 +117,16 @@ type conn struct {
 	remote string
 	tls    *tls.ConnectionState
 
-	sawPreface  bool
-	sawSettings bool
-	keys        []string // encodeHeaderMap's
+	keys []string // encodeHeaderMap's
 
 	streams      map[uint32]*Stream
-	maxClientID  uint32
 	active       int       // streams the handler has not let go of
 	unstarted    []*Stream // streams waiting for a handler slot
-	goAway       bool
+	maxClientID  uint32
 	goAwayLastID uint32
+	sawPreface   bool
+	sawSettings  bool
+	goAway       bool
 }
 
 // Transport is a connection's bytes on a loop, as an *evloop.Conn has

@@ -70,19 +70,21 @@ type connCore struct {
 	henc *hpack.Encoder
 	hbuf bytes.Buffer
 
+	// The 4-byte fields together: the server's conn stays in the 512-byte
+	// size class it had before the core.
 	blocked         []flowStream // streams waiting for the windows or the socket
+	sendWin         int64
 	peerInitialWin  int32
 	peerMaxFrame    uint32
-	sendWin         int64
 	recvAvail       int32
 	recvUnsent      int32
-	unackedSettings int    // SETTINGS sent and not acknowledged yet
-	encoderTable    uint32 // the HPACK table's bound, whatever the peer allows
-	slowPeer        error  // connError's when the peer does not read its frames
-	closing         bool   // draining after GOAWAY: reading only to discard, then closed
-	closed          bool
-	processing      bool          // in a readiness callback: the flush is at its end
+	unackedSettings int32         // SETTINGS sent and not acknowledged yet
+	encoderTable    uint32        // the HPACK table's bound, whatever the peer allows
+	slowPeer        error         // connError's when the peer does not read its frames
 	timer           *evloop.Timer // the server's preface and idle timeouts; the drain's end
+	closing         bool          // draining after GOAWAY: reading only to discard, then closed
+	closed          bool
+	processing      bool // in a readiness callback: the flush is at its end
 }
 
 // initCore ties the core to its role and loop, with RFC 9113's initial
