@@ -658,12 +658,8 @@ func (c *ClientConn) processData(f *http2.DataFrame) error {
 		c.streamError(st, code, fmt.Errorf("%w: %w", ErrProtocol, serr))
 		return nil
 	}
-	st.recvAvail -= flen
+	c.received(&st.streamFlow, flen, len(data))
 	st.gotLen += int64(len(data))
-	if pad := flen - int32(len(data)); pad > 0 {
-		c.credit(pad) // padding is given back at once
-		c.creditStream(&st.streamFlow, pad)
-	}
 	if len(data) > 0 {
 		st.unconsumed += int32(len(data))
 		st.recv.Data(st, data)

@@ -549,12 +549,8 @@ func (c *conn) processData(f *http2.DataFrame) error {
 		c.credit(flen)
 		return serr
 	}
-	st.recvAvail -= flen
+	c.received(&st.streamFlow, flen, len(data))
 	st.gotLen += int64(len(data))
-	if pad := flen - int32(len(data)); pad > 0 {
-		c.credit(pad) // padding is given back at once
-		c.creditStream(&st.streamFlow, pad)
-	}
 	if len(data) > 0 {
 		switch {
 		case !st.isStarted:

@@ -496,6 +496,17 @@ func (c *connCore) consumed(fl *streamFlow, n int, sending bool) {
 	}
 }
 
+// received takes a DATA frame of flen bytes, n of them data, out of a
+// stream's receive window (the connection's was already): its padding goes
+// back to both at once.
+func (c *connCore) received(fl *streamFlow, flen int32, n int) {
+	fl.recvAvail -= flen
+	if pad := flen - int32(n); pad > 0 {
+		c.credit(pad)
+		c.creditStream(fl, pad)
+	}
+}
+
 // creditStream gives n bytes back to a stream's receive window, writing
 // its WINDOW_UPDATE when it is due.
 func (c *connCore) creditStream(fl *streamFlow, n int32) {
