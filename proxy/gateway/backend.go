@@ -30,7 +30,7 @@ type backend struct {
 	h2        bool         // H2C, or a GRPCRoute's: requests go over HTTP/2
 	token     string       // its name in session cookies and headers
 	key       string       // its requests' metrics route key (metrics.GatewayRoute)
-	loopOK    bool         // HTTP/1.1, no filters, no BackendTLSPolicy: the event loop may serve it
+	loopOK    bool         // HTTP/1.1 or H2C, no filters, no BackendTLSPolicy: the event loop may serve it (HTTP/2 ones relayed)
 }
 
 // label is the backend label of its metrics.

@@ -1,9 +1,13 @@
 package gateway
 
 import (
+	"bytes"
 	"crypto/tls"
+	"io"
+	"net"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -137,4 +141,145 @@ func testEventLoopH2Matches(t *testing.T, https, meshed bool) {
 			}
 		}
 	}
+}
+
+// An HTTP/2 backend's (H2C) HTTP/2 requests are relayed on the loops
+// (h1loop's relay) and answered as the goroutine path answers them, as an
+// HTTP/2 client sees it: bodies both ways, trailers, gRPC's trailers and
+// trailers-only statuses, a 503, a large response, a stream the backend
+// resets before its response (a GET tried again, a POST answered 502);
+// h2c on a plaintext port, h2 by ALPN on an HTTPS one, and mTLS (ALPN
+// h2) to a meshed endpoint's proxy.
+func TestEventLoopH2RelayMatchesGoroutinePath(t *testing.T) {
+	t.Run("h2c", func(t *testing.T) { testEventLoopH2RelayMatches(t, false, false) })
+	t.Run("https", func(t *testing.T) { testEventLoopH2RelayMatches(t, true, false) })
+	t.Run("mtls", func(t *testing.T) { testEventLoopH2RelayMatches(t, false, true) })
+}
+
+func testEventLoopH2RelayMatches(t *testing.T, https, meshed bool) {
+	big := strings.Repeat("0123456789", 30000)
+	backend := h2cBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		switch r.URL.Path {
+		case "/echo":
+			w.Header().Set("Trailer", "X-Len")
+			w.Header().Set("X-Method", r.Method)
+			w.Write(bytes.ToUpper(body))
+			w.Header().Set("X-Len", strconv.Itoa(len(body)))
+		case "/503":
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "down")
+		case "/grpc-ok":
+			w.Header().Set("Content-Type", "application/grpc")
+			w.Header().Set("Trailer", "Grpc-Status")
+			w.Write([]byte{0, 0, 0, 0, 1, 'x'})
+			w.Header().Set("Grpc-Status", "0")
+		case "/grpc-fail":
+			w.Header().Set("Content-Type", "application/grpc")
+			w.Header().Set("Grpc-Status", "5")
+			w.Header().Set("Grpc-Message", "nope")
+		case "/big":
+			io.WriteString(w, big)
+		case "/reset":
+			panic(http.ErrAbortHandler)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	res := dsts(t, map[string][]string{"web.svc:80": {backend}})
+	var id *tlsid.Identity
+	if meshed {
+		ids := tlsidtest.Start(t, time.Hour)
+		in := startSidecarInbound(t, backend, ids.Identity(t, "web-ns", "web"))
+		var err error
+		res, err = discover.NewStatic([]discover.Destination{{Authority: "web.svc:80",
+			Endpoints: []discover.Endpoint{{Addr: in, Protocol: discover.HintH2, Identity: tlsidtest.ID("web-ns", "web").String()}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id = ids.Identity(t, "gw-ns", "gateway")
+	}
+	chain, key := certPEM(t, "web.test")
+	snapshot := func() *gatewaypb.Snapshot {
+		host := hostOf("", ruleTo("web", prefix("/"), &gatewaypb.Backend{Authority: "web.svc:80", Weight: 1, Name: "ns/web:80", Protocol: gatewaypb.Backend_H2C}))
+		if !https {
+			return snap("v1", httpPort(freePort(t), httpListener("http", "", host)))
+		}
+		s := snap("v1", tlsPort(freePort(t), &gatewaypb.Listener{Name: "https", Mode: gatewaypb.Listener_HTTPS, Certificates: []string{"ns/web"},
+			Hosts: []*gatewaypb.Host{host}}))
+		s.Certificates = []*gatewaypb.Certificate{{Name: "ns/web", CertChain: chain, PrivateKey: key}}
+		return s
+	}
+	withLoop := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.EventLoopH2, c.Identity = true, true, id })
+	without := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.EventLoopH2, c.Identity = false, false, id })
+	clientFor := func(g *Gateway) (*http.Client, string) {
+		var addr string
+		for _, a := range g.Ports() {
+			addr = a.String()
+		}
+		tr := &http.Transport{DisableCompression: true}
+		tr.Protocols = new(http.Protocols)
+		t.Cleanup(tr.CloseIdleConnections)
+		if !https {
+			tr.Protocols.SetUnencryptedHTTP2(true)
+			return &http.Client{Transport: tr}, "http://" + addr
+		}
+		tr.Protocols.SetHTTP2(true)
+		tr.TLSClientConfig = &tls.Config{ServerName: "web.test", InsecureSkipVerify: true}
+		return &http.Client{Transport: tr}, "https://" + addr
+	}
+	cl, loopURL := clientFor(withLoop)
+	cg, goURL := clientFor(without)
+	// The first request to the endpoint goes to the port's handler while
+	// the loop's connection is dialed: wait for it.
+	deadline := time.Now().Add(10 * time.Second)
+	for served := withLoop.loopServed(); withLoop.loopServed() == served; {
+		if time.Now().After(deadline) {
+			t.Fatal("the loop relayed no request")
+		}
+		fetch(cl, loopURL+"/echo")
+		time.Sleep(5 * time.Millisecond)
+	}
+	served := withLoop.loopServed()
+	cases := []struct{ method, path, body string }{
+		{"POST", "/echo", "a body"}, {"PUT", "/echo", big}, {"GET", "/echo", ""}, {"DELETE", "/echo", ""},
+		{"GET", "/503", ""}, {"POST", "/grpc-ok", "\x00\x00\x00\x00\x00"}, {"POST", "/grpc-fail", "\x00\x00\x00\x00\x00"},
+		{"GET", "/big", ""}, {"GET", "/missing", ""}, {"GET", "/reset", ""}, {"POST", "/reset", "x"},
+	}
+	for round := range 2 {
+		for _, q := range cases {
+			a, b := send(cl, q.method, loopURL+q.path, q.body), send(cg, q.method, goURL+q.path, q.body)
+			if a.Error && b.Error {
+				a.Body, b.Body = "", ""
+			}
+			if a.Status == http.StatusBadGateway && b.Status == http.StatusBadGateway {
+				a.Body, b.Body = "", "" // the proxy's text says what failed its way
+				a.Header.Del("Content-Length")
+				b.Header.Del("Content-Length")
+			}
+			if !reflect.DeepEqual(a, b) {
+				t.Errorf("round %d, %s %s:\n loop       %+v\n goroutines %+v", round, q.method, q.path, a, b)
+			}
+		}
+	}
+	// Every request but the GET of /reset (tried again by the handler)
+	// answered by the loop: its final responses counted there.
+	if n := withLoop.loopServed() - served; n < int64(2*(len(cases)-2)) {
+		t.Errorf("the loop passed on %d final responses of %d requests, want at least %d", n, 2*len(cases), 2*(len(cases)-2))
+	}
+}
+
+// h2cBackend is Go's HTTP/2 server with prior knowledge on loopback.
+func h2cBackend(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
 }

@@ -233,8 +233,8 @@ func (lr loopRouter) Route(r *http.Request, _ any) h1loop.Target {
 		return none
 	}
 	be := pickWeighted(rl.backends, rl.total)
-	if be == nil || be.authority == "" || !be.loopOK {
-		return none
+	if be == nil || be.authority == "" || !be.loopOK || (be.h2 && r.ProtoMajor != 2) {
+		return none // an HTTP/1.1 request to an HTTP/2 backend: the goroutine path's
 	}
 	d, ok := be.cache.Ready(be.authority)
 	if !ok {
@@ -253,13 +253,13 @@ func (lr loopRouter) Route(r *http.Request, _ any) h1loop.Target {
 		return none // a service profile's routes and retries: the goroutine path's
 	}
 	ep, err := tgt.Balancer.Pick()
-	if err != nil || ep.Value().H2Only {
-		return none // h2 with prior knowledge: the goroutine path's
+	if err != nil || (ep.Value().H2Only && !be.h2) {
+		return none // h2 with prior knowledge to an HTTP/1.1 backend's endpoint: the goroutine path's
 	}
 	labels := metrics.Request{Direction: direction, Authority: tgt.Authority, Route: be.key, Target: ep.Addr()}
 	if tgt.TLS != nil {
 		labels.TLS, labels.ServerID = tgt.TLS(ep.Addr())
 	}
 	forwarded(r, t.trustedHops, l.scheme, g.id)
-	return h1loop.Target{Endpoint: ep, Labels: labels, MTLS: labels.TLS == metrics.TLSTrue}
+	return h1loop.Target{Endpoint: ep, Labels: labels, MTLS: labels.TLS == metrics.TLSTrue, H2: be.h2}
 }

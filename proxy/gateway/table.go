@@ -617,10 +617,12 @@ func compileRule(t *table, l *listener, r *gatewaypb.Rule, b *builder) (*rule, e
 	if cr.serve, err = b.ruleFilters(cr, r.GetFilters()); err != nil {
 		return nil, err
 	}
-	cr.loopOK = len(r.GetFilters()) == 0 && cr.session == nil && cr.retry == nil && cr.perTry == 0 && cr.request == 0 && !cr.grpc
+	cr.loopOK = len(r.GetFilters()) == 0 && cr.session == nil && cr.retry == nil && cr.perTry == 0 && cr.request == 0
 	for i, be := range r.GetBackends() {
 		cb := cr.backends[i]
-		cb.loopOK = len(be.GetFilters()) == 0 && !cb.h2 && cb.protocol == gatewaypb.Backend_PROTOCOL_UNSPECIFIED && be.GetTls() == nil
+		// An HTTP/2 backend (H2C, a GRPCRoute's) takes the HTTP/2
+		// requests relayed on the loops (loopRouter).
+		cb.loopOK = len(be.GetFilters()) == 0 && (cb.protocol == gatewaypb.Backend_PROTOCOL_UNSPECIFIED || cb.protocol == gatewaypb.Backend_H2C) && be.GetTls() == nil
 	}
 	return cr, nil
 }

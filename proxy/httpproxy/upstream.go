@@ -126,6 +126,17 @@ func (u *Upstream) DialHTTP1(ctx context.Context) (net.Conn, error) {
 	return c, nil
 }
 
+// DialH2 opens a connection to the endpoint for HTTP/2 as the pools do
+// (metered, mTLS offering h2 to a meshed one), for a caller that serves it
+// itself (the event loops' HTTP/2 relays).
+func (u *Upstream) DialH2(ctx context.Context) (net.Conn, error) {
+	c, err := u.dial(context.WithValue(ctx, dialProtocolKey{}, "h2"), u.Addr)
+	if err != nil {
+		return nil, &DialError{Addr: u.Addr, Err: err}
+	}
+	return c, nil
+}
+
 // SetH2Windows replaces the HTTP/2 receive windows (DefaultH2StreamWindow,
 // DefaultH2ConnectionWindow) for responses from this endpoint; 0 keeps a
 // default. Call it before the first request.

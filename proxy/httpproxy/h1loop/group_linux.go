@@ -35,7 +35,7 @@ func NewGroup(n int, hold time.Duration, holdRate int) (*Group, error) {
 			return nil, err
 		}
 		l.Hold(hold, holdRate)
-		g.loops = append(g.loops, &Loop{l: l, servers: map[*Server]*serverConns{}, pools: map[poolKey]*pool{}, bw: bufio.NewWriterSize(nil, 4096)})
+		g.loops = append(g.loops, &Loop{l: l, servers: map[*Server]*serverConns{}, pools: map[poolKey]*pool{}, h2pools: map[poolKey]*h2pool{}, bw: bufio.NewWriterSize(nil, 4096)})
 		go l.Run(context.Background())
 	}
 	return g, nil
@@ -80,6 +80,7 @@ type Loop struct {
 	l       *evloop.Loop
 	servers map[*Server]*serverConns // the servers' connections served here
 	pools   map[poolKey]*pool        // upstream connections by endpoint (and identity)
+	h2pools map[poolKey]*h2pool      // HTTP/2 ones (relay_linux.go)
 	bw      *bufio.Writer            // AppendRequest's, reused
 	// TLS connections': spare plaintext buffers, and what crypto/tls
 	// writes, sent at once.

@@ -98,12 +98,12 @@ func (t h2transport) Close() error {
 // HTTP2's Handler.
 type h2router struct{ s *Server }
 
-// h2carry says whether the loop may carry st's request, by its head: the
-// client's side over with its HEADERS (no body), not HEAD, CONNECT or the
-// server-wide "*".
+// h2carry says whether the loop may carry st's request, by its head: not
+// HEAD, CONNECT or the server-wide "*". One with a body goes only to an
+// HTTP/2 endpoint (relay); the HTTP/1.1 pools take none.
 func h2carry(st *h2loop.Stream) bool {
 	r := &st.Request
-	return st.RequestEnded() && r.Method != http.MethodHead && r.Method != http.MethodConnect && r.RequestURI != "*"
+	return r.Method != http.MethodHead && r.Method != http.MethodConnect && r.RequestURI != "*"
 }
 
 func (hr h2router) ServeStream(st *h2loop.Stream) h2loop.Receiver {
@@ -121,11 +121,22 @@ func (hr h2router) ServeStream(st *h2loop.Stream) h2loop.Receiver {
 	r.Header = st.Request.Header.Clone()
 	u := *st.Request.URL
 	r.URL = &u
-	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.1", 1, 1
-	t := s.Router.Route(r, c.value)
+	t := s.Router.Route(r, c.value) // r's protocol is the client's: HTTP/2
 	if t.Endpoint == nil || (t.MTLS && t.Labels.ServerID == "") {
 		return fallback.ServeStream(st) // awaited, declined, or no identity to require
 	}
+	if t.H2 {
+		httpproxy.PrepareOutgoing(r)
+		x := newRelay(c, st, r, t)
+		if u := c.lp.h2pool(x.key).ready(c.lp, x); u == nil || !x.open(u) {
+			return fallback.ServeStream(st) // no connection ready (one is dialed), or not one it takes
+		}
+		return x
+	}
+	if !st.RequestEnded() {
+		return fallback.ServeStream(st) // a body: the HTTP/1.1 pools take none
+	}
+	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.1", 1, 1
 	x := &exchange{d: h, ep: t.Endpoint, labels: t.Labels, mtls: t.MTLS, connTLS: t.ConnTLS}
 	if x.connTLS == "" {
 		x.connTLS = x.labels.TLS

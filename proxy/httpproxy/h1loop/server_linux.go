@@ -47,6 +47,12 @@ type Target struct {
 	// label ConnTLS (Labels.TLS if empty).
 	MTLS    bool
 	ConnTLS string
+	// H2 says the endpoint is spoken to in HTTP/2 (an h2c or gRPC
+	// backend, a peer proxy that takes HTTP/2): an HTTP/2 stream goes to
+	// it, body and all, on the loop's HTTP/2 connections to it
+	// (relay_linux.go); an HTTP/1.1 request with such a Target goes to
+	// the goroutine path.
+	H2 bool
 	// Await, without an Endpoint, says the request's destination is not
 	// known yet: Await runs on a goroutine of its own, blocking until it
 	// is (or giving up), and the request is routed again, once. A client
@@ -595,8 +601,8 @@ func (c *client) route(r *http.Request, body []byte) *exchange {
 		}
 		return nil
 	}
-	if t.MTLS && t.Labels.ServerID == "" {
-		return nil // no identity to require: the goroutine path says why
+	if (t.MTLS && t.Labels.ServerID == "") || t.H2 {
+		return nil // no identity to require (the goroutine path says why), or HTTP/2 to speak
 	}
 	x := &c.xs
 	*x = exchange{d: c, ep: t.Endpoint, labels: t.Labels, mtls: t.MTLS, connTLS: t.ConnTLS, head: x.head, out: x.out}

@@ -67,33 +67,11 @@ func (p *pool) get() *upstream {
 // label tls.
 func (lp *Loop) dial(key poolKey, timeout time.Duration, m *metrics.Registry, tls string, dialed func(string, error)) (*upstream, error) {
 	addr := key.addr
-	ap, err := netip.ParseAddrPort(addr)
+	fd, connecting, err := connectFD(addr)
 	if err != nil {
 		return nil, err
 	}
-	var sa unix.Sockaddr
-	family := unix.AF_INET
-	if ap.Addr().Is4() {
-		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	} else {
-		family = unix.AF_INET6
-		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	up := &upstream{key: key, dialed: dialed}
-	err = unix.Connect(fd, sa)
-	switch err {
-	case nil:
-	case unix.EINPROGRESS:
-		up.connecting = true
-	default:
-		unix.Close(fd)
-		return nil, err
-	}
+	up := &upstream{key: key, dialed: dialed, connecting: connecting}
 	if up.c, err = lp.l.NewConn(fd, up); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -106,6 +84,36 @@ func (lp *Loop) dial(key poolKey, timeout time.Duration, m *metrics.Registry, tl
 		dialed(addr, nil) // connected at once
 	}
 	return up, nil
+}
+
+// connectFD starts a non-blocking connect to addr (ip:port): connecting
+// says it is in progress.
+func connectFD(addr string) (fd int, connecting bool, err error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return -1, false, err
+	}
+	var sa unix.Sockaddr
+	family := unix.AF_INET
+	if ap.Addr().Is4() {
+		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	} else {
+		family = unix.AF_INET6
+		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+	}
+	fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, false, err
+	}
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	switch err = unix.Connect(fd, sa); err {
+	case nil:
+		return fd, false, nil
+	case unix.EINPROGRESS:
+		return fd, true, nil
+	}
+	unix.Close(fd)
+	return -1, false, err
 }
 
 // silent reports whether an idle connection is open with nothing to

@@ -1,0 +1,361 @@
+package h1loop
+
+// The loop's HTTP/2 connections to endpoints (relay_linux.go's streams):
+// h2c with prior knowledge, or mTLS with ALPN h2 dialed by the endpoint's
+// own dialer (its handshake on a goroutine, then the connection moved to
+// the loop, as the HTTP/1.1 pools' mTLS connections are). One connection
+// per endpoint carries the loop's streams to it; a second is dialed when
+// the first takes no more (its peer's SETTINGS_MAX_CONCURRENT_STREAMS, a
+// GOAWAY). A stream that finds no connection ready goes to the goroutine
+// path, while one is dialed for the streams after it: no stream waits on a
+// dial, so none has to be handed back with half of its body gone.
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h2loop"
+	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
+	"github.com/meridian-mesh/meridian/proxy/metrics"
+)
+
+// h2IdleTimeout closes an HTTP/2 connection to an endpoint with no
+// stream for that long, as the goroutine path's pools do theirs.
+const h2IdleTimeout = 90 * time.Second
+
+// h2RedialAfter is how long a pool whose dial failed sends its streams to
+// the goroutine path before it dials again (which counts, backs off and
+// answers the failures as it always does).
+const h2RedialAfter = time.Second
+
+// h2pool is one endpoint's HTTP/2 connections on a loop, per direction
+// and identity as the HTTP/1.1 pools.
+type h2pool struct {
+	conns      []*h2up // connected, taking streams or not
+	dialing    bool
+	dialFailed time.Time
+}
+
+func (lp *Loop) h2pool(key poolKey) *h2pool {
+	p := lp.h2pools[key]
+	if p == nil {
+		p = &h2pool{}
+		lp.h2pools[key] = p
+	}
+	return p
+}
+
+// ready is a connection that takes a stream now; nil if none does, and
+// then one is dialed (unless a dial is on, or failed a moment ago) with
+// x's endpoint and labels.
+func (p *h2pool) ready(lp *Loop, x *relay) *h2up {
+	for _, u := range p.conns {
+		if u.cc.CanOpen() {
+			return u
+		}
+	}
+	if !p.dialing && time.Since(p.dialFailed) >= h2RedialAfter {
+		p.dialing = true
+		lp.dialH2(x)
+	}
+	return nil
+}
+
+func (p *h2pool) remove(u *h2up) {
+	for i, c := range p.conns {
+		if c == u {
+			p.conns = append(p.conns[:i], p.conns[i+1:]...)
+			return
+		}
+	}
+}
+
+// dialDone ends a dial: u connected, or err.
+func (p *h2pool) dialDone(u *h2up, err error) {
+	p.dialing = false
+	if err != nil {
+		p.dialFailed = time.Now()
+		return
+	}
+	p.conns = append(p.conns, u)
+}
+
+// h2up is an HTTP/2 connection to an endpoint.
+type h2up struct {
+	stream     // ts: mTLS
+	lp         *Loop
+	key        poolKey
+	cc         *h2loop.ClientConn
+	connecting bool          // a plaintext connect in progress
+	connect    *evloop.Timer // bounds it
+	dialed     func(addr string, err error)
+	idle       *evloop.Timer // closes it after h2IdleTimeout without a stream
+	open       int           // its streams not let go yet
+	touched    []*relay      // streams the read in progress wrote to
+	closed     bool
+}
+
+// clientConfig is the ClientConn's: the windows the goroutine path gives
+// its endpoints; frames of the protocol's default size, as the proxies'
+// servers read.
+func clientConfig(s *Server, u *h2up) h2loop.ClientConfig {
+	cfg := h2loop.ClientConfig{
+		StreamWindow:     httpproxy.DefaultH2StreamWindow,
+		ConnWindow:       httpproxy.DefaultH2ConnectionWindow,
+		MaxReadFrameSize: 16 << 10,
+		Unusable:         func(*h2loop.ClientConn) { u.lp.h2pool(u.key).remove(u) },
+	}
+	if s.HTTP2 != nil {
+		cfg.Logf = s.HTTP2.Logf
+	}
+	return cfg
+}
+
+// dialH2 dials x's endpoint for the pool of x's key: in plaintext on the
+// loop, or mTLS on a goroutine.
+func (lp *Loop) dialH2(x *relay) {
+	s, key := x.server(), x.key
+	if key.serverID != "" {
+		u := x.ep.Value()
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+			nc, err := u.DialH2(ctx)
+			cancel()
+			lp.l.Post(func() { lp.dialedH2(s, key, nc, err) })
+		}()
+		return
+	}
+	fd, connecting, err := connectFD(key.addr)
+	if err != nil {
+		if s.Dialed != nil {
+			s.Dialed(key.addr, err)
+		}
+		lp.h2pool(key).dialDone(nil, err)
+		return
+	}
+	u := &h2up{lp: lp, key: key, dialed: s.Dialed, connecting: connecting}
+	if u.c, err = lp.l.NewConn(fd, u); err != nil {
+		unix.Close(fd)
+		lp.h2pool(key).dialDone(nil, err)
+		return
+	}
+	u.mc = s.Metrics.Conn(noConn{}, metrics.ConnLabels{Direction: key.direction, Peer: metrics.PeerDst, Target: key.addr, TLS: x.connTLS})
+	// The preface and SETTINGS wait in the socket's buffer until it is
+	// connected; the connection takes streams once it is.
+	u.cc = h2loop.NewClientConn(lp.l, h2upTransport{u}, clientConfig(s, u))
+	if !connecting {
+		u.connected()
+		return
+	}
+	u.connect = lp.l.After(s.connectTimeout(), u.connectTimedOut)
+}
+
+// dialedH2 is an mTLS dial's end, on the loop.
+func (lp *Loop) dialedH2(s *Server, key poolKey, nc net.Conn, err error) {
+	p := lp.h2pool(key)
+	if err != nil {
+		p.dialDone(nil, err)
+		return
+	}
+	tc, ok := nc.(*tls.Conn)
+	if !ok || tc.ConnectionState().NegotiatedProtocol != "h2" {
+		nc.Close() // not HTTP/2 after all: its streams stay the goroutine path's
+		p.dialDone(nil, errNotTaken)
+		return
+	}
+	fd, ts, mc, _, ok := takeTLS(tc, lp, nil)
+	if !ok {
+		nc.Close()
+		p.dialDone(nil, errNotTaken)
+		return
+	}
+	u := &h2up{lp: lp, key: key}
+	u.mc, u.ts = mc, ts
+	uc, err := lp.l.NewConn(fd, u)
+	if err != nil {
+		unix.Close(fd)
+		mc.Close()
+		p.dialDone(nil, err)
+		return
+	}
+	u.c, ts.side.c = uc, uc
+	u.cc = h2loop.NewClientConn(lp.l, h2upTransport{u}, clientConfig(s, u))
+	u.connected()
+	// The handshake's last read may have taken the server's first frames
+	// with it: no readiness would tell of those.
+	u.Readable(uc)
+}
+
+// connected puts u in its pool: it takes streams from now on.
+func (u *h2up) connected() {
+	u.connecting = false
+	if u.connect != nil {
+		u.connect.Stop()
+		u.connect = nil
+	}
+	if u.dialed != nil {
+		u.dialed(u.key.addr, nil)
+	}
+	u.lp.h2pool(u.key).dialDone(u, nil)
+	u.idleFrom()
+}
+
+// connectFailed ends a connect that failed (refused, timed out).
+func (u *h2up) connectFailed(err error) {
+	u.connecting = false
+	if u.dialed != nil {
+		u.dialed(u.key.addr, err)
+	}
+	u.lp.h2pool(u.key).dialDone(nil, err)
+	u.cc.Close()
+}
+
+func (u *h2up) connectTimedOut() {
+	u.connect = nil
+	if u.connecting && !u.closed {
+		u.connectFailed(errConnectTimeout)
+	}
+}
+
+// Readable passes what the endpoint sent to the connection, then writes
+// the heads its streams received and flushes the clients they wrote to.
+func (u *h2up) Readable(*evloop.Conn) {
+	if u.connecting {
+		u.pull()
+		if err := u.readErr(); err != nil {
+			u.connectFailed(err)
+			return
+		}
+		u.connected()
+	}
+	u.cc.Readable()
+	u.flushClients()
+}
+
+// Written: the socket took what waited (a connect's end, first).
+func (u *h2up) Written(*evloop.Conn) {
+	if u.connecting {
+		if err := u.c.Err(); err != nil {
+			u.connectFailed(err)
+			return
+		}
+		u.connected()
+	}
+	u.cc.Written()
+	u.flushClients()
+}
+
+// touch notes that x's client stream was written to in this callback.
+func (u *h2up) touch(x *relay) {
+	for _, t := range u.touched {
+		if t == x {
+			return
+		}
+	}
+	u.touched = append(u.touched, x)
+}
+
+// flushClients writes the heads that came whole in this read (a head and
+// its stream's end in one read leave in one frame), then flushes the
+// clients' connections.
+func (u *h2up) flushClients() {
+	for i, x := range u.touched {
+		if x.headPending {
+			x.writeHead(false)
+			x.passResponse()
+		}
+		x.st.Flush()
+		u.touched[i] = nil
+	}
+	u.touched = u.touched[:0]
+}
+
+// opened counts a stream on u.
+func (u *h2up) opened() {
+	u.open++
+	if u.idle != nil {
+		u.idle.Stop()
+	}
+}
+
+// closed1 lets one of u's streams go.
+func (u *h2up) closed1() {
+	if u.open--; u.open == 0 {
+		u.idleFrom()
+	}
+}
+
+// idleFrom closes u after h2IdleTimeout unless a stream comes.
+func (u *h2up) idleFrom() {
+	if u.closed {
+		return
+	}
+	if u.idle == nil {
+		u.idle = u.lp.l.After(h2IdleTimeout, u.idleTimedOut)
+		return
+	}
+	u.idle.Reset(h2IdleTimeout)
+}
+
+func (u *h2up) idleTimedOut() {
+	if u.open == 0 && !u.closed {
+		u.lp.h2pool(u.key).remove(u)
+		u.cc.Close()
+	}
+}
+
+func (u *h2up) close() {
+	if u.closed {
+		return
+	}
+	u.closed = true
+	u.lp.h2pool(u.key).remove(u)
+	if u.connect != nil {
+		u.connect.Stop()
+		u.connect = nil
+	}
+	if u.idle != nil {
+		u.idle.Stop()
+	}
+	if u.ts != nil {
+		u.ts.close()
+	}
+	u.c.Close()
+	u.mc.Close()
+}
+
+// h2upTransport is an endpoint connection's stream as the ClientConn's
+// Transport.
+type h2upTransport struct{ u *h2up }
+
+var _ h2loop.Transport = h2upTransport{}
+
+func (t h2upTransport) Buffered() []byte {
+	t.u.pull()
+	return t.u.buffered()
+}
+
+func (t h2upTransport) Consume(n int)        { t.u.consume(n) }
+func (t h2upTransport) Write(b []byte) error { return t.u.write(b, nil) }
+func (t h2upTransport) Pending() int         { return t.u.c.Pending() }
+func (t h2upTransport) EOF() bool            { return t.u.readEOF() }
+func (t h2upTransport) Err() error           { return t.u.readErr() }
+
+// CloseWrite ends the proxy's side: close_notify first over TLS.
+func (t h2upTransport) CloseWrite() error {
+	if ts := t.u.ts; ts != nil {
+		ts.tc.CloseWrite()
+		ts.flush()
+	}
+	return t.u.c.CloseWrite()
+}
+
+func (t h2upTransport) Close() error {
+	t.u.close()
+	return nil
+}

@@ -1,0 +1,326 @@
+package h1loop
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/meridian-mesh/meridian/proxy/httpproxy"
+)
+
+// Streams relayed to HTTP/2 endpoints (relay_linux.go, h2up_linux.go):
+// Go's HTTP/2 server and grpc-go's as the endpoints (h2c), Go's HTTP/2
+// client and grpc-go's as the clients, the fixture's fallback telling
+// which path answered.
+
+// h2Backend is Go's HTTP/2 server with prior knowledge (h2c) on loopback,
+// serving h; conns counts its connections.
+func h2Backend(t *testing.T, h http.Handler) (addr string, conns *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns = new(atomic.Int64)
+	srv := &http.Server{Handler: h, ConnState: func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), conns
+}
+
+// toH2 routes to ep, spoken to in HTTP/2.
+func toH2(ep Target) Target {
+	ep.H2 = true
+	return ep
+}
+
+// relayed waits for the pool's connection (the first stream to an
+// endpoint goes to the fallback while it is dialed): GETs of path until
+// one is answered by the loop.
+func (hf *h2fixture) relayed(t *testing.T, cl *http.Client, path string) {
+	t.Helper()
+	eventually(t, "a relayed answer", func() bool {
+		resp, _ := hf.get(t, cl, path)
+		return resp.Header.Get("X-Fallback") == ""
+	})
+	for len(hf.fb) > 0 {
+		<-hf.fb
+	}
+}
+
+// A request with a body and trailers, and its response with a body and
+// trailers, relayed whole; each counted once with the Router's labels,
+// the endpoint reached on one connection.
+func TestRelayBodiesAndTrailers(t *testing.T) {
+	type got struct {
+		method, uri, host, body, trailer, te string
+		proto                                int
+	}
+	seen := make(chan got, 16)
+	addr, conns := h2Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		seen <- got{r.Method, r.RequestURI, r.Host, string(body), r.Trailer.Get("X-Req-T"), r.Header.Get("Te"), r.ProtoMajor}
+		w.Header().Set("Trailer", "X-Sum")
+		w.Header().Set("X-B", "1")
+		w.WriteHeader(201)
+		w.Write(bytes.ToUpper(body))
+		w.Header().Set("X-Sum", strconv.Itoa(len(body)))
+	}))
+	ep := endpoint(t, addr)
+	hf := startH2(t, 1, func(*http.Request) Target { return toH2(to(ep)) }, nil)
+	cl := hf.client(t, nil)
+	hf.relayed(t, cl, "/warm")
+	for range len(seen) {
+		<-seen
+	}
+	reqs0 := hf.count(t, "request_total", epLabels(addr))
+	ok0 := hf.count(t, "response_total", with(epLabels(addr), "status_code", "201", "classification", "success"))
+
+	pr, pw := io.Pipe()
+	r := hf.req(t, context.Background(), http.MethodPost, "/up?q=1", pr)
+	r.Trailer = http.Header{"X-Req-T": nil}
+	r.Header.Set("Te", "trailers")
+	go func() {
+		pw.Write([]byte("hello "))
+		pw.Write([]byte("world"))
+		r.Trailer.Set("X-Req-T", "rt")
+		pw.Close()
+	}()
+	resp, body := h2do(t, cl, r)
+	if resp.StatusCode != 201 || body != "HELLO WORLD" || resp.Header.Get("X-Fallback") != "" || resp.Header.Get("X-B") != "1" {
+		t.Fatalf("%s %q %v, want the endpoint's 201 HELLO WORLD", resp.Status, body, resp.Header)
+	}
+	if resp.Trailer.Get("X-Sum") != "11" {
+		t.Errorf("trailers %v, want X-Sum: 11", resp.Trailer)
+	}
+	if _, err := http.ParseTime(resp.Header.Get("Date")); err != nil {
+		t.Errorf("Date %q: %v", resp.Header.Get("Date"), err)
+	}
+	s := <-seen
+	if s.proto != 2 || s.method != "POST" || s.uri != "/up?q=1" || s.host != "web.test" || s.body != "hello world" || s.trailer != "rt" || s.te != "trailers" {
+		t.Errorf("the endpoint got %+v", s)
+	}
+	hf.settle()
+	l := epLabels(addr)
+	if n := hf.count(t, "request_total", l) - reqs0; n != 1 {
+		t.Errorf("request_total +%v, want +1", n)
+	}
+	if n := hf.count(t, "response_total", with(l, "status_code", "201", "classification", "success")) - ok0; n != 1 {
+		t.Errorf("response_total{status_code=201} +%v, want +1", n)
+	}
+	if n := hf.s.inFlight().Load(); n != 0 {
+		t.Errorf("%d in flight after the response, want 0", n)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("the endpoint had %d connections, want the loop's one", n)
+	}
+	hf.noFb(t)
+}
+
+// A response larger than the client's windows is passed on as the
+// client reads it (its windows), the endpoint's windows given back only
+// then, and the request's body likewise the other way.
+func TestRelayFlowControl(t *testing.T) {
+	const n = 3 << 20 // beyond every window on the way
+	addr, _ := h2Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("X-Got", strconv.FormatInt(got, 10))
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for sent := 0; sent < n; sent += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	ep := endpoint(t, addr)
+	hf := startH2(t, 1, func(*http.Request) Target { return toH2(to(ep)) }, nil)
+	cl := hf.client(t, &http.HTTP2Config{MaxReceiveBufferPerStream: 64 << 10, MaxReceiveBufferPerConnection: 64 << 10})
+	hf.relayed(t, cl, "/warm")
+
+	r := hf.req(t, context.Background(), http.MethodPut, "/big", bytes.NewReader(bytes.Repeat([]byte("y"), n)))
+	resp, err := cl.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("X-Got") != strconv.Itoa(n) || resp.Header.Get("X-Fallback") != "" {
+		t.Fatalf("%s %v, want the endpoint's answer to %d bytes", resp.Status, resp.Header, n)
+	}
+	// Read slowly at first: the relay holds what the client's window
+	// does not take, no more than the endpoint's stream window.
+	time.Sleep(50 * time.Millisecond)
+	got, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || got != n {
+		t.Errorf("read %d bytes (%v), want %d", got, err, n)
+	}
+	hf.noFb(t)
+}
+
+// gRPC: a unary call and a server stream relayed (grpc-go both ends),
+// gRPC statuses in the trailers and in a trailers-only response counted
+// as the goroutine path counts them.
+func TestRelayGRPC(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("up", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	addr := ln.Addr().String()
+	ep := endpoint(t, addr)
+	hf := startH2(t, 1, func(*http.Request) Target { return toH2(to(ep)) }, nil)
+
+	cc, err := grpc.NewClient("passthrough:///"+hf.addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	hc := healthpb.NewHealthClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	// The first call goes to the fallback (a Bridge whose handler is not
+	// gRPC's): wait for the loop's connection.
+	eventually(t, "a relayed call", func() bool {
+		_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "up"})
+		return err == nil
+	})
+	for len(hf.fb) > 0 {
+		<-hf.fb
+	}
+	l := epLabels(addr)
+	ok0 := hf.count(t, "response_total", with(l, "grpc_status", "0"))
+	for range 3 {
+		r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "up"})
+		if err != nil || r.Status != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("Check: %v %v", r, err)
+		}
+	}
+	// NOT_FOUND: a trailers-only response.
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "nope"}); status.Code(err) != codes.NotFound {
+		t.Errorf("Check of an unknown service: %v, want NotFound", err)
+	}
+	// A server stream: Watch's first message, then the next on a change.
+	w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: "up"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := w.Recv(); err != nil || m.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Watch: %v %v", m, err)
+	}
+	hs.SetServingStatus("up", healthpb.HealthCheckResponse_NOT_SERVING)
+	if m, err := w.Recv(); err != nil || m.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("Watch after the change: %v %v", m, err)
+	}
+	hf.settle()
+	if n := hf.count(t, "response_total", with(l, "grpc_status", "0")) - ok0; n != 3 {
+		t.Errorf("response_total{grpc_status=0} +%v, want +3", n)
+	}
+	if n := hf.count(t, "response_total", with(l, "grpc_status", "5", "classification", "failure")); n != 1 {
+		t.Errorf("response_total{grpc_status=5, failure} %v, want 1", n)
+	}
+	if len(hf.fb) != 0 {
+		t.Errorf("the fallback served %d calls after the first", len(hf.fb))
+	}
+	// The client cancels the stream: counted as the client's, the
+	// endpoint's stream reset.
+	cancel()
+	eventually(t, "the cancellation counted", func() bool {
+		return hf.count(t, "request_client_error_total", map[string]string{"direction": "outbound", "authority": "web.test:80", "reason": "canceled"}) == 1
+	})
+	eventually(t, "nothing in flight", func() bool { return hf.s.inFlight().Load() == 0 })
+}
+
+// The endpoint resets a stream before its response: a request that may
+// be sent again (a GET) goes to the fallback, which tries again; a POST
+// whose body went out is answered 502 (for gRPC, UNAVAILABLE).
+func TestRelayResetBeforeResponse(t *testing.T) {
+	addr, _ := h2Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/warm" {
+			return
+		}
+		io.Copy(io.Discard, r.Body)
+		panic(http.ErrAbortHandler) // RST_STREAM, no response
+	}))
+	ep := endpoint(t, addr)
+	hf := startH2(t, 1, func(*http.Request) Target { return toH2(to(ep)) }, nil)
+	cl := hf.client(t, nil)
+	hf.relayed(t, cl, "/warm")
+
+	resp, body := hf.get(t, cl, "/get")
+	if resp.Header.Get("X-Fallback") != "1" || body != "fallback GET /get " {
+		t.Errorf("GET: %s %q, want the fallback's", resp.Status, body)
+	}
+	hf.nextFb(t)
+	resp, body = h2do(t, cl, hf.req(t, context.Background(), http.MethodPost, "/post", strings.NewReader("body")))
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Fallback") != "" || !strings.Contains(body, "without a response") {
+		t.Errorf("POST: %s %q %v, want the relay's 502", resp.Status, body, resp.Header)
+	}
+	r := hf.req(t, context.Background(), http.MethodPost, "/grpc", strings.NewReader("\x00\x00\x00\x00\x00"))
+	r.Header.Set("Content-Type", "application/grpc")
+	resp, _ = h2do(t, cl, r)
+	if resp.StatusCode != 200 || resp.Header.Get("Grpc-Status") != "14" || resp.Header.Get(httpproxy.ErrorHeader) != "upstream" {
+		t.Errorf("gRPC: %s %v, want a trailers-only UNAVAILABLE", resp.Status, resp.Header)
+	}
+	hf.settle()
+	l := epLabels(addr)
+	if n := hf.count(t, "response_total", with(l, "error", "upstream")); n != 2 {
+		t.Errorf("response_total{error=upstream} %v, want 2", n)
+	}
+	eventually(t, "nothing in flight", func() bool { return hf.s.inFlight().Load() == 0 })
+}
+
+// A response cut after its head: the client's stream reset, counted as a
+// broken stream.
+func TestRelayCutAfterHead(t *testing.T) {
+	addr, _ := h2Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/warm" {
+			return
+		}
+		w.Header().Set("Content-Length", "100")
+		w.Write([]byte("part"))
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	ep := endpoint(t, addr)
+	hf := startH2(t, 1, func(*http.Request) Target { return toH2(to(ep)) }, nil)
+	cl := hf.client(t, nil)
+	hf.relayed(t, cl, "/warm")
+	resp, err := cl.Do(hf.req(t, context.Background(), http.MethodGet, "/cut", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		t.Error("the cut body read whole")
+	}
+	hf.settle()
+	eventually(t, "the cut counted", func() bool {
+		return hf.count(t, "response_total", with(epLabels(addr), "error", "stream")) == 1
+	})
+	hf.noFb(t)
+}
