@@ -21,6 +21,7 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1loop"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h2loop"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 	"github.com/meridian-mesh/meridian/proxy/outbound"
 )
@@ -59,8 +60,35 @@ func (p *Proxy) startLoops() error {
 			Unwrap:         loopUnwrap,
 			Dialed:         p.dialed(s),
 		}
+		if p.cfg.EventLoopH2 {
+			s.loop.HTTP2 = p.loopH2(s)
+		}
 	}
 	return nil
+}
+
+// loopH2 is a side's HTTP/2 server on the loops: h2server's settings, and
+// the side's handler for the streams the loops do not relay (h2loop's
+// Bridge), each with the context h2server would give it.
+func (p *Proxy) loopH2(s *side) *h2loop.Server {
+	logf := s.h2.Config.ErrorLog.Printf
+	return &h2loop.Server{
+		Config: s.h2.Config,
+		Handler: &h2loop.Bridge{
+			Handler: s.h2.Handler,
+			BaseContext: func(st *h2loop.Stream) context.Context {
+				// The loop has the socket: no local address to give
+				// (nothing of the sidecar's reads it).
+				ctx := context.WithValue(context.Background(), http.ServerContextKey, s.h2)
+				if a, ok := h1loop.ConnValue(st).(*accepted); ok {
+					return p.connContext(ctx, s.direction, a)
+				}
+				return ctx
+			},
+			Logf: logf,
+		},
+		Logf: logf,
+	}
 }
 
 // loopDrain closes the side's idle loop connections, and the others after
@@ -102,6 +130,7 @@ func (p *Proxy) serveOnLoop(s *side, a *accepted) bool {
 	}
 	a.loopClient = client(a) // a's address: the loop's connection has none
 	a.loopDst = a.origDst.String()
+	a.onLoops = true
 	s.tcp.Add(1) // until the loop closes it (Closed) or loopFallback ends
 	if tc, ok := a.Conn.(*tls.Conn); ok {
 		if !s.loop.ServeTLS(tc, tc.ConnectionState(), a, a.lineDeadline) {
@@ -192,8 +221,12 @@ func (p *Proxy) outboundLoop(r *http.Request, a *accepted) h1loop.Target {
 	if t.Profile != nil && t.Profile() != nil {
 		return none // routes, splits, timeouts, retries: the pipeline's
 	}
+	// An HTTP/2 request goes on in HTTP/2 (relayed), as the goroutine
+	// path keeps the client's protocol; an HTTP/1.1 one to an endpoint
+	// that takes HTTP/2 would be carried over it: the goroutine path's.
+	h2 := r.ProtoMajor == 2
 	ep, err := t.Balancer.Pick()
-	if err != nil || ep.Value().H2Only {
+	if err != nil || (ep.Value().H2Only && !h2) {
 		return none
 	}
 	tls, _ := p.acceptedTLS("outbound", a)
@@ -206,7 +239,7 @@ func (p *Proxy) outboundLoop(r *http.Request, a *accepted) h1loop.Target {
 		// which no inbound side stands before (see HopHeader).
 		h.Add(HopHeader, p.id)
 	}
-	return h1loop.Target{Endpoint: ep, Labels: labels, MTLS: labels.TLS == metrics.TLSTrue}
+	return h1loop.Target{Endpoint: ep, Labels: labels, MTLS: labels.TLS == metrics.TLSTrue, H2: h2}
 }
 
 // inboundLoop routes as the inbound pipeline does (policy, then the
@@ -238,8 +271,9 @@ func (p *Proxy) inboundLoop(r *http.Request, a *accepted) h1loop.Target {
 		return none
 	}
 	t := d.Target()
+	h2 := r.ProtoMajor == 2 // as outboundLoop
 	ep, err := t.Balancer.Pick()
-	if err != nil || ep.Value().H2Only {
+	if err != nil || (ep.Value().H2Only && !h2) {
 		return none
 	}
 	tls, clientID := p.acceptedTLS("inbound", a)
@@ -254,7 +288,7 @@ func (p *Proxy) inboundLoop(r *http.Request, a *accepted) h1loop.Target {
 	if a.peer != "" {
 		h[clientIDKey] = []string{a.peer}
 	}
-	return h1loop.Target{Endpoint: ep, Labels: labels, ConnTLS: p.loopbackTLS()}
+	return h1loop.Target{Endpoint: ep, Labels: labels, ConnTLS: p.loopbackTLS(), H2: h2}
 }
 
 var (

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meridian-mesh/meridian/proxy/discover"
 	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
@@ -34,6 +35,13 @@ func loopApp() http.Handler {
 			io.WriteString(w, big)
 		case "/500":
 			http.Error(w, "failed", http.StatusInternalServerError)
+		case "/trailers":
+			w.Header().Set("Trailer", "X-T")
+			io.WriteString(w, strings.ToUpper(string(body)))
+			w.Header().Set("X-T", "done")
+		case "/grpc-fail":
+			w.Header().Set("Content-Type", "application/grpc")
+			w.Header().Set("Grpc-Status", "5")
 		default:
 			w.Header().Set("X-A", "1")
 			io.WriteString(w, "hello")
@@ -46,8 +54,8 @@ func loopApp() http.Handler {
 // not; the client knows the server as emoji.test:80.
 func loopPair(t *testing.T, svc *tlsidtest.Service, app string, loop bool) (client, server *testProxy) {
 	t.Helper()
-	scfg := Config{InboundForward: app, EventLoop: loop, EventLoops: 2}
-	ccfg := Config{EventLoop: loop, EventLoops: 2}
+	scfg := Config{InboundForward: app, EventLoop: loop, EventLoopH2: loop, EventLoops: 2}
+	ccfg := Config{EventLoop: loop, EventLoopH2: loop, EventLoops: 2}
 	if svc != nil {
 		scfg.Identity = svc.Identity(t, "emojivoto", "emoji")
 		ccfg.Identity = svc.Identity(t, "emojivoto", "web")
@@ -142,6 +150,90 @@ func TestEventLoopMatchesGoroutinePath(t *testing.T) {
 			for i, pair := range [][2]*testProxy{{lc, gc}, {ls, gs}} {
 				for _, name := range []string{"request_total", "response_total", "response_latency_ms"} {
 					a, b := loopSeries(t, pair[0], name), loopSeries(t, pair[1], name)
+					if !maps.Equal(a, b) {
+						t.Errorf("proxy %d, %s:\n loops      %v\n goroutines %v", i, name, sorted(a), sorted(b))
+					}
+				}
+			}
+		})
+	}
+}
+
+// The sidecars' HTTP/2 on the event loops (Config.EventLoopH2): an h2c
+// client's streams, relayed on both proxies' loops to HTTP/2 connections
+// of theirs (the next proxy, over mTLS by ALPN h2 when meshed; the
+// application in h2c), answer as a pair without the loops does, and the
+// golden metrics count the same series the same. The first streams to an
+// endpoint go to the goroutine path while the loop's connection is dialed.
+func TestEventLoopH2MatchesGoroutinePath(t *testing.T) {
+	for _, meshed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plaintext", true: "mtls"}[meshed], func(t *testing.T) {
+			var svc *tlsidtest.Service
+			if meshed {
+				svc = tlsidtest.Start(t, 0)
+			}
+			app := startHTTP(t, loopApp())
+			lc, ls := loopPair(t, svc, app.addr, true)
+			gc, gs := loopPair(t, svc, app.addr, false)
+			cl, _ := h2cClient(t, lc.out)
+			cg, _ := h2cClient(t, gc.out)
+			warm := 0
+			for deadline := time.Now().Add(10 * time.Second); lc.loopServed() == 0 || ls.loopServed() == 0; warm++ {
+				if time.Now().After(deadline) {
+					t.Fatalf("the loops relayed nothing (served %d and %d)", lc.loopServed(), ls.loopServed())
+				}
+				loopFetch(t, cl, "GET", "http://emoji.test/cl", "")
+				time.Sleep(5 * time.Millisecond)
+			}
+			for range warm {
+				loopFetch(t, cg, "GET", "http://emoji.test/cl", "")
+			}
+			served := [2]int64{lc.loopServed(), ls.loopServed()}
+			reqs := []struct{ method, path, body string }{
+				{"GET", "/cl", ""}, {"GET", "/chunked", ""}, {"GET", "/204", ""}, {"GET", "/big", ""},
+				{"GET", "/500", ""}, {"POST", "/cl", "a body"}, {"PUT", "/cl", "put"}, {"DELETE", "/cl", ""},
+				{"POST", "/trailers", "abc"}, {"POST", "/grpc-fail", "\x00\x00\x00\x00\x00"},
+			}
+			for round := range 2 {
+				for _, q := range reqs {
+					a := loopFetch(t, cl, q.method, "http://emoji.test"+q.path, q.body)
+					b := loopFetch(t, cg, q.method, "http://emoji.test"+q.path, q.body)
+					if q.path == "/chunked" {
+						// The goroutine path may read the whole streamed
+						// body before it writes the head, and then gives
+						// it a Content-Length; the relay passes the head
+						// as it came.
+						b.Header.Del("Content-Length")
+					}
+					if !reflect.DeepEqual(a, b) {
+						t.Errorf("round %d, %s %s:\n loops      %+v\n goroutines %+v", round, q.method, q.path, a, b)
+					}
+					want := ""
+					if meshed {
+						want = tlsidtest.ID("emojivoto", "web").String()
+					}
+					if got := a.Header.Get("X-Client-Id"); got != want {
+						t.Errorf("%s %s: the application was told client %q, want %q", q.method, q.path, got, want)
+					}
+				}
+			}
+			n := int64(2 * len(reqs))
+			for i, p := range []*testProxy{lc, ls} {
+				if got := p.loopServed() - served[i]; got != n {
+					t.Errorf("the loops of %s relayed %d responses, want %d", p.admin, got, n)
+				}
+			}
+			for i, pair := range [][2]*testProxy{{lc, gc}, {ls, gs}} {
+				for _, name := range []string{"request_total", "response_total", "response_latency_ms"} {
+					var a, b map[string]float64
+					// A response is counted at its end: the last may
+					// trail its client's read by a moment.
+					for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+						a, b = loopSeries(t, pair[0], name), loopSeries(t, pair[1], name)
+						if maps.Equal(a, b) || time.Now().After(deadline) {
+							break
+						}
+					}
 					if !maps.Equal(a, b) {
 						t.Errorf("proxy %d, %s:\n loops      %v\n goroutines %v", i, name, sorted(a), sorted(b))
 					}

@@ -203,7 +203,11 @@ func TestConnectFailureIsRetried(t *testing.T) {
 				}
 			}
 			fams := scrape(t, a.admin)
-			if v, _ := metricSum(fams, "response_total", labels("target_addr", dead, "classification", "failure", "error", "connect")); v < 1 {
+			// The loops dial an HTTP/2 endpoint ahead of its streams (the
+			// first goes to the goroutine path meanwhile): a refused dial
+			// fails no request there, the balancer backs the endpoint off.
+			relayed := proto == "h2c" && (loopEnv == "1" || loopEnv == "hold")
+			if v, _ := metricSum(fams, "response_total", labels("target_addr", dead, "classification", "failure", "error", "connect")); v < 1 && !relayed {
 				t.Errorf("no connect failure was counted for the dead endpoint:\n%s", dumpFamily(fams, "response_total"))
 			}
 			if v, _ := metricSum(fams, "response_total", labels("target_addr", live.addr, "classification", "success")); v != total {

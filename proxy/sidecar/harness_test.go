@@ -101,7 +101,7 @@ func startProxy(t testing.TB, cfg Config) *testProxy {
 		// The event loops under every test that does not choose (README.md,
 		// Event loops): "1", or "hold" for one loop with a processor of its
 		// own while busy, taken and given back every 2 ms of idleness.
-		cfg.EventLoop = true
+		cfg.EventLoop, cfg.EventLoopH2 = true, true
 		if loopEnv == "hold" {
 			cfg.EventLoops, cfg.EventLoopHold = 1, 2*time.Millisecond
 		}

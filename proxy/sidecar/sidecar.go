@@ -111,6 +111,12 @@ type Config struct {
 	// often; 0: from its first event).
 	EventLoop         bool
 	EventLoops        int
+	// EventLoopH2 serves HTTP/2 connections (h2c, and mTLS whose ALPN
+	// settled h2) on the loops too: a stream routed with no more than
+	// the loops' routing relayed there to an HTTP/2 endpoint connection
+	// of the loop's, any other served by the side's handler on a
+	// goroutine of its own (README.md, "Event loops").
+	EventLoopH2 bool
 	EventLoopHold     time.Duration
 	EventLoopHoldRate int
 }
@@ -508,6 +514,7 @@ type accepted struct {
 	// origDst as a string, worked out once; the last Host routed and its
 	// canonical authority.
 	loopClient         authz.Client
+	onLoops            bool // the loops have its socket: its address is loopClient's
 	loopDst            string
 	loopHost, loopAuth string
 	// lineDeadline is when a request line must be complete: accept plus
@@ -704,6 +711,9 @@ func (p *Proxy) inboundPort(a *accepted) uint16 {
 
 // client is who opened an inbound connection, for the policy.
 func client(a *accepted) authz.Client {
+	if a.onLoops {
+		return a.loopClient // worked out before the loops took the socket
+	}
 	c := authz.Client{ID: a.peer}
 	if ap, err := netip.ParseAddrPort(a.RemoteAddr().String()); err == nil {
 		c.Addr = ap.Addr()

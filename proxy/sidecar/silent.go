@@ -130,6 +130,9 @@ func (p *Proxy) resume(a *accepted, dc *detect.Conn) (detect.Protocol, error) {
 // serveHTTP serves a detected HTTP connection on this goroutine.
 func (p *Proxy) serveHTTP(s *side, a *accepted, proto detect.Protocol) {
 	if proto == detect.HTTP2 {
+		if p.cfg.EventLoopH2 && p.serveOnLoop(s, a) {
+			return
+		}
 		s.h2.ServeConn(p.connContext(context.Background(), s.direction, a), a)
 		return
 	}

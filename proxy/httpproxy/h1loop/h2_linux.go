@@ -62,6 +62,16 @@ func (c *client) serveH2() {
 	c.h2 = c.s.loopH2().ServeTransport(c.lp.l, h2transport{c}, c.remote, st, c)
 }
 
+// ConnValue is the value st's connection was served with (ServeConn's,
+// ServeTLS's; nil for Listen's), for Server.HTTP2's Handler: the stream's
+// own ConnValue is the loop's.
+func ConnValue(st *h2loop.Stream) any {
+	if c, ok := st.ConnValue().(*client); ok {
+		return c.value
+	}
+	return nil
+}
+
 // h2transport is a client's stream as h2loop's Transport.
 type h2transport struct{ c *client }
 
@@ -128,8 +138,8 @@ func (hr h2router) ServeStream(st *h2loop.Stream) h2loop.Receiver {
 	if t.H2 {
 		httpproxy.PrepareOutgoing(r)
 		x := newRelay(c, st, r, t)
-		if u := c.lp.h2pool(x.key).ready(c.lp, x); u == nil || !x.open(u) {
-			return fallback.ServeStream(st) // no connection ready (one is dialed), or not one it takes
+		if !x.send() {
+			return fallback.ServeStream(st) // the endpoint refused a dial a moment ago, or h2msg refuses the request
 		}
 		return x
 	}

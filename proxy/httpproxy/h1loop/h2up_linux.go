@@ -13,16 +13,20 @@ package h1loop
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h2loop"
 	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 )
+
+var errConnectClosed = errors.New("h1loop: the connection ended while connecting")
 
 // h2IdleTimeout closes an HTTP/2 connection to an endpoint with no
 // stream for that long, as the goroutine path's pools do theirs.
@@ -39,6 +43,7 @@ type h2pool struct {
 	conns      []*h2up // connected, taking streams or not
 	dialing    bool
 	dialFailed time.Time
+	waiting    []*relay // for the connection being dialed
 }
 
 func (lp *Loop) h2pool(key poolKey) *h2pool {
@@ -50,20 +55,23 @@ func (lp *Loop) h2pool(key poolKey) *h2pool {
 	return p
 }
 
-// ready is a connection that takes a stream now; nil if none does, and
-// then one is dialed (unless a dial is on, or failed a moment ago) with
-// x's endpoint and labels.
-func (p *h2pool) ready(lp *Loop, x *relay) *h2up {
+// ready is a connection that takes a stream now, or nil.
+func (p *h2pool) ready() *h2up {
 	for _, u := range p.conns {
 		if u.cc.CanOpen() {
 			return u
 		}
 	}
-	if !p.dialing && time.Since(p.dialFailed) >= h2RedialAfter {
+	return nil
+}
+
+// dial dials a connection with x's endpoint and labels unless one is
+// dialed already.
+func (p *h2pool) dial(lp *Loop, x *relay) {
+	if !p.dialing {
 		p.dialing = true
 		lp.dialH2(x)
 	}
-	return nil
 }
 
 func (p *h2pool) remove(u *h2up) {
@@ -75,20 +83,36 @@ func (p *h2pool) remove(u *h2up) {
 	}
 }
 
-// dialDone ends a dial: u connected, or err.
-func (p *h2pool) dialDone(u *h2up, err error) {
+// dialDone ends a dial: u connected, or err, which ep's balancer is told
+// of (backed off and counted for failure accrual, as the goroutine path's
+// failed connects are): no request failed, the first stream went to the
+// goroutine path.
+func (p *h2pool) dialDone(ep *balance.Endpoint[*httpproxy.Upstream], u *h2up, err error) {
 	p.dialing = false
 	if err != nil {
 		p.dialFailed = time.Now()
-		return
+		if ep != nil {
+			ep.Fail()
+		}
+		u = nil
+	} else {
+		p.conns = append(p.conns, u)
 	}
-	p.conns = append(p.conns, u)
+	waiting := p.waiting
+	p.waiting = nil
+	for _, x := range waiting {
+		x.dialed(u)
+	}
+	if u != nil && len(waiting) > 0 {
+		u.cc.Flush()
+	}
 }
 
 // h2up is an HTTP/2 connection to an endpoint.
 type h2up struct {
 	stream     // ts: mTLS
 	lp         *Loop
+	ep         *balance.Endpoint[*httpproxy.Upstream] // told of a failed connect
 	key        poolKey
 	cc         *h2loop.ClientConn
 	connecting bool          // a plaintext connect in progress
@@ -121,12 +145,12 @@ func clientConfig(s *Server, u *h2up) h2loop.ClientConfig {
 func (lp *Loop) dialH2(x *relay) {
 	s, key := x.server(), x.key
 	if key.serverID != "" {
-		u := x.ep.Value()
+		ep := x.ep
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
-			nc, err := u.DialH2(ctx)
+			nc, err := ep.Value().DialH2(ctx)
 			cancel()
-			lp.l.Post(func() { lp.dialedH2(s, key, nc, err) })
+			lp.l.Post(func() { lp.dialedH2(s, ep, key, nc, err) })
 		}()
 		return
 	}
@@ -135,19 +159,22 @@ func (lp *Loop) dialH2(x *relay) {
 		if s.Dialed != nil {
 			s.Dialed(key.addr, err)
 		}
-		lp.h2pool(key).dialDone(nil, err)
+		lp.h2pool(key).dialDone(x.ep, nil, err)
 		return
 	}
-	u := &h2up{lp: lp, key: key, dialed: s.Dialed, connecting: connecting}
+	u := &h2up{lp: lp, ep: x.ep, key: key, dialed: s.Dialed, connecting: connecting}
 	if u.c, err = lp.l.NewConn(fd, u); err != nil {
 		unix.Close(fd)
-		lp.h2pool(key).dialDone(nil, err)
+		lp.h2pool(key).dialDone(nil, nil, err)
 		return
 	}
 	u.mc = s.Metrics.Conn(noConn{}, metrics.ConnLabels{Direction: key.direction, Peer: metrics.PeerDst, Target: key.addr, TLS: x.connTLS})
 	// The preface and SETTINGS wait in the socket's buffer until it is
 	// connected; the connection takes streams once it is.
 	u.cc = h2loop.NewClientConn(lp.l, h2upTransport{u}, clientConfig(s, u))
+	if u.closed {
+		return // its first write failed (refused at once): close told the pool
+	}
 	if !connecting {
 		u.connected()
 		return
@@ -156,22 +183,22 @@ func (lp *Loop) dialH2(x *relay) {
 }
 
 // dialedH2 is an mTLS dial's end, on the loop.
-func (lp *Loop) dialedH2(s *Server, key poolKey, nc net.Conn, err error) {
+func (lp *Loop) dialedH2(s *Server, ep *balance.Endpoint[*httpproxy.Upstream], key poolKey, nc net.Conn, err error) {
 	p := lp.h2pool(key)
 	if err != nil {
-		p.dialDone(nil, err)
+		p.dialDone(ep, nil, err)
 		return
 	}
 	tc, ok := nc.(*tls.Conn)
 	if !ok || tc.ConnectionState().NegotiatedProtocol != "h2" {
 		nc.Close() // not HTTP/2 after all: its streams stay the goroutine path's
-		p.dialDone(nil, errNotTaken)
+		p.dialDone(nil, nil, errNotTaken)
 		return
 	}
 	fd, ts, mc, _, ok := takeTLS(tc, lp, nil)
 	if !ok {
 		nc.Close()
-		p.dialDone(nil, errNotTaken)
+		p.dialDone(nil, nil, errNotTaken)
 		return
 	}
 	u := &h2up{lp: lp, key: key}
@@ -180,7 +207,7 @@ func (lp *Loop) dialedH2(s *Server, key poolKey, nc net.Conn, err error) {
 	if err != nil {
 		unix.Close(fd)
 		mc.Close()
-		p.dialDone(nil, err)
+		p.dialDone(nil, nil, err)
 		return
 	}
 	u.c, ts.side.c = uc, uc
@@ -201,7 +228,7 @@ func (u *h2up) connected() {
 	if u.dialed != nil {
 		u.dialed(u.key.addr, nil)
 	}
-	u.lp.h2pool(u.key).dialDone(u, nil)
+	u.lp.h2pool(u.key).dialDone(nil, u, nil)
 	u.idleFrom()
 }
 
@@ -211,7 +238,7 @@ func (u *h2up) connectFailed(err error) {
 	if u.dialed != nil {
 		u.dialed(u.key.addr, err)
 	}
-	u.lp.h2pool(u.key).dialDone(nil, err)
+	u.lp.h2pool(u.key).dialDone(u.ep, nil, err)
 	u.cc.Close()
 }
 
@@ -314,6 +341,19 @@ func (u *h2up) close() {
 		return
 	}
 	u.closed = true
+	if u.connecting {
+		// Ended before it connected (its first write failed): the dial
+		// failed, for the streams waiting for it.
+		u.connecting = false
+		err := u.c.Err() // the socket's (ECONNREFUSED), if it said
+		if err == nil {
+			err = errConnectClosed
+		}
+		if u.dialed != nil {
+			u.dialed(u.key.addr, err)
+		}
+		u.lp.h2pool(u.key).dialDone(u.ep, nil, err)
+	}
 	u.lp.h2pool(u.key).remove(u)
 	if u.connect != nil {
 		u.connect.Stop()

@@ -46,6 +46,7 @@ type relay struct {
 	start    time.Time // the metrics' latency
 	begin    time.Time // the balancer's
 	u        *h2up     // nil until a connection took it
+	waiting  bool      // for the connection being dialed
 	cs       *h2loop.ClientStream
 	fallback h2loop.Receiver // the stream handed over: its events go there
 
@@ -89,28 +90,65 @@ func newRelay(c *client, st *h2loop.Stream, req *http.Request, t Target) *relay 
 	x.grpc = strings.HasPrefix(req.Header.Get("Content-Type"), "application/grpc")
 	x.resend = httpproxy.Idempotent(req.Method) && st.RequestEnded() && len(st.Trailer) == 0
 	x.reqEnded = st.RequestEnded()
+	x.start = time.Now()
 	return x
 }
 
+// send opens the request's stream on a connection to the endpoint that
+// takes one now, or waits for the one being dialed; false (nothing told,
+// nothing written) when the goroutine path should serve it: a dial to the
+// endpoint failed a moment ago, or the request is one h2msg refuses (that
+// path answers it as it always does).
+func (x *relay) send() bool {
+	lp := x.c.lp
+	p := lp.h2pool(x.key)
+	if u := p.ready(); u != nil {
+		if !x.open(u) {
+			return false
+		}
+		x.flushUp() // the client's callback is not the connection's
+		return true
+	}
+	if !p.dialing && time.Since(p.dialFailed) < h2RedialAfter {
+		return false
+	}
+	// Waiting before the dial starts: one refused at once hands x over.
+	p.waiting = append(p.waiting, x)
+	x.waiting = true
+	p.dial(lp, x)
+	return true
+}
+
 // open opens the request's stream on u, and starts the exchange; false
-// (nothing told, nothing written) when u does not take it, or the request
-// is one h2msg refuses: the goroutine path's, which answers it as it
-// always does.
+// (nothing told, nothing written) when u does not take it.
 func (x *relay) open(u *h2up) bool {
-	end := x.reqEnded && len(x.st.Trailer) == 0
+	end := x.reqEnded && len(x.st.Trailer) == 0 && len(x.reqBuf) == 0
 	cs, err := u.cc.Open(&x.req, end, (*relayUp)(x))
 	if err != nil {
 		return false
 	}
 	s := x.server()
+	x.waiting = false
 	x.u, x.cs, x.reqOut = u, cs, end
-	x.start = time.Now()
 	x.begin = x.ep.BeginRequest()
 	s.inFlight().Add(1)
 	u.opened()
 	x.st.Continue() // the body is taken as it comes (Expect: 100-continue)
-	x.flushUp()
+	x.pump()        // what came while it waited for the connection
 	return true
+}
+
+// dialed is the end of the dial x waited for: u, or nil if it failed
+// (the stream goes to the goroutine path, which tries another endpoint).
+func (x *relay) dialed(u *h2up) {
+	if !x.waiting {
+		return // the client went away meanwhile
+	}
+	if u == nil || !x.open(u) {
+		x.waiting = false
+		x.handOver()
+	}
+	x.st.Flush()
 }
 
 // pump passes on the request's DATA the endpoint's windows take, then
@@ -151,7 +189,7 @@ func (x *relay) Data(st *h2loop.Stream, p []byte) {
 		return
 	}
 	x.bodySeen = true
-	if len(x.reqBuf) == 0 {
+	if x.cs != nil && len(x.reqBuf) == 0 {
 		n := x.cs.Write(p, false)
 		if n > 0 {
 			x.bodyTaken = true
@@ -176,7 +214,12 @@ func (x *relay) End(st *h2loop.Stream, err error) {
 		x.flushUp()
 		return
 	}
-	if !x.over {
+	if x.waiting {
+		// Gone while its connection was dialed: counted as the goroutine
+		// path counts a client gone before a response.
+		x.waiting, x.over = false, true
+		x.server().Metrics.ClientError(x.labels.Direction, x.labels.Authority, "canceled")
+	} else if !x.over {
 		s := x.server()
 		x.endRequest(false)
 		x.count()
@@ -230,9 +273,8 @@ func (rx *relayUp) Response(cs *h2loop.ClientStream, status int, h http.Header) 
 		// A meshed endpoint's proxy could not reach its application: the
 		// goroutine path's retries take it from here, as h1loop's
 		// HTTP/1.1 exchanges do.
-		x.ep.Result(httpproxy.EndFailure(&x.resp, nil))
 		cs.Reset(http2.ErrCodeCancel)
-		x.tryAgain()
+		x.tryAgain(httpproxy.EndFailure(&x.resp, nil))
 		return
 	}
 	x.latency = time.Since(x.start)
@@ -336,7 +378,7 @@ func (rx *relayUp) End(cs *h2loop.ClientStream, trailers http.Header, err error)
 	// endpoint did not process it, or when it may be sent again, and none
 	// of its body went out; otherwise it is answered 502.
 	if x.resend || errors.Is(err, h2loop.ErrRefused) {
-		x.tryAgain()
+		x.tryAgain("reset") // as the Forwarder reports an attempt it makes again
 		return
 	}
 	x.respondError()
@@ -400,24 +442,36 @@ func (x *relay) cut() {
 }
 
 // tryAgain ends x uncounted (the goroutine path counts the attempts it
-// makes) and hands the stream to Server.HTTP2's Handler with what came of
-// its body: possible while none went out and the client's side is open
-// (the handler reads the rest as it comes) or had no body. Otherwise the
-// request is answered 502.
-func (x *relay) tryAgain() {
-	if x.bodyTaken || (x.reqEnded && x.bodySeen) {
+// makes), failure accrual told result, and hands the stream over, unless
+// some of its body went out: it is answered 502 then.
+func (x *relay) tryAgain(result string) {
+	if x.bodyTaken {
 		x.respondError()
 		return
 	}
 	x.endRequest(true)
-	x.ep.Result("reset") // as the Forwarder reports an attempt it makes again
-	s := x.server()
-	x.over = true
-	s.inFlight().Add(-1)
+	x.ep.Result(result)
+	x.server().inFlight().Add(-1)
 	x.u.closed1()
+	x.handOver()
+}
+
+// handOver gives the stream to Server.HTTP2's Handler with what came of
+// its body and was not passed on (h2loop's Bridge reads it first, and
+// the rest as it comes). A Handler that cannot take a body already
+// received gets a stream whose request is not over, what came replayed.
+func (x *relay) handOver() {
+	x.over = true
 	buf := x.reqBuf
 	x.reqBuf = nil
-	x.fallback = s.HTTP2.Handler.ServeStream(x.st)
+	h := x.server().HTTP2.Handler
+	if b, ok := h.(interface {
+		ServeStreamBody(*h2loop.Stream, []byte) h2loop.Receiver
+	}); ok {
+		x.fallback = b.ServeStreamBody(x.st, buf)
+		return
+	}
+	x.fallback = h.ServeStream(x.st)
 	if len(buf) > 0 {
 		x.fallback.Data(x.st, buf)
 	}

@@ -324,3 +324,35 @@ func TestRelayCutAfterHead(t *testing.T) {
 	})
 	hf.noFb(t)
 }
+
+// A stream waits for the connection dialed for it; the endpoint refuses
+// it: the stream goes to the fallback with its whole body (what came while
+// it waited, the request's end with it), and for a moment after the
+// refusal the next streams go there at once, without a dial.
+func TestRelayDialRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	ep := endpoint(t, dead)
+	hf := startH2(t, 1, func(*http.Request) Target { return toH2(to(ep)) }, nil)
+	cl := hf.client(t, nil)
+	for i, body := range []string{"a body", strings.Repeat("b", 100<<10)} {
+		resp, got := h2do(t, cl, hf.req(t, context.Background(), http.MethodPost, "/p", strings.NewReader(body)))
+		if resp.StatusCode != 200 || resp.Header.Get("X-Fallback") != "1" || got != "fallback POST /p "+body {
+			t.Errorf("request %d: %s %.40q %v, want the fallback's answer with the body", i, resp.Status, got, resp.Header)
+		}
+		if s := hf.nextFb(t); s.body != body {
+			t.Errorf("request %d: the fallback got %d bytes of body, want %d", i, len(s.body), len(body))
+		}
+	}
+	hf.settle()
+	if n := hf.s.inFlight().Load(); n != 0 {
+		t.Errorf("%d in flight, want 0", n)
+	}
+	if n := hf.count(t, "request_total", epLabels(dead)); n != 0 {
+		t.Errorf("request_total %v for the refused endpoint, want 0 (the fallback's to count)", n)
+	}
+}

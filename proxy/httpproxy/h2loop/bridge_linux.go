@@ -47,7 +47,16 @@ var (
 )
 
 // ServeStream starts s's handler on a goroutine.
-func (b *Bridge) ServeStream(s *Stream) Receiver {
+func (b *Bridge) ServeStream(s *Stream) Receiver { return b.start(s, nil, false) }
+
+// ServeStreamBody is ServeStream for a stream another Handler took first
+// and hands over: body is what it was given of the request's body and did
+// not give back to the windows (Consumed), which the handler reads first;
+// a request whose END_STREAM came meanwhile ends after it, with its
+// trailers.
+func (b *Bridge) ServeStreamBody(s *Stream, body []byte) Receiver { return b.start(s, body, true) }
+
+func (b *Bridge) start(s *Stream, body []byte, handedOver bool) Receiver {
 	ctx := context.Background()
 	if b.BaseContext != nil {
 		ctx = b.BaseContext(s)
@@ -56,17 +65,22 @@ func (b *Bridge) ServeStream(s *Stream) Receiver {
 	bs.cond.L = &bs.mu
 	bs.ctx, bs.cancel = context.WithCancel(ctx)
 	req := s.Request // a copy: the loop's stays the loop's
-	if s.state != stateOpen {
+	ended := s.state != stateOpen
+	if ended && (!handedOver || len(body) == 0 && len(s.Trailer) == 0) {
 		req.Body = http.NoBody
 		bs.bodyErr = io.EOF
 	} else {
 		req.Body = (*bridgeBody)(bs)
 		bs.needsContinue = s.ExpectsContinue() // sent at the body's first read, as Go's server does
+		bs.body = append(bs.body, body...)
 	}
 	if req.Trailer != nil {
 		req.Trailer = req.Trailer.Clone()
 	}
 	bs.req = req.WithContext(bs.ctx)
+	if ended && bs.bodyErr == nil {
+		bs.End(s, nil) // the body's end, and the trailers, came before the hand-over
+	}
 	bs.rw = bridgeWriter{bs: bs, isHead: req.Method == "HEAD"}
 	b.workers.Run(bs.serve)
 	return bs
