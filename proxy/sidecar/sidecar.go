@@ -109,16 +109,16 @@ type Config struct {
 	// for EventLoopHold after its last event (0: never) once it wakes for
 	// events EventLoopHoldRate times a second (and while it wakes half as
 	// often; 0: from its first event).
-	EventLoop  bool
-	EventLoops int
+	EventLoop         bool
+	EventLoops        int
+	EventLoopHold     time.Duration
+	EventLoopHoldRate int
 	// EventLoopH2 serves HTTP/2 connections (h2c, and mTLS whose ALPN
 	// settled h2) on the loops too: a stream routed with no more than
 	// the loops' routing relayed there to an HTTP/2 endpoint connection
 	// of the loop's, any other served by the side's handler on a
 	// goroutine of its own (README.md, "Event loops").
-	EventLoopH2       bool
-	EventLoopHold     time.Duration
-	EventLoopHoldRate int
+	EventLoopH2 bool
 }
 
 // Proxy is a running sidecar.
