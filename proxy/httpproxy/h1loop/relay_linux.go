@@ -55,7 +55,6 @@ type relay struct {
 	reqBuf    []byte
 	reqEnded  bool // the client's END_STREAM came
 	reqOut    bool // ... and went to the endpoint
-	bodySeen  bool // DATA came (a hand-over must replay it)
 	bodyTaken bool // the endpoint took some: no hand-over any more
 	resend    bool // may be tried again after a failure before a response
 
@@ -95,7 +94,7 @@ func newRelay(c *client, st *h2loop.Stream, req *http.Request, t Target) *relay 
 }
 
 // send opens the request's stream on a connection to the endpoint that
-// takes one now, or waits for the one being dialed; false (nothing told,
+// takes one now, or waits for the one dialed for it; false (nothing told,
 // nothing written) when the goroutine path should serve it: a dial to the
 // endpoint failed a moment ago, or the request is one h2msg refuses (that
 // path answers it as it always does).
@@ -188,7 +187,6 @@ func (x *relay) Data(st *h2loop.Stream, p []byte) {
 		st.Consumed(len(p)) // the response is over: nobody takes it
 		return
 	}
-	x.bodySeen = true
 	if x.cs != nil && len(x.reqBuf) == 0 {
 		n := x.cs.Write(p, false)
 		if n > 0 {
