@@ -50,51 +50,7 @@ func testEventLoopH2Matches(t *testing.T, https, meshed bool) {
 		"/nothing!":   "",
 		"/malformed!": "HTTP/1.1 abc\r\n\r\n",
 	})
-	res := dsts(t, map[string][]string{"web.svc:80": {backend}})
-	var id *tlsid.Identity
-	if meshed {
-		ids := tlsidtest.Start(t, time.Hour)
-		in := startSidecarInbound(t, backend, ids.Identity(t, "web-ns", "web"))
-		var err error
-		res, err = discover.NewStatic([]discover.Destination{{Authority: "web.svc:80",
-			Endpoints: []discover.Endpoint{{Addr: in, Protocol: discover.HintH2, Identity: tlsidtest.ID("web-ns", "web").String()}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		id = ids.Identity(t, "gw-ns", "gateway")
-	}
-	chain, key := certPEM(t, "web.test")
-	snapshot := func() *gatewaypb.Snapshot {
-		host := hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1)))
-		if !https {
-			return snap("v1", httpPort(freePort(t), httpListener("http", "", host)))
-		}
-		s := snap("v1", tlsPort(freePort(t), &gatewaypb.Listener{Name: "https", Mode: gatewaypb.Listener_HTTPS, Certificates: []string{"ns/web"},
-			Hosts: []*gatewaypb.Host{host}}))
-		s.Certificates = []*gatewaypb.Certificate{{Name: "ns/web", CertChain: chain, PrivateKey: key}}
-		return s
-	}
-	withLoop := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.EventLoopH2, c.Identity = true, true, id })
-	without := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.EventLoopH2, c.Identity = false, false, id })
-	clientFor := func(g *Gateway) (*http.Client, string) {
-		var addr string
-		for _, a := range g.Ports() {
-			addr = a.String()
-		}
-		tr := &http.Transport{DisableCompression: true}
-		tr.Protocols = new(http.Protocols)
-		if !https {
-			tr.Protocols.SetUnencryptedHTTP2(true)
-			t.Cleanup(tr.CloseIdleConnections)
-			return &http.Client{Transport: tr}, "http://" + addr
-		}
-		tr.Protocols.SetHTTP2(true)
-		tr.TLSClientConfig = &tls.Config{ServerName: "web.test", InsecureSkipVerify: true}
-		t.Cleanup(tr.CloseIdleConnections)
-		return &http.Client{Transport: tr}, "https://" + addr
-	}
-	cl, loopURL := clientFor(withLoop)
-	cg, goURL := clientFor(without)
+	withLoop, cl, loopURL, cg, goURL := h2Pair(t, backend, gatewaypb.Backend_PROTOCOL_UNSPECIFIED, https, meshed)
 	paths := []string{"/cl", "/chunked", "/close!", "/204", "/204ct", "/304", "/103", "/http10!", "/conn-close", "/keep-alive", "/big", "/empty", "/badchunk!", "/nothing!", "/malformed!", "/unknown"}
 	for round := range 2 {
 		for _, p := range paths {
@@ -186,50 +142,7 @@ func testEventLoopH2RelayMatches(t *testing.T, https, meshed bool) {
 			http.NotFound(w, r)
 		}
 	}))
-	res := dsts(t, map[string][]string{"web.svc:80": {backend}})
-	var id *tlsid.Identity
-	if meshed {
-		ids := tlsidtest.Start(t, time.Hour)
-		in := startSidecarInbound(t, backend, ids.Identity(t, "web-ns", "web"))
-		var err error
-		res, err = discover.NewStatic([]discover.Destination{{Authority: "web.svc:80",
-			Endpoints: []discover.Endpoint{{Addr: in, Protocol: discover.HintH2, Identity: tlsidtest.ID("web-ns", "web").String()}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		id = ids.Identity(t, "gw-ns", "gateway")
-	}
-	chain, key := certPEM(t, "web.test")
-	snapshot := func() *gatewaypb.Snapshot {
-		host := hostOf("", ruleTo("web", prefix("/"), &gatewaypb.Backend{Authority: "web.svc:80", Weight: 1, Name: "ns/web:80", Protocol: gatewaypb.Backend_H2C}))
-		if !https {
-			return snap("v1", httpPort(freePort(t), httpListener("http", "", host)))
-		}
-		s := snap("v1", tlsPort(freePort(t), &gatewaypb.Listener{Name: "https", Mode: gatewaypb.Listener_HTTPS, Certificates: []string{"ns/web"},
-			Hosts: []*gatewaypb.Host{host}}))
-		s.Certificates = []*gatewaypb.Certificate{{Name: "ns/web", CertChain: chain, PrivateKey: key}}
-		return s
-	}
-	withLoop := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.EventLoopH2, c.Identity = true, true, id })
-	without := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.EventLoopH2, c.Identity = false, false, id })
-	clientFor := func(g *Gateway) (*http.Client, string) {
-		var addr string
-		for _, a := range g.Ports() {
-			addr = a.String()
-		}
-		tr := &http.Transport{DisableCompression: true}
-		tr.Protocols = new(http.Protocols)
-		t.Cleanup(tr.CloseIdleConnections)
-		if !https {
-			tr.Protocols.SetUnencryptedHTTP2(true)
-			return &http.Client{Transport: tr}, "http://" + addr
-		}
-		tr.Protocols.SetHTTP2(true)
-		tr.TLSClientConfig = &tls.Config{ServerName: "web.test", InsecureSkipVerify: true}
-		return &http.Client{Transport: tr}, "https://" + addr
-	}
-	cl, loopURL := clientFor(withLoop)
-	cg, goURL := clientFor(without)
+	withLoop, cl, loopURL, cg, goURL := h2Pair(t, backend, gatewaypb.Backend_H2C, https, meshed)
 	// The first request to the endpoint goes to the port's handler while
 	// the loop's connection is dialed: wait for it.
 	deadline := time.Now().Add(10 * time.Second)
@@ -282,4 +195,57 @@ func h2cBackend(t *testing.T, h http.Handler) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+// h2Pair starts two gateways routing every path of web.test to backend
+// (protocol: the backend's; meshed: behind a sidecar of its own, mTLS by
+// ALPN h2), one with HTTP/2 on the loops and one without, on h2c or HTTPS,
+// and an HTTP/2 client and base URL for each.
+func h2Pair(t *testing.T, backend string, protocol gatewaypb.Backend_Protocol, https, meshed bool) (withLoop *Gateway, cl *http.Client, loopURL string, cg *http.Client, goURL string) {
+	t.Helper()
+	res := dsts(t, map[string][]string{"web.svc:80": {backend}})
+	var id *tlsid.Identity
+	if meshed {
+		ids := tlsidtest.Start(t, time.Hour)
+		in := startSidecarInbound(t, backend, ids.Identity(t, "web-ns", "web"))
+		var err error
+		res, err = discover.NewStatic([]discover.Destination{{Authority: "web.svc:80",
+			Endpoints: []discover.Endpoint{{Addr: in, Protocol: discover.HintH2, Identity: tlsidtest.ID("web-ns", "web").String()}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id = ids.Identity(t, "gw-ns", "gateway")
+	}
+	chain, key := certPEM(t, "web.test")
+	snapshot := func() *gatewaypb.Snapshot {
+		host := hostOf("", ruleTo("web", prefix("/"), &gatewaypb.Backend{Authority: "web.svc:80", Weight: 1, Name: "ns/web:80", Protocol: protocol}))
+		if !https {
+			return snap("v1", httpPort(freePort(t), httpListener("http", "", host)))
+		}
+		s := snap("v1", tlsPort(freePort(t), &gatewaypb.Listener{Name: "https", Mode: gatewaypb.Listener_HTTPS, Certificates: []string{"ns/web"},
+			Hosts: []*gatewaypb.Host{host}}))
+		s.Certificates = []*gatewaypb.Certificate{{Name: "ns/web", CertChain: chain, PrivateKey: key}}
+		return s
+	}
+	withLoop = startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.EventLoopH2, c.Identity = true, true, id })
+	without := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.EventLoopH2, c.Identity = false, false, id })
+	clientFor := func(g *Gateway) (*http.Client, string) {
+		var addr string
+		for _, a := range g.Ports() {
+			addr = a.String()
+		}
+		tr := &http.Transport{DisableCompression: true}
+		tr.Protocols = new(http.Protocols)
+		t.Cleanup(tr.CloseIdleConnections)
+		if !https {
+			tr.Protocols.SetUnencryptedHTTP2(true)
+			return &http.Client{Transport: tr}, "http://" + addr
+		}
+		tr.Protocols.SetHTTP2(true)
+		tr.TLSClientConfig = &tls.Config{ServerName: "web.test", InsecureSkipVerify: true}
+		return &http.Client{Transport: tr}, "https://" + addr
+	}
+	cl, loopURL = clientFor(withLoop)
+	cg, goURL = clientFor(without)
+	return withLoop, cl, loopURL, cg, goURL
 }

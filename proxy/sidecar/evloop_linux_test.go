@@ -147,14 +147,7 @@ func TestEventLoopMatchesGoroutinePath(t *testing.T) {
 					t.Errorf("the loops of %s served %d responses, want %d", p.admin, got, n)
 				}
 			}
-			for i, pair := range [][2]*testProxy{{lc, gc}, {ls, gs}} {
-				for _, name := range []string{"request_total", "response_total", "response_latency_ms"} {
-					a, b := loopSeries(t, pair[0], name), loopSeries(t, pair[1], name)
-					if !maps.Equal(a, b) {
-						t.Errorf("proxy %d, %s:\n loops      %v\n goroutines %v", i, name, sorted(a), sorted(b))
-					}
-				}
-			}
+			sameSeries(t, [2]*testProxy{lc, gc}, [2]*testProxy{ls, gs})
 		})
 	}
 }
@@ -223,23 +216,29 @@ func TestEventLoopH2MatchesGoroutinePath(t *testing.T) {
 					t.Errorf("the loops of %s relayed %d responses, want %d", p.admin, got, n)
 				}
 			}
-			for i, pair := range [][2]*testProxy{{lc, gc}, {ls, gs}} {
-				for _, name := range []string{"request_total", "response_total", "response_latency_ms"} {
-					var a, b map[string]float64
-					// A response is counted at its end: the last may
-					// trail its client's read by a moment.
-					for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-						a, b = loopSeries(t, pair[0], name), loopSeries(t, pair[1], name)
-						if maps.Equal(a, b) || time.Now().After(deadline) {
-							break
-						}
-					}
-					if !maps.Equal(a, b) {
-						t.Errorf("proxy %d, %s:\n loops      %v\n goroutines %v", i, name, sorted(a), sorted(b))
-					}
+			sameSeries(t, [2]*testProxy{lc, gc}, [2]*testProxy{ls, gs})
+		})
+	}
+}
+
+// sameSeries says that each pair of proxies (with the loops, without)
+// counted the same golden metrics series the same. A response is counted
+// at its end, which may trail its client's read by a moment.
+func sameSeries(t *testing.T, pairs ...[2]*testProxy) {
+	t.Helper()
+	for i, pair := range pairs {
+		for _, name := range []string{"request_total", "response_total", "response_latency_ms"} {
+			var a, b map[string]float64
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				a, b = loopSeries(t, pair[0], name), loopSeries(t, pair[1], name)
+				if maps.Equal(a, b) || time.Now().After(deadline) {
+					break
 				}
 			}
-		})
+			if !maps.Equal(a, b) {
+				t.Errorf("proxy %d, %s:\n loops      %v\n goroutines %v", i, name, sorted(a), sorted(b))
+			}
+		}
 	}
 }
 

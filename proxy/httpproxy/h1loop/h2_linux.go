@@ -59,7 +59,7 @@ func (c *client) serveH2() {
 	if c.tls != nil {
 		st = &c.tls.state
 	}
-	c.h2 = c.s.loopH2().ServeTransport(c.lp.l, h2transport{c}, c.remote, st, c)
+	c.h2 = c.s.loopH2().ServeTransport(c.lp.l, h2transport{&c.stream, c}, c.remote, st, c)
 }
 
 // ConnValue is the value st's connection was served with (ServeConn's,
@@ -72,36 +72,47 @@ func ConnValue(st *h2loop.Stream) any {
 	return nil
 }
 
-// h2transport is a client's stream as h2loop's Transport.
-type h2transport struct{ c *client }
+// h2transport is a loop connection's stream (a client's, or an
+// endpoint's: h2up_linux.go) as h2loop's Transport; its Close is its
+// owner's.
+type h2transport struct {
+	s     *stream
+	owner interface{ closeH2() }
+}
 
 var _ h2loop.Transport = h2transport{}
 
 func (t h2transport) Buffered() []byte {
-	t.c.pull()
-	return t.c.buffered()
+	t.s.pull()
+	return t.s.buffered()
 }
 
-func (t h2transport) Consume(n int)        { t.c.consume(n) }
-func (t h2transport) Write(b []byte) error { return t.c.write(b, nil) }
-func (t h2transport) Pending() int         { return t.c.c.Pending() }
-func (t h2transport) EOF() bool            { return t.c.readEOF() }
-func (t h2transport) Err() error           { return t.c.readErr() }
+func (t h2transport) Consume(n int)        { t.s.consume(n) }
+func (t h2transport) Write(b []byte) error { return t.s.write(b, nil) }
+func (t h2transport) Pending() int         { return t.s.c.Pending() }
+func (t h2transport) EOF() bool            { return t.s.readEOF() }
+func (t h2transport) Err() error           { return t.s.readErr() }
 
-// CloseWrite ends the client's side: close_notify first over TLS, as
+// CloseWrite ends the proxy's side: close_notify first over TLS, as
 // crypto/tls's CloseWrite sends it.
 func (t h2transport) CloseWrite() error {
-	if ts := t.c.ts; ts != nil {
+	if ts := t.s.ts; ts != nil {
 		ts.tc.CloseWrite()
 		ts.flush()
 	}
-	return t.c.c.CloseWrite()
+	return t.s.c.CloseWrite()
 }
 
 func (t h2transport) Close() error {
-	t.c.h2 = nil // closed by its own end: not told again
-	t.c.close()
+	t.owner.closeH2()
 	return nil
+}
+
+// closeH2 is the end h2loop gives a client's HTTP/2 connection: closed by
+// its own end, it is not told again.
+func (c *client) closeH2() {
+	c.h2 = nil
+	c.close()
 }
 
 // h2router takes the streams the loop carries, and gives the others to

@@ -171,7 +171,7 @@ func (lp *Loop) dialH2(x *relay) {
 	u.mc = s.Metrics.Conn(noConn{}, metrics.ConnLabels{Direction: key.direction, Peer: metrics.PeerDst, Target: key.addr, TLS: x.connTLS})
 	// The preface and SETTINGS wait in the socket's buffer until it is
 	// connected; the connection takes streams once it is.
-	u.cc = h2loop.NewClientConn(lp.l, h2upTransport{u}, clientConfig(s, u))
+	u.cc = h2loop.NewClientConn(lp.l, h2transport{&u.stream, u}, clientConfig(s, u))
 	if u.closed {
 		return // its first write failed (refused at once): close told the pool
 	}
@@ -211,7 +211,7 @@ func (lp *Loop) dialedH2(s *Server, ep *balance.Endpoint[*httpproxy.Upstream], k
 		return
 	}
 	u.c, ts.side.c = uc, uc
-	u.cc = h2loop.NewClientConn(lp.l, h2upTransport{u}, clientConfig(s, u))
+	u.cc = h2loop.NewClientConn(lp.l, h2transport{&u.stream, u}, clientConfig(s, u))
 	u.connected()
 	// The handshake's last read may have taken the server's first frames
 	// with it: no readiness would tell of those.
@@ -369,33 +369,5 @@ func (u *h2up) close() {
 	u.mc.Close()
 }
 
-// h2upTransport is an endpoint connection's stream as the ClientConn's
-// Transport.
-type h2upTransport struct{ u *h2up }
-
-var _ h2loop.Transport = h2upTransport{}
-
-func (t h2upTransport) Buffered() []byte {
-	t.u.pull()
-	return t.u.buffered()
-}
-
-func (t h2upTransport) Consume(n int)        { t.u.consume(n) }
-func (t h2upTransport) Write(b []byte) error { return t.u.write(b, nil) }
-func (t h2upTransport) Pending() int         { return t.u.c.Pending() }
-func (t h2upTransport) EOF() bool            { return t.u.readEOF() }
-func (t h2upTransport) Err() error           { return t.u.readErr() }
-
-// CloseWrite ends the proxy's side: close_notify first over TLS.
-func (t h2upTransport) CloseWrite() error {
-	if ts := t.u.ts; ts != nil {
-		ts.tc.CloseWrite()
-		ts.flush()
-	}
-	return t.u.c.CloseWrite()
-}
-
-func (t h2upTransport) Close() error {
-	t.u.close()
-	return nil
-}
+// closeH2 is the end h2loop gives the connection (h2transport's Close).
+func (u *h2up) closeH2() { u.close() }
