@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/meridian-mesh/meridian/proxy/detect"
@@ -248,8 +249,17 @@ func (p *Proxy) outboundLoop(r *http.Request, a *accepted) h1loop.Target {
 func (p *Proxy) inboundLoop(r *http.Request, a *accepted) h1loop.Target {
 	var none h1loop.Target
 	h := r.Header
-	if h[origProtoKey] != nil || h[expectKey] != nil {
+	if h[expectKey] != nil {
 		return none
+	}
+	// An HTTP/2 request stays HTTP/2 (relayed), as outboundLoop's, but for
+	// an HTTP/1.1 client's that a peer proxy carried over HTTP/2 (its
+	// OrigProtoHeader): the application gets it in HTTP/1.1, as the
+	// Forwarder sends it, on the loop's HTTP/1.1 pools (one without a
+	// body; one with goes to the pipeline).
+	h2 := r.ProtoMajor == 2
+	if v := h[origProtoKey]; len(v) > 0 && strings.HasPrefix(v[0], "HTTP/1") {
+		h2 = false
 	}
 	port := p.inboundPort(a)
 	if !p.cfg.Authz.HTTP(a.loopClient, port, r.URL.Path) {
@@ -271,7 +281,6 @@ func (p *Proxy) inboundLoop(r *http.Request, a *accepted) h1loop.Target {
 		return none
 	}
 	t := d.Target()
-	h2 := r.ProtoMajor == 2 // as outboundLoop
 	ep, err := t.Balancer.Pick()
 	if err != nil || (ep.Value().H2Only && !h2) {
 		return none

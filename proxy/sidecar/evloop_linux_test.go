@@ -280,3 +280,49 @@ func (p *Proxy) loopServed() int64 {
 	}
 	return p.loops.Served()
 }
+
+// The hop a cluster without identities runs: the client proxy carries an
+// HTTP/1.1 request to the server proxy over HTTP/2 (the endpoint hinted
+// h2, OrigProtoHeader saying what the client spoke), and the server
+// proxy's loops pass it to the application in HTTP/1.1 (one without a
+// body on their HTTP/1.1 pools), answering as a pair without the loops.
+func TestEventLoopHintedHopMatchesGoroutinePath(t *testing.T) {
+	app := startHTTP(t, loopApp())
+	pair := func(loop bool) (client, server *testProxy) {
+		server = startProxy(t, Config{InboundForward: app.addr, EventLoop: loop, EventLoopH2: loop, EventLoops: 2})
+		res := staticResolver(t, discover.Destination{Authority: "emoji.test:80",
+			Endpoints: []discover.Endpoint{{Addr: server.in, Protocol: discover.HintH2}}})
+		client = startProxy(t, Config{Resolver: res, EventLoop: loop, EventLoopH2: loop, EventLoops: 2})
+		return client, server
+	}
+	lc, ls := pair(true)
+	gc, gs := pair(false)
+	cl, _ := h1Client(t, lc.out)
+	cg, _ := h1Client(t, gc.out)
+	reqs := []struct{ method, path, body string }{
+		{"GET", "/cl", ""}, {"GET", "/chunked", ""}, {"GET", "/204", ""}, {"GET", "/big", ""},
+		{"GET", "/500", ""}, {"POST", "/cl", "a body"}, {"DELETE", "/cl", ""},
+	}
+	for round := range 2 {
+		for _, q := range reqs {
+			a := loopFetch(t, cl, q.method, "http://emoji.test"+q.path, q.body)
+			b := loopFetch(t, cg, q.method, "http://emoji.test"+q.path, q.body)
+			if q.path == "/chunked" {
+				// Whether the client proxy read the streamed body whole
+				// before it wrote the head (and gave it a length) is
+				// timing, either way.
+				a.Header.Del("Content-Length")
+				b.Header.Del("Content-Length")
+			}
+			if !reflect.DeepEqual(a, b) {
+				t.Errorf("round %d, %s %s:\n loops      %+v\n goroutines %+v", round, q.method, q.path, a, b)
+			}
+		}
+	}
+	// The server proxy's loops carried the requests without a body (the
+	// first may have waited for its destination on the goroutine path).
+	if n := ls.loopServed(); n < int64(2*(len(reqs)-1)-1) {
+		t.Errorf("the server proxy's loops carried %d requests, want at least %d", n, 2*(len(reqs)-1)-1)
+	}
+	sameSeries(t, [2]*testProxy{lc, gc}, [2]*testProxy{ls, gs})
+}
