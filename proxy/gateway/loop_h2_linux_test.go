@@ -143,8 +143,8 @@ func testEventLoopH2RelayMatches(t *testing.T, https, meshed bool) {
 		}
 	}))
 	withLoop, cl, loopURL, cg, goURL := h2Pair(t, backend, gatewaypb.Backend_H2C, https, meshed)
-	// The first request to the endpoint goes to the port's handler while
-	// the loop's connection is dialed: wait for it.
+	// The first requests go to the port's handler while the backend's
+	// destination is resolved: until the loop relays.
 	deadline := time.Now().Add(10 * time.Second)
 	for served := withLoop.loopServed(); withLoop.loopServed() == served; {
 		if time.Now().After(deadline) {

@@ -156,8 +156,9 @@ func TestEventLoopMatchesGoroutinePath(t *testing.T) {
 // client's streams, relayed on both proxies' loops to HTTP/2 connections
 // of theirs (the next proxy, over mTLS by ALPN h2 when meshed; the
 // application in h2c), answer as a pair without the loops does, and the
-// golden metrics count the same series the same. The first streams to an
-// endpoint go to the goroutine path while the loop's connection is dialed.
+// golden metrics count the same series the same. The first streams to a
+// destination go to the goroutine path while its resolution is awaited
+// (the loops' routers do not wait for it on HTTP/2).
 func TestEventLoopH2MatchesGoroutinePath(t *testing.T) {
 	for _, meshed := range []bool{false, true} {
 		t.Run(map[bool]string{false: "plaintext", true: "mtls"}[meshed], func(t *testing.T) {

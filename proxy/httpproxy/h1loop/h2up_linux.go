@@ -6,9 +6,9 @@ package h1loop
 // the loop, as the HTTP/1.1 pools' mTLS connections are). One connection
 // per endpoint carries the loop's streams to it; a second is dialed when
 // the first takes no more (its peer's SETTINGS_MAX_CONCURRENT_STREAMS, a
-// GOAWAY). A stream that finds no connection ready goes to the goroutine
-// path, while one is dialed for the streams after it: no stream waits on a
-// dial, so none has to be handed back with half of its body gone.
+// GOAWAY). The streams that find no connection ready wait for the one
+// dialed for them, what comes of their bodies kept; a refused dial hands
+// them, body and all, to the goroutine path, as do the next for a moment.
 
 import (
 	"context"
@@ -83,10 +83,10 @@ func (p *h2pool) remove(u *h2up) {
 	}
 }
 
-// dialDone ends a dial: u connected, or err, which ep's balancer is told
-// of (backed off and counted for failure accrual, as the goroutine path's
-// failed connects are): no request failed, the first stream went to the
-// goroutine path.
+// dialDone ends a dial: u connected, and the streams waiting for it opened
+// on it; or err, which ep's balancer is told of (backed off and counted for
+// failure accrual, as the goroutine path's failed connects are), and the
+// streams waiting go to the goroutine path, which tries another endpoint.
 func (p *h2pool) dialDone(ep *balance.Endpoint[*httpproxy.Upstream], u *h2up, err error) {
 	p.dialing = false
 	if err != nil {

@@ -54,9 +54,9 @@ func toH2(ep Target) Target {
 	return ep
 }
 
-// relayed waits for the pool's connection (the first stream to an
-// endpoint goes to the fallback while it is dialed): GETs of path until
-// one is answered by the loop.
+// relayed makes sure the loop relays: GETs of path until one is
+// answered by the loop (the first waits for the connection dialed for
+// it), the fallback's answers, if any, dropped.
 func (hf *h2fixture) relayed(t *testing.T, cl *http.Client, path string) {
 	t.Helper()
 	eventually(t, "a relayed answer", func() bool {
@@ -202,8 +202,8 @@ func TestRelayGRPC(t *testing.T) {
 	hc := healthpb.NewHealthClient(cc)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	// The first call goes to the fallback (a Bridge whose handler is not
-	// gRPC's): wait for the loop's connection.
+	// A call the fallback answered would fail (its handler is not
+	// gRPC's): until the loop relays.
 	eventually(t, "a relayed call", func() bool {
 		_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "up"})
 		return err == nil
