@@ -100,6 +100,35 @@ func loopFetch(t *testing.T, c *http.Client, method, url, body string) loopAnswe
 	return loopAnswer{resp.StatusCode, resp.Header, string(b)}
 }
 
+// loopReq is a request the loop pairs are compared on.
+type loopReq struct{ method, path, body string }
+
+// sameAnswers sends each request twice through the loops' pair (cl) and
+// the goroutines' (cg) and says where the answers differ, and calls
+// check, if not nil, with each of the loops' answers. streamed: a body
+// streamed by the application may reach the client with a Content-Length
+// on one path and not the other (whether a proxy read it whole before it
+// wrote the head is timing), which is not compared.
+func sameAnswers(t *testing.T, cl, cg *http.Client, reqs []loopReq, streamed bool, check func(q loopReq, a loopAnswer)) {
+	t.Helper()
+	for round := range 2 {
+		for _, q := range reqs {
+			a := loopFetch(t, cl, q.method, "http://emoji.test"+q.path, q.body)
+			b := loopFetch(t, cg, q.method, "http://emoji.test"+q.path, q.body)
+			if streamed && q.path == "/chunked" {
+				a.Header.Del("Content-Length")
+				b.Header.Del("Content-Length")
+			}
+			if !reflect.DeepEqual(a, b) {
+				t.Errorf("round %d, %s %s:\n loops      %+v\n goroutines %+v", round, q.method, q.path, a, b)
+			}
+			if check != nil {
+				check(q, a)
+			}
+		}
+	}
+}
+
 // The sidecars' HTTP/1.1 on the event loops: a meshed hop (mTLS) and a
 // plaintext one, through a client sidecar and a server sidecar, answer
 // each request as a pair without the loops does, byte for byte but the
@@ -118,29 +147,22 @@ func TestEventLoopMatchesGoroutinePath(t *testing.T) {
 			gc, gs := loopPair(t, svc, app.addr, false)
 			cl, _ := h1Client(t, lc.out)
 			cg, _ := h1Client(t, gc.out)
-			reqs := []struct{ method, path, body string }{
+			reqs := []loopReq{
 				{"GET", "/cl", ""}, {"GET", "/chunked", ""}, {"GET", "/204", ""}, {"GET", "/big", ""},
 				{"GET", "/500", ""}, {"POST", "/cl", "a body"}, {"PUT", "/cl", "put"}, {"DELETE", "/cl", ""},
 			}
-			for round := range 2 {
-				for _, q := range reqs {
-					a := loopFetch(t, cl, q.method, "http://emoji.test"+q.path, q.body)
-					b := loopFetch(t, cg, q.method, "http://emoji.test"+q.path, q.body)
-					if !reflect.DeepEqual(a, b) {
-						t.Errorf("round %d, %s %s:\n loops      %+v\n goroutines %+v", round, q.method, q.path, a, b)
-					}
-					if a.Header.Get("X-Hop") != "" {
-						t.Errorf("%s %s: the application saw %s %q", q.method, q.path, HopHeader, a.Header.Get("X-Hop"))
-					}
-					want := ""
-					if meshed {
-						want = tlsidtest.ID("emojivoto", "web").String()
-					}
-					if got := a.Header.Get("X-Client-Id"); got != want {
-						t.Errorf("%s %s: the application was told client %q, want %q", q.method, q.path, got, want)
-					}
+			sameAnswers(t, cl, cg, reqs, false, func(q loopReq, a loopAnswer) {
+				if a.Header.Get("X-Hop") != "" {
+					t.Errorf("%s %s: the application saw %s %q", q.method, q.path, HopHeader, a.Header.Get("X-Hop"))
 				}
-			}
+				want := ""
+				if meshed {
+					want = tlsidtest.ID("emojivoto", "web").String()
+				}
+				if got := a.Header.Get("X-Client-Id"); got != want {
+					t.Errorf("%s %s: the application was told client %q, want %q", q.method, q.path, got, want)
+				}
+			})
 			n := int64(2 * len(reqs))
 			for _, p := range []*testProxy{lc, ls} {
 				if got := p.loops.Served(); got != n {
@@ -183,34 +205,20 @@ func TestEventLoopH2MatchesGoroutinePath(t *testing.T) {
 				loopFetch(t, cg, "GET", "http://emoji.test/cl", "")
 			}
 			served := [2]int64{lc.loopServed(), ls.loopServed()}
-			reqs := []struct{ method, path, body string }{
+			reqs := []loopReq{
 				{"GET", "/cl", ""}, {"GET", "/chunked", ""}, {"GET", "/204", ""}, {"GET", "/big", ""},
 				{"GET", "/500", ""}, {"POST", "/cl", "a body"}, {"PUT", "/cl", "put"}, {"DELETE", "/cl", ""},
 				{"POST", "/trailers", "abc"}, {"POST", "/grpc-fail", "\x00\x00\x00\x00\x00"},
 			}
-			for round := range 2 {
-				for _, q := range reqs {
-					a := loopFetch(t, cl, q.method, "http://emoji.test"+q.path, q.body)
-					b := loopFetch(t, cg, q.method, "http://emoji.test"+q.path, q.body)
-					if q.path == "/chunked" {
-						// The goroutine path may read the whole streamed
-						// body before it writes the head, and then gives
-						// it a Content-Length; the relay passes the head
-						// as it came.
-						b.Header.Del("Content-Length")
-					}
-					if !reflect.DeepEqual(a, b) {
-						t.Errorf("round %d, %s %s:\n loops      %+v\n goroutines %+v", round, q.method, q.path, a, b)
-					}
-					want := ""
-					if meshed {
-						want = tlsidtest.ID("emojivoto", "web").String()
-					}
-					if got := a.Header.Get("X-Client-Id"); got != want {
-						t.Errorf("%s %s: the application was told client %q, want %q", q.method, q.path, got, want)
-					}
+			sameAnswers(t, cl, cg, reqs, true, func(q loopReq, a loopAnswer) {
+				want := ""
+				if meshed {
+					want = tlsidtest.ID("emojivoto", "web").String()
 				}
-			}
+				if got := a.Header.Get("X-Client-Id"); got != want {
+					t.Errorf("%s %s: the application was told client %q, want %q", q.method, q.path, got, want)
+				}
+			})
 			n := int64(2 * len(reqs))
 			for i, p := range []*testProxy{lc, ls} {
 				if got := p.loopServed() - served[i]; got != n {
@@ -300,26 +308,11 @@ func TestEventLoopHintedHopMatchesGoroutinePath(t *testing.T) {
 	gc, gs := pair(false)
 	cl, _ := h1Client(t, lc.out)
 	cg, _ := h1Client(t, gc.out)
-	reqs := []struct{ method, path, body string }{
+	reqs := []loopReq{
 		{"GET", "/cl", ""}, {"GET", "/chunked", ""}, {"GET", "/204", ""}, {"GET", "/big", ""},
 		{"GET", "/500", ""}, {"POST", "/cl", "a body"}, {"DELETE", "/cl", ""},
 	}
-	for round := range 2 {
-		for _, q := range reqs {
-			a := loopFetch(t, cl, q.method, "http://emoji.test"+q.path, q.body)
-			b := loopFetch(t, cg, q.method, "http://emoji.test"+q.path, q.body)
-			if q.path == "/chunked" {
-				// Whether the client proxy read the streamed body whole
-				// before it wrote the head (and gave it a length) is
-				// timing, either way.
-				a.Header.Del("Content-Length")
-				b.Header.Del("Content-Length")
-			}
-			if !reflect.DeepEqual(a, b) {
-				t.Errorf("round %d, %s %s:\n loops      %+v\n goroutines %+v", round, q.method, q.path, a, b)
-			}
-		}
-	}
+	sameAnswers(t, cl, cg, reqs, true, nil)
 	// The server proxy's loops carried the requests without a body (the
 	// first may have waited for its destination on the goroutine path).
 	if n := ls.loopServed(); n < int64(2*(len(reqs)-1)-1) {
