@@ -122,6 +122,15 @@ func endFailure(resp *http.Response, err error) string {
 // Forwarder's own requests report it.
 func EndFailure(resp *http.Response, err error) string { return endFailure(resp, err) }
 
+// GRPCStatus is a response's gRPC status as the Forwarder counts it (its
+// trailers', or its head's for a trailers-only response; UNKNOWN when a
+// gRPC response ended without one), "" for others: for a caller that
+// forwards on its own (the event loops).
+func GRPCStatus(resp *http.Response) string { return grpcStatus(resp) }
+
+// IsGRPC says whether r is a gRPC request, answered in gRPC's terms.
+func IsGRPC(r *http.Request) bool { return isGRPC(r) }
+
 // errorFailure classifies a request that got no response (ctx is its own).
 func errorFailure(ctx context.Context, err error) string {
 	if errors.Is(err, ErrRouteTimeout) || errors.Is(context.Cause(ctx), ErrRouteTimeout) {

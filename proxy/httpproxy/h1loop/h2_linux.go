@@ -430,14 +430,20 @@ func (h *h2stream) respond502(x *exchange, text string) {
 	x.up.x = nil
 	x.up.close()
 	h.x = nil
-	h.st.WriteHeader(http.StatusBadGateway, http.Header{
+	write502(h.st, text)
+}
+
+// write502 is the loop's 502 in frames, as the goroutine path's
+// WriteError answers a request that got no response.
+func write502(st *h2loop.Stream, text string) {
+	st.WriteHeader(http.StatusBadGateway, http.Header{
 		"Content-Length":         {strconv.Itoa(len(text))},
 		"Content-Type":           {"text/plain; charset=utf-8"},
 		"Date":                   {h2server.Date()},
 		httpproxy.ErrorHeader:    {"upstream"},
 		"X-Content-Type-Options": {"nosniff"},
 	}, false)
-	h.st.Write([]byte(text), true)
+	st.Write([]byte(text), true)
 }
 
 // cut ends a response that broke after its head: counted as client.cut

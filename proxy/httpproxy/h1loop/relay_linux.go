@@ -19,9 +19,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -86,7 +83,7 @@ func newRelay(c *client, st *h2loop.Stream, req *http.Request, t Target) *relay 
 	if t.MTLS {
 		x.key.serverID = x.labels.ServerID
 	}
-	x.grpc = strings.HasPrefix(req.Header.Get("Content-Type"), "application/grpc")
+	x.grpc = httpproxy.IsGRPC(req)
 	x.resend = httpproxy.Idempotent(req.Method) && st.RequestEnded() && len(st.Trailer) == 0
 	x.reqEnded = st.RequestEnded()
 	x.start = time.Now()
@@ -280,14 +277,7 @@ func (rx *relayUp) Response(cs *h2loop.ClientStream, status int, h http.Header) 
 	x.endRequest(status >= 500)
 	x.ep.Succeed()
 	httpproxy.RemoveHopByHop(h)
-	if len(cs.Trailer) > 0 {
-		keys := make([]string, 0, len(cs.Trailer))
-		for k := range cs.Trailer {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		h["Trailer"] = []string{strings.Join(keys, ", ")}
-	}
+	announceTrailers(&x.resp)
 	if _, ok := h["Date"]; !ok {
 		h["Date"] = []string{h2server.Date()}
 	}
@@ -422,7 +412,7 @@ func (x *relay) letGo() {
 
 // finish counts a response passed whole (err nil), as observedBody does.
 func (x *relay) finish(err error) {
-	o := metrics.Response{Status: x.resp.StatusCode, Latency: x.latency, GRPCStatus: grpcStatus(&x.resp)}
+	o := metrics.Response{Status: x.resp.StatusCode, Latency: x.latency, GRPCStatus: httpproxy.GRPCStatus(&x.resp)}
 	if err != nil {
 		o.Error = "stream"
 	}
@@ -486,20 +476,17 @@ func (x *relay) respondError() {
 	x.server().Metrics.ResponseDone(x.labels, metrics.Response{Error: reason, Latency: time.Since(x.start)})
 	x.letGo()
 	x.cs.Reset(http2.ErrCodeCancel)
-	h := http.Header{httpproxy.ErrorHeader: {reason}, "Date": {h2server.Date()}}
 	if x.grpc {
-		h["Content-Type"] = []string{"application/grpc"}
-		h["Grpc-Status"] = []string{"14"} // UNAVAILABLE
-		h["Grpc-Message"] = []string{"meridian proxy: " + reason}
-		x.st.WriteHeader(http.StatusOK, h, true)
+		x.st.WriteHeader(http.StatusOK, http.Header{
+			httpproxy.ErrorHeader: {reason},
+			"Date":                {h2server.Date()},
+			"Content-Type":        {"application/grpc"},
+			"Grpc-Status":         {"14"}, // UNAVAILABLE
+			"Grpc-Message":        {"meridian proxy: " + reason},
+		}, true)
 		return
 	}
-	const text = "meridian proxy: the endpoint's stream ended without a response\n"
-	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
-	h["Content-Length"] = []string{strconv.Itoa(len(text))}
-	h["X-Content-Type-Options"] = []string{"nosniff"}
-	x.st.WriteHeader(http.StatusBadGateway, h, false)
-	x.st.Write([]byte(text), true)
+	write502(x.st, "meridian proxy: the endpoint's stream ended without a response\n")
 }
 
 // flushUp writes what the client's callback wrote on the endpoint's
@@ -508,16 +495,4 @@ func (x *relay) flushUp() {
 	if x.u != nil {
 		x.u.cc.Flush()
 	}
-}
-
-// grpcStatus is a gRPC response's status: its trailers', or its head's
-// (trailers-only); "" for others.
-func grpcStatus(resp *http.Response) string {
-	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc") {
-		return ""
-	}
-	if s := resp.Trailer.Get("Grpc-Status"); s != "" {
-		return s
-	}
-	return resp.Header.Get("Grpc-Status")
 }
