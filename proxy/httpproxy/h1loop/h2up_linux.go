@@ -8,7 +8,8 @@ package h1loop
 // the first takes no more (its peer's SETTINGS_MAX_CONCURRENT_STREAMS, a
 // GOAWAY). The streams that find no connection ready wait for the one
 // dialed for them, what comes of their bodies kept; a refused dial hands
-// them, body and all, to the goroutine path, as do the next for a moment.
+// them, body and all, to the goroutine path, as do the next for a moment
+// (longer, and longer each time, when the endpoint's ALPN refused h2).
 
 import (
 	"context"
@@ -37,13 +38,21 @@ const h2IdleTimeout = 90 * time.Second
 // answers the failures as it always does).
 const h2RedialAfter = time.Second
 
+// h2NotTakenMax bounds the wait after dials the endpoint answered but not
+// in a shape the loop takes (mTLS whose ALPN did not settle h2: a peer
+// that does not speak HTTP/2 there). Each such answer doubles the wait
+// from h2RedialAfter: asking again every second would cost a handshake a
+// second for nothing, while the goroutine path serves the streams.
+const h2NotTakenMax = 5 * time.Minute
+
 // h2pool is one endpoint's HTTP/2 connections on a loop, per direction
 // and identity as the HTTP/1.1 pools.
 type h2pool struct {
 	conns      []*h2up // connected, taking streams or not
 	dialing    bool
 	dialFailed time.Time
-	waiting    []*relay // for the connection being dialed
+	redial     time.Duration // after dialFailed, the streams go to the goroutine path for this long
+	waiting    []*relay      // for the connection being dialed
 }
 
 func (lp *Loop) h2pool(key poolKey) *h2pool {
@@ -87,15 +96,23 @@ func (p *h2pool) remove(u *h2up) {
 // on it; or err, which ep's balancer is told of (backed off and counted for
 // failure accrual, as the goroutine path's failed connects are), and the
 // streams waiting go to the goroutine path, which tries another endpoint.
+// errNotTaken (the endpoint answered, not in HTTP/2) is no failure of the
+// endpoint's: the pool waits longer each time before it asks again.
 func (p *h2pool) dialDone(ep *balance.Endpoint[*httpproxy.Upstream], u *h2up, err error) {
 	p.dialing = false
-	if err != nil {
+	switch {
+	case errors.Is(err, errNotTaken):
 		p.dialFailed = time.Now()
+		p.redial = min(max(2*p.redial, h2RedialAfter), h2NotTakenMax)
+		u = nil
+	case err != nil:
+		p.dialFailed, p.redial = time.Now(), h2RedialAfter
 		if ep != nil {
 			ep.Fail()
 		}
 		u = nil
-	} else {
+	default:
+		p.redial = 0
 		p.conns = append(p.conns, u)
 	}
 	waiting := p.waiting

@@ -105,7 +105,7 @@ func (x *relay) send() bool {
 		x.flushUp() // the client's callback is not the connection's
 		return true
 	}
-	if !p.dialing && time.Since(p.dialFailed) < h2RedialAfter {
+	if !p.dialing && time.Since(p.dialFailed) < p.redial {
 		return false
 	}
 	// Waiting before the dial starts: one refused at once hands x over.

@@ -356,3 +356,42 @@ func TestRelayDialRefused(t *testing.T) {
 		t.Errorf("request_total %v for the refused endpoint, want 0 (the fallback's to count)", n)
 	}
 }
+
+// A pool whose endpoint answered but not in HTTP/2 (errNotTaken: its ALPN
+// refused h2) waits twice as long after each such answer before it dials
+// again, up to h2NotTakenMax; a connect failure waits h2RedialAfter, and a
+// connection made forgets it all.
+func TestH2PoolRedialBackoff(t *testing.T) {
+	p := &h2pool{}
+	steps := []struct {
+		err  error
+		want time.Duration
+	}{
+		{errNotTaken, time.Second},
+		{errNotTaken, 2 * time.Second},
+		{errNotTaken, 4 * time.Second},
+		{errConnectClosed, h2RedialAfter},
+		{errNotTaken, 2 * time.Second},
+	}
+	for i, s := range steps {
+		p.dialing = true
+		p.dialDone(nil, nil, s.err)
+		if p.dialing || p.redial != s.want || time.Since(p.dialFailed) > time.Minute {
+			t.Fatalf("after answer %d (%v): dialing %v, redial %v, want %v", i, s.err, p.dialing, p.redial, s.want)
+		}
+	}
+	for range 20 {
+		p.dialDone(nil, nil, errNotTaken)
+	}
+	if p.redial != h2NotTakenMax {
+		t.Errorf("redial %v after many refusals, want the bound %v", p.redial, h2NotTakenMax)
+	}
+	p.dialDone(nil, &h2up{}, nil)
+	if p.redial != 0 || len(p.conns) != 1 {
+		t.Fatalf("after a connection: redial %v, %d connections, want 0 and 1", p.redial, len(p.conns))
+	}
+	p.dialDone(nil, nil, errNotTaken)
+	if p.redial != time.Second {
+		t.Errorf("a refusal after a connection: redial %v, want %v", p.redial, time.Second)
+	}
+}
