@@ -19,6 +19,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -102,7 +103,7 @@ func (x *relay) send() bool {
 		if !x.open(u) {
 			return false
 		}
-		x.flushUp() // the client's callback is not the connection's
+		x.flushUp()
 		return true
 	}
 	if !p.dialing && time.Since(p.dialFailed) < p.redial {
@@ -490,9 +491,32 @@ func (x *relay) respondError() {
 }
 
 // flushUp writes what the client's callback wrote on the endpoint's
-// connection (a client's callback is not that connection's own).
+// connection (a client's callback is not that connection's own): at the
+// end of the client connection's pass when in one, so that a request's
+// HEADERS, DATA and end that came in one read leave in one write, and so
+// do the streams of one read bound for one endpoint (a write each cost a
+// gRPC hop three writes and the next hop as many wake-ups per request).
 func (x *relay) flushUp() {
-	if x.u != nil {
-		x.u.cc.Flush()
+	u := x.u
+	if u == nil {
+		return
 	}
+	if c := x.c; c.h2pass {
+		if !slices.Contains(c.ups, u) {
+			c.ups = append(c.ups, u)
+		}
+		return
+	}
+	u.cc.Flush()
+}
+
+// flushUps ends a pass of the client's HTTP/2 callbacks: the endpoints'
+// connections its relays wrote to are flushed.
+func (c *client) flushUps() {
+	c.h2pass = false
+	for i, u := range c.ups {
+		u.cc.Flush()
+		c.ups[i] = nil
+	}
+	c.ups = c.ups[:0]
 }

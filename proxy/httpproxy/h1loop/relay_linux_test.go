@@ -6,12 +6,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -393,5 +397,173 @@ func TestH2PoolRedialBackoff(t *testing.T) {
 	p.dialDone(nil, nil, errNotTaken)
 	if p.redial != time.Second {
 		t.Errorf("a refusal after a connection: redial %v, want %v", p.redial, time.Second)
+	}
+}
+
+// rawFrame is a frame an endpoint read: its type, stream and END_STREAM.
+type rawFrame struct {
+	typ http2.FrameType
+	id  uint32
+	end bool
+}
+
+// rawRead is what one of an endpoint's reads brought: the frames made
+// whole (but SETTINGS, PING and WINDOW_UPDATE), and how many TCP segments
+// with data came since the read before (TCP_INFO): the proxy's writes.
+type rawRead struct {
+	frames []rawFrame
+	segs   uint32
+}
+
+// segsIn is the data segments c received (tcpi_data_segs_in).
+func segsIn(t *testing.T, c net.Conn) uint32 {
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	var n uint32
+	rc.Control(func(fd uintptr) {
+		if ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			n = ti.Data_segs_in
+		}
+	})
+	return n
+}
+
+// segEndpoint is an HTTP/2 endpoint speaking raw frames that tells what
+// each of its reads brought, and answers each stream 200, no body, once
+// its request ended.
+func segEndpoint(t *testing.T) (addr string, reads chan rawRead) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	reads = make(chan rawRead, 64)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(wait))
+		var out bytes.Buffer
+		fw := http2.NewFramer(&out, nil)
+		var hbuf bytes.Buffer
+		hpack.NewEncoder(&hbuf).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		fw.WriteSettings()
+		var in []byte
+		preface := false
+		buf := make([]byte, 64<<10)
+		segs := segsIn(t, c)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			now := segsIn(t, c)
+			rd := rawRead{segs: now - segs}
+			segs = now
+			in = append(in, buf[:n]...)
+			if !preface {
+				if len(in) < len(http2.ClientPreface) {
+					continue
+				}
+				in, preface = in[len(http2.ClientPreface):], true
+			}
+			for len(in) >= 9 {
+				fh, err := http2.ReadFrameHeader(bytes.NewReader(in))
+				if err != nil || len(in) < 9+int(fh.Length) {
+					break
+				}
+				in = in[9+fh.Length:]
+				switch fh.Type {
+				case http2.FrameSettings:
+					if !fh.Flags.Has(http2.FlagSettingsAck) {
+						fw.WriteSettingsAck()
+					}
+					continue
+				case http2.FrameWindowUpdate, http2.FramePing:
+					continue
+				}
+				end := (fh.Type == http2.FrameData || fh.Type == http2.FrameHeaders) && fh.Flags.Has(http2.FlagDataEndStream)
+				rd.frames = append(rd.frames, rawFrame{fh.Type, fh.StreamID, end})
+				if end {
+					fw.WriteHeaders(http2.HeadersFrameParam{StreamID: fh.StreamID, BlockFragment: hbuf.Bytes(), EndStream: true, EndHeaders: true})
+				}
+			}
+			reads <- rd
+			if out.Len() > 0 {
+				if _, err := c.Write(out.Bytes()); err != nil {
+					return
+				}
+				out.Reset()
+			}
+		}
+	}()
+	return ln.Addr().String(), reads
+}
+
+// A request's HEADERS, DATA and end that came in one read of the client's
+// connection leave for the endpoint in one write (one TCP segment), and so
+// do the streams of one read bound for one endpoint. A write each cost a
+// gRPC hop three system calls, and the next hop as many wake-ups.
+func TestRelayCoalescesWrites(t *testing.T) {
+	addr, reads := segEndpoint(t)
+	ep := endpoint(t, addr)
+	hf := startH2(t, 1, func(*http.Request) Target { return toH2(to(ep)) }, nil)
+	r := dialRaw(t, hf.addr)
+	r.write([]byte(http2.ClientPreface))
+	r.settings()
+	var lot bytes.Buffer
+	fw := http2.NewFramer(&lot, nil)
+	// send writes POSTs of a 5-byte body on streams ids, all in one write,
+	// and reads their answers; what the endpoint's reads brought of them
+	// is returned.
+	send := func(ids ...uint32) (frames []rawFrame, segs uint32) {
+		t.Helper()
+		lot.Reset()
+		for _, id := range ids {
+			r.hbuf.Reset()
+			for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "web.test"}, {":path", "/p"}} {
+				r.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			fw.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.hbuf.Bytes(), EndHeaders: true})
+			fw.WriteData(id, false, []byte("hello"))
+			fw.WriteData(id, true, nil)
+		}
+		r.write(lot.Bytes())
+		for _, id := range ids {
+			if status, _ := r.response(id); status != "200" {
+				t.Fatalf("stream %d: %s, want the endpoint's 200", id, status)
+			}
+		}
+		last := ids[len(ids)-1]
+		for {
+			select {
+			case rd := <-reads:
+				frames, segs = append(frames, rd.frames...), segs+rd.segs
+				if n := len(frames); n > 0 && frames[n-1] == (rawFrame{http2.FrameData, last, true}) {
+					return frames, segs
+				}
+			case <-time.After(wait):
+				t.Fatalf("the endpoint did not read stream %d's end; it read %v", last, frames)
+			}
+		}
+	}
+	send(1) // the connection's first stream waits for its dial
+	send(3)
+	frames, segs := send(5)
+	want := []rawFrame{{http2.FrameHeaders, 5, false}, {http2.FrameData, 5, false}, {http2.FrameData, 5, true}}
+	if !slices.Equal(frames, want) || segs != 1 {
+		t.Errorf("one stream's lot: the endpoint read %v in %d segments, want %v in one", frames, segs, want)
+	}
+	frames, segs = send(7, 9)
+	want = []rawFrame{{http2.FrameHeaders, 7, false}, {http2.FrameData, 7, false}, {http2.FrameData, 7, true},
+		{http2.FrameHeaders, 9, false}, {http2.FrameData, 9, false}, {http2.FrameData, 9, true}}
+	if !slices.Equal(frames, want) || segs != 1 {
+		t.Errorf("two streams' lot: the endpoint read %v in %d segments, want %v in one", frames, segs, want)
 	}
 }

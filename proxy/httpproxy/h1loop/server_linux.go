@@ -344,6 +344,8 @@ type client struct {
 	keys           []string        // writeHead's, reused
 	h2             *h2loop.Conn    // served by the Server's HTTP2 from its start
 	served         bool            // a request came: no HTTP/2 preface any more
+	h2pass         bool            // in h2's callbacks: the relays' writes to endpoints wait for the end (flushUps)
+	ups            []*h2up         // the endpoints' connections written to in this pass
 }
 
 // downstream is where an exchange's response goes: an HTTP/1.1 client
@@ -407,7 +409,9 @@ type exchange struct {
 
 func (c *client) Readable(ec *evloop.Conn) {
 	if c.h2 != nil {
+		c.h2pass = true
 		c.h2.Readable()
+		c.flushUps()
 		return
 	}
 	if c.closing {
@@ -453,7 +457,9 @@ func (c *client) Readable(ec *evloop.Conn) {
 // a hand-over, or the rest of a response body.
 func (c *client) Written(*evloop.Conn) {
 	if c.h2 != nil {
+		c.h2pass = true
 		c.h2.Written()
+		c.flushUps()
 		return
 	}
 	if c.closing {
