@@ -14,8 +14,6 @@ import (
 
 	gatewaypb "github.com/meridian-mesh/meridian/api/proto/gateway"
 	"github.com/meridian-mesh/meridian/proxy/discover"
-	"github.com/meridian-mesh/meridian/proxy/tlsid"
-	"github.com/meridian-mesh/meridian/proxy/tlsid/tlsidtest"
 )
 
 // HTTP/2 on the loops (Config.EventLoopH2) answers as the goroutine path
@@ -203,30 +201,8 @@ func h2cBackend(t *testing.T, h http.Handler) string {
 // and an HTTP/2 client and base URL for each.
 func h2Pair(t *testing.T, backend string, protocol gatewaypb.Backend_Protocol, https, meshed bool) (withLoop *Gateway, cl *http.Client, loopURL string, cg *http.Client, goURL string) {
 	t.Helper()
-	res := dsts(t, map[string][]string{"web.svc:80": {backend}})
-	var id *tlsid.Identity
-	if meshed {
-		ids := tlsidtest.Start(t, time.Hour)
-		in := startSidecarInbound(t, backend, ids.Identity(t, "web-ns", "web"))
-		var err error
-		res, err = discover.NewStatic([]discover.Destination{{Authority: "web.svc:80",
-			Endpoints: []discover.Endpoint{{Addr: in, Protocol: discover.HintH2, Identity: tlsidtest.ID("web-ns", "web").String()}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		id = ids.Identity(t, "gw-ns", "gateway")
-	}
-	chain, key := certPEM(t, "web.test")
-	snapshot := func() *gatewaypb.Snapshot {
-		host := hostOf("", ruleTo("web", prefix("/"), &gatewaypb.Backend{Authority: "web.svc:80", Weight: 1, Name: "ns/web:80", Protocol: protocol}))
-		if !https {
-			return snap("v1", httpPort(freePort(t), httpListener("http", "", host)))
-		}
-		s := snap("v1", tlsPort(freePort(t), &gatewaypb.Listener{Name: "https", Mode: gatewaypb.Listener_HTTPS, Certificates: []string{"ns/web"},
-			Hosts: []*gatewaypb.Host{host}}))
-		s.Certificates = []*gatewaypb.Certificate{{Name: "ns/web", CertChain: chain, PrivateKey: key}}
-		return s
-	}
+	res, id := webDsts(t, backend, meshed, discover.HintH2)
+	snapshot := webSnapshot(t, https, &gatewaypb.Backend{Authority: "web.svc:80", Weight: 1, Name: "ns/web:80", Protocol: protocol})
 	withLoop = startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.EventLoopH2, c.Identity = true, true, id })
 	without := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.EventLoopH2, c.Identity = false, false, id })
 	clientFor := func(g *Gateway) (*http.Client, string) {

@@ -154,6 +154,40 @@ func TestEventLoopMatchesGoroutinePath(t *testing.T) {
 	t.Run("mtls-h2-hint", func(t *testing.T) { testEventLoopMatches(t, false, true, discover.HintH2) })
 }
 
+// webDsts is web.svc:80's destinations: backend, or (meshed) a sidecar's
+// inbound side of its own in front of it, identity web-ns/web, with hint;
+// and the gateway's identity then.
+func webDsts(t *testing.T, backend string, meshed bool, hint string) (discover.Resolver, *tlsid.Identity) {
+	t.Helper()
+	if !meshed {
+		return dsts(t, map[string][]string{"web.svc:80": {backend}}), nil
+	}
+	ids := tlsidtest.Start(t, time.Hour)
+	in := startSidecarInbound(t, backend, ids.Identity(t, "web-ns", "web"))
+	res, err := discover.NewStatic([]discover.Destination{{Authority: "web.svc:80",
+		Endpoints: []discover.Endpoint{{Addr: in, Protocol: hint, Identity: tlsidtest.ID("web-ns", "web").String()}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, ids.Identity(t, "gw-ns", "gateway")
+}
+
+// webSnapshot makes snapshots routing every path of web.test to backend,
+// on a fresh port each: plain HTTP, or HTTPS with web.test's certificate.
+func webSnapshot(t *testing.T, https bool, backend *gatewaypb.Backend) func() *gatewaypb.Snapshot {
+	chain, key := certPEM(t, "web.test")
+	return func() *gatewaypb.Snapshot {
+		host := hostOf("", ruleTo("web", prefix("/"), backend))
+		if !https {
+			return snap("v1", httpPort(freePort(t), httpListener("http", "", host)))
+		}
+		s := snap("v1", tlsPort(freePort(t), &gatewaypb.Listener{Name: "https", Mode: gatewaypb.Listener_HTTPS, Certificates: []string{"ns/web"},
+			Hosts: []*gatewaypb.Host{host}}))
+		s.Certificates = []*gatewaypb.Certificate{{Name: "ns/web", CertChain: chain, PrivateKey: key}}
+		return s
+	}
+}
+
 func testEventLoopMatches(t *testing.T, https, meshed bool, hint string) {
 	big := strings.Repeat("0123456789", 30000)
 	backend, requests := rawBackend(t, map[string]string{
@@ -176,30 +210,8 @@ func testEventLoopMatches(t *testing.T, https, meshed bool, hint string) {
 		// application: tried again after 100 and 200 ms.
 		"/peer-unavailable": "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nMeridian-Proxy-Error: unavailable\r\nContent-Length: 4\r\n\r\nnope",
 	})
-	res := dsts(t, map[string][]string{"web.svc:80": {backend}})
-	var id *tlsid.Identity
-	if meshed {
-		ids := tlsidtest.Start(t, time.Hour)
-		in := startSidecarInbound(t, backend, ids.Identity(t, "web-ns", "web"))
-		var err error
-		res, err = discover.NewStatic([]discover.Destination{{Authority: "web.svc:80",
-			Endpoints: []discover.Endpoint{{Addr: in, Protocol: hint, Identity: tlsidtest.ID("web-ns", "web").String()}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		id = ids.Identity(t, "gw-ns", "gateway")
-	}
-	chain, key := certPEM(t, "web.test")
-	snapshot := func() *gatewaypb.Snapshot {
-		host := hostOf("", ruleTo("web", prefix("/"), to("web.svc:80", 1)))
-		if !https {
-			return snap("v1", httpPort(freePort(t), httpListener("http", "", host)))
-		}
-		s := snap("v1", tlsPort(freePort(t), &gatewaypb.Listener{Name: "https", Mode: gatewaypb.Listener_HTTPS, Certificates: []string{"ns/web"},
-			Hosts: []*gatewaypb.Host{host}}))
-		s.Certificates = []*gatewaypb.Certificate{{Name: "ns/web", CertChain: chain, PrivateKey: key}}
-		return s
-	}
+	res, id := webDsts(t, backend, meshed, hint)
+	snapshot := webSnapshot(t, https, to("web.svc:80", 1))
 	withLoop := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.Identity = true, id })
 	without := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.Identity = false, id })
 	paths := []string{"/cl", "/chunked", "/close!", "/204", "/304", "/103", "/http10!", "/conn-close", "/keep-alive", "/big", "/badchunk!", "/nothing!", "/malformed!", "/peer-unavailable", "/unknown"}

@@ -129,6 +129,21 @@ func sameAnswers(t *testing.T, cl, cg *http.Client, reqs []loopReq, streamed boo
 	}
 }
 
+// loopPairs starts loopApp and two client-server sidecar pairs to it,
+// mTLS between the proxies when meshed: one on the loops (lc, ls), one
+// without (gc, gs).
+func loopPairs(t *testing.T, meshed bool) (lc, ls, gc, gs *testProxy) {
+	t.Helper()
+	var svc *tlsidtest.Service
+	if meshed {
+		svc = tlsidtest.Start(t, 0)
+	}
+	app := startHTTP(t, loopApp())
+	lc, ls = loopPair(t, svc, app.addr, true)
+	gc, gs = loopPair(t, svc, app.addr, false)
+	return lc, ls, gc, gs
+}
+
 // The sidecars' HTTP/1.1 on the event loops: a meshed hop (mTLS) and a
 // plaintext one, through a client sidecar and a server sidecar, answer
 // each request as a pair without the loops does, byte for byte but the
@@ -138,13 +153,7 @@ func sameAnswers(t *testing.T, cl, cg *http.Client, reqs []loopReq, streamed boo
 func TestEventLoopMatchesGoroutinePath(t *testing.T) {
 	for _, meshed := range []bool{false, true} {
 		t.Run(map[bool]string{false: "plaintext", true: "mtls"}[meshed], func(t *testing.T) {
-			var svc *tlsidtest.Service
-			if meshed {
-				svc = tlsidtest.Start(t, 0)
-			}
-			app := startHTTP(t, loopApp())
-			lc, ls := loopPair(t, svc, app.addr, true)
-			gc, gs := loopPair(t, svc, app.addr, false)
+			lc, ls, gc, gs := loopPairs(t, meshed)
 			cl, _ := h1Client(t, lc.out)
 			cg, _ := h1Client(t, gc.out)
 			reqs := []loopReq{
@@ -184,13 +193,7 @@ func TestEventLoopMatchesGoroutinePath(t *testing.T) {
 func TestEventLoopH2MatchesGoroutinePath(t *testing.T) {
 	for _, meshed := range []bool{false, true} {
 		t.Run(map[bool]string{false: "plaintext", true: "mtls"}[meshed], func(t *testing.T) {
-			var svc *tlsidtest.Service
-			if meshed {
-				svc = tlsidtest.Start(t, 0)
-			}
-			app := startHTTP(t, loopApp())
-			lc, ls := loopPair(t, svc, app.addr, true)
-			gc, gs := loopPair(t, svc, app.addr, false)
+			lc, ls, gc, gs := loopPairs(t, meshed)
 			cl, _ := h2cClient(t, lc.out)
 			cg, _ := h2cClient(t, gc.out)
 			warm := 0
