@@ -223,18 +223,23 @@ func (c *Cache) qualify(authority string) string {
 // authority, or the inbound side's application). It has no identity, so
 // its connections are plaintext.
 func (c *Cache) Passthrough(addr string) *Dest {
-	key := "passthrough:" + addr
+	// The key is made on the stack for the lookup (an event loop's
+	// inbound side looks one up per request), as a string only when new.
+	var buf [64]byte
+	key := append(append(buf[:0], passthroughPrefix...), addr...)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if d, ok := c.m[key]; ok {
+	if d, ok := c.m[string(key)]; ok {
 		d.lastUsed.Store(time.Now().UnixNano())
 		return d
 	}
 	d := c.passthrough(addr)
 	d.lastUsed.Store(time.Now().UnixNano())
-	c.m[key] = d
+	c.m[string(key)] = d
 	return d
 }
+
+const passthroughPrefix = "passthrough:"
 
 // ResolveAddr finds the destination of a connection redirected to orig:
 // the service that owns that virtual address (Resolver.LookupAddr), or

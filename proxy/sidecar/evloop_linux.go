@@ -131,6 +131,10 @@ func (p *Proxy) serveOnLoop(s *side, a *accepted) bool {
 	}
 	a.loopClient = client(a) // a's address: the loop's connection has none
 	a.loopDst = a.origDst.String()
+	a.loopHop = []string{p.id}
+	if a.peer != "" {
+		a.loopPeer = []string{a.peer}
+	}
 	a.onLoops = true
 	s.tcp.Add(1) // until the loop closes it (Closed) or loopFallback ends
 	if tc, ok := a.Conn.(*tls.Conn); ok {
@@ -238,7 +242,11 @@ func (p *Proxy) outboundLoop(r *http.Request, a *accepted) h1loop.Target {
 	if labels.TLS != metrics.TLSLoopback {
 		// Marked as forwarded, but not for this pod's own application,
 		// which no inbound side stands before (see HopHeader).
-		h.Add(HopHeader, p.id)
+		if h[hopKey] == nil {
+			h[hopKey] = a.loopHop
+		} else {
+			h[hopKey] = append(h[hopKey], p.id)
+		}
 	}
 	return h1loop.Target{Endpoint: ep, Labels: labels, MTLS: labels.TLS == metrics.TLSTrue, H2: h2}
 }
@@ -295,7 +303,7 @@ func (p *Proxy) inboundLoop(r *http.Request, a *accepted) h1loop.Target {
 	delete(h, clientIDKey)
 	delete(h, hopKey)
 	if a.peer != "" {
-		h[clientIDKey] = []string{a.peer}
+		h[clientIDKey] = a.loopPeer
 	}
 	return h1loop.Target{Endpoint: ep, Labels: labels, ConnTLS: p.loopbackTLS(), H2: h2}
 }

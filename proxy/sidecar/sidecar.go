@@ -517,6 +517,10 @@ type accepted struct {
 	onLoops            bool // the loops have its socket: its address is loopClient's
 	loopDst            string
 	loopHost, loopAuth string
+	// The header values the loops add to each request, made once (nobody
+	// writes a header value in place): this proxy's id (HopHeader,
+	// outbound) and peer (ClientIDHeader, inbound).
+	loopHop, loopPeer []string
 	// lineDeadline is when a request line must be complete: accept plus
 	// HeaderTimeout (detection inside mTLS uses it too).
 	lineDeadline time.Time

@@ -590,7 +590,7 @@ func (pc *conn) readResponse(ex *exchange) (*http.Response, error) {
 			return nil, err
 		}
 		buf, _ := pc.br.Peek(pc.br.Buffered())
-		if n, ok := parseResponseHead(buf, pc.br, req, &ex.resp, &ex.respBody); ok {
+		if n, ok := parseResponseHead(buf, pc.br, req, &ex.resp, &ex.respBody, nil); ok {
 			pc.br.Discard(n)
 			return &ex.resp, nil
 		}

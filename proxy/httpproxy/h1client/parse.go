@@ -19,9 +19,10 @@ import (
 // not, ok is false and the caller reads the response with
 // http.ReadResponse. The body reads from br after the head, which the
 // caller discards from br first. The response is written to *resp and
-// its body, if any, is *body (the caller's exchange holds both), only
-// when ok.
-func parseResponseHead(buf []byte, br io.Reader, req *http.Request, resp *http.Response, body *h1head.Body) (n int, ok bool) {
+// its body, if any, is *body (the caller's exchange holds both; nil: the
+// caller reads it itself, and resp.Body is left http.NoBody), only when
+// ok. The Header is into's (see h1head.Reuse; nil: a new one).
+func parseResponseHead(buf []byte, br io.Reader, req *http.Request, resp *http.Response, body *h1head.Body, into *h1head.Reuse) (n int, ok bool) {
 	if req.Method == http.MethodHead {
 		return 0, false
 	}
@@ -56,7 +57,7 @@ func parseResponseHead(buf []byte, br io.Reader, req *http.Request, resp *http.R
 			}
 		}
 	}
-	f, ok := h1head.ParseFields(rest, false)
+	f, ok := h1head.ParseFields(rest, false, into)
 	if !ok || f.Lengths != 1 || !keepAliveOnly(f.Header["Connection"]) {
 		return 0, false
 	}
@@ -66,7 +67,7 @@ func parseResponseHead(buf []byte, br io.Reader, req *http.Request, resp *http.R
 	}
 	*resp = http.Response{Status: line[9:], StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: f.Header, Body: http.NoBody, ContentLength: cl, Request: req}
-	if cl > 0 {
+	if cl > 0 && body != nil {
 		body.Reset(br, cl)
 		resp.Body = body
 	}

@@ -79,7 +79,7 @@ func checkParseResponseHead(t *testing.T, in []byte, head bool) (taken bool) {
 	br := bufio.NewReader(bytes.NewReader(in))
 	buf, _ := br.Peek(len(in))
 	got := new(http.Response)
-	n, ok := parseResponseHead(buf, br, req, got, new(h1head.Body))
+	n, ok := parseResponseHead(buf, br, req, got, new(h1head.Body), nil)
 	if !ok {
 		return false
 	}
@@ -107,8 +107,26 @@ func checkParseResponseHead(t *testing.T, in []byte, head bool) (taken bool) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("%q:\n got %+v\nwant %+v", in, got, want)
 	}
+	// The event loop's parse (ParseResponseHead), into a Header a larger
+	// head filled before: the same fields, none of the last head's.
+	var into h1head.Reuse
+	var loop http.Response
+	if _, ok := ParseResponseHead([]byte(reusedHead), req, &loop, &into); !ok {
+		t.Fatal("ParseResponseHead refused the filler head")
+	}
+	ln, ok := ParseResponseHead(buf, req, &loop, &into)
+	if !ok || ln != n || loop.Body != nil {
+		t.Fatalf("%q: ParseResponseHead %d, %v, body %v; parseResponseHead's %d", in, ln, ok, loop.Body, n)
+	}
+	if !reflect.DeepEqual(loop.Header, want.Header) {
+		t.Fatalf("%q: ParseResponseHead into a used Header: %v, ReadResponse's %v", in, loop.Header, want.Header)
+	}
 	return true
 }
+
+// reusedHead fills a Reuse before the head under test: more fields than
+// most, some repeated.
+const reusedHead = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nA: 1\r\nA: 2\r\nB: 3\r\nSet-Cookie: c\r\nSet-Cookie: d\r\nX-Y: z\r\nDate: d\r\nServer: s\r\nC: 4\r\n\r\n"
 
 // TestParseResponseHeadSeeds runs the seeds and checks that the common
 // heads take the fast path.
@@ -136,7 +154,7 @@ func BenchmarkParseResponseHead(b *testing.B) {
 		for b.Loop() {
 			var resp http.Response
 			var body h1head.Body
-			if _, ok := parseResponseHead(in, nil, req, &resp, &body); !ok {
+			if _, ok := parseResponseHead(in, nil, req, &resp, &body, nil); !ok {
 				b.Fatal("not parsed")
 			}
 		}
@@ -153,4 +171,21 @@ func BenchmarkParseResponseHead(b *testing.B) {
 			}
 		}
 	})
+}
+
+// On an event loop's connection the only allocation per response is the
+// head's string: the Header and its values' slice are the Reuse's.
+func TestParseResponseHeadReuseAllocs(t *testing.T) {
+	in := []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\nDate: Mon, 07 Dec 2026 14:00:00 GMT\r\n\r\nok")
+	req, _ := http.NewRequest(http.MethodGet, "http://web.test/", nil)
+	var into h1head.Reuse
+	var resp http.Response
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, ok := ParseResponseHead(in, req, &resp, &into); !ok {
+			t.Fatal("not parsed")
+		}
+	})
+	if allocs != 1 {
+		t.Errorf("%v allocations per head, want 1 (its string)", allocs)
+	}
 }

@@ -1,7 +1,6 @@
 package h1loop
 
 import (
-	"bufio"
 	"context"
 	"net/http"
 	"runtime"
@@ -9,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1client"
 	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
 )
 
@@ -35,7 +35,7 @@ func NewGroup(n int, hold time.Duration, holdRate int) (*Group, error) {
 			return nil, err
 		}
 		l.Hold(hold, holdRate)
-		g.loops = append(g.loops, &Loop{l: l, servers: map[*Server]*serverConns{}, pools: map[poolKey]*pool{}, h2pools: map[poolKey]*h2pool{}, bw: bufio.NewWriterSize(nil, 4096)})
+		g.loops = append(g.loops, &Loop{l: l, servers: map[*Server]*serverConns{}, pools: map[poolKey]*pool{}, h2pools: map[poolKey]*h2pool{}, rw: h1client.NewRequestWriter()})
 		go l.Run(context.Background())
 	}
 	return g, nil
@@ -81,7 +81,7 @@ type Loop struct {
 	servers map[*Server]*serverConns // the servers' connections served here
 	pools   map[poolKey]*pool        // upstream connections by endpoint (and identity)
 	h2pools map[poolKey]*h2pool      // HTTP/2 ones (relay_linux.go)
-	bw      *bufio.Writer            // AppendRequest's, reused
+	rw      *h1client.RequestWriter  // reused
 	// TLS connections': spare plaintext buffers, and what crypto/tls
 	// writes, sent at once.
 	plainBufs [][]byte

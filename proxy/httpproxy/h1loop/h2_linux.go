@@ -26,7 +26,6 @@ import (
 
 	"github.com/meridian-mesh/meridian/proxy/h2server"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
-	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1client"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h2loop"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 )
@@ -165,7 +164,7 @@ func (hr h2router) ServeStream(st *h2loop.Stream) h2loop.Receiver {
 	httpproxy.PrepareOutgoing(r)
 	x.resend = httpproxy.Idempotent(r.Method)
 	var ok bool
-	if x.out, ok = h1client.AppendRequest(c.lp.bw, nil, r, nil); !ok {
+	if x.out, ok = c.lp.rw.AppendRequest(nil, r, nil); !ok {
 		return fallback.ServeStream(st)
 	}
 	h.x = x

@@ -14,9 +14,9 @@ import (
 
 	"github.com/meridian-mesh/meridian/proxy/balance"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
-	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1client"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h1server"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h2loop"
+	"github.com/meridian-mesh/meridian/proxy/httpproxy/internal/h1head"
 	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
 	"github.com/meridian-mesh/meridian/proxy/internal/rawconn"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
@@ -328,9 +328,11 @@ type client struct {
 	sc             *serverConns // the Server's on this loop, nil until served
 	tls            *tlsClient   // a TLS connection's; nil: plaintext
 	req            http.Request
-	x              *exchange // the request out, nil between requests
-	xs             exchange  // x's storage, reused
-	eof            bool      // the client half-closed: close after the response
+	reqInto        h1server.Reuse // req.Header's and req.URL's storage, reused
+	respHeader     h1head.Reuse   // xs.resp.Header's
+	x              *exchange      // the request out, nil between requests
+	xs             exchange       // x's storage, reused
+	eof            bool           // the client half-closed: close after the response
 	closed         bool
 	handoffWritten bool            // hand over once what is written is out
 	handoffHead    []byte          // a failed request, handed over in front of the rest
@@ -396,8 +398,9 @@ type exchange struct {
 	head      []byte    // the client's request as it came, to hand over
 	out       []byte    // the request to send
 	resp      http.Response
-	remaining int64 // response body bytes still to pass (byLength)
-	framing   int   // the response body's
+	respInto  *h1head.Reuse // resp.Header's storage (nil: a new one)
+	remaining int64         // response body bytes still to pass (byLength)
+	framing   int           // the response body's
 	chunks    chunkScanner
 	sent      bool // the response's head is out: no hand-over any more
 	interim   bool // a 1xx response was passed on: no hand-over either
@@ -516,7 +519,7 @@ func (c *client) next() {
 			return // the rest of the preface to come
 		}
 	}
-	n, ok := h1server.ParseHead(buf, &c.req)
+	n, ok := h1server.ParseHead(buf, &c.req, &c.reqInto)
 	if !ok {
 		if !c.readEOF() && c.readErr() == nil && len(buf) < 8<<10 && headEnd(buf) < 0 {
 			if !c.headWait { // once: a head's drips do not extend it
@@ -611,7 +614,7 @@ func (c *client) route(r *http.Request, body []byte) *exchange {
 		return nil // no identity to require (the goroutine path says why), or HTTP/2 to speak
 	}
 	x := &c.xs
-	*x = exchange{d: c, ep: t.Endpoint, labels: t.Labels, mtls: t.MTLS, connTLS: t.ConnTLS, head: x.head, out: x.out}
+	*x = exchange{d: c, ep: t.Endpoint, labels: t.Labels, mtls: t.MTLS, connTLS: t.ConnTLS, head: x.head, out: x.out, respInto: &c.respHeader}
 	if x.connTLS == "" {
 		x.connTLS = x.labels.TLS
 	}
@@ -620,7 +623,7 @@ func (c *client) route(r *http.Request, body []byte) *exchange {
 	// goroutine path would send it again: idempotent, without a body.
 	x.resend = httpproxy.Idempotent(r.Method) && r.ContentLength == 0
 	var ok bool
-	x.out, ok = h1client.AppendRequest(c.lp.bw, x.out[:0], r, body)
+	x.out, ok = c.lp.rw.AppendRequest(x.out[:0], r, body)
 	if !ok {
 		return nil
 	}

@@ -218,7 +218,7 @@ func (up *upstream) readable() {
 			return
 		}
 		up.connected()
-		n, ok := h1client.ParseResponseHead(buf, c.request(), &x.resp)
+		n, ok := h1client.ParseResponseHead(buf, c.request(), &x.resp, x.respInto)
 		if ok {
 			x.framing, x.remaining = byLength, x.resp.ContentLength
 		} else {

@@ -344,7 +344,7 @@ func (c *conn) readRequest(ctx context.Context) (w *response, err error) {
 	var req *http.Request // parsed or http.ReadRequest's: must not escape
 	if _, err = c.bufr.Peek(1); err == nil {
 		buf, _ := c.bufr.Peek(c.bufr.Buffered())
-		if n, ok := parseHead(buf, c.bufr, &parsed); ok {
+		if n, ok := parseHead(buf, c.bufr, &parsed, nil); ok {
 			c.bufr.Discard(n)
 			req = &parsed
 		} else {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -22,7 +23,7 @@ import (
 // the caller discards the head from br first. The request is written to
 // *req (the caller's, on its stack until it adds the context), and only
 // when ok.
-func parseHead(buf []byte, br io.Reader, req *http.Request) (n int, ok bool) {
+func parseHead(buf []byte, br io.Reader, req *http.Request, into *Reuse) (n int, ok bool) {
 	if n = h1head.End(buf); n < 0 {
 		return 0, false
 	}
@@ -32,11 +33,21 @@ func parseHead(buf []byte, br io.Reader, req *http.Request) (n int, ok bool) {
 	if !ok {
 		return 0, false
 	}
-	u, err := url.ParseRequestURI(target)
-	if err != nil {
-		return 0, false
+	var u *url.URL
+	var fields *h1head.Reuse
+	if into != nil {
+		fields = &into.fields
+		if parseTarget(target, &into.url) {
+			u = &into.url
+		}
 	}
-	f, ok := h1head.ParseFields(rest, true)
+	if u == nil {
+		var err error
+		if u, err = url.ParseRequestURI(target); err != nil {
+			return 0, false
+		}
+	}
+	f, ok := h1head.ParseFields(rest, true, fields)
 	if !ok || f.Hosts > 1 || f.Lengths > 1 {
 		return 0, false
 	}
@@ -49,11 +60,58 @@ func parseHead(buf []byte, br io.Reader, req *http.Request) (n int, ok bool) {
 	*req = http.Request{Method: method, URL: u, RequestURI: target, Proto: proto, ProtoMajor: 1, ProtoMinor: minor,
 		Header: f.Header, Host: f.Host, Body: http.NoBody, ContentLength: cl}
 	req.Close = shouldClose(minor, f.Header)
-	if cl > 0 {
+	switch {
+	case cl > 0 && br == nil:
+		req.Body = unread{}
+	case cl > 0:
 		req.Body = h1head.NewBody(br, cl)
 	}
 	return n, true
 }
+
+// Reuse is what ParseHead fills again for each head, instead of making it
+// new: the Header's storage and the URL. Its zero value is ready.
+type Reuse struct {
+	fields h1head.Reuse
+	url    url.URL
+}
+
+// parseTarget is url.ParseRequestURI for the origin-form targets whose
+// path needs no escaping (letters, digits and "-._~$&+,/:;=@", not
+// starting with "//"; the query as it is), into *u; false for any other.
+func parseTarget(target string, u *url.URL) bool {
+	path, query, hasQuery := strings.Cut(target, "?")
+	if strings.HasPrefix(path, "//") {
+		return false
+	}
+	for i := 0; i < len(path); i++ {
+		if c := path[i]; !pathByte[c] {
+			return false
+		}
+	}
+	// As url's parse: a lone '?' at the end is ForceQuery; the query is
+	// everything after the first one.
+	*u = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
+	return true
+}
+
+// pathByte holds the bytes a path keeps as they are (url's shouldEscape
+// in encodePath mode: unreserved, and the sub-delimiters it leaves).
+var pathByte = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range "-._~$&+,/:;=@" {
+		t[c] = true
+	}
+	return t
+}()
 
 // parseRequestLine splits "METHOD SP origin-form SP HTTP/1.x". Methods
 // are the known ones as constants (no string kept for them) or other

@@ -59,6 +59,15 @@ var parseSeeds = []string{
 	"\r\nGET / HTTP/1.1\r\n\r\n",
 	"GET / HTTP/1.1\r\nHost: h\r\n",
 	"PURGE /cache HTTP/1.1\r\nHost: h\r\n\r\n",
+	// Targets for parseTarget: a query's '?'s, and paths it leaves to
+	// url.ParseRequestURI.
+	"GET /a?? HTTP/1.1\r\n\r\n",
+	"GET /a?b? HTTP/1.1\r\n\r\n",
+	"GET /a?b#c HTTP/1.1\r\n\r\n",
+	"GET /a#f HTTP/1.1\r\n\r\n",
+	"GET /a!b*(c)'d HTTP/1.1\r\n\r\n",
+	"GET /~u/x.y-z_w;p=1,2@h:8$&+ HTTP/1.1\r\n\r\n",
+	"GET /a/./b/../%7e HTTP/1.1\r\n\r\n",
 }
 
 // FuzzParseHead holds parseHead to http.ReadRequest: whatever parseHead
@@ -81,7 +90,7 @@ func checkParseHead(t *testing.T, in []byte) (taken bool) {
 	br := bufio.NewReader(bytes.NewReader(in))
 	buf, _ := br.Peek(len(in))
 	got := new(http.Request)
-	n, ok := parseHead(buf, br, got)
+	n, ok := parseHead(buf, br, got, nil)
 	if !ok {
 		return false
 	}
@@ -109,8 +118,33 @@ func checkParseHead(t *testing.T, in []byte) (taken bool) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("%q:\n got %+v\nwant %+v\n(URL %+v, %+v)", in, got, want, got.URL, want.URL)
 	}
+	// The event loop's parse (ParseHead), into a Header a larger head
+	// filled before: the same fields, none of the last head's, and a
+	// body it does not read but does not call none.
+	var into Reuse
+	var loop http.Request
+	if _, ok := ParseHead([]byte(reusedHead), &loop, &into); !ok {
+		t.Fatal("ParseHead refused the filler head")
+	}
+	ln, ok := ParseHead(buf, &loop, &into)
+	if !ok || ln != n {
+		t.Fatalf("%q: ParseHead %d, %v; parseHead's %d", in, ln, ok, n)
+	}
+	if (loop.Body == http.NoBody) != (want.ContentLength == 0) {
+		t.Fatalf("%q: ParseHead's NoBody %v with Content-Length %d", in, loop.Body == http.NoBody, want.ContentLength)
+	}
+	if !reflect.DeepEqual(loop.Header, want.Header) {
+		t.Fatalf("%q: ParseHead into a used Header: %v, ReadRequest's %v", in, loop.Header, want.Header)
+	}
+	if !reflect.DeepEqual(loop.URL, want.URL) {
+		t.Fatalf("%q: ParseHead into a used URL: %+v, ReadRequest's %+v", in, loop.URL, want.URL)
+	}
 	return true
 }
+
+// reusedHead fills a Reuse before the head under test: more fields than
+// most, some repeated, and a query.
+const reusedHead = "GET /r?q=1 HTTP/1.1\r\nHost: a\r\nA: 1\r\nA: 2\r\nB: 3\r\nCookie: c\r\nX-Y: z\r\nAccept: */*\r\nUser-Agent: u\r\nC: 4\r\nD: 5\r\n\r\n"
 
 // TestParseHeadSeeds runs the seeds (the fuzz target does too) and checks
 // that the common heads take the fast path.
@@ -135,7 +169,7 @@ func BenchmarkParseHead(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			var req http.Request
-			if _, ok := parseHead(in, nil, &req); !ok {
+			if _, ok := parseHead(in, nil, &req, nil); !ok {
 				b.Fatal("not parsed")
 			}
 		}
@@ -152,4 +186,26 @@ func BenchmarkParseHead(b *testing.B) {
 			}
 		}
 	})
+}
+
+// On an event loop's connection the only allocation per request is the
+// head's string: the Header, its values' slice and the URL are the
+// Reuse's, and the body's reader is none.
+func TestParseHeadReuseAllocs(t *testing.T) {
+	heads := [][]byte{
+		[]byte("GET /a/b?x=1 HTTP/1.1\r\nHost: web.test\r\nUser-Agent: bench\r\nAccept: */*\r\nX-Request-Id: 1234\r\n\r\n"),
+		[]byte("POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"),
+	}
+	var into Reuse
+	var req http.Request
+	for _, in := range heads {
+		allocs := testing.AllocsPerRun(100, func() {
+			if _, ok := ParseHead(in, &req, &into); !ok {
+				t.Fatalf("%q not parsed", in)
+			}
+		})
+		if allocs != 1 {
+			t.Errorf("%q: %v allocations per head, want 1 (its string)", in, allocs)
+		}
+	}
 }

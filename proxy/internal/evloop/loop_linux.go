@@ -53,6 +53,7 @@ type Loop struct {
 	wakeFd int // eventfd: Post's wake-up
 	file   *os.File
 	rc     syscall.RawConn
+	pollF  func(uintptr) bool // pollFn as a value, made once: one allocation per park otherwise
 
 	watched []watch // by descriptor
 	events  []unix.EpollEvent
@@ -113,6 +114,7 @@ func New() (*Loop, error) {
 		return nil, os.NewSyscallError("eventfd", err)
 	}
 	l := &Loop{ep: ep, wakeFd: wake, events: make([]unix.EpollEvent, 128), done: make(chan struct{}), now: time.Now()}
+	l.pollF = l.pollFn
 	if err := l.Watch(wake, In, HandlerFunc(l.woke)); err != nil {
 		unix.Close(ep)
 		unix.Close(wake)
@@ -312,7 +314,7 @@ func (l *Loop) park() {
 	// for the epoll descriptor before it calls pollFn, so what became
 	// ready since the last poll is seen only by polling
 	// (TestLeftoversServedWithoutNewArrivals stalls without it).
-	l.rc.Read(l.pollFn)
+	l.rc.Read(l.pollF)
 }
 
 // procs makes the loops' changes to GOMAXPROCS one at a time, and counts
@@ -368,7 +370,7 @@ func (l *Loop) waitHere(d time.Duration) {
 	l.n = int(n)
 }
 
-// pollFn is park's callback, made once: false (nothing ready) makes the
+// pollFn is park's callback (pollF): false (nothing ready) makes the
 // poller wait.
 func (l *Loop) pollFn(uintptr) bool { return l.poll() > 0 || l.closing.Load() }
 

@@ -57,19 +57,45 @@ type Fields struct {
 	Lengths       int
 }
 
+// Reuse is the storage of a Header that ParseFields fills again, cleared,
+// instead of making a new one: for a caller done with each head's Header
+// and every slice in it before it parses the next one (an event loop's
+// connection, which serves one request at a time). Its zero value is
+// ready.
+type Reuse struct {
+	h    http.Header
+	strs []string
+}
+
+// maxReused bounds the fields of a Reuse's Header: a head with more gets
+// a new one, so that one large head does not leave every later one a
+// large map to clear.
+const maxReused = 32
+
 // ParseFields parses the field lines of rest (each ending in CRLF, the
 // empty line excluded) as textproto.ReadMIMEHeader does: names
 // canonicalized, values trimmed of spaces and tabs, repeated fields in
-// order. takeHost takes the Host fields out of the map.
-func ParseFields(rest string, takeHost bool) (f Fields, ok bool) {
+// order. takeHost takes the Host fields out of the map. The Header is
+// new, or into's (nil: new).
+func ParseFields(rest string, takeHost bool, into *Reuse) (f Fields, ok bool) {
 	lines := 0
 	for i := 0; i < len(rest); i++ {
 		if rest[i] == '\n' {
 			lines++
 		}
 	}
-	h := make(http.Header, lines)
-	strs := make([]string, lines) // each field's first value, as textproto does
+	var h http.Header
+	var strs []string // each field's first value, as textproto does
+	switch {
+	case into == nil || lines > maxReused:
+		h, strs = make(http.Header, lines), make([]string, lines)
+	case into.h == nil || cap(into.strs) < lines:
+		into.h, into.strs = make(http.Header, max(lines, 8)), make([]string, max(lines, 8))
+		fallthrough
+	default:
+		clear(into.h)
+		h, strs = into.h, into.strs[:lines]
+	}
 	for rest != "" {
 		var line string
 		line, rest = CutLine(rest)
