@@ -120,6 +120,3 @@ type Workers struct{ p workers }
 
 // Run runs f on an idle worker, or a new one.
 func (w *Workers) Run(f func()) { w.p.run(f) }
-
-// StopIdle ends the idle workers.
-func (w *Workers) StopIdle() { w.p.stopIdle() }

@@ -20,9 +20,10 @@ import (
 // request with http.ReadRequest, so every error stays net/http's.
 //
 // The request's body reads from br after the head (Content-Length bytes);
-// the caller discards the head from br first. The request is written to
+// the caller discards the head from br first (br nil: the caller takes
+// the body from buf, and Body reads nothing). The request is written to
 // *req (the caller's, on its stack until it adds the context), and only
-// when ok.
+// when ok; its Header and URL are into's (nil: new ones).
 func parseHead(buf []byte, br io.Reader, req *http.Request, into *Reuse) (n int, ok bool) {
 	if n = h1head.End(buf); n < 0 {
 		return 0, false
