@@ -120,3 +120,8 @@ type Workers struct{ p workers }
 
 // Run runs f on an idle worker, or a new one.
 func (w *Workers) Run(f func()) { w.p.run(f) }
+
+// StopIdle ends the idle workers at once (they end after their idle time
+// otherwise): for a server that stops. A worker still running f ends
+// after its idle time.
+func (w *Workers) StopIdle() { w.p.stopIdle() }

@@ -43,6 +43,8 @@ import (
 //	proto=http1-post-loop the POST on the event loops
 //	proto=h2c             the same POST over HTTP/2 with prior knowledge
 //	proto=grpc            grpc.health.v1.Health/Check, grpc-go client and server
+//	proto=h2c-loop        the h2c POST on the event loops (relayed there to an HTTP/2 endpoint)
+//	proto=grpc-loop       the gRPC call on the event loops
 //
 // The -loop cases fail unless the loops passed on every timed response.
 func BenchmarkMeshedRequest(b *testing.B) {
@@ -67,6 +69,8 @@ func BenchmarkMeshedRequest(b *testing.B) {
 		{"http1-post-loop", true, httpCall(false, http.MethodPost)},
 		{"h2c", false, httpCall(true, http.MethodPost)},
 		{"grpc", false, grpcCall},
+		{"h2c-loop", true, httpCall(true, http.MethodPost)},
+		{"grpc-loop", true, grpcCall},
 	} {
 		b.Run("proto="+c.proto, func(b *testing.B) {
 			for _, mode := range []string{"plain", "mtls"} {
@@ -81,6 +85,14 @@ func BenchmarkMeshedRequest(b *testing.B) {
 					call := c.call(b, m.out)
 					if err := call(); err != nil { // opens every connection on the way
 						b.Fatal(err)
+					}
+					if c.loop {
+						// The first HTTP/2 stream to a destination the loops
+						// have not resolved yet goes to the goroutine path
+						// (h2loop's Bridge); the loops dial on the next.
+						if err := call(); err != nil {
+							b.Fatal(err)
+						}
 					}
 					opened := m.opened(b)
 					served := m.loopServed()
@@ -155,7 +167,7 @@ func startBenchMesh(b *testing.B, svc *tlsidtest.Service, loop bool) benchMesh {
 	var proxies []*Proxy
 	start := func(cfg Config) *testProxy {
 		// EventLoops set: startProxy's environment does not apply.
-		cfg.EventLoop, cfg.EventLoops = loop, 1
+		cfg.EventLoop, cfg.EventLoops, cfg.EventLoopH2 = loop, 1, loop
 		p := startProxy(b, cfg)
 		proxies = append(proxies, p.Proxy)
 		return p

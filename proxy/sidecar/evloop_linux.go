@@ -116,10 +116,20 @@ func (p *Proxy) dialed(s *side) func(string, error) {
 	return p.app.observe
 }
 
-// closeLoops ends the loops, and their connections.
+// closeLoops ends the loops, and their connections, and the goroutines
+// their HTTP/2 servers keep warm for the streams they hand to handlers
+// (which would otherwise outlive the proxy by their idle time).
 func (p *Proxy) closeLoops() {
 	if p.loops != nil {
 		p.loops.Close()
+	}
+	for _, s := range []*side{p.out, p.in} {
+		if s.loop == nil || s.loop.HTTP2 == nil {
+			continue
+		}
+		if b, ok := s.loop.HTTP2.Handler.(*h2loop.Bridge); ok {
+			b.StopIdle()
+		}
 	}
 }
 

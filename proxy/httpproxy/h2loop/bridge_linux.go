@@ -46,6 +46,11 @@ var (
 	errWriteTimeout    = fmt.Errorf("http2: write deadline: %w", os.ErrDeadlineExceeded)
 )
 
+// StopIdle ends the goroutines kept warm for the next handlers, at once
+// rather than after their idle time: for a server whose loops have
+// stopped. Handlers still running are not interrupted.
+func (b *Bridge) StopIdle() { b.workers.StopIdle() }
+
 // ServeStream starts s's handler on a goroutine.
 func (b *Bridge) ServeStream(s *Stream) Receiver { return b.start(s, nil, false) }
 
