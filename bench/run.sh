@@ -22,7 +22,13 @@
 # meridian-proxy binary, e.g. built from the commit before a change: meshhop
 # measures it as target "baseline" in the same interleaved slices), H2_HOP
 # (default 1: also the HTTP/1.1 chains with the h2 hint a cluster gives a
-# meshed pod, one HTTP/2 connection between the proxies; 0: not).
+# meshed pod, one HTTP/2 connection between the proxies; 0: not),
+# SWEEP_TRIES (tries of a failing sweep step, default 2), SWEEP_SLICES (2 s
+# slices at 80% of saturation, default 5), STALL_THRESHOLD (default 5ms: a
+# slice during which a probe at SCHED_FIFO 99 on a pinned CPU woke that late
+# is reported as stalled by the machine; 0: no probes), PAUSE_DAMON (1: turn
+# the kernel's DAMON monitors off for the run, as root; bench/README.md, "Host
+# stalls").
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -38,7 +44,34 @@ SUT_CPU=${SUT_CPU-1}
 PRIORITY=${PRIORITY:-rr}
 BASELINE=${BASELINE:-}
 H2_HOP=${H2_HOP:-1}
+PAUSE_DAMON=${PAUSE_DAMON:-0}
 mkdir -p "$OUT"
+
+# DAMON's monitoring threads (kdamond), where a kernel runs them (a VM's
+# memory reclaim, say), walk memory for milliseconds at a time without giving
+# the CPU up, even to real-time threads: 1-5 ms stalls of every chain
+# (bench/README.md, "Host stalls"). PAUSE_DAMON=1 turns each running one off
+# for the run and back on when the script ends.
+damon_paused=()
+resume_damon() {
+	local s
+	for s in "${damon_paused[@]}"; do echo on >"$s" || echo "warning: could not turn $s back on" >&2; done
+	damon_paused=()
+}
+trap resume_damon EXIT
+trap 'exit 130' INT TERM
+damon_state=none
+for s in /sys/kernel/mm/damon/admin/kdamonds/*/state; do
+	[ -r "$s" ] && [ "$(cat "$s")" = on ] || continue
+	if [ "$PAUSE_DAMON" = 1 ]; then
+		echo off >"$s"
+		damon_paused+=("$s")
+		damon_state=paused
+	else
+		damon_state=on
+		echo "note: DAMON ($s) is on and stalls the CPUs now and then; PAUSE_DAMON=1 turns it off for the run" >&2
+	fi
+done
 
 # The peers and taskset. A fresh machine has neither nginx nor HAProxy.
 need=()
@@ -73,13 +106,14 @@ go build -o "$OUT/failover" ./bench/cmd/failover
 	echo "- nginx: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy: $(haproxy -v | head -1 | awk '{print $3}')"
 	echo "- meridian-proxy: built from $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git status --porcelain -- cmd proxy 2>/dev/null | grep -q . && echo ' + uncommitted changes in cmd/ proxy/')"
 	echo "- date: $(date -u +%FT%TZ); scheduling: $PRIORITY; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "- DAMON (kdamond): $damon_state; stall probes: ${STALL_THRESHOLD:-5ms} (0: none)"
 	echo
 } | tee "$OUT/machine.md"
 
 h2hop=()
 [ "$H2_HOP" = 1 ] && h2hop=(-h2-hop)
 "$OUT/meshhop" -proxy "$OUT/meridian-proxy" ${BASELINE:+-baseline "$BASELINE"} "${h2hop[@]}" -peers "$PEERS" -protocols "$PROTOCOLS" \
-	-rates "$RATES" -duration "$DURATION" -warmup "$WARMUP" -retries "$RETRIES" \
+	-rates "$RATES" -duration "$DURATION" -warmup "$WARMUP" -retries "$RETRIES" -stall-threshold "${STALL_THRESHOLD:-5ms}" \
 	-client-cpu "$CLIENT_CPU" -sut-cpu "$SUT_CPU" -priority "$PRIORITY" -logdir "$OUT/meshhop-logs" 2>&1 |
 	tee "$OUT/meshhop.txt"
 
@@ -87,7 +121,8 @@ h2hop=()
 # 80% of that (SWEEP=0 skips it; ~5 min).
 if [ "${SWEEP:-1}" != 0 ]; then
 	"$OUT/meshhop" -proxy "$OUT/meridian-proxy" -peers "$PEERS" -protocols "$PROTOCOLS" -sweep \
-		-sweep-step "${SWEEP_STEP:-1000}" -sweep-duration "${SWEEP_DURATION:-2s}" -warmup "$WARMUP" -linger 0s \
+		-sweep-step "${SWEEP_STEP:-1000}" -sweep-duration "${SWEEP_DURATION:-2s}" -sweep-tries "${SWEEP_TRIES:-2}" \
+		-sweep-slices "${SWEEP_SLICES:-5}" -stall-threshold "${STALL_THRESHOLD:-5ms}" -warmup "$WARMUP" -linger 0s \
 		-client-cpu "$CLIENT_CPU" -sut-cpu "$SUT_CPU" -priority "$PRIORITY" -logdir "$OUT/sweep-logs" 2>&1 |
 		tee "$OUT/sweep.txt"
 fi

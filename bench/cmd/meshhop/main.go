@@ -76,6 +76,7 @@ type row struct {
 	Errs     string
 	Hops     []procStat      // out, in; empty for direct
 	SliceP99 []time.Duration // p99 of each slice, in the order they ran
+	Stalled  []bool          // whether a stall probe saw the machine stall during each slice
 }
 
 // addedP99 is the median, over the interleaved slices, of this row's slice
@@ -84,13 +85,26 @@ type row struct {
 // pair rather than the whole comparison, as it does the difference of the
 // merged p99s.
 func (r row) addedP99(direct row) (time.Duration, bool) {
-	n := min(len(r.SliceP99), len(direct.SliceP99))
-	if n == 0 {
-		return 0, false
+	return r.addedP99Where(direct, func(int) bool { return true })
+}
+
+// addedP99Unstalled is addedP99 over the pairs of slices during neither of
+// which a stall probe saw the machine stall.
+func (r row) addedP99Unstalled(direct row) (time.Duration, bool) {
+	return r.addedP99Where(direct, func(k int) bool {
+		return !(k < len(r.Stalled) && r.Stalled[k]) && !(k < len(direct.Stalled) && direct.Stalled[k])
+	})
+}
+
+func (r row) addedP99Where(direct row, keep func(int) bool) (time.Duration, bool) {
+	var d []time.Duration
+	for k := 0; k < min(len(r.SliceP99), len(direct.SliceP99)); k++ {
+		if keep(k) {
+			d = append(d, r.SliceP99[k]-direct.SliceP99[k])
+		}
 	}
-	d := make([]time.Duration, n)
-	for i := range d {
-		d[i] = r.SliceP99[i] - direct.SliceP99[i]
+	if len(d) == 0 {
+		return 0, false
 	}
 	return loadgen.Median(d), true
 }
@@ -106,10 +120,19 @@ func isMeridian(kind string) bool {
 }
 
 func main() {
+	if os.Getenv(probeEnv) != "" {
+		runStallProbe()
+		return
+	}
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	ctx, stop, dir := sut.Harness("meshhop", *clientCPU, sut.Priority(*priority), *logDir)
 	defer stop()
+	var err error
+	if probes, err = startStallProbes(*clientCPU, *sutCPU); err != nil {
+		log.Fatal(err)
+	}
+	defer probes.stop()
 	rates, err := parseRates(*ratesFlag)
 	if err != nil {
 		log.Fatal(err)
@@ -342,6 +365,7 @@ type target struct {
 	busy, ours, wait float64   // machine busy, our CPU, our run-queue wait (seconds)
 	attempts         int
 	sliceP99         []time.Duration
+	stalled          []bool
 }
 
 // measureRate measures every target at rate. The measured duration is cut
@@ -377,7 +401,7 @@ func measureRate(ctx context.Context, proto sut.Protocol, rate float64, targets 
 	}
 	var rows []row
 	for _, t := range targets {
-		r := row{Kind: t.kind, Proto: proto, Rate: rate, Attempts: t.attempts, SliceP99: t.sliceP99}
+		r := row{Kind: t.kind, Proto: proto, Rate: rate, Attempts: t.attempts, SliceP99: t.sliceP99, Stalled: t.stalled}
 		if t.wall > 0 {
 			r.Other = max(0, (t.busy-t.ours)/t.wall)
 			r.Wait = 1000 * t.wait / t.wall
@@ -401,6 +425,9 @@ func measureRate(ctx context.Context, proto sut.Protocol, rate float64, targets 
 		log.Printf("%-8s %-5s %5.0f RPS: p50 %s p99 %s max %s ms, %d ok, %d errors %s (others %.2f cores, CPU wait %.1f ms/s)",
 			t.kind, proto, rate, loadgen.Ms(r.Sum.P50), loadgen.Ms(r.Sum.P99), loadgen.Ms(r.Sum.Max),
 			r.Sum.OK, r.Sum.Errors, r.Errs, r.Other, r.Wait)
+		// Each slice's p99 in the log: a run's p99 is often one slice's stall,
+		// and the slices show whether the others held.
+		log.Printf("%-8s %-5s %5.0f RPS: slice p99s %s ms", t.kind, proto, rate, msList(t.sliceP99))
 		rows = append(rows, r)
 	}
 	return rows
@@ -435,6 +462,7 @@ func measureSlice(ctx context.Context, t *target, rate float64, d time.Duration)
 		cpu                    []float64
 		peak                   []int64
 		wall, busy, ours, wait float64
+		t0, t1                 time.Time
 	}
 	var best *sample
 	for attempt := 0; attempt <= *retries && ctx.Err() == nil; attempt++ {
@@ -450,7 +478,8 @@ func measureSlice(ctx context.Context, t *target, rate float64, d time.Duration)
 		wait0 := runDelay(procs)
 		t0 := time.Now()
 		res, _ := loadgen.Run(ctx, loadgen.Options{Rate: rate, Duration: d, Concurrency: *concurrency}, t.do)
-		sm := &sample{res: res, wall: time.Since(t0).Seconds(), cpu: make([]float64, len(procs)), peak: make([]int64, len(procs))}
+		sm := &sample{res: res, t0: t0, t1: time.Now(), cpu: make([]float64, len(procs)), peak: make([]int64, len(procs))}
+		sm.wall = sm.t1.Sub(t0).Seconds()
 		busy1, _ := sut.MachineBusySeconds()
 		self1, _ := sut.SelfCPUSeconds()
 		sm.wait = runDelay(procs) - wait0
@@ -474,7 +503,14 @@ func measureSlice(ctx context.Context, t *target, rate float64, d time.Duration)
 		return
 	}
 	t.res.Merge(best.res)
-	t.sliceP99 = append(t.sliceP99, time.Duration(best.res.Latency.ValueAtQuantile(99))*time.Microsecond)
+	p99 := time.Duration(best.res.Latency.ValueAtQuantile(99)) * time.Microsecond
+	t.sliceP99 = append(t.sliceP99, p99)
+	worst, cpu := probes.worst(best.t0, best.t1, t.chain == nil)
+	stalled := *stallThreshold > 0 && worst >= *stallThreshold
+	t.stalled = append(t.stalled, stalled)
+	if stalled {
+		log.Printf("  %s %.0f RPS, slice %d: the machine stalled %s ms on CPU %d (slice p99 %s ms)", t.kind, rate, len(t.sliceP99), loadgen.Ms(worst), cpu, loadgen.Ms(p99))
+	}
 	for i := range procs {
 		t.cpu[i] += best.cpu[i]
 		t.peak[i] = max(t.peak[i], best.peak[i])
@@ -494,8 +530,8 @@ func printReport(rows []row, idle, final map[string][]sut.Status, extra map[stri
 	}
 	ms := loadgen.Ms
 	fmt.Printf("\n### Latency (ms, corrected for coordinated omission; +x = added over direct at the same quantile)\n\n")
-	fmt.Println("| target | proto | RPS | achieved | p50 | p90 | p99 | max | +p50 | +p90 | +p99 | +max | +p99 slice median | gen lag p99 | errors | other CPU | CPU wait ms/s | slices run |")
-	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| target | proto | RPS | achieved | p50 | p90 | p99 | max | +p50 | +p90 | +p99 | +max | +p99 slice median | stalled slices | +p99 slice median, unstalled | gen lag p99 | errors | other CPU | CPU wait ms/s | slices run |")
+	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		add := func(a, b time.Duration) string {
 			if r.Kind == "direct" {
@@ -504,16 +540,22 @@ func printReport(rows []row, idle, final map[string][]sut.Status, extra map[stri
 			return fmt.Sprintf("%+.3f", float64(a-b)/1e6)
 		}
 		d := direct[fmt.Sprint(r.Proto, r.Rate)]
-		sliced := ""
+		sliced, unstalled := "", ""
 		if a, ok := r.addedP99(d); ok && r.Kind != "direct" {
 			sliced = fmt.Sprintf("%+.3f", float64(a)/1e6)
 		}
-		fmt.Printf("| %s | %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %.2f | %.1f | %d |\n",
+		if a, ok := r.addedP99Unstalled(d); ok && r.Kind != "direct" {
+			unstalled = fmt.Sprintf("%+.3f", float64(a)/1e6)
+		}
+		fmt.Printf("| %s | %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d/%d | %s | %s | %d | %.2f | %.1f | %d |\n",
 			r.Kind, r.Proto, r.Rate, r.Sum.Rate, ms(r.Sum.P50), ms(r.Sum.P90), ms(r.Sum.P99), ms(r.Sum.Max),
 			add(r.Sum.P50, d.Sum.P50), add(r.Sum.P90, d.Sum.P90), add(r.Sum.P99, d.Sum.P99), add(r.Sum.Max, d.Sum.Max),
-			sliced, ms(r.LagP99), r.Sum.Errors, r.Other, r.Wait, r.Attempts)
+			sliced, count(r.Stalled), len(r.Stalled), unstalled, ms(r.LagP99), r.Sum.Errors, r.Other, r.Wait, r.Attempts)
 	}
 
+	if *stallThreshold > 0 {
+		fmt.Printf("\nStalled slices: slices during which a stall probe (SCHED_FIFO 99, pinned to the client's and the proxies' CPUs, waking every 10 ms) woke %v or more late (for the direct path, a probe on the client's CPUs): the machine (kernel or hypervisor) held the CPU from every process, the chain's or not. The unstalled median takes the pairs of slices (chain's and direct's) with no stall in either.\n", *stallThreshold)
+	}
 	fmt.Printf("\n### Proxy cost per hop during each run (CPU from /proc/PID/stat; peak = VmHWM, reset before each slice)\n\n")
 	fmt.Println("| target | proto | RPS | out CPU cores | out cores/1k RPS | in CPU cores | in cores/1k RPS | out peak RSS MB | in peak RSS MB | out/in fds | out/in goroutines |")
 	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -593,6 +635,9 @@ func printReport(rows []row, idle, final map[string][]sut.Status, extra map[stri
 		d := direct[fmt.Sprint(r.Proto, r.Rate)]
 		a, _ := r.addedP99(d)
 		add(prefix(r.Kind, r.Proto)+"added_p99_ms", float64(a)/1e6, "%.3f")
+		if a, ok := r.addedP99Unstalled(d); ok {
+			add(prefix(r.Kind, r.Proto)+"added_p99_unstalled_ms", float64(a)/1e6, "%.3f")
+		}
 		add(prefix(r.Kind, r.Proto)+"added_p50_ms", float64(r.Sum.P50-d.Sum.P50)/1e6, "%.3f")
 	}
 	for _, k := range kinds {
