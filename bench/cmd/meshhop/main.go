@@ -58,10 +58,14 @@ var (
 // procStat is one hop's cost over the measured slices at one rate.
 type procStat struct {
 	CPUPerKRPS float64 // CPU cores used per 1000 RPS offered
-	CPUCores   float64 // CPU seconds / run seconds
-	Peak       int64   // max VmHWM over the slices (reset before each)
-	FDs        int
-	Goroutines float64 // from /metrics, meridian only (-1: unknown)
+	// CPUPerKRPSUnstalled is CPUPerKRPS over the slices the machine did not
+	// stall (-1: none): the guest charges a stall to whichever thread was
+	// on the CPU, as if it had run.
+	CPUPerKRPSUnstalled float64
+	CPUCores            float64 // CPU seconds / run seconds
+	Peak                int64   // max VmHWM over the slices (reset before each)
+	FDs                 int
+	Goroutines          float64 // from /metrics, meridian only (-1: unknown)
 }
 
 type row struct {
@@ -360,9 +364,11 @@ type target struct {
 
 	res              *loadgen.Result
 	cpu              []float64 // CPU seconds per hop, summed over slices
-	peak             []int64   // max VmHWM per hop over slices
-	wall             float64   // seconds measured
-	busy, ours, wait float64   // machine busy, our CPU, our run-queue wait (seconds)
+	cpuUnstalled     []float64 // the same over the slices the machine did not stall
+	wallUnstalled    float64
+	peak             []int64 // max VmHWM per hop over slices
+	wall             float64 // seconds measured
+	busy, ours, wait float64 // machine busy, our CPU, our run-queue wait (seconds)
 	attempts         int
 	sliceP99         []time.Duration
 	stalled          []bool
@@ -388,7 +394,7 @@ func measureRate(ctx context.Context, proto sut.Protocol, rate float64, targets 
 		if t.chain != nil {
 			hops = 2
 		}
-		t.cpu, t.peak = make([]float64, hops), make([]int64, hops)
+		t.cpu, t.cpuUnstalled, t.peak = make([]float64, hops), make([]float64, hops), make([]int64, hops)
 		// Warm-up: opens the connections and warms caches, unmeasured.
 		if *warmup > 0 {
 			_, _ = loadgen.Run(ctx, loadgen.Options{Rate: rate, Duration: *warmup, Concurrency: *concurrency}, t.do)
@@ -408,7 +414,10 @@ func measureRate(ctx context.Context, proto sut.Protocol, rate float64, targets 
 		}
 		for i, p := range t.hopProcs() {
 			cores := t.cpu[i] / t.wall
-			ps := procStat{CPUCores: cores, CPUPerKRPS: cores / (rate / 1000), Peak: t.peak[i], Goroutines: -1}
+			ps := procStat{CPUCores: cores, CPUPerKRPS: cores / (rate / 1000), CPUPerKRPSUnstalled: -1, Peak: t.peak[i], Goroutines: -1}
+			if t.wallUnstalled > 0 {
+				ps.CPUPerKRPSUnstalled = t.cpuUnstalled[i] / t.wallUnstalled / (rate / 1000)
+			}
 			if st, err := p.Status(); err == nil {
 				ps.FDs = st.FDs
 			}
@@ -513,9 +522,15 @@ func measureSlice(ctx context.Context, t *target, rate float64, d time.Duration)
 	}
 	for i := range procs {
 		t.cpu[i] += best.cpu[i]
+		if !stalled {
+			t.cpuUnstalled[i] += best.cpu[i]
+		}
 		t.peak[i] = max(t.peak[i], best.peak[i])
 	}
 	t.wall += best.wall
+	if !stalled {
+		t.wallUnstalled += best.wall
+	}
 	t.busy += best.busy
 	t.ours += best.ours
 	t.wait += best.wait
@@ -557,8 +572,8 @@ func printReport(rows []row, idle, final map[string][]sut.Status, extra map[stri
 		fmt.Printf("\nStalled slices: slices during which a stall probe (SCHED_FIFO 99, pinned to the client's and the proxies' CPUs, waking every 10 ms) woke %v or more late (for the direct path, a probe on the client's CPUs): the machine (kernel or hypervisor) held the CPU from every process, the chain's or not. The unstalled median takes the pairs of slices (chain's and direct's) with no stall in either.\n", *stallThreshold)
 	}
 	fmt.Printf("\n### Proxy cost per hop during each run (CPU from /proc/PID/stat; peak = VmHWM, reset before each slice)\n\n")
-	fmt.Println("| target | proto | RPS | out CPU cores | out cores/1k RPS | in CPU cores | in cores/1k RPS | out peak RSS MB | in peak RSS MB | out/in fds | out/in goroutines |")
-	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| target | proto | RPS | out CPU cores | out cores/1k RPS | in CPU cores | in cores/1k RPS | out / in cores/1k RPS, unstalled slices | out peak RSS MB | in peak RSS MB | out/in fds | out/in goroutines |")
+	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		if len(r.Hops) != 2 {
 			continue
@@ -568,8 +583,12 @@ func printReport(rows []row, idle, final map[string][]sut.Status, extra map[stri
 		if o.Goroutines >= 0 {
 			gr = fmt.Sprintf("%.0f/%.0f", o.Goroutines, i.Goroutines)
 		}
-		fmt.Printf("| %s | %s | %.0f | %.3f | %.3f | %.3f | %.3f | %s | %s | %d/%d | %s |\n",
-			r.Kind, r.Proto, r.Rate, o.CPUCores, o.CPUPerKRPS, i.CPUCores, i.CPUPerKRPS,
+		unstalled := "n/a"
+		if o.CPUPerKRPSUnstalled >= 0 {
+			unstalled = fmt.Sprintf("%.3f / %.3f", o.CPUPerKRPSUnstalled, i.CPUPerKRPSUnstalled)
+		}
+		fmt.Printf("| %s | %s | %.0f | %.3f | %.3f | %.3f | %.3f | %s | %s | %s | %d/%d | %s |\n",
+			r.Kind, r.Proto, r.Rate, o.CPUCores, o.CPUPerKRPS, i.CPUCores, i.CPUPerKRPS, unstalled,
 			sut.MB(o.Peak), sut.MB(i.Peak), o.FDs, i.FDs, gr)
 	}
 
@@ -646,7 +665,7 @@ func printReport(rows []row, idle, final map[string][]sut.Status, extra map[stri
 			p = "proxy_"
 		}
 		var idleMax, peakMax int64
-		var cpuMax float64
+		cpuMax, cpuMaxUnstalled := 0.0, -1.0
 		for key, s := range idle {
 			if strings.HasPrefix(key, k+"/") {
 				idleMax = max(idleMax, s[0].RSS, s[1].RSS)
@@ -656,11 +675,17 @@ func printReport(rows []row, idle, final map[string][]sut.Status, extra map[stri
 			if r.Kind == k && r.Rate == *resultRPS && len(r.Hops) == 2 {
 				peakMax = max(peakMax, r.Hops[0].Peak, r.Hops[1].Peak)
 				cpuMax = max(cpuMax, r.Hops[0].CPUPerKRPS, r.Hops[1].CPUPerKRPS)
+				if r.Hops[0].CPUPerKRPSUnstalled >= 0 {
+					cpuMaxUnstalled = max(cpuMaxUnstalled, r.Hops[0].CPUPerKRPSUnstalled, r.Hops[1].CPUPerKRPSUnstalled)
+				}
 			}
 		}
 		add(p+"idle_rss_mb", float64(idleMax)/(1<<20), "%.1f")
 		add(p+"rss_mb", float64(peakMax)/(1<<20), "%.1f")
 		add(p+"cpu_per_krps", cpuMax, "%.3f")
+		if cpuMaxUnstalled >= 0 {
+			add(p+"cpu_per_krps_unstalled", cpuMaxUnstalled, "%.3f")
+		}
 	}
 	kv = append(kv, fmt.Sprintf("errors=%d", totalErr), fmt.Sprintf("problems=%d", len(problems)))
 	fmt.Println("RESULT " + strings.Join(kv, " "))
