@@ -3,10 +3,12 @@ package gateway
 import (
 	"bytes"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -224,4 +226,96 @@ func h2Pair(t *testing.T, backend string, protocol gatewaypb.Backend_Protocol, h
 	cl, loopURL = clientFor(withLoop)
 	cg, goURL = clientFor(without)
 	return withLoop, cl, loopURL, cg, goURL
+}
+
+// A port a snapshot removes ends, once drained, the goroutines its HTTP/2
+// on the loops kept warm for the streams it handed to the port's handler
+// (h2loop's Bridge), instead of leaving them for their idle time (5 s).
+func TestRemovedPortEndsLoopH2Workers(t *testing.T) {
+	backend, _ := rawBackend(t, map[string]string{"/cl": "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"})
+	res, id := webDsts(t, backend, false, discover.HintH2)
+	snapshot := webSnapshot(t, false, &gatewaypb.Backend{Authority: "web.svc:80", Weight: 1, Name: "ns/web:80"})
+	g := startGatewayWith(t, res, snapshot(), func(c *Config) { c.EventLoop, c.EventLoopH2, c.Identity = true, true, id })
+	var addr string
+	for _, a := range g.Ports() {
+		addr = a.String()
+	}
+	before := h2Workers()
+	tr := &http.Transport{DisableCompression: true, Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	cl := &http.Client{Transport: tr}
+	// GETs, the loop relays the second itself (the first, to a destination
+	// it has not resolved yet, goes to the handler): the connection is the
+	// loop's. Then requests with a body, which go to the port's handler on
+	// a worker.
+	for range 2 {
+		if r := fetch(cl, "http://"+addr+"/cl"); r.Status != http.StatusOK || r.Body != "hello" {
+			t.Fatalf("GET: %+v", r)
+		}
+	}
+	if g.loopServed() == 0 {
+		t.Fatal("the loop carried none of the streams")
+	}
+	for range 3 {
+		if r := send(cl, http.MethodPost, "http://"+addr+"/cl", "a body"); r.Status != http.StatusOK || r.Body != "hello" {
+			t.Fatalf("POST: %+v", r)
+		}
+	}
+	ours := map[int]bool{}
+	for id := range h2Workers() {
+		if !before[id] {
+			ours[id] = true
+		}
+	}
+	if len(ours) == 0 {
+		t.Fatal("no handler goroutine kept warm after the streams: nothing to end")
+	}
+	tr.CloseIdleConnections()
+	next := snapshot() // another port: this one is removed
+	next.Version = "v2"
+	if err := g.Apply(next); err != nil {
+		t.Fatal(err)
+	}
+	g.drains.Wait()
+	deadline := time.Now().Add(time.Second)
+	for {
+		left := 0
+		for id := range h2Workers() {
+			if ours[id] {
+				left++
+			}
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the port's %d warm handler goroutines still there a second after its drain", left, len(ours))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// h2Workers are the goroutines h2server keeps for handlers (its workers),
+// by goroutine id.
+func h2Workers() map[int]bool {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	ids := map[int]bool{}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if !strings.Contains(g, "h2server.(*workers).work") {
+			continue
+		}
+		var id int
+		if _, err := fmt.Sscanf(g, "goroutine %d ", &id); err == nil {
+			ids[id] = true
+		}
+	}
+	return ids
 }

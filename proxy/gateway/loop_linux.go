@@ -191,6 +191,18 @@ func (ps *portServer) loopCut() {
 	}
 }
 
+// loopStopWorkers ends the goroutines the port's HTTP/2 on the loops keeps
+// warm for the streams it hands to the port's handler (Bridge), once the
+// port has drained: they would otherwise outlive it by their idle time.
+func (ps *portServer) loopStopWorkers() {
+	if ps.loop == nil || ps.loop.HTTP2 == nil {
+		return
+	}
+	if b, ok := ps.loop.HTTP2.Handler.(*h2loop.Bridge); ok {
+		b.Stop()
+	}
+}
+
 // loopRouter routes a port's requests on the loops as route does, and
 // declines what the goroutine path must serve.
 type loopRouter struct{ ps *portServer }

@@ -21,4 +21,6 @@ func (ps *portServer) loopDrain() {}
 
 func (ps *portServer) loopCut() {}
 
+func (ps *portServer) loopStopWorkers() {}
+
 func (ps *portServer) loopTLS(*tls.Conn, tls.ConnectionState) bool { return false }

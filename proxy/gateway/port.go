@@ -433,6 +433,7 @@ func (ps *portServer) drain(timeout time.Duration) {
 	}
 	ps.h1.Close()
 	ps.h2.Close()
+	ps.loopStopWorkers()
 }
 
 // pickWeighted picks one of bs by weight; nil when every weight is 0.

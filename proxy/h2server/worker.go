@@ -26,6 +26,7 @@ type workers struct {
 	idle    []*worker   // idle, the most recent last (so the oldest first)
 	reaper  *time.Timer // runs reap; armed while a worker is idle
 	armed   bool
+	stopped bool // by stop: a worker ends after its f instead of idling
 }
 
 type worker struct {
@@ -56,13 +57,17 @@ func (p *workers) idleTime() time.Duration {
 }
 
 // work runs f, then what run hands it, until reap or stopIdle ends it
-// (nil). A handler that ends its goroutine (runtime.Goexit) ends the
-// worker: it is on no list while it runs.
+// (nil), or stop. A handler that ends its goroutine (runtime.Goexit) ends
+// the worker: it is on no list while it runs.
 func (p *workers) work(f func()) {
 	w := &worker{next: make(chan func(), 1)}
 	for f != nil {
 		f()
 		p.mu.Lock()
+		if p.stopped {
+			p.mu.Unlock()
+			return
+		}
 		w.since = time.Now()
 		p.idle = append(p.idle, w)
 		if !p.armed {
@@ -113,6 +118,15 @@ func (p *workers) stopIdle() {
 	}
 }
 
+// stop ends the idle workers, and each running one once its f returns;
+// run still runs f after it, each on a goroutine that ends with it.
+func (p *workers) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	p.stopIdle()
+}
+
 // Workers is the server's pool of handler goroutines for other servers'
 // handlers (proxy/httpproxy/h2loop's Bridge): Run runs f on a goroutine
 // that ran an earlier one if one is idle. The zero value is ready.
@@ -121,7 +135,7 @@ type Workers struct{ p workers }
 // Run runs f on an idle worker, or a new one.
 func (w *Workers) Run(f func()) { w.p.run(f) }
 
-// StopIdle ends the idle workers at once (they end after their idle time
-// otherwise): for a server that stops. A worker still running f ends
-// after its idle time.
-func (w *Workers) StopIdle() { w.p.stopIdle() }
+// Stop ends the idle workers at once (they end after their idle time
+// otherwise), and each running one when its f returns: for a server that
+// stops. Run still runs f after Stop, each on a goroutine that ends with it.
+func (w *Workers) Stop() { w.p.stop() }

@@ -113,3 +113,30 @@ func TestWorkersConcurrent(t *testing.T) {
 	p.stopIdle()
 	waitGoroutines(t, before)
 }
+
+// Stop ends the idle workers and, when its function returns, the one
+// still running then, with no idle time to wait (an hour here); a
+// function run after Stop runs, on a goroutine that ends with it.
+func TestWorkersStop(t *testing.T) {
+	before := runtime.NumGoroutine()
+	w := &Workers{p: workers{idleFor: time.Hour}}
+	done := make(chan struct{})
+	w.Run(func() { close(done) })
+	<-done
+	waitIdle(t, &w.p, 1)
+	release, running := make(chan struct{}), make(chan struct{})
+	w.Run(func() { close(running); <-release }) // takes the idle worker
+	<-running
+	w.Run(func() {}) // a second worker, idle by the time of Stop
+	waitIdle(t, &w.p, 1)
+	w.Stop()
+	waitIdle(t, &w.p, 0)
+	close(release)
+	waitGoroutines(t, before)
+
+	ran := make(chan struct{})
+	w.Run(func() { close(ran) })
+	<-ran
+	waitGoroutines(t, before)
+	waitIdle(t, &w.p, 0)
+}

@@ -128,7 +128,7 @@ func (p *Proxy) closeLoops() {
 			continue
 		}
 		if b, ok := s.loop.HTTP2.Handler.(*h2loop.Bridge); ok {
-			b.StopIdle()
+			b.Stop()
 		}
 	}
 }

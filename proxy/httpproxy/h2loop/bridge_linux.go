@@ -46,10 +46,12 @@ var (
 	errWriteTimeout    = fmt.Errorf("http2: write deadline: %w", os.ErrDeadlineExceeded)
 )
 
-// StopIdle ends the goroutines kept warm for the next handlers, at once
-// rather than after their idle time: for a server whose loops have
-// stopped. Handlers still running are not interrupted.
-func (b *Bridge) StopIdle() { b.workers.StopIdle() }
+// Stop ends the goroutines kept warm for the next handlers, at once
+// rather than after their idle time, and those running a handler when it
+// returns: for a server whose loops have stopped. Handlers still running
+// are not interrupted; a stream served after Stop has a goroutine of its
+// own, which ends with its handler.
+func (b *Bridge) Stop() { b.workers.Stop() }
 
 // ServeStream starts s's handler on a goroutine.
 func (b *Bridge) ServeStream(s *Stream) Receiver { return b.start(s, nil, false) }
