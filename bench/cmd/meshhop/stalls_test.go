@@ -74,7 +74,7 @@ func TestAddedP99Unstalled(t *testing.T) {
 	if _, ok := chain.addedP99Unstalled(direct); ok {
 		t.Error("addedP99Unstalled with every pair stalled: ok, want none")
 	}
-	r := sweepRow{at80P99s: msd(30, 0.8, 0.7, 45, 0.9), at80Stll: []bool{true, false, false, true, false}}
+	r := sweepRow{at80P99s: msd(30, 0.8, 0.7, 45, 0.9), at80Stalled: []bool{true, false, false, true, false}}
 	if got, ok := r.unstalledAt80(); !ok || got != 800*time.Microsecond {
 		t.Errorf("unstalledAt80 = %v, %v; want 800µs", got, ok)
 	}

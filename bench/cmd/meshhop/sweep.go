@@ -25,17 +25,17 @@ var (
 
 // sweepRow is one target's saturation for one protocol.
 type sweepRow struct {
-	kind     string
-	proto    sut.Protocol
-	sat      float64 // highest rate that held; 0 if even -sweep-start did not
-	steps    int     // rates tried
-	at80     loadgen.Summary
-	at80P99s []time.Duration // p99 of each slice at 80%
-	at80Stll []bool          // whether the machine stalled during each slice at 80%
-	peakRSS  int64           // largest VmHWM of a hop at the saturation rate
-	failedAt string          // what stopped the sweep
-	cpuAtSat []float64       // cores per hop at the saturation rate
-	p99AtSat time.Duration   // p99 at the saturation rate
+	kind        string
+	proto       sut.Protocol
+	sat         float64 // highest rate that held; 0 if even -sweep-start did not
+	steps       int     // rates tried
+	at80        loadgen.Summary
+	at80P99s    []time.Duration // p99 of each slice at 80%
+	at80Stalled []bool          // whether the machine stalled during each slice at 80%
+	peakRSS     int64           // largest VmHWM of a hop at the saturation rate
+	failedAt    string          // what stopped the sweep
+	cpuAtSat    []float64       // cores per hop at the saturation rate
+	p99AtSat    time.Duration   // p99 at the saturation rate
 }
 
 // sweep finds t's saturation rate, one target at a time (saturating one
@@ -126,10 +126,10 @@ func sweep(ctx context.Context, proto sut.Protocol, t target) sweepRow {
 			res, _, _, stall := step(0.8*r.sat, *sweepDuration)
 			all.Merge(res)
 			r.at80P99s = append(r.at80P99s, time.Duration(res.Latency.ValueAtQuantile(99))*time.Microsecond)
-			r.at80Stll = append(r.at80Stll, *stallThreshold > 0 && stall >= *stallThreshold)
+			r.at80Stalled = append(r.at80Stalled, *stallThreshold > 0 && stall >= *stallThreshold)
 		}
 		r.at80 = all.Summary()
-		log.Printf("sweep %-13s %-5s %6.0f RPS (80%%): p50 %s p99 %s ms, slice p99s %s ms, %d stalled", t.kind, proto, 0.8*r.sat, loadgen.Ms(r.at80.P50), loadgen.Ms(r.at80.P99), msList(r.at80P99s), count(r.at80Stll))
+		log.Printf("sweep %-13s %-5s %6.0f RPS (80%%): p50 %s p99 %s ms, slice p99s %s ms, %d stalled", t.kind, proto, 0.8*r.sat, loadgen.Ms(r.at80.P50), loadgen.Ms(r.at80.P99), msList(r.at80P99s), count(r.at80Stalled))
 	}
 	return r
 }
@@ -150,7 +150,7 @@ func printSweep(rows []sweepRow) {
 			unstalled = loadgen.Ms(q)
 		}
 		fmt.Printf("| %s | %s | %.0f | %s | %s | %s / %s | %s | %d/%d | %s | %s | %s |\n", r.kind, r.proto, r.sat, loadgen.Ms(r.p99AtSat), r.failedAt,
-			loadgen.Ms(r.at80.P50), loadgen.Ms(r.at80.P99), loadgen.Ms(loadgen.Median(r.at80P99s)), count(r.at80Stll), len(r.at80Stll), unstalled,
+			loadgen.Ms(r.at80.P50), loadgen.Ms(r.at80.P99), loadgen.Ms(loadgen.Median(r.at80P99s)), count(r.at80Stalled), len(r.at80Stalled), unstalled,
 			strings.Join(cores, " / "), sut.MB(r.peakRSS))
 		p := r.kind + "_"
 		switch r.kind {
@@ -188,7 +188,7 @@ func msList(ds []time.Duration) string {
 func (r sweepRow) unstalledAt80() (time.Duration, bool) {
 	var q []time.Duration
 	for i, d := range r.at80P99s {
-		if i >= len(r.at80Stll) || !r.at80Stll[i] {
+		if i >= len(r.at80Stalled) || !r.at80Stalled[i] {
 			q = append(q, d)
 		}
 	}
