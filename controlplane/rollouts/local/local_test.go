@@ -3,8 +3,11 @@ package local
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,17 +22,47 @@ import (
 )
 
 // replicaSets runs nothing: every instance asked for is available at once
-// (the test plays the ReplicaSet controller).
+// (the test plays the ReplicaSet controller), and declared in dir as the
+// demo declares its instances: a Pod each with its hash and an
+// EndpointSlice of the stable Service, which the driver's view compiles
+// and verifies the weights against.
 type replicaSets struct {
 	mu      sync.Mutex
 	desired map[string]int32
+	dir     string
+	written time.Time
 }
 
 func (r *replicaSets) Scale(_ *v1alpha1.Rollout, hash string, _ *corev1.PodTemplateSpec, n int32) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.desired[hash] = n
-	return nil
+	var b strings.Builder
+	for _, h := range slices.Sorted(maps.Keys(r.desired)) {
+		for i := range r.desired[h] {
+			name := fmt.Sprintf("app-%s-%d", h, i)
+			fmt.Fprintf(&b, `---
+apiVersion: v1
+kind: Pod
+metadata: {name: %[1]s, namespace: ns, labels: {app: app, rollouts-pod-template-hash: %[2]s}}
+status: {phase: Running, podIP: 127.0.0.1}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: %[1]s, namespace: ns, labels: {kubernetes.io/service-name: svc}}
+addressType: IPv4
+ports: [{name: http, port: %[3]d}]
+endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}, targetRef: {kind: Pod, namespace: ns, name: %[1]s}}]
+`, name, h, 10000+i)
+		}
+	}
+	// A later mtime each time: the directory is reloaded by it.
+	now := time.Now()
+	if !now.After(r.written) {
+		now = r.written.Add(time.Millisecond)
+	}
+	r.written = now
+	return writeFile(filepath.Join(r.dir, "instances.yaml"), []byte(b.String()), r.written)
 }
 
 func (r *replicaSets) ReplicaSets(*v1alpha1.Rollout) []steps.ReplicaSet {
@@ -110,7 +143,7 @@ func runDriver(t *testing.T, dir string, p analysis.Provider) (*replicaSets, cha
 }
 
 func startDriver(t *testing.T, dir string, p analysis.Provider) (*Driver, *replicaSets, chan string) {
-	rs := &replicaSets{desired: map[string]int32{}}
+	rs := &replicaSets{desired: map[string]int32{}, dir: dir}
 	lines := make(chan string, 1000)
 	d, err := New(Options{Dir: dir, ReplicaSets: rs, Provider: p, Interval: 10 * time.Millisecond,
 		Progress: func(l string) { lines <- l }})

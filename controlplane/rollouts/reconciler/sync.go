@@ -29,6 +29,9 @@ const DefaultRevisionHistoryLimit = 10
 // restartRequeue is how often a restart in progress looks again.
 const restartRequeue = 5 * time.Second
 
+// verifyRequeue is how often weights not yet verified are looked at again.
+const verifyRequeue = time.Second
+
 // sync reconciles one Rollout and returns when to look again.
 func (r *Reconciler) sync(ctx context.Context, k string) (time.Duration, error) {
 	ns, name, _ := cutKey(k)
@@ -210,6 +213,12 @@ func (r *Reconciler) sync(ctx context.Context, k string) (time.Duration, error) 
 		}
 	}
 	after := out.RequeueAfter
+	if w := st.Canary.Weights; w != nil && w.Verified != nil && !*w.Verified && (after == 0 || after > verifyRequeue) {
+		// The store compiles the weights after it sees this status: no
+		// event says when, so look again soon (a setWeight step waits on
+		// it; Argo's default retry is 10 s, ours a store read).
+		after = verifyRequeue
+	}
 	if ro.Spec.RestartAt != nil {
 		done, err := r.restart(ctx, ro, byHash, &st, now)
 		if err != nil {

@@ -58,6 +58,11 @@ steps:
 			if !m.atTarget(i) {
 				break steps
 			}
+			if step.SetWeight != nil && routed && !m.weightVerified(i) {
+				// Argo's rule: a setWeight step is done once the router
+				// verified the weight, so a pause after it runs at it.
+				break steps
+			}
 			next()
 		case step.SetHeaderRoute != nil:
 			next()
@@ -227,6 +232,19 @@ func (m *machine) atTarget(idx int32) bool {
 		}
 	}
 	return true
+}
+
+// weightVerified reports whether the weights last written (the status as
+// read) are step idx's and the router verified them, or does not verify
+// (Verified unset). The reconciler writes Verified for the weights it
+// routed; until it is true the step waits, and so does a pause after it.
+func (m *machine) weightVerified(idx int32) bool {
+	w := m.in.Rollout.Status.Canary.Weights
+	_, _, weight := m.targets(idx)
+	if w == nil || w.Canary.Weight != weight || w.Canary.PodTemplateHash != m.in.PodHash || w.Stable.PodTemplateHash != m.st.StableRS {
+		return false
+	}
+	return w.Verified == nil || *w.Verified
 }
 
 // maxSurge and maxUnavailable resolve the strategy's bounds against the

@@ -29,7 +29,10 @@ type world struct {
 	// ready makes scaled-up pods available at once; lag makes them
 	// available at the next step instead (as real pods, a moment later).
 	ready, lag bool
-	last       Output
+	// verified, when set, is what the router answers for the weights
+	// written (the reconciler's Verified); unset, no verification.
+	verified *bool
+	last     Output
 }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -66,6 +69,9 @@ func (w *world) step() Output {
 	}
 	out := Reconcile(Input{Rollout: w.ro.DeepCopy(), PodHash: w.hash, ReplicaSets: rss, AnalysisRuns: runs, Now: w.now})
 	w.ro.Status = out.Status
+	if v := w.verified; v != nil && w.ro.Status.Canary.Weights != nil {
+		w.ro.Status.Canary.Weights.Verified = ptr(*v)
+	}
 	for h, n := range out.Replicas {
 		r := w.rss[h]
 		if r == nil {
@@ -310,6 +316,58 @@ func condition(r *v1alpha1.Rollout, t v1alpha1.RolloutConditionType) *v1alpha1.R
 
 // The analysis step's outcomes: Failed and Error abort, Inconclusive
 // pauses with the reason until promoted.
+// A setWeight step waits until its weights are verified (Argo's rule), so
+// the timed pause after it runs at the weight from its start: the pause
+// starts when the verification is read, not when the weight was written.
+func TestSetWeightWaitsForVerifiedWeights(t *testing.T) {
+	w := newWorld(t, strings.Replace(canaryYAML, "      - pause: {}\n", "      - pause: {duration: 20s}\n", 1))
+	w.verified = ptr(false)
+	w.update("v2")
+	w.settle()
+	w.expect(v1alpha1.RolloutPhaseProgressing, 0, 20)
+	if wt := w.ro.Status.Canary.Weights; wt.Canary.Weight != 20 || wt.Canary.PodTemplateHash != "v2" || *wt.Verified {
+		t.Fatalf("status weights %+v", wt)
+	}
+	if len(w.ro.Status.PauseConditions) != 0 {
+		t.Fatalf("paused before the weight was verified: %+v", w.ro.Status.PauseConditions)
+	}
+	w.advance(time.Minute)
+	w.settle()
+	w.expect(v1alpha1.RolloutPhaseProgressing, 0, 20)
+
+	// Verified: the next pass ends the step, and the pause starts then.
+	w.verified = ptr(true)
+	w.step() // the reconciler's pass that verifies
+	w.expect(v1alpha1.RolloutPhaseProgressing, 0, 20)
+	start := w.now
+	w.advance(time.Second)
+	w.settle()
+	w.expect(v1alpha1.RolloutPhasePaused, 1, 20)
+	if pc := w.ro.Status.PauseConditions; len(pc) != 1 || !pc[0].StartTime.Time.Equal(start.Add(time.Second)) {
+		t.Fatalf("pause conditions %+v, want one from %v", pc, start.Add(time.Second))
+	}
+	if w.last.RequeueAfter != 20*time.Second {
+		t.Fatalf("requeue after %v, want the pause's 20s", w.last.RequeueAfter)
+	}
+	w.advance(20 * time.Second)
+	w.settle()
+	w.expect(v1alpha1.RolloutPhasePaused, 3, 40) // setWeight 40 verified at once
+
+	// Weights verified at the same percentage for another revision do not
+	// end the new one's setWeight step, even with its pods there.
+	w = newWorld(t, canaryYAML)
+	w.verified = ptr(true)
+	w.update("v2")
+	w.settle()
+	w.expect(v1alpha1.RolloutPhasePaused, 1, 20)
+	w.rss["v3"] = &ReplicaSet{Hash: "v3", Replicas: 1, Ready: 1, Available: 1, Revision: 3}
+	w.update("v3")
+	w.step()
+	w.expect(v1alpha1.RolloutPhaseProgressing, 0, 20)
+	w.step()
+	w.expect(v1alpha1.RolloutPhasePaused, 1, 20)
+}
+
 func TestCanaryAnalysisOutcomes(t *testing.T) {
 	for _, tc := range []struct {
 		phase  v1alpha1.AnalysisPhase
