@@ -314,8 +314,6 @@ func condition(r *v1alpha1.Rollout, t v1alpha1.RolloutConditionType) *v1alpha1.R
 	return nil
 }
 
-// The analysis step's outcomes: Failed and Error abort, Inconclusive
-// pauses with the reason until promoted.
 // A setWeight step waits until its weights are verified (Argo's rule), so
 // the timed pause after it runs at the weight from its start: the pause
 // starts when the verification is read, not when the weight was written.
@@ -368,6 +366,8 @@ func TestSetWeightWaitsForVerifiedWeights(t *testing.T) {
 	w.expect(v1alpha1.RolloutPhasePaused, 1, 20)
 }
 
+// The analysis step's outcomes: Failed and Error abort, Inconclusive
+// pauses with the reason until promoted.
 func TestCanaryAnalysisOutcomes(t *testing.T) {
 	for _, tc := range []struct {
 		phase  v1alpha1.AnalysisPhase
