@@ -168,6 +168,21 @@ func start(t *testing.T) *harness {
 	if err := h.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		t.Fatal(err)
 	}
+	// The test's Services go with it (run last: cleanups run in reverse):
+	// envtest has no namespace controller to delete them, and their
+	// cluster IPs, 256 in envtest's range, ran out by the 15th -count.
+	t.Cleanup(func() {
+		var l corev1.ServiceList
+		if err := h.c.List(context.Background(), &l, client.InNamespace(ns)); err != nil {
+			t.Errorf("listing the test's Services: %v", err)
+			return
+		}
+		for i := range l.Items {
+			if err := h.c.Delete(context.Background(), &l.Items[i]); err != nil && !apierrors.IsNotFound(err) {
+				t.Errorf("deleting Service %s: %v", l.Items[i].Name, err)
+			}
+		}
+	})
 	done := make(chan error, 1)
 	go func() { done <- r.Start(ctx) }()
 	var wg sync.WaitGroup
