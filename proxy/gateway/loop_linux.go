@@ -245,8 +245,8 @@ func (lr loopRouter) Route(r *http.Request, _ any) h1loop.Target {
 		return none
 	}
 	be := pickWeighted(rl.backends, rl.total)
-	if be == nil || be.authority == "" || !be.loopOK || (be.h2 && r.ProtoMajor != 2) {
-		return none // an HTTP/1.1 request to an HTTP/2 backend: the goroutine path's
+	if be == nil || be.authority == "" || !be.loopOK {
+		return none
 	}
 	d, ok := be.cache.Ready(be.authority)
 	if !ok {

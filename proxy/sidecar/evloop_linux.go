@@ -237,13 +237,15 @@ func (p *Proxy) outboundLoop(r *http.Request, a *accepted) h1loop.Target {
 		return none // routes, splits, timeouts, retries: the pipeline's
 	}
 	// An HTTP/2 request goes on in HTTP/2 (relayed), as the goroutine
-	// path keeps the client's protocol; an HTTP/1.1 one to an endpoint
-	// that takes HTTP/2 would be carried over it: the goroutine path's.
+	// path keeps the client's protocol; so does an HTTP/1.1 one to an
+	// endpoint that takes HTTP/2 (a meshed pod's proxy), marked as
+	// HTTP/1.1's, as the Forwarder carries it.
 	h2 := r.ProtoMajor == 2
 	ep, err := t.Balancer.Pick()
-	if err != nil || (ep.Value().H2Only && !h2) {
+	if err != nil {
 		return none
 	}
+	upgraded := ep.Value().H2Only && !h2
 	tls, _ := p.acceptedTLS("outbound", a)
 	labels := metrics.Request{Direction: "outbound", Authority: t.Authority, Target: ep.Addr(), TLS: tls}
 	if t.TLS != nil {
@@ -258,7 +260,7 @@ func (p *Proxy) outboundLoop(r *http.Request, a *accepted) h1loop.Target {
 			h[hopKey] = append(h[hopKey], p.id)
 		}
 	}
-	return h1loop.Target{Endpoint: ep, Labels: labels, MTLS: labels.TLS == metrics.TLSTrue, H2: h2}
+	return h1loop.Target{Endpoint: ep, Labels: labels, MTLS: labels.TLS == metrics.TLSTrue, H2: h2 || upgraded, OrigProto: upgraded}
 }
 
 // inboundLoop routes as the inbound pipeline does (policy, then the

@@ -293,11 +293,12 @@ func (p *Proxy) loopServed() int64 {
 	return p.loops.Served()
 }
 
-// The hop a cluster without identities runs: the client proxy carries an
-// HTTP/1.1 request to the server proxy over HTTP/2 (the endpoint hinted
-// h2, OrigProtoHeader saying what the client spoke), and the server
-// proxy's loops pass it to the application in HTTP/1.1 (one without a
-// body on their HTTP/1.1 pools), answering as a pair without the loops.
+// The hop a cluster without identities runs: the client proxy's loops
+// carry an HTTP/1.1 request to the server proxy over HTTP/2 (the endpoint
+// hinted h2, OrigProtoHeader saying what the client spoke), and the
+// server proxy's loops pass it to the application in HTTP/1.1 (one
+// without a body on their HTTP/1.1 pools), answering as a pair without
+// the loops.
 func TestEventLoopHintedHopMatchesGoroutinePath(t *testing.T) {
 	app := startHTTP(t, loopApp())
 	pair := func(loop bool) (client, server *testProxy) {
@@ -316,6 +317,10 @@ func TestEventLoopHintedHopMatchesGoroutinePath(t *testing.T) {
 		{"GET", "/500", ""}, {"POST", "/cl", "a body"}, {"DELETE", "/cl", ""},
 	}
 	sameAnswers(t, cl, cg, reqs, true, nil)
+	// The client proxy's loops relayed every request.
+	if n := lc.loopServed(); n != int64(2*len(reqs)) {
+		t.Errorf("the client proxy's loops relayed %d requests, want %d", n, 2*len(reqs))
+	}
 	// The server proxy's loops carried the requests without a body (the
 	// first may have waited for its destination on the goroutine path).
 	if n := ls.loopServed(); n < int64(2*(len(reqs)-1)-1) {

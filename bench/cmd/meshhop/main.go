@@ -37,7 +37,8 @@ var (
 	proxyBin    = flag.String("proxy", "", "meridian-proxy binary; empty or missing runs the peers only")
 	mtlsFlag    = flag.Bool("mtls", true, "also measure Meridian's chain with mutual TLS between the hops (target \"meridian-mtls\"; certificates from an identity API this program serves)")
 	h2Hop       = flag.Bool("h2-hop", false, "also measure Meridian's HTTP/1.1 chains with the h2 hint a cluster's destination API gives a meshed pod's endpoint (targets \"meridian-h2hop\", and \"meridian-mtls-h2hop\" with -mtls): the hop between the proxies is then one HTTP/2 connection carrying the HTTP/1.1 requests (orig-proto), as in a cluster; without a hint it carries HTTP/1.1")
-	baseline    = flag.String("baseline", "", "another meridian-proxy binary (e.g. built from the commit before a change), measured as target \"baseline\" (and \"baseline-mtls\" with -mtls) in the same interleaved slices: a before/after in one run")
+	baseline    = flag.String("baseline", "", "another meridian-proxy binary (e.g. built from the commit before a change), measured as target \"baseline\" (and \"baseline-mtls\" with -mtls, \"baseline-h2hop\" and \"baseline-mtls-h2hop\" with -h2-hop) in the same interleaved slices: a before/after in one run")
+	targetsFlag = flag.String("targets", "", "keep only these targets (comma-separated kinds, e.g. \"meridian-mtls-h2hop,baseline-mtls-h2hop,nginx\"); empty: every target the other flags name")
 	peersFlag   = flag.String("peers", "nginx,haproxy", "peer chains to run: nginx, haproxy (comma-separated, may be empty)")
 	protosFlag  = flag.String("protocols", "http1,grpc", "protocols: http1, grpc")
 	ratesFlag   = flag.String("rates", "100,1000,5000", "request rates (RPS), each run for -duration")
@@ -117,7 +118,7 @@ func (r row) addedP99Where(direct row, keep func(int) bool) (time.Duration, bool
 // binary under test or the baseline one), which serve /metrics.
 func isMeridian(kind string) bool {
 	switch kind {
-	case "meridian", "meridian-mtls", "meridian-h2hop", "meridian-mtls-h2hop", "baseline", "baseline-mtls":
+	case "meridian", "meridian-mtls", "meridian-h2hop", "meridian-mtls-h2hop", "baseline", "baseline-mtls", "baseline-h2hop", "baseline-mtls-h2hop":
 		return true
 	}
 	return false
@@ -150,6 +151,12 @@ func main() {
 		if *mtlsFlag {
 			kinds = append([]string{"baseline-mtls"}, kinds...)
 		}
+		if *h2Hop && *mtlsFlag {
+			kinds = append([]string{"baseline-mtls-h2hop"}, kinds...)
+		}
+		if *h2Hop {
+			kinds = append([]string{"baseline-h2hop"}, kinds...)
+		}
 	}
 	if *proxyBin != "" {
 		if _, err := os.Stat(*proxyBin); err == nil {
@@ -165,6 +172,12 @@ func main() {
 			kinds = append([]string{"meridian"}, kinds...)
 		} else {
 			log.Printf("meridian-proxy not found at %s: running peers only", *proxyBin)
+		}
+	}
+	if keep := splitList(*targetsFlag); len(keep) > 0 {
+		kinds = slices.DeleteFunc(kinds, func(k string) bool { return !slices.Contains(keep, k) })
+		if len(kinds) == 0 {
+			log.Fatalf("-targets %q: none of them is measured", *targetsFlag)
 		}
 	}
 	log.Printf("logs and configs in %s; client CPU %q, proxies CPU %q; %s per run", dir, *clientCPU, *sutCPU, *duration)
@@ -233,6 +246,20 @@ func main() {
 				if err = os.MkdirAll(bdir, 0o755); err == nil {
 					if c, err = sut.MeridianMTLS(*baseline, proto, server, *sutCPU, bdir, idAddr, anchorsFile, ""); err == nil {
 						c.Kind = "baseline-mtls"
+					}
+				}
+			case "baseline-h2hop":
+				bdir := filepath.Join(dir, k)
+				if err = os.MkdirAll(bdir, 0o755); err == nil {
+					if c, err = sut.Meridian(*baseline, proto, server, *sutCPU, bdir, sut.HintH2); err == nil {
+						c.Kind = k
+					}
+				}
+			case "baseline-mtls-h2hop":
+				bdir := filepath.Join(dir, k)
+				if err = os.MkdirAll(bdir, 0o755); err == nil {
+					if c, err = sut.MeridianMTLS(*baseline, proto, server, *sutCPU, bdir, idAddr, anchorsFile, sut.HintH2); err == nil {
+						c.Kind = k
 					}
 				}
 			default:

@@ -434,7 +434,7 @@ func (h *h2stream) respond502(x *exchange, text string) {
 
 // write502 is the loop's 502 in frames, as the goroutine path's
 // WriteError answers a request that got no response.
-func write502(st *h2loop.Stream, text string) {
+func write502(st relayDown, text string) {
 	st.WriteHeader(http.StatusBadGateway, http.Header{
 		"Content-Length":         {strconv.Itoa(len(text))},
 		"Content-Type":           {"text/plain; charset=utf-8"},

@@ -138,6 +138,7 @@ type h2up struct {
 	idle       *evloop.Timer // closes it after h2IdleTimeout without a stream
 	open       int           // its streams not let go yet
 	touched    []*relay      // streams the read in progress wrote to
+	pass       bool          // in its Readable or Written: flushClients comes at their end
 	closed     bool
 }
 
@@ -269,6 +270,8 @@ func (u *h2up) connectTimedOut() {
 // Readable passes what the endpoint sent to the connection, then writes
 // the heads its streams received and flushes the clients they wrote to.
 func (u *h2up) Readable(*evloop.Conn) {
+	u.pass = true
+	defer u.endPass()
 	if u.connecting {
 		u.pull()
 		if err := u.readErr(); err != nil {
@@ -278,11 +281,19 @@ func (u *h2up) Readable(*evloop.Conn) {
 		u.connected()
 	}
 	u.cc.Readable()
+}
+
+// endPass ends a Readable or Written: the clients its streams wrote to
+// are flushed.
+func (u *h2up) endPass() {
+	u.pass = false
 	u.flushClients()
 }
 
 // Written: the socket took what waited (a connect's end, first).
 func (u *h2up) Written(*evloop.Conn) {
+	u.pass = true
+	defer u.endPass()
 	if u.connecting {
 		if err := u.c.Err(); err != nil {
 			u.connectFailed(err)
@@ -291,7 +302,6 @@ func (u *h2up) Written(*evloop.Conn) {
 		u.connected()
 	}
 	u.cc.Written()
-	u.flushClients()
 }
 
 // touch notes that x's client stream was written to in this callback.
@@ -306,14 +316,16 @@ func (u *h2up) touch(x *relay) {
 
 // flushClients writes the heads that came whole in this read (a head and
 // its stream's end in one read leave in one frame), then flushes the
-// clients' connections.
+// clients' connections. An HTTP/1.1 client's flush may serve its next
+// request, whose stream may be touched in turn: it is flushed too.
 func (u *h2up) flushClients() {
-	for i, x := range u.touched {
+	for i := 0; i < len(u.touched); i++ {
+		x := u.touched[i]
 		if x.headPending {
 			x.writeHead(false)
 			x.passResponse()
 		}
-		x.st.Flush()
+		x.down.Flush()
 		u.touched[i] = nil
 	}
 	u.touched = u.touched[:0]
@@ -384,6 +396,12 @@ func (u *h2up) close() {
 	}
 	u.c.Close()
 	u.mc.Close()
+	if !u.pass {
+		// Ended outside its own callbacks (a timer's GOAWAY wait, the
+		// idle timeout, a client's): what its streams' ends wrote leaves
+		// now.
+		u.flushClients()
+	}
 }
 
 // closeH2 is the end h2loop gives the connection (h2transport's Close).

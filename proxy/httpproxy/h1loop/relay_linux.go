@@ -31,11 +31,27 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 )
 
+// relayDown is where a relay's response goes, and what it tells the
+// client's side of the request's body: an HTTP/2 client's stream
+// (*h2loop.Stream), or an HTTP/1.1 client's connection (h1down,
+// h1relay_linux.go). Flush ends a pass: what was written leaves.
+type relayDown interface {
+	WriteHeader(status int, h http.Header, end bool)
+	Write(p []byte, end bool) int
+	WriteTrailers(h http.Header)
+	Reset(code http2.ErrCode)
+	Consumed(n int)
+	Continue()
+	Flush()
+}
+
 // relay is one stream relayed to an HTTP/2 endpoint: the client's
 // stream's Receiver and the endpoint's stream's ResponseReceiver.
 type relay struct {
 	c        *client
-	st       *h2loop.Stream
+	st       *h2loop.Stream // an HTTP/2 client's; nil for an HTTP/1.1 client's request (h1)
+	h1       *h1down
+	down     relayDown    // st, or h1
 	req      http.Request // as sent: the Router's copy
 	ep       *balance.Endpoint[*httpproxy.Upstream]
 	labels   metrics.Request
@@ -75,8 +91,19 @@ func (r *relay) server() *Server { return r.c.s }
 // newRelay relays st's request, r routed to t, on the loop's HTTP/2
 // connections to t's endpoint.
 func newRelay(c *client, st *h2loop.Stream, req *http.Request, t Target) *relay {
-	x := &relay{c: c, st: st, req: *req, ep: t.Endpoint, labels: t.Labels, connTLS: t.ConnTLS}
-	x.req.URL.Scheme = "http" // as the Forwarder's rewrite: req's URL is the Router's copy
+	x := &relay{c: c, st: st, down: st, req: *req}
+	x.target(t)
+	x.grpc = httpproxy.IsGRPC(req)
+	x.resend = httpproxy.Idempotent(req.Method) && st.RequestEnded() && len(st.Trailer) == 0
+	x.reqEnded = st.RequestEnded()
+	x.start = time.Now()
+	return x
+}
+
+// target takes what x needs of t.
+func (x *relay) target(t Target) {
+	x.ep, x.labels, x.connTLS = t.Endpoint, t.Labels, t.ConnTLS
+	x.req.URL.Scheme = "http" // as the Forwarder's rewrite: req's URL is the Router's copy (or the loop's own)
 	if x.connTLS == "" {
 		x.connTLS = x.labels.TLS
 	}
@@ -84,11 +111,15 @@ func newRelay(c *client, st *h2loop.Stream, req *http.Request, t Target) *relay 
 	if t.MTLS {
 		x.key.serverID = x.labels.ServerID
 	}
-	x.grpc = httpproxy.IsGRPC(req)
-	x.resend = httpproxy.Idempotent(req.Method) && st.RequestEnded() && len(st.Trailer) == 0
-	x.reqEnded = st.RequestEnded()
-	x.start = time.Now()
-	return x
+}
+
+// trailer is the request's trailers (an HTTP/1.1 request on the loop has
+// none: its body is by Content-Length).
+func (x *relay) trailer() http.Header {
+	if x.st == nil {
+		return nil
+	}
+	return x.st.Trailer
 }
 
 // send opens the request's stream on a connection to the endpoint that
@@ -119,7 +150,7 @@ func (x *relay) send() bool {
 // open opens the request's stream on u, and starts the exchange; false
 // (nothing told, nothing written) when u does not take it.
 func (x *relay) open(u *h2up) bool {
-	end := x.reqEnded && len(x.st.Trailer) == 0 && len(x.reqBuf) == 0
+	end := x.reqEnded && len(x.trailer()) == 0 && len(x.reqBuf) == 0
 	cs, err := u.cc.Open(&x.req, end, (*relayUp)(x))
 	if err != nil {
 		return false
@@ -130,8 +161,8 @@ func (x *relay) open(u *h2up) bool {
 	x.begin = x.ep.BeginRequest()
 	s.inFlight().Add(1)
 	u.opened()
-	x.st.Continue() // the body is taken as it comes (Expect: 100-continue)
-	x.pump()        // what came while it waited for the connection
+	x.down.Continue() // the body is taken as it comes (Expect: 100-continue)
+	x.pump()          // what came while it waited for the connection
 	return true
 }
 
@@ -145,7 +176,7 @@ func (x *relay) dialed(u *h2up) {
 		x.waiting = false
 		x.handOver()
 	}
-	x.st.Flush()
+	x.down.Flush()
 }
 
 // pump passes on the request's DATA the endpoint's windows take, then
@@ -159,7 +190,7 @@ func (x *relay) pump() {
 		n := cs.Write(x.reqBuf, false)
 		if n > 0 {
 			x.bodyTaken = true
-			x.st.Consumed(n)
+			x.down.Consumed(n)
 			x.reqBuf = x.reqBuf[:copy(x.reqBuf, x.reqBuf[n:])]
 		}
 		if len(x.reqBuf) > 0 {
@@ -168,7 +199,7 @@ func (x *relay) pump() {
 	}
 	if x.reqEnded && !x.reqOut {
 		x.reqOut = true
-		cs.WriteTrailers(x.st.Trailer)
+		cs.WriteTrailers(x.trailer())
 	}
 }
 
@@ -210,23 +241,32 @@ func (x *relay) End(st *h2loop.Stream, err error) {
 		x.flushUp()
 		return
 	}
+	x.cancel()
+	st.Done()
+}
+
+// cancel ends the exchange of a client gone, counted as the goroutine path
+// counts one: the endpoint's stream reset (CANCEL).
+func (x *relay) cancel() {
 	if x.waiting {
 		// Gone while its connection was dialed: counted as the goroutine
 		// path counts a client gone before a response.
 		x.waiting, x.over = false, true
 		x.server().Metrics.ClientError(x.labels.Direction, x.labels.Authority, "canceled")
-	} else if !x.over {
-		s := x.server()
-		x.endRequest(false)
-		x.count()
-		s.Metrics.ClientError(x.labels.Direction, x.labels.Authority, "canceled")
-		x.letGo()
-		if x.cs != nil {
-			x.cs.Reset(http2.ErrCodeCancel)
-			x.flushUp()
-		}
+		return
 	}
-	st.Done()
+	if x.over {
+		return
+	}
+	s := x.server()
+	x.endRequest(false)
+	x.count()
+	s.Metrics.ClientError(x.labels.Direction, x.labels.Authority, "canceled")
+	x.letGo()
+	if x.cs != nil {
+		x.cs.Reset(http2.ErrCodeCancel)
+		x.flushUp()
+	}
 }
 
 // Writable: the client's windows grew: the response's DATA kept goes on.
@@ -252,7 +292,7 @@ func (rx *relayUp) Informational(cs *h2loop.ClientStream, status int, h http.Hea
 	}
 	x.count()
 	httpproxy.RemoveHopByHop(h)
-	x.st.WriteHeader(status, h, false)
+	x.down.WriteHeader(status, h, false)
 	x.u.touch(x)
 }
 
@@ -292,7 +332,7 @@ func (x *relay) writeHead(end bool) {
 	x.headPending = false
 	x.headOut = true
 	x.c.lp.served.Add(1) // before the client can see the response
-	x.st.WriteHeader(x.resp.StatusCode, x.resp.Header, end)
+	x.down.WriteHeader(x.resp.StatusCode, x.resp.Header, end)
 }
 
 // Data is the response's DATA: passed on as the client's windows take it.
@@ -306,7 +346,7 @@ func (rx *relayUp) Data(cs *h2loop.ClientStream, p []byte) {
 		x.writeHead(false)
 	}
 	if len(x.respBuf) == 0 {
-		n := x.st.Write(p, false)
+		n := x.down.Write(p, false)
 		if n > 0 {
 			cs.Consumed(n)
 			p = p[n:]
@@ -323,7 +363,7 @@ func (x *relay) passResponse() {
 		return
 	}
 	if len(x.respBuf) > 0 {
-		n := x.st.Write(x.respBuf, false)
+		n := x.down.Write(x.respBuf, false)
 		if n > 0 {
 			x.cs.Consumed(n)
 			x.respBuf = x.respBuf[:copy(x.respBuf, x.respBuf[n:])]
@@ -333,7 +373,7 @@ func (x *relay) passResponse() {
 		}
 	}
 	if x.respEnded {
-		x.st.WriteTrailers(x.resp.Trailer)
+		x.down.WriteTrailers(x.resp.Trailer)
 		x.finish(nil)
 	}
 }
@@ -403,7 +443,7 @@ func (x *relay) letGo() {
 	x.over = true
 	x.server().inFlight().Add(-1)
 	// What was kept goes back to the connections' windows.
-	x.st.Consumed(len(x.reqBuf))
+	x.down.Consumed(len(x.reqBuf))
 	x.cs.Consumed(len(x.respBuf))
 	x.reqBuf, x.respBuf = nil, nil
 	if x.u != nil {
@@ -427,7 +467,7 @@ func (x *relay) finish(err error) {
 // resets a handler's aborted response); the connection serves on.
 func (x *relay) cut() {
 	x.finish(io.ErrUnexpectedEOF)
-	x.st.Reset(http2.ErrCodeInternal)
+	x.down.Reset(http2.ErrCodeInternal)
 }
 
 // tryAgain ends x uncounted (the goroutine path counts the attempts it
@@ -453,6 +493,10 @@ func (x *relay) handOver() {
 	x.over = true
 	buf := x.reqBuf
 	x.reqBuf = nil
+	if x.h1 != nil {
+		x.h1.handOver()
+		return
+	}
 	h := x.server().HTTP2.Handler
 	if b, ok := h.(interface {
 		ServeStreamBody(*h2loop.Stream, []byte) h2loop.Receiver
@@ -477,7 +521,7 @@ func (x *relay) respondError() {
 	x.server().Metrics.ResponseDone(x.labels, metrics.Response{Error: reason, Latency: time.Since(x.start)})
 	x.letGo()
 	x.cs.Reset(http2.ErrCodeCancel)
-	if x.grpc {
+	if x.grpc { // an HTTP/2 client's: an HTTP/1.1 one's goes to the goroutine path
 		x.st.WriteHeader(http.StatusOK, http.Header{
 			httpproxy.ErrorHeader: {reason},
 			"Date":                {h2server.Date()},
@@ -487,7 +531,7 @@ func (x *relay) respondError() {
 		}, true)
 		return
 	}
-	write502(x.st, "meridian proxy: the endpoint's stream ended without a response\n")
+	write502(x.down, "meridian proxy: the endpoint's stream ended without a response\n")
 }
 
 // flushUp writes what the client's callback wrote on the endpoint's

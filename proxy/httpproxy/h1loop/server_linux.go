@@ -48,11 +48,18 @@ type Target struct {
 	MTLS    bool
 	ConnTLS string
 	// H2 says the endpoint is spoken to in HTTP/2 (an h2c or gRPC
-	// backend, a peer proxy that takes HTTP/2): an HTTP/2 stream goes to
-	// it, body and all, on the loop's HTTP/2 connections to it
-	// (relay_linux.go); an HTTP/1.1 request with such a Target goes to
-	// the goroutine path.
+	// backend, a peer proxy that takes HTTP/2): a request goes to it as
+	// a stream of the loop's HTTP/2 connections to it, an HTTP/2 one
+	// body and all (relay_linux.go), an HTTP/1.1 one with the body it
+	// came with, its response passed back in HTTP/1.1
+	// (h1relay_linux.go), when the Server has HTTP2 (a gRPC one, or
+	// any without HTTP2, goes to the goroutine path).
 	H2 bool
+	// OrigProto, with H2, marks an HTTP/1.1 request as HTTP/1.1's
+	// (httpproxy.OrigProtoHeader), as the Forwarder marks one it carries
+	// over HTTP/2 to a meshed endpoint: the peer proxy there sends it on
+	// to its application in HTTP/1.1.
+	OrigProto bool
 	// Await, without an Endpoint, says the request's destination is not
 	// known yet: Await runs on a goroutine of its own, blocking until it
 	// is (or giving up), and the request is routed again, once. A client
@@ -280,7 +287,7 @@ func (s *Server) Drain() {
 				switch {
 				case c.h2 != nil:
 					c.h2.Shutdown() // GOAWAY: its open streams finish
-				case c.x == nil && !c.handoffWritten:
+				case c.x == nil && c.rx == nil && !c.handoffWritten:
 					c.closeWritten()
 				}
 			}
@@ -331,6 +338,8 @@ type client struct {
 	reqInto        h1server.Reuse // req.Header's and req.URL's storage, reused
 	respHeader     h1head.Reuse   // xs.resp.Header's
 	x              *exchange      // the request out, nil between requests
+	rx             *relay         // or relayed to an HTTP/2 endpoint (h1relay_linux.go)
+	h1             h1down         // rx's side here, reused
 	xs             exchange       // x's storage, reused
 	eof            bool           // the client half-closed: close after the response
 	closed         bool
@@ -439,7 +448,7 @@ func (c *client) Readable(ec *evloop.Conn) {
 		}
 		return
 	}
-	if c.x != nil {
+	if c.x != nil || c.rx != nil {
 		c.pull()
 		switch {
 		case c.readErr() != nil:
@@ -449,7 +458,7 @@ func (c *client) Readable(ec *evloop.Conn) {
 			// cancels a handler whose client is gone, once it has run for
 			// its WatchDelay (a quick response still goes out).
 			c.eof = true
-			c.timer.Reset(max(h1server.WatchDelay-time.Since(c.x.start), 0))
+			c.timer.Reset(max(h1server.WatchDelay-time.Since(c.started()), 0))
 		}
 		return // a pipelined request waits for the response
 	}
@@ -477,6 +486,20 @@ func (c *client) Written(*evloop.Conn) {
 	if x := c.x; x != nil && x.sent && x.up != nil {
 		x.up.Readable(x.up.c)
 	}
+	if x := c.rx; x != nil {
+		// The response's DATA kept for want of room goes on.
+		x.passResponse()
+		x.flushUp()
+		x.down.Flush()
+	}
+}
+
+// started is when the request in flight started.
+func (c *client) started() time.Time {
+	if c.rx != nil {
+		return c.rx.start
+	}
+	return c.x.start
 }
 
 // resume routes the request that waited for its destination again: it is
@@ -564,8 +587,21 @@ func (c *client) next() {
 	if full > n {
 		body = buf[n:full]
 	}
-	x := c.route(&c.req, body)
+	x, h2 := c.route(&c.req, body)
 	if c.waiting {
+		return
+	}
+	if h2.H2 {
+		rx := c.newH1Relay(&c.req, body, buf[:full], h2)
+		if rx == nil {
+			c.handoff()
+			return
+		}
+		c.consume(full)
+		c.timer.Stop()
+		if !rx.send() {
+			c.h1.handOver() // a dial refused a moment ago, or h2msg refuses it
+		}
 		return
 	}
 	if x == nil {
@@ -588,11 +624,12 @@ func loopable(r *http.Request) bool {
 }
 
 // route asks the Router where the request goes and builds the request to
-// send; nil when the goroutine path must serve it.
-func (c *client) route(r *http.Request, body []byte) *exchange {
+// send; or the Target, for one to relay to an HTTP/2 endpoint (h2.H2);
+// neither when the goroutine path must serve it.
+func (c *client) route(r *http.Request, body []byte) (x *exchange, h2 Target) {
 	s := c.s
 	if s.MaxInFlight > 0 && s.inFlight().Load() >= s.MaxInFlight {
-		return nil // the goroutine path sheds it
+		return nil, h2 // the goroutine path sheds it
 	}
 	r.RemoteAddr = c.remote
 	if c.tls != nil {
@@ -608,12 +645,18 @@ func (c *client) route(r *http.Request, body []byte) *exchange {
 				l.Post(c.resume)
 			}()
 		}
-		return nil
+		return nil, h2
 	}
-	if (t.MTLS && t.Labels.ServerID == "") || t.H2 {
-		return nil // no identity to require (the goroutine path says why), or HTTP/2 to speak
+	if t.MTLS && t.Labels.ServerID == "" {
+		return nil, h2 // no identity to require: the goroutine path says why
 	}
-	x := &c.xs
+	if t.H2 {
+		if s.HTTP2 == nil {
+			return nil, h2 // HTTP/2 is the goroutine path's: none on the loops
+		}
+		return nil, t
+	}
+	x = &c.xs
 	*x = exchange{d: c, ep: t.Endpoint, labels: t.Labels, mtls: t.MTLS, connTLS: t.ConnTLS, head: x.head, out: x.out, respInto: &c.respHeader}
 	if x.connTLS == "" {
 		x.connTLS = x.labels.TLS
@@ -625,9 +668,9 @@ func (c *client) route(r *http.Request, body []byte) *exchange {
 	var ok bool
 	x.out, ok = c.lp.rw.AppendRequest(x.out[:0], r, body)
 	if !ok {
-		return nil
+		return nil, h2
 	}
-	return x
+	return x, h2
 }
 
 // send sends x's request on an idle connection to its endpoint, or a new
@@ -807,9 +850,9 @@ func (c *client) timeout() {
 	switch {
 	case c.closing:
 		c.close() // the client takes no more
-	case c.x != nil && c.eof:
+	case (c.x != nil || c.rx != nil) && c.eof:
 		c.abort() // the client ended its side: WatchDelay has passed
-	case c.x != nil:
+	case c.x != nil || c.rx != nil:
 	case c.bodyWait:
 		c.bodyWait = false
 		c.handoff()
@@ -851,6 +894,10 @@ func (c *client) abort() {
 		if x.up != nil {
 			x.up.close()
 		}
+	}
+	if x := c.rx; x != nil {
+		c.rx, c.h1.x = nil, nil
+		x.cancel()
 	}
 	c.close()
 }

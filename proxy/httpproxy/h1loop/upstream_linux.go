@@ -538,25 +538,30 @@ func (c *client) writeHead(x *exchange, rest []byte) (take int) {
 }
 
 func (c *client) writeHeadBody(x *exchange, body []byte) {
-	b := x.out[:0]
-	b = append(b, "HTTP/1.1 "...)
-	b = strconv.AppendInt(b, int64(x.resp.StatusCode), 10)
-	b = append(b, ' ')
-	b = append(b, http.StatusText(x.resp.StatusCode)...)
-	b = append(b, "\r\n"...)
-	if code := x.resp.StatusCode; code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
-		// No body: net/http's server sends none of the body's fields.
-		delete(x.resp.Header, "Content-Type")
-		delete(x.resp.Header, "Content-Length")
-		delete(x.resp.Header, "Transfer-Encoding")
-	}
-	if _, ok := x.resp.Header["Date"]; !ok && x.resp.StatusCode >= 200 {
-		b = append(b, c.lp.dateLine()...)
-	}
-	b, c.keys = appendHeader(b, x.resp.Header, c.keys)
-	b = append(b, "\r\n"...)
+	b := c.appendHead(x.out[:0], x.resp.StatusCode, x.resp.Header)
 	c.write(b, body)
 	x.out = b
+}
+
+// appendHead appends a response's head: its status line, a Date unless h
+// has one (not on a 1xx), h's fields sorted, the empty line.
+func (c *client) appendHead(b []byte, code int, h http.Header) []byte {
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(code)...)
+	b = append(b, "\r\n"...)
+	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
+		// No body: net/http's server sends none of the body's fields.
+		delete(h, "Content-Type")
+		delete(h, "Content-Length")
+		delete(h, "Transfer-Encoding")
+	}
+	if _, ok := h["Date"]; !ok && code >= 200 {
+		b = append(b, c.lp.dateLine()...)
+	}
+	b, c.keys = appendHeader(b, h, c.keys)
+	return append(b, "\r\n"...)
 }
 
 // appendHeader writes h's fields sorted by name, as net/http's server
