@@ -275,8 +275,8 @@ func (p *Proxy) inboundLoop(r *http.Request, a *accepted) h1loop.Target {
 	// An HTTP/2 request stays HTTP/2 (relayed), as outboundLoop's, but for
 	// an HTTP/1.1 client's that a peer proxy carried over HTTP/2 (its
 	// OrigProtoHeader): the application gets it in HTTP/1.1, as the
-	// Forwarder sends it, on the loop's HTTP/1.1 pools (one without a
-	// body; one with goes to the pipeline).
+	// Forwarder sends it, on the loop's HTTP/1.1 pools (its body, if
+	// any, read whole first: h1loop's README).
 	h2 := r.ProtoMajor == 2
 	if v := h[origProtoKey]; len(v) > 0 && strings.HasPrefix(v[0], "HTTP/1") {
 		h2 = false

@@ -27,6 +27,7 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/h2server"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 	"github.com/meridian-mesh/meridian/proxy/httpproxy/h2loop"
+	"github.com/meridian-mesh/meridian/proxy/internal/evloop"
 	"github.com/meridian-mesh/meridian/proxy/metrics"
 )
 
@@ -154,25 +155,87 @@ func (hr h2router) ServeStream(st *h2loop.Stream) h2loop.Receiver {
 		return x
 	}
 	if !st.RequestEnded() {
-		return fallback.ServeStream(st) // a body: the HTTP/1.1 pools take none
+		// A body: read whole before the request goes on the HTTP/1.1
+		// pools, as an HTTP/1.1 client's is (Data, End); one that waits
+		// for 100 Continue is the goroutine path's, as HTTP/1.1's.
+		if st.ExpectsContinue() {
+			return fallback.ServeStream(st)
+		}
+		h.t, h.bodyWait = t, true
+		return h
 	}
+	h.carry(t)
+	if h.fallback != nil {
+		return h.fallback // its endpoint failed at once, or the request does not write: the goroutine path's
+	}
+	return h
+}
+
+// maxCarriedBody bounds an HTTP/2 request's body that the loop reads
+// whole to send on its HTTP/1.1 pools: an HTTP/1.1 client's is bounded
+// by the loop's buffer.
+const maxCarriedBody = evloop.BufferSize
+
+// carry sends the request, routed to t, on the loop's HTTP/1.1 pools
+// with the body read (h.body); a request the writer refuses is handed
+// over.
+func (h *h2stream) carry(t Target) {
+	c, r := h.c, &h.req
 	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.1", 1, 1
+	r.ContentLength = int64(len(h.body))
 	x := &exchange{d: h, ep: t.Endpoint, labels: t.Labels, mtls: t.MTLS, connTLS: t.ConnTLS}
 	if x.connTLS == "" {
 		x.connTLS = x.labels.TLS
 	}
 	httpproxy.PrepareOutgoing(r)
-	x.resend = httpproxy.Idempotent(r.Method)
+	// Sent again after a failure before a response only as the
+	// goroutine path would: idempotent, without a body.
+	x.resend = httpproxy.Idempotent(r.Method) && len(h.body) == 0
 	var ok bool
-	if x.out, ok = c.lp.rw.AppendRequest(nil, r, nil); !ok {
-		return fallback.ServeStream(st)
+	if x.out, ok = c.lp.rw.AppendRequest(nil, r, h.body); !ok {
+		h.handOver()
+		return
 	}
 	h.x = x
 	x.send()
-	if h.fallback != nil {
-		return h.fallback // its endpoint failed at once: the goroutine path's
+	if h.fallback == nil {
+		// The body is in the request written: the stream's window has
+		// it back. A Handler given it after this (a connect that fails
+		// later) gives back nothing more: Consumed is bounded by what was
+		// received and not consumed.
+		h.st.Consumed(len(h.body))
 	}
-	return h
+}
+
+// bodyLimit is how much of a body the loop reads before it hands the
+// stream over: maxCarriedBody, within the stream's receive window.
+func (h *h2stream) bodyLimit() int {
+	if w := h.c.s.HTTP2.Config.MaxReceiveBufferPerStream; w > 0 && w < maxCarriedBody {
+		return w
+	}
+	return maxCarriedBody
+}
+
+// handOver gives the stream to Server.HTTP2's Handler, with the body read
+// so far.
+func (h *h2stream) handOver() {
+	h.fallback = serveWithBody(h.c.s.HTTP2.Handler, h.st, h.body)
+}
+
+// serveWithBody hands st to handler with body, what another Handler took
+// of it first: h2loop's Bridge takes it (ServeStreamBody); any other gets
+// it replayed.
+func serveWithBody(handler h2loop.Handler, st *h2loop.Stream, body []byte) h2loop.Receiver {
+	if b, ok := handler.(interface {
+		ServeStreamBody(*h2loop.Stream, []byte) h2loop.Receiver
+	}); ok {
+		return b.ServeStreamBody(st, body)
+	}
+	r := handler.ServeStream(st)
+	if len(body) > 0 {
+		r.Data(st, body)
+	}
+	return r
 }
 
 // h2stream is a stream the loop carries: its request on the loop's pools,
@@ -186,6 +249,9 @@ type h2stream struct {
 	fallback h2loop.Receiver
 	blocked  bool   // a Write the windows cut short: Writable resumes
 	trailer  []byte // a chunked response's trailer section, as it comes
+	bodyWait bool   // the request's body is read before it goes (carry)
+	body     []byte
+	t        Target // where it goes then
 }
 
 func (h *h2stream) loop() *Loop            { return h.c.lp }
@@ -196,13 +262,22 @@ func (h *h2stream) flush()                 { h.st.Flush() }
 
 func (h *h2stream) waits(x *exchange) bool { return h.x == x && h.st.Open() && x.up == nil }
 
-// Data: a carried request has no body; the fallback's has.
+// Data: a carried request's body is read whole before it goes; one
+// larger than bodyLimit goes to the fallback, with what came of it.
 func (h *h2stream) Data(st *h2loop.Stream, p []byte) {
 	if h.fallback != nil {
 		h.fallback.Data(st, p)
 		return
 	}
-	st.Consumed(len(p))
+	if !h.bodyWait {
+		st.Consumed(len(p))
+		return
+	}
+	h.body = append(h.body, p...)
+	if len(h.body) > h.bodyLimit() {
+		h.bodyWait = false
+		h.handOver()
+	}
 }
 
 // End: the client reset the stream, or the connection ended: the
@@ -213,7 +288,23 @@ func (h *h2stream) End(st *h2loop.Stream, err error) {
 		return
 	}
 	if err == nil {
-		return // the request's END_STREAM: in already
+		if h.bodyWait {
+			// The body's end: the request goes, but one with trailers,
+			// which the HTTP/1.1 pools do not carry.
+			h.bodyWait = false
+			if len(st.Trailer) > 0 {
+				h.handOver()
+				return
+			}
+			h.carry(h.t)
+		}
+		return
+	}
+	if h.bodyWait {
+		// Gone before its body's end: counted as the goroutine path
+		// counts a client gone before a response.
+		h.bodyWait = false
+		h.c.s.Metrics.ClientError(h.t.Labels.Direction, h.t.Labels.Authority, "canceled")
 	}
 	if x := h.x; x != nil {
 		h.x = nil
@@ -415,7 +506,7 @@ func (h *h2stream) tryAgain(x *exchange) {
 		x.up.close()
 	}
 	h.x = nil
-	h.fallback = h.c.s.HTTP2.Handler.ServeStream(h.st)
+	h.handOver()
 }
 
 // respond502 answers as client.respond502 does, in frames.

@@ -576,7 +576,8 @@ func TestH2Fallback(t *testing.T) {
 		name, method, body, want string
 		routed                   int64 // a body is routed: an HTTP/2 endpoint takes it (relay)
 	}{
-		{"post-body", http.MethodPost, "a body", "fallback POST /p a body", 1},
+		// A body larger than the loop reads whole before it sends.
+		{"post-body", http.MethodPost, bigBodyText, "fallback POST /p " + bigBodyText, 1},
 		{"head", http.MethodHead, "", "", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1535,8 +1536,8 @@ func TestH2TLS(t *testing.T) {
 		t.Error(err)
 	}
 	resp, body = h2do(t, cl, req(http.MethodPost, "/p", strings.NewReader("a body")))
-	if resp.Header.Get("X-Fallback") != "1" || body != "fallback POST /p a body" {
-		t.Errorf("POST: %s %q, want the fallback's", resp.Status, body)
+	if resp.Header.Get("X-Fallback") != "" || body != "tls /p" {
+		t.Errorf("POST: %s %q, want the endpoint's, carried", resp.Status, body)
 	}
 	select {
 	case err := <-serveErr:
@@ -1544,8 +1545,8 @@ func TestH2TLS(t *testing.T) {
 	default:
 	}
 	hf.settle()
-	if n := hf.count(t, "response_total", with(epLabels(be.addr), "status_code", "200")); n != 23 {
-		t.Errorf("response_total %v, want 23", n)
+	if n := hf.count(t, "response_total", with(epLabels(be.addr), "status_code", "200")); n != 24 {
+		t.Errorf("response_total %v, want 24", n)
 	}
 	tr.CloseIdleConnections()
 	hf.closed.called(t, "Closed")
@@ -1594,6 +1595,149 @@ func TestH2Cut(t *testing.T) {
 	if n := hf.count(t, "request_client_error_total", map[string]string{"reason": "canceled"}); n != 1 {
 		t.Errorf("request_client_error_total{reason=canceled} %v, want 1", n)
 	}
+	if n := hf.s.inFlight().Load(); n != 0 {
+		t.Errorf("%d in flight, want 0", n)
+	}
+}
+
+// bigBodyText is a request body larger than the loop reads whole.
+var bigBodyText = strings.Repeat("b", maxCarriedBody+1)
+
+// An HTTP/2 request with a body for an HTTP/1.1 endpoint: read whole, then
+// sent on the loop's pools with its length, the endpoint's answer passed
+// back (counted once; a POST is not sent again); one with trailers, one
+// larger than the loop reads whole, and one waiting for 100 Continue go
+// to the fallback, which gets the whole body.
+func TestH2CarriedBody(t *testing.T) {
+	be := startBackend(t, func(r *http.Request) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+	})
+	ep := endpoint(t, be.addr)
+	hf := startH2(t, 1, func(*http.Request) Target { return to(ep) }, nil)
+	cl := hf.client(t, nil)
+
+	for _, body := range []string{"a body", strings.Repeat("c", maxCarriedBody)} {
+		pr, pw := io.Pipe()
+		go func() {
+			// In two DATA frames, the second a moment after the first.
+			pw.Write([]byte(body[:3]))
+			time.Sleep(10 * time.Millisecond)
+			pw.Write([]byte(body[3:]))
+			pw.Close()
+		}()
+		resp, got := h2do(t, cl, hf.req(t, context.Background(), http.MethodPost, "/up?q=1", pr))
+		if resp.StatusCode != 200 || got != "ok" || resp.Header.Get("X-Fallback") != "" {
+			t.Errorf("POST of %d bytes: %s, %d bytes, %v; want the endpoint's", len(body), resp.Status, len(got), resp.Header)
+		}
+		s := be.next(t)
+		if s.req.Method != "POST" || s.req.RequestURI != "/up?q=1" || s.body != body || s.req.ContentLength != int64(len(body)) || s.req.ProtoMajor != 1 {
+			t.Errorf("the endpoint got %s %s %s, length %d, a body of %d bytes; want POST /up?q=1 HTTP/1.1 with the %d bytes and their length",
+				s.req.Method, s.req.RequestURI, s.req.Proto, s.req.ContentLength, len(s.body), len(body))
+		}
+	}
+	// An empty body: PUT, idempotent, with END_STREAM on an empty DATA.
+	resp, got := h2do(t, cl, hf.req(t, context.Background(), http.MethodPut, "/empty", strings.NewReader("")))
+	if resp.StatusCode != 200 || got != "ok" || resp.Header.Get("X-Fallback") != "" {
+		t.Errorf("PUT: %s %q, want the endpoint's", resp.Status, got)
+	}
+	if s := be.next(t); s.req.Method != "PUT" || s.body != "" {
+		t.Errorf("the endpoint got %s %q", s.req.Method, s.body)
+	}
+	hf.noFb(t)
+	hf.settle()
+	if n := hf.count(t, "request_total", epLabels(be.addr)); n != 3 {
+		t.Errorf("request_total %v, want 3", n)
+	}
+
+	// The fallback's: trailers, a body over the bound, Expect.
+	r := hf.req(t, context.Background(), http.MethodPost, "/t", strings.NewReader("x"))
+	pr, pw := io.Pipe()
+	r.Body, r.ContentLength = pr, -1
+	r.Trailer = http.Header{"X-T": nil}
+	go func() {
+		pw.Write([]byte("with trailers"))
+		r.Trailer.Set("X-T", "1")
+		pw.Close()
+	}()
+	if resp, got := h2do(t, cl, r); resp.Header.Get("X-Fallback") != "1" || got != "fallback POST /t with trailers" {
+		t.Errorf("POST with trailers: %s %q, want the fallback's", resp.Status, got)
+	}
+	hf.nextFb(t)
+	if resp, got := h2do(t, cl, hf.req(t, context.Background(), http.MethodPost, "/big", strings.NewReader(bigBodyText))); resp.Header.Get("X-Fallback") != "1" || got != "fallback POST /big "+bigBodyText {
+		t.Errorf("POST of %d bytes: %s, a body of %d bytes, want the fallback's", len(bigBodyText), resp.Status, len(got))
+	}
+	hf.nextFb(t)
+	r = hf.req(t, context.Background(), http.MethodPost, "/expect", strings.NewReader("e"))
+	r.Header.Set("Expect", "100-continue")
+	if resp, got := h2do(t, cl, r); resp.Header.Get("X-Fallback") != "1" || got != "fallback POST /expect e" {
+		t.Errorf("POST with Expect: %s %q, want the fallback's", resp.Status, got)
+	}
+	hf.nextFb(t)
+	if n := be.accepted.Load(); n != 1 {
+		t.Errorf("the endpoint accepted %d connections, want the loop's one", n)
+	}
+	select {
+	case s := <-be.reqs:
+		t.Errorf("the endpoint got %s %s from the loop, want nothing more", s.req.Method, s.req.RequestURI)
+	default:
+	}
+	eventually(t, "nothing in flight", func() bool { return hf.s.inFlight().Load() == 0 })
+}
+
+// A carried request's endpoint refuses the connect: the stream goes to
+// the fallback with its whole body (the loop had read it, and given the
+// window back). A client that resets its stream before the body's end is
+// counted as gone; nothing reaches the endpoint.
+func TestH2CarriedBodyFailures(t *testing.T) {
+	be := startBackend(t, func(r *http.Request) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+	})
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+	good, refused := endpoint(t, be.addr), endpoint(t, closedAddr)
+	hf := startH2(t, 1, func(r *http.Request) Target {
+		if r.URL.Path == "/refused" {
+			return to(refused)
+		}
+		return to(good)
+	}, nil)
+	cl := hf.client(t, nil)
+	resp, got := h2do(t, cl, hf.req(t, context.Background(), http.MethodPost, "/refused", strings.NewReader("a body")))
+	if resp.Header.Get("X-Fallback") != "1" || got != "fallback POST /refused a body" {
+		t.Errorf("POST to a refusing endpoint: %s %q, want the fallback's with the body", resp.Status, got)
+	}
+	hf.nextFb(t)
+
+	r := dialRaw(t, hf.addr)
+	r.write([]byte(http2.ClientPreface))
+	r.settings()
+	r.hbuf.Reset()
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "web.test"}, {":path", "/gone"}} {
+		r.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.hbuf.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.fr.WriteData(1, false, []byte("part")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.fr.WriteRSTStream(1, http2.ErrCodeCancel); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the client's cancellation counted", func() bool {
+		return hf.count(t, "request_client_error_total", map[string]string{"direction": "outbound", "authority": "web.test:80", "reason": "canceled"}) == 1
+	})
+	if n := hf.count(t, "request_total", epLabels(be.addr)); n != 0 {
+		t.Errorf("request_total %v, want 0", n)
+	}
+	if n := be.accepted.Load(); n != 0 {
+		t.Errorf("the endpoint accepted %d connections, want none", n)
+	}
+	hf.noFb(t)
 	if n := hf.s.inFlight().Load(); n != 0 {
 		t.Errorf("%d in flight, want 0", n)
 	}

@@ -497,17 +497,7 @@ func (x *relay) handOver() {
 		x.h1.handOver()
 		return
 	}
-	h := x.server().HTTP2.Handler
-	if b, ok := h.(interface {
-		ServeStreamBody(*h2loop.Stream, []byte) h2loop.Receiver
-	}); ok {
-		x.fallback = b.ServeStreamBody(x.st, buf)
-		return
-	}
-	x.fallback = h.ServeStream(x.st)
-	if len(buf) > 0 {
-		x.fallback.Data(x.st, buf)
-	}
+	x.fallback = serveWithBody(x.server().HTTP2.Handler, x.st, buf)
 }
 
 // respondError answers a request that got no response as the goroutine
