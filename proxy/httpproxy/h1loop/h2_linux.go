@@ -155,13 +155,15 @@ func (hr h2router) ServeStream(st *h2loop.Stream) h2loop.Receiver {
 		return x
 	}
 	if !st.RequestEnded() {
-		// A body: read whole before the request goes on the HTTP/1.1
-		// pools, as an HTTP/1.1 client's is (Data, End); one that waits
-		// for 100 Continue is the goroutine path's, as HTTP/1.1's.
+		// A body: read whole, if it ends within maxBodyWait, before the
+		// request goes on the HTTP/1.1 pools, as an HTTP/1.1 client's is
+		// (Data, End); one that waits for 100 Continue is the goroutine
+		// path's, as HTTP/1.1's.
 		if st.ExpectsContinue() {
 			return fallback.ServeStream(st)
 		}
 		h.t, h.bodyWait = t, true
+		h.wait = c.lp.l.After(maxBodyWait, h.bodyTimedOut)
 		return h
 	}
 	h.carry(t)
@@ -175,6 +177,33 @@ func (hr h2router) ServeStream(st *h2loop.Stream) h2loop.Receiver {
 // whole to send on its HTTP/1.1 pools: an HTTP/1.1 client's is bounded
 // by the loop's buffer.
 const maxCarriedBody = evloop.BufferSize
+
+// maxBodyWait bounds the wait for such a body's end: a client's DATA
+// follows its HEADERS within a round trip, or comes with them. The body
+// of a client that waits for an answer before it sends the rest (its
+// endpoint may answer early) goes to the handler then, with what came of
+// it: its answer is that much later.
+const maxBodyWait = 5 * time.Millisecond
+
+// bodyTimedOut hands over a stream whose body did not end within
+// maxBodyWait.
+func (h *h2stream) bodyTimedOut() {
+	h.wait = nil
+	if h.bodyWait {
+		h.bodyWait = false
+		h.handOver()
+		h.st.Flush() // a timer's callback: nothing else flushes
+	}
+}
+
+// bodyDone ends the wait for the body.
+func (h *h2stream) bodyDone() {
+	h.bodyWait = false
+	if h.wait != nil {
+		h.wait.Stop()
+		h.wait = nil
+	}
+}
 
 // carry sends the request, routed to t, on the loop's HTTP/1.1 pools
 // with the body read (h.body); a request the writer refuses is handed
@@ -251,7 +280,8 @@ type h2stream struct {
 	trailer  []byte // a chunked response's trailer section, as it comes
 	bodyWait bool   // the request's body is read before it goes (carry)
 	body     []byte
-	t        Target // where it goes then
+	t        Target        // where it goes then
+	wait     *evloop.Timer // bounds bodyWait
 }
 
 func (h *h2stream) loop() *Loop            { return h.c.lp }
@@ -275,7 +305,7 @@ func (h *h2stream) Data(st *h2loop.Stream, p []byte) {
 	}
 	h.body = append(h.body, p...)
 	if len(h.body) > h.bodyLimit() {
-		h.bodyWait = false
+		h.bodyDone()
 		h.handOver()
 	}
 }
@@ -291,7 +321,7 @@ func (h *h2stream) End(st *h2loop.Stream, err error) {
 		if h.bodyWait {
 			// The body's end: the request goes, but one with trailers,
 			// which the HTTP/1.1 pools do not carry.
-			h.bodyWait = false
+			h.bodyDone()
 			if len(st.Trailer) > 0 {
 				h.handOver()
 				return
@@ -303,7 +333,7 @@ func (h *h2stream) End(st *h2loop.Stream, err error) {
 	if h.bodyWait {
 		// Gone before its body's end: counted as the goroutine path
 		// counts a client gone before a response.
-		h.bodyWait = false
+		h.bodyDone()
 		h.c.s.Metrics.ClientError(h.t.Labels.Direction, h.t.Labels.Authority, "canceled")
 	}
 	if x := h.x; x != nil {
