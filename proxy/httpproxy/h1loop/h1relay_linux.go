@@ -24,7 +24,8 @@ import (
 	"github.com/meridian-mesh/meridian/proxy/httpproxy"
 )
 
-// origProtoKey is OrigProtoHeader's key in a header map.
+// The field the loop adds to an HTTP/1.1 request it carries over HTTP/2
+// to a peer proxy (Target.OrigProto), and its value.
 var (
 	origProtoKey = http.CanonicalHeaderKey(httpproxy.OrigProtoHeader)
 	origHTTP11   = []string{"HTTP/1.1"} // shared: nobody writes a header's values in place
