@@ -1621,13 +1621,7 @@ var bigBodyText = strings.Repeat("b", maxCarriedBody+1)
 // trailer, a HEADERS of it).
 func (r *rawH2) request(id uint32, method, path string, trailer []hpack.HeaderField, data ...string) {
 	r.t.Helper()
-	var b bytes.Buffer
-	fr := http2.NewFramer(&b, nil)
-	r.hbuf.Reset()
-	for _, f := range [][2]string{{":method", method}, {":scheme", "http"}, {":authority", "web.test"}, {":path", path}} {
-		r.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.hbuf.Bytes(), EndHeaders: true, EndStream: len(data) == 0 && trailer == nil})
+	b, fr := r.open(id, method, path, len(data) == 0 && trailer == nil)
 	for i, d := range data {
 		fr.WriteData(id, i == len(data)-1 && trailer == nil, []byte(d))
 	}
@@ -1639,6 +1633,20 @@ func (r *rawH2) request(id uint32, method, path string, trailer []hpack.HeaderFi
 		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.hbuf.Bytes(), EndHeaders: true, EndStream: true})
 	}
 	r.write(b.Bytes())
+}
+
+// open is stream id's HEADERS for method and path (end: with END_STREAM)
+// in a buffer, and a framer for the frames that follow it there, all
+// written at once by the caller.
+func (r *rawH2) open(id uint32, method, path string, end bool) (*bytes.Buffer, *http2.Framer) {
+	b := new(bytes.Buffer)
+	fr := http2.NewFramer(b, nil)
+	r.hbuf.Reset()
+	for _, f := range [][2]string{{":method", method}, {":scheme", "http"}, {":authority", "web.test"}, {":path", path}} {
+		r.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.hbuf.Bytes(), EndHeaders: true, EndStream: end})
+	return b, fr
 }
 
 // An HTTP/2 request with a body for an HTTP/1.1 endpoint: read whole,
@@ -1683,13 +1691,7 @@ func TestH2CarriedBody(t *testing.T) {
 	}
 
 	// The body's end after maxBodyWait.
-	r.hbuf.Reset()
-	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "web.test"}, {":path", "/split"}} {
-		r.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	var b bytes.Buffer
-	fr := http2.NewFramer(&b, nil)
-	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 7, BlockFragment: r.hbuf.Bytes(), EndHeaders: true})
+	b, fr := r.open(7, "POST", "/split", false)
 	fr.WriteData(7, false, []byte("par"))
 	for len(hf.began) > 0 {
 		<-hf.began
@@ -1769,13 +1771,7 @@ func TestH2CarriedBodyFailures(t *testing.T) {
 	r := dialRaw(t, hf.addr)
 	r.write([]byte(http2.ClientPreface))
 	r.settings()
-	r.hbuf.Reset()
-	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "web.test"}, {":path", "/gone"}} {
-		r.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	var b bytes.Buffer
-	fr := http2.NewFramer(&b, nil)
-	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: r.hbuf.Bytes(), EndHeaders: true})
+	b, fr := r.open(1, "POST", "/gone", false)
 	fr.WriteData(1, false, []byte("part"))
 	fr.WriteRSTStream(1, http2.ErrCodeCancel)
 	r.write(b.Bytes())
