@@ -53,7 +53,6 @@ func (c *client) newH1Relay(r *http.Request, body, raw []byte, t Target) *relay 
 	}
 	x.start = time.Now()
 	*d = h1down{c: c, x: x, head: append(d.head[:0], raw...), out: d.out[:0], body: d.body[:0]}
-	c.rx = x
 	return x
 }
 
@@ -61,7 +60,7 @@ func (c *client) newH1Relay(r *http.Request, body, raw []byte, t Target) *relay 
 // the response written as HTTP/1.1, kept until the pass's Flush.
 type h1down struct {
 	c        *client
-	x        *relay // the request relayed, nil once handed over
+	x        *relay // the request relayed; nil between requests, and once handed over
 	head     []byte // the request as it came, to hand over
 	out      []byte // written at Flush
 	status   int    // the final head, while held
@@ -136,10 +135,10 @@ func (d *h1down) Flush() {
 	}
 	switch {
 	case d.reset:
-		d.x, c.rx = nil, nil
+		d.x = nil
 		c.closeWritten()
 	case d.ended && d.x.over:
-		d.x, c.rx = nil, nil
+		d.x = nil
 		if c.s.draining.Load() {
 			c.closeWritten()
 			return
@@ -206,7 +205,7 @@ func (d *h1down) appendEnd() {
 // was written.
 func (d *h1down) handOver() {
 	c := d.c
-	d.x, c.rx = nil, nil
+	d.x = nil
 	c.handoffHead = append(c.handoffHead[:0], d.head...)
 	c.handoff()
 }

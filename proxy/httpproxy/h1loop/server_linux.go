@@ -287,7 +287,7 @@ func (s *Server) Drain() {
 				switch {
 				case c.h2 != nil:
 					c.h2.Shutdown() // GOAWAY: its open streams finish
-				case c.x == nil && c.rx == nil && !c.handoffWritten:
+				case c.x == nil && c.h1.x == nil && !c.handoffWritten:
 					c.closeWritten()
 				}
 			}
@@ -338,8 +338,7 @@ type client struct {
 	reqInto        h1server.Reuse // req.Header's and req.URL's storage, reused
 	respHeader     h1head.Reuse   // xs.resp.Header's
 	x              *exchange      // the request out, nil between requests
-	rx             *relay         // or relayed to an HTTP/2 endpoint (h1relay_linux.go)
-	h1             h1down         // rx's side here, reused
+	h1             h1down         // or relayed to an HTTP/2 endpoint (h1relay_linux.go): h1.x, reused
 	xs             exchange       // x's storage, reused
 	eof            bool           // the client half-closed: close after the response
 	closed         bool
@@ -448,7 +447,7 @@ func (c *client) Readable(ec *evloop.Conn) {
 		}
 		return
 	}
-	if c.x != nil || c.rx != nil {
+	if c.x != nil || c.h1.x != nil {
 		c.pull()
 		switch {
 		case c.readErr() != nil:
@@ -486,7 +485,7 @@ func (c *client) Written(*evloop.Conn) {
 	if x := c.x; x != nil && x.sent && x.up != nil {
 		x.up.Readable(x.up.c)
 	}
-	if x := c.rx; x != nil {
+	if x := c.h1.x; x != nil {
 		// The response's DATA kept for want of room goes on.
 		x.passResponse()
 		x.flushUp()
@@ -496,8 +495,8 @@ func (c *client) Written(*evloop.Conn) {
 
 // started is when the request in flight started.
 func (c *client) started() time.Time {
-	if c.rx != nil {
-		return c.rx.start
+	if c.h1.x != nil {
+		return c.h1.x.start
 	}
 	return c.x.start
 }
@@ -850,9 +849,9 @@ func (c *client) timeout() {
 	switch {
 	case c.closing:
 		c.close() // the client takes no more
-	case (c.x != nil || c.rx != nil) && c.eof:
+	case (c.x != nil || c.h1.x != nil) && c.eof:
 		c.abort() // the client ended its side: WatchDelay has passed
-	case c.x != nil || c.rx != nil:
+	case c.x != nil || c.h1.x != nil:
 	case c.bodyWait:
 		c.bodyWait = false
 		c.handoff()
@@ -895,8 +894,8 @@ func (c *client) abort() {
 			x.up.close()
 		}
 	}
-	if x := c.rx; x != nil {
-		c.rx, c.h1.x = nil, nil
+	if x := c.h1.x; x != nil {
+		c.h1.x = nil
 		x.cancel()
 	}
 	c.close()
